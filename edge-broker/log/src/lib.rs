@@ -1,0 +1,1 @@
+//! edge-log: a segmented, crash-safe append-only event log.

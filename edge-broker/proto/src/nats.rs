@@ -1,0 +1,1 @@
+//! NATS client protocol codec (filled in by the NATS issue).

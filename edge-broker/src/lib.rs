@@ -1,0 +1,1 @@
+//! edge-broker: the broker process.

@@ -1,0 +1,2 @@
+//! The `edge-broker` binary.
+fn main() {}

@@ -1,0 +1,1 @@
+//! edge-examples: runnable examples for edge-broker users (see `examples/README.md`).
