@@ -1,0 +1,399 @@
+//! The TOML configuration: schema, built-in defaults, loading and validation.
+//!
+//! Every section rejects unknown keys, and every error names the field it is about
+//! (`log.fsync: ...`), so `edge-broker check` tells an operator exactly what to fix.
+
+mod units;
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use edge_log::{FsyncPolicy, LogConfig, WhenFull};
+use serde::{Deserialize, Deserializer, de};
+
+pub use units::{ByteSize, HumanDuration, parse_duration, parse_size};
+
+/// Why a configuration could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        /// The file we tried to read.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML or does not match the schema.
+    #[error("{path}: {field}: {message}")]
+    Parse {
+        /// The file being parsed.
+        path: PathBuf,
+        /// Dotted path of the offending key (`log.fsync`), or `(document)` for syntax errors.
+        field: String,
+        /// What is wrong with it.
+        message: String,
+    },
+    /// The values parse but do not make sense together.
+    #[error("{}{field}: {message}", path.as_ref().map(|p| format!("{}: ", p.display())).unwrap_or_default())]
+    Invalid {
+        /// The file the values came from, when known.
+        path: Option<PathBuf>,
+        /// Dotted path of the offending key.
+        field: &'static str,
+        /// What is wrong with it.
+        message: String,
+    },
+}
+
+impl ConfigError {
+    /// The dotted name of the field the error is about.
+    pub fn field(&self) -> &str {
+        match self {
+            ConfigError::Read { .. } => "(file)",
+            ConfigError::Parse { field, .. } => field,
+            ConfigError::Invalid { field, .. } => field,
+        }
+    }
+}
+
+/// The whole configuration file.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// `[node]`: identity and data directory.
+    pub node: NodeConfig,
+    /// `[log]`: the durable event log.
+    pub log: LogSection,
+}
+
+/// `[node]`: who this gateway is and where it keeps its data.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct NodeConfig {
+    /// Gateway id carried by every record forwarded upstream (`edge-node` header).
+    pub id: String,
+    /// Directory for the log, cursors and other state.
+    pub data_dir: PathBuf,
+}
+
+impl Default for NodeConfig {
+    fn default() -> Self {
+        NodeConfig {
+            id: default_node_id(),
+            data_dir: PathBuf::from("./edge-data"),
+        }
+    }
+}
+
+/// The machine's hostname when it makes a valid node id, else `edge-broker`.
+fn default_node_id() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|name| name.trim().to_owned())
+        .filter(|name| validate_node_id(name).is_ok())
+        .unwrap_or_else(|| "edge-broker".to_owned())
+}
+
+/// `[log]`: segment size, disk budget and durability policy of edge-log.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogSection {
+    /// A new segment file is started once the current one passes this size.
+    pub segment_bytes: ByteSize,
+    /// Hard disk budget for all segments.
+    pub max_bytes: ByteSize,
+    /// Largest single record accepted (frame included).
+    pub max_record_bytes: ByteSize,
+    /// When a device is told its event is stored: `always`, `interval:<dur>` or `never`.
+    #[serde(deserialize_with = "deserialize_fsync")]
+    pub fsync: FsyncPolicy,
+    /// What an append does when the budget is used up: `block`, `drop_oldest` or `reject`.
+    #[serde(deserialize_with = "deserialize_when_full")]
+    pub when_full: WhenFull,
+}
+
+impl Default for LogSection {
+    fn default() -> Self {
+        LogSection {
+            segment_bytes: ByteSize(64 << 20),
+            max_bytes: ByteSize(2 << 30),
+            max_record_bytes: ByteSize(1 << 20),
+            fsync: FsyncPolicy::Always,
+            when_full: WhenFull::Block,
+        }
+    }
+}
+
+/// Parses the `log.fsync` setting.
+pub fn parse_fsync(text: &str) -> Result<FsyncPolicy, String> {
+    match text.trim() {
+        "always" => Ok(FsyncPolicy::Always),
+        "never" => Ok(FsyncPolicy::Never),
+        other => match other.strip_prefix("interval:") {
+            Some(interval) => {
+                let interval = parse_duration(interval)?;
+                if interval.is_zero() {
+                    return Err("interval must be greater than zero (use \"always\")".to_owned());
+                }
+                Ok(FsyncPolicy::Interval(interval))
+            }
+            None => Err(format!(
+                "invalid fsync policy {other:?}: expected \"always\", \"interval:<duration>\" (e.g. \"interval:100ms\") or \"never\""
+            )),
+        },
+    }
+}
+
+/// Parses the `log.when_full` setting.
+pub fn parse_when_full(text: &str) -> Result<WhenFull, String> {
+    match text.trim() {
+        "block" => Ok(WhenFull::Block),
+        "drop_oldest" => Ok(WhenFull::DropOldest),
+        "reject" => Ok(WhenFull::Reject),
+        other => Err(format!(
+            "invalid when_full policy {other:?}: expected \"block\", \"drop_oldest\" or \"reject\""
+        )),
+    }
+}
+
+fn deserialize_fsync<'de, D: Deserializer<'de>>(d: D) -> Result<FsyncPolicy, D::Error> {
+    parse_fsync(&String::deserialize(d)?).map_err(de::Error::custom)
+}
+
+fn deserialize_when_full<'de, D: Deserializer<'de>>(d: D) -> Result<WhenFull, D::Error> {
+    parse_when_full(&String::deserialize(d)?).map_err(de::Error::custom)
+}
+
+/// Node ids go into Kafka headers and file names: keep them short and unambiguous.
+fn validate_node_id(id: &str) -> Result<(), String> {
+    if id.is_empty() || id.len() > 128 {
+        return Err(format!(
+            "must be 1 to 128 characters, got {} characters",
+            id.len()
+        ));
+    }
+    if let Some(bad) = id
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.')))
+    {
+        return Err(format!(
+            "{id:?} contains {bad:?}: use letters, digits, '-', '_' and '.' only"
+        ));
+    }
+    Ok(())
+}
+
+/// Smallest segment we accept: smaller ones only multiply files and fsyncs.
+const MIN_SEGMENT_BYTES: u64 = 64 << 10;
+
+impl Config {
+    /// Reads and validates a config file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Config::parse(&text, path)
+    }
+
+    /// Parses and validates config text; `origin` names it in errors.
+    pub fn parse(text: &str, origin: &Path) -> Result<Config, ConfigError> {
+        let parse_error = |field: String, message: String| ConfigError::Parse {
+            path: origin.to_owned(),
+            field,
+            message,
+        };
+        let deserializer = toml::Deserializer::parse(text)
+            .map_err(|e| parse_error("(document)".to_owned(), describe(&e, text)))?;
+        let config: Config = serde_path_to_error::deserialize(deserializer).map_err(|e| {
+            let field = e.path().to_string();
+            parse_error(field, describe(e.inner(), text))
+        })?;
+        config.validate().map_err(|err| match err {
+            ConfigError::Invalid { field, message, .. } => ConfigError::Invalid {
+                path: Some(origin.to_owned()),
+                field,
+                message,
+            },
+            other => other,
+        })?;
+        Ok(config)
+    }
+
+    /// Checks relations between values that the schema alone cannot express.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |field, message| {
+            Err(ConfigError::Invalid {
+                path: None,
+                field,
+                message,
+            })
+        };
+        if let Err(message) = validate_node_id(&self.node.id) {
+            return invalid("node.id", message);
+        }
+        if self.node.data_dir.as_os_str().is_empty() {
+            return invalid("node.data_dir", "must not be empty".to_owned());
+        }
+        let log = &self.log;
+        if log.segment_bytes.bytes() < MIN_SEGMENT_BYTES {
+            return invalid(
+                "log.segment_bytes",
+                format!(
+                    "{} is too small: at least {}",
+                    log.segment_bytes,
+                    ByteSize(MIN_SEGMENT_BYTES)
+                ),
+            );
+        }
+        if log.max_bytes.bytes() < log.segment_bytes.bytes().saturating_mul(2) {
+            return invalid(
+                "log.max_bytes",
+                format!(
+                    "{} must be at least twice log.segment_bytes ({}) so one segment can be freed while another fills",
+                    log.max_bytes, log.segment_bytes
+                ),
+            );
+        }
+        if log.max_record_bytes.bytes() == 0
+            || log.max_record_bytes.bytes() > log.segment_bytes.bytes() / 2
+        {
+            return invalid(
+                "log.max_record_bytes",
+                format!(
+                    "{} must be between 1 byte and half of log.segment_bytes ({})",
+                    log.max_record_bytes, log.segment_bytes
+                ),
+            );
+        }
+        Ok(())
+    }
+
+    /// Directory of the event log inside the data directory.
+    pub fn log_dir(&self) -> PathBuf {
+        self.node.data_dir.join("log")
+    }
+
+    /// The edge-log configuration this file describes.
+    pub fn log_config(&self) -> LogConfig {
+        let mut config = LogConfig::new(self.log_dir());
+        config.segment_bytes = self.log.segment_bytes.bytes();
+        config.max_bytes = self.log.max_bytes.bytes();
+        // validate() keeps this below segment_bytes / 2, far below u32::MAX for sane segments.
+        config.max_record_bytes =
+            u32::try_from(self.log.max_record_bytes.bytes()).unwrap_or(u32::MAX);
+        config.fsync = self.log.fsync;
+        config.when_full = self.log.when_full;
+        config
+    }
+}
+
+/// One line for a TOML error: its message and where it is (`line 3, column 9`).
+fn describe(error: &toml::de::Error, text: &str) -> String {
+    let message = error.message().trim_end();
+    match error.span() {
+        Some(span) => {
+            let before = &text[..span.start.min(text.len())];
+            let line = before.matches('\n').count() + 1;
+            let column = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
+            format!("{message} (line {line}, column {column})")
+        }
+        None => message.to_owned(),
+    }
+}
+
+/// How long `interval:` fsync may be before `check` warns that acknowledged events can be lost.
+pub const LONG_FSYNC_INTERVAL: Duration = Duration::from_secs(1);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Config, ConfigError> {
+        Config::parse(text, Path::new("test.toml"))
+    }
+
+    #[test]
+    fn empty_file_gives_the_built_in_defaults() {
+        let config = parse("").unwrap();
+        assert_eq!(config.node.data_dir, PathBuf::from("./edge-data"));
+        assert_eq!(config.log.segment_bytes, ByteSize(64 << 20));
+        assert_eq!(config.log.fsync, FsyncPolicy::Always);
+        assert_eq!(config.log.when_full, WhenFull::Block);
+    }
+
+    #[test]
+    fn architecture_example_parses() {
+        let config = parse(
+            r#"
+            [node]
+            id = "gw-01"
+            data_dir = "/var/lib/edge-broker"
+            [log]
+            segment_bytes = "64MiB"
+            max_bytes = "2GiB"
+            fsync = "interval:100ms"
+            when_full = "drop_oldest"
+            "#,
+        )
+        .unwrap();
+        assert_eq!(config.node.id, "gw-01");
+        assert_eq!(config.log.max_bytes, ByteSize(2 << 30));
+        assert_eq!(
+            config.log.fsync,
+            FsyncPolicy::Interval(Duration::from_millis(100))
+        );
+        assert_eq!(config.log.when_full, WhenFull::DropOldest);
+        let log = config.log_config();
+        assert_eq!(log.dir, PathBuf::from("/var/lib/edge-broker/log"));
+        assert_eq!(log.segment_bytes, 64 << 20);
+    }
+
+    #[test]
+    fn unknown_keys_are_errors_naming_the_key() {
+        let err = parse("[log]\nsegment_byte = \"1MiB\"\n").unwrap_err();
+        assert_eq!(err.field(), "log.segment_byte");
+        assert!(err.to_string().contains("segment_byte"), "{err}");
+        let err = parse("[nodes]\nid = \"x\"\n").unwrap_err();
+        assert!(err.to_string().contains("nodes"), "{err}");
+    }
+
+    #[test]
+    fn bad_values_name_the_field() {
+        let err = parse("[log]\nfsync = \"sometimes\"\n").unwrap_err();
+        assert_eq!(err.field(), "log.fsync");
+        assert!(err.to_string().contains("sometimes"), "{err}");
+        let err = parse("[log]\nsegment_bytes = \"64XB\"\n").unwrap_err();
+        assert_eq!(err.field(), "log.segment_bytes");
+        let err = parse("[log]\nwhen_full = \"wait\"\n").unwrap_err();
+        assert_eq!(err.field(), "log.when_full");
+        let err = parse("[node]\nid = \"gw 01\"\n").unwrap_err();
+        assert_eq!(err.field(), "node.id");
+    }
+
+    #[test]
+    fn inconsistent_sizes_are_rejected() {
+        let err = parse("[log]\nsegment_bytes = \"64MiB\"\nmax_bytes = \"100MiB\"\n").unwrap_err();
+        assert_eq!(err.field(), "log.max_bytes");
+        let err = parse("[log]\nsegment_bytes = \"1KiB\"\n").unwrap_err();
+        assert_eq!(err.field(), "log.segment_bytes");
+    }
+
+    #[test]
+    fn syntax_errors_are_reported_on_one_line() {
+        let err = parse("[log\n").unwrap_err();
+        assert_eq!(err.field(), "(document)");
+        assert!(!err.to_string().contains('\n'), "{err}");
+    }
+
+    #[test]
+    fn fsync_interval_must_be_positive() {
+        assert!(parse_fsync("interval:0").is_err());
+        assert!(parse_fsync("interval:10").is_err());
+        assert_eq!(
+            parse_fsync("interval:1s"),
+            Ok(FsyncPolicy::Interval(Duration::from_secs(1)))
+        );
+    }
+}
