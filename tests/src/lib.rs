@@ -1,2 +1,14 @@
-//! edge-tests: helpers for end-to-end tests that run the real `edge-broker` binary against
-//! real peers on 127.0.0.1 (see `tests/tests/`).
+//! edge-tests: helpers for end-to-end tests that run the real `edge-broker` binary against real
+//! peers on 127.0.0.1 (the tests themselves live in `tests/tests/`).
+//!
+//! Crate map:
+//! - [`broker`]: start `edge-broker` with a config in a temporary data directory, wait until it
+//!   is ready, read its log lines, stop it with SIGTERM or SIGKILL.
+//! - [`peers`]: find the peer programs (mosquitto, nats-server, Python clients) or fail saying
+//!   how to install them.
+
+// This crate exists to fail tests loudly: a panic with a clear message is its error report.
+#![allow(clippy::expect_used, clippy::unwrap_used)]
+
+pub mod broker;
+pub mod peers;

@@ -1,0 +1,60 @@
+#!/usr/bin/env bash
+# The project's one test command (README, .ci/run): installs what the tests need on a fresh
+# Debian machine when it is missing, then runs rustfmt, clippy and the whole test suite.
+#
+#   ./tests/run.sh            everything
+#   ./tests/run.sh -p edge-log   extra arguments go to `cargo test`
+set -euo pipefail
+cd "$(dirname "$0")/.."
+root=$(pwd)
+
+say() { printf '\n==> %s\n' "$*"; }
+
+# --- Debian packages: real peers (MQTT and NATS servers and clients) and build tools --------
+apt_packages=()
+need() { command -v "$1" >/dev/null 2>&1 || apt_packages+=("$2"); }
+need mosquitto mosquitto
+need mosquitto_pub mosquitto-clients
+need nats-server nats-server
+need cc gcc
+need pkg-config pkg-config
+python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || apt_packages+=(python3-venv)
+if [ ${#apt_packages[@]} -gt 0 ]; then
+    say "installing Debian packages: ${apt_packages[*]}"
+    if [ "$(id -u)" -ne 0 ]; then sudo=sudo; else sudo=; fi
+    $sudo apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${apt_packages[@]}"
+fi
+# Debian's mosquitto package starts a system broker on :1883; tests use ephemeral ports and never
+# need it.
+
+# --- Rust toolchain ----------------------------------------------------------------------------
+if ! command -v cargo >/dev/null 2>&1; then
+    echo "cargo not found: install Rust >= 1.89 (rustup, or Debian's rustc-web and cargo-web)" >&2
+    exit 1
+fi
+for component in rustfmt clippy; do
+    if ! cargo "${component/rustfmt/fmt}" --version >/dev/null 2>&1; then
+        say "installing $component"
+        rustup component add "$component"
+    fi
+done
+
+# --- Python peers in ./.venv -------------------------------------------------------------------
+if [ ! -x .venv/bin/python ]; then
+    say "creating .venv"
+    python3 -m venv .venv
+fi
+if ! .venv/bin/python -m pip install -q --disable-pip-version-check -r tests/requirements.txt; then
+    echo "pip could not install tests/requirements.txt into .venv" >&2
+    exit 1
+fi
+export EDGE_TESTS_PYTHON="$root/.venv/bin/python"
+
+# --- Checks and tests --------------------------------------------------------------------------
+say "cargo fmt --check"
+cargo fmt --all --check
+say "cargo clippy"
+cargo clippy --workspace --all-targets --locked -- -D warnings
+say "cargo test"
+cargo test --workspace --locked "$@"

@@ -1,0 +1,185 @@
+//! Running the real `edge-broker` binary in a test.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, channel};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+
+/// How long a broker may take to become ready before a test gives up.
+pub const READY_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// Path of the `edge-broker` binary built by this `cargo test` run.
+///
+/// Integration tests live in `target/<profile>/deps/`; the binary is in `target/<profile>/`.
+pub fn broker_binary() -> PathBuf {
+    let exe = std::env::current_exe().expect("current test executable");
+    let profile_dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("test executable sits in target/<profile>/deps");
+    let binary = profile_dir.join("edge-broker");
+    assert!(
+        binary.exists(),
+        "{} is missing: run the tests with `cargo test --workspace` (or `cargo build -p edge-broker` first)",
+        binary.display()
+    );
+    binary
+}
+
+/// A running `edge-broker` process with its own data directory; killed on drop.
+pub struct Broker {
+    child: Child,
+    lines: Arc<Mutex<Vec<String>>>,
+    new_line: Receiver<String>,
+    /// The temporary directory holding `edge-broker.toml` and `data/`.
+    pub dir: PathBuf,
+    _tempdir: Option<tempfile::TempDir>,
+}
+
+impl Broker {
+    /// Starts a broker whose config is `config_body` with a `[node]` section pointing at a fresh
+    /// temporary data directory prepended, and waits until it logs that it is ready.
+    pub fn start(config_body: &str) -> Broker {
+        let tempdir = tempfile::tempdir().expect("temp dir");
+        let dir = tempdir.path().to_path_buf();
+        let mut broker = Broker::start_in(&dir, config_body);
+        broker._tempdir = Some(tempdir);
+        broker
+    }
+
+    /// Like [`Broker::start`] in an existing directory (to restart on the same data).
+    pub fn start_in(dir: &Path, config_body: &str) -> Broker {
+        let broker = Broker::spawn_in(dir, config_body);
+        broker.wait_for_line("edge-broker ready", READY_TIMEOUT);
+        broker
+    }
+
+    /// Starts a broker without waiting for it to become ready.
+    pub fn spawn_in(dir: &Path, config_body: &str) -> Broker {
+        let config = dir.join("edge-broker.toml");
+        let data = dir.join("data");
+        let text = format!(
+            "[node]\nid = \"test-gw\"\ndata_dir = \"{}\"\n\n{config_body}",
+            data.display()
+        );
+        std::fs::write(&config, text).expect("write config");
+        let mut child = Command::new(broker_binary())
+            .arg("--config")
+            .arg(&config)
+            .env("RUST_LOG", "info")
+            .env_remove("JOURNAL_STREAM")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn edge-broker");
+        let stderr = child.stderr.take().expect("piped stderr");
+        let lines = Arc::new(Mutex::new(Vec::new()));
+        let (sender, new_line) = channel();
+        let collected = Arc::clone(&lines);
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                eprintln!("[edge-broker] {line}");
+                collected.lock().expect("log lines").push(line.clone());
+                if sender.send(line).is_err() {
+                    // Nobody waits for lines any more; keep draining so the broker never blocks.
+                }
+            }
+        });
+        Broker {
+            child,
+            lines,
+            new_line,
+            dir: dir.to_path_buf(),
+            _tempdir: None,
+        }
+    }
+
+    /// The data directory (`<dir>/data`).
+    pub fn data_dir(&self) -> PathBuf {
+        self.dir.join("data")
+    }
+
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Every stderr line so far.
+    pub fn lines(&self) -> Vec<String> {
+        self.lines.lock().expect("log lines").clone()
+    }
+
+    /// Waits until a stderr line contains `needle` and returns it; panics after `timeout` or if
+    /// the broker exits first.
+    pub fn wait_for_line(&self, needle: &str, timeout: Duration) -> String {
+        if let Some(line) = self.lines().into_iter().find(|l| l.contains(needle)) {
+            return line;
+        }
+        let deadline = Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.new_line.recv_timeout(left) {
+                Ok(line) if line.contains(needle) => return line,
+                Ok(_) => {}
+                Err(RecvTimeoutError::Timeout) => panic!(
+                    "edge-broker did not log {needle:?} within {timeout:?}; its log:\n{}",
+                    self.lines().join("\n")
+                ),
+                Err(RecvTimeoutError::Disconnected) => panic!(
+                    "edge-broker exited before logging {needle:?}; its log:\n{}",
+                    self.lines().join("\n")
+                ),
+            }
+        }
+    }
+
+    /// Sends `signal` to the broker.
+    pub fn signal(&self, signal: Signal) {
+        let pid = i32::try_from(self.child.id()).expect("pid fits i32");
+        kill(Pid::from_raw(pid), signal).expect("send signal");
+    }
+
+    /// Sends SIGTERM and waits for the exit, panicking if it takes longer than `timeout`.
+    pub fn terminate(&mut self, timeout: Duration) -> ExitStatus {
+        self.signal(Signal::SIGTERM);
+        self.wait_exit(timeout)
+    }
+
+    /// SIGKILLs the broker (a crash) and reaps it.
+    pub fn kill(&mut self) {
+        self.signal(Signal::SIGKILL);
+        self.wait_exit(Duration::from_secs(10));
+    }
+
+    /// Waits for the process to exit on its own.
+    pub fn wait_exit(&mut self, timeout: Duration) -> ExitStatus {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "edge-broker did not exit within {timeout:?}; its log:\n{}",
+                self.lines().join("\n")
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
