@@ -5,6 +5,7 @@
 
 mod units;
 
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -65,6 +66,27 @@ pub struct Config {
     pub node: NodeConfig,
     /// `[log]`: the durable event log.
     pub log: LogSection,
+    /// `[metrics]`: the Prometheus and health endpoint.
+    pub metrics: MetricsSection,
+}
+
+/// `[metrics]`: where `GET /metrics` and `GET /healthz` are served.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetricsSection {
+    /// Serve the endpoint at all.
+    pub enabled: bool,
+    /// Address to listen on (port 0 picks a free port, logged at startup).
+    pub listen: SocketAddr,
+}
+
+impl Default for MetricsSection {
+    fn default() -> Self {
+        MetricsSection {
+            enabled: true,
+            listen: SocketAddr::from(([127, 0, 0, 1], 9100)),
+        }
+    }
 }
 
 /// `[node]`: who this gateway is and where it keeps its data.
@@ -321,6 +343,13 @@ mod tests {
         assert_eq!(config.log.segment_bytes, ByteSize(64 << 20));
         assert_eq!(config.log.fsync, FsyncPolicy::Always);
         assert_eq!(config.log.when_full, WhenFull::Block);
+        assert_eq!(config.metrics.listen, "127.0.0.1:9100".parse().unwrap());
+    }
+
+    #[test]
+    fn bad_addresses_name_the_field() {
+        let err = parse("[metrics]\nlisten = \"localhost\"\n").unwrap_err();
+        assert_eq!(err.field(), "metrics.listen");
     }
 
     #[test]
