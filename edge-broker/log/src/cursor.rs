@@ -84,6 +84,38 @@ fn persist(shared: &Shared, name: &str, committed: u64) -> Result<(), LogError> 
     Ok(())
 }
 
+/// Deletes a cursor's file and forgets its position.
+pub(crate) fn remove(shared: &Shared, name: &str) -> Result<(), LogError> {
+    if !valid_name(name) {
+        return Err(LogError::InvalidCursorName { name: name.into() });
+    }
+    {
+        let mut st = lock(&shared.state);
+        if st.open_cursors.contains(name) {
+            return Err(LogError::CursorInUse { name: name.into() });
+        }
+        if st.cursors.remove(name).is_none() {
+            return Ok(());
+        }
+    }
+    let path = shared.cursor_dir.join(format!("{name}.cur"));
+    shared.storage.remove(&path).map_err(|source| LogError::Io {
+        op: "remove cursor",
+        path,
+        source,
+    })?;
+    shared
+        .storage
+        .sync_dir(&shared.cursor_dir)
+        .map_err(|source| LogError::Io {
+            op: "sync cursor directory",
+            path: shared.cursor_dir.clone(),
+            source,
+        })?;
+    shared.retain();
+    Ok(())
+}
+
 fn valid_name(name: &str) -> bool {
     !name.is_empty()
         && name.len() <= 64

@@ -594,6 +594,11 @@ impl Log {
         Cursor::open(self.inner.shared.clone(), name)
     }
 
+    /// Deletes a persisted cursor (it no longer holds back retention). Fails if a handle is open.
+    pub fn remove_cursor(&self, name: &str) -> Result<(), LogError> {
+        cursor::remove(&self.inner.shared, name)
+    }
+
     /// Counters and gauges for metrics.
     pub fn stats(&self) -> LogStats {
         let shared = &self.inner.shared;
