@@ -99,11 +99,14 @@ pub(crate) fn remove(shared: &Shared, name: &str) -> Result<(), LogError> {
         }
     }
     let path = shared.cursor_dir.join(format!("{name}.cur"));
-    shared.storage.remove(&path).map_err(|source| LogError::Io {
-        op: "remove cursor",
-        path,
-        source,
-    })?;
+    shared
+        .storage
+        .remove(&path)
+        .map_err(|source| LogError::Io {
+            op: "remove cursor",
+            path,
+            source,
+        })?;
     shared
         .storage
         .sync_dir(&shared.cursor_dir)
@@ -527,6 +530,9 @@ impl Cursor {
     /// rename, fsync dir) and lets retention delete whole segments below every cursor.
     /// Commits are monotonic: a lower offset than `committed()` is a no-op.
     pub async fn commit(&mut self, next_offset: u64) -> Result<(), LogError> {
+        if next_offset <= self.committed {
+            return Ok(());
+        }
         let durable_end = self.shared.durable_end();
         if next_offset > durable_end {
             return Err(LogError::CommitBeyondDurable {
@@ -534,9 +540,6 @@ impl Cursor {
                 requested: next_offset,
                 durable_end,
             });
-        }
-        if next_offset <= self.committed {
-            return Ok(());
         }
         let shared = self.shared.clone();
         let name = self.name.clone();

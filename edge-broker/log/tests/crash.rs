@@ -31,7 +31,11 @@ fn crash_child_entry() {
         return;
     };
     let round: u64 = std::env::var(ROUND_ENV).unwrap().parse().unwrap();
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
     rt.block_on(async move {
         let (log, _) = Log::open(config(std::path::Path::new(&dir))).unwrap();
         let out = std::sync::Arc::new(std::sync::Mutex::new(std::io::stdout()));
@@ -64,7 +68,12 @@ async fn sigkill_mid_append_loses_nothing_reported_durable() {
     let rounds = 6u64;
     for round in 0..rounds {
         let mut child = Command::new(&exe)
-            .args(["--exact", "crash_child_entry", "--nocapture", "--test-threads=1"])
+            .args([
+                "--exact",
+                "crash_child_entry",
+                "--nocapture",
+                "--test-threads=1",
+            ])
             .env(CHILD_ENV, dir.path())
             .env(ROUND_ENV, round.to_string())
             .stdout(Stdio::piped())
@@ -100,12 +109,17 @@ async fn sigkill_mid_append_loses_nothing_reported_durable() {
         for l in r.lines().map_while(Result::ok) {
             if let Some(rest) = l.strip_prefix("DURABLE ") {
                 let mut it = rest.split(' ');
-                if let (Some(Ok(off)), Some(Ok(id))) = (it.next().map(str::parse), it.next().map(str::parse)) {
+                if let (Some(Ok(off)), Some(Ok(id))) =
+                    (it.next().map(str::parse), it.next().map(str::parse))
+                {
                     lines.push((off, id));
                 }
             }
         }
-        assert!(!lines.is_empty(), "child round {round} reported nothing; is the test binary runnable?");
+        assert!(
+            !lines.is_empty(),
+            "child round {round} reported nothing; is the test binary runnable?"
+        );
         reported.extend(lines);
 
         let (log, report) = Log::open(config(dir.path())).unwrap();
@@ -116,8 +130,13 @@ async fn sigkill_mid_append_loses_nothing_reported_durable() {
             assert_eq!(r.offset, i as u64, "offsets must be dense");
         }
         for &(off, id) in &reported {
-            let r = all.get(off as usize).unwrap_or_else(|| panic!("durable offset {off} lost after round {round}: {report}"));
-            assert!(same(r, &rec(id, 50 + (id % 150) as usize)), "record at {off} is not id {id}");
+            let r = all.get(off as usize).unwrap_or_else(|| {
+                panic!("durable offset {off} lost after round {round}: {report}")
+            });
+            assert!(
+                same(r, &rec(id, 50 + (id % 150) as usize)),
+                "record at {off} is not id {id}"
+            );
         }
         drop(c);
         log.remove_cursor("check").unwrap();

@@ -24,8 +24,14 @@ fn sample_records() -> Vec<NewRecord> {
             topic: "sensors/gw1/temperature".into(),
             client_id: "thermo-7".into(),
             headers: vec![
-                Header { key: "unit".into(), value: Bytes::from_static(b"celsius") },
-                Header { key: "bin".into(), value: Bytes::from_static(&[0, 255, 1]) },
+                Header {
+                    key: "unit".into(),
+                    value: Bytes::from_static(b"celsius"),
+                },
+                Header {
+                    key: "bin".into(),
+                    value: Bytes::from_static(&[0, 255, 1]),
+                },
             ],
             payload: Bytes::from_static(b"{\"t\":21.5}"),
         },
@@ -67,7 +73,10 @@ async fn encoder_reproduces_the_checked_in_sample() {
         std::fs::write(sample_path(), &fresh).unwrap();
     }
     let frozen = std::fs::read(sample_path()).expect("checked-in sample segment");
-    assert_eq!(fresh, frozen, "the encoder no longer writes format version 1 byte for byte");
+    assert_eq!(
+        fresh, frozen,
+        "the encoder no longer writes format version 1 byte for byte"
+    );
 }
 
 #[tokio::test]
@@ -78,7 +87,10 @@ async fn checked_in_sample_reads_back_every_field() {
     assert_eq!(&frozen[8..10], &1u16.to_le_bytes());
     assert_eq!(&frozen[10..12], &[0, 0]);
     assert_eq!(&frozen[12..20], &0u64.to_le_bytes());
-    assert_eq!(&frozen[20..24], &crc32c::crc32c(&frozen[0..20]).to_le_bytes());
+    assert_eq!(
+        &frozen[20..24],
+        &crc32c::crc32c(&frozen[0..20]).to_le_bytes()
+    );
     // First frame: len, crc over body, body begins with variant 0 and offset 0.
     let len = u32::from_le_bytes(frozen[24..28].try_into().unwrap()) as usize;
     let crc = u32::from_le_bytes(frozen[28..32].try_into().unwrap());

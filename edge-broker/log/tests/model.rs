@@ -41,7 +41,11 @@ fn config(always: bool) -> LogConfig {
         segment_bytes: 512,
         max_bytes: 64 << 20,
         // Interval(1h): only segment rolls sync, so crashes lose a lot: the hard case.
-        fsync: if always { FsyncPolicy::Always } else { FsyncPolicy::Interval(Duration::from_secs(3600)) },
+        fsync: if always {
+            FsyncPolicy::Always
+        } else {
+            FsyncPolicy::Interval(Duration::from_secs(3600))
+        },
         when_full: WhenFull::Block,
         max_record_bytes: 256,
         ..LogConfig::new("/model")
@@ -74,7 +78,12 @@ async fn run(ops: Vec<Op>, always: bool) -> Result<(), TestCaseError> {
     let cfg = config(always);
     let (mut log, _) = Log::open_with_storage(cfg.clone(), mem.clone()).unwrap();
     let mut cursor = log.cursor("m").unwrap();
-    let mut m = Model { records: Vec::new(), durable: 0, committed: 0, position: 0 };
+    let mut m = Model {
+        records: Vec::new(),
+        durable: 0,
+        committed: 0,
+        position: 0,
+    };
     let mut id = 0u64;
     for op in ops {
         match op {
@@ -87,7 +96,11 @@ async fn run(ops: Vec<Op>, always: bool) -> Result<(), TestCaseError> {
                     hs.push(tokio::spawn(async move {
                         let a = log.append(r.clone()).await.unwrap();
                         let off = a.offset;
-                        let durable = if wait && always { Some(a.durable().await.unwrap()) } else { None };
+                        let durable = if wait && always {
+                            Some(a.durable().await.unwrap())
+                        } else {
+                            None
+                        };
                         (off, r, durable)
                     }));
                 }
@@ -115,7 +128,10 @@ async fn run(ops: Vec<Op>, always: bool) -> Result<(), TestCaseError> {
                     prop_assert!(same(r, &m.records[r.offset as usize]));
                     m.position += 1;
                 }
-                prop_assert_eq!(got.len(), max.min(end.saturating_sub(m.position - got.len() as u64) as usize));
+                prop_assert_eq!(
+                    got.len(),
+                    max.min(end.saturating_sub(m.position - got.len() as u64) as usize)
+                );
             }
             Op::Commit => {
                 cursor.commit(m.position).await.unwrap();
@@ -123,7 +139,10 @@ async fn run(ops: Vec<Op>, always: bool) -> Result<(), TestCaseError> {
             }
             Op::Crash(_) | Op::TruncateTail { .. } => {
                 m.durable = m.durable.max(log.durable_end());
-                let mode = match op { Op::Crash(mode) => mode, _ => CrashMode::DropUnsynced };
+                let mode = match op {
+                    Op::Crash(mode) => mode,
+                    _ => CrashMode::DropUnsynced,
+                };
                 mem.crash(mode);
                 drop(cursor);
                 drop(log);
@@ -159,24 +178,51 @@ async fn run(ops: Vec<Op>, always: bool) -> Result<(), TestCaseError> {
                 let (l, report) = Log::open_with_storage(cfg.clone(), mem.clone()).unwrap();
                 log = l;
                 let next = report.next_offset;
-                prop_assert!(next >= must_keep, "lost durable records: next {} < durable {} ({})", next, must_keep, report);
+                prop_assert!(
+                    next >= must_keep,
+                    "lost durable records: next {} < durable {} ({})",
+                    next,
+                    must_keep,
+                    report
+                );
                 if matches!(op, Op::TruncateTail { .. }) {
-                    prop_assert_eq!(next, must_keep, "truncation must keep every whole frame: {}", report);
+                    prop_assert_eq!(
+                        next,
+                        must_keep,
+                        "truncation must keep every whole frame: {}",
+                        report
+                    );
                 }
-                prop_assert!(next <= m.records.len() as u64, "invented records: {}", report);
+                prop_assert!(
+                    next <= m.records.len() as u64,
+                    "invented records: {}",
+                    report
+                );
                 m.records.truncate(next as usize);
                 m.durable = next;
                 cursor = log.cursor("m").unwrap();
-                prop_assert_eq!(cursor.committed(), m.committed, "committed position must survive");
+                prop_assert_eq!(
+                    cursor.committed(),
+                    m.committed,
+                    "committed position must survive"
+                );
                 m.position = m.committed;
                 // Everything retained reads back intact and dense.
                 let mut check = log.cursor("check").unwrap();
                 let oldest = log.stats().oldest_offset;
-                prop_assert!(oldest <= m.committed, "retention deleted uncommitted data: oldest {}", oldest);
+                prop_assert!(
+                    oldest <= m.committed,
+                    "retention deleted uncommitted data: oldest {}",
+                    oldest
+                );
                 let all = check.try_read(usize::MAX, usize::MAX).unwrap();
                 prop_assert_eq!(all.len() as u64, next - check.committed());
                 for r in &all {
-                    prop_assert!(same(r, &m.records[r.offset as usize]), "record {} differs", r.offset);
+                    prop_assert!(
+                        same(r, &m.records[r.offset as usize]),
+                        "record {} differs",
+                        r.offset
+                    );
                 }
                 drop(check);
                 log.remove_cursor("check").unwrap();
@@ -187,7 +233,10 @@ async fn run(ops: Vec<Op>, always: bool) -> Result<(), TestCaseError> {
 }
 
 fn cases() -> u32 {
-    std::env::var("PROPTEST_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(48)
+    std::env::var("PROPTEST_CASES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(48)
 }
 
 proptest! {
