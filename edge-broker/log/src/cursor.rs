@@ -302,7 +302,7 @@ impl Reader {
         let limit = next_base
             .unwrap_or(durable)
             .min(durable.max(next_base.unwrap_or(0)));
-        let file_len = seg.file.len().map_err(|source| ReadError::Io {
+        let file_len = seg.file.size().map_err(|source| ReadError::Io {
             path: seg.path.clone(),
             source,
         })?;

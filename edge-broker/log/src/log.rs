@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, HashSet};
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc::{self, RecvTimeoutError, SyncSender, TryRecvError};
+use std::sync::mpsc::{self, RecvTimeoutError, SyncSender};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::Instant;
@@ -417,7 +417,7 @@ impl Log {
             for &base in sealed {
                 let path = dir.join(format::segment_name(base));
                 let file = storage.open(&path).map_err(io_err("open segment", &path))?;
-                let len = file.len().map_err(io_err("stat segment", &path))?;
+                let len = file.size().map_err(io_err("stat segment", &path))?;
                 bytes += len;
                 segments.push(Arc::new(Segment {
                     base,
@@ -701,7 +701,7 @@ fn recover_tail(
     base: u64,
     fsyncs: &AtomicU64,
 ) -> Result<TailScan, LogError> {
-    let len = file.len().map_err(io_err("stat segment", path))?;
+    let len = file.size().map_err(io_err("stat segment", path))?;
     let mut head = [0u8; SEGMENT_HEADER_LEN];
     let n = read_full_at(file, &mut head, 0).map_err(io_err("read segment header", path))?;
     match format::check_segment_header(&head[..n]) {
@@ -891,10 +891,7 @@ impl Writer {
                 if self.buf.len() >= MAX_BATCH_BYTES {
                     break;
                 }
-                next = match self.rx.try_recv() {
-                    Ok(m) => Some(m),
-                    Err(TryRecvError::Empty | TryRecvError::Disconnected) => None,
-                };
+                next = self.rx.try_recv().ok();
             }
             self.finish_batch();
             if let Some(reply) = close {

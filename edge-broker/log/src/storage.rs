@@ -29,7 +29,7 @@ pub trait Storage: Send + Sync + fmt::Debug {
 /// An open file.
 pub trait StorageFile: Send + Sync + fmt::Debug {
     /// Current length in bytes.
-    fn len(&self) -> io::Result<u64>;
+    fn size(&self) -> io::Result<u64>;
     /// Reads at a position; fewer bytes (0 at EOF) is not an error.
     fn read_at(&self, buf: &mut [u8], pos: u64) -> io::Result<usize>;
     /// Writes at a position; may write fewer bytes than given.
@@ -78,7 +78,7 @@ pub struct StdStorage;
 struct StdFile(File);
 
 impl StorageFile for StdFile {
-    fn len(&self) -> io::Result<u64> {
+    fn size(&self) -> io::Result<u64> {
         Ok(self.0.metadata()?.len())
     }
     fn read_at(&self, buf: &mut [u8], pos: u64) -> io::Result<usize> {

@@ -66,7 +66,7 @@ impl MemFile {
 }
 
 impl StorageFile for MemFile {
-    fn len(&self) -> io::Result<u64> {
+    fn size(&self) -> io::Result<u64> {
         self.alive()?;
         Ok(lock(&self.inode).data.len() as u64)
     }
@@ -301,8 +301,8 @@ struct FaultyFile {
 }
 
 impl StorageFile for FaultyFile {
-    fn len(&self) -> io::Result<u64> {
-        self.inner.len()
+    fn size(&self) -> io::Result<u64> {
+        self.inner.size()
     }
     fn read_at(&self, buf: &mut [u8], pos: u64) -> io::Result<usize> {
         self.inner.read_at(buf, pos)

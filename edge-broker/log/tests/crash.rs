@@ -3,6 +3,9 @@
 //! moment, reopens the log, and checks every reported record is there, intact, with dense offsets.
 //! Loops several kill/reopen rounds on the same directory.
 
+// Test code: unwrap/expect are fine here (clippy.toml intent); helpers are not #[test] fns.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use std::io::{BufRead, BufReader, Write};

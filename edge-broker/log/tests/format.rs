@@ -5,6 +5,9 @@
 //! Regenerate (only for a deliberate new format version):
 //! `EDGE_LOG_WRITE_SAMPLE=1 cargo test -p edge-log --test format`
 
+// Test code: unwrap/expect are fine here (clippy.toml intent); helpers are not #[test] fns.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::path::{Path, PathBuf};
 
 use bytes::Bytes;

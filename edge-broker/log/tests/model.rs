@@ -3,6 +3,9 @@
 //! and in order after any crash; offsets are dense; readers never see non-durable records.
 //! More cases: `PROPTEST_CASES=500 cargo test -p edge-log --test model`.
 
+// Test code: unwrap/expect are fine here (clippy.toml intent); helpers are not #[test] fns.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use std::path::{Path, PathBuf};
