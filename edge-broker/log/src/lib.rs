@@ -1,1 +1,101 @@
-//! edge-log: a segmented, crash-safe append-only event log.
+//! edge-log: a segmented, crash-safe append-only event log with group commit, named cursors,
+//! retention under a disk budget, and tail recovery.
+//!
+//! # Modules
+//! - [`config`]: [`LogConfig`], [`FsyncPolicy`], [`WhenFull`].
+//! - [`record`]: [`NewRecord`] (what ingress appends), [`Record`] (what cursors read), [`Header`], [`Source`].
+//! - [`log`]: [`Log`] (open/recover, append + group commit writer thread, retention, stats),
+//!   [`Appended`], [`LogStats`], [`RecoveryReport`].
+//! - [`cursor`]: [`Cursor`], named persisted read positions over durable records.
+//! - [`format`]: the byte layout below (encoders/decoders).
+//! - [`storage`]: the [`Storage`] trait all file I/O goes through, and [`StdStorage`].
+//! - [`error`]: [`LogError`], [`AppendError`], [`ReadError`].
+//! - `testing` (feature `testing`): fakes `MemStorage` (power-cut model) and `FaultyStorage`.
+//!
+//! # On-disk layout (format version 1)
+//!
+//! ```text
+//! <dir>/NNNNNNNNNNNNNNNNNNNN.seg     segment, named by its 20-digit zero-padded base offset
+//! <dir>/cursors/<name>.cur           cursor file (<name>.cur.tmp while being replaced)
+//!
+//! segment header, 24 bytes:
+//!   0..8    magic  "EDGESEG\0"
+//!   8..10   format version, u16 LE (= 1)
+//!   10..12  reserved, zero
+//!   12..20  base offset, u64 LE (must match the file name)
+//!   20..24  crc32c (Castagnoli) of bytes 0..20, u32 LE
+//! then frames back to back until end of file:
+//!   0..4    len: body length, u32 LE (1..=max_record_bytes)
+//!   4..8    crc32c of the body, u32 LE
+//!   8..     body: postcard encoding of `RecordBody`
+//!
+//! RecordBody (postcard: varint variant index, then fields in order; integers are LEB128 varints,
+//! strings and byte strings are varint length + bytes):
+//!   variant 0 = V1 { offset u64, timestamp_ms u64, source (varint: 0 = mqtt, 1 = nats),
+//!                    topic str, client_id str, headers: varint count × { key str, value bytes },
+//!                    payload bytes }
+//!
+//! cursor file, 24 bytes:
+//!   0..8 magic "EDGECUR\0" | 8..10 version u16 LE | 10..12 zero | 12..20 committed offset u64 LE |
+//!   20..24 crc32c of bytes 0..20
+//! ```
+//!
+//! Offsets are dense: record `n` of a segment has offset `base + n`, so segment `i` holds
+//! `[base_i, base_{i+1})`. The format is frozen by `tests/format.rs` against the checked-in
+//! `tests/data/00000000000000000000.seg`.
+//!
+//! # Durability and visibility
+//!
+//! A single writer thread drains every queued append, writes them with one `write`, then
+//! (`FsyncPolicy::Always`) issues ONE `fdatasync` and completes every waiter it covers (group
+//! commit). [`Log::durable_end`] advances only after that sync, and cursors read only below it,
+//! so an offset a crash could reuse never reaches a reader. With `Interval` records become
+//! durable at the next periodic sync. With `Never`, "written to the OS" counts as durable: a
+//! power cut can lose records that readers already saw, and their offsets will be reused.
+//! Segment rolls sync the old segment, the new header and the directory.
+//!
+//! Write and fsync errors are sticky: after one, every append fails with
+//! `AppendError::Storage` until the log is reopened; durability is never reported after a
+//! failed fsync.
+//!
+//! # Recovery
+//!
+//! `open` scans only the tail segment and truncates it at the first bad record (partial frame,
+//! zero-filled region, bad CRC, undecodable body, offset discontinuity), reporting what it cut
+//! ([`RecoveryReport`]). Sealed segments are not scanned at open. A reader that meets a corrupt
+//! frame in a sealed segment counts and logs it, then resynchronises at the next frame in the same
+//! segment whose CRC is valid, whose body decodes and whose offset lies in the segment's range;
+//! if there is none it skips to the next segment. A missing segment (or a sealed segment that
+//! ends early) is skipped the same way. Skips are counted in `LogStats::corrupt_skipped` and
+//! [`Cursor::skipped`].
+//!
+//! # Retention and the disk budget
+//!
+//! Whole sealed segments below the minimum committed position of all cursors are deleted on
+//! commit. With zero cursors no reader needs the data: segments are kept until the budget is
+//! reached, then the oldest sealed segments are deleted to make room under every policy (counted
+//! in `dropped_records`), so appends never block forever. When the budget is reached with cursors
+//! behind: `Block` waits for a commit, `DropOldest` deletes the oldest sealed segment anyway
+//! (cursors behind it skip forward, counted), `Reject` fails with `AppendError::Full`.
+//! `max_bytes` must hold at least two maximal segments. The budget counts segment files
+//! (cursor files and filesystem overhead are not counted); a segment roll may overshoot it by
+//! one 24-byte header.
+//!
+//! Only one process may open a directory at a time (not enforced by a lock file).
+
+pub mod config;
+pub mod cursor;
+pub mod error;
+pub mod format;
+pub mod log;
+pub mod record;
+pub mod storage;
+#[cfg(any(test, feature = "testing"))]
+pub mod testing;
+
+pub use config::{FsyncPolicy, LogConfig, WhenFull};
+pub use cursor::Cursor;
+pub use error::{AppendError, LogError, ReadError};
+pub use log::{Appended, Log, LogStats, RecoveryReport, Truncation};
+pub use record::{Header, NewRecord, Record, Source};
+pub use storage::{StdStorage, Storage, StorageFile};

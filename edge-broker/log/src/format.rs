@@ -1,0 +1,406 @@
+//! On-disk format: segment header, record frames, versioned record body (see the crate docs).
+
+use bytes::Bytes;
+use serde::de::{self, Deserializer, Visitor};
+use serde::{Deserialize, Serialize, Serializer};
+
+use crate::record::{Header, Record, Source};
+
+/// Magic bytes opening every segment file.
+pub const SEGMENT_MAGIC: [u8; 8] = *b"EDGESEG\0";
+/// Magic bytes opening every cursor file.
+pub const CURSOR_MAGIC: [u8; 8] = *b"EDGECUR\0";
+/// Current segment and cursor format version.
+pub const FORMAT_VERSION: u16 = 1;
+/// Segment header length in bytes.
+pub const SEGMENT_HEADER_LEN: usize = 24;
+/// Cursor file length in bytes.
+pub const CURSOR_FILE_LEN: usize = 24;
+/// Frame header length: `len u32 LE` + `crc32c u32 LE`.
+pub const FRAME_HEADER_LEN: usize = 8;
+
+/// Borrowed byte string that postcard writes as `varint len + raw bytes`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Blob<'a>(pub &'a [u8]);
+
+impl Serialize for Blob<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_bytes(self.0)
+    }
+}
+
+impl<'de: 'a, 'a> Deserialize<'de> for Blob<'a> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Blob<'de>;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("borrowed bytes")
+            }
+            fn visit_borrowed_bytes<E: de::Error>(self, v: &'de [u8]) -> Result<Self::Value, E> {
+                Ok(Blob(v))
+            }
+        }
+        d.deserialize_bytes(V)
+    }
+}
+
+/// Versioned record body. New versions are added as new variants; old ones stay readable.
+#[derive(Debug, Serialize, Deserialize)]
+pub enum RecordBody<'a> {
+    /// Format version 1.
+    #[serde(borrow)]
+    V1(RecordV1<'a>),
+}
+
+/// Version 1 of a record body (field order is the wire order).
+#[derive(Debug, Serialize, Deserialize)]
+pub struct RecordV1<'a> {
+    /// Log offset.
+    pub offset: u64,
+    /// Ingest time, unix ms.
+    pub timestamp_ms: u64,
+    /// Protocol.
+    pub source: Source,
+    /// Topic / subject.
+    pub topic: &'a str,
+    /// Client id.
+    pub client_id: &'a str,
+    /// Headers.
+    #[serde(borrow)]
+    pub headers: Vec<HeaderV1<'a>>,
+    /// Payload.
+    #[serde(borrow)]
+    pub payload: Blob<'a>,
+}
+
+/// Version 1 of a header.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct HeaderV1<'a> {
+    /// Name.
+    pub key: &'a str,
+    /// Value.
+    #[serde(borrow)]
+    pub value: Blob<'a>,
+}
+
+/// Builds a borrowed body for encoding.
+pub fn body_ref<'a>(
+    offset: u64,
+    timestamp_ms: u64,
+    source: Source,
+    topic: &'a str,
+    client_id: &'a str,
+    headers: &'a [Header],
+    payload: &'a [u8],
+) -> RecordBody<'a> {
+    RecordBody::V1(RecordV1 {
+        offset,
+        timestamp_ms,
+        source,
+        topic,
+        client_id,
+        headers: headers
+            .iter()
+            .map(|h| HeaderV1 {
+                key: &h.key,
+                value: Blob(&h.value),
+            })
+            .collect(),
+        payload: Blob(payload),
+    })
+}
+
+/// Exact postcard length of a body.
+pub fn body_len(body: &RecordBody<'_>) -> usize {
+    // The Size flavor cannot fail for these types; 0 would only under-reserve, never corrupt.
+    postcard::serialize_with_flavor::<_, postcard::ser_flavors::Size, usize>(
+        body,
+        postcard::ser_flavors::Size::default(),
+    )
+    .unwrap_or(0)
+}
+
+/// Appends one frame (`len`, `crc32c`, body) to `out`. Returns the frame length.
+pub fn encode_frame(body: &RecordBody<'_>, out: &mut Vec<u8>) -> Result<usize, postcard::Error> {
+    let start = out.len();
+    out.extend_from_slice(&[0u8; FRAME_HEADER_LEN]);
+    let taken = std::mem::take(out);
+    *out = postcard::to_extend(body, taken)?;
+    let body_bytes = &out[start + FRAME_HEADER_LEN..];
+    let len = u32::try_from(body_bytes.len()).map_err(|_| postcard::Error::SerializeBufferFull)?;
+    let crc = crc32c::crc32c(body_bytes);
+    out[start..start + 4].copy_from_slice(&len.to_le_bytes());
+    out[start + 4..start + 8].copy_from_slice(&crc.to_le_bytes());
+    Ok(out.len() - start)
+}
+
+/// Why a frame could not be decoded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FrameError {
+    /// Fewer bytes than the frame header or announced body.
+    Incomplete,
+    /// A zero length (zero-filled region) or one above the cap.
+    BadLength(u32),
+    /// Checksum mismatch.
+    BadCrc,
+    /// Body does not decode as a known version.
+    Undecodable(String),
+}
+
+impl std::fmt::Display for FrameError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            FrameError::Incomplete => f.write_str("incomplete frame"),
+            FrameError::BadLength(l) => write!(f, "implausible frame length {l}"),
+            FrameError::BadCrc => f.write_str("crc32c mismatch"),
+            FrameError::Undecodable(e) => write!(f, "undecodable body: {e}"),
+        }
+    }
+}
+
+/// Reads the frame header at the start of `buf`: (body length, crc).
+pub fn frame_header(buf: &[u8], max_record: u32) -> Result<(usize, u32), FrameError> {
+    if buf.len() < FRAME_HEADER_LEN {
+        return Err(FrameError::Incomplete);
+    }
+    let len = u32::from_le_bytes([buf[0], buf[1], buf[2], buf[3]]);
+    let crc = u32::from_le_bytes([buf[4], buf[5], buf[6], buf[7]]);
+    if len == 0 || len > max_record {
+        return Err(FrameError::BadLength(len));
+    }
+    Ok((len as usize, crc))
+}
+
+/// Decodes the frame at the start of `chunk` into a record whose payload and header values
+/// share `chunk`'s memory. Returns the record and the frame length.
+pub fn decode_frame(chunk: &Bytes, max_record: u32) -> Result<(Record, usize), FrameError> {
+    let (len, crc) = frame_header(chunk, max_record)?;
+    let end = FRAME_HEADER_LEN + len;
+    if chunk.len() < end {
+        return Err(FrameError::Incomplete);
+    }
+    let body = &chunk[FRAME_HEADER_LEN..end];
+    if crc32c::crc32c(body) != crc {
+        return Err(FrameError::BadCrc);
+    }
+    let (parsed, rest): (RecordBody<'_>, &[u8]) =
+        postcard::take_from_bytes(body).map_err(|e| FrameError::Undecodable(e.to_string()))?;
+    if !rest.is_empty() {
+        return Err(FrameError::Undecodable(format!(
+            "{} trailing bytes",
+            rest.len()
+        )));
+    }
+    let RecordBody::V1(v1) = parsed;
+    let record = Record {
+        offset: v1.offset,
+        timestamp_ms: v1.timestamp_ms,
+        source: v1.source,
+        topic: v1.topic.to_owned(),
+        client_id: v1.client_id.to_owned(),
+        headers: v1
+            .headers
+            .iter()
+            .map(|h| Header {
+                key: h.key.to_owned(),
+                value: chunk.slice_ref(h.value.0),
+            })
+            .collect(),
+        payload: chunk.slice_ref(v1.payload.0),
+    };
+    Ok((record, end))
+}
+
+/// Cheap pre-check used when resynchronising: the offset a body claims, if it looks like V1.
+pub fn peek_offset(body_prefix: &[u8]) -> Option<u64> {
+    // Variant index 0 (varint) then the offset varint.
+    if body_prefix.first() != Some(&0) {
+        return None;
+    }
+    let mut value: u64 = 0;
+    for (i, b) in body_prefix[1..].iter().take(10).enumerate() {
+        value |= u64::from(b & 0x7f) << (7 * i);
+        if b & 0x80 == 0 {
+            return Some(value);
+        }
+    }
+    None
+}
+
+/// Segment header: magic, version, reserved, base offset, crc32c of the preceding 20 bytes.
+pub fn segment_header(base: u64) -> [u8; SEGMENT_HEADER_LEN] {
+    let mut h = [0u8; SEGMENT_HEADER_LEN];
+    h[0..8].copy_from_slice(&SEGMENT_MAGIC);
+    h[8..10].copy_from_slice(&FORMAT_VERSION.to_le_bytes());
+    h[12..20].copy_from_slice(&base.to_le_bytes());
+    let crc = crc32c::crc32c(&h[0..20]);
+    h[20..24].copy_from_slice(&crc.to_le_bytes());
+    h
+}
+
+/// Result of checking a segment header.
+#[derive(Debug, PartialEq, Eq)]
+pub enum HeaderCheck {
+    /// Valid, with this base offset.
+    Ok(u64),
+    /// Too short or all zero: a segment whose creation was cut off.
+    Torn,
+    /// Not an edge-log segment or damaged.
+    Bad(String),
+    /// A version this build does not read.
+    Version(u16),
+}
+
+/// Validates a segment header.
+pub fn check_segment_header(h: &[u8]) -> HeaderCheck {
+    if h.len() < SEGMENT_HEADER_LEN || h[..SEGMENT_HEADER_LEN].iter().all(|&b| b == 0) {
+        return HeaderCheck::Torn;
+    }
+    if h[0..8] != SEGMENT_MAGIC {
+        return HeaderCheck::Bad("bad magic".into());
+    }
+    let crc = u32::from_le_bytes([h[20], h[21], h[22], h[23]]);
+    if crc32c::crc32c(&h[0..20]) != crc {
+        return HeaderCheck::Bad("header crc mismatch".into());
+    }
+    let version = u16::from_le_bytes([h[8], h[9]]);
+    if version != FORMAT_VERSION {
+        return HeaderCheck::Version(version);
+    }
+    let mut b = [0u8; 8];
+    b.copy_from_slice(&h[12..20]);
+    HeaderCheck::Ok(u64::from_le_bytes(b))
+}
+
+/// Cursor file: magic, version, reserved, committed offset, crc32c of the preceding 20 bytes.
+pub fn cursor_file(committed: u64) -> [u8; CURSOR_FILE_LEN] {
+    let mut h = [0u8; CURSOR_FILE_LEN];
+    h[0..8].copy_from_slice(&CURSOR_MAGIC);
+    h[8..10].copy_from_slice(&FORMAT_VERSION.to_le_bytes());
+    h[12..20].copy_from_slice(&committed.to_le_bytes());
+    let crc = crc32c::crc32c(&h[0..20]);
+    h[20..24].copy_from_slice(&crc.to_le_bytes());
+    h
+}
+
+/// Parses a cursor file into its committed offset.
+pub fn parse_cursor_file(h: &[u8]) -> Result<u64, String> {
+    if h.len() != CURSOR_FILE_LEN {
+        return Err(format!("length {} (expected {CURSOR_FILE_LEN})", h.len()));
+    }
+    if h[0..8] != CURSOR_MAGIC {
+        return Err("bad magic".into());
+    }
+    let crc = u32::from_le_bytes([h[20], h[21], h[22], h[23]]);
+    if crc32c::crc32c(&h[0..20]) != crc {
+        return Err("crc mismatch".into());
+    }
+    let version = u16::from_le_bytes([h[8], h[9]]);
+    if version != FORMAT_VERSION {
+        return Err(format!("unsupported version {version}"));
+    }
+    let mut b = [0u8; 8];
+    b.copy_from_slice(&h[12..20]);
+    Ok(u64::from_le_bytes(b))
+}
+
+/// File name of the segment starting at `base`.
+pub fn segment_name(base: u64) -> String {
+    format!("{base:020}.seg")
+}
+
+/// Base offset from a segment file name, if it is one.
+pub fn parse_segment_name(name: &str) -> Option<u64> {
+    let stem = name.strip_suffix(".seg")?;
+    if stem.len() != 20 || !stem.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    stem.parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> Record {
+        Record {
+            offset: 300,
+            timestamp_ms: 1_700_000_000_123,
+            source: Source::Nats,
+            topic: "sensors.a.humidity".into(),
+            client_id: "c1".into(),
+            headers: vec![Header {
+                key: "k".into(),
+                value: Bytes::from_static(b"v"),
+            }],
+            payload: Bytes::from_static(b"hello"),
+        }
+    }
+
+    #[test]
+    fn frame_roundtrip_and_len() {
+        let r = sample();
+        let body = body_ref(
+            r.offset,
+            r.timestamp_ms,
+            r.source,
+            &r.topic,
+            &r.client_id,
+            &r.headers,
+            &r.payload,
+        );
+        let mut out = vec![0xAA];
+        let n = encode_frame(&body, &mut out).unwrap();
+        assert_eq!(n, r.encoded_len());
+        let chunk = Bytes::from(out).slice(1..);
+        let (back, used) = decode_frame(&chunk, 1 << 20).unwrap();
+        assert_eq!(used, n);
+        assert_eq!(back, r);
+        assert_eq!(peek_offset(&chunk[8..]), Some(300));
+    }
+
+    #[test]
+    fn frame_errors() {
+        let r = sample();
+        let body = body_ref(1, 2, r.source, "t", "c", &[], b"p");
+        let mut out = Vec::new();
+        encode_frame(&body, &mut out).unwrap();
+        let full = Bytes::from(out.clone());
+        assert_eq!(
+            decode_frame(&full.slice(..full.len() - 1), 1024).unwrap_err(),
+            FrameError::Incomplete
+        );
+        assert_eq!(
+            decode_frame(&full, 3).unwrap_err(),
+            FrameError::BadLength(full.len() as u32 - 8)
+        );
+        let mut flipped = out.clone();
+        let last = flipped.len() - 1;
+        flipped[last] ^= 1;
+        assert_eq!(
+            decode_frame(&Bytes::from(flipped), 1024).unwrap_err(),
+            FrameError::BadCrc
+        );
+        assert_eq!(
+            decode_frame(&Bytes::from(vec![0u8; 32]), 1024).unwrap_err(),
+            FrameError::BadLength(0)
+        );
+    }
+
+    #[test]
+    fn headers_roundtrip() {
+        assert_eq!(
+            check_segment_header(&segment_header(42)),
+            HeaderCheck::Ok(42)
+        );
+        assert_eq!(check_segment_header(&[0u8; 24]), HeaderCheck::Torn);
+        assert_eq!(check_segment_header(&[1u8; 10]), HeaderCheck::Torn);
+        let mut h = segment_header(42);
+        h[13] ^= 1;
+        assert!(matches!(check_segment_header(&h), HeaderCheck::Bad(_)));
+        assert_eq!(parse_cursor_file(&cursor_file(77)), Ok(77));
+        assert_eq!(parse_segment_name(&segment_name(123)), Some(123));
+        assert_eq!(parse_segment_name("123.seg"), None);
+    }
+}

@@ -1,0 +1,369 @@
+//! Test fakes (feature `testing` or `cfg(test)`): [`MemStorage`], an in-memory file system with a
+//! power-cut model, and [`FaultyStorage`], a wrapper injecting ENOSPC, EIO on fsync and short
+//! writes. They exist only to produce faults a real disk cannot produce on demand.
+
+use std::collections::{HashMap, HashSet};
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use crate::storage::{Storage, StorageFile};
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// What survives of unsynced data when [`MemStorage::crash`] simulates a power cut.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CrashMode {
+    /// Every byte not covered by a `sync_data` is lost.
+    DropUnsynced,
+    /// Up to this many unsynced bytes past the synced prefix survive (a torn tail).
+    TornTail(usize),
+    /// The unsynced region keeps its length but reads back as zeros (delayed allocation).
+    ZeroFill,
+}
+
+#[derive(Debug, Default)]
+struct Inode {
+    data: Vec<u8>,
+    synced: Vec<u8>,
+}
+
+#[derive(Debug, Default)]
+struct MemFs {
+    names: HashMap<PathBuf, Arc<Mutex<Inode>>>,
+    durable_names: HashMap<PathBuf, Arc<Mutex<Inode>>>,
+    dirs: HashSet<PathBuf>,
+}
+
+/// In-memory file system with a power-cut model: file data is durable only up to the last
+/// `sync_data`, directory entries only after `sync_dir`. Handles opened before a
+/// [`crash`](MemStorage::crash) fail with EIO afterwards (the old process is dead).
+#[derive(Debug, Default)]
+pub struct MemStorage {
+    fs: Mutex<MemFs>,
+    generation: Arc<AtomicU64>,
+    syncs: Arc<AtomicU64>,
+}
+
+#[derive(Debug)]
+struct MemFile {
+    inode: Arc<Mutex<Inode>>,
+    generation: u64,
+    current: Arc<AtomicU64>,
+    syncs: Arc<AtomicU64>,
+}
+
+impl MemFile {
+    fn alive(&self) -> io::Result<()> {
+        if self.current.load(Ordering::SeqCst) != self.generation {
+            return Err(io::Error::from_raw_os_error(5));
+        }
+        Ok(())
+    }
+}
+
+impl StorageFile for MemFile {
+    fn size(&self) -> io::Result<u64> {
+        self.alive()?;
+        Ok(lock(&self.inode).data.len() as u64)
+    }
+    fn read_at(&self, buf: &mut [u8], pos: u64) -> io::Result<usize> {
+        self.alive()?;
+        let inode = lock(&self.inode);
+        let pos = pos as usize;
+        if pos >= inode.data.len() {
+            return Ok(0);
+        }
+        let n = buf.len().min(inode.data.len() - pos);
+        buf[..n].copy_from_slice(&inode.data[pos..pos + n]);
+        Ok(n)
+    }
+    fn write_at(&self, buf: &[u8], pos: u64) -> io::Result<usize> {
+        self.alive()?;
+        let mut inode = lock(&self.inode);
+        let pos = pos as usize;
+        if inode.data.len() < pos + buf.len() {
+            inode.data.resize(pos + buf.len(), 0);
+        }
+        inode.data[pos..pos + buf.len()].copy_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn sync_data(&self) -> io::Result<()> {
+        self.alive()?;
+        let mut inode = lock(&self.inode);
+        let Inode { data, synced } = &mut *inode;
+        synced.clear();
+        synced.extend_from_slice(data);
+        self.syncs.fetch_add(1, Ordering::SeqCst);
+        Ok(())
+    }
+    fn truncate(&self, len: u64) -> io::Result<()> {
+        self.alive()?;
+        lock(&self.inode).data.resize(len as usize, 0);
+        Ok(())
+    }
+}
+
+impl MemStorage {
+    /// An empty in-memory file system.
+    pub fn new() -> Arc<Self> {
+        Arc::new(Self::default())
+    }
+
+    /// Number of `sync_data` calls so far.
+    pub fn syncs(&self) -> u64 {
+        self.syncs.load(Ordering::SeqCst)
+    }
+
+    /// Simulates a power cut: unsynced data and unsynced directory entries are lost (per
+    /// `mode`), and every handle opened before now fails with EIO.
+    pub fn crash(&self, mode: CrashMode) {
+        self.generation.fetch_add(1, Ordering::SeqCst);
+        let mut fs = lock(&self.fs);
+        fs.names = fs.durable_names.clone();
+        for inode in fs.names.values() {
+            let mut inode = lock(inode);
+            let Inode { data, synced } = &mut *inode;
+            let appended = data.len() > synced.len() && data.starts_with(synced);
+            let new = match mode {
+                CrashMode::DropUnsynced => synced.clone(),
+                CrashMode::TornTail(keep) if appended => {
+                    let end = data.len().min(synced.len() + keep);
+                    data[..end].to_vec()
+                }
+                CrashMode::ZeroFill if appended => {
+                    let mut v = synced.clone();
+                    v.resize(data.len(), 0);
+                    v
+                }
+                _ => synced.clone(),
+            };
+            *data = new.clone();
+            *synced = new;
+        }
+    }
+
+    /// Edits a file's bytes in place (both the live and the durable copy): for corruption tests.
+    pub fn modify(&self, path: &Path, f: impl FnOnce(&mut Vec<u8>)) -> io::Result<()> {
+        let fs = lock(&self.fs);
+        let inode = fs
+            .names
+            .get(path)
+            .ok_or_else(|| io::Error::from(io::ErrorKind::NotFound))?;
+        let mut inode = lock(inode);
+        f(&mut inode.data);
+        inode.synced = inode.data.clone();
+        Ok(())
+    }
+
+    /// A copy of a file's current bytes.
+    pub fn contents(&self, path: &Path) -> Option<Vec<u8>> {
+        let fs = lock(&self.fs);
+        fs.names.get(path).map(|i| lock(i).data.clone())
+    }
+
+    fn handle(&self, inode: Arc<Mutex<Inode>>) -> Arc<dyn StorageFile> {
+        Arc::new(MemFile {
+            inode,
+            generation: self.generation.load(Ordering::SeqCst),
+            current: self.generation.clone(),
+            syncs: self.syncs.clone(),
+        })
+    }
+}
+
+impl Storage for MemStorage {
+    fn create_dir_all(&self, dir: &Path) -> io::Result<()> {
+        let mut fs = lock(&self.fs);
+        for a in dir.ancestors() {
+            fs.dirs.insert(a.to_path_buf());
+        }
+        Ok(())
+    }
+    fn list(&self, dir: &Path) -> io::Result<Vec<String>> {
+        let fs = lock(&self.fs);
+        if !fs.dirs.contains(dir) {
+            return Err(io::Error::from(io::ErrorKind::NotFound));
+        }
+        Ok(fs
+            .names
+            .keys()
+            .filter(|p| p.parent() == Some(dir))
+            .filter_map(|p| p.file_name().and_then(|n| n.to_str()).map(str::to_owned))
+            .collect())
+    }
+    fn open(&self, path: &Path) -> io::Result<Arc<dyn StorageFile>> {
+        let inode = {
+            let fs = lock(&self.fs);
+            fs.names
+                .get(path)
+                .cloned()
+                .ok_or_else(|| io::Error::from(io::ErrorKind::NotFound))?
+        };
+        Ok(self.handle(inode))
+    }
+    fn create(&self, path: &Path) -> io::Result<Arc<dyn StorageFile>> {
+        let inode = {
+            let mut fs = lock(&self.fs);
+            let parent = path.parent().map(Path::to_path_buf).unwrap_or_default();
+            if !fs.dirs.contains(&parent) {
+                return Err(io::Error::from(io::ErrorKind::NotFound));
+            }
+            match fs.names.get(path) {
+                Some(i) => {
+                    lock(i).data.clear();
+                    i.clone()
+                }
+                None => {
+                    let i = Arc::new(Mutex::new(Inode::default()));
+                    fs.names.insert(path.to_path_buf(), i.clone());
+                    i
+                }
+            }
+        };
+        Ok(self.handle(inode))
+    }
+    fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
+        let mut fs = lock(&self.fs);
+        let inode = fs
+            .names
+            .remove(from)
+            .ok_or_else(|| io::Error::from(io::ErrorKind::NotFound))?;
+        fs.names.insert(to.to_path_buf(), inode);
+        Ok(())
+    }
+    fn remove(&self, path: &Path) -> io::Result<()> {
+        let mut fs = lock(&self.fs);
+        fs.names
+            .remove(path)
+            .map(|_| ())
+            .ok_or_else(|| io::Error::from(io::ErrorKind::NotFound))
+    }
+    fn sync_dir(&self, dir: &Path) -> io::Result<()> {
+        let mut fs = lock(&self.fs);
+        let MemFs {
+            names,
+            durable_names,
+            ..
+        } = &mut *fs;
+        durable_names.retain(|p, _| p.parent() != Some(dir));
+        for (p, i) in names.iter() {
+            if p.parent() == Some(dir) {
+                durable_names.insert(p.clone(), i.clone());
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Fault switches shared by a [`FaultyStorage`] and its files.
+#[derive(Debug, Default)]
+pub struct Faults {
+    /// `sync_data` fails with EIO while set.
+    pub fail_sync: AtomicBool,
+    /// Writes fail with ENOSPC once this many more bytes were written (u64::MAX = never).
+    pub space_left: AtomicU64,
+    /// Each write call writes at most 3 bytes (exercises short-write handling).
+    pub short_writes: AtomicBool,
+    /// Number of successful `sync_data` calls.
+    pub syncs: AtomicU64,
+}
+
+/// Wraps a storage and injects ENOSPC, EIO on fsync and short writes on demand.
+#[derive(Debug)]
+pub struct FaultyStorage {
+    inner: Arc<dyn Storage>,
+    /// The switches.
+    pub faults: Arc<Faults>,
+}
+
+impl FaultyStorage {
+    /// Wraps `inner` with every fault switched off.
+    pub fn new(inner: Arc<dyn Storage>) -> Arc<Self> {
+        let faults = Faults {
+            space_left: AtomicU64::new(u64::MAX),
+            ..Faults::default()
+        };
+        Arc::new(Self {
+            inner,
+            faults: Arc::new(faults),
+        })
+    }
+}
+
+#[derive(Debug)]
+struct FaultyFile {
+    inner: Arc<dyn StorageFile>,
+    faults: Arc<Faults>,
+}
+
+impl StorageFile for FaultyFile {
+    fn size(&self) -> io::Result<u64> {
+        self.inner.size()
+    }
+    fn read_at(&self, buf: &mut [u8], pos: u64) -> io::Result<usize> {
+        self.inner.read_at(buf, pos)
+    }
+    fn write_at(&self, buf: &[u8], pos: u64) -> io::Result<usize> {
+        let mut n = buf.len();
+        if self.faults.short_writes.load(Ordering::SeqCst) {
+            n = n.min(3);
+        }
+        let left = self.faults.space_left.load(Ordering::SeqCst);
+        if left != u64::MAX {
+            if left == 0 {
+                return Err(io::Error::from_raw_os_error(28));
+            }
+            n = n.min(left as usize);
+            self.faults.space_left.fetch_sub(n as u64, Ordering::SeqCst);
+        }
+        self.inner.write_at(&buf[..n], pos)
+    }
+    fn sync_data(&self) -> io::Result<()> {
+        if self.faults.fail_sync.load(Ordering::SeqCst) {
+            return Err(io::Error::from_raw_os_error(5));
+        }
+        self.inner.sync_data()?;
+        self.faults.syncs.fetch_add(1, Ordering::SeqCst);
+        Ok(())
+    }
+    fn truncate(&self, len: u64) -> io::Result<()> {
+        self.inner.truncate(len)
+    }
+}
+
+impl Storage for FaultyStorage {
+    fn create_dir_all(&self, dir: &Path) -> io::Result<()> {
+        self.inner.create_dir_all(dir)
+    }
+    fn list(&self, dir: &Path) -> io::Result<Vec<String>> {
+        self.inner.list(dir)
+    }
+    fn open(&self, path: &Path) -> io::Result<Arc<dyn StorageFile>> {
+        Ok(Arc::new(FaultyFile {
+            inner: self.inner.open(path)?,
+            faults: self.faults.clone(),
+        }))
+    }
+    fn create(&self, path: &Path) -> io::Result<Arc<dyn StorageFile>> {
+        Ok(Arc::new(FaultyFile {
+            inner: self.inner.create(path)?,
+            faults: self.faults.clone(),
+        }))
+    }
+    fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
+        self.inner.rename(from, to)
+    }
+    fn remove(&self, path: &Path) -> io::Result<()> {
+        self.inner.remove(path)
+    }
+    fn sync_dir(&self, dir: &Path) -> io::Result<()> {
+        if self.faults.fail_sync.load(Ordering::SeqCst) {
+            return Err(io::Error::from_raw_os_error(5));
+        }
+        self.inner.sync_dir(dir)
+    }
+}

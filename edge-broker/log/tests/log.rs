@@ -1,0 +1,593 @@
+//! Behaviour tests: append/read, group commit, full-disk policies, faults, corruption, recovery.
+
+// Test code: unwrap/expect are fine here (clippy.toml intent); helpers are not #[test] fns.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::path::Path;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use common::{rec, same, small_config};
+use edge_log::testing::{CrashMode, FaultyStorage, MemStorage};
+use edge_log::{AppendError, FsyncPolicy, Log, LogConfig, WhenFull};
+
+async fn append_n(log: &Log, from: u64, n: u64, len: usize) -> Vec<u64> {
+    let mut out = Vec::new();
+    for i in from..from + n {
+        let a = log.append(rec(i, len)).await.unwrap();
+        out.push(a.durable().await.unwrap());
+    }
+    out
+}
+
+fn seg_files(dir: &Path) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+        .filter(|n| n.ends_with(".seg"))
+        .collect();
+    v.sort();
+    v
+}
+
+#[tokio::test]
+async fn append_read_roll_reopen_on_real_disk() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = small_config(dir.path());
+    let (log, report) = Log::open(cfg.clone()).unwrap();
+    assert!(report.created, "{report}");
+    let offsets = append_n(&log, 0, 40, 50).await;
+    assert_eq!(offsets, (0..40).collect::<Vec<_>>());
+    let stats = log.stats();
+    assert!(stats.segments > 1, "expected rolls: {stats:?}");
+    assert_eq!(stats.durable_end, 40);
+    assert_eq!(stats.next_offset, 40);
+    let mut c = log.cursor("bridge").unwrap();
+    let got = c.read(100, usize::MAX).await.unwrap();
+    assert_eq!(got.len(), 40);
+    for (i, r) in got.iter().enumerate() {
+        assert_eq!(r.offset, i as u64);
+        assert!(same(r, &rec(i as u64, 50)));
+    }
+    // max_bytes limits a batch but always returns at least one record.
+    c.seek(0);
+    let one = c.try_read(100, 1).unwrap();
+    assert_eq!(one.len(), 1);
+    let enc = one[0].encoded_len();
+    let two = c.try_read(100, 2 * enc).unwrap();
+    assert_eq!(two.len(), 2);
+    assert_eq!(two[0].offset, 1);
+    c.commit(10).await.unwrap();
+    log.close().await.unwrap();
+    assert!(matches!(
+        log.append(rec(0, 1)).await,
+        Err(AppendError::Closed)
+    ));
+    drop(c);
+    drop(log);
+
+    let (log, report) = Log::open(cfg).unwrap();
+    assert!(!report.created);
+    assert!(report.truncated.is_none(), "{report}");
+    assert_eq!(report.next_offset, 40);
+    let line = report.to_string();
+    assert!(
+        line.contains("nothing truncated") && !line.contains('\n'),
+        "{line}"
+    );
+    let mut c = log.cursor("bridge").unwrap();
+    assert_eq!(c.committed(), 10);
+    assert!(matches!(
+        log.cursor("bridge"),
+        Err(edge_log::LogError::CursorInUse { .. })
+    ));
+    assert!(matches!(
+        log.cursor("../x"),
+        Err(edge_log::LogError::InvalidCursorName { .. })
+    ));
+    let got = c.read(5, usize::MAX).await.unwrap();
+    assert_eq!(
+        got.iter().map(|r| r.offset).collect::<Vec<_>>(),
+        vec![10, 11, 12, 13, 14]
+    );
+    assert_eq!(append_n(&log, 40, 1, 10).await, vec![40]);
+}
+
+#[tokio::test]
+async fn read_waits_for_durable_records_and_is_cancel_safe() {
+    let mem = MemStorage::new();
+    let (log, _) = Log::open_with_storage(small_config("/d"), mem.clone()).unwrap();
+    let mut c = log.cursor("c").unwrap();
+    let r = tokio::time::timeout(Duration::from_millis(50), c.read(10, 1 << 20)).await;
+    assert!(r.is_err(), "nothing to read yet");
+    let l2 = log.clone();
+    let h = tokio::spawn(async move { append_n(&l2, 0, 3, 10).await });
+    let got = c.read(10, 1 << 20).await.unwrap();
+    assert!(!got.is_empty());
+    assert_eq!(got[0].offset, 0);
+    h.await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn group_commit_shares_fsyncs() {
+    let mem = MemStorage::new();
+    let cfg = LogConfig {
+        segment_bytes: 64 << 20,
+        max_bytes: 1 << 30,
+        max_record_bytes: 4096,
+        ..LogConfig::new("/g")
+    };
+    let (log, _) = Log::open_with_storage(cfg, mem.clone()).unwrap();
+    let before = log.stats().fsyncs;
+    let tasks = 64u64;
+    let per = 20u64;
+    let mut hs = Vec::new();
+    for t in 0..tasks {
+        let log = log.clone();
+        hs.push(tokio::spawn(async move {
+            for i in 0..per {
+                let a = log.append(rec(t * 1000 + i, 200)).await.unwrap();
+                a.durable().await.unwrap();
+            }
+        }));
+    }
+    for h in hs {
+        h.await.unwrap();
+    }
+    let st = log.stats();
+    let records = tasks * per;
+    let fsyncs = st.fsyncs - before;
+    assert_eq!(st.durable_end, records);
+    assert!(
+        fsyncs * 2 < records,
+        "group commit should share syncs: {fsyncs} fsyncs for {records} records"
+    );
+    assert!(
+        mem.syncs() >= fsyncs,
+        "log counter must match storage syncs"
+    );
+    let mut c = log.cursor("all").unwrap();
+    let got = c.try_read(10_000, usize::MAX).unwrap();
+    let offsets: Vec<u64> = got.iter().map(|r| r.offset).collect();
+    assert_eq!(offsets, (0..records).collect::<Vec<_>>());
+}
+
+#[tokio::test]
+async fn never_and_interval_policies_publish_durability() {
+    for fsync in [
+        FsyncPolicy::Never,
+        FsyncPolicy::Interval(Duration::from_millis(20)),
+    ] {
+        let mem = MemStorage::new();
+        let cfg = LogConfig {
+            fsync,
+            ..small_config("/p")
+        };
+        let (log, _) = Log::open_with_storage(cfg, mem.clone()).unwrap();
+        let syncs0 = mem.syncs();
+        let a = log.append(rec(0, 10)).await.unwrap();
+        assert_eq!(a.durable().await.unwrap(), 0);
+        if fsync == FsyncPolicy::Never {
+            assert_eq!(mem.syncs(), syncs0, "never policy must not fsync");
+        } else {
+            assert!(
+                mem.syncs() > syncs0,
+                "interval policy syncs before reporting durable"
+            );
+        }
+        assert_eq!(log.durable_end(), 1);
+    }
+}
+
+#[tokio::test]
+async fn block_waits_for_commit_while_other_tasks_run() {
+    let mem = MemStorage::new();
+    let cfg = LogConfig {
+        segment_bytes: 1024,
+        max_bytes: 2 * (1024 + 8 + 256 + 24),
+        ..small_config("/b")
+    };
+    let (log, _) = Log::open_with_storage(cfg, mem.clone()).unwrap();
+    let mut c = log.cursor("bridge").unwrap();
+    let mut n = 0u64;
+    // Fill until an append does not complete promptly.
+    let blocked = loop {
+        let fut = log.append(rec(n, 100));
+        match tokio::time::timeout(Duration::from_millis(200), fut).await {
+            Ok(a) => {
+                a.unwrap().durable().await.unwrap();
+                n += 1;
+                assert!(n < 1000, "never filled");
+            }
+            Err(_) => break n,
+        }
+    };
+    assert!(blocked > 5);
+    // Another task (a ticker) keeps running while an append is blocked.
+    let l2 = log.clone();
+    let pending = tokio::spawn(async move { l2.append(rec(9999, 100)).await.map(|a| a.offset) });
+    let ticks = tokio::spawn(async {
+        for _ in 0..5 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        5
+    });
+    assert_eq!(ticks.await.unwrap(), 5);
+    assert!(!pending.is_finished());
+    let got = c.try_read(10_000, usize::MAX).unwrap();
+    assert_eq!(got.len() as u64, blocked);
+    c.commit(blocked).await.unwrap();
+    let off = tokio::time::timeout(Duration::from_secs(5), pending)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(off, blocked);
+    assert_eq!(log.stats().dropped_records, 0);
+}
+
+#[tokio::test]
+async fn reject_returns_full() {
+    let mem = MemStorage::new();
+    let cfg = LogConfig {
+        max_bytes: 2 * (1024 + 8 + 256 + 24),
+        when_full: WhenFull::Reject,
+        ..small_config("/r")
+    };
+    let (log, _) = Log::open_with_storage(cfg, mem).unwrap();
+    let _c = log.cursor("bridge").unwrap();
+    let mut n = 0;
+    let err = loop {
+        match log.append(rec(n, 100)).await {
+            Ok(a) => {
+                a.durable().await.unwrap();
+                n += 1;
+                assert!(n < 1000);
+            }
+            Err(e) => break e,
+        }
+    };
+    match err {
+        AppendError::Full {
+            needed,
+            used,
+            max_bytes,
+        } => {
+            assert!(used + needed > max_bytes, "{used}+{needed} vs {max_bytes}");
+        }
+        other => panic!("expected Full, got {other:?}"),
+    }
+    assert_eq!(log.stats().dropped_records, 0);
+}
+
+#[tokio::test]
+async fn drop_oldest_deletes_and_cursor_skips_visibly() {
+    let mem = MemStorage::new();
+    let cfg = LogConfig {
+        max_bytes: 2 * (1024 + 8 + 256 + 24),
+        when_full: WhenFull::DropOldest,
+        ..small_config("/o")
+    };
+    let (log, _) = Log::open_with_storage(cfg, mem).unwrap();
+    let mut c = log.cursor("bridge").unwrap();
+    append_n(&log, 0, 100, 100).await;
+    let st = log.stats();
+    assert!(st.dropped_records > 0, "{st:?}");
+    assert_eq!(st.oldest_offset, st.dropped_records);
+    let got = c.try_read(1000, usize::MAX).unwrap();
+    assert_eq!(c.skipped(), st.dropped_records);
+    assert_eq!(got.first().unwrap().offset, st.oldest_offset);
+    assert_eq!(got.last().unwrap().offset, 99);
+    assert!(same(got.last().unwrap(), &rec(99, 100)));
+}
+
+#[tokio::test]
+async fn zero_cursors_never_block() {
+    let mem = MemStorage::new();
+    let cfg = LogConfig {
+        max_bytes: 2 * (1024 + 8 + 256 + 24),
+        when_full: WhenFull::Block,
+        ..small_config("/z")
+    };
+    let (log, _) = Log::open_with_storage(cfg.clone(), mem).unwrap();
+    let done = tokio::time::timeout(Duration::from_secs(10), append_n(&log, 0, 200, 100)).await;
+    assert!(done.is_ok(), "append blocked with zero cursors");
+    let st = log.stats();
+    assert!(st.bytes <= cfg.max_bytes + 24, "{st:?}");
+    assert!(st.dropped_records > 0);
+}
+
+#[tokio::test]
+async fn retention_deletes_only_below_every_cursor() {
+    let dir = tempfile::tempdir().unwrap();
+    let (log, _) = Log::open(small_config(dir.path())).unwrap();
+    let mut a = log.cursor("a").unwrap();
+    let mut b = log.cursor("b").unwrap();
+    append_n(&log, 0, 60, 50).await;
+    let segs = seg_files(dir.path()).len();
+    assert!(segs >= 4);
+    a.commit(60).await.unwrap();
+    assert_eq!(
+        seg_files(dir.path()).len(),
+        segs,
+        "b still needs everything"
+    );
+    b.commit(30).await.unwrap();
+    let left = seg_files(dir.path());
+    assert!(left.len() < segs);
+    let oldest = log.stats().oldest_offset;
+    assert!(oldest <= 30 && oldest > 0, "oldest {oldest}");
+    assert!(matches!(
+        b.commit(1000).await,
+        Err(edge_log::LogError::CommitBeyondDurable { .. })
+    ));
+    b.seek(30);
+    assert_eq!(b.try_read(1, usize::MAX).unwrap()[0].offset, 30);
+}
+
+#[tokio::test]
+async fn fsync_failure_is_sticky_and_never_reports_durable() {
+    let mem = MemStorage::new();
+    let faulty = FaultyStorage::new(mem.clone());
+    let (log, _) = Log::open_with_storage(small_config("/f"), faulty.clone()).unwrap();
+    append_n(&log, 0, 3, 10).await;
+    faulty.faults.fail_sync.store(true, Ordering::SeqCst);
+    let a = log.append(rec(3, 10)).await.unwrap();
+    assert_eq!(a.offset, 3);
+    assert!(matches!(
+        a.durable().await,
+        Err(AppendError::Storage { .. })
+    ));
+    assert_eq!(log.durable_end(), 3);
+    // Sticky: even with the disk healthy again, appends fail until reopen.
+    faulty.faults.fail_sync.store(false, Ordering::SeqCst);
+    assert!(matches!(
+        log.append(rec(4, 10)).await,
+        Err(AppendError::Storage { .. })
+    ));
+    let mut c = log.cursor("c").unwrap();
+    assert_eq!(
+        c.try_read(100, usize::MAX).unwrap().len(),
+        3,
+        "reader must not see the unsynced record"
+    );
+    drop(c);
+    assert!(
+        log.close().await.is_err(),
+        "close reports the sticky failure"
+    );
+    drop(log);
+    mem.crash(CrashMode::DropUnsynced);
+    let (log, report) = Log::open_with_storage(small_config("/f"), mem.clone()).unwrap();
+    assert_eq!(report.next_offset, 3, "{report}");
+    assert_eq!(append_n(&log, 3, 1, 10).await, vec![3]);
+}
+
+#[tokio::test]
+async fn enospc_is_sticky_and_recovery_truncates_partial_write() {
+    let mem = MemStorage::new();
+    let faulty = FaultyStorage::new(mem.clone());
+    let (log, _) = Log::open_with_storage(small_config("/e"), faulty.clone()).unwrap();
+    append_n(&log, 0, 2, 10).await;
+    faulty.faults.space_left.store(20, Ordering::SeqCst);
+    let r = log.append(rec(2, 100)).await;
+    assert!(
+        matches!(r, Err(AppendError::Storage { ref cause }) if cause.contains("No space") || cause.contains("os error 28")),
+        "{r:?}"
+    );
+    faulty.faults.space_left.store(u64::MAX, Ordering::SeqCst);
+    assert!(matches!(
+        log.append(rec(3, 10)).await,
+        Err(AppendError::Storage { .. })
+    ));
+    drop(log);
+    let (log, report) = Log::open_with_storage(small_config("/e"), mem.clone()).unwrap();
+    let t = report
+        .truncated
+        .clone()
+        .expect("partial frame must be truncated");
+    assert_eq!(t.byte_range.end - t.byte_range.start, 20, "{report}");
+    assert_eq!(report.next_offset, 2);
+    let mut c = log.cursor("c").unwrap();
+    assert_eq!(c.try_read(10, usize::MAX).unwrap().len(), 2);
+}
+
+#[tokio::test]
+async fn short_writes_are_completed() {
+    let mem = MemStorage::new();
+    let faulty = FaultyStorage::new(mem.clone());
+    faulty.faults.short_writes.store(true, Ordering::SeqCst);
+    let (log, _) = Log::open_with_storage(small_config("/s"), faulty).unwrap();
+    append_n(&log, 0, 30, 60).await;
+    let mut c = log.cursor("c").unwrap();
+    let got = c.try_read(100, usize::MAX).unwrap();
+    assert_eq!(got.len(), 30);
+    assert!(got.iter().all(|r| same(r, &rec(r.offset, 60))));
+}
+
+#[tokio::test]
+async fn power_cut_keeps_durable_records_torn_and_zero_tails_truncated() {
+    for mode in [
+        CrashMode::DropUnsynced,
+        CrashMode::TornTail(13),
+        CrashMode::ZeroFill,
+    ] {
+        let mem = MemStorage::new();
+        let cfg = LogConfig {
+            fsync: FsyncPolicy::Interval(Duration::from_secs(3600)),
+            ..small_config("/c")
+        };
+        let (log, _) = Log::open_with_storage(cfg.clone(), mem.clone()).unwrap();
+        // With a long interval, only what rolled segments synced is durable.
+        for i in 0..30 {
+            log.append(rec(i, 50)).await.unwrap();
+        }
+        let written = log.stats().next_offset;
+        mem.crash(mode);
+        drop(log);
+        let (log, report) = Log::open_with_storage(cfg.clone(), mem.clone()).unwrap();
+        assert!(report.next_offset < written, "{mode:?}: {report}");
+        if mode != CrashMode::DropUnsynced {
+            assert!(report.truncated.is_some(), "{mode:?}: {report}");
+        }
+        let mut c = log.cursor("c").unwrap();
+        let got = c.try_read(1000, usize::MAX).unwrap();
+        assert_eq!(got.len() as u64, report.next_offset);
+        assert!(
+            got.iter()
+                .enumerate()
+                .all(|(i, r)| r.offset == i as u64 && same(r, &rec(i as u64, 50)))
+        );
+    }
+}
+
+fn corrupt_setup(dir: &Path) -> LogConfig {
+    small_config(dir)
+}
+
+async fn write_and_close(cfg: &LogConfig, n: u64) {
+    let (log, _) = Log::open(cfg.clone()).unwrap();
+    append_n(&log, 0, n, 50).await;
+    log.close().await.unwrap();
+}
+
+#[tokio::test]
+async fn bit_flip_in_sealed_segment_is_skipped_and_resynced() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = corrupt_setup(dir.path());
+    write_and_close(&cfg, 40).await;
+    let segs = seg_files(dir.path());
+    let first = dir.path().join(&segs[0]);
+    let mut bytes = std::fs::read(&first).unwrap();
+    // Flip a bit in the payload of the second record.
+    let l0 = u32::from_le_bytes(bytes[24..28].try_into().unwrap()) as usize;
+    let second = 24 + 8 + l0;
+    bytes[second + 8 + 20] ^= 0x10;
+    std::fs::write(&first, &bytes).unwrap();
+    let (log, report) = Log::open(cfg).unwrap();
+    assert!(
+        report.truncated.is_none(),
+        "sealed segments are not scanned at open: {report}"
+    );
+    let mut c = log.cursor("c").unwrap();
+    let got = c.try_read(1000, usize::MAX).unwrap();
+    let offsets: Vec<u64> = got.iter().map(|r| r.offset).collect();
+    assert!(!offsets.contains(&1));
+    assert_eq!(offsets[0], 0);
+    assert_eq!(offsets[1], 2, "resync must continue at the next frame");
+    assert_eq!(got.len(), 39);
+    assert_eq!(c.skipped(), 1);
+    assert_eq!(log.stats().corrupt_skipped, 1);
+}
+
+#[tokio::test]
+async fn missing_middle_segment_is_skipped() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = corrupt_setup(dir.path());
+    write_and_close(&cfg, 40).await;
+    let segs = seg_files(dir.path());
+    assert!(segs.len() >= 3);
+    let gone_base: u64 = segs[1].trim_end_matches(".seg").parse().unwrap();
+    let next_base: u64 = segs[2].trim_end_matches(".seg").parse().unwrap();
+    std::fs::remove_file(dir.path().join(&segs[1])).unwrap();
+    let (log, _) = Log::open(cfg).unwrap();
+    let mut c = log.cursor("c").unwrap();
+    let got = c.try_read(1000, usize::MAX).unwrap();
+    let offsets: Vec<u64> = got.iter().map(|r| r.offset).collect();
+    let expected: Vec<u64> = (0..gone_base).chain(next_base..40).collect();
+    assert_eq!(offsets, expected);
+    assert_eq!(c.skipped(), next_base - gone_base);
+    assert_eq!(log.stats().corrupt_skipped, next_base - gone_base);
+}
+
+#[tokio::test]
+async fn truncated_and_zero_filled_tail_on_real_disk() {
+    for zero in [false, true] {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = corrupt_setup(dir.path());
+        write_and_close(&cfg, 5).await;
+        let segs = seg_files(dir.path());
+        let tail = dir.path().join(segs.last().unwrap());
+        let mut bytes = std::fs::read(&tail).unwrap();
+        let len = bytes.len();
+        if zero {
+            bytes.extend_from_slice(&[0u8; 100]);
+        } else {
+            bytes.truncate(len - 7);
+        }
+        std::fs::write(&tail, &bytes).unwrap();
+        let (log, report) = Log::open(cfg.clone()).unwrap();
+        let t = report.truncated.clone().unwrap();
+        if zero {
+            assert_eq!(t.byte_range, len as u64..len as u64 + 100);
+            assert!(t.reason.contains("zero"), "{report}");
+            assert_eq!(report.next_offset, 5);
+        } else {
+            assert_eq!(report.next_offset, 4, "{report}");
+            assert_eq!(t.records, 1);
+        }
+        assert!(report.to_string().contains("TRUNCATED"));
+        let mut c = log.cursor("c").unwrap();
+        assert_eq!(
+            c.try_read(100, usize::MAX).unwrap().len() as u64,
+            report.next_offset
+        );
+        // Appends continue densely after the cut.
+        let next = report.next_offset;
+        assert_eq!(append_n(&log, next, 1, 10).await, vec![next]);
+    }
+}
+
+#[tokio::test]
+async fn bad_crc_in_tail_truncates_rest() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = LogConfig {
+        segment_bytes: 1 << 20,
+        max_bytes: 4 << 20,
+        ..corrupt_setup(dir.path())
+    };
+    write_and_close(&cfg, 10).await;
+    let tail = dir.path().join(&seg_files(dir.path())[0]);
+    let mut bytes = std::fs::read(&tail).unwrap();
+    let mut pos = 24;
+    for _ in 0..6 {
+        let l = u32::from_le_bytes(bytes[pos..pos + 4].try_into().unwrap()) as usize;
+        pos += 8 + l;
+    }
+    let len = bytes.len();
+    bytes[pos + 12] ^= 0xff;
+    std::fs::write(&tail, &bytes).unwrap();
+    let (_log, report) = Log::open(cfg).unwrap();
+    assert_eq!(report.next_offset, 6);
+    let t = report.truncated.unwrap();
+    assert_eq!(t.byte_range, pos as u64..len as u64);
+    assert_eq!(t.records, 4);
+    assert!(t.reason.contains("crc"));
+}
+
+#[tokio::test]
+async fn too_large_is_refused() {
+    let mem = MemStorage::new();
+    let (log, _) = Log::open_with_storage(small_config("/t"), mem).unwrap();
+    assert!(matches!(
+        log.append(rec(0, 1000)).await,
+        Err(AppendError::TooLarge { max: 256, .. })
+    ));
+    assert_eq!(append_n(&log, 0, 1, 10).await, vec![0]);
+}
+
+#[test]
+fn config_validation() {
+    let mut c = LogConfig::new("/x");
+    assert!(c.validate().is_ok());
+    c.max_bytes = c.segment_bytes;
+    assert!(matches!(
+        c.validate(),
+        Err(edge_log::LogError::Config {
+            field: "max_bytes",
+            ..
+        })
+    ));
+}

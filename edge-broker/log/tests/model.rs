@@ -1,0 +1,252 @@
+//! Model check: random appends (concurrent), reads, commits, power cuts and tail truncation
+//! against a plain Vec model. Invariants: every record reported durable is read back intact
+//! and in order after any crash; offsets are dense; readers never see non-durable records.
+//! More cases: `PROPTEST_CASES=500 cargo test -p edge-log --test model`.
+
+// Test code: unwrap/expect are fine here (clippy.toml intent); helpers are not #[test] fns.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use common::{rec, same};
+use edge_log::testing::{CrashMode, MemStorage};
+use edge_log::{FsyncPolicy, Log, LogConfig, NewRecord, WhenFull};
+use proptest::prelude::*;
+
+#[derive(Debug, Clone)]
+enum Op {
+    Append { n: usize, len: usize, wait: bool },
+    Read { max: usize },
+    Commit,
+    Crash(CrashMode),
+    TruncateTail { bytes: u64 },
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        4 => (1usize..8, 0usize..120, any::<bool>()).prop_map(|(n, len, wait)| Op::Append { n, len, wait }),
+        2 => (1usize..20).prop_map(|max| Op::Read { max }),
+        1 => Just(Op::Commit),
+        1 => prop_oneof![
+            Just(CrashMode::DropUnsynced),
+            (1usize..64).prop_map(CrashMode::TornTail),
+            Just(CrashMode::ZeroFill),
+        ].prop_map(Op::Crash),
+        1 => (1u64..80).prop_map(|bytes| Op::TruncateTail { bytes }),
+    ]
+}
+
+fn config(always: bool) -> LogConfig {
+    LogConfig {
+        segment_bytes: 512,
+        max_bytes: 64 << 20,
+        // Interval(1h): only segment rolls sync, so crashes lose a lot: the hard case.
+        fsync: if always {
+            FsyncPolicy::Always
+        } else {
+            FsyncPolicy::Interval(Duration::from_secs(3600))
+        },
+        when_full: WhenFull::Block,
+        max_record_bytes: 256,
+        ..LogConfig::new("/model")
+    }
+}
+
+fn tail_segment(mem: &MemStorage) -> PathBuf {
+    use edge_log::Storage;
+    let mut names: Vec<String> = mem
+        .list(Path::new("/model"))
+        .unwrap()
+        .into_iter()
+        .filter(|n| n.ends_with(".seg"))
+        .collect();
+    names.sort();
+    Path::new("/model").join(names.last().unwrap())
+}
+
+struct Model {
+    /// Every record appended and not lost, by offset.
+    records: Vec<NewRecord>,
+    /// Offsets below this were reported durable and must survive.
+    durable: u64,
+    committed: u64,
+    position: u64,
+}
+
+async fn run(ops: Vec<Op>, always: bool) -> Result<(), TestCaseError> {
+    let mem = MemStorage::new();
+    let cfg = config(always);
+    let (mut log, _) = Log::open_with_storage(cfg.clone(), mem.clone()).unwrap();
+    let mut cursor = log.cursor("m").unwrap();
+    let mut m = Model {
+        records: Vec::new(),
+        durable: 0,
+        committed: 0,
+        position: 0,
+    };
+    let mut id = 0u64;
+    for op in ops {
+        match op {
+            Op::Append { n, len, wait } => {
+                let mut hs = Vec::new();
+                for _ in 0..n {
+                    let r = rec(id, len);
+                    id += 1;
+                    let log = log.clone();
+                    hs.push(tokio::spawn(async move {
+                        let a = log.append(r.clone()).await.unwrap();
+                        let off = a.offset;
+                        let durable = if wait && always {
+                            Some(a.durable().await.unwrap())
+                        } else {
+                            None
+                        };
+                        (off, r, durable)
+                    }));
+                }
+                let mut got = Vec::new();
+                for h in hs {
+                    got.push(h.await.unwrap());
+                }
+                got.sort_by_key(|g| g.0);
+                for (off, r, durable) in got {
+                    prop_assert_eq!(off, m.records.len() as u64, "offsets must be dense");
+                    m.records.push(r);
+                    if let Some(d) = durable {
+                        m.durable = m.durable.max(d + 1);
+                    }
+                }
+                m.durable = m.durable.max(log.durable_end());
+            }
+            Op::Read { max } => {
+                let end = log.durable_end();
+                m.durable = m.durable.max(end);
+                let got = cursor.try_read(max, usize::MAX).unwrap();
+                for r in &got {
+                    prop_assert_eq!(r.offset, m.position);
+                    prop_assert!(r.offset < end, "reader saw non-durable offset {}", r.offset);
+                    prop_assert!(same(r, &m.records[r.offset as usize]));
+                    m.position += 1;
+                }
+                prop_assert_eq!(
+                    got.len(),
+                    max.min(end.saturating_sub(m.position - got.len() as u64) as usize)
+                );
+            }
+            Op::Commit => {
+                cursor.commit(m.position).await.unwrap();
+                m.committed = m.committed.max(m.position);
+            }
+            Op::Crash(_) | Op::TruncateTail { .. } => {
+                m.durable = m.durable.max(log.durable_end());
+                let mode = match op {
+                    Op::Crash(mode) => mode,
+                    _ => CrashMode::DropUnsynced,
+                };
+                mem.crash(mode);
+                drop(cursor);
+                drop(log);
+                let mut must_keep = m.durable;
+                if let Op::TruncateTail { bytes } = op {
+                    let tail = tail_segment(&mem);
+                    let base: u64 = tail.file_stem().unwrap().to_str().unwrap().parse().unwrap();
+                    let len = mem.contents(&tail).unwrap().len() as u64;
+                    let cut = len.saturating_sub(bytes).max(24);
+                    mem.modify(&tail, |d| d.truncate(cut as usize)).unwrap();
+                    // Records of the tail segment whose frame ends at or before the cut survive.
+                    let mut end = 24u64;
+                    let mut keep = base;
+                    for (i, r) in m.records.iter().enumerate().skip(base as usize) {
+                        let rr = edge_log::Record {
+                            offset: i as u64,
+                            timestamp_ms: r.timestamp_ms,
+                            source: r.source,
+                            topic: r.topic.clone(),
+                            client_id: r.client_id.clone(),
+                            headers: r.headers.clone(),
+                            payload: r.payload.clone(),
+                        };
+                        end += rr.encoded_len() as u64;
+                        if end > cut {
+                            break;
+                        }
+                        keep = i as u64 + 1;
+                    }
+                    // Cutting durable bytes loses exactly the frames past the cut.
+                    must_keep = keep;
+                }
+                let (l, report) = Log::open_with_storage(cfg.clone(), mem.clone()).unwrap();
+                log = l;
+                let next = report.next_offset;
+                prop_assert!(
+                    next >= must_keep,
+                    "lost durable records: next {} < durable {} ({})",
+                    next,
+                    must_keep,
+                    report
+                );
+                if matches!(op, Op::TruncateTail { .. }) {
+                    prop_assert_eq!(
+                        next,
+                        must_keep,
+                        "truncation must keep every whole frame: {}",
+                        report
+                    );
+                }
+                prop_assert!(
+                    next <= m.records.len() as u64,
+                    "invented records: {}",
+                    report
+                );
+                m.records.truncate(next as usize);
+                m.durable = next;
+                cursor = log.cursor("m").unwrap();
+                prop_assert_eq!(
+                    cursor.committed(),
+                    m.committed,
+                    "committed position must survive"
+                );
+                m.position = m.committed;
+                // Everything retained reads back intact and dense.
+                let mut check = log.cursor("check").unwrap();
+                let oldest = log.stats().oldest_offset;
+                prop_assert!(
+                    oldest <= m.committed,
+                    "retention deleted uncommitted data: oldest {}",
+                    oldest
+                );
+                let all = check.try_read(usize::MAX, usize::MAX).unwrap();
+                prop_assert_eq!(all.len() as u64, next - check.committed());
+                for r in &all {
+                    prop_assert!(
+                        same(r, &m.records[r.offset as usize]),
+                        "record {} differs",
+                        r.offset
+                    );
+                }
+                drop(check);
+                log.remove_cursor("check").unwrap();
+            }
+        }
+    }
+    Ok(())
+}
+
+fn cases() -> u32 {
+    std::env::var("PROPTEST_CASES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(48)
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(cases()))]
+    #[test]
+    fn log_matches_model(ops in proptest::collection::vec(op(), 1..40), always in any::<bool>()) {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        rt.block_on(run(ops, always))?;
+    }
+}
