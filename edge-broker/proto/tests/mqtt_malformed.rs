@@ -45,20 +45,43 @@ fn connect5(flags: u8, props: &[u8], payload: &[u8]) -> Vec<u8> {
     frame(0x10, &body)
 }
 
-use ReasonCode::{MalformedPacket as M, PacketTooLarge as TL, ProtocolError as P, TopicNameInvalid as TN};
+use ReasonCode::{
+    MalformedPacket as M, PacketTooLarge as TL, ProtocolError as P, TopicNameInvalid as TN,
+};
 
 #[test]
 fn sane_baseline_decodes() {
     // The helpers produce valid packets when nothing is wrong.
     assert!(dec(&connect5(0x02, &[], &[]), V5).unwrap().is_some());
-    assert!(dec(&frame(0x30, &[0, 1, b'a', 0, b'x']), V5).unwrap().is_some());
-    assert!(dec(&frame(0x30, &[0, 1, b'a', b'x']), V3).unwrap().is_some());
-    assert!(dec(&frame(0x82, &[0, 1, 0, 0, 1, b'a', 0]), V5).unwrap().is_some());
+    assert!(
+        dec(&frame(0x30, &[0, 1, b'a', 0, b'x']), V5)
+            .unwrap()
+            .is_some()
+    );
+    assert!(
+        dec(&frame(0x30, &[0, 1, b'a', b'x']), V3)
+            .unwrap()
+            .is_some()
+    );
+    assert!(
+        dec(&frame(0x82, &[0, 1, 0, 0, 1, b'a', 0]), V5)
+            .unwrap()
+            .is_some()
+    );
 }
 
 #[test]
 fn reserved_fixed_header_flags() {
-    for (first, v) in [(0x41u8, V5), (0x41, V3), (0x80, V5), (0x60, V3), (0xA3, V5), (0xC1, V3), (0xE8, V5), (0x21, V5)] {
+    for (first, v) in [
+        (0x41u8, V5),
+        (0x41, V3),
+        (0x80, V5),
+        (0x60, V3),
+        (0xA3, V5),
+        (0xC1, V3),
+        (0xE8, V5),
+        (0x21, V5),
+    ] {
         let e = fails(&frame(first, &[0, 1]), v, M);
         assert!(matches!(e, DecodeError::ReservedFlags { .. }), "{e:?}");
     }
@@ -88,7 +111,13 @@ fn qos_3() {
 
 #[test]
 fn invalid_utf8_and_null() {
-    for bad in [&[0xC3u8, 0x28][..], &[0xED, 0xA0, 0x80], &[0xC0, 0x80], &[0xFF], &[b'a', 0x00]] {
+    for bad in [
+        &[0xC3u8, 0x28][..],
+        &[0xED, 0xA0, 0x80],
+        &[0xC0, 0x80],
+        &[0xFF],
+        &[b'a', 0x00],
+    ] {
         let mut body = vec![0, bad.len() as u8];
         body.extend_from_slice(bad);
         let e = fails(&frame(0x30, &body), V5, M);
@@ -117,33 +146,86 @@ fn variable_byte_integer_too_long() {
     let e = fails(&[0x30, 0x80, 0x80, 0x80, 0x80], V5, M);
     assert_eq!(e, DecodeError::RemainingLengthTooLong);
     // Property length as a 5-byte VBI.
-    let e = fails(&frame(0x40, &[0, 1, 0x00, 0x80, 0x80, 0x80, 0x80, 0x01]), V5, M);
+    let e = fails(
+        &frame(0x40, &[0, 1, 0x00, 0x80, 0x80, 0x80, 0x80, 0x01]),
+        V5,
+        M,
+    );
     assert!(matches!(e, DecodeError::VarIntTooLong { .. }), "{e:?}");
     // Subscription identifier as a 5-byte VBI.
-    let e = fails(&frame(0x30, &[0, 1, b'a', 6, 0x0B, 0x80, 0x80, 0x80, 0x80, 0x01]), V5, M);
+    let e = fails(
+        &frame(0x30, &[0, 1, b'a', 6, 0x0B, 0x80, 0x80, 0x80, 0x80, 0x01]),
+        V5,
+        M,
+    );
     assert!(matches!(e, DecodeError::VarIntTooLong { .. }), "{e:?}");
 }
 
 #[test]
 fn duplicate_properties() {
     // Two reason strings in PUBACK.
-    let e = fails(&frame(0x40, &[0, 1, 0x10, 6, 0x1F, 0, 0, 0x1F, 0, 0]), V5, P);
-    assert!(matches!(e, DecodeError::DuplicateProperty { id: PropertyId::ReasonString, .. }));
+    let e = fails(
+        &frame(0x40, &[0, 1, 0x10, 6, 0x1F, 0, 0, 0x1F, 0, 0]),
+        V5,
+        P,
+    );
+    assert!(matches!(
+        e,
+        DecodeError::DuplicateProperty {
+            id: PropertyId::ReasonString,
+            ..
+        }
+    ));
     // Two topic aliases in PUBLISH.
-    let e = fails(&frame(0x30, &[0, 1, b'a', 6, 0x23, 0, 1, 0x23, 0, 2]), V5, P);
-    assert!(matches!(e, DecodeError::DuplicateProperty { id: PropertyId::TopicAlias, .. }));
+    let e = fails(
+        &frame(0x30, &[0, 1, b'a', 6, 0x23, 0, 1, 0x23, 0, 2]),
+        V5,
+        P,
+    );
+    assert!(matches!(
+        e,
+        DecodeError::DuplicateProperty {
+            id: PropertyId::TopicAlias,
+            ..
+        }
+    ));
     // Two session expiry intervals in CONNECT.
-    let e = fails(&connect5(0, &[0x11, 0, 0, 0, 1, 0x11, 0, 0, 0, 2], &[]), V5, P);
-    assert!(matches!(e, DecodeError::DuplicateProperty { id: PropertyId::SessionExpiryInterval, .. }));
+    let e = fails(
+        &connect5(0, &[0x11, 0, 0, 0, 1, 0x11, 0, 0, 0, 2], &[]),
+        V5,
+        P,
+    );
+    assert!(matches!(
+        e,
+        DecodeError::DuplicateProperty {
+            id: PropertyId::SessionExpiryInterval,
+            ..
+        }
+    ));
     // Two subscription identifiers in SUBSCRIBE.
-    let e = fails(&frame(0x82, &[0, 1, 4, 0x0B, 1, 0x0B, 2, 0, 1, b'a', 0]), V5, P);
-    assert!(matches!(e, DecodeError::DuplicateProperty { id: PropertyId::SubscriptionIdentifier, .. }));
+    let e = fails(
+        &frame(0x82, &[0, 1, 4, 0x0B, 1, 0x0B, 2, 0, 1, b'a', 0]),
+        V5,
+        P,
+    );
+    assert!(matches!(
+        e,
+        DecodeError::DuplicateProperty {
+            id: PropertyId::SubscriptionIdentifier,
+            ..
+        }
+    ));
     // ...but PUBLISH may carry several, and user properties may repeat anywhere.
-    let Some(Packet::Publish(p)) = dec(&frame(0x30, &[0, 1, b'a', 4, 0x0B, 1, 0x0B, 2]), V5).unwrap() else {
+    let Some(Packet::Publish(p)) =
+        dec(&frame(0x30, &[0, 1, b'a', 4, 0x0B, 1, 0x0B, 2]), V5).unwrap()
+    else {
         panic!("expected PUBLISH")
     };
     assert_eq!(p.properties.subscription_identifiers, vec![1, 2]);
-    let ack = frame(0x40, &[0, 1, 0x10, 11, 0x26, 0, 0, 0, 0, 0x26, 0, 1, b'k', 0, 0]);
+    let ack = frame(
+        0x40,
+        &[0, 1, 0x10, 11, 0x26, 0, 0, 0, 0, 0x26, 0, 1, b'k', 0, 0],
+    );
     let Some(Packet::PubAck(a)) = dec(&ack, V5).unwrap() else {
         panic!("expected PUBACK")
     };
@@ -154,18 +236,51 @@ fn duplicate_properties() {
 fn properties_not_allowed_or_unknown() {
     // Topic alias in CONNECT.
     let e = fails(&connect5(0, &[0x23, 0, 1], &[]), V5, P);
-    assert!(matches!(e, DecodeError::PropertyNotAllowed { id: PropertyId::TopicAlias, will: false, .. }));
+    assert!(matches!(
+        e,
+        DecodeError::PropertyNotAllowed {
+            id: PropertyId::TopicAlias,
+            will: false,
+            ..
+        }
+    ));
     // Will delay interval in CONNECT properties (it belongs in the will properties).
     let e = fails(&connect5(0, &[0x18, 0, 0, 0, 1], &[]), V5, P);
-    assert!(matches!(e, DecodeError::PropertyNotAllowed { id: PropertyId::WillDelayInterval, .. }));
+    assert!(matches!(
+        e,
+        DecodeError::PropertyNotAllowed {
+            id: PropertyId::WillDelayInterval,
+            ..
+        }
+    ));
     // Session expiry in will properties.
-    let e = fails(&connect5(0x04, &[], &[5, 0x11, 0, 0, 0, 1, 0, 1, b't', 0, 0]), V5, P);
-    assert!(matches!(e, DecodeError::PropertyNotAllowed { will: true, .. }));
+    let e = fails(
+        &connect5(0x04, &[], &[5, 0x11, 0, 0, 0, 1, 0, 1, b't', 0, 0]),
+        V5,
+        P,
+    );
+    assert!(matches!(
+        e,
+        DecodeError::PropertyNotAllowed { will: true, .. }
+    ));
     // And will delay there is fine.
-    assert!(dec(&connect5(0x04, &[], &[5, 0x18, 0, 0, 0, 1, 0, 1, b't', 0, 0]), V5).unwrap().is_some());
+    assert!(
+        dec(
+            &connect5(0x04, &[], &[5, 0x18, 0, 0, 0, 1, 0, 1, b't', 0, 0]),
+            V5
+        )
+        .unwrap()
+        .is_some()
+    );
     // Reason string in PUBLISH.
     let e = fails(&frame(0x30, &[0, 1, b'a', 3, 0x1F, 0, 0]), V5, P);
-    assert!(matches!(e, DecodeError::PropertyNotAllowed { id: PropertyId::ReasonString, .. }));
+    assert!(matches!(
+        e,
+        DecodeError::PropertyNotAllowed {
+            id: PropertyId::ReasonString,
+            ..
+        }
+    ));
     // Unknown identifier 0x05.
     let e = fails(&frame(0x30, &[0, 1, b'a', 2, 0x05, 0]), V5, M);
     assert!(matches!(e, DecodeError::UnknownProperty { id: 0x05, .. }));
@@ -180,18 +295,31 @@ fn invalid_property_values() {
     ];
     for (props, id) in cases {
         let e = fails(&connect5(0, props, &[]), V5, P);
-        assert!(matches!(e, DecodeError::InvalidPropertyValue { id: got, .. } if got == *id), "{e:?}");
+        assert!(
+            matches!(e, DecodeError::InvalidPropertyValue { id: got, .. } if got == *id),
+            "{e:?}"
+        );
     }
     // Topic alias 0, payload format indicator 2, subscription identifier 0 in PUBLISH.
     for props in [&[0x23u8, 0, 0][..], &[0x01, 2], &[0x0B, 0]] {
         let mut body = vec![0, 1, b'a', props.len() as u8];
         body.extend_from_slice(props);
         let e = fails(&frame(0x30, &body), V5, P);
-        assert!(matches!(e, DecodeError::InvalidPropertyValue { .. }), "{e:?}");
+        assert!(
+            matches!(e, DecodeError::InvalidPropertyValue { .. }),
+            "{e:?}"
+        );
     }
     // Maximum QoS 2 in CONNACK.
     let e = fails(&frame(0x20, &[0, 0, 2, 0x24, 2]), V5, P);
-    assert!(matches!(e, DecodeError::InvalidPropertyValue { id: PropertyId::MaximumQoS, value: 2, .. }));
+    assert!(matches!(
+        e,
+        DecodeError::InvalidPropertyValue {
+            id: PropertyId::MaximumQoS,
+            value: 2,
+            ..
+        }
+    ));
     // Response topic with a wildcard.
     let e = fails(&frame(0x30, &[0, 1, b'a', 4, 0x08, 0, 1, b'#']), V5, P);
     assert!(matches!(e, DecodeError::Protocol { .. }));
@@ -222,11 +350,21 @@ fn zero_packet_identifiers() {
 #[test]
 fn subscribe_and_unsubscribe_without_filters() {
     let e = fails(&frame(0x82, &[0, 1, 0]), V5, P);
-    assert!(matches!(e, DecodeError::NoTopicFilters { packet: PacketType::Subscribe }));
+    assert!(matches!(
+        e,
+        DecodeError::NoTopicFilters {
+            packet: PacketType::Subscribe
+        }
+    ));
     let e = fails(&frame(0x82, &[0, 1]), V3, P);
     assert!(matches!(e, DecodeError::NoTopicFilters { .. }));
     let e = fails(&frame(0xA2, &[0, 1, 0]), V5, P);
-    assert!(matches!(e, DecodeError::NoTopicFilters { packet: PacketType::Unsubscribe }));
+    assert!(matches!(
+        e,
+        DecodeError::NoTopicFilters {
+            packet: PacketType::Unsubscribe
+        }
+    ));
     let e = fails(&frame(0x90, &[0, 1, 0]), V5, P);
     assert!(matches!(e, DecodeError::Protocol { .. }));
 }
@@ -240,7 +378,11 @@ fn subscription_option_rules() {
     let e = fails(&frame(0x82, &[0, 1, 0, 0, 1, b'a', 0x30]), V5, P);
     assert!(matches!(e, DecodeError::Protocol { .. }));
     // Invalid filters are not the decoder's business (SUBACK 0x8F per filter).
-    assert!(dec(&frame(0x82, &[0, 1, 0, 0, 2, b'a', b'#', 0]), V5).unwrap().is_some());
+    assert!(
+        dec(&frame(0x82, &[0, 1, 0, 0, 2, b'a', b'#', 0]), V5)
+            .unwrap()
+            .is_some()
+    );
 }
 
 #[test]
@@ -248,14 +390,32 @@ fn packet_too_large_before_body() {
     // 100 MB declared, 5 bytes buffered: refused at once, not Ok(None).
     let mut buf = BytesMut::from(&[0x30u8, 0x80, 0x80, 0x80, 0x30][..]);
     let e = decode(&mut buf, V5, 1 << 20).unwrap_err();
-    assert_eq!(e, DecodeError::PacketTooLarge { size: 100_663_301, max: 1 << 20 });
+    assert_eq!(
+        e,
+        DecodeError::PacketTooLarge {
+            size: 100_663_301,
+            max: 1 << 20
+        }
+    );
     assert_eq!(e.reason_code(), TL);
     // The size counts the fixed header: a 2-byte PINGREQ needs max >= 2.
-    assert!(decode(&mut BytesMut::from(&[0xC0u8, 0][..]), V5, 2).unwrap().is_some());
-    assert_eq!(decode(&mut BytesMut::from(&[0xC0u8, 0][..]), V5, 1).unwrap_err().reason_code(), TL);
+    assert!(
+        decode(&mut BytesMut::from(&[0xC0u8, 0][..]), V5, 2)
+            .unwrap()
+            .is_some()
+    );
+    assert_eq!(
+        decode(&mut BytesMut::from(&[0xC0u8, 0][..]), V5, 1)
+            .unwrap_err()
+            .reason_code(),
+        TL
+    );
     // decode_connect applies the same limit.
     let mut buf = BytesMut::from(&[0x10u8, 0xFF, 0xFF, 0x03][..]);
-    assert_eq!(decode_connect(&mut buf, 4096).unwrap_err().reason_code(), TL);
+    assert_eq!(
+        decode_connect(&mut buf, 4096).unwrap_err().reason_code(),
+        TL
+    );
 }
 
 #[test]
@@ -265,7 +425,10 @@ fn need_more_bytes_is_ok_none() {
         assert_eq!(decode(&mut buf, V5, MAX), Ok(None));
         assert_eq!(buf.len(), partial.len(), "nothing consumed");
     }
-    assert_eq!(decode_connect(&mut BytesMut::from(&[0x10u8, 0x10, 0, 4][..]), MAX), Ok(None));
+    assert_eq!(
+        decode_connect(&mut BytesMut::from(&[0x10u8, 0x10, 0, 4][..]), MAX),
+        Ok(None)
+    );
 }
 
 #[test]
@@ -283,7 +446,11 @@ fn topic_names() {
     fails(&frame(0x30, &[0, 0]), V3, TN);
     fails(&frame(0x30, &[0, 0, 0]), V5, P);
     // ...and fine in v5 with one.
-    assert!(dec(&frame(0x30, &[0, 0, 3, 0x23, 0, 1]), V5).unwrap().is_some());
+    assert!(
+        dec(&frame(0x30, &[0, 0, 3, 0x23, 0, 1]), V5)
+            .unwrap()
+            .is_some()
+    );
     // Will topic with a wildcard.
     fails(&connect5(0x04, &[], &[0, 0, 1, b'+', 0, 0]), V5, TN);
 }
@@ -318,8 +485,12 @@ fn connect_version_detection() {
     let c = decode_connect(&mut buf, MAX).unwrap().unwrap();
     assert_eq!(c.protocol_version, V5);
     assert!(buf.is_empty());
-    let mut v3 = vec![0x10, 14, 0, 4, b'M', b'Q', b'T', b'T', 4, 0x02, 0, 60, 0, 2, b'i', b'd'];
-    let c = decode_connect(&mut BytesMut::from(&v3[..]), MAX).unwrap().unwrap();
+    let mut v3 = vec![
+        0x10, 14, 0, 4, b'M', b'Q', b'T', b'T', 4, 0x02, 0, 60, 0, 2, b'i', b'd',
+    ];
+    let c = decode_connect(&mut BytesMut::from(&v3[..]), MAX)
+        .unwrap()
+        .unwrap();
     assert_eq!(c.protocol_version, V3);
     assert_eq!(c.client_id, "id");
     // Level 6, level 3 under "MQIsdp", a foreign protocol name: Unsupported Protocol Version.
@@ -328,7 +499,9 @@ fn connect_version_detection() {
     assert_eq!(e, DecodeError::UnsupportedProtocolVersion { level: 6 });
     assert_eq!(e.reason_code(), ReasonCode::UnsupportedProtocolVersion);
     assert_eq!(e.reason_code().to_v3_connack(), 1);
-    let mqisdp = [0x10, 16, 0, 6, b'M', b'Q', b'I', b's', b'd', b'p', 3, 0x02, 0, 60, 0, 2, b'i', b'd'];
+    let mqisdp = [
+        0x10, 16, 0, 6, b'M', b'Q', b'I', b's', b'd', b'p', 3, 0x02, 0, 60, 0, 2, b'i', b'd',
+    ];
     let e = decode_connect(&mut BytesMut::from(&mqisdp[..]), MAX).unwrap_err();
     assert_eq!(e, DecodeError::UnsupportedProtocolVersion { level: 3 });
     v3[7] = b'X';
@@ -337,10 +510,17 @@ fn connect_version_detection() {
     assert_eq!(e.reason_code(), ReasonCode::UnsupportedProtocolVersion);
     // First packet must be CONNECT, refused from its first byte.
     let e = decode_connect(&mut BytesMut::from(&[0x30u8][..]), MAX).unwrap_err();
-    assert_eq!(e, DecodeError::ExpectedConnect { packet: PacketType::Publish });
+    assert_eq!(
+        e,
+        DecodeError::ExpectedConnect {
+            packet: PacketType::Publish
+        }
+    );
     assert_eq!(e.reason_code(), P);
     // 3.1.1 password without user name.
-    let pw = [0x10, 16, 0, 4, b'M', b'Q', b'T', b'T', 4, 0x42, 0, 60, 0, 2, b'i', b'd', 0, 0];
+    let pw = [
+        0x10, 16, 0, 4, b'M', b'Q', b'T', b'T', 4, 0x42, 0, 60, 0, 2, b'i', b'd', 0, 0,
+    ];
     fails(&pw, V3, P);
 }
 
@@ -348,7 +528,13 @@ fn connect_version_detection() {
 fn reason_codes_per_packet() {
     // 0x8F is not a PUBACK reason code; 0x03 is no reason code at all.
     let e = fails(&frame(0x40, &[0, 1, 0x8F]), V5, P);
-    assert_eq!(e, DecodeError::InvalidReasonCode { packet: PacketType::PubAck, code: 0x8F });
+    assert_eq!(
+        e,
+        DecodeError::InvalidReasonCode {
+            packet: PacketType::PubAck,
+            code: 0x8F
+        }
+    );
     fails(&frame(0x40, &[0, 1, 0x03]), V5, P);
     fails(&frame(0xF0, &[0x01]), V5, P);
     fails(&frame(0xE0, &[0x01]), V5, P);
@@ -373,5 +559,8 @@ fn reason_code_table() {
     assert_eq!(ReasonCode::PacketTooLarge.value(), 0x95);
     assert_eq!(ReasonCode::WildcardSubscriptionsNotSupported.value(), 0xA2);
     assert_eq!(ReasonCode::NORMAL_DISCONNECTION.value(), 0);
-    assert_eq!(ReasonCode::TopicNameInvalid.to_string(), "Topic Name invalid (0x90)");
+    assert_eq!(
+        ReasonCode::TopicNameInvalid.to_string(),
+        "Topic Name invalid (0x90)"
+    );
 }

@@ -172,8 +172,14 @@ fn decoded_payload_is_zero_copy() {
     let Some(Packet::Publish(d)) = decode(&mut buf, ProtocolVersion::V5, MAX).unwrap() else {
         panic!("expected PUBLISH");
     };
-    for ptr in [d.payload.as_ptr() as usize, d.topic.as_bytes().as_ptr() as usize] {
-        assert!((base..end).contains(&ptr), "slice does not point into the frame");
+    for ptr in [
+        d.payload.as_ptr() as usize,
+        d.topic.as_bytes().as_ptr() as usize,
+    ] {
+        assert!(
+            (base..end).contains(&ptr),
+            "slice does not point into the frame"
+        );
     }
 }
 
@@ -193,13 +199,19 @@ fn v3_encoding_ignores_v5_fields() {
         reason_code: ReasonCode::Banned,
         properties: Properties::default(),
     });
-    assert_eq!(&enc(&p, ProtocolVersion::V311)[..], &[0x20, 0x02, 0x00, 0x05]);
+    assert_eq!(
+        &enc(&p, ProtocolVersion::V311)[..],
+        &[0x20, 0x02, 0x00, 0x05]
+    );
     let p = Packet::SubAck(SubAck {
         packet_id: 1,
         reason_codes: vec![ReasonCode::GrantedQoS1, ReasonCode::TopicFilterInvalid],
         properties: Properties::default(),
     });
-    assert_eq!(&enc(&p, ProtocolVersion::V311)[..], &[0x90, 0x04, 0x00, 0x01, 0x01, 0x80]);
+    assert_eq!(
+        &enc(&p, ProtocolVersion::V311)[..],
+        &[0x90, 0x04, 0x00, 0x01, 0x01, 0x80]
+    );
     let auth = Packet::Auth(Auth::default());
     assert!(matches!(
         encode(&auth, ProtocolVersion::V311, &mut BytesMut::new()),
@@ -212,14 +224,33 @@ fn v5_short_forms() {
     // Success without properties: the reason code and property length are omitted.
     let p = Packet::PubAck(PubAck::new(5));
     assert_eq!(&enc(&p, ProtocolVersion::V5)[..], &[0x40, 0x02, 0x00, 0x05]);
-    let p = Packet::PubRec(PubRec { packet_id: 5, reason_code: ReasonCode::QuotaExceeded, properties: Properties::default() });
-    assert_eq!(&enc(&p, ProtocolVersion::V5)[..], &[0x50, 0x03, 0x00, 0x05, 0x97]);
-    assert_eq!(&enc(&Packet::Disconnect(Disconnect::default()), ProtocolVersion::V5)[..], &[0xE0, 0x00]);
+    let p = Packet::PubRec(PubRec {
+        packet_id: 5,
+        reason_code: ReasonCode::QuotaExceeded,
+        properties: Properties::default(),
+    });
+    assert_eq!(
+        &enc(&p, ProtocolVersion::V5)[..],
+        &[0x50, 0x03, 0x00, 0x05, 0x97]
+    );
+    assert_eq!(
+        &enc(
+            &Packet::Disconnect(Disconnect::default()),
+            ProtocolVersion::V5
+        )[..],
+        &[0xE0, 0x00]
+    );
     // The full forms decode to the same packets.
     let mut long = BytesMut::from(&[0x40, 0x04, 0x00, 0x05, 0x00, 0x00][..]);
-    assert_eq!(decode(&mut long, ProtocolVersion::V5, MAX).unwrap(), Some(Packet::PubAck(PubAck::new(5))));
+    assert_eq!(
+        decode(&mut long, ProtocolVersion::V5, MAX).unwrap(),
+        Some(Packet::PubAck(PubAck::new(5)))
+    );
     let mut long = BytesMut::from(&[0xE0, 0x02, 0x00, 0x00][..]);
-    assert_eq!(decode(&mut long, ProtocolVersion::V5, MAX).unwrap(), Some(Packet::Disconnect(Disconnect::default())));
+    assert_eq!(
+        decode(&mut long, ProtocolVersion::V5, MAX).unwrap(),
+        Some(Packet::Disconnect(Disconnect::default()))
+    );
 }
 
 #[test]
@@ -234,16 +265,39 @@ fn encoder_rejects_invalid_packets() {
         properties: Properties::default(),
         payload: bytes::Bytes::new(),
     });
-    assert!(matches!(encode(&bad_id, v, &mut BytesMut::new()), Err(EncodeError::Invalid { .. })));
+    assert!(matches!(
+        encode(&bad_id, v, &mut BytesMut::new()),
+        Err(EncodeError::Invalid { .. })
+    ));
     let mut props = Properties::default();
     props.topic_alias = Some(3);
-    let bad_prop = Packet::Disconnect(Disconnect { reason_code: ReasonCode::Success, properties: props });
+    let bad_prop = Packet::Disconnect(Disconnect {
+        reason_code: ReasonCode::Success,
+        properties: props,
+    });
     assert!(matches!(
         encode(&bad_prop, v, &mut BytesMut::new()),
-        Err(EncodeError::PropertyNotAllowed { id: PropertyId::TopicAlias, .. })
+        Err(EncodeError::PropertyNotAllowed {
+            id: PropertyId::TopicAlias,
+            ..
+        })
     ));
-    let bad_code = Packet::PubAck(PubAck { packet_id: 1, reason_code: ReasonCode::Banned, properties: Properties::default() });
-    assert!(matches!(encode(&bad_code, v, &mut BytesMut::new()), Err(EncodeError::ReasonCodeNotAllowed { .. })));
-    let empty = Packet::Subscribe(Subscribe { packet_id: 1, filters: vec![], properties: Properties::default() });
-    assert!(matches!(encode(&empty, v, &mut BytesMut::new()), Err(EncodeError::Invalid { .. })));
+    let bad_code = Packet::PubAck(PubAck {
+        packet_id: 1,
+        reason_code: ReasonCode::Banned,
+        properties: Properties::default(),
+    });
+    assert!(matches!(
+        encode(&bad_code, v, &mut BytesMut::new()),
+        Err(EncodeError::ReasonCodeNotAllowed { .. })
+    ));
+    let empty = Packet::Subscribe(Subscribe {
+        packet_id: 1,
+        filters: vec![],
+        properties: Properties::default(),
+    });
+    assert!(matches!(
+        encode(&empty, v, &mut BytesMut::new()),
+        Err(EncodeError::Invalid { .. })
+    ));
 }

@@ -36,7 +36,11 @@ pub fn bin(max: usize) -> impl Strategy<Value = Bytes> {
 }
 
 pub fn qos() -> impl Strategy<Value = QoS> {
-    prop_oneof![Just(QoS::AtMostOnce), Just(QoS::AtLeastOnce), Just(QoS::ExactlyOnce)]
+    prop_oneof![
+        Just(QoS::AtMostOnce),
+        Just(QoS::AtLeastOnce),
+        Just(QoS::ExactlyOnce)
+    ]
 }
 
 pub fn code_from(list: &'static [u8]) -> impl Strategy<Value = ReasonCode> {
@@ -145,9 +149,18 @@ pub fn restrict(mut p: Properties, ctx: Context) -> Properties {
     keep!(retain_available, P::RetainAvailable);
     keep!(user_properties, P::UserProperty);
     keep!(maximum_packet_size, P::MaximumPacketSize);
-    keep!(wildcard_subscription_available, P::WildcardSubscriptionAvailable);
-    keep!(subscription_identifiers_available, P::SubscriptionIdentifierAvailable);
-    keep!(shared_subscription_available, P::SharedSubscriptionAvailable);
+    keep!(
+        wildcard_subscription_available,
+        P::WildcardSubscriptionAvailable
+    );
+    keep!(
+        subscription_identifiers_available,
+        P::SubscriptionIdentifierAvailable
+    );
+    keep!(
+        shared_subscription_available,
+        P::SharedSubscriptionAvailable
+    );
     if ctx != Context::Packet(PacketType::Publish) {
         p.subscription_identifiers.truncate(1);
     }
@@ -171,9 +184,20 @@ fn pctx(t: PacketType) -> Context {
 }
 
 pub fn will(v: ProtocolVersion) -> impl Strategy<Value = Will> {
-    (topic_name(), bin(32), qos(), any::<bool>(), props(v, Context::Will)).prop_map(
-        |(topic, payload, qos, retain, properties)| Will { topic, payload, qos, retain, properties },
+    (
+        topic_name(),
+        bin(32),
+        qos(),
+        any::<bool>(),
+        props(v, Context::Will),
     )
+        .prop_map(|(topic, payload, qos, retain, properties)| Will {
+            topic,
+            payload,
+            qos,
+            retain,
+            properties,
+        })
 }
 
 pub fn connect(v: ProtocolVersion) -> impl Strategy<Value = Connect> {
@@ -186,20 +210,26 @@ pub fn connect(v: ProtocolVersion) -> impl Strategy<Value = Connect> {
         option::of(bin(16)),
         props(v, pctx(PacketType::Connect)),
     )
-        .prop_map(move |(clean_start, keep_alive, client_id, will, username, password, properties)| {
-            // 3.1.1 forbids a password without a user name.
-            let password = if v == ProtocolVersion::V311 && username.is_none() { None } else { password };
-            Connect {
-                protocol_version: v,
-                clean_start,
-                keep_alive,
-                client_id,
-                will,
-                username,
-                password,
-                properties,
-            }
-        })
+        .prop_map(
+            move |(clean_start, keep_alive, client_id, will, username, password, properties)| {
+                // 3.1.1 forbids a password without a user name.
+                let password = if v == ProtocolVersion::V311 && username.is_none() {
+                    None
+                } else {
+                    password
+                };
+                Connect {
+                    protocol_version: v,
+                    clean_start,
+                    keep_alive,
+                    client_id,
+                    will,
+                    username,
+                    password,
+                    properties,
+                }
+            },
+        )
 }
 
 pub fn connack(v: ProtocolVersion) -> BoxedStrategy<ConnAck> {
@@ -207,7 +237,11 @@ pub fn connack(v: ProtocolVersion) -> BoxedStrategy<ConnAck> {
         ProtocolVersion::V311 => &[0x00, 0x84, 0x85, 0x88, 0x86, 0x87],
         ProtocolVersion::V5 => reason::CONNACK,
     };
-    (any::<bool>(), code_from(codes), props(v, pctx(PacketType::ConnAck)))
+    (
+        any::<bool>(),
+        code_from(codes),
+        props(v, pctx(PacketType::ConnAck)),
+    )
         .prop_map(|(session_present, reason_code, properties)| ConnAck {
             session_present,
             reason_code,
@@ -217,16 +251,26 @@ pub fn connack(v: ProtocolVersion) -> BoxedStrategy<ConnAck> {
 }
 
 pub fn publish(v: ProtocolVersion) -> impl Strategy<Value = Publish> {
-    (qos(), any::<bool>(), any::<bool>(), topic_name(), 1u16.., props(v, pctx(PacketType::Publish)), bin(64))
-        .prop_map(|(qos, dup, retain, topic, id, properties, payload)| Publish {
-            dup: dup && qos != QoS::AtMostOnce,
-            qos,
-            retain,
-            topic,
-            packet_id: (qos != QoS::AtMostOnce).then_some(id),
-            properties,
-            payload,
-        })
+    (
+        qos(),
+        any::<bool>(),
+        any::<bool>(),
+        topic_name(),
+        1u16..,
+        props(v, pctx(PacketType::Publish)),
+        bin(64),
+    )
+        .prop_map(
+            |(qos, dup, retain, topic, id, properties, payload)| Publish {
+                dup: dup && qos != QoS::AtMostOnce,
+                qos,
+                retain,
+                topic,
+                packet_id: (qos != QoS::AtMostOnce).then_some(id),
+                properties,
+                payload,
+            },
+        )
 }
 
 /// (packet id, reason code, properties) for a PUBACK-like packet.
@@ -245,7 +289,10 @@ pub fn pub_response(
 pub fn sub_options(v: ProtocolVersion) -> BoxedStrategy<SubscriptionOptions> {
     match v {
         ProtocolVersion::V311 => qos()
-            .prop_map(|qos| SubscriptionOptions { qos, ..Default::default() })
+            .prop_map(|qos| SubscriptionOptions {
+                qos,
+                ..Default::default()
+            })
             .boxed(),
         ProtocolVersion::V5 => (
             qos(),
@@ -257,12 +304,14 @@ pub fn sub_options(v: ProtocolVersion) -> BoxedStrategy<SubscriptionOptions> {
                 Just(RetainHandling::DoNotSend)
             ],
         )
-            .prop_map(|(qos, no_local, retain_as_published, retain_handling)| SubscriptionOptions {
-                qos,
-                no_local,
-                retain_as_published,
-                retain_handling,
-            })
+            .prop_map(
+                |(qos, no_local, retain_as_published, retain_handling)| SubscriptionOptions {
+                    qos,
+                    no_local,
+                    retain_as_published,
+                    retain_handling,
+                },
+            )
             .boxed(),
     }
 }
@@ -270,10 +319,18 @@ pub fn sub_options(v: ProtocolVersion) -> BoxedStrategy<SubscriptionOptions> {
 pub fn subscribe(v: ProtocolVersion) -> impl Strategy<Value = Subscribe> {
     (
         1u16..,
-        vec((topic_filter(), sub_options(v)).prop_map(|(filter, options)| SubscribeFilter { filter, options }), 1..4),
+        vec(
+            (topic_filter(), sub_options(v))
+                .prop_map(|(filter, options)| SubscribeFilter { filter, options }),
+            1..4,
+        ),
         props(v, pctx(PacketType::Subscribe)),
     )
-        .prop_map(|(packet_id, filters, properties)| Subscribe { packet_id, filters, properties })
+        .prop_map(|(packet_id, filters, properties)| Subscribe {
+            packet_id,
+            filters,
+            properties,
+        })
 }
 
 pub fn suback(v: ProtocolVersion) -> impl Strategy<Value = SubAck> {
@@ -281,33 +338,69 @@ pub fn suback(v: ProtocolVersion) -> impl Strategy<Value = SubAck> {
         ProtocolVersion::V311 => &[0x00, 0x01, 0x02, 0x80],
         ProtocolVersion::V5 => reason::SUBACK,
     };
-    (1u16.., vec(code_from(codes), 1..5), props(v, pctx(PacketType::SubAck)))
-        .prop_map(|(packet_id, reason_codes, properties)| SubAck { packet_id, reason_codes, properties })
+    (
+        1u16..,
+        vec(code_from(codes), 1..5),
+        props(v, pctx(PacketType::SubAck)),
+    )
+        .prop_map(|(packet_id, reason_codes, properties)| SubAck {
+            packet_id,
+            reason_codes,
+            properties,
+        })
 }
 
 pub fn unsubscribe(v: ProtocolVersion) -> impl Strategy<Value = Unsubscribe> {
-    (1u16.., vec(topic_filter(), 1..4), props(v, pctx(PacketType::Unsubscribe)))
-        .prop_map(|(packet_id, filters, properties)| Unsubscribe { packet_id, filters, properties })
+    (
+        1u16..,
+        vec(topic_filter(), 1..4),
+        props(v, pctx(PacketType::Unsubscribe)),
+    )
+        .prop_map(|(packet_id, filters, properties)| Unsubscribe {
+            packet_id,
+            filters,
+            properties,
+        })
 }
 
 pub fn unsuback(v: ProtocolVersion) -> impl Strategy<Value = UnsubAck> {
     let n = if v == ProtocolVersion::V5 { 1..5 } else { 0..1 };
-    (1u16.., vec(code_from(reason::UNSUBACK), n), props(v, pctx(PacketType::UnsubAck)))
-        .prop_map(|(packet_id, reason_codes, properties)| UnsubAck { packet_id, reason_codes, properties })
+    (
+        1u16..,
+        vec(code_from(reason::UNSUBACK), n),
+        props(v, pctx(PacketType::UnsubAck)),
+    )
+        .prop_map(|(packet_id, reason_codes, properties)| UnsubAck {
+            packet_id,
+            reason_codes,
+            properties,
+        })
 }
 
 pub fn disconnect(v: ProtocolVersion) -> BoxedStrategy<Disconnect> {
     match v {
         ProtocolVersion::V311 => Just(Disconnect::default()).boxed(),
-        ProtocolVersion::V5 => (code_from(reason::DISCONNECT), props(v, pctx(PacketType::Disconnect)))
-            .prop_map(|(reason_code, properties)| Disconnect { reason_code, properties })
+        ProtocolVersion::V5 => (
+            code_from(reason::DISCONNECT),
+            props(v, pctx(PacketType::Disconnect)),
+        )
+            .prop_map(|(reason_code, properties)| Disconnect {
+                reason_code,
+                properties,
+            })
             .boxed(),
     }
 }
 
 pub fn auth() -> impl Strategy<Value = Auth> {
-    (code_from(reason::AUTH), props(ProtocolVersion::V5, pctx(PacketType::Auth)))
-        .prop_map(|(reason_code, properties)| Auth { reason_code, properties })
+    (
+        code_from(reason::AUTH),
+        props(ProtocolVersion::V5, pctx(PacketType::Auth)),
+    )
+        .prop_map(|(reason_code, properties)| Auth {
+            reason_code,
+            properties,
+        })
 }
 
 /// Any valid packet for `v` (AUTH only in v5).
@@ -316,14 +409,34 @@ pub fn packet(v: ProtocolVersion) -> BoxedStrategy<Packet> {
         connect(v).prop_map(|c| Packet::Connect(Box::new(c))),
         connack(v).prop_map(Packet::ConnAck),
         publish(v).prop_map(Packet::Publish),
-        pub_response(v, PacketType::PubAck, reason::PUBACK)
-            .prop_map(|(packet_id, reason_code, properties)| Packet::PubAck(PubAck { packet_id, reason_code, properties })),
-        pub_response(v, PacketType::PubRec, reason::PUBACK)
-            .prop_map(|(packet_id, reason_code, properties)| Packet::PubRec(PubRec { packet_id, reason_code, properties })),
-        pub_response(v, PacketType::PubRel, reason::PUBREL)
-            .prop_map(|(packet_id, reason_code, properties)| Packet::PubRel(PubRel { packet_id, reason_code, properties })),
-        pub_response(v, PacketType::PubComp, reason::PUBREL)
-            .prop_map(|(packet_id, reason_code, properties)| Packet::PubComp(PubComp { packet_id, reason_code, properties })),
+        pub_response(v, PacketType::PubAck, reason::PUBACK).prop_map(
+            |(packet_id, reason_code, properties)| Packet::PubAck(PubAck {
+                packet_id,
+                reason_code,
+                properties
+            })
+        ),
+        pub_response(v, PacketType::PubRec, reason::PUBACK).prop_map(
+            |(packet_id, reason_code, properties)| Packet::PubRec(PubRec {
+                packet_id,
+                reason_code,
+                properties
+            })
+        ),
+        pub_response(v, PacketType::PubRel, reason::PUBREL).prop_map(
+            |(packet_id, reason_code, properties)| Packet::PubRel(PubRel {
+                packet_id,
+                reason_code,
+                properties
+            })
+        ),
+        pub_response(v, PacketType::PubComp, reason::PUBREL).prop_map(
+            |(packet_id, reason_code, properties)| Packet::PubComp(PubComp {
+                packet_id,
+                reason_code,
+                properties
+            })
+        ),
         subscribe(v).prop_map(Packet::Subscribe),
         suback(v).prop_map(Packet::SubAck),
         unsubscribe(v).prop_map(Packet::Unsubscribe),
@@ -334,7 +447,9 @@ pub fn packet(v: ProtocolVersion) -> BoxedStrategy<Packet> {
     ];
     match v {
         ProtocolVersion::V311 => common.boxed(),
-        ProtocolVersion::V5 => prop_oneof![14 => common, 1 => auth().prop_map(Packet::Auth)].boxed(),
+        ProtocolVersion::V5 => {
+            prop_oneof![14 => common, 1 => auth().prop_map(Packet::Auth)].boxed()
+        }
     }
 }
 
