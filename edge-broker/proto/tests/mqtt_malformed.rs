@@ -1,6 +1,9 @@
 //! Hand-built malformed and protocol-violating frames: each must fail with the right
 //! [`DecodeError`] variant and the right v5 reason code.
 
+// Test helpers outside #[test] fns: panicking on a broken invariant is the point.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use bytes::BytesMut;
 use edge_proto::mqtt::*;
 

@@ -7,6 +7,9 @@
 //! or password means "absent"; it does not decode AUTH, so AUTH is left out; it rejects the
 //! spec's short DISCONNECT forms, so those are handed to it in the long form.
 
+// Test helpers outside #[test] fns: panicking on a broken invariant is the point.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod mqtt_common;
 
 use bytes::{Bytes, BytesMut};
@@ -536,11 +539,13 @@ proptest! {
 #[test]
 fn differential_fixed() {
     let t = |x: &'static str| MqttString::from_static(x).unwrap();
-    let mut props = Properties::default();
-    props.user_properties = vec![(t("site"), t("gw-01")), (t("site"), t("gw-02"))];
-    props.message_expiry_interval = Some(3600);
-    props.content_type = Some(t("application/json"));
-    props.subscription_identifiers = vec![1, 268_435_455];
+    let props = Properties {
+        user_properties: vec![(t("site"), t("gw-01")), (t("site"), t("gw-02"))],
+        message_expiry_interval: Some(3600),
+        content_type: Some(t("application/json")),
+        subscription_identifiers: vec![1, 268_435_455],
+        ..Properties::default()
+    };
     let publish = Publish {
         dup: true,
         qos: QoS::ExactlyOnce,
@@ -572,12 +577,16 @@ fn differential_fixed() {
         properties: Properties::default(),
     };
     check_v4(Packet::Connect(Box::new(connect.clone())));
-    let mut will_props = Properties::default();
-    will_props.will_delay_interval = Some(10);
-    let mut cprops = Properties::default();
-    cprops.session_expiry_interval = Some(u32::MAX);
-    cprops.receive_maximum = Some(16);
-    cprops.maximum_packet_size = Some(65_536);
+    let will_props = Properties {
+        will_delay_interval: Some(10),
+        ..Properties::default()
+    };
+    let cprops = Properties {
+        session_expiry_interval: Some(u32::MAX),
+        receive_maximum: Some(16),
+        maximum_packet_size: Some(65_536),
+        ..Properties::default()
+    };
     let mut c5 = connect;
     c5.protocol_version = ProtocolVersion::V5;
     c5.properties = cprops;

@@ -1,6 +1,6 @@
 //! Proptest strategies producing valid MQTT packets for either protocol version, shared by
 //! the round-trip, differential and robustness tests.
-#![allow(dead_code)]
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
 use bytes::{Bytes, BytesMut};
 use edge_proto::mqtt::properties::Context;
@@ -463,4 +463,12 @@ pub fn enc(p: &Packet, v: ProtocolVersion) -> BytesMut {
     let n = encode(p, v, &mut out).unwrap();
     assert_eq!(n, out.len());
     out
+}
+
+/// Re-encodes a decoded packet (a CONNECT in the version it names) for consistency checks.
+pub fn reenc(p: &Packet, v: ProtocolVersion) -> BytesMut {
+    match p {
+        Packet::Connect(c) => enc(p, c.protocol_version),
+        _ => enc(p, v),
+    }
 }
