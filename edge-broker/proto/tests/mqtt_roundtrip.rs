@@ -308,3 +308,24 @@ fn encoder_rejects_invalid_packets() {
         Err(EncodeError::Invalid { .. })
     ));
 }
+
+#[test]
+fn strip_diagnostics_makes_an_ack_fit() {
+    let v = ProtocolVersion::V5;
+    let mut ack = PubAck {
+        packet_id: 1,
+        reason_code: ReasonCode::NotAuthorized,
+        properties: Properties {
+            reason_string: Some(MqttString::try_from("x".repeat(100)).unwrap()),
+            user_properties: vec![(MqttString::from_static("k").unwrap(), MqttString::from_static("v").unwrap())],
+            ..Properties::default()
+        },
+    };
+    let mut out = BytesMut::new();
+    let err = encode_limited(&Packet::PubAck(ack.clone()), v, 16, &mut out).unwrap_err();
+    assert!(matches!(err, EncodeError::PacketTooLarge { .. }));
+    assert!(out.is_empty());
+    assert!(ack.properties.strip_diagnostics());
+    assert!(!ack.properties.strip_diagnostics());
+    assert_eq!(encode_limited(&Packet::PubAck(ack), v, 16, &mut out).unwrap(), 5);
+}

@@ -302,6 +302,17 @@ impl Context {
 }
 
 impl Properties {
+    /// Removes the Reason String and User Properties: on acks, CONNACK, DISCONNECT and AUTH
+    /// these are what a sender omits to fit the receiver's Maximum Packet Size (spec
+    /// 3.1.2.11.4). Not for PUBLISH, whose user properties belong to the message (a PUBLISH
+    /// that does not fit is dropped instead). Returns true if anything was removed.
+    pub fn strip_diagnostics(&mut self) -> bool {
+        let had = self.reason_string.is_some() || !self.user_properties.is_empty();
+        self.reason_string = None;
+        self.user_properties.clear();
+        had
+    }
+
     /// True when no property is set.
     pub fn is_empty(&self) -> bool {
         self.present_mask() == 0
