@@ -1,0 +1,742 @@
+//! The decoder: [`decode()`] for a running connection, [`decode_connect()`] for the first
+//! packet, and [`DecodeError`] with its v5 reason code.
+//!
+//! Framing first reads the fixed header (type, flags, remaining length) and rejects a bad
+//! first byte or a frame above `max_packet_size` *before* waiting for the body, so a peer
+//! cannot make the server buffer a huge declared length. A complete frame is split off the
+//! buffer and frozen; strings and payloads in the returned packet are slices of it.
+
+use bytes::{Buf, BytesMut};
+
+use super::packet::*;
+use super::properties::{Context, Properties, PropertyId};
+use super::reason::{self, ReasonCode};
+use super::string::InvalidString;
+use super::topic::{self, TopicError};
+use super::wire::{Reader, VbiParse, parse_vbi};
+
+/// Why bytes could not be decoded into a packet. Each variant maps to the v5 reason code to
+/// send (CONNACK before the session exists, DISCONNECT after) via [`DecodeError::reason_code`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DecodeError {
+    /// The frame (fixed header + remaining length) is larger than allowed.
+    #[error("packet of {size} bytes exceeds the maximum packet size of {max} bytes")]
+    PacketTooLarge {
+        /// Declared frame size in bytes.
+        size: u64,
+        /// The limit in force.
+        max: u32,
+    },
+    /// The remaining length does not end within 4 bytes.
+    #[error("remaining length is not a variable byte integer of at most 4 bytes")]
+    RemainingLengthTooLong,
+    /// The packet type nibble is reserved (0, or 15 = AUTH in 3.1.1).
+    #[error("first byte 0x{byte:02X} names a reserved packet type for MQTT {version:?}")]
+    InvalidPacketType {
+        /// The first byte of the frame.
+        byte: u8,
+        /// The protocol version in force.
+        version: ProtocolVersion,
+    },
+    /// The fixed-header flags are not the ones the spec requires for this type.
+    #[error("{packet}: reserved fixed-header flags 0b{flags:04b}")]
+    ReservedFlags {
+        /// Packet type.
+        packet: PacketType,
+        /// The low nibble of the first byte.
+        flags: u8,
+    },
+    /// A QoS field holds 3.
+    #[error("{packet}: QoS 3 in {field}")]
+    InvalidQoS {
+        /// Packet type.
+        packet: PacketType,
+        /// Which QoS field.
+        field: &'static str,
+    },
+    /// The frame ends before a field is complete.
+    #[error("{packet}: frame ends in the middle of {field}")]
+    Truncated {
+        /// Packet type.
+        packet: PacketType,
+        /// The field being read.
+        field: &'static str,
+    },
+    /// Bytes are left after the last field.
+    #[error("{packet}: {extra} unexpected bytes after the last field")]
+    TrailingBytes {
+        /// Packet type.
+        packet: PacketType,
+        /// Number of extra bytes.
+        extra: usize,
+    },
+    /// A variable byte integer inside the packet uses more than 4 bytes.
+    #[error("{packet}: {field} is a variable byte integer longer than 4 bytes")]
+    VarIntTooLong {
+        /// Packet type.
+        packet: PacketType,
+        /// The field being read.
+        field: &'static str,
+    },
+    /// A string is not well-formed UTF-8 or contains U+0000.
+    #[error("{packet}: {field} is not a valid MQTT string: {source}")]
+    InvalidString {
+        /// Packet type.
+        packet: PacketType,
+        /// The field being read.
+        field: &'static str,
+        /// What is wrong with it.
+        source: InvalidString,
+    },
+    /// Another structural violation (reserved bits set, inconsistent flags).
+    #[error("{packet}: malformed: {detail}")]
+    Malformed {
+        /// Packet type.
+        packet: PacketType,
+        /// What is wrong.
+        detail: &'static str,
+    },
+    /// CONNECT names a protocol other than "MQTT".
+    #[error("CONNECT: unsupported protocol name {name:?}")]
+    UnsupportedProtocolName {
+        /// The protocol name sent (lossy UTF-8).
+        name: String,
+    },
+    /// CONNECT names a protocol level other than 4 or 5.
+    #[error("CONNECT: unsupported protocol level {level} (supported: 4 = 3.1.1, 5 = 5.0)")]
+    UnsupportedProtocolVersion {
+        /// The level sent.
+        level: u8,
+    },
+    /// The first packet of a connection is not CONNECT.
+    #[error("expected CONNECT as the first packet, got {packet}")]
+    ExpectedConnect {
+        /// What arrived instead.
+        packet: PacketType,
+    },
+    /// A packet identifier is 0 where a non-zero one is required.
+    #[error("{packet}: packet identifier must be non-zero")]
+    ZeroPacketId {
+        /// Packet type.
+        packet: PacketType,
+    },
+    /// SUBSCRIBE or UNSUBSCRIBE without any topic filter.
+    #[error("{packet}: no topic filters")]
+    NoTopicFilters {
+        /// Packet type.
+        packet: PacketType,
+    },
+    /// A property identifier the spec does not define.
+    #[error("{packet}: unknown property identifier 0x{id:02X}")]
+    UnknownProperty {
+        /// Packet type.
+        packet: PacketType,
+        /// The identifier read.
+        id: u32,
+    },
+    /// A property that this packet may not carry.
+    #[error("{packet}: property {id:?} is not allowed here (will properties: {will})")]
+    PropertyNotAllowed {
+        /// Packet type.
+        packet: PacketType,
+        /// The property.
+        id: PropertyId,
+        /// True if it was in the Will Properties of CONNECT.
+        will: bool,
+    },
+    /// A property that may appear once appears again.
+    #[error("{packet}: property {id:?} appears more than once")]
+    DuplicateProperty {
+        /// Packet type.
+        packet: PacketType,
+        /// The property.
+        id: PropertyId,
+    },
+    /// A property value the spec forbids (0 where non-zero is required, a flag above 1, ...).
+    #[error("{packet}: property {id:?} has the invalid value {value}")]
+    InvalidPropertyValue {
+        /// Packet type.
+        packet: PacketType,
+        /// The property.
+        id: PropertyId,
+        /// The value read.
+        value: u32,
+    },
+    /// A reason code that is not defined, or not valid for this packet type.
+    #[error("{packet}: reason code 0x{code:02X} is not valid here")]
+    InvalidReasonCode {
+        /// Packet type.
+        packet: PacketType,
+        /// The code read.
+        code: u8,
+    },
+    /// A PUBLISH or Will topic name is not a valid topic name.
+    #[error("{packet}: invalid topic name: {source}")]
+    TopicNameInvalid {
+        /// Packet type.
+        packet: PacketType,
+        /// What is wrong with it.
+        source: TopicError,
+    },
+    /// Parsed, but not allowed by the protocol.
+    #[error("{packet}: protocol error: {detail}")]
+    Protocol {
+        /// Packet type.
+        packet: PacketType,
+        /// What is wrong.
+        detail: &'static str,
+    },
+}
+
+impl DecodeError {
+    /// The v5 reason code to report this error with (0x81 Malformed Packet, 0x82 Protocol
+    /// Error, 0x84 Unsupported Protocol Version, 0x90 Topic Name invalid, 0x95 Packet too
+    /// large). For a 3.1.1 CONNECT, [`ReasonCode::to_v3_connack`] gives the return code.
+    pub fn reason_code(&self) -> ReasonCode {
+        use DecodeError::*;
+        match self {
+            PacketTooLarge { .. } => ReasonCode::PacketTooLarge,
+            RemainingLengthTooLong
+            | InvalidPacketType { .. }
+            | ReservedFlags { .. }
+            | InvalidQoS { .. }
+            | Truncated { .. }
+            | TrailingBytes { .. }
+            | VarIntTooLong { .. }
+            | InvalidString { .. }
+            | Malformed { .. }
+            | UnknownProperty { .. } => ReasonCode::MalformedPacket,
+            UnsupportedProtocolName { .. } | UnsupportedProtocolVersion { .. } => {
+                ReasonCode::UnsupportedProtocolVersion
+            }
+            ExpectedConnect { .. }
+            | ZeroPacketId { .. }
+            | NoTopicFilters { .. }
+            | PropertyNotAllowed { .. }
+            | DuplicateProperty { .. }
+            | InvalidPropertyValue { .. }
+            | InvalidReasonCode { .. }
+            | Protocol { .. } => ReasonCode::ProtocolError,
+            TopicNameInvalid { .. } => ReasonCode::TopicNameInvalid,
+        }
+    }
+}
+
+/// The fixed header of a frame whose body has fully arrived.
+struct Frame {
+    packet: PacketType,
+    flags: u8,
+    body: Reader,
+}
+
+/// Checks the first byte; `Err` on a reserved type or wrong flags.
+fn check_first_byte(byte: u8, version: ProtocolVersion) -> Result<(PacketType, u8), DecodeError> {
+    let packet = PacketType::from_nibble(byte >> 4)
+        .filter(|t| *t != PacketType::Auth || version == ProtocolVersion::V5)
+        .ok_or(DecodeError::InvalidPacketType { byte, version })?;
+    let flags = byte & 0x0F;
+    let ok = match packet {
+        PacketType::Publish => (flags >> 1) & 0b11 != 0b11,
+        PacketType::PubRel | PacketType::Subscribe | PacketType::Unsubscribe => flags == 0b0010,
+        _ => flags == 0,
+    };
+    if !ok {
+        if packet == PacketType::Publish {
+            return Err(DecodeError::InvalidQoS {
+                packet,
+                field: "fixed header",
+            });
+        }
+        return Err(DecodeError::ReservedFlags { packet, flags });
+    }
+    Ok((packet, flags))
+}
+
+/// Splits one complete frame off `buf`, or says more bytes are needed.
+fn frame(
+    buf: &mut BytesMut,
+    version: ProtocolVersion,
+    max_packet_size: u32,
+) -> Result<Option<Frame>, DecodeError> {
+    let Some(&first) = buf.first() else {
+        return Ok(None);
+    };
+    let (packet, flags) = check_first_byte(first, version)?;
+    let (remaining, vbi_len) = match parse_vbi(buf.get(1..).unwrap_or_default()) {
+        VbiParse::Done(v, n) => (v, n),
+        VbiParse::Incomplete => return Ok(None),
+        VbiParse::TooLong => return Err(DecodeError::RemainingLengthTooLong),
+    };
+    let total = 1 + vbi_len + remaining as usize;
+    if total as u64 > u64::from(max_packet_size) {
+        return Err(DecodeError::PacketTooLarge {
+            size: total as u64,
+            max: max_packet_size,
+        });
+    }
+    if buf.len() < total {
+        buf.reserve(total - buf.len());
+        return Ok(None);
+    }
+    let mut bytes = buf.split_to(total).freeze();
+    bytes.advance(1 + vbi_len);
+    Ok(Some(Frame {
+        packet,
+        flags,
+        body: Reader::new(bytes, packet),
+    }))
+}
+
+/// Decodes the next packet from `buf` for a connection speaking `version`.
+///
+/// `Ok(None)`: more bytes are needed (nothing consumed). `Ok(Some(p))`: the frame was removed
+/// from `buf`. `Err`: close the connection (after a CONNACK/DISCONNECT with
+/// [`DecodeError::reason_code`] in v5); the buffer is left in an unspecified state. A frame
+/// larger than `max_packet_size` bytes (whole packet, as v5's Maximum Packet Size counts it)
+/// fails as soon as its fixed header is in, without waiting for the body.
+pub fn decode(
+    buf: &mut BytesMut,
+    version: ProtocolVersion,
+    max_packet_size: u32,
+) -> Result<Option<Packet>, DecodeError> {
+    let Some(f) = frame(buf, version, max_packet_size)? else {
+        return Ok(None);
+    };
+    decode_body(f, version).map(Some)
+}
+
+/// Decodes the first packet of a connection, which must be CONNECT; its protocol level
+/// decides the version for the rest of the connection (`connect.protocol_version`).
+/// Anything else is [`DecodeError::ExpectedConnect`], reported before its body arrives.
+pub fn decode_connect(
+    buf: &mut BytesMut,
+    max_packet_size: u32,
+) -> Result<Option<Connect>, DecodeError> {
+    if let Some(&first) = buf.first() {
+        let t = PacketType::from_nibble(first >> 4);
+        if t != Some(PacketType::Connect) {
+            return Err(match t {
+                Some(packet) => DecodeError::ExpectedConnect { packet },
+                None => DecodeError::InvalidPacketType {
+                    byte: first,
+                    version: ProtocolVersion::V5,
+                },
+            });
+        }
+    }
+    let Some(mut f) = frame(buf, ProtocolVersion::V5, max_packet_size)? else {
+        return Ok(None);
+    };
+    read_connect(&mut f.body).map(Some)
+}
+
+fn decode_body(mut f: Frame, version: ProtocolVersion) -> Result<Packet, DecodeError> {
+    let v5 = version == ProtocolVersion::V5;
+    let r = &mut f.body;
+    let p = match f.packet {
+        PacketType::Connect => Packet::Connect(Box::new(read_connect(r)?)),
+        PacketType::ConnAck => Packet::ConnAck(read_connack(r, v5)?),
+        PacketType::Publish => Packet::Publish(read_publish(r, f.flags, v5)?),
+        PacketType::PubAck => {
+            let (packet_id, reason_code, properties) = read_pub_response(r, v5, reason::PUBACK)?;
+            Packet::PubAck(PubAck {
+                packet_id,
+                reason_code,
+                properties,
+            })
+        }
+        PacketType::PubRec => {
+            let (packet_id, reason_code, properties) = read_pub_response(r, v5, reason::PUBACK)?;
+            Packet::PubRec(PubRec {
+                packet_id,
+                reason_code,
+                properties,
+            })
+        }
+        PacketType::PubRel => {
+            let (packet_id, reason_code, properties) = read_pub_response(r, v5, reason::PUBREL)?;
+            Packet::PubRel(PubRel {
+                packet_id,
+                reason_code,
+                properties,
+            })
+        }
+        PacketType::PubComp => {
+            let (packet_id, reason_code, properties) = read_pub_response(r, v5, reason::PUBREL)?;
+            Packet::PubComp(PubComp {
+                packet_id,
+                reason_code,
+                properties,
+            })
+        }
+        PacketType::Subscribe => Packet::Subscribe(read_subscribe(r, v5)?),
+        PacketType::SubAck => Packet::SubAck(read_suback(r, v5)?),
+        PacketType::Unsubscribe => Packet::Unsubscribe(read_unsubscribe(r, v5)?),
+        PacketType::UnsubAck => Packet::UnsubAck(read_unsuback(r, v5)?),
+        PacketType::PingReq => Packet::PingReq,
+        PacketType::PingResp => Packet::PingResp,
+        PacketType::Disconnect => {
+            let (reason_code, properties) = read_reason_and_props(r, v5, reason::DISCONNECT)?;
+            Packet::Disconnect(Disconnect {
+                reason_code,
+                properties,
+            })
+        }
+        PacketType::Auth => {
+            let (reason_code, properties) = read_reason_and_props(r, v5, reason::AUTH)?;
+            Packet::Auth(Auth {
+                reason_code,
+                properties,
+            })
+        }
+    };
+    r.finish()?;
+    Ok(p)
+}
+
+fn props(r: &mut Reader, v5: bool) -> Result<Properties, DecodeError> {
+    if v5 {
+        Properties::read(r, Context::Packet(r.packet))
+    } else {
+        Ok(Properties::default())
+    }
+}
+
+fn packet_id(r: &mut Reader) -> Result<u16, DecodeError> {
+    let id = r.u16("packet identifier")?;
+    if id == 0 {
+        return Err(DecodeError::ZeroPacketId { packet: r.packet });
+    }
+    Ok(id)
+}
+
+fn reason_code(r: &mut Reader, allowed: &[u8]) -> Result<ReasonCode, DecodeError> {
+    let code = r.u8("reason code")?;
+    allowed
+        .contains(&code)
+        .then(|| ReasonCode::from_u8(code))
+        .flatten()
+        .ok_or(DecodeError::InvalidReasonCode {
+            packet: r.packet,
+            code,
+        })
+}
+
+fn check_topic_name(topic: &str, packet: PacketType) -> Result<(), DecodeError> {
+    topic::validate_name(topic).map_err(|source| DecodeError::TopicNameInvalid { packet, source })
+}
+
+fn read_connect(r: &mut Reader) -> Result<Connect, DecodeError> {
+    let packet = PacketType::Connect;
+    let name = r.binary("protocol name")?;
+    let level = r.u8("protocol level")?;
+    if name.as_ref() != b"MQTT" {
+        if name.as_ref() == b"MQIsdp" {
+            return Err(DecodeError::UnsupportedProtocolVersion { level });
+        }
+        return Err(DecodeError::UnsupportedProtocolName {
+            name: String::from_utf8_lossy(&name).into_owned(),
+        });
+    }
+    let version = ProtocolVersion::from_level(level)
+        .ok_or(DecodeError::UnsupportedProtocolVersion { level })?;
+    let v5 = version == ProtocolVersion::V5;
+    let flags = r.u8("connect flags")?;
+    if flags & 0x01 != 0 {
+        return Err(DecodeError::Malformed {
+            packet,
+            detail: "reserved connect flag bit 0 is set",
+        });
+    }
+    let clean_start = flags & 0x02 != 0;
+    let will_flag = flags & 0x04 != 0;
+    let will_qos_bits = (flags >> 3) & 0b11;
+    let will_retain = flags & 0x20 != 0;
+    let password_flag = flags & 0x40 != 0;
+    let username_flag = flags & 0x80 != 0;
+    if !will_flag && (will_qos_bits != 0 || will_retain) {
+        return Err(DecodeError::Malformed {
+            packet,
+            detail: "will QoS or will retain set without the will flag",
+        });
+    }
+    let will_qos = QoS::from_u8(will_qos_bits).ok_or(DecodeError::InvalidQoS {
+        packet,
+        field: "will QoS",
+    })?;
+    if !v5 && password_flag && !username_flag {
+        return Err(DecodeError::Protocol {
+            packet,
+            detail: "password flag set without the user name flag (3.1.1)",
+        });
+    }
+    let keep_alive = r.u16("keep alive")?;
+    let properties = props(r, v5)?;
+    let client_id = r.string("client identifier")?;
+    let will = if will_flag {
+        let properties = if v5 {
+            Properties::read(r, Context::Will)?
+        } else {
+            Properties::default()
+        };
+        let topic = r.string("will topic")?;
+        check_topic_name(&topic, packet)?;
+        let payload = r.binary("will payload")?;
+        Some(Will {
+            topic,
+            payload,
+            qos: will_qos,
+            retain: will_retain,
+            properties,
+        })
+    } else {
+        None
+    };
+    let username = if username_flag {
+        Some(r.string("user name")?)
+    } else {
+        None
+    };
+    let password = if password_flag {
+        Some(r.binary("password")?)
+    } else {
+        None
+    };
+    r.finish()?;
+    Ok(Connect {
+        protocol_version: version,
+        clean_start,
+        keep_alive,
+        client_id,
+        will,
+        username,
+        password,
+        properties,
+    })
+}
+
+fn read_connack(r: &mut Reader, v5: bool) -> Result<ConnAck, DecodeError> {
+    let flags = r.u8("connect acknowledge flags")?;
+    if flags & 0xFE != 0 {
+        return Err(DecodeError::Malformed {
+            packet: r.packet,
+            detail: "reserved connect acknowledge flag bits are set",
+        });
+    }
+    let reason_code = if v5 {
+        reason_code(r, reason::CONNACK)?
+    } else {
+        let code = r.u8("return code")?;
+        ReasonCode::from_v3_connack(code).ok_or(DecodeError::InvalidReasonCode {
+            packet: r.packet,
+            code,
+        })?
+    };
+    let properties = props(r, v5)?;
+    Ok(ConnAck {
+        session_present: flags & 1 != 0,
+        reason_code,
+        properties,
+    })
+}
+
+fn read_publish(r: &mut Reader, flags: u8, v5: bool) -> Result<Publish, DecodeError> {
+    let packet = PacketType::Publish;
+    let dup = flags & 0b1000 != 0;
+    let retain = flags & 0b0001 != 0;
+    let qos = QoS::from_u8((flags >> 1) & 0b11).ok_or(DecodeError::InvalidQoS {
+        packet,
+        field: "fixed header",
+    })?;
+    if dup && qos == QoS::AtMostOnce {
+        return Err(DecodeError::Protocol {
+            packet,
+            detail: "DUP flag set on a QoS 0 message",
+        });
+    }
+    let topic = r.string("topic name")?;
+    let packet_id = if qos == QoS::AtMostOnce {
+        None
+    } else {
+        Some(packet_id(r)?)
+    };
+    let properties = props(r, v5)?;
+    if topic.is_empty() {
+        if !v5 {
+            check_topic_name(&topic, packet)?;
+        } else if properties.topic_alias.is_none() {
+            return Err(DecodeError::Protocol {
+                packet,
+                detail: "empty topic name without a topic alias",
+            });
+        }
+    } else {
+        check_topic_name(&topic, packet)?;
+    }
+    let payload = r.rest();
+    Ok(Publish {
+        dup,
+        qos,
+        retain,
+        topic,
+        packet_id,
+        properties,
+        payload,
+    })
+}
+
+fn read_pub_response(
+    r: &mut Reader,
+    v5: bool,
+    allowed: &[u8],
+) -> Result<(u16, ReasonCode, Properties), DecodeError> {
+    let id = packet_id(r)?;
+    if !v5 || r.remaining() == 0 {
+        return Ok((id, ReasonCode::Success, Properties::default()));
+    }
+    let code = reason_code(r, allowed)?;
+    let properties = if r.remaining() > 0 {
+        props(r, v5)?
+    } else {
+        Properties::default()
+    };
+    Ok((id, code, properties))
+}
+
+fn read_reason_and_props(
+    r: &mut Reader,
+    v5: bool,
+    allowed: &[u8],
+) -> Result<(ReasonCode, Properties), DecodeError> {
+    if !v5 || r.remaining() == 0 {
+        return Ok((ReasonCode::Success, Properties::default()));
+    }
+    let code = reason_code(r, allowed)?;
+    let properties = if r.remaining() > 0 {
+        props(r, v5)?
+    } else {
+        Properties::default()
+    };
+    Ok((code, properties))
+}
+
+fn read_subscribe(r: &mut Reader, v5: bool) -> Result<Subscribe, DecodeError> {
+    let packet = PacketType::Subscribe;
+    let packet_id = packet_id(r)?;
+    let properties = props(r, v5)?;
+    let mut filters = Vec::new();
+    while r.remaining() > 0 {
+        let filter = r.string("topic filter")?;
+        let o = r.u8("subscription options")?;
+        let reserved = if v5 { 0b1100_0000 } else { 0b1111_1100 };
+        if o & reserved != 0 {
+            return Err(DecodeError::Malformed {
+                packet,
+                detail: "reserved subscription option bits are set",
+            });
+        }
+        let qos = QoS::from_u8(o & 0b11).ok_or(DecodeError::InvalidQoS {
+            packet,
+            field: "subscription options",
+        })?;
+        let retain_handling = match (o >> 4) & 0b11 {
+            0 => RetainHandling::SendAtSubscribe,
+            1 => RetainHandling::SendAtSubscribeIfNew,
+            2 => RetainHandling::DoNotSend,
+            _ => {
+                return Err(DecodeError::Protocol {
+                    packet,
+                    detail: "retain handling 3 is reserved",
+                });
+            }
+        };
+        let options = SubscriptionOptions {
+            qos,
+            no_local: o & 0b0100 != 0,
+            retain_as_published: o & 0b1000 != 0,
+            retain_handling,
+        };
+        filters.push(SubscribeFilter { filter, options });
+    }
+    if filters.is_empty() {
+        return Err(DecodeError::NoTopicFilters { packet });
+    }
+    Ok(Subscribe {
+        packet_id,
+        filters,
+        properties,
+    })
+}
+
+fn read_suback(r: &mut Reader, v5: bool) -> Result<SubAck, DecodeError> {
+    let packet_id = packet_id(r)?;
+    let properties = props(r, v5)?;
+    let mut reason_codes = Vec::with_capacity(r.remaining());
+    while r.remaining() > 0 {
+        let code = if v5 {
+            reason_code(r, reason::SUBACK)?
+        } else {
+            let code = r.u8("return code")?;
+            ReasonCode::from_v3_suback(code).ok_or(DecodeError::InvalidReasonCode {
+                packet: r.packet,
+                code,
+            })?
+        };
+        reason_codes.push(code);
+    }
+    if reason_codes.is_empty() {
+        return Err(DecodeError::Protocol {
+            packet: r.packet,
+            detail: "no return codes",
+        });
+    }
+    Ok(SubAck {
+        packet_id,
+        reason_codes,
+        properties,
+    })
+}
+
+fn read_unsubscribe(r: &mut Reader, v5: bool) -> Result<Unsubscribe, DecodeError> {
+    let packet_id = packet_id(r)?;
+    let properties = props(r, v5)?;
+    let mut filters = Vec::new();
+    while r.remaining() > 0 {
+        filters.push(r.string("topic filter")?);
+    }
+    if filters.is_empty() {
+        return Err(DecodeError::NoTopicFilters { packet: r.packet });
+    }
+    Ok(Unsubscribe {
+        packet_id,
+        filters,
+        properties,
+    })
+}
+
+fn read_unsuback(r: &mut Reader, v5: bool) -> Result<UnsubAck, DecodeError> {
+    let packet_id = packet_id(r)?;
+    if !v5 {
+        return Ok(UnsubAck {
+            packet_id,
+            reason_codes: Vec::new(),
+            properties: Properties::default(),
+        });
+    }
+    let properties = props(r, v5)?;
+    let mut reason_codes = Vec::with_capacity(r.remaining());
+    while r.remaining() > 0 {
+        reason_codes.push(reason_code(r, reason::UNSUBACK)?);
+    }
+    if reason_codes.is_empty() {
+        return Err(DecodeError::Protocol {
+            packet: r.packet,
+            detail: "no reason codes",
+        });
+    }
+    Ok(UnsubAck {
+        packet_id,
+        reason_codes,
+        properties,
+    })
+}
