@@ -192,7 +192,8 @@ fn read_line(buf: &[u8], table: &[Verb], limits: &Limits) -> Result<Option<Line>
             max: mcl,
         });
     }
-    let window_end = buf.len().min(start.saturating_add(mcl).saturating_add(2));
+    // One byte of slack so a line just over the limit reports its exact length.
+    let window_end = buf.len().min(start.saturating_add(mcl).saturating_add(3));
     let Some(nl) = buf[start..window_end].iter().position(|&b| b == b'\n') else {
         let mut seen = buf.len() - start;
         if buf.last() == Some(&b'\r') {
