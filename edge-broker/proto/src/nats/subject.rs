@@ -254,6 +254,10 @@ pub fn nats_subject_to_mqtt_topic(subject: &str) -> Result<String, SubjectError>
         }
         token_to_topic_level(subject, token, &mut out)?;
     }
+    if out.is_empty() {
+        // The lone token `/` would be the empty topic.
+        return Err(SubjectError::NotMappable(subject.to_owned()));
+    }
     Ok(out)
 }
 
@@ -277,6 +281,9 @@ pub fn nats_subject_to_mqtt_filter(subject: &str) -> Result<String, SubjectError
             ">" => return Err(SubjectError::MisplacedWildcard(subject.to_owned())),
             t => token_to_topic_level(subject, t, &mut out)?,
         }
+    }
+    if out.is_empty() {
+        return Err(SubjectError::NotMappable(subject.to_owned()));
     }
     Ok(out)
 }
