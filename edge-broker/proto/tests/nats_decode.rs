@@ -1,5 +1,8 @@
 //! Unit tests per NATS op and per decode error, both directions.
 
+// Test helpers outside #[test] fns panic on purpose, like the tests themselves.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use bytes::{Bytes, BytesMut};
 use edge_proto::nats::{
     ClientOp, Connect, DecodeError, HeaderMap, Info, Limits, Msg, Pub, ServerError, ServerOp, Sub,

@@ -7,6 +7,9 @@
 //! Each test starts its own server on 127.0.0.1 with a random port (`-p -1`) and stops it
 //! through a guard's `Drop`, also when an assertion fails.
 
+// Test helpers outside #[test] fns panic on purpose, like the tests themselves.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::io::{BufRead, BufReader, ErrorKind, Read, Write};
 use std::net::TcpStream;
 use std::path::PathBuf;

@@ -1,6 +1,9 @@
 //! Property tests: every op survives encode → decode unchanged (whole, split at any byte, and
 //! pipelined), header blocks round-trip, and the decoders never panic or stall on any input.
 
+// Test helpers outside #[test] fns panic on purpose, like the tests themselves.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use bytes::{Bytes, BytesMut};
 use edge_proto::nats::{
     ClientOp, Connect, DecodeError, HeaderMap, Info, Limits, Msg, Pub, ServerOp, Sub, Unsub,

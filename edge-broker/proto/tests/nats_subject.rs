@@ -2,6 +2,9 @@
 //! (`TestMQTTTopicAndSubjectConversion` / `TestMQTTFilterConversion` in nats-server's
 //! `server/mqtt_test.go`), both ways, plus properties over generated topics and filters.
 
+// Test helpers outside #[test] fns panic on purpose, like the tests themselves.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use edge_proto::nats::subject::{
     SubjectError, matches, mqtt_filter_parent_subject, mqtt_filter_to_nats_subject,
     mqtt_topic_to_nats_subject, nats_subject_to_mqtt_filter, nats_subject_to_mqtt_topic,
