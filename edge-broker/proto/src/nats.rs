@@ -1,1 +1,0 @@
-//! NATS client protocol codec (filled in by the NATS issue).

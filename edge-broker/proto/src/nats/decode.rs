@@ -1,0 +1,558 @@
+//! The decoders: bytes from a socket in, one operation out.
+//!
+//! Framing follows nats-server 2.9.10's parser (`server/parser.go`): verbs are matched
+//! case-insensitively byte by byte (so `PX` is refused as soon as the `X` arrives), verbs with
+//! arguments need a space or tab after them, `PING`/`PONG`/`+OK` ignore anything up to the
+//! newline, `CONNECT`/`INFO` need no space, a line ends at `\n` with an optional `\r` before
+//! it, arguments are split on spaces and tabs, sizes are 1–9 decimal digits, and a payload
+//! must be followed by exactly `\r\n`.
+//!
+//! Bounds: the argument part of a control line (after the verb and its blanks) may be at most
+//! [`Limits::max_control_line`] bytes — checked on every call, also while the line is still
+//! incomplete, so an endless line is refused after `max_control_line` bytes. A PUB/HPUB/MSG/
+//! HMSG size is compared with [`Limits::max_payload`] as soon as its control line is complete,
+//! before a single payload byte must be buffered.
+
+use bytes::{Buf, BytesMut};
+
+use super::error::DecodeError;
+use super::ops::{ClientOp, Connect, Info, Msg, Pub, ServerOp, Sub, Unsub};
+use super::subject;
+
+/// nats-server's default `max_control_line`.
+pub const DEFAULT_MAX_CONTROL_LINE: usize = 4096;
+/// nats-server's default `max_payload` (1 MiB).
+pub const DEFAULT_MAX_PAYLOAD: usize = 1024 * 1024;
+
+/// Size limits the decoder enforces before buffering.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Longest allowed control-line argument part, in bytes (nats-server: 4096).
+    pub max_control_line: usize,
+    /// Largest allowed payload (HPUB/HMSG: headers + body), in bytes (nats-server: 1 MiB).
+    pub max_payload: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_control_line: DEFAULT_MAX_CONTROL_LINE,
+            max_payload: DEFAULT_MAX_PAYLOAD,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Verb {
+    Connect,
+    Pub,
+    Hpub,
+    Sub,
+    Unsub,
+    Ping,
+    Pong,
+    Info,
+    Msg,
+    Hmsg,
+    Ok,
+    Err,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Args {
+    /// A blank must follow the verb.
+    Required,
+    /// Anything may follow the verb (CONNECT{...} is fine).
+    Optional,
+    /// Everything up to the newline is ignored.
+    Ignored,
+}
+
+impl Verb {
+    fn args(self) -> Args {
+        match self {
+            Verb::Connect | Verb::Info => Args::Optional,
+            Verb::Ping | Verb::Pong | Verb::Ok => Args::Ignored,
+            _ => Args::Required,
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            Verb::Connect => "CONNECT",
+            Verb::Pub => "PUB",
+            Verb::Hpub => "HPUB",
+            Verb::Sub => "SUB",
+            Verb::Unsub => "UNSUB",
+            Verb::Ping => "PING",
+            Verb::Pong => "PONG",
+            Verb::Info => "INFO",
+            Verb::Msg => "MSG",
+            Verb::Hmsg => "HMSG",
+            Verb::Ok => "+OK",
+            Verb::Err => "-ERR",
+        }
+    }
+}
+
+/// Verbs a server accepts from a client (INFO and +OK are accepted and ignored, -ERR closes).
+const FROM_CLIENT: &[Verb] = &[
+    Verb::Connect,
+    Verb::Pub,
+    Verb::Hpub,
+    Verb::Sub,
+    Verb::Unsub,
+    Verb::Ping,
+    Verb::Pong,
+    Verb::Info,
+    Verb::Ok,
+    Verb::Err,
+];
+
+/// Verbs a client accepts from a server.
+const FROM_SERVER: &[Verb] = &[
+    Verb::Info,
+    Verb::Msg,
+    Verb::Hmsg,
+    Verb::Ping,
+    Verb::Pong,
+    Verb::Ok,
+    Verb::Err,
+];
+
+fn unknown(buf: &[u8], offset: usize) -> DecodeError {
+    DecodeError::UnknownOperation {
+        offset,
+        snippet: String::from_utf8_lossy(&buf[..buf.len().min(32)]).into_owned(),
+    }
+}
+
+/// Matches the verb at the start of `buf`: `Ok(None)` while it could still become one.
+fn match_verb(buf: &[u8], table: &[Verb]) -> Result<Option<(Verb, usize)>, DecodeError> {
+    let mut partial = false;
+    let mut best_prefix = 0;
+    for &verb in table {
+        let name = verb.name().as_bytes();
+        let n = name.len().min(buf.len());
+        let common = buf[..n]
+            .iter()
+            .zip(name)
+            .take_while(|(a, b)| a.eq_ignore_ascii_case(b))
+            .count();
+        if common == name.len() {
+            return Ok(Some((verb, name.len())));
+        }
+        if common == buf.len() {
+            partial = true;
+        }
+        best_prefix = best_prefix.max(common);
+    }
+    if partial {
+        Ok(None)
+    } else {
+        Err(unknown(buf, best_prefix))
+    }
+}
+
+fn is_blank(b: u8) -> bool {
+    b == b' ' || b == b'\t'
+}
+
+/// A complete control line: the verb, its argument bytes, and where the line ends.
+struct Line {
+    verb: Verb,
+    arg_start: usize,
+    arg_end: usize,
+    /// Index just past the `\n`.
+    next: usize,
+}
+
+fn read_line(buf: &[u8], table: &[Verb], limits: &Limits) -> Result<Option<Line>, DecodeError> {
+    let Some((verb, vlen)) = match_verb(buf, table)? else {
+        return Ok(None);
+    };
+    if verb.args() == Args::Required {
+        match buf.get(vlen) {
+            None => return Ok(None),
+            Some(&b) if is_blank(b) => {}
+            Some(_) => return Err(unknown(buf, vlen)),
+        }
+    }
+    let mcl = limits.max_control_line;
+    let mut start = vlen;
+    if verb.args() != Args::Ignored {
+        while start < buf.len() && is_blank(buf[start]) {
+            start += 1;
+        }
+    }
+    // Our own bound on the blank run (nats-server skips blanks without buffering them).
+    if start - vlen > mcl {
+        return Err(DecodeError::MaxControlLine {
+            len: start - vlen,
+            max: mcl,
+        });
+    }
+    // One byte of slack so a line just over the limit reports its exact length.
+    let window_end = buf.len().min(start.saturating_add(mcl).saturating_add(3));
+    let Some(nl) = buf[start..window_end].iter().position(|&b| b == b'\n') else {
+        let mut seen = buf.len() - start;
+        if buf.last() == Some(&b'\r') {
+            seen -= 1;
+        }
+        if seen > mcl {
+            return Err(DecodeError::MaxControlLine {
+                len: seen,
+                max: mcl,
+            });
+        }
+        return Ok(None);
+    };
+    let nl = start + nl;
+    let mut end = nl;
+    if end > start && buf[end - 1] == b'\r' {
+        end -= 1;
+    }
+    if end - start > mcl {
+        return Err(DecodeError::MaxControlLine {
+            len: end - start,
+            max: mcl,
+        });
+    }
+    Ok(Some(Line {
+        verb,
+        arg_start: start,
+        arg_end: end,
+        next: nl + 1,
+    }))
+}
+
+/// Splits on spaces and tabs (PUB/HPUB in nats-server).
+fn split_pub_args(arg: &[u8]) -> Vec<&[u8]> {
+    arg.split(|&b| is_blank(b))
+        .filter(|a| !a.is_empty())
+        .collect()
+}
+
+/// Splits on spaces, tabs, CR and LF (nats-server's `splitArg`: SUB, UNSUB, MSG, HMSG).
+fn split_args(arg: &[u8]) -> Vec<&[u8]> {
+    arg.split(|&b| matches!(b, b' ' | b'\t' | b'\r' | b'\n'))
+        .filter(|a| !a.is_empty())
+        .collect()
+}
+
+/// nats-server's `parseSize`: 1 to 9 ASCII digits, else `None`.
+fn parse_size(d: &[u8]) -> Option<usize> {
+    if d.is_empty() || d.len() > 9 {
+        return None;
+    }
+    d.iter().try_fold(0usize, |n, &b| {
+        b.is_ascii_digit().then(|| n * 10 + usize::from(b - b'0'))
+    })
+}
+
+fn text(b: &[u8], verb: Verb) -> Result<String, DecodeError> {
+    std::str::from_utf8(b)
+        .map(str::to_owned)
+        .map_err(|_| DecodeError::NotUtf8 { verb: verb.name() })
+}
+
+fn lossy(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+/// Sizes of a payload-carrying op: (header bytes, total bytes).
+fn payload_sizes(
+    verb: Verb,
+    arg: &[u8],
+    hdr_arg: Option<&[u8]>,
+    size_arg: &[u8],
+    limits: &Limits,
+) -> Result<(usize, usize), DecodeError> {
+    let name = verb.name();
+    let hdr = match hdr_arg {
+        Some(h) => parse_size(h).ok_or_else(|| DecodeError::BadSize {
+            verb: name,
+            line: lossy(arg),
+        })?,
+        None => 0,
+    };
+    let total = parse_size(size_arg).ok_or_else(|| DecodeError::BadSize {
+        verb: name,
+        line: lossy(arg),
+    })?;
+    if hdr > total {
+        return Err(DecodeError::HeaderLargerThanTotal {
+            verb: name,
+            header: hdr,
+            total,
+        });
+    }
+    if total > limits.max_payload {
+        return Err(DecodeError::MaxPayload {
+            verb: name,
+            size: total,
+            max: limits.max_payload,
+        });
+    }
+    Ok((hdr, total))
+}
+
+/// Checks the payload and its `\r\n` are buffered; `Ok(false)` means wait for more.
+fn payload_ready(buf: &[u8], verb: Verb, start: usize, size: usize) -> Result<bool, DecodeError> {
+    let end = start + size;
+    let bad = || DecodeError::BadPayloadTerminator {
+        verb: verb.name(),
+        size,
+    };
+    if let Some(&b) = buf.get(end) {
+        if b != b'\r' {
+            return Err(bad());
+        }
+    }
+    if let Some(&b) = buf.get(end + 1) {
+        if b != b'\n' {
+            return Err(bad());
+        }
+    }
+    Ok(buf.len() >= end + 2)
+}
+
+/// Parsed arguments of PUB/HPUB/MSG/HMSG before the payload is cut out.
+struct PayloadArgs {
+    subject: String,
+    sid: Option<String>,
+    reply: Option<String>,
+    hdr: Option<usize>,
+    total: usize,
+}
+
+fn cut_payload(
+    buf: &mut BytesMut,
+    line: &Line,
+    a: &PayloadArgs,
+) -> (Option<bytes::Bytes>, bytes::Bytes) {
+    let frame = buf.split_to(line.next + a.total + 2).freeze();
+    let body_start = line.next + a.hdr.unwrap_or(0);
+    let headers = a.hdr.map(|h| frame.slice(line.next..line.next + h));
+    let payload = frame.slice(body_start..line.next + a.total);
+    (headers, payload)
+}
+
+enum Step<T> {
+    Op(T),
+    Skip,
+}
+
+fn decode_client_step(
+    buf: &mut BytesMut,
+    limits: &Limits,
+) -> Result<Option<Step<ClientOp>>, DecodeError> {
+    let Some(line) = read_line(buf, FROM_CLIENT, limits)? else {
+        return Ok(None);
+    };
+    let arg = &buf[line.arg_start..line.arg_end];
+    let verb = line.verb;
+    let step = match verb {
+        Verb::Ping => Step::Op(ClientOp::Ping),
+        Verb::Pong => Step::Op(ClientOp::Pong),
+        Verb::Ok => Step::Skip,
+        Verb::Info => {
+            // nats-server parses a client's INFO and ignores it; bad JSON closes silently.
+            serde_json::from_slice::<serde::de::IgnoredAny>(arg).map_err(|e| {
+                DecodeError::BadInfoJson {
+                    reason: e.to_string(),
+                }
+            })?;
+            Step::Skip
+        }
+        Verb::Err => {
+            return Err(DecodeError::ClientSentErr {
+                message: lossy(arg),
+            });
+        }
+        Verb::Connect => {
+            let c: Connect =
+                serde_json::from_slice(arg).map_err(|e| DecodeError::BadConnectJson {
+                    reason: e.to_string(),
+                })?;
+            if !(0..=1).contains(&c.protocol) {
+                return Err(DecodeError::InvalidClientProtocol {
+                    protocol: c.protocol,
+                });
+            }
+            if c.no_responders && !c.headers {
+                return Err(DecodeError::NoRespondersRequiresHeaders);
+            }
+            Step::Op(ClientOp::Connect(Box::new(c)))
+        }
+        Verb::Sub => {
+            let args = split_args(arg);
+            let (subj, queue, sid) = match args.as_slice() {
+                [s, sid] => (*s, None, *sid),
+                [s, q, sid] => (*s, Some(*q), *sid),
+                _ => {
+                    return Err(DecodeError::BadArguments {
+                        verb: verb.name(),
+                        line: lossy(arg),
+                    });
+                }
+            };
+            let subject = text(subj, verb)?;
+            let queue_group = queue.map(|q| text(q, verb)).transpose()?;
+            let sid = text(sid, verb)?;
+            if subject::validate_subscribe(&subject).is_err() {
+                // nats-server answers -ERR 'Invalid Subject' and keeps the connection.
+                buf.advance(line.next);
+                return Err(DecodeError::InvalidSubject { subject });
+            }
+            Step::Op(ClientOp::Sub(Sub {
+                subject,
+                queue_group,
+                sid,
+            }))
+        }
+        Verb::Unsub => {
+            let args = split_args(arg);
+            let (sid, max) = match args.as_slice() {
+                [sid] => (*sid, None),
+                [sid, max] => (*sid, parse_size(max).filter(|&m| m > 0)),
+                _ => {
+                    return Err(DecodeError::BadArguments {
+                        verb: verb.name(),
+                        line: lossy(arg),
+                    });
+                }
+            };
+            Step::Op(ClientOp::Unsub(Unsub {
+                sid: text(sid, verb)?,
+                max_msgs: max.map(|m| m as u64),
+            }))
+        }
+        Verb::Pub | Verb::Hpub => {
+            let args = split_pub_args(arg);
+            let a = match (verb, args.as_slice()) {
+                (Verb::Pub, [s, size]) => (*s, None, None, *size),
+                (Verb::Pub, [s, r, size]) => (*s, Some(*r), None, *size),
+                (Verb::Hpub, [s, h, size]) => (*s, None, Some(*h), *size),
+                (Verb::Hpub, [s, r, h, size]) => (*s, Some(*r), Some(*h), *size),
+                _ => {
+                    return Err(DecodeError::BadArguments {
+                        verb: verb.name(),
+                        line: lossy(arg),
+                    });
+                }
+            };
+            let (hdr, total) = payload_sizes(verb, arg, a.2, a.3, limits)?;
+            let pa = PayloadArgs {
+                subject: text(a.0, verb)?,
+                sid: None,
+                reply: a.1.map(|r| text(r, verb)).transpose()?,
+                hdr: a.2.map(|_| hdr),
+                total,
+            };
+            if !payload_ready(buf, verb, line.next, total)? {
+                return Ok(None);
+            }
+            let (headers, payload) = cut_payload(buf, &line, &pa);
+            return Ok(Some(Step::Op(ClientOp::Pub(Pub {
+                subject: pa.subject,
+                reply: pa.reply,
+                headers,
+                payload,
+            }))));
+        }
+        Verb::Msg | Verb::Hmsg => return Err(unknown(buf, 0)),
+    };
+    buf.advance(line.next);
+    Ok(Some(step))
+}
+
+/// Decodes one operation a client sent (the server side of a connection).
+///
+/// `Ok(None)`: need more bytes (nothing consumed). `Ok(Some(op))`: the op's bytes were
+/// consumed. `Err(e)`: see [`DecodeError`]; unless `e.closes_connection()` the connection may
+/// go on (the offending op was consumed). `INFO` and `+OK` from a client are consumed and
+/// skipped, as nats-server does; `MSG`/`HMSG` from a client are unknown operations.
+pub fn decode_client_op(
+    buf: &mut BytesMut,
+    limits: &Limits,
+) -> Result<Option<ClientOp>, DecodeError> {
+    loop {
+        match decode_client_step(buf, limits)? {
+            None => return Ok(None),
+            Some(Step::Op(op)) => return Ok(Some(op)),
+            Some(Step::Skip) => continue,
+        }
+    }
+}
+
+/// Decodes one operation a server sent (the client side of a connection).
+///
+/// Same contract as [`decode_client_op`]. `max_payload` also bounds MSG/HMSG here.
+pub fn decode_server_op(
+    buf: &mut BytesMut,
+    limits: &Limits,
+) -> Result<Option<ServerOp>, DecodeError> {
+    let Some(line) = read_line(buf, FROM_SERVER, limits)? else {
+        return Ok(None);
+    };
+    let arg = &buf[line.arg_start..line.arg_end];
+    let verb = line.verb;
+    let op = match verb {
+        Verb::Ping => ServerOp::Ping,
+        Verb::Pong => ServerOp::Pong,
+        Verb::Ok => ServerOp::Ok,
+        Verb::Err => {
+            let t = lossy(arg);
+            let t = t
+                .strip_prefix('\'')
+                .and_then(|s| s.strip_suffix('\''))
+                .map(str::to_owned)
+                .unwrap_or(t);
+            ServerOp::Err(t)
+        }
+        Verb::Info => {
+            let i: Info = serde_json::from_slice(arg).map_err(|e| DecodeError::BadInfoJson {
+                reason: e.to_string(),
+            })?;
+            ServerOp::Info(Box::new(i))
+        }
+        Verb::Msg | Verb::Hmsg => {
+            let args = split_args(arg);
+            let a = match (verb, args.as_slice()) {
+                (Verb::Msg, [s, sid, size]) => (*s, *sid, None, None, *size),
+                (Verb::Msg, [s, sid, r, size]) => (*s, *sid, Some(*r), None, *size),
+                (Verb::Hmsg, [s, sid, h, size]) => (*s, *sid, None, Some(*h), *size),
+                (Verb::Hmsg, [s, sid, r, h, size]) => (*s, *sid, Some(*r), Some(*h), *size),
+                _ => {
+                    return Err(DecodeError::BadArguments {
+                        verb: verb.name(),
+                        line: lossy(arg),
+                    });
+                }
+            };
+            let (hdr, total) = payload_sizes(verb, arg, a.3, a.4, limits)?;
+            let pa = PayloadArgs {
+                subject: text(a.0, verb)?,
+                sid: Some(text(a.1, verb)?),
+                reply: a.2.map(|r| text(r, verb)).transpose()?,
+                hdr: a.3.map(|_| hdr),
+                total,
+            };
+            if !payload_ready(buf, verb, line.next, total)? {
+                return Ok(None);
+            }
+            let (headers, payload) = cut_payload(buf, &line, &pa);
+            return Ok(Some(ServerOp::Msg(Msg {
+                subject: pa.subject,
+                sid: pa.sid.unwrap_or_default(),
+                reply: pa.reply,
+                headers,
+                payload,
+            })));
+        }
+        _ => return Err(unknown(buf, 0)),
+    };
+    buf.advance(line.next);
+    Ok(Some(op))
+}

@@ -1,0 +1,36 @@
+//! The NATS client protocol (text protocol over TCP), both directions, sans-io.
+//!
+//! Module map:
+//! - [`ops`]: [`ClientOp`] (CONNECT, PUB/HPUB, SUB, UNSUB, PING, PONG) and [`ServerOp`]
+//!   (INFO, MSG/HMSG, PING, PONG, +OK, -ERR), their payload types and encoders
+//!   ([`ClientOp::encode`], [`ServerOp::encode`], and the allocation-free [`encode_pub`] /
+//!   [`encode_msg`]).
+//! - [`decode`](mod@decode): [`decode_client_op`] (what a server reads) and [`decode_server_op`]
+//!   (what a client reads), bounded by [`Limits`]. "Need more bytes" is `Ok(None)`.
+//! - [`error`]: [`DecodeError`] with nats-server's exact `-ERR` wording
+//!   ([`DecodeError::err_message`]) and close behaviour ([`DecodeError::closes_connection`]);
+//!   [`ServerError`] for session-level `-ERR`s (auth, permissions, stale connection, ...).
+//! - [`headers`]: the `NATS/1.0` header block ([`HeaderMap`]).
+//! - [`subject`]: subject validation, wildcard matching, and the NATS ↔ MQTT name mapping.
+//!
+//! Behaviour is nats-server 2.9.10's, checked against the real server in
+//! `tests/nats_differential.rs`. Known, deliberate deviations:
+//! - non-UTF-8 subjects, replies, sids and queue names are refused ([`DecodeError::NotUtf8`]);
+//! - the blank run after a verb and the junk after `PING`/`PONG`/`+OK` count against
+//!   `max_control_line` (nats-server does not bound them);
+//! - SUB subjects containing `\f` or DEL are invalid (nats-server only rejects empty tokens
+//!   and tokens after `>` there);
+//! - CONNECT JSON keys are case-sensitive (Go's decoder is not), and `CONNECT null` is refused.
+
+pub mod decode;
+pub mod error;
+pub mod headers;
+pub mod ops;
+pub mod subject;
+
+pub use decode::{
+    DEFAULT_MAX_CONTROL_LINE, DEFAULT_MAX_PAYLOAD, Limits, decode_client_op, decode_server_op,
+};
+pub use error::{DecodeError, ServerError};
+pub use headers::{HeaderError, HeaderMap};
+pub use ops::{ClientOp, Connect, Info, Msg, Pub, ServerOp, Sub, Unsub, encode_msg, encode_pub};

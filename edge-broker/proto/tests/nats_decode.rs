@@ -1,0 +1,664 @@
+//! Unit tests per NATS op and per decode error, both directions.
+
+// Test helpers outside #[test] fns panic on purpose, like the tests themselves.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use bytes::{Bytes, BytesMut};
+use edge_proto::nats::{
+    ClientOp, Connect, DecodeError, HeaderMap, Info, Limits, Msg, Pub, ServerError, ServerOp, Sub,
+    Unsub, decode_client_op, decode_server_op, encode_msg,
+};
+
+fn client(input: &[u8]) -> (Result<Option<ClientOp>, DecodeError>, BytesMut) {
+    let mut b = BytesMut::from(input);
+    let r = decode_client_op(&mut b, &Limits::default());
+    (r, b)
+}
+
+fn client_ok(input: &[u8]) -> ClientOp {
+    let (r, rest) = client(input);
+    let op = r.unwrap().expect("complete op");
+    assert!(rest.is_empty(), "left over: {rest:?}");
+    op
+}
+
+fn client_err(input: &[u8]) -> DecodeError {
+    client(input).0.unwrap_err()
+}
+
+fn server(input: &[u8]) -> (Result<Option<ServerOp>, DecodeError>, BytesMut) {
+    let mut b = BytesMut::from(input);
+    let r = decode_server_op(&mut b, &Limits::default());
+    (r, b)
+}
+
+fn server_ok(input: &[u8]) -> ServerOp {
+    let (r, rest) = server(input);
+    let op = r.unwrap().expect("complete op");
+    assert!(rest.is_empty(), "left over: {rest:?}");
+    op
+}
+
+// ---- client -> server ops ----
+
+#[test]
+fn connect_defaults_follow_nats_server() {
+    let ClientOp::Connect(c) = client_ok(b"CONNECT {}\r\n") else {
+        panic!()
+    };
+    assert!(
+        c.verbose && c.pedantic && c.echo,
+        "nats-server defaults are true"
+    );
+    assert!(!c.headers && !c.no_responders && !c.tls_required);
+    assert_eq!(*c, Connect::default());
+}
+
+#[test]
+fn connect_all_fields_and_unknown_ignored() {
+    let ClientOp::Connect(c) = client_ok(
+        br#"connect {"verbose":false,"pedantic":false,"tls_required":true,"auth_token":"t","user":"u","pass":"p","name":"n","lang":"rust","version":"1.0","protocol":1,"echo":false,"sig":"s","jwt":"j","no_responders":true,"headers":true,"unknown":{"a":[1,2]}}"#
+            .iter()
+            .chain(b"\r\n")
+            .copied()
+            .collect::<Vec<_>>()
+            .as_slice(),
+    ) else {
+        panic!()
+    };
+    assert!(!c.verbose && !c.pedantic && c.tls_required && !c.echo);
+    assert_eq!(c.auth_token.as_deref(), Some("t"));
+    assert_eq!(c.user.as_deref(), Some("u"));
+    assert_eq!(c.pass.as_deref(), Some("p"));
+    assert_eq!(c.name.as_deref(), Some("n"));
+    assert_eq!(c.lang.as_deref(), Some("rust"));
+    assert_eq!(c.version.as_deref(), Some("1.0"));
+    assert_eq!(c.protocol, 1);
+    assert_eq!(c.sig.as_deref(), Some("s"));
+    assert_eq!(c.jwt.as_deref(), Some("j"));
+    assert!(c.no_responders && c.headers);
+}
+
+#[test]
+fn connect_needs_no_blank_like_nats_server() {
+    assert!(matches!(client_ok(b"CONNECT{}\n"), ClientOp::Connect(_)));
+}
+
+#[test]
+fn pub_plain_reply_and_tabs() {
+    assert_eq!(
+        client_ok(b"PUB foo 5\r\nhello\r\n"),
+        ClientOp::Pub(Pub {
+            subject: "foo".into(),
+            reply: None,
+            headers: None,
+            payload: Bytes::from_static(b"hello"),
+        })
+    );
+    assert_eq!(
+        client_ok(b"pub\tfoo \t _INBOX.1  2\r\nhi\r\n"),
+        ClientOp::Pub(Pub {
+            subject: "foo".into(),
+            reply: Some("_INBOX.1".into()),
+            headers: None,
+            payload: Bytes::from_static(b"hi"),
+        })
+    );
+    // Empty payload, bare LF ending of the control line.
+    assert_eq!(
+        client_ok(b"PUB foo 0\n\r\n"),
+        ClientOp::Pub(Pub {
+            subject: "foo".into(),
+            reply: None,
+            headers: None,
+            payload: Bytes::new(),
+        })
+    );
+}
+
+#[test]
+fn pub_payload_is_zero_copy_slice_of_input() {
+    let mut b = BytesMut::with_capacity(64);
+    b.extend_from_slice(b"PUB foo 5\r\nhello\r\n");
+    let base = b.as_ptr() as usize;
+    let Some(ClientOp::Pub(p)) = decode_client_op(&mut b, &Limits::default()).unwrap() else {
+        panic!()
+    };
+    assert_eq!(
+        p.payload.as_ptr() as usize,
+        base + 11,
+        "payload points into the input"
+    );
+}
+
+#[test]
+fn hpub_splits_headers_and_payload() {
+    let hdr = b"NATS/1.0\r\nA: 1\r\nA: 2\r\n\r\n";
+    let mut input = format!("HPUB foo r {} {}\r\n", hdr.len(), hdr.len() + 3).into_bytes();
+    input.extend_from_slice(hdr);
+    input.extend_from_slice(b"abc\r\n");
+    let ClientOp::Pub(p) = client_ok(&input) else {
+        panic!()
+    };
+    assert_eq!(p.reply.as_deref(), Some("r"));
+    assert_eq!(p.payload, Bytes::from_static(b"abc"));
+    let h = HeaderMap::decode(p.headers.as_ref().unwrap()).unwrap();
+    assert_eq!(h.get_all("A").collect::<Vec<_>>(), vec!["1", "2"]);
+}
+
+#[test]
+fn sub_with_and_without_queue() {
+    assert_eq!(
+        client_ok(b"SUB foo.* 1\r\n"),
+        ClientOp::Sub(Sub {
+            subject: "foo.*".into(),
+            queue_group: None,
+            sid: "1".into()
+        })
+    );
+    assert_eq!(
+        client_ok(b"sub foo.> workers 22 \r\n"),
+        ClientOp::Sub(Sub {
+            subject: "foo.>".into(),
+            queue_group: Some("workers".into()),
+            sid: "22".into()
+        })
+    );
+}
+
+#[test]
+fn unsub_max_msgs_like_nats_server() {
+    assert_eq!(
+        client_ok(b"UNSUB 1\r\n"),
+        ClientOp::Unsub(Unsub {
+            sid: "1".into(),
+            max_msgs: None
+        })
+    );
+    assert_eq!(
+        client_ok(b"UNSUB 1 10\r\n"),
+        ClientOp::Unsub(Unsub {
+            sid: "1".into(),
+            max_msgs: Some(10)
+        })
+    );
+    // nats-server: 0 or an unparsable count means "unsubscribe now".
+    for line in [
+        &b"UNSUB 1 0\r\n"[..],
+        b"UNSUB 1 x\r\n",
+        b"UNSUB 1 9999999999\r\n",
+    ] {
+        assert_eq!(
+            client_ok(line),
+            ClientOp::Unsub(Unsub {
+                sid: "1".into(),
+                max_msgs: None
+            })
+        );
+    }
+}
+
+#[test]
+fn ping_pong_ignore_trailing_bytes() {
+    assert_eq!(client_ok(b"PING\r\n"), ClientOp::Ping);
+    assert_eq!(client_ok(b"ping\n"), ClientOp::Ping);
+    assert_eq!(
+        client_ok(b"PINGX\r\n"),
+        ClientOp::Ping,
+        "nats-server answers PONG"
+    );
+    assert_eq!(client_ok(b"PONG\r\n"), ClientOp::Pong);
+}
+
+#[test]
+fn client_info_and_ok_are_skipped() {
+    assert_eq!(client_ok(b"INFO {}\r\n+OK\r\nPING\r\n"), ClientOp::Ping);
+    assert_eq!(client(b"+OK\r\n").0, Ok(None));
+}
+
+#[test]
+fn pipelined_ops_decode_one_at_a_time() {
+    let mut b = BytesMut::from(&b"SUB a 1\r\nPUB a 1\r\nx\r\nPING\r\n"[..]);
+    let l = Limits::default();
+    assert!(matches!(
+        decode_client_op(&mut b, &l),
+        Ok(Some(ClientOp::Sub(_)))
+    ));
+    assert!(matches!(
+        decode_client_op(&mut b, &l),
+        Ok(Some(ClientOp::Pub(_)))
+    ));
+    assert_eq!(decode_client_op(&mut b, &l), Ok(Some(ClientOp::Ping)));
+    assert_eq!(decode_client_op(&mut b, &l), Ok(None));
+}
+
+#[test]
+fn every_prefix_needs_more_bytes_and_consumes_nothing() {
+    let full: &[u8] = b"HPUB foo 12 14\r\nNATS/1.0\r\n\r\nhi\r\n";
+    for n in 0..full.len() {
+        let (r, rest) = client(&full[..n]);
+        assert_eq!(r, Ok(None), "prefix {n}");
+        assert_eq!(&rest[..], &full[..n]);
+    }
+    assert!(matches!(client_ok(full), ClientOp::Pub(_)));
+}
+
+// ---- server -> client ops ----
+
+#[test]
+fn info_decodes_nats_server_fields() {
+    let ServerOp::Info(i) = server_ok(
+        br#"INFO {"server_id":"NABC","server_name":"s1","version":"2.9.10","proto":1,"go":"go1.19","host":"127.0.0.1","port":4222,"headers":true,"max_payload":1048576,"client_id":5,"client_ip":"127.0.0.1","auth_required":true,"xkey":"ignored"}"#
+            .iter()
+            .chain(b"\r\n")
+            .copied()
+            .collect::<Vec<_>>()
+            .as_slice(),
+    ) else {
+        panic!()
+    };
+    assert_eq!(
+        *i,
+        Info {
+            server_id: "NABC".into(),
+            server_name: "s1".into(),
+            version: "2.9.10".into(),
+            go: Some("go1.19".into()),
+            proto: 1,
+            host: "127.0.0.1".into(),
+            port: 4222,
+            headers: true,
+            max_payload: 1_048_576,
+            client_id: Some(5),
+            client_ip: Some("127.0.0.1".into()),
+            auth_required: true,
+            ..Info::default()
+        }
+    );
+}
+
+#[test]
+fn msg_and_hmsg() {
+    assert_eq!(
+        server_ok(b"MSG foo 1 5\r\nhello\r\n"),
+        ServerOp::Msg(Msg {
+            subject: "foo".into(),
+            sid: "1".into(),
+            reply: None,
+            headers: None,
+            payload: Bytes::from_static(b"hello"),
+        })
+    );
+    let ServerOp::Msg(m) = server_ok(b"HMSG foo 1 r 16 16\r\nNATS/1.0 503\r\n\r\n\r\n") else {
+        panic!()
+    };
+    assert_eq!(m.reply.as_deref(), Some("r"));
+    assert!(m.payload.is_empty());
+    assert_eq!(
+        HeaderMap::decode(m.headers.as_ref().unwrap())
+            .unwrap()
+            .status(),
+        Some(503)
+    );
+}
+
+#[test]
+fn server_control_ops() {
+    assert_eq!(server_ok(b"PING\r\n"), ServerOp::Ping);
+    assert_eq!(server_ok(b"PONG\r\n"), ServerOp::Pong);
+    assert_eq!(server_ok(b"+OK\r\n"), ServerOp::Ok);
+    assert_eq!(
+        server_ok(b"-ERR 'Unknown Protocol Operation'\r\n"),
+        ServerOp::Err("Unknown Protocol Operation".into())
+    );
+    assert_eq!(server_ok(b"-ERR plain\r\n"), ServerOp::Err("plain".into()));
+}
+
+#[test]
+fn encode_msg_helper_matches_op_encoder() {
+    let mut a = BytesMut::new();
+    encode_msg(&mut a, "s", "9", Some("r"), Some(b"NATS/1.0\r\n\r\n"), b"x");
+    assert_eq!(&a[..], b"HMSG s 9 r 12 13\r\nNATS/1.0\r\n\r\nx\r\n");
+    let mut b = BytesMut::new();
+    encode_msg(&mut b, "s", "9", None, None, b"x");
+    assert_eq!(&b[..], b"MSG s 9 1\r\nx\r\n");
+}
+
+// ---- errors ----
+
+#[test]
+fn unknown_verb_is_refused_at_the_first_wrong_byte() {
+    let e = client_err(b"FOO");
+    assert_eq!(e.err_message(), Some("Unknown Protocol Operation"));
+    assert!(e.closes_connection());
+    assert!(matches!(
+        client_err(b"PX"),
+        DecodeError::UnknownOperation { offset: 1, .. }
+    ));
+    assert!(matches!(
+        client_err(b"\r\n"),
+        DecodeError::UnknownOperation { offset: 0, .. }
+    ));
+    // A verb with arguments must be followed by a blank.
+    assert!(matches!(
+        client_err(b"PUB\r\n"),
+        DecodeError::UnknownOperation { offset: 3, .. }
+    ));
+    assert!(matches!(
+        client_err(b"SUBX"),
+        DecodeError::UnknownOperation { .. }
+    ));
+    // Server-only verbs from a client.
+    assert!(matches!(
+        client_err(b"MSG foo 1 1\r\na\r\n"),
+        DecodeError::UnknownOperation { .. }
+    ));
+    // Client-only verbs from a server.
+    assert!(matches!(
+        server(b"PUB foo 1\r\na\r\n").0,
+        Err(DecodeError::UnknownOperation { .. })
+    ));
+}
+
+#[test]
+fn payload_not_followed_by_crlf() {
+    for input in [
+        &b"PUB foo 3\r\nabcd\r\n"[..],
+        b"PUB foo 1\r\na\n",
+        b"PUB foo 1\r\na\rx",
+    ] {
+        let e = client_err(input);
+        assert!(
+            matches!(e, DecodeError::BadPayloadTerminator { .. }),
+            "{e:?}"
+        );
+        assert_eq!(e.err_message(), Some("Unknown Protocol Operation"));
+        assert!(e.closes_connection());
+    }
+}
+
+#[test]
+fn max_payload_is_checked_before_the_payload_arrives() {
+    let limits = Limits {
+        max_payload: 10,
+        ..Limits::default()
+    };
+    let mut b = BytesMut::from(&b"PUB foo 11\r\n"[..]);
+    let e = decode_client_op(&mut b, &limits).unwrap_err();
+    assert_eq!(
+        e,
+        DecodeError::MaxPayload {
+            verb: "PUB",
+            size: 11,
+            max: 10
+        }
+    );
+    assert_eq!(e.err_message(), Some("Maximum Payload Violation"));
+    assert!(e.closes_connection());
+    // HPUB counts headers + body.
+    let mut b = BytesMut::from(&b"HPUB foo 5 11\r\n"[..]);
+    assert!(matches!(
+        decode_client_op(&mut b, &limits),
+        Err(DecodeError::MaxPayload { size: 11, .. })
+    ));
+    // Exactly the limit is fine.
+    let mut b = BytesMut::from(&b"PUB foo 10\r\n0123456789\r\n"[..]);
+    assert!(decode_client_op(&mut b, &limits).unwrap().is_some());
+    // Default is nats-server's 1 MiB.
+    assert!(matches!(
+        client_err(b"PUB foo 1048577\r\n"),
+        DecodeError::MaxPayload { .. }
+    ));
+}
+
+#[test]
+fn max_control_line_counts_arguments_like_nats_server() {
+    let limits = Limits {
+        max_control_line: 8,
+        ..Limits::default()
+    };
+    let dec = |s: &[u8]| decode_client_op(&mut BytesMut::from(s), &limits);
+    assert!(
+        dec(b"SUB abcd 123\r\n").unwrap().is_some(),
+        "8 argument bytes are allowed"
+    );
+    let e = dec(b"SUB abcd 1234\r\n").unwrap_err();
+    assert_eq!(e, DecodeError::MaxControlLine { len: 9, max: 8 });
+    assert_eq!(e.err_message(), Some("maximum control line exceeded"));
+    assert!(e.closes_connection());
+    // Incomplete lines are refused as soon as they are too long...
+    assert!(matches!(
+        dec(b"SUB abcd 1234"),
+        Err(DecodeError::MaxControlLine { .. })
+    ));
+    // ...but a trailing CR is not counted while waiting for the LF.
+    assert_eq!(dec(b"SUB abcd 123\r"), Ok(None));
+    // Unbounded junk after PING and endless blanks are bounded too.
+    assert!(matches!(
+        dec(b"PING0123456789"),
+        Err(DecodeError::MaxControlLine { .. })
+    ));
+    assert!(matches!(
+        dec(b"SUB           "),
+        Err(DecodeError::MaxControlLine { .. })
+    ));
+}
+
+#[test]
+fn bad_argument_counts_close_silently() {
+    for (input, verb) in [
+        (&b"PUB foo\r\n"[..], "PUB"),
+        (b"PUB \r\n", "PUB"),
+        (b"PUB a b c 1\r\n", "PUB"),
+        (b"HPUB foo 3\r\n", "HPUB"),
+        (b"SUB foo\r\n", "SUB"),
+        (b"SUB a b c d\r\n", "SUB"),
+        (b"UNSUB \r\n", "UNSUB"),
+        (b"UNSUB 1 2 3\r\n", "UNSUB"),
+    ] {
+        let e = client_err(input);
+        assert!(
+            matches!(&e, DecodeError::BadArguments { verb: v, .. } if *v == verb),
+            "{input:?}: {e:?}"
+        );
+        assert_eq!(e.err_message(), None, "nats-server sends no -ERR");
+        assert!(e.closes_connection());
+    }
+    assert!(matches!(
+        server(b"MSG foo 1\r\n").0,
+        Err(DecodeError::BadArguments { verb: "MSG", .. })
+    ));
+}
+
+#[test]
+fn bad_sizes_close_silently() {
+    for input in [
+        &b"PUB foo x\r\n"[..],
+        b"PUB foo -1\r\n",
+        b"PUB foo 1234567890\r\n",
+        b"HPUB foo x 3\r\n",
+        b"HPUB foo 3 y\r\n",
+    ] {
+        let e = client_err(input);
+        assert!(matches!(e, DecodeError::BadSize { .. }), "{input:?}: {e:?}");
+        assert_eq!(e.err_message(), None);
+        assert!(e.closes_connection());
+    }
+    let e = client_err(b"HPUB foo 5 3\r\n");
+    assert_eq!(
+        e,
+        DecodeError::HeaderLargerThanTotal {
+            verb: "HPUB",
+            header: 5,
+            total: 3
+        }
+    );
+    assert_eq!(e.err_message(), None);
+}
+
+#[test]
+fn invalid_sub_subject_keeps_the_connection_and_consumes_the_line() {
+    let mut b = BytesMut::from(&b"SUB foo.. 1\r\nSUB foo.>.bar 2\r\nPING\r\n"[..]);
+    let l = Limits::default();
+    let e = decode_client_op(&mut b, &l).unwrap_err();
+    assert_eq!(
+        e,
+        DecodeError::InvalidSubject {
+            subject: "foo..".into()
+        }
+    );
+    assert_eq!(e.err_message(), Some("Invalid Subject"));
+    assert!(!e.closes_connection());
+    assert!(matches!(
+        decode_client_op(&mut b, &l),
+        Err(DecodeError::InvalidSubject { .. })
+    ));
+    assert_eq!(decode_client_op(&mut b, &l), Ok(Some(ClientOp::Ping)));
+}
+
+#[test]
+fn connect_errors() {
+    for input in [
+        &b"CONNECT\r\n"[..],
+        b"CONNECT {bad\r\n",
+        b"CONNECT {} x\r\n",
+    ] {
+        let e = client_err(input);
+        assert!(matches!(e, DecodeError::BadConnectJson { .. }), "{e:?}");
+        assert_eq!(e.err_message(), None);
+        assert!(e.closes_connection());
+    }
+    for (input, protocol) in [
+        (&b"CONNECT {\"protocol\":2}\r\n"[..], 2),
+        (b"CONNECT {\"protocol\":-1}\r\n", -1),
+    ] {
+        let e = client_err(input);
+        assert_eq!(e, DecodeError::InvalidClientProtocol { protocol });
+        assert_eq!(e.err_message(), Some("invalid client protocol"));
+        assert!(e.closes_connection());
+    }
+    let e = client_err(b"CONNECT {\"no_responders\":true}\r\n");
+    assert_eq!(e, DecodeError::NoRespondersRequiresHeaders);
+    assert_eq!(
+        e.err_message(),
+        Some("no responders requires headers support")
+    );
+    assert!(e.closes_connection());
+}
+
+#[test]
+fn client_err_and_bad_info_close_silently() {
+    let e = client_err(b"-ERR 'x'\r\n");
+    assert_eq!(
+        e,
+        DecodeError::ClientSentErr {
+            message: "'x'".into()
+        }
+    );
+    assert_eq!(e.err_message(), None);
+    assert!(e.closes_connection());
+    assert!(matches!(
+        client_err(b"INFO {\r\n"),
+        DecodeError::BadInfoJson { .. }
+    ));
+    assert!(matches!(
+        server(b"INFO nope\r\n").0,
+        Err(DecodeError::BadInfoJson { .. })
+    ));
+}
+
+#[test]
+fn non_utf8_subjects_are_refused() {
+    let e = client_err(b"PUB f\xffo 1\r\na\r\n");
+    assert_eq!(e, DecodeError::NotUtf8 { verb: "PUB" });
+    assert_eq!(e.err_message(), Some("Invalid Subject"));
+    assert!(e.closes_connection());
+}
+
+#[test]
+fn err_line_has_nats_server_quoting() {
+    assert_eq!(
+        client_err(b"FOO").err_line().as_deref(),
+        Some("-ERR 'Unknown Protocol Operation'\r\n")
+    );
+    assert_eq!(client_err(b"PUB foo\r\n").err_line(), None);
+}
+
+#[test]
+fn server_error_catalogue() {
+    let cases: &[(ServerError, &str, bool)] = &[
+        (
+            ServerError::UnknownProtocolOperation,
+            "Unknown Protocol Operation",
+            true,
+        ),
+        (
+            ServerError::MaxPayloadViolation,
+            "Maximum Payload Violation",
+            true,
+        ),
+        (
+            ServerError::MaxControlLineExceeded,
+            "maximum control line exceeded",
+            true,
+        ),
+        (ServerError::InvalidSubject, "Invalid Subject", false),
+        (
+            ServerError::InvalidPublishSubject,
+            "Invalid Publish Subject",
+            false,
+        ),
+        (
+            ServerError::AuthorizationViolation,
+            "Authorization Violation",
+            true,
+        ),
+        (
+            ServerError::AuthenticationTimeout,
+            "Authentication Timeout",
+            true,
+        ),
+        (ServerError::StaleConnection, "Stale Connection", true),
+        (ServerError::SlowConsumer, "Slow Consumer", true),
+        (
+            ServerError::MaxConnectionsExceeded,
+            "maximum connections exceeded",
+            true,
+        ),
+        (
+            ServerError::MaxSubscriptionsExceeded,
+            "maximum subscriptions exceeded",
+            false,
+        ),
+        (
+            ServerError::InvalidClientProtocol,
+            "invalid client protocol",
+            true,
+        ),
+        (
+            ServerError::NoRespondersRequiresHeaders,
+            "no responders requires headers support",
+            true,
+        ),
+        (
+            ServerError::TlsRequired,
+            "Secure Connection - TLS Required",
+            true,
+        ),
+        (
+            ServerError::PublishPermissionViolation("a.b".into()),
+            "Permissions Violation for Publish to \"a.b\"",
+            false,
+        ),
+        (
+            ServerError::SubscribePermissionViolation("a.>".into()),
+            "Permissions Violation for Subscription to \"a.>\"",
+            false,
+        ),
+    ];
+    for (e, text, closes) in cases {
+        assert_eq!(e.err_message(), *text);
+        assert_eq!(e.closes_connection(), *closes, "{e:?}");
+        assert_eq!(e.err_line(), format!("-ERR '{text}'\r\n"));
+    }
+}
