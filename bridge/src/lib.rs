@@ -1,2 +1,20 @@
 //! edge-bridge: forwards records from an edge-log cursor to Kafka, in order, with batching,
 //! routing, murmur2 partitioning, retries and backoff.
+//!
+//! Modules, each owning one thing:
+//! - [`route`]: `[[route]]` entries — MQTT filter / NATS pattern → Kafka topic, key templates
+//!   (`{topic.N}`, `{client_id}`, `{node.id}`), partition override, validation naming the field.
+//! - [`partition`]: Kafka's default partitioner (Java `Utils.murmur2`, `toPositive % n`) and the
+//!   null-key policy (sticky per batch, round-robin across batches).
+//! - [`headers`]: the `edge-node` / `edge-offset` / `edge-source` / `edge-topic` headers plus
+//!   user headers, built from a [`headers::ForwardRecord`] (mirror of `edge_log::Record`).
+//! - [`backoff`]: jittered exponential backoff with a cap.
+//! - [`producer`]: the [`producer::KafkaProducer`] trait, error classification, and
+//!   [`producer::WireProducer`], our producer on the `kafka-protocol` crate (TCP_NODELAY,
+//!   request timeout, acks=all, pure-Rust compression).
+
+pub mod backoff;
+pub mod headers;
+pub mod partition;
+pub mod producer;
+pub mod route;

@@ -4,6 +4,8 @@
 //! Crate map:
 //! - [`broker`]: start `edge-broker` with a config in a temporary data directory, wait until it
 //!   is ready, read its log lines, stop it with SIGTERM or SIGKILL.
+//! - [`kafka`]: a real Kafka-protocol broker (Tansu) on an ephemeral port, and an independent
+//!   reader (librdkafka through confluent-kafka) of what reached it.
 //! - [`peers`]: find the peer programs (mosquitto, nats-server, Python clients) or fail saying
 //!   how to install them.
 
@@ -11,4 +13,5 @@
 #![allow(clippy::expect_used, clippy::unwrap_used)]
 
 pub mod broker;
+pub mod kafka;
 pub mod peers;

@@ -1,0 +1,195 @@
+//! The Kafka record headers every forwarded record carries: `edge-node` (gateway id),
+//! `edge-offset` (log offset, decimal ASCII), `edge-source` (`mqtt` | `nats`), `edge-topic`
+//! (original MQTT topic or NATS subject), then the original MQTT 5 user properties / NATS
+//! headers in their original order (duplicate keys kept, as Kafka allows).
+//!
+//! User headers whose key is one of the four reserved `edge-*` names are dropped, so a device
+//! cannot forge the identity consumers use to recognise duplicates.
+//!
+//! [`ForwardRecord`] mirrors `edge_log::Record` field for field; it stands in for it until the
+//! bridge is wired to the log.
+
+use bytes::Bytes;
+
+use crate::producer::RecordHeader;
+
+/// Header carrying the gateway's node id.
+pub const EDGE_NODE: &str = "edge-node";
+/// Header carrying the record's offset in the gateway's log, in decimal.
+pub const EDGE_OFFSET: &str = "edge-offset";
+/// Header carrying the ingress protocol: `mqtt` or `nats`.
+pub const EDGE_SOURCE: &str = "edge-source";
+/// Header carrying the original MQTT topic or NATS subject.
+pub const EDGE_TOPIC: &str = "edge-topic";
+
+const RESERVED: [&str; 4] = [EDGE_NODE, EDGE_OFFSET, EDGE_SOURCE, EDGE_TOPIC];
+
+/// Which ingress protocol a record came in on (mirrors `edge_log::Source`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Source {
+    /// MQTT 3.1.1 or 5.
+    Mqtt,
+    /// NATS client protocol.
+    Nats,
+}
+
+impl Source {
+    /// The `edge-source` header value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Source::Mqtt => "mqtt",
+            Source::Nats => "nats",
+        }
+    }
+}
+
+/// One MQTT 5 user property or NATS header (mirrors `edge_log::Header`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Header {
+    /// Header name.
+    pub key: String,
+    /// Header value, raw bytes.
+    pub value: Bytes,
+}
+
+/// A record read back from the log, as the bridge forwards it (mirrors `edge_log::Record`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ForwardRecord {
+    /// Offset in the gateway's log.
+    pub offset: u64,
+    /// Ingest time, unix milliseconds.
+    pub timestamp_ms: u64,
+    /// Ingress protocol.
+    pub source: Source,
+    /// Original MQTT topic or NATS subject.
+    pub topic: String,
+    /// Publishing client's id.
+    pub client_id: String,
+    /// MQTT 5 user properties / NATS headers, in order.
+    pub headers: Vec<Header>,
+    /// Message payload.
+    pub payload: Bytes,
+}
+
+/// Appends the forwarding headers of `record` to `out` (cleared first, so it can be reused).
+/// `node_id` is passed as `Bytes` so each record shares it instead of copying it.
+pub fn build_headers(record: &ForwardRecord, node_id: &Bytes, out: &mut Vec<RecordHeader>) {
+    out.clear();
+    out.reserve(4 + record.headers.len());
+    out.push(RecordHeader::new(
+        Bytes::from_static(EDGE_NODE.as_bytes()),
+        node_id.clone(),
+    ));
+    out.push(RecordHeader::new(
+        Bytes::from_static(EDGE_OFFSET.as_bytes()),
+        Bytes::from(record.offset.to_string()),
+    ));
+    out.push(RecordHeader::new(
+        Bytes::from_static(EDGE_SOURCE.as_bytes()),
+        Bytes::from_static(record.source.as_str().as_bytes()),
+    ));
+    out.push(RecordHeader::new(
+        Bytes::from_static(EDGE_TOPIC.as_bytes()),
+        Bytes::from(record.topic.clone()),
+    ));
+    for h in &record.headers {
+        if RESERVED.contains(&h.key.as_str()) {
+            continue;
+        }
+        out.push(RecordHeader::new(
+            Bytes::from(h.key.clone()),
+            h.value.clone(),
+        ));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(headers: Vec<Header>) -> ForwardRecord {
+        ForwardRecord {
+            offset: 18_446_744_073_709_551_615,
+            timestamp_ms: 1,
+            source: Source::Nats,
+            topic: "sensors.a.humidity".into(),
+            client_id: "c1".into(),
+            headers,
+            payload: Bytes::from_static(b"x"),
+        }
+    }
+
+    fn pairs(h: &[RecordHeader]) -> Vec<(String, Vec<u8>)> {
+        h.iter()
+            .map(|h| {
+                (
+                    String::from_utf8_lossy(&h.key).into_owned(),
+                    h.value.to_vec(),
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn edge_headers_first_then_user_headers_in_order_with_duplicates() {
+        let r = record(vec![
+            Header {
+                key: "unit".into(),
+                value: Bytes::from_static(b"C"),
+            },
+            Header {
+                key: "tag".into(),
+                value: Bytes::from_static(b"a"),
+            },
+            Header {
+                key: "tag".into(),
+                value: Bytes::from_static(b"b"),
+            },
+        ]);
+        let mut out = vec![RecordHeader::new(
+            Bytes::from_static(b"stale"),
+            Bytes::new(),
+        )];
+        build_headers(&r, &Bytes::from_static(b"gw-01"), &mut out);
+        assert_eq!(
+            pairs(&out),
+            vec![
+                ("edge-node".into(), b"gw-01".to_vec()),
+                ("edge-offset".into(), b"18446744073709551615".to_vec()),
+                ("edge-source".into(), b"nats".to_vec()),
+                ("edge-topic".into(), b"sensors.a.humidity".to_vec()),
+                ("unit".into(), b"C".to_vec()),
+                ("tag".into(), b"a".to_vec()),
+                ("tag".into(), b"b".to_vec()),
+            ]
+        );
+    }
+
+    #[test]
+    fn user_headers_cannot_forge_reserved_names() {
+        let r = record(vec![
+            Header {
+                key: "edge-offset".into(),
+                value: Bytes::from_static(b"0"),
+            },
+            Header {
+                key: "edge-node".into(),
+                value: Bytes::from_static(b"evil"),
+            },
+            Header {
+                key: "Edge-Node-2".into(),
+                value: Bytes::from_static(b"ok"),
+            },
+        ]);
+        let mut out = Vec::new();
+        build_headers(&r, &Bytes::from_static(b"gw"), &mut out);
+        let p = pairs(&out);
+        assert_eq!(p.len(), 5);
+        assert_eq!(
+            p[1],
+            ("edge-offset".into(), b"18446744073709551615".to_vec())
+        );
+        assert_eq!(p[4], ("Edge-Node-2".into(), b"ok".to_vec()));
+        assert_eq!(Source::Mqtt.as_str(), "mqtt");
+    }
+}

@@ -1,0 +1,366 @@
+//! Record batch (magic v2) encoding, written by hand so records go straight from `Bytes` into
+//! a reused buffer and repeated header keys survive (the `kafka-protocol` crate's `Record`
+//! keeps headers in a map). Layout, from the Kafka protocol guide:
+//!
+//! ```text
+//! baseOffset i64 | batchLength i32 | partitionLeaderEpoch i32 | magic i8 = 2 | crc u32 (crc32c
+//! of everything after it) | attributes i16 | lastOffsetDelta i32 | baseTimestamp i64 |
+//! maxTimestamp i64 | producerId i64 | producerEpoch i16 | baseSequence i32 | count i32 | records
+//! record: length varint | attributes i8 | timestampDelta varlong | offsetDelta varint |
+//!         keyLength varint | key | valueLength varint | value | headerCount varint | headers
+//! header: keyLength varint | key | valueLength varint | value        (varints are zigzag)
+//! ```
+//! With compression the `records` part is compressed as a whole (attributes bits 0-2).
+
+use std::io::Write;
+
+use bytes::{BufMut, BytesMut};
+use kafka_protocol::compression::{Compressor, Gzip, Snappy};
+
+use super::{Compression, ProduceError, ProduceRecord};
+
+/// Batch header bytes before the records.
+const HEADER_LEN: usize = 61;
+/// Offset of the attributes field, where the CRC coverage starts.
+const CRC_START: usize = 21;
+
+/// Producer identity stamped on a batch (all -1 for a non-idempotent producer).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BatchIdentity {
+    /// Producer id from InitProducerId, or -1.
+    pub producer_id: i64,
+    /// Producer epoch, or -1.
+    pub producer_epoch: i16,
+    /// Sequence number of the first record, or -1.
+    pub base_sequence: i32,
+}
+
+impl Default for BatchIdentity {
+    fn default() -> Self {
+        Self {
+            producer_id: -1,
+            producer_epoch: -1,
+            base_sequence: -1,
+        }
+    }
+}
+
+/// Encodes `records` as one v2 record batch appended to `out`; `scratch` is reused for the
+/// uncompressed records when compressing. Both buffers keep their capacity between calls.
+pub fn encode_batch(
+    records: &[ProduceRecord],
+    compression: Compression,
+    identity: BatchIdentity,
+    scratch: &mut BytesMut,
+    out: &mut BytesMut,
+) -> Result<(), ProduceError> {
+    let Some(first) = records.first() else {
+        return Err(ProduceError::EmptyBatch);
+    };
+    let count = i32::try_from(records.len()).map_err(|_| ProduceError::Encode {
+        what: "record batch",
+        reason: format!("{} records do not fit one batch", records.len()),
+    })?;
+    let base_ts = first.timestamp_ms;
+    let max_ts = records
+        .iter()
+        .map(|r| r.timestamp_ms)
+        .max()
+        .unwrap_or(base_ts);
+
+    let start = out.len();
+    out.reserve(HEADER_LEN + records.len() * 64);
+    out.put_i64(0); // baseOffset: assigned by the broker
+    out.put_i32(0); // batchLength: filled below
+    out.put_i32(-1); // partitionLeaderEpoch
+    out.put_i8(2); // magic
+    out.put_u32(0); // crc: filled below
+    out.put_i16(compression.attribute()); // CreateTime, not transactional, not control
+    out.put_i32(count - 1); // lastOffsetDelta
+    out.put_i64(base_ts);
+    out.put_i64(max_ts);
+    out.put_i64(identity.producer_id);
+    out.put_i16(identity.producer_epoch);
+    out.put_i32(identity.base_sequence);
+    out.put_i32(count);
+
+    match compression {
+        Compression::None => write_records(records, base_ts, out),
+        codec => {
+            scratch.clear();
+            write_records(records, base_ts, scratch);
+            compress(codec, scratch, out)?;
+        }
+    }
+
+    let batch_len = out.len() - start - 12;
+    let batch_len = i32::try_from(batch_len).map_err(|_| ProduceError::Encode {
+        what: "record batch",
+        reason: format!("{batch_len} bytes exceed the i32 batch length"),
+    })?;
+    out[start + 8..start + 12].copy_from_slice(&batch_len.to_be_bytes());
+    let crc = crc32c::crc32c(&out[start + CRC_START..]);
+    out[start + 17..start + 21].copy_from_slice(&crc.to_be_bytes());
+    Ok(())
+}
+
+fn write_records(records: &[ProduceRecord], base_ts: i64, buf: &mut BytesMut) {
+    for (i, r) in records.iter().enumerate() {
+        let ts_delta = r.timestamp_ms.wrapping_sub(base_ts);
+        let offset_delta = i as i64;
+        let mut len = 1 + varint_len(ts_delta) + varint_len(offset_delta);
+        len += bytes_field_len(r.key.as_deref());
+        len += bytes_field_len(r.value.as_deref());
+        len += varint_len(r.headers.len() as i64);
+        for h in &r.headers {
+            len += bytes_field_len(Some(&h.key)) + bytes_field_len(Some(&h.value));
+        }
+        buf.reserve(len + 5);
+        put_varint(buf, len as i64);
+        buf.put_i8(0);
+        put_varint(buf, ts_delta);
+        put_varint(buf, offset_delta);
+        put_bytes_field(buf, r.key.as_deref());
+        put_bytes_field(buf, r.value.as_deref());
+        put_varint(buf, r.headers.len() as i64);
+        for h in &r.headers {
+            put_bytes_field(buf, Some(&h.key));
+            put_bytes_field(buf, Some(&h.value));
+        }
+    }
+}
+
+fn compress(codec: Compression, input: &[u8], out: &mut BytesMut) -> Result<(), ProduceError> {
+    let fail = |reason: String| ProduceError::Encode {
+        what: "compressed records",
+        reason,
+    };
+    match codec {
+        Compression::None => out.extend_from_slice(input),
+        Compression::Gzip => {
+            Gzip::compress(out, |tmp: &mut BytesMut| {
+                tmp.extend_from_slice(input);
+                Ok(())
+            })
+            .map_err(|e| fail(format!("gzip: {e:#}")))?;
+        }
+        Compression::Snappy => {
+            Snappy::compress(out, |tmp: &mut BytesMut| {
+                tmp.extend_from_slice(input);
+                Ok(())
+            })
+            .map_err(|e| fail(format!("snappy: {e:#}")))?;
+        }
+        Compression::Lz4 => {
+            // Kafka's Java reader wants independent blocks and no content size.
+            let info = lz4_flex::frame::FrameInfo::new()
+                .block_mode(lz4_flex::frame::BlockMode::Independent)
+                .block_size(lz4_flex::frame::BlockSize::Max64KB);
+            let mut enc = lz4_flex::frame::FrameEncoder::with_frame_info(info, out.writer());
+            enc.write_all(input)
+                .map_err(|e| fail(format!("lz4: {e}")))?;
+            enc.finish().map_err(|e| fail(format!("lz4: {e}")))?;
+        }
+        Compression::Zstd => {
+            ruzstd::encoding::compress(
+                input,
+                out.writer(),
+                ruzstd::encoding::CompressionLevel::Fastest,
+            );
+        }
+    }
+    Ok(())
+}
+
+fn varint_len(v: i64) -> usize {
+    let mut z = ((v << 1) ^ (v >> 63)) as u64;
+    let mut n = 1;
+    while z >= 0x80 {
+        z >>= 7;
+        n += 1;
+    }
+    n
+}
+
+fn put_varint(buf: &mut BytesMut, v: i64) {
+    let mut z = ((v << 1) ^ (v >> 63)) as u64;
+    while z >= 0x80 {
+        buf.put_u8((z as u8 & 0x7f) | 0x80);
+        z >>= 7;
+    }
+    buf.put_u8(z as u8);
+}
+
+fn bytes_field_len(b: Option<&[u8]>) -> usize {
+    match b {
+        None => varint_len(-1),
+        Some(b) => varint_len(b.len() as i64) + b.len(),
+    }
+}
+
+fn put_bytes_field(buf: &mut BytesMut, b: Option<&[u8]>) {
+    match b {
+        None => put_varint(buf, -1),
+        Some(b) => {
+            put_varint(buf, b.len() as i64);
+            buf.put_slice(b);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Read;
+
+    use bytes::Bytes;
+    use kafka_protocol::records::{Compression as KCompression, RecordBatchDecoder};
+
+    use super::*;
+    use crate::producer::RecordHeader;
+
+    fn records(n: usize) -> Vec<ProduceRecord> {
+        (0..n)
+            .map(|i| ProduceRecord {
+                key: if i % 3 == 0 {
+                    None
+                } else {
+                    Some(Bytes::from(format!("key-{i}")))
+                },
+                value: Some(Bytes::from(vec![b'a' + (i % 26) as u8; 200])),
+                headers: vec![
+                    RecordHeader::new(
+                        Bytes::from_static(b"edge-offset"),
+                        Bytes::from(i.to_string()),
+                    ),
+                    RecordHeader::new(Bytes::from_static(b"empty"), Bytes::new()),
+                ],
+                // Out of order on purpose: deltas may be negative.
+                timestamp_ms: 1_700_000_000_000 + (i as i64 % 5) * 10 - 20,
+            })
+            .collect()
+    }
+
+    fn decompress(buf: &mut Bytes, c: KCompression) -> anyhow::Result<Bytes> {
+        let mut out = Vec::new();
+        match c {
+            KCompression::None => return Ok(buf.clone()),
+            KCompression::Lz4 => {
+                lz4_flex::frame::FrameDecoder::new(&buf[..]).read_to_end(&mut out)?;
+            }
+            KCompression::Zstd => {
+                ruzstd::decoding::StreamingDecoder::new(&buf[..])
+                    .map_err(|e| anyhow::anyhow!("{e}"))?
+                    .read_to_end(&mut out)?;
+            }
+            KCompression::Gzip => {
+                use kafka_protocol::compression::Decompressor;
+                return Gzip::decompress(buf, |b: &mut Bytes| Ok(b.clone()));
+            }
+            KCompression::Snappy => {
+                use kafka_protocol::compression::Decompressor;
+                return Snappy::decompress(buf, |b: &mut Bytes| Ok(b.clone()));
+            }
+        }
+        Ok(Bytes::from(out))
+    }
+
+    /// Our encoder against an independent decoder (the kafka-protocol crate's, which checks
+    /// the CRC), for every codec.
+    #[test]
+    fn batches_decode_with_an_independent_decoder() {
+        let input = records(50);
+        for codec in [
+            Compression::None,
+            Compression::Gzip,
+            Compression::Snappy,
+            Compression::Lz4,
+            Compression::Zstd,
+        ] {
+            let mut scratch = BytesMut::new();
+            let mut out = BytesMut::new();
+            let id = BatchIdentity {
+                producer_id: 77,
+                producer_epoch: 3,
+                base_sequence: 1000,
+            };
+            encode_batch(&input, codec, id, &mut scratch, &mut out).unwrap();
+            let mut bytes = out.freeze();
+            let set =
+                RecordBatchDecoder::decode_with_custom_compression(&mut bytes, Some(decompress))
+                    .unwrap_or_else(|e| panic!("{codec:?}: {e:#}"));
+            assert_eq!(set.compression as i16, codec.attribute());
+            assert_eq!(set.records.len(), input.len(), "{codec:?}");
+            for (i, (got, want)) in set.records.iter().zip(&input).enumerate() {
+                assert_eq!(got.offset, i as i64);
+                assert_eq!(got.timestamp, want.timestamp_ms, "{codec:?} #{i}");
+                assert_eq!(got.key, want.key);
+                assert_eq!(got.value, want.value);
+                assert_eq!(got.producer_id, 77);
+                assert_eq!(got.producer_epoch, 3);
+                assert_eq!(got.sequence, 1000 + i as i32);
+                let headers: Vec<(String, Option<Bytes>)> = got
+                    .headers
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), v.clone()))
+                    .collect();
+                assert_eq!(
+                    headers,
+                    vec![
+                        ("edge-offset".to_string(), Some(Bytes::from(i.to_string()))),
+                        ("empty".to_string(), Some(Bytes::new())),
+                    ]
+                );
+            }
+            assert!(bytes.is_empty(), "{codec:?}: trailing bytes");
+        }
+    }
+
+    #[test]
+    fn compression_shrinks_repetitive_records() {
+        let input = records(100);
+        let mut sizes = Vec::new();
+        for codec in [Compression::None, Compression::Lz4, Compression::Zstd] {
+            let mut out = BytesMut::new();
+            encode_batch(
+                &input,
+                codec,
+                BatchIdentity::default(),
+                &mut BytesMut::new(),
+                &mut out,
+            )
+            .unwrap();
+            sizes.push(out.len());
+        }
+        assert!(
+            sizes[1] < sizes[0] / 2 && sizes[2] < sizes[0] / 2,
+            "{sizes:?}"
+        );
+    }
+
+    #[test]
+    fn empty_batch_is_refused_and_varints_match_kafka() {
+        let err = encode_batch(
+            &[],
+            Compression::None,
+            BatchIdentity::default(),
+            &mut BytesMut::new(),
+            &mut BytesMut::new(),
+        );
+        assert!(matches!(err, Err(ProduceError::EmptyBatch)));
+        // Zigzag varints as in Kafka's ByteUtils.writeVarint.
+        let cases: [(i64, &[u8]); 5] = [
+            (0, &[0]),
+            (-1, &[1]),
+            (1, &[2]),
+            (63, &[0x7e]),
+            (64, &[0x80, 0x01]),
+        ];
+        for (v, want) in cases {
+            let mut b = BytesMut::new();
+            put_varint(&mut b, v);
+            assert_eq!(&b[..], want, "{v}");
+            assert_eq!(varint_len(v), want.len());
+        }
+        assert_eq!(varint_len(i64::MIN), 10);
+    }
+}

@@ -1,0 +1,822 @@
+//! `[[route]]` entries: which records go to which Kafka topic, with which key.
+//!
+//! A route has exactly one filter: an MQTT topic filter (`mqtt = "a/+/b/#"`, `+` one level,
+//! `#` the rest, zero or more levels) or a NATS subject pattern (`nats = "a.*.b.>"`, `*` one
+//! token, `>` one or more remaining tokens). An MQTT filter matches records that came in over
+//! MQTT, a NATS pattern those that came in over NATS (cross-protocol topic translation is the
+//! router's job, not the bridge's). As in MQTT, wildcards at the first level do not match
+//! topics starting with `$`. Routes are tried in config order; the first match wins.
+//!
+//! The key template mixes literal text with `{topic.N}` (the N-th topic level / subject token,
+//! 1-based), `{client_id}` and `{node.id}`; `{{` and `}}` are literal braces. A level the topic
+//! does not have renders as empty text. No `key` means a null key (see
+//! [`crate::partition::NullKeyPartitioner`]). `partition = N` pins every record of the route to
+//! one partition instead of hashing the key.
+//!
+//! Every validation error names the offending field (`route[2].key`) for `edge-broker check`.
+
+use thiserror::Error;
+
+use crate::headers::Source;
+
+/// Longest Kafka topic name the broker accepts.
+pub const MAX_KAFKA_TOPIC_LEN: usize = 249;
+
+/// One `[[route]]` table as written in the config file.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RouteConfig {
+    /// MQTT topic filter (exclusive with `nats`).
+    pub mqtt: Option<String>,
+    /// NATS subject pattern (exclusive with `mqtt`).
+    pub nats: Option<String>,
+    /// Destination Kafka topic.
+    pub kafka_topic: String,
+    /// Key template; `None` sends records with a null key.
+    pub key: Option<String>,
+    /// Fixed partition overriding the key hash.
+    pub partition: Option<i32>,
+}
+
+/// A route that failed validation; `field` is the config path, e.g. `route[0].mqtt`.
+#[derive(Debug, Error, Clone, PartialEq, Eq)]
+pub enum RouteError {
+    /// Neither `mqtt` nor `nats` was given.
+    #[error("{field}: a route needs one of `mqtt` or `nats`")]
+    NoFilter {
+        /// Config path of the route.
+        field: String,
+    },
+    /// Both `mqtt` and `nats` were given.
+    #[error("{field}: a route takes `mqtt` or `nats`, not both")]
+    BothFilters {
+        /// Config path of the route.
+        field: String,
+    },
+    /// The topic filter / subject pattern is malformed.
+    #[error("{field}: invalid filter {pattern:?}: {reason}")]
+    BadFilter {
+        /// Config path of the bad field.
+        field: String,
+        /// The filter as written.
+        pattern: String,
+        /// What is wrong with it.
+        reason: &'static str,
+    },
+    /// The Kafka topic name is not one Kafka accepts.
+    #[error("{field}: invalid Kafka topic {topic:?}: {reason}")]
+    BadKafkaTopic {
+        /// Config path of the bad field.
+        field: String,
+        /// The topic as written.
+        topic: String,
+        /// What is wrong with it.
+        reason: &'static str,
+    },
+    /// The key template does not parse or refers to something that cannot exist.
+    #[error("{field}: invalid key template {template:?}: {reason}")]
+    BadKey {
+        /// Config path of the bad field.
+        field: String,
+        /// The template as written.
+        template: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// The partition override is negative.
+    #[error("{field}: partition must be >= 0, got {partition}")]
+    BadPartition {
+        /// Config path of the bad field.
+        field: String,
+        /// The value given.
+        partition: i32,
+    },
+}
+
+/// A compiled topic filter.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Filter {
+    /// MQTT topic filter, split into levels.
+    Mqtt(Vec<Level>),
+    /// NATS subject pattern, split into tokens.
+    Nats(Vec<Level>),
+}
+
+/// One level of a filter.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Level {
+    /// Matches exactly this text.
+    Literal(String),
+    /// `+` / `*`: any single level.
+    One,
+    /// `#` / `>`: the remaining levels (MQTT: zero or more, NATS: one or more).
+    Rest,
+}
+
+/// One piece of a key template.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KeyPart {
+    /// Text copied as is.
+    Literal(String),
+    /// `{topic.N}`, stored 0-based.
+    TopicLevel(usize),
+    /// `{client_id}`.
+    ClientId,
+    /// `{node.id}`.
+    NodeId,
+}
+
+/// A parsed key template.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyTemplate {
+    parts: Vec<KeyPart>,
+}
+
+/// A validated route.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Route {
+    /// What it matches.
+    pub filter: Filter,
+    /// Destination Kafka topic.
+    pub kafka_topic: String,
+    /// Key template, if records get a key.
+    pub key: Option<KeyTemplate>,
+    /// Fixed partition, if set.
+    pub partition: Option<i32>,
+}
+
+/// All routes of a config, in order; the first match wins.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Routes {
+    routes: Vec<Route>,
+}
+
+impl Routes {
+    /// Validates every route; the error names the first bad field.
+    pub fn compile(configs: &[RouteConfig]) -> Result<Self, RouteError> {
+        let routes = configs
+            .iter()
+            .enumerate()
+            .map(|(i, c)| Route::compile(i, c))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Self { routes })
+    }
+
+    /// The first route matching a record from `source` on `topic`.
+    pub fn find(&self, source: Source, topic: &str) -> Option<&Route> {
+        self.routes.iter().find(|r| r.matches(source, topic))
+    }
+
+    /// The routes in config order.
+    pub fn iter(&self) -> impl Iterator<Item = &Route> {
+        self.routes.iter()
+    }
+
+    /// Number of routes.
+    pub fn len(&self) -> usize {
+        self.routes.len()
+    }
+
+    /// True when no route is configured.
+    pub fn is_empty(&self) -> bool {
+        self.routes.is_empty()
+    }
+}
+
+impl Route {
+    /// Validates the `index`-th `[[route]]` table.
+    pub fn compile(index: usize, config: &RouteConfig) -> Result<Self, RouteError> {
+        let at = |name: &str| format!("route[{index}].{name}");
+        let filter = match (&config.mqtt, &config.nats) {
+            (Some(f), None) => parse_mqtt_filter(f).map_err(|reason| RouteError::BadFilter {
+                field: at("mqtt"),
+                pattern: f.clone(),
+                reason,
+            })?,
+            (None, Some(p)) => parse_nats_pattern(p).map_err(|reason| RouteError::BadFilter {
+                field: at("nats"),
+                pattern: p.clone(),
+                reason,
+            })?,
+            (None, None) => {
+                return Err(RouteError::NoFilter {
+                    field: format!("route[{index}]"),
+                });
+            }
+            (Some(_), Some(_)) => {
+                return Err(RouteError::BothFilters {
+                    field: format!("route[{index}]"),
+                });
+            }
+        };
+        validate_kafka_topic(&config.kafka_topic).map_err(|reason| RouteError::BadKafkaTopic {
+            field: at("kafka_topic"),
+            topic: config.kafka_topic.clone(),
+            reason,
+        })?;
+        let key = match &config.key {
+            None => None,
+            Some(t) => {
+                let template = KeyTemplate::parse(t).map_err(|reason| RouteError::BadKey {
+                    field: at("key"),
+                    template: t.clone(),
+                    reason,
+                })?;
+                if let Some(max) = filter.max_levels() {
+                    if let Some(n) = template.max_topic_level() {
+                        if n >= max {
+                            return Err(RouteError::BadKey {
+                                field: at("key"),
+                                template: t.clone(),
+                                reason: format!(
+                                    "{{topic.{}}} but the filter only matches topics of {max} levels",
+                                    n + 1
+                                ),
+                            });
+                        }
+                    }
+                }
+                Some(template)
+            }
+        };
+        if let Some(p) = config.partition {
+            if p < 0 {
+                return Err(RouteError::BadPartition {
+                    field: at("partition"),
+                    partition: p,
+                });
+            }
+        }
+        Ok(Self {
+            filter,
+            kafka_topic: config.kafka_topic.clone(),
+            key,
+            partition: config.partition,
+        })
+    }
+
+    /// True if this route takes a record from `source` published on `topic`.
+    pub fn matches(&self, source: Source, topic: &str) -> bool {
+        match (&self.filter, source) {
+            (Filter::Mqtt(levels), Source::Mqtt) => match_levels(levels, topic.split('/'), true),
+            (Filter::Nats(levels), Source::Nats) => match_levels(levels, topic.split('.'), false),
+            _ => false,
+        }
+    }
+
+    /// Renders the key for a record into `out` (cleared first); false when the route has no key.
+    pub fn render_key(
+        &self,
+        source: Source,
+        topic: &str,
+        client_id: &str,
+        node_id: &str,
+        out: &mut Vec<u8>,
+    ) -> bool {
+        out.clear();
+        match &self.key {
+            None => false,
+            Some(t) => {
+                t.render(source, topic, client_id, node_id, out);
+                true
+            }
+        }
+    }
+}
+
+impl Filter {
+    /// The number of levels every matching topic has, when fixed (no `#` / `>`).
+    pub fn max_levels(&self) -> Option<usize> {
+        let levels = match self {
+            Filter::Mqtt(l) | Filter::Nats(l) => l,
+        };
+        if levels.contains(&Level::Rest) {
+            None
+        } else {
+            Some(levels.len())
+        }
+    }
+}
+
+impl KeyTemplate {
+    /// Parses `{topic.N}`, `{client_id}`, `{node.id}`, `{{`, `}}` and literal text.
+    pub fn parse(template: &str) -> Result<Self, String> {
+        let mut parts = Vec::new();
+        let mut literal = String::new();
+        let mut rest = template;
+        let mut pos = 0;
+        while let Some(idx) = rest.find(['{', '}']) {
+            literal.push_str(&rest[..idx]);
+            let brace = rest.as_bytes()[idx];
+            let after = &rest[idx + 1..];
+            if brace == b'{' {
+                if let Some(more) = after.strip_prefix('{') {
+                    literal.push('{');
+                    rest = more;
+                    pos += idx + 2;
+                    continue;
+                }
+                let Some(end) = after.find('}') else {
+                    return Err(format!("unclosed '{{' at byte {}", pos + idx));
+                };
+                let part = parse_placeholder(&after[..end])?;
+                if !literal.is_empty() {
+                    parts.push(KeyPart::Literal(std::mem::take(&mut literal)));
+                }
+                parts.push(part);
+                rest = &after[end + 1..];
+                pos += idx + end + 2;
+            } else {
+                if let Some(more) = after.strip_prefix('}') {
+                    literal.push('}');
+                    rest = more;
+                    pos += idx + 2;
+                    continue;
+                }
+                return Err(format!(
+                    "unmatched '}}' at byte {} (write '}}}}' for a literal brace)",
+                    pos + idx
+                ));
+            }
+        }
+        literal.push_str(rest);
+        if !literal.is_empty() {
+            parts.push(KeyPart::Literal(literal));
+        }
+        if parts.is_empty() {
+            return Err("empty template (leave `key` out for a null key)".into());
+        }
+        Ok(Self { parts })
+    }
+
+    /// The pieces, in order.
+    pub fn parts(&self) -> &[KeyPart] {
+        &self.parts
+    }
+
+    /// Highest 0-based topic level referenced, if any.
+    pub fn max_topic_level(&self) -> Option<usize> {
+        self.parts
+            .iter()
+            .filter_map(|p| match p {
+                KeyPart::TopicLevel(n) => Some(*n),
+                _ => None,
+            })
+            .max()
+    }
+
+    /// Appends the rendered key to `out`; missing topic levels render as nothing.
+    pub fn render(
+        &self,
+        source: Source,
+        topic: &str,
+        client_id: &str,
+        node_id: &str,
+        out: &mut Vec<u8>,
+    ) {
+        let sep = match source {
+            Source::Mqtt => '/',
+            Source::Nats => '.',
+        };
+        for part in &self.parts {
+            match part {
+                KeyPart::Literal(s) => out.extend_from_slice(s.as_bytes()),
+                KeyPart::TopicLevel(n) => {
+                    if let Some(level) = topic.split(sep).nth(*n) {
+                        out.extend_from_slice(level.as_bytes());
+                    }
+                }
+                KeyPart::ClientId => out.extend_from_slice(client_id.as_bytes()),
+                KeyPart::NodeId => out.extend_from_slice(node_id.as_bytes()),
+            }
+        }
+    }
+}
+
+fn parse_placeholder(name: &str) -> Result<KeyPart, String> {
+    match name {
+        "client_id" => Ok(KeyPart::ClientId),
+        "node.id" => Ok(KeyPart::NodeId),
+        _ => {
+            let Some(n) = name.strip_prefix("topic.") else {
+                return Err(format!(
+                    "unknown placeholder {{{name}}}; use {{topic.N}}, {{client_id}} or {{node.id}}"
+                ));
+            };
+            match n.parse::<usize>() {
+                Ok(n) if n >= 1 => Ok(KeyPart::TopicLevel(n - 1)),
+                _ => Err(format!(
+                    "{{topic.{n}}}: N must be a whole number from 1 (levels count from 1)"
+                )),
+            }
+        }
+    }
+}
+
+fn parse_mqtt_filter(filter: &str) -> Result<Filter, &'static str> {
+    if filter.is_empty() {
+        return Err("empty filter");
+    }
+    if filter.contains('\0') {
+        return Err("contains a NUL character");
+    }
+    let raw: Vec<&str> = filter.split('/').collect();
+    let mut levels = Vec::with_capacity(raw.len());
+    for (i, level) in raw.iter().enumerate() {
+        levels.push(match *level {
+            "+" => Level::One,
+            "#" if i + 1 == raw.len() => Level::Rest,
+            "#" => return Err("'#' must be the last level"),
+            l if l.contains('+') || l.contains('#') => {
+                return Err("'+' and '#' must occupy a whole level");
+            }
+            l => Level::Literal(l.to_owned()),
+        });
+    }
+    Ok(Filter::Mqtt(levels))
+}
+
+fn parse_nats_pattern(pattern: &str) -> Result<Filter, &'static str> {
+    if pattern.is_empty() {
+        return Err("empty subject pattern");
+    }
+    if pattern.chars().any(|c| c.is_whitespace()) {
+        return Err("subjects cannot contain whitespace");
+    }
+    let raw: Vec<&str> = pattern.split('.').collect();
+    let mut tokens = Vec::with_capacity(raw.len());
+    for (i, token) in raw.iter().enumerate() {
+        tokens.push(match *token {
+            "" => return Err("empty token (leading, trailing or double '.')"),
+            "*" => Level::One,
+            ">" if i + 1 == raw.len() => Level::Rest,
+            ">" => return Err("'>' must be the last token"),
+            t => Level::Literal(t.to_owned()),
+        });
+    }
+    Ok(Filter::Nats(tokens))
+}
+
+fn validate_kafka_topic(topic: &str) -> Result<(), &'static str> {
+    if topic.is_empty() {
+        return Err("empty");
+    }
+    if topic == "." || topic == ".." {
+        return Err("'.' and '..' are not allowed");
+    }
+    if topic.len() > MAX_KAFKA_TOPIC_LEN {
+        return Err("longer than 249 characters");
+    }
+    if !topic
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'_' || b == b'-')
+    {
+        return Err("only ASCII letters, digits, '.', '_' and '-' are allowed");
+    }
+    Ok(())
+}
+
+/// Matches topic levels against filter levels. `mqtt` selects MQTT semantics: `#` also
+/// matches zero levels (`a/#` matches `a`), and `>` (NATS) needs at least one token.
+fn match_levels<'a>(
+    filter: &[Level],
+    mut topic: impl Iterator<Item = &'a str>,
+    mqtt: bool,
+) -> bool {
+    for (i, level) in filter.iter().enumerate() {
+        match level {
+            Level::Rest => {
+                let next = topic.next();
+                if i == 0 && next.is_some_and(|l| l.starts_with('$')) {
+                    return false;
+                }
+                return next.is_some() || mqtt;
+            }
+            Level::One => match topic.next() {
+                Some(l) if i == 0 && l.starts_with('$') => return false,
+                Some(_) => {}
+                None => return false,
+            },
+            Level::Literal(lit) => match topic.next() {
+                Some(l) if l == lit => {}
+                _ => return false,
+            },
+        }
+    }
+    topic.next().is_none()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn mqtt(f: &str) -> Route {
+        Route::compile(
+            0,
+            &RouteConfig {
+                mqtt: Some(f.into()),
+                kafka_topic: "t".into(),
+                ..Default::default()
+            },
+        )
+        .unwrap()
+    }
+
+    fn nats(p: &str) -> Route {
+        Route::compile(
+            0,
+            &RouteConfig {
+                nats: Some(p.into()),
+                kafka_topic: "t".into(),
+                ..Default::default()
+            },
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn mqtt_filters_match_like_the_spec() {
+        let cases: &[(&str, &str, bool)] = &[
+            ("sensors/+/temperature", "sensors/a/temperature", true),
+            ("sensors/+/temperature", "sensors//temperature", true),
+            ("sensors/+/temperature", "sensors/a/b/temperature", false),
+            ("sensors/+/temperature", "sensors/a/temperature/x", false),
+            ("sensors/#", "sensors", true),
+            ("sensors/#", "sensors/a/b/c", true),
+            ("sensors/#", "sensor", false),
+            ("#", "a/b", true),
+            ("#", "$SYS/x", false),
+            ("+/x", "$SYS/x", false),
+            ("$SYS/#", "$SYS/x", true),
+            ("a/b", "a/b", true),
+            ("a/b", "a/b/", false),
+            ("+", "", true),
+        ];
+        for (f, t, want) in cases {
+            assert_eq!(mqtt(f).matches(Source::Mqtt, t), *want, "{f} vs {t}");
+        }
+        assert!(
+            !mqtt("#").matches(Source::Nats, "a"),
+            "MQTT route must not take NATS records"
+        );
+    }
+
+    #[test]
+    fn nats_patterns_match_like_the_server() {
+        let cases: &[(&str, &str, bool)] = &[
+            ("sensors.*.humidity", "sensors.a.humidity", true),
+            ("sensors.*.humidity", "sensors.a.b.humidity", false),
+            ("sensors.>", "sensors.a", true),
+            ("sensors.>", "sensors.a.b", true),
+            ("sensors.>", "sensors", false),
+            (">", "a", true),
+            ("a.b", "a.b.c", false),
+        ];
+        for (p, s, want) in cases {
+            assert_eq!(nats(p).matches(Source::Nats, s), *want, "{p} vs {s}");
+        }
+        assert!(!nats(">").matches(Source::Mqtt, "a"));
+    }
+
+    #[test]
+    fn bad_filters_name_the_field() {
+        let bad_mqtt = ["", "a/#/b", "a/b+", "a#", "x\0"];
+        for f in bad_mqtt {
+            let err = Route::compile(
+                3,
+                &RouteConfig {
+                    mqtt: Some(f.into()),
+                    kafka_topic: "t".into(),
+                    ..Default::default()
+                },
+            )
+            .unwrap_err();
+            assert!(
+                matches!(&err, RouteError::BadFilter { field, .. } if field == "route[3].mqtt"),
+                "{f}: {err}"
+            );
+        }
+        for p in ["", "a..b", ".a", "a.", "a.>.b", "a b"] {
+            let err = Route::compile(
+                1,
+                &RouteConfig {
+                    nats: Some(p.into()),
+                    kafka_topic: "t".into(),
+                    ..Default::default()
+                },
+            )
+            .unwrap_err();
+            assert!(err.to_string().starts_with("route[1].nats: "), "{p}: {err}");
+        }
+        let both = RouteConfig {
+            mqtt: Some("a".into()),
+            nats: Some("a".into()),
+            kafka_topic: "t".into(),
+            ..Default::default()
+        };
+        assert_eq!(
+            Route::compile(0, &both),
+            Err(RouteError::BothFilters {
+                field: "route[0]".into()
+            })
+        );
+        let none = RouteConfig {
+            kafka_topic: "t".into(),
+            ..Default::default()
+        };
+        assert_eq!(
+            Route::compile(0, &none),
+            Err(RouteError::NoFilter {
+                field: "route[0]".into()
+            })
+        );
+    }
+
+    #[test]
+    fn kafka_topic_and_partition_are_validated() {
+        for t in ["", ".", "..", "a b", "a/b", &"x".repeat(250)] {
+            let err = Route::compile(
+                2,
+                &RouteConfig {
+                    mqtt: Some("a".into()),
+                    kafka_topic: t.to_string(),
+                    ..Default::default()
+                },
+            )
+            .unwrap_err();
+            assert!(
+                err.to_string().starts_with("route[2].kafka_topic: "),
+                "{t}: {err}"
+            );
+        }
+        let ok = Route::compile(
+            0,
+            &RouteConfig {
+                mqtt: Some("a".into()),
+                kafka_topic: "Sensor_temp-1.v2".into(),
+                partition: Some(3),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        assert_eq!(ok.partition, Some(3));
+        let err = Route::compile(
+            5,
+            &RouteConfig {
+                mqtt: Some("a".into()),
+                kafka_topic: "t".into(),
+                partition: Some(-1),
+                ..Default::default()
+            },
+        )
+        .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "route[5].partition: partition must be >= 0, got -1"
+        );
+    }
+
+    #[test]
+    fn key_templates_parse_and_render() {
+        let t = KeyTemplate::parse("{node.id}/{topic.2}-{client_id}{{x}}").unwrap();
+        assert_eq!(
+            t.parts(),
+            &[
+                KeyPart::NodeId,
+                KeyPart::Literal("/".into()),
+                KeyPart::TopicLevel(1),
+                KeyPart::Literal("-".into()),
+                KeyPart::ClientId,
+                KeyPart::Literal("{x}".into()),
+            ]
+        );
+        let mut out = Vec::new();
+        t.render(
+            Source::Mqtt,
+            "sensors/dev7/temperature",
+            "c9",
+            "gw-01",
+            &mut out,
+        );
+        assert_eq!(out, b"gw-01/dev7-c9{x}");
+        out.clear();
+        t.render(Source::Nats, "sensors.dev8.humidity", "c", "n", &mut out);
+        assert_eq!(out, b"n/dev8-c{x}");
+        out.clear();
+        KeyTemplate::parse("{topic.5}|")
+            .unwrap()
+            .render(Source::Mqtt, "a/b", "", "", &mut out);
+        assert_eq!(out, b"|", "missing levels render empty");
+        let r = Route::compile(
+            0,
+            &RouteConfig {
+                mqtt: Some("sensors/+/t".into()),
+                kafka_topic: "t".into(),
+                key: Some("{topic.2}".into()),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        let mut key = Vec::new();
+        assert!(r.render_key(Source::Mqtt, "sensors/dev1/t", "c", "n", &mut key));
+        assert_eq!(key, b"dev1");
+        assert!(!mqtt("a").render_key(Source::Mqtt, "a", "c", "n", &mut key));
+        assert!(key.is_empty());
+    }
+
+    #[test]
+    fn bad_key_templates_name_the_field_and_reason() {
+        let cases = [
+            ("{topic.0}", "N must be a whole number from 1"),
+            ("{topic.x}", "N must be a whole number from 1"),
+            ("{nodeid}", "unknown placeholder {nodeid}"),
+            ("{topic.1", "unclosed '{'"),
+            ("a}b", "unmatched '}'"),
+            ("", "empty template"),
+            ("{topic.4}", "only matches topics of 3 levels"),
+        ];
+        for (tpl, reason) in cases {
+            let err = Route::compile(
+                7,
+                &RouteConfig {
+                    mqtt: Some("a/+/c".into()),
+                    kafka_topic: "t".into(),
+                    key: Some(tpl.into()),
+                    ..Default::default()
+                },
+            )
+            .unwrap_err();
+            let msg = err.to_string();
+            assert!(msg.starts_with("route[7].key: "), "{tpl}: {msg}");
+            assert!(msg.contains(reason), "{tpl}: {msg}");
+        }
+        // With '#' the level count is open, so a high level is fine.
+        assert!(
+            Route::compile(
+                0,
+                &RouteConfig {
+                    mqtt: Some("a/#".into()),
+                    kafka_topic: "t".into(),
+                    key: Some("{topic.9}".into()),
+                    ..Default::default()
+                },
+            )
+            .is_ok()
+        );
+    }
+
+    #[test]
+    fn first_matching_route_wins() {
+        let routes = Routes::compile(&[
+            RouteConfig {
+                mqtt: Some("s/+/temp".into()),
+                kafka_topic: "temp".into(),
+                ..Default::default()
+            },
+            RouteConfig {
+                mqtt: Some("s/#".into()),
+                kafka_topic: "all".into(),
+                ..Default::default()
+            },
+            RouteConfig {
+                nats: Some("s.>".into()),
+                kafka_topic: "nats".into(),
+                ..Default::default()
+            },
+        ])
+        .unwrap();
+        assert_eq!(routes.len(), 3);
+        assert_eq!(
+            routes
+                .find(Source::Mqtt, "s/1/temp")
+                .map(|r| r.kafka_topic.as_str()),
+            Some("temp")
+        );
+        assert_eq!(
+            routes
+                .find(Source::Mqtt, "s/1/hum")
+                .map(|r| r.kafka_topic.as_str()),
+            Some("all")
+        );
+        assert_eq!(
+            routes
+                .find(Source::Nats, "s.1")
+                .map(|r| r.kafka_topic.as_str()),
+            Some("nats")
+        );
+        assert!(routes.find(Source::Nats, "x.1").is_none());
+        let err = Routes::compile(&[
+            RouteConfig {
+                mqtt: Some("a".into()),
+                kafka_topic: "t".into(),
+                ..Default::default()
+            },
+            RouteConfig {
+                mqtt: Some("a".into()),
+                kafka_topic: "bad topic".into(),
+                ..Default::default()
+            },
+        ])
+        .unwrap_err();
+        assert!(err.to_string().starts_with("route[1].kafka_topic"));
+    }
+}

