@@ -8,12 +8,21 @@
 //! - [`notify`]: systemd's sd_notify protocol (READY, STATUS, WATCHDOG, STOPPING).
 //! - [`metrics`]: Prometheus text and the `/metrics` + `/healthz` endpoint.
 //! - [`router`]: subscription filters and the subscription tree shared by MQTT and NATS.
+//! - [`message`]: the protocol-neutral message delivered to subscribers.
+//! - [`hub`]: all live subscriptions and fan-out into subscribers' bounded mailboxes.
+//! - [`mqtt`]: the MQTT 3.1.1/5 server (sessions, retained messages, wills, durable acks).
+//! - [`state_file`]: crash-safe small state files (sessions, retained messages).
 //! - [`app`]: the running broker: data-dir lock, log recovery, serve, drain.
 
+pub mod app;
 pub mod cli;
 pub mod config;
+pub mod hub;
 pub mod logging;
+pub mod message;
 pub mod metrics;
+pub mod mqtt;
 pub mod notify;
 pub mod router;
 pub mod shutdown;
+pub mod state_file;

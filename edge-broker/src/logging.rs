@@ -1,5 +1,7 @@
 //! Diagnostics through `tracing`: plain lines for journald, timestamps on a terminal, JSON by option.
 
+use std::io::IsTerminal;
+
 use tracing_subscriber::EnvFilter;
 
 /// Installs the global subscriber.
@@ -18,6 +20,7 @@ pub fn init() {
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_target(false);
     let json = std::env::var("EDGE_BROKER_LOG_FORMAT").is_ok_and(|f| f == "json");
     let journald = std::env::var_os("JOURNAL_STREAM").is_some();

@@ -1,2 +1,82 @@
-//! The `edge-broker` binary.
-fn main() {}
+//! The `edge-broker` binary: parses the command line and runs or checks a configuration.
+
+use std::path::Path;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::Parser;
+use edge_broker::cli::{Cli, Command};
+use edge_broker::config::{Config, LONG_FSYNC_INTERVAL};
+use tokio_util::sync::CancellationToken;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command.unwrap_or(Command::Run) {
+        Command::Check => check(cli.config.as_deref()),
+        Command::Run => {
+            edge_broker::logging::init();
+            match run(cli.config.as_deref()) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(err) => {
+                    tracing::error!("{err:#}");
+                    eprintln!("edge-broker: {err:#}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+    }
+}
+
+/// `edge-broker check --config FILE`: prints what is wrong (naming the field) or a summary.
+fn check(path: Option<&Path>) -> ExitCode {
+    let Some(path) = path else {
+        eprintln!("edge-broker check: no configuration given: use --config FILE");
+        return ExitCode::from(2);
+    };
+    match Config::load(path) {
+        Ok(config) => {
+            println!(
+                "{}: ok (node {}, data in {}, fsync {:?}, when_full {:?})",
+                path.display(),
+                config.node.id,
+                config.node.data_dir.display(),
+                config.log.fsync,
+                config.log.when_full
+            );
+            if let edge_log::FsyncPolicy::Interval(interval) = config.log.fsync
+                && interval > LONG_FSYNC_INTERVAL
+            {
+                println!(
+                    "warning: log.fsync interval {interval:?}: devices are acknowledged up to that long before their events are on disk"
+                );
+            }
+            ExitCode::SUCCESS
+        }
+        Err(err) => {
+            eprintln!("edge-broker check: {err}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(path: Option<&Path>) -> anyhow::Result<()> {
+    let config = match path {
+        Some(path) => Config::load(path)?,
+        None => {
+            tracing::info!("no --config given: running on built-in defaults");
+            Config::default()
+        }
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("edge-broker")
+        .build()
+        .context("cannot start the tokio runtime")?;
+    runtime.block_on(async {
+        let shutdown = CancellationToken::new();
+        edge_broker::shutdown::spawn_signal_listener(shutdown.clone())
+            .context("cannot install signal handlers")?;
+        edge_broker::app::run(config, shutdown).await?;
+        Ok(())
+    })
+}

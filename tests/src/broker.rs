@@ -61,10 +61,22 @@ impl Broker {
 
     /// Starts a broker without waiting for it to become ready.
     pub fn spawn_in(dir: &Path, config_body: &str) -> Broker {
+        Broker::spawn_with_env(dir, config_body, &[])
+    }
+
+    /// Starts a broker with extra environment variables, without waiting for it to be ready.
+    ///
+    /// Unless `config_body` has a `[metrics]` section, the endpoint listens on an ephemeral port.
+    pub fn spawn_with_env(dir: &Path, config_body: &str, env: &[(&str, &str)]) -> Broker {
         let config = dir.join("edge-broker.toml");
         let data = dir.join("data");
+        let metrics = if config_body.contains("[metrics]") {
+            ""
+        } else {
+            "[metrics]\nlisten = \"127.0.0.1:0\"\n"
+        };
         let text = format!(
-            "[node]\nid = \"test-gw\"\ndata_dir = \"{}\"\n\n{config_body}",
+            "[node]\nid = \"test-gw\"\ndata_dir = \"{}\"\n\n{metrics}{config_body}",
             data.display()
         );
         std::fs::write(&config, text).expect("write config");
@@ -73,6 +85,8 @@ impl Broker {
             .arg(&config)
             .env("RUST_LOG", "info")
             .env_remove("JOURNAL_STREAM")
+            .env_remove("NOTIFY_SOCKET")
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -104,6 +118,16 @@ impl Broker {
     /// The data directory (`<dir>/data`).
     pub fn data_dir(&self) -> PathBuf {
         self.dir.join("data")
+    }
+
+    /// The address a listener bound, from its `listening on ADDR listener="FIELD"` log line.
+    pub fn listen_addr(&self, field: &str) -> std::net::SocketAddr {
+        let line = self.wait_for_line(&format!("listener=\"{field}\""), READY_TIMEOUT);
+        line.split("listening on ")
+            .nth(1)
+            .and_then(|rest| rest.split_whitespace().next())
+            .and_then(|addr| addr.parse().ok())
+            .unwrap_or_else(|| panic!("no address in log line {line:?}"))
     }
 
     /// The process id.

@@ -507,7 +507,6 @@ impl Log {
                 reason: e.to_string(),
             })?;
         let queue_bytes = QUEUE_BYTES.max(u64::from(config.max_record_bytes) + 64) as usize;
-        tracing::info!("{report}");
         Ok((
             Log {
                 inner: Arc::new(LogInner {

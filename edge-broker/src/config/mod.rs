@@ -9,6 +9,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use edge_bridge::route::{RouteConfig, RouteError, Routes};
 use edge_log::{FsyncPolicy, LogConfig, WhenFull};
 use serde::{Deserialize, Deserializer, de};
 
@@ -35,6 +36,14 @@ pub enum ConfigError {
         /// What is wrong with it.
         message: String,
     },
+    /// A `[[route]]` entry is invalid.
+    #[error("{}{error}", path.as_ref().map(|p| format!("{}: ", p.display())).unwrap_or_default())]
+    Route {
+        /// What is wrong with the route.
+        error: RouteError,
+        /// The file it came from, when known.
+        path: Option<PathBuf>,
+    },
     /// The values parse but do not make sense together.
     #[error("{}{field}: {message}", path.as_ref().map(|p| format!("{}: ", p.display())).unwrap_or_default())]
     Invalid {
@@ -54,6 +63,7 @@ impl ConfigError {
             ConfigError::Read { .. } => "(file)",
             ConfigError::Parse { field, .. } => field,
             ConfigError::Invalid { field, .. } => field,
+            ConfigError::Route { error, .. } => route_error_field(error),
         }
     }
 }
@@ -66,8 +76,90 @@ pub struct Config {
     pub node: NodeConfig,
     /// `[log]`: the durable event log.
     pub log: LogSection,
+    /// `[mqtt]`: the MQTT listener and its limits.
+    pub mqtt: MqttSection,
     /// `[metrics]`: the Prometheus and health endpoint.
     pub metrics: MetricsSection,
+    /// `[[route]]`: which published topics are stored and forwarded to which Kafka topic.
+    #[serde(rename = "route")]
+    pub routes: Vec<RouteSection>,
+}
+
+/// One `[[route]]`: an MQTT topic filter or NATS subject pattern → a Kafka topic and key.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteSection {
+    /// MQTT topic filter (`sensors/+/temperature`); exclusive with `nats`.
+    pub mqtt: Option<String>,
+    /// NATS subject pattern (`sensors.*.humidity`); exclusive with `mqtt`.
+    pub nats: Option<String>,
+    /// Destination Kafka topic.
+    pub kafka_topic: String,
+    /// Key template: `{topic.N}`, `{client_id}`, `{node.id}` and literal text; none = null key.
+    pub key: Option<String>,
+    /// Fixed partition instead of hashing the key.
+    pub partition: Option<i32>,
+}
+
+impl RouteSection {
+    fn to_route_config(&self) -> RouteConfig {
+        RouteConfig {
+            mqtt: self.mqtt.clone(),
+            nats: self.nats.clone(),
+            kafka_topic: self.kafka_topic.clone(),
+            key: self.key.clone(),
+            partition: self.partition,
+        }
+    }
+}
+
+/// `[mqtt]`: the MQTT 3.1.1/5 listener and its limits.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MqttSection {
+    /// Serve MQTT at all.
+    pub enabled: bool,
+    /// Address to listen on (port 0 picks a free port, logged at startup).
+    pub listen: SocketAddr,
+    /// Most simultaneous client connections; more are refused with "server busy".
+    pub max_connections: usize,
+    /// Largest packet accepted from a client (advertised as Maximum Packet Size).
+    pub max_packet_size: ByteSize,
+    /// QoS 1/2 publishes a client may have unacknowledged (advertised as Receive Maximum).
+    pub max_inflight: u16,
+    /// Messages queued per session for a slow or offline client; more are dropped and counted.
+    pub max_queued_messages: usize,
+    /// Longest keep alive a client may choose (`"0s"` = no limit); longer ones are lowered.
+    pub max_keep_alive: HumanDuration,
+    /// Longest session expiry a client may ask for; 3.1.1 persistent sessions get this.
+    pub max_session_expiry: HumanDuration,
+    /// Topic aliases accepted per connection (MQTT 5).
+    pub topic_alias_maximum: u16,
+    /// Accept clients without a user name.
+    pub allow_anonymous: bool,
+    /// Time a new connection has to send CONNECT.
+    pub connect_timeout: HumanDuration,
+    /// Most retained topics kept.
+    pub max_retained: usize,
+}
+
+impl Default for MqttSection {
+    fn default() -> Self {
+        MqttSection {
+            enabled: true,
+            listen: SocketAddr::from(([127, 0, 0, 1], 1883)),
+            max_connections: 1000,
+            max_packet_size: ByteSize(1 << 20),
+            max_inflight: 100,
+            max_queued_messages: 1000,
+            max_keep_alive: HumanDuration(Duration::ZERO),
+            max_session_expiry: HumanDuration(Duration::from_secs(7 * 86_400)),
+            topic_alias_maximum: 16,
+            allow_anonymous: true,
+            connect_timeout: HumanDuration(Duration::from_secs(10)),
+            max_retained: 10_000,
+        }
+    }
 }
 
 /// `[metrics]`: where `GET /metrics` and `GET /healthz` are served.
@@ -238,6 +330,10 @@ impl Config {
                 field,
                 message,
             },
+            ConfigError::Route { error, .. } => ConfigError::Route {
+                error,
+                path: Some(origin.to_owned()),
+            },
             other => other,
         })?;
         Ok(config)
@@ -278,6 +374,38 @@ impl Config {
                 ),
             );
         }
+        let mqtt = &self.mqtt;
+        if mqtt.max_packet_size.bytes() < 64 || mqtt.max_packet_size.bytes() > 268_435_460 {
+            return invalid(
+                "mqtt.max_packet_size",
+                format!(
+                    "{} must be between 64B and 256MiB (the MQTT limit)",
+                    mqtt.max_packet_size
+                ),
+            );
+        }
+        if mqtt.max_inflight == 0 {
+            return invalid("mqtt.max_inflight", "must be at least 1".to_owned());
+        }
+        if mqtt.max_connections == 0 {
+            return invalid("mqtt.max_connections", "must be at least 1".to_owned());
+        }
+        if mqtt.max_keep_alive.0 > Duration::from_secs(u64::from(u16::MAX)) {
+            return invalid("mqtt.max_keep_alive", "must be at most 65535s".to_owned());
+        }
+        if mqtt.max_session_expiry.0 > Duration::from_secs(u64::from(u32::MAX)) {
+            return invalid(
+                "mqtt.max_session_expiry",
+                "must be at most 4294967295s".to_owned(),
+            );
+        }
+        if mqtt.connect_timeout.0.is_zero() {
+            return invalid(
+                "mqtt.connect_timeout",
+                "must be greater than zero".to_owned(),
+            );
+        }
+        self.compile_routes()?;
         if log.max_record_bytes.bytes() == 0
             || log.max_record_bytes.bytes() > log.segment_bytes.bytes() / 2
         {
@@ -290,6 +418,21 @@ impl Config {
             );
         }
         Ok(())
+    }
+
+    /// The compiled `[[route]]` entries.
+    pub fn compile_routes(&self) -> Result<Routes, ConfigError> {
+        let configs: Vec<RouteConfig> = self
+            .routes
+            .iter()
+            .map(RouteSection::to_route_config)
+            .collect();
+        Routes::compile(&configs).map_err(|error| ConfigError::Route { error, path: None })
+    }
+
+    /// Directory of the MQTT server's state (sessions, retained messages).
+    pub fn mqtt_state_dir(&self) -> PathBuf {
+        self.node.data_dir.join("mqtt")
     }
 
     /// Directory of the event log inside the data directory.
@@ -308,6 +451,18 @@ impl Config {
         config.fsync = self.log.fsync;
         config.when_full = self.log.when_full;
         config
+    }
+}
+
+/// The config path a route error is about (`route[2].key`).
+fn route_error_field(err: &RouteError) -> &str {
+    match err {
+        RouteError::NoFilter { field }
+        | RouteError::BothFilters { field }
+        | RouteError::BadFilter { field, .. }
+        | RouteError::BadKafkaTopic { field, .. }
+        | RouteError::BadKey { field, .. }
+        | RouteError::BadPartition { field, .. } => field,
     }
 }
 
@@ -407,6 +562,23 @@ mod tests {
         assert_eq!(err.field(), "log.max_bytes");
         let err = parse("[log]\nsegment_bytes = \"1KiB\"\n").unwrap_err();
         assert_eq!(err.field(), "log.segment_bytes");
+    }
+
+    #[test]
+    fn routes_parse_and_bad_routes_name_the_field() {
+        let config = parse(
+            "[[route]]\nmqtt = \"sensors/+/temperature\"\nkafka_topic = \"t\"\nkey = \"{topic.2}\"\n\
+             [[route]]\nnats = \"sensors.*.humidity\"\nkafka_topic = \"h\"\n",
+        )
+        .unwrap();
+        assert_eq!(config.compile_routes().unwrap().len(), 2);
+        let err = parse("[[route]]\nmqtt = \"a/#/b\"\nkafka_topic = \"t\"\n").unwrap_err();
+        assert_eq!(err.field(), "route[0].mqtt");
+        let err =
+            parse("[[route]]\nmqtt = \"a\"\nkafka_topic = \"t\"\nkey = \"{nope}\"\n").unwrap_err();
+        assert_eq!(err.field(), "route[0].key");
+        let err = parse("[[route]]\nmqtt = \"a\"\nkafka = \"t\"\n").unwrap_err();
+        assert!(err.to_string().contains("kafka"), "{err}");
     }
 
     #[test]

@@ -71,7 +71,7 @@ pub fn parse_size(text: &str) -> Result<u64, String> {
         .ok_or_else(|| format!("invalid size {text:?}: too large"))
 }
 
-/// Parses `"250ms"`, `"5s"`, `"2m"`, `"1h"`, `"100us"`; a bare `"0"` is zero.
+/// Parses `"250ms"`, `"5s"`, `"2m"`, `"1h"`, `"7d"`, `"100us"`; a bare `"0"` is zero.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let text = text.trim();
     if text == "0" {
@@ -82,7 +82,7 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
         .unwrap_or(text.len());
     let (number, unit) = text.split_at(split);
     let number: u64 = number.parse().map_err(|_| {
-        format!("invalid duration {text:?}: expected a number followed by us, ms, s, m or h")
+        format!("invalid duration {text:?}: expected a number followed by us, ms, s, m, h or d")
     })?;
     let duration = match unit.trim() {
         "us" => Duration::from_micros(number),
@@ -90,14 +90,15 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
         "s" => Duration::from_secs(number),
         "m" | "min" => Duration::from_secs(number.saturating_mul(60)),
         "h" => Duration::from_secs(number.saturating_mul(3600)),
+        "d" => Duration::from_secs(number.saturating_mul(86_400)),
         "" => {
             return Err(format!(
-                "invalid duration {text:?}: missing unit (us, ms, s, m or h)"
+                "invalid duration {text:?}: missing unit (us, ms, s, m, h or d)"
             ));
         }
         other => {
             return Err(format!(
-                "invalid duration {text:?}: unknown unit {other:?} (use us, ms, s, m or h)"
+                "invalid duration {text:?}: unknown unit {other:?} (use us, ms, s, m, h or d)"
             ));
         }
     };

@@ -1,0 +1,462 @@
+//! The running broker: takes the data directory, recovers the log, serves until cancelled,
+//! then drains within [`DRAIN_DEADLINE`](crate::shutdown::DRAIN_DEADLINE).
+
+use std::fs::{File, OpenOptions};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use edge_log::Log;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::Config;
+use crate::hub::Hub;
+use crate::metrics::{Observe, PromText};
+use crate::mqtt::MqttServer;
+use crate::notify::Notifier;
+use crate::shutdown::DRAIN_DEADLINE;
+
+/// Why the broker could not start or stop cleanly.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    /// The data directory could not be created or locked.
+    #[error("data directory {path}: {source}")]
+    DataDir {
+        /// The directory.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// Another process holds the data directory.
+    #[error(
+        "data directory {path} is in use by another edge-broker (lock file {lock} is held); \
+         two brokers on one log would corrupt it"
+    )]
+    DataDirInUse {
+        /// The directory.
+        path: PathBuf,
+        /// The lock file.
+        lock: PathBuf,
+    },
+    /// The log could not be opened or recovered.
+    #[error("cannot open the event log in {path}: {source}")]
+    OpenLog {
+        /// The log directory.
+        path: PathBuf,
+        /// What went wrong.
+        source: edge_log::LogError,
+    },
+    /// The log could not be flushed and closed during shutdown.
+    #[error("closing the event log failed: {0}")]
+    CloseLog(edge_log::LogError),
+    /// A listener could not be bound.
+    #[error("{field}: cannot listen on {addr}: {source}")]
+    Bind {
+        /// The config field naming the address.
+        field: &'static str,
+        /// The address.
+        addr: SocketAddr,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The configuration is invalid (caught by `check`, repeated here for `run`).
+    #[error(transparent)]
+    Config(crate::config::ConfigError),
+    /// The MQTT server could not restore its state.
+    #[error("MQTT server: {0}")]
+    Mqtt(crate::mqtt::MqttStartError),
+    /// A blocking task panicked or was cancelled.
+    #[error("internal task failed: {0}")]
+    Task(#[from] tokio::task::JoinError),
+}
+
+/// An exclusive lock on the data directory, held for the life of the process.
+#[derive(Debug)]
+pub struct DataDirLock {
+    _file: File,
+}
+
+impl DataDirLock {
+    /// Creates `dir` if needed and takes its `LOCK` file, failing if another process holds it.
+    pub fn acquire(dir: &Path) -> Result<DataDirLock, RunError> {
+        let io_error = |source| RunError::DataDir {
+            path: dir.to_owned(),
+            source,
+        };
+        std::fs::create_dir_all(dir).map_err(io_error)?;
+        let lock = dir.join("LOCK");
+        let file = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock)
+            .map_err(io_error)?;
+        match file.try_lock() {
+            Ok(()) => Ok(DataDirLock { _file: file }),
+            Err(std::fs::TryLockError::WouldBlock) => Err(RunError::DataDirInUse {
+                path: dir.to_owned(),
+                lock,
+            }),
+            Err(std::fs::TryLockError::Error(source)) => Err(io_error(source)),
+        }
+    }
+}
+
+/// How often `STATUS=` is refreshed for `systemctl status`.
+const STATUS_INTERVAL: Duration = Duration::from_secs(5);
+
+/// Runs the broker until `shutdown` is cancelled, then drains.
+pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunError> {
+    let notifier = Arc::new(Notifier::from_env());
+    let _lock = DataDirLock::acquire(&config.node.data_dir)?;
+    let log_config = config.log_config();
+    let log_dir = log_config.dir.clone();
+    let (log, report) = tokio::task::spawn_blocking(move || Log::open(log_config))
+        .await?
+        .map_err(|source| RunError::OpenLog {
+            path: log_dir.clone(),
+            source,
+        })?;
+    tracing::info!(dir = %log_dir.display(), "log recovered: {report}");
+    let routes = Arc::new(config.compile_routes().map_err(RunError::Config)?);
+    let hub = Arc::new(Hub::new());
+
+    let observer = Arc::new(Observer {
+        node_id: config.node.id.clone(),
+        log: log.clone(),
+        ready: AtomicBool::new(false),
+        mqtt: std::sync::Mutex::new(None),
+    });
+    if config.metrics.enabled {
+        let listener = bind("metrics.listen", config.metrics.listen).await?;
+        tokio::spawn(crate::metrics::serve(
+            listener,
+            Arc::clone(&observer) as Arc<dyn Observe>,
+            shutdown.clone(),
+        ));
+    }
+
+    let mut servers = Vec::new();
+    let mut mqtt = None;
+    if config.mqtt.enabled {
+        let state_dir = config.mqtt_state_dir();
+        let server = MqttServer::open(
+            config.mqtt.clone(),
+            Arc::clone(&hub),
+            log.clone(),
+            Arc::clone(&routes),
+            state_dir,
+        )
+        .map_err(RunError::Mqtt)?;
+        let listener = bind("mqtt.listen", config.mqtt.listen).await?;
+        servers.push(tokio::spawn(
+            Arc::clone(&server).serve(listener, shutdown.clone()),
+        ));
+        mqtt = Some(server);
+    }
+    *observer.mqtt.lock().unwrap_or_else(|p| p.into_inner()) = mqtt;
+
+    let stats = log.stats();
+    observer.ready.store(true, Ordering::SeqCst);
+    notifier.ready();
+    tracing::info!(
+        node = %config.node.id,
+        records = stats.records,
+        bytes = stats.bytes,
+        oldest_offset = stats.oldest_offset,
+        next_offset = stats.next_offset,
+        "edge-broker ready"
+    );
+    tokio::spawn(report_to_service_manager(
+        Arc::clone(&notifier),
+        Arc::clone(&observer),
+        shutdown.clone(),
+    ));
+
+    shutdown.cancelled().await;
+    observer.ready.store(false, Ordering::SeqCst);
+    notifier.stopping();
+    // Front ends first (they finish acknowledging what is durable), then the log.
+    let front_ends = async {
+        for server in servers {
+            let _ = server.await;
+        }
+    };
+    if tokio::time::timeout(DRAIN_DEADLINE / 2, front_ends)
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            "client connections did not close within {:?}",
+            DRAIN_DEADLINE / 2
+        );
+    }
+    drain(&log).await
+}
+
+/// Binds a TCP listener and logs the address it got (port 0 picks one).
+async fn bind(field: &'static str, addr: SocketAddr) -> Result<TcpListener, RunError> {
+    let listener = TcpListener::bind(addr)
+        .await
+        .map_err(|source| RunError::Bind {
+            field,
+            addr,
+            source,
+        })?;
+    let bound = listener.local_addr().unwrap_or(addr);
+    tracing::info!(listener = field, "listening on {bound}");
+    Ok(listener)
+}
+
+/// Keeps `STATUS=` current and pets the watchdog while the broker makes progress.
+///
+/// The watchdog is only fed from a task on the broker's own runtime and only while the log is
+/// healthy, so a wedged runtime or a failed log gets the service restarted by systemd.
+async fn report_to_service_manager(
+    notifier: Arc<Notifier>,
+    observer: Arc<Observer>,
+    shutdown: CancellationToken,
+) {
+    if !notifier.enabled() {
+        return;
+    }
+    let tick = notifier
+        .watchdog_interval()
+        .map_or(STATUS_INTERVAL, |interval| {
+            (interval / 2).min(STATUS_INTERVAL)
+        });
+    let mut ticker = tokio::time::interval(tick);
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = ticker.tick() => {}
+        }
+        notifier.status(&observer.status_line());
+        match observer.health() {
+            Ok(()) => {
+                if notifier.watchdog_interval().is_some() {
+                    notifier.watchdog();
+                }
+            }
+            Err(why) => tracing::error!("not feeding the watchdog: {why}"),
+        }
+    }
+}
+
+/// What `/metrics`, `/healthz` and `STATUS=` report about the running broker.
+struct Observer {
+    node_id: String,
+    log: Log,
+    ready: AtomicBool,
+    mqtt: std::sync::Mutex<Option<Arc<MqttServer>>>,
+}
+
+impl Observer {
+    fn status_line(&self) -> String {
+        let stats = self.log.stats();
+        let connections = self
+            .mqtt
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()
+            .map_or(0, |m| m.metrics.connections.load(Ordering::Relaxed));
+        format!(
+            "log {} records, {} bytes in {} segments; next offset {}; {connections} MQTT clients",
+            stats.records, stats.bytes, stats.segments, stats.next_offset
+        )
+    }
+}
+
+impl Observe for Observer {
+    fn metrics_text(&self) -> String {
+        let stats = self.log.stats();
+        let mut text = PromText::new();
+        text.gauge(
+            "edge_build_info",
+            "Build and node identity (always 1).",
+            &[(
+                &[
+                    ("version", env!("CARGO_PKG_VERSION")),
+                    ("node", &self.node_id),
+                ],
+                1.0,
+            )],
+        );
+        text.gauge(
+            "edge_ready",
+            "1 when the broker is ready to serve.",
+            &[(&[], f64::from(u8::from(self.ready.load(Ordering::SeqCst))))],
+        );
+        text.gauge(
+            "edge_log_bytes",
+            "Bytes of log segments on disk.",
+            &[(&[], stats.bytes as f64)],
+        );
+        text.gauge(
+            "edge_log_segments",
+            "Log segment files on disk.",
+            &[(&[], stats.segments as f64)],
+        );
+        text.gauge(
+            "edge_log_records",
+            "Records held in the log.",
+            &[(&[], stats.records as f64)],
+        );
+        text.gauge(
+            "edge_log_oldest_offset",
+            "Offset of the oldest record held.",
+            &[(&[], stats.oldest_offset as f64)],
+        );
+        text.gauge(
+            "edge_log_next_offset",
+            "Offset the next appended record gets.",
+            &[(&[], stats.next_offset as f64)],
+        );
+        text.gauge(
+            "edge_log_durable_end_offset",
+            "One past the last durable record.",
+            &[(&[], stats.durable_end as f64)],
+        );
+        text.counter(
+            "edge_log_dropped_records_total",
+            "Records deleted unforwarded because the log was full (when_full = drop_oldest).",
+            &[(&[("reason", "log_full")], stats.dropped_records)],
+        );
+        text.counter(
+            "edge_log_corrupt_records_total",
+            "Corrupt records found and skipped while reading sealed segments.",
+            &[(&[], stats.corrupt_skipped)],
+        );
+        text.counter(
+            "edge_log_fsyncs_total",
+            "fdatasync calls on the log.",
+            &[(&[], stats.fsyncs)],
+        );
+        text.counter(
+            "edge_log_written_bytes_total",
+            "Bytes written to log files (flash wear).",
+            &[(&[], stats.bytes_written)],
+        );
+        if let Some(mqtt) = self.mqtt.lock().unwrap_or_else(|p| p.into_inner()).as_ref() {
+            render_mqtt(&mut text, mqtt);
+        }
+        text.finish()
+    }
+
+    fn health(&self) -> Result<(), String> {
+        if !self.ready.load(Ordering::SeqCst) {
+            return Err("not ready: starting or shutting down".to_owned());
+        }
+        Ok(())
+    }
+}
+
+/// MQTT counters in Prometheus form.
+fn render_mqtt(text: &mut PromText, mqtt: &MqttServer) {
+    let m = &mqtt.metrics;
+    let load = |c: &std::sync::atomic::AtomicU64| c.load(Ordering::Relaxed);
+    text.gauge(
+        "edge_connections",
+        "Client connections open now.",
+        &[(
+            &[("protocol", "mqtt")],
+            m.connections.load(Ordering::Relaxed) as f64,
+        )],
+    );
+    text.counter(
+        "edge_connections_accepted_total",
+        "Client connections accepted.",
+        &[(&[("protocol", "mqtt")], load(&m.connections_total))],
+    );
+    let qos = ["0", "1", "2"];
+    let rx: Vec<[(&str, &str); 2]> = qos
+        .iter()
+        .map(|q| [("protocol", "mqtt"), ("qos", *q)])
+        .collect();
+    text.counter(
+        "edge_messages_received_total",
+        "Messages published by clients.",
+        &rx.iter()
+            .zip(&m.received)
+            .map(|(l, c)| (&l[..], load(c)))
+            .collect::<Vec<_>>(),
+    );
+    text.counter(
+        "edge_messages_sent_total",
+        "Messages delivered to subscribers.",
+        &rx.iter()
+            .zip(&m.sent)
+            .map(|(l, c)| (&l[..], load(c)))
+            .collect::<Vec<_>>(),
+    );
+    text.counter(
+        "edge_messages_dropped_total",
+        "Messages not delivered, by reason.",
+        &[
+            (
+                &[("protocol", "mqtt"), ("reason", "expired")],
+                load(&m.expired),
+            ),
+            (
+                &[("protocol", "mqtt"), ("reason", "too_large_for_client")],
+                load(&m.too_large_for_client),
+            ),
+        ],
+    );
+    text.counter(
+        "edge_publishes_refused_total",
+        "Publishes the log refused (full, too large or failed).",
+        &[(&[("protocol", "mqtt")], load(&m.refused))],
+    );
+    text.counter(
+        "edge_protocol_errors_total",
+        "Connections closed for protocol violations.",
+        &[(&[("protocol", "mqtt")], load(&m.protocol_errors))],
+    );
+    text.gauge(
+        "edge_mqtt_sessions",
+        "MQTT sessions (online and offline).",
+        &[(&[], mqtt.sessions.len() as f64)],
+    );
+    text.gauge(
+        "edge_mqtt_retained_messages",
+        "Retained messages held.",
+        &[(&[], mqtt.retained.len() as f64)],
+    );
+    text.gauge(
+        "edge_subscriptions",
+        "Subscriptions of all protocols.",
+        &[(&[], mqtt.hub.len() as f64)],
+    );
+}
+
+/// Flushes and closes the log, giving up after the drain deadline.
+async fn drain(log: &Log) -> Result<(), RunError> {
+    match tokio::time::timeout(DRAIN_DEADLINE, log.close()).await {
+        Ok(result) => result.map_err(RunError::CloseLog)?,
+        Err(_) => tracing::error!(
+            deadline = ?DRAIN_DEADLINE,
+            "log did not close within the drain deadline; unsynced records are recovered at next start"
+        ),
+    }
+    tracing::info!("shutdown complete");
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_second_lock_on_the_same_data_dir_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = DataDirLock::acquire(dir.path()).unwrap();
+        let err = DataDirLock::acquire(dir.path()).unwrap_err();
+        assert!(matches!(err, RunError::DataDirInUse { .. }), "{err}");
+        drop(first);
+        DataDirLock::acquire(dir.path()).unwrap();
+    }
+}

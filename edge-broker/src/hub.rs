@@ -1,0 +1,257 @@
+//! The hub: every live subscription of every protocol, and fan-out of published messages to
+//! the subscribers' mailboxes.
+//!
+//! Publishing never blocks on a subscriber: a delivery is pushed into the subscriber's bounded
+//! mailbox, which decides (by its own limits) whether to keep it.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, RwLock};
+
+use crate::message::Message;
+use crate::router::{Filter, SubscriptionTree};
+
+/// One message on its way to one subscriber.
+#[derive(Debug, Clone)]
+pub struct Delivery {
+    /// The message (shared by all its deliveries).
+    pub message: Arc<Message>,
+    /// QoS granted for this delivery: min(published, subscribed).
+    pub qos: u8,
+    /// RETAIN flag to deliver with.
+    pub retain: bool,
+    /// Identifiers of the matching subscriptions (MQTT 5).
+    pub subscription_ids: Vec<u32>,
+}
+
+/// Where deliveries for one subscriber go.
+pub trait Mailbox: Send + Sync + std::fmt::Debug {
+    /// Offers a delivery; returns false when the mailbox refused it (full, offline QoS 0).
+    fn deliver(&self, delivery: Delivery) -> bool;
+}
+
+/// A subscription as the hub stores it.
+#[derive(Debug, Clone)]
+pub struct SubEntry {
+    /// Maximum QoS granted.
+    pub qos: u8,
+    /// Do not deliver the subscriber's own publications (MQTT 5 No Local).
+    pub no_local: bool,
+    /// Keep the RETAIN flag of live messages (MQTT 5 Retain As Published).
+    pub retain_as_published: bool,
+    /// Subscription identifier (MQTT 5).
+    pub id: Option<u32>,
+    /// Where matching messages go.
+    pub mailbox: Arc<dyn Mailbox>,
+}
+
+/// Outcome of one publish through the hub.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct FanOut {
+    /// Deliveries accepted by mailboxes.
+    pub delivered: usize,
+    /// Deliveries refused by mailboxes (full queues, offline QoS 0).
+    pub refused: usize,
+}
+
+/// All subscriptions, shared by the MQTT and NATS front ends.
+#[derive(Debug, Default)]
+pub struct Hub {
+    tree: RwLock<SubscriptionTree<u64, SubEntry>>,
+}
+
+impl Hub {
+    /// An empty hub.
+    pub fn new() -> Hub {
+        Hub::default()
+    }
+
+    /// Adds or replaces `subscriber`'s subscription; returns whether one existed before.
+    pub fn subscribe(
+        &self,
+        filter: &Filter,
+        group: Option<&str>,
+        subscriber: u64,
+        entry: SubEntry,
+    ) -> bool {
+        let mut tree = self
+            .tree
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        tree.insert(filter, group, subscriber, entry).is_some()
+    }
+
+    /// Removes `subscriber`'s subscription; returns whether it existed.
+    pub fn unsubscribe(&self, filter: &Filter, group: Option<&str>, subscriber: u64) -> bool {
+        let mut tree = self
+            .tree
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        tree.remove(filter, group, &subscriber).is_some()
+    }
+
+    /// Number of subscriptions.
+    pub fn len(&self) -> usize {
+        self.tree
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .len()
+    }
+
+    /// Whether there are no subscriptions.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Delivers `message` to every matching subscriber.
+    ///
+    /// A subscriber with several matching (non-shared) subscriptions gets one copy at the
+    /// highest granted QoS carrying all their subscription identifiers (MQTT 5 §3.3.4); each
+    /// matching share group delivers to one of its members.
+    pub fn publish(&self, message: &Arc<Message>) -> FanOut {
+        let levels: Vec<&str> = message.topic.split('/').collect();
+        let tree = self
+            .tree
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut merged: BTreeMap<u64, (Delivery, Arc<dyn Mailbox>)> = BTreeMap::new();
+        let mut shared: Vec<(Delivery, Arc<dyn Mailbox>)> = Vec::new();
+        tree.matches(&levels, |m| {
+            let entry = m.value;
+            if m.group.is_none() && entry.no_local && message.publisher == Some(*m.key) {
+                return;
+            }
+            let qos = entry.qos.min(message.qos);
+            let retain = entry.retain_as_published && message.retain;
+            if m.group.is_some() {
+                let delivery = Delivery {
+                    message: Arc::clone(message),
+                    qos,
+                    retain,
+                    subscription_ids: entry.id.into_iter().collect(),
+                };
+                shared.push((delivery, Arc::clone(&entry.mailbox)));
+                return;
+            }
+            let slot = merged.entry(*m.key).or_insert_with(|| {
+                (
+                    Delivery {
+                        message: Arc::clone(message),
+                        qos,
+                        retain,
+                        subscription_ids: Vec::new(),
+                    },
+                    Arc::clone(&entry.mailbox),
+                )
+            });
+            slot.0.qos = slot.0.qos.max(qos);
+            slot.0.retain |= retain;
+            if let Some(id) = entry.id {
+                slot.0.subscription_ids.push(id);
+            }
+        });
+        drop(tree);
+        let mut fan_out = FanOut::default();
+        for (delivery, mailbox) in merged.into_values().chain(shared) {
+            if mailbox.deliver(delivery) {
+                fan_out.delivered += 1;
+            } else {
+                fan_out.refused += 1;
+            }
+        }
+        fan_out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::message::{MessageProperties, Origin};
+    use std::sync::Mutex;
+
+    #[derive(Debug, Default)]
+    struct Collect(Mutex<Vec<Delivery>>);
+    impl Mailbox for Collect {
+        fn deliver(&self, delivery: Delivery) -> bool {
+            self.0.lock().unwrap().push(delivery);
+            true
+        }
+    }
+
+    fn message(topic: &str, qos: u8, publisher: Option<u64>) -> Arc<Message> {
+        Arc::new(Message {
+            topic: topic.into(),
+            payload: bytes::Bytes::from_static(b"x"),
+            qos,
+            retain: true,
+            properties: MessageProperties::default(),
+            received_ms: 0,
+            origin: Origin::Mqtt,
+            publisher,
+        })
+    }
+
+    fn entry(qos: u8, id: Option<u32>, mailbox: &Arc<Collect>) -> SubEntry {
+        SubEntry {
+            qos,
+            no_local: false,
+            retain_as_published: false,
+            id,
+            mailbox: Arc::clone(mailbox) as Arc<dyn Mailbox>,
+        }
+    }
+
+    #[test]
+    fn overlapping_subscriptions_deliver_once_at_max_qos_with_all_ids() {
+        let hub = Hub::new();
+        let inbox = Arc::new(Collect::default());
+        hub.subscribe(
+            &Filter::mqtt("a/+").unwrap(),
+            None,
+            1,
+            entry(0, Some(7), &inbox),
+        );
+        hub.subscribe(
+            &Filter::mqtt("a/#").unwrap(),
+            None,
+            1,
+            entry(1, Some(9), &inbox),
+        );
+        let out = hub.publish(&message("a/b", 2, None));
+        assert_eq!(out.delivered, 1);
+        let got = inbox.0.lock().unwrap();
+        assert_eq!(got[0].qos, 1);
+        let mut ids = got[0].subscription_ids.clone();
+        ids.sort();
+        assert_eq!(ids, vec![7, 9]);
+        assert!(
+            !got[0].retain,
+            "retain is cleared unless retain-as-published"
+        );
+    }
+
+    #[test]
+    fn no_local_skips_the_publisher_only() {
+        let hub = Hub::new();
+        let mine = Arc::new(Collect::default());
+        let other = Arc::new(Collect::default());
+        let mut own = entry(1, None, &mine);
+        own.no_local = true;
+        hub.subscribe(&Filter::mqtt("t").unwrap(), None, 1, own);
+        hub.subscribe(&Filter::mqtt("t").unwrap(), None, 2, entry(1, None, &other));
+        assert_eq!(hub.publish(&message("t", 1, Some(1))).delivered, 1);
+        assert!(mine.0.lock().unwrap().is_empty());
+        assert_eq!(other.0.lock().unwrap().len(), 1);
+    }
+
+    #[test]
+    fn unsubscribe_stops_delivery() {
+        let hub = Hub::new();
+        let inbox = Arc::new(Collect::default());
+        let filter = Filter::mqtt("x/#").unwrap();
+        assert!(!hub.subscribe(&filter, None, 3, entry(0, None, &inbox)));
+        assert!(hub.subscribe(&filter, None, 3, entry(1, None, &inbox)));
+        assert!(hub.unsubscribe(&filter, None, 3));
+        assert_eq!(hub.publish(&message("x/y", 0, None)), FanOut::default());
+        assert!(hub.is_empty());
+    }
+}

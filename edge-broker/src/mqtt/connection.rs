@@ -1,0 +1,1146 @@
+//! One MQTT client connection: CONNECT, the packet loop, durable acknowledgements, delivery to
+//! the client, keep alive, and what happens when it ends (will, session detach).
+//!
+//! The loop never blocks on one thing: it reads only while the client's publishes are not
+//! waiting for the log (so a full log pushes back through TCP), and meanwhile keeps writing
+//! deliveries and acknowledgements. Acknowledgements leave in the order the publishes came in.
+
+use std::collections::{HashMap, VecDeque};
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::task::Poll;
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use edge_log::{AppendError, Appended, Header, NewRecord, Source};
+use edge_proto::mqtt::{
+    self, ConnAck, Connect, DecodeError, Disconnect, EncodeError, MqttString, Packet, Properties,
+    ProtocolVersion, PubAck, PubComp, PubRec, PubRel, Publish, QoS, ReasonCode, RetainHandling,
+    SubAck, Subscribe, UnsubAck, Unsubscribe, topic,
+};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::sync::OwnedSemaphorePermit;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use super::server::MqttServer;
+use super::session::{Outbound, Session, SubscriptionRecord};
+use crate::hub::{Delivery, Mailbox, SubEntry};
+use crate::message::{Message, MessageProperties, Origin, now_ms};
+use crate::router::Filter;
+
+/// Stop reading a client while this much output waits for it.
+const OUT_HIGH_WATER: usize = 256 << 10;
+/// How long a closing connection may take to flush its last packets.
+const CLOSE_FLUSH: Duration = Duration::from_secs(1);
+
+/// Why a connection ended.
+#[derive(Debug)]
+enum Exit {
+    /// The client sent DISCONNECT; `with_will` for v5 reason 0x04.
+    ClientDisconnect { with_will: bool },
+    /// The socket closed or failed.
+    Closed(String),
+    /// Another connection took the session over.
+    Kicked,
+    /// The broker is shutting down.
+    Shutdown,
+    /// The client broke the protocol or a limit: DISCONNECT with this reason (v5), then close.
+    Violation(ReasonCode, String),
+}
+
+type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
+
+/// An acknowledgement owed to the client, in arrival order.
+struct PendingAck {
+    packet_id: u16,
+    qos: QoS,
+    outcome: AckOutcome,
+}
+
+enum AckOutcome {
+    /// Ready to send with this reason code.
+    Ready(ReasonCode),
+    /// Waiting for the log to make the record durable.
+    Durable(BoxFuture<Result<u64, AppendError>>),
+}
+
+/// A routed publish whose append has not returned yet (the log may be full and blocking).
+struct PendingAppend {
+    future: BoxFuture<Result<Appended, AppendError>>,
+    message: Arc<Message>,
+    packet_id: Option<u16>,
+}
+
+/// A will message waiting for the connection to end.
+struct WillMessage {
+    message: Message,
+    delay_secs: u32,
+}
+
+/// Serves one TCP connection until it ends.
+pub async fn serve(
+    server: Arc<MqttServer>,
+    stream: TcpStream,
+    peer: SocketAddr,
+    permit: Option<OwnedSemaphorePermit>,
+    shutdown: CancellationToken,
+) {
+    let _ = stream.set_nodelay(true);
+    let (mut reader, mut writer) = stream.into_split();
+    let mut inbuf = BytesMut::with_capacity(4096);
+    let max_packet = server.settings.max_packet_size.bytes() as u32;
+    let connect = tokio::select! {
+        _ = shutdown.cancelled() => return,
+        read = tokio::time::timeout(
+            server.settings.connect_timeout.0,
+            read_connect(&mut reader, &mut inbuf, max_packet),
+        ) => match read {
+            Ok(Ok(connect)) => connect,
+            Ok(Err(why)) => {
+                server.metrics.protocol_errors.fetch_add(1, Ordering::Relaxed);
+                tracing::info!(%peer, "MQTT connection closed before CONNECT completed: {why}");
+                return;
+            }
+            Err(_) => {
+                tracing::info!(%peer, "MQTT client sent no CONNECT within {:?}", server.settings.connect_timeout.0);
+                return;
+            }
+        },
+    };
+    let version = connect.protocol_version;
+    let Some(permit) = permit else {
+        tracing::warn!(%peer, "refusing MQTT client: max_connections reached");
+        let _ = refuse(
+            &mut writer,
+            version,
+            ReasonCode::ServerBusy,
+            "too many connections",
+        )
+        .await;
+        return;
+    };
+    let connection = match Connection::accept(
+        Arc::clone(&server),
+        connect,
+        writer,
+        reader,
+        inbuf,
+        peer,
+        shutdown,
+    )
+    .await
+    {
+        Ok(Some(connection)) => connection,
+        Ok(None) => return,
+        Err(err) => {
+            tracing::info!(%peer, "MQTT connection failed during CONNECT: {err}");
+            return;
+        }
+    };
+    connection.run().await;
+    drop(permit);
+}
+
+/// Reads until a whole CONNECT is decoded.
+async fn read_connect(
+    reader: &mut OwnedReadHalf,
+    buf: &mut BytesMut,
+    max_packet: u32,
+) -> Result<Box<Connect>, String> {
+    loop {
+        match mqtt::decode_connect(buf, max_packet) {
+            Ok(Some(connect)) => return Ok(Box::new(connect)),
+            Ok(None) => {}
+            Err(err) => return Err(format!("invalid CONNECT: {err}")),
+        }
+        let n = reader
+            .read_buf(buf)
+            .await
+            .map_err(|e| format!("read failed: {e}"))?;
+        if n == 0 {
+            return Err("connection closed".to_owned());
+        }
+    }
+}
+
+/// Sends a refusing CONNACK and closes.
+async fn refuse(
+    writer: &mut OwnedWriteHalf,
+    version: ProtocolVersion,
+    reason: ReasonCode,
+    why: &str,
+) -> std::io::Result<()> {
+    let mut properties = Properties::default();
+    if version == ProtocolVersion::V5 {
+        properties.reason_string = MqttString::try_from(why).ok();
+    }
+    let packet = Packet::ConnAck(ConnAck {
+        session_present: false,
+        reason_code: reason,
+        properties,
+    });
+    let mut out = BytesMut::new();
+    if mqtt::encode(&packet, version, &mut out).is_ok() {
+        writer.write_all(&out).await?;
+    }
+    writer.shutdown().await
+}
+
+struct Connection {
+    server: Arc<MqttServer>,
+    session: Arc<Session>,
+    generation: u64,
+    version: ProtocolVersion,
+    client_id: String,
+    peer: SocketAddr,
+    reader: OwnedReadHalf,
+    writer: OwnedWriteHalf,
+    inbuf: BytesMut,
+    outbuf: BytesMut,
+    max_packet_in: u32,
+    client_max_packet: u32,
+    client_receive_max: usize,
+    client_alias_max: u16,
+    problem_info: bool,
+    inbound_aliases: HashMap<u16, MqttString>,
+    outbound_aliases: HashMap<String, u16>,
+    keep_alive: Option<Duration>,
+    last_read: Instant,
+    acks: VecDeque<PendingAck>,
+    pending_append: Option<PendingAppend>,
+    will: Option<WillMessage>,
+    connect_expiry: u32,
+    kick: CancellationToken,
+    shutdown: CancellationToken,
+}
+
+impl Connection {
+    /// Validates CONNECT, attaches the session and sends CONNACK. `Ok(None)`: refused.
+    async fn accept(
+        server: Arc<MqttServer>,
+        connect: Box<Connect>,
+        mut writer: OwnedWriteHalf,
+        reader: OwnedReadHalf,
+        inbuf: BytesMut,
+        peer: SocketAddr,
+        shutdown: CancellationToken,
+    ) -> std::io::Result<Option<Connection>> {
+        let version = connect.protocol_version;
+        let settings = &server.settings;
+        if !settings.allow_anonymous && connect.username.is_none() {
+            tracing::info!(%peer, client_id = %connect.client_id, "refusing anonymous MQTT client (mqtt.allow_anonymous = false)");
+            refuse(
+                &mut writer,
+                version,
+                ReasonCode::NotAuthorized,
+                "a user name is required",
+            )
+            .await?;
+            return Ok(None);
+        }
+        if connect.properties.authentication_method.is_some() {
+            refuse(
+                &mut writer,
+                version,
+                ReasonCode::BadAuthenticationMethod,
+                "enhanced authentication is not supported",
+            )
+            .await?;
+            return Ok(None);
+        }
+        let mut client_id = connect.client_id.as_str().to_owned();
+        let mut assigned = false;
+        if client_id.is_empty() {
+            if version == ProtocolVersion::V311 && !connect.clean_start {
+                refuse(
+                    &mut writer,
+                    version,
+                    ReasonCode::ClientIdentifierNotValid,
+                    "an empty client id needs a clean session",
+                )
+                .await?;
+                return Ok(None);
+            }
+            client_id = server.assign_client_id();
+            assigned = true;
+        }
+
+        let max_expiry = u32::try_from(settings.max_session_expiry.0.as_secs()).unwrap_or(u32::MAX);
+        let requested_expiry = match version {
+            ProtocolVersion::V5 => connect.properties.session_expiry_interval.unwrap_or(0),
+            ProtocolVersion::V311 if connect.clean_start => 0,
+            ProtocolVersion::V311 => max_expiry,
+        };
+        let expiry = requested_expiry.min(max_expiry);
+
+        let max_keep_alive = u16::try_from(settings.max_keep_alive.0.as_secs()).unwrap_or(u16::MAX);
+        let mut keep_alive = connect.keep_alive;
+        let mut server_keep_alive = None;
+        if version == ProtocolVersion::V5
+            && max_keep_alive > 0
+            && (keep_alive == 0 || keep_alive > max_keep_alive)
+        {
+            keep_alive = max_keep_alive;
+            server_keep_alive = Some(max_keep_alive);
+        }
+
+        let kick = CancellationToken::new();
+        let (session, session_present, generation) =
+            server.attach_session(&client_id, connect.clean_start, expiry, kick.clone());
+
+        let will = connect.will.as_ref().map(|will| WillMessage {
+            message: Message {
+                topic: will.topic.as_str().to_owned(),
+                payload: will.payload.clone(),
+                qos: will.qos as u8,
+                retain: will.retain,
+                properties: message_properties(&will.properties),
+                received_ms: now_ms(),
+                origin: Origin::Mqtt,
+                publisher: Some(session.key),
+            },
+            delay_secs: will.properties.will_delay_interval.unwrap_or(0),
+        });
+
+        let mut properties = Properties::default();
+        if version == ProtocolVersion::V5 {
+            if assigned {
+                properties.assigned_client_identifier =
+                    MqttString::try_from(client_id.as_str()).ok();
+            }
+            if expiry != requested_expiry {
+                properties.session_expiry_interval = Some(expiry);
+            }
+            properties.server_keep_alive = server_keep_alive;
+            properties.receive_maximum = Some(settings.max_inflight);
+            properties.maximum_packet_size = Some(settings.max_packet_size.bytes() as u32);
+            properties.topic_alias_maximum = Some(settings.topic_alias_maximum);
+            properties.retain_available = Some(true);
+            properties.wildcard_subscription_available = Some(true);
+            properties.subscription_identifiers_available = Some(true);
+            properties.shared_subscription_available = Some(true);
+            if connect.properties.request_response_information == Some(true) {
+                properties.response_information =
+                    MqttString::try_from(format!("edge/response/{client_id}")).ok();
+            }
+        }
+        let connack = Packet::ConnAck(ConnAck {
+            session_present,
+            reason_code: ReasonCode::Success,
+            properties,
+        });
+        let mut connection = Connection {
+            server: Arc::clone(&server),
+            session,
+            generation,
+            version,
+            client_id,
+            peer,
+            reader,
+            writer,
+            inbuf,
+            outbuf: BytesMut::with_capacity(4096),
+            max_packet_in: settings.max_packet_size.bytes() as u32,
+            client_max_packet: connect.properties.maximum_packet_size.unwrap_or(u32::MAX),
+            client_receive_max: usize::from(connect.properties.receive_maximum.unwrap_or(u16::MAX)),
+            client_alias_max: connect.properties.topic_alias_maximum.unwrap_or(0),
+            problem_info: connect
+                .properties
+                .request_problem_information
+                .unwrap_or(true),
+            inbound_aliases: HashMap::new(),
+            outbound_aliases: HashMap::new(),
+            keep_alive: (keep_alive > 0)
+                .then(|| Duration::from_millis(u64::from(keep_alive) * 1500)),
+            last_read: Instant::now(),
+            acks: VecDeque::new(),
+            pending_append: None,
+            will,
+            connect_expiry: expiry,
+            kick,
+            shutdown,
+        };
+        connection.write(&connack);
+        if session_present {
+            connection.resend_inflight();
+        }
+        server.metrics.connected(1);
+        tracing::debug!(
+            peer = %connection.peer,
+            client_id = %connection.client_id,
+            version = ?version,
+            session_present,
+            "MQTT client connected"
+        );
+        Ok(Some(connection))
+    }
+
+    /// Encodes a packet into the output buffer, respecting the client's maximum packet size.
+    fn write(&mut self, packet: &Packet) -> bool {
+        match mqtt::encode_limited(
+            packet,
+            self.version,
+            self.client_max_packet,
+            &mut self.outbuf,
+        ) {
+            Ok(_) => true,
+            Err(err) => {
+                tracing::debug!(client_id = %self.client_id, "not sending {}: {err}", packet.packet_type());
+                false
+            }
+        }
+    }
+
+    /// After a reconnect with a present session: PUBLISH again (DUP) or PUBREL what is in flight.
+    fn resend_inflight(&mut self) {
+        let session = Arc::clone(&self.session);
+        let inflight: Vec<(u16, Outbound)> = session
+            .lock()
+            .inflight
+            .iter()
+            .map(|(id, out)| (*id, out.clone()))
+            .collect();
+        let now = now_ms();
+        for (packet_id, out) in inflight {
+            if out.released {
+                self.write(&Packet::PubRel(PubRel::new(packet_id)));
+            } else {
+                let packet = self.publish_packet(&out.delivery, Some(packet_id), true, now);
+                self.write(&packet);
+            }
+        }
+    }
+
+    async fn run(mut self) {
+        let exit = self.serve_loop().await;
+        self.finish(exit).await;
+    }
+
+    fn can_read(&self) -> bool {
+        self.pending_append.is_none()
+            && self.acks.len() < usize::from(self.server.settings.max_inflight)
+            && self.outbuf.len() < OUT_HIGH_WATER
+    }
+
+    async fn serve_loop(&mut self) -> Exit {
+        loop {
+            if let Err(exit) = self.process_input() {
+                return exit;
+            }
+            self.pump_outbound();
+            let keep_alive_deadline = self.keep_alive.map(|ka| self.last_read + ka);
+            let can_read = self.can_read();
+            let session = Arc::clone(&self.session);
+            tokio::select! {
+                biased;
+                _ = self.kick.cancelled() => return Exit::Kicked,
+                _ = self.shutdown.cancelled() => return Exit::Shutdown,
+                appended = poll_pending(&mut self.pending_append), if self.pending_append.is_some() => {
+                    if let Err(exit) = self.on_appended(appended) {
+                        return exit;
+                    }
+                }
+                reason = poll_front_ack(&mut self.acks), if !self.acks.is_empty() => {
+                    if let Err(exit) = self.send_front_ack(reason) {
+                        return exit;
+                    }
+                }
+                written = self.writer.write_buf(&mut self.outbuf), if !self.outbuf.is_empty() => {
+                    if let Err(err) = written {
+                        return Exit::Closed(format!("write failed: {err}"));
+                    }
+                }
+                read = self.reader.read_buf(&mut self.inbuf), if can_read => match read {
+                    Ok(0) => return Exit::Closed("connection closed by client".to_owned()),
+                    Ok(_) => self.last_read = Instant::now(),
+                    Err(err) => return Exit::Closed(format!("read failed: {err}")),
+                },
+                _ = session.wake.notified() => {}
+                _ = sleep_until_opt(keep_alive_deadline) => {
+                    return Exit::Violation(ReasonCode::KeepAliveTimeout, "keep alive timeout".to_owned());
+                }
+            }
+        }
+    }
+
+    /// Decodes and handles buffered packets while nothing holds input back.
+    fn process_input(&mut self) -> Result<(), Exit> {
+        while self.pending_append.is_none()
+            && self.acks.len() < usize::from(self.server.settings.max_inflight)
+        {
+            let packet = match mqtt::decode(&mut self.inbuf, self.version, self.max_packet_in) {
+                Ok(Some(packet)) => packet,
+                Ok(None) => return Ok(()),
+                Err(err) => return Err(decode_violation(&err)),
+            };
+            self.handle(packet)?;
+        }
+        Ok(())
+    }
+
+    fn handle(&mut self, packet: Packet) -> Result<(), Exit> {
+        match packet {
+            Packet::Publish(publish) => self.on_publish(publish),
+            Packet::PubAck(ack) => {
+                let mut state = self.session.lock();
+                if state
+                    .inflight
+                    .get(&ack.packet_id)
+                    .is_some_and(|o| o.delivery.qos == 1)
+                {
+                    state.inflight.remove(&ack.packet_id);
+                }
+                Ok(())
+            }
+            Packet::PubRec(rec) => self.on_pubrec(rec),
+            Packet::PubRel(rel) => {
+                let known = self.session.lock().inbound_qos2.remove(&rel.packet_id);
+                let mut comp = PubComp::new(rel.packet_id);
+                if !known {
+                    comp.reason_code = ReasonCode::PacketIdentifierNotFound;
+                }
+                self.write(&Packet::PubComp(comp));
+                Ok(())
+            }
+            Packet::PubComp(comp) => {
+                let mut state = self.session.lock();
+                if state
+                    .inflight
+                    .get(&comp.packet_id)
+                    .is_some_and(|o| o.released)
+                {
+                    state.inflight.remove(&comp.packet_id);
+                }
+                Ok(())
+            }
+            Packet::Subscribe(subscribe) => self.on_subscribe(subscribe),
+            Packet::Unsubscribe(unsubscribe) => self.on_unsubscribe(unsubscribe),
+            Packet::PingReq => {
+                self.write(&Packet::PingResp);
+                Ok(())
+            }
+            Packet::Disconnect(disconnect) => self.on_disconnect(disconnect),
+            Packet::Connect(_) => Err(Exit::Violation(
+                ReasonCode::ProtocolError,
+                "second CONNECT".to_owned(),
+            )),
+            Packet::Auth(_) => Err(Exit::Violation(
+                ReasonCode::ProtocolError,
+                "AUTH without an authentication method".to_owned(),
+            )),
+            other => Err(Exit::Violation(
+                ReasonCode::ProtocolError,
+                format!("{} is not sent by clients", other.packet_type()),
+            )),
+        }
+    }
+
+    fn on_publish(&mut self, mut publish: Publish) -> Result<(), Exit> {
+        let metrics = &self.server.metrics;
+        metrics.received(publish.qos as usize);
+        // Topic aliases (MQTT 5 §3.3.2.3.4).
+        if let Some(alias) = publish.properties.topic_alias {
+            if alias == 0 || alias > self.server.settings.topic_alias_maximum {
+                return Err(Exit::Violation(
+                    ReasonCode::TopicAliasInvalid,
+                    format!("topic alias {alias} is out of range"),
+                ));
+            }
+            if publish.topic.is_empty() {
+                match self.inbound_aliases.get(&alias) {
+                    Some(topic) => publish.topic = topic.clone(),
+                    None => {
+                        return Err(Exit::Violation(
+                            ReasonCode::ProtocolError,
+                            format!("unknown topic alias {alias}"),
+                        ));
+                    }
+                }
+            } else {
+                self.inbound_aliases.insert(alias, publish.topic.clone());
+            }
+        }
+        if let Err(err) = topic::validate_name(publish.topic.as_str()) {
+            return Err(Exit::Violation(
+                ReasonCode::TopicNameInvalid,
+                format!("invalid topic {:?}: {err}", publish.topic.as_str()),
+            ));
+        }
+        let packet_id = publish.packet_id;
+        if publish.qos == QoS::ExactlyOnce
+            && let Some(id) = packet_id
+        {
+            let mut state = self.session.lock();
+            if state.inbound_qos2.contains(&id) {
+                // A resend of a QoS 2 publish we already took: acknowledge again, do not redeliver.
+                drop(state);
+                self.acks.push_back(PendingAck {
+                    packet_id: id,
+                    qos: QoS::ExactlyOnce,
+                    outcome: AckOutcome::Ready(ReasonCode::Success),
+                });
+                return Ok(());
+            }
+            if state.inbound_qos2.len() >= usize::from(self.server.settings.max_inflight) {
+                return Err(Exit::Violation(
+                    ReasonCode::ReceiveMaximumExceeded,
+                    "too many QoS 2 publishes awaiting PUBREL".to_owned(),
+                ));
+            }
+            state.inbound_qos2.insert(id);
+        }
+        if publish.properties.payload_format_indicator == Some(true)
+            && std::str::from_utf8(&publish.payload).is_err()
+        {
+            if let Some(id) = packet_id {
+                self.acks.push_back(PendingAck {
+                    packet_id: id,
+                    qos: publish.qos,
+                    outcome: AckOutcome::Ready(ReasonCode::PayloadFormatInvalid),
+                });
+            }
+            return Ok(());
+        }
+        let message = Arc::new(Message {
+            topic: publish.topic.as_str().to_owned(),
+            payload: publish.payload,
+            qos: publish.qos as u8,
+            retain: publish.retain,
+            properties: message_properties(&publish.properties),
+            received_ms: now_ms(),
+            origin: Origin::Mqtt,
+            publisher: Some(self.session.key),
+        });
+        if self.server.is_routed(&message.topic) {
+            let record = log_record(&message, &self.client_id);
+            let log = self.server.log.clone();
+            self.pending_append = Some(PendingAppend {
+                future: Box::pin(async move { log.append(record).await }),
+                message,
+                packet_id,
+            });
+        } else {
+            self.server.publish_local(&message);
+            if let Some(id) = packet_id {
+                self.acks.push_back(PendingAck {
+                    packet_id: id,
+                    qos: publish.qos,
+                    outcome: AckOutcome::Ready(ReasonCode::Success),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// The log took (or refused) a routed publish: deliver it locally and queue its ack.
+    fn on_appended(&mut self, appended: Result<Appended, AppendError>) -> Result<(), Exit> {
+        let Some(pending) = self.pending_append.take() else {
+            return Ok(());
+        };
+        let qos = QoS::from_u8(pending.message.qos).unwrap_or(QoS::AtMostOnce);
+        match appended {
+            Ok(appended) => {
+                self.server.publish_local(&pending.message);
+                if let Some(id) = pending.packet_id {
+                    self.acks.push_back(PendingAck {
+                        packet_id: id,
+                        qos,
+                        outcome: AckOutcome::Durable(Box::pin(appended.durable())),
+                    });
+                }
+                Ok(())
+            }
+            Err(err) => self.refused_publish(pending.packet_id, qos, &err),
+        }
+    }
+
+    /// A publish the log refused: a reason code in v5, closing the connection in 3.1.1 (which
+    /// has no negative acknowledgement), so the device keeps the message and retries.
+    fn refused_publish(
+        &mut self,
+        packet_id: Option<u16>,
+        qos: QoS,
+        err: &AppendError,
+    ) -> Result<(), Exit> {
+        let reason = match err {
+            AppendError::Full { .. } => ReasonCode::QuotaExceeded,
+            AppendError::TooLarge { .. } => ReasonCode::PacketTooLarge,
+            _ => ReasonCode::UnspecifiedError,
+        };
+        self.server.metrics.refused.fetch_add(1, Ordering::Relaxed);
+        tracing::warn!(client_id = %self.client_id, "publish refused by the log: {err}");
+        if qos == QoS::ExactlyOnce
+            && let Some(id) = packet_id
+        {
+            self.session.lock().inbound_qos2.remove(&id);
+        }
+        match (self.version, packet_id) {
+            (ProtocolVersion::V5, Some(id)) => {
+                self.acks.push_back(PendingAck {
+                    packet_id: id,
+                    qos,
+                    outcome: AckOutcome::Ready(reason),
+                });
+                Ok(())
+            }
+            (ProtocolVersion::V5, None) => Ok(()),
+            (ProtocolVersion::V311, None) if matches!(err, AppendError::Full { .. }) => Ok(()),
+            (ProtocolVersion::V311, _) => Err(Exit::Violation(
+                reason,
+                format!("log refused the publish: {err}"),
+            )),
+        }
+    }
+
+    /// The front acknowledgement is ready: send PUBACK or PUBREC.
+    fn send_front_ack(&mut self, reason: Result<ReasonCode, AppendError>) -> Result<(), Exit> {
+        let Some(ack) = self.acks.pop_front() else {
+            return Ok(());
+        };
+        let reason = match reason {
+            Ok(reason) => reason,
+            Err(err) => {
+                // The record was written but never made durable (fsync failed): never ack it.
+                tracing::error!(client_id = %self.client_id, "publish not durable: {err}");
+                if self.version == ProtocolVersion::V311 {
+                    return Err(Exit::Violation(
+                        ReasonCode::UnspecifiedError,
+                        format!("log failed: {err}"),
+                    ));
+                }
+                ReasonCode::UnspecifiedError
+            }
+        };
+        match ack.qos {
+            QoS::AtLeastOnce => {
+                let mut ack_packet = PubAck::new(ack.packet_id);
+                ack_packet.reason_code = reason;
+                self.write(&Packet::PubAck(ack_packet));
+            }
+            QoS::ExactlyOnce => {
+                if !reason.is_success() {
+                    self.session.lock().inbound_qos2.remove(&ack.packet_id);
+                }
+                let mut rec = PubRec::new(ack.packet_id);
+                rec.reason_code = reason;
+                self.write(&Packet::PubRec(rec));
+            }
+            QoS::AtMostOnce => {}
+        }
+        Ok(())
+    }
+
+    fn on_pubrec(&mut self, rec: PubRec) -> Result<(), Exit> {
+        let known = {
+            let mut state = self.session.lock();
+            match state.inflight.get_mut(&rec.packet_id) {
+                Some(out) if out.delivery.qos == 2 => {
+                    if rec.reason_code.is_success() {
+                        out.released = true;
+                    } else {
+                        state.inflight.remove(&rec.packet_id);
+                        return Ok(());
+                    }
+                    true
+                }
+                _ => false,
+            }
+        };
+        let mut rel = PubRel::new(rec.packet_id);
+        if !known {
+            rel.reason_code = ReasonCode::PacketIdentifierNotFound;
+        }
+        self.write(&Packet::PubRel(rel));
+        Ok(())
+    }
+
+    fn on_subscribe(&mut self, subscribe: Subscribe) -> Result<(), Exit> {
+        let id = subscribe
+            .properties
+            .subscription_identifiers
+            .first()
+            .copied();
+        let mut codes = Vec::with_capacity(subscribe.filters.len());
+        let mut retained = Vec::new();
+        let now = now_ms();
+        for request in &subscribe.filters {
+            let text = request.filter.as_str();
+            let (group, filter_text) = match topic::parse_shared(text) {
+                Ok(Some(shared)) => (Some(shared.group), shared.filter),
+                Ok(None) => (None, text),
+                Err(_) => {
+                    codes.push(ReasonCode::TopicFilterInvalid);
+                    continue;
+                }
+            };
+            if group.is_some() && request.options.no_local {
+                return Err(Exit::Violation(
+                    ReasonCode::ProtocolError,
+                    "No Local on a shared subscription".to_owned(),
+                ));
+            }
+            let filter = match (
+                topic::validate_filter(filter_text),
+                Filter::mqtt(filter_text),
+            ) {
+                (Ok(()), Ok(filter)) => filter,
+                _ => {
+                    codes.push(ReasonCode::TopicFilterInvalid);
+                    continue;
+                }
+            };
+            let qos = request.options.qos as u8;
+            let entry = SubEntry {
+                qos,
+                no_local: request.options.no_local,
+                retain_as_published: request.options.retain_as_published,
+                id,
+                mailbox: Arc::clone(&self.session) as Arc<dyn Mailbox>,
+            };
+            let existed = self
+                .server
+                .hub
+                .subscribe(&filter, group, self.session.key, entry);
+            self.session.lock().subscriptions.insert(
+                text.to_owned(),
+                SubscriptionRecord {
+                    qos,
+                    no_local: request.options.no_local,
+                    retain_as_published: request.options.retain_as_published,
+                    id,
+                },
+            );
+            codes.push(match request.options.qos {
+                QoS::AtMostOnce => ReasonCode::Success,
+                QoS::AtLeastOnce => ReasonCode::GrantedQoS1,
+                QoS::ExactlyOnce => ReasonCode::GrantedQoS2,
+            });
+            let send_retained = group.is_none()
+                && match request.options.retain_handling {
+                    RetainHandling::SendAtSubscribe => true,
+                    RetainHandling::SendAtSubscribeIfNew => !existed,
+                    RetainHandling::DoNotSend => false,
+                };
+            if send_retained {
+                for message in self.server.retained.matching(&filter, now) {
+                    retained.push(Delivery {
+                        qos: message.qos.min(qos),
+                        message,
+                        retain: true,
+                        subscription_ids: id.into_iter().collect(),
+                    });
+                }
+            }
+        }
+        self.server.sessions_changed();
+        self.write(&Packet::SubAck(SubAck {
+            packet_id: subscribe.packet_id,
+            reason_codes: codes,
+            properties: Properties::default(),
+        }));
+        for delivery in retained {
+            self.session.deliver(delivery);
+        }
+        Ok(())
+    }
+
+    fn on_unsubscribe(&mut self, unsubscribe: Unsubscribe) -> Result<(), Exit> {
+        let mut codes = Vec::with_capacity(unsubscribe.filters.len());
+        for text in &unsubscribe.filters {
+            let removed = self.server.unsubscribe_one(&self.session, text.as_str());
+            codes.push(if removed {
+                ReasonCode::Success
+            } else {
+                ReasonCode::NoSubscriptionExisted
+            });
+        }
+        self.server.sessions_changed();
+        self.write(&Packet::UnsubAck(UnsubAck {
+            packet_id: unsubscribe.packet_id,
+            reason_codes: codes,
+            properties: Properties::default(),
+        }));
+        Ok(())
+    }
+
+    fn on_disconnect(&mut self, disconnect: Disconnect) -> Result<(), Exit> {
+        if let Some(expiry) = disconnect.properties.session_expiry_interval {
+            if self.connect_expiry == 0 && expiry != 0 {
+                return Err(Exit::Violation(
+                    ReasonCode::ProtocolError,
+                    "session expiry set on DISCONNECT after CONNECT had none".to_owned(),
+                ));
+            }
+            let max = u32::try_from(self.server.settings.max_session_expiry.0.as_secs())
+                .unwrap_or(u32::MAX);
+            self.session.lock().expiry_secs = expiry.min(max);
+        }
+        Err(Exit::ClientDisconnect {
+            with_will: disconnect.reason_code == ReasonCode::DisconnectWithWillMessage,
+        })
+    }
+
+    /// Moves queued deliveries into the output, within the client's Receive Maximum.
+    fn pump_outbound(&mut self) {
+        let session = Arc::clone(&self.session);
+        let now = now_ms();
+        let mut state = session.lock();
+        while self.outbuf.len() < OUT_HIGH_WATER {
+            let Some(front) = state.queue.front() else {
+                break;
+            };
+            if front.qos > 0 && state.inflight.len() >= self.client_receive_max {
+                break;
+            }
+            let Some(delivery) = state.queue.pop_front() else {
+                break;
+            };
+            if delivery.message.is_expired(now) {
+                self.server.metrics.expired.fetch_add(1, Ordering::Relaxed);
+                continue;
+            }
+            let packet_id = if delivery.qos > 0 {
+                match state.next_packet_id() {
+                    Some(id) => Some(id),
+                    None => {
+                        state.queue.push_front(delivery);
+                        break;
+                    }
+                }
+            } else {
+                None
+            };
+            let packet = self.publish_packet(&delivery, packet_id, false, now);
+            match mqtt::encode_limited(
+                &packet,
+                self.version,
+                self.client_max_packet,
+                &mut self.outbuf,
+            ) {
+                Ok(_) => {
+                    self.server.metrics.sent(usize::from(delivery.qos));
+                    if let Some(id) = packet_id {
+                        state.inflight.insert(
+                            id,
+                            Outbound {
+                                delivery,
+                                released: false,
+                            },
+                        );
+                    }
+                }
+                Err(EncodeError::PacketTooLarge { .. }) => {
+                    // MQTT 5 §3.1.2.11.4: a message larger than the client accepts is discarded.
+                    self.server
+                        .metrics
+                        .too_large_for_client
+                        .fetch_add(1, Ordering::Relaxed);
+                }
+                Err(err) => {
+                    tracing::warn!(client_id = %self.client_id, "cannot encode a delivery: {err}")
+                }
+            }
+        }
+    }
+
+    fn publish_packet(
+        &mut self,
+        delivery: &Delivery,
+        packet_id: Option<u16>,
+        dup: bool,
+        now: u64,
+    ) -> Packet {
+        let message = &delivery.message;
+        let mut properties = Properties::default();
+        let mut topic = MqttString::try_from(message.topic.as_str()).unwrap_or_default();
+        if self.version == ProtocolVersion::V5 {
+            let p = &message.properties;
+            properties.payload_format_indicator = p.payload_utf8;
+            properties.message_expiry_interval = message.remaining_expiry(now);
+            properties.content_type = p
+                .content_type
+                .as_deref()
+                .and_then(|s| MqttString::try_from(s).ok());
+            properties.response_topic = p
+                .response_topic
+                .as_deref()
+                .and_then(|s| MqttString::try_from(s).ok());
+            properties.correlation_data = p.correlation_data.clone();
+            properties.user_properties = p
+                .user_properties
+                .iter()
+                .filter_map(|(k, v)| {
+                    Some((
+                        MqttString::try_from(k.as_str()).ok()?,
+                        MqttString::try_from(v.as_str()).ok()?,
+                    ))
+                })
+                .collect();
+            properties.subscription_identifiers = delivery.subscription_ids.clone();
+            if self.client_alias_max > 0 {
+                if let Some(&alias) = self.outbound_aliases.get(&message.topic) {
+                    properties.topic_alias = Some(alias);
+                    topic = MqttString::default();
+                } else if let Ok(next) = u16::try_from(self.outbound_aliases.len() + 1)
+                    && next <= self.client_alias_max
+                {
+                    self.outbound_aliases.insert(message.topic.clone(), next);
+                    properties.topic_alias = Some(next);
+                }
+            }
+        }
+        Packet::Publish(Publish {
+            dup,
+            qos: QoS::from_u8(delivery.qos).unwrap_or(QoS::AtMostOnce),
+            retain: delivery.retain,
+            topic,
+            packet_id,
+            properties,
+            payload: message.payload.clone(),
+        })
+    }
+
+    /// Ends the connection: last DISCONNECT (v5), flush, will, session detach.
+    async fn finish(mut self, exit: Exit) {
+        let reason = match &exit {
+            Exit::Kicked => Some(ReasonCode::SessionTakenOver),
+            Exit::Shutdown => Some(ReasonCode::ServerShuttingDown),
+            Exit::Violation(reason, _) => Some(*reason),
+            Exit::ClientDisconnect { .. } | Exit::Closed(_) => None,
+        };
+        if let Some(reason) = reason
+            && self.version == ProtocolVersion::V5
+        {
+            let mut properties = Properties::default();
+            if self.problem_info
+                && let Exit::Violation(_, why) = &exit
+            {
+                properties.reason_string = MqttString::try_from(why.as_str()).ok();
+            }
+            self.write(&Packet::Disconnect(Disconnect {
+                reason_code: reason,
+                properties,
+            }));
+        }
+        let flush = async {
+            while !self.outbuf.is_empty() {
+                if self.writer.write_buf(&mut self.outbuf).await.is_err() {
+                    break;
+                }
+            }
+            let _ = self.writer.shutdown().await;
+        };
+        let _ = tokio::time::timeout(CLOSE_FLUSH, flush).await;
+
+        match &exit {
+            Exit::Violation(reason, why) => {
+                self.server
+                    .metrics
+                    .protocol_errors
+                    .fetch_add(1, Ordering::Relaxed);
+                tracing::info!(peer = %self.peer, client_id = %self.client_id, reason = reason.name(), "MQTT client disconnected: {why}");
+            }
+            Exit::Closed(why) => {
+                tracing::debug!(peer = %self.peer, client_id = %self.client_id, "MQTT client gone: {why}")
+            }
+            other => {
+                tracing::debug!(peer = %self.peer, client_id = %self.client_id, "MQTT client gone: {other:?}")
+            }
+        }
+
+        let publish_will = match exit {
+            Exit::ClientDisconnect { with_will } => with_will,
+            Exit::Shutdown => false,
+            Exit::Closed(_) | Exit::Kicked | Exit::Violation(..) => true,
+        };
+        if let Some(will) = self.will.take()
+            && publish_will
+        {
+            self.server.schedule_will(
+                &self.session,
+                self.generation,
+                will.message,
+                will.delay_secs,
+            );
+        }
+        // Acks never sent are simply owed: the client resends those publishes.
+        self.server.detach_session(&self.session, self.generation);
+        self.server.metrics.connected(-1);
+    }
+}
+
+/// Maps a decode failure to the DISCONNECT the client gets.
+fn decode_violation(err: &DecodeError) -> Exit {
+    Exit::Violation(err.reason_code(), err.to_string())
+}
+
+/// The message metadata kept from PUBLISH or Will properties.
+fn message_properties(p: &Properties) -> MessageProperties {
+    MessageProperties {
+        payload_utf8: p.payload_format_indicator,
+        expiry_secs: p.message_expiry_interval,
+        content_type: p.content_type.as_ref().map(|s| s.as_str().to_owned()),
+        response_topic: p.response_topic.as_ref().map(|s| s.as_str().to_owned()),
+        correlation_data: p.correlation_data.clone(),
+        user_properties: p
+            .user_properties
+            .iter()
+            .map(|(k, v)| (k.as_str().to_owned(), v.as_str().to_owned()))
+            .collect(),
+    }
+}
+
+/// The log record for a routed MQTT message.
+pub fn log_record(message: &Message, client_id: &str) -> NewRecord {
+    NewRecord {
+        timestamp_ms: message.received_ms,
+        source: Source::Mqtt,
+        topic: message.topic.clone(),
+        client_id: client_id.to_owned(),
+        headers: message
+            .properties
+            .user_properties
+            .iter()
+            .map(|(key, value)| Header {
+                key: key.clone(),
+                value: Bytes::from(value.clone()),
+            })
+            .collect(),
+        payload: message.payload.clone(),
+    }
+}
+
+/// Polls the pending append without taking it (cancel-safe inside `select!`).
+async fn poll_pending(pending: &mut Option<PendingAppend>) -> Result<Appended, AppendError> {
+    std::future::poll_fn(|cx| match pending.as_mut() {
+        Some(p) => p.future.as_mut().poll(cx),
+        None => Poll::Pending,
+    })
+    .await
+}
+
+/// Waits for the front acknowledgement to be ready (later ones wait their turn: acks leave in order).
+async fn poll_front_ack(acks: &mut VecDeque<PendingAck>) -> Result<ReasonCode, AppendError> {
+    std::future::poll_fn(|cx| match acks.front_mut().map(|a| &mut a.outcome) {
+        Some(AckOutcome::Ready(reason)) => Poll::Ready(Ok(*reason)),
+        Some(AckOutcome::Durable(future)) => future
+            .as_mut()
+            .poll(cx)
+            .map(|r| r.map(|_| ReasonCode::Success)),
+        None => Poll::Pending,
+    })
+    .await
+}
+
+async fn sleep_until_opt(deadline: Option<Instant>) {
+    match deadline {
+        Some(deadline) => tokio::time::sleep_until(deadline).await,
+        None => std::future::pending().await,
+    }
+}

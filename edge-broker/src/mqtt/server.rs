@@ -1,0 +1,569 @@
+//! The MQTT server: listener, session registry, retained store, publishing, wills, session
+//! expiry, and snapshots of persistent sessions and retained messages across restarts.
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use edge_bridge::route::Routes;
+use edge_log::Log;
+use serde::{Deserialize, Serialize};
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use super::connection::{self, log_record};
+use super::retained::RetainedStore;
+use super::session::{Registry, Session, SessionSnapshot, SubscriptionRecord};
+use crate::config::MqttSection;
+use crate::hub::{Hub, Mailbox, SubEntry};
+use crate::message::{Message, now_ms};
+use crate::router::Filter;
+use crate::state_file::{self, StateFileError};
+
+/// How often persistent sessions and retained messages are snapshotted when they changed.
+const SNAPSHOT_INTERVAL: Duration = Duration::from_secs(1);
+/// How often expired offline sessions are removed.
+const EXPIRY_SWEEP: Duration = Duration::from_secs(1);
+const SESSIONS_MAGIC: &[u8; 8] = b"EBSESS01";
+const RETAINED_MAGIC: &[u8; 8] = b"EBRETN01";
+
+/// Counters of the MQTT front end, rendered on `/metrics`.
+#[derive(Debug, Default)]
+pub struct MqttMetrics {
+    /// Clients connected now.
+    pub connections: AtomicI64,
+    /// Connections accepted since start.
+    pub connections_total: AtomicU64,
+    /// PUBLISH packets received, by QoS.
+    pub received: [AtomicU64; 3],
+    /// PUBLISH packets sent, by QoS.
+    pub sent: [AtomicU64; 3],
+    /// Publishes refused because the log refused them (full, too large, failed).
+    pub refused: AtomicU64,
+    /// Connections closed for protocol violations or malformed packets.
+    pub protocol_errors: AtomicU64,
+    /// Deliveries discarded because their message expired before it could be sent.
+    pub expired: AtomicU64,
+    /// Deliveries discarded because they exceed the client's Maximum Packet Size.
+    pub too_large_for_client: AtomicU64,
+}
+
+impl MqttMetrics {
+    /// Adds `delta` to the connection gauge (and the total on connect).
+    pub fn connected(&self, delta: i64) {
+        self.connections.fetch_add(delta, Ordering::Relaxed);
+        if delta > 0 {
+            self.connections_total.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Counts a received PUBLISH.
+    pub fn received(&self, qos: usize) {
+        if let Some(counter) = self.received.get(qos) {
+            counter.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Counts a sent PUBLISH.
+    pub fn sent(&self, qos: usize) {
+        if let Some(counter) = self.sent.get(qos) {
+            counter.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+/// What is saved in `sessions.bin`.
+#[derive(Debug, Serialize, Deserialize)]
+struct SessionsFile {
+    sessions: Vec<SessionSnapshot>,
+}
+
+/// What is saved in `retained.bin`.
+#[derive(Debug, Serialize, Deserialize)]
+struct RetainedFile {
+    messages: Vec<Message>,
+}
+
+/// Errors while starting the MQTT server.
+#[derive(Debug, thiserror::Error)]
+pub enum MqttStartError {
+    /// A state file could not be read.
+    #[error(transparent)]
+    State(#[from] StateFileError),
+    /// A state file could not be decoded.
+    #[error("state file {path}: cannot decode: {source}")]
+    Decode {
+        /// The file.
+        path: PathBuf,
+        /// The decoding error.
+        source: postcard::Error,
+    },
+}
+
+/// The shared state of the MQTT front end.
+#[derive(Debug)]
+pub struct MqttServer {
+    /// `[mqtt]` settings.
+    pub settings: MqttSection,
+    /// Subscriptions of all protocols.
+    pub hub: Arc<Hub>,
+    /// Sessions by client id.
+    pub sessions: Registry,
+    /// Retained messages.
+    pub retained: RetainedStore,
+    /// The event log routed publishes go to.
+    pub log: Log,
+    routes: RwLock<Arc<Routes>>,
+    /// Counters.
+    pub metrics: MqttMetrics,
+    state_dir: PathBuf,
+    changes: AtomicU64,
+    client_ids: AtomicU64,
+    tasks: TaskTracker,
+}
+
+impl MqttServer {
+    /// Creates the server and restores persistent sessions and retained messages from `state_dir`.
+    pub fn open(
+        settings: MqttSection,
+        hub: Arc<Hub>,
+        log: Log,
+        routes: Arc<Routes>,
+        state_dir: PathBuf,
+    ) -> Result<Arc<MqttServer>, MqttStartError> {
+        let server = Arc::new(MqttServer {
+            retained: RetainedStore::new(settings.max_retained),
+            settings,
+            hub,
+            sessions: Registry::new(1),
+            log,
+            routes: RwLock::new(routes),
+            metrics: MqttMetrics::default(),
+            state_dir,
+            changes: AtomicU64::new(0),
+            client_ids: AtomicU64::new(0),
+            tasks: TaskTracker::new(),
+        });
+        server.restore()?;
+        Ok(server)
+    }
+
+    fn sessions_path(&self) -> PathBuf {
+        self.state_dir.join("sessions.bin")
+    }
+
+    fn retained_path(&self) -> PathBuf {
+        self.state_dir.join("retained.bin")
+    }
+
+    fn restore(&self) -> Result<(), MqttStartError> {
+        let decode_error = |path: PathBuf| move |source| MqttStartError::Decode { path, source };
+        if let Some(body) = state_file::load(&self.retained_path(), RETAINED_MAGIC)? {
+            let file: RetainedFile =
+                postcard::from_bytes(&body).map_err(decode_error(self.retained_path()))?;
+            let count = file.messages.len();
+            self.retained.restore(file.messages);
+            tracing::info!(count, "restored retained messages");
+        }
+        if let Some(body) = state_file::load(&self.sessions_path(), SESSIONS_MAGIC)? {
+            let file: SessionsFile =
+                postcard::from_bytes(&body).map_err(decode_error(self.sessions_path()))?;
+            let count = file.sessions.len();
+            let now = now_ms();
+            for snapshot in file.sessions {
+                self.restore_session(snapshot, now);
+            }
+            tracing::info!(count, "restored persistent MQTT sessions");
+        }
+        Ok(())
+    }
+
+    fn restore_session(&self, snapshot: SessionSnapshot, now: u64) {
+        let session = Arc::new(Session::new(
+            self.sessions.next_key(),
+            snapshot.client_id.clone(),
+            self.settings.max_queued_messages,
+        ));
+        {
+            let mut state = session.lock();
+            state.expiry_secs = snapshot.expiry_secs;
+            // A session that was online when the broker stopped went offline then.
+            state.disconnected_at_ms = Some(snapshot.disconnected_at_ms.unwrap_or(now));
+            for (id, released, delivery) in snapshot.inflight {
+                state.inflight.insert(
+                    id,
+                    super::session::Outbound {
+                        delivery: delivery.into_delivery(),
+                        released,
+                    },
+                );
+                state.last_packet_id = state.last_packet_id.max(id);
+            }
+            state.queue = snapshot
+                .queue
+                .into_iter()
+                .map(|d| d.into_delivery())
+                .collect();
+            state.inbound_qos2 = snapshot.inbound_qos2.into_iter().collect();
+        }
+        for (text, record) in snapshot.subscriptions {
+            if let Some((filter, group)) = parse_subscription(&text) {
+                self.hub.subscribe(
+                    &filter,
+                    group.as_deref(),
+                    session.key,
+                    sub_entry(&session, record),
+                );
+                session.lock().subscriptions.insert(text, record);
+            }
+        }
+        self.sessions.lock().insert(snapshot.client_id, session);
+    }
+
+    /// Replaces the routes (SIGHUP reload).
+    pub fn set_routes(&self, routes: Arc<Routes>) {
+        *self.routes.write().unwrap_or_else(|p| p.into_inner()) = routes;
+    }
+
+    /// Whether an MQTT publish on `topic` goes to the log (and from there upstream).
+    pub fn is_routed(&self, topic: &str) -> bool {
+        let routes = self.routes.read().unwrap_or_else(|p| p.into_inner());
+        routes
+            .find(edge_bridge::headers::Source::Mqtt, topic)
+            .is_some()
+    }
+
+    /// A fresh client id for a client that sent an empty one.
+    pub fn assign_client_id(&self) -> String {
+        let n = self.client_ids.fetch_add(1, Ordering::Relaxed);
+        format!("edge-{:x}-{n}", now_ms())
+    }
+
+    /// Notes that persistent session state changed (subscriptions, expiry).
+    pub fn sessions_changed(&self) {
+        self.changes.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Delivers a message to local subscribers and updates the retained store.
+    pub fn publish_local(&self, message: &Arc<Message>) {
+        if message.retain && !self.retained.set(message) {
+            tracing::warn!(topic = %message.topic, "retained message not kept: mqtt.max_retained reached");
+        }
+        self.hub.publish(message);
+        self.changes.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Finds or creates the session for `client_id` and attaches a connection to it.
+    /// Returns the session, whether it was present (resumed), and the connection's generation.
+    pub fn attach_session(
+        &self,
+        client_id: &str,
+        clean_start: bool,
+        expiry_secs: u32,
+        kick: CancellationToken,
+    ) -> (Arc<Session>, bool, u64) {
+        let mut sessions = self.sessions.lock();
+        let existing = sessions.get(client_id).cloned();
+        let (session, present) = match existing {
+            Some(old) if clean_start => {
+                // The old session ends now; its connection (if any) is taken over.
+                let kick_old = old.lock().kick.take();
+                if let Some(kick_old) = kick_old {
+                    kick_old.cancel();
+                }
+                self.end_session_state(&old);
+                self.drop_subscriptions(&old);
+                (
+                    Arc::new(Session::new(
+                        self.sessions.next_key(),
+                        client_id.to_owned(),
+                        self.settings.max_queued_messages,
+                    )),
+                    false,
+                )
+            }
+            Some(old) => {
+                {
+                    let mut state = old.lock();
+                    if let Some(kick_old) = state.kick.take() {
+                        kick_old.cancel();
+                    }
+                    // Reconnected within the will delay: the will is not sent (MQTT 5 §3.1.3.2.2).
+                    if let Some(will) = state.pending_will.take() {
+                        will.abort.cancel();
+                    }
+                }
+                (old, true)
+            }
+            None => (
+                Arc::new(Session::new(
+                    self.sessions.next_key(),
+                    client_id.to_owned(),
+                    self.settings.max_queued_messages,
+                )),
+                false,
+            ),
+        };
+        let generation = {
+            let mut state = session.lock();
+            state.generation += 1;
+            state.online = true;
+            state.kick = Some(kick);
+            state.expiry_secs = expiry_secs;
+            state.disconnected_at_ms = None;
+            state.generation
+        };
+        sessions.insert(client_id.to_owned(), Arc::clone(&session));
+        drop(sessions);
+        self.sessions_changed();
+        (session, present, generation)
+    }
+
+    /// Detaches a connection: the session ends (expiry 0) or waits offline for the client.
+    pub fn detach_session(&self, session: &Arc<Session>, generation: u64) {
+        let end = {
+            let mut state = session.lock();
+            if state.generation != generation {
+                return; // a newer connection owns the session now
+            }
+            state.online = false;
+            state.kick = None;
+            state.queue.retain(|d| d.qos > 0);
+            state.disconnected_at_ms = Some(now_ms());
+            state.expiry_secs == 0
+        };
+        if end {
+            self.end_session(session);
+        }
+        self.sessions_changed();
+    }
+
+    /// Marks a session ended; a will waiting for its delay is sent now (the session ended first).
+    fn end_session_state(&self, session: &Session) {
+        let mut state = session.lock();
+        state.ended = true;
+        if let Some(will) = state.pending_will.take() {
+            will.fire.cancel();
+        }
+    }
+
+    fn end_session(&self, session: &Arc<Session>) {
+        self.end_session_state(session);
+        let mut sessions = self.sessions.lock();
+        if sessions
+            .get(&session.client_id)
+            .is_some_and(|s| Arc::ptr_eq(s, session))
+        {
+            sessions.remove(&session.client_id);
+        }
+        drop(sessions);
+        self.drop_subscriptions(session);
+    }
+
+    fn drop_subscriptions(&self, session: &Arc<Session>) {
+        let filters: Vec<String> = session.lock().subscriptions.keys().cloned().collect();
+        for text in filters {
+            self.unsubscribe_one(session, &text);
+        }
+    }
+
+    /// Removes one subscription (full filter text, maybe `$share/...`); returns whether it existed.
+    pub fn unsubscribe_one(&self, session: &Session, text: &str) -> bool {
+        let existed = session.lock().subscriptions.remove(text).is_some();
+        if let Some((filter, group)) = parse_subscription(text) {
+            self.hub.unsubscribe(&filter, group.as_deref(), session.key);
+        }
+        existed
+    }
+
+    /// Publishes the will of the connection `generation` now, or after `delay_secs` unless
+    /// the client comes back first; the delay never outlasts the session.
+    pub fn schedule_will(
+        self: &Arc<Self>,
+        session: &Arc<Session>,
+        generation: u64,
+        message: Message,
+        delay_secs: u32,
+    ) {
+        let pending = {
+            let mut state = session.lock();
+            let delay = if state.ended {
+                0
+            } else {
+                delay_secs.min(state.expiry_secs)
+            };
+            if delay == 0 {
+                None
+            } else if state.generation != generation {
+                // The client is already back on a new connection: the delayed will is void.
+                return;
+            } else {
+                let will = super::session::PendingWill::default();
+                state.pending_will = Some(will.clone());
+                Some((will, delay))
+            }
+        };
+        let Some((will, delay)) = pending else {
+            self.publish_will(message);
+            return;
+        };
+        let server = Arc::clone(self);
+        self.tasks.spawn(async move {
+            tokio::select! {
+                _ = will.abort.cancelled() => {}
+                _ = will.fire.cancelled() => server.publish_will(message),
+                _ = tokio::time::sleep(Duration::from_secs(u64::from(delay))) => server.publish_will(message),
+            }
+        });
+    }
+
+    fn publish_will(self: &Arc<Self>, mut message: Message) {
+        message.received_ms = now_ms();
+        let message = Arc::new(message);
+        tracing::debug!(topic = %message.topic, "publishing will");
+        if self.is_routed(&message.topic) {
+            let server = Arc::clone(self);
+            self.tasks.spawn(async move {
+                let record = log_record(&message, "");
+                match server.log.append(record).await {
+                    Ok(_) => server.publish_local(&message),
+                    Err(err) => tracing::warn!(topic = %message.topic, "will not stored: {err}"),
+                }
+            });
+        } else {
+            self.publish_local(&message);
+        }
+    }
+
+    /// Accepts connections until `shutdown`, then waits for them to close and saves state.
+    pub async fn serve(self: Arc<Self>, listener: TcpListener, shutdown: CancellationToken) {
+        let permits = Arc::new(Semaphore::new(self.settings.max_connections));
+        let background = self.spawn_background(shutdown.clone());
+        loop {
+            let accepted = tokio::select! {
+                _ = shutdown.cancelled() => break,
+                accepted = listener.accept() => accepted,
+            };
+            let (stream, peer) = match accepted {
+                Ok(accepted) => accepted,
+                Err(err) => {
+                    tracing::warn!("MQTT listener: accept failed: {err}");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            };
+            let permit = Arc::clone(&permits).try_acquire_owned().ok();
+            self.tasks.spawn(connection::serve(
+                Arc::clone(&self),
+                stream,
+                peer,
+                permit,
+                shutdown.clone(),
+            ));
+        }
+        drop(listener);
+        self.tasks.close();
+        self.tasks.wait().await;
+        let _ = background.await;
+        if let Err(err) = self.save() {
+            tracing::error!("saving MQTT state at shutdown failed: {err}");
+        }
+    }
+
+    fn spawn_background(
+        self: &Arc<Self>,
+        shutdown: CancellationToken,
+    ) -> tokio::task::JoinHandle<()> {
+        let server = Arc::clone(self);
+        tokio::spawn(async move {
+            let mut snapshot = tokio::time::interval(SNAPSHOT_INTERVAL);
+            let mut sweep = tokio::time::interval(EXPIRY_SWEEP);
+            let mut saved_at = 0;
+            loop {
+                tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    _ = snapshot.tick() => {
+                        let changes = server.changes.load(Ordering::Relaxed);
+                        if changes != saved_at || server.retained.is_dirty() {
+                            saved_at = changes;
+                            let saver = Arc::clone(&server);
+                            match tokio::task::spawn_blocking(move || saver.save()).await {
+                                Ok(Ok(())) => {}
+                                Ok(Err(err)) => tracing::error!("saving MQTT state failed: {err}"),
+                                Err(err) => tracing::error!("saving MQTT state panicked: {err}"),
+                            }
+                        }
+                    }
+                    _ = sweep.tick() => server.expire_sessions(),
+                }
+            }
+        })
+    }
+
+    /// Removes offline sessions whose expiry interval has passed.
+    pub fn expire_sessions(&self) {
+        let now = now_ms();
+        let expired: Vec<Arc<Session>> = self
+            .sessions
+            .lock()
+            .values()
+            .filter(|session| {
+                let state = session.lock();
+                !state.online
+                    && state.expiry_secs != u32::MAX
+                    && state.disconnected_at_ms.is_some_and(|at| {
+                        now.saturating_sub(at) >= u64::from(state.expiry_secs) * 1000
+                    })
+            })
+            .cloned()
+            .collect();
+        for session in expired {
+            tracing::debug!(client_id = %session.client_id, "session expired");
+            self.end_session(&session);
+            self.sessions_changed();
+        }
+    }
+
+    /// Writes persistent sessions and retained messages to their state files.
+    pub fn save(&self) -> Result<(), StateFileError> {
+        let sessions: Vec<Arc<Session>> = self.sessions.lock().values().cloned().collect();
+        let file = SessionsFile {
+            sessions: sessions
+                .iter()
+                .filter(|s| s.lock().expiry_secs > 0)
+                .map(|s| SessionSnapshot::capture(s))
+                .collect(),
+        };
+        let body = postcard::to_allocvec(&file).unwrap_or_default();
+        state_file::save(&self.sessions_path(), SESSIONS_MAGIC, &body)?;
+        let retained = RetainedFile {
+            messages: self.retained.snapshot(),
+        };
+        let body = postcard::to_allocvec(&retained).unwrap_or_default();
+        state_file::save(&self.retained_path(), RETAINED_MAGIC, &body)
+    }
+}
+
+/// Splits `$share/group/filter` or a plain filter into the hub's filter and share group.
+fn parse_subscription(text: &str) -> Option<(Filter, Option<String>)> {
+    match edge_proto::mqtt::topic::parse_shared(text) {
+        Ok(Some(shared)) => Filter::mqtt(shared.filter)
+            .ok()
+            .map(|f| (f, Some(shared.group.to_owned()))),
+        Ok(None) => Filter::mqtt(text).ok().map(|f| (f, None)),
+        Err(_) => None,
+    }
+}
+
+fn sub_entry(session: &Arc<Session>, record: SubscriptionRecord) -> SubEntry {
+    SubEntry {
+        qos: record.qos,
+        no_local: record.no_local,
+        retain_as_published: record.retain_as_published,
+        id: record.id,
+        mailbox: Arc::clone(session) as Arc<dyn Mailbox>,
+    }
+}
