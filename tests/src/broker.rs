@@ -28,7 +28,85 @@ pub fn broker_binary() -> PathBuf {
         "{} is missing: run the tests with `cargo test --workspace` (or `cargo build -p edge-broker` first)",
         binary.display()
     );
+    assert_fresh(&binary);
     binary
+}
+
+/// `cargo test -p edge-tests` does not rebuild the broker binary: refuse to test a stale one.
+fn assert_fresh(binary: &Path) {
+    fn newest(dir: &Path) -> Option<std::time::SystemTime> {
+        std::fs::read_dir(dir)
+            .ok()?
+            .filter_map(Result::ok)
+            .filter_map(|entry| {
+                let path = entry.path();
+                if path.is_dir() {
+                    newest(&path)
+                } else if path.extension().is_some_and(|e| e == "rs") {
+                    entry.metadata().ok()?.modified().ok()
+                } else {
+                    None
+                }
+            })
+            .max()
+    }
+    let built = std::fs::metadata(binary).and_then(|m| m.modified()).ok();
+    let root = crate::peers::repo_root();
+    let sources = [
+        "edge-broker/src",
+        "edge-broker/log/src",
+        "edge-broker/proto/src",
+        "bridge/src",
+    ]
+    .iter()
+    .filter_map(|dir| newest(&root.join(dir)))
+    .max();
+    if let (Some(built), Some(sources)) = (built, sources) {
+        assert!(
+            built >= sources,
+            "{} is older than its sources: run `cargo build -p edge-broker` or test with `cargo test --workspace`",
+            binary.display()
+        );
+    }
+}
+
+/// Sections with a `listen` address; tests never use the fixed default ports.
+const LISTENER_SECTIONS: [&str; 2] = ["mqtt", "metrics"];
+
+/// Adds `listen = "127.0.0.1:0"` to every listener section that does not set its own.
+fn with_ephemeral_listeners(body: &str) -> String {
+    let mut out = String::new();
+    let mut section = String::new();
+    let mut placed: Vec<String> = Vec::new();
+    let mut pending: Option<String> = None;
+    for line in body.lines() {
+        let trimmed = line.trim();
+        if trimmed.starts_with('[') {
+            if let Some(name) = pending.take() {
+                out.push_str("listen = \"127.0.0.1:0\"\n");
+                placed.push(name);
+            }
+            section = trimmed.trim_matches(|c| c == '[' || c == ']').to_owned();
+            if LISTENER_SECTIONS.contains(&section.as_str()) {
+                pending = Some(section.clone());
+            }
+        } else if trimmed.starts_with("listen") && pending.as_deref() == Some(section.as_str()) {
+            placed.push(section.clone());
+            pending = None;
+        }
+        out.push_str(line);
+        out.push('\n');
+    }
+    if let Some(name) = pending.take() {
+        out.push_str("listen = \"127.0.0.1:0\"\n");
+        placed.push(name);
+    }
+    for name in LISTENER_SECTIONS {
+        if !placed.iter().any(|p| p == name) && !body.contains(&format!("[{name}]")) {
+            out.push_str(&format!("\n[{name}]\nlisten = \"127.0.0.1:0\"\n"));
+        }
+    }
+    out
 }
 
 /// A running `edge-broker` process with its own data directory; killed on drop.
@@ -66,18 +144,14 @@ impl Broker {
 
     /// Starts a broker with extra environment variables, without waiting for it to be ready.
     ///
-    /// Unless `config_body` has a `[metrics]` section, the endpoint listens on an ephemeral port.
+    /// Every listener the body does not place itself listens on an ephemeral port.
     pub fn spawn_with_env(dir: &Path, config_body: &str, env: &[(&str, &str)]) -> Broker {
         let config = dir.join("edge-broker.toml");
         let data = dir.join("data");
-        let metrics = if config_body.contains("[metrics]") {
-            ""
-        } else {
-            "[metrics]\nlisten = \"127.0.0.1:0\"\n"
-        };
         let text = format!(
-            "[node]\nid = \"test-gw\"\ndata_dir = \"{}\"\n\n{metrics}{config_body}",
-            data.display()
+            "[node]\nid = \"test-gw\"\ndata_dir = \"{}\"\n\n{}",
+            data.display(),
+            with_ephemeral_listeners(config_body)
         );
         std::fs::write(&config, text).expect("write config");
         let mut child = Command::new(broker_binary())
@@ -128,6 +202,11 @@ impl Broker {
             .and_then(|rest| rest.split_whitespace().next())
             .and_then(|addr| addr.parse().ok())
             .unwrap_or_else(|| panic!("no address in log line {line:?}"))
+    }
+
+    /// The MQTT listener's address.
+    pub fn mqtt_addr(&self) -> std::net::SocketAddr {
+        self.listen_addr("mqtt.listen")
     }
 
     /// The process id.
@@ -205,5 +284,26 @@ impl Drop for Broker {
             let _ = self.child.kill();
             let _ = self.child.wait();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn listeners_default_to_ephemeral_ports_unless_placed() {
+        let out = with_ephemeral_listeners("[mqtt]\nmax_inflight = 5\n[log]\nfsync = \"never\"\n");
+        assert!(
+            out.contains("[mqtt]\nmax_inflight = 5\nlisten = \"127.0.0.1:0\"\n[log]"),
+            "{out}"
+        );
+        assert!(
+            out.contains("[metrics]\nlisten = \"127.0.0.1:0\"\n"),
+            "{out}"
+        );
+        let out = with_ephemeral_listeners("[metrics]\nlisten = \"127.0.0.1:9\"\n");
+        assert_eq!(out.matches("listen").count(), 2, "{out}");
+        assert!(out.contains("127.0.0.1:9"));
     }
 }
