@@ -13,6 +13,33 @@
 //! - [`headers`]: the `NATS/1.0` header block ([`HeaderMap`]).
 //! - [`subject`]: subject validation, wildcard matching, and the NATS ↔ MQTT name mapping.
 //!
+//! A server session reads into a `BytesMut` and drains it like this:
+//!
+//! ```
+//! use bytes::BytesMut;
+//! use edge_proto::nats::{ClientOp, Limits, ServerOp, decode_client_op};
+//!
+//! let limits = Limits::default();
+//! let mut inbuf = BytesMut::from(&b"CONNECT {}\r\nSUB foo.. 1\r\nPUB foo 2\r\nhi\r\nPING\r\n"[..]);
+//! let mut out = BytesMut::new();
+//! loop {
+//!     match decode_client_op(&mut inbuf, &limits) {
+//!         Ok(Some(ClientOp::Ping)) => ServerOp::Pong.encode(&mut out),
+//!         Ok(Some(_op)) => { /* route, ack, ... */ }
+//!         Ok(None) => break, // read more from the socket, then call again
+//!         Err(e) => {
+//!             if let Some(line) = e.err_line() {
+//!                 out.extend_from_slice(line.as_bytes());
+//!             }
+//!             if e.closes_connection() {
+//!                 break; // flush `out`, then close
+//!             }
+//!         }
+//!     }
+//! }
+//! assert_eq!(&out[..], b"-ERR 'Invalid Subject'\r\nPONG\r\n");
+//! ```
+//!
 //! Behaviour is nats-server 2.9.10's, checked against the real server in
 //! `tests/nats_differential.rs`. Known, deliberate deviations:
 //! - non-UTF-8 subjects, replies, sids and queue names are refused ([`DecodeError::NotUtf8`]);

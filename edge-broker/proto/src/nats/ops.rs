@@ -169,6 +169,8 @@ pub struct Pub {
     /// Optional reply subject.
     pub reply: Option<String>,
     /// Raw `NATS/1.0` header block (HPUB), zero-copy; parse with [`super::HeaderMap::decode`].
+    /// nats-server closes the connection (without `-ERR`) on an HPUB from a client whose
+    /// CONNECT did not set `headers: true`; the session has to check that.
     pub headers: Option<Bytes>,
     /// The payload, zero-copy.
     pub payload: Bytes,
