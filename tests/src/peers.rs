@@ -38,3 +38,17 @@ pub fn program(program: &str, debian_package: &str) -> PathBuf {
         )
     })
 }
+
+/// A child process that is killed and reaped when dropped, so a failing test never leaves a
+/// peer running (or holding the test's output pipe open).
+#[derive(Debug)]
+pub struct ChildGuard(pub std::process::Child);
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        if let Ok(None) = self.0.try_wait() {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+}

@@ -36,6 +36,8 @@ use crate::router::Filter;
 
 /// Stop reading a client while this much output waits for it.
 const OUT_HIGH_WATER: usize = 256 << 10;
+/// How long a shutdown waits for acknowledgements of records already on their way to disk.
+const SHUTDOWN_ACK_DRAIN: Duration = Duration::from_secs(5);
 /// How long a closing connection may take to flush its last packets.
 const CLOSE_FLUSH: Duration = Duration::from_secs(1);
 
@@ -1006,8 +1008,31 @@ impl Connection {
         })
     }
 
+    /// On shutdown, sends the acknowledgements whose records become durable within a short
+    /// deadline, so clients do not resend what is already safe.
+    async fn drain_acks(&mut self) {
+        let drain = async {
+            if self.pending_append.is_some() {
+                let appended = poll_pending(&mut self.pending_append).await;
+                if self.on_appended(appended).is_err() {
+                    return;
+                }
+            }
+            while !self.acks.is_empty() {
+                let reason = poll_front_ack(&mut self.acks).await;
+                if self.send_front_ack(reason).is_err() {
+                    return;
+                }
+            }
+        };
+        let _ = tokio::time::timeout(SHUTDOWN_ACK_DRAIN, drain).await;
+    }
+
     /// Ends the connection: last DISCONNECT (v5), flush, will, session detach.
     async fn finish(mut self, exit: Exit) {
+        if matches!(exit, Exit::Shutdown) {
+            self.drain_acks().await;
+        }
         let reason = match &exit {
             Exit::Kicked => Some(ReasonCode::SessionTakenOver),
             Exit::Shutdown => Some(ReasonCode::ServerShuttingDown),

@@ -1,0 +1,90 @@
+"""Publish numbered QoS 1/2 messages with paho-mqtt and print each one the broker acknowledged.
+
+Usage: mqtt_pub_acked.py HOST PORT TOPIC COUNT [--qos 1] [--version 5|311] [--inflight 50]
+
+Prints "ACK <n>" (flushed) for every PUBACK/PUBCOMP received, "DONE" when all are acked;
+exits when the broker goes away. Payloads are "msg-<n>".
+"""
+import argparse
+import sys
+import threading
+
+import paho.mqtt.client as mqtt
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("host")
+    ap.add_argument("port", type=int)
+    ap.add_argument("topic")
+    ap.add_argument("count", type=int)
+    ap.add_argument("--qos", type=int, default=1)
+    ap.add_argument("--version", default="5")
+    ap.add_argument("--inflight", type=int, default=50)
+    ap.add_argument("--client-id", default="acked-publisher")
+    args = ap.parse_args()
+
+    protocol = mqtt.MQTTv5 if args.version == "5" else mqtt.MQTTv311
+    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=args.client_id, protocol=protocol)
+    client.max_inflight_messages_set(args.inflight)
+    mid_to_n = {}
+    lock = threading.Lock()
+    acked = 0
+    gone = threading.Event()
+    done = threading.Event()
+
+    early = {}  # mid -> failed?, for acks that arrive before publish() returned the mid
+
+    # At most `inflight` unacknowledged publishes: packet ids (1..65535) are then unambiguous.
+    window = threading.Semaphore(args.inflight)
+
+    def report(n, failed):
+        nonlocal acked
+        window.release()
+        if failed:
+            return
+        print(f"ACK {n}", flush=True)
+        acked += 1
+        if acked == args.count:
+            done.set()
+
+    # paho calls on_publish while holding its own lock: never call paho while holding ours.
+    def on_publish(_client, _userdata, mid, reason_code, _properties):
+        failed = hasattr(reason_code, "is_failure") and reason_code.is_failure
+        with lock:
+            n = mid_to_n.pop(mid, None)
+            if n is None:
+                early[mid] = failed
+                return
+            report(n, failed)
+
+    def on_disconnect(_client, _userdata, _flags, _reason_code, _properties):
+        gone.set()
+
+    client.on_publish = on_publish
+    client.on_disconnect = on_disconnect
+    client.connect(args.host, args.port, keepalive=30)
+    client.loop_start()
+    for n in range(args.count):
+        while not window.acquire(timeout=0.1):
+            if gone.is_set():
+                break
+        if gone.is_set():
+            break
+        info = client.publish(args.topic, f"msg-{n}".encode(), qos=args.qos)
+        with lock:
+            if info.mid in early:
+                report(n, early.pop(info.mid))
+            else:
+                mid_to_n[info.mid] = n
+    while not (done.is_set() or gone.is_set()):
+        done.wait(0.1)
+    if done.is_set():
+        print("DONE", flush=True)
+        client.disconnect()
+    client.loop_stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
