@@ -317,7 +317,10 @@ fn strip_diagnostics_makes_an_ack_fit() {
         reason_code: ReasonCode::NotAuthorized,
         properties: Properties {
             reason_string: Some(MqttString::try_from("x".repeat(100)).unwrap()),
-            user_properties: vec![(MqttString::from_static("k").unwrap(), MqttString::from_static("v").unwrap())],
+            user_properties: vec![(
+                MqttString::from_static("k").unwrap(),
+                MqttString::from_static("v").unwrap(),
+            )],
             ..Properties::default()
         },
     };
@@ -327,5 +330,8 @@ fn strip_diagnostics_makes_an_ack_fit() {
     assert!(out.is_empty());
     assert!(ack.properties.strip_diagnostics());
     assert!(!ack.properties.strip_diagnostics());
-    assert_eq!(encode_limited(&Packet::PubAck(ack), v, 16, &mut out).unwrap(), 5);
+    assert_eq!(
+        encode_limited(&Packet::PubAck(ack), v, 16, &mut out).unwrap(),
+        5
+    );
 }

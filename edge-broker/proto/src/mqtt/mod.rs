@@ -9,9 +9,9 @@
 //!   mapping onto 3.1.1 return codes.
 //! - [`string`]: [`MqttString`], a zero-copy UTF-8 string (a [`bytes::Bytes`] slice of the
 //!   frame) that is checked once at decode time (well-formed, no U+0000).
-//! - [`decode`] (re-exported): [`decode()`], [`decode_connect()`], [`DecodeError`] with
+//! - [`mod@decode`] (re-exported): [`decode()`], [`decode_connect()`], [`DecodeError`] with
 //!   [`DecodeError::reason_code()`].
-//! - [`encode`] (re-exported): [`encode()`], [`encode_limited()`], [`encoded_len()`],
+//! - [`mod@encode`] (re-exported): [`encode()`], [`encode_limited()`], [`encoded_len()`],
 //!   [`EncodeError`].
 //! - [`topic`]: topic name / filter validation, wildcard matching with the `$` rule, and
 //!   `$share/{group}/{filter}` parsing.
@@ -24,6 +24,24 @@
 //! [`encode_limited()`] with the client's Maximum Packet Size, which refuses (and writes
 //! nothing) when the packet would be too large, so the server can drop properties or the
 //! message as the spec requires.
+//!
+//! Design choices:
+//! - One packet model for both versions. v5-only fields default to "absent" and are dropped
+//!   when encoding 3.1.1; 3.1.1 return codes map onto [`ReasonCode`] (CONNACK 0..=5, SUBACK
+//!   0x80), so the server handles one set of types whatever the client speaks.
+//! - Properties are one typed struct for every packet; an allow-table per packet type (and
+//!   for the Will) makes a misplaced property a decode error and an encode error alike.
+//! - Zero-copy: a complete frame is split off the read buffer and frozen once; topics,
+//!   strings, binary fields and payloads are `Bytes` slices of it ([`MqttString`] validates
+//!   UTF-8 once, at decode time).
+//! - The encoder serialises through one sink-generic function run twice (count, then write),
+//!   so the length prefix can never disagree with the body, and validation happens before
+//!   the first byte is written.
+//! - Strict on input, the server's policy left to the server: reserved bits, QoS 3, bad
+//!   UTF-8, U+0000, 5-byte varints, duplicate or misplaced properties, zero packet ids,
+//!   empty SUBSCRIBE/UNSUBSCRIBE and wildcard topic names are refused with the spec's reason
+//!   code; topic *filter* syntax, client-id rules, topic-alias ranges and payload-format
+//!   checks are left to the session, which answers per filter / per message.
 
 pub mod decode;
 pub mod encode;
