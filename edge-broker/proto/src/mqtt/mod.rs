@@ -9,8 +9,8 @@
 //!   mapping onto 3.1.1 return codes.
 //! - [`string`]: [`MqttString`], a zero-copy UTF-8 string (a [`bytes::Bytes`] slice of the
 //!   frame) that is checked once at decode time (well-formed, no U+0000).
-//! - [`mod@decode`] (re-exported): [`decode()`], [`decode_connect()`], [`DecodeError`] with
-//!   [`DecodeError::reason_code()`].
+//! - [`mod@decode`] (re-exported): [`decode()`], [`decode_connect()`], the per-connection
+//!   [`Decoder`], and [`DecodeError`] with [`DecodeError::reason_code()`].
 //! - [`mod@encode`] (re-exported): [`encode()`], [`encode_limited()`], [`encoded_len()`],
 //!   [`EncodeError`].
 //! - [`topic`]: topic name / filter validation, wildcard matching with the `$` rule, and
@@ -53,7 +53,7 @@ pub mod topic;
 
 mod wire;
 
-pub use decode::{DecodeError, decode, decode_connect};
+pub use decode::{DecodeError, Decoder, decode, decode_connect};
 pub use encode::{EncodeError, encode, encode_limited, encoded_len};
 pub use packet::*;
 pub use properties::{Properties, PropertyId};
