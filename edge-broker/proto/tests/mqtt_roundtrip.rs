@@ -121,6 +121,12 @@ proptest! {
         }
     }
 
+    /// `is_empty` (used for the short v5 ack forms) agrees with "equal to the default".
+    #[test]
+    fn properties_is_empty(p in prop_oneof![Just(Properties::default()), any_properties()]) {
+        prop_assert_eq!(p.is_empty(), p == Properties::default());
+    }
+
     /// Arbitrary bytes never panic; whatever decodes re-encodes to something that decodes
     /// to the same packet.
     #[test]
