@@ -25,6 +25,29 @@
 //! nothing) when the packet would be too large, so the server can drop properties or the
 //! message as the spec requires.
 //!
+//! ```
+//! use bytes::BytesMut;
+//! use edge_proto::mqtt::{ConnAck, Decoder, Packet, Properties, ReasonCode, encode_limited};
+//!
+//! // A 3.1.1 CONNECT as it arrives from the socket (client id "s1").
+//! let mut inbox = BytesMut::from(&b"\x10\x0e\x00\x04MQTT\x04\x02\x00\x3c\x00\x02s1"[..]);
+//! let mut decoder = Decoder::new(64 * 1024);
+//! let Some(Packet::Connect(connect)) = decoder.decode(&mut inbox)? else { panic!() };
+//! assert_eq!(connect.client_id, "s1");
+//! let version = decoder.version().unwrap();
+//!
+//! let ack = Packet::ConnAck(ConnAck {
+//!     session_present: false,
+//!     reason_code: ReasonCode::Success,
+//!     properties: Properties::default(),
+//! });
+//! let mut outbox = BytesMut::new();
+//! let client_max = connect.properties.maximum_packet_size.unwrap_or(u32::MAX);
+//! encode_limited(&ack, version, client_max, &mut outbox)?;
+//! assert_eq!(&outbox[..], b"\x20\x02\x00\x00");
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
 //! Design choices:
 //! - One packet model for both versions. v5-only fields default to "absent" and are dropped
 //!   when encoding 3.1.1; 3.1.1 return codes map onto [`ReasonCode`] (CONNACK 0..=5, SUBACK
