@@ -54,23 +54,46 @@ fn main() {
     let cases: Vec<(&str, ProtocolVersion, Packet)> = vec![
         ("PUBLISH q1 64B", ProtocolVersion::V311, publish(64, false)),
         ("PUBLISH q1 64B", ProtocolVersion::V5, publish(64, false)),
-        ("PUBLISH q1 64B +4 props", ProtocolVersion::V5, publish(64, true)),
-        ("PUBLISH q1 4KiB +4 props", ProtocolVersion::V5, publish(4096, true)),
-        ("PUBACK", ProtocolVersion::V5, Packet::PubAck(PubAck::new(42))),
+        (
+            "PUBLISH q1 64B +4 props",
+            ProtocolVersion::V5,
+            publish(64, true),
+        ),
+        (
+            "PUBLISH q1 4KiB +4 props",
+            ProtocolVersion::V5,
+            publish(4096, true),
+        ),
+        (
+            "PUBACK",
+            ProtocolVersion::V5,
+            Packet::PubAck(PubAck::new(42)),
+        ),
         (
             "SUBSCRIBE 2 filters",
             ProtocolVersion::V5,
             Packet::Subscribe(Subscribe {
                 packet_id: 1,
                 filters: vec![
-                    SubscribeFilter { filter: t("sensors/+/temperature"), options: SubscriptionOptions::default() },
-                    SubscribeFilter { filter: t("$share/g/alerts/#"), options: SubscriptionOptions::default() },
+                    SubscribeFilter {
+                        filter: t("sensors/+/temperature"),
+                        options: SubscriptionOptions::default(),
+                    },
+                    SubscribeFilter {
+                        filter: t("$share/g/alerts/#"),
+                        options: SubscriptionOptions::default(),
+                    },
                 ],
-                properties: Properties { subscription_identifiers: vec![7], ..Properties::default() },
+                properties: Properties {
+                    subscription_identifiers: vec![7],
+                    ..Properties::default()
+                },
             }),
         ),
     ];
-    println!("| packet | version | bytes | decode ns/op | decode MB/s | encode ns/op | encode MB/s |");
+    println!(
+        "| packet | version | bytes | decode ns/op | decode MB/s | encode ns/op | encode MB/s |"
+    );
     println!("|---|---|---:|---:|---:|---:|---:|");
     let mut scratch = BytesMut::with_capacity(8192);
     for (name, v, p) in cases {

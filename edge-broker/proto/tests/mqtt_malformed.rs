@@ -155,6 +155,11 @@ fn variable_byte_integer_too_long() {
         M,
     );
     assert!(matches!(e, DecodeError::VarIntTooLong { .. }), "{e:?}");
+    // Non-minimal encodings: remaining length 0 in two bytes, a property length of 0 in two.
+    let e = fails(&[0xC0, 0x80, 0x00], V5, M);
+    assert!(matches!(e, DecodeError::Malformed { .. }), "{e:?}");
+    let e = fails(&frame(0x40, &[0, 1, 0x00, 0x80, 0x00]), V5, M);
+    assert!(matches!(e, DecodeError::Malformed { .. }), "{e:?}");
     // Subscription identifier as a 5-byte VBI.
     let e = fails(
         &frame(0x30, &[0, 1, b'a', 6, 0x0B, 0x80, 0x80, 0x80, 0x80, 0x01]),
@@ -566,4 +571,32 @@ fn reason_code_table() {
         ReasonCode::TopicNameInvalid.to_string(),
         "Topic Name invalid (0x90)"
     );
+}
+
+#[test]
+fn per_connection_decoder() {
+    let mut d = Decoder::new(MAX);
+    assert_eq!(d.version(), None);
+    // Before CONNECT, anything else is refused.
+    let e = d.decode(&mut BytesMut::from(&[0xC0u8, 0][..])).unwrap_err();
+    assert_eq!(e.reason_code(), P);
+    // CONNECT in two pieces, then a PINGREQ, in the version CONNECT named.
+    let c = connect5(0x02, &[], &[]);
+    let mut buf = BytesMut::from(&c[..3]);
+    assert_eq!(d.decode(&mut buf), Ok(None));
+    buf.extend_from_slice(&c[3..]);
+    buf.extend_from_slice(&[0xC0, 0x00]);
+    assert!(matches!(d.decode(&mut buf), Ok(Some(Packet::Connect(_)))));
+    assert_eq!(d.version(), Some(V5));
+    assert_eq!(d.decode(&mut buf), Ok(Some(Packet::PingReq)));
+    assert_eq!(d.decode(&mut buf), Ok(None));
+    // The limit can be tightened after CONNECT.
+    d.set_max_packet_size(4);
+    assert_eq!(d.max_packet_size(), 4);
+    let e = d
+        .decode(&mut BytesMut::from(
+            &frame(0x30, &[0, 1, b'a', 0, 1, 2])[..],
+        ))
+        .unwrap_err();
+    assert_eq!(e.reason_code(), TL);
 }

@@ -121,6 +121,12 @@ proptest! {
         }
     }
 
+    /// `is_empty` (used for the short v5 ack forms) agrees with "equal to the default".
+    #[test]
+    fn properties_is_empty(p in prop_oneof![Just(Properties::default()), any_properties()]) {
+        prop_assert_eq!(p.is_empty(), p == Properties::default());
+    }
+
     /// Arbitrary bytes never panic; whatever decodes re-encodes to something that decodes
     /// to the same packet.
     #[test]
@@ -317,7 +323,10 @@ fn strip_diagnostics_makes_an_ack_fit() {
         reason_code: ReasonCode::NotAuthorized,
         properties: Properties {
             reason_string: Some(MqttString::try_from("x".repeat(100)).unwrap()),
-            user_properties: vec![(MqttString::from_static("k").unwrap(), MqttString::from_static("v").unwrap())],
+            user_properties: vec![(
+                MqttString::from_static("k").unwrap(),
+                MqttString::from_static("v").unwrap(),
+            )],
             ..Properties::default()
         },
     };
@@ -327,5 +336,8 @@ fn strip_diagnostics_makes_an_ack_fit() {
     assert!(out.is_empty());
     assert!(ack.properties.strip_diagnostics());
     assert!(!ack.properties.strip_diagnostics());
-    assert_eq!(encode_limited(&Packet::PubAck(ack), v, 16, &mut out).unwrap(), 5);
+    assert_eq!(
+        encode_limited(&Packet::PubAck(ack), v, 16, &mut out).unwrap(),
+        5
+    );
 }

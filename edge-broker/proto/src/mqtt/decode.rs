@@ -266,6 +266,12 @@ fn frame(
         VbiParse::Done(v, n) => (v, n),
         VbiParse::Incomplete => return Ok(None),
         VbiParse::TooLong => return Err(DecodeError::RemainingLengthTooLong),
+        VbiParse::NonMinimal => {
+            return Err(DecodeError::Malformed {
+                packet,
+                detail: "remaining length not in its shortest form",
+            });
+        }
     };
     let total = 1 + vbi_len + remaining as usize;
     if total as u64 > u64::from(max_packet_size) {
@@ -328,6 +334,51 @@ pub fn decode_connect(
         return Ok(None);
     };
     read_connect(&mut f.body).map(Some)
+}
+
+/// Per-connection decoding state: expects CONNECT first, then decodes in the version the
+/// CONNECT named. A thin convenience over [`decode_connect()`] and [`decode()`].
+#[derive(Debug, Clone)]
+pub struct Decoder {
+    version: Option<ProtocolVersion>,
+    max_packet_size: u32,
+}
+
+impl Decoder {
+    /// A decoder for a new connection that accepts frames up to `max_packet_size` bytes.
+    pub fn new(max_packet_size: u32) -> Self {
+        Decoder {
+            version: None,
+            max_packet_size,
+        }
+    }
+
+    /// The version negotiated by CONNECT, once it has been decoded.
+    pub fn version(&self) -> Option<ProtocolVersion> {
+        self.version
+    }
+
+    /// The frame size limit in force.
+    pub fn max_packet_size(&self) -> u32 {
+        self.max_packet_size
+    }
+
+    /// Changes the frame size limit.
+    pub fn set_max_packet_size(&mut self, max_packet_size: u32) {
+        self.max_packet_size = max_packet_size;
+    }
+
+    /// Decodes the next packet: the first must be CONNECT (which fixes the version), the
+    /// rest are decoded in that version. Same `Ok(None)` / `Err` contract as [`decode()`].
+    pub fn decode(&mut self, buf: &mut BytesMut) -> Result<Option<Packet>, DecodeError> {
+        match self.version {
+            Some(v) => decode(buf, v, self.max_packet_size),
+            None => Ok(decode_connect(buf, self.max_packet_size)?.map(|c| {
+                self.version = Some(c.protocol_version);
+                Packet::Connect(Box::new(c))
+            })),
+        }
+    }
 }
 
 fn decode_body(mut f: Frame, version: ProtocolVersion) -> Result<Packet, DecodeError> {

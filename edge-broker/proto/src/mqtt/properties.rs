@@ -315,78 +315,98 @@ impl Properties {
 
     /// True when no property is set.
     pub fn is_empty(&self) -> bool {
-        self.present_mask() == 0
+        self.payload_format_indicator.is_none()
+            && self.message_expiry_interval.is_none()
+            && self.content_type.is_none()
+            && self.response_topic.is_none()
+            && self.correlation_data.is_none()
+            && self.subscription_identifiers.is_empty()
+            && self.session_expiry_interval.is_none()
+            && self.assigned_client_identifier.is_none()
+            && self.server_keep_alive.is_none()
+            && self.authentication_method.is_none()
+            && self.authentication_data.is_none()
+            && self.request_problem_information.is_none()
+            && self.will_delay_interval.is_none()
+            && self.request_response_information.is_none()
+            && self.response_information.is_none()
+            && self.server_reference.is_none()
+            && self.reason_string.is_none()
+            && self.receive_maximum.is_none()
+            && self.topic_alias_maximum.is_none()
+            && self.topic_alias.is_none()
+            && self.maximum_qos.is_none()
+            && self.retain_available.is_none()
+            && self.user_properties.is_empty()
+            && self.maximum_packet_size.is_none()
+            && self.wildcard_subscription_available.is_none()
+            && self.subscription_identifiers_available.is_none()
+            && self.shared_subscription_available.is_none()
     }
 
     /// Bit set of the property identifiers that are set.
     fn present_mask(&self) -> u64 {
-        let mut m = 0;
-        let mut set = |present: bool, id: PropertyId| {
-            if present {
-                m |= id.bit();
-            }
-        };
-        set(
+        const fn bit(present: bool, id: PropertyId) -> u64 {
+            (present as u64) << (id as u8)
+        }
+        bit(
             self.payload_format_indicator.is_some(),
             P::PayloadFormatIndicator,
-        );
-        set(
+        ) | bit(
             self.message_expiry_interval.is_some(),
             P::MessageExpiryInterval,
-        );
-        set(self.content_type.is_some(), P::ContentType);
-        set(self.response_topic.is_some(), P::ResponseTopic);
-        set(self.correlation_data.is_some(), P::CorrelationData);
-        set(
-            !self.subscription_identifiers.is_empty(),
-            P::SubscriptionIdentifier,
-        );
-        set(
-            self.session_expiry_interval.is_some(),
-            P::SessionExpiryInterval,
-        );
-        set(
-            self.assigned_client_identifier.is_some(),
-            P::AssignedClientIdentifier,
-        );
-        set(self.server_keep_alive.is_some(), P::ServerKeepAlive);
-        set(
-            self.authentication_method.is_some(),
-            P::AuthenticationMethod,
-        );
-        set(self.authentication_data.is_some(), P::AuthenticationData);
-        set(
-            self.request_problem_information.is_some(),
-            P::RequestProblemInformation,
-        );
-        set(self.will_delay_interval.is_some(), P::WillDelayInterval);
-        set(
-            self.request_response_information.is_some(),
-            P::RequestResponseInformation,
-        );
-        set(self.response_information.is_some(), P::ResponseInformation);
-        set(self.server_reference.is_some(), P::ServerReference);
-        set(self.reason_string.is_some(), P::ReasonString);
-        set(self.receive_maximum.is_some(), P::ReceiveMaximum);
-        set(self.topic_alias_maximum.is_some(), P::TopicAliasMaximum);
-        set(self.topic_alias.is_some(), P::TopicAlias);
-        set(self.maximum_qos.is_some(), P::MaximumQoS);
-        set(self.retain_available.is_some(), P::RetainAvailable);
-        set(!self.user_properties.is_empty(), P::UserProperty);
-        set(self.maximum_packet_size.is_some(), P::MaximumPacketSize);
-        set(
-            self.wildcard_subscription_available.is_some(),
-            P::WildcardSubscriptionAvailable,
-        );
-        set(
-            self.subscription_identifiers_available.is_some(),
-            P::SubscriptionIdentifierAvailable,
-        );
-        set(
-            self.shared_subscription_available.is_some(),
-            P::SharedSubscriptionAvailable,
-        );
-        m
+        ) | bit(self.content_type.is_some(), P::ContentType)
+            | bit(self.response_topic.is_some(), P::ResponseTopic)
+            | bit(self.correlation_data.is_some(), P::CorrelationData)
+            | bit(
+                !self.subscription_identifiers.is_empty(),
+                P::SubscriptionIdentifier,
+            )
+            | bit(
+                self.session_expiry_interval.is_some(),
+                P::SessionExpiryInterval,
+            )
+            | bit(
+                self.assigned_client_identifier.is_some(),
+                P::AssignedClientIdentifier,
+            )
+            | bit(self.server_keep_alive.is_some(), P::ServerKeepAlive)
+            | bit(
+                self.authentication_method.is_some(),
+                P::AuthenticationMethod,
+            )
+            | bit(self.authentication_data.is_some(), P::AuthenticationData)
+            | bit(
+                self.request_problem_information.is_some(),
+                P::RequestProblemInformation,
+            )
+            | bit(self.will_delay_interval.is_some(), P::WillDelayInterval)
+            | bit(
+                self.request_response_information.is_some(),
+                P::RequestResponseInformation,
+            )
+            | bit(self.response_information.is_some(), P::ResponseInformation)
+            | bit(self.server_reference.is_some(), P::ServerReference)
+            | bit(self.reason_string.is_some(), P::ReasonString)
+            | bit(self.receive_maximum.is_some(), P::ReceiveMaximum)
+            | bit(self.topic_alias_maximum.is_some(), P::TopicAliasMaximum)
+            | bit(self.topic_alias.is_some(), P::TopicAlias)
+            | bit(self.maximum_qos.is_some(), P::MaximumQoS)
+            | bit(self.retain_available.is_some(), P::RetainAvailable)
+            | bit(!self.user_properties.is_empty(), P::UserProperty)
+            | bit(self.maximum_packet_size.is_some(), P::MaximumPacketSize)
+            | bit(
+                self.wildcard_subscription_available.is_some(),
+                P::WildcardSubscriptionAvailable,
+            )
+            | bit(
+                self.subscription_identifiers_available.is_some(),
+                P::SubscriptionIdentifierAvailable,
+            )
+            | bit(
+                self.shared_subscription_available.is_some(),
+                P::SharedSubscriptionAvailable,
+            )
     }
 
     /// The first property whose value the spec forbids (zero where non-zero is required,

@@ -32,6 +32,8 @@ pub(crate) enum VbiParse {
     Incomplete,
     /// A fifth byte would be needed: malformed.
     TooLong,
+    /// Not the shortest encoding (a trailing zero byte): malformed (MQTT-1.5.5-1).
+    NonMinimal,
 }
 
 /// Parses a variable byte integer at the start of `bytes`.
@@ -40,6 +42,9 @@ pub(crate) fn parse_vbi(bytes: &[u8]) -> VbiParse {
     for (i, b) in bytes.iter().take(4).enumerate() {
         value |= u32::from(b & 0x7F) << (7 * i);
         if b & 0x80 == 0 {
+            if i > 0 && *b == 0 {
+                return VbiParse::NonMinimal;
+            }
             return VbiParse::Done(value, i + 1);
         }
     }
@@ -166,6 +171,10 @@ impl Reader {
             VbiParse::TooLong => Err(DecodeError::VarIntTooLong {
                 packet: self.packet,
                 field,
+            }),
+            VbiParse::NonMinimal => Err(DecodeError::Malformed {
+                packet: self.packet,
+                detail: "variable byte integer not in its shortest form",
             }),
         }
     }
