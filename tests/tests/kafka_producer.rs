@@ -279,17 +279,49 @@ async fn frozen_broker_times_out_as_retriable_and_recovers() {
         "request timeout not enforced: waited {waited:?}"
     );
 
-    // The timed-out connection is dropped; the retry uses a fresh one. The first attempt may
-    // or may not have been written (unknown outcome), so 1 or 2 copies may exist: that is what
-    // the edge-offset header is for.
+    // The timed-out request was already in Tansu's socket buffer; once thawed, Tansu may
+    // still append it. Give it a moment and look.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let before = read_topic(&tansu.bootstrap(), topic, 1);
+    let orphan = before
+        .iter()
+        .find(|r| r.headers[1].1.as_deref() == Some("1"))
+        .map(|r| r.offset);
+    eprintln!(
+        "timed-out batch landed anyway: {orphan:?}; producer {:?}",
+        p.producer_identity()
+    );
+
+    // The retry (same batch, same producer id and sequence) goes out on a fresh connection.
+    // Apache Kafka would answer it with the orphan's offset (idempotent producer); Tansu 0.6
+    // does not deduplicate sequences (measured: it appends a second copy), so here the
+    // guarantee checked is at-least-once with recognisable duplicates: every copy of log
+    // offset 1 carries the same edge-offset header, and nothing is lost.
+    let identity = p
+        .producer_identity()
+        .expect("idempotent producer has a producer id");
+    assert!(
+        identity.producer_id >= 0 && identity.epoch >= 0,
+        "{identity:?}"
+    );
     let (offset, _) = produce_with_retry(&p, topic, &one_record(1)).await;
-    assert!(offset >= 1);
+    if let Some(o) = orphan {
+        assert!(offset >= o, "retry offset {offset} before orphan {o}");
+    }
     let got = read_topic(&tansu.bootstrap(), topic, offset as usize + 1);
-    let copies = got
+    let copies: Vec<i64> = got
         .iter()
         .filter(|r| r.headers[1].1.as_deref() == Some("1"))
-        .count();
-    assert!((1..=2).contains(&copies), "edge-offset 1 copies: {copies}");
+        .map(|r| r.offset)
+        .collect();
+    assert!(
+        !copies.is_empty() && copies.len() <= 2,
+        "copies of edge-offset 1 at {copies:?}"
+    );
+    assert!(
+        copies.contains(&offset),
+        "the acknowledged copy is at {offset}: {copies:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
