@@ -337,3 +337,20 @@ pub fn librdkafka_bench(
     ]);
     v["rate"].as_f64().unwrap_or(0.0)
 }
+
+/// Deletes `topic` with librdkafka's AdminClient (`tests/tools/kafka_admin.py`).
+pub fn delete_topic(bootstrap: &str, topic: &str) {
+    let py = venv_python().unwrap_or_else(|e| panic!("{e}"));
+    let script = repo_root().join("tests/tools/kafka_admin.py");
+    let out = Command::new(py)
+        .arg(&script)
+        .args(["--bootstrap", bootstrap, "delete", "--topic", topic])
+        .output()
+        .unwrap_or_else(|e| panic!("running {}: {e}", script.display()));
+    assert!(
+        out.status.success(),
+        "kafka_admin.py delete {topic} failed ({}): {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
