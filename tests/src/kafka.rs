@@ -127,6 +127,14 @@ impl Tansu {
             .status()
             .map(|s| s.success());
         assert!(matches!(ok, Ok(true)), "kill {sig} {pid} failed");
+        if sig == "-STOP" {
+            // Signals are asynchronous: wait until the kernel reports the process stopped.
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while process_state(pid) != Some('T') {
+                assert!(Instant::now() < deadline, "tansu {pid} did not stop");
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        }
     }
 
     fn log_path(&self) -> PathBuf {
@@ -176,6 +184,13 @@ impl Tansu {
             std::thread::sleep(Duration::from_millis(50));
         }
     }
+}
+
+/// The state letter of `/proc/PID/stat` (R, S, T, ...).
+fn process_state(pid: u32) -> Option<char> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name is in parentheses and may contain spaces; the state follows it.
+    stat.rsplit_once(')')?.1.trim_start().chars().next()
 }
 
 impl Drop for Tansu {

@@ -362,18 +362,28 @@ async fn metadata_is_refreshed_periodically_and_picks_up_new_partitions() {
     let topic = "edge-grow";
     assert!(p.create_topic(topic, 2, 1).await.expect("create"));
     assert_eq!(p.partition_count(topic).await.expect("count"), 2);
-    p.produce(topic, 1, &one_record(0)).await.expect("produce to partition 1");
+    p.produce(topic, 1, &one_record(0))
+        .await
+        .expect("produce to partition 1");
 
     // Tansu has no CreatePartitions; recreate the topic with more partitions behind the
     // producer's back (another client does it, so our cache is not told).
     edge_tests::kafka::delete_topic(&tansu.bootstrap(), topic);
     let other = producer(&tansu, Compression::None);
-    assert!(other.create_topic(topic, 6, 1).await.expect("recreate with 6 partitions"));
+    assert!(
+        other
+            .create_topic(topic, 6, 1)
+            .await
+            .expect("recreate with 6 partitions")
+    );
 
     // Within the cache age the old count may still be served; after it, the new one.
     tokio::time::sleep(Duration::from_millis(400)).await;
     assert_eq!(p.partition_count(topic).await.expect("count"), 6);
-    let offset = p.produce(topic, 5, &one_record(1)).await.expect("produce to new partition 5");
+    let offset = p
+        .produce(topic, 5, &one_record(1))
+        .await
+        .expect("produce to new partition 5");
     assert_eq!(offset, 0);
 }
 
@@ -387,14 +397,31 @@ async fn oversized_batches_are_rejected_for_dead_lettering_and_unknown_partition
     let topic = "edge-limits";
     assert!(p.create_topic(topic, 2, 1).await.expect("create"));
     let big: Vec<ProduceRecord> = (0..10).flat_map(one_record).collect();
-    let err = p.produce(topic, 0, &big).await.expect_err("10 records of ~300 B exceed 1 KiB");
-    assert!(matches!(err, ProduceError::BatchTooLarge { max: 1024, .. }), "{err:?}");
+    let err = p
+        .produce(topic, 0, &big)
+        .await
+        .expect_err("10 records of ~300 B exceed 1 KiB");
+    assert!(
+        matches!(err, ProduceError::BatchTooLarge { max: 1024, .. }),
+        "{err:?}"
+    );
     assert_eq!(err.class(), ErrorClass::Rejected);
     // A single record still fits and goes through after the refusal.
-    assert_eq!(p.produce(topic, 0, &one_record(0)).await.expect("small batch"), 0);
+    assert_eq!(
+        p.produce(topic, 0, &one_record(0))
+            .await
+            .expect("small batch"),
+        0
+    );
 
-    let err = p.produce(topic, 7, &one_record(1)).await.expect_err("no partition 7");
-    assert!(matches!(err, ProduceError::UnknownPartition { partitions: 2, .. }), "{err:?}");
+    let err = p
+        .produce(topic, 7, &one_record(1))
+        .await
+        .expect_err("no partition 7");
+    assert!(
+        matches!(err, ProduceError::UnknownPartition { partitions: 2, .. }),
+        "{err:?}"
+    );
     assert_eq!(err.class(), ErrorClass::UnknownTopic);
     let err = p.produce(topic, 0, &[]).await.expect_err("empty batch");
     assert!(matches!(err, ProduceError::EmptyBatch), "{err:?}");

@@ -53,11 +53,14 @@ pub struct ProducerConfig {
     /// numbers, so a batch resent after an unknown-outcome error is written once. Retries
     /// must resend the identical batch (same records, same order).
     pub idempotent: bool,
+    /// Connections opened to one broker at most; partition `p` uses connection
+    /// `p % connections_per_broker`, with one request in flight on each.
+    pub connections_per_broker: usize,
 }
 
 impl ProducerConfig {
     /// Defaults: lz4, 30 s request timeout, 10 s connect timeout, 60 s metadata age, 1 MiB
-    /// requests, 16 MiB responses, idempotent.
+    /// requests, 16 MiB responses, idempotent, up to 4 connections per broker.
     pub fn new(brokers: Vec<String>) -> Self {
         Self {
             brokers,
@@ -69,6 +72,7 @@ impl ProducerConfig {
             max_request_bytes: 1024 * 1024,
             max_response_bytes: 16 * 1024 * 1024,
             idempotent: true,
+            connections_per_broker: 4,
         }
     }
 }
@@ -119,12 +123,12 @@ struct Inner {
     /// Connection used for Metadata and CreateTopics.
     bootstrap: tokio::sync::Mutex<Option<Connection>>,
     /// One connection per leader broker id.
-    slots: Mutex<HashMap<i32, Slot>>,
+    slots: Mutex<HashMap<(i32, usize), Slot>>,
     /// Idempotent-producer state; None until InitProducerId succeeded (or when disabled).
     idempotence: Mutex<Option<Idempotence>>,
 }
 
-/// Our Kafka producer: one connection per broker, one request in flight per connection,
+/// Our Kafka producer: a few connections per broker, one request in flight per connection,
 /// acks=all, a request timeout, TCP_NODELAY. Cheap to clone; clones share connections.
 #[derive(Clone)]
 pub struct WireProducer {
@@ -458,8 +462,12 @@ impl WireProducer {
             self.forget(topic);
             return Err(no_leader());
         };
+        // Partitions spread over up to `connections_per_broker` connections to their leader,
+        // so batches for different partitions travel in parallel while each partition keeps
+        // one batch in flight (its order and sequence numbers stay simple).
+        let lane = partition as usize % self.inner.config.connections_per_broker.max(1);
         let slot = lock(&self.inner.slots)
-            .entry(leader)
+            .entry((leader, lane))
             .or_insert_with(|| {
                 Arc::new(tokio::sync::Mutex::new(BrokerSlot {
                     addr: addr.clone(),
