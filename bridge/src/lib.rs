@@ -8,6 +8,8 @@
 //!   null-key policy (sticky per batch, round-robin across batches).
 //! - [`headers`]: the `edge-node` / `edge-offset` / `edge-source` / `edge-topic` headers plus
 //!   user headers, built from a [`headers::ForwardRecord`] (mirror of `edge_log::Record`).
+//! - [`plan`]: one chunk of log records → per-partition batches (route, key, partition,
+//!   headers), log order kept per partition.
 //! - [`backoff`]: jittered exponential backoff with a cap.
 //! - [`producer`]: the [`producer::KafkaProducer`] trait, error classification, and
 //!   [`producer::WireProducer`], our producer on the `kafka-protocol` crate (TCP_NODELAY,
@@ -16,5 +18,6 @@
 pub mod backoff;
 pub mod headers;
 pub mod partition;
+pub mod plan;
 pub mod producer;
 pub mod route;

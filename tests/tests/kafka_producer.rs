@@ -426,3 +426,90 @@ async fn oversized_batches_are_rejected_for_dead_lettering_and_unknown_partition
     let err = p.produce(topic, 0, &[]).await.expect_err("empty batch");
     assert!(matches!(err, ProduceError::EmptyBatch), "{err:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn planned_chunks_from_routes_arrive_on_their_topics_and_partitions() {
+    use edge_bridge::plan::Planner;
+    use edge_bridge::route::{RouteConfig, Routes};
+
+    let tansu = Tansu::start();
+    let p = producer(&tansu, Compression::Lz4);
+    let routes = Routes::compile(&[
+        RouteConfig {
+            mqtt: Some("sensors/+/temperature".into()),
+            kafka_topic: "sensor-temperature".into(),
+            key: Some("{node.id}:{topic.2}".into()),
+            ..Default::default()
+        },
+        RouteConfig {
+            nats: Some("sensors.*.temperature".into()),
+            kafka_topic: "sensor-nats".into(),
+            ..Default::default()
+        },
+    ])
+    .expect("routes");
+    assert!(
+        p.create_topic("sensor-temperature", 4, 1)
+            .await
+            .expect("create")
+    );
+    assert!(p.create_topic("sensor-nats", 3, 1).await.expect("create"));
+    let mut planner = Planner::new(routes, NODE);
+
+    // Three chunks, as a cursor would hand them over; log offsets 0..120.
+    let all: Vec<ForwardRecord> = (0..120)
+        .map(|off| {
+            let mut r = log_record(off);
+            if r.source == Source::Nats {
+                r.topic = r.topic.replace('/', ".");
+            }
+            r
+        })
+        .collect();
+    for chunk in all.chunks(40) {
+        let mut counts = HashMap::new();
+        for t in planner.topics(chunk) {
+            counts.insert(t.to_owned(), p.partition_count(t).await.expect("count"));
+        }
+        let plan = planner.plan(chunk, &counts).expect("plan");
+        assert!(plan.unrouted.is_empty());
+        for b in &plan.batches {
+            p.produce(&b.topic, b.partition, &b.records)
+                .await
+                .expect("produce planned batch");
+        }
+    }
+
+    let mqtt = read_topic(&tansu.bootstrap(), "sensor-temperature", 60);
+    assert_eq!(mqtt.len(), 60);
+    for r in &mqtt {
+        let key = r.key.clone().expect("keyed");
+        let device = r.headers[3]
+            .1
+            .as_deref()
+            .and_then(|t| t.split('/').nth(1))
+            .expect("edge-topic");
+        assert_eq!(key, format!("{NODE}:{device}"));
+        assert_eq!(
+            r.partition,
+            partition_for_key(key.as_bytes(), 4).expect("partition")
+        );
+        assert_eq!(r.headers[2].1.as_deref(), Some("mqtt"));
+    }
+    let nats = read_topic(&tansu.bootstrap(), "sensor-nats", 60);
+    assert_eq!(nats.len(), 60);
+    // Keyless: each chunk of 40 (20 NATS records) sticks to one partition.
+    let mut per_chunk: BTreeMap<u64, std::collections::HashSet<i32>> = BTreeMap::new();
+    for r in &nats {
+        assert_eq!(r.key, None);
+        assert_eq!(r.headers[2].1.as_deref(), Some("nats"));
+        let off: u64 = r.headers[1]
+            .1
+            .as_deref()
+            .and_then(|v| v.parse().ok())
+            .expect("edge-offset");
+        per_chunk.entry(off / 40).or_default().insert(r.partition);
+    }
+    assert_eq!(per_chunk.len(), 3);
+    assert!(per_chunk.values().all(|ps| ps.len() == 1), "{per_chunk:?}");
+}
