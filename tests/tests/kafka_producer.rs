@@ -136,7 +136,13 @@ async fn keyed_records_land_once_on_the_java_partition_with_headers_in_order() {
                 .and_then(|v| v.parse().ok())
                 .expect("decimal edge-offset");
             let want = log_record(off);
-            assert_eq!(h[2], ("edge-source", Some(edge_bridge::headers::source_name(want.source))));
+            assert_eq!(
+                h[2],
+                (
+                    "edge-source",
+                    Some(edge_bridge::headers::source_name(want.source))
+                )
+            );
             assert_eq!(h[3], ("edge-topic", Some(want.topic.as_str())));
             assert_eq!(h[4], ("unit", Some("celsius")));
             assert!(
