@@ -519,3 +519,80 @@ async fn planned_chunks_from_routes_arrive_on_their_topics_and_partitions() {
     assert_eq!(per_chunk.len(), 3);
     assert!(per_chunk.values().all(|ps| ps.len() == 1), "{per_chunk:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn delivery_rides_out_a_broker_restart_and_loses_nothing() {
+    use edge_bridge::deliver::{DeliverConfig, deliver};
+    use edge_bridge::plan::Planner;
+    use edge_bridge::route::{RouteConfig, Routes};
+    use tokio_util::sync::CancellationToken;
+
+    let mut tansu = Tansu::start();
+    let p = producer(&tansu, Compression::Lz4);
+    let topic = "sensor-outage";
+    let routes = Routes::compile(&[RouteConfig {
+        mqtt: Some("sensors/#".into()),
+        kafka_topic: topic.into(),
+        key: Some("{topic.2}".into()),
+        ..Default::default()
+    }])
+    .expect("routes");
+    let mut planner = Planner::new(routes, NODE);
+    let counts: HashMap<String, i32> = [(topic.to_string(), 4)].into_iter().collect();
+    let chunk: Vec<ForwardRecord> = (0..200).filter(|o| o % 2 == 0).map(log_record).collect();
+    let plan = planner.plan(&chunk, &counts).expect("plan");
+    assert!(plan.batches.len() > 1);
+
+    // The uplink is down when the chunk is sent; it comes back (empty, memory storage) later.
+    tansu.stop();
+    let config = DeliverConfig {
+        backoff_base: Duration::from_millis(50),
+        backoff_cap: Duration::from_millis(400),
+    };
+    let cancel = CancellationToken::new();
+    let sender = {
+        let (p, cancel) = (p.clone(), cancel.clone());
+        tokio::spawn(async move { deliver(&p, plan, config, &cancel).await })
+    };
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    assert!(
+        !sender.is_finished(),
+        "delivery must keep retrying while the broker is down"
+    );
+    tansu.restart();
+    let delivered = tokio::time::timeout(Duration::from_secs(60), sender)
+        .await
+        .expect("delivered within 60 s of the restart")
+        .expect("task")
+        .expect("delivery");
+    assert_eq!(delivered.records, 100);
+    assert!(delivered.retries > 0, "the outage must have caused retries");
+    assert!(delivered.dead_letters.is_empty());
+
+    // Tansu auto-created the topic again with its default partition count; read it all.
+    let got = read_topic(&tansu.bootstrap(), topic, 100);
+    let mut offsets: Vec<u64> = got
+        .iter()
+        .map(|r| {
+            r.headers[1]
+                .1
+                .as_deref()
+                .and_then(|v| v.parse().ok())
+                .expect("edge-offset")
+        })
+        .collect();
+    offsets.sort_unstable();
+    offsets.dedup();
+    assert_eq!(
+        offsets,
+        (0..200).filter(|o| o % 2 == 0).collect::<Vec<u64>>(),
+        "every record arrived"
+    );
+    for r in &got {
+        let key = r.key.clone().expect("key");
+        assert_eq!(
+            r.partition,
+            partition_for_key(key.as_bytes(), 4).expect("partition")
+        );
+    }
+}
