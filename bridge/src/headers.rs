@@ -6,8 +6,9 @@
 //! User headers whose key is one of the four reserved `edge-*` names are dropped, so a device
 //! cannot forge the identity consumers use to recognise duplicates.
 //!
-//! [`ForwardRecord`] mirrors `edge_log::Record` field for field; it stands in for it until the
-//! bridge is wired to the log.
+//! [`ForwardRecord`], [`Source`] and [`Header`] mirror `edge_log::Record`, `edge_log::Source`
+//! and `edge_log::Header` field for field (LOG-API); they stand in for them until the bridge is
+//! wired to the log, when they become re-exports.
 
 use bytes::Bytes;
 
@@ -33,13 +34,12 @@ pub enum Source {
     Nats,
 }
 
-impl Source {
-    /// The `edge-source` header value.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Source::Mqtt => "mqtt",
-            Source::Nats => "nats",
-        }
+/// The `edge-source` header value for `source`. A free function (not a method) so that
+/// `Source` can become `edge_log::Source` without changes here.
+pub fn source_name(source: Source) -> &'static str {
+    match source {
+        Source::Mqtt => "mqtt",
+        Source::Nats => "nats",
     }
 }
 
@@ -86,7 +86,7 @@ pub fn build_headers(record: &ForwardRecord, node_id: &Bytes, out: &mut Vec<Reco
     ));
     out.push(RecordHeader::new(
         Bytes::from_static(EDGE_SOURCE.as_bytes()),
-        Bytes::from_static(record.source.as_str().as_bytes()),
+        Bytes::from_static(source_name(record.source).as_bytes()),
     ));
     out.push(RecordHeader::new(
         Bytes::from_static(EDGE_TOPIC.as_bytes()),
@@ -190,6 +190,6 @@ mod tests {
             ("edge-offset".into(), b"18446744073709551615".to_vec())
         );
         assert_eq!(p[4], ("Edge-Node-2".into(), b"ok".to_vec()));
-        assert_eq!(Source::Mqtt.as_str(), "mqtt");
+        assert_eq!(source_name(Source::Mqtt), "mqtt");
     }
 }

@@ -8,13 +8,19 @@
 //!   null-key policy (sticky per batch, round-robin across batches).
 //! - [`headers`]: the `edge-node` / `edge-offset` / `edge-source` / `edge-topic` headers plus
 //!   user headers, built from a [`headers::ForwardRecord`] (mirror of `edge_log::Record`).
+//! - [`plan`]: one chunk of log records → per-partition batches (route, key, partition,
+//!   headers), log order kept per partition.
+//! - [`deliver`]: sends a plan's batches concurrently, retries only failed ones with backoff,
+//!   splits rejected batches down to dead letters, stops on fatal errors or cancellation.
 //! - [`backoff`]: jittered exponential backoff with a cap.
 //! - [`producer`]: the [`producer::KafkaProducer`] trait, error classification, and
 //!   [`producer::WireProducer`], our producer on the `kafka-protocol` crate (TCP_NODELAY,
 //!   request timeout, acks=all, pure-Rust compression).
 
 pub mod backoff;
+pub mod deliver;
 pub mod headers;
 pub mod partition;
+pub mod plan;
 pub mod producer;
 pub mod route;

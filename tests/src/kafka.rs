@@ -127,6 +127,14 @@ impl Tansu {
             .status()
             .map(|s| s.success());
         assert!(matches!(ok, Ok(true)), "kill {sig} {pid} failed");
+        if sig == "-STOP" {
+            // Signals are asynchronous: wait until the kernel reports the process stopped.
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while process_state(pid) != Some('T') {
+                assert!(Instant::now() < deadline, "tansu {pid} did not stop");
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        }
     }
 
     fn log_path(&self) -> PathBuf {
@@ -176,6 +184,13 @@ impl Tansu {
             std::thread::sleep(Duration::from_millis(50));
         }
     }
+}
+
+/// The state letter of `/proc/PID/stat` (R, S, T, ...).
+fn process_state(pid: u32) -> Option<char> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name is in parentheses and may contain spaces; the state follows it.
+    stat.rsplit_once(')')?.1.trim_start().chars().next()
 }
 
 impl Drop for Tansu {
@@ -336,4 +351,21 @@ pub fn librdkafka_bench(
         &batch,
     ]);
     v["rate"].as_f64().unwrap_or(0.0)
+}
+
+/// Deletes `topic` with librdkafka's AdminClient (`tests/tools/kafka_admin.py`).
+pub fn delete_topic(bootstrap: &str, topic: &str) {
+    let py = venv_python().unwrap_or_else(|e| panic!("{e}"));
+    let script = repo_root().join("tests/tools/kafka_admin.py");
+    let out = Command::new(py)
+        .arg(&script)
+        .args(["--bootstrap", bootstrap, "delete", "--topic", topic])
+        .output()
+        .unwrap_or_else(|e| panic!("running {}: {e}", script.display()));
+    assert!(
+        out.status.success(),
+        "kafka_admin.py delete {topic} failed ({}): {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
 }

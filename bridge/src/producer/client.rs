@@ -9,14 +9,17 @@ use kafka_protocol::messages::create_topics_request::CreatableTopic;
 use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
 use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
 use kafka_protocol::messages::{
-    ApiKey, CreateTopicsRequest, CreateTopicsResponse, MetadataRequest, MetadataResponse,
-    ProduceRequest, ProduceResponse, TopicName,
+    ApiKey, CreateTopicsRequest, CreateTopicsResponse, InitProducerIdRequest,
+    InitProducerIdResponse, MetadataRequest, MetadataResponse, ProduceRequest, ProduceResponse,
+    ProducerId, TopicName,
 };
 use kafka_protocol::protocol::StrBytes;
 
 use super::batch::{BatchIdentity, encode_batch};
 use super::conn::{ConnLimits, Connection};
-use super::{Compression, KafkaProducer, ProduceError, ProduceRecord, code_name, codes};
+use super::{
+    Compression, ErrorClass, KafkaProducer, ProduceError, ProduceRecord, code_name, codes,
+};
 
 /// Highest Produce version we speak (v9: flexible, topic names; v13 switches to topic ids).
 const PRODUCE_MAX: i16 = 9;
@@ -24,6 +27,8 @@ const PRODUCE_MAX: i16 = 9;
 const METADATA_MAX: i16 = 9;
 /// Highest CreateTopics version we speak.
 const CREATE_TOPICS_MAX: i16 = 5;
+/// Highest InitProducerId version we speak.
+const INIT_PRODUCER_ID_MAX: i16 = 4;
 
 /// Producer settings (the `[kafka]` config section).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -44,11 +49,18 @@ pub struct ProducerConfig {
     pub max_request_bytes: usize,
     /// Largest response frame we accept.
     pub max_response_bytes: usize,
+    /// Idempotent producer: a producer id from InitProducerId and per-partition sequence
+    /// numbers, so a batch resent after an unknown-outcome error is written once. Retries
+    /// must resend the identical batch (same records, same order).
+    pub idempotent: bool,
+    /// Connections opened to one broker at most; partition `p` uses connection
+    /// `p % connections_per_broker`, with one request in flight on each.
+    pub connections_per_broker: usize,
 }
 
 impl ProducerConfig {
     /// Defaults: lz4, 30 s request timeout, 10 s connect timeout, 60 s metadata age, 1 MiB
-    /// requests, 16 MiB responses.
+    /// requests, 16 MiB responses, idempotent, up to 4 connections per broker.
     pub fn new(brokers: Vec<String>) -> Self {
         Self {
             brokers,
@@ -59,6 +71,8 @@ impl ProducerConfig {
             metadata_max_age: Duration::from_secs(60),
             max_request_bytes: 1024 * 1024,
             max_response_bytes: 16 * 1024 * 1024,
+            idempotent: true,
+            connections_per_broker: 4,
         }
     }
 }
@@ -85,6 +99,23 @@ struct BrokerSlot {
 
 type Slot = Arc<tokio::sync::Mutex<BrokerSlot>>;
 
+/// Producer id, epoch and the next sequence number per topic-partition.
+#[derive(Debug)]
+struct Idempotence {
+    producer_id: i64,
+    epoch: i16,
+    sequences: HashMap<(String, i32), i32>,
+}
+
+/// The producer identity a produce used, to advance or reset afterwards.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProducerIdentity {
+    /// Producer id assigned by the broker.
+    pub producer_id: i64,
+    /// Producer epoch.
+    pub epoch: i16,
+}
+
 struct Inner {
     config: ProducerConfig,
     limits: ConnLimits,
@@ -92,10 +123,12 @@ struct Inner {
     /// Connection used for Metadata and CreateTopics.
     bootstrap: tokio::sync::Mutex<Option<Connection>>,
     /// One connection per leader broker id.
-    slots: Mutex<HashMap<i32, Slot>>,
+    slots: Mutex<HashMap<(i32, usize), Slot>>,
+    /// Idempotent-producer state; None until InitProducerId succeeded (or when disabled).
+    idempotence: Mutex<Option<Idempotence>>,
 }
 
-/// Our Kafka producer: one connection per broker, one request in flight per connection,
+/// Our Kafka producer: a few connections per broker, one request in flight per connection,
 /// acks=all, a request timeout, TCP_NODELAY. Cheap to clone; clones share connections.
 #[derive(Clone)]
 pub struct WireProducer {
@@ -134,6 +167,7 @@ impl WireProducer {
                 meta: Mutex::new(MetaCache::default()),
                 bootstrap: tokio::sync::Mutex::new(None),
                 slots: Mutex::new(HashMap::new()),
+                idempotence: Mutex::new(None),
             }),
         })
     }
@@ -185,6 +219,81 @@ impl WireProducer {
                 name: code_name(code),
                 message: t.error_message.as_ref().map(|m| m.to_string()),
             }),
+        }
+    }
+
+    /// The idempotent producer id and epoch in use, if one was assigned.
+    pub fn producer_identity(&self) -> Option<ProducerIdentity> {
+        lock(&self.inner.idempotence)
+            .as_ref()
+            .filter(|i| i.producer_id >= 0)
+            .map(|i| ProducerIdentity {
+                producer_id: i.producer_id,
+                epoch: i.epoch,
+            })
+    }
+
+    /// Gets a producer id and epoch from the broker (InitProducerId, no transactional id).
+    async fn init_producer_id(&self) -> Result<(), ProduceError> {
+        let req = InitProducerIdRequest::default()
+            .with_transactional_id(None)
+            .with_transaction_timeout_ms(i32::MAX)
+            .with_producer_id(ProducerId(-1))
+            .with_producer_epoch(-1);
+        let resp: InitProducerIdResponse = self
+            .bootstrap_call(
+                ApiKey::InitProducerId,
+                "InitProducerId",
+                0,
+                INIT_PRODUCER_ID_MAX,
+                &req,
+            )
+            .await?;
+        if resp.error_code != 0 {
+            return Err(ProduceError::Broker {
+                api: "InitProducerId",
+                topic: String::new(),
+                partition: -1,
+                code: resp.error_code,
+                name: code_name(resp.error_code),
+                message: None,
+            });
+        }
+        *lock(&self.inner.idempotence) = Some(Idempotence {
+            producer_id: resp.producer_id.0,
+            epoch: resp.producer_epoch,
+            sequences: HashMap::new(),
+        });
+        Ok(())
+    }
+
+    /// The batch identity for the next batch to `topic`/`partition`.
+    fn batch_identity(&self, topic: &str, partition: i32) -> BatchIdentity {
+        match lock(&self.inner.idempotence).as_ref() {
+            None => BatchIdentity::default(),
+            Some(i) if i.producer_id < 0 => BatchIdentity::default(),
+            Some(i) => BatchIdentity {
+                producer_id: i.producer_id,
+                producer_epoch: i.epoch,
+                base_sequence: i
+                    .sequences
+                    .get(&(topic.to_owned(), partition))
+                    .copied()
+                    .unwrap_or(0),
+            },
+        }
+    }
+
+    /// Advances the partition's sequence past a written batch of `count` records.
+    fn advance_sequence(&self, identity: BatchIdentity, topic: &str, partition: i32, count: usize) {
+        if let Some(i) = lock(&self.inner.idempotence).as_mut() {
+            if i.producer_id == identity.producer_id && i.epoch == identity.producer_epoch {
+                // Sequence numbers wrap to 0 after i32::MAX, as in the Java client.
+                let next =
+                    (i64::from(identity.base_sequence) + count as i64) % (i64::from(i32::MAX) + 1);
+                i.sequences
+                    .insert((topic.to_owned(), partition), next as i32);
+            }
         }
     }
 
@@ -353,8 +462,12 @@ impl WireProducer {
             self.forget(topic);
             return Err(no_leader());
         };
+        // Partitions spread over up to `connections_per_broker` connections to their leader,
+        // so batches for different partitions travel in parallel while each partition keeps
+        // one batch in flight (its order and sequence numbers stay simple).
+        let lane = partition as usize % self.inner.config.connections_per_broker.max(1);
         let slot = lock(&self.inner.slots)
-            .entry(leader)
+            .entry((leader, lane))
             .or_insert_with(|| {
                 Arc::new(tokio::sync::Mutex::new(BrokerSlot {
                     addr: addr.clone(),
@@ -375,6 +488,25 @@ impl WireProducer {
         if records.is_empty() {
             return Err(ProduceError::EmptyBatch);
         }
+        if self.inner.config.idempotent && lock(&self.inner.idempotence).is_none() {
+            match self.init_producer_id().await {
+                Ok(()) => {}
+                Err(e)
+                    if e.class() == ErrorClass::Fatal
+                        && matches!(e, ProduceError::Broker { .. }) =>
+                {
+                    // E.g. an old cluster without the IdempotentWrite ACL: keep forwarding,
+                    // at-least-once without broker-side deduplication.
+                    tracing::warn!(error = %e, "InitProducerId refused; producing without idempotence");
+                    *lock(&self.inner.idempotence) = Some(Idempotence {
+                        producer_id: -1,
+                        epoch: -1,
+                        sequences: HashMap::new(),
+                    });
+                }
+                Err(e) => return Err(e),
+            }
+        }
         let (slot, addr) = self.leader_slot(topic, partition).await?;
         let mut slot = slot.lock().await;
         if slot.addr != addr {
@@ -390,11 +522,14 @@ impl WireProducer {
             return Err(ProduceError::NoBrokers);
         };
         let version = c.version(ApiKey::Produce, "Produce", 3, PRODUCE_MAX)?;
+        // Read under the slot lock: batches to one partition are serialised here, so each
+        // gets the sequence number following the previous one.
+        let identity = self.batch_identity(topic, partition);
         let mut out = BytesMut::new();
         encode_batch(
             records,
             self.inner.config.compression,
-            BatchIdentity::default(),
+            identity,
             scratch,
             &mut out,
         )?;
@@ -447,6 +582,7 @@ impl WireProducer {
                 message: p.error_message.as_ref().map(|m| m.to_string()),
             });
         }
+        self.advance_sequence(identity, topic, partition, records.len());
         Ok(p.base_offset)
     }
 }
@@ -462,6 +598,11 @@ impl KafkaProducer for WireProducer {
         if let Err(e) = &result {
             if e.stales_metadata() {
                 self.forget(topic);
+            }
+            if e.resets_producer_id() {
+                // The broker lost or rejected our producer state: start a new producer
+                // session (fresh id, sequences from 0) on the next produce.
+                *lock(&self.inner.idempotence) = None;
             }
         }
         result

@@ -25,8 +25,9 @@ use std::time::Duration;
 use bytes::Bytes;
 use thiserror::Error;
 
+pub use batch::BatchIdentity;
 pub use batch::encode_batch;
-pub use client::{ProducerConfig, WireProducer};
+pub use client::{ProducerConfig, ProducerIdentity, WireProducer};
 
 /// One Kafka record header. Kafka allows repeated keys; order is kept.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -273,6 +274,14 @@ pub mod codes {
     pub const TOPIC_ALREADY_EXISTS: i16 = 36;
     /// INVALID_RECORD.
     pub const INVALID_RECORD: i16 = 87;
+    /// OUT_OF_ORDER_SEQUENCE_NUMBER.
+    pub const OUT_OF_ORDER_SEQUENCE_NUMBER: i16 = 45;
+    /// DUPLICATE_SEQUENCE_NUMBER.
+    pub const DUPLICATE_SEQUENCE_NUMBER: i16 = 46;
+    /// INVALID_PRODUCER_EPOCH.
+    pub const INVALID_PRODUCER_EPOCH: i16 = 47;
+    /// UNKNOWN_PRODUCER_ID.
+    pub const UNKNOWN_PRODUCER_ID: i16 = 59;
     /// FENCED_LEADER_EPOCH.
     pub const FENCED_LEADER_EPOCH: i16 = 74;
     /// UNKNOWN_LEADER_EPOCH.
@@ -288,6 +297,12 @@ pub fn classify_code(code: i16) -> ErrorClass {
             ErrorClass::Rejected
         }
         codes::BROKER_NOT_AVAILABLE => ErrorClass::Retriable,
+        // Idempotence state lost or out of step: the producer starts a new session (new
+        // producer id) and the batch can be resent; a duplicate is possible, never a loss.
+        codes::OUT_OF_ORDER_SEQUENCE_NUMBER
+        | codes::DUPLICATE_SEQUENCE_NUMBER
+        | codes::INVALID_PRODUCER_EPOCH
+        | codes::UNKNOWN_PRODUCER_ID => ErrorClass::Retriable,
         c => match ResponseError::try_from_code(c) {
             Some(e) if e.is_retriable() => ErrorClass::Retriable,
             _ => ErrorClass::Fatal,
@@ -331,6 +346,20 @@ impl ProduceError {
                 | ProduceError::Timeout { .. }
                 | ProduceError::ResponseTooLarge { .. }
                 | ProduceError::Protocol { .. }
+        )
+    }
+
+    /// True if the idempotent producer must start a new session (new producer id).
+    pub(crate) fn resets_producer_id(&self) -> bool {
+        matches!(
+            self,
+            ProduceError::Broker {
+                code: codes::OUT_OF_ORDER_SEQUENCE_NUMBER
+                    | codes::DUPLICATE_SEQUENCE_NUMBER
+                    | codes::INVALID_PRODUCER_EPOCH
+                    | codes::UNKNOWN_PRODUCER_ID,
+                ..
+            }
         )
     }
 
