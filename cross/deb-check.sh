@@ -65,7 +65,7 @@ EXPECTED="drwxr-x--- root/root ./etc/edge-broker/
 -rw-r--r-- root/root ./usr/share/doc/edge-broker/copyright"
 
 static_checks() { # static_checks ARCH DEB
-  local arch="$1" deb="$2" f info contents extra dep
+  local arch="$1" deb="$2" info contents extra dep
   info="$(dpkg-deb --info "$deb")"
   f() { dpkg-deb --field "$deb" "$1"; }
   check "Package: edge-broker" [ "$(f Package)" = edge-broker ]
