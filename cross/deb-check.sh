@@ -17,6 +17,9 @@
 #     then files land where expected, dpkg status and conffiles are right, a reinstall (upgrade
 #     path) keeps an edited conffile, remove keeps conffiles, purge removes them but keeps
 #     /var/lib/edge-broker; and the host is untouched (no user, no enable symlink).
+#  5. for the package of this machine's architecture: the normal host path (DPKG_ROOT empty,
+#     deb-systemd-helper) via plain `dpkg -i/-r/-P` on the real filesystem seen through overlays
+#     in a private mount namespace (unshare -m), so nothing persists. EDGE_DEB_CHECK_HOST=0: off.
 # Needs root (dpkg --root, chown in the scratch root).
 set -euo pipefail
 
@@ -183,6 +186,54 @@ install_checks() { # install_checks ARCH DEB MODE   (MODE: systemd | plain)
   check "$tag: purge kept the durable log in /var/lib/edge-broker" [ -f "$r/var/lib/edge-broker/00000000000000000000.seg" ]
 }
 
+# The normal host path (DPKG_ROOT empty: deb-systemd-helper, systemd-sysusers on /etc) of the
+# package for this machine's architecture, run by dpkg on the real filesystem seen through
+# overlays in a private mount namespace: every change vanishes when the namespace ends.
+# systemd is not PID 1 here (/run/systemd/system absent), as in containers and image builds:
+# the scripts must enable the unit without trying to start it. EDGE_DEB_CHECK_HOST=0 turns it off.
+host_ns_checks() { # host_ns_checks DEB
+  local deb="$1" t out
+  if [ "${EDGE_DEB_CHECK_HOST:-1}" = 0 ]; then echo "note: host-path install check turned off (EDGE_DEB_CHECK_HOST=0)"; return; fi
+  t="$WORK/hostns"; mkdir -p "$t"
+  out="$(unshare -m --propagation private bash -s "$deb" "$t" 2>&1 <<'INNER'
+set -u
+deb="$1"; t="$2"
+ok() { echo "PASS $*"; }
+no() { echo "FAIL $*"; }
+for d in usr etc var; do
+  mkdir -p "$t/upper/$d" "$t/work/$d"
+  mount -t overlay overlay -o "lowerdir=/$d,upperdir=$t/upper/$d,workdir=$t/work/$d" "/$d" \
+    || { no "install[host]: cannot overlay /$d (needs root and overlayfs; EDGE_DEB_CHECK_HOST=0 to skip)"; exit 0; }
+done
+[ ! -d /run/systemd/system ] || { no "install[host]: systemd is PID 1 here; this check would start the service"; exit 0; }
+if o="$(dpkg -i "$deb" 2>&1)"; then ok "install[host]: dpkg -i"; else no "install[host]: dpkg -i: $o"; exit 0; fi
+u="$(getent passwd edge-broker)"
+[[ "$u" =~ ^edge-broker:x:[0-9]+:[0-9]+:.*:/var/lib/edge-broker:/usr/sbin/nologin$ ]] && ok "install[host]: user $u" || no "install[host]: user '$u'"
+[ "$(stat -c '%a %U:%G' /var/lib/edge-broker)" = "750 edge-broker:edge-broker" ] && ok "install[host]: /var/lib/edge-broker 750 edge-broker:edge-broker" || no "install[host]: /var/lib/edge-broker $(stat -c '%a %U:%G' /var/lib/edge-broker)"
+[ "$(stat -c '%a %U:%G' /etc/edge-broker)" = "750 root:edge-broker" ] && ok "install[host]: /etc/edge-broker 750 root:edge-broker" || no "install[host]: /etc/edge-broker $(stat -c '%a %U:%G' /etc/edge-broker)"
+w=/etc/systemd/system/multi-user.target.wants/edge-broker.service
+[ "$(readlink "$w")" = /lib/systemd/system/edge-broker.service ] && ok "install[host]: enabled via deb-systemd-helper" || no "install[host]: not enabled ($w)"
+[ -e /var/lib/systemd/deb-systemd-helper-enabled/edge-broker.service.dsh-also ] && ok "install[host]: deb-systemd-helper state recorded" || no "install[host]: no deb-systemd-helper state"
+if o="$(dpkg -i "$deb" 2>&1)"; then ok "install[host]: reinstall (upgrade path)"; else no "install[host]: reinstall: $o"; fi
+if o="$(dpkg -r edge-broker 2>&1)"; then ok "install[host]: remove"; else no "install[host]: remove: $o"; fi
+[ -e /var/lib/systemd/deb-systemd-helper-masked/edge-broker.service ] && ok "install[host]: remove masked the unit (deb-systemd-helper)" || no "install[host]: remove did not mask"
+if o="$(dpkg -P edge-broker 2>&1)"; then ok "install[host]: purge"; else no "install[host]: purge: $o"; fi
+[ ! -e "$w" ] && [ ! -L "$w" ] && ok "install[host]: purge removed the enable symlink" || no "install[host]: enable symlink left after purge"
+[ ! -e /var/lib/systemd/deb-systemd-helper-masked/edge-broker.service ] && ok "install[host]: purge unmasked" || no "install[host]: still masked after purge"
+[ ! -e /etc/edge-broker/edge-broker.toml ] && [ ! -e /etc/default/edge-broker ] && ok "install[host]: purge removed the conffiles" || no "install[host]: conffiles left after purge"
+[ -d /var/lib/edge-broker ] && ok "install[host]: purge kept /var/lib/edge-broker" || no "install[host]: purge deleted /var/lib/edge-broker"
+INNER
+)" || true
+  [ -n "$out" ] || out="FAIL install[host]: unshare produced nothing (needs root and mount namespaces; EDGE_DEB_CHECK_HOST=0 to skip)"
+  while IFS= read -r line; do
+    case "$line" in
+      "PASS "*) pass "${line#PASS }" ;;
+      "FAIL "*) bad "${line#FAIL }" ;;
+    esac
+  done <<<"$out"
+  grep -q '^PASS install\[host\]: dpkg -i' <<<"$out" || printf '%s\n' "$out" | tail -n 5 | sed 's/^/    /'
+}
+
 debs_for() { # debs_for ARCH -> newest matching .deb
   ls -t "$OUT"/edge-broker_*_"$1".deb 2>/dev/null | head -n1
 }
@@ -209,6 +260,7 @@ for deb in "${DEBS[@]}"; do
   static_checks "$arch" "$deb"
   install_checks "$arch" "$deb" systemd
   install_checks "$arch" "$deb" plain
+  if [ "$arch" = "$(dpkg --print-architecture)" ]; then host_ns_checks "$deb"; fi
 done
 
 CUR=host
