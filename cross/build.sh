@@ -56,13 +56,15 @@ build_one() { # build_one TARGET
   printf 'build: %s (%s, profile %s) -> %s\n' "$t" "$triple" "$PROFILE" "$CARGO_TARGET_DIR/$triple/$PROFILE/edge-broker" >&2
   # Debian's cargo + rustc: rustup's ~/.cargo/bin comes first on PATH, and /usr/bin/cargo would
   # otherwise pick up rustup's rustc (which has no ARM std here) and fail to link.
+  # Linker/CC/AR only for the ARM targets: for x86_64 (= the host) they would also apply to the
+  # build scripts and proc macros shared by all three builds, so each switch between x86_64 and
+  # an ARM target would rebuild everything. The host defaults (cc, ar) are what x86_64 needs.
+  local cross_env=()
+  if [ -n "$prefix" ]; then
+    cross_env=("CARGO_TARGET_${upper}_LINKER=${prefix}gcc" "CC_${lower}=${prefix}gcc" "AR_${lower}=${prefix}ar")
+  fi
   # shellcheck disable=SC2086
-  (cd "$ROOT" && env \
-    RUSTC=/usr/bin/rustc \
-    RUSTDOC=/usr/bin/rustdoc \
-    "CARGO_TARGET_${upper}_LINKER=${prefix}gcc" \
-    "CC_${lower}=${prefix}gcc" \
-    "AR_${lower}=${prefix}ar" \
+  (cd "$ROOT" && env RUSTC=/usr/bin/rustc RUSTDOC=/usr/bin/rustdoc "${cross_env[@]}" \
     /usr/bin/cargo build --profile "$PROFILE" --target "$triple" -p edge-broker --bin edge-broker \
       ${EDGE_CROSS_CARGO_ARGS:-})
   local bin="$CARGO_TARGET_DIR/$triple/$PROFILE/edge-broker"
