@@ -70,6 +70,8 @@ fn run(path: Option<&Path>) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("edge-broker")
+        // Blocking work (log open, state snapshots) is rare; keep well under the unit's TasksMax.
+        .max_blocking_threads(16)
         .build()
         .context("cannot start the tokio runtime")?;
     runtime.block_on(async {
