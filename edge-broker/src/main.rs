@@ -33,7 +33,7 @@ fn check(path: Option<&Path>) -> ExitCode {
         eprintln!("edge-broker check: no configuration given: use --config FILE");
         return ExitCode::from(2);
     };
-    match Config::load(path) {
+    match Config::load_with_env(Some(path)) {
         Ok(config) => {
             println!(
                 "{}: ok (node {}, data in {}, fsync {:?}, when_full {:?})",
@@ -60,13 +60,10 @@ fn check(path: Option<&Path>) -> ExitCode {
 }
 
 fn run(path: Option<&Path>) -> anyhow::Result<()> {
-    let config = match path {
-        Some(path) => Config::load(path)?,
-        None => {
-            tracing::info!("no --config given: running on built-in defaults");
-            Config::default()
-        }
-    };
+    if path.is_none() {
+        tracing::info!("no --config given: running on built-in defaults");
+    }
+    let config = Config::load_with_env(path)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("edge-broker")

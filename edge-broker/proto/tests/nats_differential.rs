@@ -74,15 +74,14 @@ fn start_server(extra: &[&str]) -> NatsServer {
         // Read the log until the port shows up, then keep draining so the server never blocks.
         for line in BufReader::new(stderr).lines() {
             let Ok(line) = line else { break };
-            if let Some(addr) = line.split("Listening for client connections on ").nth(1) {
-                if let Some(port) = addr
+            if let Some(addr) = line.split("Listening for client connections on ").nth(1)
+                && let Some(port) = addr
                     .trim()
                     .rsplit(':')
                     .next()
                     .and_then(|p| p.parse::<u16>().ok())
-                {
-                    let _ = tx.send(port);
-                }
+            {
+                let _ = tx.send(port);
             }
         }
     });

@@ -3,6 +3,7 @@
 //! Every section rejects unknown keys, and every error names the field it is about
 //! (`log.fsync: ...`), so `edge-broker check` tells an operator exactly what to fix.
 
+pub mod env;
 mod units;
 
 use std::net::SocketAddr;
@@ -36,6 +37,9 @@ pub enum ConfigError {
         /// What is wrong with it.
         message: String,
     },
+    /// An `EDGE_BROKER_*` environment override is malformed.
+    #[error(transparent)]
+    Environment(env::OverrideError),
     /// A `[[route]]` entry is invalid.
     #[error("{}{error}", path.as_ref().map(|p| format!("{}: ", p.display())).unwrap_or_default())]
     Route {
@@ -61,6 +65,7 @@ impl ConfigError {
     pub fn field(&self) -> &str {
         match self {
             ConfigError::Read { .. } => "(file)",
+            ConfigError::Environment(e) => &e.variable,
             ConfigError::Parse { field, .. } => field,
             ConfigError::Invalid { field, .. } => field,
             ConfigError::Route { error, .. } => route_error_field(error),
@@ -309,6 +314,28 @@ impl Config {
             source,
         })?;
         Config::parse(&text, path)
+    }
+
+    /// The effective config: the file (or the built-in defaults without one) with the
+    /// `EDGE_BROKER_<SECTION>_<KEY>` overrides of the process environment applied.
+    pub fn load_with_env(path: Option<&Path>) -> Result<Config, ConfigError> {
+        let text = match path {
+            Some(path) => std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                path: path.to_owned(),
+                source,
+            })?,
+            None => String::new(),
+        };
+        let origin = path.unwrap_or(Path::new("(built-in defaults)"));
+        let overrides =
+            env::overrides(std::env::vars()).map_err(|e| ConfigError::Environment(e))?;
+        if overrides.is_empty() {
+            return Config::parse(&text, origin);
+        }
+        let merged = env::apply(&text, &overrides).map_err(ConfigError::Environment)?;
+        let names: Vec<&str> = overrides.iter().map(|o| o.variable.as_str()).collect();
+        let origin = PathBuf::from(format!("{} + {}", origin.display(), names.join(", ")));
+        Config::parse(&merged, &origin)
     }
 
     /// Parses and validates config text; `origin` names it in errors.

@@ -9,14 +9,14 @@ use edge_log::{FsyncPolicy, Header, LogConfig, NewRecord, Source, WhenFull};
 pub fn rec(i: u64, payload_len: usize) -> NewRecord {
     NewRecord {
         timestamp_ms: 1_700_000_000_000 + i,
-        source: if i % 2 == 0 {
+        source: if i.is_multiple_of(2) {
             Source::Mqtt
         } else {
             Source::Nats
         },
         topic: format!("sensors/{}/temperature", i % 7),
         client_id: format!("dev-{}", i % 3),
-        headers: if i % 3 == 0 {
+        headers: if i.is_multiple_of(3) {
             vec![Header {
                 key: "unit".into(),
                 value: Bytes::from(format!("c{i}")),

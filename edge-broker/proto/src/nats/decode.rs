@@ -304,15 +304,15 @@ fn payload_ready(buf: &[u8], verb: Verb, start: usize, size: usize) -> Result<bo
         verb: verb.name(),
         size,
     };
-    if let Some(&b) = buf.get(end) {
-        if b != b'\r' {
-            return Err(bad());
-        }
+    if let Some(&b) = buf.get(end)
+        && b != b'\r'
+    {
+        return Err(bad());
     }
-    if let Some(&b) = buf.get(end + 1) {
-        if b != b'\n' {
-            return Err(bad());
-        }
+    if let Some(&b) = buf.get(end + 1)
+        && b != b'\n'
+    {
+        return Err(bad());
     }
     Ok(buf.len() >= end + 2)
 }
