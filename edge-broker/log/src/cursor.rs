@@ -163,8 +163,8 @@ impl Reader {
         let hint = self
             .hints
             .iter()
-            .rev()
-            .find(|&&(o, b, _)| b == seg.base && o <= target)
+            .filter(|&&(o, b, _)| b == seg.base && o <= target)
+            .max_by_key(|&&(o, _, _)| o)
             .copied();
         match hint {
             Some((o, _, p)) => {
@@ -299,9 +299,8 @@ impl Reader {
         max: u32,
         reason: String,
     ) -> Result<Step, ReadError> {
-        let limit = next_base
-            .unwrap_or(durable)
-            .min(durable.max(next_base.unwrap_or(0)));
+        // Sealed: offsets below the next segment's base; active: durable ones only.
+        let limit = next_base.unwrap_or(durable);
         let file_len = seg.file.size().map_err(|source| ReadError::Io {
             path: seg.path.clone(),
             source,
