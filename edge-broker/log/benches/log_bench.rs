@@ -283,8 +283,8 @@ fn main() {
         let (row, dir) = edge_append(
             &root,
             FsyncPolicy::Interval(Duration::from_millis(100)),
-            64,
-            scaled(100_000),
+            512,
+            scaled(20_000),
         )
         .await;
         row.print();
