@@ -236,7 +236,9 @@ async fn open_big(root: &Path) -> (u64, f64, String) {
             let log = log.clone();
             hs.push(tokio::spawn(async move {
                 let mut i = 0;
-                while log.stats().bytes < target {
+                // Stop just short of the budget so the tail segment is nearly full: the
+                // worst case for open, which scans the whole tail.
+                while log.stats().bytes + (2 << 20) < target {
                     for _ in 0..256 {
                         log.append(record(t * 1_000_000_000 + i)).await.unwrap();
                         i += 1;
@@ -249,7 +251,6 @@ async fn open_big(root: &Path) -> (u64, f64, String) {
         }
         log.close().await.unwrap();
     }
-    // Leave the tail segment half full, the realistic worst case is a full 64 MiB tail.
     let start = Instant::now();
     let (log, report) = Log::open(cfg).unwrap();
     let secs = start.elapsed().as_secs_f64();
@@ -312,7 +313,7 @@ fn main() {
         let (bytes, secs, report) = open_big(&root).await;
         println!();
         println!(
-            "open-to-ready with a {:.0} MiB log: {:.3} s",
+            "open-to-ready with a {:.0} MiB log (warm page cache): {:.3} s",
             bytes as f64 / (1 << 20) as f64,
             secs
         );

@@ -190,7 +190,11 @@ impl Reader {
     }
 
     fn fill(&mut self, seg: &Segment, want: usize, durable: u64) -> Result<(), ReadError> {
-        let mut v = vec![0u8; want.max(READ_CHUNK)];
+        // Read ahead up to READ_CHUNK, but not far past what is written (live tailing reads
+        // small amounts often).
+        let avail = seg.len.load(Ordering::SeqCst).saturating_sub(self.pos) as usize;
+        let size = want.max(READ_CHUNK.min(avail)).max(FRAME_HEADER_LEN);
+        let mut v = vec![0u8; size];
         let n =
             read_full_at(seg.file.as_ref(), &mut v, self.pos).map_err(|source| ReadError::Io {
                 path: seg.path.clone(),

@@ -258,6 +258,9 @@ pub struct RecoveryReport {
     pub created: bool,
     /// Persisted cursors found.
     pub cursors: u64,
+    /// Offsets skipped because a cursor had committed past the recovered end (their records
+    /// were lost; see `FsyncPolicy::Never`).
+    pub offsets_skipped: u64,
 }
 
 impl fmt::Display for RecoveryReport {
@@ -275,6 +278,13 @@ impl fmt::Display for RecoveryReport {
         )?;
         if self.header_rewritten {
             f.write_str(", torn header rewritten")?;
+        }
+        if self.offsets_skipped > 0 {
+            write!(
+                f,
+                ", LOST {} committed offset(s): skipped ahead",
+                self.offsets_skipped
+            )?;
         }
         match &self.truncated {
             Some(t) => write!(
@@ -410,6 +420,7 @@ impl Log {
             header_rewritten: false,
             created: bases.is_empty(),
             cursors: cursors.len() as u64,
+            offsets_skipped: 0,
         };
         let fsyncs = AtomicU64::new(0);
         let next_offset;
@@ -446,6 +457,23 @@ impl Log {
             let seg = create_segment(storage.as_ref(), &dir, base, &fsyncs)?;
             bytes += SEGMENT_HEADER_LEN as u64;
             next_offset = base;
+            segments.push(seg);
+        }
+        // A cursor committed past the recovered end (possible only with FsyncPolicy::Never or a
+        // damaged disk): start a new segment at its position so offsets already forwarded
+        // upstream are never reused. Readers see the gap as missing records.
+        let mut next_offset = next_offset;
+        let max_committed = cursors.values().copied().max().unwrap_or(0);
+        if max_committed > next_offset {
+            let seg = create_segment(storage.as_ref(), &dir, max_committed, &fsyncs)?;
+            tracing::warn!(
+                from = next_offset,
+                to = max_committed,
+                "edge-log skipping offsets already committed by a cursor"
+            );
+            report.offsets_skipped = max_committed - next_offset;
+            bytes += SEGMENT_HEADER_LEN as u64;
+            next_offset = max_committed;
             segments.push(seg);
         }
         report.segments = segments.len() as u64;
@@ -550,7 +578,13 @@ impl Log {
             notified.as_mut().enable();
             match shared.try_reserve(need) {
                 Ok(()) => break,
-                Err(AppendError::Full { .. }) if shared.cfg.when_full == WhenFull::Block => {
+                Err(AppendError::Full { .. })
+                    if shared.cfg.when_full == WhenFull::Block
+                        || (shared.cfg.when_full == WhenFull::DropOldest
+                            && lock(&shared.state).reserved > 0) =>
+                {
+                    // DropOldest only waits when queued appends hold the budget: the writer
+                    // releases it within one batch.
                     notified.await;
                 }
                 Err(e) => return Err(e),

@@ -644,3 +644,33 @@ async fn reader_follows_concurrent_appenders_across_rolls() {
         vec![committed, committed + 1, committed + 2]
     );
 }
+
+#[tokio::test]
+async fn offsets_committed_by_a_cursor_are_never_reused() {
+    // With fsync=never a power cut can lose records a cursor already committed (forwarded).
+    let mem = MemStorage::new();
+    let cfg = LogConfig {
+        fsync: FsyncPolicy::Never,
+        ..small_config("/n")
+    };
+    let (log, _) = Log::open_with_storage(cfg.clone(), mem.clone()).unwrap();
+    let mut c = log.cursor("bridge").unwrap();
+    append_n(&log, 0, 5, 10).await;
+    assert_eq!(c.try_read(10, usize::MAX).unwrap().len(), 5);
+    c.commit(5).await.unwrap();
+    mem.crash(CrashMode::DropUnsynced);
+    drop(c);
+    drop(log);
+    let (log, report) = Log::open_with_storage(cfg, mem).unwrap();
+    assert_eq!(report.offsets_skipped, 5, "{report}");
+    assert!(report.to_string().contains("LOST 5"));
+    assert_eq!(
+        append_n(&log, 100, 1, 10).await,
+        vec![5],
+        "offset 5 onwards, never 0..5 again"
+    );
+    let mut c = log.cursor("bridge").unwrap();
+    let got = c.try_read(10, usize::MAX).unwrap();
+    assert_eq!(got.len(), 1);
+    assert!(same(&got[0], &rec(100, 10)));
+}
