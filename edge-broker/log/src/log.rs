@@ -398,6 +398,14 @@ impl Log {
         storage
             .sync_dir(&dir)
             .map_err(io_err("sync directory", &dir))?;
+        // The data directory's own entry must survive a power cut too.
+        let parent = match dir.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+            _ => PathBuf::from("."),
+        };
+        storage
+            .sync_dir(&parent)
+            .map_err(io_err("sync directory", &parent))?;
         let cursors = cursor::load_all(storage.as_ref(), &cursor_dir)?;
 
         let mut bases: Vec<u64> = storage
@@ -551,7 +559,8 @@ impl Log {
     }
 
     /// Appends one record: resolves once it is written and has an offset (waits for space
-    /// under `WhenFull::Block`; other tasks keep running).
+    /// under `WhenFull::Block`; other tasks keep running). Dropping the future while it waits
+    /// for space appends nothing; dropping it after the record was queued may still append it.
     pub async fn append(&self, record: NewRecord) -> Result<Appended, AppendError> {
         let shared = &self.inner.shared;
         let body = format::body_ref(
