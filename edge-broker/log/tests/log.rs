@@ -674,3 +674,74 @@ async fn offsets_committed_by_a_cursor_are_never_reused() {
     assert_eq!(got.len(), 1);
     assert!(same(&got[0], &rec(100, 10)));
 }
+
+#[tokio::test]
+async fn corrupt_length_and_zeroed_frames_in_sealed_segments() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = corrupt_setup(dir.path());
+    write_and_close(&cfg, 60).await;
+    let segs = seg_files(dir.path());
+    assert!(segs.len() >= 4);
+    let frame_starts = |bytes: &[u8]| {
+        let mut v = Vec::new();
+        let mut pos = 24;
+        while pos < bytes.len() {
+            v.push(pos);
+            pos += 8 + u32::from_le_bytes(bytes[pos..pos + 4].try_into().unwrap()) as usize;
+        }
+        v
+    };
+    // Segment 0: garbage length field in frame 2 -> resync at frame 3.
+    let p0 = dir.path().join(&segs[0]);
+    let mut b0 = std::fs::read(&p0).unwrap();
+    let f0 = frame_starts(&b0);
+    b0[f0[2]..f0[2] + 4].copy_from_slice(&0x00ff_ffffu32.to_le_bytes());
+    std::fs::write(&p0, &b0).unwrap();
+    // Segment 1: its last frame zero-filled -> nothing to resync to, skip to segment 2.
+    let p1 = dir.path().join(&segs[1]);
+    let mut b1 = std::fs::read(&p1).unwrap();
+    let f1 = frame_starts(&b1);
+    let last = *f1.last().unwrap();
+    let n1 = f1.len() as u64;
+    b1[last..].fill(0);
+    std::fs::write(&p1, &b1).unwrap();
+    let base1: u64 = segs[1].trim_end_matches(".seg").parse().unwrap();
+
+    let (log, _) = Log::open(cfg).unwrap();
+    let mut c = log.cursor("c").unwrap();
+    let got = c.try_read(1000, usize::MAX).unwrap();
+    let offsets: Vec<u64> = got.iter().map(|r| r.offset).collect();
+    let lost = [2, base1 + n1 - 1];
+    let expected: Vec<u64> = (0..60).filter(|o| !lost.contains(o)).collect();
+    assert_eq!(offsets, expected);
+    assert!(got.iter().all(|r| same(r, &rec(r.offset, 50))));
+    assert_eq!(c.skipped(), 2);
+    assert_eq!(log.stats().corrupt_skipped, 2);
+}
+
+#[tokio::test]
+async fn interval_records_are_invisible_until_synced() {
+    let mem = MemStorage::new();
+    let cfg = LogConfig {
+        fsync: FsyncPolicy::Interval(Duration::from_secs(3600)),
+        segment_bytes: 64 << 10,
+        max_bytes: 1 << 20,
+        ..small_config("/i")
+    };
+    let (log, _) = Log::open_with_storage(cfg, mem.clone()).unwrap();
+    let mut c = log.cursor("c").unwrap();
+    let a = log.append(rec(0, 10)).await.unwrap();
+    log.append(rec(1, 10)).await.unwrap();
+    assert_eq!(log.stats().next_offset, 2);
+    assert_eq!(log.durable_end(), 0);
+    assert!(
+        c.try_read(10, usize::MAX).unwrap().is_empty(),
+        "written but unsynced"
+    );
+    let waiter = tokio::spawn(a.durable());
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    assert!(!waiter.is_finished());
+    log.close().await.unwrap();
+    assert_eq!(waiter.await.unwrap(), Ok(0), "close syncs and publishes");
+    assert_eq!(c.try_read(10, usize::MAX).unwrap().len(), 2);
+}
