@@ -7,7 +7,7 @@
 //! - [`log`]: [`Log`] (open/recover, append + group commit writer thread, retention, stats),
 //!   [`Appended`], [`LogStats`], [`RecoveryReport`].
 //! - [`cursor`]: [`Cursor`], named persisted read positions over durable records.
-//! - [`format`]: the byte layout below (encoders/decoders).
+//! - [`format`](mod@format): the byte layout below (encoders/decoders).
 //! - [`storage`]: the [`Storage`] trait all file I/O goes through, and [`StdStorage`].
 //! - [`error`]: [`LogError`], [`AppendError`], [`ReadError`].
 //! - `testing` (feature `testing`): fakes `MemStorage` (power-cut model) and `FaultyStorage`.
