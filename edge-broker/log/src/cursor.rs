@@ -165,9 +165,14 @@ impl Reader {
             .iter()
             .filter(|&&(o, b, _)| b == seg.base && o <= target)
             .max_by_key(|&&(o, _, _)| o)
-            .copied();
-        match hint {
-            Some((o, _, p)) => {
+            .map(|&(o, _, p)| (o, p));
+        let indexed = seg.lookup(target);
+        let best = match (hint, indexed) {
+            (Some(h), Some(i)) => Some(if h.0 >= i.0 { h } else { i }),
+            (h, i) => h.or(i),
+        };
+        match best {
+            Some((o, p)) => {
                 self.at = o;
                 self.pos = p;
             }
@@ -495,6 +500,7 @@ impl Cursor {
             }
             match self.rd.step(&seg, next_base, durable, max)? {
                 Step::Frame(rec, n) => {
+                    seg.note(rec.offset, self.rd.pos);
                     if rec.offset < self.position {
                         self.rd.at += 1;
                         self.rd.pos += n as u64;

@@ -40,6 +40,42 @@ pub(crate) struct Segment {
     pub path: PathBuf,
     pub file: Arc<dyn StorageFile>,
     pub len: AtomicU64,
+    /// Sparse in-memory index: (offset, file position) of every INDEX_EVERY-th record seen by
+    /// the writer or a reader. Makes `seek` cost at most INDEX_EVERY frame decodes.
+    pub index: Mutex<Vec<(u64, u64)>>,
+}
+
+/// Spacing of the sparse segment index, in records.
+pub(crate) const INDEX_EVERY: u64 = 1024;
+
+impl Segment {
+    fn new(base: u64, path: PathBuf, file: Arc<dyn StorageFile>, len: u64) -> Self {
+        Self {
+            base,
+            path,
+            file,
+            len: AtomicU64::new(len),
+            index: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// Records where the frame of `offset` starts (only every INDEX_EVERY-th offset is kept).
+    pub fn note(&self, offset: u64, pos: u64) {
+        if offset % INDEX_EVERY != 0 || offset == self.base {
+            return;
+        }
+        let mut idx = lock(&self.index);
+        if let Err(i) = idx.binary_search_by_key(&offset, |&(o, _)| o) {
+            idx.insert(i, (offset, pos));
+        }
+    }
+
+    /// The indexed frame closest at or below `target`.
+    pub fn lookup(&self, target: u64) -> Option<(u64, u64)> {
+        let idx = lock(&self.index);
+        let i = idx.partition_point(|&(o, _)| o <= target);
+        i.checked_sub(1).map(|i| idx[i])
+    }
 }
 
 #[derive(Debug)]
@@ -438,12 +474,7 @@ impl Log {
                 let file = storage.open(&path).map_err(io_err("open segment", &path))?;
                 let len = file.size().map_err(io_err("stat segment", &path))?;
                 bytes += len;
-                segments.push(Arc::new(Segment {
-                    base,
-                    path,
-                    file,
-                    len: AtomicU64::new(len),
-                }));
+                segments.push(Arc::new(Segment::new(base, path, file, len)));
             }
             let path = dir.join(format::segment_name(tail_base));
             let file = storage.open(&path).map_err(io_err("open segment", &path))?;
@@ -453,12 +484,7 @@ impl Log {
             report.header_rewritten = tail.header_rewritten;
             bytes += tail.len;
             next_offset = tail_base + tail.records;
-            segments.push(Arc::new(Segment {
-                base: tail_base,
-                path,
-                file,
-                len: AtomicU64::new(tail.len),
-            }));
+            segments.push(Arc::new(Segment::new(tail_base, path, file, tail.len)));
         } else {
             // No segment: continue after every cursor so offsets are never reused.
             let base = cursors.values().copied().max().unwrap_or(0);
@@ -728,12 +754,12 @@ fn create_segment(
     storage
         .sync_dir(dir)
         .map_err(io_err("sync directory", dir))?;
-    Ok(Arc::new(Segment {
+    Ok(Arc::new(Segment::new(
         base,
         path,
         file,
-        len: AtomicU64::new(SEGMENT_HEADER_LEN as u64),
-    }))
+        SEGMENT_HEADER_LEN as u64,
+    )))
 }
 
 /// Scans the tail segment and truncates it at the first bad record.
@@ -1016,12 +1042,14 @@ impl Writer {
             &r.headers,
             &r.payload,
         );
+        let pos = self.active_len + self.buf.len() as u64;
         if let Err(e) = format::encode_frame(&body, &mut self.buf) {
             let _ = req.reply.send(Err(AppendError::Storage {
                 cause: format!("encoding record failed: {e}"),
             }));
             return;
         }
+        self.active.note(self.next_offset, pos);
         self.staged.push((req.reply, self.next_offset));
         self.next_offset += 1;
     }

@@ -745,3 +745,42 @@ async fn interval_records_are_invisible_until_synced() {
     assert_eq!(waiter.await.unwrap(), Ok(0), "close syncs and publishes");
     assert_eq!(c.try_read(10, usize::MAX).unwrap().len(), 2);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn seek_anywhere_uses_the_sparse_index_and_reads_the_right_record() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = LogConfig {
+        segment_bytes: 4 << 20,
+        max_bytes: 16 << 20,
+        fsync: FsyncPolicy::Never,
+        ..small_config(dir.path())
+    };
+    let total = 5000u64;
+    for reopen in [false, true] {
+        let (log, _) = Log::open(cfg.clone()).unwrap();
+        if !reopen {
+            let mut hs = Vec::new();
+            for t in 0..4 {
+                let log = log.clone();
+                hs.push(tokio::spawn(async move {
+                    for i in 0..total / 4 {
+                        log.append(rec(t * 10_000 + i, 20)).await.unwrap();
+                    }
+                }));
+            }
+            for h in hs {
+                h.await.unwrap();
+            }
+        }
+        let mut c = log.cursor("seeker").unwrap();
+        // Warm the index on the reopened log by reading through once.
+        while !c.try_read(1000, usize::MAX).unwrap().is_empty() {}
+        for target in [4321, 1024, 1023, 0, 4999, 2048, 2047, 3] {
+            c.seek(target);
+            let got = c.try_read(2, usize::MAX).unwrap();
+            assert_eq!(got[0].offset, target);
+            assert_eq!(c.position(), (target + 2).min(total));
+        }
+        log.close().await.unwrap();
+    }
+}
