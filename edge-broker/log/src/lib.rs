@@ -41,7 +41,8 @@
 //! ```
 //!
 //! Offsets are dense: record `n` of a segment has offset `base + n`, so segment `i` holds
-//! `[base_i, base_{i+1})`. The format is frozen by `tests/format.rs` against the checked-in
+//! `[base_i, base_{i+1})`. There is no index file: an in-memory sparse index (every 1024th
+//! frame, noted by the writer and by readers) bounds the cost of a seek. The format is frozen by `tests/format.rs` against the checked-in
 //! `tests/data/00000000000000000000.seg`.
 //!
 //! # Durability and visibility
