@@ -784,3 +784,60 @@ async fn seek_anywhere_uses_the_sparse_index_and_reads_the_right_record() {
         log.close().await.unwrap();
     }
 }
+
+#[tokio::test]
+async fn tail_with_undecodable_body_or_offset_gap_is_truncated() {
+    use edge_log::format;
+    for case in ["undecodable", "discontinuity"] {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = LogConfig {
+            segment_bytes: 1 << 20,
+            max_bytes: 4 << 20,
+            ..corrupt_setup(dir.path())
+        };
+        write_and_close(&cfg, 3).await;
+        let tail = dir.path().join(&seg_files(dir.path())[0]);
+        let mut bytes = std::fs::read(&tail).unwrap();
+        let good_len = bytes.len() as u64;
+        let mut frame = Vec::new();
+        if case == "undecodable" {
+            // Valid length and CRC, but variant 9 does not exist.
+            let body = [9u8, 1, 2, 3];
+            frame.extend_from_slice(&(body.len() as u32).to_le_bytes());
+            frame.extend_from_slice(&crc32c::crc32c(&body).to_le_bytes());
+            frame.extend_from_slice(&body);
+        } else {
+            // A perfectly valid frame that claims offset 7 where 3 is expected.
+            let r = rec(7, 10);
+            let body = format::body_ref(
+                7,
+                r.timestamp_ms,
+                r.source,
+                &r.topic,
+                &r.client_id,
+                &r.headers,
+                &r.payload,
+            );
+            format::encode_frame(&body, &mut frame).unwrap();
+        }
+        let frame_len = frame.len() as u64;
+        bytes.extend_from_slice(&frame);
+        std::fs::write(&tail, &bytes).unwrap();
+        let (log, report) = Log::open(cfg).unwrap();
+        let t = report.truncated.clone().unwrap();
+        assert_eq!(
+            t.byte_range,
+            good_len..good_len + frame_len,
+            "{case}: {report}"
+        );
+        assert_eq!(t.records, 1);
+        let want = if case == "undecodable" {
+            "undecodable"
+        } else {
+            "offset discontinuity"
+        };
+        assert!(t.reason.contains(want), "{case}: {report}");
+        assert_eq!(report.next_offset, 3);
+        assert_eq!(append_n(&log, 3, 1, 10).await, vec![3]);
+    }
+}
