@@ -367,7 +367,9 @@ impl Drop for LogInner {
     }
 }
 
-/// Handle to an open log. Cheap to clone, usable from many tokio tasks.
+/// Handle to an open log. Cheap to clone, usable from many tokio tasks. Dropping the last
+/// handle syncs and stops the writer thread, blocking until it has exited: prefer
+/// [`Log::close`] from async code.
 #[derive(Debug, Clone)]
 pub struct Log {
     inner: Arc<LogInner>,
