@@ -841,3 +841,40 @@ async fn tail_with_undecodable_body_or_offset_gap_is_truncated() {
         assert_eq!(append_n(&log, 3, 1, 10).await, vec![3]);
     }
 }
+
+#[tokio::test]
+async fn close_releases_blocked_appenders_and_readers() {
+    let mem = MemStorage::new();
+    let cfg = LogConfig {
+        max_bytes: 2 * (1024 + 8 + 256 + 24),
+        ..small_config("/k")
+    };
+    let (log, _) = Log::open_with_storage(cfg, mem).unwrap();
+    let mut c = log.cursor("bridge").unwrap();
+    let mut n = 0;
+    while tokio::time::timeout(Duration::from_millis(100), async {
+        log.append(rec(n, 100))
+            .await
+            .unwrap()
+            .durable()
+            .await
+            .unwrap()
+    })
+    .await
+    .is_ok()
+    {
+        n += 1;
+    }
+    let l2 = log.clone();
+    let blocked = tokio::spawn(async move { l2.append(rec(0, 100)).await.map(|a| a.offset) });
+    while !c.try_read(1000, usize::MAX).unwrap().is_empty() {}
+    let reader = tokio::spawn(async move { c.read(10, usize::MAX).await.map(|r| r.len()) });
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    assert!(!blocked.is_finished() && !reader.is_finished());
+    log.close().await.unwrap();
+    assert_eq!(blocked.await.unwrap(), Err(AppendError::Closed));
+    assert!(matches!(
+        reader.await.unwrap(),
+        Err(edge_log::ReadError::Closed)
+    ));
+}
