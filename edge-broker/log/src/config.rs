@@ -98,3 +98,46 @@ impl LogConfig {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn validation_names_the_bad_field() {
+        assert!(LogConfig::new("/x").validate().is_ok());
+        let field = |c: LogConfig| match c.validate() {
+            Err(LogError::Config { field, .. }) => field,
+            other => panic!("expected a config error, got {other:?}"),
+        };
+        let base = LogConfig::new("/x");
+        assert_eq!(
+            field(LogConfig {
+                segment_bytes: 10,
+                ..base.clone()
+            }),
+            "segment_bytes"
+        );
+        assert_eq!(
+            field(LogConfig {
+                max_record_bytes: 1,
+                ..base.clone()
+            }),
+            "max_record_bytes"
+        );
+        assert_eq!(
+            field(LogConfig {
+                max_bytes: 100 << 20,
+                ..base.clone()
+            }),
+            "max_bytes"
+        );
+        assert_eq!(
+            field(LogConfig {
+                fsync: FsyncPolicy::Interval(Duration::ZERO),
+                ..base
+            }),
+            "fsync"
+        );
+    }
+}

@@ -163,11 +163,16 @@ impl Reader {
         let hint = self
             .hints
             .iter()
-            .rev()
-            .find(|&&(o, b, _)| b == seg.base && o <= target)
-            .copied();
-        match hint {
-            Some((o, _, p)) => {
+            .filter(|&&(o, b, _)| b == seg.base && o <= target)
+            .max_by_key(|&&(o, _, _)| o)
+            .map(|&(o, _, p)| (o, p));
+        let indexed = seg.lookup(target);
+        let best = match (hint, indexed) {
+            (Some(h), Some(i)) => Some(if h.0 >= i.0 { h } else { i }),
+            (h, i) => h.or(i),
+        };
+        match best {
+            Some((o, p)) => {
                 self.at = o;
                 self.pos = p;
             }
@@ -190,7 +195,11 @@ impl Reader {
     }
 
     fn fill(&mut self, seg: &Segment, want: usize, durable: u64) -> Result<(), ReadError> {
-        let mut v = vec![0u8; want.max(READ_CHUNK)];
+        // Read ahead up to READ_CHUNK, but not far past what is written (live tailing reads
+        // small amounts often).
+        let avail = seg.len.load(Ordering::SeqCst).saturating_sub(self.pos) as usize;
+        let size = want.max(READ_CHUNK.min(avail)).max(FRAME_HEADER_LEN);
+        let mut v = vec![0u8; size];
         let n =
             read_full_at(seg.file.as_ref(), &mut v, self.pos).map_err(|source| ReadError::Io {
                 path: seg.path.clone(),
@@ -299,9 +308,8 @@ impl Reader {
         max: u32,
         reason: String,
     ) -> Result<Step, ReadError> {
-        let limit = next_base
-            .unwrap_or(durable)
-            .min(durable.max(next_base.unwrap_or(0)));
+        // Sealed: offsets below the next segment's base; active: durable ones only.
+        let limit = next_base.unwrap_or(durable);
         let file_len = seg.file.size().map_err(|source| ReadError::Io {
             path: seg.path.clone(),
             source,
@@ -492,6 +500,7 @@ impl Cursor {
             }
             match self.rd.step(&seg, next_base, durable, max)? {
                 Step::Frame(rec, n) => {
+                    seg.note(rec.offset, self.rd.pos);
                     if rec.offset < self.position {
                         self.rd.at += 1;
                         self.rd.pos += n as u64;
@@ -555,5 +564,18 @@ impl Cursor {
         })??;
         self.committed = next_offset;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::valid_name;
+
+    #[test]
+    fn cursor_names_map_safely_to_files() {
+        assert!(valid_name("kafka-bridge.v1_a"));
+        for bad in ["", ".hidden", "a/b", "..", "a b", &"x".repeat(65)] {
+            assert!(!valid_name(bad), "{bad:?}");
+        }
     }
 }

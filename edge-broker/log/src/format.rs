@@ -388,6 +388,25 @@ mod tests {
         );
     }
 
+    proptest::proptest! {
+        #[test]
+        fn decoding_garbage_never_panics(bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..300), flip in 0usize..300) {
+            let _ = decode_frame(&Bytes::from(bytes.clone()), 256);
+            let _ = check_segment_header(&bytes);
+            let _ = parse_cursor_file(&bytes);
+            let _ = peek_offset(&bytes);
+            // A valid frame with any single bit flipped is refused, never misread.
+            let body = body_ref(7, 8, Source::Mqtt, "t", "c", &[], &bytes);
+            let mut frame = Vec::new();
+            encode_frame(&body, &mut frame).unwrap();
+            let i = flip % frame.len();
+            frame[i] ^= 1 << (flip % 8);
+            if let Ok((r, _)) = decode_frame(&Bytes::from(frame), 1024) {
+                proptest::prop_assert!(false, "bit flip at byte {} accepted as {:?}", i, r);
+            }
+        }
+    }
+
     #[test]
     fn headers_roundtrip() {
         assert_eq!(

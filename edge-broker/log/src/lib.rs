@@ -7,7 +7,7 @@
 //! - [`log`]: [`Log`] (open/recover, append + group commit writer thread, retention, stats),
 //!   [`Appended`], [`LogStats`], [`RecoveryReport`].
 //! - [`cursor`]: [`Cursor`], named persisted read positions over durable records.
-//! - [`format`]: the byte layout below (encoders/decoders).
+//! - [`format`](mod@format): the byte layout below (encoders/decoders).
 //! - [`storage`]: the [`Storage`] trait all file I/O goes through, and [`StdStorage`].
 //! - [`error`]: [`LogError`], [`AppendError`], [`ReadError`].
 //! - `testing` (feature `testing`): fakes `MemStorage` (power-cut model) and `FaultyStorage`.
@@ -41,7 +41,8 @@
 //! ```
 //!
 //! Offsets are dense: record `n` of a segment has offset `base + n`, so segment `i` holds
-//! `[base_i, base_{i+1})`. The format is frozen by `tests/format.rs` against the checked-in
+//! `[base_i, base_{i+1})`. There is no index file: an in-memory sparse index (every 1024th
+//! frame, noted by the writer and by readers) bounds the cost of a seek. The format is frozen by `tests/format.rs` against the checked-in
 //! `tests/data/00000000000000000000.seg`.
 //!
 //! # Durability and visibility

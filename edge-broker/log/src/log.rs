@@ -40,6 +40,42 @@ pub(crate) struct Segment {
     pub path: PathBuf,
     pub file: Arc<dyn StorageFile>,
     pub len: AtomicU64,
+    /// Sparse in-memory index: (offset, file position) of every INDEX_EVERY-th record seen by
+    /// the writer or a reader. Makes `seek` cost at most INDEX_EVERY frame decodes.
+    pub index: Mutex<Vec<(u64, u64)>>,
+}
+
+/// Spacing of the sparse segment index, in records.
+pub(crate) const INDEX_EVERY: u64 = 1024;
+
+impl Segment {
+    fn new(base: u64, path: PathBuf, file: Arc<dyn StorageFile>, len: u64) -> Self {
+        Self {
+            base,
+            path,
+            file,
+            len: AtomicU64::new(len),
+            index: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// Records where the frame of `offset` starts (only every INDEX_EVERY-th offset is kept).
+    pub fn note(&self, offset: u64, pos: u64) {
+        if offset % INDEX_EVERY != 0 || offset == self.base {
+            return;
+        }
+        let mut idx = lock(&self.index);
+        if let Err(i) = idx.binary_search_by_key(&offset, |&(o, _)| o) {
+            idx.insert(i, (offset, pos));
+        }
+    }
+
+    /// The indexed frame closest at or below `target`.
+    pub fn lookup(&self, target: u64) -> Option<(u64, u64)> {
+        let idx = lock(&self.index);
+        let i = idx.partition_point(|&(o, _)| o <= target);
+        i.checked_sub(1).map(|i| idx[i])
+    }
 }
 
 #[derive(Debug)]
@@ -258,6 +294,9 @@ pub struct RecoveryReport {
     pub created: bool,
     /// Persisted cursors found.
     pub cursors: u64,
+    /// Offsets skipped because a cursor had committed past the recovered end (their records
+    /// were lost; see `FsyncPolicy::Never`).
+    pub offsets_skipped: u64,
 }
 
 impl fmt::Display for RecoveryReport {
@@ -275,6 +314,13 @@ impl fmt::Display for RecoveryReport {
         )?;
         if self.header_rewritten {
             f.write_str(", torn header rewritten")?;
+        }
+        if self.offsets_skipped > 0 {
+            write!(
+                f,
+                ", LOST {} committed offset(s): skipped ahead",
+                self.offsets_skipped
+            )?;
         }
         match &self.truncated {
             Some(t) => write!(
@@ -321,7 +367,9 @@ impl Drop for LogInner {
     }
 }
 
-/// Handle to an open log. Cheap to clone, usable from many tokio tasks.
+/// Handle to an open log. Cheap to clone, usable from many tokio tasks. Dropping the last
+/// handle syncs and stops the writer thread, blocking until it has exited: prefer
+/// [`Log::close`] from async code.
 #[derive(Debug, Clone)]
 pub struct Log {
     inner: Arc<LogInner>,
@@ -388,6 +436,14 @@ impl Log {
         storage
             .sync_dir(&dir)
             .map_err(io_err("sync directory", &dir))?;
+        // The data directory's own entry must survive a power cut too.
+        let parent = match dir.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+            _ => PathBuf::from("."),
+        };
+        storage
+            .sync_dir(&parent)
+            .map_err(io_err("sync directory", &parent))?;
         let cursors = cursor::load_all(storage.as_ref(), &cursor_dir)?;
 
         let mut bases: Vec<u64> = storage
@@ -410,6 +466,7 @@ impl Log {
             header_rewritten: false,
             created: bases.is_empty(),
             cursors: cursors.len() as u64,
+            offsets_skipped: 0,
         };
         let fsyncs = AtomicU64::new(0);
         let next_offset;
@@ -419,12 +476,7 @@ impl Log {
                 let file = storage.open(&path).map_err(io_err("open segment", &path))?;
                 let len = file.size().map_err(io_err("stat segment", &path))?;
                 bytes += len;
-                segments.push(Arc::new(Segment {
-                    base,
-                    path,
-                    file,
-                    len: AtomicU64::new(len),
-                }));
+                segments.push(Arc::new(Segment::new(base, path, file, len)));
             }
             let path = dir.join(format::segment_name(tail_base));
             let file = storage.open(&path).map_err(io_err("open segment", &path))?;
@@ -434,18 +486,30 @@ impl Log {
             report.header_rewritten = tail.header_rewritten;
             bytes += tail.len;
             next_offset = tail_base + tail.records;
-            segments.push(Arc::new(Segment {
-                base: tail_base,
-                path,
-                file,
-                len: AtomicU64::new(tail.len),
-            }));
+            segments.push(Arc::new(Segment::new(tail_base, path, file, tail.len)));
         } else {
             // No segment: continue after every cursor so offsets are never reused.
             let base = cursors.values().copied().max().unwrap_or(0);
             let seg = create_segment(storage.as_ref(), &dir, base, &fsyncs)?;
             bytes += SEGMENT_HEADER_LEN as u64;
             next_offset = base;
+            segments.push(seg);
+        }
+        // A cursor committed past the recovered end (possible only with FsyncPolicy::Never or a
+        // damaged disk): start a new segment at its position so offsets already forwarded
+        // upstream are never reused. Readers see the gap as missing records.
+        let mut next_offset = next_offset;
+        let max_committed = cursors.values().copied().max().unwrap_or(0);
+        if max_committed > next_offset {
+            let seg = create_segment(storage.as_ref(), &dir, max_committed, &fsyncs)?;
+            tracing::warn!(
+                from = next_offset,
+                to = max_committed,
+                "edge-log skipping offsets already committed by a cursor"
+            );
+            report.offsets_skipped = max_committed - next_offset;
+            bytes += SEGMENT_HEADER_LEN as u64;
+            next_offset = max_committed;
             segments.push(seg);
         }
         report.segments = segments.len() as u64;
@@ -522,7 +586,8 @@ impl Log {
     }
 
     /// Appends one record: resolves once it is written and has an offset (waits for space
-    /// under `WhenFull::Block`; other tasks keep running).
+    /// under `WhenFull::Block`; other tasks keep running). Dropping the future while it waits
+    /// for space appends nothing; dropping it after the record was queued may still append it.
     pub async fn append(&self, record: NewRecord) -> Result<Appended, AppendError> {
         let shared = &self.inner.shared;
         let body = format::body_ref(
@@ -549,7 +614,13 @@ impl Log {
             notified.as_mut().enable();
             match shared.try_reserve(need) {
                 Ok(()) => break,
-                Err(AppendError::Full { .. }) if shared.cfg.when_full == WhenFull::Block => {
+                Err(AppendError::Full { .. })
+                    if shared.cfg.when_full == WhenFull::Block
+                        || (shared.cfg.when_full == WhenFull::DropOldest
+                            && lock(&shared.state).reserved > 0) =>
+                {
+                    // DropOldest only waits when queued appends hold the budget: the writer
+                    // releases it within one batch.
                     notified.await;
                 }
                 Err(e) => return Err(e),
@@ -684,12 +755,12 @@ fn create_segment(
     storage
         .sync_dir(dir)
         .map_err(io_err("sync directory", dir))?;
-    Ok(Arc::new(Segment {
+    Ok(Arc::new(Segment::new(
         base,
         path,
         file,
-        len: AtomicU64::new(SEGMENT_HEADER_LEN as u64),
-    }))
+        SEGMENT_HEADER_LEN as u64,
+    )))
 }
 
 /// Scans the tail segment and truncates it at the first bad record.
@@ -972,12 +1043,14 @@ impl Writer {
             &r.headers,
             &r.payload,
         );
+        let pos = self.active_len + self.buf.len() as u64;
         if let Err(e) = format::encode_frame(&body, &mut self.buf) {
             let _ = req.reply.send(Err(AppendError::Storage {
                 cause: format!("encoding record failed: {e}"),
             }));
             return;
         }
+        self.active.note(self.next_offset, pos);
         self.staged.push((req.reply, self.next_offset));
         self.next_offset += 1;
     }

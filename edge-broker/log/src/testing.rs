@@ -367,3 +367,57 @@ impl Storage for FaultyStorage {
         self.inner.sync_dir(dir)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn power_cut_model() {
+        let mem = MemStorage::new();
+        let dir = Path::new("/d");
+        mem.create_dir_all(dir).unwrap();
+        let a = mem.create(&dir.join("a")).unwrap();
+        a.write_at(b"hello", 0).unwrap();
+        a.sync_data().unwrap();
+        mem.sync_dir(dir).unwrap();
+        a.write_at(b" world", 5).unwrap();
+        let b = mem.create(&dir.join("b")).unwrap();
+        b.write_at(b"x", 0).unwrap();
+        b.sync_data().unwrap(); // data synced, directory entry not
+        mem.crash(CrashMode::TornTail(3));
+        assert_eq!(mem.contents(&dir.join("a")).unwrap(), b"hello wo");
+        assert!(
+            mem.contents(&dir.join("b")).is_none(),
+            "unsynced dir entry vanishes"
+        );
+        assert!(
+            a.write_at(b"z", 0).is_err(),
+            "old handles are dead after a crash"
+        );
+        let a = mem.open(&dir.join("a")).unwrap();
+        a.write_at(b"!!", 8).unwrap();
+        mem.crash(CrashMode::ZeroFill);
+        assert_eq!(mem.contents(&dir.join("a")).unwrap(), b"hello wo\0\0");
+        mem.crash(CrashMode::DropUnsynced);
+        assert_eq!(mem.contents(&dir.join("a")).unwrap(), b"hello wo\0\0");
+        assert_eq!(mem.syncs(), 2);
+    }
+
+    #[test]
+    fn faulty_storage_injects() {
+        let f = FaultyStorage::new(MemStorage::new());
+        f.create_dir_all(Path::new("/d")).unwrap();
+        let file = f.create(Path::new("/d/x")).unwrap();
+        f.faults.short_writes.store(true, Ordering::SeqCst);
+        assert_eq!(file.write_at(b"abcdef", 0).unwrap(), 3);
+        f.faults.space_left.store(2, Ordering::SeqCst);
+        assert_eq!(file.write_at(b"abcdef", 3).unwrap(), 2);
+        assert_eq!(
+            file.write_at(b"abcdef", 5).unwrap_err().raw_os_error(),
+            Some(28)
+        );
+        f.faults.fail_sync.store(true, Ordering::SeqCst);
+        assert_eq!(file.sync_data().unwrap_err().raw_os_error(), Some(5));
+    }
+}

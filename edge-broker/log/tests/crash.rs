@@ -68,7 +68,7 @@ async fn sigkill_mid_append_loses_nothing_reported_durable() {
     let dir = tempfile::tempdir_in(std::env::temp_dir()).unwrap();
     let exe = std::env::current_exe().unwrap();
     let mut reported: Vec<(u64, u64)> = Vec::new();
-    let rounds = 6u64;
+    let rounds = 10u64;
     for round in 0..rounds {
         let mut child = Command::new(&exe)
             .args([

@@ -591,3 +591,290 @@ fn config_validation() {
         })
     ));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reader_follows_concurrent_appenders_across_rolls() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = LogConfig {
+        fsync: FsyncPolicy::Never,
+        ..small_config(dir.path())
+    };
+    let (log, _) = Log::open(cfg).unwrap();
+    let mut c = log.cursor("follow").unwrap();
+    let total = 8 * 150u64;
+    let mut hs = Vec::new();
+    for t in 0..8u64 {
+        let log = log.clone();
+        hs.push(tokio::spawn(async move {
+            for i in 0..150 {
+                log.append(rec(t * 1000 + i, 40))
+                    .await
+                    .unwrap()
+                    .durable()
+                    .await
+                    .unwrap();
+            }
+        }));
+    }
+    let mut seen = 0u64;
+    while seen < total {
+        let batch = tokio::time::timeout(Duration::from_secs(10), c.read(64, 4096))
+            .await
+            .unwrap()
+            .unwrap();
+        for r in batch {
+            assert_eq!(r.offset, seen, "dense, in order, no duplicates");
+            assert!(r.offset < log.durable_end());
+            seen += 1;
+        }
+        if seen % 200 == 0 && seen < total {
+            c.commit(seen).await.unwrap();
+        }
+    }
+    for h in hs {
+        h.await.unwrap();
+    }
+    assert!(log.stats().segments > 1);
+    // Seeking back to the committed position replays the same records.
+    let committed = c.committed();
+    c.seek(committed);
+    let again = c.try_read(3, usize::MAX).unwrap();
+    assert_eq!(
+        again.iter().map(|r| r.offset).collect::<Vec<_>>(),
+        vec![committed, committed + 1, committed + 2]
+    );
+}
+
+#[tokio::test]
+async fn offsets_committed_by_a_cursor_are_never_reused() {
+    // With fsync=never a power cut can lose records a cursor already committed (forwarded).
+    let mem = MemStorage::new();
+    let cfg = LogConfig {
+        fsync: FsyncPolicy::Never,
+        ..small_config("/n")
+    };
+    let (log, _) = Log::open_with_storage(cfg.clone(), mem.clone()).unwrap();
+    let mut c = log.cursor("bridge").unwrap();
+    append_n(&log, 0, 5, 10).await;
+    assert_eq!(c.try_read(10, usize::MAX).unwrap().len(), 5);
+    c.commit(5).await.unwrap();
+    mem.crash(CrashMode::DropUnsynced);
+    drop(c);
+    drop(log);
+    let (log, report) = Log::open_with_storage(cfg, mem).unwrap();
+    assert_eq!(report.offsets_skipped, 5, "{report}");
+    assert!(report.to_string().contains("LOST 5"));
+    assert_eq!(
+        append_n(&log, 100, 1, 10).await,
+        vec![5],
+        "offset 5 onwards, never 0..5 again"
+    );
+    let mut c = log.cursor("bridge").unwrap();
+    let got = c.try_read(10, usize::MAX).unwrap();
+    assert_eq!(got.len(), 1);
+    assert!(same(&got[0], &rec(100, 10)));
+}
+
+#[tokio::test]
+async fn corrupt_length_and_zeroed_frames_in_sealed_segments() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = corrupt_setup(dir.path());
+    write_and_close(&cfg, 60).await;
+    let segs = seg_files(dir.path());
+    assert!(segs.len() >= 4);
+    let frame_starts = |bytes: &[u8]| {
+        let mut v = Vec::new();
+        let mut pos = 24;
+        while pos < bytes.len() {
+            v.push(pos);
+            pos += 8 + u32::from_le_bytes(bytes[pos..pos + 4].try_into().unwrap()) as usize;
+        }
+        v
+    };
+    // Segment 0: garbage length field in frame 2 -> resync at frame 3.
+    let p0 = dir.path().join(&segs[0]);
+    let mut b0 = std::fs::read(&p0).unwrap();
+    let f0 = frame_starts(&b0);
+    b0[f0[2]..f0[2] + 4].copy_from_slice(&0x00ff_ffffu32.to_le_bytes());
+    std::fs::write(&p0, &b0).unwrap();
+    // Segment 1: its last frame zero-filled -> nothing to resync to, skip to segment 2.
+    let p1 = dir.path().join(&segs[1]);
+    let mut b1 = std::fs::read(&p1).unwrap();
+    let f1 = frame_starts(&b1);
+    let last = *f1.last().unwrap();
+    let n1 = f1.len() as u64;
+    b1[last..].fill(0);
+    std::fs::write(&p1, &b1).unwrap();
+    let base1: u64 = segs[1].trim_end_matches(".seg").parse().unwrap();
+
+    let (log, _) = Log::open(cfg).unwrap();
+    let mut c = log.cursor("c").unwrap();
+    let got = c.try_read(1000, usize::MAX).unwrap();
+    let offsets: Vec<u64> = got.iter().map(|r| r.offset).collect();
+    let lost = [2, base1 + n1 - 1];
+    let expected: Vec<u64> = (0..60).filter(|o| !lost.contains(o)).collect();
+    assert_eq!(offsets, expected);
+    assert!(got.iter().all(|r| same(r, &rec(r.offset, 50))));
+    assert_eq!(c.skipped(), 2);
+    assert_eq!(log.stats().corrupt_skipped, 2);
+}
+
+#[tokio::test]
+async fn interval_records_are_invisible_until_synced() {
+    let mem = MemStorage::new();
+    let cfg = LogConfig {
+        fsync: FsyncPolicy::Interval(Duration::from_secs(3600)),
+        segment_bytes: 64 << 10,
+        max_bytes: 1 << 20,
+        ..small_config("/i")
+    };
+    let (log, _) = Log::open_with_storage(cfg, mem.clone()).unwrap();
+    let mut c = log.cursor("c").unwrap();
+    let a = log.append(rec(0, 10)).await.unwrap();
+    log.append(rec(1, 10)).await.unwrap();
+    assert_eq!(log.stats().next_offset, 2);
+    assert_eq!(log.durable_end(), 0);
+    assert!(
+        c.try_read(10, usize::MAX).unwrap().is_empty(),
+        "written but unsynced"
+    );
+    let waiter = tokio::spawn(a.durable());
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    assert!(!waiter.is_finished());
+    log.close().await.unwrap();
+    assert_eq!(waiter.await.unwrap(), Ok(0), "close syncs and publishes");
+    assert_eq!(c.try_read(10, usize::MAX).unwrap().len(), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn seek_anywhere_uses_the_sparse_index_and_reads_the_right_record() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = LogConfig {
+        segment_bytes: 4 << 20,
+        max_bytes: 16 << 20,
+        fsync: FsyncPolicy::Never,
+        ..small_config(dir.path())
+    };
+    let total = 5000u64;
+    for reopen in [false, true] {
+        let (log, _) = Log::open(cfg.clone()).unwrap();
+        if !reopen {
+            let mut hs = Vec::new();
+            for t in 0..4 {
+                let log = log.clone();
+                hs.push(tokio::spawn(async move {
+                    for i in 0..total / 4 {
+                        log.append(rec(t * 10_000 + i, 20)).await.unwrap();
+                    }
+                }));
+            }
+            for h in hs {
+                h.await.unwrap();
+            }
+        }
+        let mut c = log.cursor("seeker").unwrap();
+        // Warm the index on the reopened log by reading through once.
+        while !c.try_read(1000, usize::MAX).unwrap().is_empty() {}
+        for target in [4321, 1024, 1023, 0, 4999, 2048, 2047, 3] {
+            c.seek(target);
+            let got = c.try_read(2, usize::MAX).unwrap();
+            assert_eq!(got[0].offset, target);
+            assert_eq!(c.position(), (target + 2).min(total));
+        }
+        log.close().await.unwrap();
+    }
+}
+
+#[tokio::test]
+async fn tail_with_undecodable_body_or_offset_gap_is_truncated() {
+    use edge_log::format;
+    for case in ["undecodable", "discontinuity"] {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = LogConfig {
+            segment_bytes: 1 << 20,
+            max_bytes: 4 << 20,
+            ..corrupt_setup(dir.path())
+        };
+        write_and_close(&cfg, 3).await;
+        let tail = dir.path().join(&seg_files(dir.path())[0]);
+        let mut bytes = std::fs::read(&tail).unwrap();
+        let good_len = bytes.len() as u64;
+        let mut frame = Vec::new();
+        if case == "undecodable" {
+            // Valid length and CRC, but variant 9 does not exist.
+            let body = [9u8, 1, 2, 3];
+            frame.extend_from_slice(&(body.len() as u32).to_le_bytes());
+            frame.extend_from_slice(&crc32c::crc32c(&body).to_le_bytes());
+            frame.extend_from_slice(&body);
+        } else {
+            // A perfectly valid frame that claims offset 7 where 3 is expected.
+            let r = rec(7, 10);
+            let body = format::body_ref(
+                7,
+                r.timestamp_ms,
+                r.source,
+                &r.topic,
+                &r.client_id,
+                &r.headers,
+                &r.payload,
+            );
+            format::encode_frame(&body, &mut frame).unwrap();
+        }
+        let frame_len = frame.len() as u64;
+        bytes.extend_from_slice(&frame);
+        std::fs::write(&tail, &bytes).unwrap();
+        let (log, report) = Log::open(cfg).unwrap();
+        let t = report.truncated.clone().unwrap();
+        assert_eq!(
+            t.byte_range,
+            good_len..good_len + frame_len,
+            "{case}: {report}"
+        );
+        assert_eq!(t.records, 1);
+        let want = if case == "undecodable" {
+            "undecodable"
+        } else {
+            "offset discontinuity"
+        };
+        assert!(t.reason.contains(want), "{case}: {report}");
+        assert_eq!(report.next_offset, 3);
+        assert_eq!(append_n(&log, 3, 1, 10).await, vec![3]);
+    }
+}
+
+#[tokio::test]
+async fn close_releases_blocked_appenders_and_readers() {
+    let mem = MemStorage::new();
+    let cfg = LogConfig {
+        max_bytes: 2 * (1024 + 8 + 256 + 24),
+        ..small_config("/k")
+    };
+    let (log, _) = Log::open_with_storage(cfg, mem).unwrap();
+    let mut c = log.cursor("bridge").unwrap();
+    let mut n = 0;
+    while tokio::time::timeout(Duration::from_millis(100), async {
+        log.append(rec(n, 100))
+            .await
+            .unwrap()
+            .durable()
+            .await
+            .unwrap()
+    })
+    .await
+    .is_ok()
+    {
+        n += 1;
+    }
+    let l2 = log.clone();
+    let blocked = tokio::spawn(async move { l2.append(rec(0, 100)).await.map(|a| a.offset) });
+    while !c.try_read(1000, usize::MAX).unwrap().is_empty() {}
+    let reader = tokio::spawn(async move { c.read(10, usize::MAX).await.map(|r| r.len()) });
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    assert!(!blocked.is_finished() && !reader.is_finished());
+    log.close().await.unwrap();
+    assert_eq!(blocked.await.unwrap(), Err(AppendError::Closed));
+    assert!(matches!(
+        reader.await.unwrap(),
+        Err(edge_log::ReadError::Closed)
+    ));
+}
