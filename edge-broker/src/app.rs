@@ -17,6 +17,7 @@ use crate::hub::Hub;
 use crate::metrics::{Observe, PromText};
 use crate::mqtt::MqttServer;
 use crate::notify::Notifier;
+use crate::reload::{Reload, spawn_reloader};
 use crate::shutdown::DRAIN_DEADLINE;
 
 /// Why the broker could not start or stop cleanly.
@@ -68,6 +69,9 @@ pub enum RunError {
     /// The MQTT server could not restore its state.
     #[error("MQTT server: {0}")]
     Mqtt(crate::mqtt::MqttStartError),
+    /// Signal handlers could not be installed.
+    #[error("cannot install the SIGHUP handler: {0}")]
+    Signals(std::io::Error),
     /// A blocking task panicked or was cancelled.
     #[error("internal task failed: {0}")]
     Task(#[from] tokio::task::JoinError),
@@ -109,7 +113,11 @@ impl DataDirLock {
 const STATUS_INTERVAL: Duration = Duration::from_secs(5);
 
 /// Runs the broker until `shutdown` is cancelled, then drains.
-pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunError> {
+pub async fn run(
+    config: Config,
+    config_path: Option<PathBuf>,
+    shutdown: CancellationToken,
+) -> Result<(), RunError> {
     let notifier = Arc::new(Notifier::from_env());
     let _lock = DataDirLock::acquire(&config.node.data_dir)?;
     let log_config = config.log_config();
@@ -157,7 +165,19 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunE
         ));
         mqtt = Some(server);
     }
+    let mut reloadable: Vec<Arc<dyn Reload>> = Vec::new();
+    if let Some(mqtt) = &mqtt {
+        reloadable.push(Arc::clone(mqtt) as Arc<dyn Reload>);
+    }
     *observer.mqtt.lock().unwrap_or_else(|p| p.into_inner()) = mqtt;
+    spawn_reloader(
+        config_path,
+        config.clone(),
+        reloadable,
+        Arc::clone(&notifier),
+        shutdown.clone(),
+    )
+    .map_err(RunError::Signals)?;
 
     let stats = log.stats();
     observer.ready.store(true, Ordering::SeqCst);

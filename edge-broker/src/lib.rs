@@ -6,6 +6,7 @@
 //! - [`logging`]: `tracing` setup for journald, terminals and JSON.
 //! - [`shutdown`]: SIGTERM/SIGINT → one cancellation token, and the drain deadline.
 //! - [`notify`]: systemd's sd_notify protocol (READY, STATUS, WATCHDOG, STOPPING).
+//! - [`reload`]: SIGHUP re-reads the config and swaps routes in place.
 //! - [`metrics`]: Prometheus text and the `/metrics` + `/healthz` endpoint.
 //! - [`router`]: subscription filters and the subscription tree shared by MQTT and NATS.
 //! - [`message`]: the protocol-neutral message delivered to subscribers.
@@ -23,6 +24,7 @@ pub mod message;
 pub mod metrics;
 pub mod mqtt;
 pub mod notify;
+pub mod reload;
 pub mod router;
 pub mod shutdown;
 pub mod state_file;

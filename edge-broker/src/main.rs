@@ -75,7 +75,7 @@ fn run(path: Option<&Path>) -> anyhow::Result<()> {
         let shutdown = CancellationToken::new();
         edge_broker::shutdown::spawn_signal_listener(shutdown.clone())
             .context("cannot install signal handlers")?;
-        edge_broker::app::run(config, shutdown).await?;
+        edge_broker::app::run(config, path.map(Path::to_path_buf), shutdown).await?;
         Ok(())
     })
 }

@@ -70,6 +70,19 @@ fn assert_fresh(binary: &Path) {
     }
 }
 
+/// Writes `<dir>/edge-broker.toml`: a `[node]` section with data in `<dir>/data`, then the body
+/// with every listener it does not place on an ephemeral port. Returns the file's path.
+pub fn write_config(dir: &Path, config_body: &str) -> PathBuf {
+    let config = dir.join("edge-broker.toml");
+    let text = format!(
+        "[node]\nid = \"test-gw\"\ndata_dir = \"{}\"\n\n{}",
+        dir.join("data").display(),
+        with_ephemeral_listeners(config_body)
+    );
+    std::fs::write(&config, text).expect("write config");
+    config
+}
+
 /// Sections with a `listen` address; tests never use the fixed default ports.
 const LISTENER_SECTIONS: [&str; 2] = ["mqtt", "metrics"];
 
@@ -146,14 +159,7 @@ impl Broker {
     ///
     /// Every listener the body does not place itself listens on an ephemeral port.
     pub fn spawn_with_env(dir: &Path, config_body: &str, env: &[(&str, &str)]) -> Broker {
-        let config = dir.join("edge-broker.toml");
-        let data = dir.join("data");
-        let text = format!(
-            "[node]\nid = \"test-gw\"\ndata_dir = \"{}\"\n\n{}",
-            data.display(),
-            with_ephemeral_listeners(config_body)
-        );
-        std::fs::write(&config, text).expect("write config");
+        let config = write_config(dir, config_body);
         let mut child = Command::new(broker_binary())
             .arg("--config")
             .arg(&config)

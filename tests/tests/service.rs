@@ -104,3 +104,88 @@ fn sd_notify_ready_status_watchdog_and_stopping() {
     }
     assert!(broker.wait_exit(Duration::from_secs(25)).success());
 }
+
+/// Reads one gauge or counter from the `/metrics` text.
+fn metric(addr: SocketAddr, name: &str) -> f64 {
+    let (_, body) = http_get(addr, "/metrics");
+    body.lines()
+        .find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or_else(|| panic!("/metrics has no {name}:\n{body}"))
+}
+
+fn publish_qos1(addr: SocketAddr, topic: &str) {
+    let status = std::process::Command::new(edge_tests::peers::program(
+        "mosquitto_pub",
+        "mosquitto-clients",
+    ))
+    .args(["-h", &addr.ip().to_string(), "-p", &addr.port().to_string()])
+    .args(["-t", topic, "-m", "x", "-q", "1"])
+    .status()
+    .unwrap();
+    assert!(status.success());
+}
+
+#[test]
+fn sighup_swaps_routes_without_dropping_connections() {
+    let dir = tempfile::tempdir().unwrap();
+    let socket_path = dir.path().join("notify.sock");
+    let socket = UnixDatagram::bind(&socket_path).unwrap();
+    socket
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    let route = |filter: &str| format!("[[route]]\nmqtt = \"{filter}\"\nkafka_topic = \"t\"\n");
+    let mut broker = Broker::spawn_with_env(
+        dir.path(),
+        &route("a/#"),
+        &[("NOTIFY_SOCKET", socket_path.to_str().unwrap())],
+    );
+    broker.wait_for_line("edge-broker ready", Duration::from_secs(20));
+    let mqtt = broker.mqtt_addr();
+    let metrics = broker.listen_addr("metrics.listen");
+
+    publish_qos1(mqtt, "b/1");
+    assert_eq!(
+        metric(metrics, "edge_log_records"),
+        0.0,
+        "b/1 is not routed yet"
+    );
+
+    edge_tests::broker::write_config(dir.path(), &route("b/#"));
+    broker.signal(nix::sys::signal::Signal::SIGHUP);
+    broker.wait_for_line("configuration reloaded", Duration::from_secs(10));
+    let mut buf = [0u8; 512];
+    let mut seen = Vec::new();
+    while !seen.ends_with(&["READY=1".to_owned()]) || !seen.contains(&"RELOADING=1".to_owned()) {
+        let n = socket.recv(&mut buf).unwrap();
+        let message = String::from_utf8_lossy(&buf[..n]).into_owned();
+        if !message.starts_with("STATUS=") {
+            seen.push(message);
+        }
+    }
+    assert_eq!(seen, ["READY=1", "RELOADING=1", "READY=1"]);
+
+    publish_qos1(mqtt, "b/2");
+    assert_eq!(
+        metric(metrics, "edge_log_records"),
+        1.0,
+        "b/2 is routed after the reload"
+    );
+    publish_qos1(mqtt, "a/1");
+    assert_eq!(
+        metric(metrics, "edge_log_records"),
+        1.0,
+        "a/1 is no longer routed"
+    );
+
+    // A broken config is refused and the running one stays.
+    std::fs::write(
+        dir.path().join("edge-broker.toml"),
+        "[log]\nfsync = \"maybe\"\n",
+    )
+    .unwrap();
+    broker.signal(nix::sys::signal::Signal::SIGHUP);
+    broker.wait_for_line("reload refused", Duration::from_secs(10));
+    publish_qos1(mqtt, "b/3");
+    assert_eq!(metric(metrics, "edge_log_records"), 2.0);
+    assert!(broker.terminate(Duration::from_secs(25)).success());
+}

@@ -547,6 +547,15 @@ impl MqttServer {
     }
 }
 
+impl crate::reload::Reload for MqttServer {
+    fn reload(&self, config: &crate::config::Config) {
+        match config.compile_routes() {
+            Ok(routes) => self.set_routes(Arc::new(routes)),
+            Err(err) => tracing::error!("reload: routes not replaced: {err}"),
+        }
+    }
+}
+
 /// Splits `$share/group/filter` or a plain filter into the hub's filter and share group.
 fn parse_subscription(text: &str) -> Option<(Filter, Option<String>)> {
     match edge_proto::mqtt::topic::parse_shared(text) {

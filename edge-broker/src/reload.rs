@@ -1,0 +1,97 @@
+//! SIGHUP: re-read the configuration and apply what can change without dropping connections.
+//!
+//! Routes are swapped in place (new publishes are routed by the new table at once). Changes to
+//! anything else — listeners, the log, limits — are reported as needing a restart, and a config
+//! that does not validate is refused with the reason, keeping the running one. systemd hears
+//! `RELOADING=1` before and `READY=1` after.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use tokio::signal::unix::{SignalKind, signal};
+use tokio_util::sync::CancellationToken;
+
+use crate::config::Config;
+use crate::notify::Notifier;
+
+/// Something that takes new settings while running.
+pub trait Reload: Send + Sync {
+    /// Applies the reloadable parts of `config`.
+    fn reload(&self, config: &Config);
+}
+
+/// Reloads on every SIGHUP until `shutdown`.
+pub fn spawn_reloader(
+    path: Option<PathBuf>,
+    current: Config,
+    targets: Vec<Arc<dyn Reload>>,
+    notifier: Arc<Notifier>,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
+    let mut hangup = signal(SignalKind::hangup())?;
+    tokio::spawn(async move {
+        let mut current = current;
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                received = hangup.recv() => if received.is_none() { return },
+            }
+            notifier.notify("RELOADING=1");
+            match Config::load_with_env(path.as_deref()) {
+                Ok(new) => {
+                    for section in sections_needing_restart(&current, &new) {
+                        tracing::warn!(
+                            "reload: changes to [{section}] take effect after a restart"
+                        );
+                    }
+                    for target in &targets {
+                        target.reload(&new);
+                    }
+                    tracing::info!(routes = new.routes.len(), "configuration reloaded");
+                    current = new;
+                }
+                Err(err) => {
+                    tracing::error!("reload refused, keeping the running configuration: {err}")
+                }
+            }
+            notifier.ready();
+        }
+    });
+    Ok(())
+}
+
+/// Sections whose changes are not applied by a reload.
+pub fn sections_needing_restart(old: &Config, new: &Config) -> Vec<&'static str> {
+    let mut changed = Vec::new();
+    if format!("{:?}", old.node) != format!("{:?}", new.node) {
+        changed.push("node");
+    }
+    if format!("{:?}", old.log) != format!("{:?}", new.log) {
+        changed.push("log");
+    }
+    if format!("{:?}", old.mqtt) != format!("{:?}", new.mqtt) {
+        changed.push("mqtt");
+    }
+    if format!("{:?}", old.metrics) != format!("{:?}", new.metrics) {
+        changed.push("metrics");
+    }
+    changed
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::Path;
+
+    #[test]
+    fn only_changed_sections_are_reported() {
+        let old = Config::parse("", Path::new("a")).unwrap();
+        let new = Config::parse(
+            "[log]\nfsync = \"never\"\n[[route]]\nmqtt = \"a\"\nkafka_topic = \"t\"\n",
+            Path::new("b"),
+        )
+        .unwrap();
+        assert_eq!(sections_needing_restart(&old, &new), vec!["log"]);
+        assert!(sections_needing_restart(&old, &old).is_empty());
+    }
+}
