@@ -135,6 +135,7 @@ pub async fn run(
     let observer = Arc::new(Observer {
         node_id: config.node.id.clone(),
         log: log.clone(),
+        log_progress: LogProgress::new(&config.log.fsync),
         ready: AtomicBool::new(false),
         mqtt: std::sync::Mutex::new(None),
     });
@@ -270,9 +271,49 @@ async fn report_to_service_manager(
 struct Observer {
     node_id: String,
     log: Log,
+    log_progress: LogProgress,
     ready: AtomicBool,
     mqtt: std::sync::Mutex<Option<Arc<MqttServer>>>,
 }
+
+/// Detects a wedged log writer: records written but not made durable for too long.
+struct LogProgress {
+    limit: Duration,
+    last: std::sync::Mutex<(u64, std::time::Instant)>,
+}
+
+impl LogProgress {
+    fn new(fsync: &edge_log::FsyncPolicy) -> LogProgress {
+        let limit = match fsync {
+            edge_log::FsyncPolicy::Interval(interval) => (*interval * 3).max(WEDGED_AFTER),
+            _ => WEDGED_AFTER,
+        };
+        LogProgress {
+            limit,
+            last: std::sync::Mutex::new((0, std::time::Instant::now())),
+        }
+    }
+
+    /// `Err` when durability has not advanced for `limit` while records wait for it.
+    fn check(&self, stats: &edge_log::LogStats) -> Result<(), String> {
+        let mut last = self.last.lock().unwrap_or_else(|p| p.into_inner());
+        if stats.durable_end != last.0 || stats.next_offset <= stats.durable_end {
+            *last = (stats.durable_end, std::time::Instant::now());
+            return Ok(());
+        }
+        let stuck = last.1.elapsed();
+        if stuck > self.limit {
+            return Err(format!(
+                "log writer wedged: offsets {}..{} written but not durable for {stuck:?}",
+                stats.durable_end, stats.next_offset
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// How long records may wait for their fsync before the broker counts as wedged.
+const WEDGED_AFTER: Duration = Duration::from_secs(10);
 
 impl Observer {
     fn status_line(&self) -> String {
@@ -370,7 +411,12 @@ impl Observe for Observer {
         if !self.ready.load(Ordering::SeqCst) {
             return Err("not ready: starting or shutting down".to_owned());
         }
-        Ok(())
+        if let Some(failure) = self.log.failure() {
+            return Err(format!(
+                "the log refuses appends after a storage error: {failure}"
+            ));
+        }
+        self.log_progress.check(&self.log.stats())
     }
 }
 

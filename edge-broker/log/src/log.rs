@@ -61,7 +61,7 @@ impl Segment {
 
     /// Records where the frame of `offset` starts (only every INDEX_EVERY-th offset is kept).
     pub fn note(&self, offset: u64, pos: u64) {
-        if offset % INDEX_EVERY != 0 || offset == self.base {
+        if !offset.is_multiple_of(INDEX_EVERY) || offset == self.base {
             return;
         }
         let mut idx = lock(&self.index);
@@ -692,6 +692,11 @@ impl Log {
     /// Offset one past the last durable record (what readers may see).
     pub fn durable_end(&self) -> u64 {
         self.inner.shared.durable_end()
+    }
+
+    /// The storage failure that stopped appends (sticky until reopen), if any.
+    pub fn failure(&self) -> Option<String> {
+        lock(&self.inner.shared.state).sticky.clone()
     }
 
     /// The configuration the log was opened with.

@@ -627,7 +627,7 @@ async fn reader_follows_concurrent_appenders_across_rolls() {
             assert!(r.offset < log.durable_end());
             seen += 1;
         }
-        if seen % 200 == 0 && seen < total {
+        if seen.is_multiple_of(200) && seen < total {
             c.commit(seen).await.unwrap();
         }
     }
