@@ -56,5 +56,8 @@ say "cargo fmt --check"
 cargo fmt --all --check
 say "cargo clippy"
 cargo clippy --workspace --all-targets --locked -- -D warnings
+say "cargo build"
+# The end-to-end tests run target/debug/edge-broker; `cargo test` alone does not rebuild it.
+cargo build --workspace --locked
 say "cargo test"
 cargo test --workspace --locked "$@"
