@@ -53,14 +53,20 @@ fn metrics_and_health_are_served() {
     assert!(broker.terminate(Duration::from_secs(25)).success());
 }
 
-#[test]
-fn sd_notify_ready_status_watchdog_and_stopping() {
-    let dir = tempfile::tempdir().unwrap();
-    let socket_path = dir.path().join("notify.sock");
-    let socket = UnixDatagram::bind(&socket_path).unwrap();
+/// A datagram socket standing in for systemd's `NOTIFY_SOCKET`, and its path.
+fn notify_socket(dir: &std::path::Path) -> (UnixDatagram, std::path::PathBuf) {
+    let path = dir.join("notify.sock");
+    let socket = UnixDatagram::bind(&path).unwrap();
     socket
         .set_read_timeout(Some(Duration::from_secs(20)))
         .unwrap();
+    (socket, path)
+}
+
+#[test]
+fn sd_notify_ready_status_watchdog_and_stopping() {
+    let dir = tempfile::tempdir().unwrap();
+    let (socket, socket_path) = notify_socket(dir.path());
     let mut broker = Broker::spawn_with_env(
         dir.path(),
         "",
@@ -128,11 +134,7 @@ fn publish_qos1(addr: SocketAddr, topic: &str) {
 #[test]
 fn sighup_swaps_routes_without_dropping_connections() {
     let dir = tempfile::tempdir().unwrap();
-    let socket_path = dir.path().join("notify.sock");
-    let socket = UnixDatagram::bind(&socket_path).unwrap();
-    socket
-        .set_read_timeout(Some(Duration::from_secs(20)))
-        .unwrap();
+    let (socket, socket_path) = notify_socket(dir.path());
     let route = |filter: &str| format!("[[route]]\nmqtt = \"{filter}\"\nkafka_topic = \"t\"\n");
     let mut broker = Broker::spawn_with_env(
         dir.path(),
