@@ -328,7 +328,7 @@ impl Config {
         };
         let origin = path.unwrap_or(Path::new("(built-in defaults)"));
         let overrides =
-            env::overrides(std::env::vars()).map_err(|e| ConfigError::Environment(e))?;
+            env::overrides(std::env::vars()).map_err(ConfigError::Environment)?;
         if overrides.is_empty() {
             return Config::parse(&text, origin);
         }
