@@ -1,0 +1,75 @@
+//! MQTT state that must outlive the broker process (retained messages, persistent sessions with
+//! their subscriptions and queued QoS 1 messages), and routed publishes when the log is full.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::path::Path;
+use std::time::Duration;
+
+use edge_log::{Log, LogConfig};
+use edge_tests::broker::Broker;
+use edge_tests::mqtt::scenario;
+
+const CONFIG: &str = "[log]\nfsync = \"always\"\n";
+const STOP: Duration = Duration::from_secs(20);
+
+#[test]
+fn retained_messages_survive_a_restart() {
+    let mut broker = Broker::start(CONFIG);
+    scenario("retained_set", broker.mqtt_addr(), &["keep-me"]);
+    assert!(broker.terminate(STOP).success());
+    let dir = broker.dir.clone();
+    let mut restarted = Broker::start_in(&dir, CONFIG);
+    restarted.wait_for_line("restored retained messages", Duration::from_secs(1));
+    scenario("retained_check", restarted.mqtt_addr(), &["keep-me"]);
+    assert!(restarted.terminate(STOP).success());
+}
+
+#[test]
+fn persistent_sessions_survive_a_restart() {
+    let mut broker = Broker::start(CONFIG);
+    scenario("persist_setup", broker.mqtt_addr(), &["durable-client"]);
+    assert!(broker.terminate(STOP).success());
+    let dir = broker.dir.clone();
+    let mut restarted = Broker::start_in(&dir, CONFIG);
+    scenario("persist_check", restarted.mqtt_addr(), &["durable-client"]);
+    assert!(restarted.terminate(STOP).success());
+}
+
+/// A tiny routed log that can fill up: `full/#` is routed, and a cursor that never moves
+/// (created before the broker starts, like a bridge whose uplink is down) holds every segment.
+fn full_log_config(when_full: &str) -> String {
+    format!(
+        "[log]\nfsync = \"always\"\nsegment_bytes = \"64KiB\"\nmax_bytes = \"128KiB\"\n\
+         max_record_bytes = \"16KiB\"\nwhen_full = \"{when_full}\"\n\n\
+         [[route]]\nmqtt = \"full/#\"\nkafka_topic = \"full\"\n"
+    )
+}
+
+fn hold_log(dir: &Path) {
+    let (log, _) = Log::open(LogConfig::new(dir.join("data/log"))).unwrap();
+    drop(log.cursor("stalled-uplink").unwrap());
+}
+
+#[test]
+fn full_log_rejects_with_0x97_in_v5_and_closes_v311() {
+    let dir = tempfile::tempdir().unwrap();
+    hold_log(dir.path());
+    let mut broker = Broker::start_in(dir.path(), &full_log_config("reject"));
+    let out = scenario("log_reject", broker.mqtt_addr(), &[]);
+    eprintln!("{out}");
+    assert!(out["accepted_before_full"].as_u64().unwrap() > 10, "{out}");
+    assert!(broker.terminate(STOP).success());
+}
+
+#[test]
+fn full_log_blocks_the_publisher_but_not_others() {
+    let dir = tempfile::tempdir().unwrap();
+    hold_log(dir.path());
+    let mut broker = Broker::start_in(dir.path(), &full_log_config("block"));
+    let out = scenario("log_block", broker.mqtt_addr(), &[]);
+    eprintln!("{out}");
+    assert!(out["acked_before_stall"].as_u64().unwrap() > 10, "{out}");
+    // A blocked append must not hold shutdown past its drain deadline.
+    assert!(broker.terminate(STOP).success());
+}
