@@ -926,6 +926,9 @@ def bad_input(host, port):
             results[name] = "closed"
         except (TimeoutError, AssertionError):
             failures.append(f"{name}: connection left open")
+    if results.get("bad_protocol_level") != 1:
+        failures.append("unsupported protocol level: CONNACK 0x01 expected, got "
+                        f"{results.get('bad_protocol_level')}")
     bystander.publish("bi/alive", "end", qos=1)
     got = bystander.messages(2.0, count=1)
     if [m["payload"] for m in got] != [b"end"]:

@@ -104,7 +104,13 @@ pub async fn serve(
             read_connect(&mut reader, &mut inbuf, max_packet),
         ) => match read {
             Ok(Ok(connect)) => connect,
-            Ok(Err(why)) => {
+            Ok(Err((why, unsupported_level))) => {
+                if unsupported_level {
+                    // MQTT 3.1.1 §3.1.2.2 [MQTT-3.1.2-2]: CONNACK 0x01 (unacceptable protocol
+                    // level), in the 3.1.1 form every client version can read, then close.
+                    let _ = writer.write_all(&[0x20, 0x02, 0x00, 0x01]).await;
+                    let _ = writer.shutdown().await;
+                }
                 server.metrics.protocol_errors.fetch_add(1, Ordering::Relaxed);
                 tracing::info!(%peer, "MQTT connection closed before CONNECT completed: {why}");
                 return;
@@ -149,24 +155,28 @@ pub async fn serve(
     drop(permit);
 }
 
-/// Reads until a whole CONNECT is decoded.
+/// Reads until a whole CONNECT is decoded. The error says why, and whether the client asked
+/// for a protocol level this server does not speak (it is then owed a CONNACK 0x01).
 async fn read_connect(
     reader: &mut OwnedReadHalf,
     buf: &mut BytesMut,
     max_packet: u32,
-) -> Result<Box<Connect>, String> {
+) -> Result<Box<Connect>, (String, bool)> {
     loop {
         match mqtt::decode_connect(buf, max_packet) {
             Ok(Some(connect)) => return Ok(Box::new(connect)),
             Ok(None) => {}
-            Err(err) => return Err(format!("invalid CONNECT: {err}")),
+            Err(err) => {
+                let unsupported = matches!(err, DecodeError::UnsupportedProtocolVersion { .. });
+                return Err((format!("invalid CONNECT: {err}"), unsupported));
+            }
         }
         let n = reader
             .read_buf(buf)
             .await
-            .map_err(|e| format!("read failed: {e}"))?;
+            .map_err(|e| (format!("read failed: {e}"), false))?;
         if n == 0 {
-            return Err("connection closed".to_owned());
+            return Err(("connection closed".to_owned(), false));
         }
     }
 }
