@@ -32,6 +32,12 @@ fn paho_v5_and_v311_qos_0_1_2_both_directions() {
 }
 
 #[test]
+fn mosquitto_clients_v5_and_v311() {
+    run("mosquitto_clients", &["mqttv5"]);
+    run("mosquitto_clients", &["mqttv311"]);
+}
+
+#[test]
 fn raw_packet_id_flows_v5_and_v311() {
     run("qos_flows", &["5"]);
     run("qos_flows", &["311"]);
@@ -136,4 +142,20 @@ fn request_response_information() {
 fn bad_input_closes_only_the_offending_connection() {
     let out = run("bad_input", &[]);
     eprintln!("{out}");
+}
+
+#[test]
+fn connections_over_the_limit_are_refused_as_server_busy() {
+    run_with("[mqtt]\nmax_connections = 2\n", "server_busy", &["2"]);
+}
+
+#[test]
+fn shutdown_tells_v5_clients_server_shutting_down() {
+    let mut broker = Broker::start(CONFIG);
+    let addr = broker.mqtt_addr();
+    let driver = std::thread::spawn(move || scenario("shutdown_notice", addr, &[]));
+    // The driver connects within a second (python startup included).
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    assert!(broker.terminate(std::time::Duration::from_secs(20)).success());
+    driver.join().expect("scenario");
 }

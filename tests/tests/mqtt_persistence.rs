@@ -36,6 +36,22 @@ fn persistent_sessions_survive_a_restart() {
     assert!(restarted.terminate(STOP).success());
 }
 
+#[test]
+fn in_flight_deliveries_are_resent_after_a_restart() {
+    let mut broker = Broker::start(CONFIG);
+    let out = scenario("persist_inflight_setup", broker.mqtt_addr(), &["inflight-client"]);
+    let packet_id = out["packet_id"].to_string();
+    assert!(broker.terminate(STOP).success());
+    let dir = broker.dir.clone();
+    let mut restarted = Broker::start_in(&dir, CONFIG);
+    scenario(
+        "persist_inflight_check",
+        restarted.mqtt_addr(),
+        &["inflight-client", &packet_id],
+    );
+    assert!(restarted.terminate(STOP).success());
+}
+
 /// A tiny routed log that can fill up: `full/#` is routed, and a cursor that never moves
 /// (created before the broker starts, like a bridge whose uplink is down) holds every segment.
 fn full_log_config(when_full: &str) -> String {

@@ -285,6 +285,32 @@ def auth(host, port):
     return {"ok": True}
 
 
+@scenario
+def mosquitto_clients(host, port, version="mqttv5"):
+    """Debian's mosquitto_sub / mosquitto_pub: QoS 0/1/2, retained, user properties (v5)."""
+    import subprocess
+    base = ["-h", host, "-p", str(port), "-V", version]
+    topic = uniq("mc")
+    subprocess.run(["mosquitto_pub", *base, "-t", f"{topic}/ret", "-m", "kept", "-r", "-q", "1"],
+                   check=True, timeout=10)
+    sub = subprocess.Popen(["mosquitto_sub", *base, "-t", f"{topic}/#", "-q", "2", "-v", "-C", "4",
+                            "-W", "10"], stdout=subprocess.PIPE, text=True)
+    try:
+        time.sleep(0.5)
+        for q in range(3):
+            extra = ["-D", "publish", "user-property", "k", f"v{q}"] if version == "mqttv5" else []
+            subprocess.run(["mosquitto_pub", *base, "-t", f"{topic}/q{q}", "-m", f"m{q}", "-q",
+                            str(q), *extra], check=True, timeout=10)
+        out, _ = sub.communicate(timeout=15)
+    finally:
+        sub.kill()
+    lines = sorted(line.replace(topic, "T") for line in out.splitlines())
+    check(lines == ["T/q0 m0", "T/q1 m1", "T/q2 m2", "T/ret kept"], f"mosquitto_sub got {lines}")
+    subprocess.run(["mosquitto_pub", *base, "-t", f"{topic}/ret", "-n", "-r"], check=True,
+                   timeout=10)
+    return {"lines": lines}
+
+
 # ---- delivery -----------------------------------------------------------------------------
 @scenario
 def redelivery_dup(host, port, version="311"):
@@ -770,6 +796,45 @@ def response_info(host, port):
     return {"ok": True}
 
 
+@scenario
+def server_busy(host, port, limit="2"):
+    """Run against a broker with max_connections = limit."""
+    held = []
+    for _ in range(int(limit)):
+        c = Client(host, port, True)
+        c.connect(uniq("h"))
+        held.append(c)
+    c = Client(host, port, True)
+    ack5 = c.connect(uniq("x"), expect_ok=False)
+    c.close()
+    c = Client(host, port, False)
+    ack3 = c.connect(uniq("x"), expect_ok=False)
+    c.close()
+    check(ack5["rc"] == 0x89, f"v5 over the limit: CONNACK 0x89 Server busy, got {ack5}")
+    check(ack3["rc"] == 3, f"3.1.1 over the limit: CONNACK 3 Server unavailable, got {ack3}")
+    held.pop().disconnect()
+    time.sleep(0.3)
+    c = Client(host, port, True)
+    c.connect(uniq("y"))
+    c.disconnect()
+    for h in held:
+        h.disconnect()
+    return {"ok": True}
+
+
+@scenario
+def shutdown_notice(host, port):
+    """Connects v5 and 3.1.1 clients and waits for the broker to be stopped (SIGTERM)."""
+    c5 = Client(host, port, True)
+    c5.connect(uniq("s5"))
+    c3 = Client(host, port, False)
+    c3.connect(uniq("s3"))
+    rc = c5.expect_closed(timeout=15)
+    check(rc == 0x8B, f"v5 client told Server shutting down (0x8B), got {rc}")
+    check(c3.expect_closed(timeout=5) is None, "3.1.1 client closed")
+    return {"ok": True}
+
+
 # ---- persistence across restarts ----------------------------------------------------------
 @scenario
 def persist_setup(host, port, cid):
@@ -783,6 +848,39 @@ def persist_setup(host, port, cid):
         p.publish("ps/t", f"q{i}", qos=1)
         p.recv()
     p.disconnect()
+    return {"ok": True}
+
+
+@scenario
+def persist_inflight_setup(host, port, cid):
+    """v5 session (expiry 300) with one QoS 1 delivery sent and never acknowledged."""
+    c = Client(host, port, True)
+    c.connect(cid, clean=True, props_={"session_expiry": 300})
+    c.subscribe(("pi/#", 1), sub_id=9)
+    p = Client(host, port, True)
+    p.connect(uniq("p"))
+    p.publish("pi/t", "unacked", qos=1, props_={"user_property": [["k", "v"]]})
+    p.recv()
+    got = c.messages(1.0, count=1, auto_ack=False)
+    check([m["payload"] for m in got] == [b"unacked"], f"delivered: {got}")
+    time.sleep(1.5)  # sessions are snapshotted every second
+    c.close()
+    p.disconnect()
+    return {"packet_id": got[0]["packet_id"]}
+
+
+@scenario
+def persist_inflight_check(host, port, cid, packet_id):
+    c = Client(host, port, True)
+    ack = c.connect(cid, clean=False, props_={"session_expiry": 0})
+    check(ack["session_present"], "v5 session restored after a restart")
+    got = c.messages(1.0, count=1, auto_ack=False)
+    check([(m["payload"], m["dup"], m["packet_id"], m["props"].get("subscription_id"),
+            m["props"].get("user_property")) for m in got] ==
+          [(b"unacked", True, int(packet_id), [9], [["k", "v"]])],
+          f"in-flight QoS 1 resent with DUP, same id and properties after restart: {got}")
+    c.ack(PUBACK, int(packet_id))
+    c.disconnect()
     return {"ok": True}
 
 
@@ -880,6 +978,10 @@ BAD = {
     "empty_subscribe": (True, raw.frame(0x82, b"\x00\x01\x00"), None),
     "connack_from_client": (True, b"\x20\x03\x00\x00\x00", None),
     "subscribe_qos3": (True, raw.frame(0x82, b"\x00\x01\x00" + raw.mstr("a") + b"\x03"), 0x81),
+    "empty_topic_no_alias": (True, raw.frame(0x30, raw.mstr("") + b"\x00p"), 0x82),
+    "topic_alias_zero": (True, raw.frame(0x30, raw.mstr("a") + b"\x03\x23\x00\x00p"), 0x94),
+    "disconnect_sets_expiry": (True, raw.frame(0xE0, b"\x00\x05\x11\x00\x00\x00\x0a"),
+                               0x82),
     "shared_no_local": (True, raw.frame(0x82, b"\x00\x01\x00" + raw.mstr("$share/g/a") +
                                         b"\x05"), 0x82),
 }

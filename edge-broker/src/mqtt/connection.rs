@@ -1112,7 +1112,15 @@ impl Connection {
 
 /// Maps a decode failure to the DISCONNECT the client gets.
 fn decode_violation(err: &DecodeError) -> Exit {
-    Exit::Violation(err.reason_code(), err.to_string())
+    let reason = match err {
+        // MQTT 5 §3.3.2.3.4: Topic Alias 0 is "Topic Alias invalid", not a generic protocol error.
+        DecodeError::InvalidPropertyValue {
+            id: mqtt::PropertyId::TopicAlias,
+            ..
+        } => ReasonCode::TopicAliasInvalid,
+        other => other.reason_code(),
+    };
+    Exit::Violation(reason, err.to_string())
 }
 
 /// The message metadata kept from PUBLISH or Will properties.
