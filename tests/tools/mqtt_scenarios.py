@@ -618,6 +618,19 @@ def topic_alias(host, port):
     # Server -> client: aliases used (topic sent once, then empty), never above our maximum.
     aliases = [m["props"].get("topic_alias") for m in got]
     check(all(a is not None and 1 <= a <= 2 for a in aliases), f"aliases to client: {aliases}")
+    # A message too large for the client is dropped; the alias it would have set must not be
+    # assumed known by the client afterwards.
+    t = Client(host, port, True)
+    t.connect(uniq("t"), props_={"topic_alias_maximum": 2, "maximum_packet_size": 300})
+    t.subscribe(("tb/#", 0))
+    p.publish("tb/t", "x" * 1000)
+    p.publish("tb/t", "small")
+    try:
+        got = t.messages(1.0)
+    except KeyError as err:
+        raise AssertionError(f"alias {err} used before the client was told its topic") from None
+    check([(m["topic"], m["payload"]) for m in got] == [("tb/t", b"small")], f"{got}")
+    t.disconnect()
     # An alias above the server's maximum is a protocol violation (0x94).
     p.publish("ta/x", "bad", props_={"topic_alias": 60000})
     rc = p.expect_closed()

@@ -423,8 +423,11 @@ impl Connection {
             if out.released {
                 self.write(&Packet::PubRel(PubRel::new(packet_id)));
             } else {
-                let packet = self.publish_packet(&out.delivery, Some(packet_id), true, now);
-                self.write(&packet);
+                let (packet, alias) =
+                    self.publish_packet(&out.delivery, Some(packet_id), true, now);
+                if self.write(&packet) {
+                    self.remember_alias(alias);
+                }
             }
         }
     }
@@ -928,7 +931,7 @@ impl Connection {
             } else {
                 None
             };
-            let packet = self.publish_packet(&delivery, packet_id, false, now);
+            let (packet, alias) = self.publish_packet(&delivery, packet_id, false, now);
             match mqtt::encode_limited(
                 &packet,
                 self.version,
@@ -936,6 +939,7 @@ impl Connection {
                 &mut self.outbuf,
             ) {
                 Ok(_) => {
+                    self.remember_alias(alias);
                     self.server.metrics.sent(usize::from(delivery.qos));
                     if let Some(id) = packet_id {
                         state.inflight.insert(
@@ -961,13 +965,24 @@ impl Connection {
         }
     }
 
+    /// Records a topic alias once the PUBLISH that told the client about it is encoded.
+    fn remember_alias(&mut self, alias: Option<(String, u16)>) {
+        if let Some((topic, alias)) = alias {
+            self.outbound_aliases.insert(topic, alias);
+        }
+    }
+
+    /// The PUBLISH for a delivery, and the new topic alias it sets (to remember only if the
+    /// packet is actually sent: a packet dropped as too large for the client must not leave
+    /// the client an alias it never learned).
     fn publish_packet(
-        &mut self,
+        &self,
         delivery: &Delivery,
         packet_id: Option<u16>,
         dup: bool,
         now: u64,
-    ) -> Packet {
+    ) -> (Packet, Option<(String, u16)>) {
+        let mut new_alias = None;
         let message = &delivery.message;
         let mut properties = Properties::default();
         let mut topic = MqttString::try_from(message.topic.as_str()).unwrap_or_default();
@@ -1002,12 +1017,12 @@ impl Connection {
                 } else if let Ok(next) = u16::try_from(self.outbound_aliases.len() + 1)
                     && next <= self.client_alias_max
                 {
-                    self.outbound_aliases.insert(message.topic.clone(), next);
+                    new_alias = Some((message.topic.clone(), next));
                     properties.topic_alias = Some(next);
                 }
             }
         }
-        Packet::Publish(Publish {
+        let packet = Packet::Publish(Publish {
             dup,
             qos: QoS::from_u8(delivery.qos).unwrap_or(QoS::AtMostOnce),
             retain: delivery.retain,
@@ -1015,7 +1030,8 @@ impl Connection {
             packet_id,
             properties,
             payload: message.payload.clone(),
-        })
+        });
+        (packet, new_alias)
     }
 
     /// On shutdown, sends the acknowledgements whose records become durable within a short
