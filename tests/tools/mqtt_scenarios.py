@@ -964,6 +964,18 @@ def log_block(host, port):
         got = s.messages(1.0, count=1)
         check([m["payload"] for m in got] == [f"l{i}".encode()], f"local delivery: {got}")
     check(p.recv_or_none(0.5) is None, "the blocked publish is still not acknowledged")
+    # A blocked publisher is not cut off for keep alive: the broker stopped reading, not it.
+    k = Client(host, port, True)
+    k.connect(uniq("k"), keepalive=1)
+    k.publish("full/t", "x" * 1000, qos=1)
+    time.sleep(0.5)
+    k.ping()
+    try:
+        late = k.recv_or_none(3.0)
+    except Closed:
+        late = "closed"
+    check(late is None, f"blocked publisher with keep alive 1 s disconnected: {late}")
+    k.close()
     for x in (s, o):
         x.disconnect()
     p.close()

@@ -224,6 +224,7 @@ struct Connection {
     outbound_aliases: HashMap<String, u16>,
     keep_alive: Option<Duration>,
     last_read: Instant,
+    read_paused: bool,
     acks: VecDeque<PendingAck>,
     pending_append: Option<PendingAppend>,
     will: Option<WillMessage>,
@@ -371,6 +372,7 @@ impl Connection {
             keep_alive: (keep_alive > 0)
                 .then(|| Duration::from_millis(u64::from(keep_alive) * 1500)),
             last_read: Instant::now(),
+            read_paused: false,
             acks: VecDeque::new(),
             pending_append: None,
             will,
@@ -449,8 +451,19 @@ impl Connection {
                 return exit;
             }
             self.pump_outbound();
-            let keep_alive_deadline = self.keep_alive.map(|ka| self.last_read + ka);
             let can_read = self.can_read();
+            // Keep alive measures the client, not our own backpressure: while the broker does
+            // not read (log full, slow output), the timer stops, and restarts on resuming.
+            if !can_read {
+                self.read_paused = true;
+            } else if self.read_paused {
+                self.read_paused = false;
+                self.last_read = Instant::now();
+            }
+            let keep_alive_deadline = self
+                .keep_alive
+                .filter(|_| can_read)
+                .map(|ka| self.last_read + ka);
             let session = Arc::clone(&self.session);
             tokio::select! {
                 biased;
