@@ -382,6 +382,12 @@ def wildcards(host, port):
     out = {}
     for f, c in subs.items():
         out[f] = sorted(m["topic"] for m in c.messages(0.7))
+    # UNSUBSCRIBE: the existing filter goes (0x00), an unknown one is reported (v5 0x11).
+    out["unsuback"] = subs["a/#"].unsubscribe("a/#", "never/subscribed")
+    p.publish("a/b", "after")
+    out["after_unsubscribe"] = [m["topic"] for m in subs["a/#"].messages(0.5)]
+    out["others_still_subscribed"] = [m["topic"] for m in subs["+/+"].messages(0.5)]
+    for c in subs.values():
         c.disconnect()
     p.disconnect()
     check("$test/b" not in out["#"] and "$test/b" not in out["+/b"], f"$ topics: {out}")
