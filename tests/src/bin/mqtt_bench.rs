@@ -1,7 +1,7 @@
 //! MQTT ingress benchmark: edge-broker against Debian's Mosquitto, same load generator, same
 //! machine, same run. Prints a table (no assertions).
 //!
-//! `cargo build --release -p edge-broker && cargo bench -p edge-tests --bench mqtt_bench`
+//! `cargo build --release -p edge-broker && cargo run --release -p edge-tests --bin mqtt-bench`
 //! (`MQTT_BENCH_SCALE=0.2` for a quicker, noisier run).
 //!
 //! The load generator is a raw MQTT 3.1.1 client on blocking sockets (one thread per
@@ -9,6 +9,7 @@
 //! acknowledges as it reads. Throughput = messages the subscriber received / time from the
 //! first publish to the last delivery. Latency = PUBLISH→PUBACK with one publish in flight.
 
+// A benchmark harness fails loudly: a panic with a message is its error report.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::io::{BufWriter, Read, Write};
