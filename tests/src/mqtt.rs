@@ -112,7 +112,10 @@ impl Mosquitto {
             if let Some(status) = child.0.try_wait().expect("try_wait") {
                 panic!("mosquitto exited at startup ({status}) with config {extra:?}");
             }
-            assert!(Instant::now() < deadline, "mosquitto did not listen on {addr}");
+            assert!(
+                Instant::now() < deadline,
+                "mosquitto did not listen on {addr}"
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
         Mosquitto {

@@ -19,7 +19,9 @@ fn run_with(config: &str, name: &str, args: &[&str]) -> serde_json::Value {
     let mut broker = Broker::start(config);
     let result = scenario(name, broker.mqtt_addr(), args);
     assert!(
-        broker.terminate(std::time::Duration::from_secs(20)).success(),
+        broker
+            .terminate(std::time::Duration::from_secs(20))
+            .success(),
         "broker did not stop cleanly after {name}"
     );
     result
@@ -101,11 +103,7 @@ fn will_delay_interval() {
 
 #[test]
 fn topic_aliases_both_directions() {
-    run_with(
-        "[mqtt]\ntopic_alias_maximum = 4\n",
-        "topic_alias",
-        &[],
-    );
+    run_with("[mqtt]\ntopic_alias_maximum = 4\n", "topic_alias", &[]);
 }
 
 #[test]
@@ -156,6 +154,10 @@ fn shutdown_tells_v5_clients_server_shutting_down() {
     let driver = std::thread::spawn(move || scenario("shutdown_notice", addr, &[]));
     // The driver connects within a second (python startup included).
     std::thread::sleep(std::time::Duration::from_millis(1500));
-    assert!(broker.terminate(std::time::Duration::from_secs(20)).success());
+    assert!(
+        broker
+            .terminate(std::time::Duration::from_secs(20))
+            .success()
+    );
     driver.join().expect("scenario");
 }

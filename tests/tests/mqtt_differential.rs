@@ -21,7 +21,10 @@ fn both(name: &str, args: &[&str]) -> (serde_json::Value, serde_json::Value) {
         (edge, reference.join().expect("mosquitto scenario"))
     });
     assert!(broker.terminate(Duration::from_secs(20)).success());
-    eprintln!("{name}: edge-broker {}\n{name}: mosquitto   {}", reference.0, reference.1);
+    eprintln!(
+        "{name}: edge-broker {}\n{name}: mosquitto   {}",
+        reference.0, reference.1
+    );
     reference
 }
 
@@ -84,6 +87,9 @@ fn properties_match_mosquitto() {
     // (PUBACK 0x99), Mosquitto does not.
     assert_eq!(edge["bad_utf8_payload_rc"], 0x99);
     edge.as_object_mut().unwrap().remove("bad_utf8_payload_rc");
-    reference.as_object_mut().unwrap().remove("bad_utf8_payload_rc");
+    reference
+        .as_object_mut()
+        .unwrap()
+        .remove("bad_utf8_payload_rc");
     assert_eq!(edge, reference);
 }

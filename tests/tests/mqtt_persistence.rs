@@ -39,7 +39,11 @@ fn persistent_sessions_survive_a_restart() {
 #[test]
 fn in_flight_deliveries_are_resent_after_a_restart() {
     let mut broker = Broker::start(CONFIG);
-    let out = scenario("persist_inflight_setup", broker.mqtt_addr(), &["inflight-client"]);
+    let out = scenario(
+        "persist_inflight_setup",
+        broker.mqtt_addr(),
+        &["inflight-client"],
+    );
     let packet_id = out["packet_id"].to_string();
     assert!(broker.terminate(STOP).success());
     let dir = broker.dir.clone();
@@ -50,6 +54,34 @@ fn in_flight_deliveries_are_resent_after_a_restart() {
         &["inflight-client", &packet_id],
     );
     assert!(restarted.terminate(STOP).success());
+}
+
+#[test]
+fn pipelined_routed_publishes_keep_their_order_in_acks_deliveries_and_log() {
+    let config =
+        "[log]\nfsync = \"always\"\n\n[[route]]\nmqtt = \"ord/#\"\nkafka_topic = \"ord\"\n";
+    let mut broker = Broker::start(config);
+    scenario("routed_order", broker.mqtt_addr(), &["2000"]);
+    assert!(broker.terminate(STOP).success());
+    let (log, _) = Log::open(LogConfig::new(broker.data_dir().join("log"))).unwrap();
+    let mut cursor = log.cursor("order-check").unwrap();
+    let mut payloads = Vec::new();
+    loop {
+        let batch = cursor.try_read(10_000, 64 << 20).unwrap();
+        if batch.is_empty() {
+            break;
+        }
+        payloads.extend(
+            batch
+                .into_iter()
+                .map(|r| String::from_utf8(r.payload.to_vec()).unwrap()),
+        );
+    }
+    let expected: Vec<String> = (0..2000).map(|i| format!("m{i}")).collect();
+    assert_eq!(
+        payloads, expected,
+        "the log holds the client's publishes in order"
+    );
 }
 
 /// A tiny routed log that can fill up: `full/#` is routed, and a cursor that never moves

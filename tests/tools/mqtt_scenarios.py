@@ -920,6 +920,33 @@ def persist_check(host, port, cid):
     return {"ok": True}
 
 
+@scenario
+def routed_order(host, port, count="2000"):
+    """Pipelined QoS 1 publishes on a routed topic: acks and deliveries keep the client's order."""
+    n = int(count)
+    s = Client(host, port, True)
+    s.connect(uniq("s"))
+    s.subscribe(("ord/#", 1))
+    p = Client(host, port, True)
+    p.connect(uniq("p"))
+    sender = threading.Thread(target=lambda: [p.publish("ord/t", f"m{i}", qos=1,
+                                                        packet_id=i % 65535 + 1)
+                                              for i in range(n)])
+    sender.start()
+    acks = []
+    while len(acks) < n:
+        a = p.recv(10)
+        check(a["type"] == PUBACK and a["rc"] == 0, f"PUBACK: {a}")
+        acks.append(a["packet_id"])
+    sender.join()
+    check(acks == [i % 65535 + 1 for i in range(n)], "PUBACKs out of order")
+    got = [m["payload"].decode() for m in s.messages(5.0, count=n)]
+    check(got == [f"m{i}" for i in range(n)], f"deliveries out of order or missing ({len(got)})")
+    s.disconnect()
+    p.disconnect()
+    return {"ok": True}
+
+
 # ---- log full -----------------------------------------------------------------------------
 @scenario
 def log_reject(host, port):

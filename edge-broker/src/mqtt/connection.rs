@@ -15,7 +15,7 @@ use std::task::Poll;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use edge_log::{AppendError, Appended, Header, NewRecord, Source};
+use edge_log::{AppendError, Appended, Header, NewRecord, Source, WhenFull};
 use edge_proto::mqtt::{
     self, ConnAck, Connect, DecodeError, Disconnect, EncodeError, MqttString, Packet, Properties,
     ProtocolVersion, PubAck, PubComp, PubRec, PubRel, Publish, QoS, ReasonCode, RetainHandling,
@@ -68,13 +68,21 @@ struct PendingAck {
 enum AckOutcome {
     /// Ready to send with this reason code.
     Ready(ReasonCode),
+    /// A routed publish still being appended; becomes `Durable` or `Ready` when it returns.
+    Appending,
     /// Waiting for the log to make the record durable.
     Durable(BoxFuture<Result<u64, AppendError>>),
 }
 
 /// A routed publish whose append has not returned yet (the log may be full and blocking).
+///
+/// Several may be pending per connection, so one client's publishes share a group commit.
+/// They are polled front to back and completed strictly in order: the log assigns offsets in
+/// the order the appends reach its (fair, FIFO) queue, and local delivery and acks follow the
+/// order the publishes arrived in.
 struct PendingAppend {
     future: BoxFuture<Result<Appended, AppendError>>,
+    result: Option<Result<Appended, AppendError>>,
     message: Arc<Message>,
     packet_id: Option<u16>,
 }
@@ -226,7 +234,7 @@ struct Connection {
     last_read: Instant,
     read_paused: bool,
     acks: VecDeque<PendingAck>,
-    pending_append: Option<PendingAppend>,
+    appends: VecDeque<PendingAppend>,
     will: Option<WillMessage>,
     connect_expiry: u32,
     kick: CancellationToken,
@@ -374,7 +382,7 @@ impl Connection {
             last_read: Instant::now(),
             read_paused: false,
             acks: VecDeque::new(),
-            pending_append: None,
+            appends: VecDeque::new(),
             will,
             connect_expiry: expiry,
             kick,
@@ -440,9 +448,29 @@ impl Connection {
     }
 
     fn can_read(&self) -> bool {
-        self.pending_append.is_none()
-            && self.acks.len() < usize::from(self.server.settings.max_inflight)
-            && self.outbuf.len() < OUT_HIGH_WATER
+        self.may_take_input() && self.outbuf.len() < OUT_HIGH_WATER
+    }
+
+    /// Whether another packet may be taken while routed appends are pending.
+    ///
+    /// Appends are pipelined (one client's publishes share a group commit) except close to a
+    /// full log under `when_full = "block"`: there a later, smaller record could take space an
+    /// earlier, waiting one could not, and the client's order in the log must hold.
+    fn may_take_input(&self) -> bool {
+        let max = usize::from(self.server.settings.max_inflight);
+        if self.appends.len() >= max || self.acks.len() >= max {
+            return false;
+        }
+        if self.appends.is_empty() {
+            return true;
+        }
+        let config = self.server.log.config();
+        if config.when_full != WhenFull::Block {
+            return true;
+        }
+        let pending = self.appends.len() as u64 + 1;
+        let headroom = pending * u64::from(config.max_record_bytes) * 4;
+        self.server.log.stats().bytes + headroom <= config.max_bytes
     }
 
     async fn serve_loop(&mut self) -> Exit {
@@ -469,8 +497,8 @@ impl Connection {
                 biased;
                 _ = self.kick.cancelled() => return Exit::Kicked,
                 _ = self.shutdown.cancelled() => return Exit::Shutdown,
-                appended = poll_pending(&mut self.pending_append), if self.pending_append.is_some() => {
-                    if let Err(exit) = self.on_appended(appended) {
+                done = poll_appends(&mut self.appends), if !self.appends.is_empty() => {
+                    if let Err(exit) = self.on_appended(done) {
                         return exit;
                     }
                 }
@@ -499,9 +527,7 @@ impl Connection {
 
     /// Decodes and handles buffered packets while nothing holds input back.
     fn process_input(&mut self) -> Result<(), Exit> {
-        while self.pending_append.is_none()
-            && self.acks.len() < usize::from(self.server.settings.max_inflight)
-        {
+        while self.may_take_input() {
             let packet = match mqtt::decode(&mut self.inbuf, self.version, self.max_packet_in) {
                 Ok(Some(packet)) => packet,
                 Ok(None) => return Ok(()),
@@ -648,11 +674,20 @@ impl Connection {
         if self.server.is_routed(&message.topic) {
             let record = log_record(&message, &self.client_id);
             let log = self.server.log.clone();
-            self.pending_append = Some(PendingAppend {
+            self.appends.push_back(PendingAppend {
                 future: Box::pin(async move { log.append(record).await }),
+                result: None,
                 message,
                 packet_id,
             });
+            if let Some(id) = packet_id {
+                // Holds this publish's place in the ack order until the append returns.
+                self.acks.push_back(PendingAck {
+                    packet_id: id,
+                    qos: publish.qos,
+                    outcome: AckOutcome::Appending,
+                });
+            }
         } else {
             self.server.publish_local(&message);
             if let Some(id) = packet_id {
@@ -667,24 +702,31 @@ impl Connection {
     }
 
     /// The log took (or refused) a routed publish: deliver it locally and queue its ack.
-    fn on_appended(&mut self, appended: Result<Appended, AppendError>) -> Result<(), Exit> {
-        let Some(pending) = self.pending_append.take() else {
+    fn on_appended(&mut self, pending: PendingAppend) -> Result<(), Exit> {
+        let qos = QoS::from_u8(pending.message.qos).unwrap_or(QoS::AtMostOnce);
+        let Some(appended) = pending.result else {
             return Ok(());
         };
-        let qos = QoS::from_u8(pending.message.qos).unwrap_or(QoS::AtMostOnce);
         match appended {
             Ok(appended) => {
                 self.server.publish_local(&pending.message);
-                if let Some(id) = pending.packet_id {
-                    self.acks.push_back(PendingAck {
-                        packet_id: id,
-                        qos,
-                        outcome: AckOutcome::Durable(Box::pin(appended.durable())),
-                    });
+                if pending.packet_id.is_some() {
+                    self.fill_ack(AckOutcome::Durable(Box::pin(appended.durable())));
                 }
                 Ok(())
             }
             Err(err) => self.refused_publish(pending.packet_id, qos, &err),
+        }
+    }
+
+    /// Gives the oldest routed publish still `Appending` its outcome (appends complete in order).
+    fn fill_ack(&mut self, outcome: AckOutcome) {
+        if let Some(ack) = self
+            .acks
+            .iter_mut()
+            .find(|a| matches!(a.outcome, AckOutcome::Appending))
+        {
+            ack.outcome = outcome;
         }
     }
 
@@ -709,12 +751,8 @@ impl Connection {
             self.session.lock().inbound_qos2.remove(&id);
         }
         match (self.version, packet_id) {
-            (ProtocolVersion::V5, Some(id)) => {
-                self.acks.push_back(PendingAck {
-                    packet_id: id,
-                    qos,
-                    outcome: AckOutcome::Ready(reason),
-                });
+            (ProtocolVersion::V5, Some(_)) => {
+                self.fill_ack(AckOutcome::Ready(reason));
                 Ok(())
             }
             (ProtocolVersion::V5, None) => Ok(()),
@@ -1051,9 +1089,9 @@ impl Connection {
     /// deadline, so clients do not resend what is already safe.
     async fn drain_acks(&mut self) {
         let drain = async {
-            if self.pending_append.is_some() {
-                let appended = poll_pending(&mut self.pending_append).await;
-                if self.on_appended(appended).is_err() {
+            while !self.appends.is_empty() {
+                let done = poll_appends(&mut self.appends).await;
+                if self.on_appended(done).is_err() {
                     return;
                 }
             }
@@ -1068,9 +1106,23 @@ impl Connection {
     }
 
     /// Ends the connection: last DISCONNECT (v5), flush, will, session detach.
+    /// Completes the routed publishes already taken from the client (e.g. QoS 0 followed by
+    /// DISCONNECT), so they are delivered locally like any other.
+    async fn drain_appends(&mut self) {
+        let drain = async {
+            while !self.appends.is_empty() {
+                let done = poll_appends(&mut self.appends).await;
+                let _ = self.on_appended(done);
+            }
+        };
+        let _ = tokio::time::timeout(SHUTDOWN_ACK_DRAIN, drain).await;
+    }
+
     async fn finish(mut self, exit: Exit) {
         if matches!(exit, Exit::Shutdown) {
             self.drain_acks().await;
+        } else if !matches!(exit, Exit::Violation(..)) {
+            self.drain_appends().await;
         }
         let reason = match &exit {
             Exit::Kicked => Some(ReasonCode::SessionTakenOver),
@@ -1188,11 +1240,25 @@ pub fn log_record(message: &Message, client_id: &str) -> NewRecord {
     }
 }
 
-/// Polls the pending append without taking it (cancel-safe inside `select!`).
-async fn poll_pending(pending: &mut Option<PendingAppend>) -> Result<Appended, AppendError> {
-    std::future::poll_fn(|cx| match pending.as_mut() {
-        Some(p) => p.future.as_mut().poll(cx),
-        None => Poll::Pending,
+/// Drives every pending append (front first, so they reach the log's queue in order) and
+/// returns the front one once it is done (cancel-safe inside `select!`: nothing is taken
+/// unless it is returned).
+async fn poll_appends(appends: &mut VecDeque<PendingAppend>) -> PendingAppend {
+    std::future::poll_fn(|cx| {
+        for pending in appends.iter_mut() {
+            if pending.result.is_none()
+                && let Poll::Ready(result) = pending.future.as_mut().poll(cx)
+            {
+                pending.result = Some(result);
+            }
+        }
+        match appends.front() {
+            Some(front) if front.result.is_some() => match appends.pop_front() {
+                Some(done) => Poll::Ready(done),
+                None => Poll::Pending,
+            },
+            _ => Poll::Pending,
+        }
     })
     .await
 }
@@ -1201,6 +1267,7 @@ async fn poll_pending(pending: &mut Option<PendingAppend>) -> Result<Appended, A
 async fn poll_front_ack(acks: &mut VecDeque<PendingAck>) -> Result<ReasonCode, AppendError> {
     std::future::poll_fn(|cx| match acks.front_mut().map(|a| &mut a.outcome) {
         Some(AckOutcome::Ready(reason)) => Poll::Ready(Ok(*reason)),
+        Some(AckOutcome::Appending) => Poll::Pending,
         Some(AckOutcome::Durable(future)) => future
             .as_mut()
             .poll(cx)
