@@ -38,6 +38,10 @@ use crate::router::Filter;
 const OUT_HIGH_WATER: usize = 256 << 10;
 /// How long a shutdown waits for acknowledgements of records already on their way to disk.
 const SHUTDOWN_ACK_DRAIN: Duration = Duration::from_secs(5);
+/// Buffers of a new connection start this small: most gateway clients are idle most of the time.
+const INITIAL_BUFFER: usize = 512;
+/// A busy connection reads in chunks of at least this much.
+const READ_CHUNK: usize = 8192;
 /// How long a closing connection may take to flush its last packets.
 const CLOSE_FLUSH: Duration = Duration::from_secs(1);
 
@@ -103,7 +107,7 @@ pub async fn serve(
 ) {
     let _ = stream.set_nodelay(true);
     let (mut reader, mut writer) = stream.into_split();
-    let mut inbuf = BytesMut::with_capacity(4096);
+    let mut inbuf = BytesMut::with_capacity(INITIAL_BUFFER);
     let max_packet = server.settings.max_packet_size.bytes() as u32;
     let connect = tokio::select! {
         _ = shutdown.cancelled() => return,
@@ -366,7 +370,7 @@ impl Connection {
             reader,
             writer,
             inbuf,
-            outbuf: BytesMut::with_capacity(4096),
+            outbuf: BytesMut::with_capacity(INITIAL_BUFFER),
             max_packet_in: settings.max_packet_size.bytes() as u32,
             client_max_packet: connect.properties.maximum_packet_size.unwrap_or(u32::MAX),
             client_receive_max: usize::from(connect.properties.receive_maximum.unwrap_or(u16::MAX)),
@@ -493,6 +497,11 @@ impl Connection {
                 .filter(|_| can_read)
                 .map(|ka| self.last_read + ka);
             let session = Arc::clone(&self.session);
+            if can_read && self.inbuf.capacity() - self.inbuf.len() < 64 {
+                // Out of room (a busy client, or a packet bigger than the buffer): grow in
+                // large steps rather than the 64 bytes a full BytesMut would add per read.
+                self.inbuf.reserve(READ_CHUNK);
+            }
             tokio::select! {
                 biased;
                 _ = self.kick.cancelled() => return Exit::Kicked,
