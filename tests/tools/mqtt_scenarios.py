@@ -1040,6 +1040,10 @@ BAD = {
     "topic_alias_zero": (True, raw.frame(0x30, raw.mstr("a") + b"\x03\x23\x00\x00p"), 0x94),
     "disconnect_sets_expiry": (True, raw.frame(0xE0, b"\x00\x05\x11\x00\x00\x00\x0a"),
                                0x82),
+    # 101 QoS 2 publishes awaiting PUBREL with Receive Maximum 100 (the default max_inflight).
+    "receive_maximum_exceeded": (True, b"".join(
+        raw.frame(0x34, raw.mstr("q2") + bytes([i >> 8, i & 0xFF]) + b"\x00p")
+        for i in range(1, 102)), 0x93),
     "shared_no_local": (True, raw.frame(0x82, b"\x00\x01\x00" + raw.mstr("$share/g/a") +
                                         b"\x05"), 0x82),
 }

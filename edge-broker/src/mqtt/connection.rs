@@ -484,9 +484,11 @@ impl Connection {
             }
             self.pump_outbound();
             let can_read = self.can_read();
-            // Keep alive measures the client, not our own backpressure: while the broker does
-            // not read (log full, slow output), the timer stops, and restarts on resuming.
-            if !can_read {
+            // Keep alive measures the client, not the log's backpressure: while the broker does
+            // not read because the client's publishes wait for the log, the timer stops, and
+            // restarts on resuming. (A client that does not read its deliveries still times out.)
+            let log_paused = !self.may_take_input();
+            if log_paused {
                 self.read_paused = true;
             } else if self.read_paused {
                 self.read_paused = false;
@@ -494,7 +496,7 @@ impl Connection {
             }
             let keep_alive_deadline = self
                 .keep_alive
-                .filter(|_| can_read)
+                .filter(|_| !log_paused)
                 .map(|ka| self.last_read + ka);
             let session = Arc::clone(&self.session);
             if can_read && self.inbuf.capacity() - self.inbuf.len() < 64 {
