@@ -161,3 +161,10 @@ fn shutdown_tells_v5_clients_server_shutting_down() {
     );
     driver.join().expect("scenario");
 }
+
+#[test]
+fn silent_connections_are_closed_after_connect_timeout() {
+    // The driver checks the close came after 2 s (minus scheduling slack) and not much later.
+    let out = run("connect_timeout", &["2"]);
+    assert!(out["closed_after"].as_u64().is_some(), "{out}");
+}

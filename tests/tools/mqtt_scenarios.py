@@ -725,8 +725,38 @@ def message_expiry(host, port):
     left = got[0]["props"].get("message_expiry")
     check(left is not None and 90 <= left <= 99, f"remaining expiry sent, reduced: {left}")
     c.disconnect(props_={"session_expiry": 0})
+    # An expired retained message is not sent to new subscribers.
+    p.publish("me/r1", "stale", qos=1, retain=True, props_={"message_expiry": 1})
+    p.recv()
+    p.publish("me/r2", "fresh", qos=1, retain=True, props_={"message_expiry": 100})
+    p.recv()
+    time.sleep(2.2)
+    r = Client(host, port, True)
+    r.connect(uniq("r"))
+    r.subscribe(("me/+", 1))
+    got = r.messages(0.7)
+    check([m["payload"] for m in got] == [b"fresh"], f"expired retained message sent: {got}")
+    r.disconnect()
+    p.publish("me/r2", "", retain=True)
     p.disconnect()
     return {"ok": True}
+
+
+@scenario
+def connect_timeout(host, port, seconds="2"):
+    """A connection that never sends CONNECT is closed after connect_timeout."""
+    import socket
+    sock = socket.create_connection((host, port))
+    start = time.monotonic()
+    sock.settimeout(float(seconds) + 5)
+    try:
+        data = sock.recv(10)
+    except ConnectionResetError:
+        data = b""
+    took = time.monotonic() - start
+    check(data == b"", f"unexpected bytes {data!r}")
+    check(float(seconds) - 0.3 <= took <= float(seconds) + 3, f"closed after {took:.1f} s")
+    return {"closed_after": round(took)}
 
 
 @scenario
