@@ -991,6 +991,12 @@ def log_reject(host, port):
         if a["rc"]:
             break
     check(rcs[-1] == 0x97, f"v5: PUBACK 0x97 Quota exceeded when the log is full: {rcs[-5:]}")
+    # Pipelined publishes into the full log: each refused, acks in order.
+    for i in range(5):
+        p.publish("full/t", "x" * 1000, qos=1, packet_id=1000 + i)
+    acks = [p.recv() for _ in range(5)]
+    check([(a["packet_id"], a["rc"]) for a in acks] == [(1000 + i, 0x97) for i in range(5)],
+          f"pipelined refusals: {acks}")
     p.ping()
     check(p.recv()["type"] == PINGRESP, "the v5 client stays connected")
     q = Client(host, port, False)
