@@ -7,6 +7,7 @@
 
 use edge_tests::broker::Broker;
 use edge_tests::mqtt::scenario;
+use edge_tests::peers::program;
 
 /// Short limits so timeouts are observable quickly.
 const CONFIG: &str = "[mqtt]\nconnect_timeout = \"2s\"\n\n[log]\nfsync = \"never\"\n";
@@ -35,6 +36,7 @@ fn paho_v5_and_v311_qos_0_1_2_both_directions() {
 
 #[test]
 fn mosquitto_clients_v5_and_v311() {
+    program("mosquitto_sub", "mosquitto-clients");
     run("mosquitto_clients", &["mqttv5"]);
     run("mosquitto_clients", &["mqttv311"]);
 }
@@ -81,12 +83,18 @@ fn session_takeover_closes_the_old_connection_with_0x8e() {
     let out = run("takeover", &["5"]);
     assert_eq!(out["old_disconnect_rc"], 0x8E, "{out}");
     assert_eq!(out["session_present"], true, "{out}");
+    assert_eq!(out["wills"], serde_json::json!(["gone"]), "{out}");
+    // 3.1.1: the old connection is closed (no DISCONNECT exists) and its will is published,
+    // as for any connection closed without DISCONNECT (§3.1.2.5).
     let out = run("takeover", &["311"]);
     assert_eq!(out["session_present"], true, "{out}");
+    assert_eq!(out["old_disconnect_rc"], serde_json::Value::Null, "{out}");
+    assert_eq!(out["wills"], serde_json::json!(["gone"]), "{out}");
 }
 
 #[test]
 fn anonymous_clients_refused_when_not_allowed() {
+    program("mosquitto_pub", "mosquitto-clients");
     run_with("[mqtt]\nallow_anonymous = false\n", "auth", &[]);
 }
 
