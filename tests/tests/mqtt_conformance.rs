@@ -129,6 +129,11 @@ fn maximum_packet_size_both_directions() {
 }
 
 #[test]
+fn resend_respects_the_new_maximum_packet_size() {
+    run("resend_too_large", &[]);
+}
+
+#[test]
 fn message_expiry_interval() {
     run("message_expiry", &[]);
 }

@@ -705,6 +705,34 @@ def max_packet(host, port, server_max="1024"):
 
 
 @scenario
+def resend_too_large(host, port):
+    """An unacknowledged delivery that no longer fits the client's new Maximum Packet Size is
+    dropped on reconnect, and does not hold one of its Receive Maximum slots forever."""
+    cid = uniq("rtl")
+    c = Client(host, port, True)
+    c.connect(cid, props_={"session_expiry": 60})
+    c.subscribe(("rtl/#", 1))
+    p = Client(host, port, True)
+    p.connect(uniq("p"))
+    p.publish("rtl/big", "x" * 500, qos=1)
+    p.recv()
+    got = c.messages(1.0, count=1, auto_ack=False)
+    check(len(got) == 1, f"first delivery: {got}")
+    c.close()
+    time.sleep(0.3)
+    c = Client(host, port, True)
+    c.connect(cid, clean=False, props_={"session_expiry": 60, "maximum_packet_size": 200,
+                                        "receive_maximum": 1})
+    p.publish("rtl/small", "s", qos=1)
+    p.recv()
+    got = c.messages(1.0)
+    check([m["payload"] for m in got] == [b"s"], f"after reconnect with a smaller maximum: {got}")
+    c.disconnect(props_={"session_expiry": 0})
+    p.disconnect()
+    return {"ok": True}
+
+
+@scenario
 def message_expiry(host, port):
     cid = uniq("me")
     c = Client(host, port, True)

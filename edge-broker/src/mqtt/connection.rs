@@ -441,6 +441,15 @@ impl Connection {
                     self.publish_packet(&out.delivery, Some(packet_id), true, now);
                 if self.write(&packet) {
                     self.remember_alias(alias);
+                } else {
+                    // Too large for the client's new Maximum Packet Size: discarded (MQTT 5
+                    // §3.1.2.11.4) rather than left in flight, where it would hold one of the
+                    // client's Receive Maximum slots for ever.
+                    session.lock().inflight.remove(&packet_id);
+                    self.server
+                        .metrics
+                        .too_large_for_client
+                        .fetch_add(1, Ordering::Relaxed);
                 }
             }
         }
