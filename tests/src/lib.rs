@@ -6,6 +6,7 @@
 //!   is ready, read its log lines, stop it with SIGTERM or SIGKILL.
 //! - [`kafka`]: a real Kafka-protocol broker (Tansu) on an ephemeral port, and an independent
 //!   reader (librdkafka through confluent-kafka) of what reached it.
+//! - [`mqtt`]: the MQTT scenario driver (real clients), Mosquitto as a reference broker, RSS.
 //! - [`peers`]: find the peer programs (mosquitto, nats-server, Python clients) or fail saying
 //!   how to install them.
 
@@ -14,4 +15,5 @@
 
 pub mod broker;
 pub mod kafka;
+pub mod mqtt;
 pub mod peers;

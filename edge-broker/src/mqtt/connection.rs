@@ -15,7 +15,7 @@ use std::task::Poll;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use edge_log::{AppendError, Appended, Header, NewRecord, Source};
+use edge_log::{AppendError, Appended, Header, NewRecord, Source, WhenFull};
 use edge_proto::mqtt::{
     self, ConnAck, Connect, DecodeError, Disconnect, EncodeError, MqttString, Packet, Properties,
     ProtocolVersion, PubAck, PubComp, PubRec, PubRel, Publish, QoS, ReasonCode, RetainHandling,
@@ -38,6 +38,10 @@ use crate::router::Filter;
 const OUT_HIGH_WATER: usize = 256 << 10;
 /// How long a shutdown waits for acknowledgements of records already on their way to disk.
 const SHUTDOWN_ACK_DRAIN: Duration = Duration::from_secs(5);
+/// Buffers of a new connection start this small: most gateway clients are idle most of the time.
+const INITIAL_BUFFER: usize = 512;
+/// A busy connection reads in chunks of at least this much.
+const READ_CHUNK: usize = 8192;
 /// How long a closing connection may take to flush its last packets.
 const CLOSE_FLUSH: Duration = Duration::from_secs(1);
 
@@ -68,13 +72,21 @@ struct PendingAck {
 enum AckOutcome {
     /// Ready to send with this reason code.
     Ready(ReasonCode),
+    /// A routed publish still being appended; becomes `Durable` or `Ready` when it returns.
+    Appending,
     /// Waiting for the log to make the record durable.
     Durable(BoxFuture<Result<u64, AppendError>>),
 }
 
 /// A routed publish whose append has not returned yet (the log may be full and blocking).
+///
+/// Several may be pending per connection, so one client's publishes share a group commit.
+/// They are polled front to back and completed strictly in order: the log assigns offsets in
+/// the order the appends reach its (fair, FIFO) queue, and local delivery and acks follow the
+/// order the publishes arrived in.
 struct PendingAppend {
     future: BoxFuture<Result<Appended, AppendError>>,
+    result: Option<Result<Appended, AppendError>>,
     message: Arc<Message>,
     packet_id: Option<u16>,
 }
@@ -95,7 +107,7 @@ pub async fn serve(
 ) {
     let _ = stream.set_nodelay(true);
     let (mut reader, mut writer) = stream.into_split();
-    let mut inbuf = BytesMut::with_capacity(4096);
+    let mut inbuf = BytesMut::with_capacity(INITIAL_BUFFER);
     let max_packet = server.settings.max_packet_size.bytes() as u32;
     let connect = tokio::select! {
         _ = shutdown.cancelled() => return,
@@ -104,7 +116,13 @@ pub async fn serve(
             read_connect(&mut reader, &mut inbuf, max_packet),
         ) => match read {
             Ok(Ok(connect)) => connect,
-            Ok(Err(why)) => {
+            Ok(Err((why, unsupported_level))) => {
+                if unsupported_level {
+                    // MQTT 3.1.1 §3.1.2.2 [MQTT-3.1.2-2]: CONNACK 0x01 (unacceptable protocol
+                    // level), in the 3.1.1 form every client version can read, then close.
+                    let _ = writer.write_all(&[0x20, 0x02, 0x00, 0x01]).await;
+                    let _ = writer.shutdown().await;
+                }
                 server.metrics.protocol_errors.fetch_add(1, Ordering::Relaxed);
                 tracing::info!(%peer, "MQTT connection closed before CONNECT completed: {why}");
                 return;
@@ -149,24 +167,28 @@ pub async fn serve(
     drop(permit);
 }
 
-/// Reads until a whole CONNECT is decoded.
+/// Reads until a whole CONNECT is decoded. The error says why, and whether the client asked
+/// for a protocol level this server does not speak (it is then owed a CONNACK 0x01).
 async fn read_connect(
     reader: &mut OwnedReadHalf,
     buf: &mut BytesMut,
     max_packet: u32,
-) -> Result<Box<Connect>, String> {
+) -> Result<Box<Connect>, (String, bool)> {
     loop {
         match mqtt::decode_connect(buf, max_packet) {
             Ok(Some(connect)) => return Ok(Box::new(connect)),
             Ok(None) => {}
-            Err(err) => return Err(format!("invalid CONNECT: {err}")),
+            Err(err) => {
+                let unsupported = matches!(err, DecodeError::UnsupportedProtocolVersion { .. });
+                return Err((format!("invalid CONNECT: {err}"), unsupported));
+            }
         }
         let n = reader
             .read_buf(buf)
             .await
-            .map_err(|e| format!("read failed: {e}"))?;
+            .map_err(|e| (format!("read failed: {e}"), false))?;
         if n == 0 {
-            return Err("connection closed".to_owned());
+            return Err(("connection closed".to_owned(), false));
         }
     }
 }
@@ -214,8 +236,9 @@ struct Connection {
     outbound_aliases: HashMap<String, u16>,
     keep_alive: Option<Duration>,
     last_read: Instant,
+    read_paused: bool,
     acks: VecDeque<PendingAck>,
-    pending_append: Option<PendingAppend>,
+    appends: VecDeque<PendingAppend>,
     will: Option<WillMessage>,
     connect_expiry: u32,
     kick: CancellationToken,
@@ -347,7 +370,7 @@ impl Connection {
             reader,
             writer,
             inbuf,
-            outbuf: BytesMut::with_capacity(4096),
+            outbuf: BytesMut::with_capacity(INITIAL_BUFFER),
             max_packet_in: settings.max_packet_size.bytes() as u32,
             client_max_packet: connect.properties.maximum_packet_size.unwrap_or(u32::MAX),
             client_receive_max: usize::from(connect.properties.receive_maximum.unwrap_or(u16::MAX)),
@@ -361,8 +384,9 @@ impl Connection {
             keep_alive: (keep_alive > 0)
                 .then(|| Duration::from_millis(u64::from(keep_alive) * 1500)),
             last_read: Instant::now(),
+            read_paused: false,
             acks: VecDeque::new(),
-            pending_append: None,
+            appends: VecDeque::new(),
             will,
             connect_expiry: expiry,
             kick,
@@ -413,8 +437,20 @@ impl Connection {
             if out.released {
                 self.write(&Packet::PubRel(PubRel::new(packet_id)));
             } else {
-                let packet = self.publish_packet(&out.delivery, Some(packet_id), true, now);
-                self.write(&packet);
+                let (packet, alias) =
+                    self.publish_packet(&out.delivery, Some(packet_id), true, now);
+                if self.write(&packet) {
+                    self.remember_alias(alias);
+                } else {
+                    // Too large for the client's new Maximum Packet Size: discarded (MQTT 5
+                    // §3.1.2.11.4) rather than left in flight, where it would hold one of the
+                    // client's Receive Maximum slots for ever.
+                    session.lock().inflight.remove(&packet_id);
+                    self.server
+                        .metrics
+                        .too_large_for_client
+                        .fetch_add(1, Ordering::Relaxed);
+                }
             }
         }
     }
@@ -425,9 +461,29 @@ impl Connection {
     }
 
     fn can_read(&self) -> bool {
-        self.pending_append.is_none()
-            && self.acks.len() < usize::from(self.server.settings.max_inflight)
-            && self.outbuf.len() < OUT_HIGH_WATER
+        self.may_take_input() && self.outbuf.len() < OUT_HIGH_WATER
+    }
+
+    /// Whether another packet may be taken while routed appends are pending.
+    ///
+    /// Appends are pipelined (one client's publishes share a group commit) except close to a
+    /// full log under `when_full = "block"`: there a later, smaller record could take space an
+    /// earlier, waiting one could not, and the client's order in the log must hold.
+    fn may_take_input(&self) -> bool {
+        let max = usize::from(self.server.settings.max_inflight);
+        if self.appends.len() >= max || self.acks.len() >= max {
+            return false;
+        }
+        if self.appends.is_empty() {
+            return true;
+        }
+        let config = self.server.log.config();
+        if config.when_full != WhenFull::Block {
+            return true;
+        }
+        let pending = self.appends.len() as u64 + 1;
+        let headroom = pending * u64::from(config.max_record_bytes) * 4;
+        self.server.log.stats().bytes + headroom <= config.max_bytes
     }
 
     async fn serve_loop(&mut self) -> Exit {
@@ -436,15 +492,33 @@ impl Connection {
                 return exit;
             }
             self.pump_outbound();
-            let keep_alive_deadline = self.keep_alive.map(|ka| self.last_read + ka);
             let can_read = self.can_read();
+            // Keep alive measures the client, not the log's backpressure: while the broker does
+            // not read because the client's publishes wait for the log, the timer stops, and
+            // restarts on resuming. (A client that does not read its deliveries still times out.)
+            let log_paused = !self.may_take_input();
+            if log_paused {
+                self.read_paused = true;
+            } else if self.read_paused {
+                self.read_paused = false;
+                self.last_read = Instant::now();
+            }
+            let keep_alive_deadline = self
+                .keep_alive
+                .filter(|_| !log_paused)
+                .map(|ka| self.last_read + ka);
             let session = Arc::clone(&self.session);
+            if can_read && self.inbuf.capacity() - self.inbuf.len() < 64 {
+                // Out of room (a busy client, or a packet bigger than the buffer): grow in
+                // large steps rather than the 64 bytes a full BytesMut would add per read.
+                self.inbuf.reserve(READ_CHUNK);
+            }
             tokio::select! {
                 biased;
                 _ = self.kick.cancelled() => return Exit::Kicked,
                 _ = self.shutdown.cancelled() => return Exit::Shutdown,
-                appended = poll_pending(&mut self.pending_append), if self.pending_append.is_some() => {
-                    if let Err(exit) = self.on_appended(appended) {
+                done = poll_appends(&mut self.appends), if !self.appends.is_empty() => {
+                    if let Err(exit) = self.on_appended(done) {
                         return exit;
                     }
                 }
@@ -473,9 +547,7 @@ impl Connection {
 
     /// Decodes and handles buffered packets while nothing holds input back.
     fn process_input(&mut self) -> Result<(), Exit> {
-        while self.pending_append.is_none()
-            && self.acks.len() < usize::from(self.server.settings.max_inflight)
-        {
+        while self.may_take_input() {
             let packet = match mqtt::decode(&mut self.inbuf, self.version, self.max_packet_in) {
                 Ok(Some(packet)) => packet,
                 Ok(None) => return Ok(()),
@@ -622,11 +694,20 @@ impl Connection {
         if self.server.is_routed(&message.topic) {
             let record = log_record(&message, &self.client_id);
             let log = self.server.log.clone();
-            self.pending_append = Some(PendingAppend {
+            self.appends.push_back(PendingAppend {
                 future: Box::pin(async move { log.append(record).await }),
+                result: None,
                 message,
                 packet_id,
             });
+            if let Some(id) = packet_id {
+                // Holds this publish's place in the ack order until the append returns.
+                self.acks.push_back(PendingAck {
+                    packet_id: id,
+                    qos: publish.qos,
+                    outcome: AckOutcome::Appending,
+                });
+            }
         } else {
             self.server.publish_local(&message);
             if let Some(id) = packet_id {
@@ -641,24 +722,31 @@ impl Connection {
     }
 
     /// The log took (or refused) a routed publish: deliver it locally and queue its ack.
-    fn on_appended(&mut self, appended: Result<Appended, AppendError>) -> Result<(), Exit> {
-        let Some(pending) = self.pending_append.take() else {
+    fn on_appended(&mut self, pending: PendingAppend) -> Result<(), Exit> {
+        let qos = QoS::from_u8(pending.message.qos).unwrap_or(QoS::AtMostOnce);
+        let Some(appended) = pending.result else {
             return Ok(());
         };
-        let qos = QoS::from_u8(pending.message.qos).unwrap_or(QoS::AtMostOnce);
         match appended {
             Ok(appended) => {
                 self.server.publish_local(&pending.message);
-                if let Some(id) = pending.packet_id {
-                    self.acks.push_back(PendingAck {
-                        packet_id: id,
-                        qos,
-                        outcome: AckOutcome::Durable(Box::pin(appended.durable())),
-                    });
+                if pending.packet_id.is_some() {
+                    self.fill_ack(AckOutcome::Durable(Box::pin(appended.durable())));
                 }
                 Ok(())
             }
             Err(err) => self.refused_publish(pending.packet_id, qos, &err),
+        }
+    }
+
+    /// Gives the oldest routed publish still `Appending` its outcome (appends complete in order).
+    fn fill_ack(&mut self, outcome: AckOutcome) {
+        if let Some(ack) = self
+            .acks
+            .iter_mut()
+            .find(|a| matches!(a.outcome, AckOutcome::Appending))
+        {
+            ack.outcome = outcome;
         }
     }
 
@@ -683,12 +771,8 @@ impl Connection {
             self.session.lock().inbound_qos2.remove(&id);
         }
         match (self.version, packet_id) {
-            (ProtocolVersion::V5, Some(id)) => {
-                self.acks.push_back(PendingAck {
-                    packet_id: id,
-                    qos,
-                    outcome: AckOutcome::Ready(reason),
-                });
+            (ProtocolVersion::V5, Some(_)) => {
+                self.fill_ack(AckOutcome::Ready(reason));
                 Ok(())
             }
             (ProtocolVersion::V5, None) => Ok(()),
@@ -918,7 +1002,7 @@ impl Connection {
             } else {
                 None
             };
-            let packet = self.publish_packet(&delivery, packet_id, false, now);
+            let (packet, alias) = self.publish_packet(&delivery, packet_id, false, now);
             match mqtt::encode_limited(
                 &packet,
                 self.version,
@@ -926,6 +1010,7 @@ impl Connection {
                 &mut self.outbuf,
             ) {
                 Ok(_) => {
+                    self.remember_alias(alias);
                     self.server.metrics.sent(usize::from(delivery.qos));
                     if let Some(id) = packet_id {
                         state.inflight.insert(
@@ -951,13 +1036,24 @@ impl Connection {
         }
     }
 
+    /// Records a topic alias once the PUBLISH that told the client about it is encoded.
+    fn remember_alias(&mut self, alias: Option<(String, u16)>) {
+        if let Some((topic, alias)) = alias {
+            self.outbound_aliases.insert(topic, alias);
+        }
+    }
+
+    /// The PUBLISH for a delivery, and the new topic alias it sets (to remember only if the
+    /// packet is actually sent: a packet dropped as too large for the client must not leave
+    /// the client an alias it never learned).
     fn publish_packet(
-        &mut self,
+        &self,
         delivery: &Delivery,
         packet_id: Option<u16>,
         dup: bool,
         now: u64,
-    ) -> Packet {
+    ) -> (Packet, Option<(String, u16)>) {
+        let mut new_alias = None;
         let message = &delivery.message;
         let mut properties = Properties::default();
         let mut topic = MqttString::try_from(message.topic.as_str()).unwrap_or_default();
@@ -992,12 +1088,12 @@ impl Connection {
                 } else if let Ok(next) = u16::try_from(self.outbound_aliases.len() + 1)
                     && next <= self.client_alias_max
                 {
-                    self.outbound_aliases.insert(message.topic.clone(), next);
+                    new_alias = Some((message.topic.clone(), next));
                     properties.topic_alias = Some(next);
                 }
             }
         }
-        Packet::Publish(Publish {
+        let packet = Packet::Publish(Publish {
             dup,
             qos: QoS::from_u8(delivery.qos).unwrap_or(QoS::AtMostOnce),
             retain: delivery.retain,
@@ -1005,16 +1101,17 @@ impl Connection {
             packet_id,
             properties,
             payload: message.payload.clone(),
-        })
+        });
+        (packet, new_alias)
     }
 
     /// On shutdown, sends the acknowledgements whose records become durable within a short
     /// deadline, so clients do not resend what is already safe.
     async fn drain_acks(&mut self) {
         let drain = async {
-            if self.pending_append.is_some() {
-                let appended = poll_pending(&mut self.pending_append).await;
-                if self.on_appended(appended).is_err() {
+            while !self.appends.is_empty() {
+                let done = poll_appends(&mut self.appends).await;
+                if self.on_appended(done).is_err() {
                     return;
                 }
             }
@@ -1029,9 +1126,23 @@ impl Connection {
     }
 
     /// Ends the connection: last DISCONNECT (v5), flush, will, session detach.
+    /// Completes the routed publishes already taken from the client (e.g. QoS 0 followed by
+    /// DISCONNECT), so they are delivered locally like any other.
+    async fn drain_appends(&mut self) {
+        let drain = async {
+            while !self.appends.is_empty() {
+                let done = poll_appends(&mut self.appends).await;
+                let _ = self.on_appended(done);
+            }
+        };
+        let _ = tokio::time::timeout(SHUTDOWN_ACK_DRAIN, drain).await;
+    }
+
     async fn finish(mut self, exit: Exit) {
         if matches!(exit, Exit::Shutdown) {
             self.drain_acks().await;
+        } else if !matches!(exit, Exit::Violation(..)) {
+            self.drain_appends().await;
         }
         let reason = match &exit {
             Exit::Kicked => Some(ReasonCode::SessionTakenOver),
@@ -1102,7 +1213,15 @@ impl Connection {
 
 /// Maps a decode failure to the DISCONNECT the client gets.
 fn decode_violation(err: &DecodeError) -> Exit {
-    Exit::Violation(err.reason_code(), err.to_string())
+    let reason = match err {
+        // MQTT 5 §3.3.2.3.4: Topic Alias 0 is "Topic Alias invalid", not a generic protocol error.
+        DecodeError::InvalidPropertyValue {
+            id: mqtt::PropertyId::TopicAlias,
+            ..
+        } => ReasonCode::TopicAliasInvalid,
+        other => other.reason_code(),
+    };
+    Exit::Violation(reason, err.to_string())
 }
 
 /// The message metadata kept from PUBLISH or Will properties.
@@ -1141,11 +1260,25 @@ pub fn log_record(message: &Message, client_id: &str) -> NewRecord {
     }
 }
 
-/// Polls the pending append without taking it (cancel-safe inside `select!`).
-async fn poll_pending(pending: &mut Option<PendingAppend>) -> Result<Appended, AppendError> {
-    std::future::poll_fn(|cx| match pending.as_mut() {
-        Some(p) => p.future.as_mut().poll(cx),
-        None => Poll::Pending,
+/// Drives every pending append (front first, so they reach the log's queue in order) and
+/// returns the front one once it is done (cancel-safe inside `select!`: nothing is taken
+/// unless it is returned).
+async fn poll_appends(appends: &mut VecDeque<PendingAppend>) -> PendingAppend {
+    std::future::poll_fn(|cx| {
+        for pending in appends.iter_mut() {
+            if pending.result.is_none()
+                && let Poll::Ready(result) = pending.future.as_mut().poll(cx)
+            {
+                pending.result = Some(result);
+            }
+        }
+        match appends.front() {
+            Some(front) if front.result.is_some() => match appends.pop_front() {
+                Some(done) => Poll::Ready(done),
+                None => Poll::Pending,
+            },
+            _ => Poll::Pending,
+        }
     })
     .await
 }
@@ -1154,6 +1287,7 @@ async fn poll_pending(pending: &mut Option<PendingAppend>) -> Result<Appended, A
 async fn poll_front_ack(acks: &mut VecDeque<PendingAck>) -> Result<ReasonCode, AppendError> {
     std::future::poll_fn(|cx| match acks.front_mut().map(|a| &mut a.outcome) {
         Some(AckOutcome::Ready(reason)) => Poll::Ready(Ok(*reason)),
+        Some(AckOutcome::Appending) => Poll::Pending,
         Some(AckOutcome::Durable(future)) => future
             .as_mut()
             .poll(cx)

@@ -268,7 +268,10 @@ impl MqttServer {
         let mut sessions = self.sessions.lock();
         let existing = sessions.get(client_id).cloned();
         let (session, present) = match existing {
-            Some(old) if clean_start => {
+            // A session with expiry 0 ends with its connection (MQTT 5 §3.1.2.11.2, 3.1.1
+            // clean session): when that connection is still closing (its DISCONNECT not yet
+            // processed) or is taken over now, the session must not be resumed.
+            Some(old) if clean_start || old.lock().expiry_secs == 0 => {
                 // The old session ends now; its connection (if any) is taken over.
                 let kick_old = old.lock().kick.take();
                 if let Some(kick_old) = kick_old {

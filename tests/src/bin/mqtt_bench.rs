@@ -1,0 +1,399 @@
+//! MQTT ingress benchmark: edge-broker against Debian's Mosquitto, same load generator, same
+//! machine, same run. Prints a table (no assertions).
+//!
+//! `cargo build --release -p edge-broker && cargo run --release -p edge-tests --bin mqtt-bench`
+//! (`MQTT_BENCH_SCALE=0.2` for a quicker, noisier run).
+//!
+//! The load generator is a raw MQTT 3.1.1 client on blocking sockets (one thread per
+//! connection): QoS 1 publishers keep a window of 100 publishes in flight, the subscriber
+//! acknowledges as it reads. Throughput = messages the subscriber received / time from the
+//! first publish to the last delivery. Latency = PUBLISH→PUBACK with one publish in flight.
+
+// A benchmark harness fails loudly: a panic with a message is its error report.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::io::{BufWriter, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::sync::mpsc::sync_channel;
+use std::sync::{Arc, Barrier};
+use std::time::{Duration, Instant};
+
+use edge_tests::broker::Broker;
+use edge_tests::mqtt::{Mosquitto, rss_kib};
+
+const PAYLOAD: usize = 200;
+const WINDOW: usize = 100;
+const TOPIC: &str = "bench/t";
+
+fn varint(mut n: usize, out: &mut Vec<u8>) {
+    loop {
+        let mut byte = (n % 128) as u8;
+        n /= 128;
+        if n > 0 {
+            byte |= 0x80;
+        }
+        out.push(byte);
+        if n == 0 {
+            return;
+        }
+    }
+}
+
+fn frame(first: u8, body: &[u8], out: &mut Vec<u8>) {
+    out.push(first);
+    varint(body.len(), out);
+    out.extend_from_slice(body);
+}
+
+fn string(s: &str, out: &mut Vec<u8>) {
+    out.extend_from_slice(&(s.len() as u16).to_be_bytes());
+    out.extend_from_slice(s.as_bytes());
+}
+
+/// Reads whole MQTT frames from a socket.
+struct Frames {
+    stream: TcpStream,
+    buf: Vec<u8>,
+    start: usize,
+    end: usize,
+}
+
+impl Frames {
+    fn new(stream: TcpStream) -> Frames {
+        Frames {
+            stream,
+            buf: vec![0; 1 << 16],
+            start: 0,
+            end: 0,
+        }
+    }
+
+    /// The next frame's first byte and body (copied out only when asked).
+    fn next(&mut self, mut visit: impl FnMut(u8, &[u8])) -> std::io::Result<()> {
+        loop {
+            let avail = &self.buf[self.start..self.end];
+            if avail.len() >= 2 {
+                let (mut len, mut mult, mut i) = (0usize, 1usize, 1usize);
+                let mut complete = false;
+                while i < avail.len() && i <= 4 {
+                    len += usize::from(avail[i] & 0x7f) * mult;
+                    mult *= 128;
+                    i += 1;
+                    if avail[i - 1] & 0x80 == 0 {
+                        complete = true;
+                        break;
+                    }
+                }
+                if complete && avail.len() >= i + len {
+                    visit(avail[0], &avail[i..i + len]);
+                    self.start += i + len;
+                    return Ok(());
+                }
+            }
+            if self.start > 0 {
+                self.buf.copy_within(self.start..self.end, 0);
+                self.end -= self.start;
+                self.start = 0;
+            }
+            let n = self.stream.read(&mut self.buf[self.end..])?;
+            if n == 0 {
+                return Err(std::io::ErrorKind::UnexpectedEof.into());
+            }
+            self.end += n;
+        }
+    }
+
+    /// Whether a whole frame is already buffered (so reading will not block).
+    fn buffered(&self) -> bool {
+        self.end - self.start >= 2
+    }
+}
+
+fn connect(addr: SocketAddr, client_id: &str) -> (TcpStream, Frames) {
+    let stream = TcpStream::connect(addr).expect("connect");
+    stream.set_nodelay(true).unwrap();
+    let mut body = Vec::new();
+    string("MQTT", &mut body);
+    body.extend_from_slice(&[4, 0x02, 0, 0]); // 3.1.1, clean session, no keep alive
+    string(client_id, &mut body);
+    let mut out = Vec::new();
+    frame(0x10, &body, &mut out);
+    let mut writer = stream.try_clone().unwrap();
+    writer.write_all(&out).unwrap();
+    let mut frames = Frames::new(stream);
+    let mut rc = 0xff;
+    frames
+        .next(|first, body| {
+            assert_eq!(first >> 4, 2, "CONNACK");
+            rc = body[1];
+        })
+        .expect("CONNACK");
+    assert_eq!(rc, 0, "CONNECT refused");
+    (writer, frames)
+}
+
+fn publish_frame(qos: u8, packet_id: u16, payload: &[u8], out: &mut Vec<u8>) {
+    let mut body = Vec::with_capacity(payload.len() + 16);
+    string(TOPIC, &mut body);
+    if qos > 0 {
+        body.extend_from_slice(&packet_id.to_be_bytes());
+    }
+    body.extend_from_slice(payload);
+    frame(0x30 | (qos << 1), &body, out);
+}
+
+/// A subscriber on `bench/#` that counts deliveries (and acknowledges QoS 1) until it has
+/// `expected` or nothing came for `idle`. Returns (count, time of the last delivery).
+fn spawn_subscriber(
+    addr: SocketAddr,
+    qos: u8,
+    expected: u64,
+    ready: Arc<Barrier>,
+) -> std::thread::JoinHandle<(u64, Instant)> {
+    std::thread::spawn(move || {
+        let (mut writer, mut frames) = connect(addr, "bench-sub");
+        let mut body = vec![0, 1];
+        string("bench/#", &mut body);
+        body.push(qos);
+        let mut out = Vec::new();
+        frame(0x82, &body, &mut out);
+        writer.write_all(&out).unwrap();
+        frames.next(|first, _| assert_eq!(first >> 4, 9)).unwrap();
+        frames
+            .stream
+            .set_read_timeout(Some(Duration::from_secs(3)))
+            .unwrap();
+        ready.wait();
+        let mut writer = BufWriter::with_capacity(1 << 16, writer);
+        let mut count = 0;
+        let mut last = Instant::now();
+        while count < expected {
+            let mut ack = None;
+            let got = frames.next(|first, body| {
+                if first >> 4 == 3 {
+                    count += 1;
+                    if (first >> 1) & 3 == 1 {
+                        let topic_len = usize::from(u16::from_be_bytes([body[0], body[1]]));
+                        ack = Some([body[2 + topic_len], body[3 + topic_len]]);
+                    }
+                }
+            });
+            if got.is_err() {
+                break; // idle: the rest was dropped
+            }
+            last = Instant::now();
+            if let Some(id) = ack {
+                writer.write_all(&[0x40, 2, id[0], id[1]]).unwrap();
+            }
+            if !frames.buffered() {
+                writer.flush().unwrap();
+            }
+        }
+        let _ = writer.flush();
+        (count, last)
+    })
+}
+
+/// One publisher sending `count` messages; QoS 1 keeps `WINDOW` in flight.
+fn publisher(addr: SocketAddr, id: usize, qos: u8, count: u64, start: Arc<Barrier>) {
+    let (writer, mut frames) = connect(addr, &format!("bench-pub-{id}"));
+    let payload = vec![b'x'; PAYLOAD];
+    start.wait();
+    let mut writer = BufWriter::with_capacity(1 << 16, writer);
+    let mut out = Vec::with_capacity(512);
+    if qos == 0 {
+        for _ in 0..count {
+            out.clear();
+            publish_frame(0, 0, &payload, &mut out);
+            writer.write_all(&out).unwrap();
+        }
+        writer.flush().unwrap();
+        return;
+    }
+    let (credit_tx, credit_rx) = sync_channel::<()>(WINDOW);
+    for _ in 0..WINDOW {
+        credit_tx.send(()).unwrap();
+    }
+    let reader = std::thread::spawn(move || {
+        let mut acked = 0;
+        while acked < count {
+            if frames.next(|first, _| assert_eq!(first >> 4, 4)).is_err() {
+                break;
+            }
+            acked += 1;
+            let _ = credit_tx.send(());
+        }
+    });
+    let mut packet_id: u16 = 0;
+    for _ in 0..count {
+        if credit_rx.try_recv().is_err() {
+            writer.flush().unwrap();
+            if credit_rx.recv().is_err() {
+                break;
+            }
+        }
+        packet_id = packet_id.checked_add(1).unwrap_or(1);
+        out.clear();
+        publish_frame(1, packet_id, &payload, &mut out);
+        writer.write_all(&out).unwrap();
+    }
+    writer.flush().unwrap();
+    reader.join().unwrap();
+}
+
+/// Messages per second delivered to one subscriber from `publishers` publishers.
+fn throughput(addr: SocketAddr, qos: u8, publishers: usize, total: u64) -> (f64, f64) {
+    let per = total / publishers as u64;
+    let expected = per * publishers as u64;
+    let ready = Arc::new(Barrier::new(2));
+    let sub = spawn_subscriber(addr, qos, expected, Arc::clone(&ready));
+    let start = Arc::new(Barrier::new(publishers + 1));
+    let pubs: Vec<_> = (0..publishers)
+        .map(|i| {
+            let start = Arc::clone(&start);
+            std::thread::spawn(move || publisher(addr, i, qos, per, start))
+        })
+        .collect();
+    ready.wait();
+    std::thread::sleep(Duration::from_millis(100)); // publishers connected
+    start.wait();
+    let t0 = Instant::now();
+    for p in pubs {
+        p.join().unwrap();
+    }
+    let (received, last) = sub.join().unwrap();
+    let secs = last.duration_since(t0).as_secs_f64().max(1e-6);
+    (
+        received as f64 / secs,
+        100.0 * received as f64 / expected as f64,
+    )
+}
+
+/// PUBLISH→PUBACK latency (µs) with one publish in flight: (p50, p99).
+fn latency(addr: SocketAddr, count: usize) -> (f64, f64) {
+    let (mut writer, mut frames) = connect(addr, "bench-lat");
+    let payload = vec![b'x'; PAYLOAD];
+    let mut out = Vec::new();
+    let mut samples = Vec::with_capacity(count);
+    for i in 0..count {
+        out.clear();
+        publish_frame(1, (i % 60_000 + 1) as u16, &payload, &mut out);
+        let t = Instant::now();
+        writer.write_all(&out).unwrap();
+        frames.next(|first, _| assert_eq!(first >> 4, 4)).unwrap();
+        samples.push(t.elapsed().as_secs_f64() * 1e6);
+    }
+    samples.sort_by(f64::total_cmp);
+    let at = |q: f64| samples[((samples.len() - 1) as f64 * q) as usize];
+    (at(0.5), at(0.99))
+}
+
+/// RSS (KiB) idle, and with `clients` idle connections.
+fn rss(addr: SocketAddr, pid: u32, clients: usize) -> (u64, u64) {
+    std::thread::sleep(Duration::from_millis(300));
+    let idle = rss_kib(pid);
+    let conns: Vec<_> = (0..clients)
+        .map(|i| connect(addr, &format!("idle-{i}")))
+        .collect();
+    std::thread::sleep(Duration::from_millis(500));
+    let loaded = rss_kib(pid);
+    drop(conns);
+    (idle, loaded)
+}
+
+struct Row {
+    name: String,
+    cells: Vec<String>,
+}
+
+fn run(name: &str, addr: SocketAddr, pid: u32, scale: f64) -> Row {
+    let n = |x: f64| (x * scale) as u64;
+    // RSS first, before the load makes the allocators grow.
+    let (idle, loaded) = rss(addr, pid, 1000);
+    let (q0_1, q0_1d) = throughput(addr, 0, 1, n(200_000.0));
+    let (q0_10, q0_10d) = throughput(addr, 0, 10, n(200_000.0));
+    let (q1_1, q1_1d) = throughput(addr, 1, 1, n(100_000.0));
+    let (q1_10, q1_10d) = throughput(addr, 1, 10, n(100_000.0));
+    let (p50, p99) = latency(addr, n(3000.0).max(200) as usize);
+    let peak = rss_kib(pid);
+    let rate = |r: f64, d: f64| {
+        if d < 99.95 {
+            format!("{:.0}k ({d:.0}%)", r / 1000.0)
+        } else {
+            format!("{:.0}k", r / 1000.0)
+        }
+    };
+    Row {
+        name: name.to_owned(),
+        cells: vec![
+            rate(q0_1, q0_1d),
+            rate(q0_10, q0_10d),
+            rate(q1_1, q1_1d),
+            rate(q1_10, q1_10d),
+            format!("{p50:.0} / {p99:.0}"),
+            format!("{:.1}", idle as f64 / 1024.0),
+            format!("{:.1}", loaded as f64 / 1024.0),
+            format!("{:.1}", peak as f64 / 1024.0),
+        ],
+    }
+}
+
+fn edge(config: &str, name: &str, scale: f64) -> Row {
+    let mut broker = Broker::start(config);
+    let row = run(name, broker.mqtt_addr(), broker.pid(), scale);
+    broker.terminate(Duration::from_secs(30));
+    row
+}
+
+fn main() {
+    let scale: f64 = std::env::var("MQTT_BENCH_SCALE")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(1.0);
+    let limits = "max_connections = 5000\nmax_queued_messages = 100000\n";
+    let mosq_limits = "max_queued_messages 100000\nmax_inflight_messages 100\n";
+    let mut rows = Vec::new();
+    rows.push(edge(
+        &format!("[mqtt]\n{limits}\n[log]\nfsync = \"never\"\n"),
+        "edge-broker, local topic (no log)",
+        scale,
+    ));
+    rows.push(edge(
+        &format!(
+            "[mqtt]\n{limits}\n[log]\nfsync = \"always\"\nsegment_bytes = \"64MiB\"\n\
+             max_bytes = \"4GiB\"\n\n[[route]]\nmqtt = \"bench/#\"\nkafka_topic = \"bench\"\n"
+        ),
+        "edge-broker, routed, fsync=always",
+        scale,
+    ));
+    for (name, extra) in [
+        ("mosquitto 2.0.11, persistence false", "persistence false\n"),
+        (
+            "mosquitto 2.0.11, persistence true",
+            "persistence true\npersistence_location ./\nautosave_interval 1\n",
+        ),
+    ] {
+        let mosquitto = Mosquitto::start(&format!("{extra}{mosq_limits}"));
+        rows.push(run(name, mosquitto.addr, mosquitto.pid(), scale));
+    }
+    let header = [
+        "broker",
+        "QoS0 1→1",
+        "QoS0 10→1",
+        "QoS1 1→1",
+        "QoS1 10→1",
+        "PUBACK p50/p99 µs",
+        "RSS idle MB",
+        "RSS 1000 idle MB",
+        "RSS after MB",
+    ];
+    println!("| {} |", header.join(" | "));
+    println!("|{}", "---|".repeat(header.len()));
+    for row in rows {
+        println!("| {} | {} |", row.name, row.cells.join(" | "));
+    }
+    println!(
+        "\n200-byte payloads, msg/s delivered to one subscriber (percent delivered if below 100); \
+         scale {scale}"
+    );
+}

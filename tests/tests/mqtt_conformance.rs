@@ -1,0 +1,183 @@
+//! MQTT 3.1.1 and 5 behaviour of edge-broker, checked end to end with real clients (paho-mqtt,
+//! mosquitto_pub, and a raw-socket client for exact bytes) driven by
+//! `tests/tools/mqtt_scenarios.py`. Each scenario asserts inside the driver and fails with its
+//! reason; scenarios that compare with Mosquitto live in `mqtt_differential.rs`.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use edge_tests::broker::Broker;
+use edge_tests::mqtt::scenario;
+use edge_tests::peers::program;
+
+/// Short limits so timeouts are observable quickly.
+const CONFIG: &str = "[mqtt]\nconnect_timeout = \"2s\"\n\n[log]\nfsync = \"never\"\n";
+
+fn run(name: &str, args: &[&str]) -> serde_json::Value {
+    run_with(CONFIG, name, args)
+}
+
+fn run_with(config: &str, name: &str, args: &[&str]) -> serde_json::Value {
+    let mut broker = Broker::start(config);
+    let result = scenario(name, broker.mqtt_addr(), args);
+    assert!(
+        broker
+            .terminate(std::time::Duration::from_secs(20))
+            .success(),
+        "broker did not stop cleanly after {name}"
+    );
+    result
+}
+
+#[test]
+fn paho_v5_and_v311_qos_0_1_2_both_directions() {
+    run("paho_roundtrip", &["5"]);
+    run("paho_roundtrip", &["311"]);
+}
+
+#[test]
+fn mosquitto_clients_v5_and_v311() {
+    program("mosquitto_sub", "mosquitto-clients");
+    run("mosquitto_clients", &["mqttv5"]);
+    run("mosquitto_clients", &["mqttv311"]);
+}
+
+#[test]
+fn raw_packet_id_flows_v5_and_v311() {
+    run("qos_flows", &["5"]);
+    run("qos_flows", &["311"]);
+}
+
+#[test]
+fn client_id_assignment() {
+    let out = run("client_ids", &[]);
+    assert_eq!(out["v311_refused_rc"], 2);
+}
+
+#[test]
+fn clean_session_v311() {
+    run("clean_session", &[]);
+}
+
+#[test]
+fn session_expiry_v5() {
+    run("session_expiry", &[]);
+}
+
+#[test]
+fn keep_alive_is_enforced_at_one_and_a_half_times() {
+    run("keepalive", &["5"]);
+    run("keepalive", &["311"]);
+}
+
+#[test]
+fn server_keep_alive_lowers_the_clients() {
+    run_with(
+        "[mqtt]\nmax_keep_alive = \"2s\"\n",
+        "server_keep_alive",
+        &["2"],
+    );
+}
+
+#[test]
+fn session_takeover_closes_the_old_connection_with_0x8e() {
+    let out = run("takeover", &["5"]);
+    assert_eq!(out["old_disconnect_rc"], 0x8E, "{out}");
+    assert_eq!(out["session_present"], true, "{out}");
+    assert_eq!(out["wills"], serde_json::json!(["gone"]), "{out}");
+    // 3.1.1: the old connection is closed (no DISCONNECT exists) and its will is published,
+    // as for any connection closed without DISCONNECT (§3.1.2.5).
+    let out = run("takeover", &["311"]);
+    assert_eq!(out["session_present"], true, "{out}");
+    assert_eq!(out["old_disconnect_rc"], serde_json::Value::Null, "{out}");
+    assert_eq!(out["wills"], serde_json::json!(["gone"]), "{out}");
+}
+
+#[test]
+fn anonymous_clients_refused_when_not_allowed() {
+    program("mosquitto_pub", "mosquitto-clients");
+    run_with("[mqtt]\nallow_anonymous = false\n", "auth", &[]);
+}
+
+#[test]
+fn unacknowledged_deliveries_are_resent_with_dup_after_reconnect() {
+    run("redelivery_dup", &["311"]);
+    run("redelivery_dup", &["5"]);
+}
+
+#[test]
+fn will_delay_interval() {
+    run("will_delay", &[]);
+}
+
+#[test]
+fn topic_aliases_both_directions() {
+    run_with("[mqtt]\ntopic_alias_maximum = 4\n", "topic_alias", &[]);
+}
+
+#[test]
+fn receive_maximum_limits_deliveries_in_flight() {
+    run("receive_maximum", &[]);
+}
+
+#[test]
+fn maximum_packet_size_both_directions() {
+    run_with(
+        "[mqtt]\nmax_packet_size = \"1KiB\"\n",
+        "max_packet",
+        &["1024"],
+    );
+}
+
+#[test]
+fn resend_respects_the_new_maximum_packet_size() {
+    run("resend_too_large", &[]);
+}
+
+#[test]
+fn message_expiry_interval() {
+    run("message_expiry", &[]);
+}
+
+#[test]
+fn publish_properties_pass_through() {
+    let out = run("properties", &[]);
+    assert_eq!(out["bad_utf8_payload_rc"], 0x99, "{out}");
+}
+
+#[test]
+fn request_response_information() {
+    run("response_info", &[]);
+}
+
+#[test]
+fn bad_input_closes_only_the_offending_connection() {
+    let out = run("bad_input", &[]);
+    eprintln!("{out}");
+}
+
+#[test]
+fn connections_over_the_limit_are_refused_as_server_busy() {
+    run_with("[mqtt]\nmax_connections = 2\n", "server_busy", &["2"]);
+}
+
+#[test]
+fn shutdown_tells_v5_clients_server_shutting_down() {
+    let mut broker = Broker::start(CONFIG);
+    let addr = broker.mqtt_addr();
+    let driver = std::thread::spawn(move || scenario("shutdown_notice", addr, &[]));
+    // The driver connects within a second (python startup included).
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    assert!(
+        broker
+            .terminate(std::time::Duration::from_secs(20))
+            .success()
+    );
+    driver.join().expect("scenario");
+}
+
+#[test]
+fn silent_connections_are_closed_after_connect_timeout() {
+    // The driver checks the close came after 2 s (minus scheduling slack) and not much later.
+    let out = run("connect_timeout", &["2"]);
+    assert!(out["closed_after"].as_u64().is_some(), "{out}");
+}
