@@ -17,7 +17,7 @@
 
 use thiserror::Error;
 
-use crate::headers::Source;
+use edge_log::Source;
 
 /// Longest Kafka topic name the broker accepts.
 pub const MAX_KAFKA_TOPIC_LEN: usize = 249;

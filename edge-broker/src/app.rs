@@ -68,6 +68,9 @@ pub enum RunError {
     /// The MQTT server could not restore its state.
     #[error("MQTT server: {0}")]
     Mqtt(crate::mqtt::MqttStartError),
+    /// The Kafka forwarder could not start.
+    #[error(transparent)]
+    Kafka(#[from] crate::forwarder::BridgeStartError),
     /// A blocking task panicked or was cancelled.
     #[error("internal task failed: {0}")]
     Task(#[from] tokio::task::JoinError),
@@ -123,12 +126,15 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunE
     tracing::info!(dir = %log_dir.display(), "log recovered: {report}");
     let routes = Arc::new(config.compile_routes().map_err(RunError::Config)?);
     let hub = Arc::new(Hub::new());
+    // Before any client can publish: the forwarder's cursor keeps routed records from retention.
+    let kafka = crate::forwarder::start(&config, &log, &routes, &shutdown)?;
 
     let observer = Arc::new(Observer {
         node_id: config.node.id.clone(),
         log: log.clone(),
         ready: AtomicBool::new(false),
         mqtt: std::sync::Mutex::new(None),
+        kafka: kafka.as_ref().map(crate::forwarder::KafkaBridge::metrics),
     });
     if config.metrics.enabled {
         let listener = bind("metrics.listen", config.metrics.listen).await?;
@@ -194,6 +200,9 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunE
             DRAIN_DEADLINE / 2
         );
     }
+    if let Some(kafka) = kafka {
+        kafka.finish(DRAIN_DEADLINE / 4).await;
+    }
     drain(&log).await
 }
 
@@ -252,6 +261,7 @@ struct Observer {
     log: Log,
     ready: AtomicBool,
     mqtt: std::sync::Mutex<Option<Arc<MqttServer>>>,
+    kafka: Option<Arc<edge_bridge::metrics::ForwardMetrics>>,
 }
 
 impl Observer {
@@ -342,6 +352,9 @@ impl Observe for Observer {
         );
         if let Some(mqtt) = self.mqtt.lock().unwrap_or_else(|p| p.into_inner()).as_ref() {
             render_mqtt(&mut text, mqtt);
+        }
+        if let Some(kafka) = &self.kafka {
+            crate::forwarder::render(&mut text, kafka, stats.durable_end);
         }
         text.finish()
     }

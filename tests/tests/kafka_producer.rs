@@ -11,7 +11,8 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use edge_bridge::backoff::Backoff;
-use edge_bridge::headers::{ForwardRecord, Header, Source, build_headers};
+use edge_bridge::headers::build_headers;
+use edge_log::{Header, Record as ForwardRecord, Source};
 use edge_bridge::partition::partition_for_key;
 use edge_bridge::producer::{
     Compression, ErrorClass, KafkaProducer, ProduceError, ProduceRecord, ProducerConfig,

@@ -612,4 +612,12 @@ impl KafkaProducer for WireProducer {
         let n = self.leaders(topic).await?.len();
         Ok(i32::try_from(n).unwrap_or(i32::MAX))
     }
+
+    async fn create_topic(&self, topic: &str, partitions: i32) -> Result<bool, ProduceError> {
+        WireProducer::create_topic(self, topic, partitions, 1).await
+    }
+
+    fn forget_topic(&self, topic: &str) {
+        self.forget(topic);
+    }
 }

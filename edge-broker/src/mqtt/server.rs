@@ -232,7 +232,7 @@ impl MqttServer {
     pub fn is_routed(&self, topic: &str) -> bool {
         let routes = self.routes.read().unwrap_or_else(|p| p.into_inner());
         routes
-            .find(edge_bridge::headers::Source::Mqtt, topic)
+            .find(edge_log::Source::Mqtt, topic)
             .is_some()
     }
 

@@ -1,0 +1,548 @@
+//! The forwarder: a named edge-log cursor → chunks → [`Planner`] → [`deliver`] → dead letters →
+//! cursor commit, one chunk at a time, forever.
+//!
+//! - A chunk is read with [`Cursor::read`] (up to `max_batch_records` / `max_batch_bytes`); if
+//!   it came back short, the forwarder lingers `linger` and tops it up, so a trickle of events
+//!   still goes out in batches. A backlog is read in full chunks without lingering (replay).
+//! - Every routed topic's partition count is looked up (unknown topics are retried, and created
+//!   when `auto_create_partitions` is set), the chunk is planned into per-partition batches and
+//!   delivered with acks=all. Only when every batch was acknowledged (or dead-lettered, and the
+//!   dead letter is durable) is the cursor committed past the chunk. Nothing is ever dropped on
+//!   an upstream error: the same chunk is planned and sent again after a backoff, so after a
+//!   restart or outage the forwarder resumes at the committed offset, in log order per
+//!   partition. A resent record carries the same `edge-offset` header.
+//! - Stopping: `stop` ends the loop between chunks (a chunk in flight is finished); `abort`
+//!   interrupts a delivery, which is then not committed (the next start resends it).
+//! - `max_bytes_per_sec` paces the upload for metered uplinks.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use edge_log::{Cursor, Log, LogError, ReadError, Record};
+use thiserror::Error;
+use tokio_util::sync::CancellationToken;
+
+use crate::backoff::Backoff;
+use crate::dead_letter::{self, DeadLetterSink, Letter};
+use crate::deliver::{DeadLetter, DeliverConfig, DeliverError, deliver};
+use crate::metrics::{ForwardMetrics, error_kind};
+use crate::plan::{Plan, Planner};
+use crate::producer::{ErrorClass, KafkaProducer, ProduceError, ProduceRecord};
+use crate::route::Routes;
+
+/// The cursor name the Kafka forwarder uses in the log.
+pub const CURSOR_NAME: &str = "kafka";
+
+/// Forwarder settings (the batching and retry part of `[kafka]`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ForwardConfig {
+    /// Gateway id (`edge-node` header).
+    pub node_id: String,
+    /// How long a short chunk waits for more records before it is sent.
+    pub linger: Duration,
+    /// Most on-disk bytes of log records per chunk.
+    pub max_batch_bytes: usize,
+    /// Most records per chunk.
+    pub max_batch_records: usize,
+    /// First retry delay.
+    pub backoff_min: Duration,
+    /// Longest retry delay.
+    pub backoff_max: Duration,
+    /// Upload cap in bytes per second (keys, values and headers), if any.
+    pub max_bytes_per_sec: Option<u64>,
+    /// Create unknown topics with this many partitions (None: wait for someone to create them).
+    pub auto_create_partitions: Option<i32>,
+    /// Where records Kafka refuses for good go.
+    pub dead_letter: DeadLetterSink,
+}
+
+impl ForwardConfig {
+    /// Defaults: 5 ms linger, 1 MiB / 10 000 records per chunk, backoff 100 ms..30 s, no upload
+    /// cap, no auto-create, dead letters to `dead-letter` in the working directory.
+    pub fn new(node_id: &str) -> Self {
+        Self {
+            node_id: node_id.to_owned(),
+            linger: Duration::from_millis(5),
+            max_batch_bytes: 1 << 20,
+            max_batch_records: 10_000,
+            backoff_min: Duration::from_millis(100),
+            backoff_max: Duration::from_secs(30),
+            max_bytes_per_sec: None,
+            auto_create_partitions: None,
+            dead_letter: DeadLetterSink::File("dead-letter".into()),
+        }
+    }
+}
+
+/// Why the forwarder could not start or had to stop.
+#[derive(Debug, Error)]
+pub enum ForwardError {
+    /// The forwarder's cursor could not be opened (or created).
+    #[error("opening log cursor {name:?}: {source}")]
+    Cursor {
+        /// Cursor name.
+        name: String,
+        /// What went wrong.
+        source: LogError,
+    },
+}
+
+/// A producer wrapper that counts every failed attempt by kind.
+#[derive(Clone)]
+struct Observed<P> {
+    inner: P,
+    metrics: Arc<ForwardMetrics>,
+}
+
+impl<P: KafkaProducer> KafkaProducer for Observed<P> {
+    async fn produce(
+        &self,
+        topic: &str,
+        partition: i32,
+        records: &[ProduceRecord],
+    ) -> Result<i64, ProduceError> {
+        let result = self.inner.produce(topic, partition, records).await;
+        match &result {
+            Ok(_) => self.metrics.upstream_down.store(false, Ordering::Relaxed),
+            Err(e) => {
+                self.metrics.count_error(error_kind(e));
+                if e.class() != ErrorClass::Rejected {
+                    self.metrics.upstream_down.store(true, Ordering::Relaxed);
+                }
+            }
+        }
+        result
+    }
+
+    async fn partition_count(&self, topic: &str) -> Result<i32, ProduceError> {
+        self.inner.partition_count(topic).await
+    }
+
+    async fn create_topic(&self, topic: &str, partitions: i32) -> Result<bool, ProduceError> {
+        self.inner.create_topic(topic, partitions).await
+    }
+
+    fn forget_topic(&self, topic: &str) {
+        self.inner.forget_topic(topic);
+    }
+}
+
+/// Delivery was interrupted by `abort`.
+struct Aborted;
+
+/// What one delivered chunk amounted to.
+struct ChunkDone {
+    records: usize,
+    bytes: u64,
+}
+
+/// Forwards the log to Kafka through one named cursor.
+pub struct Forwarder<P> {
+    log: Log,
+    cursor: Cursor,
+    planner: Planner,
+    producer: Observed<P>,
+    config: ForwardConfig,
+    metrics: Arc<ForwardMetrics>,
+}
+
+impl<P: KafkaProducer + Clone + 'static> Forwarder<P> {
+    /// Opens (creating if needed) cursor `cursor_name` of `log`. Call this before devices can
+    /// publish: with the cursor in place, retention never deletes unforwarded records.
+    pub fn open(
+        log: &Log,
+        cursor_name: &str,
+        routes: Routes,
+        producer: P,
+        config: ForwardConfig,
+    ) -> Result<Self, ForwardError> {
+        let cursor = log.cursor(cursor_name).map_err(|source| ForwardError::Cursor {
+            name: cursor_name.to_owned(),
+            source,
+        })?;
+        let metrics = Arc::new(ForwardMetrics::default());
+        metrics
+            .committed
+            .store(cursor.committed(), Ordering::Relaxed);
+        Ok(Self {
+            log: log.clone(),
+            cursor,
+            planner: Planner::new(routes, &config.node_id),
+            producer: Observed {
+                inner: producer,
+                metrics: Arc::clone(&metrics),
+            },
+            config,
+            metrics,
+        })
+    }
+
+    /// The forwarder's counters, for `/metrics`.
+    pub fn metrics(&self) -> Arc<ForwardMetrics> {
+        Arc::clone(&self.metrics)
+    }
+
+    /// Forwards until `stop` (between chunks) or `abort` (mid-delivery, uncommitted), or the
+    /// log closes.
+    pub async fn run(mut self, stop: CancellationToken, abort: CancellationToken) {
+        let stop_any = {
+            let both = CancellationToken::new();
+            let (s, a, b) = (stop.clone(), abort.clone(), both.clone());
+            tokio::spawn(async move {
+                tokio::select! {
+                    _ = s.cancelled() => {}
+                    _ = a.cancelled() => {}
+                }
+                b.cancel();
+            });
+            both
+        };
+        let mut read_backoff = Backoff::new(self.config.backoff_min, self.config.backoff_max);
+        let mut pace = Pace::new(self.config.max_bytes_per_sec);
+        tracing::info!(
+            cursor = self.cursor.name(),
+            committed = self.cursor.committed(),
+            durable_end = self.log.durable_end(),
+            "Kafka forwarder started"
+        );
+        loop {
+            let read = tokio::select! {
+                biased;
+                _ = stop_any.cancelled() => break,
+                r = self.cursor.read(self.config.max_batch_records, self.config.max_batch_bytes) => r,
+            };
+            let mut records = match read {
+                Ok(records) => records,
+                Err(ReadError::Closed) => break,
+                Err(e) => {
+                    self.metrics.count_error("log");
+                    tracing::error!(error = %e, "reading the log for Kafka failed; retrying");
+                    let position = self.cursor.committed();
+                    self.cursor.seek(position);
+                    if sleep_or_cancel(read_backoff.next_delay(), &stop_any).await {
+                        break;
+                    }
+                    continue;
+                }
+            };
+            read_backoff.reset();
+            let mut disk_bytes: usize = records.iter().map(Record::encoded_len).sum();
+            let full = records.len() >= self.config.max_batch_records
+                || disk_bytes >= self.config.max_batch_bytes;
+            if !full && !self.config.linger.is_zero() {
+                sleep_or_cancel(self.config.linger, &stop_any).await;
+                let (n, b) = (
+                    self.config.max_batch_records - records.len(),
+                    self.config.max_batch_bytes - disk_bytes,
+                );
+                match self.cursor.try_read(n, b) {
+                    Ok(more) => {
+                        disk_bytes += more.iter().map(Record::encoded_len).sum::<usize>();
+                        records.extend(more);
+                    }
+                    Err(e) => {
+                        // Forward what we have; the next read meets the error again.
+                        self.metrics.count_error("log");
+                        tracing::warn!(error = %e, "reading more records for the batch failed");
+                        let next = records.last().map_or(self.cursor.committed(), |r| r.offset + 1);
+                        self.cursor.seek(next);
+                    }
+                }
+            }
+            let Some(first) = records.first() else {
+                continue;
+            };
+            self.metrics
+                .replaying
+                .store(full, Ordering::Relaxed);
+            self.metrics
+                .oldest_pending_ms
+                .store(first.timestamp_ms.max(1), Ordering::Relaxed);
+            self.metrics
+                .observe_record_sizes(records.len(), disk_bytes);
+
+            let done = match self.forward_chunk(&records, &abort).await {
+                Ok(done) => done,
+                Err(Aborted) => {
+                    let committed = self.cursor.committed();
+                    self.cursor.seek(committed);
+                    tracing::info!(
+                        committed,
+                        "Kafka forwarder aborted mid-delivery; the chunk is resent at next start"
+                    );
+                    break;
+                }
+            };
+            let next = self.cursor.position();
+            match self.cursor.commit(next).await {
+                Ok(()) => self.metrics.committed.store(next, Ordering::Relaxed),
+                Err(e) => {
+                    // Forwarding goes on; the next successful commit covers this chunk too.
+                    self.metrics.count_error("log");
+                    tracing::error!(error = %e, "committing the Kafka cursor failed");
+                }
+            }
+            self.metrics
+                .records
+                .fetch_add(done.records as u64, Ordering::Relaxed);
+            self.metrics.bytes.fetch_add(done.bytes, Ordering::Relaxed);
+            self.metrics.batches.fetch_add(1, Ordering::Relaxed);
+            if self.cursor.position() >= self.log.durable_end() {
+                self.metrics.oldest_pending_ms.store(0, Ordering::Relaxed);
+                self.metrics.replaying.store(false, Ordering::Relaxed);
+            }
+            if stop.is_cancelled() {
+                break;
+            }
+            pace.wait(done.bytes, &stop_any).await;
+        }
+        stop_any.cancel();
+        tracing::info!(
+            committed = self.cursor.committed(),
+            "Kafka forwarder stopped"
+        );
+    }
+
+    /// Plans and delivers one chunk until every record is acknowledged or dead-lettered.
+    async fn forward_chunk(
+        &mut self,
+        records: &[Record],
+        abort: &CancellationToken,
+    ) -> Result<ChunkDone, Aborted> {
+        let mut backoff = Backoff::new(self.config.backoff_min, self.config.backoff_max);
+        loop {
+            let topics: Vec<String> = self
+                .planner
+                .topics(records)
+                .into_iter()
+                .map(str::to_owned)
+                .collect();
+            let mut counts = HashMap::with_capacity(topics.len());
+            for topic in topics {
+                let n = self.partition_count(&topic, abort).await?;
+                counts.insert(topic, n);
+            }
+            let plan = match self.planner.plan(records, &counts) {
+                Ok(plan) => plan,
+                Err(e) => {
+                    self.metrics.count_error("plan");
+                    tracing::error!(error = %e, "cannot plan Kafka batches; retrying");
+                    for topic in counts.keys() {
+                        self.producer.forget_topic(topic);
+                    }
+                    if sleep_or_cancel(backoff.next_delay(), abort).await {
+                        return Err(Aborted);
+                    }
+                    continue;
+                }
+            };
+            let unrouted = plan.unrouted.len() as u64;
+            let bytes = plan_bytes(&plan);
+            let deliver_config = DeliverConfig {
+                backoff_base: self.config.backoff_min,
+                backoff_cap: self.config.backoff_max,
+            };
+            match deliver(&self.producer, plan, deliver_config, abort).await {
+                Ok(delivered) => {
+                    self.dead_letter(records, &delivered.dead_letters, abort)
+                        .await?;
+                    self.metrics
+                        .unrouted
+                        .fetch_add(unrouted, Ordering::Relaxed);
+                    return Ok(ChunkDone {
+                        records: delivered.records,
+                        bytes,
+                    });
+                }
+                Err(DeliverError::Cancelled) => return Err(Aborted),
+                Err(DeliverError::Replan { topic, source, .. }) => {
+                    tracing::warn!(%topic, error = %source, "partitions changed; planning the chunk again");
+                    self.producer.forget_topic(&topic);
+                }
+                Err(e) => {
+                    if matches!(e, DeliverError::Task(_)) {
+                        self.metrics.count_error("fatal");
+                    }
+                    tracing::error!(error = %e, "Kafka refused the batch; retrying after backoff (nothing is dropped)");
+                    if sleep_or_cancel(backoff.next_delay(), abort).await {
+                        return Err(Aborted);
+                    }
+                }
+            }
+        }
+    }
+
+    /// The partition count of `topic`, retried (and the topic created if configured) until
+    /// known.
+    async fn partition_count(
+        &self,
+        topic: &str,
+        abort: &CancellationToken,
+    ) -> Result<i32, Aborted> {
+        let mut backoff = Backoff::new(self.config.backoff_min, self.config.backoff_max);
+        loop {
+            let result = tokio::select! {
+                biased;
+                _ = abort.cancelled() => return Err(Aborted),
+                r = self.producer.partition_count(topic) => r,
+            };
+            let error = match result {
+                Ok(n) if n > 0 => return Ok(n),
+                Ok(_) => ProduceError::UnknownPartition {
+                    topic: topic.to_owned(),
+                    partition: 0,
+                    partitions: 0,
+                },
+                Err(e) => e,
+            };
+            self.metrics.count_error(error_kind(&error));
+            self.metrics.upstream_down.store(true, Ordering::Relaxed);
+            if error.class() == ErrorClass::UnknownTopic
+                && let Some(partitions) = self.config.auto_create_partitions
+            {
+                match self.producer.create_topic(topic, partitions).await {
+                    Ok(created) => {
+                        tracing::info!(%topic, partitions, created, "created Kafka topic");
+                        continue;
+                    }
+                    Err(e) => tracing::warn!(%topic, error = %e, "creating Kafka topic failed"),
+                }
+            }
+            tracing::warn!(%topic, error = %error, "Kafka topic metadata unavailable; retrying");
+            if sleep_or_cancel(backoff.next_delay(), abort).await {
+                return Err(Aborted);
+            }
+        }
+    }
+
+    /// Makes every dead letter durable (file fsynced or topic acknowledged) before the cursor
+    /// may move past it.
+    async fn dead_letter(
+        &self,
+        records: &[Record],
+        letters: &[DeadLetter],
+        abort: &CancellationToken,
+    ) -> Result<(), Aborted> {
+        if letters.is_empty() {
+            return Ok(());
+        }
+        let mut backoff = Backoff::new(self.config.backoff_min, self.config.backoff_max);
+        let letters: Vec<Letter<'_>> = letters
+            .iter()
+            .filter_map(|dl| {
+                let i = records.binary_search_by_key(&dl.offset, |r| r.offset).ok()?;
+                tracing::error!(offset = dl.offset, topic = %dl.topic, partition = dl.partition, error = %dl.error, "Kafka refused a record for good; dead-lettering it");
+                Some(Letter {
+                    node: &self.config.node_id,
+                    record: &records[i],
+                    kafka_topic: &dl.topic,
+                    partition: dl.partition,
+                    error: dl.error.to_string(),
+                })
+            })
+            .collect();
+        loop {
+            let written = match &self.config.dead_letter {
+                DeadLetterSink::File(path) => {
+                    let lines: Vec<String> = letters.iter().map(|l| l.to_json(true)).collect();
+                    let path = path.clone();
+                    match tokio::task::spawn_blocking(move || dead_letter::append_file(&path, &lines))
+                        .await
+                    {
+                        Ok(Ok(())) => Ok(()),
+                        Ok(Err(e)) => Err(e.to_string()),
+                        Err(e) => Err(e.to_string()),
+                    }
+                }
+                DeadLetterSink::Topic(topic) => {
+                    let batch: Vec<ProduceRecord> =
+                        letters.iter().map(Letter::to_produce_record).collect();
+                    self.producer
+                        .produce(topic, 0, &batch)
+                        .await
+                        .map(|_| ())
+                        .map_err(|e| e.to_string())
+                }
+            };
+            match written {
+                Ok(()) => {
+                    self.metrics
+                        .dead_letters
+                        .fetch_add(letters.len() as u64, Ordering::Relaxed);
+                    return Ok(());
+                }
+                Err(e) => {
+                    self.metrics.count_error("log");
+                    tracing::error!(error = %e, "writing dead letters failed; retrying");
+                    if sleep_or_cancel(backoff.next_delay(), abort).await {
+                        return Err(Aborted);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Bytes of keys, values and headers in a plan.
+fn plan_bytes(plan: &Plan) -> u64 {
+    plan.batches
+        .iter()
+        .flat_map(|b| &b.records)
+        .map(|r| {
+            let headers: usize = r.headers.iter().map(|h| h.key.len() + h.value.len()).sum();
+            (r.key.as_ref().map_or(0, |k| k.len())
+                + r.value.as_ref().map_or(0, |v| v.len())
+                + headers) as u64
+        })
+        .sum()
+}
+
+/// Sleeps `d`; true if `cancel` fired first.
+async fn sleep_or_cancel(d: Duration, cancel: &CancellationToken) -> bool {
+    tokio::select! {
+        biased;
+        _ = cancel.cancelled() => true,
+        _ = tokio::time::sleep(d) => false,
+    }
+}
+
+/// Paces uploads to a byte rate (token bucket with up to one second of burst).
+#[derive(Debug)]
+struct Pace {
+    rate: u64,
+    start: Instant,
+    sent: u64,
+}
+
+impl Pace {
+    fn new(rate: Option<u64>) -> Self {
+        Self {
+            rate: rate.unwrap_or(0),
+            start: Instant::now(),
+            sent: 0,
+        }
+    }
+
+    fn due(&self) -> Instant {
+        self.start + Duration::from_secs_f64(self.sent as f64 / self.rate as f64)
+    }
+
+    async fn wait(&mut self, bytes: u64, cancel: &CancellationToken) {
+        if self.rate == 0 {
+            return;
+        }
+        let now = Instant::now();
+        if now > self.due() + Duration::from_secs(1) {
+            // Idle for a while: do not let the unused allowance become a huge burst.
+            self.start = now;
+            self.sent = 0;
+        }
+        self.sent += bytes;
+        let due = self.due();
+        if due > now {
+            sleep_or_cancel(due - now, cancel).await;
+        }
+    }
+}
