@@ -105,7 +105,10 @@ impl Letter<'_> {
             headers: vec![
                 h(EDGE_NODE, Bytes::from(self.node.to_owned())),
                 h(EDGE_OFFSET, Bytes::from(r.offset.to_string())),
-                h(EDGE_SOURCE, Bytes::from_static(r.source.as_str().as_bytes())),
+                h(
+                    EDGE_SOURCE,
+                    Bytes::from_static(r.source.as_str().as_bytes()),
+                ),
                 h(EDGE_TOPIC, Bytes::from(r.topic.clone())),
             ],
             timestamp_ms: i64::try_from(r.timestamp_ms).unwrap_or(i64::MAX),

@@ -158,10 +158,12 @@ impl<P: KafkaProducer + Clone + 'static> Forwarder<P> {
         producer: P,
         config: ForwardConfig,
     ) -> Result<Self, ForwardError> {
-        let cursor = log.cursor(cursor_name).map_err(|source| ForwardError::Cursor {
-            name: cursor_name.to_owned(),
-            source,
-        })?;
+        let cursor = log
+            .cursor(cursor_name)
+            .map_err(|source| ForwardError::Cursor {
+                name: cursor_name.to_owned(),
+                source,
+            })?;
         let metrics = Arc::new(ForwardMetrics::default());
         metrics
             .committed
@@ -246,7 +248,9 @@ impl<P: KafkaProducer + Clone + 'static> Forwarder<P> {
                         // Forward what we have; the next read meets the error again.
                         self.metrics.count_error("log");
                         tracing::warn!(error = %e, "reading more records for the batch failed");
-                        let next = records.last().map_or(self.cursor.committed(), |r| r.offset + 1);
+                        let next = records
+                            .last()
+                            .map_or(self.cursor.committed(), |r| r.offset + 1);
                         self.cursor.seek(next);
                     }
                 }
@@ -254,14 +258,11 @@ impl<P: KafkaProducer + Clone + 'static> Forwarder<P> {
             let Some(first) = records.first() else {
                 continue;
             };
-            self.metrics
-                .replaying
-                .store(full, Ordering::Relaxed);
+            self.metrics.replaying.store(full, Ordering::Relaxed);
             self.metrics
                 .oldest_pending_ms
                 .store(first.timestamp_ms.max(1), Ordering::Relaxed);
-            self.metrics
-                .observe_record_sizes(records.len(), disk_bytes);
+            self.metrics.observe_record_sizes(records.len(), disk_bytes);
 
             let done = match self.forward_chunk(&records, &abort).await {
                 Ok(done) => done,
@@ -348,9 +349,7 @@ impl<P: KafkaProducer + Clone + 'static> Forwarder<P> {
                 Ok(delivered) => {
                     self.dead_letter(records, &delivered.dead_letters, abort)
                         .await?;
-                    self.metrics
-                        .unrouted
-                        .fetch_add(unrouted, Ordering::Relaxed);
+                    self.metrics.unrouted.fetch_add(unrouted, Ordering::Relaxed);
                     return Ok(ChunkDone {
                         records: delivered.records,
                         bytes,
@@ -448,8 +447,10 @@ impl<P: KafkaProducer + Clone + 'static> Forwarder<P> {
                 DeadLetterSink::File(path) => {
                     let lines: Vec<String> = letters.iter().map(|l| l.to_json(true)).collect();
                     let path = path.clone();
-                    match tokio::task::spawn_blocking(move || dead_letter::append_file(&path, &lines))
-                        .await
+                    match tokio::task::spawn_blocking(move || {
+                        dead_letter::append_file(&path, &lines)
+                    })
+                    .await
                     {
                         Ok(Ok(())) => Ok(()),
                         Ok(Err(e)) => Err(e.to_string()),

@@ -195,8 +195,8 @@ impl Planner {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use edge_log::Source;
     use crate::route::RouteConfig;
+    use edge_log::Source;
 
     fn rec(offset: u64, source: Source, topic: &str) -> Record {
         Record {

@@ -152,7 +152,10 @@ pub fn render(text: &mut PromText, m: &ForwardMetrics, durable_end: u64) {
     text.gauge(
         "edge_kafka_replay_in_progress",
         "1 while a backlog is being drained in full batches.",
-        &[(&[], f64::from(u8::from(m.replaying.load(Ordering::Relaxed))))],
+        &[(
+            &[],
+            f64::from(u8::from(m.replaying.load(Ordering::Relaxed))),
+        )],
     );
     text.gauge(
         "edge_kafka_upstream_up",

@@ -12,12 +12,12 @@ use std::time::Duration;
 use bytes::Bytes;
 use edge_bridge::backoff::Backoff;
 use edge_bridge::headers::build_headers;
-use edge_log::{Header, Record as ForwardRecord, Source};
 use edge_bridge::partition::partition_for_key;
 use edge_bridge::producer::{
     Compression, ErrorClass, KafkaProducer, ProduceError, ProduceRecord, ProducerConfig,
     WireProducer,
 };
+use edge_log::{Header, Record as ForwardRecord, Source};
 use edge_tests::kafka::{Tansu, read_topic};
 
 const NODE: &str = "gw-e2e";

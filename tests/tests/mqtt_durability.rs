@@ -40,8 +40,20 @@ fn kill_mid_stream_and_check(qos: u8, version: &str) {
     let addr = broker.mqtt_addr();
     let mut publisher = Command::new(python())
         .arg(repo_root().join("tests/tools/mqtt_pub_acked.py"))
-        .args([&addr.ip().to_string(), &addr.port().to_string(), "sensors/crash", "200000"])
-        .args(["--qos", &qos.to_string(), "--version", version, "--inflight", "100"])
+        .args([
+            &addr.ip().to_string(),
+            &addr.port().to_string(),
+            "sensors/crash",
+            "200000",
+        ])
+        .args([
+            "--qos",
+            &qos.to_string(),
+            "--version",
+            version,
+            "--inflight",
+            "100",
+        ])
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();
@@ -60,7 +72,11 @@ fn kill_mid_stream_and_check(qos: u8, version: &str) {
     let mut acked = BTreeSet::new();
     let deadline = Instant::now() + Duration::from_secs(60);
     while acked.len() < 3_000 {
-        assert!(Instant::now() < deadline, "only {} acks in 60 s", acked.len());
+        assert!(
+            Instant::now() < deadline,
+            "only {} acks in 60 s",
+            acked.len()
+        );
         if let Ok(n) = acks.recv_timeout(Duration::from_secs(1)) {
             acked.insert(n);
         }
@@ -68,7 +84,10 @@ fn kill_mid_stream_and_check(qos: u8, version: &str) {
     broker.kill();
     let exit_deadline = Instant::now() + Duration::from_secs(20);
     while publisher.0.try_wait().unwrap().is_none() {
-        assert!(Instant::now() < exit_deadline, "publisher did not notice the broker died");
+        assert!(
+            Instant::now() < exit_deadline,
+            "publisher did not notice the broker died"
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
     acked.extend(acks.try_iter());

@@ -499,15 +499,17 @@ impl Config {
         };
         let k = &self.kafka;
         if k.enabled && k.brokers.is_empty() {
-            return invalid("kafka.brokers", "must name at least one host:port".to_owned());
+            return invalid(
+                "kafka.brokers",
+                "must name at least one host:port".to_owned(),
+            );
         }
         for broker in &k.brokers {
-            let port = broker.rsplit_once(':').map(|(host, port)| (host, port.parse::<u16>()));
+            let port = broker
+                .rsplit_once(':')
+                .map(|(host, port)| (host, port.parse::<u16>()));
             if !matches!(port, Some((host, Ok(p))) if !host.is_empty() && p > 0) {
-                return invalid(
-                    "kafka.brokers",
-                    format!("{broker:?} is not host:port"),
-                );
+                return invalid("kafka.brokers", format!("{broker:?} is not host:port"));
             }
         }
         if let Err(e) = k.compression.parse::<Compression>() {
@@ -592,7 +594,8 @@ impl Config {
         config.compression = k.compression.parse().unwrap_or_default();
         config.request_timeout = k.request_timeout.0;
         config.connect_timeout = k.request_timeout.0.min(Duration::from_secs(10));
-        config.max_request_bytes = usize::try_from(k.max_request_bytes.bytes()).unwrap_or(usize::MAX);
+        config.max_request_bytes =
+            usize::try_from(k.max_request_bytes.bytes()).unwrap_or(usize::MAX);
         config.idempotent = k.idempotent;
         config
     }
@@ -797,14 +800,19 @@ mod tests {
         assert_eq!(f.max_bytes_per_sec, Some(64 << 10));
         assert_eq!(f.auto_create_partitions, Some(1));
         assert_eq!(f.dead_letter, DeadLetterSink::Topic("dlq".into()));
-        let d = parse("[node]\ndata_dir = \"/d\"\n").unwrap().forward_config();
+        let d = parse("[node]\ndata_dir = \"/d\"\n")
+            .unwrap()
+            .forward_config();
         assert_eq!(d.dead_letter, DeadLetterSink::File("/d/dead-letter".into()));
         for (text, field) in [
             ("brokers = []", "kafka.brokers"),
             ("brokers = [\"nohost\"]", "kafka.brokers"),
             ("compression = \"brotli\"", "kafka.compression"),
             ("max_batch_records = 0", "kafka.max_batch_records"),
-            ("retry_backoff_min = \"1s\"\nretry_backoff_max = \"10ms\"", "kafka.retry_backoff_max"),
+            (
+                "retry_backoff_min = \"1s\"\nretry_backoff_max = \"10ms\"",
+                "kafka.retry_backoff_max",
+            ),
             ("max_bytes_per_sec = 0", "kafka.max_bytes_per_sec"),
             ("dead_letter = \"kafka:\"", "kafka.dead_letter"),
             ("lingerr = \"1ms\"", "kafka.lingerr"),
