@@ -202,7 +202,7 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("edge-dl-{}", std::process::id()));
         let path = dir.join("sub/dead-letter");
         append_file(&path, std::slice::from_ref(&line)).unwrap();
-        append_file(&path, &[line.clone()]).unwrap();
+        append_file(&path, std::slice::from_ref(&line)).unwrap();
         let text = std::fs::read_to_string(&path).unwrap();
         assert_eq!(text.lines().count(), 2);
         let _ = std::fs::remove_dir_all(dir);

@@ -547,3 +547,188 @@ impl Pace {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use bytes::Bytes;
+    use edge_log::{LogConfig, NewRecord, Source};
+
+    use super::*;
+    use crate::producer::codes;
+    use crate::route::RouteConfig;
+
+    /// Injects what a real broker cannot do on demand: the first `fail_first` produce calls fail
+    /// with a connection reset (outcome unknown), any batch holding a `BIG` value is refused
+    /// with MESSAGE_TOO_LARGE, and `always_fail` makes every call fail.
+    #[derive(Clone, Default)]
+    struct FaultyProducer {
+        fail_first: Arc<Mutex<usize>>,
+        always_fail: bool,
+        written: Arc<Mutex<Vec<(i32, Bytes, Bytes)>>>,
+    }
+
+    impl KafkaProducer for FaultyProducer {
+        async fn produce(
+            &self,
+            topic: &str,
+            partition: i32,
+            records: &[ProduceRecord],
+        ) -> Result<i64, ProduceError> {
+            {
+                let mut f = self.fail_first.lock().unwrap();
+                if *f > 0 || self.always_fail {
+                    *f = f.saturating_sub(1);
+                    return Err(ProduceError::Io {
+                        broker: "b".into(),
+                        source: std::io::ErrorKind::ConnectionReset.into(),
+                    });
+                }
+            }
+            if records.iter().any(|r| r.value.as_deref() == Some(b"BIG")) {
+                return Err(ProduceError::Broker {
+                    api: "Produce",
+                    topic: topic.into(),
+                    partition,
+                    code: codes::MESSAGE_TOO_LARGE,
+                    name: "MESSAGE_TOO_LARGE".into(),
+                    message: None,
+                });
+            }
+            let mut w = self.written.lock().unwrap();
+            for r in records {
+                let offset = r.headers[1].value.clone();
+                w.push((partition, offset, r.value.clone().unwrap()));
+            }
+            Ok(0)
+        }
+
+        async fn partition_count(&self, _topic: &str) -> Result<i32, ProduceError> {
+            Ok(3)
+        }
+    }
+
+    async fn log_with(dir: &std::path::Path, payloads: &[&str]) -> Log {
+        let (log, _) = Log::open(LogConfig::new(dir)).unwrap();
+        for (i, p) in payloads.iter().enumerate() {
+            log.append(NewRecord {
+                timestamp_ms: 1_000 + i as u64,
+                source: Source::Mqtt,
+                topic: format!("s/dev-{}/t", i % 5),
+                client_id: "c".into(),
+                headers: Vec::new(),
+                payload: Bytes::from(p.to_string()),
+            })
+            .await
+            .unwrap()
+            .durable()
+            .await
+            .unwrap();
+        }
+        log
+    }
+
+    fn routes() -> Routes {
+        Routes::compile(&[RouteConfig {
+            mqtt: Some("s/+/t".into()),
+            nats: None,
+            kafka_topic: "t".into(),
+            key: Some("{topic.2}".into()),
+            partition: None,
+        }])
+        .unwrap()
+    }
+
+    fn config(dir: &std::path::Path) -> ForwardConfig {
+        let mut c = ForwardConfig::new("gw");
+        c.max_batch_records = 7;
+        c.backoff_min = Duration::from_millis(1);
+        c.backoff_max = Duration::from_millis(5);
+        c.dead_letter = DeadLetterSink::File(dir.join("dl"));
+        c
+    }
+
+    #[tokio::test]
+    async fn forwards_in_log_order_through_resets_and_dead_letters_the_poison_record() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut payloads: Vec<String> = (0..40).map(|i| format!("m{i}")).collect();
+        payloads[13] = "BIG".into();
+        let refs: Vec<&str> = payloads.iter().map(String::as_str).collect();
+        let log = log_with(&dir.path().join("log"), &refs).await;
+        let producer = FaultyProducer {
+            fail_first: Arc::new(Mutex::new(3)),
+            ..Default::default()
+        };
+        let fwd = Forwarder::open(
+            &log,
+            "kafka",
+            routes(),
+            producer.clone(),
+            config(dir.path()),
+        )
+        .unwrap();
+        let metrics = fwd.metrics();
+        let (stop, abort) = (CancellationToken::new(), CancellationToken::new());
+        let task = tokio::spawn(fwd.run(stop.clone(), abort.clone()));
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while metrics.committed.load(Ordering::Relaxed) < 40 {
+            assert!(Instant::now() < deadline, "not all committed");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        stop.cancel();
+        task.await.unwrap();
+
+        let written = producer.written.lock().unwrap().clone();
+        let mut per_partition: HashMap<i32, Vec<u64>> = HashMap::new();
+        let mut seen = std::collections::BTreeSet::new();
+        for (p, offset, value) in &written {
+            let o: u64 = std::str::from_utf8(offset).unwrap().parse().unwrap();
+            assert_eq!(
+                value,
+                &Bytes::from(format!("m{o}")),
+                "edge-offset names the record"
+            );
+            let v = per_partition.entry(*p).or_default();
+            if seen.insert(o) {
+                assert!(
+                    v.last().is_none_or(|l| *l < o),
+                    "partition {p} out of order"
+                );
+                v.push(o);
+            }
+        }
+        let expected: std::collections::BTreeSet<u64> = (0..40).filter(|o| *o != 13).collect();
+        assert_eq!(seen, expected, "every record but the poison one");
+        assert_eq!(metrics.dead_letters.load(Ordering::Relaxed), 1);
+        assert_eq!(metrics.errors_of("connection_reset"), 3);
+        assert!(metrics.errors_of("rejected") >= 1);
+        let dl = std::fs::read_to_string(dir.path().join("dl")).unwrap();
+        assert!(dl.contains("\"offset\":13,"), "{dl}");
+        assert_eq!(log.cursor("kafka").unwrap().committed(), 40);
+    }
+
+    #[tokio::test]
+    async fn nothing_is_committed_while_kafka_fails_and_abort_stops_the_retries() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = log_with(&dir.path().join("log"), &["a", "b", "c"]).await;
+        let producer = FaultyProducer {
+            always_fail: true,
+            ..Default::default()
+        };
+        let fwd = Forwarder::open(&log, "kafka", routes(), producer, config(dir.path())).unwrap();
+        let metrics = fwd.metrics();
+        let (stop, abort) = (CancellationToken::new(), CancellationToken::new());
+        let task = tokio::spawn(fwd.run(stop.clone(), abort.clone()));
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        stop.cancel();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(!task.is_finished(), "stop waits for the chunk in flight");
+        abort.cancel();
+        task.await.unwrap();
+        assert!(metrics.errors_of("connection_reset") > 3);
+        assert_eq!(metrics.lag_records(log.durable_end()), 3);
+        assert!(metrics.upstream_down.load(Ordering::Relaxed));
+        assert_eq!(log.cursor("kafka").unwrap().committed(), 0);
+    }
+}

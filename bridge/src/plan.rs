@@ -98,10 +98,10 @@ impl Planner {
     pub fn topics<'a>(&'a self, records: &'a [Record]) -> Vec<&'a str> {
         let mut topics: Vec<&str> = Vec::new();
         for r in records {
-            if let Some(route) = self.routes.find(r.source, &r.topic) {
-                if !topics.contains(&route.kafka_topic.as_str()) {
-                    topics.push(&route.kafka_topic);
-                }
+            if let Some(route) = self.routes.find(r.source, &r.topic)
+                && !topics.contains(&route.kafka_topic.as_str())
+            {
+                topics.push(&route.kafka_topic);
             }
         }
         topics

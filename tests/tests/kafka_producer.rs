@@ -35,7 +35,7 @@ fn log_record(offset: u64) -> ForwardRecord {
     ForwardRecord {
         offset,
         timestamp_ms: 1_763_700_000_000 + offset,
-        source: if offset % 2 == 0 {
+        source: if offset.is_multiple_of(2) {
             Source::Mqtt
         } else {
             Source::Nats
