@@ -163,7 +163,7 @@ fn mqtt_publishes_reach_kafka_once_with_keys_partitions_headers_and_dead_letters
     let bootstrap = tansu.bootstrap();
     create_topic(&bootstrap, TOPIC, 4);
     // A record above max_request_bytes is refused for good: dead-lettered, the stream goes on.
-    let broker = Broker::start(&config(&bootstrap, "max_request_bytes = \"8KiB\"", ""));
+    let mut broker = Broker::start(&config(&bootstrap, "max_request_bytes = \"8KiB\"", ""));
     let metrics = broker.listen_addr("metrics.listen");
     let addr = broker.mqtt_addr();
 
@@ -247,6 +247,8 @@ fn mqtt_publishes_reach_kafka_once_with_keys_partitions_headers_and_dead_letters
         metric(metrics, "edge_kafka_forwarded_records_total"),
         Some(N as f64)
     );
+    assert!(broker.terminate(Duration::from_secs(25)).success());
+    broker.wait_for_line("Kafka forwarder stopped", Duration::from_secs(1));
 }
 
 #[test]
@@ -375,5 +377,39 @@ fn unreachable_kafka_with_a_full_log_holds_devices_back_and_loses_nothing() {
         (0..N as u64).collect(),
         "nothing acknowledged was lost"
     );
+    assert_log_order_and_duplicates(&records);
+}
+
+#[test]
+fn sigterm_while_kafka_is_down_stops_in_time_and_the_next_start_forwards_everything() {
+    let mut tansu = Tansu::start();
+    let bootstrap = tansu.bootstrap();
+    tansu.stop();
+    let body = config(&bootstrap, "", "");
+    let mut broker = Broker::start(&body);
+    const N: usize = 300;
+    let mut publisher = Publisher::start(broker.mqtt_addr(), N, &[]);
+    publisher.wait_done(Duration::from_secs(30));
+    let started = Instant::now();
+    assert!(broker.terminate(Duration::from_secs(25)).success());
+    assert!(
+        started.elapsed() < Duration::from_secs(20),
+        "shutdown took {:?}",
+        started.elapsed()
+    );
+    broker.wait_for_line("stopping without committing", Duration::from_secs(1));
+
+    tansu.restart();
+    let restarted = Broker::start_in(&broker.dir, &body);
+    let metrics = restarted.listen_addr("metrics.listen");
+    wait_for_metric(
+        metrics,
+        "edge_kafka_lag_records",
+        Duration::from_secs(30),
+        |v| v == 0.0,
+    );
+    let records = read_topic(&bootstrap, TOPIC, N);
+    let got: BTreeSet<u64> = records.iter().map(msg_number).collect();
+    assert_eq!(got, (0..N as u64).collect());
     assert_log_order_and_duplicates(&records);
 }
