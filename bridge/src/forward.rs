@@ -35,6 +35,11 @@ use crate::route::Routes;
 /// The cursor name the Kafka forwarder uses in the log.
 pub const CURSOR_NAME: &str = "kafka";
 
+/// While draining a backlog, the cursor is committed at most this often (each commit is a
+/// crash-safe file replace: two fsyncs). A caught-up forwarder commits after every chunk.
+/// A crash resends at most this much more (same `edge-offset`).
+pub const COMMIT_INTERVAL: Duration = Duration::from_millis(100);
+
 /// Forwarder settings (the batching and retry part of `[kafka]`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ForwardConfig {
@@ -203,6 +208,9 @@ impl<P: KafkaProducer + Clone + 'static> Forwarder<P> {
         };
         let mut read_backoff = Backoff::new(self.config.backoff_min, self.config.backoff_max);
         let mut pace = Pace::new(self.config.max_bytes_per_sec);
+        let mut last_commit = Instant::now();
+        // Everything below this offset was acknowledged by Kafka (committed or not yet).
+        let mut delivered = self.cursor.committed();
         tracing::info!(
             cursor = self.cursor.name(),
             committed = self.cursor.committed(),
@@ -221,8 +229,7 @@ impl<P: KafkaProducer + Clone + 'static> Forwarder<P> {
                 Err(e) => {
                     self.metrics.count_error("log");
                     tracing::error!(error = %e, "reading the log for Kafka failed; retrying");
-                    let position = self.cursor.committed();
-                    self.cursor.seek(position);
+                    self.cursor.seek(delivered);
                     if sleep_or_cancel(read_backoff.next_delay(), &stop_any).await {
                         break;
                     }
@@ -248,9 +255,7 @@ impl<P: KafkaProducer + Clone + 'static> Forwarder<P> {
                         // Forward what we have; the next read meets the error again.
                         self.metrics.count_error("log");
                         tracing::warn!(error = %e, "reading more records for the batch failed");
-                        let next = records
-                            .last()
-                            .map_or(self.cursor.committed(), |r| r.offset + 1);
+                        let next = records.last().map_or(delivered, |r| r.offset + 1);
                         self.cursor.seek(next);
                     }
                 }
@@ -267,23 +272,20 @@ impl<P: KafkaProducer + Clone + 'static> Forwarder<P> {
             let done = match self.forward_chunk(&records, &abort).await {
                 Ok(done) => done,
                 Err(Aborted) => {
-                    let committed = self.cursor.committed();
-                    self.cursor.seek(committed);
+                    self.cursor.seek(delivered);
                     tracing::info!(
-                        committed,
+                        delivered,
                         "Kafka forwarder aborted mid-delivery; the chunk is resent at next start"
                     );
                     break;
                 }
             };
             let next = self.cursor.position();
-            match self.cursor.commit(next).await {
-                Ok(()) => self.metrics.committed.store(next, Ordering::Relaxed),
-                Err(e) => {
-                    // Forwarding goes on; the next successful commit covers this chunk too.
-                    self.metrics.count_error("log");
-                    tracing::error!(error = %e, "committing the Kafka cursor failed");
-                }
+            delivered = next;
+            let caught_up = next >= self.log.durable_end();
+            if caught_up || stop.is_cancelled() || last_commit.elapsed() >= COMMIT_INTERVAL {
+                self.commit(next).await;
+                last_commit = Instant::now();
             }
             self.metrics
                 .records
@@ -300,10 +302,27 @@ impl<P: KafkaProducer + Clone + 'static> Forwarder<P> {
             pace.wait(done.bytes, &stop_any).await;
         }
         stop_any.cancel();
+        // Everything below the position was acknowledged (an aborted chunk seeked back).
+        self.commit(delivered).await;
         tracing::info!(
             committed = self.cursor.committed(),
             "Kafka forwarder stopped"
         );
+    }
+
+    /// Commits the cursor at `next` (everything below was acknowledged by Kafka).
+    async fn commit(&mut self, next: u64) {
+        if next <= self.cursor.committed() {
+            return;
+        }
+        match self.cursor.commit(next).await {
+            Ok(()) => self.metrics.committed.store(next, Ordering::Relaxed),
+            Err(e) => {
+                // Forwarding goes on; the next successful commit covers this chunk too.
+                self.metrics.count_error("log");
+                tracing::error!(error = %e, "committing the Kafka cursor failed");
+            }
+        }
     }
 
     /// Plans and delivers one chunk until every record is acknowledged or dead-lettered.
