@@ -143,12 +143,32 @@ struct ChunkDone {
     bytes: u64,
 }
 
+/// One chunk handed from the reader to the sender: its records, the plan (if the reader could
+/// make one), and the cursor position after it.
+struct Job {
+    records: Vec<Record>,
+    plan: Option<Plan>,
+    next: u64,
+    full: bool,
+}
+
+/// Chunks read and planned ahead of the one being delivered (each at most `max_batch_bytes`).
+const READ_AHEAD: usize = 2;
+
 /// Forwards the log to Kafka through one named cursor.
 pub struct Forwarder<P> {
     log: Log,
     cursor: Cursor,
     planner: Planner,
+    sender: Sender<P>,
+    config: ForwardConfig,
+    metrics: Arc<ForwardMetrics>,
+}
+
+/// The delivering half: plans again when needed, delivers, dead-letters.
+struct Sender<P> {
     producer: Observed<P>,
+    planner: Planner,
     config: ForwardConfig,
     metrics: Arc<ForwardMetrics>,
 }
@@ -176,9 +196,14 @@ impl<P: KafkaProducer + Clone + 'static> Forwarder<P> {
         Ok(Self {
             log: log.clone(),
             cursor,
-            planner: Planner::new(routes, &config.node_id),
-            producer: Observed {
-                inner: producer,
+            planner: Planner::new(routes.clone(), &config.node_id),
+            sender: Sender {
+                producer: Observed {
+                    inner: producer,
+                    metrics: Arc::clone(&metrics),
+                },
+                planner: Planner::new(routes, &config.node_id),
+                config: config.clone(),
                 metrics: Arc::clone(&metrics),
             },
             config,
@@ -191,9 +216,21 @@ impl<P: KafkaProducer + Clone + 'static> Forwarder<P> {
         Arc::clone(&self.metrics)
     }
 
-    /// Forwards until `stop` (between chunks) or `abort` (mid-delivery, uncommitted), or the
-    /// log closes.
-    pub async fn run(mut self, stop: CancellationToken, abort: CancellationToken) {
+    /// Forwards until `stop` (the chunks already read are still delivered) or `abort`
+    /// (mid-delivery, uncommitted), or the log closes.
+    ///
+    /// Two stages: this task reads and plans up to [`READ_AHEAD`] chunks ahead; a sender task
+    /// delivers them strictly one after the other (so per-partition log order holds) and
+    /// reports how far Kafka acknowledged; this task commits the cursor up to there.
+    pub async fn run(self, stop: CancellationToken, abort: CancellationToken) {
+        let Forwarder {
+            log,
+            mut cursor,
+            mut planner,
+            sender,
+            config,
+            metrics,
+        } = self;
         let stop_any = {
             let both = CancellationToken::new();
             let (s, a, b) = (stop.clone(), abort.clone(), both.clone());
@@ -206,30 +243,59 @@ impl<P: KafkaProducer + Clone + 'static> Forwarder<P> {
             });
             both
         };
-        let mut read_backoff = Backoff::new(self.config.backoff_min, self.config.backoff_max);
-        let mut pace = Pace::new(self.config.max_bytes_per_sec);
-        let mut last_commit = Instant::now();
-        // Everything below this offset was acknowledged by Kafka (committed or not yet).
-        let mut delivered = self.cursor.committed();
         tracing::info!(
-            cursor = self.cursor.name(),
-            committed = self.cursor.committed(),
-            durable_end = self.log.durable_end(),
+            cursor = cursor.name(),
+            committed = cursor.committed(),
+            durable_end = log.durable_end(),
             "Kafka forwarder started"
         );
+        let (jobs_tx, jobs_rx) = tokio::sync::mpsc::channel::<Job>(READ_AHEAD);
+        let (acked_tx, mut acked_rx) = tokio::sync::watch::channel(cursor.committed());
+        let probe = sender.producer.clone();
+        let sending = tokio::spawn(sender.run(jobs_rx, acked_tx, stop.clone(), abort.clone()));
+
+        let mut read_backoff = Backoff::new(config.backoff_min, config.backoff_max);
+        let mut last_commit = Instant::now();
         loop {
+            // Commit what Kafka acknowledged: when caught up at once, else every interval.
+            let acked = *acked_rx.borrow_and_update();
+            if acked > cursor.committed()
+                && (acked >= log.durable_end() || last_commit.elapsed() >= COMMIT_INTERVAL)
+            {
+                commit(&mut cursor, &metrics, acked).await;
+                last_commit = Instant::now();
+                if acked >= log.durable_end() {
+                    metrics.oldest_pending_ms.store(0, Ordering::Relaxed);
+                    metrics.replaying.store(false, Ordering::Relaxed);
+                }
+            }
+            let permit = tokio::select! {
+                biased;
+                _ = stop_any.cancelled() => break,
+                r = acked_rx.changed() => match r {
+                    Ok(()) => continue,
+                    Err(_) => break, // the sender stopped (abort)
+                },
+                p = jobs_tx.reserve() => match p {
+                    Ok(p) => p,
+                    Err(_) => break, // the sender stopped (abort)
+                },
+            };
             let read = tokio::select! {
                 biased;
                 _ = stop_any.cancelled() => break,
-                r = self.cursor.read(self.config.max_batch_records, self.config.max_batch_bytes) => r,
+                r = acked_rx.changed() => match r {
+                    Ok(()) => continue,
+                    Err(_) => break, // the sender stopped (abort)
+                },
+                r = cursor.read(config.max_batch_records, config.max_batch_bytes) => r,
             };
             let mut records = match read {
                 Ok(records) => records,
                 Err(ReadError::Closed) => break,
                 Err(e) => {
-                    self.metrics.count_error("log");
+                    metrics.count_error("log");
                     tracing::error!(error = %e, "reading the log for Kafka failed; retrying");
-                    self.cursor.seek(delivered);
                     if sleep_or_cancel(read_backoff.next_delay(), &stop_any).await {
                         break;
                     }
@@ -238,124 +304,169 @@ impl<P: KafkaProducer + Clone + 'static> Forwarder<P> {
             };
             read_backoff.reset();
             let mut disk_bytes: usize = records.iter().map(Record::encoded_len).sum();
-            let full = records.len() >= self.config.max_batch_records
-                || disk_bytes >= self.config.max_batch_bytes;
-            if !full && !self.config.linger.is_zero() {
-                sleep_or_cancel(self.config.linger, &stop_any).await;
+            let full =
+                records.len() >= config.max_batch_records || disk_bytes >= config.max_batch_bytes;
+            if !full && !config.linger.is_zero() {
+                sleep_or_cancel(config.linger, &stop_any).await;
                 let (n, b) = (
-                    self.config.max_batch_records - records.len(),
-                    self.config.max_batch_bytes - disk_bytes,
+                    config.max_batch_records - records.len(),
+                    config.max_batch_bytes - disk_bytes,
                 );
-                match self.cursor.try_read(n, b) {
+                let resume = cursor.position();
+                match cursor.try_read(n, b) {
                     Ok(more) => {
                         disk_bytes += more.iter().map(Record::encoded_len).sum::<usize>();
                         records.extend(more);
                     }
                     Err(e) => {
                         // Forward what we have; the next read meets the error again.
-                        self.metrics.count_error("log");
+                        metrics.count_error("log");
                         tracing::warn!(error = %e, "reading more records for the batch failed");
-                        let next = records.last().map_or(delivered, |r| r.offset + 1);
-                        self.cursor.seek(next);
+                        cursor.seek(resume);
                     }
                 }
             }
-            let Some(first) = records.first() else {
+            if records.is_empty() {
                 continue;
-            };
-            self.metrics.replaying.store(full, Ordering::Relaxed);
-            self.metrics
-                .oldest_pending_ms
-                .store(first.timestamp_ms.max(1), Ordering::Relaxed);
-            self.metrics.observe_record_sizes(records.len(), disk_bytes);
+            }
+            metrics.observe_record_sizes(records.len(), disk_bytes);
+            let plan = try_plan(&mut planner, &probe, &records, &stop_any).await;
+            permit.send(Job {
+                records,
+                plan,
+                next: cursor.position(),
+                full,
+            });
+        }
+        drop(jobs_tx);
+        stop_any.cancel();
+        if sending.await.is_err() {
+            tracing::error!("Kafka sender task failed");
+        }
+        let acked = *acked_rx.borrow();
+        commit(&mut cursor, &metrics, acked).await;
+        tracing::info!(committed = cursor.committed(), "Kafka forwarder stopped");
+    }
+}
 
-            let done = match self.forward_chunk(&records, &abort).await {
+/// Plans `records` if every topic's partition count is at hand now (no retries: the sender
+/// retries when this returns None).
+async fn try_plan<P: KafkaProducer>(
+    planner: &mut Planner,
+    producer: &P,
+    records: &[Record],
+    cancel: &CancellationToken,
+) -> Option<Plan> {
+    let topics: Vec<String> = planner
+        .topics(records)
+        .into_iter()
+        .map(str::to_owned)
+        .collect();
+    let mut counts = HashMap::with_capacity(topics.len());
+    for topic in topics {
+        let n = tokio::select! {
+            biased;
+            _ = cancel.cancelled() => return None,
+            r = producer.partition_count(&topic) => r.ok().filter(|n| *n > 0)?,
+        };
+        counts.insert(topic, n);
+    }
+    planner.plan(records, &counts).ok()
+}
+
+/// Commits `cursor` at `next` (everything below was acknowledged by Kafka).
+async fn commit(cursor: &mut Cursor, metrics: &ForwardMetrics, next: u64) {
+    if next <= cursor.committed() {
+        return;
+    }
+    match cursor.commit(next).await {
+        Ok(()) => metrics.committed.store(next, Ordering::Relaxed),
+        Err(e) => {
+            // Forwarding goes on; the next successful commit covers this chunk too.
+            metrics.count_error("log");
+            tracing::error!(error = %e, "committing the Kafka cursor failed");
+        }
+    }
+}
+
+impl<P: KafkaProducer + Clone + 'static> Sender<P> {
+    /// Delivers jobs in order until the reader hangs up or `abort`; reports the position after
+    /// each acknowledged chunk on `acked`.
+    async fn run(
+        mut self,
+        mut jobs: tokio::sync::mpsc::Receiver<Job>,
+        acked: tokio::sync::watch::Sender<u64>,
+        stop: CancellationToken,
+        abort: CancellationToken,
+    ) {
+        let mut pace = Pace::new(self.config.max_bytes_per_sec);
+        while let Some(job) = jobs.recv().await {
+            if let Some(first) = job.records.first() {
+                self.metrics
+                    .oldest_pending_ms
+                    .store(first.timestamp_ms.max(1), Ordering::Relaxed);
+            }
+            self.metrics.replaying.store(job.full, Ordering::Relaxed);
+            let done = match self.forward_chunk(&job.records, job.plan, &abort).await {
                 Ok(done) => done,
                 Err(Aborted) => {
-                    self.cursor.seek(delivered);
                     tracing::info!(
-                        delivered,
+                        delivered = *acked.borrow(),
                         "Kafka forwarder aborted mid-delivery; the chunk is resent at next start"
                     );
-                    break;
+                    return;
                 }
             };
-            let next = self.cursor.position();
-            delivered = next;
-            let caught_up = next >= self.log.durable_end();
-            if caught_up || stop.is_cancelled() || last_commit.elapsed() >= COMMIT_INTERVAL {
-                self.commit(next).await;
-                last_commit = Instant::now();
-            }
+            acked.send_replace(job.next);
             self.metrics
                 .records
                 .fetch_add(done.records as u64, Ordering::Relaxed);
             self.metrics.bytes.fetch_add(done.bytes, Ordering::Relaxed);
             self.metrics.batches.fetch_add(1, Ordering::Relaxed);
-            if self.cursor.position() >= self.log.durable_end() {
-                self.metrics.oldest_pending_ms.store(0, Ordering::Relaxed);
-                self.metrics.replaying.store(false, Ordering::Relaxed);
-            }
-            if stop.is_cancelled() {
-                break;
-            }
-            pace.wait(done.bytes, &stop_any).await;
-        }
-        stop_any.cancel();
-        // Everything below the position was acknowledged (an aborted chunk seeked back).
-        self.commit(delivered).await;
-        tracing::info!(
-            committed = self.cursor.committed(),
-            "Kafka forwarder stopped"
-        );
-    }
-
-    /// Commits the cursor at `next` (everything below was acknowledged by Kafka).
-    async fn commit(&mut self, next: u64) {
-        if next <= self.cursor.committed() {
-            return;
-        }
-        match self.cursor.commit(next).await {
-            Ok(()) => self.metrics.committed.store(next, Ordering::Relaxed),
-            Err(e) => {
-                // Forwarding goes on; the next successful commit covers this chunk too.
-                self.metrics.count_error("log");
-                tracing::error!(error = %e, "committing the Kafka cursor failed");
+            if !stop.is_cancelled() {
+                pace.wait(done.bytes, &abort).await;
             }
         }
     }
 
-    /// Plans and delivers one chunk until every record is acknowledged or dead-lettered.
+    /// Plans (unless `plan` is given) and delivers one chunk until every record is acknowledged
+    /// or dead-lettered.
     async fn forward_chunk(
         &mut self,
         records: &[Record],
+        mut plan: Option<Plan>,
         abort: &CancellationToken,
     ) -> Result<ChunkDone, Aborted> {
         let mut backoff = Backoff::new(self.config.backoff_min, self.config.backoff_max);
         loop {
-            let topics: Vec<String> = self
-                .planner
-                .topics(records)
-                .into_iter()
-                .map(str::to_owned)
-                .collect();
-            let mut counts = HashMap::with_capacity(topics.len());
-            for topic in topics {
-                let n = self.partition_count(&topic, abort).await?;
-                counts.insert(topic, n);
-            }
-            let plan = match self.planner.plan(records, &counts) {
-                Ok(plan) => plan,
-                Err(e) => {
-                    self.metrics.count_error("plan");
-                    tracing::error!(error = %e, "cannot plan Kafka batches; retrying");
-                    for topic in counts.keys() {
-                        self.producer.forget_topic(topic);
+            let plan = match plan.take() {
+                Some(plan) => plan,
+                None => {
+                    let topics: Vec<String> = self
+                        .planner
+                        .topics(records)
+                        .into_iter()
+                        .map(str::to_owned)
+                        .collect();
+                    let mut counts = HashMap::with_capacity(topics.len());
+                    for topic in topics {
+                        let n = self.partition_count(&topic, abort).await?;
+                        counts.insert(topic, n);
                     }
-                    if sleep_or_cancel(backoff.next_delay(), abort).await {
-                        return Err(Aborted);
+                    match self.planner.plan(records, &counts) {
+                        Ok(plan) => plan,
+                        Err(e) => {
+                            self.metrics.count_error("plan");
+                            tracing::error!(error = %e, "cannot plan Kafka batches; retrying");
+                            for topic in counts.keys() {
+                                self.producer.forget_topic(topic);
+                            }
+                            if sleep_or_cancel(backoff.next_delay(), abort).await {
+                                return Err(Aborted);
+                            }
+                            continue;
+                        }
                     }
-                    continue;
                 }
             };
             let unrouted = plan.unrouted.len() as u64;
