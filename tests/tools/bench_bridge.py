@@ -4,7 +4,8 @@ produce rate (the ceiling) and a naive paho -> confluent-kafka pipeline behind m
 Prints a table. Every process it starts is stopped at the end.
 
   .venv/bin/python tests/tools/bench_bridge.py --broker target/release/edge-broker \
-      [--records 200000] [--backlog 300000] [--size 200] [--publishers 4]
+      [--records 200000] [--backlog 300000] [--size 200] [--publishers 2] [--fsync always]
+      [--compression lz4]
 """
 import argparse
 import json
@@ -97,7 +98,7 @@ def publish(mqtt_port, records, size, publishers):
     return time.perf_counter() - start, per * publishers
 
 
-def edge_broker(binary, data, mqtt_port, metrics_port, bootstrap, log, fsync):
+def edge_broker(binary, data, mqtt_port, metrics_port, bootstrap, log, fsync, compression="lz4"):
     os.makedirs(data, exist_ok=True)
     cfg = os.path.join(data, "edge-broker.toml")
     with open(cfg, "w") as f:
@@ -114,6 +115,7 @@ max_bytes = "4GiB"
 fsync = "{fsync}"
 [kafka]
 brokers = ["{bootstrap}"]
+compression = "{compression}"
 request_timeout = "10s"
 retry_backoff_min = "50ms"
 retry_backoff_max = "500ms"
@@ -154,6 +156,7 @@ def main():
     ap.add_argument("--size", type=int, default=200)
     ap.add_argument("--publishers", type=int, default=2)
     ap.add_argument("--fsync", default="always")
+    ap.add_argument("--compression", default="lz4")
     args = ap.parse_args()
     tmp = tempfile.mkdtemp(prefix="bench-bridge-")
     log = open(os.path.join(tmp, "bench.log"), "w")
@@ -166,7 +169,8 @@ def main():
         create_topic(bootstrap, "raw")
         out = subprocess.run([PY, os.path.join(HERE, "kafka_produce.py"), "--bootstrap", bootstrap,
                               "--topic", "raw", "bench", "--records", str(args.records),
-                              "--size", str(args.size), "--batch", "1000"],
+                              "--size", str(args.size), "--batch", "1000",
+                              "--compression", args.compression],
                              check=True, capture_output=True, text=True)
         raw = json.loads(out.stdout)["rate"]
         rows.append(("librdkafka raw produce (ceiling)", args.records, raw))
@@ -176,7 +180,7 @@ def main():
         create_topic(bootstrap, "bridge")
         mport, xport = free_port(), free_port()
         eb = edge_broker(args.broker, os.path.join(tmp, "e2e"), mport, xport, bootstrap, log,
-                         args.fsync)
+                         args.fsync, args.compression)
         start = time.perf_counter()
         pub_s, n = publish(mport, args.records, args.size, args.publishers)
         _, _, end = wait_forwarded(xport, n)
@@ -189,7 +193,7 @@ def main():
         bootstrap2 = f"127.0.0.1:{kport2}"
         mport, xport = free_port(), free_port()
         eb = edge_broker(args.broker, os.path.join(tmp, "backlog"), mport, xport, bootstrap2, log,
-                         args.fsync)
+                         args.fsync, args.compression)
         pub_s, n = publish(mport, args.backlog, args.size, args.publishers)
         lag = metric(xport, "edge_kafka_lag_records")
         k2 = tansu(kport2, log, settle=0)
@@ -212,7 +216,8 @@ def main():
         wait_port(qport)
         naive = spawn([PY, os.path.join(HERE, "naive_bridge.py"), "--mqtt", f"127.0.0.1:{qport}",
                        "--bootstrap", bootstrap, "--topic", "naive", "--expect",
-                       str(args.records // args.publishers * args.publishers)],
+                       str(args.records // args.publishers * args.publishers),
+                       "--compression", args.compression],
                       stdout=subprocess.PIPE, text=True)
         assert naive.stdout.readline().strip() == "READY"
         start = time.perf_counter()

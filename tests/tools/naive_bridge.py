@@ -3,6 +3,7 @@
 on_message hands every message to a confluent-kafka producer (acks=all, key = topic level 2).
 
 Usage: naive_bridge.py --mqtt HOST:PORT --bootstrap B --topic T --expect N [--timeout 300]
+       [--compression lz4]
 Prints "READY" once subscribed, then a JSON line {"records": N, "first": t0, "last": t1}
 (time.time() of the first message received and of the last delivery report) after N
 deliveries, exit 0; exit 2 on timeout.
@@ -24,10 +25,11 @@ def main():
     ap.add_argument("--topic", required=True)
     ap.add_argument("--expect", type=int, required=True)
     ap.add_argument("--timeout", type=float, default=300)
+    ap.add_argument("--compression", default="lz4")
     args = ap.parse_args()
 
     producer = Producer({"bootstrap.servers": args.bootstrap, "acks": "all",
-                         "linger.ms": 5, "compression.type": "lz4"})
+                         "linger.ms": 5, "compression.type": args.compression})
     delivered = 0
     first = None
     last = None
