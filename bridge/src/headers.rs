@@ -6,9 +6,8 @@
 //! User headers whose key is one of the four reserved `edge-*` names are dropped, so a device
 //! cannot forge the identity consumers use to recognise duplicates.
 //!
-//! [`ForwardRecord`], [`Source`] and [`Header`] mirror `edge_log::Record`, `edge_log::Source`
-//! and `edge_log::Header` field for field (LOG-API); they stand in for them until the bridge is
-//! wired to the log, when they become re-exports.
+//! Records are [`edge_log::Record`]s as the cursor reads them; [`Source`] and [`Header`] are
+//! re-exported from edge-log.
 
 use bytes::Bytes;
 
@@ -25,55 +24,16 @@ pub const EDGE_TOPIC: &str = "edge-topic";
 
 const RESERVED: [&str; 4] = [EDGE_NODE, EDGE_OFFSET, EDGE_SOURCE, EDGE_TOPIC];
 
-/// Which ingress protocol a record came in on (mirrors `edge_log::Source`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Source {
-    /// MQTT 3.1.1 or 5.
-    Mqtt,
-    /// NATS client protocol.
-    Nats,
-}
+pub use edge_log::{Header, Record, Source};
 
-/// The `edge-source` header value for `source`. A free function (not a method) so that
-/// `Source` can become `edge_log::Source` without changes here.
+/// The `edge-source` header value for `source`.
 pub fn source_name(source: Source) -> &'static str {
-    match source {
-        Source::Mqtt => "mqtt",
-        Source::Nats => "nats",
-    }
-}
-
-/// One MQTT 5 user property or NATS header (mirrors `edge_log::Header`).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Header {
-    /// Header name.
-    pub key: String,
-    /// Header value, raw bytes.
-    pub value: Bytes,
-}
-
-/// A record read back from the log, as the bridge forwards it (mirrors `edge_log::Record`).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ForwardRecord {
-    /// Offset in the gateway's log.
-    pub offset: u64,
-    /// Ingest time, unix milliseconds.
-    pub timestamp_ms: u64,
-    /// Ingress protocol.
-    pub source: Source,
-    /// Original MQTT topic or NATS subject.
-    pub topic: String,
-    /// Publishing client's id.
-    pub client_id: String,
-    /// MQTT 5 user properties / NATS headers, in order.
-    pub headers: Vec<Header>,
-    /// Message payload.
-    pub payload: Bytes,
+    source.as_str()
 }
 
 /// Appends the forwarding headers of `record` to `out` (cleared first, so it can be reused).
 /// `node_id` is passed as `Bytes` so each record shares it instead of copying it.
-pub fn build_headers(record: &ForwardRecord, node_id: &Bytes, out: &mut Vec<RecordHeader>) {
+pub fn build_headers(record: &Record, node_id: &Bytes, out: &mut Vec<RecordHeader>) {
     out.clear();
     out.reserve(4 + record.headers.len());
     out.push(RecordHeader::new(
@@ -107,8 +67,8 @@ pub fn build_headers(record: &ForwardRecord, node_id: &Bytes, out: &mut Vec<Reco
 mod tests {
     use super::*;
 
-    fn record(headers: Vec<Header>) -> ForwardRecord {
-        ForwardRecord {
+    fn record(headers: Vec<Header>) -> Record {
+        Record {
             offset: 18_446_744_073_709_551_615,
             timestamp_ms: 1,
             source: Source::Nats,

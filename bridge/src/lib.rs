@@ -7,19 +7,26 @@
 //! - [`partition`]: Kafka's default partitioner (Java `Utils.murmur2`, `toPositive % n`) and the
 //!   null-key policy (sticky per batch, round-robin across batches).
 //! - [`headers`]: the `edge-node` / `edge-offset` / `edge-source` / `edge-topic` headers plus
-//!   user headers, built from a [`headers::ForwardRecord`] (mirror of `edge_log::Record`).
+//!   user headers, built from an [`edge_log::Record`].
 //! - [`plan`]: one chunk of log records → per-partition batches (route, key, partition,
 //!   headers), log order kept per partition.
 //! - [`deliver`]: sends a plan's batches concurrently, retries only failed ones with backoff,
 //!   splits rejected batches down to dead letters, stops on fatal errors or cancellation.
 //! - [`backoff`]: jittered exponential backoff with a cap.
+//! - [`forward`]: the forwarder loop — named log cursor → chunks (linger, max bytes/records) →
+//!   plan → deliver → dead letters → cursor commit; resume, replay, pacing.
+//! - [`dead_letter`]: where records Kafka refuses for good go (JSON-lines file or a topic).
+//! - [`metrics`]: the forwarder's counters and gauges (records, bytes, errors by kind, lag).
 //! - [`producer`]: the [`producer::KafkaProducer`] trait, error classification, and
 //!   [`producer::WireProducer`], our producer on the `kafka-protocol` crate (TCP_NODELAY,
 //!   request timeout, acks=all, pure-Rust compression).
 
 pub mod backoff;
+pub mod dead_letter;
 pub mod deliver;
+pub mod forward;
 pub mod headers;
+pub mod metrics;
 pub mod partition;
 pub mod plan;
 pub mod producer;

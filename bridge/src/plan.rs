@@ -13,7 +13,7 @@ use std::collections::HashMap;
 use bytes::Bytes;
 use thiserror::Error;
 
-use crate::headers::{ForwardRecord, build_headers};
+use crate::headers::{Record, build_headers};
 use crate::partition::{NullKeyPartitioner, PartitionError, partition_for_key};
 use crate::producer::ProduceRecord;
 use crate::route::Routes;
@@ -95,13 +95,13 @@ impl Planner {
     }
 
     /// The Kafka topics `records` route to (look their partition counts up before `plan`).
-    pub fn topics<'a>(&'a self, records: &'a [ForwardRecord]) -> Vec<&'a str> {
+    pub fn topics<'a>(&'a self, records: &'a [Record]) -> Vec<&'a str> {
         let mut topics: Vec<&str> = Vec::new();
         for r in records {
-            if let Some(route) = self.routes.find(r.source, &r.topic) {
-                if !topics.contains(&route.kafka_topic.as_str()) {
-                    topics.push(&route.kafka_topic);
-                }
+            if let Some(route) = self.routes.find(r.source, &r.topic)
+                && !topics.contains(&route.kafka_topic.as_str())
+            {
+                topics.push(&route.kafka_topic);
             }
         }
         topics
@@ -111,7 +111,7 @@ impl Planner {
     /// to its partition count.
     pub fn plan(
         &mut self,
-        records: &[ForwardRecord],
+        records: &[Record],
         partition_counts: &HashMap<String, i32>,
     ) -> Result<Plan, PlanError> {
         let mut plan = Plan::default();
@@ -195,11 +195,11 @@ impl Planner {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::headers::Source;
     use crate::route::RouteConfig;
+    use edge_log::Source;
 
-    fn rec(offset: u64, source: Source, topic: &str) -> ForwardRecord {
-        ForwardRecord {
+    fn rec(offset: u64, source: Source, topic: &str) -> Record {
+        Record {
             offset,
             timestamp_ms: 1000 + offset,
             source,
@@ -245,7 +245,7 @@ mod tests {
     #[test]
     fn records_split_by_partition_in_log_order_with_keys_and_headers() {
         let mut p = planner();
-        let records: Vec<ForwardRecord> = (0..40)
+        let records: Vec<Record> = (0..40)
             .map(|i| match i % 4 {
                 0 | 1 => rec(
                     i,

@@ -17,7 +17,7 @@
 
 use thiserror::Error;
 
-use crate::headers::Source;
+use edge_log::Source;
 
 /// Longest Kafka topic name the broker accepts.
 pub const MAX_KAFKA_TOPIC_LEN: usize = 249;
@@ -221,30 +221,29 @@ impl Route {
                     template: t.clone(),
                     reason,
                 })?;
-                if let Some(max) = filter.max_levels() {
-                    if let Some(n) = template.max_topic_level() {
-                        if n >= max {
-                            return Err(RouteError::BadKey {
-                                field: at("key"),
-                                template: t.clone(),
-                                reason: format!(
-                                    "{{topic.{}}} but the filter only matches topics of {max} levels",
-                                    n + 1
-                                ),
-                            });
-                        }
-                    }
+                if let Some(max) = filter.max_levels()
+                    && let Some(n) = template.max_topic_level()
+                    && n >= max
+                {
+                    return Err(RouteError::BadKey {
+                        field: at("key"),
+                        template: t.clone(),
+                        reason: format!(
+                            "{{topic.{}}} but the filter only matches topics of {max} levels",
+                            n + 1
+                        ),
+                    });
                 }
                 Some(template)
             }
         };
-        if let Some(p) = config.partition {
-            if p < 0 {
-                return Err(RouteError::BadPartition {
-                    field: at("partition"),
-                    partition: p,
-                });
-            }
+        if let Some(p) = config.partition
+            && p < 0
+        {
+            return Err(RouteError::BadPartition {
+                field: at("partition"),
+                partition: p,
+            });
         }
         Ok(Self {
             filter,

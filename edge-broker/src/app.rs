@@ -72,6 +72,9 @@ pub enum RunError {
     /// Signal handlers could not be installed.
     #[error("cannot install the SIGHUP handler: {0}")]
     Signals(std::io::Error),
+    /// The Kafka forwarder could not start.
+    #[error(transparent)]
+    Kafka(#[from] crate::forwarder::BridgeStartError),
     /// A blocking task panicked or was cancelled.
     #[error("internal task failed: {0}")]
     Task(#[from] tokio::task::JoinError),
@@ -131,6 +134,8 @@ pub async fn run(
     tracing::info!(dir = %log_dir.display(), "log recovered: {report}");
     let routes = Arc::new(config.compile_routes().map_err(RunError::Config)?);
     let hub = Arc::new(Hub::new());
+    // Before any client can publish: the forwarder's cursor keeps routed records from retention.
+    let kafka = crate::forwarder::start(&config, &log, &routes, &shutdown)?;
 
     let observer = Arc::new(Observer {
         node_id: config.node.id.clone(),
@@ -138,6 +143,7 @@ pub async fn run(
         log_progress: LogProgress::new(&config.log.fsync),
         ready: AtomicBool::new(false),
         mqtt: std::sync::Mutex::new(None),
+        kafka: kafka.as_ref().map(crate::forwarder::KafkaBridge::metrics),
     });
     if config.metrics.enabled {
         let listener = bind("metrics.listen", config.metrics.listen).await?;
@@ -215,6 +221,9 @@ pub async fn run(
             DRAIN_DEADLINE / 2
         );
     }
+    if let Some(kafka) = kafka {
+        kafka.finish(DRAIN_DEADLINE / 4).await;
+    }
     drain(&log).await
 }
 
@@ -274,6 +283,7 @@ struct Observer {
     log_progress: LogProgress,
     ready: AtomicBool,
     mqtt: std::sync::Mutex<Option<Arc<MqttServer>>>,
+    kafka: Option<Arc<edge_bridge::metrics::ForwardMetrics>>,
 }
 
 /// Detects a wedged log writer: records written but not made durable for too long.
@@ -403,6 +413,9 @@ impl Observe for Observer {
         );
         if let Some(mqtt) = self.mqtt.lock().unwrap_or_else(|p| p.into_inner()).as_ref() {
             render_mqtt(&mut text, mqtt);
+        }
+        if let Some(kafka) = &self.kafka {
+            crate::forwarder::render(&mut text, kafka, stats.durable_end);
         }
         text.finish()
     }

@@ -13,11 +13,13 @@
 //! - [`hub`]: all live subscriptions and fan-out into subscribers' bounded mailboxes.
 //! - [`mqtt`]: the MQTT 3.1.1/5 server (sessions, retained messages, wills, durable acks).
 //! - [`state_file`]: crash-safe small state files (sessions, retained messages).
+//! - [`forwarder`]: the Kafka forwarder task (edge-bridge) in the broker, and its metrics.
 //! - [`app`]: the running broker: data-dir lock, log recovery, serve, drain.
 
 pub mod app;
 pub mod cli;
 pub mod config;
+pub mod forwarder;
 pub mod hub;
 pub mod logging;
 pub mod message;

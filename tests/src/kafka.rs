@@ -369,3 +369,80 @@ pub fn delete_topic(bootstrap: &str, topic: &str) {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// Creates `topic` with `partitions` partitions through librdkafka's AdminClient.
+pub fn create_topic(bootstrap: &str, topic: &str, partitions: i32) {
+    let py = venv_python().unwrap_or_else(|e| panic!("{e}"));
+    let script = repo_root().join("tests/tools/kafka_admin.py");
+    let out = Command::new(py)
+        .arg(&script)
+        .args(["--bootstrap", bootstrap, "create", "--topic", topic])
+        .args(["--partitions", &partitions.to_string()])
+        .output()
+        .unwrap_or_else(|e| panic!("running {}: {e}", script.display()));
+    assert!(
+        out.status.success(),
+        "kafka_admin.py create {topic} failed ({}): {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// `GET path` from an HTTP server on `addr` (HTTP/1.0, whole body).
+pub fn http_get(addr: std::net::SocketAddr, path: &str) -> String {
+    let mut s = TcpStream::connect(addr).unwrap_or_else(|e| panic!("connect {addr}: {e}"));
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(s, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").unwrap();
+    let mut text = String::new();
+    s.read_to_string(&mut text).unwrap();
+    text.split_once("\r\n\r\n")
+        .map(|(_, body)| body.to_owned())
+        .unwrap_or_default()
+}
+
+/// The value of the first sample of metric `name` (`name` or `name{labels}` exactly) in the
+/// Prometheus text served at `addr`.
+pub fn metric(addr: std::net::SocketAddr, name: &str) -> Option<f64> {
+    http_get(addr, "/metrics").lines().find_map(|line| {
+        let (key, value) = line.rsplit_once(' ')?;
+        (key == name).then(|| value.parse().ok()).flatten()
+    })
+}
+
+/// Waits until metric `name` at `addr` satisfies `ok`, or panics after `timeout`.
+pub fn wait_for_metric(
+    addr: std::net::SocketAddr,
+    name: &str,
+    timeout: Duration,
+    ok: impl Fn(f64) -> bool,
+) -> f64 {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let v = metric(addr, name);
+        if let Some(v) = v.filter(|v| ok(*v)) {
+            return v;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{name} still {v:?} after {timeout:?}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+impl ReadRecord {
+    /// The value of header `name`, if present.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k == name)
+            .and_then(|(_, v)| v.as_deref())
+    }
+
+    /// The `edge-offset` header as a number (panics if missing: every record carries it).
+    pub fn edge_offset(&self) -> u64 {
+        self.header("edge-offset")
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("record without a numeric edge-offset: {self:?}"))
+    }
+}

@@ -11,12 +11,13 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use edge_bridge::backoff::Backoff;
-use edge_bridge::headers::{ForwardRecord, Header, Source, build_headers};
+use edge_bridge::headers::build_headers;
 use edge_bridge::partition::partition_for_key;
 use edge_bridge::producer::{
     Compression, ErrorClass, KafkaProducer, ProduceError, ProduceRecord, ProducerConfig,
     WireProducer,
 };
+use edge_log::{Header, Record as ForwardRecord, Source};
 use edge_tests::kafka::{Tansu, read_topic};
 
 const NODE: &str = "gw-e2e";
@@ -34,7 +35,7 @@ fn log_record(offset: u64) -> ForwardRecord {
     ForwardRecord {
         offset,
         timestamp_ms: 1_763_700_000_000 + offset,
-        source: if offset % 2 == 0 {
+        source: if offset.is_multiple_of(2) {
             Source::Mqtt
         } else {
             Source::Nats

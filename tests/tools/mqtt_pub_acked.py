@@ -1,6 +1,11 @@
 """Publish numbered QoS 1/2 messages with paho-mqtt and print each one the broker acknowledged.
 
 Usage: mqtt_pub_acked.py HOST PORT TOPIC COUNT [--qos 1] [--version 5|311] [--inflight 50]
+       [--keys K] [--user-property NAME=VALUE] [--size BYTES]
+
+With --keys K, "{k}" in TOPIC is replaced by n % K (spreads messages over K keys). With
+--user-property (MQTT 5 only) every publish carries that user property. --size pads payloads
+to BYTES with '.' (for benchmarks).
 
 Prints "ACK <n>" (flushed) for every PUBACK/PUBCOMP received, "DONE" when all are acked;
 exits when the broker goes away. Payloads are "msg-<n>".
@@ -22,6 +27,9 @@ def main() -> int:
     ap.add_argument("--version", default="5")
     ap.add_argument("--inflight", type=int, default=50)
     ap.add_argument("--client-id", default="acked-publisher")
+    ap.add_argument("--keys", type=int, default=1)
+    ap.add_argument("--user-property", action="append", default=[])
+    ap.add_argument("--size", type=int, default=0)
     args = ap.parse_args()
 
     protocol = mqtt.MQTTv5 if args.version == "5" else mqtt.MQTTv311
@@ -61,6 +69,13 @@ def main() -> int:
     def on_disconnect(_client, _userdata, _flags, _reason_code, _properties):
         gone.set()
 
+    properties = None
+    if args.user_property and protocol == mqtt.MQTTv5:
+        from paho.mqtt.packettypes import PacketTypes
+        from paho.mqtt.properties import Properties
+        properties = Properties(PacketTypes.PUBLISH)
+        properties.UserProperty = [tuple(p.split("=", 1)) for p in args.user_property]
+
     client.on_publish = on_publish
     client.on_disconnect = on_disconnect
     client.connect(args.host, args.port, keepalive=30)
@@ -71,7 +86,11 @@ def main() -> int:
                 break
         if gone.is_set():
             break
-        info = client.publish(args.topic, f"msg-{n}".encode(), qos=args.qos)
+        payload = f"msg-{n}".encode()
+        if len(payload) < args.size:
+            payload += b"." * (args.size - len(payload))
+        topic = args.topic.replace("{k}", str(n % args.keys))
+        info = client.publish(topic, payload, qos=args.qos, properties=properties)
         with lock:
             if info.mid in early:
                 report(n, early.pop(info.mid))

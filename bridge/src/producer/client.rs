@@ -286,14 +286,15 @@ impl WireProducer {
 
     /// Advances the partition's sequence past a written batch of `count` records.
     fn advance_sequence(&self, identity: BatchIdentity, topic: &str, partition: i32, count: usize) {
-        if let Some(i) = lock(&self.inner.idempotence).as_mut() {
-            if i.producer_id == identity.producer_id && i.epoch == identity.producer_epoch {
-                // Sequence numbers wrap to 0 after i32::MAX, as in the Java client.
-                let next =
-                    (i64::from(identity.base_sequence) + count as i64) % (i64::from(i32::MAX) + 1);
-                i.sequences
-                    .insert((topic.to_owned(), partition), next as i32);
-            }
+        if let Some(i) = lock(&self.inner.idempotence).as_mut()
+            && i.producer_id == identity.producer_id
+            && i.epoch == identity.producer_epoch
+        {
+            // Sequence numbers wrap to 0 after i32::MAX, as in the Java client.
+            let next =
+                (i64::from(identity.base_sequence) + count as i64) % (i64::from(i32::MAX) + 1);
+            i.sequences
+                .insert((topic.to_owned(), partition), next as i32);
         }
     }
 
@@ -346,10 +347,10 @@ impl WireProducer {
             Ok(v) => conn.call(api, v, req).await,
             Err(e) => Err(e),
         };
-        if let Err(e) = &result {
-            if e.poisons_connection() {
-                *guard = None;
-            }
+        if let Err(e) = &result
+            && e.poisons_connection()
+        {
+            *guard = None;
         }
         result
     }
@@ -420,10 +421,10 @@ impl WireProducer {
     async fn leaders(&self, topic: &str) -> Result<Vec<i32>, ProduceError> {
         {
             let meta = lock(&self.inner.meta);
-            if let Some(t) = meta.topics.get(topic) {
-                if t.fetched.elapsed() < self.inner.config.metadata_max_age {
-                    return Ok(t.leaders.clone());
-                }
+            if let Some(t) = meta.topics.get(topic)
+                && t.fetched.elapsed() < self.inner.config.metadata_max_age
+            {
+                return Ok(t.leaders.clone());
             }
         }
         self.refresh(topic).await?;
@@ -611,5 +612,13 @@ impl KafkaProducer for WireProducer {
     async fn partition_count(&self, topic: &str) -> Result<i32, ProduceError> {
         let n = self.leaders(topic).await?.len();
         Ok(i32::try_from(n).unwrap_or(i32::MAX))
+    }
+
+    async fn create_topic(&self, topic: &str, partitions: i32) -> Result<bool, ProduceError> {
+        WireProducer::create_topic(self, topic, partitions, 1).await
+    }
+
+    fn forget_topic(&self, topic: &str) {
+        self.forget(topic);
     }
 }

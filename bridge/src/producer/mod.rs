@@ -403,6 +403,24 @@ pub trait KafkaProducer: Send + Sync {
         &self,
         topic: &str,
     ) -> impl Future<Output = Result<i32, ProduceError>> + Send;
+
+    /// Creates `topic` with `partitions` partitions; Ok(false) if it existed. Producers that
+    /// cannot administer topics answer with the error they would get for an unknown topic.
+    fn create_topic(
+        &self,
+        topic: &str,
+        partitions: i32,
+    ) -> impl Future<Output = Result<bool, ProduceError>> + Send {
+        let error = ProduceError::UnknownPartition {
+            topic: topic.to_owned(),
+            partition: 0,
+            partitions,
+        };
+        async move { Err(error) }
+    }
+
+    /// Drops anything cached about `topic` (its partitions changed or it vanished).
+    fn forget_topic(&self, _topic: &str) {}
 }
 
 #[cfg(test)]

@@ -10,6 +10,9 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use edge_bridge::dead_letter::DeadLetterSink;
+use edge_bridge::forward::ForwardConfig;
+use edge_bridge::producer::{Compression, ProducerConfig};
 use edge_bridge::route::{RouteConfig, RouteError, Routes};
 use edge_log::{FsyncPolicy, LogConfig, WhenFull};
 use serde::{Deserialize, Deserializer, de};
@@ -85,6 +88,8 @@ pub struct Config {
     pub mqtt: MqttSection,
     /// `[metrics]`: the Prometheus and health endpoint.
     pub metrics: MetricsSection,
+    /// `[kafka]`: the upstream Kafka cluster and how the log is forwarded to it.
+    pub kafka: KafkaSection,
     /// `[[route]]`: which published topics are stored and forwarded to which Kafka topic.
     #[serde(rename = "route")]
     pub routes: Vec<RouteSection>,
@@ -163,6 +168,69 @@ impl Default for MqttSection {
             allow_anonymous: true,
             connect_timeout: HumanDuration(Duration::from_secs(10)),
             max_retained: 10_000,
+        }
+    }
+}
+
+/// `[kafka]`: the upstream Kafka cluster and the forwarder's batching, retries and limits.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct KafkaSection {
+    /// Forward the log to Kafka at all (needs at least one `[[route]]`).
+    pub enabled: bool,
+    /// Bootstrap brokers, `host:port`.
+    pub brokers: Vec<String>,
+    /// Client id sent to Kafka; default `edge-broker-<node.id>`.
+    pub client_id: Option<String>,
+    /// Record-batch compression: `none`, `gzip`, `snappy`, `lz4` or `zstd`.
+    pub compression: String,
+    /// How long a short batch waits for more records.
+    pub linger: HumanDuration,
+    /// Most log bytes per forwarded chunk.
+    pub max_batch_bytes: ByteSize,
+    /// Most records per forwarded chunk.
+    pub max_batch_records: usize,
+    /// Largest produce request (one partition's batch); a single record above it is
+    /// dead-lettered.
+    pub max_request_bytes: ByteSize,
+    /// How long to wait for any Kafka response.
+    pub request_timeout: HumanDuration,
+    /// First retry delay after an upstream error.
+    pub retry_backoff_min: HumanDuration,
+    /// Longest retry delay.
+    pub retry_backoff_max: HumanDuration,
+    /// Upload cap in bytes per second for metered uplinks (unset: as fast as Kafka accepts).
+    pub max_bytes_per_sec: Option<ByteSize>,
+    /// Idempotent producer (producer id + sequence numbers).
+    pub idempotent: bool,
+    /// Where records Kafka refuses for good go: a file path (default `<data_dir>/dead-letter`)
+    /// or `kafka:<topic>`.
+    pub dead_letter: Option<String>,
+    /// Create missing Kafka topics (with `auto_create_partitions` partitions).
+    pub auto_create_topics: bool,
+    /// Partitions of topics the forwarder creates.
+    pub auto_create_partitions: i32,
+}
+
+impl Default for KafkaSection {
+    fn default() -> Self {
+        KafkaSection {
+            enabled: true,
+            brokers: vec!["127.0.0.1:9092".to_owned()],
+            client_id: None,
+            compression: "lz4".to_owned(),
+            linger: HumanDuration(Duration::from_millis(5)),
+            max_batch_bytes: ByteSize(1 << 20),
+            max_batch_records: 10_000,
+            max_request_bytes: ByteSize(1 << 20),
+            request_timeout: HumanDuration(Duration::from_secs(30)),
+            retry_backoff_min: HumanDuration(Duration::from_millis(100)),
+            retry_backoff_max: HumanDuration(Duration::from_secs(30)),
+            max_bytes_per_sec: None,
+            idempotent: true,
+            dead_letter: None,
+            auto_create_topics: false,
+            auto_create_partitions: 1,
         }
     }
 }
@@ -433,6 +501,7 @@ impl Config {
             );
         }
         self.compile_routes()?;
+        self.validate_kafka()?;
         if log.max_record_bytes.bytes() == 0
             || log.max_record_bytes.bytes() > log.segment_bytes.bytes() / 2
         {
@@ -445,6 +514,138 @@ impl Config {
             );
         }
         Ok(())
+    }
+
+    fn validate_kafka(&self) -> Result<(), ConfigError> {
+        let invalid = |field, message: String| {
+            Err(ConfigError::Invalid {
+                path: None,
+                field,
+                message,
+            })
+        };
+        let k = &self.kafka;
+        if k.enabled && k.brokers.is_empty() {
+            return invalid(
+                "kafka.brokers",
+                "must name at least one host:port".to_owned(),
+            );
+        }
+        for broker in &k.brokers {
+            let port = broker
+                .rsplit_once(':')
+                .map(|(host, port)| (host, port.parse::<u16>()));
+            if !matches!(port, Some((host, Ok(p))) if !host.is_empty() && p > 0) {
+                return invalid("kafka.brokers", format!("{broker:?} is not host:port"));
+            }
+        }
+        if let Err(e) = k.compression.parse::<Compression>() {
+            return invalid("kafka.compression", e.to_string());
+        }
+        if k.client_id.as_deref().is_some_and(str::is_empty) {
+            return invalid("kafka.client_id", "must not be empty".to_owned());
+        }
+        if k.linger.0 > Duration::from_secs(10) {
+            return invalid("kafka.linger", "must be at most 10s".to_owned());
+        }
+        if k.max_batch_records == 0 {
+            return invalid("kafka.max_batch_records", "must be at least 1".to_owned());
+        }
+        if k.max_batch_bytes.bytes() < 1024 {
+            return invalid("kafka.max_batch_bytes", "must be at least 1KiB".to_owned());
+        }
+        if k.max_request_bytes.bytes() < 1024 || k.max_request_bytes.bytes() > 1 << 30 {
+            return invalid(
+                "kafka.max_request_bytes",
+                "must be between 1KiB and 1GiB".to_owned(),
+            );
+        }
+        if k.request_timeout.0 < Duration::from_millis(10) {
+            return invalid("kafka.request_timeout", "must be at least 10ms".to_owned());
+        }
+        if k.retry_backoff_min.0.is_zero() {
+            return invalid(
+                "kafka.retry_backoff_min",
+                "must be greater than zero".to_owned(),
+            );
+        }
+        if k.retry_backoff_max.0 < k.retry_backoff_min.0 {
+            return invalid(
+                "kafka.retry_backoff_max",
+                format!(
+                    "{:?} is below kafka.retry_backoff_min ({:?})",
+                    k.retry_backoff_max.0, k.retry_backoff_min.0
+                ),
+            );
+        }
+        if k.max_bytes_per_sec.is_some_and(|b| b.bytes() == 0) {
+            return invalid(
+                "kafka.max_bytes_per_sec",
+                "must be greater than zero (leave it out for no cap)".to_owned(),
+            );
+        }
+        if k.auto_create_partitions < 1 {
+            return invalid(
+                "kafka.auto_create_partitions",
+                "must be at least 1".to_owned(),
+            );
+        }
+        if let Some(dl) = &k.dead_letter {
+            match dl.strip_prefix("kafka:") {
+                Some(topic) if topic.is_empty() || topic.len() > 249 => {
+                    return invalid(
+                        "kafka.dead_letter",
+                        "kafka:<topic> needs a topic name of 1 to 249 characters".to_owned(),
+                    );
+                }
+                None if dl.is_empty() => {
+                    return invalid(
+                        "kafka.dead_letter",
+                        "must be a file path or kafka:<topic>".to_owned(),
+                    );
+                }
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+
+    /// The Kafka producer settings of `[kafka]`.
+    pub fn kafka_producer_config(&self) -> ProducerConfig {
+        let k = &self.kafka;
+        let mut config = ProducerConfig::new(k.brokers.clone());
+        config.client_id = k
+            .client_id
+            .clone()
+            .unwrap_or_else(|| format!("edge-broker-{}", self.node.id));
+        config.compression = k.compression.parse().unwrap_or_default();
+        config.request_timeout = k.request_timeout.0;
+        config.connect_timeout = k.request_timeout.0.min(Duration::from_secs(10));
+        config.max_request_bytes =
+            usize::try_from(k.max_request_bytes.bytes()).unwrap_or(usize::MAX);
+        config.idempotent = k.idempotent;
+        config
+    }
+
+    /// The forwarder settings of `[kafka]`.
+    pub fn forward_config(&self) -> ForwardConfig {
+        let k = &self.kafka;
+        let mut config = ForwardConfig::new(&self.node.id);
+        config.linger = k.linger.0;
+        config.max_batch_bytes = usize::try_from(k.max_batch_bytes.bytes()).unwrap_or(usize::MAX);
+        config.max_batch_records = k.max_batch_records;
+        config.backoff_min = k.retry_backoff_min.0;
+        config.backoff_max = k.retry_backoff_max.0;
+        config.max_bytes_per_sec = k.max_bytes_per_sec.map(ByteSize::bytes);
+        config.auto_create_partitions = k.auto_create_topics.then_some(k.auto_create_partitions);
+        config.dead_letter = match k.dead_letter.as_deref() {
+            None => DeadLetterSink::File(self.node.data_dir.join("dead-letter")),
+            Some(dl) => match dl.strip_prefix("kafka:") {
+                Some(topic) => DeadLetterSink::Topic(topic.to_owned()),
+                None => DeadLetterSink::File(self.node.data_dir.join(dl)),
+            },
+        };
+        config
     }
 
     /// The compiled `[[route]]` entries.
@@ -606,6 +807,46 @@ mod tests {
         assert_eq!(err.field(), "route[0].key");
         let err = parse("[[route]]\nmqtt = \"a\"\nkafka = \"t\"\n").unwrap_err();
         assert!(err.to_string().contains("kafka"), "{err}");
+    }
+
+    #[test]
+    fn kafka_section_parses_and_bad_values_name_the_field() {
+        let config = parse(
+            "[node]\nid = \"gw-01\"\ndata_dir = \"/d\"\n[kafka]\nbrokers = [\"k1:9092\", \"k2:9093\"]\n\
+             compression = \"zstd\"\nlinger = \"20ms\"\nmax_batch_bytes = \"256KiB\"\n\
+             max_bytes_per_sec = \"64KiB\"\ndead_letter = \"kafka:dlq\"\nauto_create_topics = true\n",
+        )
+        .unwrap();
+        let p = config.kafka_producer_config();
+        assert_eq!(p.brokers, vec!["k1:9092", "k2:9093"]);
+        assert_eq!(p.client_id, "edge-broker-gw-01");
+        assert_eq!(p.compression, Compression::Zstd);
+        let f = config.forward_config();
+        assert_eq!(f.linger, Duration::from_millis(20));
+        assert_eq!(f.max_batch_bytes, 256 << 10);
+        assert_eq!(f.max_bytes_per_sec, Some(64 << 10));
+        assert_eq!(f.auto_create_partitions, Some(1));
+        assert_eq!(f.dead_letter, DeadLetterSink::Topic("dlq".into()));
+        let d = parse("[node]\ndata_dir = \"/d\"\n")
+            .unwrap()
+            .forward_config();
+        assert_eq!(d.dead_letter, DeadLetterSink::File("/d/dead-letter".into()));
+        for (text, field) in [
+            ("brokers = []", "kafka.brokers"),
+            ("brokers = [\"nohost\"]", "kafka.brokers"),
+            ("compression = \"brotli\"", "kafka.compression"),
+            ("max_batch_records = 0", "kafka.max_batch_records"),
+            (
+                "retry_backoff_min = \"1s\"\nretry_backoff_max = \"10ms\"",
+                "kafka.retry_backoff_max",
+            ),
+            ("max_bytes_per_sec = 0", "kafka.max_bytes_per_sec"),
+            ("dead_letter = \"kafka:\"", "kafka.dead_letter"),
+            ("lingerr = \"1ms\"", "kafka.lingerr"),
+        ] {
+            let err = parse(&format!("[kafka]\n{text}\n")).unwrap_err();
+            assert_eq!(err.field(), field, "{text}: {err}");
+        }
     }
 
     #[test]

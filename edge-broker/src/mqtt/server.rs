@@ -231,9 +231,7 @@ impl MqttServer {
     /// Whether an MQTT publish on `topic` goes to the log (and from there upstream).
     pub fn is_routed(&self, topic: &str) -> bool {
         let routes = self.routes.read().unwrap_or_else(|p| p.into_inner());
-        routes
-            .find(edge_bridge::headers::Source::Mqtt, topic)
-            .is_some()
+        routes.find(edge_log::Source::Mqtt, topic).is_some()
     }
 
     /// A fresh client id for a client that sent an empty one.

