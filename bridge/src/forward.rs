@@ -152,6 +152,18 @@ struct Job {
     full: bool,
 }
 
+/// Route tables published by a reload; each stage swaps its planner when one arrives.
+struct RouteUpdates(tokio::sync::watch::Receiver<Routes>);
+
+impl RouteUpdates {
+    fn refresh(&mut self, planner: &mut Planner, node_id: &str) {
+        if self.0.has_changed().unwrap_or(false) {
+            *planner = Planner::new(self.0.borrow_and_update().clone(), node_id);
+            tracing::info!("Kafka forwarder: routes replaced");
+        }
+    }
+}
+
 /// Chunks read and planned ahead of the one being delivered (each at most `max_batch_bytes`).
 const READ_AHEAD: usize = 2;
 
@@ -160,6 +172,8 @@ pub struct Forwarder<P> {
     log: Log,
     cursor: Cursor,
     planner: Planner,
+    routes: RouteUpdates,
+    routes_tx: Arc<tokio::sync::watch::Sender<Routes>>,
     sender: Sender<P>,
     config: ForwardConfig,
     metrics: Arc<ForwardMetrics>,
@@ -169,6 +183,7 @@ pub struct Forwarder<P> {
 struct Sender<P> {
     producer: Observed<P>,
     planner: Planner,
+    routes: RouteUpdates,
     config: ForwardConfig,
     metrics: Arc<ForwardMetrics>,
 }
@@ -193,16 +208,20 @@ impl<P: KafkaProducer + Clone + 'static> Forwarder<P> {
         metrics
             .committed
             .store(cursor.committed(), Ordering::Relaxed);
+        let (routes_tx, routes_rx) = tokio::sync::watch::channel(routes.clone());
         Ok(Self {
             log: log.clone(),
             cursor,
             planner: Planner::new(routes.clone(), &config.node_id),
+            routes: RouteUpdates(routes_rx.clone()),
+            routes_tx: Arc::new(routes_tx),
             sender: Sender {
                 producer: Observed {
                     inner: producer,
                     metrics: Arc::clone(&metrics),
                 },
                 planner: Planner::new(routes, &config.node_id),
+                routes: RouteUpdates(routes_rx),
                 config: config.clone(),
                 metrics: Arc::clone(&metrics),
             },
@@ -216,6 +235,11 @@ impl<P: KafkaProducer + Clone + 'static> Forwarder<P> {
         Arc::clone(&self.metrics)
     }
 
+    /// Replaces the routes (SIGHUP reload): chunks planned from now on use the new table.
+    pub fn routes_handle(&self) -> Arc<tokio::sync::watch::Sender<Routes>> {
+        Arc::clone(&self.routes_tx)
+    }
+
     /// Forwards until `stop` (the chunks already read are still delivered) or `abort`
     /// (mid-delivery, uncommitted), or the log closes.
     ///
@@ -227,6 +251,8 @@ impl<P: KafkaProducer + Clone + 'static> Forwarder<P> {
             log,
             mut cursor,
             mut planner,
+            mut routes,
+            routes_tx: _,
             sender,
             config,
             metrics,
@@ -330,6 +356,7 @@ impl<P: KafkaProducer + Clone + 'static> Forwarder<P> {
                 continue;
             }
             metrics.observe_record_sizes(records.len(), disk_bytes);
+            routes.refresh(&mut planner, &config.node_id);
             let plan = try_plan(&mut planner, &probe, &records, &stop_any).await;
             permit.send(Job {
                 records,
@@ -442,6 +469,7 @@ impl<P: KafkaProducer + Clone + 'static> Sender<P> {
             let plan = match plan.take() {
                 Some(plan) => plan,
                 None => {
+                    self.routes.refresh(&mut self.planner, &self.config.node_id);
                     let topics: Vec<String> = self
                         .planner
                         .topics(records)

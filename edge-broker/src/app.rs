@@ -176,6 +176,9 @@ pub async fn run(
     if let Some(mqtt) = &mqtt {
         reloadable.push(Arc::clone(mqtt) as Arc<dyn Reload>);
     }
+    if let Some(kafka) = &kafka {
+        reloadable.push(Arc::new(kafka.routes_reloader()));
+    }
     *observer.mqtt.lock().unwrap_or_else(|p| p.into_inner()) = mqtt;
     spawn_reloader(
         config_path,

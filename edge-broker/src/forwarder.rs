@@ -23,6 +23,7 @@ pub struct KafkaBridge {
     handle: JoinHandle<()>,
     abort: CancellationToken,
     metrics: Arc<ForwardMetrics>,
+    routes: Arc<tokio::sync::watch::Sender<Routes>>,
 }
 
 /// Why the forwarder could not start.
@@ -64,16 +65,38 @@ pub fn start(
     )
     .map_err(BridgeStartError::Forwarder)?;
     let metrics = forwarder.metrics();
+    let routes = forwarder.routes_handle();
     let abort = CancellationToken::new();
     let handle = tokio::spawn(forwarder.run(shutdown.clone(), abort.clone()));
     Ok(Some(KafkaBridge {
         handle,
         abort,
         metrics,
+        routes,
     }))
 }
 
+/// Swaps the running forwarder's routes on reload.
+#[derive(Debug)]
+pub struct ForwarderRoutes(Arc<tokio::sync::watch::Sender<Routes>>);
+
+impl crate::reload::Reload for ForwarderRoutes {
+    fn reload(&self, config: &Config) {
+        match config.compile_routes() {
+            Ok(routes) => {
+                self.0.send_replace(routes);
+            }
+            Err(err) => tracing::error!("reload: forwarder routes not replaced: {err}"),
+        }
+    }
+}
+
 impl KafkaBridge {
+    /// What a reload uses to replace this forwarder's routes.
+    pub fn routes_reloader(&self) -> ForwarderRoutes {
+        ForwarderRoutes(Arc::clone(&self.routes))
+    }
+
     /// The forwarder's counters.
     pub fn metrics(&self) -> Arc<ForwardMetrics> {
         Arc::clone(&self.metrics)

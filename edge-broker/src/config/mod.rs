@@ -395,8 +395,7 @@ impl Config {
             None => String::new(),
         };
         let origin = path.unwrap_or(Path::new("(built-in defaults)"));
-        let overrides =
-            env::overrides(std::env::vars()).map_err(ConfigError::Environment)?;
+        let overrides = env::overrides(std::env::vars()).map_err(ConfigError::Environment)?;
         if overrides.is_empty() {
             return Config::parse(&text, origin);
         }
