@@ -227,8 +227,8 @@ data_dir = "$WORK/$name-data"
 listen = "127.0.0.1:$MQTT_PORT"
 
 [log]
-segment_bytes = "1MiB"
-max_bytes = "16MiB"
+segment_bytes = "4MiB"
+max_bytes = "32MiB"
 fsync = "always"
 when_full = "block"
 
