@@ -50,17 +50,12 @@ cleanup() {
 trap cleanup EXIT
 
 port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
-free_port() {
-  local p i
-  for ((i = 0; i < 50; i++)); do
-    p=$((32768 + RANDOM % 28000)); port_open "$p" || { echo "$p"; return 0; }
-  done
-  return 1
-}
+# free_port : a port the kernel just handed out for 127.0.0.1 (bound, then released).
+free_port() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
 wait_port() {
   local i
-  for ((i = 0; i < 100; i++)); do port_open "$1" && return 0; sleep 0.1; done
-  die "nothing listens on $1 after 10 s"
+  for ((i = 0; i < 300; i++)); do port_open "$1" && return 0; sleep 0.1; done
+  die "nothing listens on $1 after 30 s; edge-broker log: $(tail -n 5 "$WORK/edge-broker.log"); mosquitto log: $(tail -n 5 "$WORK/mosquitto.log")"
 }
 # kib FIELD FILE PID : a "Field:   N kB" line of /proc/PID/FILE, in KiB.
 kib() { awk -v f="$1:" '$1 == f { print $2; exit }' "/proc/$3/$2"; }
