@@ -85,12 +85,24 @@ watch() {
     info "$(printf '%2ss  %s| kafka_consumer printed %s' "$((i + 1))" "$(metrics)" "${n:-0}")"
   done
 }
+# start_tansu : start Tansu on KAFKA_PORT. It does not set SO_REUSEADDR, so right after a stop
+# the bind can fail while old connections linger in TIME_WAIT: retry for up to a minute.
 start_tansu() {
-  "$TANSU" broker --listener-url "tcp://127.0.0.1:$KAFKA_PORT" \
-    --advertised-listener-url "tcp://127.0.0.1:$KAFKA_PORT" \
-    --storage-engine memory://tansu/ >>"$WORK/tansu.log" 2>&1 &
-  TANSU_PID=$!; PIDS+=("$TANSU_PID")
-  wait_port "$KAFKA_PORT" Tansu
+  local attempt i
+  for ((attempt = 0; attempt < 60; attempt++)); do
+    "$TANSU" broker --listener-url "tcp://127.0.0.1:$KAFKA_PORT" \
+      --advertised-listener-url "tcp://127.0.0.1:$KAFKA_PORT" \
+      --storage-engine memory://tansu/ >>"$WORK/tansu.log" 2>&1 &
+    TANSU_PID=$!; PIDS+=("$TANSU_PID")
+    for ((i = 0; i < 50; i++)); do
+      port_open "$KAFKA_PORT" && return 0
+      kill -0 "$TANSU_PID" 2>/dev/null || break
+      sleep 0.1
+    done
+    kill "$TANSU_PID" 2>/dev/null || true; wait "$TANSU_PID" 2>/dev/null || true
+    sleep 1
+  done
+  die "Tansu could not listen on $KAFKA_PORT (log: $WORK/tansu.log)"
 }
 start_consumer() {
   "$PYTHON" "$HERE/kafka_consumer.py" --bootstrap "127.0.0.1:$KAFKA_PORT" \
