@@ -212,7 +212,8 @@ tansu_bin() {
 
 # Writes a loopback config into $WORK/<name>.toml; sets MQTT_PORT, NATS_PORT, METRICS_PORT.
 # [nats] and [kafka] are written only when this build's `check` knows them (HAS_NATS, HAS_KAFKA).
-# KAFKA_PORT: the upstream to use (nothing listening there is fine: the broker must run without).
+# KAFKA_PORT: the upstream to use (nothing listening there is fine: the broker must run without);
+# KAFKA_EXTRA: more [kafka] lines.
 write_run_config() {
   local name="$1"
   MQTT_PORT="$(free_port)"; NATS_PORT="$(free_port)"; METRICS_PORT="$(free_port)"
@@ -241,7 +242,7 @@ kafka_topic = "$SMOKE_TOPIC"
 key = "{topic.2}"
 EOF
     [ "$HAS_NATS" = 1 ] && printf '\n[nats]\nlisten = "127.0.0.1:%s"\n' "$NATS_PORT"
-    [ "$HAS_KAFKA" = 1 ] && printf '\n[kafka]\nbrokers = ["127.0.0.1:%s"]\n' "$KAFKA_PORT"
+    [ "$HAS_KAFKA" = 1 ] && printf '\n[kafka]\nbrokers = ["127.0.0.1:%s"]\n%s' "$KAFKA_PORT" "$KAFKA_EXTRA"
     true
   } >"$WORK/$name.toml"
 }
@@ -295,6 +296,13 @@ smoke_run() {
   HAS_NATS=0; HAS_KAFKA=0; KAFKA_PORT="$(free_port)"
   supports "$t" $'[nats]\nlisten = "127.0.0.1:0"' && HAS_NATS=1
   supports "$t" $'[kafka]\nbrokers = ["127.0.0.1:9092"]' && HAS_KAFKA=1
+  # Optional [kafka] keys, each only when this build knows it: create the smoke topic, and retry
+  # quickly (a short test should not wait out a long backoff).
+  KAFKA_EXTRA=""
+  if [ "$HAS_KAFKA" = 1 ]; then
+    supports "$t" $'[kafka]\nauto_create_topics = true' && KAFKA_EXTRA+=$'auto_create_topics = true\n'
+    supports "$t" $'[kafka]\nretry_backoff_max = "1s"' && KAFKA_EXTRA+=$'retry_backoff_max = "1s"\n'
+  fi
   if [ "$HAS_KAFKA" != 1 ]; then
     kafka_msg="kafka: SKIPPED (this build has no [kafka] section yet: forwarder not merged)"
   elif ! tansu="$(tansu_bin)"; then

@@ -161,6 +161,8 @@ EOF
     printf '\n[kafka]\nbrokers = ["127.0.0.1:%s"]\n' "$KAFKA_PORT"
     # retry quickly after the outage, so the demo shows the drain soon (when the build has it)
     supports $'[kafka]\nretry_backoff_max = "1s"' && printf 'retry_backoff_max = "1s"\n'
+    # create the demo topics on first use (Tansu also creates them on a metadata request)
+    supports $'[kafka]\nauto_create_topics = true' && printf 'auto_create_topics = true\n'
   fi
   true
 } >"$WORK/edge-broker.toml"
