@@ -9,7 +9,7 @@
 #   2. starts edge-broker with a demo config (routes sensors/+/temperature and sensors.*.humidity)
 #   3. starts the MQTT sensor simulator (and the NATS one when this build serves NATS) and the
 #      Kafka consumer, and shows events arriving in Kafka with their edge headers
-#   4. cuts the uplink (stops Tansu) and shows the backlog growing in /metrics
+#   4. cuts the uplink (kills Tansu) and shows the backlog growing in /metrics
 #   5. restarts Tansu and shows the backlog draining into Kafka again
 # All ports are free 127.0.0.1 ports picked at start; everything runs in a temp dir and is
 # stopped on exit. Needs: python3 with examples/requirements.txt (it uses .venv/ of the repo when
@@ -70,11 +70,19 @@ wait_port() { # PORT WHAT
   for ((i = 0; i < 300; i++)); do port_open "$1" && return 0; sleep 0.1; done
   die "$2 did not open port $1 (logs in $WORK)"
 }
-# metrics : the lines of /metrics a user watches during the demo
+# metrics : one line from /metrics: records in the log, forwarded to Kafka, backlog (lag), errors
 metrics() {
-  curl -fsS --max-time 3 "http://127.0.0.1:$METRICS_PORT/metrics" 2>/dev/null |
-    grep -E '^edge_(log_records|log_next_offset|kafka_forwarded_records_total|kafka_lag_records|kafka_errors_total)[ {]' |
-    tr '\n' ' ' || true
+  curl -fsS --max-time 3 "http://127.0.0.1:$METRICS_PORT/metrics" 2>/dev/null | awk '
+    $1 == "edge_log_records" { r = $2 }
+    $1 == "edge_kafka_forwarded_records_total" { f = $2; hf = 1 }
+    $1 == "edge_kafka_lag_records" { l = $2; hl = 1 }
+    $1 ~ /^edge_kafka_errors_total/ { e += $2; he = 1 }
+    END {
+      printf "log: %d records", r
+      if (hf) printf " | forwarded: %d", f
+      if (hl) printf " | backlog (edge_kafka_lag_records): %d", l
+      if (he) printf " | Kafka errors: %d", e
+    }' || true
 }
 # watch SECONDS : print the metrics and how many records the consumer printed, once a second
 watch() {
@@ -82,7 +90,7 @@ watch() {
   for ((i = 0; i < $1; i++)); do
     sleep 1
     n="$(grep -c '^sensor-' "$WORK/consumer.out" 2>/dev/null)" || true
-    info "$(printf '%2ss  %s| kafka_consumer printed %s' "$((i + 1))" "$(metrics)" "${n:-0}")"
+    info "$(printf '%2ss  %s | consumer printed: %s' "$((i + 1))" "$(metrics)" "${n:-0}")"
   done
 }
 # start_tansu : start Tansu on KAFKA_PORT. It does not set SO_REUSEADDR, so right after a stop
@@ -192,17 +200,18 @@ info "last records seen by the consumer:"
 grep -A1 '^sensor-' "$WORK/consumer.out" 2>/dev/null | tail -n 4 | sed 's/^/     /' || true
 
 # --- 4. uplink down ----------------------------------------------------------------------------------
-say "4. cutting the uplink: stopping Tansu (pid $TANSU_PID); sensors keep publishing, the log keeps every event"
-kill -TERM "$TANSU_PID"; wait "$TANSU_PID" 2>/dev/null || true
-kill -TERM "$CONSUMER_PID" 2>/dev/null; wait "$CONSUMER_PID" 2>/dev/null || true
+say "4. cutting the uplink: killing Tansu (pid $TANSU_PID); sensors keep publishing, the log keeps every event"
+kill -TERM "$CONSUMER_PID" 2>/dev/null; wait "$CONSUMER_PID" 2>/dev/null || true   # restarted in step 5
+kill -KILL "$TANSU_PID"; wait "$TANSU_PID" 2>/dev/null || true   # like a cable pulled
 watch "$STEP_SECS"
-info "(edge_kafka_lag_records = events in the log not yet in Kafka; devices were still acknowledged)"
+info "(backlog = events in the log not yet in Kafka; the devices were still acknowledged)"
 
 # --- 5. uplink back ----------------------------------------------------------------------------------
 say "5. uplink back: restarting Tansu on the same port; the forwarder replays the backlog"
 for ((i = 0; i < 100; i++)); do port_open "$KAFKA_PORT" || break; sleep 0.1; done
 start_tansu
-info "Tansu stores in memory: the restarted one is empty, so everything still in the log is replayed"
+info "Tansu keeps data in memory: the restarted one is empty. The forwarder replays the backlog"
+info "from its cursor (the events forwarded before the outage went down with the old Tansu)."
 : >"$WORK/consumer.out"
 start_consumer
 watch "$((STEP_SECS * 2))"
