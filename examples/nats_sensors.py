@@ -76,7 +76,10 @@ async def main():
     reporter = asyncio.create_task(report())
     await asyncio.gather(*(device(js, n, args, stats, stop) for n in range(args.devices)))
     reporter.cancel()
-    await nc.drain()
+    try:
+        await nc.drain()  # flush what is pending, then close
+    except Exception as err:  # the broker may be going away at the same time
+        print(f"nats_sensors: drain: {err!r}", flush=True)
     print(f"nats_sensors: done: acked {stats['acked']}, timeouts {stats['timeouts']}", flush=True)
 
 
