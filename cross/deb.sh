@@ -24,6 +24,8 @@
 #   EDGE_DEB_OUT           output directory (default $CARGO_TARGET_DIR/deb)
 #   EDGE_DEB_REVISION      Debian revision (default 1) -> version <workspace version>-<revision>
 #   EDGE_DEB_SKIP_BUILD=1  package the existing binaries without running cross/build.sh
+#   EDGE_DEB_COMPRESS      dpkg-deb compressor (default xz; the test suite uses "none" to package
+#                          a debug binary in seconds)
 #   CARGO_TARGET_DIR, EDGE_BROKER_PROFILE   as for cross/build.sh
 set -euo pipefail
 
@@ -230,7 +232,7 @@ Description: durable MQTT/NATS edge broker forwarding to Kafka
 EOF
   mkdir -p "$OUT"
   deb="$OUT/edge-broker_${VERSION}_${arch}.deb"
-  dpkg-deb --root-owner-group -Zxz --build "$stage" "$deb" >/dev/null
+  dpkg-deb --root-owner-group "-Z${EDGE_DEB_COMPRESS:-xz}" --build "$stage" "$deb" >/dev/null
   echo "$deb"
 }
 

@@ -1,0 +1,66 @@
+#!/usr/bin/env python3
+"""Hold N idle MQTT 3.1.1 connections open against a broker (for footprint measurements).
+
+Opens N TCP connections to HOST:PORT, sends CONNECT (clean session, keep alive 0 = no pings,
+client id PREFIX-i) on each and waits for a successful CONNACK. Then prints "ready N" on stdout
+and keeps the connections open (sending nothing) until SIGTERM or SIGINT. Standard library only.
+
+Usage: idle_clients.py --port 1883 [--host 127.0.0.1] [--count 1000] [--prefix idle]
+Exit status 1 if a connection is refused or a CONNACK is not 0 (the reason is printed).
+"""
+import argparse
+import resource
+import signal
+import socket
+import struct
+import sys
+
+
+def connect_packet(client_id: str) -> bytes:
+    cid = client_id.encode()
+    # variable header: protocol name "MQTT", level 4, flags 0x02 (clean session), keep alive 0
+    body = struct.pack("!H4sBBH", 4, b"MQTT", 4, 0x02, 0) + struct.pack("!H", len(cid)) + cid
+    assert len(body) < 128  # one-byte remaining length
+    return bytes([0x10, len(body)]) + body
+
+
+def read_exact(sock: socket.socket, n: int) -> bytes:
+    data = b""
+    while len(data) < n:
+        chunk = sock.recv(n - len(data))
+        if not chunk:
+            raise ConnectionError("connection closed before CONNACK")
+        data += chunk
+    return data
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--host", default="127.0.0.1")
+    ap.add_argument("--port", type=int, required=True)
+    ap.add_argument("--count", type=int, default=1000)
+    ap.add_argument("--prefix", default="idle")
+    args = ap.parse_args()
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    want = args.count + 64
+    if soft < want:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (min(want, hard), hard))
+
+    socks = []
+    for i in range(args.count):
+        s = socket.create_connection((args.host, args.port), timeout=10)
+        s.sendall(connect_packet(f"{args.prefix}-{i}"))
+        connack = read_exact(s, 4)
+        if connack[0] != 0x20 or connack[3] != 0:
+            print(f"client {i}: CONNACK {connack.hex()} (refused)", file=sys.stderr)
+            return 1
+        socks.append(s)
+    print(f"ready {len(socks)}", flush=True)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    while True:
+        signal.pause()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

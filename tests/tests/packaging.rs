@@ -1,0 +1,252 @@
+//! What a user installs or copies: the sample configs pass `edge-broker check` and document every
+//! key the schema has, the systemd unit passes `systemd/check.sh`, and a `.deb` of this build
+//! passes `cross/deb-check.sh` (real `dpkg` installs into scratch roots).
+//!
+//! The `.deb` is packaged from the test build of the binary without compression
+//! (`EDGE_DEB_COMPRESS=none`), so the whole file runs in well under a minute.
+
+// Helpers outside #[test] fns fail the test by panicking, like the tests themselves.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+use std::process::{Command, Output};
+
+use edge_tests::broker::broker_binary;
+use edge_tests::peers::{program, repo_root};
+
+fn text(output: &Output) -> String {
+    format!(
+        "exit {:?}\n--- stdout\n{}\n--- stderr\n{}",
+        output.status.code(),
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    )
+}
+
+fn check_config(relative: &str) {
+    let path = repo_root().join(relative);
+    let output = Command::new(broker_binary())
+        .args(["check", "--config"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "edge-broker check --config {relative} failed: {}",
+        text(&output)
+    );
+    assert!(
+        String::from_utf8_lossy(&output.stdout).contains(": ok ("),
+        "check accepted {relative} without its summary line: {}",
+        text(&output)
+    );
+}
+
+#[test]
+fn example_config_passes_check() {
+    check_config("examples/edge-broker.toml");
+}
+
+#[test]
+fn packaged_config_passes_check() {
+    check_config("systemd/edge-broker.toml");
+}
+
+/// The TOML keys of the config schema, by section, read from `edge-broker/src/config/mod.rs`:
+/// the fields of `struct Config` name the sections, the fields of each section's struct the keys.
+fn schema_keys() -> BTreeMap<String, BTreeSet<String>> {
+    let source =
+        std::fs::read_to_string(repo_root().join("edge-broker/src/config/mod.rs")).unwrap();
+    let config = struct_fields(&source, "Config");
+    assert!(
+        config.len() >= 4,
+        "could not read the fields of `struct Config` from config/mod.rs: {config:?}"
+    );
+    config
+        .into_iter()
+        .map(|(section, ty)| {
+            let inner = ty
+                .trim_start_matches("Vec<")
+                .trim_end_matches('>')
+                .to_owned();
+            let keys = struct_fields(&source, &inner);
+            assert!(
+                !keys.is_empty(),
+                "no fields found for `struct {inner}` ([{section}])"
+            );
+            (section, keys.into_iter().map(|(key, _)| key).collect())
+        })
+        .collect()
+}
+
+/// `(toml name, type)` of the `pub` fields of `pub struct NAME { ... }`, honouring
+/// `#[serde(rename = "...")]` and skipping `#[serde(skip)]` fields.
+fn struct_fields(source: &str, name: &str) -> Vec<(String, String)> {
+    let start = format!("pub struct {name} {{");
+    let Some(at) = source.find(&start) else {
+        return Vec::new();
+    };
+    let mut fields = Vec::new();
+    let mut rename = None;
+    let mut skip = false;
+    for line in source[at + start.len()..].lines() {
+        let line = line.trim();
+        if line.starts_with('}') {
+            break;
+        }
+        if let Some(attr) = line.strip_prefix("#[serde(") {
+            if let Some(value) = attr.split("rename = \"").nth(1) {
+                rename = value.split('"').next().map(str::to_owned);
+            }
+            skip |= attr.starts_with("skip");
+            continue;
+        }
+        if let Some(field) = line.strip_prefix("pub ")
+            && let Some((field, ty)) = field.split_once(':')
+        {
+            let key = rename.take().unwrap_or_else(|| field.trim().to_owned());
+            if !std::mem::take(&mut skip) {
+                fields.push((key, ty.trim().trim_end_matches(',').to_owned()));
+            }
+        }
+    }
+    fields
+}
+
+/// Keys written in a config file, by section; commented-out ones (`# key = ...`) count, so a
+/// section that does not exist in this build can still be documented.
+fn documented_keys(path: &Path) -> BTreeMap<String, BTreeSet<String>> {
+    let mut keys: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    let mut section = String::new();
+    for line in std::fs::read_to_string(path).unwrap().lines() {
+        let line = line.trim().trim_start_matches('#').trim();
+        if line.starts_with('[') {
+            section = line
+                .trim_matches(|c| c == '[' || c == ']')
+                .trim()
+                .to_owned();
+            if let Some(end) = section.find(']') {
+                section.truncate(end);
+            }
+            continue;
+        }
+        if let Some((key, _)) = line.split_once('=') {
+            let key = key.trim();
+            if !key.is_empty() && key.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+                keys.entry(section.clone())
+                    .or_default()
+                    .insert(key.to_owned());
+            }
+        }
+    }
+    keys
+}
+
+#[test]
+fn example_config_documents_every_key_of_the_schema() {
+    let example = repo_root().join("examples/edge-broker.toml");
+    let documented = documented_keys(&example);
+    let mut missing = Vec::new();
+    for (section, keys) in schema_keys() {
+        for key in keys {
+            if !documented.get(&section).is_some_and(|d| d.contains(&key)) {
+                missing.push(format!("{section}.{key}"));
+            }
+        }
+    }
+    assert!(
+        missing.is_empty(),
+        "examples/edge-broker.toml does not document these config keys (add them, commented \
+         with what they do and their default): {missing:?}"
+    );
+}
+
+/// `dpkg --print-architecture` and the matching Rust target triple.
+fn host_deb_arch() -> (String, &'static str) {
+    let output = Command::new(program("dpkg", "dpkg"))
+        .arg("--print-architecture")
+        .output()
+        .unwrap();
+    let arch = String::from_utf8_lossy(&output.stdout).trim().to_owned();
+    let triple = match arch.as_str() {
+        "amd64" => "x86_64-unknown-linux-gnu",
+        "arm64" => "aarch64-unknown-linux-gnu",
+        "armhf" => "armv7-unknown-linux-gnueabihf",
+        other => panic!("no .deb packaging for this machine's architecture {other:?}"),
+    };
+    (arch, triple)
+}
+
+fn require_root(what: &str) {
+    let uid = Command::new("id").arg("-u").output().unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&uid.stdout).trim(),
+        "0",
+        "{what} needs root (dpkg --root, chown in scratch roots): run the tests as root, e.g. \
+         sudo ./tests/run.sh"
+    );
+}
+
+#[test]
+fn systemd_unit_passes_check_sh() {
+    // check.sh installs the `systemd` package itself when systemd-analyze is missing.
+    if !Path::new("/usr/bin/systemd-analyze").exists() {
+        require_root("systemd/check.sh (to apt-get install systemd)");
+    }
+    let output = Command::new(repo_root().join("systemd/check.sh"))
+        .output()
+        .unwrap();
+    let report = text(&output);
+    assert!(output.status.success(), "systemd/check.sh failed: {report}");
+    assert!(report.contains("PASS exposure"), "{report}");
+    assert!(!report.contains("FAIL"), "{report}");
+}
+
+#[test]
+fn deb_of_this_build_installs_upgrades_removes_and_purges() {
+    require_root("cross/deb-check.sh");
+    program("dpkg-deb", "dpkg");
+    program("unshare", "util-linux");
+    let (arch, triple) = host_deb_arch();
+    // deb.sh packages $CARGO_TARGET_DIR/<triple>/release/edge-broker: put this build there.
+    let scratch = tempfile::tempdir().unwrap();
+    let release = scratch.path().join(triple).join("release");
+    std::fs::create_dir_all(&release).unwrap();
+    std::fs::copy(broker_binary(), release.join("edge-broker")).unwrap();
+    let out_dir = scratch.path().join("deb");
+    let output = Command::new(repo_root().join("cross/deb.sh"))
+        .arg(&arch)
+        .env("CARGO_TARGET_DIR", scratch.path())
+        .env("EDGE_BROKER_PROFILE", "release")
+        .env("EDGE_DEB_SKIP_BUILD", "1")
+        .env("EDGE_DEB_COMPRESS", "none")
+        .env("EDGE_DEB_OUT", &out_dir)
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "cross/deb.sh failed: {}",
+        text(&output)
+    );
+    let deb = std::fs::read_dir(&out_dir)
+        .unwrap()
+        .map(|entry| entry.unwrap().path())
+        .find(|path| path.extension().is_some_and(|ext| ext == "deb"))
+        .unwrap_or_else(|| panic!("cross/deb.sh wrote no .deb: {}", text(&output)));
+    let output = Command::new(repo_root().join("cross/deb-check.sh"))
+        .arg(&arch)
+        .arg(&deb)
+        .output()
+        .unwrap();
+    let report = text(&output);
+    assert!(
+        output.status.success(),
+        "cross/deb-check.sh failed: {report}"
+    );
+    assert!(report.contains("deb-check: all checks passed"), "{report}");
+    assert!(
+        report.contains("purge kept /var/lib/edge-broker"),
+        "{report}"
+    );
+}
