@@ -71,7 +71,7 @@ fn assert_fresh(binary: &Path) {
 }
 
 /// Sections with a `listen` address; tests never use the fixed default ports.
-const LISTENER_SECTIONS: [&str; 2] = ["mqtt", "metrics"];
+const LISTENER_SECTIONS: [&str; 3] = ["mqtt", "nats", "metrics"];
 
 /// Adds `listen = "127.0.0.1:0"` to every listener section that does not set its own.
 fn with_ephemeral_listeners(body: &str) -> String {
