@@ -477,8 +477,9 @@ impl Connection {
         match stream {
             Some(stream) => self.routed_pub(publish, header_map, stream),
             None => {
-                self.plain_pub(&publish, header_map.as_ref());
+                // nats-server acknowledges (+OK) before it delivers.
                 self.ok();
+                self.plain_pub(&publish, header_map.as_ref());
             }
         }
         Ok(())
