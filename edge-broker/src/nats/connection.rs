@@ -5,10 +5,12 @@
 //! leave in the order they were produced. When the outbox would exceed `nats.max_pending`, the
 //! subscriber is a slow consumer: it gets `-ERR 'Slow Consumer'` and is disconnected.
 //!
-//! A routed publish is appended to the log before anything else is read from the connection
-//! (so a full log under `when_full = "block"` pushes back through TCP) while output keeps
-//! flowing. Its PubAck is sent on the reply subject once the record is durable; acks leave in
-//! the order the publishes came in.
+//! Routed publishes are submitted to the log in arrival order, up to
+//! `MAX_APPENDS_IN_FLIGHT` per connection so they share fdatasyncs (group commit); with that
+//! many waiting (a full log under `when_full = "block"`) the connection stops reading, so the
+//! log pushes back through TCP, while output keeps flowing. A routed message reaches local
+//! subscribers once it is written, and its PubAck goes to the reply subject once it is
+//! durable; replies leave in the order the publishes came in.
 
 use std::collections::{HashMap, VecDeque};
 use std::future::Future;
@@ -185,9 +187,13 @@ struct SubRecord {
     mailbox: Arc<SubMailbox>,
 }
 
-/// A routed publish whose append has not returned yet (the log may be full and blocking).
+/// Routed publishes a connection may have submitted to the log and not yet seen written.
+/// Several in flight let one connection's records share an fdatasync (group commit).
+const MAX_APPENDS_IN_FLIGHT: usize = 128;
+
+/// A routed publish on its way into the log (the log may be full and blocking).
 struct PendingAppend {
-    future: BoxFuture<Result<Appended, AppendError>>,
+    state: AppendState,
     message: Option<Arc<Message>>,
     reply: Option<String>,
     stream: String,
@@ -200,6 +206,15 @@ struct PendingAck {
     stream: String,
     msg_id: Option<String>,
     outcome: AckOutcome,
+}
+
+enum AppendState {
+    /// Still running: polled in arrival order, so records enter the log in that order.
+    Running(BoxFuture<Result<Appended, AppendError>>),
+    /// Finished, waiting for the publishes before it.
+    Done(Result<Appended, AppendError>),
+    /// Handed on.
+    Taken,
 }
 
 enum AckOutcome {
@@ -263,7 +278,7 @@ pub async fn serve(
         connect: None,
         client_id: format!("nats-{}", conn_key - super::server::NATS_KEY_BASE),
         subs: HashMap::new(),
-        pending_append: None,
+        appends: VecDeque::new(),
         acks: VecDeque::new(),
         pings_out: 0,
         shutdown,
@@ -286,7 +301,7 @@ struct Connection {
     connect: Option<Box<Connect>>,
     client_id: String,
     subs: HashMap<String, SubRecord>,
-    pending_append: Option<PendingAppend>,
+    appends: VecDeque<PendingAppend>,
     acks: VecDeque<PendingAck>,
     pings_out: u32,
     shutdown: CancellationToken,
@@ -304,7 +319,8 @@ impl Connection {
     }
 
     fn can_process(&self) -> bool {
-        self.pending_append.is_none() && self.acks.len() < self.server.settings.max_inflight
+        self.appends.len() < MAX_APPENDS_IN_FLIGHT
+            && self.acks.len() < self.server.settings.max_inflight
     }
 
     /// Moves output from the shared outbox into the socket buffer; reports a slow consumer.
@@ -341,8 +357,16 @@ impl Connection {
             tokio::select! {
                 biased;
                 _ = self.shutdown.cancelled() => return Exit::Shutdown,
-                appended = poll_pending(&mut self.pending_append), if self.pending_append.is_some() => {
-                    self.on_appended(appended);
+                () = poll_appends(&mut self.appends), if !self.appends.is_empty() => {
+                    while let Some(front) = self.appends.front_mut() {
+                        let AppendState::Done(_) = front.state else { break };
+                        let Some(mut pending) = self.appends.pop_front() else { break };
+                        if let AppendState::Done(result) =
+                            std::mem::replace(&mut pending.state, AppendState::Taken)
+                        {
+                            self.on_appended(pending, result);
+                        }
+                    }
                 }
                 durable = poll_front_ack(&mut self.acks), if !self.acks.is_empty() => {
                     self.send_front_ack(durable);
@@ -587,8 +611,8 @@ impl Connection {
             payload: publish.payload,
         };
         let log = self.server.log.clone();
-        self.pending_append = Some(PendingAppend {
-            future: Box::pin(async move { log.append(record).await }),
+        self.appends.push_back(PendingAppend {
+            state: AppendState::Running(Box::pin(async move { log.append(record).await })),
             message,
             reply: publish.reply,
             stream,
@@ -607,10 +631,7 @@ impl Connection {
     }
 
     /// The log took (or refused) a routed publish: deliver it locally and queue its ack.
-    fn on_appended(&mut self, appended: Result<Appended, AppendError>) {
-        let Some(pending) = self.pending_append.take() else {
-            return;
-        };
+    fn on_appended(&mut self, pending: PendingAppend, appended: Result<Appended, AppendError>) {
         match appended {
             Ok(appended) => {
                 NatsMetrics::inc(&self.server.metrics.stored);
@@ -826,11 +847,21 @@ fn error_json(code: u16, err_code: u32, description: &str) -> Bytes {
     )
 }
 
-/// Polls the pending append without taking it (cancel-safe inside `select!`).
-async fn poll_pending(pending: &mut Option<PendingAppend>) -> Result<Appended, AppendError> {
-    std::future::poll_fn(|cx| match pending.as_mut() {
-        Some(p) => p.future.as_mut().poll(cx),
-        None => Poll::Pending,
+/// Drives every running append in arrival order (so they reach the log in that order) and
+/// resolves once the oldest one has finished. Cancel-safe: results stay in the queue.
+async fn poll_appends(appends: &mut VecDeque<PendingAppend>) {
+    std::future::poll_fn(|cx| {
+        for pending in appends.iter_mut() {
+            if let AppendState::Running(future) = &mut pending.state
+                && let Poll::Ready(result) = future.as_mut().poll(cx)
+            {
+                pending.state = AppendState::Done(result);
+            }
+        }
+        match appends.front().map(|p| &p.state) {
+            Some(AppendState::Done(_)) => Poll::Ready(()),
+            _ => Poll::Pending,
+        }
     })
     .await
 }
