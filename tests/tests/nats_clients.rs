@@ -295,3 +295,75 @@ fn a_subscriber_that_does_not_read_is_disconnected_as_slow_consumer() {
     assert!(all.len() < 64 << 20, "the backlog was bounded");
     assert!(broker.terminate(Duration::from_secs(25)).success());
 }
+
+/// Reads from `stream` until `needle` shows up or `timeout` passes; returns what was read.
+fn read_until(stream: &mut TcpStream, needle: &str, timeout: Duration) -> String {
+    stream.set_read_timeout(Some(Duration::from_millis(50))).unwrap();
+    let deadline = Instant::now() + timeout;
+    let mut seen = Vec::new();
+    let mut buf = [0u8; 65536];
+    while Instant::now() < deadline && !String::from_utf8_lossy(&seen).contains(needle) {
+        match stream.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => seen.extend_from_slice(&buf[..n]),
+            Err(_) => {}
+        }
+    }
+    String::from_utf8_lossy(&seen).into_owned()
+}
+
+#[test]
+fn a_full_blocking_log_stops_reading_the_publisher_but_keeps_writing_to_it() {
+    let dir = tempfile::tempdir().unwrap();
+    // A cursor that never moves: retention cannot free anything, so when_full = block blocks.
+    {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(async {
+            let mut config = edge_log::LogConfig::new(dir.path().join("data/log"));
+            config.segment_bytes = 64 << 10;
+            config.max_bytes = 128 << 10;
+            config.max_record_bytes = 4 << 10;
+            let (log, _) = edge_log::Log::open(config).unwrap();
+            drop(log.cursor("stuck").unwrap());
+            log.close().await.unwrap();
+        });
+    }
+    let mut broker = Broker::start_in(
+        dir.path(),
+        "[log]\nsegment_bytes = \"64KiB\"\nmax_bytes = \"128KiB\"\nmax_record_bytes = \"4KiB\"\n\
+         when_full = \"block\"\n\n[[route]]\nnats = \"full.>\"\nkafka_topic = \"full\"\n",
+    );
+    let addr = broker.listen_addr("nats.listen");
+    let mut publisher = TcpStream::connect(addr).unwrap();
+    publisher
+        .write_all(b"CONNECT {\"verbose\":false}\r\nSUB side 1\r\nPING\r\n")
+        .unwrap();
+    assert!(read_until(&mut publisher, "PONG", Duration::from_secs(5)).contains("PONG"));
+    // ~1000 routed events of 300 B: far more than 128 KiB of log.
+    let payload = "p".repeat(300);
+    let mut burst = String::new();
+    for _ in 0..1000 {
+        burst.push_str(&format!("PUB full.x {}\r\n{payload}\r\n", payload.len()));
+    }
+    burst.push_str("PING\r\n");
+    publisher.write_all(burst.as_bytes()).unwrap();
+    let out = read_until(&mut publisher, "PONG", Duration::from_secs(2));
+    assert!(!out.contains("PONG"), "the blocked publisher's PING must wait: {out:?}");
+    // Another connection still works, and its message still reaches the blocked publisher.
+    let (_, other, closed) = raw_exchange(
+        addr,
+        b"CONNECT {\"verbose\":false}\r\nPUB side 5\r\nhello\r\nPING\r\n",
+        Duration::from_millis(500),
+    );
+    assert_eq!((other.as_str(), closed), ("PONG\r\n", false));
+    let out = read_until(&mut publisher, "hello", Duration::from_secs(5));
+    assert!(out.contains("MSG side 1 5\r\nhello\r\n"), "{out:?}");
+    assert!(!out.contains("PONG"), "{out:?}");
+    let text = metrics(&broker);
+    assert!(metric(&text, "edge_log_records ") < 1000.0, "{text}");
+    // Shutdown does not hang on the blocked appends.
+    assert!(broker.terminate(Duration::from_secs(25)).success());
+}
