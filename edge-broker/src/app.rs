@@ -432,8 +432,11 @@ fn render_mqtt(text: &mut PromText, mqtt: &MqttServer, nats: Option<&NatsServer>
         .zip(&m.received)
         .map(|(l, c)| (&l[..], load(c)))
         .collect();
-    let mut sent: Vec<(&[(&str, &str)], u64)> =
-        rx.iter().zip(&m.sent).map(|(l, c)| (&l[..], load(c))).collect();
+    let mut sent: Vec<(&[(&str, &str)], u64)> = rx
+        .iter()
+        .zip(&m.sent)
+        .map(|(l, c)| (&l[..], load(c)))
+        .collect();
     let mut dropped = vec![
         (
             &[("protocol", "mqtt"), ("reason", "expired")][..],

@@ -32,7 +32,10 @@ fn pubsub_wildcards_headers_request_reply_and_no_responders() {
     assert_eq!(got["exact"], serde_json::json!(["a.b"]));
     assert_eq!(got["star"], serde_json::json!(["a.b", "a.c"]));
     assert_eq!(got["gt"], serde_json::json!(["a.b", "a.b.c", "a.c"]));
-    assert_eq!(got["headers"], serde_json::json!({"K1": "v1", "Trace": "t-9"}));
+    assert_eq!(
+        got["headers"],
+        serde_json::json!({"K1": "v1", "Trace": "t-9"})
+    );
     assert_eq!(got["header_body"], "with-headers");
     assert_eq!(got["reply"], "pong:ping");
     assert_eq!(got["no_responders"], true, "{got}");
@@ -43,7 +46,10 @@ fn pubsub_wildcards_headers_request_reply_and_no_responders() {
 fn queue_groups_share_and_unsub_max_stops_delivery() {
     let mut broker = Broker::start("");
     let got = scenario(&["queue", "--url", &nats_url(&broker), "--messages", "30"]);
-    assert_eq!(got["workers_total"], 30, "each message to one member: {got}");
+    assert_eq!(
+        got["workers_total"], 30,
+        "each message to one member: {got}"
+    );
     assert_eq!(got["workers_used"], 3, "round robin over 3 members: {got}");
     assert_eq!(got["plain"], 30, "{got}");
     assert_eq!(got["limited"], 3, "UNSUB 3 delivers exactly 3: {got}");
@@ -70,8 +76,14 @@ fn js_publish_acks_with_the_log_offset_after_durability_and_detects_duplicates()
     let acks = first["acks"].as_array().unwrap();
     let seqs: Vec<u64> = acks.iter().map(|a| a["seq"].as_u64().unwrap()).collect();
     assert_eq!(seqs, vec![0, 1, 2, 3, 4], "seq is the log offset: {first}");
-    assert!(acks.iter().all(|a| a["stream"] == "temps" && a["duplicate"] == false));
-    assert_eq!(first["error"]["code"], 400, "nats-py raised the API error: {first}");
+    assert!(
+        acks.iter()
+            .all(|a| a["stream"] == "temps" && a["duplicate"] == false)
+    );
+    assert_eq!(
+        first["error"]["code"], 400,
+        "nats-py raised the API error: {first}"
+    );
 
     // The same message ids again: answered as duplicates with the original seqs, not stored.
     let again = scenario(&[
@@ -110,7 +122,11 @@ fn js_publish_acks_with_the_log_offset_after_durability_and_detects_duplicates()
         assert_eq!(record.source, edge_log::Source::Nats);
         assert_eq!(record.topic, "sensors.kitchen.temp");
         assert_eq!(&record.payload[..], format!("event-{i}").as_bytes());
-        let id = record.headers.iter().find(|h| h.key == "Nats-Msg-Id").unwrap();
+        let id = record
+            .headers
+            .iter()
+            .find(|h| h.key == "Nats-Msg-Id")
+            .unwrap();
         assert_eq!(&id.value[..], format!("evt-{i}").as_bytes());
     }
     assert_eq!(&records[5].payload[..], b"bye");
@@ -118,7 +134,15 @@ fn js_publish_acks_with_the_log_offset_after_durability_and_detects_duplicates()
 
 fn spawn_mosquitto_sub(port: u16, topic: &str, count: usize) -> std::process::Child {
     Command::new(peers::program("mosquitto_sub", "mosquitto-clients"))
-        .args(["-h", "127.0.0.1", "-p", &port.to_string(), "-V", "mqttv5", "-v"])
+        .args([
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &port.to_string(),
+            "-V",
+            "mqttv5",
+            "-v",
+        ])
         .args(["-t", topic, "-C", &count.to_string(), "-W", "15"])
         .args(["-F", "%t %p %P"])
         .stdout(Stdio::piped())
@@ -137,22 +161,50 @@ fn nats_publishes_reach_mqtt_subscribers_and_mqtt_publishes_reach_nats() {
     let mut sub = spawn_mosquitto_sub(mqtt_port, "#", 2);
     std::thread::sleep(Duration::from_millis(700));
     scenario(&[
-        "pub", "--url", &url, "--subject", "cross.v1//2.x", "--payload", "plain", "--headers",
+        "pub",
+        "--url",
+        &url,
+        "--subject",
+        "cross.v1//2.x",
+        "--payload",
+        "plain",
+        "--headers",
     ]);
-    scenario(&["pub", "--url", &url, "--subject", "sensors.hall.temp", "--payload", "21.5"]);
+    scenario(&[
+        "pub",
+        "--url",
+        &url,
+        "--subject",
+        "sensors.hall.temp",
+        "--payload",
+        "21.5",
+    ]);
     let mut out = String::new();
     sub.stdout.take().unwrap().read_to_string(&mut out).unwrap();
     assert!(sub.wait().unwrap().success(), "mosquitto_sub: {out}");
     let lines: Vec<&str> = out.lines().collect();
     assert_eq!(lines.len(), 2, "{out}");
     assert!(lines[0].starts_with("cross/v1.2/x plain"), "{out}");
-    assert!(lines[0].contains("Src:nats-py"), "headers become user properties: {out}");
+    assert!(
+        lines[0].contains("Src:nats-py"),
+        "headers become user properties: {out}"
+    );
     assert!(lines[1].starts_with("sensors/hall/temp 21.5"), "{out}");
 
     // MQTT → NATS.
     let mut nats_sub = Command::new(peers::python())
         .arg(nats_support::script())
-        .args(["sub", "--url", &url, "--subject", "m.>", "--count", "2", "--timeout", "15"])
+        .args([
+            "sub",
+            "--url",
+            &url,
+            "--subject",
+            "m.>",
+            "--count",
+            "2",
+            "--timeout",
+            "15",
+        ])
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();
@@ -162,7 +214,14 @@ fn nats_publishes_reach_mqtt_subscribers_and_mqtt_publishes_reach_nats() {
     assert_eq!(line.trim(), "READY");
     let publish = |topic: &str, payload: &str, extra: &[&str]| {
         let status = Command::new(peers::program("mosquitto_pub", "mosquitto-clients"))
-            .args(["-h", "127.0.0.1", "-p", &mqtt_port.to_string(), "-V", "mqttv5"])
+            .args([
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &mqtt_port.to_string(),
+                "-V",
+                "mqttv5",
+            ])
             .args(["-t", topic, "-m", payload])
             .args(extra)
             .status()
@@ -195,12 +254,24 @@ fn token_and_user_password_authentication() {
     assert_eq!(out, "-ERR 'Authorization Violation'\r\n");
     assert!(closed);
     let (_, out, closed) = raw_exchange(addr, b"CONNECT {\"auth_token\":\"nope\"}\r\n", quiet);
-    assert_eq!((out.as_str(), closed), ("-ERR 'Authorization Violation'\r\n", true));
-    let (_, out, closed) =
-        raw_exchange(addr, b"CONNECT {\"user\":\"dev\",\"pass\":\"bad\"}\r\n", quiet);
-    assert_eq!((out.as_str(), closed), ("-ERR 'Authorization Violation'\r\n", true));
-    let (_, out, closed) =
-        raw_exchange(addr, b"CONNECT {\"auth_token\":\"s3cret\"}\r\nPING\r\n", quiet);
+    assert_eq!(
+        (out.as_str(), closed),
+        ("-ERR 'Authorization Violation'\r\n", true)
+    );
+    let (_, out, closed) = raw_exchange(
+        addr,
+        b"CONNECT {\"user\":\"dev\",\"pass\":\"bad\"}\r\n",
+        quiet,
+    );
+    assert_eq!(
+        (out.as_str(), closed),
+        ("-ERR 'Authorization Violation'\r\n", true)
+    );
+    let (_, out, closed) = raw_exchange(
+        addr,
+        b"CONNECT {\"auth_token\":\"s3cret\"}\r\nPING\r\n",
+        quiet,
+    );
     assert_eq!((out.as_str(), closed), ("+OK\r\nPONG\r\n", false));
     let (_, out, closed) = raw_exchange(
         addr,
@@ -210,7 +281,10 @@ fn token_and_user_password_authentication() {
     assert_eq!((out.as_str(), closed), ("PONG\r\n", false));
     // No CONNECT within auth_timeout (2s by default).
     let (_, out, closed) = raw_exchange(addr, b"", Duration::from_secs(4));
-    assert_eq!((out.as_str(), closed), ("-ERR 'Authentication Timeout'\r\n", true));
+    assert_eq!(
+        (out.as_str(), closed),
+        ("-ERR 'Authentication Timeout'\r\n", true)
+    );
     assert!(broker.terminate(Duration::from_secs(25)).success());
 }
 
@@ -219,15 +293,22 @@ fn unanswered_pings_make_a_stale_connection() {
     let mut broker = Broker::start("[nats]\nping_interval = \"200ms\"\nmax_pings_out = 2\n");
     let addr = broker.listen_addr("nats.listen");
     let start = Instant::now();
-    let (_, out, closed) =
-        raw_exchange(addr, b"CONNECT {\"verbose\":false}\r\n", Duration::from_secs(3));
+    let (_, out, closed) = raw_exchange(
+        addr,
+        b"CONNECT {\"verbose\":false}\r\n",
+        Duration::from_secs(3),
+    );
     assert_eq!(out, "PING\r\nPING\r\n-ERR 'Stale Connection'\r\n");
     assert!(closed);
     assert!(start.elapsed() < Duration::from_secs(3));
     // A client that answers stays.
     let mut stream = TcpStream::connect(addr).unwrap();
-    stream.set_read_timeout(Some(Duration::from_millis(100))).unwrap();
-    stream.write_all(b"CONNECT {\"verbose\":false}\r\n").unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_millis(100)))
+        .unwrap();
+    stream
+        .write_all(b"CONNECT {\"verbose\":false}\r\n")
+        .unwrap();
     let deadline = Instant::now() + Duration::from_millis(1500);
     let mut seen = String::new();
     let mut buf = [0u8; 4096];
@@ -263,7 +344,9 @@ fn a_subscriber_that_does_not_read_is_disconnected_as_slow_consumer() {
         seen.extend_from_slice(&buf[..n]);
     }
     let mut publisher = TcpStream::connect(addr).unwrap();
-    publisher.write_all(b"CONNECT {\"verbose\":false}\r\n").unwrap();
+    publisher
+        .write_all(b"CONNECT {\"verbose\":false}\r\n")
+        .unwrap();
     let payload = vec![b'x'; 16 * 1024];
     let mut frame = b"PUB big 16384\r\n".to_vec();
     frame.extend_from_slice(&payload);
@@ -285,7 +368,8 @@ fn a_subscriber_that_does_not_read_is_disconnected_as_slow_consumer() {
         }
     }
     // Now drain the slow subscriber: its stream ends with the error, then EOF.
-    slow.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    slow.set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
     let mut all = Vec::new();
     slow.read_to_end(&mut all).unwrap();
     let tail = String::from_utf8_lossy(&all[all.len().saturating_sub(64)..]).into_owned();
@@ -298,7 +382,9 @@ fn a_subscriber_that_does_not_read_is_disconnected_as_slow_consumer() {
 
 /// Reads from `stream` until `needle` shows up or `timeout` passes; returns what was read.
 fn read_until(stream: &mut TcpStream, needle: &str, timeout: Duration) -> String {
-    stream.set_read_timeout(Some(Duration::from_millis(50))).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_millis(50)))
+        .unwrap();
     let deadline = Instant::now() + timeout;
     let mut seen = Vec::new();
     let mut buf = [0u8; 65536];
@@ -351,7 +437,10 @@ fn a_full_blocking_log_stops_reading_the_publisher_but_keeps_writing_to_it() {
     burst.push_str("PING\r\n");
     publisher.write_all(burst.as_bytes()).unwrap();
     let out = read_until(&mut publisher, "PONG", Duration::from_secs(2));
-    assert!(!out.contains("PONG"), "the blocked publisher's PING must wait: {out:?}");
+    assert!(
+        !out.contains("PONG"),
+        "the blocked publisher's PING must wait: {out:?}"
+    );
     // Another connection still works, and its message still reaches the blocked publisher.
     let (_, other, closed) = raw_exchange(
         addr,

@@ -23,8 +23,19 @@ fn every_acknowledged_publish_survives_sigkill() {
     let acked_file = broker.dir.join("acked.txt");
     let mut publisher = Command::new(peers::python())
         .arg(nats_support::script())
-        .args(["crash", "--url", &nats_url(&broker), "--subject", "crash.test"])
-        .args(["--count", "10000000", "--acked", acked_file.to_str().unwrap()])
+        .args([
+            "crash",
+            "--url",
+            &nats_url(&broker),
+            "--subject",
+            "crash.test",
+        ])
+        .args([
+            "--count",
+            "10000000",
+            "--acked",
+            acked_file.to_str().unwrap(),
+        ])
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()
@@ -44,7 +55,11 @@ fn every_acknowledged_publish_survives_sigkill() {
         .filter_map(|l| l.split_once(' '))
         .map(|(seq, payload)| (seq.parse().unwrap(), payload.to_owned()))
         .collect();
-    assert!(acked.len() >= 200, "too few acks before the kill: {}", acked.len());
+    assert!(
+        acked.len() >= 200,
+        "too few acks before the kill: {}",
+        acked.len()
+    );
 
     let records = read_log(&broker.data_dir());
     let stored: BTreeMap<u64, String> = records

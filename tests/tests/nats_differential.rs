@@ -40,7 +40,10 @@ fn protocol_errors_and_replies_match_nats_server() {
         assert!(info.starts_with("INFO {"), "{info}");
         let input = String::from_utf8_lossy(case);
         assert_eq!(got, want, "different reply to {input:?}");
-        assert_eq!(got_closed, want_closed, "different close behaviour for {input:?}");
+        assert_eq!(
+            got_closed, want_closed,
+            "different close behaviour for {input:?}"
+        );
     }
     assert!(broker.terminate(Duration::from_secs(25)).success());
 }
@@ -51,7 +54,11 @@ fn nats_py_observes_the_same_delivery_as_with_nats_server() {
     let mut broker = Broker::start("");
     for url in [reference.url(), nats_url(&broker)] {
         let got = scenario(&["pubsub", "--url", &url]);
-        assert_eq!(got["gt"], serde_json::json!(["a.b", "a.b.c", "a.c"]), "{url}: {got}");
+        assert_eq!(
+            got["gt"],
+            serde_json::json!(["a.b", "a.b.c", "a.c"]),
+            "{url}: {got}"
+        );
         assert_eq!(got["no_responders"], true, "{url}: {got}");
         let got = scenario(&["queue", "--url", &url, "--messages", "60"]);
         assert_eq!(got["workers_total"], 60, "{url}: {got}");

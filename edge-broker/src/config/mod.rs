@@ -705,7 +705,10 @@ mod tests {
         assert_eq!(config.nats.listen, "127.0.0.1:4333".parse().unwrap());
         assert_eq!(config.nats.duplicate_window.0, Duration::from_secs(30));
         assert_eq!(config.nats.users.len(), 1);
-        assert_eq!(parse("").unwrap().nats.listen, "127.0.0.1:4222".parse().unwrap());
+        assert_eq!(
+            parse("").unwrap().nats.listen,
+            "127.0.0.1:4222".parse().unwrap()
+        );
         let err = parse("[nats]\nallow_anonymous = false\n").unwrap_err();
         assert_eq!(err.field(), "nats.allow_anonymous");
         let err = parse("[nats]\nmax_payload = \"0B\"\n").unwrap_err();

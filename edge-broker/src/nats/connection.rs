@@ -24,8 +24,8 @@ use std::time::Duration;
 use bytes::{Bytes, BytesMut};
 use edge_log::{AppendError, Appended, Header, NewRecord, Source};
 use edge_proto::nats::{
-    ClientOp, Connect, HeaderMap, Limits, Pub, ServerError, ServerOp, Sub, Unsub,
-    decode_client_op, encode_msg, subject,
+    ClientOp, Connect, HeaderMap, Limits, Pub, ServerError, ServerOp, Sub, Unsub, decode_client_op,
+    encode_msg, subject,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -138,15 +138,16 @@ impl Mailbox for SubMailbox {
         if max > 0 && n > max {
             return false;
         }
-        let headers = (state.headers && !message.properties.user_properties.is_empty()).then(|| {
-            let mut h = HeaderMap::new();
-            for (k, v) in &message.properties.user_properties {
-                h.append(k.as_str(), v.as_str());
-            }
-            let mut b = BytesMut::new();
-            h.encode(&mut b);
-            b
-        });
+        let headers =
+            (state.headers && !message.properties.user_properties.is_empty()).then(|| {
+                let mut h = HeaderMap::new();
+                for (k, v) in &message.properties.user_properties {
+                    h.append(k.as_str(), v.as_str());
+                }
+                let mut b = BytesMut::new();
+                h.encode(&mut b);
+                b
+            });
         let size = subject.len()
             + self.sid.len()
             + reply.as_ref().map_or(0, String::len)
@@ -546,7 +547,14 @@ impl Connection {
         let mut state = self.outbox.lock();
         for record in self.subs.values() {
             if subject::matches(&record.subject, reply) {
-                encode_msg(&mut state.buf, reply, &record.mailbox.sid, None, Some(&block), &[]);
+                encode_msg(
+                    &mut state.buf,
+                    reply,
+                    &record.mailbox.sid,
+                    None,
+                    Some(&block),
+                    &[],
+                );
             }
         }
         drop(state);
@@ -554,7 +562,10 @@ impl Connection {
     }
 
     fn routed_pub(&mut self, publish: Pub, headers: Option<HeaderMap>, stream: String) {
-        let msg_id = headers.as_ref().and_then(|h| h.get(MSG_ID)).map(str::to_owned);
+        let msg_id = headers
+            .as_ref()
+            .and_then(|h| h.get(MSG_ID))
+            .map(str::to_owned);
         if let Some(expected) = headers.as_ref().and_then(|h| h.get(EXPECTED_STREAM))
             && expected != stream
         {
@@ -652,7 +663,12 @@ impl Connection {
                                 .dedup
                                 .lock()
                                 .unwrap_or_else(|p| p.into_inner())
-                                .insert(&pending.stream, &id, appended.offset, std::time::Instant::now());
+                                .insert(
+                                    &pending.stream,
+                                    &id,
+                                    appended.offset,
+                                    std::time::Instant::now(),
+                                );
                         }
                     }
                 }
@@ -882,7 +898,10 @@ mod tests {
 
     #[test]
     fn ack_and_error_bodies_are_jetstream_shaped() {
-        assert_eq!(&ack_json("edge", 5, false)[..], br#"{"seq":5,"stream":"edge"}"#);
+        assert_eq!(
+            &ack_json("edge", 5, false)[..],
+            br#"{"seq":5,"stream":"edge"}"#
+        );
         let dup: serde_json::Value = serde_json::from_slice(&ack_json("s", 1, true)).unwrap();
         assert_eq!(dup["duplicate"], true);
         let err: serde_json::Value =

@@ -130,12 +130,7 @@ impl NatsServer {
     }
 
     /// Checks CONNECT credentials against `[nats]` token/users.
-    pub fn authorize(
-        &self,
-        token: Option<&str>,
-        user: Option<&str>,
-        pass: Option<&str>,
-    ) -> bool {
+    pub fn authorize(&self, token: Option<&str>, user: Option<&str>, pass: Option<&str>) -> bool {
         let s = &self.settings;
         if let (Some(given), Some(expected)) = (token, s.token.as_deref()) {
             return constant_time_eq(given.as_bytes(), expected.as_bytes());
@@ -152,7 +147,12 @@ impl NatsServer {
     }
 
     /// The INFO a new connection gets.
-    pub fn info(&self, client_id: u64, peer: std::net::SocketAddr, local: Option<std::net::SocketAddr>) -> Info {
+    pub fn info(
+        &self,
+        client_id: u64,
+        peer: std::net::SocketAddr,
+        local: Option<std::net::SocketAddr>,
+    ) -> Info {
         let listen = local.unwrap_or(self.settings.listen);
         Info {
             server_id: self.server_id.clone(),
@@ -244,7 +244,11 @@ pub fn nats_message(
         properties: MessageProperties {
             response_topic,
             user_properties: headers
-                .map(|h| h.iter().map(|(k, v)| (k.to_owned(), v.to_owned())).collect())
+                .map(|h| {
+                    h.iter()
+                        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                        .collect()
+                })
                 .unwrap_or_default(),
             ..MessageProperties::default()
         },
@@ -281,8 +285,15 @@ mod tests {
     fn nats_messages_carry_mqtt_topics_headers_and_reply() {
         let mut h = HeaderMap::new();
         h.append("k", "v");
-        let m = nats_message("a.b//c", Some("_INBOX.x.1"), Some(&h), bytes::Bytes::new(), None, 0)
-            .unwrap();
+        let m = nats_message(
+            "a.b//c",
+            Some("_INBOX.x.1"),
+            Some(&h),
+            bytes::Bytes::new(),
+            None,
+            0,
+        )
+        .unwrap();
         assert_eq!(m.topic, "a/b.c");
         assert_eq!(m.properties.response_topic.as_deref(), Some("_INBOX/x/1"));
         assert_eq!(m.properties.user_properties, vec![("k".into(), "v".into())]);

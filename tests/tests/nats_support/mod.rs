@@ -49,7 +49,9 @@ pub fn scenario(args: &[&str]) -> serde_json::Value {
 /// the connection or is quiet for `quiet`. Returns (INFO line, output, closed by server).
 pub fn raw_exchange(addr: SocketAddr, input: &[u8], quiet: Duration) -> (String, String, bool) {
     let mut stream = TcpStream::connect(addr).unwrap();
-    stream.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
     let mut info = Vec::new();
     let mut byte = [0u8; 1];
     while !info.ends_with(b"\r\n") {
@@ -181,7 +183,9 @@ pub fn read_log(data_dir: &Path) -> Vec<edge_log::Record> {
 pub fn metrics(broker: &Broker) -> String {
     let addr = broker.listen_addr("metrics.listen");
     let mut stream = TcpStream::connect(addr).unwrap();
-    stream.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
     write!(stream, "GET /metrics HTTP/1.1\r\nHost: t\r\n\r\n").unwrap();
     let mut text = String::new();
     stream.read_to_string(&mut text).unwrap();
