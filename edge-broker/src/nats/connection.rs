@@ -97,6 +97,12 @@ impl Outbox {
         self.wake.notify_one();
     }
 
+    /// Bytes waiting to be written to the client.
+    fn pending(&self) -> usize {
+        let state = self.lock();
+        state.buf.len() + state.writing
+    }
+
     fn push_raw(&self, bytes: &[u8]) {
         self.lock().buf.extend_from_slice(bytes);
         self.wake.notify_one();
@@ -319,9 +325,12 @@ impl Connection {
         }
     }
 
+    /// Whether more input may be handled: not while the log holds many of this client's
+    /// publishes, and not while the client does not read what it gets (bounded output).
     fn can_process(&self) -> bool {
         self.appends.len() < MAX_APPENDS_IN_FLIGHT
             && self.acks.len() < self.server.settings.max_inflight
+            && self.outbox.pending() < self.outbox.max_pending
     }
 
     /// Moves output from the shared outbox into the socket buffer; reports a slow consumer.
