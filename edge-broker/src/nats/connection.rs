@@ -16,7 +16,7 @@ use std::collections::{HashMap, VecDeque};
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::Poll;
 use std::time::Duration;
@@ -196,11 +196,37 @@ struct SubRecord {
 
 /// Routed publishes a connection may have submitted to the log and not yet seen written.
 /// Several in flight let one connection's records share an fdatasync (group commit).
-const MAX_APPENDS_IN_FLIGHT: usize = 128;
+const MAX_APPENDS_IN_FLIGHT: usize = 1024;
+/// Payload bytes of those appends a connection may hold (memory bound per connection).
+const MAX_APPEND_BYTES_IN_FLIGHT: usize = 4 << 20;
+
+/// Wakes the connection and marks one append as worth polling, so a connection with many
+/// appends in flight polls only those that made progress.
+#[derive(Debug, Default)]
+struct AppendWaker {
+    woken: AtomicBool,
+    task: Mutex<Option<std::task::Waker>>,
+}
+
+impl std::task::Wake for AppendWaker {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        self.woken.store(true, Ordering::Release);
+        if let Some(task) = self.task.lock().unwrap_or_else(|p| p.into_inner()).as_ref() {
+            task.wake_by_ref();
+        }
+    }
+}
 
 /// A routed publish on its way into the log (the log may be full and blocking).
 struct PendingAppend {
     state: AppendState,
+    waker: Arc<AppendWaker>,
+    /// Payload and header bytes held.
+    bytes: usize,
     message: Option<Arc<Message>>,
     reply: Option<String>,
     stream: String,
@@ -286,6 +312,7 @@ pub async fn serve(
         client_id: format!("nats-{}", conn_key - super::server::NATS_KEY_BASE),
         subs: HashMap::new(),
         appends: VecDeque::new(),
+        append_bytes: 0,
         acks: VecDeque::new(),
         pings_out: 0,
         shutdown,
@@ -309,6 +336,7 @@ struct Connection {
     client_id: String,
     subs: HashMap<String, SubRecord>,
     appends: VecDeque<PendingAppend>,
+    append_bytes: usize,
     acks: VecDeque<PendingAck>,
     pings_out: u32,
     shutdown: CancellationToken,
@@ -329,6 +357,7 @@ impl Connection {
     /// publishes, and not while the client does not read what it gets (bounded output).
     fn can_process(&self) -> bool {
         self.appends.len() < MAX_APPENDS_IN_FLIGHT
+            && self.append_bytes < MAX_APPEND_BYTES_IN_FLIGHT
             && self.acks.len() < self.server.settings.max_inflight
             && self.outbox.pending() < self.outbox.max_pending
     }
@@ -371,6 +400,7 @@ impl Connection {
                     while let Some(front) = self.appends.front_mut() {
                         let AppendState::Done(_) = front.state else { break };
                         let Some(mut pending) = self.appends.pop_front() else { break };
+                        self.append_bytes -= pending.bytes;
                         if let AppendState::Done(result) =
                             std::mem::replace(&mut pending.state, AppendState::Taken)
                         {
@@ -631,8 +661,20 @@ impl Connection {
             payload: publish.payload,
         };
         let log = self.server.log.clone();
+        let bytes = record.payload.len()
+            + record
+                .headers
+                .iter()
+                .map(|h| h.key.len() + h.value.len())
+                .sum::<usize>();
+        self.append_bytes += bytes;
         self.appends.push_back(PendingAppend {
+            bytes,
             state: AppendState::Running(Box::pin(async move { log.append(record).await })),
+            waker: Arc::new(AppendWaker {
+                woken: AtomicBool::new(true),
+                task: Mutex::new(None),
+            }),
             message,
             reply: publish.reply,
             stream,
@@ -877,9 +919,21 @@ fn error_json(code: u16, err_code: u32, description: &str) -> Bytes {
 async fn poll_appends(appends: &mut VecDeque<PendingAppend>) {
     std::future::poll_fn(|cx| {
         for pending in appends.iter_mut() {
-            if let AppendState::Running(future) = &mut pending.state
-                && let Poll::Ready(result) = future.as_mut().poll(cx)
+            let AppendState::Running(future) = &mut pending.state else {
+                continue;
+            };
+            if !pending.waker.woken.swap(false, Ordering::AcqRel) {
+                continue;
+            }
             {
+                let mut task = pending.waker.task.lock().unwrap_or_else(|p| p.into_inner());
+                if !task.as_ref().is_some_and(|t| t.will_wake(cx.waker())) {
+                    *task = Some(cx.waker().clone());
+                }
+            }
+            let waker = std::task::Waker::from(Arc::clone(&pending.waker));
+            let mut own = std::task::Context::from_waker(&waker);
+            if let Poll::Ready(result) = future.as_mut().poll(&mut own) {
                 pending.state = AppendState::Done(result);
             }
         }
