@@ -154,7 +154,10 @@ impl Client {
                         acked += 1;
                         let text = std::str::from_utf8(&m.payload).unwrap_or("");
                         match text.split("\"seq\":").nth(1).and_then(|rest| {
-                            rest.split(|c: char| !c.is_ascii_digit()).next()?.parse().ok()
+                            rest.split(|c: char| !c.is_ascii_digit())
+                                .next()?
+                                .parse()
+                                .ok()
                         }) {
                             Some(seq) => last_seq = last_seq.max(seq),
                             None => errors += 1,
@@ -298,7 +301,8 @@ fn main() {
         }
         {
             let nats = NatsServer::start(false);
-            let core = client_rt.block_on(async { Client::connect(nats.addr).await.core(core_n).await });
+            let core =
+                client_rt.block_on(async { Client::connect(nats.addr).await.core(core_n).await });
             all[1].push(core);
         }
         {
@@ -336,8 +340,16 @@ fn main() {
     );
     println!("| mode | server | msg/s | all rounds |");
     println!("|---|---|---:|---|");
-    println!("| core PUB (no reply) | edge-broker | {:.0} | {} |", best[0], fmt(&all[0]));
-    println!("| core PUB (no reply) | nats-server 2.9.10 | {:.0} | {} |", best[1], fmt(&all[1]));
+    println!(
+        "| core PUB (no reply) | edge-broker | {:.0} | {} |",
+        best[0],
+        fmt(&all[0])
+    );
+    println!(
+        "| core PUB (no reply) | nats-server 2.9.10 | {:.0} | {} |",
+        best[1],
+        fmt(&all[1])
+    );
     println!(
         "| durable ack (PubAck) | edge-broker, fsync = always | {:.0} | {} |",
         best[2],

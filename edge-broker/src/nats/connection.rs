@@ -16,7 +16,7 @@ use std::collections::{HashMap, VecDeque};
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::Poll;
 use std::time::Duration;
@@ -200,31 +200,46 @@ const MAX_APPENDS_IN_FLIGHT: usize = 1024;
 /// Payload bytes of those appends a connection may hold (memory bound per connection).
 const MAX_APPEND_BYTES_IN_FLIGHT: usize = 4 << 20;
 
-/// Wakes the connection and marks one append as worth polling, so a connection with many
-/// appends in flight polls only those that made progress.
+/// Which of a connection's appends made progress (by sequence number), and the connection's
+/// task to wake: a connection with many appends in flight polls only those.
 #[derive(Debug, Default)]
-struct AppendWaker {
-    woken: AtomicBool,
-    task: Mutex<Option<std::task::Waker>>,
+struct WokenAppends {
+    state: Mutex<(Vec<u64>, Option<std::task::Waker>)>,
 }
 
-impl std::task::Wake for AppendWaker {
-    fn wake(self: Arc<Self>) {
-        self.wake_by_ref();
-    }
-
-    fn wake_by_ref(self: &Arc<Self>) {
-        self.woken.store(true, Ordering::Release);
-        if let Some(task) = self.task.lock().unwrap_or_else(|p| p.into_inner()).as_ref() {
+impl WokenAppends {
+    fn mark(&self, id: u64) {
+        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        state.0.push(id);
+        if let Some(task) = state.1.as_ref() {
             task.wake_by_ref();
         }
     }
 }
 
+/// The waker one append's future gets.
+#[derive(Debug)]
+struct AppendWaker {
+    id: u64,
+    woken: Arc<WokenAppends>,
+}
+
+impl std::task::Wake for AppendWaker {
+    fn wake(self: Arc<Self>) {
+        self.woken.mark(self.id);
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        self.woken.mark(self.id);
+    }
+}
+
 /// A routed publish on its way into the log (the log may be full and blocking).
 struct PendingAppend {
+    /// Sequence number within the connection (consecutive in the queue).
+    id: u64,
     state: AppendState,
-    waker: Arc<AppendWaker>,
+    waker: std::task::Waker,
     /// Payload and header bytes held.
     bytes: usize,
     message: Option<Arc<Message>>,
@@ -313,6 +328,9 @@ pub async fn serve(
         subs: HashMap::new(),
         appends: VecDeque::new(),
         append_bytes: 0,
+        next_append: 0,
+        woken: Arc::new(WokenAppends::default()),
+        woken_scratch: Vec::new(),
         acks: VecDeque::new(),
         pings_out: 0,
         shutdown,
@@ -337,6 +355,9 @@ struct Connection {
     subs: HashMap<String, SubRecord>,
     appends: VecDeque<PendingAppend>,
     append_bytes: usize,
+    next_append: u64,
+    woken: Arc<WokenAppends>,
+    woken_scratch: Vec<u64>,
     acks: VecDeque<PendingAck>,
     pings_out: u32,
     shutdown: CancellationToken,
@@ -396,7 +417,7 @@ impl Connection {
             tokio::select! {
                 biased;
                 _ = self.shutdown.cancelled() => return Exit::Shutdown,
-                () = poll_appends(&mut self.appends), if !self.appends.is_empty() => {
+                () = poll_appends(&mut self.appends, &self.woken, &mut self.woken_scratch), if !self.appends.is_empty() => {
                     while let Some(front) = self.appends.front_mut() {
                         let AppendState::Done(_) = front.state else { break };
                         let Some(mut pending) = self.appends.pop_front() else { break };
@@ -668,13 +689,17 @@ impl Connection {
                 .map(|h| h.key.len() + h.value.len())
                 .sum::<usize>();
         self.append_bytes += bytes;
+        let id = self.next_append;
+        self.next_append += 1;
+        self.woken.mark(id);
         self.appends.push_back(PendingAppend {
             bytes,
             state: AppendState::Running(Box::pin(async move { log.append(record).await })),
-            waker: Arc::new(AppendWaker {
-                woken: AtomicBool::new(true),
-                task: Mutex::new(None),
-            }),
+            id,
+            waker: std::task::Waker::from(Arc::new(AppendWaker {
+                id,
+                woken: Arc::clone(&self.woken),
+            })),
             message,
             reply: publish.reply,
             stream,
@@ -895,13 +920,11 @@ impl Connection {
     }
 }
 
-/// A JetStream PubAck body.
+/// A JetStream PubAck body. Stream names are Kafka topic names (`[A-Za-z0-9._-]`, validated
+/// with the routes), so they need no JSON escaping.
 fn ack_json(stream: &str, seq: u64, duplicate: bool) -> Bytes {
-    let mut value = serde_json::json!({ "stream": stream, "seq": seq });
-    if duplicate {
-        value["duplicate"] = serde_json::Value::Bool(true);
-    }
-    Bytes::from(value.to_string())
+    let dup = if duplicate { ",\"duplicate\":true" } else { "" };
+    Bytes::from(format!("{{\"stream\":\"{stream}\",\"seq\":{seq}{dup}}}"))
 }
 
 /// A JetStream API error body (nats clients raise it from `js.publish`).
@@ -914,27 +937,37 @@ fn error_json(code: u16, err_code: u32, description: &str) -> Bytes {
     )
 }
 
-/// Drives every running append in arrival order (so they reach the log in that order) and
-/// resolves once the oldest one has finished. Cancel-safe: results stay in the queue.
-async fn poll_appends(appends: &mut VecDeque<PendingAppend>) {
+/// Drives the appends that made progress, oldest first (so they reach the log in arrival
+/// order), and resolves once the oldest one has finished. Cancel-safe: results stay queued.
+async fn poll_appends(
+    appends: &mut VecDeque<PendingAppend>,
+    woken: &WokenAppends,
+    scratch: &mut Vec<u64>,
+) {
     std::future::poll_fn(|cx| {
-        for pending in appends.iter_mut() {
-            let AppendState::Running(future) = &mut pending.state else {
+        {
+            let mut state = woken.state.lock().unwrap_or_else(|p| p.into_inner());
+            if !state.1.as_ref().is_some_and(|t| t.will_wake(cx.waker())) {
+                state.1 = Some(cx.waker().clone());
+            }
+            std::mem::swap(&mut state.0, scratch);
+        }
+        scratch.sort_unstable();
+        scratch.dedup();
+        let first = appends.front().map_or(0, |p| p.id);
+        for id in scratch.drain(..) {
+            let Some(pending) = id
+                .checked_sub(first)
+                .and_then(|i| usize::try_from(i).ok())
+                .and_then(|i| appends.get_mut(i))
+            else {
                 continue;
             };
-            if !pending.waker.woken.swap(false, Ordering::AcqRel) {
-                continue;
-            }
-            {
-                let mut task = pending.waker.task.lock().unwrap_or_else(|p| p.into_inner());
-                if !task.as_ref().is_some_and(|t| t.will_wake(cx.waker())) {
-                    *task = Some(cx.waker().clone());
+            if let AppendState::Running(future) = &mut pending.state {
+                let mut own = std::task::Context::from_waker(&pending.waker);
+                if let Poll::Ready(result) = future.as_mut().poll(&mut own) {
+                    pending.state = AppendState::Done(result);
                 }
-            }
-            let waker = std::task::Waker::from(Arc::clone(&pending.waker));
-            let mut own = std::task::Context::from_waker(&waker);
-            if let Poll::Ready(result) = future.as_mut().poll(&mut own) {
-                pending.state = AppendState::Done(result);
             }
         }
         match appends.front().map(|p| &p.state) {
@@ -963,7 +996,7 @@ mod tests {
     fn ack_and_error_bodies_are_jetstream_shaped() {
         assert_eq!(
             &ack_json("edge", 5, false)[..],
-            br#"{"seq":5,"stream":"edge"}"#
+            br#"{"stream":"edge","seq":5}"#
         );
         let dup: serde_json::Value = serde_json::from_slice(&ack_json("s", 1, true)).unwrap();
         assert_eq!(dup["duplicate"], true);
