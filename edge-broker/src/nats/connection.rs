@@ -196,7 +196,15 @@ struct SubRecord {
 
 /// Routed publishes a connection may have submitted to the log and not yet seen written.
 /// Several in flight let one connection's records share an fdatasync (group commit).
-const MAX_APPENDS_IN_FLIGHT: usize = 1024;
+///
+/// Order: the appends are first polled in arrival order, outside tokio's cooperative budget
+/// (a budget-starved append would otherwise be overtaken by a later one), which is the order
+/// they enter the log as long as edge-log's submission queue (1024 slots, 16 MiB) has room.
+/// One connection alone stays below that (256 records, 4 MiB); when several busy connections
+/// together fill it, a waiting append can be overtaken by a later one of the same connection
+/// (edge-log's `append` does not promise FIFO between concurrent callers). Such overtakes are
+/// counted in `edge_nats_reordered_appends_total`.
+const MAX_APPENDS_IN_FLIGHT: usize = 256;
 /// Payload bytes of those appends a connection may hold (memory bound per connection).
 const MAX_APPEND_BYTES_IN_FLIGHT: usize = 4 << 20;
 
@@ -328,6 +336,7 @@ pub async fn serve(
         subs: HashMap::new(),
         appends: VecDeque::new(),
         append_bytes: 0,
+        last_offset: None,
         next_append: 0,
         woken: Arc::new(WokenAppends::default()),
         woken_scratch: Vec::new(),
@@ -355,6 +364,7 @@ struct Connection {
     subs: HashMap<String, SubRecord>,
     appends: VecDeque<PendingAppend>,
     append_bytes: usize,
+    last_offset: Option<u64>,
     next_append: u64,
     woken: Arc<WokenAppends>,
     woken_scratch: Vec<u64>,
@@ -694,7 +704,9 @@ impl Connection {
         self.woken.mark(id);
         self.appends.push_back(PendingAppend {
             bytes,
-            state: AppendState::Running(Box::pin(async move { log.append(record).await })),
+            state: AppendState::Running(Box::pin(tokio::task::unconstrained(async move {
+                log.append(record).await
+            }))),
             id,
             waker: std::task::Waker::from(Arc::new(AppendWaker {
                 id,
@@ -721,6 +733,14 @@ impl Connection {
     fn on_appended(&mut self, pending: PendingAppend, appended: Result<Appended, AppendError>) {
         match appended {
             Ok(appended) => {
+                if self.last_offset.is_some_and(|last| appended.offset < last) {
+                    NatsMetrics::inc(&self.server.metrics.reordered);
+                    tracing::warn!(client = %self.client_id, offset = appended.offset, "routed publish overtaken in the log by a later one of the same connection");
+                }
+                self.last_offset = Some(
+                    self.last_offset
+                        .map_or(appended.offset, |l| l.max(appended.offset)),
+                );
                 NatsMetrics::inc(&self.server.metrics.stored);
                 if let Some(message) = &pending.message {
                     self.server.publish_local(message);

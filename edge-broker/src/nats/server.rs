@@ -50,6 +50,8 @@ pub struct NatsMetrics {
     pub dropped_slow: AtomicU64,
     /// Publishes or subscriptions whose subject has no MQTT equivalent (not delivered).
     pub unmappable: AtomicU64,
+    /// Routed publishes that entered the log after a later one of the same connection.
+    pub reordered: AtomicU64,
 }
 
 impl NatsMetrics {
