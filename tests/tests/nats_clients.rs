@@ -456,3 +456,35 @@ fn a_full_blocking_log_stops_reading_the_publisher_but_keeps_writing_to_it() {
     // Shutdown does not hang on the blocked appends.
     assert!(broker.terminate(Duration::from_secs(25)).success());
 }
+
+#[test]
+fn pipelined_durable_publishes_enter_the_log_in_publish_order() {
+    let mut broker = Broker::start(ROUTED);
+    let got = scenario(&[
+        "ordered",
+        "--url",
+        &nats_url(&broker),
+        "--subject",
+        "sensors.line.temp",
+        "--count",
+        "20000",
+    ]);
+    assert_eq!(got["count"], 20000, "{got}");
+    assert_eq!(
+        got["overtaken"], 0,
+        "acks (log offsets) out of publish order: {got}"
+    );
+    assert_eq!(got["first"], 0);
+    assert_eq!(got["last"], 19999);
+    let text = metrics(&broker);
+    assert_eq!(metric(&text, "edge_nats_reordered_appends_total "), 0.0);
+    assert!(broker.terminate(Duration::from_secs(25)).success());
+    let records = read_log(&broker.data_dir());
+    for (i, record) in records.iter().enumerate() {
+        assert_eq!(
+            &record.payload[..],
+            format!("o-{i}").as_bytes(),
+            "offset {i}"
+        );
+    }
+}

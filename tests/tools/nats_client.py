@@ -146,6 +146,21 @@ async def js_scenario(args):
     print(json.dumps({"acks": acks, "error": error}))
 
 
+async def ordered(args):
+    """js.publish_async with many in flight: acks must carry strictly increasing seqs."""
+    nc = await connect(args.url)
+    js = nc.jetstream(publish_async_max_pending=1000)
+    futures = []
+    for i in range(args.count):
+        futures.append(await js.publish_async(args.subject, f"o-{i}".encode()))
+    acks = await asyncio.gather(*futures)
+    seqs = [a.seq for a in acks]
+    overtaken = sum(1 for a, b in zip(seqs, seqs[1:]) if b <= a)
+    await nc.close()
+    print(json.dumps({"count": len(seqs), "first": seqs[0], "last": seqs[-1],
+                      "overtaken": overtaken}))
+
+
 async def crash(args):
     nc = await connect(args.url)
     js = nc.jetstream()
@@ -228,7 +243,7 @@ def main():
     p.add_argument("--timeout", type=float, default=10)
     args = p.parse_args()
     fn = {"pubsub": pubsub, "queue": queue, "js": js_scenario, "crash": crash,
-          "sub": sub, "pub": pub}[args.scenario]
+          "sub": sub, "pub": pub, "ordered": ordered}[args.scenario]
     asyncio.run(fn(args))
 
 
