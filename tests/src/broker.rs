@@ -302,8 +302,9 @@ mod tests {
             out.contains("[metrics]\nlisten = \"127.0.0.1:0\"\n"),
             "{out}"
         );
+        assert!(out.contains("[nats]\nlisten = \"127.0.0.1:0\"\n"), "{out}");
         let out = with_ephemeral_listeners("[metrics]\nlisten = \"127.0.0.1:9\"\n");
-        assert_eq!(out.matches("listen").count(), 2, "{out}");
+        assert_eq!(out.matches("listen").count(), 3, "{out}");
         assert!(out.contains("127.0.0.1:9"));
     }
 }

@@ -398,6 +398,63 @@ fn read_until(stream: &mut TcpStream, needle: &str, timeout: Duration) -> String
     String::from_utf8_lossy(&seen).into_owned()
 }
 
+/// Creates `<dir>/data/log` (64 KiB segments, 128 KiB budget) with a cursor that never moves,
+/// so retention can free nothing and the log fills up.
+fn log_with_stuck_cursor(dir: &std::path::Path) {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let mut config = edge_log::LogConfig::new(dir.join("data/log"));
+        config.segment_bytes = 64 << 10;
+        config.max_bytes = 128 << 10;
+        config.max_record_bytes = 4 << 10;
+        let (log, _) = edge_log::Log::open(config).unwrap();
+        drop(log.cursor("stuck").unwrap());
+        log.close().await.unwrap();
+    });
+}
+
+const SMALL_LOG: &str = "[log]\nsegment_bytes = \"64KiB\"\nmax_bytes = \"128KiB\"\n\
+                         max_record_bytes = \"4KiB\"\n";
+
+#[test]
+fn a_full_rejecting_log_answers_js_publish_with_a_503_error() {
+    let dir = tempfile::tempdir().unwrap();
+    log_with_stuck_cursor(dir.path());
+    let mut broker = Broker::start_in(
+        dir.path(),
+        &format!(
+            "{SMALL_LOG}when_full = \"reject\"\n\n[[route]]\nnats = \"full.>\"\nkafka_topic = \"full\"\n"
+        ),
+    );
+    let got = scenario(&[
+        "fill",
+        "--url",
+        &nats_url(&broker),
+        "--subject",
+        "full.x",
+        "--count",
+        "5000",
+    ]);
+    let acked = got["acked"].as_u64().unwrap();
+    assert!(acked > 50 && acked < 5000, "{got}");
+    assert_eq!(
+        got["error"]["code"], 503,
+        "nats-py raised the JetStream error: {got}"
+    );
+    assert_eq!(got["error"]["type"], "ServiceUnavailableError", "{got}");
+    let text = metrics(&broker);
+    assert_eq!(
+        metric(&text, "edge_log_records "),
+        acked as f64,
+        "refused = not stored"
+    );
+    assert!(metric(&text, "edge_publishes_refused_total{protocol=\"nats\"} ") >= 1.0);
+    assert!(broker.terminate(Duration::from_secs(25)).success());
+}
+
 #[test]
 fn a_full_blocking_log_stops_reading_the_publisher_but_keeps_writing_to_it() {
     let dir = tempfile::tempdir().unwrap();

@@ -161,6 +161,23 @@ async def ordered(args):
                       "overtaken": overtaken}))
 
 
+async def fill(args):
+    """js.publish until the server answers with an API error; report it."""
+    nc = await connect(args.url)
+    js = nc.jetstream()
+    acked = 0
+    error = None
+    for i in range(args.count):
+        try:
+            await js.publish(args.subject, b"f" * 300, timeout=10)
+            acked += 1
+        except APIError as e:
+            error = {"code": e.code, "description": e.description, "type": type(e).__name__}
+            break
+    await nc.close()
+    print(json.dumps({"acked": acked, "error": error}))
+
+
 async def crash(args):
     nc = await connect(args.url)
     js = nc.jetstream()
@@ -243,7 +260,7 @@ def main():
     p.add_argument("--timeout", type=float, default=10)
     args = p.parse_args()
     fn = {"pubsub": pubsub, "queue": queue, "js": js_scenario, "crash": crash,
-          "sub": sub, "pub": pub, "ordered": ordered}[args.scenario]
+          "sub": sub, "pub": pub, "ordered": ordered, "fill": fill}[args.scenario]
     asyncio.run(fn(args))
 
 

@@ -39,6 +39,8 @@ use crate::hub::{Delivery, Mailbox, SubEntry};
 use crate::message::{Message, now_ms};
 use crate::router::Filter;
 
+/// How long a closing connection waits for the log to take the publishes it already read.
+const APPEND_DRAIN: Duration = Duration::from_secs(5);
 /// How long a closing connection may take to flush its last bytes.
 const CLOSE_FLUSH: Duration = Duration::from_secs(1);
 /// Header naming a message id for duplicate detection (JetStream's).
@@ -337,6 +339,7 @@ pub async fn serve(
         appends: VecDeque::new(),
         append_bytes: 0,
         last_offset: None,
+        pongs: VecDeque::new(),
         next_append: 0,
         woken: Arc::new(WokenAppends::default()),
         woken_scratch: Vec::new(),
@@ -365,6 +368,8 @@ struct Connection {
     appends: VecDeque<PendingAppend>,
     append_bytes: usize,
     last_offset: Option<u64>,
+    /// PINGs waiting for the appends before them (each: the first append id after the PING).
+    pongs: VecDeque<u64>,
     next_append: u64,
     woken: Arc<WokenAppends>,
     woken_scratch: Vec<u64>,
@@ -428,16 +433,7 @@ impl Connection {
                 biased;
                 _ = self.shutdown.cancelled() => return Exit::Shutdown,
                 () = poll_appends(&mut self.appends, &self.woken, &mut self.woken_scratch), if !self.appends.is_empty() => {
-                    while let Some(front) = self.appends.front_mut() {
-                        let AppendState::Done(_) = front.state else { break };
-                        let Some(mut pending) = self.appends.pop_front() else { break };
-                        self.append_bytes -= pending.bytes;
-                        if let AppendState::Done(result) =
-                            std::mem::replace(&mut pending.state, AppendState::Taken)
-                        {
-                            self.on_appended(pending, result);
-                        }
-                    }
+                    self.take_finished_appends();
                 }
                 durable = poll_front_ack(&mut self.acks), if !self.acks.is_empty() => {
                     self.send_front_ack(durable);
@@ -511,7 +507,13 @@ impl Connection {
                 Ok(())
             }
             ClientOp::Ping => {
-                self.outbox.push_op(&ServerOp::Pong);
+                if self.appends.is_empty() {
+                    self.outbox.push_op(&ServerOp::Pong);
+                } else {
+                    // PONG means "everything before the PING is done": routed publishes
+                    // included, so a client's flush() returns once they are stored.
+                    self.pongs.push_back(self.next_append);
+                }
                 Ok(())
             }
             ClientOp::Pong => {
@@ -893,7 +895,42 @@ impl Connection {
     }
 
     /// Ends the connection: last `-ERR`, flush, subscriptions out of the hub.
+    /// Hands on finished appends in arrival order, then any PONG that waited for them.
+    fn take_finished_appends(&mut self) {
+        while let Some(front) = self.appends.front_mut() {
+            let AppendState::Done(_) = front.state else {
+                break;
+            };
+            let Some(mut pending) = self.appends.pop_front() else {
+                break;
+            };
+            self.append_bytes -= pending.bytes;
+            if let AppendState::Done(result) =
+                std::mem::replace(&mut pending.state, AppendState::Taken)
+            {
+                self.on_appended(pending, result);
+            }
+        }
+        let done_below = self.appends.front().map_or(self.next_append, |p| p.id);
+        while self.pongs.front().is_some_and(|&after| after <= done_below) {
+            self.pongs.pop_front();
+            self.outbox.push_op(&ServerOp::Pong);
+        }
+    }
+
     async fn finish(mut self, exit: Exit) {
+        // Publishes already read are stored (and delivered) even though the client is gone.
+        if !self.appends.is_empty() {
+            let drain = async {
+                while !self.appends.is_empty() {
+                    poll_appends(&mut self.appends, &self.woken, &mut self.woken_scratch).await;
+                    self.take_finished_appends();
+                }
+            };
+            if tokio::time::timeout(APPEND_DRAIN, drain).await.is_err() {
+                tracing::warn!(client = %self.client_id, left = self.appends.len(), "routed publishes of a closed connection not stored in time");
+            }
+        }
         if matches!(exit, Exit::SlowConsumer) {
             let mut state = self.outbox.lock();
             // The backlog is dropped: the error goes out right after what is being written.
