@@ -419,6 +419,8 @@ impl Connection {
     async fn serve_loop(&mut self) -> Exit {
         let ping_every = self.server.settings.ping_interval.0;
         let mut ping = tokio::time::interval_at(Instant::now() + ping_every, ping_every);
+        // Ticks missed while input was held back must not arrive as a burst of PINGs.
+        ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let auth_deadline = Instant::now() + self.server.settings.auth_timeout.0;
         loop {
             if let Err(exit) = self.process_input() {
@@ -449,7 +451,8 @@ impl Connection {
                     Err(err) => return Exit::Closed(format!("read failed: {err}")),
                 },
                 _ = self.outbox.wake.notified() => {}
-                _ = ping.tick() => {
+                _ = ping.tick(), if can_read => {
+                    // Not while input is held back: the client's PONGs could not be read.
                     if self.pings_out >= self.server.settings.max_pings_out {
                         return self.error(ServerError::StaleConnection);
                     }
