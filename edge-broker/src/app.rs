@@ -16,6 +16,7 @@ use crate::config::Config;
 use crate::hub::Hub;
 use crate::metrics::{Observe, PromText};
 use crate::mqtt::MqttServer;
+use crate::nats::NatsServer;
 use crate::notify::Notifier;
 use crate::reload::{Reload, spawn_reloader};
 use crate::shutdown::DRAIN_DEADLINE;
@@ -142,8 +143,10 @@ pub async fn run(
         log: log.clone(),
         log_progress: LogProgress::new(&config.log.fsync),
         ready: AtomicBool::new(false),
+        hub: Arc::clone(&hub),
         mqtt: std::sync::Mutex::new(None),
         kafka: kafka.as_ref().map(crate::forwarder::KafkaBridge::metrics),
+        nats: std::sync::Mutex::new(None),
     });
     if config.metrics.enabled {
         let listener = bind("metrics.listen", config.metrics.listen).await?;
@@ -180,6 +183,21 @@ pub async fn run(
         reloadable.push(Arc::new(kafka.routes_reloader()));
     }
     *observer.mqtt.lock().unwrap_or_else(|p| p.into_inner()) = mqtt;
+    if config.nats.enabled {
+        let server = NatsServer::new(
+            config.nats.clone(),
+            Arc::clone(&hub),
+            log.clone(),
+            Arc::clone(&routes),
+            &config.node.id,
+        );
+        let listener = bind("nats.listen", config.nats.listen).await?;
+        servers.push(tokio::spawn(
+            Arc::clone(&server).serve(listener, shutdown.clone()),
+        ));
+        reloadable.push(Arc::clone(&server) as Arc<dyn Reload>);
+        *observer.nats.lock().unwrap_or_else(|p| p.into_inner()) = Some(server);
+    }
     spawn_reloader(
         config_path,
         config.clone(),
@@ -285,7 +303,9 @@ struct Observer {
     log: Log,
     log_progress: LogProgress,
     ready: AtomicBool,
+    hub: Arc<Hub>,
     mqtt: std::sync::Mutex<Option<Arc<MqttServer>>>,
+    nats: std::sync::Mutex<Option<Arc<NatsServer>>>,
     kafka: Option<Arc<edge_bridge::metrics::ForwardMetrics>>,
 }
 
@@ -337,8 +357,14 @@ impl Observer {
             .unwrap_or_else(|p| p.into_inner())
             .as_ref()
             .map_or(0, |m| m.metrics.connections.load(Ordering::Relaxed));
+        let nats = self
+            .nats
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()
+            .map_or(0, |n| n.metrics.connections.load(Ordering::Relaxed));
         format!(
-            "log {} records, {} bytes in {} segments; next offset {}; {connections} MQTT clients",
+            "log {} records, {} bytes in {} segments; next offset {}; {connections} MQTT clients, {nats} NATS clients",
             stats.records, stats.bytes, stats.segments, stats.next_offset
         )
     }
@@ -414,12 +440,24 @@ impl Observe for Observer {
             "Bytes written to log files (flash wear).",
             &[(&[], stats.bytes_written)],
         );
-        if let Some(mqtt) = self.mqtt.lock().unwrap_or_else(|p| p.into_inner()).as_ref() {
-            render_mqtt(&mut text, mqtt);
+        let mqtt = self.mqtt.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let nats = self.nats.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        if let Some(mqtt) = mqtt.as_deref() {
+            render_mqtt(&mut text, mqtt, nats.as_deref());
+        } else if let Some(nats) = nats.as_deref() {
+            render_nats_shared(&mut text, nats);
+        }
+        if let Some(nats) = nats.as_deref() {
+            render_nats(&mut text, nats);
         }
         if let Some(kafka) = &self.kafka {
             crate::forwarder::render(&mut text, kafka, stats.durable_end);
         }
+        text.gauge(
+            "edge_subscriptions",
+            "Subscriptions of all protocols.",
+            &[(&[], self.hub.len() as f64)],
+        );
         text.finish()
     }
 
@@ -436,67 +474,98 @@ impl Observe for Observer {
     }
 }
 
-/// MQTT counters in Prometheus form.
-fn render_mqtt(text: &mut PromText, mqtt: &MqttServer) {
+/// MQTT counters in Prometheus form; families shared with NATS get its samples too.
+fn render_mqtt(text: &mut PromText, mqtt: &MqttServer, nats: Option<&NatsServer>) {
     let m = &mqtt.metrics;
     let load = |c: &std::sync::atomic::AtomicU64| c.load(Ordering::Relaxed);
+    let n = nats.map(|n| &n.metrics);
+    let mut connections = vec![(
+        &[("protocol", "mqtt")][..],
+        m.connections.load(Ordering::Relaxed) as f64,
+    )];
+    let mut accepted = vec![(&[("protocol", "mqtt")][..], load(&m.connections_total))];
+    let mut refused = vec![(&[("protocol", "mqtt")][..], load(&m.refused))];
+    let mut protocol_errors = vec![(&[("protocol", "mqtt")][..], load(&m.protocol_errors))];
+    if let Some(n) = n {
+        connections.push((
+            &[("protocol", "nats")][..],
+            n.connections.load(Ordering::Relaxed) as f64,
+        ));
+        accepted.push((&[("protocol", "nats")][..], load(&n.connections_total)));
+        refused.push((&[("protocol", "nats")][..], load(&n.refused)));
+        protocol_errors.push((&[("protocol", "nats")][..], load(&n.protocol_errors)));
+    }
     text.gauge(
         "edge_connections",
         "Client connections open now.",
-        &[(
-            &[("protocol", "mqtt")],
-            m.connections.load(Ordering::Relaxed) as f64,
-        )],
+        &connections,
     );
     text.counter(
         "edge_connections_accepted_total",
         "Client connections accepted.",
-        &[(&[("protocol", "mqtt")], load(&m.connections_total))],
+        &accepted,
     );
     let qos = ["0", "1", "2"];
     let rx: Vec<[(&str, &str); 2]> = qos
         .iter()
         .map(|q| [("protocol", "mqtt"), ("qos", *q)])
         .collect();
+    let mut received: Vec<(&[(&str, &str)], u64)> = rx
+        .iter()
+        .zip(&m.received)
+        .map(|(l, c)| (&l[..], load(c)))
+        .collect();
+    let mut sent: Vec<(&[(&str, &str)], u64)> = rx
+        .iter()
+        .zip(&m.sent)
+        .map(|(l, c)| (&l[..], load(c)))
+        .collect();
+    let mut dropped = vec![
+        (
+            &[("protocol", "mqtt"), ("reason", "expired")][..],
+            load(&m.expired),
+        ),
+        (
+            &[("protocol", "mqtt"), ("reason", "too_large_for_client")][..],
+            load(&m.too_large_for_client),
+        ),
+    ];
+    if let Some(n) = n {
+        received.push((&[("protocol", "nats")][..], load(&n.received)));
+        sent.push((&[("protocol", "nats")][..], load(&n.sent)));
+        dropped.push((
+            &[("protocol", "nats"), ("reason", "slow_consumer")][..],
+            load(&n.dropped_slow),
+        ));
+        dropped.push((
+            &[("protocol", "nats"), ("reason", "unmappable_subject")][..],
+            load(&n.unmappable),
+        ));
+    }
     text.counter(
         "edge_messages_received_total",
         "Messages published by clients.",
-        &rx.iter()
-            .zip(&m.received)
-            .map(|(l, c)| (&l[..], load(c)))
-            .collect::<Vec<_>>(),
+        &received,
     );
     text.counter(
         "edge_messages_sent_total",
         "Messages delivered to subscribers.",
-        &rx.iter()
-            .zip(&m.sent)
-            .map(|(l, c)| (&l[..], load(c)))
-            .collect::<Vec<_>>(),
+        &sent,
     );
     text.counter(
         "edge_messages_dropped_total",
         "Messages not delivered, by reason.",
-        &[
-            (
-                &[("protocol", "mqtt"), ("reason", "expired")],
-                load(&m.expired),
-            ),
-            (
-                &[("protocol", "mqtt"), ("reason", "too_large_for_client")],
-                load(&m.too_large_for_client),
-            ),
-        ],
+        &dropped,
     );
     text.counter(
         "edge_publishes_refused_total",
         "Publishes the log refused (full, too large or failed).",
-        &[(&[("protocol", "mqtt")], load(&m.refused))],
+        &refused,
     );
     text.counter(
         "edge_protocol_errors_total",
         "Connections closed for protocol violations.",
-        &[(&[("protocol", "mqtt")], load(&m.protocol_errors))],
+        &protocol_errors,
     );
     text.gauge(
         "edge_mqtt_sessions",
@@ -508,10 +577,87 @@ fn render_mqtt(text: &mut PromText, mqtt: &MqttServer) {
         "Retained messages held.",
         &[(&[], mqtt.retained.len() as f64)],
     );
+}
+
+/// The shared families with NATS samples only (MQTT disabled).
+fn render_nats_shared(text: &mut PromText, nats: &NatsServer) {
+    let n = &nats.metrics;
+    let load = |c: &std::sync::atomic::AtomicU64| c.load(Ordering::Relaxed);
+    let l: &[(&str, &str)] = &[("protocol", "nats")];
     text.gauge(
-        "edge_subscriptions",
-        "Subscriptions of all protocols.",
-        &[(&[], mqtt.hub.len() as f64)],
+        "edge_connections",
+        "Client connections open now.",
+        &[(l, n.connections.load(Ordering::Relaxed) as f64)],
+    );
+    text.counter(
+        "edge_connections_accepted_total",
+        "Client connections accepted.",
+        &[(l, load(&n.connections_total))],
+    );
+    text.counter(
+        "edge_messages_received_total",
+        "Messages published by clients.",
+        &[(l, load(&n.received))],
+    );
+    text.counter(
+        "edge_messages_sent_total",
+        "Messages delivered to subscribers.",
+        &[(l, load(&n.sent))],
+    );
+    text.counter(
+        "edge_messages_dropped_total",
+        "Messages not delivered, by reason.",
+        &[
+            (
+                &[("protocol", "nats"), ("reason", "slow_consumer")][..],
+                load(&n.dropped_slow),
+            ),
+            (
+                &[("protocol", "nats"), ("reason", "unmappable_subject")][..],
+                load(&n.unmappable),
+            ),
+        ],
+    );
+    text.counter(
+        "edge_publishes_refused_total",
+        "Publishes the log refused (full, too large or failed).",
+        &[(l, load(&n.refused))],
+    );
+    text.counter(
+        "edge_protocol_errors_total",
+        "Connections closed for protocol violations.",
+        &[(l, load(&n.protocol_errors))],
+    );
+}
+
+/// NATS-only counters.
+fn render_nats(text: &mut PromText, nats: &NatsServer) {
+    let n = &nats.metrics;
+    let load = |c: &std::sync::atomic::AtomicU64| c.load(Ordering::Relaxed);
+    text.counter(
+        "edge_nats_stored_total",
+        "Routed NATS publishes appended to the log.",
+        &[(&[], load(&n.stored))],
+    );
+    text.counter(
+        "edge_nats_acks_total",
+        "Durable PubAcks sent on reply subjects.",
+        &[(&[], load(&n.acks))],
+    );
+    text.counter(
+        "edge_nats_duplicates_total",
+        "Publishes answered as duplicates of a Nats-Msg-Id seen within the window.",
+        &[(&[], load(&n.duplicates))],
+    );
+    text.counter(
+        "edge_nats_reordered_appends_total",
+        "Routed NATS publishes that entered the log after a later one of the same connection.",
+        &[(&[], load(&n.reordered))],
+    );
+    text.counter(
+        "edge_nats_slow_consumers_total",
+        "NATS connections closed as slow consumers.",
+        &[(&[], load(&n.slow_consumers))],
     );
 }
 

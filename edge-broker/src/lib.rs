@@ -12,6 +12,7 @@
 //! - [`message`]: the protocol-neutral message delivered to subscribers.
 //! - [`hub`]: all live subscriptions and fan-out into subscribers' bounded mailboxes.
 //! - [`mqtt`]: the MQTT 3.1.1/5 server (sessions, retained messages, wills, durable acks).
+//! - [`nats`]: the NATS server (client protocol, cross-protocol delivery, durable PubAcks).
 //! - [`state_file`]: crash-safe small state files (sessions, retained messages).
 //! - [`forwarder`]: the Kafka forwarder task (edge-bridge) in the broker, and its metrics.
 //! - [`app`]: the running broker: data-dir lock, log recovery, serve, drain.
@@ -25,6 +26,7 @@ pub mod logging;
 pub mod message;
 pub mod metrics;
 pub mod mqtt;
+pub mod nats;
 pub mod notify;
 pub mod reload;
 pub mod router;

@@ -72,6 +72,12 @@ pub fn sections_needing_restart(old: &Config, new: &Config) -> Vec<&'static str>
     if format!("{:?}", old.mqtt) != format!("{:?}", new.mqtt) {
         changed.push("mqtt");
     }
+    if format!("{:?}", old.nats) != format!("{:?}", new.nats) {
+        changed.push("nats");
+    }
+    if format!("{:?}", old.kafka) != format!("{:?}", new.kafka) {
+        changed.push("kafka");
+    }
     if format!("{:?}", old.metrics) != format!("{:?}", new.metrics) {
         changed.push("metrics");
     }

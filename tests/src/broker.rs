@@ -90,7 +90,7 @@ pub fn write_config(dir: &Path, config_body: &str) -> PathBuf {
 }
 
 /// Sections with a `listen` address; tests never use the fixed default ports.
-const LISTENER_SECTIONS: [&str; 2] = ["mqtt", "metrics"];
+const LISTENER_SECTIONS: [&str; 3] = ["mqtt", "nats", "metrics"];
 
 /// Adds `listen = "127.0.0.1:0"` to every listener section that does not set its own.
 fn with_ephemeral_listeners(body: &str) -> String {
@@ -314,8 +314,9 @@ mod tests {
             out.contains("[metrics]\nlisten = \"127.0.0.1:0\"\n"),
             "{out}"
         );
+        assert!(out.contains("[nats]\nlisten = \"127.0.0.1:0\"\n"), "{out}");
         let out = with_ephemeral_listeners("[metrics]\nlisten = \"127.0.0.1:9\"\n");
-        assert_eq!(out.matches("listen").count(), 2, "{out}");
+        assert_eq!(out.matches("listen").count(), 3, "{out}");
         assert!(out.contains("127.0.0.1:9"));
     }
 }

@@ -86,6 +86,8 @@ pub struct Config {
     pub log: LogSection,
     /// `[mqtt]`: the MQTT listener and its limits.
     pub mqtt: MqttSection,
+    /// `[nats]`: the NATS listener, authentication and durable-ack settings.
+    pub nats: NatsSection,
     /// `[metrics]`: the Prometheus and health endpoint.
     pub metrics: MetricsSection,
     /// `[kafka]`: the upstream Kafka cluster and how the log is forwarded to it.
@@ -231,6 +233,75 @@ impl Default for KafkaSection {
             dead_letter: None,
             auto_create_topics: false,
             auto_create_partitions: 1,
+        }
+    }
+}
+
+/// One `[[nats.users]]` entry: a user name and its password.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NatsUser {
+    /// User name the client sends in CONNECT `user`.
+    pub user: String,
+    /// Password the client sends in CONNECT `pass`.
+    pub password: String,
+}
+
+/// `[nats]`: the NATS client-protocol listener and its limits.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct NatsSection {
+    /// Serve NATS at all.
+    pub enabled: bool,
+    /// Address to listen on (port 0 picks a free port, logged at startup).
+    pub listen: SocketAddr,
+    /// Most simultaneous client connections; more get `-ERR 'maximum connections exceeded'`.
+    pub max_connections: usize,
+    /// Largest PUB/HPUB payload (headers included), announced in INFO as `max_payload`.
+    pub max_payload: ByteSize,
+    /// Output a client may have waiting; a subscriber further behind is a slow consumer and is
+    /// disconnected with `-ERR 'Slow Consumer'`.
+    pub max_pending: ByteSize,
+    /// Routed publishes a connection may have waiting for their durable ack; reading pauses beyond.
+    pub max_inflight: usize,
+    /// Most subscriptions per connection; more get `-ERR 'maximum subscriptions exceeded'`.
+    pub max_subscriptions: usize,
+    /// How often the server PINGs a client.
+    pub ping_interval: HumanDuration,
+    /// Unanswered PINGs after which the connection is stale and closed.
+    pub max_pings_out: u32,
+    /// Time a new connection has to send CONNECT (`-ERR 'Authentication Timeout'`).
+    pub auth_timeout: HumanDuration,
+    /// Token clients may authenticate with (CONNECT `auth_token`).
+    pub token: Option<String>,
+    /// Users clients may authenticate as (CONNECT `user`/`pass`).
+    pub users: Vec<NatsUser>,
+    /// Accept clients that present no credentials.
+    pub allow_anonymous: bool,
+    /// How long a `Nats-Msg-Id` is remembered for duplicate detection of durable publishes.
+    pub duplicate_window: HumanDuration,
+    /// Most message ids remembered (oldest forgotten first), bounding the window's memory.
+    pub max_duplicate_ids: usize,
+}
+
+impl Default for NatsSection {
+    fn default() -> Self {
+        NatsSection {
+            enabled: true,
+            listen: SocketAddr::from(([127, 0, 0, 1], 4222)),
+            max_connections: 1000,
+            max_payload: ByteSize(1 << 20),
+            max_pending: ByteSize(8 << 20),
+            max_inflight: 4096,
+            max_subscriptions: 10_000,
+            ping_interval: HumanDuration(Duration::from_secs(120)),
+            max_pings_out: 2,
+            auth_timeout: HumanDuration(Duration::from_secs(2)),
+            token: None,
+            users: Vec::new(),
+            allow_anonymous: true,
+            duplicate_window: HumanDuration(Duration::from_secs(120)),
+            max_duplicate_ids: 100_000,
         }
     }
 }
@@ -497,6 +568,49 @@ impl Config {
             return invalid(
                 "mqtt.connect_timeout",
                 "must be greater than zero".to_owned(),
+            );
+        }
+        let nats = &self.nats;
+        if nats.max_payload.bytes() == 0 || nats.max_payload.bytes() > 64 << 20 {
+            return invalid(
+                "nats.max_payload",
+                format!("{} must be between 1B and 64MiB", nats.max_payload),
+            );
+        }
+        if nats.max_pending.bytes() < nats.max_payload.bytes() {
+            return invalid(
+                "nats.max_pending",
+                format!(
+                    "{} must be at least nats.max_payload ({})",
+                    nats.max_pending, nats.max_payload
+                ),
+            );
+        }
+        if nats.max_connections == 0 {
+            return invalid("nats.max_connections", "must be at least 1".to_owned());
+        }
+        if nats.max_inflight == 0 {
+            return invalid("nats.max_inflight", "must be at least 1".to_owned());
+        }
+        if nats.ping_interval.0.is_zero() {
+            return invalid("nats.ping_interval", "must be greater than zero".to_owned());
+        }
+        if nats.auth_timeout.0.is_zero() {
+            return invalid("nats.auth_timeout", "must be greater than zero".to_owned());
+        }
+        if nats.max_duplicate_ids == 0 {
+            return invalid("nats.max_duplicate_ids", "must be at least 1".to_owned());
+        }
+        if nats.token.as_deref() == Some("") {
+            return invalid("nats.token", "must not be empty".to_owned());
+        }
+        if nats.users.iter().any(|u| u.user.is_empty()) {
+            return invalid("nats.users", "every user needs a non-empty name".to_owned());
+        }
+        if !nats.allow_anonymous && nats.token.is_none() && nats.users.is_empty() {
+            return invalid(
+                "nats.allow_anonymous",
+                "false needs nats.token or nats.users, or no client could connect".to_owned(),
             );
         }
         self.compile_routes()?;
@@ -846,6 +960,30 @@ mod tests {
             let err = parse(&format!("[kafka]\n{text}\n")).unwrap_err();
             assert_eq!(err.field(), field, "{text}: {err}");
         }
+    }
+
+    #[test]
+    fn nats_section_parses_and_bad_values_name_the_field() {
+        let config = parse(
+            "[nats]\nlisten = \"127.0.0.1:4333\"\nduplicate_window = \"30s\"\ntoken = \"s3cret\"\n\
+             allow_anonymous = false\n[[nats.users]]\nuser = \"a\"\npassword = \"b\"\n",
+        )
+        .unwrap();
+        assert_eq!(config.nats.listen, "127.0.0.1:4333".parse().unwrap());
+        assert_eq!(config.nats.duplicate_window.0, Duration::from_secs(30));
+        assert_eq!(config.nats.users.len(), 1);
+        assert_eq!(
+            parse("").unwrap().nats.listen,
+            "127.0.0.1:4222".parse().unwrap()
+        );
+        let err = parse("[nats]\nallow_anonymous = false\n").unwrap_err();
+        assert_eq!(err.field(), "nats.allow_anonymous");
+        let err = parse("[nats]\nmax_payload = \"0B\"\n").unwrap_err();
+        assert_eq!(err.field(), "nats.max_payload");
+        let err = parse("[nats]\nduplicate_window = \"soon\"\n").unwrap_err();
+        assert_eq!(err.field(), "nats.duplicate_window");
+        let err = parse("[nats]\nlisten_on = \"x\"\n").unwrap_err();
+        assert_eq!(err.field(), "nats.listen_on");
     }
 
     #[test]

@@ -1,0 +1,368 @@
+//! NATS publish throughput: edge-broker's NATS ingress vs nats-server, with one pipelined
+//! protocol-level client (this file, on edge-proto's codec) used against every server.
+//!
+//! ```text
+//! cargo bench -p edge-broker --bench nats_publish [-- --core N --durable N --window W --rounds R]
+//! ```
+//!
+//! Servers, all on 127.0.0.1 ephemeral ports, started and stopped here:
+//! - edge-broker in-process (its own runtime, 2 worker threads), `fsync = "always"`, a route
+//!   matching the benchmark subject, data in a temporary directory;
+//! - `nats-server -a 127.0.0.1 -p PORT` (core);
+//! - `nats-server -js -sd DIR` with a file-storage stream on `bench.>`.
+//!
+//! Modes (200-byte payloads, one connection):
+//! - core: N × `PUB bench.sensor.temp 200`, then PING/PONG;
+//! - durable: N × `PUB bench.sensor.temp <reply> 200` with up to W unanswered, every reply must
+//!   be a PubAck (`"seq"`); edge-broker answers after fdatasync, JetStream after its file store
+//!   took the message (nats-server 2.9 syncs its file store every 2 minutes, not per message).
+//!
+//! Prints a Markdown table (best of R rounds). Benchmarks never assert timings.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
+
+use std::net::{SocketAddr, TcpListener};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use bytes::BytesMut;
+use edge_proto::nats::{Limits, ServerOp, decode_server_op, encode_pub};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio_util::sync::CancellationToken;
+
+const SUBJECT: &str = "bench.sensor.temp";
+const PAYLOAD: [u8; 200] = [b'x'; 200];
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn wait_listening(addr: SocketAddr) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while std::net::TcpStream::connect(addr).is_err() {
+        assert!(Instant::now() < deadline, "nothing listens on {addr}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+struct Client {
+    stream: TcpStream,
+    inbuf: BytesMut,
+    out: BytesMut,
+    limits: Limits,
+}
+
+impl Client {
+    async fn connect(addr: SocketAddr) -> Client {
+        let stream = TcpStream::connect(addr).await.unwrap();
+        stream.set_nodelay(true).unwrap();
+        let mut client = Client {
+            stream,
+            inbuf: BytesMut::with_capacity(1 << 20),
+            out: BytesMut::with_capacity(1 << 20),
+            limits: Limits::default(),
+        };
+        let info = client.next().await;
+        assert!(matches!(info, ServerOp::Info(_)), "{info:?}");
+        client
+            .stream
+            .write_all(b"CONNECT {\"verbose\":false,\"pedantic\":false,\"headers\":true}\r\nSUB _INBOX.bench.* 1\r\nPING\r\n")
+            .await
+            .unwrap();
+        client.until_pong().await;
+        client
+    }
+
+    async fn next(&mut self) -> ServerOp {
+        loop {
+            if let Some(op) = decode_server_op(&mut self.inbuf, &self.limits).unwrap() {
+                return op;
+            }
+            let n = self.stream.read_buf(&mut self.inbuf).await.unwrap();
+            assert!(n > 0, "server closed the connection");
+        }
+    }
+
+    async fn until_pong(&mut self) {
+        loop {
+            match self.next().await {
+                ServerOp::Pong => return,
+                ServerOp::Ping => self.stream.write_all(b"PONG\r\n").await.unwrap(),
+                ServerOp::Err(e) => panic!("-ERR {e}"),
+                _ => {}
+            }
+        }
+    }
+
+    /// A request on `subject` and its reply payload.
+    async fn request(&mut self, subject: &str, body: &[u8]) -> bytes::Bytes {
+        self.out.clear();
+        encode_pub(&mut self.out, subject, Some("_INBOX.bench.req"), None, body);
+        self.stream.write_all(&self.out).await.unwrap();
+        loop {
+            match self.next().await {
+                ServerOp::Msg(m) => return m.payload,
+                ServerOp::Err(e) => panic!("-ERR {e}"),
+                _ => {}
+            }
+        }
+    }
+
+    async fn core(&mut self, n: usize) -> f64 {
+        let start = Instant::now();
+        let mut sent = 0;
+        while sent < n {
+            self.out.clear();
+            while sent < n && self.out.len() < 256 << 10 {
+                encode_pub(&mut self.out, SUBJECT, None, None, &PAYLOAD);
+                sent += 1;
+            }
+            self.stream.write_all(&self.out).await.unwrap();
+        }
+        self.stream.write_all(b"PING\r\n").await.unwrap();
+        self.until_pong().await;
+        n as f64 / start.elapsed().as_secs_f64()
+    }
+
+    async fn durable(&mut self, n: usize, window: usize) -> f64 {
+        let start = Instant::now();
+        let (mut sent, mut acked, mut errors) = (0usize, 0usize, 0usize);
+        let mut last_seq = 0u64;
+        let mut reply = String::new();
+        while acked < n {
+            if sent < n && sent - acked < window {
+                self.out.clear();
+                while sent < n && sent - acked < window && self.out.len() < 64 << 10 {
+                    reply.clear();
+                    reply.push_str("_INBOX.bench.");
+                    reply.push_str(&sent.to_string());
+                    encode_pub(&mut self.out, SUBJECT, Some(&reply), None, &PAYLOAD);
+                    sent += 1;
+                }
+                self.stream.write_all(&self.out).await.unwrap();
+            }
+            // Take every complete reply buffered, reading once if there is none.
+            loop {
+                match decode_server_op(&mut self.inbuf, &self.limits).unwrap() {
+                    Some(ServerOp::Msg(m)) => {
+                        acked += 1;
+                        let text = std::str::from_utf8(&m.payload).unwrap_or("");
+                        match text.split("\"seq\":").nth(1).and_then(|rest| {
+                            rest.split(|c: char| !c.is_ascii_digit())
+                                .next()?
+                                .parse()
+                                .ok()
+                        }) {
+                            Some(seq) => last_seq = last_seq.max(seq),
+                            None => errors += 1,
+                        }
+                    }
+                    Some(ServerOp::Ping) => self.stream.write_all(b"PONG\r\n").await.unwrap(),
+                    Some(ServerOp::Err(e)) => panic!("-ERR {e}"),
+                    Some(_) => {}
+                    None => break,
+                }
+            }
+            if acked < n && (sent == n || sent - acked >= window) {
+                let got = self.stream.read_buf(&mut self.inbuf).await.unwrap();
+                assert!(got > 0, "server closed the connection");
+            }
+        }
+        assert_eq!(errors, 0, "replies that were not PubAcks");
+        assert!(last_seq > 0);
+        n as f64 / start.elapsed().as_secs_f64()
+    }
+}
+
+struct NatsServer {
+    child: Child,
+    addr: SocketAddr,
+    _dir: tempfile::TempDir,
+}
+
+impl NatsServer {
+    fn start(jetstream: bool) -> NatsServer {
+        let dir = tempfile::tempdir().unwrap();
+        let port = free_port();
+        let mut command = Command::new("nats-server");
+        command.args(["-a", "127.0.0.1", "-p", &port.to_string()]);
+        if jetstream {
+            command.args(["-js", "-sd", dir.path().to_str().unwrap()]);
+        }
+        let child = command
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("nats-server is not installed: apt-get install nats-server");
+        let addr = SocketAddr::from(([127, 0, 0, 1], port));
+        wait_listening(addr);
+        NatsServer {
+            child,
+            addr,
+            _dir: dir,
+        }
+    }
+}
+
+impl Drop for NatsServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+struct EdgeBroker {
+    addr: SocketAddr,
+    shutdown: CancellationToken,
+    thread: Option<std::thread::JoinHandle<()>>,
+    _dir: tempfile::TempDir,
+}
+
+impl EdgeBroker {
+    fn start() -> EdgeBroker {
+        let dir = tempfile::tempdir().unwrap();
+        let (port, mqtt, metrics) = (free_port(), free_port(), free_port());
+        let text = format!(
+            "[node]\nid = \"bench\"\ndata_dir = \"{}\"\n[mqtt]\nlisten = \"127.0.0.1:{mqtt}\"\n\
+             [nats]\nlisten = \"127.0.0.1:{port}\"\n[metrics]\nlisten = \"127.0.0.1:{metrics}\"\n\
+             [log]\nfsync = \"always\"\n[[route]]\nnats = \"bench.>\"\nkafka_topic = \"bench\"\n",
+            dir.path().join("data").display()
+        );
+        let config = edge_broker::config::Config::parse(&text, Path::new("bench.toml")).unwrap();
+        let shutdown = CancellationToken::new();
+        let token = shutdown.clone();
+        let thread = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .unwrap();
+            runtime
+                .block_on(edge_broker::app::run(config, None, token))
+                .unwrap();
+        });
+        let addr = SocketAddr::from(([127, 0, 0, 1], port));
+        wait_listening(addr);
+        EdgeBroker {
+            addr,
+            shutdown,
+            thread: Some(thread),
+            _dir: dir,
+        }
+    }
+}
+
+impl Drop for EdgeBroker {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+fn arg(name: &str, default: usize) -> usize {
+    let args: Vec<String> = std::env::args().collect();
+    args.iter()
+        .position(|a| a == name)
+        .and_then(|i| args.get(i + 1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+fn main() {
+    let core_n = arg("--core", 500_000);
+    let durable_n = arg("--durable", 200_000);
+    let window = arg("--window", 1000);
+    let rounds = arg("--rounds", 3);
+    let client_rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let mut best = [0f64; 4]; // edge core, nats core, edge durable, jetstream durable
+    let mut all: [Vec<f64>; 4] = Default::default();
+    for _ in 0..rounds {
+        {
+            let edge = EdgeBroker::start();
+            let (core, durable) = client_rt.block_on(async {
+                let mut c = Client::connect(edge.addr).await;
+                let core = c.core(core_n).await;
+                let durable = c.durable(durable_n, window).await;
+                (core, durable)
+            });
+            all[0].push(core);
+            all[2].push(durable);
+        }
+        {
+            let nats = NatsServer::start(false);
+            let core =
+                client_rt.block_on(async { Client::connect(nats.addr).await.core(core_n).await });
+            all[1].push(core);
+        }
+        {
+            let js = NatsServer::start(true);
+            let durable = client_rt.block_on(async {
+                let mut c = Client::connect(js.addr).await;
+                let created = c
+                    .request(
+                        "$JS.API.STREAM.CREATE.bench",
+                        br#"{"name":"bench","subjects":["bench.>"],"storage":"file"}"#,
+                    )
+                    .await;
+                assert!(
+                    !String::from_utf8_lossy(&created).contains("\"error\""),
+                    "stream not created: {}",
+                    String::from_utf8_lossy(&created)
+                );
+                c.durable(durable_n, window).await
+            });
+            all[3].push(durable);
+        }
+    }
+    for (i, runs) in all.iter().enumerate() {
+        best[i] = runs.iter().copied().fold(0.0, f64::max);
+    }
+    let fmt = |runs: &Vec<f64>| {
+        runs.iter()
+            .map(|r| format!("{r:.0}"))
+            .collect::<Vec<_>>()
+            .join(" / ")
+    };
+    println!(
+        "\nNATS publish, 200 B payloads, one connection, {window} in flight for durable acks; \
+         core {core_n} msgs, durable {durable_n} msgs; best of {rounds}\n"
+    );
+    println!("| mode | server | msg/s | all rounds |");
+    println!("|---|---|---:|---|");
+    println!(
+        "| core PUB (no reply) | edge-broker | {:.0} | {} |",
+        best[0],
+        fmt(&all[0])
+    );
+    println!(
+        "| core PUB (no reply) | nats-server 2.9.10 | {:.0} | {} |",
+        best[1],
+        fmt(&all[1])
+    );
+    println!(
+        "| durable ack (PubAck) | edge-broker, fsync = always | {:.0} | {} |",
+        best[2],
+        fmt(&all[2])
+    );
+    println!(
+        "| durable ack (PubAck) | nats-server JetStream, file store | {:.0} | {} |",
+        best[3],
+        fmt(&all[3])
+    );
+    println!(
+        "\ndurable: edge-broker / JetStream = {:.2}x (goal >= 2x); core: edge-broker / nats-server = {:.2}x",
+        best[2] / best[3],
+        best[0] / best[1]
+    );
+}

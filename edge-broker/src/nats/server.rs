@@ -1,0 +1,313 @@
+//! The NATS server: listener, per-server state shared by connections, metrics.
+
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use edge_bridge::route::Routes;
+use edge_log::Log;
+use edge_proto::nats::subject;
+use edge_proto::nats::{HeaderMap, Info};
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use super::connection;
+use super::dedup::DuplicateWindow;
+use crate::config::NatsSection;
+use crate::hub::{FanOut, Hub};
+use crate::message::{Message, MessageProperties, Origin, now_ms};
+use crate::router::Filter;
+
+/// Hub keys of NATS subscriptions start here (MQTT sessions use small sequential keys).
+pub const NATS_KEY_BASE: u64 = 1 << 62;
+
+/// Counters of the NATS front end, rendered on `/metrics`.
+#[derive(Debug, Default)]
+pub struct NatsMetrics {
+    /// Clients connected now.
+    pub connections: AtomicI64,
+    /// Connections accepted since start.
+    pub connections_total: AtomicU64,
+    /// PUB/HPUB received.
+    pub received: AtomicU64,
+    /// MSG/HMSG sent to subscribers.
+    pub sent: AtomicU64,
+    /// Routed publishes stored in the log.
+    pub stored: AtomicU64,
+    /// Durable PubAcks sent.
+    pub acks: AtomicU64,
+    /// Publishes answered as duplicates (`Nats-Msg-Id` seen within the window).
+    pub duplicates: AtomicU64,
+    /// Publishes the log refused (full, too large, failed).
+    pub refused: AtomicU64,
+    /// Connections closed for protocol errors.
+    pub protocol_errors: AtomicU64,
+    /// Connections closed as slow consumers.
+    pub slow_consumers: AtomicU64,
+    /// Deliveries dropped because the subscriber's output was full.
+    pub dropped_slow: AtomicU64,
+    /// Publishes or subscriptions whose subject has no MQTT equivalent (not delivered).
+    pub unmappable: AtomicU64,
+    /// Routed publishes that entered the log after a later one of the same connection.
+    pub reordered: AtomicU64,
+}
+
+impl NatsMetrics {
+    /// Adds one to `counter`.
+    pub fn inc(counter: &AtomicU64) {
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// The shared state of the NATS front end.
+#[derive(Debug)]
+pub struct NatsServer {
+    /// `[nats]` settings.
+    pub settings: NatsSection,
+    /// Subscriptions of all protocols.
+    pub hub: Arc<Hub>,
+    /// The event log routed publishes go to.
+    pub log: Log,
+    routes: RwLock<Arc<Routes>>,
+    /// Counters.
+    pub metrics: NatsMetrics,
+    /// `Nats-Msg-Id` duplicate window.
+    pub dedup: Mutex<DuplicateWindow>,
+    /// Server id announced in INFO.
+    pub server_id: String,
+    /// Server name announced in INFO (the node id).
+    pub server_name: String,
+    next_key: AtomicU64,
+    tasks: TaskTracker,
+}
+
+impl NatsServer {
+    /// Creates the server.
+    pub fn new(
+        settings: NatsSection,
+        hub: Arc<Hub>,
+        log: Log,
+        routes: Arc<Routes>,
+        node_id: &str,
+    ) -> Arc<NatsServer> {
+        let dedup = DuplicateWindow::new(settings.duplicate_window.0, settings.max_duplicate_ids);
+        Arc::new(NatsServer {
+            server_id: format!("NEDGE{:X}{:X}", now_ms(), std::process::id()),
+            server_name: node_id.to_owned(),
+            settings,
+            hub,
+            log,
+            routes: RwLock::new(routes),
+            metrics: NatsMetrics::default(),
+            dedup: Mutex::new(dedup),
+            next_key: AtomicU64::new(NATS_KEY_BASE),
+            tasks: TaskTracker::new(),
+        })
+    }
+
+    /// Replaces the routes (SIGHUP reload).
+    pub fn set_routes(&self, routes: Arc<Routes>) {
+        *self.routes.write().unwrap_or_else(|p| p.into_inner()) = routes;
+    }
+
+    /// The stream name (the Kafka topic of the first matching route) if a publish on `subject`
+    /// goes to the log.
+    pub fn route_for(&self, subject: &str) -> Option<String> {
+        let routes = self.routes.read().unwrap_or_else(|p| p.into_inner());
+        routes
+            .find(edge_bridge::headers::Source::Nats, subject)
+            .map(|r| r.kafka_topic.clone())
+    }
+
+    /// A fresh hub key (connections and subscriptions), from [`NATS_KEY_BASE`] upward.
+    pub fn next_key(&self) -> u64 {
+        self.next_key.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// Whether clients must present credentials.
+    pub fn auth_required(&self) -> bool {
+        !self.settings.allow_anonymous
+    }
+
+    /// Checks CONNECT credentials against `[nats]` token/users.
+    pub fn authorize(&self, token: Option<&str>, user: Option<&str>, pass: Option<&str>) -> bool {
+        let s = &self.settings;
+        if let (Some(given), Some(expected)) = (token, s.token.as_deref()) {
+            return constant_time_eq(given.as_bytes(), expected.as_bytes());
+        }
+        if let Some(user) = user
+            && !s.users.is_empty()
+        {
+            let pass = pass.unwrap_or("");
+            return s.users.iter().any(|u| {
+                u.user == user && constant_time_eq(u.password.as_bytes(), pass.as_bytes())
+            });
+        }
+        s.allow_anonymous
+    }
+
+    /// The INFO a new connection gets.
+    pub fn info(
+        &self,
+        client_id: u64,
+        peer: std::net::SocketAddr,
+        local: Option<std::net::SocketAddr>,
+    ) -> Info {
+        let listen = local.unwrap_or(self.settings.listen);
+        Info {
+            server_id: self.server_id.clone(),
+            server_name: self.server_name.clone(),
+            version: env!("CARGO_PKG_VERSION").to_owned(),
+            go: Some("edge-broker (Rust)".to_owned()),
+            proto: 1,
+            host: listen.ip().to_string(),
+            port: listen.port(),
+            headers: true,
+            max_payload: i64::try_from(self.settings.max_payload.bytes()).unwrap_or(i64::MAX),
+            client_id: Some(client_id),
+            client_ip: Some(peer.ip().to_string()),
+            auth_required: self.auth_required(),
+            ..Info::default()
+        }
+    }
+
+    /// Publishes a message to local subscribers of every protocol.
+    pub fn publish_local(&self, message: &Arc<Message>) -> FanOut {
+        self.hub.publish(message)
+    }
+
+    /// Accepts connections until `shutdown`, then waits for them to close.
+    pub async fn serve(self: Arc<Self>, listener: TcpListener, shutdown: CancellationToken) {
+        let permits = Arc::new(Semaphore::new(self.settings.max_connections));
+        loop {
+            let accepted = tokio::select! {
+                _ = shutdown.cancelled() => break,
+                accepted = listener.accept() => accepted,
+            };
+            let (stream, peer) = match accepted {
+                Ok(accepted) => accepted,
+                Err(err) => {
+                    tracing::warn!("NATS listener: accept failed: {err}");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            };
+            let permit = Arc::clone(&permits).try_acquire_owned().ok();
+            self.tasks.spawn(connection::serve(
+                Arc::clone(&self),
+                stream,
+                peer,
+                permit,
+                shutdown.clone(),
+            ));
+        }
+        drop(listener);
+        self.tasks.close();
+        self.tasks.wait().await;
+    }
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// The hub filter for a NATS subscription subject, or `None` when the subject has no MQTT
+/// equivalent. `>` (one or more tokens) becomes MQTT `+/#` (one level, then any).
+pub fn hub_filter(nats_subject: &str) -> Option<Filter> {
+    let mqtt = subject::nats_subject_to_mqtt_filter(nats_subject).ok()?;
+    let mqtt = match mqtt.strip_suffix('#') {
+        Some(prefix) => format!("{prefix}+/#"),
+        None => mqtt,
+    };
+    Filter::mqtt(&mqtt).ok()
+}
+
+/// Builds the hub message for a NATS publish; `None` when the subject has no MQTT equivalent.
+pub fn nats_message(
+    nats_subject: &str,
+    reply: Option<&str>,
+    headers: Option<&HeaderMap>,
+    payload: bytes::Bytes,
+    publisher: Option<u64>,
+    qos: u8,
+) -> Option<Arc<Message>> {
+    let topic = subject::nats_subject_to_mqtt_topic(nats_subject).ok()?;
+    let response_topic = reply.and_then(|r| subject::nats_subject_to_mqtt_topic(r).ok());
+    Some(Arc::new(Message {
+        topic,
+        payload,
+        qos,
+        retain: false,
+        properties: MessageProperties {
+            response_topic,
+            user_properties: headers
+                .map(|h| {
+                    h.iter()
+                        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                        .collect()
+                })
+                .unwrap_or_default(),
+            ..MessageProperties::default()
+        },
+        received_ms: now_ms(),
+        origin: Origin::Nats,
+        publisher,
+    }))
+}
+
+impl crate::reload::Reload for NatsServer {
+    fn reload(&self, config: &crate::config::Config) {
+        match config.compile_routes() {
+            Ok(routes) => self.set_routes(Arc::new(routes)),
+            Err(err) => tracing::error!("reload: NATS routes not replaced: {err}"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::router::filter::mqtt_levels;
+
+    fn hits(sub: &str, subject: &str) -> bool {
+        let topic = subject::nats_subject_to_mqtt_topic(subject).unwrap();
+        hub_filter(sub).unwrap().matches(&mqtt_levels(&topic))
+    }
+
+    #[test]
+    fn nats_wildcards_keep_their_meaning_in_the_hub() {
+        assert!(hits("a.*", "a.b"));
+        assert!(!hits("a.*", "a.b.c"));
+        assert!(hits("a.>", "a.b"));
+        assert!(hits("a.>", "a.b.c"));
+        assert!(!hits("a.>", "a"), "NATS > needs at least one token");
+        assert!(hits(">", "x"));
+        assert!(hits("a.b//c", "a.b//c"), "escaped dots stay one level");
+        assert!(!hits("a.b", "a.b//c"));
+        assert!(hub_filter("a/b").is_none(), "no MQTT equivalent");
+    }
+
+    #[test]
+    fn nats_messages_carry_mqtt_topics_headers_and_reply() {
+        let mut h = HeaderMap::new();
+        h.append("k", "v");
+        let m = nats_message(
+            "a.b//c",
+            Some("_INBOX.x.1"),
+            Some(&h),
+            bytes::Bytes::new(),
+            None,
+            0,
+        )
+        .unwrap();
+        assert_eq!(m.topic, "a/b.c");
+        assert_eq!(m.properties.response_topic.as_deref(), Some("_INBOX/x/1"));
+        assert_eq!(m.properties.user_properties, vec![("k".into(), "v".into())]);
+        assert!(nats_message("a/b", None, None, bytes::Bytes::new(), None, 0).is_none());
+    }
+}
