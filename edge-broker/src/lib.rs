@@ -11,6 +11,7 @@
 //! - [`router`]: subscription filters and the subscription tree shared by MQTT and NATS.
 //! - [`message`]: the protocol-neutral message delivered to subscribers.
 //! - [`hub`]: all live subscriptions and fan-out into subscribers' bounded mailboxes.
+//! - [`listener`]: the bounded accept loop shared by the MQTT and NATS front ends.
 //! - [`mqtt`]: the MQTT 3.1.1/5 server (sessions, retained messages, wills, durable acks).
 //! - [`nats`]: the NATS server (client protocol, cross-protocol delivery, durable PubAcks).
 //! - [`state_file`]: crash-safe small state files (sessions, retained messages).
@@ -22,6 +23,7 @@ pub mod cli;
 pub mod config;
 pub mod forwarder;
 pub mod hub;
+pub mod listener;
 pub mod logging;
 pub mod message;
 pub mod metrics;

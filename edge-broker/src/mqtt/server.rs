@@ -10,7 +10,6 @@ use edge_bridge::route::Routes;
 use edge_log::Log;
 use serde::{Deserialize, Serialize};
 use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -441,33 +440,19 @@ impl MqttServer {
 
     /// Accepts connections until `shutdown`, then waits for them to close and saves state.
     pub async fn serve(self: Arc<Self>, listener: TcpListener, shutdown: CancellationToken) {
-        let permits = Arc::new(Semaphore::new(self.settings.max_connections));
         let background = self.spawn_background(shutdown.clone());
-        loop {
-            let accepted = tokio::select! {
-                _ = shutdown.cancelled() => break,
-                accepted = listener.accept() => accepted,
-            };
-            let (stream, peer) = match accepted {
-                Ok(accepted) => accepted,
-                Err(err) => {
-                    tracing::warn!("MQTT listener: accept failed: {err}");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            };
-            let permit = Arc::clone(&permits).try_acquire_owned().ok();
-            self.tasks.spawn(connection::serve(
-                Arc::clone(&self),
-                stream,
-                peer,
-                permit,
-                shutdown.clone(),
-            ));
-        }
-        drop(listener);
-        self.tasks.close();
-        self.tasks.wait().await;
+        let server = Arc::clone(&self);
+        crate::listener::accept_loop(
+            listener,
+            "MQTT",
+            self.settings.max_connections,
+            &self.tasks,
+            &shutdown,
+            |stream, peer, permit| {
+                connection::serve(Arc::clone(&server), stream, peer, permit, shutdown.clone())
+            },
+        )
+        .await;
         let _ = background.await;
         if let Err(err) = self.save() {
             tracing::error!("saving MQTT state at shutdown failed: {err}");

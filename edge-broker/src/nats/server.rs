@@ -2,14 +2,12 @@
 
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
-use std::time::Duration;
 
 use edge_bridge::route::Routes;
 use edge_log::Log;
 use edge_proto::nats::subject;
 use edge_proto::nats::{HeaderMap, Info};
 use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -180,32 +178,18 @@ impl NatsServer {
 
     /// Accepts connections until `shutdown`, then waits for them to close.
     pub async fn serve(self: Arc<Self>, listener: TcpListener, shutdown: CancellationToken) {
-        let permits = Arc::new(Semaphore::new(self.settings.max_connections));
-        loop {
-            let accepted = tokio::select! {
-                _ = shutdown.cancelled() => break,
-                accepted = listener.accept() => accepted,
-            };
-            let (stream, peer) = match accepted {
-                Ok(accepted) => accepted,
-                Err(err) => {
-                    tracing::warn!("NATS listener: accept failed: {err}");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            };
-            let permit = Arc::clone(&permits).try_acquire_owned().ok();
-            self.tasks.spawn(connection::serve(
-                Arc::clone(&self),
-                stream,
-                peer,
-                permit,
-                shutdown.clone(),
-            ));
-        }
-        drop(listener);
-        self.tasks.close();
-        self.tasks.wait().await;
+        let server = Arc::clone(&self);
+        crate::listener::accept_loop(
+            listener,
+            "NATS",
+            self.settings.max_connections,
+            &self.tasks,
+            &shutdown,
+            |stream, peer, permit| {
+                connection::serve(Arc::clone(&server), stream, peer, permit, shutdown.clone())
+            },
+        )
+        .await;
     }
 }
 
