@@ -49,3 +49,22 @@ pub async fn accept_loop<F, Fut>(
     tasks.close();
     tasks.wait().await;
 }
+
+/// Writes what is left in `out` and shuts the socket down, giving up after `deadline` (a client
+/// that stopped reading must not hold a closing connection open).
+pub async fn flush_and_close(
+    writer: &mut tokio::net::tcp::OwnedWriteHalf,
+    out: &mut bytes::BytesMut,
+    deadline: Duration,
+) {
+    use tokio::io::AsyncWriteExt;
+    let flush = async {
+        while !out.is_empty() {
+            if writer.write_buf(out).await.is_err() {
+                break;
+            }
+        }
+        let _ = writer.shutdown().await;
+    };
+    let _ = tokio::time::timeout(deadline, flush).await;
+}

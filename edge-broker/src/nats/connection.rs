@@ -952,15 +952,7 @@ impl Connection {
             state.buf.split()
         };
         self.outbuf.unsplit(rest);
-        let flush = async {
-            while !self.outbuf.is_empty() {
-                if self.writer.write_buf(&mut self.outbuf).await.is_err() {
-                    break;
-                }
-            }
-            let _ = self.writer.shutdown().await;
-        };
-        let _ = tokio::time::timeout(CLOSE_FLUSH, flush).await;
+        crate::listener::flush_and_close(&mut self.writer, &mut self.outbuf, CLOSE_FLUSH).await;
         let metrics = &self.server.metrics;
         match &exit {
             Exit::Violation(why) => {
