@@ -1,7 +1,8 @@
 //! SIGHUP: re-read the configuration and apply what can change without dropping connections.
 //!
-//! Routes are swapped in place (new publishes are routed by the new table at once). Changes to
-//! anything else — listeners, the log, limits — are reported as needing a restart, and a config
+//! Routes are swapped in place (new publishes are routed by the new table at once) and MQTT
+//! limits apply to connections made after the reload. Changes to anything else — listeners,
+//! the log, NATS and Kafka settings — are reported as needing a restart, and a config
 //! that does not validate is refused with the reason, keeping the running one. systemd hears
 //! `RELOADING=1` before and `READY=1` after.
 
@@ -69,7 +70,11 @@ pub fn sections_needing_restart(old: &Config, new: &Config) -> Vec<&'static str>
     if format!("{:?}", old.log) != format!("{:?}", new.log) {
         changed.push("log");
     }
-    if format!("{:?}", old.mqtt) != format!("{:?}", new.mqtt) {
+    // MQTT limits apply to new connections; only these need a restart.
+    let (a, b) = (&old.mqtt, &new.mqtt);
+    if (a.enabled, a.listen, a.max_connections, a.max_retained)
+        != (b.enabled, b.listen, b.max_connections, b.max_retained)
+    {
         changed.push("mqtt");
     }
     if format!("{:?}", old.nats) != format!("{:?}", new.nats) {
@@ -98,6 +103,10 @@ mod tests {
         )
         .unwrap();
         assert_eq!(sections_needing_restart(&old, &new), vec!["log"]);
+        let limits = Config::parse("[mqtt]\nmax_inflight = 7\n", Path::new("c")).unwrap();
+        assert!(sections_needing_restart(&old, &limits).is_empty());
+        let listener = Config::parse("[mqtt]\nlisten = \"127.0.0.1:1\"\n", Path::new("d")).unwrap();
+        assert_eq!(sections_needing_restart(&old, &listener), vec!["mqtt"]);
         assert!(sections_needing_restart(&old, &old).is_empty());
     }
 }

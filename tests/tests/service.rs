@@ -191,3 +191,35 @@ fn sighup_swaps_routes_without_dropping_connections() {
     assert_eq!(metric(metrics, "edge_log_records"), 2.0);
     assert!(broker.terminate(Duration::from_secs(25)).success());
 }
+
+#[test]
+fn sighup_applies_mqtt_limits_to_new_connections() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut broker = Broker::start_in(dir.path(), "");
+    let mqtt = broker.mqtt_addr();
+    publish_qos1(mqtt, "open/1");
+
+    edge_tests::broker::write_config(dir.path(), "[mqtt]\nallow_anonymous = false\n");
+    broker.signal(nix::sys::signal::Signal::SIGHUP);
+    broker.wait_for_line("configuration reloaded", Duration::from_secs(10));
+    let refused = std::process::Command::new(edge_tests::peers::program(
+        "mosquitto_pub",
+        "mosquitto-clients",
+    ))
+    .args(["-h", &mqtt.ip().to_string(), "-p", &mqtt.port().to_string()])
+    .args(["-t", "open/2", "-m", "x", "-q", "1"])
+    .output()
+    .unwrap();
+    assert!(
+        !refused.status.success(),
+        "an anonymous client is refused after the reload"
+    );
+    assert!(
+        !broker
+            .lines()
+            .iter()
+            .any(|l| l.contains("take effect after a restart")),
+        "MQTT limits reload without a restart"
+    );
+    assert!(broker.terminate(Duration::from_secs(25)).success());
+}

@@ -108,11 +108,12 @@ pub async fn serve(
     let _ = stream.set_nodelay(true);
     let (mut reader, mut writer) = stream.into_split();
     let mut inbuf = BytesMut::with_capacity(INITIAL_BUFFER);
-    let max_packet = server.settings.max_packet_size.bytes() as u32;
+    let settings = server.settings();
+    let max_packet = settings.max_packet_size.bytes() as u32;
     let connect = tokio::select! {
         _ = shutdown.cancelled() => return,
         read = tokio::time::timeout(
-            server.settings.connect_timeout.0,
+            settings.connect_timeout.0,
             read_connect(&mut reader, &mut inbuf, max_packet),
         ) => match read {
             Ok(Ok(connect)) => connect,
@@ -128,7 +129,7 @@ pub async fn serve(
                 return;
             }
             Err(_) => {
-                tracing::info!(%peer, "MQTT client sent no CONNECT within {:?}", server.settings.connect_timeout.0);
+                tracing::info!(%peer, "MQTT client sent no CONNECT within {:?}", settings.connect_timeout.0);
                 return;
             }
         },
@@ -218,6 +219,8 @@ async fn refuse(
 
 struct Connection {
     server: Arc<MqttServer>,
+    /// The `[mqtt]` limits this connection started with (a reload affects later connections).
+    settings: Arc<crate::config::MqttSection>,
     session: Arc<Session>,
     generation: u64,
     version: ProtocolVersion,
@@ -257,7 +260,7 @@ impl Connection {
         shutdown: CancellationToken,
     ) -> std::io::Result<Option<Connection>> {
         let version = connect.protocol_version;
-        let settings = &server.settings;
+        let settings = server.settings();
         if !settings.allow_anonymous && connect.username.is_none() {
             tracing::info!(%peer, client_id = %connect.client_id, "refusing anonymous MQTT client (mqtt.allow_anonymous = false)");
             refuse(
@@ -362,6 +365,7 @@ impl Connection {
         });
         let mut connection = Connection {
             server: Arc::clone(&server),
+            settings: Arc::clone(&settings),
             session,
             generation,
             version,
@@ -470,7 +474,7 @@ impl Connection {
     /// full log under `when_full = "block"`: there a later, smaller record could take space an
     /// earlier, waiting one could not, and the client's order in the log must hold.
     fn may_take_input(&self) -> bool {
-        let max = usize::from(self.server.settings.max_inflight);
+        let max = usize::from(self.settings.max_inflight);
         if self.appends.len() >= max || self.acks.len() >= max {
             return false;
         }
@@ -620,7 +624,7 @@ impl Connection {
         metrics.received(publish.qos as usize);
         // Topic aliases (MQTT 5 §3.3.2.3.4).
         if let Some(alias) = publish.properties.topic_alias {
-            if alias == 0 || alias > self.server.settings.topic_alias_maximum {
+            if alias == 0 || alias > self.settings.topic_alias_maximum {
                 return Err(Exit::Violation(
                     ReasonCode::TopicAliasInvalid,
                     format!("topic alias {alias} is out of range"),
@@ -661,7 +665,7 @@ impl Connection {
                 });
                 return Ok(());
             }
-            if state.inbound_qos2.len() >= usize::from(self.server.settings.max_inflight) {
+            if state.inbound_qos2.len() >= usize::from(self.settings.max_inflight) {
                 return Err(Exit::Violation(
                     ReasonCode::ReceiveMaximumExceeded,
                     "too many QoS 2 publishes awaiting PUBREL".to_owned(),
@@ -963,8 +967,8 @@ impl Connection {
                     "session expiry set on DISCONNECT after CONNECT had none".to_owned(),
                 ));
             }
-            let max = u32::try_from(self.server.settings.max_session_expiry.0.as_secs())
-                .unwrap_or(u32::MAX);
+            let max =
+                u32::try_from(self.settings.max_session_expiry.0.as_secs()).unwrap_or(u32::MAX);
             self.session.lock().expiry_secs = expiry.min(max);
         }
         Err(Exit::ClientDisconnect {

@@ -105,8 +105,8 @@ pub enum MqttStartError {
 /// The shared state of the MQTT front end.
 #[derive(Debug)]
 pub struct MqttServer {
-    /// `[mqtt]` settings.
-    pub settings: MqttSection,
+    /// `[mqtt]` settings; a reload replaces them for connections made afterwards.
+    settings: RwLock<Arc<MqttSection>>,
     /// Subscriptions of all protocols.
     pub hub: Arc<Hub>,
     /// Sessions by client id.
@@ -135,7 +135,7 @@ impl MqttServer {
     ) -> Result<Arc<MqttServer>, MqttStartError> {
         let server = Arc::new(MqttServer {
             retained: RetainedStore::new(settings.max_retained),
-            settings,
+            settings: RwLock::new(Arc::new(settings)),
             hub,
             sessions: Registry::new(1),
             log,
@@ -184,7 +184,7 @@ impl MqttServer {
         let session = Arc::new(Session::new(
             self.sessions.next_key(),
             snapshot.client_id.clone(),
-            self.settings.max_queued_messages,
+            self.settings().max_queued_messages,
         ));
         {
             let mut state = session.lock();
@@ -220,6 +220,11 @@ impl MqttServer {
             }
         }
         self.sessions.lock().insert(snapshot.client_id, session);
+    }
+
+    /// The current `[mqtt]` settings (a connection keeps the ones it started with).
+    pub fn settings(&self) -> Arc<MqttSection> {
+        Arc::clone(&self.settings.read().unwrap_or_else(|p| p.into_inner()))
     }
 
     /// Replaces the routes (SIGHUP reload).
@@ -280,7 +285,7 @@ impl MqttServer {
                     Arc::new(Session::new(
                         self.sessions.next_key(),
                         client_id.to_owned(),
-                        self.settings.max_queued_messages,
+                        self.settings().max_queued_messages,
                     )),
                     false,
                 )
@@ -302,7 +307,7 @@ impl MqttServer {
                 Arc::new(Session::new(
                     self.sessions.next_key(),
                     client_id.to_owned(),
-                    self.settings.max_queued_messages,
+                    self.settings().max_queued_messages,
                 )),
                 false,
             ),
@@ -445,7 +450,7 @@ impl MqttServer {
         crate::listener::accept_loop(
             listener,
             "MQTT",
-            self.settings.max_connections,
+            self.settings().max_connections,
             &self.tasks,
             &shutdown,
             |stream, peer, permit| {
@@ -535,6 +540,10 @@ impl MqttServer {
 
 impl crate::reload::Reload for MqttServer {
     fn reload(&self, config: &crate::config::Config) {
+        // Limits apply to connections made from now on; the listener, the connection cap and
+        // the retained-store size are fixed at start (the reloader reports those as needing a
+        // restart).
+        *self.settings.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(config.mqtt.clone());
         match config.compile_routes() {
             Ok(routes) => self.set_routes(Arc::new(routes)),
             Err(err) => tracing::error!("reload: routes not replaced: {err}"),
