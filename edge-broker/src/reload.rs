@@ -1,8 +1,8 @@
 //! SIGHUP: re-read the configuration and apply what can change without dropping connections.
 //!
-//! Routes are swapped in place (new publishes are routed by the new table at once) and MQTT
-//! limits apply to connections made after the reload. Changes to anything else — listeners,
-//! the log, NATS and Kafka settings — are reported as needing a restart, and a config
+//! Routes are swapped in place (new publishes are routed by the new table at once), and MQTT
+//! and NATS limits and NATS credentials apply to connections made after the reload. Changes to
+//! anything else — listeners, connection caps, the log, Kafka — are reported as needing a restart, and a config
 //! that does not validate is refused with the reason, keeping the running one. systemd hears
 //! `RELOADING=1` before and `READY=1` after.
 
@@ -77,7 +77,10 @@ pub fn sections_needing_restart(old: &Config, new: &Config) -> Vec<&'static str>
     {
         changed.push("mqtt");
     }
-    if format!("{:?}", old.nats) != format!("{:?}", new.nats) {
+    let (a, b) = (&old.nats, &new.nats);
+    if (a.enabled, a.listen, a.max_connections) != (b.enabled, b.listen, b.max_connections)
+        || (a.duplicate_window, a.max_duplicate_ids) != (b.duplicate_window, b.max_duplicate_ids)
+    {
         changed.push("nats");
     }
     if format!("{:?}", old.kafka) != format!("{:?}", new.kafka) {

@@ -307,13 +307,14 @@ pub async fn serve(
         .await;
         return;
     };
+    let settings = server.settings();
     let outbox = Arc::new(Outbox {
         state: Mutex::new(OutState {
             echo: true,
             ..OutState::default()
         }),
         wake: Notify::new(),
-        max_pending: server.settings.max_pending.bytes() as usize,
+        max_pending: settings.max_pending.bytes() as usize,
         conn_key,
         server: Arc::clone(&server),
     });
@@ -322,9 +323,10 @@ pub async fn serve(
     NatsMetrics::inc(&server.metrics.connections_total);
     let mut connection = Connection {
         limits: Limits {
-            max_payload: server.settings.max_payload.bytes() as usize,
+            max_payload: settings.max_payload.bytes() as usize,
             ..Limits::default()
         },
+        settings,
         server,
         outbox,
         peer,
@@ -354,6 +356,8 @@ pub async fn serve(
 
 struct Connection {
     server: Arc<NatsServer>,
+    /// The `[nats]` limits this connection started with (a reload affects later connections).
+    settings: Arc<crate::config::NatsSection>,
     outbox: Arc<Outbox>,
     peer: SocketAddr,
     conn_key: u64,
@@ -394,7 +398,7 @@ impl Connection {
     fn can_process(&self) -> bool {
         self.appends.len() < MAX_APPENDS_IN_FLIGHT
             && self.append_bytes < MAX_APPEND_BYTES_IN_FLIGHT
-            && self.acks.len() < self.server.settings.max_inflight
+            && self.acks.len() < self.settings.max_inflight
             && self.outbox.pending() < self.outbox.max_pending
     }
 
@@ -417,11 +421,11 @@ impl Connection {
     }
 
     async fn serve_loop(&mut self) -> Exit {
-        let ping_every = self.server.settings.ping_interval.0;
+        let ping_every = self.settings.ping_interval.0;
         let mut ping = tokio::time::interval_at(Instant::now() + ping_every, ping_every);
         // Ticks missed while input was held back must not arrive as a burst of PINGs.
         ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let auth_deadline = Instant::now() + self.server.settings.auth_timeout.0;
+        let auth_deadline = Instant::now() + self.settings.auth_timeout.0;
         loop {
             if let Err(exit) = self.process_input() {
                 return exit;
@@ -453,7 +457,7 @@ impl Connection {
                 _ = self.outbox.wake.notified() => {}
                 _ = ping.tick(), if can_read => {
                     // Not while input is held back: the client's PONGs could not be read.
-                    if self.pings_out >= self.server.settings.max_pings_out {
+                    if self.pings_out >= self.settings.max_pings_out {
                         return self.error(ServerError::StaleConnection);
                     }
                     self.pings_out += 1;
@@ -829,7 +833,7 @@ impl Connection {
             self.ok();
             return;
         }
-        if self.subs.len() >= self.server.settings.max_subscriptions {
+        if self.subs.len() >= self.settings.max_subscriptions {
             self.outbox
                 .push_raw(ServerError::MaxSubscriptionsExceeded.err_line().as_bytes());
             return;

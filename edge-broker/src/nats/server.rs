@@ -62,8 +62,8 @@ impl NatsMetrics {
 /// The shared state of the NATS front end.
 #[derive(Debug)]
 pub struct NatsServer {
-    /// `[nats]` settings.
-    pub settings: NatsSection,
+    /// `[nats]` settings; a reload replaces them for connections made afterwards.
+    settings: RwLock<Arc<NatsSection>>,
     /// Subscriptions of all protocols.
     pub hub: Arc<Hub>,
     /// The event log routed publishes go to.
@@ -94,7 +94,7 @@ impl NatsServer {
         Arc::new(NatsServer {
             server_id: format!("NEDGE{:X}{:X}", now_ms(), std::process::id()),
             server_name: node_id.to_owned(),
-            settings,
+            settings: RwLock::new(Arc::new(settings)),
             hub,
             log,
             routes: RwLock::new(routes),
@@ -103,6 +103,11 @@ impl NatsServer {
             next_key: AtomicU64::new(NATS_KEY_BASE),
             tasks: TaskTracker::new(),
         })
+    }
+
+    /// The current `[nats]` settings (a connection keeps the ones it started with).
+    pub fn settings(&self) -> Arc<NatsSection> {
+        Arc::clone(&self.settings.read().unwrap_or_else(|p| p.into_inner()))
     }
 
     /// Replaces the routes (SIGHUP reload).
@@ -126,12 +131,12 @@ impl NatsServer {
 
     /// Whether clients must present credentials.
     pub fn auth_required(&self) -> bool {
-        !self.settings.allow_anonymous
+        !self.settings().allow_anonymous
     }
 
     /// Checks CONNECT credentials against `[nats]` token/users.
     pub fn authorize(&self, token: Option<&str>, user: Option<&str>, pass: Option<&str>) -> bool {
-        let s = &self.settings;
+        let s = self.settings();
         if let (Some(given), Some(expected)) = (token, s.token.as_deref()) {
             return constant_time_eq(given.as_bytes(), expected.as_bytes());
         }
@@ -153,7 +158,7 @@ impl NatsServer {
         peer: std::net::SocketAddr,
         local: Option<std::net::SocketAddr>,
     ) -> Info {
-        let listen = local.unwrap_or(self.settings.listen);
+        let listen = local.unwrap_or(self.settings().listen);
         Info {
             server_id: self.server_id.clone(),
             server_name: self.server_name.clone(),
@@ -163,7 +168,7 @@ impl NatsServer {
             host: listen.ip().to_string(),
             port: listen.port(),
             headers: true,
-            max_payload: i64::try_from(self.settings.max_payload.bytes()).unwrap_or(i64::MAX),
+            max_payload: i64::try_from(self.settings().max_payload.bytes()).unwrap_or(i64::MAX),
             client_id: Some(client_id),
             client_ip: Some(peer.ip().to_string()),
             auth_required: self.auth_required(),
@@ -182,7 +187,7 @@ impl NatsServer {
         crate::listener::accept_loop(
             listener,
             "NATS",
-            self.settings.max_connections,
+            self.settings().max_connections,
             &self.tasks,
             &shutdown,
             |stream, peer, permit| {
@@ -246,6 +251,9 @@ pub fn nats_message(
 
 impl crate::reload::Reload for NatsServer {
     fn reload(&self, config: &crate::config::Config) {
+        // Limits and credentials apply to connections made from now on; the listener, the
+        // connection cap and the duplicate window are fixed at start.
+        *self.settings.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(config.nats.clone());
         match config.compile_routes() {
             Ok(routes) => self.set_routes(Arc::new(routes)),
             Err(err) => tracing::error!("reload: NATS routes not replaced: {err}"),
