@@ -43,6 +43,11 @@ fn check(path: Option<&Path>) -> ExitCode {
                 config.log.fsync,
                 config.log.when_full
             );
+            if config.log.fsync == edge_log::FsyncPolicy::Never {
+                println!(
+                    "warning: log.fsync = \"never\": devices are acknowledged before their events are on disk; a power cut can lose acknowledged events"
+                );
+            }
             if let edge_log::FsyncPolicy::Interval(interval) = config.log.fsync
                 && interval > LONG_FSYNC_INTERVAL
             {

@@ -50,6 +50,16 @@ fn check_accepts_a_valid_config() {
 }
 
 #[test]
+fn check_warns_that_fsync_never_gives_up_the_promise() {
+    let (ok, stdout, stderr) = check("[log]\nfsync = \"never\"\n");
+    assert!(ok, "stderr: {stderr}");
+    assert!(
+        stdout.contains("warning: log.fsync = \"never\""),
+        "{stdout}"
+    );
+}
+
+#[test]
 fn check_names_the_bad_field_and_fails() {
     for (config, field) in [
         ("[log]\nfsync = \"sometimes\"\n", "log.fsync"),
