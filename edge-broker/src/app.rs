@@ -70,6 +70,9 @@ pub enum RunError {
     /// The MQTT server could not restore its state.
     #[error("MQTT server: {0}")]
     Mqtt(crate::mqtt::MqttStartError),
+    /// The TLS certificate or key of `mqtt.tls_listen` could not be loaded.
+    #[error("mqtt TLS listener: {0}")]
+    Tls(crate::tls::TlsError),
     /// Signal handlers could not be installed.
     #[error("cannot install the SIGHUP handler: {0}")]
     Signals(std::io::Error),
@@ -170,9 +173,24 @@ pub async fn run(
         )
         .map_err(RunError::Mqtt)?;
         let listener = bind("mqtt.listen", config.mqtt.listen).await?;
-        servers.push(tokio::spawn(
-            Arc::clone(&server).serve(listener, shutdown.clone()),
-        ));
+        let tls = match (
+            config.mqtt.tls_listen,
+            &config.mqtt.tls_cert,
+            &config.mqtt.tls_key,
+        ) {
+            (Some(addr), Some(cert), Some(key)) => {
+                let acceptor =
+                    crate::tls::acceptor(cert, key, config.mqtt.tls_client_ca.as_deref())
+                        .map_err(RunError::Tls)?;
+                Some((bind("mqtt.tls_listen", addr).await?, acceptor))
+            }
+            _ => None,
+        };
+        servers.push(tokio::spawn(Arc::clone(&server).serve(
+            listener,
+            tls,
+            shutdown.clone(),
+        )));
         mqtt = Some(server);
     }
     let mut reloadable: Vec<Arc<dyn Reload>> = Vec::new();
@@ -576,6 +594,11 @@ fn render_mqtt(text: &mut PromText, mqtt: &MqttServer, nats: Option<&NatsServer>
         "edge_mqtt_retained_messages",
         "Retained messages held.",
         &[(&[], mqtt.retained.len() as f64)],
+    );
+    text.counter(
+        "edge_tls_handshake_failures_total",
+        "TLS connections that failed or timed out in the handshake.",
+        &[(&[("protocol", "mqtt")][..], load(&m.tls_handshake_failures))],
     );
 }
 

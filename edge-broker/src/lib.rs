@@ -12,6 +12,7 @@
 //! - [`message`]: the protocol-neutral message delivered to subscribers.
 //! - [`hub`]: all live subscriptions and fan-out into subscribers' bounded mailboxes.
 //! - [`listener`]: the bounded accept loop shared by the MQTT and NATS front ends.
+//! - [`tls`]: rustls server configuration for the MQTT-over-TLS listener.
 //! - [`mqtt`]: the MQTT 3.1.1/5 server (sessions, retained messages, wills, durable acks).
 //! - [`nats`]: the NATS server (client protocol, cross-protocol delivery, durable PubAcks).
 //! - [`state_file`]: crash-safe small state files (sessions, retained messages).
@@ -34,3 +35,4 @@ pub mod reload;
 pub mod router;
 pub mod shutdown;
 pub mod state_file;
+pub mod tls;

@@ -1,25 +1,59 @@
 //! The accept loop both front ends share: bounded connections, one task per connection, and a
-//! drain that waits for every connection task at shutdown.
+//! drain that waits for every connection task at shutdown. Connections are served through
+//! [`ReadHalf`]/[`WriteHalf`] so plain TCP and TLS look the same to a protocol.
 
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+/// The reading side of a client connection (plain TCP or TLS).
+pub type ReadHalf = Box<dyn AsyncRead + Send + Unpin>;
+/// The writing side of a client connection (plain TCP or TLS).
+pub type WriteHalf = Box<dyn AsyncWrite + Send + Unpin>;
+
+/// Splits a plain TCP connection (with Nagle off: protocol messages are small).
+pub fn plain(stream: TcpStream) -> (ReadHalf, WriteHalf) {
+    let _ = stream.set_nodelay(true);
+    let (reader, writer) = stream.into_split();
+    (Box::new(reader), Box::new(writer))
+}
+
+/// Runs the TLS handshake on a new connection within `deadline`, then splits it.
+pub async fn tls(
+    acceptor: &tokio_rustls::TlsAcceptor,
+    stream: TcpStream,
+    deadline: Duration,
+) -> std::io::Result<(ReadHalf, WriteHalf)> {
+    let _ = stream.set_nodelay(true);
+    let stream = tokio::time::timeout(deadline, acceptor.accept(stream))
+        .await
+        .map_err(|_| {
+            std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                format!("no TLS handshake within {deadline:?}"),
+            )
+        })??;
+    let (reader, writer) = tokio::io::split(stream);
+    Ok((Box::new(reader), Box::new(writer)))
+}
+
 /// Accepts connections until `shutdown`, spawning `serve` for each on `tasks`, then closes the
 /// listener and waits for every connection task to finish.
 ///
-/// Each connection gets a permit out of `max_connections`, or `None` when the limit is reached,
-/// so the protocol can refuse the client in its own words (CONNACK "server busy", `-ERR`).
+/// Each connection gets one of `permits` (shared by listeners that count towards one limit),
+/// or `None` when none is left, so the protocol can refuse the client in its own words
+/// (CONNACK "server busy", `-ERR`).
 pub async fn accept_loop<F, Fut>(
     listener: TcpListener,
     protocol: &'static str,
-    max_connections: usize,
+    permits: Arc<Semaphore>,
     tasks: &TaskTracker,
     shutdown: &CancellationToken,
     mut serve: F,
@@ -27,7 +61,6 @@ pub async fn accept_loop<F, Fut>(
     F: FnMut(TcpStream, SocketAddr, Option<OwnedSemaphorePermit>) -> Fut,
     Fut: Future<Output = ()> + Send + 'static,
 {
-    let permits = Arc::new(Semaphore::new(max_connections));
     loop {
         let accepted = tokio::select! {
             _ = shutdown.cancelled() => break,
@@ -52,8 +85,8 @@ pub async fn accept_loop<F, Fut>(
 
 /// Writes what is left in `out` and shuts the socket down, giving up after `deadline` (a client
 /// that stopped reading must not hold a closing connection open).
-pub async fn flush_and_close(
-    writer: &mut tokio::net::tcp::OwnedWriteHalf,
+pub async fn flush_and_close<W: AsyncWrite + Unpin>(
+    writer: &mut W,
     out: &mut bytes::BytesMut,
     deadline: Duration,
 ) {

@@ -74,6 +74,8 @@ pub fn sections_needing_restart(old: &Config, new: &Config) -> Vec<&'static str>
     let (a, b) = (&old.mqtt, &new.mqtt);
     if (a.enabled, a.listen, a.max_connections, a.max_retained)
         != (b.enabled, b.listen, b.max_connections, b.max_retained)
+        || (a.tls_listen, &a.tls_cert, &a.tls_key, &a.tls_client_ca)
+            != (b.tls_listen, &b.tls_cert, &b.tls_key, &b.tls_client_ca)
     {
         changed.push("mqtt");
     }

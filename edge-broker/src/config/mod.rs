@@ -133,7 +133,16 @@ pub struct MqttSection {
     pub enabled: bool,
     /// Address to listen on (port 0 picks a free port, logged at startup).
     pub listen: SocketAddr,
-    /// Most simultaneous client connections; more are refused with "server busy".
+    /// Address of a second listener speaking MQTT over TLS (usually port 8883); unset: none.
+    pub tls_listen: Option<SocketAddr>,
+    /// PEM certificate chain (server certificate first) for `tls_listen`.
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of that certificate.
+    pub tls_key: Option<PathBuf>,
+    /// PEM CA certificates; when set, TLS clients must present a certificate they issued.
+    pub tls_client_ca: Option<PathBuf>,
+    /// Most simultaneous client connections (plain and TLS together); more are refused with
+    /// "server busy".
     pub max_connections: usize,
     /// Largest packet accepted from a client (advertised as Maximum Packet Size).
     pub max_packet_size: ByteSize,
@@ -160,6 +169,10 @@ impl Default for MqttSection {
         MqttSection {
             enabled: true,
             listen: SocketAddr::from(([127, 0, 0, 1], 1883)),
+            tls_listen: None,
+            tls_cert: None,
+            tls_key: None,
+            tls_client_ca: None,
             max_connections: 1000,
             max_packet_size: ByteSize(1 << 20),
             max_inflight: 100,
@@ -424,6 +437,37 @@ fn deserialize_when_full<'de, D: Deserializer<'de>>(d: D) -> Result<WhenFull, D:
 }
 
 /// Node ids go into Kafka headers and file names: keep them short and unambiguous.
+/// `tls_listen` needs a certificate and key, the files need `tls_listen`, and they must load.
+fn validate_mqtt_tls(mqtt: &MqttSection) -> Result<(), (&'static str, String)> {
+    match (&mqtt.tls_listen, &mqtt.tls_cert, &mqtt.tls_key) {
+        (None, None, None) if mqtt.tls_client_ca.is_none() => Ok(()),
+        (None, _, _) => Err((
+            "mqtt.tls_listen",
+            "must be set when mqtt.tls_cert, mqtt.tls_key or mqtt.tls_client_ca is (the address of the TLS listener, e.g. \"0.0.0.0:8883\")".to_owned(),
+        )),
+        (Some(_), None, _) => Err((
+            "mqtt.tls_cert",
+            "is needed by mqtt.tls_listen (a PEM certificate chain)".to_owned(),
+        )),
+        (Some(_), Some(_), None) => Err((
+            "mqtt.tls_key",
+            "is needed by mqtt.tls_listen (the PEM private key of mqtt.tls_cert)".to_owned(),
+        )),
+        (Some(_), Some(cert), Some(key)) => {
+            match crate::tls::acceptor(cert, key, mqtt.tls_client_ca.as_deref()) {
+                Ok(_) => Ok(()),
+                Err(err @ crate::tls::TlsError::Key { .. }) => {
+                    Err(("mqtt.tls_key", err.to_string()))
+                }
+                Err(err @ crate::tls::TlsError::ClientCa { .. }) => {
+                    Err(("mqtt.tls_client_ca", err.to_string()))
+                }
+                Err(err) => Err(("mqtt.tls_cert", err.to_string())),
+            }
+        }
+    }
+}
+
 fn validate_node_id(id: &str) -> Result<(), String> {
     if id.is_empty() || id.len() > 128 {
         return Err(format!(
@@ -570,6 +614,11 @@ impl Config {
                 "must be greater than zero".to_owned(),
             );
         }
+        validate_mqtt_tls(mqtt).map_err(|(field, message)| ConfigError::Invalid {
+            path: None,
+            field,
+            message,
+        })?;
         let nats = &self.nats;
         if nats.max_payload.bytes() == 0 || nats.max_payload.bytes() > 64 << 20 {
             return invalid(
@@ -830,6 +879,32 @@ mod tests {
 
     fn parse(text: &str) -> Result<Config, ConfigError> {
         Config::parse(text, Path::new("test.toml"))
+    }
+
+    #[test]
+    fn tls_settings_come_as_a_set_and_a_bad_file_is_named() {
+        let cases = [
+            ("tls_cert = \"c.pem\"", "mqtt.tls_listen"),
+            ("tls_client_ca = \"ca.pem\"", "mqtt.tls_listen"),
+            ("tls_listen = \"127.0.0.1:8883\"", "mqtt.tls_cert"),
+            (
+                "tls_listen = \"127.0.0.1:8883\"\ntls_cert = \"c.pem\"",
+                "mqtt.tls_key",
+            ),
+            (
+                "tls_listen = \"127.0.0.1:8883\"\ntls_cert = \"/nonexistent/c.pem\"\ntls_key = \"k.pem\"",
+                "mqtt.tls_cert",
+            ),
+        ];
+        for (body, field) in cases {
+            let err = parse(&format!("[mqtt]\n{body}\n")).unwrap_err();
+            assert_eq!(err.field(), field, "{body}: {err}");
+        }
+        let err = parse(
+            "[mqtt]\ntls_listen = \"127.0.0.1:8883\"\ntls_cert = \"/nonexistent/c.pem\"\ntls_key = \"k.pem\"\n",
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("/nonexistent/c.pem"), "{err}");
     }
 
     #[test]

@@ -22,8 +22,6 @@ use edge_proto::mqtt::{
     SubAck, Subscribe, UnsubAck, Unsubscribe, topic,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::sync::OwnedSemaphorePermit;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -31,6 +29,7 @@ use tokio_util::sync::CancellationToken;
 use super::server::MqttServer;
 use super::session::{Outbound, Session, SubscriptionRecord};
 use crate::hub::{Delivery, Mailbox, SubEntry};
+use crate::listener::{ReadHalf, WriteHalf};
 use crate::message::{Message, MessageProperties, Origin, now_ms};
 use crate::router::Filter;
 
@@ -97,16 +96,14 @@ struct WillMessage {
     delay_secs: u32,
 }
 
-/// Serves one TCP connection until it ends.
+/// Serves one client connection (plain TCP or TLS, already split) until it ends.
 pub async fn serve(
     server: Arc<MqttServer>,
-    stream: TcpStream,
+    (mut reader, mut writer): (ReadHalf, WriteHalf),
     peer: SocketAddr,
     permit: Option<OwnedSemaphorePermit>,
     shutdown: CancellationToken,
 ) {
-    let _ = stream.set_nodelay(true);
-    let (mut reader, mut writer) = stream.into_split();
     let mut inbuf = BytesMut::with_capacity(INITIAL_BUFFER);
     let settings = server.settings();
     let max_packet = settings.max_packet_size.bytes() as u32;
@@ -171,7 +168,7 @@ pub async fn serve(
 /// Reads until a whole CONNECT is decoded. The error says why, and whether the client asked
 /// for a protocol level this server does not speak (it is then owed a CONNACK 0x01).
 async fn read_connect(
-    reader: &mut OwnedReadHalf,
+    reader: &mut ReadHalf,
     buf: &mut BytesMut,
     max_packet: u32,
 ) -> Result<Box<Connect>, (String, bool)> {
@@ -196,7 +193,7 @@ async fn read_connect(
 
 /// Sends a refusing CONNACK and closes.
 async fn refuse(
-    writer: &mut OwnedWriteHalf,
+    writer: &mut WriteHalf,
     version: ProtocolVersion,
     reason: ReasonCode,
     why: &str,
@@ -226,8 +223,8 @@ struct Connection {
     version: ProtocolVersion,
     client_id: String,
     peer: SocketAddr,
-    reader: OwnedReadHalf,
-    writer: OwnedWriteHalf,
+    reader: ReadHalf,
+    writer: WriteHalf,
     inbuf: BytesMut,
     outbuf: BytesMut,
     max_packet_in: u32,
@@ -253,8 +250,8 @@ impl Connection {
     async fn accept(
         server: Arc<MqttServer>,
         connect: Box<Connect>,
-        mut writer: OwnedWriteHalf,
-        reader: OwnedReadHalf,
+        mut writer: WriteHalf,
+        reader: ReadHalf,
         inbuf: BytesMut,
         peer: SocketAddr,
         shutdown: CancellationToken,

@@ -10,6 +10,8 @@ use edge_bridge::route::Routes;
 use edge_log::Log;
 use serde::{Deserialize, Serialize};
 use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -48,6 +50,8 @@ pub struct MqttMetrics {
     pub expired: AtomicU64,
     /// Deliveries discarded because they exceed the client's Maximum Packet Size.
     pub too_large_for_client: AtomicU64,
+    /// TLS connections that failed or timed out in the handshake.
+    pub tls_handshake_failures: AtomicU64,
 }
 
 impl MqttMetrics {
@@ -443,21 +447,64 @@ impl MqttServer {
         }
     }
 
-    /// Accepts connections until `shutdown`, then waits for them to close and saves state.
-    pub async fn serve(self: Arc<Self>, listener: TcpListener, shutdown: CancellationToken) {
+    /// Accepts connections on `listener` (plain MQTT) and, if given, on a TLS listener until
+    /// `shutdown`, then waits for them to close and saves state. Both count towards
+    /// `max_connections`.
+    pub async fn serve(
+        self: Arc<Self>,
+        listener: TcpListener,
+        tls: Option<(TcpListener, TlsAcceptor)>,
+        shutdown: CancellationToken,
+    ) {
         let background = self.spawn_background(shutdown.clone());
-        let server = Arc::clone(&self);
-        crate::listener::accept_loop(
+        let permits = Arc::new(Semaphore::new(self.settings().max_connections));
+        let plain = crate::listener::accept_loop(
             listener,
             "MQTT",
-            self.settings().max_connections,
+            Arc::clone(&permits),
             &self.tasks,
             &shutdown,
             |stream, peer, permit| {
-                connection::serve(Arc::clone(&server), stream, peer, permit, shutdown.clone())
+                let (server, shutdown) = (Arc::clone(&self), shutdown.clone());
+                async move {
+                    let halves = crate::listener::plain(stream);
+                    connection::serve(server, halves, peer, permit, shutdown).await;
+                }
             },
-        )
-        .await;
+        );
+        let secure = async {
+            let Some((listener, acceptor)) = tls else {
+                return;
+            };
+            crate::listener::accept_loop(
+                listener,
+                "MQTT over TLS",
+                permits,
+                &self.tasks,
+                &shutdown,
+                |stream, peer, permit| {
+                    let (server, shutdown) = (Arc::clone(&self), shutdown.clone());
+                    let acceptor = acceptor.clone();
+                    async move {
+                        let deadline = server.settings().connect_timeout.0;
+                        match crate::listener::tls(&acceptor, stream, deadline).await {
+                            Ok(halves) => {
+                                connection::serve(server, halves, peer, permit, shutdown).await;
+                            }
+                            Err(err) => {
+                                server
+                                    .metrics
+                                    .tls_handshake_failures
+                                    .fetch_add(1, Ordering::Relaxed);
+                                tracing::info!(%peer, "MQTT over TLS: handshake failed: {err}");
+                            }
+                        }
+                    }
+                },
+            )
+            .await;
+        };
+        tokio::join!(plain, secure);
         let _ = background.await;
         if let Err(err) = self.save() {
             tracing::error!("saving MQTT state at shutdown failed: {err}");

@@ -187,7 +187,7 @@ impl NatsServer {
         crate::listener::accept_loop(
             listener,
             "NATS",
-            self.settings().max_connections,
+            Arc::new(tokio::sync::Semaphore::new(self.settings().max_connections)),
             &self.tasks,
             &shutdown,
             |stream, peer, permit| {
