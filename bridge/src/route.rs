@@ -5,7 +5,9 @@
 //! token, `>` one or more remaining tokens). An MQTT filter matches records that came in over
 //! MQTT, a NATS pattern those that came in over NATS (cross-protocol topic translation is the
 //! router's job, not the bridge's). As in MQTT, wildcards at the first level do not match
-//! topics starting with `$`. Routes are tried in config order; the first match wins.
+//! topics starting with `$` (for NATS too: a catch-all `>` route must not store `$JS.API`
+//! requests). Routes are tried in config order; the first match wins. Validation and matching
+//! are edge-proto's, the same the MQTT and NATS front ends apply to what clients send.
 //!
 //! The key template mixes literal text with `{topic.N}` (the N-th topic level / subject token,
 //! 1-based), `{client_id}` and `{node.id}`; `{{` and `}}` are literal braces. A level the topic
@@ -18,6 +20,8 @@
 use thiserror::Error;
 
 use edge_log::Source;
+use edge_proto::mqtt::topic;
+use edge_proto::nats::subject;
 
 /// Longest Kafka topic name the broker accepts.
 pub const MAX_KAFKA_TOPIC_LEN: usize = 249;
@@ -60,7 +64,7 @@ pub enum RouteError {
         /// The filter as written.
         pattern: String,
         /// What is wrong with it.
-        reason: &'static str,
+        reason: String,
     },
     /// The Kafka topic name is not one Kafka accepts.
     #[error("{field}: invalid Kafka topic {topic:?}: {reason}")]
@@ -92,24 +96,13 @@ pub enum RouteError {
     },
 }
 
-/// A compiled topic filter.
+/// A validated topic filter.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Filter {
-    /// MQTT topic filter, split into levels.
-    Mqtt(Vec<Level>),
-    /// NATS subject pattern, split into tokens.
-    Nats(Vec<Level>),
-}
-
-/// One level of a filter.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Level {
-    /// Matches exactly this text.
-    Literal(String),
-    /// `+` / `*`: any single level.
-    One,
-    /// `#` / `>`: the remaining levels (MQTT: zero or more, NATS: one or more).
-    Rest,
+    /// MQTT topic filter (`+` one level, `#` zero or more trailing levels).
+    Mqtt(String),
+    /// NATS subject pattern (`*` one token, `>` one or more trailing tokens).
+    Nats(String),
 }
 
 /// One piece of a key template.
@@ -254,10 +247,13 @@ impl Route {
     }
 
     /// True if this route takes a record from `source` published on `topic`.
-    pub fn matches(&self, source: Source, topic: &str) -> bool {
+    pub fn matches(&self, source: Source, name: &str) -> bool {
         match (&self.filter, source) {
-            (Filter::Mqtt(levels), Source::Mqtt) => match_levels(levels, topic.split('/'), true),
-            (Filter::Nats(levels), Source::Nats) => match_levels(levels, topic.split('.'), false),
+            (Filter::Mqtt(filter), Source::Mqtt) => topic::matches(filter, name),
+            (Filter::Nats(pattern), Source::Nats) => {
+                let wildcard_first = matches!(pattern.split('.').next(), Some("*" | ">"));
+                !(wildcard_first && name.starts_with('$')) && subject::matches(pattern, name)
+            }
             _ => false,
         }
     }
@@ -285,13 +281,15 @@ impl Route {
 impl Filter {
     /// The number of levels every matching topic has, when fixed (no `#` / `>`).
     pub fn max_levels(&self) -> Option<usize> {
-        let levels = match self {
-            Filter::Mqtt(l) | Filter::Nats(l) => l,
+        let (pattern, separator, rest) = match self {
+            Filter::Mqtt(f) => (f, '/', "#"),
+            Filter::Nats(p) => (p, '.', ">"),
         };
-        if levels.contains(&Level::Rest) {
+        let levels = pattern.split(separator);
+        if levels.clone().any(|l| l == rest) {
             None
         } else {
-            Some(levels.len())
+            Some(levels.count())
         }
     }
 }
@@ -411,48 +409,17 @@ fn parse_placeholder(name: &str) -> Result<KeyPart, String> {
     }
 }
 
-fn parse_mqtt_filter(filter: &str) -> Result<Filter, &'static str> {
-    if filter.is_empty() {
-        return Err("empty filter");
+fn parse_mqtt_filter(filter: &str) -> Result<Filter, String> {
+    if filter.starts_with(topic::SHARE_PREFIX) {
+        return Err("a shared subscription ($share/...) is not a route filter".to_owned());
     }
-    if filter.contains('\0') {
-        return Err("contains a NUL character");
-    }
-    let raw: Vec<&str> = filter.split('/').collect();
-    let mut levels = Vec::with_capacity(raw.len());
-    for (i, level) in raw.iter().enumerate() {
-        levels.push(match *level {
-            "+" => Level::One,
-            "#" if i + 1 == raw.len() => Level::Rest,
-            "#" => return Err("'#' must be the last level"),
-            l if l.contains('+') || l.contains('#') => {
-                return Err("'+' and '#' must occupy a whole level");
-            }
-            l => Level::Literal(l.to_owned()),
-        });
-    }
-    Ok(Filter::Mqtt(levels))
+    topic::validate_filter(filter).map_err(|e| e.to_string())?;
+    Ok(Filter::Mqtt(filter.to_owned()))
 }
 
-fn parse_nats_pattern(pattern: &str) -> Result<Filter, &'static str> {
-    if pattern.is_empty() {
-        return Err("empty subject pattern");
-    }
-    if pattern.chars().any(|c| c.is_whitespace()) {
-        return Err("subjects cannot contain whitespace");
-    }
-    let raw: Vec<&str> = pattern.split('.').collect();
-    let mut tokens = Vec::with_capacity(raw.len());
-    for (i, token) in raw.iter().enumerate() {
-        tokens.push(match *token {
-            "" => return Err("empty token (leading, trailing or double '.')"),
-            "*" => Level::One,
-            ">" if i + 1 == raw.len() => Level::Rest,
-            ">" => return Err("'>' must be the last token"),
-            t => Level::Literal(t.to_owned()),
-        });
-    }
-    Ok(Filter::Nats(tokens))
+fn parse_nats_pattern(pattern: &str) -> Result<Filter, String> {
+    subject::validate_subscribe(pattern).map_err(|e| e.to_string())?;
+    Ok(Filter::Nats(pattern.to_owned()))
 }
 
 fn validate_kafka_topic(topic: &str) -> Result<(), &'static str> {
@@ -472,36 +439,6 @@ fn validate_kafka_topic(topic: &str) -> Result<(), &'static str> {
         return Err("only ASCII letters, digits, '.', '_' and '-' are allowed");
     }
     Ok(())
-}
-
-/// Matches topic levels against filter levels. `mqtt` selects MQTT semantics: `#` also
-/// matches zero levels (`a/#` matches `a`), and `>` (NATS) needs at least one token.
-fn match_levels<'a>(
-    filter: &[Level],
-    mut topic: impl Iterator<Item = &'a str>,
-    mqtt: bool,
-) -> bool {
-    for (i, level) in filter.iter().enumerate() {
-        match level {
-            Level::Rest => {
-                let next = topic.next();
-                if i == 0 && next.is_some_and(|l| l.starts_with('$')) {
-                    return false;
-                }
-                return next.is_some() || mqtt;
-            }
-            Level::One => match topic.next() {
-                Some(l) if i == 0 && l.starts_with('$') => return false,
-                Some(_) => {}
-                None => return false,
-            },
-            Level::Literal(lit) => match topic.next() {
-                Some(l) if l == lit => {}
-                _ => return false,
-            },
-        }
-    }
-    topic.next().is_none()
 }
 
 #[cfg(test)]
@@ -569,6 +506,9 @@ mod tests {
             ("sensors.>", "sensors", false),
             (">", "a", true),
             ("a.b", "a.b.c", false),
+            (">", "$JS.API.STREAM.CREATE.x", false),
+            ("*.x", "$SYS.x", false),
+            ("$SYS.>", "$SYS.x", true),
         ];
         for (p, s, want) in cases {
             assert_eq!(nats(p).matches(Source::Nats, s), *want, "{p} vs {s}");
@@ -578,7 +518,7 @@ mod tests {
 
     #[test]
     fn bad_filters_name_the_field() {
-        let bad_mqtt = ["", "a/#/b", "a/b+", "a#", "x\0"];
+        let bad_mqtt = ["", "a/#/b", "a/b+", "a#", "x\0", "$share/g/a/#"];
         for f in bad_mqtt {
             let err = Route::compile(
                 3,
