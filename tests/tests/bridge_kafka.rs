@@ -118,6 +118,16 @@ impl Publisher {
     }
 }
 
+/// Waits until the forwarder has nothing left to send (lag 0), up to a minute.
+fn wait_forwarded(metrics: SocketAddr) {
+    wait_for_metric(
+        metrics,
+        "edge_kafka_lag_records",
+        Duration::from_secs(60),
+        |v| v == 0.0,
+    );
+}
+
 fn msg_number(r: &ReadRecord) -> u64 {
     r.value
         .as_deref()
@@ -252,6 +262,36 @@ fn mqtt_publishes_reach_kafka_once_with_keys_partitions_headers_and_dead_letters
     broker.wait_for_line("Kafka forwarder stopped", Duration::from_secs(1));
 }
 
+/// Messages the outage tests publish.
+const OUTAGE_MESSAGES: usize = 6000;
+
+/// A broker forwarding to `tansu` (topic with 4 partitions) and a publisher of
+/// [`OUTAGE_MESSAGES`] messages,
+/// 1000 of them acknowledged.
+struct Ingest {
+    tansu: Tansu,
+    bootstrap: String,
+    broker: Broker,
+    metrics: SocketAddr,
+    publisher: Publisher,
+}
+
+fn ingest_started(tansu: Tansu) -> Ingest {
+    let bootstrap = tansu.bootstrap();
+    create_topic(&bootstrap, TOPIC, 4);
+    let broker = Broker::start(&config(&bootstrap, "", ""));
+    let metrics = broker.listen_addr("metrics.listen");
+    let mut publisher = Publisher::start(broker.mqtt_addr(), OUTAGE_MESSAGES, &[]);
+    publisher.wait_acked(1000, Duration::from_secs(30));
+    Ingest {
+        tansu,
+        bootstrap,
+        broker,
+        metrics,
+        publisher,
+    }
+}
+
 /// What the uplink does during an outage test.
 #[derive(Clone, Copy, Debug)]
 enum Outage {
@@ -265,14 +305,13 @@ enum Outage {
 /// An uplink outage during sustained ingest: the log keeps growing and devices keep being
 /// acknowledged, Kafka comes back, the backlog drains; every message arrives, in log order.
 fn outage_during_ingest_loses_nothing_and_keeps_order(outage: Outage) {
-    let mut tansu = Tansu::start_durable();
-    let bootstrap = tansu.bootstrap();
-    create_topic(&bootstrap, TOPIC, 4);
-    let broker = Broker::start(&config(&bootstrap, "", ""));
-    let metrics = broker.listen_addr("metrics.listen");
-    const N: usize = 6000;
-    let mut publisher = Publisher::start(broker.mqtt_addr(), N, &[]);
-    publisher.wait_acked(1000, Duration::from_secs(30));
+    let Ingest {
+        mut tansu,
+        bootstrap,
+        broker: _broker,
+        metrics,
+        mut publisher,
+    } = ingest_started(Tansu::start_durable());
     match outage {
         Outage::Restart => tansu.stop(),
         Outage::Freeze => tansu.signal("-STOP"),
@@ -292,15 +331,10 @@ fn outage_during_ingest_loses_nothing_and_keeps_order(outage: Outage) {
         Outage::Freeze => tansu.signal("-CONT"),
     }
     publisher.wait_done(Duration::from_secs(60));
-    wait_for_metric(
-        metrics,
-        "edge_kafka_lag_records",
-        Duration::from_secs(60),
-        |v| v == 0.0,
-    );
-    let records = read_topic(&bootstrap, TOPIC, N);
+    wait_forwarded(metrics);
+    let records = read_topic(&bootstrap, TOPIC, OUTAGE_MESSAGES);
     let got: BTreeSet<u64> = records.iter().map(msg_number).collect();
-    let missing: Vec<u64> = (0..N as u64)
+    let missing: Vec<u64> = (0..OUTAGE_MESSAGES as u64)
         .filter(|n| !got.contains(n))
         .take(10)
         .collect();
@@ -345,12 +379,7 @@ fn gateway_sigkill_while_forwarding_loses_no_acknowledged_message() {
 
     let restarted = Broker::start_in(&broker.dir, &body);
     let metrics = restarted.listen_addr("metrics.listen");
-    wait_for_metric(
-        metrics,
-        "edge_kafka_lag_records",
-        Duration::from_secs(60),
-        |v| v == 0.0,
-    );
+    wait_forwarded(metrics);
     let records = read_topic(&bootstrap, TOPIC, acked.len());
     let got: BTreeSet<u64> = records.iter().map(msg_number).collect();
     let missing: Vec<u64> = acked.difference(&got).copied().take(10).collect();
@@ -397,12 +426,7 @@ fn unreachable_kafka_with_a_full_log_holds_devices_back_and_loses_nothing() {
 
     tansu.restart();
     publisher.wait_done(Duration::from_secs(60));
-    wait_for_metric(
-        metrics,
-        "edge_kafka_lag_records",
-        Duration::from_secs(60),
-        |v| v == 0.0,
-    );
+    wait_forwarded(metrics);
     let records = read_topic(&bootstrap, TOPIC, N);
     let got: BTreeSet<u64> = records.iter().map(msg_number).collect();
     assert_eq!(
@@ -454,14 +478,13 @@ fn sigterm_while_kafka_is_down_stops_in_time_and_the_next_start_forwards_everyth
 /// reads together must hold every message: nothing may fall between the two instances.
 #[test]
 fn kafka_restarted_empty_receives_everything_the_old_one_had_not_acknowledged() {
-    let mut tansu = Tansu::start();
-    let bootstrap = tansu.bootstrap();
-    create_topic(&bootstrap, TOPIC, 4);
-    let broker = Broker::start(&config(&bootstrap, "", ""));
-    let metrics = broker.listen_addr("metrics.listen");
-    const N: usize = 6000;
-    let mut publisher = Publisher::start(broker.mqtt_addr(), N, &[]);
-    publisher.wait_acked(1000, Duration::from_secs(30));
+    let Ingest {
+        mut tansu,
+        bootstrap,
+        broker,
+        metrics,
+        mut publisher,
+    } = ingest_started(Tansu::start());
     broker.signal(Signal::SIGSTOP);
     let old = read_topic(&bootstrap, TOPIC, 1);
     tansu.stop();
@@ -469,16 +492,11 @@ fn kafka_restarted_empty_receives_everything_the_old_one_had_not_acknowledged() 
     publisher.wait_acked(3000, Duration::from_secs(30));
     tansu.restart();
     publisher.wait_done(Duration::from_secs(60));
-    wait_for_metric(
-        metrics,
-        "edge_kafka_lag_records",
-        Duration::from_secs(60),
-        |v| v == 0.0,
-    );
+    wait_forwarded(metrics);
     let new = read_topic(&bootstrap, TOPIC, 1);
     let in_old: BTreeSet<u64> = old.iter().map(msg_number).collect();
     let in_new: BTreeSet<u64> = new.iter().map(msg_number).collect();
-    let missing: Vec<u64> = (0..N as u64)
+    let missing: Vec<u64> = (0..OUTAGE_MESSAGES as u64)
         .filter(|n| !in_old.contains(n) && !in_new.contains(n))
         .collect();
     assert!(
@@ -490,7 +508,7 @@ fn kafka_restarted_empty_receives_everything_the_old_one_had_not_acknowledged() 
         &missing[..missing.len().min(10)]
     );
     assert!(
-        in_new.len() >= N - in_old.len() && !in_old.is_empty(),
+        in_new.len() >= OUTAGE_MESSAGES - in_old.len() && !in_old.is_empty(),
         "both instances received part of the stream"
     );
     assert_log_order_and_duplicates(&new);

@@ -94,6 +94,16 @@ impl Pki {
     }
 }
 
+/// A Mosquitto client (`mosquitto_pub`/`mosquitto_sub`) for QoS 1 on `topic`, MQTT 5.
+fn mosquitto(program_name: &str, addr: SocketAddr, topic: &str) -> Command {
+    let mut command = Command::new(program(program_name, "mosquitto-clients"));
+    command
+        .args(["-h", &addr.ip().to_string(), "-p", &addr.port().to_string()])
+        .args(["-V", "mqttv5", "-q", "1", "-t", topic])
+        .stdin(Stdio::null());
+    command
+}
+
 /// `mosquitto_pub` one QoS 1 message; `tls` is (CA file, optional client cert + key).
 fn publish(
     addr: SocketAddr,
@@ -101,55 +111,26 @@ fn publish(
     message: &str,
     tls: Option<(&Path, Option<(&Path, &Path)>)>,
 ) -> Output {
-    let mut command = Command::new(program("mosquitto_pub", "mosquitto-clients"));
-    command.args([
-        "-h",
-        &addr.ip().to_string(),
-        "-p",
-        &addr.port().to_string(),
-        "-V",
-        "mqttv5",
-        "-q",
-        "1",
-        "-t",
-        topic,
-        "-m",
-        message,
-    ]);
+    let mut command = mosquitto("mosquitto_pub", addr, topic);
+    command.args(["-m", message]);
     if let Some((ca, client)) = tls {
         command.arg("--cafile").arg(ca);
         if let Some((cert, key)) = client {
             command.arg("--cert").arg(cert).arg("--key").arg(key);
         }
     }
-    command.stdin(Stdio::null()).output().unwrap()
+    command.output().unwrap()
 }
 
 /// A `mosquitto_sub` waiting for `count` messages on `topic`; `ca` selects TLS.
 fn subscribe(addr: SocketAddr, topic: &str, count: usize, ca: Option<&Path>) -> ChildGuard {
-    let mut command = Command::new(program("mosquitto_sub", "mosquitto-clients"));
-    command.args([
-        "-h",
-        &addr.ip().to_string(),
-        "-p",
-        &addr.port().to_string(),
-        "-V",
-        "mqttv5",
-        "-q",
-        "1",
-        "-t",
-        topic,
-        "-C",
-        &count.to_string(),
-        "-W",
-        "20",
-    ]);
+    let mut command = mosquitto("mosquitto_sub", addr, topic);
+    command.args(["-C", &count.to_string(), "-W", "20"]);
     if let Some(ca) = ca {
         command.arg("--cafile").arg(ca);
     }
     ChildGuard(
         command
-            .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
