@@ -73,6 +73,8 @@ pub struct Tansu {
     log_dir: tempfile::TempDir,
     /// The S3 emulator holding the topics, for [`Tansu::start_durable`].
     s3: Option<S3Emulator>,
+    /// The TLS front of [`Tansu::start_tls`]; Tansu advertises its port.
+    tls: Option<TlsProxy>,
 }
 
 impl Tansu {
@@ -87,22 +89,40 @@ impl Tansu {
         Self::start_with(Some(S3Emulator::start("tansu")))
     }
 
+    /// Starts Tansu (memory storage) behind a TLS-terminating proxy (tests/tools/tls_proxy.py,
+    /// OpenSSL) using `cert`/`key`; Tansu advertises the proxy, so every client connection,
+    /// bootstrap or not, is TLS. [`Tansu::bootstrap`] is then the TLS address.
+    pub fn start_tls(cert: &std::path::Path, key: &std::path::Path) -> Self {
+        let port = free_port();
+        let proxy = TlsProxy::start(cert, key, port);
+        Self::start_on(port, None, Some(proxy))
+    }
+
     fn start_with(s3: Option<S3Emulator>) -> Self {
+        Self::start_on(free_port(), s3, None)
+    }
+
+    fn start_on(port: u16, s3: Option<S3Emulator>, tls: Option<TlsProxy>) -> Self {
         let bin = tansu_binary().unwrap_or_else(|e| panic!("Tansu Kafka broker unavailable: {e}"));
         let mut t = Self {
             bin,
-            port: free_port(),
+            port,
             child: None,
             log_dir: tempfile::tempdir().expect("temp dir for tansu log"),
             s3,
+            tls,
         };
         t.spawn();
         t
     }
 
-    /// `127.0.0.1:PORT`.
+    /// `127.0.0.1:PORT` (the TLS proxy's port for [`Tansu::start_tls`]).
     pub fn bootstrap(&self) -> String {
-        format!("127.0.0.1:{}", self.port)
+        format!("127.0.0.1:{}", self.advertised_port())
+    }
+
+    fn advertised_port(&self) -> u16 {
+        self.tls.as_ref().map_or(self.port, |proxy| proxy.port)
     }
 
     /// Process id of the running broker.
@@ -162,6 +182,7 @@ impl Tansu {
 
     fn spawn(&mut self) {
         let url = format!("tcp://127.0.0.1:{}", self.port);
+        let advertised = format!("tcp://127.0.0.1:{}", self.advertised_port());
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -173,7 +194,7 @@ impl Tansu {
             "--listener-url",
             &url,
             "--advertised-listener-url",
-            &url,
+            &advertised,
         ]);
         match &self.s3 {
             None => command.args(["--storage-engine", "memory://tansu/"]),
@@ -194,7 +215,7 @@ impl Tansu {
         self.child = Some(child);
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
-            if metadata_ping(&self.bootstrap()) {
+            if metadata_ping(&format!("127.0.0.1:{}", self.port)) {
                 return;
             }
             if let Some(Ok(Some(status))) = self.child.as_mut().map(|c| c.try_wait()) {
@@ -226,6 +247,43 @@ impl Drop for Tansu {
                 .status();
         }
         self.stop();
+    }
+}
+
+/// tests/tools/tls_proxy.py: TLS on a free 127.0.0.1 port in front of a plain TCP port.
+struct TlsProxy {
+    _child: crate::peers::ChildGuard,
+    port: u16,
+}
+
+impl TlsProxy {
+    fn start(cert: &std::path::Path, key: &std::path::Path, target: u16) -> Self {
+        use std::io::BufRead;
+        let python = venv_python().unwrap_or_else(|e| panic!("TLS proxy unavailable: {e}"));
+        let mut child = Command::new(python)
+            .arg(repo_root().join("tests/tools/tls_proxy.py"))
+            .arg("--cert")
+            .arg(cert)
+            .arg("--key")
+            .arg(key)
+            .args(["--target", &format!("127.0.0.1:{target}")])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("start tests/tools/tls_proxy.py");
+        let stdout = child.stdout.take().expect("proxy stdout");
+        let mut line = String::new();
+        std::io::BufReader::new(stdout)
+            .read_line(&mut line)
+            .expect("read the proxy's READY line");
+        let port = line
+            .strip_prefix("READY ")
+            .and_then(|p| p.trim().parse().ok())
+            .unwrap_or_else(|| panic!("TLS proxy did not start: {line:?}"));
+        Self {
+            _child: crate::peers::ChildGuard(child),
+            port,
+        }
     }
 }
 
@@ -332,6 +390,21 @@ pub struct ReadRecord {
 /// Reads `expect` records (and everything else present) of `topic` with
 /// `tests/tools/kafka_read.py`. Panics with the reader's stderr if it fails.
 pub fn read_topic(bootstrap: &str, topic: &str, expect: usize) -> Vec<ReadRecord> {
+    read_topic_with(bootstrap, topic, expect, &[])
+}
+
+/// [`read_topic`] over TLS, trusting the CA certificate in `ca`.
+pub fn read_topic_tls(
+    bootstrap: &str,
+    topic: &str,
+    expect: usize,
+    ca: &std::path::Path,
+) -> Vec<ReadRecord> {
+    let ca = ca.to_string_lossy();
+    read_topic_with(bootstrap, topic, expect, &["--ssl-ca", &ca])
+}
+
+fn read_topic_with(bootstrap: &str, topic: &str, expect: usize, extra: &[&str]) -> Vec<ReadRecord> {
     let py = venv_python().unwrap_or_else(|e| panic!("{e}"));
     let script = repo_root().join("tests/tools/kafka_read.py");
     let out = Command::new(py)
@@ -345,6 +418,7 @@ pub fn read_topic(bootstrap: &str, topic: &str, expect: usize) -> Vec<ReadRecord
             &expect.to_string(),
         ])
         .args(["--timeout", "60"])
+        .args(extra)
         .output()
         .unwrap_or_else(|e| panic!("running {}: {e}", script.display()));
     let stderr = String::from_utf8_lossy(&out.stderr);

@@ -7,6 +7,7 @@
 //! - [`kafka`]: a real Kafka-protocol broker (Tansu) on an ephemeral port, and an independent
 //!   reader (librdkafka through confluent-kafka) of what reached it.
 //! - [`mqtt`]: the MQTT scenario driver (real clients), Mosquitto as a reference broker, RSS.
+//! - [`pki`]: a CA, server and device certificates for TLS tests (rcgen, PEM files).
 //! - [`peers`]: find the peer programs (mosquitto, nats-server, Python clients) or fail saying
 //!   how to install them.
 
@@ -17,3 +18,4 @@ pub mod broker;
 pub mod kafka;
 pub mod mqtt;
 pub mod peers;
+pub mod pki;

@@ -17,9 +17,11 @@ use std::time::{Duration, Instant};
 
 use edge_tests::broker::Broker;
 use edge_tests::kafka::{
-    ReadRecord, Tansu, create_topic, librdkafka_partitions, metric, read_topic, wait_for_metric,
+    ReadRecord, Tansu, create_topic, librdkafka_partitions, metric, read_topic, read_topic_tls,
+    wait_for_metric,
 };
 use edge_tests::peers::{ChildGuard, program, python, repo_root};
+use edge_tests::pki::Pki;
 use nix::sys::signal::Signal;
 
 const TOPIC: &str = "sensors";
@@ -512,4 +514,45 @@ fn kafka_restarted_empty_receives_everything_the_old_one_had_not_acknowledged() 
         "both instances received part of the stream"
     );
     assert_log_order_and_duplicates(&new);
+}
+
+/// The uplink over TLS: Kafka with a TLS listener (a TLS-terminating proxy in front of Tansu,
+/// advertised in its metadata, since this Tansu build cannot serve TLS itself). The forwarder
+/// checks the broker's certificate against `kafka.tls_ca`: with the right CA everything
+/// arrives, read back over TLS by librdkafka; with another CA nothing is sent and the log
+/// keeps the backlog.
+#[test]
+fn forwarding_over_tls_checks_the_broker_certificate() {
+    let pki = Pki::new();
+    let tansu = Tansu::start_tls(&pki.path("server.crt"), &pki.path("server.key"));
+    let bootstrap = tansu.bootstrap();
+    let tls = |ca: &str| {
+        format!(
+            "tls = true\ntls_ca = \"{}\"\nauto_create_topics = true\nauto_create_partitions = 2",
+            pki.path(ca).display()
+        )
+    };
+
+    let broker = Broker::start(&config(&bootstrap, &tls("ca.crt"), ""));
+    let metrics = broker.listen_addr("metrics.listen");
+    const N: usize = 500;
+    let mut publisher = Publisher::start(broker.mqtt_addr(), N, &[]);
+    publisher.wait_done(Duration::from_secs(30));
+    wait_forwarded(metrics);
+    let records = read_topic_tls(&bootstrap, TOPIC, N, &pki.path("ca.crt"));
+    let got: BTreeSet<u64> = records.iter().map(msg_number).collect();
+    assert_eq!(got, (0..N as u64).collect(), "every message over TLS");
+    assert_log_order_and_duplicates(&records);
+
+    let untrusting = Broker::start(&config(&bootstrap, &tls("other-ca.crt"), ""));
+    let metrics = untrusting.listen_addr("metrics.listen");
+    let mut publisher = Publisher::start(untrusting.mqtt_addr(), 10, &[]);
+    publisher.wait_done(Duration::from_secs(30));
+    let line = untrusting.wait_for_line("certificate", Duration::from_secs(20));
+    assert!(
+        line.contains("WARN"),
+        "the refusal is logged as a warning: {line}"
+    );
+    assert_eq!(metric(metrics, "edge_kafka_upstream_up"), Some(0.0));
+    assert_eq!(metric(metrics, "edge_kafka_lag_records"), Some(10.0));
 }

@@ -1,6 +1,6 @@
 //! MQTT over TLS: the real `edge-broker` binary with `mqtt.tls_listen`, and the real Mosquitto
 //! clients (`mosquitto_pub`/`mosquitto_sub`, OpenSSL inside) as devices. Certificates are made
-//! per test with rcgen: a CA, a server certificate for 127.0.0.1 and a device certificate.
+//! per test ([`Pki`]): a CA, a server certificate for 127.0.0.1 and a device certificate.
 //!
 //! Needs mosquitto-clients (`./tests/run.sh` installs them).
 
@@ -9,91 +9,31 @@
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
 use edge_tests::broker::Broker;
 use edge_tests::kafka::{metric, wait_for_metric};
 use edge_tests::peers::{ChildGuard, program};
-use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair, SanType};
+use edge_tests::pki::Pki;
 
-/// Certificate parameters with `names` as SANs and `common_name` as the subject (distinct
-/// subjects: OpenSSL takes a certificate whose subject equals its issuer for self-signed).
-fn params(names: &[&str], common_name: &str) -> CertificateParams {
-    let mut params =
-        CertificateParams::new(names.iter().map(|n| (*n).to_owned()).collect::<Vec<_>>()).unwrap();
-    params
-        .distinguished_name
-        .push(DnType::CommonName, common_name);
-    params
-}
-
-/// PEM files of one test's certificates.
-struct Pki {
-    dir: tempfile::TempDir,
-}
-
-impl Pki {
-    /// A CA, a server certificate for 127.0.0.1/localhost and a device certificate, both
-    /// issued by the CA, and a second, unrelated CA.
-    fn new() -> Pki {
-        let dir = tempfile::tempdir().unwrap();
-        let write = |name: &str, pem: String| std::fs::write(dir.path().join(name), pem).unwrap();
-        let ca_key = KeyPair::generate().unwrap();
-        let mut ca_params = params(&[], "edge-tests CA");
-        ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        let ca = ca_params.self_signed(&ca_key).unwrap();
-        let issuer = rcgen::Issuer::new(ca_params, ca_key);
-        write("ca.crt", ca.pem());
-
-        let server_key = KeyPair::generate().unwrap();
-        let mut server_params = params(&["localhost"], "edge-broker test server");
-        server_params
-            .subject_alt_names
-            .push(SanType::IpAddress([127, 0, 0, 1].into()));
-        let server = server_params.signed_by(&server_key, &issuer).unwrap();
-        write("server.crt", server.pem());
-        write("server.key", server_key.serialize_pem());
-
-        let device_key = KeyPair::generate().unwrap();
-        let device = params(&["device-1"], "device-1")
-            .signed_by(&device_key, &issuer)
-            .unwrap();
-        write("device.crt", device.pem());
-        write("device.key", device_key.serialize_pem());
-
-        let other_key = KeyPair::generate().unwrap();
-        let mut other_params = params(&[], "some other CA");
-        other_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        write(
-            "other-ca.crt",
-            other_params.self_signed(&other_key).unwrap().pem(),
-        );
-        Pki { dir }
+/// The `[mqtt]` TLS keys for a broker using `pki`'s server certificate, with or without
+/// requiring device certificates from its CA.
+fn tls_config(pki: &Pki, client_ca: bool) -> String {
+    let mut body = format!(
+        "[mqtt]\ntls_listen = \"127.0.0.1:0\"\ntls_cert = \"{}\"\ntls_key = \"{}\"\n",
+        pki.path("server.crt").display(),
+        pki.path("server.key").display()
+    );
+    if client_ca {
+        body.push_str(&format!(
+            "tls_client_ca = \"{}\"\n",
+            pki.path("ca.crt").display()
+        ));
     }
-
-    fn path(&self, name: &str) -> PathBuf {
-        self.dir.path().join(name)
-    }
-
-    /// The `[mqtt]` TLS keys for a broker, with or without client certificates.
-    fn config(&self, client_ca: bool) -> String {
-        let mut body = format!(
-            "[mqtt]\ntls_listen = \"127.0.0.1:0\"\ntls_cert = \"{}\"\ntls_key = \"{}\"\n",
-            self.path("server.crt").display(),
-            self.path("server.key").display()
-        );
-        if client_ca {
-            body.push_str(&format!(
-                "tls_client_ca = \"{}\"\n",
-                self.path("ca.crt").display()
-            ));
-        }
-        body
-    }
+    body
 }
-
 /// A Mosquitto client (`mosquitto_pub`/`mosquitto_sub`) for QoS 1 on `topic`, MQTT 5.
 fn mosquitto(program_name: &str, addr: SocketAddr, topic: &str) -> Command {
     let mut command = Command::new(program(program_name, "mosquitto-clients"));
@@ -167,7 +107,7 @@ fn settle() {
 #[test]
 fn devices_publish_and_subscribe_over_tls_next_to_plain_mqtt() {
     let pki = Pki::new();
-    let broker = Broker::start(&pki.config(false));
+    let broker = Broker::start(&tls_config(&pki, false));
     let plain = broker.mqtt_addr();
     let tls = broker.listen_addr("mqtt.tls_listen");
     let metrics = broker.listen_addr("metrics.listen");
@@ -238,7 +178,7 @@ fn devices_publish_and_subscribe_over_tls_next_to_plain_mqtt() {
 #[test]
 fn with_a_client_ca_only_devices_with_a_certificate_from_it_connect() {
     let pki = Pki::new();
-    let broker = Broker::start(&pki.config(true));
+    let broker = Broker::start(&tls_config(&pki, true));
     let tls = broker.listen_addr("mqtt.tls_listen");
     let ca = pki.path("ca.crt");
     let (cert, key) = (pki.path("device.crt"), pki.path("device.key"));
@@ -265,7 +205,7 @@ fn with_a_client_ca_only_devices_with_a_certificate_from_it_connect() {
 fn a_tls_key_that_does_not_load_is_named_by_check_and_run() {
     let pki = Pki::new();
     let dir = tempfile::tempdir().unwrap();
-    let body = pki.config(false).replace("server.key", "device.key");
+    let body = tls_config(&pki, false).replace("server.key", "device.key");
     let config = edge_tests::broker::write_config(dir.path(), &body);
     let broker = edge_tests::broker::broker_binary();
     let check = Command::new(&broker)

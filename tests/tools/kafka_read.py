@@ -8,7 +8,7 @@ Keys, values and header values are decoded as UTF-8 with U+FFFD for bad bytes.
 
 Stops once --expect records were read and every partition reached its end, or at --timeout
 (exit status 2, with what was read so far printed). Usage:
-  kafka_read.py --bootstrap 127.0.0.1:9092 --topic T --expect N [--timeout 30]
+  kafka_read.py --bootstrap 127.0.0.1:9092 --topic T --expect N [--timeout 30] [--ssl-ca CA]
 """
 import argparse
 import json
@@ -28,7 +28,9 @@ def main():
     ap.add_argument("--topic", required=True)
     ap.add_argument("--expect", type=int, required=True)
     ap.add_argument("--timeout", type=float, default=30.0)
+    ap.add_argument("--ssl-ca", help="connect over TLS, trusting this CA file")
     args = ap.parse_args()
+    tls = {"security.protocol": "SSL", "ssl.ca.location": args.ssl_ca} if args.ssl_ca else {}
 
     consumer = Consumer({
         "bootstrap.servers": args.bootstrap,
@@ -36,6 +38,7 @@ def main():
         "enable.auto.commit": False,
         "enable.partition.eof": True,
         "auto.offset.reset": "earliest",
+        **tls,
     })
     deadline = time.monotonic() + args.timeout
     meta = consumer.list_topics(args.topic, timeout=max(1.0, deadline - time.monotonic()))

@@ -17,6 +17,7 @@ use kafka_protocol::protocol::StrBytes;
 
 use super::batch::{BatchIdentity, encode_batch};
 use super::conn::{ConnLimits, Connection};
+use super::tls::TlsSettings;
 use super::{
     Compression, ErrorClass, KafkaProducer, ProduceError, ProduceRecord, code_name, codes,
 };
@@ -56,6 +57,8 @@ pub struct ProducerConfig {
     /// Connections opened to one broker at most; partition `p` uses connection
     /// `p % connections_per_broker`, with one request in flight on each.
     pub connections_per_broker: usize,
+    /// TLS to every broker (Kafka's `SSL` listeners); `None` is plain TCP.
+    pub tls: Option<TlsSettings>,
 }
 
 impl ProducerConfig {
@@ -73,6 +76,7 @@ impl ProducerConfig {
             max_response_bytes: 16 * 1024 * 1024,
             idempotent: true,
             connections_per_broker: 4,
+            tls: None,
         }
     }
 }
@@ -159,6 +163,7 @@ impl WireProducer {
             request_timeout: config.request_timeout,
             max_response_bytes: config.max_response_bytes,
             client_id: StrBytes::from_string(config.client_id.clone()),
+            tls: config.tls.as_ref().map(super::tls::connector).transpose()?,
         };
         Ok(Self {
             inner: Arc::new(Inner {

@@ -10,22 +10,27 @@ use kafka_protocol::messages::{
     ApiKey, ApiVersionsRequest, ApiVersionsResponse, RequestHeader, ResponseHeader,
 };
 use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use super::{ProduceError, codes};
 
-/// Timeouts and caps of a connection.
-#[derive(Debug, Clone)]
+/// Timeouts and caps of a connection, and TLS if the brokers speak it.
+#[derive(Clone)]
 pub(crate) struct ConnLimits {
     pub connect_timeout: Duration,
     pub request_timeout: Duration,
     pub max_response_bytes: usize,
     pub client_id: StrBytes,
+    pub tls: Option<tokio_rustls::TlsConnector>,
 }
 
+/// A byte stream to a broker: plain TCP or TLS over it.
+pub(crate) trait BrokerStream: AsyncRead + AsyncWrite + Send + Unpin {}
+impl<T: AsyncRead + AsyncWrite + Send + Unpin> BrokerStream for T {}
+
 pub(crate) struct Connection {
-    stream: TcpStream,
+    stream: Box<dyn BrokerStream>,
     broker: String,
     limits: ConnLimits,
     correlation_id: i32,
@@ -54,6 +59,25 @@ impl Connection {
                 broker: broker.to_owned(),
                 source,
             })?;
+        let stream: Box<dyn BrokerStream> = match &limits.tls {
+            None => Box::new(stream),
+            Some(tls) => {
+                let name = super::tls::server_name(broker)?;
+                let handshake = tls.connect(name, stream);
+                let stream = tokio::time::timeout(limits.connect_timeout, handshake)
+                    .await
+                    .map_err(|_| ProduceError::Timeout {
+                        broker: broker.to_owned(),
+                        api: "TLS handshake",
+                        after: limits.connect_timeout,
+                    })?
+                    .map_err(|source| ProduceError::Connect {
+                        broker: broker.to_owned(),
+                        source,
+                    })?;
+                Box::new(stream)
+            }
+        };
         let mut conn = Self {
             stream,
             broker: broker.to_owned(),

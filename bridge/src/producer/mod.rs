@@ -11,12 +11,14 @@
 //!   with a size cap and a timeout).
 //! - `batch`: record-batch v2 encoding and compression (none, gzip, snappy, lz4, zstd — all pure
 //!   Rust), into reused buffers, duplicate header keys preserved.
+//! - [`tls`]: TLS to the brokers (rustls, ring), CA bundle and optional client certificate.
 //! - `client`: metadata cache (refreshed on leader errors and periodically), per-broker
 //!   connections, Produce with acks=all, CreateTopics for tooling and tests.
 
 mod batch;
 mod client;
 mod conn;
+pub mod tls;
 
 use std::future::Future;
 use std::str::FromStr;
@@ -136,6 +138,12 @@ pub enum ErrorClass {
 /// A produce, metadata or admin request that failed.
 #[derive(Debug, Error)]
 pub enum ProduceError {
+    /// TLS material that does not load, or a broker name TLS cannot verify.
+    #[error("Kafka TLS settings: {message}")]
+    Tls {
+        /// Which file or name is wrong, and why.
+        message: String,
+    },
     /// No broker address was configured.
     #[error("no bootstrap brokers configured")]
     NoBrokers,
@@ -330,6 +338,7 @@ impl ProduceError {
             ProduceError::UnknownPartition { .. } => ErrorClass::UnknownTopic,
             ProduceError::BatchTooLarge { .. } => ErrorClass::Rejected,
             ProduceError::NoBrokers
+            | ProduceError::Tls { .. }
             | ProduceError::EmptyBatch
             | ProduceError::ResponseTooLarge { .. }
             | ProduceError::UnsupportedVersion { .. }

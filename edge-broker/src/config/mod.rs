@@ -225,6 +225,14 @@ pub struct KafkaSection {
     pub auto_create_topics: bool,
     /// Partitions of topics the forwarder creates.
     pub auto_create_partitions: i32,
+    /// Connect to the brokers over TLS (Kafka's `SSL` security protocol).
+    pub tls: bool,
+    /// PEM CA certificates trusted for the brokers; default the system bundle.
+    pub tls_ca: Option<PathBuf>,
+    /// PEM client certificate chain, for brokers that require one (with `tls_key`).
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of `tls_cert`.
+    pub tls_key: Option<PathBuf>,
 }
 
 impl Default for KafkaSection {
@@ -246,6 +254,10 @@ impl Default for KafkaSection {
             dead_letter: None,
             auto_create_topics: false,
             auto_create_partitions: 1,
+            tls: false,
+            tls_ca: None,
+            tls_cert: None,
+            tls_key: None,
         }
     }
 }
@@ -752,6 +764,12 @@ impl Config {
                 "must be at least 1".to_owned(),
             );
         }
+        self.validate_kafka_tls()
+            .map_err(|(field, message)| ConfigError::Invalid {
+                path: None,
+                field,
+                message,
+            })?;
         if let Some(dl) = &k.dead_letter {
             match dl.strip_prefix("kafka:") {
                 Some(topic) if topic.is_empty() || topic.len() > 249 => {
@@ -772,6 +790,58 @@ impl Config {
         Ok(())
     }
 
+    /// TLS files need `kafka.tls = true`, a client certificate needs its key, and the files
+    /// must load (checked only when forwarding is enabled).
+    fn validate_kafka_tls(&self) -> Result<(), (&'static str, String)> {
+        let k = &self.kafka;
+        let files = [
+            ("kafka.tls_ca", &k.tls_ca),
+            ("kafka.tls_cert", &k.tls_cert),
+            ("kafka.tls_key", &k.tls_key),
+        ];
+        if !k.tls {
+            return match files.iter().find(|(_, f)| f.is_some()) {
+                Some((field, _)) => Err(("kafka.tls", format!("must be true when {field} is set"))),
+                None => Ok(()),
+            };
+        }
+        match (&k.tls_cert, &k.tls_key) {
+            (Some(_), None) => {
+                return Err(("kafka.tls_key", "is needed by kafka.tls_cert".to_owned()));
+            }
+            (None, Some(_)) => {
+                return Err(("kafka.tls_cert", "is needed by kafka.tls_key".to_owned()));
+            }
+            _ => {}
+        }
+        let Some(settings) = self.kafka_tls_settings().filter(|_| k.enabled) else {
+            return Ok(());
+        };
+        edge_bridge::producer::tls::connector(&settings)
+            .map(|_| ())
+            .map_err(|err| {
+                let message = err.to_string();
+                let field = files
+                    .iter()
+                    .find(|(_, f)| {
+                        f.as_ref()
+                            .is_some_and(|p| message.contains(&*p.to_string_lossy()))
+                    })
+                    .map_or("kafka.tls_ca", |(field, _)| *field);
+                (field, message)
+            })
+    }
+
+    /// The producer's TLS settings, if `kafka.tls` is on.
+    fn kafka_tls_settings(&self) -> Option<edge_bridge::producer::tls::TlsSettings> {
+        let k = &self.kafka;
+        k.tls.then(|| edge_bridge::producer::tls::TlsSettings {
+            ca: k.tls_ca.clone(),
+            cert: k.tls_cert.clone(),
+            key: k.tls_key.clone(),
+        })
+    }
+
     /// The Kafka producer settings of `[kafka]`.
     pub fn kafka_producer_config(&self) -> ProducerConfig {
         let k = &self.kafka;
@@ -786,6 +856,7 @@ impl Config {
         config.max_request_bytes =
             usize::try_from(k.max_request_bytes.bytes()).unwrap_or(usize::MAX);
         config.idempotent = k.idempotent;
+        config.tls = self.kafka_tls_settings();
         config
     }
 
@@ -879,6 +950,24 @@ mod tests {
 
     fn parse(text: &str) -> Result<Config, ConfigError> {
         Config::parse(text, Path::new("test.toml"))
+    }
+
+    #[test]
+    fn kafka_tls_settings_name_the_field() {
+        let cases = [
+            ("tls_ca = \"ca.pem\"", "kafka.tls"),
+            ("tls = true\ntls_cert = \"c.pem\"", "kafka.tls_key"),
+            (
+                "tls = true\ntls_ca = \"/nonexistent/ca.pem\"",
+                "kafka.tls_ca",
+            ),
+        ];
+        for (body, field) in cases {
+            let err = parse(&format!("[kafka]\n{body}\n")).unwrap_err();
+            assert_eq!(err.field(), field, "{body}: {err}");
+        }
+        let off = parse("[kafka]\nenabled = false\ntls = true\ntls_ca = \"/nonexistent/ca.pem\"\n");
+        assert!(off.is_ok(), "files are not loaded while forwarding is off");
     }
 
     #[test]
