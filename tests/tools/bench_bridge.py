@@ -148,6 +148,13 @@ key = "{{topic.2}}"
     return p
 
 
+def cpu_seconds(pid):
+    """User + system CPU seconds a process used so far (Linux /proc)."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def wait_forwarded(metrics_port, n, timeout=600):
     """Polls the forwarded counter until it reaches n. Returns (t_first, v_first, t_end): when
     the counter was first seen above zero, its value then, and when it reached n."""
@@ -173,6 +180,8 @@ def main():
     ap.add_argument("--size", type=int, default=200)
     ap.add_argument("--publishers", type=int, default=2)
     ap.add_argument("--fsync", default="always,never")
+    ap.add_argument("--parts", default="e2e,drain,naive",
+                    help="which of e2e,drain,naive to run (the ceiling always runs)")
     ap.add_argument("--compression", default="lz4")
     ap.add_argument("--blast", default=os.path.join(HERE, "..", "..", "target", "release",
                                                     "mqtt-blast"))
@@ -203,7 +212,7 @@ def main():
 
         # 2. End to end per fsync mode: first publish -> last record acknowledged by Kafka.
         e2e = {}
-        for mode in modes:
+        for mode in (modes if "e2e" in args.parts else []):
             topic = f"bridge-{mode}"
             create_topic(bootstrap, topic)
             mport, xport = free_port(), free_port()
@@ -218,49 +227,14 @@ def main():
             stop(eb)
 
         # 3. Backlog drain: fill the log while Kafka is down, then start Kafka.
-        kport2 = free_port()
-        bootstrap2 = f"127.0.0.1:{kport2}"
-        mport, xport = free_port(), free_port()
-        eb = edge_broker(args.broker, os.path.join(tmp, "backlog"), mport, xport, bootstrap2, log,
-                         modes[0], args.compression)
-        pub_s, n = publish(mport, args.backlog, args.size, args.publishers)
-        lag = metric(xport, "edge_kafka_lag_records")
-        k2 = tansu(kport2, log, settle=0)
-        ready = time.perf_counter()
-        _, _, end = wait_forwarded(xport, n)
-        # Conservative: from the moment Kafka accepted connections (includes the forwarder's
-        # retry backoff, at most retry_backoff_max = 500 ms, and metadata/topic creation).
-        drain = n / (end - ready)
-        rows.append((f"backlog drain after outage (lag {int(lag or 0)})", n, drain))
-        stop(eb)
-        stop(k2)
+        drain = None
+        if "drain" in args.parts:
+            drain = backlog_drain(args, modes, tmp, log, rows)
 
         # 4. Naive pipeline: mosquitto + paho subscriber -> confluent-kafka producer.
-        create_topic(bootstrap, "naive")
-        qport = free_port()
-        conf = os.path.join(tmp, "mosquitto.conf")
-        with open(conf, "w") as f:
-            f.write(f"listener {qport} 127.0.0.1\nallow_anonymous true\npersistence false\n"
-                    "max_inflight_messages 1000\nmax_queued_messages 1000000\n")
-        mosq = spawn(["mosquitto", "-c", conf], stdout=log, stderr=log)
-        wait_port(qport)
-        naive = spawn([PY, os.path.join(HERE, "naive_bridge.py"), "--mqtt", f"127.0.0.1:{qport}",
-                       "--bootstrap", bootstrap, "--topic", "naive", "--expect",
-                       str(args.records // args.publishers * args.publishers),
-                       "--compression", args.compression],
-                      stdout=subprocess.PIPE, text=True)
-        assert naive.stdout.readline().strip() == "READY"
-        start = time.perf_counter()
-        pub_s, n = publish(qport, args.records, args.size, args.publishers)
-        result = json.loads(naive.stdout.readline())
-        naive.wait()
-        end_wall = result["last"]
-        # Convert the wall-clock end to our perf_counter timeline.
-        total = (end_wall - time.time()) + (time.perf_counter() - start)
-        naive_rate = result["records"] / total
-        rows.append(("naive: mosquitto + paho sub -> confluent-kafka", result["records"],
-                     naive_rate))
-        stop(mosq)
+        naive_rate = None
+        if "naive" in args.parts:
+            naive_rate = naive_pipeline(args, bootstrap, tmp, log, rows)
         stop(k)
     finally:
         for p in procs:
@@ -270,11 +244,81 @@ def main():
     print(f"\n{'pipeline':<58} {'records':>9} {'rec/s':>10}")
     for name, n, rate in rows:
         print(f"{name:<58} {n:>9} {rate:>10,.0f}")
-    print(f"\ndrain / raw ceiling = {drain / raw:.2f}x (goal >= 0.8)")
+    print()
+    if drain:
+        print(f"drain / raw ceiling = {drain / raw:.2f}x (goal >= 0.8)")
     for mode, rate in e2e.items():
+        naive_ratio = f"{rate / naive_rate:.2f}x" if naive_rate else "-"
         print(f"end to end (fsync={mode}) / raw ceiling = {rate / raw:.2f}x; "
-              f"/ naive = {rate / naive_rate:.2f}x (goal >= 2)")
+              f"/ naive = {naive_ratio} (goal >= 2)")
     return 0
+
+
+def backlog_drain(args, modes, tmp, log, rows):
+    """Fills the log while Kafka is down, starts Kafka, times the drain. Returns rec/s."""
+    kport2 = free_port()
+    bootstrap2 = f"127.0.0.1:{kport2}"
+    mport, xport = free_port(), free_port()
+    eb = edge_broker(args.broker, os.path.join(tmp, "backlog"), mport, xport, bootstrap2, log,
+                     modes[0], args.compression)
+    pub_s, n = publish(mport, args.backlog, args.size, args.publishers)
+    lag = metric(xport, "edge_kafka_lag_records")
+    k2 = tansu(kport2, log, settle=0)
+    ready = time.perf_counter()
+    cpu0 = (cpu_seconds(eb.pid), cpu_seconds(k2.pid))
+    if os.environ.get("BENCH_PERF"):
+        # Profile the drain: perf record on edge-broker until the backlog is forwarded.
+        perf = spawn(["perf", "record", "-g", "-o", os.environ["BENCH_PERF"], "-p",
+                      str(eb.pid)], stdout=log, stderr=log)
+    t_first, v_first, end = wait_forwarded(xport, n)
+    cpu = (cpu_seconds(eb.pid) - cpu0[0], cpu_seconds(k2.pid) - cpu0[1])
+    if os.environ.get("BENCH_PERF"):
+        perf.send_signal(signal.SIGINT)
+        perf.wait()
+    # Conservative: from the moment Kafka accepted connections (includes the forwarder's
+    # retry backoff, at most retry_backoff_max = 500 ms, and metadata/topic creation).
+    drain = n / (end - ready)
+    rows.append((f"backlog drain after outage (lag {int(lag or 0)})", n, drain))
+    # Steady state: from the first acknowledged chunk to the last.
+    rows.append(("  same, from the first acknowledged chunk", n - int(v_first),
+                 (n - v_first) / (end - t_first)))
+    print(f"drain: {end - ready:.2f} s; CPU edge-broker {cpu[0]:.2f} s "
+          f"({cpu[0] / (end - ready):.2f} cores), Tansu {cpu[1]:.2f} s "
+          f"({cpu[1] / (end - ready):.2f} cores)", flush=True)
+    stop(eb)
+    stop(k2)
+    return drain
+
+
+def naive_pipeline(args, bootstrap, tmp, log, rows):
+    """mosquitto + paho subscriber -> confluent-kafka, fed by the same publisher."""
+    create_topic(bootstrap, "naive")
+    qport = free_port()
+    conf = os.path.join(tmp, "mosquitto.conf")
+    with open(conf, "w") as f:
+        f.write(f"listener {qport} 127.0.0.1\nallow_anonymous true\npersistence false\n"
+                "max_inflight_messages 1000\nmax_queued_messages 1000000\n")
+    mosq = spawn(["mosquitto", "-c", conf], stdout=log, stderr=log)
+    wait_port(qport)
+    naive = spawn([PY, os.path.join(HERE, "naive_bridge.py"), "--mqtt", f"127.0.0.1:{qport}",
+                   "--bootstrap", bootstrap, "--topic", "naive", "--expect",
+                   str(args.records // args.publishers * args.publishers),
+                   "--compression", args.compression],
+                  stdout=subprocess.PIPE, text=True)
+    assert naive.stdout.readline().strip() == "READY"
+    start = time.perf_counter()
+    pub_s, n = publish(qport, args.records, args.size, args.publishers)
+    result = json.loads(naive.stdout.readline())
+    naive.wait()
+    end_wall = result["last"]
+    # Convert the wall-clock end to our perf_counter timeline.
+    total = (end_wall - time.time()) + (time.perf_counter() - start)
+    naive_rate = result["records"] / total
+    rows.append(("naive: mosquitto + paho sub -> confluent-kafka", result["records"],
+                 naive_rate))
+    stop(mosq)
+    stop(naive)
+    return naive_rate
 
 
 if __name__ == "__main__":
