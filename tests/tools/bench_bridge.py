@@ -268,7 +268,7 @@ def backlog_drain(args, modes, tmp, log, rows):
     cpu0 = (cpu_seconds(eb.pid), cpu_seconds(k2.pid))
     if os.environ.get("BENCH_PERF"):
         # Profile the drain: perf record on edge-broker until the backlog is forwarded.
-        perf = spawn(["perf", "record", "-g", "-o", os.environ["BENCH_PERF"], "-p",
+        perf = spawn(["perf", "record"] + os.environ.get("BENCH_PERF_OPTS", "-g").split() + ["-o", os.environ["BENCH_PERF"], "-p",
                       str(eb.pid)], stdout=log, stderr=log)
     t_first, v_first, end = wait_forwarded(xport, n)
     cpu = (cpu_seconds(eb.pid) - cpu0[0], cpu_seconds(k2.pid) - cpu0[1])
