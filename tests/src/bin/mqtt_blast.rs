@@ -56,11 +56,17 @@ fn parse() -> Args {
             _ => pos.push(arg),
         }
     }
-    assert!(pos.len() == 3, "usage: mqtt-blast HOST PORT COUNT [options]");
+    assert!(
+        pos.len() == 3,
+        "usage: mqtt-blast HOST PORT COUNT [options]"
+    );
     a.host = pos[0].clone();
     a.port = pos[1].parse().expect("PORT");
     a.count = pos[2].parse().expect("COUNT");
-    assert!(a.window > 0 && a.window < 65535, "--window must be 1..65534");
+    assert!(
+        a.window > 0 && a.window < 65535,
+        "--window must be 1..65534"
+    );
     a
 }
 
