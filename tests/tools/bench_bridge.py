@@ -12,7 +12,10 @@ The load comes from the Rust publisher `mqtt-blast` (tests/src/bin/mqtt_blast.rs
 --publishers connections, BENCH_WINDOW unacknowledged each) for edge-broker and the naive
 pipeline alike; `--blast python` uses tests/tools/mqtt_blast.py (one process per publisher,
 40-60k msg/s at most, the bottleneck of earlier runs). `--fsync` takes a comma-separated list:
-one end-to-end row per mode; the backlog is filled with the first.
+one end-to-end row per mode; the backlog is filled with the first. `--parts` picks among
+e2e,drain,naive. Environment: BENCH_WINDOW (messages in flight per connection, 5000),
+BENCH_KAFKA_EXTRA (lines appended to edge-broker's [kafka] section, e.g. max_batch_bytes),
+BENCH_PERF=FILE (perf record edge-broker during the drain; options in BENCH_PERF_OPTS).
 """
 import argparse
 import json
@@ -136,6 +139,7 @@ compression = "{compression}"
 request_timeout = "10s"
 retry_backoff_min = "50ms"
 retry_backoff_max = "500ms"
+{os.environ.get("BENCH_KAFKA_EXTRA", "")}
 [[route]]
 mqtt = "sensors/+/t"
 kafka_topic = "{topic}"
