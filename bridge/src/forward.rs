@@ -15,7 +15,7 @@
 //!   interrupts a delivery, which is then not committed (the next start resends it).
 //! - `max_bytes_per_sec` paces the upload for metered uplinks.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
@@ -28,8 +28,9 @@ use crate::backoff::Backoff;
 use crate::dead_letter::{self, DeadLetterSink, Letter};
 use crate::deliver::{DeadLetter, DeliverConfig, DeliverError, deliver};
 use crate::metrics::{ForwardMetrics, error_kind};
+use crate::plan::PartitionBatch;
 use crate::plan::{Plan, Planner};
-use crate::producer::{ErrorClass, KafkaProducer, ProduceError, ProduceRecord};
+use crate::producer::{ErrorClass, KafkaProducer, ProduceAck, ProduceError, ProduceRecord};
 use crate::route::Routes;
 
 /// The cursor name the Kafka forwarder uses in the log.
@@ -109,16 +110,18 @@ impl<P: KafkaProducer> KafkaProducer for Observed<P> {
         records: &[ProduceRecord],
     ) -> Result<i64, ProduceError> {
         let result = self.inner.produce(topic, partition, records).await;
-        match &result {
-            Ok(_) => self.metrics.upstream_down.store(false, Ordering::Relaxed),
-            Err(e) => {
-                self.metrics.count_error(error_kind(e));
-                if e.class() != ErrorClass::Rejected {
-                    self.metrics.upstream_down.store(true, Ordering::Relaxed);
-                }
-            }
-        }
+        observe(&self.metrics, &result);
         result
+    }
+
+    async fn send(&self, topic: &str, partition: i32, records: &[ProduceRecord]) -> ProduceAck {
+        let ack = self.inner.send(topic, partition, records).await;
+        let metrics = Arc::clone(&self.metrics);
+        Box::pin(async move {
+            let result = ack.await;
+            observe(&metrics, &result);
+            result
+        })
     }
 
     async fn partition_count(&self, topic: &str) -> Result<i32, ProduceError> {
@@ -131,6 +134,21 @@ impl<P: KafkaProducer> KafkaProducer for Observed<P> {
 
     fn forget_topic(&self, topic: &str) {
         self.inner.forget_topic(topic);
+    }
+}
+
+/// Counts a produce outcome. A request refused only because an earlier one failed
+/// ([`ProduceError::Blocked`]) is not another error.
+fn observe(metrics: &ForwardMetrics, result: &Result<i64, ProduceError>) {
+    match result {
+        Ok(_) => metrics.upstream_down.store(false, Ordering::Relaxed),
+        Err(ProduceError::Blocked { .. }) => {}
+        Err(e) => {
+            metrics.count_error(error_kind(e));
+            if e.class() != ErrorClass::Rejected {
+                metrics.upstream_down.store(true, Ordering::Relaxed);
+            }
+        }
     }
 }
 
@@ -164,8 +182,31 @@ impl RouteUpdates {
     }
 }
 
-/// Chunks read and planned ahead of the one being delivered (each at most `max_batch_bytes`).
+/// Chunks read and planned ahead of the ones being delivered (each at most `max_batch_bytes`).
 const READ_AHEAD: usize = 2;
+
+/// Chunks whose produce requests may be in flight at once. Their batches are written in chunk
+/// order, so within a partition requests leave in log order; each connection further caps its
+/// requests in flight (`ProducerConfig::max_in_flight`).
+pub const CHUNKS_IN_FLIGHT: usize = 4;
+
+/// A chunk whose batches were sent and whose answers are awaited.
+struct InFlightChunk {
+    records: Vec<Record>,
+    next: u64,
+    batches: Vec<PartitionBatch>,
+    unrouted: u64,
+    bytes: u64,
+    /// Resolves to the answer of each batch, in `batches` order.
+    acks: tokio::task::JoinHandle<Vec<Result<i64, ProduceError>>>,
+}
+
+/// What the sender waits for next.
+enum Event {
+    Abort,
+    Answered(Result<Vec<Result<i64, ProduceError>>, tokio::task::JoinError>),
+    Job(Option<Job>),
+}
 
 /// Forwards the log to Kafka through one named cursor.
 pub struct Forwarder<P> {
@@ -182,6 +223,8 @@ pub struct Forwarder<P> {
 /// The delivering half: plans again when needed, delivers, dead-letters.
 struct Sender<P> {
     producer: Observed<P>,
+    /// Partitions with a failed batch not resent yet: later batches are not sent to them.
+    blocked: HashSet<(String, i32)>,
     planner: Planner,
     routes: RouteUpdates,
     config: ForwardConfig,
@@ -220,6 +263,7 @@ impl<P: KafkaProducer + Clone + 'static> Forwarder<P> {
                     inner: producer,
                     metrics: Arc::clone(&metrics),
                 },
+                blocked: HashSet::new(),
                 planner: Planner::new(routes, &config.node_id),
                 routes: RouteUpdates(routes_rx),
                 config: config.clone(),
@@ -419,6 +463,17 @@ async fn commit(cursor: &mut Cursor, metrics: &ForwardMetrics, next: u64) {
 impl<P: KafkaProducer + Clone + 'static> Sender<P> {
     /// Delivers jobs in order until the reader hangs up or `abort`; reports the position after
     /// each acknowledged chunk on `acked`.
+    ///
+    /// Up to [`CHUNKS_IN_FLIGHT`] chunks are in flight: their batches are sent (written in
+    /// order) without waiting for the answers of the chunks before. Chunks complete strictly in
+    /// order, so `acked` only ever covers a prefix Kafka acknowledged. If a batch failed, every
+    /// answer in flight is awaited first; then the failed batches are resent chunk by chunk, in
+    /// order, with the retry, split and dead-letter rules of [`deliver`]. The producer refuses
+    /// to send to a partition after a failure until that resend (see
+    /// [`KafkaProducer::send`]), and the idempotent producer's sequence numbers make Kafka
+    /// refuse a batch that would overtake a failed one; so records do not reach Kafka out of
+    /// log order, and a resent batch Kafka already had is written once or carries the same
+    /// `edge-offset` header.
     async fn run(
         mut self,
         mut jobs: tokio::sync::mpsc::Receiver<Job>,
@@ -427,33 +482,226 @@ impl<P: KafkaProducer + Clone + 'static> Sender<P> {
         abort: CancellationToken,
     ) {
         let mut pace = Pace::new(self.config.max_bytes_per_sec);
-        while let Some(job) = jobs.recv().await {
-            if let Some(first) = job.records.first() {
-                self.metrics
-                    .oldest_pending_ms
-                    .store(first.timestamp_ms.max(1), Ordering::Relaxed);
+        let mut in_flight: VecDeque<InFlightChunk> = VecDeque::new();
+        let mut open = true;
+        loop {
+            if !open && in_flight.is_empty() {
+                return;
             }
-            self.metrics.replaying.store(job.full, Ordering::Relaxed);
-            let done = match self.forward_chunk(&job.records, job.plan, &abort).await {
-                Ok(done) => done,
-                Err(Aborted) => {
+            let room = open && in_flight.len() < CHUNKS_IN_FLIGHT;
+            let event = {
+                let front = in_flight.front_mut().map(|c| &mut c.acks);
+                tokio::select! {
+                    biased;
+                    _ = abort.cancelled() => Event::Abort,
+                    r = async {
+                        match front {
+                            Some(acks) => acks.await,
+                            None => std::future::pending().await,
+                        }
+                    } => Event::Answered(r),
+                    j = jobs.recv(), if room => Event::Job(j),
+                }
+            };
+            let done = match event {
+                Event::Abort => {
                     tracing::info!(
                         delivered = *acked.borrow(),
-                        "Kafka forwarder aborted mid-delivery; the chunk is resent at next start"
+                        "Kafka forwarder aborted mid-delivery; the chunks in flight are resent at next start"
                     );
                     return;
                 }
+                Event::Job(None) => {
+                    open = false;
+                    continue;
+                }
+                Event::Job(Some(job)) => {
+                    if job.plan.is_none() {
+                        // Planning needs retries (unknown partition counts): finish the chunks
+                        // in flight, then deliver this one on its own.
+                        while let Some(mut chunk) = in_flight.pop_front() {
+                            let results = tokio::select! {
+                                biased;
+                                _ = abort.cancelled() => return,
+                                r = &mut chunk.acks => r,
+                            };
+                            let Ok(done) = self.settle(chunk, results, &acked, &abort).await else {
+                                return;
+                            };
+                            self.count(&done);
+                            self.note_front(in_flight.front());
+                        }
+                        self.blocked.clear();
+                    }
+                    if in_flight.is_empty()
+                        && let Some(first) = job.records.first()
+                    {
+                        self.metrics
+                            .oldest_pending_ms
+                            .store(first.timestamp_ms.max(1), Ordering::Relaxed);
+                    }
+                    self.metrics.replaying.store(job.full, Ordering::Relaxed);
+                    match job.plan {
+                        Some(plan) => {
+                            let Some(chunk) = self.start(job.records, job.next, plan, &abort).await
+                            else {
+                                return;
+                            };
+                            let bytes = chunk.bytes;
+                            in_flight.push_back(chunk);
+                            if !stop.is_cancelled() {
+                                pace.wait(bytes, &abort).await;
+                            }
+                            continue;
+                        }
+                        None => match self.forward_chunk(&job.records, None, &abort).await {
+                            Ok(done) => {
+                                acked.send_replace(job.next);
+                                done
+                            }
+                            Err(Aborted) => return,
+                        },
+                    }
+                }
+                Event::Answered(results) => {
+                    let Some(chunk) = in_flight.pop_front() else {
+                        continue;
+                    };
+                    let Ok(done) = self.settle(chunk, results, &acked, &abort).await else {
+                        return;
+                    };
+                    if in_flight.is_empty() {
+                        // Every failed batch was resent: partitions are open again.
+                        self.blocked.clear();
+                    }
+                    self.note_front(in_flight.front());
+                    done
+                }
             };
-            acked.send_replace(job.next);
+            self.count(&done);
+        }
+    }
+
+    /// Counts a completed chunk.
+    fn count(&self, done: &ChunkDone) {
+        self.metrics
+            .records
+            .fetch_add(done.records as u64, Ordering::Relaxed);
+        self.metrics.bytes.fetch_add(done.bytes, Ordering::Relaxed);
+        self.metrics.batches.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Points `oldest_pending_ms` at the oldest chunk still in flight.
+    fn note_front(&self, front: Option<&InFlightChunk>) {
+        if let Some(first) = front.and_then(|c| c.records.first()) {
             self.metrics
-                .records
-                .fetch_add(done.records as u64, Ordering::Relaxed);
-            self.metrics.bytes.fetch_add(done.bytes, Ordering::Relaxed);
-            self.metrics.batches.fetch_add(1, Ordering::Relaxed);
-            if !stop.is_cancelled() {
-                pace.wait(done.bytes, &abort).await;
+                .oldest_pending_ms
+                .store(first.timestamp_ms.max(1), Ordering::Relaxed);
+        }
+    }
+
+    /// Sends every batch of `plan` (in plan order) and returns the chunk in flight; None if
+    /// aborted.
+    async fn start(
+        &mut self,
+        records: Vec<Record>,
+        next: u64,
+        plan: Plan,
+        abort: &CancellationToken,
+    ) -> Option<InFlightChunk> {
+        let bytes = plan_bytes(&plan);
+        let mut acks: Vec<ProduceAck> = Vec::with_capacity(plan.batches.len());
+        for b in &plan.batches {
+            if self.blocked.contains(&(b.topic.clone(), b.partition)) {
+                acks.push(Box::pin(std::future::ready(Err(ProduceError::Blocked {
+                    topic: b.topic.clone(),
+                    partition: b.partition,
+                }))));
+                continue;
+            }
+            let mut ack = tokio::select! {
+                biased;
+                _ = abort.cancelled() => return None,
+                a = self.producer.send(&b.topic, b.partition, &b.records) => a,
+            };
+            // A producer that answers at once (no pipelining of its own) may already have
+            // failed: send nothing more to that partition until the resend.
+            let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+            if let std::task::Poll::Ready(result) = ack.as_mut().poll(&mut cx) {
+                if result.is_err() {
+                    self.blocked.insert((b.topic.clone(), b.partition));
+                }
+                ack = Box::pin(std::future::ready(result));
+            }
+            acks.push(ack);
+        }
+        let acks = tokio::spawn(async move {
+            let mut results = Vec::with_capacity(acks.len());
+            for ack in acks {
+                results.push(ack.await);
+            }
+            results
+        });
+        Some(InFlightChunk {
+            records,
+            next,
+            batches: plan.batches,
+            unrouted: plan.unrouted.len() as u64,
+            bytes,
+            acks,
+        })
+    }
+
+    /// Completes the oldest chunk in flight: if a batch failed, resends the failed batches
+    /// (retrying until acknowledged or dead-lettered). Then reports the chunk acknowledged.
+    async fn settle(
+        &mut self,
+        chunk: InFlightChunk,
+        results: Result<Vec<Result<i64, ProduceError>>, tokio::task::JoinError>,
+        acked: &tokio::sync::watch::Sender<u64>,
+        abort: &CancellationToken,
+    ) -> Result<ChunkDone, Aborted> {
+        let results = match results {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::error!(error = %e, "waiting for Kafka's answers failed; resending the chunk");
+                Vec::new()
+            }
+        };
+        let mut ok_records = 0;
+        let mut failed = Vec::new();
+        let mut results = results.into_iter();
+        for batch in chunk.batches {
+            match results.next() {
+                Some(Ok(_)) => ok_records += batch.records.len(),
+                Some(Err(e)) => {
+                    if !matches!(e, ProduceError::Blocked { .. }) {
+                        tracing::warn!(topic = %batch.topic, partition = batch.partition, error = %e, "produce failed; resending from the first unacknowledged batch");
+                    }
+                    failed.push(batch);
+                }
+                None => failed.push(batch),
             }
         }
+        let mut done = ChunkDone {
+            records: ok_records,
+            bytes: chunk.bytes,
+        };
+        if !failed.is_empty() {
+            let plan = Plan {
+                batches: failed,
+                unrouted: Vec::new(),
+            };
+            let resent = self
+                .forward_chunk(&chunk.records, Some(plan), abort)
+                .await?;
+            done.records += resent.records;
+        }
+        self.metrics
+            .unrouted
+            .fetch_add(chunk.unrouted, Ordering::Relaxed);
+        acked.send_replace(chunk.next);
+        Ok(done)
     }
 
     /// Plans (unless `plan` is given) and delivers one chunk until every record is acknowledged
@@ -888,5 +1136,146 @@ mod tests {
         assert_eq!(metrics.lag_records(log.durable_end()), 3);
         assert!(metrics.upstream_down.load(Ordering::Relaxed));
         assert_eq!(log.cursor("kafka").unwrap().committed(), 0);
+    }
+
+    /// A broker that keeps a partition's records in order the way Kafka and Tansu do with the
+    /// idempotent producer (see the Tansu test in `producer::client`): it handles requests in
+    /// the order they arrive and appends a batch only if it continues the log (its first
+    /// `edge-offset` follows the last one appended); a batch after a gap is refused with
+    /// OUT_OF_ORDER_SEQUENCE_NUMBER and a batch it has already gets DUPLICATE (written once).
+    /// Answers to `send` arrive 20 ms late, so later requests are in flight when one fails;
+    /// `fail_request` makes that request fail with NOT_LEADER_OR_FOLLOWER (not appended). At
+    /// every request it checks that the cursor never got ahead of what the log holds.
+    #[derive(Clone, Default)]
+    struct OrderedFaultyBroker {
+        fail_request: usize,
+        requests: Arc<Mutex<usize>>,
+        log: Arc<Mutex<Vec<u64>>>,
+        outstanding: Arc<std::sync::atomic::AtomicUsize>,
+        max_outstanding: Arc<std::sync::atomic::AtomicUsize>,
+        metrics: Arc<Mutex<Option<Arc<ForwardMetrics>>>>,
+    }
+
+    impl OrderedFaultyBroker {
+        fn handle(&self, records: &[ProduceRecord]) -> Result<i64, ProduceError> {
+            let mut log = self.log.lock().unwrap();
+            if let Some(m) = self.metrics.lock().unwrap().as_ref() {
+                let committed = m.committed.load(Ordering::SeqCst);
+                assert!(
+                    committed <= log.len() as u64,
+                    "cursor committed {committed} with only {} records in Kafka",
+                    log.len()
+                );
+            }
+            let n = {
+                let mut r = self.requests.lock().unwrap();
+                *r += 1;
+                *r
+            };
+            let refuse = |code: i16| ProduceError::Broker {
+                api: "Produce",
+                topic: "t".into(),
+                partition: 0,
+                code,
+                name: crate::producer::code_name(code),
+                message: None,
+            };
+            if n == self.fail_request {
+                return Err(refuse(codes::NOT_LEADER_OR_FOLLOWER));
+            }
+            let offsets: Vec<u64> = records
+                .iter()
+                .map(|r| {
+                    std::str::from_utf8(&r.headers[1].value)
+                        .unwrap()
+                        .parse()
+                        .unwrap()
+                })
+                .collect();
+            let expected = log.len() as u64;
+            match offsets[0].cmp(&expected) {
+                std::cmp::Ordering::Equal => {
+                    log.extend(offsets);
+                    Ok(expected as i64)
+                }
+                std::cmp::Ordering::Less => Ok(-1),
+                std::cmp::Ordering::Greater => Err(refuse(codes::OUT_OF_ORDER_SEQUENCE_NUMBER)),
+            }
+        }
+    }
+
+    impl KafkaProducer for OrderedFaultyBroker {
+        async fn produce(
+            &self,
+            _topic: &str,
+            _partition: i32,
+            records: &[ProduceRecord],
+        ) -> Result<i64, ProduceError> {
+            self.handle(records)
+        }
+
+        async fn send(
+            &self,
+            _topic: &str,
+            _partition: i32,
+            records: &[ProduceRecord],
+        ) -> ProduceAck {
+            let result = self.handle(records);
+            let outstanding = Arc::clone(&self.outstanding);
+            let now = outstanding.fetch_add(1, Ordering::SeqCst) + 1;
+            self.max_outstanding.fetch_max(now, Ordering::SeqCst);
+            Box::pin(async move {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                outstanding.fetch_sub(1, Ordering::SeqCst);
+                result
+            })
+        }
+
+        async fn partition_count(&self, _topic: &str) -> Result<i32, ProduceError> {
+            Ok(1)
+        }
+    }
+
+    #[tokio::test]
+    async fn a_failed_request_with_later_ones_in_flight_is_resent_first_and_commits_wait() {
+        let dir = tempfile::tempdir().unwrap();
+        let payloads: Vec<String> = (0..60).map(|i| format!("m{i}")).collect();
+        let refs: Vec<&str> = payloads.iter().map(String::as_str).collect();
+        let log = log_with(&dir.path().join("log"), &refs).await;
+        // Request 3 (the third chunk) fails while the chunks after it are in flight.
+        let broker = OrderedFaultyBroker {
+            fail_request: 3,
+            ..Default::default()
+        };
+        let fwd =
+            Forwarder::open(&log, "kafka", routes(), broker.clone(), config(dir.path())).unwrap();
+        let metrics = fwd.metrics();
+        *broker.metrics.lock().unwrap() = Some(Arc::clone(&metrics));
+        let (stop, abort) = (CancellationToken::new(), CancellationToken::new());
+        let task = tokio::spawn(fwd.run(stop.clone(), abort.clone()));
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while metrics.committed.load(Ordering::Relaxed) < 60 {
+            assert!(Instant::now() < deadline, "not all committed");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        stop.cancel();
+        task.await.unwrap();
+
+        assert!(
+            broker.max_outstanding.load(Ordering::SeqCst) >= 2,
+            "several requests were in flight"
+        );
+        let log_now = broker.log.lock().unwrap().clone();
+        assert_eq!(
+            log_now,
+            (0..60).collect::<Vec<u64>>(),
+            "every record once, in log order"
+        );
+        let refused = metrics.errors_of("broker_retriable");
+        assert!(
+            refused >= 2,
+            "the failure and at least one refused follower: {refused}"
+        );
+        assert_eq!(log.cursor("kafka").unwrap().committed(), 60);
     }
 }

@@ -10,10 +10,10 @@
 
 use std::collections::HashMap;
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use thiserror::Error;
 
-use crate::headers::{Record, build_headers};
+use crate::headers::{Record, build_headers_in};
 use crate::partition::{NullKeyPartitioner, PartitionError, partition_for_key};
 use crate::producer::ProduceRecord;
 use crate::route::Routes;
@@ -115,8 +115,9 @@ impl Planner {
         partition_counts: &HashMap<String, i32>,
     ) -> Result<Plan, PlanError> {
         let mut plan = Plan::default();
-        let mut index: HashMap<(String, i32), usize> = HashMap::new();
         let mut keyless: HashMap<String, i32> = HashMap::new();
+        // Offset and topic header values are cut from here: one allocation per 16 KiB.
+        let mut arena = BytesMut::new();
         for r in records {
             let Some(route) = self.routes.find(r.source, &r.topic) else {
                 plan.unrouted.push(r.offset);
@@ -136,7 +137,13 @@ impl Planner {
                 &self.node_id,
                 &mut self.key_buf,
             );
-            let key = has_key.then(|| Bytes::copy_from_slice(&self.key_buf));
+            if arena.capacity() - arena.len() < 64 + r.topic.len() + self.key_buf.len() {
+                arena.reserve(16 * 1024 + self.key_buf.len() + r.topic.len());
+            }
+            let key = has_key.then(|| {
+                arena.extend_from_slice(&self.key_buf);
+                arena.split().freeze()
+            });
             let partition = match (route.partition, &key) {
                 (Some(p), _) if p >= count => {
                     return Err(PlanError::PartitionOutOfRange {
@@ -167,24 +174,31 @@ impl Planner {
                 },
             };
             let mut headers = Vec::new();
-            build_headers(r, &self.node_id_bytes, &mut headers);
+            build_headers_in(r, &self.node_id_bytes, &mut arena, &mut headers);
             let record = ProduceRecord {
                 key,
                 value: Some(r.payload.clone()),
                 headers,
                 timestamp_ms: i64::try_from(r.timestamp_ms).unwrap_or(i64::MAX),
             };
-            let slot = *index
-                .entry((topic.to_owned(), partition))
-                .or_insert_with(|| {
+            // A chunk has few batches (topics × partitions): a scan beats hashing an owned key
+            // per record.
+            let slot = match plan
+                .batches
+                .iter()
+                .position(|b| b.partition == partition && b.topic == topic)
+            {
+                Some(i) => i,
+                None => {
                     plan.batches.push(PartitionBatch {
                         topic: topic.to_owned(),
                         partition,
-                        records: Vec::new(),
-                        offsets: Vec::new(),
+                        records: Vec::with_capacity(records.len() / count.max(1) as usize + 1),
+                        offsets: Vec::with_capacity(records.len() / count.max(1) as usize + 1),
                     });
                     plan.batches.len() - 1
-                });
+                }
+            };
             plan.batches[slot].records.push(record);
             plan.batches[slot].offsets.push(r.offset);
         }

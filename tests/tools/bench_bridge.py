@@ -3,9 +3,19 @@
 produce rate (the ceiling) and a naive paho -> confluent-kafka pipeline behind mosquitto.
 Prints a table. Every process it starts is stopped at the end.
 
+  cargo build --release -p edge-broker -p edge-tests --bin edge-broker --bin mqtt-blast
   .venv/bin/python tests/tools/bench_bridge.py --broker target/release/edge-broker \
-      [--records 200000] [--backlog 300000] [--size 200] [--publishers 2] [--fsync always]
-      [--compression lz4]
+      [--records 200000] [--backlog 300000] [--size 200] [--publishers 2]
+      [--fsync always,never] [--compression lz4] [--blast target/release/mqtt-blast]
+
+The load comes from the Rust publisher `mqtt-blast` (tests/src/bin/mqtt_blast.rs; QoS 1,
+--publishers connections, BENCH_WINDOW unacknowledged each) for edge-broker and the naive
+pipeline alike; `--blast python` uses tests/tools/mqtt_blast.py (one process per publisher,
+40-60k msg/s at most, the bottleneck of earlier runs). `--fsync` takes a comma-separated list:
+one end-to-end row per mode; the backlog is filled with the first. `--parts` picks among
+e2e,drain,naive. Environment: BENCH_WINDOW (messages in flight per connection, 5000),
+BENCH_KAFKA_EXTRA (lines appended to edge-broker's [kafka] section, e.g. max_batch_bytes),
+BENCH_PERF=FILE (perf record edge-broker during the drain; options in BENCH_PERF_OPTS).
 """
 import argparse
 import json
@@ -84,21 +94,31 @@ def metric(port, name):
     return None
 
 
+BLAST = None  # path of the Rust mqtt-blast, or None for the Python generator
+
+
 def publish(mqtt_port, records, size, publishers):
-    """Runs `publishers` raw QoS 1 load generators in parallel; seconds until all acked."""
+    """Runs `publishers` QoS 1 publisher connections in parallel; seconds until all acked."""
     per = records // publishers
     start = time.perf_counter()
-    ps = [spawn([PY, os.path.join(HERE, "mqtt_blast.py"), "127.0.0.1", str(mqtt_port), str(per),
-                 "--size", str(size), "--window", str(WINDOW), "--keys", "16", "--prefix", f"p{i}",
-                 "--client-id", f"bench-{i}"], stdout=subprocess.DEVNULL)
-          for i in range(publishers)]
+    if BLAST:
+        ps = [spawn([BLAST, "127.0.0.1", str(mqtt_port), str(per * publishers), "--size",
+                     str(size), "--window", str(WINDOW), "--keys", "16", "--connections",
+                     str(publishers), "--client-id", "bench"], stdout=subprocess.DEVNULL)]
+    else:
+        ps = [spawn([PY, os.path.join(HERE, "mqtt_blast.py"), "127.0.0.1", str(mqtt_port),
+                     str(per), "--size", str(size), "--window", str(WINDOW), "--keys", "16",
+                     "--prefix", f"p{i}", "--client-id", f"bench-{i}"],
+                    stdout=subprocess.DEVNULL)
+              for i in range(publishers)]
     for p in ps:
         if p.wait() != 0:
             raise SystemExit("publisher failed")
     return time.perf_counter() - start, per * publishers
 
 
-def edge_broker(binary, data, mqtt_port, metrics_port, bootstrap, log, fsync, compression="lz4"):
+def edge_broker(binary, data, mqtt_port, metrics_port, bootstrap, log, fsync, compression="lz4",
+                topic="bridge"):
     os.makedirs(data, exist_ok=True)
     cfg = os.path.join(data, "edge-broker.toml")
     with open(cfg, "w") as f:
@@ -119,9 +139,10 @@ compression = "{compression}"
 request_timeout = "10s"
 retry_backoff_min = "50ms"
 retry_backoff_max = "500ms"
+{os.environ.get("BENCH_KAFKA_EXTRA", "")}
 [[route]]
 mqtt = "sensors/+/t"
-kafka_topic = "bridge"
+kafka_topic = "{topic}"
 key = "{{topic.2}}"
 """)
     p = spawn([binary, "--config", cfg], stdout=log, stderr=log,
@@ -129,6 +150,24 @@ key = "{{topic.2}}"
     wait_port(metrics_port)
     wait_port(mqtt_port)
     return p
+
+
+def ceiling(bootstrap, topic, args):
+    """librdkafka produce_batch rate (acks=all, batches of 1000, same compression)."""
+    create_topic(bootstrap, topic)
+    out = subprocess.run([PY, os.path.join(HERE, "kafka_produce.py"), "--bootstrap", bootstrap,
+                          "--topic", topic, "bench", "--records", str(args.records),
+                          "--size", str(args.size), "--batch", "1000",
+                          "--compression", args.compression],
+                         check=True, capture_output=True, text=True)
+    return json.loads(out.stdout)["rate"]
+
+
+def cpu_seconds(pid):
+    """User + system CPU seconds a process used so far (Linux /proc)."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def wait_forwarded(metrics_port, n, timeout=600):
@@ -155,9 +194,20 @@ def main():
     ap.add_argument("--backlog", type=int, default=300_000)
     ap.add_argument("--size", type=int, default=200)
     ap.add_argument("--publishers", type=int, default=2)
-    ap.add_argument("--fsync", default="always")
+    ap.add_argument("--fsync", default="always,never")
+    ap.add_argument("--parts", default="e2e,drain,naive",
+                    help="which of e2e,drain,naive to run (the ceiling always runs)")
     ap.add_argument("--compression", default="lz4")
+    ap.add_argument("--blast", default=os.path.join(HERE, "..", "..", "target", "release",
+                                                    "mqtt-blast"))
     args = ap.parse_args()
+    global BLAST
+    if args.blast != "python":
+        if not os.path.exists(args.blast):
+            raise SystemExit(f"{args.blast} not found: cargo build --release -p edge-tests "
+                             "--bin mqtt-blast (or --blast python)")
+        BLAST = args.blast
+    modes = args.fsync.split(",")
     tmp = tempfile.mkdtemp(prefix="bench-bridge-")
     log = open(os.path.join(tmp, "bench.log"), "w")
     rows = []
@@ -166,83 +216,126 @@ def main():
         kport = free_port()
         k = tansu(kport, log)
         bootstrap = f"127.0.0.1:{kport}"
-        create_topic(bootstrap, "raw")
-        out = subprocess.run([PY, os.path.join(HERE, "kafka_produce.py"), "--bootstrap", bootstrap,
-                              "--topic", "raw", "bench", "--records", str(args.records),
-                              "--size", str(args.size), "--batch", "1000",
-                              "--compression", args.compression],
-                             check=True, capture_output=True, text=True)
-        raw = json.loads(out.stdout)["rate"]
+        raw = ceiling(bootstrap, "raw", args)
         rows.append(("librdkafka raw produce (ceiling)", args.records, raw))
 
-        # 2. Publishers alone into edge-broker without Kafka routes would not be comparable;
-        #    measure end to end: first publish -> last record acknowledged by Kafka.
-        create_topic(bootstrap, "bridge")
-        mport, xport = free_port(), free_port()
-        eb = edge_broker(args.broker, os.path.join(tmp, "e2e"), mport, xport, bootstrap, log,
-                         args.fsync, args.compression)
-        start = time.perf_counter()
-        pub_s, n = publish(mport, args.records, args.size, args.publishers)
-        _, _, end = wait_forwarded(xport, n)
-        rows.append(("MQTT publishers -> edge-broker log (acked)", n, n / pub_s))
-        rows.append(("MQTT -> edge-broker -> Kafka, end to end", n, n / (end - start)))
-        stop(eb)
+        # 2. End to end per fsync mode: first publish -> last record acknowledged by Kafka.
+        e2e = {}
+        for mode in (modes if "e2e" in args.parts else []):
+            topic = f"bridge-{mode}"
+            create_topic(bootstrap, topic)
+            mport, xport = free_port(), free_port()
+            eb = edge_broker(args.broker, os.path.join(tmp, f"e2e-{mode}"), mport, xport,
+                             bootstrap, log, mode, args.compression, topic)
+            start = time.perf_counter()
+            pub_s, n = publish(mport, args.records, args.size, args.publishers)
+            _, _, end = wait_forwarded(xport, n)
+            rows.append((f"MQTT -> edge-broker log, acked (fsync={mode})", n, n / pub_s))
+            e2e[mode] = n / (end - start)
+            rows.append((f"MQTT -> edge-broker -> Kafka, end to end (fsync={mode})", n, e2e[mode]))
+            stop(eb)
 
         # 3. Backlog drain: fill the log while Kafka is down, then start Kafka.
-        kport2 = free_port()
-        bootstrap2 = f"127.0.0.1:{kport2}"
-        mport, xport = free_port(), free_port()
-        eb = edge_broker(args.broker, os.path.join(tmp, "backlog"), mport, xport, bootstrap2, log,
-                         args.fsync, args.compression)
-        pub_s, n = publish(mport, args.backlog, args.size, args.publishers)
-        lag = metric(xport, "edge_kafka_lag_records")
-        k2 = tansu(kport2, log, settle=0)
-        ready = time.perf_counter()
-        _, _, end = wait_forwarded(xport, n)
-        # Conservative: from the moment Kafka accepted connections (includes the forwarder's
-        # retry backoff, at most retry_backoff_max = 500 ms, and metadata/topic creation).
-        rows.append((f"backlog drain after outage (lag {int(lag or 0)})", n, n / (end - ready)))
-        stop(eb)
-        stop(k2)
+        drain = None
+        if "drain" in args.parts:
+            # The machine is shared: measure the ceiling right before and right after the
+            # drain too, and compare the drain with their mean.
+            before = ceiling(bootstrap, "raw-before-drain", args)
+            rows.append(("librdkafka raw produce, just before the drain", args.records, before))
+            drain, after = backlog_drain(args, modes, tmp, log, rows)
+            drain_ceiling = (before + after) / 2
 
         # 4. Naive pipeline: mosquitto + paho subscriber -> confluent-kafka producer.
-        create_topic(bootstrap, "naive")
-        qport = free_port()
-        conf = os.path.join(tmp, "mosquitto.conf")
-        with open(conf, "w") as f:
-            f.write(f"listener {qport} 127.0.0.1\nallow_anonymous true\npersistence false\n"
-                    "max_inflight_messages 1000\nmax_queued_messages 1000000\n")
-        mosq = spawn(["mosquitto", "-c", conf], stdout=log, stderr=log)
-        wait_port(qport)
-        naive = spawn([PY, os.path.join(HERE, "naive_bridge.py"), "--mqtt", f"127.0.0.1:{qport}",
-                       "--bootstrap", bootstrap, "--topic", "naive", "--expect",
-                       str(args.records // args.publishers * args.publishers),
-                       "--compression", args.compression],
-                      stdout=subprocess.PIPE, text=True)
-        assert naive.stdout.readline().strip() == "READY"
-        start = time.perf_counter()
-        pub_s, n = publish(qport, args.records, args.size, args.publishers)
-        result = json.loads(naive.stdout.readline())
-        naive.wait()
-        end_wall = result["last"]
-        # Convert the wall-clock end to our perf_counter timeline.
-        total = (end_wall - time.time()) + (time.perf_counter() - start)
-        rows.append(("naive: mosquitto + paho sub -> confluent-kafka", result["records"],
-                     result["records"] / total))
-        stop(mosq)
+        naive_rate = None
+        if "naive" in args.parts:
+            naive_rate = naive_pipeline(args, bootstrap, tmp, log, rows)
         stop(k)
     finally:
         for p in procs:
             if p.poll() is None:
                 p.kill()
                 p.wait()
-    print(f"\n{'pipeline':<50} {'records':>9} {'rec/s':>10}")
+    print(f"\n{'pipeline':<58} {'records':>9} {'rec/s':>10}")
     for name, n, rate in rows:
-        print(f"{name:<50} {n:>9} {rate:>10,.0f}")
-    e2e = rows[2][2]
-    print(f"\nend to end / raw ceiling = {e2e / raw:.2f}x; drain / raw = {rows[3][2] / raw:.2f}x; "
-          f"end to end / naive = {e2e / rows[4][2]:.2f}x")
+        print(f"{name:<58} {n:>9} {rate:>10,.0f}")
+    print()
+    if drain:
+        print(f"drain / raw ceiling (mean of just before and after) = "
+              f"{drain / drain_ceiling:.2f}x (goal >= 0.8); / first ceiling {drain / raw:.2f}x")
+    for mode, rate in e2e.items():
+        naive_ratio = f"{rate / naive_rate:.2f}x" if naive_rate else "-"
+        print(f"end to end (fsync={mode}) / raw ceiling = {rate / raw:.2f}x; "
+              f"/ naive = {naive_ratio} (goal >= 2)")
     return 0
+
+
+def backlog_drain(args, modes, tmp, log, rows):
+    """Fills the log while Kafka is down, starts Kafka, times the drain. Returns rec/s."""
+    kport2 = free_port()
+    bootstrap2 = f"127.0.0.1:{kport2}"
+    mport, xport = free_port(), free_port()
+    eb = edge_broker(args.broker, os.path.join(tmp, "backlog"), mport, xport, bootstrap2, log,
+                     modes[0], args.compression)
+    pub_s, n = publish(mport, args.backlog, args.size, args.publishers)
+    lag = metric(xport, "edge_kafka_lag_records")
+    k2 = tansu(kport2, log, settle=0)
+    ready = time.perf_counter()
+    cpu0 = (cpu_seconds(eb.pid), cpu_seconds(k2.pid))
+    if os.environ.get("BENCH_PERF"):
+        # Profile the drain: perf record on edge-broker until the backlog is forwarded.
+        perf = spawn(["perf", "record"] + os.environ.get("BENCH_PERF_OPTS", "-g").split() + ["-o", os.environ["BENCH_PERF"], "-p",
+                      str(eb.pid)], stdout=log, stderr=log)
+    t_first, v_first, end = wait_forwarded(xport, n)
+    cpu = (cpu_seconds(eb.pid) - cpu0[0], cpu_seconds(k2.pid) - cpu0[1])
+    if os.environ.get("BENCH_PERF"):
+        perf.send_signal(signal.SIGINT)
+        perf.wait()
+    # Conservative: from the moment Kafka accepted connections (includes the forwarder's
+    # retry backoff, at most retry_backoff_max = 500 ms, and metadata/topic creation).
+    drain = n / (end - ready)
+    rows.append((f"backlog drain after outage (lag {int(lag or 0)})", n, drain))
+    # Steady state: from the first acknowledged chunk to the last.
+    rows.append(("  same, from the first acknowledged chunk", n - int(v_first),
+                 (n - v_first) / (end - t_first)))
+    print(f"drain: {end - ready:.2f} s; CPU edge-broker {cpu[0]:.2f} s "
+          f"({cpu[0] / (end - ready):.2f} cores), Tansu {cpu[1]:.2f} s "
+          f"({cpu[1] / (end - ready):.2f} cores)", flush=True)
+    stop(eb)
+    after = ceiling(bootstrap2, "raw-after-drain", args)
+    rows.append(("librdkafka raw produce, just after the drain", args.records, after))
+    stop(k2)
+    return drain, after
+
+
+def naive_pipeline(args, bootstrap, tmp, log, rows):
+    """mosquitto + paho subscriber -> confluent-kafka, fed by the same publisher."""
+    create_topic(bootstrap, "naive")
+    qport = free_port()
+    conf = os.path.join(tmp, "mosquitto.conf")
+    with open(conf, "w") as f:
+        f.write(f"listener {qport} 127.0.0.1\nallow_anonymous true\npersistence false\n"
+                "max_inflight_messages 1000\nmax_queued_messages 1000000\n")
+    mosq = spawn(["mosquitto", "-c", conf], stdout=log, stderr=log)
+    wait_port(qport)
+    naive = spawn([PY, os.path.join(HERE, "naive_bridge.py"), "--mqtt", f"127.0.0.1:{qport}",
+                   "--bootstrap", bootstrap, "--topic", "naive", "--expect",
+                   str(args.records // args.publishers * args.publishers),
+                   "--compression", args.compression],
+                  stdout=subprocess.PIPE, text=True)
+    assert naive.stdout.readline().strip() == "READY"
+    start = time.perf_counter()
+    pub_s, n = publish(qport, args.records, args.size, args.publishers)
+    result = json.loads(naive.stdout.readline())
+    naive.wait()
+    end_wall = result["last"]
+    # Convert the wall-clock end to our perf_counter timeline.
+    total = (end_wall - time.time()) + (time.perf_counter() - start)
+    naive_rate = result["records"] / total
+    rows.append(("naive: mosquitto + paho sub -> confluent-kafka", result["records"],
+                 naive_rate))
+    stop(mosq)
+    stop(naive)
+    return naive_rate
 
 
 if __name__ == "__main__":

@@ -12,8 +12,6 @@
 //! ```
 //! With compression the `records` part is compressed as a whole (attributes bits 0-2).
 
-use std::io::Write;
-
 use bytes::{BufMut, BytesMut};
 use kafka_protocol::compression::{Compressor, Gzip, Snappy};
 
@@ -151,16 +149,7 @@ fn compress(codec: Compression, input: &[u8], out: &mut BytesMut) -> Result<(), 
             })
             .map_err(|e| fail(format!("snappy: {e:#}")))?;
         }
-        Compression::Lz4 => {
-            // Kafka's Java reader wants independent blocks and no content size.
-            let info = lz4_flex::frame::FrameInfo::new()
-                .block_mode(lz4_flex::frame::BlockMode::Independent)
-                .block_size(lz4_flex::frame::BlockSize::Max64KB);
-            let mut enc = lz4_flex::frame::FrameEncoder::with_frame_info(info, out.writer());
-            enc.write_all(input)
-                .map_err(|e| fail(format!("lz4: {e}")))?;
-            enc.finish().map_err(|e| fail(format!("lz4: {e}")))?;
-        }
+        Compression::Lz4 => lz4_frame(input, out).map_err(|e| fail(format!("lz4: {e}")))?,
         Compression::Zstd => {
             ruzstd::encoding::compress(
                 input,
@@ -169,6 +158,39 @@ fn compress(codec: Compression, input: &[u8], out: &mut BytesMut) -> Result<(), 
             );
         }
     }
+    Ok(())
+}
+
+/// LZ4 frame header: magic, FLG = version 1 + independent blocks (no checksums, no content
+/// size: what Kafka's Java reader wants), BD = 64 KiB blocks, header checksum.
+const LZ4_FRAME_HEADER: [u8; 7] = [0x04, 0x22, 0x4D, 0x18, 0x60, 0x40, 0x82];
+/// LZ4 frame block size (BD above).
+const LZ4_BLOCK: usize = 64 * 1024;
+
+/// Writes `input` as one LZ4 frame straight into `out` (block compression into `out`'s spare
+/// room: no staging buffers, unlike `lz4_flex::frame::FrameEncoder`, which copies the input in
+/// and the output out and allocates both per frame).
+fn lz4_frame(input: &[u8], out: &mut BytesMut) -> Result<(), lz4_flex::block::CompressError> {
+    out.extend_from_slice(&LZ4_FRAME_HEADER);
+    for block in input.chunks(LZ4_BLOCK) {
+        let start = out.len();
+        out.resize(
+            start + 4 + lz4_flex::block::get_maximum_output_size(block.len()),
+            0,
+        );
+        let n = lz4_flex::block::compress_into(block, &mut out[start + 4..])?;
+        let size = if n < block.len() {
+            out.truncate(start + 4 + n);
+            n as u32
+        } else {
+            // Incompressible: store the block as is (high bit set).
+            out.truncate(start + 4);
+            out.extend_from_slice(block);
+            block.len() as u32 | 0x8000_0000
+        };
+        out[start..start + 4].copy_from_slice(&size.to_le_bytes());
+    }
+    out.extend_from_slice(&0u32.to_le_bytes()); // end mark
     Ok(())
 }
 
@@ -210,7 +232,7 @@ fn put_bytes_field(buf: &mut BytesMut, b: Option<&[u8]>) {
 
 #[cfg(test)]
 mod tests {
-    use std::io::Read;
+    use std::io::{Read, Write};
 
     use bytes::Bytes;
     use kafka_protocol::records::{Compression as KCompression, RecordBatchDecoder};
@@ -408,5 +430,35 @@ mod tests {
             assert_eq!(varint_len(v), want.len());
         }
         assert_eq!(varint_len(i64::MIN), 10);
+    }
+
+    #[test]
+    fn lz4_frames_match_the_reference_encoder_header_and_decode() {
+        let mut reference = Vec::new();
+        let info = lz4_flex::frame::FrameInfo::new()
+            .block_mode(lz4_flex::frame::BlockMode::Independent)
+            .block_size(lz4_flex::frame::BlockSize::Max64KB);
+        let mut enc = lz4_flex::frame::FrameEncoder::with_frame_info(info, &mut reference);
+        enc.write_all(b"x").unwrap();
+        enc.finish().unwrap();
+        assert_eq!(reference[..7], LZ4_FRAME_HEADER);
+        // Compressible, incompressible and multi-block inputs, and the empty one.
+        let mut x: u32 = 1;
+        let noise: Vec<u8> = (0..70_000)
+            .map(|_| {
+                x = x.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+                (x >> 24) as u8
+            })
+            .collect();
+        let text: Vec<u8> = b"sensor reading 21.5 C ".repeat(10_000);
+        for input in [&b""[..], &noise[..], &text[..], &noise[..100]] {
+            let mut out = BytesMut::new();
+            lz4_frame(input, &mut out).unwrap();
+            let mut back = Vec::new();
+            lz4_flex::frame::FrameDecoder::new(&out[..])
+                .read_to_end(&mut back)
+                .unwrap();
+            assert_eq!(back, input);
+        }
     }
 }

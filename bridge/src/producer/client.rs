@@ -1,4 +1,14 @@
 //! [`WireProducer`]: metadata cache + per-broker connections + Produce (acks=all).
+//!
+//! Several Produce requests may be in flight per connection (`max_in_flight`, 5 like Kafka's
+//! limit for the idempotent producer). Order within a partition rests on three things:
+//! requests are written in the order `send` was called, Kafka answers and appends the
+//! requests of one connection in that order, and the idempotent producer's sequence numbers
+//! make the broker refuse (OUT_OF_ORDER_SEQUENCE_NUMBER) a batch whose predecessor was not
+//! written. After any failure the partition is blocked: `send` refuses, and `produce` (the
+//! resend) waits until nothing is in flight, rewinds the sequence to the first failed batch and
+//! sends it again. Without a producer id (idempotence off or refused), one request is in flight
+//! per connection.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -16,10 +26,11 @@ use kafka_protocol::messages::{
 use kafka_protocol::protocol::StrBytes;
 
 use super::batch::{BatchIdentity, encode_batch};
-use super::conn::{ConnLimits, Connection};
+use super::conn::{ConnLimits, Connection, Frame, Pipeline, decode_response};
 use super::tls::TlsSettings;
 use super::{
-    Compression, ErrorClass, KafkaProducer, ProduceError, ProduceRecord, code_name, codes,
+    Compression, ErrorClass, KafkaProducer, ProduceAck, ProduceError, ProduceRecord, code_name,
+    codes,
 };
 
 /// Highest Produce version we speak (v9: flexible, topic names; v13 switches to topic ids).
@@ -55,15 +66,19 @@ pub struct ProducerConfig {
     /// must resend the identical batch (same records, same order).
     pub idempotent: bool,
     /// Connections opened to one broker at most; partition `p` uses connection
-    /// `p % connections_per_broker`, with one request in flight on each.
+    /// `p % connections_per_broker`.
     pub connections_per_broker: usize,
+    /// Produce requests in flight per connection at most (idempotent producer only; 1
+    /// otherwise). Kafka keeps order for up to 5.
+    pub max_in_flight: usize,
     /// TLS to every broker (Kafka's `SSL` listeners); `None` is plain TCP.
     pub tls: Option<TlsSettings>,
 }
 
 impl ProducerConfig {
     /// Defaults: lz4, 30 s request timeout, 10 s connect timeout, 60 s metadata age, 1 MiB
-    /// requests, 16 MiB responses, idempotent, up to 4 connections per broker.
+    /// requests, 16 MiB responses, idempotent, up to 4 connections per broker, 5 requests in
+    /// flight per connection.
     pub fn new(brokers: Vec<String>) -> Self {
         Self {
             brokers,
@@ -76,6 +91,7 @@ impl ProducerConfig {
             max_response_bytes: 16 * 1024 * 1024,
             idempotent: true,
             connections_per_broker: 4,
+            max_in_flight: 5,
             tls: None,
         }
     }
@@ -96,7 +112,7 @@ struct MetaCache {
 
 struct BrokerSlot {
     addr: String,
-    conn: Option<Connection>,
+    pipe: Option<Pipeline>,
     /// Uncompressed records of the batch being compressed (reused).
     scratch: BytesMut,
 }
@@ -130,10 +146,58 @@ struct Inner {
     slots: Mutex<HashMap<(i32, usize), Slot>>,
     /// Idempotent-producer state; None until InitProducerId succeeded (or when disabled).
     idempotence: Mutex<Option<Idempotence>>,
+    /// Requests in flight and failures per topic-partition (kept across producer ids).
+    partitions: Mutex<HashMap<(String, i32), PartitionState>>,
 }
 
-/// Our Kafka producer: a few connections per broker, one request in flight per connection,
-/// acks=all, a request timeout, TCP_NODELAY. Cheap to clone; clones share connections.
+/// Where the first failed batch of a partition was, to resend from it.
+#[derive(Debug, Clone, Copy)]
+struct Failure {
+    /// Its place in the partition's send order.
+    index: u64,
+    /// Its producer identity (None if it failed before a sequence number was assigned).
+    identity: Option<BatchIdentity>,
+}
+
+#[derive(Debug, Default)]
+struct PartitionState {
+    /// Requests sent and not answered yet.
+    in_flight: usize,
+    /// Requests started so far (the send order).
+    started: u64,
+    /// Set by a failure; `send` refuses until `produce` resent from here.
+    failed: Option<Failure>,
+}
+
+/// A produce request written to a connection.
+struct Sent {
+    rx: tokio::sync::oneshot::Receiver<Frame>,
+    meta: SentMeta,
+}
+
+/// What the response to a written request must match.
+struct SentMeta {
+    correlation_id: i32,
+    version: i16,
+    broker: String,
+}
+
+/// Keeps a request counted as in flight until its answer was handled (or it was dropped).
+struct InFlight {
+    inner: Arc<Inner>,
+    key: (String, i32),
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        if let Some(st) = lock(&self.inner.partitions).get_mut(&self.key) {
+            st.in_flight = st.in_flight.saturating_sub(1);
+        }
+    }
+}
+
+/// Our Kafka producer: a few connections per broker, up to `max_in_flight` requests in flight
+/// per connection, acks=all, a request timeout, TCP_NODELAY. Cheap to clone; clones share connections.
 #[derive(Clone)]
 pub struct WireProducer {
     inner: Arc<Inner>,
@@ -173,6 +237,7 @@ impl WireProducer {
                 bootstrap: tokio::sync::Mutex::new(None),
                 slots: Mutex::new(HashMap::new()),
                 idempotence: Mutex::new(None),
+                partitions: Mutex::new(HashMap::new()),
             }),
         })
     }
@@ -272,35 +337,103 @@ impl WireProducer {
         Ok(())
     }
 
-    /// The batch identity for the next batch to `topic`/`partition`.
-    fn batch_identity(&self, topic: &str, partition: i32) -> BatchIdentity {
-        match lock(&self.inner.idempotence).as_ref() {
-            None => BatchIdentity::default(),
-            Some(i) if i.producer_id < 0 => BatchIdentity::default(),
-            Some(i) => BatchIdentity {
-                producer_id: i.producer_id,
-                producer_epoch: i.epoch,
-                base_sequence: i
+    /// The batch identity for the next batch of `count` records to `topic`/`partition`; the
+    /// partition's sequence moves past it (a failure rewinds it, see `record_failure`).
+    fn next_identity(&self, topic: &str, partition: i32, count: usize) -> BatchIdentity {
+        match lock(&self.inner.idempotence).as_mut() {
+            Some(i) if i.producer_id >= 0 => {
+                let seq = i
                     .sequences
-                    .get(&(topic.to_owned(), partition))
-                    .copied()
-                    .unwrap_or(0),
-            },
+                    .entry((topic.to_owned(), partition))
+                    .or_insert(0);
+                let base = *seq;
+                // Sequence numbers wrap to 0 after i32::MAX, as in the Java client.
+                *seq = ((i64::from(base) + count as i64) % (i64::from(i32::MAX) + 1)) as i32;
+                BatchIdentity {
+                    producer_id: i.producer_id,
+                    producer_epoch: i.epoch,
+                    base_sequence: base,
+                }
+            }
+            _ => BatchIdentity::default(),
         }
     }
 
-    /// Advances the partition's sequence past a written batch of `count` records.
-    fn advance_sequence(&self, identity: BatchIdentity, topic: &str, partition: i32, count: usize) {
-        if let Some(i) = lock(&self.inner.idempotence).as_mut()
-            && i.producer_id == identity.producer_id
-            && i.epoch == identity.producer_epoch
-        {
-            // Sequence numbers wrap to 0 after i32::MAX, as in the Java client.
-            let next =
-                (i64::from(identity.base_sequence) + count as i64) % (i64::from(i32::MAX) + 1);
-            i.sequences
-                .insert((topic.to_owned(), partition), next as i32);
+    /// Blocks the partition after a failed request (keeping the earliest failure) and resets
+    /// the producer id if the broker lost or rejected our state — unless this failure only
+    /// followed an earlier one (a batch refused because its predecessor was not written).
+    fn record_failure(&self, topic: &str, partition: i32, failure: Failure, error: &ProduceError) {
+        if error.stales_metadata() {
+            self.forget(topic);
         }
+        let first = {
+            let mut parts = lock(&self.inner.partitions);
+            let st = parts.entry((topic.to_owned(), partition)).or_default();
+            match st.failed {
+                Some(f) if f.index <= failure.index => false,
+                _ => {
+                    st.failed = Some(failure);
+                    true
+                }
+            }
+        };
+        if first && error.resets_producer_id() {
+            let mut idem = lock(&self.inner.idempotence);
+            let current = idem
+                .as_ref()
+                .map(|i| (i.producer_id, i.epoch))
+                .unwrap_or((-1, -1));
+            let ours = failure
+                .identity
+                .map(|b| (b.producer_id, b.producer_epoch))
+                .unwrap_or((-1, -1));
+            if current == ours {
+                // Start a new producer session (fresh id, sequences from 0) on the next
+                // produce.
+                *idem = None;
+            }
+        }
+    }
+
+    /// Counts a new request to the partition. A resend (`resync`) lifts the block of an
+    /// earlier failure once nothing is in flight and rewinds the sequence to the failed batch;
+    /// otherwise a blocked partition refuses.
+    fn start_request(
+        &self,
+        topic: &str,
+        partition: i32,
+        resync: bool,
+    ) -> Result<(u64, InFlight), ProduceError> {
+        let key = (topic.to_owned(), partition);
+        let mut parts = lock(&self.inner.partitions);
+        let st = parts.entry(key.clone()).or_default();
+        if let Some(f) = st.failed {
+            if !resync || st.in_flight > 0 {
+                return Err(ProduceError::Blocked {
+                    topic: topic.to_owned(),
+                    partition,
+                });
+            }
+            st.failed = None;
+            if let Some(b) = f.identity
+                && let Some(i) = lock(&self.inner.idempotence).as_mut()
+                && i.producer_id == b.producer_id
+                && i.epoch == b.producer_epoch
+            {
+                i.sequences.insert(key.clone(), b.base_sequence);
+            }
+        }
+        st.in_flight += 1;
+        st.started += 1;
+        let index = st.started;
+        drop(parts);
+        Ok((
+            index,
+            InFlight {
+                inner: Arc::clone(&self.inner),
+                key,
+            },
+        ))
     }
 
     /// Drops cached metadata for `topic`; the next use refetches it.
@@ -477,7 +610,7 @@ impl WireProducer {
             .or_insert_with(|| {
                 Arc::new(tokio::sync::Mutex::new(BrokerSlot {
                     addr: addr.clone(),
-                    conn: None,
+                    pipe: None,
                     scratch: BytesMut::new(),
                 }))
             })
@@ -485,52 +618,77 @@ impl WireProducer {
         Ok((slot, addr))
     }
 
-    async fn produce_inner(
+    /// Gets a producer id if none is there yet (idempotent producers).
+    async fn ensure_producer_id(&self) -> Result<(), ProduceError> {
+        if !self.inner.config.idempotent || lock(&self.inner.idempotence).is_some() {
+            return Ok(());
+        }
+        match self.init_producer_id().await {
+            Ok(()) => Ok(()),
+            Err(e)
+                if e.class() == ErrorClass::Fatal && matches!(e, ProduceError::Broker { .. }) =>
+            {
+                // E.g. an old cluster without the IdempotentWrite ACL: keep forwarding,
+                // at-least-once without broker-side deduplication.
+                tracing::warn!(error = %e, "InitProducerId refused; producing without idempotence");
+                *lock(&self.inner.idempotence) = Some(Idempotence {
+                    producer_id: -1,
+                    epoch: -1,
+                    sequences: HashMap::new(),
+                });
+                Ok(())
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Encodes the batch and writes the Produce request (the send half). On an error, the
+    /// identity the batch got, if any, comes back with it.
+    async fn write_request(
         &self,
         topic: &str,
         partition: i32,
         records: &[ProduceRecord],
-    ) -> Result<i64, ProduceError> {
+    ) -> Result<(Sent, BatchIdentity), (ProduceError, Option<BatchIdentity>)> {
         if records.is_empty() {
-            return Err(ProduceError::EmptyBatch);
+            return Err((ProduceError::EmptyBatch, None));
         }
-        if self.inner.config.idempotent && lock(&self.inner.idempotence).is_none() {
-            match self.init_producer_id().await {
-                Ok(()) => {}
-                Err(e)
-                    if e.class() == ErrorClass::Fatal
-                        && matches!(e, ProduceError::Broker { .. }) =>
-                {
-                    // E.g. an old cluster without the IdempotentWrite ACL: keep forwarding,
-                    // at-least-once without broker-side deduplication.
-                    tracing::warn!(error = %e, "InitProducerId refused; producing without idempotence");
-                    *lock(&self.inner.idempotence) = Some(Idempotence {
-                        producer_id: -1,
-                        epoch: -1,
-                        sequences: HashMap::new(),
-                    });
-                }
-                Err(e) => return Err(e),
-            }
-        }
-        let (slot, addr) = self.leader_slot(topic, partition).await?;
+        self.ensure_producer_id().await.map_err(|e| (e, None))?;
+        let (slot, addr) = self
+            .leader_slot(topic, partition)
+            .await
+            .map_err(|e| (e, None))?;
         let mut slot = slot.lock().await;
         if slot.addr != addr {
             // The broker id now advertises another address.
             slot.addr = addr;
-            slot.conn = None;
+            slot.pipe = None;
         }
-        if slot.conn.is_none() {
-            slot.conn = Some(Connection::connect(&slot.addr, &self.inner.limits).await?);
+        if !slot.pipe.as_ref().is_some_and(Pipeline::usable) {
+            slot.pipe = None;
+            let conn = Connection::connect(&slot.addr, &self.inner.limits)
+                .await
+                .map_err(|e| (e, None))?;
+            let idempotent = self.producer_identity().is_some_and(|i| i.producer_id >= 0);
+            // Without sequence numbers the broker cannot refuse a batch that would overtake a
+            // failed one: keep one request in flight then.
+            let in_flight = if idempotent {
+                self.inner.config.max_in_flight
+            } else {
+                1
+            };
+            slot.pipe = Some(conn.into_pipeline(in_flight));
         }
-        let BrokerSlot { conn, scratch, .. } = &mut *slot;
-        let Some(c) = conn.as_mut() else {
-            return Err(ProduceError::NoBrokers);
+        let BrokerSlot { pipe, scratch, .. } = &mut *slot;
+        let Some(c) = pipe.as_mut() else {
+            return Err((ProduceError::NoBrokers, None));
         };
-        let version = c.version(ApiKey::Produce, "Produce", 3, PRODUCE_MAX)?;
-        // Read under the slot lock: batches to one partition are serialised here, so each
-        // gets the sequence number following the previous one.
-        let identity = self.batch_identity(topic, partition);
+        let version = c
+            .version(ApiKey::Produce, "Produce", 3, PRODUCE_MAX)
+            .map_err(|e| (e, None))?;
+        // Taken under the slot lock: batches to one partition get consecutive sequence numbers
+        // in the order they are written.
+        let identity = self.next_identity(topic, partition, records.len());
         let mut out = BytesMut::new();
         encode_batch(
             records,
@@ -538,12 +696,16 @@ impl WireProducer {
             identity,
             scratch,
             &mut out,
-        )?;
+        )
+        .map_err(|e| (e, Some(identity)))?;
         if out.len() > self.inner.config.max_request_bytes {
-            return Err(ProduceError::BatchTooLarge {
-                bytes: out.len(),
-                max: self.inner.config.max_request_bytes,
-            });
+            return Err((
+                ProduceError::BatchTooLarge {
+                    bytes: out.len(),
+                    max: self.inner.config.max_request_bytes,
+                },
+                Some(identity),
+            ));
         }
         let req = ProduceRequest::default()
             .with_acks(-1)
@@ -557,40 +719,111 @@ impl WireProducer {
                             .with_records(Some(out.freeze())),
                     ]),
             ]);
-        let resp: ProduceResponse = match c.call(ApiKey::Produce, version, &req).await {
-            Ok(r) => r,
-            Err(e) => {
-                if e.poisons_connection() {
-                    *conn = None;
-                }
-                return Err(e);
+        let (rx, correlation_id) = c
+            .send(ApiKey::Produce, version, &req)
+            .await
+            .map_err(|e| (e, Some(identity)))?;
+        Ok((
+            Sent {
+                rx,
+                meta: SentMeta {
+                    correlation_id,
+                    version,
+                    broker: c.broker().to_owned(),
+                },
+            },
+            identity,
+        ))
+    }
+
+    /// Sends a batch; `resync` is set for `produce`, which may resend after a failure.
+    async fn send_batch(
+        &self,
+        topic: &str,
+        partition: i32,
+        records: &[ProduceRecord],
+        resync: bool,
+    ) -> ProduceAck {
+        let (index, in_flight) = match self.start_request(topic, partition, resync) {
+            Ok(x) => x,
+            Err(e) => return Box::pin(std::future::ready(Err(e))),
+        };
+        let (sent, identity) = match self.write_request(topic, partition, records).await {
+            Ok(x) => x,
+            Err((e, identity)) => {
+                self.record_failure(topic, partition, Failure { index, identity }, &e);
+                drop(in_flight);
+                return Box::pin(std::future::ready(Err(e)));
             }
         };
-        let found = resp
-            .responses
-            .iter()
-            .filter(|t| t.name.0.as_str() == topic)
-            .flat_map(|t| t.partition_responses.iter())
-            .find(|p| p.index == partition);
-        let Some(p) = found else {
-            return Err(ProduceError::Protocol {
-                broker: slot.addr.clone(),
-                reason: format!("Produce response does not mention {topic}/{partition}"),
-            });
-        };
-        if p.error_code != 0 {
-            return Err(ProduceError::Broker {
-                api: "Produce",
-                topic: topic.to_owned(),
-                partition,
-                code: p.error_code,
-                name: code_name(p.error_code),
-                message: p.error_message.as_ref().map(|m| m.to_string()),
-            });
-        }
-        self.advance_sequence(identity, topic, partition, records.len());
-        Ok(p.base_offset)
+        let this = self.clone();
+        let topic = topic.to_owned();
+        Box::pin(async move {
+            // Counted as in flight until the failure (if any) is recorded.
+            let _in_flight = in_flight;
+            let result = match sent.rx.await {
+                Ok(Ok(body)) => produce_result(&sent.meta, &topic, partition, body),
+                Ok(Err(e)) => Err(e),
+                Err(_) => Err(ProduceError::Io {
+                    broker: sent.meta.broker.clone(),
+                    source: std::io::Error::new(
+                        std::io::ErrorKind::ConnectionAborted,
+                        "connection closed with the request in flight",
+                    ),
+                }),
+            };
+            match result {
+                Ok(offset) => Ok(offset),
+                Err(e) => {
+                    let failure = Failure {
+                        index,
+                        identity: Some(identity),
+                    };
+                    this.record_failure(&topic, partition, failure, &e);
+                    Err(e)
+                }
+            }
+        })
     }
+}
+
+/// The base offset from a Produce response frame, or the partition's error.
+fn produce_result(
+    sent: &SentMeta,
+    topic: &str,
+    partition: i32,
+    body: bytes::Bytes,
+) -> Result<i64, ProduceError> {
+    let resp: ProduceResponse = decode_response(
+        &sent.broker,
+        ApiKey::Produce,
+        sent.version,
+        sent.correlation_id,
+        body,
+    )?;
+    let found = resp
+        .responses
+        .iter()
+        .filter(|t| t.name.0.as_str() == topic)
+        .flat_map(|t| t.partition_responses.iter())
+        .find(|p| p.index == partition);
+    let Some(p) = found else {
+        return Err(ProduceError::Protocol {
+            broker: sent.broker.clone(),
+            reason: format!("Produce response does not mention {topic}/{partition}"),
+        });
+    };
+    if p.error_code != 0 {
+        return Err(ProduceError::Broker {
+            api: "Produce",
+            topic: topic.to_owned(),
+            partition,
+            code: p.error_code,
+            name: code_name(p.error_code),
+            message: p.error_message.as_ref().map(|m| m.to_string()),
+        });
+    }
+    Ok(p.base_offset)
 }
 
 impl KafkaProducer for WireProducer {
@@ -600,18 +833,11 @@ impl KafkaProducer for WireProducer {
         partition: i32,
         records: &[ProduceRecord],
     ) -> Result<i64, ProduceError> {
-        let result = self.produce_inner(topic, partition, records).await;
-        if let Err(e) = &result {
-            if e.stales_metadata() {
-                self.forget(topic);
-            }
-            if e.resets_producer_id() {
-                // The broker lost or rejected our producer state: start a new producer
-                // session (fresh id, sequences from 0) on the next produce.
-                *lock(&self.inner.idempotence) = None;
-            }
-        }
-        result
+        self.send_batch(topic, partition, records, true).await.await
+    }
+
+    async fn send(&self, topic: &str, partition: i32, records: &[ProduceRecord]) -> ProduceAck {
+        self.send_batch(topic, partition, records, false).await
     }
 
     async fn partition_count(&self, topic: &str) -> Result<i32, ProduceError> {
@@ -625,5 +851,133 @@ impl KafkaProducer for WireProducer {
 
     fn forget_topic(&self, topic: &str) {
         self.forget(topic);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use bytes::Bytes;
+    use edge_tests::kafka::Tansu;
+
+    use super::*;
+
+    fn records(n: usize, tag: &str) -> Vec<ProduceRecord> {
+        (0..n)
+            .map(|i| ProduceRecord {
+                value: Some(Bytes::from(format!("{tag}-{i}"))),
+                ..Default::default()
+            })
+            .collect()
+    }
+
+    fn set_sequence(p: &WireProducer, topic: &str, seq: i32) {
+        let mut g = lock(&p.inner.idempotence);
+        g.as_mut()
+            .unwrap()
+            .sequences
+            .insert((topic.to_owned(), 0), seq);
+    }
+
+    /// Tansu enforces the idempotent producer's sequence numbers like Kafka: a batch after a
+    /// gap (its predecessor was not written) is refused with OUT_OF_ORDER_SEQUENCE_NUMBER, which
+    /// is what keeps a pipelined batch from overtaking a failed one. A resent batch it already
+    /// has is answered with DUPLICATE_SEQUENCE_NUMBER — which we do not count as written
+    /// (after a Tansu restart it said so for batches it had lost): a new producer session
+    /// resends it, a recognisable duplicate at worst.
+    #[tokio::test]
+    async fn tansu_refuses_sequence_gaps_and_recognises_duplicates() {
+        let tansu = Tansu::start();
+        let p = WireProducer::new(ProducerConfig::new(vec![tansu.bootstrap()])).unwrap();
+        p.create_topic("seq", 1, 1).await.unwrap();
+        assert_eq!(p.produce("seq", 0, &records(3, "a")).await.unwrap(), 0);
+
+        // The same batch again with the same sequence (a resend after a lost answer).
+        set_sequence(&p, "seq", 0);
+        let err = p.produce("seq", 0, &records(3, "a")).await.unwrap_err();
+        assert!(
+            matches!(
+                err,
+                ProduceError::Broker {
+                    code: codes::DUPLICATE_SEQUENCE_NUMBER,
+                    ..
+                }
+            ),
+            "{err}"
+        );
+        assert_eq!(
+            p.producer_identity(),
+            None,
+            "a new producer session follows"
+        );
+        assert_eq!(p.produce("seq", 0, &records(1, "b")).await.unwrap(), 3);
+        let pid = p.producer_identity().unwrap();
+
+        // A gap of 5, as if a batch in between had failed.
+        set_sequence(&p, "seq", 9);
+        let err = p.produce("seq", 0, &records(2, "gap")).await.unwrap_err();
+        assert!(
+            matches!(
+                err,
+                ProduceError::Broker {
+                    code: codes::OUT_OF_ORDER_SEQUENCE_NUMBER,
+                    ..
+                }
+            ),
+            "{err}"
+        );
+        assert_eq!(
+            p.producer_identity(),
+            None,
+            "a new producer session follows"
+        );
+        // The resend starts a new session and is written right after "b".
+        assert_eq!(p.produce("seq", 0, &records(2, "gap")).await.unwrap(), 4);
+        assert_ne!(p.producer_identity(), Some(pid));
+    }
+
+    /// Many requests in flight on one connection are appended in the order they were sent; a
+    /// failed one blocks the partition until `produce` resends it.
+    #[tokio::test]
+    async fn pipelined_sends_keep_order_and_a_failure_blocks_the_partition() {
+        let tansu = Tansu::start();
+        let mut config = ProducerConfig::new(vec![tansu.bootstrap()]);
+        config.max_request_bytes = 64 * 1024;
+        config.compression = Compression::None;
+        let p = WireProducer::new(config).unwrap();
+        p.create_topic("pipe", 1, 1).await.unwrap();
+        let mut acks = Vec::new();
+        for i in 0..20 {
+            acks.push(p.send("pipe", 0, &records(50, &format!("b{i}"))).await);
+        }
+        let mut offsets = Vec::new();
+        for ack in acks {
+            offsets.push(ack.await.unwrap());
+        }
+        assert_eq!(offsets, (0..20).map(|i| i * 50).collect::<Vec<i64>>());
+
+        // A batch refused before it is written (too large) blocks the partition.
+        let big = vec![ProduceRecord {
+            value: Some(Bytes::from(vec![b'x'; 100 * 1024])),
+            ..Default::default()
+        }];
+        let err = p.send("pipe", 0, &big).await.await.unwrap_err();
+        assert!(matches!(err, ProduceError::BatchTooLarge { .. }), "{err}");
+        let err = p
+            .send("pipe", 0, &records(1, "after"))
+            .await
+            .await
+            .unwrap_err();
+        assert!(matches!(err, ProduceError::Blocked { .. }), "{err}");
+        assert_eq!(err.class(), ErrorClass::Retriable);
+        // The resend (produce) lifts the block and
+        // continues the sequence where the failed batch would have started.
+        assert_eq!(
+            p.produce("pipe", 0, &records(1, "resent")).await.unwrap(),
+            1000
+        );
+        assert_eq!(
+            p.send("pipe", 0, &records(1, "next")).await.await.unwrap(),
+            1001
+        );
     }
 }

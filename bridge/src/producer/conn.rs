@@ -1,8 +1,16 @@
 //! One connection to one Kafka broker: TCP_NODELAY (no Nagle stalls between the length prefix
-//! and the body, or between requests), an ApiVersions handshake, and strictly one request in
-//! flight, each bounded by a timeout and a response-size cap.
+//! and the body, or between requests), an ApiVersions handshake, each request bounded by a
+//! timeout and a response-size cap.
+//!
+//! [`Connection::call`] has one request in flight (metadata, admin). [`Pipeline`] (for Produce)
+//! keeps up to `max_in_flight` requests in flight: the caller writes them in order under its
+//! own lock, a reader task hands the responses back in the same order (Kafka answers the
+//! requests of one connection in the order they were sent). Any I/O error, timeout or bad frame
+//! fails every request in flight and marks the pipeline broken; the caller reconnects.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
@@ -12,6 +20,8 @@ use kafka_protocol::messages::{
 use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, oneshot};
+use tokio::time::Instant;
 
 use super::{ProduceError, codes};
 
@@ -28,6 +38,11 @@ pub(crate) struct ConnLimits {
 /// A byte stream to a broker: plain TCP or TLS over it.
 pub(crate) trait BrokerStream: AsyncRead + AsyncWrite + Send + Unpin {}
 impl<T: AsyncRead + AsyncWrite + Send + Unpin> BrokerStream for T {}
+
+/// The reading half of a pipelined broker connection.
+type ReadHalf = tokio::io::ReadHalf<Box<dyn BrokerStream>>;
+/// The writing half of a pipelined broker connection.
+type WriteHalf = tokio::io::WriteHalf<Box<dyn BrokerStream>>;
 
 pub(crate) struct Connection {
     stream: Box<dyn BrokerStream>,
@@ -118,22 +133,7 @@ impl Connection {
         need: i16,
         ours: i16,
     ) -> Result<i16, ProduceError> {
-        let (min, max) = self
-            .versions
-            .get(&(api as i16))
-            .copied()
-            .unwrap_or((-1, -1));
-        let v = ours.min(max);
-        if v < need || v < min {
-            return Err(ProduceError::UnsupportedVersion {
-                broker: self.broker.clone(),
-                api: name,
-                need,
-                min,
-                max,
-            });
-        }
-        Ok(v)
+        version_of(&self.versions, &self.broker, api, name, need, ours)
     }
 
     /// Sends one request and waits for its response, within the request timeout.
@@ -162,23 +162,14 @@ impl Connection {
     ) -> Result<Resp, ProduceError> {
         self.correlation_id = self.correlation_id.wrapping_add(1);
         let correlation_id = self.correlation_id;
-        let header = RequestHeader::default()
-            .with_request_api_key(api as i16)
-            .with_request_api_version(version)
-            .with_correlation_id(correlation_id)
-            .with_client_id(Some(self.limits.client_id.clone()));
-        self.write_buf.clear();
-        self.write_buf.extend_from_slice(&[0; 4]);
-        header
-            .encode(&mut self.write_buf, api.request_header_version(version))
-            .map_err(|e| encode_err(api, e))?;
-        req.encode(&mut self.write_buf, version)
-            .map_err(|e| encode_err(api, e))?;
-        let len = u32::try_from(self.write_buf.len() - 4).map_err(|_| ProduceError::Encode {
-            what: api_name(api),
-            reason: "request above 4 GiB".into(),
-        })?;
-        self.write_buf[..4].copy_from_slice(&len.to_be_bytes());
+        encode_request(
+            &mut self.write_buf,
+            &self.limits.client_id,
+            correlation_id,
+            api,
+            version,
+            req,
+        )?;
         // One write of prefix + body: with TCP_NODELAY it leaves as soon as the kernel can.
         self.stream
             .write_all(&self.write_buf)
@@ -202,22 +193,7 @@ impl Connection {
             .read_exact(&mut body)
             .await
             .map_err(|source| self.io(source))?;
-        let mut body: Bytes = body.freeze();
-        let protocol = |reason: String| ProduceError::Protocol {
-            broker: self.broker.clone(),
-            reason,
-        };
-        let rh = ResponseHeader::decode(&mut body, api.response_header_version(version))
-            .map_err(|e| protocol(format!("{} response header: {e:#}", api_name(api))))?;
-        if rh.correlation_id != correlation_id {
-            return Err(protocol(format!(
-                "{} response has correlation id {}, expected {correlation_id}",
-                api_name(api),
-                rh.correlation_id
-            )));
-        }
-        Resp::decode(&mut body, version)
-            .map_err(|e| protocol(format!("{} v{version} response: {e:#}", api_name(api))))
+        decode_response(&self.broker, api, version, correlation_id, body.freeze())
     }
 
     fn io(&self, source: std::io::Error) -> ProduceError {
@@ -226,6 +202,362 @@ impl Connection {
             source,
         }
     }
+
+    /// Turns this (handshaken) connection into a pipeline with up to `max_in_flight` requests
+    /// in flight. Must be called within a tokio runtime (spawns the reader task).
+    pub fn into_pipeline(self, max_in_flight: usize) -> Pipeline {
+        let (read, write) = tokio::io::split(self.stream);
+        let shared = Arc::new(Shared {
+            pending: Mutex::new(VecDeque::new()),
+            broken: AtomicBool::new(false),
+            permits: Arc::new(Semaphore::new(max_in_flight.max(1))),
+        });
+        let reader = tokio::spawn(read_responses(
+            read,
+            Arc::clone(&shared),
+            self.broker.clone(),
+            self.limits.clone(),
+        ));
+        Pipeline {
+            write,
+            broker: self.broker,
+            limits: self.limits,
+            correlation_id: self.correlation_id,
+            versions: self.versions,
+            write_buf: self.write_buf,
+            shared,
+            reader,
+            writing: false,
+        }
+    }
+}
+
+/// A response frame (after the length prefix) or why none will come.
+pub(crate) type Frame = Result<Bytes, ProduceError>;
+
+struct Waiter {
+    sent: Instant,
+    tx: oneshot::Sender<Frame>,
+    /// Released when the response (or the failure) is handed over.
+    _permit: OwnedSemaphorePermit,
+}
+
+struct Shared {
+    pending: Mutex<VecDeque<Waiter>>,
+    broken: AtomicBool,
+    permits: Arc<Semaphore>,
+}
+
+impl Shared {
+    fn pending(&self) -> std::sync::MutexGuard<'_, VecDeque<Waiter>> {
+        self.pending.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Marks the pipeline broken and fails every request in flight (the first with `first`,
+    /// the others with a connection-reset error naming it: their outcome is unknown too).
+    fn fail_all(&self, broker: &str, first: ProduceError) {
+        self.broken.store(true, Ordering::SeqCst);
+        self.permits.close();
+        let waiters: Vec<Waiter> = self.pending().drain(..).collect();
+        let reason = first.to_string();
+        let mut first = Some(first);
+        for w in waiters {
+            let e = first.take().unwrap_or_else(|| ProduceError::Io {
+                broker: broker.to_owned(),
+                source: std::io::Error::new(
+                    std::io::ErrorKind::ConnectionAborted,
+                    format!("an earlier request on the connection failed: {reason}"),
+                ),
+            });
+            let _ = w.tx.send(Err(e));
+        }
+    }
+}
+
+/// Hands response frames to the waiters in order; fails them all on an error, a timeout of the
+/// oldest request, or an oversized frame.
+async fn read_responses(
+    mut read: ReadHalf,
+    shared: Arc<Shared>,
+    broker: String,
+    limits: ConnLimits,
+) {
+    let mut buf = BytesMut::with_capacity(64 * 1024);
+    loop {
+        // Hand over every complete frame in the buffer.
+        while buf.len() >= 4 {
+            let len = u32::from_be_bytes([buf[0], buf[1], buf[2], buf[3]]) as usize;
+            if len > limits.max_response_bytes {
+                shared.fail_all(
+                    &broker,
+                    ProduceError::ResponseTooLarge {
+                        broker: broker.clone(),
+                        bytes: len,
+                        max: limits.max_response_bytes,
+                    },
+                );
+                return;
+            }
+            if buf.len() < 4 + len {
+                buf.reserve(4 + len - buf.len());
+                break;
+            }
+            let mut frame = buf.split_to(4 + len);
+            let body = frame.split_off(4).freeze();
+            let Some(w) = shared.pending().pop_front() else {
+                shared.fail_all(
+                    &broker,
+                    ProduceError::Protocol {
+                        broker: broker.clone(),
+                        reason: "response without a request in flight".into(),
+                    },
+                );
+                return;
+            };
+            let _ = w.tx.send(Ok(body));
+        }
+        // The oldest request in flight must be answered within the request timeout; with none
+        // in flight, look again a second later.
+        let deadline = shared
+            .pending()
+            .front()
+            .map(|w| w.sent + limits.request_timeout)
+            .unwrap_or_else(|| Instant::now() + Duration::from_secs(1));
+        let read = tokio::select! {
+            r = read.read_buf(&mut buf) => r,
+            _ = tokio::time::sleep_until(deadline) => {
+                if shared.pending().is_empty() {
+                    continue;
+                }
+                shared.fail_all(&broker, ProduceError::Timeout {
+                    broker: broker.clone(),
+                    api: "Produce",
+                    after: limits.request_timeout,
+                });
+                return;
+            }
+        };
+        match read {
+            Ok(0) => {
+                let source = std::io::Error::new(
+                    std::io::ErrorKind::UnexpectedEof,
+                    "the broker closed the connection",
+                );
+                shared.fail_all(
+                    &broker,
+                    ProduceError::Io {
+                        broker: broker.clone(),
+                        source,
+                    },
+                );
+                return;
+            }
+            Ok(_) => {}
+            Err(source) => {
+                shared.fail_all(
+                    &broker,
+                    ProduceError::Io {
+                        broker: broker.clone(),
+                        source,
+                    },
+                );
+                return;
+            }
+        }
+    }
+}
+
+/// A connection with several requests in flight (see the module docs). The owner serialises
+/// [`Pipeline::send`] calls (they write to the socket); responses come back through the
+/// receivers they return.
+pub(crate) struct Pipeline {
+    write: WriteHalf,
+    broker: String,
+    limits: ConnLimits,
+    correlation_id: i32,
+    versions: HashMap<i16, (i16, i16)>,
+    write_buf: BytesMut,
+    shared: Arc<Shared>,
+    reader: tokio::task::JoinHandle<()>,
+    /// A write was started and not finished (its future was dropped): the stream is torn.
+    writing: bool,
+}
+
+impl Drop for Pipeline {
+    fn drop(&mut self) {
+        self.reader.abort();
+        self.shared.fail_all(
+            &self.broker,
+            ProduceError::Io {
+                broker: self.broker.clone(),
+                source: std::io::Error::new(
+                    std::io::ErrorKind::ConnectionAborted,
+                    "connection closed by the producer",
+                ),
+            },
+        );
+    }
+}
+
+impl Pipeline {
+    /// False once an error, a timeout or a torn write made the connection unusable.
+    pub fn usable(&self) -> bool {
+        !self.writing && !self.shared.broken.load(Ordering::SeqCst)
+    }
+
+    /// See [`Connection::version`].
+    pub fn version(
+        &self,
+        api: ApiKey,
+        name: &'static str,
+        need: i16,
+        ours: i16,
+    ) -> Result<i16, ProduceError> {
+        version_of(&self.versions, &self.broker, api, name, need, ours)
+    }
+
+    /// Waits for a free in-flight slot (at most the request timeout), writes the request and
+    /// returns the receiver of its response frame and the correlation id to check it against.
+    pub async fn send<Req: Encodable>(
+        &mut self,
+        api: ApiKey,
+        version: i16,
+        req: &Req,
+    ) -> Result<(oneshot::Receiver<Frame>, i32), ProduceError> {
+        let after = self.limits.request_timeout;
+        let broken = || ProduceError::Io {
+            broker: self.broker.clone(),
+            source: std::io::Error::new(
+                std::io::ErrorKind::ConnectionAborted,
+                "the connection failed earlier",
+            ),
+        };
+        if !self.usable() {
+            return Err(broken());
+        }
+        let permit =
+            match tokio::time::timeout(after, Arc::clone(&self.shared.permits).acquire_owned())
+                .await
+            {
+                Ok(Ok(p)) => p,
+                Ok(Err(_)) => return Err(broken()),
+                Err(_) => {
+                    return Err(ProduceError::Timeout {
+                        broker: self.broker.clone(),
+                        api: api_name(api),
+                        after,
+                    });
+                }
+            };
+        self.correlation_id = self.correlation_id.wrapping_add(1);
+        let correlation_id = self.correlation_id;
+        encode_request(
+            &mut self.write_buf,
+            &self.limits.client_id,
+            correlation_id,
+            api,
+            version,
+            req,
+        )?;
+        let (tx, rx) = oneshot::channel();
+        // Queued before the write, so the reader finds it however fast the answer comes.
+        self.shared.pending().push_back(Waiter {
+            sent: Instant::now(),
+            tx,
+            _permit: permit,
+        });
+        self.writing = true;
+        if let Err(source) = self.write.write_all(&self.write_buf).await {
+            let e = ProduceError::Io {
+                broker: self.broker.clone(),
+                source,
+            };
+            self.shared.fail_all(&self.broker, e);
+            return Err(broken());
+        }
+        self.writing = false;
+        Ok((rx, correlation_id))
+    }
+
+    /// The broker address.
+    pub fn broker(&self) -> &str {
+        &self.broker
+    }
+}
+
+/// Decodes a response frame of `api`/`version`, checking the correlation id.
+pub(crate) fn decode_response<Resp: Decodable>(
+    broker: &str,
+    api: ApiKey,
+    version: i16,
+    correlation_id: i32,
+    mut body: Bytes,
+) -> Result<Resp, ProduceError> {
+    let protocol = |reason: String| ProduceError::Protocol {
+        broker: broker.to_owned(),
+        reason,
+    };
+    let rh = ResponseHeader::decode(&mut body, api.response_header_version(version))
+        .map_err(|e| protocol(format!("{} response header: {e:#}", api_name(api))))?;
+    if rh.correlation_id != correlation_id {
+        return Err(protocol(format!(
+            "{} response has correlation id {}, expected {correlation_id}",
+            api_name(api),
+            rh.correlation_id
+        )));
+    }
+    Resp::decode(&mut body, version)
+        .map_err(|e| protocol(format!("{} v{version} response: {e:#}", api_name(api))))
+}
+
+/// Encodes length prefix, header and body of a request into `buf`.
+fn encode_request<Req: Encodable>(
+    buf: &mut BytesMut,
+    client_id: &StrBytes,
+    correlation_id: i32,
+    api: ApiKey,
+    version: i16,
+    req: &Req,
+) -> Result<(), ProduceError> {
+    let header = RequestHeader::default()
+        .with_request_api_key(api as i16)
+        .with_request_api_version(version)
+        .with_correlation_id(correlation_id)
+        .with_client_id(Some(client_id.clone()));
+    buf.clear();
+    buf.extend_from_slice(&[0; 4]);
+    header
+        .encode(buf, api.request_header_version(version))
+        .map_err(|e| encode_err(api, e))?;
+    req.encode(buf, version).map_err(|e| encode_err(api, e))?;
+    let len = u32::try_from(buf.len() - 4).map_err(|_| ProduceError::Encode {
+        what: api_name(api),
+        reason: "request above 4 GiB".into(),
+    })?;
+    buf[..4].copy_from_slice(&len.to_be_bytes());
+    Ok(())
+}
+
+fn version_of(
+    versions: &HashMap<i16, (i16, i16)>,
+    broker: &str,
+    api: ApiKey,
+    name: &'static str,
+    need: i16,
+    ours: i16,
+) -> Result<i16, ProduceError> {
+    let (min, max) = versions.get(&(api as i16)).copied().unwrap_or((-1, -1));
+    let v = ours.min(max);
+    if v < need || v < min {
+        return Err(ProduceError::UnsupportedVersion {
+            broker: broker.to_owned(),
+            api: name,
+            need,
+            min,
+            max,
+        });
+    }
+    Ok(v)
 }
 
 fn encode_err(api: ApiKey, e: impl std::fmt::Display) -> ProduceError {

@@ -21,6 +21,7 @@ mod conn;
 pub mod tls;
 
 use std::future::Future;
+use std::pin::Pin;
 use std::str::FromStr;
 use std::time::Duration;
 
@@ -218,6 +219,16 @@ pub enum ProduceError {
     /// Nothing to produce.
     #[error("empty record batch")]
     EmptyBatch,
+    /// An earlier request to this partition failed while this one would have followed it:
+    /// nothing is sent to the partition until the failed batch is resent (with `produce`),
+    /// so records never overtake each other.
+    #[error("an earlier produce request to {topic}/{partition} failed; it must be resent first")]
+    Blocked {
+        /// Topic.
+        topic: String,
+        /// Partition.
+        partition: i32,
+    },
     /// A response frame above the configured cap (refused before buffering it).
     #[error("Kafka broker {broker} sent a {bytes}-byte response, above the {max}-byte cap")]
     ResponseTooLarge {
@@ -333,7 +344,8 @@ impl ProduceError {
             ProduceError::Connect { .. }
             | ProduceError::Io { .. }
             | ProduceError::Timeout { .. }
-            | ProduceError::NoLeader { .. } => ErrorClass::Retriable,
+            | ProduceError::NoLeader { .. }
+            | ProduceError::Blocked { .. } => ErrorClass::Retriable,
             ProduceError::Broker { code, .. } => classify_code(*code),
             ProduceError::UnknownPartition { .. } => ErrorClass::UnknownTopic,
             ProduceError::BatchTooLarge { .. } => ErrorClass::Rejected,
@@ -394,11 +406,37 @@ impl ProduceError {
     }
 }
 
+/// The answer to a produce request already sent with [`KafkaProducer::send`]: the offset Kafka
+/// gave the first record (-1 if Kafka only said it had the batch already), or the error.
+pub type ProduceAck = Pin<Box<dyn Future<Output = Result<i64, ProduceError>> + Send>>;
+
 /// Produces record batches to Kafka. Implemented by [`WireProducer`]; tests may inject faults
 /// with their own implementation.
 pub trait KafkaProducer: Send + Sync {
+    /// Sends `records` to `topic`/`partition` as one batch without waiting for Kafka's answer.
+    /// When the returned future completes, the request is ordered before any later `send` or
+    /// `produce` to the same partition; the [`ProduceAck`] resolves to what `produce` would
+    /// return. Once a request failed, later `send`s to the partition fail with
+    /// [`ProduceError::Blocked`] until `produce` resent the failed batch, so nothing overtakes
+    /// it. The default implementation keeps nothing in flight: it produces and answers.
+    fn send(
+        &self,
+        topic: &str,
+        partition: i32,
+        records: &[ProduceRecord],
+    ) -> impl Future<Output = ProduceAck> + Send {
+        // The answer is itself a future: that is the point of `send`.
+        #[allow(clippy::async_yields_async)]
+        async move {
+            let result = self.produce(topic, partition, records).await;
+            Box::pin(std::future::ready(result)) as ProduceAck
+        }
+    }
+
     /// Appends `records`, in order, to `topic`/`partition` as one batch and waits for the
     /// broker's acknowledgement (acks=all). Returns the offset Kafka gave the first record.
+    /// This is also how a failed batch is resent: once no request to the partition is in
+    /// flight any more it lifts the block `send` set (before that: [`ProduceError::Blocked`]).
     fn produce(
         &self,
         topic: &str,
