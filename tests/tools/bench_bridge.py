@@ -152,13 +152,16 @@ key = "{{topic.2}}"
     return p
 
 
-def ceiling(bootstrap, topic, args):
-    """librdkafka produce_batch rate (acks=all, batches of 1000, same compression)."""
+def ceiling(bootstrap, topic, args, idempotent=False):
+    """librdkafka produce_batch rate (acks=all, batches of 1000, same compression); with
+    `idempotent`, enable.idempotence like edge-broker's producer (at most 5 requests in flight
+    per partition, sequence numbers the broker checks)."""
     create_topic(bootstrap, topic)
     out = subprocess.run([PY, os.path.join(HERE, "kafka_produce.py"), "--bootstrap", bootstrap,
                           "--topic", topic, "bench", "--records", str(args.records),
                           "--size", str(args.size), "--batch", "1000",
-                          "--compression", args.compression],
+                          "--compression", args.compression]
+                         + (["--idempotent"] if idempotent else []),
                          check=True, capture_output=True, text=True)
     return json.loads(out.stdout)["rate"]
 
@@ -242,8 +245,12 @@ def main():
             # drain too, and compare the drain with their mean.
             before = ceiling(bootstrap, "raw-before-drain", args)
             rows.append(("librdkafka raw produce, just before the drain", args.records, before))
-            drain, after = backlog_drain(args, modes, tmp, log, rows)
+            before_idem = ceiling(bootstrap, "idem-before-drain", args, idempotent=True)
+            rows.append(("librdkafka idempotent produce, just before the drain", args.records,
+                         before_idem))
+            drain, steady, after, after_idem = backlog_drain(args, modes, tmp, log, rows)
             drain_ceiling = (before + after) / 2
+            idem_ceiling = (before_idem + after_idem) / 2
 
         # 4. Naive pipeline: mosquitto + paho subscriber -> confluent-kafka producer.
         naive_rate = None
@@ -261,7 +268,10 @@ def main():
     print()
     if drain:
         print(f"drain / raw ceiling (mean of just before and after) = "
-              f"{drain / drain_ceiling:.2f}x (goal >= 0.8); / first ceiling {drain / raw:.2f}x")
+              f"{drain / drain_ceiling:.2f}x (goal >= 0.8); / first ceiling {drain / raw:.2f}x; "
+              f"steady {steady / drain_ceiling:.2f}x")
+        print(f"drain / idempotent ceiling (same guarantees as edge-broker's producer) = "
+              f"{drain / idem_ceiling:.2f}x; steady {steady / idem_ceiling:.2f}x")
     for mode, rate in e2e.items():
         naive_ratio = f"{rate / naive_rate:.2f}x" if naive_rate else "-"
         print(f"end to end (fsync={mode}) / raw ceiling = {rate / raw:.2f}x; "
@@ -270,7 +280,8 @@ def main():
 
 
 def backlog_drain(args, modes, tmp, log, rows):
-    """Fills the log while Kafka is down, starts Kafka, times the drain. Returns rec/s."""
+    """Fills the log while Kafka is down, starts Kafka, times the drain. Returns the drain and
+    steady drain rates and the two ceilings measured right after it."""
     kport2 = free_port()
     bootstrap2 = f"127.0.0.1:{kport2}"
     mport, xport = free_port(), free_port()
@@ -295,16 +306,18 @@ def backlog_drain(args, modes, tmp, log, rows):
     drain = n / (end - ready)
     rows.append((f"backlog drain after outage (lag {int(lag or 0)})", n, drain))
     # Steady state: from the first acknowledged chunk to the last.
-    rows.append(("  same, from the first acknowledged chunk", n - int(v_first),
-                 (n - v_first) / (end - t_first)))
+    steady = (n - v_first) / (end - t_first)
+    rows.append(("  same, from the first acknowledged chunk", n - int(v_first), steady))
     print(f"drain: {end - ready:.2f} s; CPU edge-broker {cpu[0]:.2f} s "
           f"({cpu[0] / (end - ready):.2f} cores), Tansu {cpu[1]:.2f} s "
           f"({cpu[1] / (end - ready):.2f} cores)", flush=True)
     stop(eb)
     after = ceiling(bootstrap2, "raw-after-drain", args)
     rows.append(("librdkafka raw produce, just after the drain", args.records, after))
+    after_idem = ceiling(bootstrap2, "idem-after-drain", args, idempotent=True)
+    rows.append(("librdkafka idempotent produce, just after the drain", args.records, after_idem))
     stop(k2)
-    return drain, after
+    return drain, steady, after, after_idem
 
 
 def naive_pipeline(args, bootstrap, tmp, log, rows):

@@ -35,6 +35,8 @@ def main():
     b.add_argument("--size", type=int, default=200)
     b.add_argument("--batch", type=int, default=1000)
     b.add_argument("--compression", default="none")
+    b.add_argument("--idempotent", action="store_true",
+                   help="enable.idempotence (max 5 requests in flight), like edge-broker's producer")
     args = ap.parse_args()
 
     errors = []
@@ -69,6 +71,7 @@ def main():
         "queue.buffering.max.kbytes": 1_048_576,
         # Delivery reports only for failures: no per-record Python callback on the hot path.
         "delivery.report.only.error": True,
+        "enable.idempotence": args.idempotent,
     })
     partitions = sorted(p.list_topics(args.topic, timeout=10).topics[args.topic].partitions)
     # 1024 distinct values of random hex (about 2:1 compressible, like sensor JSON), built
