@@ -784,6 +784,30 @@ impl Log {
         let mut cur_lens: Vec<u64> = Vec::new();
         let mut cur_bytes = 0u64;
         let rx = shared.durable.subscribe();
+        // The usual case: every record fits and the batch is one chunk; hand the vector over
+        // as it is.
+        let mut lens = Vec::with_capacity(len);
+        let mut total = 0u64;
+        for record in &records {
+            match self.frame_len_checked(record) {
+                Ok(need) if total + need <= limit => {
+                    lens.push(need);
+                    total += need;
+                }
+                _ => break,
+            }
+        }
+        if lens.len() == len {
+            if len > 0 {
+                chunks.push(self.queue_chunk(records, lens, total).await);
+            }
+            return SubmittedBatch {
+                len,
+                refused,
+                chunks,
+                rx,
+            };
+        }
         for (i, record) in records.into_iter().enumerate() {
             let need = match self.frame_len_checked(&record) {
                 Ok(need) => need,

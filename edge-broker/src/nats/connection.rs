@@ -41,6 +41,8 @@ use crate::hub::{Delivery, Mailbox, SubEntry};
 use crate::message::{Message, now_ms};
 use crate::router::Filter;
 
+/// Bytes read from the socket at once (at most).
+const READ_CHUNK: usize = 64 << 10;
 /// How long a closing connection waits for the log to take the publishes it already read.
 const APPEND_DRAIN: Duration = Duration::from_secs(5);
 /// How long a closing connection may take to flush its last bytes.
@@ -399,7 +401,9 @@ impl Connection {
             return Err(Exit::SlowConsumer);
         }
         if self.outbuf.is_empty() && !state.buf.is_empty() {
-            self.outbuf = state.buf.split();
+            // Swap rather than split: the drained buffer keeps its allocation for the next
+            // round of output.
+            std::mem::swap(&mut self.outbuf, &mut state.buf);
         }
         state.writing = self.outbuf.len();
         let finished = std::mem::take(&mut state.finished);
@@ -424,6 +428,11 @@ impl Connection {
                 return exit;
             }
             let can_read = self.can_process();
+            if can_read && self.inbuf.capacity() - self.inbuf.len() < READ_CHUNK / 4 {
+                // Read big chunks: a whole client write becomes one batch for the log. (The
+                // payloads decoded earlier still share the old buffer, so this allocates.)
+                self.inbuf.reserve(READ_CHUNK);
+            }
             let awaiting_auth = self.connect.is_none() && self.server.auth_required();
             tokio::select! {
                 biased;
@@ -506,7 +515,15 @@ impl Connection {
         if self.submitting.is_some() || self.collecting.records.is_empty() {
             return;
         }
-        let collected = std::mem::take(&mut self.collecting);
+        let n = self.collecting.records.len();
+        let collected = std::mem::replace(
+            &mut self.collecting,
+            Collecting {
+                records: Vec::with_capacity(n),
+                items: Vec::with_capacity(n),
+                bytes: 0,
+            },
+        );
         let count = collected.items.len() as u64;
         let batch = InflightBatch {
             items: collected.items,
