@@ -40,6 +40,7 @@ use super::server::{NatsMetrics, NatsServer, hub_filter, nats_message, nats_mess
 use crate::hub::{Delivery, Mailbox, SubEntry};
 use crate::message::{Message, now_ms};
 use crate::router::Filter;
+use crate::router::filter::mqtt_levels;
 
 /// Bytes read from the socket at once (at most).
 const READ_CHUNK: usize = 64 << 10;
@@ -138,11 +139,33 @@ impl Mailbox for SubMailbox {
             .response_topic
             .as_deref()
             .and_then(|t| subject::mqtt_topic_to_nats_subject(t).ok());
+        self.push_msg(
+            &subject,
+            reply.as_deref(),
+            &message.properties.user_properties,
+            &message.payload,
+            message.publisher,
+        )
+    }
+}
+
+impl SubMailbox {
+    /// Encodes one MSG/HMSG into the outbox, within the subscription's UNSUB max and the
+    /// connection's output bound (beyond it the connection is a slow consumer).
+    fn push_msg(
+        &self,
+        subject: &str,
+        reply: Option<&str>,
+        user_properties: &[(String, String)],
+        payload: &[u8],
+        publisher: Option<u64>,
+    ) -> bool {
+        let server = &self.outbox.server;
         let mut state = self.outbox.lock();
         if state.closed {
             return false;
         }
-        if !state.echo && message.publisher == Some(self.outbox.conn_key) {
+        if !state.echo && publisher == Some(self.outbox.conn_key) {
             return true;
         }
         let max = self.max.load(Ordering::Relaxed);
@@ -150,21 +173,20 @@ impl Mailbox for SubMailbox {
         if max > 0 && n > max {
             return false;
         }
-        let headers =
-            (state.headers && !message.properties.user_properties.is_empty()).then(|| {
-                let mut h = HeaderMap::new();
-                for (k, v) in &message.properties.user_properties {
-                    h.append(k.as_str(), v.as_str());
-                }
-                let mut b = BytesMut::new();
-                h.encode(&mut b);
-                b
-            });
+        let headers = (state.headers && !user_properties.is_empty()).then(|| {
+            let mut h = HeaderMap::new();
+            for (k, v) in user_properties {
+                h.append(k.as_str(), v.as_str());
+            }
+            let mut b = BytesMut::new();
+            h.encode(&mut b);
+            b
+        });
         let size = subject.len()
             + self.sid.len()
-            + reply.as_ref().map_or(0, String::len)
+            + reply.map_or(0, str::len)
             + headers.as_ref().map_or(0, |h| h.len())
-            + message.payload.len()
+            + payload.len()
             + 48;
         if state.buf.len() + state.writing + size > self.outbox.max_pending {
             state.slow = true;
@@ -175,11 +197,11 @@ impl Mailbox for SubMailbox {
         }
         encode_msg(
             &mut state.buf,
-            &subject,
+            subject,
             &self.sid,
-            reply.as_deref(),
+            reply,
             headers.as_deref(),
-            &message.payload,
+            payload,
         );
         if max > 0 && n == max {
             state.finished.push(self.sid.clone());
@@ -312,6 +334,9 @@ pub async fn serve(
         connect: None,
         client_id: format!("nats-{}", conn_key - super::server::NATS_KEY_BASE),
         subs: HashMap::new(),
+        hub_subs: (0, 0),
+        subs_version: 0,
+        interest_cache: None,
         collecting: Collecting::default(),
         submitting: None,
         batches: VecDeque::new(),
@@ -346,6 +371,13 @@ struct Connection {
     connect: Option<Box<Connect>>,
     client_id: String,
     subs: HashMap<String, SubRecord>,
+    /// Subscriptions of this connection in the hub, and how many of them are in queue groups.
+    hub_subs: (usize, usize),
+    /// Bumped whenever this connection's subscriptions change.
+    subs_version: u64,
+    /// Whether a routed publish on the last subject reaches anyone: (subject, subs_version,
+    /// hub size, answer). Valid only while every hub subscription is this connection's own.
+    interest_cache: Option<(String, u64, usize, bool)>,
     /// Routed publishes decoded from the input, not yet handed to the log.
     collecting: Collecting,
     /// The batch being handed to the log (only one at a time: that keeps the order).
@@ -765,15 +797,19 @@ impl Connection {
         }
         // Subscribers get the message without the reply subject: that reply belongs to the
         // durable acknowledgement.
-        let message = nats_message_at(
-            &publish.subject,
-            None,
-            headers.as_ref(),
-            publish.payload.clone(),
-            Some(self.conn_key),
-            1,
-            self.now_ms,
-        );
+        let message = if self.needs_fan_out(&publish.subject) {
+            nats_message_at(
+                &publish.subject,
+                None,
+                headers.as_ref(),
+                publish.payload.clone(),
+                Some(self.conn_key),
+                1,
+                self.now_ms,
+            )
+        } else {
+            None
+        };
         let record = NewRecord {
             timestamp_ms: self.now_ms,
             source: Source::Nats,
@@ -943,8 +979,18 @@ impl Connection {
             let Some(body) = ack.body else {
                 continue;
             };
-            // Server-originated: delivered even to a publisher with echo off.
-            if let Some(message) = nats_message_at(&ack.reply, None, None, body, None, 0, self.now_ms)
+            // Server-originated (no publisher): delivered even to a publisher with echo off.
+            if self.hub_is_mine().is_some() {
+                match subject::nats_subject_to_mqtt_topic(&ack.reply) {
+                    Ok(topic) => {
+                        for record in self.own_matches(&topic) {
+                            record.mailbox.push_msg(&ack.reply, None, &[], &body, None);
+                        }
+                    }
+                    Err(_) => NatsMetrics::inc(&self.server.metrics.unmappable),
+                }
+            } else if let Some(message) =
+                nats_message_at(&ack.reply, None, None, body, None, 0, self.now_ms)
             {
                 self.server.publish_local(&message);
             } else {
@@ -991,6 +1037,11 @@ impl Connection {
                 tracing::debug!(subject = %sub.subject, "NATS subscription has no MQTT equivalent; it receives nothing");
             }
         }
+        if filter.is_some() {
+            self.hub_subs.0 += 1;
+            self.hub_subs.1 += usize::from(sub.queue_group.is_some());
+        }
+        self.subs_version += 1;
         self.subs.insert(
             sub.sid,
             SubRecord {
@@ -1017,13 +1068,57 @@ impl Connection {
     }
 
     fn remove_sub(&mut self, sid: &str) {
-        if let Some(record) = self.subs.remove(sid)
-            && let Some(filter) = &record.filter
-        {
-            self.server
-                .hub
-                .unsubscribe(filter, record.group.as_deref(), record.key);
+        if let Some(record) = self.subs.remove(sid) {
+            self.subs_version += 1;
+            if let Some(filter) = &record.filter {
+                self.hub_subs.0 -= 1;
+                self.hub_subs.1 -= usize::from(record.group.is_some());
+                self.server
+                    .hub
+                    .unsubscribe(filter, record.group.as_deref(), record.key);
+            }
         }
+    }
+
+    /// When every subscription in the hub is one of this connection's own and none is in a
+    /// queue group, a message reaches exactly this connection's matching subscriptions: the
+    /// connection can decide that itself, without the hub's fan-out (the hub's size is read
+    /// now, so this is the fan-out as of this instant). Returns the hub's size then.
+    fn hub_is_mine(&self) -> Option<usize> {
+        if self.hub_subs.1 > 0 {
+            return None;
+        }
+        let size = self.server.hub.len();
+        (size == self.hub_subs.0).then_some(size)
+    }
+
+    /// This connection's hub subscriptions matching an MQTT topic.
+    fn own_matches<'a>(&'a self, topic: &'a str) -> impl Iterator<Item = &'a SubRecord> + 'a {
+        let levels = mqtt_levels(topic);
+        self.subs
+            .values()
+            .filter(move |r| r.filter.as_ref().is_some_and(|f| f.matches(&levels)))
+    }
+
+    /// Whether a routed publish on `subject` needs the hub's fan-out (false only when it is
+    /// known to reach nobody).
+    fn needs_fan_out(&mut self, subject: &str) -> bool {
+        let Some(size) = self.hub_is_mine() else {
+            return true;
+        };
+        if let Some((cached, version, hub, answer)) = &self.interest_cache
+            && *version == self.subs_version
+            && *hub == size
+            && cached == subject
+        {
+            return *answer;
+        }
+        let answer = match subject::nats_subject_to_mqtt_topic(subject) {
+            Ok(topic) => self.own_matches(&topic).next().is_some(),
+            Err(_) => true,
+        };
+        self.interest_cache = Some((subject.to_owned(), self.subs_version, size, answer));
+        answer
     }
 
     /// Ends the connection: last `-ERR`, flush, subscriptions out of the hub.
