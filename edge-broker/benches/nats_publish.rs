@@ -348,7 +348,11 @@ fn main() {
                 let core = c.core(core_n).await;
                 let before = edge.counter("edge_log_fsyncs_total");
                 let durable = c.durable(durable_n, window).await;
-                (core, durable, edge.counter("edge_log_fsyncs_total") - before)
+                (
+                    core,
+                    durable,
+                    edge.counter("edge_log_fsyncs_total") - before,
+                )
             });
             all[0].push(core);
             all[2].push(durable);

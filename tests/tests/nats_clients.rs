@@ -557,8 +557,10 @@ fn pubacks_and_routed_messages_reach_other_subscribers_too() {
     let mut broker = Broker::start(ROUTED);
     let addr = broker.listen_addr("nats.listen");
     let mut a = TcpStream::connect(addr).unwrap();
-    a.write_all(b"CONNECT {\"verbose\":false}\r\nSUB _INBOX.a.* 1\r\nSUB sensors.*.temp 2\r\nPING\r\n")
-        .unwrap();
+    a.write_all(
+        b"CONNECT {\"verbose\":false}\r\nSUB _INBOX.a.* 1\r\nSUB sensors.*.temp 2\r\nPING\r\n",
+    )
+    .unwrap();
     read_until(&mut a, "PONG", Duration::from_secs(10));
     // Alone in the hub: its own subscriptions get the routed message (echo) and the ack.
     a.write_all(b"PUB sensors.x.temp _INBOX.a.1 2\r\nhi\r\nPING\r\n")
@@ -574,7 +576,10 @@ fn pubacks_and_routed_messages_reach_other_subscribers_too() {
     a.write_all(b"PUB sensors.y.temp _INBOX.a.2 2\r\nho\r\n")
         .unwrap();
     let got_b = read_until(&mut b, "\"seq\":1}", Duration::from_secs(10));
-    assert!(got_b.contains("MSG sensors.y.temp 8 2\r\nho\r\n"), "{got_b:?}");
+    assert!(
+        got_b.contains("MSG sensors.y.temp 8 2\r\nho\r\n"),
+        "{got_b:?}"
+    );
     assert!(got_b.contains("MSG _INBOX.a.2 9 "), "{got_b:?}");
     let got_a = read_until(&mut a, "\"seq\":1}", Duration::from_secs(10));
     assert!(got_a.contains("MSG _INBOX.a.2 1 "), "{got_a:?}");

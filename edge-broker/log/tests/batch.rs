@@ -192,7 +192,11 @@ async fn batch_under_reject_is_refused_whole_and_under_block_waits() {
                     .await
                     .expect("batch still blocked after the commit freed space")
                     .unwrap();
-                let offsets: Vec<u64> = batch.outcomes().iter().map(|o| *o.as_ref().unwrap()).collect();
+                let offsets: Vec<u64> = batch
+                    .outcomes()
+                    .iter()
+                    .map(|o| *o.as_ref().unwrap())
+                    .collect();
                 assert_eq!(offsets, (n..n + 10).collect::<Vec<_>>());
             }
         }
@@ -230,7 +234,9 @@ async fn pipelined(batches: Vec<Vec<usize>>, singles: usize) -> Result<(), TestC
         let log = log.clone();
         noise.push(tokio::spawn(async move {
             for i in 0..singles as u64 {
-                log.append(rec(1_000_000 + t * 10_000 + i, 40)).await.unwrap();
+                log.append(rec(1_000_000 + t * 10_000 + i, 40))
+                    .await
+                    .unwrap();
             }
         }));
     }
@@ -255,7 +261,12 @@ async fn pipelined(batches: Vec<Vec<usize>>, singles: usize) -> Result<(), TestC
         for outcome in b.outcomes() {
             match outcome {
                 Ok(off) => {
-                    prop_assert!(last.is_none_or(|l| *off > l), "offset {} after {:?}", off, last);
+                    prop_assert!(
+                        last.is_none_or(|l| *off > l),
+                        "offset {} after {:?}",
+                        off,
+                        last
+                    );
                     last = Some(*off);
                     mine.push(Some(*off));
                 }

@@ -18,13 +18,24 @@ use proptest::prelude::*;
 
 #[derive(Debug, Clone)]
 enum Op {
-    Append { n: usize, len: usize, wait: bool },
+    Append {
+        n: usize,
+        len: usize,
+        wait: bool,
+    },
     /// One ordered batch; lengths above ~200 make records over max_record_bytes (refused alone).
-    AppendMany { lens: Vec<usize>, wait: bool },
-    Read { max: usize },
+    AppendMany {
+        lens: Vec<usize>,
+        wait: bool,
+    },
+    Read {
+        max: usize,
+    },
     Commit,
     Crash(CrashMode),
-    TruncateTail { bytes: u64 },
+    TruncateTail {
+        bytes: u64,
+    },
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -140,7 +151,11 @@ async fn run(ops: Vec<Op>, always: bool) -> Result<(), TestCaseError> {
                 for (r, outcome) in records.iter().zip(batch.outcomes()) {
                     match outcome {
                         Ok(off) => {
-                            prop_assert_eq!(*off, m.records.len() as u64, "batch offsets must be dense and in order");
+                            prop_assert_eq!(
+                                *off,
+                                m.records.len() as u64,
+                                "batch offsets must be dense and in order"
+                            );
                             m.records.push(Some(r.clone()));
                             last = Some(*off);
                         }

@@ -13,6 +13,11 @@
 //! reading, so the log pushes back through TCP, while output keeps flowing. A routed message
 //! reaches local subscribers once it is written, and its PubAck goes to the reply subject once
 //! it is durable; replies leave in the order the publishes came in.
+//!
+//! While every subscription in the hub is this connection's own (none in a queue group), the
+//! connection computes the fan-out itself: PubAcks go straight into its matching
+//! subscriptions, and a routed publish that none of them matches is not built for local
+//! delivery. Any other subscriber (NATS or MQTT) in the hub sends everything through the hub.
 
 use std::collections::{HashMap, VecDeque};
 use std::future::Future;
@@ -888,7 +893,11 @@ impl Connection {
                 self.on_synced(&appended, durable, &batch.items);
             }
         }
-        while self.pongs.front().is_some_and(|&at| at <= self.written_below) {
+        while self
+            .pongs
+            .front()
+            .is_some_and(|&at| at <= self.written_below)
+        {
             self.pongs.pop_front();
             self.outbox.push_op(&ServerOp::Pong);
         }
