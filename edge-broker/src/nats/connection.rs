@@ -353,7 +353,8 @@ pub async fn serve(
         acks: VecDeque::new(),
         acks_base: 0,
         pings_out: 0,
-        now_ms: 0,
+        now_ms: now_ms(),
+        clock_stale: true,
         shutdown,
     };
     let exit = connection.serve_loop().await;
@@ -405,6 +406,8 @@ struct Connection {
     pings_out: u32,
     /// Wall clock (unix ms) read once per read buffer: routed records' ingest time.
     now_ms: u64,
+    /// `now_ms` is from an earlier read buffer.
+    clock_stale: bool,
     shutdown: CancellationToken,
 }
 
@@ -523,7 +526,8 @@ impl Connection {
     }
 
     fn decode_input(&mut self) -> Result<(), Exit> {
-        self.now_ms = now_ms();
+        // Read the clock once per buffer, and only if it holds a routed publish.
+        self.clock_stale = true;
         while self.can_process() {
             if self.collecting.records.len() >= MAX_BATCH_RECORDS
                 || self.collecting.bytes >= MAX_BATCH_BYTES
@@ -802,6 +806,10 @@ impl Connection {
         }
         // Subscribers get the message without the reply subject: that reply belongs to the
         // durable acknowledgement.
+        if self.clock_stale {
+            self.now_ms = now_ms();
+            self.clock_stale = false;
+        }
         let message = if self.needs_fan_out(&publish.subject) {
             nats_message_at(
                 &publish.subject,
@@ -980,6 +988,11 @@ impl Connection {
 
     /// Publishes the replies that are ready, in order, on their reply subjects.
     fn send_ready_acks(&mut self) {
+        if self.acks.front().is_none_or(|a| a.body.is_none()) {
+            return;
+        }
+        // The fan-out as of now, for the whole run of ready replies.
+        let mine = self.hub_is_mine().is_some();
         while self.acks.front().is_some_and(|a| a.body.is_some()) {
             let Some(ack) = self.acks.pop_front() else {
                 break;
@@ -989,7 +1002,7 @@ impl Connection {
                 continue;
             };
             // Server-originated (no publisher): delivered even to a publisher with echo off.
-            if self.hub_is_mine().is_some() {
+            if mine {
                 match subject::nats_subject_to_mqtt_topic(&ack.reply) {
                     Ok(topic) => {
                         for record in self.own_matches(&topic) {
