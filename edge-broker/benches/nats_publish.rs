@@ -2,8 +2,16 @@
 //! protocol-level client (this file, on edge-proto's codec) used against every server.
 //!
 //! ```text
-//! cargo bench -p edge-broker --bench nats_publish [-- --core N --durable N --window W --rounds R]
+//! cargo bench -p edge-broker --bench nats_publish [-- --core N --durable N --window W --rounds R
+//!                                                     --fsync always|never]
 //! ```
+//!
+//! `--fsync never` (edge-broker only; the table says so) shows the CPU-only ceiling. With
+//! `always`, the durable rows are bounded by the disk: one fdatasync at a time, and the window
+//! splits between the records being synced and the next group, so roughly
+//! `window / (2 × fdatasync latency)`. The bench measures that latency on the same disk
+//! (64 KiB pwrite + fdatasync, the size of one group) and counts edge-broker's fdatasyncs in the
+//! durable run (`edge_log_fsyncs_total` from its `/metrics`), and prints both under the table.
 //!
 //! Servers, all on 127.0.0.1 ephemeral ports, started and stopped here:
 //! - edge-broker in-process (its own runtime, 2 worker threads), `fsync = "always"`, a route
@@ -219,19 +227,20 @@ impl Drop for NatsServer {
 
 struct EdgeBroker {
     addr: SocketAddr,
+    metrics: SocketAddr,
     shutdown: CancellationToken,
     thread: Option<std::thread::JoinHandle<()>>,
     _dir: tempfile::TempDir,
 }
 
 impl EdgeBroker {
-    fn start() -> EdgeBroker {
+    fn start(fsync: &str) -> EdgeBroker {
         let dir = tempfile::tempdir().unwrap();
         let (port, mqtt, metrics) = (free_port(), free_port(), free_port());
         let text = format!(
             "[node]\nid = \"bench\"\ndata_dir = \"{}\"\n[mqtt]\nlisten = \"127.0.0.1:{mqtt}\"\n\
              [nats]\nlisten = \"127.0.0.1:{port}\"\n[metrics]\nlisten = \"127.0.0.1:{metrics}\"\n\
-             [log]\nfsync = \"always\"\n[[route]]\nnats = \"bench.>\"\nkafka_topic = \"bench\"\n",
+             [log]\nfsync = \"{fsync}\"\n[[route]]\nnats = \"bench.>\"\nkafka_topic = \"bench\"\n",
             dir.path().join("data").display()
         );
         let config = edge_broker::config::Config::parse(&text, Path::new("bench.toml")).unwrap();
@@ -251,11 +260,49 @@ impl EdgeBroker {
         wait_listening(addr);
         EdgeBroker {
             addr,
+            metrics: SocketAddr::from(([127, 0, 0, 1], metrics)),
             shutdown,
             thread: Some(thread),
             _dir: dir,
         }
     }
+}
+
+impl EdgeBroker {
+    /// A counter from `/metrics`.
+    fn counter(&self, name: &str) -> f64 {
+        use std::io::{Read, Write};
+        let mut stream = std::net::TcpStream::connect(self.metrics).unwrap();
+        stream
+            .write_all(b"GET /metrics HTTP/1.0\r\nHost: bench\r\n\r\n")
+            .unwrap();
+        let mut text = String::new();
+        stream.read_to_string(&mut text).unwrap();
+        text.lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+            .unwrap_or_else(|| panic!("{name} not in /metrics"))
+    }
+}
+
+/// Median latency of `n` rounds of a 64 KiB pwrite + fdatasync in `dir` (an appended file, as a
+/// log segment grows).
+fn fdatasync_latency(dir: &Path, n: usize) -> Duration {
+    use std::os::unix::fs::FileExt;
+    let path = dir.join("fdatasync-probe");
+    let file = std::fs::File::create(&path).unwrap();
+    let chunk = vec![b'x'; 64 << 10];
+    let mut times: Vec<Duration> = (0..n)
+        .map(|i| {
+            file.write_all_at(&chunk, (i * chunk.len()) as u64).unwrap();
+            let start = Instant::now();
+            file.sync_data().unwrap();
+            start.elapsed()
+        })
+        .collect();
+    drop(file);
+    let _ = std::fs::remove_file(&path);
+    times.sort();
+    times[n / 2]
 }
 
 impl Drop for EdgeBroker {
@@ -281,6 +328,11 @@ fn main() {
     let durable_n = arg("--durable", 200_000);
     let window = arg("--window", 1000);
     let rounds = arg("--rounds", 3);
+    let fsync = match std::env::args().skip_while(|a| a != "--fsync").nth(1) {
+        Some(f) if f == "never" => "never",
+        _ => "always",
+    };
+    let mut syncs: Vec<(f64, Duration, Duration)> = Vec::new(); // fdatasyncs, durable run, probe
     let client_rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -289,15 +341,26 @@ fn main() {
     let mut all: [Vec<f64>; 4] = Default::default();
     for _ in 0..rounds {
         {
-            let edge = EdgeBroker::start();
-            let (core, durable) = client_rt.block_on(async {
+            let edge = EdgeBroker::start(fsync);
+            let probe = fdatasync_latency(edge._dir.path(), 50);
+            let (core, durable, fsyncs) = client_rt.block_on(async {
                 let mut c = Client::connect(edge.addr).await;
                 let core = c.core(core_n).await;
+                let before = edge.counter("edge_log_fsyncs_total");
                 let durable = c.durable(durable_n, window).await;
-                (core, durable)
+                (
+                    core,
+                    durable,
+                    edge.counter("edge_log_fsyncs_total") - before,
+                )
             });
             all[0].push(core);
             all[2].push(durable);
+            syncs.push((
+                fsyncs,
+                Duration::from_secs_f64(durable_n as f64 / durable),
+                probe,
+            ));
         }
         {
             let nats = NatsServer::start(false);
@@ -351,7 +414,7 @@ fn main() {
         fmt(&all[1])
     );
     println!(
-        "| durable ack (PubAck) | edge-broker, fsync = always | {:.0} | {} |",
+        "| durable ack (PubAck) | edge-broker, fsync = {fsync} | {:.0} | {} |",
         best[2],
         fmt(&all[2])
     );
@@ -365,4 +428,27 @@ fn main() {
         best[2] / best[3],
         best[0] / best[1]
     );
+    println!("\nedge-broker durable runs, per round:\n");
+    println!(
+        "| round | fdatasyncs | records per fdatasync | ms per group-commit cycle | probe: 64 KiB fdatasync, median ms | window / (2 x probe), msg/s |"
+    );
+    println!("|---:|---:|---:|---:|---:|---:|");
+    for (i, (fsyncs, took, probe)) in syncs.iter().enumerate() {
+        let per = if *fsyncs > 0.0 {
+            durable_n as f64 / fsyncs
+        } else {
+            0.0
+        };
+        let cycle = if *fsyncs > 0.0 {
+            took.as_secs_f64() * 1e3 / fsyncs
+        } else {
+            0.0
+        };
+        println!(
+            "| {} | {fsyncs:.0} | {per:.0} | {cycle:.2} | {:.2} | {:.0} |",
+            i + 1,
+            probe.as_secs_f64() * 1e3,
+            window as f64 / (2.0 * probe.as_secs_f64()),
+        );
+    }
 }

@@ -673,11 +673,6 @@ fn render_nats(text: &mut PromText, nats: &NatsServer) {
         &[(&[], load(&n.duplicates))],
     );
     text.counter(
-        "edge_nats_reordered_appends_total",
-        "Routed NATS publishes that entered the log after a later one of the same connection.",
-        &[(&[], load(&n.reordered))],
-    );
-    text.counter(
         "edge_nats_slow_consumers_total",
         "NATS connections closed as slow consumers.",
         &[(&[], load(&n.slow_consumers))],

@@ -5,7 +5,8 @@
 //! - [`config`]: [`LogConfig`], [`FsyncPolicy`], [`WhenFull`].
 //! - [`record`]: [`NewRecord`] (what ingress appends), [`Record`] (what cursors read), [`Header`], [`Source`].
 //! - [`log`]: [`Log`] (open/recover, append + group commit writer thread, retention, stats),
-//!   [`Appended`], [`LogStats`], [`RecoveryReport`].
+//!   [`Appended`], ordered batches ([`Log::submit_many`] → [`SubmittedBatch`] →
+//!   [`AppendedBatch`]), [`LogStats`], [`RecoveryReport`].
 //! - [`cursor`]: [`Cursor`], named persisted read positions over durable records.
 //! - [`format`](mod@format): the byte layout below (encoders/decoders).
 //! - [`storage`]: the [`Storage`] trait all file I/O goes through, and [`StdStorage`].
@@ -97,6 +98,6 @@ pub mod testing;
 pub use config::{FsyncPolicy, LogConfig, WhenFull};
 pub use cursor::Cursor;
 pub use error::{AppendError, LogError, ReadError};
-pub use log::{Appended, Log, LogStats, RecoveryReport, Truncation};
+pub use log::{Appended, AppendedBatch, Log, LogStats, RecoveryReport, SubmittedBatch, Truncation};
 pub use record::{Header, NewRecord, Record, Source};
 pub use storage::{StdStorage, Storage, StorageFile};

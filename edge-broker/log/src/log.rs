@@ -344,8 +344,18 @@ struct AppendReq {
     _permits: (OwnedSemaphorePermit, OwnedSemaphorePermit),
 }
 
+/// A chunk of a batch: records in order, their frame lengths, one answer (first offset).
+struct BatchReq {
+    records: Vec<NewRecord>,
+    frame_lens: Vec<u64>,
+    reserved: u64,
+    reply: oneshot::Sender<Result<u64, AppendError>>,
+    _permits: (OwnedSemaphorePermit, OwnedSemaphorePermit),
+}
+
 enum Msg {
     Append(AppendReq),
+    Batch(BatchReq),
     Close(oneshot::Sender<Result<(), LogError>>),
 }
 
@@ -399,6 +409,144 @@ impl Appended {
         };
         if outcome.end > off {
             Ok(off)
+        } else if let Some(cause) = outcome.failed {
+            Err(AppendError::Storage { cause })
+        } else {
+            Err(AppendError::Closed)
+        }
+    }
+}
+
+/// One queued chunk of a [`SubmittedBatch`].
+#[derive(Debug)]
+struct Chunk {
+    count: usize,
+    state: ChunkState,
+}
+
+#[derive(Debug)]
+enum ChunkState {
+    /// Queued: the writer answers with the chunk's first offset.
+    Queued(oneshot::Receiver<Result<u64, AppendError>>),
+    /// Answered, or refused before it was queued.
+    Done(Result<u64, AppendError>),
+}
+
+/// A batch handed to the writer in order ([`Log::submit_many`]); [`SubmittedBatch::written`]
+/// waits for its offsets.
+#[derive(Debug)]
+pub struct SubmittedBatch {
+    len: usize,
+    /// Records refused before queueing (too large), by ascending index.
+    refused: Vec<(usize, AppendError)>,
+    /// The accepted records, in order, as queued chunks.
+    chunks: Vec<Chunk>,
+    rx: watch::Receiver<DurableState>,
+}
+
+impl SubmittedBatch {
+    /// Number of records submitted (accepted and refused).
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether the batch had no records.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Resolves once the writer has written (or refused) every chunk: one outcome per record.
+    pub async fn written(mut self) -> AppendedBatch {
+        for chunk in &mut self.chunks {
+            if let ChunkState::Queued(rx) = &mut chunk.state {
+                let answer = rx.await.unwrap_or(Err(AppendError::Closed));
+                chunk.state = ChunkState::Done(answer);
+            }
+        }
+        let mut outcomes = Vec::with_capacity(self.len);
+        let mut refused = self.refused.into_iter().peekable();
+        let mut chunks = self.chunks.into_iter();
+        let mut current: Option<(usize, Result<u64, AppendError>)> = None;
+        let mut end = None;
+        for i in 0..self.len {
+            if refused.peek().is_some_and(|(at, _)| *at == i) {
+                if let Some((_, e)) = refused.next() {
+                    outcomes.push(Err(e));
+                }
+                continue;
+            }
+            if current.as_ref().is_none_or(|(left, _)| *left == 0) {
+                current = chunks.next().map(|c| match c.state {
+                    ChunkState::Done(r) => (c.count, r),
+                    ChunkState::Queued(_) => (c.count, Err(AppendError::Closed)),
+                });
+            }
+            match current.as_mut() {
+                Some((left, Ok(next))) => {
+                    outcomes.push(Ok(*next));
+                    end = Some(*next + 1);
+                    *next += 1;
+                    *left -= 1;
+                }
+                Some((left, Err(e))) => {
+                    outcomes.push(Err(e.clone()));
+                    *left -= 1;
+                }
+                None => outcomes.push(Err(AppendError::Closed)),
+            }
+        }
+        AppendedBatch {
+            outcomes,
+            end,
+            rx: self.rx,
+        }
+    }
+}
+
+/// A written batch: one outcome per submitted record (its offset, or why it was refused);
+/// [`AppendedBatch::durable`] waits for the sync covering all of them.
+#[derive(Debug)]
+pub struct AppendedBatch {
+    outcomes: Vec<Result<u64, AppendError>>,
+    /// One past the highest offset of the batch.
+    end: Option<u64>,
+    rx: watch::Receiver<DurableState>,
+}
+
+impl AppendedBatch {
+    /// The outcome of every record, in submission order.
+    pub fn outcomes(&self) -> &[Result<u64, AppendError>] {
+        &self.outcomes
+    }
+
+    /// Takes the outcomes.
+    pub fn into_outcomes(self) -> Vec<Result<u64, AppendError>> {
+        self.outcomes
+    }
+
+    /// Records that got an offset.
+    pub fn accepted(&self) -> usize {
+        self.outcomes.iter().filter(|o| o.is_ok()).count()
+    }
+
+    /// Resolves when every accepted record is durable under the fsync policy (see
+    /// [`Appended::durable`]); `Ok` at once if none was accepted. On `Err` none of them may be
+    /// acknowledged as durable.
+    pub async fn durable(&mut self) -> Result<(), AppendError> {
+        let Some(end) = self.end else {
+            return Ok(());
+        };
+        let waited = self
+            .rx
+            .wait_for(|d| d.end >= end || d.failed.is_some() || d.closed)
+            .await
+            .map(|d| d.clone());
+        let outcome = match waited {
+            Ok(d) => d,
+            Err(_) => self.rx.borrow().clone(),
+        };
+        if outcome.end >= end {
+            Ok(())
         } else if let Some(cause) = outcome.failed {
             Err(AppendError::Storage { cause })
         } else {
@@ -588,8 +736,126 @@ impl Log {
     /// Appends one record: resolves once it is written and has an offset (waits for space
     /// under `WhenFull::Block`; other tasks keep running). Dropping the future while it waits
     /// for space appends nothing; dropping it after the record was queued may still append it.
+    ///
+    /// Concurrent `append` futures (even of one task) may reach the writer in any order; use
+    /// [`Log::submit_many`] / [`Log::append_many`] when records must keep their order.
     pub async fn append(&self, record: NewRecord) -> Result<Appended, AppendError> {
+        let need = self.frame_len_checked(&record)?;
+        let rx = self.inner.shared.durable.subscribe();
+        let reply_rx = self
+            .queue(need, |reply, permits| {
+                Msg::Append(AppendReq {
+                    record,
+                    reserved: need,
+                    reply,
+                    _permits: permits,
+                })
+            })
+            .await?;
+        let offset = reply_rx.await.map_err(|_| AppendError::Closed)??;
+        Ok(Appended { offset, rx })
+    }
+
+    /// Queues `records` for the writer **in order**, as one hand-off per chunk (a chunk holds
+    /// up to [`Log::max_chunk_bytes`] of frames, so ordinary batches are one chunk), and
+    /// resolves once every chunk is queued; [`SubmittedBatch::written`] then yields the offsets.
+    ///
+    /// Ordering: the accepted records of one batch get increasing offsets in the order given,
+    /// contiguous within a chunk; batches submitted one after the other by one caller (each
+    /// `submit_many` awaited before the next starts) are appended in that order. Nothing is
+    /// dropped silently: every record gets an outcome in [`AppendedBatch::outcomes`]:
+    /// - a record over `max_record_bytes` is refused alone (`AppendError::TooLarge`), the others
+    ///   are appended;
+    /// - the disk budget is reserved per chunk: under `WhenFull::Block` this waits for space
+    ///   (the caller is held back, which is the backpressure); under `Reject` a chunk that does
+    ///   not fit is refused whole (`AppendError::Full` for each of its records);
+    /// - a sticky storage failure or a closed log refuses the chunks not yet written; a
+    ///   failure while a chunk is being written refuses that whole chunk (some of its records
+    ///   may be on disk but are never reported durable, as with [`Log::append`]).
+    ///
+    /// Dropping the future while it waits appends the chunks already queued and none after.
+    pub async fn submit_many(&self, records: Vec<NewRecord>) -> SubmittedBatch {
         let shared = &self.inner.shared;
+        let limit = self.max_chunk_bytes();
+        let len = records.len();
+        let mut refused = Vec::new();
+        let mut chunks = Vec::new();
+        let mut cur: Vec<NewRecord> = Vec::new();
+        let mut cur_lens: Vec<u64> = Vec::new();
+        let mut cur_bytes = 0u64;
+        let rx = shared.durable.subscribe();
+        // The usual case: every record fits and the batch is one chunk; hand the vector over
+        // as it is.
+        let mut lens = Vec::with_capacity(len);
+        let mut total = 0u64;
+        for record in &records {
+            match self.frame_len_checked(record) {
+                Ok(need) if total + need <= limit => {
+                    lens.push(need);
+                    total += need;
+                }
+                _ => break,
+            }
+        }
+        if lens.len() == len {
+            if len > 0 {
+                chunks.push(self.queue_chunk(records, lens, total).await);
+            }
+            return SubmittedBatch {
+                len,
+                refused,
+                chunks,
+                rx,
+            };
+        }
+        for (i, record) in records.into_iter().enumerate() {
+            let need = match self.frame_len_checked(&record) {
+                Ok(need) => need,
+                Err(e) => {
+                    refused.push((i, e));
+                    continue;
+                }
+            };
+            if !cur.is_empty() && cur_bytes + need > limit {
+                let records = std::mem::take(&mut cur);
+                let lens = std::mem::take(&mut cur_lens);
+                chunks.push(self.queue_chunk(records, lens, cur_bytes).await);
+                cur_bytes = 0;
+            }
+            cur.push(record);
+            cur_lens.push(need);
+            cur_bytes += need;
+        }
+        if !cur.is_empty() {
+            chunks.push(self.queue_chunk(cur, cur_lens, cur_bytes).await);
+        }
+        SubmittedBatch {
+            len,
+            refused,
+            chunks,
+            rx,
+        }
+    }
+
+    /// [`Log::submit_many`], then waits until the batch is written ([`SubmittedBatch::written`]).
+    pub async fn append_many(&self, records: Vec<NewRecord>) -> AppendedBatch {
+        self.submit_many(records).await.written().await
+    }
+
+    /// Largest chunk [`Log::submit_many`] hands to the writer at once (bytes of frames).
+    pub fn max_chunk_bytes(&self) -> u64 {
+        let cfg = &self.inner.shared.cfg;
+        let one = u64::from(cfg.max_record_bytes) + FRAME_HEADER_LEN as u64;
+        cfg.segment_bytes.max(one).min(self.queue_capacity())
+    }
+
+    fn queue_capacity(&self) -> u64 {
+        QUEUE_BYTES.max(u64::from(self.inner.shared.cfg.max_record_bytes) + 64)
+    }
+
+    /// Bytes `record` takes on disk, or `TooLarge`.
+    fn frame_len_checked(&self, record: &NewRecord) -> Result<u64, AppendError> {
+        let max = self.inner.shared.cfg.max_record_bytes;
         let body = format::body_ref(
             u64::MAX,
             record.timestamp_ms,
@@ -600,14 +866,48 @@ impl Log {
             &record.payload,
         );
         let body_len = format::body_len(&body) as u64;
-        drop(body);
-        if body_len > u64::from(shared.cfg.max_record_bytes) {
+        if body_len > u64::from(max) {
             return Err(AppendError::TooLarge {
                 size: body_len,
-                max: shared.cfg.max_record_bytes,
+                max,
             });
         }
-        let need = body_len + FRAME_HEADER_LEN as u64;
+        Ok(body_len + FRAME_HEADER_LEN as u64)
+    }
+
+    async fn queue_chunk(&self, records: Vec<NewRecord>, lens: Vec<u64>, need: u64) -> Chunk {
+        let count = records.len();
+        let queued = self
+            .queue(need, |reply, permits| {
+                Msg::Batch(BatchReq {
+                    records,
+                    frame_lens: lens,
+                    reserved: need,
+                    reply,
+                    _permits: permits,
+                })
+            })
+            .await;
+        Chunk {
+            count,
+            state: match queued {
+                Ok(rx) => ChunkState::Queued(rx),
+                Err(e) => ChunkState::Done(Err(e)),
+            },
+        }
+    }
+
+    /// Reserves `need` bytes of budget and queue space (waiting as the policy says), then
+    /// hands the message to the writer. Returns the receiver of the writer's answer.
+    async fn queue(
+        &self,
+        need: u64,
+        msg: impl FnOnce(
+            oneshot::Sender<Result<u64, AppendError>>,
+            (OwnedSemaphorePermit, OwnedSemaphorePermit),
+        ) -> Msg,
+    ) -> Result<oneshot::Receiver<Result<u64, AppendError>>, AppendError> {
+        let shared = &self.inner.shared;
         loop {
             let notified = shared.space.notified();
             tokio::pin!(notified);
@@ -637,26 +937,20 @@ impl Log {
             .acquire_owned()
             .await
             .map_err(|_| AppendError::Closed)?;
+        let permits = need.min(self.queue_capacity());
         let bytes_permit = self
             .inner
             .queue_bytes
             .clone()
-            .acquire_many_owned(u32::try_from(need).unwrap_or(u32::MAX))
+            .acquire_many_owned(u32::try_from(permits).unwrap_or(u32::MAX))
             .await
             .map_err(|_| AppendError::Closed)?;
         let (reply, reply_rx) = oneshot::channel();
         let tx = lock(&self.inner.tx).clone().ok_or(AppendError::Closed)?;
-        let rx = shared.durable.subscribe();
-        tx.try_send(Msg::Append(AppendReq {
-            record,
-            reserved: need,
-            reply,
-            _permits: (slot, bytes_permit),
-        }))
-        .map_err(|_| AppendError::Closed)?;
+        tx.try_send(msg(reply, (slot, bytes_permit)))
+            .map_err(|_| AppendError::Closed)?;
         std::mem::forget(reservation);
-        let offset = reply_rx.await.map_err(|_| AppendError::Closed)??;
-        Ok(Appended { offset, rx })
+        Ok(reply_rx)
     }
 
     /// Opens (or creates at the oldest offset) a named cursor, persisted under `dir/cursors`.
@@ -958,6 +1252,7 @@ impl Writer {
             while let Some(msg) = next {
                 match msg {
                     Msg::Append(req) => self.stage(req),
+                    Msg::Batch(req) => self.stage_batch(req),
                     Msg::Close(reply) => {
                         close = Some(reply);
                         break;
@@ -995,6 +1290,10 @@ impl Writer {
 
     fn fail(&mut self, op: &str, err: &std::io::Error) {
         let cause = format!("{op} {} failed: {err}", self.active.path.display());
+        self.fail_with(cause);
+    }
+
+    fn fail_with(&mut self, cause: String) {
         tracing::error!(%cause, "edge-log storage failure; refusing writes until reopen");
         self.shared.set_sticky(&cause);
         for (reply, _) in self.staged.drain(..) {
@@ -1008,23 +1307,56 @@ impl Writer {
 
     fn stage(&mut self, req: AppendReq) {
         self.batch_reserved += req.reserved;
-        if let Some(cause) = &self.failed {
-            let _ = req.reply.send(Err(AppendError::Storage {
-                cause: cause.clone(),
-            }));
-            return;
+        match self.stage_record(&req.record, None) {
+            Ok(offset) => self.staged.push((req.reply, offset)),
+            Err(e) => {
+                let _ = req.reply.send(Err(e));
+            }
         }
-        let r = &req.record;
-        let body = format::body_ref(
-            self.next_offset,
-            r.timestamp_ms,
-            r.source,
-            &r.topic,
-            &r.client_id,
-            &r.headers,
-            &r.payload,
-        );
-        let frame_len = (FRAME_HEADER_LEN + format::body_len(&body)) as u64;
+    }
+
+    /// Stages a chunk: contiguous offsets, one answer (its first offset). A failure refuses
+    /// the whole chunk; it is sticky, so nothing of the chunk is ever reported durable.
+    fn stage_batch(&mut self, req: BatchReq) {
+        self.batch_reserved += req.reserved;
+        let first = self.next_offset;
+        for (record, &len) in req.records.iter().zip(&req.frame_lens) {
+            if let Err(e) = self.stage_record(record, Some(len)) {
+                if self.failed.is_none() {
+                    // Only encoding can fail without a storage failure; later records would
+                    // get offsets the answer cannot describe, so stop writing altogether.
+                    self.fail_with(e.to_string());
+                }
+                let _ = req.reply.send(Err(e));
+                return;
+            }
+        }
+        self.staged.push((req.reply, first));
+    }
+
+    /// Encodes one record into the write buffer (rolling the segment first if it would not
+    /// fit) and returns its offset.
+    fn stage_record(&mut self, r: &NewRecord, frame_len: Option<u64>) -> Result<u64, AppendError> {
+        if let Some(cause) = &self.failed {
+            return Err(AppendError::Storage {
+                cause: cause.clone(),
+            });
+        }
+        let frame_len = match frame_len {
+            Some(len) => len,
+            None => {
+                let body = format::body_ref(
+                    self.next_offset,
+                    r.timestamp_ms,
+                    r.source,
+                    &r.topic,
+                    &r.client_id,
+                    &r.headers,
+                    &r.payload,
+                );
+                (FRAME_HEADER_LEN + format::body_len(&body)) as u64
+            }
+        };
         let filled = self.active_len + self.buf.len() as u64;
         if filled + frame_len > self.shared.cfg.segment_bytes && filled > SEGMENT_HEADER_LEN as u64
         {
@@ -1033,10 +1365,9 @@ impl Writer {
                 self.roll();
             }
             if let Some(cause) = &self.failed {
-                let _ = req.reply.send(Err(AppendError::Storage {
+                return Err(AppendError::Storage {
                     cause: cause.clone(),
-                }));
-                return;
+                });
             }
         }
         let body = format::body_ref(
@@ -1050,18 +1381,22 @@ impl Writer {
         );
         let pos = self.active_len + self.buf.len() as u64;
         if let Err(e) = format::encode_frame(&body, &mut self.buf) {
-            let _ = req.reply.send(Err(AppendError::Storage {
+            return Err(AppendError::Storage {
                 cause: format!("encoding record failed: {e}"),
-            }));
-            return;
+            });
         }
         self.active.note(self.next_offset, pos);
-        self.staged.push((req.reply, self.next_offset));
+        let offset = self.next_offset;
         self.next_offset += 1;
+        Ok(offset)
     }
 
     fn write_buf(&mut self) {
         if self.buf.is_empty() {
+            // A chunk whose frames went out with a roll's write is complete all the same.
+            if self.failed.is_none() {
+                self.written.append(&mut self.staged);
+            }
             return;
         }
         let n = self.buf.len() as u64;

@@ -18,16 +18,31 @@ use proptest::prelude::*;
 
 #[derive(Debug, Clone)]
 enum Op {
-    Append { n: usize, len: usize, wait: bool },
-    Read { max: usize },
+    Append {
+        n: usize,
+        len: usize,
+        wait: bool,
+    },
+    /// One ordered batch; lengths above ~200 make records over max_record_bytes (refused alone).
+    AppendMany {
+        lens: Vec<usize>,
+        wait: bool,
+    },
+    Read {
+        max: usize,
+    },
     Commit,
     Crash(CrashMode),
-    TruncateTail { bytes: u64 },
+    TruncateTail {
+        bytes: u64,
+    },
 }
 
 fn op() -> impl Strategy<Value = Op> {
     prop_oneof![
         4 => (1usize..8, 0usize..120, any::<bool>()).prop_map(|(n, len, wait)| Op::Append { n, len, wait }),
+        2 => (proptest::collection::vec(prop_oneof![6 => 0usize..120, 1 => 250usize..300], 0..12), any::<bool>())
+            .prop_map(|(lens, wait)| Op::AppendMany { lens, wait }),
         2 => (1usize..20).prop_map(|max| Op::Read { max }),
         1 => Just(Op::Commit),
         1 => prop_oneof![
@@ -118,6 +133,43 @@ async fn run(ops: Vec<Op>, always: bool) -> Result<(), TestCaseError> {
                     m.records.push(Some(r));
                     if let Some(d) = durable {
                         m.durable = m.durable.max(d + 1);
+                    }
+                }
+                m.durable = m.durable.max(log.durable_end());
+            }
+            Op::AppendMany { lens, wait } => {
+                let records: Vec<NewRecord> = lens
+                    .iter()
+                    .map(|&len| {
+                        id += 1;
+                        rec(id - 1, len)
+                    })
+                    .collect();
+                let mut batch = log.append_many(records.clone()).await;
+                prop_assert_eq!(batch.outcomes().len(), records.len());
+                let mut last = None;
+                for (r, outcome) in records.iter().zip(batch.outcomes()) {
+                    match outcome {
+                        Ok(off) => {
+                            prop_assert_eq!(
+                                *off,
+                                m.records.len() as u64,
+                                "batch offsets must be dense and in order"
+                            );
+                            m.records.push(Some(r.clone()));
+                            last = Some(*off);
+                        }
+                        Err(edge_log::AppendError::TooLarge { .. }) => {
+                            prop_assert!(r.payload.len() >= 200, "refused a record that fits");
+                        }
+                        Err(e) => prop_assert!(false, "unexpected refusal: {}", e),
+                    }
+                }
+                if wait && always {
+                    batch.durable().await.unwrap();
+                    if let Some(last) = last {
+                        prop_assert!(log.durable_end() > last);
+                        m.durable = m.durable.max(last + 1);
                     }
                 }
                 m.durable = m.durable.max(log.durable_end());

@@ -5,12 +5,19 @@
 //! leave in the order they were produced. When the outbox would exceed `nats.max_pending`, the
 //! subscriber is a slow consumer: it gets `-ERR 'Slow Consumer'` and is disconnected.
 //!
-//! Routed publishes are submitted to the log in arrival order, up to
-//! `MAX_APPENDS_IN_FLIGHT` per connection so they share fdatasyncs (group commit); with that
-//! many waiting (a full log under `when_full = "block"`) the connection stops reading, so the
-//! log pushes back through TCP, while output keeps flowing. A routed message reaches local
-//! subscribers once it is written, and its PubAck goes to the reply subject once it is
-//! durable; replies leave in the order the publishes came in.
+//! Routed publishes are collected while a read buffer is decoded and handed to the log as one
+//! ordered batch ([`edge_log::Log::submit_many`]); one submission at a time, so they enter the
+//! log in arrival order by construction, and one durable wait covers the batch (group commit).
+//! While the log holds a submission back (full under `when_full = "block"`), or a connection
+//! has `MAX_RECORDS_IN_FLIGHT` records / `MAX_BYTES_IN_FLIGHT` bytes unanswered, it stops
+//! reading, so the log pushes back through TCP, while output keeps flowing. A routed message
+//! reaches local subscribers once it is written, and its PubAck goes to the reply subject once
+//! it is durable; replies leave in the order the publishes came in.
+//!
+//! While every subscription in the hub is this connection's own (none in a queue group), the
+//! connection computes the fan-out itself: PubAcks go straight into its matching
+//! subscriptions, and a routed publish that none of them matches is not built for local
+//! delivery. Any other subscriber (NATS or MQTT) in the hub sends everything through the hub.
 
 use std::collections::{HashMap, VecDeque};
 use std::future::Future;
@@ -22,7 +29,7 @@ use std::task::Poll;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use edge_log::{AppendError, Appended, Header, NewRecord, Source};
+use edge_log::{AppendError, AppendedBatch, Header, NewRecord, Source, SubmittedBatch};
 use edge_proto::nats::{
     ClientOp, Connect, HeaderMap, Limits, Pub, ServerError, ServerOp, Sub, Unsub, decode_client_op,
     encode_msg, subject,
@@ -34,11 +41,14 @@ use tokio::sync::{Notify, OwnedSemaphorePermit};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use super::server::{NatsMetrics, NatsServer, hub_filter, nats_message};
+use super::server::{NatsMetrics, NatsServer, hub_filter, nats_message, nats_message_at};
 use crate::hub::{Delivery, Mailbox, SubEntry};
 use crate::message::{Message, now_ms};
 use crate::router::Filter;
+use crate::router::filter::mqtt_levels;
 
+/// Bytes read from the socket at once (at most).
+const READ_CHUNK: usize = 64 << 10;
 /// How long a closing connection waits for the log to take the publishes it already read.
 const APPEND_DRAIN: Duration = Duration::from_secs(5);
 /// How long a closing connection may take to flush its last bytes.
@@ -134,11 +144,33 @@ impl Mailbox for SubMailbox {
             .response_topic
             .as_deref()
             .and_then(|t| subject::mqtt_topic_to_nats_subject(t).ok());
+        self.push_msg(
+            &subject,
+            reply.as_deref(),
+            &message.properties.user_properties,
+            &message.payload,
+            message.publisher,
+        )
+    }
+}
+
+impl SubMailbox {
+    /// Encodes one MSG/HMSG into the outbox, within the subscription's UNSUB max and the
+    /// connection's output bound (beyond it the connection is a slow consumer).
+    fn push_msg(
+        &self,
+        subject: &str,
+        reply: Option<&str>,
+        user_properties: &[(String, String)],
+        payload: &[u8],
+        publisher: Option<u64>,
+    ) -> bool {
+        let server = &self.outbox.server;
         let mut state = self.outbox.lock();
         if state.closed {
             return false;
         }
-        if !state.echo && message.publisher == Some(self.outbox.conn_key) {
+        if !state.echo && publisher == Some(self.outbox.conn_key) {
             return true;
         }
         let max = self.max.load(Ordering::Relaxed);
@@ -146,21 +178,20 @@ impl Mailbox for SubMailbox {
         if max > 0 && n > max {
             return false;
         }
-        let headers =
-            (state.headers && !message.properties.user_properties.is_empty()).then(|| {
-                let mut h = HeaderMap::new();
-                for (k, v) in &message.properties.user_properties {
-                    h.append(k.as_str(), v.as_str());
-                }
-                let mut b = BytesMut::new();
-                h.encode(&mut b);
-                b
-            });
+        let headers = (state.headers && !user_properties.is_empty()).then(|| {
+            let mut h = HeaderMap::new();
+            for (k, v) in user_properties {
+                h.append(k.as_str(), v.as_str());
+            }
+            let mut b = BytesMut::new();
+            h.encode(&mut b);
+            b
+        });
         let size = subject.len()
             + self.sid.len()
-            + reply.as_ref().map_or(0, String::len)
+            + reply.map_or(0, str::len)
             + headers.as_ref().map_or(0, |h| h.len())
-            + message.payload.len()
+            + payload.len()
             + 48;
         if state.buf.len() + state.writing + size > self.outbox.max_pending {
             state.slow = true;
@@ -171,11 +202,11 @@ impl Mailbox for SubMailbox {
         }
         encode_msg(
             &mut state.buf,
-            &subject,
+            subject,
             &self.sid,
-            reply.as_deref(),
+            reply,
             headers.as_deref(),
-            &message.payload,
+            payload,
         );
         if max > 0 && n == max {
             state.finished.push(self.sid.clone());
@@ -196,90 +227,60 @@ struct SubRecord {
     mailbox: Arc<SubMailbox>,
 }
 
-/// Routed publishes a connection may have submitted to the log and not yet seen written.
-/// Several in flight let one connection's records share an fdatasync (group commit).
-///
-/// Order: the appends are first polled in arrival order, outside tokio's cooperative budget
-/// (a budget-starved append would otherwise be overtaken by a later one), which is the order
-/// they enter the log as long as edge-log's submission queue (1024 slots, 16 MiB) has room.
-/// One connection alone stays below that (256 records, 4 MiB); when several busy connections
-/// together fill it, a waiting append can be overtaken by a later one of the same connection
-/// (edge-log's `append` does not promise FIFO between concurrent callers). Such overtakes are
-/// counted in `edge_nats_reordered_appends_total`.
-const MAX_APPENDS_IN_FLIGHT: usize = 256;
-/// Payload bytes of those appends a connection may hold (memory bound per connection).
-const MAX_APPEND_BYTES_IN_FLIGHT: usize = 4 << 20;
+/// Routed records a connection may hold between decoding and the durable answer (collected,
+/// submitted, written). Many in flight let one fdatasync cover many of them (group commit).
+const MAX_RECORDS_IN_FLIGHT: usize = 8192;
+/// Payload and header bytes of those records (memory bound per connection).
+const MAX_BYTES_IN_FLIGHT: usize = 4 << 20;
+/// A collected batch is handed to the log once it holds this many records or bytes (and at
+/// the end of every read buffer).
+const MAX_BATCH_RECORDS: usize = 2048;
+const MAX_BATCH_BYTES: usize = 1 << 20;
 
-/// Which of a connection's appends made progress (by sequence number), and the connection's
-/// task to wake: a connection with many appends in flight polls only those.
-#[derive(Debug, Default)]
-struct WokenAppends {
-    state: Mutex<(Vec<u64>, Option<std::task::Waker>)>,
+/// A routed publish in a batch, with what happens once the log has answered.
+struct BatchItem {
+    /// Delivered to local subscribers once written.
+    message: Option<Arc<Message>>,
+    /// Absolute index of its reply in `acks`, if it has a reply subject.
+    ack: Option<u64>,
+    stream: Arc<str>,
+    msg_id: Option<String>,
 }
 
-impl WokenAppends {
-    fn mark(&self, id: u64) {
-        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
-        state.0.push(id);
-        if let Some(task) = state.1.as_ref() {
-            task.wake_by_ref();
-        }
-    }
+/// Routed publishes collected from the input, not yet handed to the log.
+#[derive(Default)]
+struct Collecting {
+    records: Vec<NewRecord>,
+    items: Vec<BatchItem>,
+    bytes: usize,
 }
 
-/// The waker one append's future gets.
-#[derive(Debug)]
-struct AppendWaker {
-    id: u64,
-    woken: Arc<WokenAppends>,
-}
-
-impl std::task::Wake for AppendWaker {
-    fn wake(self: Arc<Self>) {
-        self.woken.mark(self.id);
-    }
-
-    fn wake_by_ref(self: &Arc<Self>) {
-        self.woken.mark(self.id);
-    }
-}
-
-/// A routed publish on its way into the log (the log may be full and blocking).
-struct PendingAppend {
-    /// Sequence number within the connection (consecutive in the queue).
-    id: u64,
-    state: AppendState,
-    waker: std::task::Waker,
+/// A batch handed to the log, oldest first.
+struct InflightBatch {
+    items: Vec<BatchItem>,
     /// Payload and header bytes held.
     bytes: usize,
-    message: Option<Arc<Message>>,
-    reply: Option<String>,
-    stream: String,
-    msg_id: Option<String>,
+    /// Connection-wide number of its first record (PONGs wait for records before them).
+    first: u64,
+    phase: Phase,
+}
+
+enum Phase {
+    /// Queued in the log: waits for the offsets.
+    Writing(BoxFuture<AppendedBatch>),
+    Written(AppendedBatch),
+    /// Local delivery done: waits for the fdatasync.
+    Syncing(BoxFuture<(AppendedBatch, Result<(), AppendError>)>),
+    Synced(AppendedBatch, Result<(), AppendError>),
+    /// Being moved between phases.
+    Taken,
 }
 
 /// A reply owed on a reply subject, in arrival order.
 struct PendingAck {
     reply: String,
-    stream: String,
-    msg_id: Option<String>,
-    outcome: AckOutcome,
-}
-
-enum AppendState {
-    /// Still running: polled in arrival order, so records enter the log in that order.
-    Running(BoxFuture<Result<Appended, AppendError>>),
-    /// Finished, waiting for the publishes before it.
-    Done(Result<Appended, AppendError>),
-    /// Handed on.
-    Taken,
-}
-
-enum AckOutcome {
-    /// Ready to send (duplicate answer, error).
-    Ready(Bytes),
-    /// Waiting for the log to make the record durable.
-    Durable(BoxFuture<Result<u64, AppendError>>),
+    /// The answer, once known (a durable PubAck waits for its batch's fdatasync).
+    body: Option<Bytes>,
 }
 
 /// Serves one TCP connection until it ends.
@@ -338,15 +339,22 @@ pub async fn serve(
         connect: None,
         client_id: format!("nats-{}", conn_key - super::server::NATS_KEY_BASE),
         subs: HashMap::new(),
-        appends: VecDeque::new(),
-        append_bytes: 0,
-        last_offset: None,
+        hub_subs: (0, 0),
+        subs_version: 0,
+        interest_cache: None,
+        collecting: Collecting::default(),
+        submitting: None,
+        batches: VecDeque::new(),
+        in_flight: (0, 0),
         pongs: VecDeque::new(),
-        next_append: 0,
-        woken: Arc::new(WokenAppends::default()),
-        woken_scratch: Vec::new(),
+        next_record: 0,
+        written_below: 0,
+        route_cache: None,
         acks: VecDeque::new(),
+        acks_base: 0,
         pings_out: 0,
+        now_ms: now_ms(),
+        clock_stale: true,
         shutdown,
     };
     let exit = connection.serve_loop().await;
@@ -369,16 +377,37 @@ struct Connection {
     connect: Option<Box<Connect>>,
     client_id: String,
     subs: HashMap<String, SubRecord>,
-    appends: VecDeque<PendingAppend>,
-    append_bytes: usize,
-    last_offset: Option<u64>,
-    /// PINGs waiting for the appends before them (each: the first append id after the PING).
+    /// Subscriptions of this connection in the hub, and how many of them are in queue groups.
+    hub_subs: (usize, usize),
+    /// Bumped whenever this connection's subscriptions change.
+    subs_version: u64,
+    /// Whether a routed publish on the last subject reaches anyone: (subject, subs_version,
+    /// hub size, answer). Valid only while every hub subscription is this connection's own.
+    interest_cache: Option<(String, u64, usize, bool)>,
+    /// Routed publishes decoded from the input, not yet handed to the log.
+    collecting: Collecting,
+    /// The batch being handed to the log (only one at a time: that keeps the order).
+    submitting: Option<(BoxFuture<SubmittedBatch>, InflightBatch)>,
+    /// Batches in the log, oldest first.
+    batches: VecDeque<InflightBatch>,
+    /// Records and bytes from decoding to the durable answer.
+    in_flight: (usize, usize),
+    /// PINGs waiting for the routed publishes before them (each: the record count at the PING).
     pongs: VecDeque<u64>,
-    next_append: u64,
-    woken: Arc<WokenAppends>,
-    woken_scratch: Vec<u64>,
+    /// Routed records decoded so far.
+    next_record: u64,
+    /// Routed records written (or refused) so far.
+    written_below: u64,
+    /// The last routed subject looked up: (routes generation, subject, stream).
+    route_cache: Option<(u64, String, Option<Arc<str>>)>,
     acks: VecDeque<PendingAck>,
+    /// Absolute index of `acks.front()`.
+    acks_base: u64,
     pings_out: u32,
+    /// Wall clock (unix ms) read once per read buffer: routed records' ingest time.
+    now_ms: u64,
+    /// `now_ms` is from an earlier read buffer.
+    clock_stale: bool,
     shutdown: CancellationToken,
 }
 
@@ -396,8 +425,11 @@ impl Connection {
     /// Whether more input may be handled: not while the log holds many of this client's
     /// publishes, and not while the client does not read what it gets (bounded output).
     fn can_process(&self) -> bool {
-        self.appends.len() < MAX_APPENDS_IN_FLIGHT
-            && self.append_bytes < MAX_APPEND_BYTES_IN_FLIGHT
+        let batch_full = self.collecting.records.len() >= MAX_BATCH_RECORDS
+            || self.collecting.bytes >= MAX_BATCH_BYTES;
+        !(batch_full && self.submitting.is_some())
+            && self.in_flight.0 < MAX_RECORDS_IN_FLIGHT
+            && self.in_flight.1 < MAX_BYTES_IN_FLIGHT
             && self.acks.len() < self.settings.max_inflight
             && self.outbox.pending() < self.outbox.max_pending
     }
@@ -409,7 +441,9 @@ impl Connection {
             return Err(Exit::SlowConsumer);
         }
         if self.outbuf.is_empty() && !state.buf.is_empty() {
-            self.outbuf = state.buf.split();
+            // Swap rather than split: the drained buffer keeps its allocation for the next
+            // round of output.
+            std::mem::swap(&mut self.outbuf, &mut state.buf);
         }
         state.writing = self.outbuf.len();
         let finished = std::mem::take(&mut state.finished);
@@ -434,15 +468,20 @@ impl Connection {
                 return exit;
             }
             let can_read = self.can_process();
+            if can_read && self.inbuf.capacity() - self.inbuf.len() < READ_CHUNK / 4 {
+                // Read big chunks: a whole client write becomes one batch for the log. (The
+                // payloads decoded earlier still share the old buffer, so this allocates.)
+                self.inbuf.reserve(READ_CHUNK);
+            }
             let awaiting_auth = self.connect.is_none() && self.server.auth_required();
             tokio::select! {
                 biased;
                 _ = self.shutdown.cancelled() => return Exit::Shutdown,
-                () = poll_appends(&mut self.appends, &self.woken, &mut self.woken_scratch), if !self.appends.is_empty() => {
-                    self.take_finished_appends();
+                submitted = poll_submitting(&mut self.submitting), if self.submitting.is_some() => {
+                    self.on_submitted(submitted);
                 }
-                durable = poll_front_ack(&mut self.acks), if !self.acks.is_empty() => {
-                    self.send_front_ack(durable);
+                () = poll_batches(&mut self.batches), if !self.batches.is_empty() => {
+                    self.advance_batches();
                 }
                 written = self.writer.write_buf(&mut self.outbuf), if !self.outbuf.is_empty() => {
                     if let Err(err) = written {
@@ -477,8 +516,25 @@ impl Connection {
     }
 
     /// Decodes and handles buffered ops while nothing holds input back.
+    /// Routed publishes are collected into one batch, handed to the log when the buffer is
+    /// drained (or the batch is full).
     fn process_input(&mut self) -> Result<(), Exit> {
+        let result = self.decode_input();
+        self.submit_collected();
+        self.send_ready_acks();
+        result
+    }
+
+    fn decode_input(&mut self) -> Result<(), Exit> {
+        // Read the clock once per buffer, and only if it holds a routed publish.
+        self.clock_stale = true;
         while self.can_process() {
+            if self.collecting.records.len() >= MAX_BATCH_RECORDS
+                || self.collecting.bytes >= MAX_BATCH_BYTES
+            {
+                self.submit_collected();
+                continue;
+            }
             match decode_client_op(&mut self.inbuf, &self.limits) {
                 Ok(Some(op)) => self.handle(op)?,
                 Ok(None) => return Ok(()),
@@ -493,6 +549,51 @@ impl Connection {
             }
         }
         Ok(())
+    }
+
+    /// Hands the collected batch to the log unless a submission is still under way.
+    fn submit_collected(&mut self) {
+        if self.submitting.is_some() || self.collecting.records.is_empty() {
+            return;
+        }
+        let n = self.collecting.records.len();
+        let collected = std::mem::replace(
+            &mut self.collecting,
+            Collecting {
+                records: Vec::with_capacity(n),
+                items: Vec::with_capacity(n),
+                bytes: 0,
+            },
+        );
+        let count = collected.items.len() as u64;
+        let batch = InflightBatch {
+            items: collected.items,
+            bytes: collected.bytes,
+            first: self.next_record - count,
+            phase: Phase::Taken,
+        };
+        let log = self.server.log.clone();
+        let records = collected.records;
+        let mut future: BoxFuture<SubmittedBatch> =
+            Box::pin(async move { log.submit_many(records).await });
+        // Usually there is room at once: no trip through the select loop.
+        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+        match future.as_mut().poll(&mut cx) {
+            Poll::Ready(submitted) => self.start_batch(submitted, batch),
+            Poll::Pending => self.submitting = Some((future, batch)),
+        }
+    }
+
+    fn on_submitted(&mut self, submitted: SubmittedBatch) {
+        if let Some((_, batch)) = self.submitting.take() {
+            self.start_batch(submitted, batch);
+        }
+        self.submit_collected();
+    }
+
+    fn start_batch(&mut self, submitted: SubmittedBatch, mut batch: InflightBatch) {
+        batch.phase = Phase::Writing(Box::pin(submitted.written()));
+        self.batches.push_back(batch);
     }
 
     fn handle(&mut self, op: ClientOp) -> Result<(), Exit> {
@@ -514,12 +615,12 @@ impl Connection {
                 Ok(())
             }
             ClientOp::Ping => {
-                if self.appends.is_empty() {
+                if self.written_below == self.next_record {
                     self.outbox.push_op(&ServerOp::Pong);
                 } else {
                     // PONG means "everything before the PING is done": routed publishes
                     // included, so a client's flush() returns once they are stored.
-                    self.pongs.push_back(self.next_append);
+                    self.pongs.push_back(self.next_record);
                 }
                 Ok(())
             }
@@ -574,7 +675,7 @@ impl Connection {
             .as_deref()
             .and_then(|h| HeaderMap::decode(h).ok());
         let stream = if valid {
-            self.server.route_for(&publish.subject)
+            self.route_for(&publish.subject)
         } else {
             None
         };
@@ -640,17 +741,48 @@ impl Connection {
         self.outbox.wake.notify_one();
     }
 
-    fn routed_pub(&mut self, publish: Pub, headers: Option<HeaderMap>, stream: String) {
+    /// The stream a publish on `subject` is stored in (cached for the last subject: publishers
+    /// tend to repeat it).
+    fn route_for(&mut self, subject: &str) -> Option<Arc<str>> {
+        let generation = self.server.routes_generation();
+        if let Some((g, cached, stream)) = &self.route_cache
+            && *g == generation
+            && cached == subject
+        {
+            return stream.clone();
+        }
+        let stream = self.server.route_for(subject).map(Arc::<str>::from);
+        self.route_cache = Some((generation, subject.to_owned(), stream.clone()));
+        stream
+    }
+
+    /// Queues a reply; returns its absolute index.
+    fn queue_ack(&mut self, reply: String, body: Option<Bytes>) -> u64 {
+        self.acks.push_back(PendingAck { reply, body });
+        self.acks_base + self.acks.len() as u64 - 1
+    }
+
+    fn set_ack(&mut self, index: u64, body: Bytes) {
+        if let Some(ack) = index
+            .checked_sub(self.acks_base)
+            .and_then(|i| usize::try_from(i).ok())
+            .and_then(|i| self.acks.get_mut(i))
+        {
+            ack.body = Some(body);
+        }
+    }
+
+    fn routed_pub(&mut self, publish: Pub, headers: Option<HeaderMap>, stream: Arc<str>) {
         let msg_id = headers
             .as_ref()
             .and_then(|h| h.get(MSG_ID))
             .map(str::to_owned);
         if let Some(expected) = headers.as_ref().and_then(|h| h.get(EXPECTED_STREAM))
-            && expected != stream
+            && expected != &*stream
         {
             if let Some(reply) = publish.reply {
                 let body = error_json(400, 10060, "expected stream does not match");
-                self.queue_ready(reply, stream, body);
+                self.queue_ack(reply, Some(body));
             }
             self.ok();
             return;
@@ -666,7 +798,7 @@ impl Connection {
                 NatsMetrics::inc(&self.server.metrics.duplicates);
                 if let Some(reply) = publish.reply {
                     let body = ack_json(&stream, seq, true);
-                    self.queue_ready(reply, stream, body);
+                    self.queue_ack(reply, Some(body));
                 }
                 self.ok();
                 return;
@@ -674,16 +806,25 @@ impl Connection {
         }
         // Subscribers get the message without the reply subject: that reply belongs to the
         // durable acknowledgement.
-        let message = nats_message(
-            &publish.subject,
-            None,
-            headers.as_ref(),
-            publish.payload.clone(),
-            Some(self.conn_key),
-            1,
-        );
+        if self.clock_stale {
+            self.now_ms = now_ms();
+            self.clock_stale = false;
+        }
+        let message = if self.needs_fan_out(&publish.subject) {
+            nats_message_at(
+                &publish.subject,
+                None,
+                headers.as_ref(),
+                publish.payload.clone(),
+                Some(self.conn_key),
+                1,
+                self.now_ms,
+            )
+        } else {
+            None
+        };
         let record = NewRecord {
-            timestamp_ms: now_ms(),
+            timestamp_ms: self.now_ms,
             source: Source::Nats,
             topic: publish.subject,
             client_id: self.client_id.clone(),
@@ -700,131 +841,183 @@ impl Connection {
                 .unwrap_or_default(),
             payload: publish.payload,
         };
-        let log = self.server.log.clone();
         let bytes = record.payload.len()
             + record
                 .headers
                 .iter()
                 .map(|h| h.key.len() + h.value.len())
                 .sum::<usize>();
-        self.append_bytes += bytes;
-        let id = self.next_append;
-        self.next_append += 1;
-        self.woken.mark(id);
-        self.appends.push_back(PendingAppend {
-            bytes,
-            state: AppendState::Running(Box::pin(tokio::task::unconstrained(async move {
-                log.append(record).await
-            }))),
-            id,
-            waker: std::task::Waker::from(Arc::new(AppendWaker {
-                id,
-                woken: Arc::clone(&self.woken),
-            })),
+        let ack = publish.reply.map(|reply| self.queue_ack(reply, None));
+        self.collecting.records.push(record);
+        self.collecting.items.push(BatchItem {
             message,
-            reply: publish.reply,
+            ack,
             stream,
             msg_id,
         });
+        self.collecting.bytes += bytes;
+        self.in_flight.0 += 1;
+        self.in_flight.1 += bytes;
+        self.next_record += 1;
         self.ok();
     }
 
-    fn queue_ready(&mut self, reply: String, stream: String, body: Bytes) {
-        self.acks.push_back(PendingAck {
-            reply,
-            stream,
-            msg_id: None,
-            outcome: AckOutcome::Ready(body),
-        });
+    /// Moves batches on, oldest first: written ones deliver locally (and refusals are
+    /// answered); synced ones answer their replies and leave.
+    fn advance_batches(&mut self) {
+        for i in 0..self.batches.len() {
+            match self.batches[i].phase {
+                Phase::Writing(_) => break,
+                Phase::Written(_) => {}
+                _ => continue,
+            }
+            let Phase::Written(appended) =
+                std::mem::replace(&mut self.batches[i].phase, Phase::Taken)
+            else {
+                continue;
+            };
+            let items = std::mem::take(&mut self.batches[i].items);
+            self.on_written(&appended, &items);
+            let batch = &mut self.batches[i];
+            batch.items = items;
+            self.written_below = batch.first + batch.items.len() as u64;
+            batch.phase = Phase::Syncing(Box::pin(async move {
+                let mut appended = appended;
+                let durable = appended.durable().await;
+                (appended, durable)
+            }));
+        }
+        while self
+            .batches
+            .front()
+            .is_some_and(|b| matches!(b.phase, Phase::Synced(..)))
+        {
+            let Some(batch) = self.batches.pop_front() else {
+                break;
+            };
+            self.in_flight.0 -= batch.items.len();
+            self.in_flight.1 -= batch.bytes;
+            if let Phase::Synced(appended, durable) = batch.phase {
+                self.on_synced(&appended, durable, &batch.items);
+            }
+        }
+        while self
+            .pongs
+            .front()
+            .is_some_and(|&at| at <= self.written_below)
+        {
+            self.pongs.pop_front();
+            self.outbox.push_op(&ServerOp::Pong);
+        }
+        self.send_ready_acks();
     }
 
-    /// The log took (or refused) a routed publish: deliver it locally and queue its ack.
-    fn on_appended(&mut self, pending: PendingAppend, appended: Result<Appended, AppendError>) {
-        match appended {
-            Ok(appended) => {
-                if self.last_offset.is_some_and(|last| appended.offset < last) {
-                    NatsMetrics::inc(&self.server.metrics.reordered);
-                    tracing::warn!(client = %self.client_id, offset = appended.offset, "routed publish overtaken in the log by a later one of the same connection");
-                }
-                self.last_offset = Some(
-                    self.last_offset
-                        .map_or(appended.offset, |l| l.max(appended.offset)),
-                );
-                NatsMetrics::inc(&self.server.metrics.stored);
-                if let Some(message) = &pending.message {
-                    self.server.publish_local(message);
-                }
-                match pending.reply {
-                    Some(reply) => self.acks.push_back(PendingAck {
-                        reply,
-                        stream: pending.stream,
-                        msg_id: pending.msg_id,
-                        outcome: AckOutcome::Durable(Box::pin(appended.durable())),
-                    }),
-                    None => {
+    /// The log wrote (or refused) a batch: deliver locally, answer refusals, remember ids of
+    /// publishes nobody waits for.
+    fn on_written(&mut self, appended: &AppendedBatch, items: &[BatchItem]) {
+        let server = Arc::clone(&self.server);
+        let metrics = &server.metrics;
+        for (item, outcome) in items.iter().zip(appended.outcomes()) {
+            match outcome {
+                Ok(offset) => {
+                    NatsMetrics::inc(&metrics.stored);
+                    if let Some(message) = &item.message {
+                        server.publish_local(message);
+                    }
+                    if item.ack.is_none()
+                        && let Some(id) = item.msg_id.as_deref()
+                    {
                         // Nobody waits; the id is remembered now so a resend is not stored twice.
-                        if let Some(id) = pending.msg_id {
-                            self.server
-                                .dedup
-                                .lock()
-                                .unwrap_or_else(|p| p.into_inner())
-                                .insert(
-                                    &pending.stream,
-                                    &id,
-                                    appended.offset,
-                                    std::time::Instant::now(),
-                                );
-                        }
+                        server
+                            .dedup
+                            .lock()
+                            .unwrap_or_else(|p| p.into_inner())
+                            .insert(&item.stream, id, *offset, std::time::Instant::now());
                     }
                 }
-            }
-            Err(err) => {
-                NatsMetrics::inc(&self.server.metrics.refused);
-                tracing::warn!(client = %self.client_id, "publish refused by the log: {err}");
-                if let Some(reply) = pending.reply {
-                    let code = if matches!(err, AppendError::TooLarge { .. }) {
-                        400
-                    } else {
-                        503
-                    };
-                    let body = error_json(code, 10077, &err.to_string());
-                    self.queue_ready(reply, pending.stream, body);
+                Err(err) => {
+                    NatsMetrics::inc(&metrics.refused);
+                    tracing::warn!(client = %self.client_id, "publish refused by the log: {err}");
+                    if let Some(ack) = item.ack {
+                        let code = if matches!(err, AppendError::TooLarge { .. }) {
+                            400
+                        } else {
+                            503
+                        };
+                        self.set_ack(ack, error_json(code, 10077, &err.to_string()));
+                    }
                 }
             }
         }
     }
 
-    /// The front reply is ready: publish it on its reply subject.
-    fn send_front_ack(&mut self, durable: Option<Result<u64, AppendError>>) {
-        let Some(ack) = self.acks.pop_front() else {
-            return;
-        };
-        let body = match (ack.outcome, durable) {
-            (AckOutcome::Ready(body), _) => body,
-            (AckOutcome::Durable(_), Some(Ok(seq))) => {
-                NatsMetrics::inc(&self.server.metrics.acks);
-                if let Some(id) = ack.msg_id.as_deref() {
-                    self.server
-                        .dedup
-                        .lock()
-                        .unwrap_or_else(|p| p.into_inner())
-                        .insert(&ack.stream, id, seq, std::time::Instant::now());
+    /// A batch is durable (or never will be): answer its replies.
+    fn on_synced(
+        &mut self,
+        appended: &AppendedBatch,
+        durable: Result<(), AppendError>,
+        items: &[BatchItem],
+    ) {
+        let mut body = BytesMut::new();
+        for (item, outcome) in items.iter().zip(appended.outcomes()) {
+            let (Some(ack), Ok(seq)) = (item.ack, outcome) else {
+                continue;
+            };
+            match &durable {
+                Ok(()) => {
+                    NatsMetrics::inc(&self.server.metrics.acks);
+                    if let Some(id) = item.msg_id.as_deref() {
+                        self.server
+                            .dedup
+                            .lock()
+                            .unwrap_or_else(|p| p.into_inner())
+                            .insert(&item.stream, id, *seq, std::time::Instant::now());
+                    }
+                    write_ack_json(&mut body, &item.stream, *seq);
+                    self.set_ack(ack, body.split().freeze());
                 }
-                ack_json(&ack.stream, seq, false)
+                Err(err) => {
+                    // Written but never made durable (fsync failed): never acknowledge it.
+                    tracing::error!(client = %self.client_id, "publish not durable: {err}");
+                    NatsMetrics::inc(&self.server.metrics.refused);
+                    self.set_ack(ack, error_json(503, 10077, &err.to_string()));
+                }
             }
-            (AckOutcome::Durable(_), Some(Err(err))) => {
-                // Written but never made durable (fsync failed): never acknowledge it.
-                tracing::error!(client = %self.client_id, "publish not durable: {err}");
-                NatsMetrics::inc(&self.server.metrics.refused);
-                error_json(503, 10077, &err.to_string())
+        }
+    }
+
+    /// Publishes the replies that are ready, in order, on their reply subjects.
+    fn send_ready_acks(&mut self) {
+        if self.acks.front().is_none_or(|a| a.body.is_none()) {
+            return;
+        }
+        // The fan-out as of now, for the whole run of ready replies.
+        let mine = self.hub_is_mine().is_some();
+        while self.acks.front().is_some_and(|a| a.body.is_some()) {
+            let Some(ack) = self.acks.pop_front() else {
+                break;
+            };
+            self.acks_base += 1;
+            let Some(body) = ack.body else {
+                continue;
+            };
+            // Server-originated (no publisher): delivered even to a publisher with echo off.
+            if mine {
+                match subject::nats_subject_to_mqtt_topic(&ack.reply) {
+                    Ok(topic) => {
+                        for record in self.own_matches(&topic) {
+                            record.mailbox.push_msg(&ack.reply, None, &[], &body, None);
+                        }
+                    }
+                    Err(_) => NatsMetrics::inc(&self.server.metrics.unmappable),
+                }
+            } else if let Some(message) =
+                nats_message_at(&ack.reply, None, None, body, None, 0, self.now_ms)
+            {
+                self.server.publish_local(&message);
+            } else {
+                NatsMetrics::inc(&self.server.metrics.unmappable);
             }
-            (AckOutcome::Durable(_), None) => return,
-        };
-        // Server-originated: delivered even to a publisher with echo off.
-        if let Some(message) = nats_message(&ack.reply, None, None, body, None, 0) {
-            self.server.publish_local(&message);
-        } else {
-            NatsMetrics::inc(&self.server.metrics.unmappable);
         }
     }
 
@@ -866,6 +1059,11 @@ impl Connection {
                 tracing::debug!(subject = %sub.subject, "NATS subscription has no MQTT equivalent; it receives nothing");
             }
         }
+        if filter.is_some() {
+            self.hub_subs.0 += 1;
+            self.hub_subs.1 += usize::from(sub.queue_group.is_some());
+        }
+        self.subs_version += 1;
         self.subs.insert(
             sub.sid,
             SubRecord {
@@ -892,50 +1090,78 @@ impl Connection {
     }
 
     fn remove_sub(&mut self, sid: &str) {
-        if let Some(record) = self.subs.remove(sid)
-            && let Some(filter) = &record.filter
-        {
-            self.server
-                .hub
-                .unsubscribe(filter, record.group.as_deref(), record.key);
+        if let Some(record) = self.subs.remove(sid) {
+            self.subs_version += 1;
+            if let Some(filter) = &record.filter {
+                self.hub_subs.0 -= 1;
+                self.hub_subs.1 -= usize::from(record.group.is_some());
+                self.server
+                    .hub
+                    .unsubscribe(filter, record.group.as_deref(), record.key);
+            }
         }
+    }
+
+    /// When every subscription in the hub is one of this connection's own and none is in a
+    /// queue group, a message reaches exactly this connection's matching subscriptions: the
+    /// connection can decide that itself, without the hub's fan-out (the hub's size is read
+    /// now, so this is the fan-out as of this instant). Returns the hub's size then.
+    fn hub_is_mine(&self) -> Option<usize> {
+        if self.hub_subs.1 > 0 {
+            return None;
+        }
+        let size = self.server.hub.len();
+        (size == self.hub_subs.0).then_some(size)
+    }
+
+    /// This connection's hub subscriptions matching an MQTT topic.
+    fn own_matches<'a>(&'a self, topic: &'a str) -> impl Iterator<Item = &'a SubRecord> + 'a {
+        let levels = mqtt_levels(topic);
+        self.subs
+            .values()
+            .filter(move |r| r.filter.as_ref().is_some_and(|f| f.matches(&levels)))
+    }
+
+    /// Whether a routed publish on `subject` needs the hub's fan-out (false only when it is
+    /// known to reach nobody).
+    fn needs_fan_out(&mut self, subject: &str) -> bool {
+        let Some(size) = self.hub_is_mine() else {
+            return true;
+        };
+        if let Some((cached, version, hub, answer)) = &self.interest_cache
+            && *version == self.subs_version
+            && *hub == size
+            && cached == subject
+        {
+            return *answer;
+        }
+        let answer = match subject::nats_subject_to_mqtt_topic(subject) {
+            Ok(topic) => self.own_matches(&topic).next().is_some(),
+            Err(_) => true,
+        };
+        self.interest_cache = Some((subject.to_owned(), self.subs_version, size, answer));
+        answer
     }
 
     /// Ends the connection: last `-ERR`, flush, subscriptions out of the hub.
-    /// Hands on finished appends in arrival order, then any PONG that waited for them.
-    fn take_finished_appends(&mut self) {
-        while let Some(front) = self.appends.front_mut() {
-            let AppendState::Done(_) = front.state else {
-                break;
-            };
-            let Some(mut pending) = self.appends.pop_front() else {
-                break;
-            };
-            self.append_bytes -= pending.bytes;
-            if let AppendState::Done(result) =
-                std::mem::replace(&mut pending.state, AppendState::Taken)
-            {
-                self.on_appended(pending, result);
-            }
-        }
-        let done_below = self.appends.front().map_or(self.next_append, |p| p.id);
-        while self.pongs.front().is_some_and(|&after| after <= done_below) {
-            self.pongs.pop_front();
-            self.outbox.push_op(&ServerOp::Pong);
-        }
-    }
-
     async fn finish(mut self, exit: Exit) {
         // Publishes already read are stored (and delivered) even though the client is gone.
-        if !self.appends.is_empty() {
+        self.submit_collected();
+        if self.written_below < self.next_record {
             let drain = async {
-                while !self.appends.is_empty() {
-                    poll_appends(&mut self.appends, &self.woken, &mut self.woken_scratch).await;
-                    self.take_finished_appends();
+                while self.written_below < self.next_record {
+                    tokio::select! {
+                        submitted = poll_submitting(&mut self.submitting), if self.submitting.is_some() => {
+                            self.on_submitted(submitted);
+                        }
+                        () = poll_batches(&mut self.batches), if !self.batches.is_empty() => {
+                            self.advance_batches();
+                        }
+                    }
                 }
             };
             if tokio::time::timeout(APPEND_DRAIN, drain).await.is_err() {
-                tracing::warn!(client = %self.client_id, left = self.appends.len(), "routed publishes of a closed connection not stored in time");
+                tracing::warn!(client = %self.client_id, left = self.next_record - self.written_below, "routed publishes of a closed connection not stored in time");
             }
         }
         if matches!(exit, Exit::SlowConsumer) {
@@ -983,6 +1209,26 @@ fn ack_json(stream: &str, seq: u64, duplicate: bool) -> Bytes {
     Bytes::from(format!("{{\"stream\":\"{stream}\",\"seq\":{seq}{dup}}}"))
 }
 
+/// Writes `{"stream":"<stream>","seq":<seq>}` (the hot path: no formatting machinery).
+fn write_ack_json(out: &mut BytesMut, stream: &str, seq: u64) {
+    out.extend_from_slice(b"{\"stream\":\"");
+    out.extend_from_slice(stream.as_bytes());
+    out.extend_from_slice(b"\",\"seq\":");
+    let mut digits = [0u8; 20];
+    let mut n = seq;
+    let mut at = digits.len();
+    loop {
+        at -= 1;
+        digits[at] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&digits[at..]);
+    out.extend_from_slice(b"}");
+}
+
 /// A JetStream API error body (nats clients raise it from `js.publish`).
 fn error_json(code: u16, err_code: u32, description: &str) -> Bytes {
     Bytes::from(
@@ -993,53 +1239,48 @@ fn error_json(code: u16, err_code: u32, description: &str) -> Bytes {
     )
 }
 
-/// Drives the appends that made progress, oldest first (so they reach the log in arrival
-/// order), and resolves once the oldest one has finished. Cancel-safe: results stay queued.
-async fn poll_appends(
-    appends: &mut VecDeque<PendingAppend>,
-    woken: &WokenAppends,
-    scratch: &mut Vec<u64>,
-) {
-    std::future::poll_fn(|cx| {
-        {
-            let mut state = woken.state.lock().unwrap_or_else(|p| p.into_inner());
-            if !state.1.as_ref().is_some_and(|t| t.will_wake(cx.waker())) {
-                state.1 = Some(cx.waker().clone());
-            }
-            std::mem::swap(&mut state.0, scratch);
-        }
-        scratch.sort_unstable();
-        scratch.dedup();
-        let first = appends.front().map_or(0, |p| p.id);
-        for id in scratch.drain(..) {
-            let Some(pending) = id
-                .checked_sub(first)
-                .and_then(|i| usize::try_from(i).ok())
-                .and_then(|i| appends.get_mut(i))
-            else {
-                continue;
-            };
-            if let AppendState::Running(future) = &mut pending.state {
-                let mut own = std::task::Context::from_waker(&pending.waker);
-                if let Poll::Ready(result) = future.as_mut().poll(&mut own) {
-                    pending.state = AppendState::Done(result);
-                }
-            }
-        }
-        match appends.front().map(|p| &p.state) {
-            Some(AppendState::Done(_)) => Poll::Ready(()),
-            _ => Poll::Pending,
-        }
+/// Waits for the batch being handed to the log. Cancel-safe: the submission stays in place.
+async fn poll_submitting(
+    submitting: &mut Option<(BoxFuture<SubmittedBatch>, InflightBatch)>,
+) -> SubmittedBatch {
+    std::future::poll_fn(|cx| match submitting.as_mut() {
+        Some((future, _)) => future.as_mut().poll(cx),
+        None => Poll::Pending,
     })
     .await
 }
 
-/// Waits for the front reply to be ready (later ones wait their turn). `None` for a ready one.
-async fn poll_front_ack(acks: &mut VecDeque<PendingAck>) -> Option<Result<u64, AppendError>> {
-    std::future::poll_fn(|cx| match acks.front_mut().map(|a| &mut a.outcome) {
-        Some(AckOutcome::Ready(_)) => Poll::Ready(None),
-        Some(AckOutcome::Durable(future)) => future.as_mut().poll(cx).map(Some),
-        None => Poll::Pending,
+/// Polls the batches in the log, oldest first, and resolves once one of them moved on
+/// (written, or synced). Cancel-safe: results stay in the batches.
+async fn poll_batches(batches: &mut VecDeque<InflightBatch>) {
+    std::future::poll_fn(|cx| {
+        let mut progressed = false;
+        for batch in batches.iter_mut() {
+            match &mut batch.phase {
+                Phase::Writing(future) => {
+                    if let Poll::Ready(appended) = future.as_mut().poll(cx) {
+                        batch.phase = Phase::Written(appended);
+                        progressed = true;
+                    } else {
+                        // Written in order: the later ones wait for this one.
+                        break;
+                    }
+                }
+                Phase::Syncing(future) => {
+                    if let Poll::Ready((appended, durable)) = future.as_mut().poll(cx) {
+                        batch.phase = Phase::Synced(appended, durable);
+                        progressed = true;
+                    }
+                }
+                Phase::Written(_) | Phase::Synced(..) => progressed = true,
+                Phase::Taken => {}
+            }
+        }
+        if progressed {
+            Poll::Ready(())
+        } else {
+            Poll::Pending
+        }
     })
     .await
 }
@@ -1047,6 +1288,15 @@ async fn poll_front_ack(acks: &mut VecDeque<PendingAck>) -> Option<Result<u64, A
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn fast_ack_body_equals_the_formatted_one() {
+        let mut out = BytesMut::new();
+        for seq in [0, 7, 10, 99, 12345, u64::MAX] {
+            write_ack_json(&mut out, "bench-x", seq);
+            assert_eq!(out.split().freeze(), ack_json("bench-x", seq, false));
+        }
+    }
 
     #[test]
     fn ack_and_error_bodies_are_jetstream_shaped() {

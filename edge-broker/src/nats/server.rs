@@ -48,8 +48,6 @@ pub struct NatsMetrics {
     pub dropped_slow: AtomicU64,
     /// Publishes or subscriptions whose subject has no MQTT equivalent (not delivered).
     pub unmappable: AtomicU64,
-    /// Routed publishes that entered the log after a later one of the same connection.
-    pub reordered: AtomicU64,
 }
 
 impl NatsMetrics {
@@ -69,6 +67,8 @@ pub struct NatsServer {
     /// The event log routed publishes go to.
     pub log: Log,
     routes: RwLock<Arc<Routes>>,
+    /// Bumped by every `set_routes` (connections cache route lookups per generation).
+    routes_generation: AtomicU64,
     /// Counters.
     pub metrics: NatsMetrics,
     /// `Nats-Msg-Id` duplicate window.
@@ -98,6 +98,7 @@ impl NatsServer {
             hub,
             log,
             routes: RwLock::new(routes),
+            routes_generation: AtomicU64::new(0),
             metrics: NatsMetrics::default(),
             dedup: Mutex::new(dedup),
             next_key: AtomicU64::new(NATS_KEY_BASE),
@@ -113,6 +114,12 @@ impl NatsServer {
     /// Replaces the routes (SIGHUP reload).
     pub fn set_routes(&self, routes: Arc<Routes>) {
         *self.routes.write().unwrap_or_else(|p| p.into_inner()) = routes;
+        self.routes_generation.fetch_add(1, Ordering::Release);
+    }
+
+    /// Changes whenever the routes are replaced.
+    pub fn routes_generation(&self) -> u64 {
+        self.routes_generation.load(Ordering::Acquire)
     }
 
     /// The stream name (the Kafka topic of the first matching route) if a publish on `subject`
@@ -225,6 +232,27 @@ pub fn nats_message(
     publisher: Option<u64>,
     qos: u8,
 ) -> Option<Arc<Message>> {
+    nats_message_at(
+        nats_subject,
+        reply,
+        headers,
+        payload,
+        publisher,
+        qos,
+        now_ms(),
+    )
+}
+
+/// [`nats_message`] received at `received_ms` (unix ms).
+pub fn nats_message_at(
+    nats_subject: &str,
+    reply: Option<&str>,
+    headers: Option<&HeaderMap>,
+    payload: bytes::Bytes,
+    publisher: Option<u64>,
+    qos: u8,
+    received_ms: u64,
+) -> Option<Arc<Message>> {
     let topic = subject::nats_subject_to_mqtt_topic(nats_subject).ok()?;
     let response_topic = reply.and_then(|r| subject::nats_subject_to_mqtt_topic(r).ok());
     Some(Arc::new(Message {
@@ -243,7 +271,7 @@ pub fn nats_message(
                 .unwrap_or_default(),
             ..MessageProperties::default()
         },
-        received_ms: now_ms(),
+        received_ms,
         origin: Origin::Nats,
         publisher,
     }))

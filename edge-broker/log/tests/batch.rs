@@ -1,0 +1,312 @@
+//! Ordered batches (`Log::submit_many` / `Log::append_many`): order, refusals, durability only
+//! after the fsync (MemStorage power-cut fake), sticky failures, full-disk policies, and a
+//! proptest of pipelined batches from one task racing single appends from others.
+
+// Test code: unwrap/expect are fine here (clippy.toml intent); helpers are not #[test] fns.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use common::{rec, same, small_config};
+use edge_log::testing::{CrashMode, FaultyStorage, MemStorage};
+use edge_log::{AppendError, FsyncPolicy, Log, LogConfig, NewRecord, WhenFull};
+use proptest::prelude::*;
+
+/// Reads every durable record from a fresh cursor.
+fn read_all(log: &Log) -> Vec<edge_log::Record> {
+    let mut c = log.cursor("check").unwrap();
+    let all = c.try_read(usize::MAX, usize::MAX).unwrap();
+    drop(c);
+    log.remove_cursor("check").unwrap();
+    all
+}
+
+#[tokio::test]
+async fn batch_keeps_order_refuses_too_large_alone_and_spans_chunks() {
+    let mem = MemStorage::new();
+    let (log, _) = Log::open_with_storage(small_config("/b"), mem).unwrap();
+    // small_config: segment 1024 B => chunks of at most 1024 B, so 40 records take several.
+    assert_eq!(log.max_chunk_bytes(), 1024);
+    let records: Vec<NewRecord> = (0..40)
+        .map(|i| rec(i, if i % 9 == 4 { 1000 } else { 60 + i as usize }))
+        .collect();
+    let mut batch = log.append_many(records.clone()).await;
+    assert_eq!(batch.outcomes().len(), 40);
+    let mut next = 0;
+    let mut kept = Vec::new();
+    for (i, (r, outcome)) in records.iter().zip(batch.outcomes()).enumerate() {
+        if i % 9 == 4 {
+            assert!(
+                matches!(outcome, Err(AppendError::TooLarge { max: 256, .. })),
+                "record {i}: {outcome:?}"
+            );
+        } else {
+            assert_eq!(outcome, &Ok(next), "record {i}");
+            next += 1;
+            kept.push(r.clone());
+        }
+    }
+    assert_eq!(batch.accepted(), kept.len());
+    batch.durable().await.unwrap();
+    assert_eq!(log.durable_end(), next);
+    let back = read_all(&log);
+    assert_eq!(back.len(), kept.len());
+    for (r, w) in back.iter().zip(&kept) {
+        assert!(same(r, w), "record {} differs", r.offset);
+    }
+    assert!(log.stats().segments > 1, "the batch crossed segment rolls");
+    // Empty batches and all-refused batches are answered at once.
+    let mut empty = log.append_many(Vec::new()).await;
+    assert!(empty.outcomes().is_empty());
+    empty.durable().await.unwrap();
+    let mut refused = log.append_many(vec![rec(99, 1000)]).await;
+    assert!(matches!(
+        refused.outcomes(),
+        [Err(AppendError::TooLarge { .. })]
+    ));
+    refused.durable().await.unwrap();
+}
+
+#[tokio::test]
+async fn batch_is_durable_only_after_the_fsync() {
+    // Interval(1h): nothing syncs on its own, so a power cut loses the batch.
+    let mem = MemStorage::new();
+    let cfg = LogConfig {
+        fsync: FsyncPolicy::Interval(Duration::from_secs(3600)),
+        segment_bytes: 64 << 10,
+        ..small_config("/d")
+    };
+    let (log, _) = Log::open_with_storage(cfg.clone(), mem.clone()).unwrap();
+    let syncs = mem.syncs();
+    let mut batch = log.append_many((0..5).map(|i| rec(i, 50)).collect()).await;
+    assert!(batch.outcomes().iter().all(Result::is_ok));
+    assert!(
+        tokio::time::timeout(Duration::from_millis(100), batch.durable())
+            .await
+            .is_err(),
+        "durable before any fsync"
+    );
+    assert_eq!(mem.syncs(), syncs, "no fsync happened");
+    assert_eq!(log.durable_end(), 0);
+    mem.crash(CrashMode::DropUnsynced);
+    drop(batch);
+    drop(log);
+    let (log, report) = Log::open_with_storage(cfg, mem.clone()).unwrap();
+    assert_eq!(report.next_offset, 0, "unsynced batch survived: {report}");
+    drop(log);
+
+    // Always: durable() resolves after the fsync, and the batch survives the power cut.
+    let (log, _) = Log::open_with_storage(small_config("/d2"), mem.clone()).unwrap();
+    let records: Vec<NewRecord> = (0..5).map(|i| rec(i, 50)).collect();
+    let syncs = mem.syncs();
+    let mut batch = log.append_many(records.clone()).await;
+    batch.durable().await.unwrap();
+    assert!(mem.syncs() > syncs, "durable without an fsync");
+    mem.crash(CrashMode::DropUnsynced);
+    drop(batch);
+    drop(log);
+    let (log, report) = Log::open_with_storage(small_config("/d2"), mem).unwrap();
+    assert_eq!(report.next_offset, 5, "{report}");
+    let back = read_all(&log);
+    for (r, w) in back.iter().zip(&records) {
+        assert!(same(r, w));
+    }
+}
+
+#[tokio::test]
+async fn batch_fsync_failure_is_sticky_and_never_durable() {
+    let mem = MemStorage::new();
+    let faulty = FaultyStorage::new(mem.clone());
+    let (log, _) = Log::open_with_storage(small_config("/f"), faulty.clone()).unwrap();
+    log.append_many(vec![rec(0, 10)])
+        .await
+        .durable()
+        .await
+        .unwrap();
+    faulty.faults.fail_sync.store(true, Ordering::SeqCst);
+    let mut batch = log.append_many((1..4).map(|i| rec(i, 10)).collect()).await;
+    assert_eq!(batch.outcomes(), &[Ok(1), Ok(2), Ok(3)], "written");
+    assert!(matches!(
+        batch.durable().await,
+        Err(AppendError::Storage { .. })
+    ));
+    assert_eq!(log.durable_end(), 1);
+    faulty.faults.fail_sync.store(false, Ordering::SeqCst);
+    let later = log.append_many(vec![rec(4, 10), rec(5, 1000)]).await;
+    assert!(matches!(
+        later.outcomes(),
+        [
+            Err(AppendError::Storage { .. }),
+            Err(AppendError::TooLarge { .. })
+        ]
+    ));
+}
+
+#[tokio::test]
+async fn batch_under_reject_is_refused_whole_and_under_block_waits() {
+    let budget = 2 * (1024 + 8 + 256 + 24);
+    for policy in [WhenFull::Reject, WhenFull::Block] {
+        let mem = MemStorage::new();
+        let cfg = LogConfig {
+            max_bytes: budget,
+            when_full: policy,
+            ..small_config("/r")
+        };
+        let (log, _) = Log::open_with_storage(cfg, mem).unwrap();
+        let mut cursor = log.cursor("bridge").unwrap();
+        // Fill the budget with single records (a cursor holds everything back).
+        let mut n = 0;
+        while log.stats().bytes + 200 < budget {
+            log.append(rec(n, 100))
+                .await
+                .unwrap()
+                .durable()
+                .await
+                .unwrap();
+            n += 1;
+        }
+        let records: Vec<NewRecord> = (100..110).map(|i| rec(i, 100)).collect();
+        match policy {
+            WhenFull::Reject => {
+                let batch = log.append_many(records).await;
+                assert!(
+                    batch
+                        .outcomes()
+                        .iter()
+                        .all(|o| matches!(o, Err(AppendError::Full { .. }))),
+                    "{:?}",
+                    batch.outcomes()
+                );
+            }
+            _ => {
+                let log2 = log.clone();
+                let waiting = tokio::spawn(async move { log2.append_many(records).await });
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                assert!(!waiting.is_finished(), "a full log under block must wait");
+                let got = cursor.try_read(usize::MAX, usize::MAX).unwrap();
+                cursor.commit(got.last().unwrap().offset + 1).await.unwrap();
+                let batch = tokio::time::timeout(Duration::from_secs(5), waiting)
+                    .await
+                    .expect("batch still blocked after the commit freed space")
+                    .unwrap();
+                let offsets: Vec<u64> = batch
+                    .outcomes()
+                    .iter()
+                    .map(|o| *o.as_ref().unwrap())
+                    .collect();
+                assert_eq!(offsets, (n..n + 10).collect::<Vec<_>>());
+            }
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn close_refuses_later_batches() {
+    let mem = MemStorage::new();
+    let (log, _) = Log::open_with_storage(small_config("/c"), mem).unwrap();
+    log.close().await.unwrap();
+    let batch = log.append_many(vec![rec(0, 10), rec(1, 10)]).await;
+    assert!(
+        batch
+            .outcomes()
+            .iter()
+            .all(|o| matches!(o, Err(AppendError::Closed)))
+    );
+}
+
+/// One task submits batches back to back (each `submit_many` awaited, the written/durable
+/// waits collected and awaited later) while other tasks hammer single appends and the queue
+/// is small enough to fill: the task's records must come out in submission order.
+async fn pipelined(batches: Vec<Vec<usize>>, singles: usize) -> Result<(), TestCaseError> {
+    let mem = MemStorage::new();
+    let cfg = LogConfig {
+        segment_bytes: 4096,
+        max_record_bytes: 256,
+        max_bytes: 64 << 20,
+        ..LogConfig::new("/p")
+    };
+    let (log, _) = Log::open_with_storage(cfg, mem).unwrap();
+    let mut noise = Vec::new();
+    for t in 0..4u64 {
+        let log = log.clone();
+        noise.push(tokio::spawn(async move {
+            for i in 0..singles as u64 {
+                log.append(rec(1_000_000 + t * 10_000 + i, 40))
+                    .await
+                    .unwrap();
+            }
+        }));
+    }
+    let mut submitted = Vec::new();
+    let mut sent: Vec<NewRecord> = Vec::new();
+    let mut id = 0;
+    for lens in batches {
+        let records: Vec<NewRecord> = lens
+            .iter()
+            .map(|&len| {
+                id += 1;
+                rec(id, len)
+            })
+            .collect();
+        sent.extend(records.iter().cloned());
+        submitted.push(log.submit_many(records).await);
+    }
+    let mut last: Option<u64> = None;
+    let mut mine = Vec::new();
+    for s in submitted {
+        let mut b = s.written().await;
+        for outcome in b.outcomes() {
+            match outcome {
+                Ok(off) => {
+                    prop_assert!(
+                        last.is_none_or(|l| *off > l),
+                        "offset {} after {:?}",
+                        off,
+                        last
+                    );
+                    last = Some(*off);
+                    mine.push(Some(*off));
+                }
+                Err(AppendError::TooLarge { .. }) => mine.push(None),
+                Err(e) => prop_assert!(false, "unexpected refusal {}", e),
+            }
+        }
+        b.durable().await.unwrap();
+    }
+    for h in noise {
+        h.await.unwrap();
+    }
+    let back = read_all(&log);
+    for (w, off) in sent.iter().zip(&mine) {
+        match off {
+            Some(off) => {
+                let r = &back[*off as usize];
+                prop_assert!(same(r, w), "record at {} is not the one submitted", off);
+            }
+            None => prop_assert!(w.payload.len() >= 200),
+        }
+    }
+    Ok(())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(24))]
+    #[test]
+    fn pipelined_batches_keep_submission_order(
+        batches in proptest::collection::vec(
+            proptest::collection::vec(prop_oneof![8 => 0usize..150, 1 => 250usize..300], 0..60),
+            1..30,
+        ),
+        singles in 0usize..300,
+    ) {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(pipelined(batches, singles))?;
+    }
+}
