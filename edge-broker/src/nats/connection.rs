@@ -13,11 +13,6 @@
 //! reading, so the log pushes back through TCP, while output keeps flowing. A routed message
 //! reaches local subscribers once it is written, and its PubAck goes to the reply subject once
 //! it is durable; replies leave in the order the publishes came in.
-//!
-//! While every subscription in the hub is this connection's own (none in a queue group), the
-//! connection computes the fan-out itself: PubAcks go straight into its matching
-//! subscriptions, and a routed publish that none of them matches is not built for local
-//! delivery. Any other subscriber (NATS or MQTT) in the hub sends everything through the hub.
 
 use std::collections::{HashMap, VecDeque};
 use std::future::Future;
@@ -45,7 +40,6 @@ use super::server::{NatsMetrics, NatsServer, hub_filter, nats_message, nats_mess
 use crate::hub::{Delivery, Mailbox, SubEntry};
 use crate::message::{Message, now_ms};
 use crate::router::Filter;
-use crate::router::filter::mqtt_levels;
 
 /// Bytes read from the socket at once (at most).
 const READ_CHUNK: usize = 64 << 10;
@@ -339,9 +333,6 @@ pub async fn serve(
         connect: None,
         client_id: format!("nats-{}", conn_key - super::server::NATS_KEY_BASE),
         subs: HashMap::new(),
-        hub_subs: (0, 0),
-        subs_version: 0,
-        interest_cache: None,
         collecting: Collecting::default(),
         submitting: None,
         batches: VecDeque::new(),
@@ -377,13 +368,6 @@ struct Connection {
     connect: Option<Box<Connect>>,
     client_id: String,
     subs: HashMap<String, SubRecord>,
-    /// Subscriptions of this connection in the hub, and how many of them are in queue groups.
-    hub_subs: (usize, usize),
-    /// Bumped whenever this connection's subscriptions change.
-    subs_version: u64,
-    /// Whether a routed publish on the last subject reaches anyone: (subject, subs_version,
-    /// hub size, answer). Valid only while every hub subscription is this connection's own.
-    interest_cache: Option<(String, u64, usize, bool)>,
     /// Routed publishes decoded from the input, not yet handed to the log.
     collecting: Collecting,
     /// The batch being handed to the log (only one at a time: that keeps the order).
@@ -810,19 +794,15 @@ impl Connection {
             self.now_ms = now_ms();
             self.clock_stale = false;
         }
-        let message = if self.needs_fan_out(&publish.subject) {
-            nats_message_at(
-                &publish.subject,
-                None,
-                headers.as_ref(),
-                publish.payload.clone(),
-                Some(self.conn_key),
-                1,
-                self.now_ms,
-            )
-        } else {
-            None
-        };
+        let message = nats_message_at(
+            &publish.subject,
+            None,
+            headers.as_ref(),
+            publish.payload.clone(),
+            Some(self.conn_key),
+            1,
+            self.now_ms,
+        );
         let record = NewRecord {
             timestamp_ms: self.now_ms,
             source: Source::Nats,
@@ -991,8 +971,6 @@ impl Connection {
         if self.acks.front().is_none_or(|a| a.body.is_none()) {
             return;
         }
-        // The fan-out as of now, for the whole run of ready replies.
-        let mine = self.hub_is_mine().is_some();
         while self.acks.front().is_some_and(|a| a.body.is_some()) {
             let Some(ack) = self.acks.pop_front() else {
                 break;
@@ -1002,16 +980,7 @@ impl Connection {
                 continue;
             };
             // Server-originated (no publisher): delivered even to a publisher with echo off.
-            if mine {
-                match subject::nats_subject_to_mqtt_topic(&ack.reply) {
-                    Ok(topic) => {
-                        for record in self.own_matches(&topic) {
-                            record.mailbox.push_msg(&ack.reply, None, &[], &body, None);
-                        }
-                    }
-                    Err(_) => NatsMetrics::inc(&self.server.metrics.unmappable),
-                }
-            } else if let Some(message) =
+            if let Some(message) =
                 nats_message_at(&ack.reply, None, None, body, None, 0, self.now_ms)
             {
                 self.server.publish_local(&message);
@@ -1059,11 +1028,6 @@ impl Connection {
                 tracing::debug!(subject = %sub.subject, "NATS subscription has no MQTT equivalent; it receives nothing");
             }
         }
-        if filter.is_some() {
-            self.hub_subs.0 += 1;
-            self.hub_subs.1 += usize::from(sub.queue_group.is_some());
-        }
-        self.subs_version += 1;
         self.subs.insert(
             sub.sid,
             SubRecord {
@@ -1090,57 +1054,13 @@ impl Connection {
     }
 
     fn remove_sub(&mut self, sid: &str) {
-        if let Some(record) = self.subs.remove(sid) {
-            self.subs_version += 1;
-            if let Some(filter) = &record.filter {
-                self.hub_subs.0 -= 1;
-                self.hub_subs.1 -= usize::from(record.group.is_some());
-                self.server
-                    .hub
-                    .unsubscribe(filter, record.group.as_deref(), record.key);
-            }
-        }
-    }
-
-    /// When every subscription in the hub is one of this connection's own and none is in a
-    /// queue group, a message reaches exactly this connection's matching subscriptions: the
-    /// connection can decide that itself, without the hub's fan-out (the hub's size is read
-    /// now, so this is the fan-out as of this instant). Returns the hub's size then.
-    fn hub_is_mine(&self) -> Option<usize> {
-        if self.hub_subs.1 > 0 {
-            return None;
-        }
-        let size = self.server.hub.len();
-        (size == self.hub_subs.0).then_some(size)
-    }
-
-    /// This connection's hub subscriptions matching an MQTT topic.
-    fn own_matches<'a>(&'a self, topic: &'a str) -> impl Iterator<Item = &'a SubRecord> + 'a {
-        let levels = mqtt_levels(topic);
-        self.subs
-            .values()
-            .filter(move |r| r.filter.as_ref().is_some_and(|f| f.matches(&levels)))
-    }
-
-    /// Whether a routed publish on `subject` needs the hub's fan-out (false only when it is
-    /// known to reach nobody).
-    fn needs_fan_out(&mut self, subject: &str) -> bool {
-        let Some(size) = self.hub_is_mine() else {
-            return true;
-        };
-        if let Some((cached, version, hub, answer)) = &self.interest_cache
-            && *version == self.subs_version
-            && *hub == size
-            && cached == subject
+        if let Some(record) = self.subs.remove(sid)
+            && let Some(filter) = &record.filter
         {
-            return *answer;
+            self.server
+                .hub
+                .unsubscribe(filter, record.group.as_deref(), record.key);
         }
-        let answer = match subject::nats_subject_to_mqtt_topic(subject) {
-            Ok(topic) => self.own_matches(&topic).next().is_some(),
-            Err(_) => true,
-        };
-        self.interest_cache = Some((subject.to_owned(), self.subs_version, size, answer));
-        answer
     }
 
     /// Ends the connection: last `-ERR`, flush, subscriptions out of the hub.
