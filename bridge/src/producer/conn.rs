@@ -54,20 +54,30 @@ pub(crate) struct Connection {
     write_buf: BytesMut,
 }
 
+/// One step of setting up a connection (TCP connect, TLS handshake) within the connect timeout.
+async fn connect_step<T>(
+    broker: &str,
+    step: &'static str,
+    limits: &ConnLimits,
+    future: impl std::future::Future<Output = std::io::Result<T>>,
+) -> Result<T, ProduceError> {
+    tokio::time::timeout(limits.connect_timeout, future)
+        .await
+        .map_err(|_| ProduceError::Timeout {
+            broker: broker.to_owned(),
+            api: step,
+            after: limits.connect_timeout,
+        })?
+        .map_err(|source| ProduceError::Connect {
+            broker: broker.to_owned(),
+            source,
+        })
+}
+
 impl Connection {
     /// Connects, disables Nagle and learns the broker's API versions.
     pub async fn connect(broker: &str, limits: &ConnLimits) -> Result<Self, ProduceError> {
-        let stream = tokio::time::timeout(limits.connect_timeout, TcpStream::connect(broker))
-            .await
-            .map_err(|_| ProduceError::Timeout {
-                broker: broker.to_owned(),
-                api: "connect",
-                after: limits.connect_timeout,
-            })?
-            .map_err(|source| ProduceError::Connect {
-                broker: broker.to_owned(),
-                source,
-            })?;
+        let stream = connect_step(broker, "connect", limits, TcpStream::connect(broker)).await?;
         stream
             .set_nodelay(true)
             .map_err(|source| ProduceError::Connect {
@@ -79,18 +89,7 @@ impl Connection {
             Some(tls) => {
                 let name = super::tls::server_name(broker)?;
                 let handshake = tls.connect(name, stream);
-                let stream = tokio::time::timeout(limits.connect_timeout, handshake)
-                    .await
-                    .map_err(|_| ProduceError::Timeout {
-                        broker: broker.to_owned(),
-                        api: "TLS handshake",
-                        after: limits.connect_timeout,
-                    })?
-                    .map_err(|source| ProduceError::Connect {
-                        broker: broker.to_owned(),
-                        source,
-                    })?;
-                Box::new(stream)
+                Box::new(connect_step(broker, "TLS handshake", limits, handshake).await?)
             }
         };
         let mut conn = Self {

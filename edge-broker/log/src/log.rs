@@ -1342,20 +1342,20 @@ impl Writer {
                 cause: cause.clone(),
             });
         }
+        let body_at = |offset| {
+            format::body_ref(
+                offset,
+                r.timestamp_ms,
+                r.source,
+                &r.topic,
+                &r.client_id,
+                &r.headers,
+                &r.payload,
+            )
+        };
         let frame_len = match frame_len {
             Some(len) => len,
-            None => {
-                let body = format::body_ref(
-                    self.next_offset,
-                    r.timestamp_ms,
-                    r.source,
-                    &r.topic,
-                    &r.client_id,
-                    &r.headers,
-                    &r.payload,
-                );
-                (FRAME_HEADER_LEN + format::body_len(&body)) as u64
-            }
+            None => (FRAME_HEADER_LEN + format::body_len(&body_at(self.next_offset))) as u64,
         };
         let filled = self.active_len + self.buf.len() as u64;
         if filled + frame_len > self.shared.cfg.segment_bytes && filled > SEGMENT_HEADER_LEN as u64
@@ -1370,15 +1370,7 @@ impl Writer {
                 });
             }
         }
-        let body = format::body_ref(
-            self.next_offset,
-            r.timestamp_ms,
-            r.source,
-            &r.topic,
-            &r.client_id,
-            &r.headers,
-            &r.payload,
-        );
+        let body = body_at(self.next_offset);
         let pos = self.active_len + self.buf.len() as u64;
         if let Err(e) = format::encode_frame(&body, &mut self.buf) {
             return Err(AppendError::Storage {
