@@ -70,8 +70,8 @@ pub enum RunError {
     /// The MQTT server could not restore its state.
     #[error("MQTT server: {0}")]
     Mqtt(crate::mqtt::MqttStartError),
-    /// The TLS certificate or key of `mqtt.tls_listen` could not be loaded.
-    #[error("mqtt TLS listener: {0}")]
+    /// A listener's TLS certificate, key or client CA could not be loaded.
+    #[error("TLS listener: {0}")]
     Tls(crate::tls::TlsError),
     /// Signal handlers could not be installed.
     #[error("cannot install the SIGHUP handler: {0}")]
@@ -210,9 +210,18 @@ pub async fn run(
             &config.node.id,
         );
         let listener = bind("nats.listen", config.nats.listen).await?;
-        servers.push(tokio::spawn(
-            Arc::clone(&server).serve(listener, shutdown.clone()),
-        ));
+        let tls = match (&config.nats.tls_cert, &config.nats.tls_key) {
+            (Some(cert), Some(key)) => Some(
+                crate::tls::acceptor(cert, key, config.nats.tls_client_ca.as_deref())
+                    .map_err(RunError::Tls)?,
+            ),
+            _ => None,
+        };
+        servers.push(tokio::spawn(Arc::clone(&server).serve(
+            listener,
+            tls,
+            shutdown.clone(),
+        )));
         reloadable.push(Arc::clone(&server) as Arc<dyn Reload>);
         *observer.nats.lock().unwrap_or_else(|p| p.into_inner()) = Some(server);
     }
@@ -595,10 +604,14 @@ fn render_mqtt(text: &mut PromText, mqtt: &MqttServer, nats: Option<&NatsServer>
         "Retained messages held.",
         &[(&[], mqtt.retained.len() as f64)],
     );
+    let mut tls_failures = vec![(&[("protocol", "mqtt")][..], load(&m.tls_handshake_failures))];
+    if let Some(n) = n {
+        tls_failures.push((&[("protocol", "nats")][..], load(&n.tls_handshake_failures)));
+    }
     text.counter(
         "edge_tls_handshake_failures_total",
         "TLS connections that failed or timed out in the handshake.",
-        &[(&[("protocol", "mqtt")][..], load(&m.tls_handshake_failures))],
+        &tls_failures,
     );
 }
 
@@ -650,6 +663,11 @@ fn render_nats_shared(text: &mut PromText, nats: &NatsServer) {
         "edge_protocol_errors_total",
         "Connections closed for protocol violations.",
         &[(l, load(&n.protocol_errors))],
+    );
+    text.counter(
+        "edge_tls_handshake_failures_total",
+        "TLS connections that failed or timed out in the handshake.",
+        &[(l, load(&n.tls_handshake_failures))],
     );
 }
 

@@ -81,6 +81,8 @@ pub fn sections_needing_restart(old: &Config, new: &Config) -> Vec<&'static str>
     }
     let (a, b) = (&old.nats, &new.nats);
     if (a.enabled, a.listen, a.max_connections) != (b.enabled, b.listen, b.max_connections)
+        || (&a.tls_cert, &a.tls_key, &a.tls_client_ca)
+            != (&b.tls_cert, &b.tls_key, &b.tls_client_ca)
         || (a.duplicate_window, a.max_duplicate_ids) != (b.duplicate_window, b.max_duplicate_ids)
     {
         changed.push("nats");

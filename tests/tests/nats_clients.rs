@@ -596,3 +596,52 @@ fn pubacks_and_routed_messages_reach_other_subscribers_too() {
     assert!(!got_b.contains("MSG"), "{got_b:?}");
     assert!(broker.terminate(Duration::from_secs(25)).success());
 }
+
+/// With `[nats] tls_cert`/`tls_key` every client must use TLS: INFO says `tls_required`, nats-py
+/// upgrades and its `js.publish` gets durable PubAcks over TLS; a client that goes on in plain
+/// text gets nothing and is counted as a failed handshake.
+#[test]
+fn with_a_certificate_every_nats_client_must_use_tls() {
+    let pki = edge_tests::pki::Pki::new();
+    let mut broker = Broker::start(&format!(
+        "{ROUTED}\n[nats]\ntls_cert = \"{}\"\ntls_key = \"{}\"\n",
+        pki.path("server.crt").display(),
+        pki.path("server.key").display()
+    ));
+    let url = nats_url(&broker);
+    let ca = pki.path("ca.crt");
+    let out = scenario(&[
+        "js",
+        "--url",
+        &url,
+        "--subject",
+        "sensors.porch.temp",
+        "--count",
+        "3",
+        "--tls-ca",
+        ca.to_str().unwrap(),
+    ]);
+    let seqs: Vec<u64> = out["acks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["seq"].as_u64().unwrap())
+        .collect();
+    assert_eq!(seqs, vec![0, 1, 2], "durable PubAcks over TLS: {out}");
+
+    let addr = broker.listen_addr("nats.listen");
+    let (info, output, _) = raw_exchange(
+        addr,
+        b"CONNECT {\"verbose\":false}\r\nPING\r\n",
+        Duration::from_secs(2),
+    );
+    assert!(info.contains("\"tls_required\":true"), "{info}");
+    assert!(
+        !output.contains("PONG"),
+        "plain text after INFO must not be served: {output:?}"
+    );
+    let m = metrics(&broker);
+    let failures = metric(&m, "edge_tls_handshake_failures_total{protocol=\"nats\"}");
+    assert!(failures >= 1.0, "the plain client is counted: {failures}");
+    assert!(broker.terminate(Duration::from_secs(20)).success());
+}

@@ -10,6 +10,7 @@ it observed; the Rust test asserts on it. Exit code non-zero on unexpected excep
   nats_client.py crash   --url ... --subject S --acked FILE   (js.publish until the server dies)
   nats_client.py sub     --url ... --subject S --count N      (print what arrives)
   nats_client.py pub     --url ... --subject S --payload P
+Every scenario takes --tls-ca CA to connect over TLS (the server announces tls_required).
 """
 import argparse
 import asyncio
@@ -21,7 +22,13 @@ from nats.errors import NoRespondersError, TimeoutError as NatsTimeout
 from nats.js.errors import APIError
 
 
+TLS_CA = None  # --tls-ca: connect over TLS, trusting this CA file
+
+
 async def connect(url, **kw):
+    if TLS_CA:
+        import ssl
+        kw["tls"] = ssl.create_default_context(cafile=TLS_CA)
     return await nats.connect(url, allow_reconnect=False, connect_timeout=5, **kw)
 
 
@@ -258,7 +265,10 @@ def main():
     p.add_argument("--payload", default="hello")
     p.add_argument("--headers", action="store_true")
     p.add_argument("--timeout", type=float, default=10)
+    p.add_argument("--tls-ca", default=None)
     args = p.parse_args()
+    global TLS_CA
+    TLS_CA = args.tls_ca
     fn = {"pubsub": pubsub, "queue": queue, "js": js_scenario, "crash": crash,
           "sub": sub, "pub": pub, "ordered": ordered, "fill": fill}[args.scenario]
     asyncio.run(fn(args))

@@ -307,6 +307,13 @@ pub struct NatsSection {
     pub duplicate_window: HumanDuration,
     /// Most message ids remembered (oldest forgotten first), bounding the window's memory.
     pub max_duplicate_ids: usize,
+    /// PEM certificate chain: when set (with `tls_key`), every client must use TLS (INFO
+    /// `tls_required`, the client upgrades after INFO, as with nats-server's `tls {}`).
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of `tls_cert`.
+    pub tls_key: Option<PathBuf>,
+    /// PEM CA certificates; when set, clients must present a certificate they issued.
+    pub tls_client_ca: Option<PathBuf>,
 }
 
 impl Default for NatsSection {
@@ -327,6 +334,9 @@ impl Default for NatsSection {
             allow_anonymous: true,
             duplicate_window: HumanDuration(Duration::from_secs(120)),
             max_duplicate_ids: 100_000,
+            tls_cert: None,
+            tls_key: None,
+            tls_client_ca: None,
         }
     }
 }
@@ -451,32 +461,72 @@ fn deserialize_when_full<'de, D: Deserializer<'de>>(d: D) -> Result<WhenFull, D:
 /// Node ids go into Kafka headers and file names: keep them short and unambiguous.
 /// `tls_listen` needs a certificate and key, the files need `tls_listen`, and they must load.
 fn validate_mqtt_tls(mqtt: &MqttSection) -> Result<(), (&'static str, String)> {
-    match (&mqtt.tls_listen, &mqtt.tls_cert, &mqtt.tls_key) {
-        (None, None, None) if mqtt.tls_client_ca.is_none() => Ok(()),
-        (None, _, _) => Err((
+    let files = (&mqtt.tls_cert, &mqtt.tls_key, &mqtt.tls_client_ca);
+    match mqtt.tls_listen {
+        None if files == (&None, &None, &None) => Ok(()),
+        None => Err((
             "mqtt.tls_listen",
             "must be set when mqtt.tls_cert, mqtt.tls_key or mqtt.tls_client_ca is (the address of the TLS listener, e.g. \"0.0.0.0:8883\")".to_owned(),
         )),
-        (Some(_), None, _) => Err((
+        Some(_) if mqtt.tls_cert.is_none() => Err((
             "mqtt.tls_cert",
             "is needed by mqtt.tls_listen (a PEM certificate chain)".to_owned(),
         )),
-        (Some(_), Some(_), None) => Err((
-            "mqtt.tls_key",
-            "is needed by mqtt.tls_listen (the PEM private key of mqtt.tls_cert)".to_owned(),
+        Some(_) => check_tls_files(TlsFields::MQTT, files),
+    }
+}
+
+/// The config fields of one listener's TLS files, for error messages.
+struct TlsFields {
+    cert: &'static str,
+    key: &'static str,
+    client_ca: &'static str,
+}
+
+impl TlsFields {
+    const MQTT: TlsFields = TlsFields {
+        cert: "mqtt.tls_cert",
+        key: "mqtt.tls_key",
+        client_ca: "mqtt.tls_client_ca",
+    };
+    const NATS: TlsFields = TlsFields {
+        cert: "nats.tls_cert",
+        key: "nats.tls_key",
+        client_ca: "nats.tls_client_ca",
+    };
+}
+
+/// A certificate needs its key (and the other way round), a client CA needs both, and the
+/// files must load; the error names the field of the file that does not.
+fn check_tls_files(
+    fields: TlsFields,
+    (cert, key, client_ca): (&Option<PathBuf>, &Option<PathBuf>, &Option<PathBuf>),
+) -> Result<(), (&'static str, String)> {
+    match (cert, key) {
+        (None, None) if client_ca.is_none() => Ok(()),
+        (None, _) => Err((
+            fields.cert,
+            format!(
+                "is needed by {}",
+                if key.is_some() {
+                    fields.key
+                } else {
+                    fields.client_ca
+                }
+            ),
         )),
-        (Some(_), Some(cert), Some(key)) => {
-            match crate::tls::acceptor(cert, key, mqtt.tls_client_ca.as_deref()) {
-                Ok(_) => Ok(()),
-                Err(err @ crate::tls::TlsError::Key { .. }) => {
-                    Err(("mqtt.tls_key", err.to_string()))
-                }
-                Err(err @ crate::tls::TlsError::ClientCa { .. }) => {
-                    Err(("mqtt.tls_client_ca", err.to_string()))
-                }
-                Err(err) => Err(("mqtt.tls_cert", err.to_string())),
+        (Some(_), None) => Err((
+            fields.key,
+            format!("is needed by {} (its PEM private key)", fields.cert),
+        )),
+        (Some(cert), Some(key)) => match crate::tls::acceptor(cert, key, client_ca.as_deref()) {
+            Ok(_) => Ok(()),
+            Err(err @ crate::tls::TlsError::Key { .. }) => Err((fields.key, err.to_string())),
+            Err(err @ crate::tls::TlsError::ClientCa { .. }) => {
+                Err((fields.client_ca, err.to_string()))
             }
-        }
+            Err(err) => Err((fields.cert, err.to_string())),
+        },
     }
 }
 
@@ -627,6 +677,19 @@ impl Config {
             );
         }
         validate_mqtt_tls(mqtt).map_err(|(field, message)| ConfigError::Invalid {
+            path: None,
+            field,
+            message,
+        })?;
+        check_tls_files(
+            TlsFields::NATS,
+            (
+                &self.nats.tls_cert,
+                &self.nats.tls_key,
+                &self.nats.tls_client_ca,
+            ),
+        )
+        .map_err(|(field, message)| ConfigError::Invalid {
             path: None,
             field,
             message,

@@ -31,13 +31,14 @@ use edge_proto::nats::{
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::sync::{Notify, OwnedSemaphorePermit};
 use tokio::time::Instant;
+use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 
 use super::server::{NatsMetrics, NatsServer, hub_filter, nats_message, nats_message_at};
 use crate::hub::{Delivery, Mailbox, SubEntry};
+use crate::listener::{ReadHalf, WriteHalf};
 use crate::message::{Message, now_ms};
 use crate::router::Filter;
 
@@ -277,19 +278,41 @@ struct PendingAck {
     body: Option<Bytes>,
 }
 
-/// Serves one TCP connection until it ends.
+/// Serves one TCP connection until it ends. With `tls`, INFO goes out in plain text (with
+/// `tls_required`) and the rest of the connection runs over TLS, as with nats-server.
 pub async fn serve(
     server: Arc<NatsServer>,
-    stream: TcpStream,
+    mut stream: TcpStream,
+    tls: Option<TlsAcceptor>,
     peer: SocketAddr,
     permit: Option<OwnedSemaphorePermit>,
     shutdown: CancellationToken,
 ) {
     let _ = stream.set_nodelay(true);
     let local = stream.local_addr().ok();
-    let (reader, mut writer) = stream.into_split();
     let conn_key = server.next_key();
-    let info = ServerOp::Info(Box::new(server.info(conn_key, peer, local)));
+    let mut info = server.info(conn_key, peer, local);
+    info.tls_required = tls.is_some();
+    let info = ServerOp::Info(Box::new(info));
+    let (reader, mut writer) = match (&tls, &permit) {
+        (Some(acceptor), Some(_)) => {
+            let mut out = BytesMut::new();
+            info.encode(&mut out);
+            if stream.write_all(&out).await.is_err() {
+                return;
+            }
+            let deadline = server.settings().auth_timeout.0;
+            match crate::listener::tls(acceptor, stream, deadline).await {
+                Ok(halves) => halves,
+                Err(err) => {
+                    NatsMetrics::inc(&server.metrics.tls_handshake_failures);
+                    tracing::info!(%peer, "NATS: TLS handshake failed: {err}");
+                    return;
+                }
+            }
+        }
+        _ => crate::listener::plain(stream),
+    };
     let Some(permit) = permit else {
         tracing::warn!(%peer, "refusing NATS client: nats.max_connections reached");
         let mut out = BytesMut::new();
@@ -313,7 +336,9 @@ pub async fn serve(
         conn_key,
         server: Arc::clone(&server),
     });
-    outbox.push_op(&info);
+    if tls.is_none() {
+        outbox.push_op(&info);
+    }
     server.metrics.connections.fetch_add(1, Ordering::Relaxed);
     NatsMetrics::inc(&server.metrics.connections_total);
     let mut connection = Connection {
@@ -360,8 +385,8 @@ struct Connection {
     outbox: Arc<Outbox>,
     peer: SocketAddr,
     conn_key: u64,
-    reader: OwnedReadHalf,
-    writer: OwnedWriteHalf,
+    reader: ReadHalf,
+    writer: WriteHalf,
     inbuf: BytesMut,
     outbuf: BytesMut,
     limits: Limits,

@@ -8,6 +8,7 @@ use edge_log::Log;
 use edge_proto::nats::subject;
 use edge_proto::nats::{HeaderMap, Info};
 use tokio::net::TcpListener;
+use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -48,6 +49,8 @@ pub struct NatsMetrics {
     pub dropped_slow: AtomicU64,
     /// Publishes or subscriptions whose subject has no MQTT equivalent (not delivered).
     pub unmappable: AtomicU64,
+    /// TLS connections that failed or timed out in the handshake.
+    pub tls_handshake_failures: AtomicU64,
 }
 
 impl NatsMetrics {
@@ -188,8 +191,14 @@ impl NatsServer {
         self.hub.publish(message)
     }
 
-    /// Accepts connections until `shutdown`, then waits for them to close.
-    pub async fn serve(self: Arc<Self>, listener: TcpListener, shutdown: CancellationToken) {
+    /// Accepts connections until `shutdown`, then waits for them to close. With `tls`, every
+    /// client must upgrade to TLS right after INFO (`tls_required`).
+    pub async fn serve(
+        self: Arc<Self>,
+        listener: TcpListener,
+        tls: Option<TlsAcceptor>,
+        shutdown: CancellationToken,
+    ) {
         let server = Arc::clone(&self);
         crate::listener::accept_loop(
             listener,
@@ -198,7 +207,14 @@ impl NatsServer {
             &self.tasks,
             &shutdown,
             |stream, peer, permit| {
-                connection::serve(Arc::clone(&server), stream, peer, permit, shutdown.clone())
+                connection::serve(
+                    Arc::clone(&server),
+                    stream,
+                    tls.clone(),
+                    peer,
+                    permit,
+                    shutdown.clone(),
+                )
             },
         )
         .await;
