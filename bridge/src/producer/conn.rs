@@ -1,6 +1,6 @@
 //! One connection to one Kafka broker: TCP_NODELAY (no Nagle stalls between the length prefix
-//! and the body, or between requests), an ApiVersions handshake, each request bounded by a
-//! timeout and a response-size cap.
+//! and the body, or between requests), TLS when configured, an ApiVersions handshake, each
+//! request bounded by a timeout and a response-size cap.
 //!
 //! [`Connection::call`] has one request in flight (metadata, admin). [`Pipeline`] (for Produce)
 //! keeps up to `max_in_flight` requests in flight: the caller writes them in order under its
