@@ -173,7 +173,7 @@ pub async fn run(
         )
         .map_err(RunError::Mqtt)?;
         let listener = bind("mqtt.listen", config.mqtt.listen).await?;
-        let tls = match (
+        let tls_listener = match (
             config.mqtt.tls_listen,
             &config.mqtt.tls_cert,
             &config.mqtt.tls_key,
@@ -182,13 +182,14 @@ pub async fn run(
                 let acceptor =
                     crate::tls::acceptor(cert, key, config.mqtt.tls_client_ca.as_deref())
                         .map_err(RunError::Tls)?;
-                Some((bind("mqtt.tls_listen", addr).await?, acceptor))
+                server.tls.replace(Some(acceptor));
+                Some(bind("mqtt.tls_listen", addr).await?)
             }
             _ => None,
         };
         servers.push(tokio::spawn(Arc::clone(&server).serve(
             listener,
-            tls,
+            tls_listener,
             shutdown.clone(),
         )));
         mqtt = Some(server);
@@ -210,18 +211,14 @@ pub async fn run(
             &config.node.id,
         );
         let listener = bind("nats.listen", config.nats.listen).await?;
-        let tls = match (&config.nats.tls_cert, &config.nats.tls_key) {
-            (Some(cert), Some(key)) => Some(
-                crate::tls::acceptor(cert, key, config.nats.tls_client_ca.as_deref())
-                    .map_err(RunError::Tls)?,
-            ),
-            _ => None,
-        };
-        servers.push(tokio::spawn(Arc::clone(&server).serve(
-            listener,
-            tls,
-            shutdown.clone(),
-        )));
+        if let (Some(cert), Some(key)) = (&config.nats.tls_cert, &config.nats.tls_key) {
+            let acceptor = crate::tls::acceptor(cert, key, config.nats.tls_client_ca.as_deref())
+                .map_err(RunError::Tls)?;
+            server.tls.replace(Some(acceptor));
+        }
+        servers.push(tokio::spawn(
+            Arc::clone(&server).serve(listener, shutdown.clone()),
+        ));
         reloadable.push(Arc::clone(&server) as Arc<dyn Reload>);
         *observer.nats.lock().unwrap_or_else(|p| p.into_inner()) = Some(server);
     }

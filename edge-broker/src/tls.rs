@@ -2,11 +2,12 @@
 //! from a PEM certificate chain and a PEM private key, optionally requiring client
 //! certificates from a given CA (mutual TLS).
 //!
-//! The files are read when the config is validated (so `edge-broker check` names a bad file)
-//! and again when the listener starts; a certificate renewed on disk is picked up by a restart.
+//! The files are read when the config is validated (so `edge-broker check` names a bad file),
+//! when the listener starts, and on every reload (SIGHUP): a certificate renewed on disk is used
+//! for connections accepted after the reload ([`AcceptorCell`]), without dropping any.
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
@@ -50,6 +51,58 @@ pub enum TlsError {
         /// rustls' reason.
         message: String,
     },
+}
+
+/// The acceptor a listener uses for its next connections; a reload replaces it.
+#[derive(Default)]
+pub struct AcceptorCell(RwLock<Option<TlsAcceptor>>);
+
+impl std::fmt::Debug for AcceptorCell {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.current().is_some() {
+            "AcceptorCell(TLS)"
+        } else {
+            "AcceptorCell(off)"
+        })
+    }
+}
+
+impl AcceptorCell {
+    /// The acceptor for a connection accepted now; `None` while TLS is off.
+    pub fn current(&self) -> Option<TlsAcceptor> {
+        self.0.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Replaces the acceptor (connections already accepted keep theirs).
+    pub fn replace(&self, acceptor: Option<TlsAcceptor>) {
+        *self.0.write().unwrap_or_else(|p| p.into_inner()) = acceptor;
+    }
+
+    /// Loads `cert`/`key`/`client_ca` again (all set) or turns TLS off (no `cert`), logging what
+    /// it did; a file that no longer loads keeps the acceptor in use.
+    pub fn reload(
+        &self,
+        listener: &str,
+        cert: Option<&Path>,
+        key: Option<&Path>,
+        client_ca: Option<&Path>,
+    ) {
+        match (cert, key) {
+            (Some(cert), Some(key)) => match acceptor(cert, key, client_ca) {
+                Ok(acceptor) => {
+                    self.replace(Some(acceptor));
+                    tracing::info!(
+                        "reload: {listener} TLS certificate loaded from {}",
+                        cert.display()
+                    );
+                }
+                Err(err) => {
+                    tracing::error!("reload: {listener} keeps its TLS certificate: {err}");
+                }
+            },
+            _ => self.replace(None),
+        }
+    }
 }
 
 /// Builds the acceptor for a TLS listener from PEM files: `cert` holds the server certificate

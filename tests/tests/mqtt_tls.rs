@@ -237,3 +237,45 @@ fn a_tls_key_that_does_not_load_is_named_by_check_and_run() {
         "run must name the field: {stderr}"
     );
 }
+
+/// A renewed certificate (new files at the same paths) is used for connections made after a
+/// SIGHUP, without a restart.
+#[test]
+fn a_reload_picks_up_a_renewed_certificate() {
+    let (old, new) = (Pki::new(), Pki::new());
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key) = (dir.path().join("server.crt"), dir.path().join("server.key"));
+    let install = |pki: &Pki| {
+        std::fs::copy(pki.path("server.crt"), &cert).unwrap();
+        std::fs::copy(pki.path("server.key"), &key).unwrap();
+    };
+    install(&old);
+    let broker = Broker::start(&format!(
+        "[mqtt]\ntls_listen = \"127.0.0.1:0\"\ntls_cert = \"{}\"\ntls_key = \"{}\"\n",
+        cert.display(),
+        key.display()
+    ));
+    let tls = broker.listen_addr("mqtt.tls_listen");
+    let trusts = |pki: &Pki| {
+        publish(
+            tls,
+            "sensors/dev-1/t",
+            "x",
+            Some((&pki.path("ca.crt"), None)),
+        )
+        .status
+        .success()
+    };
+    assert!(
+        trusts(&old) && !trusts(&new),
+        "the first certificate is served"
+    );
+
+    install(&new);
+    broker.signal(nix::sys::signal::Signal::SIGHUP);
+    broker.wait_for_line("MQTT TLS certificate loaded", Duration::from_secs(10));
+    assert!(
+        trusts(&new) && !trusts(&old),
+        "after the reload the renewed certificate is served"
+    );
+}

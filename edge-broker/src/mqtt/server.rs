@@ -11,7 +11,6 @@ use edge_log::Log;
 use serde::{Deserialize, Serialize};
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
-use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -126,6 +125,8 @@ pub struct MqttServer {
     changes: AtomicU64,
     client_ids: AtomicU64,
     tasks: TaskTracker,
+    /// The TLS listener's certificate (replaced by a reload).
+    pub tls: crate::tls::AcceptorCell,
 }
 
 impl MqttServer {
@@ -149,6 +150,7 @@ impl MqttServer {
             changes: AtomicU64::new(0),
             client_ids: AtomicU64::new(0),
             tasks: TaskTracker::new(),
+            tls: crate::tls::AcceptorCell::default(),
         });
         server.restore()?;
         Ok(server)
@@ -447,13 +449,13 @@ impl MqttServer {
         }
     }
 
-    /// Accepts connections on `listener` (plain MQTT) and, if given, on a TLS listener until
-    /// `shutdown`, then waits for them to close and saves state. Both count towards
-    /// `max_connections`.
+    /// Accepts connections on `listener` (plain MQTT) and, if given, on `tls_listener` (with the
+    /// certificate in [`MqttServer::tls`]) until `shutdown`, then waits for them to close and
+    /// saves state. Both count towards `max_connections`.
     pub async fn serve(
         self: Arc<Self>,
         listener: TcpListener,
-        tls: Option<(TcpListener, TlsAcceptor)>,
+        tls_listener: Option<TcpListener>,
         shutdown: CancellationToken,
     ) {
         let background = self.spawn_background(shutdown.clone());
@@ -473,7 +475,7 @@ impl MqttServer {
             },
         );
         let secure = async {
-            let Some((listener, acceptor)) = tls else {
+            let Some(listener) = tls_listener else {
                 return;
             };
             crate::listener::accept_loop(
@@ -484,8 +486,11 @@ impl MqttServer {
                 &shutdown,
                 |stream, peer, permit| {
                     let (server, shutdown) = (Arc::clone(&self), shutdown.clone());
-                    let acceptor = acceptor.clone();
+                    let acceptor = self.tls.current();
                     async move {
+                        let Some(acceptor) = acceptor else {
+                            return;
+                        };
                         let deadline = server.settings().connect_timeout.0;
                         match crate::listener::tls(&acceptor, stream, deadline).await {
                             Ok(halves) => {
@@ -594,6 +599,16 @@ impl crate::reload::Reload for MqttServer {
         match config.compile_routes() {
             Ok(routes) => self.set_routes(Arc::new(routes)),
             Err(err) => tracing::error!("reload: routes not replaced: {err}"),
+        }
+        // The TLS listener itself is fixed at start; its certificate is read again.
+        let m = &config.mqtt;
+        if m.tls_listen.is_some() {
+            self.tls.reload(
+                "MQTT",
+                m.tls_cert.as_deref(),
+                m.tls_key.as_deref(),
+                m.tls_client_ca.as_deref(),
+            );
         }
     }
 }

@@ -8,7 +8,6 @@ use edge_log::Log;
 use edge_proto::nats::subject;
 use edge_proto::nats::{HeaderMap, Info};
 use tokio::net::TcpListener;
-use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -82,6 +81,8 @@ pub struct NatsServer {
     pub server_name: String,
     next_key: AtomicU64,
     tasks: TaskTracker,
+    /// The certificate clients must upgrade to; `None`: plain TCP (replaced by a reload).
+    pub tls: crate::tls::AcceptorCell,
 }
 
 impl NatsServer {
@@ -106,6 +107,7 @@ impl NatsServer {
             dedup: Mutex::new(dedup),
             next_key: AtomicU64::new(NATS_KEY_BASE),
             tasks: TaskTracker::new(),
+            tls: crate::tls::AcceptorCell::default(),
         })
     }
 
@@ -191,14 +193,10 @@ impl NatsServer {
         self.hub.publish(message)
     }
 
-    /// Accepts connections until `shutdown`, then waits for them to close. With `tls`, every
-    /// client must upgrade to TLS right after INFO (`tls_required`).
-    pub async fn serve(
-        self: Arc<Self>,
-        listener: TcpListener,
-        tls: Option<TlsAcceptor>,
-        shutdown: CancellationToken,
-    ) {
+    /// Accepts connections until `shutdown`, then waits for them to close. While
+    /// [`NatsServer::tls`] holds a certificate, every client must upgrade to TLS right after
+    /// INFO (`tls_required`).
+    pub async fn serve(self: Arc<Self>, listener: TcpListener, shutdown: CancellationToken) {
         let server = Arc::clone(&self);
         crate::listener::accept_loop(
             listener,
@@ -210,7 +208,7 @@ impl NatsServer {
                 connection::serve(
                     Arc::clone(&server),
                     stream,
-                    tls.clone(),
+                    server.tls.current(),
                     peer,
                     permit,
                     shutdown.clone(),
@@ -302,6 +300,13 @@ impl crate::reload::Reload for NatsServer {
             Ok(routes) => self.set_routes(Arc::new(routes)),
             Err(err) => tracing::error!("reload: NATS routes not replaced: {err}"),
         }
+        let n = &config.nats;
+        self.tls.reload(
+            "NATS",
+            n.tls_cert.as_deref(),
+            n.tls_key.as_deref(),
+            n.tls_client_ca.as_deref(),
+        );
     }
 }
 
