@@ -255,9 +255,11 @@ start_broker() {
     qemu_stop "$QEMU_PID" 2
     echo "MQTT port $MQTT_PORT never opened (exit: $QEMU_RC); log: $(tail -n 20 "$logf")"; return 1
   fi
-  if [ "$HAS_NATS" = 1 ] && ! port_open "$NATS_PORT"; then
+  # The listeners are bound one after the other (MQTT first): under emulation NATS may take a
+  # moment longer.
+  if [ "$HAS_NATS" = 1 ] && ! wait_port "$QEMU_PID" "$NATS_PORT" 10; then
     qemu_stop "$QEMU_PID" 2
-    echo "NATS port $NATS_PORT not open while MQTT is; log: $(tail -n 20 "$logf")"; return 1
+    echo "NATS port $NATS_PORT not open 10 s after MQTT's; log: $(tail -n 20 "$logf")"; return 1
   fi
   if ! wait_port "$QEMU_PID" "$METRICS_PORT" 10; then
     qemu_stop "$QEMU_PID" 2
