@@ -965,6 +965,24 @@ mod tests {
     use crate::producer::codes;
     use crate::route::RouteConfig;
 
+    /// Runs `fwd` until it has committed `n` records (10 s at most), then stops it.
+    async fn run_until_committed<P: KafkaProducer + Clone + Send + Sync + 'static>(
+        fwd: Forwarder<P>,
+        n: u64,
+    ) -> Arc<ForwardMetrics> {
+        let metrics = fwd.metrics();
+        let (stop, abort) = (CancellationToken::new(), CancellationToken::new());
+        let task = tokio::spawn(fwd.run(stop.clone(), abort.clone()));
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while metrics.committed.load(Ordering::Relaxed) < n {
+            assert!(Instant::now() < deadline, "not all committed");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        stop.cancel();
+        task.await.unwrap();
+        metrics
+    }
+
     /// Injects what a real broker cannot do on demand: the first `fail_first` produce calls fail
     /// with a connection reset (outcome unknown), any batch holding a `BIG` value is refused
     /// with MESSAGE_TOO_LARGE, and `always_fail` makes every call fail.
@@ -1074,16 +1092,7 @@ mod tests {
             config(dir.path()),
         )
         .unwrap();
-        let metrics = fwd.metrics();
-        let (stop, abort) = (CancellationToken::new(), CancellationToken::new());
-        let task = tokio::spawn(fwd.run(stop.clone(), abort.clone()));
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while metrics.committed.load(Ordering::Relaxed) < 40 {
-            assert!(Instant::now() < deadline, "not all committed");
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-        stop.cancel();
-        task.await.unwrap();
+        let metrics = run_until_committed(fwd, 40).await;
 
         let written = producer.written.lock().unwrap().clone();
         let mut per_partition: HashMap<i32, Vec<u64>> = HashMap::new();
@@ -1249,17 +1258,8 @@ mod tests {
         };
         let fwd =
             Forwarder::open(&log, "kafka", routes(), broker.clone(), config(dir.path())).unwrap();
-        let metrics = fwd.metrics();
-        *broker.metrics.lock().unwrap() = Some(Arc::clone(&metrics));
-        let (stop, abort) = (CancellationToken::new(), CancellationToken::new());
-        let task = tokio::spawn(fwd.run(stop.clone(), abort.clone()));
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while metrics.committed.load(Ordering::Relaxed) < 60 {
-            assert!(Instant::now() < deadline, "not all committed");
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-        stop.cancel();
-        task.await.unwrap();
+        *broker.metrics.lock().unwrap() = Some(fwd.metrics());
+        let metrics = run_until_committed(fwd, 60).await;
 
         assert!(
             broker.max_outstanding.load(Ordering::SeqCst) >= 2,

@@ -159,12 +159,10 @@ impl Connection {
         version: i16,
         req: &Req,
     ) -> Result<Resp, ProduceError> {
-        self.correlation_id = self.correlation_id.wrapping_add(1);
-        let correlation_id = self.correlation_id;
-        encode_request(
+        let correlation_id = encode_request(
             &mut self.write_buf,
             &self.limits.client_id,
-            correlation_id,
+            &mut self.correlation_id,
             api,
             version,
             req,
@@ -448,12 +446,10 @@ impl Pipeline {
                     });
                 }
             };
-        self.correlation_id = self.correlation_id.wrapping_add(1);
-        let correlation_id = self.correlation_id;
-        encode_request(
+        let correlation_id = encode_request(
             &mut self.write_buf,
             &self.limits.client_id,
-            correlation_id,
+            &mut self.correlation_id,
             api,
             version,
             req,
@@ -509,15 +505,18 @@ pub(crate) fn decode_response<Resp: Decodable>(
         .map_err(|e| protocol(format!("{} v{version} response: {e:#}", api_name(api))))
 }
 
-/// Encodes length prefix, header and body of a request into `buf`.
+/// Encodes length prefix, header and body of a request into `buf` under the next correlation
+/// id after `last_correlation_id` (advanced), and returns that id.
 fn encode_request<Req: Encodable>(
     buf: &mut BytesMut,
     client_id: &StrBytes,
-    correlation_id: i32,
+    last_correlation_id: &mut i32,
     api: ApiKey,
     version: i16,
     req: &Req,
-) -> Result<(), ProduceError> {
+) -> Result<i32, ProduceError> {
+    *last_correlation_id = last_correlation_id.wrapping_add(1);
+    let correlation_id = *last_correlation_id;
     let header = RequestHeader::default()
         .with_request_api_key(api as i16)
         .with_request_api_version(version)
@@ -534,7 +533,7 @@ fn encode_request<Req: Encodable>(
         reason: "request above 4 GiB".into(),
     })?;
     buf[..4].copy_from_slice(&len.to_be_bytes());
-    Ok(())
+    Ok(correlation_id)
 }
 
 fn version_of(
