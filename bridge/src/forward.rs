@@ -374,8 +374,12 @@ impl<P: KafkaProducer + Clone + 'static> Forwarder<P> {
             };
             read_backoff.reset();
             let mut disk_bytes: usize = records.iter().map(Record::encoded_len).sum();
-            let full =
-                records.len() >= config.max_batch_records || disk_bytes >= config.max_batch_bytes;
+            // Full when a limit stopped the read: then more durable records are waiting (a
+            // byte-limited chunk ends one record short of `max_batch_bytes`, so comparing the
+            // sizes is not enough). Only a chunk that caught up with the log lingers.
+            let full = cursor.position() < log.durable_end()
+                || records.len() >= config.max_batch_records
+                || disk_bytes >= config.max_batch_bytes;
             if !full && !config.linger.is_zero() {
                 sleep_or_cancel(config.linger, &stop_any).await;
                 let (n, b) = (
@@ -1121,6 +1125,42 @@ mod tests {
         let dl = std::fs::read_to_string(dir.path().join("dl")).unwrap();
         assert!(dl.contains("\"offset\":13,"), "{dl}");
         assert_eq!(log.cursor("kafka").unwrap().committed(), 40);
+    }
+
+    #[tokio::test]
+    async fn a_backlog_cut_by_the_byte_limit_is_not_lingered_over() {
+        // Chunks of a few records, limited by bytes (one record short of the limit, as a byte
+        // limit always ends), and a linger far longer than the test may run: if a byte-limited
+        // chunk counted as short, the first one would wait the linger out and nothing would be
+        // committed. Only the tail chunk, which caught up with the log, may linger.
+        let dir = tempfile::tempdir().unwrap();
+        let payloads: Vec<String> = (0..40).map(|i| format!("m{i:02}")).collect();
+        let refs: Vec<&str> = payloads.iter().map(String::as_str).collect();
+        let log = log_with(&dir.path().join("log"), &refs).await;
+        let one = log
+            .cursor("probe")
+            .unwrap()
+            .try_read(1, usize::MAX)
+            .unwrap()[0]
+            .encoded_len();
+        let mut config = config(dir.path());
+        config.max_batch_records = 1_000;
+        config.max_batch_bytes = one * 5 + one / 2;
+        config.linger = Duration::from_secs(3_600);
+        let producer = FaultyProducer::default();
+        let fwd = Forwarder::open(&log, "kafka", routes(), producer.clone(), config).unwrap();
+        let (stop, abort) = (CancellationToken::new(), CancellationToken::new());
+        let task = tokio::spawn(fwd.run(stop.clone(), abort.clone()));
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while producer.written.lock().unwrap().len() < 35 {
+            assert!(
+                Instant::now() < deadline,
+                "the backlog waited for the linger"
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        abort.cancel();
+        task.await.unwrap();
     }
 
     #[tokio::test]
