@@ -152,16 +152,18 @@ key = "{{topic.2}}"
     return p
 
 
-def ceiling(bootstrap, topic, args, idempotent=False):
+def ceiling(bootstrap, topic, args, idempotent=False, like_edge=False):
     """librdkafka produce_batch rate (acks=all, batches of 1000, same compression); with
     `idempotent`, enable.idempotence like edge-broker's producer (at most 5 requests in flight
-    per partition, sequence numbers the broker checks)."""
+    per partition, sequence numbers the broker checks); with `like_edge`, records carrying a
+    key and the four edge-* headers like the ones edge-broker forwards."""
     create_topic(bootstrap, topic)
     out = subprocess.run([PY, os.path.join(HERE, "kafka_produce.py"), "--bootstrap", bootstrap,
                           "--topic", topic, "bench", "--records", str(args.records),
                           "--size", str(args.size), "--batch", "1000",
                           "--compression", args.compression]
-                         + (["--idempotent"] if idempotent else []),
+                         + (["--idempotent"] if idempotent else [])
+                         + (["--like-edge"] if like_edge else []),
                          check=True, capture_output=True, text=True)
     return json.loads(out.stdout)["rate"]
 
@@ -221,6 +223,8 @@ def main():
         bootstrap = f"127.0.0.1:{kport}"
         raw = ceiling(bootstrap, "raw", args)
         rows.append(("librdkafka raw produce (ceiling)", args.records, raw))
+        shaped = ceiling(bootstrap, "raw-shaped", args, like_edge=True)
+        rows.append(("  same, records with key + 4 edge-* headers", args.records, shaped))
 
         # 2. End to end per fsync mode: first publish -> last record acknowledged by Kafka.
         e2e = {}
@@ -269,7 +273,7 @@ def main():
     if drain:
         print(f"drain / raw ceiling (mean of just before and after) = "
               f"{drain / drain_ceiling:.2f}x (goal >= 0.8); / first ceiling {drain / raw:.2f}x; "
-              f"steady {steady / drain_ceiling:.2f}x")
+              f"steady {steady / drain_ceiling:.2f}x; / edge-shaped ceiling {drain / shaped:.2f}x")
         print(f"drain / idempotent ceiling (same guarantees as edge-broker's producer) = "
               f"{drain / idem_ceiling:.2f}x; steady {steady / idem_ceiling:.2f}x")
     for mode, rate in e2e.items():

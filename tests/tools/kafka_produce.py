@@ -7,9 +7,10 @@ Modes:
          the delivery reports: an independent check of our murmur2 partitioner.
   bench  Produce --records records of --size bytes spread evenly over the topic's partitions
          with produce_batch() (--batch records per call and per librdkafka batch), acks=all,
-         no compression, and print
+         --compression (none by default), and print
          {"records": N, "seconds": S, "rate": R} measured from the first produce() until
-         flush() returns: the ceiling our producer is compared with.
+         flush() returns: the ceiling our producer is compared with. --like-edge gives every
+         record a key and the four edge-* headers, shaped like what edge-broker forwards.
 Usage:
   kafka_produce.py --bootstrap B --topic T keys --keys a,b,c
   kafka_produce.py --bootstrap B --topic T bench --records 100000 --size 200 --batch 1000
@@ -35,6 +36,8 @@ def main():
     b.add_argument("--size", type=int, default=200)
     b.add_argument("--batch", type=int, default=1000)
     b.add_argument("--compression", default="none")
+    b.add_argument("--like-edge", action="store_true",
+                   help="records shaped like edge-broker's: a key and the four edge-* headers")
     b.add_argument("--idempotent", action="store_true",
                    help="enable.idempotence (max 5 requests in flight), like edge-broker's producer")
     args = ap.parse_args()
@@ -80,12 +83,24 @@ def main():
     pool = [rng.getrandbits(args.size * 4).to_bytes(args.size // 2, "big").hex().encode()[: args.size]
             for _ in range(1024)]
     per_partition = args.records // len(partitions)
+
+    def record(part, i):
+        msg = {"value": pool[i % 1024]}
+        if args.like_edge:
+            # What edge-broker forwards for sensors/<prefix>c<n>-<k>/t with key {topic.2}.
+            sensor = f"p{part}c0-{i % 16}"
+            msg["key"] = sensor.encode()
+            msg["headers"] = [("edge-node", b"bench-gw"),
+                              ("edge-offset", str(part * per_partition + i).encode()),
+                              ("edge-source", b"mqtt"),
+                              ("edge-topic", f"sensors/{sensor}/t".encode())]
+        return msg
     lanes = []
     for part in partitions:
         lane = []
         for first in range(0, per_partition, args.batch):
             n = min(args.batch, per_partition - first)
-            lane.append((part, [{"value": pool[(first + i) % 1024]} for i in range(n)]))
+            lane.append((part, [record(part, first + i) for i in range(n)]))
         lanes.append(lane)
     # Interleave partitions like concurrent per-partition senders would.
     batches = [b for group in zip(*lanes) for b in group]
