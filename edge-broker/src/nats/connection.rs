@@ -963,7 +963,8 @@ impl Connection {
         durable: Result<(), AppendError>,
         items: &[BatchItem],
     ) {
-        let mut body = BytesMut::new();
+        // One allocation for every PubAck body of the batch (each is split off it).
+        let mut body = BytesMut::with_capacity(items.len() * ACK_BODY_ESTIMATE);
         for (item, outcome) in items.iter().zip(appended.outcomes()) {
             let (Some(ack), Ok(seq)) = (item.ack, outcome) else {
                 continue;
@@ -1155,6 +1156,9 @@ fn ack_json(stream: &str, seq: u64, duplicate: bool) -> Bytes {
 }
 
 /// Writes `{"stream":"<stream>","seq":<seq>}` (the hot path: no formatting machinery).
+/// Typical PubAck body length (`{"stream":"<name>","seq":<offset>}`) for reserving room.
+const ACK_BODY_ESTIMATE: usize = 48;
+
 fn write_ack_json(out: &mut BytesMut, stream: &str, seq: u64) {
     out.extend_from_slice(b"{\"stream\":\"");
     out.extend_from_slice(stream.as_bytes());

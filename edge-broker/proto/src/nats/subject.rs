@@ -153,11 +153,48 @@ fn check_topic_text(topic: &str) -> Result<(), SubjectError> {
     Ok(())
 }
 
+/// The fast path of both name mappings: a name made only of non-empty runs of ASCII letters,
+/// digits, `_` and `-` separated by `from` maps to itself with `from` replaced by `to` (no
+/// escape, no empty level, no wildcard can occur). `None`: take the general path.
+fn swap_plain_separators(name: &str, from: u8, to: u8) -> Option<String> {
+    let bytes = name.as_bytes();
+    // A separator at the start, after another one, or at the end marks an empty level/token.
+    let mut after_separator = true;
+    for &b in bytes {
+        if b == from {
+            if after_separator {
+                return None;
+            }
+            after_separator = true;
+        } else if b.is_ascii_alphanumeric() || b == b'_' || b == b'-' {
+            after_separator = false;
+        } else {
+            return None;
+        }
+    }
+    if after_separator {
+        return None;
+    }
+    let swapped: Vec<u8> = bytes
+        .iter()
+        .map(|&b| if b == from { to } else { b })
+        .collect();
+    String::from_utf8(swapped).ok()
+}
+
 /// Maps an MQTT topic name (PUBLISH) to the NATS subject nats-server uses for it.
 ///
 /// `a/b` → `a.b`, `a.b` → `a//b`, `/a` → `/.a`, `a/` → `a./`, `a//b` → `a./.b`.
 /// Refuses `+`/`#`, whitespace, and levels that are exactly `*` or `>`.
 pub fn mqtt_topic_to_nats_subject(topic: &str) -> Result<String, SubjectError> {
+    match swap_plain_separators(topic, b'/', b'.') {
+        Some(subject) => Ok(subject),
+        None => topic_to_subject_escaped(topic),
+    }
+}
+
+/// [`mqtt_topic_to_nats_subject`] for any topic (escapes, empty levels, refusals).
+fn topic_to_subject_escaped(topic: &str) -> Result<String, SubjectError> {
     check_topic_text(topic)?;
     if topic.contains(['+', '#']) {
         return Err(SubjectError::WildcardNotAllowed(topic.to_owned()));
@@ -240,6 +277,14 @@ fn token_to_topic_level(subject: &str, token: &str, out: &mut String) -> Result<
 /// Refuses wildcards, whitespace, empty tokens, `+`/`#`, and `/` used other than as the
 /// escapes `/` (whole token) and `//`: e.g. `a/b` has no MQTT equivalent.
 pub fn nats_subject_to_mqtt_topic(subject: &str) -> Result<String, SubjectError> {
+    match swap_plain_separators(subject, b'.', b'/') {
+        Some(topic) => Ok(topic),
+        None => subject_to_topic_escaped(subject),
+    }
+}
+
+/// [`nats_subject_to_mqtt_topic`] for any subject (escapes, empty levels, refusals).
+fn subject_to_topic_escaped(subject: &str) -> Result<String, SubjectError> {
     check_topic_text(subject)?;
     if subject.contains(['+', '#']) {
         return Err(SubjectError::NotMappable(subject.to_owned()));
@@ -290,7 +335,32 @@ pub fn nats_subject_to_mqtt_filter(subject: &str) -> Result<String, SubjectError
 
 #[cfg(test)]
 mod tests {
+    use proptest::prelude::*;
+
     use super::*;
+
+    proptest! {
+        #[test]
+        fn the_plain_fast_path_agrees_with_the_general_mapping(name in "[a-zA-Z0-9_./é*>+# -]{0,12}") {
+            if let Some(subject) = swap_plain_separators(&name, b'/', b'.') {
+                prop_assert_eq!(topic_to_subject_escaped(&name), Ok(subject));
+            }
+            if let Some(topic) = swap_plain_separators(&name, b'.', b'/') {
+                prop_assert_eq!(subject_to_topic_escaped(&name), Ok(topic));
+            }
+        }
+    }
+
+    #[test]
+    fn the_plain_fast_path_takes_only_plain_names() {
+        assert_eq!(
+            swap_plain_separators("_INBOX.ab-C.9", b'.', b'/').as_deref(),
+            Some("_INBOX/ab-C/9")
+        );
+        for name in ["", ".", "a.", ".a", "a..b", "a/b", "a.*", "a.>", "é", "a b"] {
+            assert_eq!(swap_plain_separators(name, b'.', b'/'), None, "{name:?}");
+        }
+    }
 
     #[test]
     fn publish_subjects() {
