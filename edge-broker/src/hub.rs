@@ -4,7 +4,7 @@
 //! Publishing never blocks on a subscriber: a delivery is pushed into the subscriber's bounded
 //! mailbox, which decides (by its own limits) whether to keep it.
 
-use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 
 use crate::message::Message;
@@ -57,6 +57,8 @@ pub struct FanOut {
 #[derive(Debug, Default)]
 pub struct Hub {
     tree: RwLock<SubscriptionTree<u64, SubEntry>>,
+    /// Bumped by every subscribe and unsubscribe (see [`Hub::generation`]).
+    generation: AtomicU64,
 }
 
 impl Hub {
@@ -77,6 +79,7 @@ impl Hub {
             .tree
             .write()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
+        self.generation.fetch_add(1, Ordering::AcqRel);
         tree.insert(filter, group, subscriber, entry).is_some()
     }
 
@@ -86,7 +89,25 @@ impl Hub {
             .tree
             .write()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
+        self.generation.fetch_add(1, Ordering::AcqRel);
         tree.remove(filter, group, &subscriber).is_some()
+    }
+
+    /// Changes whenever a subscription is added or removed: an answer of
+    /// [`Hub::has_subscribers`] taken after reading it holds while it stays the same.
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Acquire)
+    }
+
+    /// Whether any subscription matches `topic` (MQTT form).
+    pub fn has_subscribers(&self, topic: &str) -> bool {
+        let tree = self
+            .tree
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut any = false;
+        with_levels(topic, |levels| tree.matches(levels, |_| any = true));
+        any
     }
 
     /// Number of subscriptions.
@@ -108,50 +129,61 @@ impl Hub {
     /// highest granted QoS carrying all their subscription identifiers (MQTT 5 §3.3.4); each
     /// matching share group delivers to one of its members.
     pub fn publish(&self, message: &Arc<Message>) -> FanOut {
-        let levels: Vec<&str> = message.topic.split('/').collect();
         let tree = self
             .tree
             .read()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
-        let mut merged: BTreeMap<u64, (Delivery, Arc<dyn Mailbox>)> = BTreeMap::new();
+        // One entry per subscriber: a subscriber's matches are merged into its entry (a
+        // linear scan: few subscribers match one topic, and none allocates until one does).
+        let mut merged: Vec<(u64, Delivery, Arc<dyn Mailbox>)> = Vec::new();
         let mut shared: Vec<(Delivery, Arc<dyn Mailbox>)> = Vec::new();
-        tree.matches(&levels, |m| {
-            let entry = m.value;
-            if m.group.is_none() && entry.no_local && message.publisher == Some(*m.key) {
-                return;
-            }
-            let qos = entry.qos.min(message.qos);
-            let retain = entry.retain_as_published && message.retain;
-            if m.group.is_some() {
-                let delivery = Delivery {
-                    message: Arc::clone(message),
-                    qos,
-                    retain,
-                    subscription_ids: entry.id.into_iter().collect(),
-                };
-                shared.push((delivery, Arc::clone(&entry.mailbox)));
-                return;
-            }
-            let slot = merged.entry(*m.key).or_insert_with(|| {
-                (
-                    Delivery {
+        with_levels(&message.topic, |levels| {
+            tree.matches(levels, |m| {
+                let entry = m.value;
+                if m.group.is_none() && entry.no_local && message.publisher == Some(*m.key) {
+                    return;
+                }
+                let qos = entry.qos.min(message.qos);
+                let retain = entry.retain_as_published && message.retain;
+                if m.group.is_some() {
+                    let delivery = Delivery {
                         message: Arc::clone(message),
                         qos,
                         retain,
-                        subscription_ids: Vec::new(),
-                    },
-                    Arc::clone(&entry.mailbox),
-                )
-            });
-            slot.0.qos = slot.0.qos.max(qos);
-            slot.0.retain |= retain;
-            if let Some(id) = entry.id {
-                slot.0.subscription_ids.push(id);
-            }
+                        subscription_ids: entry.id.into_iter().collect(),
+                    };
+                    shared.push((delivery, Arc::clone(&entry.mailbox)));
+                    return;
+                }
+                let at = match merged.iter().position(|(key, ..)| key == m.key) {
+                    Some(at) => at,
+                    None => {
+                        let delivery = Delivery {
+                            message: Arc::clone(message),
+                            qos,
+                            retain,
+                            subscription_ids: Vec::new(),
+                        };
+                        merged.push((*m.key, delivery, Arc::clone(&entry.mailbox)));
+                        merged.len() - 1
+                    }
+                };
+                let slot = &mut merged[at].1;
+                slot.qos = slot.qos.max(qos);
+                slot.retain |= retain;
+                if let Some(id) = entry.id {
+                    slot.subscription_ids.push(id);
+                }
+            })
         });
         drop(tree);
+        // Subscribers in key order, as before (deterministic delivery order).
+        merged.sort_unstable_by_key(|(key, ..)| *key);
         let mut fan_out = FanOut::default();
-        for (delivery, mailbox) in merged.into_values().chain(shared) {
+        let merged = merged
+            .into_iter()
+            .map(|(_, delivery, mailbox)| (delivery, mailbox));
+        for (delivery, mailbox) in merged.chain(shared) {
             if mailbox.deliver(delivery) {
                 fan_out.delivered += 1;
             } else {
@@ -160,6 +192,22 @@ impl Hub {
         }
         fan_out
     }
+}
+
+/// Calls `f` with the levels of `topic` (split at `/`), on the stack for up to 16 levels.
+fn with_levels<R>(topic: &str, f: impl FnOnce(&[&str]) -> R) -> R {
+    const ON_STACK: usize = 16;
+    let mut stack = [""; ON_STACK];
+    let mut n = 0;
+    for level in topic.split('/') {
+        if n == ON_STACK {
+            let levels: Vec<&str> = topic.split('/').collect();
+            return f(&levels);
+        }
+        stack[n] = level;
+        n += 1;
+    }
+    f(&stack[..n])
 }
 
 #[cfg(test)]
@@ -253,5 +301,51 @@ mod tests {
         assert!(hub.unsubscribe(&filter, None, 3));
         assert_eq!(hub.publish(&message("x/y", 0, None)), FanOut::default());
         assert!(hub.is_empty());
+    }
+
+    #[test]
+    fn generation_moves_with_every_subscription_change() {
+        let hub = Hub::new();
+        let inbox = Arc::new(Collect::default());
+        let filter = Filter::mqtt("a/+/c").unwrap();
+        let g0 = hub.generation();
+        assert!(!hub.has_subscribers("a/b/c"));
+        hub.subscribe(&filter, None, 1, entry(0, None, &inbox));
+        let g1 = hub.generation();
+        assert_ne!(g0, g1);
+        assert!(hub.has_subscribers("a/b/c"));
+        assert!(!hub.has_subscribers("a/b"));
+        hub.unsubscribe(&filter, None, 1);
+        assert_ne!(hub.generation(), g1);
+        assert!(!hub.has_subscribers("a/b/c"));
+    }
+
+    #[test]
+    fn topics_deeper_than_the_stack_buffer_match_too() {
+        let hub = Hub::new();
+        let inbox = Arc::new(Collect::default());
+        let deep: Vec<String> = (0..40).map(|i| format!("l{i}")).collect();
+        let topic = deep.join("/");
+        hub.subscribe(
+            &Filter::mqtt(&topic).unwrap(),
+            None,
+            1,
+            entry(0, None, &inbox),
+        );
+        hub.subscribe(
+            &Filter::mqtt("l0/#").unwrap(),
+            None,
+            2,
+            entry(0, None, &inbox),
+        );
+        assert!(hub.has_subscribers(&topic));
+        assert_eq!(hub.publish(&message(&topic, 0, None)).delivered, 2);
+        let deeper = message(&format!("{topic}/more"), 0, None);
+        assert_eq!(
+            hub.publish(&deeper).delivered,
+            1,
+            "only l0/# matches one level deeper"
+        );
+        assert!(!hub.has_subscribers("l1/l2"));
     }
 }

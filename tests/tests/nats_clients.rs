@@ -597,6 +597,46 @@ fn pubacks_and_routed_messages_reach_other_subscribers_too() {
     assert!(broker.terminate(Duration::from_secs(25)).success());
 }
 
+/// A publisher repeating one routed subject: a subscriber that arrives (or leaves) between two
+/// of its publishes gets exactly the publishes made while it was subscribed (the connection's
+/// "nobody listens here" shortcut follows subscription changes).
+#[test]
+fn a_subscriber_joining_between_repeated_routed_publishes_gets_the_later_ones() {
+    let mut broker = Broker::start(ROUTED);
+    let addr = broker.listen_addr("nats.listen");
+    let mut a = TcpStream::connect(addr).unwrap();
+    a.write_all(b"CONNECT {\"verbose\":false}\r\nSUB _INBOX.a.* 1\r\nPING\r\n")
+        .unwrap();
+    read_until(&mut a, "PONG", Duration::from_secs(10));
+    a.write_all(b"PUB sensors.q.temp _INBOX.a.1 5\r\nfirst\r\n")
+        .unwrap();
+    read_until(&mut a, "\"seq\":0}", Duration::from_secs(10));
+
+    let mut b = TcpStream::connect(addr).unwrap();
+    b.write_all(b"CONNECT {\"verbose\":false}\r\nSUB sensors.q.temp 5\r\nPING\r\n")
+        .unwrap();
+    read_until(&mut b, "PONG", Duration::from_secs(10));
+    a.write_all(b"PUB sensors.q.temp _INBOX.a.2 6\r\nsecond\r\n")
+        .unwrap();
+    read_until(&mut a, "\"seq\":1}", Duration::from_secs(10));
+    let got_b = read_until(&mut b, "second", Duration::from_secs(10));
+    assert!(
+        got_b.contains("MSG sensors.q.temp 5 6\r\nsecond\r\n"),
+        "{got_b:?}"
+    );
+    assert!(!got_b.contains("first"), "{got_b:?}");
+
+    b.write_all(b"UNSUB 5\r\nPING\r\n").unwrap();
+    read_until(&mut b, "PONG", Duration::from_secs(10));
+    a.write_all(b"PUB sensors.q.temp _INBOX.a.3 5\r\nthird\r\n")
+        .unwrap();
+    read_until(&mut a, "\"seq\":2}", Duration::from_secs(10));
+    b.write_all(b"PING\r\n").unwrap();
+    let got_b = read_until(&mut b, "PONG", Duration::from_secs(10));
+    assert!(!got_b.contains("MSG"), "{got_b:?}");
+    assert!(broker.terminate(Duration::from_secs(25)).success());
+}
+
 /// With `[nats] tls_cert`/`tls_key` every client must use TLS: INFO says `tls_required`, nats-py
 /// upgrades and its `js.publish` gets durable PubAcks over TLS; a client that goes on in plain
 /// text gets nothing and is counted as a failed handshake.

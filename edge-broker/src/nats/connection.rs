@@ -234,7 +234,7 @@ const MAX_BATCH_BYTES: usize = 1 << 20;
 
 /// A routed publish in a batch, with what happens once the log has answered.
 struct BatchItem {
-    /// Delivered to local subscribers once written.
+    /// Delivered to local subscribers once written (`None`: nobody subscribed when it came in).
     message: Option<Arc<Message>>,
     /// Absolute index of its reply in `acks`, if it has a reply subject.
     ack: Option<u64>,
@@ -366,6 +366,7 @@ pub async fn serve(
         next_record: 0,
         written_below: 0,
         route_cache: None,
+        local_cache: None,
         acks: VecDeque::new(),
         acks_base: 0,
         pings_out: 0,
@@ -409,6 +410,8 @@ struct Connection {
     written_below: u64,
     /// The last routed subject looked up: (routes generation, subject, stream).
     route_cache: Option<(u64, String, Option<Arc<str>>)>,
+    /// The last routed subject checked for local subscribers: (hub generation, subject, any).
+    local_cache: Option<(u64, String, bool)>,
     acks: VecDeque<PendingAck>,
     /// Absolute index of `acks.front()`.
     acks_base: u64,
@@ -765,6 +768,24 @@ impl Connection {
         stream
     }
 
+    /// Whether a publish on `subject` would reach a local subscriber (cached for the last
+    /// subject while the hub's subscriptions stay the same). Routed publishes nobody
+    /// subscribes to are stored without building a message for local delivery.
+    fn has_local_subscribers(&mut self, subject: &str) -> bool {
+        let hub = &self.server.hub;
+        let generation = hub.generation();
+        if let Some((g, cached, any)) = &self.local_cache
+            && *g == generation
+            && cached == subject
+        {
+            return *any;
+        }
+        let any = subject::nats_subject_to_mqtt_topic(subject)
+            .is_ok_and(|topic| hub.has_subscribers(&topic));
+        self.local_cache = Some((generation, subject.to_owned(), any));
+        any
+    }
+
     /// Queues a reply; returns its absolute index.
     fn queue_ack(&mut self, reply: String, body: Option<Bytes>) -> u64 {
         self.acks.push_back(PendingAck { reply, body });
@@ -819,15 +840,19 @@ impl Connection {
             self.now_ms = now_ms();
             self.clock_stale = false;
         }
-        let message = nats_message_at(
-            &publish.subject,
-            None,
-            headers.as_ref(),
-            publish.payload.clone(),
-            Some(self.conn_key),
-            1,
-            self.now_ms,
-        );
+        let message = if self.has_local_subscribers(&publish.subject) {
+            nats_message_at(
+                &publish.subject,
+                None,
+                headers.as_ref(),
+                publish.payload.clone(),
+                Some(self.conn_key),
+                1,
+                self.now_ms,
+            )
+        } else {
+            None
+        };
         let record = NewRecord {
             timestamp_ms: self.now_ms,
             source: Source::Nats,
