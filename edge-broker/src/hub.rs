@@ -133,9 +133,7 @@ impl Hub {
             .tree
             .read()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
-        // One entry per subscriber: a subscriber's matches are merged into its entry (a
-        // linear scan: few subscribers match one topic, and none allocates until one does).
-        let mut merged: Vec<(u64, Delivery, Arc<dyn Mailbox>)> = Vec::new();
+        let mut matched = Matched::default();
         let mut shared: Vec<(Delivery, Arc<dyn Mailbox>)> = Vec::new();
         with_levels(&message.topic, |levels| {
             tree.matches(levels, |m| {
@@ -143,46 +141,22 @@ impl Hub {
                 if m.group.is_none() && entry.no_local && message.publisher == Some(*m.key) {
                     return;
                 }
-                let qos = entry.qos.min(message.qos);
-                let retain = entry.retain_as_published && message.retain;
-                if m.group.is_some() {
-                    let delivery = Delivery {
-                        message: Arc::clone(message),
-                        qos,
-                        retain,
-                        subscription_ids: entry.id.into_iter().collect(),
-                    };
-                    shared.push((delivery, Arc::clone(&entry.mailbox)));
-                    return;
-                }
-                let at = match merged.iter().position(|(key, ..)| key == m.key) {
-                    Some(at) => at,
-                    None => {
-                        let delivery = Delivery {
-                            message: Arc::clone(message),
-                            qos,
-                            retain,
-                            subscription_ids: Vec::new(),
-                        };
-                        merged.push((*m.key, delivery, Arc::clone(&entry.mailbox)));
-                        merged.len() - 1
-                    }
+                let delivery = Delivery {
+                    message: Arc::clone(message),
+                    qos: entry.qos.min(message.qos),
+                    retain: entry.retain_as_published && message.retain,
+                    subscription_ids: entry.id.into_iter().collect(),
                 };
-                let slot = &mut merged[at].1;
-                slot.qos = slot.qos.max(qos);
-                slot.retain |= retain;
-                if let Some(id) = entry.id {
-                    slot.subscription_ids.push(id);
+                let mailbox = Arc::clone(&entry.mailbox);
+                match m.group {
+                    Some(_) => shared.push((delivery, mailbox)),
+                    None => matched.push(*m.key, delivery, mailbox),
                 }
             })
         });
         drop(tree);
-        // Subscribers in key order, as before (deterministic delivery order).
-        merged.sort_unstable_by_key(|(key, ..)| *key);
         let mut fan_out = FanOut::default();
-        let merged = merged
-            .into_iter()
-            .map(|(_, delivery, mailbox)| (delivery, mailbox));
+        let merged = matched.merged();
         for (delivery, mailbox) in merged.chain(shared) {
             if mailbox.deliver(delivery) {
                 fan_out.delivered += 1;
@@ -191,6 +165,55 @@ impl Hub {
             }
         }
         fan_out
+    }
+}
+
+/// The non-shared matches of one publish. The first is kept inline: most topics have one
+/// subscriber, and then nothing is allocated.
+#[derive(Default)]
+struct Matched {
+    first: Option<(u64, Delivery, Arc<dyn Mailbox>)>,
+    more: Vec<(u64, Delivery, Arc<dyn Mailbox>)>,
+}
+
+impl Matched {
+    fn push(&mut self, subscriber: u64, delivery: Delivery, mailbox: Arc<dyn Mailbox>) {
+        if self.first.is_none() {
+            self.first = Some((subscriber, delivery, mailbox));
+        } else {
+            self.more.push((subscriber, delivery, mailbox));
+        }
+    }
+
+    /// One delivery per subscriber, in subscriber order: a subscriber with several matching
+    /// subscriptions gets the highest QoS, RETAIN if any asks for it, and every identifier.
+    fn merged(self) -> impl Iterator<Item = (Delivery, Arc<dyn Mailbox>)> {
+        let Matched { first, mut more } = self;
+        let mut merged: Vec<(u64, Delivery, Arc<dyn Mailbox>)> = Vec::new();
+        let single = if more.is_empty() {
+            first
+        } else {
+            if let Some(first) = first {
+                more.insert(0, first);
+            }
+            // Stable: a subscriber's identifiers stay in match order.
+            more.sort_by_key(|(subscriber, ..)| *subscriber);
+            for (subscriber, delivery, mailbox) in more {
+                match merged.last_mut() {
+                    Some((last, into, _)) if *last == subscriber => {
+                        into.qos = into.qos.max(delivery.qos);
+                        into.retain |= delivery.retain;
+                        into.subscription_ids.extend(delivery.subscription_ids);
+                    }
+                    _ => merged.push((subscriber, delivery, mailbox)),
+                }
+            }
+            None
+        };
+        single
+            .into_iter()
+            .chain(merged)
+            .map(|(_, delivery, mailbox)| (delivery, mailbox))
     }
 }
 
@@ -275,6 +298,44 @@ mod tests {
             !got[0].retain,
             "retain is cleared unless retain-as-published"
         );
+    }
+
+    #[test]
+    fn many_subscribers_each_get_one_merged_copy_in_subscriber_order() {
+        let hub = Hub::new();
+        let inbox = Arc::new(Collect::default());
+        // Subscribers 0..50 in reverse, each with an exact and a wildcard subscription.
+        for key in (0..50u64).rev() {
+            let id = u32::try_from(key).unwrap();
+            hub.subscribe(
+                &Filter::mqtt("s/t").unwrap(),
+                None,
+                key,
+                entry(0, Some(id), &inbox),
+            );
+            hub.subscribe(
+                &Filter::mqtt("s/#").unwrap(),
+                None,
+                key,
+                entry(1, Some(100 + id), &inbox),
+            );
+        }
+        assert_eq!(hub.publish(&message("s/t", 1, None)).delivered, 50);
+        let got = inbox.0.lock().unwrap();
+        let ids: Vec<Vec<u32>> = got
+            .iter()
+            .map(|d| {
+                let mut ids = d.subscription_ids.clone();
+                ids.sort();
+                ids
+            })
+            .collect();
+        let expected: Vec<Vec<u32>> = (0..50).map(|i| vec![i, 100 + i]).collect();
+        assert_eq!(
+            ids, expected,
+            "one copy per subscriber, in key order, with both ids"
+        );
+        assert!(got.iter().all(|d| d.qos == 1));
     }
 
     #[test]

@@ -116,6 +116,11 @@ impl Outbox {
     }
 }
 
+thread_local! {
+    /// The NATS subject of the message being delivered (see [`SubMailbox::deliver`]).
+    static SUBJECT_SCRATCH: std::cell::RefCell<String> = const { std::cell::RefCell::new(String::new()) };
+}
+
 /// One subscription's mailbox in the hub: encodes deliveries as MSG/HMSG into the outbox.
 #[derive(Debug)]
 struct SubMailbox {
@@ -130,22 +135,25 @@ impl Mailbox for SubMailbox {
     fn deliver(&self, delivery: Delivery) -> bool {
         let message = &delivery.message;
         let server = &self.outbox.server;
-        let Ok(subject) = subject::mqtt_topic_to_nats_subject(&message.topic) else {
-            NatsMetrics::inc(&server.metrics.unmappable);
-            return false;
-        };
-        let reply = message
-            .properties
-            .response_topic
-            .as_deref()
-            .and_then(|t| subject::mqtt_topic_to_nats_subject(t).ok());
-        self.push_msg(
-            &subject,
-            reply.as_deref(),
-            &message.properties.user_properties,
-            &message.payload,
-            message.publisher,
-        )
+        // The subject is mapped into a per-thread buffer: no allocation per delivery.
+        SUBJECT_SCRATCH.with_borrow_mut(|subject| {
+            if subject::mqtt_topic_to_nats_subject_into(&message.topic, subject).is_err() {
+                NatsMetrics::inc(&server.metrics.unmappable);
+                return false;
+            }
+            let reply = message
+                .properties
+                .response_topic
+                .as_deref()
+                .and_then(|t| subject::mqtt_topic_to_nats_subject(t).ok());
+            self.push_msg(
+                subject,
+                reply.as_deref(),
+                &message.properties.user_properties,
+                &message.payload,
+                message.publisher,
+            )
+        })
     }
 }
 

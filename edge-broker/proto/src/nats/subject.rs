@@ -157,29 +157,35 @@ fn check_topic_text(topic: &str) -> Result<(), SubjectError> {
 /// digits, `_` and `-` separated by `from` maps to itself with `from` replaced by `to` (no
 /// escape, no empty level, no wildcard can occur). `None`: take the general path.
 fn swap_plain_separators(name: &str, from: u8, to: u8) -> Option<String> {
+    let mut out = String::with_capacity(name.len());
+    swap_plain_separators_into(name, from, to, &mut out).then_some(out)
+}
+
+/// [`swap_plain_separators`] into `out` (cleared first); false (and `out` untouched) when
+/// `name` is not plain.
+fn swap_plain_separators_into(name: &str, from: u8, to: u8, out: &mut String) -> bool {
     let bytes = name.as_bytes();
     // A separator at the start, after another one, or at the end marks an empty level/token.
     let mut after_separator = true;
     for &b in bytes {
         if b == from {
             if after_separator {
-                return None;
+                return false;
             }
             after_separator = true;
         } else if b.is_ascii_alphanumeric() || b == b'_' || b == b'-' {
             after_separator = false;
         } else {
-            return None;
+            return false;
         }
     }
     if after_separator {
-        return None;
+        return false;
     }
-    let swapped: Vec<u8> = bytes
-        .iter()
-        .map(|&b| if b == from { to } else { b })
-        .collect();
-    String::from_utf8(swapped).ok()
+    let (from, to) = (char::from(from), char::from(to));
+    out.clear();
+    out.extend(name.chars().map(|c| if c == from { to } else { c }));
+    true
 }
 
 /// Maps an MQTT topic name (PUBLISH) to the NATS subject nats-server uses for it.
@@ -187,19 +193,27 @@ fn swap_plain_separators(name: &str, from: u8, to: u8) -> Option<String> {
 /// `a/b` → `a.b`, `a.b` → `a//b`, `/a` → `/.a`, `a/` → `a./`, `a//b` → `a./.b`.
 /// Refuses `+`/`#`, whitespace, and levels that are exactly `*` or `>`.
 pub fn mqtt_topic_to_nats_subject(topic: &str) -> Result<String, SubjectError> {
-    match swap_plain_separators(topic, b'/', b'.') {
-        Some(subject) => Ok(subject),
-        None => topic_to_subject_escaped(topic),
+    let mut subject = String::with_capacity(topic.len() + 4);
+    mqtt_topic_to_nats_subject_into(topic, &mut subject)?;
+    Ok(subject)
+}
+
+/// [`mqtt_topic_to_nats_subject`] into `out` (cleared first), to reuse one buffer for many
+/// names. On an error `out` holds nothing meaningful.
+pub fn mqtt_topic_to_nats_subject_into(topic: &str, out: &mut String) -> Result<(), SubjectError> {
+    if swap_plain_separators_into(topic, b'/', b'.', out) {
+        return Ok(());
     }
+    topic_to_subject_escaped(topic, out)
 }
 
 /// [`mqtt_topic_to_nats_subject`] for any topic (escapes, empty levels, refusals).
-fn topic_to_subject_escaped(topic: &str) -> Result<String, SubjectError> {
+fn topic_to_subject_escaped(topic: &str, out: &mut String) -> Result<(), SubjectError> {
     check_topic_text(topic)?;
     if topic.contains(['+', '#']) {
         return Err(SubjectError::WildcardNotAllowed(topic.to_owned()));
     }
-    let mut out = String::with_capacity(topic.len() + 4);
+    out.clear();
     for (i, level) in topic.split('/').enumerate() {
         if level == "*" || level == ">" {
             return Err(SubjectError::NatsWildcardInTopic(topic.to_owned()));
@@ -207,9 +221,9 @@ fn topic_to_subject_escaped(topic: &str) -> Result<String, SubjectError> {
         if i > 0 {
             out.push('.');
         }
-        topic_level_to_token(level, &mut out);
+        topic_level_to_token(level, out);
     }
-    Ok(out)
+    Ok(())
 }
 
 /// Maps an MQTT topic filter (SUBSCRIBE) to a NATS subscription subject.
@@ -343,7 +357,9 @@ mod tests {
         #[test]
         fn the_plain_fast_path_agrees_with_the_general_mapping(name in "[a-zA-Z0-9_./é*>+# -]{0,12}") {
             if let Some(subject) = swap_plain_separators(&name, b'/', b'.') {
-                prop_assert_eq!(topic_to_subject_escaped(&name), Ok(subject));
+                let mut escaped = String::from("left over");
+                prop_assert_eq!(topic_to_subject_escaped(&name, &mut escaped), Ok(()));
+                prop_assert_eq!(escaped, subject);
             }
             if let Some(topic) = swap_plain_separators(&name, b'.', b'/') {
                 prop_assert_eq!(subject_to_topic_escaped(&name), Ok(topic));
