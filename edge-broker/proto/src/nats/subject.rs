@@ -182,10 +182,17 @@ fn swap_plain_separators_into(name: &str, from: u8, to: u8, out: &mut String) ->
     if after_separator {
         return false;
     }
-    let (from, to) = (char::from(from), char::from(to));
-    out.clear();
-    out.extend(name.chars().map(|c| if c == from { to } else { c }));
-    true
+    // Byte-wise (the name is ASCII here), reusing `out`'s allocation.
+    let mut swapped = std::mem::take(out).into_bytes();
+    swapped.clear();
+    swapped.extend(bytes.iter().map(|&b| if b == from { to } else { b }));
+    match String::from_utf8(swapped) {
+        Ok(swapped) => {
+            *out = swapped;
+            true
+        }
+        Err(_) => false, // cannot happen: ASCII in, ASCII out
+    }
 }
 
 /// Maps an MQTT topic name (PUBLISH) to the NATS subject nats-server uses for it.
