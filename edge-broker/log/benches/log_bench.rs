@@ -52,7 +52,7 @@ fn record(i: u64) -> NewRecord {
         timestamp_ms: 1_763_769_600_000 + i,
         source: Source::Mqtt,
         topic: format!("sensors/{}/temp", i % 16),
-        client_id: format!("dev-{}", i % 64),
+        client_id: format!("dev-{}", i % 64).into(),
         headers: Vec::new(),
         payload: Bytes::from(payload),
     }

@@ -1,5 +1,7 @@
 //! Public record types: what an ingress appends and what a cursor reads back.
 
+use std::sync::Arc;
+
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
@@ -43,8 +45,8 @@ pub struct NewRecord {
     pub source: Source,
     /// Original MQTT topic or NATS subject.
     pub topic: String,
-    /// Publishing client id.
-    pub client_id: String,
+    /// Publishing client id (shared: a connection's records all carry the same one).
+    pub client_id: Arc<str>,
     /// MQTT 5 user properties / NATS headers.
     pub headers: Vec<Header>,
     /// The message body.

@@ -114,7 +114,7 @@ async fn checked_in_sample_reads_back_every_field() {
         assert_eq!(r.timestamp_ms, w.timestamp_ms);
         assert_eq!(r.source, w.source);
         assert_eq!(r.topic, w.topic);
-        assert_eq!(r.client_id, w.client_id);
+        assert_eq!(*r.client_id, *w.client_id);
         assert_eq!(r.headers, w.headers);
         assert_eq!(r.payload, w.payload);
     }

@@ -223,7 +223,7 @@ async fn run(ops: Vec<Op>, always: bool) -> Result<(), TestCaseError> {
                             timestamp_ms: r.timestamp_ms,
                             source: r.source,
                             topic: r.topic.clone(),
-                            client_id: r.client_id.clone(),
+                            client_id: r.client_id.to_string(),
                             headers: r.headers.clone(),
                             payload: r.payload.clone(),
                         };

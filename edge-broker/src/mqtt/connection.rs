@@ -1239,7 +1239,7 @@ pub fn log_record(message: &Message, client_id: &str) -> NewRecord {
         timestamp_ms: message.received_ms,
         source: Source::Mqtt,
         topic: message.topic.clone(),
-        client_id: client_id.to_owned(),
+        client_id: client_id.into(),
         headers: message
             .properties
             .user_properties

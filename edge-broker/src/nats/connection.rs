@@ -364,7 +364,7 @@ pub async fn serve(
         inbuf: BytesMut::with_capacity(16 << 10),
         outbuf: BytesMut::new(),
         connect: None,
-        client_id: format!("nats-{}", conn_key - super::server::NATS_KEY_BASE),
+        client_id: format!("nats-{}", conn_key - super::server::NATS_KEY_BASE).into(),
         subs: HashMap::new(),
         collecting: Collecting::default(),
         submitting: None,
@@ -400,7 +400,7 @@ struct Connection {
     outbuf: BytesMut,
     limits: Limits,
     connect: Option<Box<Connect>>,
-    client_id: String,
+    client_id: Arc<str>,
     subs: HashMap<String, SubRecord>,
     /// Routed publishes decoded from the input, not yet handed to the log.
     collecting: Collecting,
@@ -666,7 +666,7 @@ impl Connection {
             state.headers = connect.headers;
         }
         if let Some(name) = connect.name.as_deref().filter(|n| !n.is_empty()) {
-            self.client_id = name.to_owned();
+            self.client_id = name.into();
         }
         tracing::debug!(peer = %self.peer, client = %self.client_id, "NATS client connected");
         self.connect = Some(connect);

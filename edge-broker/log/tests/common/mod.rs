@@ -15,7 +15,7 @@ pub fn rec(i: u64, payload_len: usize) -> NewRecord {
             Source::Nats
         },
         topic: format!("sensors/{}/temperature", i % 7),
-        client_id: format!("dev-{}", i % 3),
+        client_id: format!("dev-{}", i % 3).into(),
         headers: if i.is_multiple_of(3) {
             vec![Header {
                 key: "unit".into(),
@@ -47,7 +47,7 @@ pub fn same(r: &edge_log::Record, n: &NewRecord) -> bool {
     r.timestamp_ms == n.timestamp_ms
         && r.source == n.source
         && r.topic == n.topic
-        && r.client_id == n.client_id
+        && *r.client_id == *n.client_id
         && r.headers == n.headers
         && r.payload == n.payload
 }
