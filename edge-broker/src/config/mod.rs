@@ -199,7 +199,7 @@ pub struct KafkaSection {
     pub client_id: Option<String>,
     /// Record-batch compression: `none`, `gzip`, `snappy`, `lz4` or `zstd`.
     pub compression: String,
-    /// How long a short batch waits for more records.
+    /// How long a chunk that caught up with the log waits for more records (a backlog never waits).
     pub linger: HumanDuration,
     /// Most log bytes per forwarded chunk.
     pub max_batch_bytes: ByteSize,
