@@ -30,7 +30,9 @@ use crate::deliver::{DeadLetter, DeliverConfig, DeliverError, deliver};
 use crate::metrics::{ForwardMetrics, error_kind};
 use crate::plan::PartitionBatch;
 use crate::plan::{Plan, Planner};
-use crate::producer::{ErrorClass, KafkaProducer, ProduceAck, ProduceError, ProduceRecord};
+use crate::producer::{
+    EncodedBatch, ErrorClass, KafkaProducer, ProduceAck, ProduceError, ProduceRecord,
+};
 use crate::route::Routes;
 
 /// The cursor name the Kafka forwarder uses in the log.
@@ -116,12 +118,25 @@ impl<P: KafkaProducer> KafkaProducer for Observed<P> {
 
     async fn send(&self, topic: &str, partition: i32, records: &[ProduceRecord]) -> ProduceAck {
         let ack = self.inner.send(topic, partition, records).await;
-        let metrics = Arc::clone(&self.metrics);
-        Box::pin(async move {
-            let result = ack.await;
-            observe(&metrics, &result);
-            result
-        })
+        self.observed(ack)
+    }
+
+    fn encode(&self, records: &[ProduceRecord]) -> Option<EncodedBatch> {
+        self.inner.encode(records)
+    }
+
+    async fn send_encoded(
+        &self,
+        topic: &str,
+        partition: i32,
+        records: &[ProduceRecord],
+        encoded: Option<EncodedBatch>,
+    ) -> ProduceAck {
+        let ack = self
+            .inner
+            .send_encoded(topic, partition, records, encoded)
+            .await;
+        self.observed(ack)
     }
 
     async fn partition_count(&self, topic: &str) -> Result<i32, ProduceError> {
@@ -134,6 +149,18 @@ impl<P: KafkaProducer> KafkaProducer for Observed<P> {
 
     fn forget_topic(&self, topic: &str) {
         self.inner.forget_topic(topic);
+    }
+}
+
+impl<P> Observed<P> {
+    /// `ack`, counting its outcome.
+    fn observed(&self, ack: ProduceAck) -> ProduceAck {
+        let metrics = Arc::clone(&self.metrics);
+        Box::pin(async move {
+            let result = ack.await;
+            observe(&metrics, &result);
+            result
+        })
     }
 }
 
@@ -162,12 +189,32 @@ struct ChunkDone {
 }
 
 /// One chunk handed from the reader to the sender: its records, the plan (if the reader could
-/// make one), and the cursor position after it.
+/// make one) with its batches being encoded, and the cursor position after it.
 struct Job {
     records: Vec<Record>,
-    plan: Option<Plan>,
+    plan: Option<Encoding>,
     next: u64,
     full: bool,
+}
+
+/// A plan whose batches are encoded (and compressed) on a blocking thread, off the sender's
+/// path: resolves to the plan and one encoded batch (or None) per plan batch.
+type Encoding = tokio::task::JoinHandle<(Plan, Vec<Option<EncodedBatch>>)>;
+
+/// Starts encoding the batches of `plan` ahead of their sending. CPU work that would otherwise
+/// hold up the sender, which writes the requests one after the other; it runs while earlier
+/// chunks are sent and answered. The reader hands at most `READ_AHEAD` jobs to the sender, so
+/// few chunks are encoded ahead.
+fn encode_ahead<P: KafkaProducer + Clone + 'static>(producer: &P, plan: Plan) -> Encoding {
+    let producer = producer.clone();
+    tokio::task::spawn_blocking(move || {
+        let encoded = plan
+            .batches
+            .iter()
+            .map(|b| producer.encode(&b.records))
+            .collect();
+        (plan, encoded)
+    })
 }
 
 /// Route tables published by a reload; each stage swaps its planner when one arrives.
@@ -405,7 +452,9 @@ impl<P: KafkaProducer + Clone + 'static> Forwarder<P> {
             }
             metrics.observe_record_sizes(records.len(), disk_bytes);
             routes.refresh(&mut planner, &config.node_id);
-            let plan = try_plan(&mut planner, &probe, &records, &stop_any).await;
+            let plan = try_plan(&mut planner, &probe, &records, &stop_any)
+                .await
+                .map(|plan| encode_ahead(&probe, plan));
             permit.send(Job {
                 records,
                 plan,
@@ -520,7 +569,16 @@ impl<P: KafkaProducer + Clone + 'static> Sender<P> {
                     continue;
                 }
                 Event::Job(Some(job)) => {
-                    if job.plan.is_none() {
+                    let plan = match job.plan {
+                        Some(encoding) => tokio::select! {
+                            biased;
+                            _ = abort.cancelled() => return,
+                            // A failed encoding task: plan and deliver the chunk on its own.
+                            r = encoding => r.ok(),
+                        },
+                        None => None,
+                    };
+                    if plan.is_none() {
                         // Planning needs retries (unknown partition counts): finish the chunks
                         // in flight, then deliver this one on its own.
                         while let Some(mut chunk) = in_flight.pop_front() {
@@ -545,9 +603,11 @@ impl<P: KafkaProducer + Clone + 'static> Sender<P> {
                             .store(first.timestamp_ms.max(1), Ordering::Relaxed);
                     }
                     self.metrics.replaying.store(job.full, Ordering::Relaxed);
-                    match job.plan {
-                        Some(plan) => {
-                            let Some(chunk) = self.start(job.records, job.next, plan, &abort).await
+                    match plan {
+                        Some((plan, encoded)) => {
+                            let Some(chunk) = self
+                                .start(job.records, job.next, plan, encoded, &abort)
+                                .await
                             else {
                                 return;
                             };
@@ -604,18 +664,21 @@ impl<P: KafkaProducer + Clone + 'static> Sender<P> {
         }
     }
 
-    /// Sends every batch of `plan` (in plan order) and returns the chunk in flight; None if
-    /// aborted.
+    /// Sends every batch of `plan` (in plan order, with the batches encoded ahead) and returns
+    /// the chunk in flight; None if aborted.
     async fn start(
         &mut self,
         records: Vec<Record>,
         next: u64,
         plan: Plan,
+        encoded: Vec<Option<EncodedBatch>>,
         abort: &CancellationToken,
     ) -> Option<InFlightChunk> {
         let bytes = plan_bytes(&plan);
         let mut acks: Vec<ProduceAck> = Vec::with_capacity(plan.batches.len());
+        let mut encoded = encoded.into_iter();
         for b in &plan.batches {
+            let encoded = encoded.next().flatten();
             if self.blocked.contains(&(b.topic.clone(), b.partition)) {
                 acks.push(Box::pin(std::future::ready(Err(ProduceError::Blocked {
                     topic: b.topic.clone(),
@@ -626,7 +689,7 @@ impl<P: KafkaProducer + Clone + 'static> Sender<P> {
             let mut ack = tokio::select! {
                 biased;
                 _ = abort.cancelled() => return None,
-                a = self.producer.send(&b.topic, b.partition, &b.records) => a,
+                a = self.producer.send_encoded(&b.topic, b.partition, &b.records, encoded) => a,
             };
             // A producer that answers at once (no pipelining of its own) may already have
             // failed: send nothing more to that partition until the resend.

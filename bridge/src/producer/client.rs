@@ -25,7 +25,7 @@ use kafka_protocol::messages::{
 };
 use kafka_protocol::protocol::StrBytes;
 
-use super::batch::{BatchIdentity, encode_batch};
+use super::batch::{BatchIdentity, EncodedBatch, encode_batch};
 use super::conn::{ConnLimits, Connection, Frame, Pipeline, decode_response};
 use super::tls::TlsSettings;
 use super::{
@@ -144,6 +144,8 @@ struct Inner {
     bootstrap: tokio::sync::Mutex<Option<Connection>>,
     /// One connection per leader broker id.
     slots: Mutex<HashMap<(i32, usize), Slot>>,
+    /// Scratch buffers for `encode` (uncompressed records), reused across calls and threads.
+    scratch_pool: Mutex<Vec<BytesMut>>,
     /// Idempotent-producer state; None until InitProducerId succeeded (or when disabled).
     idempotence: Mutex<Option<Idempotence>>,
     /// Requests in flight and failures per topic-partition (kept across producer ids).
@@ -236,6 +238,7 @@ impl WireProducer {
                 meta: Mutex::new(MetaCache::default()),
                 bootstrap: tokio::sync::Mutex::new(None),
                 slots: Mutex::new(HashMap::new()),
+                scratch_pool: Mutex::new(Vec::new()),
                 idempotence: Mutex::new(None),
                 partitions: Mutex::new(HashMap::new()),
             }),
@@ -642,13 +645,14 @@ impl WireProducer {
         }
     }
 
-    /// Encodes the batch and writes the Produce request (the send half). On an error, the
-    /// identity the batch got, if any, comes back with it.
+    /// Encodes the batch (or stamps the one encoded ahead) and writes the Produce request (the
+    /// send half). On an error, the identity the batch got, if any, comes back with it.
     async fn write_request(
         &self,
         topic: &str,
         partition: i32,
         records: &[ProduceRecord],
+        encoded: Option<EncodedBatch>,
     ) -> Result<(Sent, BatchIdentity), (ProduceError, Option<BatchIdentity>)> {
         if records.is_empty() {
             return Err((ProduceError::EmptyBatch, None));
@@ -689,15 +693,23 @@ impl WireProducer {
         // Taken under the slot lock: batches to one partition get consecutive sequence numbers
         // in the order they are written.
         let identity = self.next_identity(topic, partition, records.len());
-        let mut out = BytesMut::new();
-        encode_batch(
-            records,
-            self.inner.config.compression,
-            identity,
-            scratch,
-            &mut out,
-        )
-        .map_err(|e| (e, Some(identity)))?;
+        let out = match encoded.filter(|e| {
+            e.count() == records.len() && e.compression() == self.inner.config.compression
+        }) {
+            Some(e) => e.stamp(identity),
+            None => {
+                let mut out = BytesMut::new();
+                encode_batch(
+                    records,
+                    self.inner.config.compression,
+                    identity,
+                    scratch,
+                    &mut out,
+                )
+                .map_err(|e| (e, Some(identity)))?;
+                out.freeze()
+            }
+        };
         if out.len() > self.inner.config.max_request_bytes {
             return Err((
                 ProduceError::BatchTooLarge {
@@ -716,7 +728,7 @@ impl WireProducer {
                     .with_partition_data(vec![
                         PartitionProduceData::default()
                             .with_index(partition)
-                            .with_records(Some(out.freeze())),
+                            .with_records(Some(out)),
                     ]),
             ]);
         let (rx, correlation_id) = c
@@ -743,12 +755,13 @@ impl WireProducer {
         partition: i32,
         records: &[ProduceRecord],
         resync: bool,
+        encoded: Option<EncodedBatch>,
     ) -> ProduceAck {
         let (index, in_flight) = match self.start_request(topic, partition, resync) {
             Ok(x) => x,
             Err(e) => return Box::pin(std::future::ready(Err(e))),
         };
-        let (sent, identity) = match self.write_request(topic, partition, records).await {
+        let (sent, identity) = match self.write_request(topic, partition, records, encoded).await {
             Ok(x) => x,
             Err((e, identity)) => {
                 self.record_failure(topic, partition, Failure { index, identity }, &e);
@@ -833,11 +846,32 @@ impl KafkaProducer for WireProducer {
         partition: i32,
         records: &[ProduceRecord],
     ) -> Result<i64, ProduceError> {
-        self.send_batch(topic, partition, records, true).await.await
+        self.send_batch(topic, partition, records, true, None)
+            .await
+            .await
     }
 
     async fn send(&self, topic: &str, partition: i32, records: &[ProduceRecord]) -> ProduceAck {
-        self.send_batch(topic, partition, records, false).await
+        self.send_batch(topic, partition, records, false, None)
+            .await
+    }
+
+    fn encode(&self, records: &[ProduceRecord]) -> Option<EncodedBatch> {
+        let mut scratch = lock(&self.inner.scratch_pool).pop().unwrap_or_default();
+        let encoded = EncodedBatch::encode(records, self.inner.config.compression, &mut scratch);
+        lock(&self.inner.scratch_pool).push(scratch);
+        encoded.ok()
+    }
+
+    async fn send_encoded(
+        &self,
+        topic: &str,
+        partition: i32,
+        records: &[ProduceRecord],
+        encoded: Option<EncodedBatch>,
+    ) -> ProduceAck {
+        self.send_batch(topic, partition, records, false, encoded)
+            .await
     }
 
     async fn partition_count(&self, topic: &str) -> Result<i32, ProduceError> {

@@ -29,6 +29,7 @@ use bytes::Bytes;
 use thiserror::Error;
 
 pub use batch::BatchIdentity;
+pub use batch::EncodedBatch;
 pub use batch::encode_batch;
 pub use client::{ProducerConfig, ProducerIdentity, WireProducer};
 
@@ -431,6 +432,28 @@ pub trait KafkaProducer: Send + Sync {
             let result = self.produce(topic, partition, records).await;
             Box::pin(std::future::ready(result)) as ProduceAck
         }
+    }
+
+    /// Encodes `records` as the batch `send_encoded` will send, ahead of time and off the
+    /// send path (the forwarder runs it on a blocking thread while earlier chunks are sent).
+    /// None if this producer does not encode ahead (the default) or the records do not
+    /// encode (then `send` meets the error itself).
+    fn encode(&self, _records: &[ProduceRecord]) -> Option<EncodedBatch> {
+        None
+    }
+
+    /// [`send`](KafkaProducer::send) with the batch `encode` made of the same `records`
+    /// (identity stamped in when it is written); without one, or from a producer that does not
+    /// encode ahead, exactly `send`.
+    fn send_encoded(
+        &self,
+        topic: &str,
+        partition: i32,
+        records: &[ProduceRecord],
+        encoded: Option<EncodedBatch>,
+    ) -> impl Future<Output = ProduceAck> + Send {
+        drop(encoded);
+        self.send(topic, partition, records)
     }
 
     /// Appends `records`, in order, to `topic`/`partition` as one batch and waits for the
