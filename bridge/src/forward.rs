@@ -334,15 +334,16 @@ impl<P: KafkaProducer + Clone + 'static> Forwarder<P> {
     /// Forwards until `stop` (the chunks already read are still delivered) or `abort`
     /// (mid-delivery, uncommitted), or the log closes.
     ///
-    /// Two stages: this task reads and plans up to [`READ_AHEAD`] chunks ahead; a sender task
+    /// Three stages: this task reads chunks; a planning task plans them (and starts encoding
+    /// their batches on a blocking thread) up to [`READ_AHEAD`] chunks ahead; a sender task
     /// delivers them strictly one after the other (so per-partition log order holds) and
     /// reports how far Kafka acknowledged; this task commits the cursor up to there.
     pub async fn run(self, stop: CancellationToken, abort: CancellationToken) {
         let Forwarder {
             log,
             mut cursor,
-            mut planner,
-            mut routes,
+            planner,
+            routes,
             routes_tx: _,
             sender,
             config,
@@ -367,9 +368,19 @@ impl<P: KafkaProducer + Clone + 'static> Forwarder<P> {
             "Kafka forwarder started"
         );
         let (jobs_tx, jobs_rx) = tokio::sync::mpsc::channel::<Job>(READ_AHEAD);
+        let (read_tx, read_rx) = tokio::sync::mpsc::channel::<Read>(1);
         let (acked_tx, mut acked_rx) = tokio::sync::watch::channel(cursor.committed());
         let probe = sender.producer.clone();
         let sending = tokio::spawn(sender.run(jobs_rx, acked_tx, stop.clone(), abort.clone()));
+        let planning = tokio::spawn(plan_stage(
+            planner,
+            routes,
+            config.node_id.clone(),
+            probe,
+            read_rx,
+            jobs_tx,
+            abort.clone(),
+        ));
 
         let mut read_backoff = Backoff::new(config.backoff_min, config.backoff_max);
         let mut last_commit = Instant::now();
@@ -393,7 +404,7 @@ impl<P: KafkaProducer + Clone + 'static> Forwarder<P> {
                     Ok(()) => continue,
                     Err(_) => break, // the sender stopped (abort)
                 },
-                p = jobs_tx.reserve() => match p {
+                p = read_tx.reserve() => match p {
                     Ok(p) => p,
                     Err(_) => break, // the sender stopped (abort)
                 },
@@ -451,25 +462,60 @@ impl<P: KafkaProducer + Clone + 'static> Forwarder<P> {
                 continue;
             }
             metrics.observe_record_sizes(records.len(), disk_bytes);
-            routes.refresh(&mut planner, &config.node_id);
-            let plan = try_plan(&mut planner, &probe, &records, &stop_any)
-                .await
-                .map(|plan| encode_ahead(&probe, plan));
-            permit.send(Job {
+            permit.send(Read {
                 records,
-                plan,
                 next: cursor.position(),
                 full,
             });
         }
-        drop(jobs_tx);
+        drop(read_tx);
         stop_any.cancel();
+        if planning.await.is_err() {
+            tracing::error!("Kafka planning task failed");
+        }
         if sending.await.is_err() {
             tracing::error!("Kafka sender task failed");
         }
         let acked = *acked_rx.borrow();
         commit(&mut cursor, &metrics, acked).await;
         tracing::info!(committed = cursor.committed(), "Kafka forwarder stopped");
+    }
+}
+
+/// A chunk read from the log, on its way to the planning stage.
+struct Read {
+    records: Vec<Record>,
+    next: u64,
+    full: bool,
+}
+
+/// The middle stage: plans each chunk the reader hands over (in order: keyless records rotate
+/// partitions chunk by chunk), starts encoding its batches and passes it on to the sender. A
+/// stage of its own so reading the next chunk overlaps planning this one. Ends when the reader
+/// hangs up (after passing on what it has) or the sender is gone.
+async fn plan_stage<P: KafkaProducer + Clone + 'static>(
+    mut planner: Planner,
+    mut routes: RouteUpdates,
+    node_id: String,
+    producer: P,
+    mut reads: tokio::sync::mpsc::Receiver<Read>,
+    jobs: tokio::sync::mpsc::Sender<Job>,
+    abort: CancellationToken,
+) {
+    while let Some(read) = reads.recv().await {
+        let Ok(permit) = jobs.reserve().await else {
+            return; // the sender stopped (abort)
+        };
+        routes.refresh(&mut planner, &node_id);
+        let plan = try_plan(&mut planner, &producer, &read.records, &abort)
+            .await
+            .map(|plan| encode_ahead(&producer, plan));
+        permit.send(Job {
+            records: read.records,
+            plan,
+            next: read.next,
+            full: read.full,
+        });
     }
 }
 
