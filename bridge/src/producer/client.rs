@@ -969,6 +969,47 @@ mod tests {
         assert_ne!(p.producer_identity(), Some(pid));
     }
 
+    /// A batch encoded ahead gets its producer identity when it is written, not when it was
+    /// encoded: here a new producer session starts in between (as after
+    /// DUPLICATE_SEQUENCE_NUMBER), and Kafka holds the batch under the new id at sequence 0.
+    #[tokio::test]
+    async fn batches_encoded_ahead_get_the_identity_of_the_moment_they_are_written() {
+        let tansu = Tansu::start();
+        let p = WireProducer::new(ProducerConfig::new(vec![tansu.bootstrap()])).unwrap();
+        p.create_topic("ahead", 1, 1).await.unwrap();
+        let (a, b) = (records(3, "a"), records(2, "b"));
+        // Both encoded before the producer even has an id.
+        let (ea, eb) = (p.encode(&a).unwrap(), p.encode(&b).unwrap());
+        let ack = p.send_encoded("ahead", 0, &a, Some(ea)).await;
+        assert_eq!(ack.await.unwrap(), 0);
+        let first = p.producer_identity().unwrap();
+        *lock(&p.inner.idempotence) = None;
+        let ack = p.send_encoded("ahead", 0, &b, Some(eb)).await;
+        assert_eq!(ack.await.unwrap(), 3);
+        let second = p.producer_identity().unwrap();
+        assert_ne!(first, second);
+        // The same records again under (second id, sequence 0): Kafka already has them.
+        set_sequence(&p, "ahead", 0);
+        let err = p.produce("ahead", 0, &b).await.unwrap_err();
+        assert!(
+            matches!(
+                err,
+                ProduceError::Broker {
+                    code: codes::DUPLICATE_SEQUENCE_NUMBER,
+                    ..
+                }
+            ),
+            "{err}"
+        );
+        // The resend (a new session again) unblocks the partition.
+        assert_eq!(p.produce("ahead", 0, &b).await.unwrap(), 5);
+        // An encoding that does not match the records is not used: they are encoded afresh.
+        let c = records(4, "c");
+        let stale = p.encode(&records(1, "other")).unwrap();
+        let ack = p.send_encoded("ahead", 0, &c, Some(stale)).await;
+        assert_eq!(ack.await.unwrap(), 7);
+    }
+
     /// Many requests in flight on one connection are appended in the order they were sent; a
     /// failed one blocks the partition until `produce` resends it.
     #[tokio::test]
