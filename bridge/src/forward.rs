@@ -14,6 +14,8 @@
 //! - Stopping: `stop` ends the loop between chunks (a chunk in flight is finished); `abort`
 //!   interrupts a delivery, which is then not committed (the next start resends it).
 //! - `max_bytes_per_sec` paces the upload for metered uplinks.
+//! - Three stages overlap: the reader reads the next chunk while a planning task plans the one
+//!   before (and a blocking thread encodes its batches) and the sender writes earlier ones.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;

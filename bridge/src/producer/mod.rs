@@ -10,7 +10,8 @@
 //! - `conn`: one TCP connection (TCP_NODELAY, ApiVersions handshake, framed request/response
 //!   with a size cap and a timeout).
 //! - `batch`: record-batch v2 encoding and compression (none, gzip, snappy, lz4, zstd — all pure
-//!   Rust), into reused buffers, duplicate header keys preserved.
+//!   Rust), into reused buffers, duplicate header keys preserved; [`EncodedBatch`]: encoded
+//!   ahead, the producer identity stamped in when the batch is written.
 //! - [`tls`]: TLS to the brokers (rustls, ring), CA bundle and optional client certificate.
 //! - `client`: metadata cache (refreshed on leader errors and periodically), per-broker
 //!   connections, Produce with acks=all, CreateTopics for tooling and tests.
