@@ -31,7 +31,7 @@ use crate::dead_letter::{self, DeadLetterSink, Letter};
 use crate::deliver::{DeadLetter, DeliverConfig, DeliverError, deliver};
 use crate::metrics::{ForwardMetrics, error_kind};
 use crate::plan::PartitionBatch;
-use crate::plan::{Plan, Planner};
+use crate::plan::{Plan, PlanError, Planner};
 use crate::producer::{
     EncodedBatch, ErrorClass, KafkaProducer, ProduceAck, ProduceError, ProduceRecord,
 };
@@ -504,12 +504,13 @@ async fn plan_stage<P: KafkaProducer + Clone + 'static>(
     jobs: tokio::sync::mpsc::Sender<Job>,
     abort: CancellationToken,
 ) {
+    let mut topics = Vec::new();
     while let Some(read) = reads.recv().await {
         let Ok(permit) = jobs.reserve().await else {
             return; // the sender stopped (abort)
         };
         routes.refresh(&mut planner, &node_id);
-        let plan = try_plan(&mut planner, &producer, &read.records, &abort)
+        let plan = try_plan(&mut planner, &producer, &read.records, &mut topics, &abort)
             .await
             .map(|plan| encode_ahead(&producer, plan));
         permit.send(Job {
@@ -522,28 +523,52 @@ async fn plan_stage<P: KafkaProducer + Clone + 'static>(
 }
 
 /// Plans `records` if every topic's partition count is at hand now (no retries: the sender
-/// retries when this returns None).
+/// retries when this returns None). `topics` holds the Kafka topics the previous chunk went to:
+/// their (cached, periodically refreshed) counts are looked up first and the chunk planned with
+/// them, and a topic the plan then misses is looked up and the plan made again. That spares a
+/// route match per record (what `Planner::topics` costs) on every chunk whose topics did not
+/// change.
 async fn try_plan<P: KafkaProducer>(
     planner: &mut Planner,
     producer: &P,
     records: &[Record],
+    topics: &mut Vec<String>,
     cancel: &CancellationToken,
 ) -> Option<Plan> {
-    let topics: Vec<String> = planner
-        .topics(records)
-        .into_iter()
-        .map(str::to_owned)
-        .collect();
     let mut counts = HashMap::with_capacity(topics.len());
-    for topic in topics {
-        let n = tokio::select! {
-            biased;
-            _ = cancel.cancelled() => return None,
-            r = producer.partition_count(&topic) => r.ok().filter(|n| *n > 0)?,
-        };
-        counts.insert(topic, n);
+    let mut lookup = std::mem::take(topics);
+    loop {
+        for topic in lookup.drain(..) {
+            let n = tokio::select! {
+                biased;
+                _ = cancel.cancelled() => return None,
+                r = producer.partition_count(&topic) => r.ok().filter(|n| *n > 0),
+            };
+            // A topic of an earlier chunk that fails now is only missed if this chunk needs it.
+            if let Some(n) = n {
+                counts.insert(topic, n);
+            }
+        }
+        match planner.plan(records, &counts) {
+            Ok(plan) => {
+                for b in &plan.batches {
+                    if !topics.contains(&b.topic) {
+                        topics.push(b.topic.clone());
+                    }
+                }
+                return Some(plan);
+            }
+            Err(PlanError::MissingPartitionCount { topic }) if !counts.contains_key(&topic) => {
+                let n = tokio::select! {
+                    biased;
+                    _ = cancel.cancelled() => return None,
+                    r = producer.partition_count(&topic) => r.ok().filter(|n| *n > 0)?,
+                };
+                counts.insert(topic, n);
+            }
+            Err(_) => return None,
+        }
     }
-    planner.plan(records, &counts).ok()
 }
 
 /// Commits `cursor` at `next` (everything below was acknowledged by Kafka).
@@ -1177,6 +1202,129 @@ mod tests {
             partition: None,
         }])
         .unwrap()
+    }
+
+    /// Partition counts per topic ("ta" 2, "tb" 3) unless `ta_gone`; counts its lookups.
+    #[derive(Default)]
+    struct Counts {
+        ta_gone: bool,
+        lookups: Mutex<Vec<String>>,
+    }
+
+    impl KafkaProducer for Counts {
+        async fn produce(
+            &self,
+            t: &str,
+            p: i32,
+            _r: &[ProduceRecord],
+        ) -> Result<i64, ProduceError> {
+            Err(ProduceError::NoLeader {
+                topic: t.to_owned(),
+                partition: p,
+            })
+        }
+
+        async fn partition_count(&self, topic: &str) -> Result<i32, ProduceError> {
+            self.lookups.lock().unwrap().push(topic.to_owned());
+            match topic {
+                "ta" if !self.ta_gone => Ok(2),
+                "tb" => Ok(3),
+                _ => Err(ProduceError::UnknownPartition {
+                    topic: topic.to_owned(),
+                    partition: 0,
+                    partitions: 0,
+                }),
+            }
+        }
+    }
+
+    /// The planning stage looks up the previous chunk's topics and plans without a `topics`
+    /// pass; a topic new in this chunk is looked up and the chunk planned again, and an earlier
+    /// topic that fails now does not hold up a chunk that does not need it.
+    #[tokio::test]
+    async fn planning_reuses_the_previous_chunks_topics_and_adds_new_ones() {
+        let routes = || {
+            Routes::compile(&[
+                RouteConfig {
+                    mqtt: Some("a/+".into()),
+                    kafka_topic: "ta".into(),
+                    key: Some("{topic.2}".into()),
+                    ..Default::default()
+                },
+                RouteConfig {
+                    mqtt: Some("b/+".into()),
+                    kafka_topic: "tb".into(),
+                    ..Default::default()
+                },
+            ])
+            .unwrap()
+        };
+        let mut planner = Planner::new(routes(), "gw");
+        let rec = |offset: u64, topic: &str| Record {
+            offset,
+            timestamp_ms: 1,
+            source: Source::Mqtt,
+            topic: topic.into(),
+            client_id: "c".into(),
+            headers: Vec::new(),
+            payload: Bytes::from_static(b"x"),
+        };
+        let cancel = CancellationToken::new();
+        let mut topics = Vec::new();
+        let mut p = Counts::default();
+        let placed = |plan: &Plan| -> Vec<(String, i32, Vec<u64>)> {
+            plan.batches
+                .iter()
+                .map(|b| (b.topic.clone(), b.partition, b.offsets.clone()))
+                .collect()
+        };
+
+        let one = [rec(0, "a/1"), rec(1, "a/2"), rec(2, "a/1")];
+        let plan = try_plan(&mut planner, &p, &one, &mut topics, &cancel)
+            .await
+            .unwrap();
+        assert_eq!(
+            plan.batches.iter().map(|b| b.records.len()).sum::<usize>(),
+            3
+        );
+        assert!(
+            plan.batches
+                .iter()
+                .all(|b| b.topic == "ta" && b.partition < 2)
+        );
+        assert_eq!(topics, ["ta"]);
+
+        let two = [rec(3, "a/1"), rec(4, "b/x"), rec(5, "b/y"), rec(6, "zzz")];
+        let plan = try_plan(&mut planner, &p, &two, &mut topics, &cancel)
+            .await
+            .unwrap();
+        // The same plan as with every count known up front (the first attempt stopped at the
+        // first "tb" record, before the keyless rotation moved).
+        let counts = HashMap::from([("ta".to_owned(), 2), ("tb".to_owned(), 3)]);
+        let want = Planner::new(routes(), "gw").plan(&two, &counts).unwrap();
+        assert_eq!(placed(&plan), placed(&want));
+        assert_eq!(plan.unrouted, vec![6]);
+        assert_eq!(
+            plan.batches.iter().map(|b| b.records.len()).sum::<usize>(),
+            3
+        );
+        topics.sort();
+        assert_eq!(topics, ["ta", "tb"]);
+        assert_eq!(*p.lookups.lock().unwrap(), ["ta", "ta", "tb"]);
+
+        p.ta_gone = true;
+        let three = [rec(7, "b/x")];
+        let plan = try_plan(&mut planner, &p, &three, &mut topics, &cancel)
+            .await
+            .unwrap();
+        assert_eq!(placed(&plan).len(), 1);
+        assert_eq!(topics, ["tb"]);
+        // A chunk that needs the failing topic is left to the sender's retries.
+        assert!(
+            try_plan(&mut planner, &p, &one, &mut topics, &cancel)
+                .await
+                .is_none()
+        );
     }
 
     fn config(dir: &std::path::Path) -> ForwardConfig {
