@@ -14,6 +14,8 @@
 //! - Stopping: `stop` ends the loop between chunks (a chunk in flight is finished); `abort`
 //!   interrupts a delivery, which is then not committed (the next start resends it).
 //! - `max_bytes_per_sec` paces the upload for metered uplinks.
+//! - Three stages overlap: the reader reads the next chunk while a planning task plans the one
+//!   before (and a blocking thread encodes its batches) and the sender writes earlier ones.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
@@ -29,8 +31,10 @@ use crate::dead_letter::{self, DeadLetterSink, Letter};
 use crate::deliver::{DeadLetter, DeliverConfig, DeliverError, deliver};
 use crate::metrics::{ForwardMetrics, error_kind};
 use crate::plan::PartitionBatch;
-use crate::plan::{Plan, Planner};
-use crate::producer::{ErrorClass, KafkaProducer, ProduceAck, ProduceError, ProduceRecord};
+use crate::plan::{Plan, PlanError, Planner};
+use crate::producer::{
+    EncodedBatch, ErrorClass, KafkaProducer, ProduceAck, ProduceError, ProduceRecord,
+};
 use crate::route::Routes;
 
 /// The cursor name the Kafka forwarder uses in the log.
@@ -116,12 +120,25 @@ impl<P: KafkaProducer> KafkaProducer for Observed<P> {
 
     async fn send(&self, topic: &str, partition: i32, records: &[ProduceRecord]) -> ProduceAck {
         let ack = self.inner.send(topic, partition, records).await;
-        let metrics = Arc::clone(&self.metrics);
-        Box::pin(async move {
-            let result = ack.await;
-            observe(&metrics, &result);
-            result
-        })
+        self.observed(ack)
+    }
+
+    fn encode(&self, records: &[ProduceRecord]) -> Option<EncodedBatch> {
+        self.inner.encode(records)
+    }
+
+    async fn send_encoded(
+        &self,
+        topic: &str,
+        partition: i32,
+        records: &[ProduceRecord],
+        encoded: Option<EncodedBatch>,
+    ) -> ProduceAck {
+        let ack = self
+            .inner
+            .send_encoded(topic, partition, records, encoded)
+            .await;
+        self.observed(ack)
     }
 
     async fn partition_count(&self, topic: &str) -> Result<i32, ProduceError> {
@@ -134,6 +151,18 @@ impl<P: KafkaProducer> KafkaProducer for Observed<P> {
 
     fn forget_topic(&self, topic: &str) {
         self.inner.forget_topic(topic);
+    }
+}
+
+impl<P> Observed<P> {
+    /// `ack`, counting its outcome.
+    fn observed(&self, ack: ProduceAck) -> ProduceAck {
+        let metrics = Arc::clone(&self.metrics);
+        Box::pin(async move {
+            let result = ack.await;
+            observe(&metrics, &result);
+            result
+        })
     }
 }
 
@@ -162,12 +191,32 @@ struct ChunkDone {
 }
 
 /// One chunk handed from the reader to the sender: its records, the plan (if the reader could
-/// make one), and the cursor position after it.
+/// make one) with its batches being encoded, and the cursor position after it.
 struct Job {
     records: Vec<Record>,
-    plan: Option<Plan>,
+    plan: Option<Encoding>,
     next: u64,
     full: bool,
+}
+
+/// A plan whose batches are encoded (and compressed) on a blocking thread, off the sender's
+/// path: resolves to the plan and one encoded batch (or None) per plan batch.
+type Encoding = tokio::task::JoinHandle<(Plan, Vec<Option<EncodedBatch>>)>;
+
+/// Starts encoding the batches of `plan` ahead of their sending. CPU work that would otherwise
+/// hold up the sender, which writes the requests one after the other; it runs while earlier
+/// chunks are sent and answered. The reader hands at most `READ_AHEAD` jobs to the sender, so
+/// few chunks are encoded ahead.
+fn encode_ahead<P: KafkaProducer + Clone + 'static>(producer: &P, plan: Plan) -> Encoding {
+    let producer = producer.clone();
+    tokio::task::spawn_blocking(move || {
+        let encoded = plan
+            .batches
+            .iter()
+            .map(|b| producer.encode(&b.records))
+            .collect();
+        (plan, encoded)
+    })
 }
 
 /// Route tables published by a reload; each stage swaps its planner when one arrives.
@@ -287,15 +336,16 @@ impl<P: KafkaProducer + Clone + 'static> Forwarder<P> {
     /// Forwards until `stop` (the chunks already read are still delivered) or `abort`
     /// (mid-delivery, uncommitted), or the log closes.
     ///
-    /// Two stages: this task reads and plans up to [`READ_AHEAD`] chunks ahead; a sender task
+    /// Three stages: this task reads chunks; a planning task plans them (and starts encoding
+    /// their batches on a blocking thread) up to [`READ_AHEAD`] chunks ahead; a sender task
     /// delivers them strictly one after the other (so per-partition log order holds) and
     /// reports how far Kafka acknowledged; this task commits the cursor up to there.
     pub async fn run(self, stop: CancellationToken, abort: CancellationToken) {
         let Forwarder {
             log,
             mut cursor,
-            mut planner,
-            mut routes,
+            planner,
+            routes,
             routes_tx: _,
             sender,
             config,
@@ -320,9 +370,19 @@ impl<P: KafkaProducer + Clone + 'static> Forwarder<P> {
             "Kafka forwarder started"
         );
         let (jobs_tx, jobs_rx) = tokio::sync::mpsc::channel::<Job>(READ_AHEAD);
+        let (read_tx, read_rx) = tokio::sync::mpsc::channel::<Read>(1);
         let (acked_tx, mut acked_rx) = tokio::sync::watch::channel(cursor.committed());
         let probe = sender.producer.clone();
         let sending = tokio::spawn(sender.run(jobs_rx, acked_tx, stop.clone(), abort.clone()));
+        let planning = tokio::spawn(plan_stage(
+            planner,
+            routes,
+            config.node_id.clone(),
+            probe,
+            read_rx,
+            jobs_tx,
+            abort.clone(),
+        ));
 
         let mut read_backoff = Backoff::new(config.backoff_min, config.backoff_max);
         let mut last_commit = Instant::now();
@@ -346,7 +406,7 @@ impl<P: KafkaProducer + Clone + 'static> Forwarder<P> {
                     Ok(()) => continue,
                     Err(_) => break, // the sender stopped (abort)
                 },
-                p = jobs_tx.reserve() => match p {
+                p = read_tx.reserve() => match p {
                     Ok(p) => p,
                     Err(_) => break, // the sender stopped (abort)
                 },
@@ -404,17 +464,17 @@ impl<P: KafkaProducer + Clone + 'static> Forwarder<P> {
                 continue;
             }
             metrics.observe_record_sizes(records.len(), disk_bytes);
-            routes.refresh(&mut planner, &config.node_id);
-            let plan = try_plan(&mut planner, &probe, &records, &stop_any).await;
-            permit.send(Job {
+            permit.send(Read {
                 records,
-                plan,
                 next: cursor.position(),
                 full,
             });
         }
-        drop(jobs_tx);
+        drop(read_tx);
         stop_any.cancel();
+        if planning.await.is_err() {
+            tracing::error!("Kafka planning task failed");
+        }
         if sending.await.is_err() {
             tracing::error!("Kafka sender task failed");
         }
@@ -424,29 +484,91 @@ impl<P: KafkaProducer + Clone + 'static> Forwarder<P> {
     }
 }
 
+/// A chunk read from the log, on its way to the planning stage.
+struct Read {
+    records: Vec<Record>,
+    next: u64,
+    full: bool,
+}
+
+/// The middle stage: plans each chunk the reader hands over (in order: keyless records rotate
+/// partitions chunk by chunk), starts encoding its batches and passes it on to the sender. A
+/// stage of its own so reading the next chunk overlaps planning this one. Ends when the reader
+/// hangs up (after passing on what it has) or the sender is gone.
+async fn plan_stage<P: KafkaProducer + Clone + 'static>(
+    mut planner: Planner,
+    mut routes: RouteUpdates,
+    node_id: String,
+    producer: P,
+    mut reads: tokio::sync::mpsc::Receiver<Read>,
+    jobs: tokio::sync::mpsc::Sender<Job>,
+    abort: CancellationToken,
+) {
+    let mut topics = Vec::new();
+    while let Some(read) = reads.recv().await {
+        let Ok(permit) = jobs.reserve().await else {
+            return; // the sender stopped (abort)
+        };
+        routes.refresh(&mut planner, &node_id);
+        let plan = try_plan(&mut planner, &producer, &read.records, &mut topics, &abort)
+            .await
+            .map(|plan| encode_ahead(&producer, plan));
+        permit.send(Job {
+            records: read.records,
+            plan,
+            next: read.next,
+            full: read.full,
+        });
+    }
+}
+
 /// Plans `records` if every topic's partition count is at hand now (no retries: the sender
-/// retries when this returns None).
+/// retries when this returns None). `topics` holds the Kafka topics the previous chunk went to:
+/// their (cached, periodically refreshed) counts are looked up first and the chunk planned with
+/// them, and a topic the plan then misses is looked up and the plan made again. That spares a
+/// route match per record (what `Planner::topics` costs) on every chunk whose topics did not
+/// change.
 async fn try_plan<P: KafkaProducer>(
     planner: &mut Planner,
     producer: &P,
     records: &[Record],
+    topics: &mut Vec<String>,
     cancel: &CancellationToken,
 ) -> Option<Plan> {
-    let topics: Vec<String> = planner
-        .topics(records)
-        .into_iter()
-        .map(str::to_owned)
-        .collect();
     let mut counts = HashMap::with_capacity(topics.len());
-    for topic in topics {
-        let n = tokio::select! {
-            biased;
-            _ = cancel.cancelled() => return None,
-            r = producer.partition_count(&topic) => r.ok().filter(|n| *n > 0)?,
-        };
-        counts.insert(topic, n);
+    let mut lookup = std::mem::take(topics);
+    loop {
+        for topic in lookup.drain(..) {
+            let n = tokio::select! {
+                biased;
+                _ = cancel.cancelled() => return None,
+                r = producer.partition_count(&topic) => r.ok().filter(|n| *n > 0),
+            };
+            // A topic of an earlier chunk that fails now is only missed if this chunk needs it.
+            if let Some(n) = n {
+                counts.insert(topic, n);
+            }
+        }
+        match planner.plan(records, &counts) {
+            Ok(plan) => {
+                for b in &plan.batches {
+                    if !topics.contains(&b.topic) {
+                        topics.push(b.topic.clone());
+                    }
+                }
+                return Some(plan);
+            }
+            Err(PlanError::MissingPartitionCount { topic }) if !counts.contains_key(&topic) => {
+                let n = tokio::select! {
+                    biased;
+                    _ = cancel.cancelled() => return None,
+                    r = producer.partition_count(&topic) => r.ok().filter(|n| *n > 0)?,
+                };
+                counts.insert(topic, n);
+            }
+            Err(_) => return None,
+        }
     }
-    planner.plan(records, &counts).ok()
 }
 
 /// Commits `cursor` at `next` (everything below was acknowledged by Kafka).
@@ -520,7 +642,16 @@ impl<P: KafkaProducer + Clone + 'static> Sender<P> {
                     continue;
                 }
                 Event::Job(Some(job)) => {
-                    if job.plan.is_none() {
+                    let plan = match job.plan {
+                        Some(encoding) => tokio::select! {
+                            biased;
+                            _ = abort.cancelled() => return,
+                            // A failed encoding task: plan and deliver the chunk on its own.
+                            r = encoding => r.ok(),
+                        },
+                        None => None,
+                    };
+                    if plan.is_none() {
                         // Planning needs retries (unknown partition counts): finish the chunks
                         // in flight, then deliver this one on its own.
                         while let Some(mut chunk) = in_flight.pop_front() {
@@ -545,9 +676,11 @@ impl<P: KafkaProducer + Clone + 'static> Sender<P> {
                             .store(first.timestamp_ms.max(1), Ordering::Relaxed);
                     }
                     self.metrics.replaying.store(job.full, Ordering::Relaxed);
-                    match job.plan {
-                        Some(plan) => {
-                            let Some(chunk) = self.start(job.records, job.next, plan, &abort).await
+                    match plan {
+                        Some((plan, encoded)) => {
+                            let Some(chunk) = self
+                                .start(job.records, job.next, plan, encoded, &abort)
+                                .await
                             else {
                                 return;
                             };
@@ -604,18 +737,21 @@ impl<P: KafkaProducer + Clone + 'static> Sender<P> {
         }
     }
 
-    /// Sends every batch of `plan` (in plan order) and returns the chunk in flight; None if
-    /// aborted.
+    /// Sends every batch of `plan` (in plan order, with the batches encoded ahead) and returns
+    /// the chunk in flight; None if aborted.
     async fn start(
         &mut self,
         records: Vec<Record>,
         next: u64,
         plan: Plan,
+        encoded: Vec<Option<EncodedBatch>>,
         abort: &CancellationToken,
     ) -> Option<InFlightChunk> {
         let bytes = plan_bytes(&plan);
         let mut acks: Vec<ProduceAck> = Vec::with_capacity(plan.batches.len());
+        let mut encoded = encoded.into_iter();
         for b in &plan.batches {
+            let encoded = encoded.next().flatten();
             if self.blocked.contains(&(b.topic.clone(), b.partition)) {
                 acks.push(Box::pin(std::future::ready(Err(ProduceError::Blocked {
                     topic: b.topic.clone(),
@@ -626,7 +762,7 @@ impl<P: KafkaProducer + Clone + 'static> Sender<P> {
             let mut ack = tokio::select! {
                 biased;
                 _ = abort.cancelled() => return None,
-                a = self.producer.send(&b.topic, b.partition, &b.records) => a,
+                a = self.producer.send_encoded(&b.topic, b.partition, &b.records, encoded) => a,
             };
             // A producer that answers at once (no pipelining of its own) may already have
             // failed: send nothing more to that partition until the resend.
@@ -1066,6 +1202,129 @@ mod tests {
             partition: None,
         }])
         .unwrap()
+    }
+
+    /// Partition counts per topic ("ta" 2, "tb" 3) unless `ta_gone`; counts its lookups.
+    #[derive(Default)]
+    struct Counts {
+        ta_gone: bool,
+        lookups: Mutex<Vec<String>>,
+    }
+
+    impl KafkaProducer for Counts {
+        async fn produce(
+            &self,
+            t: &str,
+            p: i32,
+            _r: &[ProduceRecord],
+        ) -> Result<i64, ProduceError> {
+            Err(ProduceError::NoLeader {
+                topic: t.to_owned(),
+                partition: p,
+            })
+        }
+
+        async fn partition_count(&self, topic: &str) -> Result<i32, ProduceError> {
+            self.lookups.lock().unwrap().push(topic.to_owned());
+            match topic {
+                "ta" if !self.ta_gone => Ok(2),
+                "tb" => Ok(3),
+                _ => Err(ProduceError::UnknownPartition {
+                    topic: topic.to_owned(),
+                    partition: 0,
+                    partitions: 0,
+                }),
+            }
+        }
+    }
+
+    /// The planning stage looks up the previous chunk's topics and plans without a `topics`
+    /// pass; a topic new in this chunk is looked up and the chunk planned again, and an earlier
+    /// topic that fails now does not hold up a chunk that does not need it.
+    #[tokio::test]
+    async fn planning_reuses_the_previous_chunks_topics_and_adds_new_ones() {
+        let routes = || {
+            Routes::compile(&[
+                RouteConfig {
+                    mqtt: Some("a/+".into()),
+                    kafka_topic: "ta".into(),
+                    key: Some("{topic.2}".into()),
+                    ..Default::default()
+                },
+                RouteConfig {
+                    mqtt: Some("b/+".into()),
+                    kafka_topic: "tb".into(),
+                    ..Default::default()
+                },
+            ])
+            .unwrap()
+        };
+        let mut planner = Planner::new(routes(), "gw");
+        let rec = |offset: u64, topic: &str| Record {
+            offset,
+            timestamp_ms: 1,
+            source: Source::Mqtt,
+            topic: topic.into(),
+            client_id: "c".into(),
+            headers: Vec::new(),
+            payload: Bytes::from_static(b"x"),
+        };
+        let cancel = CancellationToken::new();
+        let mut topics = Vec::new();
+        let mut p = Counts::default();
+        let placed = |plan: &Plan| -> Vec<(String, i32, Vec<u64>)> {
+            plan.batches
+                .iter()
+                .map(|b| (b.topic.clone(), b.partition, b.offsets.clone()))
+                .collect()
+        };
+
+        let one = [rec(0, "a/1"), rec(1, "a/2"), rec(2, "a/1")];
+        let plan = try_plan(&mut planner, &p, &one, &mut topics, &cancel)
+            .await
+            .unwrap();
+        assert_eq!(
+            plan.batches.iter().map(|b| b.records.len()).sum::<usize>(),
+            3
+        );
+        assert!(
+            plan.batches
+                .iter()
+                .all(|b| b.topic == "ta" && b.partition < 2)
+        );
+        assert_eq!(topics, ["ta"]);
+
+        let two = [rec(3, "a/1"), rec(4, "b/x"), rec(5, "b/y"), rec(6, "zzz")];
+        let plan = try_plan(&mut planner, &p, &two, &mut topics, &cancel)
+            .await
+            .unwrap();
+        // The same plan as with every count known up front (the first attempt stopped at the
+        // first "tb" record, before the keyless rotation moved).
+        let counts = HashMap::from([("ta".to_owned(), 2), ("tb".to_owned(), 3)]);
+        let want = Planner::new(routes(), "gw").plan(&two, &counts).unwrap();
+        assert_eq!(placed(&plan), placed(&want));
+        assert_eq!(plan.unrouted, vec![6]);
+        assert_eq!(
+            plan.batches.iter().map(|b| b.records.len()).sum::<usize>(),
+            3
+        );
+        topics.sort();
+        assert_eq!(topics, ["ta", "tb"]);
+        assert_eq!(*p.lookups.lock().unwrap(), ["ta", "ta", "tb"]);
+
+        p.ta_gone = true;
+        let three = [rec(7, "b/x")];
+        let plan = try_plan(&mut planner, &p, &three, &mut topics, &cancel)
+            .await
+            .unwrap();
+        assert_eq!(placed(&plan).len(), 1);
+        assert_eq!(topics, ["tb"]);
+        // A chunk that needs the failing topic is left to the sender's retries.
+        assert!(
+            try_plan(&mut planner, &p, &one, &mut topics, &cancel)
+                .await
+                .is_none()
+        );
     }
 
     fn config(dir: &std::path::Path) -> ForwardConfig {

@@ -25,7 +25,7 @@ use kafka_protocol::messages::{
 };
 use kafka_protocol::protocol::StrBytes;
 
-use super::batch::{BatchIdentity, encode_batch};
+use super::batch::{BatchIdentity, EncodedBatch, encode_batch};
 use super::conn::{ConnLimits, Connection, Frame, Pipeline, decode_response};
 use super::tls::TlsSettings;
 use super::{
@@ -144,6 +144,8 @@ struct Inner {
     bootstrap: tokio::sync::Mutex<Option<Connection>>,
     /// One connection per leader broker id.
     slots: Mutex<HashMap<(i32, usize), Slot>>,
+    /// Scratch buffers for `encode` (uncompressed records), reused across calls and threads.
+    scratch_pool: Mutex<Vec<BytesMut>>,
     /// Idempotent-producer state; None until InitProducerId succeeded (or when disabled).
     idempotence: Mutex<Option<Idempotence>>,
     /// Requests in flight and failures per topic-partition (kept across producer ids).
@@ -236,6 +238,7 @@ impl WireProducer {
                 meta: Mutex::new(MetaCache::default()),
                 bootstrap: tokio::sync::Mutex::new(None),
                 slots: Mutex::new(HashMap::new()),
+                scratch_pool: Mutex::new(Vec::new()),
                 idempotence: Mutex::new(None),
                 partitions: Mutex::new(HashMap::new()),
             }),
@@ -642,13 +645,14 @@ impl WireProducer {
         }
     }
 
-    /// Encodes the batch and writes the Produce request (the send half). On an error, the
-    /// identity the batch got, if any, comes back with it.
+    /// Encodes the batch (or stamps the one encoded ahead) and writes the Produce request (the
+    /// send half). On an error, the identity the batch got, if any, comes back with it.
     async fn write_request(
         &self,
         topic: &str,
         partition: i32,
         records: &[ProduceRecord],
+        encoded: Option<EncodedBatch>,
     ) -> Result<(Sent, BatchIdentity), (ProduceError, Option<BatchIdentity>)> {
         if records.is_empty() {
             return Err((ProduceError::EmptyBatch, None));
@@ -689,15 +693,23 @@ impl WireProducer {
         // Taken under the slot lock: batches to one partition get consecutive sequence numbers
         // in the order they are written.
         let identity = self.next_identity(topic, partition, records.len());
-        let mut out = BytesMut::new();
-        encode_batch(
-            records,
-            self.inner.config.compression,
-            identity,
-            scratch,
-            &mut out,
-        )
-        .map_err(|e| (e, Some(identity)))?;
+        let out = match encoded.filter(|e| {
+            e.count() == records.len() && e.compression() == self.inner.config.compression
+        }) {
+            Some(e) => e.stamp(identity),
+            None => {
+                let mut out = BytesMut::new();
+                encode_batch(
+                    records,
+                    self.inner.config.compression,
+                    identity,
+                    scratch,
+                    &mut out,
+                )
+                .map_err(|e| (e, Some(identity)))?;
+                out.freeze()
+            }
+        };
         if out.len() > self.inner.config.max_request_bytes {
             return Err((
                 ProduceError::BatchTooLarge {
@@ -716,7 +728,7 @@ impl WireProducer {
                     .with_partition_data(vec![
                         PartitionProduceData::default()
                             .with_index(partition)
-                            .with_records(Some(out.freeze())),
+                            .with_records(Some(out)),
                     ]),
             ]);
         let (rx, correlation_id) = c
@@ -743,12 +755,13 @@ impl WireProducer {
         partition: i32,
         records: &[ProduceRecord],
         resync: bool,
+        encoded: Option<EncodedBatch>,
     ) -> ProduceAck {
         let (index, in_flight) = match self.start_request(topic, partition, resync) {
             Ok(x) => x,
             Err(e) => return Box::pin(std::future::ready(Err(e))),
         };
-        let (sent, identity) = match self.write_request(topic, partition, records).await {
+        let (sent, identity) = match self.write_request(topic, partition, records, encoded).await {
             Ok(x) => x,
             Err((e, identity)) => {
                 self.record_failure(topic, partition, Failure { index, identity }, &e);
@@ -833,11 +846,32 @@ impl KafkaProducer for WireProducer {
         partition: i32,
         records: &[ProduceRecord],
     ) -> Result<i64, ProduceError> {
-        self.send_batch(topic, partition, records, true).await.await
+        self.send_batch(topic, partition, records, true, None)
+            .await
+            .await
     }
 
     async fn send(&self, topic: &str, partition: i32, records: &[ProduceRecord]) -> ProduceAck {
-        self.send_batch(topic, partition, records, false).await
+        self.send_batch(topic, partition, records, false, None)
+            .await
+    }
+
+    fn encode(&self, records: &[ProduceRecord]) -> Option<EncodedBatch> {
+        let mut scratch = lock(&self.inner.scratch_pool).pop().unwrap_or_default();
+        let encoded = EncodedBatch::encode(records, self.inner.config.compression, &mut scratch);
+        lock(&self.inner.scratch_pool).push(scratch);
+        encoded.ok()
+    }
+
+    async fn send_encoded(
+        &self,
+        topic: &str,
+        partition: i32,
+        records: &[ProduceRecord],
+        encoded: Option<EncodedBatch>,
+    ) -> ProduceAck {
+        self.send_batch(topic, partition, records, false, encoded)
+            .await
     }
 
     async fn partition_count(&self, topic: &str) -> Result<i32, ProduceError> {
@@ -933,6 +967,47 @@ mod tests {
         // The resend starts a new session and is written right after "b".
         assert_eq!(p.produce("seq", 0, &records(2, "gap")).await.unwrap(), 4);
         assert_ne!(p.producer_identity(), Some(pid));
+    }
+
+    /// A batch encoded ahead gets its producer identity when it is written, not when it was
+    /// encoded: here a new producer session starts in between (as after
+    /// DUPLICATE_SEQUENCE_NUMBER), and Kafka holds the batch under the new id at sequence 0.
+    #[tokio::test]
+    async fn batches_encoded_ahead_get_the_identity_of_the_moment_they_are_written() {
+        let tansu = Tansu::start();
+        let p = WireProducer::new(ProducerConfig::new(vec![tansu.bootstrap()])).unwrap();
+        p.create_topic("ahead", 1, 1).await.unwrap();
+        let (a, b) = (records(3, "a"), records(2, "b"));
+        // Both encoded before the producer even has an id.
+        let (ea, eb) = (p.encode(&a).unwrap(), p.encode(&b).unwrap());
+        let ack = p.send_encoded("ahead", 0, &a, Some(ea)).await;
+        assert_eq!(ack.await.unwrap(), 0);
+        let first = p.producer_identity().unwrap();
+        *lock(&p.inner.idempotence) = None;
+        let ack = p.send_encoded("ahead", 0, &b, Some(eb)).await;
+        assert_eq!(ack.await.unwrap(), 3);
+        let second = p.producer_identity().unwrap();
+        assert_ne!(first, second);
+        // The same records again under (second id, sequence 0): Kafka already has them.
+        set_sequence(&p, "ahead", 0);
+        let err = p.produce("ahead", 0, &b).await.unwrap_err();
+        assert!(
+            matches!(
+                err,
+                ProduceError::Broker {
+                    code: codes::DUPLICATE_SEQUENCE_NUMBER,
+                    ..
+                }
+            ),
+            "{err}"
+        );
+        // The resend (a new session again) unblocks the partition.
+        assert_eq!(p.produce("ahead", 0, &b).await.unwrap(), 5);
+        // An encoding that does not match the records is not used: they are encoded afresh.
+        let c = records(4, "c");
+        let stale = p.encode(&records(1, "other")).unwrap();
+        let ack = p.send_encoded("ahead", 0, &c, Some(stale)).await;
+        assert_eq!(ack.await.unwrap(), 7);
     }
 
     /// Many requests in flight on one connection are appended in the order they were sent; a

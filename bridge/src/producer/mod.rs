@@ -10,7 +10,8 @@
 //! - `conn`: one TCP connection (TCP_NODELAY, ApiVersions handshake, framed request/response
 //!   with a size cap and a timeout).
 //! - `batch`: record-batch v2 encoding and compression (none, gzip, snappy, lz4, zstd — all pure
-//!   Rust), into reused buffers, duplicate header keys preserved.
+//!   Rust), into reused buffers, duplicate header keys preserved; [`EncodedBatch`]: encoded
+//!   ahead, the producer identity stamped in when the batch is written.
 //! - [`tls`]: TLS to the brokers (rustls, ring), CA bundle and optional client certificate.
 //! - `client`: metadata cache (refreshed on leader errors and periodically), per-broker
 //!   connections, Produce with acks=all, CreateTopics for tooling and tests.
@@ -29,6 +30,7 @@ use bytes::Bytes;
 use thiserror::Error;
 
 pub use batch::BatchIdentity;
+pub use batch::EncodedBatch;
 pub use batch::encode_batch;
 pub use client::{ProducerConfig, ProducerIdentity, WireProducer};
 
@@ -431,6 +433,28 @@ pub trait KafkaProducer: Send + Sync {
             let result = self.produce(topic, partition, records).await;
             Box::pin(std::future::ready(result)) as ProduceAck
         }
+    }
+
+    /// Encodes `records` as the batch `send_encoded` will send, ahead of time and off the
+    /// send path (the forwarder runs it on a blocking thread while earlier chunks are sent).
+    /// None if this producer does not encode ahead (the default) or the records do not
+    /// encode (then `send` meets the error itself).
+    fn encode(&self, _records: &[ProduceRecord]) -> Option<EncodedBatch> {
+        None
+    }
+
+    /// [`send`](KafkaProducer::send) with the batch `encode` made of the same `records`
+    /// (identity stamped in when it is written); without one, or from a producer that does not
+    /// encode ahead, exactly `send`.
+    fn send_encoded(
+        &self,
+        topic: &str,
+        partition: i32,
+        records: &[ProduceRecord],
+        encoded: Option<EncodedBatch>,
+    ) -> impl Future<Output = ProduceAck> + Send {
+        drop(encoded);
+        self.send(topic, partition, records)
     }
 
     /// Appends `records`, in order, to `topic`/`partition` as one batch and waits for the
