@@ -50,7 +50,8 @@ pub const COMMIT_INTERVAL: Duration = Duration::from_millis(100);
 pub struct ForwardConfig {
     /// Gateway id (`edge-node` header).
     pub node_id: String,
-    /// How long a short chunk waits for more records before it is sent.
+    /// How long a chunk that caught up with the log waits for more records (a backlog never
+    /// waits).
     pub linger: Duration,
     /// Most on-disk bytes of log records per chunk.
     pub max_batch_bytes: usize,
