@@ -36,7 +36,7 @@ impl Default for DeliverConfig {
     fn default() -> Self {
         Self {
             backoff_base: Duration::from_millis(100),
-            backoff_cap: Duration::from_secs(30),
+            backoff_cap: Duration::from_secs(5),
         }
     }
 }

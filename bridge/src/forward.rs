@@ -70,7 +70,7 @@ pub struct ForwardConfig {
 }
 
 impl ForwardConfig {
-    /// Defaults: 5 ms linger, 1 MiB / 10 000 records per chunk, backoff 100 ms..30 s, no upload
+    /// Defaults: 5 ms linger, 1 MiB / 10 000 records per chunk, backoff 100 ms..5 s, no upload
     /// cap, no auto-create, dead letters to `dead-letter` in the working directory.
     pub fn new(node_id: &str) -> Self {
         Self {
@@ -79,7 +79,7 @@ impl ForwardConfig {
             max_batch_bytes: 1 << 20,
             max_batch_records: 10_000,
             backoff_min: Duration::from_millis(100),
-            backoff_max: Duration::from_secs(30),
+            backoff_max: Duration::from_secs(5),
             max_bytes_per_sec: None,
             auto_create_partitions: None,
             dead_letter: DeadLetterSink::File("dead-letter".into()),

@@ -248,7 +248,7 @@ impl Default for KafkaSection {
             max_request_bytes: ByteSize(1 << 20),
             request_timeout: HumanDuration(Duration::from_secs(30)),
             retry_backoff_min: HumanDuration(Duration::from_millis(100)),
-            retry_backoff_max: HumanDuration(Duration::from_secs(30)),
+            retry_backoff_max: HumanDuration(Duration::from_secs(5)),
             max_bytes_per_sec: None,
             idempotent: true,
             dead_letter: None,
