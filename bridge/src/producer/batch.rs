@@ -341,6 +341,15 @@ mod tests {
     use super::*;
     use crate::producer::RecordHeader;
 
+    /// Every codec the encoder writes.
+    const ALL_CODECS: [Compression; 5] = [
+        Compression::None,
+        Compression::Gzip,
+        Compression::Snappy,
+        Compression::Lz4,
+        Compression::Zstd,
+    ];
+
     fn records(n: usize) -> Vec<ProduceRecord> {
         (0..n)
             .map(|i| ProduceRecord {
@@ -392,13 +401,7 @@ mod tests {
     #[test]
     fn batches_decode_with_an_independent_decoder() {
         let input = records(50);
-        for codec in [
-            Compression::None,
-            Compression::Gzip,
-            Compression::Snappy,
-            Compression::Lz4,
-            Compression::Zstd,
-        ] {
+        for codec in ALL_CODECS {
             let mut scratch = BytesMut::new();
             let mut out = BytesMut::new();
             let id = BatchIdentity {
@@ -489,13 +492,7 @@ mod tests {
     #[test]
     fn stamped_batches_equal_batches_encoded_with_their_identity() {
         let input = records(300);
-        for codec in [
-            Compression::None,
-            Compression::Gzip,
-            Compression::Snappy,
-            Compression::Lz4,
-            Compression::Zstd,
-        ] {
+        for codec in ALL_CODECS {
             for id in [
                 BatchIdentity::default(),
                 BatchIdentity {

@@ -895,6 +895,20 @@ mod tests {
 
     use super::*;
 
+    /// `err` is the broker's DUPLICATE_SEQUENCE_NUMBER.
+    fn assert_duplicate_sequence(err: &ProduceError) {
+        assert!(
+            matches!(
+                err,
+                ProduceError::Broker {
+                    code: codes::DUPLICATE_SEQUENCE_NUMBER,
+                    ..
+                }
+            ),
+            "{err}"
+        );
+    }
+
     fn records(n: usize, tag: &str) -> Vec<ProduceRecord> {
         (0..n)
             .map(|i| ProduceRecord {
@@ -928,16 +942,7 @@ mod tests {
         // The same batch again with the same sequence (a resend after a lost answer).
         set_sequence(&p, "seq", 0);
         let err = p.produce("seq", 0, &records(3, "a")).await.unwrap_err();
-        assert!(
-            matches!(
-                err,
-                ProduceError::Broker {
-                    code: codes::DUPLICATE_SEQUENCE_NUMBER,
-                    ..
-                }
-            ),
-            "{err}"
-        );
+        assert_duplicate_sequence(&err);
         assert_eq!(
             p.producer_identity(),
             None,
@@ -991,16 +996,7 @@ mod tests {
         // The same records again under (second id, sequence 0): Kafka already has them.
         set_sequence(&p, "ahead", 0);
         let err = p.produce("ahead", 0, &b).await.unwrap_err();
-        assert!(
-            matches!(
-                err,
-                ProduceError::Broker {
-                    code: codes::DUPLICATE_SEQUENCE_NUMBER,
-                    ..
-                }
-            ),
-            "{err}"
-        );
+        assert_duplicate_sequence(&err);
         // The resend (a new session again) unblocks the partition.
         assert_eq!(p.produce("ahead", 0, &b).await.unwrap(), 5);
         // An encoding that does not match the records is not used: they are encoded afresh.
