@@ -113,12 +113,14 @@ pub fn matches(filter: &str, topic: &str) -> bool {
     if topic.starts_with('$') && (filter.starts_with('+') || filter.starts_with('#')) {
         return false;
     }
-    let mut f = filter.split('/');
-    let mut t = topic.split('/');
+    // Split on the byte `/` (ASCII, so the same levels as splitting the `str`): several times
+    // cheaper than `str::split(char)` on short topics, and this runs per routed record.
+    let mut f = filter.as_bytes().split(|b| *b == b'/');
+    let mut t = topic.as_bytes().split(|b| *b == b'/');
     loop {
         match (f.next(), t.next()) {
-            (Some("#"), _) => return true,
-            (Some("+"), Some(_)) => {}
+            (Some(b"#"), _) => return true,
+            (Some(b"+"), Some(_)) => {}
             (Some(fl), Some(tl)) if fl == tl => {}
             (None, None) => return true,
             _ => return false,
