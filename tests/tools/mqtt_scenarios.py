@@ -1166,6 +1166,31 @@ def bad_input(host, port):
     return {k: (hex(v) if isinstance(v, int) else v) for k, v in results.items()}
 
 
+# ---- hostile input -------------------------------------------------------------------------
+@scenario
+def deep_filter(host, port, levels="7999", session="persist", cid=""):
+    """SUBSCRIBE (v5 and 3.1.1) to a filter of LEVELS levels, then disconnect; with
+    session=persist the v5 client keeps its session (expiry 60 s) so the filter is saved.
+    Reports the SUBACK codes; a bystander must still get its own publish afterwards."""
+    text = "/".join(["a"] * int(levels))
+    codes = {}
+    for v5 in (True, False):
+        c = Client(host, port, v5)
+        persist = session == "persist" and v5
+        c.connect((cid or uniq("deep")) + ("" if v5 else "-311"), clean=not persist,
+                  props_={"session_expiry": 60} if persist else None)
+        codes["v5" if v5 else "v311"] = c.subscribe((text, 1))[0]
+        c.disconnect()
+    bystander = Client(host, port, True)
+    bystander.connect(uniq("by"))
+    bystander.subscribe(("deep/alive", 1))
+    bystander.publish("deep/alive", "still here", qos=1)
+    got = bystander.messages(3.0, count=1)
+    check([m["payload"] for m in got] == [b"still here"], f"bystander got {got}")
+    bystander.disconnect()
+    return {k: hex(v) for k, v in codes.items()}
+
+
 def main():
     name, host, port, *rest = sys.argv[1:]
     try:

@@ -162,6 +162,9 @@ pub struct MqttSection {
     pub connect_timeout: HumanDuration,
     /// Most retained topics kept.
     pub max_retained: usize,
+    /// Most levels in a topic filter a client may subscribe to; deeper ones are refused
+    /// (SUBACK "Topic Filter invalid").
+    pub max_topic_levels: usize,
 }
 
 impl Default for MqttSection {
@@ -183,6 +186,7 @@ impl Default for MqttSection {
             allow_anonymous: true,
             connect_timeout: HumanDuration(Duration::from_secs(10)),
             max_retained: 10_000,
+            max_topic_levels: DEFAULT_MAX_TOPIC_LEVELS,
         }
     }
 }
@@ -291,6 +295,8 @@ pub struct NatsSection {
     pub max_inflight: usize,
     /// Most subscriptions per connection; more get `-ERR 'maximum subscriptions exceeded'`.
     pub max_subscriptions: usize,
+    /// Most tokens in a subscription subject; deeper ones get `-ERR 'Invalid Subject'`.
+    pub max_subject_tokens: usize,
     /// How often the server PINGs a client.
     pub ping_interval: HumanDuration,
     /// Unanswered PINGs after which the connection is stale and closed.
@@ -326,6 +332,7 @@ impl Default for NatsSection {
             max_pending: ByteSize(8 << 20),
             max_inflight: 4096,
             max_subscriptions: 10_000,
+            max_subject_tokens: DEFAULT_MAX_TOPIC_LEVELS,
             ping_interval: HumanDuration(Duration::from_secs(120)),
             max_pings_out: 2,
             auth_timeout: HumanDuration(Duration::from_secs(2)),
@@ -548,6 +555,10 @@ fn validate_node_id(id: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// Default depth limit of subscription filters (MQTT levels, NATS tokens): far beyond any real
+/// topic tree, far below what a client could send in one packet.
+pub const DEFAULT_MAX_TOPIC_LEVELS: usize = 128;
+
 /// Smallest segment we accept: smaller ones only multiply files and fsyncs.
 const MIN_SEGMENT_BYTES: u64 = 64 << 10;
 
@@ -669,6 +680,12 @@ impl Config {
                 "mqtt.max_session_expiry",
                 "must be at most 4294967295s".to_owned(),
             );
+        }
+        if mqtt.max_topic_levels == 0 {
+            return invalid("mqtt.max_topic_levels", "must be at least 1".to_owned());
+        }
+        if self.nats.max_subject_tokens == 0 {
+            return invalid("nats.max_subject_tokens", "must be at least 1".to_owned());
         }
         if mqtt.connect_timeout.0.is_zero() {
             return invalid(

@@ -874,7 +874,7 @@ impl Connection {
             }
             let filter = match (
                 topic::validate_filter(filter_text),
-                Filter::mqtt(filter_text),
+                Filter::mqtt_within(filter_text, self.settings.max_topic_levels),
             ) {
                 (Ok(()), Ok(filter)) => filter,
                 _ => {

@@ -214,16 +214,22 @@ impl MqttServer {
                 .collect();
             state.inbound_qos2 = snapshot.inbound_qos2.into_iter().collect();
         }
+        let max_levels = self.settings().max_topic_levels;
         for (text, record) in snapshot.subscriptions {
-            if let Some((filter, group)) = parse_subscription(&text) {
-                self.hub.subscribe(
-                    &filter,
-                    group.as_deref(),
-                    session.key,
-                    sub_entry(&session, record),
+            let Some((filter, group)) = parse_subscription(&text, max_levels) else {
+                tracing::warn!(
+                    client_id = %snapshot.client_id,
+                    "saved subscription is not a valid filter within mqtt.max_topic_levels ({max_levels}); dropped"
                 );
-                session.lock().subscriptions.insert(text, record);
-            }
+                continue;
+            };
+            self.hub.subscribe(
+                &filter,
+                group.as_deref(),
+                session.key,
+                sub_entry(&session, record),
+            );
+            session.lock().subscriptions.insert(text, record);
         }
         self.sessions.lock().insert(snapshot.client_id, session);
     }
@@ -384,7 +390,8 @@ impl MqttServer {
     /// Removes one subscription (full filter text, maybe `$share/...`); returns whether it existed.
     pub fn unsubscribe_one(&self, session: &Session, text: &str) -> bool {
         let existed = session.lock().subscriptions.remove(text).is_some();
-        if let Some((filter, group)) = parse_subscription(text) {
+        // Unbounded: a subscription made under a higher limit before a reload must still go.
+        if let Some((filter, group)) = parse_subscription(text, usize::MAX) {
             self.hub.unsubscribe(&filter, group.as_deref(), session.key);
         }
         existed
@@ -614,12 +621,14 @@ impl crate::reload::Reload for MqttServer {
 }
 
 /// Splits `$share/group/filter` or a plain filter into the hub's filter and share group.
-fn parse_subscription(text: &str) -> Option<(Filter, Option<String>)> {
+fn parse_subscription(text: &str, max_levels: usize) -> Option<(Filter, Option<String>)> {
     match edge_proto::mqtt::topic::parse_shared(text) {
-        Ok(Some(shared)) => Filter::mqtt(shared.filter)
+        Ok(Some(shared)) => Filter::mqtt_within(shared.filter, max_levels)
             .ok()
             .map(|f| (f, Some(shared.group.to_owned()))),
-        Ok(None) => Filter::mqtt(text).ok().map(|f| (f, None)),
+        Ok(None) => Filter::mqtt_within(text, max_levels)
+            .ok()
+            .map(|f| (f, None)),
         Err(_) => None,
     }
 }

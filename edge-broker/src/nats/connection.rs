@@ -1059,6 +1059,11 @@ impl Connection {
                 .push_raw(ServerError::MaxSubscriptionsExceeded.err_line().as_bytes());
             return;
         }
+        if sub.subject.bytes().filter(|&b| b == b'.').count() >= self.settings.max_subject_tokens {
+            self.outbox
+                .push_raw(ServerError::InvalidSubject.err_line().as_bytes());
+            return;
+        }
         let key = self.server.next_key();
         let mailbox = Arc::new(SubMailbox {
             outbox: Arc::clone(&self.outbox),

@@ -49,6 +49,12 @@ pub enum FilterError {
         /// `+` or `*`.
         wildcard: char,
     },
+    /// More levels than the limit the filter was parsed under.
+    #[error("filter has more than {max} levels")]
+    TooDeep {
+        /// The limit.
+        max: usize,
+    },
     /// NATS subjects may not have empty tokens.
     #[error("subject {filter:?} has an empty token")]
     EmptyToken {
@@ -60,9 +66,16 @@ pub enum FilterError {
 impl Filter {
     /// Parses an MQTT topic filter (`sensors/+/temp`, `sensors/#`).
     pub fn mqtt(filter: &str) -> Result<Filter, FilterError> {
+        Filter::mqtt_within(filter, usize::MAX)
+    }
+
+    /// Parses an MQTT topic filter of at most `max_levels` levels (counted before anything is
+    /// allocated): the form for filters that come from clients.
+    pub fn mqtt_within(filter: &str, max_levels: usize) -> Result<Filter, FilterError> {
         if filter.is_empty() {
             return Err(FilterError::Empty);
         }
+        check_depth(filter, b'/', max_levels)?;
         let parts: Vec<&str> = filter.split('/').collect();
         let last = parts.len() - 1;
         let mut levels = Vec::with_capacity(parts.len());
@@ -91,9 +104,15 @@ impl Filter {
 
     /// Parses a NATS subscription subject (`sensors.*.temp`, `sensors.>`).
     pub fn nats(subject: &str) -> Result<Filter, FilterError> {
+        Filter::nats_within(subject, usize::MAX)
+    }
+
+    /// Parses a NATS subscription subject of at most `max_tokens` tokens.
+    pub fn nats_within(subject: &str, max_tokens: usize) -> Result<Filter, FilterError> {
         if subject.is_empty() {
             return Err(FilterError::Empty);
         }
+        check_depth(subject, b'.', max_tokens)?;
         let parts: Vec<&str> = subject.split('.').collect();
         let last = parts.len() - 1;
         let mut levels = Vec::with_capacity(parts.len());
@@ -175,6 +194,19 @@ impl fmt::Display for Filter {
     }
 }
 
+/// Refuses text with more than `max` `separator`-separated parts.
+fn check_depth(text: &str, separator: u8, max: usize) -> Result<(), FilterError> {
+    let parts = text
+        .bytes()
+        .filter(|&b| b == separator)
+        .count()
+        .saturating_add(1);
+    if parts > max {
+        return Err(FilterError::TooDeep { max });
+    }
+    Ok(())
+}
+
 /// Splits an MQTT topic name into levels.
 pub fn mqtt_levels(topic: &str) -> Vec<&str> {
     topic.split('/').collect()
@@ -254,6 +286,24 @@ mod tests {
             Filter::nats("a.>.b"),
             Err(FilterError::MisplacedMultiWildcard { .. })
         ));
+    }
+
+    #[test]
+    fn depth_limits_count_levels_and_tokens() {
+        assert_eq!(Filter::mqtt_within("a/b/c", 3).unwrap().levels().len(), 3);
+        assert_eq!(
+            Filter::mqtt_within("a/b/c/#", 3),
+            Err(FilterError::TooDeep { max: 3 })
+        );
+        assert_eq!(
+            Filter::mqtt_within("//", 2),
+            Err(FilterError::TooDeep { max: 2 })
+        );
+        assert!(Filter::nats_within("a.b.>", 3).is_ok());
+        assert_eq!(
+            Filter::nats_within("a.b.c.d", 3),
+            Err(FilterError::TooDeep { max: 3 })
+        );
     }
 
     #[test]

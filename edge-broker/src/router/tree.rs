@@ -4,6 +4,8 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
+use smallvec::SmallVec;
+
 use super::filter::{Filter, Level};
 
 /// Subscriptions keyed by filter, with shared (load-balanced) groups.
@@ -140,67 +142,85 @@ impl<K: Ord + Clone, V> Node<K, V> {
             && self.one_or_more.is_empty()
     }
 
-    fn entries_mut(&mut self, levels: &[Level]) -> &mut Entries<K, V> {
-        match levels.split_first() {
-            None => &mut self.here,
-            Some((Level::ZeroOrMore, _)) => &mut self.zero_or_more,
-            Some((Level::OneOrMore, _)) => &mut self.one_or_more,
-            Some((Level::One, rest)) => self.one.get_or_insert_with(Box::default).entries_mut(rest),
-            Some((Level::Literal(text), rest)) => self
-                .literal
-                .entry(text.clone())
-                .or_default()
-                .entries_mut(rest),
+    /// Whether this node holds nothing but the child on `level` (so removing that child, once
+    /// it is empty, leaves this node empty too).
+    fn only_child_is(&self, level: &Level) -> bool {
+        let entries_empty =
+            self.here.is_empty() && self.zero_or_more.is_empty() && self.one_or_more.is_empty();
+        entries_empty
+            && match level {
+                Level::One => self.literal.is_empty(),
+                Level::Literal(text) => {
+                    self.one.is_none() && self.literal.len() == 1 && self.literal.contains_key(text)
+                }
+                Level::ZeroOrMore | Level::OneOrMore => false,
+            }
+    }
+
+    fn child(&self, level: &Level) -> Option<&Node<K, V>> {
+        match level {
+            Level::One => self.one.as_deref(),
+            Level::Literal(text) => self.literal.get(text),
+            Level::ZeroOrMore | Level::OneOrMore => None,
         }
     }
 
-    /// Removes and prunes empty nodes on the way back up.
-    fn remove(&mut self, levels: &[Level], group: Option<&str>, key: &K) -> Option<V> {
-        match levels.split_first() {
-            None => self.here.remove(group, key),
-            Some((Level::ZeroOrMore, _)) => self.zero_or_more.remove(group, key),
-            Some((Level::OneOrMore, _)) => self.one_or_more.remove(group, key),
-            Some((Level::One, rest)) => {
-                let child = self.one.as_mut()?;
-                let removed = child.remove(rest, group, key);
-                if child.is_empty() {
-                    self.one = None;
-                }
-                removed
-            }
-            Some((Level::Literal(text), rest)) => {
-                let child = self.literal.get_mut(text)?;
-                let removed = child.remove(rest, group, key);
-                if child.is_empty() {
-                    self.literal.remove(text);
-                }
-                removed
-            }
+    fn child_mut(&mut self, level: &Level) -> Option<&mut Node<K, V>> {
+        match level {
+            Level::One => self.one.as_deref_mut(),
+            Level::Literal(text) => self.literal.get_mut(text),
+            Level::ZeroOrMore | Level::OneOrMore => None,
         }
     }
 
-    fn walk<'a, S: AsRef<str>>(
-        &'a self,
-        topic: &[S],
-        at_root: bool,
-        visit: &mut impl FnMut(Matched<'a, K, V>),
-    ) {
-        let Some((level, rest)) = topic.split_first() else {
-            self.here.visit(visit);
-            self.zero_or_more.visit(visit);
-            return;
-        };
-        let level = level.as_ref();
-        // MQTT 4.7.2: wildcards at the first level do not match topics starting with '$'.
-        if !(at_root && level.starts_with('$')) {
-            self.zero_or_more.visit(visit);
-            self.one_or_more.visit(visit);
-            if let Some(one) = &self.one {
-                one.walk(rest, false, visit);
+    fn remove_child(&mut self, level: &Level) {
+        match level {
+            Level::One => self.one = None,
+            Level::Literal(text) => {
+                self.literal.remove(text);
             }
+            Level::ZeroOrMore | Level::OneOrMore => {}
         }
-        if let Some(child) = self.literal.get(level) {
-            child.walk(rest, false, visit);
+    }
+}
+
+/// Tearing a tree down walks it with a heap stack: a deep filter must not recurse in `drop`.
+impl<K, V> Drop for Node<K, V> {
+    fn drop(&mut self) {
+        let mut stack: Vec<Node<K, V>> = self.literal.drain().map(|(_, node)| node).collect();
+        stack.extend(self.one.take().map(|node| *node));
+        while let Some(mut node) = stack.pop() {
+            stack.extend(node.literal.drain().map(|(_, node)| node));
+            stack.extend(node.one.take().map(|node| *node));
+            // `node` has no children left: dropping it does not recurse.
+        }
+    }
+}
+
+/// Where a filter's subscriptions live: the path of child levels to walk from the root, then
+/// which entry list of the node reached.
+fn split_filter(levels: &[Level]) -> (&[Level], Slot) {
+    match levels.last() {
+        Some(Level::ZeroOrMore) => (&levels[..levels.len() - 1], Slot::ZeroOrMore),
+        Some(Level::OneOrMore) => (&levels[..levels.len() - 1], Slot::OneOrMore),
+        _ => (levels, Slot::Here),
+    }
+}
+
+/// One of a node's entry lists.
+#[derive(Debug, Clone, Copy)]
+enum Slot {
+    Here,
+    ZeroOrMore,
+    OneOrMore,
+}
+
+impl<K, V> Node<K, V> {
+    fn slot_mut(&mut self, slot: Slot) -> &mut Entries<K, V> {
+        match slot {
+            Slot::Here => &mut self.here,
+            Slot::ZeroOrMore => &mut self.zero_or_more,
+            Slot::OneOrMore => &mut self.one_or_more,
         }
     }
 }
@@ -232,10 +252,15 @@ impl<K: Ord + Clone, V> SubscriptionTree<K, V> {
 
     /// Adds or replaces `key`'s subscription to `filter` (in share `group`); returns the old value.
     pub fn insert(&mut self, filter: &Filter, group: Option<&str>, key: K, value: V) -> Option<V> {
-        let old = self
-            .root
-            .entries_mut(filter.levels())
-            .insert(group, key, value);
+        let (path, slot) = split_filter(filter.levels());
+        let mut node = &mut self.root;
+        for level in path {
+            node = match level {
+                Level::Literal(text) => node.literal.entry(text.clone()).or_default(),
+                _ => node.one.get_or_insert_with(Box::default),
+            };
+        }
+        let old = node.slot_mut(slot).insert(group, key, value);
         if old.is_none() {
             self.len += 1;
         }
@@ -244,11 +269,15 @@ impl<K: Ord + Clone, V> SubscriptionTree<K, V> {
 
     /// Removes `key`'s subscription to `filter` (in share `group`); returns its value.
     pub fn remove(&mut self, filter: &Filter, group: Option<&str>, key: &K) -> Option<V> {
-        let removed = self.root.remove(filter.levels(), group, key);
-        if removed.is_some() {
-            self.len -= 1;
+        let (path, slot) = split_filter(filter.levels());
+        let mut node = &mut self.root;
+        for level in path {
+            node = node.child_mut(level)?;
         }
-        removed
+        let removed = node.slot_mut(slot).remove(group, key)?;
+        self.len -= 1;
+        self.prune(path);
+        Some(removed)
     }
 
     /// Calls `visit` for every subscription matching `topic` (split into levels): every direct
@@ -259,7 +288,66 @@ impl<K: Ord + Clone, V> SubscriptionTree<K, V> {
         topic: &[S],
         mut visit: impl FnMut(Matched<'a, K, V>),
     ) {
-        self.root.walk(topic, true, &mut visit);
+        // Depth-first with a stack of (node, index of the next topic level) instead of
+        // recursion: the depth comes from clients. Each node pushes at most two children, so
+        // the stack stays within twice the topic's depth; sixteen entries cover real topics
+        // without touching the heap.
+        let mut stack: SmallVec<[(&'a Node<K, V>, usize); 16]> = SmallVec::new();
+        stack.push((&self.root, 0));
+        while let Some((node, at)) = stack.pop() {
+            let Some(level) = topic.get(at) else {
+                node.here.visit(&mut visit);
+                node.zero_or_more.visit(&mut visit);
+                continue;
+            };
+            let level = level.as_ref();
+            // MQTT 4.7.2: wildcards at the first level do not match topics starting with '$'.
+            if !(at == 0 && level.starts_with('$')) {
+                node.zero_or_more.visit(&mut visit);
+                node.one_or_more.visit(&mut visit);
+                if let Some(one) = &node.one {
+                    stack.push((one, at + 1));
+                }
+            }
+            if let Some(child) = node.literal.get(level) {
+                stack.push((child, at + 1));
+            }
+        }
+    }
+
+    /// After a removal under `path`: drops the highest node on the path whose subtree is now
+    /// empty (every node below it held nothing but the next one on the path).
+    fn prune(&mut self, path: &[Level]) {
+        // nodes[i] is the node reached after i levels of the path.
+        let mut nodes: Vec<&Node<K, V>> = Vec::with_capacity(path.len() + 1);
+        let mut node = &self.root;
+        nodes.push(node);
+        for level in path {
+            match node.child(level) {
+                Some(child) => node = child,
+                None => return,
+            }
+            nodes.push(node);
+        }
+        if !node.is_empty() {
+            return;
+        }
+        // Walk up while the parent would become empty too; never removes the root.
+        let mut cut = path.len();
+        while cut > 1 && nodes[cut - 1].only_child_is(&path[cut - 1]) {
+            cut -= 1;
+        }
+        if cut == 0 {
+            return;
+        }
+        let mut parent = &mut self.root;
+        for level in &path[..cut - 1] {
+            match parent.child_mut(level) {
+                Some(child) => parent = child,
+                None => return,
+            }
+        }
+        parent.remove_child(&path[cut - 1]);
     }
 }
 
@@ -334,6 +422,67 @@ mod tests {
         assert_eq!(collect(&tree, "a/$b"), vec![(1, "all")]);
     }
 
+    /// A filter as deep as a client can send (one SUBSCRIBE of ~200 KB): inserting, matching,
+    /// removing and dropping it must not recurse. With recursion this overflowed the stack.
+    #[test]
+    fn a_very_deep_filter_does_not_recurse() {
+        const DEPTH: usize = 100_000;
+        let text = vec!["a"; DEPTH].join("/");
+        let filter = Filter::mqtt(&text).unwrap();
+        let plus = Filter::mqtt(&vec!["+"; DEPTH].join("/")).unwrap();
+        let hash = Filter::mqtt(&format!("{text}/#")).unwrap();
+        let mut tree = SubscriptionTree::new();
+        tree.insert(&filter, None, 1u32, "deep");
+        tree.insert(&plus, None, 2, "plus");
+        tree.insert(&hash, Some("g"), 3, "hash");
+        let levels = mqtt_levels(&text);
+        let mut found = Vec::new();
+        tree.matches(&levels, |m| found.push(*m.key));
+        found.sort();
+        assert_eq!(found, vec![1, 2, 3]);
+        assert_eq!(tree.remove(&filter, None, &1), Some("deep"));
+        assert_eq!(tree.remove(&plus, None, &2), Some("plus"));
+        assert_eq!(tree.len(), 1);
+        // Dropped with the deep '#' subscription still in it.
+        drop(tree);
+
+        let mut tree = SubscriptionTree::new();
+        tree.insert(&hash, None, 3u32, "hash");
+        assert_eq!(tree.remove(&hash, None, &3), Some("hash"));
+        assert!(tree.root.is_empty(), "the whole deep path was pruned");
+    }
+
+    #[test]
+    fn pruning_keeps_nodes_other_filters_need() {
+        let mut tree = SubscriptionTree::new();
+        let long = Filter::mqtt("a/b/c/d").unwrap();
+        let short = Filter::mqtt("a/b").unwrap();
+        let side = Filter::mqtt("a/x/c/d").unwrap();
+        let plus = Filter::mqtt("a/+/c").unwrap();
+        for (key, filter) in [&long, &short, &side, &plus].into_iter().enumerate() {
+            tree.insert(filter, None, key, "v");
+        }
+        assert_eq!(tree.remove(&long, None, &0), Some("v"));
+        assert_eq!(collect_keys(&tree, "a/b"), vec![1]);
+        assert_eq!(collect_keys(&tree, "a/x/c/d"), vec![2]);
+        assert_eq!(collect_keys(&tree, "a/q/c"), vec![3]);
+        assert!(tree.root.literal["a"].literal["b"].literal.is_empty());
+        assert_eq!(tree.remove(&short, None, &1), Some("v"));
+        assert!(!tree.root.literal["a"].literal.contains_key("b"));
+        assert_eq!(tree.remove(&plus, None, &3), Some("v"));
+        assert!(tree.root.literal["a"].one.is_none());
+        assert_eq!(tree.remove(&side, None, &2), Some("v"));
+        assert!(tree.root.is_empty());
+        assert_eq!(tree.remove(&side, None, &2), None);
+    }
+
+    fn collect_keys(tree: &SubscriptionTree<usize, &'static str>, topic: &str) -> Vec<usize> {
+        let mut out = Vec::new();
+        tree.matches(&mqtt_levels(topic), |m| out.push(*m.key));
+        out.sort();
+        out
+    }
+
     fn level() -> impl Strategy<Value = String> {
         prop_oneof![
             Just("a".to_owned()),
@@ -387,6 +536,40 @@ mod tests {
             let tree_filters: std::collections::BTreeSet<&Filter> = from_tree.iter().map(|&i| &parsed[i]).collect();
             let want_filters: std::collections::BTreeSet<&Filter> = expected.iter().map(|&i| &parsed[i]).collect();
             prop_assert_eq!(tree_filters, want_filters);
+        }
+
+        /// Removing any subset keeps exactly the others matching, and removing all leaves an
+        /// empty root (pruning never drops a node another filter still needs).
+        #[test]
+        fn removal_keeps_the_rest_and_prunes_everything(
+            filters in prop::collection::btree_set(filter_text(), 1..12),
+            remove_mask in prop::collection::vec(any::<bool>(), 12),
+            topic in prop::collection::vec(level(), 1..5),
+        ) {
+            let parsed: Vec<Filter> = filters.iter().map(|f| Filter::mqtt(f).unwrap()).collect();
+            let mut tree = SubscriptionTree::new();
+            for (i, filter) in parsed.iter().enumerate() {
+                tree.insert(filter, None, i, ());
+            }
+            for (i, filter) in parsed.iter().enumerate() {
+                if remove_mask[i] {
+                    prop_assert_eq!(tree.remove(filter, None, &i), Some(()));
+                }
+            }
+            let mut from_tree = Vec::new();
+            tree.matches(&topic, |m| from_tree.push(*m.key));
+            from_tree.sort();
+            let expected: Vec<usize> = (0..parsed.len())
+                .filter(|&i| !remove_mask[i] && parsed[i].matches(&topic))
+                .collect();
+            prop_assert_eq!(from_tree, expected);
+            for (i, filter) in parsed.iter().enumerate() {
+                if !remove_mask[i] {
+                    prop_assert_eq!(tree.remove(filter, None, &i), Some(()));
+                }
+            }
+            prop_assert!(tree.root.is_empty());
+            prop_assert!(tree.is_empty());
         }
     }
 }
