@@ -60,8 +60,8 @@ fn assert_fresh(binary: &Path) {
     let root = crate::peers::repo_root();
     let sources = [
         "edge-broker/src",
-        "edge-broker/log/src",
-        "edge-broker/proto/src",
+        "log/src",
+        "proto/src",
         "bridge/src",
     ]
     .iter()

@@ -1,7 +1,7 @@
 //! Fuzz target for the NATS decoders: both directions must never panic or stall, and every
 //! op they accept must survive encode -> decode unchanged.
 //!
-//! Run: `cargo fuzz run nats_decode` in `edge-broker/proto/fuzz` (seeds in `corpus/nats_decode`).
+//! Run: `cargo fuzz run nats_decode` in `proto/fuzz` (seeds in `corpus/nats_decode`).
 
 #![no_main]
 
