@@ -1,7 +1,8 @@
 //! CPU cost per record of the forwarder's planning and encoding stages, single-threaded, on
 //! chunks shaped like `tests/tools/bench_bridge.py`'s backlog (MQTT `sensors/p0c0-<n % 16>/t`,
-//! 200-byte payloads, route `sensors/+/t` keyed by `{topic.2}`, 4 partitions, lz4). Prints a
-//! table; no Kafka needed.
+//! 200-byte payloads, destination topic `bridge` keyed by the second level as the route
+//! `sensors/+/t` with `{topic.2}` decides at ingest, 4 partitions, lz4). Prints a table; no
+//! Kafka needed.
 //!
 //! `cargo bench -p edge-bridge --bench plan_encode` (`EDGE_BENCH_CHUNKS` chunks per run,
 //! default 300).
@@ -10,13 +11,13 @@
 #![allow(clippy::expect_used)]
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
-use edge_bridge::plan::Planner;
+use edge_bridge::plan::{NoRoutes, Planner};
 use edge_bridge::producer::{Compression, EncodedBatch};
-use edge_bridge::route::{RouteConfig, Routes};
-use edge_log::{Record, Source};
+use edge_log::{Destination, Record, Source};
 
 /// Records per chunk: what a 1 MiB chunk of the bench's records holds.
 const CHUNK: usize = 4238;
@@ -38,6 +39,11 @@ fn chunk(start: u64) -> Vec<Record> {
                 source: Source::Mqtt,
                 topic: format!("sensors/p0c0-{}/t", n % 16),
                 client_id: "p0c0".into(),
+                destination: Some(Destination {
+                    topic: "bridge".into(),
+                    key: Some(Bytes::from(format!("p0c0-{}", n % 16))),
+                    partition: None,
+                }),
                 headers: Vec::new(),
                 payload: Bytes::from(payload),
             }
@@ -50,14 +56,7 @@ fn main() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(300);
-    let routes = Routes::compile(&[RouteConfig {
-        mqtt: Some("sensors/+/t".into()),
-        kafka_topic: "bridge".into(),
-        key: Some("{topic.2}".into()),
-        ..Default::default()
-    }])
-    .expect("routes");
-    let mut planner = Planner::new(routes, "bench-gw");
+    let mut planner = Planner::new(Arc::new(NoRoutes), "bench-gw");
     let counts = HashMap::from([("bridge".to_owned(), 4)]);
     let inputs: Vec<Vec<Record>> = (0..8).map(|i| chunk(i * CHUNK as u64)).collect();
     let mut scratch = BytesMut::new();

@@ -177,6 +177,7 @@ mod tests {
             source: Source::Mqtt,
             topic: "sensors/\"a\"\n".into(),
             client_id: "c".into(),
+            destination: None,
             headers: vec![Header {
                 key: "unit".into(),
                 value: Bytes::from_static(b"\x01C"),

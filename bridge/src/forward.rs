@@ -31,11 +31,10 @@ use crate::dead_letter::{self, DeadLetterSink, Letter};
 use crate::deliver::{DeadLetter, DeliverConfig, DeliverError, deliver};
 use crate::metrics::{ForwardMetrics, error_kind};
 use crate::plan::PartitionBatch;
-use crate::plan::{Plan, PlanError, Planner};
+use crate::plan::{Plan, PlanError, Planner, Router};
 use crate::producer::{
     EncodedBatch, ErrorClass, KafkaProducer, ProduceAck, ProduceError, ProduceRecord,
 };
-use crate::route::Routes;
 
 /// The cursor name the Kafka forwarder uses in the log.
 pub const CURSOR_NAME: &str = "kafka";
@@ -220,18 +219,6 @@ fn encode_ahead<P: KafkaProducer + Clone + 'static>(producer: &P, plan: Plan) ->
     })
 }
 
-/// Route tables published by a reload; each stage swaps its planner when one arrives.
-struct RouteUpdates(tokio::sync::watch::Receiver<Routes>);
-
-impl RouteUpdates {
-    fn refresh(&mut self, planner: &mut Planner, node_id: &str) {
-        if self.0.has_changed().unwrap_or(false) {
-            *planner = Planner::new(self.0.borrow_and_update().clone(), node_id);
-            tracing::info!("Kafka forwarder: routes replaced");
-        }
-    }
-}
-
 /// Chunks read and planned ahead of the ones being delivered (each at most `max_batch_bytes`).
 const READ_AHEAD: usize = 2;
 
@@ -263,8 +250,6 @@ pub struct Forwarder<P> {
     log: Log,
     cursor: Cursor,
     planner: Planner,
-    routes: RouteUpdates,
-    routes_tx: Arc<tokio::sync::watch::Sender<Routes>>,
     sender: Sender<P>,
     config: ForwardConfig,
     metrics: Arc<ForwardMetrics>,
@@ -276,7 +261,6 @@ struct Sender<P> {
     /// Partitions with a failed batch not resent yet: later batches are not sent to them.
     blocked: HashSet<(String, i32)>,
     planner: Planner,
-    routes: RouteUpdates,
     config: ForwardConfig,
     metrics: Arc<ForwardMetrics>,
 }
@@ -287,7 +271,7 @@ impl<P: KafkaProducer + Clone + 'static> Forwarder<P> {
     pub fn open(
         log: &Log,
         cursor_name: &str,
-        routes: Routes,
+        router: Arc<dyn Router>,
         producer: P,
         config: ForwardConfig,
     ) -> Result<Self, ForwardError> {
@@ -301,21 +285,17 @@ impl<P: KafkaProducer + Clone + 'static> Forwarder<P> {
         metrics
             .committed
             .store(cursor.committed(), Ordering::Relaxed);
-        let (routes_tx, routes_rx) = tokio::sync::watch::channel(routes.clone());
         Ok(Self {
             log: log.clone(),
             cursor,
-            planner: Planner::new(routes.clone(), &config.node_id),
-            routes: RouteUpdates(routes_rx.clone()),
-            routes_tx: Arc::new(routes_tx),
+            planner: Planner::new(Arc::clone(&router), &config.node_id),
             sender: Sender {
                 producer: Observed {
                     inner: producer,
                     metrics: Arc::clone(&metrics),
                 },
                 blocked: HashSet::new(),
-                planner: Planner::new(routes, &config.node_id),
-                routes: RouteUpdates(routes_rx),
+                planner: Planner::new(router, &config.node_id),
                 config: config.clone(),
                 metrics: Arc::clone(&metrics),
             },
@@ -327,11 +307,6 @@ impl<P: KafkaProducer + Clone + 'static> Forwarder<P> {
     /// The forwarder's counters, for `/metrics`.
     pub fn metrics(&self) -> Arc<ForwardMetrics> {
         Arc::clone(&self.metrics)
-    }
-
-    /// Replaces the routes (SIGHUP reload): chunks planned from now on use the new table.
-    pub fn routes_handle(&self) -> Arc<tokio::sync::watch::Sender<Routes>> {
-        Arc::clone(&self.routes_tx)
     }
 
     /// Forwards until `stop` (the chunks already read are still delivered) or `abort`
@@ -346,8 +321,6 @@ impl<P: KafkaProducer + Clone + 'static> Forwarder<P> {
             log,
             mut cursor,
             planner,
-            routes,
-            routes_tx: _,
             sender,
             config,
             metrics,
@@ -375,15 +348,7 @@ impl<P: KafkaProducer + Clone + 'static> Forwarder<P> {
         let (acked_tx, mut acked_rx) = tokio::sync::watch::channel(cursor.committed());
         let probe = sender.producer.clone();
         let sending = tokio::spawn(sender.run(jobs_rx, acked_tx, stop.clone(), abort.clone()));
-        let planning = tokio::spawn(plan_stage(
-            planner,
-            routes,
-            config.node_id.clone(),
-            probe,
-            read_rx,
-            jobs_tx,
-            abort.clone(),
-        ));
+        let planning = tokio::spawn(plan_stage(planner, probe, read_rx, jobs_tx, abort.clone()));
 
         let mut read_backoff = Backoff::new(config.backoff_min, config.backoff_max);
         let mut last_commit = Instant::now();
@@ -498,8 +463,6 @@ struct Read {
 /// hangs up (after passing on what it has) or the sender is gone.
 async fn plan_stage<P: KafkaProducer + Clone + 'static>(
     mut planner: Planner,
-    mut routes: RouteUpdates,
-    node_id: String,
     producer: P,
     mut reads: tokio::sync::mpsc::Receiver<Read>,
     jobs: tokio::sync::mpsc::Sender<Job>,
@@ -510,7 +473,6 @@ async fn plan_stage<P: KafkaProducer + Clone + 'static>(
         let Ok(permit) = jobs.reserve().await else {
             return; // the sender stopped (abort)
         };
-        routes.refresh(&mut planner, &node_id);
         let plan = try_plan(&mut planner, &producer, &read.records, &mut topics, &abort)
             .await
             .map(|plan| encode_ahead(&producer, plan));
@@ -858,13 +820,7 @@ impl<P: KafkaProducer + Clone + 'static> Sender<P> {
             let plan = match plan.take() {
                 Some(plan) => plan,
                 None => {
-                    self.routes.refresh(&mut self.planner, &self.config.node_id);
-                    let topics: Vec<String> = self
-                        .planner
-                        .topics(records)
-                        .into_iter()
-                        .map(str::to_owned)
-                        .collect();
+                    let topics = self.planner.topics(records);
                     let mut counts = HashMap::with_capacity(topics.len());
                     for topic in topics {
                         let n = self.partition_count(&topic, abort).await?;
@@ -1100,11 +1056,11 @@ mod tests {
     use std::sync::Mutex;
 
     use bytes::Bytes;
-    use edge_log::{LogConfig, NewRecord, Source};
+    use edge_log::{Destination, LogConfig, NewRecord, Source};
 
     use super::*;
+    use crate::plan::NoRoutes;
     use crate::producer::codes;
-    use crate::route::RouteConfig;
 
     /// Runs `fwd` until it has committed `n` records (10 s at most), then stops it.
     async fn run_until_committed<P: KafkaProducer + Clone + Send + Sync + 'static>(
@@ -1182,6 +1138,11 @@ mod tests {
                 source: Source::Mqtt,
                 topic: format!("s/dev-{}/t", i % 5),
                 client_id: "c".into(),
+                destination: Destination {
+                    topic: "t".into(),
+                    key: Some(Bytes::from(format!("dev-{}", i % 5))),
+                    partition: None,
+                },
                 headers: Vec::new(),
                 payload: Bytes::from(p.to_string()),
             })
@@ -1194,15 +1155,9 @@ mod tests {
         log
     }
 
-    fn routes() -> Routes {
-        Routes::compile(&[RouteConfig {
-            mqtt: Some("s/+/t".into()),
-            nats: None,
-            kafka_topic: "t".into(),
-            key: Some("{topic.2}".into()),
-            partition: None,
-        }])
-        .unwrap()
+    /// Every record of these tests carries its destination.
+    fn routes() -> Arc<dyn Router> {
+        Arc::new(NoRoutes)
     }
 
     /// Partition counts per topic ("ta" 2, "tb" 3) unless `ta_gone`; counts its lookups.
@@ -1244,29 +1199,24 @@ mod tests {
     /// topic that fails now does not hold up a chunk that does not need it.
     #[tokio::test]
     async fn planning_reuses_the_previous_chunks_topics_and_adds_new_ones() {
-        let routes = || {
-            Routes::compile(&[
-                RouteConfig {
-                    mqtt: Some("a/+".into()),
-                    kafka_topic: "ta".into(),
-                    key: Some("{topic.2}".into()),
-                    ..Default::default()
-                },
-                RouteConfig {
-                    mqtt: Some("b/+".into()),
-                    kafka_topic: "tb".into(),
-                    ..Default::default()
-                },
-            ])
-            .unwrap()
-        };
         let mut planner = Planner::new(routes(), "gw");
+        // `a/<k>` goes to "ta" keyed by its second level, `b/<k>` to "tb" without a key, others
+        // nowhere (written before destinations were stored, and no route takes them).
         let rec = |offset: u64, topic: &str| Record {
             offset,
             timestamp_ms: 1,
             source: Source::Mqtt,
             topic: topic.into(),
             client_id: "c".into(),
+            destination: match topic.split_once('/') {
+                Some(("a", key)) => Some(Destination {
+                    topic: "ta".into(),
+                    key: Some(Bytes::copy_from_slice(key.as_bytes())),
+                    partition: None,
+                }),
+                Some(("b", _)) => Some(Destination::topic("tb")),
+                _ => None,
+            },
             headers: Vec::new(),
             payload: Bytes::from_static(b"x"),
         };

@@ -89,6 +89,7 @@ mod tests {
             source: Source::Nats,
             topic: "sensors.a.humidity".into(),
             client_id: "c1".into(),
+            destination: None,
             headers,
             payload: Bytes::from_static(b"x"),
         }

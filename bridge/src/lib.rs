@@ -1,14 +1,15 @@
 //! edge-bridge: forwards records from an edge-log cursor to Kafka, in order, with batching,
-//! routing, murmur2 partitioning, retries and backoff.
+//! murmur2 partitioning, retries and backoff. Each record carries its destination (Kafka topic,
+//! key, pinned partition), decided once by the broker's routes when it was ingested; only
+//! records written before destinations were stored are routed here, through a [`plan::Router`]
+//! the broker supplies.
 //!
 //! Modules, each owning one thing:
-//! - [`route`]: `[[route]]` entries — MQTT filter / NATS pattern → Kafka topic, key templates
-//!   (`{topic.N}`, `{client_id}`, `{node.id}`), partition override, validation naming the field.
 //! - [`partition`]: Kafka's default partitioner (Java `Utils.murmur2`, `toPositive % n`) and the
 //!   null-key policy (sticky per batch, round-robin across batches).
 //! - [`headers`]: the `edge-node` / `edge-offset` / `edge-source` / `edge-topic` headers plus
 //!   user headers, built from an [`edge_log::Record`].
-//! - [`plan`]: one chunk of log records → per-partition batches (route, key, partition,
+//! - [`plan`]: one chunk of log records → per-partition batches (destination, partition,
 //!   headers), log order kept per partition.
 //! - [`deliver`]: sends a plan's batches concurrently, retries only failed ones with backoff,
 //!   splits rejected batches down to dead letters, stops on fatal errors or cancellation.
@@ -30,4 +31,3 @@ pub mod metrics;
 pub mod partition;
 pub mod plan;
 pub mod producer;
-pub mod route;

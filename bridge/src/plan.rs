@@ -1,22 +1,51 @@
-//! Turns records read from the log into per-partition Kafka batches: route lookup, key
-//! rendering, partition choice and headers, in log order.
+//! Turns records read from the log into per-partition Kafka batches: partition choice and
+//! headers, in log order. Where a record goes (Kafka topic, key, pinned partition) travels with
+//! it from ingest; only records written before that (format version 1) ask the [`Router`].
 //!
 //! One call plans one chunk read from the cursor. Records of one topic-partition stay in log
 //! order inside their batch; batches for different partitions may be sent concurrently. The
 //! cursor may be committed past the chunk only once every batch of the plan was acknowledged.
 //! Keyless records of one topic go to one partition per chunk (sticky per batch, round-robin
-//! across chunks). Records that match no route (possible after a config change) are skipped
-//! and listed in [`Plan::unrouted`].
+//! across chunks). Old records no route takes any more are skipped and listed in
+//! [`Plan::unrouted`].
 
+use std::borrow::Cow;
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
+use edge_log::Destination;
 use thiserror::Error;
 
 use crate::headers::{Record, build_headers_in};
 use crate::partition::{NullKeyPartitioner, PartitionError, partition_for_key};
 use crate::producer::ProduceRecord;
-use crate::route::Routes;
+
+/// Decides where a record without a stored destination goes: records written before
+/// destinations were stored with them (segment format version 1). The broker supplies its
+/// routes.
+pub trait Router: Send + Sync + std::fmt::Debug {
+    /// The destination of `record`, or `None` when no route takes it.
+    fn destination(&self, record: &Record) -> Option<Destination>;
+}
+
+/// A router that takes nothing: for logs written with destinations only.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct NoRoutes;
+
+impl Router for NoRoutes {
+    fn destination(&self, _record: &Record) -> Option<Destination> {
+        None
+    }
+}
+
+/// Where `record` goes: its own destination, or the router's for an old record.
+fn destination_of<'a>(router: &dyn Router, record: &'a Record) -> Option<Cow<'a, Destination>> {
+    match &record.destination {
+        Some(destination) => Some(Cow::Borrowed(destination)),
+        None => router.destination(record).map(Cow::Owned),
+    }
+}
 
 /// Why a chunk could not be planned.
 #[derive(Debug, Error, Clone, PartialEq, Eq)]
@@ -69,39 +98,35 @@ pub struct Plan {
     pub unrouted: Vec<u64>,
 }
 
-/// Plans batches; keeps the scratch buffers and the null-key rotation between chunks.
+/// Plans batches; keeps the null-key rotation between chunks.
 #[derive(Debug)]
 pub struct Planner {
-    routes: Routes,
-    node_id: String,
+    router: Arc<dyn Router>,
     node_id_bytes: Bytes,
     null_keys: NullKeyPartitioner,
-    key_buf: Vec<u8>,
 }
 
 impl Planner {
-    /// A planner for `routes` on gateway `node_id`.
-    pub fn new(routes: Routes, node_id: &str) -> Self {
+    /// A planner on gateway `node_id`; `router` places records without a destination.
+    pub fn new(router: Arc<dyn Router>, node_id: &str) -> Self {
         // Start the keyless rotation at a node-specific partition so gateways spread out.
         let start =
             crate::partition::to_positive(crate::partition::murmur2(node_id.as_bytes())) as u32;
         Self {
-            routes,
-            node_id: node_id.to_owned(),
+            router,
             node_id_bytes: Bytes::from(node_id.to_owned()),
             null_keys: NullKeyPartitioner::new(start),
-            key_buf: Vec::new(),
         }
     }
 
-    /// The Kafka topics `records` route to (look their partition counts up before `plan`).
-    pub fn topics<'a>(&'a self, records: &'a [Record]) -> Vec<&'a str> {
-        let mut topics: Vec<&str> = Vec::new();
+    /// The Kafka topics `records` go to (look their partition counts up before `plan`).
+    pub fn topics(&self, records: &[Record]) -> Vec<String> {
+        let mut topics: Vec<String> = Vec::new();
         for r in records {
-            if let Some(route) = self.routes.find(r.source, &r.topic)
-                && !topics.contains(&route.kafka_topic.as_str())
+            if let Some(destination) = destination_of(self.router.as_ref(), r)
+                && !topics.iter().any(|t| **t == *destination.topic)
             {
-                topics.push(&route.kafka_topic);
+                topics.push(destination.topic.to_string());
             }
         }
         topics
@@ -119,32 +144,22 @@ impl Planner {
         // Offset and topic header values are cut from here: one allocation per 16 KiB.
         let mut arena = BytesMut::new();
         for r in records {
-            let Some(route) = self.routes.find(r.source, &r.topic) else {
+            let Some(destination) = destination_of(self.router.as_ref(), r) else {
                 plan.unrouted.push(r.offset);
                 continue;
             };
-            let topic = route.kafka_topic.as_str();
+            let topic: &str = &destination.topic;
             let count =
                 *partition_counts
                     .get(topic)
                     .ok_or_else(|| PlanError::MissingPartitionCount {
                         topic: topic.to_owned(),
                     })?;
-            let has_key = route.render_key(
-                r.source,
-                &r.topic,
-                &r.client_id,
-                &self.node_id,
-                &mut self.key_buf,
-            );
-            if arena.capacity() - arena.len() < 64 + r.topic.len() + self.key_buf.len() {
-                arena.reserve(16 * 1024 + self.key_buf.len() + r.topic.len());
+            if arena.capacity() - arena.len() < 64 + r.topic.len() {
+                arena.reserve(16 * 1024 + r.topic.len());
             }
-            let key = has_key.then(|| {
-                arena.extend_from_slice(&self.key_buf);
-                arena.split().freeze()
-            });
-            let partition = match (route.partition, &key) {
+            let key = destination.key.clone();
+            let partition = match (destination.partition, &key) {
                 (Some(p), _) if p >= count => {
                     return Err(PlanError::PartitionOutOfRange {
                         topic: topic.to_owned(),
@@ -209,44 +224,57 @@ impl Planner {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::route::RouteConfig;
     use edge_log::Source;
 
+    /// Destinations as the broker's routes would decide them for the records of these tests:
+    /// `sensors/<dev>/temperature` → `temp` keyed by the device, `logs.>` (NATS) → `logs`
+    /// without a key, `alarms/#` → `alarms` keyed by the client, pinned to partition 1.
+    #[derive(Debug)]
+    struct TestRoutes;
+
+    impl Router for TestRoutes {
+        fn destination(&self, r: &Record) -> Option<Destination> {
+            let levels: Vec<&str> = r.topic.split(['/', '.']).collect();
+            match (r.source, levels.as_slice()) {
+                (Source::Mqtt, ["sensors", dev, "temperature"]) => Some(Destination {
+                    topic: "temp".into(),
+                    key: Some(Bytes::copy_from_slice(dev.as_bytes())),
+                    partition: None,
+                }),
+                (Source::Nats, ["logs", _, ..]) => Some(Destination::topic("logs")),
+                (Source::Mqtt, ["alarms", ..]) => Some(Destination {
+                    topic: "alarms".into(),
+                    key: Some(Bytes::copy_from_slice(r.client_id.as_bytes())),
+                    partition: Some(1),
+                }),
+                _ => None,
+            }
+        }
+    }
+
+    /// A record as ingest writes it: with its destination (none when no route took it).
     fn rec(offset: u64, source: Source, topic: &str) -> Record {
+        let mut record = old_rec(offset, source, topic);
+        record.destination = TestRoutes.destination(&record);
+        record
+    }
+
+    /// A record as written before destinations were stored.
+    fn old_rec(offset: u64, source: Source, topic: &str) -> Record {
         Record {
             offset,
             timestamp_ms: 1000 + offset,
             source,
             topic: topic.into(),
             client_id: "c1".into(),
+            destination: None,
             headers: Vec::new(),
             payload: Bytes::from(format!("p{offset}")),
         }
     }
 
     fn planner() -> Planner {
-        let routes = Routes::compile(&[
-            RouteConfig {
-                mqtt: Some("sensors/+/temperature".into()),
-                kafka_topic: "temp".into(),
-                key: Some("{topic.2}".into()),
-                ..Default::default()
-            },
-            RouteConfig {
-                nats: Some("logs.>".into()),
-                kafka_topic: "logs".into(),
-                ..Default::default()
-            },
-            RouteConfig {
-                mqtt: Some("alarms/#".into()),
-                kafka_topic: "alarms".into(),
-                key: Some("{client_id}".into()),
-                partition: Some(1),
-                ..Default::default()
-            },
-        ])
-        .unwrap();
-        Planner::new(routes, "gw-01")
+        Planner::new(Arc::new(NoRoutes), "gw-01")
     }
 
     fn counts() -> HashMap<String, i32> {
@@ -254,6 +282,35 @@ mod tests {
             .into_iter()
             .map(|(t, n)| (t.to_string(), n))
             .collect()
+    }
+
+    /// Old records are placed by the router, new ones by their own destination (the router
+    /// is not asked for them: here it would send them elsewhere).
+    #[test]
+    fn records_without_a_destination_ask_the_router() {
+        #[derive(Debug)]
+        struct Everything;
+        impl Router for Everything {
+            fn destination(&self, _: &Record) -> Option<Destination> {
+                Some(Destination::topic("logs"))
+            }
+        }
+        let mut p = Planner::new(Arc::new(Everything), "gw-01");
+        let records = [
+            old_rec(0, Source::Mqtt, "x/y"),
+            rec(1, Source::Mqtt, "alarms/door"),
+        ];
+        assert_eq!(p.topics(&records), vec!["logs", "alarms"]);
+        let plan = p.plan(&records, &counts()).unwrap();
+        let topics: Vec<(&str, &[u64])> = plan
+            .batches
+            .iter()
+            .map(|b| (b.topic.as_str(), b.offsets.as_slice()))
+            .collect();
+        assert_eq!(topics, vec![("logs", &[0][..]), ("alarms", &[1][..])]);
+        // Without a router an old record is unrouted, not lost silently.
+        let plan = planner().plan(&records[..1], &counts()).unwrap();
+        assert_eq!(plan.unrouted, vec![0]);
     }
 
     #[test]
@@ -318,12 +375,12 @@ mod tests {
 
     #[test]
     fn unrouted_missing_counts_and_bad_pins_are_reported() {
-        let mut p = planner();
+        let mut p = Planner::new(Arc::new(TestRoutes), "gw-01");
         let plan = p
             .plan(
                 &[
-                    rec(5, Source::Mqtt, "other/topic"),
-                    rec(6, Source::Nats, "sensors.x.temperature"),
+                    old_rec(5, Source::Mqtt, "other/topic"),
+                    old_rec(6, Source::Nats, "sensors.x.temperature"),
                 ],
                 &counts(),
             )

@@ -19,6 +19,7 @@ use crate::mqtt::MqttServer;
 use crate::nats::NatsServer;
 use crate::notify::Notifier;
 use crate::reload::{Reload, spawn_reloader};
+use crate::route::RouteTable;
 use crate::shutdown::DRAIN_DEADLINE;
 
 /// Why the broker could not start or stop cleanly.
@@ -136,7 +137,10 @@ pub async fn run(
             source,
         })?;
     tracing::info!(dir = %log_dir.display(), "log recovered: {report}");
-    let routes = Arc::new(config.compile_routes().map_err(RunError::Config)?);
+    let routes = RouteTable::new(
+        config.compile_routes().map_err(RunError::Config)?,
+        &config.node.id,
+    );
     let hub = Arc::new(Hub::new());
     // Before any client can publish: the forwarder's cursor keeps routed records from retention.
     let kafka = crate::forwarder::start(&config, &log, &routes, &shutdown)?;
@@ -194,12 +198,9 @@ pub async fn run(
         )));
         mqtt = Some(server);
     }
-    let mut reloadable: Vec<Arc<dyn Reload>> = Vec::new();
+    let mut reloadable: Vec<Arc<dyn Reload>> = vec![Arc::clone(&routes) as Arc<dyn Reload>];
     if let Some(mqtt) = &mqtt {
         reloadable.push(Arc::clone(mqtt) as Arc<dyn Reload>);
-    }
-    if let Some(kafka) = &kafka {
-        reloadable.push(Arc::new(kafka.routes_reloader()));
     }
     *observer.mqtt.lock().unwrap_or_else(|p| p.into_inner()) = mqtt;
     if config.nats.enabled {

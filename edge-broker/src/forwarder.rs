@@ -9,13 +9,13 @@ use std::time::Duration;
 use edge_bridge::forward::{CURSOR_NAME, Forwarder};
 use edge_bridge::metrics::{ERROR_KINDS, ForwardMetrics};
 use edge_bridge::producer::WireProducer;
-use edge_bridge::route::Routes;
 use edge_log::Log;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
 use crate::metrics::PromText;
+use crate::route::RouteTable;
 
 /// A running forwarder.
 #[derive(Debug)]
@@ -23,7 +23,6 @@ pub struct KafkaBridge {
     handle: JoinHandle<()>,
     abort: CancellationToken,
     metrics: Arc<ForwardMetrics>,
-    routes: Arc<tokio::sync::watch::Sender<Routes>>,
 }
 
 /// Why the forwarder could not start.
@@ -42,10 +41,10 @@ pub enum BridgeStartError {
 pub fn start(
     config: &Config,
     log: &Log,
-    routes: &Routes,
+    routes: &Arc<RouteTable>,
     shutdown: &CancellationToken,
 ) -> Result<Option<KafkaBridge>, BridgeStartError> {
-    if routes.is_empty() {
+    if routes.current().is_empty() {
         return Ok(None);
     }
     if !config.kafka.enabled {
@@ -59,44 +58,22 @@ pub fn start(
     let forwarder = Forwarder::open(
         log,
         CURSOR_NAME,
-        routes.clone(),
+        Arc::clone(routes) as Arc<dyn edge_bridge::plan::Router>,
         producer,
         config.forward_config(),
     )
     .map_err(BridgeStartError::Forwarder)?;
     let metrics = forwarder.metrics();
-    let routes = forwarder.routes_handle();
     let abort = CancellationToken::new();
     let handle = tokio::spawn(forwarder.run(shutdown.clone(), abort.clone()));
     Ok(Some(KafkaBridge {
         handle,
         abort,
         metrics,
-        routes,
     }))
 }
 
-/// Swaps the running forwarder's routes on reload.
-#[derive(Debug)]
-pub struct ForwarderRoutes(Arc<tokio::sync::watch::Sender<Routes>>);
-
-impl crate::reload::Reload for ForwarderRoutes {
-    fn reload(&self, config: &Config) {
-        match config.compile_routes() {
-            Ok(routes) => {
-                self.0.send_replace(routes);
-            }
-            Err(err) => tracing::error!("reload: forwarder routes not replaced: {err}"),
-        }
-    }
-}
-
 impl KafkaBridge {
-    /// What a reload uses to replace this forwarder's routes.
-    pub fn routes_reloader(&self) -> ForwarderRoutes {
-        ForwarderRoutes(Arc::clone(&self.routes))
-    }
-
     /// The forwarder's counters.
     pub fn metrics(&self) -> Arc<ForwardMetrics> {
         Arc::clone(&self.metrics)

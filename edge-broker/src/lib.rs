@@ -8,6 +8,8 @@
 //! - [`notify`]: systemd's sd_notify protocol (READY, STATUS, WATCHDOG, STOPPING).
 //! - [`reload`]: SIGHUP re-reads the config and swaps routes in place.
 //! - [`metrics`]: Prometheus text and the `/metrics` + `/healthz` endpoint.
+//! - [`route`]: `[[route]]` entries and the shared [`route::RouteTable`]: which publishes are
+//!   stored, and their Kafka destination, decided once at ingest.
 //! - [`router`]: subscription filters and the subscription tree shared by MQTT and NATS.
 //! - [`message`]: the protocol-neutral message delivered to subscribers.
 //! - [`hub`]: all live subscriptions and fan-out into subscribers' bounded mailboxes.
@@ -32,6 +34,7 @@ pub mod mqtt;
 pub mod nats;
 pub mod notify;
 pub mod reload;
+pub mod route;
 pub mod router;
 pub mod shutdown;
 pub mod state_file;

@@ -53,6 +53,7 @@ fn record(i: u64) -> NewRecord {
         source: Source::Mqtt,
         topic: format!("sensors/{}/temp", i % 16),
         client_id: format!("dev-{}", i % 64).into(),
+        destination: edge_log::Destination::topic("t"),
         headers: Vec::new(),
         payload: Bytes::from(payload),
     }

@@ -238,7 +238,8 @@ impl Reader {
                     path: seg.path.clone(),
                     source,
                 })?;
-            if format::check_segment_header(&head[..n]) != HeaderCheck::Ok(seg.base) {
+            if !matches!(format::check_segment_header(&head[..n]), HeaderCheck::Ok { base, .. } if base == seg.base)
+            {
                 return self.give_up(seg, next_base, "bad segment header".into());
             }
         }

@@ -4,14 +4,22 @@ use bytes::Bytes;
 use serde::de::{self, Deserializer, Visitor};
 use serde::{Deserialize, Serialize, Serializer};
 
-use crate::record::{Header, Record, Source};
+use std::sync::Arc;
+
+use crate::record::{Destination, Header, NewRecord, Record, Source};
 
 /// Magic bytes opening every segment file.
 pub const SEGMENT_MAGIC: [u8; 8] = *b"EDGESEG\0";
 /// Magic bytes opening every cursor file.
 pub const CURSOR_MAGIC: [u8; 8] = *b"EDGECUR\0";
-/// Current segment and cursor format version.
-pub const FORMAT_VERSION: u16 = 1;
+/// Segment format version written by this build: version 2 segments hold `RecordBody::V2`
+/// records; version 1 segments (written before destinations were stored) hold `V1` only and
+/// stay readable.
+pub const SEGMENT_VERSION: u16 = 2;
+/// Oldest segment format version this build reads.
+pub const OLDEST_SEGMENT_VERSION: u16 = 1;
+/// Cursor file format version.
+pub const CURSOR_VERSION: u16 = 1;
 /// Segment header length in bytes.
 pub const SEGMENT_HEADER_LEN: usize = 24;
 /// Cursor file length in bytes.
@@ -48,9 +56,40 @@ impl<'de: 'a, 'a> Deserialize<'de> for Blob<'a> {
 /// Versioned record body. New versions are added as new variants; old ones stay readable.
 #[derive(Debug, Serialize, Deserialize)]
 pub enum RecordBody<'a> {
-    /// Format version 1.
+    /// Format version 1: no destination (the forwarder routes it when it reads it).
     #[serde(borrow)]
     V1(RecordV1<'a>),
+    /// Format version 2: the upstream destination decided at ingest travels with the record.
+    #[serde(borrow)]
+    V2(RecordV2<'a>),
+}
+
+/// Version 2 of a record body (field order is the wire order).
+#[derive(Debug, Serialize, Deserialize)]
+pub struct RecordV2<'a> {
+    /// Log offset.
+    pub offset: u64,
+    /// Ingest time, unix ms.
+    pub timestamp_ms: u64,
+    /// Protocol.
+    pub source: Source,
+    /// Topic / subject.
+    pub topic: &'a str,
+    /// Client id.
+    pub client_id: &'a str,
+    /// Kafka topic.
+    pub kafka_topic: &'a str,
+    /// Record key, if any.
+    #[serde(borrow)]
+    pub key: Option<Blob<'a>>,
+    /// Pinned partition, if any.
+    pub partition: Option<i32>,
+    /// Headers.
+    #[serde(borrow)]
+    pub headers: Vec<HeaderV1<'a>>,
+    /// Payload.
+    #[serde(borrow)]
+    pub payload: Blob<'a>,
 }
 
 /// Version 1 of a record body (field order is the wire order).
@@ -84,31 +123,59 @@ pub struct HeaderV1<'a> {
     pub value: Blob<'a>,
 }
 
-/// Builds a borrowed body for encoding.
-pub fn body_ref<'a>(
-    offset: u64,
-    timestamp_ms: u64,
-    source: Source,
-    topic: &'a str,
-    client_id: &'a str,
-    headers: &'a [Header],
-    payload: &'a [u8],
-) -> RecordBody<'a> {
-    RecordBody::V1(RecordV1 {
+/// Builds the borrowed (version 2) body of `record` at `offset`, for encoding.
+pub fn body_ref(offset: u64, record: &NewRecord) -> RecordBody<'_> {
+    let destination = &record.destination;
+    RecordBody::V2(RecordV2 {
         offset,
-        timestamp_ms,
-        source,
-        topic,
-        client_id,
-        headers: headers
-            .iter()
-            .map(|h| HeaderV1 {
-                key: &h.key,
-                value: Blob(&h.value),
-            })
-            .collect(),
-        payload: Blob(payload),
+        timestamp_ms: record.timestamp_ms,
+        source: record.source,
+        topic: &record.topic,
+        client_id: &record.client_id,
+        kafka_topic: &destination.topic,
+        key: destination.key.as_deref().map(Blob),
+        partition: destination.partition,
+        headers: headers_ref(&record.headers),
+        payload: Blob(&record.payload),
     })
+}
+
+/// Builds the borrowed body of a record that was read back (version 1 if it has no
+/// destination), for measuring or re-encoding it.
+pub fn body_of(record: &Record) -> RecordBody<'_> {
+    match &record.destination {
+        Some(destination) => RecordBody::V2(RecordV2 {
+            offset: record.offset,
+            timestamp_ms: record.timestamp_ms,
+            source: record.source,
+            topic: &record.topic,
+            client_id: &record.client_id,
+            kafka_topic: &destination.topic,
+            key: destination.key.as_deref().map(Blob),
+            partition: destination.partition,
+            headers: headers_ref(&record.headers),
+            payload: Blob(&record.payload),
+        }),
+        None => RecordBody::V1(RecordV1 {
+            offset: record.offset,
+            timestamp_ms: record.timestamp_ms,
+            source: record.source,
+            topic: &record.topic,
+            client_id: &record.client_id,
+            headers: headers_ref(&record.headers),
+            payload: Blob(&record.payload),
+        }),
+    }
+}
+
+fn headers_ref(headers: &[Header]) -> Vec<HeaderV1<'_>> {
+    headers
+        .iter()
+        .map(|h| HeaderV1 {
+            key: &h.key,
+            value: Blob(&h.value),
+        })
+        .collect()
 }
 
 /// Exact postcard length of a body.
@@ -192,30 +259,49 @@ pub fn decode_frame(chunk: &Bytes, max_record: u32) -> Result<(Record, usize), F
             rest.len()
         )));
     }
-    let RecordBody::V1(v1) = parsed;
-    let record = Record {
-        offset: v1.offset,
-        timestamp_ms: v1.timestamp_ms,
-        source: v1.source,
-        topic: v1.topic.to_owned(),
-        client_id: v1.client_id.to_owned(),
-        headers: v1
-            .headers
+    let headers = |headers: &[HeaderV1<'_>]| {
+        headers
             .iter()
             .map(|h| Header {
                 key: h.key.to_owned(),
                 value: chunk.slice_ref(h.value.0),
             })
-            .collect(),
-        payload: chunk.slice_ref(v1.payload.0),
+            .collect()
+    };
+    let record = match parsed {
+        RecordBody::V1(v1) => Record {
+            offset: v1.offset,
+            timestamp_ms: v1.timestamp_ms,
+            source: v1.source,
+            topic: v1.topic.to_owned(),
+            client_id: v1.client_id.to_owned(),
+            destination: None,
+            headers: headers(&v1.headers),
+            payload: chunk.slice_ref(v1.payload.0),
+        },
+        RecordBody::V2(v2) => Record {
+            offset: v2.offset,
+            timestamp_ms: v2.timestamp_ms,
+            source: v2.source,
+            topic: v2.topic.to_owned(),
+            client_id: v2.client_id.to_owned(),
+            destination: Some(Destination {
+                topic: Arc::from(v2.kafka_topic),
+                key: v2.key.map(|k| chunk.slice_ref(k.0)),
+                partition: v2.partition,
+            }),
+            headers: headers(&v2.headers),
+            payload: chunk.slice_ref(v2.payload.0),
+        },
     };
     Ok((record, end))
 }
 
-/// Cheap pre-check used when resynchronising: the offset a body claims, if it looks like V1.
+/// Cheap pre-check used when resynchronising: the offset a body claims, if it looks like a
+/// known version.
 pub fn peek_offset(body_prefix: &[u8]) -> Option<u64> {
-    // Variant index 0 (varint) then the offset varint.
-    if body_prefix.first() != Some(&0) {
+    // Variant index (varint: 0 = V1, 1 = V2), then the offset varint: the same in every version.
+    if !matches!(body_prefix.first(), Some(0 | 1)) {
         return None;
     }
     let mut value: u64 = 0;
@@ -232,7 +318,7 @@ pub fn peek_offset(body_prefix: &[u8]) -> Option<u64> {
 pub fn segment_header(base: u64) -> [u8; SEGMENT_HEADER_LEN] {
     let mut h = [0u8; SEGMENT_HEADER_LEN];
     h[0..8].copy_from_slice(&SEGMENT_MAGIC);
-    h[8..10].copy_from_slice(&FORMAT_VERSION.to_le_bytes());
+    h[8..10].copy_from_slice(&SEGMENT_VERSION.to_le_bytes());
     h[12..20].copy_from_slice(&base.to_le_bytes());
     let crc = crc32c::crc32c(&h[0..20]);
     h[20..24].copy_from_slice(&crc.to_le_bytes());
@@ -242,8 +328,13 @@ pub fn segment_header(base: u64) -> [u8; SEGMENT_HEADER_LEN] {
 /// Result of checking a segment header.
 #[derive(Debug, PartialEq, Eq)]
 pub enum HeaderCheck {
-    /// Valid, with this base offset.
-    Ok(u64),
+    /// Valid, with this base offset, in a format version this build reads.
+    Ok {
+        /// Base offset.
+        base: u64,
+        /// Format version (`OLDEST_SEGMENT_VERSION..=SEGMENT_VERSION`).
+        version: u16,
+    },
     /// Too short or all zero: a segment whose creation was cut off.
     Torn,
     /// Not an edge-log segment or damaged.
@@ -265,19 +356,22 @@ pub fn check_segment_header(h: &[u8]) -> HeaderCheck {
         return HeaderCheck::Bad("header crc mismatch".into());
     }
     let version = u16::from_le_bytes([h[8], h[9]]);
-    if version != FORMAT_VERSION {
+    if !(OLDEST_SEGMENT_VERSION..=SEGMENT_VERSION).contains(&version) {
         return HeaderCheck::Version(version);
     }
     let mut b = [0u8; 8];
     b.copy_from_slice(&h[12..20]);
-    HeaderCheck::Ok(u64::from_le_bytes(b))
+    HeaderCheck::Ok {
+        base: u64::from_le_bytes(b),
+        version,
+    }
 }
 
 /// Cursor file: magic, version, reserved, committed offset, crc32c of the preceding 20 bytes.
 pub fn cursor_file(committed: u64) -> [u8; CURSOR_FILE_LEN] {
     let mut h = [0u8; CURSOR_FILE_LEN];
     h[0..8].copy_from_slice(&CURSOR_MAGIC);
-    h[8..10].copy_from_slice(&FORMAT_VERSION.to_le_bytes());
+    h[8..10].copy_from_slice(&CURSOR_VERSION.to_le_bytes());
     h[12..20].copy_from_slice(&committed.to_le_bytes());
     let crc = crc32c::crc32c(&h[0..20]);
     h[20..24].copy_from_slice(&crc.to_le_bytes());
@@ -297,7 +391,7 @@ pub fn parse_cursor_file(h: &[u8]) -> Result<u64, String> {
         return Err("crc mismatch".into());
     }
     let version = u16::from_le_bytes([h[8], h[9]]);
-    if version != FORMAT_VERSION {
+    if version != CURSOR_VERSION {
         return Err(format!("unsupported version {version}"));
     }
     let mut b = [0u8; 8];
@@ -323,13 +417,14 @@ pub fn parse_segment_name(name: &str) -> Option<u64> {
 mod tests {
     use super::*;
 
-    fn sample() -> Record {
+    fn sample(destination: Option<Destination>) -> Record {
         Record {
             offset: 300,
             timestamp_ms: 1_700_000_000_123,
             source: Source::Nats,
             topic: "sensors.a.humidity".into(),
             client_id: "c1".into(),
+            destination,
             headers: vec![Header {
                 key: "k".into(),
                 value: Bytes::from_static(b"v"),
@@ -338,32 +433,43 @@ mod tests {
         }
     }
 
+    fn new_record(topic: &str, payload: &[u8]) -> NewRecord {
+        NewRecord {
+            timestamp_ms: 2,
+            source: Source::Mqtt,
+            topic: topic.into(),
+            client_id: "c".into(),
+            destination: Destination::topic("k"),
+            headers: Vec::new(),
+            payload: Bytes::copy_from_slice(payload),
+        }
+    }
+
     #[test]
     fn frame_roundtrip_and_len() {
-        let r = sample();
-        let body = body_ref(
-            r.offset,
-            r.timestamp_ms,
-            r.source,
-            &r.topic,
-            &r.client_id,
-            &r.headers,
-            &r.payload,
-        );
-        let mut out = vec![0xAA];
-        let n = encode_frame(&body, &mut out).unwrap();
-        assert_eq!(n, r.encoded_len());
-        let chunk = Bytes::from(out).slice(1..);
-        let (back, used) = decode_frame(&chunk, 1 << 20).unwrap();
-        assert_eq!(used, n);
-        assert_eq!(back, r);
-        assert_eq!(peek_offset(&chunk[8..]), Some(300));
+        let keyed = Destination {
+            topic: "sensor-humidity".into(),
+            key: Some(Bytes::from_static(b"a")),
+            partition: Some(3),
+        };
+        // Both versions: V2 (with a destination) and V1 (read from old segments).
+        for r in [sample(Some(keyed)), sample(None)] {
+            let body = body_of(&r);
+            let mut out = vec![0xAA];
+            let n = encode_frame(&body, &mut out).unwrap();
+            assert_eq!(n, r.encoded_len());
+            let chunk = Bytes::from(out).slice(1..);
+            let (back, used) = decode_frame(&chunk, 1 << 20).unwrap();
+            assert_eq!(used, n);
+            assert_eq!(back, r);
+            assert_eq!(peek_offset(&chunk[8..]), Some(300));
+        }
     }
 
     #[test]
     fn frame_errors() {
-        let r = sample();
-        let body = body_ref(1, 2, r.source, "t", "c", &[], b"p");
+        let record = new_record("t", b"p");
+        let body = body_ref(1, &record);
         let mut out = Vec::new();
         encode_frame(&body, &mut out).unwrap();
         let full = Bytes::from(out.clone());
@@ -396,7 +502,8 @@ mod tests {
             let _ = parse_cursor_file(&bytes);
             let _ = peek_offset(&bytes);
             // A valid frame with any single bit flipped is refused, never misread.
-            let body = body_ref(7, 8, Source::Mqtt, "t", "c", &[], &bytes);
+            let record = new_record("t", &bytes);
+            let body = body_ref(7, &record);
             let mut frame = Vec::new();
             encode_frame(&body, &mut frame).unwrap();
             let i = flip % frame.len();
@@ -411,7 +518,10 @@ mod tests {
     fn headers_roundtrip() {
         assert_eq!(
             check_segment_header(&segment_header(42)),
-            HeaderCheck::Ok(42)
+            HeaderCheck::Ok {
+                base: 42,
+                version: SEGMENT_VERSION
+            }
         );
         assert_eq!(check_segment_header(&[0u8; 24]), HeaderCheck::Torn);
         assert_eq!(check_segment_header(&[1u8; 10]), HeaderCheck::Torn);

@@ -3,7 +3,8 @@
 //!
 //! # Modules
 //! - [`config`]: [`LogConfig`], [`FsyncPolicy`], [`WhenFull`].
-//! - [`record`]: [`NewRecord`] (what ingress appends), [`Record`] (what cursors read), [`Header`], [`Source`].
+//! - [`record`]: [`NewRecord`] (what ingress appends), [`Record`] (what cursors read),
+//!   [`Destination`] (where it goes upstream, decided at ingest), [`Header`], [`Source`].
 //! - [`log`]: [`Log`] (open/recover, append + group commit writer thread, retention, stats),
 //!   [`Appended`], ordered batches ([`Log::submit_many`] → [`SubmittedBatch`] →
 //!   [`AppendedBatch`]), [`LogStats`], [`RecoveryReport`].
@@ -13,7 +14,7 @@
 //! - [`error`]: [`LogError`], [`AppendError`], [`ReadError`].
 //! - `testing` (feature `testing`): fakes `MemStorage` (power-cut model) and `FaultyStorage`.
 //!
-//! # On-disk layout (format version 1)
+//! # On-disk layout (segment format version 2; version 1 is still read)
 //!
 //! ```text
 //! <dir>/NNNNNNNNNNNNNNNNNNNN.seg     segment, named by its 20-digit zero-padded base offset
@@ -21,7 +22,7 @@
 //!
 //! segment header, 24 bytes:
 //!   0..8    magic  "EDGESEG\0"
-//!   8..10   format version, u16 LE (= 1)
+//!   8..10   format version, u16 LE (= 2; 1 in segments written before version 2)
 //!   10..12  reserved, zero
 //!   12..20  base offset, u64 LE (must match the file name)
 //!   20..24  crc32c (Castagnoli) of bytes 0..20, u32 LE
@@ -31,10 +32,19 @@
 //!   8..     body: postcard encoding of `RecordBody`
 //!
 //! RecordBody (postcard: varint variant index, then fields in order; integers are LEB128 varints,
-//! strings and byte strings are varint length + bytes):
-//!   variant 0 = V1 { offset u64, timestamp_ms u64, source (varint: 0 = mqtt, 1 = nats),
-//!                    topic str, client_id str, headers: varint count × { key str, value bytes },
-//!                    payload bytes }
+//! strings and byte strings are varint length + bytes, Option is a 0/1 byte then the value,
+//! i32 is a zigzag varint):
+//!   variant 1 = V2 { offset u64, timestamp_ms u64, source (varint: 0 = mqtt, 1 = nats),
+//!                    topic str, client_id str,
+//!                    kafka_topic str, key Option<bytes>, partition Option<i32>,
+//!                    headers: varint count × { key str, value bytes }, payload bytes }
+//!   variant 0 = V1 { offset u64, timestamp_ms u64, source, topic str, client_id str,
+//!                    headers, payload }  — no destination; only in version 1 segments
+//!
+//! A segment holds bodies of its own version or older: a version 1 tail segment found at open
+//! is sealed (a new version 2 segment starts at the next offset) before anything is appended,
+//! so an older build never meets a body it cannot read inside a segment it accepts, and
+//! refuses version 2 segments instead of taking them for damage.
 //!
 //! cursor file, 24 bytes:
 //!   0..8 magic "EDGECUR\0" | 8..10 version u16 LE | 10..12 zero | 12..20 committed offset u64 LE |
@@ -99,5 +109,5 @@ pub use config::{FsyncPolicy, LogConfig, WhenFull};
 pub use cursor::Cursor;
 pub use error::{AppendError, LogError, ReadError};
 pub use log::{Appended, AppendedBatch, Log, LogStats, RecoveryReport, SubmittedBatch, Truncation};
-pub use record::{Header, NewRecord, Record, Source};
+pub use record::{Destination, Header, NewRecord, Record, Source};
 pub use storage::{StdStorage, Storage, StorageFile};

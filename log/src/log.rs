@@ -632,9 +632,39 @@ impl Log {
             report.tail_records = tail.records;
             report.truncated = tail.truncated;
             report.header_rewritten = tail.header_rewritten;
-            bytes += tail.len;
             next_offset = tail_base + tail.records;
-            segments.push(Arc::new(Segment::new(tail_base, path, file, tail.len)));
+            if tail.version == format::SEGMENT_VERSION {
+                bytes += tail.len;
+                segments.push(Arc::new(Segment::new(tail_base, path, file, tail.len)));
+            } else if tail.records == 0 {
+                // An empty tail of an older version: rewrite its header in place.
+                file.truncate(0)
+                    .map_err(io_err("truncate segment", &path))?;
+                write_all_at(file.as_ref(), &format::segment_header(tail_base), 0)
+                    .map_err(io_err("write segment header", &path))?;
+                file.sync_data()
+                    .map_err(io_err("fdatasync segment", &path))?;
+                fsyncs.fetch_add(1, Ordering::SeqCst);
+                bytes += SEGMENT_HEADER_LEN as u64;
+                segments.push(Arc::new(Segment::new(
+                    tail_base,
+                    path,
+                    file,
+                    SEGMENT_HEADER_LEN as u64,
+                )));
+            } else {
+                // An older version's tail is sealed as it is: new records go to a segment of
+                // the current version (a segment never mixes in newer bodies).
+                bytes += tail.len;
+                segments.push(Arc::new(Segment::new(tail_base, path, file, tail.len)));
+                segments.push(create_segment(
+                    storage.as_ref(),
+                    &dir,
+                    next_offset,
+                    &fsyncs,
+                )?);
+                bytes += SEGMENT_HEADER_LEN as u64;
+            }
         } else {
             // No segment: continue after every cursor so offsets are never reused.
             let base = cursors.values().copied().max().unwrap_or(0);
@@ -856,15 +886,7 @@ impl Log {
     /// Bytes `record` takes on disk, or `TooLarge`.
     fn frame_len_checked(&self, record: &NewRecord) -> Result<u64, AppendError> {
         let max = self.inner.shared.cfg.max_record_bytes;
-        let body = format::body_ref(
-            u64::MAX,
-            record.timestamp_ms,
-            record.source,
-            &record.topic,
-            &record.client_id,
-            &record.headers,
-            &record.payload,
-        );
+        let body = format::body_ref(u64::MAX, record);
         let body_len = format::body_len(&body) as u64;
         if body_len > u64::from(max) {
             return Err(AppendError::TooLarge {
@@ -1034,6 +1056,8 @@ struct TailScan {
     len: u64,
     truncated: Option<Truncation>,
     header_rewritten: bool,
+    /// Segment format version of the tail.
+    version: u16,
 }
 
 fn create_segment(
@@ -1073,9 +1097,9 @@ fn recover_tail(
     let len = file.size().map_err(io_err("stat segment", path))?;
     let mut head = [0u8; SEGMENT_HEADER_LEN];
     let n = read_full_at(file, &mut head, 0).map_err(io_err("read segment header", path))?;
-    match format::check_segment_header(&head[..n]) {
-        HeaderCheck::Ok(b) if b == base => {}
-        HeaderCheck::Ok(b) => {
+    let version = match format::check_segment_header(&head[..n]) {
+        HeaderCheck::Ok { base: b, version } if b == base => version,
+        HeaderCheck::Ok { base: b, .. } => {
             return Err(LogError::Corrupt {
                 what: "segment header",
                 path: path.to_path_buf(),
@@ -1093,7 +1117,7 @@ fn recover_tail(
             return Err(LogError::UnsupportedVersion {
                 path: path.to_path_buf(),
                 found,
-                supported: format::FORMAT_VERSION,
+                supported: format::SEGMENT_VERSION,
             });
         }
         HeaderCheck::Torn => {
@@ -1114,9 +1138,10 @@ fn recover_tail(
                 len: SEGMENT_HEADER_LEN as u64,
                 truncated,
                 header_rewritten: true,
+                version: format::SEGMENT_VERSION,
             });
         }
-    }
+    };
 
     let max = cfg.max_record_bytes;
     let mut pos = SEGMENT_HEADER_LEN as u64;
@@ -1188,6 +1213,7 @@ fn recover_tail(
         len: pos,
         truncated,
         header_rewritten: false,
+        version,
     })
 }
 
@@ -1342,17 +1368,7 @@ impl Writer {
                 cause: cause.clone(),
             });
         }
-        let body_at = |offset| {
-            format::body_ref(
-                offset,
-                r.timestamp_ms,
-                r.source,
-                &r.topic,
-                &r.client_id,
-                &r.headers,
-                &r.payload,
-            )
-        };
+        let body_at = |offset| format::body_ref(offset, r);
         let frame_len = match frame_len {
             Some(len) => len,
             None => (FRAME_HEADER_LEN + format::body_len(&body_at(self.next_offset))) as u64,

@@ -35,6 +35,29 @@ pub struct Header {
     pub value: Bytes,
 }
 
+/// Where a record goes upstream, decided once when it is ingested (the first matching route,
+/// its rendered key) and stored with it, so the forwarder never decides again.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Destination {
+    /// Kafka topic (shared by every record of one route).
+    pub topic: Arc<str>,
+    /// Record key, or none (Kafka's sticky partitioning for null keys).
+    pub key: Option<Bytes>,
+    /// The partition the route pins, instead of hashing the key.
+    pub partition: Option<i32>,
+}
+
+impl Destination {
+    /// A destination on `topic` with no key and no pinned partition.
+    pub fn topic(topic: impl Into<Arc<str>>) -> Destination {
+        Destination {
+            topic: topic.into(),
+            key: None,
+            partition: None,
+        }
+    }
+}
+
 /// What an ingress hands to the log. The log assigns the offset; the timestamp is set by the
 /// caller (ingest time, unix ms).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -47,6 +70,8 @@ pub struct NewRecord {
     pub topic: String,
     /// Publishing client id (shared: a connection's records all carry the same one).
     pub client_id: Arc<str>,
+    /// Where the record goes upstream.
+    pub destination: Destination,
     /// MQTT 5 user properties / NATS headers.
     pub headers: Vec<Header>,
     /// The message body.
@@ -66,6 +91,9 @@ pub struct Record {
     pub topic: String,
     /// Publishing client id.
     pub client_id: String,
+    /// Where the record goes upstream; `None` for records written before destinations were
+    /// stored (segment format version 1), which the forwarder routes when it reads them.
+    pub destination: Option<Destination>,
     /// MQTT 5 user properties / NATS headers.
     pub headers: Vec<Header>,
     /// The message body.
@@ -75,15 +103,6 @@ pub struct Record {
 impl Record {
     /// Bytes this record occupies on disk, frame header included.
     pub fn encoded_len(&self) -> usize {
-        let body = format::body_ref(
-            self.offset,
-            self.timestamp_ms,
-            self.source,
-            &self.topic,
-            &self.client_id,
-            &self.headers,
-            &self.payload,
-        );
-        format::FRAME_HEADER_LEN + format::body_len(&body)
+        format::FRAME_HEADER_LEN + format::body_len(&format::body_of(self))
     }
 }

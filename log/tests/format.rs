@@ -1,8 +1,13 @@
-//! Freezes the on-disk format: a checked-in sample segment must read back field by field, and
-//! the current encoder must reproduce it byte for byte. Any format change fails here; bump
-//! FORMAT_VERSION (and keep reading version 1) instead of editing the sample.
+//! Freezes the on-disk format: checked-in sample segments of every version must read back field
+//! by field, and the current encoder must reproduce the current version's sample byte for byte.
+//! Any format change fails here; add a version (and keep reading the old ones) instead of
+//! editing a sample.
 //!
-//! Regenerate (only for a deliberate new format version):
+//! - `tests/data/v1/`: segment format version 1 (records without a destination), written by
+//!   builds before destinations were stored; still read, and sealed when found as the tail.
+//! - `tests/data/v2/`: the current version.
+//!
+//! Regenerate the current sample (only for a deliberate new format version):
 //! `EDGE_LOG_WRITE_SAMPLE=1 cargo test -p edge-log --test format`
 
 // Test code: unwrap/expect are fine here (clippy.toml intent); helpers are not #[test] fns.
@@ -11,12 +16,17 @@
 use std::path::{Path, PathBuf};
 
 use bytes::Bytes;
-use edge_log::{Header, Log, LogConfig, NewRecord, Source};
+use edge_log::{Destination, Header, Log, LogConfig, NewRecord, Source};
 
-const SAMPLE: &str = "tests/data/00000000000000000000.seg";
+const SAMPLE_V1: &str = "tests/data/v1/00000000000000000000.seg";
+const SAMPLE: &str = "tests/data/v2/00000000000000000000.seg";
 
 fn sample_path() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join(SAMPLE)
+}
+
+fn sample_v1_path() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join(SAMPLE_V1)
 }
 
 fn sample_records() -> Vec<NewRecord> {
@@ -26,6 +36,11 @@ fn sample_records() -> Vec<NewRecord> {
             source: Source::Mqtt,
             topic: "sensors/gw1/temperature".into(),
             client_id: "thermo-7".into(),
+            destination: Destination {
+                topic: "sensor-temperature".into(),
+                key: Some(Bytes::from_static(b"gw1")),
+                partition: None,
+            },
             headers: vec![
                 Header {
                     key: "unit".into(),
@@ -43,6 +58,7 @@ fn sample_records() -> Vec<NewRecord> {
             source: Source::Nats,
             topic: "sensors.gw1.humidity".into(),
             client_id: "".into(),
+            destination: Destination::topic("sensor-humidity"),
             headers: vec![],
             payload: Bytes::from_static(&[0xde, 0xad, 0xbe, 0xef]),
         },
@@ -51,6 +67,11 @@ fn sample_records() -> Vec<NewRecord> {
             source: Source::Mqtt,
             topic: "t".into(),
             client_id: "c".into(),
+            destination: Destination {
+                topic: "pinned".into(),
+                key: Some(Bytes::new()),
+                partition: Some(-1),
+            },
             headers: vec![],
             payload: Bytes::new(),
         },
@@ -78,30 +99,38 @@ async fn encoder_reproduces_the_checked_in_sample() {
     let frozen = std::fs::read(sample_path()).expect("checked-in sample segment");
     assert_eq!(
         fresh, frozen,
-        "the encoder no longer writes format version 1 byte for byte"
+        "the encoder no longer writes format version 2 byte for byte"
     );
 }
 
-#[tokio::test]
-async fn checked_in_sample_reads_back_every_field() {
-    let frozen = std::fs::read(sample_path()).expect("checked-in sample segment");
-    // Header bytes, spelled out.
+/// The header and first frame of a sample, spelled out; returns the bytes.
+fn check_layout(path: &Path, version: u16) -> Vec<u8> {
+    let frozen = std::fs::read(path).expect("checked-in sample segment");
     assert_eq!(&frozen[0..8], b"EDGESEG\0");
-    assert_eq!(&frozen[8..10], &1u16.to_le_bytes());
+    assert_eq!(&frozen[8..10], &version.to_le_bytes());
     assert_eq!(&frozen[10..12], &[0, 0]);
     assert_eq!(&frozen[12..20], &0u64.to_le_bytes());
     assert_eq!(
         &frozen[20..24],
         &crc32c::crc32c(&frozen[0..20]).to_le_bytes()
     );
-    // First frame: len, crc over body, body begins with variant 0 and offset 0.
+    // First frame: len, crc over body, body begins with the variant index and offset 0.
     let len = u32::from_le_bytes(frozen[24..28].try_into().unwrap()) as usize;
     let crc = u32::from_le_bytes(frozen[28..32].try_into().unwrap());
     assert_eq!(crc, crc32c::crc32c(&frozen[32..32 + len]));
-    assert_eq!(&frozen[32..34], &[0, 0], "variant V1, offset 0");
+    let variant = u8::try_from(version - 1).unwrap();
+    assert_eq!(
+        &frozen[32..34],
+        &[variant, 0],
+        "variant V{version}, offset 0"
+    );
+    frozen
+}
 
+/// Opens a copy of `frozen` as the only segment and reads every record back.
+fn read_back(frozen: &[u8]) -> (tempfile::TempDir, Log, Vec<edge_log::Record>) {
     let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("00000000000000000000.seg"), &frozen).unwrap();
+    std::fs::write(dir.path().join("00000000000000000000.seg"), frozen).unwrap();
     let (log, report) = Log::open(LogConfig::new(dir.path())).unwrap();
     assert!(report.truncated.is_none(), "{report}");
     assert_eq!(report.next_offset, 3);
@@ -122,4 +151,47 @@ async fn checked_in_sample_reads_back_every_field() {
     assert_eq!(got[2].timestamp_ms, u64::MAX);
     let total: usize = 24 + got.iter().map(|r| r.encoded_len()).sum::<usize>();
     assert_eq!(total, frozen.len());
+    (dir, log, got)
+}
+
+#[tokio::test]
+async fn checked_in_sample_reads_back_every_field() {
+    let frozen = check_layout(&sample_path(), 2);
+    let (_dir, _log, got) = read_back(&frozen);
+    for (r, w) in got.iter().zip(sample_records()) {
+        assert_eq!(r.destination.as_ref(), Some(&w.destination));
+    }
+}
+
+/// A data directory written before destinations were stored: its records read back without
+/// one, and the version 1 tail is sealed, so new records start a version 2 segment at the
+/// next offset and the old file is never changed.
+#[tokio::test]
+async fn a_version_1_log_reads_back_and_new_records_go_to_a_new_segment() {
+    let frozen = check_layout(&sample_v1_path(), 1);
+    let (dir, log, got) = read_back(&frozen);
+    assert!(got.iter().all(|r| r.destination.is_none()));
+    let offset = log
+        .append(sample_records().remove(0))
+        .await
+        .unwrap()
+        .durable()
+        .await
+        .unwrap();
+    assert_eq!(offset, 3);
+    log.close().await.unwrap();
+    let old = std::fs::read(dir.path().join("00000000000000000000.seg")).unwrap();
+    assert_eq!(old, frozen, "the version 1 segment is left as it was");
+    let new = std::fs::read(dir.path().join("00000000000000000003.seg")).unwrap();
+    assert_eq!(&new[8..10], &2u16.to_le_bytes());
+    let (log, report) = Log::open(LogConfig::new(dir.path())).unwrap();
+    assert_eq!(report.next_offset, 4, "{report}");
+    let mut c = log.cursor("t").unwrap();
+    let all = c.try_read(10, usize::MAX).unwrap();
+    assert_eq!(all.len(), 4);
+    assert!(all[..3].iter().all(|r| r.destination.is_none()));
+    assert_eq!(
+        all[3].destination,
+        Some(sample_records().remove(0).destination)
+    );
 }

@@ -809,15 +809,7 @@ async fn tail_with_undecodable_body_or_offset_gap_is_truncated() {
         } else {
             // A perfectly valid frame that claims offset 7 where 3 is expected.
             let r = rec(7, 10);
-            let body = format::body_ref(
-                7,
-                r.timestamp_ms,
-                r.source,
-                &r.topic,
-                &r.client_id,
-                &r.headers,
-                &r.payload,
-            );
+            let body = format::body_ref(7, &r);
             format::encode_frame(&body, &mut frame).unwrap();
         }
         let frame_len = frame.len() as u64;

@@ -224,6 +224,7 @@ async fn run(ops: Vec<Op>, always: bool) -> Result<(), TestCaseError> {
                             source: r.source,
                             topic: r.topic.clone(),
                             client_id: r.client_id.to_string(),
+                            destination: Some(r.destination.clone()),
                             headers: r.headers.clone(),
                             payload: r.payload.clone(),
                         };

@@ -58,15 +58,10 @@ fn assert_fresh(binary: &Path) {
     }
     let built = std::fs::metadata(binary).and_then(|m| m.modified()).ok();
     let root = crate::peers::repo_root();
-    let sources = [
-        "edge-broker/src",
-        "log/src",
-        "proto/src",
-        "bridge/src",
-    ]
-    .iter()
-    .filter_map(|dir| newest(&root.join(dir)))
-    .max();
+    let sources = ["edge-broker/src", "log/src", "proto/src", "bridge/src"]
+        .iter()
+        .filter_map(|dir| newest(&root.join(dir)))
+        .max();
     if let (Some(built), Some(sources)) = (built, sources) {
         assert!(
             built >= sources,

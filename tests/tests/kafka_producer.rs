@@ -7,6 +7,7 @@
 #![allow(clippy::expect_used, clippy::unwrap_used)]
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -42,6 +43,7 @@ fn log_record(offset: u64) -> ForwardRecord {
         },
         topic: format!("sensors/dev-{device}/temperature"),
         client_id: format!("client-{device}"),
+        destination: None,
         headers: vec![Header {
             key: "unit".into(),
             value: Bytes::from_static(b"celsius"),
@@ -437,8 +439,8 @@ async fn oversized_batches_are_rejected_for_dead_lettering_and_unknown_partition
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn planned_chunks_from_routes_arrive_on_their_topics_and_partitions() {
-    use edge_bridge::plan::Planner;
-    use edge_bridge::route::{RouteConfig, Routes};
+    use edge_bridge::plan::{NoRoutes, Planner};
+    use edge_broker::route::{RouteConfig, Routes};
 
     let tansu = Tansu::start();
     let p = producer(&tansu, Compression::Lz4);
@@ -462,22 +464,25 @@ async fn planned_chunks_from_routes_arrive_on_their_topics_and_partitions() {
             .expect("create")
     );
     assert!(p.create_topic("sensor-nats", 3, 1).await.expect("create"));
-    let mut planner = Planner::new(routes, NODE);
+    let mut planner = Planner::new(Arc::new(NoRoutes), NODE);
 
-    // Three chunks, as a cursor would hand them over; log offsets 0..120.
+    // Three chunks, as a cursor would hand them over; log offsets 0..120, each record with the
+    // destination ingest decided from the routes.
     let all: Vec<ForwardRecord> = (0..120)
         .map(|off| {
             let mut r = log_record(off);
             if r.source == Source::Nats {
                 r.topic = r.topic.replace('/', ".");
             }
+            r.destination = routes.decide(r.source, &r.topic, &r.client_id, NODE);
             r
         })
         .collect();
     for chunk in all.chunks(40) {
         let mut counts = HashMap::new();
         for t in planner.topics(chunk) {
-            counts.insert(t.to_owned(), p.partition_count(t).await.expect("count"));
+            let n = p.partition_count(&t).await.expect("count");
+            counts.insert(t, n);
         }
         let plan = planner.plan(chunk, &counts).expect("plan");
         assert!(plan.unrouted.is_empty());
@@ -525,8 +530,8 @@ async fn planned_chunks_from_routes_arrive_on_their_topics_and_partitions() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn delivery_rides_out_a_broker_restart_and_loses_nothing() {
     use edge_bridge::deliver::{DeliverConfig, deliver};
-    use edge_bridge::plan::Planner;
-    use edge_bridge::route::{RouteConfig, Routes};
+    use edge_bridge::plan::{NoRoutes, Planner};
+    use edge_broker::route::{RouteConfig, Routes};
     use tokio_util::sync::CancellationToken;
 
     let mut tansu = Tansu::start();
@@ -539,9 +544,16 @@ async fn delivery_rides_out_a_broker_restart_and_loses_nothing() {
         ..Default::default()
     }])
     .expect("routes");
-    let mut planner = Planner::new(routes, NODE);
+    let mut planner = Planner::new(Arc::new(NoRoutes), NODE);
     let counts: HashMap<String, i32> = [(topic.to_string(), 4)].into_iter().collect();
-    let chunk: Vec<ForwardRecord> = (0..200).filter(|o| o % 2 == 0).map(log_record).collect();
+    let chunk: Vec<ForwardRecord> = (0..200)
+        .filter(|o| o % 2 == 0)
+        .map(|off| {
+            let mut r = log_record(off);
+            r.destination = routes.decide(r.source, &r.topic, &r.client_id, NODE);
+            r
+        })
+        .collect();
     let plan = planner.plan(&chunk, &counts).expect("plan");
     assert!(plan.batches.len() > 1);
 

@@ -10,10 +10,10 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use crate::route::{RouteConfig, RouteError, Routes};
 use edge_bridge::dead_letter::DeadLetterSink;
 use edge_bridge::forward::ForwardConfig;
 use edge_bridge::producer::{Compression, ProducerConfig};
-use edge_bridge::route::{RouteConfig, RouteError, Routes};
 use edge_log::{FsyncPolicy, LogConfig, WhenFull};
 use serde::{Deserialize, Deserializer, de};
 

@@ -15,7 +15,7 @@ use std::task::Poll;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use edge_log::{AppendError, Appended, Header, NewRecord, Source, WhenFull};
+use edge_log::{AppendError, Appended, Destination, Header, NewRecord, Source, WhenFull};
 use edge_proto::mqtt::{
     self, ConnAck, Connect, DecodeError, Disconnect, EncodeError, MqttString, Packet, Properties,
     ProtocolVersion, PubAck, PubComp, PubRec, PubRel, Publish, QoS, ReasonCode, RetainHandling,
@@ -692,8 +692,8 @@ impl Connection {
             origin: Origin::Mqtt,
             publisher: Some(self.session.key),
         });
-        if self.server.is_routed(&message.topic) {
-            let record = log_record(&message, &self.client_id);
+        if let Some(destination) = self.server.destination(&message.topic, &self.client_id) {
+            let record = log_record(&message, &self.client_id, destination);
             let log = self.server.log.clone();
             self.appends.push_back(PendingAppend {
                 future: Box::pin(async move { log.append(record).await }),
@@ -1234,12 +1234,13 @@ fn message_properties(p: &Properties) -> MessageProperties {
 }
 
 /// The log record for a routed MQTT message.
-pub fn log_record(message: &Message, client_id: &str) -> NewRecord {
+pub fn log_record(message: &Message, client_id: &str, destination: Destination) -> NewRecord {
     NewRecord {
         timestamp_ms: message.received_ms,
         source: Source::Mqtt,
         topic: message.topic.clone(),
         client_id: client_id.into(),
+        destination,
         headers: message
             .properties
             .user_properties

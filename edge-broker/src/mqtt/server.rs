@@ -6,8 +6,7 @@ use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-use edge_bridge::route::Routes;
-use edge_log::Log;
+use edge_log::{Destination, Log, Source};
 use serde::{Deserialize, Serialize};
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
@@ -20,6 +19,7 @@ use super::session::{Registry, Session, SessionSnapshot, SubscriptionRecord};
 use crate::config::MqttSection;
 use crate::hub::{Hub, Mailbox, SubEntry};
 use crate::message::{Message, now_ms};
+use crate::route::RouteTable;
 use crate::router::Filter;
 use crate::state_file::{self, StateFileError};
 
@@ -118,7 +118,8 @@ pub struct MqttServer {
     pub retained: RetainedStore,
     /// The event log routed publishes go to.
     pub log: Log,
-    routes: RwLock<Arc<Routes>>,
+    /// Which publishes are stored, and where they go upstream.
+    pub routes: Arc<RouteTable>,
     /// Counters.
     pub metrics: MqttMetrics,
     state_dir: PathBuf,
@@ -135,7 +136,7 @@ impl MqttServer {
         settings: MqttSection,
         hub: Arc<Hub>,
         log: Log,
-        routes: Arc<Routes>,
+        routes: Arc<RouteTable>,
         state_dir: PathBuf,
     ) -> Result<Arc<MqttServer>, MqttStartError> {
         let server = Arc::new(MqttServer {
@@ -144,7 +145,7 @@ impl MqttServer {
             hub,
             sessions: Registry::new(1),
             log,
-            routes: RwLock::new(routes),
+            routes,
             metrics: MqttMetrics::default(),
             state_dir,
             changes: AtomicU64::new(0),
@@ -239,15 +240,9 @@ impl MqttServer {
         Arc::clone(&self.settings.read().unwrap_or_else(|p| p.into_inner()))
     }
 
-    /// Replaces the routes (SIGHUP reload).
-    pub fn set_routes(&self, routes: Arc<Routes>) {
-        *self.routes.write().unwrap_or_else(|p| p.into_inner()) = routes;
-    }
-
-    /// Whether an MQTT publish on `topic` goes to the log (and from there upstream).
-    pub fn is_routed(&self, topic: &str) -> bool {
-        let routes = self.routes.read().unwrap_or_else(|p| p.into_inner());
-        routes.find(edge_log::Source::Mqtt, topic).is_some()
+    /// Where an MQTT publish by `client_id` on `topic` goes upstream; `None`: not stored.
+    pub fn destination(&self, topic: &str, client_id: &str) -> Option<Destination> {
+        self.routes.decide(Source::Mqtt, topic, client_id)
     }
 
     /// A fresh client id for a client that sent an empty one.
@@ -442,10 +437,10 @@ impl MqttServer {
         message.received_ms = now_ms();
         let message = Arc::new(message);
         tracing::debug!(topic = %message.topic, "publishing will");
-        if self.is_routed(&message.topic) {
+        if let Some(destination) = self.destination(&message.topic, "") {
             let server = Arc::clone(self);
             self.tasks.spawn(async move {
-                let record = log_record(&message, "");
+                let record = log_record(&message, "", destination);
                 match server.log.append(record).await {
                     Ok(_) => server.publish_local(&message),
                     Err(err) => tracing::warn!(topic = %message.topic, "will not stored: {err}"),
@@ -603,10 +598,6 @@ impl crate::reload::Reload for MqttServer {
         // the retained-store size are fixed at start (the reloader reports those as needing a
         // restart).
         *self.settings.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(config.mqtt.clone());
-        match config.compile_routes() {
-            Ok(routes) => self.set_routes(Arc::new(routes)),
-            Err(err) => tracing::error!("reload: routes not replaced: {err}"),
-        }
         // The TLS listener itself is fixed at start; its certificate is read again.
         let m = &config.mqtt;
         if m.tls_listen.is_some() {

@@ -24,7 +24,9 @@ use std::task::Poll;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use edge_log::{AppendError, AppendedBatch, Header, NewRecord, Source, SubmittedBatch};
+use edge_log::{
+    AppendError, AppendedBatch, Destination, Header, NewRecord, Source, SubmittedBatch,
+};
 use edge_proto::nats::{
     ClientOp, Connect, HeaderMap, Limits, Pub, ServerError, ServerOp, Sub, Unsub, decode_client_op,
     encode_msg, subject,
@@ -416,8 +418,8 @@ struct Connection {
     next_record: u64,
     /// Routed records written (or refused) so far.
     written_below: u64,
-    /// The last routed subject looked up: (routes generation, subject, stream).
-    route_cache: Option<(u64, String, Option<Arc<str>>)>,
+    /// The last subject whose destination was decided: (routes generation, subject, where).
+    route_cache: Option<(u64, String, Option<Destination>)>,
     /// The last routed subject checked for local subscribers: (hub generation, subject, any).
     local_cache: Option<(u64, String, bool)>,
     acks: VecDeque<PendingAck>,
@@ -667,6 +669,7 @@ impl Connection {
         }
         if let Some(name) = connect.name.as_deref().filter(|n| !n.is_empty()) {
             self.client_id = name.into();
+            self.route_cache = None;
         }
         tracing::debug!(peer = %self.peer, client = %self.client_id, "NATS client connected");
         self.connect = Some(connect);
@@ -694,13 +697,13 @@ impl Connection {
             .headers
             .as_deref()
             .and_then(|h| HeaderMap::decode(h).ok());
-        let stream = if valid {
-            self.route_for(&publish.subject)
+        let destination = if valid {
+            self.destination(&publish.subject)
         } else {
             None
         };
-        match stream {
-            Some(stream) => self.routed_pub(publish, header_map, stream),
+        match destination {
+            Some(destination) => self.routed_pub(publish, header_map, destination),
             None => {
                 // nats-server acknowledges (+OK) before it delivers.
                 self.ok();
@@ -761,19 +764,20 @@ impl Connection {
         self.outbox.wake.notify_one();
     }
 
-    /// The stream a publish on `subject` is stored in (cached for the last subject: publishers
-    /// tend to repeat it).
-    fn route_for(&mut self, subject: &str) -> Option<Arc<str>> {
-        let generation = self.server.routes_generation();
-        if let Some((g, cached, stream)) = &self.route_cache
+    /// Where a publish on `subject` goes upstream, if it is stored (cached for the last
+    /// subject: publishers tend to repeat it; the key may depend on the client id, so CONNECT
+    /// clears the cache).
+    fn destination(&mut self, subject: &str) -> Option<Destination> {
+        let generation = self.server.routes.generation();
+        if let Some((g, cached, destination)) = &self.route_cache
             && *g == generation
             && cached == subject
         {
-            return stream.clone();
+            return destination.clone();
         }
-        let stream = self.server.route_for(subject).map(Arc::<str>::from);
-        self.route_cache = Some((generation, subject.to_owned(), stream.clone()));
-        stream
+        let destination = self.server.destination(subject, &self.client_id);
+        self.route_cache = Some((generation, subject.to_owned(), destination.clone()));
+        destination
     }
 
     /// Whether a publish on `subject` would reach a local subscriber (cached for the last
@@ -810,7 +814,8 @@ impl Connection {
         }
     }
 
-    fn routed_pub(&mut self, publish: Pub, headers: Option<HeaderMap>, stream: Arc<str>) {
+    fn routed_pub(&mut self, publish: Pub, headers: Option<HeaderMap>, destination: Destination) {
+        let stream = Arc::clone(&destination.topic);
         let msg_id = headers
             .as_ref()
             .and_then(|h| h.get(MSG_ID))
@@ -866,6 +871,7 @@ impl Connection {
             source: Source::Nats,
             topic: publish.subject,
             client_id: self.client_id.clone(),
+            destination,
             headers: headers
                 .as_ref()
                 .map(|h| {

@@ -3,8 +3,7 @@
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
-use edge_bridge::route::Routes;
-use edge_log::Log;
+use edge_log::{Destination, Log, Source};
 use edge_proto::nats::subject;
 use edge_proto::nats::{HeaderMap, Info};
 use tokio::net::TcpListener;
@@ -16,6 +15,7 @@ use super::dedup::DuplicateWindow;
 use crate::config::NatsSection;
 use crate::hub::{FanOut, Hub};
 use crate::message::{Message, MessageProperties, Origin, now_ms};
+use crate::route::RouteTable;
 use crate::router::Filter;
 
 /// Hub keys of NATS subscriptions start here (MQTT sessions use small sequential keys).
@@ -68,9 +68,8 @@ pub struct NatsServer {
     pub hub: Arc<Hub>,
     /// The event log routed publishes go to.
     pub log: Log,
-    routes: RwLock<Arc<Routes>>,
-    /// Bumped by every `set_routes` (connections cache route lookups per generation).
-    routes_generation: AtomicU64,
+    /// Which publishes are stored, and where they go upstream.
+    pub routes: Arc<RouteTable>,
     /// Counters.
     pub metrics: NatsMetrics,
     /// `Nats-Msg-Id` duplicate window.
@@ -91,7 +90,7 @@ impl NatsServer {
         settings: NatsSection,
         hub: Arc<Hub>,
         log: Log,
-        routes: Arc<Routes>,
+        routes: Arc<RouteTable>,
         node_id: &str,
     ) -> Arc<NatsServer> {
         let dedup = DuplicateWindow::new(settings.duplicate_window.0, settings.max_duplicate_ids);
@@ -101,8 +100,7 @@ impl NatsServer {
             settings: RwLock::new(Arc::new(settings)),
             hub,
             log,
-            routes: RwLock::new(routes),
-            routes_generation: AtomicU64::new(0),
+            routes,
             metrics: NatsMetrics::default(),
             dedup: Mutex::new(dedup),
             next_key: AtomicU64::new(NATS_KEY_BASE),
@@ -116,24 +114,10 @@ impl NatsServer {
         Arc::clone(&self.settings.read().unwrap_or_else(|p| p.into_inner()))
     }
 
-    /// Replaces the routes (SIGHUP reload).
-    pub fn set_routes(&self, routes: Arc<Routes>) {
-        *self.routes.write().unwrap_or_else(|p| p.into_inner()) = routes;
-        self.routes_generation.fetch_add(1, Ordering::Release);
-    }
-
-    /// Changes whenever the routes are replaced.
-    pub fn routes_generation(&self) -> u64 {
-        self.routes_generation.load(Ordering::Acquire)
-    }
-
-    /// The stream name (the Kafka topic of the first matching route) if a publish on `subject`
-    /// goes to the log.
-    pub fn route_for(&self, subject: &str) -> Option<String> {
-        let routes = self.routes.read().unwrap_or_else(|p| p.into_inner());
-        routes
-            .find(edge_bridge::headers::Source::Nats, subject)
-            .map(|r| r.kafka_topic.clone())
+    /// Where a NATS publish by `client_id` on `subject` goes upstream; `None`: not stored. Its
+    /// Kafka topic is the "stream" of JetStream-style PubAcks.
+    pub fn destination(&self, subject: &str, client_id: &str) -> Option<Destination> {
+        self.routes.decide(Source::Nats, subject, client_id)
     }
 
     /// A fresh hub key (connections and subscriptions), from [`NATS_KEY_BASE`] upward.
@@ -296,10 +280,6 @@ impl crate::reload::Reload for NatsServer {
         // Limits and credentials apply to connections made from now on; the listener, the
         // connection cap and the duplicate window are fixed at start.
         *self.settings.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(config.nats.clone());
-        match config.compile_routes() {
-            Ok(routes) => self.set_routes(Arc::new(routes)),
-            Err(err) => tracing::error!("reload: NATS routes not replaced: {err}"),
-        }
         let n = &config.nats;
         self.tls.reload(
             "NATS",

@@ -16,6 +16,7 @@ pub fn rec(i: u64, payload_len: usize) -> NewRecord {
         },
         topic: format!("sensors/{}/temperature", i % 7),
         client_id: format!("dev-{}", i % 3).into(),
+        destination: edge_log::Destination::topic("t"),
         headers: if i.is_multiple_of(3) {
             vec![Header {
                 key: "unit".into(),

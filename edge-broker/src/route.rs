@@ -1,4 +1,6 @@
-//! `[[route]]` entries: which records go to which Kafka topic, with which key.
+//! `[[route]]` entries: which publishes are stored, and to which Kafka topic with which key
+//! they go. Decided once per publish at ingest ([`RouteTable::decide`]); the decision is
+//! stored with the record as its [`Destination`].
 //!
 //! A route has exactly one filter: an MQTT topic filter (`mqtt = "a/+/b/#"`, `+` one level,
 //! `#` the rest, zero or more levels) or a NATS subject pattern (`nats = "a.*.b.>"`, `*` one
@@ -17,9 +19,13 @@
 //!
 //! Every validation error names the offending field (`route[2].key`) for `edge-broker check`.
 
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
+
+use bytes::Bytes;
 use thiserror::Error;
 
-use edge_log::Source;
+use edge_log::{Destination, Record, Source};
 use edge_proto::mqtt::topic;
 use edge_proto::nats::subject;
 
@@ -129,8 +135,8 @@ pub struct KeyTemplate {
 pub struct Route {
     /// What it matches.
     pub filter: Filter,
-    /// Destination Kafka topic.
-    pub kafka_topic: String,
+    /// Destination Kafka topic (shared by every record the route takes).
+    pub kafka_topic: Arc<str>,
     /// Key template, if records get a key.
     pub key: Option<KeyTemplate>,
     /// Fixed partition, if set.
@@ -159,6 +165,19 @@ impl Routes {
         self.routes.iter().find(|r| r.matches(source, topic))
     }
 
+    /// Where a publish from `source` on `topic` goes upstream (the first matching route, its
+    /// key rendered), or `None` when no route takes it (it is not stored).
+    pub fn decide(
+        &self,
+        source: Source,
+        topic: &str,
+        client_id: &str,
+        node_id: &str,
+    ) -> Option<Destination> {
+        self.find(source, topic)
+            .map(|route| route.destination(source, topic, client_id, node_id))
+    }
+
     /// The routes in config order.
     pub fn iter(&self) -> impl Iterator<Item = &Route> {
         self.routes.iter()
@@ -172,6 +191,66 @@ impl Routes {
     /// True when no route is configured.
     pub fn is_empty(&self) -> bool {
         self.routes.is_empty()
+    }
+}
+
+/// The routes in force, shared by the MQTT and NATS front ends (which decide each routed
+/// publish's destination once, at ingest) and the forwarder (which asks only about records
+/// written before destinations were stored with them). A reload swaps the table in place.
+#[derive(Debug)]
+pub struct RouteTable {
+    routes: RwLock<Arc<Routes>>,
+    generation: AtomicU64,
+    node_id: String,
+}
+
+impl RouteTable {
+    /// A table of `routes` on gateway `node_id` (for `{node.id}` in keys).
+    pub fn new(routes: Routes, node_id: &str) -> Arc<RouteTable> {
+        Arc::new(RouteTable {
+            routes: RwLock::new(Arc::new(routes)),
+            generation: AtomicU64::new(0),
+            node_id: node_id.to_owned(),
+        })
+    }
+
+    /// The routes now.
+    pub fn current(&self) -> Arc<Routes> {
+        Arc::clone(&self.routes.read().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    /// Where a publish by `client_id` from `source` on `topic` goes, or `None`: not stored.
+    pub fn decide(&self, source: Source, topic: &str, client_id: &str) -> Option<Destination> {
+        self.routes
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .decide(source, topic, client_id, &self.node_id)
+    }
+
+    /// Replaces the routes (SIGHUP reload); publishes from now on are routed by the new table.
+    pub fn replace(&self, routes: Routes) {
+        *self.routes.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(routes);
+        self.generation.fetch_add(1, Ordering::Release);
+    }
+
+    /// Changes whenever the routes are replaced (connections cache decisions per generation).
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Acquire)
+    }
+}
+
+impl edge_bridge::plan::Router for RouteTable {
+    fn destination(&self, record: &Record) -> Option<Destination> {
+        self.decide(record.source, &record.topic, &record.client_id)
+    }
+}
+
+impl crate::reload::Reload for RouteTable {
+    fn reload(&self, config: &crate::config::Config) {
+        match config.compile_routes() {
+            Ok(routes) => self.replace(routes),
+            Err(err) => tracing::error!("reload: routes not replaced: {err}"),
+        }
     }
 }
 
@@ -240,7 +319,7 @@ impl Route {
         }
         Ok(Self {
             filter,
-            kafka_topic: config.kafka_topic.clone(),
+            kafka_topic: Arc::from(config.kafka_topic.as_str()),
             key,
             partition: config.partition,
         })
@@ -255,6 +334,26 @@ impl Route {
                 !(wildcard_first && name.starts_with('$')) && subject::matches(pattern, name)
             }
             _ => false,
+        }
+    }
+
+    /// The destination of a publish this route takes: its topic, rendered key and partition.
+    pub fn destination(
+        &self,
+        source: Source,
+        topic: &str,
+        client_id: &str,
+        node_id: &str,
+    ) -> Destination {
+        let key = self.key.as_ref().map(|template| {
+            let mut out = Vec::with_capacity(32);
+            template.render(source, topic, client_id, node_id, &mut out);
+            Bytes::from(out)
+        });
+        Destination {
+            topic: Arc::clone(&self.kafka_topic),
+            key,
+            partition: self.partition,
         }
     }
 
@@ -765,19 +864,17 @@ mod tests {
         assert_eq!(
             routes
                 .find(Source::Mqtt, "s/1/temp")
-                .map(|r| r.kafka_topic.as_str()),
+                .map(|r| &*r.kafka_topic),
             Some("temp")
         );
         assert_eq!(
             routes
                 .find(Source::Mqtt, "s/1/hum")
-                .map(|r| r.kafka_topic.as_str()),
+                .map(|r| &*r.kafka_topic),
             Some("all")
         );
         assert_eq!(
-            routes
-                .find(Source::Nats, "s.1")
-                .map(|r| r.kafka_topic.as_str()),
+            routes.find(Source::Nats, "s.1").map(|r| &*r.kafka_topic),
             Some("nats")
         );
         assert!(routes.find(Source::Nats, "x.1").is_none());
