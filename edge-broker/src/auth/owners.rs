@@ -3,9 +3,10 @@
 //! its queued messages.
 //!
 //! The table maps client ids to user names (`None`: anonymous). A claim by a different user is
-//! refused while the session exists, and for [`CLAIM_GRACE`] after the owner's own claim (the
-//! owner may still be attaching). Entries whose session is gone are pruned when the MQTT state
-//! is snapshotted, and the table is saved then too (`<data_dir>/mqtt/owners.bin`, crash-safe),
+//! refused while the session exists; once it has ended (clean session closed, or expired) the
+//! client id is free again, as in Mosquitto. Entries whose session is gone are pruned when the
+//! MQTT state is snapshotted — never within [`CLAIM_GRACE`] of their claim, so an entry is not
+//! lost between a claim and the session's creation — and the table is saved then too (`<data_dir>/mqtt/owners.bin`, crash-safe),
 //! so ownership survives a restart along with the sessions. A damaged file is reported and
 //! ignored: the broker starts, and the restored sessions belong to whoever claims them first.
 
@@ -17,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use crate::state_file::{self, StateFileError};
 
-/// How long a fresh claim holds before its session exists.
+/// How long a fresh claim is kept by pruning even before its session exists.
 pub const CLAIM_GRACE: Duration = Duration::from_secs(60);
 const OWNERS_MAGIC: &[u8; 8] = b"EBOWNR01";
 
@@ -76,7 +77,7 @@ impl SessionOwners {
     }
 
     /// Claims `client_id` for `user`; refused if another user owns it and its session exists
-    /// (`session_exists`) or was claimed within [`CLAIM_GRACE`].
+    /// (`session_exists`).
     pub fn claim(
         &self,
         client_id: &str,
@@ -89,7 +90,7 @@ impl SessionOwners {
             if owner.user.as_deref() == user {
                 return Ok(());
             }
-            if session_exists || now.duration_since(owner.claimed) < CLAIM_GRACE {
+            if session_exists {
                 return Err(OwnedByAnother);
             }
         }
@@ -177,14 +178,8 @@ mod tests {
             Err(OwnedByAnother)
         );
         assert_eq!(owners.claim("c1", None, true, now), Err(OwnedByAnother));
-        // Within the grace period a claim holds even before its session exists.
-        assert_eq!(
-            owners.claim("c1", Some("bob"), false, now),
-            Err(OwnedByAnother)
-        );
-        // The session ended and the grace period passed: the id is free again.
-        let later = now + CLAIM_GRACE;
-        owners.claim("c1", Some("bob"), false, later).unwrap();
+        // The session ended: the id is free again.
+        owners.claim("c1", Some("bob"), false, now).unwrap();
         assert_eq!(owners.owner("c1"), Some(Some("bob".to_owned())));
     }
 
@@ -197,6 +192,8 @@ mod tests {
         owners.claim("kept", Some("alice"), false, now).unwrap();
         owners.claim("gone", Some("bob"), false, now).unwrap();
         owners.claim("anon", None, false, now).unwrap();
+        owners.save(|_| false, now).unwrap();
+        assert_eq!(owners.len(), 3, "fresh claims survive pruning");
         owners.save(|id| id != "gone", now + CLAIM_GRACE).unwrap();
         let restored = SessionOwners::open(path.clone());
         assert_eq!(restored.owner("kept"), Some(Some("alice".to_owned())));

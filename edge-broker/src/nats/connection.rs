@@ -498,13 +498,14 @@ impl Connection {
         ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let auth_deadline = Instant::now() + self.settings.auth_timeout.0;
         loop {
-            if let Some(connect) = self.pending_connect.take()
-                && let Err(exit) = self.login(connect).await
-            {
-                return exit;
-            }
             if let Err(exit) = self.process_input() {
                 return exit;
+            }
+            if let Some(connect) = self.pending_connect.take() {
+                if let Err(exit) = self.login(connect).await {
+                    return exit;
+                }
+                continue;
             }
             if let Err(exit) = self.refill() {
                 return exit;
