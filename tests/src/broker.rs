@@ -219,21 +219,7 @@ impl Broker {
     /// The value of one sample of `/metrics` (`name` with its labels as rendered, e.g.
     /// `edge_auth_login_failures_total{protocol="mqtt"}`); `None` if it is not there.
     pub fn metric(&self, sample: &str) -> Option<f64> {
-        use std::io::{Read, Write};
-        let addr = self.listen_addr("metrics.listen");
-        let mut stream = std::net::TcpStream::connect(addr).expect("connect to /metrics");
-        stream
-            .write_all(b"GET /metrics HTTP/1.0\r\nHost: x\r\n\r\n")
-            .expect("send GET /metrics");
-        let mut text = String::new();
-        stream.read_to_string(&mut text).expect("read /metrics");
-        text.lines().find_map(|line| {
-            line.strip_prefix(sample)?
-                .strip_prefix(' ')?
-                .trim()
-                .parse()
-                .ok()
-        })
+        crate::kafka::metric(self.listen_addr("metrics.listen"), sample)
     }
 
     /// The process id.
