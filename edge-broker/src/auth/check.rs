@@ -31,6 +31,16 @@ pub fn security_warnings(config: &Config, config_path: Option<&Path>) -> Vec<Str
             ));
         }
     }
+    if mqtt.enabled
+        && !config.mqtt_anonymous_allowed()
+        && config.auth.password_file.is_none()
+        && mqtt.tls_client_ca.is_none()
+    {
+        warnings.push(
+            "mqtt.allow_anonymous = false without auth.password_file or mqtt.tls_client_ca: no MQTT client can log in"
+                .to_owned(),
+        );
+    }
     let nats = &config.nats;
     if nats.enabled && config.nats_anonymous_allowed() && exposed(&nats.listen) {
         warnings.push(format!(
@@ -108,6 +118,11 @@ mod tests {
         );
         assert!(w.iter().any(|l| l.contains("without the token")), "{w:?}");
         assert!(w.iter().any(|l| l.contains("nats.token_file")), "{w:?}");
+        let w = security_warnings(&config("[mqtt]\nallow_anonymous = false\n"), None);
+        assert!(
+            w.iter().any(|l| l.contains("no MQTT client can log in")),
+            "{w:?}"
+        );
     }
 
     #[test]
