@@ -351,10 +351,7 @@ impl FilterTrie {
             let child = if level == "+" {
                 *self.nodes[at].plus.get_or_insert(next)
             } else {
-                *self.nodes[at]
-                    .literal
-                    .entry(level.into())
-                    .or_insert(next)
+                *self.nodes[at].literal.entry(level.into()).or_insert(next)
             };
             if child == next {
                 self.nodes.push(TrieNode::default());

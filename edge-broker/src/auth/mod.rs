@@ -264,6 +264,8 @@ pub struct Auth {
     /// reload; at most one entry per user of the password file).
     verified: Mutex<HashMap<String, hmac::Tag>>,
     verified_key: hmac::Key,
+    /// Verified (and failed) for unknown users, so they take as long as a wrong password.
+    dummy: password::PasswordHash,
     /// Who owns which MQTT session.
     pub owners: SessionOwners,
     /// Counters.
@@ -287,7 +289,14 @@ impl Auth {
         let verified_key = hmac::Key::generate(hmac::HMAC_SHA256, &rng).unwrap_or_else(|_| {
             hmac::Key::new(hmac::HMAC_SHA256, &std::process::id().to_le_bytes())
         });
+        let dummy = password::PasswordHash::new_pbkdf2(b"edge-broker: no such user").unwrap_or(
+            password::PasswordHash::Sha512 {
+                salt: Vec::new(),
+                hash: vec![0; 64],
+            },
+        );
         Ok(Arc::new(Auth {
+            dummy,
             state: RwLock::new(Arc::new(state)),
             generation: AtomicU64::new(1),
             failures: LoginFailures::new(
@@ -424,7 +433,11 @@ impl Auth {
             Some(file) => match file.get(user) {
                 Some(hash) if self.verify_cached(user, hash, password) => Ok(Some(user.clone())),
                 Some(_) => Err(LoginRefusal::WrongPassword(user.clone())),
-                None => Err(LoginRefusal::UnknownUser(user.clone())),
+                None => {
+                    // As long as a wrong password takes: the time does not tell who exists.
+                    let _ = self.dummy.verify(password);
+                    Err(LoginRefusal::UnknownUser(user.clone()))
+                }
             },
             None if protocol == Protocol::Nats && !state.nats_users.is_empty() => {
                 Err(LoginRefusal::UnknownUser(user.clone()))
@@ -755,4 +768,114 @@ pub fn render(text: &mut crate::metrics::PromText, auth: &Auth) {
         "Source addresses with recent failed logins (bounded by auth.max_tracked_sources).",
         &[(&[], auth.tracked_sources() as f64)],
     );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::Path;
+
+    fn auth(extra: &str) -> (Arc<Auth>, tempfile::TempDir) {
+        let dir = tempfile::tempdir().unwrap();
+        let passwd = dir.path().join("passwd");
+        password::update_file(&passwd, "alice", b"pw").unwrap();
+        let text = extra.replace("{passwd}", &passwd.display().to_string());
+        let config = Config::parse(&text, Path::new("t.toml")).unwrap();
+        (Auth::new(&config, None).unwrap(), dir)
+    }
+
+    fn creds(user: Option<&str>, password: Option<&str>) -> Credentials {
+        Credentials {
+            user: user.map(str::to_owned),
+            password: password.map(|p| p.as_bytes().to_vec()),
+            ..Credentials::default()
+        }
+    }
+
+    fn check(
+        a: &Auth,
+        protocol: Protocol,
+        c: &Credentials,
+    ) -> Result<Option<String>, LoginRefusal> {
+        a.check(&a.state(), protocol, c)
+    }
+
+    #[test]
+    fn the_login_decisions() {
+        let (a, _d) = auth("[auth]\npassword_file = \"{passwd}\"\n[nats]\ntoken = \"tok\"\n");
+        let m = Protocol::Mqtt;
+        assert_eq!(
+            check(&a, m, &creds(Some("alice"), Some("pw"))),
+            Ok(Some("alice".into()))
+        );
+        assert_eq!(
+            check(&a, m, &creds(Some("alice"), Some("no"))),
+            Err(LoginRefusal::WrongPassword("alice".into()))
+        );
+        assert_eq!(
+            check(&a, m, &creds(Some("bob"), Some("pw"))),
+            Err(LoginRefusal::UnknownUser("bob".into()))
+        );
+        assert_eq!(
+            check(&a, m, &creds(None, None)),
+            Err(LoginRefusal::Anonymous)
+        );
+        // A verified client certificate authenticates without a user name.
+        let cert = Credentials {
+            certificate: true,
+            ..creds(None, None)
+        };
+        assert_eq!(check(&a, m, &cert), Ok(None));
+        let named = Credentials {
+            certificate_user: Some(Some("sensor-1".into())),
+            ..cert.clone()
+        };
+        assert_eq!(check(&a, m, &named), Ok(Some("sensor-1".into())));
+        // NATS: the same users, and the token.
+        let n = Protocol::Nats;
+        assert_eq!(
+            check(&a, n, &creds(Some("alice"), Some("pw"))),
+            Ok(Some("alice".into()))
+        );
+        let token = |t: &str| Credentials {
+            token: Some(t.into()),
+            ..Credentials::default()
+        };
+        assert_eq!(check(&a, n, &token("tok")), Ok(Some(TOKEN_USER.into())));
+        assert_eq!(check(&a, n, &token("nope")), Err(LoginRefusal::WrongToken));
+        assert!(a.nats_auth_required());
+    }
+
+    #[test]
+    fn unverifiable_names_are_not_identities() {
+        let (open, _d) = auth("");
+        let m = Protocol::Mqtt;
+        assert_eq!(check(&open, m, &creds(Some("admin"), Some("x"))), Ok(None));
+        let (closed, _d) = auth("[mqtt]\nallow_anonymous = false\n");
+        assert_eq!(
+            check(&closed, m, &creds(Some("admin"), Some("x"))),
+            Err(LoginRefusal::Unverifiable("admin".into()))
+        );
+    }
+
+    #[test]
+    fn a_reload_that_fails_keeps_the_users() {
+        let (a, dir) = auth("[auth]\npassword_file = \"{passwd}\"\n");
+        let passwd = dir.path().join("passwd");
+        let config = Config::parse(
+            &format!("[auth]\npassword_file = \"{}\"\n", passwd.display()),
+            Path::new("t.toml"),
+        )
+        .unwrap();
+        std::fs::write(&passwd, "alice:plain\n").unwrap();
+        let generation = a.generation();
+        a.reload_from(&config);
+        assert_eq!(a.generation(), generation);
+        assert_eq!(a.metrics.reload_failures.load(Ordering::Relaxed), 1);
+        let m = Protocol::Mqtt;
+        assert_eq!(
+            check(&a, m, &creds(Some("alice"), Some("pw"))),
+            Ok(Some("alice".into()))
+        );
+    }
 }
