@@ -578,3 +578,48 @@ fn passwd_writes_entries_mosquitto_accepts_and_keeps_the_file() {
         .unwrap();
     assert!(!out.status.success());
 }
+
+#[test]
+fn with_use_identity_as_username_the_device_certificate_is_the_user() {
+    let pki = edge_tests::pki::Pki::new();
+    let files = users();
+    std::fs::write(
+        files.path().join("acl"),
+        format!("{ACL}user device-1\ntopic write sensors/device-1/#\n"),
+    )
+    .unwrap();
+    let config = format!(
+        "{}[mqtt]\ntls_listen = \"127.0.0.1:0\"\ntls_cert = \"{}\"\ntls_key = \"{}\"\n\
+         tls_client_ca = \"{}\"\nuse_identity_as_username = true\n",
+        auth_config(files.path(), ""),
+        pki.path("server.crt").display(),
+        pki.path("server.key").display(),
+        pki.path("ca.crt").display()
+    );
+    let broker = Broker::start(&config);
+    let tls = broker.listen_addr("mqtt.tls_listen");
+    let publish = |topic: &str| {
+        Command::new(program("mosquitto_pub", "mosquitto-clients"))
+            .args(["-h", "127.0.0.1", "-p", &tls.port().to_string()])
+            .args(["-V", "mqttv5", "-q", "1", "-t", topic, "-m", "x"])
+            .arg("--cafile")
+            .arg(pki.path("ca.crt"))
+            .arg("--cert")
+            .arg(pki.path("device.crt"))
+            .arg("--key")
+            .arg(pki.path("device.key"))
+            .output()
+            .unwrap()
+    };
+    // The certificate's CN (device-1) is the ACL user: its own topic is allowed ...
+    let out = publish("sensors/device-1/t");
+    assert!(out.status.success(), "{out:?}");
+    let denied = "edge_auth_denied_publishes_total{protocol=\"mqtt\"}";
+    assert_eq!(broker.metric(denied), Some(0.0));
+    // ... another device's is not (PUBACK 0x87).
+    publish("sensors/device-2/t");
+    assert_eq!(broker.metric(denied), Some(1.0));
+    // On the plain listener the same name without a password is nobody.
+    let plain = login(broker.mqtt_addr(), true, Some("device-1"), None);
+    assert_eq!(plain, json!(0x87));
+}
