@@ -3,6 +3,9 @@
 //! MQTT client for exact reason codes; Debian's Mosquitto 2.0.11 as the reference broker where
 //! the answer should be Mosquitto's.
 
+// Test code: a panic with a message is the failure report.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::io::Write;
 use std::path::Path;
 use std::process::{Command, Stdio};

@@ -11,6 +11,9 @@
 //! independent client before edge-broker is tested against it. What reached Kafka is read back
 //! with librdkafka too, through the same proxy.
 
+// Test code: a panic with a message is the failure report.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::io::Write;
 use std::path::Path;
 use std::process::{Command, Stdio};

@@ -147,8 +147,7 @@ pub async fn serve(
     let connection = match Connection::accept(
         Arc::clone(&server),
         connect,
-        writer,
-        reader,
+        (reader, writer),
         inbuf,
         peer,
         shutdown,
@@ -254,8 +253,7 @@ impl Connection {
     async fn accept(
         server: Arc<MqttServer>,
         connect: Box<Connect>,
-        mut writer: WriteHalf,
-        reader: ReadHalf,
+        (reader, mut writer): (ReadHalf, WriteHalf),
         inbuf: BytesMut,
         peer: SocketAddr,
         shutdown: CancellationToken,
