@@ -73,6 +73,14 @@ fn publish(broker: &Broker, first: usize, count: usize) {
     assert!(child.wait().unwrap().success(), "mosquitto_pub failed");
 }
 
+/// The `[kafka]` SASL keys for a password mechanism.
+fn with_password(mechanism: &str, password_file: &Path) -> String {
+    format!(
+        "sasl_mechanism = \"{mechanism}\"\nsasl_username = \"gw\"\nsasl_password_file = \"{}\"",
+        password_file.display()
+    )
+}
+
 fn values(records: &[edge_tests::kafka::ReadRecord]) -> Vec<String> {
     let mut v: Vec<String> = records.iter().filter_map(|r| r.value.clone()).collect();
     v.sort_by_key(|s| s.trim_start_matches("msg-").parse::<u64>().unwrap_or(0));
@@ -161,27 +169,9 @@ fn every_mechanism_forwards_through_sasl() {
     let bootstrap = tansu.bootstrap();
     let mut sent = 0;
     for (mechanism, sasl) in [
-        (
-            "plain",
-            format!(
-                "sasl_mechanism = \"plain\"\nsasl_username = \"gw\"\nsasl_password_file = \"{}\"",
-                password.display()
-            ),
-        ),
-        (
-            "scram-sha-256",
-            format!(
-                "sasl_mechanism = \"scram-sha-256\"\nsasl_username = \"gw\"\nsasl_password_file = \"{}\"",
-                password.display()
-            ),
-        ),
-        (
-            "scram-sha-512",
-            format!(
-                "sasl_mechanism = \"scram-sha-512\"\nsasl_username = \"gw\"\nsasl_password_file = \"{}\"",
-                password.display()
-            ),
-        ),
+        ("plain", with_password("plain", &password)),
+        ("scram-sha-256", with_password("scram-sha-256", &password)),
+        ("scram-sha-512", with_password("scram-sha-512", &password)),
         (
             "oauthbearer",
             format!(
@@ -226,10 +216,7 @@ fn wrong_credentials_log_once_lose_nothing_and_a_fixed_password_file_recovers() 
     let bootstrap = tansu.bootstrap();
     let broker = Broker::start(&config(
         &bootstrap,
-        &format!(
-            "sasl_mechanism = \"scram-sha-256\"\nsasl_username = \"gw\"\nsasl_password_file = \"{}\"",
-            password.display()
-        ),
+        &with_password("scram-sha-256", &password),
     ));
     publish(&broker, 0, 20);
     let metrics = broker.listen_addr("metrics.listen");
@@ -296,10 +283,7 @@ fn sessions_are_renewed_before_they_expire_and_a_revoked_password_is_noticed() {
     let bootstrap = tansu.bootstrap();
     let broker = Broker::start(&config(
         &bootstrap,
-        &format!(
-            "sasl_mechanism = \"scram-sha-512\"\nsasl_username = \"gw\"\nsasl_password_file = \"{}\"",
-            password.display()
-        ),
+        &with_password("scram-sha-512", &password),
     ));
     let metrics = broker.listen_addr("metrics.listen");
     for round in 0..8 {

@@ -281,14 +281,8 @@ impl Exchange for Connection {
         self.call_now(api, version, req).await
     }
 
-    fn api_version(
-        &self,
-        api: ApiKey,
-        name: &'static str,
-        need: i16,
-        ours: i16,
-    ) -> Result<i16, ProduceError> {
-        self.version(api, name, need, ours)
+    fn versions(&self) -> &HashMap<i16, (i16, i16)> {
+        &self.versions
     }
 
     fn broker_name(&self) -> &str {
@@ -644,14 +638,8 @@ impl Exchange for Pipeline {
         decode_response(&self.broker, api, version, correlation_id, frame)
     }
 
-    fn api_version(
-        &self,
-        api: ApiKey,
-        name: &'static str,
-        need: i16,
-        ours: i16,
-    ) -> Result<i16, ProduceError> {
-        self.version(api, name, need, ours)
+    fn versions(&self) -> &HashMap<i16, (i16, i16)> {
+        &self.versions
     }
 
     fn broker_name(&self) -> &str {
@@ -715,7 +703,8 @@ fn encode_request<Req: Encodable>(
     Ok(correlation_id)
 }
 
-fn version_of(
+/// Highest version of `api` in `versions` (the broker's ranges), at least `need`, at most `ours`.
+pub(crate) fn version_of(
     versions: &HashMap<i16, (i16, i16)>,
     broker: &str,
     api: ApiKey,

@@ -161,17 +161,22 @@ pub(crate) trait Exchange {
         Req: kafka_protocol::protocol::Encodable + Sync,
         Resp: kafka_protocol::protocol::Decodable;
 
-    /// Highest version of `api` both sides speak (see `Connection::version`).
+    /// The broker's API version ranges (api key → min, max).
+    fn versions(&self) -> &std::collections::HashMap<i16, (i16, i16)>;
+
+    /// The broker address.
+    fn broker_name(&self) -> &str;
+
+    /// Highest version of `api` both sides speak, at least `need`, at most `ours`.
     fn api_version(
         &self,
         api: ApiKey,
         name: &'static str,
         need: i16,
         ours: i16,
-    ) -> Result<i16, ProduceError>;
-
-    /// The broker address.
-    fn broker_name(&self) -> &str;
+    ) -> Result<i16, ProduceError> {
+        super::conn::version_of(self.versions(), self.broker_name(), api, name, need, ours)
+    }
 }
 
 /// Authenticates a connection; on success, returns when it must re-authenticate (if ever).
