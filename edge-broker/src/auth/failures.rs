@@ -7,6 +7,10 @@
 //! minutes instead of the 0.04 s issue 12 measured. A successful login is never delayed
 //! (it may wait for the gate while another attempt from the same address is being delayed).
 //!
+//! Waiting for the gate is bounded ([`LoginFailures::max_wait`], three maximum delays): beyond
+//! it the attempt is refused without being checked, so one address cannot park connections on
+//! the gate for ever.
+//!
 //! Sources are IPv4 addresses and IPv6 /64 networks (one subscriber line usually owns a whole
 //! /64). The table is bounded: at most `max_sources` entries, entries idle for
 //! [`FORGET_AFTER`] are dropped, and when it is full the entry whose last failure is oldest
@@ -111,6 +115,11 @@ impl LoginFailures {
         FIRST_DELAY
             .saturating_mul(1 << doublings)
             .min(self.max_delay)
+    }
+
+    /// The longest a login waits for its source's gate: a few delays' worth.
+    pub fn max_wait(&self) -> std::time::Duration {
+        self.max_delay.saturating_mul(3)
     }
 
     /// Sources tracked now.

@@ -126,6 +126,9 @@ pub enum LoginRefusal {
         "user {0:?} cannot be verified (no auth.password_file) and anonymous clients are not allowed"
     )]
     Unverifiable(String),
+    /// Too many attempts from the source are already waiting for their turn.
+    #[error("too many login attempts from this address are waiting; refused unchecked")]
+    Throttled,
     /// `use_identity_as_username`, but the certificate names nobody.
     #[error("the client certificate has no CN or subject alternative name to use as user name")]
     NoCertificateIdentity,
@@ -329,11 +332,6 @@ impl Auth {
         self.failures.len()
     }
 
-    /// Users in the password file.
-    pub fn users(&self) -> usize {
-        self.state().passwords.as_ref().map_or(0, PasswordFile::len)
-    }
-
     /// Checks `credentials` from `peer`. A refusal is counted and answered only after the
     /// delay the source has earned (see [`failures`]); attempts from a source that failed
     /// recently are taken one at a time.
@@ -345,7 +343,15 @@ impl Auth {
     ) -> Result<Option<Arc<str>>, LoginRefusal> {
         let gate = self.failures.gate(peer, Instant::now());
         let _turn = match &gate {
-            Some(gate) => Some(gate.lock().await),
+            // Waiting for the turn is bounded: a source queuing many attempts gets them refused
+            // unchecked instead of holding connection slots for ever.
+            Some(gate) => match tokio::time::timeout(self.failures.max_wait(), gate.lock()).await {
+                Ok(turn) => Some(turn),
+                Err(_) => {
+                    self.metrics.login_failures[protocol.index()].fetch_add(1, Ordering::Relaxed);
+                    return Err(LoginRefusal::Throttled);
+                }
+            },
             None => None,
         };
         let state = self.state();
@@ -585,12 +591,6 @@ impl Permissions {
     /// Who this is.
     pub fn identity(&self) -> &Identity {
         &self.identity
-    }
-
-    /// Changes the client id (NATS CONNECT `name` arrives after the login).
-    pub fn set_client_id(&mut self, client_id: Arc<str>) {
-        self.identity.client_id = client_id;
-        self.generation = 0;
     }
 
     fn refresh(&mut self) {
