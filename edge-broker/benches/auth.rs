@@ -6,8 +6,8 @@
 //!
 //! 1. Publish throughput with and without an ACL of 100 rules, side by side in one run, for
 //!    MQTT (QoS 0) and NATS (core PUB): one publisher connection pipelining N 200-byte messages
-//!    over 16 rotating topics (so the per-connection cache of the last topic never hits: every
-//!    publish is checked against the rules), one subscriber on the whole tree whose
+//!    over 16 rotating topics (a device's handful: the answer caches hit) or 4096 (every check
+//!    misses the caches and walks the rule tries), one subscriber on the whole tree whose
 //!    subscription a `deny` rule overlaps (so every delivery is checked too). Throughput =
 //!    deliveries / time from the first publish to the last delivery. "no auth" runs without
 //!    `[auth]`; "ACL" with a password file and 100 rules per user (99 that do not match, then
@@ -32,7 +32,10 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
 
-const TOPICS: usize = 16;
+/// Topics a publisher rotates over: a device's handful (the per-connection answer caches
+/// hit), and many (every check misses them and walks the rules).
+const FEW_TOPICS: usize = 16;
+const MANY_TOPICS: usize = 4096;
 const PAYLOAD: [u8; 200] = [b'x'; 200];
 
 fn free_port() -> u16 {
@@ -250,7 +253,7 @@ async fn count_frames(stream: &mut TcpStream, first_byte: u8, n: usize) {
     }
 }
 
-async fn mqtt_throughput(addr: SocketAddr, n: usize, auth: bool) -> f64 {
+async fn mqtt_throughput(addr: SocketAddr, n: usize, auth: bool, topics: usize) -> f64 {
     let creds = auth.then_some(("sub", "pw"));
     let (mut sub, rc) = mqtt_connect(addr, "bench-sub", creds).await;
     assert_eq!(rc, 0);
@@ -269,7 +272,7 @@ async fn mqtt_throughput(addr: SocketAddr, n: usize, auth: bool) -> f64 {
     let mut batch = Vec::with_capacity(1 << 20);
     for i in 0..n {
         let mut body = Vec::with_capacity(240);
-        mqtt_string(&format!("bench/{}/t", i % TOPICS), &mut body);
+        mqtt_string(&format!("bench/{}/t", i % topics), &mut body);
         body.extend_from_slice(&PAYLOAD);
         mqtt_frame(0x30, &body, &mut batch);
         if batch.len() > 256 << 10 {
@@ -306,7 +309,7 @@ async fn nats_connect(addr: SocketAddr, auth: Option<(&str, &str)>) -> TcpStream
     stream
 }
 
-async fn nats_throughput(addr: SocketAddr, n: usize, auth: bool) -> f64 {
+async fn nats_throughput(addr: SocketAddr, n: usize, auth: bool, topics: usize) -> f64 {
     let mut sub = nats_connect(addr, auth.then_some(("sub", "pw"))).await;
     sub.write_all(b"SUB bench.> 1\r\nPING\r\n").await.unwrap();
     let mut buf = vec![0u8; 1 << 20];
@@ -318,7 +321,7 @@ async fn nats_throughput(addr: SocketAddr, n: usize, auth: bool) -> f64 {
     let mut publisher = nats_connect(addr, auth.then_some(("pub", "pw"))).await;
     // Each MSG is "MSG bench.N.t 1 200\r\n" + 200 bytes + "\r\n": count them by bytes.
     let expected: usize = (0..n)
-        .map(|i| format!("MSG bench.{}.t 1 200\r\n", i % TOPICS).len() + 202)
+        .map(|i| format!("MSG bench.{}.t 1 200\r\n", i % topics).len() + 202)
         .sum();
     let receiver = tokio::spawn(async move {
         let mut got = 0usize;
@@ -331,7 +334,7 @@ async fn nats_throughput(addr: SocketAddr, n: usize, auth: bool) -> f64 {
     let started = Instant::now();
     let mut batch = Vec::with_capacity(1 << 20);
     for i in 0..n {
-        batch.extend_from_slice(format!("PUB bench.{}.t 200\r\n", i % TOPICS).as_bytes());
+        batch.extend_from_slice(format!("PUB bench.{}.t 200\r\n", i % topics).as_bytes());
         batch.extend_from_slice(&PAYLOAD);
         batch.extend_from_slice(b"\r\n");
         if batch.len() > 256 << 10 {
@@ -395,40 +398,47 @@ fn main() {
         .unwrap();
 
     // --- 1. permission checks on the publish path ---------------------------------------
-    let mut best = [0f64; 4]; // mqtt plain, mqtt acl, nats plain, nats acl
-    let mut all: [Vec<f64>; 4] = Default::default();
+    // rows: (protocol, topics) × (no auth, ACL); columns of `all`: every round's rate.
+    let cases = [
+        ("MQTT QoS 0", FEW_TOPICS),
+        ("MQTT QoS 0", MANY_TOPICS),
+        ("NATS core", FEW_TOPICS),
+        ("NATS core", MANY_TOPICS),
+    ];
+    let mut all: Vec<[Vec<f64>; 2]> = vec![Default::default(); cases.len()];
     for _ in 0..rounds {
-        for (slot, auth) in [(0, false), (1, true)] {
+        for (column, auth) in [(0, false), (1, true)] {
             let server = Server::start(|dir| if auth { acl_files(dir) } else { String::new() });
-            let rate = client.block_on(mqtt_throughput(server.mqtt, n, auth));
-            best[slot] = best[slot].max(rate);
-            all[slot].push(rate);
-            let rate = client.block_on(nats_throughput(server.nats, n, auth));
-            best[slot + 2] = best[slot + 2].max(rate);
-            all[slot + 2].push(rate);
+            for (row, (protocol, topics)) in cases.iter().enumerate() {
+                let rate = if protocol.starts_with("MQTT") {
+                    client.block_on(mqtt_throughput(server.mqtt, n, auth, *topics))
+                } else {
+                    client.block_on(nats_throughput(server.nats, n, auth, *topics))
+                };
+                all[row][column].push(rate);
+            }
         }
     }
+    println!("\n### Permission checks on the publish path ({n} msgs of 200 B, best of {rounds})\n");
     println!(
-        "\n### Permission checks on the publish path ({n} msgs of 200 B over {TOPICS} topics, best of {rounds})\n"
+        "| protocol | topics | no auth (msg/s) | ACL, 100 rules (msg/s) | ACL / no auth | all rounds (no auth; ACL) |"
     );
-    println!(
-        "| protocol | no auth (msg/s) | ACL, 100 rules (msg/s) | ACL / no auth | all rounds (no auth; ACL) |"
-    );
-    println!("|---|---:|---:|---:|---|");
-    for (name, plain, acl) in [("MQTT QoS 0", 0, 1), ("NATS core", 2, 3)] {
-        let fmt = |v: &[f64]| {
-            v.iter()
-                .map(|r| format!("{:.0}", r))
-                .collect::<Vec<_>>()
-                .join(" ")
-        };
+    println!("|---|---:|---:|---:|---:|---|");
+    let fmt = |v: &[f64]| {
+        v.iter()
+            .map(|r| format!("{r:.0}"))
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
+    let best = |v: &[f64]| v.iter().copied().fold(0f64, f64::max);
+    for ((protocol, topics), [plain, acl]) in cases.iter().zip(&all) {
         println!(
-            "| {name} | {:.0} | {:.0} | {:.3} | {}; {} |",
-            best[plain],
-            best[acl],
-            best[acl] / best[plain],
-            fmt(&all[plain]),
-            fmt(&all[acl])
+            "| {protocol} | {topics} | {:.0} | {:.0} | {:.3} | {}; {} |",
+            best(plain),
+            best(acl),
+            best(acl) / best(plain),
+            fmt(plain),
+            fmt(acl)
         );
     }
 

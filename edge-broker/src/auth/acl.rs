@@ -327,7 +327,7 @@ pub struct FilterTrie {
 
 #[derive(Debug, Clone, Default)]
 struct TrieNode {
-    literal: HashMap<Box<str>, usize>,
+    literal: HashMap<Box<str>, usize, Fnv>,
     plus: Option<usize>,
     /// A filter ends with `/#` here (or is `#` at the root): matches this level and below.
     hash: bool,
@@ -390,6 +390,69 @@ impl FilterTrie {
             }
         }
         false
+    }
+}
+
+/// FNV-1a: keys are short topic levels, the tables are built from the ACL file (not from
+/// client input), so a fast non-keyed hash is safe here and several times cheaper than SipHash.
+pub type Fnv = std::hash::BuildHasherDefault<FnvHasher>;
+
+/// The FNV-1a 64-bit hasher behind [`Fnv`].
+#[derive(Debug, Clone, Copy)]
+pub struct FnvHasher(u64);
+
+impl Default for FnvHasher {
+    fn default() -> Self {
+        FnvHasher(0xcbf2_9ce4_8422_2325)
+    }
+}
+
+impl std::hash::Hasher for FnvHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for byte in bytes {
+            self.0 = (self.0 ^ u64::from(*byte)).wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+}
+
+/// Recent answers for topics (a device repeats a few): at most [`VerdictCache::ENTRIES`]
+/// names of at most [`VerdictCache::MAX_NAME`] bytes each; emptied when full or when the rules
+/// change. Its keys come from clients, so it is bounded in count and bytes; a colliding FNV
+/// key costs a comparison, never a wrong answer (keys are compared in full).
+#[derive(Debug, Default)]
+pub struct VerdictCache {
+    answers: HashMap<Box<str>, bool, Fnv>,
+}
+
+impl VerdictCache {
+    /// Most names remembered.
+    pub const ENTRIES: usize = 64;
+    /// Longest name remembered (longer ones are checked every time).
+    pub const MAX_NAME: usize = 256;
+
+    /// The remembered answer for `name`.
+    pub fn get(&self, name: &str) -> Option<bool> {
+        self.answers.get(name).copied()
+    }
+
+    /// Remembers `answer` for `name`.
+    pub fn put(&mut self, name: &str, answer: bool) {
+        if name.len() > Self::MAX_NAME {
+            return;
+        }
+        if self.answers.len() >= Self::ENTRIES {
+            self.answers.clear();
+        }
+        self.answers.insert(name.into(), answer);
+    }
+
+    /// Forgets everything (the rules changed).
+    pub fn clear(&mut self) {
+        self.answers.clear();
     }
 }
 
@@ -536,6 +599,19 @@ pattern write clients/%c
             assert!(message.contains("line 2"), "{text}: {message}");
             assert!(message.contains(reason), "{text}: {message}");
         }
+    }
+
+    #[test]
+    fn the_verdict_cache_is_bounded_in_count_and_name_length() {
+        let mut cache = VerdictCache::default();
+        for i in 0..1000 {
+            cache.put(&format!("t/{i}"), i % 2 == 0);
+            assert!(cache.answers.len() <= VerdictCache::ENTRIES);
+        }
+        assert_eq!(cache.get("t/998"), Some(true));
+        assert_eq!(cache.get("t/999"), Some(false));
+        cache.put(&"x".repeat(VerdictCache::MAX_NAME + 1), true);
+        assert_eq!(cache.get(&"x".repeat(VerdictCache::MAX_NAME + 1)), None);
     }
 
     #[test]

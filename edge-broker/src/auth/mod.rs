@@ -39,7 +39,7 @@ use ring::hmac;
 
 use crate::config::Config;
 use crate::hub::{Delivery, Mailbox};
-use acl::{Acl, AclError, RuleSet, SubscribeVerdict};
+use acl::{Acl, AclError, RuleSet, SubscribeVerdict, VerdictCache};
 use failures::LoginFailures;
 use owners::SessionOwners;
 use password::{PasswordFile, PasswordFileError, constant_time_eq};
@@ -509,7 +509,7 @@ impl Auth {
             generation: self.generation(),
             rules: state.rules(&identity),
             identity,
-            last_publish: None,
+            published: VerdictCache::default(),
         }
     }
 
@@ -528,7 +528,7 @@ impl Auth {
             filter: filter.into(),
             checked: AtomicU64::new(0),
             verdict: AtomicU8::new(VERDICT_GRANTED),
-            rules: Mutex::new(None),
+            rules: Mutex::new((None, VerdictCache::default())),
         })
     }
 
@@ -583,8 +583,8 @@ pub struct Permissions {
     generation: u64,
     /// `None`: no ACL, everything is allowed.
     rules: Option<Arc<RuleSet>>,
-    /// The last published name (topic or subject) and the answer: devices repeat topics.
-    last_publish: Option<(Box<str>, bool)>,
+    /// Answers for recently published names (topics or subjects): devices repeat topics.
+    published: VerdictCache,
 }
 
 impl Permissions {
@@ -598,7 +598,7 @@ impl Permissions {
         if generation != self.generation {
             self.generation = generation;
             self.rules = self.auth.state().rules(&self.identity);
-            self.last_publish = None;
+            self.published.clear();
         }
     }
 
@@ -608,7 +608,7 @@ impl Permissions {
     }
 
     /// Whether the client may publish to `name`, checked as the MQTT topic `to_topic` maps it
-    /// to (`None`: it has none, refused under an ACL). The answer for the last name is cached.
+    /// to (`None`: it has none, refused under an ACL). Answers for recent names are cached.
     pub fn may_publish_mapped(
         &mut self,
         name: &str,
@@ -618,13 +618,11 @@ impl Permissions {
         let Some(rules) = &self.rules else {
             return true;
         };
-        if let Some((last, allowed)) = &self.last_publish
-            && **last == *name
-        {
-            return self.count_publish(*allowed);
+        if let Some(allowed) = self.published.get(name) {
+            return self.count_publish(allowed);
         }
         let allowed = to_topic(name).is_some_and(|topic| rules.may_publish(&topic));
-        self.last_publish = Some((name.into(), allowed));
+        self.published.put(name, allowed);
         self.count_publish(allowed)
     }
 
@@ -674,7 +672,8 @@ pub struct GuardedMailbox {
     /// The generation the verdict is for (0: not checked yet).
     checked: AtomicU64,
     verdict: AtomicU8,
-    rules: Mutex<Option<Arc<RuleSet>>>,
+    /// The rules of the checked generation, and answers for recent topics (filtered verdict).
+    rules: Mutex<(Option<Arc<RuleSet>>, VerdictCache)>,
 }
 
 impl GuardedMailbox {
@@ -689,7 +688,7 @@ impl GuardedMailbox {
             Some(SubscribeVerdict::Filtered) => VERDICT_FILTERED,
             Some(SubscribeVerdict::Denied) => VERDICT_DENIED,
         };
-        *rules = current;
+        *rules = (current, VerdictCache::default());
         self.verdict.store(verdict, Ordering::Release);
         self.checked.store(generation, Ordering::Release);
     }
@@ -703,12 +702,19 @@ impl Mailbox for GuardedMailbox {
         }
         let allowed = match self.verdict.load(Ordering::Acquire) {
             VERDICT_GRANTED => true,
-            VERDICT_FILTERED => self
-                .rules
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .as_ref()
-                .is_none_or(|r| r.may_read(&delivery.message.topic)),
+            VERDICT_FILTERED => {
+                let mut guard = self.rules.lock().unwrap_or_else(|p| p.into_inner());
+                let (rules, cache) = &mut *guard;
+                let topic = delivery.message.topic.as_str();
+                match cache.get(topic) {
+                    Some(allowed) => allowed,
+                    None => {
+                        let allowed = rules.as_ref().is_none_or(|r| r.may_read(topic));
+                        cache.put(topic, allowed);
+                        allowed
+                    }
+                }
+            }
             _ => false,
         };
         if !allowed {
