@@ -48,7 +48,7 @@ use secret::SecretError;
 /// The ACL user name of NATS clients that authenticate with `nats.token` / `nats.token_file`.
 pub const TOKEN_USER: &str = "$token";
 /// Above this many PBKDF2 iterations a verification runs on a blocking thread.
-const INLINE_ITERATIONS: u32 = 10_000;
+const INLINE_ITERATIONS: u32 = 1_000;
 
 /// The front end a login or check comes from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
