@@ -387,7 +387,91 @@ async fn login_storm(addr: SocketAddr, devices: usize) -> Duration {
     elapsed
 }
 
+/// A mailbox that takes everything (the guard's cost alone).
+#[derive(Debug)]
+struct Sink;
+
+impl edge_broker::hub::Mailbox for Sink {
+    fn deliver(&self, _: edge_broker::hub::Delivery) -> bool {
+        true
+    }
+}
+
+/// Nanoseconds per call of `f` over `calls` calls.
+fn per_call(calls: usize, mut f: impl FnMut(usize) -> bool) -> f64 {
+    let started = Instant::now();
+    let mut yes = 0usize;
+    for i in 0..calls {
+        yes += usize::from(std::hint::black_box(f(i)));
+    }
+    std::hint::black_box(yes);
+    started.elapsed().as_nanos() as f64 / calls as f64
+}
+
+/// The checks alone, in this process, on the 100-rule ACL of the throughput runs.
+fn check_costs() {
+    use edge_broker::auth::{Auth, Identity, Protocol};
+    let dir = tempfile::tempdir().unwrap();
+    let text = acl_files(dir.path());
+    let config = edge_broker::config::Config::parse(&text, Path::new("bench.toml")).unwrap();
+    let auth = Auth::new(&config, None).unwrap();
+    let identity = |user: &str| Identity {
+        user: Some(user.into()),
+        client_id: "c".into(),
+    };
+    let topics: Vec<String> = (0..MANY_TOPICS).map(|i| format!("bench/{i}/t")).collect();
+    let calls = 2_000_000;
+    let mut publisher = auth.permissions(Protocol::Mqtt, identity("pub"));
+    let publish_few = per_call(calls, |i| publisher.may_publish(&topics[i % FEW_TOPICS]));
+    let publish_many = per_call(calls, |i| publisher.may_publish(&topics[i % MANY_TOPICS]));
+    let messages: Vec<_> = topics
+        .iter()
+        .map(|t| {
+            std::sync::Arc::new(edge_broker::message::Message {
+                topic: t.clone(),
+                payload: bytes::Bytes::from_static(&PAYLOAD),
+                qos: 0,
+                retain: false,
+                properties: Default::default(),
+                received_ms: 0,
+                origin: edge_broker::message::Origin::Mqtt,
+                publisher: None,
+            })
+        })
+        .collect();
+    let delivery = |i: usize, modulo: usize| edge_broker::hub::Delivery {
+        message: std::sync::Arc::clone(&messages[i % modulo]),
+        qos: 0,
+        retain: false,
+        subscription_ids: Vec::new(),
+    };
+    let sink: std::sync::Arc<dyn edge_broker::hub::Mailbox> = std::sync::Arc::new(Sink);
+    let bare = per_call(calls, |i| sink.deliver(delivery(i, FEW_TOPICS)));
+    let filtered = auth.guard(identity("sub"), "bench/#", std::sync::Arc::clone(&sink));
+    let filtered_few = per_call(calls, |i| filtered.deliver(delivery(i, FEW_TOPICS)));
+    let filtered_many = per_call(calls, |i| filtered.deliver(delivery(i, MANY_TOPICS)));
+    let granted = auth.guard(identity("sub"), "bench/+/t", std::sync::Arc::clone(&sink));
+    let granted_few = per_call(calls, |i| granted.deliver(delivery(i, FEW_TOPICS)));
+    println!("\n### The checks alone (100-rule ACL, {calls} calls each, ns per call)\n");
+    println!("| check | 16 topics | 4096 topics |");
+    println!("|---|---:|---:|");
+    println!("| publish (`Permissions::may_publish`) | {publish_few:.1} | {publish_many:.1} |");
+    println!(
+        "| delivery, a deny rule overlaps the subscription (guard − bare mailbox) | {:.1} | {:.1} |",
+        filtered_few - bare,
+        filtered_many - bare
+    );
+    println!(
+        "| delivery, subscription granted outright (guard − bare mailbox) | {:.1} | – |",
+        granted_few - bare
+    );
+}
+
 fn main() {
+    if std::env::args().any(|a| a == "--checks-only") {
+        check_costs();
+        return;
+    }
     let n = arg("--messages", 300_000);
     let rounds = arg("--rounds", 3);
     let devices = arg("--devices", 1000);
@@ -441,6 +525,8 @@ fn main() {
             fmt(acl)
         );
     }
+
+    check_costs();
 
     // --- 2. logins -------------------------------------------------------------------------
     println!(
