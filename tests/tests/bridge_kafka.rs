@@ -456,7 +456,14 @@ fn sigterm_while_kafka_is_down_stops_in_time_and_the_next_start_forwards_everyth
         "shutdown took {:?}",
         started.elapsed()
     );
-    broker.wait_for_line("stopping without committing", Duration::from_secs(1));
+    // Said so that it does not read like loss: what is kept, and when it is sent.
+    let line = broker.wait_for_line("Kafka forwarder stopped", Duration::from_secs(1));
+    assert!(
+        line.contains(&format!(
+            "the {N} records Kafka has not acknowledged stay in the log"
+        )),
+        "{line}"
+    );
 
     tansu.restart();
     let restarted = Broker::start_in(&broker.dir, &body);
@@ -550,9 +557,13 @@ fn forwarding_over_tls_checks_the_broker_certificate() {
     publisher.wait_done(Duration::from_secs(30));
     let line = untrusting.wait_for_line("certificate", Duration::from_secs(20));
     assert!(
-        line.contains("WARN"),
-        "the refusal is logged as a warning: {line}"
+        line.contains("ERROR") && line.contains("Kafka uplink refused us"),
+        "the refusal is logged as an error: {line}"
     );
     assert_eq!(metric(metrics, "edge_kafka_upstream_up"), Some(0.0));
+    assert_eq!(
+        metric(metrics, "edge_kafka_uplink_state{state=\"auth_failed\"}"),
+        Some(1.0)
+    );
     assert_eq!(metric(metrics, "edge_kafka_lag_records"), Some(10.0));
 }
