@@ -164,7 +164,11 @@ impl Broker {
         let mut child = Command::new(broker_binary())
             .arg("--config")
             .arg(&config)
-            .env("RUST_LOG", "info")
+            // EDGE_TESTS_BROKER_LOG=debug (or any RUST_LOG filter) to see more when debugging.
+            .env(
+                "RUST_LOG",
+                std::env::var("EDGE_TESTS_BROKER_LOG").unwrap_or_else(|_| "info".to_owned()),
+            )
             .env_remove("JOURNAL_STREAM")
             .env_remove("NOTIFY_SOCKET")
             .envs(env.iter().copied())

@@ -243,7 +243,7 @@ fn wrong_credentials_log_once_lose_nothing_and_a_fixed_password_file_recovers() 
     );
     assert!(
         broker
-            .metric("edge_kafka_errors_total{kind=\"authentication\"}")
+            .metric("edge_kafka_errors_total{kind=\"auth\"}")
             .unwrap()
             >= 1.0
     );

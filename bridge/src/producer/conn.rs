@@ -9,8 +9,8 @@
 //! fails every request in flight and marks the pipeline broken; the caller reconnects.
 
 use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
@@ -18,11 +18,13 @@ use kafka_protocol::messages::{
     ApiKey, ApiVersionsRequest, ApiVersionsResponse, RequestHeader, ResponseHeader,
 };
 use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
+use parking_lot::Mutex;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, oneshot};
 use tokio::time::Instant;
 
+use super::metadata::LostConnections;
 use super::sasl::{self, Exchange, SaslContext};
 use super::{ProduceError, codes};
 
@@ -36,6 +38,9 @@ pub(crate) struct ConnLimits {
     pub tls: Option<tokio_rustls::TlsConnector>,
     /// SASL authentication after the ApiVersions handshake.
     pub sasl: Option<Arc<SaslContext>>,
+    /// Counts established connections that were lost (cached metadata older than that is
+    /// stale: the broker may have restarted empty).
+    pub lost: LostConnections,
 }
 
 /// A byte stream to a broker: plain TCP or TLS over it.
@@ -94,7 +99,15 @@ impl Connection {
             Some(tls) => {
                 let name = super::tls::server_name(broker)?;
                 let handshake = tls.connect(name, stream);
-                Box::new(connect_step(broker, "TLS handshake", limits, handshake).await?)
+                let stream = connect_step(broker, "TLS handshake", limits, handshake)
+                    .await
+                    .map_err(|e| match e {
+                        ProduceError::Connect { broker, source } => {
+                            ProduceError::TlsHandshake { broker, source }
+                        }
+                        e => e,
+                    })?;
+                Box::new(stream)
             }
         };
         let mut conn = Self {
@@ -243,6 +256,7 @@ impl Connection {
             pending: Mutex::new(VecDeque::new()),
             broken: AtomicBool::new(false),
             permits: Arc::new(Semaphore::new(max_in_flight.max(1))),
+            lost: self.limits.lost.clone(),
         });
         let max_in_flight = max_in_flight.max(1);
         let reader = tokio::spawn(read_responses(
@@ -304,17 +318,21 @@ struct Shared {
     pending: Mutex<VecDeque<Waiter>>,
     broken: AtomicBool,
     permits: Arc<Semaphore>,
+    lost: LostConnections,
 }
 
 impl Shared {
-    fn pending(&self) -> std::sync::MutexGuard<'_, VecDeque<Waiter>> {
-        self.pending.lock().unwrap_or_else(|e| e.into_inner())
+    fn pending(&self) -> parking_lot::MutexGuard<'_, VecDeque<Waiter>> {
+        self.pending.lock()
     }
 
-    /// Marks the pipeline broken and fails every request in flight (the first with `first`,
-    /// the others with a connection-reset error naming it: their outcome is unknown too).
+    /// Marks the pipeline broken (a lost connection, the first time) and fails every request
+    /// in flight (the first with `first`, the others with a connection-reset error naming it:
+    /// their outcome is unknown too).
     fn fail_all(&self, broker: &str, first: ProduceError) {
-        self.broken.store(true, Ordering::SeqCst);
+        if !self.broken.swap(true, Ordering::SeqCst) {
+            self.lost.note();
+        }
         self.permits.close();
         let waiters: Vec<Waiter> = self.pending().drain(..).collect();
         let reason = first.to_string();
@@ -600,6 +618,11 @@ impl Pipeline {
     /// The broker address.
     pub fn broker(&self) -> &str {
         &self.broker
+    }
+
+    /// Requests this pipeline keeps in flight at most.
+    pub fn max_in_flight(&self) -> usize {
+        self.max_in_flight
     }
 }
 

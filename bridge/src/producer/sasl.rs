@@ -134,9 +134,8 @@ impl SaslStatus {
         let mut failing = self.failing.lock().unwrap_or_else(|p| p.into_inner());
         if !*failing {
             *failing = true;
-            tracing::error!(
-                "{error}; the forwarder keeps every record and retries with backoff (logged once until it works again)"
-            );
+            // The forwarder's uplink says it once, at ERROR, with what is kept (uplink.rs).
+            tracing::debug!("{error}");
         }
     }
 }

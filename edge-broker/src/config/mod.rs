@@ -226,6 +226,8 @@ pub struct KafkaSection {
     pub retry_backoff_min: HumanDuration,
     /// Longest retry delay.
     pub retry_backoff_max: HumanDuration,
+    /// While the uplink is down, how often a summary line is logged.
+    pub outage_log_interval: HumanDuration,
     /// Upload cap in bytes per second for metered uplinks (unset: as fast as Kafka accepts).
     pub max_bytes_per_sec: Option<ByteSize>,
     /// Idempotent producer (producer id + sequence numbers).
@@ -271,6 +273,7 @@ impl Default for KafkaSection {
             request_timeout: HumanDuration(Duration::from_secs(30)),
             retry_backoff_min: HumanDuration(Duration::from_millis(100)),
             retry_backoff_max: HumanDuration(Duration::from_secs(5)),
+            outage_log_interval: HumanDuration(Duration::from_secs(60)),
             max_bytes_per_sec: None,
             idempotent: true,
             dead_letter: None,
@@ -1069,6 +1072,12 @@ impl Config {
                 ),
             );
         }
+        if k.outage_log_interval.0 < Duration::from_secs(1) {
+            return invalid(
+                "kafka.outage_log_interval",
+                "must be at least 1s".to_owned(),
+            );
+        }
         if k.max_bytes_per_sec.is_some_and(|b| b.bytes() == 0) {
             return invalid(
                 "kafka.max_bytes_per_sec",
@@ -1193,6 +1202,7 @@ impl Config {
         config.max_batch_records = k.max_batch_records;
         config.backoff_min = k.retry_backoff_min.0;
         config.backoff_max = k.retry_backoff_max.0;
+        config.outage_log_interval = k.outage_log_interval.0;
         config.max_bytes_per_sec = k.max_bytes_per_sec.map(ByteSize::bytes);
         config.auto_create_partitions = k.auto_create_topics.then_some(k.auto_create_partitions);
         config.dead_letter = match k.dead_letter.as_deref() {
@@ -1424,6 +1434,7 @@ mod tests {
         assert_eq!(p.compression, Compression::Zstd);
         let f = config.forward_config();
         assert_eq!(f.linger, Duration::from_millis(20));
+        assert_eq!(f.outage_log_interval, Duration::from_secs(60));
         assert_eq!(f.max_batch_bytes, 256 << 10);
         assert_eq!(f.max_bytes_per_sec, Some(64 << 10));
         assert_eq!(f.auto_create_partitions, Some(1));
@@ -1442,6 +1453,10 @@ mod tests {
                 "kafka.retry_backoff_max",
             ),
             ("max_bytes_per_sec = 0", "kafka.max_bytes_per_sec"),
+            (
+                "outage_log_interval = \"10ms\"",
+                "kafka.outage_log_interval",
+            ),
             ("dead_letter = \"kafka:\"", "kafka.dead_letter"),
             ("lingerr = \"1ms\"", "kafka.lingerr"),
         ] {
