@@ -979,6 +979,97 @@ def persist_check(host, port, cid):
 
 
 @scenario
+def legacy_sample_setup(host, port):
+    """Writes the state behind edge-broker/tests/data/legacy/ (run against a broker built before
+    the state journal, with max_session_expiry = "50000d" so the sessions never expire, then
+    stopped with SIGTERM so it saves sessions.bin and retained.bin)."""
+    c3 = Client(host, port, False)
+    c3.connect("legacy-311", clean=False)
+    check(c3.subscribe(("legacy/#", 1), ("legacy0/#", 0)) == [1, 0], "3.1.1 SUBACK")
+    c3.disconnect()
+    c5 = Client(host, port, True)
+    c5.connect("legacy-v5", clean=True, props_={"session_expiry": 0xFFFFFFFF})
+    check(c5.subscribe(("legacy5/+", 2), sub_id=7) == [2], "v5 SUBACK")
+    check(c5.subscribe(("$share/grp/legacy-shared/#", 1)) == [1], "shared SUBACK")
+    p = Client(host, port, True)
+    p.connect(uniq("p"))
+    for i in range(3):
+        p.publish("legacy/t", f"q{i}", qos=1)
+        p.recv()
+    p.publish("legacy5/x", "unacked", qos=1,
+              props_={"user_property": [["k", "v"]], "content_type": "text/plain",
+                      "correlation_data": b"\x01\x02"})
+    p.recv()
+    got = c5.messages(1.0, count=1, auto_ack=False)
+    check([m["payload"] for m in got] == [b"unacked"], f"delivered: {got}")
+    c5.close()
+    time.sleep(0.5)
+    p.publish("legacy5/y", "queued", qos=2)
+    check(p.recv()["type"] == PUBREC, "PUBREC")
+    p.ack(PUBREL, p.next_id)
+    check(p.recv()["type"] == PUBCOMP, "PUBCOMP")
+    p.publish("legacy-retained/a", "ra", qos=1, retain=True)
+    p.recv()
+    p.publish("legacy-retained/b", "rb", qos=0, retain=True,
+              props_={"user_property": [["rk", "rv"]]})
+    p.disconnect()
+    time.sleep(1.5)  # the legacy snapshot runs every second
+    return {"inflight_packet_id": got[0]["packet_id"]}
+
+
+@scenario
+def legacy_sample_check(host, port, inflight_packet_id):
+    """What the sessions and retained messages of edge-broker/tests/data/legacy/ hold, checked
+    on a broker that migrated them."""
+    c3 = Client(host, port, False)
+    ack = c3.connect("legacy-311", clean=False)
+    check(ack["session_present"], "the 3.1.1 session was migrated")
+    got = c3.messages(1.0)
+    check([(m["topic"], m["payload"], m["qos"]) for m in got] ==
+          [("legacy/t", b"q%d" % i, 1) for i in range(3)], f"queued QoS 1: {got}")
+    c5 = Client(host, port, True)
+    ack = c5.connect("legacy-v5", clean=False, props_={"session_expiry": 0xFFFFFFFF})
+    check(ack["session_present"], "the v5 session was migrated")
+    got = c5.messages(1.5, count=2, auto_ack=False)
+    check(len(got) == 2, f"the in-flight and the queued delivery: {got}")
+    first, second = got
+    check((first["payload"], first["dup"], first["packet_id"], first["qos"]) ==
+          (b"unacked", True, int(inflight_packet_id), 1), f"in flight, resent with DUP: {first}")
+    check(first["props"].get("user_property") == [["k", "v"]] and
+          first["props"].get("content_type") == "text/plain" and
+          first["props"].get("correlation_data") == "0102" and
+          first["props"].get("subscription_id") == [7], f"properties kept: {first}")
+    check((second["payload"], second["qos"], second["props"].get("subscription_id")) ==
+          (b"queued", 2, [7]), f"queued QoS 2: {second}")
+    c5.ack(PUBACK, first["packet_id"])
+    c5.ack(PUBREC, second["packet_id"])
+    check(c5.recv()["type"] == PUBREL, "PUBREL")
+    c5.ack(PUBCOMP, second["packet_id"])
+    # Subscriptions came along: live messages reach both sessions.
+    p = Client(host, port, True)
+    p.connect(uniq("p"))
+    p.publish("legacy0/live", "l0")
+    p.publish("legacy5/live", "l5")
+    p.publish("legacy-shared/live", "shared", qos=1)
+    p.recv()
+    got3 = [m["payload"] for m in c3.messages(1.0)]
+    got5 = sorted(m["payload"] for m in c5.messages(1.0))
+    check(got3 == [b"l0"], f"3.1.1 subscriptions: {got3}")
+    check(got5 == [b"l5", b"shared"], f"v5 subscriptions, the shared one too: {got5}")
+    # Retained messages came along.
+    r = Client(host, port, True)
+    r.connect(uniq("r"))
+    r.subscribe(("legacy-retained/#", 1))
+    got = sorted((m["topic"], m["payload"], m["props"].get("user_property"))
+                 for m in r.messages(1.0))
+    check(got == [("legacy-retained/a", b"ra", None),
+                  ("legacy-retained/b", b"rb", [["rk", "rv"]])], f"retained: {got}")
+    for c in (c3, c5, p, r):
+        c.disconnect()
+    return {"ok": True}
+
+
+@scenario
 def routed_order(host, port, count="2000"):
     """Pipelined QoS 1 publishes on a routed topic: acks and deliveries keep the client's order."""
     n = int(count)
