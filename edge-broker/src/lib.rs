@@ -17,7 +17,8 @@
 //! - [`tls`]: rustls server configuration for the MQTT-over-TLS listener.
 //! - [`mqtt`]: the MQTT 3.1.1/5 server (sessions, retained messages, wills, durable acks).
 //! - [`nats`]: the NATS server (client protocol, cross-protocol delivery, durable PubAcks).
-//! - [`state_file`]: crash-safe small state files (sessions, retained messages).
+//! - [`state`]: the state journal of persistent MQTT sessions and retained messages (format,
+//!   writer, replay, migration of the first release's snapshot files).
 //! - [`forwarder`]: the Kafka forwarder task (edge-bridge) in the broker, and its metrics.
 //! - [`app`]: the running broker: data-dir lock, log recovery, serve, drain.
 
@@ -37,5 +38,5 @@ pub mod reload;
 pub mod route;
 pub mod router;
 pub mod shutdown;
-pub mod state_file;
+pub mod state;
 pub mod tls;

@@ -20,7 +20,10 @@ fn retained_messages_survive_a_restart() {
     assert!(broker.terminate(STOP).success());
     let dir = broker.dir.clone();
     let mut restarted = Broker::start_in(&dir, CONFIG);
-    restarted.wait_for_line("restored retained messages", Duration::from_secs(1));
+    restarted.wait_for_line(
+        "restored persistent MQTT sessions and retained messages",
+        Duration::from_secs(1),
+    );
     scenario("retained_check", restarted.mqtt_addr(), &["keep-me"]);
     assert!(restarted.terminate(STOP).success());
 }

@@ -160,8 +160,20 @@ pub struct MqttSection {
     pub allow_anonymous: bool,
     /// Time a new connection has to send CONNECT.
     pub connect_timeout: HumanDuration,
-    /// Most retained topics kept.
+    /// Most retained topics kept; a retained message on a new topic beyond it is refused
+    /// (MQTT 5 QoS 1/2: PUBACK/PUBREC 0x97; otherwise delivered without being retained).
     pub max_retained: usize,
+    /// Most bytes of all retained messages together (topic, payload and properties), refused
+    /// like `max_retained`.
+    pub max_retained_bytes: ByteSize,
+    /// Most sessions (connected and persistent offline ones); a new session beyond it is
+    /// refused (CONNACK 0x97 Quota exceeded; 3.1.1: 0x03 Server unavailable).
+    pub max_sessions: usize,
+    /// Most subscriptions of one client; more get SUBACK 0x97 (3.1.1: 0x80).
+    pub max_subscriptions_per_client: usize,
+    /// Most bytes of one client's subscription filters together, refused like
+    /// `max_subscriptions_per_client`.
+    pub max_subscription_bytes_per_client: ByteSize,
     /// Most levels in a topic filter a client may subscribe to; deeper ones are refused
     /// (SUBACK "Topic Filter invalid").
     pub max_topic_levels: usize,
@@ -186,6 +198,10 @@ impl Default for MqttSection {
             allow_anonymous: true,
             connect_timeout: HumanDuration(Duration::from_secs(10)),
             max_retained: 10_000,
+            max_retained_bytes: ByteSize(16 << 20),
+            max_sessions: 2000,
+            max_subscriptions_per_client: 100,
+            max_subscription_bytes_per_client: ByteSize(16 << 10),
             max_topic_levels: DEFAULT_MAX_TOPIC_LEVELS,
         }
     }
@@ -683,6 +699,21 @@ impl Config {
         }
         if mqtt.max_topic_levels == 0 {
             return invalid("mqtt.max_topic_levels", "must be at least 1".to_owned());
+        }
+        for (field, value) in [
+            ("mqtt.max_sessions", mqtt.max_sessions as u64),
+            (
+                "mqtt.max_subscriptions_per_client",
+                mqtt.max_subscriptions_per_client as u64,
+            ),
+            (
+                "mqtt.max_subscription_bytes_per_client",
+                mqtt.max_subscription_bytes_per_client.bytes(),
+            ),
+        ] {
+            if value == 0 {
+                return invalid(field, "must be at least 1".to_owned());
+            }
         }
         if self.nats.max_subject_tokens == 0 {
             return invalid("nats.max_subject_tokens", "must be at least 1".to_owned());
