@@ -1170,6 +1170,161 @@ def log_block(host, port):
     return {"acked_before_stall": acked}
 
 
+# ---- limits on what clients can make the broker hold (state) -----------------------------
+def in_parallel(count, workers, fn):
+    """Runs fn(i) for i in range(count) on `workers` threads; returns the results in order."""
+    results = [None] * count
+
+    def work(start):
+        for i in range(start, count, workers):
+            try:
+                results[i] = fn(i)
+            except Exception as err:  # noqa: BLE001 - reported as the result
+                results[i] = f"error: {err}"
+    threads = [threading.Thread(target=work, args=(w,)) for w in range(workers)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return results
+
+
+@scenario
+def many_sessions(host, port, count="5000", prefix="many", version="311"):
+    """`count` persistent sessions subscribed to `#` at QoS 1, disconnected; counts the CONNACK
+    codes (refused ones: v5 0x97, 3.1.1 0x03) and SUBACK codes."""
+    v5 = version == "5"
+
+    def one(i):
+        c = Client(host, port, v5, timeout=30)
+        ack = c.connect(f"{prefix}-{i}", clean=v5,
+                        props_={"session_expiry": 3600} if v5 else None, expect_ok=False)
+        if ack["rc"] != 0:
+            c.close()
+            return f"connack {ack['rc']:#x}"
+        codes = c.subscribe(("#", 1))
+        c.disconnect()
+        return f"suback {codes[0]:#x}"
+    started = time.monotonic()
+    results = in_parallel(int(count), 32, one)
+    tally = {}
+    for r in results:
+        tally[r] = tally.get(r, 0) + 1
+    return {"results": tally, "seconds": round(time.monotonic() - started, 2)}
+
+
+@scenario
+def publish_many(host, port, topic, count="200", size="1000", qos="1", retain="0",
+                 version="5", distinct="0"):
+    """Publishes `count` messages of `size` bytes (to `topic`, or `topic/i` when `distinct`),
+    one after the other, and tallies the acknowledgement reason codes."""
+    c = Client(host, port, version == "5", timeout=30)
+    c.connect(uniq("pub"))
+    payload = b"x" * int(size)
+    tally = {}
+    started = time.monotonic()
+    for i in range(int(count)):
+        t = f"{topic}/{i}" if distinct == "1" else topic
+        c.publish(t, payload, qos=int(qos), retain=retain == "1")
+        if int(qos) == 1:
+            ack = c.recv(30)
+            check(ack["type"] == PUBACK, f"PUBACK: {ack}")
+            key = f"{ack['rc']:#x}"
+            tally[key] = tally.get(key, 0) + 1
+    c.ping()
+    check(c.recv(30)["type"] == PINGRESP, "PINGRESP")
+    c.disconnect()
+    return {"acks": tally, "seconds": round(time.monotonic() - started, 2)}
+
+
+@scenario
+def retained_count(host, port, filter_):
+    """How many retained messages a new subscriber to `filter_` gets, and their bytes."""
+    c = Client(host, port, True, timeout=30)
+    c.connect(uniq("rc"))
+    c.subscribe((filter_, 0))
+    got = c.messages(2.0)
+    c.disconnect()
+    return {"count": len(got), "bytes": sum(len(m["payload"]) for m in got),
+            "all_retained": all(m["retain"] for m in got)}
+
+
+@scenario
+def session_cap(host, port, prefix):
+    """Run against max_sessions = 2: a third new persistent session is refused (v5 0x97,
+    3.1.1 0x03); a clean session is not capped, nor is resuming an existing session."""
+    a = Client(host, port, True)
+    a.connect(f"{prefix}-a", clean=False, props_={"session_expiry": 300})
+    b = Client(host, port, False)
+    b.connect(f"{prefix}-b", clean=False)
+    c5 = Client(host, port, True)
+    refused5 = c5.connect(f"{prefix}-c", props_={"session_expiry": 300}, expect_ok=False)
+    c3 = Client(host, port, False)
+    refused3 = c3.connect(f"{prefix}-c3", clean=False, expect_ok=False)
+    clean = Client(host, port, False)
+    accepted = clean.connect(f"{prefix}-clean", clean=True, expect_ok=False)
+    clean.disconnect()
+    a.disconnect()
+    again = Client(host, port, True)
+    resumed = again.connect(f"{prefix}-a", clean=False, props_={"session_expiry": 300})
+    again.disconnect()
+    b.disconnect()
+    return {"v5": f"{refused5['rc']:#x}", "v311": f"{refused3['rc']:#x}",
+            "clean": f"{accepted['rc']:#x}", "resumed": resumed["session_present"]}
+
+
+@scenario
+def subscription_cap(host, port):
+    """Run against max_subscriptions_per_client = 3 and max_subscription_bytes_per_client =
+    "64B": the 4th subscription, and one past the byte cap, are refused (0x97 / 0x80);
+    replacing an existing one is not."""
+    out = {}
+    for v5 in (True, False):
+        c = Client(host, port, v5)
+        c.connect(uniq("sc"))
+        codes = c.subscribe(("a/1", 1), ("a/2", 1), ("a/3", 1), ("a/4", 1))
+        codes += c.subscribe(("a/1", 0))
+        c.unsubscribe("a/3")
+        codes += c.subscribe(("b/" + "x" * 60, 0))
+        codes += c.subscribe(("b/ok", 0))
+        out["v5" if v5 else "v311"] = [f"{x:#x}" for x in codes]
+        c.disconnect()
+    return out
+
+
+@scenario
+def durable_setup(host, port, cid):
+    """A persistent subscriber, then a QoS 1 publish queued for it while offline and a
+    retained message: the scenario ends right after the PUBACKs (the test then kills the
+    broker with SIGKILL)."""
+    c = Client(host, port, True)
+    c.connect(cid, clean=True, props_={"session_expiry": 300})
+    check(c.subscribe(("dur/#", 1)) == [1], "SUBACK")
+    c.close()
+    p = Client(host, port, True)
+    p.connect(uniq("p"))
+    p.publish("dur/queued", "acked-before-the-crash", qos=1)
+    check(p.recv()["rc"] == 0, "PUBACK")
+    p.publish("durable-retained/x", "kept", qos=1, retain=True)
+    check(p.recv()["rc"] == 0, "PUBACK")
+    p.close()
+    return {"ok": True}
+
+
+@scenario
+def durable_check(host, port, cid):
+    c = Client(host, port, True)
+    ack = c.connect(cid, clean=False, props_={"session_expiry": 300})
+    check(ack["session_present"], "the session survived")
+    got = [m["payload"] for m in c.messages(1.0)]
+    check(got == [b"acked-before-the-crash"], f"the acknowledged queued message: {got}")
+    c.subscribe(("durable-retained/#", 1))
+    got = [(m["payload"], m["retain"]) for m in c.messages(1.0)]
+    check(got == [(b"kept", True)], f"the acknowledged retained message: {got}")
+    c.disconnect()
+    return {"ok": True}
+
+
 # ---- bad input ----------------------------------------------------------------------------
 BAD = {
     # name: (v5?, bytes after CONNECT, expected v5 reason or None for "closed")

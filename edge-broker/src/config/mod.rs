@@ -166,8 +166,10 @@ pub struct MqttSection {
     /// Most bytes of all retained messages together (topic, payload and properties), refused
     /// like `max_retained`.
     pub max_retained_bytes: ByteSize,
-    /// Most sessions (connected and persistent offline ones); a new session beyond it is
-    /// refused (CONNACK 0x97 Quota exceeded; 3.1.1: 0x03 Server unavailable).
+    /// Most persistent sessions (Session Expiry above zero; 3.1.1: clean session off),
+    /// connected or waiting offline; a new one beyond it is refused (CONNACK 0x97 Quota
+    /// exceeded; 3.1.1: 0x03 Server unavailable). Clean sessions end with their connection
+    /// and are bounded by `max_connections` instead.
     pub max_sessions: usize,
     /// Most subscriptions of one client; more get SUBACK 0x97 (3.1.1: 0x80).
     pub max_subscriptions_per_client: usize,

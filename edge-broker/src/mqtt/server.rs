@@ -264,7 +264,7 @@ impl MqttServer {
 
     /// Finds or creates the session for `client_id` and attaches a connection to it.
     /// Returns the session, whether it was present (resumed), and the connection's
-    /// generation; `Err` when a new session would exceed `max_sessions` (counted).
+    /// generation; `Err` when a new persistent session would exceed `max_sessions` (counted).
     pub fn attach_session(
         &self,
         client_id: &str,
@@ -274,7 +274,21 @@ impl MqttServer {
     ) -> Result<(Arc<Session>, bool, u64), Limit> {
         let mut sessions = self.sessions.lock();
         let existing = sessions.get(client_id).cloned();
-        if existing.is_none() && sessions.len() >= self.settings().max_sessions {
+        let max = self.settings().max_sessions;
+        // Only sessions that outlive their connection count: a clean session lasts as long as
+        // its connection, and connections have their own cap.
+        let resumable = existing
+            .as_ref()
+            .is_some_and(|old| !clean_start && old.lock().expiry_secs > 0);
+        if expiry_secs > 0
+            && !resumable
+            && sessions.len() >= max
+            && sessions
+                .values()
+                .filter(|s| s.lock().expiry_secs > 0)
+                .count()
+                >= max
+        {
             self.limits.refused(Limit::Sessions);
             return Err(Limit::Sessions);
         }

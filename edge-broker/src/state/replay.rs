@@ -106,6 +106,11 @@ pub fn load(storage: &dyn Storage, dir: &Path) -> (StateModel, LoadReport) {
         quarantine(storage, &dir.join(file::file_name(g)), why, &mut report);
         generations.retain(|&x| x != g);
     }
+    if generations.is_empty() {
+        // No usable journal at all: legacy files (if any) are the best state there is.
+        load_legacy(storage, dir, &mut model, &mut report);
+        return (model, report);
+    }
     let start = start.or_else(|| generations.first().copied());
     let newest = generations.last().copied();
     let mut previous_writer = None;
