@@ -10,12 +10,16 @@ Usage: bench_state.py [--bin LABEL=PATH ...] [--sessions N] [--max-sessions N]
     measured until 5 s after the first publish.
   latency: 500 SUBSCRIBE round trips of a persistent session, and 500 QoS 1 publishes to a
     topic with one offline persistent subscriber (median / p99 of the round trip).
+  persistent: QoS 1 from one publisher (100 in flight) to one online persistent subscriber
+    (3.1.1, acknowledging as it reads), 20,000 messages of 200 bytes: throughput and bytes
+    written per message (the cost of saving each delivery's progress).
 
 Each binary runs against its own fresh data directory, one after the other (wrap the run in
 `flock /tmp/cpu.lock`).
 """
 import argparse
 import os
+import threading
 import signal
 import socket
 import statistics
@@ -170,6 +174,44 @@ def latency(binary, extra):
         }
 
 
+def persistent(binary, extra, n=20000, window=100):
+    with tempfile.TemporaryDirectory() as d:
+        b = Broker(binary, d, extra)
+        sub = Client("127.0.0.1", b.port, False, timeout=30)
+        sub.connect("thr-sub", clean=False)
+        sub.subscribe(("thr/#", 1))
+        got = []
+
+        def read():
+            got.extend(sub.messages(10.0, count=n))
+        reader = threading.Thread(target=read)
+        reader.start()
+        pub = Client("127.0.0.1", b.port, False, timeout=30)
+        pub.connect("thr-pub")
+        w0, _ = b.sample()
+        started = time.monotonic()
+        payload = b"x" * 200
+        sent = acked = 0
+        while acked < n:
+            while sent < n and sent - acked < window:
+                pub.publish("thr/t", payload, qos=1, packet_id=sent % 65535 + 1)
+                sent += 1
+            ack = pub.recv(30)
+            assert ack["type"] == PUBACK
+            acked += 1
+        reader.join()
+        secs = time.monotonic() - started
+        w1, _ = b.sample()
+        pub.disconnect()
+        sub.disconnect()
+        b.stop()
+        return {
+            "delivered": len(got),
+            "msg/s": len(got) / secs,
+            "bytes written per message": (w1 - w0) / n,
+        }
+
+
 def fmt(v):
     if isinstance(v, float):
         return f"{v:.1f}" if abs(v) >= 10 else f"{v:.2f}"
@@ -184,11 +226,12 @@ def main():
     ap.add_argument("--sessions", type=int, default=5000)
     ap.add_argument("--config", action="append", default=[],
                     help="LABEL=TOML lines for the [mqtt] section of that binary")
-    ap.add_argument("--only", choices=["sessions", "retained", "latency"], action="append")
+    ap.add_argument("--only", choices=["sessions", "retained", "latency", "persistent"],
+                    action="append")
     args = ap.parse_args()
     bins = [b.split("=", 1) for b in args.bin]
     extras = dict(c.split("=", 1) for c in args.config)
-    only = args.only or ["sessions", "retained", "latency"]
+    only = args.only or ["sessions", "retained", "latency", "persistent"]
     for name in only:
         rows = {}
         for label, path in bins:
@@ -197,6 +240,8 @@ def main():
                 rows[label] = sessions_attack(path, args.sessions, extra)
             elif name == "retained":
                 rows[label] = retained_attack(path, extra)
+            elif name == "persistent":
+                rows[label] = persistent(path, extra)
             else:
                 rows[label] = latency(path, extra)
         keys = list(next(iter(rows.values())).keys())

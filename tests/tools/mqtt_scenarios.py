@@ -1264,20 +1264,26 @@ def session_cap(host, port, prefix):
     clean = Client(host, port, False)
     accepted = clean.connect(f"{prefix}-clean", clean=True, expect_ok=False)
     clean.disconnect()
+    long_ids = []
+    for v5 in (True, False):
+        c = Client(host, port, v5)
+        long_ids.append(f"{c.connect('x' * 129, expect_ok=False)['rc']:#x}")
+        c.close()
     a.disconnect()
     again = Client(host, port, True)
     resumed = again.connect(f"{prefix}-a", clean=False, props_={"session_expiry": 300})
     again.disconnect()
     b.disconnect()
     return {"v5": f"{refused5['rc']:#x}", "v311": f"{refused3['rc']:#x}",
-            "clean": f"{accepted['rc']:#x}", "resumed": resumed["session_present"]}
+            "clean": f"{accepted['rc']:#x}", "resumed": resumed["session_present"],
+            "long_client_id": long_ids}
 
 
 @scenario
 def subscription_cap(host, port):
     """Run against max_subscriptions_per_client = 3 and max_subscription_bytes_per_client =
-    "64B": the 4th subscription, and one past the byte cap, are refused (0x97 / 0x80);
-    replacing an existing one is not."""
+    "8KiB" (a filter costs its text and 1 KiB per level): the 4th subscription, and one past
+    the byte cap, are refused (0x97 / 0x80); replacing an existing one is not."""
     out = {}
     for v5 in (True, False):
         c = Client(host, port, v5)
@@ -1285,7 +1291,7 @@ def subscription_cap(host, port):
         codes = c.subscribe(("a/1", 1), ("a/2", 1), ("a/3", 1), ("a/4", 1))
         codes += c.subscribe(("a/1", 0))
         c.unsubscribe("a/3")
-        codes += c.subscribe(("b/" + "x" * 60, 0))
+        codes += c.subscribe(("b/c/d/e/f", 0))
         codes += c.subscribe(("b/ok", 0))
         out["v5" if v5 else "v311"] = [f"{x:#x}" for x in codes]
         c.disconnect()

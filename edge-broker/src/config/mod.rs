@@ -173,9 +173,13 @@ pub struct MqttSection {
     pub max_sessions: usize,
     /// Most subscriptions of one client; more get SUBACK 0x97 (3.1.1: 0x80).
     pub max_subscriptions_per_client: usize,
-    /// Most bytes of one client's subscription filters together, refused like
+    /// Most memory one client's subscriptions may take, charged as each filter's text plus
+    /// 1 KiB per level (what a level takes in the subscription tree); refused like
     /// `max_subscriptions_per_client`.
     pub max_subscription_bytes_per_client: ByteSize,
+    /// Longest client identifier accepted (bytes; at least the 23 MQTT requires); longer ones
+    /// are refused (CONNACK 0x85 Client Identifier not valid; 3.1.1: 0x02).
+    pub max_client_id_length: usize,
     /// Most levels in a topic filter a client may subscribe to; deeper ones are refused
     /// (SUBACK "Topic Filter invalid").
     pub max_topic_levels: usize,
@@ -201,9 +205,10 @@ impl Default for MqttSection {
             connect_timeout: HumanDuration(Duration::from_secs(10)),
             max_retained: 10_000,
             max_retained_bytes: ByteSize(16 << 20),
-            max_sessions: 2000,
+            max_sessions: 1000,
             max_subscriptions_per_client: 100,
-            max_subscription_bytes_per_client: ByteSize(16 << 10),
+            max_subscription_bytes_per_client: ByteSize(32 << 10),
+            max_client_id_length: 128,
             max_topic_levels: DEFAULT_MAX_TOPIC_LEVELS,
         }
     }
@@ -716,6 +721,13 @@ impl Config {
             if value == 0 {
                 return invalid(field, "must be at least 1".to_owned());
             }
+        }
+        if mqtt.max_client_id_length < 23 {
+            return invalid(
+                "mqtt.max_client_id_length",
+                "must be at least 23 (MQTT requires accepting client ids of 1 to 23 bytes)"
+                    .to_owned(),
+            );
         }
         if self.nats.max_subject_tokens == 0 {
             return invalid("nats.max_subject_tokens", "must be at least 1".to_owned());

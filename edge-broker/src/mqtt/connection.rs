@@ -284,6 +284,18 @@ impl Connection {
             return Ok(None);
         }
         let mut client_id = connect.client_id.as_str().to_owned();
+        if client_id.len() > settings.max_client_id_length {
+            server.limits.refused(super::limits::Limit::ClientIdLength);
+            let why = "client id longer than mqtt.max_client_id_length";
+            refuse(
+                &mut writer,
+                version,
+                ReasonCode::ClientIdentifierNotValid,
+                why,
+            )
+            .await?;
+            return Ok(None);
+        }
         let mut assigned = false;
         if client_id.is_empty() {
             if version == ProtocolVersion::V311 && !connect.clean_start {

@@ -18,15 +18,18 @@ pub enum Limit {
     Retained,
     /// `max_retained_bytes`.
     RetainedBytes,
+    /// `max_client_id_length`.
+    ClientIdLength,
 }
 
 impl Limit {
-    const ALL: [Limit; 5] = [
+    const ALL: [Limit; 6] = [
         Limit::Sessions,
         Limit::Subscriptions,
         Limit::SubscriptionBytes,
         Limit::Retained,
         Limit::RetainedBytes,
+        Limit::ClientIdLength,
     ];
 
     /// The config key (and metric label).
@@ -37,6 +40,7 @@ impl Limit {
             Limit::SubscriptionBytes => "max_subscription_bytes_per_client",
             Limit::Retained => "max_retained",
             Limit::RetainedBytes => "max_retained_bytes",
+            Limit::ClientIdLength => "max_client_id_length",
         }
     }
 }
@@ -53,7 +57,7 @@ impl From<super::retained::RetainedLimit> for Limit {
 /// How often each cap refused something.
 #[derive(Debug, Default)]
 pub struct LimitCounters {
-    refused: [AtomicU64; 5],
+    refused: [AtomicU64; 6],
 }
 
 impl LimitCounters {
@@ -84,18 +88,31 @@ impl LimitCounters {
     }
 }
 
-/// Whether one more subscription of `filter_len` bytes fits a client holding `count`
-/// subscriptions of `bytes` filter bytes (`Err`: the cap that refuses it).
+/// Memory one level of a subscription filter takes in the subscription tree, as measured
+/// (about 970 bytes per level of a filter no other subscription shares; `router::tree`
+/// allocates a hash map and three entry sets per node). What
+/// `max_subscription_bytes_per_client` charges per level, beside the filter's text; lower it
+/// when the tree gets leaner.
+pub const SUBSCRIPTION_LEVEL_BYTES: u64 = 1024;
+
+/// The memory a subscription to `filter` is charged: its text and its levels in the tree.
+pub fn subscription_cost(filter: &str) -> u64 {
+    let levels = filter.bytes().filter(|&b| b == b'/').count() as u64 + 1;
+    filter.len() as u64 + levels * SUBSCRIPTION_LEVEL_BYTES
+}
+
+/// Whether one more subscription costing `cost` fits a client holding `count` subscriptions
+/// costing `held` (`Err`: the cap that refuses it).
 pub fn admit_subscription(
     count: usize,
-    bytes: u64,
-    filter_len: usize,
+    held: u64,
+    cost: u64,
     max_count: usize,
     max_bytes: u64,
 ) -> Result<(), Limit> {
     if count >= max_count {
         Err(Limit::Subscriptions)
-    } else if bytes + filter_len as u64 > max_bytes {
+    } else if held + cost > max_bytes {
         Err(Limit::SubscriptionBytes)
     } else {
         Ok(())
@@ -105,6 +122,13 @@ pub fn admit_subscription(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_subscription_costs_its_text_and_a_kibibyte_per_level() {
+        assert_eq!(subscription_cost("#"), 1 + 1024);
+        assert_eq!(subscription_cost("a/b/c"), 5 + 3 * 1024);
+        assert_eq!(subscription_cost("$share/g/a/+"), 12 + 4 * 1024);
+    }
 
     #[test]
     fn subscriptions_are_capped_by_count_and_bytes() {

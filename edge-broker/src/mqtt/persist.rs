@@ -193,7 +193,7 @@ impl MqttServer {
                 super::limits::admit_subscription(
                     state.subscriptions.len(),
                     state.subscriptions.bytes(),
-                    text.len(),
+                    super::limits::subscription_cost(&text),
                     settings.max_subscriptions_per_client,
                     settings.max_subscription_bytes_per_client.bytes(),
                 )

@@ -178,8 +178,8 @@ impl MqttServer {
             })
     }
 
-    /// Whether `session` may add a subscription of `filter_len` bytes (replacing one it has
-    /// always may); counts a refusal.
+    /// Whether `session` may add a subscription to `filter` (replacing one it has always
+    /// may); counts a refusal.
     pub fn admit_subscription(
         &self,
         session: &Session,
@@ -193,7 +193,7 @@ impl MqttServer {
         super::limits::admit_subscription(
             state.subscriptions.len(),
             state.subscriptions.bytes(),
-            filter.len(),
+            super::limits::subscription_cost(filter),
             settings.max_subscriptions_per_client,
             settings.max_subscription_bytes_per_client.bytes(),
         )

@@ -214,10 +214,10 @@ impl Subscriptions {
                 })
             });
         }
-        let len = filter.len() as u64;
+        let cost = super::limits::subscription_cost(&filter);
         let replaced = self.map.insert(filter, record);
         if replaced.is_none() {
-            self.bytes += len;
+            self.bytes += cost;
         }
         replaced
     }
@@ -226,7 +226,7 @@ impl Subscriptions {
     pub fn remove(&mut self, filter: &str) -> Option<SubscriptionRecord> {
         let removed = self.map.remove(filter);
         if removed.is_some() {
-            self.bytes -= filter.len() as u64;
+            self.bytes -= super::limits::subscription_cost(filter);
         }
         if removed.is_some()
             && let Some(log) = &self.log
@@ -266,7 +266,8 @@ impl Subscriptions {
         self.map.len()
     }
 
-    /// Bytes of all filter texts together (what `max_subscription_bytes_per_client` counts).
+    /// Memory the subscriptions are charged (what `max_subscription_bytes_per_client` counts:
+    /// see [`super::limits::subscription_cost`]).
     pub fn bytes(&self) -> u64 {
         self.bytes
     }
