@@ -176,7 +176,10 @@ fn write_sample() -> Vec<u8> {
         enc.record(&Record::InboundQos2 { sid, packet_id: 11 });
         enc.record(&Record::InboundQos2 { sid, packet_id: 12 });
         enc.record(&Record::InboundQos2Done { sid, packet_id: 11 });
-        enc.record(&Record::Online { sid });
+        enc.record(&Record::Online {
+            sid,
+            expiry_secs: 90,
+        });
         enc.record(&Record::Offline {
             sid,
             at_ms: T0 + 5,

@@ -515,7 +515,13 @@ impl Process {
             }
             Op::Online(_) => {
                 s.disconnected_at_ms = None;
-                record(&|enc| enc.record(&Record::Online { sid }));
+                s.expiry_secs = 600;
+                record(&|enc| {
+                    enc.record(&Record::Online {
+                        sid,
+                        expiry_secs: 600,
+                    })
+                });
             }
             Op::Qos2In(_, pid) => {
                 if s.inbound_qos2.insert(*pid) {

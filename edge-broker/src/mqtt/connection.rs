@@ -496,7 +496,7 @@ impl Connection {
 
     /// Holds the output until `commit` (if any) is durable.
     fn hold_output(&mut self, commit: Option<Commit>) {
-        if let Some(commit) = commit {
+        if let Some(commit) = commit.filter(|c| !c.is_durable()) {
             self.gate = Some(match self.gate.take() {
                 Some(gate) => gate.max(commit),
                 None => commit,

@@ -323,7 +323,9 @@ impl MqttServer {
                             log.record(|enc, sid| enc.record(&Record::SessionEnd { sid }));
                             state.set_log(None);
                         }
-                        Some(log) => log.record(|enc, sid| enc.record(&Record::Online { sid })),
+                        Some(log) => {
+                            log.record(|enc, sid| enc.record(&Record::Online { sid, expiry_secs }))
+                        }
                         None => {}
                     }
                 }

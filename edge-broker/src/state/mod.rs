@@ -54,7 +54,7 @@
 //!                     subscriptions Vec<(filter str, StoredSubscription)>,
 //!                     queue Vec<StoredDelivery>, inflight Vec<(packet_id u16, released bool,
 //!                     StoredDelivery)>, inbound_qos2 Vec<u16> }
-//!   3  Online { sid }                     4  Offline { sid, at_ms u64, expiry_secs u32 }
+//!   3  Online { sid, expiry_secs u32 }    4  Offline { sid, at_ms u64, expiry_secs u32 }
 //!   5  SessionEnd { sid }
 //!   6  Subscribe { sid, filter str, StoredSubscription }   7  Unsubscribe { sid, filter str }
 //!   8  Enqueue { sid, StoredDelivery }    9  EnqueueFront { sid, StoredDelivery }

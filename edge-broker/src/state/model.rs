@@ -79,9 +79,10 @@ impl StateModel {
                 self.define(sid, client_id, session);
             }
             Record::SessionImage(image) => self.image(image),
-            Record::Online { sid } => {
+            Record::Online { sid, expiry_secs } => {
                 if let Some(s) = self.session(sid) {
                     s.disconnected_at_ms = None;
+                    s.expiry_secs = expiry_secs;
                 }
             }
             Record::Offline {
@@ -348,10 +349,16 @@ mod tests {
             m.skipped, 1,
             "id 0 of the previous generation is unknown now"
         );
-        m.apply(Record::Online { sid: 1 });
+        m.apply(Record::Online {
+            sid: 1,
+            expiry_secs: 9,
+        });
         assert_eq!(m.skipped, 1, "the same writer's keys carry over");
         m.begin_generation(false);
-        m.apply(Record::Online { sid: 1 });
+        m.apply(Record::Online {
+            sid: 1,
+            expiry_secs: 9,
+        });
         assert_eq!(m.skipped, 2, "another writer's keys do not");
         assert_eq!(m.retained.len(), 1);
         assert_eq!(m.sessions.len(), 1);

@@ -33,10 +33,12 @@ pub enum Record {
     },
     /// 2: a session's whole state (a checkpoint; replaces one with the same client id).
     SessionImage(SessionImage),
-    /// 3: a connection attached to the session.
+    /// 3: a connection attached to the session (resumed it).
     Online {
         /// Session key.
         sid: u64,
+        /// Session Expiry Interval the connection asked for.
+        expiry_secs: u32,
     },
     /// 4: the session's connection ended; the session waits offline.
     Offline {
