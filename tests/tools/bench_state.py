@@ -10,6 +10,8 @@ Usage: bench_state.py [--bin LABEL=PATH ...] [--sessions N] [--max-sessions N]
     measured until 5 s after the first publish.
   latency: 500 SUBSCRIBE round trips of a persistent session, and 500 QoS 1 publishes to a
     topic with one offline persistent subscriber (median / p99 of the round trip).
+  memory: what one offline persistent session (3.1.1, one subscription to `#`) and one queued
+    delivery take: 1,000 sessions, then 100 QoS 1 publishes of 10 bytes (100,000 deliveries).
   persistent: QoS 1 from one publisher (100 in flight) to one online persistent subscriber
     (3.1.1, acknowledging as it reads), 20,000 messages of 200 bytes: throughput and bytes
     written per message (the cost of saving each delivery's progress).
@@ -212,6 +214,25 @@ def persistent(binary, extra, n=20000, window=100):
         }
 
 
+def memory(binary, extra):
+    with tempfile.TemporaryDirectory() as d:
+        b = Broker(binary, d, extra)
+        time.sleep(0.5)
+        _, r0 = b.sample()
+        sc.many_sessions("127.0.0.1", b.port, "1000", "mem", "311")
+        time.sleep(0.5)
+        _, r1 = b.sample()
+        sc.publish_many("127.0.0.1", b.port, "m/t", "100", "10", "1")
+        time.sleep(0.5)
+        _, r2 = b.sample()
+        b.stop()
+        return {
+            "RSS idle (MiB)": r0,
+            "per offline session (bytes)": (r1 - r0) * 1024 * 1024 / 1000,
+            "per queued delivery (bytes)": (r2 - r1) * 1024 * 1024 / 100000,
+        }
+
+
 def fmt(v):
     if isinstance(v, float):
         return f"{v:.1f}" if abs(v) >= 10 else f"{v:.2f}"
@@ -226,12 +247,12 @@ def main():
     ap.add_argument("--sessions", type=int, default=5000)
     ap.add_argument("--config", action="append", default=[],
                     help="LABEL=TOML lines for the [mqtt] section of that binary")
-    ap.add_argument("--only", choices=["sessions", "retained", "latency", "persistent"],
+    ap.add_argument("--only", choices=["sessions", "retained", "latency", "persistent", "memory"],
                     action="append")
     args = ap.parse_args()
     bins = [b.split("=", 1) for b in args.bin]
     extras = dict(c.split("=", 1) for c in args.config)
-    only = args.only or ["sessions", "retained", "latency", "persistent"]
+    only = args.only or ["sessions", "retained", "latency", "persistent", "memory"]
     for name in only:
         rows = {}
         for label, path in bins:
@@ -242,6 +263,8 @@ def main():
                 rows[label] = retained_attack(path, extra)
             elif name == "persistent":
                 rows[label] = persistent(path, extra)
+            elif name == "memory":
+                rows[label] = memory(path, extra)
             else:
                 rows[label] = latency(path, extra)
         keys = list(next(iter(rows.values())).keys())

@@ -203,6 +203,15 @@ impl Shared {
     fn lock(&self) -> MutexGuard<'_, Appender> {
         self.appender.lock().unwrap_or_else(|p| p.into_inner())
     }
+
+    /// Waits for the writer to finish a batch (or 100 ms: a wakeup may come between the
+    /// caller's check and its wait).
+    fn wait_done<'a>(&self, appender: MutexGuard<'a, Appender>) -> MutexGuard<'a, Appender> {
+        self.done
+            .wait_timeout(appender, Duration::from_millis(100))
+            .map(|(guard, _)| guard)
+            .unwrap_or_else(|p| p.into_inner().0)
+    }
 }
 
 thread_local! {
@@ -417,12 +426,7 @@ impl Journal {
     pub fn wait_backlog_below(&self, bytes: u64) {
         let mut appender = self.shared.lock();
         while appender.pending > bytes && !appender.closing && self.failure().is_none() {
-            appender = self
-                .shared
-                .done
-                .wait_timeout(appender, Duration::from_millis(100))
-                .map(|(guard, _)| guard)
-                .unwrap_or_else(|p| p.into_inner().0);
+            appender = self.shared.wait_done(appender);
         }
     }
 
@@ -446,12 +450,7 @@ impl Journal {
             if progress.closed {
                 return Err(JournalError::Closed);
             }
-            appender = self
-                .shared
-                .done
-                .wait_timeout(appender, Duration::from_millis(100))
-                .map(|(guard, _)| guard)
-                .unwrap_or_else(|p| p.into_inner().0);
+            appender = self.shared.wait_done(appender);
         }
     }
 
