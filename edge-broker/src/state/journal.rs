@@ -354,14 +354,19 @@ impl Journal {
     /// Encodes records (through `f`) at the end of the journal; returns the position just
     /// past them. Never blocks on I/O.
     pub fn append(&self, f: impl FnOnce(&mut Encoder<'_>)) -> u64 {
-        let position = {
+        let (position, first) = {
             let mut appender = self.shared.lock();
+            // The writer takes everything at once and checks for more (under this lock)
+            // before it waits: only the first append after a take needs to wake it.
+            let first = appender.pending == 0;
             f(&mut Encoder {
                 appender: &mut appender,
             });
-            appender.position
+            (appender.position, first)
         };
-        self.shared.work.notify_one();
+        if first {
+            self.shared.work.notify_one();
+        }
         let me = Arc::as_ptr(&self.shared) as usize;
         COLLECTING.with(|c| {
             if let Some((journal, max)) = c.get()

@@ -198,6 +198,12 @@ fn spawn_subscriber(
             }
         }
         let _ = writer.flush();
+        if persistent {
+            // Ends the persistent session (a clean-session connect replaces it), so the next
+            // run does not start with this one's leftovers.
+            drop((writer, frames));
+            drop(connect_session(addr, "bench-sub", true));
+        }
         (count, last)
     })
 }
