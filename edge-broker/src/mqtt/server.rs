@@ -566,9 +566,11 @@ impl MqttServer {
                 tokio::select! {
                     _ = shutdown.cancelled() => return,
                     _ = compaction.tick() => {
-                        let compactor = Arc::clone(&server);
-                        if let Err(err) = tokio::task::spawn_blocking(move || compactor.compact_if_due()).await {
-                            tracing::error!("compacting the MQTT state journal panicked: {err}");
+                        if server.journal().is_some_and(|j| j.wants_checkpoint()) {
+                            let compactor = Arc::clone(&server);
+                            if let Err(err) = tokio::task::spawn_blocking(move || compactor.compact_if_due()).await {
+                                tracing::error!("compacting the MQTT state journal panicked: {err}");
+                            }
                         }
                     }
                     _ = sweep.tick() => server.expire_sessions(),
