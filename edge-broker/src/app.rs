@@ -68,9 +68,6 @@ pub enum RunError {
     /// The configuration is invalid (caught by `check`, repeated here for `run`).
     #[error(transparent)]
     Config(crate::config::ConfigError),
-    /// The MQTT server could not restore its state.
-    #[error("MQTT server: {0}")]
-    Mqtt(crate::mqtt::MqttStartError),
     /// A listener's TLS certificate, key or client CA could not be loaded.
     #[error("TLS listener: {0}")]
     Tls(crate::tls::TlsError),
@@ -187,8 +184,7 @@ pub async fn run(
             Arc::clone(&routes),
             state_dir,
             Arc::clone(&auth),
-        )
-        .map_err(RunError::Mqtt)?;
+        );
         let listener = bind("mqtt.listen", config.mqtt.listen).await?;
         let tls_listener = match (
             config.mqtt.tls_listen,
@@ -488,6 +484,7 @@ impl Observe for Observer {
         let nats = self.nats.lock().unwrap_or_else(|p| p.into_inner()).clone();
         if let Some(mqtt) = mqtt.as_deref() {
             render_mqtt(&mut text, mqtt, nats.as_deref());
+            mqtt.render_state(&mut text);
         } else if let Some(nats) = nats.as_deref() {
             render_nats_shared(&mut text, nats);
         }

@@ -20,7 +20,9 @@
 //! - [`tls`]: rustls server configuration for the MQTT-over-TLS listener.
 //! - [`mqtt`]: the MQTT 3.1.1/5 server (sessions, retained messages, wills, durable acks).
 //! - [`nats`]: the NATS server (client protocol, cross-protocol delivery, durable PubAcks).
-//! - [`state_file`]: crash-safe small state files (sessions, retained messages).
+//! - [`state`]: the state journal of persistent MQTT sessions and retained messages (format,
+//!   writer, replay, migration of the first release's snapshot files).
+//! - [`state_file`]: small state files written crash-safely (MQTT session owners).
 //! - [`forwarder`]: the Kafka forwarder task (edge-bridge) in the broker, and its metrics.
 //! - [`app`]: the running broker: data-dir lock, log recovery, serve, drain.
 
@@ -41,5 +43,6 @@ pub mod reload;
 pub mod route;
 pub mod router;
 pub mod shutdown;
+pub mod state;
 pub mod state_file;
 pub mod tls;

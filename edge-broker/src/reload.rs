@@ -72,9 +72,19 @@ pub fn sections_needing_restart(old: &Config, new: &Config) -> Vec<&'static str>
     }
     // MQTT limits and TLS certificates apply to new connections; only these need a restart.
     let (a, b) = (&old.mqtt, &new.mqtt);
-    if (a.enabled, a.listen, a.max_connections, a.max_retained)
-        != (b.enabled, b.listen, b.max_connections, b.max_retained)
-        || a.tls_listen != b.tls_listen
+    if (
+        a.enabled,
+        a.listen,
+        a.max_connections,
+        a.max_retained,
+        a.max_retained_bytes,
+    ) != (
+        b.enabled,
+        b.listen,
+        b.max_connections,
+        b.max_retained,
+        b.max_retained_bytes,
+    ) || a.tls_listen != b.tls_listen
     {
         changed.push("mqtt");
     }

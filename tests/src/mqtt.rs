@@ -131,6 +131,17 @@ impl Mosquitto {
     }
 }
 
+/// Bytes a process caused to be written to storage (`write_bytes` of `/proc/PID/io`: counted
+/// in pages as they are dirtied, so every `fdatasync` of a partly written page counts it again,
+/// as the flash sees it).
+pub fn io_write_bytes(pid: u32) -> u64 {
+    let io = std::fs::read_to_string(format!("/proc/{pid}/io")).expect("read /proc/PID/io");
+    io.lines()
+        .find_map(|l| l.strip_prefix("write_bytes:"))
+        .and_then(|v| v.trim().parse().ok())
+        .expect("write_bytes in /proc/PID/io")
+}
+
 /// Resident set size of a process in KiB (`VmRSS` of `/proc/PID/status`).
 pub fn rss_kib(pid: u32) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("read status");

@@ -20,7 +20,10 @@ fn retained_messages_survive_a_restart() {
     assert!(broker.terminate(STOP).success());
     let dir = broker.dir.clone();
     let mut restarted = Broker::start_in(&dir, CONFIG);
-    restarted.wait_for_line("restored retained messages", Duration::from_secs(1));
+    restarted.wait_for_line(
+        "restored persistent MQTT sessions and retained messages",
+        Duration::from_secs(1),
+    );
     scenario("retained_check", restarted.mqtt_addr(), &["keep-me"]);
     assert!(restarted.terminate(STOP).success());
 }
@@ -120,4 +123,152 @@ fn full_log_blocks_the_publisher_but_not_others() {
     assert!(out["acked_before_stall"].as_u64().unwrap() > 10, "{out}");
     // A blocked append must not hold shutdown past its drain deadline.
     assert!(broker.terminate(STOP).success());
+}
+
+fn legacy_sample(name: &str) -> Vec<u8> {
+    std::fs::read(
+        edge_tests::peers::repo_root()
+            .join("edge-broker/tests/data/legacy")
+            .join(name),
+    )
+    .unwrap()
+}
+
+fn mqtt_state_files(broker: &Broker) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(broker.data_dir().join("mqtt"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    names.sort();
+    names
+}
+
+/// An upgrade through the .deb: the data directory of the first release (snapshot files
+/// sessions.bin / retained.bin, checked in as written by it) is migrated on the first start,
+/// and the old files are kept renamed.
+#[test]
+fn a_data_directory_of_the_first_release_is_migrated_on_first_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let mqtt = dir.path().join("data/mqtt");
+    std::fs::create_dir_all(&mqtt).unwrap();
+    for name in ["sessions.bin", "retained.bin"] {
+        std::fs::write(mqtt.join(name), legacy_sample(name)).unwrap();
+    }
+    let config = "[mqtt]\nmax_session_expiry = \"4294967295s\"\n";
+    let mut broker = Broker::start_in(dir.path(), config);
+    broker.wait_for_line(
+        "migrating them to the state journal",
+        Duration::from_secs(1),
+    );
+    assert_eq!(
+        mqtt_state_files(&broker),
+        [
+            "00000000000000000001.journal",
+            "retained.bin.migrated",
+            "sessions.bin.migrated"
+        ]
+    );
+    // A restart right away (before any client) replays the journal, not the old files.
+    assert!(broker.terminate(STOP).success());
+    let mut broker = Broker::start_in(dir.path(), config);
+    broker.wait_for_line("replayed the MQTT state journal", Duration::from_secs(1));
+    scenario("legacy_sample_check", broker.mqtt_addr(), &["1"]);
+    assert!(broker.terminate(STOP).success());
+}
+
+/// What a client was told is saved survives a crash right after the acknowledgement
+/// (SIGKILL: the snapshot of the first release could be up to a second behind).
+#[test]
+fn acknowledged_session_changes_survive_a_crash() {
+    for round in 0..3 {
+        let mut broker = Broker::start(CONFIG);
+        let cid = format!("durable-{round}");
+        scenario("durable_setup", broker.mqtt_addr(), &[&cid]);
+        broker.kill();
+        let dir = broker.dir.clone();
+        let mut restarted = Broker::start_in(&dir, CONFIG);
+        scenario("durable_check", restarted.mqtt_addr(), &[&cid]);
+        assert!(restarted.terminate(STOP).success());
+    }
+}
+
+/// Every way a state file can be unloadable: the broker starts, the file is moved aside
+/// (never deleted), the log names it and why, `/metrics` counts it, and the rest loads.
+#[test]
+fn unloadable_state_files_are_moved_aside_and_the_broker_starts() {
+    let sessions = legacy_sample("sessions.bin");
+    let retained = legacy_sample("retained.bin");
+    let mut flipped = sessions.clone();
+    flipped[100] ^= 0x20;
+    let mut huge = sessions.clone();
+    huge[12..20].copy_from_slice(&u64::MAX.to_le_bytes());
+    let journal_sample = std::fs::read(
+        edge_tests::peers::repo_root()
+            .join("edge-broker/tests/data/state/00000000000000000001.journal"),
+    )
+    .unwrap();
+    let mut other_version = journal_sample.clone();
+    other_version[8] = 9;
+    let cases: Vec<(&str, &str, Vec<u8>, &str)> = vec![
+        ("damaged", "sessions.bin", flipped, "checksum mismatch"),
+        (
+            "truncated",
+            "sessions.bin",
+            sessions[..200].to_vec(),
+            "length does not match",
+        ),
+        (
+            "garbage",
+            "sessions.bin",
+            b"\x00garbage, not state".repeat(50),
+            "wrong magic",
+        ),
+        ("huge length", "sessions.bin", huge, "length does not match"),
+        (
+            "journal garbage",
+            "00000000000000000001.journal",
+            b"EBSTATE\0 and then nothing valid".repeat(3),
+            "bad header",
+        ),
+        (
+            "journal of another version",
+            "00000000000000000001.journal",
+            other_version,
+            "bad header",
+        ),
+    ];
+    for (what, name, bytes, why) in cases {
+        let dir = tempfile::tempdir().unwrap();
+        let mqtt = dir.path().join("data/mqtt");
+        std::fs::create_dir_all(&mqtt).unwrap();
+        std::fs::write(mqtt.join(name), &bytes).unwrap();
+        std::fs::write(mqtt.join("retained.bin"), &retained).unwrap();
+        let mut broker = Broker::start_in(dir.path(), "");
+        let line = broker.wait_for_line("cannot be loaded", Duration::from_secs(1));
+        assert!(
+            line.contains(&mqtt.join(name).display().to_string()) && line.contains(why),
+            "{what}: the log names the file and why: {line}"
+        );
+        let files = mqtt_state_files(&broker);
+        let aside: Vec<&String> = files
+            .iter()
+            .filter(|f| f.starts_with(&format!("{name}.damaged-")))
+            .collect();
+        assert_eq!(aside.len(), 1, "{what}: moved aside: {files:?}");
+        assert_eq!(
+            std::fs::read(mqtt.join(aside[0])).unwrap(),
+            bytes,
+            "{what}: intact"
+        );
+        let metrics = broker.listen_addr("metrics.listen");
+        assert_eq!(
+            edge_tests::kafka::metric(metrics, "edge_state_files_quarantined_total"),
+            Some(1.0),
+            "{what}"
+        );
+        // The other file still loads (with no usable journal, the legacy files are read).
+        let held = scenario("retained_count", broker.mqtt_addr(), &["legacy-retained/#"]);
+        assert_eq!(held["count"], 2, "{what}: {held}");
+        assert!(broker.terminate(STOP).success(), "{what}");
+    }
 }

@@ -983,6 +983,97 @@ def persist_check(host, port, cid):
 
 
 @scenario
+def legacy_sample_setup(host, port):
+    """Writes the state behind edge-broker/tests/data/legacy/ (run against a broker built before
+    the state journal, with max_session_expiry = "50000d" so the sessions never expire, then
+    stopped with SIGTERM so it saves sessions.bin and retained.bin)."""
+    c3 = Client(host, port, False)
+    c3.connect("legacy-311", clean=False)
+    check(c3.subscribe(("legacy/#", 1), ("legacy0/#", 0)) == [1, 0], "3.1.1 SUBACK")
+    c3.disconnect()
+    c5 = Client(host, port, True)
+    c5.connect("legacy-v5", clean=True, props_={"session_expiry": 0xFFFFFFFF})
+    check(c5.subscribe(("legacy5/+", 2), sub_id=7) == [2], "v5 SUBACK")
+    check(c5.subscribe(("$share/grp/legacy-shared/#", 1)) == [1], "shared SUBACK")
+    p = Client(host, port, True)
+    p.connect(uniq("p"))
+    for i in range(3):
+        p.publish("legacy/t", f"q{i}", qos=1)
+        p.recv()
+    p.publish("legacy5/x", "unacked", qos=1,
+              props_={"user_property": [["k", "v"]], "content_type": "text/plain",
+                      "correlation_data": b"\x01\x02"})
+    p.recv()
+    got = c5.messages(1.0, count=1, auto_ack=False)
+    check([m["payload"] for m in got] == [b"unacked"], f"delivered: {got}")
+    c5.close()
+    time.sleep(0.5)
+    p.publish("legacy5/y", "queued", qos=2)
+    check(p.recv()["type"] == PUBREC, "PUBREC")
+    p.ack(PUBREL, p.next_id)
+    check(p.recv()["type"] == PUBCOMP, "PUBCOMP")
+    p.publish("legacy-retained/a", "ra", qos=1, retain=True)
+    p.recv()
+    p.publish("legacy-retained/b", "rb", qos=0, retain=True,
+              props_={"user_property": [["rk", "rv"]]})
+    p.disconnect()
+    time.sleep(1.5)  # the legacy snapshot runs every second
+    return {"inflight_packet_id": got[0]["packet_id"]}
+
+
+@scenario
+def legacy_sample_check(host, port, inflight_packet_id):
+    """What the sessions and retained messages of edge-broker/tests/data/legacy/ hold, checked
+    on a broker that migrated them."""
+    c3 = Client(host, port, False)
+    ack = c3.connect("legacy-311", clean=False)
+    check(ack["session_present"], "the 3.1.1 session was migrated")
+    got = c3.messages(1.0)
+    check([(m["topic"], m["payload"], m["qos"]) for m in got] ==
+          [("legacy/t", b"q%d" % i, 1) for i in range(3)], f"queued QoS 1: {got}")
+    c5 = Client(host, port, True)
+    ack = c5.connect("legacy-v5", clean=False, props_={"session_expiry": 0xFFFFFFFF})
+    check(ack["session_present"], "the v5 session was migrated")
+    got = c5.messages(1.5, count=2, auto_ack=False)
+    check(len(got) == 2, f"the in-flight and the queued delivery: {got}")
+    first, second = got
+    check((first["payload"], first["dup"], first["packet_id"], first["qos"]) ==
+          (b"unacked", True, int(inflight_packet_id), 1), f"in flight, resent with DUP: {first}")
+    check(first["props"].get("user_property") == [["k", "v"]] and
+          first["props"].get("content_type") == "text/plain" and
+          first["props"].get("correlation_data") == "0102" and
+          first["props"].get("subscription_id") == [7], f"properties kept: {first}")
+    check((second["payload"], second["qos"], second["props"].get("subscription_id")) ==
+          (b"queued", 2, [7]), f"queued QoS 2: {second}")
+    c5.ack(PUBACK, first["packet_id"])
+    c5.ack(PUBREC, second["packet_id"])
+    check(c5.recv()["type"] == PUBREL, "PUBREL")
+    c5.ack(PUBCOMP, second["packet_id"])
+    # Subscriptions came along: live messages reach both sessions.
+    p = Client(host, port, True)
+    p.connect(uniq("p"))
+    p.publish("legacy0/live", "l0")
+    p.publish("legacy5/live", "l5")
+    p.publish("legacy-shared/live", "shared", qos=1)
+    p.recv()
+    got3 = [m["payload"] for m in c3.messages(1.0)]
+    got5 = sorted(m["payload"] for m in c5.messages(1.0))
+    check(got3 == [b"l0"], f"3.1.1 subscriptions: {got3}")
+    check(got5 == [b"l5", b"shared"], f"v5 subscriptions, the shared one too: {got5}")
+    # Retained messages came along.
+    r = Client(host, port, True)
+    r.connect(uniq("r"))
+    r.subscribe(("legacy-retained/#", 1))
+    got = sorted((m["topic"], m["payload"], m["props"].get("user_property"))
+                 for m in r.messages(1.0))
+    check(got == [("legacy-retained/a", b"ra", None),
+                  ("legacy-retained/b", b"rb", [["rk", "rv"]])], f"retained: {got}")
+    for c in (c3, c5, p, r):
+        c.disconnect()
+    return {"ok": True}
+
+
+@scenario
 def routed_order(host, port, count="2000"):
     """Pipelined QoS 1 publishes on a routed topic: acks and deliveries keep the client's order."""
     n = int(count)
@@ -1081,6 +1172,167 @@ def log_block(host, port):
         x.disconnect()
     p.close()
     return {"acked_before_stall": acked}
+
+
+# ---- limits on what clients can make the broker hold (state) -----------------------------
+def in_parallel(count, workers, fn):
+    """Runs fn(i) for i in range(count) on `workers` threads; returns the results in order."""
+    results = [None] * count
+
+    def work(start):
+        for i in range(start, count, workers):
+            try:
+                results[i] = fn(i)
+            except Exception as err:  # noqa: BLE001 - reported as the result
+                results[i] = f"error: {err}"
+    threads = [threading.Thread(target=work, args=(w,)) for w in range(workers)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return results
+
+
+@scenario
+def many_sessions(host, port, count="5000", prefix="many", version="311"):
+    """`count` persistent sessions subscribed to `#` at QoS 1, disconnected; counts the CONNACK
+    codes (refused ones: v5 0x97, 3.1.1 0x03) and SUBACK codes."""
+    v5 = version == "5"
+
+    def one(i):
+        c = Client(host, port, v5, timeout=30)
+        ack = c.connect(f"{prefix}-{i}", clean=v5,
+                        props_={"session_expiry": 3600} if v5 else None, expect_ok=False)
+        if ack["rc"] != 0:
+            c.close()
+            return f"connack {ack['rc']:#x}"
+        codes = c.subscribe(("#", 1))
+        c.disconnect()
+        return f"suback {codes[0]:#x}"
+    started = time.monotonic()
+    results = in_parallel(int(count), 32, one)
+    tally = {}
+    for r in results:
+        tally[r] = tally.get(r, 0) + 1
+    return {"results": tally, "seconds": round(time.monotonic() - started, 2)}
+
+
+@scenario
+def publish_many(host, port, topic, count="200", size="1000", qos="1", retain="0",
+                 version="5", distinct="0"):
+    """Publishes `count` messages of `size` bytes (to `topic`, or `topic/i` when `distinct`),
+    one after the other, and tallies the acknowledgement reason codes."""
+    c = Client(host, port, version == "5", timeout=30)
+    c.connect(uniq("pub"))
+    payload = b"x" * int(size)
+    tally = {}
+    started = time.monotonic()
+    for i in range(int(count)):
+        t = f"{topic}/{i}" if distinct == "1" else topic
+        c.publish(t, payload, qos=int(qos), retain=retain == "1")
+        if int(qos) == 1:
+            ack = c.recv(30)
+            check(ack["type"] == PUBACK, f"PUBACK: {ack}")
+            key = f"{ack['rc']:#x}"
+            tally[key] = tally.get(key, 0) + 1
+    c.ping()
+    check(c.recv(30)["type"] == PINGRESP, "PINGRESP")
+    c.disconnect()
+    return {"acks": tally, "seconds": round(time.monotonic() - started, 2)}
+
+
+@scenario
+def retained_count(host, port, filter_):
+    """How many retained messages a new subscriber to `filter_` gets, and their bytes."""
+    c = Client(host, port, True, timeout=30)
+    c.connect(uniq("rc"))
+    c.subscribe((filter_, 0))
+    got = c.messages(2.0)
+    c.disconnect()
+    return {"count": len(got), "bytes": sum(len(m["payload"]) for m in got),
+            "all_retained": all(m["retain"] for m in got)}
+
+
+@scenario
+def session_cap(host, port, prefix):
+    """Run against max_sessions = 2: a third new persistent session is refused (v5 0x97,
+    3.1.1 0x03); a clean session is not capped, nor is resuming an existing session."""
+    a = Client(host, port, True)
+    a.connect(f"{prefix}-a", clean=False, props_={"session_expiry": 300})
+    b = Client(host, port, False)
+    b.connect(f"{prefix}-b", clean=False)
+    c5 = Client(host, port, True)
+    refused5 = c5.connect(f"{prefix}-c", props_={"session_expiry": 300}, expect_ok=False)
+    c3 = Client(host, port, False)
+    refused3 = c3.connect(f"{prefix}-c3", clean=False, expect_ok=False)
+    clean = Client(host, port, False)
+    accepted = clean.connect(f"{prefix}-clean", clean=True, expect_ok=False)
+    clean.disconnect()
+    long_ids = []
+    for v5 in (True, False):
+        c = Client(host, port, v5)
+        long_ids.append(f"{c.connect('x' * 129, expect_ok=False)['rc']:#x}")
+        c.close()
+    a.disconnect()
+    again = Client(host, port, True)
+    resumed = again.connect(f"{prefix}-a", clean=False, props_={"session_expiry": 300})
+    again.disconnect()
+    b.disconnect()
+    return {"v5": f"{refused5['rc']:#x}", "v311": f"{refused3['rc']:#x}",
+            "clean": f"{accepted['rc']:#x}", "resumed": resumed["session_present"],
+            "long_client_id": long_ids}
+
+
+@scenario
+def subscription_cap(host, port):
+    """Run against max_subscriptions_per_client = 3 and max_subscription_bytes_per_client =
+    "8KiB" (a filter costs its text and 1 KiB per level): the 4th subscription, and one past
+    the byte cap, are refused (0x97 / 0x80); replacing an existing one is not."""
+    out = {}
+    for v5 in (True, False):
+        c = Client(host, port, v5)
+        c.connect(uniq("sc"))
+        codes = c.subscribe(("a/1", 1), ("a/2", 1), ("a/3", 1), ("a/4", 1))
+        codes += c.subscribe(("a/1", 0))
+        c.unsubscribe("a/3")
+        codes += c.subscribe(("b/c/d/e/f", 0))
+        codes += c.subscribe(("b/ok", 0))
+        out["v5" if v5 else "v311"] = [f"{x:#x}" for x in codes]
+        c.disconnect()
+    return out
+
+
+@scenario
+def durable_setup(host, port, cid):
+    """A persistent subscriber, then a QoS 1 publish queued for it while offline and a
+    retained message: the scenario ends right after the PUBACKs (the test then kills the
+    broker with SIGKILL)."""
+    c = Client(host, port, True)
+    c.connect(cid, clean=True, props_={"session_expiry": 300})
+    check(c.subscribe(("dur/#", 1)) == [1], "SUBACK")
+    c.close()
+    p = Client(host, port, True)
+    p.connect(uniq("p"))
+    p.publish("dur/queued", "acked-before-the-crash", qos=1)
+    check(p.recv()["rc"] == 0, "PUBACK")
+    p.publish("durable-retained/x", "kept", qos=1, retain=True)
+    check(p.recv()["rc"] == 0, "PUBACK")
+    p.close()
+    return {"ok": True}
+
+
+@scenario
+def durable_check(host, port, cid):
+    c = Client(host, port, True)
+    ack = c.connect(cid, clean=False, props_={"session_expiry": 300})
+    check(ack["session_present"], "the session survived")
+    got = [m["payload"] for m in c.messages(1.0)]
+    check(got == [b"acked-before-the-crash"], f"the acknowledged queued message: {got}")
+    c.subscribe(("durable-retained/#", 1))
+    got = [(m["payload"], m["retain"]) for m in c.messages(1.0)]
+    check(got == [(b"kept", True)], f"the acknowledged retained message: {got}")
+    c.disconnect()
+    return {"ok": True}
 
 
 # ---- bad input ----------------------------------------------------------------------------

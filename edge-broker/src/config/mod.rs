@@ -167,8 +167,26 @@ pub struct MqttSection {
     pub use_identity_as_username: bool,
     /// Time a new connection has to send CONNECT.
     pub connect_timeout: HumanDuration,
-    /// Most retained topics kept.
+    /// Most retained topics kept; a retained message on a new topic beyond it is refused
+    /// (MQTT 5 QoS 1/2: PUBACK/PUBREC 0x97; otherwise delivered without being retained).
     pub max_retained: usize,
+    /// Most bytes of all retained messages together (topic, payload and properties), refused
+    /// like `max_retained`.
+    pub max_retained_bytes: ByteSize,
+    /// Most persistent sessions (Session Expiry above zero; 3.1.1: clean session off),
+    /// connected or waiting offline; a new one beyond it is refused (CONNACK 0x97 Quota
+    /// exceeded; 3.1.1: 0x03 Server unavailable). Clean sessions end with their connection
+    /// and are bounded by `max_connections` instead.
+    pub max_sessions: usize,
+    /// Most subscriptions of one client; more get SUBACK 0x97 (3.1.1: 0x80).
+    pub max_subscriptions_per_client: usize,
+    /// Most memory one client's subscriptions may take, charged as each filter's text plus
+    /// 1 KiB per level (what a level takes in the subscription tree); refused like
+    /// `max_subscriptions_per_client`.
+    pub max_subscription_bytes_per_client: ByteSize,
+    /// Longest client identifier accepted (bytes; at least the 23 MQTT requires); longer ones
+    /// are refused (CONNACK 0x85 Client Identifier not valid; 3.1.1: 0x02).
+    pub max_client_id_length: usize,
     /// Most levels in a topic filter a client may subscribe to; deeper ones are refused
     /// (SUBACK "Topic Filter invalid").
     pub max_topic_levels: usize,
@@ -194,6 +212,11 @@ impl Default for MqttSection {
             use_identity_as_username: false,
             connect_timeout: HumanDuration(Duration::from_secs(10)),
             max_retained: 10_000,
+            max_retained_bytes: ByteSize(16 << 20),
+            max_sessions: 1000,
+            max_subscriptions_per_client: 100,
+            max_subscription_bytes_per_client: ByteSize(32 << 10),
+            max_client_id_length: 128,
             max_topic_levels: DEFAULT_MAX_TOPIC_LEVELS,
         }
     }
@@ -748,6 +771,28 @@ impl Config {
         }
         if mqtt.max_topic_levels == 0 {
             return invalid("mqtt.max_topic_levels", "must be at least 1".to_owned());
+        }
+        for (field, value) in [
+            ("mqtt.max_sessions", mqtt.max_sessions as u64),
+            (
+                "mqtt.max_subscriptions_per_client",
+                mqtt.max_subscriptions_per_client as u64,
+            ),
+            (
+                "mqtt.max_subscription_bytes_per_client",
+                mqtt.max_subscription_bytes_per_client.bytes(),
+            ),
+        ] {
+            if value == 0 {
+                return invalid(field, "must be at least 1".to_owned());
+            }
+        }
+        if mqtt.max_client_id_length < 23 {
+            return invalid(
+                "mqtt.max_client_id_length",
+                "must be at least 23 (MQTT requires accepting client ids of 1 to 23 bytes)"
+                    .to_owned(),
+            );
         }
         if self.nats.max_subject_tokens == 0 {
             return invalid("nats.max_subject_tokens", "must be at least 1".to_owned());

@@ -32,6 +32,7 @@ use crate::hub::{Delivery, Mailbox, SubEntry};
 use crate::listener::{ReadHalf, WriteHalf};
 use crate::message::{Message, MessageProperties, Origin, now_ms};
 use crate::router::Filter;
+use crate::state::Commit;
 
 /// Stop reading a client while this much output waits for it.
 const OUT_HIGH_WATER: usize = 256 << 10;
@@ -244,6 +245,9 @@ struct Connection {
     permissions: crate::auth::Permissions,
     will: Option<WillMessage>,
     connect_expiry: u32,
+    /// State changes the output waits for: nothing more is written to the client until they
+    /// are durable (acks of subscriptions, of publishes queued for persistent sessions).
+    gate: Option<Commit>,
     kick: CancellationToken,
     shutdown: CancellationToken,
 }
@@ -290,6 +294,18 @@ impl Connection {
             return Ok(None);
         }
         let mut client_id = connect.client_id.as_str().to_owned();
+        if client_id.len() > settings.max_client_id_length {
+            server.limits.refused(super::limits::Limit::ClientIdLength);
+            let why = "client id longer than mqtt.max_client_id_length";
+            refuse(
+                &mut writer,
+                version,
+                ReasonCode::ClientIdentifierNotValid,
+                why,
+            )
+            .await?;
+            return Ok(None);
+        }
         let mut assigned = false;
         if client_id.is_empty() {
             if version == ProtocolVersion::V311 && !connect.clean_start {
@@ -346,8 +362,18 @@ impl Connection {
             return Ok(None);
         }
         let kick = CancellationToken::new();
-        let (session, session_present, generation) =
-            server.attach_session(&client_id, connect.clean_start, expiry, kick.clone());
+        let attached = server.attach_session(&client_id, connect.clean_start, expiry, kick.clone());
+        let Ok((session, session_present, generation)) = attached else {
+            tracing::warn!(%peer, %client_id, "refusing a new MQTT session: mqtt.max_sessions reached");
+            refuse(
+                &mut writer,
+                version,
+                ReasonCode::QuotaExceeded,
+                "too many sessions",
+            )
+            .await?;
+            return Ok(None);
+        };
 
         let will = connect.will.as_ref().map(|will| WillMessage {
             message: Message {
@@ -421,6 +447,7 @@ impl Connection {
             permissions,
             will,
             connect_expiry: expiry,
+            gate: None,
             kick,
             shutdown,
         };
@@ -493,7 +520,19 @@ impl Connection {
     }
 
     fn can_read(&self) -> bool {
-        self.may_take_input() && self.outbuf.len() < OUT_HIGH_WATER
+        self.may_take_input()
+            && self.outbuf.len() < OUT_HIGH_WATER
+            && !(self.gate.is_some() && self.server.state_backlogged())
+    }
+
+    /// Holds the output until `commit` (if any) is durable.
+    fn hold_output(&mut self, commit: Option<Commit>) {
+        if let Some(commit) = commit.filter(|c| !c.is_durable()) {
+            self.gate = Some(match self.gate.take() {
+                Some(gate) => gate.max(commit),
+                None => commit,
+            });
+        }
     }
 
     /// Whether another packet may be taken while routed appends are pending.
@@ -540,6 +579,7 @@ impl Connection {
                 .filter(|_| !log_paused)
                 .map(|ka| self.last_read + ka);
             let session = Arc::clone(&self.session);
+            let gate = self.gate.clone();
             if can_read && self.inbuf.capacity() - self.inbuf.len() < 64 {
                 // Out of room (a busy client, or a packet bigger than the buffer): grow in
                 // large steps rather than the 64 bytes a full BytesMut would add per read.
@@ -559,7 +599,13 @@ impl Connection {
                         return exit;
                     }
                 }
-                written = self.writer.write_buf(&mut self.outbuf), if !self.outbuf.is_empty() => {
+                durable = async { gate.as_ref().map(Commit::durable)?.await.err() }, if gate.is_some() => {
+                    if let Some(err) = durable {
+                        return Exit::Violation(ReasonCode::UnspecifiedError, format!("session state not saved: {err}"));
+                    }
+                    self.gate = None;
+                }
+                written = self.writer.write_buf(&mut self.outbuf), if !self.outbuf.is_empty() && gate.is_none() => {
                     if let Err(err) = written {
                         return Exit::Closed(format!("write failed: {err}"));
                     }
@@ -585,7 +631,19 @@ impl Connection {
                 Ok(None) => return Ok(()),
                 Err(err) => return Err(decode_violation(&err)),
             };
+            // Their answers (SUBACK, UNSUBACK, PUBCOMP, PUBACK/PUBREC) tell the client a
+            // state change happened: the output waits until it is durable.
+            let answered = matches!(
+                packet,
+                Packet::Subscribe(_)
+                    | Packet::Unsubscribe(_)
+                    | Packet::PubRel(_)
+                    | Packet::Publish(_)
+            );
             self.handle(packet)?;
+            if answered {
+                self.hold_output(self.server.session_commit(&self.session));
+            }
         }
         Ok(())
     }
@@ -729,7 +787,7 @@ impl Connection {
             }
             return Ok(());
         }
-        let message = Arc::new(Message {
+        let mut message = Message {
             topic: publish.topic.as_str().to_owned(),
             payload: publish.payload,
             qos: publish.qos as u8,
@@ -738,7 +796,27 @@ impl Connection {
             received_ms: now_ms(),
             origin: Origin::Mqtt,
             publisher: Some(self.session.key),
-        });
+        };
+        if message.retain
+            && !message.payload.is_empty()
+            && let Err(limit) = self
+                .server
+                .admit_retained(&message.topic, super::retained::weight(&message))
+        {
+            // Over a retained cap: refused where an ack can say so (v5 QoS 1/2: 0x97 Quota
+            // exceeded), otherwise delivered like any message but not retained.
+            tracing::info!(client_id = %self.client_id, topic = %message.topic, "retained message over mqtt.{}", limit.key());
+            if let (ProtocolVersion::V5, Some(id)) = (self.version, packet_id) {
+                self.acks.push_back(PendingAck {
+                    packet_id: id,
+                    qos: publish.qos,
+                    outcome: AckOutcome::Ready(ReasonCode::QuotaExceeded),
+                });
+                return Ok(());
+            }
+            message.retain = false;
+        }
+        let message = Arc::new(message);
         if let Some(destination) = self.server.destination(&message.topic, &self.client_id) {
             let record = log_record(&message, &self.client_id, destination);
             let log = self.server.log.clone();
@@ -757,7 +835,8 @@ impl Connection {
                 });
             }
         } else {
-            self.server.publish_local(&message);
+            let commit = self.server.publish_local(&message);
+            self.hold_output(commit);
             if let Some(id) = packet_id {
                 self.acks.push_back(PendingAck {
                     packet_id: id,
@@ -777,7 +856,8 @@ impl Connection {
         };
         match appended {
             Ok(appended) => {
-                self.server.publish_local(&pending.message);
+                let commit = self.server.publish_local(&pending.message);
+                self.hold_output(commit);
                 if pending.packet_id.is_some() {
                     self.fill_ack(AckOutcome::Durable(Box::pin(appended.durable())));
                 }
@@ -873,10 +953,10 @@ impl Connection {
     fn on_pubrec(&mut self, rec: PubRec) -> Result<(), Exit> {
         let known = {
             let mut state = self.session.lock();
-            match state.inflight.get_mut(&rec.packet_id) {
+            match state.inflight.get(&rec.packet_id) {
                 Some(out) if out.delivery.qos == 2 => {
                     if rec.reason_code.is_success() {
-                        out.released = true;
+                        state.inflight.release(rec.packet_id);
                     } else {
                         state.inflight.remove(&rec.packet_id);
                         return Ok(());
@@ -934,6 +1014,14 @@ impl Connection {
                 codes.push(ReasonCode::NotAuthorized);
                 continue;
             }
+            if self
+                .server
+                .admit_subscription(&self.session, text, &self.settings)
+                .is_err()
+            {
+                codes.push(ReasonCode::QuotaExceeded);
+                continue;
+            }
             let qos = request.options.qos as u8;
             let mailbox = self
                 .permissions
@@ -981,7 +1069,6 @@ impl Connection {
                 }
             }
         }
-        self.server.sessions_changed();
         self.write(&Packet::SubAck(SubAck {
             packet_id: subscribe.packet_id,
             reason_codes: codes,
@@ -1003,7 +1090,6 @@ impl Connection {
                 ReasonCode::NoSubscriptionExisted
             });
         }
-        self.server.sessions_changed();
         self.write(&Packet::UnsubAck(UnsubAck {
             packet_id: unsubscribe.packet_id,
             reason_codes: codes,
@@ -1200,6 +1286,15 @@ impl Connection {
             self.drain_acks().await;
         } else if !matches!(exit, Exit::Violation(..)) {
             self.drain_appends().await;
+        }
+        if let Some(gate) = self.gate.take()
+            && !matches!(
+                tokio::time::timeout(CLOSE_FLUSH, gate.durable()).await,
+                Ok(Ok(()))
+            )
+        {
+            // Acknowledgements of changes that are not saved must not go out.
+            self.outbuf.clear();
         }
         let reason = match &exit {
             Exit::Kicked => Some(ReasonCode::SessionTakenOver),

@@ -1,58 +1,166 @@
-//! Retained messages: the last retained message per topic, sent to new subscribers.
+//! Retained messages: the last retained message per topic, sent to new subscribers; bounded
+//! in count and bytes, and recorded in the state journal.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use crate::message::Message;
 use crate::router::Filter;
+use crate::state::Journal;
+use crate::state::record::Record;
+
+/// Which limit refused a retained message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RetainedLimit {
+    /// `[mqtt] max_retained`: the number of topics.
+    Count,
+    /// `[mqtt] max_retained_bytes`: the bytes of all retained messages.
+    Bytes,
+}
+
+impl RetainedLimit {
+    /// The config key of the limit (also its metric label).
+    pub fn key(self) -> &'static str {
+        match self {
+            RetainedLimit::Count => "max_retained",
+            RetainedLimit::Bytes => "max_retained_bytes",
+        }
+    }
+}
+
+/// Bytes a retained message is counted for: topic, payload and properties (what it takes in
+/// memory and in the journal, give or take a few fixed-size fields).
+pub fn weight(message: &Message) -> u64 {
+    let p = &message.properties;
+    let strings = p.content_type.as_ref().map_or(0, String::len)
+        + p.response_topic.as_ref().map_or(0, String::len)
+        + p.correlation_data.as_ref().map_or(0, bytes::Bytes::len)
+        + p.user_properties
+            .iter()
+            .map(|(k, v)| k.len() + v.len())
+            .sum::<usize>();
+    (message.topic.len() + message.payload.len() + strings) as u64
+}
+
+#[derive(Debug, Default)]
+struct Stored {
+    messages: BTreeMap<String, Arc<Message>>,
+    bytes: u64,
+}
 
 /// Retained messages by topic.
 #[derive(Debug, Default)]
 pub struct RetainedStore {
-    messages: Mutex<BTreeMap<String, Arc<Message>>>,
-    dirty: AtomicBool,
+    stored: Mutex<Stored>,
     max_messages: usize,
+    max_bytes: u64,
+    journal: Mutex<Option<Arc<Journal>>>,
 }
 
 impl RetainedStore {
-    /// An empty store holding at most `max_messages` topics.
-    pub fn new(max_messages: usize) -> RetainedStore {
+    /// An empty store holding at most `max_messages` topics and `max_bytes` bytes.
+    pub fn new(max_messages: usize, max_bytes: u64) -> RetainedStore {
         RetainedStore {
-            messages: Mutex::new(BTreeMap::new()),
-            dirty: AtomicBool::new(false),
+            stored: Mutex::new(Stored::default()),
             max_messages,
+            max_bytes,
+            journal: Mutex::new(None),
         }
     }
 
-    fn lock(&self) -> MutexGuard<'_, BTreeMap<String, Arc<Message>>> {
-        self.messages
+    fn lock(&self) -> MutexGuard<'_, Stored> {
+        self.stored
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// Stores `message` as its topic's retained message, or clears the topic when the payload
-    /// is empty. Returns false when a new topic would exceed the limit (the message is not kept).
-    pub fn set(&self, message: &Arc<Message>) -> bool {
-        let mut messages = self.lock();
-        let accepted = if message.payload.is_empty() {
-            messages.remove(&message.topic);
-            true
-        } else if messages.len() >= self.max_messages && !messages.contains_key(&message.topic) {
-            false
-        } else {
-            messages.insert(message.topic.clone(), Arc::clone(message));
-            true
-        };
-        if accepted {
-            self.dirty.store(true, Ordering::Release);
+    /// From now on, every change is recorded in `journal`.
+    pub fn record_to(&self, journal: Arc<Journal>) {
+        *self.journal.lock().unwrap_or_else(|p| p.into_inner()) = Some(journal);
+    }
+
+    fn journal(&self) -> Option<Arc<Journal>> {
+        self.journal
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Whether a retained message of `weight` bytes on `topic` would be kept now (`Err`: the
+    /// limit that refuses it). Replacing a topic's message counts only the difference.
+    pub fn admits(&self, topic: &str, weight: u64) -> Result<(), RetainedLimit> {
+        Self::check(
+            &self.lock(),
+            self.max_messages,
+            self.max_bytes,
+            topic,
+            weight,
+        )
+    }
+
+    fn check(
+        stored: &Stored,
+        max_messages: usize,
+        max_bytes: u64,
+        topic: &str,
+        add: u64,
+    ) -> Result<(), RetainedLimit> {
+        let old = stored.messages.get(topic).map(|m| weight(m));
+        if old.is_none() && stored.messages.len() >= max_messages {
+            return Err(RetainedLimit::Count);
         }
-        accepted
+        if stored.bytes - old.unwrap_or(0) + add > max_bytes {
+            return Err(RetainedLimit::Bytes);
+        }
+        Ok(())
+    }
+
+    /// Stores `message` as its topic's retained message, or clears the topic when the payload
+    /// is empty. `Err`: a limit refused it (the message is not kept; the old one stays).
+    pub fn set(&self, message: &Arc<Message>) -> Result<(), RetainedLimit> {
+        let journal = self.journal();
+        let mut stored = self.lock();
+        if message.payload.is_empty() {
+            if let Some(old) = stored.messages.remove(&message.topic) {
+                stored.bytes -= weight(&old);
+                if let Some(journal) = &journal {
+                    journal.append(|enc| {
+                        enc.record(&Record::RetainClear {
+                            topic: message.topic.clone(),
+                        })
+                    });
+                }
+            }
+            return Ok(());
+        }
+        let add = weight(message);
+        Self::check(
+            &stored,
+            self.max_messages,
+            self.max_bytes,
+            &message.topic,
+            add,
+        )?;
+        if let Some(journal) = &journal {
+            journal.append(|enc| {
+                let id = enc.message(message);
+                enc.record(&Record::RetainSet { id });
+            });
+        }
+        if let Some(old) = stored
+            .messages
+            .insert(message.topic.clone(), Arc::clone(message))
+        {
+            stored.bytes -= weight(&old);
+        }
+        stored.bytes += add;
+        Ok(())
     }
 
     /// Retained messages whose topic matches `filter` (expired ones are skipped).
     pub fn matching(&self, filter: &Filter, now_ms: u64) -> Vec<Arc<Message>> {
         self.lock()
+            .messages
             .values()
             .filter(|m| {
                 !m.is_expired(now_ms) && filter.matches(&m.topic.split('/').collect::<Vec<_>>())
@@ -63,7 +171,12 @@ impl RetainedStore {
 
     /// Number of retained topics.
     pub fn len(&self) -> usize {
-        self.lock().len()
+        self.lock().messages.len()
+    }
+
+    /// Bytes of all retained messages, as the limit counts them.
+    pub fn bytes(&self) -> u64 {
+        self.lock().bytes
     }
 
     /// Whether nothing is retained.
@@ -71,23 +184,64 @@ impl RetainedStore {
         self.len() == 0
     }
 
-    /// All messages, for a snapshot; clears the dirty flag.
-    pub fn snapshot(&self) -> Vec<Message> {
-        self.dirty.store(false, Ordering::Release);
-        self.lock().values().map(|m| (**m).clone()).collect()
-    }
-
-    /// Whether something changed since the last snapshot.
-    pub fn is_dirty(&self) -> bool {
-        self.dirty.load(Ordering::Acquire)
-    }
-
-    /// Restores messages from a snapshot.
-    pub fn restore(&self, messages: Vec<Message>) {
-        let mut map = self.lock();
-        for message in messages {
-            map.insert(message.topic.clone(), Arc::new(message));
+    /// Appends an image of every retained message (a checkpoint), a few topics at a time,
+    /// each under the store's lock, pausing while the journal's backlog is large.
+    pub fn write_images(&self, journal: &Journal) {
+        const CHUNK: usize = 64;
+        let mut after: Option<String> = None;
+        loop {
+            {
+                let stored = self.lock();
+                let range = match &after {
+                    Some(topic) => stored
+                        .messages
+                        .range::<String, _>((
+                            std::ops::Bound::Excluded(topic),
+                            std::ops::Bound::Unbounded,
+                        ))
+                        .take(CHUNK)
+                        .collect::<Vec<_>>(),
+                    None => stored.messages.iter().take(CHUNK).collect(),
+                };
+                if range.is_empty() {
+                    return;
+                }
+                journal.append(|enc| {
+                    for (_, message) in &range {
+                        let id = enc.message(message);
+                        enc.record(&Record::RetainSet { id });
+                    }
+                });
+                after = range.last().map(|(topic, _)| (*topic).clone());
+            }
+            journal.wait_backlog_below(crate::state::journal::BACKLOG_BYTES / 2);
         }
+    }
+
+    /// Restores messages at startup (within the limits; what does not fit is dropped and
+    /// counted in the result).
+    pub fn restore(&self, messages: impl IntoIterator<Item = Arc<Message>>) -> usize {
+        let mut dropped = 0;
+        let mut stored = self.lock();
+        for message in messages {
+            let add = weight(&message);
+            match Self::check(
+                &stored,
+                self.max_messages,
+                self.max_bytes,
+                &message.topic,
+                add,
+            ) {
+                Ok(()) => {
+                    if let Some(old) = stored.messages.insert(message.topic.clone(), message) {
+                        stored.bytes -= weight(&old);
+                    }
+                    stored.bytes += add;
+                }
+                Err(_) => dropped += 1,
+            }
+        }
+        dropped
     }
 }
 
@@ -111,25 +265,36 @@ mod tests {
 
     #[test]
     fn set_replace_clear_and_match() {
-        let store = RetainedStore::new(10);
-        assert!(store.set(&msg("a/b", b"1")));
-        assert!(store.set(&msg("a/b", b"2")));
-        assert!(store.set(&msg("a/c", b"3")));
+        let store = RetainedStore::new(10, 1 << 20);
+        assert!(store.set(&msg("a/b", b"1")).is_ok());
+        assert!(store.set(&msg("a/b", b"2")).is_ok());
+        assert!(store.set(&msg("a/c", b"3")).is_ok());
         let found = store.matching(&Filter::mqtt("a/+").unwrap(), 0);
         assert_eq!(found.len(), 2);
         assert_eq!(&found[0].payload[..], b"2");
-        assert!(store.set(&msg("a/b", b"")));
+        assert!(store.set(&msg("a/b", b"")).is_ok());
         assert_eq!(store.len(), 1);
-        assert!(store.is_dirty());
-        assert_eq!(store.snapshot().len(), 1);
-        assert!(!store.is_dirty());
+        assert_eq!(store.bytes(), 4);
     }
 
     #[test]
-    fn the_limit_refuses_new_topics_only() {
-        let store = RetainedStore::new(1);
-        assert!(store.set(&msg("a", b"1")));
-        assert!(!store.set(&msg("b", b"1")));
-        assert!(store.set(&msg("a", b"2")));
+    fn the_count_limit_refuses_new_topics_only() {
+        let store = RetainedStore::new(1, 1 << 20);
+        assert!(store.set(&msg("a", b"1")).is_ok());
+        assert_eq!(store.set(&msg("b", b"1")), Err(RetainedLimit::Count));
+        assert!(store.set(&msg("a", b"2")).is_ok());
+    }
+
+    #[test]
+    fn the_byte_limit_counts_replacements_by_their_difference() {
+        let store = RetainedStore::new(100, 10);
+        assert!(store.set(&msg("a", b"1234")).is_ok()); // 5 bytes
+        assert!(store.set(&msg("b", b"1234")).is_ok()); // 10 bytes
+        assert_eq!(store.set(&msg("c", b"1")), Err(RetainedLimit::Bytes));
+        assert_eq!(store.admits("a", 6), Err(RetainedLimit::Bytes));
+        assert!(store.set(&msg("a", b"1")).is_ok(), "smaller replacement");
+        assert!(store.set(&msg("c", b"12")).is_ok(), "room again");
+        assert_eq!(store.bytes(), 10);
+        assert_eq!(store.restore([msg("d", b"x")]), 1, "over the byte limit");
     }
 }

@@ -1,34 +1,35 @@
 //! The MQTT server: listener, session registry, retained store, publishing, wills, session
-//! expiry, and snapshots of persistent sessions and retained messages across restarts.
+//! expiry, and the state journal behind persistent sessions and retained messages
+//! (restore and checkpoints in [`super::persist`]).
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, OnceLock, RwLock};
 use std::time::Duration;
 
 use edge_log::{Destination, Log, Source};
-use serde::{Deserialize, Serialize};
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::connection::{self, log_record};
+use super::limits::{Limit, LimitCounters};
+use super::persist::StateMetrics;
 use super::retained::RetainedStore;
-use super::session::{Registry, Session, SessionSnapshot, SubscriptionRecord};
+use super::session::{Registry, Session, SessionLog, SubscriptionRecord};
 use crate::config::MqttSection;
 use crate::hub::{Hub, Mailbox, SubEntry};
 use crate::message::{Message, now_ms};
 use crate::route::RouteTable;
 use crate::router::Filter;
-use crate::state_file::{self, StateFileError};
+use crate::state::record::Record;
+use crate::state::{Commit, Journal};
 
-/// How often persistent sessions and retained messages are snapshotted when they changed.
-const SNAPSHOT_INTERVAL: Duration = Duration::from_secs(1);
+/// How often the state journal is checked for compaction.
+const COMPACTION_CHECK: Duration = Duration::from_secs(1);
 /// How often expired offline sessions are removed.
 const EXPIRY_SWEEP: Duration = Duration::from_secs(1);
-const SESSIONS_MAGIC: &[u8; 8] = b"EBSESS01";
-const RETAINED_MAGIC: &[u8; 8] = b"EBRETN01";
 
 /// Counters of the MQTT front end, rendered on `/metrics`.
 #[derive(Debug, Default)]
@@ -77,34 +78,6 @@ impl MqttMetrics {
     }
 }
 
-/// What is saved in `sessions.bin`.
-#[derive(Debug, Serialize, Deserialize)]
-struct SessionsFile {
-    sessions: Vec<SessionSnapshot>,
-}
-
-/// What is saved in `retained.bin`.
-#[derive(Debug, Serialize, Deserialize)]
-struct RetainedFile {
-    messages: Vec<Message>,
-}
-
-/// Errors while starting the MQTT server.
-#[derive(Debug, thiserror::Error)]
-pub enum MqttStartError {
-    /// A state file could not be read.
-    #[error(transparent)]
-    State(#[from] StateFileError),
-    /// A state file could not be decoded.
-    #[error("state file {path}: cannot decode: {source}")]
-    Decode {
-        /// The file.
-        path: PathBuf,
-        /// The decoding error.
-        source: postcard::Error,
-    },
-}
-
 /// The shared state of the MQTT front end.
 #[derive(Debug)]
 pub struct MqttServer {
@@ -122,8 +95,12 @@ pub struct MqttServer {
     pub routes: Arc<RouteTable>,
     /// Counters.
     pub metrics: MqttMetrics,
+    /// Counters of saved state.
+    pub state_metrics: StateMetrics,
+    /// Refusals by the session, subscription and retained caps.
+    pub limits: LimitCounters,
     state_dir: PathBuf,
-    changes: AtomicU64,
+    journal: OnceLock<Arc<Journal>>,
     client_ids: AtomicU64,
     tasks: TaskTracker,
     /// The TLS listener's certificate (replaced by a reload).
@@ -133,7 +110,9 @@ pub struct MqttServer {
 }
 
 impl MqttServer {
-    /// Creates the server and restores persistent sessions and retained messages from `state_dir`.
+    /// Creates the server and restores persistent sessions and retained messages saved in
+    /// `state_dir` (the journal's fsync policy is the log's). Saved state never stops a
+    /// start: what cannot be loaded is moved aside, logged and counted.
     pub fn open(
         settings: MqttSection,
         hub: Arc<Hub>,
@@ -141,112 +120,88 @@ impl MqttServer {
         routes: Arc<RouteTable>,
         state_dir: PathBuf,
         auth: Arc<crate::auth::Auth>,
-    ) -> Result<Arc<MqttServer>, MqttStartError> {
+    ) -> Arc<MqttServer> {
+        let fsync = log.config().fsync;
         let server = Arc::new(MqttServer {
-            retained: RetainedStore::new(settings.max_retained),
+            retained: RetainedStore::new(
+                settings.max_retained,
+                settings.max_retained_bytes.bytes(),
+            ),
             settings: RwLock::new(Arc::new(settings)),
             hub,
             sessions: Registry::new(1),
             log,
             routes,
             metrics: MqttMetrics::default(),
+            state_metrics: StateMetrics::default(),
+            limits: LimitCounters::default(),
             state_dir,
-            changes: AtomicU64::new(0),
+            journal: OnceLock::new(),
             client_ids: AtomicU64::new(0),
             tasks: TaskTracker::new(),
             tls: crate::tls::AcceptorCell::default(),
             auth,
         });
-        server.restore()?;
-        Ok(server)
+        if let Some(journal) = server.restore_state(fsync) {
+            let _ = server.journal.set(journal);
+        }
+        server
     }
 
-    fn sessions_path(&self) -> PathBuf {
-        self.state_dir.join("sessions.bin")
+    /// Where the state journal lives.
+    pub(super) fn state_dir(&self) -> &Path {
+        &self.state_dir
     }
 
-    fn retained_path(&self) -> PathBuf {
-        self.state_dir.join("retained.bin")
+    /// The state journal (`None`: it could not be started; state is in memory only).
+    pub(super) fn journal(&self) -> Option<Arc<Journal>> {
+        self.journal.get().cloned()
     }
 
-    fn restore(&self) -> Result<(), MqttStartError> {
-        let decode_error = |path: PathBuf| move |source| MqttStartError::Decode { path, source };
-        if let Some(body) = state_file::load(&self.retained_path(), RETAINED_MAGIC)? {
-            let file: RetainedFile =
-                postcard::from_bytes(&body).map_err(decode_error(self.retained_path()))?;
-            let count = file.messages.len();
-            self.retained.restore(file.messages);
-            tracing::info!(count, "restored retained messages");
-        }
-        if let Some(body) = state_file::load(&self.sessions_path(), SESSIONS_MAGIC)? {
-            let file: SessionsFile =
-                postcard::from_bytes(&body).map_err(decode_error(self.sessions_path()))?;
-            let count = file.sessions.len();
-            let now = now_ms();
-            for snapshot in file.sessions {
-                self.restore_session(snapshot, now);
-            }
-            tracing::info!(count, "restored persistent MQTT sessions");
-        }
-        Ok(())
+    /// A ticket for every recorded change of `session` so far (`None`: it is not persistent
+    /// or recorded nothing): what its client is told next waits for it.
+    pub fn session_commit(&self, session: &Session) -> Option<Commit> {
+        session.lock().log().and_then(SessionLog::commit)
     }
 
-    fn restore_session(&self, snapshot: SessionSnapshot, now: u64) {
-        let session = Arc::new(Session::new(
-            self.sessions.next_key(),
-            snapshot.client_id.clone(),
-            self.settings().max_queued_messages,
-        ));
-        {
-            let mut state = session.lock();
-            state.expiry_secs = snapshot.expiry_secs;
-            // A session that was online when the broker stopped went offline then.
-            state.disconnected_at_ms = Some(snapshot.disconnected_at_ms.unwrap_or(now));
-            for (id, released, delivery) in snapshot.inflight {
-                state.inflight.insert(
-                    id,
-                    super::session::Outbound {
-                        delivery: delivery.into_delivery(),
-                        released,
-                    },
-                );
-                state.last_packet_id = state.last_packet_id.max(id);
-            }
-            state.queue = snapshot
-                .queue
-                .into_iter()
-                .map(|d| d.into_delivery())
-                .collect();
-            state.inbound_qos2 = snapshot.inbound_qos2.into_iter().collect();
+    /// Whether the state journal has a large backlog: connections that wait for a commit
+    /// stop reading until theirs is durable.
+    pub fn state_backlogged(&self) -> bool {
+        self.journal.get().is_some_and(|j| j.backlogged())
+    }
+
+    /// Whether a retained message on `topic` of the given weight would be kept now; counts a
+    /// refusal.
+    pub fn admit_retained(&self, message_topic: &str, weight: u64) -> Result<(), Limit> {
+        self.retained
+            .admits(message_topic, weight)
+            .map_err(|limit| {
+                let limit = Limit::from(limit);
+                self.limits.refused(limit);
+                limit
+            })
+    }
+
+    /// Whether `session` may add a subscription to `filter` (replacing one it has always
+    /// may); counts a refusal.
+    pub fn admit_subscription(
+        &self,
+        session: &Session,
+        filter: &str,
+        settings: &MqttSection,
+    ) -> Result<(), Limit> {
+        let state = session.lock();
+        if state.subscriptions.contains_key(filter) {
+            return Ok(());
         }
-        let max_levels = self.settings().max_topic_levels;
-        for (text, record) in snapshot.subscriptions {
-            let Some((filter, group)) = parse_subscription(&text, max_levels) else {
-                tracing::warn!(
-                    client_id = %snapshot.client_id,
-                    "saved subscription is not a valid filter within mqtt.max_topic_levels ({max_levels}); dropped"
-                );
-                continue;
-            };
-            let mut entry = sub_entry(&session, record);
-            entry.mailbox = self.auth.guard(
-                crate::auth::Identity {
-                    user: self
-                        .auth
-                        .owners
-                        .owner(&snapshot.client_id)
-                        .flatten()
-                        .map(Into::into),
-                    client_id: snapshot.client_id.as_str().into(),
-                },
-                filter_text(&text),
-                entry.mailbox,
-            );
-            self.hub
-                .subscribe(&filter, group.as_deref(), session.key, entry);
-            session.lock().subscriptions.insert(text, record);
-        }
-        self.sessions.lock().insert(snapshot.client_id, session);
+        super::limits::admit_subscription(
+            state.subscriptions.len(),
+            state.subscriptions.bytes(),
+            super::limits::subscription_cost(filter),
+            settings.max_subscriptions_per_client,
+            settings.max_subscription_bytes_per_client.bytes(),
+        )
+        .inspect_err(|&limit| self.limits.refused(limit))
     }
 
     /// The current `[mqtt]` settings (a connection keeps the ones it started with).
@@ -265,31 +220,82 @@ impl MqttServer {
         format!("edge-{:x}-{n}", now_ms())
     }
 
-    /// Notes that persistent session state changed (subscriptions, expiry).
-    pub fn sessions_changed(&self) {
-        self.changes.fetch_add(1, Ordering::Relaxed);
+    /// Delivers a message to local subscribers and updates the retained store. Returns the
+    /// ticket of the state changes this caused (deliveries queued for persistent sessions, the
+    /// retained message): the publisher's acknowledgement waits for it.
+    pub fn publish_local(&self, message: &Arc<Message>) -> Option<Commit> {
+        let publish = || {
+            if message.retain
+                && let Err(limit) = self.retained.set(message)
+            {
+                let limit = Limit::from(limit);
+                self.limits.refused(limit);
+                tracing::debug!(topic = %message.topic, "retained message not kept: mqtt.{} reached", limit.key());
+            }
+            self.hub.publish(message);
+        };
+        match self.journal.get() {
+            Some(journal) => journal.collect(publish).1,
+            None => {
+                publish();
+                None
+            }
+        }
     }
 
-    /// Delivers a message to local subscribers and updates the retained store.
-    pub fn publish_local(&self, message: &Arc<Message>) {
-        if message.retain && !self.retained.set(message) {
-            tracing::warn!(topic = %message.topic, "retained message not kept: mqtt.max_retained reached");
+    /// A new session for `client_id`, recorded in the journal when it is persistent.
+    fn new_session(&self, client_id: &str, expiry_secs: u32) -> Arc<Session> {
+        let session = Arc::new(Session::new(
+            self.sessions.next_key(),
+            client_id.to_owned(),
+            self.settings().max_queued_messages,
+        ));
+        if expiry_secs > 0
+            && let Some(journal) = self.journal.get()
+        {
+            let log = SessionLog::new(Arc::clone(journal), session.key);
+            log.record(|enc, sid| {
+                enc.record(&Record::SessionOpen {
+                    sid,
+                    client_id: client_id.to_owned(),
+                    expiry_secs,
+                })
+            });
+            session.lock().set_log(Some(log));
         }
-        self.hub.publish(message);
-        self.changes.fetch_add(1, Ordering::Relaxed);
+        session
     }
 
     /// Finds or creates the session for `client_id` and attaches a connection to it.
-    /// Returns the session, whether it was present (resumed), and the connection's generation.
+    /// Returns the session, whether it was present (resumed), and the connection's
+    /// generation; `Err` when a new persistent session would exceed `max_sessions` (counted).
     pub fn attach_session(
         &self,
         client_id: &str,
         clean_start: bool,
         expiry_secs: u32,
         kick: CancellationToken,
-    ) -> (Arc<Session>, bool, u64) {
+    ) -> Result<(Arc<Session>, bool, u64), Limit> {
         let mut sessions = self.sessions.lock();
         let existing = sessions.get(client_id).cloned();
+        let max = self.settings().max_sessions;
+        // Only sessions that outlive their connection count: a clean session lasts as long as
+        // its connection, and connections have their own cap.
+        let resumable = existing
+            .as_ref()
+            .is_some_and(|old| !clean_start && old.lock().expiry_secs > 0);
+        if expiry_secs > 0
+            && !resumable
+            && sessions.len() >= max
+            && sessions
+                .values()
+                .filter(|s| s.lock().expiry_secs > 0)
+                .count()
+                >= max
+        {
+            self.limits.refused(Limit::Sessions);
+            return Err(Limit::Sessions);
+        }
         let (session, present) = match existing {
             // A session with expiry 0 ends with its connection (MQTT 5 §3.1.2.11.2, 3.1.1
             // clean session): when that connection is still closing (its DISCONNECT not yet
@@ -302,14 +308,7 @@ impl MqttServer {
                 }
                 self.end_session_state(&old);
                 self.drop_subscriptions(&old);
-                (
-                    Arc::new(Session::new(
-                        self.sessions.next_key(),
-                        client_id.to_owned(),
-                        self.settings().max_queued_messages,
-                    )),
-                    false,
-                )
+                (self.new_session(client_id, expiry_secs), false)
             }
             Some(old) => {
                 {
@@ -321,17 +320,22 @@ impl MqttServer {
                     if let Some(will) = state.pending_will.take() {
                         will.abort.cancel();
                     }
+                    match state.log() {
+                        // Resumed without expiry: the session no longer outlives the
+                        // connection, nor a restart.
+                        Some(log) if expiry_secs == 0 => {
+                            log.record(|enc, sid| enc.record(&Record::SessionEnd { sid }));
+                            state.set_log(None);
+                        }
+                        Some(log) => {
+                            log.record(|enc, sid| enc.record(&Record::Online { sid, expiry_secs }))
+                        }
+                        None => {}
+                    }
                 }
                 (old, true)
             }
-            None => (
-                Arc::new(Session::new(
-                    self.sessions.next_key(),
-                    client_id.to_owned(),
-                    self.settings().max_queued_messages,
-                )),
-                false,
-            ),
+            None => (self.new_session(client_id, expiry_secs), false),
         };
         let generation = {
             let mut state = session.lock();
@@ -344,8 +348,7 @@ impl MqttServer {
         };
         sessions.insert(client_id.to_owned(), Arc::clone(&session));
         drop(sessions);
-        self.sessions_changed();
-        (session, present, generation)
+        Ok((session, present, generation))
     }
 
     /// Detaches a connection: the session ends (expiry 0) or waits offline for the client.
@@ -358,13 +361,25 @@ impl MqttServer {
             state.online = false;
             state.kick = None;
             state.queue.retain(|d| d.qos > 0);
-            state.disconnected_at_ms = Some(now_ms());
-            state.expiry_secs == 0
+            let at_ms = now_ms();
+            state.disconnected_at_ms = Some(at_ms);
+            let expiry_secs = state.expiry_secs;
+            if expiry_secs > 0
+                && let Some(log) = state.log()
+            {
+                log.record(|enc, sid| {
+                    enc.record(&Record::Offline {
+                        sid,
+                        at_ms,
+                        expiry_secs,
+                    })
+                });
+            }
+            expiry_secs == 0
         };
         if end {
             self.end_session(session);
         }
-        self.sessions_changed();
     }
 
     /// Marks a session ended; a will waiting for its delay is sent now (the session ended first).
@@ -373,6 +388,10 @@ impl MqttServer {
         state.ended = true;
         if let Some(will) = state.pending_will.take() {
             will.fire.cancel();
+        }
+        if let Some(log) = state.log() {
+            log.record(|enc, sid| enc.record(&Record::SessionEnd { sid }));
+            state.set_log(None);
         }
     }
 
@@ -456,7 +475,9 @@ impl MqttServer {
             self.tasks.spawn(async move {
                 let record = log_record(&message, "", destination);
                 match server.log.append(record).await {
-                    Ok(_) => server.publish_local(&message),
+                    Ok(_) => {
+                        server.publish_local(&message);
+                    }
                     Err(err) => tracing::warn!(topic = %message.topic, "will not stored: {err}"),
                 }
             });
@@ -539,8 +560,14 @@ impl MqttServer {
         };
         tokio::join!(plain, secure);
         let _ = background.await;
-        if let Err(err) = self.save() {
-            tracing::error!("saving MQTT state at shutdown failed: {err}");
+        self.save_owners();
+        if let Some(journal) = self.journal() {
+            let closed = tokio::task::spawn_blocking(move || journal.close()).await;
+            match closed {
+                Ok(Ok(())) => tracing::debug!("MQTT state journal synced and closed"),
+                Ok(Err(err)) => tracing::error!("closing the MQTT state journal: {err}"),
+                Err(err) => tracing::error!("closing the MQTT state journal panicked: {err}"),
+            }
         }
     }
 
@@ -550,28 +577,32 @@ impl MqttServer {
     ) -> tokio::task::JoinHandle<()> {
         let server = Arc::clone(self);
         tokio::spawn(async move {
-            let mut snapshot = tokio::time::interval(SNAPSHOT_INTERVAL);
+            let mut compaction = tokio::time::interval(COMPACTION_CHECK);
             let mut sweep = tokio::time::interval(EXPIRY_SWEEP);
-            let mut saved_at = 0;
             loop {
                 tokio::select! {
                     _ = shutdown.cancelled() => return,
-                    _ = snapshot.tick() => {
-                        let changes = server.changes.load(Ordering::Relaxed);
-                        if changes != saved_at || server.retained.is_dirty() {
-                            saved_at = changes;
-                            let saver = Arc::clone(&server);
-                            match tokio::task::spawn_blocking(move || saver.save()).await {
-                                Ok(Ok(())) => {}
-                                Ok(Err(err)) => tracing::error!("saving MQTT state failed: {err}"),
-                                Err(err) => tracing::error!("saving MQTT state panicked: {err}"),
+                    _ = compaction.tick() => {
+                        if server.journal().is_some_and(|j| j.wants_checkpoint()) {
+                            let compactor = Arc::clone(&server);
+                            if let Err(err) = tokio::task::spawn_blocking(move || compactor.compact_if_due()).await {
+                                tracing::error!("compacting the MQTT state journal panicked: {err}");
                             }
                         }
                     }
-                    _ = sweep.tick() => server.expire_sessions(),
+                    _ = sweep.tick() => {
+                        server.expire_sessions();
+                        server.save_owners();
+                    }
                 }
             }
         })
+    }
+
+    /// Saves who owns each session (when it changed), forgetting owners of ended sessions.
+    fn save_owners(&self) {
+        let sessions = self.sessions.lock();
+        self.auth.save_owners(|id| sessions.contains_key(id));
     }
 
     /// Removes offline sessions whose expiry interval has passed.
@@ -594,29 +625,7 @@ impl MqttServer {
         for session in expired {
             tracing::debug!(client_id = %session.client_id, "session expired");
             self.end_session(&session);
-            self.sessions_changed();
         }
-    }
-
-    /// Writes persistent sessions and retained messages to their state files.
-    pub fn save(&self) -> Result<(), StateFileError> {
-        let sessions: Vec<Arc<Session>> = self.sessions.lock().values().cloned().collect();
-        let file = SessionsFile {
-            sessions: sessions
-                .iter()
-                .filter(|s| s.lock().expiry_secs > 0)
-                .map(|s| SessionSnapshot::capture(s))
-                .collect(),
-        };
-        let body = postcard::to_allocvec(&file).unwrap_or_default();
-        state_file::save(&self.sessions_path(), SESSIONS_MAGIC, &body)?;
-        self.auth
-            .save_owners(|id| sessions.iter().any(|s| &*s.client_id == id));
-        let retained = RetainedFile {
-            messages: self.retained.snapshot(),
-        };
-        let body = postcard::to_allocvec(&retained).unwrap_or_default();
-        state_file::save(&self.retained_path(), RETAINED_MAGIC, &body)
     }
 }
 
@@ -640,7 +649,7 @@ impl crate::reload::Reload for MqttServer {
 }
 
 /// The topic filter of a subscription's text (without any `$share/group/` prefix).
-fn filter_text(text: &str) -> &str {
+pub(super) fn filter_text(text: &str) -> &str {
     match edge_proto::mqtt::topic::parse_shared(text) {
         Ok(Some(shared)) => shared.filter,
         _ => text,
@@ -648,7 +657,10 @@ fn filter_text(text: &str) -> &str {
 }
 
 /// Splits `$share/group/filter` or a plain filter into the hub's filter and share group.
-fn parse_subscription(text: &str, max_levels: usize) -> Option<(Filter, Option<String>)> {
+pub(super) fn parse_subscription(
+    text: &str,
+    max_levels: usize,
+) -> Option<(Filter, Option<String>)> {
     match edge_proto::mqtt::topic::parse_shared(text) {
         Ok(Some(shared)) => Filter::mqtt_within(shared.filter, max_levels)
             .ok()
@@ -660,7 +672,8 @@ fn parse_subscription(text: &str, max_levels: usize) -> Option<(Filter, Option<S
     }
 }
 
-fn sub_entry(session: &Arc<Session>, record: SubscriptionRecord) -> SubEntry {
+/// The hub's entry for a subscription of `session`.
+pub(super) fn sub_entry(session: &Arc<Session>, record: SubscriptionRecord) -> SubEntry {
     SubEntry {
         qos: record.qos,
         no_local: record.no_local,

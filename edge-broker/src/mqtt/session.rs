@@ -1,19 +1,27 @@
 //! MQTT sessions: what outlives a connection (subscriptions, queued and in-flight messages,
-//! QoS 2 state), the registry that finds a session by client id, and session snapshots.
+//! QoS 2 state), the registry that finds a session by client id, and how a persistent
+//! session records its changes in the state journal.
+//!
+//! The persistent parts of [`SessionState`] are small collections ([`Subscriptions`],
+//! [`DeliveryQueue`], [`Inflight`], [`InboundQos2`]) with the methods of the std ones they
+//! wrap; every change through them is also appended to the journal (see [`crate::state`])
+//! when the session is persistent. They live behind the session's lock, which is what
+//! orders a session's records.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use serde::{Deserialize, Serialize};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use crate::hub::{Delivery, Mailbox};
-use crate::message::Message;
+use crate::state::journal::Encoder;
+use crate::state::record::{Record, SessionImage, StoredDelivery, StoredSubscription};
+use crate::state::{Commit, Journal};
 
 /// A subscription as the session remembers it (to restore it and to answer UNSUBSCRIBE).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SubscriptionRecord {
     /// Maximum QoS granted.
     pub qos: u8,
@@ -43,24 +51,26 @@ pub struct SessionState {
     pub generation: u64,
     /// Cancels the attached connection (session takeover).
     pub kick: Option<CancellationToken>,
-    /// Session Expiry Interval in seconds (`u32::MAX` = never).
+    /// Session Expiry Interval in seconds (`u32::MAX` = never); recorded when the session
+    /// goes offline.
     pub expiry_secs: u32,
     /// When the last connection ended (unix ms), while offline.
     pub disconnected_at_ms: Option<u64>,
     /// Subscriptions by full filter text (including any `$share/group/` prefix).
-    pub subscriptions: BTreeMap<String, SubscriptionRecord>,
+    pub subscriptions: Subscriptions,
     /// Deliveries not yet sent.
-    pub queue: VecDeque<Delivery>,
+    pub queue: DeliveryQueue,
     /// Sent QoS 1/2 deliveries by packet id.
-    pub inflight: BTreeMap<u16, Outbound>,
+    pub inflight: Inflight,
     /// Last packet id handed out.
     pub last_packet_id: u16,
     /// Packet ids of received QoS 2 publishes waiting for PUBREL.
-    pub inbound_qos2: BTreeSet<u16>,
+    pub inbound_qos2: InboundQos2,
     /// A will waiting for its delay interval.
     pub pending_will: Option<PendingWill>,
     /// The session has ended (clean start took over, or it expired): nothing may resume it.
     pub ended: bool,
+    log: Option<SessionLog>,
 }
 
 /// A will message waiting for its delay interval (MQTT 5 §3.1.3.2.2).
@@ -73,6 +83,57 @@ pub struct PendingWill {
 }
 
 impl SessionState {
+    /// Starts (`Some`) or stops (`None`) recording this session's changes.
+    pub fn set_log(&mut self, log: Option<SessionLog>) {
+        self.subscriptions.log.clone_from(&log);
+        self.queue.log.clone_from(&log);
+        self.inflight.log.clone_from(&log);
+        self.inbound_qos2.log.clone_from(&log);
+        self.log = log;
+    }
+
+    /// Where this session's changes are recorded (`None`: not persistent).
+    pub fn log(&self) -> Option<&SessionLog> {
+        self.log.as_ref()
+    }
+
+    /// Appends an image of the whole session (a checkpoint), as seen under its lock.
+    pub fn write_image(&self, client_id: &str, enc: &mut Encoder<'_>, sid: u64) {
+        let mut stored = |d: &Delivery| StoredDelivery::new(d, enc.message(&d.message));
+        let queue = self
+            .queue
+            .items
+            .iter()
+            .filter(|d| d.qos > 0)
+            .map(&mut stored)
+            .collect();
+        let inflight = self
+            .inflight
+            .map
+            .iter()
+            .map(|(id, out)| (*id, out.released, stored(&out.delivery)))
+            .collect();
+        enc.record(&Record::SessionImage(SessionImage {
+            sid,
+            client_id: client_id.to_owned(),
+            expiry_secs: self.expiry_secs,
+            disconnected_at_ms: if self.online {
+                None
+            } else {
+                self.disconnected_at_ms
+            },
+            subscriptions: self
+                .subscriptions
+                .map
+                .iter()
+                .map(|(filter, r)| (filter.clone(), (*r).into()))
+                .collect(),
+            queue,
+            inflight,
+            inbound_qos2: self.inbound_qos2.set.iter().copied().collect(),
+        }));
+    }
+
     /// The next packet id not in flight, or `None` when all 65535 are.
     pub fn next_packet_id(&mut self) -> Option<u16> {
         for _ in 0..u16::MAX {
@@ -82,6 +143,356 @@ impl SessionState {
             }
         }
         None
+    }
+}
+
+/// Where a persistent session's changes go: the journal, and the session's key in it.
+#[derive(Debug, Clone)]
+pub struct SessionLog {
+    journal: Arc<Journal>,
+    sid: u64,
+    /// Journal position just past this session's latest record.
+    last: Arc<AtomicU64>,
+}
+
+impl SessionLog {
+    /// Records of session `sid` go to `journal`.
+    pub fn new(journal: Arc<Journal>, sid: u64) -> SessionLog {
+        SessionLog {
+            journal,
+            sid,
+            last: Arc::new(AtomicU64::new(0)),
+        }
+    }
+
+    /// The session's key in the journal.
+    pub fn sid(&self) -> u64 {
+        self.sid
+    }
+
+    /// Appends records made by `f` (given the encoder and this session's key).
+    pub fn record(&self, f: impl FnOnce(&mut Encoder<'_>, u64)) {
+        let position = self.journal.append(|enc| f(enc, self.sid));
+        self.last.fetch_max(position, Ordering::AcqRel);
+    }
+
+    /// A ticket for this session's records so far (`None` if it has none).
+    pub fn commit(&self) -> Option<Commit> {
+        let last = self.last.load(Ordering::Acquire);
+        (last > 0).then(|| self.journal.commit_at(last))
+    }
+
+    fn delivery(&self, which: fn(u64, StoredDelivery) -> Record, delivery: &Delivery) {
+        self.record(|enc, sid| {
+            let stored = StoredDelivery::new(delivery, enc.message(&delivery.message));
+            enc.record(&which(sid, stored));
+        });
+    }
+}
+
+/// A session's subscriptions by full filter text; changes are recorded.
+#[derive(Debug, Default)]
+pub struct Subscriptions {
+    map: BTreeMap<String, SubscriptionRecord>,
+    bytes: u64,
+    log: Option<SessionLog>,
+}
+
+impl Subscriptions {
+    /// Adds or replaces a subscription; returns the one it replaced.
+    pub fn insert(
+        &mut self,
+        filter: String,
+        record: SubscriptionRecord,
+    ) -> Option<SubscriptionRecord> {
+        if let Some(log) = &self.log {
+            log.record(|enc, sid| {
+                enc.record(&Record::Subscribe {
+                    sid,
+                    filter: filter.clone(),
+                    options: StoredSubscription::from(record),
+                })
+            });
+        }
+        let cost = super::limits::subscription_cost(&filter);
+        let replaced = self.map.insert(filter, record);
+        if replaced.is_none() {
+            self.bytes += cost;
+        }
+        replaced
+    }
+
+    /// Removes a subscription; returns it if it existed.
+    pub fn remove(&mut self, filter: &str) -> Option<SubscriptionRecord> {
+        let removed = self.map.remove(filter);
+        if removed.is_some() {
+            self.bytes -= super::limits::subscription_cost(filter);
+        }
+        if removed.is_some()
+            && let Some(log) = &self.log
+        {
+            log.record(|enc, sid| {
+                enc.record(&Record::Unsubscribe {
+                    sid,
+                    filter: filter.to_owned(),
+                })
+            });
+        }
+        removed
+    }
+
+    /// The subscription for `filter`.
+    pub fn get(&self, filter: &str) -> Option<&SubscriptionRecord> {
+        self.map.get(filter)
+    }
+
+    /// Whether there is a subscription for `filter`.
+    pub fn contains_key(&self, filter: &str) -> bool {
+        self.map.contains_key(filter)
+    }
+
+    /// Filter texts in order.
+    pub fn keys(&self) -> impl Iterator<Item = &String> {
+        self.map.keys()
+    }
+
+    /// Subscriptions in filter order.
+    pub fn iter(&self) -> impl Iterator<Item = (&String, &SubscriptionRecord)> {
+        self.map.iter()
+    }
+
+    /// Number of subscriptions.
+    pub fn len(&self) -> usize {
+        self.map.len()
+    }
+
+    /// Memory the subscriptions are charged (what `max_subscription_bytes_per_client` counts:
+    /// see [`super::limits::subscription_cost`]).
+    pub fn bytes(&self) -> u64 {
+        self.bytes
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.map.is_empty()
+    }
+}
+
+/// Deliveries waiting to be sent, oldest first; changes to the QoS 1/2 ones are recorded.
+#[derive(Debug, Default)]
+pub struct DeliveryQueue {
+    items: VecDeque<Delivery>,
+    log: Option<SessionLog>,
+}
+
+impl DeliveryQueue {
+    /// Adds a delivery at the back.
+    pub fn push_back(&mut self, delivery: Delivery) {
+        if delivery.qos > 0
+            && let Some(log) = &self.log
+        {
+            log.delivery(|sid, delivery| Record::Enqueue { sid, delivery }, &delivery);
+        }
+        self.items.push_back(delivery);
+    }
+
+    /// Puts a delivery back at the front.
+    pub fn push_front(&mut self, delivery: Delivery) {
+        if delivery.qos > 0
+            && let Some(log) = &self.log
+        {
+            log.delivery(
+                |sid, delivery| Record::EnqueueFront { sid, delivery },
+                &delivery,
+            );
+        }
+        self.items.push_front(delivery);
+    }
+
+    /// Takes the oldest delivery.
+    pub fn pop_front(&mut self) -> Option<Delivery> {
+        let delivery = self.items.pop_front()?;
+        if delivery.qos > 0
+            && let Some(log) = &self.log
+        {
+            log.record(|enc, sid| enc.record(&Record::Dequeue { sid }));
+        }
+        Some(delivery)
+    }
+
+    /// The oldest delivery.
+    pub fn front(&self) -> Option<&Delivery> {
+        self.items.front()
+    }
+
+    /// Keeps only the deliveries for which `keep` is true.
+    pub fn retain(&mut self, keep: impl FnMut(&Delivery) -> bool) {
+        let recorded = |items: &VecDeque<Delivery>| items.iter().filter(|d| d.qos > 0).count();
+        let before = recorded(&self.items);
+        self.items.retain(keep);
+        if recorded(&self.items) != before
+            && let Some(log) = &self.log
+        {
+            let items = &self.items;
+            log.record(|enc, sid| {
+                let deliveries = items
+                    .iter()
+                    .filter(|d| d.qos > 0)
+                    .map(|d| StoredDelivery::new(d, enc.message(&d.message)))
+                    .collect();
+                enc.record(&Record::QueueImage { sid, deliveries });
+            });
+        }
+    }
+
+    /// Deliveries, oldest first.
+    pub fn iter(&self) -> impl Iterator<Item = &Delivery> {
+        self.items.iter()
+    }
+
+    /// Number of deliveries.
+    pub fn len(&self) -> usize {
+        self.items.len()
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.items.is_empty()
+    }
+}
+
+/// QoS 1/2 deliveries sent and not yet acknowledged, by packet id; changes are recorded.
+#[derive(Debug, Default)]
+pub struct Inflight {
+    map: BTreeMap<u16, Outbound>,
+    log: Option<SessionLog>,
+}
+
+impl Inflight {
+    /// Records a delivery sent under `packet_id`; returns one it replaced.
+    pub fn insert(&mut self, packet_id: u16, outbound: Outbound) -> Option<Outbound> {
+        if let Some(log) = &self.log {
+            log.record(|enc, sid| {
+                let stored = StoredDelivery::new(
+                    &outbound.delivery,
+                    enc.message(&outbound.delivery.message),
+                );
+                enc.record(&Record::InFlight {
+                    sid,
+                    packet_id,
+                    released: outbound.released,
+                    delivery: stored,
+                });
+            });
+        }
+        self.map.insert(packet_id, outbound)
+    }
+
+    /// Ends delivery `packet_id` (acknowledged or discarded); returns it if it was in flight.
+    pub fn remove(&mut self, packet_id: &u16) -> Option<Outbound> {
+        let removed = self.map.remove(packet_id);
+        if removed.is_some()
+            && let Some(log) = &self.log
+        {
+            log.record(|enc, sid| {
+                enc.record(&Record::Completed {
+                    sid,
+                    packet_id: *packet_id,
+                })
+            });
+        }
+        removed
+    }
+
+    /// QoS 2 delivery `packet_id` got its PUBREC (PUBREL is sent next); false if unknown.
+    pub fn release(&mut self, packet_id: u16) -> bool {
+        let Some(out) = self.map.get_mut(&packet_id) else {
+            return false;
+        };
+        if !out.released {
+            out.released = true;
+            if let Some(log) = &self.log {
+                log.record(|enc, sid| enc.record(&Record::Released { sid, packet_id }));
+            }
+        }
+        true
+    }
+
+    /// The delivery in flight as `packet_id`.
+    pub fn get(&self, packet_id: &u16) -> Option<&Outbound> {
+        self.map.get(packet_id)
+    }
+
+    /// Whether `packet_id` is in flight.
+    pub fn contains_key(&self, packet_id: &u16) -> bool {
+        self.map.contains_key(packet_id)
+    }
+
+    /// Deliveries in packet id order.
+    pub fn iter(&self) -> impl Iterator<Item = (&u16, &Outbound)> {
+        self.map.iter()
+    }
+
+    /// Number in flight.
+    pub fn len(&self) -> usize {
+        self.map.len()
+    }
+
+    /// Whether none is in flight.
+    pub fn is_empty(&self) -> bool {
+        self.map.is_empty()
+    }
+}
+
+/// Packet ids of QoS 2 publishes received and not yet released; changes are recorded.
+#[derive(Debug, Default)]
+pub struct InboundQos2 {
+    set: BTreeSet<u16>,
+    log: Option<SessionLog>,
+}
+
+impl InboundQos2 {
+    /// Notes `packet_id` as received; false if it already was.
+    pub fn insert(&mut self, packet_id: u16) -> bool {
+        let new = self.set.insert(packet_id);
+        if new && let Some(log) = &self.log {
+            log.record(|enc, sid| enc.record(&Record::InboundQos2 { sid, packet_id }));
+        }
+        new
+    }
+
+    /// Forgets `packet_id` (PUBREL, or the publish was refused); false if unknown.
+    pub fn remove(&mut self, packet_id: &u16) -> bool {
+        let known = self.set.remove(packet_id);
+        if known && let Some(log) = &self.log {
+            log.record(|enc, sid| {
+                enc.record(&Record::InboundQos2Done {
+                    sid,
+                    packet_id: *packet_id,
+                })
+            });
+        }
+        known
+    }
+
+    /// Whether `packet_id` was received and not released.
+    pub fn contains(&self, packet_id: &u16) -> bool {
+        self.set.contains(packet_id)
+    }
+
+    /// Packet ids in order.
+    pub fn iter(&self) -> impl Iterator<Item = &u16> {
+        self.set.iter()
+    }
+
+    /// Number waiting for PUBREL.
+    pub fn len(&self) -> usize {
+        self.set.len()
+    }
+
+    /// Whether none is waiting.
+    pub fn is_empty(&self) -> bool {
+        self.set.is_empty()
     }
 }
 
@@ -184,98 +595,10 @@ impl Registry {
     }
 }
 
-/// A delivery as stored in a snapshot.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct StoredDelivery {
-    /// The message.
-    pub message: Message,
-    /// Granted QoS.
-    pub qos: u8,
-    /// RETAIN flag to deliver with.
-    pub retain: bool,
-    /// Subscription identifiers.
-    pub subscription_ids: Vec<u32>,
-}
-
-impl StoredDelivery {
-    /// Captures a live delivery.
-    pub fn from_delivery(delivery: &Delivery) -> StoredDelivery {
-        StoredDelivery {
-            message: (*delivery.message).clone(),
-            qos: delivery.qos,
-            retain: delivery.retain,
-            subscription_ids: delivery.subscription_ids.clone(),
-        }
-    }
-
-    /// Turns it back into a live delivery.
-    pub fn into_delivery(self) -> Delivery {
-        Delivery {
-            message: Arc::new(self.message),
-            qos: self.qos,
-            retain: self.retain,
-            subscription_ids: self.subscription_ids,
-        }
-    }
-}
-
-/// A persistent session as saved across broker restarts.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct SessionSnapshot {
-    /// Client identifier.
-    pub client_id: String,
-    /// Session Expiry Interval in seconds.
-    pub expiry_secs: u32,
-    /// When the client went offline (unix ms); `None` if it was online at save time.
-    pub disconnected_at_ms: Option<u64>,
-    /// Subscriptions by full filter text.
-    pub subscriptions: Vec<(String, SubscriptionRecord)>,
-    /// In-flight deliveries: packet id, PUBREL sent, delivery.
-    pub inflight: Vec<(u16, bool, StoredDelivery)>,
-    /// Queued deliveries.
-    pub queue: Vec<StoredDelivery>,
-    /// QoS 2 packet ids awaiting PUBREL.
-    pub inbound_qos2: Vec<u16>,
-}
-
-impl SessionSnapshot {
-    /// Captures a session's persistent state.
-    pub fn capture(session: &Session) -> SessionSnapshot {
-        let state = session.lock();
-        SessionSnapshot {
-            client_id: session.client_id.clone(),
-            expiry_secs: state.expiry_secs,
-            disconnected_at_ms: state.disconnected_at_ms,
-            subscriptions: state
-                .subscriptions
-                .iter()
-                .map(|(filter, record)| (filter.clone(), *record))
-                .collect(),
-            inflight: state
-                .inflight
-                .iter()
-                .map(|(id, out)| {
-                    (
-                        *id,
-                        out.released,
-                        StoredDelivery::from_delivery(&out.delivery),
-                    )
-                })
-                .collect(),
-            queue: state
-                .queue
-                .iter()
-                .map(StoredDelivery::from_delivery)
-                .collect(),
-            inbound_qos2: state.inbound_qos2.iter().copied().collect(),
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::message::{MessageProperties, Origin};
+    use crate::message::{Message, MessageProperties, Origin};
 
     fn delivery(qos: u8) -> Delivery {
         Delivery {

@@ -2,7 +2,8 @@
 //! machine, same run. Prints a table (no assertions).
 //!
 //! `cargo build --release -p edge-broker && cargo run --release -p edge-tests --bin mqtt-bench`
-//! (`MQTT_BENCH_SCALE=0.2` for a quicker, noisier run).
+//! (`MQTT_BENCH_SCALE=0.2` for a quicker, noisier run; `MQTT_BENCH_PERSISTENT_SUB=1` makes the
+//! subscriber a persistent session, clean session off, whose deliveries are saved).
 //!
 //! The load generator is a raw MQTT 3.1.1 client on blocking sockets (one thread per
 //! connection): QoS 1 publishers keep a window of 100 publishes in flight, the subscriber
@@ -110,11 +111,17 @@ impl Frames {
 }
 
 fn connect(addr: SocketAddr, client_id: &str) -> (TcpStream, Frames) {
+    connect_session(addr, client_id, true)
+}
+
+/// Connects with clean session on (`clean`) or off (a persistent session).
+fn connect_session(addr: SocketAddr, client_id: &str, clean: bool) -> (TcpStream, Frames) {
     let stream = TcpStream::connect(addr).expect("connect");
     stream.set_nodelay(true).unwrap();
     let mut body = Vec::new();
     string("MQTT", &mut body);
-    body.extend_from_slice(&[4, 0x02, 0, 0]); // 3.1.1, clean session, no keep alive
+    // 3.1.1, clean session (or not), no keep alive
+    body.extend_from_slice(&[4, if clean { 0x02 } else { 0 }, 0, 0]);
     string(client_id, &mut body);
     let mut out = Vec::new();
     frame(0x10, &body, &mut out);
@@ -150,8 +157,9 @@ fn spawn_subscriber(
     expected: u64,
     ready: Arc<Barrier>,
 ) -> std::thread::JoinHandle<(u64, Instant)> {
+    let persistent = std::env::var_os("MQTT_BENCH_PERSISTENT_SUB").is_some();
     std::thread::spawn(move || {
-        let (mut writer, mut frames) = connect(addr, "bench-sub");
+        let (mut writer, mut frames) = connect_session(addr, "bench-sub", !persistent);
         let mut body = vec![0, 1];
         string("bench/#", &mut body);
         body.push(qos);
@@ -190,6 +198,12 @@ fn spawn_subscriber(
             }
         }
         let _ = writer.flush();
+        if persistent {
+            // Ends the persistent session (a clean-session connect replaces it), so the next
+            // run does not start with this one's leftovers.
+            drop((writer, frames));
+            drop(connect_session(addr, "bench-sub", true));
+        }
         (count, last)
     })
 }
