@@ -137,17 +137,8 @@ fn restart_recovers_a_torn_tail_and_reports_it() {
 }
 
 fn run_cli(args: &[&str], env: &[(&str, &str)]) -> (Option<i32>, String, String) {
-    let output = Command::new(broker_binary())
-        .args(args)
-        .envs(env.iter().copied())
-        .env_remove("EDGE_BROKER_CONFIG")
-        .output()
-        .unwrap();
-    (
-        output.status.code(),
-        String::from_utf8_lossy(&output.stdout).into_owned(),
-        String::from_utf8_lossy(&output.stderr).into_owned(),
-    )
+    let out = edge_tests::broker::run_cli(args, env);
+    (out.code, out.stdout, out.stderr)
 }
 
 #[test]

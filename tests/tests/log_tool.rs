@@ -10,25 +10,19 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, SystemTime};
 
-use edge_tests::broker::{Broker, broker_binary};
+use edge_tests::broker::{Broker, run_cli};
 use edge_tests::kafka::{Tansu, create_topic, read_topic, wait_for_metric};
 use edge_tests::peers::{program, python, repo_root};
 
 fn log_cli(args: &[&str], config: Option<&Path>) -> (Option<i32>, String, String) {
-    let mut command = Command::new(broker_binary());
-    command
-        .arg("log")
-        .args(args)
-        .env_remove("EDGE_BROKER_CONFIG");
+    let mut all: Vec<std::ffi::OsString> = vec!["log".into()];
+    all.extend(args.iter().map(|a| a.into()));
     if let Some(config) = config {
-        command.arg("--config").arg(config);
+        all.push("--config".into());
+        all.push(config.into());
     }
-    let output = command.output().unwrap();
-    (
-        output.status.code(),
-        String::from_utf8_lossy(&output.stdout).into_owned(),
-        String::from_utf8_lossy(&output.stderr).into_owned(),
-    )
+    let out = run_cli(&all, &[]);
+    (out.code, out.stdout, out.stderr)
 }
 
 /// Publishes `count` QoS 1 messages `msg-N` on `sensors/dev-{N%4}/t` (MQTT 5, user property
@@ -179,7 +173,7 @@ fn stat_dump_and_tail_read_a_running_brokers_data_dir_without_disturbing_it() {
 
     // Nothing was written, and the broker goes on serving.
     assert_eq!(
-        files(&data_dir),
+        watched(),
         before,
         "the tools changed the data directory"
     );

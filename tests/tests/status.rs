@@ -10,24 +10,16 @@ use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use edge_tests::broker::{Broker, broker_binary};
+use edge_tests::broker::{Broker, broker_binary, run_cli};
 use edge_tests::kafka::{Tansu, wait_for_metric};
 use edge_tests::peers::{ChildGuard, python, repo_root};
 
 fn status(config: &std::path::Path, extra: &[&str]) -> (Option<i32>, String, String) {
-    let output = Command::new(broker_binary())
-        .args(["status", "--config"])
-        .arg(config)
-        .args(["--interval", "1s"])
-        .args(extra)
-        .env_remove("EDGE_BROKER_CONFIG")
-        .output()
-        .unwrap();
-    (
-        output.status.code(),
-        String::from_utf8_lossy(&output.stdout).into_owned(),
-        String::from_utf8_lossy(&output.stderr).into_owned(),
-    )
+    let mut args: Vec<std::ffi::OsString> = vec!["status".into(), "--config".into()];
+    args.push(config.into());
+    args.extend(["--interval", "1s"].iter().chain(extra).map(|a| a.into()));
+    let out = run_cli(&args, &[]);
+    (out.code, out.stdout, out.stderr)
 }
 
 /// A paho publisher sending `count` QoS 1 messages on `sensors/dev-N/t` as fast as acked.
