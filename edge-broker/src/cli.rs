@@ -10,7 +10,7 @@ use crate::config::env;
 ///
 /// Without a subcommand it runs the broker; without --config it runs on built-in defaults
 /// (MQTT on 127.0.0.1:1883, NATS on 127.0.0.1:4222, data in ./edge-data, no routes: nothing is
-/// stored or forwarded until the config has [[route]] entries).
+/// stored or forwarded until the config has `[[route]]` entries).
 #[derive(Debug, Parser)]
 #[command(
     name = "edge-broker",

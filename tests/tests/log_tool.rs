@@ -172,11 +172,7 @@ fn stat_dump_and_tail_read_a_running_brokers_data_dir_without_disturbing_it() {
     );
 
     // Nothing was written, and the broker goes on serving.
-    assert_eq!(
-        watched(),
-        before,
-        "the tools changed the data directory"
-    );
+    assert_eq!(watched(), before, "the tools changed the data directory");
     publish(addr, 1);
     let (_, out, _) = log_cli(&["stat"], Some(&config));
     assert!(out.contains("0..52 held"), "{out}");

@@ -1,7 +1,14 @@
 //! The TOML configuration: schema, built-in defaults, loading and validation.
 //!
-//! Every section rejects unknown keys, and every error names the field it is about
-//! (`log.fsync: ...`), so `edge-broker check` tells an operator exactly what to fix.
+//! Every section rejects unknown keys, and every problem names the field it is about
+//! (`log.fsync: ...`) and where it is set (its line, or the `EDGE_BROKER_*` variable), and all
+//! of them are reported at once, so `edge-broker check` tells an operator exactly what to fix.
+//!
+//! - [`document`]: parsing that carries on past a bad key, overrides applied to the parsed
+//!   tree, field locations.
+//! - [`env`]: the `EDGE_BROKER_*` namespace: overrides versus process settings.
+//! - [`summary`]: what `check` prints for a valid config.
+//! - `units`: sizes, durations, listen addresses.
 
 pub mod document;
 pub mod env;
