@@ -445,6 +445,13 @@ fn dump(
     for segment in &list[start..] {
         let end = segments::read(segment, place.max_record(), |r| dumper.visit(r))?;
         next = end.next_offset;
+        if end.deleted {
+            eprintln!(
+                "edge-broker log: {} was deleted while reading (retention: its records reached \
+                 Kafka); continuing with the next segment",
+                segment.path.display()
+            );
+        }
         if let Some((at, why)) = &end.damage {
             eprintln!(
                 "edge-broker log: {} is damaged at byte {at} ({why}): the rest of it is not shown",

@@ -63,6 +63,8 @@ pub struct SegmentEnd {
     pub incomplete_tail: u64,
     /// Damage that ended the reading early: byte position and reason.
     pub damage: Option<(u64, String)>,
+    /// The file was gone when it was opened: retention deleted it after it was listed.
+    pub deleted: bool,
 }
 
 /// The segments of `log_dir`, by base offset, with their headers checked.
@@ -138,7 +140,14 @@ pub fn read(
     if segment.version.is_none() {
         return Ok(end);
     }
-    let mut file = File::open(&segment.path).map_err(io)?;
+    let mut file = match File::open(&segment.path) {
+        Ok(file) => file,
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
+            end.deleted = true;
+            return Ok(end);
+        }
+        Err(error) => return Err(io(error)),
+    };
     // The header was checked by `list`.
     file.seek(SeekFrom::Start(SEGMENT_HEADER_LEN as u64))
         .map_err(io)?;
@@ -285,10 +294,15 @@ mod tests {
         std::fs::write(&segment.path, &bytes).unwrap();
         let end = read(&segment, 1 << 20, |_| ControlFlow::Continue(())).unwrap();
         assert_eq!(end.records, 2);
+        assert!(!end.deleted);
         let (at, why) = end.damage.unwrap();
         assert!(
             at > SEGMENT_HEADER_LEN as u64 && why.contains("crc"),
             "{at} {why}"
         );
+        // Retention deleted it after the listing: reported, not an error.
+        std::fs::remove_file(&segment.path).unwrap();
+        let end = read(&segment, 1 << 20, |_| ControlFlow::Continue(())).unwrap();
+        assert!(end.deleted && end.records == 0);
     }
 }
