@@ -81,11 +81,12 @@ pub fn main(config: Option<&Path>, args: &StatusArgs) -> ExitCode {
     }
 }
 
-/// The broker to ask: its metrics address, the config file named in messages, its budget.
+/// The broker to ask: its metrics address, the config file named in messages, its budget
+/// (known from a config file only: the built-in default may not be the broker's).
 struct Target {
     addr: SocketAddr,
     origin: String,
-    budget: u64,
+    budget: Option<u64>,
 }
 
 fn target(config: Option<&Path>, args: &StatusArgs) -> Result<Target, StatusError> {
@@ -95,7 +96,7 @@ fn target(config: Option<&Path>, args: &StatusArgs) -> Result<Target, StatusErro
         .unwrap_or_else(|| PathBuf::from("the built-in defaults"))
         .display()
         .to_string();
-    let budget = loaded.log.max_bytes.bytes();
+    let budget = config.map(|_| loaded.log.max_bytes.bytes());
     if let Some(text) = &args.metrics {
         let addr = text
             .to_socket_addrs()

@@ -116,7 +116,12 @@ pub struct Errors {
 impl View {
     /// The view of `now`, with rates against `before` when given; `budget` is the config's
     /// `log.max_bytes`, used when the broker does not export its own.
-    pub fn new(addr: SocketAddr, before: Option<&Scrape>, now: &Scrape, budget: u64) -> View {
+    pub fn new(
+        addr: SocketAddr,
+        before: Option<&Scrape>,
+        now: &Scrape,
+        budget: Option<u64>,
+    ) -> View {
         let get = |name: &str| now.value(name).unwrap_or(0.0);
         let uplink = uplink(now);
         let rates = before.map(|before| {
@@ -185,7 +190,7 @@ impl View {
                 bytes: get("edge_log_bytes"),
                 budget: now
                     .value("edge_log_max_bytes")
-                    .or(Some(budget as f64).filter(|b| *b > 0.0)),
+                    .or(budget.map(|b| b as f64).filter(|b| *b > 0.0)),
                 segments: get("edge_log_segments"),
                 records: get("edge_log_records"),
                 oldest: get("edge_log_oldest_offset"),
@@ -522,7 +527,7 @@ mod tests {
              edge_kafka_errors_total{kind=\"unreachable\"} 14\n",
         );
         let addr = "127.0.0.1:9100".parse().unwrap();
-        let view = View::new(addr, Some(&before), &now, 2 << 30);
+        let view = View::new(addr, Some(&before), &now, Some(2 << 30));
         assert!(!view.is_good());
         let text = view.render();
         for want in [
@@ -549,7 +554,7 @@ mod tests {
              edge_kafka_replay_in_progress 1\nedge_kafka_lag_records 700\n\
              edge_kafka_last_error_info{kind=\"unreachable\",error=\"connection refused\"} 1\n",
         );
-        let view = View::new("127.0.0.1:9100".parse().unwrap(), Some(&before), &now, 0);
+        let view = View::new("127.0.0.1:9100".parse().unwrap(), Some(&before), &now, None);
         assert!(view.is_good(), "{view:?}");
         let text = view.render();
         for want in [
@@ -565,7 +570,7 @@ mod tests {
     #[test]
     fn without_a_forwarder_or_a_second_look() {
         let (_, now) = looks("", "");
-        let text = View::new("127.0.0.1:9100".parse().unwrap(), None, &now, 0).render();
+        let text = View::new("127.0.0.1:9100".parse().unwrap(), None, &now, None).render();
         assert!(text.contains("no Kafka forwarder"), "{text}");
         assert!(text.contains("rates    - (one look only)"), "{text}");
         assert!(!text.contains("drain"), "{text}");
