@@ -25,12 +25,26 @@ fn main() -> ExitCode {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(err) => {
                     // Once: stderr is the log (the journal under systemd).
-                    tracing::error!("{err:#}");
+                    tracing::error!("{}", describe(&err));
                     ExitCode::FAILURE
                 }
             }
         }
     }
+}
+
+/// The error and its causes, each cause once: most of our errors already say their cause
+/// (`cannot listen on ADDR: Address already in use`), which `{:#}` would repeat.
+fn describe(err: &anyhow::Error) -> String {
+    let mut text = err.to_string();
+    for cause in err.chain().skip(1) {
+        let cause = cause.to_string();
+        if !text.contains(&cause) {
+            text.push_str(": ");
+            text.push_str(&cause);
+        }
+    }
+    text
 }
 
 /// What the `EDGE_BROKER_*` variables of this process mean (malformed ones are reported when

@@ -343,3 +343,21 @@ fn startup_says_what_is_stored_and_probes_stay_quiet() {
     assert!(probe_lines.is_empty(), "probes logged: {probe_lines:?}");
     assert!(broker.terminate(Duration::from_secs(25)).success());
 }
+
+#[test]
+fn a_listener_that_cannot_bind_is_reported_once() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port();
+    let dir = tempfile::tempdir().unwrap();
+    let mut broker = Broker::spawn_in(
+        dir.path(),
+        &format!("[metrics]\nlisten = \"127.0.0.1:{port}\"\n"),
+    );
+    assert!(!broker.wait_exit(Duration::from_secs(20)).success());
+    let line = broker.wait_for_line("metrics.listen: cannot listen on", Duration::from_secs(1));
+    assert_eq!(
+        line.matches("Address already in use").count(),
+        1,
+        "the cause said once: {line}"
+    );
+}
