@@ -10,13 +10,14 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use crate::producer::{ErrorClass, ProduceError};
 
 /// Error kinds counted in [`ForwardMetrics::errors`], in this order.
-pub const ERROR_KINDS: [&str; 9] = [
+pub const ERROR_KINDS: [&str; 10] = [
     "unreachable",
     "connection_reset",
     "timeout",
     "unknown_topic",
     "rejected",
     "broker_retriable",
+    "authentication",
     "fatal",
     "plan",
     "log",
@@ -29,6 +30,7 @@ pub fn error_kind(error: &ProduceError) -> &'static str {
             "unreachable"
         }
         ProduceError::Io { .. } => "connection_reset",
+        ProduceError::Authentication { .. } => "authentication",
         ProduceError::Timeout { .. } => "timeout",
         ProduceError::UnknownPartition { .. } => "unknown_topic",
         ProduceError::BatchTooLarge { .. } => "rejected",

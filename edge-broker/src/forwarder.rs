@@ -23,6 +23,7 @@ pub struct KafkaBridge {
     handle: JoinHandle<()>,
     abort: CancellationToken,
     metrics: Arc<ForwardMetrics>,
+    sasl: Option<Arc<edge_bridge::producer::sasl::SaslStatus>>,
 }
 
 /// Why the forwarder could not start.
@@ -55,6 +56,7 @@ pub fn start(
     }
     let producer =
         WireProducer::new(config.kafka_producer_config()).map_err(BridgeStartError::Producer)?;
+    let sasl = producer.sasl_status();
     let forwarder = Forwarder::open(
         log,
         CURSOR_NAME,
@@ -70,6 +72,7 @@ pub fn start(
         handle,
         abort,
         metrics,
+        sasl,
     }))
 }
 
@@ -77,6 +80,11 @@ impl KafkaBridge {
     /// The forwarder's counters.
     pub fn metrics(&self) -> Arc<ForwardMetrics> {
         Arc::clone(&self.metrics)
+    }
+
+    /// Whether Kafka accepts our SASL credentials (`None` without SASL).
+    pub fn sasl_status(&self) -> Option<Arc<edge_bridge::producer::sasl::SaslStatus>> {
+        self.sasl.clone()
     }
 
     /// After shutdown was requested: lets the chunk in flight finish for up to `deadline`, then
@@ -94,6 +102,26 @@ impl KafkaBridge {
             let _ = self.handle.await;
         }
     }
+}
+
+/// Renders whether the upstream accepts our SASL credentials.
+pub fn render_sasl(text: &mut PromText, sasl: &edge_bridge::producer::sasl::SaslStatus) {
+    text.gauge(
+        "edge_kafka_upstream_authenticated",
+        "1 while Kafka accepts our SASL credentials, 0 after a refusal (or before the first success).",
+        &[(&[], f64::from(u8::from(sasl.authenticated())))],
+    );
+    text.counter(
+        "edge_kafka_sasl_authentications_total",
+        "SASL authentications and re-authentications with Kafka, by result.",
+        &[
+            (&[("result", "ok")], sasl.successes.load(Ordering::Relaxed)),
+            (
+                &[("result", "failed")],
+                sasl.failures.load(Ordering::Relaxed),
+            ),
+        ],
+    );
 }
 
 /// Renders the forwarder's metrics; `durable_end` is the log's (for lag and age).

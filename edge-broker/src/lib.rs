@@ -4,6 +4,9 @@
 //! - [`cli`]: command-line arguments (`run`, `check`, `status`, `log …`, `--config`).
 //! - [`config`]: the TOML schema, built-in defaults, `EDGE_BROKER_*` overrides, validation that
 //!   reports every problem with its field and line, and the summary `check` prints.
+//! - [`auth`]: who may connect and what they may touch: Mosquitto password and ACL files,
+//!   one identity model for MQTT and NATS, failed-login delays, session ownership, secrets
+//!   from files.
 //! - [`logging`]: `tracing` setup for journald, terminals and JSON.
 //! - [`status`]: `edge-broker status`: asks the running broker's `/metrics` and `/healthz`.
 //! - [`inspect`]: `edge-broker log …`: read-only views of a data directory; dead-letter requeue.
@@ -25,6 +28,7 @@
 //! - [`app`]: the running broker: data-dir lock, log recovery, serve, drain.
 
 pub mod app;
+pub mod auth;
 pub mod cli;
 pub mod config;
 pub mod forwarder;

@@ -243,6 +243,12 @@ impl Broker {
         self.listen_addr("mqtt.listen")
     }
 
+    /// The value of one sample of `/metrics` (`name` with its labels as rendered, e.g.
+    /// `edge_auth_login_failures_total{protocol="mqtt"}`); `None` if it is not there.
+    pub fn metric(&self, sample: &str) -> Option<f64> {
+        crate::kafka::metric(self.listen_addr("metrics.listen"), sample)
+    }
+
     /// The process id.
     pub fn pid(&self) -> u32 {
         self.child.id()

@@ -205,7 +205,12 @@ fn help_lists_every_variable_the_env_file_and_the_code_read() {
                 continue;
             }
             let text = std::fs::read_to_string(&path).unwrap();
-            for pattern in ["env::var(\"", "env::var_os(\"", "env = \""] {
+            for pattern in [
+                "env::var(\"",
+                "env::var_os(\"",
+                "env = \"",
+                "CREDENTIALS_DIRECTORY: &str = \"",
+            ] {
                 for piece in text.split(pattern).skip(1) {
                     names.push(piece.split('"').next().unwrap().to_owned());
                 }

@@ -27,6 +27,7 @@ use kafka_protocol::protocol::StrBytes;
 
 use super::batch::{BatchIdentity, EncodedBatch, encode_batch};
 use super::conn::{ConnLimits, Connection, Frame, Pipeline, decode_response};
+use super::sasl::{SaslContext, SaslSettings, SaslStatus};
 use super::tls::TlsSettings;
 use super::{
     Compression, ErrorClass, KafkaProducer, ProduceAck, ProduceError, ProduceRecord, code_name,
@@ -73,6 +74,8 @@ pub struct ProducerConfig {
     pub max_in_flight: usize,
     /// TLS to every broker (Kafka's `SSL` listeners); `None` is plain TCP.
     pub tls: Option<TlsSettings>,
+    /// SASL authentication on every connection; `None`: none.
+    pub sasl: Option<SaslSettings>,
 }
 
 impl ProducerConfig {
@@ -93,6 +96,7 @@ impl ProducerConfig {
             connections_per_broker: 4,
             max_in_flight: 5,
             tls: None,
+            sasl: None,
         }
     }
 }
@@ -230,6 +234,12 @@ impl WireProducer {
             max_response_bytes: config.max_response_bytes,
             client_id: StrBytes::from_string(config.client_id.clone()),
             tls: config.tls.as_ref().map(super::tls::connector).transpose()?,
+            sasl: config.sasl.clone().map(|settings| {
+                Arc::new(SaslContext {
+                    settings,
+                    status: Arc::new(SaslStatus::default()),
+                })
+            }),
         };
         Ok(Self {
             inner: Arc::new(Inner {
@@ -248,6 +258,15 @@ impl WireProducer {
     /// The settings this producer runs with.
     pub fn config(&self) -> &ProducerConfig {
         &self.inner.config
+    }
+
+    /// Whether the brokers accept our SASL credentials (`None` without SASL).
+    pub fn sasl_status(&self) -> Option<Arc<SaslStatus>> {
+        self.inner
+            .limits
+            .sasl
+            .as_ref()
+            .map(|c| Arc::clone(&c.status))
     }
 
     /// Creates `topic` with `partitions` partitions; Ok(false) if it already existed.

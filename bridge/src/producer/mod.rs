@@ -13,12 +13,15 @@
 //!   Rust), into reused buffers, duplicate header keys preserved; [`EncodedBatch`]: encoded
 //!   ahead, the producer identity stamped in when the batch is written.
 //! - [`tls`]: TLS to the brokers (rustls, ring), CA bundle and optional client certificate.
+//! - [`sasl`]: SASL PLAIN, SCRAM-SHA-256/512 and OAUTHBEARER after the ApiVersions handshake,
+//!   re-authentication when the session lifetime runs out (KIP-368), and [`sasl::SaslStatus`].
 //! - `client`: metadata cache (refreshed on leader errors and periodically), per-broker
 //!   connections, Produce with acks=all, CreateTopics for tooling and tests.
 
 mod batch;
 mod client;
 mod conn;
+pub mod sasl;
 pub mod tls;
 
 use std::future::Future;
@@ -150,6 +153,17 @@ pub enum ProduceError {
     /// No broker address was configured.
     #[error("no bootstrap brokers configured")]
     NoBrokers,
+    /// SASL authentication failed (wrong credentials, unsupported mechanism, unreadable
+    /// secret file). Retried with backoff: the credentials may be fixed while we wait.
+    #[error("Kafka SASL {mechanism} authentication with {broker} failed: {reason}")]
+    Authentication {
+        /// Broker address.
+        broker: String,
+        /// The mechanism's wire name.
+        mechanism: &'static str,
+        /// Why, as the broker or our check said it.
+        reason: String,
+    },
     /// TCP connect failed.
     #[error("connecting to Kafka broker {broker}: {source}")]
     Connect {
@@ -347,6 +361,7 @@ impl ProduceError {
             | ProduceError::Io { .. }
             | ProduceError::Timeout { .. }
             | ProduceError::NoLeader { .. }
+            | ProduceError::Authentication { .. }
             | ProduceError::Blocked { .. } => ErrorClass::Retriable,
             ProduceError::Broker { code, .. } => classify_code(*code),
             ProduceError::UnknownPartition { .. } => ErrorClass::UnknownTopic,

@@ -39,7 +39,7 @@ pub const DEPRECATED: [(&str, &str); 2] = [
 ];
 
 /// Every variable edge-broker reads besides the overrides, with what it does (for `--help`).
-pub const VARIABLES: [(&str, &str); 9] = [
+pub const VARIABLES: [(&str, &str); 10] = [
     (
         CONFIG,
         "configuration file, like --config (without either: built-in defaults)",
@@ -77,6 +77,11 @@ pub const VARIABLES: [(&str, &str); 9] = [
     (
         "WATCHDOG_PID",
         "set by systemd: the process the watchdog applies to",
+    ),
+    (
+        "CREDENTIALS_DIRECTORY",
+        "set by systemd (LoadCredential=): a *_file setting may start with \
+         $CREDENTIALS_DIRECTORY/",
     ),
 ];
 
