@@ -15,9 +15,20 @@
 # macros of a --target build do go to target/release/{build,deps}, but cargo's metadata hash
 # includes the compiler version, so Debian's and rustup's artifacts live side by side.
 #
+# glibc: the binaries are linked against glibc 2.28 (EDGE_CROSS_GLIBC), so they run on
+# Raspberry Pi OS buster (2.28), bullseye (2.31) and bookworm (2.36): cargo-zigbuild with zig as
+# the linker and C compiler (for ring), target "<triple>.2.28", the same Rust std as before. The
+# highest GLIBC_ symbol version each binary needs is checked after the build
+# (cross/glibc-check.sh) and printed in the size table. EDGE_CROSS_GLIBC=native links with the
+# Debian cross gcc instead (binaries then need glibc >= 2.34, bookworm).
+#
+# On an arm64 host, aarch64 is built natively (cross/setup.sh explains; other targets need an
+# amd64 machine).
+#
 # Environment:
 #   CARGO_TARGET_DIR      target dir (default <repo>/target)
 #   EDGE_BROKER_PROFILE   cargo profile (default release; release-small = opt-level "z")
+#   EDGE_CROSS_GLIBC      oldest glibc to run on (default 2.28), or "native"
 #   EDGE_CROSS_SKIP_SETUP=1  do not run cross/setup.sh (toolchain known to be present)
 #   EDGE_CROSS_CARGO_ARGS extra arguments for cargo build (e.g. "--locked" or "--features x")
 set -euo pipefail
@@ -39,8 +50,21 @@ PROFILE="${EDGE_BROKER_PROFILE:-release}"
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$ROOT/target}"
 case "$CARGO_TARGET_DIR" in /*) ;; *) CARGO_TARGET_DIR="$ROOT/$CARGO_TARGET_DIR" ;; esac
 
+GLIBC="${EDGE_CROSS_GLIBC:-2.28}"
+ZIG_VENV="${EDGE_CROSS_CACHE:-/var/cache/edge-broker-cross}/zig-venv"
+HOST_ARCH="${EDGE_CROSS_HOST_ARCH:-$(dpkg --print-architecture 2>/dev/null || uname -m)}"
+
 if [ "${EDGE_CROSS_SKIP_SETUP:-0}" != 1 ]; then
   "$HERE/setup.sh" "$WANT"
+fi
+
+if [ "$HOST_ARCH" = arm64 ] || [ "$HOST_ARCH" = aarch64 ]; then
+  # Native build on an arm64 machine: only aarch64 (setup.sh refused anything else).
+  (cd "$ROOT" && cargo build --profile "$PROFILE" --target aarch64-unknown-linux-gnu -p edge-broker --bin edge-broker)
+  bin="$CARGO_TARGET_DIR/aarch64-unknown-linux-gnu/$PROFILE/edge-broker"
+  [ -x "$bin" ] || die "$bin was not produced"
+  printf 'build: %s (native, needs glibc >= %s)\n' "$bin" "$("$HERE/glibc-check.sh" "$bin")"
+  exit 0
 fi
 
 triple_of() { case "$1" in aarch64) echo aarch64-unknown-linux-gnu ;; armv7) echo armv7-unknown-linux-gnueabihf ;; x86_64) echo x86_64-unknown-linux-gnu ;; esac; }
@@ -60,17 +84,30 @@ build_one() { # build_one TARGET
   # build scripts and proc macros shared by all three builds, so each switch between x86_64 and
   # an ARM target would rebuild everything. The host defaults (cc, ar) are what x86_64 needs.
   local cross_env=()
-  if [ -n "$prefix" ]; then
-    cross_env=("CARGO_TARGET_${upper}_LINKER=${prefix}gcc" "CC_${lower}=${prefix}gcc" "AR_${lower}=${prefix}ar")
+  if [ "$GLIBC" != native ]; then
+    # zig links against the glibc version named in the target and compiles ring's C for it;
+    # Debian's cargo and rustc stay in charge (/usr/bin ahead of rustup's ~/.cargo/bin).
+    [ -x "$ZIG_VENV/bin/cargo-zigbuild" ] || die "cargo-zigbuild missing in $ZIG_VENV (run cross/setup.sh)"
+    # shellcheck disable=SC2086
+    (cd "$ROOT" && env PATH="$ZIG_VENV/bin:/usr/bin:$PATH" RUSTC=/usr/bin/rustc RUSTDOC=/usr/bin/rustdoc \
+      CARGO=/usr/bin/cargo cargo-zigbuild zigbuild --profile "$PROFILE" --target "$triple.$GLIBC" \
+        -p edge-broker --bin edge-broker ${EDGE_CROSS_CARGO_ARGS:-})
+  else
+    if [ -n "$prefix" ]; then
+      cross_env=("CARGO_TARGET_${upper}_LINKER=${prefix}gcc" "CC_${lower}=${prefix}gcc" "AR_${lower}=${prefix}ar")
+    fi
+    # shellcheck disable=SC2086
+    (cd "$ROOT" && env RUSTC=/usr/bin/rustc RUSTDOC=/usr/bin/rustdoc "${cross_env[@]}" \
+      /usr/bin/cargo build --profile "$PROFILE" --target "$triple" -p edge-broker --bin edge-broker \
+        ${EDGE_CROSS_CARGO_ARGS:-})
   fi
-  # shellcheck disable=SC2086
-  (cd "$ROOT" && env RUSTC=/usr/bin/rustc RUSTDOC=/usr/bin/rustdoc "${cross_env[@]}" \
-    /usr/bin/cargo build --profile "$PROFILE" --target "$triple" -p edge-broker --bin edge-broker \
-      ${EDGE_CROSS_CARGO_ARGS:-})
   local bin="$CARGO_TARGET_DIR/$triple/$PROFILE/edge-broker"
   [ -x "$bin" ] || die "$bin was not produced"
   "${prefix}readelf" -h "$bin" | grep -q "Machine:.*$(machine_of "$t")" \
     || die "$bin is not an ELF for $(machine_of "$t")"
+  if [ "$GLIBC" != native ]; then
+    "$HERE/glibc-check.sh" "$bin" "$GLIBC" >/dev/null || die "$bin needs a newer glibc than $GLIBC"
+  fi
 }
 
 for t in "${TARGETS[@]}"; do build_one "$t"; done
@@ -78,10 +115,11 @@ for t in "${TARGETS[@]}"; do build_one "$t"; done
 # Stripped size: the release profile already strips; strip a copy anyway so the number stays the
 # stripped one if a profile (e.g. bench) keeps symbols.
 tmp="$(mktemp -d)"; trap 'rm -rf "$tmp"' EXIT
-printf '\n%-32s %12s %14s  %s\n' "target" "bytes" "stripped bytes" "binary"
+printf '\n%-32s %12s %14s %6s  %s\n' "target" "bytes" "stripped bytes" "glibc" "binary"
 for t in "${TARGETS[@]}"; do
   triple="$(triple_of "$t")"; prefix="$(prefix_of "$t")"
   bin="$CARGO_TARGET_DIR/$triple/$PROFILE/edge-broker"
   "${prefix}strip" -o "$tmp/$t" "$bin"
-  printf '%-32s %12s %14s  %s\n' "$triple" "$(stat -c %s "$bin")" "$(stat -c %s "$tmp/$t")" "$bin"
+  printf '%-32s %12s %14s %6s  %s\n' "$triple" "$(stat -c %s "$bin")" "$(stat -c %s "$tmp/$t")" \
+    "$("$HERE/glibc-check.sh" "$bin")" "$bin"
 done

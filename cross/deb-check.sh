@@ -6,7 +6,8 @@
 #   building them with cross/deb.sh when missing.
 #
 # For each package:
-#  1. dpkg-deb --info: name, version, architecture, Depends: libc6 (>= 2.34 or more), conffiles,
+#  1. dpkg-deb --info: name, version, architecture, Depends: libc6 (>= the highest glibc symbol
+#     version the packaged binary needs, cross/glibc-check.sh), conffiles,
 #     maintainer scripts.
 #  2. dpkg-deb --contents: every file at its path with its mode, owned by root; nothing unexpected.
 #  3. the packaged binary is an ELF for the package's architecture.
@@ -75,10 +76,15 @@ static_checks() { # static_checks ARCH DEB
   check "Architecture: $arch" [ "$(f Architecture)" = "$arch" ]
   check "Version: $(f Version) starts with $UPSTREAM-" grep -q "^${UPSTREAM//./\\.}-" <<<"$(f Version)"
   dep="$(f Depends)"
-  if [[ "$dep" =~ ^libc6\ \(\>=\ ([0-9.]+)\)$ ]] && [ "$(printf '%s\n' 2.34 "${BASH_REMATCH[1]}" | sort -V | head -n1)" = 2.34 ]; then
-    pass "Depends: $dep"
+  local packaged need
+  packaged="$(mktemp)"
+  dpkg-deb --fsys-tarfile "$deb" | tar -xO ./usr/bin/edge-broker >"$packaged"
+  need="$("$HERE/glibc-check.sh" "$packaged" 2>/dev/null || echo '?')"
+  rm -f "$packaged"
+  if [ "$dep" = "libc6 (>= $need)" ]; then
+    pass "Depends: $dep (the binary's highest GLIBC_ symbol version)"
   else
-    bad "Depends: '$dep' (want libc6 (>= 2.34 or later))"
+    bad "Depends: '$dep' (want libc6 (>= $need): the binary's highest GLIBC_ symbol version)"
   fi
   check "conffiles: /etc/edge-broker/edge-broker.toml /etc/default/edge-broker" \
     [ "$(dpkg-deb --ctrl-tarfile "$deb" | tar -xO ./conffiles | sort | tr '\n' ' ')" = "/etc/default/edge-broker /etc/edge-broker/edge-broker.toml " ]

@@ -55,15 +55,10 @@ export SOURCE_DATE_EPOCH
 
 target_of() { case "$1" in arm64) echo aarch64 ;; armhf) echo armv7 ;; amd64) echo x86_64 ;; esac; }
 triple_of() { case "$1" in arm64) echo aarch64-unknown-linux-gnu ;; armhf) echo armv7-unknown-linux-gnueabihf ;; amd64) echo x86_64-unknown-linux-gnu ;; esac; }
-readelf_of() { case "$1" in arm64) echo aarch64-linux-gnu-readelf ;; armhf) echo arm-linux-gnueabihf-readelf ;; amd64) echo readelf ;; esac; }
-
-# Highest GLIBC_x.y symbol version the binary needs; the package depends on at least 2.34
-# (what Rust's std on Debian's toolchain requires), more if the binary needs more.
-glibc_dep() {
-  local need
-  need="$("$(readelf_of "$1")" -V "$2" | grep -o 'GLIBC_[0-9][0-9.]*' | sed 's/GLIBC_//' | sort -uV | tail -n1)"
-  printf '%s\n%s\n' 2.34 "${need:-2.34}" | sort -V | tail -n1
-}
+# Depends: libc6 (>= the highest GLIBC_x.y symbol version the binary needs): 2.28 for the
+# default cross builds (cross/build.sh links against it), whatever the host's glibc is for
+# other builds.
+glibc_dep() { "$HERE/glibc-check.sh" "$1"; }
 
 write_scripts() { # write_scripts DEBIAN_DIR
   local d="$1"
@@ -213,7 +208,7 @@ EOF
   write_scripts "$stage/DEBIAN"
   (cd "$stage" && find . -type f ! -path './DEBIAN/*' ! -path './etc/*' -printf '%P\0' | sort -z \
      | xargs -0 md5sum >DEBIAN/md5sums)
-  libc="$(glibc_dep "$arch" "$stage/usr/bin/edge-broker")"
+  libc="$(glibc_dep "$stage/usr/bin/edge-broker")"
   size="$(du -sk --apparent-size --exclude=DEBIAN "$stage" | cut -f1)"
   cat >"$stage/DEBIAN/control" <<EOF
 Package: edge-broker

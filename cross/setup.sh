@@ -17,10 +17,20 @@
 # foreign architectures to the machine makes every later `apt-get update` on it fetch (and possibly
 # fail on) the arm64/armhf indices. Nothing about the system's apt/dpkg configuration changes.
 #
+# Older glibc: cross/build.sh links against glibc 2.28 by default (Raspberry Pi OS buster and
+# bullseye too), with cargo-zigbuild and zig (PyPI packages cargo-zigbuild and ziglang, pinned
+# below), which this script installs into a venv of its own ($EDGE_CROSS_CACHE/zig-venv).
+#
+# On an arm64 machine (a Raspberry Pi with a 64-bit OS, an arm64 server) there is nothing to
+# cross-compile for aarch64: the script says how to build natively (and why a .deb from an amd64
+# machine is usually the better way onto a Pi) and exits 0.
+#
 # Environment:
-#   EDGE_CROSS_CACHE   where the private apt state and downloads live
+#   EDGE_CROSS_CACHE   where the private apt state, downloads and the zig venv live
 #                      (default /var/cache/edge-broker-cross)
 #   EDGE_CROSS_FORCE=1 re-download and re-extract the target standard library
+#   EDGE_CROSS_GLIBC   "native" skips zig (binaries then need the build machine's glibc)
+#   EDGE_CROSS_HOST_ARCH  the host's Debian architecture (default: dpkg --print-architecture)
 set -euo pipefail
 
 log() { printf 'setup: %s\n' "$*" >&2; }
@@ -74,8 +84,28 @@ host_pkgs_of() {
   esac
 }
 
+HOST_ARCH="${EDGE_CROSS_HOST_ARCH:-$(dpkg --print-architecture 2>/dev/null || uname -m)}"
+if [ "$HOST_ARCH" = arm64 ] || [ "$HOST_ARCH" = aarch64 ]; then
+  cat >&2 <<'GUIDE'
+setup: this is an arm64 machine: nothing to cross-compile for aarch64, build natively:
+
+    sudo apt-get install rustc-web cargo-web gcc    # Debian bookworm / Raspberry Pi OS bookworm
+                                                     # (or Rust >= 1.89 from rustup)
+    cargo build --release -p edge-broker             # -> target/release/edge-broker
+
+On a Raspberry Pi a release build takes very long (LTO, one codegen unit: expect an hour or
+more on a Pi 4, and 1 GB of RAM is not enough without swap; `--profile release-small` is no
+faster). The quicker way onto a Pi: build the .deb on an amd64 machine
+(cross/deb.sh arm64), copy it over and `sudo apt install ./edge-broker_*_arm64.deb`.
+armv7 (32-bit Raspberry Pi OS) and x86_64 binaries are built on an amd64 machine.
+GUIDE
+  for t in "${TARGETS[@]}"; do
+    [ "$t" = aarch64 ] || die "target $t: build it on an amd64 machine (see above)"
+  done
+  exit 0
+fi
 [ -r /etc/debian_version ] || die "this script expects Debian (bookworm); /etc/debian_version is missing"
-[ "$(dpkg --print-architecture)" = amd64 ] || die "this script expects an amd64 build machine, not $(dpkg --print-architecture)"
+[ "$HOST_ARCH" = amd64 ] || die "this script sets up cross builds on an amd64 Debian machine, not $HOST_ARCH: build natively there (cargo build --release -p edge-broker) or on an amd64 machine"
 
 # 1. Host packages.
 pkgs=(rustc-web cargo-web binutils xz-utils)
@@ -195,4 +225,22 @@ install_libstd() { # install_libstd TARGET
 }
 
 for t in "${TARGETS[@]}"; do install_libstd "$t"; done
+
+# 3. zig as the linker for an older glibc (cargo-zigbuild), in a venv of its own.
+CARGO_ZIGBUILD_VERSION=0.24.0
+ZIGLANG_VERSION=0.17.0
+install_zig() {
+  local venv="$CACHE/zig-venv"
+  if [ -x "$venv/bin/cargo-zigbuild" ] && "$venv/bin/python" -c 'import ziglang' 2>/dev/null \
+     && [ "$("$venv/bin/cargo-zigbuild" --version 2>/dev/null | awk '{print $2}')" = "$CARGO_ZIGBUILD_VERSION" ]; then
+    return 0
+  fi
+  python3 -c 'import venv, ensurepip' 2>/dev/null || apt_install python3-venv
+  log "installing cargo-zigbuild $CARGO_ZIGBUILD_VERSION and ziglang $ZIGLANG_VERSION into $venv"
+  as_root mkdir -p "$CACHE"
+  as_root python3 -m venv "$venv"
+  as_root "$venv/bin/pip" install -q --disable-pip-version-check \
+    "cargo-zigbuild==$CARGO_ZIGBUILD_VERSION" "ziglang==$ZIGLANG_VERSION" >&2
+}
+if [ "${EDGE_CROSS_GLIBC:-2.28}" != native ]; then install_zig; fi
 log "ready: rustc-web $RUST_VER, targets ${TARGETS[*]}"

@@ -125,11 +125,13 @@ trap cleanup EXIT
 # port_open PORT : is something listening on 127.0.0.1:PORT?
 port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 
-# free_port : a 127.0.0.1 port nobody listens on (random in the ephemeral range; best effort).
+# free_port : a 127.0.0.1 port nobody listens on (best effort). Below the kernel's ephemeral
+# range (32768-60999): outgoing connections of everything else on a busy build machine take
+# ports in that range, and a bind to one of them fails although nothing listens there.
 free_port() {
   local p i
   for ((i = 0; i < 50; i++)); do
-    p=$((32768 + RANDOM % 28000))
+    p=$((20000 + RANDOM % 12768))
     port_open "$p" || { echo "$p"; return 0; }
   done
   return 1

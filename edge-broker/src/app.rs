@@ -250,11 +250,14 @@ pub async fn run(
     notifier.ready();
     tracing::info!(
         node = %config.node.id,
-        records = stats.records,
-        bytes = stats.bytes,
-        oldest_offset = stats.oldest_offset,
-        next_offset = stats.next_offset,
-        "edge-broker ready"
+        "edge-broker ready: {} route(s); the log holds {} record(s) (offsets {}..{}) in {} segment(s), {} on disk of the {} budget",
+        routes.current().len(),
+        stats.records,
+        stats.oldest_offset,
+        stats.next_offset,
+        stats.segments,
+        crate::config::ByteSize(stats.bytes).human(),
+        config.log.max_bytes.human(),
     );
     tokio::spawn(report_to_service_manager(
         Arc::clone(&notifier),

@@ -1,12 +1,15 @@
 //! edge-broker: the broker process.
 //!
 //! Crate map:
-//! - [`cli`]: command-line arguments (`run`, `check`, `--config`).
-//! - [`config`]: the TOML schema, built-in defaults and validation that names the bad field.
+//! - [`cli`]: command-line arguments (`run`, `check`, `status`, `log …`, `--config`).
+//! - [`config`]: the TOML schema, built-in defaults, `EDGE_BROKER_*` overrides, validation that
+//!   reports every problem with its field and line, and the summary `check` prints.
 //! - [`auth`]: who may connect and what they may touch: Mosquitto password and ACL files,
 //!   one identity model for MQTT and NATS, failed-login delays, session ownership, secrets
 //!   from files.
 //! - [`logging`]: `tracing` setup for journald, terminals and JSON.
+//! - [`status`]: `edge-broker status`: asks the running broker's `/metrics` and `/healthz`.
+//! - [`inspect`]: `edge-broker log …`: read-only views of a data directory; dead-letter requeue.
 //! - [`shutdown`]: SIGTERM/SIGINT → one cancellation token, and the drain deadline.
 //! - [`notify`]: systemd's sd_notify protocol (READY, STATUS, WATCHDOG, STOPPING).
 //! - [`reload`]: SIGHUP re-reads the config and swaps routes in place.
@@ -32,6 +35,7 @@ pub mod cli;
 pub mod config;
 pub mod forwarder;
 pub mod hub;
+pub mod inspect;
 pub mod listener;
 pub mod logging;
 pub mod message;
@@ -45,4 +49,5 @@ pub mod router;
 pub mod shutdown;
 pub mod state;
 pub mod state_file;
+pub mod status;
 pub mod tls;

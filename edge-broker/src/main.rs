@@ -1,4 +1,4 @@
-//! The `edge-broker` binary: parses the command line and runs or checks a configuration.
+//! The `edge-broker` binary: parses the command line and runs, checks or inspects.
 
 use std::path::Path;
 use std::process::ExitCode;
@@ -6,21 +6,27 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::Parser;
 use edge_broker::cli::{Cli, Command};
-use edge_broker::config::{Config, LONG_FSYNC_INTERVAL};
+use edge_broker::config::{Config, env, summary};
 use tokio_util::sync::CancellationToken;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    let config = cli.config.as_deref();
     match cli.command.unwrap_or(Command::Run) {
-        Command::Check => check(cli.config.as_deref()),
+        Command::Check => check(config),
+        Command::Status(args) => edge_broker::status::main(config, &args),
+        Command::Log(command) => edge_broker::inspect::main(config, command),
         Command::Passwd { file, user } => passwd(&file, &user),
         Command::Run => {
             edge_broker::logging::init();
-            match run(cli.config.as_deref()) {
+            for ignored in environment().ignored {
+                tracing::warn!("ignoring {}: {}", ignored.variable, ignored.reason);
+            }
+            match run(config) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(err) => {
-                    tracing::error!("{err:#}");
-                    eprintln!("edge-broker: {err:#}");
+                    // Once: stderr is the log (the journal under systemd).
+                    tracing::error!("{}", describe(&err));
                     ExitCode::FAILURE
                 }
             }
@@ -28,33 +34,48 @@ fn main() -> ExitCode {
     }
 }
 
-/// `edge-broker check --config FILE`: prints what is wrong (naming the field) or a summary.
+/// The error and its causes, each cause once: most of our errors already say their cause
+/// (`cannot listen on ADDR: Address already in use`), which `{:#}` would repeat.
+fn describe(err: &anyhow::Error) -> String {
+    let mut text = err.to_string();
+    for cause in err.chain().skip(1) {
+        let cause = cause.to_string();
+        if !text.contains(&cause) {
+            text.push_str(": ");
+            text.push_str(&cause);
+        }
+    }
+    text
+}
+
+/// What the `EDGE_BROKER_*` variables of this process mean (malformed ones are reported when
+/// the config is loaded).
+fn environment() -> env::Scan {
+    env::scan(std::env::vars(), &env::section_names()).unwrap_or_default()
+}
+
+/// `edge-broker check --config FILE`: prints every problem (naming the field and its line) or
+/// a summary of what the config sets up, with warnings.
 fn check(path: Option<&Path>) -> ExitCode {
     let Some(path) = path else {
         eprintln!("edge-broker check: no configuration given: use --config FILE");
         return ExitCode::from(2);
     };
+    let found = environment();
+    for (old, new) in &found.deprecated {
+        println!("note: {old} is deprecated: rename it {new}");
+    }
+    for ignored in &found.ignored {
+        println!("note: ignoring {}: {}", ignored.variable, ignored.reason);
+    }
+    for o in &found.overrides {
+        println!("note: {} sets {}.{}", o.variable, o.section, o.key);
+    }
     match Config::load_with_env(Some(path)) {
         Ok(config) => {
-            println!(
-                "{}: ok (node {}, data in {}, fsync {:?}, when_full {:?})",
-                path.display(),
-                config.node.id,
-                config.node.data_dir.display(),
-                config.log.fsync,
-                config.log.when_full
-            );
-            if config.log.fsync == edge_log::FsyncPolicy::Never {
-                println!(
-                    "warning: log.fsync = \"never\": devices are acknowledged before their events are on disk; a power cut can lose acknowledged events"
-                );
-            }
-            if let edge_log::FsyncPolicy::Interval(interval) = config.log.fsync
-                && interval > LONG_FSYNC_INTERVAL
-            {
-                println!(
-                    "warning: log.fsync interval {interval:?}: devices are acknowledged up to that long before their events are on disk"
-                );
+            print!("{}", summary::summary(&config, &path.display().to_string()));
+            for warning in summary::warnings(&config) {
+                println!("warning: {warning}");
             }
             for warning in edge_broker::auth::check::security_warnings(&config, Some(path)) {
                 println!("warning: {warning}");
@@ -139,6 +160,12 @@ fn run(path: Option<&Path>) -> anyhow::Result<()> {
         tracing::info!("no --config given: running on built-in defaults");
     }
     let config = Config::load_with_env(path)?;
+    if config.routes.is_empty() {
+        tracing::warn!(
+            "no [[route]] configured: publishes reach local subscribers only; nothing is stored \
+             in the log or forwarded to Kafka (`edge-broker check` shows what a config sets up)"
+        );
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("edge-broker")

@@ -155,9 +155,18 @@ impl Routes {
         let routes = configs
             .iter()
             .enumerate()
-            .map(|(i, c)| Route::compile(i, c))
+            .map(|(i, c)| Route::compile(i + 1, c))
             .collect::<Result<Vec<_>, _>>()?;
         Ok(Self { routes })
+    }
+
+    /// Every problem of every route, in order; empty when they all compile.
+    pub fn problems(configs: &[RouteConfig]) -> Vec<RouteError> {
+        configs
+            .iter()
+            .enumerate()
+            .flat_map(|(i, c)| Route::problems(i + 1, c))
+            .collect()
     }
 
     /// The first route matching a record from `source` on `topic`.
@@ -255,74 +264,100 @@ impl crate::reload::Reload for RouteTable {
 }
 
 impl Route {
-    /// Validates the `index`-th `[[route]]` table.
-    pub fn compile(index: usize, config: &RouteConfig) -> Result<Self, RouteError> {
-        let at = |name: &str| format!("route[{index}].{name}");
+    /// Validates the `number`-th `[[route]]` table of the file, counting from 1 like
+    /// `{topic.N}` (errors name it `route[1]`, `route[2]`, …); the error is its first problem.
+    pub fn compile(number: usize, config: &RouteConfig) -> Result<Self, RouteError> {
+        Route::build(number, config).map_err(|errors| {
+            errors
+                .into_iter()
+                .next()
+                .unwrap_or_else(|| RouteError::NoFilter {
+                    field: format!("route[{number}]"),
+                })
+        })
+    }
+
+    /// Every problem of the `number`-th `[[route]]` table; empty when it compiles.
+    pub fn problems(number: usize, config: &RouteConfig) -> Vec<RouteError> {
+        Route::build(number, config).err().unwrap_or_default()
+    }
+
+    fn build(number: usize, config: &RouteConfig) -> Result<Self, Vec<RouteError>> {
+        let at = |name: &str| format!("route[{number}].{name}");
+        let mut errors = Vec::new();
         let filter = match (&config.mqtt, &config.nats) {
             (Some(f), None) => parse_mqtt_filter(f).map_err(|reason| RouteError::BadFilter {
                 field: at("mqtt"),
                 pattern: f.clone(),
                 reason,
-            })?,
+            }),
             (None, Some(p)) => parse_nats_pattern(p).map_err(|reason| RouteError::BadFilter {
                 field: at("nats"),
                 pattern: p.clone(),
                 reason,
-            })?,
-            (None, None) => {
-                return Err(RouteError::NoFilter {
-                    field: format!("route[{index}]"),
-                });
-            }
-            (Some(_), Some(_)) => {
-                return Err(RouteError::BothFilters {
-                    field: format!("route[{index}]"),
-                });
-            }
-        };
-        validate_kafka_topic(&config.kafka_topic).map_err(|reason| RouteError::BadKafkaTopic {
-            field: at("kafka_topic"),
-            topic: config.kafka_topic.clone(),
-            reason,
-        })?;
+            }),
+            (None, None) => Err(RouteError::NoFilter {
+                field: format!("route[{number}]"),
+            }),
+            (Some(_), Some(_)) => Err(RouteError::BothFilters {
+                field: format!("route[{number}]"),
+            }),
+        }
+        .map_err(|error| errors.push(error))
+        .ok();
+        if let Err(reason) = validate_kafka_topic(&config.kafka_topic) {
+            errors.push(RouteError::BadKafkaTopic {
+                field: at("kafka_topic"),
+                topic: config.kafka_topic.clone(),
+                reason,
+            });
+        }
         let key = match &config.key {
             None => None,
-            Some(t) => {
-                let template = KeyTemplate::parse(t).map_err(|reason| RouteError::BadKey {
-                    field: at("key"),
-                    template: t.clone(),
-                    reason,
-                })?;
-                if let Some(max) = filter.max_levels()
-                    && let Some(n) = template.max_topic_level()
-                    && n >= max
-                {
-                    return Err(RouteError::BadKey {
+            Some(t) => match KeyTemplate::parse(t) {
+                Ok(template) => {
+                    if let Some(max) = filter.as_ref().and_then(Filter::max_levels)
+                        && let Some(n) = template.max_topic_level()
+                        && n >= max
+                    {
+                        errors.push(RouteError::BadKey {
+                            field: at("key"),
+                            template: t.clone(),
+                            reason: format!(
+                                "{{topic.{}}} but the filter only matches topics of {max} levels",
+                                n + 1
+                            ),
+                        });
+                    }
+                    Some(template)
+                }
+                Err(reason) => {
+                    errors.push(RouteError::BadKey {
                         field: at("key"),
                         template: t.clone(),
-                        reason: format!(
-                            "{{topic.{}}} but the filter only matches topics of {max} levels",
-                            n + 1
-                        ),
+                        reason,
                     });
+                    None
                 }
-                Some(template)
-            }
+            },
         };
         if let Some(p) = config.partition
             && p < 0
         {
-            return Err(RouteError::BadPartition {
+            errors.push(RouteError::BadPartition {
                 field: at("partition"),
                 partition: p,
             });
         }
-        Ok(Self {
-            filter,
-            kafka_topic: Arc::from(config.kafka_topic.as_str()),
-            key,
-            partition: config.partition,
-        })
+        match filter {
+            Some(filter) if errors.is_empty() => Ok(Self {
+                filter,
+                kafka_topic: Arc::from(config.kafka_topic.as_str()),
+                key,
+                partition: config.partition,
+            }),
+            _ => Err(errors),
+        }
     }
 
     /// True if this route takes a record from `source` published on `topic`.
@@ -519,13 +554,41 @@ fn parse_mqtt_filter(filter: &str) -> Result<Filter, String> {
 }
 
 fn parse_nats_pattern(pattern: &str) -> Result<Filter, String> {
+    if let Some(hint) = mqtt_style(pattern) {
+        return Err(hint);
+    }
     subject::validate_subscribe(pattern).map_err(|e| e.to_string())?;
     Ok(Filter::Nats(pattern.to_owned()))
 }
 
+/// Why a NATS pattern is an MQTT filter in disguise (`machines/+/status`: legal as a
+/// one-token subject, but never what was meant), with the subject to write instead.
+fn mqtt_style(pattern: &str) -> Option<String> {
+    let levels: Vec<&str> = pattern.split('/').collect();
+    let wildcard = levels.iter().any(|l| *l == "+" || *l == "#");
+    let slashes_only = levels.len() > 1 && !pattern.contains('.');
+    if !(wildcard || slashes_only) {
+        return None;
+    }
+    let subject = levels
+        .iter()
+        .map(|l| match *l {
+            "+" => "*",
+            "#" => ">",
+            l => l,
+        })
+        .collect::<Vec<_>>()
+        .join(".");
+    Some(format!(
+        "this is an MQTT topic filter: NATS subjects separate tokens with '.', '*' matches one \
+         token and '>' the rest; write nats = \"{subject}\" (or mqtt = \"{pattern}\" to route \
+         MQTT publishes)"
+    ))
+}
+
 fn validate_kafka_topic(topic: &str) -> Result<(), &'static str> {
     if topic.is_empty() {
-        return Err("empty");
+        return Err("missing or empty: every route needs the Kafka topic it forwards to");
     }
     if topic == "." || topic == ".." {
         return Err("'.' and '..' are not allowed");
@@ -584,7 +647,7 @@ mod tests {
 
     fn mqtt(f: &str) -> Route {
         Route::compile(
-            0,
+            1,
             &RouteConfig {
                 mqtt: Some(f.into()),
                 kafka_topic: "t".into(),
@@ -596,7 +659,7 @@ mod tests {
 
     fn nats(p: &str) -> Route {
         Route::compile(
-            0,
+            1,
             &RouteConfig {
                 nats: Some(p.into()),
                 kafka_topic: "t".into(),
@@ -690,9 +753,9 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(
-            Route::compile(0, &both),
+            Route::compile(1, &both),
             Err(RouteError::BothFilters {
-                field: "route[0]".into()
+                field: "route[1]".into()
             })
         );
         let none = RouteConfig {
@@ -700,9 +763,9 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(
-            Route::compile(0, &none),
+            Route::compile(1, &none),
             Err(RouteError::NoFilter {
-                field: "route[0]".into()
+                field: "route[1]".into()
             })
         );
     }
@@ -725,7 +788,7 @@ mod tests {
             );
         }
         let ok = Route::compile(
-            0,
+            1,
             &RouteConfig {
                 mqtt: Some("a".into()),
                 kafka_topic: "Sensor_temp-1.v2".into(),
@@ -783,7 +846,7 @@ mod tests {
             .render(Source::Mqtt, "a/b", "", "", &mut out);
         assert_eq!(out, b"|", "missing levels render empty");
         let r = Route::compile(
-            0,
+            1,
             &RouteConfig {
                 mqtt: Some("sensors/+/t".into()),
                 kafka_topic: "t".into(),
@@ -828,7 +891,7 @@ mod tests {
         // With '#' the level count is open, so a high level is fine.
         assert!(
             Route::compile(
-                0,
+                1,
                 &RouteConfig {
                     mqtt: Some("a/#".into()),
                     kafka_topic: "t".into(),
@@ -837,6 +900,75 @@ mod tests {
                 },
             )
             .is_ok()
+        );
+    }
+
+    #[test]
+    fn a_nats_route_written_like_an_mqtt_filter_is_refused_with_the_subject_to_write() {
+        for (pattern, subject) in [
+            ("machines/+/status", "machines.*.status"),
+            ("machines/#", "machines.>"),
+            ("machines/status", "machines.status"),
+        ] {
+            let err = Route::compile(
+                2,
+                &RouteConfig {
+                    nats: Some(pattern.into()),
+                    kafka_topic: "t".into(),
+                    key: Some("{topic.2}".into()),
+                    ..Default::default()
+                },
+            )
+            .unwrap_err();
+            let msg = err.to_string();
+            assert!(msg.starts_with("route[2].nats: "), "{pattern}: {msg}");
+            assert!(
+                msg.contains(&format!("write nats = \"{subject}\"")),
+                "{pattern}: {msg}"
+            );
+        }
+        // '/' inside a token of a real NATS subject stays legal.
+        assert!(nats("a.b/c.*").matches(Source::Nats, "a.b/c.d"));
+    }
+
+    #[test]
+    fn every_problem_of_every_route_is_reported() {
+        let problems = Routes::problems(&[
+            RouteConfig {
+                mqtt: Some("a/#/b".into()),
+                kafka_topic: "bad topic".into(),
+                partition: Some(-1),
+                ..Default::default()
+            },
+            RouteConfig {
+                mqtt: Some("a".into()),
+                kafka_topic: "ok".into(),
+                ..Default::default()
+            },
+            RouteConfig {
+                nats: Some("x.*".into()),
+                key: Some("{nope}".into()),
+                ..Default::default()
+            },
+        ]);
+        let fields: Vec<String> = problems
+            .iter()
+            .map(|p| p.to_string().split(':').next().unwrap().to_owned())
+            .collect();
+        assert_eq!(
+            fields,
+            [
+                "route[1].mqtt",
+                "route[1].kafka_topic",
+                "route[1].partition",
+                "route[3].kafka_topic",
+                "route[3].key"
+            ]
+        );
+        assert!(
+            problems[3].to_string().contains("missing"),
+            "{}",
+            problems[3]
         );
     }
 
@@ -891,6 +1023,9 @@ mod tests {
             },
         ])
         .unwrap_err();
-        assert!(err.to_string().starts_with("route[1].kafka_topic"));
+        assert!(
+            err.to_string().starts_with("route[2].kafka_topic"),
+            "the second [[route]] is route[2]: {err}"
+        );
     }
 }

@@ -71,6 +71,33 @@ fn assert_fresh(binary: &Path) {
     }
 }
 
+/// What a one-shot run of the binary printed.
+#[derive(Debug, Clone)]
+pub struct CliOutput {
+    /// Exit code (`None` when killed by a signal).
+    pub code: Option<i32>,
+    /// Standard output.
+    pub stdout: String,
+    /// Standard error.
+    pub stderr: String,
+}
+
+/// Runs `edge-broker ARGS` to completion with `env` added (and `EDGE_BROKER_CONFIG` of the test
+/// process removed).
+pub fn run_cli<S: AsRef<std::ffi::OsStr>>(args: &[S], env: &[(&str, &str)]) -> CliOutput {
+    let output = Command::new(broker_binary())
+        .args(args)
+        .envs(env.iter().copied())
+        .env_remove("EDGE_BROKER_CONFIG")
+        .output()
+        .expect("run edge-broker");
+    CliOutput {
+        code: output.status.code(),
+        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+    }
+}
+
 /// Writes `<dir>/edge-broker.toml`: a `[node]` section with data in `<dir>/data`, then the body
 /// with every listener it does not place on an ephemeral port. Returns the file's path.
 pub fn write_config(dir: &Path, config_body: &str) -> PathBuf {

@@ -250,3 +250,71 @@ fn deb_of_this_build_installs_upgrades_removes_and_purges() {
         "{report}"
     );
 }
+
+#[test]
+fn glibc_check_reads_the_oldest_glibc_a_binary_runs_on() {
+    let script = repo_root().join("cross/glibc-check.sh");
+    let output = Command::new(&script).arg(broker_binary()).output().unwrap();
+    assert!(output.status.success(), "{}", text(&output));
+    let need = String::from_utf8_lossy(&output.stdout).trim().to_owned();
+    assert!(
+        need.starts_with("2.") && need[2..].parse::<u32>().is_ok(),
+        "not a glibc version: {need:?}"
+    );
+    // The same answer as objdump's symbol table, the check the README gives.
+    let objdump = Command::new(program("objdump", "binutils"))
+        .arg("-T")
+        .arg(broker_binary())
+        .output()
+        .unwrap();
+    let symbols = String::from_utf8_lossy(&objdump.stdout);
+    assert!(
+        symbols.contains(&format!("GLIBC_{need}")),
+        "objdump -T has no GLIBC_{need}"
+    );
+    // At or above what it needs: fine; below: refused, saying why.
+    let ok = Command::new(&script)
+        .arg(broker_binary())
+        .arg(&need)
+        .output()
+        .unwrap();
+    assert!(ok.status.success(), "{}", text(&ok));
+    let old = Command::new(&script)
+        .arg(broker_binary())
+        .arg("2.17")
+        .output()
+        .unwrap();
+    assert_eq!(old.status.code(), Some(1), "{}", text(&old));
+    assert!(
+        text(&old).contains(&format!("needs glibc {need}, newer than 2.17")),
+        "{}",
+        text(&old)
+    );
+}
+
+#[test]
+fn cross_setup_on_an_arm64_host_says_how_to_build_instead_of_refusing() {
+    let setup = repo_root().join("cross/setup.sh");
+    let output = Command::new(&setup)
+        .arg("aarch64")
+        .env("EDGE_CROSS_HOST_ARCH", "arm64")
+        .output()
+        .unwrap();
+    let report = text(&output);
+    assert!(output.status.success(), "{report}");
+    for want in [
+        "this is an arm64 machine",
+        "cargo build --release -p edge-broker",
+        "takes very long",
+        "apt install ./edge-broker_*_arm64.deb",
+    ] {
+        assert!(report.contains(want), "{want:?} missing: {report}");
+    }
+    let output = Command::new(&setup)
+        .arg("armv7")
+        .env("EDGE_CROSS_HOST_ARCH", "arm64")
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(1), "{}", text(&output));
+    assert!(text(&output).contains("build it on an amd64 machine"));
+}

@@ -1,9 +1,18 @@
 //! The TOML configuration: schema, built-in defaults, loading and validation.
 //!
-//! Every section rejects unknown keys, and every error names the field it is about
-//! (`log.fsync: ...`), so `edge-broker check` tells an operator exactly what to fix.
+//! Every section rejects unknown keys, and every problem names the field it is about
+//! (`log.fsync: ...`) and where it is set (its line, or the `EDGE_BROKER_*` variable), and all
+//! of them are reported at once, so `edge-broker check` tells an operator exactly what to fix.
+//!
+//! - [`document`]: parsing that carries on past a bad key, overrides applied to the parsed
+//!   tree, field locations.
+//! - [`env`]: the `EDGE_BROKER_*` namespace: overrides versus process settings.
+//! - [`summary`]: what `check` prints for a valid config.
+//! - `units`: sizes, durations, listen addresses.
 
+pub mod document;
 pub mod env;
+pub mod summary;
 mod units;
 
 use std::net::SocketAddr;
@@ -11,34 +20,35 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::route::{RouteConfig, RouteError, Routes};
+use document::Document;
 use edge_bridge::dead_letter::DeadLetterSink;
 use edge_bridge::forward::ForwardConfig;
 use edge_bridge::producer::{Compression, ProducerConfig};
 use edge_log::{FsyncPolicy, LogConfig, WhenFull};
 use serde::{Deserialize, Deserializer, de};
 
-pub use units::{ByteSize, HumanDuration, parse_duration, parse_size};
+pub use document::{Location, Problem};
+pub use units::{ByteSize, HumanDuration, parse_duration, parse_listen, parse_size};
 
 /// Why a configuration could not be used.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     /// The file could not be read.
-    #[error("cannot read config file {path}: {source}")]
+    #[error("cannot read config file {path}: {error}")]
     Read {
         /// The file we tried to read.
         path: PathBuf,
-        /// The I/O error.
-        source: std::io::Error,
+        /// The I/O error (not a `source`: the message already says it, once).
+        error: std::io::Error,
     },
-    /// The file is not valid TOML or does not match the schema.
-    #[error("{path}: {field}: {message}")]
-    Parse {
-        /// The file being parsed.
-        path: PathBuf,
-        /// Dotted path of the offending key (`log.fsync`), or `(document)` for syntax errors.
-        field: String,
-        /// What is wrong with it.
-        message: String,
+    /// Problems in the file and its environment overrides: every one found, in file order,
+    /// each naming its field and where it is set.
+    #[error("{}", describe_problems(origin, problems))]
+    Problems {
+        /// The file (or `(built-in defaults)`).
+        origin: PathBuf,
+        /// What is wrong, at least one.
+        problems: Vec<Problem>,
     },
     /// An `EDGE_BROKER_*` environment override is malformed.
     #[error(transparent)]
@@ -64,14 +74,56 @@ pub enum ConfigError {
 }
 
 impl ConfigError {
-    /// The dotted name of the field the error is about.
+    /// The dotted name of the field the error is about (the first one, when there are several).
     pub fn field(&self) -> &str {
         match self {
             ConfigError::Read { .. } => "(file)",
             ConfigError::Environment(e) => &e.variable,
-            ConfigError::Parse { field, .. } => field,
+            ConfigError::Problems { problems, .. } => {
+                problems.first().map_or("(document)", |p| p.field.as_str())
+            }
             ConfigError::Invalid { field, .. } => field,
             ConfigError::Route { error, .. } => route_error_field(error),
+        }
+    }
+
+    /// Every problem, each with its field (an error that is not about fields has none).
+    pub fn problems(&self) -> Vec<Problem> {
+        match self {
+            ConfigError::Problems { problems, .. } => problems.clone(),
+            ConfigError::Invalid { field, message, .. } => vec![Problem {
+                field: (*field).to_owned(),
+                message: message.clone(),
+                at: None,
+            }],
+            ConfigError::Route { error, .. } => {
+                let field = route_error_field(error).to_owned();
+                let message = error.to_string();
+                let message = message
+                    .strip_prefix(&format!("{field}: "))
+                    .unwrap_or(&message)
+                    .to_owned();
+                vec![Problem {
+                    field,
+                    message,
+                    at: None,
+                }]
+            }
+            ConfigError::Read { .. } | ConfigError::Environment(_) => Vec::new(),
+        }
+    }
+}
+
+/// One problem on one line after the origin; several on lines of their own.
+fn describe_problems(origin: &Path, problems: &[Problem]) -> String {
+    match problems {
+        [one] => format!("{}: {one}", origin.display()),
+        many => {
+            let mut text = format!("{}: {} problems:", origin.display(), many.len());
+            for problem in many {
+                text.push_str(&format!("\n  {problem}"));
+            }
+            text
         }
     }
 }
@@ -107,7 +159,9 @@ pub struct RouteSection {
     pub mqtt: Option<String>,
     /// NATS subject pattern (`sensors.*.humidity`); exclusive with `mqtt`.
     pub nats: Option<String>,
-    /// Destination Kafka topic.
+    /// Destination Kafka topic (required; a missing one is reported by validation, with the
+    /// route's other problems).
+    #[serde(default)]
     pub kafka_topic: String,
     /// Key template: `{topic.N}`, `{client_id}`, `{node.id}` and literal text; none = null key.
     pub key: Option<String>,
@@ -134,8 +188,10 @@ pub struct MqttSection {
     /// Serve MQTT at all.
     pub enabled: bool,
     /// Address to listen on (port 0 picks a free port, logged at startup).
+    #[serde(deserialize_with = "units::listen::<1883, _>")]
     pub listen: SocketAddr,
     /// Address of a second listener speaking MQTT over TLS (usually port 8883); unset: none.
+    #[serde(deserialize_with = "units::listen_opt::<8883, _>")]
     pub tls_listen: Option<SocketAddr>,
     /// PEM certificate chain (server certificate first) for `tls_listen`.
     pub tls_cert: Option<PathBuf>,
@@ -333,6 +389,7 @@ pub struct NatsSection {
     /// Serve NATS at all.
     pub enabled: bool,
     /// Address to listen on (port 0 picks a free port, logged at startup).
+    #[serde(deserialize_with = "units::listen::<4222, _>")]
     pub listen: SocketAddr,
     /// Most simultaneous client connections; more get `-ERR 'maximum connections exceeded'`.
     pub max_connections: usize,
@@ -409,6 +466,7 @@ pub struct MetricsSection {
     /// Serve the endpoint at all.
     pub enabled: bool,
     /// Address to listen on (port 0 picks a free port, logged at startup).
+    #[serde(deserialize_with = "units::listen::<9100, _>")]
     pub listen: SocketAddr,
 }
 
@@ -643,90 +701,147 @@ pub const DEFAULT_MAX_TOPIC_LEVELS: usize = 128;
 /// Smallest segment we accept: smaller ones only multiply files and fsyncs.
 const MIN_SEGMENT_BYTES: u64 = 64 << 10;
 
+/// What validation found, collected so that `check` reports every problem at once.
+#[derive(Debug, Default)]
+struct Findings(Vec<ConfigError>);
+
+impl Findings {
+    /// `field` has a value that does not make sense (with the others).
+    fn invalid(&mut self, field: &'static str, message: impl Into<String>) {
+        self.0.push(ConfigError::Invalid {
+            path: None,
+            field,
+            message: message.into(),
+        });
+    }
+
+    /// Records the problem of a check that returns `(field, message)`.
+    fn check(&mut self, result: Result<(), (&'static str, String)>) {
+        if let Err((field, message)) = result {
+            self.invalid(field, message);
+        }
+    }
+}
+
 impl Config {
     /// Reads and validates a config file.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-            path: path.to_owned(),
-            source,
-        })?;
-        Config::parse(&text, path)
+        Config::parse(&read(path)?, path)
     }
 
     /// The effective config: the file (or the built-in defaults without one) with the
     /// `EDGE_BROKER_<SECTION>_<KEY>` overrides of the process environment applied.
     pub fn load_with_env(path: Option<&Path>) -> Result<Config, ConfigError> {
         let text = match path {
-            Some(path) => std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-                path: path.to_owned(),
-                source,
-            })?,
+            Some(path) => read(path)?,
             None => String::new(),
         };
         let origin = path.unwrap_or(Path::new("(built-in defaults)"));
-        let overrides = env::overrides(std::env::vars()).map_err(ConfigError::Environment)?;
-        if overrides.is_empty() {
-            return Config::parse(&text, origin);
-        }
-        let merged = env::apply(&text, &overrides).map_err(ConfigError::Environment)?;
-        let names: Vec<&str> = overrides.iter().map(|o| o.variable.as_str()).collect();
-        let origin = PathBuf::from(format!("{} + {}", origin.display(), names.join(", ")));
-        Config::parse(&merged, &origin)
+        let found =
+            env::scan(std::env::vars(), &env::section_names()).map_err(ConfigError::Environment)?;
+        Config::parse_with(&text, origin, &found.overrides)
     }
 
     /// Parses and validates config text; `origin` names it in errors.
     pub fn parse(text: &str, origin: &Path) -> Result<Config, ConfigError> {
-        let parse_error = |field: String, message: String| ConfigError::Parse {
-            path: origin.to_owned(),
-            field,
-            message,
-        };
-        let deserializer = toml::Deserializer::parse(text)
-            .map_err(|e| parse_error("(document)".to_owned(), describe(&e, text)))?;
-        let mut config: Config = serde_path_to_error::deserialize(deserializer).map_err(|e| {
-            let field = e.path().to_string();
-            parse_error(field, describe(e.inner(), text))
-        })?;
-        config
-            .resolve_credential_paths()
-            .map_err(|(field, message)| ConfigError::Invalid {
-                path: Some(origin.to_owned()),
-                field,
-                message,
-            })?;
-        config.validate().map_err(|err| match err {
-            ConfigError::Invalid { field, message, .. } => ConfigError::Invalid {
-                path: Some(origin.to_owned()),
-                field,
-                message,
-            },
-            ConfigError::Route { error, .. } => ConfigError::Route {
-                error,
-                path: Some(origin.to_owned()),
-            },
-            other => other,
-        })?;
-        Ok(config)
+        Config::parse_with(text, origin, &[])
     }
 
-    /// Checks relations between values that the schema alone cannot express.
-    pub fn validate(&self) -> Result<(), ConfigError> {
-        let invalid = |field, message| {
-            Err(ConfigError::Invalid {
-                path: None,
-                field,
-                message,
-            })
+    /// Parses config text, applies `overrides` and validates the result. The error holds every
+    /// problem found, in file order, each with its line (or the variable that set it).
+    pub fn parse_with(
+        text: &str,
+        origin: &Path,
+        overrides: &[env::Override],
+    ) -> Result<Config, ConfigError> {
+        let problems = |problems| ConfigError::Problems {
+            origin: origin.to_owned(),
+            problems,
         };
+        let document = Document::parse(text, overrides).map_err(problems)?;
+        let (mut config, mut found) = document.deserialize::<Config>();
+        if let Some(config) = &mut config
+            && let Err((field, message)) = config.resolve_credential_paths()
+        {
+            found.push(Problem {
+                field: field.to_owned(),
+                message,
+                at: document.locate(field),
+            });
+        }
+        if let Some(config) = &config {
+            // A key that did not parse was replaced by its default: leave out what validation
+            // says about it (or because of it), which would only confuse.
+            let reported: Vec<String> = found.iter().map(|p| p.field.clone()).collect();
+            for problem in config.findings().iter().flat_map(ConfigError::problems) {
+                if reported
+                    .iter()
+                    .any(|f| problem.field == *f || problem.message.contains(f.as_str()))
+                {
+                    continue;
+                }
+                found.push(Problem {
+                    at: document.locate(&problem.field),
+                    ..problem
+                });
+            }
+        }
+        match config {
+            Some(config) if found.is_empty() => Ok(config),
+            _ => {
+                // File order; overrides after the file, then what is set nowhere.
+                found.sort_by_key(|p| match &p.at {
+                    Some(Location::Line { line, column }) => (0, *line, *column),
+                    Some(Location::Variable(_)) => (1, 0, 0),
+                    None => (2, 0, 0),
+                });
+                Err(problems(found))
+            }
+        }
+    }
+
+    /// Checks relations between values that the schema alone cannot express; the error holds
+    /// every problem found.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let mut found = self.findings();
+        match found.len() {
+            0 => Ok(()),
+            1 => Err(found.remove(0)),
+            _ => Err(ConfigError::Problems {
+                origin: PathBuf::from("(config)"),
+                problems: found.iter().flat_map(ConfigError::problems).collect(),
+            }),
+        }
+    }
+
+    /// Every problem validation finds, section by section.
+    fn findings(&self) -> Vec<ConfigError> {
+        let mut found = Findings::default();
+        self.check_node_and_log(&mut found);
+        self.check_mqtt(&mut found);
+        self.check_nats(&mut found);
+        if let Err(error) = self.validate_auth() {
+            found.0.push(error);
+        }
+        found.0.extend(
+            Routes::problems(&self.route_configs())
+                .into_iter()
+                .map(|error| ConfigError::Route { error, path: None }),
+        );
+        self.check_kafka(&mut found);
+        found.0
+    }
+
+    fn check_node_and_log(&self, found: &mut Findings) {
         if let Err(message) = validate_node_id(&self.node.id) {
-            return invalid("node.id", message);
+            found.invalid("node.id", message);
         }
         if self.node.data_dir.as_os_str().is_empty() {
-            return invalid("node.data_dir", "must not be empty".to_owned());
+            found.invalid("node.data_dir", "must not be empty");
         }
         let log = &self.log;
         if log.segment_bytes.bytes() < MIN_SEGMENT_BYTES {
-            return invalid(
+            found.invalid(
                 "log.segment_bytes",
                 format!(
                     "{} is too small: at least {}",
@@ -736,7 +851,7 @@ impl Config {
             );
         }
         if log.max_bytes.bytes() < log.segment_bytes.bytes().saturating_mul(2) {
-            return invalid(
+            found.invalid(
                 "log.max_bytes",
                 format!(
                     "{} must be at least twice log.segment_bytes ({}) so one segment can be freed while another fills",
@@ -744,9 +859,23 @@ impl Config {
                 ),
             );
         }
+        if log.max_record_bytes.bytes() == 0
+            || log.max_record_bytes.bytes() > log.segment_bytes.bytes() / 2
+        {
+            found.invalid(
+                "log.max_record_bytes",
+                format!(
+                    "{} must be between 1 byte and half of log.segment_bytes ({})",
+                    log.max_record_bytes, log.segment_bytes
+                ),
+            );
+        }
+    }
+
+    fn check_mqtt(&self, found: &mut Findings) {
         let mqtt = &self.mqtt;
         if mqtt.max_packet_size.bytes() < 64 || mqtt.max_packet_size.bytes() > 268_435_460 {
-            return invalid(
+            found.invalid(
                 "mqtt.max_packet_size",
                 format!(
                     "{} must be between 64B and 256MiB (the MQTT limit)",
@@ -755,22 +884,19 @@ impl Config {
             );
         }
         if mqtt.max_inflight == 0 {
-            return invalid("mqtt.max_inflight", "must be at least 1".to_owned());
+            found.invalid("mqtt.max_inflight", "must be at least 1");
         }
         if mqtt.max_connections == 0 {
-            return invalid("mqtt.max_connections", "must be at least 1".to_owned());
+            found.invalid("mqtt.max_connections", "must be at least 1");
         }
         if mqtt.max_keep_alive.0 > Duration::from_secs(u64::from(u16::MAX)) {
-            return invalid("mqtt.max_keep_alive", "must be at most 65535s".to_owned());
+            found.invalid("mqtt.max_keep_alive", "must be at most 65535s");
         }
         if mqtt.max_session_expiry.0 > Duration::from_secs(u64::from(u32::MAX)) {
-            return invalid(
-                "mqtt.max_session_expiry",
-                "must be at most 4294967295s".to_owned(),
-            );
+            found.invalid("mqtt.max_session_expiry", "must be at most 4294967295s");
         }
         if mqtt.max_topic_levels == 0 {
-            return invalid("mqtt.max_topic_levels", "must be at least 1".to_owned());
+            found.invalid("mqtt.max_topic_levels", "must be at least 1");
         }
         for (field, value) in [
             ("mqtt.max_sessions", mqtt.max_sessions as u64),
@@ -784,52 +910,38 @@ impl Config {
             ),
         ] {
             if value == 0 {
-                return invalid(field, "must be at least 1".to_owned());
+                found.invalid(field, "must be at least 1");
             }
         }
         if mqtt.max_client_id_length < 23 {
-            return invalid(
+            found.invalid(
                 "mqtt.max_client_id_length",
-                "must be at least 23 (MQTT requires accepting client ids of 1 to 23 bytes)"
-                    .to_owned(),
+                "must be at least 23 (MQTT requires accepting client ids of 1 to 23 bytes)",
             );
-        }
-        if self.nats.max_subject_tokens == 0 {
-            return invalid("nats.max_subject_tokens", "must be at least 1".to_owned());
         }
         if mqtt.connect_timeout.0.is_zero() {
-            return invalid(
-                "mqtt.connect_timeout",
-                "must be greater than zero".to_owned(),
-            );
+            found.invalid("mqtt.connect_timeout", "must be greater than zero");
         }
-        validate_mqtt_tls(mqtt).map_err(|(field, message)| ConfigError::Invalid {
-            path: None,
-            field,
-            message,
-        })?;
-        check_tls_files(
-            TlsFields::NATS,
-            (
-                &self.nats.tls_cert,
-                &self.nats.tls_key,
-                &self.nats.tls_client_ca,
-            ),
-        )
-        .map_err(|(field, message)| ConfigError::Invalid {
-            path: None,
-            field,
-            message,
-        })?;
+        found.check(validate_mqtt_tls(mqtt));
+    }
+
+    fn check_nats(&self, found: &mut Findings) {
         let nats = &self.nats;
+        if nats.max_subject_tokens == 0 {
+            found.invalid("nats.max_subject_tokens", "must be at least 1");
+        }
+        found.check(check_tls_files(
+            TlsFields::NATS,
+            (&nats.tls_cert, &nats.tls_key, &nats.tls_client_ca),
+        ));
         if nats.max_payload.bytes() == 0 || nats.max_payload.bytes() > 64 << 20 {
-            return invalid(
+            found.invalid(
                 "nats.max_payload",
                 format!("{} must be between 1B and 64MiB", nats.max_payload),
             );
         }
         if nats.max_pending.bytes() < nats.max_payload.bytes() {
-            return invalid(
+            found.invalid(
                 "nats.max_pending",
                 format!(
                     "{} must be at least nats.max_payload ({})",
@@ -838,64 +950,51 @@ impl Config {
             );
         }
         if nats.max_connections == 0 {
-            return invalid("nats.max_connections", "must be at least 1".to_owned());
+            found.invalid("nats.max_connections", "must be at least 1");
         }
         if nats.max_inflight == 0 {
-            return invalid("nats.max_inflight", "must be at least 1".to_owned());
+            found.invalid("nats.max_inflight", "must be at least 1");
         }
         if nats.ping_interval.0.is_zero() {
-            return invalid("nats.ping_interval", "must be greater than zero".to_owned());
+            found.invalid("nats.ping_interval", "must be greater than zero");
         }
         if nats.auth_timeout.0.is_zero() {
-            return invalid("nats.auth_timeout", "must be greater than zero".to_owned());
+            found.invalid("nats.auth_timeout", "must be greater than zero");
         }
         if nats.max_duplicate_ids == 0 {
-            return invalid("nats.max_duplicate_ids", "must be at least 1".to_owned());
+            found.invalid("nats.max_duplicate_ids", "must be at least 1");
         }
         if nats.token.as_deref() == Some("") {
-            return invalid("nats.token", "must not be empty".to_owned());
+            found.invalid("nats.token", "must not be empty");
         }
         if nats.token.is_some() && nats.token_file.is_some() {
-            return invalid(
+            found.invalid(
                 "nats.token_file",
-                "give nats.token or nats.token_file, not both".to_owned(),
+                "give nats.token or nats.token_file, not both",
             );
         }
         if nats.users.iter().any(|u| u.user.is_empty()) {
-            return invalid("nats.users", "every user needs a non-empty name".to_owned());
+            found.invalid("nats.users", "every user needs a non-empty name");
         }
         if let Some(i) = nats
             .users
             .iter()
             .position(|u| u.password.is_some() == u.password_file.is_some())
         {
-            return Err(ConfigError::Invalid {
-                path: None,
-                field: "nats.users",
-                message: format!("nats.users[{i}] needs exactly one of password and password_file"),
-            });
-        }
-        if nats.allow_anonymous == Some(false) && !self.nats_has_credentials() {
-            return invalid(
-                "nats.allow_anonymous",
-                "false needs nats.token, nats.token_file, nats.users or auth.password_file, or no client could connect".to_owned(),
-            );
-        }
-        self.validate_auth()?;
-        self.compile_routes()?;
-        self.validate_kafka()?;
-        if log.max_record_bytes.bytes() == 0
-            || log.max_record_bytes.bytes() > log.segment_bytes.bytes() / 2
-        {
-            return invalid(
-                "log.max_record_bytes",
+            found.invalid(
+                "nats.users",
                 format!(
-                    "{} must be between 1 byte and half of log.segment_bytes ({})",
-                    log.max_record_bytes, log.segment_bytes
+                    "nats.users[{}] needs exactly one of password and password_file",
+                    i + 1
                 ),
             );
         }
-        Ok(())
+        if nats.allow_anonymous == Some(false) && !self.nats_has_credentials() {
+            found.invalid(
+                "nats.allow_anonymous",
+                "false needs nats.token, nats.token_file, nats.users or auth.password_file, or no client could connect",
+            );
+        }
     }
 
     /// Whether any NATS credential is configured (then anonymous is off unless asked for).
@@ -1055,61 +1154,48 @@ impl Config {
         })
     }
 
-    fn validate_kafka(&self) -> Result<(), ConfigError> {
-        let invalid = |field, message: String| {
-            Err(ConfigError::Invalid {
-                path: None,
-                field,
-                message,
-            })
-        };
+    fn check_kafka(&self, found: &mut Findings) {
         let k = &self.kafka;
         if k.enabled && k.brokers.is_empty() {
-            return invalid(
-                "kafka.brokers",
-                "must name at least one host:port".to_owned(),
-            );
+            found.invalid("kafka.brokers", "must name at least one host:port");
         }
         for broker in &k.brokers {
             let port = broker
                 .rsplit_once(':')
                 .map(|(host, port)| (host, port.parse::<u16>()));
             if !matches!(port, Some((host, Ok(p))) if !host.is_empty() && p > 0) {
-                return invalid("kafka.brokers", format!("{broker:?} is not host:port"));
+                found.invalid(
+                    "kafka.brokers",
+                    format!("{broker:?} is not host:port (e.g. \"kafka-1.example.net:9092\")"),
+                );
             }
         }
         if let Err(e) = k.compression.parse::<Compression>() {
-            return invalid("kafka.compression", e.to_string());
+            found.invalid("kafka.compression", e.to_string());
         }
         if k.client_id.as_deref().is_some_and(str::is_empty) {
-            return invalid("kafka.client_id", "must not be empty".to_owned());
+            found.invalid("kafka.client_id", "must not be empty");
         }
         if k.linger.0 > Duration::from_secs(10) {
-            return invalid("kafka.linger", "must be at most 10s".to_owned());
+            found.invalid("kafka.linger", "must be at most 10s");
         }
         if k.max_batch_records == 0 {
-            return invalid("kafka.max_batch_records", "must be at least 1".to_owned());
+            found.invalid("kafka.max_batch_records", "must be at least 1");
         }
         if k.max_batch_bytes.bytes() < 1024 {
-            return invalid("kafka.max_batch_bytes", "must be at least 1KiB".to_owned());
+            found.invalid("kafka.max_batch_bytes", "must be at least 1KiB");
         }
         if k.max_request_bytes.bytes() < 1024 || k.max_request_bytes.bytes() > 1 << 30 {
-            return invalid(
-                "kafka.max_request_bytes",
-                "must be between 1KiB and 1GiB".to_owned(),
-            );
+            found.invalid("kafka.max_request_bytes", "must be between 1KiB and 1GiB");
         }
         if k.request_timeout.0 < Duration::from_millis(10) {
-            return invalid("kafka.request_timeout", "must be at least 10ms".to_owned());
+            found.invalid("kafka.request_timeout", "must be at least 10ms");
         }
         if k.retry_backoff_min.0.is_zero() {
-            return invalid(
-                "kafka.retry_backoff_min",
-                "must be greater than zero".to_owned(),
-            );
+            found.invalid("kafka.retry_backoff_min", "must be greater than zero");
         }
         if k.retry_backoff_max.0 < k.retry_backoff_min.0 {
-            return invalid(
+            found.invalid(
                 "kafka.retry_backoff_max",
                 format!(
                     "{:?} is below kafka.retry_backoff_min ({:?})",
@@ -1118,55 +1204,32 @@ impl Config {
             );
         }
         if k.outage_log_interval.0 < Duration::from_secs(1) {
-            return invalid(
-                "kafka.outage_log_interval",
-                "must be at least 1s".to_owned(),
-            );
+            found.invalid("kafka.outage_log_interval", "must be at least 1s");
         }
         if k.max_bytes_per_sec.is_some_and(|b| b.bytes() == 0) {
-            return invalid(
+            found.invalid(
                 "kafka.max_bytes_per_sec",
-                "must be greater than zero (leave it out for no cap)".to_owned(),
+                "must be greater than zero (leave it out for no cap)",
             );
         }
         if k.auto_create_partitions < 1 {
-            return invalid(
-                "kafka.auto_create_partitions",
-                "must be at least 1".to_owned(),
-            );
+            found.invalid("kafka.auto_create_partitions", "must be at least 1");
         }
-        self.validate_kafka_tls()
-            .map_err(|(field, message)| ConfigError::Invalid {
-                path: None,
-                field,
-                message,
-            })?;
-        self.validate_kafka_sasl()
-            .map_err(|(field, message)| ConfigError::Invalid {
-                path: None,
-                field,
-                message,
-            })?;
+        found.check(self.validate_kafka_tls());
+        found.check(self.validate_kafka_sasl());
         if let Some(dl) = &k.dead_letter {
             match dl.strip_prefix("kafka:") {
-                Some(topic) if topic.is_empty() || topic.len() > 249 => {
-                    return invalid(
-                        "kafka.dead_letter",
-                        "kafka:<topic> needs a topic name of 1 to 249 characters".to_owned(),
-                    );
-                }
+                Some(topic) if topic.is_empty() || topic.len() > 249 => found.invalid(
+                    "kafka.dead_letter",
+                    "kafka:<topic> needs a topic name of 1 to 249 characters",
+                ),
                 None if dl.is_empty() => {
-                    return invalid(
-                        "kafka.dead_letter",
-                        "must be a file path or kafka:<topic>".to_owned(),
-                    );
+                    found.invalid("kafka.dead_letter", "must be a file path or kafka:<topic>")
                 }
                 _ => {}
             }
         }
-        Ok(())
     }
-
     /// TLS files need `kafka.tls = true`, a client certificate needs its key, and the files
     /// must load (checked only when forwarding is enabled).
     fn validate_kafka_tls(&self) -> Result<(), (&'static str, String)> {
@@ -1262,12 +1325,16 @@ impl Config {
 
     /// The compiled `[[route]]` entries.
     pub fn compile_routes(&self) -> Result<Routes, ConfigError> {
-        let configs: Vec<RouteConfig> = self
-            .routes
+        Routes::compile(&self.route_configs())
+            .map_err(|error| ConfigError::Route { error, path: None })
+    }
+
+    /// The `[[route]]` entries as the route module takes them.
+    fn route_configs(&self) -> Vec<RouteConfig> {
+        self.routes
             .iter()
             .map(RouteSection::to_route_config)
-            .collect();
-        Routes::compile(&configs).map_err(|error| ConfigError::Route { error, path: None })
+            .collect()
     }
 
     /// Directory of the MQTT server's state (sessions, retained messages).
@@ -1306,18 +1373,12 @@ fn route_error_field(err: &RouteError) -> &str {
     }
 }
 
-/// One line for a TOML error: its message and where it is (`line 3, column 9`).
-fn describe(error: &toml::de::Error, text: &str) -> String {
-    let message = error.message().trim_end();
-    match error.span() {
-        Some(span) => {
-            let before = &text[..span.start.min(text.len())];
-            let line = before.matches('\n').count() + 1;
-            let column = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
-            format!("{message} (line {line}, column {column})")
-        }
-        None => message.to_owned(),
-    }
+/// The text of a config file.
+fn read(path: &Path) -> Result<String, ConfigError> {
+    std::fs::read_to_string(path).map_err(|error| ConfigError::Read {
+        path: path.to_owned(),
+        error,
+    })
 }
 
 /// How long `interval:` fsync may be before `check` warns that acknowledged events can be lost.
@@ -1457,10 +1518,10 @@ mod tests {
         .unwrap();
         assert_eq!(config.compile_routes().unwrap().len(), 2);
         let err = parse("[[route]]\nmqtt = \"a/#/b\"\nkafka_topic = \"t\"\n").unwrap_err();
-        assert_eq!(err.field(), "route[0].mqtt");
+        assert_eq!(err.field(), "route[1].mqtt");
         let err =
             parse("[[route]]\nmqtt = \"a\"\nkafka_topic = \"t\"\nkey = \"{nope}\"\n").unwrap_err();
-        assert_eq!(err.field(), "route[0].key");
+        assert_eq!(err.field(), "route[1].key");
         let err = parse("[[route]]\nmqtt = \"a\"\nkafka = \"t\"\n").unwrap_err();
         assert!(err.to_string().contains("kafka"), "{err}");
     }
@@ -1539,6 +1600,131 @@ mod tests {
         let err = parse("[log\n").unwrap_err();
         assert_eq!(err.field(), "(document)");
         assert!(!err.to_string().contains('\n'), "{err}");
+    }
+
+    #[test]
+    fn every_problem_is_reported_in_file_order_with_its_line() {
+        let text = "[log]\nfsync = \"sometimes\"\nsegment_bytes = \"64XB\"\n\
+                    [mqtt]\nlisten = \"localhost\"\nmax_inflight = 0\n\
+                    [[route]]\nnats = \"machines/+/status\"\nkafka_topic = \"m\"\nkey = \"{topic.2}\"\n\
+                    [[route]]\nmqtt = \"a\"\nkafka_topic = \"bad topic\"\n";
+        let err = parse(text).unwrap_err();
+        let problems = err.problems();
+        let found: Vec<(&str, Option<usize>)> = problems
+            .iter()
+            .map(|p| {
+                let line = match p.at {
+                    Some(Location::Line { line, .. }) => Some(line),
+                    _ => None,
+                };
+                (p.field.as_str(), line)
+            })
+            .collect();
+        assert_eq!(
+            found,
+            [
+                ("log.fsync", Some(2)),
+                ("log.segment_bytes", Some(3)),
+                ("mqtt.listen", Some(5)),
+                ("mqtt.max_inflight", Some(6)),
+                ("route[1].nats", Some(8)),
+                ("route[2].kafka_topic", Some(13)),
+            ],
+            "{err}"
+        );
+        let text = err.to_string();
+        assert!(
+            text.starts_with("test.toml: 6 problems:\n  log.fsync: "),
+            "{text}"
+        );
+        assert!(
+            text.contains("write nats = \"machines.*.status\""),
+            "{text}"
+        );
+        assert!(
+            !text.contains("route[1].key"),
+            "the key is not blamed for the filter's mistake: {text}"
+        );
+    }
+
+    #[test]
+    fn a_route_table_with_single_brackets_says_to_write_double_ones() {
+        let err = parse("[route]\nmqtt = \"a\"\nkafka_topic = \"t\"\n").unwrap_err();
+        assert_eq!(err.field(), "route");
+        assert!(err.to_string().contains("write [[route]]"), "{err}");
+        let err = parse(
+            "[route]\nmqtt = \"a\"\nkafka_topic = \"t\"\n[route]\nmqtt = \"b\"\nkafka_topic = \"u\"\n",
+        )
+        .unwrap_err();
+        let text = err.to_string();
+        assert!(text.contains("write [[route]]"), "{text}");
+        assert!(text.contains("line 4"), "{text}");
+        assert_eq!(
+            err.problems().len(),
+            1,
+            "reported once, not for each key: {text}"
+        );
+    }
+
+    #[test]
+    fn listen_addresses_say_what_is_expected() {
+        for (value, want) in [
+            ("localhost:1883", None),
+            ("127.0.0.1", Some("write \"127.0.0.1:1883\"")),
+            ("gw.local:1883", Some("e.g. \"0.0.0.0:1883\"")),
+        ] {
+            let result = parse(&format!("[mqtt]\nlisten = \"{value}\"\n"));
+            match want {
+                None => assert_eq!(
+                    result.unwrap().mqtt.listen,
+                    "127.0.0.1:1883".parse().unwrap()
+                ),
+                Some(want) => {
+                    let err = result.unwrap_err();
+                    assert_eq!(err.field(), "mqtt.listen");
+                    assert!(err.to_string().contains(want), "{value}: {err}");
+                }
+            }
+        }
+        let err = parse("[nats]\nlisten = \"0.0.0.0\"\n").unwrap_err();
+        assert!(err.to_string().contains("\"0.0.0.0:4222\""), "{err}");
+    }
+
+    #[test]
+    fn a_bad_override_names_its_variable_and_a_good_one_applies() {
+        let overrides = env::scan(
+            [
+                ("EDGE_BROKER_LOG_FSYNC".to_owned(), "sometimes".to_owned()),
+                ("EDGE_BROKER_MQTT_MAX_INFLIGHT".to_owned(), "7".to_owned()),
+            ],
+            &env::section_names(),
+        )
+        .unwrap()
+        .overrides;
+        let err = Config::parse_with(
+            "[log]\nfsync = \"always\"\n",
+            Path::new("t.toml"),
+            &overrides,
+        )
+        .unwrap_err();
+        assert_eq!(err.field(), "log.fsync");
+        assert!(
+            err.to_string().contains("(from EDGE_BROKER_LOG_FSYNC)"),
+            "{err}"
+        );
+        let config = Config::parse_with("", Path::new("t.toml"), &overrides[1..]).unwrap();
+        assert_eq!(config.mqtt.max_inflight, 7);
+    }
+
+    #[test]
+    fn a_missing_file_is_described_once() {
+        let err = Config::load(Path::new("/nonexistent/edge.toml")).unwrap_err();
+        let text = format!("{:#}", anyhow::Error::from(err));
+        assert_eq!(
+            text.matches("No such file").count(),
+            1,
+            "the reason appears once: {text}"
+        );
     }
 
     #[test]

@@ -1,6 +1,8 @@
-//! Human-friendly sizes (`"64MiB"`) and durations (`"250ms"`) in the config file.
+//! Human-friendly sizes (`"64MiB"`), durations (`"250ms"`) and listen addresses
+//! (`"0.0.0.0:1883"`, `"localhost:1883"`) in the config file.
 
 use std::fmt;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
 use serde::{Deserialize, Deserializer, de};
@@ -30,6 +32,23 @@ impl fmt::Display for ByteSize {
             }
         }
         write!(f, "{}B", self.0)
+    }
+}
+
+impl ByteSize {
+    /// Rounded for people: `24 B`, `1.5 MiB`, `2.0 GiB`.
+    pub fn human(self) -> String {
+        const UNITS: [&str; 5] = ["KiB", "MiB", "GiB", "TiB", "PiB"];
+        if self.0 < 1024 {
+            return format!("{} B", self.0);
+        }
+        let mut value = self.0 as f64 / 1024.0;
+        let mut unit = 0;
+        while value >= 1024.0 && unit + 1 < UNITS.len() {
+            value /= 1024.0;
+            unit += 1;
+        }
+        format!("{value:.1} {}", UNITS[unit])
     }
 }
 
@@ -142,9 +161,104 @@ impl<'de> Deserialize<'de> for HumanDuration {
     }
 }
 
+/// Parses a listen address: `IP:PORT` (`"0.0.0.0:1883"`, `"[::]:1883"`), or
+/// `localhost:PORT` for 127.0.0.1. Anything else is refused with what to write instead, using
+/// `default_port` (the field's usual port) in the example. Other host names are not resolved:
+/// at boot the network (and DNS) may not be up yet, and a name can resolve to several addresses.
+pub fn parse_listen(text: &str, default_port: u16) -> Result<SocketAddr, String> {
+    let text = text.trim();
+    if let Ok(addr) = text.parse::<SocketAddr>() {
+        return Ok(addr);
+    }
+    let examples = format!(
+        "e.g. \"0.0.0.0:{default_port}\" (every interface) or \"127.0.0.1:{default_port}\" (this machine only)"
+    );
+    if let Ok(ip) = text.parse::<IpAddr>() {
+        let with_port = match ip {
+            IpAddr::V4(ip) => format!("{ip}:{default_port}"),
+            IpAddr::V6(ip) => format!("[{ip}]:{default_port}"),
+        };
+        return Err(format!(
+            "{text:?} has no port: write \"{with_port}\" (IPv6 addresses go in brackets)"
+        ));
+    }
+    match text.rsplit_once(':') {
+        Some((host, port)) => {
+            let Ok(port) = port.parse::<u16>() else {
+                return Err(format!(
+                    "{text:?}: {port:?} is not a port (0-65535; 0 picks a free one): {examples}"
+                ));
+            };
+            if host.eq_ignore_ascii_case("localhost") {
+                return Ok(SocketAddr::from((Ipv4Addr::LOCALHOST, port)));
+            }
+            if host.is_empty() {
+                return Err(format!(
+                    "{text:?} has no address: write \"0.0.0.0:{port}\" (every interface) or \"127.0.0.1:{port}\" (this machine only)"
+                ));
+            }
+            Err(format!(
+                "{text:?}: host names other than localhost are not resolved: write an IP address, {examples}"
+            ))
+        }
+        None if text.eq_ignore_ascii_case("localhost") => Err(format!(
+            "{text:?} has no port: write \"localhost:{default_port}\" or \"127.0.0.1:{default_port}\""
+        )),
+        None => Err(format!(
+            "{text:?} is not an address: expected IP:PORT, {examples}"
+        )),
+    }
+}
+
+/// `deserialize_with` for a listen address whose usual port is `PORT`.
+pub fn listen<'de, const PORT: u16, D: Deserializer<'de>>(d: D) -> Result<SocketAddr, D::Error> {
+    parse_listen(&String::deserialize(d)?, PORT).map_err(de::Error::custom)
+}
+
+/// `deserialize_with` for an optional listen address whose usual port is `PORT`.
+pub fn listen_opt<'de, const PORT: u16, D: Deserializer<'de>>(
+    d: D,
+) -> Result<Option<SocketAddr>, D::Error> {
+    parse_listen(&String::deserialize(d)?, PORT)
+        .map(Some)
+        .map_err(de::Error::custom)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn listen_addresses_say_what_to_write() {
+        assert_eq!(
+            parse_listen("0.0.0.0:1883", 1883),
+            Ok("0.0.0.0:1883".parse().unwrap())
+        );
+        assert_eq!(
+            parse_listen("[::1]:0", 1883),
+            Ok("[::1]:0".parse().unwrap())
+        );
+        assert_eq!(
+            parse_listen("localhost:1884", 1883),
+            Ok("127.0.0.1:1884".parse().unwrap())
+        );
+        let cases = [
+            ("127.0.0.1", "has no port: write \"127.0.0.1:1883\""),
+            ("::1", "write \"[::1]:1883\""),
+            ("localhost", "write \"localhost:1883\""),
+            (":1883", "write \"0.0.0.0:1883\""),
+            (
+                "gateway.local:1883",
+                "host names other than localhost are not resolved",
+            ),
+            ("127.0.0.1:http", "is not a port"),
+            ("anything", "expected IP:PORT, e.g. \"0.0.0.0:1883\""),
+        ];
+        for (text, want) in cases {
+            let err = parse_listen(text, 1883).unwrap_err();
+            assert!(err.contains(want), "{text}: {err}");
+        }
+    }
 
     #[test]
     fn sizes_parse_binary_and_decimal_units() {
@@ -164,6 +278,13 @@ mod tests {
                 .unwrap_err()
                 .contains("too large")
         );
+    }
+
+    #[test]
+    fn human_sizes_round() {
+        assert_eq!(ByteSize(24).human(), "24 B");
+        assert_eq!(ByteSize(1536).human(), "1.5 KiB");
+        assert_eq!(ByteSize(2 << 30).human(), "2.0 GiB");
     }
 
     #[test]

@@ -124,7 +124,11 @@ pub async fn serve(
                     let _ = writer.shutdown().await;
                 }
                 server.metrics.protocol_errors.fetch_add(1, Ordering::Relaxed);
-                tracing::info!(%peer, "MQTT connection closed before CONNECT completed: {why}");
+                if inbuf.is_empty() {
+                    tracing::debug!(%peer, "MQTT connection closed without sending anything (a port probe?): {why}");
+                } else {
+                    tracing::info!(%peer, "MQTT connection closed before CONNECT completed: {why}");
+                }
                 return;
             }
             Err(_) => {

@@ -1234,7 +1234,11 @@ impl Connection {
         match &exit {
             Exit::Violation(why) => {
                 NatsMetrics::inc(&metrics.protocol_errors);
-                tracing::info!(peer = %self.peer, client = %self.client_id, "NATS client disconnected: {why}");
+                if self.connect.is_some() {
+                    tracing::info!(peer = %self.peer, client = %self.client_id, "NATS client disconnected: {why}")
+                } else {
+                    tracing::debug!(peer = %self.peer, "NATS connection closed before CONNECT (a port probe?): {why}")
+                }
             }
             Exit::SlowConsumer => {
                 NatsMetrics::inc(&metrics.slow_consumers);
