@@ -26,6 +26,10 @@ pub const SEGMENT_HEADER_LEN: usize = 24;
 pub const CURSOR_FILE_LEN: usize = 24;
 /// Frame header length: `len u32 LE` + `crc32c u32 LE`.
 pub const FRAME_HEADER_LEN: usize = 8;
+/// The smallest frame any body version can make (a version 1 body with empty strings and
+/// payload and offset and timestamp below 128 is 8 bytes). Recovery uses it to bound how many
+/// records a damaged byte range can have held.
+pub const MIN_FRAME_LEN: usize = FRAME_HEADER_LEN + 8;
 
 /// Borrowed byte string that postcard writes as `varint len + raw bytes`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -411,6 +415,21 @@ pub fn parse_segment_name(name: &str) -> Option<u64> {
         return None;
     }
     stem.parse().ok()
+}
+
+impl Record {
+    /// Bytes this record occupies on disk, frame header included.
+    pub fn encoded_len(&self) -> usize {
+        FRAME_HEADER_LEN + body_len(&body_of(self))
+    }
+}
+
+impl NewRecord {
+    /// Bytes this record takes on disk once appended, frame header included (an upper bound:
+    /// it is measured with the largest offset; the budget and [`crate::Log::has_room`] use it).
+    pub fn encoded_len(&self) -> usize {
+        FRAME_HEADER_LEN + body_len(&body_ref(u64::MAX, self))
+    }
 }
 
 #[cfg(test)]

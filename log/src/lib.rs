@@ -2,17 +2,35 @@
 //! retention under a disk budget, and tail recovery.
 //!
 //! # Modules
+//!
+//! Public API:
 //! - [`config`]: [`LogConfig`], [`FsyncPolicy`], [`WhenFull`].
 //! - [`record`]: [`NewRecord`] (what ingress appends), [`Record`] (what cursors read),
 //!   [`Destination`] (where it goes upstream, decided at ingest), [`Header`], [`Source`].
-//! - [`log`]: [`Log`] (open/recover, append + group commit writer thread, retention, stats),
-//!   [`Appended`], ordered batches ([`Log::submit_many`] → [`SubmittedBatch`] →
-//!   [`AppendedBatch`]), [`LogStats`], [`RecoveryReport`].
+//! - [`log`]: the append API. [`Log`]: open, [`Log::append`], ordered batches
+//!   ([`Log::submit_many`] / [`Log::append_many`]), backpressure ([`Log::has_room`],
+//!   [`Log::room`]), cursors, [`LogStats`], close.
+//! - [`batch`]: what appends hand back: [`Appended`], [`SubmittedBatch`] → [`AppendedBatch`],
+//!   each with the one durability wait.
+//! - [`recovery`]: what `open` does to a directory; [`RecoveryReport`], [`Truncation`].
 //! - [`cursor`]: [`Cursor`], named persisted read positions over durable records.
-//! - [`format`](mod@format): the byte layout below (encoders/decoders).
+//! - [`format`](mod@format): the byte layout below (encoders/decoders, `encoded_len`).
 //! - [`storage`]: the [`Storage`] trait all file I/O goes through, and [`StdStorage`].
 //! - [`error`]: [`LogError`], [`AppendError`], [`ReadError`].
 //! - `testing` (feature `testing`): fakes `MemStorage` (power-cut model) and `FaultyStorage`.
+//!
+//! Inside (private), each a room of one concern; arrows are the only imports between them:
+//! - `ledger`: the state writer, appenders and readers share (segment list, disk budget,
+//!   cursor positions, durable end, sticky failure, counters), reached only through its
+//!   methods. Writer and cursors never reach into each other.
+//! - `writer`: the writer thread (stage → one write → roll → one fdatasync → publish) → ledger,
+//!   segment.
+//! - `segment`: one segment file and its sparse index; creating one crash-safely.
+//! - `scan`: reading frames without trusting the file: sequential scan, resynchronisation
+//!   after damage, frame counting → shared by `recovery` and `reader`.
+//! - `reader`: a cursor's read-ahead frame reader over one segment → scan, segment.
+//! - `cursor_store`: cursor files (load, crash-safe write, delete) → format, storage.
+//! - `cursor` → ledger, reader, cursor_store; `log` → every room above; `format` → `record`.
 //!
 //! # On-disk layout (segment format version 2; version 1 is still read)
 //!
@@ -95,19 +113,29 @@
 //!
 //! Only one process may open a directory at a time (not enforced by a lock file).
 
+pub mod batch;
 pub mod config;
 pub mod cursor;
+mod cursor_store;
 pub mod error;
 pub mod format;
+mod ledger;
 pub mod log;
+mod reader;
 pub mod record;
+pub mod recovery;
+mod scan;
+mod segment;
 pub mod storage;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;
+mod writer;
 
+pub use batch::{Appended, AppendedBatch, SubmittedBatch};
 pub use config::{FsyncPolicy, LogConfig, WhenFull};
 pub use cursor::Cursor;
 pub use error::{AppendError, LogError, ReadError};
-pub use log::{Appended, AppendedBatch, Log, LogStats, RecoveryReport, SubmittedBatch, Truncation};
+pub use log::{Log, LogStats};
 pub use record::{Destination, Header, NewRecord, Record, Source};
+pub use recovery::{RecoveryReport, Truncation};
 pub use storage::{StdStorage, Storage, StorageFile};

@@ -5,14 +5,12 @@
 use std::collections::{HashMap, HashSet};
 use std::io;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+
+use parking_lot::Mutex;
 
 use crate::storage::{Storage, StorageFile};
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
-}
 
 /// What survives of unsynced data when [`MemStorage::crash`] simulates a power cut.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -68,11 +66,11 @@ impl MemFile {
 impl StorageFile for MemFile {
     fn size(&self) -> io::Result<u64> {
         self.alive()?;
-        Ok(lock(&self.inode).data.len() as u64)
+        Ok(self.inode.lock().data.len() as u64)
     }
     fn read_at(&self, buf: &mut [u8], pos: u64) -> io::Result<usize> {
         self.alive()?;
-        let inode = lock(&self.inode);
+        let inode = self.inode.lock();
         let pos = pos as usize;
         if pos >= inode.data.len() {
             return Ok(0);
@@ -83,7 +81,7 @@ impl StorageFile for MemFile {
     }
     fn write_at(&self, buf: &[u8], pos: u64) -> io::Result<usize> {
         self.alive()?;
-        let mut inode = lock(&self.inode);
+        let mut inode = self.inode.lock();
         let pos = pos as usize;
         if inode.data.len() < pos + buf.len() {
             inode.data.resize(pos + buf.len(), 0);
@@ -93,7 +91,7 @@ impl StorageFile for MemFile {
     }
     fn sync_data(&self) -> io::Result<()> {
         self.alive()?;
-        let mut inode = lock(&self.inode);
+        let mut inode = self.inode.lock();
         let Inode { data, synced } = &mut *inode;
         synced.clear();
         synced.extend_from_slice(data);
@@ -102,7 +100,7 @@ impl StorageFile for MemFile {
     }
     fn truncate(&self, len: u64) -> io::Result<()> {
         self.alive()?;
-        lock(&self.inode).data.resize(len as usize, 0);
+        self.inode.lock().data.resize(len as usize, 0);
         Ok(())
     }
 }
@@ -122,10 +120,10 @@ impl MemStorage {
     /// `mode`), and every handle opened before now fails with EIO.
     pub fn crash(&self, mode: CrashMode) {
         self.generation.fetch_add(1, Ordering::SeqCst);
-        let mut fs = lock(&self.fs);
+        let mut fs = self.fs.lock();
         fs.names = fs.durable_names.clone();
         for inode in fs.names.values() {
-            let mut inode = lock(inode);
+            let mut inode = inode.lock();
             let Inode { data, synced } = &mut *inode;
             let appended = data.len() > synced.len() && data.starts_with(synced);
             let new = match mode {
@@ -148,12 +146,12 @@ impl MemStorage {
 
     /// Edits a file's bytes in place (both the live and the durable copy): for corruption tests.
     pub fn modify(&self, path: &Path, f: impl FnOnce(&mut Vec<u8>)) -> io::Result<()> {
-        let fs = lock(&self.fs);
+        let fs = self.fs.lock();
         let inode = fs
             .names
             .get(path)
             .ok_or_else(|| io::Error::from(io::ErrorKind::NotFound))?;
-        let mut inode = lock(inode);
+        let mut inode = inode.lock();
         f(&mut inode.data);
         inode.synced = inode.data.clone();
         Ok(())
@@ -161,8 +159,8 @@ impl MemStorage {
 
     /// A copy of a file's current bytes.
     pub fn contents(&self, path: &Path) -> Option<Vec<u8>> {
-        let fs = lock(&self.fs);
-        fs.names.get(path).map(|i| lock(i).data.clone())
+        let fs = self.fs.lock();
+        fs.names.get(path).map(|i| i.lock().data.clone())
     }
 
     fn handle(&self, inode: Arc<Mutex<Inode>>) -> Arc<dyn StorageFile> {
@@ -177,14 +175,14 @@ impl MemStorage {
 
 impl Storage for MemStorage {
     fn create_dir_all(&self, dir: &Path) -> io::Result<()> {
-        let mut fs = lock(&self.fs);
+        let mut fs = self.fs.lock();
         for a in dir.ancestors() {
             fs.dirs.insert(a.to_path_buf());
         }
         Ok(())
     }
     fn list(&self, dir: &Path) -> io::Result<Vec<String>> {
-        let fs = lock(&self.fs);
+        let fs = self.fs.lock();
         if !fs.dirs.contains(dir) {
             return Err(io::Error::from(io::ErrorKind::NotFound));
         }
@@ -197,7 +195,7 @@ impl Storage for MemStorage {
     }
     fn open(&self, path: &Path) -> io::Result<Arc<dyn StorageFile>> {
         let inode = {
-            let fs = lock(&self.fs);
+            let fs = self.fs.lock();
             fs.names
                 .get(path)
                 .cloned()
@@ -207,14 +205,14 @@ impl Storage for MemStorage {
     }
     fn create(&self, path: &Path) -> io::Result<Arc<dyn StorageFile>> {
         let inode = {
-            let mut fs = lock(&self.fs);
+            let mut fs = self.fs.lock();
             let parent = path.parent().map(Path::to_path_buf).unwrap_or_default();
             if !fs.dirs.contains(&parent) {
                 return Err(io::Error::from(io::ErrorKind::NotFound));
             }
             match fs.names.get(path) {
                 Some(i) => {
-                    lock(i).data.clear();
+                    i.lock().data.clear();
                     i.clone()
                 }
                 None => {
@@ -227,7 +225,7 @@ impl Storage for MemStorage {
         Ok(self.handle(inode))
     }
     fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
-        let mut fs = lock(&self.fs);
+        let mut fs = self.fs.lock();
         let inode = fs
             .names
             .remove(from)
@@ -236,14 +234,14 @@ impl Storage for MemStorage {
         Ok(())
     }
     fn remove(&self, path: &Path) -> io::Result<()> {
-        let mut fs = lock(&self.fs);
+        let mut fs = self.fs.lock();
         fs.names
             .remove(path)
             .map(|_| ())
             .ok_or_else(|| io::Error::from(io::ErrorKind::NotFound))
     }
     fn sync_dir(&self, dir: &Path) -> io::Result<()> {
-        let mut fs = lock(&self.fs);
+        let mut fs = self.fs.lock();
         let MemFs {
             names,
             durable_names,

@@ -1,0 +1,362 @@
+//! The single writer thread: drains queued chunks, encodes their frames into one buffer, writes
+//! it with one call, rolls segments, syncs once per batch (group commit) and publishes the
+//! durable end through the [`Ledger`]. It answers each chunk with how many of its records were
+//! written; durability is waited for separately (`Ledger::subscribe`).
+
+use std::sync::Arc;
+use std::sync::mpsc::{self, RecvTimeoutError, SyncSender};
+use std::thread::JoinHandle;
+use std::time::Instant;
+
+use tokio::sync::{OwnedSemaphorePermit, oneshot};
+
+use crate::config::FsyncPolicy;
+use crate::error::{AppendError, LogError};
+use crate::format::{self, SEGMENT_HEADER_LEN};
+use crate::ledger::Ledger;
+use crate::record::NewRecord;
+use crate::segment::{Segment, create_segment};
+use crate::storage::write_all_at;
+
+/// The writer stops draining the queue into one write once this many bytes are staged.
+const MAX_BATCH_BYTES: usize = 4 << 20;
+
+/// Records to append in order, with contiguous offsets: one `append`, or one chunk of a batch.
+pub(crate) struct ChunkReq {
+    /// The records, in order.
+    pub records: Vec<NewRecord>,
+    /// Their frame lengths (upper bounds, as reserved).
+    pub frame_lens: Vec<u64>,
+    /// Budget reserved for them, released by the writer.
+    pub reserved: u64,
+    /// Where the answer goes.
+    pub reply: oneshot::Sender<ChunkAnswer>,
+    /// Queue slot and queue bytes, held until the writer takes the request.
+    pub permits: (OwnedSemaphorePermit, OwnedSemaphorePermit),
+}
+
+/// The writer's answer to a chunk: records `[0, written)` got offsets `first..first + written`
+/// and are written; the others were refused for `error`.
+#[derive(Debug)]
+pub(crate) struct ChunkAnswer {
+    /// Offset of the chunk's first record (if written).
+    pub first: u64,
+    /// How many records, from the start, were written.
+    pub written: usize,
+    /// Why the rest was refused (`None` when every record was written).
+    pub error: Option<AppendError>,
+}
+
+/// What appenders and `close` send to the writer.
+pub(crate) enum Msg {
+    /// Records to append.
+    Chunk(ChunkReq),
+    /// Sync everything, stop, and answer.
+    Close(oneshot::Sender<Result<(), LogError>>),
+}
+
+/// A chunk of the current batch, answered when the batch is done.
+struct Pending {
+    reply: oneshot::Sender<ChunkAnswer>,
+    first: u64,
+    count: usize,
+    /// Records encoded into the buffer or written.
+    staged: usize,
+    /// Records written to the file.
+    written: usize,
+    error: Option<AppendError>,
+}
+
+/// The single writer.
+pub(crate) struct Writer {
+    ledger: Arc<Ledger>,
+    rx: mpsc::Receiver<Msg>,
+    active: Arc<Segment>,
+    /// Bytes written to the active segment.
+    active_len: u64,
+    next_offset: u64,
+    buf: Vec<u8>,
+    pending: Vec<Pending>,
+    batch_reserved: u64,
+    unsynced: bool,
+    last_sync: Instant,
+    failed: Option<String>,
+}
+
+impl Writer {
+    /// Starts the writer thread on the active segment; returns its queue and handle.
+    pub fn spawn(
+        ledger: Arc<Ledger>,
+        active: Arc<Segment>,
+        next_offset: u64,
+        queue_slots: usize,
+    ) -> Result<(SyncSender<Msg>, JoinHandle<()>), LogError> {
+        let (tx, rx) = mpsc::sync_channel(queue_slots);
+        let mut writer = Writer {
+            active_len: active.len(),
+            ledger,
+            rx,
+            active,
+            next_offset,
+            buf: Vec::with_capacity(64 << 10),
+            pending: Vec::new(),
+            batch_reserved: 0,
+            unsynced: false,
+            last_sync: Instant::now(),
+            failed: None,
+        };
+        let handle = std::thread::Builder::new()
+            .name("edge-log-writer".into())
+            .spawn(move || writer.run())
+            .map_err(|e| LogError::Writer {
+                reason: e.to_string(),
+            })?;
+        Ok((tx, handle))
+    }
+
+    fn run(&mut self) {
+        loop {
+            let first = match self.ledger.cfg().fsync {
+                FsyncPolicy::Interval(d) if self.unsynced => {
+                    let wait = (self.last_sync + d).saturating_duration_since(Instant::now());
+                    match self.rx.recv_timeout(wait) {
+                        Ok(m) => m,
+                        Err(RecvTimeoutError::Timeout) => {
+                            self.sync_and_publish();
+                            continue;
+                        }
+                        Err(RecvTimeoutError::Disconnected) => break,
+                    }
+                }
+                _ => match self.rx.recv() {
+                    Ok(m) => m,
+                    Err(_) => break,
+                },
+            };
+            let mut close = None;
+            let mut next = Some(first);
+            while let Some(msg) = next {
+                match msg {
+                    Msg::Chunk(req) => self.stage(req),
+                    Msg::Close(reply) => {
+                        close = Some(reply);
+                        break;
+                    }
+                }
+                if self.buf.len() >= MAX_BATCH_BYTES {
+                    break;
+                }
+                next = self.rx.try_recv().ok();
+            }
+            self.finish_batch();
+            if let Some(reply) = close {
+                let res = self.shutdown();
+                let _ = reply.send(res);
+                return;
+            }
+        }
+        let _ = self.shutdown();
+    }
+
+    fn shutdown(&mut self) -> Result<(), LogError> {
+        if self.unsynced && self.failed.is_none() {
+            self.sync_and_publish();
+        }
+        self.ledger.close();
+        match &self.failed {
+            Some(cause) => Err(LogError::Sticky {
+                cause: cause.clone(),
+            }),
+            None => Ok(()),
+        }
+    }
+
+    fn fail(&mut self, op: &str, err: &std::io::Error) {
+        let cause = format!("{op} {} failed: {err}", self.active.path.display());
+        self.fail_with(cause);
+    }
+
+    /// Sticky failure: nothing staged and not yet written will be; the ledger refuses appends
+    /// and durability waits from now on.
+    fn fail_with(&mut self, cause: String) {
+        tracing::error!(%cause, "edge-log storage failure; refusing writes until reopen");
+        self.ledger.fail(&cause);
+        self.unstage();
+        self.failed = Some(cause);
+    }
+
+    /// Drops the frames in the buffer: their records get no offset.
+    fn unstage(&mut self) {
+        let mut dropped = 0;
+        for p in &mut self.pending {
+            dropped += (p.staged - p.written) as u64;
+            p.staged = p.written;
+        }
+        self.next_offset -= dropped;
+        self.active.forget_from(self.next_offset);
+        self.buf.clear();
+    }
+
+    /// Stages a chunk: contiguous offsets, one answer. A failure stops the chunk where it
+    /// happened (the records before it keep their offsets).
+    fn stage(&mut self, req: ChunkReq) {
+        let ChunkReq {
+            records,
+            frame_lens,
+            reserved,
+            reply,
+            permits,
+        } = req;
+        // The queue space is free again once the request is taken off the queue.
+        drop(permits);
+        self.batch_reserved += reserved;
+        self.pending.push(Pending {
+            reply,
+            first: self.next_offset,
+            count: records.len(),
+            staged: 0,
+            written: 0,
+            error: None,
+        });
+        let me = self.pending.len() - 1;
+        for (record, &frame_len) in records.iter().zip(&frame_lens) {
+            if self.failed.is_some() {
+                break;
+            }
+            let filled = self.active_len + self.buf.len() as u64;
+            if filled + frame_len > self.ledger.cfg().segment_bytes
+                && filled > SEGMENT_HEADER_LEN as u64
+                && !(self.flush() && self.roll())
+            {
+                break;
+            }
+            let pos = self.active_len + self.buf.len() as u64;
+            let body = format::body_ref(self.next_offset, record);
+            if let Err(e) = format::encode_frame(&body, &mut self.buf) {
+                self.pending[me].error = Some(AppendError::Storage {
+                    cause: format!("encoding record failed: {e}"),
+                });
+                break;
+            }
+            self.active.note(self.next_offset, pos);
+            self.next_offset += 1;
+            self.pending[me].staged += 1;
+        }
+    }
+
+    /// Writes the buffer at the end of the active segment. False if nothing more can be written.
+    fn flush(&mut self) -> bool {
+        if self.failed.is_some() {
+            return false;
+        }
+        if self.buf.is_empty() {
+            return true;
+        }
+        let n = self.buf.len() as u64;
+        if let Err(e) = write_all_at(self.active.file.as_ref(), &self.buf, self.active_len) {
+            self.fail("write", &e);
+            return false;
+        }
+        self.active_len += n;
+        self.active.set_len(self.active_len);
+        self.ledger.grew(n);
+        self.buf.clear();
+        self.unsynced = true;
+        for p in &mut self.pending {
+            p.written = p.staged;
+        }
+        true
+    }
+
+    fn sync_active(&mut self) -> bool {
+        if let Err(e) = self.active.file.sync_data() {
+            self.fail("fdatasync", &e);
+            return false;
+        }
+        self.ledger
+            .counters
+            .fsyncs
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.unsynced = false;
+        self.last_sync = Instant::now();
+        true
+    }
+
+    /// Seals the active segment (synced) and starts the next one at `next_offset`.
+    fn roll(&mut self) -> bool {
+        if !self.sync_active() {
+            return false;
+        }
+        let dir = self.ledger.cfg().dir.clone();
+        match create_segment(
+            self.ledger.storage(),
+            &dir,
+            self.next_offset,
+            &self.ledger.counters.fsyncs,
+        ) {
+            Ok(seg) => {
+                self.ledger.push_segment(seg.clone());
+                self.active_len = seg.len();
+                self.active = seg;
+                true
+            }
+            Err(e) => {
+                self.fail_with(e.to_string());
+                false
+            }
+        }
+    }
+
+    fn sync_and_publish(&mut self) {
+        if self.failed.is_some() {
+            return;
+        }
+        if self.sync_active() {
+            self.ledger.publish_durable(self.next_offset);
+        }
+    }
+
+    fn refusal(&self) -> AppendError {
+        match &self.failed {
+            Some(cause) => AppendError::Storage {
+                cause: cause.clone(),
+            },
+            None => AppendError::Closed,
+        }
+    }
+
+    fn finish_batch(&mut self) {
+        self.flush();
+        self.ledger.publish_next(self.next_offset);
+        self.ledger
+            .release(std::mem::take(&mut self.batch_reserved));
+        for p in std::mem::take(&mut self.pending) {
+            let error = (p.written < p.count).then(|| p.error.unwrap_or_else(|| self.refusal()));
+            let _ = p.reply.send(ChunkAnswer {
+                first: p.first,
+                written: p.written,
+                error,
+            });
+        }
+        if self.failed.is_none() {
+            match self.ledger.cfg().fsync {
+                FsyncPolicy::Always => {
+                    if self.unsynced {
+                        self.sync_and_publish();
+                    } else {
+                        self.ledger.publish_durable(self.next_offset);
+                    }
+                }
+                FsyncPolicy::Interval(d) => {
+                    if self.unsynced && self.last_sync.elapsed() >= d {
+                        self.sync_and_publish();
+                    } else if !self.unsynced {
+                        self.ledger.publish_durable(self.next_offset);
+                    }
+                }
+                FsyncPolicy::Never => self.ledger.publish_durable(self.next_offset),
+            }
+        }
+        self.ledger.space().notify_waiters();
+    }
+}
