@@ -1,6 +1,6 @@
 //! Test fakes (feature `testing` or `cfg(test)`): [`MemStorage`], an in-memory file system with a
-//! power-cut model, and [`FaultyStorage`], a wrapper injecting ENOSPC, EIO on fsync and short
-//! writes. They exist only to produce faults a real disk cannot produce on demand.
+//! power-cut model, and [`FaultyStorage`], a wrapper injecting ENOSPC, EIO on fsync, short
+//! writes and a held (slow) fsync. They exist only to produce faults a real disk cannot produce on demand.
 
 use std::collections::{HashMap, HashSet};
 use std::io;
@@ -268,6 +268,11 @@ pub struct Faults {
     pub short_writes: AtomicBool,
     /// Number of successful `sync_data` calls.
     pub syncs: AtomicU64,
+    /// While set, `sync_data` waits before syncing (a slow disk held still), so a test can
+    /// queue work behind a running sync.
+    pub hold_sync: AtomicBool,
+    /// `sync_data` calls waiting on `hold_sync` right now.
+    pub held: AtomicU64,
 }
 
 /// Wraps a storage and injects ENOSPC, EIO on fsync and short writes on demand.
@@ -321,6 +326,13 @@ impl StorageFile for FaultyFile {
         self.inner.write_at(&buf[..n], pos)
     }
     fn sync_data(&self) -> io::Result<()> {
+        if self.faults.hold_sync.load(Ordering::SeqCst) {
+            self.faults.held.fetch_add(1, Ordering::SeqCst);
+            while self.faults.hold_sync.load(Ordering::SeqCst) {
+                std::thread::sleep(std::time::Duration::from_millis(1));
+            }
+            self.faults.held.fetch_sub(1, Ordering::SeqCst);
+        }
         if self.faults.fail_sync.load(Ordering::SeqCst) {
             return Err(io::Error::from_raw_os_error(5));
         }
