@@ -78,6 +78,8 @@ pub(crate) struct Counters {
     pub fsyncs: AtomicU64,
     /// Bytes written to segment files.
     pub bytes_written: AtomicU64,
+    /// Records recovery could not keep at open (`RecoveryReport::records_skipped`).
+    pub recovery_skipped: AtomicU64,
 }
 
 #[derive(Debug)]

@@ -90,14 +90,46 @@
 //!
 //! # Recovery
 //!
-//! `open` scans only the tail segment and truncates it at the first bad record (partial frame,
-//! zero-filled region, bad CRC, undecodable body, offset discontinuity), reporting what it cut
-//! ([`RecoveryReport`]). Sealed segments are not scanned at open. A reader that meets a corrupt
-//! frame in a sealed segment counts and logs it, then resynchronises at the next frame in the same
-//! segment whose CRC is valid, whose body decodes and whose offset lies in the segment's range;
-//! if there is none it skips to the next segment. A missing segment (or a sealed segment that
-//! ends early) is skipped the same way. Skips are counted in `LogStats::corrupt_skipped` and
-//! [`Cursor::skipped`].
+//! `open` checks the header of every sealed segment and scans the tail segment frame by frame
+//! ([`RecoveryReport`] says what it found and did; the same goes to the log at warn/error):
+//! - **Damage in the middle of the tail** (a bad frame with a valid frame after it): the
+//!   records whose bytes are damaged are skipped ([`RecoveryReport::skipped`]: offsets, bytes,
+//!   reason), every later record is kept. The damaged segment is sealed as it is and appends
+//!   continue in a new segment, so the active segment only ever holds valid, dense frames.
+//! - **A torn or damaged end** (a bad frame with no valid frame after it) is cut
+//!   ([`RecoveryReport::truncated`]).
+//! - **A damaged length field** whose body still decodes by itself with the stored checksum
+//!   is written back: nothing is lost ([`RecoveryReport::lengths_repaired`]).
+//! - **A damaged segment header** (any segment) is rebuilt from the file name (the base) and
+//!   the first frame (the version); a tail without any readable frame is started again.
+//!
+//! Resynchronising after a bad frame looks for the next frame whose CRC is valid, whose body
+//! decodes, whose offset lies above the damaged one (and below the next segment's base, or the
+//! durable end), and whose offset the damaged bytes could have led up to (each skipped record
+//! takes at least [`format::MIN_FRAME_LEN`] bytes). A bad frame's own body is never searched
+//! when its length is plausible and it ends inside the file, and nothing is searched after a
+//! frame announced past the end of the file (a torn write): a payload that embeds a frame is
+//! never taken for a record. Readers resynchronise the same way (`scan`) in any segment; a
+//! segment that ends early or is missing is skipped to the next. Reader skips are counted in
+//! `LogStats::corrupt_skipped` and [`Cursor::skipped`], recovery's in
+//! `LogStats::recovery_skipped`.
+//!
+//! **Offsets are never reused.** Invariant: once an offset may have been seen by a reader (and
+//! so by Kafka, where `edge-node` + `edge-offset` identify a record), no other record ever gets
+//! it. Readers only see durable offsets, and recovery assigns the next offset after
+//! - the last record kept in the tail (a skipped record keeps its place: the records after it
+//!   carry their own offsets in their bodies, so nothing is renumbered);
+//! - every offset of a cut end that starts with a complete frame failing its checksum (it may
+//!   have been durable and read): those offsets are retired ([`Truncation::offsets_retired`])
+//!   and appends continue in a new segment after the gap. A partial frame or a zero-filled end
+//!   was never synced (fdatasync completes before durability is published), so no reader saw
+//!   it and its offsets are reused;
+//! - every cursor's committed position (with `FsyncPolicy::Never` readers may have seen what
+//!   a power cut then lost).
+//!
+//! This holds as long as storage keeps what it acknowledged as synced; when it does not, the
+//! loss is reported. Not covered: a deleted or truncated *tail* file (the previous segment then
+//! looks complete and its successor's offsets are assigned again unless a cursor passed them).
 //!
 //! # Retention and the disk budget
 //!
@@ -137,5 +169,5 @@ pub use cursor::Cursor;
 pub use error::{AppendError, LogError, ReadError};
 pub use log::{Log, LogStats};
 pub use record::{Destination, Header, NewRecord, Record, Source};
-pub use recovery::{RecoveryReport, Truncation};
+pub use recovery::{HeaderRepair, RecoveryReport, Skipped, Truncation};
 pub use storage::{StdStorage, Storage, StorageFile};

@@ -52,6 +52,10 @@ pub struct LogStats {
     pub fsyncs: u64,
     /// Bytes written to segment files (headers and frames).
     pub bytes_written: u64,
+    /// Records the last open could not keep because of damage in the tail segment (skipped in
+    /// the middle, or retired with a damaged end); the offsets are in the
+    /// [`RecoveryReport`]. Readers count what they skip later in `corrupt_skipped`.
+    pub recovery_skipped: u64,
 }
 
 #[derive(Debug)]
@@ -138,6 +142,10 @@ impl Log {
             recovered.next_offset,
             recovered.fsyncs,
         ));
+        ledger
+            .counters
+            .recovery_skipped
+            .store(recovered.report.records_skipped(), Ordering::Relaxed);
         ledger.retain();
         let (tx, handle) =
             Writer::spawn(ledger.clone(), active, recovered.next_offset, QUEUE_SLOTS)?;
@@ -410,6 +418,7 @@ impl Log {
             corrupt_skipped: c.corrupt_skipped.load(Ordering::Relaxed),
             fsyncs: c.fsyncs.load(Ordering::Relaxed),
             bytes_written: c.bytes_written.load(Ordering::Relaxed),
+            recovery_skipped: c.recovery_skipped.load(Ordering::Relaxed),
         }
     }
 

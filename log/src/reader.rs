@@ -10,7 +10,7 @@ use bytes::Bytes;
 use crate::error::ReadError;
 use crate::format::{self, FRAME_HEADER_LEN, FrameError, HeaderCheck, SEGMENT_HEADER_LEN};
 use crate::record::Record;
-use crate::scan::{self, Damage, READ_CHUNK};
+use crate::scan::{self, Damage, Past, READ_CHUNK};
 use crate::segment::Segment;
 use crate::storage::read_full_at;
 
@@ -131,45 +131,81 @@ impl Reader {
         if self.pos == 0 || (self.pos == SEGMENT_HEADER_LEN as u64 && self.at == seg.base) {
             let mut head = [0u8; SEGMENT_HEADER_LEN];
             let n = read_full_at(seg.file.as_ref(), &mut head, 0).map_err(io(seg))?;
-            if !matches!(format::check_segment_header(&head[..n]), HeaderCheck::Ok { base, .. } if base == seg.base)
-            {
-                return self.give_up(seg, next_base, "bad segment header".into());
+            match format::check_segment_header(&head[..n]) {
+                HeaderCheck::Ok { base, .. } if base == seg.base => {}
+                HeaderCheck::Version(found) => {
+                    return self.give_up(
+                        seg,
+                        next_base,
+                        format!("segment format version {found} is newer than this build"),
+                    );
+                }
+                // The frames carry their offsets: read them, the name gives the base.
+                other => {
+                    tracing::warn!(segment = %seg.path.display(), header = ?other, "edge-log reading a segment whose header is damaged");
+                }
             }
         }
         let mut fresh = false;
         loop {
             let view = self.view();
-            match format::decode_frame(&view, max) {
+            let error = match format::decode_frame(&view, max) {
                 Ok((rec, n)) if rec.offset == self.at => return Ok(Step::Frame(rec, n)),
-                Ok((rec, _)) => {
+                Ok((rec, n)) => {
                     let reason = format!(
                         "offset discontinuity: expected {}, found {}",
                         self.at, rec.offset
                     );
-                    return self.resync(seg, next_base, durable, max, reason);
+                    let from = self.pos + n as u64;
+                    return self.resync(seg, next_base, durable, max, from, reason);
                 }
                 Err(FrameError::Incomplete) if !fresh => {
                     let want =
                         format::frame_header(&view, max).map_or(0, |(l, _)| FRAME_HEADER_LEN + l);
                     self.fill(seg, want, durable)?;
                     fresh = true;
+                    continue;
                 }
-                Err(FrameError::Incomplete) => {
-                    return match next_base {
-                        Some(_) => self.give_up(
-                            seg,
-                            next_base,
-                            "segment ends early (missing or truncated data)".into(),
-                        ),
-                        None => Err(ReadError::Corrupt {
-                            path: seg.path.clone(),
-                            offset: self.at,
-                            reason: "durable record missing from the active segment".into(),
-                        }),
-                    };
+                Err(e) => e,
+            };
+            let file_len = seg.file.size().map_err(io(seg))?;
+            let past = scan::past_bad_frame(seg.file.as_ref(), self.pos, file_len, &error, max)
+                .map_err(io(seg))?;
+            return match past {
+                Past::Repaired(rec, n) if rec.offset == self.at => {
+                    tracing::warn!(segment = %seg.path.display(), offset = rec.offset, "edge-log read a record whose length field is damaged (its checksum matches)");
+                    Ok(Step::Frame(rec, n))
                 }
-                Err(e) => return self.resync(seg, next_base, durable, max, e.to_string()),
-            }
+                // A frame running past the end of the file: torn or missing data. Its own
+                // bytes are not searched (they would be its body).
+                _ if error == FrameError::Incomplete => match next_base {
+                    Some(_) => self.give_up(
+                        seg,
+                        next_base,
+                        "segment ends early (missing or truncated data)".into(),
+                    ),
+                    None => Err(ReadError::Corrupt {
+                        path: seg.path.clone(),
+                        offset: self.at,
+                        reason: "durable record missing from the active segment".into(),
+                    }),
+                },
+                Past::Repaired(rec, n) => {
+                    let reason = format!(
+                        "offset discontinuity: expected {}, found {}",
+                        self.at, rec.offset
+                    );
+                    let from = self.pos + n as u64;
+                    self.resync(seg, next_base, durable, max, from, reason)
+                }
+                Past::SearchFrom(from) => {
+                    self.resync(seg, next_base, durable, max, from, error.to_string())
+                }
+                Past::Torn => {
+                    let from = self.pos + 1;
+                    self.resync(seg, next_base, durable, max, from, error.to_string())
+                }
+            };
         }
     }
 
@@ -192,14 +228,15 @@ impl Reader {
         }
     }
 
-    /// After a bad frame, continues at the next frame of this segment that [`scan::resync`]
-    /// accepts; falls back to the next segment.
+    /// After a bad frame, continues at the next frame of this segment (searching from `from`)
+    /// that [`scan::resync`] accepts; falls back to the next segment.
     fn resync(
         &mut self,
         seg: &Arc<Segment>,
         next_base: Option<u64>,
         durable: u64,
         max: u32,
+        from: u64,
         reason: String,
     ) -> Result<Step, ReadError> {
         // Sealed: offsets below the next segment's base; active: durable ones only.
@@ -211,7 +248,7 @@ impl Reader {
             limit,
         };
         if let Some(found) =
-            scan::resync(seg.file.as_ref(), file_len, damage, max).map_err(io(seg))?
+            scan::resync(seg.file.as_ref(), file_len, damage, from, max).map_err(io(seg))?
         {
             let to = found.record.offset;
             tracing::warn!(segment = %seg.path.display(), from = self.at, to, %reason, "edge-log skipped corrupt records (resynchronised)");

@@ -50,7 +50,7 @@ impl Damage {
     }
 }
 
-/// Looks for the first frame after `damage` (searching from `damage.pos + 1` to `file_len`)
+/// Looks for the first frame after `damage` (searching from `from` to `file_len`)
 /// whose length is plausible, whose CRC matches, whose body decodes and whose offset is a
 /// plausible continuation ([`Damage`]). Runs of zero bytes are skipped quickly (a frame never
 /// starts with a zero length).
@@ -58,11 +58,12 @@ pub(crate) fn resync(
     file: &dyn StorageFile,
     file_len: u64,
     damage: Damage,
+    from: u64,
     max_record: u32,
 ) -> io::Result<Option<Found>> {
     let mut window = Bytes::new();
     let mut window_start = 0u64;
-    let mut p = damage.pos + 1;
+    let mut p = from.max(damage.pos + 1);
     while p + PEEK as u64 <= file_len {
         if p < window_start || p + PEEK as u64 > window_start + window.len() as u64 {
             let want = READ_CHUNK.min((file_len - p) as usize);
@@ -110,6 +111,55 @@ pub(crate) fn resync(
         p += 1;
     }
     Ok(None)
+}
+
+/// How to get past a bad frame at `pos` (`error` is why it did not decode).
+#[derive(Debug)]
+pub(crate) enum Past {
+    /// Only its length field was damaged: here is the record and its true frame length.
+    Repaired(Record, usize),
+    /// Search for the next frame from this position: the end the frame claims when its length
+    /// is plausible and the frame complete (its own body is never searched, so a payload that
+    /// embeds a frame cannot be taken for the next one), else the next byte.
+    SearchFrom(u64),
+    /// A frame announced past the end of the file that is not a damaged length: a torn write.
+    /// Nothing after it can be a frame (it would be inside the torn frame's body).
+    Torn,
+}
+
+/// Decides how to continue after the bad frame at `pos` (see [`Past`]).
+pub(crate) fn past_bad_frame(
+    file: &dyn StorageFile,
+    pos: u64,
+    file_len: u64,
+    error: &FrameError,
+    max_record: u32,
+) -> io::Result<Past> {
+    let mut head = [0u8; FRAME_HEADER_LEN];
+    let n = read_full_at(file, &mut head, pos)?;
+    let claimed = format::frame_header(&head[..n], max_record)
+        .ok()
+        .map(|(len, _)| pos + (FRAME_HEADER_LEN + len) as u64);
+    match (error, claimed) {
+        (FrameError::BadCrc | FrameError::Undecodable(_), Some(end)) if end <= file_len => {
+            return Ok(Past::SearchFrom(end));
+        }
+        (FrameError::BadLength(0), _) => return Ok(Past::SearchFrom(pos + 1)),
+        _ => {}
+    }
+    // A length above the cap, or a frame announced past the end of the file: a damaged
+    // length field if the body decodes by itself with the stored checksum.
+    let want = (FRAME_HEADER_LEN as u64 + u64::from(max_record)).min(file_len.saturating_sub(pos));
+    let mut v = vec![0u8; want as usize];
+    let got = read_full_at(file, &mut v, pos)?;
+    v.truncate(got);
+    if let Some((record, len)) = format::decode_ignoring_length(&Bytes::from(v), max_record) {
+        return Ok(Past::Repaired(record, len));
+    }
+    Ok(match claimed {
+        Some(end) if end > file_len => Past::Torn,
+        _ => Past::SearchFrom(pos + 1),
+    })
 }
 
 /// Best-effort count of frames in `[pos, len)`: walks plausible length fields (at least one
@@ -253,7 +303,7 @@ mod tests {
             at: 11,
             limit: u64::MAX,
         };
-        let found = resync(f.as_ref(), len, damage, 1024).unwrap().unwrap();
+        let found = resync(f.as_ref(), len, damage, 0, 1024).unwrap().unwrap();
         assert_eq!((found.pos, found.record.offset), (next_pos, 12));
         // A frame claiming an offset the damaged bytes could not have held is not accepted.
         let far = Damage {
@@ -261,7 +311,7 @@ mod tests {
             at: 5,
             limit: u64::MAX,
         };
-        assert!(resync(f.as_ref(), len, far, 1024).unwrap().is_none());
+        assert!(resync(f.as_ref(), len, far, 0, 1024).unwrap().is_none());
         // Nor one at or past the limit, nor one at or below the damaged offset.
         for (at, limit) in [(11, 12), (12, u64::MAX)] {
             let d = Damage {
@@ -269,8 +319,69 @@ mod tests {
                 at,
                 limit,
             };
-            assert!(resync(f.as_ref(), len, d, 1024).unwrap().is_none());
+            assert!(resync(f.as_ref(), len, d, 0, 1024).unwrap().is_none());
         }
+    }
+
+    #[test]
+    fn past_a_bad_frame_never_searches_its_own_body() {
+        // A frame whose payload embeds a valid frame claiming the next offset.
+        let embedded = frame(11, b"forged");
+        let mut payload = vec![b'x'; 40];
+        payload.extend_from_slice(&embedded);
+        payload.extend_from_slice(&[b'y'; 40]);
+        let mut bytes = frame(10, &payload);
+        let end_of_carrier = bytes.len() as u64;
+        bytes.extend_from_slice(&frame(11, b"real"));
+        // Damage the carrier's body: its own body must not be searched.
+        bytes[30] ^= 0xff;
+        let f = file_with(&bytes);
+        let len = bytes.len() as u64;
+        let past = past_bad_frame(f.as_ref(), 0, len, &FrameError::BadCrc, 1024).unwrap();
+        assert!(
+            matches!(past, Past::SearchFrom(p) if p == end_of_carrier),
+            "{past:?}"
+        );
+        let damage = Damage {
+            pos: 0,
+            at: 10,
+            limit: u64::MAX,
+        };
+        let found = resync(f.as_ref(), len, damage, end_of_carrier, 1024)
+            .unwrap()
+            .unwrap();
+        assert_eq!(found.record.payload.as_ref(), b"real");
+        // Torn inside the carrier: nothing after it is searched either.
+        let torn = &bytes[..50];
+        let f = file_with(torn);
+        let past = past_bad_frame(f.as_ref(), 0, 50, &FrameError::Incomplete, 1024).unwrap();
+        assert!(matches!(past, Past::Torn), "{past:?}");
+        // A damaged length over an intact frame is repaired.
+        let mut bytes = frame(10, b"intact");
+        let good_len = bytes.len();
+        bytes.extend_from_slice(&frame(11, b"next"));
+        bytes[2] = 0x7f;
+        let f = file_with(&bytes);
+        let past = past_bad_frame(
+            f.as_ref(),
+            0,
+            bytes.len() as u64,
+            &FrameError::BadLength(0),
+            1 << 20,
+        );
+        assert!(matches!(past, Ok(Past::SearchFrom(1))));
+        let past = past_bad_frame(
+            f.as_ref(),
+            0,
+            bytes.len() as u64,
+            &FrameError::Incomplete,
+            1 << 24,
+        )
+        .unwrap();
+        assert!(
+            matches!(past, Past::Repaired(ref r, n) if r.offset == 10 && n == good_len),
+            "{past:?}"
+        );
     }
 
     #[test]
