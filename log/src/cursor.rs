@@ -7,7 +7,7 @@ use std::sync::atomic::Ordering;
 
 use tokio::sync::watch;
 
-use crate::cursor_store::{self, valid_name};
+use crate::cursor_store::{CursorFiles, valid_name};
 use crate::error::{LogError, ReadError};
 use crate::ledger::{DurableState, Ledger, Located};
 use crate::reader::{Reader, Step};
@@ -17,6 +17,7 @@ use crate::record::Record;
 #[derive(Debug)]
 pub struct Cursor {
     ledger: Arc<Ledger>,
+    files: Arc<CursorFiles>,
     name: String,
     position: u64,
     committed: u64,
@@ -32,7 +33,11 @@ impl Drop for Cursor {
 }
 
 impl Cursor {
-    pub(crate) fn open(ledger: Arc<Ledger>, name: &str) -> Result<Cursor, LogError> {
+    pub(crate) fn open(
+        ledger: Arc<Ledger>,
+        files: Arc<CursorFiles>,
+        name: &str,
+    ) -> Result<Cursor, LogError> {
         if !valid_name(name) {
             return Err(LogError::InvalidCursorName { name: name.into() });
         }
@@ -40,6 +45,7 @@ impl Cursor {
         let rx = ledger.subscribe();
         let cursor = Cursor {
             ledger,
+            files,
             name: name.to_owned(),
             position: committed,
             committed,
@@ -48,8 +54,7 @@ impl Cursor {
             rd: Reader::default(),
         };
         if created {
-            let ledger = &cursor.ledger;
-            cursor_store::persist(ledger.storage(), ledger.cursor_dir(), name, committed)?;
+            cursor.files.commit(name, committed)?;
         }
         Ok(cursor)
     }
@@ -172,8 +177,9 @@ impl Cursor {
         }
     }
 
-    /// Persists "everything below `next_offset` is consumed" crash-safely (temp, fdatasync,
-    /// rename, fsync dir) and lets retention delete whole segments below every cursor.
+    /// Persists "everything below `next_offset` is consumed" crash-safely (overwrites the older
+    /// of the file's two copies and syncs it) and lets retention delete whole segments below
+    /// every cursor.
     /// Commits are monotonic: a lower offset than `committed()` is a no-op.
     pub async fn commit(&mut self, next_offset: u64) -> Result<(), LogError> {
         if next_offset <= self.committed {
@@ -188,9 +194,10 @@ impl Cursor {
             });
         }
         let ledger = self.ledger.clone();
+        let files = self.files.clone();
         let name = self.name.clone();
         tokio::task::spawn_blocking(move || {
-            cursor_store::persist(ledger.storage(), ledger.cursor_dir(), &name, next_offset)?;
+            files.commit(&name, next_offset)?;
             ledger.committed(&name, next_offset);
             Ok::<_, LogError>(())
         })

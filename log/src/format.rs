@@ -18,12 +18,21 @@ pub const CURSOR_MAGIC: [u8; 8] = *b"EDGECUR\0";
 pub const SEGMENT_VERSION: u16 = 2;
 /// Oldest segment format version this build reads.
 pub const OLDEST_SEGMENT_VERSION: u16 = 1;
-/// Cursor file format version.
-pub const CURSOR_VERSION: u16 = 1;
+/// Cursor file format version written by this build: two slots (see [`cursor_slot`]).
+pub const CURSOR_VERSION: u16 = 2;
+/// The single-copy cursor file of builds before version 2 (24 bytes); still read.
+pub const CURSOR_VERSION_V1: u16 = 1;
 /// Segment header length in bytes.
 pub const SEGMENT_HEADER_LEN: usize = 24;
-/// Cursor file length in bytes.
+/// Length of a version 1 cursor file in bytes.
 pub const CURSOR_FILE_LEN: usize = 24;
+/// Length of one slot of a version 2 cursor file.
+pub const CURSOR_SLOT_LEN: usize = 32;
+/// File position of slot `i` of a version 2 cursor file is `i * CURSOR_SLOT_SPACING`: the two
+/// copies sit in different 4 KiB blocks, so a torn write of one cannot damage the other.
+pub const CURSOR_SLOT_SPACING: u64 = 4096;
+/// Length of a version 2 cursor file (two slots).
+pub const CURSOR_FILE_V2_LEN: u64 = CURSOR_SLOT_SPACING + CURSOR_SLOT_LEN as u64;
 /// Frame header length: `len u32 LE` + `crc32c u32 LE`.
 pub const FRAME_HEADER_LEN: usize = 8;
 /// The smallest frame any body version can make (a version 1 body with empty strings and
@@ -409,18 +418,19 @@ pub fn check_segment_header(h: &[u8]) -> HeaderCheck {
     }
 }
 
-/// Cursor file: magic, version, reserved, committed offset, crc32c of the preceding 20 bytes.
+/// Version 1 cursor file: magic, version, reserved, committed offset, crc32c of the preceding
+/// 20 bytes. Written by builds before version 2; only read now (tests write it to check that).
 pub fn cursor_file(committed: u64) -> [u8; CURSOR_FILE_LEN] {
     let mut h = [0u8; CURSOR_FILE_LEN];
     h[0..8].copy_from_slice(&CURSOR_MAGIC);
-    h[8..10].copy_from_slice(&CURSOR_VERSION.to_le_bytes());
+    h[8..10].copy_from_slice(&CURSOR_VERSION_V1.to_le_bytes());
     h[12..20].copy_from_slice(&committed.to_le_bytes());
     let crc = crc32c::crc32c(&h[0..20]);
     h[20..24].copy_from_slice(&crc.to_le_bytes());
     h
 }
 
-/// Parses a cursor file into its committed offset.
+/// Parses a version 1 cursor file into its committed offset.
 pub fn parse_cursor_file(h: &[u8]) -> Result<u64, String> {
     if h.len() != CURSOR_FILE_LEN {
         return Err(format!("length {} (expected {CURSOR_FILE_LEN})", h.len()));
@@ -433,12 +443,106 @@ pub fn parse_cursor_file(h: &[u8]) -> Result<u64, String> {
         return Err("crc mismatch".into());
     }
     let version = u16::from_le_bytes([h[8], h[9]]);
-    if version != CURSOR_VERSION {
+    if version != CURSOR_VERSION_V1 {
         return Err(format!("unsupported version {version}"));
     }
     let mut b = [0u8; 8];
     b.copy_from_slice(&h[12..20]);
     Ok(u64::from_le_bytes(b))
+}
+
+/// One slot of a version 2 cursor file: magic, version, reserved, sequence number, committed
+/// offset, crc32c of the preceding 28 bytes. Commit `seq` goes to slot `seq % 2`; the valid
+/// slot with the higher sequence number is the committed position.
+pub fn cursor_slot(seq: u64, committed: u64) -> [u8; CURSOR_SLOT_LEN] {
+    let mut h = [0u8; CURSOR_SLOT_LEN];
+    h[0..8].copy_from_slice(&CURSOR_MAGIC);
+    h[8..10].copy_from_slice(&CURSOR_VERSION.to_le_bytes());
+    h[12..20].copy_from_slice(&seq.to_le_bytes());
+    h[20..28].copy_from_slice(&committed.to_le_bytes());
+    let crc = crc32c::crc32c(&h[0..28]);
+    h[28..32].copy_from_slice(&crc.to_le_bytes());
+    h
+}
+
+/// A valid cursor slot: its sequence number and committed offset.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CursorSlot {
+    /// Commit sequence number (higher is newer).
+    pub seq: u64,
+    /// Committed offset.
+    pub committed: u64,
+}
+
+/// Parses one slot of a version 2 cursor file.
+pub fn parse_cursor_slot(h: &[u8]) -> Result<CursorSlot, String> {
+    if h.len() < CURSOR_SLOT_LEN {
+        return Err(format!(
+            "slot of {} bytes (expected {CURSOR_SLOT_LEN})",
+            h.len()
+        ));
+    }
+    if h[0..8] != CURSOR_MAGIC {
+        return Err("bad magic".into());
+    }
+    let crc = u32::from_le_bytes([h[28], h[29], h[30], h[31]]);
+    if crc32c::crc32c(&h[0..28]) != crc {
+        return Err("crc mismatch".into());
+    }
+    let version = u16::from_le_bytes([h[8], h[9]]);
+    if version != CURSOR_VERSION {
+        return Err(format!("unsupported slot version {version}"));
+    }
+    let word = |at: usize| {
+        let mut b = [0u8; 8];
+        b.copy_from_slice(&h[at..at + 8]);
+        u64::from_le_bytes(b)
+    };
+    Ok(CursorSlot {
+        seq: word(12),
+        committed: word(20),
+    })
+}
+
+/// What a cursor file holds: the newest valid copy, and what was wrong with the other one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CursorFile {
+    /// The newest valid copy.
+    pub slot: CursorSlot,
+    /// Format version of the file (1: a single copy, written by older builds).
+    pub version: u16,
+    /// Why the other copy was not used, if it was damaged (a version 2 file).
+    pub damaged_copy: Option<String>,
+}
+
+/// Parses a whole cursor file of either version: the newest valid copy, or why none is.
+pub fn parse_cursor(bytes: &[u8]) -> Result<CursorFile, String> {
+    if bytes.len() == CURSOR_FILE_LEN {
+        return parse_cursor_file(bytes).map(|committed| CursorFile {
+            slot: CursorSlot { seq: 0, committed },
+            version: CURSOR_VERSION_V1,
+            damaged_copy: None,
+        });
+    }
+    let at = CURSOR_SLOT_SPACING as usize;
+    let a = parse_cursor_slot(&bytes[..bytes.len().min(CURSOR_SLOT_LEN)]);
+    let b = parse_cursor_slot(bytes.get(at..).unwrap_or(&[]));
+    match (a, b) {
+        (Ok(a), Ok(b)) => Ok(CursorFile {
+            slot: if b.seq > a.seq { b } else { a },
+            version: CURSOR_VERSION,
+            damaged_copy: None,
+        }),
+        (Ok(slot), Err(e)) | (Err(e), Ok(slot)) => Ok(CursorFile {
+            slot,
+            version: CURSOR_VERSION,
+            damaged_copy: Some(e),
+        }),
+        (Err(a), Err(b)) => Err(format!(
+            "no valid copy in {} bytes: first copy: {a}; second copy: {b}",
+            bytes.len()
+        )),
+    }
 }
 
 /// File name of the segment starting at `base`.
@@ -605,6 +709,23 @@ mod tests {
         h[13] ^= 1;
         assert!(matches!(check_segment_header(&h), HeaderCheck::Bad(_)));
         assert_eq!(parse_cursor_file(&cursor_file(77)), Ok(77));
+        assert_eq!(parse_cursor(&cursor_file(77)).unwrap().slot.committed, 77);
+        // Version 2: the newer valid copy wins; one damaged copy falls back to the other.
+        let mut two = vec![0u8; CURSOR_FILE_V2_LEN as usize];
+        two[..CURSOR_SLOT_LEN].copy_from_slice(&cursor_slot(4, 40));
+        two[CURSOR_SLOT_SPACING as usize..].copy_from_slice(&cursor_slot(5, 50));
+        let f = parse_cursor(&two).unwrap();
+        assert_eq!(
+            (f.slot.seq, f.slot.committed, f.damaged_copy),
+            (5, 50, None)
+        );
+        two[CURSOR_SLOT_SPACING as usize + 25] ^= 1;
+        let f = parse_cursor(&two).unwrap();
+        assert_eq!(f.slot.committed, 40);
+        assert!(f.damaged_copy.is_some());
+        two[3] ^= 1;
+        assert!(parse_cursor(&two).is_err());
+        assert!(parse_cursor(&[]).is_err());
         assert_eq!(parse_segment_name(&segment_name(123)), Some(123));
         assert_eq!(parse_segment_name("123.seg"), None);
     }

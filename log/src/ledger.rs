@@ -8,7 +8,6 @@
 //! wait on), the sticky failure, and the counters behind [`crate::LogStats`].
 
 use std::collections::{BTreeMap, HashSet};
-use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -112,7 +111,6 @@ pub(crate) struct Snapshot {
 pub(crate) struct Ledger {
     cfg: LogConfig,
     storage: Arc<dyn Storage>,
-    cursor_dir: PathBuf,
     state: Mutex<State>,
     durable: watch::Sender<DurableState>,
     space: Notify,
@@ -137,11 +135,9 @@ impl Ledger {
             failed: None,
             closed: false,
         });
-        let cursor_dir = cfg.dir.join("cursors");
         Ledger {
             cfg,
             storage,
-            cursor_dir,
             state: Mutex::new(State {
                 segments,
                 bytes,
@@ -169,11 +165,6 @@ impl Ledger {
     /// The file system.
     pub fn storage(&self) -> &dyn Storage {
         self.storage.as_ref()
-    }
-
-    /// Where cursor files live.
-    pub fn cursor_dir(&self) -> &Path {
-        &self.cursor_dir
     }
 
     // --- durability -----------------------------------------------------------------------

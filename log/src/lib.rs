@@ -36,7 +36,7 @@
 //!
 //! ```text
 //! <dir>/NNNNNNNNNNNNNNNNNNNN.seg     segment, named by its 20-digit zero-padded base offset
-//! <dir>/cursors/<name>.cur           cursor file (<name>.cur.tmp while being replaced)
+//! <dir>/cursors/<name>.cur           cursor file (<name>.cur.tmp while being created whole)
 //!
 //! segment header, 24 bytes:
 //!   0..8    magic  "EDGESEG\0"
@@ -64,15 +64,24 @@
 //! so an older build never meets a body it cannot read inside a segment it accepts, and
 //! refuses version 2 segments instead of taking them for damage.
 //!
-//! cursor file, 24 bytes:
-//!   0..8 magic "EDGECUR\0" | 8..10 version u16 LE | 10..12 zero | 12..20 committed offset u64 LE |
-//!   20..24 crc32c of bytes 0..20
+//! cursor file, version 2 (written by this build), 4128 bytes: two copies ("slots") of 32 bytes
+//! at file positions 0 and 4096 (different 4 KiB blocks), each:
+//!   0..8 magic "EDGECUR\0" | 8..10 version u16 LE (= 2) | 10..12 zero | 12..20 sequence u64 LE |
+//!   20..28 committed offset u64 LE | 28..32 crc32c of bytes 0..28
+//! The valid slot with the higher sequence number holds the committed position. Commit `n`
+//! overwrites slot `n % 2` in place and syncs it, so a torn commit leaves the previous one.
+//! cursor file, version 1 (older builds; read, and rewritten as version 2 at the first commit),
+//! 24 bytes:
+//!   0..8 magic "EDGECUR\0" | 8..10 version u16 LE (= 1) | 10..12 zero |
+//!   12..20 committed offset u64 LE | 20..24 crc32c of bytes 0..20
 //! ```
 //!
 //! Offsets are dense: record `n` of a segment has offset `base + n`, so segment `i` holds
-//! `[base_i, base_{i+1})`. There is no index file: an in-memory sparse index (every 1024th
-//! frame, noted by the writer and by readers) bounds the cost of a seek. The format is frozen by `tests/format.rs` against the checked-in
-//! `tests/data/00000000000000000000.seg`.
+//! `[base_i, base_{i+1})` (unless storage damage destroyed frames: every body carries its own
+//! offset, so the records after damage keep theirs; see Recovery). There is no index file: an in-memory sparse index (every 1024th
+//! frame, noted by the writer and by readers) bounds the cost of a seek. The format is frozen
+//! by `tests/format.rs` against the checked-in `tests/data/v*/00000000000000000000.seg` and the
+//! spelled-out cursor layouts.
 //!
 //! # Durability and visibility
 //!
@@ -169,5 +178,5 @@ pub use cursor::Cursor;
 pub use error::{AppendError, LogError, ReadError};
 pub use log::{Log, LogStats};
 pub use record::{Destination, Header, NewRecord, Record, Source};
-pub use recovery::{HeaderRepair, RecoveryReport, Skipped, Truncation};
+pub use recovery::{DamagedCursor, HeaderRepair, RecoveryReport, Skipped, Truncation};
 pub use storage::{StdStorage, Storage, StorageFile};

@@ -14,7 +14,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore, oneshot};
 use crate::batch::{Appended, Chunk, ChunkState, SubmittedBatch};
 use crate::config::{LogConfig, WhenFull};
 use crate::cursor::Cursor;
-use crate::cursor_store::{self, valid_name};
+use crate::cursor_store::{CursorFiles, valid_name};
 use crate::error::{AppendError, LogError};
 use crate::format::FRAME_HEADER_LEN;
 use crate::ledger::Ledger;
@@ -61,6 +61,7 @@ pub struct LogStats {
 #[derive(Debug)]
 struct LogInner {
     ledger: Arc<Ledger>,
+    files: Arc<CursorFiles>,
     tx: Mutex<Option<SyncSender<Msg>>>,
     slots: Arc<Semaphore>,
     queue_bytes: Arc<Semaphore>,
@@ -125,8 +126,24 @@ impl Log {
         storage
             .sync_dir(&parent)
             .map_err(io_err("sync directory", &parent))?;
-        let cursors = cursor_store::load_all(storage.as_ref(), &cursor_dir)?;
-        let recovered = recovery::recover(&config, storage.as_ref(), &cursors)?;
+        let files = Arc::new(CursorFiles::new(storage.clone(), cursor_dir));
+        let loaded = files.load_all()?;
+        let mut cursors = loaded.positions;
+        let mut recovered = recovery::recover(&config, storage.as_ref(), &cursors)?;
+        // A cursor whose file has no valid copy resumes at the oldest retained offset: it
+        // resends what is still here rather than skip anything (never stops the open).
+        let oldest = recovered.report.oldest_offset;
+        for mut damaged in loaded.damaged {
+            damaged.resumed_at = oldest;
+            tracing::error!(cursor = %damaged.name, path = %damaged.path.display(), reason = %damaged.reason, resumed_at = oldest, "edge-log cursor file has no valid copy; the cursor resends from the oldest retained offset");
+            if let Err(e) = files.commit(&damaged.name, oldest) {
+                tracing::error!(cursor = %damaged.name, error = %e, "edge-log could not rewrite a damaged cursor file");
+            }
+            cursors.insert(damaged.name.clone(), oldest);
+            recovered.report.cursors += 1;
+            recovered.report.cursors_damaged.push(damaged);
+        }
+        recovered.report.cursor_copies_damaged = loaded.one_copy_damaged;
         let active = recovered
             .segments
             .last()
@@ -154,6 +171,7 @@ impl Log {
             Log {
                 inner: Arc::new(LogInner {
                     ledger,
+                    files,
                     tx: Mutex::new(Some(tx)),
                     slots: Arc::new(Semaphore::new(QUEUE_SLOTS)),
                     queue_bytes: Arc::new(Semaphore::new(queue_bytes)),
@@ -385,7 +403,7 @@ impl Log {
 
     /// Opens (or creates at the oldest offset) a named cursor, persisted under `dir/cursors`.
     pub fn cursor(&self, name: &str) -> Result<Cursor, LogError> {
-        Cursor::open(self.inner.ledger.clone(), name)
+        Cursor::open(self.inner.ledger.clone(), self.inner.files.clone(), name)
     }
 
     /// Deletes a persisted cursor (it no longer holds back retention). Fails if a handle is open.
@@ -395,7 +413,7 @@ impl Log {
         }
         let ledger = &self.inner.ledger;
         if ledger.forget_cursor(name)? {
-            cursor_store::remove(ledger.storage(), ledger.cursor_dir(), name)?;
+            self.inner.files.remove(name)?;
             ledger.retain();
         }
         Ok(())

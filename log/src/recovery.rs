@@ -54,6 +54,21 @@ pub struct HeaderRepair {
     pub reason: String,
 }
 
+/// A cursor file that could not be read at open: no copy was valid. The cursor resumes at the
+/// oldest retained offset (everything still on disk is sent again; upstream recognises the
+/// duplicates by edge-node + edge-offset), never further, and its file is rewritten.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DamagedCursor {
+    /// The cursor name.
+    pub name: String,
+    /// The file.
+    pub path: PathBuf,
+    /// Why no copy could be used.
+    pub reason: String,
+    /// Where the cursor resumes (the oldest retained offset).
+    pub resumed_at: u64,
+}
+
 /// What `Log::open` found and repaired.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RecoveryReport {
@@ -82,8 +97,12 @@ pub struct RecoveryReport {
     pub headers_repaired: Vec<HeaderRepair>,
     /// The log was created empty.
     pub created: bool,
-    /// Persisted cursors found.
+    /// Persisted cursors found (damaged ones included).
     pub cursors: u64,
+    /// Cursor files without a valid copy: they resume at the oldest retained offset.
+    pub cursors_damaged: Vec<DamagedCursor>,
+    /// Cursor files with one damaged copy (the other, an earlier or equal position, was used).
+    pub cursor_copies_damaged: u64,
     /// Offsets skipped because a cursor had committed past the recovered end (their records
     /// were lost; see `FsyncPolicy::Never`).
     pub offsets_skipped: u64,
@@ -145,6 +164,20 @@ impl fmt::Display for RecoveryReport {
                 s.byte_range.end,
                 s.segment.display(),
                 s.reason
+            )?;
+        }
+        for c in &self.cursors_damaged {
+            write!(
+                f,
+                ", DAMAGED cursor {:?} ({}): resumes at offset {} (resends, never skips)",
+                c.name, c.reason, c.resumed_at
+            )?;
+        }
+        if self.cursor_copies_damaged > 0 {
+            write!(
+                f,
+                ", {} cursor file(s) with one damaged copy (the other used)",
+                self.cursor_copies_damaged
             )?;
         }
         if self.offsets_skipped > 0 {
@@ -227,6 +260,8 @@ pub(crate) fn recover(
         headers_repaired: Vec::new(),
         created: bases.is_empty(),
         cursors: cursors.len() as u64,
+        cursors_damaged: Vec::new(),
+        cursor_copies_damaged: 0,
         offsets_skipped: 0,
     };
     let fsyncs = AtomicU64::new(0);

@@ -357,3 +357,83 @@ async fn a_payload_that_embeds_a_frame_is_never_taken_for_a_record() {
         }
     }
 }
+
+/// A cursor file with no valid copy: main refused to open the log (the broker exited 1).
+/// Now the cursor resumes at the oldest retained offset (resends, never skips), the report
+/// says so, and the file is rewritten.
+#[tokio::test]
+async fn a_corrupted_cursor_file_does_not_stop_open_and_the_cursor_resends() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = small_config(dir.path());
+    let (log, _) = Log::open(cfg.clone()).unwrap();
+    let mut c = log.cursor("bridge").unwrap();
+    for i in 0..40 {
+        log.append(rec(i, 50))
+            .await
+            .unwrap()
+            .durable()
+            .await
+            .unwrap();
+    }
+    c.try_read(100, usize::MAX).unwrap();
+    c.commit(30).await.unwrap();
+    drop(c);
+    log.close().await.unwrap();
+    drop(log);
+    let file = dir.path().join("cursors/bridge.cur");
+    let mut bytes = std::fs::read(&file).unwrap();
+    bytes.iter_mut().for_each(|b| *b ^= 0xa5);
+    std::fs::write(&file, &bytes).unwrap();
+
+    let (log, report) = Log::open(cfg.clone()).unwrap();
+    assert_eq!(report.cursors_damaged.len(), 1, "{report}");
+    let damaged = &report.cursors_damaged[0];
+    assert_eq!(damaged.name, "bridge");
+    assert_eq!(damaged.resumed_at, report.oldest_offset);
+    assert!(damaged.resumed_at <= 30, "never skips forward: {report}");
+    assert!(report.to_string().contains("DAMAGED cursor"));
+    let mut c = log.cursor("bridge").unwrap();
+    assert_eq!(c.committed(), report.oldest_offset);
+    let got = c.try_read(100, usize::MAX).unwrap();
+    assert_eq!(got.first().unwrap().offset, report.oldest_offset);
+    assert_eq!(got.last().unwrap().offset, 39);
+    drop(c);
+    log.close().await.unwrap();
+    drop(log);
+    let (_, again) = Log::open(cfg).unwrap();
+    assert!(again.cursors_damaged.is_empty(), "rewritten: {again}");
+}
+
+/// The newest copy of a cursor file damaged (a torn commit): the previous commit is used, so
+/// the cursor resends a little and never skips forward.
+#[tokio::test]
+async fn a_damaged_newest_cursor_copy_falls_back_to_the_previous_commit() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = one_segment(dir.path());
+    let (log, _) = Log::open(cfg.clone()).unwrap();
+    let mut c = log.cursor("bridge").unwrap();
+    for i in 0..30 {
+        log.append(rec(i, 50))
+            .await
+            .unwrap()
+            .durable()
+            .await
+            .unwrap();
+    }
+    c.commit(10).await.unwrap();
+    c.commit(20).await.unwrap();
+    drop(c);
+    log.close().await.unwrap();
+    drop(log);
+    let file = dir.path().join("cursors/bridge.cur");
+    let mut bytes = std::fs::read(&file).unwrap();
+    let slot = |b: &[u8]| format::parse_cursor_slot(b).unwrap().committed;
+    let newest = if slot(&bytes[..32]) == 20 { 0 } else { 4096 };
+    assert_eq!(slot(&bytes[newest..newest + 32]), 20);
+    bytes[newest + 22] ^= 0x01;
+    std::fs::write(&file, &bytes).unwrap();
+    let (log, report) = Log::open(cfg).unwrap();
+    assert_eq!(report.cursor_copies_damaged, 1, "{report}");
+    assert!(report.cursors_damaged.is_empty());
+    assert_eq!(log.cursor("bridge").unwrap().committed(), 10);
+}
