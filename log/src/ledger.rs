@@ -9,13 +9,14 @@
 
 use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use parking_lot::Mutex;
 use tokio::sync::{Notify, watch};
 
 use crate::config::{LogConfig, WhenFull};
 use crate::error::{AppendError, LogError};
+use crate::health::{Full, LogHealth};
 use crate::segment::Segment;
 use crate::storage::Storage;
 
@@ -95,6 +96,10 @@ struct State {
     open_cursors: HashSet<String>,
     /// First storage failure; refuses writes until reopen.
     sticky: Option<String>,
+    /// The file system reported no space; cleared by the next successful write.
+    no_space: Option<String>,
+    /// Frame bytes of the last append that found the budget full (cleared once it fits).
+    budget_full: Option<u64>,
     closed: bool,
 }
 
@@ -115,6 +120,8 @@ pub(crate) struct Ledger {
     durable: watch::Sender<DurableState>,
     space: Notify,
     next_offset: AtomicU64,
+    /// `close` was called: a writer waiting for disk space gives up.
+    closing: AtomicBool,
     /// The counters (atomics: the writer and readers bump them without the lock).
     pub counters: Counters,
 }
@@ -145,11 +152,14 @@ impl Ledger {
                 cursors,
                 open_cursors: HashSet::new(),
                 sticky: None,
+                no_space: None,
+                budget_full: None,
                 closed: false,
             }),
             durable,
             space: Notify::new(),
             next_offset: AtomicU64::new(next_offset),
+            closing: AtomicBool::new(false),
             counters: Counters {
                 fsyncs: AtomicU64::new(fsyncs),
                 ..Counters::default()
@@ -221,6 +231,60 @@ impl Ledger {
         self.state.lock().sticky.clone()
     }
 
+    /// `close` was called (the writer stops waiting for disk space).
+    pub fn start_closing(&self) {
+        self.closing.store(true, Ordering::Release);
+    }
+
+    /// Whether `close` was called.
+    pub fn is_closing(&self) -> bool {
+        self.closing.load(Ordering::Acquire)
+    }
+
+    /// The file system reported no space (writer only). Logs the first report of an episode.
+    pub fn set_no_space(&self, cause: &str) {
+        let mut st = self.state.lock();
+        if st.no_space.is_none() {
+            tracing::error!(%cause, policy = ?self.cfg.when_full, "edge-log: no space on the file system; partial writes cut back, retrying");
+        }
+        st.no_space = Some(cause.to_owned());
+    }
+
+    /// A write succeeded (writer only): ends a no-space episode.
+    pub fn clear_no_space(&self) {
+        let was = self.state.lock().no_space.take();
+        if was.is_some() {
+            tracing::warn!("edge-log: space returned; appends are stored again");
+            self.space.notify_waiters();
+        }
+    }
+
+    /// Whether the log takes appends now.
+    pub fn health(&self) -> LogHealth {
+        let mut st = self.state.lock();
+        if st.closed {
+            return LogHealth::Closed;
+        }
+        if let Some(cause) = &st.sticky {
+            return LogHealth::Failed {
+                cause: cause.clone(),
+            };
+        }
+        if let Some(cause) = &st.no_space {
+            return LogHealth::Full(Full::Disk {
+                cause: cause.clone(),
+            });
+        }
+        match st.budget_full {
+            Some(needed) if !self.fits(&st, needed) => LogHealth::Full(Full::Budget { needed }),
+            Some(_) => {
+                st.budget_full = None;
+                LogHealth::Ok
+            }
+            None => LogHealth::Ok,
+        }
+    }
+
     /// The writer stopped: appends fail with `Closed`, waiters are released.
     pub fn close(&self) {
         self.state.lock().closed = true;
@@ -261,6 +325,12 @@ impl Ledger {
         self.counters.bytes_written.fetch_add(n, Ordering::Relaxed);
     }
 
+    /// The active segment was cut back by `n` bytes (writer only).
+    pub fn shrank(&self, n: u64) {
+        let mut st = self.state.lock();
+        st.bytes = st.bytes.saturating_sub(n);
+    }
+
     /// Sizes for stats.
     pub fn snapshot(&self) -> Snapshot {
         let st = self.state.lock();
@@ -293,11 +363,13 @@ impl Ledger {
             let used = st.bytes + st.reserved;
             if used + need <= self.cfg.max_bytes {
                 st.reserved += need;
+                st.budget_full = None;
                 return Ok(());
             }
             if self.reclaim_one(&mut st) {
                 continue;
             }
+            st.budget_full = Some(need);
             return Err(AppendError::Full {
                 needed: need,
                 used,
@@ -314,8 +386,24 @@ impl Ledger {
         if st.sticky.is_some() || st.closed {
             return false;
         }
+        // Out of disk space, the writer holds appends until it can write them, except under
+        // `Reject`, where each append is tried (and refused while the disk is full).
+        if st.no_space.is_some() && self.cfg.when_full != WhenFull::Reject {
+            return false;
+        }
+        self.fits(&st, need)
+    }
+
+    fn fits(&self, st: &State, need: u64) -> bool {
         let used = st.bytes + st.reserved;
-        used + need <= self.cfg.max_bytes.saturating_add(self.reclaimable(&st))
+        used + need <= self.cfg.max_bytes.saturating_add(self.reclaimable(st))
+    }
+
+    /// The file system is full: deletes the oldest sealed segment if the policy allows it
+    /// under pressure (as for the budget). True if one was deleted (try again).
+    pub fn reclaim_for_space(&self) -> bool {
+        let mut st = self.state.lock();
+        self.reclaim_one(&mut st)
     }
 
     /// Bytes of the oldest sealed segments [`Ledger::reclaim_one`] would delete in a row.

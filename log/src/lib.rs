@@ -9,7 +9,7 @@
 //!   [`Destination`] (where it goes upstream, decided at ingest), [`Header`], [`Source`].
 //! - [`log`]: the append API. [`Log`]: open, [`Log::append`], ordered batches
 //!   ([`Log::submit_many`] / [`Log::append_many`]), backpressure ([`Log::has_room`],
-//!   [`Log::room`]), cursors, [`LogStats`], close.
+//!   [`Log::room`]), [`Log::health`], cursors, [`LogStats`], close.
 //! - [`batch`]: what appends hand back: [`Appended`], [`SubmittedBatch`] → [`AppendedBatch`],
 //!   each with the one durability wait.
 //! - [`recovery`]: what `open` does to a directory; [`RecoveryReport`], [`Truncation`].
@@ -17,19 +17,20 @@
 //! - [`format`](mod@format): the byte layout below (encoders/decoders, `encoded_len`).
 //! - [`storage`]: the [`Storage`] trait all file I/O goes through, and [`StdStorage`].
 //! - [`error`]: [`LogError`], [`AppendError`], [`ReadError`].
+//! - [`health`]: [`LogHealth`] (ok / full by budget or disk / failed / closed), [`Full`].
 //! - `testing` (feature `testing`): fakes `MemStorage` (power-cut model) and `FaultyStorage`.
 //!
 //! Inside (private), each a room of one concern; arrows are the only imports between them:
 //! - `ledger`: the state writer, appenders and readers share (segment list, disk budget,
 //!   cursor positions, durable end, sticky failure, counters), reached only through its
 //!   methods. Writer and cursors never reach into each other.
-//! - `writer`: the writer thread (stage → one write → roll → one fdatasync → publish) → ledger,
-//!   segment.
+//! - `writer`: the writer thread (stage → one write → roll → one fdatasync → publish; cut back
+//!   and retry or refuse on a full disk) → ledger, segment.
 //! - `segment`: one segment file and its sparse index; creating one crash-safely.
 //! - `scan`: reading frames without trusting the file: sequential scan, resynchronisation
 //!   after damage, frame counting → shared by `recovery` and `reader`.
 //! - `reader`: a cursor's read-ahead frame reader over one segment → scan, segment.
-//! - `cursor_store`: cursor files (load, crash-safe write, delete) → format, storage.
+//! - `cursor_store`: cursor files (load, two-copy commit, delete) → format, storage.
 //! - `cursor` → ledger, reader, cursor_store; `log` → every room above; `format` → `record`.
 //!
 //! # On-disk layout (segment format version 2; version 1 is still read)
@@ -93,9 +94,30 @@
 //! power cut can lose records that readers already saw, and their offsets will be reused.
 //! Segment rolls sync the old segment, the new header and the directory.
 //!
-//! Write and fsync errors are sticky: after one, every append fails with
-//! `AppendError::Storage` until the log is reopened; durability is never reported after a
-//! failed fsync.
+//! # Storage errors, a full disk, health
+//!
+//! **A refused record is never stored.** Records are answered only after their write
+//! succeeded; when a write fails, what it wrote is cut back (truncated) before the records are
+//! refused.
+//!
+//! **A full file system heals by itself.** ENOSPC (or a quota) from a write or a segment
+//! creation is not sticky: the partial write is cut back, then the oldest sealed segment is
+//! deleted if the `when_full` policy allows it under pressure (as for the budget), else under
+//! `Block` and `DropOldest` the writer retries with backoff (10 ms doubling to 500 ms) and
+//! appends wait (backpressure), under `Reject` the batch is refused with
+//! `AppendError::NoSpace` and the next one is tried. The first successful write ends it. Cursor
+//! commits overwrite allocated blocks, so they (and the retention they drive) work on a full
+//! disk.
+//!
+//! **Other write errors and every fdatasync error are sticky**: after one, every append fails
+//! with `AppendError::Storage` until the log is reopened, and durability is never reported
+//! after a failed fdatasync (the kernel may have dropped the pages it could not write). What
+//! was written but is now never to be durable is cut back to the last synced length (best
+//! effort: with the disk failing, the cut may not persist).
+//!
+//! [`Log::health`] says which state the log is in ([`LogHealth`]: `Ok`, `Full` by the budget or
+//! the disk, `Failed`, `Closed`) for readiness and `/healthz`; [`Log::has_room`] and
+//! [`Log::room`] are the backpressure to act on.
 //!
 //! # Recovery
 //!
@@ -160,6 +182,7 @@ pub mod cursor;
 mod cursor_store;
 pub mod error;
 pub mod format;
+pub mod health;
 mod ledger;
 pub mod log;
 mod reader;
@@ -176,6 +199,7 @@ pub use batch::{Appended, AppendedBatch, SubmittedBatch};
 pub use config::{FsyncPolicy, LogConfig, WhenFull};
 pub use cursor::Cursor;
 pub use error::{AppendError, LogError, ReadError};
+pub use health::{Full, LogHealth};
 pub use log::{Log, LogStats};
 pub use record::{Destination, Header, NewRecord, Record, Source};
 pub use recovery::{DamagedCursor, HeaderRepair, RecoveryReport, Skipped, Truncation};

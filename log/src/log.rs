@@ -17,6 +17,7 @@ use crate::cursor::Cursor;
 use crate::cursor_store::{CursorFiles, valid_name};
 use crate::error::{AppendError, LogError};
 use crate::format::FRAME_HEADER_LEN;
+use crate::health::LogHealth;
 use crate::ledger::Ledger;
 use crate::record::NewRecord;
 use crate::recovery::{self, RecoveryReport};
@@ -70,6 +71,7 @@ struct LogInner {
 
 impl Drop for LogInner {
     fn drop(&mut self) {
+        self.ledger.start_closing();
         self.tx.lock().take();
         if let Some(h) = self.writer.lock().take() {
             let _ = h.join();
@@ -445,6 +447,14 @@ impl Log {
         self.inner.ledger.durable_end()
     }
 
+    /// Whether the log takes appends now: `Ok`; `Full` (the budget or the disk: appends wait
+    /// or are refused, and it heals by itself when space returns); `Failed` (a write or
+    /// fdatasync failed: every append is refused until reopen); `Closed`. For readiness and
+    /// `/healthz`; see [`LogHealth`].
+    pub fn health(&self) -> LogHealth {
+        self.inner.ledger.health()
+    }
+
     /// The storage failure that stopped appends (sticky until reopen), if any.
     pub fn failure(&self) -> Option<String> {
         self.inner.ledger.failure()
@@ -457,6 +467,7 @@ impl Log {
 
     /// Flushes and syncs everything written, stops the writer; later appends fail with `Closed`.
     pub async fn close(&self) -> Result<(), LogError> {
+        self.inner.ledger.start_closing();
         let Some(tx) = self.inner.tx.lock().take() else {
             return Ok(());
         };

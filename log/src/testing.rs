@@ -263,6 +263,7 @@ pub struct Faults {
     /// `sync_data` fails with EIO while set.
     pub fail_sync: AtomicBool,
     /// Writes fail with ENOSPC once this many more bytes were written (u64::MAX = never).
+    /// Deleting a file gives its bytes back (like a real file system).
     pub space_left: AtomicU64,
     /// Each write call writes at most 3 bytes (exercises short-write handling).
     pub short_writes: AtomicBool,
@@ -368,7 +369,15 @@ impl Storage for FaultyStorage {
         self.inner.rename(from, to)
     }
     fn remove(&self, path: &Path) -> io::Result<()> {
-        self.inner.remove(path)
+        let size = self.inner.open(path).and_then(|f| f.size()).unwrap_or(0);
+        self.inner.remove(path)?;
+        let _ = self
+            .faults
+            .space_left
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |left| {
+                (left != u64::MAX).then(|| left.saturating_add(size))
+            });
+        Ok(())
     }
     fn sync_dir(&self, dir: &Path) -> io::Result<()> {
         if self.faults.fail_sync.load(Ordering::SeqCst) {

@@ -3,14 +3,15 @@
 //! durable end through the [`Ledger`]. It answers each chunk with how many of its records were
 //! written; durability is waited for separately (`Ledger::subscribe`).
 
+use std::io;
 use std::sync::Arc;
 use std::sync::mpsc::{self, RecvTimeoutError, SyncSender};
 use std::thread::JoinHandle;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use tokio::sync::{OwnedSemaphorePermit, oneshot};
 
-use crate::config::FsyncPolicy;
+use crate::config::{FsyncPolicy, WhenFull};
 use crate::error::{AppendError, LogError};
 use crate::format::{self, SEGMENT_HEADER_LEN};
 use crate::ledger::Ledger;
@@ -20,6 +21,15 @@ use crate::storage::write_all_at;
 
 /// The writer stops draining the queue into one write once this many bytes are staged.
 const MAX_BATCH_BYTES: usize = 4 << 20;
+/// First and longest wait between write attempts while the file system is full.
+const NO_SPACE_BACKOFF: (Duration, Duration) =
+    (Duration::from_millis(10), Duration::from_millis(500));
+
+/// Whether an I/O error means the file system (or the quota) has no space left.
+pub(crate) fn is_no_space(e: &io::Error) -> bool {
+    // ENOSPC, EDQUOT
+    matches!(e.raw_os_error(), Some(28 | 122)) || e.kind() == io::ErrorKind::StorageFull
+}
 
 /// Records to append in order, with contiguous offsets: one `append`, or one chunk of a batch.
 pub(crate) struct ChunkReq {
@@ -74,13 +84,25 @@ pub(crate) struct Writer {
     active: Arc<Segment>,
     /// Bytes written to the active segment.
     active_len: u64,
+    /// Bytes of the active segment covered by an fdatasync.
+    synced_len: u64,
     next_offset: u64,
     buf: Vec<u8>,
     pending: Vec<Pending>,
     batch_reserved: u64,
+    /// Why the rest of the current batch is refused (no space, closing), if it is.
+    batch_refusal: Option<AppendError>,
     unsynced: bool,
     last_sync: Instant,
     failed: Option<String>,
+}
+
+/// What to do after the file system reported no space.
+enum OnNoSpace {
+    /// Try the same write again (space was freed, or the policy waits).
+    Retry,
+    /// Refuse what is staged (`WhenFull::Reject`, or the log is closing).
+    Refuse(AppendError),
 }
 
 impl Writer {
@@ -94,6 +116,7 @@ impl Writer {
         let (tx, rx) = mpsc::sync_channel(queue_slots);
         let mut writer = Writer {
             active_len: active.len(),
+            synced_len: active.len(),
             ledger,
             rx,
             active,
@@ -101,6 +124,7 @@ impl Writer {
             buf: Vec::with_capacity(64 << 10),
             pending: Vec::new(),
             batch_reserved: 0,
+            batch_refusal: None,
             unsynced: false,
             last_sync: Instant::now(),
             failed: None,
@@ -177,12 +201,44 @@ impl Writer {
     }
 
     /// Sticky failure: nothing staged and not yet written will be; the ledger refuses appends
-    /// and durability waits from now on.
+    /// and durability waits from now on. What was written but not synced is refused too, so
+    /// it is cut back (best effort: with the disk failing, the cut itself may not stick).
     fn fail_with(&mut self, cause: String) {
         tracing::error!(%cause, "edge-log storage failure; refusing writes until reopen");
         self.ledger.fail(&cause);
         self.unstage();
+        if self.active_len > self.synced_len {
+            match self.active.file.truncate(self.synced_len) {
+                Ok(()) => {
+                    self.ledger.shrank(self.active_len - self.synced_len);
+                    self.active_len = self.synced_len;
+                    self.active.set_len(self.synced_len);
+                }
+                Err(e) => {
+                    tracing::error!(segment = %self.active.path.display(), error = %e, "edge-log could not cut back records that will never be durable; a restart may find them");
+                }
+            }
+        }
         self.failed = Some(cause);
+    }
+
+    /// The file system is full: cut back, then free space the policy allows, wait, or refuse.
+    fn on_no_space(&mut self, cause: &str, backoff: &mut Duration) -> OnNoSpace {
+        if self.ledger.reclaim_for_space() {
+            return OnNoSpace::Retry;
+        }
+        self.ledger.set_no_space(cause);
+        if self.ledger.is_closing() {
+            return OnNoSpace::Refuse(AppendError::Closed);
+        }
+        if self.ledger.cfg().when_full == WhenFull::Reject {
+            return OnNoSpace::Refuse(AppendError::NoSpace {
+                cause: cause.to_owned(),
+            });
+        }
+        std::thread::sleep(*backoff);
+        *backoff = (*backoff * 2).min(NO_SPACE_BACKOFF.1);
+        OnNoSpace::Retry
     }
 
     /// Drops the frames in the buffer: their records get no offset.
@@ -220,7 +276,7 @@ impl Writer {
         });
         let me = self.pending.len() - 1;
         for (record, &frame_len) in records.iter().zip(&frame_lens) {
-            if self.failed.is_some() {
+            if self.failed.is_some() || self.batch_refusal.is_some() {
                 break;
             }
             let filled = self.active_len + self.buf.len() as u64;
@@ -244,19 +300,43 @@ impl Writer {
         }
     }
 
-    /// Writes the buffer at the end of the active segment. False if nothing more can be written.
+    /// Writes the buffer at the end of the active segment. False if nothing more can be written
+    /// in this batch. When the file system is full, what was partly written is cut back first,
+    /// then the policy decides: retry (space freed, or wait under `Block`/`DropOldest`) or
+    /// refuse the staged records (`Reject`, closing): a refused record is never stored.
     fn flush(&mut self) -> bool {
-        if self.failed.is_some() {
+        if self.failed.is_some() || self.batch_refusal.is_some() {
             return false;
         }
         if self.buf.is_empty() {
             return true;
         }
         let n = self.buf.len() as u64;
-        if let Err(e) = write_all_at(self.active.file.as_ref(), &self.buf, self.active_len) {
-            self.fail("write", &e);
-            return false;
+        let mut backoff = NO_SPACE_BACKOFF.0;
+        loop {
+            let e = match write_all_at(self.active.file.as_ref(), &self.buf, self.active_len) {
+                Ok(()) => break,
+                Err(e) => e,
+            };
+            if !is_no_space(&e) {
+                self.fail("write", &e);
+                return false;
+            }
+            if let Err(te) = self.active.file.truncate(self.active_len) {
+                self.fail("truncate after a failed write to", &te);
+                return false;
+            }
+            let cause = format!("write {} failed: {e}", self.active.path.display());
+            match self.on_no_space(&cause, &mut backoff) {
+                OnNoSpace::Retry => {}
+                OnNoSpace::Refuse(refusal) => {
+                    self.unstage();
+                    self.batch_refusal = Some(refusal);
+                    return false;
+                }
+            }
         }
+        self.ledger.clear_no_space();
         self.active_len += n;
         self.active.set_len(self.active_len);
         self.ledger.grew(n);
@@ -277,32 +357,46 @@ impl Writer {
             .counters
             .fsyncs
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.synced_len = self.active_len;
         self.unsynced = false;
         self.last_sync = Instant::now();
         true
     }
 
-    /// Seals the active segment (synced) and starts the next one at `next_offset`.
+    /// Seals the active segment (synced) and starts the next one at `next_offset`. A full file
+    /// system is handled as in [`Writer::flush`] (the partly created file is removed).
     fn roll(&mut self) -> bool {
         if !self.sync_active() {
             return false;
         }
         let dir = self.ledger.cfg().dir.clone();
-        match create_segment(
-            self.ledger.storage(),
-            &dir,
-            self.next_offset,
-            &self.ledger.counters.fsyncs,
-        ) {
-            Ok(seg) => {
-                self.ledger.push_segment(seg.clone());
-                self.active_len = seg.len();
-                self.active = seg;
-                true
-            }
-            Err(e) => {
-                self.fail_with(e.to_string());
-                false
+        let mut backoff = NO_SPACE_BACKOFF.0;
+        loop {
+            match create_segment(
+                self.ledger.storage(),
+                &dir,
+                self.next_offset,
+                &self.ledger.counters.fsyncs,
+            ) {
+                Ok(seg) => {
+                    self.ledger.clear_no_space();
+                    self.ledger.push_segment(seg.clone());
+                    self.active_len = seg.len();
+                    self.synced_len = seg.len();
+                    self.active = seg;
+                    return true;
+                }
+                Err(LogError::Io { source, .. }) if is_no_space(&source) => {
+                    let cause = format!("creating a segment in {} failed: {source}", dir.display());
+                    if let OnNoSpace::Refuse(refusal) = self.on_no_space(&cause, &mut backoff) {
+                        self.batch_refusal = Some(refusal);
+                        return false;
+                    }
+                }
+                Err(e) => {
+                    self.fail_with(e.to_string());
+                    return false;
+                }
             }
         }
     }
@@ -317,11 +411,12 @@ impl Writer {
     }
 
     fn refusal(&self) -> AppendError {
-        match &self.failed {
-            Some(cause) => AppendError::Storage {
+        match (&self.failed, &self.batch_refusal) {
+            (Some(cause), _) => AppendError::Storage {
                 cause: cause.clone(),
             },
-            None => AppendError::Closed,
+            (None, Some(refusal)) => refusal.clone(),
+            (None, None) => AppendError::Closed,
         }
     }
 
@@ -338,6 +433,7 @@ impl Writer {
                 error,
             });
         }
+        self.batch_refusal = None;
         if self.failed.is_none() {
             match self.ledger.cfg().fsync {
                 FsyncPolicy::Always => {

@@ -472,35 +472,6 @@ async fn fsync_failure_is_sticky_and_never_reports_durable() {
 }
 
 #[tokio::test]
-async fn enospc_is_sticky_and_recovery_truncates_partial_write() {
-    let mem = MemStorage::new();
-    let faulty = FaultyStorage::new(mem.clone());
-    let (log, _) = Log::open_with_storage(small_config("/e"), faulty.clone()).unwrap();
-    append_n(&log, 0, 2, 10).await;
-    faulty.faults.space_left.store(20, Ordering::SeqCst);
-    let r = log.append(rec(2, 100)).await;
-    assert!(
-        matches!(r, Err(AppendError::Storage { ref cause }) if cause.contains("No space") || cause.contains("os error 28")),
-        "{r:?}"
-    );
-    faulty.faults.space_left.store(u64::MAX, Ordering::SeqCst);
-    assert!(matches!(
-        log.append(rec(3, 10)).await,
-        Err(AppendError::Storage { .. })
-    ));
-    drop(log);
-    let (log, report) = Log::open_with_storage(small_config("/e"), mem.clone()).unwrap();
-    let t = report
-        .truncated
-        .clone()
-        .expect("partial frame must be truncated");
-    assert_eq!(t.byte_range.end - t.byte_range.start, 20, "{report}");
-    assert_eq!(report.next_offset, 2);
-    let mut c = log.cursor("c").unwrap();
-    assert_eq!(c.try_read(10, usize::MAX).unwrap().len(), 2);
-}
-
-#[tokio::test]
 async fn short_writes_are_completed() {
     let mem = MemStorage::new();
     let faulty = FaultyStorage::new(mem.clone());
