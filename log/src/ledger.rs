@@ -67,6 +67,11 @@ pub(crate) enum Located {
     Before { oldest: u64 },
 }
 
+/// Upper bounds, in seconds, of the fdatasync latency histogram's buckets (then +Inf).
+pub const FSYNC_BUCKETS: [f64; 12] = [
+    0.0005, 0.001, 0.002, 0.004, 0.008, 0.016, 0.032, 0.064, 0.128, 0.256, 0.512, 1.024,
+];
+
 /// Counters behind [`crate::LogStats`].
 #[derive(Debug, Default)]
 pub(crate) struct Counters {
@@ -80,6 +85,11 @@ pub(crate) struct Counters {
     pub bytes_written: AtomicU64,
     /// Records recovery could not keep at open (`RecoveryReport::records_skipped`).
     pub recovery_skipped: AtomicU64,
+    /// Latency of the fdatasyncs that make appends durable: count per bucket of
+    /// [`FSYNC_BUCKETS`] (the last one is everything slower), and the sum in microseconds.
+    pub fsync_buckets: [AtomicU64; FSYNC_BUCKETS.len() + 1],
+    /// Sum of those latencies, microseconds.
+    pub fsync_micros: AtomicU64,
 }
 
 #[derive(Debug)]
@@ -206,6 +216,22 @@ impl Ledger {
     /// Publishes the offset the next append gets (writer only).
     pub fn publish_next(&self, next: u64) {
         self.next_offset.store(next, Ordering::Release);
+    }
+
+    /// An fdatasync that makes appends durable took `took` (syncer only).
+    pub fn record_fsync(&self, took: std::time::Duration) {
+        let c = &self.counters;
+        c.fsyncs.fetch_add(1, Ordering::Relaxed);
+        let secs = took.as_secs_f64();
+        let bucket = FSYNC_BUCKETS
+            .iter()
+            .position(|&le| secs <= le)
+            .unwrap_or(FSYNC_BUCKETS.len());
+        c.fsync_buckets[bucket].fetch_add(1, Ordering::Relaxed);
+        c.fsync_micros.fetch_add(
+            u64::try_from(took.as_micros()).unwrap_or(u64::MAX),
+            Ordering::Relaxed,
+        );
     }
 
     // --- failure and close ----------------------------------------------------------------

@@ -24,8 +24,10 @@
 //! - `ledger`: the state writer, appenders and readers share (segment list, disk budget,
 //!   cursor positions, durable end, sticky failure, counters), reached only through its
 //!   methods. Writer and cursors never reach into each other.
-//! - `writer`: the writer thread (stage → one write → roll → one fdatasync → publish; cut back
-//!   and retry or refuse on a full disk) → ledger, segment.
+//! - `writer`: the writer thread (stage → one write → roll; cut back and retry or refuse on a
+//!   full disk) → ledger, segment, syncer.
+//! - `syncer`: the fdatasync thread (coalesced targets, durability published in order, a failed
+//!   sync sticky) → ledger, segment.
 //! - `segment`: one segment file and its sparse index; creating one crash-safely.
 //! - `scan`: reading frames without trusting the file: sequential scan, resynchronisation
 //!   after damage, frame counting → shared by `recovery` and `reader`.
@@ -86,13 +88,18 @@
 //!
 //! # Durability and visibility
 //!
-//! A single writer thread drains every queued append, writes them with one `write`, then
-//! (`FsyncPolicy::Always`) issues ONE `fdatasync` and completes every waiter it covers (group
-//! commit). [`Log::durable_end`] advances only after that sync, and cursors read only below it,
-//! so an offset a crash could reuse never reaches a reader. With `Interval` records become
-//! durable at the next periodic sync. With `Never`, "written to the OS" counts as durable: a
-//! power cut can lose records that readers already saw, and their offsets will be reused.
-//! Segment rolls sync the old segment, the new header and the directory.
+//! A single writer thread drains every queued append and writes them with one `write`; a
+//! syncer thread runs the `fdatasync` (`FsyncPolicy::Always`: after every write) while the
+//! writer goes on writing the next batch. Requests made while a sync runs coalesce, so ONE
+//! `fdatasync` covers everything written before it started (group commit, pipelined).
+//! [`Log::durable_end`] advances only after the sync that covers it, in order, and cursors
+//! read only below it, so an offset a crash could reuse never reaches a reader. With `Interval`
+//! records become durable at the next periodic sync. With `Never`, "written to the OS" counts
+//! as durable: a power cut can lose records that readers already saw, and their offsets will be
+//! reused. Segment rolls wait for the old segment's sync, then sync the new header and the
+//! directory. `open` syncs the tail it recovered (a previous process may have left unsynced
+//! data in the page cache). [`LogStats::fsync_latency`] is the sync latency histogram,
+//! [`LogStats::bytes_written`] the bytes written to segments.
 //!
 //! # Storage errors, a full disk, health
 //!
@@ -191,6 +198,7 @@ pub mod recovery;
 mod scan;
 mod segment;
 pub mod storage;
+mod syncer;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;
 mod writer;
@@ -200,7 +208,7 @@ pub use config::{FsyncPolicy, LogConfig, WhenFull};
 pub use cursor::Cursor;
 pub use error::{AppendError, LogError, ReadError};
 pub use health::{Full, LogHealth};
-pub use log::{Log, LogStats};
+pub use log::{FsyncLatency, Log, LogStats};
 pub use record::{Destination, Header, NewRecord, Record, Source};
 pub use recovery::{DamagedCursor, HeaderRepair, RecoveryReport, Skipped, Truncation};
 pub use storage::{StdStorage, Storage, StorageFile};

@@ -18,7 +18,7 @@ use crate::cursor_store::{CursorFiles, valid_name};
 use crate::error::{AppendError, LogError};
 use crate::format::FRAME_HEADER_LEN;
 use crate::health::LogHealth;
-use crate::ledger::Ledger;
+use crate::ledger::{FSYNC_BUCKETS, Ledger};
 use crate::record::NewRecord;
 use crate::recovery::{self, RecoveryReport};
 use crate::segment::io_err;
@@ -49,7 +49,8 @@ pub struct LogStats {
     pub dropped_records: u64,
     /// Records skipped by readers because of corruption or missing segments.
     pub corrupt_skipped: u64,
-    /// fdatasync calls on segment files.
+    /// fdatasync calls on segment files (those of the histogram below, plus segment creation
+    /// and recovery).
     pub fsyncs: u64,
     /// Bytes written to segment files (headers and frames).
     pub bytes_written: u64,
@@ -57,6 +58,50 @@ pub struct LogStats {
     /// the middle, or retired with a damaged end); the offsets are in the
     /// [`RecoveryReport`]. Readers count what they skip later in `corrupt_skipped`.
     pub recovery_skipped: u64,
+    /// Latency of the fdatasyncs that make appends durable.
+    pub fsync_latency: FsyncLatency,
+}
+
+/// A histogram of fdatasync latency (the syncs that make appends durable), for a Prometheus
+/// histogram: `buckets[i]` counts syncs that took at most [`FsyncLatency::BOUNDS`]`[i]`
+/// seconds and more than the bound before (not cumulative); the last bucket is everything
+/// slower than the last bound.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct FsyncLatency {
+    /// Syncs per bucket.
+    pub buckets: [u64; FSYNC_BUCKETS.len() + 1],
+    /// Number of syncs.
+    pub count: u64,
+    /// Total time, microseconds.
+    pub sum_micros: u64,
+}
+
+impl FsyncLatency {
+    /// Upper bounds of the buckets, in seconds (the last bucket is +Inf).
+    pub const BOUNDS: [f64; FSYNC_BUCKETS.len()] = FSYNC_BUCKETS;
+
+    /// Cumulative counts (`le` buckets of a Prometheus histogram), +Inf last.
+    pub fn cumulative(&self) -> [u64; FSYNC_BUCKETS.len() + 1] {
+        let mut out = self.buckets;
+        for i in 1..out.len() {
+            out[i] += out[i - 1];
+        }
+        out
+    }
+
+    /// The smallest bucket bound at or above the `q` quantile (0..=1), in seconds; +Inf if it
+    /// falls in the last bucket, 0 if there were no syncs.
+    pub fn quantile(&self, q: f64) -> f64 {
+        if self.count == 0 {
+            return 0.0;
+        }
+        let want = (q * self.count as f64).ceil().max(1.0) as u64;
+        let cumulative = self.cumulative();
+        match cumulative.iter().position(|&c| c >= want) {
+            Some(i) if i < FSYNC_BUCKETS.len() => FSYNC_BUCKETS[i],
+            _ => f64::INFINITY,
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -439,6 +484,15 @@ impl Log {
             fsyncs: c.fsyncs.load(Ordering::Relaxed),
             bytes_written: c.bytes_written.load(Ordering::Relaxed),
             recovery_skipped: c.recovery_skipped.load(Ordering::Relaxed),
+            fsync_latency: {
+                let buckets: [u64; FSYNC_BUCKETS.len() + 1] =
+                    std::array::from_fn(|i| c.fsync_buckets[i].load(Ordering::Relaxed));
+                FsyncLatency {
+                    count: buckets.iter().sum(),
+                    buckets,
+                    sum_micros: c.fsync_micros.load(Ordering::Relaxed),
+                }
+            },
         }
     }
 

@@ -609,6 +609,11 @@ fn recover_tail(
             });
         }
     }
+    // What a previous process wrote without syncing may still sit in the page cache: sync it
+    // now, so nothing counted durable after open can vanish in a later power cut.
+    file.sync_data()
+        .map_err(io_err("fdatasync segment", path))?;
+    fsyncs.fetch_add(1, Ordering::Relaxed);
     let version = match (&problem, first_version) {
         (None, _) => header_version(path, file)?,
         (Some(_), Some(v)) if !no_frames => v,

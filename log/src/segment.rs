@@ -25,6 +25,8 @@ pub(crate) struct Segment {
     pub file: Arc<dyn StorageFile>,
     /// Bytes written to it (what readers may look at; durability is `Ledger::durable_end`).
     len: AtomicU64,
+    /// Bytes covered by an fdatasync.
+    synced: AtomicU64,
     /// Sparse in-memory index: (offset, file position) of every INDEX_EVERY-th record seen by
     /// the writer or a reader. Makes a seek cost at most INDEX_EVERY frame decodes.
     index: Mutex<Vec<(u64, u64)>>,
@@ -37,6 +39,7 @@ impl Segment {
             path,
             file,
             len: AtomicU64::new(len),
+            synced: AtomicU64::new(len),
             index: Mutex::new(Vec::new()),
         }
     }
@@ -49,6 +52,22 @@ impl Segment {
     /// Publishes a new written length (writer only).
     pub fn set_len(&self, len: u64) {
         self.len.store(len, Ordering::Release);
+    }
+
+    /// Bytes covered by an fdatasync (a new segment object is synced as far as it goes).
+    pub fn synced(&self) -> u64 {
+        self.synced.load(Ordering::Acquire)
+    }
+
+    /// An fdatasync covered the first `len` bytes (syncer only).
+    pub fn set_synced(&self, len: u64) {
+        self.synced.fetch_max(len, Ordering::AcqRel);
+    }
+
+    /// The writer cut the file back to `len` bytes.
+    pub fn cut(&self, len: u64) {
+        self.set_len(len);
+        self.synced.fetch_min(len, Ordering::AcqRel);
     }
 
     /// Records where the frame of `offset` starts (only every INDEX_EVERY-th offset is kept).

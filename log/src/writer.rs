@@ -1,7 +1,8 @@
 //! The single writer thread: drains queued chunks, encodes their frames into one buffer, writes
-//! it with one call, rolls segments, syncs once per batch (group commit) and publishes the
-//! durable end through the [`Ledger`]. It answers each chunk with how many of its records were
-//! written; durability is waited for separately (`Ledger::subscribe`).
+//! it with one call, rolls segments, and hands "sync up to here" to the syncer thread, which
+//! runs the fdatasync and publishes the durable end through the [`Ledger`] while the writer
+//! writes the next batch (group commit, pipelined). It answers each chunk with how many of its
+//! records were written; durability is waited for separately (`Ledger::subscribe`).
 
 use std::io;
 use std::sync::Arc;
@@ -18,9 +19,12 @@ use crate::ledger::Ledger;
 use crate::record::NewRecord;
 use crate::segment::{Segment, create_segment};
 use crate::storage::write_all_at;
+use crate::syncer::{Syncer, Target};
 
 /// The writer stops draining the queue into one write once this many bytes are staged.
 const MAX_BATCH_BYTES: usize = 4 << 20;
+/// How often the writer looks at a running sync's outcome while it has nothing else to do.
+const SYNC_WATCH: Duration = Duration::from_millis(2);
 /// First and longest wait between write attempts while the file system is full.
 const NO_SPACE_BACKOFF: (Duration, Duration) =
     (Duration::from_millis(10), Duration::from_millis(500));
@@ -84,15 +88,17 @@ pub(crate) struct Writer {
     active: Arc<Segment>,
     /// Bytes written to the active segment.
     active_len: u64,
-    /// Bytes of the active segment covered by an fdatasync.
-    synced_len: u64,
+    /// Runs the fdatasyncs and publishes durability, overlapping the next write.
+    syncer: Syncer,
     next_offset: u64,
     buf: Vec<u8>,
     pending: Vec<Pending>,
     batch_reserved: u64,
     /// Why the rest of the current batch is refused (no space, closing), if it is.
     batch_refusal: Option<AppendError>,
+    /// Written since the last sync was requested.
     unsynced: bool,
+    /// When the last sync was requested.
     last_sync: Instant,
     failed: Option<String>,
 }
@@ -114,9 +120,10 @@ impl Writer {
         queue_slots: usize,
     ) -> Result<(SyncSender<Msg>, JoinHandle<()>), LogError> {
         let (tx, rx) = mpsc::sync_channel(queue_slots);
+        let syncer = Syncer::spawn(ledger.clone(), next_offset)?;
         let mut writer = Writer {
             active_len: active.len(),
-            synced_len: active.len(),
+            syncer,
             ledger,
             rx,
             active,
@@ -140,19 +147,43 @@ impl Writer {
 
     fn run(&mut self) {
         loop {
-            let first = match self.ledger.cfg().fsync {
+            // While a sync runs, wake up now and then to notice it failing (the failure is
+            // only reported to appenders once what it dooms is cut back).
+            let interval = match self.ledger.cfg().fsync {
                 FsyncPolicy::Interval(d) if self.unsynced => {
-                    let wait = (self.last_sync + d).saturating_duration_since(Instant::now());
-                    match self.rx.recv_timeout(wait) {
-                        Ok(m) => m,
-                        Err(RecvTimeoutError::Timeout) => {
-                            self.sync_and_publish();
-                            continue;
-                        }
-                        Err(RecvTimeoutError::Disconnected) => break,
-                    }
+                    Some((self.last_sync + d).saturating_duration_since(Instant::now()))
                 }
-                _ => match self.rx.recv() {
+                _ => None,
+            };
+            let watch = match self.syncer.status() {
+                _ if self.failed.is_some() => None,
+                (_, Some(cause)) => {
+                    self.fail_with(cause);
+                    None
+                }
+                (outstanding, None) => outstanding.then_some(SYNC_WATCH),
+            };
+            let timeout = match (interval, watch) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
+            let first = match timeout {
+                Some(wait) => match self.rx.recv_timeout(wait) {
+                    Ok(m) => m,
+                    Err(RecvTimeoutError::Timeout) => {
+                        self.check_syncer();
+                        if let FsyncPolicy::Interval(d) = self.ledger.cfg().fsync
+                            && self.unsynced
+                            && self.failed.is_none()
+                            && self.last_sync.elapsed() >= d
+                        {
+                            self.request_sync();
+                        }
+                        continue;
+                    }
+                    Err(RecvTimeoutError::Disconnected) => break,
+                },
+                None => match self.rx.recv() {
                     Ok(m) => m,
                     Err(_) => break,
                 },
@@ -183,9 +214,15 @@ impl Writer {
     }
 
     fn shutdown(&mut self) -> Result<(), LogError> {
-        if self.unsynced && self.failed.is_none() {
-            self.sync_and_publish();
+        if self.failed.is_none() {
+            if self.unsynced {
+                self.request_sync();
+            }
+            if let Err(cause) = self.syncer.wait(self.next_offset) {
+                self.fail_with(cause);
+            }
         }
+        self.syncer.abandon();
         self.ledger.close();
         match &self.failed {
             Some(cause) => Err(LogError::Sticky {
@@ -205,20 +242,25 @@ impl Writer {
     /// it is cut back (best effort: with the disk failing, the cut itself may not stick).
     fn fail_with(&mut self, cause: String) {
         tracing::error!(%cause, "edge-log storage failure; refusing writes until reopen");
-        self.ledger.fail(&cause);
+        // A sync already running publishes what it covers before the failure does, so no
+        // record that became durable is reported refused; what will never be durable is cut
+        // back before anyone hears it was refused.
+        self.syncer.abandon();
         self.unstage();
-        if self.active_len > self.synced_len {
-            match self.active.file.truncate(self.synced_len) {
+        let synced = self.active.synced();
+        if self.active_len > synced {
+            match self.active.file.truncate(synced) {
                 Ok(()) => {
-                    self.ledger.shrank(self.active_len - self.synced_len);
-                    self.active_len = self.synced_len;
-                    self.active.set_len(self.synced_len);
+                    self.ledger.shrank(self.active_len - synced);
+                    self.active_len = synced;
+                    self.active.cut(synced);
                 }
                 Err(e) => {
                     tracing::error!(segment = %self.active.path.display(), error = %e, "edge-log could not cut back records that will never be durable; a restart may find them");
                 }
             }
         }
+        self.ledger.fail(&cause);
         self.failed = Some(cause);
     }
 
@@ -266,6 +308,7 @@ impl Writer {
         // The queue space is free again once the request is taken off the queue.
         drop(permits);
         self.batch_reserved += reserved;
+        self.check_syncer();
         self.pending.push(Pending {
             reply,
             first: self.next_offset,
@@ -348,25 +391,36 @@ impl Writer {
         true
     }
 
-    fn sync_active(&mut self) -> bool {
-        if let Err(e) = self.active.file.sync_data() {
-            self.fail("fdatasync", &e);
-            return false;
+    /// Fails (sticky) if a sync failed.
+    fn check_syncer(&mut self) {
+        if self.failed.is_none()
+            && let Some(cause) = self.syncer.failure()
+        {
+            self.fail_with(cause);
         }
-        self.ledger
-            .counters
-            .fsyncs
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        self.synced_len = self.active_len;
+    }
+
+    /// Hands everything written so far to the syncer (returns at once).
+    fn request_sync(&mut self) {
+        self.syncer.request(Target {
+            seg: self.active.clone(),
+            len: self.active_len,
+            end: self.next_offset,
+        });
         self.unsynced = false;
         self.last_sync = Instant::now();
-        true
     }
 
     /// Seals the active segment (synced) and starts the next one at `next_offset`. A full file
     /// system is handled as in [`Writer::flush`] (the partly created file is removed).
     fn roll(&mut self) -> bool {
-        if !self.sync_active() {
+        // The old segment is synced before the next one exists, so a segment is only ever
+        // followed by another once it is complete on disk.
+        if self.unsynced {
+            self.request_sync();
+        }
+        if let Err(cause) = self.syncer.wait(self.next_offset) {
+            self.fail_with(cause);
             return false;
         }
         let dir = self.ledger.cfg().dir.clone();
@@ -382,7 +436,6 @@ impl Writer {
                     self.ledger.clear_no_space();
                     self.ledger.push_segment(seg.clone());
                     self.active_len = seg.len();
-                    self.synced_len = seg.len();
                     self.active = seg;
                     return true;
                 }
@@ -401,15 +454,6 @@ impl Writer {
         }
     }
 
-    fn sync_and_publish(&mut self) {
-        if self.failed.is_some() {
-            return;
-        }
-        if self.sync_active() {
-            self.ledger.publish_durable(self.next_offset);
-        }
-    }
-
     fn refusal(&self) -> AppendError {
         match (&self.failed, &self.batch_refusal) {
             (Some(cause), _) => AppendError::Storage {
@@ -422,6 +466,7 @@ impl Writer {
 
     fn finish_batch(&mut self) {
         self.flush();
+        self.check_syncer();
         self.ledger.publish_next(self.next_offset);
         self.ledger
             .release(std::mem::take(&mut self.batch_reserved));
@@ -436,21 +481,12 @@ impl Writer {
         self.batch_refusal = None;
         if self.failed.is_none() {
             match self.ledger.cfg().fsync {
-                FsyncPolicy::Always => {
-                    if self.unsynced {
-                        self.sync_and_publish();
-                    } else {
-                        self.ledger.publish_durable(self.next_offset);
-                    }
-                }
-                FsyncPolicy::Interval(d) => {
-                    if self.unsynced && self.last_sync.elapsed() >= d {
-                        self.sync_and_publish();
-                    } else if !self.unsynced {
-                        self.ledger.publish_durable(self.next_offset);
-                    }
+                FsyncPolicy::Always if self.unsynced => self.request_sync(),
+                FsyncPolicy::Interval(d) if self.unsynced && self.last_sync.elapsed() >= d => {
+                    self.request_sync();
                 }
                 FsyncPolicy::Never => self.ledger.publish_durable(self.next_offset),
+                _ => {}
             }
         }
         self.ledger.space().notify_waiters();

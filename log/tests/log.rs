@@ -111,7 +111,7 @@ async fn read_waits_for_durable_records_and_is_cancel_safe() {
 }
 
 /// Group commit, deterministically: while one fdatasync is held (a slow disk), 100 appends
-/// queue up; when it returns, ONE more fdatasync covers all of them. (Replaces a ratio check
+/// are written in ten batches; when it returns, ONE more fdatasync covers all of them. (Replaces a ratio check
 /// on free-running appenders, `fsyncs * 2 < records`, whose outcome depended on scheduling.)
 #[tokio::test(flavor = "current_thread")]
 async fn group_commit_one_fsync_covers_everything_queued_during_a_sync() {
@@ -135,15 +135,18 @@ async fn group_commit_one_fsync_covers_everything_queued_during_a_sync() {
     let syncs_before = faulty.faults.syncs.load(Ordering::SeqCst);
     let queued = 100u64;
     let mut hs = Vec::new();
-    for i in 1..=queued {
-        let log = log.clone();
-        hs.push(tokio::spawn(async move {
-            log.append(rec(i, 200)).await.unwrap().durable().await
-        }));
-    }
-    // One thread: every spawned append runs to its hand-off to the writer before we go on.
-    for _ in 0..10 {
-        tokio::task::yield_now().await;
+    // Ten waves, each written (a batch of its own at least) before the next is sent: every
+    // batch asks for a sync while the first one is held, and the requests coalesce.
+    for wave in 0..10 {
+        for i in 1 + wave * 10..=(wave + 1) * 10 {
+            let log = log.clone();
+            hs.push(tokio::spawn(async move {
+                log.append(rec(i, 200)).await.unwrap().durable().await
+            }));
+        }
+        while log.stats().next_offset < 1 + (wave + 1) * 10 {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
     }
     faulty.faults.hold_sync.store(false, Ordering::SeqCst);
     assert_eq!(first.await.unwrap(), Ok(0));
@@ -159,6 +162,59 @@ async fn group_commit_one_fsync_covers_everything_queued_during_a_sync() {
         "the held sync, then one for everything queued behind it"
     );
     assert_eq!(log.durable_end(), queued + 1);
+}
+
+/// Pipelined group commit: while an fdatasync runs, the next records are written (they get
+/// their offsets) but become durable only after a later sync, in order; a sync that fails
+/// stays sticky and nothing written after it becomes durable.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_next_write_overlaps_a_running_fsync_and_durability_keeps_its_order() {
+    for fail in [false, true] {
+        let mem = MemStorage::new();
+        let faulty = FaultyStorage::new(mem.clone());
+        let (log, _) = Log::open_with_storage(small_config("/p"), faulty.clone()).unwrap();
+        faulty.faults.hold_sync.store(true, Ordering::SeqCst);
+        let a = log.append(rec(0, 10)).await.unwrap();
+        while faulty.faults.held.load(Ordering::SeqCst) == 0 {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        // The sync of record 0 is running; record 1 is written meanwhile.
+        let b = tokio::time::timeout(Duration::from_secs(5), log.append(rec(1, 10)))
+            .await
+            .expect("written while the previous fdatasync runs")
+            .unwrap();
+        assert_eq!(b.offset, 1);
+        assert_eq!(log.stats().next_offset, 2);
+        assert_eq!(log.durable_end(), 0);
+        let (a, b) = (tokio::spawn(a.durable()), tokio::spawn(b.durable()));
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert!(!a.is_finished() && !b.is_finished());
+        faulty.faults.fail_sync.store(fail, Ordering::SeqCst);
+        faulty.faults.hold_sync.store(false, Ordering::SeqCst);
+        let (a, b) = (a.await.unwrap(), b.await.unwrap());
+        if fail {
+            assert!(matches!(a, Err(AppendError::Storage { .. })), "{a:?}");
+            assert!(matches!(b, Err(AppendError::Storage { .. })), "{b:?}");
+            assert_eq!(log.durable_end(), 0);
+            assert!(log.failure().is_some());
+            faulty.faults.fail_sync.store(false, Ordering::SeqCst);
+            assert!(matches!(
+                log.append(rec(2, 10)).await,
+                Err(AppendError::Storage { .. })
+            ));
+        } else {
+            assert_eq!((a, b), (Ok(0), Ok(1)));
+            assert_eq!(log.durable_end(), 2);
+            let lat = log.stats().fsync_latency;
+            assert_eq!(lat.count, lat.buckets.iter().sum::<u64>());
+            assert!(lat.count >= 1, "{lat:?}");
+            assert!(
+                lat.quantile(1.0) >= 0.016,
+                "the held sync took 20 ms+: {lat:?}"
+            );
+            assert!(lat.sum_micros >= 20_000, "{lat:?}");
+        }
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
