@@ -204,7 +204,7 @@ pub mod testing;
 mod writer;
 
 pub use batch::{Appended, AppendedBatch, SubmittedBatch};
-pub use config::{FsyncPolicy, LogConfig, WhenFull};
+pub use config::{FsyncPolicy, LogConfig, PREALLOCATE_STEP, WhenFull};
 pub use cursor::Cursor;
 pub use error::{AppendError, LogError, ReadError};
 pub use health::{Full, LogHealth};

@@ -52,7 +52,8 @@ pub struct LogStats {
     /// fdatasync calls on segment files (those of the histogram below, plus segment creation
     /// and recovery).
     pub fsyncs: u64,
-    /// Bytes written to segment files (headers and frames).
+    /// Bytes written to segment files (headers, frames, and the zeros written ahead with
+    /// `preallocate`).
     pub bytes_written: u64,
     /// Records the last open could not keep because of damage in the tail segment (skipped in
     /// the middle, or retired with a damaged end); the offsets are in the

@@ -582,6 +582,18 @@ fn recover_tail(
             });
         }
     } else {
+        // Preallocated: zeros from the last frame to the end of the file are space written
+        // ahead, not a torn write; they stay.
+        let end = match end {
+            Some((pos, _, false))
+                if cfg.preallocate
+                    && scan::all_zero(file, pos, len).map_err(io_err("read segment", path))? =>
+            {
+                kept = pos;
+                None
+            }
+            other => other,
+        };
         if let Some((pos, reason, complete)) = end {
             let cut = scan::count_frames(file, pos, len, max);
             let offsets_retired = if complete { cut } else { 0 };

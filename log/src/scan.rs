@@ -162,6 +162,23 @@ pub(crate) fn past_bad_frame(
     })
 }
 
+/// Whether `[pos, len)` of the file holds only zero bytes.
+pub(crate) fn all_zero(file: &dyn StorageFile, mut pos: u64, len: u64) -> io::Result<bool> {
+    let mut buf = vec![0u8; READ_CHUNK];
+    while pos < len {
+        let want = READ_CHUNK.min((len - pos) as usize);
+        let n = read_full_at(file, &mut buf[..want], pos)?;
+        if n == 0 {
+            return Ok(true);
+        }
+        if buf[..n].iter().any(|&b| b != 0) {
+            return Ok(false);
+        }
+        pos += n as u64;
+    }
+    Ok(true)
+}
+
 /// Best-effort count of frames in `[pos, len)`: walks plausible length fields (at least one
 /// when the range is not empty).
 pub(crate) fn count_frames(file: &dyn StorageFile, mut pos: u64, len: u64, max: u32) -> u64 {

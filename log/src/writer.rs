@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::{OwnedSemaphorePermit, oneshot};
 
-use crate::config::{FsyncPolicy, WhenFull};
+use crate::config::{FsyncPolicy, PREALLOCATE_STEP, WhenFull};
 use crate::error::{AppendError, LogError};
 use crate::format::{self, SEGMENT_HEADER_LEN};
 use crate::ledger::Ledger;
@@ -88,6 +88,9 @@ pub(crate) struct Writer {
     active: Arc<Segment>,
     /// Bytes written to the active segment.
     active_len: u64,
+    /// Size of the active segment file (beyond `active_len`: zeros written ahead when
+    /// preallocating).
+    file_len: u64,
     /// Runs the fdatasyncs and publishes durability, overlapping the next write.
     syncer: Syncer,
     next_offset: u64,
@@ -121,8 +124,14 @@ impl Writer {
     ) -> Result<(SyncSender<Msg>, JoinHandle<()>), LogError> {
         let (tx, rx) = mpsc::sync_channel(queue_slots);
         let syncer = Syncer::spawn(ledger.clone(), next_offset)?;
+        let file_len = active
+            .file
+            .size()
+            .map_err(crate::segment::io_err("stat segment", &active.path))?
+            .max(active.len());
         let mut writer = Writer {
             active_len: active.len(),
+            file_len,
             syncer,
             ledger,
             rx,
@@ -253,6 +262,7 @@ impl Writer {
                 Ok(()) => {
                     self.ledger.shrank(self.active_len - synced);
                     self.active_len = synced;
+                    self.file_len = synced;
                     self.active.cut(synced);
                 }
                 Err(e) => {
@@ -355,6 +365,7 @@ impl Writer {
             return true;
         }
         let n = self.buf.len() as u64;
+        self.preallocate(self.active_len + n);
         let mut backoff = NO_SPACE_BACKOFF.0;
         loop {
             let e = match write_all_at(self.active.file.as_ref(), &self.buf, self.active_len) {
@@ -369,6 +380,7 @@ impl Writer {
                 self.fail("truncate after a failed write to", &te);
                 return false;
             }
+            self.file_len = self.active_len;
             let cause = format!("write {} failed: {e}", self.active.path.display());
             match self.on_no_space(&cause, &mut backoff) {
                 OnNoSpace::Retry => {}
@@ -381,6 +393,7 @@ impl Writer {
         }
         self.ledger.clear_no_space();
         self.active_len += n;
+        self.file_len = self.file_len.max(self.active_len);
         self.active.set_len(self.active_len);
         self.ledger.grew(n);
         self.buf.clear();
@@ -389,6 +402,32 @@ impl Writer {
             p.written = p.staged;
         }
         true
+    }
+
+    /// With `preallocate`, zero-fills the active segment a step past `need` when the write
+    /// would go beyond what is filled: the file grows once per step, and the fdatasyncs in
+    /// between overwrite initialised blocks only (no metadata to commit). Best effort: if the
+    /// zeros cannot be written (a full disk), the frames are written without them.
+    fn preallocate(&mut self, need: u64) {
+        if !self.ledger.cfg().preallocate || need <= self.file_len {
+            return;
+        }
+        let end = need.div_ceil(PREALLOCATE_STEP) * PREALLOCATE_STEP + PREALLOCATE_STEP;
+        let end = end.min(self.ledger.cfg().max_segment_file()).max(need);
+        let zeros = vec![0u8; (end - self.file_len) as usize];
+        match write_all_at(self.active.file.as_ref(), &zeros, self.file_len) {
+            Ok(()) => {
+                self.ledger
+                    .counters
+                    .bytes_written
+                    .fetch_add(end - self.file_len, std::sync::atomic::Ordering::Relaxed);
+                self.file_len = end;
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, "edge-log could not preallocate; writing without");
+                let _ = self.active.file.truncate(self.file_len);
+            }
+        }
     }
 
     /// Fails (sticky) if a sync failed.
@@ -423,6 +462,13 @@ impl Writer {
             self.fail_with(cause);
             return false;
         }
+        // A sealed segment ends at its last frame: drop the zeros written ahead.
+        if self.file_len > self.active_len {
+            if let Err(e) = self.active.file.truncate(self.active_len) {
+                tracing::warn!(segment = %self.active.path.display(), error = %e, "edge-log could not drop the zeros after a sealed segment's last frame (readers skip them)");
+            }
+            self.file_len = self.active_len;
+        }
         let dir = self.ledger.cfg().dir.clone();
         let mut backoff = NO_SPACE_BACKOFF.0;
         loop {
@@ -436,6 +482,7 @@ impl Writer {
                     self.ledger.clear_no_space();
                     self.ledger.push_segment(seg.clone());
                     self.active_len = seg.len();
+                    self.file_len = seg.len();
                     self.active = seg;
                     return true;
                 }

@@ -981,3 +981,58 @@ async fn close_releases_blocked_appenders_and_readers() {
         Err(edge_log::ReadError::Closed)
     ));
 }
+
+/// `preallocate`: the active segment is zero-filled a step ahead of the writer (the file grows
+/// once per step), a sealed segment ends at its last frame, and the zeros at the end of the
+/// tail are kept at open, not reported as a torn write.
+#[tokio::test]
+async fn preallocated_segments_grow_a_step_at_a_time_and_reopen_clean() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = LogConfig {
+        segment_bytes: 3 << 20,
+        max_bytes: 64 << 20,
+        max_record_bytes: 64 << 10,
+        preallocate: true,
+        ..LogConfig::new(dir.path())
+    };
+    let (log, _) = Log::open(cfg.clone()).unwrap();
+    append_n(&log, 0, 20, 100).await;
+    let files = seg_files(dir.path());
+    assert_eq!(files.len(), 1);
+    let size = std::fs::metadata(dir.path().join(&files[0])).unwrap().len();
+    assert_eq!(size % edge_log::PREALLOCATE_STEP, 0, "{size}");
+    assert!(size > log.stats().bytes, "zeros written ahead");
+    // Big records: the segment fills, rolls, and the sealed one ends at its last frame.
+    for i in 20..120 {
+        log.append(rec(i, 250)).await.unwrap();
+    }
+    let mut big = rec(200, 0);
+    big.payload = bytes::Bytes::from(vec![7u8; 60 << 10]);
+    let mut n = 120;
+    while log.stats().segments < 2 {
+        log.append(big.clone())
+            .await
+            .unwrap()
+            .durable()
+            .await
+            .unwrap();
+        n += 1;
+    }
+    let files = seg_files(dir.path());
+    let sealed = std::fs::read(dir.path().join(&files[0])).unwrap();
+    assert!(
+        sealed.len() as u64 <= cfg.segment_bytes && sealed[sealed.len() - 1] == 7,
+        "a sealed segment ends with its last frame"
+    );
+    log.close().await.unwrap();
+    drop(log);
+    let (log, report) = Log::open(cfg.clone()).unwrap();
+    assert!(
+        report.truncated.is_none(),
+        "zeros ahead are not a torn write: {report}"
+    );
+    assert_eq!(report.next_offset, n);
+    assert_eq!(append_n(&log, n, 1, 10).await, vec![n]);
+    let mut c = log.cursor("c").unwrap();
+    assert_eq!(c.try_read(10_000, usize::MAX).unwrap().len() as u64, n + 1);
+}

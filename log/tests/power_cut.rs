@@ -2,7 +2,7 @@
 //! disk cannot lose its page cache on demand inside a test; `scripts/power-cut-loop.sh` does
 //! it at the block level where the machine allows). Each round opens the log on the same
 //! storage, runs appenders (single appends and ordered batches, both fsync policies that
-//! acknowledge durability), a forwarder that reads, "sends" and commits (so retention deletes
+//! acknowledge durability, with and without preallocated segments), a forwarder that reads, "sends" and commits (so retention deletes
 //! segments), and cuts the power after a random number of storage operations, wherever the
 //! log then is: in a write, an fdatasync, a segment roll, a cursor commit, a deletion. Then:
 //! - every acknowledged record the forwarder has not committed is there, intact, at its offset;
@@ -83,6 +83,7 @@ fn config(round: u64) -> LogConfig {
             FsyncPolicy::Always
         },
         when_full: WhenFull::Block,
+        preallocate: round.is_multiple_of(2),
         ..LogConfig::new("/pc")
     }
 }
