@@ -482,16 +482,40 @@ fn recover_tail(
     // frame (which may have been durable).
     let end = loop {
         let pos = frames.pos;
-        let (reason, complete, from) = match frames.next().map_err(io_err("read segment", path))? {
+        let found = match frames.next().map_err(io_err("read segment", path))? {
             Next::End => break None,
-            Next::Frame(rec, n) if rec.offset == expected => {
+            Next::Frame(rec, n) => Ok((rec, n)),
+            Next::Bad(e) => match scan::past_bad_frame(file, pos, len, &e, max)
+                .map_err(io_err("read segment", path))?
+            {
+                Past::Repaired(rec, n) => {
+                    if rec.offset == expected {
+                        // Only the length field was damaged: put the true length back.
+                        let fixed = u32::try_from(n - FRAME_HEADER_LEN).unwrap_or(u32::MAX);
+                        write_all_at(file, &fixed.to_le_bytes(), pos)
+                            .map_err(io_err("repair frame length", path))?;
+                        tracing::error!(segment = %path.display(), offset = expected, position = pos, "edge-log repaired a damaged frame length (the record's checksum matches)");
+                        lengths_repaired.push(expected);
+                    }
+                    Ok((rec, n))
+                }
+                Past::Torn => break Some((pos, "partial frame at end of file".into(), false)),
+                Past::SearchFrom(from) => Err(match e {
+                    FrameError::BadLength(0) => ("zero-filled region".into(), false, from),
+                    FrameError::Incomplete => ("partial frame at end of file".into(), false, from),
+                    other => (other.to_string(), true, from),
+                }),
+            },
+        };
+        let (reason, complete, from) = match found {
+            Ok((rec, n)) if rec.offset == expected => {
                 first_version.get_or_insert(format::version_of(&rec));
                 expected += 1;
                 records += 1;
                 frames.advance(n);
                 continue;
             }
-            Next::Frame(rec, n) => (
+            Ok((rec, n)) => (
                 format!(
                     "offset discontinuity: expected {expected}, found {}",
                     rec.offset
@@ -499,37 +523,7 @@ fn recover_tail(
                 true,
                 pos + n as u64,
             ),
-            Next::Bad(e) => match scan::past_bad_frame(file, pos, len, &e, max)
-                .map_err(io_err("read segment", path))?
-            {
-                Past::Repaired(rec, n) if rec.offset == expected => {
-                    // Only the length field was damaged: put the true length back.
-                    let fixed = u32::try_from(n - FRAME_HEADER_LEN).unwrap_or(u32::MAX);
-                    write_all_at(file, &fixed.to_le_bytes(), pos)
-                        .map_err(io_err("repair frame length", path))?;
-                    tracing::error!(segment = %path.display(), offset = expected, position = pos, "edge-log repaired a damaged frame length (the record's checksum matches)");
-                    lengths_repaired.push(expected);
-                    first_version.get_or_insert(format::version_of(&rec));
-                    expected += 1;
-                    records += 1;
-                    frames.advance(n);
-                    continue;
-                }
-                Past::Repaired(rec, n) => (
-                    format!(
-                        "offset discontinuity: expected {expected}, found {}",
-                        rec.offset
-                    ),
-                    true,
-                    pos + n as u64,
-                ),
-                Past::Torn => break Some((pos, "partial frame at end of file".into(), false)),
-                Past::SearchFrom(from) => match e {
-                    FrameError::BadLength(0) => ("zero-filled region".into(), false, from),
-                    FrameError::Incomplete => ("partial frame at end of file".into(), false, from),
-                    other => (other.to_string(), true, from),
-                },
-            },
+            Err(bad) => bad,
         };
         let damage = Damage {
             pos,

@@ -22,6 +22,16 @@ async fn append_n(log: &Log, from: u64, n: u64, len: usize) -> Vec<u64> {
     out
 }
 
+/// One 64 MiB segment holds everything these tests write.
+fn one_big_segment(dir: &str) -> LogConfig {
+    LogConfig {
+        segment_bytes: 64 << 20,
+        max_bytes: 1 << 30,
+        max_record_bytes: 4096,
+        ..LogConfig::new(dir)
+    }
+}
+
 fn seg_files(dir: &Path) -> Vec<String> {
     let mut v: Vec<String> = std::fs::read_dir(dir)
         .unwrap()
@@ -117,12 +127,7 @@ async fn read_waits_for_durable_records_and_is_cancel_safe() {
 async fn group_commit_one_fsync_covers_everything_queued_during_a_sync() {
     let mem = MemStorage::new();
     let faulty = FaultyStorage::new(mem.clone());
-    let cfg = LogConfig {
-        segment_bytes: 64 << 20,
-        max_bytes: 1 << 30,
-        max_record_bytes: 4096,
-        ..LogConfig::new("/g")
-    };
+    let cfg = one_big_segment("/g");
     let (log, _) = Log::open_with_storage(cfg, faulty.clone()).unwrap();
     faulty.faults.hold_sync.store(true, Ordering::SeqCst);
     let first = {
@@ -220,12 +225,7 @@ async fn the_next_write_overlaps_a_running_fsync_and_durability_keeps_its_order(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_appends_are_dense_and_all_durable() {
     let mem = MemStorage::new();
-    let cfg = LogConfig {
-        segment_bytes: 64 << 20,
-        max_bytes: 1 << 30,
-        max_record_bytes: 4096,
-        ..LogConfig::new("/g")
-    };
+    let cfg = one_big_segment("/g");
     let (log, _) = Log::open_with_storage(cfg, mem.clone()).unwrap();
     let before = log.stats().fsyncs;
     let tasks = 64u64;

@@ -23,9 +23,9 @@ fn one_segment(dir: &Path) -> LogConfig {
     }
 }
 
-async fn write_and_close(cfg: &LogConfig, n: u64) {
-    let (log, _) = Log::open(cfg.clone()).unwrap();
-    for i in 0..n {
+/// Appends records `ids` (50-byte payloads) and waits until each is durable.
+async fn append_durable(log: &Log, ids: std::ops::Range<u64>) {
+    for i in ids {
         log.append(rec(i, 50))
             .await
             .unwrap()
@@ -33,6 +33,11 @@ async fn write_and_close(cfg: &LogConfig, n: u64) {
             .await
             .unwrap();
     }
+}
+
+async fn write_and_close(cfg: &LogConfig, n: u64) {
+    let (log, _) = Log::open(cfg.clone()).unwrap();
+    append_durable(&log, 0..n).await;
     log.close().await.unwrap();
 }
 
@@ -207,14 +212,7 @@ async fn a_damaged_sealed_header_loses_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = small_config(dir.path());
     let (log, _) = Log::open(cfg.clone()).unwrap();
-    for i in 0..40 {
-        log.append(rec(i, 50))
-            .await
-            .unwrap()
-            .durable()
-            .await
-            .unwrap();
-    }
+    append_durable(&log, 0..40).await;
     let segs = segments(dir.path());
     assert!(segs.len() >= 3);
     let mut bytes = std::fs::read(&segs[1]).unwrap();
@@ -256,14 +254,7 @@ async fn a_damaged_last_record_is_cut_and_its_offset_never_reused() {
     let cfg = one_segment(dir.path());
     let (log, _) = Log::open(cfg.clone()).unwrap();
     let mut c = log.cursor("bridge").unwrap();
-    for i in 0..10 {
-        log.append(rec(i, 50))
-            .await
-            .unwrap()
-            .durable()
-            .await
-            .unwrap();
-    }
+    append_durable(&log, 0..10).await;
     let seen = c.try_read(100, usize::MAX).unwrap();
     assert_eq!(seen.last().unwrap().offset, 9, "forwarded up to offset 9");
     c.commit(5).await.unwrap();
@@ -303,14 +294,7 @@ async fn a_payload_that_embeds_a_frame_is_never_taken_for_a_record() {
             ..one_segment(dir.path())
         };
         let (log, _) = Log::open(cfg.clone()).unwrap();
-        for i in 0..5 {
-            log.append(rec(i, 50))
-                .await
-                .unwrap()
-                .durable()
-                .await
-                .unwrap();
-        }
+        append_durable(&log, 0..5).await;
         // Record 5 carries a valid frame claiming offset 6 to a topic of the device's choice.
         let mut forged = rec(6, 10);
         forged.destination = edge_log::Destination::topic("forged");
@@ -322,14 +306,7 @@ async fn a_payload_that_embeds_a_frame_is_never_taken_for_a_record() {
         payload.extend_from_slice(&[b'y'; 100]);
         carrier.payload = Bytes::from(payload);
         log.append(carrier).await.unwrap().durable().await.unwrap();
-        for i in 6..9 {
-            log.append(rec(i, 50))
-                .await
-                .unwrap()
-                .durable()
-                .await
-                .unwrap();
-        }
+        append_durable(&log, 6..9).await;
         log.close().await.unwrap();
         drop(log);
         let tail = segments(dir.path()).pop().unwrap();
@@ -367,14 +344,7 @@ async fn a_corrupted_cursor_file_does_not_stop_open_and_the_cursor_resends() {
     let cfg = small_config(dir.path());
     let (log, _) = Log::open(cfg.clone()).unwrap();
     let mut c = log.cursor("bridge").unwrap();
-    for i in 0..40 {
-        log.append(rec(i, 50))
-            .await
-            .unwrap()
-            .durable()
-            .await
-            .unwrap();
-    }
+    append_durable(&log, 0..40).await;
     c.try_read(100, usize::MAX).unwrap();
     c.commit(30).await.unwrap();
     drop(c);
@@ -412,14 +382,7 @@ async fn a_damaged_newest_cursor_copy_falls_back_to_the_previous_commit() {
     let cfg = one_segment(dir.path());
     let (log, _) = Log::open(cfg.clone()).unwrap();
     let mut c = log.cursor("bridge").unwrap();
-    for i in 0..30 {
-        log.append(rec(i, 50))
-            .await
-            .unwrap()
-            .durable()
-            .await
-            .unwrap();
-    }
+    append_durable(&log, 0..30).await;
     c.commit(10).await.unwrap();
     c.commit(20).await.unwrap();
     drop(c);
