@@ -1,7 +1,9 @@
 //! edge-log benchmark: prints a markdown table. Run:
 //! `cargo bench -p edge-log --bench log_bench` (release profile). Knobs:
 //! `EDGE_LOG_BENCH_SCALE=0.1` (fewer records, smaller "1 GiB" log) and
-//! `EDGE_LOG_BENCH_DIR=/var/tmp` (must be a real disk, not tmpfs).
+//! `EDGE_LOG_BENCH_DIR=/var/tmp` (must be a real disk, not tmpfs),
+//! `EDGE_LOG_BENCH_ONLY=always,prealloc,interval,never,sled,gateway,open` (a subset of the
+//! groups, for side-by-side runs of one part).
 //!
 //! Write amplification = `/proc/self/io` write_bytes delta ÷ payload bytes. Linux accounts
 //! write_bytes per page when a page is dirtied, so every fsync that re-dirties a partly filled
@@ -30,6 +32,14 @@ fn scale() -> f64 {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(1.0)
+}
+
+/// Whether the group `name` runs (`EDGE_LOG_BENCH_ONLY`, default all).
+fn only(name: &str) -> bool {
+    match std::env::var("EDGE_LOG_BENCH_ONLY") {
+        Ok(list) => list.split(',').any(|g| g.trim() == name),
+        Err(_) => true,
+    }
 }
 
 fn scaled(n: u64) -> u64 {
@@ -416,50 +426,46 @@ fn main() {
     println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
     rt.block_on(async {
         let mut dirs = Vec::new();
+        let mut groups: Vec<(&str, FsyncPolicy, bool, u64, u64)> = Vec::new();
         for (tasks, total) in [(1, 500), (8, 4_000), (64, 20_000), (512, 100_000)] {
-            let (row, dir) =
-                edge_append(&root, FsyncPolicy::Always, false, tasks, scaled(total)).await;
-            row.print();
-            dirs.push(dir);
+            groups.push(("always", FsyncPolicy::Always, false, tasks, total));
         }
         for (tasks, total) in [(1, 500), (64, 20_000)] {
-            let (row, dir) =
-                edge_append(&root, FsyncPolicy::Always, true, tasks, scaled(total)).await;
-            row.print();
-            dirs.push(dir);
+            groups.push(("prealloc", FsyncPolicy::Always, true, tasks, total));
         }
-        let (row, dir) = edge_append(
-            &root,
-            FsyncPolicy::Interval(Duration::from_millis(100)),
-            false,
-            512,
-            scaled(20_000),
-        )
-        .await;
-        row.print();
-        dirs.push(dir);
+        let interval = FsyncPolicy::Interval(Duration::from_millis(100));
+        groups.push(("interval", interval, false, 512, 20_000));
         for (tasks, total) in [(1, 200_000), (64, 200_000)] {
-            let (row, dir) =
-                edge_append(&root, FsyncPolicy::Never, false, tasks, scaled(total)).await;
-            row.print();
-            dirs.push(dir);
+            groups.push(("never", FsyncPolicy::Never, false, tasks, total));
         }
-        let replay_dir = dirs.last().unwrap().clone();
-        replay(&replay_dir).await.print();
-        for (durable, tasks, total) in [
-            (true, 1, 500),
-            (true, 64, 20_000),
-            (true, 512, 100_000),
-            (false, 64, 200_000),
-        ] {
-            sled_append(&root, durable, tasks, scaled(total))
-                .await
-                .print();
+        for (group, fsync, preallocate, tasks, total) in groups {
+            if only(group) {
+                let (row, dir) = edge_append(&root, fsync, preallocate, tasks, scaled(total)).await;
+                row.print();
+                dirs.push(dir);
+            }
+        }
+        if only("never")
+            && let Some(replay_dir) = dirs.last()
+        {
+            replay(replay_dir).await.print();
+        }
+        if only("sled") {
+            for (durable, tasks, total) in [
+                (true, 1, 500),
+                (true, 64, 20_000),
+                (true, 512, 100_000),
+                (false, 64, 200_000),
+            ] {
+                sled_append(&root, durable, tasks, scaled(total))
+                    .await
+                    .print();
+            }
         }
         for d in dirs {
             let _ = std::fs::remove_dir_all(d);
         }
-        if std::env::var_os("EDGE_LOG_BENCH_SKIP_GATEWAY").is_none() {
+        if only("gateway") {
             let secs = ((60.0 * scale()) as u64).max(5);
             println!();
             println!(
@@ -471,14 +477,14 @@ fn main() {
                 "| fsync | records | process bytes / payload | process GB/day | device bytes / payload | device GB/day | p50 ms | p99 ms |"
             );
             println!("|---|---:|---:|---:|---:|---:|---:|---:|");
-            for fsync in [
-                FsyncPolicy::Always,
-                FsyncPolicy::Interval(Duration::from_millis(100)),
-            ] {
+            for fsync in [FsyncPolicy::Always, interval] {
                 for preallocate in [false, true] {
                     reference_gateway(&root, fsync, preallocate, secs).await;
                 }
             }
+        }
+        if !only("open") {
+            return;
         }
         let (bytes, secs, report) = open_big(&root).await;
         println!();
