@@ -191,6 +191,8 @@ build_deb() { # build_deb ARCH
     "$stage/usr/share/doc/edge-broker"
   # Group edge-broker does not exist at unpack time; postinst hands the directory to it.
   install -d -m 0750 "$stage/etc/edge-broker"
+  # systemd credentials (LoadCredential=secrets:...): readable by root only.
+  install -d -m 0700 "$stage/etc/edge-broker/secrets"
   install -m 0755 "$bin" "$stage/usr/bin/edge-broker"
   install -m 0644 "$ROOT/systemd/edge-broker.service" "$stage/lib/systemd/system/edge-broker.service"
   install -m 0644 "$ROOT/systemd/edge-broker.sysusers" "$stage/usr/lib/sysusers.d/edge-broker.conf"

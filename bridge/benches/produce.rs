@@ -15,6 +15,7 @@ use bytes::Bytes;
 use edge_bridge::producer::{
     Compression, KafkaProducer, ProduceRecord, ProducerConfig, WireProducer,
 };
+use edge_bridge::topition::Topition;
 use edge_tests::kafka::{Tansu, librdkafka_bench};
 
 const SIZE: usize = 200;
@@ -61,7 +62,10 @@ async fn ours(p: &WireProducer, topic: &str, partitions: i32, total: usize, batc
                     headers: Vec::new(),
                     timestamp_ms: 1_763_700_000_000 + i as i64,
                 }));
-                let base = p.produce(&topic, part, &records).await.expect("produce");
+                let base = p
+                    .produce(&Topition::new(topic.as_str(), part), &records)
+                    .await
+                    .expect("produce");
                 assert_eq!(
                     base, sent as i64,
                     "Kafka offsets must follow what was produced"

@@ -14,7 +14,8 @@ use bytes::Bytes;
 use thiserror::Error;
 
 use crate::headers::{EDGE_NODE, EDGE_OFFSET, EDGE_SOURCE, EDGE_TOPIC, Record};
-use crate::producer::{ProduceRecord, RecordHeader};
+use crate::producer::{KafkaProducer, ProduceError, ProduceRecord, RecordHeader};
+use crate::topition::Topition;
 
 /// Where dead letters go.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -36,6 +37,82 @@ pub enum DeadLetterError {
         /// The I/O error.
         source: std::io::Error,
     },
+    /// The blocking task writing the file failed.
+    #[error("dead-letter file {path}: writer task failed: {reason}")]
+    Task {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        reason: String,
+    },
+    /// The dead-letter topic did not take them.
+    #[error("dead-letter topic {topic}: {source}")]
+    Topic {
+        /// The topic.
+        topic: String,
+        /// Kafka's error.
+        source: ProduceError,
+    },
+}
+
+/// A record Kafka refused for good (the forwarder writes it to the sink).
+#[derive(Debug)]
+pub struct DeadLetter {
+    /// Where it was to go.
+    pub tp: Topition,
+    /// Its log offset.
+    pub offset: u64,
+    /// Why Kafka refused it.
+    pub error: ProduceError,
+}
+
+/// Writes `letters` (about `records`, found by offset) to `sink`: appended to the file and
+/// fdatasynced, or produced to the topic and acknowledged. One attempt; the caller retries.
+pub async fn write<P: KafkaProducer>(
+    sink: &DeadLetterSink,
+    node: &str,
+    producer: &P,
+    records: &[Record],
+    letters: &[DeadLetter],
+) -> Result<(), DeadLetterError> {
+    let letters: Vec<Letter<'_>> = letters
+        .iter()
+        .filter_map(|dl| {
+            let i = records
+                .binary_search_by_key(&dl.offset, |r| r.offset)
+                .ok()?;
+            Some(Letter {
+                node,
+                record: &records[i],
+                kafka_topic: dl.tp.topic(),
+                partition: dl.tp.partition(),
+                error: dl.error.to_string(),
+            })
+        })
+        .collect();
+    match sink {
+        DeadLetterSink::File(path) => {
+            let lines: Vec<String> = letters.iter().map(|l| l.to_json(true)).collect();
+            let file = path.clone();
+            tokio::task::spawn_blocking(move || append_file(&file, &lines))
+                .await
+                .map_err(|e| DeadLetterError::Task {
+                    path: path.clone(),
+                    reason: e.to_string(),
+                })?
+        }
+        DeadLetterSink::Topic(topic) => {
+            let batch: Vec<ProduceRecord> = letters.iter().map(Letter::to_produce_record).collect();
+            producer
+                .produce(&Topition::new(topic.as_str(), 0), &batch)
+                .await
+                .map(drop)
+                .map_err(|source| DeadLetterError::Topic {
+                    topic: topic.clone(),
+                    source,
+                })
+        }
+    }
 }
 
 /// One dead-lettered record and why.

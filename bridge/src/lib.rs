@@ -5,29 +5,34 @@
 //! the broker supplies.
 //!
 //! Modules, each owning one thing:
+//! - [`topition`]: [`topition::Topition`], a topic and one of its partitions.
 //! - [`partition`]: Kafka's default partitioner (Java `Utils.murmur2`, `toPositive % n`) and the
 //!   null-key policy (sticky per batch, round-robin across batches).
 //! - [`headers`]: the `edge-node` / `edge-offset` / `edge-source` / `edge-topic` headers plus
 //!   user headers, built from an [`edge_log::Record`].
 //! - [`plan`]: one chunk of log records → per-partition batches (destination, partition,
 //!   headers), log order kept per partition.
-//! - [`deliver`]: sends a plan's batches concurrently, retries only failed ones with backoff,
-//!   splits rejected batches down to dead letters, stops on fatal errors or cancellation.
+//! - [`forward`]: the forwarder — reader (named log cursor → chunks, commits), planning stage
+//!   (the one planner), sender (the one sending path: pipelined sends, resends, splits, dead
+//!   letters), pacing.
+//! - [`uplink`]: the uplink's state for `/metrics`, an outage told in a few log lines, and the
+//!   retry wait a probe cuts short when Kafka is back.
 //! - [`backoff`]: jittered exponential backoff with a cap.
-//! - [`forward`]: the forwarder loop — named log cursor → chunks (linger, max bytes/records) →
-//!   plan → deliver → dead letters → cursor commit; resume, replay, pacing.
 //! - [`dead_letter`]: where records Kafka refuses for good go (JSON-lines file or a topic).
-//! - [`metrics`]: the forwarder's counters and gauges (records, bytes, errors by kind, lag).
+//! - [`metrics`]: the forwarder's counters and gauges (records, bytes, errors by kind, lag,
+//!   uplink state, last error).
 //! - [`producer`]: the [`producer::KafkaProducer`] trait, error classification, and
 //!   [`producer::WireProducer`], our producer on the `kafka-protocol` crate (TCP_NODELAY,
-//!   request timeout, acks=all, pure-Rust compression).
+//!   request timeout, acks=all, pure-Rust compression), with the idempotent producer's state
+//!   machine in [`producer::sequence`].
 
 pub mod backoff;
 pub mod dead_letter;
-pub mod deliver;
 pub mod forward;
 pub mod headers;
 pub mod metrics;
 pub mod partition;
 pub mod plan;
 pub mod producer;
+pub mod topition;
+pub mod uplink;

@@ -3,20 +3,23 @@
 //! Plain atomics: the forwarder task writes them, the metrics endpoint reads them. Lag and the
 //! age of the oldest unforwarded record are derived at read time from the log's durable end and
 //! the cursor's committed offset, so they stay right while the forwarder is stuck in a retry.
+//! The uplink's state and last error are written by [`crate::uplink::Uplink`].
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use crate::producer::{ErrorClass, ProduceError};
+use crate::uplink::UplinkState;
 
 /// Error kinds counted in [`ForwardMetrics::errors`], in this order.
-pub const ERROR_KINDS: [&str; 9] = [
+pub const ERROR_KINDS: [&str; 10] = [
     "unreachable",
     "connection_reset",
     "timeout",
     "unknown_topic",
     "rejected",
     "broker_retriable",
+    "auth",
     "fatal",
     "plan",
     "log",
@@ -24,11 +27,15 @@ pub const ERROR_KINDS: [&str; 9] = [
 
 /// The error-kind label of a produce error (one of [`ERROR_KINDS`]).
 pub fn error_kind(error: &ProduceError) -> &'static str {
+    if error.is_auth_failure() {
+        return "auth";
+    }
     match error {
         ProduceError::NoBrokers | ProduceError::Connect { .. } | ProduceError::NoLeader { .. } => {
             "unreachable"
         }
         ProduceError::Io { .. } => "connection_reset",
+        ProduceError::Authentication { .. } => "authentication",
         ProduceError::Timeout { .. } => "timeout",
         ProduceError::UnknownPartition { .. } => "unknown_topic",
         ProduceError::BatchTooLarge { .. } => "rejected",
@@ -64,18 +71,49 @@ pub struct ForwardMetrics {
     pub mean_record_bytes: AtomicU64,
     /// True while the forwarder drains a backlog (its reads come back full).
     pub replaying: AtomicBool,
-    /// True while the upstream is failing (set on a failed attempt, cleared on success).
-    pub upstream_down: AtomicBool,
+    /// [`UplinkState`] as its number.
+    uplink: AtomicU8,
+    /// When the uplink entered its state, unix ms (0: never changed).
+    uplink_since_ms: AtomicU64,
+    /// The last failed request, for `/metrics` and `edge-broker status`.
+    pub last_error: parking_lot::Mutex<Option<LastError>>,
+}
+
+/// The last failed request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LastError {
+    /// Its kind (one of [`ERROR_KINDS`]).
+    pub kind: &'static str,
+    /// The error message.
+    pub message: String,
+    /// When, unix ms.
+    pub at_ms: u64,
 }
 
 impl ForwardMetrics {
     /// Counts one failed attempt of `kind` (one of [`ERROR_KINDS`]; others count as `fatal`).
     pub fn count_error(&self, kind: &str) {
-        let i = ERROR_KINDS
-            .iter()
-            .position(|k| *k == kind)
-            .unwrap_or(ERROR_KINDS.len() - 3);
-        self.errors[i].fetch_add(1, Ordering::Relaxed);
+        let index = |k: &str| ERROR_KINDS.iter().position(|known| *known == k);
+        if let Some(i) = index(kind).or_else(|| index("fatal")) {
+            self.errors[i].fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// The uplink's state.
+    pub fn uplink_state(&self) -> UplinkState {
+        UplinkState::from_u8(self.uplink.load(Ordering::Relaxed))
+    }
+
+    /// When the uplink entered its current state, unix ms (0 if it never changed).
+    pub fn uplink_since_ms(&self) -> u64 {
+        self.uplink_since_ms.load(Ordering::Relaxed)
+    }
+
+    /// Sets the uplink's state (noting when it changed).
+    pub fn set_uplink_state(&self, state: UplinkState) {
+        if self.uplink.swap(state.as_u8(), Ordering::Relaxed) != state.as_u8() {
+            self.uplink_since_ms.store(now_ms(), Ordering::Relaxed);
+        }
     }
 
     /// Failed attempts of `kind` so far.
@@ -103,10 +141,7 @@ impl ForwardMetrics {
         if ts == 0 || self.lag_records(durable_end) == 0 {
             return 0.0;
         }
-        let now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis() as u64);
-        now.saturating_sub(ts) as f64 / 1000.0
+        now_ms().saturating_sub(ts) as f64 / 1000.0
     }
 
     /// Folds the on-disk size of a chunk into the running mean record size.
@@ -123,6 +158,12 @@ impl ForwardMetrics {
         };
         self.mean_record_bytes.store(new, Ordering::Relaxed);
     }
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
 #[cfg(test)]
@@ -156,6 +197,24 @@ mod tests {
         );
         m.count_error("nonsense");
         assert_eq!(m.errors_of("fatal"), 1);
+        let cert = ProduceError::TlsHandshake {
+            broker: "b".into(),
+            source: std::io::ErrorKind::InvalidData.into(),
+        };
+        assert_eq!(error_kind(&cert), "auth");
+    }
+
+    #[test]
+    fn the_uplink_state_notes_when_it_changed() {
+        let m = ForwardMetrics::default();
+        assert_eq!(m.uplink_state(), UplinkState::Connecting);
+        assert_eq!(m.uplink_since_ms(), 0);
+        m.set_uplink_state(UplinkState::Down);
+        assert_eq!(m.uplink_state(), UplinkState::Down);
+        let since = m.uplink_since_ms();
+        assert!(since > 0);
+        m.set_uplink_state(UplinkState::Down);
+        assert_eq!(m.uplink_since_ms(), since, "no change, same time");
     }
 
     #[test]

@@ -20,6 +20,7 @@ use thiserror::Error;
 use crate::headers::{Record, build_headers_in};
 use crate::partition::{NullKeyPartitioner, PartitionError, partition_for_key};
 use crate::producer::ProduceRecord;
+use crate::topition::Topition;
 
 /// Decides where a record without a stored destination goes: records written before
 /// destinations were stored with them (segment format version 1). The broker supplies its
@@ -79,14 +80,36 @@ pub enum PlanError {
 /// Records for one topic-partition, in log order.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PartitionBatch {
-    /// Kafka topic.
-    pub topic: String,
-    /// Partition.
-    pub partition: i32,
+    /// Kafka topic and partition.
+    pub tp: Topition,
     /// Records to produce, in log order.
     pub records: Vec<ProduceRecord>,
     /// Log offset of each record (same order), for logging and dead-lettering.
     pub offsets: Vec<u64>,
+}
+
+impl PartitionBatch {
+    /// The records from `at` on, as a batch of their own (this one keeps those before).
+    pub fn split_off(&mut self, at: usize) -> PartitionBatch {
+        PartitionBatch {
+            tp: self.tp.clone(),
+            records: self.records.split_off(at),
+            offsets: self.offsets.split_off(at),
+        }
+    }
+
+    /// Bytes of keys, values and headers.
+    pub fn payload_bytes(&self) -> u64 {
+        self.records
+            .iter()
+            .map(|r| {
+                let headers: usize = r.headers.iter().map(|h| h.key.len() + h.value.len()).sum();
+                (r.key.as_ref().map_or(0, |k| k.len())
+                    + r.value.as_ref().map_or(0, |v| v.len())
+                    + headers) as u64
+            })
+            .sum()
+    }
 }
 
 /// The batches for one chunk of log records.
@@ -201,13 +224,12 @@ impl Planner {
             let slot = match plan
                 .batches
                 .iter()
-                .position(|b| b.partition == partition && b.topic == topic)
+                .position(|b| b.tp.partition() == partition && b.tp.topic() == topic)
             {
                 Some(i) => i,
                 None => {
                     plan.batches.push(PartitionBatch {
-                        topic: topic.to_owned(),
-                        partition,
+                        tp: Topition::new(Arc::clone(&destination.topic), partition),
                         records: Vec::with_capacity(records.len() / count.max(1) as usize + 1),
                         offsets: Vec::with_capacity(records.len() / count.max(1) as usize + 1),
                     });
@@ -305,7 +327,7 @@ mod tests {
         let topics: Vec<(&str, &[u64])> = plan
             .batches
             .iter()
-            .map(|b| (b.topic.as_str(), b.offsets.as_slice()))
+            .map(|b| (b.tp.topic(), b.offsets.as_slice()))
             .collect();
         assert_eq!(topics, vec![("logs", &[0][..]), ("alarms", &[1][..])]);
         // Without a router an old record is unrouted, not lost silently.
@@ -335,22 +357,21 @@ mod tests {
         for b in &plan.batches {
             assert!(
                 b.offsets.windows(2).all(|w| w[0] < w[1]),
-                "log order inside {}/{}",
-                b.topic,
-                b.partition
+                "log order inside {}",
+                b.tp
             );
             for (r, off) in b.records.iter().zip(&b.offsets) {
                 assert_eq!(r.headers[1].value, Bytes::from(off.to_string()));
                 assert_eq!(r.value, Some(Bytes::from(format!("p{off}"))));
-                match b.topic.as_str() {
+                match b.tp.topic() {
                     "temp" => {
                         let key = r.key.clone().unwrap();
                         assert_eq!(key, Bytes::from(format!("dev-{}", off % 7)));
-                        assert_eq!(b.partition, partition_for_key(&key, 4).unwrap());
+                        assert_eq!(b.tp.partition(), partition_for_key(&key, 4).unwrap());
                     }
                     "logs" => assert_eq!(r.key, None),
                     "alarms" => {
-                        assert_eq!(b.partition, 1, "pinned partition");
+                        assert_eq!(b.tp.partition(), 1, "pinned partition");
                         assert_eq!(r.key, Some(Bytes::from_static(b"c1")));
                     }
                     t => panic!("unexpected topic {t}"),
@@ -358,7 +379,13 @@ mod tests {
             }
         }
         // Keyless records of one chunk stick to one partition.
-        assert_eq!(plan.batches.iter().filter(|b| b.topic == "logs").count(), 1);
+        assert_eq!(
+            plan.batches
+                .iter()
+                .filter(|b| b.tp.topic() == "logs")
+                .count(),
+            1
+        );
     }
 
     #[test]
@@ -366,7 +393,7 @@ mod tests {
         let mut p = planner();
         let chunk = [rec(0, Source::Nats, "logs.a")];
         let parts: Vec<i32> = (0..6)
-            .map(|_| p.plan(&chunk, &counts()).unwrap().batches[0].partition)
+            .map(|_| p.plan(&chunk, &counts()).unwrap().batches[0].tp.partition())
             .collect();
         for w in parts.windows(2) {
             assert_eq!((w[0] + 1) % 3, w[1], "{parts:?}");

@@ -74,6 +74,9 @@ pub enum RunError {
     /// A listener's TLS certificate, key or client CA could not be loaded.
     #[error("TLS listener: {0}")]
     Tls(crate::tls::TlsError),
+    /// The password file, ACL file or a NATS secret file could not be loaded.
+    #[error("auth: {0}")]
+    Auth(crate::auth::AuthLoadError),
     /// Signal handlers could not be installed.
     #[error("cannot install the SIGHUP handler: {0}")]
     Signals(std::io::Error),
@@ -142,6 +145,11 @@ pub async fn run(
         &config.node.id,
     );
     let hub = Arc::new(Hub::new());
+    for warning in crate::auth::check::security_warnings(&config, config_path.as_deref()) {
+        tracing::warn!("{warning}");
+    }
+    let auth = crate::auth::Auth::new(&config, Some(config.mqtt_state_dir().join("owners.bin")))
+        .map_err(RunError::Auth)?;
     // Before any client can publish: the forwarder's cursor keeps routed records from retention.
     let kafka = crate::forwarder::start(&config, &log, &routes, &shutdown)?;
 
@@ -153,7 +161,11 @@ pub async fn run(
         hub: Arc::clone(&hub),
         mqtt: std::sync::Mutex::new(None),
         kafka: kafka.as_ref().map(crate::forwarder::KafkaBridge::metrics),
+        kafka_sasl: kafka
+            .as_ref()
+            .and_then(crate::forwarder::KafkaBridge::sasl_status),
         nats: std::sync::Mutex::new(None),
+        auth: Arc::clone(&auth),
     });
     if config.metrics.enabled {
         let listener = bind("metrics.listen", config.metrics.listen).await?;
@@ -174,6 +186,7 @@ pub async fn run(
             log.clone(),
             Arc::clone(&routes),
             state_dir,
+            Arc::clone(&auth),
         )
         .map_err(RunError::Mqtt)?;
         let listener = bind("mqtt.listen", config.mqtt.listen).await?;
@@ -198,7 +211,10 @@ pub async fn run(
         )));
         mqtt = Some(server);
     }
-    let mut reloadable: Vec<Arc<dyn Reload>> = vec![Arc::clone(&routes) as Arc<dyn Reload>];
+    let mut reloadable: Vec<Arc<dyn Reload>> = vec![
+        Arc::clone(&routes) as Arc<dyn Reload>,
+        Arc::clone(&auth) as Arc<dyn Reload>,
+    ];
     if let Some(mqtt) = &mqtt {
         reloadable.push(Arc::clone(mqtt) as Arc<dyn Reload>);
     }
@@ -210,6 +226,7 @@ pub async fn run(
             log.clone(),
             Arc::clone(&routes),
             &config.node.id,
+            Arc::clone(&auth),
         );
         let listener = bind("nats.listen", config.nats.listen).await?;
         if let (Some(cert), Some(key)) = (&config.nats.tls_cert, &config.nats.tls_key) {
@@ -332,6 +349,8 @@ struct Observer {
     mqtt: std::sync::Mutex<Option<Arc<MqttServer>>>,
     nats: std::sync::Mutex<Option<Arc<NatsServer>>>,
     kafka: Option<Arc<edge_bridge::metrics::ForwardMetrics>>,
+    kafka_sasl: Option<Arc<edge_bridge::producer::sasl::SaslStatus>>,
+    auth: Arc<crate::auth::Auth>,
 }
 
 /// Detects a wedged log writer: records written but not made durable for too long.
@@ -478,6 +497,10 @@ impl Observe for Observer {
         if let Some(kafka) = &self.kafka {
             crate::forwarder::render(&mut text, kafka, stats.durable_end);
         }
+        if let Some(sasl) = &self.kafka_sasl {
+            crate::forwarder::render_sasl(&mut text, sasl);
+        }
+        crate::auth::render(&mut text, &self.auth);
         text.gauge(
             "edge_subscriptions",
             "Subscriptions of all protocols.",

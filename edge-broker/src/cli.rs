@@ -1,4 +1,5 @@
-//! Command-line interface: `edge-broker [run] [--config FILE]`, `edge-broker check --config FILE`.
+//! Command-line interface: `edge-broker [run] [--config FILE]`, `edge-broker check --config FILE`,
+//! `edge-broker passwd FILE USER`.
 
 use std::path::PathBuf;
 
@@ -33,6 +34,15 @@ pub enum Command {
     Run,
     /// Validate a configuration file and exit: 0 when valid, 1 naming the bad field otherwise.
     Check,
+    /// Create or update USER in Mosquitto's password file FILE (a `$7$` PBKDF2-SHA512 hash).
+    /// The password is read from the terminal without echo, or from the first line of
+    /// standard input when it is not a terminal; never from the command line.
+    Passwd {
+        /// The password file (created 0600 if missing; other lines and the mode are kept).
+        file: PathBuf,
+        /// The user name.
+        user: String,
+    },
 }
 
 #[cfg(test)]
@@ -54,5 +64,11 @@ mod tests {
         assert_eq!(cli.config, Some(PathBuf::from("b.toml")));
         let cli = Cli::try_parse_from(["edge-broker"]).unwrap();
         assert!(cli.command.is_none());
+        let cli = Cli::try_parse_from(["edge-broker", "passwd", "pw", "alice"]).unwrap();
+        assert!(matches!(cli.command, Some(Command::Passwd { user, .. }) if user == "alice"));
+        assert!(
+            Cli::try_parse_from(["edge-broker", "passwd", "pw", "alice", "secret"]).is_err(),
+            "no password on the command line"
+        );
     }
 }

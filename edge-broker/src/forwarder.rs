@@ -1,6 +1,7 @@
 //! The Kafka forwarder inside the broker process: opened (its log cursor created) before any
 //! client can publish, run as a task under the broker's cancellation token, finished within a
-//! deadline on shutdown, and rendered into `/metrics`.
+//! deadline on shutdown, and rendered into `/metrics` (with the uplink's state and last error,
+//! which `edge-broker status` shows).
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -9,6 +10,7 @@ use std::time::Duration;
 use edge_bridge::forward::{CURSOR_NAME, Forwarder};
 use edge_bridge::metrics::{ERROR_KINDS, ForwardMetrics};
 use edge_bridge::producer::WireProducer;
+use edge_bridge::uplink::UplinkState;
 use edge_log::Log;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -23,6 +25,7 @@ pub struct KafkaBridge {
     handle: JoinHandle<()>,
     abort: CancellationToken,
     metrics: Arc<ForwardMetrics>,
+    sasl: Option<Arc<edge_bridge::producer::sasl::SaslStatus>>,
 }
 
 /// Why the forwarder could not start.
@@ -55,6 +58,7 @@ pub fn start(
     }
     let producer =
         WireProducer::new(config.kafka_producer_config()).map_err(BridgeStartError::Producer)?;
+    let sasl = producer.sasl_status();
     let forwarder = Forwarder::open(
         log,
         CURSOR_NAME,
@@ -70,6 +74,7 @@ pub fn start(
         handle,
         abort,
         metrics,
+        sasl,
     }))
 }
 
@@ -79,22 +84,54 @@ impl KafkaBridge {
         Arc::clone(&self.metrics)
     }
 
-    /// After shutdown was requested: lets the chunk in flight finish for up to `deadline`, then
-    /// aborts it (uncommitted: the next start resends it) and waits for the task.
+    /// Whether Kafka accepts our SASL credentials (`None` without SASL).
+    pub fn sasl_status(&self) -> Option<Arc<edge_bridge::producer::sasl::SaslStatus>> {
+        self.sasl.clone()
+    }
+
+    /// After shutdown was requested: lets the chunks in flight finish for up to `deadline`,
+    /// then aborts them (uncommitted: they stay in the log and the next start sends them) and
+    /// waits for the task, which says how many records it leaves for the next start.
     pub async fn finish(mut self, deadline: Duration) {
         if tokio::time::timeout(deadline, &mut self.handle)
             .await
             .is_err()
         {
+            let uplink = self.metrics.uplink_state();
             tracing::warn!(
                 ?deadline,
-                "Kafka forwarder did not finish its batch in time; stopping without committing it"
+                uplink = uplink.as_str(),
+                "Kafka did not acknowledge the last records within the shutdown deadline; \
+                 nothing is lost: they stay in the log and are sent at the next start"
             );
             self.abort.cancel();
             let _ = self.handle.await;
         }
     }
 }
+
+/// Renders whether the upstream accepts our SASL credentials.
+pub fn render_sasl(text: &mut PromText, sasl: &edge_bridge::producer::sasl::SaslStatus) {
+    text.gauge(
+        "edge_kafka_upstream_authenticated",
+        "1 while Kafka accepts our SASL credentials, 0 after a refusal (or before the first success).",
+        &[(&[], f64::from(u8::from(sasl.authenticated())))],
+    );
+    text.counter(
+        "edge_kafka_sasl_authentications_total",
+        "SASL authentications and re-authentications with Kafka, by result.",
+        &[
+            (&[("result", "ok")], sasl.successes.load(Ordering::Relaxed)),
+            (
+                &[("result", "failed")],
+                sasl.failures.load(Ordering::Relaxed),
+            ),
+        ],
+    );
+}
+
+/// Characters of an error message shown in `edge_kafka_last_error_info`.
+const MAX_ERROR_LABEL: usize = 300;
 
 /// Renders the forwarder's metrics; `durable_end` is the log's (for lag and age).
 pub fn render(text: &mut PromText, m: &ForwardMetrics, durable_end: u64) {
@@ -157,14 +194,44 @@ pub fn render(text: &mut PromText, m: &ForwardMetrics, durable_end: u64) {
             f64::from(u8::from(m.replaying.load(Ordering::Relaxed))),
         )],
     );
+    let uplink = m.uplink_state();
     text.gauge(
         "edge_kafka_upstream_up",
-        "0 while produce or metadata requests to Kafka fail.",
-        &[(
-            &[],
-            f64::from(u8::from(!m.upstream_down.load(Ordering::Relaxed))),
-        )],
+        "0 while produce or metadata requests to Kafka fail (or Kafka refuses us).",
+        &[(&[], f64::from(u8::from(!uplink.is_down())))],
     );
+    let states: Vec<[(&str, &str); 1]> = UplinkState::ALL
+        .iter()
+        .map(|s| [("state", s.as_str())])
+        .collect();
+    text.gauge(
+        "edge_kafka_uplink_state",
+        "The uplink's state: 1 for the current one of connecting, up, down, auth_failed \
+         (TLS certificate, SASL credentials or ACLs refused).",
+        &states
+            .iter()
+            .zip(UplinkState::ALL)
+            .map(|(l, s)| (&l[..], f64::from(u8::from(s == uplink))))
+            .collect::<Vec<_>>(),
+    );
+    text.gauge(
+        "edge_kafka_uplink_state_changed_timestamp_seconds",
+        "When the uplink entered its current state (unix seconds; 0 if it never changed).",
+        &[(&[], m.uplink_since_ms() as f64 / 1000.0)],
+    );
+    if let Some(last) = m.last_error.lock().clone() {
+        let message: String = last.message.chars().take(MAX_ERROR_LABEL).collect();
+        text.gauge(
+            "edge_kafka_last_error_info",
+            "The last failed Kafka request: its kind and message (always 1).",
+            &[(&[("kind", last.kind), ("error", &message)], 1.0)],
+        );
+        text.gauge(
+            "edge_kafka_last_error_timestamp_seconds",
+            "When the last Kafka request failed (unix seconds).",
+            &[(&[], last.at_ms as f64 / 1000.0)],
+        );
+    }
     text.gauge(
         "edge_kafka_committed_offset",
         "The forwarder's committed log offset (everything below is in Kafka).",

@@ -3,6 +3,9 @@
 //! Crate map:
 //! - [`cli`]: command-line arguments (`run`, `check`, `--config`).
 //! - [`config`]: the TOML schema, built-in defaults and validation that names the bad field.
+//! - [`auth`]: who may connect and what they may touch: Mosquitto password and ACL files,
+//!   one identity model for MQTT and NATS, failed-login delays, session ownership, secrets
+//!   from files.
 //! - [`logging`]: `tracing` setup for journald, terminals and JSON.
 //! - [`shutdown`]: SIGTERM/SIGINT → one cancellation token, and the drain deadline.
 //! - [`notify`]: systemd's sd_notify protocol (READY, STATUS, WATCHDOG, STOPPING).
@@ -22,6 +25,7 @@
 //! - [`app`]: the running broker: data-dir lock, log recovery, serve, drain.
 
 pub mod app;
+pub mod auth;
 pub mod cli;
 pub mod config;
 pub mod forwarder;

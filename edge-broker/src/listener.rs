@@ -31,6 +31,20 @@ pub async fn tls(
     stream: TcpStream,
     deadline: Duration,
 ) -> std::io::Result<(ReadHalf, WriteHalf)> {
+    tls_with_peer(acceptor, stream, deadline)
+        .await
+        .map(|(halves, _)| halves)
+}
+
+/// [`tls`], also returning the client's (verified) certificate, if it presented one.
+pub async fn tls_with_peer(
+    acceptor: &tokio_rustls::TlsAcceptor,
+    stream: TcpStream,
+    deadline: Duration,
+) -> std::io::Result<(
+    (ReadHalf, WriteHalf),
+    Option<rustls_pki_types::CertificateDer<'static>>,
+)> {
     let _ = stream.set_nodelay(true);
     let stream = tokio::time::timeout(deadline, acceptor.accept(stream))
         .await
@@ -40,8 +54,14 @@ pub async fn tls(
                 format!("no TLS handshake within {deadline:?}"),
             )
         })??;
+    let peer = stream
+        .get_ref()
+        .1
+        .peer_certificates()
+        .and_then(|chain| chain.first())
+        .map(|cert| cert.clone().into_owned());
     let (reader, writer) = tokio::io::split(stream);
-    Ok((Box::new(reader), Box::new(writer)))
+    Ok(((Box::new(reader), Box::new(writer)), peer))
 }
 
 /// Accepts connections until `shutdown`, spawning `serve` for each on `tasks`, then closes the

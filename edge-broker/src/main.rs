@@ -13,6 +13,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command.unwrap_or(Command::Run) {
         Command::Check => check(cli.config.as_deref()),
+        Command::Passwd { file, user } => passwd(&file, &user),
         Command::Run => {
             edge_broker::logging::init();
             match run(cli.config.as_deref()) {
@@ -55,6 +56,9 @@ fn check(path: Option<&Path>) -> ExitCode {
                     "warning: log.fsync interval {interval:?}: devices are acknowledged up to that long before their events are on disk"
                 );
             }
+            for warning in edge_broker::auth::check::security_warnings(&config, Some(path)) {
+                println!("warning: {warning}");
+            }
             ExitCode::SUCCESS
         }
         Err(err) => {
@@ -62,6 +66,72 @@ fn check(path: Option<&Path>) -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// `edge-broker passwd FILE USER`: sets USER's password in Mosquitto's format.
+fn passwd(file: &Path, user: &str) -> ExitCode {
+    let password = match read_password() {
+        Ok(password) => password,
+        Err(err) => {
+            eprintln!("edge-broker passwd: {err:#}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match edge_broker::auth::password::update_file(file, user, password.as_bytes()) {
+        Ok(()) => {
+            eprintln!("{}: password of {user:?} set", file.display());
+            ExitCode::SUCCESS
+        }
+        Err(err) => {
+            eprintln!("edge-broker passwd: {err}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// The new password: typed twice without echo on a terminal, else the first line of stdin.
+fn read_password() -> anyhow::Result<String> {
+    use std::io::{BufRead, IsTerminal, Write};
+    let stdin = std::io::stdin();
+    if !stdin.is_terminal() {
+        let mut line = String::new();
+        stdin
+            .lock()
+            .read_line(&mut line)
+            .context("cannot read the password from standard input")?;
+        let password = line.trim_end_matches(['\n', '\r']).to_owned();
+        anyhow::ensure!(!password.is_empty(), "empty password on standard input");
+        return Ok(password);
+    }
+    let prompt = |text: &str| -> anyhow::Result<String> {
+        eprint!("{text}");
+        std::io::stderr().flush()?;
+        let saved = nix::sys::termios::tcgetattr(std::io::stdin())?;
+        let mut quiet = saved.clone();
+        quiet
+            .local_flags
+            .remove(nix::sys::termios::LocalFlags::ECHO);
+        nix::sys::termios::tcsetattr(
+            std::io::stdin(),
+            nix::sys::termios::SetArg::TCSAFLUSH,
+            &quiet,
+        )?;
+        let mut line = String::new();
+        let read = std::io::stdin().lock().read_line(&mut line);
+        nix::sys::termios::tcsetattr(
+            std::io::stdin(),
+            nix::sys::termios::SetArg::TCSAFLUSH,
+            &saved,
+        )?;
+        eprintln!();
+        read?;
+        Ok(line.trim_end_matches(['\n', '\r']).to_owned())
+    };
+    let first = prompt("Password: ")?;
+    anyhow::ensure!(!first.is_empty(), "empty password");
+    let second = prompt("Reenter password: ")?;
+    anyhow::ensure!(first == second, "the passwords do not match");
+    Ok(first)
 }
 
 fn run(path: Option<&Path>) -> anyhow::Result<()> {

@@ -164,7 +164,11 @@ impl Broker {
         let mut child = Command::new(broker_binary())
             .arg("--config")
             .arg(&config)
-            .env("RUST_LOG", "info")
+            // EDGE_TESTS_BROKER_LOG=debug (or any RUST_LOG filter) to see more when debugging.
+            .env(
+                "RUST_LOG",
+                std::env::var("EDGE_TESTS_BROKER_LOG").unwrap_or_else(|_| "info".to_owned()),
+            )
             .env_remove("JOURNAL_STREAM")
             .env_remove("NOTIFY_SOCKET")
             .envs(env.iter().copied())
@@ -214,6 +218,12 @@ impl Broker {
     /// The MQTT listener's address.
     pub fn mqtt_addr(&self) -> std::net::SocketAddr {
         self.listen_addr("mqtt.listen")
+    }
+
+    /// The value of one sample of `/metrics` (`name` with its labels as rendered, e.g.
+    /// `edge_auth_login_failures_total{protocol="mqtt"}`); `None` if it is not there.
+    pub fn metric(&self, sample: &str) -> Option<f64> {
+        crate::kafka::metric(self.listen_addr("metrics.listen"), sample)
     }
 
     /// The process id.

@@ -75,6 +75,8 @@ pub struct Tansu {
     s3: Option<S3Emulator>,
     /// The TLS front of [`Tansu::start_tls`]; Tansu advertises its port.
     tls: Option<TlsProxy>,
+    /// The SASL front of [`Tansu::start_sasl`]; Tansu advertises its port.
+    sasl: Option<SaslProxy>,
 }
 
 impl Tansu {
@@ -95,14 +97,37 @@ impl Tansu {
     pub fn start_tls(cert: &std::path::Path, key: &std::path::Path) -> Self {
         let port = free_port();
         let proxy = TlsProxy::start(cert, key, port);
-        Self::start_on(port, None, Some(proxy))
+        Self::start_on(port, None, Some(proxy), None)
+    }
+
+    /// Starts Tansu (memory storage) behind the test-only SASL proxy
+    /// (`tests/tools/sasl_proxy.py`: PLAIN, SCRAM-SHA-256/512, OAUTHBEARER) with the users and
+    /// tokens of the JSON file `credentials` (read again at every authentication), announcing
+    /// `lifetime_ms` as the session lifetime (0: none). Tansu advertises the proxy, so every
+    /// client connection authenticates. [`Tansu::bootstrap`] is the proxy's address.
+    pub fn start_sasl(credentials: &std::path::Path, lifetime_ms: u64) -> Self {
+        let port = free_port();
+        let proxy = SaslProxy::start(credentials, port, lifetime_ms);
+        Self::start_on(port, None, None, Some(proxy))
+    }
+
+    /// The SASL proxy's counters (`{"ok", "failed", "reauthenticated", "expired", ...}`).
+    pub fn sasl_stats(&self) -> serde_json::Value {
+        let proxy = self.sasl.as_ref().expect("started with start_sasl");
+        let text = std::fs::read_to_string(&proxy.stats).unwrap_or_default();
+        serde_json::from_str(&text).unwrap_or(serde_json::Value::Null)
     }
 
     fn start_with(s3: Option<S3Emulator>) -> Self {
-        Self::start_on(free_port(), s3, None)
+        Self::start_on(free_port(), s3, None, None)
     }
 
-    fn start_on(port: u16, s3: Option<S3Emulator>, tls: Option<TlsProxy>) -> Self {
+    fn start_on(
+        port: u16,
+        s3: Option<S3Emulator>,
+        tls: Option<TlsProxy>,
+        sasl: Option<SaslProxy>,
+    ) -> Self {
         let bin = tansu_binary().unwrap_or_else(|e| panic!("Tansu Kafka broker unavailable: {e}"));
         let mut t = Self {
             bin,
@@ -111,6 +136,7 @@ impl Tansu {
             log_dir: tempfile::tempdir().expect("temp dir for tansu log"),
             s3,
             tls,
+            sasl,
         };
         t.spawn();
         t
@@ -122,7 +148,11 @@ impl Tansu {
     }
 
     fn advertised_port(&self) -> u16 {
-        self.tls.as_ref().map_or(self.port, |proxy| proxy.port)
+        match (&self.tls, &self.sasl) {
+            (Some(proxy), _) => proxy.port,
+            (None, Some(proxy)) => proxy.port,
+            (None, None) => self.port,
+        }
     }
 
     /// Process id of the running broker.
@@ -287,6 +317,56 @@ impl TlsProxy {
     }
 }
 
+/// `tests/tools/sasl_proxy.py` in front of Tansu (see [`Tansu::start_sasl`]); killed on drop.
+struct SaslProxy {
+    _child: crate::peers::ChildGuard,
+    port: u16,
+    stats: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl SaslProxy {
+    fn start(credentials: &std::path::Path, target: u16, lifetime_ms: u64) -> Self {
+        use std::io::BufRead;
+        let python = venv_python().unwrap_or_else(|e| panic!("SASL proxy unavailable: {e}"));
+        let dir = tempfile::tempdir().expect("temp dir for the proxy's stats");
+        let stats = dir.path().join("stats.json");
+        let port = free_port();
+        let mut child = Command::new(python)
+            .arg(repo_root().join("tests/tools/sasl_proxy.py"))
+            .args([
+                "--port",
+                &port.to_string(),
+                "--upstream",
+                &target.to_string(),
+            ])
+            .arg("--credentials")
+            .arg(credentials)
+            .args(["--lifetime-ms", &lifetime_ms.to_string()])
+            .arg("--stats")
+            .arg(&stats)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("start tests/tools/sasl_proxy.py");
+        let stdout = child.stdout.take().expect("proxy stdout");
+        let mut line = String::new();
+        std::io::BufReader::new(stdout)
+            .read_line(&mut line)
+            .expect("read the proxy's READY line");
+        assert!(
+            line.starts_with("READY "),
+            "SASL proxy did not start (is scramp installed? {INSTALL_HINT}): {line:?}"
+        );
+        Self {
+            _child: crate::peers::ChildGuard(child),
+            port,
+            stats,
+            _dir: dir,
+        }
+    }
+}
+
 /// The `moto` S3 emulator from `.venv` on a free 127.0.0.1 port, with one bucket; killed on drop.
 struct S3Emulator {
     child: crate::peers::ChildGuard,
@@ -391,6 +471,17 @@ pub struct ReadRecord {
 /// `tests/tools/kafka_read.py`. Panics with the reader's stderr if it fails.
 pub fn read_topic(bootstrap: &str, topic: &str, expect: usize) -> Vec<ReadRecord> {
     read_topic_with(bootstrap, topic, expect, &[])
+}
+
+/// [`read_topic`] over SASL_PLAINTEXT (`mechanism`, e.g. `SCRAM-SHA-256`).
+pub fn read_topic_sasl(
+    bootstrap: &str,
+    topic: &str,
+    expect: usize,
+    (mechanism, user, password): (&str, &str, &str),
+) -> Vec<ReadRecord> {
+    let sasl = format!("{mechanism}:{user}:{password}");
+    read_topic_with(bootstrap, topic, expect, &["--sasl", &sasl])
 }
 
 /// [`read_topic`] over TLS, trusting the CA certificate in `ca`.

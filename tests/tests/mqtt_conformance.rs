@@ -93,9 +93,23 @@ fn session_takeover_closes_the_old_connection_with_0x8e() {
 }
 
 #[test]
-fn anonymous_clients_refused_when_not_allowed() {
+fn anonymous_clients_and_wrong_passwords_refused_when_not_allowed() {
     program("mosquitto_pub", "mosquitto-clients");
-    run_with("[mqtt]\nallow_anonymous = false\n", "auth", &[]);
+    let dir = tempfile::tempdir().unwrap();
+    let passwd = dir.path().join("passwd");
+    let status = std::process::Command::new(program("mosquitto_passwd", "mosquitto"))
+        .arg("-c")
+        .arg("-b")
+        .arg(&passwd)
+        .args(["sensor", "secret"])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let config = format!(
+        "[mqtt]\nallow_anonymous = false\n[auth]\npassword_file = \"{}\"\n",
+        passwd.display()
+    );
+    run_with(&config, "auth", &[]);
 }
 
 #[test]

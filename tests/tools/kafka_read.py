@@ -9,6 +9,7 @@ Keys, values and header values are decoded as UTF-8 with U+FFFD for bad bytes.
 Stops once --expect records were read and every partition reached its end, or at --timeout
 (exit status 2, with what was read so far printed). Usage:
   kafka_read.py --bootstrap 127.0.0.1:9092 --topic T --expect N [--timeout 30] [--ssl-ca CA]
+                [--sasl MECHANISM:USER:PASSWORD]
 """
 import argparse
 import json
@@ -29,8 +30,13 @@ def main():
     ap.add_argument("--expect", type=int, required=True)
     ap.add_argument("--timeout", type=float, default=30.0)
     ap.add_argument("--ssl-ca", help="connect over TLS, trusting this CA file")
+    ap.add_argument("--sasl", help="MECHANISM:USER:PASSWORD (SASL_PLAINTEXT)")
     args = ap.parse_args()
     tls = {"security.protocol": "SSL", "ssl.ca.location": args.ssl_ca} if args.ssl_ca else {}
+    if args.sasl:
+        mechanism, user, password = args.sasl.split(":", 2)
+        tls = {"security.protocol": "SASL_PLAINTEXT", "sasl.mechanism": mechanism,
+               "sasl.username": user, "sasl.password": password}
 
     consumer = Consumer({
         "bootstrap.servers": args.bootstrap,

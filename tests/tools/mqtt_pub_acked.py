@@ -1,11 +1,12 @@
 """Publish numbered QoS 1/2 messages with paho-mqtt and print each one the broker acknowledged.
 
 Usage: mqtt_pub_acked.py HOST PORT TOPIC COUNT [--qos 1] [--version 5|311] [--inflight 50]
-       [--keys K] [--user-property NAME=VALUE] [--size BYTES]
+       [--keys K] [--user-property NAME=VALUE] [--size BYTES] [--rate PER_SECOND]
 
 With --keys K, "{k}" in TOPIC is replaced by n % K (spreads messages over K keys). With
 --user-property (MQTT 5 only) every publish carries that user property. --size pads payloads
-to BYTES with '.' (for benchmarks).
+to BYTES with '.' (for benchmarks). --rate publishes at most that many messages per second
+(a steady stream, like sensors; default: as fast as the window allows).
 
 Prints "ACK <n>" (flushed) for every PUBACK/PUBCOMP received, "DONE" when all are acked;
 exits when the broker goes away. Payloads are "msg-<n>".
@@ -13,6 +14,7 @@ exits when the broker goes away. Payloads are "msg-<n>".
 import argparse
 import sys
 import threading
+import time
 
 import paho.mqtt.client as mqtt
 
@@ -30,6 +32,7 @@ def main() -> int:
     ap.add_argument("--keys", type=int, default=1)
     ap.add_argument("--user-property", action="append", default=[])
     ap.add_argument("--size", type=int, default=0)
+    ap.add_argument("--rate", type=float, default=0)
     args = ap.parse_args()
 
     protocol = mqtt.MQTTv5 if args.version == "5" else mqtt.MQTTv311
@@ -80,7 +83,13 @@ def main() -> int:
     client.on_disconnect = on_disconnect
     client.connect(args.host, args.port, keepalive=30)
     client.loop_start()
+    start = time.monotonic()
     for n in range(args.count):
+        if args.rate > 0:
+            due = start + n / args.rate
+            now = time.monotonic()
+            if due > now:
+                time.sleep(due - now)
         while not window.acquire(timeout=0.1):
             if gone.is_set():
                 break

@@ -261,7 +261,7 @@ def takeover(host, port, version="5"):
 
 @scenario
 def auth(host, port):
-    """Run against a broker with allow_anonymous = false."""
+    """Run against a broker with allow_anonymous = false and user sensor / password secret."""
     c = Client(host, port, True)
     ack = c.connect(uniq("anon"), expect_ok=False)
     check(ack["rc"] == 0x87, f"v5 anonymous: CONNACK 0x87, got {ack}")
@@ -279,6 +279,10 @@ def auth(host, port):
                           "-u", "sensor", "-P", "secret", "-V", "mqttv311"],
                          capture_output=True, timeout=10)
     check(out.returncode == 0, f"mosquitto_pub with a user name: {out}")
+    out = subprocess.run(["mosquitto_pub", "-h", host, "-p", str(port), "-t", "au/x", "-m", "x",
+                          "-u", "sensor", "-P", "wrong", "-V", "mqttv311"],
+                         capture_output=True, timeout=10)
+    check(out.returncode != 0, "mosquitto_pub with a wrong password must be refused")
     out = subprocess.run(["mosquitto_pub", "-h", host, "-p", str(port), "-t", "au/x", "-m", "x",
                           "-V", "mqttv5"], capture_output=True, timeout=10)
     check(out.returncode != 0, "mosquitto_pub without a user name must be refused")

@@ -1,17 +1,18 @@
-//! [`WireProducer`]: metadata cache + per-broker connections + Produce (acks=all).
+//! [`WireProducer`]: per-broker connections, Produce (acks=all), Metadata, CreateTopics,
+//! InitProducerId. What it knows about the cluster is in `metadata`, the idempotent
+//! producer's rules in [`Sequencer`](super::sequence::Sequencer); this file does the I/O.
 //!
 //! Several Produce requests may be in flight per connection (`max_in_flight`, 5 like Kafka's
 //! limit for the idempotent producer). Order within a partition rests on three things:
 //! requests are written in the order `send` was called, Kafka answers and appends the
 //! requests of one connection in that order, and the idempotent producer's sequence numbers
 //! make the broker refuse (OUT_OF_ORDER_SEQUENCE_NUMBER) a batch whose predecessor was not
-//! written. After any failure the partition is blocked: `send` refuses, and `produce` (the
-//! resend) waits until nothing is in flight, rewinds the sequence to the first failed batch and
-//! sends it again. Without a producer id (idempotence off or refused), one request is in flight
-//! per connection.
+//! written. After any failure the partition is blocked until the failed batch is resent (see
+//! the sequencer). Without a producer id (idempotence off or refused), one request is in
+//! flight per connection.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
@@ -24,14 +25,18 @@ use kafka_protocol::messages::{
     ProducerId, TopicName,
 };
 use kafka_protocol::protocol::StrBytes;
+use parking_lot::Mutex;
 
 use super::batch::{BatchIdentity, EncodedBatch, encode_batch};
 use super::conn::{ConnLimits, Connection, Frame, Pipeline, decode_response};
+use super::metadata::{Leader, LostConnections, Metadata};
+use super::sasl::{SaslContext, SaslSettings, SaslStatus};
+use super::sequence::{Attempt, Refusal, Sequencer, Session, Ticket};
 use super::tls::TlsSettings;
 use super::{
-    Compression, ErrorClass, KafkaProducer, ProduceAck, ProduceError, ProduceRecord, code_name,
-    codes,
+    Compression, ErrorClass, KafkaProducer, ProduceAck, ProduceError, ProduceRecord, codes,
 };
+use crate::topition::Topition;
 
 /// Highest Produce version we speak (v9: flexible, topic names; v13 switches to topic ids).
 const PRODUCE_MAX: i16 = 9;
@@ -73,6 +78,8 @@ pub struct ProducerConfig {
     pub max_in_flight: usize,
     /// TLS to every broker (Kafka's `SSL` listeners); `None` is plain TCP.
     pub tls: Option<TlsSettings>,
+    /// SASL authentication on every connection; `None`: none.
+    pub sasl: Option<SaslSettings>,
 }
 
 impl ProducerConfig {
@@ -93,21 +100,9 @@ impl ProducerConfig {
             connections_per_broker: 4,
             max_in_flight: 5,
             tls: None,
+            sasl: None,
         }
     }
-}
-
-#[derive(Debug)]
-struct TopicMeta {
-    /// Leader broker id per partition index; -1 when there is none.
-    leaders: Vec<i32>,
-    fetched: Instant,
-}
-
-#[derive(Debug, Default)]
-struct MetaCache {
-    brokers: HashMap<i32, String>,
-    topics: HashMap<String, TopicMeta>,
 }
 
 struct BrokerSlot {
@@ -119,15 +114,7 @@ struct BrokerSlot {
 
 type Slot = Arc<tokio::sync::Mutex<BrokerSlot>>;
 
-/// Producer id, epoch and the next sequence number per topic-partition.
-#[derive(Debug)]
-struct Idempotence {
-    producer_id: i64,
-    epoch: i16,
-    sequences: HashMap<(String, i32), i32>,
-}
-
-/// The producer identity a produce used, to advance or reset afterwards.
+/// The producer identity a session uses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ProducerIdentity {
     /// Producer id assigned by the broker.
@@ -139,61 +126,43 @@ pub struct ProducerIdentity {
 struct Inner {
     config: ProducerConfig,
     limits: ConnLimits,
-    meta: Mutex<MetaCache>,
-    /// Connection used for Metadata and CreateTopics.
+    meta: Mutex<Metadata>,
+    /// Connection used for Metadata, CreateTopics and InitProducerId.
     bootstrap: tokio::sync::Mutex<Option<Connection>>,
-    /// One connection per leader broker id.
+    /// Produce connections per (leader broker id, lane).
     slots: Mutex<HashMap<(i32, usize), Slot>>,
     /// Scratch buffers for `encode` (uncompressed records), reused across calls and threads.
     scratch_pool: Mutex<Vec<BytesMut>>,
-    /// Idempotent-producer state; None until InitProducerId succeeded (or when disabled).
-    idempotence: Mutex<Option<Idempotence>>,
-    /// Requests in flight and failures per topic-partition (kept across producer ids).
-    partitions: Mutex<HashMap<(String, i32), PartitionState>>,
+    /// Session, sequence numbers and failures per partition.
+    sequencer: Mutex<Sequencer>,
+    /// One InitProducerId at a time.
+    session_start: tokio::sync::Mutex<()>,
 }
 
-/// Where the first failed batch of a partition was, to resend from it.
-#[derive(Debug, Clone, Copy)]
-struct Failure {
-    /// Its place in the partition's send order.
-    index: u64,
-    /// Its producer identity (None if it failed before a sequence number was assigned).
-    identity: Option<BatchIdentity>,
-}
-
-#[derive(Debug, Default)]
-struct PartitionState {
-    /// Requests sent and not answered yet.
-    in_flight: usize,
-    /// Requests started so far (the send order).
-    started: u64,
-    /// Set by a failure; `send` refuses until `produce` resent from here.
-    failed: Option<Failure>,
-}
-
-/// A produce request written to a connection.
-struct Sent {
-    rx: tokio::sync::oneshot::Receiver<Frame>,
-    meta: SentMeta,
-}
-
-/// What the response to a written request must match.
-struct SentMeta {
-    correlation_id: i32,
-    version: i16,
-    broker: String,
-}
-
-/// Keeps a request counted as in flight until its answer was handled (or it was dropped).
+/// A request counted as in flight by the sequencer until its answer is handled (or it is
+/// dropped unanswered).
 struct InFlight {
     inner: Arc<Inner>,
-    key: (String, i32),
+    ticket: Option<Ticket>,
+}
+
+impl InFlight {
+    fn ticket(&self) -> Option<&Ticket> {
+        self.ticket.as_ref()
+    }
+
+    /// Hands the outcome to the sequencer.
+    fn finish(mut self, outcome: Result<(), (&ProduceError, Option<BatchIdentity>)>) {
+        if let Some(ticket) = self.ticket.take() {
+            self.inner.sequencer.lock().finish(ticket, outcome);
+        }
+    }
 }
 
 impl Drop for InFlight {
     fn drop(&mut self) {
-        if let Some(st) = lock(&self.inner.partitions).get_mut(&self.key) {
-            st.in_flight = st.in_flight.saturating_sub(1);
+        if let Some(ticket) = self.ticket.take() {
+            self.inner.sequencer.lock().abandon(ticket);
         }
     }
 }
@@ -213,34 +182,37 @@ impl std::fmt::Debug for WireProducer {
     }
 }
 
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    // A panic while holding these locks leaves only cache data behind; keep going.
-    m.lock().unwrap_or_else(|e| e.into_inner())
-}
-
 impl WireProducer {
     /// A producer for `config`; connects lazily on first use.
     pub fn new(config: ProducerConfig) -> Result<Self, ProduceError> {
         if config.brokers.is_empty() {
             return Err(ProduceError::NoBrokers);
         }
+        let lost = LostConnections::default();
         let limits = ConnLimits {
             connect_timeout: config.connect_timeout,
             request_timeout: config.request_timeout,
             max_response_bytes: config.max_response_bytes,
             client_id: StrBytes::from_string(config.client_id.clone()),
             tls: config.tls.as_ref().map(super::tls::connector).transpose()?,
+            sasl: config.sasl.clone().map(|settings| {
+                Arc::new(SaslContext {
+                    settings,
+                    status: Arc::new(SaslStatus::default()),
+                })
+            }),
+            lost: lost.clone(),
         };
         Ok(Self {
             inner: Arc::new(Inner {
+                meta: Mutex::new(Metadata::new(config.metadata_max_age, lost)),
+                sequencer: Mutex::new(Sequencer::new(config.idempotent)),
                 config,
                 limits,
-                meta: Mutex::new(MetaCache::default()),
                 bootstrap: tokio::sync::Mutex::new(None),
                 slots: Mutex::new(HashMap::new()),
                 scratch_pool: Mutex::new(Vec::new()),
-                idempotence: Mutex::new(None),
-                partitions: Mutex::new(HashMap::new()),
+                session_start: tokio::sync::Mutex::new(()),
             }),
         })
     }
@@ -248,6 +220,15 @@ impl WireProducer {
     /// The settings this producer runs with.
     pub fn config(&self) -> &ProducerConfig {
         &self.inner.config
+    }
+
+    /// Whether the brokers accept our SASL credentials (`None` without SASL).
+    pub fn sasl_status(&self) -> Option<Arc<SaslStatus>> {
+        self.inner
+            .limits
+            .sasl
+            .as_ref()
+            .map(|c| Arc::clone(&c.status))
     }
 
     /// Creates `topic` with `partitions` partitions; Ok(false) if it already existed.
@@ -284,30 +265,26 @@ impl WireProducer {
         match t.error_code {
             0 => Ok(true),
             codes::TOPIC_ALREADY_EXISTS => Ok(false),
-            code => Err(ProduceError::Broker {
-                api: "CreateTopics",
-                topic: topic.to_owned(),
-                partition: -1,
+            code => Err(ProduceError::refused(
+                "CreateTopics",
+                topic,
+                -1,
                 code,
-                name: code_name(code),
-                message: t.error_message.as_ref().map(|m| m.to_string()),
-            }),
+                t.error_message.as_ref().map(|m| m.to_string()),
+            )),
         }
     }
 
-    /// The idempotent producer id and epoch in use, if one was assigned.
+    /// The idempotent producer id and epoch in use, if a session is active.
     pub fn producer_identity(&self) -> Option<ProducerIdentity> {
-        lock(&self.inner.idempotence)
-            .as_ref()
-            .filter(|i| i.producer_id >= 0)
-            .map(|i| ProducerIdentity {
-                producer_id: i.producer_id,
-                epoch: i.epoch,
-            })
+        match self.inner.sequencer.lock().session() {
+            Session::Active { producer_id, epoch } => Some(ProducerIdentity { producer_id, epoch }),
+            Session::Needed | Session::Off => None,
+        }
     }
 
     /// Gets a producer id and epoch from the broker (InitProducerId, no transactional id).
-    async fn init_producer_id(&self) -> Result<(), ProduceError> {
+    async fn init_producer_id(&self) -> Result<ProducerIdentity, ProduceError> {
         let req = InitProducerIdRequest::default()
             .with_transactional_id(None)
             .with_transaction_timeout_ms(i32::MAX)
@@ -323,125 +300,57 @@ impl WireProducer {
             )
             .await?;
         if resp.error_code != 0 {
-            return Err(ProduceError::Broker {
-                api: "InitProducerId",
-                topic: String::new(),
-                partition: -1,
-                code: resp.error_code,
-                name: code_name(resp.error_code),
-                message: None,
-            });
+            return Err(ProduceError::refused(
+                "InitProducerId",
+                "",
+                -1,
+                resp.error_code,
+                None,
+            ));
         }
-        *lock(&self.inner.idempotence) = Some(Idempotence {
+        Ok(ProducerIdentity {
             producer_id: resp.producer_id.0,
             epoch: resp.producer_epoch,
-            sequences: HashMap::new(),
-        });
-        Ok(())
+        })
     }
 
-    /// The batch identity for the next batch of `count` records to `topic`/`partition`; the
-    /// partition's sequence moves past it (a failure rewinds it, see `record_failure`).
-    fn next_identity(&self, topic: &str, partition: i32, count: usize) -> BatchIdentity {
-        match lock(&self.inner.idempotence).as_mut() {
-            Some(i) if i.producer_id >= 0 => {
-                let seq = i
-                    .sequences
-                    .entry((topic.to_owned(), partition))
-                    .or_insert(0);
-                let base = *seq;
-                // Sequence numbers wrap to 0 after i32::MAX, as in the Java client.
-                *seq = ((i64::from(base) + count as i64) % (i64::from(i32::MAX) + 1)) as i32;
-                BatchIdentity {
-                    producer_id: i.producer_id,
-                    producer_epoch: i.epoch,
-                    base_sequence: base,
-                }
-            }
-            _ => BatchIdentity::default(),
+    /// Starts a producer session if the sequencer needs one.
+    async fn ensure_session(&self) -> Result<(), ProduceError> {
+        let _one = self.inner.session_start.lock().await;
+        if !self.inner.sequencer.lock().needs_session() {
+            return Ok(());
         }
-    }
-
-    /// Blocks the partition after a failed request (keeping the earliest failure) and resets
-    /// the producer id if the broker lost or rejected our state — unless this failure only
-    /// followed an earlier one (a batch refused because its predecessor was not written).
-    fn record_failure(&self, topic: &str, partition: i32, failure: Failure, error: &ProduceError) {
-        if error.stales_metadata() {
-            self.forget(topic);
-        }
-        let first = {
-            let mut parts = lock(&self.inner.partitions);
-            let st = parts.entry((topic.to_owned(), partition)).or_default();
-            match st.failed {
-                Some(f) if f.index <= failure.index => false,
-                _ => {
-                    st.failed = Some(failure);
-                    true
-                }
+        match self.init_producer_id().await {
+            Ok(id) => {
+                self.inner
+                    .sequencer
+                    .lock()
+                    .start_session(id.producer_id, id.epoch);
+                Ok(())
             }
-        };
-        if first && error.resets_producer_id() {
-            let mut idem = lock(&self.inner.idempotence);
-            let current = idem
-                .as_ref()
-                .map(|i| (i.producer_id, i.epoch))
-                .unwrap_or((-1, -1));
-            let ours = failure
-                .identity
-                .map(|b| (b.producer_id, b.producer_epoch))
-                .unwrap_or((-1, -1));
-            if current == ours {
-                // Start a new producer session (fresh id, sequences from 0) on the next
-                // produce.
-                *idem = None;
-            }
-        }
-    }
-
-    /// Counts a new request to the partition. A resend (`resync`) lifts the block of an
-    /// earlier failure once nothing is in flight and rewinds the sequence to the failed batch;
-    /// otherwise a blocked partition refuses.
-    fn start_request(
-        &self,
-        topic: &str,
-        partition: i32,
-        resync: bool,
-    ) -> Result<(u64, InFlight), ProduceError> {
-        let key = (topic.to_owned(), partition);
-        let mut parts = lock(&self.inner.partitions);
-        let st = parts.entry(key.clone()).or_default();
-        if let Some(f) = st.failed {
-            if !resync || st.in_flight > 0 {
-                return Err(ProduceError::Blocked {
-                    topic: topic.to_owned(),
-                    partition,
-                });
-            }
-            st.failed = None;
-            if let Some(b) = f.identity
-                && let Some(i) = lock(&self.inner.idempotence).as_mut()
-                && i.producer_id == b.producer_id
-                && i.epoch == b.producer_epoch
+            Err(e)
+                if e.class() == ErrorClass::Fatal && matches!(e, ProduceError::Broker { .. }) =>
             {
-                i.sequences.insert(key.clone(), b.base_sequence);
+                // E.g. an old cluster without the IdempotentWrite ACL: keep forwarding,
+                // at-least-once without broker-side deduplication.
+                tracing::warn!(error = %e, "InitProducerId refused; producing without idempotence");
+                self.inner.sequencer.lock().go_without_sessions();
+                Ok(())
             }
+            Err(e) => Err(e),
         }
-        st.in_flight += 1;
-        st.started += 1;
-        let index = st.started;
-        drop(parts);
-        Ok((
-            index,
-            InFlight {
-                inner: Arc::clone(&self.inner),
-                key,
-            },
-        ))
+    }
+
+    /// After a failed request: forget what it showed to be stale.
+    fn note_failure(&self, tp: &Topition, error: &ProduceError) {
+        if error.stales_metadata() {
+            self.forget(tp.topic());
+        }
     }
 
     /// Drops cached metadata for `topic`; the next use refetches it.
     pub fn forget(&self, topic: &str) {
-        lock(&self.inner.meta).topics.remove(topic);
+        self.inner.meta.lock().forget(topic);
     }
 
     fn timeout_ms(&self) -> i32 {
@@ -450,7 +359,23 @@ impl WireProducer {
         i32::try_from(ms).unwrap_or(i32::MAX)
     }
 
-    /// Sends a request on the bootstrap connection, trying every known broker to connect.
+    /// A new connection to the first bootstrap (or known) broker that accepts one.
+    async fn connect_any(&self) -> Result<Connection, ProduceError> {
+        let mut candidates = self.inner.config.brokers.clone();
+        candidates.extend(self.inner.meta.lock().broker_addrs());
+        let mut last = ProduceError::NoBrokers;
+        for addr in candidates {
+            match Connection::connect(&addr, &self.inner.limits).await {
+                Ok(c) => return Ok(c),
+                Err(e) => last = e,
+            }
+        }
+        Err(last)
+    }
+
+    /// Sends a request on the bootstrap connection, connecting to any known broker if needed.
+    /// A kept connection that turns out dead (the broker restarted since) is replaced once
+    /// right away, so the first request after an outage does not fail for it.
     async fn bootstrap_call<Req, Resp>(
         &self,
         api: ApiKey,
@@ -464,40 +389,33 @@ impl WireProducer {
         Resp: kafka_protocol::protocol::Decodable,
     {
         let mut guard = self.inner.bootstrap.lock().await;
-        if guard.is_none() {
-            let mut candidates = self.inner.config.brokers.clone();
-            candidates.extend(lock(&self.inner.meta).brokers.values().cloned());
-            let mut last = ProduceError::NoBrokers;
-            for addr in candidates {
-                match Connection::connect(&addr, &self.inner.limits).await {
-                    Ok(c) => {
-                        *guard = Some(c);
-                        break;
+        loop {
+            let fresh = guard.is_none();
+            let conn = match guard.as_mut() {
+                Some(conn) => conn,
+                None => guard.insert(self.connect_any().await?),
+            };
+            let result = match conn.version(api, name, need, ours) {
+                Ok(v) => conn.call(api, v, req).await,
+                Err(e) => Err(e),
+            };
+            match result {
+                Err(e) if e.poisons_connection() => {
+                    *guard = None;
+                    self.inner.limits.lost.note();
+                    if fresh {
+                        return Err(e);
                     }
-                    Err(e) => last = e,
                 }
-            }
-            if guard.is_none() {
-                return Err(last);
+                result => return result,
             }
         }
-        let Some(conn) = guard.as_mut() else {
-            return Err(ProduceError::NoBrokers);
-        };
-        let result = match conn.version(api, name, need, ours) {
-            Ok(v) => conn.call(api, v, req).await,
-            Err(e) => Err(e),
-        };
-        if let Err(e) = &result
-            && e.poisons_connection()
-        {
-            *guard = None;
-        }
-        result
     }
 
-    /// Fetches metadata for `topic` (auto-creating it if the broker allows) into the cache.
-    async fn refresh(&self, topic: &str) -> Result<(), ProduceError> {
+    /// Fetches metadata for `topic` (auto-creating it if the broker allows) into the cache;
+    /// returns its partition count.
+    async fn refresh(&self, topic: &str) -> Result<i32, ProduceError> {
+        let generation = self.inner.limits.lost.count();
         let req = MetadataRequest::default()
             .with_topics(Some(vec![MetadataRequestTopic::default().with_name(Some(
                 TopicName(StrBytes::from_string(topic.to_owned())),
@@ -506,11 +424,10 @@ impl WireProducer {
         let resp: MetadataResponse = self
             .bootstrap_call(ApiKey::Metadata, "Metadata", 4, METADATA_MAX, &req)
             .await?;
-        let mut meta = lock(&self.inner.meta);
-        for b in &resp.brokers {
-            meta.brokers
-                .insert(b.node_id.0, format!("{}:{}", b.host.as_str(), b.port));
-        }
+        let brokers = resp
+            .brokers
+            .iter()
+            .map(|b| (b.node_id.0, format!("{}:{}", b.host.as_str(), b.port)));
         let Some(t) = resp
             .topics
             .iter()
@@ -521,16 +438,16 @@ impl WireProducer {
                 reason: format!("Metadata response does not mention {topic}"),
             });
         };
+        let mut meta = self.inner.meta.lock();
         if t.error_code != 0 {
-            meta.topics.remove(topic);
-            return Err(ProduceError::Broker {
-                api: "Metadata",
-                topic: topic.to_owned(),
-                partition: -1,
-                code: t.error_code,
-                name: code_name(t.error_code),
-                message: None,
-            });
+            meta.forget(topic);
+            return Err(ProduceError::refused(
+                "Metadata",
+                topic,
+                -1,
+                t.error_code,
+                None,
+            ));
         }
         let count = t
             .partitions
@@ -548,68 +465,52 @@ impl WireProducer {
                 *slot = if p.error_code == 0 { p.leader_id.0 } else { -1 };
             }
         }
-        meta.topics.insert(
-            topic.to_owned(),
-            TopicMeta {
-                leaders,
-                fetched: Instant::now(),
-            },
-        );
-        Ok(())
+        meta.update(brokers, topic, leaders, generation, Instant::now());
+        Ok(i32::try_from(count).unwrap_or(i32::MAX))
     }
 
-    /// Cached (fresh) partition leaders of `topic`, refreshing when missing or stale.
-    async fn leaders(&self, topic: &str) -> Result<Vec<i32>, ProduceError> {
-        {
-            let meta = lock(&self.inner.meta);
-            if let Some(t) = meta.topics.get(topic)
-                && t.fetched.elapsed() < self.inner.config.metadata_max_age
-            {
-                return Ok(t.leaders.clone());
+    /// The connection slot of `tp`'s leader (metadata refreshed when missing or stale).
+    async fn leader_slot(&self, tp: &Topition) -> Result<(Slot, String), ProduceError> {
+        let (topic, partition) = (tp.topic(), tp.partition());
+        let mut leader = self
+            .inner
+            .meta
+            .lock()
+            .leader(topic, partition, Instant::now());
+        if leader == Leader::Unknown {
+            self.refresh(topic).await?;
+            leader = self
+                .inner
+                .meta
+                .lock()
+                .leader(topic, partition, Instant::now());
+        }
+        let (id, addr) = match leader {
+            Leader::Broker(id, addr) => (id, addr),
+            Leader::NoPartition { partitions } => {
+                return Err(ProduceError::UnknownPartition {
+                    topic: topic.to_owned(),
+                    partition,
+                    partitions,
+                });
             }
-        }
-        self.refresh(topic).await?;
-        let meta = lock(&self.inner.meta);
-        Ok(meta
-            .topics
-            .get(topic)
-            .map(|t| t.leaders.clone())
-            .unwrap_or_default())
-    }
-
-    async fn leader_slot(
-        &self,
-        topic: &str,
-        partition: i32,
-    ) -> Result<(Slot, String), ProduceError> {
-        let leaders = self.leaders(topic).await?;
-        let leader = usize::try_from(partition)
-            .ok()
-            .and_then(|i| leaders.get(i))
-            .copied()
-            .ok_or_else(|| ProduceError::UnknownPartition {
-                topic: topic.to_owned(),
-                partition,
-                partitions: leaders.len() as i32,
-            })?;
-        let no_leader = || ProduceError::NoLeader {
-            topic: topic.to_owned(),
-            partition,
-        };
-        if leader < 0 {
-            self.forget(topic);
-            return Err(no_leader());
-        }
-        let Some(addr) = lock(&self.inner.meta).brokers.get(&leader).cloned() else {
-            self.forget(topic);
-            return Err(no_leader());
+            // No leader, or a connection was lost while fetching: try again later.
+            Leader::None | Leader::Unknown => {
+                self.forget(topic);
+                return Err(ProduceError::NoLeader {
+                    topic: topic.to_owned(),
+                    partition,
+                });
+            }
         };
         // Partitions spread over up to `connections_per_broker` connections to their leader,
-        // so batches for different partitions travel in parallel while each partition keeps
-        // one batch in flight (its order and sequence numbers stay simple).
+        // so batches for different partitions travel in parallel.
         let lane = partition as usize % self.inner.config.connections_per_broker.max(1);
-        let slot = lock(&self.inner.slots)
-            .entry((leader, lane))
+        let slot = self
+            .inner
+            .slots
+            .lock()
+            .entry((id, lane))
             .or_insert_with(|| {
                 Arc::new(tokio::sync::Mutex::new(BrokerSlot {
                     addr: addr.clone(),
@@ -621,27 +522,15 @@ impl WireProducer {
         Ok((slot, addr))
     }
 
-    /// Gets a producer id if none is there yet (idempotent producers).
-    async fn ensure_producer_id(&self) -> Result<(), ProduceError> {
-        if !self.inner.config.idempotent || lock(&self.inner.idempotence).is_some() {
-            return Ok(());
-        }
-        match self.init_producer_id().await {
-            Ok(()) => Ok(()),
-            Err(e)
-                if e.class() == ErrorClass::Fatal && matches!(e, ProduceError::Broker { .. }) =>
-            {
-                // E.g. an old cluster without the IdempotentWrite ACL: keep forwarding,
-                // at-least-once without broker-side deduplication.
-                tracing::warn!(error = %e, "InitProducerId refused; producing without idempotence");
-                *lock(&self.inner.idempotence) = Some(Idempotence {
-                    producer_id: -1,
-                    epoch: -1,
-                    sequences: HashMap::new(),
-                });
-                Ok(())
+    /// The identity for `ticket`'s batch of `count` records, starting a session if needed.
+    async fn assign(&self, ticket: &Ticket, count: usize) -> Result<BatchIdentity, ProduceError> {
+        loop {
+            let assigned = self.inner.sequencer.lock().assign(ticket, count);
+            match assigned {
+                Ok(identity) => return Ok(identity),
+                Err(Refusal::NoSession) => self.ensure_session().await?,
+                Err(Refusal::Blocked) => return Err(blocked(ticket.topition())),
             }
-            Err(e) => Err(e),
         }
     }
 
@@ -649,38 +538,41 @@ impl WireProducer {
     /// send half). On an error, the identity the batch got, if any, comes back with it.
     async fn write_request(
         &self,
-        topic: &str,
-        partition: i32,
+        request: &InFlight,
         records: &[ProduceRecord],
         encoded: Option<EncodedBatch>,
     ) -> Result<(Sent, BatchIdentity), (ProduceError, Option<BatchIdentity>)> {
+        let Some(ticket) = request.ticket() else {
+            return Err((ProduceError::EmptyBatch, None));
+        };
+        let tp = ticket.topition();
         if records.is_empty() {
             return Err((ProduceError::EmptyBatch, None));
         }
-        self.ensure_producer_id().await.map_err(|e| (e, None))?;
-        let (slot, addr) = self
-            .leader_slot(topic, partition)
-            .await
-            .map_err(|e| (e, None))?;
+        self.ensure_session().await.map_err(|e| (e, None))?;
+        let (slot, addr) = self.leader_slot(tp).await.map_err(|e| (e, None))?;
         let mut slot = slot.lock().await;
         if slot.addr != addr {
             // The broker id now advertises another address.
             slot.addr = addr;
             slot.pipe = None;
         }
-        if !slot.pipe.as_ref().is_some_and(Pipeline::usable) {
+        // Without sequence numbers the broker cannot refuse a batch that would overtake a
+        // failed one: keep one request in flight then.
+        let in_flight = if self.inner.sequencer.lock().pipelined() {
+            self.inner.config.max_in_flight
+        } else {
+            1
+        };
+        if !slot
+            .pipe
+            .as_ref()
+            .is_some_and(|p| p.usable() && p.max_in_flight() <= in_flight.max(1))
+        {
             slot.pipe = None;
             let conn = Connection::connect(&slot.addr, &self.inner.limits)
                 .await
                 .map_err(|e| (e, None))?;
-            let idempotent = self.producer_identity().is_some_and(|i| i.producer_id >= 0);
-            // Without sequence numbers the broker cannot refuse a batch that would overtake a
-            // failed one: keep one request in flight then.
-            let in_flight = if idempotent {
-                self.inner.config.max_in_flight
-            } else {
-                1
-            };
             slot.pipe = Some(conn.into_pipeline(in_flight));
         }
         let BrokerSlot { pipe, scratch, .. } = &mut *slot;
@@ -690,9 +582,12 @@ impl WireProducer {
         let version = c
             .version(ApiKey::Produce, "Produce", 3, PRODUCE_MAX)
             .map_err(|e| (e, None))?;
-        // Taken under the slot lock: batches to one partition get consecutive sequence numbers
-        // in the order they are written.
-        let identity = self.next_identity(topic, partition, records.len());
+        // Assigned under the slot lock: batches to one partition get consecutive sequence
+        // numbers in the order they are written.
+        let identity = self
+            .assign(ticket, records.len())
+            .await
+            .map_err(|e| (e, None))?;
         let out = match encoded.filter(|e| {
             e.count() == records.len() && e.compression() == self.inner.config.compression
         }) {
@@ -724,10 +619,10 @@ impl WireProducer {
             .with_timeout_ms(self.timeout_ms())
             .with_topic_data(vec![
                 TopicProduceData::default()
-                    .with_name(TopicName(StrBytes::from_string(topic.to_owned())))
+                    .with_name(TopicName(StrBytes::from_string(tp.topic().to_owned())))
                     .with_partition_data(vec![
                         PartitionProduceData::default()
-                            .with_index(partition)
+                            .with_index(tp.partition())
                             .with_records(Some(out)),
                     ]),
             ]);
@@ -748,34 +643,35 @@ impl WireProducer {
         ))
     }
 
-    /// Sends a batch; `resync` is set for `produce`, which may resend after a failure.
+    /// Sends a batch (see [`KafkaProducer::send`]).
     async fn send_batch(
         &self,
-        topic: &str,
-        partition: i32,
+        tp: &Topition,
         records: &[ProduceRecord],
-        resync: bool,
         encoded: Option<EncodedBatch>,
+        attempt: Attempt,
     ) -> ProduceAck {
-        let (index, in_flight) = match self.start_request(topic, partition, resync) {
-            Ok(x) => x,
-            Err(e) => return Box::pin(std::future::ready(Err(e))),
+        let begun = self.inner.sequencer.lock().begin(tp, attempt);
+        let request = match begun {
+            Ok(ticket) => InFlight {
+                inner: Arc::clone(&self.inner),
+                ticket: Some(ticket),
+            },
+            Err(_) => return ProduceAck::ready(Err(blocked(tp))),
         };
-        let (sent, identity) = match self.write_request(topic, partition, records, encoded).await {
+        let (sent, identity) = match self.write_request(&request, records, encoded).await {
             Ok(x) => x,
             Err((e, identity)) => {
-                self.record_failure(topic, partition, Failure { index, identity }, &e);
-                drop(in_flight);
-                return Box::pin(std::future::ready(Err(e)));
+                self.note_failure(tp, &e);
+                request.finish(Err((&e, identity)));
+                return ProduceAck::ready(Err(e));
             }
         };
         let this = self.clone();
-        let topic = topic.to_owned();
-        Box::pin(async move {
-            // Counted as in flight until the failure (if any) is recorded.
-            let _in_flight = in_flight;
+        let tp = tp.clone();
+        ProduceAck::pending(async move {
             let result = match sent.rx.await {
-                Ok(Ok(body)) => produce_result(&sent.meta, &topic, partition, body),
+                Ok(Ok(body)) => produce_result(&sent.meta, &tp, body),
                 Ok(Err(e)) => Err(e),
                 Err(_) => Err(ProduceError::Io {
                     broker: sent.meta.broker.clone(),
@@ -785,28 +681,42 @@ impl WireProducer {
                     ),
                 }),
             };
-            match result {
-                Ok(offset) => Ok(offset),
+            match &result {
+                Ok(_) => request.finish(Ok(())),
                 Err(e) => {
-                    let failure = Failure {
-                        index,
-                        identity: Some(identity),
-                    };
-                    this.record_failure(&topic, partition, failure, &e);
-                    Err(e)
+                    this.note_failure(&tp, e);
+                    request.finish(Err((e, Some(identity))));
                 }
             }
+            result
         })
     }
 }
 
+/// The refusal of a batch that would overtake a failed one.
+fn blocked(tp: &Topition) -> ProduceError {
+    ProduceError::Blocked {
+        topic: tp.topic().to_owned(),
+        partition: tp.partition(),
+    }
+}
+
+/// A produce request written to a connection.
+struct Sent {
+    rx: tokio::sync::oneshot::Receiver<Frame>,
+    meta: SentMeta,
+}
+
+/// What the response to a written request must match.
+struct SentMeta {
+    correlation_id: i32,
+    version: i16,
+    broker: String,
+}
+
 /// The base offset from a Produce response frame, or the partition's error.
-fn produce_result(
-    sent: &SentMeta,
-    topic: &str,
-    partition: i32,
-    body: bytes::Bytes,
-) -> Result<i64, ProduceError> {
+fn produce_result(sent: &SentMeta, tp: &Topition, body: bytes::Bytes) -> Result<i64, ProduceError> {
+    let (topic, partition) = (tp.topic(), tp.partition());
     let resp: ProduceResponse = decode_response(
         &sent.broker,
         ApiKey::Produce,
@@ -823,60 +733,55 @@ fn produce_result(
     let Some(p) = found else {
         return Err(ProduceError::Protocol {
             broker: sent.broker.clone(),
-            reason: format!("Produce response does not mention {topic}/{partition}"),
+            reason: format!("Produce response does not mention {tp}"),
         });
     };
     if p.error_code != 0 {
-        return Err(ProduceError::Broker {
-            api: "Produce",
-            topic: topic.to_owned(),
+        return Err(ProduceError::refused(
+            "Produce",
+            topic,
             partition,
-            code: p.error_code,
-            name: code_name(p.error_code),
-            message: p.error_message.as_ref().map(|m| m.to_string()),
-        });
+            p.error_code,
+            p.error_message.as_ref().map(|m| m.to_string()),
+        ));
     }
     Ok(p.base_offset)
 }
 
 impl KafkaProducer for WireProducer {
-    async fn produce(
+    async fn send(
         &self,
-        topic: &str,
-        partition: i32,
+        tp: &Topition,
         records: &[ProduceRecord],
-    ) -> Result<i64, ProduceError> {
-        self.send_batch(topic, partition, records, true, None)
-            .await
-            .await
-    }
-
-    async fn send(&self, topic: &str, partition: i32, records: &[ProduceRecord]) -> ProduceAck {
-        self.send_batch(topic, partition, records, false, None)
-            .await
+        encoded: Option<EncodedBatch>,
+        attempt: Attempt,
+    ) -> ProduceAck {
+        self.send_batch(tp, records, encoded, attempt).await
     }
 
     fn encode(&self, records: &[ProduceRecord]) -> Option<EncodedBatch> {
-        let mut scratch = lock(&self.inner.scratch_pool).pop().unwrap_or_default();
+        let mut scratch = self.inner.scratch_pool.lock().pop().unwrap_or_default();
         let encoded = EncodedBatch::encode(records, self.inner.config.compression, &mut scratch);
-        lock(&self.inner.scratch_pool).push(scratch);
+        self.inner.scratch_pool.lock().push(scratch);
         encoded.ok()
     }
 
-    async fn send_encoded(
-        &self,
-        topic: &str,
-        partition: i32,
-        records: &[ProduceRecord],
-        encoded: Option<EncodedBatch>,
-    ) -> ProduceAck {
-        self.send_batch(topic, partition, records, false, encoded)
+    async fn produce(&self, tp: &Topition, records: &[ProduceRecord]) -> Result<i64, ProduceError> {
+        self.send_batch(tp, records, None, Attempt::Resend)
+            .await
             .await
     }
 
     async fn partition_count(&self, topic: &str) -> Result<i32, ProduceError> {
-        let n = self.leaders(topic).await?.len();
-        Ok(i32::try_from(n).unwrap_or(i32::MAX))
+        let cached = self
+            .inner
+            .meta
+            .lock()
+            .partition_count(topic, Instant::now());
+        match cached {
+            Some(n) => Ok(n),
+            None => self.refresh(topic).await,
+        }
     }
 
     async fn create_topic(&self, topic: &str, partitions: i32) -> Result<bool, ProduceError> {
@@ -885,6 +790,14 @@ impl KafkaProducer for WireProducer {
 
     fn forget_topic(&self, topic: &str) {
         self.forget(topic);
+    }
+
+    /// Opens a new connection to a bootstrap broker (TCP connect and ApiVersions) and keeps it
+    /// as the bootstrap connection; the kept one may be dead after an outage.
+    async fn probe(&self) -> Result<(), ProduceError> {
+        let conn = self.connect_any().await?;
+        *self.inner.bootstrap.lock().await = Some(conn);
+        Ok(())
     }
 }
 
@@ -919,11 +832,14 @@ mod tests {
     }
 
     fn set_sequence(p: &WireProducer, topic: &str, seq: i32) {
-        let mut g = lock(&p.inner.idempotence);
-        g.as_mut()
-            .unwrap()
-            .sequences
-            .insert((topic.to_owned(), 0), seq);
+        p.inner
+            .sequencer
+            .lock()
+            .set_next_sequence(&Topition::new(topic, 0), seq);
+    }
+
+    fn tp(topic: &str) -> Topition {
+        Topition::new(topic, 0)
     }
 
     /// Tansu enforces the idempotent producer's sequence numbers like Kafka: a batch after a
@@ -937,23 +853,23 @@ mod tests {
         let tansu = Tansu::start();
         let p = WireProducer::new(ProducerConfig::new(vec![tansu.bootstrap()])).unwrap();
         p.create_topic("seq", 1, 1).await.unwrap();
-        assert_eq!(p.produce("seq", 0, &records(3, "a")).await.unwrap(), 0);
+        assert_eq!(p.produce(&tp("seq"), &records(3, "a")).await.unwrap(), 0);
 
         // The same batch again with the same sequence (a resend after a lost answer).
         set_sequence(&p, "seq", 0);
-        let err = p.produce("seq", 0, &records(3, "a")).await.unwrap_err();
+        let err = p.produce(&tp("seq"), &records(3, "a")).await.unwrap_err();
         assert_duplicate_sequence(&err);
         assert_eq!(
             p.producer_identity(),
             None,
             "a new producer session follows"
         );
-        assert_eq!(p.produce("seq", 0, &records(1, "b")).await.unwrap(), 3);
+        assert_eq!(p.produce(&tp("seq"), &records(1, "b")).await.unwrap(), 3);
         let pid = p.producer_identity().unwrap();
 
         // A gap of 5, as if a batch in between had failed.
         set_sequence(&p, "seq", 9);
-        let err = p.produce("seq", 0, &records(2, "gap")).await.unwrap_err();
+        let err = p.produce(&tp("seq"), &records(2, "gap")).await.unwrap_err();
         assert!(
             matches!(
                 err,
@@ -970,7 +886,7 @@ mod tests {
             "a new producer session follows"
         );
         // The resend starts a new session and is written right after "b".
-        assert_eq!(p.produce("seq", 0, &records(2, "gap")).await.unwrap(), 4);
+        assert_eq!(p.produce(&tp("seq"), &records(2, "gap")).await.unwrap(), 4);
         assert_ne!(p.producer_identity(), Some(pid));
     }
 
@@ -985,24 +901,24 @@ mod tests {
         let (a, b) = (records(3, "a"), records(2, "b"));
         // Both encoded before the producer even has an id.
         let (ea, eb) = (p.encode(&a).unwrap(), p.encode(&b).unwrap());
-        let ack = p.send_encoded("ahead", 0, &a, Some(ea)).await;
+        let ack = p.send(&tp("ahead"), &a, Some(ea), Attempt::First).await;
         assert_eq!(ack.await.unwrap(), 0);
         let first = p.producer_identity().unwrap();
-        *lock(&p.inner.idempotence) = None;
-        let ack = p.send_encoded("ahead", 0, &b, Some(eb)).await;
+        p.inner.sequencer.lock().end_session();
+        let ack = p.send(&tp("ahead"), &b, Some(eb), Attempt::First).await;
         assert_eq!(ack.await.unwrap(), 3);
         let second = p.producer_identity().unwrap();
         assert_ne!(first, second);
         // The same records again under (second id, sequence 0): Kafka already has them.
         set_sequence(&p, "ahead", 0);
-        let err = p.produce("ahead", 0, &b).await.unwrap_err();
+        let err = p.produce(&tp("ahead"), &b).await.unwrap_err();
         assert_duplicate_sequence(&err);
         // The resend (a new session again) unblocks the partition.
-        assert_eq!(p.produce("ahead", 0, &b).await.unwrap(), 5);
+        assert_eq!(p.produce(&tp("ahead"), &b).await.unwrap(), 5);
         // An encoding that does not match the records is not used: they are encoded afresh.
         let c = records(4, "c");
         let stale = p.encode(&records(1, "other")).unwrap();
-        let ack = p.send_encoded("ahead", 0, &c, Some(stale)).await;
+        let ack = p.send(&tp("ahead"), &c, Some(stale), Attempt::First).await;
         assert_eq!(ack.await.unwrap(), 7);
     }
 
@@ -1018,7 +934,15 @@ mod tests {
         p.create_topic("pipe", 1, 1).await.unwrap();
         let mut acks = Vec::new();
         for i in 0..20 {
-            acks.push(p.send("pipe", 0, &records(50, &format!("b{i}"))).await);
+            acks.push(
+                p.send(
+                    &tp("pipe"),
+                    &records(50, &format!("b{i}")),
+                    None,
+                    Attempt::First,
+                )
+                .await,
+            );
         }
         let mut offsets = Vec::new();
         for ack in acks {
@@ -1031,10 +955,14 @@ mod tests {
             value: Some(Bytes::from(vec![b'x'; 100 * 1024])),
             ..Default::default()
         }];
-        let err = p.send("pipe", 0, &big).await.await.unwrap_err();
+        let err = p
+            .send(&tp("pipe"), &big, None, Attempt::First)
+            .await
+            .await
+            .unwrap_err();
         assert!(matches!(err, ProduceError::BatchTooLarge { .. }), "{err}");
         let err = p
-            .send("pipe", 0, &records(1, "after"))
+            .send(&tp("pipe"), &records(1, "after"), None, Attempt::First)
             .await
             .await
             .unwrap_err();
@@ -1043,12 +971,44 @@ mod tests {
         // The resend (produce) lifts the block and
         // continues the sequence where the failed batch would have started.
         assert_eq!(
-            p.produce("pipe", 0, &records(1, "resent")).await.unwrap(),
+            p.produce(&tp("pipe"), &records(1, "resent")).await.unwrap(),
             1000
         );
         assert_eq!(
-            p.send("pipe", 0, &records(1, "next")).await.await.unwrap(),
+            p.send(&tp("pipe"), &records(1, "next"), None, Attempt::First)
+                .await
+                .await
+                .unwrap(),
             1001
         );
+    }
+
+    /// The demo's replay bug (issue 16): Kafka restarts empty (Tansu's memory storage) while
+    /// the producer has fresh metadata for two topics. Only requests to the first fail and make
+    /// it look the topic up again (auto-creating it); the second one's requests went to a topic
+    /// the new broker did not have — Tansu acknowledged them and no consumer ever saw them.
+    /// Every topic must be looked up again once a connection was lost.
+    #[tokio::test]
+    async fn after_kafka_restarted_empty_every_topic_is_created_again() {
+        let mut tansu = Tansu::start();
+        let p = WireProducer::new(ProducerConfig::new(vec![tansu.bootstrap()])).unwrap();
+        for topic in ["first", "second"] {
+            p.create_topic(topic, 1, 1).await.unwrap();
+            p.produce(&tp(topic), &records(1, "before")).await.unwrap();
+        }
+        tansu.restart();
+        // Requests fail until the pipelines notice the restart; then each topic gets a record.
+        for topic in ["first", "second"] {
+            let deadline = Instant::now() + Duration::from_secs(20);
+            while let Err(e) = p.produce(&tp(topic), &records(1, "after")).await {
+                assert!(Instant::now() < deadline, "{topic}: {e}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+        for topic in ["first", "second"] {
+            let got = edge_tests::kafka::read_topic(&tansu.bootstrap(), topic, 1);
+            let values: Vec<_> = got.iter().filter_map(|r| r.value.as_deref()).collect();
+            assert_eq!(values, ["after-0"], "{topic}: what the new Kafka holds");
+        }
     }
 }

@@ -9,8 +9,8 @@
 //! fails every request in flight and marks the pipeline broken; the caller reconnects.
 
 use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
@@ -18,11 +18,14 @@ use kafka_protocol::messages::{
     ApiKey, ApiVersionsRequest, ApiVersionsResponse, RequestHeader, ResponseHeader,
 };
 use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
+use parking_lot::Mutex;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, oneshot};
 use tokio::time::Instant;
 
+use super::metadata::LostConnections;
+use super::sasl::{self, Exchange, SaslContext};
 use super::{ProduceError, codes};
 
 /// Timeouts and caps of a connection, and TLS if the brokers speak it.
@@ -33,6 +36,11 @@ pub(crate) struct ConnLimits {
     pub max_response_bytes: usize,
     pub client_id: StrBytes,
     pub tls: Option<tokio_rustls::TlsConnector>,
+    /// SASL authentication after the ApiVersions handshake.
+    pub sasl: Option<Arc<SaslContext>>,
+    /// Counts established connections that were lost (cached metadata older than that is
+    /// stale: the broker may have restarted empty).
+    pub lost: LostConnections,
 }
 
 /// A byte stream to a broker: plain TCP or TLS over it.
@@ -52,6 +60,8 @@ pub(crate) struct Connection {
     /// api key -> (min, max) version the broker supports.
     versions: HashMap<i16, (i16, i16)>,
     write_buf: BytesMut,
+    /// When the SASL session must be renewed (KIP-368), if the broker set a lifetime.
+    reauth_at: Option<Instant>,
 }
 
 /// One step of setting up a connection (TCP connect, TLS handshake) within the connect timeout.
@@ -89,7 +99,15 @@ impl Connection {
             Some(tls) => {
                 let name = super::tls::server_name(broker)?;
                 let handshake = tls.connect(name, stream);
-                Box::new(connect_step(broker, "TLS handshake", limits, handshake).await?)
+                let stream = connect_step(broker, "TLS handshake", limits, handshake)
+                    .await
+                    .map_err(|e| match e {
+                        ProduceError::Connect { broker, source } => {
+                            ProduceError::TlsHandshake { broker, source }
+                        }
+                        e => e,
+                    })?;
+                Box::new(stream)
             }
         };
         let mut conn = Self {
@@ -99,6 +117,7 @@ impl Connection {
             correlation_id: 0,
             versions: HashMap::new(),
             write_buf: BytesMut::with_capacity(4096),
+            reauth_at: None,
         };
         let req = ApiVersionsRequest::default()
             .with_client_software_name(StrBytes::from_static_str("edge-bridge"))
@@ -121,7 +140,24 @@ impl Connection {
             .iter()
             .map(|k| (k.api_key, (k.min_version, k.max_version)))
             .collect();
+        if let Some(context) = limits.sasl.clone() {
+            let lifetime = sasl::authenticate(&mut conn, &context).await?;
+            conn.reauth_at = lifetime.map(|l| Instant::now() + l);
+        }
         Ok(conn)
+    }
+
+    /// Re-authenticates in place (KIP-368) once the SASL session is due.
+    async fn reauthenticate_if_due(&mut self) -> Result<(), ProduceError> {
+        let (Some(at), Some(context)) = (self.reauth_at, self.limits.sasl.clone()) else {
+            return Ok(());
+        };
+        if Instant::now() < at {
+            return Ok(());
+        }
+        let lifetime = sasl::authenticate(self, &context).await?;
+        self.reauth_at = lifetime.map(|l| Instant::now() + l);
+        Ok(())
     }
 
     /// Highest version of `api` both sides speak, at least `need` and at most `ours`.
@@ -135,8 +171,20 @@ impl Connection {
         version_of(&self.versions, &self.broker, api, name, need, ours)
     }
 
-    /// Sends one request and waits for its response, within the request timeout.
+    /// Sends one request and waits for its response, within the request timeout (renewing
+    /// the SASL session first when it is due).
     pub async fn call<Req: Encodable, Resp: Decodable>(
+        &mut self,
+        api: ApiKey,
+        version: i16,
+        req: &Req,
+    ) -> Result<Resp, ProduceError> {
+        self.reauthenticate_if_due().await?;
+        self.call_now(api, version, req).await
+    }
+
+    /// [`Connection::call`] without the SASL renewal check.
+    async fn call_now<Req: Encodable, Resp: Decodable>(
         &mut self,
         api: ApiKey,
         version: i16,
@@ -208,7 +256,9 @@ impl Connection {
             pending: Mutex::new(VecDeque::new()),
             broken: AtomicBool::new(false),
             permits: Arc::new(Semaphore::new(max_in_flight.max(1))),
+            lost: self.limits.lost.clone(),
         });
+        let max_in_flight = max_in_flight.max(1);
         let reader = tokio::spawn(read_responses(
             read,
             Arc::clone(&shared),
@@ -225,7 +275,32 @@ impl Connection {
             shared,
             reader,
             writing: false,
+            reauth_at: self.reauth_at,
+            max_in_flight,
         }
+    }
+}
+
+impl Exchange for Connection {
+    async fn exchange<Req, Resp>(
+        &mut self,
+        api: ApiKey,
+        version: i16,
+        req: &Req,
+    ) -> Result<Resp, ProduceError>
+    where
+        Req: Encodable + Sync,
+        Resp: Decodable,
+    {
+        self.call_now(api, version, req).await
+    }
+
+    fn versions(&self) -> &HashMap<i16, (i16, i16)> {
+        &self.versions
+    }
+
+    fn broker_name(&self) -> &str {
+        &self.broker
     }
 }
 
@@ -243,17 +318,21 @@ struct Shared {
     pending: Mutex<VecDeque<Waiter>>,
     broken: AtomicBool,
     permits: Arc<Semaphore>,
+    lost: LostConnections,
 }
 
 impl Shared {
-    fn pending(&self) -> std::sync::MutexGuard<'_, VecDeque<Waiter>> {
-        self.pending.lock().unwrap_or_else(|e| e.into_inner())
+    fn pending(&self) -> parking_lot::MutexGuard<'_, VecDeque<Waiter>> {
+        self.pending.lock()
     }
 
-    /// Marks the pipeline broken and fails every request in flight (the first with `first`,
-    /// the others with a connection-reset error naming it: their outcome is unknown too).
+    /// Marks the pipeline broken (a lost connection, the first time) and fails every request
+    /// in flight (the first with `first`, the others with a connection-reset error naming it:
+    /// their outcome is unknown too).
     fn fail_all(&self, broker: &str, first: ProduceError) {
-        self.broken.store(true, Ordering::SeqCst);
+        if !self.broken.swap(true, Ordering::SeqCst) {
+            self.lost.note();
+        }
         self.permits.close();
         let waiters: Vec<Waiter> = self.pending().drain(..).collect();
         let reason = first.to_string();
@@ -378,6 +457,10 @@ pub(crate) struct Pipeline {
     reader: tokio::task::JoinHandle<()>,
     /// A write was started and not finished (its future was dropped): the stream is torn.
     writing: bool,
+    /// When the SASL session must be renewed (KIP-368).
+    reauth_at: Option<Instant>,
+    /// The in-flight limit (all permits: nothing in flight).
+    max_in_flight: usize,
 }
 
 impl Drop for Pipeline {
@@ -415,7 +498,65 @@ impl Pipeline {
 
     /// Waits for a free in-flight slot (at most the request timeout), writes the request and
     /// returns the receiver of its response frame and the correlation id to check it against.
+    /// When the SASL session is due, it is renewed first, once nothing is in flight.
     pub async fn send<Req: Encodable>(
+        &mut self,
+        api: ApiKey,
+        version: i16,
+        req: &Req,
+    ) -> Result<(oneshot::Receiver<Frame>, i32), ProduceError> {
+        if let (Some(at), Some(context)) = (self.reauth_at, self.limits.sasl.clone())
+            && Instant::now() >= at
+        {
+            self.reauthenticate(&context).await?;
+        }
+        self.send_now(api, version, req).await
+    }
+
+    /// Renews the SASL session in place (KIP-368): waits until no request is in flight, then
+    /// runs the handshake through the pipeline. A failure breaks the pipeline (the caller
+    /// reconnects and authenticates afresh).
+    async fn reauthenticate(&mut self, context: &SaslContext) -> Result<(), ProduceError> {
+        let after = self.limits.request_timeout;
+        let others = u32::try_from(self.max_in_flight.saturating_sub(1)).unwrap_or(u32::MAX);
+        let drained = tokio::time::timeout(
+            after,
+            Arc::clone(&self.shared.permits).acquire_many_owned(others),
+        )
+        .await;
+        let _held = match drained {
+            Ok(Ok(permits)) => permits,
+            Ok(Err(_)) | Err(_) => {
+                return Err(ProduceError::Timeout {
+                    broker: self.broker.clone(),
+                    api: "SaslAuthenticate",
+                    after,
+                });
+            }
+        };
+        match sasl::authenticate(self, context).await {
+            Ok(lifetime) => {
+                self.reauth_at = lifetime.map(|l| Instant::now() + l);
+                Ok(())
+            }
+            Err(e) => {
+                self.shared.fail_all(
+                    &self.broker,
+                    ProduceError::Io {
+                        broker: self.broker.clone(),
+                        source: std::io::Error::new(
+                            std::io::ErrorKind::PermissionDenied,
+                            format!("SASL re-authentication failed: {e}"),
+                        ),
+                    },
+                );
+                Err(e)
+            }
+        }
+    }
+
+    /// [`Pipeline::send`] without the SASL renewal check.
+    async fn send_now<Req: Encodable>(
         &mut self,
         api: ApiKey,
         version: i16,
@@ -478,6 +619,55 @@ impl Pipeline {
     pub fn broker(&self) -> &str {
         &self.broker
     }
+
+    /// Requests this pipeline keeps in flight at most.
+    pub fn max_in_flight(&self) -> usize {
+        self.max_in_flight
+    }
+}
+
+impl Exchange for Pipeline {
+    async fn exchange<Req, Resp>(
+        &mut self,
+        api: ApiKey,
+        version: i16,
+        req: &Req,
+    ) -> Result<Resp, ProduceError>
+    where
+        Req: Encodable + Sync,
+        Resp: Decodable,
+    {
+        let (rx, correlation_id) = self.send_now(api, version, req).await?;
+        let after = self.limits.request_timeout;
+        let frame = match tokio::time::timeout(after, rx).await {
+            Ok(Ok(frame)) => frame?,
+            Ok(Err(_)) => {
+                return Err(ProduceError::Io {
+                    broker: self.broker.clone(),
+                    source: std::io::Error::new(
+                        std::io::ErrorKind::ConnectionAborted,
+                        "the connection failed during SASL re-authentication",
+                    ),
+                });
+            }
+            Err(_) => {
+                return Err(ProduceError::Timeout {
+                    broker: self.broker.clone(),
+                    api: api_name(api),
+                    after,
+                });
+            }
+        };
+        decode_response(&self.broker, api, version, correlation_id, frame)
+    }
+
+    fn versions(&self) -> &HashMap<i16, (i16, i16)> {
+        &self.versions
+    }
+
+    fn broker_name(&self) -> &str {
+        &self.broker
+    }
 }
 
 /// Decodes a response frame of `api`/`version`, checking the correlation id.
@@ -536,7 +726,8 @@ fn encode_request<Req: Encodable>(
     Ok(correlation_id)
 }
 
-fn version_of(
+/// Highest version of `api` in `versions` (the broker's ranges), at least `need`, at most `ours`.
+pub(crate) fn version_of(
     versions: &HashMap<i16, (i16, i16)>,
     broker: &str,
     api: ApiKey,
@@ -573,6 +764,8 @@ pub(crate) fn api_name(api: ApiKey) -> &'static str {
         ApiKey::ApiVersions => "ApiVersions",
         ApiKey::CreateTopics => "CreateTopics",
         ApiKey::InitProducerId => "InitProducerId",
+        ApiKey::SaslHandshake => "SaslHandshake",
+        ApiKey::SaslAuthenticate => "SaslAuthenticate",
         _ => "request",
     }
 }

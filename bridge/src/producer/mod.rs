@@ -13,12 +13,17 @@
 //!   Rust), into reused buffers, duplicate header keys preserved; [`EncodedBatch`]: encoded
 //!   ahead, the producer identity stamped in when the batch is written.
 //! - [`tls`]: TLS to the brokers (rustls, ring), CA bundle and optional client certificate.
+//! - [`sasl`]: SASL PLAIN, SCRAM-SHA-256/512 and OAUTHBEARER after the ApiVersions handshake,
+//!   re-authentication when the session lifetime runs out (KIP-368), and [`sasl::SaslStatus`].
 //! - `client`: metadata cache (refreshed on leader errors and periodically), per-broker
 //!   connections, Produce with acks=all, CreateTopics for tooling and tests.
 
 mod batch;
 mod client;
 mod conn;
+mod metadata;
+pub mod sasl;
+pub mod sequence;
 pub mod tls;
 
 use std::future::Future;
@@ -33,6 +38,9 @@ pub use batch::BatchIdentity;
 pub use batch::EncodedBatch;
 pub use batch::encode_batch;
 pub use client::{ProducerConfig, ProducerIdentity, WireProducer};
+pub use sequence::{Attempt, Sequencer, Session};
+
+use crate::topition::Topition;
 
 /// One Kafka record header. Kafka allows repeated keys; order is kept.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -150,12 +158,31 @@ pub enum ProduceError {
     /// No broker address was configured.
     #[error("no bootstrap brokers configured")]
     NoBrokers,
+    /// SASL authentication failed (wrong credentials, unsupported mechanism, unreadable
+    /// secret file). Retried with backoff: the credentials may be fixed while we wait.
+    #[error("Kafka SASL {mechanism} authentication with {broker} failed: {reason}")]
+    Authentication {
+        /// Broker address.
+        broker: String,
+        /// The mechanism's wire name.
+        mechanism: &'static str,
+        /// Why, as the broker or our check said it.
+        reason: String,
+    },
     /// TCP connect failed.
     #[error("connecting to Kafka broker {broker}: {source}")]
     Connect {
         /// Broker address.
         broker: String,
         /// The OS error.
+        source: std::io::Error,
+    },
+    /// The TLS handshake failed: the broker's certificate was not trusted, or it refused ours.
+    #[error("TLS handshake with Kafka broker {broker}: {source}")]
+    TlsHandshake {
+        /// Broker address.
+        broker: String,
+        /// The TLS error.
         source: std::io::Error,
     },
     /// The connection failed mid-request: the outcome of a produce is unknown.
@@ -289,6 +316,16 @@ pub mod codes {
     pub const MESSAGE_TOO_LARGE: i16 = 10;
     /// RECORD_LIST_TOO_LARGE.
     pub const RECORD_LIST_TOO_LARGE: i16 = 18;
+    /// TOPIC_AUTHORIZATION_FAILED.
+    pub const TOPIC_AUTHORIZATION_FAILED: i16 = 29;
+    /// GROUP_AUTHORIZATION_FAILED.
+    pub const GROUP_AUTHORIZATION_FAILED: i16 = 30;
+    /// CLUSTER_AUTHORIZATION_FAILED.
+    pub const CLUSTER_AUTHORIZATION_FAILED: i16 = 31;
+    /// UNSUPPORTED_SASL_MECHANISM.
+    pub const UNSUPPORTED_SASL_MECHANISM: i16 = 33;
+    /// ILLEGAL_SASL_STATE.
+    pub const ILLEGAL_SASL_STATE: i16 = 34;
     /// UNSUPPORTED_VERSION.
     pub const UNSUPPORTED_VERSION: i16 = 35;
     /// TOPIC_ALREADY_EXISTS.
@@ -301,6 +338,10 @@ pub mod codes {
     pub const DUPLICATE_SEQUENCE_NUMBER: i16 = 46;
     /// INVALID_PRODUCER_EPOCH.
     pub const INVALID_PRODUCER_EPOCH: i16 = 47;
+    /// TRANSACTIONAL_ID_AUTHORIZATION_FAILED.
+    pub const TRANSACTIONAL_ID_AUTHORIZATION_FAILED: i16 = 53;
+    /// SASL_AUTHENTICATION_FAILED.
+    pub const SASL_AUTHENTICATION_FAILED: i16 = 58;
     /// UNKNOWN_PRODUCER_ID.
     pub const UNKNOWN_PRODUCER_ID: i16 = 59;
     /// FENCED_LEADER_EPOCH.
@@ -343,10 +384,13 @@ impl ProduceError {
     /// What the caller should do about this error.
     pub fn class(&self) -> ErrorClass {
         match self {
+            // A certificate may be fixed on the other side: retried like an unreachable broker.
             ProduceError::Connect { .. }
+            | ProduceError::TlsHandshake { .. }
             | ProduceError::Io { .. }
             | ProduceError::Timeout { .. }
             | ProduceError::NoLeader { .. }
+            | ProduceError::Authentication { .. }
             | ProduceError::Blocked { .. } => ErrorClass::Retriable,
             ProduceError::Broker { code, .. } => classify_code(*code),
             ProduceError::UnknownPartition { .. } => ErrorClass::UnknownTopic,
@@ -361,6 +405,45 @@ impl ProduceError {
         }
     }
 
+    /// The broker's refusal of `api` for `topic`/`partition` (-1: topic-level) with `code`,
+    /// named as Kafka names it.
+    pub fn refused(
+        api: &'static str,
+        topic: &str,
+        partition: i32,
+        code: i16,
+        message: Option<String>,
+    ) -> Self {
+        ProduceError::Broker {
+            api,
+            topic: topic.to_owned(),
+            partition,
+            code,
+            name: code_name(code),
+            message,
+        }
+    }
+
+    /// True if the cluster refused who we are: TLS certificates, SASL credentials, ACLs.
+    pub fn is_auth_failure(&self) -> bool {
+        match self {
+            ProduceError::Tls { .. }
+            | ProduceError::TlsHandshake { .. }
+            | ProduceError::Authentication { .. } => true,
+            ProduceError::Broker { code, .. } => matches!(
+                *code,
+                codes::TOPIC_AUTHORIZATION_FAILED
+                    | codes::GROUP_AUTHORIZATION_FAILED
+                    | codes::CLUSTER_AUTHORIZATION_FAILED
+                    | codes::UNSUPPORTED_SASL_MECHANISM
+                    | codes::ILLEGAL_SASL_STATE
+                    | codes::TRANSACTIONAL_ID_AUTHORIZATION_FAILED
+                    | codes::SASL_AUTHENTICATION_FAILED
+            ),
+            _ => false,
+        }
+    }
+
     /// True if the connection this came from can no longer be trusted (unknown stream state).
     pub(crate) fn poisons_connection(&self) -> bool {
         matches!(
@@ -369,20 +452,6 @@ impl ProduceError {
                 | ProduceError::Timeout { .. }
                 | ProduceError::ResponseTooLarge { .. }
                 | ProduceError::Protocol { .. }
-        )
-    }
-
-    /// True if the idempotent producer must start a new session (new producer id).
-    pub(crate) fn resets_producer_id(&self) -> bool {
-        matches!(
-            self,
-            ProduceError::Broker {
-                code: codes::OUT_OF_ORDER_SEQUENCE_NUMBER
-                    | codes::DUPLICATE_SEQUENCE_NUMBER
-                    | codes::INVALID_PRODUCER_EPOCH
-                    | codes::UNKNOWN_PRODUCER_ID,
-                ..
-            }
         )
     }
 
@@ -399,6 +468,7 @@ impl ProduceError {
                     | codes::BROKER_NOT_AVAILABLE
             ),
             ProduceError::Connect { .. }
+            | ProduceError::TlsHandshake { .. }
             | ProduceError::Io { .. }
             | ProduceError::Timeout { .. }
             | ProduceError::NoLeader { .. }
@@ -409,67 +479,111 @@ impl ProduceError {
 }
 
 /// The answer to a produce request already sent with [`KafkaProducer::send`]: the offset Kafka
-/// gave the first record (-1 if Kafka only said it had the batch already), or the error.
-pub type ProduceAck = Pin<Box<dyn Future<Output = Result<i64, ProduceError>> + Send>>;
+/// gave the first record (-1 if Kafka only said it had the batch already), or the error. A
+/// request refused before it was written is answered at once, and
+/// [`ProduceAck::failed_at_once`] tells so without polling.
+#[must_use = "the answer says whether Kafka has the batch"]
+pub struct ProduceAck(Answer);
 
-/// Produces record batches to Kafka. Implemented by [`WireProducer`]; tests may inject faults
-/// with their own implementation.
+enum Answer {
+    /// Known when the request was sent (taken when polled).
+    Ready(Option<Result<i64, ProduceError>>),
+    /// Arrives with the broker's response.
+    Pending(Pin<Box<dyn Future<Output = Result<i64, ProduceError>> + Send>>),
+}
+
+impl ProduceAck {
+    /// An answer known already.
+    pub fn ready(result: Result<i64, ProduceError>) -> Self {
+        Self(Answer::Ready(Some(result)))
+    }
+
+    /// An answer that arrives with `future`.
+    pub fn pending(
+        future: impl Future<Output = Result<i64, ProduceError>> + Send + 'static,
+    ) -> Self {
+        Self(Answer::Pending(Box::pin(future)))
+    }
+
+    /// True if the request was refused before it left (the answer is an error, known now).
+    pub fn failed_at_once(&self) -> bool {
+        matches!(self.0, Answer::Ready(Some(Err(_))))
+    }
+}
+
+impl std::fmt::Debug for ProduceAck {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.0 {
+            Answer::Ready(result) => f.debug_tuple("ProduceAck::Ready").field(result).finish(),
+            Answer::Pending(_) => f.write_str("ProduceAck::Pending"),
+        }
+    }
+}
+
+impl Future for ProduceAck {
+    type Output = Result<i64, ProduceError>;
+
+    fn poll(
+        mut self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Self::Output> {
+        match &mut self.0 {
+            Answer::Ready(result) => std::task::Poll::Ready(result.take().unwrap_or_else(|| {
+                Err(ProduceError::Protocol {
+                    broker: String::new(),
+                    reason: "produce answer polled after it was taken".into(),
+                })
+            })),
+            Answer::Pending(future) => future.as_mut().poll(cx),
+        }
+    }
+}
+
+/// Produces record batches to Kafka. Implemented by [`WireProducer`]; tests inject faults
+/// with their own implementation (they implement `produce`; the default `send` answers at
+/// once with its result).
 pub trait KafkaProducer: Send + Sync {
-    /// Sends `records` to `topic`/`partition` as one batch without waiting for Kafka's answer.
-    /// When the returned future completes, the request is ordered before any later `send` or
-    /// `produce` to the same partition; the [`ProduceAck`] resolves to what `produce` would
-    /// return. Once a request failed, later `send`s to the partition fail with
-    /// [`ProduceError::Blocked`] until `produce` resent the failed batch, so nothing overtakes
-    /// it. The default implementation keeps nothing in flight: it produces and answers.
+    /// Sends `records` to `tp` as one batch without waiting for Kafka's answer: when the
+    /// returned future completes the request is ordered before any later `send` to the
+    /// partition, and the [`ProduceAck`] resolves to Kafka's answer. `encoded` is the batch
+    /// [`encode`](KafkaProducer::encode) made of the same records, if any. After a failure,
+    /// [`Attempt::First`] sends to the partition fail with [`ProduceError::Blocked`] until an
+    /// [`Attempt::Resend`] of the failed batch, which waits for the answers still in flight
+    /// (it is refused with `Blocked` before that); so nothing overtakes a failed batch.
     fn send(
         &self,
-        topic: &str,
-        partition: i32,
+        tp: &Topition,
         records: &[ProduceRecord],
+        encoded: Option<EncodedBatch>,
+        attempt: Attempt,
     ) -> impl Future<Output = ProduceAck> + Send {
+        drop((encoded, attempt));
         // The answer is itself a future: that is the point of `send`.
         #[allow(clippy::async_yields_async)]
         async move {
-            let result = self.produce(topic, partition, records).await;
-            Box::pin(std::future::ready(result)) as ProduceAck
+            ProduceAck::ready(self.produce(tp, records).await)
         }
     }
 
-    /// Encodes `records` as the batch `send_encoded` will send, ahead of time and off the
-    /// send path (the forwarder runs it on a blocking thread while earlier chunks are sent).
-    /// None if this producer does not encode ahead (the default) or the records do not
-    /// encode (then `send` meets the error itself).
+    /// Encodes `records` as the batch `send` will send, ahead of time and off the send path
+    /// (the forwarder runs it on a blocking thread while earlier chunks are sent). None if this
+    /// producer does not encode ahead (the default) or the records do not encode (then `send`
+    /// meets the error itself).
     fn encode(&self, _records: &[ProduceRecord]) -> Option<EncodedBatch> {
         None
     }
 
-    /// [`send`](KafkaProducer::send) with the batch `encode` made of the same `records`
-    /// (identity stamped in when it is written); without one, or from a producer that does not
-    /// encode ahead, exactly `send`.
-    fn send_encoded(
-        &self,
-        topic: &str,
-        partition: i32,
-        records: &[ProduceRecord],
-        encoded: Option<EncodedBatch>,
-    ) -> impl Future<Output = ProduceAck> + Send {
-        drop(encoded);
-        self.send(topic, partition, records)
-    }
-
-    /// Appends `records`, in order, to `topic`/`partition` as one batch and waits for the
-    /// broker's acknowledgement (acks=all). Returns the offset Kafka gave the first record.
-    /// This is also how a failed batch is resent: once no request to the partition is in
-    /// flight any more it lifts the block `send` set (before that: [`ProduceError::Blocked`]).
+    /// Appends `records`, in order, to `tp` as one batch and waits for the broker's
+    /// acknowledgement (acks=all): a [`send`](KafkaProducer::send) as a resend, awaited.
+    /// Returns the offset Kafka gave the first record.
     fn produce(
         &self,
-        topic: &str,
-        partition: i32,
+        tp: &Topition,
         records: &[ProduceRecord],
     ) -> impl Future<Output = Result<i64, ProduceError>> + Send;
 
-    /// The topic's partition count (cached; refreshed on leader errors and periodically, so
-    /// partitions added to a topic are picked up).
+    /// The topic's partition count (cached; refreshed on leader errors, after a lost
+    /// connection and periodically, so partitions added to a topic are picked up).
     fn partition_count(
         &self,
         topic: &str,
@@ -492,6 +606,13 @@ pub trait KafkaProducer: Send + Sync {
 
     /// Drops anything cached about `topic` (its partitions changed or it vanished).
     fn forget_topic(&self, _topic: &str) {}
+
+    /// A cheap check that the cluster answers again (a connection and its ApiVersions
+    /// handshake), tried while the forwarder waits out a backoff: Ok ends the wait early.
+    /// Producers that cannot tell never resolve (the default), so the backoff runs out.
+    fn probe(&self) -> impl Future<Output = Result<(), ProduceError>> + Send {
+        std::future::pending()
+    }
 }
 
 #[cfg(test)]

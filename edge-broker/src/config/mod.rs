@@ -92,6 +92,8 @@ pub struct Config {
     pub metrics: MetricsSection,
     /// `[kafka]`: the upstream Kafka cluster and how the log is forwarded to it.
     pub kafka: KafkaSection,
+    /// `[auth]`: users and topic permissions shared by MQTT and NATS.
+    pub auth: AuthSection,
     /// `[[route]]`: which published topics are stored and forwarded to which Kafka topic.
     #[serde(rename = "route")]
     pub routes: Vec<RouteSection>,
@@ -156,8 +158,13 @@ pub struct MqttSection {
     pub max_session_expiry: HumanDuration,
     /// Topic aliases accepted per connection (MQTT 5).
     pub topic_alias_maximum: u16,
-    /// Accept clients without a user name.
-    pub allow_anonymous: bool,
+    /// Accept clients without credentials. Unset: only when `auth.password_file` is not set
+    /// (as Mosquitto 2 with a password file). A TLS client with a verified certificate is
+    /// never anonymous.
+    pub allow_anonymous: Option<bool>,
+    /// With mutual TLS, the certificate's CN (or first DNS/e-mail/URI SAN) is the user name
+    /// and the CONNECT user name and password are not used (Mosquitto's option).
+    pub use_identity_as_username: bool,
     /// Time a new connection has to send CONNECT.
     pub connect_timeout: HumanDuration,
     /// Most retained topics kept.
@@ -183,7 +190,8 @@ impl Default for MqttSection {
             max_keep_alive: HumanDuration(Duration::ZERO),
             max_session_expiry: HumanDuration(Duration::from_secs(7 * 86_400)),
             topic_alias_maximum: 16,
-            allow_anonymous: true,
+            allow_anonymous: None,
+            use_identity_as_username: false,
             connect_timeout: HumanDuration(Duration::from_secs(10)),
             max_retained: 10_000,
             max_topic_levels: DEFAULT_MAX_TOPIC_LEVELS,
@@ -218,6 +226,8 @@ pub struct KafkaSection {
     pub retry_backoff_min: HumanDuration,
     /// Longest retry delay.
     pub retry_backoff_max: HumanDuration,
+    /// While the uplink is down, how often a summary line is logged.
+    pub outage_log_interval: HumanDuration,
     /// Upload cap in bytes per second for metered uplinks (unset: as fast as Kafka accepts).
     pub max_bytes_per_sec: Option<ByteSize>,
     /// Idempotent producer (producer id + sequence numbers).
@@ -237,6 +247,16 @@ pub struct KafkaSection {
     pub tls_cert: Option<PathBuf>,
     /// PEM private key of `tls_cert`.
     pub tls_key: Option<PathBuf>,
+    /// SASL authentication to the brokers: `plain`, `scram-sha-256`, `scram-sha-512` or
+    /// `oauthbearer`; unset: none. Over TLS when `tls = true`, else in plain TCP.
+    pub sasl_mechanism: Option<String>,
+    /// SASL user name (`plain`, `scram-*`).
+    pub sasl_username: Option<String>,
+    /// File holding the SASL password (`plain`, `scram-*`); read at every (re)connection, so a
+    /// changed password is picked up without a restart.
+    pub sasl_password_file: Option<PathBuf>,
+    /// File holding the OAUTHBEARER token (a JWT); read again before the token expires.
+    pub sasl_token_file: Option<PathBuf>,
 }
 
 impl Default for KafkaSection {
@@ -253,6 +273,7 @@ impl Default for KafkaSection {
             request_timeout: HumanDuration(Duration::from_secs(30)),
             retry_backoff_min: HumanDuration(Duration::from_millis(100)),
             retry_backoff_max: HumanDuration(Duration::from_secs(5)),
+            outage_log_interval: HumanDuration(Duration::from_secs(60)),
             max_bytes_per_sec: None,
             idempotent: true,
             dead_letter: None,
@@ -262,6 +283,10 @@ impl Default for KafkaSection {
             tls_ca: None,
             tls_cert: None,
             tls_key: None,
+            sasl_mechanism: None,
+            sasl_username: None,
+            sasl_password_file: None,
+            sasl_token_file: None,
         }
     }
 }
@@ -272,8 +297,10 @@ impl Default for KafkaSection {
 pub struct NatsUser {
     /// User name the client sends in CONNECT `user`.
     pub user: String,
-    /// Password the client sends in CONNECT `pass`.
-    pub password: String,
+    /// Password the client sends in CONNECT `pass` (or `password_file`).
+    pub password: Option<String>,
+    /// File holding the password (systemd credentials: `$CREDENTIALS_DIRECTORY/NAME`).
+    pub password_file: Option<PathBuf>,
 }
 
 /// `[nats]`: the NATS client-protocol listener and its limits.
@@ -303,12 +330,15 @@ pub struct NatsSection {
     pub max_pings_out: u32,
     /// Time a new connection has to send CONNECT (`-ERR 'Authentication Timeout'`).
     pub auth_timeout: HumanDuration,
-    /// Token clients may authenticate with (CONNECT `auth_token`).
+    /// Token clients may authenticate with (CONNECT `auth_token`); ACL user `$token`.
     pub token: Option<String>,
-    /// Users clients may authenticate as (CONNECT `user`/`pass`).
+    /// File holding the token (instead of `token`).
+    pub token_file: Option<PathBuf>,
+    /// Users clients may authenticate as (CONNECT `user`/`pass`), besides `auth.password_file`.
     pub users: Vec<NatsUser>,
-    /// Accept clients that present no credentials.
-    pub allow_anonymous: bool,
+    /// Accept clients that present no credentials. Unset: only when no credential is
+    /// configured (`token`, `token_file`, `users`, `auth.password_file`).
+    pub allow_anonymous: Option<bool>,
     /// How long a `Nats-Msg-Id` is remembered for duplicate detection of durable publishes.
     pub duplicate_window: HumanDuration,
     /// Most message ids remembered (oldest forgotten first), bounding the window's memory.
@@ -337,8 +367,9 @@ impl Default for NatsSection {
             max_pings_out: 2,
             auth_timeout: HumanDuration(Duration::from_secs(2)),
             token: None,
+            token_file: None,
             users: Vec::new(),
-            allow_anonymous: true,
+            allow_anonymous: None,
             duplicate_window: HumanDuration(Duration::from_secs(120)),
             max_duplicate_ids: 100_000,
             tls_cert: None,
@@ -363,6 +394,33 @@ impl Default for MetricsSection {
         MetricsSection {
             enabled: true,
             listen: SocketAddr::from(([127, 0, 0, 1], 9100)),
+        }
+    }
+}
+
+/// `[auth]`: users and topic permissions, shared by MQTT and NATS.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthSection {
+    /// Mosquitto's password file (`user:$7$...`, `$6$`); `edge-broker passwd FILE USER`
+    /// writes it. Reloaded on SIGHUP.
+    pub password_file: Option<PathBuf>,
+    /// Mosquitto's ACL file (`topic`, `user`, `pattern` lines). Without it every
+    /// authenticated client may publish and subscribe anywhere. Reloaded on SIGHUP.
+    pub acl_file: Option<PathBuf>,
+    /// Longest delay of a failed login's answer (it doubles per failure from 100 ms).
+    pub max_login_delay: HumanDuration,
+    /// Most source addresses whose failed logins are remembered.
+    pub max_tracked_sources: usize,
+}
+
+impl Default for AuthSection {
+    fn default() -> Self {
+        AuthSection {
+            password_file: None,
+            acl_file: None,
+            max_login_delay: HumanDuration(Duration::from_secs(2)),
+            max_tracked_sources: 4096,
         }
     }
 }
@@ -602,10 +660,17 @@ impl Config {
         };
         let deserializer = toml::Deserializer::parse(text)
             .map_err(|e| parse_error("(document)".to_owned(), describe(&e, text)))?;
-        let config: Config = serde_path_to_error::deserialize(deserializer).map_err(|e| {
+        let mut config: Config = serde_path_to_error::deserialize(deserializer).map_err(|e| {
             let field = e.path().to_string();
             parse_error(field, describe(e.inner(), text))
         })?;
+        config
+            .resolve_credential_paths()
+            .map_err(|(field, message)| ConfigError::Invalid {
+                path: Some(origin.to_owned()),
+                field,
+                message,
+            })?;
         config.validate().map_err(|err| match err {
             ConfigError::Invalid { field, message, .. } => ConfigError::Invalid {
                 path: Some(origin.to_owned()),
@@ -745,15 +810,33 @@ impl Config {
         if nats.token.as_deref() == Some("") {
             return invalid("nats.token", "must not be empty".to_owned());
         }
+        if nats.token.is_some() && nats.token_file.is_some() {
+            return invalid(
+                "nats.token_file",
+                "give nats.token or nats.token_file, not both".to_owned(),
+            );
+        }
         if nats.users.iter().any(|u| u.user.is_empty()) {
             return invalid("nats.users", "every user needs a non-empty name".to_owned());
         }
-        if !nats.allow_anonymous && nats.token.is_none() && nats.users.is_empty() {
+        if let Some(i) = nats
+            .users
+            .iter()
+            .position(|u| u.password.is_some() == u.password_file.is_some())
+        {
+            return Err(ConfigError::Invalid {
+                path: None,
+                field: "nats.users",
+                message: format!("nats.users[{i}] needs exactly one of password and password_file"),
+            });
+        }
+        if nats.allow_anonymous == Some(false) && !self.nats_has_credentials() {
             return invalid(
                 "nats.allow_anonymous",
-                "false needs nats.token or nats.users, or no client could connect".to_owned(),
+                "false needs nats.token, nats.token_file, nats.users or auth.password_file, or no client could connect".to_owned(),
             );
         }
+        self.validate_auth()?;
         self.compile_routes()?;
         self.validate_kafka()?;
         if log.max_record_bytes.bytes() == 0
@@ -768,6 +851,163 @@ impl Config {
             );
         }
         Ok(())
+    }
+
+    /// Whether any NATS credential is configured (then anonymous is off unless asked for).
+    pub fn nats_has_credentials(&self) -> bool {
+        let n = &self.nats;
+        n.token.is_some()
+            || n.token_file.is_some()
+            || !n.users.is_empty()
+            || self.auth.password_file.is_some()
+    }
+
+    /// Whether MQTT clients without credentials are accepted: `mqtt.allow_anonymous`, or when
+    /// unset, only without `auth.password_file`.
+    pub fn mqtt_anonymous_allowed(&self) -> bool {
+        self.mqtt
+            .allow_anonymous
+            .unwrap_or(self.auth.password_file.is_none())
+    }
+
+    /// Whether NATS clients without credentials are accepted: `nats.allow_anonymous`, or when
+    /// unset, only when no credential is configured.
+    pub fn nats_anonymous_allowed(&self) -> bool {
+        self.nats
+            .allow_anonymous
+            .unwrap_or(!self.nats_has_credentials())
+    }
+
+    /// Resolves `$CREDENTIALS_DIRECTORY/...` in every file path that may hold a secret.
+    fn resolve_credential_paths(&mut self) -> Result<(), (&'static str, String)> {
+        let resolve = |field: &'static str, path: &mut Option<PathBuf>| {
+            if let Some(p) = path.as_mut() {
+                *p = crate::auth::secret::resolve(p).map_err(|e| (field, e.to_string()))?;
+            }
+            Ok::<(), (&'static str, String)>(())
+        };
+        resolve("auth.password_file", &mut self.auth.password_file)?;
+        resolve("auth.acl_file", &mut self.auth.acl_file)?;
+        resolve("nats.token_file", &mut self.nats.token_file)?;
+        for user in &mut self.nats.users {
+            resolve("nats.users", &mut user.password_file)?;
+        }
+        resolve("mqtt.tls_key", &mut self.mqtt.tls_key)?;
+        resolve("nats.tls_key", &mut self.nats.tls_key)?;
+        resolve("kafka.tls_key", &mut self.kafka.tls_key)?;
+        resolve(
+            "kafka.sasl_password_file",
+            &mut self.kafka.sasl_password_file,
+        )?;
+        resolve("kafka.sasl_token_file", &mut self.kafka.sasl_token_file)?;
+        Ok(())
+    }
+
+    /// The auth files load, and the MQTT identity settings make sense.
+    fn validate_auth(&self) -> Result<(), ConfigError> {
+        let invalid = |field, message: String| {
+            Err(ConfigError::Invalid {
+                path: None,
+                field,
+                message,
+            })
+        };
+        if self.mqtt.use_identity_as_username && self.mqtt.tls_client_ca.is_none() {
+            return invalid(
+                "mqtt.use_identity_as_username",
+                "needs mqtt.tls_client_ca (mutual TLS: the identity comes from the client certificate)"
+                    .to_owned(),
+            );
+        }
+        if self.auth.max_tracked_sources == 0 {
+            return invalid("auth.max_tracked_sources", "must be at least 1".to_owned());
+        }
+        if self.auth.max_login_delay.0 > Duration::from_secs(60) {
+            return invalid("auth.max_login_delay", "must be at most 60s".to_owned());
+        }
+        if let Some(path) = &self.auth.password_file
+            && let Err(e) = crate::auth::password::PasswordFile::load(path)
+        {
+            return invalid("auth.password_file", e.to_string());
+        }
+        if let Some(path) = &self.auth.acl_file
+            && let Err(e) = crate::auth::acl::Acl::load(path)
+        {
+            return invalid("auth.acl_file", e.to_string());
+        }
+        if let Some(path) = &self.nats.token_file
+            && let Err(e) = crate::auth::secret::read(path)
+        {
+            return invalid("nats.token_file", e.to_string());
+        }
+        for user in &self.nats.users {
+            if let Some(path) = &user.password_file
+                && let Err(e) = crate::auth::secret::read(path)
+            {
+                return invalid("nats.users", e.to_string());
+            }
+        }
+        Ok(())
+    }
+
+    /// `[kafka] sasl_*`: a known mechanism with what it needs.
+    fn validate_kafka_sasl(&self) -> Result<(), (&'static str, String)> {
+        let k = &self.kafka;
+        let Some(name) = &k.sasl_mechanism else {
+            return match (&k.sasl_username, &k.sasl_password_file, &k.sasl_token_file) {
+                (None, None, None) => Ok(()),
+                _ => Err((
+                    "kafka.sasl_mechanism",
+                    "must be set when kafka.sasl_username, sasl_password_file or sasl_token_file is"
+                        .to_owned(),
+                )),
+            };
+        };
+        let mechanism: edge_bridge::producer::sasl::Mechanism =
+            name.parse()
+                .map_err(|e: edge_bridge::producer::sasl::UnknownMechanism| {
+                    ("kafka.sasl_mechanism", e.to_string())
+                })?;
+        let (needed, file_field) =
+            if mechanism == edge_bridge::producer::sasl::Mechanism::OAuthBearer {
+                (&k.sasl_token_file, "kafka.sasl_token_file")
+            } else {
+                if k.sasl_username.as_deref().is_none_or(str::is_empty) {
+                    return Err((
+                        "kafka.sasl_username",
+                        format!("is needed by sasl_mechanism = {name:?}"),
+                    ));
+                }
+                (&k.sasl_password_file, "kafka.sasl_password_file")
+            };
+        let Some(path) = needed else {
+            return Err((
+                file_field,
+                format!("is needed by sasl_mechanism = {name:?}"),
+            ));
+        };
+        if k.enabled
+            && let Err(e) = crate::auth::secret::read(path)
+        {
+            return Err((file_field, e.to_string()));
+        }
+        Ok(())
+    }
+
+    /// The producer's SASL settings, if `kafka.sasl_mechanism` is set.
+    fn kafka_sasl_settings(&self) -> Option<edge_bridge::producer::sasl::SaslSettings> {
+        let k = &self.kafka;
+        let mechanism = k.sasl_mechanism.as_deref()?.parse().ok()?;
+        let secret_file = if mechanism == edge_bridge::producer::sasl::Mechanism::OAuthBearer {
+            k.sasl_token_file.clone()?
+        } else {
+            k.sasl_password_file.clone()?
+        };
+        Some(edge_bridge::producer::sasl::SaslSettings {
+            mechanism,
+            username: k.sasl_username.clone().unwrap_or_default(),
+            secret_file,
+        })
     }
 
     fn validate_kafka(&self) -> Result<(), ConfigError> {
@@ -832,6 +1072,12 @@ impl Config {
                 ),
             );
         }
+        if k.outage_log_interval.0 < Duration::from_secs(1) {
+            return invalid(
+                "kafka.outage_log_interval",
+                "must be at least 1s".to_owned(),
+            );
+        }
         if k.max_bytes_per_sec.is_some_and(|b| b.bytes() == 0) {
             return invalid(
                 "kafka.max_bytes_per_sec",
@@ -845,6 +1091,12 @@ impl Config {
             );
         }
         self.validate_kafka_tls()
+            .map_err(|(field, message)| ConfigError::Invalid {
+                path: None,
+                field,
+                message,
+            })?;
+        self.validate_kafka_sasl()
             .map_err(|(field, message)| ConfigError::Invalid {
                 path: None,
                 field,
@@ -937,6 +1189,7 @@ impl Config {
             usize::try_from(k.max_request_bytes.bytes()).unwrap_or(usize::MAX);
         config.idempotent = k.idempotent;
         config.tls = self.kafka_tls_settings();
+        config.sasl = self.kafka_sasl_settings();
         config
     }
 
@@ -949,6 +1202,7 @@ impl Config {
         config.max_batch_records = k.max_batch_records;
         config.backoff_min = k.retry_backoff_min.0;
         config.backoff_max = k.retry_backoff_max.0;
+        config.outage_log_interval = k.outage_log_interval.0;
         config.max_bytes_per_sec = k.max_bytes_per_sec.map(ByteSize::bytes);
         config.auto_create_partitions = k.auto_create_topics.then_some(k.auto_create_partitions);
         config.dead_letter = match k.dead_letter.as_deref() {
@@ -1180,6 +1434,7 @@ mod tests {
         assert_eq!(p.compression, Compression::Zstd);
         let f = config.forward_config();
         assert_eq!(f.linger, Duration::from_millis(20));
+        assert_eq!(f.outage_log_interval, Duration::from_secs(60));
         assert_eq!(f.max_batch_bytes, 256 << 10);
         assert_eq!(f.max_bytes_per_sec, Some(64 << 10));
         assert_eq!(f.auto_create_partitions, Some(1));
@@ -1198,6 +1453,10 @@ mod tests {
                 "kafka.retry_backoff_max",
             ),
             ("max_bytes_per_sec = 0", "kafka.max_bytes_per_sec"),
+            (
+                "outage_log_interval = \"10ms\"",
+                "kafka.outage_log_interval",
+            ),
             ("dead_letter = \"kafka:\"", "kafka.dead_letter"),
             ("lingerr = \"1ms\"", "kafka.lingerr"),
         ] {

@@ -103,6 +103,7 @@ pub async fn serve(
     peer: SocketAddr,
     permit: Option<OwnedSemaphorePermit>,
     shutdown: CancellationToken,
+    certificate: Option<crate::auth::PeerCertificate>,
 ) {
     let mut inbuf = BytesMut::with_capacity(INITIAL_BUFFER);
     let settings = server.settings();
@@ -146,11 +147,11 @@ pub async fn serve(
     let connection = match Connection::accept(
         Arc::clone(&server),
         connect,
-        writer,
-        reader,
+        (reader, writer),
         inbuf,
         peer,
         shutdown,
+        certificate,
     )
     .await
     {
@@ -239,6 +240,8 @@ struct Connection {
     read_paused: bool,
     acks: VecDeque<PendingAck>,
     appends: VecDeque<PendingAppend>,
+    /// What this client may publish and subscribe to.
+    permissions: crate::auth::Permissions,
     will: Option<WillMessage>,
     connect_expiry: u32,
     kick: CancellationToken,
@@ -250,25 +253,32 @@ impl Connection {
     async fn accept(
         server: Arc<MqttServer>,
         connect: Box<Connect>,
-        mut writer: WriteHalf,
-        reader: ReadHalf,
+        (reader, mut writer): (ReadHalf, WriteHalf),
         inbuf: BytesMut,
         peer: SocketAddr,
         shutdown: CancellationToken,
+        certificate: Option<crate::auth::PeerCertificate>,
     ) -> std::io::Result<Option<Connection>> {
         let version = connect.protocol_version;
         let settings = server.settings();
-        if !settings.allow_anonymous && connect.username.is_none() {
-            tracing::info!(%peer, client_id = %connect.client_id, "refusing anonymous MQTT client (mqtt.allow_anonymous = false)");
-            refuse(
-                &mut writer,
-                version,
-                ReasonCode::NotAuthorized,
-                "a user name is required",
-            )
-            .await?;
-            return Ok(None);
-        }
+        let credentials = crate::auth::mqtt_credentials(&connect, certificate, &settings);
+        let login = server
+            .auth
+            .login(crate::auth::Protocol::Mqtt, peer.ip(), credentials);
+        let user = match login.await {
+            Ok(user) => user,
+            Err(why) => {
+                tracing::info!(%peer, client_id = %connect.client_id, "refusing MQTT client: {why}");
+                refuse(
+                    &mut writer,
+                    version,
+                    ReasonCode::NotAuthorized,
+                    "not authorized",
+                )
+                .await?;
+                return Ok(None);
+            }
+        };
         if connect.properties.authentication_method.is_some() {
             refuse(
                 &mut writer,
@@ -315,6 +325,26 @@ impl Connection {
             server_keep_alive = Some(max_keep_alive);
         }
 
+        let identity = crate::auth::Identity {
+            user,
+            client_id: client_id.as_str().into(),
+        };
+        let exists = server.sessions.lock().contains_key(&client_id);
+        let mut permissions = server
+            .auth
+            .permissions(crate::auth::Protocol::Mqtt, identity.clone());
+        let will_denied = (connect.will.as_ref())
+            .is_some_and(|will| !permissions.may_publish(will.topic.as_str()));
+        if will_denied || !server.auth.claim_session(&identity, exists) {
+            let why = if will_denied {
+                "the will topic is not permitted"
+            } else {
+                "the client id belongs to another user's session"
+            };
+            tracing::info!(%peer, %client_id, user = ?identity.user, "refusing MQTT client: {why}");
+            refuse(&mut writer, version, ReasonCode::NotAuthorized, why).await?;
+            return Ok(None);
+        }
         let kick = CancellationToken::new();
         let (session, session_present, generation) =
             server.attach_session(&client_id, connect.clean_start, expiry, kick.clone());
@@ -388,6 +418,7 @@ impl Connection {
             read_paused: false,
             acks: VecDeque::new(),
             appends: VecDeque::new(),
+            permissions,
             will,
             connect_expiry: expiry,
             kick,
@@ -682,6 +713,22 @@ impl Connection {
             }
             return Ok(());
         }
+        if !self.permissions.may_publish(publish.topic.as_str()) {
+            // Not stored, not forwarded. MQTT 5: PUBACK/PUBREC 0x87; 3.1.1 has no negative ack,
+            // so it is acknowledged and dropped, as Mosquitto does.
+            if let Some(id) = packet_id {
+                let reason = match self.version {
+                    ProtocolVersion::V5 => ReasonCode::NotAuthorized,
+                    ProtocolVersion::V311 => ReasonCode::Success,
+                };
+                self.acks.push_back(PendingAck {
+                    packet_id: id,
+                    qos: publish.qos,
+                    outcome: AckOutcome::Ready(reason),
+                });
+            }
+            return Ok(());
+        }
         let message = Arc::new(Message {
             topic: publish.topic.as_str().to_owned(),
             payload: publish.payload,
@@ -882,13 +929,21 @@ impl Connection {
                     continue;
                 }
             };
+            if self.permissions.subscribe(filter_text) == crate::auth::acl::SubscribeVerdict::Denied
+            {
+                codes.push(ReasonCode::NotAuthorized);
+                continue;
+            }
             let qos = request.options.qos as u8;
+            let mailbox = self
+                .permissions
+                .guard(filter_text, Arc::clone(&self.session) as Arc<dyn Mailbox>);
             let entry = SubEntry {
                 qos,
                 no_local: request.options.no_local,
                 retain_as_published: request.options.retain_as_published,
                 id,
-                mailbox: Arc::clone(&self.session) as Arc<dyn Mailbox>,
+                mailbox: Arc::clone(&mailbox),
             };
             let existed = self
                 .server
@@ -916,12 +971,13 @@ impl Connection {
                 };
             if send_retained {
                 for message in self.server.retained.matching(&filter, now) {
-                    retained.push(Delivery {
+                    let delivery = Delivery {
                         qos: message.qos.min(qos),
                         message,
                         retain: true,
                         subscription_ids: id.into_iter().collect(),
-                    });
+                    };
+                    retained.push((Arc::clone(&mailbox), delivery));
                 }
             }
         }
@@ -931,8 +987,8 @@ impl Connection {
             reason_codes: codes,
             properties: Properties::default(),
         }));
-        for delivery in retained {
-            self.session.deliver(delivery);
+        for (mailbox, delivery) in retained {
+            mailbox.deliver(delivery);
         }
         Ok(())
     }

@@ -128,6 +128,8 @@ pub struct MqttServer {
     tasks: TaskTracker,
     /// The TLS listener's certificate (replaced by a reload).
     pub tls: crate::tls::AcceptorCell,
+    /// Users, credentials, permissions and session owners (shared with NATS).
+    pub auth: Arc<crate::auth::Auth>,
 }
 
 impl MqttServer {
@@ -138,6 +140,7 @@ impl MqttServer {
         log: Log,
         routes: Arc<RouteTable>,
         state_dir: PathBuf,
+        auth: Arc<crate::auth::Auth>,
     ) -> Result<Arc<MqttServer>, MqttStartError> {
         let server = Arc::new(MqttServer {
             retained: RetainedStore::new(settings.max_retained),
@@ -152,6 +155,7 @@ impl MqttServer {
             client_ids: AtomicU64::new(0),
             tasks: TaskTracker::new(),
             tls: crate::tls::AcceptorCell::default(),
+            auth,
         });
         server.restore()?;
         Ok(server)
@@ -224,12 +228,22 @@ impl MqttServer {
                 );
                 continue;
             };
-            self.hub.subscribe(
-                &filter,
-                group.as_deref(),
-                session.key,
-                sub_entry(&session, record),
+            let mut entry = sub_entry(&session, record);
+            entry.mailbox = self.auth.guard(
+                crate::auth::Identity {
+                    user: self
+                        .auth
+                        .owners
+                        .owner(&snapshot.client_id)
+                        .flatten()
+                        .map(Into::into),
+                    client_id: snapshot.client_id.as_str().into(),
+                },
+                filter_text(&text),
+                entry.mailbox,
             );
+            self.hub
+                .subscribe(&filter, group.as_deref(), session.key, entry);
             session.lock().subscriptions.insert(text, record);
         }
         self.sessions.lock().insert(snapshot.client_id, session);
@@ -472,7 +486,7 @@ impl MqttServer {
                 let (server, shutdown) = (Arc::clone(&self), shutdown.clone());
                 async move {
                     let halves = crate::listener::plain(stream);
-                    connection::serve(server, halves, peer, permit, shutdown).await;
+                    connection::serve(server, halves, peer, permit, shutdown, None).await;
                 }
             },
         );
@@ -494,9 +508,21 @@ impl MqttServer {
                             return;
                         };
                         let deadline = server.settings().connect_timeout.0;
-                        match crate::listener::tls(&acceptor, stream, deadline).await {
-                            Ok(halves) => {
-                                connection::serve(server, halves, peer, permit, shutdown).await;
+                        match crate::listener::tls_with_peer(&acceptor, stream, deadline).await {
+                            Ok((halves, certificate)) => {
+                                let certificate =
+                                    certificate.map(|der| crate::auth::PeerCertificate {
+                                        identity: crate::auth::cert::identity(&der),
+                                    });
+                                connection::serve(
+                                    server,
+                                    halves,
+                                    peer,
+                                    permit,
+                                    shutdown,
+                                    certificate,
+                                )
+                                .await;
                             }
                             Err(err) => {
                                 server
@@ -584,6 +610,8 @@ impl MqttServer {
         };
         let body = postcard::to_allocvec(&file).unwrap_or_default();
         state_file::save(&self.sessions_path(), SESSIONS_MAGIC, &body)?;
+        self.auth
+            .save_owners(|id| sessions.iter().any(|s| &*s.client_id == id));
         let retained = RetainedFile {
             messages: self.retained.snapshot(),
         };
@@ -608,6 +636,14 @@ impl crate::reload::Reload for MqttServer {
                 m.tls_client_ca.as_deref(),
             );
         }
+    }
+}
+
+/// The topic filter of a subscription's text (without any `$share/group/` prefix).
+fn filter_text(text: &str) -> &str {
+    match edge_proto::mqtt::topic::parse_shared(text) {
+        Ok(Some(shared)) => shared.filter,
+        _ => text,
     }
 }
 

@@ -351,6 +351,14 @@ pub async fn serve(
     }
     server.metrics.connections.fetch_add(1, Ordering::Relaxed);
     NatsMetrics::inc(&server.metrics.connections_total);
+    let client_id: Arc<str> = format!("nats-{}", conn_key - super::server::NATS_KEY_BASE).into();
+    let permissions = server.auth.permissions(
+        crate::auth::Protocol::Nats,
+        crate::auth::Identity {
+            user: None,
+            client_id: Arc::clone(&client_id),
+        },
+    );
     let mut connection = Connection {
         limits: Limits {
             max_payload: settings.max_payload.bytes() as usize,
@@ -366,7 +374,7 @@ pub async fn serve(
         inbuf: BytesMut::with_capacity(16 << 10),
         outbuf: BytesMut::new(),
         connect: None,
-        client_id: format!("nats-{}", conn_key - super::server::NATS_KEY_BASE).into(),
+        client_id,
         subs: HashMap::new(),
         collecting: Collecting::default(),
         submitting: None,
@@ -379,6 +387,8 @@ pub async fn serve(
         local_cache: None,
         acks: VecDeque::new(),
         acks_base: 0,
+        pending_connect: None,
+        permissions,
         pings_out: 0,
         now_ms: now_ms(),
         clock_stale: true,
@@ -425,6 +435,10 @@ struct Connection {
     acks: VecDeque<PendingAck>,
     /// Absolute index of `acks.front()`.
     acks_base: u64,
+    /// A CONNECT waiting for [`crate::auth::Auth::login`] (nothing else is read meanwhile).
+    pending_connect: Option<Box<Connect>>,
+    /// What this client may publish and subscribe to (anonymous until CONNECT logs in).
+    permissions: crate::auth::Permissions,
     pings_out: u32,
     /// Wall clock (unix ms) read once per read buffer: routed records' ingest time.
     now_ms: u64,
@@ -454,6 +468,7 @@ impl Connection {
             && self.in_flight.1 < MAX_BYTES_IN_FLIGHT
             && self.acks.len() < self.settings.max_inflight
             && self.outbox.pending() < self.outbox.max_pending
+            && self.pending_connect.is_none()
     }
 
     /// Moves output from the shared outbox into the socket buffer; reports a slow consumer.
@@ -485,6 +500,12 @@ impl Connection {
         loop {
             if let Err(exit) = self.process_input() {
                 return exit;
+            }
+            if let Some(connect) = self.pending_connect.take() {
+                if let Err(exit) = self.login(connect).await {
+                    return exit;
+                }
+                continue;
             }
             if let Err(exit) = self.refill() {
                 return exit;
@@ -653,15 +674,34 @@ impl Connection {
         }
     }
 
+    /// CONNECT: logged in by the serve loop (it may wait: failed logins are delayed).
     fn on_connect(&mut self, connect: Box<Connect>) -> Result<(), Exit> {
-        if !self.server.authorize(
-            connect.auth_token.as_deref(),
-            connect.user.as_deref(),
-            connect.pass.as_deref(),
-        ) {
-            tracing::info!(peer = %self.peer, user = ?connect.user, "NATS authorization failed");
-            return Err(self.error(ServerError::AuthorizationViolation));
-        }
+        self.pending_connect = Some(connect);
+        Ok(())
+    }
+
+    async fn login(&mut self, connect: Box<Connect>) -> Result<(), Exit> {
+        let credentials = crate::auth::Credentials {
+            user: connect.user.clone(),
+            password: connect.pass.clone().map(String::into_bytes),
+            token: connect.auth_token.clone(),
+            ..Default::default()
+        };
+        let auth = Arc::clone(&self.server.auth);
+        let login = auth.login(crate::auth::Protocol::Nats, self.peer.ip(), credentials);
+        let user = match login.await {
+            Ok(user) => user,
+            Err(why) => {
+                tracing::info!(peer = %self.peer, user = ?connect.user, "NATS authorization failed: {why}");
+                return Err(self.error(ServerError::AuthorizationViolation));
+            }
+        };
+        let name = connect.name.as_deref().filter(|n| !n.is_empty());
+        let client_id = name.map_or_else(|| Arc::clone(&self.client_id), Arc::from);
+        self.permissions = auth.permissions(
+            crate::auth::Protocol::Nats,
+            crate::auth::Identity { user, client_id },
+        );
         {
             let mut state = self.outbox.lock();
             state.echo = connect.echo;
@@ -685,6 +725,13 @@ impl Connection {
             return Err(Exit::Violation(
                 "HPUB without headers in CONNECT".to_owned(),
             ));
+        }
+        if !self.permissions.may_publish_mapped(&publish.subject, |s| {
+            subject::nats_subject_to_mqtt_topic(s).ok()
+        }) {
+            let err = ServerError::PublishPermissionViolation(publish.subject.clone());
+            self.outbox.push_raw(err.err_line().as_bytes());
+            return Ok(());
         }
         let pedantic = self.connect.as_ref().is_some_and(|c| c.pedantic);
         let valid = subject::validate_publish(&publish.subject).is_ok();
@@ -1070,6 +1117,13 @@ impl Connection {
                 .push_raw(ServerError::InvalidSubject.err_line().as_bytes());
             return;
         }
+        let verdict = super::server::hub_filter_text(&sub.subject)
+            .map(|filter| (self.permissions.subscribe(&filter), filter));
+        if let Some((crate::auth::acl::SubscribeVerdict::Denied, _)) = verdict {
+            let err = ServerError::SubscribePermissionViolation(sub.subject.clone());
+            self.outbox.push_raw(err.err_line().as_bytes());
+            return;
+        }
         let key = self.server.next_key();
         let mailbox = Arc::new(SubMailbox {
             outbox: Arc::clone(&self.outbox),
@@ -1089,7 +1143,10 @@ impl Connection {
                         no_local: false,
                         retain_as_published: false,
                         id: None,
-                        mailbox: Arc::clone(&mailbox) as Arc<dyn Mailbox>,
+                        mailbox: self.permissions.guard(
+                            verdict.as_ref().map_or("", |(_, f)| f.as_str()),
+                            Arc::clone(&mailbox) as Arc<dyn Mailbox>,
+                        ),
                     },
                 );
             }

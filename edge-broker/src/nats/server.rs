@@ -82,6 +82,8 @@ pub struct NatsServer {
     tasks: TaskTracker,
     /// The certificate clients must upgrade to; `None`: plain TCP (replaced by a reload).
     pub tls: crate::tls::AcceptorCell,
+    /// Users, credentials and permissions (shared with MQTT).
+    pub auth: Arc<crate::auth::Auth>,
 }
 
 impl NatsServer {
@@ -92,6 +94,7 @@ impl NatsServer {
         log: Log,
         routes: Arc<RouteTable>,
         node_id: &str,
+        auth: Arc<crate::auth::Auth>,
     ) -> Arc<NatsServer> {
         let dedup = DuplicateWindow::new(settings.duplicate_window.0, settings.max_duplicate_ids);
         Arc::new(NatsServer {
@@ -106,6 +109,7 @@ impl NatsServer {
             next_key: AtomicU64::new(NATS_KEY_BASE),
             tasks: TaskTracker::new(),
             tls: crate::tls::AcceptorCell::default(),
+            auth,
         })
     }
 
@@ -125,26 +129,10 @@ impl NatsServer {
         self.next_key.fetch_add(1, Ordering::Relaxed)
     }
 
-    /// Whether clients must present credentials.
+    /// Whether clients must present credentials (any credential configured, unless
+    /// `nats.allow_anonymous = true`).
     pub fn auth_required(&self) -> bool {
-        !self.settings().allow_anonymous
-    }
-
-    /// Checks CONNECT credentials against `[nats]` token/users.
-    pub fn authorize(&self, token: Option<&str>, user: Option<&str>, pass: Option<&str>) -> bool {
-        let s = self.settings();
-        if let (Some(given), Some(expected)) = (token, s.token.as_deref()) {
-            return constant_time_eq(given.as_bytes(), expected.as_bytes());
-        }
-        if let Some(user) = user
-            && !s.users.is_empty()
-        {
-            let pass = pass.unwrap_or("");
-            return s.users.iter().any(|u| {
-                u.user == user && constant_time_eq(u.password.as_bytes(), pass.as_bytes())
-            });
-        }
-        s.allow_anonymous
+        self.auth.nats_auth_required()
     }
 
     /// The INFO a new connection gets.
@@ -203,22 +191,19 @@ impl NatsServer {
     }
 }
 
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    if a.len() != b.len() {
-        return false;
-    }
-    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
-
 /// The hub filter for a NATS subscription subject, or `None` when the subject has no MQTT
 /// equivalent. `>` (one or more tokens) becomes MQTT `+/#` (one level, then any).
 pub fn hub_filter(nats_subject: &str) -> Option<Filter> {
+    Filter::mqtt(&hub_filter_text(nats_subject)?).ok()
+}
+
+/// [`hub_filter`] as MQTT filter text (what topic permissions are checked against).
+pub fn hub_filter_text(nats_subject: &str) -> Option<String> {
     let mqtt = subject::nats_subject_to_mqtt_filter(nats_subject).ok()?;
-    let mqtt = match mqtt.strip_suffix('#') {
+    Some(match mqtt.strip_suffix('#') {
         Some(prefix) => format!("{prefix}+/#"),
         None => mqtt,
-    };
-    Filter::mqtt(&mqtt).ok()
+    })
 }
 
 /// Builds the hub message for a NATS publish; `None` when the subject has no MQTT equivalent.

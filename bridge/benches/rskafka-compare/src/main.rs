@@ -76,7 +76,7 @@ async fn main() {
             let records: Vec<ProduceRecord> = (sent..sent + batch)
                 .map(|i| ProduceRecord { key: None, value: Some(pool_b[i % 1024].clone()), headers: Vec::new(), timestamp_ms: 1 })
                 .collect();
-            ours.produce(&topic_ours, 0, &records).await.expect("our produce");
+            ours.produce(&edge_bridge::topition::Topition::new(topic_ours.as_str(), 0), &records).await.expect("our produce");
             sent += batch;
         }
         let us = start.elapsed();

@@ -1,0 +1,275 @@
+//! The forwarder: a named edge-log cursor → chunks → plans → Kafka → dead letters → cursor
+//! commit, forever, in three stages that overlap:
+//!
+//! - [`reader`]: reads chunks from the cursor (up to `max_batch_records` / `max_batch_bytes`;
+//!   a chunk that caught up with the log lingers `linger` and is topped up, a backlog is read
+//!   in full chunks without waiting) and commits the cursor up to what Kafka acknowledged.
+//! - [`planning`]: the one planner. Looks the partition counts up (retrying; creating topics
+//!   when `auto_create_partitions` is set), splits each chunk into per-partition batches, and
+//!   starts encoding them on a blocking thread, up to [`READ_AHEAD`] chunks ahead.
+//! - [`sender`]: the one sending path. Sends the batches of up to [`CHUNKS_IN_FLIGHT`] chunks
+//!   without waiting for earlier answers; when a batch fails, awaits every answer in flight and
+//!   resends, chunk by chunk in order, what failed — through the same path, with the retry,
+//!   split and dead-letter rules — then reports how far Kafka acknowledged.
+//! - [`pace`]: `max_bytes_per_sec` for metered uplinks.
+//!
+//! Only when every batch of a chunk was acknowledged (or dead-lettered, and the dead letter is
+//! durable) is the cursor committed past it. Nothing is ever dropped on an upstream error: the
+//! same records are sent again after a backoff ([`Uplink::pause`], cut short by a probe when
+//! Kafka answers again), so after a restart or outage the forwarder resumes at the committed
+//! offset, in log order per partition; a resent record carries the same `edge-offset` header.
+//! How the uplink is doing is told by [`Uplink`] (state in `/metrics`, a few log lines per
+//! outage).
+//!
+//! Stopping: `stop` ends reading; the chunks already read are still sent. `abort` interrupts
+//! delivery, which is then not committed (the next start resends it).
+
+mod pace;
+mod planning;
+mod reader;
+mod sender;
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use edge_log::{Cursor, Log, LogError, Record};
+use thiserror::Error;
+use tokio_util::sync::CancellationToken;
+
+use crate::dead_letter::DeadLetterSink;
+use crate::metrics::ForwardMetrics;
+use crate::plan::{Plan, Planner, Router};
+use crate::producer::{EncodedBatch, KafkaProducer};
+use crate::uplink::Uplink;
+
+/// The cursor name the Kafka forwarder uses in the log.
+pub const CURSOR_NAME: &str = "kafka";
+
+/// While draining a backlog, the cursor is committed at most this often (each commit is a
+/// crash-safe file replace: two fsyncs). A caught-up forwarder commits after every chunk.
+/// A crash resends at most this much more (same `edge-offset`).
+pub const COMMIT_INTERVAL: Duration = Duration::from_millis(100);
+
+/// Chunks read and planned ahead of the ones being sent (each at most `max_batch_bytes`).
+pub const READ_AHEAD: usize = 2;
+
+/// Chunks whose produce requests may be in flight at once. Their batches are written in chunk
+/// order, so within a partition requests leave in log order; each connection further caps its
+/// requests in flight (`ProducerConfig::max_in_flight`).
+pub const CHUNKS_IN_FLIGHT: usize = 4;
+
+/// Forwarder settings (the batching and retry part of `[kafka]`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ForwardConfig {
+    /// Gateway id (`edge-node` header).
+    pub node_id: String,
+    /// How long a chunk that caught up with the log waits for more records (a backlog never
+    /// waits).
+    pub linger: Duration,
+    /// Most on-disk bytes of log records per chunk.
+    pub max_batch_bytes: usize,
+    /// Most records per chunk.
+    pub max_batch_records: usize,
+    /// First retry delay.
+    pub backoff_min: Duration,
+    /// Longest retry delay.
+    pub backoff_max: Duration,
+    /// Upload cap in bytes per second (keys, values and headers), if any.
+    pub max_bytes_per_sec: Option<u64>,
+    /// Create unknown topics with this many partitions (None: wait for someone to create them).
+    pub auto_create_partitions: Option<i32>,
+    /// Where records Kafka refuses for good go.
+    pub dead_letter: DeadLetterSink,
+    /// While the uplink is down, a summary line (backlog, budget, time to full) this often.
+    pub outage_log_interval: Duration,
+}
+
+impl ForwardConfig {
+    /// Defaults: 5 ms linger, 1 MiB / 10 000 records per chunk, backoff 100 ms..5 s, no upload
+    /// cap, no auto-create, dead letters to `dead-letter` in the working directory, an outage
+    /// summary every minute.
+    pub fn new(node_id: &str) -> Self {
+        Self {
+            node_id: node_id.to_owned(),
+            linger: Duration::from_millis(5),
+            max_batch_bytes: 1 << 20,
+            max_batch_records: 10_000,
+            backoff_min: Duration::from_millis(100),
+            backoff_max: Duration::from_secs(5),
+            max_bytes_per_sec: None,
+            auto_create_partitions: None,
+            dead_letter: DeadLetterSink::File("dead-letter".into()),
+            outage_log_interval: Duration::from_secs(60),
+        }
+    }
+}
+
+/// Why the forwarder could not start or had to stop.
+#[derive(Debug, Error)]
+pub enum ForwardError {
+    /// The forwarder's cursor could not be opened (or created).
+    #[error("opening log cursor {name:?}: {source}")]
+    Cursor {
+        /// Cursor name.
+        name: String,
+        /// What went wrong.
+        source: LogError,
+    },
+}
+
+/// A chunk read from the log, on its way to the planning stage.
+#[derive(Debug)]
+struct Read {
+    records: Vec<Record>,
+    /// The cursor position after it.
+    next: u64,
+    /// A limit cut it: more durable records were waiting (a backlog).
+    full: bool,
+}
+
+/// A planned chunk on its way to the sender; its batches are being encoded.
+struct Job {
+    read: Read,
+    encoding: Encoding,
+}
+
+/// A plan whose batches are encoded (and compressed) on a blocking thread, off the sender's
+/// path: resolves to the plan and one encoded batch (or None) per plan batch.
+type Encoding = tokio::task::JoinHandle<(Plan, Vec<Option<EncodedBatch>>)>;
+
+/// Forwards the log to Kafka through one named cursor.
+pub struct Forwarder<P> {
+    log: Log,
+    cursor: Cursor,
+    planner: Planner,
+    producer: P,
+    config: ForwardConfig,
+    metrics: Arc<ForwardMetrics>,
+}
+
+impl<P: KafkaProducer + Clone + 'static> Forwarder<P> {
+    /// Opens (creating if needed) cursor `cursor_name` of `log`. Call this before devices can
+    /// publish: with the cursor in place, retention never deletes unforwarded records.
+    pub fn open(
+        log: &Log,
+        cursor_name: &str,
+        router: Arc<dyn Router>,
+        producer: P,
+        config: ForwardConfig,
+    ) -> Result<Self, ForwardError> {
+        let cursor = log
+            .cursor(cursor_name)
+            .map_err(|source| ForwardError::Cursor {
+                name: cursor_name.to_owned(),
+                source,
+            })?;
+        let metrics = Arc::new(ForwardMetrics::default());
+        metrics
+            .committed
+            .store(cursor.committed(), Ordering::Relaxed);
+        Ok(Self {
+            log: log.clone(),
+            cursor,
+            planner: Planner::new(router, &config.node_id),
+            producer,
+            config,
+            metrics,
+        })
+    }
+
+    /// The forwarder's counters, for `/metrics`.
+    pub fn metrics(&self) -> Arc<ForwardMetrics> {
+        Arc::clone(&self.metrics)
+    }
+
+    /// Forwards until `stop` (the chunks already read are still delivered) or `abort`
+    /// (mid-delivery, uncommitted), or the log closes.
+    ///
+    /// This task reads and commits; a planning task plans up to [`READ_AHEAD`] chunks ahead;
+    /// a sender task sends them and reports how far Kafka acknowledged, in log order.
+    pub async fn run(self, stop: CancellationToken, abort: CancellationToken) {
+        let Forwarder {
+            log,
+            cursor,
+            planner,
+            producer,
+            config,
+            metrics,
+        } = self;
+        let uplink = Uplink::new(
+            log.clone(),
+            Arc::clone(&metrics),
+            config.outage_log_interval,
+        );
+        tracing::info!(
+            cursor = cursor.name(),
+            committed = cursor.committed(),
+            durable_end = log.durable_end(),
+            "Kafka forwarder started"
+        );
+        let (jobs_tx, jobs_rx) = tokio::sync::mpsc::channel::<Job>(READ_AHEAD);
+        let (reads_tx, reads_rx) = tokio::sync::mpsc::channel::<Read>(1);
+        let (acked_tx, acked_rx) = tokio::sync::watch::channel(cursor.committed());
+        let planning = Arc::new(planning::Planning::new(
+            planner,
+            producer.clone(),
+            uplink.clone(),
+            &config,
+            Arc::clone(&metrics),
+        ));
+        let sender = sender::Sender::new(
+            producer,
+            Arc::clone(&planning),
+            uplink.clone(),
+            config.clone(),
+            Arc::clone(&metrics),
+        );
+        let telling = CancellationToken::new();
+        let story = tokio::spawn(uplink.clone().tell(telling.clone()));
+        let sending = tokio::spawn(sender.run(jobs_rx, acked_tx, stop.clone(), abort.clone()));
+        let planned = tokio::spawn(planning.run(reads_rx, jobs_tx, abort.clone()));
+
+        let reader = reader::Reader {
+            log: log.clone(),
+            cursor,
+            config,
+            metrics: Arc::clone(&metrics),
+            uplink,
+        };
+        let committed = reader.run(reads_tx, acked_rx, &stop, &abort, async {
+            if planned.await.is_err() {
+                tracing::error!("Kafka planning task failed");
+            }
+            if sending.await.is_err() {
+                tracing::error!("Kafka sender task failed");
+            }
+        });
+        let committed = committed.await;
+        telling.cancel();
+        let _ = story.await;
+        let unforwarded = log.durable_end().saturating_sub(committed);
+        if unforwarded == 0 {
+            tracing::info!(committed, "Kafka forwarder stopped");
+        } else {
+            tracing::info!(
+                committed,
+                unforwarded,
+                "Kafka forwarder stopped; the {unforwarded} records Kafka has not acknowledged \
+                 stay in the log and are sent at the next start"
+            );
+        }
+    }
+}
+
+/// Sleeps `d`; true if `cancel` fired first.
+async fn sleep_or_cancel(d: Duration, cancel: &CancellationToken) -> bool {
+    tokio::select! {
+        biased;
+        _ = cancel.cancelled() => true,
+        _ = tokio::time::sleep(d) => false,
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,917 @@
+//! The uplink as an operator sees it: its state (connecting, up, down, auth failed) derived
+//! from the outcome of every request, kept in [`ForwardMetrics`] for `/metrics` and
+//! `edge-broker status`, and an outage told in a few log lines instead of one per retry:
+//!
+//! - WARN (ERROR when authentication or authorization failed) once when the uplink goes down,
+//!   with the reason;
+//! - WARN every `outage_log_interval` while it is down: records and bytes buffered, the log's
+//!   share of its budget, the oldest event's age, and the time until the log is full at the
+//!   current ingest rate;
+//! - INFO once when it is back, and once when the backlog it came back to is forwarded
+//!   (records, duration, rate).
+//!
+//! Every failed attempt is logged at DEBUG only. [`Story`] decides which line is due, as
+//! plain code (tested here); [`Uplink`] feeds it and writes the lines.
+//!
+//! [`Uplink::pause`] is the forwarder's one retry wait: the next backoff delay, cut short when
+//! a cheap probe (a new connection and its ApiVersions handshake) finds the cluster answering
+//! again, so the replay starts within a probe interval of Kafka's return instead of up to
+//! `retry_backoff_max` later.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use edge_log::Log;
+use tokio_util::sync::CancellationToken;
+
+use crate::backoff::Backoff;
+use crate::metrics::{ForwardMetrics, LastError, error_kind};
+use crate::producer::{ErrorClass, KafkaProducer, ProduceError};
+
+/// How often a paused retry probes the cluster.
+pub const PROBE_EVERY: Duration = Duration::from_millis(250);
+
+/// The uplink's state, as `/metrics` shows it (`edge_kafka_uplink_state{state=...}`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UplinkState {
+    /// Nothing answered yet (just started).
+    Connecting,
+    /// The last request was answered.
+    Up,
+    /// Requests fail: unreachable, timeouts, broker errors, a missing topic.
+    Down,
+    /// The cluster refused us: TLS certificate, SASL credentials or ACLs.
+    AuthFailed,
+}
+
+impl UplinkState {
+    /// Every state, in the order of their numbers.
+    pub const ALL: [UplinkState; 4] = [
+        UplinkState::Connecting,
+        UplinkState::Up,
+        UplinkState::Down,
+        UplinkState::AuthFailed,
+    ];
+
+    /// The label value (`connecting`, `up`, `down`, `auth_failed`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            UplinkState::Connecting => "connecting",
+            UplinkState::Up => "up",
+            UplinkState::Down => "down",
+            UplinkState::AuthFailed => "auth_failed",
+        }
+    }
+
+    /// The state stored as `n` (see [`UplinkState::ALL`]); unknown numbers read as down.
+    pub fn from_u8(n: u8) -> Self {
+        Self::ALL
+            .get(usize::from(n))
+            .copied()
+            .unwrap_or(UplinkState::Down)
+    }
+
+    /// Its number in [`UplinkState::ALL`].
+    pub fn as_u8(self) -> u8 {
+        match self {
+            UplinkState::Connecting => 0,
+            UplinkState::Up => 1,
+            UplinkState::Down => 2,
+            UplinkState::AuthFailed => 3,
+        }
+    }
+
+    /// True while Kafka is not taking records (down or refusing us).
+    pub fn is_down(self) -> bool {
+        matches!(self, UplinkState::Down | UplinkState::AuthFailed)
+    }
+
+    /// The state a failed request leaves the uplink in; None if it says nothing about the
+    /// uplink (a record Kafka refuses, a batch held back behind a failed one, a producer
+    /// session to start over).
+    pub fn after(error: &ProduceError) -> Option<Self> {
+        if matches!(error, ProduceError::Blocked { .. })
+            || error.class() == ErrorClass::Rejected
+            || crate::producer::sequence::ends_session(error)
+        {
+            // The record, the order behind a failure, or the producer session (a restarted
+            // Kafka does not know our producer id: a new session follows at once).
+            None
+        } else if error.is_auth_failure() {
+            Some(UplinkState::AuthFailed)
+        } else {
+            Some(UplinkState::Down)
+        }
+    }
+}
+
+/// What the log holds for Kafka when a line is written.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Backlog {
+    /// Records not yet acknowledged by Kafka.
+    pub records: u64,
+    /// Their estimated bytes on disk.
+    pub bytes: u64,
+    /// Bytes in the log's segment files.
+    pub log_bytes: u64,
+    /// The log's budget (`[log] max_bytes`).
+    pub budget: u64,
+    /// Bytes written to the log since it was opened (grows with ingest).
+    pub written: u64,
+    /// Age of the oldest unforwarded event, seconds.
+    pub oldest_age: f64,
+    /// The forwarder's committed offset.
+    pub committed: u64,
+}
+
+/// A line [`Story`] says is due.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Line {
+    /// The uplink went down (or was refused).
+    Down {
+        /// Down or auth failed.
+        state: UplinkState,
+        /// Why (the error).
+        reason: String,
+        /// The backlog then.
+        backlog: Backlog,
+    },
+    /// Still down: the periodic summary.
+    StillDown {
+        /// Down or auth failed.
+        state: UplinkState,
+        /// How long it has been down.
+        since: Duration,
+        /// The backlog now.
+        backlog: Backlog,
+        /// Ingest into the log since the last line, bytes per second.
+        ingest_bytes_per_sec: f64,
+        /// The last error.
+        reason: String,
+    },
+    /// Up for the first time, nothing from before this start to replay.
+    Up,
+    /// Up again after an outage, or for the first time with a backlog to forward.
+    Back {
+        /// How long it was down (None: first connection).
+        after: Option<Duration>,
+        /// The backlog to replay.
+        backlog: Backlog,
+    },
+    /// The backlog present when the uplink came back is forwarded.
+    ReplayDone {
+        /// Records forwarded since the uplink came back.
+        records: u64,
+        /// How long it took.
+        took: Duration,
+    },
+}
+
+impl Line {
+    /// The text of the line.
+    pub fn text(&self) -> String {
+        match self {
+            Line::Down {
+                state,
+                reason,
+                backlog,
+            } => format!(
+                "Kafka uplink {}: {reason}; events are kept in the log ({} records not yet \
+                 forwarded) and sent once it is back",
+                if *state == UplinkState::AuthFailed {
+                    "refused us"
+                } else {
+                    "down"
+                },
+                backlog.records
+            ),
+            Line::StillDown {
+                state,
+                since,
+                backlog,
+                ingest_bytes_per_sec,
+                reason,
+            } => {
+                let full = if backlog.budget == 0 {
+                    String::new()
+                } else if *ingest_bytes_per_sec <= 0.0 {
+                    ", no ingest".to_owned()
+                } else {
+                    let left = backlog.budget.saturating_sub(backlog.log_bytes) as f64;
+                    format!(
+                        ", full in ~{} at {}/s",
+                        human_duration(Duration::from_secs_f64(
+                            (left / ingest_bytes_per_sec).min(1e9)
+                        )),
+                        human_bytes(*ingest_bytes_per_sec as u64)
+                    )
+                };
+                format!(
+                    "Kafka uplink {} for {}: {} records (~{}) buffered, log at {}% of \
+                     max_bytes{full}, oldest event {} old; last error: {reason}",
+                    if *state == UplinkState::AuthFailed {
+                        "refusing us"
+                    } else {
+                        "still down"
+                    },
+                    human_duration(*since),
+                    backlog.records,
+                    human_bytes(backlog.bytes),
+                    percent(backlog.log_bytes, backlog.budget),
+                    human_duration(Duration::from_secs_f64(backlog.oldest_age.max(0.0))),
+                )
+            }
+            Line::Up => "Kafka uplink up".to_owned(),
+            Line::Back { after, backlog } => match after {
+                Some(after) => format!(
+                    "Kafka uplink back after {}; replaying {} records",
+                    human_duration(*after),
+                    backlog.records
+                ),
+                None => format!(
+                    "Kafka uplink up; forwarding a backlog of {} records",
+                    backlog.records
+                ),
+            },
+            Line::ReplayDone { records, took } => format!(
+                "replay done: {records} records in {} ({:.0} records/s); forwarding live",
+                human_duration(*took),
+                *records as f64 / took.as_secs_f64().max(0.001)
+            ),
+        }
+    }
+}
+
+/// The replay that started when the uplink came back.
+#[derive(Debug, Clone, Copy)]
+struct Replay {
+    since: Instant,
+    /// The committed offset then.
+    from: u64,
+    /// The log's durable end then: the replay is done when the cursor passes it.
+    until: u64,
+}
+
+/// Decides which outage line is due (see the module docs). No I/O, no clock of its own.
+#[derive(Debug)]
+pub struct Story {
+    state: UplinkState,
+    /// When the uplink went down.
+    down_since: Option<Instant>,
+    /// When the last down or summary line was written, and the log's bytes written then.
+    last_line: Option<(Instant, u64)>,
+    reason: String,
+    replay: Option<Replay>,
+    interval: Duration,
+    /// The forwarder started behind the log (a backlog from before this start).
+    started_behind: bool,
+    /// Times the uplink went down so far.
+    downs: u64,
+}
+
+/// When a request was sent, as [`Story::mark`] counts: an answer to a request sent before the
+/// uplink went down (late, from the broker that then died) does not say it is back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Mark(u64);
+
+impl Story {
+    /// A story whose summaries come every `interval` while the uplink is down; the forwarder
+    /// `started_behind` the log's durable end, or not.
+    pub fn new(interval: Duration, started_behind: bool) -> Self {
+        Self {
+            state: UplinkState::Connecting,
+            down_since: None,
+            last_line: None,
+            reason: String::new(),
+            replay: None,
+            interval,
+            started_behind,
+            downs: 0,
+        }
+    }
+
+    /// The mark of a request sent now.
+    pub fn mark(&self) -> Mark {
+        Mark(self.downs)
+    }
+
+    /// The current state.
+    pub fn state(&self) -> UplinkState {
+        self.state
+    }
+
+    /// A request failed, leaving the uplink `state` (down or auth failed) for `reason`.
+    pub fn failure(
+        &mut self,
+        now: Instant,
+        state: UplinkState,
+        reason: &str,
+        backlog: impl FnOnce() -> Backlog,
+    ) -> Option<Line> {
+        reason.clone_into(&mut self.reason);
+        if self.state == state {
+            return None;
+        }
+        let was_down = self.state.is_down();
+        self.state = state;
+        self.replay = None;
+        if !was_down {
+            self.down_since = Some(now);
+            self.downs += 1;
+        }
+        let backlog = backlog();
+        self.last_line = Some((now, backlog.written));
+        Some(Line::Down {
+            state,
+            reason: reason.to_owned(),
+            backlog,
+        })
+    }
+
+    /// A request sent at `mark` was answered.
+    pub fn success(
+        &mut self,
+        now: Instant,
+        mark: Mark,
+        backlog: impl FnOnce() -> Backlog,
+    ) -> Option<Line> {
+        if self.state == UplinkState::Up || mark.0 < self.downs {
+            return None;
+        }
+        let after = match self.state {
+            UplinkState::Connecting => None,
+            _ => Some(
+                self.down_since
+                    .map_or(Duration::ZERO, |t| now.saturating_duration_since(t)),
+            ),
+        };
+        self.state = UplinkState::Up;
+        self.down_since = None;
+        self.last_line = None;
+        let backlog = backlog();
+        // A replay: after an outage, or at the first connection with a backlog from before
+        // this start (not the few records that came in while connecting).
+        if after.is_none() && !self.started_behind {
+            return Some(Line::Up);
+        }
+        self.replay = Some(Replay {
+            since: now,
+            from: backlog.committed,
+            until: backlog.committed + backlog.records,
+        });
+        Some(Line::Back { after, backlog })
+    }
+
+    /// The forwarder committed up to `committed`: the replay is done once it passed the
+    /// backlog the uplink came back to (records that came in meanwhile are counted too).
+    pub fn committed(&mut self, now: Instant, committed: u64) -> Option<Line> {
+        if self.replay.is_none_or(|r| committed < r.until) {
+            return None;
+        }
+        let replay = self.replay.take()?;
+        Some(Line::ReplayDone {
+            records: committed.saturating_sub(replay.from),
+            took: now.saturating_duration_since(replay.since),
+        })
+    }
+
+    /// Time passed: the summary line if the uplink is down and one is due.
+    pub fn tick(&mut self, now: Instant, backlog: impl FnOnce() -> Backlog) -> Option<Line> {
+        if !self.state.is_down() {
+            return None;
+        }
+        let (last, written) = self.last_line?;
+        let elapsed = now.saturating_duration_since(last);
+        if elapsed < self.interval {
+            return None;
+        }
+        let backlog = backlog();
+        self.last_line = Some((now, backlog.written));
+        Some(Line::StillDown {
+            state: self.state,
+            since: self
+                .down_since
+                .map_or(Duration::ZERO, |t| now.saturating_duration_since(t)),
+            backlog,
+            ingest_bytes_per_sec: backlog.written.saturating_sub(written) as f64
+                / elapsed.as_secs_f64().max(0.001),
+            reason: self.reason.clone(),
+        })
+    }
+}
+
+/// The uplink state shared by the forwarder's stages (cheap to clone).
+#[derive(Clone)]
+pub struct Uplink {
+    inner: Arc<Shared>,
+}
+
+struct Shared {
+    metrics: Arc<ForwardMetrics>,
+    log: Log,
+    story: parking_lot::Mutex<Story>,
+}
+
+impl std::fmt::Debug for Uplink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Uplink")
+            .field("state", &self.inner.metrics.uplink_state())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Uplink {
+    /// The uplink of a forwarder reading `log`, reporting into `metrics` (whose committed
+    /// offset is the forwarder's at start), with a summary line every `interval` while down.
+    pub fn new(log: Log, metrics: Arc<ForwardMetrics>, interval: Duration) -> Self {
+        let behind = log.durable_end() > metrics.committed.load(Ordering::Relaxed);
+        Self {
+            inner: Arc::new(Shared {
+                metrics,
+                log,
+                story: parking_lot::Mutex::new(Story::new(interval, behind)),
+            }),
+        }
+    }
+
+    /// The backlog now.
+    fn backlog(&self) -> Backlog {
+        let m = &self.inner.metrics;
+        let stats = self.inner.log.stats();
+        Backlog {
+            records: m.lag_records(stats.durable_end),
+            bytes: m.lag_bytes(stats.durable_end),
+            log_bytes: stats.bytes,
+            budget: self.inner.log.config().max_bytes,
+            written: stats.bytes_written,
+            oldest_age: m.oldest_age_seconds(stats.durable_end),
+            committed: m.committed.load(Ordering::Relaxed),
+        }
+    }
+
+    /// The mark of a request sent now (hand it to [`Uplink::succeeded`] with its answer).
+    pub fn mark(&self) -> Mark {
+        self.inner.story.lock().mark()
+    }
+
+    /// A request sent at `mark` was answered.
+    pub fn succeeded(&self, mark: Mark) {
+        if self.inner.metrics.uplink_state() == UplinkState::Up {
+            return;
+        }
+        let (line, state) = {
+            let mut story = self.inner.story.lock();
+            let line = story.success(Instant::now(), mark, || self.backlog());
+            (line, story.state())
+        };
+        self.inner.metrics.set_uplink_state(state);
+        if let Some(line) = line {
+            write(&line);
+        }
+    }
+
+    /// A request failed: counted by kind, remembered as the last error, logged at DEBUG,
+    /// and (if it says the uplink is down) told once per outage.
+    pub fn failed(&self, error: &ProduceError) {
+        if self.count(error) {
+            self.down(error);
+        }
+    }
+
+    /// The answers to a round of requests sent at `mark`: the uplink is up if any was
+    /// answered, down if none was and one says so; every failure is counted.
+    pub fn outcome(&self, mark: Mark, results: &[Result<i64, ProduceError>]) {
+        let mut answered = false;
+        let mut down = None;
+        for result in results {
+            match result {
+                Ok(_) => answered = true,
+                Err(e) => {
+                    if self.count(e) && down.is_none() {
+                        down = Some(e);
+                    }
+                }
+            }
+        }
+        if answered {
+            self.succeeded(mark);
+        } else if let Some(e) = down {
+            self.down(e);
+        }
+    }
+
+    /// Counts a failed request (by kind, as the last error, at DEBUG). True if it tells
+    /// something about the uplink (see [`UplinkState::after`]).
+    fn count(&self, error: &ProduceError) -> bool {
+        if matches!(error, ProduceError::Blocked { .. }) {
+            return false;
+        }
+        let kind = error_kind(error);
+        let message = error.to_string();
+        tracing::debug!(kind, error = %message, "Kafka request failed");
+        let metrics = &self.inner.metrics;
+        metrics.count_error(kind);
+        *metrics.last_error.lock() = Some(LastError {
+            kind,
+            message,
+            at_ms: unix_ms(),
+        });
+        UplinkState::after(error).is_some()
+    }
+
+    /// The uplink is down (or refusing us) because of `error`.
+    fn down(&self, error: &ProduceError) {
+        let Some(state) = UplinkState::after(error) else {
+            return;
+        };
+        let line =
+            self.inner
+                .story
+                .lock()
+                .failure(Instant::now(), state, &error.to_string(), || self.backlog());
+        self.inner.metrics.set_uplink_state(state);
+        if let Some(line) = line {
+            write(&line);
+        }
+    }
+
+    /// The forwarder committed its cursor up to `committed`.
+    pub fn committed(&self, committed: u64) {
+        let line = self.inner.story.lock().committed(Instant::now(), committed);
+        if let Some(line) = line {
+            write(&line);
+        }
+    }
+
+    /// Writes the summary line while the uplink is down, every interval, until `cancel`.
+    pub async fn tell(self, cancel: CancellationToken) {
+        loop {
+            tokio::select! {
+                _ = cancel.cancelled() => return,
+                _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+            }
+            if !self.inner.metrics.uplink_state().is_down() {
+                continue;
+            }
+            let line = self
+                .inner
+                .story
+                .lock()
+                .tick(Instant::now(), || self.backlog());
+            if let Some(line) = line {
+                write(&line);
+            }
+        }
+    }
+
+    /// Waits out `retry`'s next backoff delay, cut short when a probe finds the cluster
+    /// answering again (only after a failure that means "unreachable", and not twice in a
+    /// row, so a cluster that accepts connections but fails requests is not retried every
+    /// probe interval). True if `cancel` fired.
+    pub async fn pause<P: KafkaProducer>(
+        &self,
+        producer: &P,
+        retry: &mut Retry,
+        cancel: &CancellationToken,
+    ) -> bool {
+        let delay = retry.backoff.next_delay();
+        let probe = retry.unreachable && !retry.cut_short;
+        retry.cut_short = tokio::select! {
+            biased;
+            _ = cancel.cancelled() => return true,
+            _ = tokio::time::sleep(delay) => false,
+            () = probe_until_answered(producer), if probe => true,
+        };
+        if retry.cut_short {
+            tracing::debug!(?delay, "Kafka answers a probe again; retrying now");
+        }
+        false
+    }
+}
+
+/// Probes every [`PROBE_EVERY`] until one succeeds.
+async fn probe_until_answered<P: KafkaProducer>(producer: &P) {
+    loop {
+        tokio::time::sleep(PROBE_EVERY).await;
+        if producer.probe().await.is_ok() {
+            return;
+        }
+    }
+}
+
+/// Retry state of one retry loop: the backoff, and whether probing may cut its wait short.
+#[derive(Debug, Clone)]
+pub struct Retry {
+    backoff: Backoff,
+    /// The last failure meant "unreachable" (a probe can tell when that ends).
+    unreachable: bool,
+    /// The last wait was cut short by a probe.
+    cut_short: bool,
+}
+
+impl Retry {
+    /// Backoff from `min` doubling up to `max`.
+    pub fn new(min: Duration, max: Duration) -> Self {
+        Self {
+            backoff: Backoff::new(min, max),
+            unreachable: false,
+            cut_short: false,
+        }
+    }
+
+    /// Notes why the last attempt failed (None: not a Kafka error, e.g. a local file).
+    pub fn failed(&mut self, error: Option<&ProduceError>) {
+        self.unreachable = error.is_some_and(|e| {
+            matches!(
+                error_kind(e),
+                "unreachable" | "connection_reset" | "timeout"
+            )
+        });
+    }
+
+    /// The attempt succeeded: the next failure waits from the shortest delay again.
+    pub fn succeeded(&mut self) {
+        self.backoff.reset();
+        self.cut_short = false;
+    }
+}
+
+/// Writes `line` at its level.
+fn write(line: &Line) {
+    let text = line.text();
+    match line {
+        Line::Down {
+            state: UplinkState::AuthFailed,
+            ..
+        }
+        | Line::StillDown {
+            state: UplinkState::AuthFailed,
+            ..
+        } => tracing::error!("{text}"),
+        Line::Down { .. } | Line::StillDown { .. } => tracing::warn!("{text}"),
+        Line::Up | Line::Back { .. } | Line::ReplayDone { .. } => tracing::info!("{text}"),
+    }
+}
+
+fn unix_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+/// `part` as a whole percentage of `whole`.
+fn percent(part: u64, whole: u64) -> u64 {
+    if whole == 0 {
+        0
+    } else {
+        ((u128::from(part) * 100) / u128::from(whole)) as u64
+    }
+}
+
+/// `950ms`, `8.2s`, `2m10s`, `1h40m`, `3d4h`.
+pub fn human_duration(d: Duration) -> String {
+    let s = d.as_secs();
+    if s < 1 {
+        format!("{}ms", d.as_millis())
+    } else if s < 60 {
+        format!("{:.1}s", d.as_secs_f64())
+    } else if s < 3600 {
+        format!("{}m{:02}s", s / 60, s % 60)
+    } else if s < 86_400 {
+        format!("{}h{:02}m", s / 3600, s % 3600 / 60)
+    } else {
+        format!("{}d{}h", s / 86_400, s % 86_400 / 3600)
+    }
+}
+
+/// `512 B`, `3.1 KiB`, `12.0 MiB`, `1.5 GiB`.
+pub fn human_bytes(b: u64) -> String {
+    const UNITS: [&str; 4] = ["KiB", "MiB", "GiB", "TiB"];
+    if b < 1024 {
+        return format!("{b} B");
+    }
+    let mut v = b as f64 / 1024.0;
+    let mut unit = 0;
+    while v >= 1024.0 && unit + 1 < UNITS.len() {
+        v /= 1024.0;
+        unit += 1;
+    }
+    format!("{v:.1} {}", UNITS[unit])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::producer::codes;
+
+    const SEC: Duration = Duration::from_secs(1);
+
+    fn backlog(records: u64, written: u64) -> Backlog {
+        Backlog {
+            records,
+            bytes: records * 100,
+            log_bytes: 1 << 20,
+            budget: 10 << 20,
+            written,
+            oldest_age: 12.0,
+            committed: 1000,
+        }
+    }
+
+    /// 150 failed retries in 8 s (the demo's outage) make one down line, a summary every
+    /// interval, one line when it is back and one when the replay is done.
+    #[test]
+    fn an_outage_is_told_in_a_few_lines_whatever_the_retries() {
+        let t0 = Instant::now();
+        let mut story = Story::new(2 * SEC, false);
+        let mut lines = Vec::new();
+        for i in 0..150u64 {
+            let now = t0 + Duration::from_millis(i * 53);
+            lines.extend(
+                story.failure(now, UplinkState::Down, "connection refused", || {
+                    backlog(i, i * 1000)
+                }),
+            );
+            lines.extend(story.tick(now, || backlog(i, i * 1000)));
+        }
+        let back = t0 + 8 * SEC;
+        lines.extend(story.success(back, story.mark(), || backlog(400, 150_000)));
+        lines.extend(story.success(back, story.mark(), || backlog(400, 150_000)));
+        lines.extend(story.committed(back + SEC, 1399));
+        lines.extend(story.committed(back + 2 * SEC, 1400));
+        lines.extend(story.committed(back + 3 * SEC, 1500));
+        let kinds: Vec<&str> = lines
+            .iter()
+            .map(|l| match l {
+                Line::Down { .. } => "down",
+                Line::StillDown { .. } => "still",
+                Line::Up => "up",
+                Line::Back { .. } => "back",
+                Line::ReplayDone { .. } => "done",
+            })
+            .collect();
+        assert_eq!(kinds, ["down", "still", "still", "still", "back", "done"]);
+        let Line::StillDown {
+            ingest_bytes_per_sec,
+            since,
+            ..
+        } = &lines[1]
+        else {
+            unreachable!()
+        };
+        // 1000 bytes per failure, a failure every 53 ms.
+        assert!(
+            (18_000.0..=20_000.0).contains(ingest_bytes_per_sec),
+            "{ingest_bytes_per_sec}"
+        );
+        assert!(*since >= 2 * SEC);
+        assert_eq!(
+            lines[5],
+            Line::ReplayDone {
+                records: 400,
+                took: 2 * SEC
+            }
+        );
+        assert!(
+            lines[0].text().contains("connection refused"),
+            "{}",
+            lines[0].text()
+        );
+        assert!(
+            lines[4]
+                .text()
+                .starts_with("Kafka uplink back after 8.0s; replaying 400")
+        );
+        assert_eq!(
+            lines[5].text(),
+            "replay done: 400 records in 2.0s (200 records/s); forwarding live"
+        );
+    }
+
+    #[test]
+    fn the_summary_says_what_is_buffered_and_when_the_log_is_full() {
+        let line = Line::StillDown {
+            state: UplinkState::Down,
+            since: 130 * SEC,
+            backlog: backlog(12_345, 0),
+            ingest_bytes_per_sec: 1024.0,
+            reason: "connecting to Kafka broker b:9092: Connection refused".into(),
+        };
+        assert_eq!(
+            line.text(),
+            "Kafka uplink still down for 2m10s: 12345 records (~1.2 MiB) buffered, log at 10% \
+             of max_bytes, full in ~2h33m at 1.0 KiB/s, oldest event 12.0s old; last error: \
+             connecting to Kafka broker b:9092: Connection refused"
+        );
+    }
+
+    /// A refusal (TLS, SASL, ACL) is its own state; going from down to refused is told, but
+    /// the outage keeps its start. The first connection is told in one line, with a replay
+    /// only if the forwarder started behind the log.
+    #[test]
+    fn auth_failures_are_their_own_state_and_the_first_connection_tells_a_backlog() {
+        let t0 = Instant::now();
+        let mut story = Story::new(60 * SEC, false);
+        assert_eq!(
+            story.success(t0, story.mark(), || backlog(40, 0)),
+            Some(Line::Up)
+        );
+        assert_eq!(story.committed(t0, 1040), None, "no replay to tell");
+        let mut behind = Story::new(60 * SEC, true);
+        assert!(matches!(
+            behind.success(t0, behind.mark(), || backlog(50_000, 0)),
+            Some(Line::Back { after: None, .. })
+        ));
+        assert!(matches!(
+            behind.committed(t0 + SEC, 51_000),
+            Some(Line::ReplayDone {
+                records: 50_000,
+                ..
+            })
+        ));
+        assert!(
+            story
+                .failure(t0, UplinkState::Down, "refused", || backlog(0, 0))
+                .is_some()
+        );
+        let refused = story.failure(t0 + SEC, UplinkState::AuthFailed, "bad certificate", || {
+            backlog(0, 0)
+        });
+        assert!(
+            refused
+                .unwrap()
+                .text()
+                .starts_with("Kafka uplink refused us: bad certificate")
+        );
+        assert_eq!(story.state(), UplinkState::AuthFailed);
+        let Some(Line::Back { after, .. }) =
+            story.success(t0 + 5 * SEC, story.mark(), || backlog(3, 0))
+        else {
+            panic!("back");
+        };
+        assert_eq!(after, Some(5 * SEC));
+    }
+
+    /// An answer to a request sent before the uplink went down (answered by the broker that
+    /// then died, handled late) does not say it is back.
+    #[test]
+    fn late_answers_from_before_an_outage_do_not_end_it() {
+        let t0 = Instant::now();
+        let mut story = Story::new(60 * SEC, false);
+        let before = story.mark();
+        assert_eq!(story.success(t0, before, || backlog(0, 0)), Some(Line::Up));
+        let sent = story.mark();
+        assert!(
+            story
+                .failure(t0, UplinkState::Down, "refused", || backlog(0, 0))
+                .is_some()
+        );
+        assert_eq!(story.success(t0 + SEC, sent, || backlog(0, 0)), None);
+        assert_eq!(story.state(), UplinkState::Down);
+        assert!(matches!(
+            story.success(t0 + SEC, story.mark(), || backlog(0, 0)),
+            Some(Line::Back { .. })
+        ));
+    }
+
+    #[test]
+    fn errors_map_to_states() {
+        let refused = ProduceError::Connect {
+            broker: "b".into(),
+            source: std::io::ErrorKind::ConnectionRefused.into(),
+        };
+        assert_eq!(UplinkState::after(&refused), Some(UplinkState::Down));
+        let too_big = ProduceError::BatchTooLarge { bytes: 2, max: 1 };
+        assert_eq!(
+            UplinkState::after(&too_big),
+            None,
+            "the record, not the uplink"
+        );
+        let refused = |code| ProduceError::refused("Produce", "t", 0, code, None);
+        let acl = refused(codes::TOPIC_AUTHORIZATION_FAILED);
+        assert_eq!(UplinkState::after(&acl), Some(UplinkState::AuthFailed));
+        let restarted = refused(codes::UNKNOWN_PRODUCER_ID);
+        assert_eq!(
+            UplinkState::after(&restarted),
+            None,
+            "a new session, not an outage"
+        );
+        for s in UplinkState::ALL {
+            assert_eq!(UplinkState::from_u8(s.as_u8()), s);
+        }
+    }
+
+    #[test]
+    fn human_units() {
+        assert_eq!(human_duration(Duration::from_millis(950)), "950ms");
+        assert_eq!(human_duration(Duration::from_millis(8_240)), "8.2s");
+        assert_eq!(human_duration(130 * SEC), "2m10s");
+        assert_eq!(human_duration(6000 * SEC), "1h40m");
+        assert_eq!(human_duration(100_000 * SEC), "1d3h");
+        assert_eq!(human_bytes(512), "512 B");
+        assert_eq!(human_bytes(3 << 20), "3.0 MiB");
+        assert_eq!(percent(1, 3), 33);
+        assert_eq!(percent(1, 0), 0);
+    }
+}
