@@ -107,6 +107,14 @@ pub enum AppendError {
         /// Configured limit.
         max: u32,
     },
+    /// The file system has no space (ENOSPC): nothing of the record was kept (a partial write
+    /// was cut back). Not sticky: appends are stored again once space returns
+    /// (`WhenFull::Reject`; under `Block` the writer waits for space instead).
+    #[error("log storage full; record not stored: {cause}")]
+    NoSpace {
+        /// The error, with the file.
+        cause: String,
+    },
     /// A write or fsync failed (now or earlier: the error is sticky until reopen).
     #[error("log storage failed; record not durable: {cause}")]
     Storage {

@@ -18,14 +18,27 @@ pub const CURSOR_MAGIC: [u8; 8] = *b"EDGECUR\0";
 pub const SEGMENT_VERSION: u16 = 2;
 /// Oldest segment format version this build reads.
 pub const OLDEST_SEGMENT_VERSION: u16 = 1;
-/// Cursor file format version.
-pub const CURSOR_VERSION: u16 = 1;
+/// Cursor file format version written by this build: two slots (see [`cursor_slot`]).
+pub const CURSOR_VERSION: u16 = 2;
+/// The single-copy cursor file of builds before version 2 (24 bytes); still read.
+pub const CURSOR_VERSION_V1: u16 = 1;
 /// Segment header length in bytes.
 pub const SEGMENT_HEADER_LEN: usize = 24;
-/// Cursor file length in bytes.
+/// Length of a version 1 cursor file in bytes.
 pub const CURSOR_FILE_LEN: usize = 24;
+/// Length of one slot of a version 2 cursor file.
+pub const CURSOR_SLOT_LEN: usize = 32;
+/// File position of slot `i` of a version 2 cursor file is `i * CURSOR_SLOT_SPACING`: the two
+/// copies sit in different 4 KiB blocks, so a torn write of one cannot damage the other.
+pub const CURSOR_SLOT_SPACING: u64 = 4096;
+/// Length of a version 2 cursor file (two slots).
+pub const CURSOR_FILE_V2_LEN: u64 = CURSOR_SLOT_SPACING + CURSOR_SLOT_LEN as u64;
 /// Frame header length: `len u32 LE` + `crc32c u32 LE`.
 pub const FRAME_HEADER_LEN: usize = 8;
+/// The smallest frame any body version can make (a version 1 body with empty strings and
+/// payload and offset and timestamp below 128 is 8 bytes). Recovery uses it to bound how many
+/// records a damaged byte range can have held.
+pub const MIN_FRAME_LEN: usize = FRAME_HEADER_LEN + 8;
 
 /// Borrowed byte string that postcard writes as `varint len + raw bytes`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -297,6 +310,38 @@ pub fn decode_frame(chunk: &Bytes, max_record: u32) -> Result<(Record, usize), F
     Ok((record, end))
 }
 
+/// Segment format version a decoded record's body belongs to (1: no destination).
+pub fn version_of(record: &Record) -> u16 {
+    if record.destination.is_some() {
+        SEGMENT_VERSION
+    } else {
+        OLDEST_SEGMENT_VERSION
+    }
+}
+
+/// Decodes a frame whose length field may be damaged: the body is self-delimiting (postcard),
+/// so decode it from the bytes after the header and accept it only if the stored checksum
+/// matches what was decoded. Returns the record and the true frame length. (A torn frame
+/// cannot pass: its body ends early, so it does not decode.)
+pub fn decode_ignoring_length(chunk: &Bytes, max_record: u32) -> Option<(Record, usize)> {
+    if chunk.len() <= FRAME_HEADER_LEN {
+        return None;
+    }
+    let crc = u32::from_le_bytes([chunk[4], chunk[5], chunk[6], chunk[7]]);
+    let avail = (chunk.len() - FRAME_HEADER_LEN).min(max_record as usize);
+    let body = &chunk[FRAME_HEADER_LEN..FRAME_HEADER_LEN + avail];
+    let (_, rest): (RecordBody<'_>, &[u8]) = postcard::take_from_bytes(body).ok()?;
+    let len = body.len() - rest.len();
+    if len == 0 || crc32c::crc32c(&body[..len]) != crc {
+        return None;
+    }
+    let mut frame = Vec::with_capacity(FRAME_HEADER_LEN + len);
+    frame.extend_from_slice(&u32::try_from(len).ok()?.to_le_bytes());
+    frame.extend_from_slice(&crc.to_le_bytes());
+    frame.extend_from_slice(&body[..len]);
+    decode_frame(&Bytes::from(frame), max_record).ok()
+}
+
 /// Cheap pre-check used when resynchronising: the offset a body claims, if it looks like a
 /// known version.
 pub fn peek_offset(body_prefix: &[u8]) -> Option<u64> {
@@ -316,9 +361,15 @@ pub fn peek_offset(body_prefix: &[u8]) -> Option<u64> {
 
 /// Segment header: magic, version, reserved, base offset, crc32c of the preceding 20 bytes.
 pub fn segment_header(base: u64) -> [u8; SEGMENT_HEADER_LEN] {
+    segment_header_of_version(base, SEGMENT_VERSION)
+}
+
+/// A segment header of a given format version (recovery rebuilds a damaged header with the
+/// version of the bodies it finds).
+pub fn segment_header_of_version(base: u64, version: u16) -> [u8; SEGMENT_HEADER_LEN] {
     let mut h = [0u8; SEGMENT_HEADER_LEN];
     h[0..8].copy_from_slice(&SEGMENT_MAGIC);
-    h[8..10].copy_from_slice(&SEGMENT_VERSION.to_le_bytes());
+    h[8..10].copy_from_slice(&version.to_le_bytes());
     h[12..20].copy_from_slice(&base.to_le_bytes());
     let crc = crc32c::crc32c(&h[0..20]);
     h[20..24].copy_from_slice(&crc.to_le_bytes());
@@ -367,18 +418,19 @@ pub fn check_segment_header(h: &[u8]) -> HeaderCheck {
     }
 }
 
-/// Cursor file: magic, version, reserved, committed offset, crc32c of the preceding 20 bytes.
+/// Version 1 cursor file: magic, version, reserved, committed offset, crc32c of the preceding
+/// 20 bytes. Written by builds before version 2; only read now (tests write it to check that).
 pub fn cursor_file(committed: u64) -> [u8; CURSOR_FILE_LEN] {
     let mut h = [0u8; CURSOR_FILE_LEN];
     h[0..8].copy_from_slice(&CURSOR_MAGIC);
-    h[8..10].copy_from_slice(&CURSOR_VERSION.to_le_bytes());
+    h[8..10].copy_from_slice(&CURSOR_VERSION_V1.to_le_bytes());
     h[12..20].copy_from_slice(&committed.to_le_bytes());
     let crc = crc32c::crc32c(&h[0..20]);
     h[20..24].copy_from_slice(&crc.to_le_bytes());
     h
 }
 
-/// Parses a cursor file into its committed offset.
+/// Parses a version 1 cursor file into its committed offset.
 pub fn parse_cursor_file(h: &[u8]) -> Result<u64, String> {
     if h.len() != CURSOR_FILE_LEN {
         return Err(format!("length {} (expected {CURSOR_FILE_LEN})", h.len()));
@@ -391,12 +443,106 @@ pub fn parse_cursor_file(h: &[u8]) -> Result<u64, String> {
         return Err("crc mismatch".into());
     }
     let version = u16::from_le_bytes([h[8], h[9]]);
-    if version != CURSOR_VERSION {
+    if version != CURSOR_VERSION_V1 {
         return Err(format!("unsupported version {version}"));
     }
     let mut b = [0u8; 8];
     b.copy_from_slice(&h[12..20]);
     Ok(u64::from_le_bytes(b))
+}
+
+/// One slot of a version 2 cursor file: magic, version, reserved, sequence number, committed
+/// offset, crc32c of the preceding 28 bytes. Commit `seq` goes to slot `seq % 2`; the valid
+/// slot with the higher sequence number is the committed position.
+pub fn cursor_slot(seq: u64, committed: u64) -> [u8; CURSOR_SLOT_LEN] {
+    let mut h = [0u8; CURSOR_SLOT_LEN];
+    h[0..8].copy_from_slice(&CURSOR_MAGIC);
+    h[8..10].copy_from_slice(&CURSOR_VERSION.to_le_bytes());
+    h[12..20].copy_from_slice(&seq.to_le_bytes());
+    h[20..28].copy_from_slice(&committed.to_le_bytes());
+    let crc = crc32c::crc32c(&h[0..28]);
+    h[28..32].copy_from_slice(&crc.to_le_bytes());
+    h
+}
+
+/// A valid cursor slot: its sequence number and committed offset.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CursorSlot {
+    /// Commit sequence number (higher is newer).
+    pub seq: u64,
+    /// Committed offset.
+    pub committed: u64,
+}
+
+/// Parses one slot of a version 2 cursor file.
+pub fn parse_cursor_slot(h: &[u8]) -> Result<CursorSlot, String> {
+    if h.len() < CURSOR_SLOT_LEN {
+        return Err(format!(
+            "slot of {} bytes (expected {CURSOR_SLOT_LEN})",
+            h.len()
+        ));
+    }
+    if h[0..8] != CURSOR_MAGIC {
+        return Err("bad magic".into());
+    }
+    let crc = u32::from_le_bytes([h[28], h[29], h[30], h[31]]);
+    if crc32c::crc32c(&h[0..28]) != crc {
+        return Err("crc mismatch".into());
+    }
+    let version = u16::from_le_bytes([h[8], h[9]]);
+    if version != CURSOR_VERSION {
+        return Err(format!("unsupported slot version {version}"));
+    }
+    let word = |at: usize| {
+        let mut b = [0u8; 8];
+        b.copy_from_slice(&h[at..at + 8]);
+        u64::from_le_bytes(b)
+    };
+    Ok(CursorSlot {
+        seq: word(12),
+        committed: word(20),
+    })
+}
+
+/// What a cursor file holds: the newest valid copy, and what was wrong with the other one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CursorFile {
+    /// The newest valid copy.
+    pub slot: CursorSlot,
+    /// Format version of the file (1: a single copy, written by older builds).
+    pub version: u16,
+    /// Why the other copy was not used, if it was damaged (a version 2 file).
+    pub damaged_copy: Option<String>,
+}
+
+/// Parses a whole cursor file of either version: the newest valid copy, or why none is.
+pub fn parse_cursor(bytes: &[u8]) -> Result<CursorFile, String> {
+    if bytes.len() == CURSOR_FILE_LEN {
+        return parse_cursor_file(bytes).map(|committed| CursorFile {
+            slot: CursorSlot { seq: 0, committed },
+            version: CURSOR_VERSION_V1,
+            damaged_copy: None,
+        });
+    }
+    let at = CURSOR_SLOT_SPACING as usize;
+    let a = parse_cursor_slot(&bytes[..bytes.len().min(CURSOR_SLOT_LEN)]);
+    let b = parse_cursor_slot(bytes.get(at..).unwrap_or(&[]));
+    match (a, b) {
+        (Ok(a), Ok(b)) => Ok(CursorFile {
+            slot: if b.seq > a.seq { b } else { a },
+            version: CURSOR_VERSION,
+            damaged_copy: None,
+        }),
+        (Ok(slot), Err(e)) | (Err(e), Ok(slot)) => Ok(CursorFile {
+            slot,
+            version: CURSOR_VERSION,
+            damaged_copy: Some(e),
+        }),
+        (Err(a), Err(b)) => Err(format!(
+            "no valid copy in {} bytes: first copy: {a}; second copy: {b}",
+            bytes.len()
+        )),
+    }
 }
 
 /// File name of the segment starting at `base`.
@@ -411,6 +557,21 @@ pub fn parse_segment_name(name: &str) -> Option<u64> {
         return None;
     }
     stem.parse().ok()
+}
+
+impl Record {
+    /// Bytes this record occupies on disk, frame header included.
+    pub fn encoded_len(&self) -> usize {
+        FRAME_HEADER_LEN + body_len(&body_of(self))
+    }
+}
+
+impl NewRecord {
+    /// Bytes this record takes on disk once appended, frame header included (an upper bound:
+    /// it is measured with the largest offset; the budget and [`crate::Log::has_room`] use it).
+    pub fn encoded_len(&self) -> usize {
+        FRAME_HEADER_LEN + body_len(&body_ref(u64::MAX, self))
+    }
 }
 
 #[cfg(test)]
@@ -515,6 +676,25 @@ mod tests {
     }
 
     #[test]
+    fn a_frame_with_a_damaged_length_decodes_by_its_checksum_a_torn_one_does_not() {
+        let record = new_record("t", b"payload");
+        let mut out = Vec::new();
+        let n = encode_frame(&body_ref(5, &record), &mut out).unwrap();
+        out.extend_from_slice(b"next frame bytes");
+        let mut damaged = out.clone();
+        damaged[2] ^= 0x40;
+        let (rec, len) = decode_ignoring_length(&Bytes::from(damaged), 1 << 20).unwrap();
+        assert_eq!((rec.offset, len), (5, n));
+        // Torn: the body ends early.
+        assert!(decode_ignoring_length(&Bytes::from(out[..n - 2].to_vec()), 1 << 20).is_none());
+        // A damaged body fails its checksum.
+        let mut bad_body = out.clone();
+        bad_body[n - 1] ^= 1;
+        bad_body[2] ^= 0x40;
+        assert!(decode_ignoring_length(&Bytes::from(bad_body), 1 << 20).is_none());
+    }
+
+    #[test]
     fn headers_roundtrip() {
         assert_eq!(
             check_segment_header(&segment_header(42)),
@@ -529,6 +709,23 @@ mod tests {
         h[13] ^= 1;
         assert!(matches!(check_segment_header(&h), HeaderCheck::Bad(_)));
         assert_eq!(parse_cursor_file(&cursor_file(77)), Ok(77));
+        assert_eq!(parse_cursor(&cursor_file(77)).unwrap().slot.committed, 77);
+        // Version 2: the newer valid copy wins; one damaged copy falls back to the other.
+        let mut two = vec![0u8; CURSOR_FILE_V2_LEN as usize];
+        two[..CURSOR_SLOT_LEN].copy_from_slice(&cursor_slot(4, 40));
+        two[CURSOR_SLOT_SPACING as usize..].copy_from_slice(&cursor_slot(5, 50));
+        let f = parse_cursor(&two).unwrap();
+        assert_eq!(
+            (f.slot.seq, f.slot.committed, f.damaged_copy),
+            (5, 50, None)
+        );
+        two[CURSOR_SLOT_SPACING as usize + 25] ^= 1;
+        let f = parse_cursor(&two).unwrap();
+        assert_eq!(f.slot.committed, 40);
+        assert!(f.damaged_copy.is_some());
+        two[3] ^= 1;
+        assert!(parse_cursor(&two).is_err());
+        assert!(parse_cursor(&[]).is_err());
         assert_eq!(parse_segment_name(&segment_name(123)), Some(123));
         assert_eq!(parse_segment_name("123.seg"), None);
     }

@@ -2,23 +2,44 @@
 //! retention under a disk budget, and tail recovery.
 //!
 //! # Modules
+//!
+//! Public API:
 //! - [`config`]: [`LogConfig`], [`FsyncPolicy`], [`WhenFull`].
 //! - [`record`]: [`NewRecord`] (what ingress appends), [`Record`] (what cursors read),
 //!   [`Destination`] (where it goes upstream, decided at ingest), [`Header`], [`Source`].
-//! - [`log`]: [`Log`] (open/recover, append + group commit writer thread, retention, stats),
-//!   [`Appended`], ordered batches ([`Log::submit_many`] → [`SubmittedBatch`] →
-//!   [`AppendedBatch`]), [`LogStats`], [`RecoveryReport`].
+//! - [`log`]: the append API. [`Log`]: open, [`Log::append`], ordered batches
+//!   ([`Log::submit_many`] / [`Log::append_many`]), backpressure ([`Log::has_room`],
+//!   [`Log::room`]), [`Log::health`], cursors, [`LogStats`], close.
+//! - [`batch`]: what appends hand back: [`Appended`], [`SubmittedBatch`] → [`AppendedBatch`],
+//!   each with the one durability wait.
+//! - [`recovery`]: what `open` does to a directory; [`RecoveryReport`], [`Truncation`].
 //! - [`cursor`]: [`Cursor`], named persisted read positions over durable records.
-//! - [`format`](mod@format): the byte layout below (encoders/decoders).
+//! - [`format`](mod@format): the byte layout below (encoders/decoders, `encoded_len`).
 //! - [`storage`]: the [`Storage`] trait all file I/O goes through, and [`StdStorage`].
 //! - [`error`]: [`LogError`], [`AppendError`], [`ReadError`].
+//! - [`health`]: [`LogHealth`] (ok / full by budget or disk / failed / closed), [`Full`].
 //! - `testing` (feature `testing`): fakes `MemStorage` (power-cut model) and `FaultyStorage`.
+//!
+//! Inside (private), each a room of one concern; arrows are the only imports between them:
+//! - `ledger`: the state writer, appenders and readers share (segment list, disk budget,
+//!   cursor positions, durable end, sticky failure, counters), reached only through its
+//!   methods. Writer and cursors never reach into each other.
+//! - `writer`: the writer thread (stage → one write → roll; cut back and retry or refuse on a
+//!   full disk) → ledger, segment, syncer.
+//! - `syncer`: the fdatasync thread (coalesced targets, durability published in order, a failed
+//!   sync sticky) → ledger, segment.
+//! - `segment`: one segment file and its sparse index; creating one crash-safely.
+//! - `scan`: reading frames without trusting the file: sequential scan, resynchronisation
+//!   after damage, frame counting → shared by `recovery` and `reader`.
+//! - `reader`: a cursor's read-ahead frame reader over one segment → scan, segment.
+//! - `cursor_store`: cursor files (load, two-copy commit, delete) → format, storage.
+//! - `cursor` → ledger, reader, cursor_store; `log` → every room above; `format` → `record`.
 //!
 //! # On-disk layout (segment format version 2; version 1 is still read)
 //!
 //! ```text
 //! <dir>/NNNNNNNNNNNNNNNNNNNN.seg     segment, named by its 20-digit zero-padded base offset
-//! <dir>/cursors/<name>.cur           cursor file (<name>.cur.tmp while being replaced)
+//! <dir>/cursors/<name>.cur           cursor file (<name>.cur.tmp while being created whole)
 //!
 //! segment header, 24 bytes:
 //!   0..8    magic  "EDGESEG\0"
@@ -46,40 +67,107 @@
 //! so an older build never meets a body it cannot read inside a segment it accepts, and
 //! refuses version 2 segments instead of taking them for damage.
 //!
-//! cursor file, 24 bytes:
-//!   0..8 magic "EDGECUR\0" | 8..10 version u16 LE | 10..12 zero | 12..20 committed offset u64 LE |
-//!   20..24 crc32c of bytes 0..20
+//! cursor file, version 2 (written by this build), 4128 bytes: two copies ("slots") of 32 bytes
+//! at file positions 0 and 4096 (different 4 KiB blocks), each:
+//!   0..8 magic "EDGECUR\0" | 8..10 version u16 LE (= 2) | 10..12 zero | 12..20 sequence u64 LE |
+//!   20..28 committed offset u64 LE | 28..32 crc32c of bytes 0..28
+//! The valid slot with the higher sequence number holds the committed position. Commit `n`
+//! overwrites slot `n % 2` in place and syncs it, so a torn commit leaves the previous one.
+//! cursor file, version 1 (older builds; read, and rewritten as version 2 at the first commit),
+//! 24 bytes:
+//!   0..8 magic "EDGECUR\0" | 8..10 version u16 LE (= 1) | 10..12 zero |
+//!   12..20 committed offset u64 LE | 20..24 crc32c of bytes 0..20
 //! ```
 //!
 //! Offsets are dense: record `n` of a segment has offset `base + n`, so segment `i` holds
-//! `[base_i, base_{i+1})`. There is no index file: an in-memory sparse index (every 1024th
-//! frame, noted by the writer and by readers) bounds the cost of a seek. The format is frozen by `tests/format.rs` against the checked-in
-//! `tests/data/00000000000000000000.seg`.
+//! `[base_i, base_{i+1})` (unless storage damage destroyed frames: every body carries its own
+//! offset, so the records after damage keep theirs; see Recovery). There is no index file: an in-memory sparse index (every 1024th
+//! frame, noted by the writer and by readers) bounds the cost of a seek. The format is frozen
+//! by `tests/format.rs` against the checked-in `tests/data/v*/00000000000000000000.seg` and the
+//! spelled-out cursor layouts.
 //!
 //! # Durability and visibility
 //!
-//! A single writer thread drains every queued append, writes them with one `write`, then
-//! (`FsyncPolicy::Always`) issues ONE `fdatasync` and completes every waiter it covers (group
-//! commit). [`Log::durable_end`] advances only after that sync, and cursors read only below it,
-//! so an offset a crash could reuse never reaches a reader. With `Interval` records become
-//! durable at the next periodic sync. With `Never`, "written to the OS" counts as durable: a
-//! power cut can lose records that readers already saw, and their offsets will be reused.
-//! Segment rolls sync the old segment, the new header and the directory.
+//! A single writer thread drains every queued append and writes them with one `write`; a
+//! syncer thread runs the `fdatasync` (`FsyncPolicy::Always`: after every write) while the
+//! writer goes on writing the next batch. Requests made while a sync runs coalesce, so ONE
+//! `fdatasync` covers everything written before it started (group commit, pipelined).
+//! [`Log::durable_end`] advances only after the sync that covers it, in order, and cursors
+//! read only below it, so an offset a crash could reuse never reaches a reader. With `Interval`
+//! records become durable at the next periodic sync. With `Never`, "written to the OS" counts
+//! as durable: a power cut can lose records that readers already saw, and their offsets will be
+//! reused. Segment rolls wait for the old segment's sync, then sync the new header and the
+//! directory. `open` syncs the tail it recovered (a previous process may have left unsynced
+//! data in the page cache). [`LogStats::fsync_latency`] is the sync latency histogram,
+//! [`LogStats::bytes_written`] the bytes written to segments.
 //!
-//! Write and fsync errors are sticky: after one, every append fails with
-//! `AppendError::Storage` until the log is reopened; durability is never reported after a
-//! failed fsync.
+//! # Storage errors, a full disk, health
+//!
+//! **A refused record is never stored.** Records are answered only after their write
+//! succeeded; when a write fails, what it wrote is cut back (truncated) before the records are
+//! refused.
+//!
+//! **A full file system heals by itself.** ENOSPC (or a quota) from a write or a segment
+//! creation is not sticky: the partial write is cut back, then the oldest sealed segment is
+//! deleted if the `when_full` policy allows it under pressure (as for the budget), else under
+//! `Block` and `DropOldest` the writer retries with backoff (10 ms doubling to 500 ms) and
+//! appends wait (backpressure), under `Reject` the batch is refused with
+//! `AppendError::NoSpace` and the next one is tried. The first successful write ends it. Cursor
+//! commits overwrite allocated blocks, so they (and the retention they drive) work on a full
+//! disk.
+//!
+//! **Other write errors and every fdatasync error are sticky**: after one, every append fails
+//! with `AppendError::Storage` until the log is reopened, and durability is never reported
+//! after a failed fdatasync (the kernel may have dropped the pages it could not write). What
+//! was written but is now never to be durable is cut back to the last synced length (best
+//! effort: with the disk failing, the cut may not persist).
+//!
+//! [`Log::health`] says which state the log is in ([`LogHealth`]: `Ok`, `Full` by the budget or
+//! the disk, `Failed`, `Closed`) for readiness and `/healthz`; [`Log::has_room`] and
+//! [`Log::room`] are the backpressure to act on.
 //!
 //! # Recovery
 //!
-//! `open` scans only the tail segment and truncates it at the first bad record (partial frame,
-//! zero-filled region, bad CRC, undecodable body, offset discontinuity), reporting what it cut
-//! ([`RecoveryReport`]). Sealed segments are not scanned at open. A reader that meets a corrupt
-//! frame in a sealed segment counts and logs it, then resynchronises at the next frame in the same
-//! segment whose CRC is valid, whose body decodes and whose offset lies in the segment's range;
-//! if there is none it skips to the next segment. A missing segment (or a sealed segment that
-//! ends early) is skipped the same way. Skips are counted in `LogStats::corrupt_skipped` and
-//! [`Cursor::skipped`].
+//! `open` checks the header of every sealed segment and scans the tail segment frame by frame
+//! ([`RecoveryReport`] says what it found and did; the same goes to the log at warn/error):
+//! - **Damage in the middle of the tail** (a bad frame with a valid frame after it): the
+//!   records whose bytes are damaged are skipped ([`RecoveryReport::skipped`]: offsets, bytes,
+//!   reason), every later record is kept. The damaged segment is sealed as it is and appends
+//!   continue in a new segment, so the active segment only ever holds valid, dense frames.
+//! - **A torn or damaged end** (a bad frame with no valid frame after it) is cut
+//!   ([`RecoveryReport::truncated`]).
+//! - **A damaged length field** whose body still decodes by itself with the stored checksum
+//!   is written back: nothing is lost ([`RecoveryReport::lengths_repaired`]).
+//! - **A damaged segment header** (any segment) is rebuilt from the file name (the base) and
+//!   the first frame (the version); a tail without any readable frame is started again.
+//!
+//! Resynchronising after a bad frame looks for the next frame whose CRC is valid, whose body
+//! decodes, whose offset lies above the damaged one (and below the next segment's base, or the
+//! durable end), and whose offset the damaged bytes could have led up to (each skipped record
+//! takes at least [`format::MIN_FRAME_LEN`] bytes). A bad frame's own body is never searched
+//! when its length is plausible and it ends inside the file, and nothing is searched after a
+//! frame announced past the end of the file (a torn write): a payload that embeds a frame is
+//! never taken for a record. Readers resynchronise the same way (`scan`) in any segment; a
+//! segment that ends early or is missing is skipped to the next. Reader skips are counted in
+//! `LogStats::corrupt_skipped` and [`Cursor::skipped`], recovery's in
+//! `LogStats::recovery_skipped`.
+//!
+//! **Offsets are never reused.** Invariant: once an offset may have been seen by a reader (and
+//! so by Kafka, where `edge-node` + `edge-offset` identify a record), no other record ever gets
+//! it. Readers only see durable offsets, and recovery assigns the next offset after
+//! - the last record kept in the tail (a skipped record keeps its place: the records after it
+//!   carry their own offsets in their bodies, so nothing is renumbered);
+//! - every offset of a cut end that starts with a complete frame failing its checksum (it may
+//!   have been durable and read): those offsets are retired ([`Truncation::offsets_retired`])
+//!   and appends continue in a new segment after the gap. A partial frame or a zero-filled end
+//!   was never synced (fdatasync completes before durability is published), so no reader saw
+//!   it and its offsets are reused;
+//! - every cursor's committed position (with `FsyncPolicy::Never` readers may have seen what
+//!   a power cut then lost).
+//!
+//! This holds as long as storage keeps what it acknowledged as synced; when it does not, the
+//! loss is reported. Not covered: a deleted or truncated *tail* file (the previous segment then
+//! looks complete and its successor's offsets are assigned again unless a cursor passed them).
 //!
 //! # Retention and the disk budget
 //!
@@ -95,19 +183,32 @@
 //!
 //! Only one process may open a directory at a time (not enforced by a lock file).
 
+pub mod batch;
 pub mod config;
 pub mod cursor;
+mod cursor_store;
 pub mod error;
 pub mod format;
+pub mod health;
+mod ledger;
 pub mod log;
+mod reader;
 pub mod record;
+pub mod recovery;
+mod scan;
+mod segment;
 pub mod storage;
+mod syncer;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;
+mod writer;
 
-pub use config::{FsyncPolicy, LogConfig, WhenFull};
+pub use batch::{Appended, AppendedBatch, SubmittedBatch};
+pub use config::{FsyncPolicy, LogConfig, PREALLOCATE_STEP, WhenFull};
 pub use cursor::Cursor;
 pub use error::{AppendError, LogError, ReadError};
-pub use log::{Appended, AppendedBatch, Log, LogStats, RecoveryReport, SubmittedBatch, Truncation};
+pub use health::{Full, LogHealth};
+pub use log::{FsyncLatency, Log, LogStats};
 pub use record::{Destination, Header, NewRecord, Record, Source};
+pub use recovery::{DamagedCursor, HeaderRepair, RecoveryReport, Skipped, Truncation};
 pub use storage::{StdStorage, Storage, StorageFile};

@@ -1,11 +1,10 @@
-//! Public record types: what an ingress appends and what a cursor reads back.
+//! Public record types: what an ingress appends and what a cursor reads back. Their sizes on
+//! disk (`encoded_len`) are computed in [`crate::format`], which owns the byte layout.
 
 use std::sync::Arc;
 
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
-
-use crate::format;
 
 /// Protocol an event arrived on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -98,11 +97,4 @@ pub struct Record {
     pub headers: Vec<Header>,
     /// The message body.
     pub payload: Bytes,
-}
-
-impl Record {
-    /// Bytes this record occupies on disk, frame header included.
-    pub fn encoded_len(&self) -> usize {
-        format::FRAME_HEADER_LEN + format::body_len(&format::body_of(self))
-    }
 }

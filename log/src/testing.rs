@@ -1,18 +1,17 @@
 //! Test fakes (feature `testing` or `cfg(test)`): [`MemStorage`], an in-memory file system with a
-//! power-cut model, and [`FaultyStorage`], a wrapper injecting ENOSPC, EIO on fsync and short
-//! writes. They exist only to produce faults a real disk cannot produce on demand.
+//! power-cut model (also cut at a planned point in the middle of the log's work), and
+//! [`FaultyStorage`], a wrapper injecting ENOSPC, EIO on fsync, short writes and a held (slow)
+//! fsync. They exist only to produce faults a real disk cannot produce on demand.
 
 use std::collections::{HashMap, HashSet};
 use std::io;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+
+use parking_lot::Mutex;
 
 use crate::storage::{Storage, StorageFile};
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
-}
 
 /// What survives of unsynced data when [`MemStorage::crash`] simulates a power cut.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -41,91 +40,55 @@ struct MemFs {
 /// In-memory file system with a power-cut model: file data is durable only up to the last
 /// `sync_data`, directory entries only after `sync_dir`. Handles opened before a
 /// [`crash`](MemStorage::crash) fail with EIO afterwards (the old process is dead).
+/// [`crash_after`](MemStorage::crash_after) cuts the power in the middle of whatever the log
+/// is doing: after that many more mutating operations, and then every mutation fails until
+/// [`revive`](MemStorage::revive) (the next process).
 #[derive(Debug, Default)]
 pub struct MemStorage {
+    shared: Arc<Shared>,
+}
+
+#[derive(Debug, Default)]
+struct Shared {
     fs: Mutex<MemFs>,
-    generation: Arc<AtomicU64>,
-    syncs: Arc<AtomicU64>,
+    generation: AtomicU64,
+    syncs: AtomicU64,
+    /// Mutating operations left before a planned power cut, and its mode.
+    plan: Mutex<Option<(u64, CrashMode)>>,
+    /// The power was cut by a plan and the process has not been revived.
+    dead: AtomicBool,
 }
 
-#[derive(Debug)]
-struct MemFile {
-    inode: Arc<Mutex<Inode>>,
-    generation: u64,
-    current: Arc<AtomicU64>,
-    syncs: Arc<AtomicU64>,
-}
-
-impl MemFile {
-    fn alive(&self) -> io::Result<()> {
-        if self.current.load(Ordering::SeqCst) != self.generation {
+impl Shared {
+    /// Counts one mutating operation against a planned power cut; fails once it happened.
+    fn step(&self) -> io::Result<()> {
+        if self.dead.load(Ordering::SeqCst) {
             return Err(io::Error::from_raw_os_error(5));
         }
-        Ok(())
-    }
-}
-
-impl StorageFile for MemFile {
-    fn size(&self) -> io::Result<u64> {
-        self.alive()?;
-        Ok(lock(&self.inode).data.len() as u64)
-    }
-    fn read_at(&self, buf: &mut [u8], pos: u64) -> io::Result<usize> {
-        self.alive()?;
-        let inode = lock(&self.inode);
-        let pos = pos as usize;
-        if pos >= inode.data.len() {
-            return Ok(0);
+        let mut plan = self.plan.lock();
+        match &mut *plan {
+            Some((0, mode)) => {
+                let mode = *mode;
+                *plan = None;
+                drop(plan);
+                self.dead.store(true, Ordering::SeqCst);
+                self.crash(mode);
+                Err(io::Error::from_raw_os_error(5))
+            }
+            Some((left, _)) => {
+                *left -= 1;
+                Ok(())
+            }
+            None => Ok(()),
         }
-        let n = buf.len().min(inode.data.len() - pos);
-        buf[..n].copy_from_slice(&inode.data[pos..pos + n]);
-        Ok(n)
-    }
-    fn write_at(&self, buf: &[u8], pos: u64) -> io::Result<usize> {
-        self.alive()?;
-        let mut inode = lock(&self.inode);
-        let pos = pos as usize;
-        if inode.data.len() < pos + buf.len() {
-            inode.data.resize(pos + buf.len(), 0);
-        }
-        inode.data[pos..pos + buf.len()].copy_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn sync_data(&self) -> io::Result<()> {
-        self.alive()?;
-        let mut inode = lock(&self.inode);
-        let Inode { data, synced } = &mut *inode;
-        synced.clear();
-        synced.extend_from_slice(data);
-        self.syncs.fetch_add(1, Ordering::SeqCst);
-        Ok(())
-    }
-    fn truncate(&self, len: u64) -> io::Result<()> {
-        self.alive()?;
-        lock(&self.inode).data.resize(len as usize, 0);
-        Ok(())
-    }
-}
-
-impl MemStorage {
-    /// An empty in-memory file system.
-    pub fn new() -> Arc<Self> {
-        Arc::new(Self::default())
     }
 
-    /// Number of `sync_data` calls so far.
-    pub fn syncs(&self) -> u64 {
-        self.syncs.load(Ordering::SeqCst)
-    }
-
-    /// Simulates a power cut: unsynced data and unsynced directory entries are lost (per
-    /// `mode`), and every handle opened before now fails with EIO.
-    pub fn crash(&self, mode: CrashMode) {
+    fn crash(&self, mode: CrashMode) {
         self.generation.fetch_add(1, Ordering::SeqCst);
-        let mut fs = lock(&self.fs);
+        let mut fs = self.fs.lock();
         fs.names = fs.durable_names.clone();
         for inode in fs.names.values() {
-            let mut inode = lock(inode);
+            let mut inode = inode.lock();
             let Inode { data, synced } = &mut *inode;
             let appended = data.len() > synced.len() && data.starts_with(synced);
             let new = match mode {
@@ -145,15 +108,115 @@ impl MemStorage {
             *synced = new;
         }
     }
+}
+
+#[derive(Debug)]
+struct MemFile {
+    inode: Arc<Mutex<Inode>>,
+    generation: u64,
+    shared: Arc<Shared>,
+}
+
+impl MemFile {
+    fn alive(&self) -> io::Result<()> {
+        if self.shared.generation.load(Ordering::SeqCst) != self.generation {
+            return Err(io::Error::from_raw_os_error(5));
+        }
+        Ok(())
+    }
+
+    fn mutating(&self) -> io::Result<()> {
+        self.alive()?;
+        self.shared.step()?;
+        self.alive()
+    }
+}
+
+impl StorageFile for MemFile {
+    fn size(&self) -> io::Result<u64> {
+        self.alive()?;
+        Ok(self.inode.lock().data.len() as u64)
+    }
+    fn read_at(&self, buf: &mut [u8], pos: u64) -> io::Result<usize> {
+        self.alive()?;
+        let inode = self.inode.lock();
+        let pos = pos as usize;
+        if pos >= inode.data.len() {
+            return Ok(0);
+        }
+        let n = buf.len().min(inode.data.len() - pos);
+        buf[..n].copy_from_slice(&inode.data[pos..pos + n]);
+        Ok(n)
+    }
+    fn write_at(&self, buf: &[u8], pos: u64) -> io::Result<usize> {
+        self.mutating()?;
+        let mut inode = self.inode.lock();
+        let pos = pos as usize;
+        if inode.data.len() < pos + buf.len() {
+            inode.data.resize(pos + buf.len(), 0);
+        }
+        inode.data[pos..pos + buf.len()].copy_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn sync_data(&self) -> io::Result<()> {
+        self.mutating()?;
+        let mut inode = self.inode.lock();
+        let Inode { data, synced } = &mut *inode;
+        synced.clear();
+        synced.extend_from_slice(data);
+        self.shared.syncs.fetch_add(1, Ordering::SeqCst);
+        Ok(())
+    }
+    fn truncate(&self, len: u64) -> io::Result<()> {
+        self.mutating()?;
+        self.inode.lock().data.resize(len as usize, 0);
+        Ok(())
+    }
+}
+
+impl MemStorage {
+    /// An empty in-memory file system.
+    pub fn new() -> Arc<Self> {
+        Arc::new(Self::default())
+    }
+
+    /// Number of `sync_data` calls so far.
+    pub fn syncs(&self) -> u64 {
+        self.shared.syncs.load(Ordering::SeqCst)
+    }
+
+    /// Simulates a power cut: unsynced data and unsynced directory entries are lost (per
+    /// `mode`), and every handle opened before now fails with EIO.
+    pub fn crash(&self, mode: CrashMode) {
+        self.shared.crash(mode);
+    }
+
+    /// Plans a power cut after `ops` more mutating operations (writes, syncs, truncations,
+    /// creates, renames, removes, directory syncs), wherever the log then is. Until
+    /// [`MemStorage::revive`], every mutation fails with EIO.
+    pub fn crash_after(&self, ops: u64, mode: CrashMode) {
+        *self.shared.plan.lock() = Some((ops, mode));
+    }
+
+    /// Whether a planned power cut has happened (and the storage was not revived).
+    pub fn crashed(&self) -> bool {
+        self.shared.dead.load(Ordering::SeqCst)
+    }
+
+    /// The next process starts after a planned power cut: mutations work again.
+    pub fn revive(&self) {
+        *self.shared.plan.lock() = None;
+        self.shared.dead.store(false, Ordering::SeqCst);
+    }
 
     /// Edits a file's bytes in place (both the live and the durable copy): for corruption tests.
     pub fn modify(&self, path: &Path, f: impl FnOnce(&mut Vec<u8>)) -> io::Result<()> {
-        let fs = lock(&self.fs);
+        let fs = self.shared.fs.lock();
         let inode = fs
             .names
             .get(path)
             .ok_or_else(|| io::Error::from(io::ErrorKind::NotFound))?;
-        let mut inode = lock(inode);
+        let mut inode = inode.lock();
         f(&mut inode.data);
         inode.synced = inode.data.clone();
         Ok(())
@@ -161,30 +224,30 @@ impl MemStorage {
 
     /// A copy of a file's current bytes.
     pub fn contents(&self, path: &Path) -> Option<Vec<u8>> {
-        let fs = lock(&self.fs);
-        fs.names.get(path).map(|i| lock(i).data.clone())
+        let fs = self.shared.fs.lock();
+        fs.names.get(path).map(|i| i.lock().data.clone())
     }
 
     fn handle(&self, inode: Arc<Mutex<Inode>>) -> Arc<dyn StorageFile> {
         Arc::new(MemFile {
             inode,
-            generation: self.generation.load(Ordering::SeqCst),
-            current: self.generation.clone(),
-            syncs: self.syncs.clone(),
+            generation: self.shared.generation.load(Ordering::SeqCst),
+            shared: self.shared.clone(),
         })
     }
 }
 
 impl Storage for MemStorage {
     fn create_dir_all(&self, dir: &Path) -> io::Result<()> {
-        let mut fs = lock(&self.fs);
+        self.shared.step()?;
+        let mut fs = self.shared.fs.lock();
         for a in dir.ancestors() {
             fs.dirs.insert(a.to_path_buf());
         }
         Ok(())
     }
     fn list(&self, dir: &Path) -> io::Result<Vec<String>> {
-        let fs = lock(&self.fs);
+        let fs = self.shared.fs.lock();
         if !fs.dirs.contains(dir) {
             return Err(io::Error::from(io::ErrorKind::NotFound));
         }
@@ -197,7 +260,7 @@ impl Storage for MemStorage {
     }
     fn open(&self, path: &Path) -> io::Result<Arc<dyn StorageFile>> {
         let inode = {
-            let fs = lock(&self.fs);
+            let fs = self.shared.fs.lock();
             fs.names
                 .get(path)
                 .cloned()
@@ -206,15 +269,16 @@ impl Storage for MemStorage {
         Ok(self.handle(inode))
     }
     fn create(&self, path: &Path) -> io::Result<Arc<dyn StorageFile>> {
+        self.shared.step()?;
         let inode = {
-            let mut fs = lock(&self.fs);
+            let mut fs = self.shared.fs.lock();
             let parent = path.parent().map(Path::to_path_buf).unwrap_or_default();
             if !fs.dirs.contains(&parent) {
                 return Err(io::Error::from(io::ErrorKind::NotFound));
             }
             match fs.names.get(path) {
                 Some(i) => {
-                    lock(i).data.clear();
+                    i.lock().data.clear();
                     i.clone()
                 }
                 None => {
@@ -227,7 +291,8 @@ impl Storage for MemStorage {
         Ok(self.handle(inode))
     }
     fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
-        let mut fs = lock(&self.fs);
+        self.shared.step()?;
+        let mut fs = self.shared.fs.lock();
         let inode = fs
             .names
             .remove(from)
@@ -236,14 +301,16 @@ impl Storage for MemStorage {
         Ok(())
     }
     fn remove(&self, path: &Path) -> io::Result<()> {
-        let mut fs = lock(&self.fs);
+        self.shared.step()?;
+        let mut fs = self.shared.fs.lock();
         fs.names
             .remove(path)
             .map(|_| ())
             .ok_or_else(|| io::Error::from(io::ErrorKind::NotFound))
     }
     fn sync_dir(&self, dir: &Path) -> io::Result<()> {
-        let mut fs = lock(&self.fs);
+        self.shared.step()?;
+        let mut fs = self.shared.fs.lock();
         let MemFs {
             names,
             durable_names,
@@ -265,11 +332,17 @@ pub struct Faults {
     /// `sync_data` fails with EIO while set.
     pub fail_sync: AtomicBool,
     /// Writes fail with ENOSPC once this many more bytes were written (u64::MAX = never).
+    /// Deleting a file gives its bytes back (like a real file system).
     pub space_left: AtomicU64,
     /// Each write call writes at most 3 bytes (exercises short-write handling).
     pub short_writes: AtomicBool,
     /// Number of successful `sync_data` calls.
     pub syncs: AtomicU64,
+    /// While set, `sync_data` waits before syncing (a slow disk held still), so a test can
+    /// queue work behind a running sync.
+    pub hold_sync: AtomicBool,
+    /// `sync_data` calls waiting on `hold_sync` right now.
+    pub held: AtomicU64,
 }
 
 /// Wraps a storage and injects ENOSPC, EIO on fsync and short writes on demand.
@@ -323,6 +396,13 @@ impl StorageFile for FaultyFile {
         self.inner.write_at(&buf[..n], pos)
     }
     fn sync_data(&self) -> io::Result<()> {
+        if self.faults.hold_sync.load(Ordering::SeqCst) {
+            self.faults.held.fetch_add(1, Ordering::SeqCst);
+            while self.faults.hold_sync.load(Ordering::SeqCst) {
+                std::thread::sleep(std::time::Duration::from_millis(1));
+            }
+            self.faults.held.fetch_sub(1, Ordering::SeqCst);
+        }
         if self.faults.fail_sync.load(Ordering::SeqCst) {
             return Err(io::Error::from_raw_os_error(5));
         }
@@ -358,7 +438,15 @@ impl Storage for FaultyStorage {
         self.inner.rename(from, to)
     }
     fn remove(&self, path: &Path) -> io::Result<()> {
-        self.inner.remove(path)
+        let size = self.inner.open(path).and_then(|f| f.size()).unwrap_or(0);
+        self.inner.remove(path)?;
+        let _ = self
+            .faults
+            .space_left
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |left| {
+                (left != u64::MAX).then(|| left.saturating_add(size))
+            });
+        Ok(())
     }
     fn sync_dir(&self, dir: &Path) -> io::Result<()> {
         if self.faults.fail_sync.load(Ordering::SeqCst) {

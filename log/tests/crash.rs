@@ -2,6 +2,9 @@
 //! from many tasks and prints every offset reported durable; the parent SIGKILLs it at a random
 //! moment, reopens the log, and checks every reported record is there, intact, with dense offsets.
 //! Loops several kill/reopen rounds on the same directory.
+//!
+//! The same binary serves `scripts/block-power-cut.sh`: `crash_child_entry` is its writer and
+//! `crash_verify_entry` checks a directory against the `DURABLE` lines the writer printed.
 
 // Test code: unwrap/expect are fine here (clippy.toml intent); helpers are not #[test] fns.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -17,6 +20,8 @@ use edge_log::{Log, LogConfig};
 
 const CHILD_ENV: &str = "EDGE_LOG_CRASH_CHILD_DIR";
 const ROUND_ENV: &str = "EDGE_LOG_CRASH_ROUND";
+const VERIFY_DIR_ENV: &str = "EDGE_LOG_VERIFY_DIR";
+const VERIFY_ACKED_ENV: &str = "EDGE_LOG_VERIFY_ACKED";
 
 fn config(dir: &std::path::Path) -> LogConfig {
     LogConfig {
@@ -60,6 +65,58 @@ fn crash_child_entry() {
         for h in hs {
             h.await.unwrap();
         }
+    });
+}
+
+/// Verifier mode entry point (for `scripts/block-power-cut.sh`). Inert unless
+/// `EDGE_LOG_VERIFY_DIR` (a log directory) and `EDGE_LOG_VERIFY_ACKED` (a file of `DURABLE
+/// <offset> <id>` lines) are set: opens (recovers) the log and checks every listed record is
+/// there, intact, at its offset; prints one `VERIFIED` line.
+#[test]
+fn crash_verify_entry() {
+    let (Some(dir), Some(acked)) = (
+        std::env::var_os(VERIFY_DIR_ENV),
+        std::env::var_os(VERIFY_ACKED_ENV),
+    ) else {
+        return;
+    };
+    let acked: Vec<(u64, u64)> = std::fs::read_to_string(acked)
+        .unwrap()
+        .lines()
+        .filter_map(|l| {
+            let mut it = l.strip_prefix("DURABLE ")?.split(' ');
+            Some((it.next()?.parse().ok()?, it.next()?.parse().ok()?))
+        })
+        .collect();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async move {
+        let (log, report) = Log::open(config(std::path::Path::new(&dir))).unwrap();
+        let mut c = log.cursor("verify").unwrap();
+        let all = c.try_read(usize::MAX, usize::MAX).unwrap();
+        let by_offset: std::collections::HashMap<u64, &edge_log::Record> =
+            all.iter().map(|r| (r.offset, r)).collect();
+        let mut lost = Vec::new();
+        for &(off, id) in &acked {
+            match by_offset.get(&off) {
+                Some(r) if same(r, &rec(id, 50 + (id % 150) as usize)) => {}
+                _ => lost.push((off, id)),
+            }
+        }
+        drop(c);
+        log.remove_cursor("verify").unwrap();
+        log.close().await.unwrap();
+        println!(
+            "VERIFIED acknowledged={} lost={} records={} skipped={} next_offset={} | {report}",
+            acked.len(),
+            lost.len(),
+            all.len(),
+            report.records_skipped(),
+            report.next_offset
+        );
+        assert!(lost.is_empty(), "acknowledged records lost: {lost:?}");
     });
 }
 

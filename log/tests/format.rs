@@ -195,3 +195,49 @@ async fn a_version_1_log_reads_back_and_new_records_go_to_a_new_segment() {
         Some(sample_records().remove(0).destination)
     );
 }
+
+/// Cursor files, spelled out: version 2 (two 32-byte copies 4 KiB apart, the newer sequence
+/// number wins) as this build writes it, and version 1 (one 24-byte copy) as older builds
+/// wrote it, which is still read.
+#[tokio::test]
+async fn cursor_files_of_both_versions_have_the_documented_layout() {
+    let dir = tempfile::tempdir().unwrap();
+    let (log, _) = Log::open(LogConfig::new(dir.path())).unwrap();
+    for r in sample_records() {
+        log.append(r).await.unwrap().durable().await.unwrap();
+    }
+    let mut c = log.cursor("bridge").unwrap();
+    c.commit(2).await.unwrap();
+    c.commit(3).await.unwrap();
+    drop(c);
+    log.close().await.unwrap();
+    drop(log);
+    let bytes = std::fs::read(dir.path().join("cursors/bridge.cur")).unwrap();
+    assert_eq!(bytes.len(), 4096 + 32);
+    let slot = |at: usize| {
+        let s = &bytes[at..at + 32];
+        assert_eq!(&s[0..8], b"EDGECUR\0");
+        assert_eq!(&s[8..10], &2u16.to_le_bytes());
+        assert_eq!(&s[10..12], &[0, 0]);
+        assert_eq!(&s[28..32], &crc32c::crc32c(&s[0..28]).to_le_bytes());
+        let word = |i: usize| u64::from_le_bytes(s[i..i + 8].try_into().unwrap());
+        (word(12), word(20))
+    };
+    // Created with seq 0 and 1 (both at offset 0), then commits seq 2 (slot 0) and 3 (slot 1).
+    assert_eq!(slot(0), (2, 2));
+    assert_eq!(slot(4096), (3, 3));
+
+    // Version 1: magic, version 1, zero, committed u64, crc32c of bytes 0..20.
+    let mut v1 = Vec::new();
+    v1.extend_from_slice(b"EDGECUR\0");
+    v1.extend_from_slice(&1u16.to_le_bytes());
+    v1.extend_from_slice(&[0, 0]);
+    v1.extend_from_slice(&1u64.to_le_bytes());
+    let crc = crc32c::crc32c(&v1);
+    v1.extend_from_slice(&crc.to_le_bytes());
+    std::fs::write(dir.path().join("cursors/old.cur"), &v1).unwrap();
+    let (log, report) = Log::open(LogConfig::new(dir.path())).unwrap();
+    assert!(report.cursors_damaged.is_empty(), "{report}");
+    assert_eq!(log.cursor("old").unwrap().committed(), 1);
+    assert_eq!(log.cursor("bridge").unwrap().committed(), 3);
+}

@@ -221,7 +221,7 @@ pub fn cursors(log_dir: &Path) -> Vec<CursorPosition> {
 /// The committed offset of a cursor file (edge-log's format; when the two-copy cursor files of
 /// the log's next format land, `format::parse_cursor` replaces this).
 fn committed_offset(bytes: &[u8]) -> Result<u64, String> {
-    format::parse_cursor_file(bytes)
+    format::parse_cursor(bytes).map(|file| file.slot.committed)
 }
 
 #[cfg(test)]

@@ -1,0 +1,541 @@
+//! The single writer thread: drains queued chunks, encodes their frames into one buffer, writes
+//! it with one call, rolls segments, and hands "sync up to here" to the syncer thread, which
+//! runs the fdatasync and publishes the durable end through the [`Ledger`] while the writer
+//! writes the next batch (group commit, pipelined). It answers each chunk with how many of its
+//! records were written; durability is waited for separately (`Ledger::subscribe`).
+
+use std::io;
+use std::sync::Arc;
+use std::sync::mpsc::{self, RecvTimeoutError, SyncSender};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use tokio::sync::{OwnedSemaphorePermit, oneshot};
+
+use crate::config::{FsyncPolicy, PREALLOCATE_STEP, WhenFull};
+use crate::error::{AppendError, LogError};
+use crate::format::{self, SEGMENT_HEADER_LEN};
+use crate::ledger::Ledger;
+use crate::record::NewRecord;
+use crate::segment::{Segment, create_segment};
+use crate::storage::write_all_at;
+use crate::syncer::{Syncer, Target};
+
+/// The writer stops draining the queue into one write once this many bytes are staged.
+const MAX_BATCH_BYTES: usize = 4 << 20;
+/// How often the writer looks at a running sync's outcome while it has nothing else to do.
+const SYNC_WATCH: Duration = Duration::from_millis(2);
+/// First and longest wait between write attempts while the file system is full.
+const NO_SPACE_BACKOFF: (Duration, Duration) =
+    (Duration::from_millis(10), Duration::from_millis(500));
+
+/// Whether an I/O error means the file system (or the quota) has no space left.
+pub(crate) fn is_no_space(e: &io::Error) -> bool {
+    // ENOSPC, EDQUOT
+    matches!(e.raw_os_error(), Some(28 | 122)) || e.kind() == io::ErrorKind::StorageFull
+}
+
+/// Records to append in order, with contiguous offsets: one `append`, or one chunk of a batch.
+pub(crate) struct ChunkReq {
+    /// The records, in order.
+    pub records: Vec<NewRecord>,
+    /// Their frame lengths (upper bounds, as reserved).
+    pub frame_lens: Vec<u64>,
+    /// Budget reserved for them, released by the writer.
+    pub reserved: u64,
+    /// Where the answer goes.
+    pub reply: oneshot::Sender<ChunkAnswer>,
+    /// Queue slot and queue bytes, held until the writer takes the request.
+    pub permits: (OwnedSemaphorePermit, OwnedSemaphorePermit),
+}
+
+/// The writer's answer to a chunk: records `[0, written)` got offsets `first..first + written`
+/// and are written; the others were refused for `error`.
+#[derive(Debug)]
+pub(crate) struct ChunkAnswer {
+    /// Offset of the chunk's first record (if written).
+    pub first: u64,
+    /// How many records, from the start, were written.
+    pub written: usize,
+    /// Why the rest was refused (`None` when every record was written).
+    pub error: Option<AppendError>,
+}
+
+/// What appenders and `close` send to the writer.
+pub(crate) enum Msg {
+    /// Records to append.
+    Chunk(ChunkReq),
+    /// Sync everything, stop, and answer.
+    Close(oneshot::Sender<Result<(), LogError>>),
+}
+
+/// A chunk of the current batch, answered when the batch is done.
+struct Pending {
+    reply: oneshot::Sender<ChunkAnswer>,
+    first: u64,
+    count: usize,
+    /// Records encoded into the buffer or written.
+    staged: usize,
+    /// Records written to the file.
+    written: usize,
+    error: Option<AppendError>,
+}
+
+/// The single writer.
+pub(crate) struct Writer {
+    ledger: Arc<Ledger>,
+    rx: mpsc::Receiver<Msg>,
+    active: Arc<Segment>,
+    /// Bytes written to the active segment.
+    active_len: u64,
+    /// Size of the active segment file (beyond `active_len`: zeros written ahead when
+    /// preallocating).
+    file_len: u64,
+    /// Runs the fdatasyncs and publishes durability, overlapping the next write.
+    syncer: Syncer,
+    next_offset: u64,
+    buf: Vec<u8>,
+    pending: Vec<Pending>,
+    batch_reserved: u64,
+    /// Why the rest of the current batch is refused (no space, closing), if it is.
+    batch_refusal: Option<AppendError>,
+    /// Written since the last sync was requested.
+    unsynced: bool,
+    /// When the last sync was requested.
+    last_sync: Instant,
+    failed: Option<String>,
+}
+
+/// What to do after the file system reported no space.
+enum OnNoSpace {
+    /// Try the same write again (space was freed, or the policy waits).
+    Retry,
+    /// Refuse what is staged (`WhenFull::Reject`, or the log is closing).
+    Refuse(AppendError),
+}
+
+impl Writer {
+    /// Starts the writer thread on the active segment; returns its queue and handle.
+    pub fn spawn(
+        ledger: Arc<Ledger>,
+        active: Arc<Segment>,
+        next_offset: u64,
+        queue_slots: usize,
+    ) -> Result<(SyncSender<Msg>, JoinHandle<()>), LogError> {
+        let (tx, rx) = mpsc::sync_channel(queue_slots);
+        let syncer = Syncer::spawn(ledger.clone(), next_offset)?;
+        let file_len = active
+            .file
+            .size()
+            .map_err(crate::segment::io_err("stat segment", &active.path))?
+            .max(active.len());
+        let mut writer = Writer {
+            active_len: active.len(),
+            file_len,
+            syncer,
+            ledger,
+            rx,
+            active,
+            next_offset,
+            buf: Vec::with_capacity(64 << 10),
+            pending: Vec::new(),
+            batch_reserved: 0,
+            batch_refusal: None,
+            unsynced: false,
+            last_sync: Instant::now(),
+            failed: None,
+        };
+        let handle = std::thread::Builder::new()
+            .name("edge-log-writer".into())
+            .spawn(move || writer.run())
+            .map_err(|e| LogError::Writer {
+                reason: e.to_string(),
+            })?;
+        Ok((tx, handle))
+    }
+
+    fn run(&mut self) {
+        loop {
+            // While a sync runs, wake up now and then to notice it failing (the failure is
+            // only reported to appenders once what it dooms is cut back).
+            let interval = match self.ledger.cfg().fsync {
+                FsyncPolicy::Interval(d) if self.unsynced => {
+                    Some((self.last_sync + d).saturating_duration_since(Instant::now()))
+                }
+                _ => None,
+            };
+            let watch = match self.syncer.status() {
+                _ if self.failed.is_some() => None,
+                (_, Some(cause)) => {
+                    self.fail_with(cause);
+                    None
+                }
+                (outstanding, None) => outstanding.then_some(SYNC_WATCH),
+            };
+            let timeout = match (interval, watch) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
+            let first = match timeout {
+                Some(wait) => match self.rx.recv_timeout(wait) {
+                    Ok(m) => m,
+                    Err(RecvTimeoutError::Timeout) => {
+                        self.check_syncer();
+                        if let FsyncPolicy::Interval(d) = self.ledger.cfg().fsync
+                            && self.unsynced
+                            && self.failed.is_none()
+                            && self.last_sync.elapsed() >= d
+                        {
+                            self.request_sync();
+                        }
+                        continue;
+                    }
+                    Err(RecvTimeoutError::Disconnected) => break,
+                },
+                None => match self.rx.recv() {
+                    Ok(m) => m,
+                    Err(_) => break,
+                },
+            };
+            let mut close = None;
+            let mut next = Some(first);
+            while let Some(msg) = next {
+                match msg {
+                    Msg::Chunk(req) => self.stage(req),
+                    Msg::Close(reply) => {
+                        close = Some(reply);
+                        break;
+                    }
+                }
+                if self.buf.len() >= MAX_BATCH_BYTES {
+                    break;
+                }
+                next = self.rx.try_recv().ok();
+            }
+            self.finish_batch();
+            if let Some(reply) = close {
+                let res = self.shutdown();
+                let _ = reply.send(res);
+                return;
+            }
+        }
+        let _ = self.shutdown();
+    }
+
+    fn shutdown(&mut self) -> Result<(), LogError> {
+        if self.failed.is_none() {
+            if self.unsynced {
+                self.request_sync();
+            }
+            if let Err(cause) = self.syncer.wait(self.next_offset) {
+                self.fail_with(cause);
+            }
+        }
+        self.syncer.abandon();
+        self.ledger.close();
+        match &self.failed {
+            Some(cause) => Err(LogError::Sticky {
+                cause: cause.clone(),
+            }),
+            None => Ok(()),
+        }
+    }
+
+    fn fail(&mut self, op: &str, err: &std::io::Error) {
+        let cause = format!("{op} {} failed: {err}", self.active.path.display());
+        self.fail_with(cause);
+    }
+
+    /// Sticky failure: nothing staged and not yet written will be; the ledger refuses appends
+    /// and durability waits from now on. What was written but not synced is refused too, so
+    /// it is cut back (best effort: with the disk failing, the cut itself may not stick).
+    fn fail_with(&mut self, cause: String) {
+        tracing::error!(%cause, "edge-log storage failure; refusing writes until reopen");
+        // A sync already running publishes what it covers before the failure does, so no
+        // record that became durable is reported refused; what will never be durable is cut
+        // back before anyone hears it was refused.
+        self.syncer.abandon();
+        self.unstage();
+        let synced = self.active.synced();
+        if self.active_len > synced {
+            match self.active.file.truncate(synced) {
+                Ok(()) => {
+                    self.ledger.shrank(self.active_len - synced);
+                    self.active_len = synced;
+                    self.file_len = synced;
+                    self.active.cut(synced);
+                }
+                Err(e) => {
+                    tracing::error!(segment = %self.active.path.display(), error = %e, "edge-log could not cut back records that will never be durable; a restart may find them");
+                }
+            }
+        }
+        self.ledger.fail(&cause);
+        self.failed = Some(cause);
+    }
+
+    /// The file system is full: cut back, then free space the policy allows, wait, or refuse.
+    fn on_no_space(&mut self, cause: &str, backoff: &mut Duration) -> OnNoSpace {
+        if self.ledger.reclaim_for_space() {
+            return OnNoSpace::Retry;
+        }
+        self.ledger.set_no_space(cause);
+        if self.ledger.is_closing() {
+            return OnNoSpace::Refuse(AppendError::Closed);
+        }
+        if self.ledger.cfg().when_full == WhenFull::Reject {
+            return OnNoSpace::Refuse(AppendError::NoSpace {
+                cause: cause.to_owned(),
+            });
+        }
+        std::thread::sleep(*backoff);
+        *backoff = (*backoff * 2).min(NO_SPACE_BACKOFF.1);
+        OnNoSpace::Retry
+    }
+
+    /// Drops the frames in the buffer: their records get no offset.
+    fn unstage(&mut self) {
+        let mut dropped = 0;
+        for p in &mut self.pending {
+            dropped += (p.staged - p.written) as u64;
+            p.staged = p.written;
+        }
+        self.next_offset -= dropped;
+        self.active.forget_from(self.next_offset);
+        self.buf.clear();
+    }
+
+    /// Stages a chunk: contiguous offsets, one answer. A failure stops the chunk where it
+    /// happened (the records before it keep their offsets).
+    fn stage(&mut self, req: ChunkReq) {
+        let ChunkReq {
+            records,
+            frame_lens,
+            reserved,
+            reply,
+            permits,
+        } = req;
+        // The queue space is free again once the request is taken off the queue.
+        drop(permits);
+        self.batch_reserved += reserved;
+        self.check_syncer();
+        self.pending.push(Pending {
+            reply,
+            first: self.next_offset,
+            count: records.len(),
+            staged: 0,
+            written: 0,
+            error: None,
+        });
+        let me = self.pending.len() - 1;
+        for (record, &frame_len) in records.iter().zip(&frame_lens) {
+            if self.failed.is_some() || self.batch_refusal.is_some() {
+                break;
+            }
+            let filled = self.active_len + self.buf.len() as u64;
+            if filled + frame_len > self.ledger.cfg().segment_bytes
+                && filled > SEGMENT_HEADER_LEN as u64
+                && !(self.flush() && self.roll())
+            {
+                break;
+            }
+            let pos = self.active_len + self.buf.len() as u64;
+            let body = format::body_ref(self.next_offset, record);
+            if let Err(e) = format::encode_frame(&body, &mut self.buf) {
+                self.pending[me].error = Some(AppendError::Storage {
+                    cause: format!("encoding record failed: {e}"),
+                });
+                break;
+            }
+            self.active.note(self.next_offset, pos);
+            self.next_offset += 1;
+            self.pending[me].staged += 1;
+        }
+    }
+
+    /// Writes the buffer at the end of the active segment. False if nothing more can be written
+    /// in this batch. When the file system is full, what was partly written is cut back first,
+    /// then the policy decides: retry (space freed, or wait under `Block`/`DropOldest`) or
+    /// refuse the staged records (`Reject`, closing): a refused record is never stored.
+    fn flush(&mut self) -> bool {
+        if self.failed.is_some() || self.batch_refusal.is_some() {
+            return false;
+        }
+        if self.buf.is_empty() {
+            return true;
+        }
+        let n = self.buf.len() as u64;
+        self.preallocate(self.active_len + n);
+        let mut backoff = NO_SPACE_BACKOFF.0;
+        loop {
+            let e = match write_all_at(self.active.file.as_ref(), &self.buf, self.active_len) {
+                Ok(()) => break,
+                Err(e) => e,
+            };
+            if !is_no_space(&e) {
+                self.fail("write", &e);
+                return false;
+            }
+            if let Err(te) = self.active.file.truncate(self.active_len) {
+                self.fail("truncate after a failed write to", &te);
+                return false;
+            }
+            self.file_len = self.active_len;
+            let cause = format!("write {} failed: {e}", self.active.path.display());
+            match self.on_no_space(&cause, &mut backoff) {
+                OnNoSpace::Retry => {}
+                OnNoSpace::Refuse(refusal) => {
+                    self.unstage();
+                    self.batch_refusal = Some(refusal);
+                    return false;
+                }
+            }
+        }
+        self.ledger.clear_no_space();
+        self.active_len += n;
+        self.file_len = self.file_len.max(self.active_len);
+        self.active.set_len(self.active_len);
+        self.ledger.grew(n);
+        self.buf.clear();
+        self.unsynced = true;
+        for p in &mut self.pending {
+            p.written = p.staged;
+        }
+        true
+    }
+
+    /// With `preallocate`, zero-fills the active segment a step past `need` when the write
+    /// would go beyond what is filled: the file grows once per step, and the fdatasyncs in
+    /// between overwrite initialised blocks only (no metadata to commit). Best effort: if the
+    /// zeros cannot be written (a full disk), the frames are written without them.
+    fn preallocate(&mut self, need: u64) {
+        if !self.ledger.cfg().preallocate || need <= self.file_len {
+            return;
+        }
+        let end = need.div_ceil(PREALLOCATE_STEP) * PREALLOCATE_STEP + PREALLOCATE_STEP;
+        let end = end.min(self.ledger.cfg().max_segment_file()).max(need);
+        let zeros = vec![0u8; (end - self.file_len) as usize];
+        match write_all_at(self.active.file.as_ref(), &zeros, self.file_len) {
+            Ok(()) => {
+                self.ledger
+                    .counters
+                    .bytes_written
+                    .fetch_add(end - self.file_len, std::sync::atomic::Ordering::Relaxed);
+                self.file_len = end;
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, "edge-log could not preallocate; writing without");
+                let _ = self.active.file.truncate(self.file_len);
+            }
+        }
+    }
+
+    /// Fails (sticky) if a sync failed.
+    fn check_syncer(&mut self) {
+        if self.failed.is_none()
+            && let Some(cause) = self.syncer.failure()
+        {
+            self.fail_with(cause);
+        }
+    }
+
+    /// Hands everything written so far to the syncer (returns at once).
+    fn request_sync(&mut self) {
+        self.syncer.request(Target {
+            seg: self.active.clone(),
+            len: self.active_len,
+            end: self.next_offset,
+        });
+        self.unsynced = false;
+        self.last_sync = Instant::now();
+    }
+
+    /// Seals the active segment (synced) and starts the next one at `next_offset`. A full file
+    /// system is handled as in [`Writer::flush`] (the partly created file is removed).
+    fn roll(&mut self) -> bool {
+        // The old segment is synced before the next one exists, so a segment is only ever
+        // followed by another once it is complete on disk.
+        if self.unsynced {
+            self.request_sync();
+        }
+        if let Err(cause) = self.syncer.wait(self.next_offset) {
+            self.fail_with(cause);
+            return false;
+        }
+        // A sealed segment ends at its last frame: drop the zeros written ahead.
+        if self.file_len > self.active_len {
+            if let Err(e) = self.active.file.truncate(self.active_len) {
+                tracing::warn!(segment = %self.active.path.display(), error = %e, "edge-log could not drop the zeros after a sealed segment's last frame (readers skip them)");
+            }
+            self.file_len = self.active_len;
+        }
+        let dir = self.ledger.cfg().dir.clone();
+        let mut backoff = NO_SPACE_BACKOFF.0;
+        loop {
+            match create_segment(
+                self.ledger.storage(),
+                &dir,
+                self.next_offset,
+                &self.ledger.counters.fsyncs,
+            ) {
+                Ok(seg) => {
+                    self.ledger.clear_no_space();
+                    self.ledger.push_segment(seg.clone());
+                    self.active_len = seg.len();
+                    self.file_len = seg.len();
+                    self.active = seg;
+                    return true;
+                }
+                Err(LogError::Io { source, .. }) if is_no_space(&source) => {
+                    let cause = format!("creating a segment in {} failed: {source}", dir.display());
+                    if let OnNoSpace::Refuse(refusal) = self.on_no_space(&cause, &mut backoff) {
+                        self.batch_refusal = Some(refusal);
+                        return false;
+                    }
+                }
+                Err(e) => {
+                    self.fail_with(e.to_string());
+                    return false;
+                }
+            }
+        }
+    }
+
+    fn refusal(&self) -> AppendError {
+        match (&self.failed, &self.batch_refusal) {
+            (Some(cause), _) => AppendError::Storage {
+                cause: cause.clone(),
+            },
+            (None, Some(refusal)) => refusal.clone(),
+            (None, None) => AppendError::Closed,
+        }
+    }
+
+    fn finish_batch(&mut self) {
+        self.flush();
+        self.check_syncer();
+        self.ledger.publish_next(self.next_offset);
+        self.ledger
+            .release(std::mem::take(&mut self.batch_reserved));
+        for p in std::mem::take(&mut self.pending) {
+            let error = (p.written < p.count).then(|| p.error.unwrap_or_else(|| self.refusal()));
+            let _ = p.reply.send(ChunkAnswer {
+                first: p.first,
+                written: p.written,
+                error,
+            });
+        }
+        self.batch_refusal = None;
+        if self.failed.is_none() {
+            match self.ledger.cfg().fsync {
+                FsyncPolicy::Always if self.unsynced => self.request_sync(),
+                FsyncPolicy::Interval(d) if self.unsynced && self.last_sync.elapsed() >= d => {
+                    self.request_sync();
+                }
+                FsyncPolicy::Never => self.ledger.publish_durable(self.next_offset),
+                _ => {}
+            }
+        }
+        self.ledger.space().notify_waiters();
+    }
+}
