@@ -17,7 +17,10 @@ use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+pub use crate::kafka_proxy::KafkaProxy;
 
 /// What to run when a peer is missing.
 pub const INSTALL_HINT: &str = "run ./tests/run.sh or: python3 -m venv .venv && .venv/bin/pip install -r tests/requirements.txt";
@@ -69,12 +72,15 @@ pub fn free_port() -> u16 {
 pub struct Tansu {
     bin: PathBuf,
     port: u16,
+    /// The port Tansu advertises in Metadata: its own, or a proxy's in front of it.
+    advertised: u16,
     child: Option<Child>,
     log_dir: tempfile::TempDir,
-    /// The S3 emulator holding the topics, for [`Tansu::start_durable`].
-    s3: Option<S3Emulator>,
+    /// The S3 emulator holding the topics, for [`Tansu::start_durable`] (shared by the
+    /// brokers of a [`TansuCluster`]).
+    s3: Option<Arc<S3Emulator>>,
     /// The TLS front of [`Tansu::start_tls`]; Tansu advertises its port.
-    tls: Option<TlsProxy>,
+    _tls: Option<TlsProxy>,
 }
 
 impl Tansu {
@@ -86,7 +92,19 @@ impl Tansu {
 
     /// Starts Tansu with its topics in an S3 emulator, so that [`Tansu::restart`] keeps them.
     pub fn start_durable() -> Self {
-        Self::start_with(Some(S3Emulator::start("tansu")))
+        Self::start_with(Some(Arc::new(S3Emulator::start("tansu"))))
+    }
+
+    /// Starts Tansu (in memory, or on S3 if `durable`) behind a fault-injecting
+    /// [`KafkaProxy`]: Tansu advertises the proxy's port, so every client connection after
+    /// bootstrap goes through it too. [`Tansu::bootstrap`] is the proxy's address.
+    pub fn start_behind_proxy(durable: bool) -> (Self, KafkaProxy) {
+        let listener = KafkaProxy::bind();
+        let advertised = listener.local_addr().expect("proxy address").port();
+        let port = free_port();
+        let proxy = KafkaProxy::start(listener, std::net::SocketAddr::from(([127, 0, 0, 1], port)));
+        let s3 = durable.then(|| Arc::new(S3Emulator::start("tansu")));
+        (Self::start_on(port, advertised, s3, None), proxy)
     }
 
     /// Starts Tansu (memory storage) behind a TLS-terminating proxy (tests/tools/tls_proxy.py,
@@ -95,34 +113,44 @@ impl Tansu {
     pub fn start_tls(cert: &std::path::Path, key: &std::path::Path) -> Self {
         let port = free_port();
         let proxy = TlsProxy::start(cert, key, port);
-        Self::start_on(port, None, Some(proxy))
+        Self::start_on(port, proxy.port, None, Some(proxy))
     }
 
-    fn start_with(s3: Option<S3Emulator>) -> Self {
-        Self::start_on(free_port(), s3, None)
+    fn start_with(s3: Option<Arc<S3Emulator>>) -> Self {
+        let port = free_port();
+        Self::start_on(port, port, s3, None)
     }
 
-    fn start_on(port: u16, s3: Option<S3Emulator>, tls: Option<TlsProxy>) -> Self {
+    fn start_on(
+        port: u16,
+        advertised: u16,
+        s3: Option<Arc<S3Emulator>>,
+        tls: Option<TlsProxy>,
+    ) -> Self {
         let bin = tansu_binary().unwrap_or_else(|e| panic!("Tansu Kafka broker unavailable: {e}"));
         let mut t = Self {
             bin,
             port,
+            advertised,
             child: None,
             log_dir: tempfile::tempdir().expect("temp dir for tansu log"),
             s3,
-            tls,
+            _tls: tls,
         };
         t.spawn();
         t
     }
 
-    /// `127.0.0.1:PORT` (the TLS proxy's port for [`Tansu::start_tls`]).
+    /// `127.0.0.1:PORT` as Tansu advertises it (the TLS proxy's or the fault proxy's port when
+    /// there is one in front).
     pub fn bootstrap(&self) -> String {
-        format!("127.0.0.1:{}", self.advertised_port())
+        format!("127.0.0.1:{}", self.advertised)
     }
 
-    fn advertised_port(&self) -> u16 {
-        self.tls.as_ref().map_or(self.port, |proxy| proxy.port)
+    /// `127.0.0.1:PORT` Tansu itself listens on (bypassing any proxy for the first request;
+    /// its Metadata still advertises [`Tansu::bootstrap`]).
+    pub fn direct(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
     }
 
     /// Process id of the running broker.
@@ -182,7 +210,7 @@ impl Tansu {
 
     fn spawn(&mut self) {
         let url = format!("tcp://127.0.0.1:{}", self.port);
-        let advertised = format!("tcp://127.0.0.1:{}", self.advertised_port());
+        let advertised = format!("tcp://127.0.0.1:{}", self.advertised);
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -228,6 +256,31 @@ impl Tansu {
             );
             std::thread::sleep(Duration::from_millis(50));
         }
+    }
+}
+
+/// Several Tansu brokers over one S3 storage: Tansu 0.6's idea of a cluster. Each broker is a
+/// stateless front to the shared storage; each advertises only itself, all under node id 111,
+/// as the leader of every partition (there is no membership, replication or leader election:
+/// nothing "moves" when one dies, a client must bootstrap again through another).
+pub struct TansuCluster {
+    /// The brokers, in start order.
+    pub brokers: Vec<Tansu>,
+}
+
+impl TansuCluster {
+    /// Starts `n` brokers on one new S3 emulator.
+    pub fn start(n: usize) -> Self {
+        let s3 = Arc::new(S3Emulator::start("tansu"));
+        let brokers = (0..n)
+            .map(|_| Tansu::start_with(Some(Arc::clone(&s3))))
+            .collect();
+        Self { brokers }
+    }
+
+    /// Every broker's address, for a client's bootstrap list.
+    pub fn bootstraps(&self) -> Vec<String> {
+        self.brokers.iter().map(Tansu::bootstrap).collect()
     }
 }
 
@@ -483,6 +536,62 @@ pub fn librdkafka_partitions(bootstrap: &str, topic: &str, keys: &[String]) -> V
     keys.iter()
         .map(|k| (k.clone(), v[k.as_str()].as_i64().map_or(-1, |p| p as i32)))
         .collect()
+}
+
+/// What librdkafka reported producing `records` records one at a time to partition 0 of
+/// `topic` with retries off (`kafka_produce.py once`): per record the error name (None when
+/// delivered) and the seconds it took, and the largest throttle time it was told.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OnceReport {
+    /// librdkafka's error name per record (`NOT_LEADER_FOR_PARTITION`, `_TRANSPORT`, ...).
+    pub errors: Vec<Option<String>>,
+    /// Seconds from produce() to the delivery report, per record.
+    pub seconds: Vec<f64>,
+    /// Largest throttle time librdkafka reported, in ms.
+    pub throttle_ms: u64,
+    /// Broker error texts in librdkafka's own log (it also names errors it retried itself).
+    pub broker_errors: Vec<String>,
+}
+
+/// Produces `records` records with librdkafka, one at a time, without retries (see
+/// [`OnceReport`]); `timeout_ms` is librdkafka's request timeout.
+pub fn librdkafka_produce_once(
+    bootstrap: &str,
+    topic: &str,
+    records: usize,
+    timeout_ms: u64,
+) -> OnceReport {
+    let (records, timeout_ms) = (records.to_string(), timeout_ms.to_string());
+    let v = run_producer_tool(&[
+        "--bootstrap",
+        bootstrap,
+        "--topic",
+        topic,
+        "once",
+        "--records",
+        &records,
+        "--timeout-ms",
+        &timeout_ms,
+    ]);
+    OnceReport {
+        errors: v["errors"]
+            .as_array()
+            .map(|a| a.iter().map(|e| e.as_str().map(str::to_owned)).collect())
+            .unwrap_or_default(),
+        seconds: v["seconds"]
+            .as_array()
+            .map(|a| a.iter().filter_map(serde_json::Value::as_f64).collect())
+            .unwrap_or_default(),
+        throttle_ms: v["throttle_ms"].as_u64().unwrap_or(0),
+        broker_errors: v["broker_errors"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|e| e.as_str().map(str::to_owned))
+                    .collect()
+            })
+            .unwrap_or_default(),
+    }
 }
 
 /// librdkafka produce throughput in records/s (acks=all, round-robin over partitions).

@@ -6,6 +6,8 @@
 //!   is ready, read its log lines, stop it with SIGTERM or SIGKILL.
 //! - [`kafka`]: a real Kafka-protocol broker (Tansu) on an ephemeral port, and an independent
 //!   reader (librdkafka through confluent-kafka) of what reached it.
+//! - [`kafka_proxy`]: a fault-injecting Kafka-protocol proxy (errors in Produce answers,
+//!   throttling, resets mid-answer, slow or silent brokers) that counts requests per second.
 //! - [`mqtt`]: the MQTT scenario driver (real clients), Mosquitto as a reference broker, RSS.
 //! - [`pki`]: a CA, server and device certificates for TLS tests (rcgen, PEM files).
 //! - [`peers`]: find the peer programs (mosquitto, nats-server, Python clients) or fail saying
@@ -16,6 +18,7 @@
 
 pub mod broker;
 pub mod kafka;
+pub mod kafka_proxy;
 pub mod mqtt;
 pub mod peers;
 pub mod pki;
