@@ -2,6 +2,8 @@
 //! peers on 127.0.0.1 (the tests themselves live in `tests/tests/`).
 //!
 //! Crate map:
+//! - [`acked`]: a publisher that reports what the broker acknowledged, and the checks of what
+//!   reached Kafka (nothing missing, log order per partition, recognisable duplicates).
 //! - [`broker`]: start `edge-broker` with a config in a temporary data directory, wait until it
 //!   is ready, read its log lines, stop it with SIGTERM or SIGKILL.
 //! - [`kafka`]: a real Kafka-protocol broker (Tansu) on an ephemeral port, and an independent
@@ -16,6 +18,7 @@
 // This crate exists to fail tests loudly: a panic with a clear message is its error report.
 #![allow(clippy::expect_used, clippy::unwrap_used)]
 
+pub mod acked;
 pub mod broker;
 pub mod kafka;
 pub mod kafka_proxy;
