@@ -457,6 +457,39 @@ pub fn read_topic_tls(
     read_topic_with(bootstrap, topic, expect, &["--ssl-ca", &ca])
 }
 
+/// [`read_topic`] with librdkafka's `isolation.level` set: `read_committed` (librdkafka's
+/// default, what [`read_topic`] does) or `read_uncommitted`.
+pub fn read_topic_isolated(
+    bootstrap: &str,
+    topic: &str,
+    expect: usize,
+    isolation: &str,
+) -> Vec<ReadRecord> {
+    read_topic_with(bootstrap, topic, expect, &["--isolation", isolation])
+}
+
+/// Runs `tests/tools/kafka_txn.py` (librdkafka's transactional producer) with `args` and
+/// returns the JSON object it printed.
+pub fn kafka_txn(bootstrap: &str, args: &[&str]) -> serde_json::Value {
+    let py = venv_python().unwrap_or_else(|e| panic!("{e}"));
+    let script = repo_root().join("tests/tools/kafka_txn.py");
+    let out = Command::new(py)
+        .arg(&script)
+        .args(["--bootstrap", bootstrap])
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("running {}: {e}", script.display()));
+    assert!(
+        out.status.success(),
+        "kafka_txn.py {args:?} failed ({}): {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let last = stdout.lines().last().unwrap_or_default();
+    serde_json::from_str(last).unwrap_or_else(|e| panic!("kafka_txn.py output {stdout:?}: {e}"))
+}
+
 fn read_topic_with(bootstrap: &str, topic: &str, expect: usize, extra: &[&str]) -> Vec<ReadRecord> {
     let py = venv_python().unwrap_or_else(|e| panic!("{e}"));
     let script = repo_root().join("tests/tools/kafka_read.py");

@@ -81,7 +81,7 @@ pub struct Seen {
 /// An `aborted_transactions` list of one partition in a Fetch answer.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FetchedPartition {
-    /// Topic.
+    /// Topic name, or its id (Fetch v13 and later name topics by id only).
     pub topic: String,
     /// Partition.
     pub partition: i32,
@@ -539,8 +539,14 @@ fn note_fetch(body: &Bytes, version: i16, shared: &Shared) {
     let mut fetched = lock(&shared.fetched);
     for t in &response.responses {
         for p in &t.partitions {
+            // Fetch v13 and later name topics by id only.
+            let topic = if t.topic.0.is_empty() {
+                t.topic_id.to_string()
+            } else {
+                t.topic.0.to_string()
+            };
             fetched.push(FetchedPartition {
-                topic: t.topic.0.to_string(),
+                topic: topic.clone(),
                 partition: p.partition_index,
                 high_watermark: p.high_watermark,
                 last_stable_offset: p.last_stable_offset,

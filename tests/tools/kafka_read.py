@@ -9,6 +9,9 @@ Keys, values and header values are decoded as UTF-8 with U+FFFD for bad bytes.
 Stops once --expect records were read and every partition reached its end, or at --timeout
 (exit status 2, with what was read so far printed). Usage:
   kafka_read.py --bootstrap 127.0.0.1:9092 --topic T --expect N [--timeout 30] [--ssl-ca CA]
+                [--isolation read_committed|read_uncommitted]
+librdkafka's default isolation is read_committed: records of open transactions are held back
+(up to the last stable offset) and, on a broker that reports them, aborted ones are skipped.
 """
 import argparse
 import json
@@ -29,6 +32,8 @@ def main():
     ap.add_argument("--expect", type=int, required=True)
     ap.add_argument("--timeout", type=float, default=30.0)
     ap.add_argument("--ssl-ca", help="connect over TLS, trusting this CA file")
+    ap.add_argument("--isolation", default="read_committed",
+                    choices=["read_committed", "read_uncommitted"])
     args = ap.parse_args()
     tls = {"security.protocol": "SSL", "ssl.ca.location": args.ssl_ca} if args.ssl_ca else {}
 
@@ -38,6 +43,7 @@ def main():
         "enable.auto.commit": False,
         "enable.partition.eof": True,
         "auto.offset.reset": "earliest",
+        "isolation.level": args.isolation,
         **tls,
     })
     deadline = time.monotonic() + args.timeout
