@@ -16,6 +16,8 @@
 //! - [`backoff`]: jittered exponential backoff with a cap.
 //! - [`forward`]: the forwarder loop — named log cursor → chunks (linger, max bytes/records) →
 //!   plan → deliver → dead letters → cursor commit; resume, replay, pacing.
+//! - [`position`]: where exactly-once forwarding resumes: the local cursor or the position
+//!   committed to Kafka in the last transaction (log identity, the rules).
 //! - [`dead_letter`]: where records Kafka refuses for good go (JSON-lines file or a topic).
 //! - [`metrics`]: the forwarder's counters and gauges (records, bytes, errors by kind, lag).
 //! - [`producer`]: the [`producer::KafkaProducer`] trait, error classification, and
@@ -30,4 +32,5 @@ pub mod headers;
 pub mod metrics;
 pub mod partition;
 pub mod plan;
+pub mod position;
 pub mod producer;

@@ -13,6 +13,9 @@
 //!   Rust), into reused buffers, duplicate header keys preserved; [`EncodedBatch`]: encoded
 //!   ahead, the producer identity stamped in when the batch is written.
 //! - [`tls`]: TLS to the brokers (rustls, ring), CA bundle and optional client certificate.
+//! - [`txn`]: the transaction state machine for exactly-once forwarding (InitProducerId,
+//!   AddPartitionsToTxn, TxnOffsetCommit of the position, EndTxn; fencing, recovery, retries),
+//!   over a [`txn::TxnBroker`] transport.
 //! - `client`: metadata cache (refreshed on leader errors and periodically), per-broker
 //!   connections, Produce with acks=all, CreateTopics for tooling and tests.
 
@@ -20,6 +23,7 @@ mod batch;
 mod client;
 mod conn;
 pub mod tls;
+pub mod txn;
 
 use std::future::Future;
 use std::pin::Pin;
