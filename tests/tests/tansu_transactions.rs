@@ -175,3 +175,74 @@ fn tansu_0_6_never_times_out_an_abandoned_transaction() {
         "the last stable offset stays before the abandoned transaction: {last:?}"
     );
 }
+
+/// One InitProducerId v3 round trip on a fresh connection: (error code, producer id, epoch).
+fn init_producer_id(addr: &str, txn_id: &str, current: (i64, i16)) -> (i16, i64, i16) {
+    use std::io::{Read, Write};
+
+    use bytes::BytesMut;
+    use kafka_protocol::messages::{
+        ApiKey, InitProducerIdRequest, InitProducerIdResponse, ProducerId, RequestHeader,
+        ResponseHeader, TransactionalId,
+    };
+    use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
+
+    const VERSION: i16 = 3;
+    let mut body = BytesMut::new();
+    RequestHeader::default()
+        .with_request_api_key(ApiKey::InitProducerId as i16)
+        .with_request_api_version(VERSION)
+        .with_correlation_id(1)
+        .with_client_id(Some(StrBytes::from_static_str("edge-tests")))
+        .encode(
+            &mut body,
+            ApiKey::InitProducerId.request_header_version(VERSION),
+        )
+        .unwrap();
+    InitProducerIdRequest::default()
+        .with_transactional_id(Some(TransactionalId(StrBytes::from_string(txn_id.into()))))
+        .with_transaction_timeout_ms(60_000)
+        .with_producer_id(ProducerId(current.0))
+        .with_producer_epoch(current.1)
+        .encode(&mut body, VERSION)
+        .unwrap();
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    s.write_all(&(body.len() as u32).to_be_bytes()).unwrap();
+    s.write_all(&body).unwrap();
+    let mut len = [0u8; 4];
+    s.read_exact(&mut len).unwrap();
+    let mut answer = vec![0u8; u32::from_be_bytes(len) as usize];
+    s.read_exact(&mut answer).unwrap();
+    let mut answer = bytes::Bytes::from(answer);
+    ResponseHeader::decode(
+        &mut answer,
+        ApiKey::InitProducerId.response_header_version(VERSION),
+    )
+    .unwrap();
+    let r = InitProducerIdResponse::decode(&mut answer, VERSION).unwrap();
+    (r.error_code, r.producer_id.0, r.producer_epoch)
+}
+
+/// Shortcoming 3: no KIP-588. InitProducerId with the producer's current id and epoch (how a
+/// Kafka ≥ 2.5 client recovers after its transaction timed out, and tells that apart from
+/// being fenced by another instance) is answered UNKNOWN_SERVER_ERROR, for the current epoch
+/// as for a stale one. A fresh InitProducerId bumps the epoch as Kafka's does.
+#[test]
+fn tansu_0_6_does_not_recover_a_producer_epoch() {
+    let tansu = Tansu::start();
+    let b = tansu.bootstrap();
+    let (error, id, epoch) = init_producer_id(&b, "gw", (-1, -1));
+    assert_eq!(error, 0);
+    let (error, again, bumped) = init_producer_id(&b, "gw", (-1, -1));
+    assert_eq!(
+        (error, again, bumped),
+        (0, id, epoch + 1),
+        "a fresh init bumps the epoch"
+    );
+    assert_eq!(
+        init_producer_id(&b, "gw", (id, bumped)),
+        (-1, -1, -1),
+        "Tansu recovers producer epochs now (KIP-588): update bridge/README.md and txn.rs"
+    );
+    assert_eq!(init_producer_id(&b, "gw", (id, epoch)).0, -1);
+}

@@ -11,6 +11,7 @@ Modes:
          {"records": N, "seconds": S, "rate": R} measured from the first produce() until
          flush() returns: the ceiling our producer is compared with. --like-edge gives every
          record a key and the four edge-* headers, shaped like what edge-broker forwards.
+         --txn-every N makes it a transactional producer committing every N records.
   once   Produce --records records (values "once-<i>") one at a time to partition 0 with
          librdkafka's retries off (message.send.max.retries=0) and a --timeout-ms request
          timeout, and print {"errors": [name or null per record], "throttle_ms": T,
@@ -49,6 +50,8 @@ def main():
                    help="records shaped like edge-broker's: a key and the four edge-* headers")
     b.add_argument("--idempotent", action="store_true",
                    help="enable.idempotence (max 5 requests in flight), like edge-broker's producer")
+    b.add_argument("--txn-every", type=int, default=0,
+                   help="transactional: commit a transaction every N records (0: no transactions)")
     o = sub.add_parser("once")
     o.add_argument("--records", type=int, default=1)
     o.add_argument("--timeout-ms", type=int, default=5000)
@@ -89,8 +92,11 @@ def main():
         "queue.buffering.max.kbytes": 1_048_576,
         # Delivery reports only for failures: no per-record Python callback on the hot path.
         "delivery.report.only.error": True,
-        "enable.idempotence": args.idempotent,
+        "enable.idempotence": args.idempotent or args.txn_every > 0,
+        **({"transactional.id": f"bench-{random.getrandbits(32)}"} if args.txn_every else {}),
     })
+    if args.txn_every:
+        p.init_transactions(30)
     partitions = sorted(p.list_topics(args.topic, timeout=10).topics[args.topic].partitions)
     # 1024 distinct values of random hex (about 2:1 compressible, like sensor JSON), built
     # before the clock starts so Python's own work is not timed.
@@ -125,7 +131,11 @@ def main():
         errors.append(str(err))
 
     start = time.perf_counter()
+    in_txn = 0
+    transactions = 0
     for part, msgs in batches:
+        if args.txn_every and in_txn == 0:
+            p.begin_transaction()
         while True:
             try:
                 queued = p.produce_batch(args.topic, msgs, partition=part, on_delivery=report)
@@ -134,12 +144,22 @@ def main():
                 break
             except BufferError:
                 p.poll(0.01)
+        if args.txn_every:
+            in_txn += len(msgs)
+            if in_txn >= args.txn_every:
+                p.commit_transaction(60)
+                transactions += 1
+                in_txn = 0
+    if args.txn_every and in_txn:
+        p.commit_transaction(60)
+        transactions += 1
     remaining = p.flush(120)
     seconds = time.perf_counter() - start
     if errors or remaining:
         print(f"{remaining} undelivered; errors: {errors[:5]}", file=sys.stderr)
         return 1
-    print(json.dumps({"records": total, "seconds": seconds, "rate": total / seconds}))
+    print(json.dumps({"records": total, "seconds": seconds, "rate": total / seconds,
+                      "transactions": transactions}))
     return 0
 
 
