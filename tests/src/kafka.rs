@@ -471,23 +471,10 @@ pub fn read_topic_isolated(
 /// Runs `tests/tools/kafka_txn.py` (librdkafka's transactional producer) with `args` and
 /// returns the JSON object it printed.
 pub fn kafka_txn(bootstrap: &str, args: &[&str]) -> serde_json::Value {
-    let py = venv_python().unwrap_or_else(|e| panic!("{e}"));
-    let script = repo_root().join("tests/tools/kafka_txn.py");
-    let out = Command::new(py)
-        .arg(&script)
-        .args(["--bootstrap", bootstrap])
-        .args(args)
-        .output()
-        .unwrap_or_else(|e| panic!("running {}: {e}", script.display()));
-    assert!(
-        out.status.success(),
-        "kafka_txn.py {args:?} failed ({}): {}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let last = stdout.lines().last().unwrap_or_default();
-    serde_json::from_str(last).unwrap_or_else(|e| panic!("kafka_txn.py output {stdout:?}: {e}"))
+    run_tool(
+        "kafka_txn.py",
+        &[&["--bootstrap", bootstrap][..], args].concat(),
+    )
 }
 
 fn read_topic_with(bootstrap: &str, topic: &str, expect: usize, extra: &[&str]) -> Vec<ReadRecord> {
@@ -538,20 +525,28 @@ fn read_topic_with(bootstrap: &str, topic: &str, expect: usize, extra: &[&str]) 
 }
 
 fn run_producer_tool(args: &[&str]) -> serde_json::Value {
+    run_tool("kafka_produce.py", args)
+}
+
+/// Runs the Python tool `tests/tools/<script>` with `args` and returns the JSON object on the
+/// last line it printed. Panics with its stderr if it fails.
+fn run_tool(script: &str, args: &[&str]) -> serde_json::Value {
     let py = venv_python().unwrap_or_else(|e| panic!("{e}"));
-    let script = repo_root().join("tests/tools/kafka_produce.py");
+    let path = repo_root().join("tests/tools").join(script);
     let out = Command::new(py)
-        .arg(&script)
+        .arg(&path)
         .args(args)
         .output()
-        .unwrap_or_else(|e| panic!("running {}: {e}", script.display()));
+        .unwrap_or_else(|e| panic!("running {}: {e}", path.display()));
     assert!(
         out.status.success(),
-        "kafka_produce.py failed ({}): {}\n(if confluent_kafka is missing: {INSTALL_HINT})",
+        "{script} {args:?} failed ({}): {}\n(if confluent_kafka is missing: {INSTALL_HINT})",
         out.status,
         String::from_utf8_lossy(&out.stderr)
     );
-    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("kafka_produce.py output: {e}"))
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let last = stdout.lines().last().unwrap_or_default();
+    serde_json::from_str(last).unwrap_or_else(|e| panic!("{script} output {stdout:?}: {e}"))
 }
 
 /// The partition librdkafka's `murmur2_random` partitioner (Java-compatible) put each key on.

@@ -197,25 +197,25 @@ fn assert_bounded_and_said(o: &Outcome, says: &str) {
     );
 }
 
-/// A refused produce (the broker wrote nothing) is resent after a backoff; no copies.
-#[test]
-fn not_leader_or_follower_for_three_seconds_loses_nothing() {
+/// A produce refused with `code` (the broker wrote nothing) for three seconds is resent after
+/// a backoff; no copies.
+fn refused_for_three_seconds(code: i16, says: &str) {
     let o = forward_through_fault(
-        |p| p.set_produce_fault(Some(ProduceFault::Refuse(codes::NOT_LEADER_OR_FOLLOWER))),
+        |p| p.set_produce_fault(Some(ProduceFault::Refuse(code))),
         Duration::from_secs(3),
     );
-    assert_bounded_and_said(&o, "NotLeaderOrFollower");
+    assert_bounded_and_said(&o, says);
     assert_eq!(o.duplicates, 0, "refused batches were never written");
 }
 
 #[test]
+fn not_leader_or_follower_for_three_seconds_loses_nothing() {
+    refused_for_three_seconds(codes::NOT_LEADER_OR_FOLLOWER, "NotLeaderOrFollower");
+}
+
+#[test]
 fn not_enough_replicas_for_three_seconds_loses_nothing() {
-    let o = forward_through_fault(
-        |p| p.set_produce_fault(Some(ProduceFault::Refuse(codes::NOT_ENOUGH_REPLICAS))),
-        Duration::from_secs(3),
-    );
-    assert_bounded_and_said(&o, "NotEnoughReplicas");
-    assert_eq!(o.duplicates, 0, "refused batches were never written");
+    refused_for_three_seconds(codes::NOT_ENOUGH_REPLICAS, "NotEnoughReplicas");
 }
 
 /// Written, then reported as failed: the resend is answered DUPLICATE_SEQUENCE_NUMBER by

@@ -6,7 +6,9 @@
 //! keeps up to `max_in_flight` requests in flight: the caller writes them in order under its
 //! own lock, a reader task hands the responses back in the same order (Kafka answers the
 //! requests of one connection in the order they were sent). Any I/O error, timeout or bad frame
-//! fails every request in flight and marks the pipeline broken; the caller reconnects.
+//! fails every request in flight and marks the pipeline broken; the caller reconnects. A
+//! request times out `request_timeout` after its sending or the previous answer, whichever is
+//! later; a broker's throttle time ([`Throttle`]) holds the next request back.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering};
