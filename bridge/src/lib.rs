@@ -18,6 +18,8 @@
 //! - [`uplink`]: the uplink's state for `/metrics`, an outage told in a few log lines, and the
 //!   retry wait a probe cuts short when Kafka is back.
 //! - [`backoff`]: jittered exponential backoff with a cap.
+//! - [`position`]: where exactly-once forwarding resumes: the local cursor or the position
+//!   committed to Kafka in the last transaction (log identity, the rules).
 //! - [`dead_letter`]: where records Kafka refuses for good go (JSON-lines file or a topic).
 //! - [`metrics`]: the forwarder's counters and gauges (records, bytes, errors by kind, lag,
 //!   uplink state, last error).
@@ -33,6 +35,7 @@ pub mod headers;
 pub mod metrics;
 pub mod partition;
 pub mod plan;
+pub mod position;
 pub mod producer;
 pub mod topition;
 pub mod uplink;

@@ -17,7 +17,10 @@ use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+pub use crate::kafka_proxy::KafkaProxy;
 
 /// What to run when a peer is missing.
 pub const INSTALL_HINT: &str = "run ./tests/run.sh or: python3 -m venv .venv && .venv/bin/pip install -r tests/requirements.txt";
@@ -69,12 +72,15 @@ pub fn free_port() -> u16 {
 pub struct Tansu {
     bin: PathBuf,
     port: u16,
+    /// The port Tansu advertises in Metadata: its own, or a proxy's in front of it.
+    advertised: u16,
     child: Option<Child>,
     log_dir: tempfile::TempDir,
-    /// The S3 emulator holding the topics, for [`Tansu::start_durable`].
-    s3: Option<S3Emulator>,
+    /// The S3 emulator holding the topics, for [`Tansu::start_durable`] (shared by the
+    /// brokers of a [`TansuCluster`]).
+    s3: Option<Arc<S3Emulator>>,
     /// The TLS front of [`Tansu::start_tls`]; Tansu advertises its port.
-    tls: Option<TlsProxy>,
+    _tls: Option<TlsProxy>,
     /// The SASL front of [`Tansu::start_sasl`]; Tansu advertises its port.
     sasl: Option<SaslProxy>,
 }
@@ -88,7 +94,19 @@ impl Tansu {
 
     /// Starts Tansu with its topics in an S3 emulator, so that [`Tansu::restart`] keeps them.
     pub fn start_durable() -> Self {
-        Self::start_with(Some(S3Emulator::start("tansu")))
+        Self::start_with(Some(Arc::new(S3Emulator::start("tansu"))))
+    }
+
+    /// Starts Tansu (in memory, or on S3 if `durable`) behind a fault-injecting
+    /// [`KafkaProxy`]: Tansu advertises the proxy's port, so every client connection after
+    /// bootstrap goes through it too. [`Tansu::bootstrap`] is the proxy's address.
+    pub fn start_behind_proxy(durable: bool) -> (Self, KafkaProxy) {
+        let listener = KafkaProxy::bind();
+        let advertised = listener.local_addr().expect("proxy address").port();
+        let port = free_port();
+        let proxy = KafkaProxy::start(listener, std::net::SocketAddr::from(([127, 0, 0, 1], port)));
+        let s3 = durable.then(|| Arc::new(S3Emulator::start("tansu")));
+        (Self::start_on(port, advertised, s3, None, None), proxy)
     }
 
     /// Starts Tansu (memory storage) behind a TLS-terminating proxy (tests/tools/tls_proxy.py,
@@ -97,7 +115,7 @@ impl Tansu {
     pub fn start_tls(cert: &std::path::Path, key: &std::path::Path) -> Self {
         let port = free_port();
         let proxy = TlsProxy::start(cert, key, port);
-        Self::start_on(port, None, Some(proxy), None)
+        Self::start_on(port, proxy.port, None, Some(proxy), None)
     }
 
     /// Starts Tansu (memory storage) behind the test-only SASL proxy
@@ -108,7 +126,7 @@ impl Tansu {
     pub fn start_sasl(credentials: &std::path::Path, lifetime_ms: u64) -> Self {
         let port = free_port();
         let proxy = SaslProxy::start(credentials, port, lifetime_ms);
-        Self::start_on(port, None, None, Some(proxy))
+        Self::start_on(port, proxy.port, None, None, Some(proxy))
     }
 
     /// The SASL proxy's counters (`{"ok", "failed", "reauthenticated", "expired", ...}`).
@@ -118,13 +136,15 @@ impl Tansu {
         serde_json::from_str(&text).unwrap_or(serde_json::Value::Null)
     }
 
-    fn start_with(s3: Option<S3Emulator>) -> Self {
-        Self::start_on(free_port(), s3, None, None)
+    fn start_with(s3: Option<Arc<S3Emulator>>) -> Self {
+        let port = free_port();
+        Self::start_on(port, port, s3, None, None)
     }
 
     fn start_on(
         port: u16,
-        s3: Option<S3Emulator>,
+        advertised: u16,
+        s3: Option<Arc<S3Emulator>>,
         tls: Option<TlsProxy>,
         sasl: Option<SaslProxy>,
     ) -> Self {
@@ -132,27 +152,27 @@ impl Tansu {
         let mut t = Self {
             bin,
             port,
+            advertised,
             child: None,
             log_dir: tempfile::tempdir().expect("temp dir for tansu log"),
             s3,
-            tls,
+            _tls: tls,
             sasl,
         };
         t.spawn();
         t
     }
 
-    /// `127.0.0.1:PORT` (the TLS proxy's port for [`Tansu::start_tls`]).
+    /// `127.0.0.1:PORT` as Tansu advertises it (the TLS proxy's or the fault proxy's port when
+    /// there is one in front).
     pub fn bootstrap(&self) -> String {
-        format!("127.0.0.1:{}", self.advertised_port())
+        format!("127.0.0.1:{}", self.advertised)
     }
 
-    fn advertised_port(&self) -> u16 {
-        match (&self.tls, &self.sasl) {
-            (Some(proxy), _) => proxy.port,
-            (None, Some(proxy)) => proxy.port,
-            (None, None) => self.port,
-        }
+    /// `127.0.0.1:PORT` Tansu itself listens on (bypassing any proxy for the first request;
+    /// its Metadata still advertises [`Tansu::bootstrap`]).
+    pub fn direct(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
     }
 
     /// Process id of the running broker.
@@ -212,7 +232,7 @@ impl Tansu {
 
     fn spawn(&mut self) {
         let url = format!("tcp://127.0.0.1:{}", self.port);
-        let advertised = format!("tcp://127.0.0.1:{}", self.advertised_port());
+        let advertised = format!("tcp://127.0.0.1:{}", self.advertised);
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -258,6 +278,31 @@ impl Tansu {
             );
             std::thread::sleep(Duration::from_millis(50));
         }
+    }
+}
+
+/// Several Tansu brokers over one S3 storage: Tansu 0.6's idea of a cluster. Each broker is a
+/// stateless front to the shared storage; each advertises only itself, all under node id 111,
+/// as the leader of every partition (there is no membership, replication or leader election:
+/// nothing "moves" when one dies, a client must bootstrap again through another).
+pub struct TansuCluster {
+    /// The brokers, in start order.
+    pub brokers: Vec<Tansu>,
+}
+
+impl TansuCluster {
+    /// Starts `n` brokers on one new S3 emulator.
+    pub fn start(n: usize) -> Self {
+        let s3 = Arc::new(S3Emulator::start("tansu"));
+        let brokers = (0..n)
+            .map(|_| Tansu::start_with(Some(Arc::clone(&s3))))
+            .collect();
+        Self { brokers }
+    }
+
+    /// Every broker's address, for a client's bootstrap list.
+    pub fn bootstraps(&self) -> Vec<String> {
+        self.brokers.iter().map(Tansu::bootstrap).collect()
     }
 }
 
@@ -495,6 +540,26 @@ pub fn read_topic_tls(
     read_topic_with(bootstrap, topic, expect, &["--ssl-ca", &ca])
 }
 
+/// [`read_topic`] with librdkafka's `isolation.level` set: `read_committed` (librdkafka's
+/// default, what [`read_topic`] does) or `read_uncommitted`.
+pub fn read_topic_isolated(
+    bootstrap: &str,
+    topic: &str,
+    expect: usize,
+    isolation: &str,
+) -> Vec<ReadRecord> {
+    read_topic_with(bootstrap, topic, expect, &["--isolation", isolation])
+}
+
+/// Runs `tests/tools/kafka_txn.py` (librdkafka's transactional producer) with `args` and
+/// returns the JSON object it printed.
+pub fn kafka_txn(bootstrap: &str, args: &[&str]) -> serde_json::Value {
+    run_tool(
+        "kafka_txn.py",
+        &[&["--bootstrap", bootstrap][..], args].concat(),
+    )
+}
+
 fn read_topic_with(bootstrap: &str, topic: &str, expect: usize, extra: &[&str]) -> Vec<ReadRecord> {
     let py = venv_python().unwrap_or_else(|e| panic!("{e}"));
     let script = repo_root().join("tests/tools/kafka_read.py");
@@ -543,20 +608,28 @@ fn read_topic_with(bootstrap: &str, topic: &str, expect: usize, extra: &[&str]) 
 }
 
 fn run_producer_tool(args: &[&str]) -> serde_json::Value {
+    run_tool("kafka_produce.py", args)
+}
+
+/// Runs the Python tool `tests/tools/<script>` with `args` and returns the JSON object on the
+/// last line it printed. Panics with its stderr if it fails.
+fn run_tool(script: &str, args: &[&str]) -> serde_json::Value {
     let py = venv_python().unwrap_or_else(|e| panic!("{e}"));
-    let script = repo_root().join("tests/tools/kafka_produce.py");
+    let path = repo_root().join("tests/tools").join(script);
     let out = Command::new(py)
-        .arg(&script)
+        .arg(&path)
         .args(args)
         .output()
-        .unwrap_or_else(|e| panic!("running {}: {e}", script.display()));
+        .unwrap_or_else(|e| panic!("running {}: {e}", path.display()));
     assert!(
         out.status.success(),
-        "kafka_produce.py failed ({}): {}\n(if confluent_kafka is missing: {INSTALL_HINT})",
+        "{script} {args:?} failed ({}): {}\n(if confluent_kafka is missing: {INSTALL_HINT})",
         out.status,
         String::from_utf8_lossy(&out.stderr)
     );
-    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("kafka_produce.py output: {e}"))
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let last = stdout.lines().last().unwrap_or_default();
+    serde_json::from_str(last).unwrap_or_else(|e| panic!("{script} output {stdout:?}: {e}"))
 }
 
 /// The partition librdkafka's `murmur2_random` partitioner (Java-compatible) put each key on.
@@ -574,6 +647,62 @@ pub fn librdkafka_partitions(bootstrap: &str, topic: &str, keys: &[String]) -> V
     keys.iter()
         .map(|k| (k.clone(), v[k.as_str()].as_i64().map_or(-1, |p| p as i32)))
         .collect()
+}
+
+/// What librdkafka reported producing `records` records one at a time to partition 0 of
+/// `topic` with retries off (`kafka_produce.py once`): per record the error name (None when
+/// delivered) and the seconds it took, and the largest throttle time it was told.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OnceReport {
+    /// librdkafka's error name per record (`NOT_LEADER_FOR_PARTITION`, `_TRANSPORT`, ...).
+    pub errors: Vec<Option<String>>,
+    /// Seconds from produce() to the delivery report, per record.
+    pub seconds: Vec<f64>,
+    /// Largest throttle time librdkafka reported, in ms.
+    pub throttle_ms: u64,
+    /// Broker error texts in librdkafka's own log (it also names errors it retried itself).
+    pub broker_errors: Vec<String>,
+}
+
+/// Produces `records` records with librdkafka, one at a time, without retries (see
+/// [`OnceReport`]); `timeout_ms` is librdkafka's request timeout.
+pub fn librdkafka_produce_once(
+    bootstrap: &str,
+    topic: &str,
+    records: usize,
+    timeout_ms: u64,
+) -> OnceReport {
+    let (records, timeout_ms) = (records.to_string(), timeout_ms.to_string());
+    let v = run_producer_tool(&[
+        "--bootstrap",
+        bootstrap,
+        "--topic",
+        topic,
+        "once",
+        "--records",
+        &records,
+        "--timeout-ms",
+        &timeout_ms,
+    ]);
+    OnceReport {
+        errors: v["errors"]
+            .as_array()
+            .map(|a| a.iter().map(|e| e.as_str().map(str::to_owned)).collect())
+            .unwrap_or_default(),
+        seconds: v["seconds"]
+            .as_array()
+            .map(|a| a.iter().filter_map(serde_json::Value::as_f64).collect())
+            .unwrap_or_default(),
+        throttle_ms: v["throttle_ms"].as_u64().unwrap_or(0),
+        broker_errors: v["broker_errors"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|e| e.as_str().map(str::to_owned))
+                    .collect()
+            })
+            .unwrap_or_default(),
+    }
 }
 
 /// librdkafka produce throughput in records/s (acks=all, round-robin over partitions).

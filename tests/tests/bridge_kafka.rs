@@ -8,19 +8,17 @@
 // Helpers outside #[test] fns fail the test by panicking, like the tests themselves.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::io::{BufRead, BufReader};
+use std::collections::{BTreeSet, HashMap};
 use std::net::SocketAddr;
-use std::process::{Command, Stdio};
-use std::sync::mpsc::{Receiver, channel};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
+use edge_tests::acked::{Publisher, assert_log_order_and_duplicates, msg_number, wait_forwarded};
 use edge_tests::broker::Broker;
 use edge_tests::kafka::{
-    ReadRecord, Tansu, create_topic, librdkafka_partitions, metric, read_topic, read_topic_tls,
-    wait_for_metric,
+    Tansu, create_topic, librdkafka_partitions, metric, read_topic, read_topic_tls, wait_for_metric,
 };
-use edge_tests::peers::{ChildGuard, program, python, repo_root};
+use edge_tests::peers::program;
 use edge_tests::pki::Pki;
 use nix::sys::signal::Signal;
 
@@ -33,141 +31,6 @@ fn config(bootstrap: &str, extra_kafka: &str, log: &str) -> String {
          retry_backoff_min = \"50ms\"\nretry_backoff_max = \"500ms\"\n{extra_kafka}\n\
          [[route]]\nmqtt = \"sensors/+/t\"\nkafka_topic = \"{TOPIC}\"\nkey = \"{{topic.2}}\"\n"
     )
-}
-
-/// A paho publisher (tests/tools/mqtt_pub_acked.py) and the numbers it saw acknowledged.
-struct Publisher {
-    child: ChildGuard,
-    acks: Receiver<u64>,
-    acked: BTreeSet<u64>,
-    done: Receiver<()>,
-}
-
-impl Publisher {
-    fn start(addr: SocketAddr, count: usize, extra: &[&str]) -> Publisher {
-        let mut child = Command::new(python())
-            .arg(repo_root().join("tests/tools/mqtt_pub_acked.py"))
-            .args([
-                &addr.ip().to_string(),
-                &addr.port().to_string(),
-                "sensors/dev-{k}/t",
-            ])
-            .arg(count.to_string())
-            .args([
-                "--qos",
-                "1",
-                "--version",
-                "5",
-                "--inflight",
-                "50",
-                "--keys",
-                "8",
-            ])
-            .args(extra)
-            .stdout(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let stdout = child.stdout.take().unwrap();
-        let (sender, acks) = channel();
-        let (done_tx, done) = channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if let Some(n) = line.strip_prefix("ACK ") {
-                    let _ = sender.send(n.parse::<u64>().unwrap());
-                } else if line == "DONE" {
-                    let _ = done_tx.send(());
-                }
-            }
-        });
-        Publisher {
-            child: ChildGuard(child),
-            acks,
-            acked: BTreeSet::new(),
-            done,
-        }
-    }
-
-    /// Collects acks until at least `n` were seen (panics after `timeout`).
-    fn wait_acked(&mut self, n: usize, timeout: Duration) {
-        let deadline = Instant::now() + timeout;
-        while self.acked.len() < n {
-            assert!(
-                Instant::now() < deadline,
-                "only {} of {n} acks after {timeout:?}",
-                self.acked.len()
-            );
-            if let Ok(a) = self.acks.recv_timeout(Duration::from_millis(100)) {
-                self.acked.insert(a);
-            }
-        }
-        self.acked.extend(self.acks.try_iter());
-    }
-
-    /// Waits for DONE (every publish acknowledged).
-    fn wait_done(&mut self, timeout: Duration) {
-        self.done
-            .recv_timeout(timeout)
-            .unwrap_or_else(|_| panic!("publisher not done after {timeout:?}"));
-        let _ = self.child.0.wait();
-        self.acked.extend(self.acks.try_iter());
-    }
-
-    /// Collects acks until none arrived for `quiet`.
-    fn drain_until_quiet(&mut self, quiet: Duration) {
-        while let Ok(a) = self.acks.recv_timeout(quiet) {
-            self.acked.insert(a);
-        }
-    }
-}
-
-/// Waits until the forwarder has nothing left to send (lag 0), up to a minute.
-fn wait_forwarded(metrics: SocketAddr) {
-    wait_for_metric(
-        metrics,
-        "edge_kafka_lag_records",
-        Duration::from_secs(60),
-        |v| v == 0.0,
-    );
-}
-
-fn msg_number(r: &ReadRecord) -> u64 {
-    r.value
-        .as_deref()
-        .and_then(|v| v.strip_prefix("msg-"))
-        .and_then(|n| n.parse().ok())
-        .unwrap_or_else(|| panic!("unexpected value in {r:?}"))
-}
-
-/// Per partition, in Kafka offset order, the log offsets must increase once duplicates (a
-/// replayed record already seen) are set aside; and duplicates carry the same edge-offset.
-fn assert_log_order_and_duplicates(records: &[ReadRecord]) {
-    let mut by_partition: BTreeMap<i32, Vec<&ReadRecord>> = BTreeMap::new();
-    for r in records {
-        by_partition.entry(r.partition).or_default().push(r);
-    }
-    let mut offset_of: HashMap<u64, u64> = HashMap::new();
-    for (p, mut rs) in by_partition {
-        rs.sort_by_key(|r| r.offset);
-        let mut last = None;
-        for r in rs {
-            let n = msg_number(r);
-            let eo = r.edge_offset();
-            if let Some(prev) = offset_of.insert(n, eo) {
-                assert_eq!(
-                    prev, eo,
-                    "duplicate of msg-{n} with a different edge-offset"
-                );
-                continue;
-            }
-            if let Some(last) = last {
-                assert!(
-                    eo > last,
-                    "partition {p}: edge-offset {eo} (msg-{n}) after {last}: out of log order"
-                );
-            }
-            last = Some(eo);
-        }
-    }
 }
 
 #[test]

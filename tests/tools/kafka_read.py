@@ -10,6 +10,9 @@ Stops once --expect records were read and every partition reached its end, or at
 (exit status 2, with what was read so far printed). Usage:
   kafka_read.py --bootstrap 127.0.0.1:9092 --topic T --expect N [--timeout 30] [--ssl-ca CA]
                 [--sasl MECHANISM:USER:PASSWORD]
+                [--isolation read_committed|read_uncommitted]
+librdkafka's default isolation is read_committed: records of open transactions are held back
+(up to the last stable offset) and, on a broker that reports them, aborted ones are skipped.
 """
 import argparse
 import json
@@ -31,6 +34,8 @@ def main():
     ap.add_argument("--timeout", type=float, default=30.0)
     ap.add_argument("--ssl-ca", help="connect over TLS, trusting this CA file")
     ap.add_argument("--sasl", help="MECHANISM:USER:PASSWORD (SASL_PLAINTEXT)")
+    ap.add_argument("--isolation", default="read_committed",
+                    choices=["read_committed", "read_uncommitted"])
     args = ap.parse_args()
     tls = {"security.protocol": "SSL", "ssl.ca.location": args.ssl_ca} if args.ssl_ca else {}
     if args.sasl:
@@ -44,6 +49,7 @@ def main():
         "enable.auto.commit": False,
         "enable.partition.eof": True,
         "auto.offset.reset": "earliest",
+        "isolation.level": args.isolation,
         **tls,
     })
     deadline = time.monotonic() + args.timeout

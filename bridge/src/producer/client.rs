@@ -28,7 +28,7 @@ use kafka_protocol::protocol::StrBytes;
 use parking_lot::Mutex;
 
 use super::batch::{BatchIdentity, EncodedBatch, encode_batch};
-use super::conn::{ConnLimits, Connection, Frame, Pipeline, decode_response};
+use super::conn::{ConnLimits, Connection, Frame, Pipeline, Throttle, decode_response};
 use super::metadata::{Leader, LostConnections, Metadata};
 use super::sasl::{SaslContext, SaslSettings, SaslStatus};
 use super::sequence::{Attempt, Refusal, Sequencer, Session, Ticket};
@@ -637,6 +637,8 @@ impl WireProducer {
                     correlation_id,
                     version,
                     broker: c.broker().to_owned(),
+                    throttle: c.throttle(),
+                    throttle_cap: self.inner.config.request_timeout,
                 },
             },
             identity,
@@ -712,6 +714,10 @@ struct SentMeta {
     correlation_id: i32,
     version: i16,
     broker: String,
+    /// The connection's throttle, set from the answer's throttle time.
+    throttle: Throttle,
+    /// The longest throttle honoured (the request timeout).
+    throttle_cap: Duration,
 }
 
 /// The base offset from a Produce response frame, or the partition's error.
@@ -724,6 +730,12 @@ fn produce_result(sent: &SentMeta, tp: &Topition, body: bytes::Bytes) -> Result<
         sent.correlation_id,
         body,
     )?;
+    if resp.throttle_time_ms > 0 {
+        let time = Duration::from_millis(resp.throttle_time_ms.unsigned_abs().into());
+        if sent.throttle.hold(time, sent.throttle_cap) {
+            tracing::warn!(broker = %sent.broker, throttle_ms = resp.throttle_time_ms, "Kafka broker is throttling this producer (a quota); holding requests on the connection back that long");
+        }
+    }
     let found = resp
         .responses
         .iter()

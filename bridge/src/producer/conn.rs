@@ -6,7 +6,9 @@
 //! keeps up to `max_in_flight` requests in flight: the caller writes them in order under its
 //! own lock, a reader task hands the responses back in the same order (Kafka answers the
 //! requests of one connection in the order they were sent). Any I/O error, timeout or bad frame
-//! fails every request in flight and marks the pipeline broken; the caller reconnects.
+//! fails every request in flight and marks the pipeline broken; the caller reconnects. A
+//! request times out `request_timeout` after its sending or the previous answer, whichever is
+//! later; a broker's throttle time ([`Throttle`]) holds the next request back.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
@@ -277,6 +279,7 @@ impl Connection {
             writing: false,
             reauth_at: self.reauth_at,
             max_in_flight,
+            throttle: Throttle::default(),
         }
     }
 }
@@ -312,6 +315,45 @@ struct Waiter {
     tx: oneshot::Sender<Frame>,
     /// Released when the response (or the failure) is handed over.
     _permit: OwnedSemaphorePermit,
+}
+
+/// A broker's throttle of one connection (a quota, KIP-219): the broker answers at once with a
+/// throttle time and reads nothing more from the connection until it is over, so the client
+/// should not send before then either. Set from the answers ([`Throttle::hold`]), honoured by
+/// [`Pipeline::send`].
+#[derive(Clone, Default)]
+pub(crate) struct Throttle(Arc<parking_lot::Mutex<ThrottleState>>);
+
+#[derive(Default)]
+struct ThrottleState {
+    until: Option<Instant>,
+    /// When a throttle of this connection was last reported in the log.
+    logged: Option<Instant>,
+}
+
+/// A throttle is reported in the log at most this often per connection.
+const THROTTLE_LOG_INTERVAL: Duration = Duration::from_secs(10);
+
+impl Throttle {
+    /// Holds the connection's next request back for `time` (at most `cap`). True if this
+    /// should be reported (the first throttle in [`THROTTLE_LOG_INTERVAL`]).
+    pub fn hold(&self, time: Duration, cap: Duration) -> bool {
+        let now = Instant::now();
+        let mut st = self.0.lock();
+        let until = now + time.min(cap);
+        st.until = Some(st.until.map_or(until, |u| u.max(until)));
+        let report = st
+            .logged
+            .is_none_or(|at| now.duration_since(at) >= THROTTLE_LOG_INTERVAL);
+        if report {
+            st.logged = Some(now);
+        }
+        report
+    }
+
+    fn until(&self) -> Option<Instant> {
+        self.0.lock().until
+    }
 }
 
 struct Shared {
@@ -359,6 +401,8 @@ async fn read_responses(
     limits: ConnLimits,
 ) {
     let mut buf = BytesMut::with_capacity(64 * 1024);
+    // When the broker last handed over an answer (or the pipeline started).
+    let mut answered = Instant::now();
     loop {
         // Hand over every complete frame in the buffer.
         while buf.len() >= 4 {
@@ -391,18 +435,29 @@ async fn read_responses(
                 return;
             };
             let _ = w.tx.send(Ok(body));
+            answered = Instant::now();
         }
-        // The oldest request in flight must be answered within the request timeout; with none
-        // in flight, look again a second later.
+        // The oldest request in flight must be answered within the request timeout of being
+        // sent or of the answer before it, whichever is later: a broker handles one request
+        // of a connection at a time, so with k requests pipelined to a slow broker the last
+        // waits k answers. Timing it from its sending would give up on a broker that is
+        // answering, and the resends would be duplicates. With none in flight, look again a
+        // second later.
         let deadline = shared
             .pending()
             .front()
-            .map(|w| w.sent + limits.request_timeout)
+            .map(|w| w.sent.max(answered) + limits.request_timeout)
             .unwrap_or_else(|| Instant::now() + Duration::from_secs(1));
         let read = tokio::select! {
             r = read.read_buf(&mut buf) => r,
             _ = tokio::time::sleep_until(deadline) => {
-                if shared.pending().is_empty() {
+                // The deadline was taken before the sleep: a request sent meanwhile (to an
+                // idle connection, whose deadline is the one-second look) has its own.
+                let due = shared
+                    .pending()
+                    .front()
+                    .map(|w| w.sent.max(answered) + limits.request_timeout);
+                if due.is_none_or(|due| due > Instant::now()) {
                     continue;
                 }
                 shared.fail_all(&broker, ProduceError::Timeout {
@@ -461,6 +516,8 @@ pub(crate) struct Pipeline {
     reauth_at: Option<Instant>,
     /// The in-flight limit (all permits: nothing in flight).
     max_in_flight: usize,
+    /// The broker's throttle of this connection.
+    throttle: Throttle,
 }
 
 impl Drop for Pipeline {
@@ -573,6 +630,10 @@ impl Pipeline {
         if !self.usable() {
             return Err(broken());
         }
+        if let Some(until) = self.throttle.until() {
+            // Throttled by the broker: it would not read the request before then anyway.
+            tokio::time::sleep_until(until).await;
+        }
         let permit =
             match tokio::time::timeout(after, Arc::clone(&self.shared.permits).acquire_owned())
                 .await
@@ -623,6 +684,11 @@ impl Pipeline {
     /// Requests this pipeline keeps in flight at most.
     pub fn max_in_flight(&self) -> usize {
         self.max_in_flight
+    }
+
+    /// The connection's throttle, for whoever decodes the answers.
+    pub fn throttle(&self) -> Throttle {
+        self.throttle.clone()
     }
 }
 
@@ -767,5 +833,160 @@ pub(crate) fn api_name(api: ApiKey) -> &'static str {
         ApiKey::SaslHandshake => "SaslHandshake",
         ApiKey::SaslAuthenticate => "SaslAuthenticate",
         _ => "request",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use kafka_protocol::messages::api_versions_response::ApiVersion;
+    use kafka_protocol::messages::{ProduceRequest, ResponseHeader};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpListener;
+
+    use super::*;
+
+    /// A named fake: a live but slow broker. It answers the ApiVersions handshake at once, then
+    /// every request in order, each `gap` after the answer before it, as Kafka does (one
+    /// request of a connection is handled at a time). The answers are bare headers.
+    async fn slow_broker(gap: Duration) -> String {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        tokio::spawn(async move {
+            let (mut s, _) = listener.accept().await.unwrap();
+            let mut first = true;
+            loop {
+                let Ok(len) = s.read_u32().await else { return };
+                let mut body = vec![0u8; len as usize];
+                s.read_exact(&mut body).await.unwrap();
+                let correlation_id = i32::from_be_bytes([body[4], body[5], body[6], body[7]]);
+                let mut out = BytesMut::new();
+                ResponseHeader::default()
+                    .with_correlation_id(correlation_id)
+                    .encode(&mut out, 0)
+                    .unwrap();
+                if first {
+                    first = false;
+                    ApiVersionsResponse::default()
+                        .with_api_keys(vec![
+                            ApiVersion::default()
+                                .with_api_key(ApiKey::Produce as i16)
+                                .with_max_version(9),
+                        ])
+                        .encode(&mut out, 3)
+                        .unwrap();
+                } else {
+                    tokio::time::sleep(gap).await;
+                }
+                s.write_u32(out.len() as u32).await.unwrap();
+                s.write_all(&out).await.unwrap();
+            }
+        });
+        addr
+    }
+
+    fn limits(request_timeout: Duration) -> ConnLimits {
+        ConnLimits {
+            connect_timeout: Duration::from_secs(5),
+            request_timeout,
+            max_response_bytes: 1 << 20,
+            client_id: StrBytes::from_static_str("test"),
+            tls: None,
+            sasl: None,
+            lost: LostConnections::default(),
+        }
+    }
+
+    /// Five requests pipelined to a broker that answers one every 300 ms: the last is answered
+    /// 1.5 s after it was sent, beyond the 1 s request timeout, but the broker never went 1 s
+    /// without answering, so every request gets its answer (timing each from its sending
+    /// failed the fourth and fifth, and their resends became duplicates).
+    #[tokio::test]
+    async fn a_slow_broker_that_keeps_answering_is_not_timed_out() {
+        let addr = slow_broker(Duration::from_millis(300)).await;
+        let conn = Connection::connect(&addr, &limits(Duration::from_secs(1)))
+            .await
+            .unwrap();
+        let mut pipe = conn.into_pipeline(5);
+        let mut answers = Vec::new();
+        for _ in 0..5 {
+            let (rx, _) = pipe
+                .send(ApiKey::Produce, 3, &ProduceRequest::default())
+                .await
+                .unwrap();
+            answers.push(rx);
+        }
+        for (i, rx) in answers.into_iter().enumerate() {
+            let frame = rx.await.unwrap();
+            assert!(frame.is_ok(), "request {i}: {:?}", frame.err());
+        }
+        assert!(pipe.usable());
+    }
+
+    /// A request sent to an idle connection just before the reader's once-a-second look is
+    /// timed from its own sending (it was failed at that look, milliseconds after it left:
+    /// a spurious timeout whose resend is a duplicate; throttled connections, idle for the
+    /// throttle time, met it all the time).
+    #[tokio::test]
+    async fn a_request_to_an_idle_connection_gets_its_full_timeout() {
+        let addr = slow_broker(Duration::from_millis(300)).await;
+        let conn = Connection::connect(&addr, &limits(Duration::from_secs(2)))
+            .await
+            .unwrap();
+        let mut pipe = conn.into_pipeline(5);
+        // The reader looks at its idle connection a second after it started.
+        tokio::time::sleep(Duration::from_millis(900)).await;
+        let (rx, _) = pipe
+            .send(ApiKey::Produce, 3, &ProduceRequest::default())
+            .await
+            .unwrap();
+        let frame = rx.await.unwrap();
+        assert!(frame.is_ok(), "{:?}", frame.err());
+    }
+
+    /// A throttle holds the connection's next request back (capped), and is reported once per
+    /// interval, not once per answer.
+    #[tokio::test]
+    async fn a_throttle_holds_the_next_request_back_and_is_reported_once() {
+        let addr = slow_broker(Duration::ZERO).await;
+        let conn = Connection::connect(&addr, &limits(Duration::from_secs(2)))
+            .await
+            .unwrap();
+        let mut pipe = conn.into_pipeline(5);
+        let throttle = pipe.throttle();
+        assert!(throttle.hold(Duration::from_millis(400), Duration::from_secs(2)));
+        assert!(!throttle.hold(Duration::from_millis(300), Duration::from_secs(2)));
+        // A hostile throttle time is capped.
+        assert!(!throttle.hold(Duration::from_secs(86_400), Duration::from_millis(500)));
+        let started = Instant::now();
+        let (rx, _) = pipe
+            .send(ApiKey::Produce, 3, &ProduceRequest::default())
+            .await
+            .unwrap();
+        assert!(started.elapsed() >= Duration::from_millis(400));
+        assert!(started.elapsed() < Duration::from_secs(2));
+        assert!(rx.await.unwrap().is_ok());
+    }
+
+    /// The other side of it: a broker that stops answering is still given up on one request
+    /// timeout after its last answer, failing every request in flight.
+    #[tokio::test]
+    async fn a_broker_that_stops_answering_is_timed_out() {
+        let addr = slow_broker(Duration::from_secs(3600)).await;
+        let conn = Connection::connect(&addr, &limits(Duration::from_millis(300)))
+            .await
+            .unwrap();
+        let mut pipe = conn.into_pipeline(5);
+        let started = Instant::now();
+        let (rx, _) = pipe
+            .send(ApiKey::Produce, 3, &ProduceRequest::default())
+            .await
+            .unwrap();
+        let frame = rx.await.unwrap();
+        assert!(
+            matches!(frame, Err(ProduceError::Timeout { .. })),
+            "{frame:?}"
+        );
+        assert!(started.elapsed() < Duration::from_secs(2));
+        assert!(!pipe.usable());
     }
 }

@@ -15,6 +15,9 @@
 //! - [`tls`]: TLS to the brokers (rustls, ring), CA bundle and optional client certificate.
 //! - [`sasl`]: SASL PLAIN, SCRAM-SHA-256/512 and OAUTHBEARER after the ApiVersions handshake,
 //!   re-authentication when the session lifetime runs out (KIP-368), and [`sasl::SaslStatus`].
+//! - [`txn`]: the transaction state machine for exactly-once forwarding (InitProducerId,
+//!   AddPartitionsToTxn, TxnOffsetCommit of the position, EndTxn; fencing, recovery, retries),
+//!   over a [`txn::TxnBroker`] transport.
 //! - `client`: metadata cache (refreshed on leader errors and periodically), per-broker
 //!   connections, Produce with acks=all, CreateTopics for tooling and tests.
 
@@ -25,6 +28,7 @@ mod metadata;
 pub mod sasl;
 pub mod sequence;
 pub mod tls;
+pub mod txn;
 
 use std::future::Future;
 use std::pin::Pin;
