@@ -374,8 +374,9 @@ impl WireProducer {
     }
 
     /// Sends a request on the bootstrap connection, connecting to any known broker if needed.
-    /// A kept connection that turns out dead (the broker restarted since) is replaced once
-    /// right away, so the first request after an outage does not fail for it.
+    /// A kept connection that turns out dead (the broker restarted since, or the renewal of
+    /// its SASL session failed) is replaced once right away, so the first request after an
+    /// outage does not fail for it; a connection left unusable is never kept.
     async fn bootstrap_call<Req, Resp>(
         &self,
         api: ApiKey,
@@ -399,8 +400,9 @@ impl WireProducer {
                 Ok(v) => conn.call(api, v, req).await,
                 Err(e) => Err(e),
             };
+            let usable = conn.usable();
             match result {
-                Err(e) if e.poisons_connection() => {
+                Err(e) if !usable => {
                     *guard = None;
                     self.inner.limits.lost.note();
                     if fresh {
@@ -992,6 +994,47 @@ mod tests {
                 .await
                 .unwrap(),
             1001
+        );
+    }
+
+    /// The password is revoked on the Kafka side while a session runs: the bootstrap
+    /// connection's renewal (KIP-368) fails, and Kafka closes a connection whose authentication
+    /// failed. It must not be kept: once the operator fixes the password file, the next
+    /// metadata request connects afresh and works. (It was kept, and every later request
+    /// renewed the session again on the closed socket, "broken pipe", for as long as the
+    /// broker ran: the forwarder never recovered.)
+    #[tokio::test]
+    async fn a_failed_renewal_drops_the_connection_and_a_fixed_password_recovers() {
+        let dir = tempfile::tempdir().unwrap();
+        let creds = dir.path().join("credentials.json");
+        let password = dir.path().join("password");
+        std::fs::write(&creds, r#"{"users": {"gw": "one"}}"#).unwrap();
+        std::fs::write(&password, "one").unwrap();
+        // Sessions of 400 ms: renewed before a request once 340 ms have passed.
+        let tansu = Tansu::start_sasl(&creds, 400);
+        let mut config = ProducerConfig::new(vec![tansu.bootstrap()]);
+        config.sasl = Some(SaslSettings {
+            mechanism: super::super::sasl::Mechanism::ScramSha512,
+            username: "gw".into(),
+            secret_file: password.clone(),
+        });
+        let p = WireProducer::new(config).unwrap();
+        p.create_topic("revoked", 1, 1).await.unwrap();
+
+        std::fs::write(&creds, r#"{"users": {"gw": "two"}}"#).unwrap();
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        p.forget("revoked");
+        let err = p.partition_count("revoked").await.unwrap_err();
+        assert!(matches!(err, ProduceError::Authentication { .. }), "{err}");
+
+        std::fs::write(&password, "two").unwrap();
+        p.forget("revoked");
+        assert_eq!(p.partition_count("revoked").await.unwrap(), 1);
+        assert_eq!(
+            p.produce(&tp("revoked"), &records(1, "after"))
+                .await
+                .unwrap(),
+            0
         );
     }
 

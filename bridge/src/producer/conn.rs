@@ -64,6 +64,10 @@ pub(crate) struct Connection {
     write_buf: BytesMut,
     /// When the SASL session must be renewed (KIP-368), if the broker set a lifetime.
     reauth_at: Option<Instant>,
+    /// False once an I/O error, a timeout or a bad frame left the stream in an unknown state,
+    /// or a renewal of the SASL session failed (Kafka closes a connection whose
+    /// authentication failed).
+    usable: bool,
 }
 
 /// One step of setting up a connection (TCP connect, TLS handshake) within the connect timeout.
@@ -120,6 +124,7 @@ impl Connection {
             versions: HashMap::new(),
             write_buf: BytesMut::with_capacity(4096),
             reauth_at: None,
+            usable: true,
         };
         let req = ApiVersionsRequest::default()
             .with_client_software_name(StrBytes::from_static_str("edge-bridge"))
@@ -149,7 +154,9 @@ impl Connection {
         Ok(conn)
     }
 
-    /// Re-authenticates in place (KIP-368) once the SASL session is due.
+    /// Re-authenticates in place (KIP-368) once the SASL session is due. A failure leaves
+    /// the connection unusable: the broker closes it (and would close it anyway when the
+    /// session runs out), so the caller must connect afresh.
     async fn reauthenticate_if_due(&mut self) -> Result<(), ProduceError> {
         let (Some(at), Some(context)) = (self.reauth_at, self.limits.sasl.clone()) else {
             return Ok(());
@@ -157,9 +164,21 @@ impl Connection {
         if Instant::now() < at {
             return Ok(());
         }
-        let lifetime = sasl::authenticate(self, &context).await?;
-        self.reauth_at = lifetime.map(|l| Instant::now() + l);
-        Ok(())
+        match sasl::authenticate(self, &context).await {
+            Ok(lifetime) => {
+                self.reauth_at = lifetime.map(|l| Instant::now() + l);
+                Ok(())
+            }
+            Err(e) => {
+                self.usable = false;
+                Err(e)
+            }
+        }
+    }
+
+    /// False once the connection must be replaced (see [`Connection::call`]).
+    pub fn usable(&self) -> bool {
+        self.usable
     }
 
     /// Highest version of `api` both sides speak, at least `need` and at most `ours`.
@@ -174,7 +193,8 @@ impl Connection {
     }
 
     /// Sends one request and waits for its response, within the request timeout (renewing
-    /// the SASL session first when it is due).
+    /// the SASL session first when it is due). After an error, [`Connection::usable`] says
+    /// whether the connection can still be used.
     pub async fn call<Req: Encodable, Resp: Decodable>(
         &mut self,
         api: ApiKey,
@@ -193,14 +213,18 @@ impl Connection {
         req: &Req,
     ) -> Result<Resp, ProduceError> {
         let after = self.limits.request_timeout;
-        match tokio::time::timeout(after, self.call_inner(api, version, req)).await {
+        let result = match tokio::time::timeout(after, self.call_inner(api, version, req)).await {
             Ok(r) => r,
             Err(_) => Err(ProduceError::Timeout {
                 broker: self.broker.clone(),
                 api: api_name(api),
                 after,
             }),
+        };
+        if result.as_ref().is_err_and(ProduceError::poisons_connection) {
+            self.usable = false;
         }
+        result
     }
 
     async fn call_inner<Req: Encodable, Resp: Decodable>(
