@@ -151,9 +151,9 @@ pub async fn run(
         log_progress: LogProgress::new(&config.log.fsync),
         ready: AtomicBool::new(false),
         hub: Arc::clone(&hub),
-        mqtt: std::sync::Mutex::new(None),
+        mqtt: parking_lot::Mutex::new(None),
         kafka: kafka.as_ref().map(crate::forwarder::KafkaBridge::metrics),
-        nats: std::sync::Mutex::new(None),
+        nats: parking_lot::Mutex::new(None),
     });
     if config.metrics.enabled {
         let listener = bind("metrics.listen", config.metrics.listen).await?;
@@ -202,7 +202,7 @@ pub async fn run(
     if let Some(mqtt) = &mqtt {
         reloadable.push(Arc::clone(mqtt) as Arc<dyn Reload>);
     }
-    *observer.mqtt.lock().unwrap_or_else(|p| p.into_inner()) = mqtt;
+    *observer.mqtt.lock() = mqtt;
     if config.nats.enabled {
         let server = NatsServer::new(
             config.nats.clone(),
@@ -221,7 +221,7 @@ pub async fn run(
             Arc::clone(&server).serve(listener, shutdown.clone()),
         ));
         reloadable.push(Arc::clone(&server) as Arc<dyn Reload>);
-        *observer.nats.lock().unwrap_or_else(|p| p.into_inner()) = Some(server);
+        *observer.nats.lock() = Some(server);
     }
     spawn_reloader(
         config_path,
@@ -329,15 +329,15 @@ struct Observer {
     log_progress: LogProgress,
     ready: AtomicBool,
     hub: Arc<Hub>,
-    mqtt: std::sync::Mutex<Option<Arc<MqttServer>>>,
-    nats: std::sync::Mutex<Option<Arc<NatsServer>>>,
+    mqtt: parking_lot::Mutex<Option<Arc<MqttServer>>>,
+    nats: parking_lot::Mutex<Option<Arc<NatsServer>>>,
     kafka: Option<Arc<edge_bridge::metrics::ForwardMetrics>>,
 }
 
 /// Detects a wedged log writer: records written but not made durable for too long.
 struct LogProgress {
     limit: Duration,
-    last: std::sync::Mutex<(u64, std::time::Instant)>,
+    last: parking_lot::Mutex<(u64, std::time::Instant)>,
 }
 
 impl LogProgress {
@@ -348,13 +348,13 @@ impl LogProgress {
         };
         LogProgress {
             limit,
-            last: std::sync::Mutex::new((0, std::time::Instant::now())),
+            last: parking_lot::Mutex::new((0, std::time::Instant::now())),
         }
     }
 
     /// `Err` when durability has not advanced for `limit` while records wait for it.
     fn check(&self, stats: &edge_log::LogStats) -> Result<(), String> {
-        let mut last = self.last.lock().unwrap_or_else(|p| p.into_inner());
+        let mut last = self.last.lock();
         if stats.durable_end != last.0 || stats.next_offset <= stats.durable_end {
             *last = (stats.durable_end, std::time::Instant::now());
             return Ok(());
@@ -379,13 +379,11 @@ impl Observer {
         let connections = self
             .mqtt
             .lock()
-            .unwrap_or_else(|p| p.into_inner())
             .as_ref()
             .map_or(0, |m| m.metrics.connections.load(Ordering::Relaxed));
         let nats = self
             .nats
             .lock()
-            .unwrap_or_else(|p| p.into_inner())
             .as_ref()
             .map_or(0, |n| n.metrics.connections.load(Ordering::Relaxed));
         format!(
@@ -465,8 +463,8 @@ impl Observe for Observer {
             "Bytes written to log files (flash wear).",
             &[(&[], stats.bytes_written)],
         );
-        let mqtt = self.mqtt.lock().unwrap_or_else(|p| p.into_inner()).clone();
-        let nats = self.nats.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let mqtt = self.mqtt.lock().clone();
+        let nats = self.nats.lock().clone();
         if let Some(mqtt) = mqtt.as_deref() {
             render_mqtt(&mut text, mqtt, nats.as_deref());
         } else if let Some(nats) = nats.as_deref() {

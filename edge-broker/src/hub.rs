@@ -4,8 +4,10 @@
 //! Publishing never blocks on a subscriber: a delivery is pushed into the subscriber's bounded
 //! mailbox, which decides (by its own limits) whether to keep it.
 
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, RwLock};
+
+use parking_lot::RwLock;
 
 use crate::message::Message;
 use crate::router::{Filter, SubscriptionTree};
@@ -75,20 +77,14 @@ impl Hub {
         subscriber: u64,
         entry: SubEntry,
     ) -> bool {
-        let mut tree = self
-            .tree
-            .write()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut tree = self.tree.write();
         self.generation.fetch_add(1, Ordering::AcqRel);
         tree.insert(filter, group, subscriber, entry).is_some()
     }
 
     /// Removes `subscriber`'s subscription; returns whether it existed.
     pub fn unsubscribe(&self, filter: &Filter, group: Option<&str>, subscriber: u64) -> bool {
-        let mut tree = self
-            .tree
-            .write()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut tree = self.tree.write();
         self.generation.fetch_add(1, Ordering::AcqRel);
         tree.remove(filter, group, &subscriber).is_some()
     }
@@ -101,10 +97,7 @@ impl Hub {
 
     /// Whether any subscription matches `topic` (MQTT form).
     pub fn has_subscribers(&self, topic: &str) -> bool {
-        let tree = self
-            .tree
-            .read()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let tree = self.tree.read();
         let mut any = false;
         with_levels(topic, |levels| tree.matches(levels, |_| any = true));
         any
@@ -112,10 +105,7 @@ impl Hub {
 
     /// Number of subscriptions.
     pub fn len(&self) -> usize {
-        self.tree
-            .read()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .len()
+        self.tree.read().len()
     }
 
     /// Whether there are no subscriptions.
@@ -129,10 +119,7 @@ impl Hub {
     /// highest granted QoS carrying all their subscription identifiers (MQTT 5 §3.3.4); each
     /// matching share group delivers to one of its members.
     pub fn publish(&self, message: &Arc<Message>) -> FanOut {
-        let tree = self
-            .tree
-            .read()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let tree = self.tree.read();
         let mut matched = Matched::default();
         let mut shared: Vec<(Delivery, Arc<dyn Mailbox>)> = Vec::new();
         with_levels(&message.topic, |levels| {
@@ -237,13 +224,13 @@ fn with_levels<R>(topic: &str, f: impl FnOnce(&[&str]) -> R) -> R {
 mod tests {
     use super::*;
     use crate::message::{MessageProperties, Origin};
-    use std::sync::Mutex;
+    use parking_lot::Mutex;
 
     #[derive(Debug, Default)]
     struct Collect(Mutex<Vec<Delivery>>);
     impl Mailbox for Collect {
         fn deliver(&self, delivery: Delivery) -> bool {
-            self.0.lock().unwrap().push(delivery);
+            self.0.lock().push(delivery);
             true
         }
     }
@@ -289,7 +276,7 @@ mod tests {
         );
         let out = hub.publish(&message("a/b", 2, None));
         assert_eq!(out.delivered, 1);
-        let got = inbox.0.lock().unwrap();
+        let got = inbox.0.lock();
         assert_eq!(got[0].qos, 1);
         let mut ids = got[0].subscription_ids.clone();
         ids.sort();
@@ -321,7 +308,7 @@ mod tests {
             );
         }
         assert_eq!(hub.publish(&message("s/t", 1, None)).delivered, 50);
-        let got = inbox.0.lock().unwrap();
+        let got = inbox.0.lock();
         let ids: Vec<Vec<u32>> = got
             .iter()
             .map(|d| {
@@ -348,8 +335,8 @@ mod tests {
         hub.subscribe(&Filter::mqtt("t").unwrap(), None, 1, own);
         hub.subscribe(&Filter::mqtt("t").unwrap(), None, 2, entry(1, None, &other));
         assert_eq!(hub.publish(&message("t", 1, Some(1))).delivered, 1);
-        assert!(mine.0.lock().unwrap().is_empty());
-        assert_eq!(other.0.lock().unwrap().len(), 1);
+        assert!(mine.0.lock().is_empty());
+        assert_eq!(other.0.lock().len(), 1);
     }
 
     #[test]

@@ -19,8 +19,10 @@
 //!
 //! Every validation error names the offending field (`route[2].key`) for `edge-broker check`.
 
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, RwLock};
+
+use parking_lot::RwLock;
 
 use bytes::Bytes;
 use thiserror::Error;
@@ -216,20 +218,19 @@ impl RouteTable {
 
     /// The routes now.
     pub fn current(&self) -> Arc<Routes> {
-        Arc::clone(&self.routes.read().unwrap_or_else(|p| p.into_inner()))
+        Arc::clone(&self.routes.read())
     }
 
     /// Where a publish by `client_id` from `source` on `topic` goes, or `None`: not stored.
     pub fn decide(&self, source: Source, topic: &str, client_id: &str) -> Option<Destination> {
         self.routes
             .read()
-            .unwrap_or_else(|p| p.into_inner())
             .decide(source, topic, client_id, &self.node_id)
     }
 
     /// Replaces the routes (SIGHUP reload); publishes from now on are routed by the new table.
     pub fn replace(&self, routes: Routes) {
-        *self.routes.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(routes);
+        *self.routes.write() = Arc::new(routes);
         self.generation.fetch_add(1, Ordering::Release);
     }
 

@@ -1,8 +1,10 @@
 //! Retained messages: the last retained message per topic, sent to new subscribers.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+
+use parking_lot::{Mutex, MutexGuard};
 
 use crate::message::Message;
 use crate::router::Filter;
@@ -26,9 +28,7 @@ impl RetainedStore {
     }
 
     fn lock(&self) -> MutexGuard<'_, BTreeMap<String, Arc<Message>>> {
-        self.messages
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.messages.lock()
     }
 
     /// Stores `message` as its topic's retained message, or clears the topic when the payload

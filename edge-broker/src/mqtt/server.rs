@@ -2,8 +2,10 @@
 //! expiry, and snapshots of persistent sessions and retained messages across restarts.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
-use std::sync::{Arc, RwLock};
+
+use parking_lot::RwLock;
 use std::time::Duration;
 
 use edge_log::{Destination, Log, Source};
@@ -237,7 +239,7 @@ impl MqttServer {
 
     /// The current `[mqtt]` settings (a connection keeps the ones it started with).
     pub fn settings(&self) -> Arc<MqttSection> {
-        Arc::clone(&self.settings.read().unwrap_or_else(|p| p.into_inner()))
+        Arc::clone(&self.settings.read())
     }
 
     /// Where an MQTT publish by `client_id` on `topic` goes upstream; `None`: not stored.
@@ -597,7 +599,7 @@ impl crate::reload::Reload for MqttServer {
         // Limits apply to connections made from now on; the listener, the connection cap and
         // the retained-store size are fixed at start (the reloader reports those as needing a
         // restart).
-        *self.settings.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(config.mqtt.clone());
+        *self.settings.write() = Arc::new(config.mqtt.clone());
         // The TLS listener itself is fixed at start; its certificate is read again.
         let m = &config.mqtt;
         if m.tls_listen.is_some() {

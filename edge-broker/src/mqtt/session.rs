@@ -2,8 +2,10 @@
 //! QoS 2 state), the registry that finds a session by client id, and session snapshots.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+
+use parking_lot::{Mutex, MutexGuard};
 
 use serde::{Deserialize, Serialize};
 use tokio::sync::Notify;
@@ -115,9 +117,7 @@ impl Session {
 
     /// Locks the session state (a panic elsewhere does not make it unusable).
     pub fn lock(&self) -> MutexGuard<'_, SessionState> {
-        self.state
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.state.lock()
     }
 
     /// Deliveries dropped because the queue was full.
@@ -163,9 +163,7 @@ impl Registry {
 
     /// Locks the map of sessions.
     pub fn lock(&self) -> MutexGuard<'_, HashMap<String, Arc<Session>>> {
-        self.sessions
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.sessions.lock()
     }
 
     /// A key for a new session.

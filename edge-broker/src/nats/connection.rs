@@ -18,8 +18,10 @@ use std::collections::{HashMap, VecDeque};
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+
+use parking_lot::{Mutex, MutexGuard};
 use std::task::Poll;
 use std::time::Duration;
 
@@ -96,7 +98,7 @@ struct OutState {
 
 impl Outbox {
     fn lock(&self) -> MutexGuard<'_, OutState> {
-        self.state.lock().unwrap_or_else(|p| p.into_inner())
+        self.state.lock()
     }
 
     /// Queues protocol output of the connection itself (not limited: it is small and paced
@@ -835,7 +837,6 @@ impl Connection {
                 .server
                 .dedup
                 .lock()
-                .unwrap_or_else(|p| p.into_inner())
                 .get(&stream, id, std::time::Instant::now());
             if let Some(seq) = seen {
                 NatsMetrics::inc(&self.server.metrics.duplicates);
@@ -972,11 +973,12 @@ impl Connection {
                         && let Some(id) = item.msg_id.as_deref()
                     {
                         // Nobody waits; the id is remembered now so a resend is not stored twice.
-                        server
-                            .dedup
-                            .lock()
-                            .unwrap_or_else(|p| p.into_inner())
-                            .insert(&item.stream, id, *offset, std::time::Instant::now());
+                        server.dedup.lock().insert(
+                            &item.stream,
+                            id,
+                            *offset,
+                            std::time::Instant::now(),
+                        );
                     }
                 }
                 Err(err) => {
@@ -1012,11 +1014,12 @@ impl Connection {
                 Ok(()) => {
                     NatsMetrics::inc(&self.server.metrics.acks);
                     if let Some(id) = item.msg_id.as_deref() {
-                        self.server
-                            .dedup
-                            .lock()
-                            .unwrap_or_else(|p| p.into_inner())
-                            .insert(&item.stream, id, *seq, std::time::Instant::now());
+                        self.server.dedup.lock().insert(
+                            &item.stream,
+                            id,
+                            *seq,
+                            std::time::Instant::now(),
+                        );
                     }
                     write_ack_json(&mut body, &item.stream, *seq);
                     self.set_ack(ack, body.split().freeze());

@@ -1,7 +1,9 @@
 //! The NATS server: listener, per-server state shared by connections, metrics.
 
+use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
+
+use parking_lot::{Mutex, RwLock};
 
 use edge_log::{Destination, Log, Source};
 use edge_proto::nats::subject;
@@ -111,7 +113,7 @@ impl NatsServer {
 
     /// The current `[nats]` settings (a connection keeps the ones it started with).
     pub fn settings(&self) -> Arc<NatsSection> {
-        Arc::clone(&self.settings.read().unwrap_or_else(|p| p.into_inner()))
+        Arc::clone(&self.settings.read())
     }
 
     /// Where a NATS publish by `client_id` on `subject` goes upstream; `None`: not stored. Its
@@ -279,7 +281,7 @@ impl crate::reload::Reload for NatsServer {
     fn reload(&self, config: &crate::config::Config) {
         // Limits and credentials apply to connections made from now on; the listener, the
         // connection cap and the duplicate window are fixed at start.
-        *self.settings.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(config.nats.clone());
+        *self.settings.write() = Arc::new(config.nats.clone());
         let n = &config.nats;
         self.tls.reload(
             "NATS",
