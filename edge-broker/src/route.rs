@@ -332,7 +332,8 @@ impl Route {
             (Filter::Mqtt(filter), Source::Mqtt) => topic::matches(filter, name),
             (Filter::Nats(pattern), Source::Nats) => {
                 let wildcard_first = matches!(pattern.split('.').next(), Some("*" | ">"));
-                !(wildcard_first && name.starts_with('$')) && subject::matches(pattern, name)
+                (!wildcard_first || topic::wildcard_reaches(name))
+                    && subject::matches(pattern, name)
             }
             _ => false,
         }
