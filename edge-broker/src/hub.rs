@@ -7,6 +7,7 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use edge_proto::mqtt::QoS;
 use parking_lot::RwLock;
 
 use crate::message::Message;
@@ -18,7 +19,7 @@ pub struct Delivery {
     /// The message (shared by all its deliveries).
     pub message: Arc<Message>,
     /// QoS granted for this delivery: min(published, subscribed).
-    pub qos: u8,
+    pub qos: QoS,
     /// RETAIN flag to deliver with.
     pub retain: bool,
     /// Identifiers of the matching subscriptions (MQTT 5).
@@ -35,7 +36,7 @@ pub trait Mailbox: Send + Sync + std::fmt::Debug {
 #[derive(Debug, Clone)]
 pub struct SubEntry {
     /// Maximum QoS granted.
-    pub qos: u8,
+    pub qos: QoS,
     /// Do not deliver the subscriber's own publications (MQTT 5 No Local).
     pub no_local: bool,
     /// Keep the RETAIN flag of live messages (MQTT 5 Retain As Published).
@@ -236,6 +237,7 @@ mod tests {
     }
 
     fn message(topic: &str, qos: u8, publisher: Option<u64>) -> Arc<Message> {
+        let qos = QoS::from_u8(qos).unwrap();
         Arc::new(Message {
             topic: topic.into(),
             payload: bytes::Bytes::from_static(b"x"),
@@ -249,6 +251,7 @@ mod tests {
     }
 
     fn entry(qos: u8, id: Option<u32>, mailbox: &Arc<Collect>) -> SubEntry {
+        let qos = QoS::from_u8(qos).unwrap();
         SubEntry {
             qos,
             no_local: false,
@@ -277,7 +280,7 @@ mod tests {
         let out = hub.publish(&message("a/b", 2, None));
         assert_eq!(out.delivered, 1);
         let got = inbox.0.lock();
-        assert_eq!(got[0].qos, 1);
+        assert_eq!(got[0].qos, QoS::AtLeastOnce);
         let mut ids = got[0].subscription_ids.clone();
         ids.sort();
         assert_eq!(ids, vec![7, 9]);
@@ -322,7 +325,7 @@ mod tests {
             ids, expected,
             "one copy per subscriber, in key order, with both ids"
         );
-        assert!(got.iter().all(|d| d.qos == 1));
+        assert!(got.iter().all(|d| d.qos == QoS::AtLeastOnce));
     }
 
     #[test]

@@ -323,7 +323,7 @@ impl Connection {
             message: Message {
                 topic: will.topic.as_str().to_owned(),
                 payload: will.payload.clone(),
-                qos: will.qos as u8,
+                qos: will.qos,
                 retain: will.retain,
                 properties: message_properties(&will.properties),
                 received_ms: now_ms(),
@@ -567,7 +567,7 @@ impl Connection {
                 if state
                     .inflight
                     .get(&ack.packet_id)
-                    .is_some_and(|o| o.delivery.qos == 1)
+                    .is_some_and(|o| o.delivery.qos == QoS::AtLeastOnce)
                 {
                     state.inflight.remove(&ack.packet_id);
                 }
@@ -685,7 +685,7 @@ impl Connection {
         let message = Arc::new(Message {
             topic: publish.topic.as_str().to_owned(),
             payload: publish.payload,
-            qos: publish.qos as u8,
+            qos: publish.qos,
             retain: publish.retain,
             properties: message_properties(&publish.properties),
             received_ms: now_ms(),
@@ -724,7 +724,7 @@ impl Connection {
 
     /// The log took (or refused) a routed publish: deliver it locally and queue its ack.
     fn on_appended(&mut self, pending: PendingAppend) -> Result<(), Exit> {
-        let qos = QoS::from_u8(pending.message.qos).unwrap_or(QoS::AtMostOnce);
+        let qos = pending.message.qos;
         let Some(appended) = pending.result else {
             return Ok(());
         };
@@ -827,7 +827,7 @@ impl Connection {
         let known = {
             let mut state = self.session.lock();
             match state.inflight.get_mut(&rec.packet_id) {
-                Some(out) if out.delivery.qos == 2 => {
+                Some(out) if out.delivery.qos == QoS::ExactlyOnce => {
                     if rec.reason_code.is_success() {
                         out.released = true;
                     } else {
@@ -882,7 +882,7 @@ impl Connection {
                     continue;
                 }
             };
-            let qos = request.options.qos as u8;
+            let qos = request.options.qos;
             let entry = SubEntry {
                 qos,
                 no_local: request.options.no_local,
@@ -982,7 +982,7 @@ impl Connection {
             let Some(front) = state.queue.front() else {
                 break;
             };
-            if front.qos > 0 && state.inflight.len() >= self.client_receive_max {
+            if front.qos != QoS::AtMostOnce && state.inflight.len() >= self.client_receive_max {
                 break;
             }
             let Some(delivery) = state.queue.pop_front() else {
@@ -992,7 +992,7 @@ impl Connection {
                 self.server.metrics.expired.fetch_add(1, Ordering::Relaxed);
                 continue;
             }
-            let packet_id = if delivery.qos > 0 {
+            let packet_id = if delivery.qos != QoS::AtMostOnce {
                 match state.next_packet_id() {
                     Some(id) => Some(id),
                     None => {
@@ -1012,7 +1012,7 @@ impl Connection {
             ) {
                 Ok(_) => {
                     self.remember_alias(alias);
-                    self.server.metrics.sent(usize::from(delivery.qos));
+                    self.server.metrics.sent(delivery.qos as usize);
                     if let Some(id) = packet_id {
                         state.inflight.insert(
                             id,
@@ -1096,7 +1096,7 @@ impl Connection {
         }
         let packet = Packet::Publish(Publish {
             dup,
-            qos: QoS::from_u8(delivery.qos).unwrap_or(QoS::AtMostOnce),
+            qos: delivery.qos,
             retain: delivery.retain,
             topic,
             packet_id,

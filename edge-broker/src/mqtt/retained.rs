@@ -100,7 +100,7 @@ mod tests {
         Arc::new(Message {
             topic: topic.into(),
             payload: bytes::Bytes::from_static(payload),
-            qos: 1,
+            qos: edge_proto::mqtt::QoS::AtLeastOnce,
             retain: true,
             properties: MessageProperties::default(),
             received_ms: 0,

@@ -9,6 +9,7 @@ use parking_lot::RwLock;
 use std::time::Duration;
 
 use edge_log::{Destination, Log, Source};
+use edge_proto::mqtt::QoS;
 use serde::{Deserialize, Serialize};
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
@@ -345,7 +346,7 @@ impl MqttServer {
             }
             state.online = false;
             state.kick = None;
-            state.queue.retain(|d| d.qos > 0);
+            state.queue.retain(|d| d.qos != QoS::AtMostOnce);
             state.disconnected_at_ms = Some(now_ms());
             state.expiry_secs == 0
         };

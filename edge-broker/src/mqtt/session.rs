@@ -5,6 +5,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use edge_proto::mqtt::QoS;
 use parking_lot::{Mutex, MutexGuard};
 
 use serde::{Deserialize, Serialize};
@@ -18,7 +19,8 @@ use crate::message::Message;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SubscriptionRecord {
     /// Maximum QoS granted.
-    pub qos: u8,
+    #[serde(with = "crate::message::qos_byte")]
+    pub qos: QoS,
     /// MQTT 5 No Local.
     pub no_local: bool,
     /// MQTT 5 Retain As Published.
@@ -130,7 +132,7 @@ impl Mailbox for Session {
     fn deliver(&self, delivery: Delivery) -> bool {
         {
             let mut state = self.lock();
-            if !state.online && delivery.qos == 0 {
+            if !state.online && delivery.qos == QoS::AtMostOnce {
                 return false;
             }
             if state.queue.len() >= self.max_queued {
@@ -188,7 +190,8 @@ pub struct StoredDelivery {
     /// The message.
     pub message: Message,
     /// Granted QoS.
-    pub qos: u8,
+    #[serde(with = "crate::message::qos_byte")]
+    pub qos: QoS,
     /// RETAIN flag to deliver with.
     pub retain: bool,
     /// Subscription identifiers.
@@ -276,6 +279,7 @@ mod tests {
     use crate::message::{MessageProperties, Origin};
 
     fn delivery(qos: u8) -> Delivery {
+        let qos = QoS::from_u8(qos).unwrap();
         Delivery {
             message: Arc::new(Message {
                 topic: "t".into(),

@@ -29,6 +29,7 @@ use bytes::{Bytes, BytesMut};
 use edge_log::{
     AppendError, AppendedBatch, Destination, Header, NewRecord, Source, SubmittedBatch,
 };
+use edge_proto::mqtt::QoS;
 use edge_proto::nats::{
     ClientOp, Connect, HeaderMap, Limits, Pub, ServerError, ServerOp, Sub, Unsub, decode_client_op,
     encode_msg, subject,
@@ -723,7 +724,7 @@ impl Connection {
             headers,
             publish.payload.clone(),
             Some(self.conn_key),
-            0,
+            QoS::AtMostOnce,
         );
         let delivered = match message {
             Some(message) => self.server.publish_local(&message).delivered,
@@ -861,7 +862,7 @@ impl Connection {
                 headers.as_ref(),
                 publish.payload.clone(),
                 Some(self.conn_key),
-                1,
+                QoS::AtLeastOnce,
                 self.now_ms,
             )
         } else {
@@ -1048,9 +1049,15 @@ impl Connection {
                 continue;
             };
             // Server-originated (no publisher): delivered even to a publisher with echo off.
-            if let Some(message) =
-                nats_message_at(&ack.reply, None, None, body, None, 0, self.now_ms)
-            {
+            if let Some(message) = nats_message_at(
+                &ack.reply,
+                None,
+                None,
+                body,
+                None,
+                QoS::AtMostOnce,
+                self.now_ms,
+            ) {
                 self.server.publish_local(&message);
             } else {
                 NatsMetrics::inc(&self.server.metrics.unmappable);
@@ -1088,7 +1095,7 @@ impl Connection {
                     sub.queue_group.as_deref(),
                     key,
                     SubEntry {
-                        qos: 1,
+                        qos: QoS::AtLeastOnce,
                         no_local: false,
                         retain_as_published: false,
                         id: None,

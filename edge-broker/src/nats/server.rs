@@ -6,6 +6,7 @@ use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use parking_lot::{Mutex, RwLock};
 
 use edge_log::{Destination, Log, Source};
+use edge_proto::mqtt::QoS;
 use edge_proto::nats::subject;
 use edge_proto::nats::{HeaderMap, Info};
 use tokio::net::TcpListener;
@@ -230,7 +231,7 @@ pub fn nats_message(
     headers: Option<&HeaderMap>,
     payload: bytes::Bytes,
     publisher: Option<u64>,
-    qos: u8,
+    qos: QoS,
 ) -> Option<Arc<Message>> {
     nats_message_at(
         nats_subject,
@@ -250,7 +251,7 @@ pub fn nats_message_at(
     headers: Option<&HeaderMap>,
     payload: bytes::Bytes,
     publisher: Option<u64>,
-    qos: u8,
+    qos: QoS,
     received_ms: u64,
 ) -> Option<Arc<Message>> {
     let topic = subject::nats_subject_to_mqtt_topic(nats_subject).ok()?;
@@ -325,12 +326,22 @@ mod tests {
             Some(&h),
             bytes::Bytes::new(),
             None,
-            0,
+            QoS::AtMostOnce,
         )
         .unwrap();
         assert_eq!(m.topic, "a/b.c");
         assert_eq!(m.properties.response_topic.as_deref(), Some("_INBOX/x/1"));
         assert_eq!(m.properties.user_properties, vec![("k".into(), "v".into())]);
-        assert!(nats_message("a/b", None, None, bytes::Bytes::new(), None, 0).is_none());
+        assert!(
+            nats_message(
+                "a/b",
+                None,
+                None,
+                bytes::Bytes::new(),
+                None,
+                QoS::AtMostOnce
+            )
+            .is_none()
+        );
     }
 }
