@@ -13,6 +13,8 @@
 //! - [`router`]: subscription filters and the subscription tree shared by MQTT and NATS.
 //! - [`message`]: the protocol-neutral message delivered to subscribers.
 //! - [`hub`]: all live subscriptions and fan-out into subscribers' bounded mailboxes.
+//! - [`ingest`]: the one path of every publish (MQTT, wills, NATS): permission check, route
+//!   decision, ordered batches to the log, local delivery once written, answers once durable.
 //! - [`listener`]: the bounded accept loop shared by the MQTT and NATS front ends.
 //! - [`tls`]: rustls server configuration for the MQTT-over-TLS listener.
 //! - [`mqtt`]: the MQTT 3.1.1/5 server (sessions, retained messages, wills, durable acks).
@@ -26,6 +28,7 @@ pub mod cli;
 pub mod config;
 pub mod forwarder;
 pub mod hub;
+pub mod ingest;
 pub mod listener;
 pub mod logging;
 pub mod message;

@@ -22,9 +22,8 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use parking_lot::RwLock;
-
 use bytes::Bytes;
+use parking_lot::RwLock;
 use thiserror::Error;
 
 use edge_log::{Destination, Record, Source};

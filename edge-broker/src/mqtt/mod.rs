@@ -13,4 +13,4 @@ pub mod retained;
 pub mod server;
 pub mod session;
 
-pub use server::{MqttMetrics, MqttServer, MqttStartError};
+pub use server::{MqttServer, MqttStartError};

@@ -14,6 +14,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::hub::{Delivery, Mailbox};
 use crate::message::Message;
+use crate::metrics::front::{DropReason, FrontMetrics};
 
 /// A subscription as the session remembers it (to restore it and to answer UNSUBSCRIBE).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -101,30 +102,31 @@ pub struct Session {
     state: Mutex<SessionState>,
     /// Wakes the attached connection when deliveries arrive.
     pub wake: Notify,
-    dropped: AtomicU64,
+    /// The MQTT front end's counters (deliveries dropped because the queue was full).
+    metrics: Arc<FrontMetrics>,
 }
 
 impl Session {
-    /// A fresh, empty session.
-    pub fn new(key: u64, client_id: String, max_queued: usize) -> Session {
+    /// A fresh, empty session counting into `metrics`.
+    pub fn new(
+        key: u64,
+        client_id: String,
+        max_queued: usize,
+        metrics: Arc<FrontMetrics>,
+    ) -> Session {
         Session {
             key,
             client_id,
             max_queued,
             state: Mutex::new(SessionState::default()),
             wake: Notify::new(),
-            dropped: AtomicU64::new(0),
+            metrics,
         }
     }
 
     /// Locks the session state (a panic elsewhere does not make it unusable).
     pub fn lock(&self) -> MutexGuard<'_, SessionState> {
         self.state.lock()
-    }
-
-    /// Deliveries dropped because the queue was full.
-    pub fn dropped(&self) -> u64 {
-        self.dropped.load(Ordering::Relaxed)
     }
 }
 
@@ -137,7 +139,7 @@ impl Mailbox for Session {
             }
             if state.queue.len() >= self.max_queued {
                 drop(state);
-                self.dropped.fetch_add(1, Ordering::Relaxed);
+                self.metrics.dropped(DropReason::QueueFull);
                 return false;
             }
             state.queue.push_back(delivery);
@@ -277,6 +279,11 @@ impl SessionSnapshot {
 mod tests {
     use super::*;
     use crate::message::{MessageProperties, Origin};
+    use crate::metrics::front::Protocol;
+
+    fn metrics() -> Arc<FrontMetrics> {
+        Arc::new(FrontMetrics::new(Protocol::Mqtt))
+    }
 
     fn delivery(qos: u8) -> Delivery {
         let qos = QoS::from_u8(qos).unwrap();
@@ -299,7 +306,7 @@ mod tests {
 
     #[test]
     fn offline_sessions_queue_qos1_but_not_qos0() {
-        let session = Session::new(1, "c".into(), 10);
+        let session = Session::new(1, "c".into(), 10, metrics());
         assert!(!session.deliver(delivery(0)));
         assert!(session.deliver(delivery(1)));
         session.lock().online = true;
@@ -309,11 +316,11 @@ mod tests {
 
     #[test]
     fn full_queues_drop_and_count() {
-        let session = Session::new(1, "c".into(), 2);
+        let session = Session::new(1, "c".into(), 2, metrics());
         assert!(session.deliver(delivery(1)));
         assert!(session.deliver(delivery(1)));
         assert!(!session.deliver(delivery(1)));
-        assert_eq!(session.dropped(), 1);
+        assert_eq!(session.metrics.dropped_count(DropReason::QueueFull), 1);
     }
 
     #[test]

@@ -49,4 +49,4 @@ pub mod connection;
 pub mod dedup;
 pub mod server;
 
-pub use server::{NatsMetrics, NatsServer};
+pub use server::NatsServer;

@@ -1,14 +1,13 @@
 //! The NATS server: listener, per-server state shared by connections, metrics.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
-
-use parking_lot::{Mutex, RwLock};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use edge_log::{Destination, Log, Source};
 use edge_proto::mqtt::QoS;
 use edge_proto::nats::subject;
 use edge_proto::nats::{HeaderMap, Info};
+use parking_lot::{Mutex, RwLock};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -18,49 +17,12 @@ use super::dedup::DuplicateWindow;
 use crate::config::NatsSection;
 use crate::hub::{FanOut, Hub};
 use crate::message::{Message, MessageProperties, Origin, now_ms};
+use crate::metrics::front::{FrontMetrics, Protocol};
 use crate::route::RouteTable;
 use crate::router::Filter;
 
 /// Hub keys of NATS subscriptions start here (MQTT sessions use small sequential keys).
 pub const NATS_KEY_BASE: u64 = 1 << 62;
-
-/// Counters of the NATS front end, rendered on `/metrics`.
-#[derive(Debug, Default)]
-pub struct NatsMetrics {
-    /// Clients connected now.
-    pub connections: AtomicI64,
-    /// Connections accepted since start.
-    pub connections_total: AtomicU64,
-    /// PUB/HPUB received.
-    pub received: AtomicU64,
-    /// MSG/HMSG sent to subscribers.
-    pub sent: AtomicU64,
-    /// Routed publishes stored in the log.
-    pub stored: AtomicU64,
-    /// Durable PubAcks sent.
-    pub acks: AtomicU64,
-    /// Publishes answered as duplicates (`Nats-Msg-Id` seen within the window).
-    pub duplicates: AtomicU64,
-    /// Publishes the log refused (full, too large, failed).
-    pub refused: AtomicU64,
-    /// Connections closed for protocol errors.
-    pub protocol_errors: AtomicU64,
-    /// Connections closed as slow consumers.
-    pub slow_consumers: AtomicU64,
-    /// Deliveries dropped because the subscriber's output was full.
-    pub dropped_slow: AtomicU64,
-    /// Publishes or subscriptions whose subject has no MQTT equivalent (not delivered).
-    pub unmappable: AtomicU64,
-    /// TLS connections that failed or timed out in the handshake.
-    pub tls_handshake_failures: AtomicU64,
-}
-
-impl NatsMetrics {
-    /// Adds one to `counter`.
-    pub fn inc(counter: &AtomicU64) {
-        counter.fetch_add(1, Ordering::Relaxed);
-    }
-}
 
 /// The shared state of the NATS front end.
 #[derive(Debug)]
@@ -74,7 +36,7 @@ pub struct NatsServer {
     /// Which publishes are stored, and where they go upstream.
     pub routes: Arc<RouteTable>,
     /// Counters.
-    pub metrics: NatsMetrics,
+    pub metrics: Arc<FrontMetrics>,
     /// `Nats-Msg-Id` duplicate window.
     pub dedup: Mutex<DuplicateWindow>,
     /// Server id announced in INFO.
@@ -104,7 +66,7 @@ impl NatsServer {
             hub,
             log,
             routes,
-            metrics: NatsMetrics::default(),
+            metrics: Arc::new(FrontMetrics::new(Protocol::Nats)),
             dedup: Mutex::new(dedup),
             next_key: AtomicU64::new(NATS_KEY_BASE),
             tasks: TaskTracker::new(),
