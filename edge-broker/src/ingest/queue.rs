@@ -531,3 +531,268 @@ pub async fn ingest_one(log: &Log, record: NewRecord) -> Result<u64, AppendError
         queue.progress().await;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::sync::atomic::Ordering;
+    use std::time::Duration;
+
+    use bytes::Bytes;
+    use edge_log::testing::{FaultyStorage, MemStorage};
+    use edge_log::{Destination, FsyncPolicy, LogConfig, Source, WhenFull};
+
+    use super::*;
+
+    const WAIT: Duration = Duration::from_secs(5);
+
+    fn config(when_full: WhenFull) -> LogConfig {
+        LogConfig {
+            segment_bytes: 1024,
+            max_bytes: 4096,
+            fsync: FsyncPolicy::Always,
+            when_full,
+            max_record_bytes: 256,
+            ..LogConfig::new("/q")
+        }
+    }
+
+    fn mem_log(when_full: WhenFull) -> Log {
+        Log::open_with_storage(config(when_full), MemStorage::new())
+            .unwrap()
+            .0
+    }
+
+    fn record(i: u64, payload: usize) -> NewRecord {
+        NewRecord {
+            timestamp_ms: i,
+            source: Source::Mqtt,
+            topic: format!("t/{i}"),
+            client_id: Arc::from("c"),
+            destination: Destination::topic("k"),
+            headers: Vec::new(),
+            payload: Bytes::from(vec![b'x'; payload]),
+        }
+    }
+
+    /// What came out of a queue: events as ("w" | "r", local), answers as (tag, outcome).
+    #[derive(Debug, Default)]
+    struct Seen {
+        written: Vec<(u32, u64)>,
+        refused: Vec<(u32, AppendError)>,
+        answers: Vec<(&'static str, Outcome)>,
+    }
+
+    fn take(queue: &mut IngestQueue<u32, &'static str>, seen: &mut Seen) {
+        while let Some(event) = queue.next_event() {
+            match event {
+                Event::Written { local, offset } => seen.written.push((local, offset)),
+                Event::Refused { local, error, .. } => seen.refused.push((local, error)),
+            }
+        }
+        while let Some(answer) = queue.next_answer() {
+            seen.answers.push((answer.tag, answer.outcome));
+        }
+    }
+
+    /// Drives the queue until nothing is left (panics after `WAIT`).
+    async fn settle(queue: &mut IngestQueue<u32, &'static str>, seen: &mut Seen) {
+        queue.submit();
+        loop {
+            take(queue, seen);
+            if queue.is_settled() {
+                return;
+            }
+            tokio::time::timeout(WAIT, queue.progress())
+                .await
+                .expect("the queue settles");
+        }
+    }
+
+    #[tokio::test]
+    async fn answers_leave_in_arrival_order_and_records_enter_the_log_in_push_order() {
+        let log = mem_log(WhenFull::Block);
+        let mut queue = IngestQueue::new(log.clone(), IngestLimits::default());
+        let mut seen = Seen::default();
+        queue.push_answer("unrouted qos1");
+        queue.push_routed(record(0, 10), 0, Some("routed qos1"));
+        queue.push_routed(record(1, 10), 1, None);
+        queue.push_answer("unrouted qos2");
+        queue.push_routed(record(2, 10), 2, Some("routed qos2"));
+        // Only the first answer may leave before the log has the routed record after it.
+        take(&mut queue, &mut seen);
+        assert_eq!(seen.answers, [("unrouted qos1", Outcome::Given)]);
+        assert!(!queue.all_written());
+        let mark = queue.mark();
+        settle(&mut queue, &mut seen).await;
+        assert!(queue.written_through(mark));
+        assert_eq!(seen.written, [(0, 0), (1, 1), (2, 2)]);
+        assert_eq!(
+            seen.answers,
+            [
+                ("unrouted qos1", Outcome::Given),
+                ("routed qos1", Outcome::Durable(0)),
+                ("unrouted qos2", Outcome::Given),
+                ("routed qos2", Outcome::Durable(2)),
+            ]
+        );
+        assert_eq!(log.durable_end(), 3, "answered records are durable");
+    }
+
+    #[tokio::test]
+    async fn many_batches_keep_the_push_order_in_the_log() {
+        let log = mem_log(WhenFull::Block);
+        let limits = IngestLimits {
+            batch_records: 3,
+            ..IngestLimits::default()
+        };
+        let mut queue = IngestQueue::new(log.clone(), limits);
+        let mut seen = Seen::default();
+        for i in 0..20u32 {
+            let answer = (i % 2 == 0).then_some("even");
+            queue.push_routed(record(u64::from(i), 20), i, answer);
+        }
+        settle(&mut queue, &mut seen).await;
+        let expected: Vec<(u32, u64)> = (0..20).map(|i| (i, u64::from(i))).collect();
+        assert_eq!(seen.written, expected);
+        let offsets: Vec<Outcome> = seen.answers.iter().map(|(_, o)| o.clone()).collect();
+        let even: Vec<Outcome> = (0..20).step_by(2).map(Outcome::Durable).collect();
+        assert_eq!(offsets, even);
+        let mut cursor = log.cursor("check").unwrap();
+        let back: Vec<String> = cursor
+            .try_read(usize::MAX, usize::MAX)
+            .unwrap()
+            .into_iter()
+            .map(|r| r.topic)
+            .collect();
+        let pushed: Vec<String> = (0..20).map(|i| format!("t/{i}")).collect();
+        assert_eq!(back, pushed);
+    }
+
+    #[tokio::test]
+    async fn refusals_keep_their_place_in_the_answer_order() {
+        let log = mem_log(WhenFull::Block);
+        let mut queue = IngestQueue::new(log, IngestLimits::default());
+        let mut seen = Seen::default();
+        queue.push_routed(record(0, 10), 0, Some("first"));
+        queue.push_routed(record(1, 1000), 1, Some("too large"));
+        queue.push_answer("given");
+        queue.push_routed(record(2, 10), 2, None);
+        settle(&mut queue, &mut seen).await;
+        assert_eq!(seen.written, [(0, 0), (2, 1)]);
+        assert!(matches!(
+            seen.refused[..],
+            [(1, AppendError::TooLarge { .. })]
+        ));
+        let tags: Vec<&str> = seen.answers.iter().map(|(t, _)| *t).collect();
+        assert_eq!(tags, ["first", "too large", "given"]);
+        assert!(matches!(
+            seen.answers[1].1,
+            Outcome::Refused(AppendError::TooLarge { .. })
+        ));
+    }
+
+    #[tokio::test]
+    async fn a_record_whose_fsync_failed_is_never_acknowledged() {
+        let faulty = FaultyStorage::new(MemStorage::new());
+        let log = Log::open_with_storage(config(WhenFull::Block), faulty.clone())
+            .unwrap()
+            .0;
+        faulty.faults.fail_sync.store(true, Ordering::SeqCst);
+        let mut queue = IngestQueue::new(log, IngestLimits::default());
+        let mut seen = Seen::default();
+        queue.push_routed(record(0, 10), 0, Some("a"));
+        settle(&mut queue, &mut seen).await;
+        assert_eq!(seen.written, [(0, 0)], "written (delivered locally)...");
+        assert!(
+            matches!(
+                seen.answers[..],
+                [("a", Outcome::NotDurable(AppendError::Storage { .. }))]
+            ),
+            "...but never acknowledged: {seen:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_full_blocking_log_holds_input_and_answers_until_there_is_room() {
+        let log = mem_log(WhenFull::Block);
+        // A reader that has not caught up keeps every segment: the budget fills up.
+        let mut reader = log.cursor("uplink").unwrap();
+        let mut queue = IngestQueue::new(log.clone(), IngestLimits::default());
+        let mut seen = Seen::default();
+        let mut pushed = 0u32;
+        while !queue.holds_input() {
+            assert!(
+                pushed < 100,
+                "a 4 KiB log never held back 100 records of 200 B"
+            );
+            queue.push_routed(record(u64::from(pushed), 200), pushed, Some("ack"));
+            queue.submit();
+            // Let the log take what fits (and the queue notice the rest waits).
+            let _ = tokio::time::timeout(Duration::from_millis(50), queue.progress()).await;
+            take(&mut queue, &mut seen);
+            pushed += 1;
+        }
+        let answered = seen.answers.len();
+        assert!(answered > 0, "records that fitted were answered");
+        assert!(
+            answered < pushed as usize,
+            "the record waiting for room is not answered"
+        );
+        // Still held: nothing moves while the reader does not move.
+        assert!(
+            tokio::time::timeout(Duration::from_millis(200), queue.progress())
+                .await
+                .is_err()
+        );
+        assert!(queue.holds_input());
+        // The reader catches up: retention frees segments, the submission goes through.
+        let end = log.durable_end();
+        reader.commit(end).await.unwrap();
+        settle(&mut queue, &mut seen).await;
+        assert!(!queue.holds_input());
+        assert_eq!(seen.answers.len(), pushed as usize);
+        assert!(
+            seen.answers
+                .iter()
+                .all(|(_, o)| matches!(o, Outcome::Durable(_)))
+        );
+        let offsets: Vec<u64> = seen.written.iter().map(|(_, o)| *o).collect();
+        assert!(offsets.windows(2).all(|w| w[1] == w[0] + 1), "{offsets:?}");
+    }
+
+    #[tokio::test]
+    async fn bounds_hold_input_until_answers_leave() {
+        let log = mem_log(WhenFull::Block);
+        let limits = IngestLimits {
+            max_answers: 2,
+            max_records: 3,
+            ..IngestLimits::default()
+        };
+        let mut queue = IngestQueue::new(log, limits);
+        let mut seen = Seen::default();
+        queue.push_routed(record(0, 10), 0, Some("a"));
+        assert!(!queue.holds_input());
+        queue.push_routed(record(1, 10), 1, Some("b"));
+        assert!(queue.holds_input(), "two answers owed");
+        settle(&mut queue, &mut seen).await;
+        assert!(!queue.holds_input());
+        for i in 2..5 {
+            queue.push_routed(record(i, 10), i as u32, None);
+        }
+        assert!(queue.holds_input(), "three records not yet written");
+        settle(&mut queue, &mut seen).await;
+        assert!(!queue.holds_input());
+    }
+
+    #[tokio::test]
+    async fn one_record_through_its_own_queue() {
+        let log = mem_log(WhenFull::Block);
+        assert_eq!(ingest_one(&log, record(0, 10)).await, Ok(0));
+        assert_eq!(ingest_one(&log, record(1, 10)).await, Ok(1));
+        assert!(matches!(
+            ingest_one(&log, record(2, 1000)).await,
+            Err(AppendError::TooLarge { .. })
+        ));
+    }
+}
