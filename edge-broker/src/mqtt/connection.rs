@@ -745,10 +745,14 @@ impl Connection {
             qos,
             reason,
         } = answer.tag;
+        let mut why = None;
         let reason = match answer.outcome {
             Outcome::Given => reason,
             Outcome::Durable(_) => ReasonCode::Success,
-            Outcome::Refused(error) => refusal_reason(&error),
+            Outcome::Refused(error) => {
+                why = Some(error.to_string());
+                refusal_reason(&error)
+            }
             Outcome::NotDurable(error) => {
                 // The record was written but never made durable (fsync failed): never ack it.
                 inc(&self.server.metrics.refused);
@@ -762,20 +766,28 @@ impl Connection {
                 ReasonCode::UnspecifiedError
             }
         };
+        let mut properties = Properties::default();
+        if self.problem_info {
+            properties.reason_string = why.and_then(|why| MqttString::try_from(why).ok());
+        }
         match qos {
             QoS::AtLeastOnce => {
-                let mut ack = PubAck::new(packet_id);
-                ack.reason_code = reason;
-                self.write(&Packet::PubAck(ack));
+                self.write(&Packet::PubAck(PubAck {
+                    packet_id,
+                    reason_code: reason,
+                    properties,
+                }));
             }
             QoS::ExactlyOnce => {
                 if !reason.is_success() {
                     // Not taken: a resend with this packet id is a new publish.
                     self.session.lock().inbound_qos2.remove(&packet_id);
                 }
-                let mut rec = PubRec::new(packet_id);
-                rec.reason_code = reason;
-                self.write(&Packet::PubRec(rec));
+                self.write(&Packet::PubRec(PubRec {
+                    packet_id,
+                    reason_code: reason,
+                    properties,
+                }));
             }
             QoS::AtMostOnce => {}
         }
@@ -1172,11 +1184,13 @@ fn message_properties(p: &Properties) -> MessageProperties {
     }
 }
 
-/// The MQTT 5 reason code for a publish the log refused.
+/// The MQTT 5 reason code for a publish the log refused. Only codes a PUBACK / PUBREC may
+/// carry (spec 3.4.2.1): a record over `log.max_record_bytes` is an implementation-specific
+/// limit (0x83), not "Packet too large" (0x95, which PUBACK cannot carry).
 fn refusal_reason(error: &AppendError) -> ReasonCode {
     match error {
         AppendError::Full { .. } => ReasonCode::QuotaExceeded,
-        AppendError::TooLarge { .. } => ReasonCode::PacketTooLarge,
+        AppendError::TooLarge { .. } => ReasonCode::ImplementationSpecificError,
         AppendError::Storage { .. } | AppendError::Closed => ReasonCode::UnspecifiedError,
     }
 }
