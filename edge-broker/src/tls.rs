@@ -1,4 +1,5 @@
-//! TLS for the MQTT listener: a rustls server configuration (ring provider, TLS 1.2 and 1.3)
+//! TLS for the device listeners (MQTT's `tls_listen`, and NATS when `nats.tls_cert` is set: every
+//! client upgrades after INFO): a rustls server configuration (ring provider, TLS 1.2 and 1.3)
 //! from a PEM certificate chain and a PEM private key, optionally requiring client
 //! certificates from a given CA (mutual TLS).
 //!

@@ -1,12 +1,17 @@
 //! The MQTT 3.1.1 and 5 front end.
 //!
-//! - [`server`]: listener, session registry, retained store, wills, expiry, state snapshots.
-//! - [`connection`]: one client connection: CONNECT, packet loop, durable acks, delivery.
+//! - [`server`]: listener, session registry, retained store, wills (published through
+//!   [`crate::ingest`]), expiry, state snapshots.
+//! - [`connection`]: one client connection over any byte stream: CONNECT, packet loop, its
+//!   publishes through [`crate::ingest`] (acks in arrival order, routed ones once durable),
+//!   delivery within the client's Receive Maximum.
 //! - [`session`]: what outlives a connection, and its snapshot form.
 //! - [`retained`]: the retained message store.
 //!
 //! The difference from other brokers: a QoS 1/2 publish on a routed topic is acknowledged
 //! (PUBACK / PUBREC) only once edge-log reports it durable under the configured fsync policy.
+//! Clients may not publish into `$SYS/` or to a `$share/` name (as Mosquitto 2: v5 0x87 Not
+//! authorized, 3.1.1 a plain acknowledgement; neither stored nor delivered).
 
 pub mod connection;
 pub mod retained;
