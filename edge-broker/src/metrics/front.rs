@@ -255,28 +255,21 @@ pub fn render(text: &mut PromText, fronts: &[&FrontMetrics], mqtt: Option<MqttGa
         &by_qos(&|f| &f.sent),
     );
 
-    let drop_labels: Vec<([(&str, &str); 2], u64)> = fronts
+    let drops: Vec<(Protocol, &'static str, u64)> = fronts
         .iter()
         .flat_map(|f| {
             DropReason::ALL
                 .iter()
                 .zip(&f.dropped)
                 .filter(|(r, _)| r.applies_to(f.protocol))
-                .map(|(r, c)| {
-                    (
-                        [("protocol", f.protocol.label()), ("reason", r.label())],
-                        load(c),
-                    )
-                })
+                .map(|(r, c)| (f.protocol, r.label(), load(c)))
         })
         .collect();
-    text.counter(
+    by_reason(
+        text,
         "edge_messages_dropped_total",
         "Messages not delivered, by reason.",
-        &drop_labels
-            .iter()
-            .map(|(l, v)| (&l[..], *v))
-            .collect::<Vec<_>>(),
+        &drops,
     );
     text.counter(
         "edge_messages_stored_total",
@@ -288,22 +281,20 @@ pub fn render(text: &mut PromText, fronts: &[&FrontMetrics], mqtt: Option<MqttGa
         "Publishes the log refused (full, too large or failed).",
         &per_front(&|f| load(&f.refused)),
     );
-    let denied_labels: Vec<([(&str, &str); 2], u64)> = fronts
+    let denied: Vec<(Protocol, &'static str, u64)> = fronts
         .iter()
         .flat_map(|f| {
             DENIED_REASONS
                 .iter()
                 .zip(&f.denied)
-                .map(|(r, c)| ([("protocol", f.protocol.label()), ("reason", *r)], load(c)))
+                .map(|(r, c)| (f.protocol, *r, load(c)))
         })
         .collect();
-    text.counter(
+    by_reason(
+        text,
         "edge_publishes_denied_total",
         "Publishes refused by the permission check (not stored, not delivered), by reason.",
-        &denied_labels
-            .iter()
-            .map(|(l, v)| (&l[..], *v))
-            .collect::<Vec<_>>(),
+        &denied,
     );
     text.counter(
         "edge_protocol_errors_total",
@@ -349,6 +340,20 @@ pub fn render(text: &mut PromText, fronts: &[&FrontMetrics], mqtt: Option<MqttGa
             &[(&[], load(&nats.slow_consumers))],
         );
     }
+}
+
+/// A counter family labelled by protocol and reason.
+fn by_reason(text: &mut PromText, name: &str, help: &str, samples: &[(Protocol, &str, u64)]) {
+    let labels: Vec<[(&str, &str); 2]> = samples
+        .iter()
+        .map(|(p, r, _)| [("protocol", p.label()), ("reason", *r)])
+        .collect();
+    let samples: Vec<(&[(&str, &str)], u64)> = labels
+        .iter()
+        .zip(samples)
+        .map(|(l, (_, _, v))| (&l[..], *v))
+        .collect();
+    text.counter(name, help, &samples);
 }
 
 #[cfg(test)]
