@@ -74,6 +74,24 @@ struct Owed {
 /// The connection's ingest queue: a routed publish carries its message for local delivery.
 type Ingest = IngestQueue<Arc<Message>, Owed>;
 
+/// Routed records an MQTT connection holds until written (and, if acknowledged, durable), and
+/// their payload bytes. An MQTT connection keeps a whole `Message` per record for local
+/// delivery, so it holds fewer than a NATS one; 1024 still fill many group commits.
+const MAX_RECORDS_IN_FLIGHT: usize = 1024;
+const MAX_BYTES_IN_FLIGHT: usize = 1 << 20;
+
+/// The ingest queue's bounds: at most Receive Maximum (`mqtt.max_inflight`) acknowledgements
+/// owed, and the records in flight above.
+fn ingest_limits(settings: &crate::config::MqttSection) -> IngestLimits {
+    IngestLimits {
+        max_answers: usize::from(settings.max_inflight),
+        max_records: MAX_RECORDS_IN_FLIGHT,
+        max_bytes: MAX_BYTES_IN_FLIGHT,
+        batch_records: MAX_RECORDS_IN_FLIGHT,
+        batch_bytes: MAX_BYTES_IN_FLIGHT,
+    }
+}
+
 /// A will message waiting for the connection to end.
 struct WillMessage {
     message: Message,
@@ -369,13 +387,7 @@ impl Connection {
                 .then(|| Duration::from_millis(u64::from(keep_alive) * 1500)),
             last_read: Instant::now(),
             read_paused: false,
-            ingest: IngestQueue::new(
-                server.log.clone(),
-                IngestLimits {
-                    max_answers: usize::from(settings.max_inflight),
-                    ..IngestLimits::default()
-                },
-            ),
+            ingest: IngestQueue::new(server.log.clone(), ingest_limits(&settings)),
             will,
             connect_expiry: expiry,
             kick,
