@@ -239,7 +239,9 @@ struct Connection {
     keep_alive: Option<Duration>,
     last_read: Instant,
     read_paused: bool,
-    ingest: Ingest,
+    /// The publishes on their way to the log and the acks owed (boxed: the connection future
+    /// holds the connection several times over, ~900 bytes per idle client inline).
+    ingest: Box<Ingest>,
     will: Option<WillMessage>,
     connect_expiry: u32,
     kick: CancellationToken,
@@ -387,7 +389,10 @@ impl Connection {
                 .then(|| Duration::from_millis(u64::from(keep_alive) * 1500)),
             last_read: Instant::now(),
             read_paused: false,
-            ingest: IngestQueue::new(server.log.clone(), ingest_limits(&settings)),
+            ingest: Box::new(IngestQueue::new(
+                server.log.clone(),
+                ingest_limits(&settings),
+            )),
             will,
             connect_expiry: expiry,
             kick,

@@ -363,13 +363,13 @@ async fn run(
             max_payload: settings.max_payload.bytes() as usize,
             ..Limits::default()
         },
-        ingest: IngestQueue::new(
+        ingest: Box::new(IngestQueue::new(
             server.log.clone(),
             IngestLimits {
                 max_answers: settings.max_inflight,
                 ..IngestLimits::default()
             },
-        ),
+        )),
         settings,
         server,
         outbox,
@@ -411,8 +411,9 @@ struct Connection {
     connect: Option<Box<Connect>>,
     client_id: Arc<str>,
     subs: HashMap<String, SubRecord>,
-    /// Routed publishes on their way to the log, and the replies owed.
-    ingest: Ingest,
+    /// Routed publishes on their way to the log, and the replies owed (boxed: the connection
+    /// future holds the connection several times over).
+    ingest: Box<Ingest>,
     /// PINGs waiting for the routed publishes before them (each: the ingest mark at the PING).
     pongs: VecDeque<u64>,
     /// The last subject whose destination was decided: (routes generation, subject, where).
