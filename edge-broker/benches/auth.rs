@@ -430,7 +430,7 @@ fn check_costs() {
             std::sync::Arc::new(edge_broker::message::Message {
                 topic: t.clone(),
                 payload: bytes::Bytes::from_static(&PAYLOAD),
-                qos: 0,
+                qos: edge_proto::mqtt::QoS::AtMostOnce,
                 retain: false,
                 properties: Default::default(),
                 received_ms: 0,
@@ -441,7 +441,7 @@ fn check_costs() {
         .collect();
     let delivery = |i: usize, modulo: usize| edge_broker::hub::Delivery {
         message: std::sync::Arc::clone(&messages[i % modulo]),
-        qos: 0,
+        qos: edge_proto::mqtt::QoS::AtMostOnce,
         retain: false,
         subscription_ids: Vec::new(),
     };

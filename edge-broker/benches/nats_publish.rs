@@ -3,8 +3,13 @@
 //!
 //! ```text
 //! cargo bench -p edge-broker --bench nats_publish [-- --core N --durable N --window W --rounds R
-//!                                                     --fsync always|never]
+//!                                                     --fsync always|never
+//!                                                     --edge-broker LABEL=PATH ...]
 //! ```
+//!
+//! `--edge-broker LABEL=PATH` (repeatable) measures those `edge-broker` binaries, started as
+//! processes, instead of the broker built into this bench: builds before and after a change,
+//! side by side in every round.
 //!
 //! `--fsync never` (edge-broker only; the table says so) shows the CPU-only ceiling. With
 //! `always`, the durable rows are bounded by the disk: one fdatasync at a time, and the window
@@ -14,8 +19,9 @@
 //! durable run (`edge_log_fsyncs_total` from its `/metrics`), and prints both under the table.
 //!
 //! Servers, all on 127.0.0.1 ephemeral ports, started and stopped here:
-//! - edge-broker in-process (its own runtime, 2 worker threads), `fsync = "always"`, a route
-//!   matching the benchmark subject, data in a temporary directory;
+//! - edge-broker in-process (its own runtime, 2 worker threads), or the given binaries (the
+//!   release default: as many worker threads as cores), `fsync = "always"`, a route matching
+//!   the benchmark subject, data in a temporary directory;
 //! - `nats-server -a 127.0.0.1 -p PORT` (core);
 //! - `nats-server -js -sd DIR` with a file-storage stream on `bench.>`.
 //!
@@ -30,7 +36,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
 use std::net::{SocketAddr, TcpListener};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -228,41 +234,79 @@ impl Drop for NatsServer {
 struct EdgeBroker {
     addr: SocketAddr,
     metrics: SocketAddr,
-    shutdown: CancellationToken,
-    thread: Option<std::thread::JoinHandle<()>>,
+    running: Running,
     _dir: tempfile::TempDir,
 }
 
+/// How an edge-broker under test runs.
+enum Running {
+    /// `edge_broker::app::run` on a runtime of its own, in this process.
+    InProcess {
+        shutdown: CancellationToken,
+        thread: Option<std::thread::JoinHandle<()>>,
+    },
+    /// A given binary.
+    Process(Child),
+}
+
 impl EdgeBroker {
-    fn start(fsync: &str) -> EdgeBroker {
-        let dir = tempfile::tempdir().unwrap();
-        let (port, mqtt, metrics) = (free_port(), free_port(), free_port());
-        let text = format!(
+    /// The broker's config, with `data` and listeners on the given ports.
+    fn config(dir: &Path, fsync: &str, nats: u16, metrics: u16) -> String {
+        let mqtt = free_port();
+        format!(
             "[node]\nid = \"bench\"\ndata_dir = \"{}\"\n[mqtt]\nlisten = \"127.0.0.1:{mqtt}\"\n\
-             [nats]\nlisten = \"127.0.0.1:{port}\"\n[metrics]\nlisten = \"127.0.0.1:{metrics}\"\n\
+             [nats]\nlisten = \"127.0.0.1:{nats}\"\n[metrics]\nlisten = \"127.0.0.1:{metrics}\"\n\
              [log]\nfsync = \"{fsync}\"\n[[route]]\nnats = \"bench.>\"\nkafka_topic = \"bench\"\n",
-            dir.path().join("data").display()
-        );
-        let config = edge_broker::config::Config::parse(&text, Path::new("bench.toml")).unwrap();
-        let shutdown = CancellationToken::new();
-        let token = shutdown.clone();
-        let thread = std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(2)
-                .enable_all()
-                .build()
-                .unwrap();
-            runtime
-                .block_on(edge_broker::app::run(config, None, token))
-                .unwrap();
-        });
+            dir.join("data").display()
+        )
+    }
+
+    /// The broker built into this bench, `binary: None`, or a given `edge-broker` binary.
+    fn start(binary: Option<&Path>, fsync: &str) -> EdgeBroker {
+        let dir = tempfile::tempdir().unwrap();
+        let (port, metrics) = (free_port(), free_port());
+        let text = EdgeBroker::config(dir.path(), fsync, port, metrics);
+        let running = match binary {
+            Some(binary) => {
+                let path = dir.path().join("edge-broker.toml");
+                std::fs::write(&path, &text).unwrap();
+                let child = Command::new(binary)
+                    .arg("--config")
+                    .arg(&path)
+                    .env("RUST_LOG", "warn")
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null())
+                    .spawn()
+                    .unwrap_or_else(|e| panic!("cannot start {}: {e}", binary.display()));
+                Running::Process(child)
+            }
+            None => {
+                let config =
+                    edge_broker::config::Config::parse(&text, Path::new("bench.toml")).unwrap();
+                let shutdown = CancellationToken::new();
+                let token = shutdown.clone();
+                let thread = std::thread::spawn(move || {
+                    let runtime = tokio::runtime::Builder::new_multi_thread()
+                        .worker_threads(2)
+                        .enable_all()
+                        .build()
+                        .unwrap();
+                    runtime
+                        .block_on(edge_broker::app::run(config, None, token))
+                        .unwrap();
+                });
+                Running::InProcess {
+                    shutdown,
+                    thread: Some(thread),
+                }
+            }
+        };
         let addr = SocketAddr::from(([127, 0, 0, 1], port));
         wait_listening(addr);
         EdgeBroker {
             addr,
             metrics: SocketAddr::from(([127, 0, 0, 1], metrics)),
-            shutdown,
-            thread: Some(thread),
+            running,
             _dir: dir,
         }
     }
@@ -307,9 +351,17 @@ fn fdatasync_latency(dir: &Path, n: usize) -> Duration {
 
 impl Drop for EdgeBroker {
     fn drop(&mut self) {
-        self.shutdown.cancel();
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
+        match &mut self.running {
+            Running::InProcess { shutdown, thread } => {
+                shutdown.cancel();
+                if let Some(thread) = thread.take() {
+                    let _ = thread.join();
+                }
+            }
+            Running::Process(child) => {
+                let _ = child.kill();
+                let _ = child.wait();
+            }
         }
     }
 }
@@ -323,6 +375,36 @@ fn arg(name: &str, default: usize) -> usize {
         .unwrap_or(default)
 }
 
+/// `--edge-broker LABEL=PATH` arguments, in order.
+fn builds() -> Vec<(String, Option<PathBuf>)> {
+    let args: Vec<String> = std::env::args().collect();
+    let mut builds: Vec<(String, Option<PathBuf>)> = args
+        .windows(2)
+        .filter(|w| w[0] == "--edge-broker")
+        .map(|w| {
+            let (label, path) = w[1].split_once('=').expect("--edge-broker LABEL=PATH");
+            (label.to_owned(), Some(PathBuf::from(path)))
+        })
+        .collect();
+    if builds.is_empty() {
+        builds.push(("edge-broker".to_owned(), None));
+    }
+    builds
+}
+
+/// One table row: its mode, server and every round's msg/s.
+struct Row {
+    mode: &'static str,
+    server: String,
+    runs: Vec<f64>,
+}
+
+impl Row {
+    fn best(&self) -> f64 {
+        self.runs.iter().copied().fold(0.0, f64::max)
+    }
+}
+
 fn main() {
     let core_n = arg("--core", 500_000);
     let durable_n = arg("--durable", 200_000);
@@ -332,16 +414,40 @@ fn main() {
         Some(f) if f == "never" => "never",
         _ => "always",
     };
-    let mut syncs: Vec<(f64, Duration, Duration)> = Vec::new(); // fdatasyncs, durable run, probe
+    let builds = builds();
+    // Per build: fdatasyncs, durable run time, probe, per round.
+    let mut syncs: Vec<Vec<(f64, Duration, Duration)>> = vec![Vec::new(); builds.len()];
     let client_rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .unwrap();
-    let mut best = [0f64; 4]; // edge core, nats core, edge durable, jetstream durable
-    let mut all: [Vec<f64>; 4] = Default::default();
+    let mut rows: Vec<Row> = Vec::new();
+    for (label, _) in &builds {
+        rows.push(Row {
+            mode: "core PUB (no reply)",
+            server: label.clone(),
+            runs: Vec::new(),
+        });
+        rows.push(Row {
+            mode: "durable ack (PubAck)",
+            server: format!("{label}, fsync = {fsync}"),
+            runs: Vec::new(),
+        });
+    }
+    let nats_core = rows.len();
+    rows.push(Row {
+        mode: "core PUB (no reply)",
+        server: "nats-server 2.9.10".to_owned(),
+        runs: Vec::new(),
+    });
+    rows.push(Row {
+        mode: "durable ack (PubAck)",
+        server: "nats-server JetStream, file store".to_owned(),
+        runs: Vec::new(),
+    });
     for _ in 0..rounds {
-        {
-            let edge = EdgeBroker::start(fsync);
+        for (b, (_, binary)) in builds.iter().enumerate() {
+            let edge = EdgeBroker::start(binary.as_deref(), fsync);
             let probe = fdatasync_latency(edge._dir.path(), 50);
             let (core, durable, fsyncs) = client_rt.block_on(async {
                 let mut c = Client::connect(edge.addr).await;
@@ -354,9 +460,9 @@ fn main() {
                     edge.counter("edge_log_fsyncs_total") - before,
                 )
             });
-            all[0].push(core);
-            all[2].push(durable);
-            syncs.push((
+            rows[2 * b].runs.push(core);
+            rows[2 * b + 1].runs.push(durable);
+            syncs[b].push((
                 fsyncs,
                 Duration::from_secs_f64(durable_n as f64 / durable),
                 probe,
@@ -366,7 +472,7 @@ fn main() {
             let nats = NatsServer::start(false);
             let core =
                 client_rt.block_on(async { Client::connect(nats.addr).await.core(core_n).await });
-            all[1].push(core);
+            rows[nats_core].runs.push(core);
         }
         {
             let js = NatsServer::start(true);
@@ -385,11 +491,8 @@ fn main() {
                 );
                 c.durable(durable_n, window).await
             });
-            all[3].push(durable);
+            rows[nats_core + 1].runs.push(durable);
         }
-    }
-    for (i, runs) in all.iter().enumerate() {
-        best[i] = runs.iter().copied().fold(0.0, f64::max);
     }
     let fmt = |runs: &Vec<f64>| {
         runs.iter()
@@ -403,52 +506,47 @@ fn main() {
     );
     println!("| mode | server | msg/s | all rounds |");
     println!("|---|---|---:|---|");
-    println!(
-        "| core PUB (no reply) | edge-broker | {:.0} | {} |",
-        best[0],
-        fmt(&all[0])
-    );
-    println!(
-        "| core PUB (no reply) | nats-server 2.9.10 | {:.0} | {} |",
-        best[1],
-        fmt(&all[1])
-    );
-    println!(
-        "| durable ack (PubAck) | edge-broker, fsync = {fsync} | {:.0} | {} |",
-        best[2],
-        fmt(&all[2])
-    );
-    println!(
-        "| durable ack (PubAck) | nats-server JetStream, file store | {:.0} | {} |",
-        best[3],
-        fmt(&all[3])
-    );
-    println!(
-        "\ndurable: edge-broker / JetStream = {:.2}x (goal >= 2x); core: edge-broker / nats-server = {:.2}x",
-        best[2] / best[3],
-        best[0] / best[1]
-    );
-    println!("\nedge-broker durable runs, per round:\n");
-    println!(
-        "| round | fdatasyncs | records per fdatasync | ms per group-commit cycle | probe: 64 KiB fdatasync, median ms | window / (2 x probe), msg/s |"
-    );
-    println!("|---:|---:|---:|---:|---:|---:|");
-    for (i, (fsyncs, took, probe)) in syncs.iter().enumerate() {
-        let per = if *fsyncs > 0.0 {
-            durable_n as f64 / fsyncs
-        } else {
-            0.0
-        };
-        let cycle = if *fsyncs > 0.0 {
-            took.as_secs_f64() * 1e3 / fsyncs
-        } else {
-            0.0
-        };
+    for row in &rows {
         println!(
-            "| {} | {fsyncs:.0} | {per:.0} | {cycle:.2} | {:.2} | {:.0} |",
-            i + 1,
-            probe.as_secs_f64() * 1e3,
-            window as f64 / (2.0 * probe.as_secs_f64()),
+            "| {} | {} | {:.0} | {} |",
+            row.mode,
+            row.server,
+            row.best(),
+            fmt(&row.runs)
         );
+    }
+    let (nats, js) = (rows[nats_core].best(), rows[nats_core + 1].best());
+    println!();
+    for (b, (label, _)) in builds.iter().enumerate() {
+        println!(
+            "{label}: durable / JetStream = {:.2}x (goal >= 2x); core / nats-server = {:.2}x",
+            rows[2 * b + 1].best() / js,
+            rows[2 * b].best() / nats
+        );
+    }
+    for (b, (label, _)) in builds.iter().enumerate() {
+        println!("\n{label} durable runs, per round:\n");
+        println!(
+            "| round | fdatasyncs | records per fdatasync | ms per group-commit cycle | probe: 64 KiB fdatasync, median ms | window / (2 x probe), msg/s |"
+        );
+        println!("|---:|---:|---:|---:|---:|---:|");
+        for (i, (fsyncs, took, probe)) in syncs[b].iter().enumerate() {
+            let per = if *fsyncs > 0.0 {
+                durable_n as f64 / fsyncs
+            } else {
+                0.0
+            };
+            let cycle = if *fsyncs > 0.0 {
+                took.as_secs_f64() * 1e3 / fsyncs
+            } else {
+                0.0
+            };
+            println!(
+                "| {} | {fsyncs:.0} | {per:.0} | {cycle:.2} | {:.2} | {:.0} |",
+                i + 1,
+                probe.as_secs_f64() * 1e3,
+                window as f64 / (2.0 * probe.as_secs_f64()),
+            );
+        }
     }
 }

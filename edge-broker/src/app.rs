@@ -14,7 +14,8 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
 use crate::hub::Hub;
-use crate::metrics::{Observe, PromText};
+use crate::metrics::front::MqttGauges;
+use crate::metrics::{FrontMetrics, Observe, PromText};
 use crate::mqtt::MqttServer;
 use crate::nats::NatsServer;
 use crate::notify::Notifier;
@@ -156,12 +157,12 @@ pub async fn run(
         log_progress: LogProgress::new(&config.log.fsync),
         ready: AtomicBool::new(false),
         hub: Arc::clone(&hub),
-        mqtt: std::sync::Mutex::new(None),
+        mqtt: parking_lot::Mutex::new(None),
         kafka: kafka.as_ref().map(crate::forwarder::KafkaBridge::metrics),
         kafka_sasl: kafka
             .as_ref()
             .and_then(crate::forwarder::KafkaBridge::sasl_status),
-        nats: std::sync::Mutex::new(None),
+        nats: parking_lot::Mutex::new(None),
         auth: Arc::clone(&auth),
     });
     if config.metrics.enabled {
@@ -214,7 +215,7 @@ pub async fn run(
     if let Some(mqtt) = &mqtt {
         reloadable.push(Arc::clone(mqtt) as Arc<dyn Reload>);
     }
-    *observer.mqtt.lock().unwrap_or_else(|p| p.into_inner()) = mqtt;
+    *observer.mqtt.lock() = mqtt;
     if config.nats.enabled {
         let server = NatsServer::new(
             config.nats.clone(),
@@ -234,7 +235,7 @@ pub async fn run(
             Arc::clone(&server).serve(listener, shutdown.clone()),
         ));
         reloadable.push(Arc::clone(&server) as Arc<dyn Reload>);
-        *observer.nats.lock().unwrap_or_else(|p| p.into_inner()) = Some(server);
+        *observer.nats.lock() = Some(server);
     }
     spawn_reloader(
         config_path,
@@ -345,8 +346,8 @@ struct Observer {
     log_progress: LogProgress,
     ready: AtomicBool,
     hub: Arc<Hub>,
-    mqtt: std::sync::Mutex<Option<Arc<MqttServer>>>,
-    nats: std::sync::Mutex<Option<Arc<NatsServer>>>,
+    mqtt: parking_lot::Mutex<Option<Arc<MqttServer>>>,
+    nats: parking_lot::Mutex<Option<Arc<NatsServer>>>,
     kafka: Option<Arc<edge_bridge::metrics::ForwardMetrics>>,
     kafka_sasl: Option<Arc<edge_bridge::producer::sasl::SaslStatus>>,
     auth: Arc<crate::auth::Auth>,
@@ -355,7 +356,7 @@ struct Observer {
 /// Detects a wedged log writer: records written but not made durable for too long.
 struct LogProgress {
     limit: Duration,
-    last: std::sync::Mutex<(u64, std::time::Instant)>,
+    last: parking_lot::Mutex<(u64, std::time::Instant)>,
 }
 
 impl LogProgress {
@@ -366,13 +367,13 @@ impl LogProgress {
         };
         LogProgress {
             limit,
-            last: std::sync::Mutex::new((0, std::time::Instant::now())),
+            last: parking_lot::Mutex::new((0, std::time::Instant::now())),
         }
     }
 
     /// `Err` when durability has not advanced for `limit` while records wait for it.
     fn check(&self, stats: &edge_log::LogStats) -> Result<(), String> {
-        let mut last = self.last.lock().unwrap_or_else(|p| p.into_inner());
+        let mut last = self.last.lock();
         if stats.durable_end != last.0 || stats.next_offset <= stats.durable_end {
             *last = (stats.durable_end, std::time::Instant::now());
             return Ok(());
@@ -397,13 +398,11 @@ impl Observer {
         let connections = self
             .mqtt
             .lock()
-            .unwrap_or_else(|p| p.into_inner())
             .as_ref()
             .map_or(0, |m| m.metrics.connections.load(Ordering::Relaxed));
         let nats = self
             .nats
             .lock()
-            .unwrap_or_else(|p| p.into_inner())
             .as_ref()
             .map_or(0, |n| n.metrics.connections.load(Ordering::Relaxed));
         format!(
@@ -483,16 +482,20 @@ impl Observe for Observer {
             "Bytes written to log files (flash wear).",
             &[(&[], stats.bytes_written)],
         );
-        let mqtt = self.mqtt.lock().unwrap_or_else(|p| p.into_inner()).clone();
-        let nats = self.nats.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let mqtt = self.mqtt.lock().clone();
+        let nats = self.nats.lock().clone();
+        let fronts: Vec<&FrontMetrics> = mqtt
+            .iter()
+            .map(|m| &*m.metrics)
+            .chain(nats.iter().map(|n| &*n.metrics))
+            .collect();
+        let gauges = mqtt.as_ref().map(|m| MqttGauges {
+            sessions: m.sessions.len(),
+            retained: m.retained.len(),
+        });
+        crate::metrics::front::render(&mut text, &fronts, gauges);
         if let Some(mqtt) = mqtt.as_deref() {
-            render_mqtt(&mut text, mqtt, nats.as_deref());
             mqtt.render_state(&mut text);
-        } else if let Some(nats) = nats.as_deref() {
-            render_nats_shared(&mut text, nats);
-        }
-        if let Some(nats) = nats.as_deref() {
-            render_nats(&mut text, nats);
         }
         if let Some(kafka) = &self.kafka {
             crate::forwarder::render(&mut text, kafka, stats.durable_end);
@@ -520,202 +523,6 @@ impl Observe for Observer {
         }
         self.log_progress.check(&self.log.stats())
     }
-}
-
-/// MQTT counters in Prometheus form; families shared with NATS get its samples too.
-fn render_mqtt(text: &mut PromText, mqtt: &MqttServer, nats: Option<&NatsServer>) {
-    let m = &mqtt.metrics;
-    let load = |c: &std::sync::atomic::AtomicU64| c.load(Ordering::Relaxed);
-    let n = nats.map(|n| &n.metrics);
-    let mut connections = vec![(
-        &[("protocol", "mqtt")][..],
-        m.connections.load(Ordering::Relaxed) as f64,
-    )];
-    let mut accepted = vec![(&[("protocol", "mqtt")][..], load(&m.connections_total))];
-    let mut refused = vec![(&[("protocol", "mqtt")][..], load(&m.refused))];
-    let mut protocol_errors = vec![(&[("protocol", "mqtt")][..], load(&m.protocol_errors))];
-    if let Some(n) = n {
-        connections.push((
-            &[("protocol", "nats")][..],
-            n.connections.load(Ordering::Relaxed) as f64,
-        ));
-        accepted.push((&[("protocol", "nats")][..], load(&n.connections_total)));
-        refused.push((&[("protocol", "nats")][..], load(&n.refused)));
-        protocol_errors.push((&[("protocol", "nats")][..], load(&n.protocol_errors)));
-    }
-    text.gauge(
-        "edge_connections",
-        "Client connections open now.",
-        &connections,
-    );
-    text.counter(
-        "edge_connections_accepted_total",
-        "Client connections accepted.",
-        &accepted,
-    );
-    let qos = ["0", "1", "2"];
-    let rx: Vec<[(&str, &str); 2]> = qos
-        .iter()
-        .map(|q| [("protocol", "mqtt"), ("qos", *q)])
-        .collect();
-    let mut received: Vec<(&[(&str, &str)], u64)> = rx
-        .iter()
-        .zip(&m.received)
-        .map(|(l, c)| (&l[..], load(c)))
-        .collect();
-    let mut sent: Vec<(&[(&str, &str)], u64)> = rx
-        .iter()
-        .zip(&m.sent)
-        .map(|(l, c)| (&l[..], load(c)))
-        .collect();
-    let mut dropped = vec![
-        (
-            &[("protocol", "mqtt"), ("reason", "expired")][..],
-            load(&m.expired),
-        ),
-        (
-            &[("protocol", "mqtt"), ("reason", "too_large_for_client")][..],
-            load(&m.too_large_for_client),
-        ),
-    ];
-    if let Some(n) = n {
-        received.push((&[("protocol", "nats")][..], load(&n.received)));
-        sent.push((&[("protocol", "nats")][..], load(&n.sent)));
-        dropped.push((
-            &[("protocol", "nats"), ("reason", "slow_consumer")][..],
-            load(&n.dropped_slow),
-        ));
-        dropped.push((
-            &[("protocol", "nats"), ("reason", "unmappable_subject")][..],
-            load(&n.unmappable),
-        ));
-    }
-    text.counter(
-        "edge_messages_received_total",
-        "Messages published by clients.",
-        &received,
-    );
-    text.counter(
-        "edge_messages_sent_total",
-        "Messages delivered to subscribers.",
-        &sent,
-    );
-    text.counter(
-        "edge_messages_dropped_total",
-        "Messages not delivered, by reason.",
-        &dropped,
-    );
-    text.counter(
-        "edge_publishes_refused_total",
-        "Publishes the log refused (full, too large or failed).",
-        &refused,
-    );
-    text.counter(
-        "edge_protocol_errors_total",
-        "Connections closed for protocol violations.",
-        &protocol_errors,
-    );
-    text.gauge(
-        "edge_mqtt_sessions",
-        "MQTT sessions (online and offline).",
-        &[(&[], mqtt.sessions.len() as f64)],
-    );
-    text.gauge(
-        "edge_mqtt_retained_messages",
-        "Retained messages held.",
-        &[(&[], mqtt.retained.len() as f64)],
-    );
-    let mut tls_failures = vec![(&[("protocol", "mqtt")][..], load(&m.tls_handshake_failures))];
-    if let Some(n) = n {
-        tls_failures.push((&[("protocol", "nats")][..], load(&n.tls_handshake_failures)));
-    }
-    text.counter(
-        "edge_tls_handshake_failures_total",
-        "TLS connections that failed or timed out in the handshake.",
-        &tls_failures,
-    );
-}
-
-/// The shared families with NATS samples only (MQTT disabled).
-fn render_nats_shared(text: &mut PromText, nats: &NatsServer) {
-    let n = &nats.metrics;
-    let load = |c: &std::sync::atomic::AtomicU64| c.load(Ordering::Relaxed);
-    let l: &[(&str, &str)] = &[("protocol", "nats")];
-    text.gauge(
-        "edge_connections",
-        "Client connections open now.",
-        &[(l, n.connections.load(Ordering::Relaxed) as f64)],
-    );
-    text.counter(
-        "edge_connections_accepted_total",
-        "Client connections accepted.",
-        &[(l, load(&n.connections_total))],
-    );
-    text.counter(
-        "edge_messages_received_total",
-        "Messages published by clients.",
-        &[(l, load(&n.received))],
-    );
-    text.counter(
-        "edge_messages_sent_total",
-        "Messages delivered to subscribers.",
-        &[(l, load(&n.sent))],
-    );
-    text.counter(
-        "edge_messages_dropped_total",
-        "Messages not delivered, by reason.",
-        &[
-            (
-                &[("protocol", "nats"), ("reason", "slow_consumer")][..],
-                load(&n.dropped_slow),
-            ),
-            (
-                &[("protocol", "nats"), ("reason", "unmappable_subject")][..],
-                load(&n.unmappable),
-            ),
-        ],
-    );
-    text.counter(
-        "edge_publishes_refused_total",
-        "Publishes the log refused (full, too large or failed).",
-        &[(l, load(&n.refused))],
-    );
-    text.counter(
-        "edge_protocol_errors_total",
-        "Connections closed for protocol violations.",
-        &[(l, load(&n.protocol_errors))],
-    );
-    text.counter(
-        "edge_tls_handshake_failures_total",
-        "TLS connections that failed or timed out in the handshake.",
-        &[(l, load(&n.tls_handshake_failures))],
-    );
-}
-
-/// NATS-only counters.
-fn render_nats(text: &mut PromText, nats: &NatsServer) {
-    let n = &nats.metrics;
-    let load = |c: &std::sync::atomic::AtomicU64| c.load(Ordering::Relaxed);
-    text.counter(
-        "edge_nats_stored_total",
-        "Routed NATS publishes appended to the log.",
-        &[(&[], load(&n.stored))],
-    );
-    text.counter(
-        "edge_nats_acks_total",
-        "Durable PubAcks sent on reply subjects.",
-        &[(&[], load(&n.acks))],
-    );
-    text.counter(
-        "edge_nats_duplicates_total",
-        "Publishes answered as duplicates of a Nats-Msg-Id seen within the window.",
-        &[(&[], load(&n.duplicates))],
-    );
-    text.counter(
-        "edge_nats_slow_consumers_total",
-        "NATS connections closed as slow consumers.",
-        &[(&[], load(&n.slow_consumers))],
-    );
 }
 
 /// Flushes and closes the log, giving up after the drain deadline.

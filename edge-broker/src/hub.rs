@@ -4,8 +4,11 @@
 //! Publishing never blocks on a subscriber: a delivery is pushed into the subscriber's bounded
 //! mailbox, which decides (by its own limits) whether to keep it.
 
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, RwLock};
+
+use edge_proto::mqtt::QoS;
+use parking_lot::RwLock;
 
 use crate::message::Message;
 use crate::router::{Filter, SubscriptionTree};
@@ -16,7 +19,7 @@ pub struct Delivery {
     /// The message (shared by all its deliveries).
     pub message: Arc<Message>,
     /// QoS granted for this delivery: min(published, subscribed).
-    pub qos: u8,
+    pub qos: QoS,
     /// RETAIN flag to deliver with.
     pub retain: bool,
     /// Identifiers of the matching subscriptions (MQTT 5).
@@ -33,7 +36,7 @@ pub trait Mailbox: Send + Sync + std::fmt::Debug {
 #[derive(Debug, Clone)]
 pub struct SubEntry {
     /// Maximum QoS granted.
-    pub qos: u8,
+    pub qos: QoS,
     /// Do not deliver the subscriber's own publications (MQTT 5 No Local).
     pub no_local: bool,
     /// Keep the RETAIN flag of live messages (MQTT 5 Retain As Published).
@@ -75,20 +78,14 @@ impl Hub {
         subscriber: u64,
         entry: SubEntry,
     ) -> bool {
-        let mut tree = self
-            .tree
-            .write()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut tree = self.tree.write();
         self.generation.fetch_add(1, Ordering::AcqRel);
         tree.insert(filter, group, subscriber, entry).is_some()
     }
 
     /// Removes `subscriber`'s subscription; returns whether it existed.
     pub fn unsubscribe(&self, filter: &Filter, group: Option<&str>, subscriber: u64) -> bool {
-        let mut tree = self
-            .tree
-            .write()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut tree = self.tree.write();
         self.generation.fetch_add(1, Ordering::AcqRel);
         tree.remove(filter, group, &subscriber).is_some()
     }
@@ -101,10 +98,7 @@ impl Hub {
 
     /// Whether any subscription matches `topic` (MQTT form).
     pub fn has_subscribers(&self, topic: &str) -> bool {
-        let tree = self
-            .tree
-            .read()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let tree = self.tree.read();
         let mut any = false;
         with_levels(topic, |levels| tree.matches(levels, |_| any = true));
         any
@@ -112,10 +106,7 @@ impl Hub {
 
     /// Number of subscriptions.
     pub fn len(&self) -> usize {
-        self.tree
-            .read()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .len()
+        self.tree.read().len()
     }
 
     /// Whether there are no subscriptions.
@@ -129,10 +120,7 @@ impl Hub {
     /// highest granted QoS carrying all their subscription identifiers (MQTT 5 §3.3.4); each
     /// matching share group delivers to one of its members.
     pub fn publish(&self, message: &Arc<Message>) -> FanOut {
-        let tree = self
-            .tree
-            .read()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let tree = self.tree.read();
         let mut matched = Matched::default();
         let mut shared: Vec<(Delivery, Arc<dyn Mailbox>)> = Vec::new();
         with_levels(&message.topic, |levels| {
@@ -237,18 +225,19 @@ fn with_levels<R>(topic: &str, f: impl FnOnce(&[&str]) -> R) -> R {
 mod tests {
     use super::*;
     use crate::message::{MessageProperties, Origin};
-    use std::sync::Mutex;
+    use parking_lot::Mutex;
 
     #[derive(Debug, Default)]
     struct Collect(Mutex<Vec<Delivery>>);
     impl Mailbox for Collect {
         fn deliver(&self, delivery: Delivery) -> bool {
-            self.0.lock().unwrap().push(delivery);
+            self.0.lock().push(delivery);
             true
         }
     }
 
     fn message(topic: &str, qos: u8, publisher: Option<u64>) -> Arc<Message> {
+        let qos = QoS::from_u8(qos).unwrap();
         Arc::new(Message {
             topic: topic.into(),
             payload: bytes::Bytes::from_static(b"x"),
@@ -262,6 +251,7 @@ mod tests {
     }
 
     fn entry(qos: u8, id: Option<u32>, mailbox: &Arc<Collect>) -> SubEntry {
+        let qos = QoS::from_u8(qos).unwrap();
         SubEntry {
             qos,
             no_local: false,
@@ -289,8 +279,8 @@ mod tests {
         );
         let out = hub.publish(&message("a/b", 2, None));
         assert_eq!(out.delivered, 1);
-        let got = inbox.0.lock().unwrap();
-        assert_eq!(got[0].qos, 1);
+        let got = inbox.0.lock();
+        assert_eq!(got[0].qos, QoS::AtLeastOnce);
         let mut ids = got[0].subscription_ids.clone();
         ids.sort();
         assert_eq!(ids, vec![7, 9]);
@@ -321,7 +311,7 @@ mod tests {
             );
         }
         assert_eq!(hub.publish(&message("s/t", 1, None)).delivered, 50);
-        let got = inbox.0.lock().unwrap();
+        let got = inbox.0.lock();
         let ids: Vec<Vec<u32>> = got
             .iter()
             .map(|d| {
@@ -335,7 +325,7 @@ mod tests {
             ids, expected,
             "one copy per subscriber, in key order, with both ids"
         );
-        assert!(got.iter().all(|d| d.qos == 1));
+        assert!(got.iter().all(|d| d.qos == QoS::AtLeastOnce));
     }
 
     #[test]
@@ -348,8 +338,8 @@ mod tests {
         hub.subscribe(&Filter::mqtt("t").unwrap(), None, 1, own);
         hub.subscribe(&Filter::mqtt("t").unwrap(), None, 2, entry(1, None, &other));
         assert_eq!(hub.publish(&message("t", 1, Some(1))).delivered, 1);
-        assert!(mine.0.lock().unwrap().is_empty());
-        assert_eq!(other.0.lock().unwrap().len(), 1);
+        assert!(mine.0.lock().is_empty());
+        assert_eq!(other.0.lock().len(), 1);
     }
 
     #[test]

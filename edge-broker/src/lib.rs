@@ -13,14 +13,18 @@
 //! - [`shutdown`]: SIGTERM/SIGINT → one cancellation token, and the drain deadline.
 //! - [`notify`]: systemd's sd_notify protocol (READY, STATUS, WATCHDOG, STOPPING).
 //! - [`reload`]: SIGHUP re-reads the config and swaps routes in place.
-//! - [`metrics`]: Prometheus text and the `/metrics` + `/healthz` endpoint.
+//! - [`metrics`]: Prometheus text, the front ends' counters rendered beside them, and the
+//!   `/metrics` + `/healthz` endpoint.
 //! - [`route`]: `[[route]]` entries and the shared [`route::RouteTable`]: which publishes are
 //!   stored, and their Kafka destination, decided once at ingest.
 //! - [`router`]: subscription filters and the subscription tree shared by MQTT and NATS.
 //! - [`message`]: the protocol-neutral message delivered to subscribers.
 //! - [`hub`]: all live subscriptions and fan-out into subscribers' bounded mailboxes.
-//! - [`listener`]: the bounded accept loop shared by the MQTT and NATS front ends.
-//! - [`tls`]: rustls server configuration for the MQTT-over-TLS listener.
+//! - [`ingest`]: the one path of every publish (MQTT, wills, NATS): permission check, route
+//!   decision, ordered batches to the log, local delivery once written, answers once durable.
+//! - [`listener`]: the bounded accept loop shared by the MQTT and NATS front ends, and the
+//!   byte-stream halves connections are served over (TCP, TLS, or in tests in-memory pipes).
+//! - [`tls`]: rustls server configuration for the MQTT and NATS TLS listeners (optionally mutual).
 //! - [`mqtt`]: the MQTT 3.1.1/5 server (sessions, retained messages, wills, durable acks).
 //! - [`nats`]: the NATS server (client protocol, cross-protocol delivery, durable PubAcks).
 //! - [`state`]: the state journal of persistent MQTT sessions and retained messages (format,
@@ -35,6 +39,7 @@ pub mod cli;
 pub mod config;
 pub mod forwarder;
 pub mod hub;
+pub mod ingest;
 pub mod inspect;
 pub mod listener;
 pub mod logging;

@@ -3,6 +3,7 @@
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
+use edge_proto::mqtt::QoS;
 use serde::{Deserialize, Serialize};
 
 /// Which protocol a message arrived on.
@@ -38,8 +39,9 @@ pub struct Message {
     pub topic: String,
     /// Payload.
     pub payload: Bytes,
-    /// QoS it was published with (0, 1 or 2).
-    pub qos: u8,
+    /// QoS it was published with.
+    #[serde(with = "qos_byte")]
+    pub qos: QoS,
     /// RETAIN flag as published.
     pub retain: bool,
     /// Properties.
@@ -51,6 +53,25 @@ pub struct Message {
     /// Session or connection that published it (for MQTT's No Local), if any.
     #[serde(skip)]
     pub publisher: Option<u64>,
+}
+
+/// Serde for a [`QoS`] as its one-byte value (0, 1 or 2), the form state files hold; any other
+/// value is a decoding error (`#[serde(with = "crate::message::qos_byte")]`).
+pub mod qos_byte {
+    use edge_proto::mqtt::QoS;
+    use serde::de::Error as _;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    /// Writes the QoS as a `u8`.
+    pub fn serialize<S: Serializer>(qos: &QoS, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_u8(*qos as u8)
+    }
+
+    /// Reads a `u8` and refuses anything but 0, 1 and 2.
+    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<QoS, D::Error> {
+        let value = u8::deserialize(deserializer)?;
+        QoS::from_u8(value).ok_or_else(|| D::Error::custom(format!("QoS {value} is not 0, 1 or 2")))
+    }
 }
 
 /// Current wall-clock time in unix milliseconds.
@@ -86,7 +107,7 @@ mod tests {
         Message {
             topic: "a".into(),
             payload: Bytes::new(),
-            qos: 1,
+            qos: QoS::AtLeastOnce,
             retain: false,
             properties: MessageProperties {
                 expiry_secs: expiry,
@@ -107,5 +128,30 @@ mod tests {
         assert!(m.is_expired(15_000));
         assert_eq!(message(None).remaining_expiry(99_999), None);
         assert!(!message(None).is_expired(u64::MAX));
+    }
+
+    #[test]
+    fn qos_is_stored_as_the_byte_it_always_was() {
+        // State files written when `qos` was a `u8` must still read, and the reverse.
+        #[derive(Serialize, Deserialize)]
+        struct Old {
+            qos: u8,
+        }
+        #[derive(Serialize, Deserialize, PartialEq, Debug)]
+        struct New {
+            #[serde(with = "qos_byte")]
+            qos: QoS,
+        }
+        for (byte, qos) in [
+            (0, QoS::AtMostOnce),
+            (1, QoS::AtLeastOnce),
+            (2, QoS::ExactlyOnce),
+        ] {
+            let old = postcard::to_allocvec(&Old { qos: byte }).unwrap();
+            assert_eq!(old, postcard::to_allocvec(&New { qos }).unwrap());
+            assert_eq!(postcard::from_bytes::<New>(&old).unwrap(), New { qos });
+        }
+        let bad = postcard::to_allocvec(&Old { qos: 3 }).unwrap();
+        assert!(postcard::from_bytes::<New>(&bad).is_err());
     }
 }

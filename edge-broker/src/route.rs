@@ -19,10 +19,11 @@
 //!
 //! Every validation error names the offending field (`route[2].key`) for `edge-broker check`.
 
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, RwLock};
 
 use bytes::Bytes;
+use parking_lot::RwLock;
 use thiserror::Error;
 
 use edge_log::{Destination, Record, Source};
@@ -225,20 +226,19 @@ impl RouteTable {
 
     /// The routes now.
     pub fn current(&self) -> Arc<Routes> {
-        Arc::clone(&self.routes.read().unwrap_or_else(|p| p.into_inner()))
+        Arc::clone(&self.routes.read())
     }
 
     /// Where a publish by `client_id` from `source` on `topic` goes, or `None`: not stored.
     pub fn decide(&self, source: Source, topic: &str, client_id: &str) -> Option<Destination> {
         self.routes
             .read()
-            .unwrap_or_else(|p| p.into_inner())
             .decide(source, topic, client_id, &self.node_id)
     }
 
     /// Replaces the routes (SIGHUP reload); publishes from now on are routed by the new table.
     pub fn replace(&self, routes: Routes) {
-        *self.routes.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(routes);
+        *self.routes.write() = Arc::new(routes);
         self.generation.fetch_add(1, Ordering::Release);
     }
 
@@ -366,7 +366,8 @@ impl Route {
             (Filter::Mqtt(filter), Source::Mqtt) => topic::matches(filter, name),
             (Filter::Nats(pattern), Source::Nats) => {
                 let wildcard_first = matches!(pattern.split('.').next(), Some("*" | ">"));
-                !(wildcard_first && name.starts_with('$')) && subject::matches(pattern, name)
+                (!wildcard_first || topic::wildcard_reaches(name))
+                    && subject::matches(pattern, name)
             }
             _ => false,
         }

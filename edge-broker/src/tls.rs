@@ -1,4 +1,5 @@
-//! TLS for the MQTT listener: a rustls server configuration (ring provider, TLS 1.2 and 1.3)
+//! TLS for the device listeners (MQTT's `tls_listen`, and NATS when `nats.tls_cert` is set: every
+//! client upgrades after INFO): a rustls server configuration (ring provider, TLS 1.2 and 1.3)
 //! from a PEM certificate chain and a PEM private key, optionally requiring client
 //! certificates from a given CA (mutual TLS).
 //!
@@ -7,8 +8,9 @@
 //! for connections accepted after the reload ([`AcceptorCell`]), without dropping any.
 
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 
+use parking_lot::RwLock;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use tokio_rustls::TlsAcceptor;
@@ -70,12 +72,12 @@ impl std::fmt::Debug for AcceptorCell {
 impl AcceptorCell {
     /// The acceptor for a connection accepted now; `None` while TLS is off.
     pub fn current(&self) -> Option<TlsAcceptor> {
-        self.0.read().unwrap_or_else(|p| p.into_inner()).clone()
+        self.0.read().clone()
     }
 
     /// Replaces the acceptor (connections already accepted keep theirs).
     pub fn replace(&self, acceptor: Option<TlsAcceptor>) {
-        *self.0.write().unwrap_or_else(|p| p.into_inner()) = acceptor;
+        *self.0.write() = acceptor;
     }
 
     /// Loads `cert`/`key`/`client_ca` again (all set) or turns TLS off (no `cert`), logging what

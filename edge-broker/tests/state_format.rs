@@ -23,6 +23,7 @@ use edge_broker::state::record::{Record, SessionImage, StoredDelivery, StoredSub
 use edge_broker::state::{Journal, replay};
 use edge_log::testing::MemStorage;
 use edge_log::{FsyncPolicy, StdStorage, Storage};
+use edge_proto::mqtt::QoS;
 
 const SAMPLE: &str = "tests/data/state/00000000000000000001.journal";
 const LEGACY: &str = "tests/data/legacy";
@@ -36,7 +37,7 @@ fn messages() -> [Arc<Message>; 3] {
     let full = Message {
         topic: "sensors/gw1/temperature".into(),
         payload: Bytes::from_static(b"{\"t\":21.5}"),
-        qos: 2,
+        qos: QoS::ExactlyOnce,
         retain: true,
         properties: MessageProperties {
             payload_utf8: Some(true),
@@ -53,7 +54,7 @@ fn messages() -> [Arc<Message>; 3] {
     let bare = Message {
         topic: "t/x".into(),
         payload: Bytes::from_static(&[0xde, 0xad]),
-        qos: 1,
+        qos: QoS::AtLeastOnce,
         retain: false,
         properties: MessageProperties::default(),
         received_ms: T0 + 1,
@@ -70,7 +71,7 @@ fn messages() -> [Arc<Message>; 3] {
     [Arc::new(full), Arc::new(bare), Arc::new(retained)]
 }
 
-fn delivery(message: &Arc<Message>, qos: u8) -> Delivery {
+fn delivery(message: &Arc<Message>, qos: QoS) -> Delivery {
     Delivery {
         message: Arc::clone(message),
         qos,
@@ -84,7 +85,7 @@ fn stored(enc: &mut Encoder<'_>, d: &Delivery) -> StoredDelivery {
 }
 
 const OPTIONS: StoredSubscription = StoredSubscription {
-    qos: 2,
+    qos: QoS::ExactlyOnce,
     no_local: true,
     retain_as_published: true,
     id: Some(7),
@@ -103,7 +104,10 @@ fn write_sample() -> Vec<u8> {
     )
     .unwrap();
     let [full, bare, retained] = messages();
-    let (d_full, d_bare) = (delivery(&full, 2), delivery(&bare, 1));
+    let (d_full, d_bare) = (
+        delivery(&full, QoS::ExactlyOnce),
+        delivery(&bare, QoS::AtLeastOnce),
+    );
     journal.append(|enc| {
         let queue = vec![stored(enc, &d_bare)];
         let inflight = vec![(3, true, stored(enc, &d_full))];
@@ -140,7 +144,7 @@ fn write_sample() -> Vec<u8> {
             sid,
             filter: "b".into(),
             options: StoredSubscription {
-                qos: 0,
+                qos: QoS::AtMostOnce,
                 no_local: false,
                 retain_as_published: false,
                 id: None,
@@ -258,10 +262,16 @@ fn the_checked_in_journal_replays_to_its_state() {
     assert_eq!(subs[0].0, "$share/g/sensors/#");
     assert_eq!(StoredSubscription::from(*subs[0].1), OPTIONS);
     let queue: Vec<_> = imaged.queue.iter().map(summary).collect();
-    assert_eq!(queue, vec![((*bare).clone(), 1, false, vec![7, 300])]);
+    assert_eq!(
+        queue,
+        vec![((*bare).clone(), QoS::AtLeastOnce, false, vec![7, 300])]
+    );
     let (released, d) = &imaged.inflight[&3];
     assert!(*released);
-    assert_eq!(summary(d), ((*full).clone(), 2, false, vec![7, 300]));
+    assert_eq!(
+        summary(d),
+        ((*full).clone(), QoS::ExactlyOnce, false, vec![7, 300])
+    );
     assert_eq!(
         imaged.inbound_qos2.iter().copied().collect::<Vec<_>>(),
         vec![4, 65535]
@@ -328,7 +338,7 @@ fn the_first_release_snapshot_files_migrate_whole() {
     assert_eq!(
         queued,
         (0..3)
-            .map(|i| ("legacy/t", Bytes::from(format!("q{i}")), 1))
+            .map(|i| ("legacy/t", Bytes::from(format!("q{i}")), QoS::AtLeastOnce))
             .collect::<Vec<_>>()
     );
     let s5 = &model.sessions["legacy-v5"];
@@ -350,7 +360,10 @@ fn the_first_release_snapshot_files_migrate_whole() {
         .iter()
         .map(|d| (d.message.payload.clone(), d.qos))
         .collect();
-    assert_eq!(queued, vec![(Bytes::from_static(b"queued"), 2)]);
+    assert_eq!(
+        queued,
+        vec![(Bytes::from_static(b"queued"), QoS::ExactlyOnce)]
+    );
     let retained: Vec<_> = model
         .retained
         .values()

@@ -24,6 +24,7 @@ use edge_broker::state::record::{Record, SessionImage, StoredDelivery, StoredSub
 use edge_broker::state::{Journal, ModelSession, StateModel, replay};
 use edge_log::testing::{CrashMode, MemStorage};
 use edge_log::{FsyncPolicy, Storage, StorageFile};
+use edge_proto::mqtt::QoS;
 use proptest::prelude::*;
 
 const CLIENTS: u8 = 4;
@@ -179,7 +180,7 @@ fn messages() -> Vec<Arc<Message>> {
             Arc::new(Message {
                 topic: format!("t/{}", i % 3),
                 payload: Bytes::from(vec![i; 1 + usize::from(i) * 50]),
-                qos: 1,
+                qos: QoS::AtLeastOnce,
                 retain: false,
                 properties: MessageProperties {
                     user_properties: vec![("k".into(), format!("v{i}"))],
@@ -321,7 +322,7 @@ impl Process {
     fn delivery(&self, m: u8) -> Delivery {
         Delivery {
             message: Arc::clone(&self.messages[usize::from(m)]),
-            qos: 1 + m % 2,
+            qos: QoS::from_u8(1 + m % 2).unwrap(),
             retain: m.is_multiple_of(3),
             subscription_ids: vec![u32::from(m)],
         }
@@ -431,7 +432,7 @@ impl Process {
             }
             Op::Subscribe(_, f, q) => {
                 let options = SubscriptionRecord {
-                    qos: *q,
+                    qos: QoS::from_u8(*q).unwrap(),
                     no_local: *f == 2,
                     retain_as_published: false,
                     id: Some(u32::from(*f)),

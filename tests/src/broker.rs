@@ -171,6 +171,16 @@ impl Broker {
         broker
     }
 
+    /// Like [`Broker::start`] with another `edge-broker` binary (benchmarks compare builds).
+    pub fn start_binary(binary: &Path, config_body: &str) -> Broker {
+        let tempdir = tempfile::tempdir().expect("temp dir");
+        let dir = tempdir.path().to_path_buf();
+        let mut broker = Broker::spawn_binary(binary, &dir, config_body, &[]);
+        broker.wait_for_line("edge-broker ready", READY_TIMEOUT);
+        broker._tempdir = Some(tempdir);
+        broker
+    }
+
     /// Like [`Broker::start`] in an existing directory (to restart on the same data).
     pub fn start_in(dir: &Path, config_body: &str) -> Broker {
         let broker = Broker::spawn_in(dir, config_body);
@@ -187,8 +197,12 @@ impl Broker {
     ///
     /// Every listener the body does not place itself listens on an ephemeral port.
     pub fn spawn_with_env(dir: &Path, config_body: &str, env: &[(&str, &str)]) -> Broker {
+        Broker::spawn_binary(&broker_binary(), dir, config_body, env)
+    }
+
+    fn spawn_binary(binary: &Path, dir: &Path, config_body: &str, env: &[(&str, &str)]) -> Broker {
         let config = write_config(dir, config_body);
-        let mut child = Command::new(broker_binary())
+        let mut child = Command::new(binary)
             .arg("--config")
             .arg(&config)
             // EDGE_TESTS_BROKER_LOG=debug (or any RUST_LOG filter) to see more when debugging.

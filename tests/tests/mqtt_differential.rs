@@ -35,6 +35,18 @@ fn wildcards_and_dollar_topics_match_mosquitto() {
 }
 
 #[test]
+fn publishes_into_sys_and_share_are_refused_like_mosquitto() {
+    // v5: PUBACK/PUBREC 0x87 Not authorized; 3.1.1: a plain ack; never delivered; the
+    // connection stays. Any other `$`-topic is published as usual.
+    let (edge, reference) = both("dollar_publish", &[]);
+    assert_eq!(edge, reference);
+    assert_eq!(
+        edge["delivered"],
+        serde_json::json!(["$other/edge-test", "$other/edge-test"])
+    );
+}
+
+#[test]
 fn retained_messages_match_mosquitto() {
     let (edge, reference) = both("retained", &[]);
     assert_eq!(edge, reference);

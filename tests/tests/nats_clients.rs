@@ -1,7 +1,7 @@
 //! The NATS front end with a real client (nats-py) and real MQTT clients (mosquitto):
 //! publish/subscribe, wildcards, queue groups, UNSUB max, headers, request/reply, durable
 //! `js.publish` acks whose seq is the log offset, duplicate detection, cross-protocol delivery,
-//! authentication, keepalive and slow consumers.
+//! authentication, keepalive, slow consumers, and publishes into `$SYS` refused.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -39,6 +39,40 @@ fn pubsub_wildcards_headers_request_reply_and_no_responders() {
     assert_eq!(got["header_body"], "with-headers");
     assert_eq!(got["reply"], "pong:ping");
     assert_eq!(got["no_responders"], true, "{got}");
+    assert!(broker.terminate(Duration::from_secs(25)).success());
+}
+
+#[test]
+fn publishing_into_sys_is_a_permissions_violation_and_the_connection_goes_on() {
+    // Even a route on `$SYS` stores nothing: the check comes before routing.
+    let mut broker = Broker::start("[[route]]\nnats = \"$SYS.>\"\nkafka_topic = \"sys\"\n");
+    let got = scenario(&["sys", "--url", &nats_url(&broker)]);
+    let errors = got["errors"].as_array().unwrap();
+    assert_eq!(errors.len(), 1, "{got}");
+    // (nats-py reports nats-server's -ERR text in lower case.)
+    assert!(
+        errors[0]
+            .as_str()
+            .unwrap()
+            .to_lowercase()
+            .contains("permissions violation for publish to \"$sys.req.server.ping\""),
+        "{got}"
+    );
+    assert_eq!(
+        got["received"],
+        serde_json::json!(["$JS.API.INFO"]),
+        "{got}"
+    );
+    assert_eq!(got["connected"], true, "{got}");
+    let text = metrics(&broker);
+    assert_eq!(
+        metric(
+            &text,
+            "edge_publishes_denied_total{protocol=\"nats\",reason=\"reserved_topic\"}"
+        ),
+        1.0
+    );
+    assert_eq!(metric(&text, "edge_log_records "), 0.0);
     assert!(broker.terminate(Duration::from_secs(25)).success());
 }
 

@@ -400,6 +400,37 @@ def wildcards(host, port):
 
 
 @scenario
+def dollar_publish(host, port):
+    """Clients may not publish into $SYS or to a $share name; other $-topics are ordinary."""
+    s = Client(host, port, True)
+    s.connect(uniq("ds"))
+    s.subscribe(("$SYS/edge-test/#", 0))
+    s.subscribe(("$other/#", 0))
+    out = {}
+    for v5 in (True, False):
+        p = Client(host, port, v5)
+        p.connect(uniq("dp"))
+        acks = []
+        for topic, qos in [("$SYS/edge-test/a", 1), ("$SYS/edge-test/b", 2),
+                           ("$share/g/edge-test", 1), ("$SYS/edge-test/c", 0),
+                           ("$other/edge-test", 1)]:
+            pid = p.publish(topic, "x", qos=qos)
+            if qos:
+                a = p.recv()
+                acks.append([topic, a["type"], a["rc"]])
+                if a["type"] == PUBREC and a["rc"] < 0x80:
+                    p.ack(PUBREL, pid)
+                    check(p.recv()["type"] == PUBCOMP, "PUBCOMP")
+        p.ping()
+        out["v5" if v5 else "v311"] = {"acks": acks, "connected": p.recv()["type"] == PINGRESP}
+        p.disconnect()
+    out["delivered"] = sorted(m["topic"] for m in s.messages(0.7))
+    s.disconnect()
+    check(out["v5"]["acks"][0][2] == 0x87, f"v5: Not authorized: {out}")
+    return out
+
+
+@scenario
 def overlap(host, port):
     c = Client(host, port, True)
     c.connect(uniq("ov"))

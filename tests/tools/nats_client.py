@@ -10,6 +10,7 @@ it observed; the Rust test asserts on it. Exit code non-zero on unexpected excep
   nats_client.py crash   --url ... --subject S --acked FILE   (js.publish until the server dies)
   nats_client.py sub     --url ... --subject S --count N      (print what arrives)
   nats_client.py pub     --url ... --subject S --payload P
+  nats_client.py sys     --url ...   (publish into $SYS: the errors, what arrived, still connected?)
 Every scenario takes --tls-ca CA to connect over TLS (the server announces tls_required).
 """
 import argparse
@@ -252,6 +253,30 @@ async def pub(args):
     print(json.dumps({"ok": True}))
 
 
+async def sys_publish(args):
+    errors = []
+
+    async def on_error(err):
+        errors.append(str(err))
+
+    nc = await connect(args.url, error_cb=on_error)
+    got = []
+
+    async def on_msg(msg):
+        got.append(msg.subject)
+
+    await nc.subscribe("$SYS.>", cb=on_msg)
+    await nc.subscribe("$JS.API.>", cb=on_msg)
+    await nc.flush()
+    await nc.publish("$SYS.REQ.SERVER.PING", b"x")
+    await nc.publish("$JS.API.INFO", b"y")
+    await nc.flush()
+    await asyncio.sleep(0.5)
+    connected = nc.is_connected
+    await nc.close()
+    print(json.dumps({"errors": errors, "received": got, "connected": connected}), flush=True)
+
+
 def main():
     p = argparse.ArgumentParser()
     p.add_argument("scenario")
@@ -270,7 +295,8 @@ def main():
     global TLS_CA
     TLS_CA = args.tls_ca
     fn = {"pubsub": pubsub, "queue": queue, "js": js_scenario, "crash": crash,
-          "sub": sub, "pub": pub, "ordered": ordered, "fill": fill}[args.scenario]
+          "sub": sub, "pub": pub, "ordered": ordered, "fill": fill,
+          "sys": sys_publish}[args.scenario]
     asyncio.run(fn(args))
 
 

@@ -1,7 +1,13 @@
 //! Observability: Prometheus text rendering and the `/metrics` + `/healthz` endpoint.
+//!
+//! - [`text`]: the Prometheus text format writer ([`PromText`]).
+//! - [`front`]: the counters of the MQTT and NATS front ends ([`FrontMetrics`]) and their families.
+//! - [`http`]: the tiny HTTP server for `/metrics` and `/healthz` ([`Observe`]).
 
+pub mod front;
 pub mod http;
 pub mod text;
 
+pub use front::{DropReason, FrontMetrics, Protocol};
 pub use http::{Observe, serve};
 pub use text::PromText;

@@ -1,21 +1,22 @@
 //! One MQTT client connection: CONNECT, the packet loop, durable acknowledgements, delivery to
 //! the client, keep alive, and what happens when it ends (will, session detach).
 //!
-//! The loop never blocks on one thing: it reads only while the client's publishes are not
-//! waiting for the log (so a full log pushes back through TCP), and meanwhile keeps writing
-//! deliveries and acknowledgements. Acknowledgements leave in the order the publishes came in.
+//! The loop never blocks on one thing: it reads only while the connection's ingest queue does
+//! not hold input back (so a full log pushes back through TCP), and meanwhile keeps writing
+//! deliveries and acknowledgements. Publishes go through [`crate::ingest`]: checked, routed,
+//! stored in order, delivered locally once written; acknowledgements leave in the order the
+//! publishes came in, routed ones once durable.
+//!
+//! Generic over the byte stream: [`serve`] takes the two halves of a plain TCP, TLS or (in
+//! tests) in-memory connection.
 
-use std::collections::{HashMap, VecDeque};
-use std::future::Future;
+use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
-use std::task::Poll;
 use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
-use edge_log::{AppendError, Appended, Destination, Header, NewRecord, Source, WhenFull};
+use bytes::BytesMut;
+use edge_log::{AppendError, Source};
 use edge_proto::mqtt::{
     self, ConnAck, Connect, DecodeError, Disconnect, EncodeError, MqttString, Packet, Properties,
     ProtocolVersion, PubAck, PubComp, PubRec, PubRel, Publish, QoS, ReasonCode, RetainHandling,
@@ -29,8 +30,10 @@ use tokio_util::sync::CancellationToken;
 use super::server::MqttServer;
 use super::session::{Outbound, Session, SubscriptionRecord};
 use crate::hub::{Delivery, Mailbox, SubEntry};
+use crate::ingest::{self, Answer, Event, IngestLimits, IngestQueue, Outcome, Publisher};
 use crate::listener::{ReadHalf, WriteHalf};
 use crate::message::{Message, MessageProperties, Origin, now_ms};
+use crate::metrics::front::{DropReason, inc};
 use crate::router::Filter;
 use crate::state::Commit;
 
@@ -60,35 +63,34 @@ enum Exit {
     Violation(ReasonCode, String),
 }
 
-type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
-
-/// An acknowledgement owed to the client, in arrival order.
-struct PendingAck {
+/// A PUBACK or PUBREC owed to the client (QoS 1 or 2), in the ingest queue's answer order.
+#[derive(Debug, Clone, Copy)]
+struct Owed {
     packet_id: u16,
     qos: QoS,
-    outcome: AckOutcome,
+    /// The reason code when the answer is settled without the log ([`Outcome::Given`]).
+    reason: ReasonCode,
 }
 
-enum AckOutcome {
-    /// Ready to send with this reason code.
-    Ready(ReasonCode),
-    /// A routed publish still being appended; becomes `Durable` or `Ready` when it returns.
-    Appending,
-    /// Waiting for the log to make the record durable.
-    Durable(BoxFuture<Result<u64, AppendError>>),
-}
+/// The connection's ingest queue: a routed publish carries its message for local delivery.
+type Ingest = IngestQueue<Arc<Message>, Owed>;
 
-/// A routed publish whose append has not returned yet (the log may be full and blocking).
-///
-/// Several may be pending per connection, so one client's publishes share a group commit.
-/// They are polled front to back and completed strictly in order: the log assigns offsets in
-/// the order the appends reach its (fair, FIFO) queue, and local delivery and acks follow the
-/// order the publishes arrived in.
-struct PendingAppend {
-    future: BoxFuture<Result<Appended, AppendError>>,
-    result: Option<Result<Appended, AppendError>>,
-    message: Arc<Message>,
-    packet_id: Option<u16>,
+/// Routed records an MQTT connection holds until written (and, if acknowledged, durable), and
+/// their payload bytes. An MQTT connection keeps a whole `Message` per record for local
+/// delivery, so it holds fewer than a NATS one; 1024 still fill many group commits.
+const MAX_RECORDS_IN_FLIGHT: usize = 1024;
+const MAX_BYTES_IN_FLIGHT: usize = 1 << 20;
+
+/// The ingest queue's bounds: at most Receive Maximum (`mqtt.max_inflight`) acknowledgements
+/// owed, and the records in flight above.
+fn ingest_limits(settings: &crate::config::MqttSection) -> IngestLimits {
+    IngestLimits {
+        max_answers: usize::from(settings.max_inflight),
+        max_records: MAX_RECORDS_IN_FLIGHT,
+        max_bytes: MAX_BYTES_IN_FLIGHT,
+        batch_records: MAX_RECORDS_IN_FLIGHT,
+        batch_bytes: MAX_BYTES_IN_FLIGHT,
+    }
 }
 
 /// A will message waiting for the connection to end.
@@ -123,7 +125,7 @@ pub async fn serve(
                     let _ = writer.write_all(&[0x20, 0x02, 0x00, 0x01]).await;
                     let _ = writer.shutdown().await;
                 }
-                server.metrics.protocol_errors.fetch_add(1, Ordering::Relaxed);
+                inc(&server.metrics.protocol_errors);
                 if inbuf.is_empty() {
                     tracing::debug!(%peer, "MQTT connection closed without sending anything (a port probe?): {why}");
                 } else {
@@ -227,7 +229,7 @@ struct Connection {
     session: Arc<Session>,
     generation: u64,
     version: ProtocolVersion,
-    client_id: String,
+    client_id: Arc<str>,
     peer: SocketAddr,
     reader: ReadHalf,
     writer: WriteHalf,
@@ -243,8 +245,9 @@ struct Connection {
     keep_alive: Option<Duration>,
     last_read: Instant,
     read_paused: bool,
-    acks: VecDeque<PendingAck>,
-    appends: VecDeque<PendingAppend>,
+    /// The publishes on their way to the log and the acks owed (boxed: the connection future
+    /// holds the connection several times over, ~900 bytes per idle client inline).
+    ingest: Box<Ingest>,
     /// What this client may publish and subscribe to.
     permissions: crate::auth::Permissions,
     will: Option<WillMessage>,
@@ -383,7 +386,7 @@ impl Connection {
             message: Message {
                 topic: will.topic.as_str().to_owned(),
                 payload: will.payload.clone(),
-                qos: will.qos as u8,
+                qos: will.qos,
                 retain: will.retain,
                 properties: message_properties(&will.properties),
                 received_ms: now_ms(),
@@ -426,7 +429,7 @@ impl Connection {
             session,
             generation,
             version,
-            client_id,
+            client_id: client_id.into(),
             peer,
             reader,
             writer,
@@ -446,8 +449,10 @@ impl Connection {
                 .then(|| Duration::from_millis(u64::from(keep_alive) * 1500)),
             last_read: Instant::now(),
             read_paused: false,
-            acks: VecDeque::new(),
-            appends: VecDeque::new(),
+            ingest: Box::new(IngestQueue::new(
+                server.log.clone(),
+                ingest_limits(&settings),
+            )),
             permissions,
             will,
             connect_expiry: expiry,
@@ -509,10 +514,7 @@ impl Connection {
                     // §3.1.2.11.4) rather than left in flight, where it would hold one of the
                     // client's Receive Maximum slots for ever.
                     session.lock().inflight.remove(&packet_id);
-                    self.server
-                        .metrics
-                        .too_large_for_client
-                        .fetch_add(1, Ordering::Relaxed);
+                    self.server.metrics.dropped(DropReason::TooLargeForClient);
                 }
             }
         }
@@ -523,55 +525,22 @@ impl Connection {
         self.finish(exit).await;
     }
 
-    fn can_read(&self) -> bool {
-        self.may_take_input()
-            && self.outbuf.len() < OUT_HIGH_WATER
-            && !(self.gate.is_some() && self.server.state_backlogged())
-    }
-
-    /// Holds the output until `commit` (if any) is durable.
-    fn hold_output(&mut self, commit: Option<Commit>) {
-        if let Some(commit) = commit.filter(|c| !c.is_durable()) {
-            self.gate = Some(match self.gate.take() {
-                Some(gate) => gate.max(commit),
-                None => commit,
-            });
-        }
-    }
-
-    /// Whether another packet may be taken while routed appends are pending.
-    ///
-    /// Appends are pipelined (one client's publishes share a group commit) except close to a
-    /// full log under `when_full = "block"`: there a later, smaller record could take space an
-    /// earlier, waiting one could not, and the client's order in the log must hold.
-    fn may_take_input(&self) -> bool {
-        let max = usize::from(self.settings.max_inflight);
-        if self.appends.len() >= max || self.acks.len() >= max {
-            return false;
-        }
-        if self.appends.is_empty() {
-            return true;
-        }
-        let config = self.server.log.config();
-        if config.when_full != WhenFull::Block {
-            return true;
-        }
-        let pending = self.appends.len() as u64 + 1;
-        let headroom = pending * u64::from(config.max_record_bytes) * 4;
-        self.server.log.stats().bytes + headroom <= config.max_bytes
-    }
-
     async fn serve_loop(&mut self) -> Exit {
         loop {
             if let Err(exit) = self.process_input() {
                 return exit;
             }
             self.pump_outbound();
-            let can_read = self.can_read();
+            // The log's backpressure: while the ingest queue holds input back (a submission
+            // waits for log space, or this client's unanswered publishes reached their bound),
+            // the socket is not read.
+            let log_paused = self.ingest.holds_input();
+            let can_read = !log_paused
+                && self.outbuf.len() < OUT_HIGH_WATER
+                && !(self.gate.is_some() && self.server.state_backlogged());
             // Keep alive measures the client, not the log's backpressure: while the broker does
             // not read because the client's publishes wait for the log, the timer stops, and
             // restarts on resuming. (A client that does not read its deliveries still times out.)
-            let log_paused = !self.may_take_input();
             if log_paused {
                 self.read_paused = true;
             } else if self.read_paused {
@@ -593,13 +562,8 @@ impl Connection {
                 biased;
                 _ = self.kick.cancelled() => return Exit::Kicked,
                 _ = self.shutdown.cancelled() => return Exit::Shutdown,
-                done = poll_appends(&mut self.appends), if !self.appends.is_empty() => {
-                    if let Err(exit) = self.on_appended(done) {
-                        return exit;
-                    }
-                }
-                reason = poll_front_ack(&mut self.acks), if !self.acks.is_empty() => {
-                    if let Err(exit) = self.send_front_ack(reason) {
+                () = self.ingest.progress(), if self.ingest.is_busy() => {
+                    if let Err(exit) = self.take_ingest() {
                         return exit;
                     }
                 }
@@ -627,9 +591,17 @@ impl Connection {
         }
     }
 
-    /// Decodes and handles buffered packets while nothing holds input back.
+    /// Decodes and handles buffered packets while nothing holds input back, hands the routed
+    /// publishes to the log as one batch, and sends what is ready.
     fn process_input(&mut self) -> Result<(), Exit> {
-        while self.may_take_input() {
+        let decoded = self.decode_input();
+        self.ingest.submit();
+        self.take_ingest()?;
+        decoded
+    }
+
+    fn decode_input(&mut self) -> Result<(), Exit> {
+        while !self.ingest.holds_input() {
             let packet = match mqtt::decode(&mut self.inbuf, self.version, self.max_packet_in) {
                 Ok(Some(packet)) => packet,
                 Ok(None) => return Ok(()),
@@ -652,6 +624,16 @@ impl Connection {
         Ok(())
     }
 
+    /// Holds the output until `commit` (if any) is durable.
+    fn hold_output(&mut self, commit: Option<Commit>) {
+        if let Some(commit) = commit.filter(|c| !c.is_durable()) {
+            self.gate = Some(match self.gate.take() {
+                Some(gate) => gate.max(commit),
+                None => commit,
+            });
+        }
+    }
+
     fn handle(&mut self, packet: Packet) -> Result<(), Exit> {
         match packet {
             Packet::Publish(publish) => self.on_publish(publish),
@@ -660,7 +642,7 @@ impl Connection {
                 if state
                     .inflight
                     .get(&ack.packet_id)
-                    .is_some_and(|o| o.delivery.qos == 1)
+                    .is_some_and(|o| o.delivery.qos == QoS::AtLeastOnce)
                 {
                     state.inflight.remove(&ack.packet_id);
                 }
@@ -711,7 +693,7 @@ impl Connection {
 
     fn on_publish(&mut self, mut publish: Publish) -> Result<(), Exit> {
         let metrics = &self.server.metrics;
-        metrics.received(publish.qos as usize);
+        metrics.received(publish.qos);
         // Topic aliases (MQTT 5 §3.3.2.3.4).
         if let Some(alias) = publish.properties.topic_alias {
             if alias == 0 || alias > self.settings.topic_alias_maximum {
@@ -741,6 +723,21 @@ impl Connection {
             ));
         }
         let packet_id = publish.packet_id;
+        let mut publisher = Publisher {
+            source: Source::Mqtt,
+            client_id: &self.client_id,
+            permissions: Some(&mut self.permissions),
+        };
+        if let Err(denied) = ingest::check_publish(&mut publisher, publish.topic.as_str()) {
+            // As Mosquitto: acknowledged (v5 with "Not authorized"), neither stored nor
+            // delivered; the connection stays.
+            metrics.denied(&denied);
+            tracing::debug!(client_id = %self.client_id, "publish denied: {denied}");
+            if let Some(id) = packet_id {
+                self.owe(id, publish.qos, ReasonCode::NotAuthorized);
+            }
+            return Ok(());
+        }
         if publish.qos == QoS::ExactlyOnce
             && let Some(id) = packet_id
         {
@@ -748,11 +745,7 @@ impl Connection {
             if state.inbound_qos2.contains(&id) {
                 // A resend of a QoS 2 publish we already took: acknowledge again, do not redeliver.
                 drop(state);
-                self.acks.push_back(PendingAck {
-                    packet_id: id,
-                    qos: QoS::ExactlyOnce,
-                    outcome: AckOutcome::Ready(ReasonCode::Success),
-                });
+                self.owe(id, QoS::ExactlyOnce, ReasonCode::Success);
                 return Ok(());
             }
             if state.inbound_qos2.len() >= usize::from(self.settings.max_inflight) {
@@ -767,34 +760,14 @@ impl Connection {
             && std::str::from_utf8(&publish.payload).is_err()
         {
             if let Some(id) = packet_id {
-                self.acks.push_back(PendingAck {
-                    packet_id: id,
-                    qos: publish.qos,
-                    outcome: AckOutcome::Ready(ReasonCode::PayloadFormatInvalid),
-                });
-            }
-            return Ok(());
-        }
-        if !self.permissions.may_publish(publish.topic.as_str()) {
-            // Not stored, not forwarded. MQTT 5: PUBACK/PUBREC 0x87; 3.1.1 has no negative ack,
-            // so it is acknowledged and dropped, as Mosquitto does.
-            if let Some(id) = packet_id {
-                let reason = match self.version {
-                    ProtocolVersion::V5 => ReasonCode::NotAuthorized,
-                    ProtocolVersion::V311 => ReasonCode::Success,
-                };
-                self.acks.push_back(PendingAck {
-                    packet_id: id,
-                    qos: publish.qos,
-                    outcome: AckOutcome::Ready(reason),
-                });
+                self.owe(id, publish.qos, ReasonCode::PayloadFormatInvalid);
             }
             return Ok(());
         }
         let mut message = Message {
             topic: publish.topic.as_str().to_owned(),
             payload: publish.payload,
-            qos: publish.qos as u8,
+            qos: publish.qos,
             retain: publish.retain,
             properties: message_properties(&publish.properties),
             received_ms: now_ms(),
@@ -811,143 +784,139 @@ impl Connection {
             // exceeded), otherwise delivered like any message but not retained.
             tracing::info!(client_id = %self.client_id, topic = %message.topic, "retained message over mqtt.{}", limit.key());
             if let (ProtocolVersion::V5, Some(id)) = (self.version, packet_id) {
-                self.acks.push_back(PendingAck {
-                    packet_id: id,
-                    qos: publish.qos,
-                    outcome: AckOutcome::Ready(ReasonCode::QuotaExceeded),
-                });
+                self.owe(id, publish.qos, ReasonCode::QuotaExceeded);
                 return Ok(());
             }
             message.retain = false;
         }
         let message = Arc::new(message);
-        if let Some(destination) = self.server.destination(&message.topic, &self.client_id) {
-            let record = log_record(&message, &self.client_id, destination);
-            let log = self.server.log.clone();
-            self.appends.push_back(PendingAppend {
-                future: Box::pin(async move { log.append(record).await }),
-                result: None,
-                message,
-                packet_id,
-            });
-            if let Some(id) = packet_id {
-                // Holds this publish's place in the ack order until the append returns.
-                self.acks.push_back(PendingAck {
-                    packet_id: id,
-                    qos: publish.qos,
-                    outcome: AckOutcome::Appending,
-                });
+        let owed = packet_id.map(|packet_id| Owed {
+            packet_id,
+            qos: publish.qos,
+            reason: ReasonCode::Success,
+        });
+        match self.server.destination(&message.topic, &self.client_id) {
+            Some(destination) => {
+                let record =
+                    ingest::record::mqtt(&message, Arc::clone(&self.client_id), destination);
+                self.ingest.push_routed(record, message, owed);
             }
-        } else {
-            let commit = self.server.publish_local(&message);
-            self.hold_output(commit);
-            if let Some(id) = packet_id {
-                self.acks.push_back(PendingAck {
-                    packet_id: id,
-                    qos: publish.qos,
-                    outcome: AckOutcome::Ready(ReasonCode::Success),
-                });
+            None => {
+                let commit = self.server.publish_local(&message);
+                self.hold_output(commit);
+                if let Some(owed) = owed {
+                    self.ingest.push_answer(owed);
+                }
             }
         }
         Ok(())
     }
 
-    /// The log took (or refused) a routed publish: deliver it locally and queue its ack.
-    fn on_appended(&mut self, pending: PendingAppend) -> Result<(), Exit> {
-        let qos = QoS::from_u8(pending.message.qos).unwrap_or(QoS::AtMostOnce);
-        let Some(appended) = pending.result else {
-            return Ok(());
-        };
-        match appended {
-            Ok(appended) => {
-                let commit = self.server.publish_local(&pending.message);
-                self.hold_output(commit);
-                if pending.packet_id.is_some() {
-                    self.fill_ack(AckOutcome::Durable(Box::pin(appended.durable())));
+    /// Queues an acknowledgement settled now (it still waits for the ones before it).
+    fn owe(&mut self, packet_id: u16, qos: QoS, reason: ReasonCode) {
+        self.ingest.push_answer(Owed {
+            packet_id,
+            qos,
+            reason,
+        });
+    }
+
+    /// Takes what the ingest queue has ready: routed publishes the log wrote are delivered
+    /// locally (refusals handled), then the acknowledgements that are due go out, in order.
+    fn take_ingest(&mut self) -> Result<(), Exit> {
+        while let Some(event) = self.ingest.next_event() {
+            match event {
+                Event::Written { local, .. } => {
+                    inc(&self.server.metrics.stored);
+                    let commit = self.server.publish_local(&local);
+                    self.hold_output(commit);
                 }
-                Ok(())
+                Event::Refused {
+                    local,
+                    error,
+                    answered,
+                } => self.refused_publish(&local, &error, answered)?,
             }
-            Err(err) => self.refused_publish(pending.packet_id, qos, &err),
         }
+        while let Some(answer) = self.ingest.next_answer() {
+            self.send_answer(answer)?;
+        }
+        Ok(())
     }
 
-    /// Gives the oldest routed publish still `Appending` its outcome (appends complete in order).
-    fn fill_ack(&mut self, outcome: AckOutcome) {
-        if let Some(ack) = self
-            .acks
-            .iter_mut()
-            .find(|a| matches!(a.outcome, AckOutcome::Appending))
-        {
-            ack.outcome = outcome;
-        }
-    }
-
-    /// A publish the log refused: a reason code in v5, closing the connection in 3.1.1 (which
-    /// has no negative acknowledgement), so the device keeps the message and retries.
+    /// A publish the log refused. MQTT 5 answers it (in order, with the log's reason); 3.1.1
+    /// has no negative acknowledgement, so the connection closes and the device keeps the
+    /// message and retries (a QoS 0 publish refused only because the log is full is dropped).
     fn refused_publish(
         &mut self,
-        packet_id: Option<u16>,
-        qos: QoS,
-        err: &AppendError,
+        message: &Message,
+        error: &AppendError,
+        answered: bool,
     ) -> Result<(), Exit> {
-        let reason = match err {
-            AppendError::Full { .. } => ReasonCode::QuotaExceeded,
-            AppendError::TooLarge { .. } => ReasonCode::PacketTooLarge,
-            _ => ReasonCode::UnspecifiedError,
-        };
-        self.server.metrics.refused.fetch_add(1, Ordering::Relaxed);
-        tracing::warn!(client_id = %self.client_id, "publish refused by the log: {err}");
-        if qos == QoS::ExactlyOnce
-            && let Some(id) = packet_id
-        {
-            self.session.lock().inbound_qos2.remove(&id);
-        }
-        match (self.version, packet_id) {
-            (ProtocolVersion::V5, Some(_)) => {
-                self.fill_ack(AckOutcome::Ready(reason));
+        inc(&self.server.metrics.refused);
+        tracing::warn!(client_id = %self.client_id, topic = %message.topic, "publish refused by the log: {error}");
+        match self.version {
+            ProtocolVersion::V5 => Ok(()),
+            ProtocolVersion::V311 if !answered && matches!(error, AppendError::Full { .. }) => {
                 Ok(())
             }
-            (ProtocolVersion::V5, None) => Ok(()),
-            (ProtocolVersion::V311, None) if matches!(err, AppendError::Full { .. }) => Ok(()),
-            (ProtocolVersion::V311, _) => Err(Exit::Violation(
-                reason,
-                format!("log refused the publish: {err}"),
+            ProtocolVersion::V311 => Err(Exit::Violation(
+                refusal_reason(error),
+                format!("log refused the publish: {error}"),
             )),
         }
     }
 
-    /// The front acknowledgement is ready: send PUBACK or PUBREC.
-    fn send_front_ack(&mut self, reason: Result<ReasonCode, AppendError>) -> Result<(), Exit> {
-        let Some(ack) = self.acks.pop_front() else {
-            return Ok(());
-        };
-        let reason = match reason {
-            Ok(reason) => reason,
-            Err(err) => {
+    /// Sends the PUBACK or PUBREC of an answer that is due.
+    fn send_answer(&mut self, answer: Answer<Owed>) -> Result<(), Exit> {
+        let Owed {
+            packet_id,
+            qos,
+            reason,
+        } = answer.tag;
+        let mut why = None;
+        let reason = match answer.outcome {
+            Outcome::Given => reason,
+            Outcome::Durable(_) => ReasonCode::Success,
+            Outcome::Refused(error) => {
+                why = Some(error.to_string());
+                refusal_reason(&error)
+            }
+            Outcome::NotDurable(error) => {
                 // The record was written but never made durable (fsync failed): never ack it.
-                tracing::error!(client_id = %self.client_id, "publish not durable: {err}");
+                inc(&self.server.metrics.refused);
+                tracing::error!(client_id = %self.client_id, "publish not durable: {error}");
                 if self.version == ProtocolVersion::V311 {
                     return Err(Exit::Violation(
                         ReasonCode::UnspecifiedError,
-                        format!("log failed: {err}"),
+                        format!("log failed: {error}"),
                     ));
                 }
                 ReasonCode::UnspecifiedError
             }
         };
-        match ack.qos {
+        let mut properties = Properties::default();
+        if self.problem_info {
+            properties.reason_string = why.and_then(|why| MqttString::try_from(why).ok());
+        }
+        match qos {
             QoS::AtLeastOnce => {
-                let mut ack_packet = PubAck::new(ack.packet_id);
-                ack_packet.reason_code = reason;
-                self.write(&Packet::PubAck(ack_packet));
+                self.write(&Packet::PubAck(PubAck {
+                    packet_id,
+                    reason_code: reason,
+                    properties,
+                }));
             }
             QoS::ExactlyOnce => {
                 if !reason.is_success() {
-                    self.session.lock().inbound_qos2.remove(&ack.packet_id);
+                    // Not taken: a resend with this packet id is a new publish.
+                    self.session.lock().inbound_qos2.remove(&packet_id);
                 }
-                let mut rec = PubRec::new(ack.packet_id);
-                rec.reason_code = reason;
-                self.write(&Packet::PubRec(rec));
+                self.write(&Packet::PubRec(PubRec {
+                    packet_id,
+                    reason_code: reason,
+                    properties,
+                }));
             }
             QoS::AtMostOnce => {}
         }
@@ -958,7 +927,7 @@ impl Connection {
         let known = {
             let mut state = self.session.lock();
             match state.inflight.get(&rec.packet_id) {
-                Some(out) if out.delivery.qos == 2 => {
+                Some(out) if out.delivery.qos == QoS::ExactlyOnce => {
                     if rec.reason_code.is_success() {
                         state.inflight.release(rec.packet_id);
                     } else {
@@ -1026,7 +995,7 @@ impl Connection {
                 codes.push(ReasonCode::QuotaExceeded);
                 continue;
             }
-            let qos = request.options.qos as u8;
+            let qos = request.options.qos;
             let mailbox = self
                 .permissions
                 .guard(filter_text, Arc::clone(&self.session) as Arc<dyn Mailbox>);
@@ -1128,17 +1097,17 @@ impl Connection {
             let Some(front) = state.queue.front() else {
                 break;
             };
-            if front.qos > 0 && state.inflight.len() >= self.client_receive_max {
+            if front.qos != QoS::AtMostOnce && state.inflight.len() >= self.client_receive_max {
                 break;
             }
             let Some(delivery) = state.queue.pop_front() else {
                 break;
             };
             if delivery.message.is_expired(now) {
-                self.server.metrics.expired.fetch_add(1, Ordering::Relaxed);
+                self.server.metrics.dropped(DropReason::Expired);
                 continue;
             }
-            let packet_id = if delivery.qos > 0 {
+            let packet_id = if delivery.qos != QoS::AtMostOnce {
                 match state.next_packet_id() {
                     Some(id) => Some(id),
                     None => {
@@ -1158,7 +1127,7 @@ impl Connection {
             ) {
                 Ok(_) => {
                     self.remember_alias(alias);
-                    self.server.metrics.sent(usize::from(delivery.qos));
+                    self.server.metrics.sent(delivery.qos);
                     if let Some(id) = packet_id {
                         state.inflight.insert(
                             id,
@@ -1171,10 +1140,7 @@ impl Connection {
                 }
                 Err(EncodeError::PacketTooLarge { .. }) => {
                     // MQTT 5 §3.1.2.11.4: a message larger than the client accepts is discarded.
-                    self.server
-                        .metrics
-                        .too_large_for_client
-                        .fetch_add(1, Ordering::Relaxed);
+                    self.server.metrics.dropped(DropReason::TooLargeForClient);
                 }
                 Err(err) => {
                     tracing::warn!(client_id = %self.client_id, "cannot encode a delivery: {err}")
@@ -1242,7 +1208,7 @@ impl Connection {
         }
         let packet = Packet::Publish(Publish {
             dup,
-            qos: QoS::from_u8(delivery.qos).unwrap_or(QoS::AtMostOnce),
+            qos: delivery.qos,
             retain: delivery.retain,
             topic,
             packet_id,
@@ -1252,44 +1218,30 @@ impl Connection {
         (packet, new_alias)
     }
 
-    /// On shutdown, sends the acknowledgements whose records become durable within a short
-    /// deadline, so clients do not resend what is already safe.
-    async fn drain_acks(&mut self) {
+    /// Waits (at most [`SHUTDOWN_ACK_DRAIN`]) until the ingest queue has `done`, delivering
+    /// locally what the log wrote and sending the acknowledgements that become due.
+    async fn drain_ingest(&mut self, done: fn(&Ingest) -> bool) {
         let drain = async {
-            while !self.appends.is_empty() {
-                let done = poll_appends(&mut self.appends).await;
-                if self.on_appended(done).is_err() {
+            self.ingest.submit();
+            loop {
+                if self.take_ingest().is_err() || done(&self.ingest) || !self.ingest.is_busy() {
                     return;
                 }
-            }
-            while !self.acks.is_empty() {
-                let reason = poll_front_ack(&mut self.acks).await;
-                if self.send_front_ack(reason).is_err() {
-                    return;
-                }
-            }
-        };
-        let _ = tokio::time::timeout(SHUTDOWN_ACK_DRAIN, drain).await;
-    }
-
-    /// Ends the connection: last DISCONNECT (v5), flush, will, session detach.
-    /// Completes the routed publishes already taken from the client (e.g. QoS 0 followed by
-    /// DISCONNECT), so they are delivered locally like any other.
-    async fn drain_appends(&mut self) {
-        let drain = async {
-            while !self.appends.is_empty() {
-                let done = poll_appends(&mut self.appends).await;
-                let _ = self.on_appended(done);
+                self.ingest.progress().await;
             }
         };
         let _ = tokio::time::timeout(SHUTDOWN_ACK_DRAIN, drain).await;
     }
 
     async fn finish(mut self, exit: Exit) {
-        if matches!(exit, Exit::Shutdown) {
-            self.drain_acks().await;
-        } else if !matches!(exit, Exit::Violation(..)) {
-            self.drain_appends().await;
+        match exit {
+            // Shutdown: the acknowledgements whose records become durable in time go out, so
+            // clients do not resend what is already safe.
+            Exit::Shutdown => self.drain_ingest(Ingest::is_settled).await,
+            Exit::Violation(..) => {}
+            // The routed publishes already taken from the client (e.g. QoS 0 followed by
+            // DISCONNECT) are stored and delivered locally like any other.
+            _ => self.drain_ingest(Ingest::all_written).await,
         }
         if let Some(gate) = self.gate.take()
             && !matches!(
@@ -1324,10 +1276,7 @@ impl Connection {
 
         match &exit {
             Exit::Violation(reason, why) => {
-                self.server
-                    .metrics
-                    .protocol_errors
-                    .fetch_add(1, Ordering::Relaxed);
+                inc(&self.server.metrics.protocol_errors);
                 tracing::info!(peer = %self.peer, client_id = %self.client_id, reason = reason.name(), "MQTT client disconnected: {why}");
             }
             Exit::Closed(why) => {
@@ -1388,62 +1337,16 @@ fn message_properties(p: &Properties) -> MessageProperties {
     }
 }
 
-/// The log record for a routed MQTT message.
-pub fn log_record(message: &Message, client_id: &str, destination: Destination) -> NewRecord {
-    NewRecord {
-        timestamp_ms: message.received_ms,
-        source: Source::Mqtt,
-        topic: message.topic.clone(),
-        client_id: client_id.into(),
-        destination,
-        headers: message
-            .properties
-            .user_properties
-            .iter()
-            .map(|(key, value)| Header {
-                key: key.clone(),
-                value: Bytes::from(value.clone()),
-            })
-            .collect(),
-        payload: message.payload.clone(),
+/// The MQTT 5 reason code for a publish the log refused. Only codes a PUBACK / PUBREC may
+/// carry (spec 3.4.2.1): a record over `log.max_record_bytes` is an implementation-specific
+/// limit (0x83), not "Packet too large" (0x95, which PUBACK cannot carry).
+fn refusal_reason(error: &AppendError) -> ReasonCode {
+    match error {
+        // The log's budget, or the disk, is full: a quota the device can wait out.
+        AppendError::Full { .. } | AppendError::NoSpace { .. } => ReasonCode::QuotaExceeded,
+        AppendError::TooLarge { .. } => ReasonCode::ImplementationSpecificError,
+        AppendError::Storage { .. } | AppendError::Closed => ReasonCode::UnspecifiedError,
     }
-}
-
-/// Drives every pending append (front first, so they reach the log's queue in order) and
-/// returns the front one once it is done (cancel-safe inside `select!`: nothing is taken
-/// unless it is returned).
-async fn poll_appends(appends: &mut VecDeque<PendingAppend>) -> PendingAppend {
-    std::future::poll_fn(|cx| {
-        for pending in appends.iter_mut() {
-            if pending.result.is_none()
-                && let Poll::Ready(result) = pending.future.as_mut().poll(cx)
-            {
-                pending.result = Some(result);
-            }
-        }
-        match appends.front() {
-            Some(front) if front.result.is_some() => match appends.pop_front() {
-                Some(done) => Poll::Ready(done),
-                None => Poll::Pending,
-            },
-            _ => Poll::Pending,
-        }
-    })
-    .await
-}
-
-/// Waits for the front acknowledgement to be ready (later ones wait their turn: acks leave in order).
-async fn poll_front_ack(acks: &mut VecDeque<PendingAck>) -> Result<ReasonCode, AppendError> {
-    std::future::poll_fn(|cx| match acks.front_mut().map(|a| &mut a.outcome) {
-        Some(AckOutcome::Ready(reason)) => Poll::Ready(Ok(*reason)),
-        Some(AckOutcome::Appending) => Poll::Pending,
-        Some(AckOutcome::Durable(future)) => future
-            .as_mut()
-            .poll(cx)
-            .map(|r| r.map(|_| ReasonCode::Success)),
-        None => Poll::Pending,
-    })
-    .await
 }
 
 async fn sleep_until_opt(deadline: Option<Instant>) {

@@ -1,7 +1,10 @@
 //! The MQTT 3.1.1 and 5 front end.
 //!
-//! - [`server`]: listener, session registry, retained store, wills, expiry.
-//! - [`connection`]: one client connection: CONNECT, packet loop, durable acks, delivery.
+//! - [`server`]: listener, session registry, retained store, wills (published through
+//!   [`crate::ingest`]), expiry.
+//! - [`connection`]: one client connection over any byte stream: CONNECT, packet loop, its
+//!   publishes through [`crate::ingest`] (acks in arrival order, routed ones once durable),
+//!   delivery within the client's Receive Maximum.
 //! - [`session`]: what outlives a connection, and how its changes are recorded.
 //! - [`retained`]: the retained message store (bounded in count and bytes).
 //! - [`persist`]: restoring sessions and retained messages at startup, checkpoints of the
@@ -10,6 +13,8 @@
 //!
 //! The difference from other brokers: a QoS 1/2 publish on a routed topic is acknowledged
 //! (PUBACK / PUBREC) only once edge-log reports it durable under the configured fsync policy.
+//! Clients may not publish into `$SYS/` or to a `$share/` name (as Mosquitto 2: v5 0x87 Not
+//! authorized, 3.1.1 a plain acknowledgement; neither stored nor delivered).
 
 pub mod connection;
 pub mod limits;
@@ -18,4 +23,4 @@ pub mod retained;
 pub mod server;
 pub mod session;
 
-pub use server::{MqttMetrics, MqttServer};
+pub use server::MqttServer;

@@ -159,6 +159,7 @@ impl MqttServer {
             self.sessions.next_key(),
             client_id.clone(),
             settings.max_queued_messages,
+            Arc::clone(&self.metrics),
         ));
         {
             let mut state = session.lock();

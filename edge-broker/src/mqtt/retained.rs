@@ -2,7 +2,9 @@
 //! in count and bytes, and recorded in the state journal.
 
 use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::Arc;
+
+use parking_lot::{Mutex, MutexGuard};
 
 use crate::message::Message;
 use crate::router::Filter;
@@ -69,21 +71,16 @@ impl RetainedStore {
     }
 
     fn lock(&self) -> MutexGuard<'_, Stored> {
-        self.stored
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.stored.lock()
     }
 
     /// From now on, every change is recorded in `journal`.
     pub fn record_to(&self, journal: Arc<Journal>) {
-        *self.journal.lock().unwrap_or_else(|p| p.into_inner()) = Some(journal);
+        *self.journal.lock() = Some(journal);
     }
 
     fn journal(&self) -> Option<Arc<Journal>> {
-        self.journal
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
+        self.journal.lock().clone()
     }
 
     /// Whether a retained message of `weight` bytes on `topic` would be kept now (`Err`: the
@@ -254,7 +251,7 @@ mod tests {
         Arc::new(Message {
             topic: topic.into(),
             payload: bytes::Bytes::from_static(payload),
-            qos: 1,
+            qos: edge_proto::mqtt::QoS::AtLeastOnce,
             retain: true,
             properties: MessageProperties::default(),
             received_ms: 0,

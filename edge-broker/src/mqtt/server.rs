@@ -3,24 +3,28 @@
 //! (restore and checkpoints in [`super::persist`]).
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
-use std::sync::{Arc, OnceLock, RwLock};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use edge_log::{Destination, Log, Source};
+use edge_proto::mqtt::QoS;
+use parking_lot::RwLock;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use super::connection::{self, log_record};
+use super::connection;
 use super::limits::{Limit, LimitCounters};
 use super::persist::StateMetrics;
 use super::retained::RetainedStore;
 use super::session::{Registry, Session, SessionLog, SubscriptionRecord};
 use crate::config::MqttSection;
 use crate::hub::{Hub, Mailbox, SubEntry};
+use crate::ingest::{self, Publisher};
 use crate::message::{Message, now_ms};
+use crate::metrics::front::{FrontMetrics, Protocol, inc};
 use crate::route::RouteTable;
 use crate::router::Filter;
 use crate::state::record::Record;
@@ -30,53 +34,6 @@ use crate::state::{Commit, Journal};
 const COMPACTION_CHECK: Duration = Duration::from_secs(1);
 /// How often expired offline sessions are removed.
 const EXPIRY_SWEEP: Duration = Duration::from_secs(1);
-
-/// Counters of the MQTT front end, rendered on `/metrics`.
-#[derive(Debug, Default)]
-pub struct MqttMetrics {
-    /// Clients connected now.
-    pub connections: AtomicI64,
-    /// Connections accepted since start.
-    pub connections_total: AtomicU64,
-    /// PUBLISH packets received, by QoS.
-    pub received: [AtomicU64; 3],
-    /// PUBLISH packets sent, by QoS.
-    pub sent: [AtomicU64; 3],
-    /// Publishes refused because the log refused them (full, too large, failed).
-    pub refused: AtomicU64,
-    /// Connections closed for protocol violations or malformed packets.
-    pub protocol_errors: AtomicU64,
-    /// Deliveries discarded because their message expired before it could be sent.
-    pub expired: AtomicU64,
-    /// Deliveries discarded because they exceed the client's Maximum Packet Size.
-    pub too_large_for_client: AtomicU64,
-    /// TLS connections that failed or timed out in the handshake.
-    pub tls_handshake_failures: AtomicU64,
-}
-
-impl MqttMetrics {
-    /// Adds `delta` to the connection gauge (and the total on connect).
-    pub fn connected(&self, delta: i64) {
-        self.connections.fetch_add(delta, Ordering::Relaxed);
-        if delta > 0 {
-            self.connections_total.fetch_add(1, Ordering::Relaxed);
-        }
-    }
-
-    /// Counts a received PUBLISH.
-    pub fn received(&self, qos: usize) {
-        if let Some(counter) = self.received.get(qos) {
-            counter.fetch_add(1, Ordering::Relaxed);
-        }
-    }
-
-    /// Counts a sent PUBLISH.
-    pub fn sent(&self, qos: usize) {
-        if let Some(counter) = self.sent.get(qos) {
-            counter.fetch_add(1, Ordering::Relaxed);
-        }
-    }
-}
 
 /// The shared state of the MQTT front end.
 #[derive(Debug)]
@@ -94,7 +51,8 @@ pub struct MqttServer {
     /// Which publishes are stored, and where they go upstream.
     pub routes: Arc<RouteTable>,
     /// Counters.
-    pub metrics: MqttMetrics,
+    /// Counters (shared with the sessions, which count their dropped deliveries).
+    pub metrics: Arc<FrontMetrics>,
     /// Counters of saved state.
     pub state_metrics: StateMetrics,
     /// Refusals by the session, subscription and retained caps.
@@ -132,7 +90,7 @@ impl MqttServer {
             sessions: Registry::new(1),
             log,
             routes,
-            metrics: MqttMetrics::default(),
+            metrics: Arc::new(FrontMetrics::new(Protocol::Mqtt)),
             state_metrics: StateMetrics::default(),
             limits: LimitCounters::default(),
             state_dir,
@@ -206,7 +164,7 @@ impl MqttServer {
 
     /// The current `[mqtt]` settings (a connection keeps the ones it started with).
     pub fn settings(&self) -> Arc<MqttSection> {
-        Arc::clone(&self.settings.read().unwrap_or_else(|p| p.into_inner()))
+        Arc::clone(&self.settings.read())
     }
 
     /// Where an MQTT publish by `client_id` on `topic` goes upstream; `None`: not stored.
@@ -249,6 +207,7 @@ impl MqttServer {
             self.sessions.next_key(),
             client_id.to_owned(),
             self.settings().max_queued_messages,
+            Arc::clone(&self.metrics),
         ));
         if expiry_secs > 0
             && let Some(journal) = self.journal.get()
@@ -360,7 +319,7 @@ impl MqttServer {
             }
             state.online = false;
             state.kick = None;
-            state.queue.retain(|d| d.qos > 0);
+            state.queue.retain(|d| d.qos != QoS::AtMostOnce);
             let at_ms = now_ms();
             state.disconnected_at_ms = Some(at_ms);
             let expiry_secs = state.expiry_secs;
@@ -452,33 +411,52 @@ impl MqttServer {
                 Some((will, delay))
             }
         };
+        let client_id: Arc<str> = Arc::from(session.client_id.as_str());
         let Some((will, delay)) = pending else {
-            self.publish_will(message);
+            self.publish_will(message, client_id);
             return;
         };
         let server = Arc::clone(self);
         self.tasks.spawn(async move {
             tokio::select! {
                 _ = will.abort.cancelled() => {}
-                _ = will.fire.cancelled() => server.publish_will(message),
-                _ = tokio::time::sleep(Duration::from_secs(u64::from(delay))) => server.publish_will(message),
+                _ = will.fire.cancelled() => server.publish_will(message, client_id),
+                _ = tokio::time::sleep(Duration::from_secs(u64::from(delay))) => server.publish_will(message, client_id),
             }
         });
     }
 
-    fn publish_will(self: &Arc<Self>, mut message: Message) {
+    /// Publishes a will through the ingest path of every publish: the permission check (the
+    /// ACL was checked when the CONNECT carrying the will was accepted), the route decision
+    /// (with the client's id, for `{client_id}` keys), the log (its own one-record queue: the
+    /// connection is gone), local delivery once written.
+    fn publish_will(self: &Arc<Self>, mut message: Message, client_id: Arc<str>) {
+        let mut publisher = Publisher {
+            source: Source::Mqtt,
+            client_id: &client_id,
+            permissions: None,
+        };
+        if let Err(denied) = ingest::check_publish(&mut publisher, &message.topic) {
+            self.metrics.denied(&denied);
+            tracing::info!(client_id = %client_id, "will not published: {denied}");
+            return;
+        }
         message.received_ms = now_ms();
         let message = Arc::new(message);
         tracing::debug!(topic = %message.topic, "publishing will");
-        if let Some(destination) = self.destination(&message.topic, "") {
+        if let Some(destination) = self.destination(&message.topic, &client_id) {
             let server = Arc::clone(self);
             self.tasks.spawn(async move {
-                let record = log_record(&message, "", destination);
-                match server.log.append(record).await {
+                let record = ingest::record::mqtt(&message, client_id, destination);
+                match ingest::queue::ingest_one(&server.log, record).await {
                     Ok(_) => {
+                        inc(&server.metrics.stored);
                         server.publish_local(&message);
                     }
-                    Err(err) => tracing::warn!(topic = %message.topic, "will not stored: {err}"),
+                    Err(err) => {
+                        inc(&server.metrics.refused);
+                        tracing::warn!(topic = %message.topic, "will not stored: {err}");
+                    }
                 }
             });
         } else {
@@ -546,10 +524,7 @@ impl MqttServer {
                                 .await;
                             }
                             Err(err) => {
-                                server
-                                    .metrics
-                                    .tls_handshake_failures
-                                    .fetch_add(1, Ordering::Relaxed);
+                                inc(&server.metrics.tls_handshake_failures);
                                 tracing::info!(%peer, "MQTT over TLS: handshake failed: {err}");
                             }
                         }
@@ -634,7 +609,7 @@ impl crate::reload::Reload for MqttServer {
         // Limits apply to connections made from now on; the listener, the connection cap and
         // the retained-store size are fixed at start (the reloader reports those as needing a
         // restart).
-        *self.settings.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(config.mqtt.clone());
+        *self.settings.write() = Arc::new(config.mqtt.clone());
         // The TLS listener itself is fixed at start; its certificate is read again.
         let m = &config.mqtt;
         if m.tls_listen.is_some() {

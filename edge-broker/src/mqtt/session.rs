@@ -9,13 +9,17 @@
 //! orders a session's records.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+
+use edge_proto::mqtt::QoS;
+use parking_lot::{Mutex, MutexGuard};
 
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use crate::hub::{Delivery, Mailbox};
+use crate::metrics::front::{DropReason, FrontMetrics};
 use crate::state::journal::Encoder;
 use crate::state::record::{Record, SessionImage, StoredDelivery, StoredSubscription};
 use crate::state::{Commit, Journal};
@@ -24,7 +28,7 @@ use crate::state::{Commit, Journal};
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SubscriptionRecord {
     /// Maximum QoS granted.
-    pub qos: u8,
+    pub qos: QoS,
     /// MQTT 5 No Local.
     pub no_local: bool,
     /// MQTT 5 Retain As Published.
@@ -104,7 +108,7 @@ impl SessionState {
             .queue
             .items
             .iter()
-            .filter(|d| d.qos > 0)
+            .filter(|d| d.qos != QoS::AtMostOnce)
             .map(&mut stored)
             .collect();
         let inflight = self
@@ -288,7 +292,7 @@ pub struct DeliveryQueue {
 impl DeliveryQueue {
     /// Adds a delivery at the back.
     pub fn push_back(&mut self, delivery: Delivery) {
-        if delivery.qos > 0
+        if delivery.qos != QoS::AtMostOnce
             && let Some(log) = &self.log
         {
             log.delivery(|sid, delivery| Record::Enqueue { sid, delivery }, &delivery);
@@ -298,7 +302,7 @@ impl DeliveryQueue {
 
     /// Puts a delivery back at the front.
     pub fn push_front(&mut self, delivery: Delivery) {
-        if delivery.qos > 0
+        if delivery.qos != QoS::AtMostOnce
             && let Some(log) = &self.log
         {
             log.delivery(
@@ -312,7 +316,7 @@ impl DeliveryQueue {
     /// Takes the oldest delivery.
     pub fn pop_front(&mut self) -> Option<Delivery> {
         let delivery = self.items.pop_front()?;
-        if delivery.qos > 0
+        if delivery.qos != QoS::AtMostOnce
             && let Some(log) = &self.log
         {
             log.record(|enc, sid| enc.record(&Record::Dequeue { sid }));
@@ -327,7 +331,8 @@ impl DeliveryQueue {
 
     /// Keeps only the deliveries for which `keep` is true.
     pub fn retain(&mut self, keep: impl FnMut(&Delivery) -> bool) {
-        let recorded = |items: &VecDeque<Delivery>| items.iter().filter(|d| d.qos > 0).count();
+        let recorded =
+            |items: &VecDeque<Delivery>| items.iter().filter(|d| d.qos != QoS::AtMostOnce).count();
         let before = recorded(&self.items);
         self.items.retain(keep);
         if recorded(&self.items) != before
@@ -337,7 +342,7 @@ impl DeliveryQueue {
             log.record(|enc, sid| {
                 let deliveries = items
                     .iter()
-                    .filter(|d| d.qos > 0)
+                    .filter(|d| d.qos != QoS::AtMostOnce)
                     .map(|d| StoredDelivery::new(d, enc.message(&d.message)))
                     .collect();
                 enc.record(&Record::QueueImage { sid, deliveries });
@@ -508,32 +513,31 @@ pub struct Session {
     state: Mutex<SessionState>,
     /// Wakes the attached connection when deliveries arrive.
     pub wake: Notify,
-    dropped: AtomicU64,
+    /// The MQTT front end's counters (deliveries dropped because the queue was full).
+    metrics: Arc<FrontMetrics>,
 }
 
 impl Session {
-    /// A fresh, empty session.
-    pub fn new(key: u64, client_id: String, max_queued: usize) -> Session {
+    /// A fresh, empty session counting into `metrics`.
+    pub fn new(
+        key: u64,
+        client_id: String,
+        max_queued: usize,
+        metrics: Arc<FrontMetrics>,
+    ) -> Session {
         Session {
             key,
             client_id,
             max_queued,
             state: Mutex::new(SessionState::default()),
             wake: Notify::new(),
-            dropped: AtomicU64::new(0),
+            metrics,
         }
     }
 
-    /// Locks the session state (a panic elsewhere does not make it unusable).
+    /// Locks the session state.
     pub fn lock(&self) -> MutexGuard<'_, SessionState> {
-        self.state
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-    }
-
-    /// Deliveries dropped because the queue was full.
-    pub fn dropped(&self) -> u64 {
-        self.dropped.load(Ordering::Relaxed)
+        self.state.lock()
     }
 }
 
@@ -541,12 +545,12 @@ impl Mailbox for Session {
     fn deliver(&self, delivery: Delivery) -> bool {
         {
             let mut state = self.lock();
-            if !state.online && delivery.qos == 0 {
+            if !state.online && delivery.qos == QoS::AtMostOnce {
                 return false;
             }
             if state.queue.len() >= self.max_queued {
                 drop(state);
-                self.dropped.fetch_add(1, Ordering::Relaxed);
+                self.metrics.dropped(DropReason::QueueFull);
                 return false;
             }
             state.queue.push_back(delivery);
@@ -574,9 +578,7 @@ impl Registry {
 
     /// Locks the map of sessions.
     pub fn lock(&self) -> MutexGuard<'_, HashMap<String, Arc<Session>>> {
-        self.sessions
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.sessions.lock()
     }
 
     /// A key for a new session.
@@ -599,8 +601,14 @@ impl Registry {
 mod tests {
     use super::*;
     use crate::message::{Message, MessageProperties, Origin};
+    use crate::metrics::front::Protocol;
+
+    fn metrics() -> Arc<FrontMetrics> {
+        Arc::new(FrontMetrics::new(Protocol::Mqtt))
+    }
 
     fn delivery(qos: u8) -> Delivery {
+        let qos = QoS::from_u8(qos).unwrap();
         Delivery {
             message: Arc::new(Message {
                 topic: "t".into(),
@@ -620,7 +628,7 @@ mod tests {
 
     #[test]
     fn offline_sessions_queue_qos1_but_not_qos0() {
-        let session = Session::new(1, "c".into(), 10);
+        let session = Session::new(1, "c".into(), 10, metrics());
         assert!(!session.deliver(delivery(0)));
         assert!(session.deliver(delivery(1)));
         session.lock().online = true;
@@ -630,11 +638,11 @@ mod tests {
 
     #[test]
     fn full_queues_drop_and_count() {
-        let session = Session::new(1, "c".into(), 2);
+        let session = Session::new(1, "c".into(), 2, metrics());
         assert!(session.deliver(delivery(1)));
         assert!(session.deliver(delivery(1)));
         assert!(!session.deliver(delivery(1)));
-        assert_eq!(session.dropped(), 1);
+        assert_eq!(session.metrics.dropped_count(DropReason::QueueFull), 1);
     }
 
     #[test]

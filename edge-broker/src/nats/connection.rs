@@ -5,32 +5,32 @@
 //! leave in the order they were produced. When the outbox would exceed `nats.max_pending`, the
 //! subscriber is a slow consumer: it gets `-ERR 'Slow Consumer'` and is disconnected.
 //!
-//! Routed publishes are collected while a read buffer is decoded and handed to the log as one
-//! ordered batch ([`edge_log::Log::submit_many`]); one submission at a time, so they enter the
-//! log in arrival order by construction, and one durable wait covers the batch (group commit).
-//! While the log holds a submission back (full under `when_full = "block"`), or a connection
-//! has `MAX_RECORDS_IN_FLIGHT` records / `MAX_BYTES_IN_FLIGHT` bytes unanswered, it stops
-//! reading, so the log pushes back through TCP, while output keeps flowing. A routed message
-//! reaches local subscribers once it is written, and its PubAck goes to the reply subject once
-//! it is durable; replies leave in the order the publishes came in.
+//! Publishes go through [`crate::ingest`]: checked, routed, and (if a `[[route]]` takes them)
+//! collected while a read buffer is decoded and handed to the log as one ordered batch by the
+//! connection's [`IngestQueue`]. While the log holds a submission back (full under
+//! `when_full = "block"`), or the connection's unsettled records or owed replies reach their
+//! bounds, it stops reading, so the log pushes back through TCP, while output keeps flowing. A
+//! routed message reaches local subscribers once it is written, and its PubAck goes to the
+//! reply subject once it is durable; replies leave in the order the publishes came in, and a
+//! PONG waits until the routed publishes before its PING are written.
+//!
+//! Generic over the byte stream: [`serve_stream`] serves the two halves of any connection
+//! (plain TCP, TLS, or in tests an in-memory one); [`serve`] adds TCP's and TLS's setup.
 
 use std::collections::{HashMap, VecDeque};
-use std::future::Future;
 use std::net::SocketAddr;
-use std::pin::Pin;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
-use std::task::Poll;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use edge_log::{
-    AppendError, AppendedBatch, Destination, Header, NewRecord, Source, SubmittedBatch,
-};
+use edge_log::{AppendError, Destination, Source};
+use edge_proto::mqtt::QoS;
 use edge_proto::nats::{
     ClientOp, Connect, HeaderMap, Limits, Pub, ServerError, ServerOp, Sub, Unsub, decode_client_op,
     encode_msg, subject,
 };
+use parking_lot::{Mutex, MutexGuard};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::{Notify, OwnedSemaphorePermit};
@@ -38,16 +38,19 @@ use tokio::time::Instant;
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 
-use super::server::{NatsMetrics, NatsServer, hub_filter, nats_message, nats_message_at};
+use super::server::{NatsServer, nats_message, nats_message_at};
+use crate::auth::acl::SubscribeVerdict;
 use crate::hub::{Delivery, Mailbox, SubEntry};
+use crate::ingest::{self, Answer, Event, IngestLimits, IngestQueue, Outcome, Publisher};
 use crate::listener::{ReadHalf, WriteHalf};
 use crate::message::{Message, now_ms};
+use crate::metrics::front::{DropReason, inc};
 use crate::router::Filter;
 
 /// Bytes read from the socket at once (at most).
 const READ_CHUNK: usize = 64 << 10;
 /// How long a closing connection waits for the log to take the publishes it already read.
-const APPEND_DRAIN: Duration = Duration::from_secs(5);
+const INGEST_DRAIN: Duration = Duration::from_secs(5);
 /// How long a closing connection may take to flush its last bytes.
 const CLOSE_FLUSH: Duration = Duration::from_secs(1);
 /// Header naming a message id for duplicate detection (JetStream's).
@@ -67,8 +70,6 @@ enum Exit {
     /// The broker is shutting down.
     Shutdown,
 }
-
-type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
 
 /// What the connection and its subscriptions write to the client.
 #[derive(Debug)]
@@ -96,7 +97,7 @@ struct OutState {
 
 impl Outbox {
     fn lock(&self) -> MutexGuard<'_, OutState> {
-        self.state.lock().unwrap_or_else(|p| p.into_inner())
+        self.state.lock()
     }
 
     /// Queues protocol output of the connection itself (not limited: it is small and paced
@@ -140,7 +141,7 @@ impl Mailbox for SubMailbox {
         // The subject is mapped into a per-thread buffer: no allocation per delivery.
         SUBJECT_SCRATCH.with_borrow_mut(|subject| {
             if subject::mqtt_topic_to_nats_subject_into(&message.topic, subject).is_err() {
-                NatsMetrics::inc(&server.metrics.unmappable);
+                server.metrics.dropped(DropReason::UnmappableSubject);
                 return false;
             }
             let reply = message
@@ -201,7 +202,7 @@ impl SubMailbox {
         if state.buf.len() + state.writing + size > self.outbox.max_pending {
             state.slow = true;
             drop(state);
-            NatsMetrics::inc(&server.metrics.dropped_slow);
+            server.metrics.dropped(DropReason::SlowConsumer);
             self.outbox.wake.notify_one();
             return false;
         }
@@ -217,7 +218,7 @@ impl SubMailbox {
             state.finished.push(self.sid.clone());
         }
         drop(state);
-        NatsMetrics::inc(&server.metrics.sent);
+        server.metrics.sent(QoS::AtMostOnce);
         self.outbox.wake.notify_one();
         true
     }
@@ -232,61 +233,39 @@ struct SubRecord {
     mailbox: Arc<SubMailbox>,
 }
 
-/// Routed records a connection may hold between decoding and the durable answer (collected,
-/// submitted, written). Many in flight let one fdatasync cover many of them (group commit).
-const MAX_RECORDS_IN_FLIGHT: usize = 8192;
-/// Payload and header bytes of those records (memory bound per connection).
-const MAX_BYTES_IN_FLIGHT: usize = 4 << 20;
-/// A collected batch is handed to the log once it holds this many records or bytes (and at
-/// the end of every read buffer).
-const MAX_BATCH_RECORDS: usize = 2048;
-const MAX_BATCH_BYTES: usize = 1 << 20;
-
-/// A routed publish in a batch, with what happens once the log has answered.
-struct BatchItem {
-    /// Delivered to local subscribers once written (`None`: nobody subscribed when it came in).
+/// What a routed publish carries to the moment the log wrote it.
+struct Written {
+    /// Delivered to local subscribers (`None`: nobody subscribed when it came in).
     message: Option<Arc<Message>>,
-    /// Absolute index of its reply in `acks`, if it has a reply subject.
-    ack: Option<u64>,
+    /// A `Nats-Msg-Id` to remember once written, when nobody waits for a reply (a reply
+    /// remembers it only once durable, so a duplicate is never acknowledged early).
+    remember: Option<MsgId>,
+}
+
+/// A `Nats-Msg-Id` in the duplicate window of a stream.
+struct MsgId {
     stream: Arc<str>,
-    msg_id: Option<String>,
-}
-
-/// Routed publishes collected from the input, not yet handed to the log.
-#[derive(Default)]
-struct Collecting {
-    records: Vec<NewRecord>,
-    items: Vec<BatchItem>,
-    bytes: usize,
-}
-
-/// A batch handed to the log, oldest first.
-struct InflightBatch {
-    items: Vec<BatchItem>,
-    /// Payload and header bytes held.
-    bytes: usize,
-    /// Connection-wide number of its first record (PONGs wait for records before them).
-    first: u64,
-    phase: Phase,
-}
-
-enum Phase {
-    /// Queued in the log: waits for the offsets.
-    Writing(BoxFuture<AppendedBatch>),
-    Written(AppendedBatch),
-    /// Local delivery done: waits for the fdatasync.
-    Syncing(BoxFuture<(AppendedBatch, Result<(), AppendError>)>),
-    Synced(AppendedBatch, Result<(), AppendError>),
-    /// Being moved between phases.
-    Taken,
+    id: String,
 }
 
 /// A reply owed on a reply subject, in arrival order.
-struct PendingAck {
-    reply: String,
-    /// The answer, once known (a durable PubAck waits for its batch's fdatasync).
-    body: Option<Bytes>,
+struct Reply {
+    subject: String,
+    body: ReplyBody,
 }
+
+enum ReplyBody {
+    /// Known when the publish came in (duplicate, wrong stream).
+    Given(Bytes),
+    /// A PubAck once the record is durable (an error if it is refused or never durable).
+    PubAck {
+        stream: Arc<str>,
+        msg_id: Option<String>,
+    },
+}
+
+/// The connection's ingest queue.
+type Ingest = IngestQueue<Written, Reply>;
 
 /// Serves one TCP connection until it ends. With `tls`, INFO goes out in plain text (with
 /// `tls_required`) and the rest of the connection runs over TLS, as with nats-server.
@@ -304,7 +283,7 @@ pub async fn serve(
     let mut info = server.info(conn_key, peer, local);
     info.tls_required = tls.is_some();
     let info = ServerOp::Info(Box::new(info));
-    let (reader, mut writer) = match (&tls, &permit) {
+    let (halves, info) = match (&tls, &permit) {
         (Some(acceptor), Some(_)) => {
             let mut out = BytesMut::new();
             info.encode(&mut out);
@@ -313,20 +292,50 @@ pub async fn serve(
             }
             let deadline = server.settings().auth_timeout.0;
             match crate::listener::tls(acceptor, stream, deadline).await {
-                Ok(halves) => halves,
+                // INFO is sent: the TLS session starts with the client's CONNECT.
+                Ok(halves) => (halves, None),
                 Err(err) => {
-                    NatsMetrics::inc(&server.metrics.tls_handshake_failures);
+                    inc(&server.metrics.tls_handshake_failures);
                     tracing::info!(%peer, "NATS: TLS handshake failed: {err}");
                     return;
                 }
             }
         }
-        _ => crate::listener::plain(stream),
+        _ => (crate::listener::plain(stream), Some(info)),
     };
+    run(server, halves, conn_key, info, peer, permit, shutdown).await;
+}
+
+/// Serves one client over an established byte stream (INFO first, no TLS upgrade) until it
+/// ends; `permit: None` refuses it (`max_connections`).
+pub async fn serve_stream(
+    server: Arc<NatsServer>,
+    halves: (ReadHalf, WriteHalf),
+    peer: SocketAddr,
+    permit: Option<OwnedSemaphorePermit>,
+    shutdown: CancellationToken,
+) {
+    let conn_key = server.next_key();
+    let info = ServerOp::Info(Box::new(server.info(conn_key, peer, None)));
+    run(server, halves, conn_key, Some(info), peer, permit, shutdown).await;
+}
+
+/// Runs a connection whose INFO is `info` (`None`: already sent).
+async fn run(
+    server: Arc<NatsServer>,
+    (reader, mut writer): (ReadHalf, WriteHalf),
+    conn_key: u64,
+    info: Option<ServerOp>,
+    peer: SocketAddr,
+    permit: Option<OwnedSemaphorePermit>,
+    shutdown: CancellationToken,
+) {
     let Some(permit) = permit else {
         tracing::warn!(%peer, "refusing NATS client: nats.max_connections reached");
         let mut out = BytesMut::new();
-        info.encode(&mut out);
+        if let Some(info) = &info {
+            info.encode(&mut out);
+        }
         out.extend_from_slice(ServerError::MaxConnectionsExceeded.err_line().as_bytes());
         let _ = tokio::time::timeout(CLOSE_FLUSH, async {
             let _ = writer.write_all(&out).await;
@@ -346,11 +355,10 @@ pub async fn serve(
         conn_key,
         server: Arc::clone(&server),
     });
-    if tls.is_none() {
-        outbox.push_op(&info);
+    if let Some(info) = &info {
+        outbox.push_op(info);
     }
-    server.metrics.connections.fetch_add(1, Ordering::Relaxed);
-    NatsMetrics::inc(&server.metrics.connections_total);
+    server.metrics.connected(1);
     let client_id: Arc<str> = format!("nats-{}", conn_key - super::server::NATS_KEY_BASE).into();
     let permissions = server.auth.permissions(
         crate::auth::Protocol::Nats,
@@ -364,6 +372,13 @@ pub async fn serve(
             max_payload: settings.max_payload.bytes() as usize,
             ..Limits::default()
         },
+        ingest: Box::new(IngestQueue::new(
+            server.log.clone(),
+            IngestLimits {
+                max_answers: settings.max_inflight,
+                ..IngestLimits::default()
+            },
+        )),
         settings,
         server,
         outbox,
@@ -376,17 +391,10 @@ pub async fn serve(
         connect: None,
         client_id,
         subs: HashMap::new(),
-        collecting: Collecting::default(),
-        submitting: None,
-        batches: VecDeque::new(),
-        in_flight: (0, 0),
         pongs: VecDeque::new(),
-        next_record: 0,
-        written_below: 0,
         route_cache: None,
         local_cache: None,
-        acks: VecDeque::new(),
-        acks_base: 0,
+        ack_bodies: BytesMut::new(),
         pending_connect: None,
         permissions,
         pings_out: 0,
@@ -414,27 +422,17 @@ struct Connection {
     connect: Option<Box<Connect>>,
     client_id: Arc<str>,
     subs: HashMap<String, SubRecord>,
-    /// Routed publishes decoded from the input, not yet handed to the log.
-    collecting: Collecting,
-    /// The batch being handed to the log (only one at a time: that keeps the order).
-    submitting: Option<(BoxFuture<SubmittedBatch>, InflightBatch)>,
-    /// Batches in the log, oldest first.
-    batches: VecDeque<InflightBatch>,
-    /// Records and bytes from decoding to the durable answer.
-    in_flight: (usize, usize),
-    /// PINGs waiting for the routed publishes before them (each: the record count at the PING).
+    /// Routed publishes on their way to the log, and the replies owed (boxed: the connection
+    /// future holds the connection several times over).
+    ingest: Box<Ingest>,
+    /// PINGs waiting for the routed publishes before them (each: the ingest mark at the PING).
     pongs: VecDeque<u64>,
-    /// Routed records decoded so far.
-    next_record: u64,
-    /// Routed records written (or refused) so far.
-    written_below: u64,
     /// The last subject whose destination was decided: (routes generation, subject, where).
     route_cache: Option<(u64, String, Option<Destination>)>,
     /// The last routed subject checked for local subscribers: (hub generation, subject, any).
     local_cache: Option<(u64, String, bool)>,
-    acks: VecDeque<PendingAck>,
-    /// Absolute index of `acks.front()`.
-    acks_base: u64,
+    /// PubAck bodies are split off this buffer (one allocation for many).
+    ack_bodies: BytesMut,
     /// A CONNECT waiting for [`crate::auth::Auth::login`] (nothing else is read meanwhile).
     pending_connect: Option<Box<Connect>>,
     /// What this client may publish and subscribe to (anonymous until CONNECT logs in).
@@ -461,12 +459,7 @@ impl Connection {
     /// Whether more input may be handled: not while the log holds many of this client's
     /// publishes, and not while the client does not read what it gets (bounded output).
     fn can_process(&self) -> bool {
-        let batch_full = self.collecting.records.len() >= MAX_BATCH_RECORDS
-            || self.collecting.bytes >= MAX_BATCH_BYTES;
-        !(batch_full && self.submitting.is_some())
-            && self.in_flight.0 < MAX_RECORDS_IN_FLIGHT
-            && self.in_flight.1 < MAX_BYTES_IN_FLIGHT
-            && self.acks.len() < self.settings.max_inflight
+        !self.ingest.holds_input()
             && self.outbox.pending() < self.outbox.max_pending
             && self.pending_connect.is_none()
     }
@@ -520,12 +513,7 @@ impl Connection {
             tokio::select! {
                 biased;
                 _ = self.shutdown.cancelled() => return Exit::Shutdown,
-                submitted = poll_submitting(&mut self.submitting), if self.submitting.is_some() => {
-                    self.on_submitted(submitted);
-                }
-                () = poll_batches(&mut self.batches), if !self.batches.is_empty() => {
-                    self.advance_batches();
-                }
+                () = self.ingest.progress(), if self.ingest.is_busy() => self.take_ingest(),
                 written = self.writer.write_buf(&mut self.outbuf), if !self.outbuf.is_empty() => {
                     if let Err(err) = written {
                         return Exit::Closed(format!("write failed: {err}"));
@@ -558,13 +546,13 @@ impl Connection {
         Exit::Violation(err.err_message().into_owned())
     }
 
-    /// Decodes and handles buffered ops while nothing holds input back.
-    /// Routed publishes are collected into one batch, handed to the log when the buffer is
-    /// drained (or the batch is full).
+    /// Decodes and handles buffered ops while nothing holds input back. Routed publishes are
+    /// collected into one batch, handed to the log when the buffer is drained (or the batch is
+    /// full).
     fn process_input(&mut self) -> Result<(), Exit> {
         let result = self.decode_input();
-        self.submit_collected();
-        self.send_ready_acks();
+        self.ingest.submit();
+        self.take_ingest();
         result
     }
 
@@ -572,12 +560,6 @@ impl Connection {
         // Read the clock once per buffer, and only if it holds a routed publish.
         self.clock_stale = true;
         while self.can_process() {
-            if self.collecting.records.len() >= MAX_BATCH_RECORDS
-                || self.collecting.bytes >= MAX_BATCH_BYTES
-            {
-                self.submit_collected();
-                continue;
-            }
             match decode_client_op(&mut self.inbuf, &self.limits) {
                 Ok(Some(op)) => self.handle(op)?,
                 Ok(None) => return Ok(()),
@@ -592,51 +574,6 @@ impl Connection {
             }
         }
         Ok(())
-    }
-
-    /// Hands the collected batch to the log unless a submission is still under way.
-    fn submit_collected(&mut self) {
-        if self.submitting.is_some() || self.collecting.records.is_empty() {
-            return;
-        }
-        let n = self.collecting.records.len();
-        let collected = std::mem::replace(
-            &mut self.collecting,
-            Collecting {
-                records: Vec::with_capacity(n),
-                items: Vec::with_capacity(n),
-                bytes: 0,
-            },
-        );
-        let count = collected.items.len() as u64;
-        let batch = InflightBatch {
-            items: collected.items,
-            bytes: collected.bytes,
-            first: self.next_record - count,
-            phase: Phase::Taken,
-        };
-        let log = self.server.log.clone();
-        let records = collected.records;
-        let mut future: BoxFuture<SubmittedBatch> =
-            Box::pin(async move { log.submit_many(records).await });
-        // Usually there is room at once: no trip through the select loop.
-        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
-        match future.as_mut().poll(&mut cx) {
-            Poll::Ready(submitted) => self.start_batch(submitted, batch),
-            Poll::Pending => self.submitting = Some((future, batch)),
-        }
-    }
-
-    fn on_submitted(&mut self, submitted: SubmittedBatch) {
-        if let Some((_, batch)) = self.submitting.take() {
-            self.start_batch(submitted, batch);
-        }
-        self.submit_collected();
-    }
-
-    fn start_batch(&mut self, submitted: SubmittedBatch, mut batch: InflightBatch) {
-        batch.phase = Phase::Writing(Box::pin(submitted.written()));
-        self.batches.push_back(batch);
     }
 
     fn handle(&mut self, op: ClientOp) -> Result<(), Exit> {
@@ -658,12 +595,12 @@ impl Connection {
                 Ok(())
             }
             ClientOp::Ping => {
-                if self.written_below == self.next_record {
+                if self.ingest.all_written() {
                     self.outbox.push_op(&ServerOp::Pong);
                 } else {
                     // PONG means "everything before the PING is done": routed publishes
                     // included, so a client's flush() returns once they are stored.
-                    self.pongs.push_back(self.next_record);
+                    self.pongs.push_back(self.ingest.mark());
                 }
                 Ok(())
             }
@@ -696,12 +633,6 @@ impl Connection {
                 return Err(self.error(ServerError::AuthorizationViolation));
             }
         };
-        let name = connect.name.as_deref().filter(|n| !n.is_empty());
-        let client_id = name.map_or_else(|| Arc::clone(&self.client_id), Arc::from);
-        self.permissions = auth.permissions(
-            crate::auth::Protocol::Nats,
-            crate::auth::Identity { user, client_id },
-        );
         {
             let mut state = self.outbox.lock();
             state.echo = connect.echo;
@@ -711,6 +642,13 @@ impl Connection {
             self.client_id = name.into();
             self.route_cache = None;
         }
+        self.permissions = auth.permissions(
+            crate::auth::Protocol::Nats,
+            crate::auth::Identity {
+                user,
+                client_id: Arc::clone(&self.client_id),
+            },
+        );
         tracing::debug!(peer = %self.peer, client = %self.client_id, "NATS client connected");
         self.connect = Some(connect);
         self.ok();
@@ -718,7 +656,7 @@ impl Connection {
     }
 
     fn on_pub(&mut self, publish: Pub) -> Result<(), Exit> {
-        NatsMetrics::inc(&self.server.metrics.received);
+        self.server.metrics.received(QoS::AtMostOnce);
         let headers_ok = self.connect.as_ref().is_some_and(|c| c.headers);
         if publish.headers.is_some() && !headers_ok {
             // nats-server closes without -ERR on HPUB from a client that did not ask for headers.
@@ -726,18 +664,28 @@ impl Connection {
                 "HPUB without headers in CONNECT".to_owned(),
             ));
         }
-        if !self.permissions.may_publish_mapped(&publish.subject, |s| {
-            subject::nats_subject_to_mqtt_topic(s).ok()
-        }) {
-            let err = ServerError::PublishPermissionViolation(publish.subject.clone());
-            self.outbox.push_raw(err.err_line().as_bytes());
-            return Ok(());
-        }
         let pedantic = self.connect.as_ref().is_some_and(|c| c.pedantic);
         let valid = subject::validate_publish(&publish.subject).is_ok();
         if !valid && pedantic {
             self.outbox
                 .push_raw(ServerError::InvalidPublishSubject.err_line().as_bytes());
+            return Ok(());
+        }
+        let mut publisher = Publisher {
+            source: Source::Nats,
+            client_id: &self.client_id,
+            permissions: Some(&mut self.permissions),
+        };
+        if let Err(denied) = ingest::check_publish(&mut publisher, &publish.subject) {
+            // As nats-server for a subject outside the publish permissions: -ERR, no +OK, the
+            // connection stays; nothing is stored or delivered.
+            self.server.metrics.denied(&denied);
+            tracing::debug!(client = %self.client_id, "publish denied: {denied}");
+            self.outbox.push_raw(
+                ServerError::PublishPermissionViolation(publish.subject)
+                    .err_line()
+                    .as_bytes(),
+            );
             return Ok(());
         }
         let header_map = publish
@@ -768,12 +716,12 @@ impl Connection {
             headers,
             publish.payload.clone(),
             Some(self.conn_key),
-            0,
+            QoS::AtMostOnce,
         );
         let delivered = match message {
             Some(message) => self.server.publish_local(&message).delivered,
             None => {
-                NatsMetrics::inc(&self.server.metrics.unmappable);
+                self.server.metrics.dropped(DropReason::UnmappableSubject);
                 0
             }
         };
@@ -845,22 +793,6 @@ impl Connection {
         any
     }
 
-    /// Queues a reply; returns its absolute index.
-    fn queue_ack(&mut self, reply: String, body: Option<Bytes>) -> u64 {
-        self.acks.push_back(PendingAck { reply, body });
-        self.acks_base + self.acks.len() as u64 - 1
-    }
-
-    fn set_ack(&mut self, index: u64, body: Bytes) {
-        if let Some(ack) = index
-            .checked_sub(self.acks_base)
-            .and_then(|i| usize::try_from(i).ok())
-            .and_then(|i| self.acks.get_mut(i))
-        {
-            ack.body = Some(body);
-        }
-    }
-
     fn routed_pub(&mut self, publish: Pub, headers: Option<HeaderMap>, destination: Destination) {
         let stream = Arc::clone(&destination.topic);
         let msg_id = headers
@@ -872,7 +804,7 @@ impl Connection {
         {
             if let Some(reply) = publish.reply {
                 let body = error_json(400, 10060, "expected stream does not match");
-                self.queue_ack(reply, Some(body));
+                self.give_reply(reply, body);
             }
             self.ok();
             return;
@@ -882,13 +814,12 @@ impl Connection {
                 .server
                 .dedup
                 .lock()
-                .unwrap_or_else(|p| p.into_inner())
                 .get(&stream, id, std::time::Instant::now());
             if let Some(seq) = seen {
-                NatsMetrics::inc(&self.server.metrics.duplicates);
+                inc(&self.server.metrics.duplicates);
                 if let Some(reply) = publish.reply {
                     let body = ack_json(&stream, seq, true);
-                    self.queue_ack(reply, Some(body));
+                    self.give_reply(reply, body);
                 }
                 self.ok();
                 return;
@@ -907,198 +838,133 @@ impl Connection {
                 headers.as_ref(),
                 publish.payload.clone(),
                 Some(self.conn_key),
-                1,
+                QoS::AtLeastOnce,
                 self.now_ms,
             )
         } else {
             None
         };
-        let record = NewRecord {
-            timestamp_ms: self.now_ms,
-            source: Source::Nats,
-            topic: publish.subject,
-            client_id: self.client_id.clone(),
+        let record = ingest::record::nats(
+            publish.subject,
+            Arc::clone(&self.client_id),
+            headers.as_ref(),
+            publish.payload,
+            self.now_ms,
             destination,
-            headers: headers
-                .as_ref()
-                .map(|h| {
-                    h.iter()
-                        .map(|(k, v)| Header {
-                            key: k.to_owned(),
-                            value: Bytes::copy_from_slice(v.as_bytes()),
-                        })
-                        .collect()
-                })
-                .unwrap_or_default(),
-            payload: publish.payload,
+        );
+        let (remember, reply) = match publish.reply {
+            Some(subject) => (
+                None,
+                Some(Reply {
+                    subject,
+                    body: ReplyBody::PubAck { stream, msg_id },
+                }),
+            ),
+            None => (msg_id.map(|id| MsgId { stream, id }), None),
         };
-        let bytes = record.payload.len()
-            + record
-                .headers
-                .iter()
-                .map(|h| h.key.len() + h.value.len())
-                .sum::<usize>();
-        let ack = publish.reply.map(|reply| self.queue_ack(reply, None));
-        self.collecting.records.push(record);
-        self.collecting.items.push(BatchItem {
-            message,
-            ack,
-            stream,
-            msg_id,
-        });
-        self.collecting.bytes += bytes;
-        self.in_flight.0 += 1;
-        self.in_flight.1 += bytes;
-        self.next_record += 1;
+        self.ingest
+            .push_routed(record, Written { message, remember }, reply);
         self.ok();
     }
 
-    /// Moves batches on, oldest first: written ones deliver locally (and refusals are
-    /// answered); synced ones answer their replies and leave.
-    fn advance_batches(&mut self) {
-        for i in 0..self.batches.len() {
-            match self.batches[i].phase {
-                Phase::Writing(_) => break,
-                Phase::Written(_) => {}
-                _ => continue,
-            }
-            let Phase::Written(appended) =
-                std::mem::replace(&mut self.batches[i].phase, Phase::Taken)
-            else {
-                continue;
-            };
-            let items = std::mem::take(&mut self.batches[i].items);
-            self.on_written(&appended, &items);
-            let batch = &mut self.batches[i];
-            batch.items = items;
-            self.written_below = batch.first + batch.items.len() as u64;
-            batch.phase = Phase::Syncing(Box::pin(async move {
-                let mut appended = appended;
-                let durable = appended.durable().await;
-                (appended, durable)
-            }));
-        }
-        while self
-            .batches
-            .front()
-            .is_some_and(|b| matches!(b.phase, Phase::Synced(..)))
-        {
-            let Some(batch) = self.batches.pop_front() else {
-                break;
-            };
-            self.in_flight.0 -= batch.items.len();
-            self.in_flight.1 -= batch.bytes;
-            if let Phase::Synced(appended, durable) = batch.phase {
-                self.on_synced(&appended, durable, &batch.items);
+    /// Queues a reply known now; it leaves after the replies before it.
+    fn give_reply(&mut self, subject: String, body: Bytes) {
+        self.ingest.push_answer(Reply {
+            subject,
+            body: ReplyBody::Given(body),
+        });
+    }
+
+    /// Takes what the ingest queue has ready: routed publishes the log wrote reach local
+    /// subscribers (refusals are counted), PONGs whose publishes are written go out, then the
+    /// replies that are due, in order.
+    fn take_ingest(&mut self) {
+        let server = Arc::clone(&self.server);
+        let metrics = &server.metrics;
+        while let Some(event) = self.ingest.next_event() {
+            match event {
+                Event::Written { local, offset } => {
+                    inc(&metrics.stored);
+                    if let Some(message) = &local.message {
+                        server.publish_local(message);
+                    }
+                    if let Some(MsgId { stream, id }) = &local.remember {
+                        // Nobody waits; the id is remembered now so a resend is not stored twice.
+                        server
+                            .dedup
+                            .lock()
+                            .insert(stream, id, offset, std::time::Instant::now());
+                    }
+                }
+                Event::Refused { error, .. } => {
+                    inc(&metrics.refused);
+                    tracing::warn!(client = %self.client_id, "publish refused by the log: {error}");
+                }
             }
         }
         while self
             .pongs
             .front()
-            .is_some_and(|&at| at <= self.written_below)
+            .is_some_and(|&mark| self.ingest.written_through(mark))
         {
             self.pongs.pop_front();
             self.outbox.push_op(&ServerOp::Pong);
         }
-        self.send_ready_acks();
-    }
-
-    /// The log wrote (or refused) a batch: deliver locally, answer refusals, remember ids of
-    /// publishes nobody waits for.
-    fn on_written(&mut self, appended: &AppendedBatch, items: &[BatchItem]) {
-        let server = Arc::clone(&self.server);
-        let metrics = &server.metrics;
-        for (item, outcome) in items.iter().zip(appended.outcomes()) {
-            match outcome {
-                Ok(offset) => {
-                    NatsMetrics::inc(&metrics.stored);
-                    if let Some(message) = &item.message {
-                        server.publish_local(message);
-                    }
-                    if item.ack.is_none()
-                        && let Some(id) = item.msg_id.as_deref()
-                    {
-                        // Nobody waits; the id is remembered now so a resend is not stored twice.
-                        server
-                            .dedup
-                            .lock()
-                            .unwrap_or_else(|p| p.into_inner())
-                            .insert(&item.stream, id, *offset, std::time::Instant::now());
-                    }
-                }
-                Err(err) => {
-                    NatsMetrics::inc(&metrics.refused);
-                    tracing::warn!(client = %self.client_id, "publish refused by the log: {err}");
-                    if let Some(ack) = item.ack {
-                        let code = if matches!(err, AppendError::TooLarge { .. }) {
-                            400
-                        } else {
-                            503
-                        };
-                        self.set_ack(ack, error_json(code, 10077, &err.to_string()));
-                    }
-                }
-            }
+        while let Some(answer) = self.ingest.next_answer() {
+            self.send_reply(answer);
         }
     }
 
-    /// A batch is durable (or never will be): answer its replies.
-    fn on_synced(
-        &mut self,
-        appended: &AppendedBatch,
-        durable: Result<(), AppendError>,
-        items: &[BatchItem],
-    ) {
-        // One allocation for every PubAck body of the batch (each is split off it).
-        let mut body = BytesMut::with_capacity(items.len() * ACK_BODY_ESTIMATE);
-        for (item, outcome) in items.iter().zip(appended.outcomes()) {
-            let (Some(ack), Ok(seq)) = (item.ack, outcome) else {
-                continue;
-            };
-            match &durable {
-                Ok(()) => {
-                    NatsMetrics::inc(&self.server.metrics.acks);
-                    if let Some(id) = item.msg_id.as_deref() {
-                        self.server
-                            .dedup
-                            .lock()
-                            .unwrap_or_else(|p| p.into_inner())
-                            .insert(&item.stream, id, *seq, std::time::Instant::now());
-                    }
-                    write_ack_json(&mut body, &item.stream, *seq);
-                    self.set_ack(ack, body.split().freeze());
+    /// Publishes a reply that is due on its reply subject.
+    fn send_reply(&mut self, answer: Answer<Reply>) {
+        let Reply { subject, body } = answer.tag;
+        let body = match (body, answer.outcome) {
+            (ReplyBody::Given(body), _) => body,
+            (ReplyBody::PubAck { stream, msg_id }, Outcome::Durable(seq)) => {
+                inc(&self.server.metrics.acks);
+                if let Some(id) = msg_id.as_deref() {
+                    self.server
+                        .dedup
+                        .lock()
+                        .insert(&stream, id, seq, std::time::Instant::now());
                 }
-                Err(err) => {
-                    // Written but never made durable (fsync failed): never acknowledge it.
-                    tracing::error!(client = %self.client_id, "publish not durable: {err}");
-                    NatsMetrics::inc(&self.server.metrics.refused);
-                    self.set_ack(ack, error_json(503, 10077, &err.to_string()));
+                // PubAck bodies share one allocation, split off per reply.
+                if self.ack_bodies.capacity() < ACK_BODY_ESTIMATE {
+                    self.ack_bodies.reserve(ACK_BODY_ESTIMATE * 256);
                 }
+                write_ack_json(&mut self.ack_bodies, &stream, seq);
+                self.ack_bodies.split().freeze()
             }
-        }
-    }
-
-    /// Publishes the replies that are ready, in order, on their reply subjects.
-    fn send_ready_acks(&mut self) {
-        if self.acks.front().is_none_or(|a| a.body.is_none()) {
-            return;
-        }
-        while self.acks.front().is_some_and(|a| a.body.is_some()) {
-            let Some(ack) = self.acks.pop_front() else {
-                break;
-            };
-            self.acks_base += 1;
-            let Some(body) = ack.body else {
-                continue;
-            };
-            // Server-originated (no publisher): delivered even to a publisher with echo off.
-            if let Some(message) =
-                nats_message_at(&ack.reply, None, None, body, None, 0, self.now_ms)
-            {
-                self.server.publish_local(&message);
-            } else {
-                NatsMetrics::inc(&self.server.metrics.unmappable);
+            (ReplyBody::PubAck { .. }, Outcome::Refused(error)) => {
+                let code = if matches!(error, AppendError::TooLarge { .. }) {
+                    400
+                } else {
+                    503
+                };
+                error_json(code, 10077, &error.to_string())
             }
+            (ReplyBody::PubAck { .. }, Outcome::NotDurable(error)) => {
+                // Written but never made durable (fsync failed): never acknowledge it.
+                tracing::error!(client = %self.client_id, "publish not durable: {error}");
+                inc(&self.server.metrics.refused);
+                error_json(503, 10077, &error.to_string())
+            }
+            // A PubAck is settled by the log, never given.
+            (ReplyBody::PubAck { .. }, Outcome::Given) => return,
+        };
+        // Server-originated (no publisher): delivered even to a publisher with echo off.
+        if let Some(message) = nats_message_at(
+            &subject,
+            None,
+            None,
+            body,
+            None,
+            QoS::AtMostOnce,
+            self.now_ms,
+        ) {
+            self.server.publish_local(&message);
+        } else {
+            self.server.metrics.dropped(DropReason::UnmappableSubject);
         }
     }
 
@@ -1117,13 +983,18 @@ impl Connection {
                 .push_raw(ServerError::InvalidSubject.err_line().as_bytes());
             return;
         }
-        let verdict = super::server::hub_filter_text(&sub.subject)
-            .map(|filter| (self.permissions.subscribe(&filter), filter));
-        if let Some((crate::auth::acl::SubscribeVerdict::Denied, _)) = verdict {
+        // Permissions are checked on the MQTT filter the subject maps to.
+        let filter_text = super::server::hub_filter_text(&sub.subject);
+        if let Some(text) = &filter_text
+            && self.permissions.subscribe(text) == SubscribeVerdict::Denied
+        {
             let err = ServerError::SubscribePermissionViolation(sub.subject.clone());
             self.outbox.push_raw(err.err_line().as_bytes());
             return;
         }
+        let filter = filter_text
+            .as_deref()
+            .and_then(|text| Filter::mqtt(text).ok().map(|f| (f, text)));
         let key = self.server.next_key();
         let mailbox = Arc::new(SubMailbox {
             outbox: Arc::clone(&self.outbox),
@@ -1131,27 +1002,25 @@ impl Connection {
             max: AtomicU64::new(0),
             delivered: AtomicU64::new(0),
         });
-        let filter = hub_filter(&sub.subject);
         match &filter {
-            Some(filter) => {
+            Some((filter, text)) => {
                 self.server.hub.subscribe(
                     filter,
                     sub.queue_group.as_deref(),
                     key,
                     SubEntry {
-                        qos: 1,
+                        qos: QoS::AtLeastOnce,
                         no_local: false,
                         retain_as_published: false,
                         id: None,
-                        mailbox: self.permissions.guard(
-                            verdict.as_ref().map_or("", |(_, f)| f.as_str()),
-                            Arc::clone(&mailbox) as Arc<dyn Mailbox>,
-                        ),
+                        mailbox: self
+                            .permissions
+                            .guard(text, Arc::clone(&mailbox) as Arc<dyn Mailbox>),
                     },
                 );
             }
             None => {
-                NatsMetrics::inc(&self.server.metrics.unmappable);
+                self.server.metrics.dropped(DropReason::UnmappableSubject);
                 tracing::debug!(subject = %sub.subject, "NATS subscription has no MQTT equivalent; it receives nothing");
             }
         }
@@ -1160,7 +1029,7 @@ impl Connection {
             SubRecord {
                 key,
                 subject: sub.subject,
-                filter,
+                filter: filter.map(|(filter, _)| filter),
                 group: sub.queue_group,
                 mailbox,
             },
@@ -1193,23 +1062,15 @@ impl Connection {
     /// Ends the connection: last `-ERR`, flush, subscriptions out of the hub.
     async fn finish(mut self, exit: Exit) {
         // Publishes already read are stored (and delivered) even though the client is gone.
-        self.submit_collected();
-        if self.written_below < self.next_record {
-            let drain = async {
-                while self.written_below < self.next_record {
-                    tokio::select! {
-                        submitted = poll_submitting(&mut self.submitting), if self.submitting.is_some() => {
-                            self.on_submitted(submitted);
-                        }
-                        () = poll_batches(&mut self.batches), if !self.batches.is_empty() => {
-                            self.advance_batches();
-                        }
-                    }
-                }
-            };
-            if tokio::time::timeout(APPEND_DRAIN, drain).await.is_err() {
-                tracing::warn!(client = %self.client_id, left = self.next_record - self.written_below, "routed publishes of a closed connection not stored in time");
+        self.ingest.submit();
+        let drain = async {
+            while !self.ingest.all_written() && self.ingest.is_busy() {
+                self.ingest.progress().await;
+                self.take_ingest();
             }
+        };
+        if tokio::time::timeout(INGEST_DRAIN, drain).await.is_err() {
+            tracing::warn!(client = %self.client_id, "routed publishes of a closed connection not stored in time");
         }
         if matches!(exit, Exit::SlowConsumer) {
             let mut state = self.outbox.lock();
@@ -1233,7 +1094,7 @@ impl Connection {
         let metrics = &self.server.metrics;
         match &exit {
             Exit::Violation(why) => {
-                NatsMetrics::inc(&metrics.protocol_errors);
+                inc(&metrics.protocol_errors);
                 if self.connect.is_some() {
                     tracing::info!(peer = %self.peer, client = %self.client_id, "NATS client disconnected: {why}")
                 } else {
@@ -1241,7 +1102,7 @@ impl Connection {
                 }
             }
             Exit::SlowConsumer => {
-                NatsMetrics::inc(&metrics.slow_consumers);
+                inc(&metrics.slow_consumers);
                 tracing::info!(peer = %self.peer, client = %self.client_id, "NATS client disconnected: slow consumer");
             }
             Exit::Closed(why) => {
@@ -1249,7 +1110,7 @@ impl Connection {
             }
             Exit::Shutdown => {}
         }
-        metrics.connections.fetch_sub(1, Ordering::Relaxed);
+        metrics.connected(-1);
     }
 }
 
@@ -1260,10 +1121,10 @@ fn ack_json(stream: &str, seq: u64, duplicate: bool) -> Bytes {
     Bytes::from(format!("{{\"stream\":\"{stream}\",\"seq\":{seq}{dup}}}"))
 }
 
-/// Writes `{"stream":"<stream>","seq":<seq>}` (the hot path: no formatting machinery).
 /// Typical PubAck body length (`{"stream":"<name>","seq":<offset>}`) for reserving room.
 const ACK_BODY_ESTIMATE: usize = 48;
 
+/// Writes `{"stream":"<stream>","seq":<seq>}` (the hot path: no formatting machinery).
 fn write_ack_json(out: &mut BytesMut, stream: &str, seq: u64) {
     out.extend_from_slice(b"{\"stream\":\"");
     out.extend_from_slice(stream.as_bytes());
@@ -1291,52 +1152,6 @@ fn error_json(code: u16, err_code: u32, description: &str) -> Bytes {
         })
         .to_string(),
     )
-}
-
-/// Waits for the batch being handed to the log. Cancel-safe: the submission stays in place.
-async fn poll_submitting(
-    submitting: &mut Option<(BoxFuture<SubmittedBatch>, InflightBatch)>,
-) -> SubmittedBatch {
-    std::future::poll_fn(|cx| match submitting.as_mut() {
-        Some((future, _)) => future.as_mut().poll(cx),
-        None => Poll::Pending,
-    })
-    .await
-}
-
-/// Polls the batches in the log, oldest first, and resolves once one of them moved on
-/// (written, or synced). Cancel-safe: results stay in the batches.
-async fn poll_batches(batches: &mut VecDeque<InflightBatch>) {
-    std::future::poll_fn(|cx| {
-        let mut progressed = false;
-        for batch in batches.iter_mut() {
-            match &mut batch.phase {
-                Phase::Writing(future) => {
-                    if let Poll::Ready(appended) = future.as_mut().poll(cx) {
-                        batch.phase = Phase::Written(appended);
-                        progressed = true;
-                    } else {
-                        // Written in order: the later ones wait for this one.
-                        break;
-                    }
-                }
-                Phase::Syncing(future) => {
-                    if let Poll::Ready((appended, durable)) = future.as_mut().poll(cx) {
-                        batch.phase = Phase::Synced(appended, durable);
-                        progressed = true;
-                    }
-                }
-                Phase::Written(_) | Phase::Synced(..) => progressed = true,
-                Phase::Taken => {}
-            }
-        }
-        if progressed {
-            Poll::Ready(())
-        } else {
-            Poll::Pending
-        }
-    })
-    .await
 }
 
 #[cfg(test)]

@@ -1,8 +1,9 @@
 //! The NATS server: the NATS client protocol on top of the shared hub and the durable log.
 //!
 //! - [`server`]: [`NatsServer`] (listener, INFO, auth, routes, metrics, hub mapping helpers).
-//! - [`connection`]: one client connection (CONNECT/auth, PUB/HPUB, SUB/UNSUB, PING/PONG,
-//!   durable PubAcks, slow consumers, backpressure from the log).
+//! - [`connection`]: one client connection over any byte stream (CONNECT/auth, PUB/HPUB
+//!   through [`crate::ingest`], SUB/UNSUB, PING/PONG, durable PubAcks, slow consumers,
+//!   backpressure from the log).
 //! - [`dedup`]: the `Nats-Msg-Id` duplicate window.
 //!
 //! # Names across protocols
@@ -24,7 +25,10 @@
 //! travel as MQTT 5 user properties (in order, repeated keys kept); a header block that is empty
 //! or carries only a status line is delivered without headers. A NATS reply subject travels as
 //! the MQTT 5 response topic, so MQTT 5 clients can answer NATS requests and vice versa.
-//! Wildcard subscriptions match `$`-subjects only by a literal first token (MQTT's rule).
+//! Wildcard subscriptions match `$`-subjects only by a literal first token (MQTT's rule). A
+//! client may not publish into `$SYS` (the MQTT `$SYS/` tree): it gets nats-server's
+//! `-ERR 'Permissions Violation for Publish to "..."'` and the connection stays; other
+//! `$`-subjects (`$JS.API...`) are ordinary.
 //!
 //! # Durable publishes (JetStream-compatible acks)
 //!
@@ -49,4 +53,4 @@ pub mod connection;
 pub mod dedup;
 pub mod server;
 
-pub use server::{NatsMetrics, NatsServer};
+pub use server::NatsServer;

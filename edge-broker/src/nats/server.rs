@@ -1,11 +1,13 @@
 //! The NATS server: listener, per-server state shared by connections, metrics.
 
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use edge_log::{Destination, Log, Source};
+use edge_proto::mqtt::QoS;
 use edge_proto::nats::subject;
 use edge_proto::nats::{HeaderMap, Info};
+use parking_lot::{Mutex, RwLock};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -15,49 +17,12 @@ use super::dedup::DuplicateWindow;
 use crate::config::NatsSection;
 use crate::hub::{FanOut, Hub};
 use crate::message::{Message, MessageProperties, Origin, now_ms};
+use crate::metrics::front::{FrontMetrics, Protocol};
 use crate::route::RouteTable;
 use crate::router::Filter;
 
 /// Hub keys of NATS subscriptions start here (MQTT sessions use small sequential keys).
 pub const NATS_KEY_BASE: u64 = 1 << 62;
-
-/// Counters of the NATS front end, rendered on `/metrics`.
-#[derive(Debug, Default)]
-pub struct NatsMetrics {
-    /// Clients connected now.
-    pub connections: AtomicI64,
-    /// Connections accepted since start.
-    pub connections_total: AtomicU64,
-    /// PUB/HPUB received.
-    pub received: AtomicU64,
-    /// MSG/HMSG sent to subscribers.
-    pub sent: AtomicU64,
-    /// Routed publishes stored in the log.
-    pub stored: AtomicU64,
-    /// Durable PubAcks sent.
-    pub acks: AtomicU64,
-    /// Publishes answered as duplicates (`Nats-Msg-Id` seen within the window).
-    pub duplicates: AtomicU64,
-    /// Publishes the log refused (full, too large, failed).
-    pub refused: AtomicU64,
-    /// Connections closed for protocol errors.
-    pub protocol_errors: AtomicU64,
-    /// Connections closed as slow consumers.
-    pub slow_consumers: AtomicU64,
-    /// Deliveries dropped because the subscriber's output was full.
-    pub dropped_slow: AtomicU64,
-    /// Publishes or subscriptions whose subject has no MQTT equivalent (not delivered).
-    pub unmappable: AtomicU64,
-    /// TLS connections that failed or timed out in the handshake.
-    pub tls_handshake_failures: AtomicU64,
-}
-
-impl NatsMetrics {
-    /// Adds one to `counter`.
-    pub fn inc(counter: &AtomicU64) {
-        counter.fetch_add(1, Ordering::Relaxed);
-    }
-}
 
 /// The shared state of the NATS front end.
 #[derive(Debug)]
@@ -71,7 +36,7 @@ pub struct NatsServer {
     /// Which publishes are stored, and where they go upstream.
     pub routes: Arc<RouteTable>,
     /// Counters.
-    pub metrics: NatsMetrics,
+    pub metrics: Arc<FrontMetrics>,
     /// `Nats-Msg-Id` duplicate window.
     pub dedup: Mutex<DuplicateWindow>,
     /// Server id announced in INFO.
@@ -104,7 +69,7 @@ impl NatsServer {
             hub,
             log,
             routes,
-            metrics: NatsMetrics::default(),
+            metrics: Arc::new(FrontMetrics::new(Protocol::Nats)),
             dedup: Mutex::new(dedup),
             next_key: AtomicU64::new(NATS_KEY_BASE),
             tasks: TaskTracker::new(),
@@ -115,7 +80,7 @@ impl NatsServer {
 
     /// The current `[nats]` settings (a connection keeps the ones it started with).
     pub fn settings(&self) -> Arc<NatsSection> {
-        Arc::clone(&self.settings.read().unwrap_or_else(|p| p.into_inner()))
+        Arc::clone(&self.settings.read())
     }
 
     /// Where a NATS publish by `client_id` on `subject` goes upstream; `None`: not stored. Its
@@ -213,7 +178,7 @@ pub fn nats_message(
     headers: Option<&HeaderMap>,
     payload: bytes::Bytes,
     publisher: Option<u64>,
-    qos: u8,
+    qos: QoS,
 ) -> Option<Arc<Message>> {
     nats_message_at(
         nats_subject,
@@ -233,7 +198,7 @@ pub fn nats_message_at(
     headers: Option<&HeaderMap>,
     payload: bytes::Bytes,
     publisher: Option<u64>,
-    qos: u8,
+    qos: QoS,
     received_ms: u64,
 ) -> Option<Arc<Message>> {
     let topic = subject::nats_subject_to_mqtt_topic(nats_subject).ok()?;
@@ -264,7 +229,7 @@ impl crate::reload::Reload for NatsServer {
     fn reload(&self, config: &crate::config::Config) {
         // Limits and credentials apply to connections made from now on; the listener, the
         // connection cap and the duplicate window are fixed at start.
-        *self.settings.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(config.nats.clone());
+        *self.settings.write() = Arc::new(config.nats.clone());
         let n = &config.nats;
         self.tls.reload(
             "NATS",
@@ -308,12 +273,22 @@ mod tests {
             Some(&h),
             bytes::Bytes::new(),
             None,
-            0,
+            QoS::AtMostOnce,
         )
         .unwrap();
         assert_eq!(m.topic, "a/b.c");
         assert_eq!(m.properties.response_topic.as_deref(), Some("_INBOX/x/1"));
         assert_eq!(m.properties.user_properties, vec![("k".into(), "v".into())]);
-        assert!(nats_message("a/b", None, None, bytes::Bytes::new(), None, 0).is_none());
+        assert!(
+            nats_message(
+                "a/b",
+                None,
+                None,
+                bytes::Bytes::new(),
+                None,
+                QoS::AtMostOnce
+            )
+            .is_none()
+        );
     }
 }

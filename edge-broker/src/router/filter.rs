@@ -8,6 +8,8 @@
 
 use std::fmt;
 
+use edge_proto::mqtt::topic;
+
 /// One level of a filter.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Level {
@@ -151,7 +153,10 @@ impl Filter {
     /// Whether `topic` (already split into levels) matches, including MQTT's rule that
     /// filters starting with a wildcard do not match topics starting with `$`.
     pub fn matches<S: AsRef<str>>(&self, topic: &[S]) -> bool {
-        if self.starts_with_wildcard() && topic.first().is_some_and(|l| l.as_ref().starts_with('$'))
+        if self.starts_with_wildcard()
+            && topic
+                .first()
+                .is_some_and(|l| !topic::wildcard_reaches(l.as_ref()))
         {
             return false;
         }

@@ -4,6 +4,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
+use edge_proto::mqtt::topic;
 use smallvec::SmallVec;
 
 use super::filter::{Filter, Level};
@@ -301,8 +302,8 @@ impl<K: Ord + Clone, V> SubscriptionTree<K, V> {
                 continue;
             };
             let level = level.as_ref();
-            // MQTT 4.7.2: wildcards at the first level do not match topics starting with '$'.
-            if !(at == 0 && level.starts_with('$')) {
+            // MQTT 4.7.2: wildcards at the first level do not match `$`-topics.
+            if at != 0 || topic::wildcard_reaches(level) {
                 node.zero_or_more.visit(&mut visit);
                 node.one_or_more.visit(&mut visit);
                 if let Some(one) = &node.one {

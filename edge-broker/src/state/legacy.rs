@@ -74,7 +74,8 @@ struct Session {
 #[derive(Deserialize)]
 struct LegacyDelivery {
     message: StoredMessage,
-    qos: u8,
+    #[serde(with = "crate::message::qos_byte")]
+    qos: edge_proto::mqtt::QoS,
     retain: bool,
     subscription_ids: Vec<u32>,
 }

@@ -250,7 +250,7 @@ mod tests {
         StoredMessage {
             topic: topic.into(),
             payload: bytes::Bytes::from_static(b"p"),
-            qos: 1,
+            qos: edge_proto::mqtt::QoS::AtLeastOnce,
             retain: false,
             properties: StoredProperties::default(),
             received_ms: 5,
@@ -261,7 +261,7 @@ mod tests {
     fn delivery(id: u64) -> StoredDelivery {
         StoredDelivery {
             message: id,
-            qos: 1,
+            qos: edge_proto::mqtt::QoS::AtLeastOnce,
             retain: false,
             subscription_ids: vec![],
         }
@@ -312,7 +312,7 @@ mod tests {
             subscriptions: vec![(
                 "a/#".into(),
                 StoredSubscription {
-                    qos: 1,
+                    qos: edge_proto::mqtt::QoS::AtLeastOnce,
                     no_local: false,
                     retain_as_published: false,
                     id: None,

@@ -177,7 +177,8 @@ pub struct StoredDelivery {
     /// Message id (defined earlier in the same generation).
     pub message: u64,
     /// Granted QoS.
-    pub qos: u8,
+    #[serde(with = "crate::message::qos_byte")]
+    pub qos: edge_proto::mqtt::QoS,
     /// RETAIN flag to deliver with.
     pub retain: bool,
     /// Subscription identifiers.
@@ -210,7 +211,8 @@ impl StoredDelivery {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StoredSubscription {
     /// Maximum QoS granted.
-    pub qos: u8,
+    #[serde(with = "crate::message::qos_byte")]
+    pub qos: edge_proto::mqtt::QoS,
     /// MQTT 5 No Local.
     pub no_local: bool,
     /// MQTT 5 Retain As Published.
@@ -250,7 +252,8 @@ pub struct StoredMessage {
     /// Payload.
     pub payload: Bytes,
     /// QoS published with.
-    pub qos: u8,
+    #[serde(with = "crate::message::qos_byte")]
+    pub qos: edge_proto::mqtt::QoS,
     /// RETAIN flag as published.
     pub retain: bool,
     /// Properties.

@@ -106,11 +106,39 @@ fn validate_plain_filter(filter: &str) -> Result<(), TopicError> {
     Ok(())
 }
 
+/// The `$` rule, in one place for every matcher of the broker (MQTT filters, NATS patterns,
+/// routes, the subscription tree): topic names whose first level starts with `$` belong to
+/// the server (spec 4.7.2, `$SYS/...`), and a filter whose first level is a wildcard never
+/// matches them. `first_level` is the topic's first level (or the whole name: only its first
+/// character counts). NATS subjects follow the same rule on their first token.
+pub fn is_dollar(first_level: &str) -> bool {
+    first_level.starts_with('$')
+}
+
+/// Whether a filter whose first level is a wildcard may match a topic whose first level is
+/// `first_level` (see [`is_dollar`]).
+pub fn wildcard_reaches(first_level: &str) -> bool {
+    !is_dollar(first_level)
+}
+
+/// Whether clients may publish to a topic whose first level is `first_level`: not into the
+/// server's own `$SYS` tree, and not to a `$share` name (a shared-subscription prefix, never a
+/// topic). Mosquitto 2 refuses exactly these two (any other `$`-topic is an ordinary topic for
+/// publishing, reached only by filters that name its first level).
+pub fn client_may_publish(first_level: &str) -> bool {
+    !matches!(first_level, "$SYS" | "$share")
+}
+
+/// The first level of a topic name or filter (everything before the first `/`).
+pub fn first_level(topic: &str) -> &str {
+    topic.split('/').next().unwrap_or(topic)
+}
+
 /// True if the (valid) filter matches the (valid) topic name. Per spec 4.7.2, filters
-/// starting with a wildcard do not match topic names starting with `$`. A `$share/` filter
-/// must be unwrapped with [`parse_shared`] first.
+/// starting with a wildcard do not match topic names starting with `$` ([`is_dollar`]). A
+/// `$share/` filter must be unwrapped with [`parse_shared`] first.
 pub fn matches(filter: &str, topic: &str) -> bool {
-    if topic.starts_with('$') && (filter.starts_with('+') || filter.starts_with('#')) {
+    if (filter.starts_with('+') || filter.starts_with('#')) && !wildcard_reaches(topic) {
         return false;
     }
     // Split on the byte `/` (ASCII, so the same levels as splitting the `str`): several times
@@ -177,6 +205,22 @@ pub fn parse_shared(filter: &str) -> Result<Option<SharedFilter<'_>>, TopicError
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_dollar_rule_and_what_clients_may_publish() {
+        assert!(is_dollar("$SYS") && is_dollar("$share") && is_dollar("$foo"));
+        assert!(!is_dollar("SYS") && !is_dollar("") && !is_dollar("a$"));
+        assert!(!wildcard_reaches("$SYS") && wildcard_reaches("sensors"));
+        for forbidden in ["$SYS", "$share"] {
+            assert!(!client_may_publish(forbidden), "{forbidden}");
+        }
+        for allowed in ["$foo", "$SYSTEM", "sensors", "", "SYS"] {
+            assert!(client_may_publish(allowed), "{allowed}");
+        }
+        assert_eq!(first_level("$SYS/broker/load"), "$SYS");
+        assert_eq!(first_level("a"), "a");
+        assert_eq!(first_level("/a"), "");
+    }
 
     #[test]
     fn names() {

@@ -5,6 +5,10 @@
 //! (`MQTT_BENCH_SCALE=0.2` for a quicker, noisier run; `MQTT_BENCH_PERSISTENT_SUB=1` makes the
 //! subscriber a persistent session, clean session off, whose deliveries are saved).
 //!
+//! Options: `--edge-broker LABEL=PATH` (repeatable) measures those builds instead of the
+//! `edge-broker` beside this binary, one after the other in the same run (before/after a
+//! change); `--no-mosquitto` leaves out the Mosquitto rows.
+//!
 //! The load generator is a raw MQTT 3.1.1 client on blocking sockets (one thread per
 //! connection): QoS 1 publishers keep a window of 100 publishes in flight, the subscriber
 //! acknowledges as it reads. Throughput = messages the subscriber received / time from the
@@ -15,6 +19,7 @@
 
 use std::io::{BufWriter, Read, Write};
 use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
 use std::sync::mpsc::sync_channel;
 use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
@@ -352,8 +357,11 @@ fn run(name: &str, addr: SocketAddr, pid: u32, scale: f64) -> Row {
     }
 }
 
-fn edge(config: &str, name: &str, scale: f64) -> Row {
-    let mut broker = Broker::start(config);
+fn edge(binary: Option<&Path>, config: &str, name: &str, scale: f64) -> Row {
+    let mut broker = match binary {
+        Some(binary) => Broker::start_binary(binary, config),
+        None => Broker::start(config),
+    };
     let row = run(name, broker.mqtt_addr(), broker.pid(), scale);
     broker.terminate(Duration::from_secs(30));
     row
@@ -364,29 +372,63 @@ fn main() {
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(1.0);
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let mut builds: Vec<(String, Option<PathBuf>)> = Vec::new();
+    let mut mosquitto = true;
+    let mut it = args.iter();
+    while let Some(arg) = it.next() {
+        match arg.as_str() {
+            "--edge-broker" => {
+                let spec = it.next().expect("--edge-broker LABEL=PATH");
+                let (label, path) = spec.split_once('=').expect("--edge-broker LABEL=PATH");
+                builds.push((label.to_owned(), Some(PathBuf::from(path))));
+            }
+            "--no-mosquitto" => mosquitto = false,
+            "--help" | "-h" => {
+                println!(
+                    "mqtt-bench [--edge-broker LABEL=PATH]... [--no-mosquitto]\n\
+                     MQTT_BENCH_SCALE=0.2 for a quicker, noisier run"
+                );
+                return;
+            }
+            other => panic!("unknown argument {other:?} (try --help)"),
+        }
+    }
+    if builds.is_empty() {
+        builds.push(("edge-broker".to_owned(), None));
+    }
     let limits = "max_connections = 5000\nmax_queued_messages = 100000\n";
     let mosq_limits = "max_queued_messages 100000\nmax_inflight_messages 100\n";
     let mut rows = Vec::new();
-    rows.push(edge(
-        &format!("[mqtt]\n{limits}\n[log]\nfsync = \"never\"\n"),
-        "edge-broker, local topic (no log)",
-        scale,
-    ));
-    rows.push(edge(
-        &format!(
-            "[mqtt]\n{limits}\n[log]\nfsync = \"always\"\nsegment_bytes = \"64MiB\"\n\
-             max_bytes = \"4GiB\"\n\n[[route]]\nmqtt = \"bench/#\"\nkafka_topic = \"bench\"\n"
-        ),
-        "edge-broker, routed, fsync=always",
-        scale,
-    ));
-    for (name, extra) in [
-        ("mosquitto 2.0.11, persistence false", "persistence false\n"),
-        (
-            "mosquitto 2.0.11, persistence true",
-            "persistence true\npersistence_location ./\nautosave_interval 1\n",
-        ),
-    ] {
+    for (label, binary) in &builds {
+        rows.push(edge(
+            binary.as_deref(),
+            &format!("[mqtt]\n{limits}\n[log]\nfsync = \"never\"\n"),
+            &format!("{label}, local topic (no log)"),
+            scale,
+        ));
+        rows.push(edge(
+            binary.as_deref(),
+            &format!(
+                "[mqtt]\n{limits}\n[log]\nfsync = \"always\"\nsegment_bytes = \"64MiB\"\n\
+                 max_bytes = \"4GiB\"\n\n[[route]]\nmqtt = \"bench/#\"\nkafka_topic = \"bench\"\n"
+            ),
+            &format!("{label}, routed, fsync=always"),
+            scale,
+        ));
+    }
+    let references: &[(&str, &str)] = if mosquitto {
+        &[
+            ("mosquitto 2.0.11, persistence false", "persistence false\n"),
+            (
+                "mosquitto 2.0.11, persistence true",
+                "persistence true\npersistence_location ./\nautosave_interval 1\n",
+            ),
+        ]
+    } else {
+        &[]
+    };
+    for &(name, extra) in references {
         let mosquitto = Mosquitto::start(&format!("{extra}{mosq_limits}"));
         rows.push(run(name, mosquitto.addr, mosquitto.pid(), scale));
     }

@@ -1,0 +1,446 @@
+//! The MQTT connection state machine in process: the real server code over
+//! `tokio::io::duplex`, edge-log on `MemStorage`, clients on edge-proto's codec. Ack order under
+//! interleaved routed/unrouted QoS 0/1/2, backpressure from a full log, refusals, Receive
+//! Maximum, session takeover, `$`-topics, wills and the shutdown drain.
+
+// Test code: unwrap/expect are fine here (clippy.toml intent).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod support;
+
+use std::time::Duration;
+
+use edge_log::WhenFull;
+use edge_proto::mqtt::{
+    MqttString, Packet, Properties, ProtocolVersion, PubAck, PubRel, QoS, ReasonCode, Will,
+};
+use support::{Broker, QUIET, publish, roomy_log, small_log};
+
+const ROUTED: &str = "[[route]]\nmqtt = \"r/#\"\nkafka_topic = \"routed\"\nkey = \"{client_id}\"\n";
+
+/// The packet id and reason of an acknowledgement (PUBACK or PUBREC).
+fn ack(packet: &Packet) -> (&'static str, u16, ReasonCode) {
+    match packet {
+        Packet::PubAck(a) => ("PUBACK", a.packet_id, a.reason_code),
+        Packet::PubRec(r) => ("PUBREC", r.packet_id, r.reason_code),
+        other => panic!("expected an acknowledgement, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn acks_leave_in_arrival_order_across_routed_and_unrouted_qos_0_1_2() {
+    let broker = Broker::start(ROUTED, roomy_log());
+    let mut sub = broker.mqtt_client(ProtocolVersion::V5);
+    sub.connect("sub").await;
+    sub.subscribe("#", QoS::AtMostOnce, 1).await;
+    let mut client = broker.mqtt_client(ProtocolVersion::V5);
+    client.connect("pub").await;
+    // One write: the server decodes them from one buffer, the routed ones go to the log as one
+    // batch, and every unrouted ack must still wait for the routed ones before it.
+    client
+        .send_all(&[
+            publish("r/1", QoS::AtLeastOnce, Some(1), b"a"),
+            publish("u/1", QoS::AtLeastOnce, Some(2), b"b"),
+            publish("r/2", QoS::ExactlyOnce, Some(3), b"c"),
+            publish("r/3", QoS::AtMostOnce, None, b"d"),
+            publish("u/2", QoS::ExactlyOnce, Some(4), b"e"),
+            publish("u/3", QoS::AtMostOnce, None, b"f"),
+            publish("r/4", QoS::AtLeastOnce, Some(5), b"g"),
+            publish("u/4", QoS::AtLeastOnce, Some(6), b"h"),
+        ])
+        .await;
+    let mut acks = Vec::new();
+    for _ in 0..6 {
+        acks.push(ack(&client.recv().await));
+    }
+    assert_eq!(
+        acks,
+        [
+            ("PUBACK", 1, ReasonCode::Success),
+            ("PUBACK", 2, ReasonCode::Success),
+            ("PUBREC", 3, ReasonCode::Success),
+            ("PUBREC", 4, ReasonCode::Success),
+            ("PUBACK", 5, ReasonCode::Success),
+            ("PUBACK", 6, ReasonCode::Success),
+        ]
+    );
+    // QoS 2 completes.
+    client
+        .send_all(&[
+            Packet::PubRel(PubRel::new(3)),
+            Packet::PubRel(PubRel::new(4)),
+        ])
+        .await;
+    for id in [3, 4] {
+        match client.recv().await {
+            Packet::PubComp(c) => {
+                assert_eq!((c.packet_id, c.reason_code), (id, ReasonCode::Success))
+            }
+            other => panic!("expected PUBCOMP {id}, got {other:?}"),
+        }
+    }
+    // The routed ones are in the log in publish order, with the decision made at ingest.
+    let records = broker.records();
+    let topics: Vec<&str> = records.iter().map(|r| r.topic.as_str()).collect();
+    assert_eq!(topics, ["r/1", "r/2", "r/3", "r/4"]);
+    for record in &records {
+        let destination = record.destination.as_ref().unwrap();
+        assert_eq!(&*destination.topic, "routed");
+        assert_eq!(destination.key.as_deref(), Some(&b"pub"[..]));
+        assert_eq!(record.client_id, "pub");
+    }
+    // Every publish reached the local subscriber once.
+    let mut delivered = Vec::new();
+    for _ in 0..8 {
+        match sub.recv().await {
+            Packet::Publish(p) => delivered.push(p.topic.as_str().to_owned()),
+            other => panic!("expected PUBLISH, got {other:?}"),
+        }
+    }
+    delivered.sort();
+    assert_eq!(
+        delivered,
+        ["r/1", "r/2", "r/3", "r/4", "u/1", "u/2", "u/3", "u/4"]
+    );
+}
+
+#[tokio::test]
+async fn a_full_log_stops_reading_the_publisher_and_withholds_its_acks_only() {
+    let broker = Broker::start(ROUTED, small_log(WhenFull::Block));
+    // A reader that has not caught up (the Kafka uplink is down): the budget fills.
+    let mut uplink = broker.log.cursor("uplink").unwrap();
+    let mut client = broker.mqtt_client(ProtocolVersion::V5);
+    let mut connect = client.connect_packet("blocked");
+    connect.keep_alive = 1;
+    client.connect_with(connect).await;
+    let mut acked = 0u16;
+    let blocked_id = loop {
+        let id = acked + 1;
+        assert!(id < 100, "a 4 KiB log never filled");
+        client
+            .send(publish("r/t", QoS::AtLeastOnce, Some(id), &[b'x'; 300]))
+            .await;
+        match client.recv_within(QUIET).await {
+            Some(packet) => {
+                assert_eq!(ack(&packet), ("PUBACK", id, ReasonCode::Success));
+                acked = id;
+            }
+            None => break id,
+        }
+    };
+    assert!(
+        acked > 3,
+        "publishes were acknowledged until the log was full"
+    );
+    // The client is not read while the log holds it back: its PINGREQ waits...
+    client.send(Packet::PingReq).await;
+    // ... longer than one and a half keep-alive periods, without being cut off for it.
+    assert!(client.recv_within(Duration::from_secs(2)).await.is_none());
+    // Everybody else is served.
+    let mut other = broker.mqtt_client(ProtocolVersion::V5);
+    other.connect("other").await;
+    other.send(Packet::PingReq).await;
+    assert_eq!(other.recv().await, Packet::PingResp);
+    // The uplink catches up: retention frees space, the held publish is stored and acked,
+    // then the PINGREQ read after it is answered.
+    let end = broker.log.durable_end();
+    uplink.commit(end).await.unwrap();
+    // (The PINGREQ is answered as soon as it is read; the PUBACK once the record is durable.)
+    let mut answers = [client.recv().await, client.recv().await];
+    answers.sort_by_key(|p| matches!(p, Packet::PingResp));
+    assert_eq!(
+        ack(&answers[0]),
+        ("PUBACK", blocked_id, ReasonCode::Success)
+    );
+    assert_eq!(answers[1], Packet::PingResp);
+    assert_eq!(
+        broker.log.durable_end(),
+        u64::from(blocked_id),
+        "every acknowledged publish got its offset, the held one last"
+    );
+}
+
+#[tokio::test]
+async fn log_refusals_get_v5_reason_codes_and_close_v311() {
+    let broker = Broker::start(ROUTED, small_log(WhenFull::Reject));
+    let _uplink = broker.log.cursor("uplink").unwrap();
+    let mut v5 = broker.mqtt_client(ProtocolVersion::V5);
+    v5.connect("v5").await;
+    // Larger than max_record_bytes (512): refused with a code PUBACK may carry (0x83; "Packet
+    // too large" is a DISCONNECT code) and the log's reason; the connection goes on.
+    v5.send(publish("r/big", QoS::AtLeastOnce, Some(1), &[b'x'; 600]))
+        .await;
+    match v5.recv().await {
+        Packet::PubAck(a) => {
+            assert_eq!(
+                (a.packet_id, a.reason_code),
+                (1, ReasonCode::ImplementationSpecificError)
+            );
+            let why = a.properties.reason_string.unwrap();
+            assert!(why.as_str().contains("max_record_bytes"), "{why:?}");
+        }
+        other => panic!("expected PUBACK, got {other:?}"),
+    }
+    // Fill the log: Quota exceeded once it is full (QoS 2 too, and its id is free again).
+    let mut id = 2;
+    loop {
+        assert!(id < 100, "a 4 KiB log never filled");
+        v5.send(publish("r/t", QoS::AtLeastOnce, Some(id), &[b'x'; 300]))
+            .await;
+        let (_, got, reason) = ack(&v5.recv().await);
+        assert_eq!(got, id);
+        if reason == ReasonCode::QuotaExceeded {
+            break;
+        }
+        assert_eq!(reason, ReasonCode::Success);
+        id += 1;
+    }
+    v5.send(publish("r/t", QoS::ExactlyOnce, Some(id + 1), &[b'x'; 300]))
+        .await;
+    assert_eq!(
+        ack(&v5.recv().await),
+        ("PUBREC", id + 1, ReasonCode::QuotaExceeded)
+    );
+    v5.send(Packet::PubRel(PubRel::new(id + 1))).await;
+    match v5.recv().await {
+        Packet::PubComp(c) => assert_eq!(c.reason_code, ReasonCode::PacketIdentifierNotFound),
+        other => panic!("expected PUBCOMP, got {other:?}"),
+    }
+    // 3.1.1 has no negative acknowledgement: the connection closes, nothing is acked.
+    let mut v311 = broker.mqtt_client(ProtocolVersion::V311);
+    v311.connect("v311").await;
+    v311.send(publish("r/t", QoS::AtLeastOnce, Some(1), &[b'x'; 300]))
+        .await;
+    let before_close = v311.until_closed().await;
+    assert!(before_close.is_empty(), "{before_close:?}");
+    // A refused QoS 0 publish on a full log is dropped, the 3.1.1 connection stays.
+    let mut q0 = broker.mqtt_client(ProtocolVersion::V311);
+    q0.connect("q0").await;
+    q0.send_all(&[
+        publish("r/t", QoS::AtMostOnce, None, &[b'x'; 300]),
+        Packet::PingReq,
+    ])
+    .await;
+    assert_eq!(q0.recv().await, Packet::PingResp);
+    let refused = broker
+        .mqtt
+        .metrics
+        .refused
+        .load(std::sync::atomic::Ordering::Relaxed);
+    assert_eq!(
+        refused, 5,
+        "too large, 2 full (v5), 1 full (3.1.1 QoS 1), 1 QoS 0"
+    );
+}
+
+#[tokio::test]
+async fn receive_maximum_limits_deliveries_in_flight() {
+    let broker = Broker::start("", roomy_log());
+    let mut sub = broker.mqtt_client(ProtocolVersion::V5);
+    let mut connect = sub.connect_packet("slow");
+    connect.properties.receive_maximum = Some(2);
+    sub.connect_with(connect).await;
+    sub.subscribe("d/#", QoS::AtLeastOnce, 1).await;
+    let mut publisher = broker.mqtt_client(ProtocolVersion::V5);
+    publisher.connect("fast").await;
+    for id in 1..=5 {
+        publisher
+            .send(publish(
+                "d/x",
+                QoS::AtLeastOnce,
+                Some(id),
+                &[b'0' + id as u8],
+            ))
+            .await;
+        assert_eq!(ack(&publisher.recv().await).2, ReasonCode::Success);
+    }
+    let mut ids = Vec::new();
+    for _ in 0..2 {
+        match sub.recv().await {
+            Packet::Publish(p) => ids.push(p.packet_id.unwrap()),
+            other => panic!("expected PUBLISH, got {other:?}"),
+        }
+    }
+    sub.expect_silence("a third delivery beyond Receive Maximum 2")
+        .await;
+    // Each PUBACK frees one slot.
+    for (n, id) in ids.clone().into_iter().enumerate() {
+        sub.send(Packet::PubAck(PubAck::new(id))).await;
+        match sub.recv().await {
+            Packet::Publish(p) => assert_eq!(p.payload[..], [b'3' + n as u8]),
+            other => panic!("expected PUBLISH, got {other:?}"),
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_second_connection_takes_the_session_over() {
+    let broker = Broker::start(ROUTED, roomy_log());
+    let mut first = broker.mqtt_client(ProtocolVersion::V5);
+    let mut connect = first.connect_packet("same");
+    connect.clean_start = false;
+    connect.properties.session_expiry_interval = Some(60);
+    first.connect_with(connect.clone()).await;
+    first.subscribe("t/#", QoS::AtLeastOnce, 1).await;
+    // A routed publish the first connection made is stored and acknowledged.
+    first
+        .send(publish("r/x", QoS::AtLeastOnce, Some(7), b"kept"))
+        .await;
+    assert_eq!(ack(&first.recv().await), ("PUBACK", 7, ReasonCode::Success));
+    let mut second = broker.mqtt_client(ProtocolVersion::V5);
+    let ack2 = second.connect_with(connect).await;
+    assert!(
+        ack2.session_present,
+        "the session (and its subscription) is resumed"
+    );
+    let last = first.until_closed().await;
+    assert!(
+        matches!(
+            last.as_slice(),
+            [Packet::Disconnect(d)] if d.reason_code == ReasonCode::SessionTakenOver
+        ),
+        "{last:?}"
+    );
+    // The subscription moved to the new connection.
+    let mut publisher = broker.mqtt_client(ProtocolVersion::V311);
+    publisher.connect("p").await;
+    publisher
+        .send(publish("t/1", QoS::AtMostOnce, None, b"hello"))
+        .await;
+    match second.recv().await {
+        Packet::Publish(p) => assert_eq!(&p.payload[..], b"hello"),
+        other => panic!("expected PUBLISH, got {other:?}"),
+    }
+    assert_eq!(broker.records().len(), 1);
+}
+
+#[tokio::test]
+async fn clients_may_not_publish_to_sys_or_share_topics() {
+    // Routes on the `$`-topics themselves: a denied publish is not stored even so.
+    let broker = Broker::start(
+        "[[route]]\nmqtt = \"$SYS/#\"\nkafka_topic = \"sys\"\n\n\
+         [[route]]\nmqtt = \"$foo/#\"\nkafka_topic = \"foo\"\n",
+        roomy_log(),
+    );
+    let mut watcher = broker.mqtt_client(ProtocolVersion::V5);
+    watcher.connect("watcher").await;
+    watcher.subscribe("$SYS/#", QoS::AtMostOnce, 1).await;
+    watcher.subscribe("$foo/#", QoS::AtMostOnce, 2).await;
+    let mut v5 = broker.mqtt_client(ProtocolVersion::V5);
+    v5.connect("v5").await;
+    v5.send_all(&[
+        publish("$SYS/broker/uptime", QoS::AtLeastOnce, Some(1), b"0"),
+        publish("$SYS/x", QoS::ExactlyOnce, Some(2), b"0"),
+        publish("$share/g/t", QoS::AtLeastOnce, Some(3), b"0"),
+        publish("$SYS/y", QoS::AtMostOnce, None, b"0"),
+        publish("$foo/bar", QoS::AtLeastOnce, Some(4), b"ok"),
+    ])
+    .await;
+    let mut acks = Vec::new();
+    for _ in 0..4 {
+        acks.push(ack(&v5.recv().await));
+    }
+    assert_eq!(
+        acks,
+        [
+            ("PUBACK", 1, ReasonCode::NotAuthorized),
+            ("PUBREC", 2, ReasonCode::NotAuthorized),
+            ("PUBACK", 3, ReasonCode::NotAuthorized),
+            ("PUBACK", 4, ReasonCode::Success),
+        ]
+    );
+    // 3.1.1 has no reason code: a plain acknowledgement, as Mosquitto; the connection stays.
+    let mut v311 = broker.mqtt_client(ProtocolVersion::V311);
+    v311.connect("v311").await;
+    v311.send_all(&[
+        publish("$SYS/x", QoS::AtLeastOnce, Some(9), b"0"),
+        Packet::PingReq,
+    ])
+    .await;
+    let mut answers = [v311.recv().await, v311.recv().await];
+    answers.sort_by_key(|p| matches!(p, Packet::PingResp));
+    assert_eq!(ack(&answers[0]), ("PUBACK", 9, ReasonCode::Success));
+    assert_eq!(answers[1], Packet::PingResp);
+    // Only the ordinary `$`-topic was delivered and stored.
+    match watcher.recv().await {
+        Packet::Publish(p) => assert_eq!(p.topic.as_str(), "$foo/bar"),
+        other => panic!("expected PUBLISH, got {other:?}"),
+    }
+    watcher.expect_silence("nothing published on $SYS").await;
+    let topics: Vec<String> = broker.records().into_iter().map(|r| r.topic).collect();
+    assert_eq!(topics, ["$foo/bar"]);
+    assert_eq!(broker.mqtt.metrics.denied_count(), 5);
+}
+
+#[tokio::test]
+async fn wills_take_the_ingest_path_with_their_client_id() {
+    let broker = Broker::start(
+        "[[route]]\nmqtt = \"w/#\"\nkafka_topic = \"wills\"\nkey = \"{client_id}\"\n",
+        roomy_log(),
+    );
+    let mut watcher = broker.mqtt_client(ProtocolVersion::V5);
+    watcher.connect("watcher").await;
+    watcher.subscribe("w/#", QoS::AtMostOnce, 1).await;
+    watcher.subscribe("$SYS/#", QoS::AtMostOnce, 2).await;
+    for (client_id, topic) in [("dev-7", "w/dev-7"), ("sneaky", "$SYS/fake")] {
+        let mut client = broker.mqtt_client(ProtocolVersion::V311);
+        let mut connect = client.connect_packet(client_id);
+        connect.will = Some(Will {
+            topic: MqttString::try_from(topic).unwrap(),
+            payload: bytes::Bytes::from_static(b"gone"),
+            qos: QoS::AtLeastOnce,
+            retain: false,
+            properties: Properties::default(),
+        });
+        client.connect_with(connect).await;
+        drop(client); // the connection breaks: the will is published
+    }
+    match watcher.recv().await {
+        Packet::Publish(p) => assert_eq!(p.topic.as_str(), "w/dev-7"),
+        other => panic!("expected the will, got {other:?}"),
+    }
+    watcher
+        .expect_silence("a will on $SYS is not published")
+        .await;
+    let records = broker.records();
+    assert_eq!(records.len(), 1);
+    assert_eq!(records[0].client_id, "dev-7");
+    let key = records[0].destination.as_ref().unwrap().key.clone();
+    assert_eq!(key.as_deref(), Some(&b"dev-7"[..]));
+    assert_eq!(broker.mqtt.metrics.denied_count(), 1);
+}
+
+#[tokio::test]
+async fn shutdown_sends_the_acks_that_become_durable_then_disconnects() {
+    // Records become durable only at the next periodic sync: at shutdown, acks are owed.
+    let log = edge_log::LogConfig {
+        fsync: edge_log::FsyncPolicy::Interval(Duration::from_millis(300)),
+        ..roomy_log()
+    };
+    let broker = Broker::start(ROUTED, log);
+    let mut client = broker.mqtt_client(ProtocolVersion::V5);
+    client.connect("c").await;
+    let mut packets: Vec<Packet> = (1..=50)
+        .map(|id| publish("r/s", QoS::AtLeastOnce, Some(id), b"x"))
+        .collect();
+    packets.push(Packet::PingReq);
+    client.send_all(&packets).await;
+    // The PINGREQ is answered at once: everything before it was read and handed to the log.
+    assert_eq!(client.recv().await, Packet::PingResp);
+    broker.shutdown.cancel();
+    let packets = client.until_closed().await;
+    let (last, acks) = packets.split_last().unwrap();
+    assert!(
+        matches!(last, Packet::Disconnect(d) if d.reason_code == ReasonCode::ServerShuttingDown),
+        "{last:?}"
+    );
+    let ids: Vec<(&str, u16, ReasonCode)> = acks.iter().map(ack).collect();
+    let expected: Vec<(&str, u16, ReasonCode)> = (1..=50)
+        .map(|id| ("PUBACK", id, ReasonCode::Success))
+        .collect();
+    assert_eq!(
+        ids, expected,
+        "every ack that became durable in time, in order"
+    );
+    assert_eq!(broker.records().len(), 50);
+}

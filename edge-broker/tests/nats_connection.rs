@@ -1,0 +1,263 @@
+//! The NATS connection state machine in process: the real server code over `tokio::io::duplex`,
+//! edge-log on `MemStorage`, a client on edge-proto's codec. PubAck order, PONG after routed
+//! publishes, backpressure from a full log, refusals, slow consumers and `$SYS` subjects.
+
+// Test code: unwrap/expect are fine here (clippy.toml intent).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod support;
+
+use std::sync::atomic::Ordering;
+
+use bytes::BytesMut;
+use edge_broker::metrics::DropReason;
+use edge_log::WhenFull;
+use edge_proto::mqtt::{Packet, ProtocolVersion, QoS};
+use edge_proto::nats::{HeaderMap, ServerOp, encode_pub};
+use support::{Broker, QUIET, roomy_log, small_log};
+
+const ROUTED: &str = "[[route]]\nnats = \"r.>\"\nkafka_topic = \"stream\"\n";
+
+/// `PUB`/`HPUB` bytes.
+fn pub_op(subject: &str, reply: Option<&str>, headers: &[(&str, &str)], payload: &[u8]) -> Vec<u8> {
+    let block = (!headers.is_empty()).then(|| {
+        let mut map = HeaderMap::new();
+        for (k, v) in headers {
+            map.append(*k, *v);
+        }
+        let mut block = BytesMut::new();
+        map.encode(&mut block);
+        block
+    });
+    let mut out = BytesMut::new();
+    encode_pub(&mut out, subject, reply, block.as_deref(), payload);
+    out.to_vec()
+}
+
+/// A reply delivered on `_INBOX.*`: (reply subject, JSON body).
+fn reply(op: ServerOp) -> (String, serde_json::Value) {
+    match op {
+        ServerOp::Msg(m) => (m.subject, serde_json::from_slice(&m.payload).unwrap()),
+        other => panic!("expected a reply MSG, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn replies_leave_in_publish_order_pubacks_after_durability() {
+    let broker = Broker::start(ROUTED, roomy_log());
+    let mut client = broker.nats_client();
+    client.connect().await;
+    client.send(b"SUB _INBOX.> 1\r\nPING\r\n").await;
+    assert_eq!(client.recv().await, ServerOp::Pong);
+    let mut ops = Vec::new();
+    ops.extend(pub_op("r.a", Some("_INBOX.1"), &[], b"a"));
+    // Settled at once (wrong stream), but it leaves after the PubAck before it.
+    ops.extend(pub_op(
+        "r.b",
+        Some("_INBOX.2"),
+        &[("Nats-Expected-Stream", "other")],
+        b"b",
+    ));
+    ops.extend(pub_op(
+        "r.c",
+        Some("_INBOX.3"),
+        &[("Nats-Msg-Id", "m-3")],
+        b"c",
+    ));
+    ops.extend(pub_op("u.d", None, &[], b"d"));
+    ops.extend(pub_op(
+        "r.e",
+        Some("_INBOX.5"),
+        &[("Nats-Msg-Id", "m-5")],
+        b"e",
+    ));
+    client.send(&ops).await;
+    let got: Vec<(String, serde_json::Value)> = [
+        client.recv().await,
+        client.recv().await,
+        client.recv().await,
+    ]
+    .into_iter()
+    .map(reply)
+    .collect();
+    assert_eq!(got[0].0, "_INBOX.1");
+    assert_eq!(got[0].1, serde_json::json!({"stream": "stream", "seq": 0}));
+    assert_eq!(got[1].0, "_INBOX.2");
+    assert_eq!(got[1].1["error"]["code"], 400);
+    assert_eq!(got[2].0, "_INBOX.3");
+    assert_eq!(got[2].1, serde_json::json!({"stream": "stream", "seq": 1}));
+    let (subject, body) = reply(client.recv().await);
+    assert_eq!(subject, "_INBOX.5");
+    assert_eq!(body["seq"], 2);
+    // A resend once the original is durable is recognised, answered with the first seq.
+    client
+        .send(&pub_op(
+            "r.e",
+            Some("_INBOX.6"),
+            &[("Nats-Msg-Id", "m-3")],
+            b"e",
+        ))
+        .await;
+    let (_, body) = reply(client.recv().await);
+    assert_eq!(
+        body,
+        serde_json::json!({"stream": "stream", "seq": 1, "duplicate": true})
+    );
+    let topics: Vec<String> = broker.records().into_iter().map(|r| r.topic).collect();
+    assert_eq!(topics, ["r.a", "r.c", "r.e"]);
+    assert_eq!(broker.nats.metrics.acks.load(Ordering::Relaxed), 3);
+}
+
+#[tokio::test]
+async fn a_pong_comes_once_the_routed_publishes_before_the_ping_are_written() {
+    let broker = Broker::start(ROUTED, roomy_log());
+    let mut client = broker.nats_client();
+    client.connect().await;
+    let mut ops = Vec::new();
+    for i in 0..100 {
+        ops.extend(pub_op("r.x", None, &[], format!("{i}").as_bytes()));
+    }
+    ops.extend(b"PING\r\n");
+    client.send(&ops).await;
+    assert_eq!(client.recv().await, ServerOp::Pong);
+    // PONG means "everything before the PING is done": all 100 have their offsets.
+    assert_eq!(broker.log.stats().next_offset, 100);
+}
+
+#[tokio::test]
+async fn a_full_log_stops_reading_the_publisher_until_there_is_room() {
+    let broker = Broker::start(ROUTED, small_log(WhenFull::Block));
+    let mut uplink = broker.log.cursor("uplink").unwrap();
+    let mut client = broker.nats_client();
+    client.connect().await;
+    client.send(b"SUB _INBOX.> 1\r\n").await;
+    let mut acked = 0;
+    let held = loop {
+        assert!(acked < 100, "a 4 KiB log never filled");
+        let inbox = format!("_INBOX.{acked}");
+        client
+            .send(&pub_op("r.t", Some(&inbox), &[], &[b'x'; 300]))
+            .await;
+        match client.recv_within(QUIET).await {
+            Some(op) => {
+                let (subject, body) = reply(op);
+                assert_eq!(subject, inbox);
+                assert_eq!(body["seq"], acked);
+                acked += 1;
+            }
+            None => break inbox,
+        }
+    };
+    assert!(acked > 3);
+    // Not read while the log holds it back: the PING waits.
+    client.send(b"PING\r\n").await;
+    client.expect_silence("a PONG while the log is full").await;
+    // Others are served.
+    let mut other = broker.nats_client();
+    other.connect().await;
+    // Room again: the held publish is stored and acknowledged, the PING answered.
+    let end = broker.log.durable_end();
+    uplink.commit(end).await.unwrap();
+    let mut ops = [client.recv().await, client.recv().await];
+    ops.sort_by_key(|op| matches!(op, ServerOp::Pong));
+    let [ack, pong] = ops;
+    assert_eq!(pong, ServerOp::Pong);
+    let (subject, body) = reply(ack);
+    assert_eq!((subject, body["seq"].as_u64()), (held, Some(acked)));
+}
+
+#[tokio::test]
+async fn log_refusals_are_answered_in_order_with_jetstream_errors() {
+    let broker = Broker::start(ROUTED, small_log(WhenFull::Reject));
+    let _uplink = broker.log.cursor("uplink").unwrap();
+    let mut client = broker.nats_client();
+    client.connect().await;
+    client.send(b"SUB _INBOX.> 1\r\n").await;
+    let mut ops = Vec::new();
+    ops.extend(pub_op("r.big", Some("_INBOX.big"), &[], &[b'x'; 600]));
+    for i in 0..20 {
+        ops.extend(pub_op(
+            "r.t",
+            Some(&format!("_INBOX.{i}")),
+            &[],
+            &[b'x'; 300],
+        ));
+    }
+    client.send(&ops).await;
+    let (subject, body) = reply(client.recv().await);
+    assert_eq!(subject, "_INBOX.big");
+    assert_eq!(body["error"]["code"], 400, "too large: {body}");
+    let mut codes = Vec::new();
+    for i in 0..20 {
+        let (subject, body) = reply(client.recv().await);
+        assert_eq!(subject, format!("_INBOX.{i}"), "in publish order");
+        codes.push(body["error"]["code"].as_u64().unwrap_or(0));
+    }
+    let full_from = codes
+        .iter()
+        .position(|c| *c == 503)
+        .expect("the log filled");
+    assert!(full_from > 0);
+    assert!(codes[full_from..].iter().all(|c| *c == 503), "{codes:?}");
+}
+
+#[tokio::test]
+async fn a_subscriber_that_does_not_read_is_a_slow_consumer() {
+    let broker = Broker::start(
+        "[nats]\nmax_payload = \"4KiB\"\nmax_pending = \"16KiB\"\n",
+        roomy_log(),
+    );
+    let mut slow = broker.nats_client_buffered(1024);
+    slow.connect().await;
+    slow.send(b"SUB s.> 1\r\nPING\r\n").await;
+    assert_eq!(slow.recv().await, ServerOp::Pong);
+    let mut publisher = broker.nats_client();
+    publisher.connect().await;
+    let mut ops = Vec::new();
+    for _ in 0..100 {
+        ops.extend(pub_op("s.x", None, &[], &[b'x'; 1000]));
+    }
+    ops.extend(b"PING\r\n");
+    publisher.send(&ops).await;
+    assert_eq!(
+        publisher.recv().await,
+        ServerOp::Pong,
+        "the publisher goes on"
+    );
+    let ops = slow.until_closed().await;
+    assert_eq!(
+        ops.last(),
+        Some(&ServerOp::Err("Slow Consumer".into())),
+        "{:?}",
+        ops.len()
+    );
+    let metrics = &broker.nats.metrics;
+    assert_eq!(metrics.slow_consumers.load(Ordering::Relaxed), 1);
+    assert!(metrics.dropped_count(DropReason::SlowConsumer) > 0);
+}
+
+#[tokio::test]
+async fn publishing_into_sys_is_a_permissions_violation() {
+    let broker = Broker::start(
+        "[[route]]\nnats = \"$SYS.>\"\nkafka_topic = \"sys\"\n",
+        roomy_log(),
+    );
+    let mut watcher = broker.mqtt_client(ProtocolVersion::V5);
+    watcher.connect("watcher").await;
+    watcher.subscribe("$SYS/#", QoS::AtMostOnce, 1).await;
+    let mut client = broker.nats_client();
+    client.connect().await;
+    client
+        .send(b"SUB $SYS.> 1\r\nPUB $SYS.REQ.SERVER.PING 1\r\nx\r\nPUB $JS.API.INFO 1\r\nx\r\nPING\r\n")
+        .await;
+    assert_eq!(
+        client.recv().await,
+        ServerOp::Err("Permissions Violation for Publish to \"$SYS.REQ.SERVER.PING\"".into())
+    );
+    // The connection goes on; other `$`-subjects are ordinary.
+    assert_eq!(client.recv().await, ServerOp::Pong);
+    let msg: Option<Packet> = watcher.recv_within(QUIET).await;
+    assert!(msg.is_none(), "nothing reached $SYS subscribers: {msg:?}");
+    assert!(broker.records().is_empty());
+    assert_eq!(broker.nats.metrics.denied_count(), 1);
+}
