@@ -17,17 +17,41 @@ use std::time::{Duration, Instant};
 
 /// Counts lost connections; shared by every connection of a producer.
 #[derive(Debug, Clone, Default)]
-pub(crate) struct LostConnections(Arc<AtomicU64>);
+pub(crate) struct LostConnections(Arc<LostInner>);
+
+#[derive(Debug, Default)]
+struct LostInner {
+    count: AtomicU64,
+    /// The broker whose loss was last reported, and when.
+    reported: parking_lot::Mutex<Option<(String, Instant)>>,
+}
+
+/// Losses of connections to one broker within this long are one report: a broker that goes
+/// away takes all of the producer's connections to it at once.
+const REPORT_ONCE_WITHIN: Duration = Duration::from_secs(10);
 
 impl LostConnections {
     /// Notes a lost connection: metadata fetched before now is stale.
     pub fn note(&self) {
-        self.0.fetch_add(1, Ordering::SeqCst);
+        self.0.count.fetch_add(1, Ordering::SeqCst);
+    }
+
+    /// Whether the loss of a connection to `broker` is news for the operator: not when a loss
+    /// of another connection to the same broker was reported within [`REPORT_ONCE_WITHIN`].
+    pub fn is_news(&self, broker: &str, now: Instant) -> bool {
+        let mut reported = self.0.reported.lock();
+        let repeat = reported.as_ref().is_some_and(|(b, at)| {
+            b == broker && now.saturating_duration_since(*at) < REPORT_ONCE_WITHIN
+        });
+        if !repeat {
+            *reported = Some((broker.to_owned(), now));
+        }
+        !repeat
     }
 
     /// Connections lost so far.
     pub fn count(&self) -> u64 {
-        self.0.load(Ordering::SeqCst)
+        self.0.count.load(Ordering::SeqCst)
     }
 }
 
@@ -186,6 +210,17 @@ mod tests {
     /// The demo's replay bug (issue 16): after Kafka restarted empty, only the topic whose
     /// request failed was looked up again; the others stayed cached, their produce requests
     /// went to topics the new broker did not have. Any lost connection now stales them all.
+    #[test]
+    fn the_loss_of_one_broker_is_reported_once_not_per_connection() {
+        let lost = LostConnections::default();
+        let t0 = Instant::now();
+        assert!(lost.is_news("a:9092", t0));
+        assert!(!lost.is_news("a:9092", t0 + Duration::from_secs(1)));
+        assert!(lost.is_news("b:9092", t0 + Duration::from_secs(2)));
+        assert!(lost.is_news("a:9092", t0 + Duration::from_secs(3)));
+        assert!(lost.is_news("a:9092", t0 + REPORT_ONCE_WITHIN + Duration::from_secs(4)));
+    }
+
     #[test]
     fn a_lost_connection_stales_every_topic() {
         let lost = LostConnections::default();
