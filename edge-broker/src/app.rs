@@ -429,8 +429,18 @@ impl Observe for Observer {
         );
         text.gauge(
             "edge_ready",
-            "1 when the broker is ready to serve.",
-            &[(&[], f64::from(u8::from(self.ready.load(Ordering::SeqCst))))],
+            "1 when the broker takes publishes (GET /readyz says why not).",
+            &[(&[], f64::from(u8::from(self.readiness().is_ok())))],
+        );
+        let state = log_state(&self.log.health());
+        let labels = LOG_STATES.map(|s| [("state", s)]);
+        text.gauge(
+            "edge_log_state",
+            "1 for the state the log is in: ok, full_budget, full_disk, failed (restart needed) or closed.",
+            &labels
+                .iter()
+                .map(|l| (&l[..], f64::from(u8::from(l[0].1 == state))))
+                .collect::<Vec<_>>(),
         );
         text.gauge(
             "edge_log_bytes",
@@ -522,6 +532,29 @@ impl Observe for Observer {
             ));
         }
         self.log_progress.check(&self.log.stats())
+    }
+
+    fn readiness(&self) -> Result<(), String> {
+        self.health()?;
+        match self.log.health() {
+            edge_log::LogHealth::Ok => Ok(()),
+            other => Err(format!("the log does not store publishes now: {other}")),
+        }
+    }
+}
+
+/// The `state` labels of `edge_log_state`.
+const LOG_STATES: [&str; 5] = ["ok", "full_budget", "full_disk", "failed", "closed"];
+
+/// The `edge_log_state` label of `health`.
+fn log_state(health: &edge_log::LogHealth) -> &'static str {
+    use edge_log::{Full, LogHealth};
+    match health {
+        LogHealth::Ok => "ok",
+        LogHealth::Full(Full::Budget { .. }) => "full_budget",
+        LogHealth::Full(Full::Disk { .. }) => "full_disk",
+        LogHealth::Failed { .. } => "failed",
+        LogHealth::Closed => "closed",
     }
 }
 
