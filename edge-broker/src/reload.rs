@@ -21,6 +21,16 @@ pub trait Reload: Send + Sync {
     fn reload(&self, config: &Config);
 }
 
+/// The route table is swapped whole; a config whose routes do not compile keeps the old one.
+impl Reload for crate::route::RouteTable {
+    fn reload(&self, config: &Config) {
+        match config.compile_routes() {
+            Ok(routes) => self.replace(routes),
+            Err(err) => tracing::error!("reload: routes not replaced: {err}"),
+        }
+    }
+}
+
 /// Reloads on every SIGHUP until `shutdown`.
 pub fn spawn_reloader(
     path: Option<PathBuf>,
