@@ -392,16 +392,15 @@ impl Shared {
         self.pending.lock()
     }
 
-    /// The connection broke under the producer (the broker closed it, an error, a timeout): said
-    /// as a WARN naming the broker (once for all connections to it that break together), so an operator sees which broker of a
-    /// cluster went away whatever error the forwarder meets next; then [`Shared::fail_all`].
+    /// The connection broke under the producer (the broker closed it, an error, a timeout):
+    /// remembered, so an error that follows without naming the broker (no leader known, in
+    /// a cluster) can say which one went away; then [`Shared::fail_all`]. Not logged at INFO
+    /// or above: the uplink says once that it is down, whatever the number of connections.
     fn lose(&self, broker: &str, error: ProduceError) {
         if !self.broken.load(Ordering::SeqCst) {
-            if self.lost.is_news(broker, std::time::Instant::now()) {
-                tracing::warn!("Kafka connection lost: {error}");
-            } else {
-                tracing::debug!("Kafka connection lost: {error}");
-            }
+            tracing::debug!("Kafka connection lost: {error}");
+            self.lost
+                .describe(error.to_string(), std::time::Instant::now());
         }
         self.fail_all(broker, error);
     }

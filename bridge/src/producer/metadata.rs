@@ -22,13 +22,12 @@ pub(crate) struct LostConnections(Arc<LostInner>);
 #[derive(Debug, Default)]
 struct LostInner {
     count: AtomicU64,
-    /// The broker whose loss was last reported, and when.
-    reported: parking_lot::Mutex<Option<(String, Instant)>>,
+    /// The last loss (the error, naming the broker) and when.
+    last: parking_lot::Mutex<Option<(String, Instant)>>,
 }
 
-/// Losses of connections to one broker within this long are one report: a broker that goes
-/// away takes all of the producer's connections to it at once.
-const REPORT_ONCE_WITHIN: Duration = Duration::from_secs(10);
+/// How long a lost connection explains the errors that follow it.
+const LOSS_EXPLAINS_FOR: Duration = Duration::from_secs(30);
 
 impl LostConnections {
     /// Notes a lost connection: metadata fetched before now is stale.
@@ -36,17 +35,16 @@ impl LostConnections {
         self.0.count.fetch_add(1, Ordering::SeqCst);
     }
 
-    /// Whether the loss of a connection to `broker` is news for the operator: not when a loss
-    /// of another connection to the same broker was reported within [`REPORT_ONCE_WITHIN`].
-    pub fn is_news(&self, broker: &str, now: Instant) -> bool {
-        let mut reported = self.0.reported.lock();
-        let repeat = reported.as_ref().is_some_and(|(b, at)| {
-            b == broker && now.saturating_duration_since(*at) < REPORT_ONCE_WITHIN
-        });
-        if !repeat {
-            *reported = Some((broker.to_owned(), now));
-        }
-        !repeat
+    /// Remembers how a connection was lost (`what` names the broker) at `now`.
+    pub fn describe(&self, what: String, now: Instant) {
+        *self.0.last.lock() = Some((what, now));
+    }
+
+    /// The loss described within [`LOSS_EXPLAINS_FOR`] before `now`, if any.
+    pub fn recent(&self, now: Instant) -> Option<String> {
+        let last = self.0.last.lock();
+        let (what, at) = last.as_ref()?;
+        (now.saturating_duration_since(*at) < LOSS_EXPLAINS_FOR).then(|| what.clone())
     }
 
     /// Connections lost so far.
@@ -211,14 +209,16 @@ mod tests {
     /// request failed was looked up again; the others stayed cached, their produce requests
     /// went to topics the new broker did not have. Any lost connection now stales them all.
     #[test]
-    fn the_loss_of_one_broker_is_reported_once_not_per_connection() {
+    fn a_recent_loss_explains_later_errors_an_old_one_does_not() {
         let lost = LostConnections::default();
         let t0 = Instant::now();
-        assert!(lost.is_news("a:9092", t0));
-        assert!(!lost.is_news("a:9092", t0 + Duration::from_secs(1)));
-        assert!(lost.is_news("b:9092", t0 + Duration::from_secs(2)));
-        assert!(lost.is_news("a:9092", t0 + Duration::from_secs(3)));
-        assert!(lost.is_news("a:9092", t0 + REPORT_ONCE_WITHIN + Duration::from_secs(4)));
+        assert_eq!(lost.recent(t0), None);
+        lost.describe("I/O with Kafka broker a:9092: reset".into(), t0);
+        assert_eq!(
+            lost.recent(t0 + Duration::from_secs(1)).as_deref(),
+            Some("I/O with Kafka broker a:9092: reset")
+        );
+        assert_eq!(lost.recent(t0 + LOSS_EXPLAINS_FOR), None);
     }
 
     #[test]
