@@ -264,8 +264,12 @@ impl Tansu {
             .unwrap_or_else(|e| panic!("starting {}: {e}", self.bin.display()));
         self.child = Some(child);
         let deadline = Instant::now() + Duration::from_secs(20);
+        let pid = self.pid().expect("tansu was just started");
         loop {
-            if metadata_ping(&format!("127.0.0.1:{}", self.port)) {
+            // Its own listener answering, not another test's Tansu that took the port.
+            if crate::peers::listens_on(pid, self.port)
+                && metadata_ping(&format!("127.0.0.1:{}", self.port))
+            {
                 return;
             }
             if let Some(Ok(Some(status))) = self.child.as_mut().map(|c| c.try_wait()) {
@@ -442,9 +446,13 @@ impl S3Emulator {
             bucket: bucket.to_owned(),
         };
         let deadline = Instant::now() + Duration::from_secs(30);
-        while TcpStream::connect(s3.addr).is_err() {
+        // Ready when its own socket listens (another test's emulator may have taken the port).
+        while !crate::peers::listens_on(s3.child.0.id(), port) {
             if let Ok(Some(status)) = s3.child.0.try_wait() {
-                panic!("{} exited with {status} during startup", server.display());
+                panic!(
+                    "{} exited with {status} during startup (port {port} taken by another process?)",
+                    server.display()
+                );
             }
             assert!(
                 Instant::now() < deadline,
