@@ -187,25 +187,28 @@ pub async fn run(
             Arc::clone(&auth),
         );
         let listener = bind("mqtt.listen", config.mqtt.listen).await?;
-        let tls_listener = match (
-            config.mqtt.tls_listen,
-            &config.mqtt.tls_cert,
-            &config.mqtt.tls_key,
-        ) {
-            (Some(addr), Some(cert), Some(key)) => {
-                let acceptor =
-                    crate::tls::acceptor(cert, key, config.mqtt.tls_client_ca.as_deref())
-                        .map_err(RunError::Tls)?;
-                server.tls.replace(Some(acceptor));
-                Some(bind("mqtt.tls_listen", addr).await?)
-            }
-            _ => None,
+        let m = &config.mqtt;
+        if let (Some(cert), Some(key)) = (&m.tls_cert, &m.tls_key)
+            && (m.tls_listen.is_some() || m.ws_tls_listen.is_some())
+        {
+            let acceptor = crate::tls::acceptor(cert, key, m.tls_client_ca.as_deref())
+                .map_err(RunError::Tls)?;
+            server.tls.replace(Some(acceptor));
+        }
+        let secure = server.tls.current().is_some();
+        let bind_opt = async |field, addr: Option<SocketAddr>, needs_tls: bool| match addr {
+            Some(addr) if secure || !needs_tls => bind(field, addr).await.map(Some),
+            _ => Ok(None),
         };
-        servers.push(tokio::spawn(Arc::clone(&server).serve(
-            listener,
-            tls_listener,
-            shutdown.clone(),
-        )));
+        let listeners = crate::mqtt::server::Listeners {
+            plain: listener,
+            tls: bind_opt("mqtt.tls_listen", m.tls_listen, true).await?,
+            ws: bind_opt("mqtt.ws_listen", m.ws_listen, false).await?,
+            ws_tls: bind_opt("mqtt.ws_tls_listen", m.ws_tls_listen, true).await?,
+        };
+        servers.push(tokio::spawn(
+            Arc::clone(&server).serve(listeners, shutdown.clone()),
+        ));
         mqtt = Some(server);
     }
     let mut reloadable: Vec<Arc<dyn Reload>> = vec![

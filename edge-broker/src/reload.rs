@@ -84,7 +84,8 @@ pub fn sections_needing_restart(old: &Config, new: &Config) -> Vec<&'static str>
         b.max_connections,
         b.max_retained,
         b.max_retained_bytes,
-    ) || a.tls_listen != b.tls_listen
+    ) || (a.tls_listen, a.ws_listen, a.ws_tls_listen, &a.ws_path)
+        != (b.tls_listen, b.ws_listen, b.ws_tls_listen, &b.ws_path)
     {
         changed.push("mqtt");
     }

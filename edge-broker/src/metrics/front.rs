@@ -112,6 +112,8 @@ pub struct FrontMetrics {
     pub slow_consumers: AtomicU64,
     /// TLS connections that failed or timed out in the handshake.
     pub tls_handshake_failures: AtomicU64,
+    /// MQTT: WebSocket connections whose upgrade failed, timed out or was refused.
+    pub ws_handshake_failures: AtomicU64,
 }
 
 /// Adds one to `counter`.
@@ -141,6 +143,7 @@ impl FrontMetrics {
             protocol_errors: AtomicU64::new(0),
             slow_consumers: AtomicU64::new(0),
             tls_handshake_failures: AtomicU64::new(0),
+            ws_handshake_failures: AtomicU64::new(0),
         }
     }
 
@@ -319,6 +322,13 @@ pub fn render(text: &mut PromText, fronts: &[&FrontMetrics], mqtt: Option<MqttGa
         "TLS connections that failed or timed out in the handshake.",
         &per_front(&|f| load(&f.tls_handshake_failures)),
     );
+    if let Some(mqtt) = fronts.iter().find(|f| f.protocol == Protocol::Mqtt) {
+        text.counter(
+            "edge_websocket_handshake_failures_total",
+            "MQTT over WebSockets: upgrades that failed, timed out or were refused (path, subprotocol).",
+            &[(&[], load(&mqtt.ws_handshake_failures))],
+        );
+    }
     if let Some(nats) = fronts.iter().find(|f| f.protocol == Protocol::Nats) {
         text.counter(
             "edge_nats_stored_total",
