@@ -209,6 +209,14 @@ pub async fn run(
         servers.push(tokio::spawn(
             Arc::clone(&server).serve(listeners, shutdown.clone()),
         ));
+        server.spawn_sys_tree(
+            backlog_source(
+                log.clone(),
+                kafka.as_ref().map(crate::forwarder::KafkaBridge::metrics),
+                config.log.max_bytes.bytes(),
+            ),
+            shutdown.clone(),
+        );
         mqtt = Some(server);
     }
     let mut reloadable: Vec<Arc<dyn Reload>> = vec![
@@ -291,6 +299,36 @@ pub async fn run(
         kafka.finish(DRAIN_DEADLINE / 4).await;
     }
     drain(&log).await
+}
+
+/// The `$SYS/edge/backlog/...` values: what the forwarder still owes Kafka, or (without
+/// forwarding) everything the log holds.
+fn backlog_source(
+    log: Log,
+    kafka: Option<Arc<edge_bridge::metrics::ForwardMetrics>>,
+    max_bytes: u64,
+) -> crate::mqtt::sys::BacklogSource {
+    Box::new(move || {
+        let stats = log.stats();
+        let budget_percent = 100.0 * stats.bytes as f64 / max_bytes.max(1) as f64;
+        match &kafka {
+            Some(m) => crate::mqtt::sys::Backlog {
+                records: m.lag_records(stats.durable_end),
+                bytes: m.lag_bytes(stats.durable_end),
+                oldest_age_seconds: m.oldest_age_seconds(stats.durable_end),
+                budget_percent,
+                uplink: m.uplink_state().as_str(),
+            },
+            None => crate::mqtt::sys::Backlog {
+                records: stats.records,
+                // An empty log still has its segment headers on disk.
+                bytes: if stats.records == 0 { 0 } else { stats.bytes },
+                oldest_age_seconds: 0.0,
+                budget_percent,
+                uplink: "disabled",
+            },
+        }
+    })
 }
 
 /// Binds a TCP listener and logs the address it got (port 0 picks one).

@@ -16,31 +16,10 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use edge_tests::broker::Broker;
-use edge_tests::peers::{ChildGuard, program, python, repo_root};
+use edge_tests::mqtt::paho;
+use edge_tests::peers::{ChildGuard, program, repo_root};
 use edge_tests::pki::Pki;
 use serde_json::{Value, json};
-
-/// One paho-mqtt session (`ws_clients.py`): WebSockets unless `spec` says otherwise.
-fn paho(addr: SocketAddr, spec: Value) -> Value {
-    let out = Command::new(python())
-        .arg(repo_root().join("tests/tools/ws_clients.py"))
-        .args([
-            addr.ip().to_string(),
-            addr.port().to_string(),
-            spec.to_string(),
-        ])
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "ws_clients.py: {}\n{stdout}\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_str(stdout.lines().last().unwrap_or("")).expect("JSON from ws_clients.py")
-}
 
 fn mosquitto_pub(addr: SocketAddr, topic: &str, message: &str, retain: bool) {
     let mut command = Command::new(program("mosquitto_pub", "mosquitto-clients"));

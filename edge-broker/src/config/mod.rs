@@ -257,6 +257,8 @@ pub struct MqttSection {
     /// Most levels in a topic filter a client may subscribe to; deeper ones are refused
     /// (SUBACK "Topic Filter invalid").
     pub max_topic_levels: usize,
+    /// How often the `$SYS` topics are published (Mosquitto's name; `"0s"`: never).
+    pub sys_interval: HumanDuration,
 }
 
 impl Default for MqttSection {
@@ -288,6 +290,7 @@ impl Default for MqttSection {
             max_subscription_bytes_per_client: ByteSize(32 << 10),
             max_client_id_length: 128,
             max_topic_levels: DEFAULT_MAX_TOPIC_LEVELS,
+            sys_interval: HumanDuration(Duration::from_secs(10)),
         }
     }
 }
@@ -963,6 +966,13 @@ impl Config {
         }
         found.check(validate_mqtt_tls(mqtt));
         found.check(validate_ws_path(&mqtt.ws_path));
+        let sys = mqtt.sys_interval.0;
+        if !sys.is_zero() && sys < Duration::from_secs(1) {
+            found.invalid(
+                "mqtt.sys_interval",
+                "must be \"0s\" (no $SYS topics) or at least 1s",
+            );
+        }
     }
 
     fn check_nats(&self, found: &mut Findings) {
@@ -1463,6 +1473,7 @@ mod tests {
             ("ws_path = \"mqtt\"", "mqtt.ws_path"),
             ("ws_path = \"/mqtt?x=1\"", "mqtt.ws_path"),
             ("ws_tls_listen = \"127.0.0.1\"", "mqtt.ws_tls_listen"),
+            ("sys_interval = \"100ms\"", "mqtt.sys_interval"),
         ];
         for (body, field) in cases {
             let err = parse(&format!("[mqtt]\n{body}\n")).unwrap_err();

@@ -165,6 +165,16 @@ impl FrontMetrics {
         inc(&self.received[qos as usize]);
     }
 
+    /// Publishes received so far (every QoS).
+    pub fn received_total(&self) -> u64 {
+        self.received.iter().map(load).sum()
+    }
+
+    /// Messages sent to subscribers so far (every QoS).
+    pub fn sent_total(&self) -> u64 {
+        self.sent.iter().map(load).sum()
+    }
+
     /// Counts a message sent to a subscriber at `qos`.
     pub fn sent(&self, qos: QoS) {
         inc(&self.sent[qos as usize]);

@@ -114,8 +114,11 @@ impl RetainedStore {
 
     /// Stores `message` as its topic's retained message, or clears the topic when the payload
     /// is empty. `Err`: a limit refused it (the message is not kept; the old one stays).
+    /// `$SYS` messages are not journaled: the broker regenerates them (no flash wear).
     pub fn set(&self, message: &Arc<Message>) -> Result<(), RetainedLimit> {
-        let journal = self.journal();
+        let journal = self
+            .journal()
+            .filter(|_| !message.topic.starts_with(super::sys::PREFIX));
         let mut stored = self.lock();
         if message.payload.is_empty() {
             if let Some(old) = stored.messages.remove(&message.topic) {
@@ -204,7 +207,10 @@ impl RetainedStore {
                     return;
                 }
                 journal.append(|enc| {
-                    for (_, message) in &range {
+                    for (_, message) in range
+                        .iter()
+                        .filter(|(topic, _)| !topic.starts_with(super::sys::PREFIX))
+                    {
                         let id = enc.message(message);
                         enc.record(&Record::RetainSet { id });
                     }

@@ -639,6 +639,53 @@ impl MqttServer {
         }
     }
 
+    /// Publishes the `$SYS` topics every `mqtt.sys_interval` (if not zero) until `shutdown`;
+    /// `backlog` reads the `$SYS/edge/backlog/...` values.
+    pub fn spawn_sys_tree(
+        self: &Arc<Self>,
+        backlog: super::sys::BacklogSource,
+        shutdown: CancellationToken,
+    ) {
+        let Some(period) = super::sys::period(self.settings().sys_interval.0) else {
+            return;
+        };
+        let server = Arc::clone(self);
+        tokio::spawn(async move {
+            let mut tree = super::sys::SysTree::new(std::time::Instant::now());
+            let mut tick = tokio::time::interval(period);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    _ = tick.tick() => {}
+                }
+                let reading = server.sys_reading();
+                for (topic, payload) in
+                    tree.round(std::time::Instant::now(), reading, Some(backlog()))
+                {
+                    server.publish_local(&super::sys::message(topic, payload));
+                }
+            }
+        });
+    }
+
+    /// The counters the `$SYS/broker` topics show.
+    fn sys_reading(&self) -> super::sys::Reading {
+        let disconnected = self
+            .sessions
+            .lock()
+            .values()
+            .filter(|session| !session.lock().online)
+            .count();
+        super::sys::Reading {
+            connected: self.metrics.connections.load(Ordering::Relaxed).max(0) as u64,
+            disconnected: disconnected as u64,
+            received: self.metrics.received_total(),
+            sent: self.metrics.sent_total(),
+            connections: self.metrics.connections_total.load(Ordering::Relaxed),
+        }
+    }
+
     fn spawn_background(
         self: &Arc<Self>,
         shutdown: CancellationToken,
