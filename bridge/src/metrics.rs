@@ -21,8 +21,10 @@ pub const ERROR_KINDS: [&str; 10] = [
     "broker_retriable",
     "auth",
     "fatal",
-    "plan",
-    "log",
+    // A route pins a partition the Kafka topic does not have (the planner cannot place a record).
+    "partition_missing",
+    // Reading the local log or committing the forwarder's cursor failed.
+    "local_log",
 ];
 
 /// The error-kind label of a produce error (one of [`ERROR_KINDS`]).

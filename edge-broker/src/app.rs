@@ -513,10 +513,23 @@ impl Observe for Observer {
             "Corrupt records found and skipped while reading sealed segments.",
             &[(&[], stats.corrupt_skipped)],
         );
+        text.gauge(
+            "edge_log_max_bytes",
+            "The log's disk budget (log.max_bytes).",
+            &[(&[], self.log.config().max_bytes as f64)],
+        );
         text.counter(
             "edge_log_fsyncs_total",
             "fdatasync calls on the log.",
             &[(&[], stats.fsyncs)],
+        );
+        let fsync = &stats.fsync_latency;
+        text.histogram(
+            "edge_log_fsync_seconds",
+            "Latency of the fdatasyncs that make appends durable (every acknowledgement waits for one).",
+            &edge_log::FsyncLatency::BOUNDS,
+            &fsync.buckets,
+            fsync.sum_micros as f64 / 1e6,
         );
         text.counter(
             "edge_log_written_bytes_total",
@@ -545,6 +558,7 @@ impl Observe for Observer {
             crate::forwarder::render_sasl(&mut text, sasl);
         }
         crate::auth::render(&mut text, &self.auth);
+        crate::metrics::process::ProcessReading::current().render(&mut text);
         text.gauge(
             "edge_subscriptions",
             "Subscriptions of all protocols.",

@@ -474,7 +474,7 @@ impl<P: KafkaProducer + Clone + 'static> Sender<P> {
                     return Ok(());
                 }
                 Err(e) => {
-                    self.metrics.count_error("log");
+                    self.metrics.count_error("local_log");
                     if !told {
                         tracing::error!(error = %e, "writing dead letters failed; retrying until it works (the cursor waits)");
                         told = true;

@@ -90,7 +90,7 @@ pub struct FrontMetrics {
     pub connections: AtomicI64,
     /// Connections accepted since start.
     pub connections_total: AtomicU64,
-    /// Publishes received, by QoS (NATS: all QoS 0).
+    /// Publishes received, by QoS (NATS core: all QoS 0, at most once).
     received: [AtomicU64; 3],
     /// Messages sent to subscribers, by QoS (NATS: all QoS 0).
     sent: [AtomicU64; 3],
@@ -236,22 +236,18 @@ pub fn render(text: &mut PromText, fronts: &[&FrontMetrics], mqtt: Option<MqttGa
         &per_front(&|f| load(&f.connections_total)),
     );
 
-    // MQTT counts by QoS; NATS has no QoS and one sample.
-    let qos_labels: Vec<Vec<(&str, &str)>> = fronts
+    // Both protocols carry the same labels (protocol, qos), so a query can sum over either:
+    // NATS core messages are all counted at QoS 0 (at most once).
+    let qos_labels: Vec<[(&str, &str); 2]> = fronts
         .iter()
-        .flat_map(|f| match f.protocol {
-            Protocol::Mqtt => ["0", "1", "2"]
-                .iter()
-                .map(|q| vec![("protocol", "mqtt"), ("qos", *q)])
-                .collect::<Vec<_>>(),
-            Protocol::Nats => vec![vec![("protocol", "nats")]],
+        .flat_map(|f| {
+            ["0", "1", "2"]
+                .into_iter()
+                .map(|q| [("protocol", f.protocol.label()), ("qos", q)])
         })
         .collect();
     let by_qos = |counters: &dyn Fn(&FrontMetrics) -> &[AtomicU64; 3]| {
-        let values = fronts.iter().flat_map(|f| match f.protocol {
-            Protocol::Mqtt => counters(f).iter().map(load).collect::<Vec<_>>(),
-            Protocol::Nats => vec![counters(f).iter().map(load).sum()],
-        });
+        let values = fronts.iter().flat_map(|f| counters(f).iter().map(load));
         qos_labels
             .iter()
             .map(|l| &l[..])
@@ -417,7 +413,9 @@ mod tests {
                 "edge_messages_received_total{protocol=\"mqtt\",qos=\"0\"} 0",
                 "edge_messages_received_total{protocol=\"mqtt\",qos=\"1\"} 0",
                 "edge_messages_received_total{protocol=\"mqtt\",qos=\"2\"} 1",
-                "edge_messages_received_total{protocol=\"nats\"} 2",
+                "edge_messages_received_total{protocol=\"nats\",qos=\"0\"} 2",
+                "edge_messages_received_total{protocol=\"nats\",qos=\"1\"} 0",
+                "edge_messages_received_total{protocol=\"nats\",qos=\"2\"} 0",
             ]
         );
         assert!(

@@ -50,6 +50,12 @@ impl PromText {
         }
     }
 
+    /// A counter family of one unlabelled sample with a fractional value (CPU seconds).
+    pub fn counter_f64(&mut self, name: &str, help: &str, value: f64) {
+        self.header(name, help, "counter");
+        self.sample(name, &[], value);
+    }
+
     /// A gauge family with one sample per label set.
     pub fn gauge(&mut self, name: &str, help: &str, samples: &[(&[Label<'_>], f64)]) {
         self.header(name, help, "gauge");
