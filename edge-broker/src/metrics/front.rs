@@ -1,7 +1,10 @@
 //! The counters of a front end (MQTT or NATS: one type for both) and their rendering, side by
 //! side: families both protocols share get one sample per protocol (`protocol="mqtt"|"nats"`).
 
+use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+
+use edge_bridge::metrics::LatencyHistogram;
 
 use edge_proto::mqtt::QoS;
 
@@ -114,7 +117,17 @@ pub struct FrontMetrics {
     pub tls_handshake_failures: AtomicU64,
     /// MQTT: WebSocket connections whose upgrade failed, timed out or was refused.
     pub ws_handshake_failures: AtomicU64,
+    /// Time from reading a routed publish that is owed an answer (MQTT QoS 1/2, NATS with a
+    /// reply subject) to its durable acknowledgement being ready (stored and fdatasynced,
+    /// and every earlier answer of the connection given).
+    pub ack_latency: Arc<LatencyHistogram>,
 }
+
+/// Bucket bounds (seconds) of [`FrontMetrics::ack_latency`]: an fdatasync on an SD card takes
+/// from under a millisecond to a second.
+pub const ACK_BUCKETS: &[f64] = &[
+    0.0005, 0.001, 0.002, 0.004, 0.008, 0.016, 0.032, 0.064, 0.128, 0.256, 0.512, 1.024, 2.048,
+];
 
 /// Adds one to `counter`.
 pub fn inc(counter: &AtomicU64) {
@@ -144,6 +157,7 @@ impl FrontMetrics {
             slow_consumers: AtomicU64::new(0),
             tls_handshake_failures: AtomicU64::new(0),
             ws_handshake_failures: AtomicU64::new(0),
+            ack_latency: Arc::new(LatencyHistogram::new(ACK_BUCKETS)),
         }
     }
 
@@ -327,6 +341,20 @@ pub fn render(text: &mut PromText, fronts: &[&FrontMetrics], mqtt: Option<MqttGa
         "edge_tls_handshake_failures_total",
         "TLS connections that failed or timed out in the handshake.",
         &per_front(&|f| load(&f.tls_handshake_failures)),
+    );
+    let acks: Vec<([(&str, &str); 1], edge_bridge::metrics::HistogramSnapshot)> = fronts
+        .iter()
+        .map(|f| ([("protocol", f.protocol.label())], f.ack_latency.snapshot()))
+        .collect();
+    let series: Vec<super::text::HistogramSeries<'_>> = acks
+        .iter()
+        .map(|(l, s)| (&l[..], &s.counts[..], s.sum_seconds))
+        .collect();
+    text.histograms(
+        "edge_durable_ack_seconds",
+        "From reading a routed publish owed an answer to its durable acknowledgement (stored, fdatasynced, earlier answers given).",
+        ACK_BUCKETS,
+        &series,
     );
     if let Some(mqtt) = fronts.iter().find(|f| f.protocol == Protocol::Mqtt) {
         text.counter(
