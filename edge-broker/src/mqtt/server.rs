@@ -517,8 +517,9 @@ impl MqttServer {
                     let (server, shutdown) = (Arc::clone(&self), shutdown.clone());
                     let acceptor = self.tls.current();
                     async move {
-                        let Some((halves, certificate)) =
-                            server.tls_handshake(acceptor, stream, peer).await
+                        let Some((halves, certificate)) = server
+                            .tls_handshake(acceptor, stream, peer, "MQTT over TLS")
+                            .await
                         else {
                             return;
                         };
@@ -574,7 +575,7 @@ impl MqttServer {
                 let acceptor = self.tls.current();
                 async move {
                     let (halves, certificate) = if tls {
-                        match server.tls_handshake(acceptor, stream, peer).await {
+                        match server.tls_handshake(acceptor, stream, peer, protocol).await {
                             Some(done) => done,
                             None => return,
                         }
@@ -618,6 +619,7 @@ impl MqttServer {
         acceptor: Option<tokio_rustls::TlsAcceptor>,
         stream: tokio::net::TcpStream,
         peer: std::net::SocketAddr,
+        protocol: &str,
     ) -> Option<(
         (crate::listener::ReadHalf, crate::listener::WriteHalf),
         Option<crate::auth::PeerCertificate>,
@@ -633,7 +635,7 @@ impl MqttServer {
             }
             Err(err) => {
                 inc(&self.metrics.tls_handshake_failures);
-                tracing::info!(%peer, "MQTT over TLS: handshake failed: {err}");
+                tracing::info!(%peer, "{protocol}: TLS handshake failed: {err}");
                 None
             }
         }
