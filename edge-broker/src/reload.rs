@@ -88,13 +88,16 @@ pub fn sections_needing_restart(old: &Config, new: &Config) -> Vec<&'static str>
         a.max_connections,
         a.max_retained,
         a.max_retained_bytes,
+        a.sys_interval,
     ) != (
         b.enabled,
         b.listen,
         b.max_connections,
         b.max_retained,
         b.max_retained_bytes,
-    ) || a.tls_listen != b.tls_listen
+        b.sys_interval,
+    ) || (a.tls_listen, a.ws_listen, a.ws_tls_listen, &a.ws_path)
+        != (b.tls_listen, b.ws_listen, b.ws_tls_listen, &b.ws_path)
     {
         changed.push("mqtt");
     }

@@ -124,6 +124,10 @@ fn mqtt_publishes_reach_kafka_once_with_keys_partitions_headers_and_dead_letters
         metric(metrics, "edge_kafka_forwarded_records_total"),
         Some(N as f64)
     );
+    assert!(
+        metric(metrics, "edge_kafka_produce_seconds_count").is_some_and(|n| n >= 1.0),
+        "acknowledged produce requests are timed"
+    );
     assert!(broker.terminate(Duration::from_secs(25)).success());
     broker.wait_for_line("Kafka forwarder stopped", Duration::from_secs(1));
 }
