@@ -405,7 +405,10 @@ impl WireProducer {
                 Err(e) if !usable => {
                     *guard = None;
                     self.inner.limits.lost.note();
-                    self.inner.limits.lost.describe(e.to_string(), Instant::now());
+                    self.inner
+                        .limits
+                        .lost
+                        .describe(e.to_string(), Instant::now());
                     if fresh {
                         return Err(e);
                     }
