@@ -494,6 +494,12 @@ impl Observe for Observer {
             retained: m.retained.len(),
         });
         crate::metrics::front::render(&mut text, &fronts, gauges);
+        let admissions: Vec<(&str, &crate::admission::Admission)> = mqtt
+            .iter()
+            .map(|m| ("mqtt", &*m.admission))
+            .chain(nats.iter().map(|n| ("nats", &*n.admission)))
+            .collect();
+        crate::admission::Admission::render(&mut text, &admissions);
         if let Some(mqtt) = mqtt.as_deref() {
             mqtt.render_state(&mut text);
         }

@@ -78,18 +78,21 @@ pub fn sections_needing_restart(old: &Config, new: &Config) -> Vec<&'static str>
         a.max_connections,
         a.max_retained,
         a.max_retained_bytes,
+        crate::admission::AdmissionLimits::mqtt(a),
     ) != (
         b.enabled,
         b.listen,
         b.max_connections,
         b.max_retained,
         b.max_retained_bytes,
+        crate::admission::AdmissionLimits::mqtt(b),
     ) || a.tls_listen != b.tls_listen
     {
         changed.push("mqtt");
     }
     let (a, b) = (&old.nats, &new.nats);
-    if (a.enabled, a.listen, a.max_connections) != (b.enabled, b.listen, b.max_connections)
+    if (a.enabled, a.listen) != (b.enabled, b.listen)
+        || crate::admission::AdmissionLimits::nats(a) != crate::admission::AdmissionLimits::nats(b)
         || (a.duplicate_window, a.max_duplicate_ids) != (b.duplicate_window, b.max_duplicate_ids)
     {
         changed.push("nats");

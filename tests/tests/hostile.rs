@@ -204,3 +204,123 @@ fn session_and_subscription_caps_answer_per_protocol() {
     assert_eq!(out["v311"], serde_json::json!(v311), "{out}");
     assert!(broker.terminate(STOP).success());
 }
+
+/// Runs an attack of `tests/tools/hostile.py` against `broker` at `addr`.
+fn attack(broker: &Broker, addr: std::net::SocketAddr, args: &[&str]) -> serde_json::Value {
+    let out = std::process::Command::new(edge_tests::peers::python())
+        .arg(edge_tests::peers::repo_root().join("tests/tools/hostile.py"))
+        .arg(args[0])
+        .arg(addr.ip().to_string())
+        .arg(addr.port().to_string())
+        .arg(broker.pid().to_string())
+        .args(&args[1..])
+        .output()
+        .expect("run tests/tools/hostile.py");
+    assert!(
+        out.status.success(),
+        "hostile.py {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON from hostile.py");
+    eprintln!("hostile.py {args:?}: {out}");
+    out
+}
+
+/// Connections refused by `reason` (`edge_connections_refused_total`).
+fn refused(broker: &Broker, protocol: &str, reason: &str) -> f64 {
+    let metrics = broker.listen_addr("metrics.listen");
+    metric(
+        metrics,
+        &format!("edge_connections_refused_total{{protocol=\"{protocol}\",reason=\"{reason}\"}}"),
+    )
+    .unwrap_or(-1.0)
+}
+
+/// 1,001 TCP connections that never send CONNECT, from one address. Once: they took all 1,000
+/// seats and a real device got CONNACK 0x03 for the whole connect timeout. Now connections
+/// that have not logged in have their own count (`max_pending_connections`), of which one
+/// address gets `max_pending_per_source` (64): the rest are closed at once, the device logs
+/// in, and the 64 are closed when `connect_timeout` passes.
+#[test]
+fn connections_that_never_log_in_cannot_take_the_seats_of_devices() {
+    let mut broker = Broker::start("[mqtt]\nconnect_timeout = \"2s\"\n");
+    let out = attack(
+        &broker,
+        broker.mqtt_addr(),
+        &["flood", "mqtt", "1001", "idle", "0", "1", "2.5"],
+    );
+    assert_eq!(out["device"], 0, "{out}");
+    assert!(out["open_during_attack"].as_u64().unwrap() <= 64, "{out}");
+    assert_eq!(out["open_after_hold"], 0, "{out}");
+    assert!(refused(&broker, "mqtt", "max_pending_per_source") >= 500.0);
+    assert!(broker.terminate(STOP).success());
+}
+
+/// The same over NATS, where a connection without CONNECT was never timed out unless a login
+/// was required: now `auth_timeout` closes every one of them.
+#[test]
+fn nats_connections_that_never_send_connect_are_bounded_and_timed_out() {
+    let mut broker = Broker::start("[nats]\nauth_timeout = \"1s\"\n");
+    let addr = broker.listen_addr("nats.listen");
+    let out = attack(
+        &broker,
+        addr,
+        &["flood", "nats", "1001", "idle", "0", "1", "1.5"],
+    );
+    assert_eq!(out["device"], true, "{out}");
+    assert!(out["open_during_attack"].as_u64().unwrap() <= 64, "{out}");
+    assert_eq!(out["open_after_hold"], 0, "{out}");
+    assert!(refused(&broker, "nats", "max_pending_per_source") >= 500.0);
+    assert!(broker.terminate(STOP).success());
+}
+
+/// 300 sockets from five addresses, each sending the start of a CONNECT that claims 1 MiB.
+/// Once: +296 MiB RSS in 0.4 s before any login. Now a CONNECT above `max_connect_size`
+/// (64 KiB) is refused as soon as its length is read, and what connections that have not
+/// logged in may hold is `max_pending_connections` (256) × `max_connect_size` at most: with
+/// 300 of them, the oldest are evicted, and a device still logs in.
+#[test]
+fn huge_connects_before_login_hold_no_memory() {
+    let mut broker = Broker::start("[mqtt]\nconnect_timeout = \"5s\"\n");
+    let out = attack(
+        &broker,
+        broker.mqtt_addr(),
+        &["flood", "mqtt", "300", "claim", "1048576", "5", "0"],
+    );
+    assert_eq!(out["device"], 0, "{out}");
+    assert_eq!(out["open_during_attack"], 0, "{out}");
+    let growth = out["rss_growth_kib"].as_i64().unwrap();
+    assert!(growth < 24 << 10, "RSS grew {growth} KiB: {out}");
+    // Within the cap, 300 CONNECTs of 64 KiB each still fit in what pending connections may hold.
+    let out = attack(
+        &broker,
+        broker.mqtt_addr(),
+        &["flood", "mqtt", "300", "claim", "60000", "5", "5"],
+    );
+    assert_eq!(out["device"], 0, "{out}");
+    assert!(out["open_during_attack"].as_u64().unwrap() <= 256, "{out}");
+    assert_eq!(out["open_after_hold"], 0, "{out}");
+    assert!(refused(&broker, "mqtt", "max_pending_connections") >= 44.0);
+    let growth = out["rss_growth_kib"].as_i64().unwrap();
+    assert!(growth < 24 << 10, "RSS grew {growth} KiB: {out}");
+    assert!(broker.terminate(STOP).success());
+}
+
+/// NATS: 200 PUBs of 1 MiB sent before CONNECT, all but the last byte. Once: 200 MiB held
+/// for ever (no CONNECT timeout without a login to require). Now a payload before CONNECT is
+/// limited to 4 KiB (`-ERR 'Maximum Payload Violation'`), and `auth_timeout` applies.
+#[test]
+fn nats_publishes_before_connect_hold_no_memory() {
+    let mut broker = Broker::start("[nats]\nauth_timeout = \"1s\"\n");
+    let addr = broker.listen_addr("nats.listen");
+    let out = attack(
+        &broker,
+        addr,
+        &["flood", "nats", "200", "claim", "1048576", "4", "1.5"],
+    );
+    assert_eq!(out["device"], true, "{out}");
+    assert_eq!(out["open_after_hold"], 0, "{out}");
+    let growth = out["rss_growth_kib"].as_i64().unwrap();
+    assert!(growth < 24 << 10, "RSS grew {growth} KiB: {out}");
+    assert!(broker.terminate(STOP).success());
+}

@@ -199,9 +199,19 @@ pub struct MqttSection {
     pub tls_key: Option<PathBuf>,
     /// PEM CA certificates; when set, TLS clients must present a certificate they issued.
     pub tls_client_ca: Option<PathBuf>,
-    /// Most simultaneous client connections (plain and TLS together); more are refused with
-    /// "server busy".
+    /// Most simultaneous client connections that logged in (plain and TLS together); more are
+    /// refused with "server busy".
     pub max_connections: usize,
+    /// Most connections that have not logged in yet (their own count: they never take the
+    /// seats of `max_connections`); more are closed at once.
+    pub max_pending_connections: usize,
+    /// Most connections from one source address (IPv4, IPv6 /64) that have not logged in yet.
+    pub max_pending_per_source: usize,
+    /// Most connections from one source address, logged in or not (0: no limit).
+    pub max_connections_per_source: usize,
+    /// Largest CONNECT accepted before login (far below `max_packet_size`: a connection that
+    /// has not logged in holds at most this much).
+    pub max_connect_size: ByteSize,
     /// Largest packet accepted from a client (advertised as Maximum Packet Size).
     pub max_packet_size: ByteSize,
     /// QoS 1/2 publishes a client may have unacknowledged (advertised as Receive Maximum).
@@ -258,6 +268,10 @@ impl Default for MqttSection {
             tls_key: None,
             tls_client_ca: None,
             max_connections: 1000,
+            max_pending_connections: DEFAULT_MAX_PENDING,
+            max_pending_per_source: DEFAULT_MAX_PENDING_PER_SOURCE,
+            max_connections_per_source: 0,
+            max_connect_size: ByteSize(64 << 10),
             max_packet_size: ByteSize(1 << 20),
             max_inflight: 100,
             max_queued_messages: 1000,
@@ -391,8 +405,15 @@ pub struct NatsSection {
     /// Address to listen on (port 0 picks a free port, logged at startup).
     #[serde(deserialize_with = "units::listen::<4222, _>")]
     pub listen: SocketAddr,
-    /// Most simultaneous client connections; more get `-ERR 'maximum connections exceeded'`.
+    /// Most simultaneous client connections that logged in (sent CONNECT); more get
+    /// `-ERR 'maximum connections exceeded'`.
     pub max_connections: usize,
+    /// Most connections that have not sent CONNECT yet (their own count); more are closed.
+    pub max_pending_connections: usize,
+    /// Most connections from one source address (IPv4, IPv6 /64) without CONNECT yet.
+    pub max_pending_per_source: usize,
+    /// Most connections from one source address, logged in or not (0: no limit).
+    pub max_connections_per_source: usize,
     /// Largest PUB/HPUB payload (headers included), announced in INFO as `max_payload`.
     pub max_payload: ByteSize,
     /// Output a client may have waiting; a subscriber further behind is a slow consumer and is
@@ -438,6 +459,9 @@ impl Default for NatsSection {
             enabled: true,
             listen: SocketAddr::from(([127, 0, 0, 1], 4222)),
             max_connections: 1000,
+            max_pending_connections: DEFAULT_MAX_PENDING,
+            max_pending_per_source: DEFAULT_MAX_PENDING_PER_SOURCE,
+            max_connections_per_source: 0,
             max_payload: ByteSize(1 << 20),
             max_pending: ByteSize(8 << 20),
             max_inflight: 4096,
@@ -698,6 +722,12 @@ fn validate_node_id(id: &str) -> Result<(), String> {
 /// topic tree, far below what a client could send in one packet.
 pub const DEFAULT_MAX_TOPIC_LEVELS: usize = 128;
 
+/// Default `max_pending_connections` of MQTT and NATS: connections that have not logged in.
+pub const DEFAULT_MAX_PENDING: usize = 256;
+
+/// Default `max_pending_per_source`: what one address may hold of [`DEFAULT_MAX_PENDING`].
+pub const DEFAULT_MAX_PENDING_PER_SOURCE: usize = 64;
+
 /// Smallest segment we accept: smaller ones only multiply files and fsyncs.
 const MIN_SEGMENT_BYTES: u64 = 64 << 10;
 
@@ -886,8 +916,23 @@ impl Config {
         if mqtt.max_inflight == 0 {
             found.invalid("mqtt.max_inflight", "must be at least 1");
         }
-        if mqtt.max_connections == 0 {
-            found.invalid("mqtt.max_connections", "must be at least 1");
+        for (field, value) in [
+            ("mqtt.max_connections", mqtt.max_connections),
+            ("mqtt.max_pending_connections", mqtt.max_pending_connections),
+            ("mqtt.max_pending_per_source", mqtt.max_pending_per_source),
+        ] {
+            if value == 0 {
+                found.invalid(field, "must be at least 1");
+            }
+        }
+        if mqtt.max_connect_size.bytes() < 64 || mqtt.max_connect_size > mqtt.max_packet_size {
+            found.invalid(
+                "mqtt.max_connect_size",
+                format!(
+                    "{} must be between 64B and mqtt.max_packet_size ({})",
+                    mqtt.max_connect_size, mqtt.max_packet_size
+                ),
+            );
         }
         if mqtt.max_keep_alive.0 > Duration::from_secs(u64::from(u16::MAX)) {
             found.invalid("mqtt.max_keep_alive", "must be at most 65535s");
@@ -949,8 +994,14 @@ impl Config {
                 ),
             );
         }
-        if nats.max_connections == 0 {
-            found.invalid("nats.max_connections", "must be at least 1");
+        for (field, value) in [
+            ("nats.max_connections", nats.max_connections),
+            ("nats.max_pending_connections", nats.max_pending_connections),
+            ("nats.max_pending_per_source", nats.max_pending_per_source),
+        ] {
+            if value == 0 {
+                found.invalid(field, "must be at least 1");
+            }
         }
         if nats.max_inflight == 0 {
             found.invalid("nats.max_inflight", "must be at least 1");

@@ -23,12 +23,12 @@ use edge_proto::mqtt::{
     SubAck, Subscribe, UnsubAck, Unsubscribe, topic,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::sync::OwnedSemaphorePermit;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::server::MqttServer;
 use super::session::{Outbound, Session, SubscriptionRecord};
+use crate::admission::{Pending, Seat};
 use crate::hub::{Delivery, Mailbox, SubEntry};
 use crate::ingest::{self, Answer, Event, IngestLimits, IngestQueue, Outcome, Publisher};
 use crate::listener::{ReadHalf, WriteHalf};
@@ -100,22 +100,31 @@ struct WillMessage {
 }
 
 /// Serves one client connection (plain TCP or TLS, already split) until it ends.
+///
+/// Until it has logged in, the connection holds only its `pending` place: it may buffer a
+/// CONNECT of at most `mqtt.max_connect_size` and must send it within `mqtt.connect_timeout`;
+/// a seat among `mqtt.max_connections` is taken once the login succeeded.
 pub async fn serve(
     server: Arc<MqttServer>,
     (mut reader, mut writer): (ReadHalf, WriteHalf),
     peer: SocketAddr,
-    permit: Option<OwnedSemaphorePermit>,
+    pending: Pending,
     shutdown: CancellationToken,
     certificate: Option<crate::auth::PeerCertificate>,
 ) {
     let mut inbuf = BytesMut::with_capacity(INITIAL_BUFFER);
     let settings = server.settings();
-    let max_packet = settings.max_packet_size.bytes() as u32;
+    let max_connect = u32::try_from(settings.max_connect_size.bytes()).unwrap_or(u32::MAX);
+    let evicted = pending.eviction();
     let connect = tokio::select! {
         _ = shutdown.cancelled() => return,
+        _ = evicted.cancelled() => {
+            tracing::debug!(%peer, "MQTT connection evicted before CONNECT: mqtt.max_pending_connections reached");
+            return;
+        }
         read = tokio::time::timeout(
             settings.connect_timeout.0,
-            read_connect(&mut reader, &mut inbuf, max_packet),
+            read_connect(&mut reader, &mut inbuf, max_connect),
         ) => match read {
             Ok(Ok(connect)) => connect,
             Ok(Err((why, unsupported_level))) => {
@@ -139,26 +148,22 @@ pub async fn serve(
             }
         },
     };
-    let version = connect.protocol_version;
-    let Some(permit) = permit else {
-        tracing::warn!(%peer, "refusing MQTT client: max_connections reached");
-        let _ = refuse(
-            &mut writer,
-            version,
-            ReasonCode::ServerBusy,
-            "too many connections",
-        )
-        .await;
-        return;
-    };
+    // What was read beyond the CONNECT starts the session's input; the CONNECT's own room
+    // (up to max_connect_size) is not kept for the connection's life.
+    if inbuf.capacity() > INITIAL_BUFFER.max(inbuf.len() * 2) {
+        inbuf = BytesMut::from(&inbuf[..]);
+    }
     let connection = match Connection::accept(
         Arc::clone(&server),
         connect,
         (reader, writer),
         inbuf,
-        peer,
+        Arrival {
+            peer,
+            pending,
+            certificate,
+        },
         shutdown,
-        certificate,
     )
     .await
     {
@@ -170,7 +175,13 @@ pub async fn serve(
         }
     };
     connection.run().await;
-    drop(permit);
+}
+
+/// Who sent a CONNECT: its address, its pending place, its TLS certificate.
+struct Arrival {
+    peer: SocketAddr,
+    pending: Pending,
+    certificate: Option<crate::auth::PeerCertificate>,
 }
 
 /// Reads until a whole CONNECT is decoded. The error says why, and whether the client asked
@@ -257,6 +268,8 @@ struct Connection {
     gate: Option<Commit>,
     kick: CancellationToken,
     shutdown: CancellationToken,
+    /// This client's place among `mqtt.max_connections`, given back when the connection ends.
+    _seat: Seat,
 }
 
 impl Connection {
@@ -266,10 +279,14 @@ impl Connection {
         connect: Box<Connect>,
         (reader, mut writer): (ReadHalf, WriteHalf),
         inbuf: BytesMut,
-        peer: SocketAddr,
+        arrival: Arrival,
         shutdown: CancellationToken,
-        certificate: Option<crate::auth::PeerCertificate>,
     ) -> std::io::Result<Option<Connection>> {
+        let Arrival {
+            peer,
+            pending,
+            certificate,
+        } = arrival;
         let version = connect.protocol_version;
         let settings = server.settings();
         let credentials = crate::auth::mqtt_credentials(&connect, certificate, &settings);
@@ -285,6 +302,20 @@ impl Connection {
                     version,
                     ReasonCode::NotAuthorized,
                     "not authorized",
+                )
+                .await?;
+                return Ok(None);
+            }
+        };
+        let seat = match pending.seat() {
+            Ok(seat) => seat,
+            Err(refusal) => {
+                tracing::warn!(%peer, "refusing MQTT client: mqtt.{}", refusal.key());
+                refuse(
+                    &mut writer,
+                    version,
+                    ReasonCode::ServerBusy,
+                    "too many connections",
                 )
                 .await?;
                 return Ok(None);
@@ -459,6 +490,7 @@ impl Connection {
             gate: None,
             kick,
             shutdown,
+            _seat: seat,
         };
         connection.write(&connack);
         if session_present {

@@ -11,7 +11,6 @@ use edge_log::{Destination, Log, Source};
 use edge_proto::mqtt::QoS;
 use parking_lot::RwLock;
 use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -57,6 +56,9 @@ pub struct MqttServer {
     pub state_metrics: StateMetrics,
     /// Refusals by the session, subscription and retained caps.
     pub limits: LimitCounters,
+    /// Seats of logged-in clients and places of connections that have not logged in (sized at
+    /// start: a reload does not change them).
+    pub admission: Arc<crate::admission::Admission>,
     state_dir: PathBuf,
     journal: OnceLock<Arc<Journal>>,
     client_ids: AtomicU64,
@@ -85,6 +87,9 @@ impl MqttServer {
                 settings.max_retained,
                 settings.max_retained_bytes.bytes(),
             ),
+            admission: crate::admission::Admission::new(crate::admission::AdmissionLimits::mqtt(
+                &settings,
+            )),
             settings: RwLock::new(Arc::new(settings)),
             hub,
             sessions: Registry::new(1),
@@ -474,18 +479,17 @@ impl MqttServer {
         shutdown: CancellationToken,
     ) {
         let background = self.spawn_background(shutdown.clone());
-        let permits = Arc::new(Semaphore::new(self.settings().max_connections));
         let plain = crate::listener::accept_loop(
             listener,
             "MQTT",
-            Arc::clone(&permits),
+            Arc::clone(&self.admission),
             &self.tasks,
             &shutdown,
-            |stream, peer, permit| {
+            |stream, peer, pending| {
                 let (server, shutdown) = (Arc::clone(&self), shutdown.clone());
                 async move {
                     let halves = crate::listener::plain(stream);
-                    connection::serve(server, halves, peer, permit, shutdown, None).await;
+                    connection::serve(server, halves, peer, pending, shutdown, None).await;
                 }
             },
         );
@@ -496,10 +500,10 @@ impl MqttServer {
             crate::listener::accept_loop(
                 listener,
                 "MQTT over TLS",
-                permits,
+                Arc::clone(&self.admission),
                 &self.tasks,
                 &shutdown,
-                |stream, peer, permit| {
+                |stream, peer, pending| {
                     let (server, shutdown) = (Arc::clone(&self), shutdown.clone());
                     let acceptor = self.tls.current();
                     async move {
@@ -507,7 +511,12 @@ impl MqttServer {
                             return;
                         };
                         let deadline = server.settings().connect_timeout.0;
-                        match crate::listener::tls_with_peer(&acceptor, stream, deadline).await {
+                        let evicted = pending.eviction();
+                        let handshake = tokio::select! {
+                            handshake = crate::listener::tls_with_peer(&acceptor, stream, deadline) => handshake,
+                            _ = evicted.cancelled() => return,
+                        };
+                        match handshake {
                             Ok((halves, certificate)) => {
                                 let certificate =
                                     certificate.map(|der| crate::auth::PeerCertificate {
@@ -517,7 +526,7 @@ impl MqttServer {
                                     server,
                                     halves,
                                     peer,
-                                    permit,
+                                    pending,
                                     shutdown,
                                     certificate,
                                 )

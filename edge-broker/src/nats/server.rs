@@ -49,6 +49,9 @@ pub struct NatsServer {
     pub tls: crate::tls::AcceptorCell,
     /// Users, credentials and permissions (shared with MQTT).
     pub auth: Arc<crate::auth::Auth>,
+    /// Seats of logged-in clients and places of connections without CONNECT yet (sized at
+    /// start: a reload does not change them).
+    pub admission: Arc<crate::admission::Admission>,
 }
 
 impl NatsServer {
@@ -63,6 +66,9 @@ impl NatsServer {
     ) -> Arc<NatsServer> {
         let dedup = DuplicateWindow::new(settings.duplicate_window.0, settings.max_duplicate_ids);
         Arc::new(NatsServer {
+            admission: crate::admission::Admission::new(crate::admission::AdmissionLimits::nats(
+                &settings,
+            )),
             server_id: format!("NEDGE{:X}{:X}", now_ms(), std::process::id()),
             server_name: node_id.to_owned(),
             settings: RwLock::new(Arc::new(settings)),
@@ -138,7 +144,7 @@ impl NatsServer {
         crate::listener::accept_loop(
             listener,
             "NATS",
-            Arc::new(tokio::sync::Semaphore::new(self.settings().max_connections)),
+            Arc::clone(&self.admission),
             &self.tasks,
             &shutdown,
             |stream, peer, permit| {

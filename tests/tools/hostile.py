@@ -1,0 +1,148 @@
+"""Attacks from the LAN, with nothing but TCP sockets, run by tests/tests/hostile.rs.
+
+Usage: hostile.py SCENARIO HOST PORT BROKER_PID [ARG...]
+
+Each scenario attacks the broker at HOST:PORT from addresses 127.0.0.2 and up (so that the
+device it then checks, on 127.0.0.1, is another source), measures the broker's RSS
+(/proc/BROKER_PID/status) before and while the attack holds, and prints one JSON line.
+A failed check exits 1 with the reason on stderr.
+"""
+import json
+import os
+import socket
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from mqtt_raw import Client, frame, mstr, varint  # noqa: E402
+
+SCENARIOS = {}
+
+
+def scenario(fn):
+    SCENARIOS[fn.__name__] = fn
+    return fn
+
+
+def rss_kib(pid):
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    raise AssertionError("no VmRSS")
+
+
+def attacker(host, port, i, sources):
+    """A socket connected from 127.0.0.(2 + i % sources)."""
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    s.bind((f"127.0.0.{2 + i % sources}", 0))
+    s.settimeout(5)
+    s.connect((host, int(port)))
+    return s
+
+
+def still_open(socks):
+    """How many of `socks` the broker has not closed."""
+    n = 0
+    for s in socks:
+        s.setblocking(False)
+        try:
+            while True:
+                data = s.recv(65536)
+                if not data:
+                    break
+        except BlockingIOError:
+            n += 1
+        except OSError:
+            pass
+    return n
+
+
+def mqtt_device(host, port):
+    """A device on 127.0.0.1 logs in: its CONNACK code."""
+    c = Client(host, int(port), v5=False, timeout=5)
+    ack = c.connect("device-1", expect_ok=False)
+    c.close()
+    return ack["rc"]
+
+
+def nats_device(host, port):
+    """A device on 127.0.0.1: CONNECT, PING; true when PONG comes back."""
+    s = socket.create_connection((host, int(port)), timeout=5)
+    buf = b""
+    s.sendall(b'CONNECT {"verbose":false}\r\nPING\r\n')
+    deadline = time.monotonic() + 5
+    try:
+        while b"PONG" not in buf and b"-ERR" not in buf and time.monotonic() < deadline:
+            data = s.recv(4096)
+            if not data:
+                break
+            buf += data
+    except OSError:
+        pass
+    s.close()
+    return b"PONG\r\n" in buf
+
+
+def first_bytes(proto, claim):
+    """The start of what claims `claim` bytes: an MQTT CONNECT, or a NATS PUB before CONNECT,
+    sent up to one byte short of the claim, or 64 KiB, whichever is less."""
+    if proto == "mqtt":
+        body = mstr("MQTT") + bytes([4, 2]) + b"\x00\x3c" + mstr("attacker")
+        return b"\x10" + varint(claim) + body + b"\x00" * min(claim - len(body) - 1, 65536)
+    return f"PUB attack {claim}\r\n".encode() + b"x" * min(claim - 1, 65536)
+
+
+@scenario
+def flood(host, port, pid, proto, count, mode="idle", claim="1048576", sources="1",
+          hold="1"):
+    """`count` connections from `sources` addresses that never log in: `idle` ones send
+    nothing, `claim` ones send the start of a CONNECT (NATS: a PUB) claiming `claim` bytes
+    and keep sending it. Then a device logs in from 127.0.0.1. After `hold` seconds, how
+    many attack connections are still open."""
+    count, sources, claim = int(count), int(sources), int(claim)
+    rss0 = rss_kib(pid)
+    socks = []
+    refused_at_connect = 0
+    for i in range(count):
+        try:
+            s = attacker(host, port, i, sources)
+        except OSError:
+            refused_at_connect += 1
+            continue
+        if mode == "claim":
+            try:
+                s.sendall(first_bytes(proto, claim))
+            except OSError:
+                pass
+        socks.append(s)
+    time.sleep(0.5)
+    rss_attack = rss_kib(pid)
+    device = mqtt_device(host, port) if proto == "mqtt" else nats_device(host, port)
+    open_now = still_open(socks)
+    time.sleep(float(hold))
+    open_later = still_open(socks)
+    for s in socks:
+        s.close()
+    return {
+        "device": device,
+        "open_during_attack": open_now,
+        "open_after_hold": open_later,
+        "refused_at_connect": refused_at_connect,
+        "rss_kib": [rss0, rss_attack],
+        "rss_growth_kib": rss_attack - rss0,
+    }
+
+
+def main():
+    name, host, port, pid, *args = sys.argv[1:]
+    try:
+        out = SCENARIOS[name](host, port, pid, *args)
+    except AssertionError as err:
+        print(f"{name}: {err}", file=sys.stderr)
+        sys.exit(1)
+    print(json.dumps(out))
+
+
+if __name__ == "__main__":
+    main()
