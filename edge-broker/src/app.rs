@@ -143,7 +143,10 @@ pub async fn run(
         &config.node.id,
     );
     let hub = Arc::new(Hub::new());
-    for warning in crate::auth::check::security_warnings(&config, config_path.as_deref()) {
+    for warning in crate::auth::check::security_warnings(&config, config_path.as_deref())
+        .into_iter()
+        .chain(crate::config::deprecations(&config))
+    {
         tracing::warn!("{warning}");
     }
     let auth = crate::auth::Auth::new(&config, Some(config.mqtt_state_dir().join("owners.bin")))

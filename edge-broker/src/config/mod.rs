@@ -218,8 +218,12 @@ pub struct MqttSection {
     pub max_inflight: u16,
     /// Messages queued per session for a slow or offline client; more are dropped and counted.
     pub max_queued_messages: usize,
-    /// Longest keep alive a client may choose (`"0s"` = no limit); longer ones are lowered.
-    pub max_keep_alive: HumanDuration,
+    /// Longest keep alive an MQTT 5 client may choose (`"0s"` = no limit): a longer one, or
+    /// none, is lowered to it and announced as Server Keep Alive. MQTT 3.1.1 has no way to
+    /// tell a client, so its keep alive stands (as Mosquitto 2 does). Mosquitto's option.
+    pub max_keepalive: HumanDuration,
+    /// The first spelling of `max_keepalive`, still accepted with a deprecation warning.
+    pub max_keep_alive: Option<HumanDuration>,
     /// Longest session expiry a client may ask for; 3.1.1 persistent sessions get this.
     pub max_session_expiry: HumanDuration,
     /// Topic aliases accepted per connection (MQTT 5).
@@ -258,6 +262,30 @@ pub struct MqttSection {
     pub max_topic_levels: usize,
 }
 
+impl MqttSection {
+    /// Applies deprecated spellings where the current key is not set.
+    fn resolve_deprecated(&mut self) {
+        if let Some(old) = self.max_keep_alive
+            && self.max_keepalive.0.is_zero()
+        {
+            self.max_keepalive = old;
+        }
+    }
+}
+
+/// Keys written with a deprecated spelling, each with what to write instead (`check` prints
+/// them with its warnings; the broker logs them at start).
+pub fn deprecations(config: &Config) -> Vec<String> {
+    let mut found = Vec::new();
+    if config.mqtt.max_keep_alive.is_some() {
+        found.push(
+            "mqtt.max_keep_alive is deprecated: write max_keepalive (Mosquitto's name for it)"
+                .to_owned(),
+        );
+    }
+    found
+}
+
 impl Default for MqttSection {
     fn default() -> Self {
         MqttSection {
@@ -275,7 +303,8 @@ impl Default for MqttSection {
             max_packet_size: ByteSize(1 << 20),
             max_inflight: 100,
             max_queued_messages: 1000,
-            max_keep_alive: HumanDuration(Duration::ZERO),
+            max_keepalive: HumanDuration(Duration::ZERO),
+            max_keep_alive: None,
             max_session_expiry: HumanDuration(Duration::from_secs(7 * 86_400)),
             topic_alias_maximum: 16,
             allow_anonymous: None,
@@ -799,6 +828,9 @@ impl Config {
                 at: document.locate(field),
             });
         }
+        if let Some(config) = &mut config {
+            config.mqtt.resolve_deprecated();
+        }
         if let Some(config) = &config {
             // A key that did not parse was replaced by its default: leave out what validation
             // says about it (or because of it), which would only confuse.
@@ -934,8 +966,13 @@ impl Config {
                 ),
             );
         }
-        if mqtt.max_keep_alive.0 > Duration::from_secs(u64::from(u16::MAX)) {
-            found.invalid("mqtt.max_keep_alive", "must be at most 65535s");
+        for (field, value) in [
+            ("mqtt.max_keepalive", Some(mqtt.max_keepalive)),
+            ("mqtt.max_keep_alive", mqtt.max_keep_alive),
+        ] {
+            if value.is_some_and(|v| v.0 > Duration::from_secs(u64::from(u16::MAX))) {
+                found.invalid(field, "must be at most 65535s");
+            }
         }
         if mqtt.max_session_expiry.0 > Duration::from_secs(u64::from(u32::MAX)) {
             found.invalid("mqtt.max_session_expiry", "must be at most 4294967295s");

@@ -68,6 +68,9 @@ enum Exit {
 struct Owed {
     packet_id: u16,
     qos: QoS,
+    /// A QoS 2 publish counted in the session's `inbound_qos2` already (see
+    /// [`Connection::receive_inflight`]).
+    in_qos2_set: bool,
     /// The reason code when the answer is settled without the log ([`Outcome::Given`]).
     reason: ReasonCode,
 }
@@ -82,10 +85,13 @@ const MAX_RECORDS_IN_FLIGHT: usize = 1024;
 const MAX_BYTES_IN_FLIGHT: usize = 1 << 20;
 
 /// The ingest queue's bounds: at most Receive Maximum (`mqtt.max_inflight`) acknowledgements
-/// owed, and the records in flight above.
-fn ingest_limits(settings: &crate::config::MqttSection) -> IngestLimits {
+/// owed, and the records in flight above. An MQTT 5 client is read one publish beyond, so that
+/// a client that exceeds the Receive Maximum it was told is seen doing so (DISCONNECT 0x93)
+/// rather than merely not read; 3.1.1 has no Receive Maximum: its publishes beyond wait.
+fn ingest_limits(settings: &crate::config::MqttSection, version: ProtocolVersion) -> IngestLimits {
+    let beyond = usize::from(version == ProtocolVersion::V5);
     IngestLimits {
-        max_answers: usize::from(settings.max_inflight),
+        max_answers: usize::from(settings.max_inflight) + beyond,
         max_records: MAX_RECORDS_IN_FLIGHT,
         max_bytes: MAX_BYTES_IN_FLIGHT,
         batch_records: MAX_RECORDS_IN_FLIGHT,
@@ -270,6 +276,9 @@ struct Connection {
     shutdown: CancellationToken,
     /// This client's place among `mqtt.max_connections`, given back when the connection ends.
     _seat: Seat,
+    /// PUBRECs owed for QoS 2 publishes in `inbound_qos2` (counted there already): see
+    /// [`Connection::receive_inflight`].
+    qos2_answers: usize,
 }
 
 impl Connection {
@@ -368,7 +377,7 @@ impl Connection {
         };
         let expiry = requested_expiry.min(max_expiry);
 
-        let max_keep_alive = u16::try_from(settings.max_keep_alive.0.as_secs()).unwrap_or(u16::MAX);
+        let max_keep_alive = u16::try_from(settings.max_keepalive.0.as_secs()).unwrap_or(u16::MAX);
         let mut keep_alive = connect.keep_alive;
         let mut server_keep_alive = None;
         if version == ProtocolVersion::V5
@@ -482,7 +491,7 @@ impl Connection {
             read_paused: false,
             ingest: Box::new(IngestQueue::new(
                 server.log.clone(),
-                ingest_limits(&settings),
+                ingest_limits(&settings, version),
             )),
             permissions,
             will,
@@ -491,6 +500,7 @@ impl Connection {
             kick,
             shutdown,
             _seat: seat,
+            qos2_answers: 0,
         };
         connection.write(&connack);
         if session_present {
@@ -724,8 +734,22 @@ impl Connection {
     }
 
     fn on_publish(&mut self, mut publish: Publish) -> Result<(), Exit> {
+        self.server.metrics.received(publish.qos);
+        if self.version == ProtocolVersion::V5
+            && let Some(id) = publish.packet_id
+            && self.receive_inflight(id) >= usize::from(self.settings.max_inflight)
+        {
+            // MQTT 5 §3.3.4 [MQTT-3.3.4-9]: more unacknowledged QoS 1/2 publishes than the
+            // Receive Maximum the CONNACK announced.
+            return Err(Exit::Violation(
+                ReasonCode::ReceiveMaximumExceeded,
+                format!(
+                    "more than {} QoS 1/2 publishes unacknowledged (Receive Maximum)",
+                    self.settings.max_inflight
+                ),
+            ));
+        }
         let metrics = &self.server.metrics;
-        metrics.received(publish.qos);
         // Topic aliases (MQTT 5 §3.3.2.3.4).
         if let Some(alias) = publish.properties.topic_alias {
             if alias == 0 || alias > self.settings.topic_alias_maximum {
@@ -822,11 +846,8 @@ impl Connection {
             message.retain = false;
         }
         let message = Arc::new(message);
-        let owed = packet_id.map(|packet_id| Owed {
-            packet_id,
-            qos: publish.qos,
-            reason: ReasonCode::Success,
-        });
+        let owed =
+            packet_id.map(|packet_id| self.owed(packet_id, publish.qos, ReasonCode::Success));
         match self.server.destination(&message.topic, &self.client_id) {
             Some(destination) => {
                 let record =
@@ -844,13 +865,37 @@ impl Connection {
         Ok(())
     }
 
+    /// QoS 1/2 publishes of the client not yet acknowledged (PUBACK, or for QoS 2 PUBCOMP) as
+    /// far as this side knows (never more than the client counts), besides a resend of
+    /// `packet_id` if it is a QoS 2 publish already taken. PUBACKs and PUBRECs owed, plus QoS 2
+    /// publishes whose PUBREC went out and whose PUBREL has not come.
+    fn receive_inflight(&self, packet_id: u16) -> usize {
+        let (qos2, resend) = {
+            let state = self.session.lock();
+            let set = &state.inbound_qos2;
+            (set.len(), usize::from(set.contains(&packet_id)))
+        };
+        let owed_elsewhere = self.ingest.answers_owed().saturating_sub(self.qos2_answers);
+        (owed_elsewhere + qos2).saturating_sub(resend)
+    }
+
     /// Queues an acknowledgement settled now (it still waits for the ones before it).
     fn owe(&mut self, packet_id: u16, qos: QoS, reason: ReasonCode) {
-        self.ingest.push_answer(Owed {
+        let owed = self.owed(packet_id, qos, reason);
+        self.ingest.push_answer(owed);
+    }
+
+    /// An acknowledgement about to be queued (counted for [`Connection::receive_inflight`]).
+    fn owed(&mut self, packet_id: u16, qos: QoS, reason: ReasonCode) -> Owed {
+        let in_qos2_set =
+            qos == QoS::ExactlyOnce && self.session.lock().inbound_qos2.contains(&packet_id);
+        self.qos2_answers += usize::from(in_qos2_set);
+        Owed {
             packet_id,
             qos,
+            in_qos2_set,
             reason,
-        });
+        }
     }
 
     /// Takes what the ingest queue has ready: routed publishes the log wrote are delivered
@@ -904,8 +949,10 @@ impl Connection {
         let Owed {
             packet_id,
             qos,
+            in_qos2_set,
             reason,
         } = answer.tag;
+        self.qos2_answers = self.qos2_answers.saturating_sub(usize::from(in_qos2_set));
         let mut why = None;
         let reason = match answer.outcome {
             Outcome::Given => reason,
