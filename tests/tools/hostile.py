@@ -134,6 +134,91 @@ def flood(host, port, pid, proto, count, mode="idle", claim="1048576", sources="
     }
 
 
+def peak_rss(pid, stop, out):
+    """Samples the broker's RSS every 20 ms until `stop` is set; the peak goes to out[0]."""
+    while not stop.is_set():
+        out[0] = max(out[0], rss_kib(pid))
+        time.sleep(0.02)
+
+
+def sampling(pid):
+    import threading
+    stop, out = threading.Event(), [rss_kib(pid)]
+    t = threading.Thread(target=peak_rss, args=(pid, stop, out), daemon=True)
+    t.start()
+
+    def finish():
+        stop.set()
+        t.join()
+        return out[0]
+    return finish
+
+
+def publish_all(host, port, topic, count, size, qos):
+    """One publisher: `count` messages of `size` bytes, QoS 1 waiting for each PUBACK."""
+    p = Client(host, int(port), v5=False, timeout=30)
+    p.connect(f"pub-{os.getpid()}")
+    payload = b"x" * size
+    for _ in range(count):
+        p.publish(topic, payload, qos=qos)
+        if qos:
+            p.recv(30)
+    p.disconnect()
+
+
+def stalled_subscriber(host, port, cid, filter_, qos):
+    """A subscriber with a small receive buffer that then never reads."""
+    c = Client.__new__(Client)
+    c.v5, c.buf, c.next_id, c.aliases = False, b"", 0, {}
+    c.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    c.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    c.sock.settimeout(10)
+    c.sock.connect((host, int(port)))
+    c.connect(cid)
+    c.subscribe((filter_, qos))
+    return c
+
+
+@scenario
+def stalled_subscribers(host, port, pid, subs, count, size, qos="0"):
+    """`subs` subscribers to `#` that never read; one publisher sends `count` × `size` bytes
+    (QoS 1: each acknowledged before the next). The broker's peak RSS over its RSS before."""
+    subs, count, size, qos = int(subs), int(count), int(size), int(qos)
+    rss0 = rss_kib(pid)
+    clients = [stalled_subscriber(host, port, f"stalled-{i}", "#", 0) for i in range(subs)]
+    finish = sampling(pid)
+    publish_all(host, port, "flood/t", count, size, qos)
+    time.sleep(0.5)
+    peak = finish()
+    for c in clients:
+        c.close()
+    return {"rss_kib": [rss0, peak], "rss_growth_kib": peak - rss0}
+
+
+@scenario
+def never_puback(host, port, pid, count, size):
+    """A 3.1.1 subscriber at QoS 1 that reads but never sends PUBACK; a publisher sends
+    `count` × `size` bytes at QoS 1. How many PUBLISHes reached the subscriber."""
+    count, size = int(count), int(size)
+    rss0 = rss_kib(pid)
+    sub = Client(host, int(port), v5=False, timeout=10)
+    sub.connect("no-puback", clean=True)
+    sub.subscribe(("np/#", 1))
+    finish = sampling(pid)
+    publish_all(host, port, "np/t", count, size, 1)
+    received = 0
+    while True:
+        try:
+            p = sub.recv(1.0)
+        except TimeoutError:
+            break
+        if p["type"] == 3:
+            received += 1
+    peak = finish()
+    sub.close()
+    return {"received": received, "rss_kib": [rss0, peak], "rss_growth_kib": peak - rss0}
+
+
 def main():
     name, host, port, pid, *args = sys.argv[1:]
     try:

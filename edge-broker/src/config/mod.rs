@@ -218,6 +218,16 @@ pub struct MqttSection {
     pub max_inflight: u16,
     /// Messages queued per session for a slow or offline client; more are dropped and counted.
     pub max_queued_messages: usize,
+    /// Bytes one session may hold for its client, queued and in flight together (each
+    /// delivery charged its topic, payload and 256 bytes of bookkeeping); more are dropped
+    /// and counted (Mosquitto's option).
+    pub max_queued_bytes: ByteSize,
+    /// Bytes all sessions together may hold queued and in flight (the memory budget of
+    /// deliveries); more are dropped and counted.
+    pub max_queued_bytes_total: ByteSize,
+    /// QoS 1/2 deliveries in flight towards a client at once (fewer if the client's Receive
+    /// Maximum says so; 3.1.1 clients have none). Mosquitto's option.
+    pub max_inflight_messages: u16,
     /// Longest keep alive an MQTT 5 client may choose (`"0s"` = no limit): a longer one, or
     /// none, is lowered to it and announced as Server Keep Alive. MQTT 3.1.1 has no way to
     /// tell a client, so its keep alive stands (as Mosquitto 2 does). Mosquitto's option.
@@ -303,6 +313,9 @@ impl Default for MqttSection {
             max_packet_size: ByteSize(1 << 20),
             max_inflight: 100,
             max_queued_messages: 1000,
+            max_queued_bytes: ByteSize(1 << 20),
+            max_queued_bytes_total: ByteSize(64 << 20),
+            max_inflight_messages: 20,
             max_keepalive: HumanDuration(Duration::ZERO),
             max_keep_alive: None,
             max_session_expiry: HumanDuration(Duration::from_secs(7 * 86_400)),
@@ -947,6 +960,18 @@ impl Config {
         }
         if mqtt.max_inflight == 0 {
             found.invalid("mqtt.max_inflight", "must be at least 1");
+        }
+        if mqtt.max_inflight_messages == 0 {
+            found.invalid("mqtt.max_inflight_messages", "must be at least 1");
+        }
+        if mqtt.max_queued_bytes > mqtt.max_queued_bytes_total {
+            found.invalid(
+                "mqtt.max_queued_bytes",
+                format!(
+                    "{} must be at most mqtt.max_queued_bytes_total ({})",
+                    mqtt.max_queued_bytes, mqtt.max_queued_bytes_total
+                ),
+            );
         }
         for (field, value) in [
             ("mqtt.max_connections", mqtt.max_connections),

@@ -1,6 +1,7 @@
 //! The counters of a front end (MQTT or NATS: one type for both) and their rendering, side by
 //! side: families both protocols share get one sample per protocol (`protocol="mqtt"|"nats"`).
 
+use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 
 use edge_proto::mqtt::QoS;
@@ -36,6 +37,10 @@ pub enum DropReason {
     TooLargeForClient,
     /// MQTT: the session's queue (`mqtt.max_queued_messages`) was full.
     QueueFull,
+    /// MQTT: the session held `mqtt.max_queued_bytes` queued and in flight.
+    QueueBytes,
+    /// MQTT: all sessions together held `mqtt.max_queued_bytes_total`.
+    QueueBudget,
     /// NATS: the subscriber's output (`nats.max_pending`) was full.
     SlowConsumer,
     /// NATS: a subject or topic with no equivalent in the other protocol.
@@ -43,10 +48,12 @@ pub enum DropReason {
 }
 
 impl DropReason {
-    const ALL: [DropReason; 5] = [
+    const ALL: [DropReason; 7] = [
         DropReason::Expired,
         DropReason::TooLargeForClient,
         DropReason::QueueFull,
+        DropReason::QueueBytes,
+        DropReason::QueueBudget,
         DropReason::SlowConsumer,
         DropReason::UnmappableSubject,
     ];
@@ -56,6 +63,8 @@ impl DropReason {
             DropReason::Expired => "expired",
             DropReason::TooLargeForClient => "too_large_for_client",
             DropReason::QueueFull => "queue_full",
+            DropReason::QueueBytes => "queue_bytes",
+            DropReason::QueueBudget => "queue_budget",
             DropReason::SlowConsumer => "slow_consumer",
             DropReason::UnmappableSubject => "unmappable_subject",
         }
@@ -64,9 +73,11 @@ impl DropReason {
     /// Whether the reason can happen in `protocol` (only those are rendered).
     fn applies_to(self, protocol: Protocol) -> bool {
         match self {
-            DropReason::Expired | DropReason::TooLargeForClient | DropReason::QueueFull => {
-                protocol == Protocol::Mqtt
-            }
+            DropReason::Expired
+            | DropReason::TooLargeForClient
+            | DropReason::QueueFull
+            | DropReason::QueueBytes
+            | DropReason::QueueBudget => protocol == Protocol::Mqtt,
             DropReason::SlowConsumer | DropReason::UnmappableSubject => protocol == Protocol::Nats,
         }
     }
@@ -112,6 +123,8 @@ pub struct FrontMetrics {
     pub slow_consumers: AtomicU64,
     /// TLS connections that failed or timed out in the handshake.
     pub tls_handshake_failures: AtomicU64,
+    /// MQTT: bytes all sessions hold queued and in flight (what `max_queued_bytes_total` caps).
+    pub queued_bytes: Arc<AtomicU64>,
 }
 
 /// Adds one to `counter`.
@@ -141,6 +154,7 @@ impl FrontMetrics {
             protocol_errors: AtomicU64::new(0),
             slow_consumers: AtomicU64::new(0),
             tls_handshake_failures: AtomicU64::new(0),
+            queued_bytes: Arc::new(AtomicU64::new(0)),
         }
     }
 
@@ -313,6 +327,13 @@ pub fn render(text: &mut PromText, fronts: &[&FrontMetrics], mqtt: Option<MqttGa
             "Retained messages held.",
             &[(&[], gauges.retained as f64)],
         );
+        if let Some(mqtt) = fronts.iter().find(|f| f.protocol == Protocol::Mqtt) {
+            text.gauge(
+                "edge_mqtt_queued_bytes",
+                "Bytes all MQTT sessions hold queued and in flight (mqtt.max_queued_bytes_total).",
+                &[(&[], mqtt.queued_bytes.load(Ordering::Relaxed) as f64)],
+            );
+        }
     }
     text.counter(
         "edge_tls_handshake_failures_total",

@@ -37,8 +37,9 @@ use crate::metrics::front::{DropReason, inc};
 use crate::router::Filter;
 use crate::state::Commit;
 
-/// Stop reading a client while this much output waits for it.
-const OUT_HIGH_WATER: usize = 256 << 10;
+/// Stop reading a client (and moving its deliveries into its output) while this much output
+/// waits for it: with 1,000 clients that do not read, 64 MiB of output at most.
+const OUT_HIGH_WATER: usize = 64 << 10;
 /// How long a shutdown waits for acknowledgements of records already on their way to disk.
 const SHUTDOWN_ACK_DRAIN: Duration = Duration::from_secs(5);
 /// Buffers of a new connection start this small: most gateway clients are idle most of the time.
@@ -477,7 +478,13 @@ impl Connection {
             outbuf: BytesMut::with_capacity(INITIAL_BUFFER),
             max_packet_in: settings.max_packet_size.bytes() as u32,
             client_max_packet: connect.properties.maximum_packet_size.unwrap_or(u32::MAX),
-            client_receive_max: usize::from(connect.properties.receive_maximum.unwrap_or(u16::MAX)),
+            client_receive_max: usize::from(
+                connect
+                    .properties
+                    .receive_maximum
+                    .unwrap_or(u16::MAX)
+                    .min(settings.max_inflight_messages),
+            ),
             client_alias_max: connect.properties.topic_alias_maximum.unwrap_or(0),
             problem_info: connect
                 .properties

@@ -211,7 +211,7 @@ impl MqttServer {
         let session = Arc::new(Session::new(
             self.sessions.next_key(),
             client_id.to_owned(),
-            self.settings().max_queued_messages,
+            super::session::QueueLimits::of(&self.settings()),
             Arc::clone(&self.metrics),
         ));
         if expiry_secs > 0
