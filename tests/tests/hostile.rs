@@ -324,3 +324,72 @@ fn nats_publishes_before_connect_hold_no_memory() {
     assert!(growth < 24 << 10, "RSS grew {growth} KiB: {out}");
     assert!(broker.terminate(STOP).success());
 }
+
+/// One subscriber to `#` that never reads, then 400 publishes of 1 MB. Once: +396 MiB, the
+/// session's queue was bounded in messages only. Now `max_queued_bytes` (1 MiB, queued and in
+/// flight) holds it to a few MiB, and what is dropped is counted.
+#[test]
+fn a_subscriber_that_never_reads_holds_its_bytes_not_the_publishers() {
+    let mut broker = Broker::start("");
+    let out = attack(
+        &broker,
+        broker.mqtt_addr(),
+        &["stalled_subscribers", "1", "400", "1000000", "1"],
+    );
+    let growth = out["rss_growth_kib"].as_i64().unwrap();
+    assert!(growth < 32 << 10, "RSS grew {growth} KiB: {out}");
+    let metrics = broker.listen_addr("metrics.listen");
+    let dropped = metric(
+        metrics,
+        "edge_messages_dropped_total{protocol=\"mqtt\",reason=\"queue_bytes\"}",
+    )
+    .unwrap();
+    assert!(dropped >= 390.0, "dropped {dropped}");
+    assert!(broker.terminate(STOP).success());
+}
+
+/// A QoS 1 subscriber (3.1.1) that never sends PUBACK, 3,000 publishes of 64 KiB. Once: it
+/// received all 3,000 (+188 MiB in flight; the window was 65,535). Now the window is
+/// `max_inflight_messages` (20), and in flight counts against `max_queued_bytes` too.
+#[test]
+fn a_subscriber_that_never_acknowledges_gets_a_small_window() {
+    let mut broker = Broker::start("");
+    let out = attack(
+        &broker,
+        broker.mqtt_addr(),
+        &["never_puback", "3000", "65536"],
+    );
+    let received = out["received"].as_u64().unwrap();
+    assert!((1..=20).contains(&received), "{out}");
+    let growth = out["rss_growth_kib"].as_i64().unwrap();
+    assert!(growth < 32 << 10, "RSS grew {growth} KiB: {out}");
+    assert!(broker.terminate(STOP).success());
+}
+
+/// 500 subscribers to `#` that never read, and a QoS 0 flood (2,000 × 16 KiB). Once: a peak of
+/// 269 MB, above the unit's MemoryMax=256M. Now all sessions together hold at most
+/// `max_queued_bytes_total` (64 MiB), and each connection's pending output 64 KiB.
+#[test]
+fn five_hundred_stalled_subscribers_stay_within_the_memory_budget() {
+    let mut broker = Broker::start("");
+    let out = attack(
+        &broker,
+        broker.mqtt_addr(),
+        &["stalled_subscribers", "500", "2000", "16384", "0"],
+    );
+    let peak = out["rss_kib"][1].as_i64().unwrap();
+    assert!(peak < 160 << 10, "peak RSS {peak} KiB: {out}");
+    let metrics = broker.listen_addr("metrics.listen");
+    let budget = metric(
+        metrics,
+        "edge_messages_dropped_total{protocol=\"mqtt\",reason=\"queue_budget\"}",
+    )
+    .unwrap();
+    let bytes = metric(
+        metrics,
+        "edge_messages_dropped_total{protocol=\"mqtt\",reason=\"queue_bytes\"}",
+    )
+    .unwrap();
+    assert!(budget + bytes > 0.0, "nothing dropped?");
+    assert!(broker.terminate(STOP).success());
+}
