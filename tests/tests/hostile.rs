@@ -393,3 +393,28 @@ fn five_hundred_stalled_subscribers_stay_within_the_memory_budget() {
     assert!(budget + bytes > 0.0, "nothing dropped?");
     assert!(broker.terminate(STOP).success());
 }
+
+/// The same over NATS: 500 subscribers to `>` that never read, and a flood (2,000 × 16 KiB).
+/// Once: each could hold `nats.max_pending` (8 MiB) of output, a peak of 4.3 GB RSS. Now all
+/// connections' output together is capped by `nats.max_pending_total` (32 MiB; what is beyond
+/// is dropped for that subscriber and counted), and a drained output buffer is freed.
+#[test]
+fn five_hundred_stalled_nats_subscribers_stay_within_the_memory_budget() {
+    let mut broker = Broker::start("");
+    let addr = broker.listen_addr("nats.listen");
+    let out = attack(
+        &broker,
+        addr,
+        &["nats_stalled_subscribers", "500", "2000", "16384"],
+    );
+    let peak = out["rss_kib"][1].as_i64().unwrap();
+    assert!(peak < 224 << 10, "peak RSS {peak} KiB: {out}");
+    let metrics = broker.listen_addr("metrics.listen");
+    let dropped = metric(
+        metrics,
+        "edge_messages_dropped_total{protocol=\"nats\",reason=\"pending_budget\"}",
+    )
+    .unwrap();
+    assert!(dropped > 0.0, "nothing dropped?");
+    assert!(broker.terminate(STOP).success());
+}

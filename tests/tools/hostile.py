@@ -219,6 +219,48 @@ def never_puback(host, port, pid, count, size):
     return {"received": received, "rss_kib": [rss0, peak], "rss_growth_kib": peak - rss0}
 
 
+@scenario
+def nats_stalled_subscribers(host, port, pid, subs, count, size):
+    """NATS: `subs` subscribers to `>` that never read; one publisher sends `count` × `size`
+    bytes, then PING (its PONG: all was taken). The broker's peak RSS over its RSS before."""
+    subs, count, size = int(subs), int(count), int(size)
+    rss0 = rss_kib(pid)
+    socks = []
+    for i in range(subs):
+        s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        s.settimeout(10)
+        s.connect((host, int(port)))
+        s.sendall(b'CONNECT {"verbose":false}\r\nSUB > 1\r\nPING\r\n')
+        got = b""
+        while b"PONG" not in got:
+            data = s.recv(4096)
+            if not data:
+                raise AssertionError(f"subscriber {i} refused: {got!r}")
+            got += data
+        socks.append(s)
+    time.sleep(0.5)
+    finish = sampling(pid)
+    p = socket.create_connection((host, int(port)), timeout=60)
+    p.sendall(b'CONNECT {"verbose":false}\r\n')
+    msg = f"PUB flood.t {size}\r\n".encode() + b"x" * size + b"\r\n"
+    for _ in range(count):
+        p.sendall(msg)
+    p.sendall(b"PING\r\n")
+    buf = b""
+    while b"PONG" not in buf:
+        data = p.recv(65536)
+        if not data:
+            break
+        buf += data
+    time.sleep(0.5)
+    peak = finish()
+    p.close()
+    for s in socks:
+        s.close()
+    return {"rss_kib": [rss0, peak], "rss_growth_kib": peak - rss0}
+
+
 def main():
     name, host, port, pid, *args = sys.argv[1:]
     try:

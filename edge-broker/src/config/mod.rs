@@ -461,6 +461,9 @@ pub struct NatsSection {
     /// Output a client may have waiting; a subscriber further behind is a slow consumer and is
     /// disconnected with `-ERR 'Slow Consumer'`.
     pub max_pending: ByteSize,
+    /// Output all connections together may have waiting; a message beyond it is dropped for
+    /// that subscriber and counted (the memory budget of NATS deliveries).
+    pub max_pending_total: ByteSize,
     /// Routed publishes a connection may have waiting for their durable ack; reading pauses beyond.
     pub max_inflight: usize,
     /// Most subscriptions per connection; more get `-ERR 'maximum subscriptions exceeded'`.
@@ -506,6 +509,7 @@ impl Default for NatsSection {
             max_connections_per_source: 0,
             max_payload: ByteSize(1 << 20),
             max_pending: ByteSize(8 << 20),
+            max_pending_total: ByteSize(32 << 20),
             max_inflight: 4096,
             max_subscriptions: 10_000,
             max_subject_tokens: DEFAULT_MAX_TOPIC_LEVELS,
@@ -1045,6 +1049,15 @@ impl Config {
             found.invalid(
                 "nats.max_payload",
                 format!("{} must be between 1B and 64MiB", nats.max_payload),
+            );
+        }
+        if nats.max_pending_total < nats.max_pending {
+            found.invalid(
+                "nats.max_pending_total",
+                format!(
+                    "{} must be at least nats.max_pending ({})",
+                    nats.max_pending_total, nats.max_pending
+                ),
             );
         }
         if nats.max_pending.bytes() < nats.max_payload.bytes() {

@@ -43,18 +43,21 @@ pub enum DropReason {
     QueueBudget,
     /// NATS: the subscriber's output (`nats.max_pending`) was full.
     SlowConsumer,
+    /// NATS: all connections' output together (`nats.max_pending_total`) was full.
+    PendingBudget,
     /// NATS: a subject or topic with no equivalent in the other protocol.
     UnmappableSubject,
 }
 
 impl DropReason {
-    const ALL: [DropReason; 7] = [
+    const ALL: [DropReason; 8] = [
         DropReason::Expired,
         DropReason::TooLargeForClient,
         DropReason::QueueFull,
         DropReason::QueueBytes,
         DropReason::QueueBudget,
         DropReason::SlowConsumer,
+        DropReason::PendingBudget,
         DropReason::UnmappableSubject,
     ];
 
@@ -66,6 +69,7 @@ impl DropReason {
             DropReason::QueueBytes => "queue_bytes",
             DropReason::QueueBudget => "queue_budget",
             DropReason::SlowConsumer => "slow_consumer",
+            DropReason::PendingBudget => "pending_budget",
             DropReason::UnmappableSubject => "unmappable_subject",
         }
     }
@@ -78,7 +82,9 @@ impl DropReason {
             | DropReason::QueueFull
             | DropReason::QueueBytes
             | DropReason::QueueBudget => protocol == Protocol::Mqtt,
-            DropReason::SlowConsumer | DropReason::UnmappableSubject => protocol == Protocol::Nats,
+            DropReason::SlowConsumer
+            | DropReason::PendingBudget
+            | DropReason::UnmappableSubject => protocol == Protocol::Nats,
         }
     }
 }

@@ -54,6 +54,8 @@ const READ_CHUNK: usize = 64 << 10;
 const INGEST_DRAIN: Duration = Duration::from_secs(5);
 /// How long a closing connection may take to flush its last bytes.
 const CLOSE_FLUSH: Duration = Duration::from_secs(1);
+/// Output buffer room kept once it is drained; beyond it the buffer is freed.
+const KEEP_OUTPUT_CAPACITY: usize = 64 << 10;
 /// Largest payload a connection may send before CONNECT: what it buffers before it said who it
 /// is stays as small as a control line (nats-server's 4 KiB).
 const PRE_CONNECT_PAYLOAD: usize = 4096;
@@ -81,6 +83,8 @@ pub struct Outbox {
     state: Mutex<OutState>,
     wake: Notify,
     max_pending: usize,
+    /// `nats.max_pending_total`: output of all connections together.
+    max_pending_total: u64,
     /// Hub key of the connection (publisher id, for `echo: false`).
     conn_key: u64,
     server: Arc<NatsServer>,
@@ -91,6 +95,8 @@ struct OutState {
     buf: BytesMut,
     /// Bytes taken out of `buf` and not yet written to the socket.
     writing: usize,
+    /// What `buf` and `writing` were last charged to [`NatsServer::pending_bytes`].
+    charged: usize,
     slow: bool,
     closed: bool,
     echo: bool,
@@ -104,10 +110,25 @@ impl Outbox {
         self.state.lock()
     }
 
+    /// Brings this outbox's share of the server's pending output up to date (under its lock).
+    fn charge(&self, state: &mut OutState) {
+        let now = state.buf.len() + state.writing;
+        let total = &self.server.pending_bytes;
+        if now >= state.charged {
+            total.fetch_add((now - state.charged) as u64, Ordering::Relaxed);
+        } else {
+            total.fetch_sub((state.charged - now) as u64, Ordering::Relaxed);
+        }
+        state.charged = now;
+    }
+
     /// Queues protocol output of the connection itself (not limited: it is small and paced
     /// by the client's own ops).
     fn push_op(&self, op: &ServerOp) {
-        op.encode(&mut self.lock().buf);
+        let mut state = self.lock();
+        op.encode(&mut state.buf);
+        self.charge(&mut state);
+        drop(state);
         self.wake.notify_one();
     }
 
@@ -118,8 +139,20 @@ impl Outbox {
     }
 
     fn push_raw(&self, bytes: &[u8]) {
-        self.lock().buf.extend_from_slice(bytes);
+        let mut state = self.lock();
+        state.buf.extend_from_slice(bytes);
+        self.charge(&mut state);
+        drop(state);
         self.wake.notify_one();
+    }
+}
+
+impl Drop for Outbox {
+    fn drop(&mut self) {
+        let charged = self.state.get_mut().charged;
+        self.server
+            .pending_bytes
+            .fetch_sub(charged as u64, Ordering::Relaxed);
     }
 }
 
@@ -210,6 +243,15 @@ impl SubMailbox {
             self.outbox.wake.notify_one();
             return false;
         }
+        if server.pending_bytes.load(Ordering::Relaxed) + size as u64
+            > self.outbox.max_pending_total
+        {
+            // All connections together hold nats.max_pending_total: this message is dropped
+            // for this subscriber (it is not to blame for the others).
+            drop(state);
+            server.metrics.dropped(DropReason::PendingBudget);
+            return false;
+        }
         encode_msg(
             &mut state.buf,
             subject,
@@ -218,6 +260,7 @@ impl SubMailbox {
             headers.as_deref(),
             payload,
         );
+        self.outbox.charge(&mut state);
         if max > 0 && n == max {
             state.finished.push(self.sid.clone());
         }
@@ -357,6 +400,7 @@ async fn run(
         }),
         wake: Notify::new(),
         max_pending: settings.max_pending.bytes() as usize,
+        max_pending_total: settings.max_pending_total.bytes(),
         conn_key,
         server: Arc::clone(&server),
     });
@@ -499,6 +543,7 @@ impl Connection {
             std::mem::swap(&mut self.outbuf, &mut state.buf);
         }
         state.writing = self.outbuf.len();
+        self.outbox.charge(&mut state);
         let finished = std::mem::take(&mut state.finished);
         drop(state);
         for sid in finished {
@@ -542,6 +587,12 @@ impl Connection {
                 written = self.writer.write_buf(&mut self.outbuf), if !self.outbuf.is_empty() => {
                     if let Err(err) = written {
                         return Exit::Closed(format!("write failed: {err}"));
+                    }
+                    if self.outbuf.is_empty() && self.outbuf.capacity() > KEEP_OUTPUT_CAPACITY {
+                        // A burst grew it: give the memory back rather than keep it for a
+                        // connection that may stay quiet (nats.max_pending_total counts bytes
+                        // waiting, not room).
+                        self.outbuf = BytesMut::new();
                     }
                 }
                 read = self.reader.read_buf(&mut self.inbuf), if can_read => match read {

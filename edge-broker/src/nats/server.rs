@@ -49,6 +49,8 @@ pub struct NatsServer {
     pub tls: crate::tls::AcceptorCell,
     /// Users, credentials and permissions (shared with MQTT).
     pub auth: Arc<crate::auth::Auth>,
+    /// Output waiting in all connections' outboxes (what `max_pending_total` caps).
+    pub pending_bytes: AtomicU64,
     /// Seats of logged-in clients and places of connections without CONNECT yet (sized at
     /// start: a reload does not change them).
     pub admission: Arc<crate::admission::Admission>,
@@ -66,6 +68,7 @@ impl NatsServer {
     ) -> Arc<NatsServer> {
         let dedup = DuplicateWindow::new(settings.duplicate_window.0, settings.max_duplicate_ids);
         Arc::new(NatsServer {
+            pending_bytes: AtomicU64::new(0),
             admission: crate::admission::Admission::new(crate::admission::AdmissionLimits::nats(
                 &settings,
             )),
