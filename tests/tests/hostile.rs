@@ -131,10 +131,11 @@ fn thousands_of_persistent_sessions_are_capped_and_saved_by_the_change() {
 /// 300 retained messages of 1 MB on distinct topics. Once: +301 MiB RSS and a 315 MB file
 /// rewritten every second (1.57 GB in 5 s). Now `max_retained_bytes` (default 16 MiB) keeps
 /// the first 16; the rest are refused with PUBACK 0x97 (MQTT 5) and counted; each kept
-/// message is written about twice (its record, and a checkpoint).
+/// message is written about twice (its record, and a checkpoint). (`max_queued_bytes` is
+/// raised so that one subscriber can count the 16 MB kept.)
 #[test]
 fn huge_retained_messages_are_capped_in_bytes() {
-    let mut broker = Broker::start("");
+    let mut broker = Broker::start("[mqtt]\nmax_queued_bytes = \"32MiB\"\n");
     let pid = broker.pid();
     let (rss0, written0) = (rss_kib(pid), io_write_bytes(pid));
     let out = scenario(
@@ -277,7 +278,7 @@ fn nats_connections_that_never_send_connect_are_bounded_and_timed_out() {
 /// 300 sockets from five addresses, each sending the start of a CONNECT that claims 1 MiB.
 /// Once: +296 MiB RSS in 0.4 s before any login. Now a CONNECT above `max_connect_size`
 /// (64 KiB) is refused as soon as its length is read, and what connections that have not
-/// logged in may hold is `max_pending_connections` (256) × `max_connect_size` at most: with
+/// logged in may hold is `max_pending_connections` (128) × `max_connect_size` at most: with
 /// 300 of them, the oldest are evicted, and a device still logs in.
 #[test]
 fn huge_connects_before_login_hold_no_memory() {
@@ -298,7 +299,7 @@ fn huge_connects_before_login_hold_no_memory() {
         &["flood", "mqtt", "300", "claim", "60000", "5", "5"],
     );
     assert_eq!(out["device"], 0, "{out}");
-    assert!(out["open_during_attack"].as_u64().unwrap() <= 256, "{out}");
+    assert!(out["open_during_attack"].as_u64().unwrap() <= 128, "{out}");
     assert_eq!(out["open_after_hold"], 0, "{out}");
     assert!(refused(&broker, "mqtt", "max_pending_connections") >= 44.0);
     let growth = out["rss_growth_kib"].as_i64().unwrap();
@@ -368,10 +369,11 @@ fn a_subscriber_that_never_acknowledges_gets_a_small_window() {
 
 /// 500 subscribers to `#` that never read, and a QoS 0 flood (2,000 × 16 KiB). Once: a peak of
 /// 269 MB, above the unit's MemoryMax=256M. Now all sessions together hold at most
-/// `max_queued_bytes_total` (64 MiB), and each connection's pending output 64 KiB.
+/// `max_queued_bytes_total` (32 MiB), and each connection's pending output 64 KiB
+/// (`max_connections` raised to 1,000 for the test: the default, 500, would refuse some).
 #[test]
 fn five_hundred_stalled_subscribers_stay_within_the_memory_budget() {
-    let mut broker = Broker::start("");
+    let mut broker = Broker::start("[mqtt]\nmax_connections = 1000\n");
     let out = attack(
         &broker,
         broker.mqtt_addr(),
@@ -396,11 +398,11 @@ fn five_hundred_stalled_subscribers_stay_within_the_memory_budget() {
 
 /// The same over NATS: 500 subscribers to `>` that never read, and a flood (2,000 × 16 KiB).
 /// Once: each could hold `nats.max_pending` (8 MiB) of output, a peak of 4.3 GB RSS. Now all
-/// connections' output together is capped by `nats.max_pending_total` (32 MiB; what is beyond
+/// connections' output together is capped by `nats.max_pending_total` (8 MiB; what is beyond
 /// is dropped for that subscriber and counted), and a drained output buffer is freed.
 #[test]
 fn five_hundred_stalled_nats_subscribers_stay_within_the_memory_budget() {
-    let mut broker = Broker::start("");
+    let mut broker = Broker::start("[nats]\nmax_connections = 1000\n");
     let addr = broker.listen_addr("nats.listen");
     let out = attack(
         &broker,

@@ -10,6 +10,7 @@
 //! - [`summary`]: what `check` prints for a valid config.
 //! - `units`: sizes, durations, listen addresses.
 
+pub mod budget;
 pub mod document;
 pub mod env;
 pub mod summary;
@@ -305,7 +306,7 @@ impl Default for MqttSection {
             tls_cert: None,
             tls_key: None,
             tls_client_ca: None,
-            max_connections: 1000,
+            max_connections: 500,
             max_pending_connections: DEFAULT_MAX_PENDING,
             max_pending_per_source: DEFAULT_MAX_PENDING_PER_SOURCE,
             max_connections_per_source: 0,
@@ -314,7 +315,7 @@ impl Default for MqttSection {
             max_inflight: 100,
             max_queued_messages: 1000,
             max_queued_bytes: ByteSize(1 << 20),
-            max_queued_bytes_total: ByteSize(64 << 20),
+            max_queued_bytes_total: ByteSize(32 << 20),
             max_inflight_messages: 20,
             max_keepalive: HumanDuration(Duration::ZERO),
             max_keep_alive: None,
@@ -503,13 +504,13 @@ impl Default for NatsSection {
         NatsSection {
             enabled: true,
             listen: SocketAddr::from(([127, 0, 0, 1], 4222)),
-            max_connections: 1000,
+            max_connections: 500,
             max_pending_connections: DEFAULT_MAX_PENDING,
             max_pending_per_source: DEFAULT_MAX_PENDING_PER_SOURCE,
             max_connections_per_source: 0,
             max_payload: ByteSize(1 << 20),
             max_pending: ByteSize(8 << 20),
-            max_pending_total: ByteSize(32 << 20),
+            max_pending_total: ByteSize(8 << 20),
             max_inflight: 4096,
             max_subscriptions: 10_000,
             max_subject_tokens: DEFAULT_MAX_TOPIC_LEVELS,
@@ -769,7 +770,7 @@ fn validate_node_id(id: &str) -> Result<(), String> {
 pub const DEFAULT_MAX_TOPIC_LEVELS: usize = 128;
 
 /// Default `max_pending_connections` of MQTT and NATS: connections that have not logged in.
-pub const DEFAULT_MAX_PENDING: usize = 256;
+pub const DEFAULT_MAX_PENDING: usize = 128;
 
 /// Default `max_pending_per_source`: what one address may hold of [`DEFAULT_MAX_PENDING`].
 pub const DEFAULT_MAX_PENDING_PER_SOURCE: usize = 64;
