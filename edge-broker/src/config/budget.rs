@@ -53,7 +53,7 @@ pub fn rows(config: &Config) -> Vec<Row> {
                 "max_pending_connections {pending} × (max_connect_size {} + 2 KiB)",
                 m.max_connect_size
             ),
-            bytes: pending * (m.max_connect_size.bytes() + PENDING_OVERHEAD),
+            bytes: pending * (m.connect_size_limit() + PENDING_OVERHEAD),
         });
         let connections = m.max_connections as u64;
         rows.push(Row {

@@ -211,7 +211,7 @@ pub struct MqttSection {
     /// Most connections from one source address, logged in or not (0: no limit).
     pub max_connections_per_source: usize,
     /// Largest CONNECT accepted before login (far below `max_packet_size`: a connection that
-    /// has not logged in holds at most this much).
+    /// has not logged in holds at most this much); `max_packet_size` if that is smaller.
     pub max_connect_size: ByteSize,
     /// Largest packet accepted from a client (advertised as Maximum Packet Size).
     pub max_packet_size: ByteSize,
@@ -274,6 +274,14 @@ pub struct MqttSection {
 }
 
 impl MqttSection {
+    /// The CONNECT size accepted before login: `max_connect_size`, or `max_packet_size` if
+    /// that is smaller.
+    pub fn connect_size_limit(&self) -> u64 {
+        self.max_connect_size
+            .bytes()
+            .min(self.max_packet_size.bytes())
+    }
+
     /// Applies deprecated spellings where the current key is not set.
     fn resolve_deprecated(&mut self) {
         if let Some(old) = self.max_keep_alive
@@ -316,7 +324,7 @@ impl Default for MqttSection {
             max_queued_messages: 1000,
             max_queued_bytes: ByteSize(1 << 20),
             max_queued_bytes_total: ByteSize(32 << 20),
-            max_inflight_messages: 20,
+            max_inflight_messages: 100,
             max_keepalive: HumanDuration(Duration::ZERO),
             max_keep_alive: None,
             max_session_expiry: HumanDuration(Duration::from_secs(7 * 86_400)),
@@ -987,13 +995,10 @@ impl Config {
                 found.invalid(field, "must be at least 1");
             }
         }
-        if mqtt.max_connect_size.bytes() < 64 || mqtt.max_connect_size > mqtt.max_packet_size {
+        if mqtt.max_connect_size.bytes() < 64 {
             found.invalid(
                 "mqtt.max_connect_size",
-                format!(
-                    "{} must be between 64B and mqtt.max_packet_size ({})",
-                    mqtt.max_connect_size, mqtt.max_packet_size
-                ),
+                format!("{} must be at least 64B", mqtt.max_connect_size),
             );
         }
         for (field, value) in [

@@ -121,7 +121,7 @@ pub async fn serve(
 ) {
     let mut inbuf = BytesMut::with_capacity(INITIAL_BUFFER);
     let settings = server.settings();
-    let max_connect = u32::try_from(settings.max_connect_size.bytes()).unwrap_or(u32::MAX);
+    let max_connect = u32::try_from(settings.connect_size_limit()).unwrap_or(u32::MAX);
     let evicted = pending.eviction();
     let connect = tokio::select! {
         _ = shutdown.cancelled() => return,
