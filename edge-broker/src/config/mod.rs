@@ -8,6 +8,8 @@
 //!   tree, field locations.
 //! - [`env`]: the `EDGE_BROKER_*` namespace: overrides versus process settings.
 //! - [`summary`]: what `check` prints for a valid config.
+//! - [`budget`]: the memory budget: every limit's worst case together against the unit's
+//!   `MemoryMax`, and the warning when a config exceeds it.
 //! - `units`: sizes, durations, listen addresses.
 
 pub mod budget;
