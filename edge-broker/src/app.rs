@@ -143,7 +143,10 @@ pub async fn run(
         &config.node.id,
     );
     let hub = Arc::new(Hub::new());
-    for warning in crate::auth::check::security_warnings(&config, config_path.as_deref()) {
+    for warning in crate::auth::check::security_warnings(&config, config_path.as_deref())
+        .into_iter()
+        .chain(crate::config::deprecations(&config))
+    {
         tracing::warn!("{warning}");
     }
     let auth = crate::auth::Auth::new(&config, Some(config.mqtt_state_dir().join("owners.bin")))
@@ -558,6 +561,12 @@ impl Observe for Observer {
             retained: m.retained.len(),
         });
         crate::metrics::front::render(&mut text, &fronts, gauges);
+        let admissions: Vec<(&str, &crate::admission::Admission)> = mqtt
+            .iter()
+            .map(|m| ("mqtt", &*m.admission))
+            .chain(nats.iter().map(|n| ("nats", &*n.admission)))
+            .collect();
+        crate::admission::Admission::render(&mut text, &admissions);
         if let Some(mqtt) = mqtt.as_deref() {
             mqtt.render_state(&mut text);
         }

@@ -22,6 +22,8 @@
 //! - [`hub`]: all live subscriptions and fan-out into subscribers' bounded mailboxes.
 //! - [`ingest`]: the one path of every publish (MQTT, wills, NATS): permission check, route
 //!   decision, ordered batches to the log, local delivery once written, answers once durable.
+//! - [`admission`]: who may hold a connection: seats for clients that logged in, a separate
+//!   count of connections that have not, per-source caps.
 //! - [`listener`]: the bounded accept loop shared by the MQTT and NATS front ends, and the
 //!   byte-stream halves connections are served over (TCP, TLS, or in tests in-memory pipes).
 //! - [`websocket`]: MQTT over WebSockets: the upgrade (path, `mqtt` subprotocol) and the pump
@@ -35,6 +37,7 @@
 //! - [`forwarder`]: the Kafka forwarder task (edge-bridge) in the broker, and its metrics.
 //! - [`app`]: the running broker: data-dir lock, log recovery, serve, drain.
 
+pub mod admission;
 pub mod app;
 pub mod auth;
 pub mod cli;

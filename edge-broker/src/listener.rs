@@ -9,9 +9,10 @@ use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
+
+use crate::admission::{Admission, Pending};
 
 /// The reading side of a client connection (plain TCP or TLS).
 pub type ReadHalf = Box<dyn AsyncRead + Send + Unpin>;
@@ -67,18 +68,19 @@ pub async fn tls_with_peer(
 /// Accepts connections until `shutdown`, spawning `serve` for each on `tasks`, then closes the
 /// listener and waits for every connection task to finish.
 ///
-/// Each connection gets one of `permits` (shared by listeners that count towards one limit),
-/// or `None` when none is left, so the protocol can refuse the client in its own words
-/// (CONNACK "server busy", `-ERR`).
+/// Each connection gets a [`Pending`] ticket of `admission` (shared by listeners that count
+/// towards one limit) and trades it for a seat once it logs in; a connection `admission`
+/// refuses is closed at once, before anything is read from it (counted in the admission's
+/// refusals).
 pub async fn accept_loop<F, Fut>(
     listener: TcpListener,
     protocol: &'static str,
-    permits: Arc<Semaphore>,
+    admission: Arc<Admission>,
     tasks: &TaskTracker,
     shutdown: &CancellationToken,
     mut serve: F,
 ) where
-    F: FnMut(TcpStream, SocketAddr, Option<OwnedSemaphorePermit>) -> Fut,
+    F: FnMut(TcpStream, SocketAddr, Pending) -> Fut,
     Fut: Future<Output = ()> + Send + 'static,
 {
     loop {
@@ -95,8 +97,15 @@ pub async fn accept_loop<F, Fut>(
                 continue;
             }
         };
-        let permit = Arc::clone(&permits).try_acquire_owned().ok();
-        tasks.spawn(serve(stream, peer, permit));
+        match admission.arrive(peer.ip()) {
+            Ok(pending) => {
+                tasks.spawn(serve(stream, peer, pending));
+            }
+            Err(refusal) => {
+                tracing::debug!(%peer, "{protocol}: connection refused: {refusal}");
+                drop(stream);
+            }
+        }
     }
     drop(listener);
     tasks.close();

@@ -89,6 +89,7 @@ pub fn sections_needing_restart(old: &Config, new: &Config) -> Vec<&'static str>
         a.max_retained,
         a.max_retained_bytes,
         a.sys_interval,
+        crate::admission::AdmissionLimits::mqtt(a),
     ) != (
         b.enabled,
         b.listen,
@@ -96,13 +97,15 @@ pub fn sections_needing_restart(old: &Config, new: &Config) -> Vec<&'static str>
         b.max_retained,
         b.max_retained_bytes,
         b.sys_interval,
+        crate::admission::AdmissionLimits::mqtt(b),
     ) || (a.tls_listen, a.ws_listen, a.ws_tls_listen, &a.ws_path)
         != (b.tls_listen, b.ws_listen, b.ws_tls_listen, &b.ws_path)
     {
         changed.push("mqtt");
     }
     let (a, b) = (&old.nats, &new.nats);
-    if (a.enabled, a.listen, a.max_connections) != (b.enabled, b.listen, b.max_connections)
+    if (a.enabled, a.listen) != (b.enabled, b.listen)
+        || crate::admission::AdmissionLimits::nats(a) != crate::admission::AdmissionLimits::nats(b)
         || (a.duplicate_window, a.max_duplicate_ids) != (b.duplicate_window, b.max_duplicate_ids)
     {
         changed.push("nats");

@@ -131,10 +131,11 @@ fn thousands_of_persistent_sessions_are_capped_and_saved_by_the_change() {
 /// 300 retained messages of 1 MB on distinct topics. Once: +301 MiB RSS and a 315 MB file
 /// rewritten every second (1.57 GB in 5 s). Now `max_retained_bytes` (default 16 MiB) keeps
 /// the first 16; the rest are refused with PUBACK 0x97 (MQTT 5) and counted; each kept
-/// message is written about twice (its record, and a checkpoint).
+/// message is written about twice (its record, and a checkpoint). (`max_queued_bytes` is
+/// raised so that one subscriber can count the 16 MB kept.)
 #[test]
 fn huge_retained_messages_are_capped_in_bytes() {
-    let mut broker = Broker::start("");
+    let mut broker = Broker::start("[mqtt]\nmax_queued_bytes = \"32MiB\"\n");
     let pid = broker.pid();
     let (rss0, written0) = (rss_kib(pid), io_write_bytes(pid));
     let out = scenario(
@@ -202,5 +203,220 @@ fn session_and_subscription_caps_answer_per_protocol() {
     let v311: Vec<&str> = ["0x1", "0x1", "0x1", "0x80", "0x0", "0x80", "0x0"].to_vec();
     assert_eq!(out["v5"], serde_json::json!(v5), "{out}");
     assert_eq!(out["v311"], serde_json::json!(v311), "{out}");
+    assert!(broker.terminate(STOP).success());
+}
+
+/// Runs an attack of `tests/tools/hostile.py` against `broker` at `addr`.
+fn attack(broker: &Broker, addr: std::net::SocketAddr, args: &[&str]) -> serde_json::Value {
+    let out = std::process::Command::new(edge_tests::peers::python())
+        .arg(edge_tests::peers::repo_root().join("tests/tools/hostile.py"))
+        .arg(args[0])
+        .arg(addr.ip().to_string())
+        .arg(addr.port().to_string())
+        .arg(broker.pid().to_string())
+        .args(&args[1..])
+        .output()
+        .expect("run tests/tools/hostile.py");
+    assert!(
+        out.status.success(),
+        "hostile.py {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON from hostile.py");
+    eprintln!("hostile.py {args:?}: {out}");
+    out
+}
+
+/// Connections refused by `reason` (`edge_connections_refused_total`).
+fn refused(broker: &Broker, protocol: &str, reason: &str) -> f64 {
+    let metrics = broker.listen_addr("metrics.listen");
+    metric(
+        metrics,
+        &format!("edge_connections_refused_total{{protocol=\"{protocol}\",reason=\"{reason}\"}}"),
+    )
+    .unwrap_or(-1.0)
+}
+
+/// 1,001 TCP connections that never send CONNECT, from one address. Once: they took all 1,000
+/// seats and a real device got CONNACK 0x03 for the whole connect timeout. Now connections
+/// that have not logged in have their own count (`max_pending_connections`), of which one
+/// address gets `max_pending_per_source` (64): the rest are closed at once, the device logs
+/// in, and the 64 are closed when `connect_timeout` passes.
+#[test]
+fn connections_that_never_log_in_cannot_take_the_seats_of_devices() {
+    let mut broker = Broker::start("[mqtt]\nconnect_timeout = \"5s\"\n");
+    let out = attack(
+        &broker,
+        broker.mqtt_addr(),
+        &["flood", "mqtt", "1001", "idle", "0", "1", "5.5"],
+    );
+    assert_eq!(out["device"], 0, "{out}");
+    assert!(out["open_during_attack"].as_u64().unwrap() <= 64, "{out}");
+    assert_eq!(out["open_after_hold"], 0, "{out}");
+    assert!(refused(&broker, "mqtt", "max_pending_per_source") >= 500.0);
+    assert!(broker.terminate(STOP).success());
+}
+
+/// The same over NATS, where a connection without CONNECT was never timed out unless a login
+/// was required: now `auth_timeout` closes every one of them.
+#[test]
+fn nats_connections_that_never_send_connect_are_bounded_and_timed_out() {
+    let mut broker = Broker::start("[nats]\nauth_timeout = \"1s\"\n");
+    let addr = broker.listen_addr("nats.listen");
+    let out = attack(
+        &broker,
+        addr,
+        &["flood", "nats", "1001", "idle", "0", "1", "1.5"],
+    );
+    assert_eq!(out["device"], true, "{out}");
+    assert!(out["open_during_attack"].as_u64().unwrap() <= 64, "{out}");
+    assert_eq!(out["open_after_hold"], 0, "{out}");
+    assert!(refused(&broker, "nats", "max_pending_per_source") >= 500.0);
+    assert!(broker.terminate(STOP).success());
+}
+
+/// 300 sockets from five addresses, each sending the start of a CONNECT that claims 1 MiB.
+/// Once: +296 MiB RSS in 0.4 s before any login. Now a CONNECT above `max_connect_size`
+/// (64 KiB) is refused as soon as its length is read, and what connections that have not
+/// logged in may hold is `max_pending_connections` (128) × `max_connect_size` at most: with
+/// 300 of them, the oldest are evicted, and a device still logs in.
+#[test]
+fn huge_connects_before_login_hold_no_memory() {
+    let mut broker = Broker::start("[mqtt]\nconnect_timeout = \"5s\"\n");
+    let out = attack(
+        &broker,
+        broker.mqtt_addr(),
+        &["flood", "mqtt", "300", "claim", "1048000", "5", "0"],
+    );
+    assert_eq!(out["device"], 0, "{out}");
+    assert_eq!(out["open_during_attack"], 0, "{out}");
+    let growth = out["rss_growth_kib"].as_i64().unwrap();
+    assert!(growth < 24 << 10, "RSS grew {growth} KiB: {out}");
+    // Within the cap, 300 CONNECTs of 64 KiB each still fit in what pending connections may hold.
+    let out = attack(
+        &broker,
+        broker.mqtt_addr(),
+        &["flood", "mqtt", "300", "claim", "60000", "5", "5"],
+    );
+    assert_eq!(out["device"], 0, "{out}");
+    assert!(out["open_during_attack"].as_u64().unwrap() <= 128, "{out}");
+    assert_eq!(out["open_after_hold"], 0, "{out}");
+    assert!(refused(&broker, "mqtt", "max_pending_connections") >= 44.0);
+    let growth = out["rss_growth_kib"].as_i64().unwrap();
+    assert!(growth < 24 << 10, "RSS grew {growth} KiB: {out}");
+    assert!(broker.terminate(STOP).success());
+}
+
+/// NATS: 200 PUBs of 1 MiB sent before CONNECT, all but the last byte. Once: 200 MiB held
+/// for ever (no CONNECT timeout without a login to require). Now a payload before CONNECT is
+/// limited to 4 KiB (`-ERR 'Maximum Payload Violation'`), and `auth_timeout` applies.
+#[test]
+fn nats_publishes_before_connect_hold_no_memory() {
+    let mut broker = Broker::start("[nats]\nauth_timeout = \"1s\"\n");
+    let addr = broker.listen_addr("nats.listen");
+    let out = attack(
+        &broker,
+        addr,
+        &["flood", "nats", "200", "claim", "1048000", "4", "1.5"],
+    );
+    assert_eq!(out["device"], true, "{out}");
+    assert_eq!(out["open_after_hold"], 0, "{out}");
+    let growth = out["rss_growth_kib"].as_i64().unwrap();
+    assert!(growth < 24 << 10, "RSS grew {growth} KiB: {out}");
+    assert!(broker.terminate(STOP).success());
+}
+
+/// One subscriber to `#` that never reads, then 400 publishes of 1 MB. Once: +396 MiB, the
+/// session's queue was bounded in messages only. Now `max_queued_bytes` (1 MiB, queued and in
+/// flight) holds it to a few MiB, and what is dropped is counted.
+#[test]
+fn a_subscriber_that_never_reads_holds_its_bytes_not_the_publishers() {
+    let mut broker = Broker::start("");
+    let out = attack(
+        &broker,
+        broker.mqtt_addr(),
+        &["stalled_subscribers", "1", "400", "1000000", "1"],
+    );
+    let growth = out["rss_growth_kib"].as_i64().unwrap();
+    assert!(growth < 32 << 10, "RSS grew {growth} KiB: {out}");
+    let metrics = broker.listen_addr("metrics.listen");
+    let dropped = metric(
+        metrics,
+        "edge_messages_dropped_total{protocol=\"mqtt\",reason=\"queue_bytes\"}",
+    )
+    .unwrap();
+    assert!(dropped >= 390.0, "dropped {dropped}");
+    assert!(broker.terminate(STOP).success());
+}
+
+/// A QoS 1 subscriber (3.1.1) that never sends PUBACK, 3,000 publishes of 64 KiB. Once: it
+/// received all 3,000 (+188 MiB in flight; the window was 65,535). Now the window is
+/// `max_inflight_messages` (100), and in flight counts against `max_queued_bytes` (1 MiB): 15.
+#[test]
+fn a_subscriber_that_never_acknowledges_gets_a_small_window() {
+    let mut broker = Broker::start("");
+    let out = attack(
+        &broker,
+        broker.mqtt_addr(),
+        &["never_puback", "3000", "65536"],
+    );
+    let received = out["received"].as_u64().unwrap();
+    assert!((1..=16).contains(&received), "{out}");
+    let growth = out["rss_growth_kib"].as_i64().unwrap();
+    assert!(growth < 32 << 10, "RSS grew {growth} KiB: {out}");
+    assert!(broker.terminate(STOP).success());
+}
+
+/// 500 subscribers to `#` that never read, and a QoS 0 flood (2,000 × 16 KiB). Once: a peak of
+/// 269 MB, above the unit's MemoryMax=256M. Now all sessions together hold at most
+/// `max_queued_bytes_total` (32 MiB), and each connection's pending output 64 KiB
+/// (`max_connections` raised to 1,000 for the test: the default, 500, would refuse some).
+#[test]
+fn five_hundred_stalled_subscribers_stay_within_the_memory_budget() {
+    let mut broker = Broker::start("[mqtt]\nmax_connections = 1000\n");
+    let out = attack(
+        &broker,
+        broker.mqtt_addr(),
+        &["stalled_subscribers", "500", "2000", "16384", "0"],
+    );
+    let peak = out["rss_kib"][1].as_i64().unwrap();
+    assert!(peak < 160 << 10, "peak RSS {peak} KiB: {out}");
+    let metrics = broker.listen_addr("metrics.listen");
+    let budget = metric(
+        metrics,
+        "edge_messages_dropped_total{protocol=\"mqtt\",reason=\"queue_budget\"}",
+    )
+    .unwrap();
+    let bytes = metric(
+        metrics,
+        "edge_messages_dropped_total{protocol=\"mqtt\",reason=\"queue_bytes\"}",
+    )
+    .unwrap();
+    assert!(budget + bytes > 0.0, "nothing dropped?");
+    assert!(broker.terminate(STOP).success());
+}
+
+/// The same over NATS: 500 subscribers to `>` that never read, and a flood (2,000 × 16 KiB).
+/// Once: each could hold `nats.max_pending` (8 MiB) of output, a peak of 4.3 GB RSS. Now all
+/// connections' output together is capped by `nats.max_pending_total` (8 MiB; what is beyond
+/// is dropped for that subscriber and counted), and a drained output buffer is freed.
+#[test]
+fn five_hundred_stalled_nats_subscribers_stay_within_the_memory_budget() {
+    let mut broker = Broker::start("[nats]\nmax_connections = 1000\n");
+    let addr = broker.listen_addr("nats.listen");
+    let out = attack(
+        &broker,
+        addr,
+        &["nats_stalled_subscribers", "500", "2000", "16384"],
+    );
+    let peak = out["rss_kib"][1].as_i64().unwrap();
+    assert!(peak < 224 << 10, "peak RSS {peak} KiB: {out}");
+    let metrics = broker.listen_addr("metrics.listen");
+    let dropped = metric(
+        metrics,
+        "edge_messages_dropped_total{protocol=\"nats\",reason=\"pending_budget\"}",
+    )
+    .unwrap();
+    assert!(dropped > 0.0, "nothing dropped?");
     assert!(broker.terminate(STOP).success());
 }

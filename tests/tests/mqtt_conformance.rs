@@ -69,12 +69,28 @@ fn keep_alive_is_enforced_at_one_and_a_half_times() {
     run("keepalive", &["311"]);
 }
 
+/// `[mqtt] max_keepalive` (Mosquitto's name): MQTT 5 clients are told Server Keep Alive and
+/// held to it; a 3.1.1 client keeps its own, as with Mosquitto 2.0.11 (which answers 3.1.1
+/// clients with keep alive 0, 5 or 60 under `max_keepalive 10` with CONNACK 0 and no change).
+/// The first spelling, `max_keep_alive`, still works, with a deprecation warning.
 #[test]
 fn server_keep_alive_lowers_the_clients() {
-    run_with(
-        "[mqtt]\nmax_keep_alive = \"2s\"\n",
+    let out = run_with(
+        "[mqtt]\nmax_keepalive = \"2s\"\n",
         "server_keep_alive",
         &["2"],
+    );
+    assert_eq!(out["v311_keepalive_60_open_after_4s"], true, "{out}");
+    let mut broker = Broker::start("[mqtt]\nmax_keep_alive = \"2s\"\n");
+    broker.wait_for_line(
+        "mqtt.max_keep_alive is deprecated",
+        std::time::Duration::from_secs(5),
+    );
+    scenario("server_keep_alive", broker.mqtt_addr(), &["2"]);
+    assert!(
+        broker
+            .terminate(std::time::Duration::from_secs(20))
+            .success()
     );
 }
 
@@ -126,6 +142,31 @@ fn will_delay_interval() {
 #[test]
 fn topic_aliases_both_directions() {
     run_with("[mqtt]\ntopic_alias_maximum = 4\n", "topic_alias", &[]);
+}
+
+/// More QoS 1/2 publishes than the Receive Maximum announced (`mqtt.max_inflight`) get
+/// DISCONNECT 0x93, as an MQTT 5 conformance client expects; once the connection merely
+/// stopped being read. Routed (acks wait for the log) and local publishes, QoS 1 and 2.
+#[test]
+fn a_client_beyond_the_receive_maximum_gets_disconnect_0x93() {
+    let config = "[mqtt]\nmax_inflight = 5\n\n[log]\nfsync = \"always\"\n\n\
+                  [[route]]\nmqtt = \"rmf/#\"\nkafka_topic = \"t\"\n";
+    let mut broker = Broker::start(config);
+    for (qos, topic) in [
+        ("1", "rmf/t"),
+        ("2", "rmf/t"),
+        ("1", "local/t"),
+        ("2", "local/t"),
+    ] {
+        let out = scenario("receive_maximum_flood", broker.mqtt_addr(), &[qos, topic]);
+        assert_eq!(out["receive_maximum"], 5, "{out}");
+        assert_eq!(out["disconnect"], 0x93, "QoS {qos} to {topic}: {out}");
+    }
+    assert!(
+        broker
+            .terminate(std::time::Duration::from_secs(20))
+            .success()
+    );
 }
 
 #[test]

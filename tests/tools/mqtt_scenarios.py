@@ -235,7 +235,19 @@ def server_keep_alive(host, port, expected="2"):
     check(ack["props"].get("server_keep_alive") == int(expected), f"keep alive 0 lowered: {ack}")
     rc = c.expect_closed(timeout=int(expected) * 1.5 + 3)
     check(rc == 0x8D, f"closed by the server keep alive with 0x8D, got {rc}")
-    return {"ok": True}
+    # MQTT 3.1.1 cannot be told: its keep alive stands (Mosquitto 2.0.11 does the same).
+    c = Client(host, port, False)
+    ack = c.connect(uniq("ka311"), keepalive=60, expect_ok=False)
+    check(ack["rc"] == 0, f"3.1.1 keep alive 60 accepted: {ack}")
+    try:
+        c.recv(int(expected) * 2)
+        still_open = True
+    except TimeoutError:
+        still_open = True
+    except Exception:
+        still_open = False
+    c.close()
+    return {"ok": True, "v311_keepalive_60_open_after_4s": still_open}
 
 
 @scenario
@@ -678,6 +690,32 @@ def topic_alias(host, port):
     check(rc == 0x94, f"topic alias invalid: DISCONNECT 0x94, got {rc}")
     s.disconnect()
     return {"ok": True}
+
+
+@scenario
+def receive_maximum_flood(host, port, qos="1", routed_topic="rmf/t"):
+    """A client that sends more QoS 1/2 publishes than the Receive Maximum it was told, back to
+    back (QoS 2: never releasing them), gets DISCONNECT 0x93; one that keeps within it is
+    served. Returns the CONNACK's Receive Maximum and the reason code seen."""
+    qos = int(qos)
+    ok = Client(host, port, True)
+    ack = ok.connect(uniq("rmf-ok"))
+    limit = ack["props"]["receive_maximum"]
+    for i in range(limit):
+        ok.publish(routed_topic, f"in{i}", qos=qos)
+    got = [ok.recv(10) for _ in range(limit)]
+    check(all(p["type"] == (PUBACK if qos == 1 else PUBREC) for p in got), f"acks: {got}")
+    ok.disconnect()
+    c = Client(host, port, True)
+    c.connect(uniq("rmf"))
+    flood = b""
+    for i in range(limit + 1):
+        body = (raw.mstr(routed_topic) + raw.struct.pack(">H", c.packet_id()) + raw.props(None)
+                + f"m{i}".encode())
+        flood += raw.frame(0x30 | (qos << 1), body)
+    c.send(flood)
+    rc = c.expect_closed(timeout=10)
+    return {"receive_maximum": limit, "disconnect": rc}
 
 
 @scenario

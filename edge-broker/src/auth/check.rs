@@ -95,6 +95,7 @@ pub fn security_warnings(config: &Config, config_path: Option<&Path>) -> Vec<Str
             ));
         }
     }
+    warnings.extend(crate::config::budget::warning(config));
     warnings
 }
 

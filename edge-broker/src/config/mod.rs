@@ -8,8 +8,11 @@
 //!   tree, field locations.
 //! - [`env`]: the `EDGE_BROKER_*` namespace: overrides versus process settings.
 //! - [`summary`]: what `check` prints for a valid config.
+//! - [`budget`]: the memory budget: every limit's worst case together against the unit's
+//!   `MemoryMax`, and the warning when a config exceeds it.
 //! - `units`: sizes, durations, listen addresses.
 
+pub mod budget;
 pub mod document;
 pub mod env;
 pub mod summary;
@@ -210,17 +213,41 @@ pub struct MqttSection {
     /// The HTTP path the WebSocket listeners accept (`/mqtt`, what MQTT.js and Mosquitto's
     /// clients use); other paths get 404.
     pub ws_path: String,
-    /// Most simultaneous client connections (all listeners together); more are refused with
-    /// "server busy".
+    /// Most simultaneous client connections that logged in (TCP, TLS and WebSocket listeners together); more are
+    /// refused with "server busy".
     pub max_connections: usize,
+    /// Most connections that have not logged in yet (their own count: they never take the
+    /// seats of `max_connections`); more are closed at once.
+    pub max_pending_connections: usize,
+    /// Most connections from one source address (IPv4, IPv6 /64) that have not logged in yet.
+    pub max_pending_per_source: usize,
+    /// Most connections from one source address, logged in or not (0: no limit).
+    pub max_connections_per_source: usize,
+    /// Largest CONNECT accepted before login (far below `max_packet_size`: a connection that
+    /// has not logged in holds at most this much); `max_packet_size` if that is smaller.
+    pub max_connect_size: ByteSize,
     /// Largest packet accepted from a client (advertised as Maximum Packet Size).
     pub max_packet_size: ByteSize,
     /// QoS 1/2 publishes a client may have unacknowledged (advertised as Receive Maximum).
     pub max_inflight: u16,
     /// Messages queued per session for a slow or offline client; more are dropped and counted.
     pub max_queued_messages: usize,
-    /// Longest keep alive a client may choose (`"0s"` = no limit); longer ones are lowered.
-    pub max_keep_alive: HumanDuration,
+    /// Bytes one session may hold for its client, queued and in flight together (each
+    /// delivery charged its topic, payload and 256 bytes of bookkeeping); more are dropped
+    /// and counted (Mosquitto's option).
+    pub max_queued_bytes: ByteSize,
+    /// Bytes all sessions together may hold queued and in flight (the memory budget of
+    /// deliveries); more are dropped and counted.
+    pub max_queued_bytes_total: ByteSize,
+    /// QoS 1/2 deliveries in flight towards a client at once (fewer if the client's Receive
+    /// Maximum says so; 3.1.1 clients have none). Mosquitto's option.
+    pub max_inflight_messages: u16,
+    /// Longest keep alive an MQTT 5 client may choose (`"0s"` = no limit): a longer one, or
+    /// none, is lowered to it and announced as Server Keep Alive. MQTT 3.1.1 has no way to
+    /// tell a client, so its keep alive stands (as Mosquitto 2 does). Mosquitto's option.
+    pub max_keepalive: HumanDuration,
+    /// The first spelling of `max_keepalive`, still accepted with a deprecation warning.
+    pub max_keep_alive: Option<HumanDuration>,
     /// Longest session expiry a client may ask for; 3.1.1 persistent sessions get this.
     pub max_session_expiry: HumanDuration,
     /// Topic aliases accepted per connection (MQTT 5).
@@ -261,6 +288,38 @@ pub struct MqttSection {
     pub sys_interval: HumanDuration,
 }
 
+impl MqttSection {
+    /// The CONNECT size accepted before login: `max_connect_size`, or `max_packet_size` if
+    /// that is smaller.
+    pub fn connect_size_limit(&self) -> u64 {
+        self.max_connect_size
+            .bytes()
+            .min(self.max_packet_size.bytes())
+    }
+
+    /// Applies deprecated spellings where the current key is not set.
+    fn resolve_deprecated(&mut self) {
+        if let Some(old) = self.max_keep_alive
+            && self.max_keepalive.0.is_zero()
+        {
+            self.max_keepalive = old;
+        }
+    }
+}
+
+/// Keys written with a deprecated spelling, each with what to write instead (`check` prints
+/// them with its warnings; the broker logs them at start).
+pub fn deprecations(config: &Config) -> Vec<String> {
+    let mut found = Vec::new();
+    if config.mqtt.max_keep_alive.is_some() {
+        found.push(
+            "mqtt.max_keep_alive is deprecated: write max_keepalive (Mosquitto's name for it)"
+                .to_owned(),
+        );
+    }
+    found
+}
+
 impl Default for MqttSection {
     fn default() -> Self {
         MqttSection {
@@ -273,11 +332,19 @@ impl Default for MqttSection {
             ws_listen: None,
             ws_tls_listen: None,
             ws_path: "/mqtt".to_owned(),
-            max_connections: 1000,
+            max_connections: 500,
+            max_pending_connections: DEFAULT_MAX_PENDING,
+            max_pending_per_source: DEFAULT_MAX_PENDING_PER_SOURCE,
+            max_connections_per_source: 0,
+            max_connect_size: ByteSize(64 << 10),
             max_packet_size: ByteSize(1 << 20),
             max_inflight: 100,
             max_queued_messages: 1000,
-            max_keep_alive: HumanDuration(Duration::ZERO),
+            max_queued_bytes: ByteSize(1 << 20),
+            max_queued_bytes_total: ByteSize(32 << 20),
+            max_inflight_messages: 100,
+            max_keepalive: HumanDuration(Duration::ZERO),
+            max_keep_alive: None,
             max_session_expiry: HumanDuration(Duration::from_secs(7 * 86_400)),
             topic_alias_maximum: 16,
             allow_anonymous: None,
@@ -408,13 +475,23 @@ pub struct NatsSection {
     /// Address to listen on (port 0 picks a free port, logged at startup).
     #[serde(deserialize_with = "units::listen::<4222, _>")]
     pub listen: SocketAddr,
-    /// Most simultaneous client connections; more get `-ERR 'maximum connections exceeded'`.
+    /// Most simultaneous client connections that logged in (sent CONNECT); more get
+    /// `-ERR 'maximum connections exceeded'`.
     pub max_connections: usize,
+    /// Most connections that have not sent CONNECT yet (their own count); more are closed.
+    pub max_pending_connections: usize,
+    /// Most connections from one source address (IPv4, IPv6 /64) without CONNECT yet.
+    pub max_pending_per_source: usize,
+    /// Most connections from one source address, logged in or not (0: no limit).
+    pub max_connections_per_source: usize,
     /// Largest PUB/HPUB payload (headers included), announced in INFO as `max_payload`.
     pub max_payload: ByteSize,
     /// Output a client may have waiting; a subscriber further behind is a slow consumer and is
     /// disconnected with `-ERR 'Slow Consumer'`.
     pub max_pending: ByteSize,
+    /// Output all connections together may have waiting; a message beyond it is dropped for
+    /// that subscriber and counted (the memory budget of NATS deliveries).
+    pub max_pending_total: ByteSize,
     /// Routed publishes a connection may have waiting for their durable ack; reading pauses beyond.
     pub max_inflight: usize,
     /// Most subscriptions per connection; more get `-ERR 'maximum subscriptions exceeded'`.
@@ -454,9 +531,13 @@ impl Default for NatsSection {
         NatsSection {
             enabled: true,
             listen: SocketAddr::from(([127, 0, 0, 1], 4222)),
-            max_connections: 1000,
+            max_connections: 500,
+            max_pending_connections: DEFAULT_MAX_PENDING,
+            max_pending_per_source: DEFAULT_MAX_PENDING_PER_SOURCE,
+            max_connections_per_source: 0,
             max_payload: ByteSize(1 << 20),
             max_pending: ByteSize(8 << 20),
+            max_pending_total: ByteSize(8 << 20),
             max_inflight: 4096,
             max_subscriptions: 10_000,
             max_subject_tokens: DEFAULT_MAX_TOPIC_LEVELS,
@@ -740,6 +821,12 @@ fn validate_node_id(id: &str) -> Result<(), String> {
 /// topic tree, far below what a client could send in one packet.
 pub const DEFAULT_MAX_TOPIC_LEVELS: usize = 128;
 
+/// Default `max_pending_connections` of MQTT and NATS: connections that have not logged in.
+pub const DEFAULT_MAX_PENDING: usize = 128;
+
+/// Default `max_pending_per_source`: what one address may hold of [`DEFAULT_MAX_PENDING`].
+pub const DEFAULT_MAX_PENDING_PER_SOURCE: usize = 64;
+
 /// Smallest segment we accept: smaller ones only multiply files and fsyncs.
 const MIN_SEGMENT_BYTES: u64 = 64 << 10;
 
@@ -810,6 +897,9 @@ impl Config {
                 message,
                 at: document.locate(field),
             });
+        }
+        if let Some(config) = &mut config {
+            config.mqtt.resolve_deprecated();
         }
         if let Some(config) = &config {
             // A key that did not parse was replaced by its default: leave out what validation
@@ -928,11 +1018,40 @@ impl Config {
         if mqtt.max_inflight == 0 {
             found.invalid("mqtt.max_inflight", "must be at least 1");
         }
-        if mqtt.max_connections == 0 {
-            found.invalid("mqtt.max_connections", "must be at least 1");
+        if mqtt.max_inflight_messages == 0 {
+            found.invalid("mqtt.max_inflight_messages", "must be at least 1");
         }
-        if mqtt.max_keep_alive.0 > Duration::from_secs(u64::from(u16::MAX)) {
-            found.invalid("mqtt.max_keep_alive", "must be at most 65535s");
+        if mqtt.max_queued_bytes > mqtt.max_queued_bytes_total {
+            found.invalid(
+                "mqtt.max_queued_bytes",
+                format!(
+                    "{} must be at most mqtt.max_queued_bytes_total ({})",
+                    mqtt.max_queued_bytes, mqtt.max_queued_bytes_total
+                ),
+            );
+        }
+        for (field, value) in [
+            ("mqtt.max_connections", mqtt.max_connections),
+            ("mqtt.max_pending_connections", mqtt.max_pending_connections),
+            ("mqtt.max_pending_per_source", mqtt.max_pending_per_source),
+        ] {
+            if value == 0 {
+                found.invalid(field, "must be at least 1");
+            }
+        }
+        if mqtt.max_connect_size.bytes() < 64 {
+            found.invalid(
+                "mqtt.max_connect_size",
+                format!("{} must be at least 64B", mqtt.max_connect_size),
+            );
+        }
+        for (field, value) in [
+            ("mqtt.max_keepalive", Some(mqtt.max_keepalive)),
+            ("mqtt.max_keep_alive", mqtt.max_keep_alive),
+        ] {
+            if value.is_some_and(|v| v.0 > Duration::from_secs(u64::from(u16::MAX))) {
+                found.invalid(field, "must be at most 65535s");
+            }
         }
         if mqtt.max_session_expiry.0 > Duration::from_secs(u64::from(u32::MAX)) {
             found.invalid("mqtt.max_session_expiry", "must be at most 4294967295s");
@@ -990,6 +1109,15 @@ impl Config {
                 format!("{} must be between 1B and 64MiB", nats.max_payload),
             );
         }
+        if nats.max_pending_total < nats.max_pending {
+            found.invalid(
+                "nats.max_pending_total",
+                format!(
+                    "{} must be at least nats.max_pending ({})",
+                    nats.max_pending_total, nats.max_pending
+                ),
+            );
+        }
         if nats.max_pending.bytes() < nats.max_payload.bytes() {
             found.invalid(
                 "nats.max_pending",
@@ -999,8 +1127,14 @@ impl Config {
                 ),
             );
         }
-        if nats.max_connections == 0 {
-            found.invalid("nats.max_connections", "must be at least 1");
+        for (field, value) in [
+            ("nats.max_connections", nats.max_connections),
+            ("nats.max_pending_connections", nats.max_pending_connections),
+            ("nats.max_pending_per_source", nats.max_pending_per_source),
+        ] {
+            if value == 0 {
+                found.invalid(field, "must be at least 1");
+            }
         }
         if nats.max_inflight == 0 {
             found.invalid("nats.max_inflight", "must be at least 1");

@@ -67,7 +67,7 @@ pub fn summary(config: &Config, origin: &str) -> String {
 
 /// Warnings about settings that give up part of the promise or do nothing useful.
 pub fn warnings(config: &Config) -> Vec<String> {
-    let mut warnings = Vec::new();
+    let mut warnings = super::deprecations(config);
     if config.routes.is_empty() {
         warnings
             .push("no [[route]]: nothing is stored in the log or forwarded to Kafka".to_owned());

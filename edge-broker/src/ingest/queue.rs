@@ -340,6 +340,11 @@ impl<L: Send + 'static, T> IngestQueue<L, T> {
             || self.answers.len() >= self.limits.max_answers
     }
 
+    /// Answers owed and not yet taken by [`IngestQueue::next_answer`].
+    pub fn answers_owed(&self) -> usize {
+        self.answers.len()
+    }
+
     /// Whether the log holds something of this queue ([`IngestQueue::progress`] will move).
     pub fn is_busy(&self) -> bool {
         !self.batches.is_empty()

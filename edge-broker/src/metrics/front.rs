@@ -39,18 +39,27 @@ pub enum DropReason {
     TooLargeForClient,
     /// MQTT: the session's queue (`mqtt.max_queued_messages`) was full.
     QueueFull,
+    /// MQTT: the session held `mqtt.max_queued_bytes` queued and in flight.
+    QueueBytes,
+    /// MQTT: all sessions together held `mqtt.max_queued_bytes_total`.
+    QueueBudget,
     /// NATS: the subscriber's output (`nats.max_pending`) was full.
     SlowConsumer,
+    /// NATS: all connections' output together (`nats.max_pending_total`) was full.
+    PendingBudget,
     /// NATS: a subject or topic with no equivalent in the other protocol.
     UnmappableSubject,
 }
 
 impl DropReason {
-    const ALL: [DropReason; 5] = [
+    const ALL: [DropReason; 8] = [
         DropReason::Expired,
         DropReason::TooLargeForClient,
         DropReason::QueueFull,
+        DropReason::QueueBytes,
+        DropReason::QueueBudget,
         DropReason::SlowConsumer,
+        DropReason::PendingBudget,
         DropReason::UnmappableSubject,
     ];
 
@@ -59,7 +68,10 @@ impl DropReason {
             DropReason::Expired => "expired",
             DropReason::TooLargeForClient => "too_large_for_client",
             DropReason::QueueFull => "queue_full",
+            DropReason::QueueBytes => "queue_bytes",
+            DropReason::QueueBudget => "queue_budget",
             DropReason::SlowConsumer => "slow_consumer",
+            DropReason::PendingBudget => "pending_budget",
             DropReason::UnmappableSubject => "unmappable_subject",
         }
     }
@@ -67,10 +79,14 @@ impl DropReason {
     /// Whether the reason can happen in `protocol` (only those are rendered).
     fn applies_to(self, protocol: Protocol) -> bool {
         match self {
-            DropReason::Expired | DropReason::TooLargeForClient | DropReason::QueueFull => {
-                protocol == Protocol::Mqtt
-            }
-            DropReason::SlowConsumer | DropReason::UnmappableSubject => protocol == Protocol::Nats,
+            DropReason::Expired
+            | DropReason::TooLargeForClient
+            | DropReason::QueueFull
+            | DropReason::QueueBytes
+            | DropReason::QueueBudget => protocol == Protocol::Mqtt,
+            DropReason::SlowConsumer
+            | DropReason::PendingBudget
+            | DropReason::UnmappableSubject => protocol == Protocol::Nats,
         }
     }
 }
@@ -121,6 +137,8 @@ pub struct FrontMetrics {
     /// reply subject) to its durable acknowledgement being ready (stored and fdatasynced,
     /// and every earlier answer of the connection given).
     pub ack_latency: Arc<LatencyHistogram>,
+    /// MQTT: bytes all sessions hold queued and in flight (what `max_queued_bytes_total` caps).
+    pub queued_bytes: Arc<AtomicU64>,
 }
 
 /// Bucket bounds (seconds) of [`FrontMetrics::ack_latency`]: an fdatasync on an SD card takes
@@ -158,6 +176,7 @@ impl FrontMetrics {
             tls_handshake_failures: AtomicU64::new(0),
             ws_handshake_failures: AtomicU64::new(0),
             ack_latency: Arc::new(LatencyHistogram::new(ACK_BUCKETS)),
+            queued_bytes: Arc::new(AtomicU64::new(0)),
         }
     }
 
@@ -336,6 +355,13 @@ pub fn render(text: &mut PromText, fronts: &[&FrontMetrics], mqtt: Option<MqttGa
             "Retained messages held.",
             &[(&[], gauges.retained as f64)],
         );
+        if let Some(mqtt) = fronts.iter().find(|f| f.protocol == Protocol::Mqtt) {
+            text.gauge(
+                "edge_mqtt_queued_bytes",
+                "Bytes all MQTT sessions hold queued and in flight (mqtt.max_queued_bytes_total).",
+                &[(&[], mqtt.queued_bytes.load(Ordering::Relaxed) as f64)],
+            );
+        }
     }
     text.counter(
         "edge_tls_handshake_failures_total",

@@ -23,12 +23,12 @@ use edge_proto::mqtt::{
     SubAck, Subscribe, UnsubAck, Unsubscribe, topic,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::sync::OwnedSemaphorePermit;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::server::MqttServer;
 use super::session::{Outbound, Session, SubscriptionRecord};
+use crate::admission::{Pending, Seat};
 use crate::hub::{Delivery, Mailbox, SubEntry};
 use crate::ingest::{self, Answer, Event, IngestLimits, IngestQueue, Outcome, Publisher};
 use crate::listener::{ReadHalf, WriteHalf};
@@ -37,8 +37,9 @@ use crate::metrics::front::{DropReason, inc};
 use crate::router::Filter;
 use crate::state::Commit;
 
-/// Stop reading a client while this much output waits for it.
-const OUT_HIGH_WATER: usize = 256 << 10;
+/// Stop reading a client (and moving its deliveries into its output) while this much output
+/// waits for it: with 1,000 clients that do not read, 64 MiB of output at most.
+const OUT_HIGH_WATER: usize = 64 << 10;
 /// How long a shutdown waits for acknowledgements of records already on their way to disk.
 const SHUTDOWN_ACK_DRAIN: Duration = Duration::from_secs(5);
 /// Buffers of a new connection start this small: most gateway clients are idle most of the time.
@@ -68,6 +69,9 @@ enum Exit {
 struct Owed {
     packet_id: u16,
     qos: QoS,
+    /// A QoS 2 publish counted in the session's `inbound_qos2` already (see
+    /// [`Connection::receive_inflight`]).
+    in_qos2_set: bool,
     /// The reason code when the answer is settled without the log ([`Outcome::Given`]).
     reason: ReasonCode,
 }
@@ -82,10 +86,13 @@ const MAX_RECORDS_IN_FLIGHT: usize = 1024;
 const MAX_BYTES_IN_FLIGHT: usize = 1 << 20;
 
 /// The ingest queue's bounds: at most Receive Maximum (`mqtt.max_inflight`) acknowledgements
-/// owed, and the records in flight above.
-fn ingest_limits(settings: &crate::config::MqttSection) -> IngestLimits {
+/// owed, and the records in flight above. An MQTT 5 client is read one publish beyond, so that
+/// a client that exceeds the Receive Maximum it was told is seen doing so (DISCONNECT 0x93)
+/// rather than merely not read; 3.1.1 has no Receive Maximum: its publishes beyond wait.
+fn ingest_limits(settings: &crate::config::MqttSection, version: ProtocolVersion) -> IngestLimits {
+    let beyond = usize::from(version == ProtocolVersion::V5);
     IngestLimits {
-        max_answers: usize::from(settings.max_inflight),
+        max_answers: usize::from(settings.max_inflight) + beyond,
         max_records: MAX_RECORDS_IN_FLIGHT,
         max_bytes: MAX_BYTES_IN_FLIGHT,
         batch_records: MAX_RECORDS_IN_FLIGHT,
@@ -100,22 +107,31 @@ struct WillMessage {
 }
 
 /// Serves one client connection (plain TCP or TLS, already split) until it ends.
+///
+/// Until it has logged in, the connection holds only its `pending` place: it may buffer a
+/// CONNECT of at most `mqtt.max_connect_size` and must send it within `mqtt.connect_timeout`;
+/// a seat among `mqtt.max_connections` is taken once the login succeeded.
 pub async fn serve(
     server: Arc<MqttServer>,
     (mut reader, mut writer): (ReadHalf, WriteHalf),
     peer: SocketAddr,
-    permit: Option<OwnedSemaphorePermit>,
+    pending: Pending,
     shutdown: CancellationToken,
     certificate: Option<crate::auth::PeerCertificate>,
 ) {
     let mut inbuf = BytesMut::with_capacity(INITIAL_BUFFER);
     let settings = server.settings();
-    let max_packet = settings.max_packet_size.bytes() as u32;
+    let max_connect = u32::try_from(settings.connect_size_limit()).unwrap_or(u32::MAX);
+    let evicted = pending.eviction();
     let connect = tokio::select! {
         _ = shutdown.cancelled() => return,
+        _ = evicted.cancelled() => {
+            tracing::debug!(%peer, "MQTT connection evicted before CONNECT: mqtt.max_pending_connections reached");
+            return;
+        }
         read = tokio::time::timeout(
             settings.connect_timeout.0,
-            read_connect(&mut reader, &mut inbuf, max_packet),
+            read_connect(&mut reader, &mut inbuf, max_connect),
         ) => match read {
             Ok(Ok(connect)) => connect,
             Ok(Err((why, unsupported_level))) => {
@@ -139,26 +155,22 @@ pub async fn serve(
             }
         },
     };
-    let version = connect.protocol_version;
-    let Some(permit) = permit else {
-        tracing::warn!(%peer, "refusing MQTT client: max_connections reached");
-        let _ = refuse(
-            &mut writer,
-            version,
-            ReasonCode::ServerBusy,
-            "too many connections",
-        )
-        .await;
-        return;
-    };
+    // What was read beyond the CONNECT starts the session's input; the CONNECT's own room
+    // (up to max_connect_size) is not kept for the connection's life.
+    if inbuf.capacity() > INITIAL_BUFFER.max(inbuf.len() * 2) {
+        inbuf = BytesMut::from(&inbuf[..]);
+    }
     let connection = match Connection::accept(
         Arc::clone(&server),
         connect,
         (reader, writer),
         inbuf,
-        peer,
+        Arrival {
+            peer,
+            pending,
+            certificate,
+        },
         shutdown,
-        certificate,
     )
     .await
     {
@@ -170,7 +182,13 @@ pub async fn serve(
         }
     };
     connection.run().await;
-    drop(permit);
+}
+
+/// Who sent a CONNECT: its address, its pending place, its TLS certificate.
+struct Arrival {
+    peer: SocketAddr,
+    pending: Pending,
+    certificate: Option<crate::auth::PeerCertificate>,
 }
 
 /// Reads until a whole CONNECT is decoded. The error says why, and whether the client asked
@@ -257,6 +275,11 @@ struct Connection {
     gate: Option<Commit>,
     kick: CancellationToken,
     shutdown: CancellationToken,
+    /// This client's place among `mqtt.max_connections`, given back when the connection ends.
+    _seat: Seat,
+    /// PUBRECs owed for QoS 2 publishes in `inbound_qos2` (counted there already): see
+    /// [`Connection::receive_inflight`].
+    qos2_answers: usize,
 }
 
 impl Connection {
@@ -266,10 +289,14 @@ impl Connection {
         connect: Box<Connect>,
         (reader, mut writer): (ReadHalf, WriteHalf),
         inbuf: BytesMut,
-        peer: SocketAddr,
+        arrival: Arrival,
         shutdown: CancellationToken,
-        certificate: Option<crate::auth::PeerCertificate>,
     ) -> std::io::Result<Option<Connection>> {
+        let Arrival {
+            peer,
+            pending,
+            certificate,
+        } = arrival;
         let version = connect.protocol_version;
         let settings = server.settings();
         let credentials = crate::auth::mqtt_credentials(&connect, certificate, &settings);
@@ -285,6 +312,20 @@ impl Connection {
                     version,
                     ReasonCode::NotAuthorized,
                     "not authorized",
+                )
+                .await?;
+                return Ok(None);
+            }
+        };
+        let seat = match pending.seat() {
+            Ok(seat) => seat,
+            Err(refusal) => {
+                tracing::warn!(%peer, "refusing MQTT client: mqtt.{}", refusal.key());
+                refuse(
+                    &mut writer,
+                    version,
+                    ReasonCode::ServerBusy,
+                    "too many connections",
                 )
                 .await?;
                 return Ok(None);
@@ -337,7 +378,7 @@ impl Connection {
         };
         let expiry = requested_expiry.min(max_expiry);
 
-        let max_keep_alive = u16::try_from(settings.max_keep_alive.0.as_secs()).unwrap_or(u16::MAX);
+        let max_keep_alive = u16::try_from(settings.max_keepalive.0.as_secs()).unwrap_or(u16::MAX);
         let mut keep_alive = connect.keep_alive;
         let mut server_keep_alive = None;
         if version == ProtocolVersion::V5
@@ -437,7 +478,13 @@ impl Connection {
             outbuf: BytesMut::with_capacity(INITIAL_BUFFER),
             max_packet_in: settings.max_packet_size.bytes() as u32,
             client_max_packet: connect.properties.maximum_packet_size.unwrap_or(u32::MAX),
-            client_receive_max: usize::from(connect.properties.receive_maximum.unwrap_or(u16::MAX)),
+            client_receive_max: usize::from(
+                connect
+                    .properties
+                    .receive_maximum
+                    .unwrap_or(u16::MAX)
+                    .min(settings.max_inflight_messages),
+            ),
             client_alias_max: connect.properties.topic_alias_maximum.unwrap_or(0),
             problem_info: connect
                 .properties
@@ -450,7 +497,7 @@ impl Connection {
             last_read: Instant::now(),
             read_paused: false,
             ingest: Box::new(
-                IngestQueue::new(server.log.clone(), ingest_limits(&settings))
+                IngestQueue::new(server.log.clone(), ingest_limits(&settings, version))
                     .measure_acks(Arc::clone(&server.metrics.ack_latency)),
             ),
             permissions,
@@ -459,6 +506,8 @@ impl Connection {
             gate: None,
             kick,
             shutdown,
+            _seat: seat,
+            qos2_answers: 0,
         };
         connection.write(&connack);
         if session_present {
@@ -692,8 +741,22 @@ impl Connection {
     }
 
     fn on_publish(&mut self, mut publish: Publish) -> Result<(), Exit> {
+        self.server.metrics.received(publish.qos);
+        if self.version == ProtocolVersion::V5
+            && let Some(id) = publish.packet_id
+            && self.receive_inflight(id) >= usize::from(self.settings.max_inflight)
+        {
+            // MQTT 5 §3.3.4 [MQTT-3.3.4-9]: more unacknowledged QoS 1/2 publishes than the
+            // Receive Maximum the CONNACK announced.
+            return Err(Exit::Violation(
+                ReasonCode::ReceiveMaximumExceeded,
+                format!(
+                    "more than {} QoS 1/2 publishes unacknowledged (Receive Maximum)",
+                    self.settings.max_inflight
+                ),
+            ));
+        }
         let metrics = &self.server.metrics;
-        metrics.received(publish.qos);
         // Topic aliases (MQTT 5 §3.3.2.3.4).
         if let Some(alias) = publish.properties.topic_alias {
             if alias == 0 || alias > self.settings.topic_alias_maximum {
@@ -790,11 +853,8 @@ impl Connection {
             message.retain = false;
         }
         let message = Arc::new(message);
-        let owed = packet_id.map(|packet_id| Owed {
-            packet_id,
-            qos: publish.qos,
-            reason: ReasonCode::Success,
-        });
+        let owed =
+            packet_id.map(|packet_id| self.owed(packet_id, publish.qos, ReasonCode::Success));
         match self.server.destination(&message.topic, &self.client_id) {
             Some(destination) => {
                 let record =
@@ -812,13 +872,37 @@ impl Connection {
         Ok(())
     }
 
+    /// QoS 1/2 publishes of the client not yet acknowledged (PUBACK, or for QoS 2 PUBCOMP) as
+    /// far as this side knows (never more than the client counts), besides a resend of
+    /// `packet_id` if it is a QoS 2 publish already taken. PUBACKs and PUBRECs owed, plus QoS 2
+    /// publishes whose PUBREC went out and whose PUBREL has not come.
+    fn receive_inflight(&self, packet_id: u16) -> usize {
+        let (qos2, resend) = {
+            let state = self.session.lock();
+            let set = &state.inbound_qos2;
+            (set.len(), usize::from(set.contains(&packet_id)))
+        };
+        let owed_elsewhere = self.ingest.answers_owed().saturating_sub(self.qos2_answers);
+        (owed_elsewhere + qos2).saturating_sub(resend)
+    }
+
     /// Queues an acknowledgement settled now (it still waits for the ones before it).
     fn owe(&mut self, packet_id: u16, qos: QoS, reason: ReasonCode) {
-        self.ingest.push_answer(Owed {
+        let owed = self.owed(packet_id, qos, reason);
+        self.ingest.push_answer(owed);
+    }
+
+    /// An acknowledgement about to be queued (counted for [`Connection::receive_inflight`]).
+    fn owed(&mut self, packet_id: u16, qos: QoS, reason: ReasonCode) -> Owed {
+        let in_qos2_set =
+            qos == QoS::ExactlyOnce && self.session.lock().inbound_qos2.contains(&packet_id);
+        self.qos2_answers += usize::from(in_qos2_set);
+        Owed {
             packet_id,
             qos,
+            in_qos2_set,
             reason,
-        });
+        }
     }
 
     /// Takes what the ingest queue has ready: routed publishes the log wrote are delivered
@@ -872,8 +956,10 @@ impl Connection {
         let Owed {
             packet_id,
             qos,
+            in_qos2_set,
             reason,
         } = answer.tag;
+        self.qos2_answers = self.qos2_answers.saturating_sub(usize::from(in_qos2_set));
         let mut why = None;
         let reason = match answer.outcome {
             Outcome::Given => reason,

@@ -158,7 +158,7 @@ impl MqttServer {
         let session = Arc::new(Session::new(
             self.sessions.next_key(),
             client_id.clone(),
-            settings.max_queued_messages,
+            super::session::QueueLimits::of(&settings),
             Arc::clone(&self.metrics),
         ));
         {

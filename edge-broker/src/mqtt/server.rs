@@ -11,7 +11,6 @@ use edge_log::{Destination, Log, Source};
 use edge_proto::mqtt::QoS;
 use parking_lot::RwLock;
 use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -70,6 +69,9 @@ pub struct MqttServer {
     pub state_metrics: StateMetrics,
     /// Refusals by the session, subscription and retained caps.
     pub limits: LimitCounters,
+    /// Seats of logged-in clients and places of connections that have not logged in (sized at
+    /// start: a reload does not change them).
+    pub admission: Arc<crate::admission::Admission>,
     state_dir: PathBuf,
     journal: OnceLock<Arc<Journal>>,
     client_ids: AtomicU64,
@@ -98,6 +100,9 @@ impl MqttServer {
                 settings.max_retained,
                 settings.max_retained_bytes.bytes(),
             ),
+            admission: crate::admission::Admission::new(crate::admission::AdmissionLimits::mqtt(
+                &settings,
+            )),
             settings: RwLock::new(Arc::new(settings)),
             hub,
             sessions: Registry::new(1),
@@ -219,7 +224,7 @@ impl MqttServer {
         let session = Arc::new(Session::new(
             self.sessions.next_key(),
             client_id.to_owned(),
-            self.settings().max_queued_messages,
+            super::session::QueueLimits::of(&self.settings()),
             Arc::clone(&self.metrics),
         ));
         if expiry_secs > 0
@@ -482,7 +487,6 @@ impl MqttServer {
     /// waits for them to close and saves state. All count towards `max_connections`.
     pub async fn serve(self: Arc<Self>, listeners: Listeners, shutdown: CancellationToken) {
         let background = self.spawn_background(shutdown.clone());
-        let permits = Arc::new(Semaphore::new(self.settings().max_connections));
         let Listeners {
             plain: listener,
             tls: tls_listener,
@@ -492,14 +496,14 @@ impl MqttServer {
         let plain = crate::listener::accept_loop(
             listener,
             "MQTT",
-            Arc::clone(&permits),
+            Arc::clone(&self.admission),
             &self.tasks,
             &shutdown,
-            |stream, peer, permit| {
+            |stream, peer, pending| {
                 let (server, shutdown) = (Arc::clone(&self), shutdown.clone());
                 async move {
                     let halves = crate::listener::plain(stream);
-                    connection::serve(server, halves, peer, permit, shutdown, None).await;
+                    connection::serve(server, halves, peer, pending, shutdown, None).await;
                 }
             },
         );
@@ -510,30 +514,28 @@ impl MqttServer {
             crate::listener::accept_loop(
                 listener,
                 "MQTT over TLS",
-                Arc::clone(&permits),
+                Arc::clone(&self.admission),
                 &self.tasks,
                 &shutdown,
-                |stream, peer, permit| {
+                |stream, peer, pending| {
                     let (server, shutdown) = (Arc::clone(&self), shutdown.clone());
                     let acceptor = self.tls.current();
                     async move {
                         let Some((halves, certificate)) = server
-                            .tls_handshake(acceptor, stream, peer, "MQTT over TLS")
+                            .tls_handshake(acceptor, stream, peer, &pending, "MQTT over TLS")
                             .await
                         else {
                             return;
                         };
-                        connection::serve(server, halves, peer, permit, shutdown, certificate)
+                        connection::serve(server, halves, peer, pending, shutdown, certificate)
                             .await;
                     }
                 },
             )
             .await;
         };
-        let websockets =
-            self.accept_websockets(ws_listener, false, Arc::clone(&permits), &shutdown);
-        let secure_websockets =
-            self.accept_websockets(ws_tls_listener, true, Arc::clone(&permits), &shutdown);
+        let websockets = self.accept_websockets(ws_listener, false, &shutdown);
+        let secure_websockets = self.accept_websockets(ws_tls_listener, true, &shutdown);
         tokio::join!(plain, secure, websockets, secure_websockets);
         let _ = background.await;
         self.save_owners();
@@ -553,7 +555,6 @@ impl MqttServer {
         self: &Arc<Self>,
         listener: Option<TcpListener>,
         tls: bool,
-        permits: Arc<Semaphore>,
         shutdown: &CancellationToken,
     ) {
         let Some(listener) = listener else {
@@ -567,15 +568,18 @@ impl MqttServer {
         crate::listener::accept_loop(
             listener,
             protocol,
-            permits,
+            Arc::clone(&self.admission),
             &self.tasks,
             shutdown,
-            |stream, peer, permit| {
+            |stream, peer, pending| {
                 let (server, shutdown) = (Arc::clone(self), shutdown.clone());
                 let acceptor = self.tls.current();
                 async move {
                     let (halves, certificate) = if tls {
-                        match server.tls_handshake(acceptor, stream, peer, protocol).await {
+                        match server
+                            .tls_handshake(acceptor, stream, peer, &pending, protocol)
+                            .await
+                        {
                             Some(done) => done,
                             None => return,
                         }
@@ -588,14 +592,20 @@ impl MqttServer {
                         max_packet: settings.max_packet_size.bytes() as usize,
                         deadline: settings.connect_timeout.0,
                     };
-                    match crate::websocket::upgrade(halves, &ws).await {
+                    // Evicted (pending connections over their cap) while still upgrading: gone.
+                    let evicted = pending.eviction();
+                    let upgraded = tokio::select! {
+                        upgraded = crate::websocket::upgrade(halves, &ws) => upgraded,
+                        _ = evicted.cancelled() => return,
+                    };
+                    match upgraded {
                         Ok(upgraded) => {
                             let (halves, pump) = upgraded.into_halves();
                             let serve = connection::serve(
                                 server,
                                 halves,
                                 peer,
-                                permit,
+                                pending,
                                 shutdown,
                                 certificate,
                             );
@@ -613,12 +623,14 @@ impl MqttServer {
     }
 
     /// The TLS handshake of a new connection within `connect_timeout`: its halves and the
-    /// client's certificate identity; `None` (counted and logged) when it failed.
+    /// client's certificate identity; `None` (counted and logged) when it failed, or silently
+    /// when `pending` was evicted meanwhile (pending connections over their cap).
     async fn tls_handshake(
         &self,
         acceptor: Option<tokio_rustls::TlsAcceptor>,
         stream: tokio::net::TcpStream,
         peer: std::net::SocketAddr,
+        pending: &crate::admission::Pending,
         protocol: &str,
     ) -> Option<(
         (crate::listener::ReadHalf, crate::listener::WriteHalf),
@@ -626,7 +638,12 @@ impl MqttServer {
     )> {
         let acceptor = acceptor?;
         let deadline = self.settings().connect_timeout.0;
-        match crate::listener::tls_with_peer(&acceptor, stream, deadline).await {
+        let evicted = pending.eviction();
+        let handshake = tokio::select! {
+            handshake = crate::listener::tls_with_peer(&acceptor, stream, deadline) => handshake,
+            _ = evicted.cancelled() => return None,
+        };
+        match handshake {
             Ok((halves, certificate)) => {
                 let certificate = certificate.map(|der| crate::auth::PeerCertificate {
                     identity: crate::auth::cert::identity(&der),

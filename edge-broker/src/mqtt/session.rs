@@ -304,10 +304,65 @@ impl Subscriptions {
     }
 }
 
+/// Memory a queued or in-flight delivery is charged besides its message's topic and payload:
+/// the `Delivery` and its slot, the `Message` header and its properties (measured about
+/// 200 bytes on x86_64; the message itself is shared by its subscribers, so charging it to
+/// each is an upper bound).
+pub const DELIVERY_OVERHEAD: u64 = 256;
+
+/// What `max_queued_bytes` and `max_queued_bytes_total` charge for `delivery`.
+pub fn delivery_cost(delivery: &Delivery) -> u64 {
+    let message = &delivery.message;
+    (message.topic.len() + message.payload.len()) as u64 + DELIVERY_OVERHEAD
+}
+
+/// The bytes one collection holds, mirrored into the front end's total (`None` in tests that
+/// build a bare session): given back when the collection is dropped.
+#[derive(Debug, Default)]
+struct Charge {
+    bytes: u64,
+    total: Option<Arc<AtomicU64>>,
+}
+
+impl Charge {
+    fn add(&mut self, delivery: &Delivery) {
+        let cost = delivery_cost(delivery);
+        self.bytes += cost;
+        if let Some(total) = &self.total {
+            total.fetch_add(cost, Ordering::Relaxed);
+        }
+    }
+
+    fn sub(&mut self, delivery: &Delivery) {
+        let cost = delivery_cost(delivery).min(self.bytes);
+        self.bytes -= cost;
+        if let Some(total) = &self.total {
+            total.fetch_sub(cost, Ordering::Relaxed);
+        }
+    }
+
+    /// Moves what is charged so far onto `total`.
+    fn attach(&mut self, total: Arc<AtomicU64>) {
+        total.fetch_add(self.bytes, Ordering::Relaxed);
+        if let Some(old) = self.total.replace(total) {
+            old.fetch_sub(self.bytes, Ordering::Relaxed);
+        }
+    }
+}
+
+impl Drop for Charge {
+    fn drop(&mut self) {
+        if let Some(total) = &self.total {
+            total.fetch_sub(self.bytes, Ordering::Relaxed);
+        }
+    }
+}
+
 /// Deliveries waiting to be sent, oldest first; changes to the QoS 1/2 ones are recorded.
 #[derive(Debug, Default)]
 pub struct DeliveryQueue {
     items: VecDeque<Delivery>,
+    charge: Charge,
     log: Option<SessionLog>,
 }
 
@@ -319,6 +374,7 @@ impl DeliveryQueue {
         {
             log.delivery(|sid, delivery| Record::Enqueue { sid, delivery }, &delivery);
         }
+        self.charge.add(&delivery);
         self.items.push_back(delivery);
     }
 
@@ -332,12 +388,19 @@ impl DeliveryQueue {
                 &delivery,
             );
         }
+        self.charge.add(&delivery);
         self.items.push_front(delivery);
+    }
+
+    /// Bytes the queued deliveries are charged ([`delivery_cost`]).
+    pub fn bytes(&self) -> u64 {
+        self.charge.bytes
     }
 
     /// Takes the oldest delivery.
     pub fn pop_front(&mut self) -> Option<Delivery> {
         let delivery = self.items.pop_front()?;
+        self.charge.sub(&delivery);
         if delivery.qos != QoS::AtMostOnce
             && let Some(log) = &self.log
         {
@@ -356,7 +419,15 @@ impl DeliveryQueue {
         let recorded =
             |items: &VecDeque<Delivery>| items.iter().filter(|d| d.qos != QoS::AtMostOnce).count();
         let before = recorded(&self.items);
-        self.items.retain(keep);
+        let charge = &mut self.charge;
+        let mut keep = keep;
+        self.items.retain(|d| {
+            let kept = keep(d);
+            if !kept {
+                charge.sub(d);
+            }
+            kept
+        });
         if recorded(&self.items) != before
             && let Some(log) = &self.log
         {
@@ -392,10 +463,16 @@ impl DeliveryQueue {
 #[derive(Debug, Default)]
 pub struct Inflight {
     map: BTreeMap<u16, Outbound>,
+    charge: Charge,
     log: Option<SessionLog>,
 }
 
 impl Inflight {
+    /// Bytes the deliveries in flight are charged ([`delivery_cost`]).
+    pub fn bytes(&self) -> u64 {
+        self.charge.bytes
+    }
+
     /// Records a delivery sent under `packet_id`; returns one it replaced.
     pub fn insert(&mut self, packet_id: u16, outbound: Outbound) -> Option<Outbound> {
         if let Some(log) = &self.log {
@@ -412,12 +489,20 @@ impl Inflight {
                 });
             });
         }
-        self.map.insert(packet_id, outbound)
+        self.charge.add(&outbound.delivery);
+        let replaced = self.map.insert(packet_id, outbound);
+        if let Some(old) = &replaced {
+            self.charge.sub(&old.delivery);
+        }
+        replaced
     }
 
     /// Ends delivery `packet_id` (acknowledged or discarded); returns it if it was in flight.
     pub fn remove(&mut self, packet_id: &u16) -> Option<Outbound> {
         let removed = self.map.remove(packet_id);
+        if let Some(out) = &removed {
+            self.charge.sub(&out.delivery);
+        }
         if removed.is_some()
             && let Some(log) = &self.log
         {
@@ -530,8 +615,8 @@ pub struct Session {
     pub key: u64,
     /// The client identifier.
     pub client_id: String,
-    /// Most deliveries queued while the client is slow or offline; more are dropped.
-    max_queued: usize,
+    /// Most deliveries (and bytes) queued while the client is slow or offline; more are dropped.
+    limits: QueueLimits,
     state: Mutex<SessionState>,
     /// Wakes the attached connection when deliveries arrive.
     pub wake: Notify,
@@ -539,19 +624,48 @@ pub struct Session {
     metrics: Arc<FrontMetrics>,
 }
 
+/// What a session may hold for its client (`[mqtt]` keys).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct QueueLimits {
+    /// `max_queued_messages`: deliveries queued.
+    pub max_messages: usize,
+    /// `max_queued_bytes`: bytes queued and in flight ([`delivery_cost`]).
+    pub max_bytes: u64,
+    /// `max_queued_bytes_total`: bytes queued and in flight in all sessions together.
+    pub max_total_bytes: u64,
+}
+
+impl QueueLimits {
+    /// The limits of `[mqtt]`.
+    pub fn of(settings: &crate::config::MqttSection) -> QueueLimits {
+        QueueLimits {
+            max_messages: settings.max_queued_messages,
+            max_bytes: settings.max_queued_bytes.bytes(),
+            max_total_bytes: settings.max_queued_bytes_total.bytes(),
+        }
+    }
+}
+
 impl Session {
-    /// A fresh, empty session counting into `metrics`.
+    /// A fresh, empty session counting into `metrics` (its queued bytes into
+    /// [`FrontMetrics::queued_bytes`]).
     pub fn new(
         key: u64,
         client_id: String,
-        max_queued: usize,
+        limits: QueueLimits,
         metrics: Arc<FrontMetrics>,
     ) -> Session {
+        let mut state = SessionState::default();
+        state.queue.charge.attach(Arc::clone(&metrics.queued_bytes));
+        state
+            .inflight
+            .charge
+            .attach(Arc::clone(&metrics.queued_bytes));
         Session {
             key,
             client_id,
-            max_queued,
-            state: Mutex::new(SessionState::default()),
+            limits,
+            state: Mutex::new(state),
             wake: Notify::new(),
             metrics,
         }
@@ -570,9 +684,21 @@ impl Mailbox for Session {
             if !state.online && delivery.qos == QoS::AtMostOnce {
                 return false;
             }
-            if state.queue.len() >= self.max_queued {
+            let cost = delivery_cost(&delivery);
+            let full = if state.queue.len() >= self.limits.max_messages {
+                Some(DropReason::QueueFull)
+            } else if state.queue.bytes() + state.inflight.bytes() + cost > self.limits.max_bytes {
+                Some(DropReason::QueueBytes)
+            } else if self.metrics.queued_bytes.load(Ordering::Relaxed) + cost
+                > self.limits.max_total_bytes
+            {
+                Some(DropReason::QueueBudget)
+            } else {
+                None
+            };
+            if let Some(reason) = full {
                 drop(state);
-                self.metrics.dropped(DropReason::QueueFull);
+                self.metrics.dropped(reason);
                 return false;
             }
             state.queue.push_back(delivery);
@@ -629,6 +755,57 @@ mod tests {
         Arc::new(FrontMetrics::new(Protocol::Mqtt))
     }
 
+    fn limits(max_messages: usize, max_bytes: u64, max_total_bytes: u64) -> QueueLimits {
+        QueueLimits {
+            max_messages,
+            max_bytes,
+            max_total_bytes,
+        }
+    }
+
+    #[test]
+    fn queues_are_bounded_in_bytes_per_session_and_together() {
+        let metrics = metrics();
+        let cost = delivery_cost(&delivery(1));
+        let a = Session::new(
+            1,
+            "a".into(),
+            limits(100, 3 * cost, 5 * cost),
+            Arc::clone(&metrics),
+        );
+        let b = Session::new(
+            2,
+            "b".into(),
+            limits(100, 3 * cost, 5 * cost),
+            Arc::clone(&metrics),
+        );
+        for _ in 0..3 {
+            assert!(a.deliver(delivery(1)));
+        }
+        assert!(!a.deliver(delivery(1)), "a's own bytes are full");
+        assert_eq!(metrics.dropped_count(DropReason::QueueBytes), 1);
+        assert!(b.deliver(delivery(1)) && b.deliver(delivery(1)));
+        assert!(!b.deliver(delivery(1)), "the total is full");
+        assert_eq!(metrics.dropped_count(DropReason::QueueBudget), 1);
+        // In flight counts too, and what leaves is given back.
+        {
+            let mut state = a.lock();
+            let sent = state.queue.pop_front().unwrap();
+            state.inflight.insert(
+                1,
+                Outbound {
+                    delivery: sent,
+                    released: false,
+                },
+            );
+            assert_eq!(state.queue.bytes() + state.inflight.bytes(), 3 * cost);
+            state.inflight.remove(&1);
+        }
+        assert_eq!(metrics.queued_bytes.load(Ordering::Relaxed), 4 * cost);
+        drop(a);
+        assert_eq!(metrics.queued_bytes.load(Ordering::Relaxed), 2 * cost);
+    }
+
     fn delivery(qos: u8) -> Delivery {
         let qos = QoS::from_u8(qos).unwrap();
         Delivery {
@@ -650,7 +827,7 @@ mod tests {
 
     #[test]
     fn offline_sessions_queue_qos1_but_not_qos0() {
-        let session = Session::new(1, "c".into(), 10, metrics());
+        let session = Session::new(1, "c".into(), limits(10, 1 << 20, 1 << 30), metrics());
         assert!(!session.deliver(delivery(0)));
         assert!(session.deliver(delivery(1)));
         session.lock().online = true;
@@ -660,7 +837,7 @@ mod tests {
 
     #[test]
     fn full_queues_drop_and_count() {
-        let session = Session::new(1, "c".into(), 2, metrics());
+        let session = Session::new(1, "c".into(), limits(2, 1 << 20, 1 << 30), metrics());
         assert!(session.deliver(delivery(1)));
         assert!(session.deliver(delivery(1)));
         assert!(!session.deliver(delivery(1)));

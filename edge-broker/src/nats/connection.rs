@@ -33,12 +33,13 @@ use edge_proto::nats::{
 use parking_lot::{Mutex, MutexGuard};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio::sync::{Notify, OwnedSemaphorePermit};
+use tokio::sync::Notify;
 use tokio::time::Instant;
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 
 use super::server::{NatsServer, nats_message, nats_message_at};
+use crate::admission::{Pending, Seat};
 use crate::auth::acl::SubscribeVerdict;
 use crate::hub::{Delivery, Mailbox, SubEntry};
 use crate::ingest::{self, Answer, Event, IngestLimits, IngestQueue, Outcome, Publisher};
@@ -53,6 +54,11 @@ const READ_CHUNK: usize = 64 << 10;
 const INGEST_DRAIN: Duration = Duration::from_secs(5);
 /// How long a closing connection may take to flush its last bytes.
 const CLOSE_FLUSH: Duration = Duration::from_secs(1);
+/// Output buffer room kept once it is drained; beyond it the buffer is freed.
+const KEEP_OUTPUT_CAPACITY: usize = 64 << 10;
+/// Largest payload a connection may send before CONNECT: what it buffers before it said who it
+/// is stays as small as a control line (nats-server's 4 KiB).
+const PRE_CONNECT_PAYLOAD: usize = 4096;
 /// Header naming a message id for duplicate detection (JetStream's).
 const MSG_ID: &str = "Nats-Msg-Id";
 /// Header asking that the message lands in a given stream (JetStream's).
@@ -77,6 +83,8 @@ pub struct Outbox {
     state: Mutex<OutState>,
     wake: Notify,
     max_pending: usize,
+    /// `nats.max_pending_total`: output of all connections together.
+    max_pending_total: u64,
     /// Hub key of the connection (publisher id, for `echo: false`).
     conn_key: u64,
     server: Arc<NatsServer>,
@@ -87,6 +95,8 @@ struct OutState {
     buf: BytesMut,
     /// Bytes taken out of `buf` and not yet written to the socket.
     writing: usize,
+    /// What `buf` and `writing` were last charged to [`NatsServer::pending_bytes`].
+    charged: usize,
     slow: bool,
     closed: bool,
     echo: bool,
@@ -100,10 +110,25 @@ impl Outbox {
         self.state.lock()
     }
 
+    /// Brings this outbox's share of the server's pending output up to date (under its lock).
+    fn charge(&self, state: &mut OutState) {
+        let now = state.buf.len() + state.writing;
+        let total = &self.server.pending_bytes;
+        if now >= state.charged {
+            total.fetch_add((now - state.charged) as u64, Ordering::Relaxed);
+        } else {
+            total.fetch_sub((state.charged - now) as u64, Ordering::Relaxed);
+        }
+        state.charged = now;
+    }
+
     /// Queues protocol output of the connection itself (not limited: it is small and paced
     /// by the client's own ops).
     fn push_op(&self, op: &ServerOp) {
-        op.encode(&mut self.lock().buf);
+        let mut state = self.lock();
+        op.encode(&mut state.buf);
+        self.charge(&mut state);
+        drop(state);
         self.wake.notify_one();
     }
 
@@ -114,8 +139,20 @@ impl Outbox {
     }
 
     fn push_raw(&self, bytes: &[u8]) {
-        self.lock().buf.extend_from_slice(bytes);
+        let mut state = self.lock();
+        state.buf.extend_from_slice(bytes);
+        self.charge(&mut state);
+        drop(state);
         self.wake.notify_one();
+    }
+}
+
+impl Drop for Outbox {
+    fn drop(&mut self) {
+        let charged = self.state.get_mut().charged;
+        self.server
+            .pending_bytes
+            .fetch_sub(charged as u64, Ordering::Relaxed);
     }
 }
 
@@ -206,6 +243,15 @@ impl SubMailbox {
             self.outbox.wake.notify_one();
             return false;
         }
+        if server.pending_bytes.load(Ordering::Relaxed) + size as u64
+            > self.outbox.max_pending_total
+        {
+            // All connections together hold nats.max_pending_total: this message is dropped
+            // for this subscriber (it is not to blame for the others).
+            drop(state);
+            server.metrics.dropped(DropReason::PendingBudget);
+            return false;
+        }
         encode_msg(
             &mut state.buf,
             subject,
@@ -214,6 +260,7 @@ impl SubMailbox {
             headers.as_deref(),
             payload,
         );
+        self.outbox.charge(&mut state);
         if max > 0 && n == max {
             state.finished.push(self.sid.clone());
         }
@@ -274,7 +321,7 @@ pub async fn serve(
     mut stream: TcpStream,
     tls: Option<TlsAcceptor>,
     peer: SocketAddr,
-    permit: Option<OwnedSemaphorePermit>,
+    pending: Pending,
     shutdown: CancellationToken,
 ) {
     let _ = stream.set_nodelay(true);
@@ -283,15 +330,20 @@ pub async fn serve(
     let mut info = server.info(conn_key, peer, local);
     info.tls_required = tls.is_some();
     let info = ServerOp::Info(Box::new(info));
-    let (halves, info) = match (&tls, &permit) {
-        (Some(acceptor), Some(_)) => {
+    let (halves, info) = match &tls {
+        Some(acceptor) => {
             let mut out = BytesMut::new();
             info.encode(&mut out);
             if stream.write_all(&out).await.is_err() {
                 return;
             }
             let deadline = server.settings().auth_timeout.0;
-            match crate::listener::tls(acceptor, stream, deadline).await {
+            let evicted = pending.eviction();
+            let handshake = tokio::select! {
+                handshake = crate::listener::tls(acceptor, stream, deadline) => handshake,
+                _ = evicted.cancelled() => return,
+            };
+            match handshake {
                 // INFO is sent: the TLS session starts with the client's CONNECT.
                 Ok(halves) => (halves, None),
                 Err(err) => {
@@ -301,49 +353,45 @@ pub async fn serve(
                 }
             }
         }
-        _ => (crate::listener::plain(stream), Some(info)),
+        None => (crate::listener::plain(stream), Some(info)),
     };
-    run(server, halves, conn_key, info, peer, permit, shutdown).await;
+    run(server, halves, conn_key, info, peer, pending, shutdown).await;
 }
 
 /// Serves one client over an established byte stream (INFO first, no TLS upgrade) until it
-/// ends; `permit: None` refuses it (`max_connections`).
+/// ends. It holds its `pending` place until CONNECT logs it in, then takes a seat (or is
+/// refused with `-ERR 'maximum connections exceeded'`).
 pub async fn serve_stream(
     server: Arc<NatsServer>,
     halves: (ReadHalf, WriteHalf),
     peer: SocketAddr,
-    permit: Option<OwnedSemaphorePermit>,
+    pending: Pending,
     shutdown: CancellationToken,
 ) {
     let conn_key = server.next_key();
     let info = ServerOp::Info(Box::new(server.info(conn_key, peer, None)));
-    run(server, halves, conn_key, Some(info), peer, permit, shutdown).await;
+    run(
+        server,
+        halves,
+        conn_key,
+        Some(info),
+        peer,
+        pending,
+        shutdown,
+    )
+    .await;
 }
 
 /// Runs a connection whose INFO is `info` (`None`: already sent).
 async fn run(
     server: Arc<NatsServer>,
-    (reader, mut writer): (ReadHalf, WriteHalf),
+    (reader, writer): (ReadHalf, WriteHalf),
     conn_key: u64,
     info: Option<ServerOp>,
     peer: SocketAddr,
-    permit: Option<OwnedSemaphorePermit>,
+    pending: Pending,
     shutdown: CancellationToken,
 ) {
-    let Some(permit) = permit else {
-        tracing::warn!(%peer, "refusing NATS client: nats.max_connections reached");
-        let mut out = BytesMut::new();
-        if let Some(info) = &info {
-            info.encode(&mut out);
-        }
-        out.extend_from_slice(ServerError::MaxConnectionsExceeded.err_line().as_bytes());
-        let _ = tokio::time::timeout(CLOSE_FLUSH, async {
-            let _ = writer.write_all(&out).await;
-            let _ = writer.shutdown().await;
-        })
-        .await;
-        return;
-    };
     let settings = server.settings();
     let outbox = Arc::new(Outbox {
         state: Mutex::new(OutState {
@@ -352,6 +400,7 @@ async fn run(
         }),
         wake: Notify::new(),
         max_pending: settings.max_pending.bytes() as usize,
+        max_pending_total: settings.max_pending_total.bytes(),
         conn_key,
         server: Arc::clone(&server),
     });
@@ -369,7 +418,8 @@ async fn run(
     );
     let mut connection = Connection {
         limits: Limits {
-            max_payload: settings.max_payload.bytes() as usize,
+            // Until CONNECT, a payload no larger than a control line (see `seat`).
+            max_payload: (settings.max_payload.bytes() as usize).min(PRE_CONNECT_PAYLOAD),
             ..Limits::default()
         },
         ingest: Box::new(
@@ -404,10 +454,23 @@ async fn run(
         now_ms: now_ms(),
         clock_stale: true,
         shutdown,
+        evict: pending.eviction(),
+        admitted: Admitted::Pending(Some(pending)),
     };
     let exit = connection.serve_loop().await;
     connection.finish(exit).await;
-    drop(permit);
+}
+
+/// Where a connection stands with [`crate::admission`].
+#[derive(Debug)]
+enum Admitted {
+    /// No CONNECT yet: a pending place (taken by `seat`).
+    Pending(Option<Pending>),
+    /// Logged in: a seat among `nats.max_connections`.
+    Seated {
+        /// Given back when the connection ends.
+        _seat: Seat,
+    },
 }
 
 struct Connection {
@@ -446,6 +509,10 @@ struct Connection {
     /// `now_ms` is from an earlier read buffer.
     clock_stale: bool,
     shutdown: CancellationToken,
+    /// The pending place before CONNECT, the seat after.
+    admitted: Admitted,
+    /// Cancelled when the connection is evicted before CONNECT (`max_pending_connections`).
+    evict: CancellationToken,
 }
 
 impl Connection {
@@ -479,6 +546,7 @@ impl Connection {
             std::mem::swap(&mut self.outbuf, &mut state.buf);
         }
         state.writing = self.outbuf.len();
+        self.outbox.charge(&mut state);
         let finished = std::mem::take(&mut state.finished);
         drop(state);
         for sid in finished {
@@ -512,7 +580,9 @@ impl Connection {
                 // payloads decoded earlier still share the old buffer, so this allocates.)
                 self.inbuf.reserve(READ_CHUNK);
             }
-            let awaiting_auth = self.connect.is_none() && self.server.auth_required();
+            // Every connection must send CONNECT in time, with or without credentials to check:
+            // one that does not holds a pending place and its buffers for nothing.
+            let awaiting_auth = self.connect.is_none();
             tokio::select! {
                 biased;
                 _ = self.shutdown.cancelled() => return Exit::Shutdown,
@@ -520,6 +590,12 @@ impl Connection {
                 written = self.writer.write_buf(&mut self.outbuf), if !self.outbuf.is_empty() => {
                     if let Err(err) = written {
                         return Exit::Closed(format!("write failed: {err}"));
+                    }
+                    if self.outbuf.is_empty() && self.outbuf.capacity() > KEEP_OUTPUT_CAPACITY {
+                        // A burst grew it: give the memory back rather than keep it for a
+                        // connection that may stay quiet (nats.max_pending_total counts bytes
+                        // waiting, not room).
+                        self.outbuf = BytesMut::new();
                     }
                 }
                 read = self.reader.read_buf(&mut self.inbuf), if can_read => match read {
@@ -535,6 +611,9 @@ impl Connection {
                     }
                     self.pings_out += 1;
                     self.outbox.push_op(&ServerOp::Ping);
+                }
+                _ = self.evict.cancelled(), if awaiting_auth => {
+                    return Exit::Closed("evicted before CONNECT: nats.max_pending_connections reached".to_owned());
                 }
                 _ = tokio::time::sleep_until(auth_deadline), if awaiting_auth => {
                     return self.error(ServerError::AuthenticationTimeout);
@@ -636,6 +715,7 @@ impl Connection {
                 return Err(self.error(ServerError::AuthorizationViolation));
             }
         };
+        self.seat()?;
         {
             let mut state = self.outbox.lock();
             state.echo = connect.echo;
@@ -655,6 +735,24 @@ impl Connection {
         tracing::debug!(peer = %self.peer, client = %self.client_id, "NATS client connected");
         self.connect = Some(connect);
         self.ok();
+        Ok(())
+    }
+
+    /// After a successful login: trades the pending place for a seat (or refuses the client,
+    /// `max_connections`) and lifts the small pre-CONNECT payload limit.
+    fn seat(&mut self) -> Result<(), Exit> {
+        if let Admitted::Pending(pending) = &mut self.admitted
+            && let Some(pending) = pending.take()
+        {
+            match pending.seat() {
+                Ok(seat) => self.admitted = Admitted::Seated { _seat: seat },
+                Err(refusal) => {
+                    tracing::warn!(peer = %self.peer, "refusing NATS client: nats.{}", refusal.key());
+                    return Err(self.error(ServerError::MaxConnectionsExceeded));
+                }
+            }
+        }
+        self.limits.max_payload = self.settings.max_payload.bytes() as usize;
         Ok(())
     }
 

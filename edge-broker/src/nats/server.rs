@@ -49,6 +49,11 @@ pub struct NatsServer {
     pub tls: crate::tls::AcceptorCell,
     /// Users, credentials and permissions (shared with MQTT).
     pub auth: Arc<crate::auth::Auth>,
+    /// Output waiting in all connections' outboxes (what `max_pending_total` caps).
+    pub pending_bytes: AtomicU64,
+    /// Seats of logged-in clients and places of connections without CONNECT yet (sized at
+    /// start: a reload does not change them).
+    pub admission: Arc<crate::admission::Admission>,
 }
 
 impl NatsServer {
@@ -63,6 +68,10 @@ impl NatsServer {
     ) -> Arc<NatsServer> {
         let dedup = DuplicateWindow::new(settings.duplicate_window.0, settings.max_duplicate_ids);
         Arc::new(NatsServer {
+            pending_bytes: AtomicU64::new(0),
+            admission: crate::admission::Admission::new(crate::admission::AdmissionLimits::nats(
+                &settings,
+            )),
             server_id: format!("NEDGE{:X}{:X}", now_ms(), std::process::id()),
             server_name: node_id.to_owned(),
             settings: RwLock::new(Arc::new(settings)),
@@ -138,7 +147,7 @@ impl NatsServer {
         crate::listener::accept_loop(
             listener,
             "NATS",
-            Arc::new(tokio::sync::Semaphore::new(self.settings().max_connections)),
+            Arc::clone(&self.admission),
             &self.tasks,
             &shutdown,
             |stream, peer, permit| {

@@ -24,7 +24,6 @@ use edge_proto::mqtt::{
 };
 use edge_proto::nats::{Limits, ServerOp, decode_server_op};
 use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream};
-use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
 /// How long a test waits for something that must happen.
@@ -61,7 +60,6 @@ pub struct Broker {
     pub nats: Arc<NatsServer>,
     pub shutdown: CancellationToken,
     pub config: Config,
-    permits: Arc<Semaphore>,
     _state: tempfile::TempDir,
 }
 
@@ -102,7 +100,6 @@ impl Broker {
             nats,
             shutdown: CancellationToken::new(),
             config,
-            permits: Arc::new(Semaphore::new(64)),
             _state: state,
         }
     }
@@ -121,12 +118,12 @@ impl Broker {
     /// The same with a `buffer`-byte pipe in each direction.
     pub fn mqtt_client_buffered(&self, version: ProtocolVersion, buffer: usize) -> MqttClient {
         let (client, halves) = self.pipe(buffer);
-        let permit = Arc::clone(&self.permits).try_acquire_owned().ok();
+        let pending = self.mqtt.admission.arrive(peer().ip()).unwrap();
         tokio::spawn(edge_broker::mqtt::connection::serve(
             Arc::clone(&self.mqtt),
             halves,
             peer(),
-            permit,
+            pending,
             self.shutdown.clone(),
             None,
         ));
@@ -145,12 +142,12 @@ impl Broker {
     /// The same with a `buffer`-byte pipe in each direction.
     pub fn nats_client_buffered(&self, buffer: usize) -> NatsClient {
         let (client, halves) = self.pipe(buffer);
-        let permit = Arc::clone(&self.permits).try_acquire_owned().ok();
+        let pending = self.nats.admission.arrive(peer().ip()).unwrap();
         tokio::spawn(edge_broker::nats::connection::serve_stream(
             Arc::clone(&self.nats),
             halves,
             peer(),
-            permit,
+            pending,
             self.shutdown.clone(),
         ));
         NatsClient {

@@ -1,0 +1,174 @@
+//! The memory budget: what every limit lets clients make the broker hold, at worst and all at
+//! once, against the unit's `MemoryMax=256M` (`systemd/edge-broker.service`). The defaults fit
+//! it; `edge-broker check` warns when a configuration does not (README, "The memory budget").
+//!
+//! Each row is a limit times what one unit of it holds, as measured on x86_64 (BENCHMARKS.md,
+//! SECURITY.md). Not in the budget: the partial packet a logged-in client is still sending (up
+//! to `max_packet_size` / `max_payload` per connection) and the publishes a connection holds
+//! for the log (1 MiB per MQTT connection): both need credentials, and neither has a global
+//! cap yet.
+
+use super::Config;
+
+/// `MemoryMax` of the packaged unit.
+pub const MEMORY_MAX: u64 = 256 << 20;
+/// What the broker takes with no client (code, runtime, log and journal buffers), measured
+/// about 20 MiB, with room for the allocator's slack.
+pub const BASE: u64 = 32 << 20;
+/// What a connection that has not logged in holds besides its CONNECT (buffers, task).
+const PENDING_OVERHEAD: u64 = 2 << 10;
+/// Output an MQTT connection holds before it stops moving deliveries into it.
+pub const MQTT_OUTPUT_PER_CONNECTION: u64 = 64 << 10;
+/// A NATS connection's input buffer (16 KiB, grown by 64 KiB reads).
+pub const NATS_INPUT_PER_CONNECTION: u64 = 80 << 10;
+/// NATS output buffers grow by doubling: measured RSS is about three times the bytes waiting.
+const NATS_OUTPUT_FACTOR: u64 = 3;
+/// A persistent session without its subscriptions and deliveries (measured 1.7 KB).
+const SESSION_BYTES: u64 = 1800;
+/// Bookkeeping of one retained message besides its bytes (measured ~450 B).
+const RETAINED_OVERHEAD: u64 = 450;
+/// The state journal's backlog before connections waiting for a commit stop reading.
+const JOURNAL_BACKLOG: u64 = 8 << 20;
+
+/// One limit's share of the budget.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Row {
+    /// What is held, and the keys that bound it.
+    pub what: &'static str,
+    /// The limit times the unit, in words.
+    pub bound: String,
+    /// Bytes at worst.
+    pub bytes: u64,
+}
+
+/// Every row of the budget for `config` (MQTT and NATS rows only when they are enabled).
+pub fn rows(config: &Config) -> Vec<Row> {
+    let mut rows = Vec::new();
+    let m = &config.mqtt;
+    if m.enabled {
+        let pending = m.max_pending_connections as u64;
+        rows.push(Row {
+            what: "MQTT connections not logged in",
+            bound: format!(
+                "max_pending_connections {pending} × (max_connect_size {} + 2 KiB)",
+                m.max_connect_size
+            ),
+            bytes: pending * (m.connect_size_limit() + PENDING_OVERHEAD),
+        });
+        let connections = m.max_connections as u64;
+        rows.push(Row {
+            what: "MQTT output waiting in connections",
+            bound: format!("max_connections {connections} × 64 KiB"),
+            bytes: connections * MQTT_OUTPUT_PER_CONNECTION,
+        });
+        rows.push(Row {
+            what: "MQTT deliveries queued and in flight",
+            bound: format!("max_queued_bytes_total {}", m.max_queued_bytes_total),
+            bytes: m.max_queued_bytes_total.bytes(),
+        });
+        let holders = (m.max_sessions + m.max_connections) as u64;
+        rows.push(Row {
+            what: "MQTT subscriptions",
+            bound: format!(
+                "(max_sessions {} + max_connections {}) × max_subscription_bytes_per_client {}",
+                m.max_sessions, m.max_connections, m.max_subscription_bytes_per_client
+            ),
+            bytes: holders * m.max_subscription_bytes_per_client.bytes(),
+        });
+        rows.push(Row {
+            what: "MQTT persistent sessions",
+            bound: format!("max_sessions {} × 1.8 KB", m.max_sessions),
+            bytes: m.max_sessions as u64 * SESSION_BYTES,
+        });
+        rows.push(Row {
+            what: "MQTT retained messages",
+            bound: format!(
+                "max_retained_bytes {} + max_retained {} × 450 B",
+                m.max_retained_bytes, m.max_retained
+            ),
+            bytes: m.max_retained_bytes.bytes() + m.max_retained as u64 * RETAINED_OVERHEAD,
+        });
+        rows.push(Row {
+            what: "MQTT state journal backlog",
+            bound: "8 MiB".to_owned(),
+            bytes: JOURNAL_BACKLOG,
+        });
+    }
+    let n = &config.nats;
+    if n.enabled {
+        let pending = n.max_pending_connections as u64;
+        rows.push(Row {
+            what: "NATS connections not logged in",
+            bound: format!("max_pending_connections {pending} × (80 KiB buffer + 4 KiB payload)"),
+            bytes: pending * (NATS_INPUT_PER_CONNECTION + (4 << 10)),
+        });
+        let connections = n.max_connections as u64;
+        rows.push(Row {
+            what: "NATS input buffers",
+            bound: format!("max_connections {connections} × 80 KiB"),
+            bytes: connections * NATS_INPUT_PER_CONNECTION,
+        });
+        rows.push(Row {
+            what: "NATS output waiting in connections",
+            bound: format!("3 × max_pending_total {}", n.max_pending_total),
+            bytes: NATS_OUTPUT_FACTOR * n.max_pending_total.bytes(),
+        });
+    }
+    rows
+}
+
+/// The rows together, plus [`BASE`].
+pub fn worst_case(config: &Config) -> u64 {
+    BASE + rows(config).iter().map(|r| r.bytes).sum::<u64>()
+}
+
+/// A warning when the worst case of the limits together exceeds [`MEMORY_MAX`], naming the
+/// largest rows.
+pub fn warning(config: &Config) -> Option<String> {
+    let total = worst_case(config);
+    if total <= MEMORY_MAX {
+        return None;
+    }
+    let mut rows = rows(config);
+    rows.sort_by_key(|r| std::cmp::Reverse(r.bytes));
+    let largest: Vec<String> = rows
+        .iter()
+        .take(3)
+        .map(|r| format!("{} {} MiB ({})", r.what, r.bytes >> 20, r.bound))
+        .collect();
+    Some(format!(
+        "limits above the memory budget: at worst {} MiB together with the broker's own {} MiB, above the unit's MemoryMax={} MiB; largest: {}",
+        total >> 20,
+        BASE >> 20,
+        MEMORY_MAX >> 20,
+        largest.join("; ")
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::Path;
+
+    #[test]
+    fn the_defaults_fit_the_unit() {
+        let config = Config::parse("", Path::new("t.toml")).unwrap();
+        let total = worst_case(&config);
+        assert!(total <= MEMORY_MAX, "{} MiB", total >> 20);
+        assert_eq!(warning(&config), None);
+    }
+
+    #[test]
+    fn limits_above_the_budget_are_named() {
+        let config = Config::parse(
+            "[mqtt]\nmax_queued_bytes_total = \"512MiB\"\n",
+            Path::new("t.toml"),
+        )
+        .unwrap();
+        let w = warning(&config).unwrap();
+        assert!(
+            w.contains("MQTT deliveries queued and in flight 512 MiB"),
+            "{w}"
+        );
+    }
+}

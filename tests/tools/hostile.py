@@ -1,0 +1,275 @@
+"""Attacks from the LAN, with nothing but TCP sockets, run by tests/tests/hostile.rs.
+
+Usage: hostile.py SCENARIO HOST PORT BROKER_PID [ARG...]
+
+Each scenario attacks the broker at HOST:PORT from addresses 127.0.0.2 and up (so that the
+device it then checks, on 127.0.0.1, is another source), measures the broker's RSS
+(/proc/BROKER_PID/status) before and while the attack holds, and prints one JSON line.
+A failed check exits 1 with the reason on stderr.
+"""
+import json
+import os
+import socket
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from mqtt_raw import Client, frame, mstr, varint  # noqa: E402
+
+SCENARIOS = {}
+
+
+def scenario(fn):
+    SCENARIOS[fn.__name__] = fn
+    return fn
+
+
+def rss_kib(pid):
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    raise AssertionError("no VmRSS")
+
+
+def attacker(host, port, i, sources):
+    """A socket connected from 127.0.0.(2 + i % sources)."""
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    s.bind((f"127.0.0.{2 + i % sources}", 0))
+    s.settimeout(5)
+    s.connect((host, int(port)))
+    return s
+
+
+def still_open(socks):
+    """How many of `socks` the broker has not closed."""
+    n = 0
+    for s in socks:
+        s.setblocking(False)
+        try:
+            while True:
+                data = s.recv(65536)
+                if not data:
+                    break
+        except BlockingIOError:
+            n += 1
+        except OSError:
+            pass
+    return n
+
+
+def mqtt_device(host, port):
+    """A device on 127.0.0.1 logs in: its CONNACK code."""
+    c = Client(host, int(port), v5=False, timeout=5)
+    ack = c.connect("device-1", expect_ok=False)
+    c.close()
+    return ack["rc"]
+
+
+def nats_device(host, port):
+    """A device on 127.0.0.1: CONNECT, PING; true when PONG comes back."""
+    s = socket.create_connection((host, int(port)), timeout=5)
+    buf = b""
+    s.sendall(b'CONNECT {"verbose":false}\r\nPING\r\n')
+    deadline = time.monotonic() + 5
+    try:
+        while b"PONG" not in buf and b"-ERR" not in buf and time.monotonic() < deadline:
+            data = s.recv(4096)
+            if not data:
+                break
+            buf += data
+    except OSError:
+        pass
+    s.close()
+    return b"PONG\r\n" in buf
+
+
+def first_bytes(proto, claim):
+    """What claims `claim` bytes, sent up to one byte short of it: an MQTT CONNECT (a broker
+    buffers the whole frame before it decodes it), or a NATS PUB before CONNECT."""
+    if proto == "mqtt":
+        body = mstr("MQTT") + bytes([4, 2]) + b"\x00\x3c" + mstr("attacker")
+        return b"\x10" + varint(claim) + body + b"\x00" * (claim - len(body) - 1)
+    return f"PUB attack {claim}\r\n".encode() + b"x" * (claim - 1)
+
+
+@scenario
+def flood(host, port, pid, proto, count, mode="idle", claim="1048576", sources="1",
+          hold="1"):
+    """`count` connections from `sources` addresses that never log in: `idle` ones send
+    nothing, `claim` ones send the start of a CONNECT (NATS: a PUB) claiming `claim` bytes
+    and keep sending it. Then a device logs in from 127.0.0.1. After `hold` seconds, how
+    many attack connections are still open."""
+    count, sources, claim = int(count), int(sources), int(claim)
+    rss0 = rss_kib(pid)
+    socks = []
+    refused_at_connect = 0
+    for i in range(count):
+        try:
+            s = attacker(host, port, i, sources)
+        except OSError:
+            refused_at_connect += 1
+            continue
+        if mode == "claim":
+            try:
+                s.sendall(first_bytes(proto, claim))
+            except OSError:
+                pass
+        socks.append(s)
+    time.sleep(0.5)
+    rss_attack = rss_kib(pid)
+    device = mqtt_device(host, port) if proto == "mqtt" else nats_device(host, port)
+    open_now = still_open(socks)
+    time.sleep(float(hold))
+    open_later = still_open(socks)
+    for s in socks:
+        s.close()
+    return {
+        "device": device,
+        "open_during_attack": open_now,
+        "open_after_hold": open_later,
+        "refused_at_connect": refused_at_connect,
+        "rss_kib": [rss0, rss_attack],
+        "rss_growth_kib": rss_attack - rss0,
+    }
+
+
+def peak_rss(pid, stop, out):
+    """Samples the broker's RSS every 20 ms until `stop` is set; the peak goes to out[0]."""
+    while not stop.is_set():
+        out[0] = max(out[0], rss_kib(pid))
+        time.sleep(0.02)
+
+
+def sampling(pid):
+    import threading
+    stop, out = threading.Event(), [rss_kib(pid)]
+    t = threading.Thread(target=peak_rss, args=(pid, stop, out), daemon=True)
+    t.start()
+
+    def finish():
+        stop.set()
+        t.join()
+        return out[0]
+    return finish
+
+
+def publish_all(host, port, topic, count, size, qos):
+    """One publisher: `count` messages of `size` bytes, QoS 1 waiting for each PUBACK."""
+    p = Client(host, int(port), v5=False, timeout=30)
+    p.connect(f"pub-{os.getpid()}")
+    payload = b"x" * size
+    for _ in range(count):
+        p.publish(topic, payload, qos=qos)
+        if qos:
+            p.recv(30)
+    p.disconnect()
+
+
+def stalled_subscriber(host, port, cid, filter_, qos):
+    """A subscriber with a small receive buffer that then never reads."""
+    c = Client.__new__(Client)
+    c.v5, c.buf, c.next_id, c.aliases = False, b"", 0, {}
+    c.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    c.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    c.sock.settimeout(10)
+    c.sock.connect((host, int(port)))
+    c.connect(cid)
+    c.subscribe((filter_, qos))
+    return c
+
+
+@scenario
+def stalled_subscribers(host, port, pid, subs, count, size, qos="0"):
+    """`subs` subscribers to `#` that never read; one publisher sends `count` × `size` bytes
+    (QoS 1: each acknowledged before the next). The broker's peak RSS over its RSS before."""
+    subs, count, size, qos = int(subs), int(count), int(size), int(qos)
+    rss0 = rss_kib(pid)
+    clients = [stalled_subscriber(host, port, f"stalled-{i}", "#", 0) for i in range(subs)]
+    finish = sampling(pid)
+    publish_all(host, port, "flood/t", count, size, qos)
+    time.sleep(0.5)
+    peak = finish()
+    for c in clients:
+        c.close()
+    return {"rss_kib": [rss0, peak], "rss_growth_kib": peak - rss0}
+
+
+@scenario
+def never_puback(host, port, pid, count, size):
+    """A 3.1.1 subscriber at QoS 1 that reads but never sends PUBACK; a publisher sends
+    `count` × `size` bytes at QoS 1. How many PUBLISHes reached the subscriber."""
+    count, size = int(count), int(size)
+    rss0 = rss_kib(pid)
+    sub = Client(host, int(port), v5=False, timeout=10)
+    sub.connect("no-puback", clean=True)
+    sub.subscribe(("np/#", 1))
+    finish = sampling(pid)
+    publish_all(host, port, "np/t", count, size, 1)
+    received = 0
+    while True:
+        try:
+            p = sub.recv(1.0)
+        except TimeoutError:
+            break
+        if p["type"] == 3:
+            received += 1
+    peak = finish()
+    sub.close()
+    return {"received": received, "rss_kib": [rss0, peak], "rss_growth_kib": peak - rss0}
+
+
+@scenario
+def nats_stalled_subscribers(host, port, pid, subs, count, size):
+    """NATS: `subs` subscribers to `>` that never read; one publisher sends `count` × `size`
+    bytes, then PING (its PONG: all was taken). The broker's peak RSS over its RSS before."""
+    subs, count, size = int(subs), int(count), int(size)
+    rss0 = rss_kib(pid)
+    socks = []
+    for i in range(subs):
+        s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        s.settimeout(10)
+        s.connect((host, int(port)))
+        s.sendall(b'CONNECT {"verbose":false}\r\nSUB > 1\r\nPING\r\n')
+        got = b""
+        while b"PONG" not in got:
+            data = s.recv(4096)
+            if not data:
+                raise AssertionError(f"subscriber {i} refused: {got!r}")
+            got += data
+        socks.append(s)
+    time.sleep(0.5)
+    finish = sampling(pid)
+    p = socket.create_connection((host, int(port)), timeout=60)
+    p.sendall(b'CONNECT {"verbose":false}\r\n')
+    msg = f"PUB flood.t {size}\r\n".encode() + b"x" * size + b"\r\n"
+    for _ in range(count):
+        p.sendall(msg)
+    p.sendall(b"PING\r\n")
+    buf = b""
+    while b"PONG" not in buf:
+        data = p.recv(65536)
+        if not data:
+            break
+        buf += data
+    time.sleep(0.5)
+    peak = finish()
+    p.close()
+    for s in socks:
+        s.close()
+    return {"rss_kib": [rss0, peak], "rss_growth_kib": peak - rss0}
+
+
+def main():
+    name, host, port, pid, *args = sys.argv[1:]
+    try:
+        out = SCENARIOS[name](host, port, pid, *args)
+    except AssertionError as err:
+        print(f"{name}: {err}", file=sys.stderr)
+        sys.exit(1)
+    print(json.dumps(out))
+
+
+if __name__ == "__main__":
+    main()
