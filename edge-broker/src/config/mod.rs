@@ -1452,6 +1452,15 @@ mod tests {
     }
 
     #[test]
+    fn preallocate_reaches_the_log_and_is_off_by_default() {
+        assert!(!parse("").unwrap().log_config().preallocate);
+        let config = parse("[log]\npreallocate = true\n").unwrap();
+        assert!(config.log_config().preallocate);
+        let err = parse("[log]\npreallocate = \"yes\"\n").unwrap_err();
+        assert_eq!(err.field(), "log.preallocate");
+    }
+
+    #[test]
     fn bad_addresses_name_the_field() {
         let err = parse("[metrics]\nlisten = \"localhost\"\n").unwrap_err();
         assert_eq!(err.field(), "metrics.listen");
