@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Issue 17's comparisons side by side in one run, and one table of ratios.
 #
-#   bench/run.sh            full run (about 25 minutes on the 2-core build machine)
-#   bench/run.sh --quick    short, noisier run (about 6 minutes)
+#   bench/run.sh            full run (about 12 minutes once built, on the 2-core build machine)
+#   bench/run.sh --quick    short, noisier run (about 3 minutes once built)
 #   bench/run.sh --only mqtt,nats,qos0,memory,kafka,flash    a subset (default: all)
 #   bench/run.sh --help
 #
