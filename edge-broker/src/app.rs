@@ -482,13 +482,6 @@ impl Observe for Observer {
             "Bytes written to log files (flash wear).",
             &[(&[], stats.bytes_written)],
         );
-        text.histogram(
-            "edge_log_fsync_seconds",
-            "fdatasync latency of the log (what a durable ack waits for).",
-            &edge_log::FsyncLatency::BOUNDS,
-            &stats.fsync_latency.buckets,
-            stats.fsync_latency.sum_micros as f64 / 1e6,
-        );
         let mqtt = self.mqtt.lock().clone();
         let nats = self.nats.lock().clone();
         let fronts: Vec<&FrontMetrics> = mqtt

@@ -13,9 +13,13 @@ use edge_tests::broker::Broker;
 use edge_tests::kafka::http_get;
 use edge_tests::peers::{program, repo_root};
 
-/// Metrics the examples use that a later build adds (budget gauge, the bridge's uplink state
-/// gauges).
-const LATER: [&str; 2] = ["edge_log_max_bytes", "edge_kafka_uplink_state"];
+/// Metrics the examples use that a later build adds (fsync histogram, budget gauge, the
+/// bridge's uplink state gauges).
+const LATER: [&str; 3] = [
+    "edge_log_fsync_seconds",
+    "edge_log_max_bytes",
+    "edge_kafka_uplink_state",
+];
 
 fn promtool(args: &[&str]) -> String {
     let output = Command::new(program("promtool", "prometheus"))
@@ -67,17 +71,13 @@ fn metric_names(text: &str) -> BTreeSet<String> {
             .chars()
             .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
             .collect();
-        names.insert(family(&name).to_owned());
+        let family = ["_bucket", "_sum", "_count"]
+            .iter()
+            .find_map(|s| name.strip_suffix(s))
+            .unwrap_or(&name);
+        names.insert(family.to_owned());
     }
     names
-}
-
-/// A histogram series' family (`x_bucket`, `x_sum`, `x_count` → `x`); other names as they are.
-fn family(name: &str) -> &str {
-    ["_bucket", "_sum", "_count"]
-        .iter()
-        .find_map(|s| name.strip_suffix(s))
-        .unwrap_or(name)
 }
 
 #[test]
@@ -91,7 +91,7 @@ fn rules_and_dashboard_query_metrics_the_broker_exports() {
         .lines()
         .filter(|l| !l.starts_with('#'))
         .filter_map(|l| l.split(['{', ' ']).next())
-        .map(|name| family(name).to_owned())
+        .map(str::to_owned)
         .collect();
     let dir = repo_root().join("examples/monitoring");
     let rules = std::fs::read_to_string(dir.join("edge-broker.rules.yml")).unwrap();
