@@ -21,6 +21,11 @@ need pkg-config pkg-config
 # promtool checks and unit-tests the alert rules in examples/monitoring (with systemd as PID 1
 # the package also starts a Prometheus server on :9090; the tests do not use it).
 need promtool prometheus
+# MQTT over WebSockets in a real browser: Debian's Chromium driven by playwright-core (npm), and
+# MQTT.js from npm (tests/browser/package.json, pinned by its lock file).
+need chromium chromium
+need node nodejs
+need npm npm
 python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || apt_packages+=(python3-venv)
 if [ ${#apt_packages[@]} -gt 0 ]; then
     say "installing Debian packages: ${apt_packages[*]}"
@@ -53,6 +58,16 @@ if ! .venv/bin/python -m pip install -q --disable-pip-version-check -r tests/req
     exit 1
 fi
 export EDGE_TESTS_PYTHON="$root/.venv/bin/python"
+
+# --- Browser test peers in tests/browser/node_modules -------------------------------------------
+if [ ! -f tests/browser/node_modules/.package-lock.json ] \
+    || [ tests/browser/package-lock.json -nt tests/browser/node_modules/.package-lock.json ]; then
+    say "npm ci in tests/browser"
+    (cd tests/browser && npm ci --no-audit --no-fund --silent) || {
+        echo "npm could not install tests/browser/package-lock.json (MQTT.js, playwright-core)" >&2
+        exit 1
+    }
+fi
 
 # --- Checks and tests --------------------------------------------------------------------------
 say "cargo fmt --check"

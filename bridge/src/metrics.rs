@@ -21,8 +21,10 @@ pub const ERROR_KINDS: [&str; 10] = [
     "broker_retriable",
     "auth",
     "fatal",
-    "plan",
-    "log",
+    // A route pins a partition the Kafka topic does not have (the planner cannot place a record).
+    "partition_missing",
+    // Reading the local log or committing the forwarder's cursor failed.
+    "local_log",
 ];
 
 /// The error-kind label of a produce error (one of [`ERROR_KINDS`]).
@@ -48,9 +50,79 @@ pub fn error_kind(error: &ProduceError) -> &'static str {
     }
 }
 
+/// Bucket bounds (seconds) of [`ForwardMetrics::produce_latency`]: a request over a mobile
+/// uplink takes milliseconds to seconds.
+pub const PRODUCE_BUCKETS: &[f64] = &[
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+
+/// A latency histogram of fixed buckets, lock-free (one atomic add per bucket and one for the
+/// sum): the broker renders it as a Prometheus histogram.
+#[derive(Debug)]
+pub struct LatencyHistogram {
+    bounds: &'static [f64],
+    /// Observations per bucket (not cumulative); the last is everything above the last bound.
+    buckets: Box<[AtomicU64]>,
+    sum_micros: AtomicU64,
+}
+
+/// A copy of a [`LatencyHistogram`]'s counts, for rendering.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HistogramSnapshot {
+    /// Upper bounds of the buckets, seconds (then +Inf).
+    pub bounds: &'static [f64],
+    /// Observations per bucket, not cumulative; one more than `bounds`.
+    pub counts: Vec<u64>,
+    /// Sum of the observations, seconds.
+    pub sum_seconds: f64,
+}
+
+impl LatencyHistogram {
+    /// An empty histogram with these bucket bounds (seconds, ascending).
+    pub fn new(bounds: &'static [f64]) -> LatencyHistogram {
+        LatencyHistogram {
+            bounds,
+            buckets: (0..=bounds.len()).map(|_| AtomicU64::new(0)).collect(),
+            sum_micros: AtomicU64::new(0),
+        }
+    }
+
+    /// Counts one observation.
+    pub fn observe(&self, took: std::time::Duration) {
+        let secs = took.as_secs_f64();
+        let bucket = self
+            .bounds
+            .iter()
+            .position(|&le| secs <= le)
+            .unwrap_or(self.bounds.len());
+        if let Some(b) = self.buckets.get(bucket) {
+            b.fetch_add(1, Ordering::Relaxed);
+        }
+        self.sum_micros.fetch_add(
+            u64::try_from(took.as_micros()).unwrap_or(u64::MAX),
+            Ordering::Relaxed,
+        );
+    }
+
+    /// The counts so far.
+    pub fn snapshot(&self) -> HistogramSnapshot {
+        HistogramSnapshot {
+            bounds: self.bounds,
+            counts: self
+                .buckets
+                .iter()
+                .map(|b| b.load(Ordering::Relaxed))
+                .collect(),
+            sum_seconds: self.sum_micros.load(Ordering::Relaxed) as f64 / 1e6,
+        }
+    }
+}
+
 /// What the forwarder did so far.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct ForwardMetrics {
+    /// Time from sending a produce request to seeing Kafka's successful acknowledgement.
+    pub produce_latency: LatencyHistogram,
     /// Records Kafka acknowledged (a resent record counts again).
     pub records: AtomicU64,
     /// Payload bytes (value + key + headers) Kafka acknowledged.
@@ -77,6 +149,27 @@ pub struct ForwardMetrics {
     uplink_since_ms: AtomicU64,
     /// The last failed request, for `/metrics` and `edge-broker status`.
     pub last_error: parking_lot::Mutex<Option<LastError>>,
+}
+
+impl Default for ForwardMetrics {
+    fn default() -> Self {
+        ForwardMetrics {
+            produce_latency: LatencyHistogram::new(PRODUCE_BUCKETS),
+            records: AtomicU64::default(),
+            bytes: AtomicU64::default(),
+            batches: AtomicU64::default(),
+            errors: Default::default(),
+            dead_letters: AtomicU64::default(),
+            unrouted: AtomicU64::default(),
+            committed: AtomicU64::default(),
+            oldest_pending_ms: AtomicU64::default(),
+            mean_record_bytes: AtomicU64::default(),
+            replaying: AtomicBool::default(),
+            uplink: AtomicU8::default(),
+            uplink_since_ms: AtomicU64::default(),
+            last_error: parking_lot::Mutex::default(),
+        }
+    }
 }
 
 /// The last failed request.
@@ -170,6 +263,17 @@ fn now_ms() -> u64 {
 mod tests {
     use super::*;
     use crate::producer::codes;
+
+    #[test]
+    fn latency_lands_in_the_first_bucket_that_holds_it() {
+        let h = LatencyHistogram::new(&[0.01, 0.1]);
+        h.observe(std::time::Duration::from_millis(10));
+        h.observe(std::time::Duration::from_millis(50));
+        h.observe(std::time::Duration::from_secs(3));
+        let snap = h.snapshot();
+        assert_eq!(snap.counts, vec![1, 1, 1]);
+        assert!((snap.sum_seconds - 3.06).abs() < 1e-9);
+    }
 
     #[test]
     fn errors_are_counted_by_kind() {

@@ -187,25 +187,36 @@ pub async fn run(
             Arc::clone(&auth),
         );
         let listener = bind("mqtt.listen", config.mqtt.listen).await?;
-        let tls_listener = match (
-            config.mqtt.tls_listen,
-            &config.mqtt.tls_cert,
-            &config.mqtt.tls_key,
-        ) {
-            (Some(addr), Some(cert), Some(key)) => {
-                let acceptor =
-                    crate::tls::acceptor(cert, key, config.mqtt.tls_client_ca.as_deref())
-                        .map_err(RunError::Tls)?;
-                server.tls.replace(Some(acceptor));
-                Some(bind("mqtt.tls_listen", addr).await?)
-            }
-            _ => None,
+        let m = &config.mqtt;
+        if let (Some(cert), Some(key)) = (&m.tls_cert, &m.tls_key)
+            && (m.tls_listen.is_some() || m.ws_tls_listen.is_some())
+        {
+            let acceptor = crate::tls::acceptor(cert, key, m.tls_client_ca.as_deref())
+                .map_err(RunError::Tls)?;
+            server.tls.replace(Some(acceptor));
+        }
+        let secure = server.tls.current().is_some();
+        let bind_opt = async |field, addr: Option<SocketAddr>, needs_tls: bool| match addr {
+            Some(addr) if secure || !needs_tls => bind(field, addr).await.map(Some),
+            _ => Ok(None),
         };
-        servers.push(tokio::spawn(Arc::clone(&server).serve(
-            listener,
-            tls_listener,
+        let listeners = crate::mqtt::server::Listeners {
+            plain: listener,
+            tls: bind_opt("mqtt.tls_listen", m.tls_listen, true).await?,
+            ws: bind_opt("mqtt.ws_listen", m.ws_listen, false).await?,
+            ws_tls: bind_opt("mqtt.ws_tls_listen", m.ws_tls_listen, true).await?,
+        };
+        servers.push(tokio::spawn(
+            Arc::clone(&server).serve(listeners, shutdown.clone()),
+        ));
+        server.spawn_sys_tree(
+            backlog_source(
+                log.clone(),
+                kafka.as_ref().map(crate::forwarder::KafkaBridge::metrics),
+                config.log.max_bytes.bytes(),
+            ),
             shutdown.clone(),
-        )));
+        );
         mqtt = Some(server);
     }
     let mut reloadable: Vec<Arc<dyn Reload>> = vec![
@@ -288,6 +299,36 @@ pub async fn run(
         kafka.finish(DRAIN_DEADLINE / 4).await;
     }
     drain(&log).await
+}
+
+/// The `$SYS/edge/backlog/...` values: what the forwarder still owes Kafka, or (without
+/// forwarding) everything the log holds.
+fn backlog_source(
+    log: Log,
+    kafka: Option<Arc<edge_bridge::metrics::ForwardMetrics>>,
+    max_bytes: u64,
+) -> crate::mqtt::sys::BacklogSource {
+    Box::new(move || {
+        let stats = log.stats();
+        let budget_percent = 100.0 * stats.bytes as f64 / max_bytes.max(1) as f64;
+        match &kafka {
+            Some(m) => crate::mqtt::sys::Backlog {
+                records: m.lag_records(stats.durable_end),
+                bytes: m.lag_bytes(stats.durable_end),
+                oldest_age_seconds: m.oldest_age_seconds(stats.durable_end),
+                budget_percent,
+                uplink: m.uplink_state().as_str(),
+            },
+            None => crate::mqtt::sys::Backlog {
+                records: stats.records,
+                // An empty log still has its segment headers on disk.
+                bytes: if stats.records == 0 { 0 } else { stats.bytes },
+                oldest_age_seconds: 0.0,
+                budget_percent,
+                uplink: "disabled",
+            },
+        }
+    })
 }
 
 /// Binds a TCP listener and logs the address it got (port 0 picks one).
@@ -429,8 +470,18 @@ impl Observe for Observer {
         );
         text.gauge(
             "edge_ready",
-            "1 when the broker is ready to serve.",
-            &[(&[], f64::from(u8::from(self.ready.load(Ordering::SeqCst))))],
+            "1 when the broker takes publishes (GET /readyz says why not).",
+            &[(&[], f64::from(u8::from(self.readiness().is_ok())))],
+        );
+        let state = log_state(&self.log.health());
+        let labels = LOG_STATES.map(|s| [("state", s)]);
+        text.gauge(
+            "edge_log_state",
+            "1 for the state the log is in: ok, full_budget, full_disk, failed (restart needed) or closed.",
+            &labels
+                .iter()
+                .map(|l| (&l[..], f64::from(u8::from(l[0].1 == state))))
+                .collect::<Vec<_>>(),
         );
         text.gauge(
             "edge_log_bytes",
@@ -472,10 +523,23 @@ impl Observe for Observer {
             "Corrupt records found and skipped while reading sealed segments.",
             &[(&[], stats.corrupt_skipped)],
         );
+        text.gauge(
+            "edge_log_max_bytes",
+            "The log's disk budget (log.max_bytes).",
+            &[(&[], self.log.config().max_bytes as f64)],
+        );
         text.counter(
             "edge_log_fsyncs_total",
             "fdatasync calls on the log.",
             &[(&[], stats.fsyncs)],
+        );
+        let fsync = &stats.fsync_latency;
+        text.histogram(
+            "edge_log_fsync_seconds",
+            "Latency of the fdatasyncs that make appends durable (every acknowledgement waits for one).",
+            &edge_log::FsyncLatency::BOUNDS,
+            &fsync.buckets,
+            fsync.sum_micros as f64 / 1e6,
         );
         text.counter(
             "edge_log_written_bytes_total",
@@ -504,6 +568,7 @@ impl Observe for Observer {
             crate::forwarder::render_sasl(&mut text, sasl);
         }
         crate::auth::render(&mut text, &self.auth);
+        crate::metrics::process::ProcessReading::current().render(&mut text);
         text.gauge(
             "edge_subscriptions",
             "Subscriptions of all protocols.",
@@ -522,6 +587,29 @@ impl Observe for Observer {
             ));
         }
         self.log_progress.check(&self.log.stats())
+    }
+
+    fn readiness(&self) -> Result<(), String> {
+        self.health()?;
+        match self.log.health() {
+            edge_log::LogHealth::Ok => Ok(()),
+            other => Err(format!("the log does not store publishes now: {other}")),
+        }
+    }
+}
+
+/// The `state` labels of `edge_log_state`.
+const LOG_STATES: [&str; 5] = ["ok", "full_budget", "full_disk", "failed", "closed"];
+
+/// The `edge_log_state` label of `health`.
+fn log_state(health: &edge_log::LogHealth) -> &'static str {
+    use edge_log::{Full, LogHealth};
+    match health {
+        LogHealth::Ok => "ok",
+        LogHealth::Full(Full::Budget { .. }) => "full_budget",
+        LogHealth::Full(Full::Disk { .. }) => "full_disk",
+        LogHealth::Failed { .. } => "failed",
+        LogHealth::Closed => "closed",
     }
 }
 

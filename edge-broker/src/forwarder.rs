@@ -146,6 +146,14 @@ pub fn render(text: &mut PromText, m: &ForwardMetrics, durable_end: u64) {
         "Key, value and header bytes Kafka acknowledged.",
         &[(&[], load(&m.bytes))],
     );
+    let produce = m.produce_latency.snapshot();
+    text.histogram(
+        "edge_kafka_produce_seconds",
+        "From sending a produce request to seeing Kafka's successful acknowledgement (acks=all).",
+        produce.bounds,
+        &produce.counts,
+        produce.sum_seconds,
+    );
     text.counter(
         "edge_kafka_batches_total",
         "Chunks of the log delivered and committed.",

@@ -24,6 +24,8 @@
 //!   decision, ordered batches to the log, local delivery once written, answers once durable.
 //! - [`listener`]: the bounded accept loop shared by the MQTT and NATS front ends, and the
 //!   byte-stream halves connections are served over (TCP, TLS, or in tests in-memory pipes).
+//! - [`websocket`]: MQTT over WebSockets: the upgrade (path, `mqtt` subprotocol) and the pump
+//!   that serves a WebSocket client through the same byte-stream halves as TCP.
 //! - [`tls`]: rustls server configuration for the MQTT and NATS TLS listeners (optionally mutual).
 //! - [`mqtt`]: the MQTT 3.1.1/5 server (sessions, retained messages, wills, durable acks).
 //! - [`nats`]: the NATS server (client protocol, cross-protocol delivery, durable PubAcks).
@@ -56,3 +58,4 @@ pub mod state;
 pub mod state_file;
 pub mod status;
 pub mod tls;
+pub mod websocket;

@@ -21,6 +21,16 @@ pub trait Reload: Send + Sync {
     fn reload(&self, config: &Config);
 }
 
+/// The route table is swapped whole; a config whose routes do not compile keeps the old one.
+impl Reload for crate::route::RouteTable {
+    fn reload(&self, config: &Config) {
+        match config.compile_routes() {
+            Ok(routes) => self.replace(routes),
+            Err(err) => tracing::error!("reload: routes not replaced: {err}"),
+        }
+    }
+}
+
 /// Reloads on every SIGHUP until `shutdown`.
 pub fn spawn_reloader(
     path: Option<PathBuf>,
@@ -78,13 +88,16 @@ pub fn sections_needing_restart(old: &Config, new: &Config) -> Vec<&'static str>
         a.max_connections,
         a.max_retained,
         a.max_retained_bytes,
+        a.sys_interval,
     ) != (
         b.enabled,
         b.listen,
         b.max_connections,
         b.max_retained,
         b.max_retained_bytes,
-    ) || a.tls_listen != b.tls_listen
+        b.sys_interval,
+    ) || (a.tls_listen, a.ws_listen, a.ws_tls_listen, &a.ws_path)
+        != (b.tls_listen, b.ws_listen, b.ws_tls_listen, &b.ws_path)
     {
         changed.push("mqtt");
     }

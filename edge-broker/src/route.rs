@@ -254,15 +254,6 @@ impl edge_bridge::plan::Router for RouteTable {
     }
 }
 
-impl crate::reload::Reload for RouteTable {
-    fn reload(&self, config: &crate::config::Config) {
-        match config.compile_routes() {
-            Ok(routes) => self.replace(routes),
-            Err(err) => tracing::error!("reload: routes not replaced: {err}"),
-        }
-    }
-}
-
 impl Route {
     /// Validates the `number`-th `[[route]]` table of the file, counting from 1 like
     /// `{topic.N}` (errors name it `route[1]`, `route[2]`, …); the error is its first problem.

@@ -260,7 +260,7 @@ fn the_checked_in_journal_replays_to_its_state() {
     let subs: Vec<_> = imaged.subscriptions.iter().collect();
     assert_eq!(subs.len(), 1);
     assert_eq!(subs[0].0, "$share/g/sensors/#");
-    assert_eq!(StoredSubscription::from(*subs[0].1), OPTIONS);
+    assert_eq!(*subs[0].1, OPTIONS);
     let queue: Vec<_> = imaged.queue.iter().map(summary).collect();
     assert_eq!(
         queue,

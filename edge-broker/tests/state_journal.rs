@@ -18,7 +18,6 @@ use std::sync::{Arc, RwLock};
 use bytes::Bytes;
 use edge_broker::hub::Delivery;
 use edge_broker::message::{Message, MessageProperties, Origin};
-use edge_broker::mqtt::session::SubscriptionRecord;
 use edge_broker::state::journal::Encoder;
 use edge_broker::state::record::{Record, SessionImage, StoredDelivery, StoredSubscription};
 use edge_broker::state::{Journal, ModelSession, StateModel, replay};
@@ -237,7 +236,7 @@ fn image(enc: &mut Encoder<'_>, sid: u64, client_id: &str, s: &ModelSession) {
         subscriptions: s
             .subscriptions
             .iter()
-            .map(|(f, r)| (f.clone(), StoredSubscription::from(*r)))
+            .map(|(f, r)| (f.clone(), *r))
             .collect(),
         queue,
         inflight,
@@ -431,7 +430,7 @@ impl Process {
                 record(&|enc| enc.record(&Record::SessionEnd { sid }));
             }
             Op::Subscribe(_, f, q) => {
-                let options = SubscriptionRecord {
+                let options = StoredSubscription {
                     qos: QoS::from_u8(*q).unwrap(),
                     no_local: *f == 2,
                     retain_as_published: false,
@@ -442,7 +441,7 @@ impl Process {
                     enc.record(&Record::Subscribe {
                         sid,
                         filter: filter(*f),
-                        options: options.into(),
+                        options,
                     })
                 });
             }

@@ -93,6 +93,13 @@ impl Publisher {
         self.acked.extend(self.acks.try_iter());
     }
 
+    /// Stops publishing (the script is killed) and collects the acks it printed before.
+    pub fn stop(&mut self) {
+        let _ = self.child.0.kill();
+        let _ = self.child.0.wait();
+        self.drain_until_quiet(Duration::from_millis(200));
+    }
+
     /// Collects acks until none arrived for `quiet`.
     pub fn drain_until_quiet(&mut self, quiet: Duration) {
         while let Ok(a) = self.acks.recv_timeout(quiet) {

@@ -152,3 +152,26 @@ pub fn rss_kib(pid: u32) -> u64 {
         .and_then(|v| v.parse().ok())
         .expect("VmRSS in /proc/PID/status")
 }
+
+/// One paho-mqtt session (`tests/tools/ws_clients.py`): over WebSockets unless `spec` sets
+/// `"transport": "tcp"`; returns its JSON observations (CONNACK code, one result per step).
+pub fn paho(addr: SocketAddr, spec: serde_json::Value) -> serde_json::Value {
+    let out = Command::new(python())
+        .arg(repo_root().join("tests/tools/ws_clients.py"))
+        .args([
+            addr.ip().to_string(),
+            addr.port().to_string(),
+            spec.to_string(),
+        ])
+        .stdin(Stdio::null())
+        .output()
+        .expect("run ws_clients.py");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "ws_clients.py: {}\n{stdout}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_str(stdout.lines().last().unwrap_or("")).expect("JSON from ws_clients.py")
+}

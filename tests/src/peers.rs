@@ -52,3 +52,53 @@ impl Drop for ChildGuard {
         }
     }
 }
+
+/// Whether process `pid` holds the socket listening on TCP `port` of 127.0.0.1 (or any
+/// address), from `/proc/net/tcp` and `/proc/PID/fd`.
+///
+/// A port picked free and handed to a peer can be taken by another test's peer before the
+/// peer binds it; the peer then fails, and a readiness probe that only connects would talk to
+/// the other test's peer — a Tansu or S3 emulator shared by two tests mixes their data. A
+/// peer is ready only when the listening socket is its own.
+pub fn listens_on(pid: u32, port: u16) -> bool {
+    let Some(inode) = listening_inode(port) else {
+        return false;
+    };
+    let wanted = format!("socket:[{inode}]");
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .any(|fd| {
+            std::fs::read_link(fd.path()).is_ok_and(|target| target.as_os_str() == wanted.as_str())
+        })
+}
+
+/// The inode of the socket in state LISTEN on `port` (IPv4), if any.
+fn listening_inode(port: u16) -> Option<u64> {
+    const LISTEN: &str = "0A";
+    let table = std::fs::read_to_string("/proc/net/tcp").ok()?;
+    table.lines().skip(1).find_map(|line| {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        let local_port = fields.get(1)?.rsplit_once(':')?.1;
+        let listening =
+            u16::from_str_radix(local_port, 16).ok()? == port && fields.get(3) == Some(&LISTEN);
+        listening.then(|| fields.get(9)?.parse().ok()).flatten()
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_listener_belongs_to_the_process_that_bound_it_only() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        assert!(listens_on(std::process::id(), port));
+        // Another process (pid 1) does not hold it; a closed port has no listener.
+        assert!(!listens_on(1, port));
+        drop(listener);
+        assert!(!listens_on(std::process::id(), port));
+    }
+}

@@ -16,7 +16,8 @@ use std::time::{Duration, Instant};
 use edge_tests::acked::{Publisher, assert_log_order_and_duplicates, msg_number, wait_forwarded};
 use edge_tests::broker::Broker;
 use edge_tests::kafka::{
-    Tansu, create_topic, librdkafka_partitions, metric, read_topic, read_topic_tls, wait_for_metric,
+    Tansu, create_topic, http_get, librdkafka_partitions, metric, read_topic, read_topic_tls,
+    wait_for_metric,
 };
 use edge_tests::peers::program;
 use edge_tests::pki::Pki;
@@ -122,6 +123,10 @@ fn mqtt_publishes_reach_kafka_once_with_keys_partitions_headers_and_dead_letters
     assert_eq!(
         metric(metrics, "edge_kafka_forwarded_records_total"),
         Some(N as f64)
+    );
+    assert!(
+        metric(metrics, "edge_kafka_produce_seconds_count").is_some_and(|n| n >= 1.0),
+        "acknowledged produce requests are timed"
     );
     assert!(broker.terminate(Duration::from_secs(25)).success());
     broker.wait_for_line("Kafka forwarder stopped", Duration::from_secs(1));
@@ -288,10 +293,22 @@ fn unreachable_kafka_with_a_full_log_holds_devices_back_and_loses_nothing() {
     );
     assert!(metric(metrics, "edge_kafka_oldest_unforwarded_age_seconds").unwrap() > 1.0);
     eprintln!("{held} of {N} acknowledged before the log filled");
+    // The truth while publishes wait: not ready (and why), yet alive — a restart would not
+    // help, so the watchdog and /healthz do not ask for one.
+    let ready = http_get(metrics, "/readyz");
+    assert!(ready.contains("disk budget"), "/readyz: {ready}");
+    assert_eq!(metric(metrics, "edge_ready"), Some(0.0));
+    assert_eq!(
+        metric(metrics, "edge_log_state{state=\"full_budget\"}"),
+        Some(1.0)
+    );
+    assert_eq!(http_get(metrics, "/healthz"), "ok\n");
 
     tansu.restart();
     publisher.wait_done(Duration::from_secs(60));
     wait_forwarded(metrics);
+    assert_eq!(http_get(metrics, "/readyz"), "ready\n");
+    assert_eq!(metric(metrics, "edge_ready"), Some(1.0));
     let records = read_topic(&bootstrap, TOPIC, N);
     let got: BTreeSet<u64> = records.iter().map(msg_number).collect();
     assert_eq!(

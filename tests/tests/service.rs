@@ -37,6 +37,8 @@ fn metrics_and_health_are_served() {
     let addr = broker.listen_addr("metrics.listen");
     let (status, body) = http_get(addr, "/healthz");
     assert_eq!(status, 200, "{body}");
+    let (status, body) = http_get(addr, "/readyz");
+    assert_eq!((status, body.as_str()), (200, "ready\n"));
     let (status, body) = http_get(addr, "/metrics");
     assert_eq!(status, 200);
     for family in [
@@ -45,6 +47,7 @@ fn metrics_and_health_are_served() {
         "edge_build_info{version=",
         "node=\"test-gw\"",
         "edge_ready 1",
+        "edge_log_state{state=\"ok\"} 1",
     ] {
         assert!(body.contains(family), "/metrics lacks {family:?}:\n{body}");
     }

@@ -1,12 +1,13 @@
 """Publish numbered QoS 1/2 messages with paho-mqtt and print each one the broker acknowledged.
 
 Usage: mqtt_pub_acked.py HOST PORT TOPIC COUNT [--qos 1] [--version 5|311] [--inflight 50]
-       [--keys K] [--user-property NAME=VALUE] [--size BYTES] [--rate PER_SECOND]
+       [--keys K] [--user-property NAME=VALUE] [--size BYTES] [--rate PER_SECOND] [--first N]
 
 With --keys K, "{k}" in TOPIC is replaced by n % K (spreads messages over K keys). With
 --user-property (MQTT 5 only) every publish carries that user property. --size pads payloads
 to BYTES with '.' (for benchmarks). --rate publishes at most that many messages per second
-(a steady stream, like sensors; default: as fast as the window allows).
+(a steady stream, like sensors; default: as fast as the window allows). --first numbers the
+messages from N (several publishers, one after another, without overlapping numbers).
 
 Prints "ACK <n>" (flushed) for every PUBACK/PUBCOMP received, "DONE" when all are acked;
 exits when the broker goes away. Payloads are "msg-<n>".
@@ -33,6 +34,7 @@ def main() -> int:
     ap.add_argument("--user-property", action="append", default=[])
     ap.add_argument("--size", type=int, default=0)
     ap.add_argument("--rate", type=float, default=0)
+    ap.add_argument("--first", type=int, default=0)
     args = ap.parse_args()
 
     protocol = mqtt.MQTTv5 if args.version == "5" else mqtt.MQTTv311
@@ -54,7 +56,7 @@ def main() -> int:
         window.release()
         if failed:
             return
-        print(f"ACK {n}", flush=True)
+        print(f"ACK {args.first + n}", flush=True)
         acked += 1
         if acked == args.count:
             done.set()
@@ -95,7 +97,7 @@ def main() -> int:
                 break
         if gone.is_set():
             break
-        payload = f"msg-{n}".encode()
+        payload = f"msg-{args.first + n}".encode()
         if len(payload) < args.size:
             payload += b"." * (args.size - len(payload))
         topic = args.topic.replace("{k}", str(n % args.keys))

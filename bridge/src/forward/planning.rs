@@ -122,7 +122,7 @@ impl<P: KafkaProducer + Clone + 'static> Planning<P> {
                 Err(e) => {
                     // A route pins a partition the topic does not have (yet): look the counts
                     // up afresh after a while.
-                    self.metrics.count_error("plan");
+                    self.metrics.count_error("partition_missing");
                     let message = e.to_string();
                     if self.told.lock().replace(message.clone()).as_ref() != Some(&message) {
                         tracing::error!(error = %message, "cannot plan Kafka batches; retrying until the topic has the partition");

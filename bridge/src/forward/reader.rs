@@ -77,7 +77,7 @@ impl Reader {
                 Ok(records) => records,
                 Err(ReadError::Closed) => break,
                 Err(e) => {
-                    self.metrics.count_error("log");
+                    self.metrics.count_error("local_log");
                     tracing::error!(error = %e, "reading the log for Kafka failed; retrying");
                     if sleep_or_cancel(read_backoff.next_delay(), &stopped).await {
                         break;
@@ -124,7 +124,7 @@ impl Reader {
                 }
                 Err(e) => {
                     // Forward what we have; the next read meets the error again.
-                    self.metrics.count_error("log");
+                    self.metrics.count_error("local_log");
                     tracing::warn!(error = %e, "reading more records for the batch failed");
                     self.cursor.seek(resume);
                 }
@@ -191,7 +191,7 @@ async fn commit(cursor: &mut Cursor, metrics: &ForwardMetrics, next: u64) {
         Ok(()) => metrics.committed.store(next, Ordering::Relaxed),
         Err(e) => {
             // Forwarding goes on; the next successful commit covers this chunk too.
-            metrics.count_error("log");
+            metrics.count_error("local_log");
             tracing::error!(error = %e, "committing the Kafka cursor failed");
         }
     }

@@ -255,6 +255,7 @@ impl<P: KafkaProducer + Clone + 'static> Sender<P> {
         let mut acks: Vec<ProduceAck> = Vec::with_capacity(plan.batches.len());
         let mut refused_at_once = false;
         let mut encoded = encoded.into_iter();
+        let sent_at = std::time::Instant::now();
         for b in &plan.batches {
             let encoded = encoded.next().flatten();
             let ack = tokio::select! {
@@ -265,10 +266,16 @@ impl<P: KafkaProducer + Clone + 'static> Sender<P> {
             refused_at_once |= ack.failed_at_once();
             acks.push(ack);
         }
+        let metrics = Arc::clone(&self.metrics);
         let answers = tokio::spawn(async move {
             let mut results = Vec::with_capacity(acks.len());
             for ack in acks {
-                results.push(ack.await);
+                let result = ack.await;
+                if result.is_ok() {
+                    // Answers are awaited in order: a later one may have come earlier.
+                    metrics.produce_latency.observe(sent_at.elapsed());
+                }
+                results.push(result);
             }
             results
         });
@@ -474,7 +481,7 @@ impl<P: KafkaProducer + Clone + 'static> Sender<P> {
                     return Ok(());
                 }
                 Err(e) => {
-                    self.metrics.count_error("log");
+                    self.metrics.count_error("local_log");
                     if !told {
                         tracing::error!(error = %e, "writing dead letters failed; retrying until it works (the cursor waits)");
                         told = true;

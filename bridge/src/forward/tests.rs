@@ -335,6 +335,7 @@ impl KafkaProducer for Counts {
         Err(ProduceError::NoLeader {
             topic: tp.topic().to_owned(),
             partition: tp.partition(),
+            after_loss: None,
         })
     }
 

@@ -405,6 +405,10 @@ impl WireProducer {
                 Err(e) if !usable => {
                     *guard = None;
                     self.inner.limits.lost.note();
+                    self.inner
+                        .limits
+                        .lost
+                        .describe(e.to_string(), Instant::now());
                     if fresh {
                         return Err(e);
                     }
@@ -502,6 +506,7 @@ impl WireProducer {
                 return Err(ProduceError::NoLeader {
                     topic: topic.to_owned(),
                     partition,
+                    after_loss: self.inner.limits.lost.recent(Instant::now()),
                 });
             }
         };

@@ -392,6 +392,19 @@ impl Shared {
         self.pending.lock()
     }
 
+    /// The connection broke under the producer (the broker closed it, an error, a timeout):
+    /// remembered, so an error that follows without naming the broker (no leader known, in
+    /// a cluster) can say which one went away; then [`Shared::fail_all`]. Not logged at INFO
+    /// or above: the uplink says once that it is down, whatever the number of connections.
+    fn lose(&self, broker: &str, error: ProduceError) {
+        if !self.broken.load(Ordering::SeqCst) {
+            tracing::debug!("Kafka connection lost: {error}");
+            self.lost
+                .describe(error.to_string(), std::time::Instant::now());
+        }
+        self.fail_all(broker, error);
+    }
+
     /// Marks the pipeline broken (a lost connection, the first time) and fails every request
     /// in flight (the first with `first`, the others with a connection-reset error naming it:
     /// their outcome is unknown too).
@@ -432,7 +445,7 @@ async fn read_responses(
         while buf.len() >= 4 {
             let len = u32::from_be_bytes([buf[0], buf[1], buf[2], buf[3]]) as usize;
             if len > limits.max_response_bytes {
-                shared.fail_all(
+                shared.lose(
                     &broker,
                     ProduceError::ResponseTooLarge {
                         broker: broker.clone(),
@@ -449,7 +462,7 @@ async fn read_responses(
             let mut frame = buf.split_to(4 + len);
             let body = frame.split_off(4).freeze();
             let Some(w) = shared.pending().pop_front() else {
-                shared.fail_all(
+                shared.lose(
                     &broker,
                     ProduceError::Protocol {
                         broker: broker.clone(),
@@ -484,7 +497,7 @@ async fn read_responses(
                 if due.is_none_or(|due| due > Instant::now()) {
                     continue;
                 }
-                shared.fail_all(&broker, ProduceError::Timeout {
+                shared.lose(&broker, ProduceError::Timeout {
                     broker: broker.clone(),
                     api: "Produce",
                     after: limits.request_timeout,
@@ -498,7 +511,7 @@ async fn read_responses(
                     std::io::ErrorKind::UnexpectedEof,
                     "the broker closed the connection",
                 );
-                shared.fail_all(
+                shared.lose(
                     &broker,
                     ProduceError::Io {
                         broker: broker.clone(),
@@ -509,7 +522,7 @@ async fn read_responses(
             }
             Ok(_) => {}
             Err(source) => {
-                shared.fail_all(
+                shared.lose(
                     &broker,
                     ProduceError::Io {
                         broker: broker.clone(),
@@ -621,7 +634,7 @@ impl Pipeline {
                 Ok(())
             }
             Err(e) => {
-                self.shared.fail_all(
+                self.shared.lose(
                     &self.broker,
                     ProduceError::Io {
                         broker: self.broker.clone(),
@@ -693,7 +706,7 @@ impl Pipeline {
                 broker: self.broker.clone(),
                 source,
             };
-            self.shared.fail_all(&self.broker, e);
+            self.shared.lose(&self.broker, e);
             return Err(broken());
         }
         self.writing = false;

@@ -17,17 +17,39 @@ use std::time::{Duration, Instant};
 
 /// Counts lost connections; shared by every connection of a producer.
 #[derive(Debug, Clone, Default)]
-pub(crate) struct LostConnections(Arc<AtomicU64>);
+pub(crate) struct LostConnections(Arc<LostInner>);
+
+#[derive(Debug, Default)]
+struct LostInner {
+    count: AtomicU64,
+    /// The last loss (the error, naming the broker) and when.
+    last: parking_lot::Mutex<Option<(String, Instant)>>,
+}
+
+/// How long a lost connection explains the errors that follow it.
+const LOSS_EXPLAINS_FOR: Duration = Duration::from_secs(30);
 
 impl LostConnections {
     /// Notes a lost connection: metadata fetched before now is stale.
     pub fn note(&self) {
-        self.0.fetch_add(1, Ordering::SeqCst);
+        self.0.count.fetch_add(1, Ordering::SeqCst);
+    }
+
+    /// Remembers how a connection was lost (`what` names the broker) at `now`.
+    pub fn describe(&self, what: String, now: Instant) {
+        *self.0.last.lock() = Some((what, now));
+    }
+
+    /// The loss described within [`LOSS_EXPLAINS_FOR`] before `now`, if any.
+    pub fn recent(&self, now: Instant) -> Option<String> {
+        let last = self.0.last.lock();
+        let (what, at) = last.as_ref()?;
+        (now.saturating_duration_since(*at) < LOSS_EXPLAINS_FOR).then(|| what.clone())
     }
 
     /// Connections lost so far.
     pub fn count(&self) -> u64 {
-        self.0.load(Ordering::SeqCst)
+        self.0.count.load(Ordering::SeqCst)
     }
 }
 
@@ -186,6 +208,19 @@ mod tests {
     /// The demo's replay bug (issue 16): after Kafka restarted empty, only the topic whose
     /// request failed was looked up again; the others stayed cached, their produce requests
     /// went to topics the new broker did not have. Any lost connection now stales them all.
+    #[test]
+    fn a_recent_loss_explains_later_errors_an_old_one_does_not() {
+        let lost = LostConnections::default();
+        let t0 = Instant::now();
+        assert_eq!(lost.recent(t0), None);
+        lost.describe("I/O with Kafka broker a:9092: reset".into(), t0);
+        assert_eq!(
+            lost.recent(t0 + Duration::from_secs(1)).as_deref(),
+            Some("I/O with Kafka broker a:9092: reset")
+        );
+        assert_eq!(lost.recent(t0 + LOSS_EXPLAINS_FOR), None);
+    }
+
     #[test]
     fn a_lost_connection_stales_every_topic() {
         let lost = LostConnections::default();

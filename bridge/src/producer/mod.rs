@@ -234,12 +234,15 @@ pub enum ProduceError {
         partitions: i32,
     },
     /// Metadata named a leader we have no address for, or no leader at all.
-    #[error("no leader known for {topic}/{partition}")]
+    #[error("no leader known for {topic}/{partition}{}", after_loss.as_deref().map(|l| format!(" (after {l})")).unwrap_or_default())]
     NoLeader {
         /// Topic.
         topic: String,
         /// Partition.
         partition: i32,
+        /// The connection lost shortly before, if any: which broker went away, for the
+        /// operator (in a cluster the error that follows a broker's loss may not name it).
+        after_loss: Option<String>,
     },
     /// The encoded batch is over `max_request_bytes`; split it or dead-letter the record.
     #[error("record batch of {bytes} bytes exceeds max_request_bytes {max}")]

@@ -24,6 +24,15 @@ pub fn security_warnings(config: &Config, config_path: Option<&Path>) -> Vec<Str
         {
             open.push(format!("mqtt.tls_listen = {tls}"));
         }
+        if let Some(ws) = mqtt.ws_listen.filter(exposed) {
+            open.push(format!("mqtt.ws_listen = {ws}"));
+        }
+        if let Some(wss) = mqtt
+            .ws_tls_listen
+            .filter(|a| exposed(a) && mqtt.tls_client_ca.is_none())
+        {
+            open.push(format!("mqtt.ws_tls_listen = {wss}"));
+        }
         if !open.is_empty() {
             warnings.push(format!(
                 "anonymous MQTT clients are accepted on a non-loopback address ({}): set auth.password_file (and leave mqtt.allow_anonymous unset or false), or listen on 127.0.0.1",

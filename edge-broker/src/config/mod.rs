@@ -193,13 +193,24 @@ pub struct MqttSection {
     /// Address of a second listener speaking MQTT over TLS (usually port 8883); unset: none.
     #[serde(deserialize_with = "units::listen_opt::<8883, _>")]
     pub tls_listen: Option<SocketAddr>,
-    /// PEM certificate chain (server certificate first) for `tls_listen`.
+    /// PEM certificate chain (server certificate first) for `tls_listen` and `ws_tls_listen`.
     pub tls_cert: Option<PathBuf>,
     /// PEM private key of that certificate.
     pub tls_key: Option<PathBuf>,
     /// PEM CA certificates; when set, TLS clients must present a certificate they issued.
     pub tls_client_ca: Option<PathBuf>,
-    /// Most simultaneous client connections (plain and TLS together); more are refused with
+    /// Address of a listener speaking MQTT over WebSockets (browsers, Node-RED; usually port
+    /// 8083); unset: none.
+    #[serde(deserialize_with = "units::listen_opt::<8083, _>")]
+    pub ws_listen: Option<SocketAddr>,
+    /// Address of a listener speaking MQTT over WebSockets over TLS (`wss://`, usually port
+    /// 8084) with the certificate of `tls_cert`; unset: none.
+    #[serde(deserialize_with = "units::listen_opt::<8084, _>")]
+    pub ws_tls_listen: Option<SocketAddr>,
+    /// The HTTP path the WebSocket listeners accept (`/mqtt`, what MQTT.js and Mosquitto's
+    /// clients use); other paths get 404.
+    pub ws_path: String,
+    /// Most simultaneous client connections (all listeners together); more are refused with
     /// "server busy".
     pub max_connections: usize,
     /// Largest packet accepted from a client (advertised as Maximum Packet Size).
@@ -246,6 +257,8 @@ pub struct MqttSection {
     /// Most levels in a topic filter a client may subscribe to; deeper ones are refused
     /// (SUBACK "Topic Filter invalid").
     pub max_topic_levels: usize,
+    /// How often the `$SYS` topics are published (Mosquitto's name; `"0s"`: never).
+    pub sys_interval: HumanDuration,
 }
 
 impl Default for MqttSection {
@@ -257,6 +270,9 @@ impl Default for MqttSection {
             tls_cert: None,
             tls_key: None,
             tls_client_ca: None,
+            ws_listen: None,
+            ws_tls_listen: None,
+            ws_path: "/mqtt".to_owned(),
             max_connections: 1000,
             max_packet_size: ByteSize(1 << 20),
             max_inflight: 100,
@@ -274,6 +290,7 @@ impl Default for MqttSection {
             max_subscription_bytes_per_client: ByteSize(32 << 10),
             max_client_id_length: 128,
             max_topic_levels: DEFAULT_MAX_TOPIC_LEVELS,
+            sys_interval: HumanDuration(Duration::from_secs(10)),
         }
     }
 }
@@ -609,20 +626,45 @@ fn deserialize_when_full<'de, D: Deserializer<'de>>(d: D) -> Result<WhenFull, D:
 }
 
 /// Node ids go into Kafka headers and file names: keep them short and unambiguous.
-/// `tls_listen` needs a certificate and key, the files need `tls_listen`, and they must load.
+/// `tls_listen` and `ws_tls_listen` need a certificate and key, the files need one of them,
+/// and they must load.
 fn validate_mqtt_tls(mqtt: &MqttSection) -> Result<(), (&'static str, String)> {
     let files = (&mqtt.tls_cert, &mqtt.tls_key, &mqtt.tls_client_ca);
-    match mqtt.tls_listen {
+    let listener = match (mqtt.tls_listen, mqtt.ws_tls_listen) {
+        (Some(_), _) => Some("mqtt.tls_listen"),
+        (None, Some(_)) => Some("mqtt.ws_tls_listen"),
+        (None, None) => None,
+    };
+    match listener {
         None if files == (&None, &None, &None) => Ok(()),
         None => Err((
             "mqtt.tls_listen",
-            "must be set when mqtt.tls_cert, mqtt.tls_key or mqtt.tls_client_ca is (the address of the TLS listener, e.g. \"0.0.0.0:8883\")".to_owned(),
+            "must be set when mqtt.tls_cert, mqtt.tls_key or mqtt.tls_client_ca is (the address of the TLS listener, e.g. \"0.0.0.0:8883\"; or mqtt.ws_tls_listen for WebSockets over TLS)".to_owned(),
         )),
-        Some(_) if mqtt.tls_cert.is_none() => Err((
+        Some(field) if mqtt.tls_cert.is_none() => Err((
             "mqtt.tls_cert",
-            "is needed by mqtt.tls_listen (a PEM certificate chain)".to_owned(),
+            format!("is needed by {field} (a PEM certificate chain)"),
         )),
         Some(_) => check_tls_files(TlsFields::MQTT, files),
+    }
+}
+
+/// The WebSocket path is what a client's URL ends with: one absolute path, no query.
+fn validate_ws_path(path: &str) -> Result<(), (&'static str, String)> {
+    let valid = path.starts_with('/')
+        && path.len() <= 256
+        && path
+            .bytes()
+            .all(|b| b.is_ascii_graphic() && b != b'?' && b != b'#');
+    if valid {
+        Ok(())
+    } else {
+        Err((
+            "mqtt.ws_path",
+            format!(
+                "{path:?} must be an absolute URL path such as \"/mqtt\" (at most 256 printable ASCII characters, no query)"
+            ),
+        ))
     }
 }
 
@@ -927,6 +969,14 @@ impl Config {
             found.invalid("mqtt.connect_timeout", "must be greater than zero");
         }
         found.check(validate_mqtt_tls(mqtt));
+        found.check(validate_ws_path(&mqtt.ws_path));
+        let sys = mqtt.sys_interval.0;
+        if !sys.is_zero() && sys < Duration::from_secs(1) {
+            found.invalid(
+                "mqtt.sys_interval",
+                "must be \"0s\" (no $SYS topics) or at least 1s",
+            );
+        }
     }
 
     fn check_nats(&self, found: &mut Findings) {
@@ -1413,6 +1463,27 @@ mod tests {
         }
         let off = parse("[kafka]\nenabled = false\ntls = true\ntls_ca = \"/nonexistent/ca.pem\"\n");
         assert!(off.is_ok(), "files are not loaded while forwarding is off");
+    }
+
+    #[test]
+    fn websocket_listeners_name_their_fields() {
+        let ok = parse("[mqtt]\nws_listen = \"127.0.0.1:8083\"\n").unwrap();
+        assert_eq!(
+            ok.mqtt.ws_listen,
+            Some(SocketAddr::from(([127, 0, 0, 1], 8083)))
+        );
+        assert_eq!(ok.mqtt.ws_path, "/mqtt");
+        let cases = [
+            ("ws_tls_listen = \"127.0.0.1:8084\"", "mqtt.tls_cert"),
+            ("ws_path = \"mqtt\"", "mqtt.ws_path"),
+            ("ws_path = \"/mqtt?x=1\"", "mqtt.ws_path"),
+            ("ws_tls_listen = \"127.0.0.1\"", "mqtt.ws_tls_listen"),
+            ("sys_interval = \"100ms\"", "mqtt.sys_interval"),
+        ];
+        for (body, field) in cases {
+            let err = parse(&format!("[mqtt]\n{body}\n")).unwrap_err();
+            assert_eq!(err.field(), field, "{body}: {err}");
+        }
     }
 
     #[test]

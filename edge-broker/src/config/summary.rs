@@ -103,6 +103,13 @@ fn listeners(config: &Config) -> String {
             };
             parts.push(format!("mqtt+tls {tls}{mutual}"));
         }
+        let path = &config.mqtt.ws_path;
+        if let Some(ws) = config.mqtt.ws_listen {
+            parts.push(format!("mqtt+ws ws://{ws}{path}"));
+        }
+        if let Some(wss) = config.mqtt.ws_tls_listen {
+            parts.push(format!("mqtt+wss wss://{wss}{path}"));
+        }
     }
     if config.nats.enabled {
         let tls = if config.nats.tls_cert.is_some() {
@@ -185,7 +192,7 @@ mod tests {
     fn summary_names_listeners_budget_routes_and_brokers() {
         let config = Config::parse(
             "[node]\nid = \"gw-7\"\ndata_dir = \"/d\"\n[log]\nmax_bytes = \"1GiB\"\n\
-             [mqtt]\nlisten = \"0.0.0.0:1883\"\n[kafka]\nbrokers = [\"k1:9092\"]\n\
+             [mqtt]\nlisten = \"0.0.0.0:1883\"\nws_listen = \"127.0.0.1:8083\"\n[kafka]\nbrokers = [\"k1:9092\"]\n\
              [[route]]\nmqtt = \"sensors/+/temperature\"\nkafka_topic = \"temp\"\nkey = \"{topic.2}\"\n\
              [[route]]\nnats = \"alarms.>\"\nkafka_topic = \"alarms\"\npartition = 0\n",
             Path::new("t.toml"),
@@ -195,6 +202,7 @@ mod tests {
         for want in [
             "t.toml: ok (node gw-7, data in /d)",
             "mqtt 0.0.0.0:1883",
+            "mqtt+ws ws://127.0.0.1:8083/mqtt",
             "nats 127.0.0.1:4222",
             "metrics http://127.0.0.1:9100/metrics",
             "1GiB budget in 64MiB segments at /d/log; fsync always",

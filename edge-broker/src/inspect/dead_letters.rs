@@ -9,7 +9,16 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
-use super::show::unhex;
+/// Decodes lower- or upper-case hex.
+pub fn unhex(text: &str) -> Option<Vec<u8>> {
+    if !text.len().is_multiple_of(2) {
+        return None;
+    }
+    (0..text.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(text.get(i..i + 2)?, 16).ok())
+        .collect()
+}
 
 /// Why dead letters cannot be read.
 #[derive(Debug, thiserror::Error)]
@@ -189,6 +198,13 @@ mod tests {
     use bytes::Bytes;
     use edge_bridge::dead_letter::Letter;
     use edge_bridge::headers::{Header, Record, Source};
+
+    #[test]
+    fn hex_fields_decode_in_either_case_and_refuse_odd_or_bad_digits() {
+        assert_eq!(unhex("0001fF"), Some(vec![0, 1, 255]));
+        assert_eq!(unhex("0g"), None);
+        assert_eq!(unhex("abc"), None);
+    }
 
     #[test]
     fn the_forwarders_lines_parse_back_and_other_lines_are_kept() {

@@ -78,17 +78,6 @@ pub fn hex(bytes: &[u8]) -> String {
     out
 }
 
-/// Decodes lower- or upper-case hex.
-pub fn unhex(text: &str) -> Option<Vec<u8>> {
-    if !text.len().is_multiple_of(2) {
-        return None;
-    }
-    (0..text.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(text.get(i..i + 2)?, 16).ok())
-        .collect()
-}
-
 /// `2026-12-04T17:43:04.123Z` for unix milliseconds (UTC).
 pub fn timestamp(ms: u64) -> String {
     let secs = ms / 1000;
@@ -271,9 +260,6 @@ mod tests {
         assert_eq!(p.render(b"\x00\x01\xff"), ("0001ff".to_owned(), "hex", 0));
         let forced = Payload { hex: true, max: 2 };
         assert_eq!(forced.render(b"abc"), ("6162".to_owned(), "hex", 1));
-        assert_eq!(unhex("0001ff"), Some(vec![0, 1, 255]));
-        assert_eq!(unhex("0g"), None);
-        assert_eq!(unhex("abc"), None);
     }
 
     #[test]

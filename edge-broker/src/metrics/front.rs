@@ -1,7 +1,10 @@
 //! The counters of a front end (MQTT or NATS: one type for both) and their rendering, side by
 //! side: families both protocols share get one sample per protocol (`protocol="mqtt"|"nats"`).
 
+use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+
+use edge_bridge::metrics::LatencyHistogram;
 
 use edge_proto::mqtt::QoS;
 
@@ -90,7 +93,7 @@ pub struct FrontMetrics {
     pub connections: AtomicI64,
     /// Connections accepted since start.
     pub connections_total: AtomicU64,
-    /// Publishes received, by QoS (NATS: all QoS 0).
+    /// Publishes received, by QoS (NATS core: all QoS 0, at most once).
     received: [AtomicU64; 3],
     /// Messages sent to subscribers, by QoS (NATS: all QoS 0).
     sent: [AtomicU64; 3],
@@ -112,7 +115,19 @@ pub struct FrontMetrics {
     pub slow_consumers: AtomicU64,
     /// TLS connections that failed or timed out in the handshake.
     pub tls_handshake_failures: AtomicU64,
+    /// MQTT: WebSocket connections whose upgrade failed, timed out or was refused.
+    pub ws_handshake_failures: AtomicU64,
+    /// Time from reading a routed publish that is owed an answer (MQTT QoS 1/2, NATS with a
+    /// reply subject) to its durable acknowledgement being ready (stored and fdatasynced,
+    /// and every earlier answer of the connection given).
+    pub ack_latency: Arc<LatencyHistogram>,
 }
+
+/// Bucket bounds (seconds) of [`FrontMetrics::ack_latency`]: an fdatasync on an SD card takes
+/// from under a millisecond to a second.
+pub const ACK_BUCKETS: &[f64] = &[
+    0.0005, 0.001, 0.002, 0.004, 0.008, 0.016, 0.032, 0.064, 0.128, 0.256, 0.512, 1.024, 2.048,
+];
 
 /// Adds one to `counter`.
 pub fn inc(counter: &AtomicU64) {
@@ -141,6 +156,8 @@ impl FrontMetrics {
             protocol_errors: AtomicU64::new(0),
             slow_consumers: AtomicU64::new(0),
             tls_handshake_failures: AtomicU64::new(0),
+            ws_handshake_failures: AtomicU64::new(0),
+            ack_latency: Arc::new(LatencyHistogram::new(ACK_BUCKETS)),
         }
     }
 
@@ -160,6 +177,16 @@ impl FrontMetrics {
     /// Counts a publish received at `qos`.
     pub fn received(&self, qos: QoS) {
         inc(&self.received[qos as usize]);
+    }
+
+    /// Publishes received so far (every QoS).
+    pub fn received_total(&self) -> u64 {
+        self.received.iter().map(load).sum()
+    }
+
+    /// Messages sent to subscribers so far (every QoS).
+    pub fn sent_total(&self) -> u64 {
+        self.sent.iter().map(load).sum()
     }
 
     /// Counts a message sent to a subscriber at `qos`.
@@ -223,22 +250,18 @@ pub fn render(text: &mut PromText, fronts: &[&FrontMetrics], mqtt: Option<MqttGa
         &per_front(&|f| load(&f.connections_total)),
     );
 
-    // MQTT counts by QoS; NATS has no QoS and one sample.
-    let qos_labels: Vec<Vec<(&str, &str)>> = fronts
+    // Both protocols carry the same labels (protocol, qos), so a query can sum over either:
+    // NATS core messages are all counted at QoS 0 (at most once).
+    let qos_labels: Vec<[(&str, &str); 2]> = fronts
         .iter()
-        .flat_map(|f| match f.protocol {
-            Protocol::Mqtt => ["0", "1", "2"]
-                .iter()
-                .map(|q| vec![("protocol", "mqtt"), ("qos", *q)])
-                .collect::<Vec<_>>(),
-            Protocol::Nats => vec![vec![("protocol", "nats")]],
+        .flat_map(|f| {
+            ["0", "1", "2"]
+                .into_iter()
+                .map(|q| [("protocol", f.protocol.label()), ("qos", q)])
         })
         .collect();
     let by_qos = |counters: &dyn Fn(&FrontMetrics) -> &[AtomicU64; 3]| {
-        let values = fronts.iter().flat_map(|f| match f.protocol {
-            Protocol::Mqtt => counters(f).iter().map(load).collect::<Vec<_>>(),
-            Protocol::Nats => vec![counters(f).iter().map(load).sum()],
-        });
+        let values = fronts.iter().flat_map(|f| counters(f).iter().map(load));
         qos_labels
             .iter()
             .map(|l| &l[..])
@@ -319,6 +342,27 @@ pub fn render(text: &mut PromText, fronts: &[&FrontMetrics], mqtt: Option<MqttGa
         "TLS connections that failed or timed out in the handshake.",
         &per_front(&|f| load(&f.tls_handshake_failures)),
     );
+    let acks: Vec<([(&str, &str); 1], edge_bridge::metrics::HistogramSnapshot)> = fronts
+        .iter()
+        .map(|f| ([("protocol", f.protocol.label())], f.ack_latency.snapshot()))
+        .collect();
+    let series: Vec<super::text::HistogramSeries<'_>> = acks
+        .iter()
+        .map(|(l, s)| (&l[..], &s.counts[..], s.sum_seconds))
+        .collect();
+    text.histograms(
+        "edge_durable_ack_seconds",
+        "From reading a routed publish owed an answer to its durable acknowledgement (stored, fdatasynced, earlier answers given).",
+        ACK_BUCKETS,
+        &series,
+    );
+    if let Some(mqtt) = fronts.iter().find(|f| f.protocol == Protocol::Mqtt) {
+        text.counter(
+            "edge_websocket_handshake_failures_total",
+            "MQTT over WebSockets: upgrades that failed, timed out or were refused (path, subprotocol).",
+            &[(&[], load(&mqtt.ws_handshake_failures))],
+        );
+    }
     if let Some(nats) = fronts.iter().find(|f| f.protocol == Protocol::Nats) {
         text.counter(
             "edge_nats_stored_total",
@@ -397,7 +441,9 @@ mod tests {
                 "edge_messages_received_total{protocol=\"mqtt\",qos=\"0\"} 0",
                 "edge_messages_received_total{protocol=\"mqtt\",qos=\"1\"} 0",
                 "edge_messages_received_total{protocol=\"mqtt\",qos=\"2\"} 1",
-                "edge_messages_received_total{protocol=\"nats\"} 2",
+                "edge_messages_received_total{protocol=\"nats\",qos=\"0\"} 2",
+                "edge_messages_received_total{protocol=\"nats\",qos=\"1\"} 0",
+                "edge_messages_received_total{protocol=\"nats\",qos=\"2\"} 0",
             ]
         );
         assert!(

@@ -1,4 +1,5 @@
-//! A deliberately tiny HTTP/1.1 server for `GET /metrics` and `GET /healthz`.
+//! A deliberately tiny HTTP/1.1 server for `GET /metrics`, `GET /healthz` (liveness: does the
+//! broker need a restart?) and `GET /readyz` (readiness: does it take publishes now?).
 //!
 //! Scrapers send one small GET and read the answer; a full HTTP stack would cost more binary
 //! size than everything here. Requests are capped at 8 KiB and 5 s, connections at 16.
@@ -15,8 +16,12 @@ use tokio_util::sync::CancellationToken;
 pub trait Observe: Send + Sync + 'static {
     /// The whole `/metrics` document in Prometheus text format.
     fn metrics_text(&self) -> String;
-    /// `Ok` when the broker is ready to serve, else why not (served as 503).
+    /// Liveness: `Ok` unless the broker needs a restart (a failed or wedged log), else why
+    /// (served as 503). What a restart cannot fix (a full disk) is not a liveness failure.
     fn health(&self) -> Result<(), String>;
+    /// Readiness: `Ok` when the broker takes publishes now, else why not (served as 503):
+    /// starting, shutting down, or the log not storing appends (full, failed).
+    fn readiness(&self) -> Result<(), String>;
 }
 
 const MAX_REQUEST_BYTES: usize = 8 << 10;
@@ -137,8 +142,14 @@ fn respond(request: &[u8], observe: &dyn Observe) -> Response {
             Ok(()) => Response::text(200, "OK", "ok\n"),
             Err(why) => Response::text(503, "Service Unavailable", format!("{why}\n")),
         },
-        (_, "/metrics" | "/healthz") => Response::text(405, "Method Not Allowed", "use GET\n"),
-        _ => Response::text(404, "Not Found", "try /metrics or /healthz\n"),
+        ("GET", "/readyz") => match observe.readiness() {
+            Ok(()) => Response::text(200, "OK", "ready\n"),
+            Err(why) => Response::text(503, "Service Unavailable", format!("{why}\n")),
+        },
+        (_, "/metrics" | "/healthz" | "/readyz") => {
+            Response::text(405, "Method Not Allowed", "use GET\n")
+        }
+        _ => Response::text(404, "Not Found", "try /metrics, /healthz or /readyz\n"),
     }
 }
 
@@ -157,6 +168,9 @@ mod tests {
             } else {
                 Err("starting".to_owned())
             }
+        }
+        fn readiness(&self) -> Result<(), String> {
+            self.health()
         }
     }
 

@@ -1,11 +1,14 @@
-//! Observability: Prometheus text rendering and the `/metrics` + `/healthz` endpoint.
+//! Observability: Prometheus text rendering and the `/metrics`, `/healthz`, `/readyz` endpoint.
 //!
 //! - [`text`]: the Prometheus text format writer ([`PromText`]).
 //! - [`front`]: the counters of the MQTT and NATS front ends ([`FrontMetrics`]) and their families.
-//! - [`http`]: the tiny HTTP server for `/metrics` and `/healthz` ([`Observe`]).
+//! - [`process`]: the standard `process_*` families (memory, CPU, file descriptors, start
+//!   time) from `/proc/self`.
+//! - [`http`]: the tiny HTTP server for `/metrics`, `/healthz` and `/readyz` ([`Observe`]).
 
 pub mod front;
 pub mod http;
+pub mod process;
 pub mod text;
 
 pub use front::{DropReason, FrontMetrics, Protocol};

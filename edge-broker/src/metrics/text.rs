@@ -11,6 +11,10 @@ pub struct PromText {
 /// One label pair.
 pub type Label<'a> = (&'a str, &'a str);
 
+/// One histogram of a family: its labels, per-bucket counts (not cumulative, +Inf last) and
+/// the sum of its observations.
+pub type HistogramSeries<'a> = (&'a [Label<'a>], &'a [u64], f64);
+
 impl PromText {
     /// An empty document.
     pub fn new() -> Self {
@@ -50,6 +54,12 @@ impl PromText {
         }
     }
 
+    /// A counter family of one unlabelled sample with a fractional value (CPU seconds).
+    pub fn counter_f64(&mut self, name: &str, help: &str, value: f64) {
+        self.header(name, help, "counter");
+        self.sample(name, &[], value);
+    }
+
     /// A gauge family with one sample per label set.
     pub fn gauge(&mut self, name: &str, help: &str, samples: &[(&[Label<'_>], f64)]) {
         self.header(name, help, "gauge");
@@ -61,18 +71,46 @@ impl PromText {
     /// A histogram from cumulative-ready bucket counts (`counts[i]` = observations ≤ `bounds[i]`
     /// but > `bounds[i-1]`; one extra count for +Inf), plus the sum of observations.
     pub fn histogram(&mut self, name: &str, help: &str, bounds: &[f64], counts: &[u64], sum: f64) {
+        self.histograms(name, help, bounds, &[(&[], counts, sum)]);
+    }
+
+    /// A histogram family with one histogram per label set (`counts` and `sum` as in
+    /// [`PromText::histogram`]; every one has the same `bounds`).
+    pub fn histograms(
+        &mut self,
+        name: &str,
+        help: &str,
+        bounds: &[f64],
+        series: &[HistogramSeries<'_>],
+    ) {
         self.header(name, help, "histogram");
         let bucket = format!("{name}_bucket");
-        let mut cumulative = 0u64;
-        for (i, bound) in bounds.iter().enumerate() {
-            cumulative += counts.get(i).copied().unwrap_or(0);
-            let le = format_value(*bound);
-            self.sample(&bucket, &[("le", &le)], cumulative as f64);
+        for (labels, counts, sum) in series {
+            let mut cumulative = 0u64;
+            let with_le = |le: &str| -> Vec<(String, String)> {
+                labels
+                    .iter()
+                    .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                    .chain([("le".to_owned(), le.to_owned())])
+                    .collect()
+            };
+            let les: Vec<String> = bounds
+                .iter()
+                .map(|b| format_value(*b))
+                .chain(["+Inf".to_owned()])
+                .collect();
+            for (i, le) in les.iter().enumerate() {
+                cumulative += counts.get(i).copied().unwrap_or(0);
+                let pairs = with_le(le);
+                let pairs: Vec<Label<'_>> = pairs
+                    .iter()
+                    .map(|(k, v)| (k.as_str(), v.as_str()))
+                    .collect();
+                self.sample(&bucket, &pairs, cumulative as f64);
+            }
+            self.sample(&format!("{name}_sum"), labels, *sum);
+            self.sample(&format!("{name}_count"), labels, cumulative as f64);
         }
-        cumulative += counts.get(bounds.len()).copied().unwrap_or(0);
-        self.sample(&bucket, &[("le", "+Inf")], cumulative as f64);
-        self.sample(&format!("{name}_sum"), &[], sum);
-        self.sample(&format!("{name}_count"), &[], cumulative as f64);
     }
 }
 
@@ -126,6 +164,34 @@ mod tests {
         assert!(out.contains("h_seconds_bucket{le=\"0.01\"} 5\n"), "{out}");
         assert!(out.contains("h_seconds_bucket{le=\"+Inf\"} 6\n"), "{out}");
         assert!(out.contains("h_seconds_count 6\n"), "{out}");
+    }
+
+    #[test]
+    fn labelled_histograms_share_one_header() {
+        let mut text = PromText::new();
+        text.histograms(
+            "a_seconds",
+            "a",
+            &[0.1],
+            &[
+                (&[("protocol", "mqtt")], &[1, 2], 0.3),
+                (&[("protocol", "nats")], &[0, 1], 0.2),
+            ],
+        );
+        let out = text.finish();
+        assert_eq!(out.matches("# TYPE a_seconds histogram").count(), 1);
+        assert!(
+            out.contains("a_seconds_bucket{protocol=\"mqtt\",le=\"0.1\"} 1\n"),
+            "{out}"
+        );
+        assert!(
+            out.contains("a_seconds_bucket{protocol=\"mqtt\",le=\"+Inf\"} 3\n"),
+            "{out}"
+        );
+        assert!(
+            out.contains("a_seconds_count{protocol=\"nats\"} 1\n"),
+            "{out}"
+        );
     }
 
     #[test]

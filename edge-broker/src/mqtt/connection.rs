@@ -449,10 +449,10 @@ impl Connection {
                 .then(|| Duration::from_millis(u64::from(keep_alive) * 1500)),
             last_read: Instant::now(),
             read_paused: false,
-            ingest: Box::new(IngestQueue::new(
-                server.log.clone(),
-                ingest_limits(&settings),
-            )),
+            ingest: Box::new(
+                IngestQueue::new(server.log.clone(), ingest_limits(&settings))
+                    .measure_acks(Arc::clone(&server.metrics.ack_latency)),
+            ),
             permissions,
             will,
             connect_expiry: expiry,

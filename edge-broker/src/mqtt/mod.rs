@@ -10,6 +10,8 @@
 //! - [`persist`]: restoring sessions and retained messages at startup, checkpoints of the
 //!   state journal ([`crate::state`]), metrics of saved state.
 //! - [`limits`]: the caps on sessions, subscriptions per client and retained messages.
+//! - [`sys`]: the `$SYS/broker/...` and `$SYS/edge/...` topics, published every
+//!   `sys_interval`.
 //!
 //! The difference from other brokers: a QoS 1/2 publish on a routed topic is acknowledged
 //! (PUBACK / PUBREC) only once edge-log reports it durable under the configured fsync policy.
@@ -22,5 +24,6 @@ pub mod persist;
 pub mod retained;
 pub mod server;
 pub mod session;
+pub mod sys;
 
 pub use server::MqttServer;

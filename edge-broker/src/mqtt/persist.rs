@@ -12,7 +12,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use edge_log::{FsyncPolicy, StdStorage, Storage};
 
 use super::server::{MqttServer, filter_text, parse_subscription, sub_entry};
-use super::session::{Outbound, Session, SessionLog};
+use super::session::{Outbound, Session, SessionLog, SubscriptionRecord};
 use crate::message::now_ms;
 use crate::metrics::PromText;
 use crate::state::journal::BACKLOG_BYTES;
@@ -180,7 +180,8 @@ impl MqttServer {
             }
         }
         let max_levels = settings.max_topic_levels;
-        for (text, record) in saved.subscriptions {
+        for (text, stored) in saved.subscriptions {
+            let record = SubscriptionRecord::from(stored);
             let Some((filter, group)) = parse_subscription(&text, max_levels) else {
                 tracing::warn!(
                     %client_id,

@@ -47,7 +47,16 @@ pub fn weight(message: &Message) -> u64 {
 #[derive(Debug, Default)]
 struct Stored {
     messages: BTreeMap<String, Arc<Message>>,
+    /// Bytes of the clients' retained messages (what the byte limit counts).
     bytes: u64,
+    /// The broker's own `$SYS` topics among `messages` (a few dozen, fixed by the broker).
+    server_topics: usize,
+}
+
+/// Whether `topic` is the broker's own (`$SYS/...`): kept outside the clients' limits and
+/// counts, and never journaled (regenerated at start).
+fn server_owned(topic: &str) -> bool {
+    topic.starts_with(super::sys::PREFIX)
 }
 
 /// Retained messages by topic.
@@ -102,8 +111,11 @@ impl RetainedStore {
         topic: &str,
         add: u64,
     ) -> Result<(), RetainedLimit> {
+        if server_owned(topic) {
+            return Ok(());
+        }
         let old = stored.messages.get(topic).map(|m| weight(m));
-        if old.is_none() && stored.messages.len() >= max_messages {
+        if old.is_none() && stored.messages.len() - stored.server_topics >= max_messages {
             return Err(RetainedLimit::Count);
         }
         if stored.bytes - old.unwrap_or(0) + add > max_bytes {
@@ -114,12 +126,14 @@ impl RetainedStore {
 
     /// Stores `message` as its topic's retained message, or clears the topic when the payload
     /// is empty. `Err`: a limit refused it (the message is not kept; the old one stays).
+    /// `$SYS` messages are neither limited nor journaled (see [`server_owned`]).
     pub fn set(&self, message: &Arc<Message>) -> Result<(), RetainedLimit> {
-        let journal = self.journal();
+        let server = server_owned(&message.topic);
+        let journal = self.journal().filter(|_| !server);
         let mut stored = self.lock();
         if message.payload.is_empty() {
             if let Some(old) = stored.messages.remove(&message.topic) {
-                stored.bytes -= weight(&old);
+                Self::forget(&mut stored, &old);
                 if let Some(journal) = &journal {
                     journal.append(|enc| {
                         enc.record(&Record::RetainClear {
@@ -130,13 +144,12 @@ impl RetainedStore {
             }
             return Ok(());
         }
-        let add = weight(message);
         Self::check(
             &stored,
             self.max_messages,
             self.max_bytes,
             &message.topic,
-            add,
+            weight(message),
         )?;
         if let Some(journal) = &journal {
             journal.append(|enc| {
@@ -148,10 +161,23 @@ impl RetainedStore {
             .messages
             .insert(message.topic.clone(), Arc::clone(message))
         {
-            stored.bytes -= weight(&old);
+            Self::forget(&mut stored, &old);
         }
-        stored.bytes += add;
+        if server {
+            stored.server_topics += 1;
+        } else {
+            stored.bytes += weight(message);
+        }
         Ok(())
+    }
+
+    /// Takes a removed or replaced message out of the accounting.
+    fn forget(stored: &mut Stored, old: &Message) {
+        if server_owned(&old.topic) {
+            stored.server_topics -= 1;
+        } else {
+            stored.bytes -= weight(old);
+        }
     }
 
     /// Retained messages whose topic matches `filter` (expired ones are skipped).
@@ -166,9 +192,10 @@ impl RetainedStore {
             .collect()
     }
 
-    /// Number of retained topics.
+    /// Number of retained topics of clients (the broker's `$SYS` topics are not counted).
     pub fn len(&self) -> usize {
-        self.lock().messages.len()
+        let stored = self.lock();
+        stored.messages.len() - stored.server_topics
     }
 
     /// Bytes of all retained messages, as the limit counts them.
@@ -204,7 +231,7 @@ impl RetainedStore {
                     return;
                 }
                 journal.append(|enc| {
-                    for (_, message) in &range {
+                    for (_, message) in range.iter().filter(|(topic, _)| !server_owned(topic)) {
                         let id = enc.message(message);
                         enc.record(&Record::RetainSet { id });
                     }
@@ -272,6 +299,22 @@ mod tests {
         assert!(store.set(&msg("a/b", b"")).is_ok());
         assert_eq!(store.len(), 1);
         assert_eq!(store.bytes(), 4);
+    }
+
+    /// The broker's `$SYS` topics never take the clients' room, nor are refused when the
+    /// clients filled it (a full store must not freeze `$SYS`).
+    #[test]
+    fn sys_topics_are_outside_the_limits_and_counts() {
+        let store = RetainedStore::new(1, 10);
+        assert!(store.set(&msg("a", b"123456789")).is_ok());
+        assert!(store.set(&msg("$SYS/broker/uptime", b"5 seconds")).is_ok());
+        assert!(store.set(&msg("$SYS/broker/uptime", b"15 seconds")).is_ok());
+        assert_eq!((store.len(), store.bytes()), (1, 10));
+        assert_eq!(store.set(&msg("b", b"1")), Err(RetainedLimit::Count));
+        assert!(store.set(&msg("$SYS/broker/uptime", b"")).is_ok());
+        assert_eq!((store.len(), store.bytes()), (1, 10));
+        let found = store.matching(&Filter::mqtt("$SYS/#").unwrap(), 0);
+        assert!(found.is_empty());
     }
 
     #[test]

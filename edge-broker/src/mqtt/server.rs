@@ -35,6 +35,19 @@ const COMPACTION_CHECK: Duration = Duration::from_secs(1);
 /// How often expired offline sessions are removed.
 const EXPIRY_SWEEP: Duration = Duration::from_secs(1);
 
+/// The bound listeners of the MQTT front end.
+#[derive(Debug)]
+pub struct Listeners {
+    /// Plain MQTT (`mqtt.listen`).
+    pub plain: TcpListener,
+    /// MQTT over TLS (`mqtt.tls_listen`).
+    pub tls: Option<TcpListener>,
+    /// MQTT over WebSockets (`mqtt.ws_listen`).
+    pub ws: Option<TcpListener>,
+    /// MQTT over WebSockets over TLS (`mqtt.ws_tls_listen`).
+    pub ws_tls: Option<TcpListener>,
+}
+
 /// The shared state of the MQTT front end.
 #[derive(Debug)]
 pub struct MqttServer {
@@ -464,17 +477,18 @@ impl MqttServer {
         }
     }
 
-    /// Accepts connections on `listener` (plain MQTT) and, if given, on `tls_listener` (with the
-    /// certificate in [`MqttServer::tls`]) until `shutdown`, then waits for them to close and
-    /// saves state. Both count towards `max_connections`.
-    pub async fn serve(
-        self: Arc<Self>,
-        listener: TcpListener,
-        tls_listener: Option<TcpListener>,
-        shutdown: CancellationToken,
-    ) {
+    /// Accepts connections on every listener in `listeners` (plain MQTT; TLS and WebSockets,
+    /// plain or over TLS, with the certificate in [`MqttServer::tls`]) until `shutdown`, then
+    /// waits for them to close and saves state. All count towards `max_connections`.
+    pub async fn serve(self: Arc<Self>, listeners: Listeners, shutdown: CancellationToken) {
         let background = self.spawn_background(shutdown.clone());
         let permits = Arc::new(Semaphore::new(self.settings().max_connections));
+        let Listeners {
+            plain: listener,
+            tls: tls_listener,
+            ws: ws_listener,
+            ws_tls: ws_tls_listener,
+        } = listeners;
         let plain = crate::listener::accept_loop(
             listener,
             "MQTT",
@@ -496,44 +510,31 @@ impl MqttServer {
             crate::listener::accept_loop(
                 listener,
                 "MQTT over TLS",
-                permits,
+                Arc::clone(&permits),
                 &self.tasks,
                 &shutdown,
                 |stream, peer, permit| {
                     let (server, shutdown) = (Arc::clone(&self), shutdown.clone());
                     let acceptor = self.tls.current();
                     async move {
-                        let Some(acceptor) = acceptor else {
+                        let Some((halves, certificate)) = server
+                            .tls_handshake(acceptor, stream, peer, "MQTT over TLS")
+                            .await
+                        else {
                             return;
                         };
-                        let deadline = server.settings().connect_timeout.0;
-                        match crate::listener::tls_with_peer(&acceptor, stream, deadline).await {
-                            Ok((halves, certificate)) => {
-                                let certificate =
-                                    certificate.map(|der| crate::auth::PeerCertificate {
-                                        identity: crate::auth::cert::identity(&der),
-                                    });
-                                connection::serve(
-                                    server,
-                                    halves,
-                                    peer,
-                                    permit,
-                                    shutdown,
-                                    certificate,
-                                )
-                                .await;
-                            }
-                            Err(err) => {
-                                inc(&server.metrics.tls_handshake_failures);
-                                tracing::info!(%peer, "MQTT over TLS: handshake failed: {err}");
-                            }
-                        }
+                        connection::serve(server, halves, peer, permit, shutdown, certificate)
+                            .await;
                     }
                 },
             )
             .await;
         };
-        tokio::join!(plain, secure);
+        let websockets =
+            self.accept_websockets(ws_listener, false, Arc::clone(&permits), &shutdown);
+        let secure_websockets =
+            self.accept_websockets(ws_tls_listener, true, Arc::clone(&permits), &shutdown);
+        tokio::join!(plain, secure, websockets, secure_websockets);
         let _ = background.await;
         self.save_owners();
         if let Some(journal) = self.journal() {
@@ -543,6 +544,147 @@ impl MqttServer {
                 Ok(Err(err)) => tracing::error!("closing the MQTT state journal: {err}"),
                 Err(err) => tracing::error!("closing the MQTT state journal panicked: {err}"),
             }
+        }
+    }
+
+    /// Accepts MQTT over WebSockets on `listener` (if any), over TLS with the certificate in
+    /// [`MqttServer::tls`] when `tls`.
+    async fn accept_websockets(
+        self: &Arc<Self>,
+        listener: Option<TcpListener>,
+        tls: bool,
+        permits: Arc<Semaphore>,
+        shutdown: &CancellationToken,
+    ) {
+        let Some(listener) = listener else {
+            return;
+        };
+        let protocol = if tls {
+            "MQTT over WebSockets over TLS"
+        } else {
+            "MQTT over WebSockets"
+        };
+        crate::listener::accept_loop(
+            listener,
+            protocol,
+            permits,
+            &self.tasks,
+            shutdown,
+            |stream, peer, permit| {
+                let (server, shutdown) = (Arc::clone(self), shutdown.clone());
+                let acceptor = self.tls.current();
+                async move {
+                    let (halves, certificate) = if tls {
+                        match server.tls_handshake(acceptor, stream, peer, protocol).await {
+                            Some(done) => done,
+                            None => return,
+                        }
+                    } else {
+                        (crate::listener::plain(stream), None)
+                    };
+                    let settings = server.settings();
+                    let ws = crate::websocket::WsSettings {
+                        path: settings.ws_path.clone(),
+                        max_packet: settings.max_packet_size.bytes() as usize,
+                        deadline: settings.connect_timeout.0,
+                    };
+                    match crate::websocket::upgrade(halves, &ws).await {
+                        Ok(upgraded) => {
+                            let (halves, pump) = upgraded.into_halves();
+                            let serve = connection::serve(
+                                server,
+                                halves,
+                                peer,
+                                permit,
+                                shutdown,
+                                certificate,
+                            );
+                            tokio::join!(serve, pump);
+                        }
+                        Err(err) => {
+                            inc(&server.metrics.ws_handshake_failures);
+                            tracing::info!(%peer, "{protocol}: {err}");
+                        }
+                    }
+                }
+            },
+        )
+        .await;
+    }
+
+    /// The TLS handshake of a new connection within `connect_timeout`: its halves and the
+    /// client's certificate identity; `None` (counted and logged) when it failed.
+    async fn tls_handshake(
+        &self,
+        acceptor: Option<tokio_rustls::TlsAcceptor>,
+        stream: tokio::net::TcpStream,
+        peer: std::net::SocketAddr,
+        protocol: &str,
+    ) -> Option<(
+        (crate::listener::ReadHalf, crate::listener::WriteHalf),
+        Option<crate::auth::PeerCertificate>,
+    )> {
+        let acceptor = acceptor?;
+        let deadline = self.settings().connect_timeout.0;
+        match crate::listener::tls_with_peer(&acceptor, stream, deadline).await {
+            Ok((halves, certificate)) => {
+                let certificate = certificate.map(|der| crate::auth::PeerCertificate {
+                    identity: crate::auth::cert::identity(&der),
+                });
+                Some((halves, certificate))
+            }
+            Err(err) => {
+                inc(&self.metrics.tls_handshake_failures);
+                tracing::info!(%peer, "{protocol}: TLS handshake failed: {err}");
+                None
+            }
+        }
+    }
+
+    /// Publishes the `$SYS` topics every `mqtt.sys_interval` (if not zero) until `shutdown`;
+    /// `backlog` reads the `$SYS/edge/backlog/...` values.
+    pub fn spawn_sys_tree(
+        self: &Arc<Self>,
+        backlog: super::sys::BacklogSource,
+        shutdown: CancellationToken,
+    ) {
+        let Some(period) = super::sys::period(self.settings().sys_interval.0) else {
+            return;
+        };
+        let server = Arc::clone(self);
+        tokio::spawn(async move {
+            let mut tree = super::sys::SysTree::new(std::time::Instant::now());
+            let mut tick = tokio::time::interval(period);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    _ = tick.tick() => {}
+                }
+                let reading = server.sys_reading();
+                for (topic, payload) in
+                    tree.round(std::time::Instant::now(), reading, Some(backlog()))
+                {
+                    server.publish_local(&super::sys::message(topic, payload));
+                }
+            }
+        });
+    }
+
+    /// The counters the `$SYS/broker` topics show.
+    fn sys_reading(&self) -> super::sys::Reading {
+        let disconnected = self
+            .sessions
+            .lock()
+            .values()
+            .filter(|session| !session.lock().online)
+            .count();
+        super::sys::Reading {
+            connected: self.metrics.connections.load(Ordering::Relaxed).max(0) as u64,
+            disconnected: disconnected as u64,
+            received: self.metrics.received_total(),
+            sent: self.metrics.sent_total(),
+            connections: self.metrics.connections_total.load(Ordering::Relaxed),
         }
     }
 
@@ -612,7 +754,7 @@ impl crate::reload::Reload for MqttServer {
         *self.settings.write() = Arc::new(config.mqtt.clone());
         // The TLS listener itself is fixed at start; its certificate is read again.
         let m = &config.mqtt;
-        if m.tls_listen.is_some() {
+        if m.tls_listen.is_some() || m.ws_tls_listen.is_some() {
             self.tls.reload(
                 "MQTT",
                 m.tls_cert.as_deref(),

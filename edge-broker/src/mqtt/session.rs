@@ -37,6 +37,28 @@ pub struct SubscriptionRecord {
     pub id: Option<u32>,
 }
 
+impl From<SubscriptionRecord> for StoredSubscription {
+    fn from(r: SubscriptionRecord) -> Self {
+        StoredSubscription {
+            qos: r.qos,
+            no_local: r.no_local,
+            retain_as_published: r.retain_as_published,
+            id: r.id,
+        }
+    }
+}
+
+impl From<StoredSubscription> for SubscriptionRecord {
+    fn from(s: StoredSubscription) -> Self {
+        SubscriptionRecord {
+            qos: s.qos,
+            no_local: s.no_local,
+            retain_as_published: s.retain_as_published,
+            id: s.id,
+        }
+    }
+}
+
 /// A QoS 1/2 message sent to the client and not yet fully acknowledged.
 #[derive(Debug, Clone)]
 pub struct Outbound {

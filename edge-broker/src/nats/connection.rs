@@ -372,13 +372,16 @@ async fn run(
             max_payload: settings.max_payload.bytes() as usize,
             ..Limits::default()
         },
-        ingest: Box::new(IngestQueue::new(
-            server.log.clone(),
-            IngestLimits {
-                max_answers: settings.max_inflight,
-                ..IngestLimits::default()
-            },
-        )),
+        ingest: Box::new(
+            IngestQueue::new(
+                server.log.clone(),
+                IngestLimits {
+                    max_answers: settings.max_inflight,
+                    ..IngestLimits::default()
+                },
+            )
+            .measure_acks(Arc::clone(&server.metrics.ack_latency)),
+        ),
         settings,
         server,
         outbox,

@@ -163,11 +163,7 @@ pub fn load_sessions(
         let session = ModelSession {
             expiry_secs: s.expiry_secs,
             disconnected_at_ms: s.disconnected_at_ms,
-            subscriptions: s
-                .subscriptions
-                .into_iter()
-                .map(|(filter, options)| (filter, options.into()))
-                .collect(),
+            subscriptions: s.subscriptions.into_iter().collect(),
             queue: s
                 .queue
                 .into_iter()

@@ -11,9 +11,8 @@ use std::sync::Arc;
 
 use crate::hub::Delivery;
 use crate::message::Message;
-use crate::mqtt::session::SubscriptionRecord;
 
-use super::record::{Record, SessionImage, StoredDelivery};
+use super::record::{Record, SessionImage, StoredDelivery, StoredSubscription};
 
 /// A persistent session as replayed.
 #[derive(Debug, Clone, Default)]
@@ -24,7 +23,7 @@ pub struct ModelSession {
     /// state was written (it went offline when that process stopped).
     pub disconnected_at_ms: Option<u64>,
     /// Subscriptions by full filter text.
-    pub subscriptions: BTreeMap<String, SubscriptionRecord>,
+    pub subscriptions: BTreeMap<String, StoredSubscription>,
     /// Queued QoS 1/2 deliveries, front first.
     pub queue: VecDeque<Delivery>,
     /// In-flight deliveries by packet id, with "PUBREL sent".
@@ -107,7 +106,7 @@ impl StateModel {
                 options,
             } => {
                 if let Some(s) = self.session(sid) {
-                    s.subscriptions.insert(filter, options.into());
+                    s.subscriptions.insert(filter, options);
                 }
             }
             Record::Unsubscribe { sid, filter } => {
@@ -199,11 +198,7 @@ impl StateModel {
         let session = ModelSession {
             expiry_secs: image.expiry_secs,
             disconnected_at_ms: image.disconnected_at_ms,
-            subscriptions: image
-                .subscriptions
-                .into_iter()
-                .map(|(filter, options)| (filter, options.into()))
-                .collect(),
+            subscriptions: image.subscriptions.into_iter().collect(),
             queue: self.deliveries(&image.queue),
             inflight: image
                 .inflight

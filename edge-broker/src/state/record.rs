@@ -9,7 +9,6 @@ use serde::{Deserialize, Serialize};
 
 use crate::hub::Delivery;
 use crate::message::{Message, MessageProperties, Origin};
-use crate::mqtt::session::SubscriptionRecord;
 
 /// A journal's unit of change. Records are applied in file order; `sid` is the writing
 /// process's key of a session (see [`crate::state::model`] for how each one applies).
@@ -219,28 +218,6 @@ pub struct StoredSubscription {
     pub retain_as_published: bool,
     /// MQTT 5 subscription identifier.
     pub id: Option<u32>,
-}
-
-impl From<SubscriptionRecord> for StoredSubscription {
-    fn from(r: SubscriptionRecord) -> Self {
-        StoredSubscription {
-            qos: r.qos,
-            no_local: r.no_local,
-            retain_as_published: r.retain_as_published,
-            id: r.id,
-        }
-    }
-}
-
-impl From<StoredSubscription> for SubscriptionRecord {
-    fn from(s: StoredSubscription) -> Self {
-        SubscriptionRecord {
-            qos: s.qos,
-            no_local: s.no_local,
-            retain_as_published: s.retain_as_published,
-            id: s.id,
-        }
-    }
 }
 
 /// A message as stored, field for field the layout the snapshot files of the first release

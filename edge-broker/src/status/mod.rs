@@ -3,9 +3,10 @@
 //! The broker is found through its config (`metrics.listen`; an unspecified address such as
 //! `0.0.0.0` is asked on loopback) or `--metrics ADDR`. Two looks `--interval` apart give the
 //! rates; `--watch` keeps looking and redraws, like `top`. Exit status: 0 when the broker is
-//! healthy and its uplink (if it forwards) is up, 1 otherwise or when it does not answer.
+//! healthy, stores publishes, and its uplink (if it forwards) is up, 1 otherwise or when it does not answer.
 //!
-//! - [`scrape`]: one look: `GET /healthz`, `GET /metrics`, the Prometheus text parsed.
+//! - [`scrape`]: one look: `GET /healthz`, `GET /readyz`, `GET /metrics`, the Prometheus text
+//!   parsed.
 //! - [`view`]: what the screen says, computed from two looks, and how it is drawn.
 
 pub mod scrape;

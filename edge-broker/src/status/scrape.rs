@@ -1,4 +1,4 @@
-//! One look at a running broker: `GET /healthz` and `GET /metrics` over plain HTTP/1.1 on its
+//! One look at a running broker: `GET /healthz`, `GET /readyz` and `GET /metrics` over plain HTTP/1.1 on its
 //! metrics listener, and the Prometheus text parsed into samples.
 //!
 //! The client is as small as the server it talks to (`crate::metrics::http`): one request per
@@ -47,12 +47,15 @@ pub struct Sample {
     pub value: f64,
 }
 
-/// `/healthz`: ok, or why not.
+/// `/healthz` and `/readyz`: ok, or why not.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Health {
-    /// 200.
+    /// Both 200 (or `/readyz` unknown to an older broker).
     Healthy,
-    /// 503 and the reason the broker gave.
+    /// Alive (`/healthz` 200) but not storing publishes (`/readyz` 503: a full log, starting),
+    /// with the reason the broker gave.
+    NotReady(String),
+    /// `/healthz` 503 (a restart is needed), with the reason the broker gave.
     Unhealthy(String),
 }
 
@@ -61,7 +64,7 @@ pub enum Health {
 pub struct Scrape {
     /// When the metrics were read.
     pub at: Instant,
-    /// `/healthz`.
+    /// `/healthz` and `/readyz`.
     pub health: Health,
     /// Every sample of `/metrics`.
     pub samples: Vec<Sample>,
@@ -72,7 +75,10 @@ impl Scrape {
     pub fn take(addr: SocketAddr) -> Result<Scrape, ScrapeError> {
         let (code, body) = get(addr, "/healthz")?;
         let health = match code {
-            200 => Health::Healthy,
+            200 => match get(addr, "/readyz")? {
+                (503, why) => Health::NotReady(why.trim().to_owned()),
+                _ => Health::Healthy,
+            },
             503 => Health::Unhealthy(body.trim().to_owned()),
             other => {
                 return Err(ScrapeError::NotOurs {

@@ -220,6 +220,7 @@ impl View {
         let mut out = String::new();
         let health = match &self.health {
             Health::Healthy => "healthy".to_owned(),
+            Health::NotReady(why) => format!("NOT READY: {why}"),
             Health::Unhealthy(why) => format!("UNHEALTHY: {why}"),
         };
         let _ = writeln!(
@@ -543,6 +544,20 @@ mod tests {
         ] {
             assert!(text.contains(want), "{want:?} missing from:\n{text}");
         }
+    }
+
+    #[test]
+    fn a_broker_that_does_not_store_publishes_is_not_good_and_says_why() {
+        let (before, mut now) = looks("", "");
+        now.health = Health::NotReady("the log does not store publishes now: full".to_owned());
+        let view = View::new("127.0.0.1:9100".parse().unwrap(), Some(&before), &now, None);
+        assert!(!view.is_good());
+        assert!(
+            view.render()
+                .contains("metrics: NOT READY: the log does not store publishes now: full"),
+            "{}",
+            view.render()
+        );
     }
 
     #[test]
