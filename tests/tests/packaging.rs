@@ -318,3 +318,62 @@ fn cross_setup_on_an_arm64_host_says_how_to_build_instead_of_refusing() {
     assert_eq!(output.status.code(), Some(1), "{}", text(&output));
     assert!(text(&output).contains("build it on an amd64 machine"));
 }
+
+/// `bench/run.sh` is not run in CI (benchmarks are not tests), but its syntax, its `--help` and
+/// the table it prints from a results file are: a broken script is found here, not by the next
+/// person who needs the numbers.
+#[test]
+fn bench_script_parses_and_its_table_computes_ratios() {
+    let root = repo_root();
+    let script = root.join("bench/run.sh");
+    let syntax = Command::new("bash")
+        .arg("-n")
+        .arg(&script)
+        .output()
+        .unwrap();
+    assert!(
+        syntax.status.success(),
+        "bash -n bench/run.sh: {}",
+        text(&syntax)
+    );
+    let help = Command::new(&script).arg("--help").output().unwrap();
+    assert!(help.status.success(), "{}", text(&help));
+    assert!(
+        String::from_utf8_lossy(&help.stdout).contains("--quick"),
+        "{}",
+        text(&help)
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    let results = dir.path().join("results.jsonl");
+    let line = |bench: &str, tag: &str, row: &str, metric: &str, value: f64| {
+        format!(
+            r#"{{"bench":"{bench}","tag":"{tag}","row":"{row}","metric":"{metric}","value":{value}}}"#
+        )
+    };
+    let lines = [
+        line("fdatasync", "", "disk", "p50_ms", 0.2),
+        line("fdatasync", "", "disk", "p99_ms", 1.0),
+        line("mqtt", "r1", "edge-broker/routed", "qos1_1", 180_000.0),
+        line("mqtt", "r1", "mosquitto/nopersist", "qos1_1", 60_000.0),
+        line("mqtt", "r2", "edge-broker/routed", "qos1_1", 100_000.0),
+        line("mqtt", "r2", "mosquitto/nopersist", "qos1_1", 50_000.0),
+    ];
+    std::fs::write(&results, lines.join("\n")).unwrap();
+    let python = std::env::var("EDGE_TESTS_PYTHON").unwrap_or_else(|_| "python3".to_owned());
+    let table = Command::new(python)
+        .arg(root.join("bench/table.py"))
+        .arg(&results)
+        .output()
+        .unwrap();
+    assert!(table.status.success(), "{}", text(&table));
+    let out = String::from_utf8_lossy(&table.stdout);
+    // Per-round ratios 3.0 and 2.0: the median is 2.5, and "every round >= 3x" is not met.
+    let row = out
+        .lines()
+        .find(|l| l.contains("QoS 1 1→1"))
+        .unwrap_or_else(|| panic!("no QoS 1 row:\n{out}"));
+    assert!(row.contains("2.50× (2.00–3.00)"), "{row}");
+    assert!(row.contains("not met"), "{row}");
+    assert!(out.contains("p50 0.20 ms, p99 1.00 ms"), "{out}");
+}

@@ -22,6 +22,7 @@ one end-to-end row per mode; the backlog is filled with the first. `--parts` pic
 e2e,drain,naive. Environment: BENCH_WINDOW (messages in flight per connection, 5000),
 BENCH_KAFKA_EXTRA (lines appended to edge-broker's [kafka] section, e.g. max_batch_bytes),
 BENCH_PERF=FILE (perf record edge-broker during the drain; options in BENCH_PERF_OPTS).
+--results FILE appends the headline numbers as JSON lines for bench/table.py.
 """
 import argparse
 import json
@@ -208,6 +209,7 @@ def main():
     ap.add_argument("--parts", default="e2e,drain,naive",
                     help="which of e2e,drain,naive to run (the ceiling always runs)")
     ap.add_argument("--compression", default="lz4")
+    ap.add_argument("--results", help="append the headline numbers here as JSON lines")
     ap.add_argument("--blast", default=os.path.join(HERE, "..", "..", "target", "release",
                                                     "mqtt-blast"))
     args = ap.parse_args()
@@ -289,6 +291,20 @@ def main():
         naive_ratio = f"{rate / naive_rate:.2f}x" if naive_rate else "-"
         print(f"[{label}] end to end (fsync={mode}) / raw ceiling = {rate / raw:.2f}x; "
               f"/ naive = {naive_ratio}")
+    if args.results:
+        values = [("raw", "rec_s", raw), ("raw-shaped", "rec_s", shaped)]
+        for label, (drain, steady, around, reconnect) in drains.items():
+            values += [(f"{label}/drain", "rec_s", drain), (f"{label}/drain-steady", "rec_s", steady),
+                       (f"{label}/drain-ceiling", "rec_s", around),
+                       (f"{label}/drain-reconnect", "s", reconnect)]
+        for (mode, label), rate in e2e.items():
+            values.append((f"{label}/e2e-{mode}", "rec_s", rate))
+        if naive_rate:
+            values.append(("naive", "rec_s", naive_rate))
+        with open(args.results, "a") as f:
+            for row, metric, value in values:
+                f.write(json.dumps({"bench": "kafka", "tag": "", "row": row, "metric": metric,
+                                    "value": value}) + "\n")
     return 0
 
 

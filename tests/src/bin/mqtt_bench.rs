@@ -7,7 +7,18 @@
 //!
 //! Options: `--edge-broker LABEL=PATH` (repeatable) measures those builds instead of the
 //! `edge-broker` beside this binary, one after the other in the same run (before/after a
-//! change); `--no-mosquitto` leaves out the Mosquitto rows.
+//! change); `--no-mosquitto` leaves out the Mosquitto rows; `--results FILE` appends every
+//! number as a JSON line (`{"bench":"mqtt","tag":TAG,"row":KEY,"metric":NAME,"value":X}`,
+//! `--tag TAG` names the round) for `bench/table.py`.
+//!
+//! `--gateway SECS` measures flash wear instead (issue 17's reference gateway): 50 QoS 1
+//! publishers × 1 message/s × 200 B (spread over each second; device bytes counted for SECS
+//! seconds after a 5 s warm-up), against
+//! edge-broker under each fsync policy (routed, with and without `preallocate`) and Mosquitto
+//! with persistence. Per case: the block device's bytes written (`/sys/dev/block/M:m/stat` of
+//! the device holding the temporary directory, so journal and metadata included: point
+//! `TMPDIR` at a file system nothing else writes to), as a multiple of the payload and per day,
+//! and PUBLISH→PUBACK p50/p99. The Kafka forwarder is off (its cursor commits are not counted).
 //!
 //! The load generator is a raw MQTT 3.1.1 client on blocking sockets (one thread per
 //! connection): QoS 1 publishers keep a window of 100 publishes in flight, the subscriber
@@ -322,10 +333,35 @@ fn rss(addr: SocketAddr, pid: u32, clients: usize) -> (u64, u64) {
 
 struct Row {
     name: String,
+    key: String,
     cells: Vec<String>,
+    /// (metric, value) pairs for `--results`.
+    values: Vec<(&'static str, f64)>,
 }
 
-fn run(name: &str, addr: SocketAddr, pid: u32, scale: f64) -> Row {
+/// Appends `rows`' values to the `--results` file as JSON lines.
+fn write_results(path: &Path, bench: &str, tag: &str, rows: &[Row]) {
+    use std::fmt::Write as _;
+    let mut text = String::new();
+    for row in rows {
+        for (metric, value) in &row.values {
+            writeln!(
+                text,
+                r#"{{"bench":"{bench}","tag":"{tag}","row":"{}","metric":"{metric}","value":{value}}}"#,
+                row.key
+            )
+            .unwrap();
+        }
+    }
+    let mut file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .unwrap_or_else(|e| panic!("cannot open {}: {e}", path.display()));
+    file.write_all(text.as_bytes()).unwrap();
+}
+
+fn run(name: &str, key: &str, addr: SocketAddr, pid: u32, scale: f64) -> Row {
     let n = |x: f64| (x * scale) as u64;
     // RSS first, before the load makes the allocators grow.
     let (idle, loaded) = rss(addr, pid, 1000);
@@ -344,6 +380,20 @@ fn run(name: &str, addr: SocketAddr, pid: u32, scale: f64) -> Row {
     };
     Row {
         name: name.to_owned(),
+        key: key.to_owned(),
+        values: vec![
+            ("qos0_1", q0_1),
+            ("qos0_1_delivered_pct", q0_1d),
+            ("qos0_10", q0_10),
+            ("qos0_10_delivered_pct", q0_10d),
+            ("qos1_1", q1_1),
+            ("qos1_10", q1_10),
+            ("puback_p50_us", p50),
+            ("puback_p99_us", p99),
+            ("rss_idle_kib", idle as f64),
+            ("rss_1000_idle_kib", loaded as f64),
+            ("rss_after_kib", peak as f64),
+        ],
         cells: vec![
             rate(q0_1, q0_1d),
             rate(q0_10, q0_10d),
@@ -357,14 +407,175 @@ fn run(name: &str, addr: SocketAddr, pid: u32, scale: f64) -> Row {
     }
 }
 
-fn edge(binary: Option<&Path>, config: &str, name: &str, scale: f64) -> Row {
-    let mut broker = match binary {
+fn start_edge(binary: Option<&Path>, config: &str) -> Broker {
+    match binary {
         Some(binary) => Broker::start_binary(binary, config),
         None => Broker::start(config),
-    };
-    let row = run(name, broker.mqtt_addr(), broker.pid(), scale);
+    }
+}
+
+fn edge(binary: Option<&Path>, config: &str, name: &str, key: &str, scale: f64) -> Row {
+    let mut broker = start_edge(binary, config);
+    let row = run(name, key, broker.mqtt_addr(), broker.pid(), scale);
     broker.terminate(Duration::from_secs(30));
     row
+}
+
+/// Bytes written so far to the block device holding `dir` (`/sys/dev/block/M:m/stat`, field 7:
+/// sectors of 512 bytes), or None where the kernel does not say.
+fn device_bytes(dir: &Path) -> Option<u64> {
+    use std::os::unix::fs::MetadataExt;
+    let dev = std::fs::metadata(dir).ok()?.dev();
+    let major = ((dev >> 8) & 0xfff) | ((dev >> 32) & !0xfff);
+    let minor = (dev & 0xff) | ((dev >> 12) & !0xff);
+    let stat = std::fs::read_to_string(format!("/sys/dev/block/{major}:{minor}/stat")).ok()?;
+    let sectors: u64 = stat.split_whitespace().nth(6)?.parse().ok()?;
+    Some(sectors * 512)
+}
+
+/// Issue 17's reference gateway against one broker: 50 QoS 1 publishers, each sending one
+/// 200-byte message per second (phases spread over the second) for `secs` seconds and waiting
+/// for its PUBACK. Returns every PUBLISH→PUBACK latency.
+fn gateway_load(addr: SocketAddr, secs: u64) -> Vec<Duration> {
+    const SENSORS: u64 = 50;
+    let start = Instant::now() + Duration::from_millis(200);
+    let threads: Vec<_> = (0..SENSORS)
+        .map(|s| {
+            std::thread::spawn(move || {
+                let (mut writer, mut frames) = connect(addr, &format!("sensor-{s}"));
+                let payload = vec![b'x'; PAYLOAD];
+                let mut out = Vec::new();
+                let mut lat = Vec::new();
+                for i in 0..secs {
+                    let at =
+                        start + Duration::from_millis(s * 1000 / SENSORS) + Duration::from_secs(i);
+                    if let Some(wait) = at.checked_duration_since(Instant::now()) {
+                        std::thread::sleep(wait);
+                    }
+                    out.clear();
+                    publish_frame(1, (i % 60_000 + 1) as u16, &payload, &mut out);
+                    let t = Instant::now();
+                    writer.write_all(&out).unwrap();
+                    frames.next(|first, _| assert_eq!(first >> 4, 4)).unwrap();
+                    lat.push(t.elapsed());
+                }
+                lat
+            })
+        })
+        .collect();
+    threads
+        .into_iter()
+        .flat_map(|t| t.join().unwrap())
+        .collect()
+}
+
+/// Seconds of load before the device counter starts: the segment's creation and its first
+/// preallocated zeros (once per 64 MiB segment, ~1.5 % of a day's bytes) are start-up, not wear.
+const GATEWAY_WARM_UP: u64 = 5;
+
+/// One flash-wear case: device bytes written while the reference gateway runs against a
+/// broker whose data lives under `dir`, from the end of the warm-up until `stop` returns
+/// (what the broker writes on its way out counts).
+fn gateway_case(
+    name: &str,
+    key: &str,
+    addr: SocketAddr,
+    dir: &Path,
+    secs: u64,
+    stop: impl FnOnce(),
+) -> Row {
+    std::thread::sleep(Duration::from_millis(500));
+    let probe_dir = dir.to_path_buf();
+    let warm = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(200) + Duration::from_secs(GATEWAY_WARM_UP));
+        (device_bytes(&probe_dir), Instant::now())
+    });
+    let mut lat = gateway_load(addr, GATEWAY_WARM_UP + secs);
+    stop();
+    let (dev0, t0) = warm.join().unwrap();
+    let elapsed = t0.elapsed().as_secs_f64();
+    let device = dev0
+        .zip(device_bytes(dir))
+        .map(|(a, b)| b.saturating_sub(a) as f64);
+    lat.sort();
+    let at = |q: f64| lat[((lat.len() - 1) as f64 * q) as usize].as_secs_f64() * 1e3;
+    // The payload of the measured window: 50 sensors x 1 message/s.
+    let payload = (50 * secs) as f64 * PAYLOAD as f64;
+    let day = 86_400.0 / elapsed;
+    let mut values = vec![
+        ("ack_p50_ms", at(0.5)),
+        ("ack_p99_ms", at(0.99)),
+        ("messages", lat.len() as f64),
+    ];
+    if let Some(d) = device {
+        values.push(("device_x_payload", d / payload));
+        values.push(("device_gb_day", d * day / 1e9));
+    }
+    Row {
+        name: name.to_owned(),
+        key: key.to_owned(),
+        cells: vec![
+            lat.len().to_string(),
+            device.map_or("-".into(), |d| format!("{:.1}x", d / payload)),
+            device.map_or("-".into(), |d| format!("{:.2}", d * day / 1e9)),
+            format!("{:.2}", at(0.5)),
+            format!("{:.2}", at(0.99)),
+        ],
+        values,
+    }
+}
+
+/// `--gateway SECS`: the flash-wear table.
+fn gateway(builds: &[(String, Option<PathBuf>)], mosquitto: bool, secs: u64) -> Vec<Row> {
+    let mut rows = Vec::new();
+    let policies = [
+        ("always", false),
+        ("always", true),
+        ("interval:100ms", false),
+        ("interval:100ms", true),
+    ];
+    for (label, binary) in builds {
+        for (fsync, prealloc) in policies {
+            let config = format!(
+                "[log]\nfsync = \"{fsync}\"\npreallocate = {prealloc}\n\n[kafka]\nenabled = false\n\n\
+                 [[route]]\nmqtt = \"bench/#\"\nkafka_topic = \"bench\"\n"
+            );
+            let mut broker = start_edge(binary.as_deref(), &config);
+            let dir = broker.dir.clone();
+            let addr = broker.mqtt_addr();
+            let suffix = if prealloc { ", preallocate" } else { "" };
+            let key = format!(
+                "{label}/{}{}",
+                fsync.replace(':', "-"),
+                if prealloc { "-prealloc" } else { "" }
+            );
+            rows.push(gateway_case(
+                &format!("{label}, fsync={fsync}{suffix}"),
+                &key,
+                addr,
+                &dir,
+                secs,
+                || {
+                    broker.terminate(Duration::from_secs(30));
+                },
+            ));
+        }
+    }
+    if mosquitto {
+        let mosq =
+            Mosquitto::start("persistence true\npersistence_location ./\nautosave_interval 1\n");
+        let dir = tempfile::tempdir().unwrap();
+        let addr = mosq.addr;
+        rows.push(gateway_case(
+            "mosquitto 2.0.11, persistence true, autosave_interval 1",
+            "mosquitto/persist",
+            addr,
+            dir.path(),
+            secs,
+            move || drop(mosq),
+        ));
+    }
+    rows
 }
 
 fn main() {
@@ -375,6 +586,9 @@ fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let mut builds: Vec<(String, Option<PathBuf>)> = Vec::new();
     let mut mosquitto = true;
+    let mut results: Option<PathBuf> = None;
+    let mut tag = String::new();
+    let mut gateway_secs: Option<u64> = None;
     let mut it = args.iter();
     while let Some(arg) = it.next() {
         match arg.as_str() {
@@ -384,9 +598,19 @@ fn main() {
                 builds.push((label.to_owned(), Some(PathBuf::from(path))));
             }
             "--no-mosquitto" => mosquitto = false,
+            "--results" => results = Some(PathBuf::from(it.next().expect("--results FILE"))),
+            "--tag" => tag = it.next().expect("--tag TAG").clone(),
+            "--gateway" => {
+                gateway_secs = Some(
+                    it.next()
+                        .and_then(|s| s.parse().ok())
+                        .expect("--gateway SECS"),
+                );
+            }
             "--help" | "-h" => {
                 println!(
-                    "mqtt-bench [--edge-broker LABEL=PATH]... [--no-mosquitto]\n\
+                    "mqtt-bench [--edge-broker LABEL=PATH]... [--no-mosquitto] [--results FILE] \
+                     [--tag TAG] [--gateway SECS]\n\
                      MQTT_BENCH_SCALE=0.2 for a quicker, noisier run"
                 );
                 return;
@@ -397,6 +621,27 @@ fn main() {
     if builds.is_empty() {
         builds.push(("edge-broker".to_owned(), None));
     }
+    if let Some(secs) = gateway_secs {
+        let rows = gateway(&builds, mosquitto, secs);
+        println!(
+            "| broker | PUBACKs | device bytes / payload | device GB/day | ack p50 ms | ack p99 ms |"
+        );
+        println!("|---|---:|---:|---:|---:|---:|");
+        for row in &rows {
+            println!("| {} | {} |", row.name, row.cells.join(" | "));
+        }
+        println!(
+            "\nReference gateway: 50 QoS 1 publishers x 1 msg/s x {PAYLOAD} B, device bytes over \
+             {secs} s after a {GATEWAY_WARM_UP} s warm-up (payload {:.2} GB/day); device = the \
+             block device under {}",
+            50.0 * PAYLOAD as f64 * 86_400.0 / 1e9,
+            std::env::temp_dir().display()
+        );
+        if let Some(path) = &results {
+            write_results(path, "flash", &tag, &rows);
+        }
+        return;
+    }
     let limits = "max_connections = 5000\nmax_queued_messages = 100000\n";
     let mosq_limits = "max_queued_messages 100000\nmax_inflight_messages 100\n";
     let mut rows = Vec::new();
@@ -405,6 +650,7 @@ fn main() {
             binary.as_deref(),
             &format!("[mqtt]\n{limits}\n[log]\nfsync = \"never\"\n"),
             &format!("{label}, local topic (no log)"),
+            &format!("{label}/local"),
             scale,
         ));
         rows.push(edge(
@@ -414,23 +660,29 @@ fn main() {
                  max_bytes = \"4GiB\"\n\n[[route]]\nmqtt = \"bench/#\"\nkafka_topic = \"bench\"\n"
             ),
             &format!("{label}, routed, fsync=always"),
+            &format!("{label}/routed"),
             scale,
         ));
     }
-    let references: &[(&str, &str)] = if mosquitto {
+    let references: &[(&str, &str, &str)] = if mosquitto {
         &[
-            ("mosquitto 2.0.11, persistence false", "persistence false\n"),
+            (
+                "mosquitto 2.0.11, persistence false",
+                "mosquitto/nopersist",
+                "persistence false\n",
+            ),
             (
                 "mosquitto 2.0.11, persistence true",
+                "mosquitto/persist",
                 "persistence true\npersistence_location ./\nautosave_interval 1\n",
             ),
         ]
     } else {
         &[]
     };
-    for &(name, extra) in references {
+    for &(name, key, extra) in references {
         let mosquitto = Mosquitto::start(&format!("{extra}{mosq_limits}"));
-        rows.push(run(name, mosquitto.addr, mosquitto.pid(), scale));
+        rows.push(run(name, key, mosquitto.addr, mosquitto.pid(), scale));
     }
     let header = [
         "broker",
@@ -445,8 +697,11 @@ fn main() {
     ];
     println!("| {} |", header.join(" | "));
     println!("|{}", "---|".repeat(header.len()));
-    for row in rows {
+    for row in &rows {
         println!("| {} | {} |", row.name, row.cells.join(" | "));
+    }
+    if let Some(path) = &results {
+        write_results(path, "mqtt", &tag, &rows);
     }
     println!(
         "\n200-byte payloads, msg/s delivered to one subscriber (percent delivered if below 100); \
