@@ -12,7 +12,7 @@ use crate::producer::{ErrorClass, ProduceError};
 use crate::uplink::UplinkState;
 
 /// Error kinds counted in [`ForwardMetrics::errors`], in this order.
-pub const ERROR_KINDS: [&str; 10] = [
+pub const ERROR_KINDS: [&str; 12] = [
     "unreachable",
     "connection_reset",
     "timeout",
@@ -23,6 +23,8 @@ pub const ERROR_KINDS: [&str; 10] = [
     "fatal",
     "plan",
     "log",
+    "transaction",
+    "fenced",
 ];
 
 /// The error-kind label of a produce error (one of [`ERROR_KINDS`]).
@@ -61,6 +63,11 @@ pub struct ForwardMetrics {
     pub errors: [AtomicU64; ERROR_KINDS.len()],
     /// Records written to the dead letter (file or topic).
     pub dead_letters: AtomicU64,
+    /// Exactly-once delivery: transactions committed (records and position together).
+    pub transactions: AtomicU64,
+    /// Exactly-once delivery: transactions aborted (their chunks resent from the committed
+    /// position).
+    pub transactions_aborted: AtomicU64,
     /// Records no route matched any more (skipped).
     pub unrouted: AtomicU64,
     /// The cursor's committed offset (everything below is in Kafka).

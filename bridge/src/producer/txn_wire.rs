@@ -116,7 +116,7 @@ impl TxnWire {
     /// The position the group committed (read_committed: `require_stable`, so an open
     /// transaction holding an offset is answered UNSTABLE_OFFSET_COMMIT rather than skipped).
     /// Ok(None): no position committed.
-    pub async fn fetch_position(&self) -> Result<Option<KafkaPosition>, ProduceError> {
+    async fn fetch(&self) -> Result<Option<KafkaPosition>, ProduceError> {
         let found = self.call(TxnRequest::FindCoordinator(CoordinatorKind::Group));
         match found.await {
             TxnReply::Ok => {}
@@ -454,6 +454,10 @@ impl TxnBroker for TxnWire {
             }
             TxnRequest::EndTxn { identity, commit } => self.end(identity, commit).await,
         }
+    }
+
+    async fn fetch_position(&self) -> Result<Option<KafkaPosition>, ProduceError> {
+        self.fetch().await
     }
 }
 
