@@ -545,24 +545,29 @@ impl Uplink {
         }
     }
 
-    /// Exactly-once delivery stopped for good: fenced by another producer with this gateway's
-    /// transactional.id (`reason` says what showed it). The state stays `fenced` and the
+    /// Exactly-once delivery stopped until a restart: `Fenced` by another producer with this
+    /// gateway's transactional.id, or the transactional protocol refused (`AuthFailed`: ACLs,
+    /// a broker without transactions); `reason` says what showed it. The state stays and the
     /// reason is the last error, for `/metrics` and `edge-broker status`.
-    pub fn fenced(&self, reason: &str) {
+    pub fn stopped(&self, state: UplinkState, reason: &str) {
         let metrics = &self.inner.metrics;
-        metrics.count_error("fenced");
+        let kind = if state == UplinkState::Fenced {
+            "fenced"
+        } else {
+            "transaction"
+        };
+        metrics.count_error(kind);
         *metrics.last_error.lock() = Some(LastError {
-            kind: "fenced",
+            kind,
             message: reason.to_owned(),
             at_ms: unix_ms(),
         });
-        let _ = self.inner.story.lock().failure(
-            Instant::now(),
-            UplinkState::Fenced,
-            reason,
-            || self.backlog(),
-        );
-        metrics.set_uplink_state(UplinkState::Fenced);
+        let _ = self
+            .inner
+            .story
+            .lock()
+            .failure(Instant::now(), state, reason, || self.backlog());
+        metrics.set_uplink_state(state);
     }
 
     /// The forwarder committed its cursor up to `committed`.

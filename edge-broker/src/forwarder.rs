@@ -245,8 +245,8 @@ pub fn render(text: &mut PromText, m: &ForwardMetrics, durable_end: u64) {
         .collect();
     text.gauge(
         "edge_kafka_uplink_state",
-        "The uplink's state: 1 for the current one of connecting, up, down, auth_failed \
-         (TLS certificate, SASL credentials or ACLs refused).",
+        "The uplink's state: 1 for the current one of connecting, up, down, auth_failed, fenced \
+         (TLS certificate, SASL credentials or ACLs refused; fenced: exactly-once stopped).",
         &states
             .iter()
             .zip(UplinkState::ALL)

@@ -33,6 +33,8 @@ def main() -> int:
     ap.add_argument("--user-property", action="append", default=[])
     ap.add_argument("--size", type=int, default=0)
     ap.add_argument("--rate", type=float, default=0)
+    ap.add_argument("--first", type=int, default=0,
+                    help="number of the first message (msg-<first> .. msg-<first+count-1>)")
     args = ap.parse_args()
 
     protocol = mqtt.MQTTv5 if args.version == "5" else mqtt.MQTTv311
@@ -84,9 +86,9 @@ def main() -> int:
     client.connect(args.host, args.port, keepalive=30)
     client.loop_start()
     start = time.monotonic()
-    for n in range(args.count):
+    for n in range(args.first, args.first + args.count):
         if args.rate > 0:
-            due = start + n / args.rate
+            due = start + (n - args.first) / args.rate
             now = time.monotonic()
             if due > now:
                 time.sleep(due - now)
