@@ -80,11 +80,17 @@ impl<B: TxnBroker> Transactions<B> {
         if partitions.is_empty() {
             return Ok(());
         }
+        let started = Instant::now();
         self.session
             .lock()
             .await
             .add_partitions(&partitions, cancel)
             .await?;
+        tracing::trace!(
+            partitions = partitions.len(),
+            ms = started.elapsed().as_millis(),
+            "partitions in the Kafka transaction"
+        );
         let mut open = self.open.lock();
         if open.since.is_none() {
             open.since = Some(Instant::now());
@@ -137,8 +143,16 @@ impl<B: TxnBroker> Transactions<B> {
             next,
             metadata: self.identity.metadata(),
         };
+        let started = Instant::now();
         self.session.lock().await.commit(position, cancel).await?;
-        *self.open.lock() = Open::default();
+        let open = std::mem::take(&mut *self.open.lock());
+        tracing::debug!(
+            next,
+            records = open.records,
+            open_ms = open.since.map(|s| s.elapsed().as_millis()),
+            commit_ms = started.elapsed().as_millis(),
+            "Kafka transaction committed"
+        );
         Ok(Some(next))
     }
 
@@ -163,7 +177,13 @@ impl<B: TxnBroker> Transactions<B> {
                 api: "Produce",
                 code,
                 ..
-            } => self.session.lock().await.produce_failed(*code, cancel).await,
+            } => {
+                self.session
+                    .lock()
+                    .await
+                    .produce_failed(*code, cancel)
+                    .await
+            }
             _ => Ok(()),
         }
     }

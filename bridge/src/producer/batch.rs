@@ -438,7 +438,10 @@ mod tests {
                 assert_eq!(got.producer_id, 77);
                 assert_eq!(got.producer_epoch, 3);
                 assert_eq!(got.sequence, 1000 + i as i32);
-                assert!(got.transactional && !got.control, "{codec:?}: attributes bit 4");
+                assert!(
+                    got.transactional && !got.control,
+                    "{codec:?}: attributes bit 4"
+                );
                 let headers: Vec<(String, Option<Bytes>)> = got
                     .headers
                     .iter()

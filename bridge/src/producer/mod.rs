@@ -297,7 +297,9 @@ pub enum ProduceError {
     },
     /// Exactly-once delivery: the producer epoch of the transaction is no longer usable
     /// (the broker refused its state); the transaction must be aborted and resent.
-    #[error("the transactional producer {transactional_id:?} needs a new transaction epoch; the transaction is aborted and resent")]
+    #[error(
+        "the transactional producer {transactional_id:?} needs a new transaction epoch; the transaction is aborted and resent"
+    )]
     NoTransaction {
         /// The transactional.id.
         transactional_id: String,

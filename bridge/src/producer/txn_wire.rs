@@ -565,7 +565,10 @@ mod tests {
         // Tansu 0.6 keeps the offset but answers OffsetFetch with empty metadata; this is why
         // the group's name carries the log identity (`crate::position`).
         assert!(
-            matches!(got.metadata.as_deref(), Some("" | "edge-log=0000000000000003") | None),
+            matches!(
+                got.metadata.as_deref(),
+                Some("" | "edge-log=0000000000000003") | None
+            ),
             "{got:?}"
         );
 
@@ -574,7 +577,10 @@ mod tests {
         producer.produce(&tp, &records("x", 2)).await.unwrap();
         txn.abort(&cancel).await.unwrap();
         assert_ne!(txn.identity(), Some(first), "a new epoch after the abort");
-        assert_eq!(txn.broker().fetch_position().await.unwrap().unwrap().next, 3);
+        assert_eq!(
+            txn.broker().fetch_position().await.unwrap().unwrap().next,
+            3
+        );
 
         // Committed again in the new epoch; then one left open.
         txn.add_partitions(&[part("wire")], &cancel).await.unwrap();
@@ -590,7 +596,10 @@ mod tests {
         // Tansu 0.6 shows the aborted records to read_committed consumers (bridge/README.md,
         // "What Tansu 0.6 supports"); the open transaction holds the reader before "open0".
         assert_eq!(seen, ["a0", "a1", "a2", "x0", "x1", "c0", "c1"]);
-        assert_eq!(txn.broker().fetch_position().await.unwrap().unwrap().next, 5);
+        assert_eq!(
+            txn.broker().fetch_position().await.unwrap().unwrap().next,
+            5
+        );
     }
 
     /// A second producer with the same transactional.id fences the first: its next step is

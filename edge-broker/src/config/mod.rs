@@ -1190,7 +1190,10 @@ impl Config {
                         "must be true with kafka.delivery = \"exactly_once\"",
                     );
                 }
-                if k.dead_letter.as_deref().is_some_and(|d| d.starts_with("kafka:")) {
+                if k.dead_letter
+                    .as_deref()
+                    .is_some_and(|d| d.starts_with("kafka:"))
+                {
                     found.invalid(
                         "kafka.dead_letter",
                         "a dead-letter topic is not supported with kafka.delivery = \"exactly_once\" yet; use a file",
