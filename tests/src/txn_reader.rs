@@ -104,7 +104,8 @@ pub fn read_committed_by_markers(bootstrap: &str, topic: &str, partitions: i32) 
 /// of one producer id and epoch, `offsets first..=last pid/epoch data|txn|commit|abort`.
 pub fn describe_partition(bootstrap: &str, topic: &str, partition: i32) -> Vec<String> {
     let mut conn = TcpStream::connect(bootstrap).expect("connect to Kafka");
-    conn.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    conn.set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
     let mut runs: Vec<(i64, i64, i64, i16, String)> = Vec::new();
     let mut offset = 0i64;
     let mut correlation = 0;
@@ -134,7 +135,13 @@ pub fn describe_partition(bootstrap: &str, topic: &str, partition: i32) -> Vec<S
                 {
                     run.1 = r.offset;
                 }
-                _ => runs.push((r.offset, r.offset, r.producer_id, r.producer_epoch, kind.into())),
+                _ => runs.push((
+                    r.offset,
+                    r.offset,
+                    r.producer_id,
+                    r.producer_epoch,
+                    kind.into(),
+                )),
             }
         }
         if offset >= high_watermark || offset == before {

@@ -383,18 +383,22 @@ async fn start_transactions<P: KafkaProducer, B: TxnBroker>(
         }
     }
     backoff.reset();
-    let kafka = loop {
-        let fetched = txn.session().await.broker().fetch_position().await;
-        match fetched {
-            Ok(kafka) => break kafka,
-            Err(e) => {
-                tracing::warn!(error = %e, "reading the position committed in Kafka failed; retrying");
-                if sleep_or_cancel(backoff.next_delay(), cancel).await {
-                    return Err(Halt::Aborted);
-                }
-            }
+    // A commit of the previous instance may still be landing: Kafka makes InitProducerId wait
+    // for it (CONCURRENT_TRANSACTIONS), Tansu 0.6 does not and applies the committed offset
+    // after the commit markers (bridge/README.md, "What Tansu 0.6 supports"). So the position
+    // is read until it stays the same for POSITION_SETTLE.
+    let mut kafka = fetch_position(txn, &mut backoff, cancel).await?;
+    for _ in 0..POSITION_SETTLE_ROUNDS {
+        if sleep_or_cancel(POSITION_SETTLE, cancel).await {
+            return Err(Halt::Aborted);
         }
-    };
+        let again = fetch_position(txn, &mut backoff, cancel).await?;
+        if again == kafka {
+            break;
+        }
+        tracing::info!(before = ?kafka, now = ?again, "the position in Kafka moved after the start (a commit of the previous instance landed)");
+        kafka = again;
+    }
     let cursor = &mut reader.cursor;
     let resume = crate::position::resume(
         cursor.committed(),
@@ -419,6 +423,31 @@ async fn start_transactions<P: KafkaProducer, B: TxnBroker>(
             .store(cursor.committed(), Ordering::Relaxed);
     }
     Ok(())
+}
+
+/// How long the position read at start must stay the same (see `start_transactions`).
+const POSITION_SETTLE: Duration = Duration::from_secs(1);
+/// Reads of the position at start at most, after the first.
+const POSITION_SETTLE_ROUNDS: usize = 10;
+
+/// The position committed in Kafka, retried until read.
+async fn fetch_position<B: TxnBroker>(
+    txn: &Transactions<B>,
+    backoff: &mut Backoff,
+    cancel: &CancellationToken,
+) -> Result<Option<crate::position::KafkaPosition>, Halt> {
+    loop {
+        let fetched = txn.session().await.broker().fetch_position().await;
+        match fetched {
+            Ok(kafka) => return Ok(kafka),
+            Err(e) => {
+                tracing::warn!(error = %e, "reading the position committed in Kafka failed; retrying");
+                if sleep_or_cancel(backoff.next_delay(), cancel).await {
+                    return Err(Halt::Aborted);
+                }
+            }
+        }
+    }
 }
 
 /// Exactly-once delivery ended for good (fenced, refused): says so and waits for the broker
