@@ -43,53 +43,83 @@ pub struct CommittedRead {
     pub commits: usize,
     /// Abort markers seen.
     pub aborts: usize,
+    /// Records of a transaction that got no marker of its own before the same producer id
+    /// wrote with a later epoch (Kafka writes a marker to every partition of a transaction;
+    /// Tansu 0.6 sometimes does not). Read as Kafka's algorithm reads them: the next marker
+    /// of the producer id decides them.
+    pub orphaned: usize,
+}
+
+/// A connection to `bootstrap` for [`all_records`].
+fn connect(bootstrap: &str) -> TcpStream {
+    let conn = TcpStream::connect(bootstrap).expect("connect to Kafka");
+    conn.set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    conn
+}
+
+/// Every record of the partition up to its high watermark (read_uncommitted), control
+/// records included, once each, in offset order (a Fetch may return a batch that begins
+/// before the offset asked for; its records before it are skipped, as Kafka clients do).
+fn all_records(conn: &mut TcpStream, topic: &str, partition: i32) -> Vec<Record> {
+    let mut all = Vec::new();
+    let mut offset = 0i64;
+    let mut correlation = 0;
+    loop {
+        correlation += 1;
+        let (high_watermark, records) = fetch(conn, topic, partition, offset, correlation);
+        let before = offset;
+        for r in records {
+            if r.offset >= offset {
+                offset = r.offset + 1;
+                all.push(r);
+            }
+        }
+        if offset >= high_watermark || offset == before {
+            return all;
+        }
+    }
 }
 
 /// Reads partitions `0..partitions` of `topic` from `bootstrap` (the broker that leads them)
 /// to their high watermarks, and keeps what read_committed defines (see the module docs).
 pub fn read_committed_by_markers(bootstrap: &str, topic: &str, partitions: i32) -> CommittedRead {
-    let mut conn = TcpStream::connect(bootstrap).expect("connect to Kafka");
-    conn.set_read_timeout(Some(Duration::from_secs(30)))
-        .unwrap();
+    let mut conn = connect(bootstrap);
     let mut out = CommittedRead::default();
     for partition in 0..partitions {
         let mut pending: HashMap<i64, Vec<Record>> = HashMap::new();
         let mut kept: Vec<Record> = Vec::new();
-        let mut offset = 0i64;
-        let mut correlation = 0;
-        loop {
-            correlation += 1;
-            let (high_watermark, batches) = fetch(&mut conn, topic, partition, offset, correlation);
-            let before = offset;
-            for record in batches {
-                offset = offset.max(record.offset + 1);
-                if record.control {
-                    let kind = record
-                        .key
-                        .as_ref()
-                        .filter(|k| k.len() >= 4)
-                        .map(|k| i16::from_be_bytes([k[2], k[3]]))
-                        .expect("a control record's key holds its type");
-                    let txn = pending.remove(&record.producer_id).unwrap_or_default();
-                    match kind {
-                        0 => {
-                            out.aborts += 1;
-                            out.aborted += txn.len();
-                        }
-                        1 => {
-                            out.commits += 1;
-                            kept.extend(txn);
-                        }
-                        other => panic!("unknown control record type {other}"),
+        for record in all_records(&mut conn, topic, partition) {
+            if record.control {
+                let kind = record
+                    .key
+                    .as_ref()
+                    .filter(|k| k.len() >= 4)
+                    .map(|k| i16::from_be_bytes([k[2], k[3]]))
+                    .expect("a control record's key holds its type");
+                let txn = pending.remove(&record.producer_id).unwrap_or_default();
+                match kind {
+                    0 => {
+                        out.aborts += 1;
+                        out.aborted += txn.len();
                     }
-                } else if record.transactional {
-                    pending.entry(record.producer_id).or_default().push(record);
-                } else {
-                    kept.push(record);
+                    1 => {
+                        out.commits += 1;
+                        kept.extend(txn);
+                    }
+                    other => panic!("unknown control record type {other}"),
                 }
-            }
-            if offset >= high_watermark || offset == before {
-                break;
+            } else if record.transactional {
+                let txn = pending.entry(record.producer_id).or_default();
+                if txn
+                    .last()
+                    .is_some_and(|r| r.producer_epoch != record.producer_epoch)
+                {
+                    out.orphaned += txn.len();
+                }
+                txn.push(record);
+            } else {
+                kept.push(record);
             }
         }
         out.open += pending.values().map(Vec::len).sum::<usize>();
@@ -103,49 +133,29 @@ pub fn read_committed_by_markers(bootstrap: &str, topic: &str, partitions: i32) 
 /// What partition `partition` of `topic` holds, for a test's failure report: runs of records
 /// of one producer id and epoch, `offsets first..=last pid/epoch data|txn|commit|abort`.
 pub fn describe_partition(bootstrap: &str, topic: &str, partition: i32) -> Vec<String> {
-    let mut conn = TcpStream::connect(bootstrap).expect("connect to Kafka");
-    conn.set_read_timeout(Some(Duration::from_secs(30)))
-        .unwrap();
-    let mut runs: Vec<(i64, i64, i64, i16, String)> = Vec::new();
-    let mut offset = 0i64;
-    let mut correlation = 0;
-    loop {
-        correlation += 1;
-        let (high_watermark, records) = fetch(&mut conn, topic, partition, offset, correlation);
-        let before = offset;
-        for r in records {
-            offset = offset.max(r.offset + 1);
-            let kind = if r.control {
-                match r.key.as_ref().filter(|k| k.len() >= 4).map(|k| k[3]) {
-                    Some(0) => "abort",
-                    Some(1) => "commit",
-                    _ => "control?",
-                }
-            } else if r.transactional {
-                "txn"
-            } else {
-                "data"
-            };
-            match runs.last_mut() {
-                Some(run)
-                    if run.2 == r.producer_id
-                        && run.3 == r.producer_epoch
-                        && run.4 == kind
-                        && run.1 + 1 == r.offset =>
-                {
-                    run.1 = r.offset;
-                }
-                _ => runs.push((
-                    r.offset,
-                    r.offset,
-                    r.producer_id,
-                    r.producer_epoch,
-                    kind.into(),
-                )),
+    let mut runs: Vec<(i64, i64, i64, i16, &str)> = Vec::new();
+    for r in all_records(&mut connect(bootstrap), topic, partition) {
+        let kind = if r.control {
+            match r.key.as_ref().filter(|k| k.len() >= 4).map(|k| k[3]) {
+                Some(0) => "abort",
+                Some(1) => "commit",
+                _ => "control?",
             }
-        }
-        if offset >= high_watermark || offset == before {
-            break;
+        } else if r.transactional {
+            "txn"
+        } else {
+            "data"
+        };
+        match runs.last_mut() {
+            Some(run)
+                if run.2 == r.producer_id
+                    && run.3 == r.producer_epoch
+                    && run.4 == kind
+                    && run.1 + 1 == r.offset =>
+            {
+                run.1 = r.offset;
+            }
+            _ => runs.push((r.offset, r.offset, r.producer_id, r.producer_epoch, kind)),
         }
     }
     runs.into_iter()
