@@ -65,6 +65,9 @@ fn all_records(conn: &mut TcpStream, topic: &str, partition: i32) -> Vec<Record>
     let mut all = Vec::new();
     let mut offset = 0i64;
     let mut correlation = 0;
+    // A busy broker may answer a Fetch with no records before its high watermark: asked again.
+    let mut empty_answers = 0;
+    let mut checked_end: Option<i64> = None;
     loop {
         correlation += 1;
         let (high_watermark, records) = fetch(conn, topic, partition, offset, correlation);
@@ -75,8 +78,26 @@ fn all_records(conn: &mut TcpStream, topic: &str, partition: i32) -> Vec<Record>
                 all.push(r);
             }
         }
-        if offset >= high_watermark || offset == before {
-            return all;
+        if offset >= high_watermark {
+            // The end as this answer saw it; a broker that is still catching up (Tansu caches
+            // high watermarks) may know more a moment later: asked until two answers agree.
+            if offset == before && checked_end == Some(high_watermark) {
+                return all;
+            }
+            checked_end = Some(high_watermark);
+            std::thread::sleep(Duration::from_millis(100));
+            continue;
+        }
+        checked_end = None;
+        if offset == before {
+            empty_answers += 1;
+            assert!(
+                empty_answers < 200,
+                "{topic}/{partition}: no records at offset {offset} below the high watermark {high_watermark}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        } else {
+            empty_answers = 0;
         }
     }
 }
