@@ -12,7 +12,7 @@ use crate::producer::{ErrorClass, ProduceError};
 use crate::uplink::UplinkState;
 
 /// Error kinds counted in [`ForwardMetrics::errors`], in this order.
-pub const ERROR_KINDS: [&str; 10] = [
+pub const ERROR_KINDS: [&str; 12] = [
     "unreachable",
     "connection_reset",
     "timeout",
@@ -25,6 +25,10 @@ pub const ERROR_KINDS: [&str; 10] = [
     "partition_missing",
     // Reading the local log or committing the forwarder's cursor failed.
     "local_log",
+    // A Kafka transaction step failed (exactly once).
+    "transaction",
+    // Another gateway with this node id took over the transactional id: forwarding stopped.
+    "fenced",
 ];
 
 /// The error-kind label of a produce error (one of [`ERROR_KINDS`]).
@@ -133,6 +137,11 @@ pub struct ForwardMetrics {
     pub errors: [AtomicU64; ERROR_KINDS.len()],
     /// Records written to the dead letter (file or topic).
     pub dead_letters: AtomicU64,
+    /// Exactly-once delivery: transactions committed (records and position together).
+    pub transactions: AtomicU64,
+    /// Exactly-once delivery: transactions aborted (their chunks resent from the committed
+    /// position).
+    pub transactions_aborted: AtomicU64,
     /// Records no route matched any more (skipped).
     pub unrouted: AtomicU64,
     /// The cursor's committed offset (everything below is in Kafka).
@@ -168,6 +177,8 @@ impl Default for ForwardMetrics {
             uplink: AtomicU8::default(),
             uplink_since_ms: AtomicU64::default(),
             last_error: parking_lot::Mutex::default(),
+            transactions: AtomicU64::default(),
+            transactions_aborted: AtomicU64::default(),
         }
     }
 }

@@ -4,13 +4,17 @@
 //!
 //! Each transaction commits, with its records, the next log offset to forward as the offset of
 //! the forwarder's consumer group, with the log's identity as the offset metadata
-//! (`edge-log=<16 hex digits>`). The local cursor is committed after the transaction, so a
+//! (`edge-log=<16 hex digits>`). The group's name carries the identity too
+//! ([`LogIdentity::group`]): Tansu 0.6 keeps the offset of a TxnOffsetCommit but answers
+//! OffsetFetch with empty metadata, so a position without metadata is taken as the group's.
+//! The identity is random, made with the log and kept in its directory
+//! ([`LogIdentity::load_or_create`]): a wiped data directory gets a new one. The local cursor is committed after the transaction, so a
 //! crash between the two leaves Kafka ahead: the records in between are in Kafka, committed,
 //! and must not be sent again. The rules, in order:
 //!
 //! 1. No position in Kafka (first start, or Kafka expired the group's offsets): the cursor.
-//! 2. A position of another log (the data directory was replaced, or the group belongs to a
-//!    gateway that had this node id before): ignored; the cursor. Taking it would skip records
+//! 2. A position whose metadata names another log (the data directory was replaced, or the
+//!    group belongs to a gateway that had this node id before): ignored; the cursor. Taking it would skip records
 //!    of this log that never reached Kafka.
 //! 3. A position beyond the log's durable end: impossible for this log (a twin with a copy of
 //!    this data directory forwarded further: a cloned SD card), so ignored; the cursor.
@@ -23,6 +27,10 @@
 //! no longer has what it acknowledged (as in at-least-once mode).
 
 use std::fmt;
+use std::io::Write;
+use std::path::Path;
+
+use thiserror::Error;
 
 /// The identity of one data directory's log: random, created with it, never changed. Kafka's
 /// position is trusted only for the log it was committed for.
@@ -32,7 +40,71 @@ pub struct LogIdentity(pub u64);
 /// Prefix of the offset metadata that carries a [`LogIdentity`].
 const METADATA_PREFIX: &str = "edge-log=";
 
+/// The file in the log's directory that holds its identity (edge-log ignores names it does
+/// not know).
+pub const IDENTITY_FILE: &str = "edge-bridge.identity";
+
+/// The log identity could not be kept.
+#[derive(Debug, Error)]
+pub enum IdentityError {
+    /// Writing the identity file failed.
+    #[error("writing the log identity {path}: {source}")]
+    Write {
+        /// The file.
+        path: String,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// No random number for a new identity.
+    #[error("no random number for the log identity")]
+    Random,
+}
+
 impl LogIdentity {
+    /// The identity of the log in `dir`: read from [`IDENTITY_FILE`], or made (random) and
+    /// written crash-safely (temp file, fsync, rename, directory fsync) when there is none. A
+    /// file that does not parse is replaced with a new identity and a WARN line: the position
+    /// in Kafka is then ignored and the log resent from the cursor (duplicates, never a loss).
+    pub fn load_or_create(dir: &Path) -> Result<Self, IdentityError> {
+        let path = dir.join(IDENTITY_FILE);
+        match std::fs::read_to_string(&path) {
+            Ok(text) => match Self::from_metadata(text.trim()) {
+                Some(id) => return Ok(id),
+                None => tracing::warn!(
+                    path = %path.display(),
+                    "the log identity file does not parse; making a new identity (the position in Kafka is ignored once)"
+                ),
+            },
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => tracing::warn!(
+                path = %path.display(), error = %e,
+                "the log identity file cannot be read; making a new identity"
+            ),
+        }
+        let mut bytes = [0u8; 8];
+        ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut bytes)
+            .map_err(|_| IdentityError::Random)?;
+        let id = LogIdentity(u64::from_be_bytes(bytes));
+        let write = |path: &Path| -> std::io::Result<()> {
+            let tmp = dir.join(format!("{IDENTITY_FILE}.tmp"));
+            let mut f = std::fs::File::create(&tmp)?;
+            writeln!(f, "{}", id.metadata())?;
+            f.sync_all()?;
+            std::fs::rename(&tmp, path)?;
+            std::fs::File::open(dir)?.sync_all()
+        };
+        write(&path).map_err(|source| IdentityError::Write {
+            path: path.display().to_string(),
+            source,
+        })?;
+        Ok(id)
+    }
+
+    /// The consumer group the position of this log is committed to, for gateway `node_id`.
+    pub fn group(self, node_id: &str) -> String {
+        format!("edge-bridge.{node_id}.{:016x}", self.0)
+    }
+
     /// The offset-commit metadata naming this log.
     pub fn metadata(self) -> String {
         format!("{METADATA_PREFIX}{:016x}", self.0)
@@ -159,10 +231,11 @@ pub fn resume(
     let Some(kafka) = kafka else {
         return Resume::Cursor { at: cursor };
     };
-    let named = kafka
-        .metadata
-        .as_deref()
-        .and_then(LogIdentity::from_metadata);
+    // No metadata: the broker does not keep it (Tansu 0.6); the group's name names the log.
+    let named = match kafka.metadata.as_deref() {
+        None | Some("") => Some(ours),
+        Some(m) => LogIdentity::from_metadata(m),
+    };
     if named != Some(ours) {
         return Resume::OtherLog {
             at: cursor,
@@ -243,6 +316,35 @@ mod tests {
     }
 
     #[test]
+    fn a_position_without_metadata_is_the_groups() {
+        // Tansu 0.6 drops TxnOffsetCommit metadata; the group's name carries the identity.
+        for metadata in [None, Some(String::new())] {
+            let k = KafkaPosition { next: 30, metadata };
+            assert_eq!(
+                resume(10, 50, Some(&k), OURS),
+                Resume::Kafka {
+                    at: 30,
+                    skipped: 20
+                }
+            );
+        }
+        assert_eq!(OURS.group("gw-1"), "edge-bridge.gw-1.00c0ffee00000001");
+    }
+
+    #[test]
+    fn the_identity_is_kept_in_the_log_dir_and_a_bad_file_is_replaced() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = LogIdentity::load_or_create(dir.path()).unwrap();
+        assert_eq!(LogIdentity::load_or_create(dir.path()).unwrap(), a);
+        let other = tempfile::tempdir().unwrap();
+        assert_ne!(LogIdentity::load_or_create(other.path()).unwrap(), a);
+        std::fs::write(dir.path().join(IDENTITY_FILE), "garbage").unwrap();
+        let b = LogIdentity::load_or_create(dir.path()).unwrap();
+        assert_ne!(b, a);
+        assert_eq!(LogIdentity::load_or_create(dir.path()).unwrap(), b);
+    }
+
+    #[test]
     fn without_a_kafka_position_the_cursor_decides() {
         assert_eq!(resume(42, 50, None, OURS), Resume::Cursor { at: 42 });
     }
@@ -250,11 +352,7 @@ mod tests {
     #[test]
     fn a_position_of_another_log_is_never_taken() {
         let other = LogIdentity(7);
-        for k in [
-            kafka(1_000, Some(other)),
-            kafka(20, Some(other)),
-            kafka(20, None),
-        ] {
+        for k in [kafka(1_000, Some(other)), kafka(20, Some(other))] {
             let r = resume(10, 2_000, Some(&k), OURS);
             assert_eq!(r.at(), 10, "{r}");
             assert!(matches!(r, Resume::OtherLog { .. }) && r.is_suspicious());

@@ -43,24 +43,29 @@ pub enum UplinkState {
     Down,
     /// The cluster refused us: TLS certificate, SASL credentials or ACLs.
     AuthFailed,
+    /// Exactly-once delivery: another producer with this gateway's transactional.id (a second
+    /// gateway with the same node id) fenced this one; forwarding stopped until a restart.
+    Fenced,
 }
 
 impl UplinkState {
     /// Every state, in the order of their numbers.
-    pub const ALL: [UplinkState; 4] = [
+    pub const ALL: [UplinkState; 5] = [
         UplinkState::Connecting,
         UplinkState::Up,
         UplinkState::Down,
         UplinkState::AuthFailed,
+        UplinkState::Fenced,
     ];
 
-    /// The label value (`connecting`, `up`, `down`, `auth_failed`).
+    /// The label value (`connecting`, `up`, `down`, `auth_failed`, `fenced`).
     pub fn as_str(self) -> &'static str {
         match self {
             UplinkState::Connecting => "connecting",
             UplinkState::Up => "up",
             UplinkState::Down => "down",
             UplinkState::AuthFailed => "auth_failed",
+            UplinkState::Fenced => "fenced",
         }
     }
 
@@ -79,12 +84,16 @@ impl UplinkState {
             UplinkState::Up => 1,
             UplinkState::Down => 2,
             UplinkState::AuthFailed => 3,
+            UplinkState::Fenced => 4,
         }
     }
 
     /// True while Kafka is not taking records (down or refusing us).
     pub fn is_down(self) -> bool {
-        matches!(self, UplinkState::Down | UplinkState::AuthFailed)
+        matches!(
+            self,
+            UplinkState::Down | UplinkState::AuthFailed | UplinkState::Fenced
+        )
     }
 
     /// The state a failed request leaves the uplink in; None if it says nothing about the
@@ -534,6 +543,31 @@ impl Uplink {
         if let Some(line) = line {
             write(&line);
         }
+    }
+
+    /// Exactly-once delivery stopped until a restart: `Fenced` by another producer with this
+    /// gateway's transactional.id, or the transactional protocol refused (`AuthFailed`: ACLs,
+    /// a broker without transactions); `reason` says what showed it. The state stays and the
+    /// reason is the last error, for `/metrics` and `edge-broker status`.
+    pub fn stopped(&self, state: UplinkState, reason: &str) {
+        let metrics = &self.inner.metrics;
+        let kind = if state == UplinkState::Fenced {
+            "fenced"
+        } else {
+            "transaction"
+        };
+        metrics.count_error(kind);
+        *metrics.last_error.lock() = Some(LastError {
+            kind,
+            message: reason.to_owned(),
+            at_ms: unix_ms(),
+        });
+        let _ = self
+            .inner
+            .story
+            .lock()
+            .failure(Instant::now(), state, reason, || self.backlog());
+        metrics.set_uplink_state(state);
     }
 
     /// The forwarder committed its cursor up to `committed`.

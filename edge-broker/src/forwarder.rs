@@ -9,7 +9,10 @@ use std::time::Duration;
 
 use edge_bridge::forward::{CURSOR_NAME, Forwarder};
 use edge_bridge::metrics::{ERROR_KINDS, ForwardMetrics};
+use edge_bridge::position::LogIdentity;
 use edge_bridge::producer::WireProducer;
+use edge_bridge::producer::txn::{TxnConfig, TxnSession};
+use edge_bridge::producer::txn_wire::TxnWire;
 use edge_bridge::uplink::UplinkState;
 use edge_log::Log;
 use tokio::task::JoinHandle;
@@ -37,6 +40,9 @@ pub enum BridgeStartError {
     /// The forwarder's cursor could not be opened.
     #[error("kafka: {0}")]
     Forwarder(edge_bridge::forward::ForwardError),
+    /// Exactly-once delivery: the log's identity could not be kept.
+    #[error("kafka: {0}")]
+    Identity(edge_bridge::position::IdentityError),
 }
 
 /// Starts the forwarder when `[kafka]` is enabled and routes exist (None otherwise). Its cursor
@@ -59,6 +65,7 @@ pub fn start(
     let producer =
         WireProducer::new(config.kafka_producer_config()).map_err(BridgeStartError::Producer)?;
     let sasl = producer.sasl_status();
+    let producer_for_txn = producer.clone();
     let forwarder = Forwarder::open(
         log,
         CURSOR_NAME,
@@ -69,7 +76,31 @@ pub fn start(
     .map_err(BridgeStartError::Forwarder)?;
     let metrics = forwarder.metrics();
     let abort = CancellationToken::new();
-    let handle = tokio::spawn(forwarder.run(shutdown.clone(), abort.clone()));
+    let handle = if config.exactly_once() {
+        // The position committed in Kafka is only taken for this log: its identity lives in
+        // the log's directory and goes with it.
+        let identity =
+            LogIdentity::load_or_create(&config.log_dir()).map_err(BridgeStartError::Identity)?;
+        let transactional_id = config.transactional_id();
+        let wire = TxnWire::new(
+            producer_for_txn,
+            &transactional_id,
+            &identity.group(&config.node.id),
+        );
+        let session = TxnSession::new(
+            wire,
+            TxnConfig {
+                transactional_id,
+                transaction_timeout: config.kafka.transaction_timeout.0,
+                backoff_min: config.kafka.retry_backoff_min.0,
+                backoff_max: config.kafka.retry_backoff_max.0,
+            },
+        );
+        let forwarder = forwarder.exactly_once(session, identity);
+        tokio::spawn(forwarder.run(shutdown.clone(), abort.clone()))
+    } else {
+        tokio::spawn(forwarder.run(shutdown.clone(), abort.clone()))
+    };
     Ok(Some(KafkaBridge {
         handle,
         abort,
@@ -170,6 +201,14 @@ pub fn render(text: &mut PromText, m: &ForwardMetrics, durable_end: u64) {
             .collect::<Vec<_>>(),
     );
     text.counter(
+        "edge_kafka_transactions_total",
+        "Exactly-once delivery: Kafka transactions, by outcome (committed with the position inside, or aborted and resent).",
+        &[
+            (&[("outcome", "committed")], load(&m.transactions)),
+            (&[("outcome", "aborted")], load(&m.transactions_aborted)),
+        ],
+    );
+    text.counter(
         "edge_kafka_dead_letters_total",
         "Records Kafka refused for good, written to the dead letter.",
         &[(&[], load(&m.dead_letters))],
@@ -214,8 +253,8 @@ pub fn render(text: &mut PromText, m: &ForwardMetrics, durable_end: u64) {
         .collect();
     text.gauge(
         "edge_kafka_uplink_state",
-        "The uplink's state: 1 for the current one of connecting, up, down, auth_failed \
-         (TLS certificate, SASL credentials or ACLs refused).",
+        "The uplink's state: 1 for the current one of connecting, up, down, auth_failed, fenced \
+         (TLS certificate, SASL credentials or ACLs refused; fenced: exactly-once stopped).",
         &states
             .iter()
             .zip(UplinkState::ALL)

@@ -10,6 +10,8 @@
 //!   reader (librdkafka through confluent-kafka) of what reached it.
 //! - [`kafka_proxy`]: a fault-injecting Kafka-protocol proxy (errors in Produce answers,
 //!   throttling, resets mid-answer, slow or silent brokers) that counts requests per second.
+//! - [`txn_reader`]: a wire-level read_committed reader (drops the batches of aborted
+//!   transactions by their control markers) for brokers whose Fetch answers do not list them.
 //! - [`mqtt`]: the MQTT scenario driver (real clients), Mosquitto as a reference broker, RSS.
 //! - [`pki`]: a CA, server and device certificates for TLS tests (rcgen, PEM files).
 //! - [`peers`]: find the peer programs (mosquitto, nats-server, Python clients) or fail saying
@@ -25,3 +27,4 @@ pub mod kafka_proxy;
 pub mod mqtt;
 pub mod peers;
 pub mod pki;
+pub mod txn_reader;

@@ -7,8 +7,10 @@ Prints a table. Every process it starts is stopped at the end.
   .venv/bin/python tests/tools/bench_bridge.py --broker target/release/edge-broker \
       [--baseline OTHER/edge-broker] [--records 200000] [--backlog 300000] [--size 200]
       [--publishers 2] [--fsync always,never] [--compression lz4]
-      [--blast target/release/mqtt-blast]
+      [--blast target/release/mqtt-blast] [--delivery at_least_once,exactly_once]
 
+--delivery runs the end-to-end and drain measurements once per `[kafka] delivery` mode, side by
+side (exactly-once's cost, issue 14); rows are labelled with the mode.
 --baseline runs the end-to-end and drain measurements with a second binary too (e.g. main's
 build), alternating with --broker, so "before" and "after" come from one run on one machine
 state. The forwarder runs with its default retries (retry_backoff_max 5 s): the drain counts
@@ -125,7 +127,7 @@ def publish(mqtt_port, records, size, publishers):
 
 
 def edge_broker(binary, data, mqtt_port, metrics_port, bootstrap, log, fsync, compression="lz4",
-                topic="bridge"):
+                topic="bridge", delivery="at_least_once"):
     os.makedirs(data, exist_ok=True)
     cfg = os.path.join(data, "edge-broker.toml")
     with open(cfg, "w") as f:
@@ -144,6 +146,7 @@ fsync = "{fsync}"
 brokers = ["{bootstrap}"]
 compression = "{compression}"
 request_timeout = "10s"
+delivery = "{delivery}"
 {os.environ.get("BENCH_KAFKA_EXTRA", "")}
 [[route]]
 mqtt = "sensors/+/t"
@@ -210,6 +213,8 @@ def main():
                     help="which of e2e,drain,naive to run (the ceiling always runs)")
     ap.add_argument("--compression", default="lz4")
     ap.add_argument("--results", help="append the headline numbers here as JSON lines")
+    ap.add_argument("--delivery", default="at_least_once",
+                    help="comma-separated [kafka] delivery modes measured side by side")
     ap.add_argument("--blast", default=os.path.join(HERE, "..", "..", "target", "release",
                                                     "mqtt-blast"))
     args = ap.parse_args()
@@ -220,9 +225,13 @@ def main():
                              "--bin mqtt-blast (or --blast python)")
         BLAST = args.blast
     modes = args.fsync.split(",")
-    brokers = [("after", args.broker)]
-    if args.baseline:
-        brokers.insert(0, ("before", args.baseline))
+    deliveries = args.delivery.split(",")
+    brokers = []
+    for delivery in deliveries:
+        tag = "" if len(deliveries) == 1 else f" {delivery}"
+        if args.baseline:
+            brokers.append((f"before{tag}", args.baseline, delivery))
+        brokers.append((f"after{tag}", args.broker, delivery))
     tmp = tempfile.mkdtemp(prefix="bench-bridge-")
     log = open(os.path.join(tmp, "bench.log"), "w")
     rows = []
@@ -239,12 +248,13 @@ def main():
         # 2. End to end per fsync mode: first publish -> last record acknowledged by Kafka.
         e2e = {}
         for mode in (modes if "e2e" in args.parts else []):
-            for label, binary in brokers:
-                topic = f"bridge-{mode}-{label}"
+            for label, binary, delivery in brokers:
+                topic = f"bridge-{mode}-{label.replace(' ', '-')}"
                 create_topic(bootstrap, topic)
                 mport, xport = free_port(), free_port()
-                eb = edge_broker(binary, os.path.join(tmp, f"e2e-{mode}-{label}"), mport, xport,
-                                 bootstrap, log, mode, args.compression, topic)
+                eb = edge_broker(binary, os.path.join(tmp, f"e2e-{mode}-{label.replace(' ', '-')}"),
+                                 mport, xport, bootstrap, log, mode, args.compression, topic,
+                                 delivery)
                 start = time.perf_counter()
                 pub_s, n = publish(mport, args.records, args.size, args.publishers)
                 _, _, end = wait_forwarded(xport, n)
@@ -260,12 +270,12 @@ def main():
         if "drain" in args.parts:
             # The machine is shared: measure the ceiling right before and right after each
             # drain too, and compare the drain with their mean.
-            for label, binary in brokers:
-                before = ceiling(bootstrap, f"raw-before-drain-{label}", args)
+            for label, binary, delivery in brokers:
+                before = ceiling(bootstrap, f"raw-before-drain-{label.replace(' ', '-')}", args)
                 rows.append((f"librdkafka raw produce, just before the drain [{label}]",
                              args.records, before))
                 drain, steady, after, reconnect = backlog_drain(args, binary, label, modes, tmp,
-                                                                log, rows)
+                                                                log, rows, delivery)
                 drains[label] = (drain, steady, (before + after) / 2, reconnect)
 
         # 4. Naive pipeline: mosquitto + paho subscriber -> confluent-kafka producer.
@@ -308,7 +318,7 @@ def main():
     return 0
 
 
-def backlog_drain(args, binary, label, modes, tmp, log, rows):
+def backlog_drain(args, binary, label, modes, tmp, log, rows, delivery="at_least_once"):
     """Fills the log while Kafka is down (the forwarder retrying, its backoff grown to the cap),
     starts Kafka, times the drain. Returns the whole and steady drain rates, the ceiling
     measured right after it, and the seconds from Kafka accepting connections to the first
@@ -316,8 +326,8 @@ def backlog_drain(args, binary, label, modes, tmp, log, rows):
     kport2 = free_port()
     bootstrap2 = f"127.0.0.1:{kport2}"
     mport, xport = free_port(), free_port()
-    eb = edge_broker(binary, os.path.join(tmp, f"backlog-{label}"), mport, xport, bootstrap2,
-                     log, modes[0], args.compression)
+    eb = edge_broker(binary, os.path.join(tmp, f"backlog-{label.replace(' ', '-')}"), mport,
+                     xport, bootstrap2, log, modes[0], args.compression, delivery=delivery)
     pub_s, n = publish(mport, args.backlog, args.size, args.publishers)
     lag = metric(xport, "edge_kafka_lag_records")
     k2 = tansu(kport2, log, settle=0)
@@ -346,7 +356,7 @@ def backlog_drain(args, binary, label, modes, tmp, log, rows):
           f"({cpu[0] / (end - ready):.2f} cores), Tansu {cpu[1]:.2f} s "
           f"({cpu[1] / (end - ready):.2f} cores)", flush=True)
     stop(eb)
-    after = ceiling(bootstrap2, "raw-after-drain", args)
+    after = ceiling(bootstrap2, f"raw-after-drain-{label.replace(' ', '-')}", args)
     rows.append((f"librdkafka raw produce, just after the drain [{label}]", args.records, after))
     stop(k2)
     return drain, steady, after, t_first - ready

@@ -34,7 +34,8 @@ def main() -> int:
     ap.add_argument("--user-property", action="append", default=[])
     ap.add_argument("--size", type=int, default=0)
     ap.add_argument("--rate", type=float, default=0)
-    ap.add_argument("--first", type=int, default=0)
+    ap.add_argument("--first", type=int, default=0,
+                    help="number of the first message (msg-<first> .. msg-<first+count-1>)")
     args = ap.parse_args()
 
     protocol = mqtt.MQTTv5 if args.version == "5" else mqtt.MQTTv311
@@ -56,7 +57,7 @@ def main() -> int:
         window.release()
         if failed:
             return
-        print(f"ACK {args.first + n}", flush=True)
+        print(f"ACK {n}", flush=True)
         acked += 1
         if acked == args.count:
             done.set()
@@ -86,9 +87,9 @@ def main() -> int:
     client.connect(args.host, args.port, keepalive=30)
     client.loop_start()
     start = time.monotonic()
-    for n in range(args.count):
+    for n in range(args.first, args.first + args.count):
         if args.rate > 0:
-            due = start + n / args.rate
+            due = start + (n - args.first) / args.rate
             now = time.monotonic()
             if due > now:
                 time.sleep(due - now)
@@ -97,7 +98,7 @@ def main() -> int:
                 break
         if gone.is_set():
             break
-        payload = f"msg-{args.first + n}".encode()
+        payload = f"msg-{n}".encode()
         if len(payload) < args.size:
             payload += b"." * (args.size - len(payload))
         topic = args.topic.replace("{k}", str(n % args.keys))

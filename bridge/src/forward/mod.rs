@@ -12,6 +12,11 @@
 //!   resends, chunk by chunk in order, what failed — through the same path, with the retry,
 //!   split and dead-letter rules — then reports how far Kafka acknowledged.
 //! - [`pace`]: `max_bytes_per_sec` for metered uplinks.
+//! - [`exactly_once`]: exactly-once delivery (`[kafka] delivery = "exactly_once"`): chunks
+//!   grouped into Kafka transactions with the position committed inside each; on start the
+//!   position is read back from Kafka and [`crate::position::resume`] decides where to go on;
+//!   a transaction that cannot go on is aborted and its chunks resent from the committed
+//!   position; a fenced forwarder stops forwarding and says why.
 //!
 //! Only when every batch of a chunk was acknowledged (or dead-lettered, and the dead letter is
 //! durable) is the cursor committed past it. Nothing is ever dropped on an upstream error: the
@@ -24,6 +29,7 @@
 //! Stopping: `stop` ends reading; the chunks already read are still sent. `abort` interrupts
 //! delivery, which is then not committed (the next start resends it).
 
+mod exactly_once;
 mod pace;
 mod planning;
 mod reader;
@@ -37,11 +43,18 @@ use edge_log::{Cursor, Log, LogError, Record};
 use thiserror::Error;
 use tokio_util::sync::CancellationToken;
 
+use crate::backoff::Backoff;
 use crate::dead_letter::DeadLetterSink;
 use crate::metrics::ForwardMetrics;
 use crate::plan::{Plan, Planner, Router};
+use crate::position::{LogIdentity, Resume};
+use crate::producer::txn::{AtLeastOnce, TxnBroker, TxnError, TxnSession};
+use crate::producer::txn_wire::POSITION_TOPIC;
 use crate::producer::{EncodedBatch, KafkaProducer};
 use crate::uplink::Uplink;
+use exactly_once::Transactions;
+pub use exactly_once::{TXN_INTERVAL, TXN_RECORDS};
+use sender::{Halt, SenderEnd};
 
 /// The cursor name the Kafka forwarder uses in the log.
 pub const CURSOR_NAME: &str = "kafka";
@@ -138,14 +151,16 @@ struct Job {
 /// path: resolves to the plan and one encoded batch (or None) per plan batch.
 type Encoding = tokio::task::JoinHandle<(Plan, Vec<Option<EncodedBatch>>)>;
 
-/// Forwards the log to Kafka through one named cursor.
-pub struct Forwarder<P> {
+/// Forwards the log to Kafka through one named cursor; at-least-once (`B` = [`AtLeastOnce`])
+/// or, after [`Forwarder::exactly_once`], in transactions over `B`.
+pub struct Forwarder<P, B = AtLeastOnce> {
     log: Log,
     cursor: Cursor,
     planner: Planner,
     producer: P,
     config: ForwardConfig,
     metrics: Arc<ForwardMetrics>,
+    txn: Option<(TxnSession<B>, LogIdentity)>,
 }
 
 impl<P: KafkaProducer + Clone + 'static> Forwarder<P> {
@@ -175,9 +190,31 @@ impl<P: KafkaProducer + Clone + 'static> Forwarder<P> {
             producer,
             config,
             metrics,
+            txn: None,
         })
     }
 
+    /// Exactly-once delivery: forwards in the transactions of `session` (not initialised
+    /// yet; its producer must be the one given to [`Forwarder::open`]), committing positions
+    /// of the log `identity`.
+    pub fn exactly_once<B: TxnBroker + 'static>(
+        self,
+        session: TxnSession<B>,
+        identity: LogIdentity,
+    ) -> Forwarder<P, B> {
+        Forwarder {
+            log: self.log,
+            cursor: self.cursor,
+            planner: self.planner,
+            producer: self.producer,
+            config: self.config,
+            metrics: self.metrics,
+            txn: Some((session, identity)),
+        }
+    }
+}
+
+impl<P: KafkaProducer + Clone + 'static, B: TxnBroker + 'static> Forwarder<P, B> {
     /// The forwarder's counters, for `/metrics`.
     pub fn metrics(&self) -> Arc<ForwardMetrics> {
         Arc::clone(&self.metrics)
@@ -187,7 +224,9 @@ impl<P: KafkaProducer + Clone + 'static> Forwarder<P> {
     /// (mid-delivery, uncommitted), or the log closes.
     ///
     /// This task reads and commits; a planning task plans up to [`READ_AHEAD`] chunks ahead;
-    /// a sender task sends them and reports how far Kafka acknowledged, in log order.
+    /// a sender task sends them and reports how far Kafka acknowledged, in log order. Under
+    /// exactly-once delivery the stages start again from the committed position after an
+    /// aborted transaction.
     pub async fn run(self, stop: CancellationToken, abort: CancellationToken) {
         let Forwarder {
             log,
@@ -196,6 +235,7 @@ impl<P: KafkaProducer + Clone + 'static> Forwarder<P> {
             producer,
             config,
             metrics,
+            txn,
         } = self;
         let uplink = Uplink::new(
             log.clone(),
@@ -206,11 +246,9 @@ impl<P: KafkaProducer + Clone + 'static> Forwarder<P> {
             cursor = cursor.name(),
             committed = cursor.committed(),
             durable_end = log.durable_end(),
+            exactly_once = txn.is_some(),
             "Kafka forwarder started"
         );
-        let (jobs_tx, jobs_rx) = tokio::sync::mpsc::channel::<Job>(READ_AHEAD);
-        let (reads_tx, reads_rx) = tokio::sync::mpsc::channel::<Read>(1);
-        let (acked_tx, acked_rx) = tokio::sync::watch::channel(cursor.committed());
         let planning = Arc::new(planning::Planning::new(
             planner,
             producer.clone(),
@@ -218,34 +256,92 @@ impl<P: KafkaProducer + Clone + 'static> Forwarder<P> {
             &config,
             Arc::clone(&metrics),
         ));
-        let sender = sender::Sender::new(
-            producer,
-            Arc::clone(&planning),
-            uplink.clone(),
-            config.clone(),
-            Arc::clone(&metrics),
-        );
         let telling = CancellationToken::new();
         let story = tokio::spawn(uplink.clone().tell(telling.clone()));
-        let sending = tokio::spawn(sender.run(jobs_rx, acked_tx, stop.clone(), abort.clone()));
-        let planned = tokio::spawn(planning.run(reads_rx, jobs_tx, abort.clone()));
-
-        let reader = reader::Reader {
+        let mut reader = reader::Reader {
             log: log.clone(),
             cursor,
-            config,
+            config: config.clone(),
             metrics: Arc::clone(&metrics),
-            uplink,
+            uplink: uplink.clone(),
         };
-        let committed = reader.run(reads_tx, acked_rx, &stop, &abort, async {
-            if planned.await.is_err() {
-                tracing::error!("Kafka planning task failed");
+        let either = reader::either(&stop, &abort);
+        let txn = match txn {
+            None => None,
+            Some((session, identity)) => {
+                let txn = Arc::new(Transactions::new(session, identity));
+                match start_transactions(&txn, &producer, &mut reader, &config, &either).await {
+                    Ok(()) => Some(txn),
+                    Err(Halt::Aborted) => None,
+                    Err(Halt::Txn(e)) => {
+                        stopped_for_good(&uplink, &e, &stop, &abort).await;
+                        telling.cancel();
+                        let _ = story.await;
+                        return;
+                    }
+                }
             }
-            if sending.await.is_err() {
-                tracing::error!("Kafka sender task failed");
+        };
+        if either.is_cancelled() {
+            telling.cancel();
+            let _ = story.await;
+            return;
+        }
+        let committed = loop {
+            let (jobs_tx, jobs_rx) = tokio::sync::mpsc::channel::<Job>(READ_AHEAD);
+            let (reads_tx, reads_rx) = tokio::sync::mpsc::channel::<Read>(1);
+            let (acked_tx, acked_rx) = tokio::sync::watch::channel(reader.cursor.committed());
+            let sender = sender::Sender::new(
+                producer.clone(),
+                Arc::clone(&planning),
+                uplink.clone(),
+                config.clone(),
+                Arc::clone(&metrics),
+                txn.clone(),
+            );
+            let sending = tokio::spawn(sender.run(jobs_rx, acked_tx, stop.clone(), abort.clone()));
+            let planned = tokio::spawn(Arc::clone(&planning).run(reads_rx, jobs_tx, abort.clone()));
+            let (committed, ended) = reader
+                .run(reads_tx, acked_rx, &stop, &abort, async {
+                    if planned.await.is_err() {
+                        tracing::error!("Kafka planning task failed");
+                    }
+                    match sending.await {
+                        Ok(end) => end,
+                        Err(_) => {
+                            tracing::error!("Kafka sender task failed");
+                            SenderEnd::Halted(Halt::Aborted)
+                        }
+                    }
+                })
+                .await;
+            let (Some(txn), SenderEnd::Halted(Halt::Txn(error))) = (&txn, ended) else {
+                break committed;
+            };
+            // The transaction cannot go on: abort it, resend from the committed position.
+            match error {
+                TxnError::Abortable { .. } => {
+                    metrics.transactions_aborted.fetch_add(1, Ordering::Relaxed);
+                    metrics.count_error("transaction");
+                    tracing::warn!(error = %error, committed, "Kafka transaction aborted; resending from the committed position");
+                    let aborted = txn.session().await.abort(&either).await;
+                    txn.forget();
+                    match aborted {
+                        Ok(()) => {}
+                        Err(TxnError::Cancelled) => break committed,
+                        Err(e) => {
+                            stopped_for_good(&uplink, &e, &stop, &abort).await;
+                            break committed;
+                        }
+                    }
+                    reader.cursor.seek(committed);
+                }
+                e => {
+                    stopped_for_good(&uplink, &e, &stop, &abort).await;
+                    break committed;
+                }
             }
-        });
-        let committed = committed.await;
+        };
         telling.cancel();
         let _ = story.await;
         let unforwarded = log.durable_end().saturating_sub(committed);
@@ -259,6 +355,123 @@ impl<P: KafkaProducer + Clone + 'static> Forwarder<P> {
                  stay in the log and are sent at the next start"
             );
         }
+    }
+}
+
+/// Exactly-once start: a producer epoch for the transactional.id (fencing older instances and
+/// aborting what they left open), the position topic, the position committed in Kafka, and
+/// where to resume ([`crate::position::resume`]); the cursor is moved there. Retries what a
+/// retry can fix; a fence or a refusal ends it.
+async fn start_transactions<P: KafkaProducer, B: TxnBroker>(
+    txn: &Transactions<B>,
+    producer: &P,
+    reader: &mut reader::Reader,
+    config: &ForwardConfig,
+    cancel: &CancellationToken,
+) -> Result<(), Halt> {
+    txn.session().await.init(cancel).await?;
+    let mut backoff = Backoff::new(config.backoff_min, config.backoff_max);
+    loop {
+        match producer.create_topic(POSITION_TOPIC, 1).await {
+            Ok(_) => break,
+            Err(e) => {
+                tracing::warn!(error = %e, topic = POSITION_TOPIC, "creating the position topic failed; retrying");
+                if sleep_or_cancel(backoff.next_delay(), cancel).await {
+                    return Err(Halt::Aborted);
+                }
+            }
+        }
+    }
+    backoff.reset();
+    // A commit of the previous instance may still be landing: Kafka makes InitProducerId wait
+    // for it (CONCURRENT_TRANSACTIONS), Tansu 0.6 does not and applies the committed offset
+    // after the commit markers (bridge/README.md, "What Tansu 0.6 supports"). So the position
+    // is read until it stays the same for POSITION_SETTLE.
+    let mut kafka = fetch_position(txn, &mut backoff, cancel).await?;
+    for _ in 0..POSITION_SETTLE_ROUNDS {
+        if sleep_or_cancel(POSITION_SETTLE, cancel).await {
+            return Err(Halt::Aborted);
+        }
+        let again = fetch_position(txn, &mut backoff, cancel).await?;
+        if again == kafka {
+            break;
+        }
+        tracing::info!(before = ?kafka, now = ?again, "the position in Kafka moved after the start (a commit of the previous instance landed)");
+        kafka = again;
+    }
+    let cursor = &mut reader.cursor;
+    let resume = crate::position::resume(
+        cursor.committed(),
+        reader.log.durable_end(),
+        kafka.as_ref(),
+        txn.identity(),
+    );
+    if resume.is_suspicious() {
+        tracing::warn!("{resume}");
+    } else {
+        tracing::info!("{resume}");
+    }
+    if let Resume::Kafka { at, .. } = resume {
+        cursor.seek(at);
+        if let Err(e) = cursor.commit(at).await {
+            reader.metrics.count_error("local_log");
+            tracing::error!(error = %e, "committing the Kafka cursor failed");
+        }
+        reader
+            .metrics
+            .committed
+            .store(cursor.committed(), Ordering::Relaxed);
+    }
+    Ok(())
+}
+
+/// How long the position read at start must stay the same (see `start_transactions`).
+const POSITION_SETTLE: Duration = Duration::from_secs(1);
+/// Reads of the position at start at most, after the first.
+const POSITION_SETTLE_ROUNDS: usize = 10;
+
+/// The position committed in Kafka, retried until read.
+async fn fetch_position<B: TxnBroker>(
+    txn: &Transactions<B>,
+    backoff: &mut Backoff,
+    cancel: &CancellationToken,
+) -> Result<Option<crate::position::KafkaPosition>, Halt> {
+    loop {
+        let fetched = txn.session().await.broker().fetch_position().await;
+        match fetched {
+            Ok(kafka) => return Ok(kafka),
+            Err(e) => {
+                tracing::warn!(error = %e, "reading the position committed in Kafka failed; retrying");
+                if sleep_or_cancel(backoff.next_delay(), cancel).await {
+                    return Err(Halt::Aborted);
+                }
+            }
+        }
+    }
+}
+
+/// Exactly-once delivery ended for good (fenced, refused): says so and waits for the broker
+/// to stop. Nothing more is sent; the log keeps everything for the next start.
+async fn stopped_for_good(
+    uplink: &Uplink,
+    error: &TxnError,
+    stop: &CancellationToken,
+    abort: &CancellationToken,
+) {
+    let text = error.to_string();
+    match error {
+        TxnError::Fenced { .. } => {
+            tracing::error!(error = %text, "Kafka forwarding stopped: fenced; restart this gateway once the other one with its node id is gone");
+            uplink.stopped(crate::uplink::UplinkState::Fenced, &text);
+        }
+        _ => {
+            tracing::error!(error = %text, "Kafka forwarding stopped: the transactional protocol was refused; fix the cause and restart (or use kafka.delivery = \"at_least_once\")");
+            uplink.stopped(crate::uplink::UplinkState::AuthFailed, &text);
+        }
+    }
+    tokio::select! {
+        _ = stop.cancelled() => {}
+        _ = abort.cancelled() => {}
     }
 }
 

@@ -38,14 +38,14 @@ impl Reader {
     /// Reads chunks into `reads` and commits what `acked` reports, until `stop` or `abort`
     /// (or the log closes, or the later stages stop); then lets `stages` finish, commits what
     /// they acknowledged last and returns the committed offset.
-    pub async fn run(
-        mut self,
+    pub async fn run<T>(
+        &mut self,
         reads: mpsc::Sender<Read>,
         mut acked: watch::Receiver<u64>,
         stop: &CancellationToken,
         abort: &CancellationToken,
-        stages: impl Future<Output = ()>,
-    ) -> u64 {
+        stages: impl Future<Output = T>,
+    ) -> (u64, T) {
         let stopped = either(stop, abort);
         let mut read_backoff = Backoff::new(self.config.backoff_min, self.config.backoff_max);
         let mut last_commit = Instant::now();
@@ -93,10 +93,10 @@ impl Reader {
         }
         drop(reads);
         stopped.cancel();
-        stages.await;
+        let ended = stages.await;
         let position = *acked.borrow();
         commit(&mut self.cursor, &self.metrics, position).await;
-        self.cursor.committed()
+        (self.cursor.committed(), ended)
     }
 
     /// Makes a chunk of `records`: lingers and tops it up if it caught up with the log.
@@ -168,7 +168,7 @@ impl Reader {
 }
 
 /// A token cancelled when either `a` or `b` is.
-fn either(a: &CancellationToken, b: &CancellationToken) -> CancellationToken {
+pub(super) fn either(a: &CancellationToken, b: &CancellationToken) -> CancellationToken {
     let both = CancellationToken::new();
     let (a, b, out) = (a.clone(), b.clone(), both.clone());
     tokio::spawn(async move {

@@ -25,12 +25,14 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+use super::exactly_once::Transactions;
 use super::pace::Pace;
 use super::planning::Planning;
 use super::{CHUNKS_IN_FLIGHT, ForwardConfig, Job, Read};
 use crate::dead_letter::{self, DeadLetter};
 use crate::metrics::ForwardMetrics;
 use crate::plan::PartitionBatch;
+use crate::producer::txn::{TxnBroker, TxnError};
 use crate::producer::{Attempt, ErrorClass, KafkaProducer, ProduceAck, ProduceError};
 use crate::topition::Topition;
 use crate::uplink::{Mark, Retry, Uplink};
@@ -38,6 +40,39 @@ use crate::uplink::{Mark, Retry, Uplink};
 /// Delivery was interrupted by `abort`.
 #[derive(Debug)]
 pub(super) struct Aborted;
+
+/// Why the sender stopped before its input ended.
+#[derive(Debug)]
+pub(super) enum Halt {
+    /// `abort`.
+    Aborted,
+    /// Exactly-once delivery: the transaction cannot go on (or this producer was fenced).
+    Txn(TxnError),
+}
+
+impl From<Aborted> for Halt {
+    fn from(_: Aborted) -> Self {
+        Halt::Aborted
+    }
+}
+
+impl From<TxnError> for Halt {
+    fn from(e: TxnError) -> Self {
+        match e {
+            TxnError::Cancelled => Halt::Aborted,
+            e => Halt::Txn(e),
+        }
+    }
+}
+
+/// How the sender ended.
+#[derive(Debug)]
+pub(super) enum SenderEnd {
+    /// Its input ended and everything was settled (and committed).
+    Finished,
+    /// Halted (see [`Halt`]).
+    Halted(Halt),
+}
 
 /// What to do with a batch Kafka did not take.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -106,25 +141,31 @@ enum Event {
     Abort,
     Answered(Vec<Result<i64, ProduceError>>),
     Job(Option<Job>),
+    /// Exactly-once: the open transaction is due.
+    TxnDue,
 }
 
 /// The sending stage (see the module docs).
-pub(super) struct Sender<P> {
+pub(super) struct Sender<P, B> {
     producer: P,
     planning: Arc<Planning<P>>,
     uplink: Uplink,
     config: ForwardConfig,
     metrics: Arc<ForwardMetrics>,
+    /// Exactly-once delivery: the transactions chunks are sent in.
+    txn: Option<Arc<Transactions<B>>>,
 }
 
-impl<P: KafkaProducer + Clone + 'static> Sender<P> {
-    /// Sends through `producer`; `planning` plans records again whose partition vanished.
+impl<P: KafkaProducer + Clone + 'static, B: TxnBroker> Sender<P, B> {
+    /// Sends through `producer`; `planning` plans records again whose partition vanished;
+    /// inside transactions when `txn` is given.
     pub fn new(
         producer: P,
         planning: Arc<Planning<P>>,
         uplink: Uplink,
         config: ForwardConfig,
         metrics: Arc<ForwardMetrics>,
+        txn: Option<Arc<Transactions<B>>>,
     ) -> Self {
         Self {
             producer,
@@ -132,28 +173,78 @@ impl<P: KafkaProducer + Clone + 'static> Sender<P> {
             uplink,
             config,
             metrics,
+            txn,
         }
     }
 
+    /// Exactly-once: commits the open transaction and reports its position.
+    async fn commit(
+        &self,
+        txn: &Transactions<B>,
+        acked: &watch::Sender<u64>,
+        abort: &CancellationToken,
+    ) -> Result<(), Halt> {
+        if let Some(next) = txn.commit(abort).await? {
+            self.metrics.transactions.fetch_add(1, Ordering::Relaxed);
+            acked.send_replace(next);
+        }
+        Ok(())
+    }
+
     /// Sends jobs in order until the planner hangs up (and everything is settled) or `abort`;
-    /// reports the position after each acknowledged chunk on `acked`.
+    /// reports the position after each acknowledged (exactly-once: committed) chunk on `acked`.
     pub async fn run(
         self,
-        mut jobs: mpsc::Receiver<Job>,
+        jobs: mpsc::Receiver<Job>,
         acked: watch::Sender<u64>,
         stop: CancellationToken,
         abort: CancellationToken,
-    ) {
-        let mut pace = Pace::new(self.config.max_bytes_per_sec);
+    ) -> SenderEnd {
         let mut in_flight: VecDeque<SentChunk> = VecDeque::new();
+        let end = self
+            .deliver(jobs, &acked, &stop, &abort, &mut in_flight)
+            .await;
+        // Answers still awaited belong to a transaction that is aborted, or to a shutdown:
+        // nobody waits for them.
+        for chunk in in_flight {
+            chunk.answers.abort();
+        }
+        match end {
+            Ok(()) => SenderEnd::Finished,
+            Err(halt) => SenderEnd::Halted(halt),
+        }
+    }
+
+    async fn deliver(
+        &self,
+        mut jobs: mpsc::Receiver<Job>,
+        acked: &watch::Sender<u64>,
+        stop: &CancellationToken,
+        abort: &CancellationToken,
+        in_flight: &mut VecDeque<SentChunk>,
+    ) -> Result<(), Halt> {
+        let mut pace = Pace::new(self.config.max_bytes_per_sec);
         let mut open = true;
         // A batch was refused before it left: start nothing new until it is settled.
         let mut held = false;
         loop {
-            if !open && in_flight.is_empty() {
-                return;
+            let txn_due = self.txn.as_ref().is_some_and(|t| t.due());
+            if let Some(txn) = &self.txn
+                && in_flight.is_empty()
+                && txn.is_open()
+                && (txn_due || !open)
+            {
+                self.commit(txn, acked, abort).await?;
+                continue;
             }
-            let room = open && !held && in_flight.len() < CHUNKS_IN_FLIGHT;
+            if !open && in_flight.is_empty() {
+                return Ok(());
+            }
+            let room = open && !held && !txn_due && in_flight.len() < CHUNKS_IN_FLIGHT;
+            let deadline = match &self.txn {
+                Some(txn) if in_flight.is_empty() => txn.deadline(),
+                _ => None,
+            };
             let event = {
                 let front = in_flight.front_mut().map(|c| &mut c.answers);
                 tokio::select! {
@@ -165,24 +256,29 @@ impl<P: KafkaProducer + Clone + 'static> Sender<P> {
                             None => std::future::pending().await,
                         }
                     } => Event::Answered(r.unwrap_or_default()),
+                    _ = async {
+                        match deadline {
+                            Some(d) => tokio::time::sleep_until(d.into()).await,
+                            None => std::future::pending().await,
+                        }
+                    } => Event::TxnDue,
                     j = jobs.recv(), if room => Event::Job(j),
                 }
             };
             match event {
                 Event::Abort => {
                     tracing::debug!("Kafka sender aborted; the chunks in flight stay uncommitted");
-                    return;
+                    return Err(Halt::Aborted);
                 }
+                Event::TxnDue => {}
                 Event::Job(None) => open = false,
                 Event::Job(Some(job)) => {
-                    let Ok(chunk) = self.start(job, in_flight.is_empty(), &abort).await else {
-                        return;
-                    };
+                    let chunk = self.start(job, in_flight.is_empty(), abort).await?;
                     held |= chunk.refused_at_once;
                     let bytes = chunk.bytes;
                     in_flight.push_back(chunk);
                     if !stop.is_cancelled() {
-                        pace.wait(bytes, &abort).await;
+                        pace.wait(bytes, abort).await;
                     }
                 }
                 Event::Answered(answers) => {
@@ -194,7 +290,7 @@ impl<P: KafkaProducer + Clone + 'static> Sender<P> {
                     if all_ok {
                         self.uplink.succeeded(front.mark);
                         let records = front.batches.iter().map(|b| b.records.len()).sum();
-                        self.complete(front.done(), records, &acked);
+                        self.complete(front.done(), records, acked);
                         self.note_oldest(in_flight.front().map(|c| &c.read));
                         continue;
                     }
@@ -203,16 +299,14 @@ impl<P: KafkaProducer + Clone + 'static> Sender<P> {
                     while let Some(mut chunk) = in_flight.pop_front() {
                         let answers = tokio::select! {
                             biased;
-                            _ = abort.cancelled() => return,
+                            _ = abort.cancelled() => return Err(Halt::Aborted),
                             r = &mut chunk.answers => r.unwrap_or_default(),
                         };
                         settling.push((chunk, answers));
                     }
                     for (chunk, answers) in settling {
                         self.note_oldest(Some(&chunk.read));
-                        if self.settle(chunk, answers, &acked, &abort).await.is_err() {
-                            return;
-                        }
+                        self.settle(chunk, answers, acked, abort).await?;
                     }
                     held = false;
                 }
@@ -227,10 +321,10 @@ impl<P: KafkaProducer + Clone + 'static> Sender<P> {
         job: Job,
         first_in_flight: bool,
         abort: &CancellationToken,
-    ) -> Result<SentChunk, Aborted> {
+    ) -> Result<SentChunk, Halt> {
         let encoded = tokio::select! {
             biased;
-            _ = abort.cancelled() => return Err(Aborted),
+            _ = abort.cancelled() => return Err(Halt::Aborted),
             r = job.encoding => r,
         };
         let (plan, encoded) = match encoded {
@@ -244,6 +338,9 @@ impl<P: KafkaProducer + Clone + 'static> Sender<P> {
                 Vec::new(),
             ),
         };
+        if let Some(txn) = &self.txn {
+            txn.add(&plan, abort).await?;
+        }
         if first_in_flight {
             self.note_oldest(Some(&job.read));
         }
@@ -260,7 +357,7 @@ impl<P: KafkaProducer + Clone + 'static> Sender<P> {
             let encoded = encoded.next().flatten();
             let ack = tokio::select! {
                 biased;
-                _ = abort.cancelled() => return Err(Aborted),
+                _ = abort.cancelled() => return Err(Halt::Aborted),
                 a = self.producer.send(&b.tp, &b.records, encoded, Attempt::First) => a,
             };
             refused_at_once |= ack.failed_at_once();
@@ -298,7 +395,7 @@ impl<P: KafkaProducer + Clone + 'static> Sender<P> {
         answers: Vec<Result<i64, ProduceError>>,
         acked: &watch::Sender<u64>,
         abort: &CancellationToken,
-    ) -> Result<(), Aborted> {
+    ) -> Result<(), Halt> {
         self.uplink.outcome(chunk.mark, &answers);
         let SentChunk {
             read,
@@ -340,7 +437,7 @@ impl<P: KafkaProducer + Clone + 'static> Sender<P> {
         records: &[Record],
         mut pending: Vec<(PartitionBatch, ProduceError)>,
         abort: &CancellationToken,
-    ) -> Result<(usize, Vec<DeadLetter>), Aborted> {
+    ) -> Result<(usize, Vec<DeadLetter>), Halt> {
         let mut retry = Retry::new(self.config.backoff_min, self.config.backoff_max);
         let mut delivered = 0;
         let mut dead = Vec::new();
@@ -351,6 +448,13 @@ impl<P: KafkaProducer + Clone + 'static> Sender<P> {
             let mut round: Vec<PartitionBatch> = Vec::with_capacity(pending.len());
             let mut replan: Vec<u64> = Vec::new();
             let mut wait: Option<ProduceError> = None;
+            if let Some(txn) = &self.txn {
+                // A failure that ends the transaction ends this delivery: the forwarder aborts
+                // it and resends from the committed position.
+                for (_, error) in &pending {
+                    txn.produce_failed(error, abort).await?;
+                }
+            }
             for (mut batch, error) in pending.drain(..) {
                 match Step::after(&error, batch.records.len()) {
                     Step::Resend => {
@@ -398,7 +502,7 @@ impl<P: KafkaProducer + Clone + 'static> Sender<P> {
                 quick_rounds = 0;
                 retry.failed(Some(&error));
                 if self.uplink.pause(&self.producer, &mut retry, abort).await {
-                    return Err(Aborted);
+                    return Err(Halt::Aborted);
                 }
             } else {
                 quick_rounds += 1;
@@ -503,7 +607,13 @@ impl<P: KafkaProducer + Clone + 'static> Sender<P> {
         m.bytes.fetch_add(done.bytes, Ordering::Relaxed);
         m.batches.fetch_add(1, Ordering::Relaxed);
         m.unrouted.fetch_add(done.unrouted, Ordering::Relaxed);
-        acked.send_replace(done.next);
+        match &self.txn {
+            // Reported when its transaction commits.
+            Some(txn) => txn.completed(done.next, records),
+            None => {
+                acked.send_replace(done.next);
+            }
+        }
     }
 
     /// Points `oldest_pending_ms` at the first record of `read` (the oldest not acknowledged).

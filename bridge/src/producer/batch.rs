@@ -31,6 +31,9 @@ pub struct BatchIdentity {
     pub producer_epoch: i16,
     /// Sequence number of the first record, or -1.
     pub base_sequence: i32,
+    /// Part of a Kafka transaction (attributes bit 4): read_committed consumers see the batch
+    /// only once its transaction commits.
+    pub transactional: bool,
 }
 
 impl Default for BatchIdentity {
@@ -39,9 +42,13 @@ impl Default for BatchIdentity {
             producer_id: -1,
             producer_epoch: -1,
             base_sequence: -1,
+            transactional: false,
         }
     }
 }
+
+/// The attributes bit of a transactional batch.
+const TRANSACTIONAL_BIT: u8 = 0x10;
 
 /// Byte offset of the producer id in the batch header (then the epoch and the base sequence).
 const IDENTITY_AT: usize = 43;
@@ -129,6 +136,12 @@ fn stamp(batch: &mut [u8], identity: BatchIdentity) {
         .copy_from_slice(&identity.producer_epoch.to_be_bytes());
     batch[IDENTITY_AT + 10..IDENTITY_AT + 14]
         .copy_from_slice(&identity.base_sequence.to_be_bytes());
+    // attributes is an i16 at CRC_START; the transactional bit is in its low byte.
+    if identity.transactional {
+        batch[CRC_START + 1] |= TRANSACTIONAL_BIT;
+    } else {
+        batch[CRC_START + 1] &= !TRANSACTIONAL_BIT;
+    }
     let crc = crc32c::crc32c(&batch[CRC_START..]);
     batch[17..CRC_START].copy_from_slice(&crc.to_be_bytes());
 }
@@ -408,6 +421,7 @@ mod tests {
                 producer_id: 77,
                 producer_epoch: 3,
                 base_sequence: 1000,
+                transactional: true,
             };
             encode_batch(&input, codec, id, &mut scratch, &mut out).unwrap();
             let mut bytes = out.freeze();
@@ -424,6 +438,10 @@ mod tests {
                 assert_eq!(got.producer_id, 77);
                 assert_eq!(got.producer_epoch, 3);
                 assert_eq!(got.sequence, 1000 + i as i32);
+                assert!(
+                    got.transactional && !got.control,
+                    "{codec:?}: attributes bit 4"
+                );
                 let headers: Vec<(String, Option<Bytes>)> = got
                     .headers
                     .iter()
@@ -499,11 +517,13 @@ mod tests {
                     producer_id: 77,
                     producer_epoch: 3,
                     base_sequence: 1000,
+                    transactional: false,
                 },
                 BatchIdentity {
                     producer_id: i64::MAX - 5,
                     producer_epoch: i16::MAX,
                     base_sequence: i32::MAX - 10,
+                    transactional: true,
                 },
             ] {
                 let mut want = BytesMut::new();

@@ -22,7 +22,7 @@ use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProdu
 use kafka_protocol::messages::{
     ApiKey, CreateTopicsRequest, CreateTopicsResponse, InitProducerIdRequest,
     InitProducerIdResponse, MetadataRequest, MetadataResponse, ProduceRequest, ProduceResponse,
-    ProducerId, TopicName,
+    ProducerId, TopicName, TransactionalId,
 };
 use kafka_protocol::protocol::StrBytes;
 use parking_lot::Mutex;
@@ -80,6 +80,10 @@ pub struct ProducerConfig {
     pub tls: Option<TlsSettings>,
     /// SASL authentication on every connection; `None`: none.
     pub sasl: Option<SaslSettings>,
+    /// Exactly-once delivery: the transactional.id every Produce carries. Producer id and
+    /// epoch then come from the transaction session ([`super::txn_wire::TxnWire`]), never
+    /// from an InitProducerId of the producer's own, and batches are marked transactional.
+    pub transactional_id: Option<String>,
 }
 
 impl ProducerConfig {
@@ -101,6 +105,7 @@ impl ProducerConfig {
             max_in_flight: 5,
             tls: None,
             sasl: None,
+            transactional_id: None,
         }
     }
 }
@@ -222,6 +227,11 @@ impl WireProducer {
         &self.inner.config
     }
 
+    /// The connection settings (timeouts, TLS, SASL) every connection uses.
+    pub(super) fn limits(&self) -> &ConnLimits {
+        &self.inner.limits
+    }
+
     /// Whether the brokers accept our SASL credentials (`None` without SASL).
     pub fn sasl_status(&self) -> Option<Arc<SaslStatus>> {
         self.inner
@@ -314,11 +324,26 @@ impl WireProducer {
         })
     }
 
+    /// Starts the session of a new transaction epoch (the transaction session got `identity`
+    /// from InitProducerId with the transactional.id).
+    pub(crate) fn start_transactional_session(&self, identity: ProducerIdentity) {
+        self.inner
+            .sequencer
+            .lock()
+            .restart_session(identity.producer_id, identity.epoch);
+    }
+
     /// Starts a producer session if the sequencer needs one.
     async fn ensure_session(&self) -> Result<(), ProduceError> {
         let _one = self.inner.session_start.lock().await;
         if !self.inner.sequencer.lock().needs_session() {
             return Ok(());
+        }
+        if let Some(id) = &self.inner.config.transactional_id {
+            // Only the transaction session may start an epoch (it aborts and resends).
+            return Err(ProduceError::NoTransaction {
+                transactional_id: id.clone(),
+            });
         }
         match self.init_producer_id().await {
             Ok(id) => {
@@ -377,7 +402,7 @@ impl WireProducer {
     /// A kept connection that turns out dead (the broker restarted since, or the renewal of
     /// its SASL session failed) is replaced once right away, so the first request after an
     /// outage does not fail for it; a connection left unusable is never kept.
-    async fn bootstrap_call<Req, Resp>(
+    pub(super) async fn bootstrap_call<Req, Resp>(
         &self,
         api: ApiKey,
         name: &'static str,
@@ -591,10 +616,11 @@ impl WireProducer {
             .map_err(|e| (e, None))?;
         // Assigned under the slot lock: batches to one partition get consecutive sequence
         // numbers in the order they are written.
-        let identity = self
+        let mut identity = self
             .assign(ticket, records.len())
             .await
             .map_err(|e| (e, None))?;
+        identity.transactional = self.inner.config.transactional_id.is_some();
         let out = match encoded.filter(|e| {
             e.count() == records.len() && e.compression() == self.inner.config.compression
         }) {
@@ -622,6 +648,13 @@ impl WireProducer {
             ));
         }
         let req = ProduceRequest::default()
+            .with_transactional_id(
+                self.inner
+                    .config
+                    .transactional_id
+                    .as_ref()
+                    .map(|id| TransactionalId(StrBytes::from_string(id.clone()))),
+            )
             .with_acks(-1)
             .with_timeout_ms(self.timeout_ms())
             .with_topic_data(vec![

@@ -29,6 +29,7 @@ pub mod sasl;
 pub mod sequence;
 pub mod tls;
 pub mod txn;
+pub mod txn_wire;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -297,6 +298,15 @@ pub enum ProduceError {
         /// What went wrong.
         reason: String,
     },
+    /// Exactly-once delivery: the producer epoch of the transaction is no longer usable
+    /// (the broker refused its state); the transaction must be aborted and resent.
+    #[error(
+        "the transactional producer {transactional_id:?} needs a new transaction epoch; the transaction is aborted and resent"
+    )]
+    NoTransaction {
+        /// The transactional.id.
+        transactional_id: String,
+    },
     /// A record batch or request could not be encoded.
     #[error("encoding {what}: {reason}")]
     Encode {
@@ -398,7 +408,8 @@ impl ProduceError {
             | ProduceError::Timeout { .. }
             | ProduceError::NoLeader { .. }
             | ProduceError::Authentication { .. }
-            | ProduceError::Blocked { .. } => ErrorClass::Retriable,
+            | ProduceError::Blocked { .. }
+            | ProduceError::NoTransaction { .. } => ErrorClass::Retriable,
             ProduceError::Broker { code, .. } => classify_code(*code),
             ProduceError::UnknownPartition { .. } => ErrorClass::UnknownTopic,
             ProduceError::BatchTooLarge { .. } => ErrorClass::Rejected,

@@ -142,6 +142,18 @@ impl Sequencer {
         }
     }
 
+    /// Starts the session of a new transaction epoch (exactly-once delivery, after
+    /// InitProducerId with the transactional.id): every partition's sequence restarts at 0 and
+    /// its failure is forgotten, since the aborted transaction's batches are resent as new
+    /// ones from the committed position.
+    pub fn restart_session(&mut self, producer_id: i64, epoch: i16) {
+        self.session = Session::Active { producer_id, epoch };
+        for state in self.partitions.values_mut() {
+            state.next_sequence = 0;
+            state.failed = None;
+        }
+    }
+
     /// The cluster refused InitProducerId (e.g. no IdempotentWrite ACL): go on without.
     pub fn go_without_sessions(&mut self) {
         self.session = Session::Off;
@@ -207,6 +219,7 @@ impl Sequencer {
             producer_id,
             producer_epoch: epoch,
             base_sequence,
+            transactional: false,
         })
     }
 

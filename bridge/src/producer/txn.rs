@@ -181,6 +181,29 @@ pub enum TxnReply {
 pub trait TxnBroker: Send + Sync {
     /// Sends one request and waits for its reply.
     fn call(&self, request: TxnRequest) -> impl Future<Output = TxnReply> + Send;
+
+    /// The position the forwarder's group committed (OffsetFetch, stable offsets only);
+    /// Ok(None) if none.
+    fn fetch_position(
+        &self,
+    ) -> impl Future<Output = Result<Option<crate::position::KafkaPosition>, super::ProduceError>> + Send;
+}
+
+/// The transport of a forwarder without transactions (at-least-once delivery): it has no
+/// value, so it is never called.
+#[derive(Debug)]
+pub enum AtLeastOnce {}
+
+impl TxnBroker for AtLeastOnce {
+    async fn call(&self, _request: TxnRequest) -> TxnReply {
+        match *self {}
+    }
+
+    async fn fetch_position(
+        &self,
+    ) -> Result<Option<crate::position::KafkaPosition>, super::ProduceError> {
+        match *self {}
+    }
 }
 
 /// The step a reply answers, for [`react`].
@@ -927,6 +950,12 @@ mod tests {
                 }),
                 _ => TxnReply::Ok,
             }
+        }
+
+        async fn fetch_position(
+            &self,
+        ) -> Result<Option<crate::position::KafkaPosition>, crate::producer::ProduceError> {
+            Ok(None)
         }
     }
 

@@ -395,6 +395,12 @@ pub struct KafkaSection {
     pub max_bytes_per_sec: Option<ByteSize>,
     /// Idempotent producer (producer id + sequence numbers).
     pub idempotent: bool,
+    /// `at_least_once` (the default: any Kafka-compatible broker) or `exactly_once` (Kafka
+    /// transactions with the position inside them; consumers read with
+    /// `isolation.level=read_committed`).
+    pub delivery: String,
+    /// Exactly-once: how long Kafka lets a transaction stay open before aborting it.
+    pub transaction_timeout: HumanDuration,
     /// Where records Kafka refuses for good go: a file path (default `<data_dir>/dead-letter`)
     /// or `kafka:<topic>`.
     pub dead_letter: Option<String>,
@@ -439,6 +445,8 @@ impl Default for KafkaSection {
             outage_log_interval: HumanDuration(Duration::from_secs(60)),
             max_bytes_per_sec: None,
             idempotent: true,
+            delivery: "at_least_once".to_owned(),
+            transaction_timeout: HumanDuration(Duration::from_secs(60)),
             dead_letter: None,
             auto_create_topics: false,
             auto_create_partitions: 1,
@@ -1361,6 +1369,38 @@ impl Config {
         if let Err(e) = k.compression.parse::<Compression>() {
             found.invalid("kafka.compression", e.to_string());
         }
+        match k.delivery.as_str() {
+            "at_least_once" => {}
+            "exactly_once" => {
+                if !k.idempotent {
+                    found.invalid(
+                        "kafka.idempotent",
+                        "must be true with kafka.delivery = \"exactly_once\"",
+                    );
+                }
+                if k.dead_letter
+                    .as_deref()
+                    .is_some_and(|d| d.starts_with("kafka:"))
+                {
+                    found.invalid(
+                        "kafka.dead_letter",
+                        "a dead-letter topic is not supported with kafka.delivery = \"exactly_once\" yet; use a file",
+                    );
+                }
+            }
+            other => found.invalid(
+                "kafka.delivery",
+                format!("{other:?}: expected \"at_least_once\" or \"exactly_once\""),
+            ),
+        }
+        if k.transaction_timeout.0 < Duration::from_secs(1)
+            || k.transaction_timeout.0 > Duration::from_secs(15 * 60)
+        {
+            found.invalid(
+                "kafka.transaction_timeout",
+                "must be between 1s and 15m (Kafka's default transaction.max.timeout.ms)",
+            );
+        }
         if k.client_id.as_deref().is_some_and(str::is_empty) {
             found.invalid("kafka.client_id", "must not be empty");
         }
@@ -1484,9 +1524,22 @@ impl Config {
         config.max_request_bytes =
             usize::try_from(k.max_request_bytes.bytes()).unwrap_or(usize::MAX);
         config.idempotent = k.idempotent;
+        if self.exactly_once() {
+            config.transactional_id = Some(self.transactional_id());
+        }
         config.tls = self.kafka_tls_settings();
         config.sasl = self.kafka_sasl_settings();
         config
+    }
+
+    /// True with `[kafka] delivery = "exactly_once"`.
+    pub fn exactly_once(&self) -> bool {
+        self.kafka.delivery == "exactly_once"
+    }
+
+    /// The transactional.id of exactly-once delivery: `edge-bridge.<node.id>`.
+    pub fn transactional_id(&self) -> String {
+        format!("edge-bridge.{}", self.node.id)
     }
 
     /// The forwarder settings of `[kafka]`.
