@@ -568,10 +568,21 @@ pub fn kafka_txn(bootstrap: &str, args: &[&str]) -> serde_json::Value {
     )
 }
 
-/// [`read_topic`] that returns what was read when fewer than `expect` records arrived within
-/// its timeout (instead of failing), so a caller can say which are missing.
-pub fn read_topic_available(bootstrap: &str, topic: &str, expect: usize) -> Vec<ReadRecord> {
-    read_topic_with(bootstrap, topic, expect, &["--partial-ok"])
+/// [`read_topic`] within `timeout` that returns what was read when fewer than `expect`
+/// records arrived in time (instead of failing), so a caller can say which are missing.
+pub fn read_topic_available(
+    bootstrap: &str,
+    topic: &str,
+    expect: usize,
+    timeout: Duration,
+) -> Vec<ReadRecord> {
+    let secs = timeout.as_secs().max(1).to_string();
+    read_topic_with(
+        bootstrap,
+        topic,
+        expect,
+        &["--partial-ok", "--timeout", &secs],
+    )
 }
 
 fn read_topic_with(bootstrap: &str, topic: &str, expect: usize, extra: &[&str]) -> Vec<ReadRecord> {
@@ -593,7 +604,11 @@ fn read_topic_with(bootstrap: &str, topic: &str, expect: usize, extra: &[&str]) 
             "--expect",
             &expect.to_string(),
         ])
-        .args(["--timeout", "60"])
+        .args(if extra.contains(&"--timeout") {
+            &[][..]
+        } else {
+            &["--timeout", "60"][..]
+        })
         .args(&extra)
         .output()
         .unwrap_or_else(|e| panic!("running {}: {e}", script.display()));

@@ -3,7 +3,8 @@
 //! ten, then every acknowledged message looked for in Kafka.
 //!
 //! `cargo build --workspace && cargo run -p edge-tests --bin soak -- [--minutes 60] [--rate 100]
-//! [--flap-every 180] [--down-for 20] [--kill-every 600] [--sample-every 30] [--durable-kafka 1]` (times in seconds)
+//! [--flap-every 180] [--down-for 20] [--kill-every 600] [--sample-every 30] [--durable-kafka 1] [--read-timeout 1800]` (times in
+//! seconds)
 //!
 //! Prints one row per sample (broker RSS, open file descriptors, bytes in the data directory,
 //! messages acknowledged, forwarder lag) and a summary; exits 1 if an acknowledged message is
@@ -33,6 +34,8 @@ struct Plan {
     sample_every: Duration,
     /// Tansu on S3 storage (restarts keep the topic) rather than in memory (no flaps then).
     durable_kafka: bool,
+    /// How long reading everything back may take.
+    read_timeout: Duration,
 }
 
 impl Plan {
@@ -45,12 +48,13 @@ impl Plan {
             kill_every: Duration::from_secs(600),
             sample_every: Duration::from_secs(30),
             durable_kafka: true,
+            read_timeout: Duration::from_secs(1800),
         };
         let args: Vec<String> = std::env::args().skip(1).collect();
         for pair in args.chunks(2) {
             let [flag, value] = pair else {
                 panic!(
-                    "usage: soak [--minutes N] [--rate PER_S] [--flap-every MIN] [--down-for S] [--kill-every MIN] [--sample-every S]"
+                    "usage: soak [--minutes N] [--rate PER_S] [--flap-every S] [--down-for S] [--kill-every S] [--sample-every S] [--durable-kafka 0/1] [--read-timeout S]"
                 );
             };
             let n: u64 = value
@@ -64,6 +68,7 @@ impl Plan {
                 "--kill-every" => plan.kill_every = Duration::from_secs(n),
                 "--sample-every" => plan.sample_every = Duration::from_secs(n),
                 "--durable-kafka" => plan.durable_kafka = n != 0,
+                "--read-timeout" => plan.read_timeout = Duration::from_secs(n),
                 other => panic!("unknown flag {other}"),
             }
         }
@@ -233,7 +238,8 @@ fn main() {
     publishing.stop();
     acked.extend(&publishing.acked);
     wait_forwarded(broker.listen_addr("metrics.listen"));
-    let records = read_topic_available(&bootstrap, TOPIC, acked.len());
+    // Tansu on S3 serves a topic of many small batch objects slowly: give the read time.
+    let records = read_topic_available(&bootstrap, TOPIC, acked.len(), plan.read_timeout);
     let got: BTreeSet<u64> = records.iter().map(msg_number).collect();
     let missing: Vec<u64> = acked.difference(&got).copied().collect();
     let duplicates = records.len() - got.len();
