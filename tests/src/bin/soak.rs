@@ -146,7 +146,7 @@ fn publisher(broker: &Broker, plan: &Plan, life: u32) -> Publisher {
     )
 }
 
-fn main() {
+fn main() -> std::process::ExitCode {
     let plan = Plan::from_args();
     let mut tansu = if plan.durable_kafka {
         Tansu::start_durable()
@@ -272,8 +272,11 @@ fn main() {
             e.2 = e.2.max(r.offset);
         }
         println!("  read per partition (count, first offset, last offset): {per_partition:?}");
-        std::process::exit(1);
+        // Returned, not `process::exit`: the peers (Tansu, its S3 emulator) are stopped by
+        // their guards' drops, which `exit` would skip and leave them running.
+        return std::process::ExitCode::FAILURE;
     }
+    std::process::ExitCode::SUCCESS
 }
 
 /// The maxima of the first and last quarter of the run, side by side.
