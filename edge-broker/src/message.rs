@@ -74,6 +74,21 @@ pub mod qos_byte {
     }
 }
 
+/// The calendar date (year, month 1–12, day 1–31, proleptic Gregorian) of `days` since
+/// 1970-01-01: Howard Hinnant's `civil_from_days`, for the UTC timestamps the broker prints and
+/// names files by (no date crate for two call sites).
+pub fn civil_from_days(days: u64) -> (i64, i64, i64) {
+    let z = days as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    (yoe + era * 400 + i64::from(month <= 2), month, day)
+}
+
 /// Current wall-clock time in unix milliseconds.
 pub fn now_ms() -> u64 {
     SystemTime::now()
