@@ -3,8 +3,8 @@
 //! ten, then every acknowledged message looked for in Kafka.
 //!
 //! `cargo build --workspace && cargo run -p edge-tests --bin soak -- [--minutes 60] [--rate 100]
-//! [--flap-every 180] [--down-for 20] [--kill-every 600] [--sample-every 30] [--durable-kafka 1] [--read-timeout 1800]` (times in
-//! seconds)
+//! [--flap-every 180] [--down-for 20] [--kill-every 600] [--sample-every 30] [--durable-kafka 1] [--read-timeout 1800]
+//! [--linger-ms 1000]` (times in seconds unless named)
 //!
 //! Prints one row per sample (broker RSS, open file descriptors, bytes in the data directory,
 //! messages acknowledged, forwarder lag) and a summary; exits 1 if an acknowledged message is
@@ -36,6 +36,10 @@ struct Plan {
     durable_kafka: bool,
     /// How long reading everything back may take.
     read_timeout: Duration,
+    /// The forwarder's `[kafka] linger`: how long a chunk that caught up waits for more. At a
+    /// sensor's rate a short linger sends a batch per record, and Tansu on S3 keeps one object
+    /// per batch — hundreds of thousands in an hour, which it then serves too slowly to read back.
+    linger: Duration,
 }
 
 impl Plan {
@@ -49,12 +53,13 @@ impl Plan {
             sample_every: Duration::from_secs(30),
             durable_kafka: true,
             read_timeout: Duration::from_secs(1800),
+            linger: Duration::from_millis(1000),
         };
         let args: Vec<String> = std::env::args().skip(1).collect();
         for pair in args.chunks(2) {
             let [flag, value] = pair else {
                 panic!(
-                    "usage: soak [--minutes N] [--rate PER_S] [--flap-every S] [--down-for S] [--kill-every S] [--sample-every S] [--durable-kafka 0/1] [--read-timeout S]"
+                    "usage: soak [--minutes N] [--rate PER_S] [--flap-every S] [--down-for S] [--kill-every S] [--sample-every S] [--durable-kafka 0/1] [--read-timeout S] [--linger-ms MS]"
                 );
             };
             let n: u64 = value
@@ -69,6 +74,7 @@ impl Plan {
                 "--sample-every" => plan.sample_every = Duration::from_secs(n),
                 "--durable-kafka" => plan.durable_kafka = n != 0,
                 "--read-timeout" => plan.read_timeout = Duration::from_secs(n),
+                "--linger-ms" => plan.linger = Duration::from_millis(n),
                 other => panic!("unknown flag {other}"),
             }
         }
@@ -117,10 +123,11 @@ fn disk_bytes(dir: &Path) -> u64 {
     total
 }
 
-fn config(bootstrap: &str) -> String {
+fn config(bootstrap: &str, linger: Duration) -> String {
+    let linger = linger.as_millis();
     format!(
         "[log]\nsegment_bytes = \"4MiB\"\n\
-         [kafka]\nbrokers = [\"{bootstrap}\"]\nlinger = \"5ms\"\nrequest_timeout = \"3s\"\n\
+         [kafka]\nbrokers = [\"{bootstrap}\"]\nlinger = \"{linger}ms\"\nrequest_timeout = \"3s\"\n\
          retry_backoff_min = \"50ms\"\nretry_backoff_max = \"2s\"\n\
          [[route]]\nmqtt = \"sensors/+/t\"\nkafka_topic = \"{TOPIC}\"\nkey = \"{{topic.2}}\"\n"
     )
@@ -156,7 +163,7 @@ fn main() -> std::process::ExitCode {
     let bootstrap = tansu.bootstrap();
     create_topic(&bootstrap, TOPIC, 4);
     let data = tempfile::tempdir().unwrap();
-    let body = config(&bootstrap);
+    let body = config(&bootstrap, plan.linger);
     let mut broker = Broker::start_in(data.path(), &body);
     let mut life = 0u32;
     let mut publishing = publisher(&broker, &plan, life);
