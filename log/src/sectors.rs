@@ -33,6 +33,9 @@ pub(crate) const SECTOR: u64 = 512;
 /// Alignment of the memory handed to a direct write (a page: enough for every device).
 const MEMORY_ALIGN: usize = 4096;
 
+/// Staging memory kept between writes; a burst's larger window is given back after it.
+const STAGING_KEEP: usize = 64 << 10;
+
 /// Where the sector holding byte `pos` starts.
 pub(crate) fn sector_start(pos: u64) -> u64 {
     pos - pos % SECTOR
@@ -108,6 +111,9 @@ impl SectorWriter {
         self.tail.clear();
         self.tail
             .extend_from_slice(&window[new_start..new_start + kept]);
+        if self.staging.capacity() > STAGING_KEEP {
+            self.staging = Vec::new();
+        }
         Ok(Sent::Sectors { start, end: padded })
     }
 }
