@@ -167,7 +167,10 @@ def main():
 
     # Flash
     policies = [("always", "fsync=always"), ("always-prealloc", "fsync=always, preallocate"),
-                ("interval-100ms", "interval:100ms"), ("interval-100ms-prealloc", "interval:100ms, preallocate")]
+                ("always-sectors", "fsync=always, sector_writes"),
+                ("interval-100ms", "interval:100ms"), ("interval-100ms-prealloc", "interval:100ms, preallocate"),
+                ("interval-100ms-sectors", "interval:100ms, sector_writes"),
+                ("interval-50ms-sectors", "interval:50ms, sector_writes")]
     mosq_x = one("flash", "mosquitto/persist", "device_x_payload")
     mosq_gb = one("flash", "mosquitto/persist", "device_gb_day")
     for key, name in policies:

@@ -549,6 +549,11 @@ impl Observe for Observer {
             "Bytes written to log files (flash wear).",
             &[(&[], stats.bytes_written)],
         );
+        text.counter(
+            "edge_log_sector_writes_total",
+            "Log writes sent as whole 512-byte sectors (log.sector_writes; 0 if the file system refused direct I/O).",
+            &[(&[], stats.sector_writes)],
+        );
         let mqtt = self.mqtt.lock().clone();
         let nats = self.nats.lock().clone();
         let fronts: Vec<&FrontMetrics> = mqtt

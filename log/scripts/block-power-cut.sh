@@ -3,6 +3,7 @@
 # page cache lost at each cut. Not a CI test (it needs root, a loop device and mount).
 #
 #   sudo log/scripts/block-power-cut.sh [ROUNDS] [stop|running]   (default 20 stop)
+#   EDGE_LOG_CRASH_SECTOR_WRITES=1 ...   the same with `sector_writes` (O_DIRECT sector writes)
 #
 # Each round: a writer (the crash test binary in child mode: 16 tasks appending with
 # fsync = always and printing every offset acknowledged as durable) runs on the mounted image

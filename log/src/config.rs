@@ -50,6 +50,12 @@ pub struct LogConfig {
     /// write of each segment's bytes ahead of its data) and up to one step of disk beyond
     /// `max_bytes`.
     pub preallocate: bool,
+    /// Write new bytes to the active segment as whole 512-byte sectors through an `O_DIRECT`
+    /// handle (default off; Linux file systems with direct I/O, else the page cache as
+    /// before): at a gateway's rate a sync then sends the device the few sectors that changed,
+    /// not the whole 4 KiB page holding the end (module `sectors`). Zero-fills ahead like
+    /// `preallocate`.
+    pub sector_writes: bool,
 }
 
 /// How far ahead of the writer a preallocated segment is zero-filled (see
@@ -67,7 +73,14 @@ impl LogConfig {
             when_full: WhenFull::Block,
             max_record_bytes: 16 << 20,
             preallocate: false,
+            sector_writes: false,
         }
+    }
+
+    /// Whether the active segment is zero-filled ahead of the writer (`preallocate`, or
+    /// `sector_writes`, whose last sector is written with zeros after the end).
+    pub fn zeros_ahead(&self) -> bool {
+        self.preallocate || self.sector_writes
     }
 
     /// Largest possible segment file: a roll happens before a record would cross

@@ -83,6 +83,8 @@ pub(crate) struct Counters {
     pub fsyncs: AtomicU64,
     /// Bytes written to segment files.
     pub bytes_written: AtomicU64,
+    /// Writes sent to the device as whole sectors (`sector_writes`).
+    pub sector_writes: AtomicU64,
     /// Records recovery could not keep at open (`RecoveryReport::records_skipped`).
     pub recovery_skipped: AtomicU64,
     /// Latency of the fdatasyncs that make appends durable: count per bucket of

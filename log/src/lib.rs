@@ -25,10 +25,12 @@
 //!   cursor positions, durable end, sticky failure, counters), reached only through its
 //!   methods. Writer and cursors never reach into each other.
 //! - `writer`: the writer thread (stage → one write → roll; cut back and retry or refuse on a
-//!   full disk) → ledger, segment, syncer.
+//!   full disk) → ledger, segment, syncer, sectors.
 //! - `syncer`: the fdatasync thread (coalesced targets, durability published in order, a failed
 //!   sync sticky) → ledger, segment.
 //! - `segment`: one segment file and its sparse index; creating one crash-safely.
+//! - `sectors`: with `sector_writes`, the active segment's new bytes written as whole 512-byte
+//!   sectors through a second, `O_DIRECT` handle → storage.
 //! - `scan`: reading frames without trusting the file: sequential scan, resynchronisation
 //!   after damage, frame counting → shared by `recovery` and `reader`.
 //! - `reader`: a cursor's read-ahead frame reader over one segment → scan, segment.
@@ -196,6 +198,7 @@ mod reader;
 pub mod record;
 pub mod recovery;
 mod scan;
+mod sectors;
 mod segment;
 pub mod storage;
 mod syncer;

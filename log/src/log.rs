@@ -55,6 +55,9 @@ pub struct LogStats {
     /// Bytes written to segment files (headers, frames, and the zeros written ahead with
     /// `preallocate`).
     pub bytes_written: u64,
+    /// Writes sent to segments as whole 512-byte sectors through the direct handle
+    /// (`sector_writes`; stays 0 where the file system refused it).
+    pub sector_writes: u64,
     /// Records the last open could not keep because of damage in the tail segment (skipped in
     /// the middle, or retired with a damaged end); the offsets are in the
     /// [`RecoveryReport`]. Readers count what they skip later in `corrupt_skipped`.
@@ -484,6 +487,7 @@ impl Log {
             corrupt_skipped: c.corrupt_skipped.load(Ordering::Relaxed),
             fsyncs: c.fsyncs.load(Ordering::Relaxed),
             bytes_written: c.bytes_written.load(Ordering::Relaxed),
+            sector_writes: c.sector_writes.load(Ordering::Relaxed),
             recovery_skipped: c.recovery_skipped.load(Ordering::Relaxed),
             fsync_latency: {
                 let buckets: [u64; FSYNC_BUCKETS.len() + 1] =

@@ -580,7 +580,7 @@ fn recover_tail(
         // ahead, not a torn write; they stay.
         let end = match end {
             Some((pos, _, false))
-                if cfg.preallocate
+                if cfg.zeros_ahead()
                     && scan::all_zero(file, pos, len).map_err(io_err("read segment", path))? =>
             {
                 kept = pos;

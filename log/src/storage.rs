@@ -24,6 +24,13 @@ pub trait Storage: Send + Sync + fmt::Debug {
     fn remove(&self, path: &Path) -> io::Result<()>;
     /// Makes the directory's entries (creates, renames, removes) durable.
     fn sync_dir(&self, dir: &Path) -> io::Result<()>;
+    /// Opens an existing file a second time for direct writes that bypass the page cache
+    /// (`O_DIRECT`: offsets, lengths and memory aligned to the device's sectors; see
+    /// [`crate::LogConfig::sector_writes`]). `Ok(None)` where the platform or file system has
+    /// no direct I/O, and by default (the fakes).
+    fn open_direct(&self, _path: &Path) -> io::Result<Option<Arc<dyn StorageFile>>> {
+        Ok(None)
+    }
 }
 
 /// An open file.
@@ -130,5 +137,19 @@ impl Storage for StdStorage {
     }
     fn sync_dir(&self, dir: &Path) -> io::Result<()> {
         File::open(dir)?.sync_all()
+    }
+    #[cfg(target_os = "linux")]
+    fn open_direct(&self, path: &Path) -> io::Result<Option<Arc<dyn StorageFile>>> {
+        use std::os::unix::fs::OpenOptionsExt;
+        match OpenOptions::new()
+            .write(true)
+            .custom_flags(libc::O_DIRECT)
+            .open(path)
+        {
+            Ok(f) => Ok(Some(Arc::new(StdFile(f)))),
+            // The file system has no O_DIRECT (EINVAL).
+            Err(e) if e.kind() == io::ErrorKind::InvalidInput => Ok(None),
+            Err(e) => Err(e),
+        }
     }
 }

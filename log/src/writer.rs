@@ -6,6 +6,7 @@
 
 use std::io;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::sync::mpsc::{self, RecvTimeoutError, SyncSender};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -17,6 +18,7 @@ use crate::error::{AppendError, LogError};
 use crate::format::{self, SEGMENT_HEADER_LEN};
 use crate::ledger::Ledger;
 use crate::record::NewRecord;
+use crate::sectors::{SectorWriter, Sent};
 use crate::segment::{Segment, create_segment};
 use crate::storage::write_all_at;
 use crate::syncer::{Syncer, Target};
@@ -93,6 +95,10 @@ pub(crate) struct Writer {
     file_len: u64,
     /// Runs the fdatasyncs and publishes durability, overlapping the next write.
     syncer: Syncer,
+    /// The active segment's direct handle, with `sector_writes` where the file system allows.
+    sectors: Option<SectorWriter>,
+    /// `sector_writes` was asked for and not (or no longer) refused by the storage.
+    sectors_wanted: bool,
     next_offset: u64,
     buf: Vec<u8>,
     pending: Vec<Pending>,
@@ -133,6 +139,8 @@ impl Writer {
             active_len: active.len(),
             file_len,
             syncer,
+            sectors: None,
+            sectors_wanted: ledger.cfg().sector_writes,
             ledger,
             rx,
             active,
@@ -145,6 +153,7 @@ impl Writer {
             last_sync: Instant::now(),
             failed: None,
         };
+        writer.open_sectors();
         let handle = std::thread::Builder::new()
             .name("edge-log-writer".into())
             .spawn(move || writer.run())
@@ -256,6 +265,7 @@ impl Writer {
         // back before anyone hears it was refused.
         self.syncer.abandon();
         self.unstage();
+        self.sectors = None;
         let synced = self.active.synced();
         if self.active_len > synced {
             match self.active.file.truncate(synced) {
@@ -368,7 +378,7 @@ impl Writer {
         self.preallocate(self.active_len + n);
         let mut backoff = NO_SPACE_BACKOFF.0;
         loop {
-            let e = match write_all_at(self.active.file.as_ref(), &self.buf, self.active_len) {
+            let e = match self.write_out() {
                 Ok(()) => break,
                 Err(e) => e,
             };
@@ -404,12 +414,60 @@ impl Writer {
         true
     }
 
+    /// Writes the buffer at the end of the active segment: as whole sectors through the direct
+    /// handle when there is one, else through the page cache.
+    fn write_out(&mut self) -> io::Result<()> {
+        if let Some(sectors) = &mut self.sectors {
+            match sectors.write(&self.buf, self.active_len)? {
+                Sent::Sectors { start, end } => {
+                    // The sectors' bytes around the new ones are written too.
+                    let extra = (end - start).saturating_sub(self.buf.len() as u64);
+                    let counters = &self.ledger.counters;
+                    counters.bytes_written.fetch_add(extra, Ordering::Relaxed);
+                    counters.sector_writes.fetch_add(1, Ordering::Relaxed);
+                    self.file_len = self.file_len.max(end);
+                    return Ok(());
+                }
+                Sent::Refused => {
+                    tracing::warn!(segment = %self.active.path.display(), "edge-log: the file system refused a direct (O_DIRECT) write of whole 512-byte sectors; log.sector_writes is off until restart, writing through the page cache");
+                    self.sectors = None;
+                    self.sectors_wanted = false;
+                }
+            }
+        }
+        write_all_at(self.active.file.as_ref(), &self.buf, self.active_len)
+    }
+
+    /// Opens the active segment for sector writes, if they are wanted and available.
+    fn open_sectors(&mut self) {
+        self.sectors = None;
+        if !self.sectors_wanted {
+            return;
+        }
+        let seg = &self.active;
+        match SectorWriter::open(
+            self.ledger.storage(),
+            &seg.path,
+            seg.file.as_ref(),
+            self.active_len,
+        ) {
+            Ok(Some(sectors)) => self.sectors = Some(sectors),
+            Ok(None) => {
+                tracing::warn!(dir = %self.ledger.cfg().dir.display(), "edge-log: no direct I/O (O_DIRECT) on this file system; log.sector_writes is off, writing through the page cache");
+                self.sectors_wanted = false;
+            }
+            Err(e) => {
+                tracing::warn!(segment = %seg.path.display(), error = %e, "edge-log could not open the segment for sector writes; writing through the page cache");
+            }
+        }
+    }
+
     /// With `preallocate`, zero-fills the active segment a step past `need` when the write
     /// would go beyond what is filled: the file grows once per step, and the fdatasyncs in
     /// between overwrite initialised blocks only (no metadata to commit). Best effort: if the
     /// zeros cannot be written (a full disk), the frames are written without them.
     fn preallocate(&mut self, need: u64) {
-        if !self.ledger.cfg().preallocate || need <= self.file_len {
+        if !self.ledger.cfg().zeros_ahead() || need <= self.file_len {
             return;
         }
         let end = need.div_ceil(PREALLOCATE_STEP) * PREALLOCATE_STEP + PREALLOCATE_STEP;
@@ -420,7 +478,7 @@ impl Writer {
                 self.ledger
                     .counters
                     .bytes_written
-                    .fetch_add(end - self.file_len, std::sync::atomic::Ordering::Relaxed);
+                    .fetch_add(end - self.file_len, Ordering::Relaxed);
                 self.file_len = end;
             }
             Err(e) => {
@@ -484,6 +542,7 @@ impl Writer {
                     self.active_len = seg.len();
                     self.file_len = seg.len();
                     self.active = seg;
+                    self.open_sectors();
                     return true;
                 }
                 Err(LogError::Io { source, .. }) if is_no_space(&source) => {

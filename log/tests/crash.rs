@@ -22,12 +22,15 @@ const CHILD_ENV: &str = "EDGE_LOG_CRASH_CHILD_DIR";
 const ROUND_ENV: &str = "EDGE_LOG_CRASH_ROUND";
 const VERIFY_DIR_ENV: &str = "EDGE_LOG_VERIFY_DIR";
 const VERIFY_ACKED_ENV: &str = "EDGE_LOG_VERIFY_ACKED";
+/// `1`: the log writes with `sector_writes` (children, verifier and the SIGKILL test alike).
+const SECTOR_WRITES_ENV: &str = "EDGE_LOG_CRASH_SECTOR_WRITES";
 
 fn config(dir: &std::path::Path) -> LogConfig {
     LogConfig {
         segment_bytes: 32 << 10,
         max_bytes: 1 << 30,
         max_record_bytes: 4096,
+        sector_writes: std::env::var(SECTOR_WRITES_ENV).is_ok_and(|v| v == "1"),
         ..LogConfig::new(dir)
     }
 }

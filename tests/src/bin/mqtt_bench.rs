@@ -14,7 +14,7 @@
 //! `--gateway SECS` measures flash wear instead (issue 17's reference gateway): 50 QoS 1
 //! publishers × 1 message/s × 200 B (spread over each second; device bytes counted for SECS
 //! seconds after a 5 s warm-up), against
-//! edge-broker under each fsync policy (routed, with and without `preallocate`) and Mosquitto
+//! edge-broker under each fsync policy (routed; plain, `preallocate`, `sector_writes`) and Mosquitto
 //! with persistence. Per case: the block device's bytes written (`/sys/dev/block/M:m/stat` of
 //! the device holding the temporary directory, so journal and metadata included: point
 //! `TMPDIR` at a file system nothing else writes to), as a multiple of the payload and per day,
@@ -528,26 +528,35 @@ fn gateway_case(
 /// `--gateway SECS`: the flash-wear table.
 fn gateway(builds: &[(String, Option<PathBuf>)], mosquitto: bool, secs: u64) -> Vec<Row> {
     let mut rows = Vec::new();
+    // (fsync, [log] key set to true: "preallocate", "sector_writes" or none)
     let policies = [
-        ("always", false),
-        ("always", true),
-        ("interval:100ms", false),
-        ("interval:100ms", true),
+        ("always", None),
+        ("always", Some("preallocate")),
+        ("always", Some("sector_writes")),
+        ("interval:100ms", None),
+        ("interval:100ms", Some("preallocate")),
+        ("interval:100ms", Some("sector_writes")),
+        ("interval:50ms", Some("sector_writes")),
     ];
     for (label, binary) in builds {
-        for (fsync, prealloc) in policies {
+        for (fsync, write_key) in policies {
+            let extra = write_key.map_or(String::new(), |k| format!("{k} = true\n"));
             let config = format!(
-                "[log]\nfsync = \"{fsync}\"\npreallocate = {prealloc}\n\n[kafka]\nenabled = false\n\n\
+                "[log]\nfsync = \"{fsync}\"\n{extra}\n[kafka]\nenabled = false\n\n\
                  [[route]]\nmqtt = \"bench/#\"\nkafka_topic = \"bench\"\n"
             );
             let mut broker = start_edge(binary.as_deref(), &config);
             let dir = broker.dir.clone();
             let addr = broker.mqtt_addr();
-            let suffix = if prealloc { ", preallocate" } else { "" };
+            let suffix = write_key.map_or(String::new(), |k| format!(", {k}"));
             let key = format!(
                 "{label}/{}{}",
                 fsync.replace(':', "-"),
-                if prealloc { "-prealloc" } else { "" }
+                match write_key {
+                    Some("preallocate") => "-prealloc",
+                    Some(_) => "-sectors",
+                    None => "",
+                }
             );
             rows.push(gateway_case(
                 &format!("{label}, fsync={fsync}{suffix}"),
