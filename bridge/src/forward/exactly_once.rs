@@ -14,8 +14,9 @@
 //! transaction (the producer epoch refused, a sequence gap, fenced) halts the sender; the
 //! forwarder then aborts the transaction and starts again from the committed position.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::plan::Plan;
