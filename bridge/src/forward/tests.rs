@@ -356,9 +356,7 @@ impl crate::producer::txn::TxnBroker for DownCoordinator {
         }
     }
 
-    async fn fetch_position(
-        &self,
-    ) -> Result<Option<crate::position::KafkaPosition>, ProduceError> {
+    async fn fetch_position(&self) -> Result<Option<crate::position::KafkaPosition>, ProduceError> {
         Ok(None)
     }
 }
@@ -387,8 +385,8 @@ async fn exactly_once_started_while_kafka_is_down_begins_when_a_probe_answers() 
             backoff_max: config.backoff_max,
         },
     );
-    let fwd = open(&log, producer.clone(), config)
-        .exactly_once(session, crate::position::LogIdentity(1));
+    let fwd =
+        open(&log, producer.clone(), config).exactly_once(session, crate::position::LogIdentity(1));
     let metrics = fwd.metrics();
     let (stop, abort) = (CancellationToken::new(), CancellationToken::new());
     let task = tokio::spawn(fwd.run(stop.clone(), abort.clone()));
