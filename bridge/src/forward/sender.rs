@@ -258,7 +258,7 @@ impl<P: KafkaProducer + Clone + 'static, B: TxnBroker> Sender<P, B> {
                     } => Event::Answered(r.unwrap_or_default()),
                     _ = async {
                         match deadline {
-                            Some(d) => tokio::time::sleep_until(d.into()).await,
+                            Some(d) => tokio::time::sleep_until(d).await,
                             None => std::future::pending().await,
                         }
                     } => Event::TxnDue,
