@@ -381,8 +381,8 @@ async fn start_transactions<P: KafkaProducer, B: TxnBroker>(
     // started while Kafka is down (a gateway booting during an outage) would notice Kafka's
     // return only after that wait. Wait for the cluster to answer first, as the at-least-once
     // retries do (a probe every PROBE_EVERY).
-    if producer.probe().await.is_err() {
-        tracing::info!("waiting for Kafka to answer before starting exactly-once delivery");
+    if let Err(e) = producer.probe().await {
+        tracing::warn!(error = %e, "Kafka does not answer; exactly-once delivery starts when it does (probing it every 250 ms)");
         tokio::select! {
             biased;
             _ = cancel.cancelled() => return Err(Halt::Aborted),
