@@ -316,18 +316,26 @@ async fn a_probe_ends_the_backoff_when_kafka_is_back() {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     tokio::time::sleep(Duration::from_millis(300)).await;
-    producer.down.store(false, Ordering::SeqCst);
-    let back = Instant::now();
-    while metrics.committed.load(Ordering::Relaxed) < 20 {
-        assert!(
-            back.elapsed() < Duration::from_millis(2000),
-            "the replay waited for the backoff (5 s) instead of the probe"
-        );
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    back_within_a_probe(
+        &producer,
+        &metrics,
+        "the replay waited for the backoff (5 s) instead of the probe",
+    )
+    .await;
     stop.cancel();
     task.await.unwrap();
     assert_eq!(metrics.uplink_state(), UplinkState::Up);
+}
+
+/// Brings `producer` back up and waits until the log's 20 records are committed: within 2 s
+/// (a few probe intervals), not after a 5 s backoff (`waited` says what a timeout means).
+async fn back_within_a_probe(producer: &FaultyProducer, metrics: &ForwardMetrics, waited: &str) {
+    producer.down.store(false, Ordering::SeqCst);
+    let back = Instant::now();
+    while metrics.committed.load(Ordering::Relaxed) < 20 {
+        assert!(back.elapsed() < Duration::from_millis(2000), "{waited}");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
 }
 
 /// A named fake transaction coordinator sharing a [`FaultyProducer`]'s `down`: no answer
@@ -391,15 +399,12 @@ async fn exactly_once_started_while_kafka_is_down_begins_when_a_probe_answers() 
     let (stop, abort) = (CancellationToken::new(), CancellationToken::new());
     let task = tokio::spawn(fwd.run(stop.clone(), abort.clone()));
     tokio::time::sleep(Duration::from_millis(300)).await;
-    producer.down.store(false, Ordering::SeqCst);
-    let back = Instant::now();
-    while metrics.committed.load(Ordering::Relaxed) < 20 {
-        assert!(
-            back.elapsed() < Duration::from_millis(2000),
-            "the start waited for the transaction session's backoff instead of a probe"
-        );
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    back_within_a_probe(
+        &producer,
+        &metrics,
+        "the start waited for the transaction session's backoff instead of a probe",
+    )
+    .await;
     stop.cancel();
     task.await.unwrap();
     assert_eq!(metrics.transactions.load(Ordering::Relaxed), 1);
