@@ -625,7 +625,7 @@ impl Uplink {
 }
 
 /// Probes every [`PROBE_EVERY`] until one succeeds.
-async fn probe_until_answered<P: KafkaProducer>(producer: &P) {
+pub(crate) async fn probe_until_answered<P: KafkaProducer>(producer: &P) {
     loop {
         tokio::time::sleep(PROBE_EVERY).await;
         if producer.probe().await.is_ok() {

@@ -67,6 +67,14 @@ fn check_names_the_bad_field_and_fails() {
         ("[log]\nwhen_ful = \"block\"\n", "log.when_ful"),
         ("[node]\nid = \"has space\"\n", "node.id"),
         ("[storage]\n", "storage"),
+        (
+            "[kafka]\nmax_transaction_interval = \"40s\"\n",
+            "kafka.max_transaction_interval",
+        ),
+        (
+            "[kafka]\nmax_transaction_interval = \"10ms\"\n",
+            "kafka.max_transaction_interval",
+        ),
     ] {
         let (ok, _, stderr) = check(config);
         assert!(!ok, "{config:?} was accepted");

@@ -127,12 +127,15 @@ def publish(mqtt_port, records, size, publishers):
 
 
 def edge_broker(binary, data, mqtt_port, metrics_port, bootstrap, log, fsync, compression="lz4",
-                topic="bridge", delivery="at_least_once"):
+                topic="bridge", delivery="at_least_once", node="bench-gw"):
+    """Starts edge-broker on a fresh data directory. Each run is a new gateway: runs sharing
+    one Kafka get their own `node` id, as two gateways would (exactly once: its own
+    transactional.id; a restart of the same gateway is measured on its own)."""
     os.makedirs(data, exist_ok=True)
     cfg = os.path.join(data, "edge-broker.toml")
     with open(cfg, "w") as f:
         f.write(f"""[node]
-id = "bench-gw"
+id = "{node}"
 data_dir = "{data}"
 [mqtt]
 listen = "127.0.0.1:{mqtt_port}"
@@ -154,7 +157,7 @@ kafka_topic = "{topic}"
 key = "{{topic.2}}"
 """)
     p = spawn([binary, "--config", cfg], stdout=log, stderr=log,
-              env={**os.environ, "RUST_LOG": "warn"})
+              env={**os.environ, "RUST_LOG": os.environ.get("BENCH_RUST_LOG", "warn")})
     wait_port(metrics_port)
     wait_port(mqtt_port)
     return p
@@ -234,6 +237,8 @@ def main():
         brokers.append((f"after{tag}", args.broker, delivery))
     tmp = tempfile.mkdtemp(prefix="bench-bridge-")
     log = open(os.path.join(tmp, "bench.log"), "w")
+    print(f"peers' output (BENCH_RUST_LOG sets edge-broker's RUST_LOG): {tmp}/bench.log",
+          flush=True)
     rows = []
     try:
         # 1. Raw ceiling: librdkafka produce_batch, acks=all, 4 partitions, batches of 1000.
@@ -254,7 +259,7 @@ def main():
                 mport, xport = free_port(), free_port()
                 eb = edge_broker(binary, os.path.join(tmp, f"e2e-{mode}-{label.replace(' ', '-')}"),
                                  mport, xport, bootstrap, log, mode, args.compression, topic,
-                                 delivery)
+                                 delivery, node=f"bench-gw-{topic}")
                 start = time.perf_counter()
                 pub_s, n = publish(mport, args.records, args.size, args.publishers)
                 _, _, end = wait_forwarded(xport, n)

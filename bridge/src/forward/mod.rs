@@ -96,12 +96,15 @@ pub struct ForwardConfig {
     pub dead_letter: DeadLetterSink,
     /// While the uplink is down, a summary line (backlog, budget, time to full) this often.
     pub outage_log_interval: Duration,
+    /// Exactly-once: the longest a transaction stays open while records keep coming
+    /// ([`TXN_INTERVAL`] unless commits are slow, see `exactly_once`).
+    pub max_transaction_interval: Duration,
 }
 
 impl ForwardConfig {
     /// Defaults: 5 ms linger, 1 MiB / 10 000 records per chunk, backoff 100 ms..5 s, no upload
     /// cap, no auto-create, dead letters to `dead-letter` in the working directory, an outage
-    /// summary every minute.
+    /// summary every minute, transactions open at most 1 s.
     pub fn new(node_id: &str) -> Self {
         Self {
             node_id: node_id.to_owned(),
@@ -114,6 +117,7 @@ impl ForwardConfig {
             auto_create_partitions: None,
             dead_letter: DeadLetterSink::File("dead-letter".into()),
             outage_log_interval: Duration::from_secs(60),
+            max_transaction_interval: Duration::from_secs(1),
         }
     }
 }
@@ -269,7 +273,11 @@ impl<P: KafkaProducer + Clone + 'static, B: TxnBroker + 'static> Forwarder<P, B>
         let txn = match txn {
             None => None,
             Some((session, identity)) => {
-                let txn = Arc::new(Transactions::new(session, identity));
+                let txn = Arc::new(Transactions::new(
+                    session,
+                    identity,
+                    config.max_transaction_interval,
+                ));
                 match start_transactions(&txn, &producer, &mut reader, &config, &either).await {
                     Ok(()) => Some(txn),
                     Err(Halt::Aborted) => None,
@@ -369,7 +377,19 @@ async fn start_transactions<P: KafkaProducer, B: TxnBroker>(
     config: &ForwardConfig,
     cancel: &CancellationToken,
 ) -> Result<(), Halt> {
-    txn.session().await.init(cancel).await?;
+    // The session retries its steps with a backoff growing to `backoff_max`; a forwarder
+    // started while Kafka is down (a gateway booting during an outage) would notice Kafka's
+    // return only after that wait. Wait for the cluster to answer first, as the at-least-once
+    // retries do (a probe every PROBE_EVERY).
+    if let Err(e) = producer.probe().await {
+        tracing::warn!(error = %e, "Kafka does not answer; exactly-once delivery starts when it does (probing it every 250 ms)");
+        tokio::select! {
+            biased;
+            _ = cancel.cancelled() => return Err(Halt::Aborted),
+            () = crate::uplink::probe_until_answered(producer) => {}
+        }
+    }
+    let identity = txn.session().await.init(cancel).await?;
     let mut backoff = Backoff::new(config.backoff_min, config.backoff_max);
     loop {
         match producer.create_topic(POSITION_TOPIC, 1).await {
@@ -386,9 +406,19 @@ async fn start_transactions<P: KafkaProducer, B: TxnBroker>(
     // A commit of the previous instance may still be landing: Kafka makes InitProducerId wait
     // for it (CONCURRENT_TRANSACTIONS), Tansu 0.6 does not and applies the committed offset
     // after the commit markers (bridge/README.md, "What Tansu 0.6 supports"). So the position
-    // is read until it stays the same for POSITION_SETTLE.
+    // is read until it stays the same for POSITION_SETTLE — unless this producer is the
+    // transactional.id's first (see `may_have_predecessor`): then nothing can be landing.
     let mut kafka = fetch_position(txn, &mut backoff, cancel).await?;
-    for _ in 0..POSITION_SETTLE_ROUNDS {
+    let rounds = if may_have_predecessor(identity) {
+        POSITION_SETTLE_ROUNDS
+    } else {
+        tracing::debug!(
+            producer_id = identity.producer_id,
+            "first producer epoch of the transactional.id: no earlier commit can be landing"
+        );
+        0
+    };
+    for _ in 0..rounds {
         if sleep_or_cancel(POSITION_SETTLE, cancel).await {
             return Err(Halt::Aborted);
         }
@@ -423,6 +453,15 @@ async fn start_transactions<P: KafkaProducer, B: TxnBroker>(
             .store(cursor.committed(), Ordering::Relaxed);
     }
     Ok(())
+}
+
+/// False if InitProducerId answered `identity` as the transactional.id's first producer (a
+/// new producer id at epoch 0): no earlier instance of it exists whose commit could still be
+/// landing, so the position read at start needs no settling. Every later start (epoch > 0)
+/// settles. Kafka also answers epoch 0 after an exhausted epoch or an expired
+/// transactional.id, but Kafka serialises a commit and its successor anyway.
+fn may_have_predecessor(identity: crate::producer::ProducerIdentity) -> bool {
+    identity.epoch != 0
 }
 
 /// How long the position read at start must stay the same (see `start_transactions`).

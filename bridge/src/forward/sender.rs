@@ -258,7 +258,7 @@ impl<P: KafkaProducer + Clone + 'static, B: TxnBroker> Sender<P, B> {
                     } => Event::Answered(r.unwrap_or_default()),
                     _ = async {
                         match deadline {
-                            Some(d) => tokio::time::sleep_until(d.into()).await,
+                            Some(d) => tokio::time::sleep_until(d).await,
                             None => std::future::pending().await,
                         }
                     } => Event::TxnDue,
@@ -277,6 +277,10 @@ impl<P: KafkaProducer + Clone + 'static, B: TxnBroker> Sender<P, B> {
                     held |= chunk.refused_at_once;
                     let bytes = chunk.bytes;
                     in_flight.push_back(chunk);
+                    if let Some(txn) = &self.txn {
+                        // With the batches on their way (the commit no longer waits for it).
+                        txn.add_offsets(abort).await?;
+                    }
                     if !stop.is_cancelled() {
                         pace.wait(bytes, abort).await;
                     }

@@ -10,8 +10,9 @@
 //! ```text
 //!            init()                        add_partitions()               commit(position)
 //! Uninitialised ─────▶ Ready ─────────────────────────────▶ InTransaction ─────────────────▶ Ready
-//!   FindCoordinator(txn)      AddPartitionsToTxn (new partitions)      AddOffsetsToTxn, FindCoordinator(group),
+//!   FindCoordinator(txn)      AddPartitionsToTxn (new partitions)      [AddOffsetsToTxn], FindCoordinator(group),
 //!   InitProducerId            (the caller then produces the batches)   TxnOffsetCommit, EndTxn(commit)
+//!                             add_offsets(): AddOffsetsToTxn, early (while the first batches are in flight)
 //!
 //! any step ── abortable error ──▶ NeedsAbort ── abort() ──▶ Ready   (the caller resends from the
 //! any step ── fenced ───────────▶ Fenced (stops for good)            committed position)
@@ -523,17 +524,8 @@ impl<B: TxnBroker> TxnSession<B> {
         cancel: &CancellationToken,
     ) -> Result<(), TxnError> {
         self.expect(&[TxnState::Ready, TxnState::InTransaction], "commit")?;
+        self.add_offsets(cancel).await?;
         let identity = self.current()?;
-        if !self.offsets_added {
-            self.step(
-                Step::AddOffsets,
-                TxnRequest::AddOffsets { identity },
-                cancel,
-            )
-            .await?;
-            self.offsets_added = true;
-            self.state = TxnState::InTransaction;
-        }
         let request = TxnRequest::CommitOffsets { identity, position };
         self.step(Step::CommitOffsets, request, cancel).await?;
         let request = TxnRequest::EndTxn {
@@ -544,6 +536,27 @@ impl<B: TxnBroker> TxnSession<B> {
         self.added.clear();
         self.offsets_added = false;
         self.state = TxnState::Ready;
+        Ok(())
+    }
+
+    /// Adds the forwarder's group to the transaction (AddOffsetsToTxn), opening it if none is
+    /// open; nothing to do if it is in already. The forwarder calls it while the transaction's
+    /// first produce requests are in flight, so that [`TxnSession::commit`] is left with
+    /// TxnOffsetCommit and EndTxn.
+    pub async fn add_offsets(&mut self, cancel: &CancellationToken) -> Result<(), TxnError> {
+        self.expect(&[TxnState::Ready, TxnState::InTransaction], "add_offsets")?;
+        if self.offsets_added {
+            return Ok(());
+        }
+        let identity = self.current()?;
+        self.step(
+            Step::AddOffsets,
+            TxnRequest::AddOffsets { identity },
+            cancel,
+        )
+        .await?;
+        self.offsets_added = true;
+        self.state = TxnState::InTransaction;
         Ok(())
     }
 
@@ -688,12 +701,14 @@ impl<B: TxnBroker> TxnSession<B> {
             {
                 return Ended::Error(e);
             }
+            let sent = std::time::Instant::now();
             let reply = tokio::select! {
                 biased;
                 _ = cancel.cancelled() => return Ended::Error(TxnError::Cancelled),
                 r = self.broker.call(request.clone()) => r,
             };
             let what = describe(&reply);
+            tracing::trace!(?step, reply = %what, us = sent.elapsed().as_micros(), "Kafka transaction step answered");
             match react(step, &reply) {
                 Reaction::Done => return Ended::Reply(reply),
                 Reaction::Retry => {}
@@ -1037,6 +1052,48 @@ mod tests {
         one_transaction(&mut s).await.unwrap();
         assert_eq!(broker.count(StepKey::Find), 2);
         assert_eq!(broker.count(StepKey::AddPartitions), 2);
+    }
+
+    /// AddOffsetsToTxn sent early (with the first batches in flight) happens once per
+    /// transaction, and the commit is then TxnOffsetCommit and EndTxn only; an error on the
+    /// early step gets the same reaction as on the commit path.
+    #[tokio::test(start_paused = true)]
+    async fn offsets_added_early_leave_the_commit_two_round_trips() {
+        let broker = ScriptedCoordinator::default();
+        let mut s = session(&broker);
+        let cancel = CancellationToken::new();
+        s.init(&cancel).await.unwrap();
+        for _ in 0..2 {
+            s.add_partitions(&[tp("t", 0)], &cancel).await.unwrap();
+            s.add_offsets(&cancel).await.unwrap();
+            s.add_offsets(&cancel).await.unwrap();
+            let before = broker.keys().len();
+            s.commit(position(100), &cancel).await.unwrap();
+            let commit: Vec<StepKey> = broker.keys()[before..]
+                .iter()
+                .copied()
+                .filter(|k| *k != StepKey::Find)
+                .collect();
+            assert_eq!(commit, [StepKey::CommitOffsets, StepKey::Commit]);
+        }
+        assert_eq!(broker.count(StepKey::AddOffsets), 2, "once per transaction");
+        // Refused early: the transaction is aborted and the next one adds its offsets again.
+        broker.script(
+            StepKey::AddOffsets,
+            [TxnReply::Refused(codes::INVALID_TXN_STATE)],
+        );
+        s.add_partitions(&[tp("t", 0)], &cancel).await.unwrap();
+        assert!(matches!(
+            s.add_offsets(&cancel).await,
+            Err(TxnError::Abortable {
+                step: Step::AddOffsets,
+                ..
+            })
+        ));
+        assert_eq!(s.state(), TxnState::NeedsAbort);
+        s.abort(&cancel).await.unwrap();
+        one_transaction(&mut s).await.unwrap();
+        assert_eq!(broker.count(StepKey::AddOffsets), 4);
     }
 
     /// What a step ended with, for the table.

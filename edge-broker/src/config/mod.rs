@@ -401,6 +401,10 @@ pub struct KafkaSection {
     pub delivery: String,
     /// Exactly-once: how long Kafka lets a transaction stay open before aborting it.
     pub transaction_timeout: HumanDuration,
+    /// Exactly-once: the longest a transaction stays open while records keep coming (it is
+    /// stretched past 100 ms only when a commit costs more than a tenth of that); bounds the
+    /// delay a read_committed consumer sees.
+    pub max_transaction_interval: HumanDuration,
     /// Where records Kafka refuses for good go: a file path (default `<data_dir>/dead-letter`)
     /// or `kafka:<topic>`.
     pub dead_letter: Option<String>,
@@ -447,6 +451,7 @@ impl Default for KafkaSection {
             idempotent: true,
             delivery: "at_least_once".to_owned(),
             transaction_timeout: HumanDuration(Duration::from_secs(60)),
+            max_transaction_interval: HumanDuration(Duration::from_secs(1)),
             dead_letter: None,
             auto_create_topics: false,
             auto_create_partitions: 1,
@@ -1405,6 +1410,15 @@ impl Config {
                 "must be between 1s and 15m (Kafka's default transaction.max.timeout.ms)",
             );
         }
+        if k.max_transaction_interval.0 < edge_bridge::forward::TXN_INTERVAL
+            || k.max_transaction_interval.0 > Duration::from_secs(60)
+            || k.max_transaction_interval.0 * 2 > k.transaction_timeout.0
+        {
+            found.invalid(
+                "kafka.max_transaction_interval",
+                "must be between 100ms and 60s, and at most half of kafka.transaction_timeout",
+            );
+        }
         if k.client_id.as_deref().is_some_and(str::is_empty) {
             found.invalid("kafka.client_id", "must not be empty");
         }
@@ -1557,6 +1571,7 @@ impl Config {
         config.backoff_max = k.retry_backoff_max.0;
         config.outage_log_interval = k.outage_log_interval.0;
         config.max_bytes_per_sec = k.max_bytes_per_sec.map(ByteSize::bytes);
+        config.max_transaction_interval = k.max_transaction_interval.0;
         config.auto_create_partitions = k.auto_create_topics.then_some(k.auto_create_partitions);
         config.dead_letter = match k.dead_letter.as_deref() {
             None => DeadLetterSink::File(self.node.data_dir.join("dead-letter")),
