@@ -2,8 +2,15 @@
 //! for an hour, the Kafka uplink flapping every few minutes and a `kill -9` of the broker every
 //! ten, then every acknowledged message looked for in Kafka.
 //!
+//! The uplink flaps one of two ways. By default (`--durable-kafka 0`) Tansu keeps its topic in
+//! memory behind a TCP proxy (the test harness's Kafka proxy, no faults injected) and a flap
+//! drops the proxy: every connection to Kafka is cut and the port refuses new ones until it is
+//! listening again — a network outage. With `--durable-kafka 1` Tansu itself is stopped and
+//! restarted on S3 storage (a Kafka restart); an hour's topic is then too many S3 objects for
+//! the emulator to serve back (RELIABILITY.md), so use it for short runs.
+//!
 //! `cargo build --workspace && cargo run -p edge-tests --bin soak -- [--minutes 60] [--rate 100]
-//! [--flap-every 180] [--down-for 20] [--kill-every 600] [--sample-every 30] [--durable-kafka 1] [--read-timeout 1800]
+//! [--flap-every 180] [--down-for 20] [--kill-every 600] [--sample-every 30] [--durable-kafka 0] [--read-timeout 1800]
 //! [--linger-ms 1000]` (times in seconds unless named)
 //!
 //! Prints one row per sample (broker RSS, open file descriptors, bytes in the data directory,
@@ -21,6 +28,69 @@ use std::time::{Duration, Instant};
 use edge_tests::acked::{Publisher, msg_number, wait_forwarded};
 use edge_tests::broker::Broker;
 use edge_tests::kafka::{Tansu, create_topic, metric, read_topic_available};
+use edge_tests::kafka_proxy::KafkaProxy;
+
+/// Kafka as the soak sees it, and how its uplink flaps.
+enum Uplink {
+    /// Tansu on S3 storage: a flap stops Tansu; the end of it restarts it.
+    Restarted(Tansu),
+    /// Tansu in memory behind a proxy: a flap drops the proxy (connections cut, the port
+    /// refusing); the end of it listens on the same port again.
+    Proxied {
+        /// Kept running (stopped when dropped).
+        _tansu: Tansu,
+        proxy: Option<KafkaProxy>,
+        listen: std::net::SocketAddr,
+        upstream: std::net::SocketAddr,
+    },
+}
+
+impl Uplink {
+    fn start(durable: bool) -> Uplink {
+        if durable {
+            return Uplink::Restarted(Tansu::start_durable());
+        }
+        let (tansu, proxy) = Tansu::start_behind_proxy(false);
+        let upstream = tansu.direct().parse().expect("Tansu's address");
+        Uplink::Proxied {
+            _tansu: tansu,
+            listen: proxy.addr(),
+            proxy: Some(proxy),
+            upstream,
+        }
+    }
+
+    fn bootstrap(&self) -> String {
+        match self {
+            Uplink::Restarted(tansu) => tansu.bootstrap(),
+            Uplink::Proxied { listen, .. } => listen.to_string(),
+        }
+    }
+
+    fn down(&mut self) {
+        match self {
+            Uplink::Restarted(tansu) => tansu.stop(),
+            Uplink::Proxied { proxy, .. } => drop(proxy.take()),
+        }
+    }
+
+    fn up(&mut self) {
+        match self {
+            Uplink::Restarted(tansu) => tansu.restart(),
+            Uplink::Proxied {
+                proxy,
+                listen,
+                upstream,
+                ..
+            } => {
+                // std's listener sets SO_REUSEADDR: the port is free again once dropped.
+                let listener =
+                    std::net::TcpListener::bind(*listen).expect("rebind the proxy's port");
+                *proxy = Some(KafkaProxy::start(listener, *upstream));
+            }
+        }
+    }
+}
 
 const TOPIC: &str = "soak";
 
@@ -32,7 +102,8 @@ struct Plan {
     down_for: Duration,
     kill_every: Duration,
     sample_every: Duration,
-    /// Tansu on S3 storage (restarts keep the topic) rather than in memory (no flaps then).
+    /// Tansu on S3 storage, restarted at each flap, rather than in memory behind a proxy that
+    /// is cut at each flap.
     durable_kafka: bool,
     /// How long reading everything back may take.
     read_timeout: Duration,
@@ -51,7 +122,7 @@ impl Plan {
             down_for: Duration::from_secs(20),
             kill_every: Duration::from_secs(600),
             sample_every: Duration::from_secs(30),
-            durable_kafka: true,
+            durable_kafka: false,
             read_timeout: Duration::from_secs(1800),
             linger: Duration::from_millis(1000),
         };
@@ -155,12 +226,8 @@ fn publisher(broker: &Broker, plan: &Plan, life: u32) -> Publisher {
 
 fn main() -> std::process::ExitCode {
     let plan = Plan::from_args();
-    let mut tansu = if plan.durable_kafka {
-        Tansu::start_durable()
-    } else {
-        Tansu::start()
-    };
-    let bootstrap = tansu.bootstrap();
+    let mut uplink = Uplink::start(plan.durable_kafka);
+    let bootstrap = uplink.bootstrap();
     create_topic(&bootstrap, TOPIC, 4);
     let data = tempfile::tempdir().unwrap();
     let body = config(&bootstrap, plan.linger);
@@ -191,11 +258,11 @@ fn main() -> std::process::ExitCode {
         let now = Instant::now();
         publishing.drain_until_quiet(Duration::from_millis(5));
         if up_again.is_some_and(|t| now >= t) {
-            tansu.restart();
+            uplink.up();
             up_again = None;
         }
         if now >= next_flap && up_again.is_none() {
-            tansu.stop();
+            uplink.down();
             flaps += 1;
             up_again = Some(now + plan.down_for);
             next_flap = now + plan.flap_every;
@@ -240,12 +307,12 @@ fn main() -> std::process::ExitCode {
         std::thread::sleep(Duration::from_millis(200));
     }
     if up_again.is_some() {
-        tansu.restart();
+        uplink.up();
     }
     publishing.stop();
     acked.extend(&publishing.acked);
     wait_forwarded(broker.listen_addr("metrics.listen"));
-    // Tansu on S3 serves a topic of many small batch objects slowly: give the read time.
+    // Tansu on S3 serves a topic of many batch objects slowly: give the read time.
     let records = read_topic_available(&bootstrap, TOPIC, acked.len(), plan.read_timeout);
     let got: BTreeSet<u64> = records.iter().map(msg_number).collect();
     let missing: Vec<u64> = acked.difference(&got).copied().collect();
