@@ -155,12 +155,16 @@ pub async fn serve(
             }
         },
     };
+    // Not kept for the connection's life: the task holds what lives across its awaits.
+    drop((evicted, settings));
     // What was read beyond the CONNECT starts the session's input; the CONNECT's own room
     // (up to max_connect_size) is not kept for the connection's life.
     if inbuf.capacity() > INITIAL_BUFFER.max(inbuf.len() * 2) {
         inbuf = BytesMut::from(&inbuf[..]);
     }
-    let connection = match Connection::accept(
+    // The login's state (CONNECT, credentials, the CONNACK being built) is boxed: a task is
+    // allocated at the size of its largest state, and this one lasts only until CONNACK.
+    let accepted = Box::pin(Connection::accept(
         Arc::clone(&server),
         connect,
         (reader, writer),
@@ -171,9 +175,9 @@ pub async fn serve(
             certificate,
         },
         shutdown,
-    )
-    .await
-    {
+    ))
+    .await;
+    let connection = match accepted {
         Ok(Some(connection)) => connection,
         Ok(None) => return,
         Err(err) => {
@@ -291,7 +295,7 @@ impl Connection {
         inbuf: BytesMut,
         arrival: Arrival,
         shutdown: CancellationToken,
-    ) -> std::io::Result<Option<Connection>> {
+    ) -> std::io::Result<Option<Box<Connection>>> {
         let Arrival {
             peer,
             pending,
@@ -464,7 +468,9 @@ impl Connection {
             reason_code: ReasonCode::Success,
             properties,
         });
-        let mut connection = Connection {
+        // Boxed: the task's future then holds a pointer, not the connection (by value, an
+        // `async fn` taking `self` keeps it twice, and `run` and `finish` nest).
+        let mut connection = Box::new(Connection {
             server: Arc::clone(&server),
             settings: Arc::clone(&settings),
             session,
@@ -508,7 +514,7 @@ impl Connection {
             shutdown,
             _seat: seat,
             qos2_answers: 0,
-        };
+        });
         connection.write(&connack);
         if session_present {
             connection.resend_inflight();
@@ -569,7 +575,7 @@ impl Connection {
         }
     }
 
-    async fn run(mut self) {
+    async fn run(mut self: Box<Self>) {
         let exit = self.serve_loop().await;
         self.finish(exit).await;
     }
@@ -1319,7 +1325,7 @@ impl Connection {
         let _ = tokio::time::timeout(SHUTDOWN_ACK_DRAIN, drain).await;
     }
 
-    async fn finish(mut self, exit: Exit) {
+    async fn finish(mut self: Box<Self>, exit: Exit) {
         match exit {
             // Shutdown: the acknowledgements whose records become durable in time go out, so
             // clients do not resend what is already safe.

@@ -48,8 +48,13 @@ use crate::message::{Message, now_ms};
 use crate::metrics::front::{DropReason, inc};
 use crate::router::Filter;
 
-/// Bytes read from the socket at once (at most).
+/// Bytes read from the socket at once (at most), by a client that sends bursts.
 const READ_CHUNK: usize = 64 << 10;
+/// The read buffer of a new or quiet connection: most gateway clients are idle most of the
+/// time, and an idle connection keeps only this much (a burst grows it to [`READ_CHUNK`]).
+const INITIAL_BUFFER: usize = 512;
+/// A quiet connection's buffer is topped up to [`INITIAL_BUFFER`] when less room than this is left.
+const MIN_READ_ROOM: usize = 64;
 /// How long a closing connection waits for the log to take the publishes it already read.
 const INGEST_DRAIN: Duration = Duration::from_secs(5);
 /// How long a closing connection may take to flush its last bytes.
@@ -339,8 +344,10 @@ pub async fn serve(
             }
             let deadline = server.settings().auth_timeout.0;
             let evicted = pending.eviction();
+            // Boxed: the handshake's state lasts only as long as the handshake, while a task
+            // is allocated at the size of its largest state.
             let handshake = tokio::select! {
-                handshake = crate::listener::tls(acceptor, stream, deadline) => handshake,
+                handshake = Box::pin(crate::listener::tls(acceptor, stream, deadline)) => handshake,
                 _ = evicted.cancelled() => return,
             };
             match handshake {
@@ -416,7 +423,9 @@ async fn run(
             client_id: Arc::clone(&client_id),
         },
     );
-    let mut connection = Connection {
+    // Boxed: the task's future then holds a pointer, not the connection (by value, `finish`
+    // taking `self` would keep it twice more).
+    let mut connection = Box::new(Connection {
         limits: Limits {
             // Until CONNECT, a payload no larger than a control line (see `seat`).
             max_payload: (settings.max_payload.bytes() as usize).min(PRE_CONNECT_PAYLOAD),
@@ -439,7 +448,8 @@ async fn run(
         conn_key,
         reader,
         writer,
-        inbuf: BytesMut::with_capacity(16 << 10),
+        inbuf: BytesMut::with_capacity(INITIAL_BUFFER),
+        read_burst: false,
         outbuf: BytesMut::new(),
         connect: None,
         client_id,
@@ -456,9 +466,39 @@ async fn run(
         shutdown,
         evict: pending.eviction(),
         admitted: Admitted::Pending(Some(pending)),
-    };
+    });
     let exit = connection.serve_loop().await;
     connection.finish(exit).await;
+}
+
+/// What a connection does with its read buffer before a read (see [`input_sizing`]).
+#[derive(Debug, PartialEq, Eq)]
+enum InputSizing {
+    /// Enough room.
+    Keep,
+    /// Make room for this many more bytes.
+    Reserve(usize),
+    /// A quiet client's drained buffer is larger than it needs: start again at [`INITIAL_BUFFER`].
+    Release,
+}
+
+/// The read buffer's policy: after a burst (`burst`: the last read filled the room or was not
+/// small), room for a [`READ_CHUNK`]; a quiet client keeps at most a few [`INITIAL_BUFFER`]s.
+fn input_sizing(buf: &BytesMut, burst: bool) -> InputSizing {
+    let room = buf.capacity() - buf.len();
+    if burst {
+        if room < READ_CHUNK / 4 {
+            InputSizing::Reserve(READ_CHUNK)
+        } else {
+            InputSizing::Keep
+        }
+    } else if buf.is_empty() && buf.capacity() > 4 * INITIAL_BUFFER {
+        InputSizing::Release
+    } else if room < MIN_READ_ROOM {
+        InputSizing::Reserve(INITIAL_BUFFER)
+    } else {
+        InputSizing::Keep
+    }
 }
 
 /// Where a connection stands with [`crate::admission`].
@@ -483,6 +523,9 @@ struct Connection {
     reader: ReadHalf,
     writer: WriteHalf,
     inbuf: BytesMut,
+    /// The last read filled the buffer's room or was not small: the client sends bursts, so
+    /// it reads in [`READ_CHUNK`]s; otherwise its buffer stays at [`INITIAL_BUFFER`].
+    read_burst: bool,
     outbuf: BytesMut,
     limits: Limits,
     connect: Option<Box<Connect>>,
@@ -566,7 +609,8 @@ impl Connection {
                 return exit;
             }
             if let Some(connect) = self.pending_connect.take() {
-                if let Err(exit) = self.login(connect).await {
+                // Boxed: the login's state is needed once, the loop's for the connection's life.
+                if let Err(exit) = Box::pin(self.login(connect)).await {
                     return exit;
                 }
                 continue;
@@ -575,11 +619,10 @@ impl Connection {
                 return exit;
             }
             let can_read = self.can_process();
-            if can_read && self.inbuf.capacity() - self.inbuf.len() < READ_CHUNK / 4 {
-                // Read big chunks: a whole client write becomes one batch for the log. (The
-                // payloads decoded earlier still share the old buffer, so this allocates.)
-                self.inbuf.reserve(READ_CHUNK);
+            if can_read {
+                self.size_input_buffer();
             }
+            let room = self.inbuf.capacity() - self.inbuf.len();
             // Every connection must send CONNECT in time, with or without credentials to check:
             // one that does not holds a pending place and its buffers for nothing.
             let awaiting_auth = self.connect.is_none();
@@ -600,7 +643,7 @@ impl Connection {
                 }
                 read = self.reader.read_buf(&mut self.inbuf), if can_read => match read {
                     Ok(0) => return Exit::Closed("connection closed by client".to_owned()),
-                    Ok(_) => {}
+                    Ok(n) => self.read_burst = n >= room || n >= INITIAL_BUFFER,
                     Err(err) => return Exit::Closed(format!("read failed: {err}")),
                 },
                 _ = self.outbox.wake.notified() => {}
@@ -636,6 +679,18 @@ impl Connection {
         self.ingest.submit();
         self.take_ingest();
         result
+    }
+
+    /// Sizes the read buffer before a read: a client sending bursts reads big chunks (a whole
+    /// client write becomes one batch for the log); a quiet one keeps [`INITIAL_BUFFER`], and
+    /// gives a burst's buffer back once it is drained.
+    fn size_input_buffer(&mut self) {
+        match input_sizing(&self.inbuf, self.read_burst) {
+            InputSizing::Keep => {}
+            // (The payloads decoded earlier may still share the old buffer: this allocates.)
+            InputSizing::Reserve(bytes) => self.inbuf.reserve(bytes),
+            InputSizing::Release => self.inbuf = BytesMut::with_capacity(INITIAL_BUFFER),
+        }
     }
 
     fn decode_input(&mut self) -> Result<(), Exit> {
@@ -1161,7 +1216,7 @@ impl Connection {
     }
 
     /// Ends the connection: last `-ERR`, flush, subscriptions out of the hub.
-    async fn finish(mut self, exit: Exit) {
+    async fn finish(mut self: Box<Self>, exit: Exit) {
         // Publishes already read are stored (and delivered) even though the client is gone.
         self.ingest.submit();
         let drain = async {
@@ -1258,6 +1313,45 @@ fn error_json(code: u16, err_code: u32, description: &str) -> Bytes {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Applies the policy to `buf` as the loop does, then reads `n` bytes (`None`: a read
+    /// filling the room) and consumes everything; returns whether that read was a burst.
+    fn read_round(buf: &mut BytesMut, burst: bool, n: Option<usize>) -> bool {
+        match input_sizing(buf, burst) {
+            InputSizing::Keep => {}
+            InputSizing::Reserve(bytes) => buf.reserve(bytes),
+            InputSizing::Release => *buf = BytesMut::with_capacity(INITIAL_BUFFER),
+        }
+        let room = buf.capacity() - buf.len();
+        let n = n.unwrap_or(room).min(room);
+        buf.extend_from_slice(&vec![b'x'; n]);
+        let _consumed = buf.split();
+        n >= room || n >= INITIAL_BUFFER
+    }
+
+    #[test]
+    fn an_idle_connection_keeps_a_small_read_buffer_and_a_busy_one_reads_big_chunks() {
+        // Logged in (CONNECT, PING), then quiet: never more than a few hundred bytes.
+        let mut buf = BytesMut::with_capacity(INITIAL_BUFFER);
+        let mut burst = false;
+        for n in [90, 6, 6, 6] {
+            burst = read_round(&mut buf, burst, Some(n));
+            assert!(!burst);
+            assert!(buf.capacity() <= INITIAL_BUFFER, "{}", buf.capacity());
+        }
+        // A burst fills the small buffer: the next reads get a READ_CHUNK of room.
+        burst = read_round(&mut buf, burst, None);
+        assert!(burst);
+        assert_eq!(input_sizing(&buf, burst), InputSizing::Reserve(READ_CHUNK));
+        burst = read_round(&mut buf, burst, Some(1000));
+        assert!(burst && buf.capacity() >= READ_CHUNK / 2, "{}", buf.capacity());
+        // Quiet again: the drained big buffer is given back.
+        burst = read_round(&mut buf, burst, Some(6));
+        assert!(!burst);
+        assert_eq!(input_sizing(&buf, burst), InputSizing::Release);
+        read_round(&mut buf, burst, Some(6));
+        assert!(buf.capacity() <= INITIAL_BUFFER, "{}", buf.capacity());
+    }
 
     #[test]
     fn fast_ack_body_equals_the_formatted_one() {

@@ -134,6 +134,36 @@ impl Broker {
         }
     }
 
+    /// Bytes of one MQTT connection's task future (`connection::serve`, never polled): a
+    /// spawned task holds this much, inline, for its whole life.
+    pub fn mqtt_serve_future_bytes(&self) -> usize {
+        let (_client, halves) = self.pipe(64);
+        let pending = self.mqtt.admission.arrive(peer().ip()).unwrap();
+        let future = edge_broker::mqtt::connection::serve(
+            Arc::clone(&self.mqtt),
+            halves,
+            peer(),
+            pending,
+            self.shutdown.clone(),
+            None,
+        );
+        std::mem::size_of_val(&future)
+    }
+
+    /// The same for a NATS connection (`connection::serve_stream`).
+    pub fn nats_serve_future_bytes(&self) -> usize {
+        let (_client, halves) = self.pipe(64);
+        let pending = self.nats.admission.arrive(peer().ip()).unwrap();
+        let future = edge_broker::nats::connection::serve_stream(
+            Arc::clone(&self.nats),
+            halves,
+            peer(),
+            pending,
+            self.shutdown.clone(),
+        );
+        std::mem::size_of_val(&future)
+    }
+
     /// A new NATS connection served by `edge_broker::nats::connection::serve_stream`.
     pub fn nats_client(&self) -> NatsClient {
         self.nats_client_buffered(64 << 10)
