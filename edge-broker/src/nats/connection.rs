@@ -43,7 +43,7 @@ use crate::admission::{Pending, Seat};
 use crate::auth::acl::SubscribeVerdict;
 use crate::hub::{Delivery, Mailbox, SubEntry};
 use crate::ingest::{self, Answer, Event, IngestLimits, IngestQueue, Outcome, Publisher};
-use crate::listener::{ReadHalf, WriteHalf};
+use crate::listener::{ReadBuffer, ReadHalf, WriteHalf};
 use crate::message::{Message, now_ms};
 use crate::metrics::front::{DropReason, inc};
 use crate::router::Filter;
@@ -53,8 +53,11 @@ const READ_CHUNK: usize = 64 << 10;
 /// The read buffer of a new or quiet connection: most gateway clients are idle most of the
 /// time, and an idle connection keeps only this much (a burst grows it to [`READ_CHUNK`]).
 const INITIAL_BUFFER: usize = 512;
-/// A quiet connection's buffer is topped up to [`INITIAL_BUFFER`] when less room than this is left.
-const MIN_READ_ROOM: usize = 64;
+/// How the read buffer is sized: [`INITIAL_BUFFER`] while quiet, [`READ_CHUNK`] in bursts.
+const READ_BUFFER: ReadBuffer = ReadBuffer {
+    initial: INITIAL_BUFFER,
+    chunk: READ_CHUNK,
+};
 /// How long a closing connection waits for the log to take the publishes it already read.
 const INGEST_DRAIN: Duration = Duration::from_secs(5);
 /// How long a closing connection may take to flush its last bytes.
@@ -471,36 +474,6 @@ async fn run(
     connection.finish(exit).await;
 }
 
-/// What a connection does with its read buffer before a read (see [`input_sizing`]).
-#[derive(Debug, PartialEq, Eq)]
-enum InputSizing {
-    /// Enough room.
-    Keep,
-    /// Make room for this many more bytes.
-    Reserve(usize),
-    /// A quiet client's drained buffer is larger than it needs: start again at [`INITIAL_BUFFER`].
-    Release,
-}
-
-/// The read buffer's policy: after a burst (`burst`: the last read filled the room or was not
-/// small), room for a [`READ_CHUNK`]; a quiet client keeps at most a few [`INITIAL_BUFFER`]s.
-fn input_sizing(buf: &BytesMut, burst: bool) -> InputSizing {
-    let room = buf.capacity() - buf.len();
-    if burst {
-        if room < READ_CHUNK / 4 {
-            InputSizing::Reserve(READ_CHUNK)
-        } else {
-            InputSizing::Keep
-        }
-    } else if buf.is_empty() && buf.capacity() > 4 * INITIAL_BUFFER {
-        InputSizing::Release
-    } else if room < MIN_READ_ROOM {
-        InputSizing::Reserve(INITIAL_BUFFER)
-    } else {
-        InputSizing::Keep
-    }
-}
-
 /// Where a connection stands with [`crate::admission`].
 #[derive(Debug)]
 enum Admitted {
@@ -620,7 +593,9 @@ impl Connection {
             }
             let can_read = self.can_process();
             if can_read {
-                self.size_input_buffer();
+                // A client sending bursts reads big chunks (a whole client write becomes one
+                // batch for the log); a quiet one keeps a small buffer.
+                READ_BUFFER.prepare(&mut self.inbuf, self.read_burst);
             }
             let room = self.inbuf.capacity() - self.inbuf.len();
             // Every connection must send CONNECT in time, with or without credentials to check:
@@ -643,7 +618,7 @@ impl Connection {
                 }
                 read = self.reader.read_buf(&mut self.inbuf), if can_read => match read {
                     Ok(0) => return Exit::Closed("connection closed by client".to_owned()),
-                    Ok(n) => self.read_burst = n >= room || n >= INITIAL_BUFFER,
+                    Ok(n) => self.read_burst = READ_BUFFER.is_burst(n, room),
                     Err(err) => return Exit::Closed(format!("read failed: {err}")),
                 },
                 _ = self.outbox.wake.notified() => {}
@@ -679,18 +654,6 @@ impl Connection {
         self.ingest.submit();
         self.take_ingest();
         result
-    }
-
-    /// Sizes the read buffer before a read: a client sending bursts reads big chunks (a whole
-    /// client write becomes one batch for the log); a quiet one keeps [`INITIAL_BUFFER`], and
-    /// gives a burst's buffer back once it is drained.
-    fn size_input_buffer(&mut self) {
-        match input_sizing(&self.inbuf, self.read_burst) {
-            InputSizing::Keep => {}
-            // (The payloads decoded earlier may still share the old buffer: this allocates.)
-            InputSizing::Reserve(bytes) => self.inbuf.reserve(bytes),
-            InputSizing::Release => self.inbuf = BytesMut::with_capacity(INITIAL_BUFFER),
-        }
     }
 
     fn decode_input(&mut self) -> Result<(), Exit> {
@@ -1313,45 +1276,6 @@ fn error_json(code: u16, err_code: u32, description: &str) -> Bytes {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// Applies the policy to `buf` as the loop does, then reads `n` bytes (`None`: a read
-    /// filling the room) and consumes everything; returns whether that read was a burst.
-    fn read_round(buf: &mut BytesMut, burst: bool, n: Option<usize>) -> bool {
-        match input_sizing(buf, burst) {
-            InputSizing::Keep => {}
-            InputSizing::Reserve(bytes) => buf.reserve(bytes),
-            InputSizing::Release => *buf = BytesMut::with_capacity(INITIAL_BUFFER),
-        }
-        let room = buf.capacity() - buf.len();
-        let n = n.unwrap_or(room).min(room);
-        buf.extend_from_slice(&vec![b'x'; n]);
-        let _consumed = buf.split();
-        n >= room || n >= INITIAL_BUFFER
-    }
-
-    #[test]
-    fn an_idle_connection_keeps_a_small_read_buffer_and_a_busy_one_reads_big_chunks() {
-        // Logged in (CONNECT, PING), then quiet: never more than a few hundred bytes.
-        let mut buf = BytesMut::with_capacity(INITIAL_BUFFER);
-        let mut burst = false;
-        for n in [90, 6, 6, 6] {
-            burst = read_round(&mut buf, burst, Some(n));
-            assert!(!burst);
-            assert!(buf.capacity() <= INITIAL_BUFFER, "{}", buf.capacity());
-        }
-        // A burst fills the small buffer: the next reads get a READ_CHUNK of room.
-        burst = read_round(&mut buf, burst, None);
-        assert!(burst);
-        assert_eq!(input_sizing(&buf, burst), InputSizing::Reserve(READ_CHUNK));
-        burst = read_round(&mut buf, burst, Some(1000));
-        assert!(burst && buf.capacity() >= READ_CHUNK / 2, "{}", buf.capacity());
-        // Quiet again: the drained big buffer is given back.
-        burst = read_round(&mut buf, burst, Some(6));
-        assert!(!burst);
-        assert_eq!(input_sizing(&buf, burst), InputSizing::Release);
-        read_round(&mut buf, burst, Some(6));
-        assert!(buf.capacity() <= INITIAL_BUFFER, "{}", buf.capacity());
-    }
 
     #[test]
     fn fast_ack_body_equals_the_formatted_one() {
