@@ -1,6 +1,7 @@
 //! The accept loop both front ends share: bounded connections, one task per connection, and a
 //! drain that waits for every connection task at shutdown. Connections are served through
-//! [`ReadHalf`]/[`WriteHalf`] so plain TCP and TLS look the same to a protocol.
+//! [`ReadHalf`]/[`WriteHalf`] so plain TCP and TLS look the same to a protocol, and size their
+//! read buffers by one policy ([`ReadBuffer`]).
 
 use std::future::Future;
 use std::net::SocketAddr;
