@@ -1,11 +1,13 @@
 #!/usr/bin/env python3
-"""Hold N idle MQTT 3.1.1 connections open against a broker (for footprint measurements).
+"""Hold N idle MQTT 3.1.1 (or NATS) connections open against a broker (footprint measurements).
 
 Opens N TCP connections to HOST:PORT, sends CONNECT (clean session, keep alive 0 = no pings,
 client id PREFIX-i) on each and waits for a successful CONNACK. Then prints "ready N" on stdout
 and keeps the connections open (sending nothing) until SIGTERM or SIGINT. Standard library only.
+With --nats: reads INFO, sends `CONNECT {...}` and PING, waits for PONG, then is silent too
+(the broker's PINGs go unanswered, so hold them for less than ping_interval × max_pings_out).
 
-Usage: idle_clients.py --port 1883 [--host 127.0.0.1] [--count 1000] [--prefix idle]
+Usage: idle_clients.py --port 1883 [--host 127.0.0.1] [--count 1000] [--prefix idle] [--nats]
 Exit status 1 if a connection is refused or a CONNACK is not 0 (the reason is printed).
 """
 import argparse
@@ -34,12 +36,32 @@ def read_exact(sock: socket.socket, n: int) -> bytes:
     return data
 
 
+def read_line(sock: socket.socket) -> bytes:
+    data = b""
+    while not data.endswith(b"\r\n"):
+        chunk = sock.recv(1)
+        if not chunk:
+            raise ConnectionError("connection closed during the NATS handshake")
+        data += chunk
+    return data
+
+
+def nats_login(sock: socket.socket, name: str) -> str:
+    """INFO, CONNECT, PING -> PONG; an error line, if any."""
+    if not read_line(sock).startswith(b"INFO "):
+        return "no INFO"
+    sock.sendall(b'CONNECT {"verbose":false,"pedantic":false,"name":"%s"}\r\nPING\r\n' % name.encode())
+    line = read_line(sock)
+    return "" if line == b"PONG\r\n" else line.decode(errors="replace").strip()
+
+
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--host", default="127.0.0.1")
     ap.add_argument("--port", type=int, required=True)
     ap.add_argument("--count", type=int, default=1000)
     ap.add_argument("--prefix", default="idle")
+    ap.add_argument("--nats", action="store_true", help="NATS client protocol instead of MQTT")
     args = ap.parse_args()
 
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
@@ -50,6 +72,13 @@ def main() -> int:
     socks = []
     for i in range(args.count):
         s = socket.create_connection((args.host, args.port), timeout=10)
+        if args.nats:
+            refused = nats_login(s, f"{args.prefix}-{i}")
+            if refused:
+                print(f"client {i}: {refused} (refused)", file=sys.stderr)
+                return 1
+            socks.append(s)
+            continue
         s.sendall(connect_packet(f"{args.prefix}-{i}"))
         connack = read_exact(s, 4)
         if connack[0] != 0x20 or connack[3] != 0:

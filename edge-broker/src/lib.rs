@@ -24,8 +24,9 @@
 //!   decision, ordered batches to the log, local delivery once written, answers once durable.
 //! - [`admission`]: who may hold a connection: seats for clients that logged in, a separate
 //!   count of connections that have not, per-source caps.
-//! - [`listener`]: the bounded accept loop shared by the MQTT and NATS front ends, and the
-//!   byte-stream halves connections are served over (TCP, TLS, or in tests in-memory pipes).
+//! - [`listener`]: the bounded accept loop shared by the MQTT and NATS front ends, the
+//!   byte-stream halves connections are served over (TCP, TLS, or in tests in-memory pipes),
+//!   and the read-buffer policy both use (small while quiet, large chunks in bursts).
 //! - [`websocket`]: MQTT over WebSockets: the upgrade (path, `mqtt` subprotocol) and the pump
 //!   that serves a WebSocket client through the same byte-stream halves as TCP.
 //! - [`tls`]: rustls server configuration for the MQTT and NATS TLS listeners (optionally mutual).

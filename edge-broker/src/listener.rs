@@ -1,6 +1,7 @@
 //! The accept loop both front ends share: bounded connections, one task per connection, and a
 //! drain that waits for every connection task at shutdown. Connections are served through
-//! [`ReadHalf`]/[`WriteHalf`] so plain TCP and TLS look the same to a protocol.
+//! [`ReadHalf`]/[`WriteHalf`] so plain TCP and TLS look the same to a protocol, and size their
+//! read buffers by one policy ([`ReadBuffer`]).
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -112,6 +113,43 @@ pub async fn accept_loop<F, Fut>(
     tasks.wait().await;
 }
 
+/// How a connection sizes its read buffer: a quiet client (most gateway clients, most of the
+/// time) keeps `initial` bytes; one sending bursts reads `chunk`s (a whole client write is then
+/// one batch for the log), and gives the big buffer back once it is quiet again and drained.
+#[derive(Debug, Clone, Copy)]
+pub struct ReadBuffer {
+    /// The buffer of a new or quiet connection.
+    pub initial: usize,
+    /// Room made before each read while the client sends bursts.
+    pub chunk: usize,
+}
+
+/// A quiet connection's buffer is topped up when less room than this is left.
+const MIN_READ_ROOM: usize = 64;
+
+impl ReadBuffer {
+    /// Whether a read of `n` bytes into `room` bytes of room was part of a burst: it filled
+    /// the room, or was not small.
+    pub fn is_burst(&self, n: usize, room: usize) -> bool {
+        n >= room || n >= self.initial
+    }
+
+    /// Sizes `buf` before a read, `burst` being what [`ReadBuffer::is_burst`] said of the last
+    /// one. (Payloads decoded earlier may still share the old buffer: growing allocates.)
+    pub fn prepare(&self, buf: &mut bytes::BytesMut, burst: bool) {
+        let room = buf.capacity() - buf.len();
+        if burst {
+            if room < self.chunk / 4 {
+                buf.reserve(self.chunk);
+            }
+        } else if buf.is_empty() && buf.capacity() > 4 * self.initial {
+            *buf = bytes::BytesMut::with_capacity(self.initial);
+        } else if room < MIN_READ_ROOM {
+            buf.reserve(self.initial);
+        }
+    }
+}
+
 /// Writes what is left in `out` and shuts the socket down, giving up after `deadline` (a client
 /// that stopped reading must not hold a closing connection open).
 pub async fn flush_and_close<W: AsyncWrite + Unpin>(
@@ -129,4 +167,69 @@ pub async fn flush_and_close<W: AsyncWrite + Unpin>(
         let _ = writer.shutdown().await;
     };
     let _ = tokio::time::timeout(deadline, flush).await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ReadBuffer;
+    use bytes::BytesMut;
+
+    const POLICY: ReadBuffer = ReadBuffer {
+        initial: 512,
+        chunk: 64 << 10,
+    };
+
+    /// Prepares `buf` as a connection does, reads `n` bytes into it and consumes them all;
+    /// returns whether the read was a burst.
+    fn read_round(buf: &mut BytesMut, burst: bool, n: usize) -> bool {
+        POLICY.prepare(buf, burst);
+        let room = buf.capacity() - buf.len();
+        let n = n.min(room);
+        buf.extend_from_slice(&vec![b'x'; n]);
+        let _decoded = buf.split();
+        POLICY.is_burst(n, room)
+    }
+
+    #[test]
+    fn a_quiet_connection_keeps_a_small_read_buffer_and_a_busy_one_reads_big_chunks() {
+        // Logged in, then a small packet now and then: never more than `initial`. (A NATS
+        // connection used to reserve 64 KiB after its first read, an MQTT one 8 KiB once its
+        // first 512 bytes were used up, and keep them for good.)
+        let mut buf = BytesMut::with_capacity(POLICY.initial);
+        let mut burst = false;
+        for _ in 0..200 {
+            burst = read_round(&mut buf, burst, 40);
+            assert!(!burst);
+            assert!(buf.capacity() <= POLICY.initial, "{}", buf.capacity());
+        }
+        // A burst fills the small buffer: the next reads get a chunk of room.
+        burst = read_round(&mut buf, burst, usize::MAX);
+        assert!(burst);
+        burst = read_round(&mut buf, burst, 1000);
+        assert!(
+            burst && buf.capacity() >= POLICY.chunk / 2,
+            "{}",
+            buf.capacity()
+        );
+        // Quiet again: the drained big buffer is given back.
+        burst = read_round(&mut buf, burst, 6);
+        assert!(!burst);
+        read_round(&mut buf, burst, 6);
+        assert!(buf.capacity() <= POLICY.initial, "{}", buf.capacity());
+    }
+
+    #[test]
+    fn a_packet_larger_than_the_buffer_still_fits_in_the_end() {
+        // 100 KB arriving in pieces, none consumed (one packet): the buffer grows to hold it.
+        let mut buf = BytesMut::with_capacity(POLICY.initial);
+        let mut burst = false;
+        while buf.len() < 100_000 {
+            POLICY.prepare(&mut buf, burst);
+            let room = buf.capacity() - buf.len();
+            assert!(room > 0, "no room to read into at {} bytes", buf.len());
+            let n = room.min(100_000 - buf.len());
+            buf.extend_from_slice(&vec![b'x'; n]);
+            burst = POLICY.is_burst(n, room);
+        }
+    }
 }

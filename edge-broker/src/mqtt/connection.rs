@@ -31,7 +31,7 @@ use super::session::{Outbound, Session, SubscriptionRecord};
 use crate::admission::{Pending, Seat};
 use crate::hub::{Delivery, Mailbox, SubEntry};
 use crate::ingest::{self, Answer, Event, IngestLimits, IngestQueue, Outcome, Publisher};
-use crate::listener::{ReadHalf, WriteHalf};
+use crate::listener::{ReadBuffer, ReadHalf, WriteHalf};
 use crate::message::{Message, MessageProperties, Origin, now_ms};
 use crate::metrics::front::{DropReason, inc};
 use crate::router::Filter;
@@ -46,6 +46,11 @@ const SHUTDOWN_ACK_DRAIN: Duration = Duration::from_secs(5);
 const INITIAL_BUFFER: usize = 512;
 /// A busy connection reads in chunks of at least this much.
 const READ_CHUNK: usize = 8192;
+/// How the read buffer is sized: [`INITIAL_BUFFER`] while quiet, [`READ_CHUNK`] in bursts.
+const READ_BUFFER: ReadBuffer = ReadBuffer {
+    initial: INITIAL_BUFFER,
+    chunk: READ_CHUNK,
+};
 /// How long a closing connection may take to flush its last packets.
 const CLOSE_FLUSH: Duration = Duration::from_secs(1);
 
@@ -155,12 +160,16 @@ pub async fn serve(
             }
         },
     };
+    // Not kept for the connection's life: the task holds what lives across its awaits.
+    drop((evicted, settings));
     // What was read beyond the CONNECT starts the session's input; the CONNECT's own room
     // (up to max_connect_size) is not kept for the connection's life.
     if inbuf.capacity() > INITIAL_BUFFER.max(inbuf.len() * 2) {
         inbuf = BytesMut::from(&inbuf[..]);
     }
-    let connection = match Connection::accept(
+    // The login's state (CONNECT, credentials, the CONNACK being built) is boxed: a task is
+    // allocated at the size of its largest state, and this one lasts only until CONNACK.
+    let accepted = Box::pin(Connection::accept(
         Arc::clone(&server),
         connect,
         (reader, writer),
@@ -171,9 +180,9 @@ pub async fn serve(
             certificate,
         },
         shutdown,
-    )
-    .await
-    {
+    ))
+    .await;
+    let connection = match accepted {
         Ok(Some(connection)) => connection,
         Ok(None) => return,
         Err(err) => {
@@ -252,6 +261,8 @@ struct Connection {
     reader: ReadHalf,
     writer: WriteHalf,
     inbuf: BytesMut,
+    /// The last read filled the buffer's room or was not small (see [`ReadBuffer`]).
+    read_burst: bool,
     outbuf: BytesMut,
     max_packet_in: u32,
     client_max_packet: u32,
@@ -291,7 +302,7 @@ impl Connection {
         inbuf: BytesMut,
         arrival: Arrival,
         shutdown: CancellationToken,
-    ) -> std::io::Result<Option<Connection>> {
+    ) -> std::io::Result<Option<Box<Connection>>> {
         let Arrival {
             peer,
             pending,
@@ -464,7 +475,9 @@ impl Connection {
             reason_code: ReasonCode::Success,
             properties,
         });
-        let mut connection = Connection {
+        // Boxed: the task's future then holds a pointer, not the connection (by value, an
+        // `async fn` taking `self` keeps it twice, and `run` and `finish` nest).
+        let mut connection = Box::new(Connection {
             server: Arc::clone(&server),
             settings: Arc::clone(&settings),
             session,
@@ -475,6 +488,7 @@ impl Connection {
             reader,
             writer,
             inbuf,
+            read_burst: false,
             outbuf: BytesMut::with_capacity(INITIAL_BUFFER),
             max_packet_in: settings.max_packet_size.bytes() as u32,
             client_max_packet: connect.properties.maximum_packet_size.unwrap_or(u32::MAX),
@@ -508,7 +522,7 @@ impl Connection {
             shutdown,
             _seat: seat,
             qos2_answers: 0,
-        };
+        });
         connection.write(&connack);
         if session_present {
             connection.resend_inflight();
@@ -569,7 +583,7 @@ impl Connection {
         }
     }
 
-    async fn run(mut self) {
+    async fn run(mut self: Box<Self>) {
         let exit = self.serve_loop().await;
         self.finish(exit).await;
     }
@@ -602,11 +616,13 @@ impl Connection {
                 .map(|ka| self.last_read + ka);
             let session = Arc::clone(&self.session);
             let gate = self.gate.clone();
-            if can_read && self.inbuf.capacity() - self.inbuf.len() < 64 {
-                // Out of room (a busy client, or a packet bigger than the buffer): grow in
-                // large steps rather than the 64 bytes a full BytesMut would add per read.
-                self.inbuf.reserve(READ_CHUNK);
+            if can_read {
+                // A busy client (or a packet bigger than the buffer) reads in large steps
+                // rather than the 64 bytes a full BytesMut would add per read; a quiet one
+                // keeps a small buffer, and gives a burst's back.
+                READ_BUFFER.prepare(&mut self.inbuf, self.read_burst);
             }
+            let room = self.inbuf.capacity() - self.inbuf.len();
             tokio::select! {
                 biased;
                 _ = self.kick.cancelled() => return Exit::Kicked,
@@ -629,7 +645,10 @@ impl Connection {
                 }
                 read = self.reader.read_buf(&mut self.inbuf), if can_read => match read {
                     Ok(0) => return Exit::Closed("connection closed by client".to_owned()),
-                    Ok(_) => self.last_read = Instant::now(),
+                    Ok(n) => {
+                        self.last_read = Instant::now();
+                        self.read_burst = READ_BUFFER.is_burst(n, room);
+                    }
                     Err(err) => return Exit::Closed(format!("read failed: {err}")),
                 },
                 _ = session.wake.notified() => {}
@@ -1319,7 +1338,7 @@ impl Connection {
         let _ = tokio::time::timeout(SHUTDOWN_ACK_DRAIN, drain).await;
     }
 
-    async fn finish(mut self, exit: Exit) {
+    async fn finish(mut self: Box<Self>, exit: Exit) {
         match exit {
             // Shutdown: the acknowledgements whose records become durable in time go out, so
             // clients do not resend what is already safe.

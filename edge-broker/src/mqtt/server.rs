@@ -595,7 +595,7 @@ impl MqttServer {
                     // Evicted (pending connections over their cap) while still upgrading: gone.
                     let evicted = pending.eviction();
                     let upgraded = tokio::select! {
-                        upgraded = crate::websocket::upgrade(halves, &ws) => upgraded,
+                        upgraded = Box::pin(crate::websocket::upgrade(halves, &ws)) => upgraded,
                         _ = evicted.cancelled() => return,
                     };
                     match upgraded {
@@ -639,8 +639,10 @@ impl MqttServer {
         let acceptor = acceptor?;
         let deadline = self.settings().connect_timeout.0;
         let evicted = pending.eviction();
+        // Boxed: the handshake's state lasts only as long as the handshake, while the
+        // connection's task is allocated at the size of its largest state.
         let handshake = tokio::select! {
-            handshake = crate::listener::tls_with_peer(&acceptor, stream, deadline) => handshake,
+            handshake = Box::pin(crate::listener::tls_with_peer(&acceptor, stream, deadline)) => handshake,
             _ = evicted.cancelled() => return None,
         };
         match handshake {

@@ -43,13 +43,21 @@ use crate::admission::{Pending, Seat};
 use crate::auth::acl::SubscribeVerdict;
 use crate::hub::{Delivery, Mailbox, SubEntry};
 use crate::ingest::{self, Answer, Event, IngestLimits, IngestQueue, Outcome, Publisher};
-use crate::listener::{ReadHalf, WriteHalf};
+use crate::listener::{ReadBuffer, ReadHalf, WriteHalf};
 use crate::message::{Message, now_ms};
 use crate::metrics::front::{DropReason, inc};
 use crate::router::Filter;
 
-/// Bytes read from the socket at once (at most).
+/// Bytes read from the socket at once (at most), by a client that sends bursts.
 const READ_CHUNK: usize = 64 << 10;
+/// The read buffer of a new or quiet connection: most gateway clients are idle most of the
+/// time, and an idle connection keeps only this much (a burst grows it to [`READ_CHUNK`]).
+const INITIAL_BUFFER: usize = 512;
+/// How the read buffer is sized: [`INITIAL_BUFFER`] while quiet, [`READ_CHUNK`] in bursts.
+const READ_BUFFER: ReadBuffer = ReadBuffer {
+    initial: INITIAL_BUFFER,
+    chunk: READ_CHUNK,
+};
 /// How long a closing connection waits for the log to take the publishes it already read.
 const INGEST_DRAIN: Duration = Duration::from_secs(5);
 /// How long a closing connection may take to flush its last bytes.
@@ -339,8 +347,10 @@ pub async fn serve(
             }
             let deadline = server.settings().auth_timeout.0;
             let evicted = pending.eviction();
+            // Boxed: the handshake's state lasts only as long as the handshake, while a task
+            // is allocated at the size of its largest state.
             let handshake = tokio::select! {
-                handshake = crate::listener::tls(acceptor, stream, deadline) => handshake,
+                handshake = Box::pin(crate::listener::tls(acceptor, stream, deadline)) => handshake,
                 _ = evicted.cancelled() => return,
             };
             match handshake {
@@ -416,7 +426,9 @@ async fn run(
             client_id: Arc::clone(&client_id),
         },
     );
-    let mut connection = Connection {
+    // Boxed: the task's future then holds a pointer, not the connection (by value, `finish`
+    // taking `self` would keep it twice more).
+    let mut connection = Box::new(Connection {
         limits: Limits {
             // Until CONNECT, a payload no larger than a control line (see `seat`).
             max_payload: (settings.max_payload.bytes() as usize).min(PRE_CONNECT_PAYLOAD),
@@ -439,7 +451,8 @@ async fn run(
         conn_key,
         reader,
         writer,
-        inbuf: BytesMut::with_capacity(16 << 10),
+        inbuf: BytesMut::with_capacity(INITIAL_BUFFER),
+        read_burst: false,
         outbuf: BytesMut::new(),
         connect: None,
         client_id,
@@ -456,7 +469,7 @@ async fn run(
         shutdown,
         evict: pending.eviction(),
         admitted: Admitted::Pending(Some(pending)),
-    };
+    });
     let exit = connection.serve_loop().await;
     connection.finish(exit).await;
 }
@@ -483,6 +496,9 @@ struct Connection {
     reader: ReadHalf,
     writer: WriteHalf,
     inbuf: BytesMut,
+    /// The last read filled the buffer's room or was not small: the client sends bursts, so
+    /// it reads in [`READ_CHUNK`]s; otherwise its buffer stays at [`INITIAL_BUFFER`].
+    read_burst: bool,
     outbuf: BytesMut,
     limits: Limits,
     connect: Option<Box<Connect>>,
@@ -566,7 +582,8 @@ impl Connection {
                 return exit;
             }
             if let Some(connect) = self.pending_connect.take() {
-                if let Err(exit) = self.login(connect).await {
+                // Boxed: the login's state is needed once, the loop's for the connection's life.
+                if let Err(exit) = Box::pin(self.login(connect)).await {
                     return exit;
                 }
                 continue;
@@ -575,11 +592,12 @@ impl Connection {
                 return exit;
             }
             let can_read = self.can_process();
-            if can_read && self.inbuf.capacity() - self.inbuf.len() < READ_CHUNK / 4 {
-                // Read big chunks: a whole client write becomes one batch for the log. (The
-                // payloads decoded earlier still share the old buffer, so this allocates.)
-                self.inbuf.reserve(READ_CHUNK);
+            if can_read {
+                // A client sending bursts reads big chunks (a whole client write becomes one
+                // batch for the log); a quiet one keeps a small buffer.
+                READ_BUFFER.prepare(&mut self.inbuf, self.read_burst);
             }
+            let room = self.inbuf.capacity() - self.inbuf.len();
             // Every connection must send CONNECT in time, with or without credentials to check:
             // one that does not holds a pending place and its buffers for nothing.
             let awaiting_auth = self.connect.is_none();
@@ -600,7 +618,7 @@ impl Connection {
                 }
                 read = self.reader.read_buf(&mut self.inbuf), if can_read => match read {
                     Ok(0) => return Exit::Closed("connection closed by client".to_owned()),
-                    Ok(_) => {}
+                    Ok(n) => self.read_burst = READ_BUFFER.is_burst(n, room),
                     Err(err) => return Exit::Closed(format!("read failed: {err}")),
                 },
                 _ = self.outbox.wake.notified() => {}
@@ -1161,7 +1179,7 @@ impl Connection {
     }
 
     /// Ends the connection: last `-ERR`, flush, subscriptions out of the hub.
-    async fn finish(mut self, exit: Exit) {
+    async fn finish(mut self: Box<Self>, exit: Exit) {
         // Publishes already read are stored (and delivered) even though the client is gone.
         self.ingest.submit();
         let drain = async {

@@ -117,21 +117,54 @@ impl Broker {
 
     /// The same with a `buffer`-byte pipe in each direction.
     pub fn mqtt_client_buffered(&self, version: ProtocolVersion, buffer: usize) -> MqttClient {
+        let (client, serve) = self.mqtt_serve(buffer);
+        tokio::spawn(serve);
+        MqttClient {
+            io: client,
+            inbuf: BytesMut::new(),
+            version,
+        }
+    }
+
+    /// Bytes of one MQTT connection's task future (`connection::serve`, never polled): a
+    /// spawned task holds this much, inline, for its whole life.
+    pub fn mqtt_serve_future_bytes(&self) -> usize {
+        std::mem::size_of_val(&self.mqtt_serve(64).1)
+    }
+
+    /// The same for a NATS connection (`connection::serve_stream`).
+    pub fn nats_serve_future_bytes(&self) -> usize {
+        std::mem::size_of_val(&self.nats_serve(64).1)
+    }
+
+    /// A new MQTT connection over a `buffer`-byte pipe: the client's end and the server's
+    /// `connection::serve` future (not yet spawned).
+    fn mqtt_serve(&self, buffer: usize) -> (DuplexStream, impl Future<Output = ()> + use<>) {
         let (client, halves) = self.pipe(buffer);
         let pending = self.mqtt.admission.arrive(peer().ip()).unwrap();
-        tokio::spawn(edge_broker::mqtt::connection::serve(
+        let serve = edge_broker::mqtt::connection::serve(
             Arc::clone(&self.mqtt),
             halves,
             peer(),
             pending,
             self.shutdown.clone(),
             None,
-        ));
-        MqttClient {
-            io: client,
-            inbuf: BytesMut::new(),
-            version,
-        }
+        );
+        (client, serve)
+    }
+
+    /// The same for NATS (`connection::serve_stream`).
+    fn nats_serve(&self, buffer: usize) -> (DuplexStream, impl Future<Output = ()> + use<>) {
+        let (client, halves) = self.pipe(buffer);
+        let pending = self.nats.admission.arrive(peer().ip()).unwrap();
+        let serve = edge_broker::nats::connection::serve_stream(
+            Arc::clone(&self.nats),
+            halves,
+            peer(),
+            pending,
+            self.shutdown.clone(),
+        );
+        (client, serve)
     }
 
     /// A new NATS connection served by `edge_broker::nats::connection::serve_stream`.
@@ -141,15 +174,8 @@ impl Broker {
 
     /// The same with a `buffer`-byte pipe in each direction.
     pub fn nats_client_buffered(&self, buffer: usize) -> NatsClient {
-        let (client, halves) = self.pipe(buffer);
-        let pending = self.nats.admission.arrive(peer().ip()).unwrap();
-        tokio::spawn(edge_broker::nats::connection::serve_stream(
-            Arc::clone(&self.nats),
-            halves,
-            peer(),
-            pending,
-            self.shutdown.clone(),
-        ));
+        let (client, serve) = self.nats_serve(buffer);
+        tokio::spawn(serve);
         NatsClient {
             io: client,
             inbuf: BytesMut::new(),
