@@ -2,13 +2,17 @@
 //! the subscribers' mailboxes.
 //!
 //! Publishing never blocks on a subscriber: a delivery is pushed into the subscriber's bounded
-//! mailbox, which decides (by its own limits) whether to keep it.
+//! mailbox, which decides (by its own limits) whether to keep it. A publisher that can pace
+//! its input ([`Hub::publish_paced`]) may instead get a delivery back from a full mailbox
+//! ([`Offer::Full`]) with the mailbox's [`Room`] to wait on: the waiting (bounded in time)
+//! happens in the publisher's own task, never under the hub's lock.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use edge_proto::mqtt::QoS;
 use parking_lot::RwLock;
+use tokio::sync::Notify;
 
 use crate::message::Message;
 use crate::router::{Filter, SubscriptionTree};
@@ -30,6 +34,146 @@ pub struct Delivery {
 pub trait Mailbox: Send + Sync + std::fmt::Debug {
     /// Offers a delivery; returns false when the mailbox refused it (full, offline QoS 0).
     fn deliver(&self, delivery: Delivery) -> bool;
+
+    /// Offers a delivery whose publisher can wait for room: a mailbox that lets publishers
+    /// wait hands it back ([`Offer::Full`]) instead of dropping it. By default, as
+    /// [`Mailbox::deliver`].
+    fn offer(&self, delivery: Delivery) -> Offer {
+        if self.deliver(delivery) {
+            Offer::Taken
+        } else {
+            Offer::Refused
+        }
+    }
+
+    /// Where a publisher handed an [`Offer::Full`] waits (`None`: this mailbox never hands
+    /// one back).
+    fn room(&self) -> Option<&Room> {
+        None
+    }
+}
+
+/// What a mailbox did with an offered delivery ([`Mailbox::offer`]).
+#[derive(Debug)]
+pub enum Offer {
+    /// Kept.
+    Taken,
+    /// Refused for good (a drop is counted by the mailbox).
+    Refused,
+    /// Full for now: the delivery is handed back; the publisher may wait until the mailbox's
+    /// [`Room`] has moved past `seen` and offer it again.
+    Full {
+        /// The delivery, not kept.
+        delivery: Delivery,
+        /// [`Room::seen`] when it was refused (taken under the mailbox's lock).
+        seen: u64,
+    },
+}
+
+/// A full mailbox's signal to the publishers waiting for it: its consumer calls
+/// [`Room::made`] when it takes deliveries out; a publisher waits with [`Room::since`].
+///
+/// Invariant: a waiter that saw `seen` is woken by every `made` after it: `made` bumps the
+/// count before it looks for waiters, and a waiter registers before it compares the count
+/// (all `SeqCst`), so one of the two sees the other.
+#[derive(Debug, Default)]
+pub struct Room {
+    /// Times room was made.
+    made: AtomicU64,
+    /// A publisher waits: the next [`Room::made`] wakes it.
+    wanted: AtomicBool,
+    /// A publisher's wait ran out and no room was made since: publishers do not wait again
+    /// (a subscriber that never reads holds each publisher once, not at every publish).
+    stalled: AtomicBool,
+    notify: Notify,
+}
+
+impl Room {
+    /// The count to wait past (read under the mailbox's lock when refusing).
+    pub fn seen(&self) -> u64 {
+        self.made.load(Ordering::SeqCst)
+    }
+
+    /// The consumer took deliveries out: wakes waiting publishers, lets them wait again.
+    pub fn made(&self) {
+        self.made.fetch_add(1, Ordering::SeqCst);
+        if self.stalled.load(Ordering::Relaxed) {
+            self.stalled.store(false, Ordering::Relaxed);
+        }
+        if self.wanted.load(Ordering::SeqCst) && self.wanted.swap(false, Ordering::SeqCst) {
+            self.notify.notify_waiters();
+        }
+    }
+
+    /// Resolves once room was made after `seen`.
+    pub async fn since(&self, seen: u64) {
+        loop {
+            let notified = self.notify.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            self.wanted.store(true, Ordering::SeqCst);
+            if self.made.load(Ordering::SeqCst) != seen {
+                return;
+            }
+            notified.await;
+        }
+    }
+
+    /// A publisher gave up waiting: until room is made, publishers do not wait again.
+    pub fn give_up(&self) {
+        self.stalled.store(true, Ordering::Relaxed);
+    }
+
+    /// Whether a wait ran out and no room was made since.
+    pub fn is_stalled(&self) -> bool {
+        self.stalled.load(Ordering::Relaxed)
+    }
+}
+
+/// Most deliveries of one publish handed back to wait ([`Hub::publish_paced`]); further full
+/// mailboxes drop at once. Bounds what a waiting publisher holds (a publish matching hundreds
+/// of stalled subscribers) to 16 × 64 bytes.
+pub const MAX_WAITING: usize = 16;
+
+/// A delivery a full mailbox handed back to its publisher ([`Hub::publish_paced`]).
+#[derive(Debug)]
+pub struct Waiting {
+    /// The delivery, not yet kept.
+    pub delivery: Delivery,
+    /// The mailbox that was full.
+    pub mailbox: Arc<dyn Mailbox>,
+    /// The mailbox's [`Room::seen`] when it refused.
+    pub seen: u64,
+}
+
+impl Waiting {
+    /// Offers the delivery again: `None` when kept or refused for good, itself when still full.
+    pub fn retry(self) -> Option<Waiting> {
+        match self.mailbox.offer(self.delivery) {
+            Offer::Taken | Offer::Refused => None,
+            Offer::Full { delivery, seen } => Some(Waiting {
+                delivery,
+                mailbox: self.mailbox,
+                seen,
+            }),
+        }
+    }
+
+    /// Stops waiting: the mailbox is marked stalled and the delivery offered one last time
+    /// without waiting (dropped and counted if still full). Returns whether it was kept.
+    pub fn give_up(self) -> bool {
+        if let Some(room) = self.mailbox.room() {
+            room.give_up();
+        }
+        self.mailbox.deliver(self.delivery)
+    }
+
+    /// Resolves once the mailbox made room since it refused.
+    pub async fn room(&self) {
+        if let Some(room) = self.mailbox.room() {
+            room.since(self.seen).await;
+        }
+    }
 }
 
 /// A subscription as the hub stores it.
@@ -54,6 +198,8 @@ pub struct FanOut {
     pub delivered: usize,
     /// Deliveries refused by mailboxes (full queues, offline QoS 0).
     pub refused: usize,
+    /// Deliveries handed back to the publisher to wait for room ([`Hub::publish_paced`]).
+    pub waiting: usize,
 }
 
 /// All subscriptions, shared by the MQTT and NATS front ends.
@@ -120,6 +266,17 @@ impl Hub {
     /// highest granted QoS carrying all their subscription identifiers (MQTT 5 §3.3.4); each
     /// matching share group delivers to one of its members.
     pub fn publish(&self, message: &Arc<Message>) -> FanOut {
+        self.fan_out(message, None)
+    }
+
+    /// As [`Hub::publish`], for a publisher that can pace its input: a full mailbox that
+    /// lets publishers wait hands its delivery back into `waiting` instead of dropping it
+    /// (while `waiting` holds fewer than [`MAX_WAITING`]).
+    pub fn publish_paced(&self, message: &Arc<Message>, waiting: &mut Vec<Waiting>) -> FanOut {
+        self.fan_out(message, Some(waiting))
+    }
+
+    fn fan_out(&self, message: &Arc<Message>, mut waiting: Option<&mut Vec<Waiting>>) -> FanOut {
         let tree = self.tree.read();
         let mut matched = Matched::default();
         let mut shared: Vec<(Delivery, Arc<dyn Mailbox>)> = Vec::new();
@@ -146,10 +303,25 @@ impl Hub {
         let mut fan_out = FanOut::default();
         let merged = matched.merged();
         for (delivery, mailbox) in merged.chain(shared) {
-            if mailbox.deliver(delivery) {
-                fan_out.delivered += 1;
-            } else {
-                fan_out.refused += 1;
+            let Some(waiting) = waiting.as_deref_mut().filter(|w| w.len() < MAX_WAITING) else {
+                if mailbox.deliver(delivery) {
+                    fan_out.delivered += 1;
+                } else {
+                    fan_out.refused += 1;
+                }
+                continue;
+            };
+            match mailbox.offer(delivery) {
+                Offer::Taken => fan_out.delivered += 1,
+                Offer::Refused => fan_out.refused += 1,
+                Offer::Full { delivery, seen } => {
+                    fan_out.waiting += 1;
+                    waiting.push(Waiting {
+                        delivery,
+                        mailbox,
+                        seen,
+                    });
+                }
             }
         }
         fan_out
@@ -326,6 +498,75 @@ mod tests {
             "one copy per subscriber, in key order, with both ids"
         );
         assert!(got.iter().all(|d| d.qos == QoS::AtLeastOnce));
+    }
+
+    /// A mailbox with room for `room` deliveries, that lets publishers wait.
+    #[derive(Debug)]
+    struct Bounded {
+        kept: Mutex<Vec<Delivery>>,
+        capacity: Mutex<usize>,
+        room: Room,
+    }
+    impl Bounded {
+        fn new(capacity: usize) -> Arc<Bounded> {
+            Arc::new(Bounded {
+                kept: Mutex::default(),
+                capacity: Mutex::new(capacity),
+                room: Room::default(),
+            })
+        }
+    }
+    impl Mailbox for Bounded {
+        fn deliver(&self, delivery: Delivery) -> bool {
+            matches!(self.offer(delivery), Offer::Taken)
+        }
+        fn offer(&self, delivery: Delivery) -> Offer {
+            let mut kept = self.kept.lock();
+            if kept.len() < *self.capacity.lock() {
+                kept.push(delivery);
+                Offer::Taken
+            } else {
+                Offer::Full {
+                    delivery,
+                    seen: self.room.seen(),
+                }
+            }
+        }
+        fn room(&self) -> Option<&Room> {
+            Some(&self.room)
+        }
+    }
+
+    #[test]
+    fn a_waiting_delivery_fits_its_share_of_the_memory_budget() {
+        // The budget charges 128 B per waiting delivery: room for the Vec's doubling.
+        assert!(std::mem::size_of::<Waiting>() <= 64);
+    }
+
+    #[tokio::test]
+    async fn a_paced_publish_hands_back_what_full_mailboxes_refuse() {
+        let hub = Hub::new();
+        let fast = Arc::new(Collect::default());
+        let slow = Bounded::new(0);
+        hub.subscribe(&Filter::mqtt("t").unwrap(), None, 1, entry(0, None, &fast));
+        let mut slow_entry = entry(0, None, &fast);
+        slow_entry.mailbox = Arc::clone(&slow) as Arc<dyn Mailbox>;
+        hub.subscribe(&Filter::mqtt("t").unwrap(), None, 2, slow_entry);
+        // Not paced: refused at once.
+        let out = hub.publish(&message("t", 0, None));
+        assert_eq!((out.delivered, out.refused, out.waiting), (1, 1, 0));
+        // Paced: handed back, then kept once the mailbox made room.
+        let mut waiting = Vec::new();
+        let out = hub.publish_paced(&message("t", 0, None), &mut waiting);
+        assert_eq!((out.delivered, out.refused, out.waiting), (1, 0, 1));
+        let one = waiting.pop().unwrap();
+        let one = one.retry().expect("still full");
+        *slow.capacity.lock() = 1;
+        slow.room.made();
+        one.room().await;
+        assert!(one.retry().is_none(), "kept");
+        assert_eq!(slow.kept.lock().len(), 1);
+        assert_eq!(fast.0.lock().len(), 2);
     }
 
     #[test]
