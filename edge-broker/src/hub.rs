@@ -7,12 +7,14 @@
 //! ([`Offer::Full`]) with the mailbox's [`Room`] to wait on: the waiting (bounded in time)
 //! happens in the publisher's own task, never under the hub's lock.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
 
 use edge_proto::mqtt::QoS;
 use parking_lot::RwLock;
 use tokio::sync::Notify;
+use tokio::time::Instant;
 
 use crate::message::Message;
 use crate::router::{Filter, SubscriptionTree};
@@ -61,12 +63,14 @@ pub enum Offer {
     /// Refused for good (a drop is counted by the mailbox).
     Refused,
     /// Full for now: the delivery is handed back; the publisher may wait until the mailbox's
-    /// [`Room`] has moved past `seen` and offer it again.
+    /// [`Room`] has moved past `seen` and offer it again, but not past `until`.
     Full {
         /// The delivery, not kept.
         delivery: Delivery,
         /// [`Room::seen`] when it was refused (taken under the mailbox's lock).
         seen: u64,
+        /// The mailbox's wait bound after the last room it made ([`Room::until`]).
+        until: Instant,
     },
 }
 
@@ -76,16 +80,33 @@ pub enum Offer {
 /// Invariant: a waiter that saw `seen` is woken by every `made` after it: `made` bumps the
 /// count before it looks for waiters, and a waiter registers before it compares the count
 /// (all `SeqCst`), so one of the two sees the other.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Room {
     /// Times room was made.
     made: AtomicU64,
+    /// When room was last made (or the room was created), ms on [`Room`]'s monotonic clock.
+    last_ms: AtomicU64,
     /// A publisher waits: the next [`Room::made`] wakes it.
     wanted: AtomicBool,
-    /// A publisher's wait ran out and no room was made since: publishers do not wait again
-    /// (a subscriber that never reads holds each publisher once, not at every publish).
-    stalled: AtomicBool,
     notify: Notify,
+}
+
+impl Default for Room {
+    fn default() -> Room {
+        Room {
+            made: AtomicU64::new(0),
+            last_ms: AtomicU64::new(monotonic_ms()),
+            wanted: AtomicBool::new(false),
+            notify: Notify::new(),
+        }
+    }
+}
+
+/// Milliseconds since the first call, on a monotonic clock.
+fn monotonic_ms() -> u64 {
+    static ORIGIN: OnceLock<Instant> = OnceLock::new();
+    let origin = *ORIGIN.get_or_init(Instant::now);
+    u64::try_from(origin.elapsed().as_millis()).unwrap_or(u64::MAX)
 }
 
 impl Room {
@@ -94,15 +115,22 @@ impl Room {
         self.made.load(Ordering::SeqCst)
     }
 
-    /// The consumer took deliveries out: wakes waiting publishers, lets them wait again.
+    /// The consumer took deliveries out: wakes waiting publishers.
     pub fn made(&self) {
         self.made.fetch_add(1, Ordering::SeqCst);
-        if self.stalled.load(Ordering::Relaxed) {
-            self.stalled.store(false, Ordering::Relaxed);
-        }
+        self.last_ms.store(monotonic_ms(), Ordering::Relaxed);
         if self.wanted.load(Ordering::SeqCst) && self.wanted.swap(false, Ordering::SeqCst) {
             self.notify.notify_waiters();
         }
+    }
+
+    /// Until when a publisher may wait: `wait` after room was last made. A consumer that
+    /// stopped taking deliveries out holds its publishers at most `wait` after it stopped,
+    /// however many publishes and publishers meet it full.
+    pub fn until(&self, wait: Duration) -> Instant {
+        let idle = monotonic_ms().saturating_sub(self.last_ms.load(Ordering::Relaxed));
+        let now = Instant::now();
+        now.checked_sub(Duration::from_millis(idle)).unwrap_or(now) + wait
     }
 
     /// Resolves once room was made after `seen`.
@@ -118,21 +146,22 @@ impl Room {
             notified.await;
         }
     }
+}
 
-    /// A publisher gave up waiting: until room is made, publishers do not wait again.
-    pub fn give_up(&self) {
-        self.stalled.store(true, Ordering::Relaxed);
-    }
-
-    /// Whether a wait ran out and no room was made since.
-    pub fn is_stalled(&self) -> bool {
-        self.stalled.load(Ordering::Relaxed)
-    }
+/// What offering a [`Waiting`] delivery again did.
+#[derive(Debug)]
+pub enum Retried {
+    /// Kept.
+    Kept,
+    /// Refused for good (dropped and counted by the mailbox, e.g. its wait bound passed).
+    Refused,
+    /// Still full: wait again (with the mailbox's current `seen` and `until`).
+    Full(Waiting),
 }
 
 /// Most deliveries of one publish handed back to wait ([`Hub::publish_paced`]); further full
 /// mailboxes drop at once. Bounds what a waiting publisher holds (a publish matching hundreds
-/// of stalled subscribers) to 16 × 64 bytes.
+/// of full subscribers) to 16 × ~80 bytes.
 pub const MAX_WAITING: usize = 16;
 
 /// A delivery a full mailbox handed back to its publisher ([`Hub::publish_paced`]).
@@ -144,27 +173,32 @@ pub struct Waiting {
     pub mailbox: Arc<dyn Mailbox>,
     /// The mailbox's [`Room::seen`] when it refused.
     pub seen: u64,
+    /// Past this, the delivery is given up ([`Offer::Full`]'s `until`).
+    pub until: Instant,
 }
 
 impl Waiting {
-    /// Offers the delivery again: `None` when kept or refused for good, itself when still full.
-    pub fn retry(self) -> Option<Waiting> {
+    /// Offers the delivery again.
+    pub fn retry(self) -> Retried {
         match self.mailbox.offer(self.delivery) {
-            Offer::Taken | Offer::Refused => None,
-            Offer::Full { delivery, seen } => Some(Waiting {
+            Offer::Taken => Retried::Kept,
+            Offer::Refused => Retried::Refused,
+            Offer::Full {
+                delivery,
+                seen,
+                until,
+            } => Retried::Full(Waiting {
                 delivery,
                 mailbox: self.mailbox,
                 seen,
+                until,
             }),
         }
     }
 
-    /// Stops waiting: the mailbox is marked stalled and the delivery offered one last time
-    /// without waiting (dropped and counted if still full). Returns whether it was kept.
+    /// Stops waiting: the delivery is offered one last time without waiting (dropped and
+    /// counted if still full). Returns whether it was kept.
     pub fn give_up(self) -> bool {
-        if let Some(room) = self.mailbox.room() {
-            room.give_up();
-        }
         self.mailbox.deliver(self.delivery)
     }
 
@@ -271,7 +305,7 @@ impl Hub {
 
     /// As [`Hub::publish`], for a publisher that can pace its input: a full mailbox that
     /// lets publishers wait hands its delivery back into `waiting` instead of dropping it
-    /// (while `waiting` holds fewer than [`MAX_WAITING`]).
+    /// (while `waiting` holds fewer than [`MAX_WAITING`]; beyond, it is dropped at once).
     pub fn publish_paced(&self, message: &Arc<Message>, waiting: &mut Vec<Waiting>) -> FanOut {
         self.fan_out(message, Some(waiting))
     }
@@ -303,7 +337,7 @@ impl Hub {
         let mut fan_out = FanOut::default();
         let merged = matched.merged();
         for (delivery, mailbox) in merged.chain(shared) {
-            let Some(waiting) = waiting.as_deref_mut().filter(|w| w.len() < MAX_WAITING) else {
+            let Some(waiting) = waiting.as_deref_mut() else {
                 if mailbox.deliver(delivery) {
                     fan_out.delivered += 1;
                 } else {
@@ -314,13 +348,25 @@ impl Hub {
             match mailbox.offer(delivery) {
                 Offer::Taken => fan_out.delivered += 1,
                 Offer::Refused => fan_out.refused += 1,
-                Offer::Full { delivery, seen } => {
-                    fan_out.waiting += 1;
-                    waiting.push(Waiting {
+                Offer::Full {
+                    delivery,
+                    seen,
+                    until,
+                } => {
+                    let one = Waiting {
                         delivery,
                         mailbox,
                         seen,
-                    });
+                        until,
+                    };
+                    if waiting.len() < MAX_WAITING {
+                        fan_out.waiting += 1;
+                        waiting.push(one);
+                    } else if one.give_up() {
+                        fan_out.delivered += 1;
+                    } else {
+                        fan_out.refused += 1;
+                    }
                 }
             }
         }
@@ -529,6 +575,7 @@ mod tests {
                 Offer::Full {
                     delivery,
                     seen: self.room.seen(),
+                    until: self.room.until(Duration::from_secs(1)),
                 }
             }
         }
@@ -539,8 +586,8 @@ mod tests {
 
     #[test]
     fn a_waiting_delivery_fits_its_share_of_the_memory_budget() {
-        // The budget charges 128 B per waiting delivery: room for the Vec's doubling.
-        assert!(std::mem::size_of::<Waiting>() <= 64);
+        // The budget charges 128 B per waiting delivery: room for the Vec's growth.
+        assert!(std::mem::size_of::<Waiting>() <= 96);
     }
 
     #[tokio::test]
@@ -560,11 +607,13 @@ mod tests {
         let out = hub.publish_paced(&message("t", 0, None), &mut waiting);
         assert_eq!((out.delivered, out.refused, out.waiting), (1, 0, 1));
         let one = waiting.pop().unwrap();
-        let one = one.retry().expect("still full");
+        let Retried::Full(one) = one.retry() else {
+            panic!("still full");
+        };
         *slow.capacity.lock() = 1;
         slow.room.made();
         one.room().await;
-        assert!(one.retry().is_none(), "kept");
+        assert!(matches!(one.retry(), Retried::Kept));
         assert_eq!(slow.kept.lock().len(), 1);
         assert_eq!(fast.0.lock().len(), 2);
     }

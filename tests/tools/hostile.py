@@ -280,7 +280,7 @@ def count_publishes(client, count, out, key, pause=0.0, every=1):
 @scenario
 def slow_subscriber(host, port, pid, mode, count, size):
     """A fast subscriber and one slower than the publisher (`slow`: reads, 1 ms asleep every
-    10 messages) or one that never reads (`never`); one publisher sends `count` × `size`
+    2 messages) or one that never reads (`never`); one publisher sends `count` × `size`
     bytes at QoS 0, then PINGREQ (its PINGRESP: every publish was taken). What each
     subscriber received, and the broker's RSS growth."""
     import threading
@@ -295,7 +295,7 @@ def slow_subscriber(host, port, pid, mode, count, size):
     readers = [threading.Thread(target=count_publishes, args=(fast, count, got, "fast"))]
     if mode == "slow":
         readers.append(threading.Thread(target=count_publishes,
-                                        args=(slow, count, got, "slow", 0.001, 10)))
+                                        args=(slow, count, got, "slow", 0.001, 2)))
     elif mode != "never":
         raise AssertionError(f"mode {mode!r}: slow or never")
     for r in readers:

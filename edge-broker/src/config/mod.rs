@@ -845,7 +845,7 @@ pub const DEFAULT_MAX_PENDING: usize = 128;
 pub const DEFAULT_MAX_PENDING_PER_SOURCE: usize = 64;
 
 /// Default `mqtt.slow_subscriber_wait` (see BENCHMARKS.md, "QoS 0 to a slower subscriber").
-pub const DEFAULT_SLOW_SUBSCRIBER_WAIT: Duration = Duration::from_millis(500);
+pub const DEFAULT_SLOW_SUBSCRIBER_WAIT: Duration = Duration::from_secs(2);
 
 /// Largest `mqtt.slow_subscriber_wait` accepted.
 const MAX_SLOW_SUBSCRIBER_WAIT: Duration = Duration::from_secs(10);
@@ -1683,7 +1683,10 @@ mod tests {
             ("ws_path = \"/mqtt?x=1\"", "mqtt.ws_path"),
             ("ws_tls_listen = \"127.0.0.1\"", "mqtt.ws_tls_listen"),
             ("sys_interval = \"100ms\"", "mqtt.sys_interval"),
-            ("slow_subscriber_wait = \"11s\"", "mqtt.slow_subscriber_wait"),
+            (
+                "slow_subscriber_wait = \"11s\"",
+                "mqtt.slow_subscriber_wait",
+            ),
         ];
         for (body, field) in cases {
             let err = parse(&format!("[mqtt]\n{body}\n")).unwrap_err();

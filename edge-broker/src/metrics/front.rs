@@ -140,7 +140,7 @@ pub struct FrontMetrics {
     /// MQTT: bytes all sessions hold queued and in flight (what `max_queued_bytes_total` caps).
     pub queued_bytes: Arc<AtomicU64>,
     /// MQTT: publishes whose connection stopped reading to wait for room in a subscriber's
-    /// queue (`mqtt.slow_subscriber_wait`), by how the wait ended: `[room, timeout]`.
+    /// queue (`mqtt.slow_subscriber_wait`), by how the wait ended: `[kept, dropped]`.
     pub publisher_waits: [AtomicU64; 2],
     /// MQTT: microseconds publishing connections spent waiting for room.
     pub publisher_wait_micros: AtomicU64,
@@ -370,10 +370,10 @@ pub fn render(text: &mut PromText, fronts: &[&FrontMetrics], mqtt: Option<MqttGa
             );
             text.counter(
                 "edge_mqtt_publisher_waits_total",
-                "MQTT publishes whose connection stopped reading to wait for room in a subscriber's queue (mqtt.slow_subscriber_wait), by outcome (room: delivered; timeout: dropped and counted in edge_messages_dropped_total).",
+                "MQTT publishes whose connection stopped reading to wait for room in a subscriber's queue (mqtt.slow_subscriber_wait), by outcome (kept: every waiting delivery was queued; dropped: some were dropped, counted in edge_messages_dropped_total).",
                 &[
-                    (&[("outcome", "room")], load(&mqtt.publisher_waits[0])),
-                    (&[("outcome", "timeout")], load(&mqtt.publisher_waits[1])),
+                    (&[("outcome", "kept")], load(&mqtt.publisher_waits[0])),
+                    (&[("outcome", "dropped")], load(&mqtt.publisher_waits[1])),
                 ],
             );
             text.counter_f64(

@@ -26,7 +26,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use super::pace::{Pace, Woken};
+use super::pace::Pace;
 use super::server::MqttServer;
 use super::session::{Outbound, Session, SubscriptionRecord};
 use crate::admission::{Pending, Seat};
@@ -619,11 +619,11 @@ impl Connection {
                 biased;
                 _ = self.kick.cancelled() => return Exit::Kicked,
                 _ = self.shutdown.cancelled() => return Exit::Shutdown,
-                woken = async { Some(pace?.woken().await) }, if pacing => match (woken, &mut self.pace) {
-                    (Some(Woken::Room), Some(pace)) => pace.retry(),
-                    (_, Some(pace)) => pace.expire(),
-                    (_, None) => {}
-                },
+                () = async { if let Some(pace) = pace { pace.woken().await } }, if pacing => {
+                    if let Some(pace) = &mut self.pace {
+                        pace.settle();
+                    }
+                }
                 () = self.ingest.progress(), if self.ingest.is_busy() && !pacing => {
                     if let Err(exit) = self.take_ingest() {
                         return exit;
@@ -959,7 +959,7 @@ impl Connection {
             let metrics = &self.server.metrics;
             let pace = self
                 .pace
-                .get_or_insert_with(|| Box::new(Pace::new(wait, Arc::clone(metrics))));
+                .get_or_insert_with(|| Box::new(Pace::new(true, Arc::clone(metrics))));
             let commit = self.server.publish_local_paced(message, pace.collect());
             pace.arm();
             commit

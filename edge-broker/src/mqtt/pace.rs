@@ -6,51 +6,46 @@
 //! ([`crate::hub::Offer::Full`]) instead of dropping it. The publishing connection keeps it in
 //! its [`Pace`], stops decoding and reading its socket (TCP backpressure on the device), keeps
 //! writing its own output, and offers the delivery again each time the subscriber's
-//! connection takes deliveries out ([`crate::hub::Room`]). After `slow_subscriber_wait` without
-//! room, the delivery is dropped and counted (`edge_messages_dropped_total`), the subscriber
-//! is marked stalled (publishers do not wait for it again until it reads), and input resumes.
+//! connection takes deliveries out ([`crate::hub::Room`]). A subscriber is waited for only
+//! while it made room within the last `slow_subscriber_wait`: past that, the delivery is
+//! dropped and counted (`edge_messages_dropped_total`), and so is every later one that meets
+//! it full, until it reads again; input resumes.
 //!
-//! Bounds: a publisher waits for one publish at a time (at most one delivery per matching
-//! subscriber, and [`crate::hub::MAX_WAITING`]), so it holds no more than that publish; it is
-//! held at most
-//! `slow_subscriber_wait` per publish, and a subscriber that never reads holds it once.
-//! QoS 1/2 deliveries, the total budget (`max_queued_bytes_total`), wills, `$SYS` and NATS
-//! publishers never wait (they drop as before).
+//! Bounds: a publisher waits for one publish at a time (at most
+//! [`crate::hub::MAX_WAITING`] deliveries of it), so it holds no more than that publish. It is
+//! held at most `slow_subscriber_wait` after the last time any subscriber it waits for made
+//! room: subscribers that stopped reading hold it that long once, together, however many
+//! they are and however many publishes meet them. A subscriber that keeps reading, however
+//! slowly, paces it. QoS 1/2 deliveries, the total budget (`max_queued_bytes_total`), wills,
+//! `$SYS` and NATS publishers never wait (they drop as before).
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::Duration;
 
 use tokio::time::Instant;
 
-use crate::hub::Waiting;
+use crate::hub::{Retried, Waiting};
 use crate::metrics::front::{FrontMetrics, inc};
 
-/// How a wait of [`Pace::woken`] ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Woken {
-    /// A subscriber made room: offer again ([`Pace::retry`]).
-    Room,
-    /// `slow_subscriber_wait` ran out ([`Pace::expire`]).
-    Deadline,
-}
-
-/// One connection's deliveries waiting for room, and how long they may wait.
+/// One connection's deliveries waiting for room.
 #[derive(Debug)]
 pub struct Pace {
-    wait: Duration,
+    enabled: bool,
     waiting: Vec<Waiting>,
     started: Option<Instant>,
+    /// A delivery of the current wait was dropped.
+    dropped: bool,
     metrics: Arc<FrontMetrics>,
 }
 
 impl Pace {
-    /// Waits up to `wait` per publish (`Duration::ZERO`: never waits), counting into `metrics`.
-    pub fn new(wait: Duration, metrics: Arc<FrontMetrics>) -> Pace {
+    /// A pace that waits if `enabled` (`slow_subscriber_wait` > 0), counting into `metrics`.
+    pub fn new(enabled: bool, metrics: Arc<FrontMetrics>) -> Pace {
         Pace {
-            wait,
+            enabled,
             waiting: Vec::new(),
             started: None,
+            dropped: false,
             metrics,
         }
     }
@@ -58,7 +53,7 @@ impl Pace {
     /// Where a publish's fan-out hands back the deliveries that wait (`None`: waiting is off,
     /// full queues drop at once).
     pub fn collect(&mut self) -> Option<&mut Vec<Waiting>> {
-        (!self.wait.is_zero()).then_some(&mut self.waiting)
+        self.enabled.then_some(&mut self.waiting)
     }
 
     /// After a publish's fan-out: starts the clock if deliveries wait.
@@ -73,23 +68,37 @@ impl Pace {
         !self.waiting.is_empty()
     }
 
-    /// Resolves when the first waiting subscriber made room, or the wait ran out.
-    pub async fn woken(&self) -> Woken {
-        let (Some(first), Some(started)) = (self.waiting.first(), self.started) else {
-            return Woken::Deadline;
+    /// Resolves when the first waiting subscriber made room, or a waiting delivery's bound
+    /// passed: time to [`Pace::settle`].
+    pub async fn woken(&self) {
+        let Some(first) = self.waiting.first() else {
+            return;
         };
+        let until = self
+            .waiting
+            .iter()
+            .map(|w| w.until)
+            .min()
+            .unwrap_or(first.until);
         tokio::select! {
-            () = first.room() => Woken::Room,
-            () = tokio::time::sleep_until(started + self.wait) => Woken::Deadline,
+            () = first.room() => {}
+            () = tokio::time::sleep_until(until) => {}
         }
     }
 
-    /// Offers the waiting deliveries again; keeps those still refused.
-    pub fn retry(&mut self) {
+    /// Offers the waiting deliveries again: those kept or refused leave, those whose bound
+    /// passed are given up (dropped and counted), the rest keep waiting.
+    pub fn settle(&mut self) {
+        let now = Instant::now();
         let mut before = std::mem::take(&mut self.waiting);
         for waiting in before.drain(..) {
-            if let Some(waiting) = waiting.retry() {
-                self.waiting.push(waiting);
+            match waiting.retry() {
+                Retried::Kept => {}
+                Retried::Refused => self.dropped = true,
+                Retried::Full(waiting) if waiting.until <= now => {
+                    self.dropped |= !waiting.give_up();
+                }
+                Retried::Full(waiting) => self.waiting.push(waiting),
             }
         }
         if self.waiting.is_empty() {
@@ -97,31 +106,22 @@ impl Pace {
             if before.capacity() <= 4 {
                 self.waiting = before;
             }
-            self.settled(0);
+            self.settled();
         }
-    }
-
-    /// The wait ran out: what finds room now is kept (only the first subscriber's room is
-    /// watched); the rest is given up (dropped and counted), its subscribers marked stalled.
-    pub fn expire(&mut self) {
-        self.retry();
-        if self.waiting.is_empty() {
-            return;
-        }
-        for waiting in self.waiting.drain(..) {
-            waiting.give_up();
-        }
-        self.settled(1);
     }
 
     /// The connection is closing: gives up what waits and never waits again.
     pub fn stop(&mut self) {
-        self.expire();
-        self.wait = Duration::ZERO;
+        for waiting in self.waiting.drain(..) {
+            self.dropped |= !waiting.give_up();
+        }
+        self.settled();
+        self.enabled = false;
     }
 
-    fn settled(&mut self, outcome: usize) {
+    fn settled(&mut self) {
         if let Some(started) = self.started.take() {
+            let outcome = usize::from(std::mem::take(&mut self.dropped));
             inc(&self.metrics.publisher_waits[outcome]);
             let micros = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
             self.metrics

@@ -11,6 +11,7 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
 use edge_proto::mqtt::QoS;
 use parking_lot::{Mutex, MutexGuard};
@@ -636,6 +637,9 @@ pub struct QueueLimits {
     pub max_bytes: u64,
     /// `max_queued_bytes_total`: bytes queued and in flight in all sessions together.
     pub max_total_bytes: u64,
+    /// `slow_subscriber_wait`: how long after this session last made room a publisher may
+    /// wait for it (zero: never).
+    pub max_wait: Duration,
 }
 
 impl QueueLimits {
@@ -645,6 +649,7 @@ impl QueueLimits {
             max_messages: settings.max_queued_messages,
             max_bytes: settings.max_queued_bytes.bytes(),
             max_total_bytes: settings.max_queued_bytes_total.bytes(),
+            max_wait: settings.slow_subscriber_wait.0,
         }
     }
 }
@@ -683,9 +688,9 @@ impl Session {
 
 impl Session {
     /// Queues `delivery` if the limits allow. When they do not, an online QoS 0 delivery that
-    /// `may_wait` is handed back ([`Offer::Full`]) for its publisher to wait for room, unless
-    /// only the total budget is full (room in it is made by other sessions); anything else is
-    /// dropped and counted.
+    /// `may_wait` is handed back ([`Offer::Full`]) for its publisher to wait for room, while
+    /// this session made room within `max_wait` and unless only the total budget is full
+    /// (room in it is made by other sessions); anything else is dropped and counted.
     fn put(&self, delivery: Delivery, may_wait: bool) -> Offer {
         {
             let mut state = self.lock();
@@ -705,14 +710,19 @@ impl Session {
                 None
             };
             if let Some(reason) = full {
+                let until = self.room.until(self.limits.max_wait);
                 if may_wait
                     && state.online
                     && delivery.qos == QoS::AtMostOnce
                     && reason != DropReason::QueueBudget
-                    && !self.room.is_stalled()
+                    && until > tokio::time::Instant::now()
                 {
                     let seen = self.room.seen();
-                    return Offer::Full { delivery, seen };
+                    return Offer::Full {
+                        delivery,
+                        seen,
+                        until,
+                    };
                 }
                 drop(state);
                 self.metrics.dropped(reason);
@@ -793,6 +803,7 @@ mod tests {
             max_messages,
             max_bytes,
             max_total_bytes,
+            max_wait: Duration::from_secs(60),
         }
     }
 
@@ -936,12 +947,14 @@ mod tests {
     }
 
     #[test]
-    fn a_session_whose_wait_ran_out_drops_at_once_until_it_reads() {
-        let session = Session::new(1, "c".into(), limits(1, 1 << 20, 1 << 30), metrics());
+    fn a_session_that_made_no_room_for_its_wait_drops_at_once_until_it_reads() {
+        let mut limits = limits(1, 1 << 20, 1 << 30);
+        limits.max_wait = Duration::from_millis(20);
+        let session = Session::new(1, "c".into(), limits, metrics());
         session.lock().online = true;
         assert!(session.deliver(delivery(0)));
         assert!(matches!(session.offer(delivery(0)), Offer::Full { .. }));
-        session.room.give_up();
+        std::thread::sleep(Duration::from_millis(50));
         assert!(matches!(session.offer(delivery(0)), Offer::Refused));
         assert_eq!(session.metrics.dropped_count(DropReason::QueueFull), 1);
         session.lock().queue.pop_front();
