@@ -1,7 +1,8 @@
 //! QoS 0 to a subscriber slower than its publisher (`[mqtt] slow_subscriber_wait`, issue 17),
 //! against the real binary with real clients: the publisher is paced (its socket not read)
 //! while the subscriber's queue is full, for a bounded time, instead of the deliveries being
-//! dropped; a subscriber that never reads holds the publisher once, and every drop is counted.
+//! dropped; a subscriber that stopped reading holds the publisher once, and every drop is
+//! counted.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -10,8 +11,8 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use edge_tests::broker::Broker;
-use edge_tests::mqtt::Mosquitto;
-use edge_tests::peers::{ChildGuard, program, python, repo_root};
+use edge_tests::mqtt::{Mosquitto, hostile};
+use edge_tests::peers::{ChildGuard, program};
 
 const STOP: Duration = Duration::from_secs(20);
 
@@ -76,16 +77,7 @@ fn a_slower_subscriber_receives_what_mosquitto_delivers() {
     drop(mosquitto);
     let mut broker = Broker::start("");
     let delivered = lines_through(broker.mqtt_addr(), LINES);
-    let dropped: f64 = ["queue_full", "queue_bytes", "queue_budget"]
-        .iter()
-        .map(|reason| {
-            broker
-                .metric(&format!(
-                    "edge_messages_dropped_total{{protocol=\"mqtt\",reason=\"{reason}\"}}"
-                ))
-                .unwrap()
-        })
-        .sum();
+    let dropped = dropped(&broker, &["queue_full", "queue_bytes", "queue_budget"]);
     eprintln!("Mosquitto delivered {anchor}, edge-broker {delivered} (dropped {dropped})");
     assert!(
         delivered >= anchor,
@@ -98,25 +90,15 @@ fn a_slower_subscriber_receives_what_mosquitto_delivers() {
 /// Runs `tests/tools/hostile.py slow_subscriber` (a fast subscriber, a slow or never-reading
 /// one, a QoS 0 publisher) against `broker`.
 fn slow_subscriber(broker: &Broker, mode: &str, count: usize, size: usize) -> serde_json::Value {
-    let addr = broker.mqtt_addr();
-    let out = Command::new(python())
-        .arg(repo_root().join("tests/tools/hostile.py"))
-        .args(["slow_subscriber", &addr.ip().to_string()])
-        .arg(addr.port().to_string())
-        .arg(broker.pid().to_string())
-        .args([mode, &count.to_string(), &size.to_string()])
-        .output()
-        .expect("run tests/tools/hostile.py");
-    assert!(
-        out.status.success(),
-        "hostile.py slow_subscriber {mode}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let out: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON from hostile.py");
-    eprintln!("hostile.py slow_subscriber {mode}: {out}");
-    out
+    let (count, size) = (count.to_string(), size.to_string());
+    hostile(
+        broker.pid(),
+        broker.mqtt_addr(),
+        &["slow_subscriber", mode, &count, &size],
+    )
 }
 
+/// `edge_mqtt_publisher_waits_total{outcome}`.
 fn waits(broker: &Broker, outcome: &str) -> f64 {
     broker
         .metric(&format!(
@@ -125,8 +107,9 @@ fn waits(broker: &Broker, outcome: &str) -> f64 {
         .unwrap()
 }
 
-fn dropped(broker: &Broker) -> f64 {
-    ["queue_full", "queue_bytes"]
+/// MQTT deliveries dropped for the given reasons (`edge_messages_dropped_total`).
+fn dropped(broker: &Broker, reasons: &[&str]) -> f64 {
+    reasons
         .iter()
         .map(|reason| {
             broker
@@ -138,20 +121,30 @@ fn dropped(broker: &Broker) -> f64 {
         .sum()
 }
 
-/// Each of the `2 × count` deliveries of a `slow_subscriber` run (1 KB payloads on `pace/t`)
-/// was sent, or dropped and counted, except what the stalled one's queue held when its clean
-/// session ended: at most `max_queued_bytes` (1 MiB) of it.
-fn every_delivery_is_sent_dropped_or_held(broker: &Broker, count: usize, out: &serde_json::Value) {
+/// Drops of a full session queue, in messages or bytes.
+const QUEUE_FULL: &[&str] = &["queue_full", "queue_bytes"];
+
+/// A `slow_subscriber never` run (a fast subscriber, one that never reads, 5,000 × 1 KB) on a
+/// broker with `config`. Each of the 10,000 deliveries was sent, or dropped and counted,
+/// except what the stalled one's queue held when its clean session ended: at most
+/// `max_queued_bytes` (1 MiB) of it.
+fn never_reading(config: &str) -> (Broker, serde_json::Value) {
+    const COUNT: usize = 5_000;
+    let broker = Broker::start(config);
+    let out = slow_subscriber(&broker, "never", COUNT, 1000);
     let sent = broker
         .metric("edge_messages_sent_total{protocol=\"mqtt\",qos=\"0\"}")
         .unwrap();
+    let dropped = dropped(&broker, QUEUE_FULL);
+    assert!(dropped > 0.0, "{out}");
     // What a queued delivery is charged: topic, payload and 256 bytes of bookkeeping.
     let cost = ("pace/t".len() + 1000 + 256) as f64;
-    let held = 2.0 * count as f64 - sent - dropped(broker);
+    let held = 2.0 * COUNT as f64 - sent - dropped;
     assert!(
         (0.0..=(1u64 << 20) as f64 / cost).contains(&held),
-        "sent {sent}, neither sent nor counted {held}: {out}"
+        "sent {sent}, dropped {dropped}, neither {held}: {out}"
     );
+    (broker, out)
 }
 
 /// A fast subscriber beside one that reads slower than the publisher sends (10,000 × 1 KB,
@@ -168,7 +161,7 @@ fn a_slow_subscriber_paces_the_publisher_and_the_fast_one_loses_nothing() {
     let out = slow_subscriber(&broker, "slow", COUNT, 1000);
     assert_eq!(out["fast"], COUNT, "{out}");
     assert_eq!(out["slow"], COUNT, "{out}");
-    assert_eq!(dropped(&broker), 0.0, "{out}");
+    assert_eq!(dropped(&broker, QUEUE_FULL), 0.0, "{out}");
     assert!(
         waits(&broker, "kept") >= 1.0,
         "the publisher was never paced? {out}"
@@ -177,19 +170,15 @@ fn a_slow_subscriber_paces_the_publisher_and_the_fast_one_loses_nothing() {
     assert!(broker.terminate(STOP).success());
 }
 
-/// A fast subscriber beside one that never reads (5,000 × 1 KB): the publisher waits for the
-/// stalled one once (`slow_subscriber_wait`), not at every publish; after that the stalled
-/// one's deliveries are dropped at once and counted, the fast one receives everything, and
-/// memory stays bounded by the stalled session's `max_queued_bytes` (1 MiB).
+/// A fast subscriber beside one that never reads: the publisher waits for the stalled one
+/// once (until `slow_subscriber_wait` after it last made room), not at every publish; after
+/// that the stalled one's deliveries are dropped at once and counted, the fast one receives
+/// everything, and memory stays bounded by the stalled session's `max_queued_bytes` (1 MiB).
 #[test]
 fn a_subscriber_that_never_reads_holds_the_publisher_once() {
-    const COUNT: usize = 5_000;
-    let mut broker = Broker::start("");
-    let out = slow_subscriber(&broker, "never", COUNT, 1000);
-    assert_eq!(out["fast"], COUNT, "{out}");
+    let (mut broker, out) = never_reading("");
+    assert_eq!(out["fast"], 5_000, "{out}");
     assert_eq!(waits(&broker, "dropped"), 1.0, "held more than once: {out}");
-    assert!(dropped(&broker) > 0.0, "{out}");
-    every_delivery_is_sent_dropped_or_held(&broker, COUNT, &out);
     let growth = out["rss_growth_kib"].as_i64().unwrap();
     assert!(growth < 32 << 10, "RSS grew {growth} KiB: {out}");
     assert!(broker.terminate(STOP).success());
@@ -198,15 +187,8 @@ fn a_subscriber_that_never_reads_holds_the_publisher_once() {
 /// `slow_subscriber_wait = "0s"` is the old policy (drop at once): the publisher never waits.
 #[test]
 fn a_zero_wait_drops_at_once() {
-    const COUNT: usize = 5_000;
-    let mut broker = Broker::start("[mqtt]\nslow_subscriber_wait = \"0s\"\n");
-    let out = slow_subscriber(&broker, "never", COUNT, 1000);
-    assert_eq!(
-        waits(&broker, "dropped") + waits(&broker, "kept"),
-        0.0,
-        "{out}"
-    );
-    assert!(dropped(&broker) > 0.0, "{out}");
-    every_delivery_is_sent_dropped_or_held(&broker, COUNT, &out);
+    let (mut broker, out) = never_reading("[mqtt]\nslow_subscriber_wait = \"0s\"\n");
+    let waited = waits(&broker, "dropped") + waits(&broker, "kept");
+    assert_eq!(waited, 0.0, "{out}");
     assert!(broker.terminate(STOP).success());
 }

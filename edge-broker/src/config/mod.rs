@@ -242,9 +242,9 @@ pub struct MqttSection {
     /// QoS 1/2 deliveries in flight towards a client at once (fewer if the client's Receive
     /// Maximum says so; 3.1.1 clients have none). Mosquitto's option.
     pub max_inflight_messages: u16,
-    /// Longest a publishing connection stops reading to wait for room in a subscriber's full
-    /// queue before the QoS 0 delivery is dropped and counted (`"0s"`: dropped at once). A
-    /// subscriber whose wait ran out is not waited for again until it reads.
+    /// How long after a subscriber last made room in its full queue a publishing connection
+    /// may still stop reading to wait for more, before the QoS 0 delivery is dropped and
+    /// counted (`"0s"`: dropped at once; see `mqtt::pace`).
     pub slow_subscriber_wait: HumanDuration,
     /// Longest keep alive an MQTT 5 client may choose (`"0s"` = no limit): a longer one, or
     /// none, is lowered to it and announced as Server Keep Alive. MQTT 3.1.1 has no way to
