@@ -1371,10 +1371,11 @@ impl Connection {
 
     async fn finish(mut self, exit: Exit) {
         // What waits for room is given up (dropped and counted); what the drain below
-        // delivers does not wait.
-        if let Some(pace) = &mut self.pace {
-            pace.stop();
-        }
+        // delivers does not wait (a pace made now would, so one that never waits is set).
+        let metrics = &self.server.metrics;
+        self.pace
+            .get_or_insert_with(|| Box::new(Pace::new(false, Arc::clone(metrics))))
+            .stop();
         match exit {
             // Shutdown: the acknowledgements whose records become durable in time go out, so
             // clients do not resend what is already safe.
