@@ -16,7 +16,8 @@
 #   nats        edge-broker/benches/nats_publish.rs: against nats-server 2.15.1 core (empty and
 #               gateway shape) and JetStream (default sync, sync_interval: always)
 #   qos0        `mosquitto_pub -l` 100,000 lines -> one `mosquitto_sub`, edge-broker against
-#               Mosquitto, 5 runs (--quick: 2): delivered, drops in /metrics, peak RSS
+#               Mosquitto, 5 runs (--quick: 2): delivered, drops in /metrics, peak RSS; also
+#               edge-broker with slow_subscriber_wait = "0s" (the old policy), in qos0.txt
 #   memory      cross/footprint.sh: idle RSS and RSS with 10,000 idle MQTT clients (--quick: 2,000)
 #   kafka       tests/tools/bench_bridge.py: librdkafka raw produce (the ceiling), drain after an
 #               outage, MQTT -> Kafka end to end, the naive mosquitto + paho -> confluent-kafka
@@ -179,19 +180,27 @@ qos0_run() {
     fi
 }
 qos0_bench() {
-    local runs=$1 r port metrics pid
+    local runs=$1 r port metrics pid wait name extra
     seq -f 'line %06g of the QoS 0 fan-out bench, padded to look like a sensor reading' 1 "$qos0_lines" >"$out/tmp/lines"
     for r in $(seq 1 "$runs"); do
-        port=$(free_port); metrics=$(free_port)
-        mkdir -p "$out/tmp/edge-qos0"
-        printf '[node]\nid = "bench"\ndata_dir = "%s"\n[mqtt]\nlisten = "127.0.0.1:%s"\n[metrics]\nlisten = "127.0.0.1:%s"\n' \
-            "$out/tmp/edge-qos0/data" "$port" "$metrics" >"$out/tmp/edge-qos0/edge.toml"
-        RUST_LOG=warn "$broker" --config "$out/tmp/edge-qos0/edge.toml" >>"$out/qos0-edge.log" 2>&1 &
-        pid=$!; pids+=("$pid")
-        wait_port "$port"
-        qos0_run edge-broker "$port" "$pid" "$metrics"
-        kill "$pid"; wait "$pid" 2>/dev/null || true
-        rm -rf "$out/tmp/edge-qos0"
+        # edge-broker as configured by default, then with slow_subscriber_wait = "0s" (the
+        # policy before issue 17: drop at once when the subscriber's queue is full).
+        for wait in default 0s; do
+            port=$(free_port); metrics=$(free_port)
+            mkdir -p "$out/tmp/edge-qos0"
+            name=edge-broker extra=
+            if [ "$wait" != default ]; then
+                name="edge-broker-wait-$wait" extra="slow_subscriber_wait = \"$wait\""
+            fi
+            printf '[node]\nid = "bench"\ndata_dir = "%s"\n[mqtt]\nlisten = "127.0.0.1:%s"\n%s\n[metrics]\nlisten = "127.0.0.1:%s"\n' \
+                "$out/tmp/edge-qos0/data" "$port" "$extra" "$metrics" >"$out/tmp/edge-qos0/edge.toml"
+            RUST_LOG=warn "$broker" --config "$out/tmp/edge-qos0/edge.toml" >>"$out/qos0-edge.log" 2>&1 &
+            pid=$!; pids+=("$pid")
+            wait_port "$port"
+            qos0_run "$name" "$port" "$pid" "$metrics"
+            kill "$pid"; wait "$pid" 2>/dev/null || true
+            rm -rf "$out/tmp/edge-qos0"
+        done
         port=$(free_port)
         printf 'listener %s 127.0.0.1\nallow_anonymous true\npersistence false\nlog_dest none\n' "$port" >"$out/tmp/mosq.conf"
         mosquitto -c "$out/tmp/mosq.conf" >/dev/null 2>&1 &

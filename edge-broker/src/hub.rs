@@ -2,13 +2,19 @@
 //! the subscribers' mailboxes.
 //!
 //! Publishing never blocks on a subscriber: a delivery is pushed into the subscriber's bounded
-//! mailbox, which decides (by its own limits) whether to keep it.
+//! mailbox, which decides (by its own limits) whether to keep it. A publisher that can pace
+//! its input ([`Hub::publish_paced`]) may instead get a delivery back from a full mailbox
+//! ([`Offer::Full`]) with the mailbox's [`Room`] to wait on: the waiting (bounded in time)
+//! happens in the publisher's own task, never under the hub's lock.
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
 
 use edge_proto::mqtt::QoS;
 use parking_lot::RwLock;
+use tokio::sync::Notify;
+use tokio::time::Instant;
 
 use crate::message::Message;
 use crate::router::{Filter, SubscriptionTree};
@@ -30,6 +36,178 @@ pub struct Delivery {
 pub trait Mailbox: Send + Sync + std::fmt::Debug {
     /// Offers a delivery; returns false when the mailbox refused it (full, offline QoS 0).
     fn deliver(&self, delivery: Delivery) -> bool;
+
+    /// Offers a delivery whose publisher can wait for room: a mailbox that lets publishers
+    /// wait hands it back ([`Offer::Full`]) instead of dropping it. By default, as
+    /// [`Mailbox::deliver`].
+    fn offer(&self, delivery: Delivery) -> Offer {
+        if self.deliver(delivery) {
+            Offer::Taken
+        } else {
+            Offer::Refused
+        }
+    }
+
+    /// Where a publisher handed an [`Offer::Full`] waits (`None`: this mailbox never hands
+    /// one back).
+    fn room(&self) -> Option<&Room> {
+        None
+    }
+}
+
+/// What a mailbox did with an offered delivery ([`Mailbox::offer`]).
+#[derive(Debug)]
+pub enum Offer {
+    /// Kept.
+    Taken,
+    /// Refused for good (a drop is counted by the mailbox).
+    Refused,
+    /// Full for now: the delivery is handed back; the publisher may wait until the mailbox's
+    /// [`Room`] has moved past `seen` and offer it again, but not past `until`.
+    Full {
+        /// The delivery, not kept.
+        delivery: Delivery,
+        /// [`Room::seen`] when it was refused (taken under the mailbox's lock).
+        seen: u64,
+        /// The mailbox's wait bound after the last room it made ([`Room::until`]).
+        until: Instant,
+    },
+}
+
+/// A full mailbox's signal to the publishers waiting for it: its consumer calls
+/// [`Room::made`] when it takes deliveries out; a publisher waits with [`Room::since`].
+///
+/// Invariant: a waiter that saw `seen` is woken by every `made` after it: `made` bumps the
+/// count before it looks for waiters, and a waiter registers before it compares the count
+/// (all `SeqCst`), so one of the two sees the other.
+#[derive(Debug)]
+pub struct Room {
+    /// Times room was made.
+    made: AtomicU64,
+    /// When room was last made (or the room was created), ms on [`Room`]'s monotonic clock.
+    last_ms: AtomicU64,
+    /// A publisher waits: the next [`Room::made`] wakes it.
+    wanted: AtomicBool,
+    notify: Notify,
+}
+
+impl Default for Room {
+    fn default() -> Room {
+        Room {
+            made: AtomicU64::new(0),
+            last_ms: AtomicU64::new(monotonic_ms()),
+            wanted: AtomicBool::new(false),
+            notify: Notify::new(),
+        }
+    }
+}
+
+/// Milliseconds since the first call, on a monotonic clock.
+fn monotonic_ms() -> u64 {
+    static ORIGIN: OnceLock<Instant> = OnceLock::new();
+    let origin = *ORIGIN.get_or_init(Instant::now);
+    u64::try_from(origin.elapsed().as_millis()).unwrap_or(u64::MAX)
+}
+
+impl Room {
+    /// The count to wait past (read under the mailbox's lock when refusing).
+    pub fn seen(&self) -> u64 {
+        self.made.load(Ordering::SeqCst)
+    }
+
+    /// The consumer took deliveries out: wakes waiting publishers.
+    pub fn made(&self) {
+        self.made.fetch_add(1, Ordering::SeqCst);
+        self.last_ms.store(monotonic_ms(), Ordering::Relaxed);
+        if self.wanted.load(Ordering::SeqCst) && self.wanted.swap(false, Ordering::SeqCst) {
+            self.notify.notify_waiters();
+        }
+    }
+
+    /// Until when a publisher may wait: `wait` after room was last made. A consumer that
+    /// stopped taking deliveries out holds its publishers at most `wait` after it stopped,
+    /// however many publishes and publishers meet it full.
+    pub fn until(&self, wait: Duration) -> Instant {
+        let idle = monotonic_ms().saturating_sub(self.last_ms.load(Ordering::Relaxed));
+        let now = Instant::now();
+        now.checked_sub(Duration::from_millis(idle)).unwrap_or(now) + wait
+    }
+
+    /// Resolves once room was made after `seen`.
+    pub async fn since(&self, seen: u64) {
+        loop {
+            let notified = self.notify.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            self.wanted.store(true, Ordering::SeqCst);
+            if self.made.load(Ordering::SeqCst) != seen {
+                return;
+            }
+            notified.await;
+        }
+    }
+}
+
+/// What offering a [`Waiting`] delivery again did.
+#[derive(Debug)]
+pub enum Retried {
+    /// Kept.
+    Kept,
+    /// Refused for good (dropped and counted by the mailbox, e.g. its wait bound passed).
+    Refused,
+    /// Still full: wait again (with the mailbox's current `seen` and `until`).
+    Full(Waiting),
+}
+
+/// Most deliveries of one publish handed back to wait ([`Hub::publish_paced`]); further full
+/// mailboxes drop at once. Bounds what a waiting publisher holds (a publish matching hundreds
+/// of full subscribers) to 16 × ~80 bytes.
+pub const MAX_WAITING: usize = 16;
+
+/// A delivery a full mailbox handed back to its publisher ([`Hub::publish_paced`]).
+#[derive(Debug)]
+pub struct Waiting {
+    /// The delivery, not yet kept.
+    pub delivery: Delivery,
+    /// The mailbox that was full.
+    pub mailbox: Arc<dyn Mailbox>,
+    /// The mailbox's [`Room::seen`] when it refused.
+    pub seen: u64,
+    /// Past this, the delivery is given up ([`Offer::Full`]'s `until`).
+    pub until: Instant,
+}
+
+impl Waiting {
+    /// Offers the delivery again.
+    pub fn retry(self) -> Retried {
+        match self.mailbox.offer(self.delivery) {
+            Offer::Taken => Retried::Kept,
+            Offer::Refused => Retried::Refused,
+            Offer::Full {
+                delivery,
+                seen,
+                until,
+            } => Retried::Full(Waiting {
+                delivery,
+                mailbox: self.mailbox,
+                seen,
+                until,
+            }),
+        }
+    }
+
+    /// Stops waiting: the delivery is offered one last time without waiting (dropped and
+    /// counted if still full). Returns whether it was kept.
+    pub fn give_up(self) -> bool {
+        self.mailbox.deliver(self.delivery)
+    }
+
+    /// Resolves once the mailbox made room since it refused.
+    pub async fn room(&self) {
+        if let Some(room) = self.mailbox.room() {
+            room.since(self.seen).await;
+        }
+    }
 }
 
 /// A subscription as the hub stores it.
@@ -54,6 +232,8 @@ pub struct FanOut {
     pub delivered: usize,
     /// Deliveries refused by mailboxes (full queues, offline QoS 0).
     pub refused: usize,
+    /// Deliveries handed back to the publisher to wait for room ([`Hub::publish_paced`]).
+    pub waiting: usize,
 }
 
 /// All subscriptions, shared by the MQTT and NATS front ends.
@@ -120,6 +300,17 @@ impl Hub {
     /// highest granted QoS carrying all their subscription identifiers (MQTT 5 §3.3.4); each
     /// matching share group delivers to one of its members.
     pub fn publish(&self, message: &Arc<Message>) -> FanOut {
+        self.fan_out(message, None)
+    }
+
+    /// As [`Hub::publish`], for a publisher that can pace its input: a full mailbox that
+    /// lets publishers wait hands its delivery back into `waiting` instead of dropping it
+    /// (while `waiting` holds fewer than [`MAX_WAITING`]; beyond, it is dropped at once).
+    pub fn publish_paced(&self, message: &Arc<Message>, waiting: &mut Vec<Waiting>) -> FanOut {
+        self.fan_out(message, Some(waiting))
+    }
+
+    fn fan_out(&self, message: &Arc<Message>, mut waiting: Option<&mut Vec<Waiting>>) -> FanOut {
         let tree = self.tree.read();
         let mut matched = Matched::default();
         let mut shared: Vec<(Delivery, Arc<dyn Mailbox>)> = Vec::new();
@@ -146,10 +337,37 @@ impl Hub {
         let mut fan_out = FanOut::default();
         let merged = matched.merged();
         for (delivery, mailbox) in merged.chain(shared) {
-            if mailbox.deliver(delivery) {
-                fan_out.delivered += 1;
-            } else {
-                fan_out.refused += 1;
+            let Some(waiting) = waiting.as_deref_mut() else {
+                if mailbox.deliver(delivery) {
+                    fan_out.delivered += 1;
+                } else {
+                    fan_out.refused += 1;
+                }
+                continue;
+            };
+            match mailbox.offer(delivery) {
+                Offer::Taken => fan_out.delivered += 1,
+                Offer::Refused => fan_out.refused += 1,
+                Offer::Full {
+                    delivery,
+                    seen,
+                    until,
+                } => {
+                    let one = Waiting {
+                        delivery,
+                        mailbox,
+                        seen,
+                        until,
+                    };
+                    if waiting.len() < MAX_WAITING {
+                        fan_out.waiting += 1;
+                        waiting.push(one);
+                    } else if one.give_up() {
+                        fan_out.delivered += 1;
+                    } else {
+                        fan_out.refused += 1;
+                    }
+                }
             }
         }
         fan_out
@@ -326,6 +544,78 @@ mod tests {
             "one copy per subscriber, in key order, with both ids"
         );
         assert!(got.iter().all(|d| d.qos == QoS::AtLeastOnce));
+    }
+
+    /// A mailbox with room for `room` deliveries, that lets publishers wait.
+    #[derive(Debug)]
+    struct Bounded {
+        kept: Mutex<Vec<Delivery>>,
+        capacity: Mutex<usize>,
+        room: Room,
+    }
+    impl Bounded {
+        fn new(capacity: usize) -> Arc<Bounded> {
+            Arc::new(Bounded {
+                kept: Mutex::default(),
+                capacity: Mutex::new(capacity),
+                room: Room::default(),
+            })
+        }
+    }
+    impl Mailbox for Bounded {
+        fn deliver(&self, delivery: Delivery) -> bool {
+            matches!(self.offer(delivery), Offer::Taken)
+        }
+        fn offer(&self, delivery: Delivery) -> Offer {
+            let mut kept = self.kept.lock();
+            if kept.len() < *self.capacity.lock() {
+                kept.push(delivery);
+                Offer::Taken
+            } else {
+                Offer::Full {
+                    delivery,
+                    seen: self.room.seen(),
+                    until: self.room.until(Duration::from_secs(1)),
+                }
+            }
+        }
+        fn room(&self) -> Option<&Room> {
+            Some(&self.room)
+        }
+    }
+
+    #[test]
+    fn a_waiting_delivery_fits_its_share_of_the_memory_budget() {
+        // The budget charges 128 B per waiting delivery: room for the Vec's growth.
+        assert!(std::mem::size_of::<Waiting>() <= 96);
+    }
+
+    #[tokio::test]
+    async fn a_paced_publish_hands_back_what_full_mailboxes_refuse() {
+        let hub = Hub::new();
+        let fast = Arc::new(Collect::default());
+        let slow = Bounded::new(0);
+        hub.subscribe(&Filter::mqtt("t").unwrap(), None, 1, entry(0, None, &fast));
+        let mut slow_entry = entry(0, None, &fast);
+        slow_entry.mailbox = Arc::clone(&slow) as Arc<dyn Mailbox>;
+        hub.subscribe(&Filter::mqtt("t").unwrap(), None, 2, slow_entry);
+        // Not paced: refused at once.
+        let out = hub.publish(&message("t", 0, None));
+        assert_eq!((out.delivered, out.refused, out.waiting), (1, 1, 0));
+        // Paced: handed back, then kept once the mailbox made room.
+        let mut waiting = Vec::new();
+        let out = hub.publish_paced(&message("t", 0, None), &mut waiting);
+        assert_eq!((out.delivered, out.refused, out.waiting), (1, 0, 1));
+        let one = waiting.pop().unwrap();
+        let Retried::Full(one) = one.retry() else {
+            panic!("still full");
+        };
+        *slow.capacity.lock() = 1;
+        slow.room.made();
+        one.room().await;
+        assert!(matches!(one.retry(), Retried::Kept));
+        assert_eq!(slow.kept.lock().len(), 1);
+        assert_eq!(fast.0.lock().len(), 2);
     }
 
     #[test]

@@ -19,7 +19,8 @@
 //!   stored, and their Kafka destination, decided once at ingest.
 //! - [`router`]: subscription filters and the subscription tree shared by MQTT and NATS.
 //! - [`message`]: the protocol-neutral message delivered to subscribers.
-//! - [`hub`]: all live subscriptions and fan-out into subscribers' bounded mailboxes.
+//! - [`hub`]: all live subscriptions and fan-out into subscribers' bounded mailboxes (and the
+//!   room a paced MQTT publisher waits on when one is full).
 //! - [`ingest`]: the one path of every publish (MQTT, wills, NATS): permission check, route
 //!   decision, ordered batches to the log, local delivery once written, answers once durable.
 //! - [`admission`]: who may hold a connection: seats for clients that logged in, a separate

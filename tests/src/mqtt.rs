@@ -61,6 +61,28 @@ pub fn scenario(name: &str, addr: SocketAddr, args: &[&str]) -> serde_json::Valu
     }
 }
 
+/// Runs `tests/tools/hostile.py SCENARIO HOST PORT PID ARGS...` (`args[0]` is the scenario)
+/// against the broker process `pid` listening on `addr`; returns its JSON observations.
+pub fn hostile(pid: u32, addr: SocketAddr, args: &[&str]) -> serde_json::Value {
+    let out = Command::new(python())
+        .arg(repo_root().join("tests/tools/hostile.py"))
+        .arg(args[0])
+        .arg(addr.ip().to_string())
+        .arg(addr.port().to_string())
+        .arg(pid.to_string())
+        .args(&args[1..])
+        .output()
+        .expect("run tests/tools/hostile.py");
+    assert!(
+        out.status.success(),
+        "hostile.py {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON from hostile.py");
+    eprintln!("hostile.py {args:?}: {out}");
+    out
+}
+
 /// A free loopback port (bound and released; good enough for a test peer started right after).
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")

@@ -208,23 +208,7 @@ fn session_and_subscription_caps_answer_per_protocol() {
 
 /// Runs an attack of `tests/tools/hostile.py` against `broker` at `addr`.
 fn attack(broker: &Broker, addr: std::net::SocketAddr, args: &[&str]) -> serde_json::Value {
-    let out = std::process::Command::new(edge_tests::peers::python())
-        .arg(edge_tests::peers::repo_root().join("tests/tools/hostile.py"))
-        .arg(args[0])
-        .arg(addr.ip().to_string())
-        .arg(addr.port().to_string())
-        .arg(broker.pid().to_string())
-        .args(&args[1..])
-        .output()
-        .expect("run tests/tools/hostile.py");
-    assert!(
-        out.status.success(),
-        "hostile.py {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let out: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON from hostile.py");
-    eprintln!("hostile.py {args:?}: {out}");
-    out
+    edge_tests::mqtt::hostile(broker.pid(), addr, args)
 }
 
 /// Connections refused by `reason` (`edge_connections_refused_total`).

@@ -14,7 +14,7 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from mqtt_raw import Client, frame, mstr, varint  # noqa: E402
+from mqtt_raw import PINGRESP, Client, frame, mstr, varint  # noqa: E402
 
 SCENARIOS = {}
 
@@ -259,6 +259,66 @@ def nats_stalled_subscribers(host, port, pid, subs, count, size):
     for s in socks:
         s.close()
     return {"rss_kib": [rss0, peak], "rss_growth_kib": peak - rss0}
+
+
+def count_publishes(client, count, out, key, pause=0.0, every=1):
+    """Reads PUBLISHes until `count` arrived or none for 3 s; with `pause`, sleeps that long
+    every `every` messages (a subscriber slower than its publisher). The count goes to out."""
+    n = 0
+    while n < count:
+        try:
+            p = client.recv(3.0)
+        except (TimeoutError, OSError):
+            break
+        if p["type"] == 3:
+            n += 1
+            if pause and n % every == 0:
+                time.sleep(pause)
+    out[key] = n
+
+
+@scenario
+def slow_subscriber(host, port, pid, mode, count, size):
+    """A fast subscriber and one slower than the publisher (`slow`: reads, 1 ms asleep every
+    2 messages) or one that never reads (`never`); one publisher sends `count` × `size`
+    bytes at QoS 0, then PINGREQ (its PINGRESP: every publish was taken). What each
+    subscriber received, and the broker's RSS growth."""
+    import threading
+    count, size = int(count), int(size)
+    rss0 = rss_kib(pid)
+    got = {}
+    fast = Client(host, int(port), v5=False, timeout=10)
+    fast.connect("pace-fast")
+    fast.subscribe(("pace/#", 0))
+    # A 4 KiB receive buffer: the broker's queue for it fills (read below, or never).
+    slow = stalled_subscriber(host, port, "pace-slow", "pace/#", 0)
+    readers = [threading.Thread(target=count_publishes, args=(fast, count, got, "fast"))]
+    if mode == "slow":
+        readers.append(threading.Thread(target=count_publishes,
+                                        args=(slow, count, got, "slow", 0.001, 2)))
+    elif mode != "never":
+        raise AssertionError(f"mode {mode!r}: slow or never")
+    for r in readers:
+        r.start()
+    finish = sampling(pid)
+    started = time.monotonic()
+    p = Client(host, int(port), v5=False, timeout=30)
+    p.connect("pace-publisher")
+    payload = b"x" * size
+    for _ in range(count):
+        p.publish("pace/t", payload, qos=0)
+    p.ping()
+    while p.recv(30)["type"] != PINGRESP:
+        pass
+    taken = time.monotonic() - started
+    p.disconnect()
+    for r in readers:
+        r.join()
+    peak = finish()
+    fast.close()
+    slow.close()
+    return {"fast": got["fast"], "slow": got.get("slow"), "publish_seconds": round(taken, 3),
+            "rss_kib": [rss0, peak], "rss_growth_kib": peak - rss0}
 
 
 def main():

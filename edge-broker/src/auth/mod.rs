@@ -38,7 +38,7 @@ use std::time::Instant;
 use ring::hmac;
 
 use crate::config::Config;
-use crate::hub::{Delivery, Mailbox};
+use crate::hub::{Delivery, Mailbox, Offer, Room};
 use acl::{Acl, AclError, RuleSet, SubscribeVerdict, VerdictCache};
 use failures::LoginFailures;
 use owners::SessionOwners;
@@ -694,8 +694,9 @@ impl GuardedMailbox {
     }
 }
 
-impl Mailbox for GuardedMailbox {
-    fn deliver(&self, delivery: Delivery) -> bool {
+impl GuardedMailbox {
+    /// Whether the ACL lets this subscription read `delivery`; a refusal is counted.
+    fn allowed(&self, delivery: &Delivery) -> bool {
         let generation = self.auth.generation();
         if self.checked.load(Ordering::Acquire) != generation {
             self.recheck(generation);
@@ -724,7 +725,25 @@ impl Mailbox for GuardedMailbox {
                 .fetch_add(1, Ordering::Relaxed);
             return false;
         }
-        self.inner.deliver(delivery)
+        true
+    }
+}
+
+impl Mailbox for GuardedMailbox {
+    fn deliver(&self, delivery: Delivery) -> bool {
+        self.allowed(&delivery) && self.inner.deliver(delivery)
+    }
+
+    fn offer(&self, delivery: Delivery) -> Offer {
+        if self.allowed(&delivery) {
+            self.inner.offer(delivery)
+        } else {
+            Offer::Refused
+        }
+    }
+
+    fn room(&self) -> Option<&Room> {
+        self.inner.room()
     }
 }
 

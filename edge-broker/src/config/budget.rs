@@ -27,6 +27,9 @@ const NATS_OUTPUT_FACTOR: u64 = 3;
 const SESSION_BYTES: u64 = 1800;
 /// Bookkeeping of one retained message besides its bytes (measured ~450 B).
 const RETAINED_OVERHEAD: u64 = 450;
+/// A delivery a publishing connection holds while it waits for room (`slow_subscriber_wait`),
+/// with its slot: measured ~72 B, rounded up.
+const WAITING_DELIVERY_BYTES: u64 = 128;
 /// The state journal's backlog before connections waiting for a commit stop reading.
 const JOURNAL_BACKLOG: u64 = 8 << 20;
 
@@ -66,6 +69,16 @@ pub fn rows(config: &Config) -> Vec<Row> {
             bound: format!("max_queued_bytes_total {}", m.max_queued_bytes_total),
             bytes: m.max_queued_bytes_total.bytes(),
         });
+        if !m.slow_subscriber_wait.0.is_zero() {
+            let waiting = crate::hub::MAX_WAITING as u64;
+            rows.push(Row {
+                what: "MQTT deliveries waiting for room",
+                bound: format!(
+                    "max_connections {connections} × {waiting} × 128 B (slow_subscriber_wait)"
+                ),
+                bytes: connections * waiting * WAITING_DELIVERY_BYTES,
+            });
+        }
         let holders = (m.max_sessions + m.max_connections) as u64;
         rows.push(Row {
             what: "MQTT subscriptions",

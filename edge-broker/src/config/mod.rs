@@ -242,6 +242,10 @@ pub struct MqttSection {
     /// QoS 1/2 deliveries in flight towards a client at once (fewer if the client's Receive
     /// Maximum says so; 3.1.1 clients have none). Mosquitto's option.
     pub max_inflight_messages: u16,
+    /// How long after a subscriber last made room in its full queue a publishing connection
+    /// may still stop reading to wait for more, before the QoS 0 delivery is dropped and
+    /// counted (`"0s"`: dropped at once; see `mqtt::pace`).
+    pub slow_subscriber_wait: HumanDuration,
     /// Longest keep alive an MQTT 5 client may choose (`"0s"` = no limit): a longer one, or
     /// none, is lowered to it and announced as Server Keep Alive. MQTT 3.1.1 has no way to
     /// tell a client, so its keep alive stands (as Mosquitto 2 does). Mosquitto's option.
@@ -343,6 +347,7 @@ impl Default for MqttSection {
             max_queued_bytes: ByteSize(1 << 20),
             max_queued_bytes_total: ByteSize(32 << 20),
             max_inflight_messages: 100,
+            slow_subscriber_wait: HumanDuration(DEFAULT_SLOW_SUBSCRIBER_WAIT),
             max_keepalive: HumanDuration(Duration::ZERO),
             max_keep_alive: None,
             max_session_expiry: HumanDuration(Duration::from_secs(7 * 86_400)),
@@ -848,6 +853,12 @@ pub const DEFAULT_MAX_PENDING: usize = 128;
 /// Default `max_pending_per_source`: what one address may hold of [`DEFAULT_MAX_PENDING`].
 pub const DEFAULT_MAX_PENDING_PER_SOURCE: usize = 64;
 
+/// Default `mqtt.slow_subscriber_wait` (see BENCHMARKS.md, "QoS 0 to a slower subscriber").
+pub const DEFAULT_SLOW_SUBSCRIBER_WAIT: Duration = Duration::from_secs(2);
+
+/// Largest `mqtt.slow_subscriber_wait` accepted.
+const MAX_SLOW_SUBSCRIBER_WAIT: Duration = Duration::from_secs(10);
+
 /// Smallest segment we accept: smaller ones only multiply files and fsyncs.
 const MIN_SEGMENT_BYTES: u64 = 64 << 10;
 
@@ -1106,6 +1117,12 @@ impl Config {
         }
         found.check(validate_mqtt_tls(mqtt));
         found.check(validate_ws_path(&mqtt.ws_path));
+        if mqtt.slow_subscriber_wait.0 > MAX_SLOW_SUBSCRIBER_WAIT {
+            found.invalid(
+                "mqtt.slow_subscriber_wait",
+                "must be at most 10s (a subscriber that never reads holds its publishers that long)",
+            );
+        }
         let sys = mqtt.sys_interval.0;
         if !sys.is_zero() && sys < Duration::from_secs(1) {
             found.invalid(
@@ -1686,6 +1703,10 @@ mod tests {
             ("ws_path = \"/mqtt?x=1\"", "mqtt.ws_path"),
             ("ws_tls_listen = \"127.0.0.1\"", "mqtt.ws_tls_listen"),
             ("sys_interval = \"100ms\"", "mqtt.sys_interval"),
+            (
+                "slow_subscriber_wait = \"11s\"",
+                "mqtt.slow_subscriber_wait",
+            ),
         ];
         for (body, field) in cases {
             let err = parse(&format!("[mqtt]\n{body}\n")).unwrap_err();

@@ -139,6 +139,11 @@ pub struct FrontMetrics {
     pub ack_latency: Arc<LatencyHistogram>,
     /// MQTT: bytes all sessions hold queued and in flight (what `max_queued_bytes_total` caps).
     pub queued_bytes: Arc<AtomicU64>,
+    /// MQTT: publishes whose connection stopped reading to wait for room in a subscriber's
+    /// queue (`mqtt.slow_subscriber_wait`), by how the wait ended: `[kept, dropped]`.
+    pub publisher_waits: [AtomicU64; 2],
+    /// MQTT: microseconds publishing connections spent waiting for room.
+    pub publisher_wait_micros: AtomicU64,
 }
 
 /// Bucket bounds (seconds) of [`FrontMetrics::ack_latency`]: an fdatasync on an SD card takes
@@ -177,6 +182,8 @@ impl FrontMetrics {
             ws_handshake_failures: AtomicU64::new(0),
             ack_latency: Arc::new(LatencyHistogram::new(ACK_BUCKETS)),
             queued_bytes: Arc::new(AtomicU64::new(0)),
+            publisher_waits: Default::default(),
+            publisher_wait_micros: AtomicU64::new(0),
         }
     }
 
@@ -360,6 +367,19 @@ pub fn render(text: &mut PromText, fronts: &[&FrontMetrics], mqtt: Option<MqttGa
                 "edge_mqtt_queued_bytes",
                 "Bytes all MQTT sessions hold queued and in flight (mqtt.max_queued_bytes_total).",
                 &[(&[], mqtt.queued_bytes.load(Ordering::Relaxed) as f64)],
+            );
+            text.counter(
+                "edge_mqtt_publisher_waits_total",
+                "MQTT publishes whose connection stopped reading to wait for room in a subscriber's queue (mqtt.slow_subscriber_wait), by outcome (kept: every waiting delivery was queued; dropped: some were dropped, counted in edge_messages_dropped_total).",
+                &[
+                    (&[("outcome", "kept")], load(&mqtt.publisher_waits[0])),
+                    (&[("outcome", "dropped")], load(&mqtt.publisher_waits[1])),
+                ],
+            );
+            text.counter_f64(
+                "edge_mqtt_publisher_wait_seconds_total",
+                "Time MQTT publishing connections spent waiting for room in subscribers' queues.",
+                load(&mqtt.publisher_wait_micros) as f64 / 1e6,
             );
         }
     }

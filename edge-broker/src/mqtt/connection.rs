@@ -26,6 +26,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use super::pace::Pace;
 use super::server::MqttServer;
 use super::session::{Outbound, Session, SubscriptionRecord};
 use crate::admission::{Pending, Seat};
@@ -291,6 +292,10 @@ struct Connection {
     /// PUBRECs owed for QoS 2 publishes in `inbound_qos2` (counted there already): see
     /// [`Connection::receive_inflight`].
     qos2_answers: usize,
+    /// QoS 0 deliveries of this client's publish waiting for room in slower subscribers'
+    /// queues (made at the first local delivery, and only if `slow_subscriber_wait` > 0):
+    /// while they wait, no input is taken.
+    pace: Option<Box<Pace>>,
 }
 
 impl Connection {
@@ -522,6 +527,7 @@ impl Connection {
             shutdown,
             _seat: seat,
             qos2_answers: 0,
+            pace: None,
         });
         connection.write(&connack);
         if session_present {
@@ -597,7 +603,8 @@ impl Connection {
             // The log's backpressure: while the ingest queue holds input back (a submission
             // waits for log space, or this client's unanswered publishes reached their bound),
             // the socket is not read.
-            let log_paused = self.ingest.holds_input();
+            let log_paused = self.ingest.holds_input() || self.pacing();
+            let pacing = self.pacing();
             let can_read = !log_paused
                 && self.outbuf.len() < OUT_HIGH_WATER
                 && !(self.gate.is_some() && self.server.state_backlogged());
@@ -616,6 +623,7 @@ impl Connection {
                 .map(|ka| self.last_read + ka);
             let session = Arc::clone(&self.session);
             let gate = self.gate.clone();
+            let pace = self.pace.as_deref();
             if can_read {
                 // A busy client (or a packet bigger than the buffer) reads in large steps
                 // rather than the 64 bytes a full BytesMut would add per read; a quiet one
@@ -627,7 +635,12 @@ impl Connection {
                 biased;
                 _ = self.kick.cancelled() => return Exit::Kicked,
                 _ = self.shutdown.cancelled() => return Exit::Shutdown,
-                () = self.ingest.progress(), if self.ingest.is_busy() => {
+                () = async { if let Some(pace) = pace { pace.woken().await } }, if pacing => {
+                    if let Some(pace) = &mut self.pace {
+                        pace.settle();
+                    }
+                }
+                () = self.ingest.progress(), if self.ingest.is_busy() && !pacing => {
                     if let Err(exit) = self.take_ingest() {
                         return exit;
                     }
@@ -669,7 +682,7 @@ impl Connection {
     }
 
     fn decode_input(&mut self) -> Result<(), Exit> {
-        while !self.ingest.holds_input() {
+        while !self.ingest.holds_input() && !self.pacing() {
             let packet = match mqtt::decode(&mut self.inbuf, self.version, self.max_packet_in) {
                 Ok(Some(packet)) => packet,
                 Ok(None) => return Ok(()),
@@ -713,6 +726,8 @@ impl Connection {
                     .is_some_and(|o| o.delivery.qos == QoS::AtLeastOnce)
                 {
                     state.inflight.remove(&ack.packet_id);
+                    drop(state);
+                    self.session.room.made();
                 }
                 Ok(())
             }
@@ -734,6 +749,8 @@ impl Connection {
                     .is_some_and(|o| o.released)
                 {
                     state.inflight.remove(&comp.packet_id);
+                    drop(state);
+                    self.session.room.made();
                 }
                 Ok(())
             }
@@ -881,8 +898,7 @@ impl Connection {
                 self.ingest.push_routed(record, message, owed);
             }
             None => {
-                let commit = self.server.publish_local(&message);
-                self.hold_output(commit);
+                self.deliver_local(&message);
                 if let Some(owed) = owed {
                     self.ingest.push_answer(owed);
                 }
@@ -926,13 +942,16 @@ impl Connection {
 
     /// Takes what the ingest queue has ready: routed publishes the log wrote are delivered
     /// locally (refusals handled), then the acknowledgements that are due go out, in order.
+    /// While deliveries wait for room ([`Connection::pacing`]), nothing more is taken: later
+    /// deliveries must not overtake them, nor acknowledgements go out before them.
     fn take_ingest(&mut self) -> Result<(), Exit> {
-        while let Some(event) = self.ingest.next_event() {
+        while !self.pacing()
+            && let Some(event) = self.ingest.next_event()
+        {
             match event {
                 Event::Written { local, .. } => {
                     inc(&self.server.metrics.stored);
-                    let commit = self.server.publish_local(&local);
-                    self.hold_output(commit);
+                    self.deliver_local(&local);
                 }
                 Event::Refused {
                     local,
@@ -941,10 +960,35 @@ impl Connection {
                 } => self.refused_publish(&local, &error, answered)?,
             }
         }
-        while let Some(answer) = self.ingest.next_answer() {
+        while !self.pacing()
+            && let Some(answer) = self.ingest.next_answer()
+        {
             self.send_answer(answer)?;
         }
         Ok(())
+    }
+
+    /// Delivers `message` to local subscribers; a QoS 0 delivery to a full subscriber queue
+    /// waits in [`Connection::pace`] (up to `slow_subscriber_wait`) instead of being dropped.
+    fn deliver_local(&mut self, message: &Arc<Message>) {
+        let wait = self.settings.slow_subscriber_wait.0;
+        let commit = if wait.is_zero() {
+            self.server.publish_local(message)
+        } else {
+            let metrics = &self.server.metrics;
+            let pace = self
+                .pace
+                .get_or_insert_with(|| Box::new(Pace::new(true, Arc::clone(metrics))));
+            let commit = self.server.publish_local_paced(message, pace.collect());
+            pace.arm();
+            commit
+        };
+        self.hold_output(commit);
+    }
+
+    /// Whether deliveries of this client's publish wait for room: no input is taken.
+    fn pacing(&self) -> bool {
+        self.pace.as_ref().is_some_and(|pace| pace.is_waiting())
     }
 
     /// A publish the log refused. MQTT 5 answers it (in order, with the log's reason); 3.1.1
@@ -1198,6 +1242,7 @@ impl Connection {
         let session = Arc::clone(&self.session);
         let now = now_ms();
         let mut state = session.lock();
+        let queued = state.queue.len();
         while self.outbuf.len() < OUT_HIGH_WATER {
             let Some(front) = state.queue.front() else {
                 break;
@@ -1251,6 +1296,11 @@ impl Connection {
                     tracing::warn!(client_id = %self.client_id, "cannot encode a delivery: {err}")
                 }
             }
+        }
+        if state.queue.len() < queued {
+            // Publishers waiting for room in this queue may offer again.
+            drop(state);
+            session.room.made();
         }
     }
 
@@ -1339,6 +1389,12 @@ impl Connection {
     }
 
     async fn finish(mut self: Box<Self>, exit: Exit) {
+        // What waits for room is given up (dropped and counted); what the drain below
+        // delivers does not wait (a pace made now would, so one that never waits is set).
+        let metrics = &self.server.metrics;
+        self.pace
+            .get_or_insert_with(|| Box::new(Pace::new(false, Arc::clone(metrics))))
+            .stop();
         match exit {
             // Shutdown: the acknowledgements whose records become durable in time go out, so
             // clients do not resend what is already safe.
@@ -1409,6 +1465,9 @@ impl Connection {
         }
         // Acks never sent are simply owed: the client resends those publishes.
         self.server.detach_session(&self.session, self.generation);
+        // Publishers waiting for room in this session offer again (and are refused if the
+        // session is offline now).
+        self.session.room.made();
         self.server.metrics.connected(-1);
     }
 }

@@ -6,6 +6,8 @@
 //!   publishes through [`crate::ingest`] (acks in arrival order, routed ones once durable),
 //!   delivery within the client's Receive Maximum.
 //! - [`session`]: what outlives a connection, and how its changes are recorded.
+//! - [`pace`]: a publishing connection waiting (bounded) for room in a slower QoS 0
+//!   subscriber's queue (`slow_subscriber_wait`).
 //! - [`retained`]: the retained message store (bounded in count and bytes).
 //! - [`persist`]: restoring sessions and retained messages at startup, checkpoints of the
 //!   state journal ([`crate::state`]), metrics of saved state.
@@ -20,6 +22,7 @@
 
 pub mod connection;
 pub mod limits;
+pub mod pace;
 pub mod persist;
 pub mod retained;
 pub mod server;

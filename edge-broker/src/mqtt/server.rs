@@ -20,7 +20,7 @@ use super::persist::StateMetrics;
 use super::retained::RetainedStore;
 use super::session::{Registry, Session, SessionLog, SubscriptionRecord};
 use crate::config::MqttSection;
-use crate::hub::{Hub, Mailbox, SubEntry};
+use crate::hub::{Hub, Mailbox, SubEntry, Waiting};
 use crate::ingest::{self, Publisher};
 use crate::message::{Message, now_ms};
 use crate::metrics::front::{FrontMetrics, Protocol, inc};
@@ -200,7 +200,18 @@ impl MqttServer {
     /// ticket of the state changes this caused (deliveries queued for persistent sessions, the
     /// retained message): the publisher's acknowledgement waits for it.
     pub fn publish_local(&self, message: &Arc<Message>) -> Option<Commit> {
-        let publish = || {
+        self.publish_local_paced(message, None)
+    }
+
+    /// As [`Server::publish_local`]; with `waiting`, a QoS 0 delivery to a full session is
+    /// handed back there for the publishing connection to wait for room
+    /// ([`crate::hub::Hub::publish_paced`]) instead of being dropped.
+    pub fn publish_local_paced(
+        &self,
+        message: &Arc<Message>,
+        mut waiting: Option<&mut Vec<Waiting>>,
+    ) -> Option<Commit> {
+        let mut publish = || {
             if message.retain
                 && let Err(limit) = self.retained.set(message)
             {
@@ -208,7 +219,10 @@ impl MqttServer {
                 self.limits.refused(limit);
                 tracing::debug!(topic = %message.topic, "retained message not kept: mqtt.{} reached", limit.key());
             }
-            self.hub.publish(message);
+            match waiting.as_deref_mut() {
+                Some(waiting) => self.hub.publish_paced(message, waiting),
+                None => self.hub.publish(message),
+            };
         };
         match self.journal.get() {
             Some(journal) => journal.collect(publish).1,

@@ -11,6 +11,7 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
 use edge_proto::mqtt::QoS;
 use parking_lot::{Mutex, MutexGuard};
@@ -18,7 +19,7 @@ use parking_lot::{Mutex, MutexGuard};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
-use crate::hub::{Delivery, Mailbox};
+use crate::hub::{Delivery, Mailbox, Offer, Room};
 use crate::metrics::front::{DropReason, FrontMetrics};
 use crate::state::journal::Encoder;
 use crate::state::record::{Record, SessionImage, StoredDelivery, StoredSubscription};
@@ -620,6 +621,9 @@ pub struct Session {
     state: Mutex<SessionState>,
     /// Wakes the attached connection when deliveries arrive.
     pub wake: Notify,
+    /// Wakes publishers waiting for room in the queue: the attached connection calls
+    /// [`Room::made`] when it takes deliveries out (and the session going offline).
+    pub room: Room,
     /// The MQTT front end's counters (deliveries dropped because the queue was full).
     metrics: Arc<FrontMetrics>,
 }
@@ -633,6 +637,9 @@ pub struct QueueLimits {
     pub max_bytes: u64,
     /// `max_queued_bytes_total`: bytes queued and in flight in all sessions together.
     pub max_total_bytes: u64,
+    /// `slow_subscriber_wait`: how long after this session last made room a publisher may
+    /// wait for it (zero: never).
+    pub max_wait: Duration,
 }
 
 impl QueueLimits {
@@ -642,6 +649,7 @@ impl QueueLimits {
             max_messages: settings.max_queued_messages,
             max_bytes: settings.max_queued_bytes.bytes(),
             max_total_bytes: settings.max_queued_bytes_total.bytes(),
+            max_wait: settings.slow_subscriber_wait.0,
         }
     }
 }
@@ -667,6 +675,7 @@ impl Session {
             limits,
             state: Mutex::new(state),
             wake: Notify::new(),
+            room: Room::default(),
             metrics,
         }
     }
@@ -677,12 +686,16 @@ impl Session {
     }
 }
 
-impl Mailbox for Session {
-    fn deliver(&self, delivery: Delivery) -> bool {
+impl Session {
+    /// Queues `delivery` if the limits allow. When they do not, an online QoS 0 delivery that
+    /// `may_wait` is handed back ([`Offer::Full`]) for its publisher to wait for room, while
+    /// this session made room within `max_wait` and unless only the total budget is full
+    /// (room in it is made by other sessions); anything else is dropped and counted.
+    fn put(&self, delivery: Delivery, may_wait: bool) -> Offer {
         {
             let mut state = self.lock();
             if !state.online && delivery.qos == QoS::AtMostOnce {
-                return false;
+                return Offer::Refused;
             }
             let cost = delivery_cost(&delivery);
             let full = if state.queue.len() >= self.limits.max_messages {
@@ -697,14 +710,44 @@ impl Mailbox for Session {
                 None
             };
             if let Some(reason) = full {
+                let until = self.room.until(self.limits.max_wait);
+                if may_wait
+                    && state.online
+                    && delivery.qos == QoS::AtMostOnce
+                    && reason != DropReason::QueueBudget
+                    && until > tokio::time::Instant::now()
+                {
+                    let seen = self.room.seen();
+                    return Offer::Full {
+                        delivery,
+                        seen,
+                        until,
+                    };
+                }
                 drop(state);
                 self.metrics.dropped(reason);
-                return false;
+                return Offer::Refused;
             }
             state.queue.push_back(delivery);
         }
         self.wake.notify_one();
-        true
+        Offer::Taken
+    }
+}
+
+impl Mailbox for Session {
+    fn deliver(&self, delivery: Delivery) -> bool {
+        matches!(self.put(delivery, false), Offer::Taken)
+    }
+
+    /// QoS 0 deliveries to an online session whose own queue is full are handed back for the
+    /// publisher to wait (QoS 1/2 ones, and offline sessions, are as [`Mailbox::deliver`]).
+    fn offer(&self, delivery: Delivery) -> Offer {
+        self.put(delivery, true)
+    }
+
+    fn room(&self) -> Option<&Room> {
+        Some(&self.room)
     }
 }
 
@@ -760,6 +803,7 @@ mod tests {
             max_messages,
             max_bytes,
             max_total_bytes,
+            max_wait: Duration::from_secs(60),
         }
     }
 
@@ -842,6 +886,84 @@ mod tests {
         assert!(session.deliver(delivery(1)));
         assert!(!session.deliver(delivery(1)));
         assert_eq!(session.metrics.dropped_count(DropReason::QueueFull), 1);
+    }
+
+    /// The policy of `slow_subscriber_wait`, as the session applies it: a full online queue
+    /// hands QoS 0 deliveries back to wait (not counted as dropped); QoS 1/2 drop as before.
+    #[test]
+    fn full_queues_hand_qos0_back_to_wait_and_drop_qos1() {
+        let session = Session::new(1, "c".into(), limits(2, 1 << 20, 1 << 30), metrics());
+        session.lock().online = true;
+        assert!(session.deliver(delivery(0)) && session.deliver(delivery(0)));
+        let Offer::Full { delivery: back, .. } = session.offer(delivery(0)) else {
+            panic!("a full queue hands an online QoS 0 delivery back");
+        };
+        assert_eq!(back.qos, QoS::AtMostOnce);
+        assert_eq!(session.metrics.dropped_count(DropReason::QueueFull), 0);
+        assert_eq!(session.lock().queue.len(), 2);
+        assert!(matches!(session.offer(delivery(1)), Offer::Refused));
+        assert_eq!(session.metrics.dropped_count(DropReason::QueueFull), 1);
+        // `deliver` (wills, $SYS, NATS publishers) never hands back.
+        assert!(!session.deliver(delivery(0)));
+        assert_eq!(session.metrics.dropped_count(DropReason::QueueFull), 2);
+    }
+
+    #[tokio::test]
+    async fn a_waiter_wakes_on_room_made_before_or_after_it_waits() {
+        let session = Arc::new(Session::new(
+            1,
+            "c".into(),
+            limits(1, 1 << 20, 1 << 30),
+            metrics(),
+        ));
+        session.lock().online = true;
+        assert!(session.deliver(delivery(0)));
+        let Offer::Full { seen, .. } = session.offer(delivery(0)) else {
+            panic!("full");
+        };
+        // Made before waiting: resolves at once.
+        session.lock().queue.pop_front();
+        session.room.made();
+        session.room.since(seen).await;
+        assert!(matches!(session.offer(delivery(0)), Offer::Taken));
+        // Made while waiting: wakes the waiter.
+        let Offer::Full { seen, .. } = session.offer(delivery(0)) else {
+            panic!("full again");
+        };
+        let waiter = tokio::spawn({
+            let session = Arc::clone(&session);
+            async move { session.room.since(seen).await }
+        });
+        for _ in 0..10 {
+            tokio::task::yield_now().await;
+        }
+        assert!(!waiter.is_finished(), "no room made yet");
+        session.lock().queue.pop_front();
+        session.room.made();
+        tokio::time::timeout(std::time::Duration::from_secs(5), waiter)
+            .await
+            .expect("woken by room")
+            .unwrap();
+    }
+
+    #[test]
+    fn a_session_that_made_no_room_for_its_wait_drops_at_once_until_it_reads() {
+        let mut limits = limits(1, 1 << 20, 1 << 30);
+        limits.max_wait = Duration::from_millis(20);
+        let session = Session::new(1, "c".into(), limits, metrics());
+        session.lock().online = true;
+        assert!(session.deliver(delivery(0)));
+        assert!(matches!(session.offer(delivery(0)), Offer::Full { .. }));
+        std::thread::sleep(Duration::from_millis(50));
+        assert!(matches!(session.offer(delivery(0)), Offer::Refused));
+        assert_eq!(session.metrics.dropped_count(DropReason::QueueFull), 1);
+        session.lock().queue.pop_front();
+        session.room.made();
+        assert!(matches!(session.offer(delivery(0)), Offer::Taken));
+        assert!(matches!(session.offer(delivery(0)), Offer::Full { .. }));
+        // Offline sessions never make a publisher wait for QoS 0.
+        session.lock().online = false;
+        assert!(matches!(session.offer(delivery(0)), Offer::Refused));
     }
 
     #[test]
