@@ -251,8 +251,13 @@ impl<L: Send + 'static, T> IngestQueue<L, T> {
                 .iter()
                 .map(|h| h.key.len() + h.value.len())
                 .sum::<usize>();
-        let pushed_at = self.ack_latency.as_ref().map(|_| std::time::Instant::now());
-        let answer = answer.map(|tag| self.push_slot(tag, SlotState::Waiting, pushed_at));
+        // The clock is read only for a record whose durable answer is timed: a publish nobody
+        // waits for (NATS core PUB, MQTT QoS 0) pays no clock read (it was ~9% of a NATS
+        // connection task's time at 1M PUB/s).
+        let answer = answer.map(|tag| {
+            let pushed_at = self.ack_latency.as_ref().map(|_| std::time::Instant::now());
+            self.push_slot(tag, SlotState::Waiting, pushed_at)
+        });
         self.collecting.records.push(record);
         self.collecting.items.push(Item { local, answer });
         self.collecting.bytes += bytes;
