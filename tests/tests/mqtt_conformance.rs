@@ -194,6 +194,11 @@ fn message_expiry_interval() {
 }
 
 #[test]
+fn an_expired_message_in_flight_is_not_resent() {
+    run("expired_in_flight", &[]);
+}
+
+#[test]
 fn publish_properties_pass_through() {
     let out = run("properties", &[]);
     assert_eq!(out["bad_utf8_payload_rc"], 0x99, "{out}");

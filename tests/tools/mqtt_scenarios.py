@@ -806,6 +806,34 @@ def resend_too_large(host, port):
 
 
 @scenario
+def expired_in_flight(host, port):
+    """A QoS 1 message sent but not acknowledged, then expired while its subscriber was away,
+    is not sent again (MQTT 5 §3.3.2.3.3: its remaining lifetime would be 0; Mosquitto removes
+    it too)."""
+    cid = uniq("ei")
+    c = Client(host, port, True)
+    c.connect(cid, props_={"session_expiry": 60})
+    c.subscribe(("ei/t", 1))
+    p = Client(host, port, True)
+    p.connect(uniq("p"))
+    p.publish("ei/t", "short", qos=1, props_={"message_expiry": 1})
+    p.recv()
+    p.publish("ei/t", "long", qos=1, props_={"message_expiry": 100})
+    p.recv()
+    got = c.messages(1.0, auto_ack=False)
+    check([m["payload"] for m in got] == [b"short", b"long"], f"both delivered first: {got}")
+    c.disconnect()
+    time.sleep(2.2)
+    c = Client(host, port, True)
+    c.connect(cid, clean=False, props_={"session_expiry": 60})
+    got = c.messages(1.0)
+    check([m["payload"] for m in got] == [b"long"], f"only the unexpired one resent: {got}")
+    check(all(m.get("dup") for m in got), f"resent with DUP: {got}")
+    c.disconnect(props_={"session_expiry": 0})
+    return {"ok": True}
+
+
+@scenario
 def message_expiry(host, port):
     cid = uniq("me")
     c = Client(host, port, True)

@@ -573,6 +573,11 @@ impl Connection {
         for (packet_id, out) in inflight {
             if out.released {
                 self.write(&Packet::PubRel(PubRel::new(packet_id)));
+            } else if out.delivery.message.is_expired(now) {
+                // Sent before, unacknowledged, and expired while the client was away: not
+                // sent again with a lifetime of 0 (as Mosquitto does; MQTT 5 §3.3.2.3.3).
+                session.lock().inflight.remove(&packet_id);
+                self.server.metrics.dropped(DropReason::Expired);
             } else {
                 let (packet, alias) =
                     self.publish_packet(&out.delivery, Some(packet_id), true, now);
