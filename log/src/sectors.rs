@@ -12,6 +12,10 @@
 //! - `tail` holds the segment's bytes from [`sector_start`]`(len)` to `len`, where `len` is the
 //!   writer's end of the segment: a direct write sends them again, unchanged, ahead of the new
 //!   bytes, so the frames already in that sector are rewritten with the same bytes, never lost.
+//!   (Through the page cache the whole 4 KiB page holding them is rewritten at each sync; here
+//!   one sector is. A device that tore a 512-byte write at a power cut could damage records
+//!   acknowledged before it, in both cases; recovery then resyncs past the damage and keeps
+//!   what follows, RELIABILITY.md.)
 //! - The bytes after the new end up to the end of its sector are written as zeros: the segment
 //!   is zero-filled ahead of the writer ([`crate::LogConfig::zeros_ahead`]), so they were zeros
 //!   already, and recovery keeps zeros after the last frame.
