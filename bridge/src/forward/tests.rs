@@ -176,6 +176,20 @@ fn open<P: KafkaProducer + Clone + 'static>(
     Forwarder::open(log, "kafka", routes(), producer, config).unwrap()
 }
 
+/// 20 records, Kafka down, and a forwarder that backs off 5 s between attempts: long enough
+/// that only a probe can start the replay promptly once Kafka is back.
+async fn kafka_down_with_long_backoff(
+    dir: &std::path::Path,
+) -> (Log, FaultyProducer, ForwardConfig) {
+    let log = log_with(&dir.join("log"), &refs(&payloads(20))).await;
+    let producer = FaultyProducer::default();
+    producer.down.store(true, Ordering::SeqCst);
+    let mut config = config(dir);
+    config.backoff_min = Duration::from_secs(5);
+    config.backoff_max = Duration::from_secs(5);
+    (log, producer, config)
+}
+
 fn config(dir: &std::path::Path) -> ForwardConfig {
     let mut c = ForwardConfig::new("gw");
     c.max_batch_records = 7;
@@ -299,12 +313,7 @@ async fn nothing_is_committed_while_kafka_fails_and_abort_stops_the_retries() {
 #[tokio::test]
 async fn a_probe_ends_the_backoff_when_kafka_is_back() {
     let dir = tempfile::tempdir().unwrap();
-    let log = log_with(&dir.path().join("log"), &refs(&payloads(20))).await;
-    let producer = FaultyProducer::default();
-    producer.down.store(true, Ordering::SeqCst);
-    let mut config = config(dir.path());
-    config.backoff_min = Duration::from_secs(5);
-    config.backoff_max = Duration::from_secs(5);
+    let (log, producer, config) = kafka_down_with_long_backoff(dir.path()).await;
     let fwd = open(&log, producer.clone(), config);
     let metrics = fwd.metrics();
     let (stop, abort) = (CancellationToken::new(), CancellationToken::new());
@@ -376,12 +385,7 @@ impl crate::producer::txn::TxnBroker for DownCoordinator {
 #[tokio::test]
 async fn exactly_once_started_while_kafka_is_down_begins_when_a_probe_answers() {
     let dir = tempfile::tempdir().unwrap();
-    let log = log_with(&dir.path().join("log"), &refs(&payloads(20))).await;
-    let producer = FaultyProducer::default();
-    producer.down.store(true, Ordering::SeqCst);
-    let mut config = config(dir.path());
-    config.backoff_min = Duration::from_secs(5);
-    config.backoff_max = Duration::from_secs(5);
+    let (log, producer, config) = kafka_down_with_long_backoff(dir.path()).await;
     let session = TxnSession::new(
         DownCoordinator {
             down: Arc::clone(&producer.down),
