@@ -4,6 +4,8 @@
 #
 #   sudo log/scripts/block-power-cut.sh [ROUNDS] [stop|running]   (default 20 stop)
 #   EDGE_LOG_CRASH_SECTOR_WRITES=1 ...   the same with `sector_writes` (O_DIRECT sector writes)
+#   EDGE_LOG_CRASH_INTERVAL_MS=20 ...     fsync = interval:20ms instead of always (with sector
+#                                         writes: an interval's appends gathered into one write)
 #
 # Each round: a writer (the crash test binary in child mode: 16 tasks appending with
 # fsync = always and printing every offset acknowledged as durable) runs on the mounted image

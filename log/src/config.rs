@@ -54,7 +54,8 @@ pub struct LogConfig {
     /// handle (default off; Linux file systems with direct I/O, else the page cache as
     /// before): at a gateway's rate a sync then sends the device the few sectors that changed,
     /// not the whole 4 KiB page holding the end (module `sectors`). Zero-fills ahead like
-    /// `preallocate`.
+    /// `preallocate`. Under [`FsyncPolicy::Interval`] the appends of an interval are answered at
+    /// once and written together by its sync (one write per sync, not per append).
     pub sector_writes: bool,
 }
 

@@ -25,7 +25,8 @@
 //!   cursor positions, durable end, sticky failure, counters), reached only through its
 //!   methods. Writer and cursors never reach into each other.
 //! - `writer`: the writer thread (stage → one write → roll; cut back and retry or refuse on a
-//!   full disk) → ledger, segment, syncer, sectors.
+//!   full disk; with sector writes under an interval policy, a batch's frames gathered until
+//!   the interval's sync) → ledger, segment, syncer, sectors.
 //! - `syncer`: the fdatasync thread (coalesced targets, durability published in order, a failed
 //!   sync sticky) → ledger, segment.
 //! - `segment`: one segment file and its sparse index; creating one crash-safely.

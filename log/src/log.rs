@@ -233,7 +233,8 @@ impl Log {
         ))
     }
 
-    /// Appends one record: resolves once it is written and has an offset (waits for space
+    /// Appends one record: resolves once it is written (or, with `sector_writes` under an
+    /// interval policy, gathered to be written by the next sync) and has an offset (waits for space
     /// under `WhenFull::Block`; other tasks keep running). Dropping the future while it waits
     /// for space appends nothing; dropping it after the record was queued may still append it.
     ///

@@ -57,6 +57,8 @@ struct Shared {
     plan: Mutex<Option<(u64, CrashMode)>>,
     /// The power was cut by a plan and the process has not been revived.
     dead: AtomicBool,
+    /// `open_direct` gives a handle ([`MemStorage::with_direct_io`]).
+    direct_io: AtomicBool,
 }
 
 impl Shared {
@@ -180,6 +182,16 @@ impl MemStorage {
         Arc::new(Self::default())
     }
 
+    /// An empty in-memory file system whose files also open for direct I/O (a fake of
+    /// `O_DIRECT` for `sector_writes`): the direct handle refuses, like Linux, a write whose
+    /// position or length is not a multiple of 512 bytes (`EINVAL`), and otherwise writes the
+    /// same file, unsynced until `sync_data` (the device's write cache).
+    pub fn with_direct_io() -> Arc<Self> {
+        let mem = Self::default();
+        mem.shared.direct_io.store(true, Ordering::SeqCst);
+        Arc::new(mem)
+    }
+
     /// Number of `sync_data` calls so far.
     pub fn syncs(&self) -> u64 {
         self.shared.syncs.load(Ordering::SeqCst)
@@ -237,7 +249,38 @@ impl MemStorage {
     }
 }
 
+/// A direct handle of [`MemStorage::with_direct_io`]: whole sectors only.
+#[derive(Debug)]
+struct DirectMemFile(Arc<dyn StorageFile>);
+
+impl StorageFile for DirectMemFile {
+    fn size(&self) -> io::Result<u64> {
+        self.0.size()
+    }
+    fn read_at(&self, buf: &mut [u8], pos: u64) -> io::Result<usize> {
+        self.0.read_at(buf, pos)
+    }
+    fn write_at(&self, buf: &[u8], pos: u64) -> io::Result<usize> {
+        if !pos.is_multiple_of(512) || !buf.len().is_multiple_of(512) {
+            return Err(io::Error::from_raw_os_error(22));
+        }
+        self.0.write_at(buf, pos)
+    }
+    fn sync_data(&self) -> io::Result<()> {
+        self.0.sync_data()
+    }
+    fn truncate(&self, len: u64) -> io::Result<()> {
+        self.0.truncate(len)
+    }
+}
+
 impl Storage for MemStorage {
+    fn open_direct(&self, path: &Path) -> io::Result<Option<Arc<dyn StorageFile>>> {
+        if !self.shared.direct_io.load(Ordering::SeqCst) {
+            return Ok(None);
+        }
+        Ok(Some(Arc::new(DirectMemFile(self.open(path)?))))
+    }
     fn create_dir_all(&self, dir: &Path) -> io::Result<()> {
         self.shared.step()?;
         let mut fs = self.shared.fs.lock();

@@ -3,6 +3,20 @@
 //! runs the fdatasync and publishes the durable end through the [`Ledger`] while the writer
 //! writes the next batch (group commit, pipelined). It answers each chunk with how many of its
 //! records were written; durability is waited for separately (`Ledger::subscribe`).
+//!
+//! **Gathered writes.** With sector writes under an interval policy, a batch that arrives
+//! before the interval's sync is due is not written at once: its frames stay in the buffer and
+//! its chunks are answered (offsets given, local delivery goes on), and the next sync writes
+//! everything gathered since the last one as one run of sectors, then syncs it. Nothing waits
+//! longer for durability than before (the interval's sync covers it), and the device gets one
+//! write per sync instead of one per batch (issue 17's flash goal). Invariants:
+//! - gathered frames lie inside the zero-filled region ahead of the writer, so writing them
+//!   later allocates nothing (no `ENOSPC` is expected; if one comes anyway, the writer waits
+//!   and retries: those records were answered and cannot be refused any more);
+//! - readers see records only up to the durable end, which a sync publishes only after the
+//!   frames it covers were written;
+//! - a sticky failure drops gathered frames like written ones it cuts back: they were never
+//!   durable, and their appenders hear it through the ledger.
 
 use std::io;
 use std::sync::Arc;
@@ -25,6 +39,8 @@ use crate::syncer::{Syncer, Target};
 
 /// The writer stops draining the queue into one write once this many bytes are staged.
 const MAX_BATCH_BYTES: usize = 4 << 20;
+/// At most this many bytes are gathered for the next sync; more are written at once.
+const MAX_GATHERED_BYTES: usize = 64 << 10;
 /// How often the writer looks at a running sync's outcome while it has nothing else to do.
 const SYNC_WATCH: Duration = Duration::from_millis(2);
 /// First and longest wait between write attempts while the file system is full.
@@ -103,6 +119,9 @@ pub(crate) struct Writer {
     buf: Vec<u8>,
     pending: Vec<Pending>,
     batch_reserved: u64,
+    /// Frames at the start of `buf` that are answered and wait for the next sync to be
+    /// written (see the module's "Gathered writes").
+    gathered: Gathered,
     /// Why the rest of the current batch is refused (no space, closing), if it is.
     batch_refusal: Option<AppendError>,
     /// Written since the last sync was requested.
@@ -110,6 +129,15 @@ pub(crate) struct Writer {
     /// When the last sync was requested.
     last_sync: Instant,
     failed: Option<String>,
+}
+
+/// Answered frames in the buffer, not yet written (see the module's "Gathered writes").
+#[derive(Debug, Default, Clone, Copy)]
+struct Gathered {
+    /// How many records.
+    records: u64,
+    /// Disk budget reserved for them, released once they are written (or dropped).
+    reserved: u64,
 }
 
 /// What to do after the file system reported no space.
@@ -148,6 +176,7 @@ impl Writer {
             buf: Vec::with_capacity(64 << 10),
             pending: Vec::new(),
             batch_reserved: 0,
+            gathered: Gathered::default(),
             batch_refusal: None,
             unsynced: false,
             last_sync: Instant::now(),
@@ -168,7 +197,7 @@ impl Writer {
             // While a sync runs, wake up now and then to notice it failing (the failure is
             // only reported to appenders once what it dooms is cut back).
             let interval = match self.ledger.cfg().fsync {
-                FsyncPolicy::Interval(d) if self.unsynced => {
+                FsyncPolicy::Interval(d) if self.owes_sync() => {
                     Some((self.last_sync + d).saturating_duration_since(Instant::now()))
                 }
                 _ => None,
@@ -191,11 +220,11 @@ impl Writer {
                     Err(RecvTimeoutError::Timeout) => {
                         self.check_syncer();
                         if let FsyncPolicy::Interval(d) = self.ledger.cfg().fsync
-                            && self.unsynced
+                            && self.owes_sync()
                             && self.failed.is_none()
                             && self.last_sync.elapsed() >= d
                         {
-                            self.request_sync();
+                            self.sync_now();
                         }
                         continue;
                     }
@@ -233,8 +262,8 @@ impl Writer {
 
     fn shutdown(&mut self) -> Result<(), LogError> {
         if self.failed.is_none() {
-            if self.unsynced {
-                self.request_sync();
+            if self.owes_sync() {
+                self.sync_now();
             }
             if let Err(cause) = self.syncer.wait(self.next_offset) {
                 self.fail_with(cause);
@@ -303,9 +332,12 @@ impl Writer {
         OnNoSpace::Retry
     }
 
-    /// Drops the frames in the buffer: their records get no offset.
+    /// Drops the frames in the buffer: their records get no offset. Gathered frames go too
+    /// (only a sticky failure drops them: see the module's "Gathered writes").
     fn unstage(&mut self) {
-        let mut dropped = 0;
+        let gathered = std::mem::take(&mut self.gathered);
+        self.ledger.release(gathered.reserved);
+        let mut dropped = gathered.records;
         for p in &mut self.pending {
             dropped += (p.staged - p.written) as u64;
             p.staged = p.written;
@@ -394,6 +426,15 @@ impl Writer {
             let cause = format!("write {} failed: {e}", self.active.path.display());
             match self.on_no_space(&cause, &mut backoff) {
                 OnNoSpace::Retry => {}
+                // Gathered records were answered: wait for space rather than refuse them.
+                OnNoSpace::Refuse(_) if self.gathered.records > 0 && !self.ledger.is_closing() => {
+                    std::thread::sleep(backoff);
+                    backoff = (backoff * 2).min(NO_SPACE_BACKOFF.1);
+                }
+                OnNoSpace::Refuse(AppendError::Closed) if self.gathered.records > 0 => {
+                    self.fail_with(cause);
+                    return false;
+                }
                 OnNoSpace::Refuse(refusal) => {
                     self.unstage();
                     self.batch_refusal = Some(refusal);
@@ -408,10 +449,58 @@ impl Writer {
         self.ledger.grew(n);
         self.buf.clear();
         self.unsynced = true;
+        self.ledger
+            .release(std::mem::take(&mut self.gathered).reserved);
         for p in &mut self.pending {
             p.written = p.staged;
         }
         true
+    }
+
+    /// Whether the current batch's frames may wait in the buffer for the interval's sync
+    /// instead of being written now (see the module's "Gathered writes").
+    fn may_gather(&self) -> bool {
+        let FsyncPolicy::Interval(d) = self.ledger.cfg().fsync else {
+            return false;
+        };
+        self.sectors.is_some()
+            && self.failed.is_none()
+            && self.batch_refusal.is_none()
+            && !self.buf.is_empty()
+            && self.buf.len() <= MAX_GATHERED_BYTES
+            && self.last_sync.elapsed() < d
+    }
+
+    /// Zero-fills ahead for the buffer's frames; whether they now lie inside the zeros.
+    fn zeroed_for_buffer(&mut self) -> bool {
+        let need = self.active_len + self.buf.len() as u64;
+        self.preallocate(need);
+        need <= self.file_len
+    }
+
+    /// Answers the current batch's staged records without writing them: they are written by
+    /// the next sync.
+    fn gather(&mut self) {
+        for p in &mut self.pending {
+            self.gathered.records += (p.staged - p.written) as u64;
+            p.written = p.staged;
+        }
+        self.gathered.reserved += std::mem::take(&mut self.batch_reserved);
+    }
+
+    /// Whether something written or gathered waits for a sync.
+    fn owes_sync(&self) -> bool {
+        self.unsynced || self.gathered.records > 0
+    }
+
+    /// Writes what is gathered, then hands everything written to the syncer.
+    fn sync_now(&mut self) {
+        if self.gathered.records > 0 && !self.flush() {
+            return;
+        }
+        if self.unsynced {
+            self.request_sync();
+        }
     }
 
     /// Writes the buffer at the end of the active segment: as whole sectors through the direct
@@ -571,7 +660,11 @@ impl Writer {
     }
 
     fn finish_batch(&mut self) {
-        self.flush();
+        if self.may_gather() && self.zeroed_for_buffer() {
+            self.gather();
+        } else {
+            self.flush();
+        }
         self.check_syncer();
         self.ledger.publish_next(self.next_offset);
         self.ledger
@@ -588,8 +681,8 @@ impl Writer {
         if self.failed.is_none() {
             match self.ledger.cfg().fsync {
                 FsyncPolicy::Always if self.unsynced => self.request_sync(),
-                FsyncPolicy::Interval(d) if self.unsynced && self.last_sync.elapsed() >= d => {
-                    self.request_sync();
+                FsyncPolicy::Interval(d) if self.owes_sync() && self.last_sync.elapsed() >= d => {
+                    self.sync_now();
                 }
                 FsyncPolicy::Never => self.ledger.publish_durable(self.next_offset),
                 _ => {}

@@ -24,6 +24,9 @@ const VERIFY_DIR_ENV: &str = "EDGE_LOG_VERIFY_DIR";
 const VERIFY_ACKED_ENV: &str = "EDGE_LOG_VERIFY_ACKED";
 /// `1`: the log writes with `sector_writes` (children, verifier and the SIGKILL test alike).
 const SECTOR_WRITES_ENV: &str = "EDGE_LOG_CRASH_SECTOR_WRITES";
+/// A number N: the log syncs every N ms (`FsyncPolicy::Interval`; with sector writes, an
+/// interval's appends are gathered into one write) instead of after every batch.
+const INTERVAL_ENV: &str = "EDGE_LOG_CRASH_INTERVAL_MS";
 
 fn config(dir: &std::path::Path) -> LogConfig {
     LogConfig {
@@ -31,6 +34,13 @@ fn config(dir: &std::path::Path) -> LogConfig {
         max_bytes: 1 << 30,
         max_record_bytes: 4096,
         sector_writes: std::env::var(SECTOR_WRITES_ENV).is_ok_and(|v| v == "1"),
+        fsync: match std::env::var(INTERVAL_ENV)
+            .ok()
+            .and_then(|v| v.parse().ok())
+        {
+            Some(ms) => edge_log::FsyncPolicy::Interval(std::time::Duration::from_millis(ms)),
+            None => edge_log::FsyncPolicy::Always,
+        },
         ..LogConfig::new(dir)
     }
 }

@@ -19,6 +19,8 @@
 //! the device holding the temporary directory, so journal and metadata included: point
 //! `TMPDIR` at a file system nothing else writes to), as a multiple of the payload and per day,
 //! and PUBLISH→PUBACK p50/p99. The Kafka forwarder is off (its cursor commits are not counted).
+//! `--gateway-cases interval-50ms-sectors,always-sectors` runs only those policies (`--help`
+//! lists them).
 //!
 //! The load generator is a raw MQTT 3.1.1 client on blocking sockets (one thread per
 //! connection): QoS 1 publishers keep a window of 100 publishes in flight, the subscriber
@@ -525,8 +527,14 @@ fn gateway_case(
     }
 }
 
-/// `--gateway SECS`: the flash-wear table.
-fn gateway(builds: &[(String, Option<PathBuf>)], mosquitto: bool, secs: u64) -> Vec<Row> {
+/// `--gateway SECS`: the flash-wear table (`cases`: only the policies whose key, e.g.
+/// `interval-50ms-sectors`, is listed; all when empty).
+fn gateway(
+    builds: &[(String, Option<PathBuf>)],
+    mosquitto: bool,
+    secs: u64,
+    cases: &[String],
+) -> Vec<Row> {
     let mut rows = Vec::new();
     // (fsync, [log] key set to true: "preallocate", "sector_writes" or none)
     let policies = [
@@ -540,6 +548,18 @@ fn gateway(builds: &[(String, Option<PathBuf>)], mosquitto: bool, secs: u64) -> 
     ];
     for (label, binary) in builds {
         for (fsync, write_key) in policies {
+            let case = format!(
+                "{}{}",
+                fsync.replace(':', "-"),
+                match write_key {
+                    Some("preallocate") => "-prealloc",
+                    Some(_) => "-sectors",
+                    None => "",
+                }
+            );
+            if !cases.is_empty() && !cases.contains(&case) {
+                continue;
+            }
             let extra = write_key.map_or(String::new(), |k| format!("{k} = true\n"));
             let config = format!(
                 "[log]\nfsync = \"{fsync}\"\n{extra}\n[kafka]\nenabled = false\n\n\
@@ -549,15 +569,7 @@ fn gateway(builds: &[(String, Option<PathBuf>)], mosquitto: bool, secs: u64) -> 
             let dir = broker.dir.clone();
             let addr = broker.mqtt_addr();
             let suffix = write_key.map_or(String::new(), |k| format!(", {k}"));
-            let key = format!(
-                "{label}/{}{}",
-                fsync.replace(':', "-"),
-                match write_key {
-                    Some("preallocate") => "-prealloc",
-                    Some(_) => "-sectors",
-                    None => "",
-                }
-            );
+            let key = format!("{label}/{case}");
             rows.push(gateway_case(
                 &format!("{label}, fsync={fsync}{suffix}"),
                 &key,
@@ -598,6 +610,7 @@ fn main() {
     let mut results: Option<PathBuf> = None;
     let mut tag = String::new();
     let mut gateway_secs: Option<u64> = None;
+    let mut gateway_cases: Vec<String> = Vec::new();
     let mut it = args.iter();
     while let Some(arg) = it.next() {
         match arg.as_str() {
@@ -616,10 +629,16 @@ fn main() {
                         .expect("--gateway SECS"),
                 );
             }
+            "--gateway-cases" => {
+                let list = it.next().expect("--gateway-cases CASE,CASE");
+                gateway_cases = list.split(',').map(str::to_owned).collect();
+            }
             "--help" | "-h" => {
                 println!(
                     "mqtt-bench [--edge-broker LABEL=PATH]... [--no-mosquitto] [--results FILE] \
-                     [--tag TAG] [--gateway SECS]\n\
+                     [--tag TAG] [--gateway SECS [--gateway-cases CASE,CASE]]\n\
+                     cases: always, always-prealloc, always-sectors, interval-100ms, \
+                     interval-100ms-prealloc, interval-100ms-sectors, interval-50ms-sectors\n\
                      MQTT_BENCH_SCALE=0.2 for a quicker, noisier run"
                 );
                 return;
@@ -631,7 +650,7 @@ fn main() {
         builds.push(("edge-broker".to_owned(), None));
     }
     if let Some(secs) = gateway_secs {
-        let rows = gateway(&builds, mosquitto, secs);
+        let rows = gateway(&builds, mosquitto, secs, &gateway_cases);
         println!(
             "| broker | PUBACKs | device bytes / payload | device GB/day | ack p50 ms | ack p99 ms |"
         );
