@@ -670,7 +670,8 @@ pub struct LogSection {
     /// file-system metadata (no journal write) to commit: fewer bytes reach the flash.
     pub preallocate: bool,
     /// Write new log bytes as whole 512-byte sectors (O_DIRECT) instead of rewriting the 4 KiB
-    /// page holding the end at every sync: fewer bytes reach the flash at low rates.
+    /// page holding the end at every sync: fewer bytes reach the flash at low rates. With an
+    /// `interval:` fsync, an interval's events are written together by its sync.
     pub sector_writes: bool,
 }
 
