@@ -49,21 +49,15 @@ die() { printf 'bench/run.sh: %s\n' "$*" >&2; exit 1; }
 locked() { flock -o /tmp/cpu.lock "$@"; }
 
 # --- what the benchmarks need ------------------------------------------------------------------
-apt_packages=()
-need() { command -v "$1" >/dev/null 2>&1 || apt_packages+=("$2"); }
+. tests/apt.sh
 need mosquitto mosquitto
 need mosquitto_pub mosquitto-clients
 need mkfs.ext4 e2fsprogs
 need flock util-linux
 need curl curl
 need cc gcc
-python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || apt_packages+=(python3-venv)
-if [ ${#apt_packages[@]} -gt 0 ]; then
-    say "installing Debian packages: ${apt_packages[*]}"
-    if [ "$(id -u)" -ne 0 ]; then sudo=sudo; else sudo=; fi
-    $sudo apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${apt_packages[@]}"
-fi
+need_venv
+install_needed
 command -v cargo >/dev/null 2>&1 || die "cargo not found: install Rust >= 1.89 (rustup, or Debian's rustc-web and cargo-web)"
 [ -x .venv/bin/python ] || { say "creating .venv"; python3 -m venv .venv; }
 .venv/bin/python -m pip install -q --disable-pip-version-check -r bench/requirements.txt ||

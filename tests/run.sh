@@ -11,8 +11,7 @@ root=$(pwd)
 say() { printf '\n==> %s\n' "$*"; }
 
 # --- Debian packages: real peers (MQTT and NATS servers and clients) and build tools --------
-apt_packages=()
-need() { command -v "$1" >/dev/null 2>&1 || apt_packages+=("$2"); }
+. tests/apt.sh
 need mosquitto mosquitto
 need mosquitto_pub mosquitto-clients
 need nats-server nats-server
@@ -26,13 +25,8 @@ need promtool prometheus
 need chromium chromium
 need node nodejs
 need npm npm
-python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || apt_packages+=(python3-venv)
-if [ ${#apt_packages[@]} -gt 0 ]; then
-    say "installing Debian packages: ${apt_packages[*]}"
-    if [ "$(id -u)" -ne 0 ]; then sudo=sudo; else sudo=; fi
-    $sudo apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${apt_packages[@]}"
-fi
+need_venv
+install_needed
 # Debian's mosquitto package starts a system broker on :1883; tests use ephemeral ports and never
 # need it.
 
