@@ -198,6 +198,27 @@ fn an_expired_message_in_flight_is_not_resent() {
     run("expired_in_flight", &[]);
 }
 
+/// Deliveries queued for a session that ends are counted in `/metrics` as dropped.
+#[test]
+fn deliveries_queued_when_a_session_ends_are_counted_as_dropped() {
+    let mut broker = Broker::start(CONFIG);
+    let sample = "edge_messages_dropped_total{protocol=\"mqtt\",reason=\"session_ended\"}";
+    assert_eq!(broker.metric(sample), Some(0.0));
+    let out = scenario("session_end_drops", broker.mqtt_addr(), &[]);
+    let queued = out["queued"].as_f64().unwrap();
+    // The DISCONNECT is processed after the scenario returns: wait for the count.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while broker.metric(sample) != Some(queued) && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    assert_eq!(broker.metric(sample), Some(queued));
+    assert!(
+        broker
+            .terminate(std::time::Duration::from_secs(20))
+            .success()
+    );
+}
+
 #[test]
 fn publish_properties_pass_through() {
     let out = run("properties", &[]);

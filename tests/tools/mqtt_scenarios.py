@@ -744,6 +744,26 @@ def receive_maximum(host, port):
 
 
 @scenario
+def session_end_drops(host, port):
+    """Deliveries still queued when a session ends are never sent: the broker counts them as
+    dropped (reason "session_ended"). Receive Maximum 1 keeps all but one queued; the
+    subscriber reads one without acknowledging it and leaves with session expiry 0."""
+    s = Client(host, port, True)
+    s.connect(uniq("sed"), props_={"receive_maximum": 1})
+    s.subscribe(("sed/t", 1))
+    p = Client(host, port, True)
+    p.connect(uniq("p"))
+    for i in range(5):
+        p.publish("sed/t", f"m{i}", qos=1)
+        p.recv()
+    got = s.messages(0.7, auto_ack=False)
+    check([m["payload"] for m in got] == [b"m0"], f"one in flight, four queued: {got}")
+    s.disconnect()
+    p.disconnect()
+    return {"queued": 4}
+
+
+@scenario
 def max_packet(host, port, server_max="1024"):
     """Run against a broker with max_packet_size = server_max."""
     bystander = Client(host, port, True)

@@ -43,6 +43,9 @@ pub enum DropReason {
     QueueBytes,
     /// MQTT: all sessions together held `mqtt.max_queued_bytes_total`.
     QueueBudget,
+    /// MQTT: queued for a session that ended (clean start, disconnect with expiry 0, expiry)
+    /// before they were sent.
+    SessionEnded,
     /// NATS: the subscriber's output (`nats.max_pending`) was full.
     SlowConsumer,
     /// NATS: all connections' output together (`nats.max_pending_total`) was full.
@@ -52,12 +55,13 @@ pub enum DropReason {
 }
 
 impl DropReason {
-    const ALL: [DropReason; 8] = [
+    const ALL: [DropReason; 9] = [
         DropReason::Expired,
         DropReason::TooLargeForClient,
         DropReason::QueueFull,
         DropReason::QueueBytes,
         DropReason::QueueBudget,
+        DropReason::SessionEnded,
         DropReason::SlowConsumer,
         DropReason::PendingBudget,
         DropReason::UnmappableSubject,
@@ -70,6 +74,7 @@ impl DropReason {
             DropReason::QueueFull => "queue_full",
             DropReason::QueueBytes => "queue_bytes",
             DropReason::QueueBudget => "queue_budget",
+            DropReason::SessionEnded => "session_ended",
             DropReason::SlowConsumer => "slow_consumer",
             DropReason::PendingBudget => "pending_budget",
             DropReason::UnmappableSubject => "unmappable_subject",
@@ -83,7 +88,8 @@ impl DropReason {
             | DropReason::TooLargeForClient
             | DropReason::QueueFull
             | DropReason::QueueBytes
-            | DropReason::QueueBudget => protocol == Protocol::Mqtt,
+            | DropReason::QueueBudget
+            | DropReason::SessionEnded => protocol == Protocol::Mqtt,
             DropReason::SlowConsumer
             | DropReason::PendingBudget
             | DropReason::UnmappableSubject => protocol == Protocol::Nats,
@@ -222,8 +228,13 @@ impl FrontMetrics {
 
     /// Counts a message not delivered.
     pub fn dropped(&self, why: DropReason) {
+        self.dropped_many(why, 1);
+    }
+
+    /// Counts `n` messages not delivered for `why`.
+    pub fn dropped_many(&self, why: DropReason, n: u64) {
         if let Some(at) = DropReason::ALL.iter().position(|r| *r == why) {
-            inc(&self.dropped[at]);
+            self.dropped[at].fetch_add(n, Ordering::Relaxed);
         }
     }
 

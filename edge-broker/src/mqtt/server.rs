@@ -23,7 +23,7 @@ use crate::config::MqttSection;
 use crate::hub::{Hub, Mailbox, SubEntry, Waiting};
 use crate::ingest::{self, Publisher};
 use crate::message::{Message, now_ms};
-use crate::metrics::front::{FrontMetrics, Protocol, inc};
+use crate::metrics::front::{DropReason, FrontMetrics, Protocol, inc};
 use crate::route::RouteTable;
 use crate::router::Filter;
 use crate::state::record::Record;
@@ -374,8 +374,13 @@ impl MqttServer {
     }
 
     /// Marks a session ended; a will waiting for its delay is sent now (the session ended first).
+    /// Deliveries still queued for it will never be sent: they are counted as dropped.
     fn end_session_state(&self, session: &Session) {
         let mut state = session.lock();
+        if !state.ended && !state.queue.is_empty() {
+            self.metrics
+                .dropped_many(DropReason::SessionEnded, state.queue.len() as u64);
+        }
         state.ended = true;
         if let Some(will) = state.pending_will.take() {
             will.fire.cancel();
