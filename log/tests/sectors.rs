@@ -30,6 +30,16 @@ fn config(dir: &Path) -> LogConfig {
     }
 }
 
+/// Reads the whole log from its start and checks it holds exactly `records`, in order.
+async fn read_back(log: &Log, records: &[edge_log::NewRecord]) {
+    let mut cursor = log.cursor("check").unwrap();
+    let got = cursor.read(1000, usize::MAX).await.unwrap();
+    assert_eq!(got.len(), records.len());
+    for (g, r) in got.iter().zip(records) {
+        assert!(same(g, r), "record {} differs", g.offset);
+    }
+}
+
 /// Appends records of sizes that end anywhere in a sector, one durable append at a time (a
 /// sync each, as a gateway's sensors do), across segment rolls; then reads them all back,
 /// closes, reopens and reads them again.
@@ -51,18 +61,7 @@ async fn round_trip(storage: Arc<dyn Storage>, dir: &Path) -> edge_log::LogStats
     }
     let stats = log.stats();
     assert!(stats.segments > 2, "expected rolls: {stats:?}");
-    let check = |log: &Log| {
-        let mut cursor = log.cursor("check").unwrap();
-        let records = records.clone();
-        async move {
-            let got = cursor.read(1000, usize::MAX).await.unwrap();
-            assert_eq!(got.len(), records.len());
-            for (g, r) in got.iter().zip(&records) {
-                assert!(same(g, r), "record {} differs", g.offset);
-            }
-        }
-    };
-    check(&log).await;
+    read_back(&log, &records).await;
     log.close().await.unwrap();
 
     let (log, report) = Log::open_with_storage(cfg, storage).unwrap();
@@ -71,7 +70,7 @@ async fn round_trip(storage: Arc<dyn Storage>, dir: &Path) -> edge_log::LogStats
         "recovery cut or skipped something: {report}"
     );
     assert_eq!(report.next_offset, records.len() as u64);
-    check(&log).await;
+    read_back(&log, &records).await;
     log.close().await.unwrap();
     stats
 }
@@ -183,22 +182,11 @@ async fn an_interval_gathers_its_appends_into_one_write() {
         (1..=10).contains(&stats.sector_writes),
         "appends not gathered: {stats:?}"
     );
-    let read_all = |log: &Log| {
-        let mut cursor = log.cursor("check").unwrap();
-        let records = records.clone();
-        async move {
-            let got = cursor.read(1000, usize::MAX).await.unwrap();
-            assert_eq!(got.len(), records.len());
-            for (g, r) in got.iter().zip(&records) {
-                assert!(same(g, r), "record {} differs", g.offset);
-            }
-        }
-    };
-    read_all(&log).await;
+    read_back(&log, &records).await;
     log.close().await.unwrap();
     let (log, report) = Log::open(cfg).unwrap();
     assert_eq!(report.next_offset, 200);
-    read_all(&log).await;
+    read_back(&log, &records).await;
     log.close().await.unwrap();
 }
 
