@@ -666,10 +666,13 @@ impl Connection {
                 }
                 written = self.writer.write_buf(&mut self.outbuf), if !self.outbuf.is_empty() && gate.is_none() => match written {
                     Ok(n) => {
-                        if self.outbuf.is_empty() && n < INITIAL_BUFFER {
+                        if self.outbuf.is_empty()
+                            && n < INITIAL_BUFFER
+                            && !self.ingest.as_deref().is_some_and(Ingest::is_busy)
+                        {
                             // Drained after a small write (CONNACK, PINGRESP, an ack, a
                             // delivery now and then): a quiet connection holds no write buffer.
-                            // A busy one, writing bigger batches, keeps its buffer.
+                            // A busy one (bigger batches, acks on their way) keeps its buffer.
                             self.outbuf = BytesMut::new();
                         }
                     }
@@ -1580,10 +1583,11 @@ async fn ingest_progress(queue: &mut Option<Box<Ingest>>) {
 
 /// Reads what the client sent into `buf`, returning the bytes read and the room there was.
 ///
-/// An empty, unallocated `buf` (a quiet connection) waits without a buffer: each poll takes a
-/// small one ([`READ_BUFFER`]) for the read and gives it back if the read found nothing. (On
-/// `Pending` a stream has put nothing into the buffer, plain TCP, TLS or WebSocket alike; a
-/// poll happens only when the connection is woken, so an idle one allocates nothing.)
+/// An empty, unallocated `buf` (a quiet connection) waits without a buffer: once the stream
+/// says bytes may be there ([`crate::listener::ClientRead`]: plain TCP waits for the socket's
+/// readiness, other streams are always ready), a small one ([`READ_BUFFER`]) is taken for the
+/// read, and given back if the read found nothing. (On `Pending` a stream has put nothing into
+/// the buffer, plain TCP, TLS or WebSocket alike.)
 async fn read_some(
     reader: &mut ReadHalf,
     buf: &mut BytesMut,
@@ -1592,6 +1596,7 @@ async fn read_some(
     std::future::poll_fn(|cx| {
         let unbuffered = buf.capacity() == 0;
         if unbuffered {
+            std::task::ready!(reader.poll_read_ready(cx))?;
             READ_BUFFER.prepare(buf, burst);
         }
         let room = buf.capacity() - buf.len();
