@@ -507,7 +507,9 @@ impl Connection {
             writer,
             inbuf,
             read_burst: false,
-            // Sized by what is written into it (CONNACK first), given back when drained.
+            // Sized by what is written into it: an idle client's is CONNACK-sized (a few
+            // bytes, not 512). Not given back when drained: a busy subscriber's small writes
+            // would then allocate it again and again (see BENCHMARKS.md, Footprint).
             outbuf: BytesMut::new(),
             max_packet_in: settings.max_packet_size.bytes() as u32,
             client_max_packet: connect.properties.maximum_packet_size.unwrap_or(u32::MAX),
@@ -673,20 +675,11 @@ impl Connection {
                     }
                     self.gate = None;
                 }
-                written = self.writer.write_buf(&mut self.outbuf), if !self.outbuf.is_empty() && gate.is_none() => match written {
-                    Ok(n) => {
-                        if self.outbuf.is_empty()
-                            && n < INITIAL_BUFFER
-                            && !self.ingest.as_deref().is_some_and(Ingest::is_busy)
-                        {
-                            // Drained after a small write (CONNACK, PINGRESP, an ack, a
-                            // delivery now and then): a quiet connection holds no write buffer.
-                            // A busy one (bigger batches, acks on their way) keeps its buffer.
-                            self.outbuf = BytesMut::new();
-                        }
+                written = self.writer.write_buf(&mut self.outbuf), if !self.outbuf.is_empty() && gate.is_none() => {
+                    if let Err(err) = written {
+                        return Exit::Closed(format!("write failed: {err}"));
                     }
-                    Err(err) => return Exit::Closed(format!("write failed: {err}")),
-                },
+                }
                 read = read_some(&mut self.reader, &mut self.inbuf, self.read_burst), if can_read => match read {
                     Ok((0, _)) => return Exit::Closed("connection closed by client".to_owned()),
                     Ok((n, room)) => {
