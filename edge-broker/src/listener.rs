@@ -41,6 +41,7 @@ impl ClientRead for tokio::net::tcp::OwnedReadHalf {
 
 /// TLS streams, and the in-memory pipes of WebSocket connections and tests.
 impl<T: AsyncRead + Send> ClientRead for tokio::io::ReadHalf<T> {}
+
 /// The writing side of a client connection (plain TCP or TLS).
 pub type WriteHalf = Box<dyn AsyncWrite + Send + Unpin>;
 
