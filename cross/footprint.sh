@@ -63,6 +63,8 @@ kib() { awk -v f="$1:" '$1 == f { print $2; exit }' "/proc/$3/$2"; }
 mib() { awk -v k="$1" 'BEGIN { printf "%.1f", k / 1024 }'; }
 
 EDGE_PORT="$(free_port)"; METRICS_PORT="$(free_port)"; MOSQ_PORT="$(free_port)"
+# NATS on a free port too: the default 4222 may be taken by another broker on this machine.
+NATS_PORT="$(free_port)"
 cat >"$WORK/edge-broker.toml" <<EOF
 [node]
 id = "footprint"
@@ -71,6 +73,9 @@ data_dir = "$WORK/edge-data"
 [mqtt]
 listen = "127.0.0.1:$EDGE_PORT"
 max_connections = $((CLIENTS + 100))
+
+[nats]
+listen = "127.0.0.1:$NATS_PORT"
 
 [log]
 fsync = "always"

@@ -1,11 +1,13 @@
 //! The accept loop both front ends share: bounded connections, one task per connection, and a
 //! drain that waits for every connection task at shutdown. Connections are served through
 //! [`ReadHalf`]/[`WriteHalf`] so plain TCP and TLS look the same to a protocol, and size their
-//! read buffers by one policy ([`ReadBuffer`]).
+//! read buffers by one policy ([`ReadBuffer`]). A plain TCP connection can wait for bytes
+//! without polling a read ([`ClientRead::poll_read_ready`]).
 
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -15,8 +17,31 @@ use tokio_util::task::TaskTracker;
 
 use crate::admission::{Admission, Pending};
 
-/// The reading side of a client connection (plain TCP or TLS).
-pub type ReadHalf = Box<dyn AsyncRead + Send + Unpin>;
+/// The reading side of a client connection (plain TCP, TLS, or a WebSocket's pipe).
+pub type ReadHalf = Box<dyn ClientRead>;
+
+/// A client connection's reading side, which may be able to say that bytes arrived before a
+/// buffer is handed to a read.
+pub trait ClientRead: AsyncRead + Send + Unpin {
+    /// Ready once a read may find bytes (or the end, or an error; readiness can be stale: a
+    /// read may still find nothing). Plain TCP waits on the socket's readiness, so a quiet
+    /// connection polled for something else takes no buffer for a read that would find
+    /// nothing; other streams (TLS, the WebSocket and test pipes) are always ready.
+    fn poll_read_ready(&mut self, _cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl ClientRead for tokio::net::tcp::OwnedReadHalf {
+    fn poll_read_ready(&mut self, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        let stream: &TcpStream = self.as_ref();
+        stream.poll_read_ready(cx)
+    }
+}
+
+/// TLS streams, and the in-memory pipes of WebSocket connections and tests.
+impl<T: AsyncRead + Send> ClientRead for tokio::io::ReadHalf<T> {}
+
 /// The writing side of a client connection (plain TCP or TLS).
 pub type WriteHalf = Box<dyn AsyncWrite + Send + Unpin>;
 

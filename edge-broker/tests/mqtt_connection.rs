@@ -450,14 +450,21 @@ async fn shutdown_sends_the_acks_that_become_durable_then_disconnects() {
 /// was in that state four times over (`run` and `finish` each took `self`), beside the
 /// CONNECT handling's state: 3,888 bytes per MQTT and 2,896 per NATS connection in a debug
 /// build. Boxed once, the connection and the transient login/handshake states no longer
-/// size the task. (Debug builds lay futures out larger than release ones.)
+/// size the task. (Debug builds lay futures out larger than release ones.) The serve loop's
+/// `select!` holds every branch's future at once: one wait for the kick and the shutdown (the
+/// kick token a child of the shutdown's) and the rarely active branches (pacing, the state
+/// gate) boxed took the MQTT one from 1,744 to 1,040 bytes.
 #[test]
 fn the_connection_task_does_not_hold_the_connection_by_value() {
     const TASK_FUTURE_MAX: usize = 2048;
+    const MQTT_TASK_FUTURE_MAX: usize = 1280;
     let broker = Broker::start("", roomy_log());
     let mqtt = broker.mqtt_serve_future_bytes();
     let nats = broker.nats_serve_future_bytes();
     eprintln!("serve futures: MQTT {mqtt} bytes, NATS {nats} bytes");
-    assert!(mqtt <= TASK_FUTURE_MAX, "MQTT serve future: {mqtt} bytes");
+    assert!(
+        mqtt <= MQTT_TASK_FUTURE_MAX,
+        "MQTT serve future: {mqtt} bytes"
+    );
     assert!(nats <= TASK_FUTURE_MAX, "NATS serve future: {nats} bytes");
 }

@@ -22,7 +22,7 @@ use edge_proto::mqtt::{
     ProtocolVersion, PubAck, PubComp, PubRec, PubRel, Publish, QoS, ReasonCode, RetainHandling,
     SubAck, Subscribe, UnsubAck, Unsubscribe, topic,
 };
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
@@ -106,6 +106,15 @@ fn ingest_limits(settings: &crate::config::MqttSection, version: ProtocolVersion
     }
 }
 
+/// A connection's MQTT 5 topic aliases.
+#[derive(Default)]
+struct TopicAliases {
+    /// Set by the client's PUBLISHes.
+    inbound: HashMap<u16, MqttString>,
+    /// Told to the client in our PUBLISHes, by topic.
+    outbound: HashMap<String, u16>,
+}
+
 /// A will message waiting for the connection to end.
 struct WillMessage {
     message: Message,
@@ -125,7 +134,8 @@ pub async fn serve(
     shutdown: CancellationToken,
     certificate: Option<crate::auth::PeerCertificate>,
 ) {
-    let mut inbuf = BytesMut::with_capacity(INITIAL_BUFFER);
+    // Taken when the CONNECT's first bytes are there (`read_connect`).
+    let mut inbuf = BytesMut::new();
     let settings = server.settings();
     let max_connect = u32::try_from(settings.connect_size_limit()).unwrap_or(u32::MAX);
     let evicted = pending.eviction();
@@ -217,8 +227,7 @@ async fn read_connect(
                 return Err((format!("invalid CONNECT: {err}"), unsupported));
             }
         }
-        let n = reader
-            .read_buf(buf)
+        let (n, _) = read_some(reader, buf, false)
             .await
             .map_err(|e| (format!("read failed: {e}"), false))?;
         if n == 0 {
@@ -270,14 +279,16 @@ struct Connection {
     client_receive_max: usize,
     client_alias_max: u16,
     problem_info: bool,
-    inbound_aliases: HashMap<u16, MqttString>,
-    outbound_aliases: HashMap<String, u16>,
+    /// Topic aliases (MQTT 5), made when the first one is used: two empty maps were 96 bytes
+    /// in every connection.
+    aliases: Option<Box<TopicAliases>>,
     keep_alive: Option<Duration>,
     last_read: Instant,
     read_paused: bool,
     /// The publishes on their way to the log and the acks owed (boxed: the connection future
     /// holds the connection several times over, ~900 bytes per idle client inline).
-    ingest: Box<Ingest>,
+    /// Made at the first publish (an idle client, or one that only subscribes, has none).
+    ingest: Option<Box<Ingest>>,
     /// What this client may publish and subscribe to.
     permissions: crate::auth::Permissions,
     will: Option<WillMessage>,
@@ -285,6 +296,7 @@ struct Connection {
     /// State changes the output waits for: nothing more is written to the client until they
     /// are durable (acks of subscriptions, of publishes queued for persistent sessions).
     gate: Option<Commit>,
+    /// Cancelled to take the session over, or (a child of `shutdown`) when the broker stops.
     kick: CancellationToken,
     shutdown: CancellationToken,
     /// This client's place among `mqtt.max_connections`, given back when the connection ends.
@@ -425,7 +437,8 @@ impl Connection {
             refuse(&mut writer, version, ReasonCode::NotAuthorized, why).await?;
             return Ok(None);
         }
-        let kick = CancellationToken::new();
+        // A child of the shutdown: the serve loop waits on one token for both.
+        let kick = shutdown.child_token();
         let attached = server.attach_session(&client_id, connect.clean_start, expiry, kick.clone());
         let Ok((session, session_present, generation)) = attached else {
             tracing::warn!(%peer, %client_id, "refusing a new MQTT session: mqtt.max_sessions reached");
@@ -494,7 +507,10 @@ impl Connection {
             writer,
             inbuf,
             read_burst: false,
-            outbuf: BytesMut::with_capacity(INITIAL_BUFFER),
+            // Sized by what is written into it: an idle client's is CONNACK-sized (a few
+            // bytes, not 512). Not given back when drained: a busy subscriber's small writes
+            // would then allocate it again and again (see BENCHMARKS.md, Footprint).
+            outbuf: BytesMut::new(),
             max_packet_in: settings.max_packet_size.bytes() as u32,
             client_max_packet: connect.properties.maximum_packet_size.unwrap_or(u32::MAX),
             client_receive_max: usize::from(
@@ -509,16 +525,12 @@ impl Connection {
                 .properties
                 .request_problem_information
                 .unwrap_or(true),
-            inbound_aliases: HashMap::new(),
-            outbound_aliases: HashMap::new(),
+            aliases: None,
             keep_alive: (keep_alive > 0)
                 .then(|| Duration::from_millis(u64::from(keep_alive) * 1500)),
             last_read: Instant::now(),
             read_paused: false,
-            ingest: Box::new(
-                IngestQueue::new(server.log.clone(), ingest_limits(&settings, version))
-                    .measure_acks(Arc::clone(&server.metrics.ack_latency)),
-            ),
+            ingest: None,
             permissions,
             will,
             connect_expiry: expiry,
@@ -608,7 +620,7 @@ impl Connection {
             // The log's backpressure: while the ingest queue holds input back (a submission
             // waits for log space, or this client's unanswered publishes reached their bound),
             // the socket is not read.
-            let log_paused = self.ingest.holds_input() || self.pacing();
+            let log_paused = self.ingest_holds_input() || self.pacing();
             let pacing = self.pacing();
             let can_read = !log_paused
                 && self.outbuf.len() < OUT_HIGH_WATER
@@ -630,28 +642,35 @@ impl Connection {
             let gate = self.gate.clone();
             let pace = self.pace.as_deref();
             if can_read {
-                // A busy client (or a packet bigger than the buffer) reads in large steps
-                // rather than the 64 bytes a full BytesMut would add per read; a quiet one
-                // keeps a small buffer, and gives a burst's back.
-                READ_BUFFER.prepare(&mut self.inbuf, self.read_burst);
+                if self.inbuf.is_empty() && !self.read_burst {
+                    // Quiet and drained: wait for bytes without a buffer (most gateway clients,
+                    // most of the time); `read_some` takes one when bytes are there.
+                    self.inbuf = BytesMut::new();
+                } else {
+                    // A busy client (or a packet bigger than the buffer) reads in large steps
+                    // rather than the 64 bytes a full BytesMut would add per read; a quiet one
+                    // keeps a small buffer, and gives a burst's back.
+                    READ_BUFFER.prepare(&mut self.inbuf, self.read_burst);
+                }
             }
-            let room = self.inbuf.capacity() - self.inbuf.len();
             tokio::select! {
                 biased;
-                _ = self.kick.cancelled() => return Exit::Kicked,
-                _ = self.shutdown.cancelled() => return Exit::Shutdown,
-                () = async { if let Some(pace) = pace { pace.woken().await } }, if pacing => {
+                // The kick token is a child of the shutdown's: one wait for both.
+                _ = self.kick.cancelled() => {
+                    return if self.shutdown.is_cancelled() { Exit::Shutdown } else { Exit::Kicked };
+                }
+                () = rarely(pace.filter(|_| pacing).map(|pace| Box::pin(pace.woken()))), if pacing => {
                     if let Some(pace) = &mut self.pace {
                         pace.settle();
                     }
                 }
-                () = self.ingest.progress(), if self.ingest.is_busy() && !pacing => {
+                () = ingest_progress(&mut self.ingest), if self.ingest.as_deref().is_some_and(Ingest::is_busy) && !pacing => {
                     if let Err(exit) = self.take_ingest() {
                         return exit;
                     }
                 }
-                durable = async { gate.as_ref().map(Commit::durable)?.await.err() }, if gate.is_some() => {
-                    if let Some(err) = durable {
+                durable = rarely(gate.as_ref().map(|gate| Box::pin(gate.durable()))), if gate.is_some() => {
+                    if let Err(err) = durable {
                         return Exit::Violation(ReasonCode::UnspecifiedError, format!("session state not saved: {err}"));
                     }
                     self.gate = None;
@@ -661,9 +680,9 @@ impl Connection {
                         return Exit::Closed(format!("write failed: {err}"));
                     }
                 }
-                read = self.reader.read_buf(&mut self.inbuf), if can_read => match read {
-                    Ok(0) => return Exit::Closed("connection closed by client".to_owned()),
-                    Ok(n) => {
+                read = read_some(&mut self.reader, &mut self.inbuf, self.read_burst), if can_read => match read {
+                    Ok((0, _)) => return Exit::Closed("connection closed by client".to_owned()),
+                    Ok((n, room)) => {
                         self.last_read = Instant::now();
                         self.read_burst = READ_BUFFER.is_burst(n, room);
                     }
@@ -681,13 +700,15 @@ impl Connection {
     /// publishes to the log as one batch, and sends what is ready.
     fn process_input(&mut self) -> Result<(), Exit> {
         let decoded = self.decode_input();
-        self.ingest.submit();
+        if let Some(queue) = &mut self.ingest {
+            queue.submit();
+        }
         self.take_ingest()?;
         decoded
     }
 
     fn decode_input(&mut self) -> Result<(), Exit> {
-        while !self.ingest.holds_input() && !self.pacing() {
+        while !self.ingest_holds_input() && !self.pacing() {
             let packet = match mqtt::decode(&mut self.inbuf, self.version, self.max_packet_in) {
                 Ok(Some(packet)) => packet,
                 Ok(None) => return Ok(()),
@@ -708,6 +729,22 @@ impl Connection {
             }
         }
         Ok(())
+    }
+
+    /// Whether the ingest queue (if made yet) holds input back.
+    fn ingest_holds_input(&self) -> bool {
+        self.ingest.as_deref().is_some_and(Ingest::holds_input)
+    }
+
+    /// The ingest queue, made at the first publish: most of an idle client's life has none.
+    fn ingest_queue(&mut self) -> &mut Ingest {
+        let (server, settings, version) = (&self.server, &self.settings, self.version);
+        self.ingest.get_or_insert_with(|| {
+            Box::new(
+                IngestQueue::new(server.log.clone(), ingest_limits(settings, version))
+                    .measure_acks(Arc::clone(&server.metrics.ack_latency)),
+            )
+        })
     }
 
     /// Holds the output until `commit` (if any) is durable.
@@ -807,7 +844,7 @@ impl Connection {
                 ));
             }
             if publish.topic.is_empty() {
-                match self.inbound_aliases.get(&alias) {
+                match self.aliases.as_ref().and_then(|a| a.inbound.get(&alias)) {
                     Some(topic) => publish.topic = topic.clone(),
                     None => {
                         return Err(Exit::Violation(
@@ -817,7 +854,8 @@ impl Connection {
                     }
                 }
             } else {
-                self.inbound_aliases.insert(alias, publish.topic.clone());
+                let aliases = self.aliases.get_or_insert_with(Box::default);
+                aliases.inbound.insert(alias, publish.topic.clone());
             }
         }
         if let Err(err) = topic::validate_name(publish.topic.as_str()) {
@@ -900,12 +938,12 @@ impl Connection {
             Some(destination) => {
                 let record =
                     ingest::record::mqtt(&message, Arc::clone(&self.client_id), destination);
-                self.ingest.push_routed(record, message, owed);
+                self.ingest_queue().push_routed(record, message, owed);
             }
             None => {
                 self.deliver_local(&message);
                 if let Some(owed) = owed {
-                    self.ingest.push_answer(owed);
+                    self.ingest_queue().push_answer(owed);
                 }
             }
         }
@@ -922,14 +960,15 @@ impl Connection {
             let set = &state.inbound_qos2;
             (set.len(), usize::from(set.contains(&packet_id)))
         };
-        let owed_elsewhere = self.ingest.answers_owed().saturating_sub(self.qos2_answers);
+        let owed = self.ingest.as_deref().map_or(0, Ingest::answers_owed);
+        let owed_elsewhere = owed.saturating_sub(self.qos2_answers);
         (owed_elsewhere + qos2).saturating_sub(resend)
     }
 
     /// Queues an acknowledgement settled now (it still waits for the ones before it).
     fn owe(&mut self, packet_id: u16, qos: QoS, reason: ReasonCode) {
         let owed = self.owed(packet_id, qos, reason);
-        self.ingest.push_answer(owed);
+        self.ingest_queue().push_answer(owed);
     }
 
     /// An acknowledgement about to be queued (counted for [`Connection::receive_inflight`]).
@@ -951,7 +990,7 @@ impl Connection {
     /// deliveries must not overtake them, nor acknowledgements go out before them.
     fn take_ingest(&mut self) -> Result<(), Exit> {
         while !self.pacing()
-            && let Some(event) = self.ingest.next_event()
+            && let Some(event) = self.ingest.as_deref_mut().and_then(Ingest::next_event)
         {
             match event {
                 Event::Written { local, .. } => {
@@ -966,7 +1005,7 @@ impl Connection {
             }
         }
         while !self.pacing()
-            && let Some(answer) = self.ingest.next_answer()
+            && let Some(answer) = self.ingest.as_deref_mut().and_then(Ingest::next_answer)
         {
             self.send_answer(answer)?;
         }
@@ -1312,7 +1351,8 @@ impl Connection {
     /// Records a topic alias once the PUBLISH that told the client about it is encoded.
     fn remember_alias(&mut self, alias: Option<(String, u16)>) {
         if let Some((topic, alias)) = alias {
-            self.outbound_aliases.insert(topic, alias);
+            let aliases = self.aliases.get_or_insert_with(Box::default);
+            aliases.outbound.insert(topic, alias);
         }
     }
 
@@ -1355,10 +1395,11 @@ impl Connection {
                 .collect();
             properties.subscription_identifiers = delivery.subscription_ids.clone();
             if self.client_alias_max > 0 {
-                if let Some(&alias) = self.outbound_aliases.get(&message.topic) {
+                let outbound = self.aliases.as_ref().map(|a| &a.outbound);
+                if let Some(&alias) = outbound.and_then(|o| o.get(&message.topic)) {
                     properties.topic_alias = Some(alias);
                     topic = MqttString::default();
-                } else if let Ok(next) = u16::try_from(self.outbound_aliases.len() + 1)
+                } else if let Ok(next) = u16::try_from(outbound.map_or(0, HashMap::len) + 1)
                     && next <= self.client_alias_max
                 {
                     new_alias = Some((message.topic.clone(), next));
@@ -1382,12 +1423,21 @@ impl Connection {
     /// locally what the log wrote and sending the acknowledgements that become due.
     async fn drain_ingest(&mut self, done: fn(&Ingest) -> bool) {
         let drain = async {
-            self.ingest.submit();
+            if let Some(queue) = &mut self.ingest {
+                queue.submit();
+            }
             loop {
-                if self.take_ingest().is_err() || done(&self.ingest) || !self.ingest.is_busy() {
+                if self.take_ingest().is_err() {
                     return;
                 }
-                self.ingest.progress().await;
+                // No queue: the client never published, nothing is on its way.
+                let Some(queue) = self.ingest.as_deref_mut() else {
+                    return;
+                };
+                if done(queue) || !queue.is_busy() {
+                    return;
+                }
+                queue.progress().await;
             }
         };
         let _ = tokio::time::timeout(SHUTDOWN_ACK_DRAIN, drain).await;
@@ -1518,9 +1568,120 @@ fn refusal_reason(error: &AppendError) -> ReasonCode {
     }
 }
 
+/// Awaits `future` if there is one, else never. For the serve loop's rarely active branches
+/// (pacing, the state gate): `select!` holds every branch's future at once, for every idle
+/// connection; boxed, such a branch costs a pointer there instead of its size.
+async fn rarely<F: std::future::Future>(future: Option<std::pin::Pin<Box<F>>>) -> F::Output {
+    match future {
+        Some(future) => future.await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Waits for the ingest queue's progress; never ready without a queue.
+async fn ingest_progress(queue: &mut Option<Box<Ingest>>) {
+    match queue {
+        Some(queue) => queue.progress().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Reads what the client sent into `buf`, returning the bytes read and the room there was.
+///
+/// An empty, unallocated `buf` (a quiet connection) waits without a buffer: once the stream
+/// says bytes may be there ([`crate::listener::ClientRead`]: plain TCP waits for the socket's
+/// readiness, other streams are always ready), a small one ([`READ_BUFFER`]) is taken for the
+/// read, and given back if the read found nothing. (On `Pending` a stream has put nothing into
+/// the buffer, plain TCP, TLS or WebSocket alike.)
+async fn read_some(
+    reader: &mut ReadHalf,
+    buf: &mut BytesMut,
+    burst: bool,
+) -> std::io::Result<(usize, usize)> {
+    std::future::poll_fn(|cx| {
+        let unbuffered = buf.capacity() == 0;
+        if unbuffered {
+            std::task::ready!(reader.poll_read_ready(cx))?;
+            READ_BUFFER.prepare(buf, burst);
+        }
+        let room = buf.capacity() - buf.len();
+        match tokio_util::io::poll_read_buf(std::pin::Pin::new(&mut *reader), cx, buf) {
+            std::task::Poll::Ready(read) => std::task::Poll::Ready(read.map(|n| (n, room))),
+            std::task::Poll::Pending => {
+                if unbuffered && buf.is_empty() {
+                    *buf = BytesMut::new();
+                }
+                std::task::Poll::Pending
+            }
+        }
+    })
+    .await
+}
+
 async fn sleep_until_opt(deadline: Option<Instant>) {
     match deadline {
         Some(deadline) => tokio::time::sleep_until(deadline).await,
         None => std::future::pending().await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use bytes::BytesMut;
+    use tokio::io::AsyncWriteExt;
+
+    use super::{INITIAL_BUFFER, read_some};
+    use crate::listener::ReadHalf;
+
+    /// Reads into an empty, unallocated buffer for `wait` (nothing arrives), then returns the
+    /// buffer's capacity.
+    async fn capacity_while_waiting(reader: &mut ReadHalf, wait: Duration) -> usize {
+        let mut buf = BytesMut::new();
+        let read = tokio::time::timeout(wait, read_some(reader, &mut buf, false)).await;
+        assert!(read.is_err(), "nothing was sent: {read:?}");
+        buf.capacity()
+    }
+
+    #[tokio::test]
+    async fn a_quiet_tcp_connection_waits_for_bytes_without_a_read_buffer() {
+        // A fresh tokio socket starts out "readable": the first poll reads, finds nothing and
+        // gives the buffer back.
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let mut client = tokio::net::TcpStream::connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        let (stream, _) = listener.accept().await.unwrap();
+        let (mut reader, _writer) = crate::listener::plain(stream);
+
+        // Waiting (an idle client): no buffer. (A read into it reserved 64 bytes at least.)
+        let wait = Duration::from_millis(50);
+        assert_eq!(capacity_while_waiting(&mut reader, wait).await, 0);
+
+        // Bytes arrive: a small buffer is taken and they are read.
+        client.write_all(b"\xc0\x00").await.unwrap();
+        let mut buf = BytesMut::new();
+        let (n, room) = read_some(&mut reader, &mut buf, false).await.unwrap();
+        assert_eq!((n, &buf[..]), (2, &b"\xc0\x00"[..]));
+        assert_eq!(room, INITIAL_BUFFER);
+
+        // The end is seen without a buffer too.
+        drop(client);
+        let mut buf = BytesMut::new();
+        assert_eq!(read_some(&mut reader, &mut buf, false).await.unwrap().0, 0);
+    }
+
+    #[tokio::test]
+    async fn a_quiet_pipe_connection_holds_no_read_buffer_either() {
+        // TLS and WebSocket connections are served through such halves.
+        let (mut client, server) = tokio::io::duplex(64);
+        let (reader, _writer) = tokio::io::split(server);
+        let mut reader: ReadHalf = Box::new(reader);
+        let wait = Duration::from_millis(20);
+        assert_eq!(capacity_while_waiting(&mut reader, wait).await, 0);
+        client.write_all(b"\xc0\x00").await.unwrap();
+        let mut buf = BytesMut::new();
+        assert_eq!(read_some(&mut reader, &mut buf, false).await.unwrap().0, 2);
     }
 }

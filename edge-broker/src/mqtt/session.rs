@@ -174,39 +174,46 @@ impl SessionState {
 }
 
 /// Where a persistent session's changes go: the journal, and the session's key in it.
+///
+/// One pointer: a session keeps five copies (itself and each recorded collection), and most
+/// sessions (clean ones) have none.
 #[derive(Debug, Clone)]
-pub struct SessionLog {
+pub struct SessionLog(Arc<SessionLogInner>);
+
+#[derive(Debug)]
+struct SessionLogInner {
     journal: Arc<Journal>,
     sid: u64,
     /// Journal position just past this session's latest record.
-    last: Arc<AtomicU64>,
+    last: AtomicU64,
 }
 
 impl SessionLog {
     /// Records of session `sid` go to `journal`.
     pub fn new(journal: Arc<Journal>, sid: u64) -> SessionLog {
-        SessionLog {
+        SessionLog(Arc::new(SessionLogInner {
             journal,
             sid,
-            last: Arc::new(AtomicU64::new(0)),
-        }
+            last: AtomicU64::new(0),
+        }))
     }
 
     /// The session's key in the journal.
     pub fn sid(&self) -> u64 {
-        self.sid
+        self.0.sid
     }
 
     /// Appends records made by `f` (given the encoder and this session's key).
     pub fn record(&self, f: impl FnOnce(&mut Encoder<'_>, u64)) {
-        let position = self.journal.append(|enc| f(enc, self.sid));
-        self.last.fetch_max(position, Ordering::AcqRel);
+        let SessionLogInner { journal, sid, last } = &*self.0;
+        let position = journal.append(|enc| f(enc, *sid));
+        last.fetch_max(position, Ordering::AcqRel);
     }
 
     /// A ticket for this session's records so far (`None` if it has none).
     pub fn commit(&self) -> Option<Commit> {
-        let last = self.last.load(Ordering::Acquire);
-        (last > 0).then(|| self.journal.commit_at(last))
+        let last = self.0.last.load(Ordering::Acquire);
+        (last > 0).then(|| self.0.journal.commit_at(last))
     }
 
     fn delivery(&self, which: fn(u64, StoredDelivery) -> Record, delivery: &Delivery) {
