@@ -53,15 +53,15 @@ fn packaged_config_passes_check() {
     check_config("systemd/edge-broker.toml");
 }
 
-/// The TOML keys of the config schema, by section, read from `edge-broker/src/config/mod.rs`:
+/// The TOML keys of the config schema, by section, read from `edge-broker/src/config/schema.rs`:
 /// the fields of `struct Config` name the sections, the fields of each section's struct the keys.
 fn schema_keys() -> BTreeMap<String, BTreeSet<String>> {
     let source =
-        std::fs::read_to_string(repo_root().join("edge-broker/src/config/mod.rs")).unwrap();
+        std::fs::read_to_string(repo_root().join("edge-broker/src/config/schema.rs")).unwrap();
     let config = struct_fields(&source, "Config");
     assert!(
         config.len() >= 4,
-        "could not read the fields of `struct Config` from config/mod.rs: {config:?}"
+        "could not read the fields of `struct Config` from config/schema.rs: {config:?}"
     );
     config
         .into_iter()
