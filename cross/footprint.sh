@@ -18,6 +18,8 @@
 #                     built with cross/build.sh x86_64 when missing)
 #   SETTLE_SECS       seconds to wait before each reading (default 3)
 #   FOOTPRINT_RESULTS append the readings (KiB) to this file as JSON lines (bench/table.py)
+#   FOOTPRINT_MAPS=1  also print the idle edge-broker's memory by mapping (cross/rss_maps.py:
+#                     binary text/rodata, each library, anonymous) and what it used in 10 s idle
 set -euo pipefail
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -105,6 +107,11 @@ for b in edge:$EDGE_PID mosq:$MOSQ_PID; do
   R[${b%%:*}_idle_rss]="$(kib VmRSS status "${b#*:}")"
   R[${b%%:*}_idle_pss]="$(kib Pss smaps_rollup "${b#*:}")"
 done
+
+if [ "${FOOTPRINT_MAPS:-0}" = 1 ]; then
+  printf '\nedge-broker idle, by mapping (KiB):\n'
+  python3 "$HERE/rss_maps.py" "$EDGE_PID" 10
+fi
 
 # hold CLIENTS idle connections to each broker, both at once
 for b in edge:$EDGE_PORT mosq:$MOSQ_PORT; do

@@ -2,9 +2,14 @@
 
 use std::io::IsTerminal;
 
-use tracing_subscriber::EnvFilter;
+use tracing_subscriber::filter::{ParseError, Targets};
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
 
 use crate::config::env;
+
+/// The filter when none is set, or the one set does not parse.
+const DEFAULT_FILTER: &str = "info";
 
 /// Installs the global subscriber.
 ///
@@ -15,24 +20,28 @@ use crate::config::env;
 pub fn init() {
     let settings = env::logging_settings(std::env::vars());
     let filter = match &settings.filter {
-        Some((filter, variable)) => EnvFilter::try_new(filter).unwrap_or_else(|err| {
+        Some((filter, variable)) => parse_filter(filter).unwrap_or_else(|err| {
             eprintln!(
-                "edge-broker: ignoring invalid log filter {variable}={filter:?}: {err}; using \"info\""
+                "edge-broker: ignoring invalid log filter {variable}={filter:?}: {err}; using \"{DEFAULT_FILTER}\""
             );
-            EnvFilter::new("info")
+            default_filter()
         }),
-        None => EnvFilter::new("info"),
+        None => default_filter(),
     };
     let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal())
         .with_target(false);
     let journald = std::env::var_os("JOURNAL_STREAM").is_some();
     let result = match (settings.json, journald) {
-        (true, _) => builder.json().try_init(),
-        (false, true) => builder.without_time().with_ansi(false).try_init(),
-        (false, false) => builder.try_init(),
+        (true, _) => builder.json().finish().with(filter).try_init(),
+        (false, true) => builder
+            .without_time()
+            .with_ansi(false)
+            .finish()
+            .with(filter)
+            .try_init(),
+        (false, false) => builder.finish().with(filter).try_init(),
     };
     if let Err(err) = result {
         eprintln!("edge-broker: could not install the log subscriber: {err}");
@@ -41,5 +50,57 @@ pub fn init() {
         tracing::warn!(
             "{old} is deprecated: rename it {new} (EDGE_BROKER_LOG_* names are for [log] settings)"
         );
+    }
+}
+
+/// Parses a filter: comma-separated `level` and `target=level` directives, e.g.
+/// `warn,edge_bridge::forward=debug` (a target alone means all its levels).
+///
+/// `tracing_subscriber::filter::Targets`, not `EnvFilter`: the same directives without span and
+/// field matching, which pulled a regex engine into the binary (issue 17, idle RSS).
+pub fn parse_filter(filter: &str) -> Result<Targets, ParseError> {
+    filter.parse()
+}
+
+/// The `info` filter.
+fn default_filter() -> Targets {
+    Targets::new().with_default(tracing::Level::INFO)
+}
+
+#[cfg(test)]
+mod tests {
+    use tracing::level_filters::LevelFilter;
+
+    use super::*;
+
+    #[test]
+    fn directives_set_a_default_and_per_target_levels() {
+        let targets = parse_filter("warn,edge_bridge::forward=debug,edge_log=off").unwrap();
+        assert_eq!(targets.default_level(), Some(LevelFilter::WARN));
+        assert!(targets.would_enable("edge_bridge::forward::retry", &tracing::Level::DEBUG));
+        assert!(!targets.would_enable("edge_bridge::forward", &tracing::Level::TRACE));
+        assert!(!targets.would_enable("edge_bridge::plan", &tracing::Level::INFO));
+        assert!(!targets.would_enable("edge_log::writer", &tracing::Level::ERROR));
+        assert!(targets.would_enable("edge_broker::app", &tracing::Level::WARN));
+    }
+
+    #[test]
+    fn a_target_alone_enables_all_its_levels() {
+        let targets = parse_filter("edge_broker::mqtt").unwrap();
+        assert!(targets.would_enable("edge_broker::mqtt::session", &tracing::Level::TRACE));
+        assert!(!targets.would_enable("edge_broker::nats", &tracing::Level::ERROR));
+    }
+
+    #[test]
+    fn an_unknown_level_is_an_error() {
+        let err = parse_filter("edge_broker=loud").unwrap_err();
+        assert!(!err.to_string().is_empty());
+    }
+
+    #[test]
+    fn the_default_is_info() {
+        let targets = default_filter();
+        assert!(targets.would_enable("edge_broker::app", &tracing::Level::INFO));
+        assert!(!targets.would_enable("edge_broker::app", &tracing::Level::DEBUG));
     }
 }

@@ -24,7 +24,8 @@ pub const PREFIX: &str = "EDGE_BROKER_";
 
 /// The config file, also `--config`.
 pub const CONFIG: &str = "EDGE_BROKER_CONFIG";
-/// Diagnostics filter (tracing `EnvFilter` syntax); `RUST_LOG` wins when both are set.
+/// Diagnostics filter (`level` and `target=level` directives, comma-separated); `RUST_LOG` wins
+/// when both are set.
 pub const LOGGING: &str = "EDGE_BROKER_LOGGING";
 /// Diagnostics format: `json` or `text`.
 pub const LOGGING_FORMAT: &str = "EDGE_BROKER_LOGGING_FORMAT";
