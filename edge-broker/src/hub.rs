@@ -124,6 +124,13 @@ impl Room {
         }
     }
 
+    /// The mailbox took a delivery into an empty queue: it had room then, though its consumer
+    /// had nothing to take out for a while. Restarts the wait bound's clock without waking
+    /// anyone, so an idle subscriber that a burst fills is waited for, not taken for stalled.
+    pub fn had_room(&self) {
+        self.last_ms.store(monotonic_ms(), Ordering::Relaxed);
+    }
+
     /// Until when a publisher may wait: `wait` after room was last made. A consumer that
     /// stopped taking deliveries out holds its publishers at most `wait` after it stopped,
     /// however many publishes and publishers meet it full.

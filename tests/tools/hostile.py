@@ -261,13 +261,14 @@ def nats_stalled_subscribers(host, port, pid, subs, count, size):
     return {"rss_kib": [rss0, peak], "rss_growth_kib": peak - rss0}
 
 
-def count_publishes(client, count, out, key, pause=0.0, every=1):
-    """Reads PUBLISHes until `count` arrived or none for 3 s; with `pause`, sleeps that long
-    every `every` messages (a subscriber slower than its publisher). The count goes to out."""
+def count_publishes(client, count, out, key, pause=0.0, every=1, idle=3.0):
+    """Reads PUBLISHes until `count` arrived or none for `idle` seconds; with `pause`, sleeps
+    that long every `every` messages (a subscriber slower than its publisher). The count goes
+    to out."""
     n = 0
     while n < count:
         try:
-            p = client.recv(3.0)
+            p = client.recv(idle)
         except (TimeoutError, OSError):
             break
         if p["type"] == 3:
@@ -292,10 +293,15 @@ def slow_subscriber(host, port, pid, mode, count, size):
     fast.subscribe(("pace/#", 0))
     # A 4 KiB receive buffer: the broker's queue for it fills (read below, or never).
     slow = stalled_subscriber(host, port, "pace-slow", "pace/#", 0)
-    readers = [threading.Thread(target=count_publishes, args=(fast, count, got, "fast"))]
+    # The publisher may be held for `slow_subscriber_wait` (up to 5 s in the tests) and more
+    # on a loaded machine, and nothing reaches the readers meanwhile: they wait longer than
+    # that before giving up (3 s once cut the fast reader short during a 2 s hold).
+    idle = 15.0
+    readers = [threading.Thread(target=count_publishes,
+                                args=(fast, count, got, "fast", 0.0, 1, idle))]
     if mode == "slow":
         readers.append(threading.Thread(target=count_publishes,
-                                        args=(slow, count, got, "slow", 0.001, 2)))
+                                        args=(slow, count, got, "slow", 0.001, 2, idle)))
     elif mode != "never":
         raise AssertionError(f"mode {mode!r}: slow or never")
     for r in readers:

@@ -7,7 +7,8 @@
 //! its [`Pace`], stops decoding and reading its socket (TCP backpressure on the device), keeps
 //! writing its own output, and offers the delivery again each time the subscriber's
 //! connection takes deliveries out ([`crate::hub::Room`]). A subscriber is waited for only
-//! while it made room within the last `slow_subscriber_wait`: past that, the delivery is
+//! while it made room within the last `slow_subscriber_wait` (taking deliveries out, or an
+//! empty queue taking one in: an idle subscriber is not a stalled one): past that, the delivery is
 //! dropped and counted (`edge_messages_dropped_total`), and so is every later one that meets
 //! it full, until it reads again; input resumes.
 //!
