@@ -318,6 +318,14 @@ async fn a_repeated_subject_follows_refusals_subscriptions_and_route_reloads() {
     ops.extend(b"PING\r\n");
     client.send(&ops).await;
     assert_eq!(client.recv().await, ServerOp::Pong);
+    // The PONG says the three are written; the log shows them to readers once durable.
+    tokio::time::timeout(std::time::Duration::from_secs(10), async {
+        while broker.log.durable_end() < 3 {
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+    })
+    .await
+    .expect("the three routed publishes become durable");
     let stored: Vec<(String, String)> = broker
         .records()
         .into_iter()
