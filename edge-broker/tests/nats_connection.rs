@@ -261,3 +261,82 @@ async fn publishing_into_sys_is_a_permissions_violation() {
     assert!(broker.records().is_empty());
     assert_eq!(broker.nats.metrics.denied_count(), 1);
 }
+
+/// A PUB repeating the last subject reuses what was decided for it (validity, the `$SYS` rule,
+/// the route, local subscribers), yet a remembered refusal still refuses, and a new subscriber
+/// or a route table reload between two PUBs of one subject is seen by the second.
+#[tokio::test]
+async fn a_repeated_subject_follows_refusals_subscriptions_and_route_reloads() {
+    let broker = Broker::start(ROUTED, roomy_log());
+    let mut client = broker.nats_client();
+    client.connect().await;
+    client
+        .send(b"PUB $SYS.x 1\r\nx\r\nPUB $SYS.x 1\r\ny\r\nPING\r\n")
+        .await;
+    for _ in 0..2 {
+        assert_eq!(
+            client.recv().await,
+            ServerOp::Err("Permissions Violation for Publish to \"$SYS.x\"".into())
+        );
+    }
+    assert_eq!(client.recv().await, ServerOp::Pong);
+    assert_eq!(broker.nats.metrics.denied_count(), 2);
+
+    // Routed, nobody subscribes; then a subscriber appears and the repeat reaches it.
+    let mut ops = pub_op("r.a", None, &[], b"1");
+    ops.extend(b"PING\r\n");
+    client.send(&ops).await;
+    assert_eq!(client.recv().await, ServerOp::Pong);
+    let mut subscriber = broker.nats_client();
+    subscriber.connect().await;
+    subscriber.send(b"SUB r.a 9\r\nPING\r\n").await;
+    assert_eq!(subscriber.recv().await, ServerOp::Pong);
+    let mut ops = pub_op("r.a", None, &[], b"2");
+    ops.extend(b"PING\r\n");
+    client.send(&ops).await;
+    assert_eq!(client.recv().await, ServerOp::Pong);
+    match subscriber.recv().await {
+        ServerOp::Msg(m) => assert_eq!((m.subject.as_str(), &m.payload[..]), ("r.a", &b"2"[..])),
+        other => panic!("expected the repeated publish, got {other:?}"),
+    }
+
+    // Not routed, then routed after a reload: the repeat is stored.
+    let mut ops = pub_op("u.b", None, &[], b"3");
+    ops.extend(b"PING\r\n");
+    client.send(&ops).await;
+    assert_eq!(client.recv().await, ServerOp::Pong);
+    let reloaded = edge_broker::config::Config::parse(
+        "[[route]]\nnats = \">\"\nkafka_topic = \"all\"\n",
+        std::path::Path::new("reload.toml"),
+    )
+    .unwrap();
+    broker
+        .nats
+        .routes
+        .replace(reloaded.compile_routes().unwrap());
+    let mut ops = pub_op("u.b", None, &[], b"4");
+    ops.extend(b"PING\r\n");
+    client.send(&ops).await;
+    assert_eq!(client.recv().await, ServerOp::Pong);
+    // The PONG says the three are written; the log shows them to readers once durable.
+    tokio::time::timeout(std::time::Duration::from_secs(10), async {
+        while broker.log.durable_end() < 3 {
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+    })
+    .await
+    .expect("the three routed publishes become durable");
+    let stored: Vec<(String, String)> = broker
+        .records()
+        .into_iter()
+        .map(|r| (r.topic, String::from_utf8(r.payload.to_vec()).unwrap()))
+        .collect();
+    assert_eq!(
+        stored,
+        [
+            ("r.a".into(), "1".into()),
+            ("r.a".into(), "2".into()),
+            ("u.b".into(), "4".into())
+        ]
+    );
+}

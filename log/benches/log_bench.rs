@@ -87,7 +87,7 @@ fn record(i: u64) -> NewRecord {
     NewRecord {
         timestamp_ms: 1_763_769_600_000 + i,
         source: Source::Mqtt,
-        topic: format!("sensors/{}/temp", i % 16),
+        topic: format!("sensors/{}/temp", i % 16).into(),
         client_id: format!("dev-{}", i % 64).into(),
         destination: edge_log::Destination::topic("t"),
         headers: Vec::new(),

@@ -215,6 +215,123 @@ pub fn encode_frame(body: &RecordBody<'_>, out: &mut Vec<u8>) -> Result<usize, p
     Ok(out.len() - start)
 }
 
+/// Exact body length of `record` appended at `offset`: the postcard encoding of its version 2
+/// body ([`body_ref`]), computed from the field lengths without serializing (the size of a
+/// frame is asked on every append; [`encode_record_frame`] writes the same bytes).
+pub fn record_body_len(offset: u64, record: &NewRecord) -> usize {
+    let destination = &record.destination;
+    let mut len = 1 // variant index 1 (V2)
+        + varint_len(offset)
+        + varint_len(record.timestamp_ms)
+        + varint_len(source_index(record.source))
+        + str_len(record.topic.len())
+        + str_len(record.client_id.len())
+        + str_len(destination.topic.len())
+        + 1 // key: Option tag
+        + 1 // partition: Option tag
+        + varint_len(record.headers.len() as u64)
+        + str_len(record.payload.len());
+    if let Some(key) = &destination.key {
+        len += str_len(key.len());
+    }
+    if let Some(partition) = destination.partition {
+        len += varint_len(u64::from(zigzag(partition)));
+    }
+    for header in &record.headers {
+        len += str_len(header.key.len()) + str_len(header.value.len());
+    }
+    len
+}
+
+/// Appends the frame of `record` at `offset` to `out` in one pass: the same bytes as
+/// [`encode_frame`] of [`body_ref`] (the format spec's version 2 body, postcard's encoding
+/// written out field by field), without serde. Returns the frame length.
+pub fn encode_record_frame(
+    offset: u64,
+    record: &NewRecord,
+    out: &mut Vec<u8>,
+) -> Result<usize, postcard::Error> {
+    let body_len = record_body_len(offset, record);
+    let len = u32::try_from(body_len).map_err(|_| postcard::Error::SerializeBufferFull)?;
+    let start = out.len();
+    out.reserve(FRAME_HEADER_LEN + body_len);
+    out.extend_from_slice(&len.to_le_bytes());
+    out.extend_from_slice(&[0u8; 4]);
+    let destination = &record.destination;
+    out.push(1);
+    put_varint(out, offset);
+    put_varint(out, record.timestamp_ms);
+    put_varint(out, source_index(record.source));
+    put_bytes(out, record.topic.as_bytes());
+    put_bytes(out, record.client_id.as_bytes());
+    put_bytes(out, destination.topic.as_bytes());
+    match &destination.key {
+        Some(key) => {
+            out.push(1);
+            put_bytes(out, key);
+        }
+        None => out.push(0),
+    }
+    match destination.partition {
+        Some(partition) => {
+            out.push(1);
+            put_varint(out, u64::from(zigzag(partition)));
+        }
+        None => out.push(0),
+    }
+    put_varint(out, record.headers.len() as u64);
+    for header in &record.headers {
+        put_bytes(out, header.key.as_bytes());
+        put_bytes(out, &header.value);
+    }
+    put_bytes(out, &record.payload);
+    let body = &out[start + FRAME_HEADER_LEN..];
+    debug_assert_eq!(
+        body.len(),
+        body_len,
+        "record_body_len disagrees with the encoder"
+    );
+    let crc = crc32c::crc32c(body);
+    out[start + 4..start + 8].copy_from_slice(&crc.to_le_bytes());
+    Ok(out.len() - start)
+}
+
+/// `Source` as postcard writes a unit variant: its index.
+fn source_index(source: Source) -> u64 {
+    match source {
+        Source::Mqtt => 0,
+        Source::Nats => 1,
+    }
+}
+
+/// Bytes of a LEB128 varint of `v` (postcard's integer and length encoding).
+fn varint_len(v: u64) -> usize {
+    (64 - (v | 1).leading_zeros() as usize).div_ceil(7)
+}
+
+/// Bytes of a string or byte string of `n` bytes: varint length, then the bytes.
+fn str_len(n: usize) -> usize {
+    varint_len(n as u64) + n
+}
+
+fn put_varint(out: &mut Vec<u8>, mut v: u64) {
+    while v >= 0x80 {
+        out.push((v as u8) | 0x80);
+        v >>= 7;
+    }
+    out.push(v as u8);
+}
+
+fn put_bytes(out: &mut Vec<u8>, bytes: &[u8]) {
+    put_varint(out, bytes.len() as u64);
+    out.extend_from_slice(bytes);
+}
+
+/// postcard's zigzag encoding of an `i32`.
+fn zigzag(v: i32) -> u32 {
+    ((v << 1) ^ (v >> 31)) as u32
+}
+
 /// Why a frame could not be decoded.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum FrameError {
@@ -570,7 +687,7 @@ impl NewRecord {
     /// Bytes this record takes on disk once appended, frame header included (an upper bound:
     /// it is measured with the largest offset; the budget and [`crate::Log::has_room`] use it).
     pub fn encoded_len(&self) -> usize {
-        FRAME_HEADER_LEN + body_len(&body_ref(u64::MAX, self))
+        FRAME_HEADER_LEN + record_body_len(u64::MAX, self)
     }
 }
 
@@ -653,6 +770,94 @@ mod tests {
             decode_frame(&Bytes::from(vec![0u8; 32]), 1024).unwrap_err(),
             FrameError::BadLength(0)
         );
+    }
+
+    fn arb_record() -> impl proptest::strategy::Strategy<Value = (u64, NewRecord)> {
+        use proptest::prelude::*;
+        let text = || prop_oneof![".{0,3}", ".{120,140}"];
+        let blob = || {
+            prop_oneof![
+                proptest::collection::vec(any::<u8>(), 0..4),
+                proptest::collection::vec(any::<u8>(), 120..20_000),
+            ]
+        };
+        let header = (text(), blob()).prop_map(|(key, value)| Header {
+            key,
+            value: Bytes::from(value),
+        });
+        (
+            (
+                any::<u64>(),
+                any::<u64>(),
+                any::<bool>(),
+                text(),
+                text(),
+                text(),
+            ),
+            (
+                proptest::option::of(blob()),
+                proptest::option::of(any::<i32>()),
+                proptest::collection::vec(header, 0..3),
+                blob(),
+            ),
+        )
+            .prop_map(
+                |(
+                    (offset, timestamp_ms, nats, topic, client_id, kafka),
+                    (key, partition, headers, payload),
+                )| {
+                    let record = NewRecord {
+                        timestamp_ms,
+                        source: if nats { Source::Nats } else { Source::Mqtt },
+                        topic: topic.into(),
+                        client_id: client_id.into(),
+                        destination: Destination {
+                            topic: kafka.into(),
+                            key: key.map(Bytes::from),
+                            partition,
+                        },
+                        headers,
+                        payload: Bytes::from(payload),
+                    };
+                    (offset, record)
+                },
+            )
+    }
+
+    proptest::proptest! {
+        /// The one-pass encoder writes postcard's bytes exactly (the format stays byte for
+        /// byte), and the arithmetic length is postcard's size.
+        #[test]
+        fn the_one_pass_encoder_writes_postcards_bytes((offset, record) in arb_record()) {
+            let mut by_serde = vec![0x55];
+            let serde_len = encode_frame(&body_ref(offset, &record), &mut by_serde).unwrap();
+            let mut by_hand = vec![0x55];
+            let hand_len = encode_record_frame(offset, &record, &mut by_hand).unwrap();
+            proptest::prop_assert_eq!(hand_len, serde_len);
+            proptest::prop_assert_eq!(&by_hand, &by_serde);
+            proptest::prop_assert_eq!(record_body_len(offset, &record), body_len(&body_ref(offset, &record)));
+            proptest::prop_assert_eq!(
+                record.encoded_len(),
+                FRAME_HEADER_LEN + body_len(&body_ref(u64::MAX, &record))
+            );
+        }
+    }
+
+    #[test]
+    fn varint_lengths_at_every_boundary() {
+        for bits in 0..64u32 {
+            for v in [1u64 << bits, (1u64 << bits) - 1, (1u64 << bits) + 1] {
+                let mut out = Vec::new();
+                put_varint(&mut out, v);
+                assert_eq!(out.len(), varint_len(v), "{v}");
+                assert_eq!(out, postcard::to_stdvec(&v).unwrap(), "{v}");
+            }
+        }
+        for v in [0, 1, -1, 63, -64, 64, -65, i32::MAX, i32::MIN] {
+            let mut out = Vec::new();
+            put_varint(&mut out, u64::from(zigzag(v)));
+            assert_eq!(out, postcard::to_stdvec(&v).unwrap(), "{v}");
+        }
     }
 
     proptest::proptest! {

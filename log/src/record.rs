@@ -65,8 +65,9 @@ pub struct NewRecord {
     pub timestamp_ms: u64,
     /// Protocol the event came from.
     pub source: Source,
-    /// Original MQTT topic or NATS subject.
-    pub topic: String,
+    /// Original MQTT topic or NATS subject (shared: a NATS connection hands over one `Arc`
+    /// while the subject repeats, so a PUB allocates no topic and the writer thread frees none).
+    pub topic: Arc<str>,
     /// Publishing client id (shared: a connection's records all carry the same one).
     pub client_id: Arc<str>,
     /// Where the record goes upstream.

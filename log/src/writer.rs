@@ -382,8 +382,7 @@ impl Writer {
                 break;
             }
             let pos = self.active_len + self.buf.len() as u64;
-            let body = format::body_ref(self.next_offset, record);
-            if let Err(e) = format::encode_frame(&body, &mut self.buf) {
+            if let Err(e) = format::encode_record_frame(self.next_offset, record, &mut self.buf) {
                 self.pending[me].error = Some(AppendError::Storage {
                     cause: format!("encoding record failed: {e}"),
                 });

@@ -142,7 +142,7 @@ fn read_back(frozen: &[u8]) -> (tempfile::TempDir, Log, Vec<edge_log::Record>) {
         assert_eq!(r.offset, i as u64);
         assert_eq!(r.timestamp_ms, w.timestamp_ms);
         assert_eq!(r.source, w.source);
-        assert_eq!(r.topic, w.topic);
+        assert_eq!(r.topic, *w.topic);
         assert_eq!(*r.client_id, *w.client_id);
         assert_eq!(r.headers, w.headers);
         assert_eq!(r.payload, w.payload);

@@ -250,7 +250,7 @@ async fn run(ops: Vec<Op>, mode: Mode) -> Result<(), TestCaseError> {
                             offset: i as u64,
                             timestamp_ms: r.timestamp_ms,
                             source: r.source,
-                            topic: r.topic.clone(),
+                            topic: r.topic.to_string(),
                             client_id: r.client_id.to_string(),
                             destination: Some(r.destination.clone()),
                             headers: r.headers.clone(),

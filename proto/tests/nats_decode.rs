@@ -8,6 +8,8 @@ use edge_proto::nats::{
     ClientOp, Connect, DecodeError, HeaderMap, Info, Limits, Msg, Pub, ServerError, ServerOp, Sub,
     Unsub, decode_client_op, decode_server_op, encode_msg,
 };
+use edge_proto::nats::{LastSubject, decode_client_op_reusing};
+use std::sync::Arc;
 
 fn client(input: &[u8]) -> (Result<Option<ClientOp>, DecodeError>, BytesMut) {
     let mut b = BytesMut::from(input);
@@ -128,6 +130,44 @@ fn pub_payload_is_zero_copy_slice_of_input() {
         p.payload.as_ptr() as usize,
         base + 11,
         "payload points into the input"
+    );
+}
+
+/// A connection's decoder hands out one shared subject while PUBs repeat it (the session tells
+/// "same subject" by pointer), a new one when it changes, and still refuses a bad subject.
+#[test]
+fn a_repeated_pub_subject_is_one_shared_arc() {
+    let mut last = LastSubject::default();
+    let mut b = BytesMut::from(
+        &b"PUB a.b 1\r\nx\r\nHPUB a.b 12 13\r\nNATS/1.0\r\n\r\ny\r\nPUB a.c 1\r\nz\r\nPUB a.c 1\r\n"[..],
+    );
+    let mut subjects = Vec::new();
+    while let Some(op) = decode_client_op_reusing(&mut b, &Limits::default(), &mut last).unwrap() {
+        let ClientOp::Pub(p) = op else {
+            panic!("{op:?}")
+        };
+        subjects.push(p.subject);
+    }
+    let names: Vec<&str> = subjects.iter().map(|s| &**s).collect();
+    assert_eq!(names, ["a.b", "a.b", "a.c"]);
+    assert!(
+        Arc::ptr_eq(&subjects[0], &subjects[1]),
+        "HPUB repeating a PUB's subject"
+    );
+    assert!(!Arc::ptr_eq(&subjects[1], &subjects[2]));
+    // The incomplete PUB a.c waits for its payload; complete, it shares the subject again.
+    b.extend_from_slice(b"w\r\n");
+    let Some(ClientOp::Pub(p)) =
+        decode_client_op_reusing(&mut b, &Limits::default(), &mut last).unwrap()
+    else {
+        panic!()
+    };
+    assert!(Arc::ptr_eq(&p.subject, &subjects[2]));
+    assert!(Arc::ptr_eq(&p.subject, last.get().unwrap()));
+    let mut bad = BytesMut::from(&b"PUB a.\xff 1\r\nx\r\n"[..]);
+    assert_eq!(
+        decode_client_op_reusing(&mut bad, &Limits::default(), &mut last).unwrap_err(),
+        DecodeError::NotUtf8 { verb: "PUB" }
     );
 }
 

@@ -100,7 +100,7 @@ fn client_op() -> impl Strategy<Value = ClientOp> {
             bytes_up_to(96)
         )
             .prop_map(|(subject, reply, headers, payload)| ClientOp::Pub(Pub {
-                subject,
+                subject: subject.into(),
                 reply,
                 headers,
                 payload
@@ -272,7 +272,7 @@ proptest! {
     fn hpub_carries_encoded_headers(h in header_map(), subject in literal_subject(), payload in bytes_up_to(64)) {
         let mut hb = BytesMut::new();
         h.encode(&mut hb);
-        let op = ClientOp::Pub(Pub { subject, reply: None, headers: Some(hb.freeze()), payload });
+        let op = ClientOp::Pub(Pub { subject: subject.into(), reply: None, headers: Some(hb.freeze()), payload });
         let mut buf = BytesMut::from(&op.to_bytes()[..]);
         let Some(ClientOp::Pub(p)) = decode_client_op(&mut buf, &Limits::default()).unwrap() else {
             panic!("not a pub");

@@ -552,7 +552,7 @@ async fn the_forwarder_rides_out_a_broker_restart_and_loses_nothing() {
         log.append(NewRecord {
             timestamp_ms: r.timestamp_ms,
             source: r.source,
-            topic: r.topic,
+            topic: r.topic.into(),
             client_id: r.client_id.into(),
             destination: edge_log::Destination {
                 topic: topic.into(),

@@ -135,7 +135,7 @@ async fn log_with(dir: &std::path::Path, payloads: &[&str]) -> Log {
         log.append(NewRecord {
             timestamp_ms: 1_000 + i as u64,
             source: Source::Mqtt,
-            topic: format!("s/dev-{}/t", i % 5),
+            topic: format!("s/dev-{}/t", i % 5).into(),
             client_id: "c".into(),
             destination: Destination {
                 topic: "t".into(),

@@ -59,7 +59,15 @@ impl Denied {
 /// Whether `publisher` may publish on `topic` (an MQTT topic name or a NATS subject, as
 /// published: `$SYS.x` over NATS is the MQTT topic `$SYS/x`).
 pub fn check_publish(publisher: &mut Publisher<'_>, topic: &str) -> Result<(), Denied> {
-    let separator = match publisher.source {
+    check_reserved(publisher.source, topic)?;
+    check_permitted(publisher, topic)
+}
+
+/// Rule 1 alone: whether a client of `source` may publish on `topic` at all (`$SYS`,
+/// `$share`). It depends on nothing but the name, so a session may remember the answer for a
+/// name it sees again; rule 2 ([`check_permitted`]) must still be asked every time.
+pub fn check_reserved(source: Source, topic: &str) -> Result<(), Denied> {
+    let separator = match source {
         Source::Mqtt => '/',
         Source::Nats => '.',
     };
@@ -70,6 +78,12 @@ pub fn check_publish(publisher: &mut Publisher<'_>, topic: &str) -> Result<(), D
             first_level: first_level.to_owned(),
         });
     }
+    Ok(())
+}
+
+/// Rule 2 alone: the client's `[auth]` permissions (their answers are cached per name by
+/// [`Permissions`], which also follows ACL reloads).
+pub fn check_permitted(publisher: &mut Publisher<'_>, topic: &str) -> Result<(), Denied> {
     let permitted = match (publisher.source, publisher.permissions.as_deref_mut()) {
         (_, None) => true,
         (Source::Mqtt, Some(permissions)) => permissions.may_publish(topic),

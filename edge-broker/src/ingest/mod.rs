@@ -10,7 +10,8 @@
 //!                                                                        with the record)
 //! ```
 //!
-//! - [`check`]: the permission check between decoding and ingest ([`check::check_publish`]).
+//! - [`check`]: the permission check between decoding and ingest ([`check::check_publish`]:
+//!   the reserved-name rule and the ACL, also callable one by one).
 //! - [`record`]: the log record a routed publish becomes (destination, headers, payload).
 //! - [`queue`]: [`IngestQueue`], a connection's ordered batches to the log and the answers it
 //!   owes; [`queue::ingest_one`] for a will, which has no connection left.
@@ -24,5 +25,5 @@ pub mod check;
 pub mod queue;
 pub mod record;
 
-pub use check::{Denied, Publisher, check_publish};
+pub use check::{Denied, Publisher, check_permitted, check_publish, check_reserved};
 pub use queue::{Answer, Event, IngestLimits, IngestQueue, Outcome};

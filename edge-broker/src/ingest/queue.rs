@@ -607,7 +607,7 @@ mod tests {
         NewRecord {
             timestamp_ms: i,
             source: Source::Mqtt,
-            topic: format!("t/{i}"),
+            topic: format!("t/{i}").into(),
             client_id: Arc::from("c"),
             destination: Destination::topic("k"),
             headers: Vec::new(),

@@ -14,7 +14,7 @@ pub fn mqtt(message: &Message, client_id: Arc<str>, destination: Destination) ->
     NewRecord {
         timestamp_ms: message.received_ms,
         source: Source::Mqtt,
-        topic: message.topic.clone(),
+        topic: message.topic.as_str().into(),
         client_id,
         destination,
         headers: message
@@ -33,7 +33,7 @@ pub fn mqtt(message: &Message, client_id: Arc<str>, destination: Destination) ->
 /// The record of a routed NATS PUB/HPUB received at `timestamp_ms`: NATS headers in order
 /// (repeated keys kept).
 pub fn nats(
-    subject: String,
+    subject: Arc<str>,
     client_id: Arc<str>,
     headers: Option<&HeaderMap>,
     payload: Bytes,

@@ -254,7 +254,7 @@ fn record_of(
     Ok(NewRecord {
         timestamp_ms: letter.timestamp_ms,
         source,
-        topic: letter.topic.clone(),
+        topic: letter.topic.as_str().into(),
         client_id: Arc::from(letter.client_id.as_str()),
         destination,
         headers,

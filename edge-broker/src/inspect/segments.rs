@@ -241,7 +241,7 @@ mod tests {
                 .append(NewRecord {
                     timestamp_ms: 1_700_000_000_000 + i,
                     source: Source::Mqtt,
-                    topic: format!("sensors/dev-{}/t", i % 3),
+                    topic: format!("sensors/dev-{}/t", i % 3).into(),
                     client_id: Arc::from("c1"),
                     destination: Destination::topic("sensors"),
                     headers: vec![],

@@ -27,8 +27,8 @@ use bytes::{Bytes, BytesMut};
 use edge_log::{AppendError, Destination, Source};
 use edge_proto::mqtt::QoS;
 use edge_proto::nats::{
-    ClientOp, Connect, HeaderMap, Limits, Pub, ServerError, ServerOp, Sub, Unsub, decode_client_op,
-    encode_msg, subject,
+    ClientOp, Connect, HeaderMap, LastSubject, Limits, Pub, ServerError, ServerOp, Sub, Unsub,
+    decode_client_op_reusing, encode_msg, subject,
 };
 use parking_lot::{Mutex, MutexGuard};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -458,8 +458,8 @@ async fn run(
         client_id,
         subs: HashMap::new(),
         pongs: VecDeque::new(),
-        route_cache: None,
-        local_cache: None,
+        last_subject: LastSubject::default(),
+        subject_facts: None,
         ack_bodies: BytesMut::new(),
         pending_connect: None,
         permissions,
@@ -509,10 +509,10 @@ struct Connection {
     ingest: Box<Ingest>,
     /// PINGs waiting for the routed publishes before them (each: the ingest mark at the PING).
     pongs: VecDeque<u64>,
-    /// The last subject whose destination was decided: (routes generation, subject, where).
-    route_cache: Option<(u64, String, Option<Destination>)>,
-    /// The last routed subject checked for local subscribers: (hub generation, subject, any).
-    local_cache: Option<(u64, String, bool)>,
+    /// The last PUB subject the decoder handed out (shared while it repeats).
+    last_subject: LastSubject,
+    /// What was decided for the last PUB subject (reused while the subject repeats).
+    subject_facts: Option<SubjectFacts>,
     /// PubAck bodies are split off this buffer (one allocation for many).
     ack_bodies: BytesMut,
     /// A CONNECT waiting for [`crate::auth::Auth::login`] (nothing else is read meanwhile).
@@ -660,7 +660,7 @@ impl Connection {
         // Read the clock once per buffer, and only if it holds a routed publish.
         self.clock_stale = true;
         while self.can_process() {
-            match decode_client_op(&mut self.inbuf, &self.limits) {
+            match decode_client_op_reusing(&mut self.inbuf, &self.limits, &mut self.last_subject) {
                 Ok(Some(op)) => self.handle(op)?,
                 Ok(None) => return Ok(()),
                 Err(err) => {
@@ -741,7 +741,8 @@ impl Connection {
         }
         if let Some(name) = connect.name.as_deref().filter(|n| !n.is_empty()) {
             self.client_id = name.into();
-            self.route_cache = None;
+            // The route key may depend on the client id.
+            self.subject_facts = None;
         }
         self.permissions = auth.permissions(
             crate::auth::Protocol::Nats,
@@ -783,8 +784,14 @@ impl Connection {
                 "HPUB without headers in CONNECT".to_owned(),
             ));
         }
+        // One test per PUB: the decoder hands out the same `Arc` while the subject repeats, and
+        // what depends on the subject alone was decided for it already.
+        let facts = match &mut self.subject_facts {
+            Some(facts) if Arc::ptr_eq(&facts.subject, &publish.subject) => facts,
+            facts => facts.insert(SubjectFacts::of(&publish.subject)),
+        };
         let pedantic = self.connect.as_ref().is_some_and(|c| c.pedantic);
-        let valid = subject::validate_publish(&publish.subject).is_ok();
+        let valid = facts.valid;
         if !valid && pedantic {
             self.outbox
                 .push_raw(ServerError::InvalidPublishSubject.err_line().as_bytes());
@@ -795,13 +802,17 @@ impl Connection {
             client_id: &self.client_id,
             permissions: Some(&mut self.permissions),
         };
-        if let Err(denied) = ingest::check_publish(&mut publisher, &publish.subject) {
+        let checked = match &facts.reserved {
+            Some(denied) => Err(denied.clone()),
+            None => ingest::check_permitted(&mut publisher, &publish.subject),
+        };
+        if let Err(denied) = checked {
             // As nats-server for a subject outside the publish permissions: -ERR, no +OK, the
             // connection stays; nothing is stored or delivered.
             self.server.metrics.denied(&denied);
             tracing::debug!(client = %self.client_id, "publish denied: {denied}");
             self.outbox.push_raw(
-                ServerError::PublishPermissionViolation(publish.subject)
+                ServerError::PublishPermissionViolation(publish.subject.to_string())
                     .err_line()
                     .as_bytes(),
             );
@@ -878,37 +889,41 @@ impl Connection {
         self.outbox.wake.notify_one();
     }
 
-    /// Where a publish on `subject` goes upstream, if it is stored (cached for the last
-    /// subject: publishers tend to repeat it; the key may depend on the client id, so CONNECT
-    /// clears the cache).
+    /// Where a publish on `subject` (the last PUB's, in [`SubjectFacts`]) goes upstream, if it
+    /// is stored (kept while the route table stays the same: publishers tend to repeat the
+    /// subject; the key may depend on the client id, so CONNECT forgets it).
     fn destination(&mut self, subject: &str) -> Option<Destination> {
         let generation = self.server.routes.generation();
-        if let Some((g, cached, destination)) = &self.route_cache
+        if let Some(facts) = &self.subject_facts
+            && let Some((g, destination)) = &facts.route
             && *g == generation
-            && cached == subject
         {
             return destination.clone();
         }
         let destination = self.server.destination(subject, &self.client_id);
-        self.route_cache = Some((generation, subject.to_owned(), destination.clone()));
+        if let Some(facts) = &mut self.subject_facts {
+            facts.route = Some((generation, destination.clone()));
+        }
         destination
     }
 
-    /// Whether a publish on `subject` would reach a local subscriber (cached for the last
-    /// subject while the hub's subscriptions stay the same). Routed publishes nobody
-    /// subscribes to are stored without building a message for local delivery.
+    /// Whether a publish on `subject` (the last PUB's) would reach a local subscriber (kept
+    /// while the hub's subscriptions stay the same). Routed publishes nobody subscribes to are
+    /// stored without building a message for local delivery.
     fn has_local_subscribers(&mut self, subject: &str) -> bool {
         let hub = &self.server.hub;
         let generation = hub.generation();
-        if let Some((g, cached, any)) = &self.local_cache
-            && *g == generation
-            && cached == subject
+        if let Some(facts) = &self.subject_facts
+            && let Some((g, any)) = facts.local
+            && g == generation
         {
-            return *any;
+            return any;
         }
         let any = subject::nats_subject_to_mqtt_topic(subject)
             .is_ok_and(|topic| hub.has_subscribers(&topic));
-        self.local_cache = Some((generation, subject.to_owned(), any));
+        if let Some(facts) = &mut self.subject_facts {
+            facts.local = Some((generation, any));
+        }
         any
     }
 
@@ -1271,6 +1286,37 @@ fn error_json(code: u16, err_code: u32, description: &str) -> Bytes {
         })
         .to_string(),
     )
+}
+
+/// What a connection decided for the subject of its last PUB: everything that depends on the
+/// subject alone (or on it and a generation), so a PUB repeating the subject costs one pointer
+/// test ([`Arc::ptr_eq`] with the decoder's shared subject) instead of validating, splitting
+/// and comparing the subject for each decision.
+#[derive(Debug)]
+struct SubjectFacts {
+    /// The subject, as the decoder shares it.
+    subject: Arc<str>,
+    /// It is a valid publish subject (no wildcards, no empty tokens).
+    valid: bool,
+    /// Refused by the rule that needs no configuration (`$SYS`, `$share`); the ACL is asked
+    /// for every PUB.
+    reserved: Option<ingest::Denied>,
+    /// Where it goes upstream, for a route table generation.
+    route: Option<(u64, Option<Destination>)>,
+    /// Whether a local subscriber would get it, for a hub generation.
+    local: Option<(u64, bool)>,
+}
+
+impl SubjectFacts {
+    fn of(subject: &Arc<str>) -> SubjectFacts {
+        SubjectFacts {
+            subject: Arc::clone(subject),
+            valid: subject::validate_publish(subject).is_ok(),
+            reserved: ingest::check_reserved(Source::Nats, subject).err(),
+            route: None,
+            local: None,
+        }
+    }
 }
 
 #[cfg(test)]

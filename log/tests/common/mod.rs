@@ -14,7 +14,7 @@ pub fn rec(i: u64, payload_len: usize) -> NewRecord {
         } else {
             Source::Nats
         },
-        topic: format!("sensors/{}/temperature", i % 7),
+        topic: format!("sensors/{}/temperature", i % 7).into(),
         client_id: format!("dev-{}", i % 3).into(),
         destination: edge_log::Destination::topic("t"),
         headers: if i.is_multiple_of(3) {
@@ -47,7 +47,7 @@ pub fn small_config(dir: impl Into<PathBuf>) -> LogConfig {
 pub fn same(r: &edge_log::Record, n: &NewRecord) -> bool {
     r.timestamp_ms == n.timestamp_ms
         && r.source == n.source
-        && r.topic == n.topic
+        && *r.topic == *n.topic
         && *r.client_id == *n.client_id
         && r.headers == n.headers
         && r.payload == n.payload

@@ -13,6 +13,8 @@
 //! HMSG size is compared with [`Limits::max_payload`] as soon as its control line is complete,
 //! before a single payload byte must be buffered.
 
+use std::sync::Arc;
+
 use bytes::{Buf, BytesMut};
 
 use super::error::DecodeError;
@@ -326,16 +328,45 @@ struct PayloadArgs {
     total: usize,
 }
 
+/// Cuts a payload-carrying op (`hdr` header bytes of `total`) off `buf`: (headers, payload).
 fn cut_payload(
     buf: &mut BytesMut,
     line: &Line,
-    a: &PayloadArgs,
+    hdr: Option<usize>,
+    total: usize,
 ) -> (Option<bytes::Bytes>, bytes::Bytes) {
-    let frame = buf.split_to(line.next + a.total + 2).freeze();
-    let body_start = line.next + a.hdr.unwrap_or(0);
-    let headers = a.hdr.map(|h| frame.slice(line.next..line.next + h));
-    let payload = frame.slice(body_start..line.next + a.total);
+    let frame = buf.split_to(line.next + total + 2).freeze();
+    let body_start = line.next + hdr.unwrap_or(0);
+    let headers = hdr.map(|h| frame.slice(line.next..line.next + h));
+    let payload = frame.slice(body_start..line.next + total);
     (headers, payload)
+}
+
+/// The subject of the last PUB/HPUB decoded on one connection. While the next PUB repeats it
+/// (devices do), [`decode_client_op_reusing`] hands out the same shared `Arc<str>` again: no
+/// allocation and no UTF-8 check per PUB, and the session can tell "same subject as the last
+/// PUB" by pointer ([`Arc::ptr_eq`]) to reuse what it decided for it.
+#[derive(Debug, Clone, Default)]
+pub struct LastSubject(Option<Arc<str>>);
+
+impl LastSubject {
+    /// The last subject handed out, if any.
+    pub fn get(&self) -> Option<&Arc<str>> {
+        self.0.as_ref()
+    }
+
+    fn reuse_or_decode(&mut self, raw: &[u8], verb: Verb) -> Result<Arc<str>, DecodeError> {
+        if let Some(last) = &self.0
+            && last.as_bytes() == raw
+        {
+            return Ok(Arc::clone(last));
+        }
+        let subject: Arc<str> = std::str::from_utf8(raw)
+            .map_err(|_| DecodeError::NotUtf8 { verb: verb.name() })?
+            .into();
+        self.0 = Some(Arc::clone(&subject));
+        Ok(subject)
+    }
 }
 
 enum Step<T> {
@@ -346,6 +377,7 @@ enum Step<T> {
 fn decode_client_step(
     buf: &mut BytesMut,
     limits: &Limits,
+    last: &mut LastSubject,
 ) -> Result<Option<Step<ClientOp>>, DecodeError> {
     let Some(line) = read_line(buf, FROM_CLIENT, limits)? else {
         return Ok(None);
@@ -443,20 +475,16 @@ fn decode_client_step(
                 }
             };
             let (hdr, total) = payload_sizes(verb, arg, a.2, a.3, limits)?;
-            let pa = PayloadArgs {
-                subject: text(a.0, verb)?,
-                sid: None,
-                reply: a.1.map(|r| text(r, verb)).transpose()?,
-                hdr: a.2.map(|_| hdr),
-                total,
-            };
+            // Decoded before the payload is there, as before: errors come in the same order.
+            let subject = last.reuse_or_decode(a.0, verb)?;
+            let reply = a.1.map(|r| text(r, verb)).transpose()?;
             if !payload_ready(buf, verb, line.next, total)? {
                 return Ok(None);
             }
-            let (headers, payload) = cut_payload(buf, &line, &pa);
+            let (headers, payload) = cut_payload(buf, &line, a.2.map(|_| hdr), total);
             return Ok(Some(Step::Op(ClientOp::Pub(Pub {
-                subject: pa.subject,
-                reply: pa.reply,
+                subject,
+                reply,
                 headers,
                 payload,
             }))));
@@ -477,8 +505,18 @@ pub fn decode_client_op(
     buf: &mut BytesMut,
     limits: &Limits,
 ) -> Result<Option<ClientOp>, DecodeError> {
+    decode_client_op_reusing(buf, limits, &mut LastSubject::default())
+}
+
+/// [`decode_client_op`] for a connection: a PUB/HPUB whose subject repeats the previous one
+/// shares its `Arc<str>` ([`LastSubject`]).
+pub fn decode_client_op_reusing(
+    buf: &mut BytesMut,
+    limits: &Limits,
+    last: &mut LastSubject,
+) -> Result<Option<ClientOp>, DecodeError> {
     loop {
-        match decode_client_step(buf, limits)? {
+        match decode_client_step(buf, limits, last)? {
             None => return Ok(None),
             Some(Step::Op(op)) => return Ok(Some(op)),
             Some(Step::Skip) => continue,
@@ -542,7 +580,7 @@ pub fn decode_server_op(
             if !payload_ready(buf, verb, line.next, total)? {
                 return Ok(None);
             }
-            let (headers, payload) = cut_payload(buf, &line, &pa);
+            let (headers, payload) = cut_payload(buf, &line, pa.hdr, pa.total);
             return Ok(Some(ServerOp::Msg(Msg {
                 subject: pa.subject,
                 sid: pa.sid.unwrap_or_default(),

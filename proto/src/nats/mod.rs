@@ -5,8 +5,10 @@
 //!   (INFO, MSG/HMSG, PING, PONG, +OK, -ERR), their payload types and encoders
 //!   ([`ClientOp::encode`], [`ServerOp::encode`], and the allocation-free [`encode_pub`] /
 //!   [`encode_msg`]).
-//! - [`decode`](mod@decode): [`decode_client_op`] (what a server reads) and [`decode_server_op`]
-//!   (what a client reads), bounded by [`Limits`]. "Need more bytes" is `Ok(None)`.
+//! - [`decode`](mod@decode): [`decode_client_op`] (what a server reads; a connection uses
+//!   [`decode_client_op_reusing`], so a repeated PUB subject is one shared `Arc`:
+//!   [`LastSubject`]) and [`decode_server_op`] (what a client reads), bounded by [`Limits`].
+//!   "Need more bytes" is `Ok(None)`.
 //! - [`error`]: [`DecodeError`] with nats-server's exact `-ERR` wording
 //!   ([`DecodeError::err_message`]) and close behaviour ([`DecodeError::closes_connection`]);
 //!   [`ServerError`] for session-level `-ERR`s (auth, permissions, stale connection, ...).
@@ -56,7 +58,8 @@ pub mod ops;
 pub mod subject;
 
 pub use decode::{
-    DEFAULT_MAX_CONTROL_LINE, DEFAULT_MAX_PAYLOAD, Limits, decode_client_op, decode_server_op,
+    DEFAULT_MAX_CONTROL_LINE, DEFAULT_MAX_PAYLOAD, LastSubject, Limits, decode_client_op,
+    decode_client_op_reusing, decode_server_op,
 };
 pub use error::{DecodeError, ServerError};
 pub use headers::{HeaderError, HeaderMap};

@@ -1,5 +1,7 @@
 //! The protocol operations, in both directions, and their encoders.
 
+use std::sync::Arc;
+
 use bytes::{BufMut, Bytes, BytesMut};
 use serde::{Deserialize, Serialize};
 
@@ -164,8 +166,9 @@ pub struct Info {
 /// A message published by a client: `PUB` (no headers) or `HPUB` (headers present).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Pub {
-    /// Subject to publish to (not validated by the decoder, as in nats-server).
-    pub subject: String,
+    /// Subject to publish to (not validated by the decoder, as in nats-server). Shared: a
+    /// connection's decoder hands out one `Arc` while the subject repeats (`LastSubject`).
+    pub subject: Arc<str>,
     /// Optional reply subject.
     pub reply: Option<String>,
     /// Raw `NATS/1.0` header block (HPUB), zero-copy; parse with [`super::HeaderMap::decode`].
