@@ -786,7 +786,11 @@ mod tests {
         let mut queue = IngestQueue::new(log.clone(), IngestLimits::default());
         let mut seen = Seen::default();
         let mut pushed = 0u32;
-        while !queue.holds_input() {
+        // Until input is held because the log is full: input is also held while the writer's
+        // queue has no room (a writer thread starved on a loaded machine), with the budget not
+        // used up; then every record goes through and the check below fails. That is the likely
+        // cause of one failure in a suite run (not reproduced on demand, 0 of 25 under load).
+        while !queue.holds_input() || log.has_room(record(0, 200).encoded_len() as u64) {
             assert!(
                 pushed < 100,
                 "a 4 KiB log never held back 100 records of 200 B"
