@@ -175,6 +175,39 @@ impl ReadBuffer {
     }
 }
 
+/// Reads what the client sent into `buf`, returning the bytes read and the room there was.
+///
+/// An empty, unallocated `buf` (a quiet connection) waits without a buffer: once the stream
+/// says bytes may be there ([`ClientRead`]: plain TCP waits for the socket's
+/// readiness, other streams are always ready), a small one (`policy`'s initial size) is taken for the
+/// read, and given back if the read found nothing. (On `Pending` a stream has put nothing into
+/// the buffer, plain TCP, TLS or WebSocket alike.)
+pub async fn read_some(
+    reader: &mut ReadHalf,
+    buf: &mut bytes::BytesMut,
+    policy: &ReadBuffer,
+    burst: bool,
+) -> std::io::Result<(usize, usize)> {
+    std::future::poll_fn(|cx| {
+        let unbuffered = buf.capacity() == 0;
+        if unbuffered {
+            std::task::ready!(reader.poll_read_ready(cx))?;
+            policy.prepare(buf, burst);
+        }
+        let room = buf.capacity() - buf.len();
+        match tokio_util::io::poll_read_buf(std::pin::Pin::new(&mut *reader), cx, buf) {
+            std::task::Poll::Ready(read) => std::task::Poll::Ready(read.map(|n| (n, room))),
+            std::task::Poll::Pending => {
+                if unbuffered && buf.is_empty() {
+                    *buf = bytes::BytesMut::new();
+                }
+                std::task::Poll::Pending
+            }
+        }
+    })
+    .await
+}
+
 /// Writes what is left in `out` and shuts the socket down, giving up after `deadline` (a client
 /// that stopped reading must not hold a closing connection open).
 pub async fn flush_and_close<W: AsyncWrite + Unpin>(

@@ -32,7 +32,7 @@ use super::session::{Outbound, Session, SubscriptionRecord};
 use crate::admission::{Pending, Seat};
 use crate::hub::{Delivery, Mailbox, SubEntry};
 use crate::ingest::{self, Answer, Event, IngestLimits, IngestQueue, Outcome, Publisher};
-use crate::listener::{ReadBuffer, ReadHalf, WriteHalf};
+use crate::listener::{ReadBuffer, ReadHalf, WriteHalf, read_some};
 use crate::message::{Message, MessageProperties, Origin, now_ms};
 use crate::metrics::front::{DropReason, inc};
 use crate::router::Filter;
@@ -227,7 +227,7 @@ async fn read_connect(
                 return Err((format!("invalid CONNECT: {err}"), unsupported));
             }
         }
-        let (n, _) = read_some(reader, buf, false)
+        let (n, _) = read_some(reader, buf, &READ_BUFFER, false)
             .await
             .map_err(|e| (format!("read failed: {e}"), false))?;
         if n == 0 {
@@ -680,7 +680,7 @@ impl Connection {
                         return Exit::Closed(format!("write failed: {err}"));
                     }
                 }
-                read = read_some(&mut self.reader, &mut self.inbuf, self.read_burst), if can_read => match read {
+                read = read_some(&mut self.reader, &mut self.inbuf, &READ_BUFFER, self.read_burst), if can_read => match read {
                     Ok((0, _)) => return Exit::Closed("connection closed by client".to_owned()),
                     Ok((n, room)) => {
                         self.last_read = Instant::now();
@@ -1586,38 +1586,6 @@ async fn ingest_progress(queue: &mut Option<Box<Ingest>>) {
     }
 }
 
-/// Reads what the client sent into `buf`, returning the bytes read and the room there was.
-///
-/// An empty, unallocated `buf` (a quiet connection) waits without a buffer: once the stream
-/// says bytes may be there ([`crate::listener::ClientRead`]: plain TCP waits for the socket's
-/// readiness, other streams are always ready), a small one ([`READ_BUFFER`]) is taken for the
-/// read, and given back if the read found nothing. (On `Pending` a stream has put nothing into
-/// the buffer, plain TCP, TLS or WebSocket alike.)
-async fn read_some(
-    reader: &mut ReadHalf,
-    buf: &mut BytesMut,
-    burst: bool,
-) -> std::io::Result<(usize, usize)> {
-    std::future::poll_fn(|cx| {
-        let unbuffered = buf.capacity() == 0;
-        if unbuffered {
-            std::task::ready!(reader.poll_read_ready(cx))?;
-            READ_BUFFER.prepare(buf, burst);
-        }
-        let room = buf.capacity() - buf.len();
-        match tokio_util::io::poll_read_buf(std::pin::Pin::new(&mut *reader), cx, buf) {
-            std::task::Poll::Ready(read) => std::task::Poll::Ready(read.map(|n| (n, room))),
-            std::task::Poll::Pending => {
-                if unbuffered && buf.is_empty() {
-                    *buf = BytesMut::new();
-                }
-                std::task::Poll::Pending
-            }
-        }
-    })
-    .await
-}
-
 async fn sleep_until_opt(deadline: Option<Instant>) {
     match deadline {
         Some(deadline) => tokio::time::sleep_until(deadline).await,
@@ -1632,14 +1600,15 @@ mod tests {
     use bytes::BytesMut;
     use tokio::io::AsyncWriteExt;
 
-    use super::{INITIAL_BUFFER, read_some};
+    use super::{INITIAL_BUFFER, READ_BUFFER, read_some};
     use crate::listener::ReadHalf;
 
     /// Reads into an empty, unallocated buffer for `wait` (nothing arrives), then returns the
     /// buffer's capacity.
     async fn capacity_while_waiting(reader: &mut ReadHalf, wait: Duration) -> usize {
         let mut buf = BytesMut::new();
-        let read = tokio::time::timeout(wait, read_some(reader, &mut buf, false)).await;
+        let read =
+            tokio::time::timeout(wait, read_some(reader, &mut buf, &READ_BUFFER, false)).await;
         assert!(read.is_err(), "nothing was sent: {read:?}");
         buf.capacity()
     }
@@ -1662,14 +1631,22 @@ mod tests {
         // Bytes arrive: a small buffer is taken and they are read.
         client.write_all(b"\xc0\x00").await.unwrap();
         let mut buf = BytesMut::new();
-        let (n, room) = read_some(&mut reader, &mut buf, false).await.unwrap();
+        let (n, room) = read_some(&mut reader, &mut buf, &READ_BUFFER, false)
+            .await
+            .unwrap();
         assert_eq!((n, &buf[..]), (2, &b"\xc0\x00"[..]));
         assert_eq!(room, INITIAL_BUFFER);
 
         // The end is seen without a buffer too.
         drop(client);
         let mut buf = BytesMut::new();
-        assert_eq!(read_some(&mut reader, &mut buf, false).await.unwrap().0, 0);
+        assert_eq!(
+            read_some(&mut reader, &mut buf, &READ_BUFFER, false)
+                .await
+                .unwrap()
+                .0,
+            0
+        );
     }
 
     #[tokio::test]
@@ -1682,6 +1659,12 @@ mod tests {
         assert_eq!(capacity_while_waiting(&mut reader, wait).await, 0);
         client.write_all(b"\xc0\x00").await.unwrap();
         let mut buf = BytesMut::new();
-        assert_eq!(read_some(&mut reader, &mut buf, false).await.unwrap().0, 2);
+        assert_eq!(
+            read_some(&mut reader, &mut buf, &READ_BUFFER, false)
+                .await
+                .unwrap()
+                .0,
+            2
+        );
     }
 }

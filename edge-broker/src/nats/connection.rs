@@ -31,7 +31,7 @@ use edge_proto::nats::{
     decode_client_op_reusing, encode_msg, subject,
 };
 use parking_lot::{Mutex, MutexGuard};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio::sync::Notify;
 use tokio::time::Instant;
@@ -43,7 +43,7 @@ use crate::admission::{Pending, Seat};
 use crate::auth::acl::SubscribeVerdict;
 use crate::hub::{Delivery, Mailbox, SubEntry};
 use crate::ingest::{self, Answer, Event, IngestLimits, IngestQueue, Outcome, Publisher};
-use crate::listener::{ReadBuffer, ReadHalf, WriteHalf};
+use crate::listener::{ReadBuffer, ReadHalf, WriteHalf, read_some};
 use crate::message::{Message, now_ms};
 use crate::metrics::front::{DropReason, inc};
 use crate::router::Filter;
@@ -451,7 +451,7 @@ async fn run(
         conn_key,
         reader,
         writer,
-        inbuf: BytesMut::with_capacity(INITIAL_BUFFER),
+        inbuf: BytesMut::new(),
         read_burst: false,
         outbuf: BytesMut::new(),
         connect: None,
@@ -593,11 +593,16 @@ impl Connection {
             }
             let can_read = self.can_process();
             if can_read {
-                // A client sending bursts reads big chunks (a whole client write becomes one
-                // batch for the log); a quiet one keeps a small buffer.
-                READ_BUFFER.prepare(&mut self.inbuf, self.read_burst);
+                if self.inbuf.is_empty() && !self.read_burst {
+                    // Quiet and drained: wait for bytes without a buffer (`read_some` takes
+                    // one when bytes are there), as MQTT connections do.
+                    self.inbuf = BytesMut::new();
+                } else {
+                    // A client sending bursts reads big chunks (a whole client write becomes
+                    // one batch for the log); a quiet one keeps a small buffer.
+                    READ_BUFFER.prepare(&mut self.inbuf, self.read_burst);
+                }
             }
-            let room = self.inbuf.capacity() - self.inbuf.len();
             // Every connection must send CONNECT in time, with or without credentials to check:
             // one that does not holds a pending place and its buffers for nothing.
             let awaiting_auth = self.connect.is_none();
@@ -616,9 +621,9 @@ impl Connection {
                         self.outbuf = BytesMut::new();
                     }
                 }
-                read = self.reader.read_buf(&mut self.inbuf), if can_read => match read {
-                    Ok(0) => return Exit::Closed("connection closed by client".to_owned()),
-                    Ok(n) => self.read_burst = READ_BUFFER.is_burst(n, room),
+                read = read_some(&mut self.reader, &mut self.inbuf, &READ_BUFFER, self.read_burst), if can_read => match read {
+                    Ok((0, _)) => return Exit::Closed("connection closed by client".to_owned()),
+                    Ok((n, room)) => self.read_burst = READ_BUFFER.is_burst(n, room),
                     Err(err) => return Exit::Closed(format!("read failed: {err}")),
                 },
                 _ = self.outbox.wake.notified() => {}
