@@ -229,8 +229,11 @@ pub async fn flush_and_close<W: AsyncWrite + Unpin>(
 
 #[cfg(test)]
 mod tests {
-    use super::ReadBuffer;
+    use std::time::Duration;
+
+    use super::{ReadBuffer, ReadHalf, read_some};
     use bytes::BytesMut;
+    use tokio::io::AsyncWriteExt;
 
     const POLICY: ReadBuffer = ReadBuffer {
         initial: 512,
@@ -289,5 +292,59 @@ mod tests {
             buf.extend_from_slice(&vec![b'x'; n]);
             burst = POLICY.is_burst(n, room);
         }
+    }
+
+    /// Reads into an empty, unallocated buffer for `wait` (nothing arrives), then returns the
+    /// buffer's capacity.
+    async fn capacity_while_waiting(reader: &mut ReadHalf, wait: Duration) -> usize {
+        let mut buf = BytesMut::new();
+        let read = tokio::time::timeout(wait, read_some(reader, &mut buf, &POLICY, false)).await;
+        assert!(read.is_err(), "nothing was sent: {read:?}");
+        buf.capacity()
+    }
+
+    /// One read into an empty, unallocated buffer: the bytes read, and the buffer.
+    async fn read_fresh(reader: &mut ReadHalf) -> (usize, usize, BytesMut) {
+        let mut buf = BytesMut::new();
+        let (n, room) = read_some(reader, &mut buf, &POLICY, false).await.unwrap();
+        (n, room, buf)
+    }
+
+    #[tokio::test]
+    async fn a_quiet_tcp_connection_waits_for_bytes_without_a_read_buffer() {
+        // A fresh tokio socket starts out "readable": the first poll reads, finds nothing and
+        // gives the buffer back.
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let mut client = tokio::net::TcpStream::connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        let (stream, _) = listener.accept().await.unwrap();
+        let (mut reader, _writer) = super::plain(stream);
+
+        // Waiting (an idle client): no buffer. (A read into it reserved 64 bytes at least.)
+        let wait = Duration::from_millis(50);
+        assert_eq!(capacity_while_waiting(&mut reader, wait).await, 0);
+
+        // Bytes arrive: a small buffer is taken and they are read.
+        client.write_all(b"\xc0\x00").await.unwrap();
+        let (n, room, buf) = read_fresh(&mut reader).await;
+        assert_eq!((n, &buf[..]), (2, &b"\xc0\x00"[..]));
+        assert_eq!(room, POLICY.initial);
+
+        // The end is seen without a buffer too.
+        drop(client);
+        assert_eq!(read_fresh(&mut reader).await.0, 0);
+    }
+
+    #[tokio::test]
+    async fn a_quiet_pipe_connection_holds_no_read_buffer_either() {
+        // TLS and WebSocket connections are served through such halves.
+        let (mut client, server) = tokio::io::duplex(64);
+        let (reader, _writer) = tokio::io::split(server);
+        let mut reader: ReadHalf = Box::new(reader);
+        let wait = Duration::from_millis(20);
+        assert_eq!(capacity_while_waiting(&mut reader, wait).await, 0);
+        client.write_all(b"\xc0\x00").await.unwrap();
+        assert_eq!(read_fresh(&mut reader).await.0, 2);
     }
 }
