@@ -86,6 +86,9 @@ pub struct Room {
     made: AtomicU64,
     /// When room was last made (or the room was created), ms on [`Room`]'s monotonic clock.
     last_ms: AtomicU64,
+    /// The mailbox took a delivery into an empty queue since room was last made: it was idle,
+    /// not stalled ([`Room::had_room`]).
+    idle: AtomicBool,
     /// A publisher waits: the next [`Room::made`] wakes it.
     wanted: AtomicBool,
     notify: Notify,
@@ -96,6 +99,7 @@ impl Default for Room {
         Room {
             made: AtomicU64::new(0),
             last_ms: AtomicU64::new(monotonic_ms()),
+            idle: AtomicBool::new(false),
             wanted: AtomicBool::new(false),
             notify: Notify::new(),
         }
@@ -119,22 +123,30 @@ impl Room {
     pub fn made(&self) {
         self.made.fetch_add(1, Ordering::SeqCst);
         self.last_ms.store(monotonic_ms(), Ordering::Relaxed);
+        self.idle.store(false, Ordering::Relaxed);
         if self.wanted.load(Ordering::SeqCst) && self.wanted.swap(false, Ordering::SeqCst) {
             self.notify.notify_waiters();
         }
     }
 
     /// The mailbox took a delivery into an empty queue: it had room then, though its consumer
-    /// had nothing to take out for a while. Restarts the wait bound's clock without waking
-    /// anyone, so an idle subscriber that a burst fills is waited for, not taken for stalled.
+    /// had nothing to take out for a while. The wait bound's clock restarts when that queue is
+    /// next found full ([`Room::until`]), so an idle subscriber that a burst fills is waited
+    /// for, not taken for stalled. No clock is read here: this is on every delivery's path.
     pub fn had_room(&self) {
-        self.last_ms.store(monotonic_ms(), Ordering::Relaxed);
+        if !self.idle.load(Ordering::Relaxed) {
+            self.idle.store(true, Ordering::Relaxed);
+        }
     }
 
-    /// Until when a publisher may wait: `wait` after room was last made. A consumer that
-    /// stopped taking deliveries out holds its publishers at most `wait` after it stopped,
-    /// however many publishes and publishers meet it full.
+    /// Until when a publisher may wait: `wait` after room was last made, or after the queue,
+    /// empty since then, was first found full. A consumer that stopped taking deliveries out
+    /// holds its publishers at most `wait` after it stopped, however many publishes and
+    /// publishers meet it full.
     pub fn until(&self, wait: Duration) -> Instant {
+        if self.idle.swap(false, Ordering::Relaxed) {
+            self.last_ms.store(monotonic_ms(), Ordering::Relaxed);
+        }
         let idle = monotonic_ms().saturating_sub(self.last_ms.load(Ordering::Relaxed));
         let now = Instant::now();
         now.checked_sub(Duration::from_millis(idle)).unwrap_or(now) + wait
