@@ -277,12 +277,20 @@ pub struct Story {
     started_behind: bool,
     /// Times the uplink went down so far.
     downs: u64,
+    /// Times it came up (or back) so far.
+    ups: u64,
 }
 
-/// When a request was sent, as [`Story::mark`] counts: an answer to a request sent before the
-/// uplink went down (late, from the broker that then died) does not say it is back.
+/// When a request was sent, as [`Story::mark`] counts the uplink's changes: an answer to a
+/// request sent before the uplink went down (late, from the broker that then died) does not
+/// say it is back, and a failure of one sent before it came back (late, from the outage: a
+/// connection refused while the broker was away, a connection the restarting broker closed)
+/// does not start a new outage.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Mark(u64);
+pub struct Mark {
+    downs: u64,
+    ups: u64,
+}
 
 impl Story {
     /// A story whose summaries come every `interval` while the uplink is down; the forwarder
@@ -297,12 +305,16 @@ impl Story {
             interval,
             started_behind,
             downs: 0,
+            ups: 0,
         }
     }
 
     /// The mark of a request sent now.
     pub fn mark(&self) -> Mark {
-        Mark(self.downs)
+        Mark {
+            downs: self.downs,
+            ups: self.ups,
+        }
     }
 
     /// The current state.
@@ -310,14 +322,19 @@ impl Story {
         self.state
     }
 
-    /// A request failed, leaving the uplink `state` (down or auth failed) for `reason`.
+    /// A request sent at `sent` failed, leaving the uplink `state` (down or auth failed) for
+    /// `reason`; nothing changes if the uplink came up since it was sent.
     pub fn failure(
         &mut self,
         now: Instant,
+        sent: Mark,
         state: UplinkState,
         reason: &str,
         backlog: impl FnOnce() -> Backlog,
     ) -> Option<Line> {
+        if sent.ups < self.ups {
+            return None;
+        }
         reason.clone_into(&mut self.reason);
         if self.state == state {
             return None;
@@ -345,9 +362,10 @@ impl Story {
         mark: Mark,
         backlog: impl FnOnce() -> Backlog,
     ) -> Option<Line> {
-        if self.state == UplinkState::Up || mark.0 < self.downs {
+        if self.state == UplinkState::Up || mark.downs < self.downs {
             return None;
         }
+        self.ups += 1;
         let after = match self.state {
             UplinkState::Connecting => None,
             _ => Some(
@@ -484,7 +502,8 @@ impl Uplink {
     /// and (if it says the uplink is down) told once per outage.
     pub fn failed(&self, error: &ProduceError) {
         if self.count(error) {
-            self.down(error);
+            let now = self.mark();
+            self.down(error, now);
         }
     }
 
@@ -506,7 +525,7 @@ impl Uplink {
         if answered {
             self.succeeded(mark);
         } else if let Some(e) = down {
-            self.down(e);
+            self.down(e, mark);
         }
     }
 
@@ -529,16 +548,18 @@ impl Uplink {
         UplinkState::after(error).is_some()
     }
 
-    /// The uplink is down (or refusing us) because of `error`.
-    fn down(&self, error: &ProduceError) {
+    /// The uplink is down (or refusing us) because of `error`, from a request sent at `sent`.
+    fn down(&self, error: &ProduceError, sent: Mark) {
         let Some(state) = UplinkState::after(error) else {
             return;
         };
-        let line =
-            self.inner
-                .story
-                .lock()
-                .failure(Instant::now(), state, &error.to_string(), || self.backlog());
+        let (line, state) = {
+            let mut story = self.inner.story.lock();
+            let line = story.failure(Instant::now(), sent, state, &error.to_string(), || {
+                self.backlog()
+            });
+            (line, story.state())
+        };
         self.inner.metrics.set_uplink_state(state);
         if let Some(line) = line {
             write(&line);
@@ -562,11 +583,11 @@ impl Uplink {
             message: reason.to_owned(),
             at_ms: unix_ms(),
         });
-        let _ = self
-            .inner
-            .story
-            .lock()
-            .failure(Instant::now(), state, reason, || self.backlog());
+        {
+            let mut story = self.inner.story.lock();
+            let now = story.mark();
+            let _ = story.failure(Instant::now(), now, state, reason, || self.backlog());
+        }
         metrics.set_uplink_state(state);
     }
 
@@ -762,11 +783,13 @@ mod tests {
         let mut lines = Vec::new();
         for i in 0..150u64 {
             let now = t0 + Duration::from_millis(i * 53);
-            lines.extend(
-                story.failure(now, UplinkState::Down, "connection refused", || {
-                    backlog(i, i * 1000)
-                }),
-            );
+            lines.extend(story.failure(
+                now,
+                story.mark(),
+                UplinkState::Down,
+                "connection refused",
+                || backlog(i, i * 1000),
+            ));
             lines.extend(story.tick(now, || backlog(i, i * 1000)));
         }
         let back = t0 + 8 * SEC;
@@ -866,12 +889,18 @@ mod tests {
         ));
         assert!(
             story
-                .failure(t0, UplinkState::Down, "refused", || backlog(0, 0))
+                .failure(t0, story.mark(), UplinkState::Down, "refused", || backlog(
+                    0, 0
+                ))
                 .is_some()
         );
-        let refused = story.failure(t0 + SEC, UplinkState::AuthFailed, "bad certificate", || {
-            backlog(0, 0)
-        });
+        let refused = story.failure(
+            t0 + SEC,
+            story.mark(),
+            UplinkState::AuthFailed,
+            "bad certificate",
+            || backlog(0, 0),
+        );
         assert!(
             refused
                 .unwrap()
@@ -898,7 +927,9 @@ mod tests {
         let sent = story.mark();
         assert!(
             story
-                .failure(t0, UplinkState::Down, "refused", || backlog(0, 0))
+                .failure(t0, story.mark(), UplinkState::Down, "refused", || backlog(
+                    0, 0
+                ))
                 .is_some()
         );
         assert_eq!(story.success(t0 + SEC, sent, || backlog(0, 0)), None);
@@ -907,6 +938,48 @@ mod tests {
             story.success(t0 + SEC, story.mark(), || backlog(0, 0)),
             Some(Line::Back { .. })
         ));
+    }
+
+    /// A failure of a request sent during the outage, handled after the uplink came back (a
+    /// connection refused while the broker was away, or one the restarting broker closed),
+    /// does not start a new outage: the uplink is told back once. One sent after it came back
+    /// does.
+    #[test]
+    fn late_failures_from_an_outage_do_not_start_another() {
+        let t0 = Instant::now();
+        let mut story = Story::new(60 * SEC, false);
+        assert_eq!(
+            story.success(t0, story.mark(), || backlog(0, 0)),
+            Some(Line::Up)
+        );
+        assert!(
+            story
+                .failure(t0, story.mark(), UplinkState::Down, "refused", || backlog(
+                    0, 0
+                ))
+                .is_some()
+        );
+        let during = story.mark();
+        assert!(matches!(
+            story.success(t0 + SEC, story.mark(), || backlog(9, 0)),
+            Some(Line::Back { .. })
+        ));
+        assert_eq!(
+            story.failure(t0 + SEC, during, UplinkState::Down, "refused", || backlog(
+                0, 0
+            )),
+            None
+        );
+        assert_eq!(story.state(), UplinkState::Up);
+        let after = story.mark();
+        assert!(
+            story
+                .failure(t0 + 2 * SEC, after, UplinkState::Down, "reset", || backlog(
+                    0, 0
+                ))
+                .is_some()
+        );
+        assert_eq!(story.state(), UplinkState::Down);
     }
 
     #[test]

@@ -319,6 +319,26 @@ fn process_state(pid: u32) -> Option<char> {
 
 impl Drop for Tansu {
     fn drop(&mut self) {
+        if std::thread::panicking() {
+            // A failing test: say whether Tansu was still running and what it logged, before
+            // its temporary log directory goes (a refused connection is otherwise a riddle).
+            let state = match self.child.as_mut().map(|c| c.try_wait()) {
+                None => "stopped by the test".to_owned(),
+                Some(Ok(None)) => "still running".to_owned(),
+                Some(Ok(Some(status))) => format!("exited on its own: {status}"),
+                Some(Err(e)) => format!("state unknown: {e}"),
+            };
+            let log = self.log();
+            let tail: Vec<&str> = log.lines().rev().take(60).collect();
+            eprintln!(
+                "[tansu] port {}: {state}; last {} lines of its log:",
+                self.port,
+                tail.len()
+            );
+            for line in tail.into_iter().rev() {
+                eprintln!("[tansu] {line}");
+            }
+        }
         if let Some(child) = self.child.as_ref() {
             // A SIGSTOPped process still dies on SIGKILL, but continue it to be tidy.
             let _ = Command::new("kill")
