@@ -317,8 +317,11 @@ pub enum ProduceError {
     },
 }
 
-/// Kafka error codes the bridge treats specially (see `ProduceError::class`).
+/// Kafka error codes the bridge treats specially (see `ProduceError::class`) and those of the
+/// transactional protocol (`txn`).
 pub mod codes {
+    /// UNKNOWN_SERVER_ERROR (Tansu 0.6's answer to a KIP-588 recovery).
+    pub const UNKNOWN_SERVER_ERROR: i16 = -1;
     /// CORRUPT_MESSAGE (CRC mismatch on the wire; retriable).
     pub const CORRUPT_MESSAGE: i16 = 2;
     /// UNKNOWN_TOPIC_OR_PARTITION.
@@ -327,10 +330,18 @@ pub mod codes {
     pub const LEADER_NOT_AVAILABLE: i16 = 5;
     /// NOT_LEADER_OR_FOLLOWER.
     pub const NOT_LEADER_OR_FOLLOWER: i16 = 6;
+    /// REQUEST_TIMED_OUT.
+    pub const REQUEST_TIMED_OUT: i16 = 7;
     /// BROKER_NOT_AVAILABLE (Kafka calls it non-retriable; for a forwarder it is transient).
     pub const BROKER_NOT_AVAILABLE: i16 = 8;
     /// MESSAGE_TOO_LARGE.
     pub const MESSAGE_TOO_LARGE: i16 = 10;
+    /// COORDINATOR_LOAD_IN_PROGRESS.
+    pub const COORDINATOR_LOAD_IN_PROGRESS: i16 = 14;
+    /// COORDINATOR_NOT_AVAILABLE.
+    pub const COORDINATOR_NOT_AVAILABLE: i16 = 15;
+    /// NOT_COORDINATOR.
+    pub const NOT_COORDINATOR: i16 = 16;
     /// RECORD_LIST_TOO_LARGE.
     pub const RECORD_LIST_TOO_LARGE: i16 = 18;
     /// TOPIC_AUTHORIZATION_FAILED.
@@ -347,16 +358,24 @@ pub mod codes {
     pub const UNSUPPORTED_VERSION: i16 = 35;
     /// TOPIC_ALREADY_EXISTS.
     pub const TOPIC_ALREADY_EXISTS: i16 = 36;
-    /// INVALID_RECORD.
-    pub const INVALID_RECORD: i16 = 87;
     /// OUT_OF_ORDER_SEQUENCE_NUMBER.
     pub const OUT_OF_ORDER_SEQUENCE_NUMBER: i16 = 45;
     /// DUPLICATE_SEQUENCE_NUMBER.
     pub const DUPLICATE_SEQUENCE_NUMBER: i16 = 46;
     /// INVALID_PRODUCER_EPOCH.
     pub const INVALID_PRODUCER_EPOCH: i16 = 47;
+    /// INVALID_TXN_STATE.
+    pub const INVALID_TXN_STATE: i16 = 48;
+    /// INVALID_PRODUCER_ID_MAPPING.
+    pub const INVALID_PRODUCER_ID_MAPPING: i16 = 49;
+    /// INVALID_TRANSACTION_TIMEOUT.
+    pub const INVALID_TRANSACTION_TIMEOUT: i16 = 50;
+    /// CONCURRENT_TRANSACTIONS.
+    pub const CONCURRENT_TRANSACTIONS: i16 = 51;
     /// TRANSACTIONAL_ID_AUTHORIZATION_FAILED.
     pub const TRANSACTIONAL_ID_AUTHORIZATION_FAILED: i16 = 53;
+    /// OPERATION_NOT_ATTEMPTED.
+    pub const OPERATION_NOT_ATTEMPTED: i16 = 55;
     /// SASL_AUTHENTICATION_FAILED.
     pub const SASL_AUTHENTICATION_FAILED: i16 = 58;
     /// UNKNOWN_PRODUCER_ID.
@@ -365,6 +384,14 @@ pub mod codes {
     pub const FENCED_LEADER_EPOCH: i16 = 74;
     /// UNKNOWN_LEADER_EPOCH.
     pub const UNKNOWN_LEADER_EPOCH: i16 = 75;
+    /// INVALID_RECORD.
+    pub const INVALID_RECORD: i16 = 87;
+    /// PRODUCER_FENCED.
+    pub const PRODUCER_FENCED: i16 = 90;
+    /// TRANSACTIONAL_ID_NOT_FOUND.
+    pub const TRANSACTIONAL_ID_NOT_FOUND: i16 = 105;
+    /// TRANSACTION_ABORTABLE.
+    pub const TRANSACTION_ABORTABLE: i16 = 120;
 }
 
 /// Classifies a Kafka error code.

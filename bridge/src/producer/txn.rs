@@ -45,54 +45,8 @@ use std::time::Duration;
 use thiserror::Error;
 use tokio_util::sync::CancellationToken;
 
-use super::{ProducerIdentity, code_name};
+use super::{ProducerIdentity, code_name, codes};
 use crate::backoff::Backoff;
-
-/// Kafka error codes of the transactional protocol.
-pub mod codes {
-    /// UNKNOWN_SERVER_ERROR (Tansu 0.6's answer to a KIP-588 recovery).
-    pub const UNKNOWN_SERVER_ERROR: i16 = -1;
-    /// UNKNOWN_TOPIC_OR_PARTITION.
-    pub const UNKNOWN_TOPIC_OR_PARTITION: i16 = 3;
-    /// REQUEST_TIMED_OUT.
-    pub const REQUEST_TIMED_OUT: i16 = 7;
-    /// COORDINATOR_LOAD_IN_PROGRESS.
-    pub const COORDINATOR_LOAD_IN_PROGRESS: i16 = 14;
-    /// COORDINATOR_NOT_AVAILABLE.
-    pub const COORDINATOR_NOT_AVAILABLE: i16 = 15;
-    /// NOT_COORDINATOR.
-    pub const NOT_COORDINATOR: i16 = 16;
-    /// TOPIC_AUTHORIZATION_FAILED.
-    pub const TOPIC_AUTHORIZATION_FAILED: i16 = 29;
-    /// GROUP_AUTHORIZATION_FAILED.
-    pub const GROUP_AUTHORIZATION_FAILED: i16 = 30;
-    /// UNSUPPORTED_VERSION.
-    pub const UNSUPPORTED_VERSION: i16 = 35;
-    /// OUT_OF_ORDER_SEQUENCE_NUMBER.
-    pub const OUT_OF_ORDER_SEQUENCE_NUMBER: i16 = 45;
-    /// INVALID_PRODUCER_EPOCH.
-    pub const INVALID_PRODUCER_EPOCH: i16 = 47;
-    /// INVALID_TXN_STATE.
-    pub const INVALID_TXN_STATE: i16 = 48;
-    /// INVALID_PRODUCER_ID_MAPPING.
-    pub const INVALID_PRODUCER_ID_MAPPING: i16 = 49;
-    /// INVALID_TRANSACTION_TIMEOUT.
-    pub const INVALID_TRANSACTION_TIMEOUT: i16 = 50;
-    /// CONCURRENT_TRANSACTIONS.
-    pub const CONCURRENT_TRANSACTIONS: i16 = 51;
-    /// TRANSACTIONAL_ID_AUTHORIZATION_FAILED.
-    pub const TRANSACTIONAL_ID_AUTHORIZATION_FAILED: i16 = 53;
-    /// OPERATION_NOT_ATTEMPTED.
-    pub const OPERATION_NOT_ATTEMPTED: i16 = 55;
-    /// UNKNOWN_PRODUCER_ID.
-    pub const UNKNOWN_PRODUCER_ID: i16 = 59;
-    /// PRODUCER_FENCED.
-    pub const PRODUCER_FENCED: i16 = 90;
-    /// TRANSACTIONAL_ID_NOT_FOUND.
-    pub const TRANSACTIONAL_ID_NOT_FOUND: i16 = 105;
-    /// TRANSACTION_ABORTABLE.
-    pub const TRANSACTION_ABORTABLE: i16 = 120;
-}
 
 /// Which coordinator a request goes to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]

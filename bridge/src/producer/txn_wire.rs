@@ -26,8 +26,9 @@ use kafka_protocol::messages::{
 };
 use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
 
+use super::codes;
 use super::conn::Connection;
-use super::txn::{CoordinatorKind, TopicPartition, TxnBroker, TxnReply, TxnRequest, codes};
+use super::txn::{CoordinatorKind, TopicPartition, TxnBroker, TxnReply, TxnRequest};
 use super::{ProduceError, ProducerIdentity, WireProducer};
 use crate::position::KafkaPosition;
 
