@@ -62,6 +62,23 @@ struct Shared {
 }
 
 impl Shared {
+    /// The current power generation (one per process between cuts).
+    fn generation(&self) -> u64 {
+        self.generation.load(Ordering::SeqCst)
+    }
+
+    /// Counts a directory operation of the process of `generation` against a planned power
+    /// cut and locks the file system for it; as [`MemFile::mutating`], a cut between the
+    /// count and the lock (or before the count) fails it.
+    fn mutating_fs(&self, generation: u64) -> io::Result<parking_lot::MutexGuard<'_, MemFs>> {
+        self.step()?;
+        let fs = self.fs.lock();
+        if self.generation() != generation {
+            return Err(io::Error::from_raw_os_error(5));
+        }
+        Ok(fs)
+    }
+
     /// Counts one mutating operation against a planned power cut; fails once it happened.
     fn step(&self) -> io::Result<()> {
         if self.dead.load(Ordering::SeqCst) {
@@ -127,10 +144,18 @@ impl MemFile {
         Ok(())
     }
 
-    fn mutating(&self) -> io::Result<()> {
+    /// Counts a mutation against a planned power cut and locks the inode for it. The handle
+    /// is checked alive *under the lock*: a power cut that comes between the count and the
+    /// lock (another thread's operation ran out the plan) fails this operation, and one that
+    /// comes later waits for the lock, so the operation happened before it. Without that, a
+    /// `sync_data` overtaken by the cut could apply to the files as they are after it and
+    /// answer Ok to the dead process: an acknowledgement of data the cut had dropped.
+    fn mutating(&self) -> io::Result<parking_lot::MutexGuard<'_, Inode>> {
         self.alive()?;
         self.shared.step()?;
-        self.alive()
+        let inode = self.inode.lock();
+        self.alive()?;
+        Ok(inode)
     }
 }
 
@@ -151,8 +176,7 @@ impl StorageFile for MemFile {
         Ok(n)
     }
     fn write_at(&self, buf: &[u8], pos: u64) -> io::Result<usize> {
-        self.mutating()?;
-        let mut inode = self.inode.lock();
+        let mut inode = self.mutating()?;
         let pos = pos as usize;
         if inode.data.len() < pos + buf.len() {
             inode.data.resize(pos + buf.len(), 0);
@@ -161,8 +185,7 @@ impl StorageFile for MemFile {
         Ok(buf.len())
     }
     fn sync_data(&self) -> io::Result<()> {
-        self.mutating()?;
-        let mut inode = self.inode.lock();
+        let mut inode = self.mutating()?;
         let Inode { data, synced } = &mut *inode;
         synced.clear();
         synced.extend_from_slice(data);
@@ -170,8 +193,7 @@ impl StorageFile for MemFile {
         Ok(())
     }
     fn truncate(&self, len: u64) -> io::Result<()> {
-        self.mutating()?;
-        self.inode.lock().data.resize(len as usize, 0);
+        self.mutating()?.data.resize(len as usize, 0);
         Ok(())
     }
 }
@@ -240,10 +262,11 @@ impl MemStorage {
         fs.names.get(path).map(|i| i.lock().data.clone())
     }
 
-    fn handle(&self, inode: Arc<Mutex<Inode>>) -> Arc<dyn StorageFile> {
+    /// A handle of the process of `generation` (dead after the next cut).
+    fn handle(&self, inode: Arc<Mutex<Inode>>, generation: u64) -> Arc<dyn StorageFile> {
         Arc::new(MemFile {
             inode,
-            generation: self.shared.generation.load(Ordering::SeqCst),
+            generation,
             shared: self.shared.clone(),
         })
     }
@@ -282,8 +305,7 @@ impl Storage for MemStorage {
         Ok(Some(Arc::new(DirectMemFile(self.open(path)?))))
     }
     fn create_dir_all(&self, dir: &Path) -> io::Result<()> {
-        self.shared.step()?;
-        let mut fs = self.shared.fs.lock();
+        let mut fs = self.shared.mutating_fs(self.shared.generation())?;
         for a in dir.ancestors() {
             fs.dirs.insert(a.to_path_buf());
         }
@@ -302,6 +324,11 @@ impl Storage for MemStorage {
             .collect())
     }
     fn open(&self, path: &Path) -> io::Result<Arc<dyn StorageFile>> {
+        // A process the power cut killed opens nothing more (its handle would outlive it).
+        if self.shared.dead.load(Ordering::SeqCst) {
+            return Err(io::Error::from_raw_os_error(5));
+        }
+        let generation = self.shared.generation();
         let inode = {
             let fs = self.shared.fs.lock();
             fs.names
@@ -309,12 +336,13 @@ impl Storage for MemStorage {
                 .cloned()
                 .ok_or_else(|| io::Error::from(io::ErrorKind::NotFound))?
         };
-        Ok(self.handle(inode))
+        Ok(self.handle(inode, generation))
     }
     fn create(&self, path: &Path) -> io::Result<Arc<dyn StorageFile>> {
-        self.shared.step()?;
+        // The handle belongs to the process that created the file: dead after a cut.
+        let generation = self.shared.generation();
         let inode = {
-            let mut fs = self.shared.fs.lock();
+            let mut fs = self.shared.mutating_fs(generation)?;
             let parent = path.parent().map(Path::to_path_buf).unwrap_or_default();
             if !fs.dirs.contains(&parent) {
                 return Err(io::Error::from(io::ErrorKind::NotFound));
@@ -331,11 +359,10 @@ impl Storage for MemStorage {
                 }
             }
         };
-        Ok(self.handle(inode))
+        Ok(self.handle(inode, generation))
     }
     fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
-        self.shared.step()?;
-        let mut fs = self.shared.fs.lock();
+        let mut fs = self.shared.mutating_fs(self.shared.generation())?;
         let inode = fs
             .names
             .remove(from)
@@ -344,16 +371,14 @@ impl Storage for MemStorage {
         Ok(())
     }
     fn remove(&self, path: &Path) -> io::Result<()> {
-        self.shared.step()?;
-        let mut fs = self.shared.fs.lock();
+        let mut fs = self.shared.mutating_fs(self.shared.generation())?;
         fs.names
             .remove(path)
             .map(|_| ())
             .ok_or_else(|| io::Error::from(io::ErrorKind::NotFound))
     }
     fn sync_dir(&self, dir: &Path) -> io::Result<()> {
-        self.shared.step()?;
-        let mut fs = self.shared.fs.lock();
+        let mut fs = self.shared.mutating_fs(self.shared.generation())?;
         let MemFs {
             names,
             durable_names,
@@ -502,6 +527,52 @@ impl Storage for FaultyStorage {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A `sync_data` counted before a planned power cut but reaching the file after it
+    /// (another thread's operation ran the plan out meanwhile) fails and syncs nothing: it
+    /// must not answer Ok to the dead process for bytes the cut dropped. Before the check
+    /// under the inode lock, the power-cut test saw this about once in 100 runs on a loaded
+    /// machine, as "acknowledged record ... lost".
+    #[test]
+    fn a_sync_overtaken_by_the_power_cut_fails() {
+        let mem = MemStorage::new();
+        let dir = Path::new("/d");
+        mem.create_dir_all(dir).unwrap();
+        let f = mem.create(&dir.join("f")).unwrap();
+        mem.sync_dir(dir).unwrap();
+        f.write_at(b"unsynced", 0).unwrap();
+        let inode = mem.shared.fs.lock().names[&dir.join("f")].clone();
+        let held = inode.lock(); // the sync waits here, after its count
+        mem.crash_after(1, CrashMode::DropUnsynced);
+        let generation = mem.shared.generation();
+        let sync = std::thread::spawn({
+            let f = f.clone();
+            move || f.sync_data()
+        });
+        while !matches!(*mem.shared.plan.lock(), Some((0, _))) {
+            std::thread::yield_now();
+        }
+        // Time to reach the lock (past every check made before it).
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        let cut = std::thread::spawn({
+            let mem = mem.clone();
+            move || mem.create_dir_all(Path::new("/e"))
+        });
+        while mem.shared.generation() == generation {
+            std::thread::yield_now();
+        }
+        drop(held);
+        assert!(
+            cut.join().unwrap().is_err(),
+            "the operation that cut the power"
+        );
+        assert!(
+            sync.join().unwrap().is_err(),
+            "a sync the power cut overtook answered Ok"
+        );
+        mem.revive();
+        assert_eq!(mem.contents(&dir.join("f")).unwrap(), b"");
+    }
 
     #[test]
     fn power_cut_model() {
