@@ -31,7 +31,8 @@
 //! - [`websocket`]: MQTT over WebSockets: the upgrade (path, `mqtt` subprotocol) and the pump
 //!   that serves a WebSocket client through the same byte-stream halves as TCP.
 //! - [`tls`]: rustls server configuration for the MQTT and NATS TLS listeners (optionally mutual).
-//! - [`mqtt`]: the MQTT 3.1.1/5 server (sessions, retained messages, wills, durable acks).
+//! - [`mqtt`]: the MQTT 3.1.1/5 server (sessions, retained messages, wills, durable acks;
+//!   one connection in `mqtt/connection/`: login, inbound, outbound, subscribe, close).
 //! - [`nats`]: the NATS server (client protocol, cross-protocol delivery, durable PubAcks).
 //! - [`state`]: the state journal of persistent MQTT sessions and retained messages (format,
 //!   writer, replay, migration of the first release's snapshot files).

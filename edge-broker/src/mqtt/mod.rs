@@ -2,9 +2,12 @@
 //!
 //! - [`server`]: listener, session registry, retained store, wills (published through
 //!   [`crate::ingest`]), expiry.
-//! - [`connection`]: one client connection over any byte stream: CONNECT, packet loop, its
-//!   publishes through [`crate::ingest`] (acks in arrival order, routed ones once durable),
-//!   delivery within the client's Receive Maximum.
+//! - [`connection`]: one client connection over any byte stream: [`connection::serve`] and the
+//!   packet loop, in rooms of one concern: `login` (CONNECT, seat, session attach or takeover,
+//!   CONNACK), `inbound` (its publishes through [`crate::ingest`], acks in arrival order, routed
+//!   ones once durable), `outbound` (delivery within the client's Receive Maximum, topic aliases,
+//!   resends), `subscribe` (SUBSCRIBE / UNSUBSCRIBE, retained at subscribe), `close`
+//!   (DISCONNECT, drain, will, detach).
 //! - [`session`]: what outlives a connection, and how its changes are recorded.
 //! - [`pace`]: a publishing connection waiting (bounded) for room in a slower QoS 0
 //!   subscriber's queue (`slow_subscriber_wait`).

@@ -1,0 +1,445 @@
+//! What the client sends us: decoding input, inbound PUBLISH (aliases, permissions, QoS 2,
+//! retained caps) into the ingest queue, local delivery once written, and the PUBACK/PUBREC
+//! answers in arrival order.
+
+use std::sync::Arc;
+
+use edge_log::{AppendError, Source};
+use edge_proto::mqtt::{
+    self, DecodeError, MqttString, Packet, Properties, ProtocolVersion, PubAck, PubRec, Publish,
+    QoS, ReasonCode, topic,
+};
+
+use super::{Connection, Exit};
+use crate::ingest::{self, Answer, Event, IngestLimits, IngestQueue, Outcome, Publisher};
+use crate::message::{Message, MessageProperties, Origin, now_ms};
+use crate::metrics::front::inc;
+use crate::mqtt::pace::Pace;
+
+/// A PUBACK or PUBREC owed to the client (QoS 1 or 2), in the ingest queue's answer order.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Owed {
+    packet_id: u16,
+    qos: QoS,
+    /// A QoS 2 publish counted in the session's `inbound_qos2` already (see
+    /// [`Connection::receive_inflight`]).
+    in_qos2_set: bool,
+    /// The reason code when the answer is settled without the log ([`Outcome::Given`]).
+    reason: ReasonCode,
+}
+
+/// The connection's ingest queue: a routed publish carries its message for local delivery.
+pub(super) type Ingest = IngestQueue<Arc<Message>, Owed>;
+
+/// Routed records an MQTT connection holds until written (and, if acknowledged, durable), and
+/// their payload bytes. An MQTT connection keeps a whole `Message` per record for local
+/// delivery, so it holds fewer than a NATS one; 1024 still fill many group commits.
+const MAX_RECORDS_IN_FLIGHT: usize = 1024;
+const MAX_BYTES_IN_FLIGHT: usize = 1 << 20;
+
+/// The ingest queue's bounds: at most Receive Maximum (`mqtt.max_inflight`) acknowledgements
+/// owed, and the records in flight above. An MQTT 5 client is read one publish beyond, so that
+/// a client that exceeds the Receive Maximum it was told is seen doing so (DISCONNECT 0x93)
+/// rather than merely not read; 3.1.1 has no Receive Maximum: its publishes beyond wait.
+fn ingest_limits(settings: &crate::config::MqttSection, version: ProtocolVersion) -> IngestLimits {
+    let beyond = usize::from(version == ProtocolVersion::V5);
+    IngestLimits {
+        max_answers: usize::from(settings.max_inflight) + beyond,
+        max_records: MAX_RECORDS_IN_FLIGHT,
+        max_bytes: MAX_BYTES_IN_FLIGHT,
+        batch_records: MAX_RECORDS_IN_FLIGHT,
+        batch_bytes: MAX_BYTES_IN_FLIGHT,
+    }
+}
+
+impl Connection {
+    /// Decodes and handles buffered packets while nothing holds input back, hands the routed
+    /// publishes to the log as one batch, and sends what is ready.
+    pub(super) fn process_input(&mut self) -> Result<(), Exit> {
+        let decoded = self.decode_input();
+        if let Some(queue) = &mut self.ingest {
+            queue.submit();
+        }
+        self.take_ingest()?;
+        decoded
+    }
+
+    fn decode_input(&mut self) -> Result<(), Exit> {
+        while !self.ingest_holds_input() && !self.pacing() {
+            let packet = match mqtt::decode(&mut self.inbuf, self.version, self.max_packet_in) {
+                Ok(Some(packet)) => packet,
+                Ok(None) => return Ok(()),
+                Err(err) => return Err(decode_violation(&err)),
+            };
+            // Their answers (SUBACK, UNSUBACK, PUBCOMP, PUBACK/PUBREC) tell the client a
+            // state change happened: the output waits until it is durable.
+            let answered = matches!(
+                packet,
+                Packet::Subscribe(_)
+                    | Packet::Unsubscribe(_)
+                    | Packet::PubRel(_)
+                    | Packet::Publish(_)
+            );
+            self.handle(packet)?;
+            if answered {
+                self.hold_output(self.server.session_commit(&self.session));
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether the ingest queue (if made yet) holds input back.
+    pub(super) fn ingest_holds_input(&self) -> bool {
+        self.ingest.as_deref().is_some_and(Ingest::holds_input)
+    }
+
+    /// The ingest queue, made at the first publish: most of an idle client's life has none.
+    fn ingest_queue(&mut self) -> &mut Ingest {
+        let (server, settings, version) = (&self.server, &self.settings, self.version);
+        self.ingest.get_or_insert_with(|| {
+            Box::new(
+                IngestQueue::new(server.log.clone(), ingest_limits(settings, version))
+                    .measure_acks(Arc::clone(&server.metrics.ack_latency)),
+            )
+        })
+    }
+
+    pub(super) fn on_publish(&mut self, mut publish: Publish) -> Result<(), Exit> {
+        self.server.metrics.received(publish.qos);
+        if self.version == ProtocolVersion::V5
+            && let Some(id) = publish.packet_id
+            && self.receive_inflight(id) >= usize::from(self.settings.max_inflight)
+        {
+            // MQTT 5 §3.3.4 [MQTT-3.3.4-9]: more unacknowledged QoS 1/2 publishes than the
+            // Receive Maximum the CONNACK announced.
+            return Err(Exit::Violation(
+                ReasonCode::ReceiveMaximumExceeded,
+                format!(
+                    "more than {} QoS 1/2 publishes unacknowledged (Receive Maximum)",
+                    self.settings.max_inflight
+                ),
+            ));
+        }
+        let metrics = &self.server.metrics;
+        // Topic aliases (MQTT 5 §3.3.2.3.4).
+        if let Some(alias) = publish.properties.topic_alias {
+            if alias == 0 || alias > self.settings.topic_alias_maximum {
+                return Err(Exit::Violation(
+                    ReasonCode::TopicAliasInvalid,
+                    format!("topic alias {alias} is out of range"),
+                ));
+            }
+            if publish.topic.is_empty() {
+                match self.aliases.as_ref().and_then(|a| a.inbound.get(&alias)) {
+                    Some(topic) => publish.topic = topic.clone(),
+                    None => {
+                        return Err(Exit::Violation(
+                            ReasonCode::ProtocolError,
+                            format!("unknown topic alias {alias}"),
+                        ));
+                    }
+                }
+            } else {
+                let aliases = self.aliases.get_or_insert_with(Box::default);
+                aliases.inbound.insert(alias, publish.topic.clone());
+            }
+        }
+        if let Err(err) = topic::validate_name(publish.topic.as_str()) {
+            return Err(Exit::Violation(
+                ReasonCode::TopicNameInvalid,
+                format!("invalid topic {:?}: {err}", publish.topic.as_str()),
+            ));
+        }
+        let packet_id = publish.packet_id;
+        let mut publisher = Publisher {
+            source: Source::Mqtt,
+            client_id: &self.client_id,
+            permissions: Some(&mut self.permissions),
+        };
+        if let Err(denied) = ingest::check_publish(&mut publisher, publish.topic.as_str()) {
+            // As Mosquitto: acknowledged (v5 with "Not authorized"), neither stored nor
+            // delivered; the connection stays.
+            metrics.denied(&denied);
+            tracing::debug!(client_id = %self.client_id, "publish denied: {denied}");
+            if let Some(id) = packet_id {
+                self.owe(id, publish.qos, ReasonCode::NotAuthorized);
+            }
+            return Ok(());
+        }
+        if publish.qos == QoS::ExactlyOnce
+            && let Some(id) = packet_id
+        {
+            let mut state = self.session.lock();
+            if state.inbound_qos2.contains(&id) {
+                // A resend of a QoS 2 publish we already took: acknowledge again, do not redeliver.
+                drop(state);
+                self.owe(id, QoS::ExactlyOnce, ReasonCode::Success);
+                return Ok(());
+            }
+            if state.inbound_qos2.len() >= usize::from(self.settings.max_inflight) {
+                return Err(Exit::Violation(
+                    ReasonCode::ReceiveMaximumExceeded,
+                    "too many QoS 2 publishes awaiting PUBREL".to_owned(),
+                ));
+            }
+            state.inbound_qos2.insert(id);
+        }
+        if publish.properties.payload_format_indicator == Some(true)
+            && std::str::from_utf8(&publish.payload).is_err()
+        {
+            if let Some(id) = packet_id {
+                self.owe(id, publish.qos, ReasonCode::PayloadFormatInvalid);
+            }
+            return Ok(());
+        }
+        let mut message = Message {
+            topic: publish.topic.as_str().to_owned(),
+            payload: publish.payload,
+            qos: publish.qos,
+            retain: publish.retain,
+            properties: message_properties(&publish.properties),
+            received_ms: now_ms(),
+            origin: Origin::Mqtt,
+            publisher: Some(self.session.key),
+        };
+        if message.retain
+            && !message.payload.is_empty()
+            && let Err(limit) = self
+                .server
+                .admit_retained(&message.topic, crate::mqtt::retained::weight(&message))
+        {
+            // Over a retained cap: refused where an ack can say so (v5 QoS 1/2: 0x97 Quota
+            // exceeded), otherwise delivered like any message but not retained.
+            tracing::info!(client_id = %self.client_id, topic = %message.topic, "retained message over mqtt.{}", limit.key());
+            if let (ProtocolVersion::V5, Some(id)) = (self.version, packet_id) {
+                self.owe(id, publish.qos, ReasonCode::QuotaExceeded);
+                return Ok(());
+            }
+            message.retain = false;
+        }
+        let message = Arc::new(message);
+        let owed =
+            packet_id.map(|packet_id| self.owed(packet_id, publish.qos, ReasonCode::Success));
+        match self.server.destination(&message.topic, &self.client_id) {
+            Some(destination) => {
+                let record =
+                    ingest::record::mqtt(&message, Arc::clone(&self.client_id), destination);
+                self.ingest_queue().push_routed(record, message, owed);
+            }
+            None => {
+                self.deliver_local(&message);
+                if let Some(owed) = owed {
+                    self.ingest_queue().push_answer(owed);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// QoS 1/2 publishes of the client not yet acknowledged (PUBACK, or for QoS 2 PUBCOMP) as
+    /// far as this side knows (never more than the client counts), besides a resend of
+    /// `packet_id` if it is a QoS 2 publish already taken. PUBACKs and PUBRECs owed, plus QoS 2
+    /// publishes whose PUBREC went out and whose PUBREL has not come.
+    fn receive_inflight(&self, packet_id: u16) -> usize {
+        let (qos2, resend) = {
+            let state = self.session.lock();
+            let set = &state.inbound_qos2;
+            (set.len(), usize::from(set.contains(&packet_id)))
+        };
+        let owed = self.ingest.as_deref().map_or(0, Ingest::answers_owed);
+        let owed_elsewhere = owed.saturating_sub(self.qos2_answers);
+        (owed_elsewhere + qos2).saturating_sub(resend)
+    }
+
+    /// Queues an acknowledgement settled now (it still waits for the ones before it).
+    fn owe(&mut self, packet_id: u16, qos: QoS, reason: ReasonCode) {
+        let owed = self.owed(packet_id, qos, reason);
+        self.ingest_queue().push_answer(owed);
+    }
+
+    /// An acknowledgement about to be queued (counted for [`Connection::receive_inflight`]).
+    fn owed(&mut self, packet_id: u16, qos: QoS, reason: ReasonCode) -> Owed {
+        let in_qos2_set =
+            qos == QoS::ExactlyOnce && self.session.lock().inbound_qos2.contains(&packet_id);
+        self.qos2_answers += usize::from(in_qos2_set);
+        Owed {
+            packet_id,
+            qos,
+            in_qos2_set,
+            reason,
+        }
+    }
+
+    /// Takes what the ingest queue has ready: routed publishes the log wrote are delivered
+    /// locally (refusals handled), then the acknowledgements that are due go out, in order.
+    /// While deliveries wait for room ([`Connection::pacing`]), nothing more is taken: later
+    /// deliveries must not overtake them, nor acknowledgements go out before them.
+    pub(super) fn take_ingest(&mut self) -> Result<(), Exit> {
+        while !self.pacing()
+            && let Some(event) = self.ingest.as_deref_mut().and_then(Ingest::next_event)
+        {
+            match event {
+                Event::Written { local, .. } => {
+                    inc(&self.server.metrics.stored);
+                    self.deliver_local(&local);
+                }
+                Event::Refused {
+                    local,
+                    error,
+                    answered,
+                } => self.refused_publish(&local, &error, answered)?,
+            }
+        }
+        while !self.pacing()
+            && let Some(answer) = self.ingest.as_deref_mut().and_then(Ingest::next_answer)
+        {
+            self.send_answer(answer)?;
+        }
+        Ok(())
+    }
+
+    /// Delivers `message` to local subscribers; a QoS 0 delivery to a full subscriber queue
+    /// waits in [`Connection::pace`] (up to `slow_subscriber_wait`) instead of being dropped.
+    fn deliver_local(&mut self, message: &Arc<Message>) {
+        let wait = self.settings.slow_subscriber_wait.0;
+        let commit = if wait.is_zero() {
+            self.server.publish_local(message)
+        } else {
+            let metrics = &self.server.metrics;
+            let pace = self
+                .pace
+                .get_or_insert_with(|| Box::new(Pace::new(true, Arc::clone(metrics))));
+            let commit = self.server.publish_local_paced(message, pace.collect());
+            pace.arm();
+            commit
+        };
+        self.hold_output(commit);
+    }
+
+    /// Whether deliveries of this client's publish wait for room: no input is taken.
+    pub(super) fn pacing(&self) -> bool {
+        self.pace.as_ref().is_some_and(|pace| pace.is_waiting())
+    }
+
+    /// A publish the log refused. MQTT 5 answers it (in order, with the log's reason); 3.1.1
+    /// has no negative acknowledgement, so the connection closes and the device keeps the
+    /// message and retries (a QoS 0 publish refused only because the log is full is dropped).
+    fn refused_publish(
+        &mut self,
+        message: &Message,
+        error: &AppendError,
+        answered: bool,
+    ) -> Result<(), Exit> {
+        inc(&self.server.metrics.refused);
+        tracing::warn!(client_id = %self.client_id, topic = %message.topic, "publish refused by the log: {error}");
+        match self.version {
+            ProtocolVersion::V5 => Ok(()),
+            ProtocolVersion::V311 if !answered && matches!(error, AppendError::Full { .. }) => {
+                Ok(())
+            }
+            ProtocolVersion::V311 => Err(Exit::Violation(
+                refusal_reason(error),
+                format!("log refused the publish: {error}"),
+            )),
+        }
+    }
+
+    /// Sends the PUBACK or PUBREC of an answer that is due.
+    fn send_answer(&mut self, answer: Answer<Owed>) -> Result<(), Exit> {
+        let Owed {
+            packet_id,
+            qos,
+            in_qos2_set,
+            reason,
+        } = answer.tag;
+        self.qos2_answers = self.qos2_answers.saturating_sub(usize::from(in_qos2_set));
+        let mut why = None;
+        let reason = match answer.outcome {
+            Outcome::Given => reason,
+            Outcome::Durable(_) => ReasonCode::Success,
+            Outcome::Refused(error) => {
+                why = Some(error.to_string());
+                refusal_reason(&error)
+            }
+            Outcome::NotDurable(error) => {
+                // The record was written but never made durable (fsync failed): never ack it.
+                inc(&self.server.metrics.refused);
+                tracing::error!(client_id = %self.client_id, "publish not durable: {error}");
+                if self.version == ProtocolVersion::V311 {
+                    return Err(Exit::Violation(
+                        ReasonCode::UnspecifiedError,
+                        format!("log failed: {error}"),
+                    ));
+                }
+                ReasonCode::UnspecifiedError
+            }
+        };
+        let mut properties = Properties::default();
+        if self.problem_info {
+            properties.reason_string = why.and_then(|why| MqttString::try_from(why).ok());
+        }
+        match qos {
+            QoS::AtLeastOnce => {
+                self.write(&Packet::PubAck(PubAck {
+                    packet_id,
+                    reason_code: reason,
+                    properties,
+                }));
+            }
+            QoS::ExactlyOnce => {
+                if !reason.is_success() {
+                    // Not taken: a resend with this packet id is a new publish.
+                    self.session.lock().inbound_qos2.remove(&packet_id);
+                }
+                self.write(&Packet::PubRec(PubRec {
+                    packet_id,
+                    reason_code: reason,
+                    properties,
+                }));
+            }
+            QoS::AtMostOnce => {}
+        }
+        Ok(())
+    }
+}
+
+/// Maps a decode failure to the DISCONNECT the client gets.
+pub(super) fn decode_violation(err: &DecodeError) -> Exit {
+    let reason = match err {
+        // MQTT 5 §3.3.2.3.4: Topic Alias 0 is "Topic Alias invalid", not a generic protocol error.
+        DecodeError::InvalidPropertyValue {
+            id: mqtt::PropertyId::TopicAlias,
+            ..
+        } => ReasonCode::TopicAliasInvalid,
+        other => other.reason_code(),
+    };
+    Exit::Violation(reason, err.to_string())
+}
+
+/// The message metadata kept from PUBLISH or Will properties.
+pub(super) fn message_properties(p: &Properties) -> MessageProperties {
+    MessageProperties {
+        payload_utf8: p.payload_format_indicator,
+        expiry_secs: p.message_expiry_interval,
+        content_type: p.content_type.as_ref().map(|s| s.as_str().to_owned()),
+        response_topic: p.response_topic.as_ref().map(|s| s.as_str().to_owned()),
+        correlation_data: p.correlation_data.clone(),
+        user_properties: p
+            .user_properties
+            .iter()
+            .map(|(k, v)| (k.as_str().to_owned(), v.as_str().to_owned()))
+            .collect(),
+    }
+}
+
+/// The MQTT 5 reason code for a publish the log refused. Only codes a PUBACK / PUBREC may
+/// carry (spec 3.4.2.1): a record over `log.max_record_bytes` is an implementation-specific
+/// limit (0x83), not "Packet too large" (0x95, which PUBACK cannot carry).
+fn refusal_reason(error: &AppendError) -> ReasonCode {
+    match error {
+        // The log's budget, or the disk, is full: a quota the device can wait out.
+        AppendError::Full { .. } | AppendError::NoSpace { .. } => ReasonCode::QuotaExceeded,
+        AppendError::TooLarge { .. } => ReasonCode::ImplementationSpecificError,
+        AppendError::Storage { .. } | AppendError::Closed => ReasonCode::UnspecifiedError,
+    }
+}

@@ -1,0 +1,423 @@
+//! One MQTT client connection: CONNECT, the packet loop, durable acknowledgements, delivery to
+//! the client, keep alive, and what happens when it ends (will, session detach).
+//!
+//! The loop never blocks on one thing: it reads only while the connection's ingest queue does
+//! not hold input back (so a full log pushes back through TCP), and meanwhile keeps writing
+//! deliveries and acknowledgements. Publishes go through [`crate::ingest`]: checked, routed,
+//! stored in order, delivered locally once written; acknowledgements leave in the order the
+//! publishes came in, routed ones once durable.
+//!
+//! Generic over the byte stream: [`serve`] takes the two halves of a plain TCP, TLS or (in
+//! tests) in-memory connection.
+//!
+//! Rooms, all `impl Connection` over the one state defined here (with [`serve`] and the loop):
+//! - `login`: the CONNECT, login, seat, session attach or takeover, CONNACK.
+//! - `inbound`: decoding input, inbound PUBLISH into [`crate::ingest`], acks owed in order.
+//! - `outbound`: deliveries within the client's Receive Maximum, topic aliases, resends, the
+//!   QoS 2 exchange of what we deliver.
+//! - `subscribe`: SUBSCRIBE / UNSUBSCRIBE, retained messages at subscribe.
+//! - `close`: DISCONNECT, the drain, the will, detaching the session.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::BytesMut;
+use edge_proto::mqtt::{self, MqttString, Packet, ProtocolVersion, PubComp, QoS, ReasonCode};
+use tokio::io::AsyncWriteExt;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use super::pace::Pace;
+use super::server::MqttServer;
+use super::session::Session;
+use crate::admission::{Pending, Seat};
+use crate::listener::{ReadBuffer, ReadHalf, WriteHalf, read_some};
+use crate::metrics::front::inc;
+use crate::state::Commit;
+
+use close::WillMessage;
+use inbound::Ingest;
+use login::{Arrival, read_connect};
+
+mod close;
+mod inbound;
+mod login;
+mod outbound;
+mod subscribe;
+
+/// Stop reading a client (and moving its deliveries into its output) while this much output
+/// waits for it: with 1,000 clients that do not read, 64 MiB of output at most.
+const OUT_HIGH_WATER: usize = 64 << 10;
+/// Buffers of a new connection start this small: most gateway clients are idle most of the time.
+const INITIAL_BUFFER: usize = 512;
+/// A busy connection reads in chunks of at least this much.
+const READ_CHUNK: usize = 8192;
+/// How the read buffer is sized: [`INITIAL_BUFFER`] while quiet, [`READ_CHUNK`] in bursts.
+const READ_BUFFER: ReadBuffer = ReadBuffer {
+    initial: INITIAL_BUFFER,
+    chunk: READ_CHUNK,
+};
+
+/// Why a connection ended.
+#[derive(Debug)]
+enum Exit {
+    /// The client sent DISCONNECT; `with_will` for v5 reason 0x04.
+    ClientDisconnect { with_will: bool },
+    /// The socket closed or failed.
+    Closed(String),
+    /// Another connection took the session over.
+    Kicked,
+    /// The broker is shutting down.
+    Shutdown,
+    /// The client broke the protocol or a limit: DISCONNECT with this reason (v5), then close.
+    Violation(ReasonCode, String),
+}
+
+/// A connection's MQTT 5 topic aliases.
+#[derive(Default)]
+struct TopicAliases {
+    /// Set by the client's PUBLISHes.
+    inbound: HashMap<u16, MqttString>,
+    /// Told to the client in our PUBLISHes, by topic.
+    outbound: HashMap<String, u16>,
+}
+
+/// Serves one client connection (plain TCP or TLS, already split) until it ends.
+///
+/// Until it has logged in, the connection holds only its `pending` place: it may buffer a
+/// CONNECT of at most `mqtt.max_connect_size` and must send it within `mqtt.connect_timeout`;
+/// a seat among `mqtt.max_connections` is taken once the login succeeded.
+pub async fn serve(
+    server: Arc<MqttServer>,
+    (mut reader, mut writer): (ReadHalf, WriteHalf),
+    peer: SocketAddr,
+    pending: Pending,
+    shutdown: CancellationToken,
+    certificate: Option<crate::auth::PeerCertificate>,
+) {
+    // Taken when the CONNECT's first bytes are there (`read_connect`).
+    let mut inbuf = BytesMut::new();
+    let settings = server.settings();
+    let max_connect = u32::try_from(settings.connect_size_limit()).unwrap_or(u32::MAX);
+    let evicted = pending.eviction();
+    let connect = tokio::select! {
+        _ = shutdown.cancelled() => return,
+        _ = evicted.cancelled() => {
+            tracing::debug!(%peer, "MQTT connection evicted before CONNECT: mqtt.max_pending_connections reached");
+            return;
+        }
+        read = tokio::time::timeout(
+            settings.connect_timeout.0,
+            read_connect(&mut reader, &mut inbuf, max_connect),
+        ) => match read {
+            Ok(Ok(connect)) => connect,
+            Ok(Err((why, unsupported_level))) => {
+                if unsupported_level {
+                    // MQTT 3.1.1 §3.1.2.2 [MQTT-3.1.2-2]: CONNACK 0x01 (unacceptable protocol
+                    // level), in the 3.1.1 form every client version can read, then close.
+                    let _ = writer.write_all(&[0x20, 0x02, 0x00, 0x01]).await;
+                    let _ = writer.shutdown().await;
+                }
+                inc(&server.metrics.protocol_errors);
+                if inbuf.is_empty() {
+                    tracing::debug!(%peer, "MQTT connection closed without sending anything (a port probe?): {why}");
+                } else {
+                    tracing::info!(%peer, "MQTT connection closed before CONNECT completed: {why}");
+                }
+                return;
+            }
+            Err(_) => {
+                tracing::info!(%peer, "MQTT client sent no CONNECT within {:?}", settings.connect_timeout.0);
+                return;
+            }
+        },
+    };
+    // Not kept for the connection's life: the task holds what lives across its awaits.
+    drop((evicted, settings));
+    // What was read beyond the CONNECT starts the session's input; the CONNECT's own room
+    // (up to max_connect_size) is not kept for the connection's life.
+    if inbuf.capacity() > INITIAL_BUFFER.max(inbuf.len() * 2) {
+        inbuf = BytesMut::from(&inbuf[..]);
+    }
+    // The login's state (CONNECT, credentials, the CONNACK being built) is boxed: a task is
+    // allocated at the size of its largest state, and this one lasts only until CONNACK.
+    let accepted = Box::pin(Connection::accept(
+        Arc::clone(&server),
+        connect,
+        (reader, writer),
+        inbuf,
+        Arrival {
+            peer,
+            pending,
+            certificate,
+        },
+        shutdown,
+    ))
+    .await;
+    let connection = match accepted {
+        Ok(Some(connection)) => connection,
+        Ok(None) => return,
+        Err(err) => {
+            tracing::info!(%peer, "MQTT connection failed during CONNECT: {err}");
+            return;
+        }
+    };
+    connection.run().await;
+}
+
+struct Connection {
+    server: Arc<MqttServer>,
+    /// The `[mqtt]` limits this connection started with (a reload affects later connections).
+    settings: Arc<crate::config::MqttSection>,
+    session: Arc<Session>,
+    generation: u64,
+    version: ProtocolVersion,
+    client_id: Arc<str>,
+    peer: SocketAddr,
+    reader: ReadHalf,
+    writer: WriteHalf,
+    inbuf: BytesMut,
+    /// The last read filled the buffer's room or was not small (see [`ReadBuffer`]).
+    read_burst: bool,
+    outbuf: BytesMut,
+    max_packet_in: u32,
+    client_max_packet: u32,
+    client_receive_max: usize,
+    client_alias_max: u16,
+    problem_info: bool,
+    /// Topic aliases (MQTT 5), made when the first one is used: two empty maps were 96 bytes
+    /// in every connection.
+    aliases: Option<Box<TopicAliases>>,
+    keep_alive: Option<Duration>,
+    last_read: Instant,
+    read_paused: bool,
+    /// The publishes on their way to the log and the acks owed (boxed: the connection future
+    /// holds the connection several times over, ~900 bytes per idle client inline).
+    /// Made at the first publish (an idle client, or one that only subscribes, has none).
+    ingest: Option<Box<Ingest>>,
+    /// What this client may publish and subscribe to.
+    permissions: crate::auth::Permissions,
+    will: Option<WillMessage>,
+    connect_expiry: u32,
+    /// State changes the output waits for: nothing more is written to the client until they
+    /// are durable (acks of subscriptions, of publishes queued for persistent sessions).
+    gate: Option<Commit>,
+    /// Cancelled to take the session over, or (a child of `shutdown`) when the broker stops.
+    kick: CancellationToken,
+    shutdown: CancellationToken,
+    /// This client's place among `mqtt.max_connections`, given back when the connection ends.
+    _seat: Seat,
+    /// PUBRECs owed for QoS 2 publishes in `inbound_qos2` (counted there already): see
+    /// [`Connection::receive_inflight`].
+    qos2_answers: usize,
+    /// QoS 0 deliveries of this client's publish waiting for room in slower subscribers'
+    /// queues (made at the first local delivery, and only if `slow_subscriber_wait` > 0):
+    /// while they wait, no input is taken.
+    pace: Option<Box<Pace>>,
+}
+
+impl Connection {
+    /// Encodes a packet into the output buffer, respecting the client's maximum packet size.
+    fn write(&mut self, packet: &Packet) -> bool {
+        match mqtt::encode_limited(
+            packet,
+            self.version,
+            self.client_max_packet,
+            &mut self.outbuf,
+        ) {
+            Ok(_) => true,
+            Err(err) => {
+                tracing::debug!(client_id = %self.client_id, "not sending {}: {err}", packet.packet_type());
+                false
+            }
+        }
+    }
+
+    async fn run(mut self: Box<Self>) {
+        let exit = self.serve_loop().await;
+        self.finish(exit).await;
+    }
+
+    async fn serve_loop(&mut self) -> Exit {
+        loop {
+            if let Err(exit) = self.process_input() {
+                return exit;
+            }
+            self.pump_outbound();
+            // The log's backpressure: while the ingest queue holds input back (a submission
+            // waits for log space, or this client's unanswered publishes reached their bound),
+            // the socket is not read.
+            let log_paused = self.ingest_holds_input() || self.pacing();
+            let pacing = self.pacing();
+            let can_read = !log_paused
+                && self.outbuf.len() < OUT_HIGH_WATER
+                && !(self.gate.is_some() && self.server.state_backlogged());
+            // Keep alive measures the client, not the log's backpressure: while the broker does
+            // not read because the client's publishes wait for the log, the timer stops, and
+            // restarts on resuming. (A client that does not read its deliveries still times out.)
+            if log_paused {
+                self.read_paused = true;
+            } else if self.read_paused {
+                self.read_paused = false;
+                self.last_read = Instant::now();
+            }
+            let keep_alive_deadline = self
+                .keep_alive
+                .filter(|_| !log_paused)
+                .map(|ka| self.last_read + ka);
+            let session = Arc::clone(&self.session);
+            let gate = self.gate.clone();
+            let pace = self.pace.as_deref();
+            if can_read {
+                if self.inbuf.is_empty() && !self.read_burst {
+                    // Quiet and drained: wait for bytes without a buffer (most gateway clients,
+                    // most of the time); `read_some` takes one when bytes are there.
+                    self.inbuf = BytesMut::new();
+                } else {
+                    // A busy client (or a packet bigger than the buffer) reads in large steps
+                    // rather than the 64 bytes a full BytesMut would add per read; a quiet one
+                    // keeps a small buffer, and gives a burst's back.
+                    READ_BUFFER.prepare(&mut self.inbuf, self.read_burst);
+                }
+            }
+            tokio::select! {
+                biased;
+                // The kick token is a child of the shutdown's: one wait for both.
+                _ = self.kick.cancelled() => {
+                    return if self.shutdown.is_cancelled() { Exit::Shutdown } else { Exit::Kicked };
+                }
+                () = rarely(pace.filter(|_| pacing).map(|pace| Box::pin(pace.woken()))), if pacing => {
+                    if let Some(pace) = &mut self.pace {
+                        pace.settle();
+                    }
+                }
+                () = ingest_progress(&mut self.ingest), if self.ingest.as_deref().is_some_and(Ingest::is_busy) && !pacing => {
+                    if let Err(exit) = self.take_ingest() {
+                        return exit;
+                    }
+                }
+                durable = rarely(gate.as_ref().map(|gate| Box::pin(gate.durable()))), if gate.is_some() => {
+                    if let Err(err) = durable {
+                        return Exit::Violation(ReasonCode::UnspecifiedError, format!("session state not saved: {err}"));
+                    }
+                    self.gate = None;
+                }
+                written = self.writer.write_buf(&mut self.outbuf), if !self.outbuf.is_empty() && gate.is_none() => {
+                    if let Err(err) = written {
+                        return Exit::Closed(format!("write failed: {err}"));
+                    }
+                }
+                read = read_some(&mut self.reader, &mut self.inbuf, &READ_BUFFER, self.read_burst), if can_read => match read {
+                    Ok((0, _)) => return Exit::Closed("connection closed by client".to_owned()),
+                    Ok((n, room)) => {
+                        self.last_read = Instant::now();
+                        self.read_burst = READ_BUFFER.is_burst(n, room);
+                    }
+                    Err(err) => return Exit::Closed(format!("read failed: {err}")),
+                },
+                _ = session.wake.notified() => {}
+                _ = sleep_until_opt(keep_alive_deadline) => {
+                    return Exit::Violation(ReasonCode::KeepAliveTimeout, "keep alive timeout".to_owned());
+                }
+            }
+        }
+    }
+
+    /// Holds the output until `commit` (if any) is durable.
+    fn hold_output(&mut self, commit: Option<Commit>) {
+        if let Some(commit) = commit.filter(|c| !c.is_durable()) {
+            self.gate = Some(match self.gate.take() {
+                Some(gate) => gate.max(commit),
+                None => commit,
+            });
+        }
+    }
+
+    fn handle(&mut self, packet: Packet) -> Result<(), Exit> {
+        match packet {
+            Packet::Publish(publish) => self.on_publish(publish),
+            Packet::PubAck(ack) => {
+                let mut state = self.session.lock();
+                if state
+                    .inflight
+                    .get(&ack.packet_id)
+                    .is_some_and(|o| o.delivery.qos == QoS::AtLeastOnce)
+                {
+                    state.inflight.remove(&ack.packet_id);
+                    drop(state);
+                    self.session.room.made();
+                }
+                Ok(())
+            }
+            Packet::PubRec(rec) => self.on_pubrec(rec),
+            Packet::PubRel(rel) => {
+                let known = self.session.lock().inbound_qos2.remove(&rel.packet_id);
+                let mut comp = PubComp::new(rel.packet_id);
+                if !known {
+                    comp.reason_code = ReasonCode::PacketIdentifierNotFound;
+                }
+                self.write(&Packet::PubComp(comp));
+                Ok(())
+            }
+            Packet::PubComp(comp) => {
+                let mut state = self.session.lock();
+                if state
+                    .inflight
+                    .get(&comp.packet_id)
+                    .is_some_and(|o| o.released)
+                {
+                    state.inflight.remove(&comp.packet_id);
+                    drop(state);
+                    self.session.room.made();
+                }
+                Ok(())
+            }
+            Packet::Subscribe(subscribe) => self.on_subscribe(subscribe),
+            Packet::Unsubscribe(unsubscribe) => self.on_unsubscribe(unsubscribe),
+            Packet::PingReq => {
+                self.write(&Packet::PingResp);
+                Ok(())
+            }
+            Packet::Disconnect(disconnect) => self.on_disconnect(disconnect),
+            Packet::Connect(_) => Err(Exit::Violation(
+                ReasonCode::ProtocolError,
+                "second CONNECT".to_owned(),
+            )),
+            Packet::Auth(_) => Err(Exit::Violation(
+                ReasonCode::ProtocolError,
+                "AUTH without an authentication method".to_owned(),
+            )),
+            other => Err(Exit::Violation(
+                ReasonCode::ProtocolError,
+                format!("{} is not sent by clients", other.packet_type()),
+            )),
+        }
+    }
+}
+
+/// Awaits `future` if there is one, else never. For the serve loop's rarely active branches
+/// (pacing, the state gate): `select!` holds every branch's future at once, for every idle
+/// connection; boxed, such a branch costs a pointer there instead of its size.
+async fn rarely<F: std::future::Future>(future: Option<std::pin::Pin<Box<F>>>) -> F::Output {
+    match future {
+        Some(future) => future.await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Waits for the ingest queue's progress; never ready without a queue.
+async fn ingest_progress(queue: &mut Option<Box<Ingest>>) {
+    match queue {
+        Some(queue) => queue.progress().await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn sleep_until_opt(deadline: Option<Instant>) {
+    match deadline {
+        Some(deadline) => tokio::time::sleep_until(deadline).await,
+        None => std::future::pending().await,
+    }
+}
