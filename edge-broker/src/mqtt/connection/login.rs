@@ -221,18 +221,20 @@ impl Connection {
             return Ok(None);
         };
 
-        let will = connect.will.as_ref().map(|will| WillMessage {
-            message: Message {
-                topic: will.topic.as_str().to_owned(),
-                payload: will.payload.clone(),
-                qos: will.qos,
-                retain: will.retain,
-                properties: message_properties(&will.properties),
-                received_ms: now_ms(),
-                origin: Origin::Mqtt,
-                publisher: Some(session.key),
-            },
-            delay_secs: will.properties.will_delay_interval.unwrap_or(0),
+        let will = connect.will.as_ref().map(|will| {
+            Box::new(WillMessage {
+                message: Message {
+                    topic: will.topic.as_str().to_owned(),
+                    payload: will.payload.clone(),
+                    qos: will.qos,
+                    retain: will.retain,
+                    properties: message_properties(&will.properties),
+                    received_ms: now_ms(),
+                    origin: Origin::Mqtt,
+                    publisher: Some(session.key),
+                },
+                delay_secs: will.properties.will_delay_interval.unwrap_or(0),
+            })
         });
 
         let mut properties = Properties::default();
