@@ -12,8 +12,8 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::state_file::{self, StateFileError};
@@ -32,7 +32,8 @@ struct Owner {
 #[derive(Debug)]
 pub struct SessionOwners {
     path: Option<PathBuf>,
-    owners: Mutex<HashMap<String, Owner>>,
+    /// By client id: the key is the connection's own `Arc` (shared with its session).
+    owners: Mutex<HashMap<Arc<str>, Owner>>,
     dirty: AtomicBool,
 }
 
@@ -62,7 +63,7 @@ impl SessionOwners {
                 let now = Instant::now();
                 let mut map = owners.lock();
                 for (client_id, user) in entries {
-                    map.insert(client_id, Owner { user, claimed: now });
+                    map.insert(client_id.into(), Owner { user, claimed: now });
                 }
             }
             Err(err) => tracing::error!(
@@ -72,7 +73,7 @@ impl SessionOwners {
         owners
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Owner>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Arc<str>, Owner>> {
         self.owners.lock().unwrap_or_else(|p| p.into_inner())
     }
 
@@ -80,13 +81,13 @@ impl SessionOwners {
     /// (`session_exists`).
     pub fn claim(
         &self,
-        client_id: &str,
+        client_id: &Arc<str>,
         user: Option<&str>,
         session_exists: bool,
         now: Instant,
     ) -> Result<(), OwnedByAnother> {
         let mut owners = self.lock();
-        if let Some(owner) = owners.get(client_id) {
+        if let Some(owner) = owners.get(&**client_id) {
             if owner.user.as_deref() == user {
                 return Ok(());
             }
@@ -95,7 +96,7 @@ impl SessionOwners {
             }
         }
         owners.insert(
-            client_id.to_owned(),
+            Arc::clone(client_id),
             Owner {
                 user: user.map(str::to_owned),
                 claimed: now,
@@ -131,7 +132,7 @@ impl SessionOwners {
             }
             owners
                 .iter()
-                .map(|(id, o)| (id.clone(), o.user.clone()))
+                .map(|(id, o)| (id.to_string(), o.user.clone()))
                 .collect()
         };
         let Some(path) = &self.path else {
@@ -171,15 +172,22 @@ mod tests {
     fn another_user_cannot_claim_an_existing_session() {
         let owners = SessionOwners::in_memory();
         let now = Instant::now();
-        owners.claim("c1", Some("alice"), false, now).unwrap();
-        owners.claim("c1", Some("alice"), true, now).unwrap();
+        owners
+            .claim(&"c1".into(), Some("alice"), false, now)
+            .unwrap();
+        owners
+            .claim(&"c1".into(), Some("alice"), true, now)
+            .unwrap();
         assert_eq!(
-            owners.claim("c1", Some("bob"), true, now),
+            owners.claim(&"c1".into(), Some("bob"), true, now),
             Err(OwnedByAnother)
         );
-        assert_eq!(owners.claim("c1", None, true, now), Err(OwnedByAnother));
+        assert_eq!(
+            owners.claim(&"c1".into(), None, true, now),
+            Err(OwnedByAnother)
+        );
         // The session ended: the id is free again.
-        owners.claim("c1", Some("bob"), false, now).unwrap();
+        owners.claim(&"c1".into(), Some("bob"), false, now).unwrap();
         assert_eq!(owners.owner("c1"), Some(Some("bob".to_owned())));
     }
 
@@ -189,9 +197,13 @@ mod tests {
         let path = dir.path().join("owners.bin");
         let owners = SessionOwners::open(path.clone());
         let now = Instant::now();
-        owners.claim("kept", Some("alice"), false, now).unwrap();
-        owners.claim("gone", Some("bob"), false, now).unwrap();
-        owners.claim("anon", None, false, now).unwrap();
+        owners
+            .claim(&"kept".into(), Some("alice"), false, now)
+            .unwrap();
+        owners
+            .claim(&"gone".into(), Some("bob"), false, now)
+            .unwrap();
+        owners.claim(&"anon".into(), None, false, now).unwrap();
         owners.save(|_| false, now).unwrap();
         assert_eq!(owners.len(), 3, "fresh claims survive pruning");
         owners.save(|id| id != "gone", now + CLAIM_GRACE).unwrap();
@@ -200,7 +212,7 @@ mod tests {
         assert_eq!(restored.owner("anon"), Some(None));
         assert_eq!(restored.owner("gone"), None);
         assert_eq!(
-            restored.claim("kept", Some("mallory"), true, Instant::now()),
+            restored.claim(&"kept".into(), Some("mallory"), true, Instant::now()),
             Err(OwnedByAnother)
         );
         std::fs::write(&path, b"garbage").unwrap();

@@ -157,7 +157,7 @@ impl MqttServer {
         let mut dropped = 0;
         let session = Arc::new(Session::new(
             self.sessions.next_key(),
-            client_id.clone(),
+            client_id.as_str().into(),
             super::session::QueueLimits::of(&settings),
             Arc::clone(&self.metrics),
         ));
@@ -209,7 +209,7 @@ impl MqttServer {
             entry.mailbox = self.auth.guard(
                 crate::auth::Identity {
                     user: self.auth.owners.owner(&client_id).flatten().map(Into::into),
-                    client_id: client_id.as_str().into(),
+                    client_id: Arc::clone(&session.client_id),
                 },
                 filter_text(&text),
                 entry.mailbox,
@@ -218,7 +218,9 @@ impl MqttServer {
                 .subscribe(&filter, group.as_deref(), session.key, entry);
             session.lock().subscriptions.insert(text, record);
         }
-        self.sessions.lock().insert(client_id, session);
+        self.sessions
+            .lock()
+            .insert(Arc::clone(&session.client_id), session);
         dropped
     }
 

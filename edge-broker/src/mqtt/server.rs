@@ -234,10 +234,10 @@ impl MqttServer {
     }
 
     /// A new session for `client_id`, recorded in the journal when it is persistent.
-    fn new_session(&self, client_id: &str, expiry_secs: u32) -> Arc<Session> {
+    fn new_session(&self, client_id: &Arc<str>, expiry_secs: u32) -> Arc<Session> {
         let session = Arc::new(Session::new(
             self.sessions.next_key(),
-            client_id.to_owned(),
+            Arc::clone(client_id),
             super::session::QueueLimits::of(&self.settings()),
             Arc::clone(&self.metrics),
         ));
@@ -248,7 +248,7 @@ impl MqttServer {
             log.record(|enc, sid| {
                 enc.record(&Record::SessionOpen {
                     sid,
-                    client_id: client_id.to_owned(),
+                    client_id: client_id.to_string(),
                     expiry_secs,
                 })
             });
@@ -262,7 +262,7 @@ impl MqttServer {
     /// generation; `Err` when a new persistent session would exceed `max_sessions` (counted).
     pub fn attach_session(
         &self,
-        client_id: &str,
+        client_id: &Arc<str>,
         clean_start: bool,
         expiry_secs: u32,
         kick: CancellationToken,
@@ -337,7 +337,7 @@ impl MqttServer {
             state.disconnected_at_ms = None;
             state.generation
         };
-        sessions.insert(client_id.to_owned(), Arc::clone(&session));
+        sessions.insert(Arc::clone(client_id), Arc::clone(&session));
         drop(sessions);
         Ok((session, present, generation))
     }
@@ -448,7 +448,7 @@ impl MqttServer {
                 Some((will, delay))
             }
         };
-        let client_id: Arc<str> = Arc::from(session.client_id.as_str());
+        let client_id = Arc::clone(&session.client_id);
         let Some((will, delay)) = pending else {
             self.publish_will(message, client_id);
             return;

@@ -621,8 +621,9 @@ impl InboundQos2 {
 pub struct Session {
     /// Unique key of this session in the hub.
     pub key: u64,
-    /// The client identifier.
-    pub client_id: String,
+    /// The client identifier (one allocation shared with the registry's key, the connection
+    /// and its permissions).
+    pub client_id: Arc<str>,
     /// Most deliveries (and bytes) queued while the client is slow or offline; more are dropped.
     limits: QueueLimits,
     state: Mutex<SessionState>,
@@ -666,7 +667,7 @@ impl Session {
     /// [`FrontMetrics::queued_bytes`]).
     pub fn new(
         key: u64,
-        client_id: String,
+        client_id: Arc<str>,
         limits: QueueLimits,
         metrics: Arc<FrontMetrics>,
     ) -> Session {
@@ -764,7 +765,7 @@ impl Mailbox for Session {
 /// All sessions by client id.
 #[derive(Debug, Default)]
 pub struct Registry {
-    sessions: Mutex<HashMap<String, Arc<Session>>>,
+    sessions: Mutex<HashMap<Arc<str>, Arc<Session>>>,
     next_key: AtomicU64,
 }
 
@@ -778,7 +779,7 @@ impl Registry {
     }
 
     /// Locks the map of sessions.
-    pub fn lock(&self) -> MutexGuard<'_, HashMap<String, Arc<Session>>> {
+    pub fn lock(&self) -> MutexGuard<'_, HashMap<Arc<str>, Arc<Session>>> {
         self.sessions.lock()
     }
 

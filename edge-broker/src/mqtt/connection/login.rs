@@ -186,11 +186,14 @@ impl Connection {
             server_keep_alive = Some(max_keep_alive);
         }
 
+        // One allocation for the identity, a new session (the registry's key too) and the
+        // connection.
+        let client_id: Arc<str> = client_id.into();
         let identity = crate::auth::Identity {
             user,
-            client_id: client_id.as_str().into(),
+            client_id: Arc::clone(&client_id),
         };
-        let exists = server.sessions.lock().contains_key(&client_id);
+        let exists = server.sessions.lock().contains_key(&*client_id);
         let mut permissions = server
             .auth
             .permissions(crate::auth::Protocol::Mqtt, identity.clone());
@@ -220,6 +223,8 @@ impl Connection {
             .await?;
             return Ok(None);
         };
+        // A resumed session keeps the id it was made with: share that one.
+        let client_id = Arc::clone(&session.client_id);
 
         let will = connect.will.as_ref().map(|will| {
             Box::new(WillMessage {
@@ -240,8 +245,7 @@ impl Connection {
         let mut properties = Properties::default();
         if version == ProtocolVersion::V5 {
             if assigned {
-                properties.assigned_client_identifier =
-                    MqttString::try_from(client_id.as_str()).ok();
+                properties.assigned_client_identifier = MqttString::try_from(&*client_id).ok();
             }
             if expiry != requested_expiry {
                 properties.session_expiry_interval = Some(expiry);
@@ -272,7 +276,7 @@ impl Connection {
             session,
             generation,
             version,
-            client_id: client_id.into(),
+            client_id,
             peer,
             reader,
             writer,
