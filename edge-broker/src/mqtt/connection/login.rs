@@ -304,6 +304,7 @@ impl Connection {
             keep_alive: (keep_alive > 0)
                 .then(|| Duration::from_millis(u64::from(keep_alive) * 1500)),
             last_read: Instant::now(),
+            keep_alive_timer: None,
             read_paused: false,
             ingest: None,
             permissions,

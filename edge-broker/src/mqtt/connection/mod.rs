@@ -20,13 +20,14 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::BytesMut;
 use edge_proto::mqtt::{self, MqttString, Packet, ProtocolVersion, PubComp, QoS, ReasonCode};
 use tokio::io::AsyncWriteExt;
-use tokio::time::Instant;
+use tokio::time::{Instant, Sleep};
 use tokio_util::sync::CancellationToken;
 
 use super::pace::Pace;
@@ -192,6 +193,10 @@ struct Connection {
     aliases: Option<Box<TopicAliases>>,
     keep_alive: Option<Duration>,
     last_read: Instant,
+    /// The keep-alive timer, made at the first wait with keep alive and moved (`reset`) when
+    /// the deadline moves: boxed, the serve future holds a pointer instead of a `Sleep` (most
+    /// of its size) for clients without keep alive, and no loop turn makes a new timer.
+    keep_alive_timer: Option<Pin<Box<Sleep>>>,
     read_paused: bool,
     /// The publishes on their way to the log and the acks owed (boxed: the connection future
     /// holds the connection several times over, ~900 bytes per idle client inline).
@@ -320,7 +325,7 @@ impl Connection {
                     Err(err) => return Exit::Closed(format!("read failed: {err}")),
                 },
                 _ = session.wake.notified() => {}
-                _ = sleep_until_opt(keep_alive_deadline) => {
+                () = keep_alive_expired(&mut self.keep_alive_timer, keep_alive_deadline) => {
                     return Exit::Violation(ReasonCode::KeepAliveTimeout, "keep alive timeout".to_owned());
                 }
             }
@@ -417,11 +422,16 @@ async fn ingest_progress(queue: &mut Option<Box<Ingest>>) {
     }
 }
 
-async fn sleep_until_opt(deadline: Option<Instant>) {
-    match deadline {
-        Some(deadline) => tokio::time::sleep_until(deadline).await,
-        None => std::future::pending().await,
+/// Ready when `deadline` passes (never without one), on the connection's one timer.
+async fn keep_alive_expired(timer: &mut Option<Pin<Box<Sleep>>>, deadline: Option<Instant>) {
+    let Some(deadline) = deadline else {
+        return std::future::pending().await;
+    };
+    let timer = timer.get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
+    if timer.deadline() != deadline {
+        timer.as_mut().reset(deadline);
     }
+    timer.await;
 }
 
 #[cfg(test)]
