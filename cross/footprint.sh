@@ -17,6 +17,8 @@
 #   EDGE_BROKER_BIN   binary to measure (default $CARGO_TARGET_DIR/x86_64-unknown-linux-gnu/release/edge-broker,
 #                     built with cross/build.sh x86_64 when missing)
 #   SETTLE_SECS       seconds to wait before each reading (default 3)
+#   KEEPALIVE_SECS    keep alive the idle MQTT clients announce (default 0: none; they never
+#                     ping, so choose more than the run lasts, e.g. 600)
 #   FOOTPRINT_RESULTS append the readings (KiB) to this file as JSON lines (bench/table.py)
 #   FOOTPRINT_MAPS=1  also print the idle edge-broker's memory by mapping (cross/rss_maps.py:
 #                     binary text/rodata, each library, anonymous) and what it used in 10 s idle
@@ -116,6 +118,7 @@ fi
 # hold CLIENTS idle connections to each broker, both at once
 for b in edge:$EDGE_PORT mosq:$MOSQ_PORT; do
   python3 "$HERE/idle_clients.py" --port "${b#*:}" --count "$CLIENTS" --prefix "fp-${b%%:*}" \
+    --keepalive "${KEEPALIVE_SECS:-0}" \
     >"$WORK/clients-${b%%:*}.out" 2>&1 &
   PIDS+=("$!")
 done
