@@ -1,9 +1,10 @@
 //! The NATS server: the NATS client protocol on top of the shared hub and the durable log.
 //!
 //! - [`server`]: [`NatsServer`] (listener, INFO, auth, routes, metrics, hub mapping helpers).
-//! - [`connection`]: one client connection over any byte stream (CONNECT/auth, PUB/HPUB
-//!   through [`crate::ingest`], SUB/UNSUB, PING/PONG, durable PubAcks, slow consumers,
-//!   backpressure from the log).
+//! - [`connection`]: one client connection over any byte stream, in rooms: the serve loop
+//!   (PING/PONG, backpressure from the log, slow consumers), `outbox` (bounded output, MSG/HMSG),
+//!   `login` (CONNECT/auth), `publish` (PUB/HPUB through [`crate::ingest`]), `settle` (local
+//!   delivery once written, durable PubAcks), `subscribe` (SUB/UNSUB).
 //! - [`dedup`]: the `Nats-Msg-Id` duplicate window.
 //!
 //! # Names across protocols

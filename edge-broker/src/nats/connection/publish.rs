@@ -1,0 +1,285 @@
+//! PUB/HPUB: what the subject allows ([`SubjectFacts`], the ACL), plain publishes delivered
+//! at once, routed publishes queued for the log (with their dedup and stream checks).
+
+use std::sync::Arc;
+
+use bytes::BytesMut;
+use edge_log::{Destination, Source};
+use edge_proto::mqtt::QoS;
+use edge_proto::nats::{HeaderMap, Pub, ServerError, encode_msg, subject};
+
+use super::super::server::{nats_message, nats_message_at};
+use super::settle::{MsgId, Reply, ReplyBody, Written, ack_json, error_json};
+use super::{Connection, Exit};
+use crate::ingest::{self, Publisher};
+use crate::message::now_ms;
+use crate::metrics::front::{DropReason, inc};
+
+/// Header naming a message id for duplicate detection (JetStream's).
+pub(super) const MSG_ID: &str = "Nats-Msg-Id";
+/// Header asking that the message lands in a given stream (JetStream's).
+pub(super) const EXPECTED_STREAM: &str = "Nats-Expected-Stream";
+
+impl Connection {
+    pub(super) fn on_pub(&mut self, publish: Pub) -> Result<(), Exit> {
+        self.server.metrics.received(QoS::AtMostOnce);
+        let headers_ok = self.connect.as_ref().is_some_and(|c| c.headers);
+        if publish.headers.is_some() && !headers_ok {
+            // nats-server closes without -ERR on HPUB from a client that did not ask for headers.
+            return Err(Exit::Violation(
+                "HPUB without headers in CONNECT".to_owned(),
+            ));
+        }
+        // One test per PUB: the decoder hands out the same `Arc` while the subject repeats, and
+        // what depends on the subject alone was decided for it already.
+        let facts = match &mut self.subject_facts {
+            Some(facts) if Arc::ptr_eq(&facts.subject, &publish.subject) => facts,
+            facts => facts.insert(SubjectFacts::of(&publish.subject)),
+        };
+        let pedantic = self.connect.as_ref().is_some_and(|c| c.pedantic);
+        let valid = facts.valid;
+        if !valid && pedantic {
+            self.outbox
+                .push_raw(ServerError::InvalidPublishSubject.err_line().as_bytes());
+            return Ok(());
+        }
+        let mut publisher = Publisher {
+            source: Source::Nats,
+            client_id: &self.client_id,
+            permissions: Some(&mut self.permissions),
+        };
+        let checked = match &facts.reserved {
+            Some(denied) => Err(denied.clone()),
+            None => ingest::check_permitted(&mut publisher, &publish.subject),
+        };
+        if let Err(denied) = checked {
+            // As nats-server for a subject outside the publish permissions: -ERR, no +OK, the
+            // connection stays; nothing is stored or delivered.
+            self.server.metrics.denied(&denied);
+            tracing::debug!(client = %self.client_id, "publish denied: {denied}");
+            self.outbox.push_raw(
+                ServerError::PublishPermissionViolation(publish.subject.to_string())
+                    .err_line()
+                    .as_bytes(),
+            );
+            return Ok(());
+        }
+        let header_map = publish
+            .headers
+            .as_deref()
+            .and_then(|h| HeaderMap::decode(h).ok());
+        let destination = if valid {
+            self.destination(&publish.subject)
+        } else {
+            None
+        };
+        match destination {
+            Some(destination) => self.routed_pub(publish, header_map, destination),
+            None => {
+                // nats-server acknowledges (+OK) before it delivers.
+                self.ok();
+                self.plain_pub(&publish, header_map.as_ref());
+            }
+        }
+        Ok(())
+    }
+
+    /// A publish that is not stored: deliver, and answer "no responders" if asked and nobody got it.
+    pub(super) fn plain_pub(&mut self, publish: &Pub, headers: Option<&HeaderMap>) {
+        let message = nats_message(
+            &publish.subject,
+            publish.reply.as_deref(),
+            headers,
+            publish.payload.clone(),
+            Some(self.conn_key),
+            QoS::AtMostOnce,
+        );
+        let delivered = match message {
+            Some(message) => self.server.publish_local(&message).delivered,
+            None => {
+                self.server.metrics.dropped(DropReason::UnmappableSubject);
+                0
+            }
+        };
+        let wants_503 = self
+            .connect
+            .as_ref()
+            .is_some_and(|c| c.no_responders && c.headers);
+        if delivered == 0
+            && wants_503
+            && let Some(reply) = publish.reply.as_deref()
+        {
+            self.no_responders(reply);
+        }
+    }
+
+    /// nats-server's "no responders": an HMSG with status 503 to the requester's own
+    /// subscriptions on the reply subject.
+    pub(super) fn no_responders(&self, reply: &str) {
+        let mut block = BytesMut::new();
+        HeaderMap::with_status(503, None).encode(&mut block);
+        let mut state = self.outbox.lock();
+        for record in self.subs.values() {
+            if subject::matches(&record.subject, reply) {
+                encode_msg(
+                    &mut state.buf,
+                    reply,
+                    &record.mailbox.sid,
+                    None,
+                    Some(&block),
+                    &[],
+                );
+            }
+        }
+        drop(state);
+        self.outbox.wake.notify_one();
+    }
+
+    /// Where a publish on `subject` (the last PUB's, in [`SubjectFacts`]) goes upstream, if it
+    /// is stored (kept while the route table stays the same: publishers tend to repeat the
+    /// subject; the key may depend on the client id, so CONNECT forgets it).
+    pub(super) fn destination(&mut self, subject: &str) -> Option<Destination> {
+        let generation = self.server.routes.generation();
+        if let Some(facts) = &self.subject_facts
+            && let Some((g, destination)) = &facts.route
+            && *g == generation
+        {
+            return destination.clone();
+        }
+        let destination = self.server.destination(subject, &self.client_id);
+        if let Some(facts) = &mut self.subject_facts {
+            facts.route = Some((generation, destination.clone()));
+        }
+        destination
+    }
+
+    /// Whether a publish on `subject` (the last PUB's) would reach a local subscriber (kept
+    /// while the hub's subscriptions stay the same). Routed publishes nobody subscribes to are
+    /// stored without building a message for local delivery.
+    pub(super) fn has_local_subscribers(&mut self, subject: &str) -> bool {
+        let hub = &self.server.hub;
+        let generation = hub.generation();
+        if let Some(facts) = &self.subject_facts
+            && let Some((g, any)) = facts.local
+            && g == generation
+        {
+            return any;
+        }
+        let any = subject::nats_subject_to_mqtt_topic(subject)
+            .is_ok_and(|topic| hub.has_subscribers(&topic));
+        if let Some(facts) = &mut self.subject_facts {
+            facts.local = Some((generation, any));
+        }
+        any
+    }
+
+    pub(super) fn routed_pub(
+        &mut self,
+        publish: Pub,
+        headers: Option<HeaderMap>,
+        destination: Destination,
+    ) {
+        let stream = Arc::clone(&destination.topic);
+        let msg_id = headers
+            .as_ref()
+            .and_then(|h| h.get(MSG_ID))
+            .map(str::to_owned);
+        if let Some(expected) = headers.as_ref().and_then(|h| h.get(EXPECTED_STREAM))
+            && expected != &*stream
+        {
+            if let Some(reply) = publish.reply {
+                let body = error_json(400, 10060, "expected stream does not match");
+                self.give_reply(reply, body);
+            }
+            self.ok();
+            return;
+        }
+        if let Some(id) = msg_id.as_deref() {
+            let seen = self
+                .server
+                .dedup
+                .lock()
+                .get(&stream, id, std::time::Instant::now());
+            if let Some(seq) = seen {
+                inc(&self.server.metrics.duplicates);
+                if let Some(reply) = publish.reply {
+                    let body = ack_json(&stream, seq, true);
+                    self.give_reply(reply, body);
+                }
+                self.ok();
+                return;
+            }
+        }
+        // Subscribers get the message without the reply subject: that reply belongs to the
+        // durable acknowledgement.
+        if self.clock_stale {
+            self.now_ms = now_ms();
+            self.clock_stale = false;
+        }
+        let message = if self.has_local_subscribers(&publish.subject) {
+            nats_message_at(
+                &publish.subject,
+                None,
+                headers.as_ref(),
+                publish.payload.clone(),
+                Some(self.conn_key),
+                QoS::AtLeastOnce,
+                self.now_ms,
+            )
+        } else {
+            None
+        };
+        let record = ingest::record::nats(
+            publish.subject,
+            Arc::clone(&self.client_id),
+            headers.as_ref(),
+            publish.payload,
+            self.now_ms,
+            destination,
+        );
+        let (remember, reply) = match publish.reply {
+            Some(subject) => (
+                None,
+                Some(Reply {
+                    subject,
+                    body: ReplyBody::PubAck { stream, msg_id },
+                }),
+            ),
+            None => (msg_id.map(|id| MsgId { stream, id }), None),
+        };
+        self.ingest
+            .push_routed(record, Written { message, remember }, reply);
+        self.ok();
+    }
+}
+
+/// What a connection decided for the subject of its last PUB: everything that depends on the
+/// subject alone (or on it and a generation), so a PUB repeating the subject costs one pointer
+/// test ([`Arc::ptr_eq`] with the decoder's shared subject) instead of validating, splitting
+/// and comparing the subject for each decision.
+#[derive(Debug)]
+pub(super) struct SubjectFacts {
+    /// The subject, as the decoder shares it.
+    pub(super) subject: Arc<str>,
+    /// It is a valid publish subject (no wildcards, no empty tokens).
+    pub(super) valid: bool,
+    /// Refused by the rule that needs no configuration (`$SYS`, `$share`); the ACL is asked
+    /// for every PUB.
+    pub(super) reserved: Option<ingest::Denied>,
+    /// Where it goes upstream, for a route table generation.
+    pub(super) route: Option<(u64, Option<Destination>)>,
+    /// Whether a local subscriber would get it, for a hub generation.
+    pub(super) local: Option<(u64, bool)>,
+}
+
+impl SubjectFacts {
+    pub(super) fn of(subject: &Arc<str>) -> SubjectFacts {
+        SubjectFacts {
+            subject: Arc::clone(subject),
+            valid: subject::validate_publish(subject).is_ok(),
+            reserved: ingest::check_reserved(Source::Nats, subject).err(),
+            route: None,
+            local: None,
+        }
+    }
+}

@@ -1,0 +1,221 @@
+//! What comes back from the log for a connection: routed publishes reach local subscribers
+//! once written, PONGs once the publishes before their PING are written, and PubAcks (or
+//! errors) once durable, in the order the publishes came in.
+
+use std::sync::Arc;
+
+use bytes::{Bytes, BytesMut};
+use edge_log::AppendError;
+use edge_proto::mqtt::QoS;
+use edge_proto::nats::ServerOp;
+
+use super::super::server::nats_message_at;
+use super::Connection;
+use crate::ingest::{Answer, Event, IngestQueue, Outcome};
+use crate::message::Message;
+use crate::metrics::front::{DropReason, inc};
+
+/// What a routed publish carries to the moment the log wrote it.
+pub(super) struct Written {
+    /// Delivered to local subscribers (`None`: nobody subscribed when it came in).
+    pub(super) message: Option<Arc<Message>>,
+    /// A `Nats-Msg-Id` to remember once written, when nobody waits for a reply (a reply
+    /// remembers it only once durable, so a duplicate is never acknowledged early).
+    pub(super) remember: Option<MsgId>,
+}
+
+/// A `Nats-Msg-Id` in the duplicate window of a stream.
+pub(super) struct MsgId {
+    pub(super) stream: Arc<str>,
+    pub(super) id: String,
+}
+
+/// A reply owed on a reply subject, in arrival order.
+pub(super) struct Reply {
+    pub(super) subject: String,
+    pub(super) body: ReplyBody,
+}
+
+pub(super) enum ReplyBody {
+    /// Known when the publish came in (duplicate, wrong stream).
+    Given(Bytes),
+    /// A PubAck once the record is durable (an error if it is refused or never durable).
+    PubAck {
+        stream: Arc<str>,
+        msg_id: Option<String>,
+    },
+}
+
+/// The connection's ingest queue.
+pub(super) type Ingest = IngestQueue<Written, Reply>;
+
+impl Connection {
+    /// Queues a reply known now; it leaves after the replies before it.
+    pub(super) fn give_reply(&mut self, subject: String, body: Bytes) {
+        self.ingest.push_answer(Reply {
+            subject,
+            body: ReplyBody::Given(body),
+        });
+    }
+
+    /// Takes what the ingest queue has ready: routed publishes the log wrote reach local
+    /// subscribers (refusals are counted), PONGs whose publishes are written go out, then the
+    /// replies that are due, in order.
+    pub(super) fn take_ingest(&mut self) {
+        let server = Arc::clone(&self.server);
+        let metrics = &server.metrics;
+        while let Some(event) = self.ingest.next_event() {
+            match event {
+                Event::Written { local, offset } => {
+                    inc(&metrics.stored);
+                    if let Some(message) = &local.message {
+                        server.publish_local(message);
+                    }
+                    if let Some(MsgId { stream, id }) = &local.remember {
+                        // Nobody waits; the id is remembered now so a resend is not stored twice.
+                        server
+                            .dedup
+                            .lock()
+                            .insert(stream, id, offset, std::time::Instant::now());
+                    }
+                }
+                Event::Refused { error, .. } => {
+                    inc(&metrics.refused);
+                    tracing::warn!(client = %self.client_id, "publish refused by the log: {error}");
+                }
+            }
+        }
+        while self
+            .pongs
+            .front()
+            .is_some_and(|&mark| self.ingest.written_through(mark))
+        {
+            self.pongs.pop_front();
+            self.outbox.push_op(&ServerOp::Pong);
+        }
+        while let Some(answer) = self.ingest.next_answer() {
+            self.send_reply(answer);
+        }
+    }
+
+    /// Publishes a reply that is due on its reply subject.
+    pub(super) fn send_reply(&mut self, answer: Answer<Reply>) {
+        let Reply { subject, body } = answer.tag;
+        let body = match (body, answer.outcome) {
+            (ReplyBody::Given(body), _) => body,
+            (ReplyBody::PubAck { stream, msg_id }, Outcome::Durable(seq)) => {
+                inc(&self.server.metrics.acks);
+                if let Some(id) = msg_id.as_deref() {
+                    self.server
+                        .dedup
+                        .lock()
+                        .insert(&stream, id, seq, std::time::Instant::now());
+                }
+                // PubAck bodies share one allocation, split off per reply.
+                if self.ack_bodies.capacity() < ACK_BODY_ESTIMATE {
+                    self.ack_bodies.reserve(ACK_BODY_ESTIMATE * 256);
+                }
+                write_ack_json(&mut self.ack_bodies, &stream, seq);
+                self.ack_bodies.split().freeze()
+            }
+            (ReplyBody::PubAck { .. }, Outcome::Refused(error)) => {
+                let code = if matches!(error, AppendError::TooLarge { .. }) {
+                    400
+                } else {
+                    503
+                };
+                error_json(code, 10077, &error.to_string())
+            }
+            (ReplyBody::PubAck { .. }, Outcome::NotDurable(error)) => {
+                // Written but never made durable (fsync failed): never acknowledge it.
+                tracing::error!(client = %self.client_id, "publish not durable: {error}");
+                inc(&self.server.metrics.refused);
+                error_json(503, 10077, &error.to_string())
+            }
+            // A PubAck is settled by the log, never given.
+            (ReplyBody::PubAck { .. }, Outcome::Given) => return,
+        };
+        // Server-originated (no publisher): delivered even to a publisher with echo off.
+        if let Some(message) = nats_message_at(
+            &subject,
+            None,
+            None,
+            body,
+            None,
+            QoS::AtMostOnce,
+            self.now_ms,
+        ) {
+            self.server.publish_local(&message);
+        } else {
+            self.server.metrics.dropped(DropReason::UnmappableSubject);
+        }
+    }
+}
+
+/// A JetStream PubAck body. Stream names are Kafka topic names (`[A-Za-z0-9._-]`, validated
+/// with the routes), so they need no JSON escaping.
+pub(super) fn ack_json(stream: &str, seq: u64, duplicate: bool) -> Bytes {
+    let dup = if duplicate { ",\"duplicate\":true" } else { "" };
+    Bytes::from(format!("{{\"stream\":\"{stream}\",\"seq\":{seq}{dup}}}"))
+}
+
+/// Typical PubAck body length (`{"stream":"<name>","seq":<offset>}`) for reserving room.
+pub(super) const ACK_BODY_ESTIMATE: usize = 48;
+
+/// Writes `{"stream":"<stream>","seq":<seq>}` (the hot path: no formatting machinery).
+pub(super) fn write_ack_json(out: &mut BytesMut, stream: &str, seq: u64) {
+    out.extend_from_slice(b"{\"stream\":\"");
+    out.extend_from_slice(stream.as_bytes());
+    out.extend_from_slice(b"\",\"seq\":");
+    let mut digits = [0u8; 20];
+    let mut n = seq;
+    let mut at = digits.len();
+    loop {
+        at -= 1;
+        digits[at] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&digits[at..]);
+    out.extend_from_slice(b"}");
+}
+
+/// A JetStream API error body (nats clients raise it from `js.publish`).
+pub(super) fn error_json(code: u16, err_code: u32, description: &str) -> Bytes {
+    Bytes::from(
+        serde_json::json!({
+            "error": { "code": code, "err_code": err_code, "description": description }
+        })
+        .to_string(),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fast_ack_body_equals_the_formatted_one() {
+        let mut out = BytesMut::new();
+        for seq in [0, 7, 10, 99, 12345, u64::MAX] {
+            write_ack_json(&mut out, "bench-x", seq);
+            assert_eq!(out.split().freeze(), ack_json("bench-x", seq, false));
+        }
+    }
+
+    #[test]
+    fn ack_and_error_bodies_are_jetstream_shaped() {
+        assert_eq!(
+            &ack_json("edge", 5, false)[..],
+            br#"{"stream":"edge","seq":5}"#
+        );
+        let dup: serde_json::Value = serde_json::from_slice(&ack_json("s", 1, true)).unwrap();
+        assert_eq!(dup["duplicate"], true);
+        let err: serde_json::Value =
+            serde_json::from_slice(&error_json(503, 10077, "log full")).unwrap();
+        assert_eq!(err["error"]["code"], 503);
+        assert_eq!(err["error"]["description"], "log full");
+    }
+}
