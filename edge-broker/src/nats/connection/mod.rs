@@ -38,6 +38,7 @@ mod subscribe;
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::AtomicUsize;
 use std::time::Duration;
 
 use bytes::BytesMut;
@@ -185,6 +186,7 @@ async fn run(
         }),
         wake: Notify::new(),
         max_pending: settings.max_pending.bytes() as usize,
+        pending: AtomicUsize::new(0),
         max_pending_total: settings.max_pending_total.bytes(),
         conn_key,
         server: Arc::clone(&server),

@@ -2,7 +2,7 @@
 //! ([`SubMailbox`]), which encodes deliveries as MSG/HMSG into it.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 use bytes::BytesMut;
 use edge_proto::mqtt::QoS;
@@ -20,6 +20,9 @@ pub struct Outbox {
     pub(super) state: Mutex<OutState>,
     pub(super) wake: Notify,
     pub(super) max_pending: usize,
+    /// `buf` and `writing` as last charged (see [`Outbox::charge`]): read without the lock by
+    /// the connection before each op it handles.
+    pub(super) pending: AtomicUsize,
     /// `nats.max_pending_total`: output of all connections together.
     pub(super) max_pending_total: u64,
     /// Hub key of the connection (publisher id, for `echo: false`).
@@ -47,9 +50,11 @@ impl Outbox {
         self.state.lock()
     }
 
-    /// Brings this outbox's share of the server's pending output up to date (under its lock).
+    /// Brings this outbox's share of the server's pending output, and [`Outbox::pending`], up
+    /// to date (under its lock): called after every change of `buf` or `writing`.
     pub(super) fn charge(&self, state: &mut OutState) {
         let now = state.buf.len() + state.writing;
+        self.pending.store(now, Ordering::Relaxed);
         let total = &self.server.pending_bytes;
         if now >= state.charged {
             total.fetch_add((now - state.charged) as u64, Ordering::Relaxed);
@@ -69,10 +74,11 @@ impl Outbox {
         self.wake.notify_one();
     }
 
-    /// Bytes waiting to be written to the client.
+    /// Bytes waiting to be written to the client (as of the last change: no lock taken, so a
+    /// connection checks its output bound per op without contending with its subscriptions'
+    /// deliveries).
     pub(super) fn pending(&self) -> usize {
-        let state = self.lock();
-        state.buf.len() + state.writing
+        self.pending.load(Ordering::Relaxed)
     }
 
     pub(super) fn push_raw(&self, bytes: &[u8]) {

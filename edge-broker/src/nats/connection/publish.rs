@@ -131,6 +131,7 @@ impl Connection {
                 );
             }
         }
+        self.outbox.charge(&mut state);
         drop(state);
         self.outbox.wake.notify_one();
     }
