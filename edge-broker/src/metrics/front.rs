@@ -163,6 +163,13 @@ pub fn inc(counter: &AtomicU64) {
     counter.fetch_add(1, Ordering::Relaxed);
 }
 
+/// Adds `n` to `counter` (a count gathered over a read buffer: one atomic add, not `n`).
+pub fn add(counter: &AtomicU64, n: u64) {
+    if n > 0 {
+        counter.fetch_add(n, Ordering::Relaxed);
+    }
+}
+
 fn load(counter: &AtomicU64) -> u64 {
     counter.load(Ordering::Relaxed)
 }
@@ -209,6 +216,11 @@ impl FrontMetrics {
     /// Counts a publish received at `qos`.
     pub fn received(&self, qos: QoS) {
         inc(&self.received[qos as usize]);
+    }
+
+    /// Counts `n` publishes received at `qos`.
+    pub fn received_many(&self, qos: QoS, n: u64) {
+        add(&self.received[qos as usize], n);
     }
 
     /// Publishes received so far (every QoS).

@@ -42,6 +42,7 @@ use std::sync::atomic::AtomicUsize;
 use std::time::Duration;
 
 use bytes::BytesMut;
+use edge_proto::mqtt::QoS;
 use edge_proto::nats::{
     ClientOp, Connect, LastSubject, Limits, ServerError, ServerOp, decode_client_op_reusing,
 };
@@ -241,6 +242,7 @@ async fn run(
         pending_connect: None,
         permissions,
         pings_out: 0,
+        received: 0,
         now_ms: now_ms(),
         clock_stale: true,
         shutdown,
@@ -284,6 +286,8 @@ struct Connection {
     /// What this client may publish and subscribe to (anonymous until CONNECT logs in).
     permissions: crate::auth::Permissions,
     pings_out: u32,
+    /// PUB/HPUBs decoded from the read buffer being processed, not yet in the metrics.
+    received: u64,
     /// Wall clock (unix ms) read once per read buffer: routed records' ingest time.
     now_ms: u64,
     /// `now_ms` is from an earlier read buffer.
@@ -420,6 +424,9 @@ impl Connection {
     /// full).
     fn process_input(&mut self) -> Result<(), Exit> {
         let result = self.decode_input();
+        // Counted once per buffer: the count is right at every scrape after the buffer.
+        let received = std::mem::take(&mut self.received);
+        self.server.metrics.received_many(QoS::AtMostOnce, received);
         self.ingest.submit();
         self.take_ingest();
         result

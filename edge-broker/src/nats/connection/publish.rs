@@ -22,7 +22,7 @@ pub(super) const EXPECTED_STREAM: &str = "Nats-Expected-Stream";
 
 impl Connection {
     pub(super) fn on_pub(&mut self, publish: Pub) -> Result<(), Exit> {
-        self.server.metrics.received(QoS::AtMostOnce);
+        self.received += 1;
         let headers_ok = self.connect.as_ref().is_some_and(|c| c.headers);
         if publish.headers.is_some() && !headers_ok {
             // nats-server closes without -ERR on HPUB from a client that did not ask for headers.

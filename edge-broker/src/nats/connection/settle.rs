@@ -13,7 +13,7 @@ use super::super::server::nats_message_at;
 use super::Connection;
 use crate::ingest::{Answer, Event, IngestQueue, Outcome};
 use crate::message::Message;
-use crate::metrics::front::{DropReason, inc};
+use crate::metrics::front::{DropReason, add, inc};
 
 /// What a routed publish carries to the moment the log wrote it.
 pub(super) struct Written {
@@ -64,10 +64,11 @@ impl Connection {
     pub(super) fn take_ingest(&mut self) {
         let server = Arc::clone(&self.server);
         let metrics = &server.metrics;
+        let mut stored = 0;
         while let Some(event) = self.ingest.next_event() {
             match event {
                 Event::Written { local, offset } => {
-                    inc(&metrics.stored);
+                    stored += 1;
                     if let Some(message) = &local.message {
                         server.publish_local(message);
                     }
@@ -85,6 +86,8 @@ impl Connection {
                 }
             }
         }
+        // One atomic add for what the log wrote since the last look, not one per record.
+        add(&metrics.stored, stored);
         while self
             .pongs
             .front()
