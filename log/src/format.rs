@@ -246,17 +246,17 @@ pub fn record_body_len(offset: u64, record: &NewRecord) -> usize {
 /// Appends the frame of `record` at `offset` to `out` in one pass: the same bytes as
 /// [`encode_frame`] of [`body_ref`] (the format spec's version 2 body, postcard's encoding
 /// written out field by field), without serde. Returns the frame length.
+///
+/// The length field is what was written (the writer encodes every record on its thread: no
+/// second walk over the fields to size it first); debug builds check it against
+/// [`record_body_len`], which sizes records before they are queued.
 pub fn encode_record_frame(
     offset: u64,
     record: &NewRecord,
     out: &mut Vec<u8>,
 ) -> Result<usize, postcard::Error> {
-    let body_len = record_body_len(offset, record);
-    let len = u32::try_from(body_len).map_err(|_| postcard::Error::SerializeBufferFull)?;
     let start = out.len();
-    out.reserve(FRAME_HEADER_LEN + body_len);
-    out.extend_from_slice(&len.to_le_bytes());
-    out.extend_from_slice(&[0u8; 4]);
+    out.extend_from_slice(&[0u8; FRAME_HEADER_LEN]);
     let destination = &record.destination;
     out.push(1);
     put_varint(out, offset);
@@ -288,10 +288,15 @@ pub fn encode_record_frame(
     let body = &out[start + FRAME_HEADER_LEN..];
     debug_assert_eq!(
         body.len(),
-        body_len,
+        record_body_len(offset, record),
         "record_body_len disagrees with the encoder"
     );
+    let Ok(len) = u32::try_from(body.len()) else {
+        out.truncate(start);
+        return Err(postcard::Error::SerializeBufferFull);
+    };
     let crc = crc32c::crc32c(body);
+    out[start..start + 4].copy_from_slice(&len.to_le_bytes());
     out[start + 4..start + 8].copy_from_slice(&crc.to_le_bytes());
     Ok(out.len() - start)
 }
