@@ -411,6 +411,18 @@ pub struct Faults {
     pub hold_sync: AtomicBool,
     /// `sync_data` calls waiting on `hold_sync` right now.
     pub held: AtomicU64,
+    /// When not 0, `sync_data` also waits as under `hold_sync` once `syncs` reached this
+    /// count (a disk that stalls after so many syncs), until it is set back to 0.
+    pub hold_from_sync: AtomicU64,
+}
+
+impl Faults {
+    /// Whether `sync_data` waits now (`hold_sync`, or `hold_from_sync` reached).
+    fn holding(&self) -> bool {
+        let from = self.hold_from_sync.load(Ordering::SeqCst);
+        self.hold_sync.load(Ordering::SeqCst)
+            || (from != 0 && self.syncs.load(Ordering::SeqCst) >= from)
+    }
 }
 
 /// Wraps a storage and injects ENOSPC, EIO on fsync and short writes on demand.
@@ -464,9 +476,9 @@ impl StorageFile for FaultyFile {
         self.inner.write_at(&buf[..n], pos)
     }
     fn sync_data(&self) -> io::Result<()> {
-        if self.faults.hold_sync.load(Ordering::SeqCst) {
+        if self.faults.holding() {
             self.faults.held.fetch_add(1, Ordering::SeqCst);
-            while self.faults.hold_sync.load(Ordering::SeqCst) {
+            while self.faults.holding() {
                 std::thread::sleep(std::time::Duration::from_millis(1));
             }
             self.faults.held.fetch_sub(1, Ordering::SeqCst);

@@ -37,8 +37,11 @@ use crate::segment::{Segment, create_segment};
 use crate::storage::write_all_at;
 use crate::syncer::{Syncer, Target};
 
-/// The writer stops draining the queue into one write once this many bytes are staged.
-const MAX_BATCH_BYTES: usize = 4 << 20;
+/// The writer stops draining the queue into one batch once this many bytes of frames are
+/// staged in it. Counted per batch, not from the buffer (a segment roll writes the buffer out
+/// and empties it): no chunk of a batch is answered before the batch ends, so this bounds how
+/// long the first one waits (at most this plus one chunk, [`crate::Log::max_chunk_bytes`]).
+const MAX_BATCH_BYTES: u64 = 4 << 20;
 /// At most this many bytes are gathered for the next sync; more are written at once.
 const MAX_GATHERED_BYTES: usize = 64 << 10;
 /// How often the writer looks at a running sync's outcome while it has nothing else to do.
@@ -237,15 +240,19 @@ impl Writer {
             };
             let mut close = None;
             let mut next = Some(first);
+            let mut batch_bytes = 0u64;
             while let Some(msg) = next {
                 match msg {
-                    Msg::Chunk(req) => self.stage(req),
+                    Msg::Chunk(req) => {
+                        batch_bytes += req.reserved;
+                        self.stage(req);
+                    }
                     Msg::Close(reply) => {
                         close = Some(reply);
                         break;
                     }
                 }
-                if self.buf.len() >= MAX_BATCH_BYTES {
+                if batch_bytes >= MAX_BATCH_BYTES {
                     break;
                 }
                 next = self.rx.try_recv().ok();

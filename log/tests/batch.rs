@@ -310,3 +310,67 @@ proptest! {
         rt.block_on(pipelined(batches, singles))?;
     }
 }
+
+/// The writer holds a batch's records until it answers the batch (the appenders drop them), so
+/// a batch ends after 4 MiB of frames even when segment rolls empty its write buffer in
+/// between. 12 MiB of 64 KiB segments is queued while the writer waits for a held sync inside
+/// a roll; then the disk syncs only so many more times, too few for the whole queue. Each
+/// 4 MiB batch is answered; before the bound counted the batch's own bytes, the buffer never
+/// reached 4 MiB, the writer took the whole queue into one batch and nothing was answered
+/// before the disk stalled again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_writer_batch_ends_after_4_mib_even_when_segments_roll_inside_it() {
+    let faulty = FaultyStorage::new(MemStorage::new());
+    let cfg = LogConfig {
+        segment_bytes: 64 << 10,
+        max_bytes: 1 << 30,
+        max_record_bytes: 4096,
+        fsync: FsyncPolicy::Always,
+        ..LogConfig::new("/b")
+    };
+    let (log, _) = Log::open_with_storage(cfg, faulty.clone()).unwrap();
+    let faults = &faulty.faults;
+    faults.hold_sync.store(true, Ordering::SeqCst);
+    assert_eq!(log.append(rec(0, 10)).await.unwrap().offset, 0);
+    while faults.held.load(Ordering::SeqCst) == 0 {
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    // 200 chunks of 15 records of 4 KB (one chunk each, about one segment roll each).
+    let mut next = 1u64;
+    let mut submitted = Vec::new();
+    for _ in 0..200 {
+        let records: Vec<NewRecord> = (next..next + 15).map(|i| rec(i, 4000)).collect();
+        next += 15;
+        submitted.push(log.submit_many(records).await);
+    }
+    // The writer is stuck in a roll inside the batch of chunk 0 or 1; 4 MiB is about 70
+    // chunks, 70 rolls, 140 syncs (the old segment's, the new one's). Allow twice that.
+    let syncs = faults.syncs.load(Ordering::SeqCst);
+    faults.hold_from_sync.store(syncs + 280, Ordering::SeqCst);
+    faults.hold_sync.store(false, Ordering::SeqCst);
+    let mut submitted = submitted.into_iter();
+    let first_two: Vec<_> = submitted.by_ref().take(2).collect();
+    for batch in first_two {
+        let answered = tokio::time::timeout(Duration::from_secs(20), batch.written()).await;
+        if answered.is_err() {
+            // Let the writer go on, so that the test fails instead of hanging in the drop.
+            faults.hold_from_sync.store(0, Ordering::SeqCst);
+        }
+        let written =
+            answered.expect("the batch in the writer was answered before the disk stalled again");
+        assert!(written.outcomes().iter().all(|o| o.is_ok()));
+    }
+    faults.hold_from_sync.store(0, Ordering::SeqCst);
+    let mut expected = 31u64;
+    for batch in submitted {
+        let written = batch.written().await;
+        let offsets: Vec<u64> = written
+            .outcomes()
+            .iter()
+            .map(|o| *o.as_ref().unwrap())
+            .collect();
+        assert_eq!(offsets, (expected..expected + 15).collect::<Vec<_>>());
+        expected += 15;
+    }
+    assert_eq!(log.stats().next_offset, next);
+}
