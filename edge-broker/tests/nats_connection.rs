@@ -124,6 +124,33 @@ async fn a_pong_comes_once_the_routed_publishes_before_the_ping_are_written() {
     assert_eq!(broker.log.stats().next_offset, 100);
 }
 
+/// `received` and `stored` are counted once per read buffer (not per PUB): after the buffer is
+/// processed (its PONG came back) they hold every PUB of it, routed or not.
+#[tokio::test]
+async fn received_and_stored_counts_are_whole_once_a_buffer_is_processed() {
+    let broker = Broker::start(ROUTED, roomy_log());
+    let mut client = broker.nats_client();
+    client.connect().await;
+    let metrics = &broker.nats.metrics;
+    let mut ops = Vec::new();
+    for i in 0..60 {
+        let subject = if i % 3 == 0 { "plain.x" } else { "r.x" };
+        ops.extend(pub_op(subject, None, &[], format!("{i}").as_bytes()));
+    }
+    ops.extend(b"PING\r\n");
+    client.send(&ops).await;
+    assert_eq!(client.recv().await, ServerOp::Pong);
+    assert_eq!(metrics.received_total(), 60);
+    assert_eq!(metrics.stored.load(Ordering::Relaxed), 40);
+    // A second buffer adds to them.
+    let mut ops = pub_op("r.y", None, &[], b"again");
+    ops.extend(b"PING\r\n");
+    client.send(&ops).await;
+    assert_eq!(client.recv().await, ServerOp::Pong);
+    assert_eq!(metrics.received_total(), 61);
+    assert_eq!(metrics.stored.load(Ordering::Relaxed), 41);
+}
+
 #[tokio::test]
 async fn a_full_log_stops_reading_the_publisher_until_there_is_room() {
     let broker = Broker::start(ROUTED, small_log(WhenFull::Block));
