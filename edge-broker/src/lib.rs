@@ -33,7 +33,8 @@
 //! - [`tls`]: rustls server configuration for the MQTT and NATS TLS listeners (optionally mutual).
 //! - [`mqtt`]: the MQTT 3.1.1/5 server (sessions, retained messages, wills, durable acks;
 //!   one connection in `mqtt/connection/`: login, inbound, outbound, subscribe, close).
-//! - [`nats`]: the NATS server (client protocol, cross-protocol delivery, durable PubAcks).
+//! - [`nats`]: the NATS server (client protocol, cross-protocol delivery, durable PubAcks;
+//!   one connection in `nats/connection/`: outbox, login, publish, settle, subscribe).
 //! - [`state`]: the state journal of persistent MQTT sessions and retained messages (format,
 //!   writer, replay, migration of the first release's snapshot files).
 //! - [`state_file`]: small state files written crash-safely (MQTT session owners).
