@@ -22,6 +22,15 @@
 # (cross/glibc-check.sh) and printed in the size table. EDGE_CROSS_GLIBC=native links with the
 # Debian cross gcc instead (binaries then need glibc >= 2.34, bookworm).
 #
+# Start-up code first: the zig link gets `-T cross/startup.ld` (EDGE_CROSS_STARTUP_ORDER), a
+# linker script that places the functions start-up and idle run at the start of .text, so the
+# kernel's fault-around (64 KiB of text mapped around each code page fault) leaves ~2 MiB of
+# text resident at idle instead of ~4 (BENCHMARKS.md "Footprint"). The script names functions
+# without their hashes, so one file serves all three targets; cross/startup_profile.sh
+# regenerates it. The size table shows how much code it gathered ("start-up code"): a stale
+# script only gathers less. Passed with `cargo rustc` to the binary's link alone, so it does not
+# rebuild the dependencies.
+#
 # On an arm64 host, aarch64 is built natively (cross/setup.sh explains; other targets need an
 # amd64 machine).
 #
@@ -31,6 +40,8 @@
 #   EDGE_CROSS_GLIBC      oldest glibc to run on (default 2.28), or "native"
 #   EDGE_CROSS_SKIP_SETUP=1  do not run cross/setup.sh (toolchain known to be present)
 #   EDGE_CROSS_CARGO_ARGS extra arguments for cargo build (e.g. "--locked" or "--features x")
+#   EDGE_CROSS_STARTUP_ORDER  linker script of the start-up code (default cross/startup.ld), or
+#                         "none" for the linker's own order
 set -euo pipefail
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -51,6 +62,9 @@ export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$ROOT/target}"
 case "$CARGO_TARGET_DIR" in /*) ;; *) CARGO_TARGET_DIR="$ROOT/$CARGO_TARGET_DIR" ;; esac
 
 GLIBC="${EDGE_CROSS_GLIBC:-2.28}"
+ORDER="${EDGE_CROSS_STARTUP_ORDER:-$HERE/startup.ld}"
+case "$ORDER" in none | /*) ;; *) ORDER="$(pwd)/$ORDER" ;; esac
+[ "$ORDER" = none ] || [ -r "$ORDER" ] || die "EDGE_CROSS_STARTUP_ORDER=$ORDER is not readable"
 ZIG_VENV="${EDGE_CROSS_CACHE:-/var/cache/edge-broker-cross}/zig-venv"
 HOST_ARCH="${EDGE_CROSS_HOST_ARCH:-$(dpkg --print-architecture 2>/dev/null || uname -m)}"
 
@@ -88,10 +102,13 @@ build_one() { # build_one TARGET
     # zig links against the glibc version named in the target and compiles ring's C for it;
     # Debian's cargo and rustc stay in charge (/usr/bin ahead of rustup's ~/.cargo/bin).
     [ -x "$ZIG_VENV/bin/cargo-zigbuild" ] || die "cargo-zigbuild missing in $ZIG_VENV (run cross/setup.sh)"
+    # zig cc passes `-T` on to lld (it rejects --symbol-ordering-file).
+    local link_args=()
+    [ "$ORDER" = none ] || link_args=(-- -C "link-arg=-Wl,-T,$ORDER")
     # shellcheck disable=SC2086
     (cd "$ROOT" && env PATH="$ZIG_VENV/bin:/usr/bin:$PATH" RUSTC=/usr/bin/rustc RUSTDOC=/usr/bin/rustdoc \
-      CARGO=/usr/bin/cargo cargo-zigbuild zigbuild --profile "$PROFILE" --target "$triple.$GLIBC" \
-        -p edge-broker --bin edge-broker ${EDGE_CROSS_CARGO_ARGS:-})
+      CARGO=/usr/bin/cargo cargo-zigbuild rustc --profile "$PROFILE" --target "$triple.$GLIBC" \
+        -p edge-broker --bin edge-broker ${EDGE_CROSS_CARGO_ARGS:-} "${link_args[@]}")
   else
     if [ -n "$prefix" ]; then
       cross_env=("CARGO_TARGET_${upper}_LINKER=${prefix}gcc" "CC_${lower}=${prefix}gcc" "AR_${lower}=${prefix}ar")
@@ -107,7 +124,21 @@ build_one() { # build_one TARGET
     || die "$bin is not an ELF for $(machine_of "$t")"
   if [ "$GLIBC" != native ]; then
     "$HERE/glibc-check.sh" "$bin" "$GLIBC" >/dev/null || die "$bin needs a newer glibc than $GLIBC"
+    if [ "$ORDER" != none ] && [ "$(startup_kib "$t" "$bin")" -lt 256 ]; then
+      die "$bin: $ORDER gathered less than 256 KiB of start-up code (ignored by the linker, or stale: cross/startup_profile.sh)"
+    fi
   fi
+}
+
+# startup_kib TARGET BINARY : KiB of code linked before _start, the first function of .text that
+# cross/startup.ld does not name (crt1.o's); 0 when the script was not used.
+startup_kib() {
+  local prefix text entry
+  prefix="$(prefix_of "$1")"
+  text="$("${prefix}readelf" -SW "$2" | awk '{ sub(/^ *\[ *[0-9]+\] */, "") } $1 == ".text" { print $3 }')"
+  entry="$("${prefix}readelf" -hW "$2" | awk '/Entry point address:/ { print $4 }')"
+  [ -n "$text" ] && [ -n "$entry" ] || die "$2: no .text or entry point"
+  echo $(( ((entry & ~1) - 0x$text) / 1024 ))
 }
 
 for t in "${TARGETS[@]}"; do build_one "$t"; done
@@ -115,11 +146,11 @@ for t in "${TARGETS[@]}"; do build_one "$t"; done
 # Stripped size: the release profile already strips; strip a copy anyway so the number stays the
 # stripped one if a profile (e.g. bench) keeps symbols.
 tmp="$(mktemp -d)"; trap 'rm -rf "$tmp"' EXIT
-printf '\n%-32s %12s %14s %6s  %s\n' "target" "bytes" "stripped bytes" "glibc" "binary"
+printf '\n%-32s %12s %14s %6s %14s  %s\n' "target" "bytes" "stripped bytes" "glibc" "start-up code" "binary"
 for t in "${TARGETS[@]}"; do
   triple="$(triple_of "$t")"; prefix="$(prefix_of "$t")"
   bin="$CARGO_TARGET_DIR/$triple/$PROFILE/edge-broker"
   "${prefix}strip" -o "$tmp/$t" "$bin"
-  printf '%-32s %12s %14s %6s  %s\n' "$triple" "$(stat -c %s "$bin")" "$(stat -c %s "$tmp/$t")" \
-    "$("$HERE/glibc-check.sh" "$bin")" "$bin"
+  printf '%-32s %12s %14s %6s %10s KiB  %s\n' "$triple" "$(stat -c %s "$bin")" "$(stat -c %s "$tmp/$t")" \
+    "$("$HERE/glibc-check.sh" "$bin")" "$(startup_kib "$t" "$bin")" "$bin"
 done
