@@ -102,9 +102,14 @@ build_one() { # build_one TARGET
     # zig links against the glibc version named in the target and compiles ring's C for it;
     # Debian's cargo and rustc stay in charge (/usr/bin ahead of rustup's ~/.cargo/bin).
     [ -x "$ZIG_VENV/bin/cargo-zigbuild" ] || die "cargo-zigbuild missing in $ZIG_VENV (run cross/setup.sh)"
-    # zig cc passes `-T` on to lld (it rejects --symbol-ordering-file).
-    local link_args=()
-    [ "$ORDER" = none ] || link_args=(-- -C "link-arg=-Wl,-T,$ORDER")
+    # zig cc passes `-T` on to lld (it rejects --symbol-ordering-file). Cargo does not track the
+    # script's content, only the arguments: a copy named by its hash relinks when it changes.
+    local link_args=() script
+    if [ "$ORDER" != none ]; then
+      script="$CARGO_TARGET_DIR/startup-$(sha256sum "$ORDER" | cut -c1-16).ld"
+      mkdir -p "$CARGO_TARGET_DIR"; cp "$ORDER" "$script"
+      link_args=(-- -C "link-arg=-Wl,-T,$script")
+    fi
     # shellcheck disable=SC2086
     (cd "$ROOT" && env PATH="$ZIG_VENV/bin:/usr/bin:$PATH" RUSTC=/usr/bin/rustc RUSTDOC=/usr/bin/rustdoc \
       CARGO=/usr/bin/cargo cargo-zigbuild rustc --profile "$PROFILE" --target "$triple.$GLIBC" \
