@@ -22,8 +22,10 @@ once, unless that gathers more than a 64 KiB window of code that did not run); i
 renamed is not matched and is linked where it always was: a stale script costs RSS, never
 correctness. Each function is matched in `.text.NAME` and, for
 `#[cold]` ones, `.text.unlikely.NAME` (rustc's `-Z function-sections`, on by default on ELF).
-Symbols with a `.llvm.N` suffix (LTO-local copies) are matched without it; ring's version
-prefix (`ring_core_0_17_14_`) becomes `*`. Assembly has no function sections: the few assembly
+Symbols with a `.llvm.N` suffix are matched without it. LTO renames a local function that
+collides with another by appending `.N` (`box_new_uninit.2981`), and N changes with every code
+change elsewhere: such a function is matched with and without any `.N` (`NAME.[0-9]*`), or the
+script goes stale at the next commit. ring's version prefix (`ring_core_0_17_14_`) becomes `*`. Assembly has no function sections: the few assembly
 objects the run executed are matched by archive member (ASSEMBLY); other executed functions
 outside function sections are printed, to be added there.
 """
@@ -50,13 +52,24 @@ ASSEMBLY = {
     "sha256_block_data_order": "*ring*:*-sha256-*.o(.text)",
     "sha512_block_data_order": "*ring*:*-sha512-*.o(.text)",
 }
+# `.N`: LTO's suffix of a renamed local function (differs from build to build).
+LOCAL = re.compile(r"\.[0-9]+$")
 # Characters lld accepts in an unquoted pattern (a quoted one is not a glob), minus the glob ones.
 PLAIN = re.compile(r"^[A-Za-z0-9_.$]+$")
 
 
 def pattern(symbol):
-    """The hash-free input-section name pattern of one function symbol, or None."""
-    name = symbol.split(".llvm.", 1)[0]
+    """The hash-free input-section name pattern of one function symbol, or None; `sections`
+    turns it into the input-section patterns of the linker script.
+
+    >>> pattern("_ZN5bytes9bytes_mut8BytesMut6freeze17h0123456789abcdefE.2755")
+    '_ZN5bytes9bytes_mut8BytesMut6freeze17h????????????????E'
+    >>> pattern("_RNvNtCs1a2B_5alloc5boxed14box_new_uninit.2981")
+    '_RNvNtCs*_5alloc5boxed14box_new_uninit'
+    >>> pattern("ring_core_0_17_14__OPENSSL_cpuid_setup")
+    'ring_core_*__OPENSSL_cpuid_setup'
+    """
+    name = LOCAL.sub("", symbol.split(".llvm.", 1)[0])
     if not PLAIN.match(name):
         return None
     if name.startswith("_R"):
@@ -64,6 +77,16 @@ def pattern(symbol):
     if name.startswith("_ZN"):
         return HASH.sub("17h" + "?" * 16 + "E", name)
     return RING.sub("ring_core_*__", name)
+
+
+def sections(p):
+    """The input sections of a pattern: `.text.NAME` and, for `#[cold]` functions,
+    `.text.unlikely.NAME`, each also with LTO's `.N` (any N: it changes with unrelated code).
+
+    >>> sections("_RNvNtCs*_5alloc5boxed14box_new_uninit")
+    '*(.text._RNvNtCs*_5alloc5boxed14box_new_uninit .text._RNvNtCs*_5alloc5boxed14box_new_uninit.[0-9]* .text.unlikely._RNvNtCs*_5alloc5boxed14box_new_uninit .text.unlikely._RNvNtCs*_5alloc5boxed14box_new_uninit.[0-9]*)'
+    """
+    return f"*(.text.{p} .text.{p}.[0-9]* .text.unlikely.{p} .text.unlikely.{p}.[0-9]*)"
 
 
 def assembly(symbol):
@@ -146,7 +169,7 @@ def main():
         "  .text :",
         "  {",
     ]
-    lines += [f"    *(.text.{p} .text.unlikely.{p})" for p in patterns]
+    lines += [f"    {sections(p)}" for p in patterns]
     lines += [f"    {m}" for m in members]
     lines += ["  }", "}", "INSERT BEFORE .plt;", ""]
     with open(out, "w") as f:

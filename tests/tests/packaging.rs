@@ -377,3 +377,33 @@ fn bench_script_parses_and_its_table_computes_ratios() {
     assert!(row.contains("not met"), "{row}");
     assert!(out.contains("p50 0.20 ms, p99 1.00 ms"), "{out}");
 }
+
+#[test]
+fn startup_order_patterns_outlive_lto_renames_of_local_functions() {
+    // LTO appends `.N` to a local function it renames (`box_new_uninit.2981`) and N shifts with
+    // unrelated code: a cross/startup.ld naming `.2981` gathered nothing one commit later.
+    let python = std::env::var("EDGE_TESTS_PYTHON").unwrap_or_else(|_| "python3".to_owned());
+    let cross = repo_root().join("cross");
+    let doctest = Command::new(&python)
+        .args(["-m", "doctest"])
+        .arg(cross.join("startup_order.py"))
+        .output()
+        .unwrap();
+    assert!(doctest.status.success(), "{}", text(&doctest));
+    let check = Command::new(&python)
+        .arg("-c")
+        .arg(
+            "import startup_order as s\n\
+             a = s.pattern('_RNvNtCs1a2B_5alloc5boxed14box_new_uninit.2981')\n\
+             b = s.pattern('_RNvNtCs9z8Y_5alloc5boxed14box_new_uninit.2983')\n\
+             assert a == b == s.pattern('_RNvNtCs1a2B_5alloc5boxed14box_new_uninit'), (a, b)\n\
+             line = s.sections(a)\n\
+             assert '.text.' + a + '.[0-9]* ' in line, line\n\
+             assert '.text.unlikely.' + a + '.[0-9]*' in line, line\n\
+             print(line)",
+        )
+        .current_dir(&cross)
+        .output()
+        .unwrap();
+    assert!(check.status.success(), "{}", text(&check));
+}
