@@ -49,6 +49,9 @@ ROOT="$(cd "$HERE/.." && pwd)"
 
 die() { printf 'build: ERROR: %s\n' "$*" >&2; exit 1; }
 
+# One target or all: a second one used to be ignored without a word (`build.sh aarch64 armv7`
+# built aarch64 only and exited 0).
+[ "$#" -le 1 ] || die "one target at a time, or all (got: $*)"
 WANT="${1:-all}"
 case "$WANT" in
   all) TARGETS=(aarch64 armv7 x86_64) ;;
