@@ -156,7 +156,7 @@ for b in edge mosq; do
     "$(mib "${R[${b}_busy_rss]}")" "$(mib "${R[${b}_busy_pss]}")" "$per" "${R[${b}_threads]}"
 done
 ratio="$(awk -v e="${R[edge_busy_rss]}" -v m="${R[mosq_busy_rss]}" 'BEGIN { printf "%.2f", e / m }')"
-printf '\nedge-broker / mosquitto RSS with %s clients: %s x (issue 17: <= 1, Mosquitto's)\n' "$CLIENTS" "$ratio"
+printf '\nedge-broker / mosquitto RSS with %s clients: %s x (issue 17 goal: <= 1)\n' "$CLIENTS" "$ratio"
 if [ -n "${FOOTPRINT_RESULTS:-}" ]; then
   for b in edge mosq; do
     for m in idle_rss busy_rss; do

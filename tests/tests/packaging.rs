@@ -319,6 +319,46 @@ fn cross_setup_on_an_arm64_host_says_how_to_build_instead_of_refusing() {
     assert!(text(&output).contains("build it on an amd64 machine"));
 }
 
+/// Shell scripts under `.sh` that CI never runs (benchmarks, cross builds, profiles) parse: a
+/// quoting slip (an apostrophe inside a single-quoted `printf` format) once broke
+/// `cross/footprint.sh` unnoticed until the next benchmark.
+#[test]
+fn every_shell_script_parses() {
+    fn scripts(dir: &Path, found: &mut Vec<std::path::PathBuf>) {
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            let name = path.file_name().unwrap().to_string_lossy();
+            if path.is_dir() {
+                if !matches!(&*name, "target" | "node_modules" | ".venv" | ".git") {
+                    scripts(&path, found);
+                }
+            } else if name.ends_with(".sh") {
+                found.push(path);
+            }
+        }
+    }
+    let root = repo_root();
+    let mut found = Vec::new();
+    scripts(&root, &mut found);
+    assert!(
+        found.iter().any(|p| p.ends_with("cross/footprint.sh")),
+        "the walk found no scripts: {found:?}"
+    );
+    for script in found {
+        let syntax = Command::new("bash")
+            .arg("-n")
+            .arg(&script)
+            .output()
+            .unwrap();
+        assert!(
+            syntax.status.success(),
+            "bash -n {}: {}",
+            script.display(),
+            text(&syntax)
+        );
+    }
+}
+
 /// `bench/run.sh` is not run in CI (benchmarks are not tests), but its syntax, its `--help` and
 /// the table it prints from a results file are: a broken script is found here, not by the next
 /// person who needs the numbers.
