@@ -25,6 +25,8 @@
 set -euo pipefail
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+# shellcheck source=cross/idle_broker.sh
+. "$HERE/idle_broker.sh"
 ROOT="$(cd "$HERE/.." && pwd)"
 CLIENTS="${1:-1000}"
 SETTLE_SECS="${SETTLE_SECS:-3}"
@@ -69,28 +71,8 @@ mib() { awk -v k="$1" 'BEGIN { printf "%.1f", k / 1024 }'; }
 EDGE_PORT="$(free_port)"; METRICS_PORT="$(free_port)"; MOSQ_PORT="$(free_port)"
 # NATS on a free port too: the default 4222 may be taken by another broker on this machine.
 NATS_PORT="$(free_port)"
-cat >"$WORK/edge-broker.toml" <<EOF
-[node]
-id = "footprint"
-data_dir = "$WORK/edge-data"
-
-[mqtt]
-listen = "127.0.0.1:$EDGE_PORT"
-max_connections = $((CLIENTS + 100))
-
-[nats]
-listen = "127.0.0.1:$NATS_PORT"
-
-[log]
-fsync = "always"
-
-[metrics]
-listen = "127.0.0.1:$METRICS_PORT"
-
-[[route]]
-mqtt = "sensors/#"
-kafka_topic = "sensors"
-EOF
+idle_broker_toml footprint "$WORK/edge-data" "$EDGE_PORT" "$NATS_PORT" "$METRICS_PORT" \
+  "$((CLIENTS + 100))" >"$WORK/edge-broker.toml"
 cat >"$WORK/mosquitto.conf" <<EOF
 listener $MOSQ_PORT 127.0.0.1
 allow_anonymous true

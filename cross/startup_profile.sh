@@ -17,6 +17,8 @@
 set -euo pipefail
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+# shellcheck source=cross/idle_broker.sh
+. "$HERE/idle_broker.sh"
 die() { printf 'startup_profile: ERROR: %s\n' "$*" >&2; exit 2; }
 case "${1:-}" in "" | -h | --help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;; esac
 BIN="$1"; SECS="${2:-20}"; OUT="${3:-$HERE/startup.ld}"
@@ -39,27 +41,8 @@ wait_port() {
   die "nothing listens on $1 after 60 s: $(tail -n 5 "$WORK/run.log")"
 }
 MQTT_PORT="$(free_port)"; NATS_PORT="$(free_port)"; METRICS_PORT="$(free_port)"
-cat >"$WORK/edge-broker.toml" <<EOF
-[node]
-id = "startup-profile"
-data_dir = "$WORK/edge-data"
-
-[mqtt]
-listen = "127.0.0.1:$MQTT_PORT"
-
-[nats]
-listen = "127.0.0.1:$NATS_PORT"
-
-[log]
-fsync = "always"
-
-[metrics]
-listen = "127.0.0.1:$METRICS_PORT"
-
-[[route]]
-mqtt = "sensors/#"
-kafka_topic = "sensors"
-EOF
+idle_broker_toml startup-profile "$WORK/edge-data" "$MQTT_PORT" "$NATS_PORT" "$METRICS_PORT" \
+  >"$WORK/edge-broker.toml"
 valgrind --tool=callgrind --dump-instr=yes --compress-pos=no --compress-strings=no \
   --callgrind-out-file="$WORK/cg.out" "$BIN" --config "$WORK/edge-broker.toml" \
   >"$WORK/run.log" 2>&1 &
