@@ -33,6 +33,8 @@ HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 ROOT="$(cd "$HERE/.." && pwd)"
 die() { printf 'deb: ERROR: %s\n' "$*" >&2; exit 1; }
 
+# One architecture or all: a second one used to be ignored without a word (as in cross/build.sh).
+[ "$#" -le 1 ] || die "one architecture at a time, or all (got: $*)"
 WANT="${1:-all}"
 case "$WANT" in
   all) ARCHES=(arm64 armhf amd64) ;;

@@ -36,6 +36,8 @@ set -euo pipefail
 log() { printf 'setup: %s\n' "$*" >&2; }
 die() { printf 'setup: ERROR: %s\n' "$*" >&2; exit 1; }
 
+# One target or all: a second one used to be ignored without a word (as in cross/build.sh).
+[ "$#" -le 1 ] || die "one target at a time, or all (got: $*)"
 WANT="${1:-all}"
 case "$WANT" in
   all) TARGETS=(aarch64 armv7 x86_64) ;;

@@ -449,21 +449,36 @@ fn startup_order_patterns_outlive_lto_renames_of_local_functions() {
 }
 
 #[test]
-fn cross_build_refuses_a_second_target_instead_of_ignoring_it() {
-    // `cross/build.sh aarch64 armv7` built aarch64 only and exited 0. The cache points nowhere,
-    // so a build that got past the arguments fails at once (no cargo-zigbuild) instead of
-    // building for minutes.
-    let output = Command::new(repo_root().join("cross/build.sh"))
-        .args(["aarch64", "armv7"])
-        .env("EDGE_CROSS_SKIP_SETUP", "1")
-        .env("EDGE_CROSS_CACHE", "/nonexistent/edge-broker-cross")
-        .env("EDGE_CROSS_HOST_ARCH", "amd64")
-        .output()
-        .unwrap();
-    assert!(!output.status.success(), "{}", text(&output));
-    assert!(
-        text(&output).contains("one target at a time, or all (got: aarch64 armv7)"),
-        "{}",
-        text(&output)
-    );
+fn cross_scripts_refuse_a_second_target_instead_of_ignoring_it() {
+    // `cross/build.sh aarch64 armv7` built aarch64 only and exited 0; `deb.sh` and `setup.sh`
+    // did the same with their second argument. The cache points nowhere, so a script that got
+    // past its arguments fails at once (no cargo-zigbuild) instead of building for minutes.
+    for (script, args, want) in [
+        (
+            "build.sh",
+            ["aarch64", "armv7"],
+            "one target at a time, or all (got: aarch64 armv7)",
+        ),
+        (
+            "setup.sh",
+            ["aarch64", "armv7"],
+            "one target at a time, or all (got: aarch64 armv7)",
+        ),
+        (
+            "deb.sh",
+            ["arm64", "armhf"],
+            "one architecture at a time, or all (got: arm64 armhf)",
+        ),
+    ] {
+        let output = Command::new(repo_root().join("cross").join(script))
+            .args(args)
+            .env("EDGE_CROSS_SKIP_SETUP", "1")
+            .env("EDGE_DEB_SKIP_BUILD", "1")
+            .env("EDGE_CROSS_CACHE", "/nonexistent/edge-broker-cross")
+            .env("EDGE_CROSS_HOST_ARCH", "amd64")
+            .output()
+            .unwrap();
+        assert!(!output.status.success(), "{script}: {}", text(&output));
+        assert!(text(&output).contains(want), "{script}: {}", text(&output));
+    }
 }
