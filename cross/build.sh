@@ -25,8 +25,10 @@
 # Start-up code first: the zig link gets `-T cross/startup.ld` (EDGE_CROSS_STARTUP_ORDER), a
 # linker script that places the functions start-up and idle run at the start of .text, so the
 # kernel's fault-around (64 KiB of text mapped around each code page fault) leaves ~2 MiB of
-# text resident at idle instead of ~4 (BENCHMARKS.md "Footprint"). The script names functions
-# without their hashes, so one file serves all three targets; cross/startup_profile.sh
+# text resident at idle instead of ~4 (BENCHMARKS.md "Footprint"). The script names functions by
+# their v0 symbol names (-C symbol-mangling-version=v0, set below for the target crates) with the
+# parts that differ per target made globs, so one file serves all three targets and names only
+# the instances of generic functions that ran; cross/startup_profile.sh
 # regenerates it. The size table shows how much code it gathered ("start-up code"): a stale
 # script only gathers less. Passed with `cargo rustc` to the binary's link alone, so it does not
 # rebuild the dependencies.
@@ -113,8 +115,12 @@ build_one() { # build_one TARGET
       mkdir -p "$CARGO_TARGET_DIR"; cp "$ORDER" "$script"
       link_args=(-- -C "link-arg=-Wl,-T,$script")
     fi
+    # v0 symbol names spell out a generic function's type arguments (legacy names differ only in
+    # a hash), so cross/startup.ld names the instances start-up ran and leaves the others out.
+    # Target crates only: build scripts and proc macros are not rebuilt for it.
     # shellcheck disable=SC2086
     (cd "$ROOT" && env PATH="$ZIG_VENV/bin:/usr/bin:$PATH" RUSTC=/usr/bin/rustc RUSTDOC=/usr/bin/rustdoc \
+      "CARGO_TARGET_${upper}_RUSTFLAGS=-C symbol-mangling-version=v0" \
       CARGO=/usr/bin/cargo cargo-zigbuild rustc --profile "$PROFILE" --target "$triple.$GLIBC" \
         -p edge-broker --bin edge-broker ${EDGE_CROSS_CARGO_ARGS:-} "${link_args[@]}")
   else

@@ -13,21 +13,24 @@ windows of text instead of most of them (BENCHMARKS.md "Footprint"). One `.text`
 of its own: valgrind only reads symbols in `.text`, and this script is made from a valgrind run.
 
 Why patterns and not a symbol-ordering file: zig cc, which links the glibc 2.28 gateway builds,
-rejects `--symbol-ordering-file` but passes `-T SCRIPT` to lld; and a mangled name's hash differs
-per target, profile and compiler. A Rust (legacy) mangled name is `_ZN<len><name>...17h<16 hex>E`:
-the pattern keeps the path and replaces the hash with `?`s, so one checked-in script matches the
-same functions in the x86_64, aarch64 and armv7 builds (every instance of a generic function at
-once, unless that gathers more than a 64 KiB window of code that did not run); in a v0 name
-(`_R...`) the crate disambiguators (`Cs<base62>_`) become `*`. A function that is gone or
-renamed is not matched and is linked where it always was: a stale script costs RSS, never
-correctness. Each function is matched in `.text.NAME` and, for
-`#[cold]` ones, `.text.unlikely.NAME` (rustc's `-Z function-sections`, on by default on ELF).
-Symbols with a `.llvm.N` suffix are matched without it. LTO renames a local function that
-collides with another by appending `.N` (`box_new_uninit.2981`), and N changes with every code
-change elsewhere: such a function is matched with and without any `.N` (`NAME.[0-9]*`), or the
-script goes stale at the next commit. ring's version prefix (`ring_core_0_17_14_`) becomes `*`. Assembly has no function sections: the few assembly
-objects the run executed are matched by archive member (ASSEMBLY); other executed functions
-outside function sections are printed, to be added there.
+rejects `--symbol-ordering-file` but passes `-T SCRIPT` to lld; and a mangled name differs per
+target, profile and compiler. cross/build.sh asks for v0 names (`_R...`), which spell out a
+generic function's type arguments: the pattern keeps the path and those arguments and turns the
+parts that differ between builds into `*` (crate disambiguators, back-references and the
+instantiating crate: `V0Glob`), so one checked-in script matches the instances that ran, and
+only those, in the x86_64, aarch64 and armv7 builds. (Legacy names, `_ZN...17h<16 hex>E`, differ
+between a generic function's instances only in the hash: their pattern, hash replaced by `?`s,
+gathers every instance at once, ~0.47 MiB of code that never ran in the last legacy script;
+BENCHMARKS.md "v0 symbol names".) A function that is gone or renamed is not matched and is linked
+where it always was: a stale script costs RSS, never correctness. Each function is matched in
+`.text.NAME` and, for `#[cold]` ones, `.text.unlikely.NAME` (rustc's `-Z function-sections`, on
+by default on ELF). Symbols with a `.llvm.N` suffix are matched without it. LTO renames a local
+function that collides with another by appending `.N` (`box_new_uninit.2981`), and N changes with
+every code change elsewhere: such a function is matched with and without any `.N`
+(`NAME.[0-9]*`), or the script goes stale at the next commit. ring's version prefix
+(`ring_core_0_17_14_`) becomes `*`. Assembly has no function sections: the few assembly objects
+the run executed are matched by archive member (ASSEMBLY); other executed functions outside
+function sections are printed, to be added there.
 """
 import bisect
 import collections
@@ -40,8 +43,8 @@ import sys
 WINDOW = 64 * 1024
 # `17h` + 16 hex digits + `E`: the hash part of a legacy Rust mangled name.
 HASH = re.compile(r"17h[0-9a-f]{16}E")
-# `Cs<base62>_`: a crate's disambiguator in a v0 mangled name (`_R...`; Debian's std has some),
-# which differs per target like the legacy hash.
+# `Cs<base62>_`: a crate's disambiguator in a v0 mangled name, which differs per target like the
+# legacy hash (the fallback for a name `V0Glob` cannot read).
 CRATE = re.compile(r"Cs[0-9A-Za-z]+_")
 # ring's C symbols carry its version.
 RING = re.compile(r"^ring_core_[0-9_]+?__")
@@ -58,8 +61,203 @@ LOCAL = re.compile(r"\.[0-9]+$")
 PLAIN = re.compile(r"^[A-Za-z0-9_.$]+$")
 
 
+BASE62 = frozenset("0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ")
+
+
+class V0Glob:
+    """A v0 mangled name (`_R...`, RFC 2603) as a glob that matches the same function in every
+    build of every target:
+
+    - a crate's disambiguator, `Cs<base62>_` (a hash of the crate's metadata: it differs per
+      target, profile and compiler) -> `Cs*_`;
+    - a back-reference, `B<base62>_` (the byte offset of an earlier path in the name: it moves
+      when a disambiguator before it is one character shorter, as about 1 in 12 are) -> `B*_`;
+    - the instantiating crate that ends a generic instance's name (the crate whose code
+      generation made the copy) -> `*`.
+
+    Everything else is kept: the path, the impl and closure disambiguators, and a generic
+    function's type arguments, which tell its instances apart. `glob` raises ValueError on a
+    name outside the grammar; `pattern` then falls back to replacing disambiguators alone.
+
+    >>> V0Glob("_RNvMs5_NtCs1a2B3c_3std4timeNtB5_10SystemTime3now").glob()
+    '_RNvMs5_NtCs*_3std4timeNtB*_10SystemTime3now'
+    >>> V0Glob("_RINvNtCs1a_4core3mem4dropNtCs2b_3foo3BarECs3c_3app").glob()
+    '_RINvNtCs*_4core3mem4dropNtCs*_3foo3BarE*'
+    >>> V0Glob("_RNCNvNtCs1a_3app3run0s0_0").glob()   # closures: empty names, s0_ disambiguator
+    '_RNCNvNtCs*_3app3run0s0_0'
+    """
+
+    def __init__(self, name):
+        self.name, self.at, self.out = name, 0, []
+
+    def glob(self):
+        self.keep(2)  # _R
+        if self.peek().isdigit():
+            self.decimal()  # encoding version
+        self.path()
+        if self.at < len(self.name):
+            mark = len(self.out)
+            self.path()  # the instantiating crate
+            self.out[mark:] = ["*"]
+        if self.at != len(self.name):
+            raise ValueError(f"{self.name}: trailing characters at {self.at}")
+        return "".join(self.out)
+
+    def peek(self):
+        return self.name[self.at] if self.at < len(self.name) else ""
+
+    def keep(self, n=1):
+        if self.at + n > len(self.name):
+            raise ValueError(f"{self.name}: ends early")
+        self.out.append(self.name[self.at:self.at + n])
+        self.at += n
+
+    def accept(self, c):
+        if self.peek() == c:
+            self.keep()
+            return True
+        return False
+
+    def base62(self, glob=False):
+        start = self.at
+        while self.peek() in BASE62 and self.peek():
+            self.at += 1
+        if self.peek() != "_":
+            raise ValueError(f"{self.name}: no base-62 number at {start}")
+        self.at += 1
+        self.out.append("*_" if glob else self.name[start:self.at])
+
+    def decimal(self):
+        start = self.at
+        if self.peek() == "0":
+            self.at += 1
+        else:
+            while self.peek().isdigit() and self.peek():
+                self.at += 1
+        if self.at == start:
+            raise ValueError(f"{self.name}: no number at {start}")
+        self.out.append(self.name[start:self.at])
+        return int(self.name[start:self.at])
+
+    def backref(self):
+        self.keep()  # B
+        self.base62(glob=True)
+
+    def identifier(self, crate=False):
+        if self.accept("s"):
+            self.base62(glob=crate)
+        self.accept("u")
+        n = self.decimal()
+        self.accept("_")
+        self.keep(n)
+
+    def path(self):
+        c = self.peek()
+        if c == "B":
+            self.backref()
+            return
+        self.keep()
+        if c == "C":
+            self.identifier(crate=True)
+        elif c == "M":
+            self.impl_path()
+            self.type()
+        elif c == "X":
+            self.impl_path()
+            self.type()
+            self.path()
+        elif c == "Y":
+            self.type()
+            self.path()
+        elif c == "N":
+            self.keep()  # namespace
+            self.path()
+            self.identifier()
+        elif c == "I":
+            self.path()
+            while not self.accept("E"):
+                self.generic_arg()
+        else:
+            raise ValueError(f"{self.name}: no path at {self.at - 1}")
+
+    def impl_path(self):
+        if self.accept("s"):
+            self.base62()
+        self.path()
+
+    def generic_arg(self):
+        if self.accept("L"):
+            self.base62()
+        elif self.accept("K"):
+            self.const()
+        else:
+            self.type()
+
+    def const(self):
+        if self.accept("p"):
+            return
+        if self.peek() == "B":
+            self.backref()
+            return
+        self.type()
+        self.accept("n")
+        while not self.accept("_"):
+            if not self.peek() or self.peek() not in "0123456789abcdef":
+                raise ValueError(f"{self.name}: no constant at {self.at}")
+            self.keep()
+
+    def type(self):
+        c = self.peek()
+        if c and c.islower():
+            self.keep()  # a basic type
+        elif c in ("B", "C", "M", "X", "Y", "N", "I"):
+            self.path()
+        elif c == "A":
+            self.keep(); self.type(); self.const()
+        elif c in ("S", "P", "O"):
+            self.keep(); self.type()
+        elif c in ("R", "Q"):
+            self.keep()
+            if self.accept("L"):
+                self.base62()
+            self.type()
+        elif c == "T":
+            self.keep()
+            while not self.accept("E"):
+                self.type()
+        elif c == "F":
+            self.keep()
+            self.binder()
+            self.accept("U")
+            if self.accept("K") and not self.accept("C"):
+                n = self.decimal()
+                self.accept("_")
+                self.keep(n)
+            while not self.accept("E"):
+                self.type()
+            self.type()
+        elif c == "D":
+            self.keep()
+            self.binder()
+            while not self.accept("E"):
+                self.path()
+                while self.accept("p"):
+                    n = self.decimal()
+                    self.accept("_")
+                    self.keep(n)
+                    self.type()
+            self.keep()  # L
+            self.base62()
+        else:
+            raise ValueError(f"{self.name}: no type at {self.at}")
+
+    def binder(self):
+        if self.accept("G"):
+            self.base62()
+
+
 def pattern(symbol):
-    """The hash-free input-section name pattern of one function symbol, or None; `sections`
+    """The target-free input-section name pattern of one function symbol, or None; `sections`
     turns it into the input-section patterns of the linker script.
 
     >>> pattern("_ZN5bytes9bytes_mut8BytesMut6freeze17h0123456789abcdefE.2755")
@@ -73,7 +271,10 @@ def pattern(symbol):
     if not PLAIN.match(name):
         return None
     if name.startswith("_R"):
-        return CRATE.sub("Cs*_", name)
+        try:
+            return V0Glob(name).glob()
+        except ValueError:
+            return CRATE.sub("Cs*_", name)
     if name.startswith("_ZN"):
         return HASH.sub("17h" + "?" * 16 + "E", name)
     return RING.sub("ring_core_*__", name)
@@ -162,7 +363,7 @@ def main():
         "/* Generated by cross/startup_order.py from a callgrind run of the idle broker",
         "   (cross/startup_profile.sh): the functions that start-up, listener probes, one quiet",
         "   MQTT and one quiet NATS client, a /metrics scrape, idle and shutdown executed, first",
-        "   run first, hashes replaced by ?. Linked first in .text so that fault-around maps few",
+        "   run first, names made target-free by globs. Linked first in .text so that fault-around maps few",
         "   64 KiB windows of text (BENCHMARKS.md \"Footprint\"). Regenerate, do not edit. */",
         "SECTIONS",
         "{",

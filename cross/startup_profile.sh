@@ -6,7 +6,8 @@
 # UNSTRIPPED_BINARY: an x86_64 release build with symbols, e.g.
 #   CARGO_PROFILE_RELEASE_STRIP=false cross/build.sh x86_64
 #   cp target/x86_64-unknown-linux-gnu/release/edge-broker /tmp/edge-broker-unstripped
-# (the ARM builds use the same script: its patterns name functions without their hashes).
+# (cross/build.sh's v0 symbol names; the ARM builds use the same script: its patterns leave out
+# what differs per target).
 # Runs the binary under valgrind's callgrind with the config of cross/footprint.sh (MQTT, NATS,
 # /metrics, one route, fsync "always", a temp data dir) through what an idle gateway does: a bare
 # TCP probe of each listener (what a health check and cross/footprint.sh do), one quiet MQTT and
@@ -24,6 +25,10 @@ case "${1:-}" in "" | -h | --help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# 
 BIN="$1"; SECS="${2:-20}"; OUT="${3:-$HERE/startup.ld}"
 [ -x "$BIN" ] || die "$BIN is not executable"
 [ "$(readelf -SW "$BIN" | grep -c "\.symtab")" -gt 0 ] || die "$BIN has no symbols (build it with CARGO_PROFILE_RELEASE_STRIP=false)"
+# Legacy names (a plain `cargo build`) would give patterns that match nothing in cross/build.sh's
+# v0-named builds.
+[ "$(nm --defined-only "$BIN" | grep -c " _RNvNtCs[0-9A-Za-z]*_11edge_broker")" -gt 0 ] \
+  || die "$BIN has no v0 symbol names of edge_broker (build it with cross/build.sh x86_64)"
 command -v valgrind >/dev/null || die "valgrind is missing: apt-get install valgrind"
 
 WORK="$(mktemp -d)"; PID=""; CLIENTS=()
