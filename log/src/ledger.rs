@@ -5,7 +5,8 @@
 //! It owns: the segment list (the index of what is on disk), the disk budget (bytes in
 //! segments plus bytes reserved by queued appends), the committed position of every cursor
 //! (retention deletes below the lowest), the durable end (a watch channel appenders and readers
-//! wait on), the sticky failure, and the counters behind [`crate::LogStats`].
+//! wait on), the sticky failure, the counters behind [`crate::LogStats`], and the record
+//! vectors the writer emptied, kept for the next submissions ([`Ledger::recycle_records`]).
 
 use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
@@ -17,6 +18,7 @@ use tokio::sync::{Notify, watch};
 use crate::config::{LogConfig, WhenFull};
 use crate::error::{AppendError, LogError};
 use crate::health::{Full, LogHealth};
+use crate::record::NewRecord;
 use crate::segment::Segment;
 use crate::storage::Storage;
 
@@ -136,7 +138,17 @@ pub(crate) struct Ledger {
     closing: AtomicBool,
     /// The counters (atomics: the writer and readers bump them without the lock).
     pub counters: Counters,
+    /// Record vectors the writer emptied, for the next submissions (at most
+    /// [`SPARE_RECORD_VECS`], each of [`SPARE_MIN_RECORDS`]..=[`SPARE_MAX_RECORDS`] records).
+    spare_records: Mutex<Vec<Vec<NewRecord>>>,
 }
+
+/// How many emptied record vectors the ledger keeps for reuse.
+pub(crate) const SPARE_RECORD_VECS: usize = 4;
+/// The smallest record vector worth keeping (a single append's is not).
+pub(crate) const SPARE_MIN_RECORDS: usize = 16;
+/// The largest record vector kept (about 160 KiB of records): all four stay below 1 MiB.
+pub(crate) const SPARE_MAX_RECORDS: usize = 1024;
 
 impl Ledger {
     /// A ledger over recovered segments (sorted, the last one active) and cursor positions.
@@ -176,6 +188,31 @@ impl Ledger {
                 fsyncs: AtomicU64::new(fsyncs),
                 ..Counters::default()
             },
+            spare_records: Mutex::new(Vec::new()),
+        }
+    }
+
+    // --- record vectors ---------------------------------------------------------------------
+
+    /// The largest record vector the writer emptied, if one is kept: a submitter reuses it
+    /// instead of allocating (the writer frees nothing the submitter's thread must allocate,
+    /// and touch as fresh pages, again).
+    pub fn take_spare_records(&self) -> Option<Vec<NewRecord>> {
+        let mut spare = self.spare_records.lock();
+        let largest = (0..spare.len()).max_by_key(|&i| spare[i].capacity())?;
+        Some(spare.swap_remove(largest))
+    }
+
+    /// Keeps a record vector the writer is done with for a later submission (emptied here,
+    /// outside the lock), unless enough are kept or its size is not worth keeping.
+    pub fn recycle_records(&self, mut records: Vec<NewRecord>) {
+        if !(SPARE_MIN_RECORDS..=SPARE_MAX_RECORDS).contains(&records.capacity()) {
+            return;
+        }
+        records.clear();
+        let mut spare = self.spare_records.lock();
+        if spare.len() < SPARE_RECORD_VECS {
+            spare.push(records);
         }
     }
 

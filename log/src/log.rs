@@ -334,6 +334,19 @@ impl Log {
         }
     }
 
+    /// An empty vector to collect the records of a later [`Log::submit_many`] in, with room
+    /// for at least `capacity`: one the writer emptied if the log kept one (no allocation, and
+    /// no fresh pages, on the submitting thread), else a new one.
+    pub fn record_vec(&self, capacity: usize) -> Vec<NewRecord> {
+        match self.inner.ledger.take_spare_records() {
+            Some(mut records) => {
+                records.reserve(capacity);
+                records
+            }
+            None => Vec::with_capacity(capacity),
+        }
+    }
+
     /// [`Log::submit_many`], then waits until the batch is written ([`SubmittedBatch::written`]).
     pub async fn append_many(&self, records: Vec<NewRecord>) -> crate::AppendedBatch {
         self.submit_many(records).await.written().await

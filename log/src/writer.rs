@@ -399,6 +399,8 @@ impl Writer {
             self.next_offset += 1;
             self.pending[me].staged += 1;
         }
+        // The records are encoded (or refused): their vector goes back for a later chunk.
+        self.ledger.recycle_records(records);
     }
 
     /// Writes the buffer at the end of the active segment. False if nothing more can be written

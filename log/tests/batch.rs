@@ -374,3 +374,54 @@ async fn a_writer_batch_ends_after_4_mib_even_when_segments_roll_inside_it() {
     }
     assert_eq!(log.stats().next_offset, next);
 }
+
+/// The writer hands each chunk's emptied record vector back, and [`Log::record_vec`] gives it
+/// out again (the submitting thread then neither allocates nor touches fresh pages per batch);
+/// the log keeps at most 4, of 16 to 1024 records of room, and gives the largest first.
+#[tokio::test]
+async fn emptied_record_vectors_come_back_for_the_next_batch() {
+    let mem = MemStorage::new();
+    let config = LogConfig {
+        segment_bytes: 1 << 20,
+        max_bytes: 16 << 20,
+        ..small_config("/v")
+    };
+    let (log, _) = Log::open_with_storage(config, mem).unwrap();
+    let batch = |room: usize, n: u64| {
+        let mut records = Vec::with_capacity(room);
+        records.extend((0..n).map(|i| rec(i, 20)));
+        records
+    };
+    // Nothing kept yet: a new, empty vector with the room asked for.
+    let fresh = log.record_vec(8);
+    assert!(fresh.is_empty() && fresh.capacity() >= 8);
+
+    let records = batch(100, 100);
+    let at = records.as_ptr();
+    log.append_many(records).await.durable().await.unwrap();
+    let reused = log.record_vec(1);
+    assert_eq!(reused.as_ptr(), at, "the batch's own vector comes back");
+    assert!(reused.is_empty() && reused.capacity() >= 100);
+    drop(reused);
+
+    // Too small (a single record's) or too large: not kept.
+    log.append_many(batch(1, 1)).await.durable().await.unwrap();
+    log.append(rec(7, 20)).await.unwrap();
+    log.append_many(batch(2000, 10))
+        .await
+        .durable()
+        .await
+        .unwrap();
+    assert_eq!(log.record_vec(0).capacity(), 0, "nothing was kept");
+
+    // At most four are kept, the largest given out first.
+    for room in [32, 64, 48, 40, 200, 300] {
+        log.append_many(batch(room, 5))
+            .await
+            .durable()
+            .await
+            .unwrap();
+    }
+    let rooms: Vec<usize> = (0..5).map(|_| log.record_vec(0).capacity()).collect();
+    assert_eq!(rooms, [64, 48, 40, 32, 0], "the first four kept, then none");
+}

@@ -490,6 +490,8 @@ fn bad_argument_counts_close_silently() {
         (&b"PUB foo\r\n"[..], "PUB"),
         (b"PUB \r\n", "PUB"),
         (b"PUB a b c 1\r\n", "PUB"),
+        (b"PUB a b c d e f g 1\r\n", "PUB"),
+        (b"HPUB a b c d e 1 1\r\n", "HPUB"),
         (b"HPUB foo 3\r\n", "HPUB"),
         (b"SUB foo\r\n", "SUB"),
         (b"SUB a b c d\r\n", "SUB"),
@@ -507,6 +509,15 @@ fn bad_argument_counts_close_silently() {
     assert!(matches!(
         server(b"MSG foo 1\r\n").0,
         Err(DecodeError::BadArguments { verb: "MSG", .. })
+    ));
+    // One argument more than HMSG's longest form (the most any op takes) is still refused.
+    assert!(matches!(
+        server(b"HMSG foo 1 reply extra 2 3\r\nab\r\n").0,
+        Err(DecodeError::BadArguments { verb: "HMSG", .. })
+    ));
+    assert!(matches!(
+        server(b"HMSG foo 1 reply a b c 2 3\r\nab\r\n").0,
+        Err(DecodeError::BadArguments { verb: "HMSG", .. })
     ));
 }
 

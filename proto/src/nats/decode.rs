@@ -228,18 +228,46 @@ fn read_line(buf: &[u8], table: &[Verb], limits: &Limits) -> Result<Option<Line>
     }))
 }
 
+/// Arguments an op line is split into, without allocating (a PUB is split per message).
+/// Every op takes at most [`ArgList::MAX`] arguments; a line with more keeps one more than
+/// that, so it still matches no accepted form and is refused as before.
+struct ArgList<'a> {
+    args: [&'a [u8]; ArgList::MAX + 1],
+    len: usize,
+}
+
+impl<'a> ArgList<'a> {
+    /// The most arguments any op takes (HMSG with a reply subject).
+    const MAX: usize = 5;
+
+    fn split(arg: &'a [u8], separator: impl Fn(u8) -> bool) -> ArgList<'a> {
+        let mut list = ArgList {
+            args: [&[]; ArgList::MAX + 1],
+            len: 0,
+        };
+        for a in arg.split(|&b| separator(b)).filter(|a| !a.is_empty()) {
+            if list.len == list.args.len() {
+                break;
+            }
+            list.args[list.len] = a;
+            list.len += 1;
+        }
+        list
+    }
+
+    fn as_slice(&self) -> &[&'a [u8]] {
+        &self.args[..self.len]
+    }
+}
+
 /// Splits on spaces and tabs (PUB/HPUB in nats-server).
-fn split_pub_args(arg: &[u8]) -> Vec<&[u8]> {
-    arg.split(|&b| is_blank(b))
-        .filter(|a| !a.is_empty())
-        .collect()
+fn split_pub_args(arg: &[u8]) -> ArgList<'_> {
+    ArgList::split(arg, is_blank)
 }
 
 /// Splits on spaces, tabs, CR and LF (nats-server's `splitArg`: SUB, UNSUB, MSG, HMSG).
-fn split_args(arg: &[u8]) -> Vec<&[u8]> {
-    arg.split(|&b| matches!(b, b' ' | b'\t' | b'\r' | b'\n'))
-        .filter(|a| !a.is_empty())
-        .collect()
+fn split_args(arg: &[u8]) -> ArgList<'_> {
+    ArgList::split(arg, |b| matches!(b, b' ' | b'\t' | b'\r' | b'\n'))
 }
 
 /// nats-server's `parseSize`: 1 to 9 ASCII digits, else `None`.
