@@ -146,6 +146,10 @@ class V0Glob:
     def identifier(self, crate=False):
         if self.accept("s"):
             self.base62(glob=crate)
+        self.bare_identifier()
+
+    def bare_identifier(self):
+        """`["u"] decimal ["_"] bytes`: a name without its disambiguator."""
         self.accept("u")
         n = self.decimal()
         self.accept("_")
@@ -230,9 +234,7 @@ class V0Glob:
             self.binder()
             self.accept("U")
             if self.accept("K") and not self.accept("C"):
-                n = self.decimal()
-                self.accept("_")
-                self.keep(n)
+                self.bare_identifier()  # the ABI
             while not self.accept("E"):
                 self.type()
             self.type()
@@ -242,9 +244,7 @@ class V0Glob:
             while not self.accept("E"):
                 self.path()
                 while self.accept("p"):
-                    n = self.decimal()
-                    self.accept("_")
-                    self.keep(n)
+                    self.bare_identifier()  # an associated type's binding
                     self.type()
             self.keep()  # L
             self.base62()
