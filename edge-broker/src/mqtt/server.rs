@@ -3,7 +3,7 @@
 //! (restore and checkpoints in [`super::persist`]).
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
@@ -76,6 +76,9 @@ pub struct MqttServer {
     journal: OnceLock<Arc<Journal>>,
     client_ids: AtomicU64,
     tasks: TaskTracker,
+    /// Set when the broker stops: every connection leaves at its loop's next turn (see
+    /// [`MqttServer::stop_connections`]).
+    stopping: AtomicBool,
     /// The TLS listener's certificate (replaced by a reload).
     pub tls: crate::tls::AcceptorCell,
     /// Users, credentials, permissions and session owners (shared with NATS).
@@ -115,6 +118,7 @@ impl MqttServer {
             journal: OnceLock::new(),
             client_ids: AtomicU64::new(0),
             tasks: TaskTracker::new(),
+            stopping: AtomicBool::new(false),
             tls: crate::tls::AcceptorCell::default(),
             auth,
         });
@@ -265,7 +269,6 @@ impl MqttServer {
         client_id: &Arc<str>,
         clean_start: bool,
         expiry_secs: u32,
-        kick: CancellationToken,
     ) -> Result<(Arc<Session>, bool, u64), Limit> {
         let mut sessions = self.sessions.lock();
         let existing = sessions.get(client_id).cloned();
@@ -293,20 +296,15 @@ impl MqttServer {
             // processed) or is taken over now, the session must not be resumed.
             Some(old) if clean_start || old.lock().expiry_secs == 0 => {
                 // The old session ends now; its connection (if any) is taken over.
-                let kick_old = old.lock().kick.take();
-                if let Some(kick_old) = kick_old {
-                    kick_old.cancel();
-                }
+                old.kick();
                 self.end_session_state(&old);
                 self.drop_subscriptions(&old);
                 (self.new_session(client_id, expiry_secs), false)
             }
             Some(old) => {
                 {
+                    old.kick();
                     let mut state = old.lock();
-                    if let Some(kick_old) = state.kick.take() {
-                        kick_old.cancel();
-                    }
                     // Reconnected within the will delay: the will is not sent (MQTT 5 §3.1.3.2.2).
                     if let Some(will) = state.pending_will.take() {
                         will.abort.cancel();
@@ -332,7 +330,6 @@ impl MqttServer {
             let mut state = session.lock();
             state.generation += 1;
             state.online = true;
-            state.kick = Some(kick);
             state.expiry_secs = expiry_secs;
             state.disconnected_at_ms = None;
             state.generation
@@ -350,7 +347,6 @@ impl MqttServer {
                 return; // a newer connection owns the session now
             }
             state.online = false;
-            state.kick = None;
             state.queue.retain(|d| d.qos != QoS::AtMostOnce);
             let at_ms = now_ms();
             state.disconnected_at_ms = Some(at_ms);
@@ -555,7 +551,10 @@ impl MqttServer {
         };
         let websockets = self.accept_websockets(ws_listener, false, &shutdown);
         let secure_websockets = self.accept_websockets(ws_tls_listener, true, &shutdown);
-        tokio::join!(plain, secure, websockets, secure_websockets);
+        // The accept loops stop taking connections and wait for the ones they made: this
+        // tells those to leave.
+        let stop = self.stop_connections_on(&shutdown);
+        tokio::join!(plain, secure, websockets, secure_websockets, stop);
         let _ = background.await;
         self.save_owners();
         if let Some(journal) = self.journal() {
@@ -566,6 +565,33 @@ impl MqttServer {
                 Err(err) => tracing::error!("closing the MQTT state journal panicked: {err}"),
             }
         }
+    }
+
+    /// Once `shutdown` is cancelled, tells every logged-in connection to leave
+    /// ([`MqttServer::stop_connections`]).
+    pub async fn stop_connections_on(&self, shutdown: &CancellationToken) {
+        shutdown.cancelled().await;
+        self.stop_connections();
+    }
+
+    /// Tells every logged-in connection to leave (the broker stops): each drains the acks
+    /// that become durable in time and closes, v5 clients told "server shutting down". A
+    /// flag, read by each connection's loop every turn, and a wake per session, instead of a
+    /// child cancellation token per connection; one that logs in later sees the flag at its
+    /// loop's first turn (sessions attach under the registry's lock, taken here after the
+    /// flag is set).
+    pub fn stop_connections(&self) {
+        self.stopping.store(true, Ordering::SeqCst);
+        for session in self.sessions.lock().values() {
+            // Reaches the loop's `Notified` whether it waits already or not: made before the
+            // loop reads the flag.
+            session.wake.notify_waiters();
+        }
+    }
+
+    /// Whether the broker is stopping ([`MqttServer::stop_connections`]).
+    pub fn is_stopping(&self) -> bool {
+        self.stopping.load(Ordering::SeqCst)
     }
 
     /// Accepts MQTT over WebSockets on `listener` (if any), over TLS with the certificate in

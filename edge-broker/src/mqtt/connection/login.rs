@@ -12,7 +12,6 @@ use edge_proto::mqtt::{
 };
 use tokio::io::AsyncWriteExt;
 use tokio::time::Instant;
-use tokio_util::sync::CancellationToken;
 
 use super::close::WillMessage;
 use super::inbound::message_properties;
@@ -85,7 +84,6 @@ impl Connection {
         (reader, mut writer): (ReadHalf, WriteHalf),
         inbuf: BytesMut,
         arrival: Arrival,
-        shutdown: CancellationToken,
     ) -> std::io::Result<Option<Box<Connection>>> {
         let Arrival {
             peer,
@@ -209,9 +207,7 @@ impl Connection {
             refuse(&mut writer, version, ReasonCode::NotAuthorized, why).await?;
             return Ok(None);
         }
-        // A child of the shutdown: the serve loop waits on one token for both.
-        let kick = shutdown.child_token();
-        let attached = server.attach_session(&client_id, connect.clean_start, expiry, kick.clone());
+        let attached = server.attach_session(&client_id, connect.clean_start, expiry);
         let Ok((session, session_present, generation)) = attached else {
             tracing::warn!(%peer, %client_id, "refusing a new MQTT session: mqtt.max_sessions reached");
             refuse(
@@ -311,8 +307,6 @@ impl Connection {
             will,
             connect_expiry: expiry,
             gate: None,
-            kick,
-            shutdown,
             _seat: seat,
             qos2_answers: 0,
             pace: None,

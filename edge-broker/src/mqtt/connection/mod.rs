@@ -154,7 +154,6 @@ pub async fn serve(
             pending,
             certificate,
         },
-        shutdown,
     ))
     .await;
     let connection = match accepted {
@@ -211,9 +210,6 @@ struct Connection {
     /// State changes the output waits for: nothing more is written to the client until they
     /// are durable (acks of subscriptions, of publishes queued for persistent sessions).
     gate: Option<Commit>,
-    /// Cancelled to take the session over, or (a child of `shutdown`) when the broker stops.
-    kick: CancellationToken,
-    shutdown: CancellationToken,
     /// This client's place among `mqtt.max_connections`, given back when the connection ends.
     _seat: Seat,
     /// PUBRECs owed for QoS 2 publishes in `inbound_qos2` (counted there already): see
@@ -275,6 +271,13 @@ impl Connection {
                 .filter(|_| !log_paused)
                 .map(|ka| self.last_read + ka);
             let session = Arc::clone(&self.session);
+            // Made before the checks below: a takeover or the shutdown after this point
+            // (`notify_waiters`) wakes it even before it is polled. No token per connection:
+            // see [`Session::kick`] and [`MqttServer::stop_connections`].
+            let woken = session.wake.notified();
+            if let Some(exit) = self.told_to_leave() {
+                return exit;
+            }
             let gate = self.gate.clone();
             let pace = self.pace.as_deref();
             if can_read {
@@ -291,10 +294,6 @@ impl Connection {
             }
             tokio::select! {
                 biased;
-                // The kick token is a child of the shutdown's: one wait for both.
-                _ = self.kick.cancelled() => {
-                    return if self.shutdown.is_cancelled() { Exit::Shutdown } else { Exit::Kicked };
-                }
                 () = rarely(pace.filter(|_| pacing).map(|pace| Box::pin(pace.woken()))), if pacing => {
                     if let Some(pace) = &mut self.pace {
                         pace.settle();
@@ -324,11 +323,22 @@ impl Connection {
                     }
                     Err(err) => return Exit::Closed(format!("read failed: {err}")),
                 },
-                _ = session.wake.notified() => {}
+                () = woken => {}
                 () = keep_alive_expired(&mut self.keep_alive_timer, keep_alive_deadline) => {
                     return Exit::Violation(ReasonCode::KeepAliveTimeout, "keep alive timeout".to_owned());
                 }
             }
+        }
+    }
+
+    /// Whether the broker stops or another connection took the session over.
+    fn told_to_leave(&self) -> Option<Exit> {
+        if self.server.is_stopping() {
+            Some(Exit::Shutdown)
+        } else if self.session.is_kicked(self.generation) {
+            Some(Exit::Kicked)
+        } else {
+            None
         }
     }
 
