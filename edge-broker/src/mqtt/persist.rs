@@ -158,7 +158,7 @@ impl MqttServer {
         let session = Arc::new(Session::new(
             self.sessions.next_key(),
             client_id.as_str().into(),
-            super::session::QueueLimits::of(&settings),
+            self.queue_limits(),
             Arc::clone(&self.metrics),
         ));
         {

@@ -18,7 +18,7 @@ use super::connection;
 use super::limits::{Limit, LimitCounters};
 use super::persist::StateMetrics;
 use super::retained::RetainedStore;
-use super::session::{Registry, Session, SessionLog, SubscriptionRecord};
+use super::session::{QueueLimits, Registry, Session, SessionLog, SubscriptionRecord};
 use crate::config::MqttSection;
 use crate::hub::{Hub, Mailbox, SubEntry, Waiting};
 use crate::ingest::{self, Publisher};
@@ -52,6 +52,9 @@ pub struct Listeners {
 pub struct MqttServer {
     /// `[mqtt]` settings; a reload replaces them for connections made afterwards.
     settings: RwLock<Arc<MqttSection>>,
+    /// The queue limits of `settings`, shared by the sessions made under them (32 bytes in
+    /// every session otherwise).
+    queue_limits: RwLock<Arc<QueueLimits>>,
     /// Subscriptions of all protocols.
     pub hub: Arc<Hub>,
     /// Sessions by client id.
@@ -106,6 +109,7 @@ impl MqttServer {
             admission: crate::admission::Admission::new(crate::admission::AdmissionLimits::mqtt(
                 &settings,
             )),
+            queue_limits: RwLock::new(Arc::new(QueueLimits::of(&settings))),
             settings: RwLock::new(Arc::new(settings)),
             hub,
             sessions: Registry::new(1),
@@ -189,6 +193,11 @@ impl MqttServer {
         Arc::clone(&self.settings.read())
     }
 
+    /// The queue limits new sessions get (`[mqtt]`'s, as of the last reload).
+    pub(super) fn queue_limits(&self) -> Arc<QueueLimits> {
+        Arc::clone(&self.queue_limits.read())
+    }
+
     /// Where an MQTT publish by `client_id` on `topic` goes upstream; `None`: not stored.
     pub fn destination(&self, topic: &str, client_id: &str) -> Option<Destination> {
         self.routes.decide(Source::Mqtt, topic, client_id)
@@ -242,7 +251,7 @@ impl MqttServer {
         let session = Arc::new(Session::new(
             self.sessions.next_key(),
             Arc::clone(client_id),
-            super::session::QueueLimits::of(&self.settings()),
+            self.queue_limits(),
             Arc::clone(&self.metrics),
         ));
         if expiry_secs > 0
@@ -816,6 +825,7 @@ impl crate::reload::Reload for MqttServer {
         // the retained-store size are fixed at start (the reloader reports those as needing a
         // restart).
         *self.settings.write() = Arc::new(config.mqtt.clone());
+        *self.queue_limits.write() = Arc::new(QueueLimits::of(&config.mqtt));
         // The TLS listener itself is fixed at start; its certificate is read again.
         let m = &config.mqtt;
         if m.tls_listen.is_some() || m.ws_tls_listen.is_some() {
