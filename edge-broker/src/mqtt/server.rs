@@ -315,7 +315,7 @@ impl MqttServer {
                     old.kick();
                     let mut state = old.lock();
                     // Reconnected within the will delay: the will is not sent (MQTT 5 §3.1.3.2.2).
-                    if let Some(will) = state.pending_will.take() {
+                    if let Some(will) = state.take_pending_will() {
                         will.abort.cancel();
                     }
                     match state.log() {
@@ -387,7 +387,7 @@ impl MqttServer {
                 .dropped_many(DropReason::SessionEnded, state.queue.len() as u64);
         }
         state.ended = true;
-        if let Some(will) = state.pending_will.take() {
+        if let Some(will) = state.take_pending_will() {
             will.fire.cancel();
         }
         if let Some(log) = state.log() {
@@ -449,7 +449,7 @@ impl MqttServer {
                 return;
             } else {
                 let will = super::session::PendingWill::default();
-                state.pending_will = Some(will.clone());
+                state.set_pending_will(will.clone());
                 Some((will, delay))
             }
         };

@@ -170,19 +170,19 @@ impl Connection {
             && let Some(id) = packet_id
         {
             let mut state = self.session.lock();
-            if state.inbound_qos2.contains(&id) {
+            if state.inbound_qos2().contains(&id) {
                 // A resend of a QoS 2 publish we already took: acknowledge again, do not redeliver.
                 drop(state);
                 self.owe(id, QoS::ExactlyOnce, ReasonCode::Success);
                 return Ok(());
             }
-            if state.inbound_qos2.len() >= usize::from(self.settings.max_inflight) {
+            if state.inbound_qos2().len() >= usize::from(self.settings.max_inflight) {
                 return Err(Exit::Violation(
                     ReasonCode::ReceiveMaximumExceeded,
                     "too many QoS 2 publishes awaiting PUBREL".to_owned(),
                 ));
             }
-            state.inbound_qos2.insert(id);
+            state.inbound_qos2_mut().insert(id);
         }
         if publish.properties.payload_format_indicator == Some(true)
             && std::str::from_utf8(&publish.payload).is_err()
@@ -243,7 +243,7 @@ impl Connection {
     fn receive_inflight(&self, packet_id: u16) -> usize {
         let (qos2, resend) = {
             let state = self.session.lock();
-            let set = &state.inbound_qos2;
+            let set = state.inbound_qos2();
             (set.len(), usize::from(set.contains(&packet_id)))
         };
         let owed = self.ingest.as_deref().map_or(0, Ingest::answers_owed);
@@ -260,7 +260,7 @@ impl Connection {
     /// An acknowledgement about to be queued (counted for [`Connection::receive_inflight`]).
     fn owed(&mut self, packet_id: u16, qos: QoS, reason: ReasonCode) -> Owed {
         let in_qos2_set =
-            qos == QoS::ExactlyOnce && self.session.lock().inbound_qos2.contains(&packet_id);
+            qos == QoS::ExactlyOnce && self.session.lock().inbound_qos2().contains(&packet_id);
         self.qos2_answers += usize::from(in_qos2_set);
         Owed {
             packet_id,
@@ -389,7 +389,7 @@ impl Connection {
             QoS::ExactlyOnce => {
                 if !reason.is_success() {
                     // Not taken: a resend with this packet id is a new publish.
-                    self.session.lock().inbound_qos2.remove(&packet_id);
+                    self.session.lock().inbound_qos2_mut().remove(&packet_id);
                 }
                 self.write(&Packet::PubRec(PubRec {
                     packet_id,

@@ -358,11 +358,11 @@ impl Connection {
             Packet::PubAck(ack) => {
                 let mut state = self.session.lock();
                 if state
-                    .inflight
+                    .inflight()
                     .get(&ack.packet_id)
                     .is_some_and(|o| o.delivery.qos == QoS::AtLeastOnce)
                 {
-                    state.inflight.remove(&ack.packet_id);
+                    state.inflight_mut().remove(&ack.packet_id);
                     drop(state);
                     self.session.room.made();
                 }
@@ -370,7 +370,11 @@ impl Connection {
             }
             Packet::PubRec(rec) => self.on_pubrec(rec),
             Packet::PubRel(rel) => {
-                let known = self.session.lock().inbound_qos2.remove(&rel.packet_id);
+                let known = self
+                    .session
+                    .lock()
+                    .inbound_qos2_mut()
+                    .remove(&rel.packet_id);
                 let mut comp = PubComp::new(rel.packet_id);
                 if !known {
                     comp.reason_code = ReasonCode::PacketIdentifierNotFound;
@@ -381,11 +385,11 @@ impl Connection {
             Packet::PubComp(comp) => {
                 let mut state = self.session.lock();
                 if state
-                    .inflight
+                    .inflight()
                     .get(&comp.packet_id)
                     .is_some_and(|o| o.released)
                 {
-                    state.inflight.remove(&comp.packet_id);
+                    state.inflight_mut().remove(&comp.packet_id);
                     drop(state);
                     self.session.room.made();
                 }
