@@ -523,13 +523,7 @@ impl MqttServer {
             Arc::clone(&self.admission),
             &self.tasks,
             &shutdown,
-            |stream, peer, pending| {
-                let (server, shutdown) = (Arc::clone(&self), shutdown.clone());
-                async move {
-                    let halves = crate::listener::plain(stream);
-                    connection::serve(server, halves, peer, pending, shutdown, None).await;
-                }
-            },
+            |stream, peer, pending| self.serve_plain(stream, peer, pending, shutdown.clone()),
         );
         let secure = async {
             let Some(listener) = tls_listener else {
@@ -574,6 +568,28 @@ impl MqttServer {
                 Err(err) => tracing::error!("closing the MQTT state journal panicked: {err}"),
             }
         }
+    }
+
+    /// The task of one plain MQTT connection (what the listener spawns).
+    ///
+    /// The connection's future itself, not an `async` block around it: a block would keep
+    /// what it captured (the stream, the peer address, the pending place: ~130 bytes) in
+    /// every connection's task for its whole life.
+    pub fn serve_plain(
+        self: &Arc<Self>,
+        stream: tokio::net::TcpStream,
+        peer: std::net::SocketAddr,
+        pending: crate::admission::Pending,
+        shutdown: CancellationToken,
+    ) -> impl Future<Output = ()> + Send + 'static {
+        connection::serve(
+            Arc::clone(self),
+            crate::listener::plain(stream),
+            peer,
+            pending,
+            shutdown,
+            None,
+        )
     }
 
     /// Once `shutdown` is cancelled, tells every logged-in connection to leave
