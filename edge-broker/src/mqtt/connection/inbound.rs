@@ -153,14 +153,14 @@ impl Connection {
         let packet_id = publish.packet_id;
         let mut publisher = Publisher {
             source: Source::Mqtt,
-            client_id: &self.client_id,
+            client_id: &self.session.client_id,
             permissions: Some(&mut self.permissions),
         };
         if let Err(denied) = ingest::check_publish(&mut publisher, publish.topic.as_str()) {
             // As Mosquitto: acknowledged (v5 with "Not authorized"), neither stored nor
             // delivered; the connection stays.
             metrics.denied(&denied);
-            tracing::debug!(client_id = %self.client_id, "publish denied: {denied}");
+            tracing::debug!(client_id = %self.session.client_id, "publish denied: {denied}");
             if let Some(id) = packet_id {
                 self.owe(id, publish.qos, ReasonCode::NotAuthorized);
             }
@@ -210,7 +210,7 @@ impl Connection {
         {
             // Over a retained cap: refused where an ack can say so (v5 QoS 1/2: 0x97 Quota
             // exceeded), otherwise delivered like any message but not retained.
-            tracing::info!(client_id = %self.client_id, topic = %message.topic, "retained message over mqtt.{}", limit.key());
+            tracing::info!(client_id = %self.session.client_id, topic = %message.topic, "retained message over mqtt.{}", limit.key());
             if let (ProtocolVersion::V5, Some(id)) = (self.version, packet_id) {
                 self.owe(id, publish.qos, ReasonCode::QuotaExceeded);
                 return Ok(());
@@ -220,10 +220,16 @@ impl Connection {
         let message = Arc::new(message);
         let owed =
             packet_id.map(|packet_id| self.owed(packet_id, publish.qos, ReasonCode::Success));
-        match self.server.destination(&message.topic, &self.client_id) {
+        match self
+            .server
+            .destination(&message.topic, &self.session.client_id)
+        {
             Some(destination) => {
-                let record =
-                    ingest::record::mqtt(&message, Arc::clone(&self.client_id), destination);
+                let record = ingest::record::mqtt(
+                    &message,
+                    Arc::clone(&self.session.client_id),
+                    destination,
+                );
                 self.ingest_queue().push_routed(record, message, owed);
             }
             None => {
@@ -331,7 +337,7 @@ impl Connection {
         answered: bool,
     ) -> Result<(), Exit> {
         inc(&self.server.metrics.refused);
-        tracing::warn!(client_id = %self.client_id, topic = %message.topic, "publish refused by the log: {error}");
+        tracing::warn!(client_id = %self.session.client_id, topic = %message.topic, "publish refused by the log: {error}");
         match self.version {
             ProtocolVersion::V5 => Ok(()),
             ProtocolVersion::V311 if !answered && matches!(error, AppendError::Full { .. }) => {
@@ -364,7 +370,7 @@ impl Connection {
             Outcome::NotDurable(error) => {
                 // The record was written but never made durable (fsync failed): never ack it.
                 inc(&self.server.metrics.refused);
-                tracing::error!(client_id = %self.client_id, "publish not durable: {error}");
+                tracing::error!(client_id = %self.session.client_id, "publish not durable: {error}");
                 if self.version == ProtocolVersion::V311 {
                     return Err(Exit::Violation(
                         ReasonCode::UnspecifiedError,

@@ -272,7 +272,6 @@ impl Connection {
             session,
             generation,
             version,
-            client_id,
             peer,
             reader,
             writer,
@@ -318,7 +317,7 @@ impl Connection {
         server.metrics.connected(1);
         tracing::debug!(
             peer = %connection.peer,
-            client_id = %connection.client_id,
+            client_id = %connection.session.client_id,
             version = ?version,
             session_present,
             "MQTT client connected"

@@ -130,7 +130,7 @@ impl Connection {
                     self.server.metrics.dropped(DropReason::TooLargeForClient);
                 }
                 Err(err) => {
-                    tracing::warn!(client_id = %self.client_id, "cannot encode a delivery: {err}")
+                    tracing::warn!(client_id = %self.session.client_id, "cannot encode a delivery: {err}")
                 }
             }
         }
