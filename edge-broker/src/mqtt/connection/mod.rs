@@ -282,7 +282,9 @@ impl Connection {
 
     async fn run(mut self: Box<Self>) {
         let exit = self.serve_loop().await;
-        self.finish(exit).await;
+        // Boxed: the end's state (drain and flush deadlines) lasts only while the connection
+        // closes, while the task is allocated at its largest state for the connection's life.
+        Box::pin(self.finish(exit)).await;
     }
 
     async fn serve_loop(&mut self) -> Exit {
@@ -312,15 +314,15 @@ impl Connection {
                 .keep_alive
                 .filter(|_| !log_paused)
                 .map(|ka| self.last_read + ka);
-            let session = Arc::clone(&self.session);
             // Made before the checks below: a takeover or the shutdown after this point
             // (`notify_waiters`) wakes it even before it is polled. No token per connection:
             // see [`Session::kick`] and [`MqttServer::stop_connections`].
-            let woken = session.wake.notified();
+            let woken = self.session.wake.notified();
             if let Some(exit) = self.told_to_leave() {
                 return exit;
             }
-            let gate = self.gate.clone();
+            // Borrowed, not cloned (a clone was 24 bytes of every waiting task).
+            let gate = self.gate.as_ref();
             let pace = self.pace.as_deref();
             if can_read {
                 if self.inbuf.is_empty() && !self.read_burst {
@@ -346,7 +348,7 @@ impl Connection {
                         return exit;
                     }
                 }
-                durable = rarely(gate.as_ref().map(|gate| Box::pin(gate.durable()))), if gate.is_some() => {
+                durable = rarely(gate.map(|gate| Box::pin(gate.durable()))), if gate.is_some() => {
                     if let Err(err) = durable {
                         return Exit::Violation(ReasonCode::UnspecifiedError, format!("session state not saved: {err}"));
                     }
@@ -463,31 +465,37 @@ impl Connection {
 /// Awaits `future` if there is one, else never. For the serve loop's rarely active branches
 /// (pacing, the state gate): `select!` holds every branch's future at once, for every idle
 /// connection; boxed, such a branch costs a pointer there instead of its size.
-async fn rarely<F: std::future::Future>(future: Option<std::pin::Pin<Box<F>>>) -> F::Output {
-    match future {
-        Some(future) => future.await,
-        None => std::future::pending().await,
-    }
+fn rarely<F: Future>(mut future: Option<Pin<Box<F>>>) -> impl Future<Output = F::Output> {
+    std::future::poll_fn(move |cx| match &mut future {
+        Some(future) => future.as_mut().poll(cx),
+        None => std::task::Poll::Pending,
+    })
 }
 
 /// Waits for the ingest queue's progress; never ready without a queue.
-async fn ingest_progress(queue: &mut Option<Box<Ingest>>) {
-    match queue {
-        Some(queue) => queue.progress().await,
-        None => std::future::pending().await,
-    }
+fn ingest_progress(queue: &mut Option<Box<Ingest>>) -> impl Future<Output = ()> + '_ {
+    std::future::poll_fn(move |cx| match queue {
+        Some(queue) => queue.poll_progress(cx),
+        None => std::task::Poll::Pending,
+    })
 }
 
-/// Ready when `deadline` passes (never without one), on the connection's one timer.
-async fn keep_alive_expired(timer: &mut Option<Pin<Box<Sleep>>>, deadline: Option<Instant>) {
-    let Some(deadline) = deadline else {
-        return std::future::pending().await;
-    };
-    let timer = timer.get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
-    if timer.deadline() != deadline {
-        timer.as_mut().reset(deadline);
-    }
-    timer.await;
+/// Ready when `deadline` passes (never without one), on the connection's one timer. (Not an
+/// `async fn`: it would keep its arguments beside the closure's copies of them.)
+fn keep_alive_expired(
+    timer: &mut Option<Pin<Box<Sleep>>>,
+    deadline: Option<Instant>,
+) -> impl Future<Output = ()> + '_ {
+    std::future::poll_fn(move |cx| {
+        let Some(deadline) = deadline else {
+            return std::task::Poll::Pending;
+        };
+        let timer = timer.get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
+        if timer.deadline() != deadline {
+            timer.as_mut().reset(deadline);
+        }
+        timer.as_mut().poll(cx)
+    })
 }
 
 #[cfg(test)]
