@@ -65,8 +65,11 @@ impl Connection {
     }
 
     fn decode_input(&mut self) -> Result<(), Exit> {
+        // The settings this connection started with (a reload affects later connections).
+        let max_packet_in =
+            u32::try_from(self.settings.max_packet_size.bytes()).unwrap_or(u32::MAX);
         while !self.ingest_holds_input() && !self.pacing() {
-            let packet = match mqtt::decode(&mut self.inbuf, self.version, self.max_packet_in) {
+            let packet = match mqtt::decode(&mut self.inbuf, self.version, max_packet_in) {
                 Ok(Some(packet)) => packet,
                 Ok(None) => return Ok(()),
                 Err(err) => return Err(decode_violation(&err)),

@@ -281,15 +281,12 @@ impl Connection {
             // bytes, not 512). Not given back when drained: a busy subscriber's small writes
             // would then allocate it again and again (see BENCHMARKS.md, Footprint).
             outbuf: BytesMut::new(),
-            max_packet_in: settings.max_packet_size.bytes() as u32,
             client_max_packet: connect.properties.maximum_packet_size.unwrap_or(u32::MAX),
-            client_receive_max: usize::from(
-                connect
-                    .properties
-                    .receive_maximum
-                    .unwrap_or(u16::MAX)
-                    .min(settings.max_inflight_messages),
-            ),
+            client_receive_max: connect
+                .properties
+                .receive_maximum
+                .unwrap_or(u16::MAX)
+                .min(settings.max_inflight_messages),
             client_alias_max: connect.properties.topic_alias_maximum.unwrap_or(0),
             problem_info: connect
                 .properties

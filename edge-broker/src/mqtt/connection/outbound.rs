@@ -84,7 +84,9 @@ impl Connection {
             let Some(front) = state.queue.front() else {
                 break;
             };
-            if front.qos != QoS::AtMostOnce && state.inflight().len() >= self.client_receive_max {
+            if front.qos != QoS::AtMostOnce
+                && state.inflight().len() >= usize::from(self.client_receive_max)
+            {
                 break;
             }
             let Some(delivery) = state.queue.pop_front() else {
