@@ -182,13 +182,15 @@ impl ReadBuffer {
 /// readiness, other streams are always ready), a small one (`policy`'s initial size) is taken for the
 /// read, and given back if the read found nothing. (On `Pending` a stream has put nothing into
 /// the buffer, plain TCP, TLS or WebSocket alike.)
-pub async fn read_some(
-    reader: &mut ReadHalf,
-    buf: &mut bytes::BytesMut,
-    policy: &ReadBuffer,
+pub fn read_some<'a>(
+    reader: &'a mut ReadHalf,
+    buf: &'a mut bytes::BytesMut,
+    policy: &'a ReadBuffer,
     burst: bool,
-) -> std::io::Result<(usize, usize)> {
-    std::future::poll_fn(|cx| {
+) -> impl Future<Output = std::io::Result<(usize, usize)>> + 'a {
+    // Not an `async fn`: it would keep its arguments beside the closure's copies of them,
+    // in every waiting connection's task.
+    std::future::poll_fn(move |cx| {
         let unbuffered = buf.capacity() == 0;
         if unbuffered {
             std::task::ready!(reader.poll_read_ready(cx))?;
@@ -205,7 +207,6 @@ pub async fn read_some(
             }
         }
     })
-    .await
 }
 
 /// Writes what is left in `out` and shuts the socket down, giving up after `deadline` (a client

@@ -158,7 +158,7 @@ impl MqttServer {
         let session = Arc::new(Session::new(
             self.sessions.next_key(),
             client_id.as_str().into(),
-            super::session::QueueLimits::of(&settings),
+            self.queue_limits(),
             Arc::clone(&self.metrics),
         ));
         {
@@ -167,7 +167,9 @@ impl MqttServer {
             // A session that was online when the broker stopped went offline then.
             state.disconnected_at_ms = Some(saved.disconnected_at_ms.unwrap_or(now));
             for (id, (released, delivery)) in saved.inflight {
-                state.inflight.insert(id, Outbound { delivery, released });
+                state
+                    .inflight_mut()
+                    .insert(id, Outbound { delivery, released });
                 state.last_packet_id = state.last_packet_id.max(id);
             }
             let keep = settings.max_queued_messages;
@@ -176,7 +178,7 @@ impl MqttServer {
                 state.queue.push_back(delivery);
             }
             for id in saved.inbound_qos2 {
-                state.inbound_qos2.insert(id);
+                state.inbound_qos2_mut().insert(id);
             }
         }
         let max_levels = settings.max_topic_levels;

@@ -3,7 +3,7 @@
 //! (restore and checkpoints in [`super::persist`]).
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
@@ -18,7 +18,7 @@ use super::connection;
 use super::limits::{Limit, LimitCounters};
 use super::persist::StateMetrics;
 use super::retained::RetainedStore;
-use super::session::{Registry, Session, SessionLog, SubscriptionRecord};
+use super::session::{QueueLimits, Registry, Session, SessionLog, SubscriptionRecord};
 use crate::config::MqttSection;
 use crate::hub::{Hub, Mailbox, SubEntry, Waiting};
 use crate::ingest::{self, Publisher};
@@ -52,6 +52,9 @@ pub struct Listeners {
 pub struct MqttServer {
     /// `[mqtt]` settings; a reload replaces them for connections made afterwards.
     settings: RwLock<Arc<MqttSection>>,
+    /// The queue limits of `settings`, shared by the sessions made under them (32 bytes in
+    /// every session otherwise).
+    queue_limits: RwLock<Arc<QueueLimits>>,
     /// Subscriptions of all protocols.
     pub hub: Arc<Hub>,
     /// Sessions by client id.
@@ -76,6 +79,9 @@ pub struct MqttServer {
     journal: OnceLock<Arc<Journal>>,
     client_ids: AtomicU64,
     tasks: TaskTracker,
+    /// Set when the broker stops: every connection leaves at its loop's next turn (see
+    /// [`MqttServer::stop_connections`]).
+    stopping: AtomicBool,
     /// The TLS listener's certificate (replaced by a reload).
     pub tls: crate::tls::AcceptorCell,
     /// Users, credentials, permissions and session owners (shared with NATS).
@@ -103,6 +109,7 @@ impl MqttServer {
             admission: crate::admission::Admission::new(crate::admission::AdmissionLimits::mqtt(
                 &settings,
             )),
+            queue_limits: RwLock::new(Arc::new(QueueLimits::of(&settings))),
             settings: RwLock::new(Arc::new(settings)),
             hub,
             sessions: Registry::new(1),
@@ -115,6 +122,7 @@ impl MqttServer {
             journal: OnceLock::new(),
             client_ids: AtomicU64::new(0),
             tasks: TaskTracker::new(),
+            stopping: AtomicBool::new(false),
             tls: crate::tls::AcceptorCell::default(),
             auth,
         });
@@ -185,6 +193,11 @@ impl MqttServer {
         Arc::clone(&self.settings.read())
     }
 
+    /// The queue limits new sessions get (`[mqtt]`'s, as of the last reload).
+    pub(super) fn queue_limits(&self) -> Arc<QueueLimits> {
+        Arc::clone(&self.queue_limits.read())
+    }
+
     /// Where an MQTT publish by `client_id` on `topic` goes upstream; `None`: not stored.
     pub fn destination(&self, topic: &str, client_id: &str) -> Option<Destination> {
         self.routes.decide(Source::Mqtt, topic, client_id)
@@ -238,7 +251,7 @@ impl MqttServer {
         let session = Arc::new(Session::new(
             self.sessions.next_key(),
             Arc::clone(client_id),
-            super::session::QueueLimits::of(&self.settings()),
+            self.queue_limits(),
             Arc::clone(&self.metrics),
         ));
         if expiry_secs > 0
@@ -265,7 +278,6 @@ impl MqttServer {
         client_id: &Arc<str>,
         clean_start: bool,
         expiry_secs: u32,
-        kick: CancellationToken,
     ) -> Result<(Arc<Session>, bool, u64), Limit> {
         let mut sessions = self.sessions.lock();
         let existing = sessions.get(client_id).cloned();
@@ -293,22 +305,17 @@ impl MqttServer {
             // processed) or is taken over now, the session must not be resumed.
             Some(old) if clean_start || old.lock().expiry_secs == 0 => {
                 // The old session ends now; its connection (if any) is taken over.
-                let kick_old = old.lock().kick.take();
-                if let Some(kick_old) = kick_old {
-                    kick_old.cancel();
-                }
+                old.kick();
                 self.end_session_state(&old);
                 self.drop_subscriptions(&old);
                 (self.new_session(client_id, expiry_secs), false)
             }
             Some(old) => {
                 {
+                    old.kick();
                     let mut state = old.lock();
-                    if let Some(kick_old) = state.kick.take() {
-                        kick_old.cancel();
-                    }
                     // Reconnected within the will delay: the will is not sent (MQTT 5 §3.1.3.2.2).
-                    if let Some(will) = state.pending_will.take() {
+                    if let Some(will) = state.take_pending_will() {
                         will.abort.cancel();
                     }
                     match state.log() {
@@ -332,7 +339,6 @@ impl MqttServer {
             let mut state = session.lock();
             state.generation += 1;
             state.online = true;
-            state.kick = Some(kick);
             state.expiry_secs = expiry_secs;
             state.disconnected_at_ms = None;
             state.generation
@@ -350,7 +356,6 @@ impl MqttServer {
                 return; // a newer connection owns the session now
             }
             state.online = false;
-            state.kick = None;
             state.queue.retain(|d| d.qos != QoS::AtMostOnce);
             let at_ms = now_ms();
             state.disconnected_at_ms = Some(at_ms);
@@ -382,7 +387,7 @@ impl MqttServer {
                 .dropped_many(DropReason::SessionEnded, state.queue.len() as u64);
         }
         state.ended = true;
-        if let Some(will) = state.pending_will.take() {
+        if let Some(will) = state.take_pending_will() {
             will.fire.cancel();
         }
         if let Some(log) = state.log() {
@@ -444,7 +449,7 @@ impl MqttServer {
                 return;
             } else {
                 let will = super::session::PendingWill::default();
-                state.pending_will = Some(will.clone());
+                state.set_pending_will(will.clone());
                 Some((will, delay))
             }
         };
@@ -518,13 +523,7 @@ impl MqttServer {
             Arc::clone(&self.admission),
             &self.tasks,
             &shutdown,
-            |stream, peer, pending| {
-                let (server, shutdown) = (Arc::clone(&self), shutdown.clone());
-                async move {
-                    let halves = crate::listener::plain(stream);
-                    connection::serve(server, halves, peer, pending, shutdown, None).await;
-                }
-            },
+            |stream, peer, pending| self.serve_plain(stream, peer, pending, shutdown.clone()),
         );
         let secure = async {
             let Some(listener) = tls_listener else {
@@ -555,7 +554,10 @@ impl MqttServer {
         };
         let websockets = self.accept_websockets(ws_listener, false, &shutdown);
         let secure_websockets = self.accept_websockets(ws_tls_listener, true, &shutdown);
-        tokio::join!(plain, secure, websockets, secure_websockets);
+        // The accept loops stop taking connections and wait for the ones they made: this
+        // tells those to leave.
+        let stop = self.stop_connections_on(&shutdown);
+        tokio::join!(plain, secure, websockets, secure_websockets, stop);
         let _ = background.await;
         self.save_owners();
         if let Some(journal) = self.journal() {
@@ -566,6 +568,55 @@ impl MqttServer {
                 Err(err) => tracing::error!("closing the MQTT state journal panicked: {err}"),
             }
         }
+    }
+
+    /// The task of one plain MQTT connection (what the listener spawns).
+    ///
+    /// The connection's future itself, not an `async` block around it: a block would keep
+    /// what it captured (the stream, the peer address, the pending place: ~130 bytes) in
+    /// every connection's task for its whole life.
+    pub fn serve_plain(
+        self: &Arc<Self>,
+        stream: tokio::net::TcpStream,
+        peer: std::net::SocketAddr,
+        pending: crate::admission::Pending,
+        shutdown: CancellationToken,
+    ) -> impl Future<Output = ()> + Send + 'static {
+        connection::serve(
+            Arc::clone(self),
+            crate::listener::plain(stream),
+            peer,
+            pending,
+            shutdown,
+            None,
+        )
+    }
+
+    /// Once `shutdown` is cancelled, tells every logged-in connection to leave
+    /// ([`MqttServer::stop_connections`]).
+    pub async fn stop_connections_on(&self, shutdown: &CancellationToken) {
+        shutdown.cancelled().await;
+        self.stop_connections();
+    }
+
+    /// Tells every logged-in connection to leave (the broker stops): each drains the acks
+    /// that become durable in time and closes, v5 clients told "server shutting down". A
+    /// flag, read by each connection's loop every turn, and a wake per session, instead of a
+    /// child cancellation token per connection; one that logs in later sees the flag at its
+    /// loop's first turn (sessions attach under the registry's lock, taken here after the
+    /// flag is set).
+    pub fn stop_connections(&self) {
+        self.stopping.store(true, Ordering::SeqCst);
+        for session in self.sessions.lock().values() {
+            // Reaches the loop's `Notified` whether it waits already or not: made before the
+            // loop reads the flag.
+            session.wake.notify_waiters();
+        }
+    }
+
+    /// Whether the broker is stopping ([`MqttServer::stop_connections`]).
+    pub fn is_stopping(&self) -> bool {
+        self.stopping.load(Ordering::SeqCst)
     }
 
     /// Accepts MQTT over WebSockets on `listener` (if any), over TLS with the certificate in
@@ -790,6 +841,7 @@ impl crate::reload::Reload for MqttServer {
         // the retained-store size are fixed at start (the reloader reports those as needing a
         // restart).
         *self.settings.write() = Arc::new(config.mqtt.clone());
+        *self.queue_limits.write() = Arc::new(QueueLimits::of(&config.mqtt));
         // The TLS listener itself is fixed at start; its certificate is read again.
         let m = &config.mqtt;
         if m.tls_listen.is_some() || m.ws_tls_listen.is_some() {

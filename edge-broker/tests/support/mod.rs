@@ -93,12 +93,19 @@ impl Broker {
             "test-gw",
             auth,
         );
+        let shutdown = CancellationToken::new();
+        // What `MqttServer::serve` does beside its accept loops: the MQTT connections leave
+        // when `shutdown` is cancelled. (Tests without a runtime serve no connection.)
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            let (mqtt, shutdown) = (Arc::clone(&mqtt), shutdown.clone());
+            runtime.spawn(async move { mqtt.stop_connections_on(&shutdown).await });
+        }
         Broker {
             log,
             hub,
             mqtt,
             nats,
-            shutdown: CancellationToken::new(),
+            shutdown,
             config,
             _state: state,
         }

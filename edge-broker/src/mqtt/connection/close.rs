@@ -116,13 +116,13 @@ impl Connection {
         match &exit {
             Exit::Violation(reason, why) => {
                 inc(&self.server.metrics.protocol_errors);
-                tracing::info!(peer = %self.peer, client_id = %self.client_id, reason = reason.name(), "MQTT client disconnected: {why}");
+                tracing::info!(peer = %self.peer, client_id = %self.session.client_id, reason = reason.name(), "MQTT client disconnected: {why}");
             }
             Exit::Closed(why) => {
-                tracing::debug!(peer = %self.peer, client_id = %self.client_id, "MQTT client gone: {why}")
+                tracing::debug!(peer = %self.peer, client_id = %self.session.client_id, "MQTT client gone: {why}")
             }
             other => {
-                tracing::debug!(peer = %self.peer, client_id = %self.client_id, "MQTT client gone: {other:?}")
+                tracing::debug!(peer = %self.peer, client_id = %self.session.client_id, "MQTT client gone: {other:?}")
             }
         }
 

@@ -65,8 +65,11 @@ impl Connection {
     }
 
     fn decode_input(&mut self) -> Result<(), Exit> {
+        // The settings this connection started with (a reload affects later connections).
+        let max_packet_in =
+            u32::try_from(self.settings.max_packet_size.bytes()).unwrap_or(u32::MAX);
         while !self.ingest_holds_input() && !self.pacing() {
-            let packet = match mqtt::decode(&mut self.inbuf, self.version, self.max_packet_in) {
+            let packet = match mqtt::decode(&mut self.inbuf, self.version, max_packet_in) {
                 Ok(Some(packet)) => packet,
                 Ok(None) => return Ok(()),
                 Err(err) => return Err(decode_violation(&err)),
@@ -153,14 +156,14 @@ impl Connection {
         let packet_id = publish.packet_id;
         let mut publisher = Publisher {
             source: Source::Mqtt,
-            client_id: &self.client_id,
+            client_id: &self.session.client_id,
             permissions: Some(&mut self.permissions),
         };
         if let Err(denied) = ingest::check_publish(&mut publisher, publish.topic.as_str()) {
             // As Mosquitto: acknowledged (v5 with "Not authorized"), neither stored nor
             // delivered; the connection stays.
             metrics.denied(&denied);
-            tracing::debug!(client_id = %self.client_id, "publish denied: {denied}");
+            tracing::debug!(client_id = %self.session.client_id, "publish denied: {denied}");
             if let Some(id) = packet_id {
                 self.owe(id, publish.qos, ReasonCode::NotAuthorized);
             }
@@ -170,19 +173,19 @@ impl Connection {
             && let Some(id) = packet_id
         {
             let mut state = self.session.lock();
-            if state.inbound_qos2.contains(&id) {
+            if state.inbound_qos2().contains(&id) {
                 // A resend of a QoS 2 publish we already took: acknowledge again, do not redeliver.
                 drop(state);
                 self.owe(id, QoS::ExactlyOnce, ReasonCode::Success);
                 return Ok(());
             }
-            if state.inbound_qos2.len() >= usize::from(self.settings.max_inflight) {
+            if state.inbound_qos2().len() >= usize::from(self.settings.max_inflight) {
                 return Err(Exit::Violation(
                     ReasonCode::ReceiveMaximumExceeded,
                     "too many QoS 2 publishes awaiting PUBREL".to_owned(),
                 ));
             }
-            state.inbound_qos2.insert(id);
+            state.inbound_qos2_mut().insert(id);
         }
         if publish.properties.payload_format_indicator == Some(true)
             && std::str::from_utf8(&publish.payload).is_err()
@@ -210,7 +213,7 @@ impl Connection {
         {
             // Over a retained cap: refused where an ack can say so (v5 QoS 1/2: 0x97 Quota
             // exceeded), otherwise delivered like any message but not retained.
-            tracing::info!(client_id = %self.client_id, topic = %message.topic, "retained message over mqtt.{}", limit.key());
+            tracing::info!(client_id = %self.session.client_id, topic = %message.topic, "retained message over mqtt.{}", limit.key());
             if let (ProtocolVersion::V5, Some(id)) = (self.version, packet_id) {
                 self.owe(id, publish.qos, ReasonCode::QuotaExceeded);
                 return Ok(());
@@ -220,10 +223,16 @@ impl Connection {
         let message = Arc::new(message);
         let owed =
             packet_id.map(|packet_id| self.owed(packet_id, publish.qos, ReasonCode::Success));
-        match self.server.destination(&message.topic, &self.client_id) {
+        match self
+            .server
+            .destination(&message.topic, &self.session.client_id)
+        {
             Some(destination) => {
-                let record =
-                    ingest::record::mqtt(&message, Arc::clone(&self.client_id), destination);
+                let record = ingest::record::mqtt(
+                    &message,
+                    Arc::clone(&self.session.client_id),
+                    destination,
+                );
                 self.ingest_queue().push_routed(record, message, owed);
             }
             None => {
@@ -243,7 +252,7 @@ impl Connection {
     fn receive_inflight(&self, packet_id: u16) -> usize {
         let (qos2, resend) = {
             let state = self.session.lock();
-            let set = &state.inbound_qos2;
+            let set = state.inbound_qos2();
             (set.len(), usize::from(set.contains(&packet_id)))
         };
         let owed = self.ingest.as_deref().map_or(0, Ingest::answers_owed);
@@ -260,7 +269,7 @@ impl Connection {
     /// An acknowledgement about to be queued (counted for [`Connection::receive_inflight`]).
     fn owed(&mut self, packet_id: u16, qos: QoS, reason: ReasonCode) -> Owed {
         let in_qos2_set =
-            qos == QoS::ExactlyOnce && self.session.lock().inbound_qos2.contains(&packet_id);
+            qos == QoS::ExactlyOnce && self.session.lock().inbound_qos2().contains(&packet_id);
         self.qos2_answers += usize::from(in_qos2_set);
         Owed {
             packet_id,
@@ -331,7 +340,7 @@ impl Connection {
         answered: bool,
     ) -> Result<(), Exit> {
         inc(&self.server.metrics.refused);
-        tracing::warn!(client_id = %self.client_id, topic = %message.topic, "publish refused by the log: {error}");
+        tracing::warn!(client_id = %self.session.client_id, topic = %message.topic, "publish refused by the log: {error}");
         match self.version {
             ProtocolVersion::V5 => Ok(()),
             ProtocolVersion::V311 if !answered && matches!(error, AppendError::Full { .. }) => {
@@ -364,7 +373,7 @@ impl Connection {
             Outcome::NotDurable(error) => {
                 // The record was written but never made durable (fsync failed): never ack it.
                 inc(&self.server.metrics.refused);
-                tracing::error!(client_id = %self.client_id, "publish not durable: {error}");
+                tracing::error!(client_id = %self.session.client_id, "publish not durable: {error}");
                 if self.version == ProtocolVersion::V311 {
                     return Err(Exit::Violation(
                         ReasonCode::UnspecifiedError,
@@ -389,7 +398,7 @@ impl Connection {
             QoS::ExactlyOnce => {
                 if !reason.is_success() {
                     // Not taken: a resend with this packet id is a new publish.
-                    self.session.lock().inbound_qos2.remove(&packet_id);
+                    self.session.lock().inbound_qos2_mut().remove(&packet_id);
                 }
                 self.write(&Packet::PubRec(PubRec {
                     packet_id,

@@ -12,7 +12,6 @@ use edge_proto::mqtt::{
 };
 use tokio::io::AsyncWriteExt;
 use tokio::time::Instant;
-use tokio_util::sync::CancellationToken;
 
 use super::close::WillMessage;
 use super::inbound::message_properties;
@@ -85,7 +84,6 @@ impl Connection {
         (reader, mut writer): (ReadHalf, WriteHalf),
         inbuf: BytesMut,
         arrival: Arrival,
-        shutdown: CancellationToken,
     ) -> std::io::Result<Option<Box<Connection>>> {
         let Arrival {
             peer,
@@ -209,9 +207,7 @@ impl Connection {
             refuse(&mut writer, version, ReasonCode::NotAuthorized, why).await?;
             return Ok(None);
         }
-        // A child of the shutdown: the serve loop waits on one token for both.
-        let kick = shutdown.child_token();
-        let attached = server.attach_session(&client_id, connect.clean_start, expiry, kick.clone());
+        let attached = server.attach_session(&client_id, connect.clean_start, expiry);
         let Ok((session, session_present, generation)) = attached else {
             tracing::warn!(%peer, %client_id, "refusing a new MQTT session: mqtt.max_sessions reached");
             refuse(
@@ -276,7 +272,6 @@ impl Connection {
             session,
             generation,
             version,
-            client_id,
             peer,
             reader,
             writer,
@@ -286,15 +281,12 @@ impl Connection {
             // bytes, not 512). Not given back when drained: a busy subscriber's small writes
             // would then allocate it again and again (see BENCHMARKS.md, Footprint).
             outbuf: BytesMut::new(),
-            max_packet_in: settings.max_packet_size.bytes() as u32,
             client_max_packet: connect.properties.maximum_packet_size.unwrap_or(u32::MAX),
-            client_receive_max: usize::from(
-                connect
-                    .properties
-                    .receive_maximum
-                    .unwrap_or(u16::MAX)
-                    .min(settings.max_inflight_messages),
-            ),
+            client_receive_max: connect
+                .properties
+                .receive_maximum
+                .unwrap_or(u16::MAX)
+                .min(settings.max_inflight_messages),
             client_alias_max: connect.properties.topic_alias_maximum.unwrap_or(0),
             problem_info: connect
                 .properties
@@ -311,8 +303,6 @@ impl Connection {
             will,
             connect_expiry: expiry,
             gate: None,
-            kick,
-            shutdown,
             _seat: seat,
             qos2_answers: 0,
             pace: None,
@@ -324,7 +314,7 @@ impl Connection {
         server.metrics.connected(1);
         tracing::debug!(
             peer = %connection.peer,
-            client_id = %connection.client_id,
+            client_id = %connection.session.client_id,
             version = ?version,
             session_present,
             "MQTT client connected"

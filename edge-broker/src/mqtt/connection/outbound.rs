@@ -21,7 +21,7 @@ impl Connection {
         let session = Arc::clone(&self.session);
         let inflight: Vec<(u16, Outbound)> = session
             .lock()
-            .inflight
+            .inflight()
             .iter()
             .map(|(id, out)| (*id, out.clone()))
             .collect();
@@ -32,7 +32,7 @@ impl Connection {
             } else if out.delivery.message.is_expired(now) {
                 // Sent before, unacknowledged, and expired while the client was away: not
                 // sent again with a lifetime of 0 (as Mosquitto does; MQTT 5 §3.3.2.3.3).
-                session.lock().inflight.remove(&packet_id);
+                session.lock().inflight_mut().remove(&packet_id);
                 self.server.metrics.dropped(DropReason::Expired);
             } else {
                 let (packet, alias) =
@@ -43,7 +43,7 @@ impl Connection {
                     // Too large for the client's new Maximum Packet Size: discarded (MQTT 5
                     // §3.1.2.11.4) rather than left in flight, where it would hold one of the
                     // client's Receive Maximum slots for ever.
-                    session.lock().inflight.remove(&packet_id);
+                    session.lock().inflight_mut().remove(&packet_id);
                     self.server.metrics.dropped(DropReason::TooLargeForClient);
                 }
             }
@@ -53,12 +53,12 @@ impl Connection {
     pub(super) fn on_pubrec(&mut self, rec: PubRec) -> Result<(), Exit> {
         let known = {
             let mut state = self.session.lock();
-            match state.inflight.get(&rec.packet_id) {
+            match state.inflight().get(&rec.packet_id) {
                 Some(out) if out.delivery.qos == QoS::ExactlyOnce => {
                     if rec.reason_code.is_success() {
-                        state.inflight.release(rec.packet_id);
+                        state.inflight_mut().release(rec.packet_id);
                     } else {
-                        state.inflight.remove(&rec.packet_id);
+                        state.inflight_mut().remove(&rec.packet_id);
                         return Ok(());
                     }
                     true
@@ -84,7 +84,9 @@ impl Connection {
             let Some(front) = state.queue.front() else {
                 break;
             };
-            if front.qos != QoS::AtMostOnce && state.inflight.len() >= self.client_receive_max {
+            if front.qos != QoS::AtMostOnce
+                && state.inflight().len() >= usize::from(self.client_receive_max)
+            {
                 break;
             }
             let Some(delivery) = state.queue.pop_front() else {
@@ -116,7 +118,7 @@ impl Connection {
                     self.remember_alias(alias);
                     self.server.metrics.sent(delivery.qos);
                     if let Some(id) = packet_id {
-                        state.inflight.insert(
+                        state.inflight_mut().insert(
                             id,
                             Outbound {
                                 delivery,
@@ -130,7 +132,7 @@ impl Connection {
                     self.server.metrics.dropped(DropReason::TooLargeForClient);
                 }
                 Err(err) => {
-                    tracing::warn!(client_id = %self.client_id, "cannot encode a delivery: {err}")
+                    tracing::warn!(client_id = %self.session.client_id, "cannot encode a delivery: {err}")
                 }
             }
         }
