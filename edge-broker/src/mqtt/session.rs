@@ -167,6 +167,15 @@ impl SessionState {
         &mut self.exchanges_mut().inbound_qos2
     }
 
+    /// Forgets a QoS 2 publish received (PUBREL, or refused): whether it was known. A session
+    /// that never took one makes no [`Exchanges`] for it (a client's PUBREL for an unknown id
+    /// would otherwise give every idle session the box back).
+    pub fn forget_inbound_qos2(&mut self, packet_id: u16) -> bool {
+        self.exchanges
+            .as_mut()
+            .is_some_and(|e| e.inbound_qos2.remove(&packet_id))
+    }
+
     /// Takes the will waiting for its delay interval, if any.
     pub fn take_pending_will(&mut self) -> Option<PendingWill> {
         self.exchanges.as_mut()?.pending_will.take()
@@ -1032,6 +1041,19 @@ mod tests {
             .await
             .expect("the kicked connection is woken");
         drop(new);
+    }
+
+    /// A PUBREL for an id the session never took (any client may send one) answers "not
+    /// found" without making the boxed exchanges an idle session does without.
+    #[test]
+    fn an_unknown_pubrel_makes_no_exchanges() {
+        let session = Session::new(1, "c".into(), limits(10, 1 << 20, 1 << 30), metrics());
+        let mut state = session.lock();
+        assert!(!state.forget_inbound_qos2(7));
+        assert!(state.exchanges.is_none());
+        state.inbound_qos2_mut().insert(7);
+        assert!(state.forget_inbound_qos2(7));
+        assert!(!state.forget_inbound_qos2(7));
     }
 
     #[test]

@@ -398,7 +398,7 @@ impl Connection {
             QoS::ExactlyOnce => {
                 if !reason.is_success() {
                     // Not taken: a resend with this packet id is a new publish.
-                    self.session.lock().inbound_qos2_mut().remove(&packet_id);
+                    self.session.lock().forget_inbound_qos2(packet_id);
                 }
                 self.write(&Packet::PubRec(PubRec {
                     packet_id,

@@ -413,11 +413,7 @@ impl Connection {
             }
             Packet::PubRec(rec) => self.on_pubrec(rec),
             Packet::PubRel(rel) => {
-                let known = self
-                    .session
-                    .lock()
-                    .inbound_qos2_mut()
-                    .remove(&rel.packet_id);
+                let known = self.session.lock().forget_inbound_qos2(rel.packet_id);
                 let mut comp = PubComp::new(rel.packet_id);
                 if !known {
                     comp.reason_code = ReasonCode::PacketIdentifierNotFound;
