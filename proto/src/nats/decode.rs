@@ -481,10 +481,12 @@ fn cut_payload(
     hdr: Option<usize>,
     total: usize,
 ) -> (Option<bytes::Bytes>, bytes::Bytes) {
-    let frame = buf.split_to(line.next + total + 2).freeze();
-    let body_start = line.next + hdr.unwrap_or(0);
-    let headers = hdr.map(|h| frame.slice(line.next..line.next + h));
-    let payload = frame.slice(body_start..line.next + total);
+    // The line and the CRLF after the payload are skipped, not cut: one reference to the read
+    // buffer taken per op (a cut and a slice of it took two, and gave one back).
+    buf.advance(line.next);
+    let mut payload = buf.split_to(total).freeze();
+    buf.advance(2);
+    let headers = hdr.map(|h| payload.split_to(h));
     (headers, payload)
 }
 
