@@ -408,7 +408,9 @@ fn lossy(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
 }
 
-/// Sizes of a payload-carrying op: (header bytes, total bytes).
+/// Sizes of a payload-carrying op: (header bytes, total bytes). The usual case is inlined
+/// into the decoder; a refusal is worked out by [`payload_size_error`], off the hot path.
+#[inline]
 fn payload_sizes(
     verb: Verb,
     arg: &[u8],
@@ -416,33 +418,56 @@ fn payload_sizes(
     size_arg: &[u8],
     limits: &Limits,
 ) -> Result<(usize, usize), DecodeError> {
-    let name = verb.name();
     let hdr = match hdr_arg {
-        Some(h) => parse_size(h).ok_or_else(|| DecodeError::BadSize {
-            verb: name,
-            line: lossy(arg),
-        })?,
-        None => 0,
+        Some(h) => parse_size(h),
+        None => Some(0),
     };
-    let total = parse_size(size_arg).ok_or_else(|| DecodeError::BadSize {
+    if let (Some(hdr), Some(total)) = (hdr, parse_size(size_arg))
+        && hdr <= total
+        && total <= limits.max_payload
+    {
+        return Ok((hdr, total));
+    }
+    Err(payload_size_error(verb, arg, hdr_arg, size_arg, limits))
+}
+
+/// Why [`payload_sizes`] refused: the first of a bad header size, a bad total size, headers
+/// larger than the total, a total over `max_payload`.
+#[cold]
+fn payload_size_error(
+    verb: Verb,
+    arg: &[u8],
+    hdr_arg: Option<&[u8]>,
+    size_arg: &[u8],
+    limits: &Limits,
+) -> DecodeError {
+    let name = verb.name();
+    let bad_size = || DecodeError::BadSize {
         verb: name,
         line: lossy(arg),
-    })?;
+    };
+    let hdr = match hdr_arg {
+        Some(h) => match parse_size(h) {
+            Some(hdr) => hdr,
+            None => return bad_size(),
+        },
+        None => 0,
+    };
+    let Some(total) = parse_size(size_arg) else {
+        return bad_size();
+    };
     if hdr > total {
-        return Err(DecodeError::HeaderLargerThanTotal {
+        return DecodeError::HeaderLargerThanTotal {
             verb: name,
             header: hdr,
             total,
-        });
+        };
     }
-    if total > limits.max_payload {
-        return Err(DecodeError::MaxPayload {
-            verb: name,
-            size: total,
-            max: limits.max_payload,
-        });
+    DecodeError::MaxPayload {
+        verb: name,
+        size: total,
+        max: limits.max_payload,
     }
-    Ok((hdr, total))
 }
 
 /// Checks the payload and its `\r\n` are buffered; `Ok(false)` means wait for more.
