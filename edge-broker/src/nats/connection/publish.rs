@@ -259,8 +259,13 @@ impl Connection {
             self.now_ms,
             destination,
         );
-        self.ingest
-            .push_routed(record, Written { message, remember }, reply);
+        let local = Written { message, remember };
+        if local.message.is_none() && local.remember.is_none() {
+            // Nothing to deliver or remember once it is written: no event, only the count.
+            self.ingest.push_routed_quiet(record, local, reply);
+        } else {
+            self.ingest.push_routed(record, local, reply);
+        }
         self.ok();
     }
 }
