@@ -276,41 +276,53 @@ fn scan_pub_line<'a>(buf: &'a [u8], limits: &Limits) -> Option<PubLine<'a>> {
     // Start of the last argument closed.
     let mut last_start = 0;
     let mut i = vlen;
-    let nl = loop {
+    let nl = 'scan: loop {
         if i >= limit {
             return None;
         }
-        if let Some(word) = buf[i..limit].first_chunk::<8>() {
-            let found = control_bytes(u64::from_le_bytes(*word));
-            let skip = if found == 0 {
-                8
-            } else {
-                found.trailing_zeros() as usize / 8
-            };
-            if skip > 0 {
-                open.get_or_insert(i);
-                i += skip;
-                continue;
+        // Eight bytes at a time; the last few padded with a byte that is no candidate.
+        let word = match buf[i..limit].first_chunk::<8>() {
+            Some(word) => *word,
+            None => {
+                let mut word = [b'x'; 8];
+                let rest = &buf[i..limit];
+                word[..rest.len()].copy_from_slice(rest);
+                word
             }
-        }
-        match buf[i] {
-            b' ' | b'\t' | b'\n' => {
-                if let Some(start) = open.take() {
-                    if let Some(range) = ranges.get_mut(count) {
-                        *range = (start, i);
+        };
+        let end = limit.min(i + 8);
+        let mut found = control_bytes(u64::from_le_bytes(word));
+        // The first byte of this word not looked at yet.
+        let mut from = i;
+        while found != 0 {
+            let at = i + found.trailing_zeros() as usize / 8;
+            found &= found - 1;
+            if at > from {
+                open.get_or_insert(from);
+            }
+            from = at + 1;
+            match buf[at] {
+                b' ' | b'\t' | b'\n' => {
+                    if let Some(start) = open.take() {
+                        if let Some(range) = ranges.get_mut(count) {
+                            *range = (start, at);
+                        }
+                        count += 1;
+                        last_start = start;
                     }
-                    count += 1;
-                    last_start = start;
+                    if buf[at] == b'\n' {
+                        break 'scan at;
+                    }
                 }
-                if buf[i] == b'\n' {
-                    break i;
+                _ => {
+                    open.get_or_insert(at);
                 }
-            }
-            _ => {
-                open.get_or_insert(i);
             }
         }
-        i += 1;
+        if end > from {
+            open.get_or_insert(from);
+        }
+        i = end;
     };
     // As `read_line`: the argument part starts at the first byte after the blanks.
     let start = if count > 0 { ranges[0].0 } else { nl };
