@@ -118,6 +118,108 @@ fn pub_plain_reply_and_tabs() {
     );
 }
 
+/// The PUB/HPUB line is scanned in one pass (newline and arguments together, 8 bytes at a time):
+/// the cases such a scan could get wrong decode as before.
+#[test]
+fn pub_lines_a_one_pass_scan_could_get_wrong() {
+    let publish = |subject: &str, reply: Option<&str>, payload: &'static [u8]| {
+        ClientOp::Pub(Pub {
+            subject: subject.into(),
+            reply: reply.map(Into::into),
+            headers: None,
+            payload: Bytes::from_static(payload),
+        })
+    };
+    // Tabs and runs of blanks anywhere between the arguments, arguments longer than 8 bytes.
+    assert_eq!(
+        client_ok(b"PUB\t\t sensors.building-7.floor-3.temperature \t  \t_INBOX.abcdefghijkl\t\t 5 \t\r\nhello\r\n"),
+        publish(
+            "sensors.building-7.floor-3.temperature",
+            Some("_INBOX.abcdefghijkl"),
+            b"hello"
+        )
+    );
+    // A CR inside the line is part of an argument, only the one before the LF ends the line.
+    assert!(matches!(
+        client_err(b"PUB foo 5\r\r\nhello\r\n"),
+        DecodeError::BadSize { .. }
+    ));
+    // The payload may hold CRLF and look like a PUB line: its size decides where it ends.
+    let mut b =
+        BytesMut::from(&b"PUB foo 21\r\nPUB x 1\r\ny\r\nPUB a 1\r\n\r\nPUB bar 0\r\n\r\n"[..]);
+    let mut last = LastSubject::default();
+    let first = decode_client_op_reusing(&mut b, &Limits::default(), &mut last).unwrap();
+    assert_eq!(
+        first,
+        Some(publish("foo", None, b"PUB x 1\r\ny\r\nPUB a 1\r\n"))
+    );
+    let second = decode_client_op_reusing(&mut b, &Limits::default(), &mut last).unwrap();
+    assert_eq!(second, Some(publish("bar", None, b"")));
+    assert!(b.is_empty());
+    // Split across reads at every byte, the CRLF of the line and of the payload included:
+    // nothing is consumed until the op is complete, then it decodes whole.
+    let input = b"PUB sensors.temperature.long-name _INBOX.reply 12\r\nhello\r\nworld\r\nPING\r\n";
+    let expected = publish(
+        "sensors.temperature.long-name",
+        Some("_INBOX.reply"),
+        b"hello\r\nworld",
+    );
+    let pub_len = input.len() - b"PING\r\n".len();
+    for cut in 0..pub_len {
+        let mut b = BytesMut::from(&input[..cut]);
+        let mut last = LastSubject::default();
+        let early = decode_client_op_reusing(&mut b, &Limits::default(), &mut last);
+        assert_eq!(early, Ok(None), "cut at {cut}");
+        assert_eq!(b.len(), cut, "nothing consumed at {cut}");
+        b.extend_from_slice(&input[cut..]);
+        let op = decode_client_op_reusing(&mut b, &Limits::default(), &mut last);
+        assert_eq!(op, Ok(Some(expected.clone())), "cut at {cut}");
+        assert_eq!(&b[..], b"PING\r\n", "cut at {cut}");
+    }
+    // Sizes: only 1-9 ASCII digits; a '+' (which Rust's `usize::from_str` would take), a sign,
+    // a blank-free tail, or more digits than fit are refused before any payload is awaited.
+    for input in [
+        &b"PUB foo +5\r\nhello\r\n"[..],
+        b"PUB foo -5\r\n",
+        b"PUB foo 5x\r\n",
+        b"PUB foo 0x5\r\n",
+        b"PUB foo 99999999999999999999\r\n",
+        b"PUB foo 18446744073709551621\r\n",
+        b"HPUB foo +2 5\r\n",
+        b"HPUB foo 2 +5\r\n",
+    ] {
+        let e = client_err(input);
+        assert!(matches!(e, DecodeError::BadSize { .. }), "{input:?}: {e:?}");
+    }
+    // Nine digits with leading zeros are a size (nats-server's parseSize).
+    assert_eq!(
+        client_ok(b"PUB foo 000000005\r\nhello\r\n"),
+        publish("foo", None, b"hello")
+    );
+    // The limits still hold on the scanned path: argument bytes and payload size.
+    let limits = Limits {
+        max_control_line: 12,
+        max_payload: 4,
+    };
+    let dec = |s: &[u8]| decode_client_op(&mut BytesMut::from(s), &limits);
+    assert!(
+        dec(b"PUB abcdefghij 4\r\nabcd\r\n").unwrap().is_some(),
+        "12 bytes"
+    );
+    assert_eq!(
+        dec(b"PUB abcdefghijk 4\r\nabcd\r\n"),
+        Err(DecodeError::MaxControlLine { len: 13, max: 12 })
+    );
+    assert_eq!(
+        dec(b"PUB abcdefgh 5\r\nabcde\r\n"),
+        Err(DecodeError::MaxPayload {
+            verb: "PUB",
+            size: 5,
+            max: 4
+        })
+    );
+}
+
 #[test]
 fn pub_payload_is_zero_copy_slice_of_input() {
     let mut b = BytesMut::with_capacity(64);

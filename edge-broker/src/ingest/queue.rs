@@ -131,6 +131,8 @@ struct Item<L> {
     local: L,
     /// Absolute index of its answer slot, if it is answered.
     answer: Option<u64>,
+    /// Written, it is only counted ([`IngestQueue::push_routed_quiet`]).
+    quiet: bool,
 }
 
 /// Routed records pushed since the last submission.
@@ -194,6 +196,8 @@ pub struct IngestQueue<L, T> {
     pushed: u64,
     /// Routed records written or refused so far.
     written: u64,
+    /// Quiet records written since [`IngestQueue::take_quiet_written`] last took the count.
+    quiet_written: u64,
     /// Records and bytes from push until their batch is done.
     held_records: usize,
     held_bytes: usize,
@@ -228,6 +232,7 @@ impl<L: Send + 'static, T> IngestQueue<L, T> {
             events: VecDeque::new(),
             pushed: 0,
             written: 0,
+            quiet_written: 0,
             held_records: 0,
             held_bytes: 0,
             ack_latency: None,
@@ -248,6 +253,23 @@ impl<L: Send + 'static, T> IngestQueue<L, T> {
     /// Queues a routed record for the log; `answer` takes its place in the answer order.
     /// A full batch is handed to the log at once (unless a submission is still waiting).
     pub fn push_routed(&mut self, record: NewRecord, local: L, answer: Option<T>) {
+        self.push_item(record, local, answer, false);
+    }
+
+    /// [`IngestQueue::push_routed`] for a record whose `local` asks nothing once it is written
+    /// (nobody to deliver to, nothing to remember): no [`Event::Written`] is queued for it,
+    /// the write is only counted ([`IngestQueue::take_quiet_written`]); a refusal still comes
+    /// as [`Event::Refused`], and its answer is settled as any other.
+    pub fn push_routed_quiet(&mut self, record: NewRecord, local: L, answer: Option<T>) {
+        self.push_item(record, local, answer, true);
+    }
+
+    /// Quiet records written (given an offset) since the last call, in no event.
+    pub fn take_quiet_written(&mut self) -> u64 {
+        std::mem::take(&mut self.quiet_written)
+    }
+
+    fn push_item(&mut self, record: NewRecord, local: L, answer: Option<T>, quiet: bool) {
         let bytes = record.payload.len()
             + record
                 .headers
@@ -272,7 +294,11 @@ impl<L: Send + 'static, T> IngestQueue<L, T> {
             self.collecting.items = Vec::with_capacity(self.last_batch);
         }
         self.collecting.records.push(record);
-        self.collecting.items.push(Item { local, answer });
+        self.collecting.items.push(Item {
+            local,
+            answer,
+            quiet,
+        });
         self.collecting.bytes += bytes;
         self.held_records += 1;
         self.held_bytes += bytes;
@@ -460,6 +486,10 @@ impl<L: Send + 'static, T> IngestQueue<L, T> {
                     if let Some(index) = item.answer {
                         self.set_slot(index, SlotState::Written(offset));
                         syncing.push(index);
+                    }
+                    if item.quiet {
+                        self.quiet_written += 1;
+                        continue;
                     }
                     self.events.push_back(Event::Written {
                         local: item.local,
@@ -804,6 +834,40 @@ mod tests {
         assert!(matches!(
             seen.answers[1].1,
             Outcome::Refused(AppendError::TooLarge { .. })
+        ));
+    }
+
+    /// A quiet record (nothing to deliver once written) is only counted when written: no
+    /// event, the others keep theirs in log order; refused, it still comes as an event, and
+    /// answers are settled (durable or refused) as for any record.
+    #[tokio::test]
+    async fn quiet_records_are_counted_not_evented_unless_refused() {
+        let log = mem_log(WhenFull::Block);
+        let mut queue = IngestQueue::new(log, IngestLimits::default());
+        let mut seen = Seen::default();
+        queue.push_routed_quiet(record(0, 10), 0, None);
+        queue.push_routed(record(1, 10), 1, None);
+        queue.push_routed_quiet(record(2, 10), 2, Some("quiet, answered"));
+        queue.push_routed_quiet(record(3, 1000), 3, Some("quiet, too large"));
+        queue.push_routed_quiet(record(4, 10), 4, None);
+        let mark = queue.mark();
+        settle(&mut queue, &mut seen).await;
+        assert_eq!(seen.written, [(1, 1)], "only the record that is not quiet");
+        assert!(matches!(
+            seen.refused[..],
+            [(3, AppendError::TooLarge { .. })]
+        ));
+        assert_eq!(queue.take_quiet_written(), 3);
+        assert_eq!(queue.take_quiet_written(), 0, "taken once");
+        assert!(queue.written_through(mark));
+        assert_eq!(seen.answers.len(), 2);
+        assert_eq!(seen.answers[0], ("quiet, answered", Outcome::Durable(2)));
+        assert!(matches!(
+            seen.answers[1],
+            (
+                "quiet, too large",
+                Outcome::Refused(AppendError::TooLarge { .. })
+            )
         ));
     }
 

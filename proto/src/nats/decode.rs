@@ -228,6 +228,136 @@ fn read_line(buf: &[u8], table: &[Verb], limits: &Limits) -> Result<Option<Line>
     }))
 }
 
+/// Spreads a byte over the 8 bytes of a word.
+const fn spread(b: u8) -> u64 {
+    u64::from_ne_bytes([b; 8])
+}
+
+/// The high bit of each byte of `w` (little-endian: byte `i` is bits `8i..8i+8`) that is
+/// below `0x21`: blanks, `\n` and the other control bytes (exact per byte, no carries between
+/// bytes). A candidate is looked at byte by byte; any other byte is part of an argument.
+fn control_bytes(w: u64) -> u64 {
+    const LOW7: u64 = spread(0x7f);
+    !(((w & LOW7) + spread(0x80 - 0x21)) | w) & spread(0x80)
+}
+
+/// A PUB/HPUB control line found in one pass ([`scan_pub_line`]): the line and its
+/// arguments, exactly as [`read_line`] and [`split_pub_args`] would find them.
+struct PubLine<'a> {
+    line: Line,
+    args: ArgList<'a>,
+}
+
+/// The hot path of a publisher's connection: a complete PUB/HPUB line within the limits,
+/// scanned once — the newline found and the arguments split in the same pass, 8 bytes at a
+/// time while no byte below `0x21` comes. `None` for anything else (another verb, an
+/// incomplete or overlong line, no blank after the verb): the general path then decides,
+/// with the same result and errors as before. The line is never read past
+/// `2 * max_control_line + 2` bytes after the verb (the longest line the checks accept).
+fn scan_pub_line<'a>(buf: &'a [u8], limits: &Limits) -> Option<PubLine<'a>> {
+    let (verb, vlen) = if buf.get(..3)?.eq_ignore_ascii_case(b"PUB") {
+        (Verb::Pub, 3)
+    } else if buf.get(..4)?.eq_ignore_ascii_case(b"HPUB") {
+        (Verb::Hpub, 4)
+    } else {
+        return None;
+    };
+    if !is_blank(*buf.get(vlen)?) {
+        return None;
+    }
+    let mcl = limits.max_control_line;
+    let limit = buf
+        .len()
+        .min(vlen.saturating_add(mcl.saturating_mul(2)).saturating_add(2));
+    let mut ranges = [(0usize, 0usize); ArgList::MAX + 1];
+    let mut count = 0usize;
+    // Start of the argument being read, if one is.
+    let mut open: Option<usize> = None;
+    // Start of the last argument closed.
+    let mut last_start = 0;
+    let mut i = vlen;
+    let nl = 'scan: loop {
+        if i >= limit {
+            return None;
+        }
+        // Eight bytes at a time; the last few padded with a byte that is no candidate.
+        let word = match buf[i..limit].first_chunk::<8>() {
+            Some(word) => *word,
+            None => {
+                let mut word = [b'x'; 8];
+                let rest = &buf[i..limit];
+                word[..rest.len()].copy_from_slice(rest);
+                word
+            }
+        };
+        let end = limit.min(i + 8);
+        let mut found = control_bytes(u64::from_le_bytes(word));
+        // The first byte of this word not looked at yet.
+        let mut from = i;
+        while found != 0 {
+            let at = i + found.trailing_zeros() as usize / 8;
+            found &= found - 1;
+            if at > from {
+                open.get_or_insert(from);
+            }
+            from = at + 1;
+            match buf[at] {
+                b' ' | b'\t' | b'\n' => {
+                    if let Some(start) = open.take() {
+                        if let Some(range) = ranges.get_mut(count) {
+                            *range = (start, at);
+                        }
+                        count += 1;
+                        last_start = start;
+                    }
+                    if buf[at] == b'\n' {
+                        break 'scan at;
+                    }
+                }
+                _ => {
+                    open.get_or_insert(at);
+                }
+            }
+        }
+        if end > from {
+            open.get_or_insert(from);
+        }
+        i = end;
+    };
+    // As `read_line`: the argument part starts at the first byte after the blanks.
+    let start = if count > 0 { ranges[0].0 } else { nl };
+    let mut end = nl;
+    if end > start && buf[end - 1] == b'\r' {
+        end -= 1;
+        // The CR belongs to the line's end, not to the last argument (which ends at the LF):
+        // that argument loses it, or is gone if it was the CR alone.
+        if last_start == end {
+            count -= 1;
+        } else if let Some(last) = ranges.get_mut(count - 1) {
+            last.1 = end;
+        }
+    }
+    if start - vlen > mcl || end - start > mcl {
+        return None;
+    }
+    let mut args = ArgList {
+        args: [&[]; ArgList::MAX + 1],
+        len: count.min(ArgList::MAX + 1),
+    };
+    for (arg, &(from, to)) in args.args.iter_mut().zip(&ranges[..args.len]) {
+        *arg = &buf[from..to];
+    }
+    Some(PubLine {
+        line: Line {
+            verb,
+            arg_start: start,
+            arg_end: end,
+            next: nl + 1,
+        },
+        args,
+    })
+}
+
 /// Arguments an op line is split into, without allocating (a PUB is split per message).
 /// Every op takes at most [`ArgList::MAX`] arguments; a line with more keeps one more than
 /// that, so it still matches no accepted form and is refused as before.
@@ -290,7 +420,9 @@ fn lossy(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
 }
 
-/// Sizes of a payload-carrying op: (header bytes, total bytes).
+/// Sizes of a payload-carrying op: (header bytes, total bytes). The usual case is inlined
+/// into the decoder; a refusal is worked out by [`payload_size_error`], off the hot path.
+#[inline]
 fn payload_sizes(
     verb: Verb,
     arg: &[u8],
@@ -298,33 +430,56 @@ fn payload_sizes(
     size_arg: &[u8],
     limits: &Limits,
 ) -> Result<(usize, usize), DecodeError> {
-    let name = verb.name();
     let hdr = match hdr_arg {
-        Some(h) => parse_size(h).ok_or_else(|| DecodeError::BadSize {
-            verb: name,
-            line: lossy(arg),
-        })?,
-        None => 0,
+        Some(h) => parse_size(h),
+        None => Some(0),
     };
-    let total = parse_size(size_arg).ok_or_else(|| DecodeError::BadSize {
+    if let (Some(hdr), Some(total)) = (hdr, parse_size(size_arg))
+        && hdr <= total
+        && total <= limits.max_payload
+    {
+        return Ok((hdr, total));
+    }
+    Err(payload_size_error(verb, arg, hdr_arg, size_arg, limits))
+}
+
+/// Why [`payload_sizes`] refused: the first of a bad header size, a bad total size, headers
+/// larger than the total, a total over `max_payload`.
+#[cold]
+fn payload_size_error(
+    verb: Verb,
+    arg: &[u8],
+    hdr_arg: Option<&[u8]>,
+    size_arg: &[u8],
+    limits: &Limits,
+) -> DecodeError {
+    let name = verb.name();
+    let bad_size = || DecodeError::BadSize {
         verb: name,
         line: lossy(arg),
-    })?;
+    };
+    let hdr = match hdr_arg {
+        Some(h) => match parse_size(h) {
+            Some(hdr) => hdr,
+            None => return bad_size(),
+        },
+        None => 0,
+    };
+    let Some(total) = parse_size(size_arg) else {
+        return bad_size();
+    };
     if hdr > total {
-        return Err(DecodeError::HeaderLargerThanTotal {
+        return DecodeError::HeaderLargerThanTotal {
             verb: name,
             header: hdr,
             total,
-        });
+        };
     }
-    if total > limits.max_payload {
-        return Err(DecodeError::MaxPayload {
-            verb: name,
-            size: total,
-            max: limits.max_payload,
-        });
+    DecodeError::MaxPayload {
+        verb: name,
+        size: total,
+        max: limits.max_payload,
     }
-    Ok((hdr, total))
 }
 
 /// Checks the payload and its `\r\n` are buffered; `Ok(false)` means wait for more.
@@ -363,10 +518,12 @@ fn cut_payload(
     hdr: Option<usize>,
     total: usize,
 ) -> (Option<bytes::Bytes>, bytes::Bytes) {
-    let frame = buf.split_to(line.next + total + 2).freeze();
-    let body_start = line.next + hdr.unwrap_or(0);
-    let headers = hdr.map(|h| frame.slice(line.next..line.next + h));
-    let payload = frame.slice(body_start..line.next + total);
+    // The line and the CRLF after the payload are skipped, not cut: one reference to the read
+    // buffer taken per op (a cut and a slice of it took two, and gave one back).
+    buf.advance(line.next);
+    let mut payload = buf.split_to(total).freeze();
+    buf.advance(2);
+    let headers = hdr.map(|h| payload.split_to(h));
     (headers, payload)
 }
 
@@ -407,8 +564,13 @@ fn decode_client_step(
     limits: &Limits,
     last: &mut LastSubject,
 ) -> Result<Option<Step<ClientOp>>, DecodeError> {
-    let Some(line) = read_line(buf, FROM_CLIENT, limits)? else {
-        return Ok(None);
+    // A PUB/HPUB line is scanned once; anything else (or an unusual PUB line) the general way.
+    let (line, pub_args) = match scan_pub_line(buf, limits) {
+        Some(scanned) => (scanned.line, Some(scanned.args)),
+        None => match read_line(buf, FROM_CLIENT, limits)? {
+            Some(line) => (line, None),
+            None => return Ok(None),
+        },
     };
     let arg = &buf[line.arg_start..line.arg_end];
     let verb = line.verb;
@@ -489,7 +651,7 @@ fn decode_client_step(
             }))
         }
         Verb::Pub | Verb::Hpub => {
-            let args = split_pub_args(arg);
+            let args = pub_args.unwrap_or_else(|| split_pub_args(arg));
             let a = match (verb, args.as_slice()) {
                 (Verb::Pub, [s, size]) => (*s, None, None, *size),
                 (Verb::Pub, [s, r, size]) => (*s, Some(*r), None, *size),
@@ -621,4 +783,109 @@ pub fn decode_server_op(
     };
     buf.advance(line.next);
     Ok(Some(op))
+}
+
+#[cfg(test)]
+mod tests {
+    // Test helpers panic on purpose, like the tests themselves.
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+    use super::*;
+    use proptest::prelude::*;
+
+    /// A control line as (verb, argument start, argument end, next, arguments).
+    type Found = (Verb, usize, usize, usize, Vec<Vec<u8>>);
+
+    fn general(buf: &[u8], limits: &Limits) -> Result<Option<Found>, DecodeError> {
+        Ok(read_line(buf, FROM_CLIENT, limits)?.map(|l| {
+            let args = split_pub_args(&buf[l.arg_start..l.arg_end]);
+            let args = args.as_slice().iter().map(|a| a.to_vec()).collect();
+            (l.verb, l.arg_start, l.arg_end, l.next, args)
+        }))
+    }
+
+    fn one_pass(buf: &[u8], limits: &Limits) -> Option<Found> {
+        scan_pub_line(buf, limits).map(|s| {
+            let args = s.args.as_slice().iter().map(|a| a.to_vec()).collect();
+            let l = s.line;
+            (l.verb, l.arg_start, l.arg_end, l.next, args)
+        })
+    }
+
+    #[test]
+    fn the_one_pass_scan_takes_the_usual_lines() {
+        let limits = Limits::default();
+        for (input, args) in [
+            (&b"PUB a 5\r\n"[..], &[&b"a"[..], b"5"][..]),
+            (
+                b"PUB bench.sensor.temperature 200\r\nxx",
+                &[b"bench.sensor.temperature", b"200"],
+            ),
+            (
+                b"pub\ta\t\t  reply.subject.long\t 12\n",
+                &[b"a", b"reply.subject.long", b"12"],
+            ),
+            (b"HPUB s.t 22 33\r\n", &[b"s.t", b"22", b"33"]),
+            (b"PUB a 5 \r\n", &[b"a", b"5"]),
+            (b"PUB a 5\r\r\n", &[b"a", b"5\r"]),
+            (b"PUB a\r5 \r \r\n", &[b"a\r5", b"\r"]),
+            (b"PUB a\xff\x01\x7f 5\r\n", &[b"a\xff\x01\x7f", b"5"]),
+            (b"PUB    \r\n", &[]),
+            (
+                b"PUB 1 2 3 4 5 6 7 8 9\r\n",
+                &[b"1", b"2", b"3", b"4", b"5", b"6"],
+            ),
+        ] {
+            let found = one_pass(input, &limits).expect("scanned in one pass");
+            assert_eq!(found.4, args, "{input:?}");
+            assert_eq!(Ok(Some(found)), general(input, &limits), "{input:?}");
+        }
+        // Left to the general path: incomplete, overlong, another verb, no blank after it.
+        let short = Limits {
+            max_control_line: 4,
+            ..Limits::default()
+        };
+        for (input, limits) in [
+            (&b"PUB a 5\r"[..], &limits),
+            (b"PUB abcd 5\r\n", &short),
+            (b"PUB      a 5\r\n", &short),
+            (b"PING\r\n", &limits),
+            (b"PUBX a 5\r\n", &limits),
+            (b"PUB", &limits),
+        ] {
+            assert_eq!(one_pass(input, limits), None, "{input:?}");
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(4096))]
+
+        #[test]
+        fn the_one_pass_scan_agrees_with_the_general_path(
+            verb in prop::sample::select(vec!["PUB", "pub", "HPUB", "hPuB", "PUBX", "PING", "SUB"]),
+            body in prop::collection::vec(
+                prop::sample::select(b" \t\r\n\x00\x0b\x1f\x20\x21\x7f\x80\xffab.+09".to_vec()),
+                0..48,
+            ),
+            mcl in 1usize..30,
+        ) {
+            let mut buf = verb.as_bytes().to_vec();
+            buf.extend_from_slice(&body);
+            let limits = Limits { max_control_line: mcl, ..Limits::default() };
+            if let Some(found) = one_pass(&buf, &limits) {
+                prop_assert_eq!(general(&buf, &limits), Ok(Some(found)));
+            }
+        }
+
+        #[test]
+        fn control_bytes_marks_exactly_the_bytes_below_0x21(word in any::<u64>()) {
+            let expected = word
+                .to_le_bytes()
+                .iter()
+                .enumerate()
+                .filter(|&(_, &b)| b < 0x21)
+                .fold(0u64, |m, (i, _)| m | 0x80 << (8 * i));
+            prop_assert_eq!(control_bytes(word), expected);
+        }
+    }
 }

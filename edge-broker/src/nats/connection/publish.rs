@@ -180,13 +180,15 @@ impl Connection {
         headers: Option<HeaderMap>,
         destination: Destination,
     ) {
-        let stream = Arc::clone(&destination.topic);
+        // The stream is named by the destination; it is shared (an atomic increment) only
+        // where an answer or a dedup entry keeps it: a core PUB takes none.
+        let stream = &*destination.topic;
         let msg_id = headers
             .as_ref()
             .and_then(|h| h.get(MSG_ID))
             .map(str::to_owned);
         if let Some(expected) = headers.as_ref().and_then(|h| h.get(EXPECTED_STREAM))
-            && expected != &*stream
+            && expected != stream
         {
             if let Some(reply) = publish.reply {
                 let body = error_json(400, 10060, "expected stream does not match");
@@ -200,11 +202,11 @@ impl Connection {
                 .server
                 .dedup
                 .lock()
-                .get(&stream, id, std::time::Instant::now());
+                .get(stream, id, std::time::Instant::now());
             if let Some(seq) = seen {
                 inc(&self.server.metrics.duplicates);
                 if let Some(reply) = publish.reply {
-                    let body = ack_json(&stream, seq, true);
+                    let body = ack_json(stream, seq, true);
                     self.give_reply(reply, body);
                 }
                 self.ok();
@@ -230,6 +232,25 @@ impl Connection {
         } else {
             None
         };
+        let (remember, reply) = match publish.reply {
+            Some(subject) => (
+                None,
+                Some(Reply {
+                    subject,
+                    body: ReplyBody::PubAck {
+                        stream: Arc::clone(&destination.topic),
+                        msg_id,
+                    },
+                }),
+            ),
+            None => (
+                msg_id.map(|id| MsgId {
+                    stream: Arc::clone(&destination.topic),
+                    id,
+                }),
+                None,
+            ),
+        };
         let record = ingest::record::nats(
             publish.subject,
             Arc::clone(&self.client_id),
@@ -238,18 +259,13 @@ impl Connection {
             self.now_ms,
             destination,
         );
-        let (remember, reply) = match publish.reply {
-            Some(subject) => (
-                None,
-                Some(Reply {
-                    subject,
-                    body: ReplyBody::PubAck { stream, msg_id },
-                }),
-            ),
-            None => (msg_id.map(|id| MsgId { stream, id }), None),
-        };
-        self.ingest
-            .push_routed(record, Written { message, remember }, reply);
+        let local = Written { message, remember };
+        if local.message.is_none() && local.remember.is_none() {
+            // Nothing to deliver or remember once it is written: no event, only the count.
+            self.ingest.push_routed_quiet(record, local, reply);
+        } else {
+            self.ingest.push_routed(record, local, reply);
+        }
         self.ok();
     }
 }

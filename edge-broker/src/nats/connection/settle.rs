@@ -64,7 +64,7 @@ impl Connection {
     pub(super) fn take_ingest(&mut self) {
         let server = Arc::clone(&self.server);
         let metrics = &server.metrics;
-        let mut stored = 0;
+        let mut stored = self.ingest.take_quiet_written();
         while let Some(event) = self.ingest.next_event() {
             match event {
                 Event::Written { local, offset } => {
