@@ -5,7 +5,7 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::sync::mpsc::SyncSender;
+use std::sync::mpsc::Sender;
 use std::thread::JoinHandle;
 
 use parking_lot::Mutex;
@@ -25,7 +25,10 @@ use crate::segment::io_err;
 use crate::storage::{StdStorage, Storage};
 use crate::writer::{ChunkAnswer, ChunkReq, Msg, Writer};
 
-/// Queue slots between appenders and the writer thread.
+/// Chunks queued between appenders and the writer thread at most. The `slots` semaphore holds
+/// the bound (a chunk carries its permit to the writer), so the channel itself is unbounded and
+/// allocates as it fills: a bounded `sync_channel(1024)` wrote every slot's stamp up front,
+/// 104 KiB resident in an idle broker (BENCHMARKS.md "Footprint").
 const QUEUE_SLOTS: usize = 1024;
 /// Queued bytes between appenders and the writer thread (raised to fit one max record).
 const QUEUE_BYTES: u64 = 16 << 20;
@@ -112,7 +115,7 @@ impl FsyncLatency {
 struct LogInner {
     ledger: Arc<Ledger>,
     files: Arc<CursorFiles>,
-    tx: Mutex<Option<SyncSender<Msg>>>,
+    tx: Mutex<Option<Sender<Msg>>>,
     slots: Arc<Semaphore>,
     queue_bytes: Arc<Semaphore>,
     writer: Mutex<Option<JoinHandle<()>>>,
@@ -215,8 +218,7 @@ impl Log {
             .recovery_skipped
             .store(recovered.report.records_skipped(), Ordering::Relaxed);
         ledger.retain();
-        let (tx, handle) =
-            Writer::spawn(ledger.clone(), active, recovered.next_offset, QUEUE_SLOTS)?;
+        let (tx, handle) = Writer::spawn(ledger.clone(), active, recovered.next_offset)?;
         let queue_bytes = queue_capacity(&config) as usize;
         Ok((
             Log {
@@ -429,7 +431,7 @@ impl Log {
             .map_err(|_| AppendError::Closed)?;
         let (reply, reply_rx) = oneshot::channel();
         let tx = self.inner.tx.lock().clone().ok_or(AppendError::Closed)?;
-        tx.try_send(Msg::Chunk(ChunkReq {
+        tx.send(Msg::Chunk(ChunkReq {
             records,
             frame_lens,
             reserved: need,
@@ -545,11 +547,8 @@ impl Log {
             return Ok(());
         };
         let (reply, rx) = oneshot::channel();
-        // The queue may be full; hand the blocking send to a blocking thread.
-        let sent = tokio::task::spawn_blocking(move || tx.send(Msg::Close(reply)).is_ok())
-            .await
-            .unwrap_or(false);
-        if !sent {
+        // The channel is unbounded (the `slots` semaphore bounds chunks): this never blocks.
+        if tx.send(Msg::Close(reply)).is_err() {
             return Err(LogError::Closed);
         }
         rx.await.map_err(|_| LogError::Writer {

@@ -21,7 +21,7 @@
 use std::io;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::sync::mpsc::{self, RecvTimeoutError, SyncSender};
+use std::sync::mpsc::{self, RecvTimeoutError, Sender};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -152,14 +152,15 @@ enum OnNoSpace {
 }
 
 impl Writer {
-    /// Starts the writer thread on the active segment; returns its queue and handle.
+    /// Starts the writer thread on the active segment; returns its queue and handle. The queue
+    /// is unbounded: the caller bounds it (`Log`'s `slots` and `queue_bytes` semaphores, whose
+    /// permits travel in each [`ChunkReq`]).
     pub fn spawn(
         ledger: Arc<Ledger>,
         active: Arc<Segment>,
         next_offset: u64,
-        queue_slots: usize,
-    ) -> Result<(SyncSender<Msg>, JoinHandle<()>), LogError> {
-        let (tx, rx) = mpsc::sync_channel(queue_slots);
+    ) -> Result<(Sender<Msg>, JoinHandle<()>), LogError> {
+        let (tx, rx) = mpsc::channel();
         let syncer = Syncer::spawn(ledger.clone(), next_offset)?;
         let file_len = active
             .file
