@@ -132,18 +132,38 @@ def main():
             f"{min(e_all) / max(max(m_all), 1):.2f}× (worst run / best Mosquitto)",
             "≥ Mosquitto, memory bounded", min(e_all) >= min(m_all))
 
-    # Memory
+    # Memory: one reading per round (tag "CLIENTS" or "CLIENTS/rN"); the idle reading of one
+    # run swings by ~±150 KiB (which 64 KiB windows of code the first seconds touch), so the
+    # goals are judged on every round.
     fp = {k[1] + "/" + k[2]: v for k, v in d.items() if k[0] == "footprint"}
     if fp:
-        tag = next(iter(fp["edge/idle_rss_kib"]))
-        ei, mi = fp["edge/idle_rss_kib"][tag] / 1024, fp["mosq/idle_rss_kib"][tag] / 1024
-        eb, mb = fp["edge/busy_rss_kib"][tag] / 1024, fp["mosq/busy_rss_kib"][tag] / 1024
-        add("RSS idle, MiB", f"{ei:.1f}", f"Mosquitto {mi:.1f}", f"{ei / mi:.2f}×", "≤ 5 MB",
-            ei * 1.048576 <= 5.0)
-        n = int(tag)
-        add(f"RSS with {n:,} idle MQTT clients, MiB", f"{eb:.1f} ({(eb - ei) * 1024 / n:.1f} KiB each)",
-            f"Mosquitto {mb:.1f} ({(mb - mi) * 1024 / n:.1f} KiB each)", f"{eb / mb:.2f}×",
-            "≤ Mosquitto" + ("" if n >= 10000 else " (at 10,000)"), eb <= mb if n >= 10000 else None)
+        tags = [t for t in fp["edge/idle_rss_kib"] if t in fp["mosq/idle_rss_kib"]]
+        n = int(tags[0].split("/")[0])
+
+        def mib(row, metric):
+            return [fp[f"{row}/{metric}"][t] / 1024 for t in tags]
+
+        def shown(v, fmt="{:.1f}"):
+            if len(v) == 1:
+                return fmt.format(v[0])
+            return fmt.format(statistics.median(v)) + " (" + fmt.format(min(v)) + "–" + fmt.format(max(v)) + ")"
+
+        ei, mi = mib("edge", "idle_rss_kib"), mib("mosq", "idle_rss_kib")
+        eb, mb = mib("edge", "busy_rss_kib"), mib("mosq", "busy_rss_kib")
+        each = lambda busy, idle: [(b - i) * 1024 / n for b, i in zip(busy, idle)]
+        rounds = f" ({len(tags)} rounds)" if len(tags) > 1 else ""
+        # Idle in MB (10^6 bytes), the goal's unit: 4.9 MiB is 5.1 MB.
+        mb_of = lambda v: [x * 1.048576 for x in v]
+        add(f"RSS idle, MB{rounds}", shown(mb_of(ei), "{:.2f}"), f"Mosquitto {shown(mb_of(mi), '{:.2f}')}",
+            spread([e / m for e, m in zip(ei, mi)]), "≤ 5 MB",
+            all(e <= 5.0 for e in mb_of(ei)))
+        med = lambda v: statistics.median(v)
+        add(f"RSS with {n:,} idle MQTT clients, MiB{rounds}",
+            f"{shown(eb)}; {med(each(eb, ei)):.1f} KiB each",
+            f"Mosquitto {shown(mb)}; {med(each(mb, mi)):.1f} KiB each",
+            spread([e / m for e, m in zip(eb, mb)]),
+            "≤ Mosquitto" + ("" if n >= 10000 else " (at 10,000)"),
+            all(e <= m for e, m in zip(eb, mb)) if n >= 10000 else None)
 
     # Kafka
     raw = one("kafka", "raw", "rec_s")

@@ -20,6 +20,8 @@
 #   KEEPALIVE_SECS    keep alive the idle MQTT clients announce (default 0: none; they never
 #                     ping, so choose more than the run lasts, e.g. 600)
 #   FOOTPRINT_RESULTS append the readings (KiB) to this file as JSON lines (bench/table.py)
+#   FOOTPRINT_ROUND   round number for those lines (tag "CLIENTS/rN"; bench/run.sh runs several:
+#                     one idle reading swings by ~150 KiB between runs)
 #   FOOTPRINT_MAPS=1  also print the idle edge-broker's memory by mapping (cross/rss_maps.py:
 #                     binary text/rodata, each library, anonymous) and what it used in 10 s idle
 set -euo pipefail
@@ -143,7 +145,7 @@ if [ -n "${FOOTPRINT_RESULTS:-}" ]; then
   for b in edge mosq; do
     for m in idle_rss busy_rss; do
       printf '{"bench":"footprint","tag":"%s","row":"%s","metric":"%s_kib","value":%s}\n' \
-        "$CLIENTS" "$b" "$m" "${R[${b}_${m}]}" >>"$FOOTPRINT_RESULTS"
+        "$CLIENTS${FOOTPRINT_ROUND:+/r$FOOTPRINT_ROUND}" "$b" "$m" "${R[${b}_${m}]}" >>"$FOOTPRINT_RESULTS"
     done
   done
 fi

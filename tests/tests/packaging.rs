@@ -390,6 +390,16 @@ fn bench_script_parses_and_its_table_computes_ratios() {
         line("mqtt", "r1", "mosquitto/nopersist", "qos1_1", 60_000.0),
         line("mqtt", "r2", "edge-broker/routed", "qos1_1", 100_000.0),
         line("mqtt", "r2", "mosquitto/nopersist", "qos1_1", 50_000.0),
+        // Memory rounds (cross/footprint.sh's FOOTPRINT_ROUND): idle 4,800 KiB (4.92 MB) in one,
+        // 5,000 KiB (5.12 MB) in the other.
+        line("footprint", "10000/r1", "edge", "idle_rss_kib", 4800.0),
+        line("footprint", "10000/r1", "edge", "busy_rss_kib", 24_000.0),
+        line("footprint", "10000/r1", "mosq", "idle_rss_kib", 8600.0),
+        line("footprint", "10000/r1", "mosq", "busy_rss_kib", 15_900.0),
+        line("footprint", "10000/r2", "edge", "idle_rss_kib", 5000.0),
+        line("footprint", "10000/r2", "edge", "busy_rss_kib", 25_000.0),
+        line("footprint", "10000/r2", "mosq", "idle_rss_kib", 8600.0),
+        line("footprint", "10000/r2", "mosq", "busy_rss_kib", 15_900.0),
     ];
     std::fs::write(&results, lines.join("\n")).unwrap();
     let python = std::env::var("EDGE_TESTS_PYTHON").unwrap_or_else(|_| "python3".to_owned());
@@ -408,6 +418,18 @@ fn bench_script_parses_and_its_table_computes_ratios() {
     assert!(row.contains("2.50× (2.00–3.00)"), "{row}");
     assert!(row.contains("not met"), "{row}");
     assert!(out.contains("p50 0.20 ms, p99 1.00 ms"), "{out}");
+    // Idle in MB, the goal's unit; one round above 5 MB and the goal is not met.
+    let idle = out
+        .lines()
+        .find(|l| l.contains("RSS idle"))
+        .unwrap_or_else(|| panic!("no idle row:\n{out}"));
+    assert!(idle.contains("(2 rounds) | 5.02 (4.92–5.12)"), "{idle}");
+    assert!(idle.contains("not met"), "{idle}");
+    let clients = out
+        .lines()
+        .find(|l| l.contains("10,000 idle MQTT clients"))
+        .unwrap_or_else(|| panic!("no idle clients row:\n{out}"));
+    assert!(clients.contains("1.54× (1.51–1.57)"), "{clients}");
 }
 
 #[test]
