@@ -190,23 +190,32 @@ pub fn read_some<'a>(
 ) -> impl Future<Output = std::io::Result<(usize, usize)>> + 'a {
     // Not an `async fn`: it would keep its arguments beside the closure's copies of them,
     // in every waiting connection's task.
-    std::future::poll_fn(move |cx| {
-        let unbuffered = buf.capacity() == 0;
-        if unbuffered {
-            std::task::ready!(reader.poll_read_ready(cx))?;
-            policy.prepare(buf, burst);
-        }
-        let room = buf.capacity() - buf.len();
-        match tokio_util::io::poll_read_buf(std::pin::Pin::new(&mut *reader), cx, buf) {
-            std::task::Poll::Ready(read) => std::task::Poll::Ready(read.map(|n| (n, room))),
-            std::task::Poll::Pending => {
-                if unbuffered && buf.is_empty() {
-                    *buf = bytes::BytesMut::new();
-                }
-                std::task::Poll::Pending
+    std::future::poll_fn(move |cx| poll_read_some(reader, buf, policy, burst, cx))
+}
+
+/// [`read_some`] as a poll function, for a connection that polls its waits itself.
+pub fn poll_read_some(
+    reader: &mut ReadHalf,
+    buf: &mut bytes::BytesMut,
+    policy: &ReadBuffer,
+    burst: bool,
+    cx: &mut Context<'_>,
+) -> Poll<std::io::Result<(usize, usize)>> {
+    let unbuffered = buf.capacity() == 0;
+    if unbuffered {
+        std::task::ready!(reader.poll_read_ready(cx))?;
+        policy.prepare(buf, burst);
+    }
+    let room = buf.capacity() - buf.len();
+    match tokio_util::io::poll_read_buf(std::pin::Pin::new(&mut *reader), cx, buf) {
+        Poll::Ready(read) => Poll::Ready(read.map(|n| (n, room))),
+        Poll::Pending => {
+            if unbuffered && buf.is_empty() {
+                *buf = bytes::BytesMut::new();
             }
+            Poll::Pending
         }
-    })
+    }
 }
 
 /// Writes what is left in `out` and shuts the socket down, giving up after `deadline` (a client

@@ -84,7 +84,7 @@ impl Connection {
         }
         if let Some(gate) = self.gate.take()
             && !matches!(
-                tokio::time::timeout(CLOSE_FLUSH, gate.durable()).await,
+                tokio::time::timeout(CLOSE_FLUSH, gate.commit.durable()).await,
                 Ok(Ok(()))
             )
         {
