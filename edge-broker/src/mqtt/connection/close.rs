@@ -111,7 +111,7 @@ impl Connection {
                 properties,
             }));
         }
-        crate::listener::flush_and_close(&mut self.writer, &mut self.outbuf, CLOSE_FLUSH).await;
+        crate::listener::flush_and_close(&mut self.stream, &mut self.outbuf, CLOSE_FLUSH).await;
 
         match &exit {
             Exit::Violation(reason, why) => {
