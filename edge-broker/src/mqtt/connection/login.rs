@@ -277,8 +277,9 @@ impl Connection {
             inbuf,
             read_burst: false,
             // Sized by what is written into it: an idle client's is CONNACK-sized (a few
-            // bytes, not 512). Not given back when drained: a busy subscriber's small writes
-            // would then allocate it again and again (see BENCHMARKS.md, Footprint).
+            // bytes, not 512), and given back once written (`give_back_small`). A larger one
+            // is kept when drained: a busy subscriber's writes would otherwise allocate it
+            // again and again (see BENCHMARKS.md, Footprint).
             outbuf: BytesMut::new(),
             client_max_packet: connect.properties.maximum_packet_size.unwrap_or(u32::MAX),
             client_receive_max: connect

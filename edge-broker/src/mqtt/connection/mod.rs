@@ -57,6 +57,8 @@ const OUT_HIGH_WATER: usize = 64 << 10;
 const INITIAL_BUFFER: usize = 512;
 /// A busy connection reads in chunks of at least this much.
 const READ_CHUNK: usize = 8192;
+/// A drained write buffer of at most this many bytes is given back (see [`give_back_small`]).
+const SMALL_OUTPUT: usize = 64;
 /// How the read buffer is sized: [`INITIAL_BUFFER`] while quiet, [`READ_CHUNK`] in bursts.
 const READ_BUFFER: ReadBuffer = ReadBuffer {
     initial: INITIAL_BUFFER,
@@ -385,11 +387,14 @@ impl Connection {
         {
             return Poll::Ready(Event::Durable(durable));
         }
-        if turn.write
-            && let Poll::Ready(written) =
+        if turn.write {
+            let held = self.outbuf.capacity();
+            if let Poll::Ready(written) =
                 tokio_util::io::poll_write_buf(Pin::new(&mut self.stream), cx, &mut self.outbuf)
-        {
-            return Poll::Ready(Event::Written(written.map(|_| ())));
+            {
+                give_back_small(&mut self.outbuf, held);
+                return Poll::Ready(Event::Written(written.map(|_| ())));
+            }
         }
         if turn.read
             && let Poll::Ready(read) = poll_read_some(
@@ -590,6 +595,17 @@ impl Gate {
     }
 }
 
+/// Gives back the write buffer once a write drained it, if it held at most [`SMALL_OUTPUT`]
+/// bytes before the write (`held`): a CONNACK, an ack, a PINGRESP, what an idle client was
+/// last sent (a 32-byte malloc chunk of every idle connection otherwise). A larger one (a
+/// subscriber's deliveries) is kept, so a busy subscriber's writes do not allocate it again
+/// and again.
+fn give_back_small(outbuf: &mut BytesMut, held: usize) {
+    if outbuf.is_empty() && held <= SMALL_OUTPUT && outbuf.capacity() > 0 {
+        *outbuf = BytesMut::new();
+    }
+}
+
 /// Ready when `deadline` passes (never without one), on the connection's one timer.
 fn poll_keep_alive(
     timer: &mut Option<Pin<Box<Sleep>>>,
@@ -608,6 +624,36 @@ fn poll_keep_alive(
 
 #[cfg(test)]
 mod tests {
+    use bytes::{Buf, BytesMut};
+
+    /// A drained write buffer that held a CONNACK-sized write is given back (an idle client
+    /// kept its CONNACK's allocation for its whole life); one that held a subscriber's
+    /// deliveries, or still holds bytes, is kept.
+    #[test]
+    fn a_small_drained_write_buffer_is_given_back_and_a_large_one_kept() {
+        let mut connack = BytesMut::new();
+        connack.extend_from_slice(&[0x20, 0x02, 0x00, 0x00]);
+        let held = connack.capacity();
+        connack.advance(4);
+        super::give_back_small(&mut connack, held);
+        assert_eq!(connack.capacity(), 0);
+
+        let mut deliveries = BytesMut::with_capacity(4096);
+        deliveries.extend_from_slice(&[0x30; 4000]);
+        let held = deliveries.capacity();
+        deliveries.advance(4000);
+        super::give_back_small(&mut deliveries, held);
+        deliveries.reserve(100);
+        assert!(deliveries.capacity() >= 4000, "{}", deliveries.capacity());
+
+        let mut partly = BytesMut::new();
+        partly.extend_from_slice(&[0x20, 0x02, 0x00, 0x00]);
+        let held = partly.capacity();
+        partly.advance(2);
+        super::give_back_small(&mut partly, held);
+        assert_eq!(&partly[..], &[0x00, 0x00]);
+    }
+
     /// Every logged-in client holds one boxed `Connection` for its whole life (10,000 idle
     /// clients: 10,000 of them). What most clients never use is boxed (the will, the ingest
     /// queue, topic aliases, pacing): with the will inline it was 656 bytes; 464 with the
