@@ -2,8 +2,8 @@
 //! the seat, client id rules, session attach or takeover, the will, and the CONNACK.
 
 use std::net::SocketAddr;
+use std::num::NonZeroU32;
 use std::sync::Arc;
-use std::time::Duration;
 
 use bytes::BytesMut;
 use edge_proto::mqtt::{
@@ -293,8 +293,8 @@ impl Connection {
                 .request_problem_information
                 .unwrap_or(true),
             aliases: None,
-            keep_alive: (keep_alive > 0)
-                .then(|| Duration::from_millis(u64::from(keep_alive) * 1500)),
+            // 65,535 × 1,500 fits a u32.
+            keep_alive_ms: NonZeroU32::new(u32::from(keep_alive) * 1500),
             last_read: Instant::now(),
             keep_alive_timer: None,
             read_paused: false,
