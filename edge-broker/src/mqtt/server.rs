@@ -340,7 +340,7 @@ impl MqttServer {
             state.generation += 1;
             state.online = true;
             state.expiry_secs = expiry_secs;
-            state.disconnected_at_ms = None;
+            state.set_disconnected_at_ms(None);
             state.generation
         };
         sessions.insert(Arc::clone(client_id), Arc::clone(&session));
@@ -358,7 +358,7 @@ impl MqttServer {
             state.online = false;
             state.queue.retain(|d| d.qos != QoS::AtMostOnce);
             let at_ms = now_ms();
-            state.disconnected_at_ms = Some(at_ms);
+            state.set_disconnected_at_ms(Some(at_ms));
             let expiry_secs = state.expiry_secs;
             if expiry_secs > 0
                 && let Some(log) = state.log()
@@ -822,7 +822,7 @@ impl MqttServer {
                 let state = session.lock();
                 !state.online
                     && state.expiry_secs != u32::MAX
-                    && state.disconnected_at_ms.is_some_and(|at| {
+                    && state.disconnected_at_ms().is_some_and(|at| {
                         now.saturating_sub(at) >= u64::from(state.expiry_secs) * 1000
                     })
             })
