@@ -390,14 +390,12 @@ impl Connection {
         {
             return Poll::Ready(Event::Durable(durable));
         }
-        if turn.write {
-            let held = self.outbuf.capacity();
-            if let Poll::Ready(written) =
+        if turn.write
+            && let Poll::Ready(written) =
                 tokio_util::io::poll_write_buf(Pin::new(&mut self.stream), cx, &mut self.outbuf)
-            {
-                give_back_small(&mut self.outbuf, held);
-                return Poll::Ready(Event::Written(written.map(|_| ())));
-            }
+        {
+            give_back_small(&mut self.outbuf);
+            return Poll::Ready(Event::Written(written.map(|_| ())));
         }
         if turn.read
             && let Poll::Ready(read) = poll_read_some(
@@ -598,13 +596,14 @@ impl Gate {
     }
 }
 
-/// Gives back the write buffer once a write drained it, if it held at most [`SMALL_OUTPUT`]
-/// bytes before the write (`held`): a CONNACK, an ack, a PINGRESP, what an idle client was
-/// last sent (a 32-byte malloc chunk of every idle connection otherwise). A larger one (a
-/// subscriber's deliveries) is kept, so a busy subscriber's writes do not allocate it again
-/// and again.
-fn give_back_small(outbuf: &mut BytesMut, held: usize) {
-    if outbuf.is_empty() && held <= SMALL_OUTPUT && outbuf.capacity() > 0 {
+/// Gives back the write buffer once a write drained it, if its allocation holds at most
+/// [`SMALL_OUTPUT`] bytes: a CONNACK, an ack, a PINGRESP, what an idle client was last sent
+/// (a 32-byte malloc chunk of every idle connection otherwise). A larger one (a subscriber's
+/// deliveries) is kept, so a busy subscriber's writes do not allocate it again and again.
+/// (The allocation, not the capacity left: a drained buffer's capacity counts from where the
+/// write stopped, which can be near the end of a large one.)
+fn give_back_small(outbuf: &mut BytesMut) {
+    if outbuf.is_empty() && !outbuf.try_reclaim(SMALL_OUTPUT + 1) {
         *outbuf = BytesMut::new();
     }
 }
@@ -631,29 +630,28 @@ mod tests {
 
     /// A drained write buffer that held a CONNACK-sized write is given back (an idle client
     /// kept its CONNACK's allocation for its whole life); one that held a subscriber's
-    /// deliveries, or still holds bytes, is kept.
+    /// deliveries (also when the write stopped near its end), or still holds bytes, is kept.
     #[test]
     fn a_small_drained_write_buffer_is_given_back_and_a_large_one_kept() {
         let mut connack = BytesMut::new();
         connack.extend_from_slice(&[0x20, 0x02, 0x00, 0x00]);
-        let held = connack.capacity();
         connack.advance(4);
-        super::give_back_small(&mut connack, held);
+        super::give_back_small(&mut connack);
         assert_eq!(connack.capacity(), 0);
 
-        let mut deliveries = BytesMut::with_capacity(4096);
-        deliveries.extend_from_slice(&[0x30; 4000]);
-        let held = deliveries.capacity();
-        deliveries.advance(4000);
-        super::give_back_small(&mut deliveries, held);
-        deliveries.reserve(100);
-        assert!(deliveries.capacity() >= 4000, "{}", deliveries.capacity());
+        for written in [4000, 4090] {
+            let mut deliveries = BytesMut::with_capacity(4096);
+            deliveries.extend_from_slice(&[0x30; 4096][..written]);
+            deliveries.advance(written);
+            super::give_back_small(&mut deliveries);
+            deliveries.reserve(100);
+            assert!(deliveries.capacity() >= 4000, "{}", deliveries.capacity());
+        }
 
         let mut partly = BytesMut::new();
         partly.extend_from_slice(&[0x20, 0x02, 0x00, 0x00]);
-        let held = partly.capacity();
         partly.advance(2);
-        super::give_back_small(&mut partly, held);
+        super::give_back_small(&mut partly);
         assert_eq!(&partly[..], &[0x00, 0x00]);
     }
 
