@@ -1,8 +1,8 @@
 //! The accept loop both front ends share: bounded connections, one task per connection, and a
 //! drain that waits for every connection task at shutdown. Connections are served through
-//! [`ReadHalf`]/[`WriteHalf`] so plain TCP and TLS look the same to a protocol, and size their
-//! read buffers by one policy ([`ReadBuffer`]). A plain TCP connection can wait for bytes
-//! without polling a read ([`ClientRead::poll_read_ready`]).
+//! one [`Stream`] (MQTT) or [`ReadHalf`]/[`WriteHalf`] (NATS) so plain TCP and TLS look the
+//! same to a protocol, and size their read buffers by one policy ([`ReadBuffer`]). A plain TCP
+//! connection can wait for bytes without polling a read ([`ClientRead::poll_read_ready`]).
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -42,6 +42,33 @@ impl ClientRead for tokio::net::tcp::OwnedReadHalf {
 /// TLS streams, and the in-memory pipes of WebSocket connections and tests.
 impl<T: AsyncRead + Send> ClientRead for tokio::io::ReadHalf<T> {}
 
+impl ClientRead for TcpStream {
+    fn poll_read_ready(&mut self, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        TcpStream::poll_read_ready(self, cx)
+    }
+}
+
+impl ClientRead for tokio_rustls::server::TlsStream<TcpStream> {}
+
+/// The in-memory pipes of WebSocket connections and tests.
+impl ClientRead for tokio::io::DuplexStream {}
+
+impl<R: ClientRead + ?Sized> ClientRead for Box<R> {
+    fn poll_read_ready(&mut self, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        (**self).poll_read_ready(cx)
+    }
+}
+
+/// A client connection, both ways.
+pub trait ClientStream: ClientRead + AsyncWrite {}
+
+impl<T: ClientRead + AsyncWrite> ClientStream for T {}
+
+/// A client connection as one stream (plain TCP, TLS, or a WebSocket's pipe), for a protocol
+/// that polls its reads and writes from one place: one box, where two halves take an `Arc`
+/// of the stream and a box each (~130 bytes of every plain TCP connection).
+pub type Stream = Box<dyn ClientStream>;
+
 /// The writing side of a client connection (plain TCP or TLS).
 pub type WriteHalf = Box<dyn AsyncWrite + Send + Unpin>;
 
@@ -52,43 +79,54 @@ pub fn plain(stream: TcpStream) -> (ReadHalf, WriteHalf) {
     (Box::new(reader), Box::new(writer))
 }
 
+/// A plain TCP connection as one [`Stream`] (with Nagle off: protocol messages are small).
+pub fn plain_stream(stream: TcpStream) -> Stream {
+    let _ = stream.set_nodelay(true);
+    Box::new(stream)
+}
+
 /// Runs the TLS handshake on a new connection within `deadline`, then splits it.
 pub async fn tls(
     acceptor: &tokio_rustls::TlsAcceptor,
     stream: TcpStream,
     deadline: Duration,
 ) -> std::io::Result<(ReadHalf, WriteHalf)> {
-    tls_with_peer(acceptor, stream, deadline)
-        .await
-        .map(|(halves, _)| halves)
+    let stream = tls_handshake(acceptor, stream, deadline).await?;
+    let (reader, writer) = tokio::io::split(stream);
+    Ok((Box::new(reader), Box::new(writer)))
 }
 
-/// [`tls`], also returning the client's (verified) certificate, if it presented one.
+/// Runs the TLS handshake on a new connection within `deadline`: one [`Stream`], and the
+/// client's (verified) certificate, if it presented one.
 pub async fn tls_with_peer(
     acceptor: &tokio_rustls::TlsAcceptor,
     stream: TcpStream,
     deadline: Duration,
-) -> std::io::Result<(
-    (ReadHalf, WriteHalf),
-    Option<rustls_pki_types::CertificateDer<'static>>,
-)> {
-    let _ = stream.set_nodelay(true);
-    let stream = tokio::time::timeout(deadline, acceptor.accept(stream))
-        .await
-        .map_err(|_| {
-            std::io::Error::new(
-                std::io::ErrorKind::TimedOut,
-                format!("no TLS handshake within {deadline:?}"),
-            )
-        })??;
+) -> std::io::Result<(Stream, Option<rustls_pki_types::CertificateDer<'static>>)> {
+    let stream = tls_handshake(acceptor, stream, deadline).await?;
     let peer = stream
         .get_ref()
         .1
         .peer_certificates()
         .and_then(|chain| chain.first())
         .map(|cert| cert.clone().into_owned());
-    let (reader, writer) = tokio::io::split(stream);
-    Ok(((Box::new(reader), Box::new(writer)), peer))
+    Ok((Box::new(stream), peer))
+}
+
+async fn tls_handshake(
+    acceptor: &tokio_rustls::TlsAcceptor,
+    stream: TcpStream,
+    deadline: Duration,
+) -> std::io::Result<tokio_rustls::server::TlsStream<TcpStream>> {
+    let _ = stream.set_nodelay(true);
+    tokio::time::timeout(deadline, acceptor.accept(stream))
+        .await
+        .map_err(|_| {
+            std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                format!("no TLS handshake within {deadline:?}"),
+            )
+        })?
 }
 
 /// Accepts connections until `shutdown`, spawning `serve` for each on `tasks`, then closes the
@@ -182,31 +220,40 @@ impl ReadBuffer {
 /// readiness, other streams are always ready), a small one (`policy`'s initial size) is taken for the
 /// read, and given back if the read found nothing. (On `Pending` a stream has put nothing into
 /// the buffer, plain TCP, TLS or WebSocket alike.)
-pub fn read_some<'a>(
-    reader: &'a mut ReadHalf,
+pub fn read_some<'a, R: ClientRead + ?Sized>(
+    reader: &'a mut R,
     buf: &'a mut bytes::BytesMut,
     policy: &'a ReadBuffer,
     burst: bool,
 ) -> impl Future<Output = std::io::Result<(usize, usize)>> + 'a {
     // Not an `async fn`: it would keep its arguments beside the closure's copies of them,
     // in every waiting connection's task.
-    std::future::poll_fn(move |cx| {
-        let unbuffered = buf.capacity() == 0;
-        if unbuffered {
-            std::task::ready!(reader.poll_read_ready(cx))?;
-            policy.prepare(buf, burst);
-        }
-        let room = buf.capacity() - buf.len();
-        match tokio_util::io::poll_read_buf(std::pin::Pin::new(&mut *reader), cx, buf) {
-            std::task::Poll::Ready(read) => std::task::Poll::Ready(read.map(|n| (n, room))),
-            std::task::Poll::Pending => {
-                if unbuffered && buf.is_empty() {
-                    *buf = bytes::BytesMut::new();
-                }
-                std::task::Poll::Pending
+    std::future::poll_fn(move |cx| poll_read_some(reader, buf, policy, burst, cx))
+}
+
+/// [`read_some`] as a poll function, for a connection that polls its waits itself.
+pub fn poll_read_some<R: ClientRead + ?Sized>(
+    reader: &mut R,
+    buf: &mut bytes::BytesMut,
+    policy: &ReadBuffer,
+    burst: bool,
+    cx: &mut Context<'_>,
+) -> Poll<std::io::Result<(usize, usize)>> {
+    let unbuffered = buf.capacity() == 0;
+    if unbuffered {
+        std::task::ready!(reader.poll_read_ready(cx))?;
+        policy.prepare(buf, burst);
+    }
+    let room = buf.capacity() - buf.len();
+    match tokio_util::io::poll_read_buf(std::pin::Pin::new(&mut *reader), cx, buf) {
+        Poll::Ready(read) => Poll::Ready(read.map(|n| (n, room))),
+        Poll::Pending => {
+            if unbuffered && buf.is_empty() {
+                *buf = bytes::BytesMut::new();
             }
+            Poll::Pending
         }
-    })
+    }
 }
 
 /// Writes what is left in `out` and shuts the socket down, giving up after `deadline` (a client
@@ -232,7 +279,7 @@ pub async fn flush_and_close<W: AsyncWrite + Unpin>(
 mod tests {
     use std::time::Duration;
 
-    use super::{ReadBuffer, ReadHalf, read_some};
+    use super::{ClientRead, ReadBuffer, ReadHalf, Stream, read_some};
     use bytes::BytesMut;
     use tokio::io::AsyncWriteExt;
 
@@ -297,7 +344,10 @@ mod tests {
 
     /// Reads into an empty, unallocated buffer for `wait` (nothing arrives), then returns the
     /// buffer's capacity.
-    async fn capacity_while_waiting(reader: &mut ReadHalf, wait: Duration) -> usize {
+    async fn capacity_while_waiting<R: ClientRead + ?Sized>(
+        reader: &mut R,
+        wait: Duration,
+    ) -> usize {
         let mut buf = BytesMut::new();
         let read = tokio::time::timeout(wait, read_some(reader, &mut buf, &POLICY, false)).await;
         assert!(read.is_err(), "nothing was sent: {read:?}");
@@ -305,7 +355,7 @@ mod tests {
     }
 
     /// One read into an empty, unallocated buffer: the bytes read, and the buffer.
-    async fn read_fresh(reader: &mut ReadHalf) -> (usize, usize, BytesMut) {
+    async fn read_fresh<R: ClientRead + ?Sized>(reader: &mut R) -> (usize, usize, BytesMut) {
         let mut buf = BytesMut::new();
         let (n, room) = read_some(reader, &mut buf, &POLICY, false).await.unwrap();
         (n, room, buf)
@@ -335,6 +385,36 @@ mod tests {
         // The end is seen without a buffer too.
         drop(client);
         assert_eq!(read_fresh(&mut reader).await.0, 0);
+    }
+
+    /// The same through one [`Stream`] (how MQTT serves plain TCP, where two halves were an
+    /// `Arc` of the socket and a box each): a quiet one holds no buffer, and reads, writes and
+    /// the end all go through the one box.
+    #[tokio::test]
+    async fn a_quiet_tcp_stream_waits_for_bytes_without_a_read_buffer_too() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let mut client = tokio::net::TcpStream::connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        let (stream, _) = listener.accept().await.unwrap();
+        let mut stream: Stream = super::plain_stream(stream);
+        let wait = Duration::from_millis(50);
+        assert_eq!(capacity_while_waiting(&mut stream, wait).await, 0);
+        client.write_all(b"\xc0\x00").await.unwrap();
+        let (n, room, buf) = read_fresh(&mut stream).await;
+        assert_eq!((n, &buf[..]), (2, &b"\xc0\x00"[..]));
+        assert_eq!(room, POLICY.initial);
+        // Written through the same box.
+        tokio::io::AsyncWriteExt::write_all(&mut stream, b"\xd0\x00")
+            .await
+            .unwrap();
+        let mut got = [0u8; 2];
+        tokio::io::AsyncReadExt::read_exact(&mut client, &mut got)
+            .await
+            .unwrap();
+        assert_eq!(&got, b"\xd0\x00");
+        drop(client);
+        assert_eq!(read_fresh(&mut stream).await.0, 0);
     }
 
     #[tokio::test]

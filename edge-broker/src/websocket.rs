@@ -1,6 +1,6 @@
 //! MQTT over WebSockets (MQTT 5 §6, MQTT 3.1.1 §6): the HTTP upgrade on a configured path with
 //! the `mqtt` subprotocol, then a byte pipe, so the MQTT connection code serves a WebSocket
-//! client through the same [`ReadHalf`]/[`WriteHalf`] as a TCP or TLS one.
+//! client through the same [`Stream`] as a TCP or TLS one.
 //!
 //! The WebSocket side is [`tokio_tungstenite`] (handshake and framing only; TLS, when the
 //! listener has it, is underneath, from [`crate::listener::tls_with_peer`]). A [`pump`] copies
@@ -25,7 +25,7 @@ use tokio_tungstenite::tungstenite::http::{HeaderValue, StatusCode};
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::{self, Message};
 
-use crate::listener::{ReadHalf, WriteHalf};
+use crate::listener::Stream;
 
 /// Bytes the pipe between the WebSocket and the MQTT connection holds each way: the
 /// connection's backpressure reaches the socket through it.
@@ -81,17 +81,13 @@ impl WsSettings {
 
 /// An upgraded WebSocket connection, ready to be served as MQTT.
 pub struct Upgraded {
-    socket: WebSocketStream<tokio::io::Join<ReadHalf, WriteHalf>>,
+    socket: WebSocketStream<Stream>,
 }
 
-/// Runs the HTTP upgrade on `halves` (plain TCP or TLS) within the deadline.
+/// Runs the HTTP upgrade on `stream` (plain TCP or TLS) within the deadline.
 // The callback's error type is tungstenite's (an HTTP response), not ours to shrink.
 #[allow(clippy::result_large_err)]
-pub async fn upgrade(
-    (reader, writer): (ReadHalf, WriteHalf),
-    settings: &WsSettings,
-) -> Result<Upgraded, WsError> {
-    let stream = tokio::io::join(reader, writer);
+pub async fn upgrade(stream: Stream, settings: &WsSettings) -> Result<Upgraded, WsError> {
     let path = settings.path.clone();
     let callback = move |request: &Request, response: Response| answer(&path, request, response);
     let handshake =
@@ -152,11 +148,9 @@ fn refusal(status: StatusCode, body: String) -> ErrorResponse {
 impl Upgraded {
     /// The byte-stream halves an MQTT connection is served over, and the pump that must run
     /// beside it (it ends when either side closes).
-    pub fn into_halves(self) -> ((ReadHalf, WriteHalf), impl Future<Output = ()> + Send) {
+    pub fn into_stream(self) -> (Stream, impl Future<Output = ()> + Send) {
         let (connection_side, pump_side) = tokio::io::duplex(PIPE_BYTES);
-        let (reader, writer) = tokio::io::split(connection_side);
-        let halves: (ReadHalf, WriteHalf) = (Box::new(reader), Box::new(writer));
-        (halves, pump(self.socket, pump_side))
+        (Box::new(connection_side), pump(self.socket, pump_side))
     }
 }
 
@@ -284,18 +278,15 @@ mod tests {
             max_packet: 1 << 20,
             deadline: Duration::from_secs(5),
         };
-        let (server_read, server_write) = tokio::io::split(server_io);
         let server = tokio::spawn(async move {
-            let upgraded = upgrade((Box::new(server_read), Box::new(server_write)), &settings)
-                .await
-                .unwrap();
-            let ((mut reader, mut writer), pump) = upgraded.into_halves();
+            let upgraded = upgrade(Box::new(server_io), &settings).await.unwrap();
+            let (mut stream, pump) = upgraded.into_stream();
             let connection = async move {
                 let mut got = vec![0u8; 6];
-                reader.read_exact(&mut got).await.unwrap();
-                writer.write_all(b"pong!").await.unwrap();
+                stream.read_exact(&mut got).await.unwrap();
+                stream.write_all(b"pong!").await.unwrap();
                 let mut rest = Vec::new();
-                reader.read_to_end(&mut rest).await.unwrap();
+                stream.read_to_end(&mut rest).await.unwrap();
                 (got, rest)
             };
             tokio::join!(connection, pump).0

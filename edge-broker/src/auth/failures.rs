@@ -29,20 +29,27 @@ pub const FIRST_DELAY: Duration = Duration::from_millis(100);
 pub const FORGET_AFTER: Duration = Duration::from_secs(600);
 
 /// A source address as counted: an IPv4 address or an IPv6 /64.
+///
+/// Kept as bytes, not a `u128`: that would align whatever holds one to 16 bytes (every
+/// logged-in connection's seat, and the connection around it: 8 bytes of padding in each).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct Source(u128);
+pub struct Source([u8; 16]);
 
 impl Source {
     /// The source an address belongs to.
     pub fn of(ip: IpAddr) -> Source {
         match ip {
-            IpAddr::V4(v4) => Source(u128::from(u32::from(v4))),
+            IpAddr::V4(v4) => Source::from_bits(u128::from(u32::from(v4))),
             IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
-                Some(v4) => Source(u128::from(u32::from(v4))),
+                Some(v4) => Source::from_bits(u128::from(u32::from(v4))),
                 // The /64 prefix, tagged so it can never equal an IPv4 source.
-                None => Source((u128::from(v6) & !u128::from(u64::MAX)) | 1),
+                None => Source::from_bits((u128::from(v6) & !u128::from(u64::MAX)) | 1),
             },
         }
+    }
+
+    fn from_bits(bits: u128) -> Source {
+        Source(bits.to_be_bytes())
     }
 }
 

@@ -20,8 +20,11 @@
 //! slowly, paces it. QoS 1/2 deliveries, the total budget (`max_queued_bytes_total`), wills,
 //! `$SYS` and NATS publishers never wait (they drop as before).
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::task::{Context, Poll};
 
 use tokio::time::Instant;
 
@@ -29,7 +32,6 @@ use crate::hub::{Retried, Waiting};
 use crate::metrics::front::{FrontMetrics, inc};
 
 /// One connection's deliveries waiting for room.
-#[derive(Debug)]
 pub struct Pace {
     enabled: bool,
     waiting: Vec<Waiting>,
@@ -37,6 +39,22 @@ pub struct Pace {
     /// A delivery of the current wait was dropped.
     dropped: bool,
     metrics: Arc<FrontMetrics>,
+    /// The wait for room or the bound ([`Pace::poll_woken`]): made at its first poll and
+    /// kept until `waiting` changes. It owns what it waits on, so that the connection's turn
+    /// can poll it beside the rest of the connection.
+    wait: Option<Pin<Box<dyn Future<Output = ()> + Send>>>,
+}
+
+impl std::fmt::Debug for Pace {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pace")
+            .field("enabled", &self.enabled)
+            .field("waiting", &self.waiting)
+            .field("started", &self.started)
+            .field("dropped", &self.dropped)
+            .field("wait", &self.wait.is_some())
+            .finish_non_exhaustive()
+    }
 }
 
 impl Pace {
@@ -48,12 +66,14 @@ impl Pace {
             started: None,
             dropped: false,
             metrics,
+            wait: None,
         }
     }
 
     /// Where a publish's fan-out hands back the deliveries that wait (`None`: waiting is off,
     /// full queues drop at once).
     pub fn collect(&mut self) -> Option<&mut Vec<Waiting>> {
+        self.wait = None;
         self.enabled.then_some(&mut self.waiting)
     }
 
@@ -69,27 +89,44 @@ impl Pace {
         !self.waiting.is_empty()
     }
 
-    /// Resolves when the first waiting subscriber made room, or a waiting delivery's bound
-    /// passed: time to [`Pace::settle`].
-    pub async fn woken(&self) {
-        let Some(first) = self.waiting.first() else {
-            return;
-        };
-        let until = self
-            .waiting
-            .iter()
-            .map(|w| w.until)
-            .min()
-            .unwrap_or(first.until);
-        tokio::select! {
-            () = first.room() => {}
-            () = tokio::time::sleep_until(until) => {}
+    /// Ready when the first waiting subscriber made room, or a waiting delivery's bound
+    /// passed (at once if nothing waits): time to [`Pace::settle`].
+    pub fn poll_woken(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        if self.wait.is_none() {
+            let Some(first) = self.waiting.first() else {
+                return Poll::Ready(());
+            };
+            let until = self
+                .waiting
+                .iter()
+                .map(|w| w.until)
+                .min()
+                .unwrap_or(first.until);
+            let (mailbox, seen) = (Arc::clone(&first.mailbox), first.seen);
+            self.wait = Some(Box::pin(async move {
+                let room = async {
+                    if let Some(room) = mailbox.room() {
+                        room.since(seen).await;
+                    }
+                };
+                tokio::select! {
+                    () = room => {}
+                    () = tokio::time::sleep_until(until) => {}
+                }
+            }));
         }
+        let Some(wait) = &mut self.wait else {
+            return Poll::Ready(());
+        };
+        std::task::ready!(wait.as_mut().poll(cx));
+        self.wait = None;
+        Poll::Ready(())
     }
 
     /// Offers the waiting deliveries again: those kept or refused leave, those whose bound
     /// passed are given up (dropped and counted), the rest keep waiting.
     pub fn settle(&mut self) {
+        self.wait = None;
         let now = Instant::now();
         let mut before = std::mem::take(&mut self.waiting);
         for waiting in before.drain(..) {
@@ -113,6 +150,7 @@ impl Pace {
 
     /// The connection is closing: gives up what waits and never waits again.
     pub fn stop(&mut self) {
+        self.wait = None;
         for waiting in self.waiting.drain(..) {
             self.dropped |= !waiting.give_up();
         }

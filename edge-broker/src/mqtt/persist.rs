@@ -165,7 +165,7 @@ impl MqttServer {
             let mut state = session.lock();
             state.expiry_secs = saved.expiry_secs;
             // A session that was online when the broker stopped went offline then.
-            state.disconnected_at_ms = Some(saved.disconnected_at_ms.unwrap_or(now));
+            state.set_disconnected_at_ms(Some(saved.disconnected_at_ms.unwrap_or(now)));
             for (id, (released, delivery)) in saved.inflight {
                 state
                     .inflight_mut()

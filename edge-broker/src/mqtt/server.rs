@@ -340,7 +340,7 @@ impl MqttServer {
             state.generation += 1;
             state.online = true;
             state.expiry_secs = expiry_secs;
-            state.disconnected_at_ms = None;
+            state.set_disconnected_at_ms(None);
             state.generation
         };
         sessions.insert(Arc::clone(client_id), Arc::clone(&session));
@@ -358,7 +358,7 @@ impl MqttServer {
             state.online = false;
             state.queue.retain(|d| d.qos != QoS::AtMostOnce);
             let at_ms = now_ms();
-            state.disconnected_at_ms = Some(at_ms);
+            state.set_disconnected_at_ms(Some(at_ms));
             let expiry_secs = state.expiry_secs;
             if expiry_secs > 0
                 && let Some(log) = state.log()
@@ -539,13 +539,13 @@ impl MqttServer {
                     let (server, shutdown) = (Arc::clone(&self), shutdown.clone());
                     let acceptor = self.tls.current();
                     async move {
-                        let Some((halves, certificate)) = server
+                        let Some((stream, certificate)) = server
                             .tls_handshake(acceptor, stream, peer, &pending, "MQTT over TLS")
                             .await
                         else {
                             return;
                         };
-                        connection::serve(server, halves, peer, pending, shutdown, certificate)
+                        connection::serve(server, stream, peer, pending, shutdown, certificate)
                             .await;
                     }
                 },
@@ -584,7 +584,7 @@ impl MqttServer {
     ) -> impl Future<Output = ()> + Send + 'static {
         connection::serve(
             Arc::clone(self),
-            crate::listener::plain(stream),
+            crate::listener::plain_stream(stream),
             peer,
             pending,
             shutdown,
@@ -645,7 +645,7 @@ impl MqttServer {
                 let (server, shutdown) = (Arc::clone(self), shutdown.clone());
                 let acceptor = self.tls.current();
                 async move {
-                    let (halves, certificate) = if tls {
+                    let (stream, certificate) = if tls {
                         match server
                             .tls_handshake(acceptor, stream, peer, &pending, protocol)
                             .await
@@ -654,7 +654,7 @@ impl MqttServer {
                             None => return,
                         }
                     } else {
-                        (crate::listener::plain(stream), None)
+                        (crate::listener::plain_stream(stream), None)
                     };
                     let settings = server.settings();
                     let ws = crate::websocket::WsSettings {
@@ -665,15 +665,15 @@ impl MqttServer {
                     // Evicted (pending connections over their cap) while still upgrading: gone.
                     let evicted = pending.eviction();
                     let upgraded = tokio::select! {
-                        upgraded = Box::pin(crate::websocket::upgrade(halves, &ws)) => upgraded,
+                        upgraded = Box::pin(crate::websocket::upgrade(stream, &ws)) => upgraded,
                         _ = evicted.cancelled() => return,
                     };
                     match upgraded {
                         Ok(upgraded) => {
-                            let (halves, pump) = upgraded.into_halves();
+                            let (stream, pump) = upgraded.into_stream();
                             let serve = connection::serve(
                                 server,
-                                halves,
+                                stream,
                                 peer,
                                 pending,
                                 shutdown,
@@ -703,7 +703,7 @@ impl MqttServer {
         pending: &crate::admission::Pending,
         protocol: &str,
     ) -> Option<(
-        (crate::listener::ReadHalf, crate::listener::WriteHalf),
+        crate::listener::Stream,
         Option<crate::auth::PeerCertificate>,
     )> {
         let acceptor = acceptor?;
@@ -716,11 +716,11 @@ impl MqttServer {
             _ = evicted.cancelled() => return None,
         };
         match handshake {
-            Ok((halves, certificate)) => {
+            Ok((stream, certificate)) => {
                 let certificate = certificate.map(|der| crate::auth::PeerCertificate {
                     identity: crate::auth::cert::identity(&der),
                 });
-                Some((halves, certificate))
+                Some((stream, certificate))
             }
             Err(err) => {
                 inc(&self.metrics.tls_handshake_failures);
@@ -822,7 +822,7 @@ impl MqttServer {
                 let state = session.lock();
                 !state.online
                     && state.expiry_secs != u32::MAX
-                    && state.disconnected_at_ms.is_some_and(|at| {
+                    && state.disconnected_at_ms().is_some_and(|at| {
                         now.saturating_sub(at) >= u64::from(state.expiry_secs) * 1000
                     })
             })

@@ -9,6 +9,7 @@
 //! orders a session's records.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::num::NonZeroU64;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -79,8 +80,10 @@ pub struct SessionState {
     /// Session Expiry Interval in seconds (`u32::MAX` = never); recorded when the session
     /// goes offline.
     pub expiry_secs: u32,
-    /// When the last connection ended (unix ms), while offline.
-    pub disconnected_at_ms: Option<u64>,
+    /// When the last connection ended (unix ms), while offline
+    /// ([`SessionState::disconnected_at_ms`]). Not an `Option<u64>`: that took 16 bytes of
+    /// every session, and made it a 320-byte malloc chunk instead of 304.
+    disconnected_at: Option<NonZeroU64>,
     /// Subscriptions by full filter text (including any `$share/group/` prefix).
     pub subscriptions: Subscriptions,
     /// Deliveries not yet sent.
@@ -132,6 +135,17 @@ pub struct PendingWill {
 }
 
 impl SessionState {
+    /// When the last connection ended (unix ms), while offline.
+    pub fn disconnected_at_ms(&self) -> Option<u64> {
+        self.disconnected_at.map(NonZeroU64::get)
+    }
+
+    /// Records when the last connection ended (`None`: online again). (A time of 0 ms is
+    /// kept as 1 ms.)
+    pub fn set_disconnected_at_ms(&mut self, at_ms: Option<u64>) {
+        self.disconnected_at = at_ms.map(|ms| NonZeroU64::new(ms).unwrap_or(NonZeroU64::MIN));
+    }
+
     /// Starts (`Some`) or stops (`None`) recording this session's changes.
     pub fn set_log(&mut self, log: Option<SessionLog>) {
         self.subscriptions.log.clone_from(&log);
@@ -229,7 +243,7 @@ impl SessionState {
             disconnected_at_ms: if self.online {
                 None
             } else {
-                self.disconnected_at_ms
+                self.disconnected_at_ms()
             },
             subscriptions: self
                 .subscriptions
@@ -923,10 +937,12 @@ mod tests {
     /// clean or not: 10,000 idle clients, 10,000 of them. It was 416 bytes with the queue
     /// limits inline (the same 32 bytes in every session, now shared) and the deliveries in
     /// flight, QoS 2 publishes received and a delayed will inline (96 bytes, now boxed when
-    /// first used): 288, an `Arc` of 304 bytes where it was 432.
+    /// first used): 288, an `Arc` of 304 bytes where it was 432. 280 with the disconnection
+    /// time an `Option<NonZeroU64>` (8 bytes, not 16): an `Arc` of 296, a 304-byte chunk
+    /// instead of 320.
     #[test]
     fn a_session_holds_what_an_idle_client_needs_inline_only() {
-        const SESSION_MAX: usize = 288;
+        const SESSION_MAX: usize = 280;
         let size = std::mem::size_of::<Session>();
         eprintln!(
             "Session: {size} bytes, SessionState: {}",

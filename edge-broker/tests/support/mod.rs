@@ -147,11 +147,11 @@ impl Broker {
     /// A new MQTT connection over a `buffer`-byte pipe: the client's end and the server's
     /// `connection::serve` future (not yet spawned).
     fn mqtt_serve(&self, buffer: usize) -> (DuplexStream, impl Future<Output = ()> + use<>) {
-        let (client, halves) = self.pipe(buffer);
+        let (client, server) = tokio::io::duplex(buffer);
         let pending = self.mqtt.admission.arrive(peer().ip()).unwrap();
         let serve = edge_broker::mqtt::connection::serve(
             Arc::clone(&self.mqtt),
-            halves,
+            Box::new(server),
             peer(),
             pending,
             self.shutdown.clone(),

@@ -84,7 +84,7 @@ impl Connection {
         }
         if let Some(gate) = self.gate.take()
             && !matches!(
-                tokio::time::timeout(CLOSE_FLUSH, gate.durable()).await,
+                tokio::time::timeout(CLOSE_FLUSH, gate.commit.durable()).await,
                 Ok(Ok(()))
             )
         {
@@ -111,7 +111,7 @@ impl Connection {
                 properties,
             }));
         }
-        crate::listener::flush_and_close(&mut self.writer, &mut self.outbuf, CLOSE_FLUSH).await;
+        crate::listener::flush_and_close(&mut self.stream, &mut self.outbuf, CLOSE_FLUSH).await;
 
         match &exit {
             Exit::Violation(reason, why) => {

@@ -256,7 +256,8 @@ impl Connection {
             (set.len(), usize::from(set.contains(&packet_id)))
         };
         let owed = self.ingest.as_deref().map_or(0, Ingest::answers_owed);
-        let owed_elsewhere = owed.saturating_sub(self.qos2_answers);
+        let owed_elsewhere =
+            owed.saturating_sub(usize::try_from(self.qos2_answers).unwrap_or(usize::MAX));
         (owed_elsewhere + qos2).saturating_sub(resend)
     }
 
@@ -270,7 +271,7 @@ impl Connection {
     fn owed(&mut self, packet_id: u16, qos: QoS, reason: ReasonCode) -> Owed {
         let in_qos2_set =
             qos == QoS::ExactlyOnce && self.session.lock().inbound_qos2().contains(&packet_id);
-        self.qos2_answers += usize::from(in_qos2_set);
+        self.qos2_answers = self.qos2_answers.saturating_add(u32::from(in_qos2_set));
         Owed {
             packet_id,
             qos,
@@ -361,7 +362,7 @@ impl Connection {
             in_qos2_set,
             reason,
         } = answer.tag;
-        self.qos2_answers = self.qos2_answers.saturating_sub(usize::from(in_qos2_set));
+        self.qos2_answers = self.qos2_answers.saturating_sub(u32::from(in_qos2_set));
         let mut why = None;
         let reason = match answer.outcome {
             Outcome::Given => reason,

@@ -2,8 +2,8 @@
 //! the seat, client id rules, session attach or takeover, the will, and the CONNACK.
 
 use std::net::SocketAddr;
+use std::num::NonZeroU32;
 use std::sync::Arc;
-use std::time::Duration;
 
 use bytes::BytesMut;
 use edge_proto::mqtt::{
@@ -17,7 +17,7 @@ use super::close::WillMessage;
 use super::inbound::message_properties;
 use super::{Connection, READ_BUFFER};
 use crate::admission::Pending;
-use crate::listener::{ReadHalf, WriteHalf, read_some};
+use crate::listener::{Stream, read_some};
 use crate::message::{Message, Origin, now_ms};
 use crate::mqtt::server::MqttServer;
 
@@ -31,7 +31,7 @@ pub(super) struct Arrival {
 /// Reads until a whole CONNECT is decoded. The error says why, and whether the client asked
 /// for a protocol level this server does not speak (it is then owed a CONNACK 0x01).
 pub(super) async fn read_connect(
-    reader: &mut ReadHalf,
+    reader: &mut Stream,
     buf: &mut BytesMut,
     max_packet: u32,
 ) -> Result<Box<Connect>, (String, bool)> {
@@ -55,7 +55,7 @@ pub(super) async fn read_connect(
 
 /// Sends a refusing CONNACK and closes.
 async fn refuse(
-    writer: &mut WriteHalf,
+    writer: &mut Stream,
     version: ProtocolVersion,
     reason: ReasonCode,
     why: &str,
@@ -81,7 +81,7 @@ impl Connection {
     pub(super) async fn accept(
         server: Arc<MqttServer>,
         connect: Box<Connect>,
-        (reader, mut writer): (ReadHalf, WriteHalf),
+        mut stream: Stream,
         inbuf: BytesMut,
         arrival: Arrival,
     ) -> std::io::Result<Option<Box<Connection>>> {
@@ -101,7 +101,7 @@ impl Connection {
             Err(why) => {
                 tracing::info!(%peer, client_id = %connect.client_id, "refusing MQTT client: {why}");
                 refuse(
-                    &mut writer,
+                    &mut stream,
                     version,
                     ReasonCode::NotAuthorized,
                     "not authorized",
@@ -115,7 +115,7 @@ impl Connection {
             Err(refusal) => {
                 tracing::warn!(%peer, "refusing MQTT client: mqtt.{}", refusal.key());
                 refuse(
-                    &mut writer,
+                    &mut stream,
                     version,
                     ReasonCode::ServerBusy,
                     "too many connections",
@@ -126,7 +126,7 @@ impl Connection {
         };
         if connect.properties.authentication_method.is_some() {
             refuse(
-                &mut writer,
+                &mut stream,
                 version,
                 ReasonCode::BadAuthenticationMethod,
                 "enhanced authentication is not supported",
@@ -141,7 +141,7 @@ impl Connection {
                 .refused(crate::mqtt::limits::Limit::ClientIdLength);
             let why = "client id longer than mqtt.max_client_id_length";
             refuse(
-                &mut writer,
+                &mut stream,
                 version,
                 ReasonCode::ClientIdentifierNotValid,
                 why,
@@ -153,7 +153,7 @@ impl Connection {
         if client_id.is_empty() {
             if version == ProtocolVersion::V311 && !connect.clean_start {
                 refuse(
-                    &mut writer,
+                    &mut stream,
                     version,
                     ReasonCode::ClientIdentifierNotValid,
                     "an empty client id needs a clean session",
@@ -204,14 +204,14 @@ impl Connection {
                 "the client id belongs to another user's session"
             };
             tracing::info!(%peer, %client_id, user = ?identity.user, "refusing MQTT client: {why}");
-            refuse(&mut writer, version, ReasonCode::NotAuthorized, why).await?;
+            refuse(&mut stream, version, ReasonCode::NotAuthorized, why).await?;
             return Ok(None);
         }
         let attached = server.attach_session(&client_id, connect.clean_start, expiry);
         let Ok((session, session_present, generation)) = attached else {
             tracing::warn!(%peer, %client_id, "refusing a new MQTT session: mqtt.max_sessions reached");
             refuse(
-                &mut writer,
+                &mut stream,
                 version,
                 ReasonCode::QuotaExceeded,
                 "too many sessions",
@@ -273,13 +273,13 @@ impl Connection {
             generation,
             version,
             peer,
-            reader,
-            writer,
+            stream,
             inbuf,
             read_burst: false,
             // Sized by what is written into it: an idle client's is CONNACK-sized (a few
-            // bytes, not 512). Not given back when drained: a busy subscriber's small writes
-            // would then allocate it again and again (see BENCHMARKS.md, Footprint).
+            // bytes, not 512), and given back once written (`give_back_small`). A larger one
+            // is kept when drained: a busy subscriber's writes would otherwise allocate it
+            // again and again (see BENCHMARKS.md, Footprint).
             outbuf: BytesMut::new(),
             client_max_packet: connect.properties.maximum_packet_size.unwrap_or(u32::MAX),
             client_receive_max: connect
@@ -293,8 +293,8 @@ impl Connection {
                 .request_problem_information
                 .unwrap_or(true),
             aliases: None,
-            keep_alive: (keep_alive > 0)
-                .then(|| Duration::from_millis(u64::from(keep_alive) * 1500)),
+            // 65,535 × 1,500 fits a u32.
+            keep_alive_ms: NonZeroU32::new(u32::from(keep_alive) * 1500),
             last_read: Instant::now(),
             keep_alive_timer: None,
             read_paused: false,

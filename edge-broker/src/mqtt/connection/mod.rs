@@ -7,8 +7,8 @@
 //! stored in order, delivered locally once written; acknowledgements leave in the order the
 //! publishes came in, routed ones once durable.
 //!
-//! Generic over the byte stream: [`serve`] takes the two halves of a plain TCP, TLS or (in
-//! tests) in-memory connection.
+//! Generic over the byte stream: [`serve`] takes a plain TCP, TLS, WebSocket or (in tests)
+//! in-memory connection as one [`Stream`].
 //!
 //! Rooms, all `impl Connection` over the one state defined here (with [`serve`] and the loop):
 //! - `login`: the CONNECT, login, seat, session attach or takeover, CONNACK.
@@ -20,13 +20,16 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::num::NonZeroU32;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::BytesMut;
 use edge_proto::mqtt::{self, MqttString, Packet, ProtocolVersion, PubComp, QoS, ReasonCode};
 use tokio::io::AsyncWriteExt;
+use tokio::sync::futures::Notified;
 use tokio::time::{Instant, Sleep};
 use tokio_util::sync::CancellationToken;
 
@@ -34,9 +37,9 @@ use super::pace::Pace;
 use super::server::MqttServer;
 use super::session::Session;
 use crate::admission::{Pending, Seat};
-use crate::listener::{ReadBuffer, ReadHalf, WriteHalf, read_some};
+use crate::listener::{ReadBuffer, Stream, poll_read_some};
 use crate::metrics::front::inc;
-use crate::state::Commit;
+use crate::state::{Commit, JournalError};
 
 use close::WillMessage;
 use inbound::Ingest;
@@ -55,6 +58,8 @@ const OUT_HIGH_WATER: usize = 64 << 10;
 const INITIAL_BUFFER: usize = 512;
 /// A busy connection reads in chunks of at least this much.
 const READ_CHUNK: usize = 8192;
+/// A drained write buffer of at most this many bytes is given back (see [`give_back_small`]).
+const SMALL_OUTPUT: usize = 64;
 /// How the read buffer is sized: [`INITIAL_BUFFER`] while quiet, [`READ_CHUNK`] in bursts.
 const READ_BUFFER: ReadBuffer = ReadBuffer {
     initial: INITIAL_BUFFER,
@@ -85,14 +90,14 @@ struct TopicAliases {
     outbound: HashMap<String, u16>,
 }
 
-/// Serves one client connection (plain TCP or TLS, already split) until it ends.
+/// Serves one client connection (plain TCP, TLS or a WebSocket's pipe) until it ends.
 ///
 /// Until it has logged in, the connection holds only its `pending` place: it may buffer a
 /// CONNECT of at most `mqtt.max_connect_size` and must send it within `mqtt.connect_timeout`;
 /// a seat among `mqtt.max_connections` is taken once the login succeeded.
 pub fn serve(
     server: Arc<MqttServer>,
-    halves: (ReadHalf, WriteHalf),
+    stream: Stream,
     peer: SocketAddr,
     pending: Pending,
     shutdown: CancellationToken,
@@ -103,7 +108,7 @@ pub fn serve(
     // they cost a pointer there, and the box is freed when they are taken out.
     serve_arrival(Box::new(Arriving {
         server,
-        halves,
+        stream,
         peer,
         pending,
         shutdown,
@@ -114,7 +119,7 @@ pub fn serve(
 /// What [`serve`] is given, in one box.
 struct Arriving {
     server: Arc<MqttServer>,
-    halves: (ReadHalf, WriteHalf),
+    stream: Stream,
     peer: SocketAddr,
     pending: Pending,
     shutdown: CancellationToken,
@@ -127,9 +132,40 @@ async fn serve_arrival(arriving: Box<Arriving>) {
     // (Bound first: a temporary in an `if let` scrutinee would live, and keep the login's
     // box, until the connection ends.)
     let connection = Box::pin(log_in(arriving)).await;
-    if let Some(connection) = connection {
-        connection.run().await;
-    }
+    let Some(mut connection) = connection else {
+        return;
+    };
+    // The loop is here, not in a method of its own: each `async fn` level keeps its own
+    // copies of the pointers it was given (~50 bytes of every idle connection's task).
+    // One reference of its own to the session, for the connection's life: each turn's wait
+    // on the session's `wake` borrows it while the turn polls the connection.
+    let session = Arc::clone(&connection.session);
+    let exit = loop {
+        let turn = match connection.prepare_turn() {
+            Ok(turn) => turn,
+            Err(exit) => break exit,
+        };
+        let event = {
+            // Made before the checks below: a takeover or the shutdown after this point
+            // (`notify_waiters`) wakes it even before it is polled. No token per connection:
+            // see [`Session::kick`] and [`MqttServer::stop_connections`].
+            let mut woken = std::pin::pin!(session.wake.notified());
+            if let Some(exit) = connection.told_to_leave() {
+                break exit;
+            }
+            // One poll function for the turn's waits instead of a `select!`, which holds
+            // every branch's future at once in every waiting connection's task.
+            let this = &mut *connection;
+            std::future::poll_fn(move |cx| this.poll_turn(cx, woken.as_mut(), turn)).await
+        };
+        if let Err(exit) = connection.on_event(event) {
+            break exit;
+        }
+    };
+    drop(session);
+    // Boxed: the end's state (drain and flush deadlines) lasts only while the connection
+    // closes, while the task is allocated at its largest state for the connection's life.
+    Box::pin(connection.finish(exit)).await;
 }
 
 /// Waits for the CONNECT (within `mqtt.connect_timeout`) and logs the client in: its
@@ -137,7 +173,7 @@ async fn serve_arrival(arriving: Box<Arriving>) {
 async fn log_in(arriving: Box<Arriving>) -> Option<Box<Connection>> {
     let Arriving {
         server,
-        halves: (mut reader, mut writer),
+        mut stream,
         peer,
         pending,
         shutdown,
@@ -156,15 +192,15 @@ async fn log_in(arriving: Box<Arriving>) -> Option<Box<Connection>> {
         }
         read = tokio::time::timeout(
             settings.connect_timeout.0,
-            read_connect(&mut reader, &mut inbuf, max_connect),
+            read_connect(&mut stream, &mut inbuf, max_connect),
         ) => match read {
             Ok(Ok(connect)) => connect,
             Ok(Err((why, unsupported_level))) => {
                 if unsupported_level {
                     // MQTT 3.1.1 §3.1.2.2 [MQTT-3.1.2-2]: CONNACK 0x01 (unacceptable protocol
                     // level), in the 3.1.1 form every client version can read, then close.
-                    let _ = writer.write_all(&[0x20, 0x02, 0x00, 0x01]).await;
-                    let _ = writer.shutdown().await;
+                    let _ = stream.write_all(&[0x20, 0x02, 0x00, 0x01]).await;
+                    let _ = stream.shutdown().await;
                 }
                 inc(&server.metrics.protocol_errors);
                 if inbuf.is_empty() {
@@ -192,7 +228,7 @@ async fn log_in(arriving: Box<Arriving>) -> Option<Box<Connection>> {
     let accepted = Box::pin(Connection::accept(
         Arc::clone(&server),
         connect,
-        (reader, writer),
+        stream,
         inbuf,
         Arrival {
             peer,
@@ -218,8 +254,9 @@ struct Connection {
     generation: u64,
     version: ProtocolVersion,
     peer: SocketAddr,
-    reader: ReadHalf,
-    writer: WriteHalf,
+    /// The client's bytes, both ways: one box (two halves were an `Arc` of the socket and a
+    /// box each).
+    stream: Stream,
     inbuf: BytesMut,
     /// The last read filled the buffer's room or was not small (see [`ReadBuffer`]).
     read_burst: bool,
@@ -231,7 +268,9 @@ struct Connection {
     /// Topic aliases (MQTT 5), made when the first one is used: two empty maps were 96 bytes
     /// in every connection.
     aliases: Option<Box<TopicAliases>>,
-    keep_alive: Option<Duration>,
+    /// The keep alive granted, ×1.5, in milliseconds (at most 65,535 s × 1.5: a `u32`, where
+    /// an `Option<Duration>` took 16 bytes); `None`: none.
+    keep_alive_ms: Option<NonZeroU32>,
     last_read: Instant,
     /// The keep-alive timer, made at the first wait with keep alive and moved (`reset`) when
     /// the deadline moves: boxed, the serve future holds a pointer instead of a `Sleep` (most
@@ -250,12 +289,13 @@ struct Connection {
     connect_expiry: u32,
     /// State changes the output waits for: nothing more is written to the client until they
     /// are durable (acks of subscriptions, of publishes queued for persistent sessions).
-    gate: Option<Commit>,
+    /// Boxed with its wait: most connections have none most of the time.
+    gate: Option<Box<Gate>>,
     /// This client's place among `mqtt.max_connections`, given back when the connection ends.
     _seat: Seat,
     /// PUBRECs owed for QoS 2 publishes in `inbound_qos2` (counted there already): see
     /// [`Connection::receive_inflight`].
-    qos2_answers: usize,
+    qos2_answers: u32,
     /// QoS 0 deliveries of this client's publish waiting for room in slower subscribers'
     /// queues (made at the first local delivery, and only if `slow_subscriber_wait` > 0):
     /// while they wait, no input is taken.
@@ -279,99 +319,142 @@ impl Connection {
         }
     }
 
-    async fn run(mut self: Box<Self>) {
-        let exit = self.serve_loop().await;
-        // Boxed: the end's state (drain and flush deadlines) lasts only while the connection
-        // closes, while the task is allocated at its largest state for the connection's life.
-        Box::pin(self.finish(exit)).await;
-    }
-
-    async fn serve_loop(&mut self) -> Exit {
-        loop {
-            if let Err(exit) = self.process_input() {
-                return exit;
-            }
-            self.pump_outbound();
-            // The log's backpressure: while the ingest queue holds input back (a submission
-            // waits for log space, or this client's unanswered publishes reached their bound),
-            // the socket is not read.
-            let log_paused = self.ingest_holds_input() || self.pacing();
-            let pacing = self.pacing();
-            let can_read = !log_paused
-                && self.outbuf.len() < OUT_HIGH_WATER
-                && !(self.gate.is_some() && self.server.state_backlogged());
-            // Keep alive measures the client, not the log's backpressure: while the broker does
-            // not read because the client's publishes wait for the log, the timer stops, and
-            // restarts on resuming. (A client that does not read its deliveries still times out.)
-            if log_paused {
-                self.read_paused = true;
-            } else if self.read_paused {
-                self.read_paused = false;
-                self.last_read = Instant::now();
-            }
-            let keep_alive_deadline = self
-                .keep_alive
-                .filter(|_| !log_paused)
-                .map(|ka| self.last_read + ka);
-            // Made before the checks below: a takeover or the shutdown after this point
-            // (`notify_waiters`) wakes it even before it is polled. No token per connection:
-            // see [`Session::kick`] and [`MqttServer::stop_connections`].
-            let woken = self.session.wake.notified();
-            if let Some(exit) = self.told_to_leave() {
-                return exit;
-            }
-            // Borrowed, not cloned (a clone was 24 bytes of every waiting task).
-            let gate = self.gate.as_ref();
-            let pace = self.pace.as_deref();
-            if can_read {
-                if self.inbuf.is_empty() && !self.read_burst {
-                    // Quiet and drained: wait for bytes without a buffer (most gateway clients,
-                    // most of the time); `read_some` takes one when bytes are there.
-                    self.inbuf = BytesMut::new();
-                } else {
-                    // A busy client (or a packet bigger than the buffer) reads in large steps
-                    // rather than the 64 bytes a full BytesMut would add per read; a quiet one
-                    // keeps a small buffer, and gives a burst's back.
-                    READ_BUFFER.prepare(&mut self.inbuf, self.read_burst);
-                }
-            }
-            tokio::select! {
-                biased;
-                () = rarely(pace.filter(|_| pacing).map(|pace| Box::pin(pace.woken()))), if pacing => {
-                    if let Some(pace) = &mut self.pace {
-                        pace.settle();
-                    }
-                }
-                () = ingest_progress(&mut self.ingest), if self.ingest.as_deref().is_some_and(Ingest::is_busy) && !pacing => {
-                    if let Err(exit) = self.take_ingest() {
-                        return exit;
-                    }
-                }
-                durable = rarely(gate.map(|gate| Box::pin(gate.durable()))), if gate.is_some() => {
-                    if let Err(err) = durable {
-                        return Exit::Violation(ReasonCode::UnspecifiedError, format!("session state not saved: {err}"));
-                    }
-                    self.gate = None;
-                }
-                written = self.writer.write_buf(&mut self.outbuf), if !self.outbuf.is_empty() && gate.is_none() => {
-                    if let Err(err) = written {
-                        return Exit::Closed(format!("write failed: {err}"));
-                    }
-                }
-                read = read_some(&mut self.reader, &mut self.inbuf, &READ_BUFFER, self.read_burst), if can_read => match read {
-                    Ok((0, _)) => return Exit::Closed("connection closed by client".to_owned()),
-                    Ok((n, room)) => {
-                        self.last_read = Instant::now();
-                        self.read_burst = READ_BUFFER.is_burst(n, room);
-                    }
-                    Err(err) => return Exit::Closed(format!("read failed: {err}")),
-                },
-                () = woken => {}
-                () = keep_alive_expired(&mut self.keep_alive_timer, keep_alive_deadline) => {
-                    return Exit::Violation(ReasonCode::KeepAliveTimeout, "keep alive timeout".to_owned());
-                }
+    /// Before a turn of the serve loop waits: takes the input read and the deliveries
+    /// queued, then decides what the turn may wait for.
+    fn prepare_turn(&mut self) -> Result<Turn, Exit> {
+        self.process_input()?;
+        self.pump_outbound();
+        // The log's backpressure: while the ingest queue holds input back (a submission
+        // waits for log space, or this client's unanswered publishes reached their bound),
+        // the socket is not read.
+        let log_paused = self.ingest_holds_input() || self.pacing();
+        let pacing = self.pacing();
+        let read = !log_paused
+            && self.outbuf.len() < OUT_HIGH_WATER
+            && !(self.gate.is_some() && self.server.state_backlogged());
+        // Keep alive measures the client, not the log's backpressure: while the broker does
+        // not read because the client's publishes wait for the log, the timer stops, and
+        // restarts on resuming. (A client that does not read its deliveries still times out.)
+        if log_paused {
+            self.read_paused = true;
+        } else if self.read_paused {
+            self.read_paused = false;
+            self.last_read = Instant::now();
+        }
+        if read {
+            if self.inbuf.is_empty() && !self.read_burst {
+                // Quiet and drained: wait for bytes without a buffer (most gateway clients,
+                // most of the time); `read_some` takes one when bytes are there.
+                self.inbuf = BytesMut::new();
+            } else {
+                // A busy client (or a packet bigger than the buffer) reads in large steps
+                // rather than the 64 bytes a full BytesMut would add per read; a quiet one
+                // keeps a small buffer, and gives a burst's back.
+                READ_BUFFER.prepare(&mut self.inbuf, self.read_burst);
             }
         }
+        Ok(Turn {
+            pacing,
+            ingest: self.ingest.as_deref().is_some_and(Ingest::is_busy) && !pacing,
+            gate: self.gate.is_some(),
+            write: !self.outbuf.is_empty() && self.gate.is_none(),
+            read,
+            keep_alive: !log_paused,
+        })
+    }
+
+    /// Polls what `turn` waits for, in this order (the first ready one ends the turn):
+    /// pacing, the ingest queue, the state gate, the write, the read, the session's `wake`
+    /// (`woken`), the keep-alive deadline.
+    fn poll_turn(
+        &mut self,
+        cx: &mut Context<'_>,
+        woken: Pin<&mut Notified<'_>>,
+        turn: Turn,
+    ) -> Poll<Event> {
+        if turn.pacing
+            && let Some(pace) = &mut self.pace
+            && pace.poll_woken(cx).is_ready()
+        {
+            return Poll::Ready(Event::Paced);
+        }
+        if turn.ingest
+            && let Some(ingest) = &mut self.ingest
+            && ingest.poll_progress(cx).is_ready()
+        {
+            return Poll::Ready(Event::Ingest);
+        }
+        if turn.gate
+            && let Some(gate) = &mut self.gate
+            && let Poll::Ready(durable) = gate.poll_durable(cx)
+        {
+            return Poll::Ready(Event::Durable(durable));
+        }
+        if turn.write
+            && let Poll::Ready(written) =
+                tokio_util::io::poll_write_buf(Pin::new(&mut self.stream), cx, &mut self.outbuf)
+        {
+            give_back_small(&mut self.outbuf);
+            return Poll::Ready(Event::Written(written.map(|_| ())));
+        }
+        if turn.read
+            && let Poll::Ready(read) = poll_read_some(
+                &mut self.stream,
+                &mut self.inbuf,
+                &READ_BUFFER,
+                self.read_burst,
+                cx,
+            )
+        {
+            return Poll::Ready(Event::Read(read));
+        }
+        if woken.poll(cx).is_ready() {
+            return Poll::Ready(Event::Woken);
+        }
+        let deadline = self
+            .keep_alive_ms
+            .filter(|_| turn.keep_alive)
+            .map(|ms| self.last_read + Duration::from_millis(u64::from(ms.get())));
+        if poll_keep_alive(&mut self.keep_alive_timer, deadline, cx).is_ready() {
+            return Poll::Ready(Event::KeepAliveExpired);
+        }
+        Poll::Pending
+    }
+
+    /// What a turn's wait ended with.
+    fn on_event(&mut self, event: Event) -> Result<(), Exit> {
+        match event {
+            Event::Paced => {
+                if let Some(pace) = &mut self.pace {
+                    pace.settle();
+                }
+            }
+            Event::Ingest => self.take_ingest()?,
+            Event::Durable(Err(err)) => {
+                return Err(Exit::Violation(
+                    ReasonCode::UnspecifiedError,
+                    format!("session state not saved: {err}"),
+                ));
+            }
+            Event::Durable(Ok(())) => self.gate = None,
+            Event::Written(Err(err)) => return Err(Exit::Closed(format!("write failed: {err}"))),
+            Event::Written(Ok(())) | Event::Woken => {}
+            Event::Read(Ok((0, _))) => {
+                return Err(Exit::Closed("connection closed by client".to_owned()));
+            }
+            Event::Read(Ok((n, room))) => {
+                self.last_read = Instant::now();
+                self.read_burst = READ_BUFFER.is_burst(n, room);
+            }
+            Event::Read(Err(err)) => return Err(Exit::Closed(format!("read failed: {err}"))),
+            Event::KeepAliveExpired => {
+                return Err(Exit::Violation(
+                    ReasonCode::KeepAliveTimeout,
+                    "keep alive timeout".to_owned(),
+                ));
+            }
+        }
+        Ok(())
     }
 
     /// Whether the broker stops or another connection took the session over.
@@ -388,10 +471,11 @@ impl Connection {
     /// Holds the output until `commit` (if any) is durable.
     fn hold_output(&mut self, commit: Option<Commit>) {
         if let Some(commit) = commit.filter(|c| !c.is_durable()) {
-            self.gate = Some(match self.gate.take() {
-                Some(gate) => gate.max(commit),
-                None => commit,
-            });
+            match &mut self.gate {
+                Some(gate) if commit.position() <= gate.commit.position() => {}
+                Some(gate) => **gate = Gate::new(commit),
+                None => self.gate = Some(Box::new(Gate::new(commit))),
+            }
         }
     }
 
@@ -457,54 +541,135 @@ impl Connection {
     }
 }
 
-/// Awaits `future` if there is one, else never. For the serve loop's rarely active branches
-/// (pacing, the state gate): `select!` holds every branch's future at once, for every idle
-/// connection; boxed, such a branch costs a pointer there instead of its size.
-fn rarely<F: Future>(mut future: Option<Pin<Box<F>>>) -> impl Future<Output = F::Output> {
-    std::future::poll_fn(move |cx| match &mut future {
-        Some(future) => future.as_mut().poll(cx),
-        None => std::task::Poll::Pending,
-    })
+/// What one turn of the serve loop may wait for, decided before it waits.
+#[derive(Debug, Clone, Copy)]
+struct Turn {
+    /// Deliveries of this client's publish wait for room ([`Connection::pacing`]).
+    pacing: bool,
+    /// The ingest queue has publishes on their way to the log.
+    ingest: bool,
+    /// Output waits for state changes to be durable.
+    gate: bool,
+    /// Output to write (and no gate).
+    write: bool,
+    /// Input may be read.
+    read: bool,
+    /// The keep-alive deadline runs (not while the log holds input back).
+    keep_alive: bool,
 }
 
-/// Waits for the ingest queue's progress; never ready without a queue.
-fn ingest_progress(queue: &mut Option<Box<Ingest>>) -> impl Future<Output = ()> + '_ {
-    std::future::poll_fn(move |cx| match queue {
-        Some(queue) => queue.poll_progress(cx),
-        None => std::task::Poll::Pending,
-    })
+/// What ended a turn's wait ([`Connection::poll_turn`]).
+#[derive(Debug)]
+enum Event {
+    Paced,
+    Ingest,
+    Durable(Result<(), JournalError>),
+    Written(std::io::Result<()>),
+    Read(std::io::Result<(usize, usize)>),
+    Woken,
+    KeepAliveExpired,
 }
 
-/// Ready when `deadline` passes (never without one), on the connection's one timer. (Not an
-/// `async fn`: it would keep its arguments beside the closure's copies of them.)
-fn keep_alive_expired(
+/// A state change the output waits for, and the wait for it.
+struct Gate {
+    commit: Commit,
+    /// Made at its first poll and kept until the gate opens or moves. It owns a clone of the
+    /// commit, so that the turn can poll it beside the rest of the connection.
+    wait: Option<DurableWait>,
+}
+
+/// [`Gate`]'s wait.
+type DurableWait = Pin<Box<dyn Future<Output = Result<(), JournalError>> + Send>>;
+
+impl Gate {
+    fn new(commit: Commit) -> Gate {
+        Gate { commit, wait: None }
+    }
+
+    fn poll_durable(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), JournalError>> {
+        let commit = &self.commit;
+        let wait = self.wait.get_or_insert_with(|| {
+            let commit = commit.clone();
+            Box::pin(async move { commit.durable().await })
+        });
+        wait.as_mut().poll(cx)
+    }
+}
+
+/// Gives back the write buffer once a write drained it, if its allocation holds at most
+/// [`SMALL_OUTPUT`] bytes: a CONNACK, an ack, a PINGRESP, what an idle client was last sent
+/// (a 32-byte malloc chunk of every idle connection otherwise). A larger one (a subscriber's
+/// deliveries) is kept, so a busy subscriber's writes do not allocate it again and again.
+/// (The allocation, not the capacity left: a drained buffer's capacity counts from where the
+/// write stopped, which can be near the end of a large one.)
+fn give_back_small(outbuf: &mut BytesMut) {
+    if outbuf.is_empty() && !outbuf.try_reclaim(SMALL_OUTPUT + 1) {
+        *outbuf = BytesMut::new();
+    }
+}
+
+/// Ready when `deadline` passes (never without one), on the connection's one timer.
+fn poll_keep_alive(
     timer: &mut Option<Pin<Box<Sleep>>>,
     deadline: Option<Instant>,
-) -> impl Future<Output = ()> + '_ {
-    std::future::poll_fn(move |cx| {
-        let Some(deadline) = deadline else {
-            return std::task::Poll::Pending;
-        };
-        let timer = timer.get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
-        if timer.deadline() != deadline {
-            timer.as_mut().reset(deadline);
-        }
-        timer.as_mut().poll(cx)
-    })
+    cx: &mut Context<'_>,
+) -> Poll<()> {
+    let Some(deadline) = deadline else {
+        return Poll::Pending;
+    };
+    let timer = timer.get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
+    if timer.deadline() != deadline {
+        timer.as_mut().reset(deadline);
+    }
+    timer.as_mut().poll(cx)
 }
 
 #[cfg(test)]
 mod tests {
+    use bytes::{Buf, BytesMut};
+
+    /// A drained write buffer that held a CONNACK-sized write is given back (an idle client
+    /// kept its CONNACK's allocation for its whole life); one that held a subscriber's
+    /// deliveries (also when the write stopped near its end), or still holds bytes, is kept.
+    #[test]
+    fn a_small_drained_write_buffer_is_given_back_and_a_large_one_kept() {
+        let mut connack = BytesMut::new();
+        connack.extend_from_slice(&[0x20, 0x02, 0x00, 0x00]);
+        connack.advance(4);
+        super::give_back_small(&mut connack);
+        assert_eq!(connack.capacity(), 0);
+
+        for written in [4000, 4090] {
+            let mut deliveries = BytesMut::with_capacity(4096);
+            deliveries.extend_from_slice(&[0x30; 4096][..written]);
+            deliveries.advance(written);
+            super::give_back_small(&mut deliveries);
+            deliveries.reserve(100);
+            assert!(deliveries.capacity() >= 4000, "{}", deliveries.capacity());
+        }
+
+        let mut partly = BytesMut::new();
+        partly.extend_from_slice(&[0x20, 0x02, 0x00, 0x00]);
+        partly.advance(2);
+        super::give_back_small(&mut partly);
+        assert_eq!(&partly[..], &[0x00, 0x00]);
+    }
+
     /// Every logged-in client holds one boxed `Connection` for its whole life (10,000 idle
     /// clients: 10,000 of them). What most clients never use is boxed (the will, the ingest
     /// queue, topic aliases, pacing): with the will inline it was 656 bytes; 464 with the
     /// kick and shutdown tokens and its own pointer to the client id (the session's is read);
     /// 432 with the permissions' empty verdict cache inline (32 bytes) and the packet size
     /// cap copied from the settings it keeps (with `client_receive_max` a `u16`, 8 bytes of
-    /// padding). 384: a box of 400 bytes with malloc's header, where it was 464.
+    /// padding). 384: a box of 400 bytes with malloc's header, where it was 464. 368 with the
+    /// state gate (a commit ticket, 24 bytes) boxed with its wait: a chunk of 384. 352 with
+    /// one stream instead of two halves (two fat pointers): a chunk of 368. 328 with the
+    /// seat's source address as bytes (a `u128` aligned the seat and the connection to 16),
+    /// the keep alive in a `u32` of milliseconds and the QoS 2 answers counted in a `u32`: a
+    /// chunk of 336.
     #[test]
     fn a_connection_holds_what_an_idle_client_needs_inline_only() {
-        const CONNECTION_MAX: usize = 384;
+        const CONNECTION_MAX: usize = 328;
         let size = std::mem::size_of::<super::Connection>();
         eprintln!("Connection: {size} bytes");
         assert!(size <= CONNECTION_MAX, "Connection: {size} bytes");
