@@ -628,3 +628,75 @@ fn with_use_identity_as_username_the_device_certificate_is_the_user() {
     let plain = login(broker.mqtt_addr(), true, Some("device-1"), None);
     assert_eq!(plain, json!(0x87));
 }
+
+#[test]
+fn a_nats_connection_that_kept_publishing_one_subject_gets_a_reload_at_its_next_publish() {
+    // The connection remembers that the ACL allowed the subject it repeats; a reload that
+    // revokes it must still refuse the very next PUB on the same connection.
+    let files = users();
+    std::fs::write(
+        files.path().join("acl"),
+        format!("{ACL}user carol\ntopic write sensors/#\n"),
+    )
+    .unwrap();
+    let broker = Broker::start(&auth_config(files.path(), ""));
+    let mut raw = std::net::TcpStream::connect(broker.listen_addr("nats.listen")).unwrap();
+    raw.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut seen = String::new();
+    let until = |raw: &mut std::net::TcpStream, seen: &mut String, pongs: usize| {
+        let mut buf = [0u8; 4096];
+        while seen.matches("PONG").count() < pongs {
+            let n = std::io::Read::read(raw, &mut buf).expect("read before timeout");
+            assert!(n > 0, "closed: {seen}");
+            seen.push_str(&String::from_utf8_lossy(&buf[..n]));
+        }
+    };
+    raw.write_all(
+        b"CONNECT {\"verbose\":false,\"user\":\"carol\",\"pass\":\"carol-pw\"}\r\n\
+          PUB sensors.c 1\r\nx\r\nPUB sensors.c 1\r\nx\r\nPING\r\n",
+    )
+    .unwrap();
+    until(&mut raw, &mut seen, 1);
+    assert!(!seen.contains("-ERR"), "allowed before the reload: {seen}");
+    std::fs::write(files.path().join("acl"), ACL).unwrap();
+    broker.signal(nix::sys::signal::Signal::SIGHUP);
+    reloaded(&broker, 1);
+    raw.write_all(b"PUB sensors.c 1\r\nx\r\nPING\r\n").unwrap();
+    until(&mut raw, &mut seen, 2);
+    let after = &seen[seen.find("PONG").unwrap()..];
+    assert!(
+        after.contains("-ERR 'Permissions Violation for Publish to \"sensors.c\"'"),
+        "refused after the reload: {seen}"
+    );
+    // And allowed again once a reload gives the right back.
+    std::fs::write(
+        files.path().join("acl"),
+        format!("{ACL}user carol\ntopic write sensors/#\n"),
+    )
+    .unwrap();
+    broker.signal(nix::sys::signal::Signal::SIGHUP);
+    reloaded(&broker, 2);
+    let before = seen.len();
+    raw.write_all(b"PUB sensors.c 1\r\nx\r\nPING\r\n").unwrap();
+    until(&mut raw, &mut seen, 3);
+    assert!(!seen[before..].contains("-ERR"), "allowed again: {seen}");
+}
+
+/// Waits until the broker has logged `count` successful auth reloads.
+fn reloaded(broker: &Broker, count: usize) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while broker
+        .lines()
+        .iter()
+        .filter(|l| l.contains("users and permissions reloaded"))
+        .count()
+        < count
+    {
+        assert!(
+            Instant::now() < deadline,
+            "no reload {count} logged: {:?}",
+            broker.lines()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}

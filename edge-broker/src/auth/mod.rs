@@ -602,6 +602,19 @@ impl Permissions {
         }
     }
 
+    /// The generation of the rules the last answer came from. A caller may keep an allowed
+    /// publish for one name under this stamp, and must ask again once [`Self::is_current`]
+    /// says no (a reload changed the rules, or may have).
+    pub fn checked_generation(&self) -> u64 {
+        self.generation
+    }
+
+    /// Whether no reload happened since the rules of `generation` were taken: an answer
+    /// stamped with [`Self::checked_generation`] still holds. One atomic load.
+    pub fn is_current(&self, generation: u64) -> bool {
+        self.auth.generation() == generation
+    }
+
     /// Whether the client may publish to the MQTT topic `topic`; a refusal is counted.
     pub fn may_publish(&mut self, topic: &str) -> bool {
         self.may_publish_mapped(topic, |t| Some(t.to_owned()))
@@ -881,6 +894,38 @@ mod tests {
             check(&closed, m, &creds(Some("admin"), Some("x"))),
             Err(LoginRefusal::Unverifiable("admin".into()))
         );
+    }
+
+    #[test]
+    fn an_answer_stamped_with_its_generation_is_current_until_a_reload_succeeds() {
+        let (a, dir) = auth("[auth]\npassword_file = \"{passwd}\"\n");
+        let passwd = dir.path().join("passwd");
+        let config = Config::parse(
+            &format!("[auth]\npassword_file = \"{}\"\n", passwd.display()),
+            Path::new("t.toml"),
+        )
+        .unwrap();
+        let mut p = a.permissions(
+            Protocol::Nats,
+            Identity {
+                user: Some("alice".into()),
+                client_id: "c".into(),
+            },
+        );
+        assert!(p.may_publish("a/b"));
+        let stamp = p.checked_generation();
+        assert!(p.is_current(stamp));
+        a.reload_from(&config);
+        assert!(
+            !p.is_current(stamp),
+            "a reload makes every kept answer stale"
+        );
+        assert!(p.may_publish("a/b"));
+        let stamp = p.checked_generation();
+        assert!(p.is_current(stamp), "asking again takes the new generation");
+        std::fs::write(&passwd, "alice:plain\n").unwrap();
+        a.reload_from(&config);
+        assert!(p.is_current(stamp), "a failed reload changes no rules");
     }
 
     #[test]

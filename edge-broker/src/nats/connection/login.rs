@@ -51,9 +51,9 @@ impl Connection {
         }
         if let Some(name) = connect.name.as_deref().filter(|n| !n.is_empty()) {
             self.client_id = name.into();
-            // The route key may depend on the client id.
-            self.subject_facts = None;
         }
+        // The route key may depend on the client id, and what the ACL allowed on the identity.
+        self.subject_facts = None;
         self.permissions = auth.permissions(
             crate::auth::Protocol::Nats,
             crate::auth::Identity {

@@ -43,14 +43,28 @@ impl Connection {
                 .push_raw(ServerError::InvalidPublishSubject.err_line().as_bytes());
             return Ok(());
         }
-        let mut publisher = Publisher {
-            source: Source::Nats,
-            client_id: &self.client_id,
-            permissions: Some(&mut self.permissions),
-        };
+        // The ACL allowed this subject under rules no reload has replaced since: the same
+        // answer again, for one atomic load. A refusal is never kept (it is counted each time).
         let checked = match &facts.reserved {
             Some(denied) => Err(denied.clone()),
-            None => ingest::check_permitted(&mut publisher, &publish.subject),
+            None if facts
+                .permitted
+                .is_some_and(|generation| self.permissions.is_current(generation)) =>
+            {
+                Ok(())
+            }
+            None => {
+                let mut publisher = Publisher {
+                    source: Source::Nats,
+                    client_id: &self.client_id,
+                    permissions: Some(&mut self.permissions),
+                };
+                let checked = ingest::check_permitted(&mut publisher, &publish.subject);
+                facts.permitted = checked
+                    .is_ok()
+                    .then(|| self.permissions.checked_generation());
+                checked
+            }
         };
         if let Err(denied) = checked {
             // As nats-server for a subject outside the publish permissions: -ERR, no +OK, the
@@ -283,6 +297,9 @@ pub(super) struct SubjectFacts {
     /// Refused by the rule that needs no configuration (`$SYS`, `$share`); the ACL is asked
     /// for every PUB.
     pub(super) reserved: Option<ingest::Denied>,
+    /// The auth generation under whose rules the connection's ACL allowed publishing here
+    /// (`None`: not asked yet, or refused); asked again after any reload.
+    pub(super) permitted: Option<u64>,
     /// Where it goes upstream, for a route table generation.
     pub(super) route: Option<(u64, Option<Destination>)>,
     /// Whether a local subscriber would get it, for a hub generation.
@@ -295,6 +312,7 @@ impl SubjectFacts {
             subject: Arc::clone(subject),
             valid: subject::validate_publish(subject).is_ok(),
             reserved: ingest::check_reserved(Source::Nats, subject).err(),
+            permitted: None,
             route: None,
             local: None,
         }
