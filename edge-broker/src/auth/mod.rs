@@ -822,6 +822,18 @@ mod tests {
         (Auth::new(&config, None).unwrap(), dir)
     }
 
+    /// [`auth`] with a password file only, its path, and the config a reload reads it by.
+    fn reloadable_auth() -> (Arc<Auth>, tempfile::TempDir, std::path::PathBuf, Config) {
+        let (a, dir) = auth("[auth]\npassword_file = \"{passwd}\"\n");
+        let passwd = dir.path().join("passwd");
+        let config = Config::parse(
+            &format!("[auth]\npassword_file = \"{}\"\n", passwd.display()),
+            Path::new("t.toml"),
+        )
+        .unwrap();
+        (a, dir, passwd, config)
+    }
+
     fn creds(user: Option<&str>, password: Option<&str>) -> Credentials {
         Credentials {
             user: user.map(str::to_owned),
@@ -898,13 +910,7 @@ mod tests {
 
     #[test]
     fn an_answer_stamped_with_its_generation_is_current_until_a_reload_succeeds() {
-        let (a, dir) = auth("[auth]\npassword_file = \"{passwd}\"\n");
-        let passwd = dir.path().join("passwd");
-        let config = Config::parse(
-            &format!("[auth]\npassword_file = \"{}\"\n", passwd.display()),
-            Path::new("t.toml"),
-        )
-        .unwrap();
+        let (a, _dir, passwd, config) = reloadable_auth();
         let mut p = a.permissions(
             Protocol::Nats,
             Identity {
@@ -930,13 +936,7 @@ mod tests {
 
     #[test]
     fn a_reload_that_fails_keeps_the_users() {
-        let (a, dir) = auth("[auth]\npassword_file = \"{passwd}\"\n");
-        let passwd = dir.path().join("passwd");
-        let config = Config::parse(
-            &format!("[auth]\npassword_file = \"{}\"\n", passwd.display()),
-            Path::new("t.toml"),
-        )
-        .unwrap();
+        let (a, _dir, passwd, config) = reloadable_auth();
         std::fs::write(&passwd, "alice:plain\n").unwrap();
         let generation = a.generation();
         a.reload_from(&config);
