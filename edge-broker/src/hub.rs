@@ -221,10 +221,15 @@ impl Waiting {
         self.mailbox.deliver(self.delivery)
     }
 
-    /// Resolves once the mailbox made room since it refused.
-    pub async fn room(&self) {
-        if let Some(room) = self.mailbox.room() {
-            room.since(self.seen).await;
+    /// Resolves once the mailbox made room since it refused. The future owns what it waits
+    /// on (a reference to the mailbox), so a publisher can keep it beside the delivery while
+    /// it polls its other waits.
+    pub fn room(&self) -> impl std::future::Future<Output = ()> + Send + 'static {
+        let (mailbox, seen) = (Arc::clone(&self.mailbox), self.seen);
+        async move {
+            if let Some(room) = mailbox.room() {
+                room.since(seen).await;
+            }
         }
     }
 }

@@ -102,13 +102,8 @@ impl Pace {
                 .map(|w| w.until)
                 .min()
                 .unwrap_or(first.until);
-            let (mailbox, seen) = (Arc::clone(&first.mailbox), first.seen);
+            let room = first.room();
             self.wait = Some(Box::pin(async move {
-                let room = async {
-                    if let Some(room) = mailbox.room() {
-                        room.since(seen).await;
-                    }
-                };
                 tokio::select! {
                     () = room => {}
                     () = tokio::time::sleep_until(until) => {}

@@ -327,8 +327,8 @@ impl Connection {
         // The log's backpressure: while the ingest queue holds input back (a submission
         // waits for log space, or this client's unanswered publishes reached their bound),
         // the socket is not read.
-        let log_paused = self.ingest_holds_input() || self.pacing();
         let pacing = self.pacing();
+        let log_paused = pacing || self.ingest_holds_input();
         let read = !log_paused
             && self.outbuf.len() < OUT_HIGH_WATER
             && !(self.gate.is_some() && self.server.state_backlogged());
