@@ -294,13 +294,7 @@ async fn a_second_connection_takes_the_session_over() {
         "the session (and its subscription) is resumed"
     );
     let last = first.until_closed().await;
-    assert!(
-        matches!(
-            last.as_slice(),
-            [Packet::Disconnect(d)] if d.reason_code == ReasonCode::SessionTakenOver
-        ),
-        "{last:?}"
-    );
+    assert_only_disconnect(&last, ReasonCode::SessionTakenOver);
     // The subscription moved to the new connection.
     let mut publisher = broker.mqtt_client(ProtocolVersion::V311);
     publisher.connect("p").await;
@@ -338,13 +332,7 @@ async fn a_clean_start_kicks_the_idle_old_connection_and_its_will_goes_out() {
     let ack = second.connect("same").await;
     assert!(!ack.session_present);
     let last = first.until_closed().await;
-    assert!(
-        matches!(
-            last.as_slice(),
-            [Packet::Disconnect(d)] if d.reason_code == ReasonCode::SessionTakenOver
-        ),
-        "{last:?}"
-    );
+    assert_only_disconnect(&last, ReasonCode::SessionTakenOver);
     match watcher.recv().await {
         Packet::Publish(p) => assert_eq!(p.topic.as_str(), "will/same"),
         other => panic!("expected the will, got {other:?}"),
@@ -379,13 +367,7 @@ async fn shutdown_closes_every_idle_connection() {
     for (version, mut client) in clients {
         let last = client.until_closed().await;
         match version {
-            ProtocolVersion::V5 => assert!(
-                matches!(
-                    last.as_slice(),
-                    [Packet::Disconnect(d)] if d.reason_code == ReasonCode::ServerShuttingDown
-                ),
-                "{last:?}"
-            ),
+            ProtocolVersion::V5 => assert_only_disconnect(&last, ReasonCode::ServerShuttingDown),
             ProtocolVersion::V311 => assert!(last.is_empty(), "{last:?}"),
         }
     }
@@ -400,13 +382,7 @@ async fn a_client_that_logs_in_while_the_broker_stops_is_told_to_leave() {
     let mut client = broker.mqtt_client(ProtocolVersion::V5);
     client.connect("late").await;
     let last = client.until_closed().await;
-    assert!(
-        matches!(
-            last.as_slice(),
-            [Packet::Disconnect(d)] if d.reason_code == ReasonCode::ServerShuttingDown
-        ),
-        "{last:?}"
-    );
+    assert_only_disconnect(&last, ReasonCode::ServerShuttingDown);
 }
 
 /// Keep alive on the connection's one timer, polled by the loop's keep-alive wait: a ping
@@ -426,13 +402,7 @@ async fn keep_alive_moves_with_each_read_and_expires_in_silence() {
         assert_eq!(client.recv().await, Packet::PingResp);
     }
     let last = client.until_closed().await;
-    assert!(
-        matches!(
-            last.as_slice(),
-            [Packet::Disconnect(d)] if d.reason_code == ReasonCode::KeepAliveTimeout
-        ),
-        "{last:?}"
-    );
+    assert_only_disconnect(&last, ReasonCode::KeepAliveTimeout);
 }
 
 #[tokio::test]
@@ -622,4 +592,14 @@ async fn the_plain_listeners_task_is_the_serve_future_alone() {
     let bytes = std::mem::size_of_val(&task);
     eprintln!("plain MQTT task future: {bytes} bytes");
     assert_eq!(bytes, broker.mqtt_serve_future_bytes());
+}
+
+/// The packets a client got before the broker closed its connection are one DISCONNECT with
+/// `reason`.
+#[track_caller]
+fn assert_only_disconnect(last: &[Packet], reason: ReasonCode) {
+    assert!(
+        matches!(last, [Packet::Disconnect(d)] if d.reason_code == reason),
+        "{last:?}"
+    );
 }
