@@ -86,6 +86,36 @@ if [ "$HOST_ARCH" = arm64 ] || [ "$HOST_ARCH" = aarch64 ]; then
   exit 0
 fi
 
+# pow_link_args TARGET : compiles musl's `pow` (MIT; the copy of musl's sources zig ships) for
+# TARGET and prints the -C link-arg options that link it. Why: libm.so costs ~0.5 MB of idle RSS
+# (mapped, its IFUNCs resolved, its symbol tables searched) and the broker needs one function of
+# it: tokio's multi-thread scheduler calls `pow` (f64::powf) after every batch. (The $SYS load
+# averages' e^x is our own, edge-broker/src/mqtt/sys.rs.) An object's definition wins over a
+# shared library's, and rustc links with --as-needed, so libm.so is then left out; the size table
+# says whether it was.
+pow_link_args() {
+  local t="$1" zig_target cpu=() musl dir zig_version
+  case "$t" in
+    aarch64) zig_target=aarch64-linux-musl ;;
+    armv7) zig_target=arm-linux-musleabihf; cpu=(-mcpu=generic+v7a+vfp3-d32+thumb2-neon) ;; # as cargo-zigbuild
+    x86_64) zig_target=x86_64-linux-musl ;;
+  esac
+  musl="$("$ZIG_VENV/bin/python" -c 'import os, ziglang; print(os.path.dirname(ziglang.__file__))')/lib/libc/musl"
+  [ -r "$musl/src/math/pow.c" ] || die "musl's pow.c not found in zig ($musl)"
+  # Named by zig's version: cargo relinks when the arguments change, not the objects.
+  zig_version="$("$ZIG_VENV/bin/python" -m ziglang version)"
+  dir="$CARGO_TARGET_DIR/musl-pow-$zig_version/$t"
+  mkdir -p "$dir"
+  local f
+  for f in pow pow_data exp_data __math_oflow __math_uflow __math_xflow __math_invalid __math_divzero; do
+    [ -s "$dir/$f.o" ] || "$ZIG_VENV/bin/python" -m ziglang cc -target "$zig_target" "${cpu[@]}" \
+      -O2 -fPIC -fvisibility=hidden -w -I"$musl/src/include" -I"$musl/src/internal" \
+      -I"$musl/arch/${zig_target%%-*}" -I"$musl/arch/generic" -I"$musl/include" \
+      -c "$musl/src/math/$f.c" -o "$dir/$f.o" >&2 || die "compiling musl's $f.c for $t failed"
+    printf -- '-C\nlink-arg=%s\n' "$dir/$f.o"
+  done
+}
+
 triple_of() { case "$1" in aarch64) echo aarch64-unknown-linux-gnu ;; armv7) echo armv7-unknown-linux-gnueabihf ;; x86_64) echo x86_64-unknown-linux-gnu ;; esac; }
 # GNU toolchain prefix for the target ("" = the host's gcc/binutils)
 prefix_of() { case "$1" in aarch64) echo aarch64-linux-gnu- ;; armv7) echo arm-linux-gnueabihf- ;; x86_64) echo "" ;; esac; }
@@ -113,8 +143,12 @@ build_one() { # build_one TARGET
     if [ "$ORDER" != none ]; then
       script="$CARGO_TARGET_DIR/startup-$(sha256sum "$ORDER" | cut -c1-16).ld"
       mkdir -p "$CARGO_TARGET_DIR"; cp "$ORDER" "$script"
-      link_args=(-- -C "link-arg=-Wl,-T,$script")
+      link_args=(-C "link-arg=-Wl,-T,$script")
     fi
+    local pow_args
+    mapfile -t pow_args < <(pow_link_args "$t")
+    [ "${#pow_args[@]}" -eq 16 ] || die "musl's pow: ${#pow_args[@]} of 16 link arguments for $t"
+    link_args=(-- "${link_args[@]}" "${pow_args[@]}")
     # v0 symbol names spell out a generic function's type arguments (legacy names differ only in
     # a hash), so cross/startup.ld names the instances start-up ran and leaves the others out.
     # Target crates only: build scripts and proc macros are not rebuilt for it.
@@ -160,11 +194,12 @@ for t in "${TARGETS[@]}"; do build_one "$t"; done
 # Stripped size: the release profile already strips; strip a copy anyway so the number stays the
 # stripped one if a profile (e.g. bench) keeps symbols.
 tmp="$(mktemp -d)"; trap 'rm -rf "$tmp"' EXIT
-printf '\n%-32s %12s %14s %6s %14s  %s\n' "target" "bytes" "stripped bytes" "glibc" "start-up code" "binary"
+printf '\n%-32s %12s %14s %6s %14s %5s  %s\n' "target" "bytes" "stripped bytes" "glibc" "start-up code" "libm" "binary"
 for t in "${TARGETS[@]}"; do
   triple="$(triple_of "$t")"; prefix="$(prefix_of "$t")"
   bin="$CARGO_TARGET_DIR/$triple/$PROFILE/edge-broker"
   "${prefix}strip" -o "$tmp/$t" "$bin"
-  printf '%-32s %12s %14s %6s %10s KiB  %s\n' "$triple" "$(stat -c %s "$bin")" "$(stat -c %s "$tmp/$t")" \
-    "$("$HERE/glibc-check.sh" "$bin")" "$(startup_kib "$t" "$bin")" "$bin"
+  libm=no; "${prefix}readelf" -d "$bin" | grep -q 'NEEDED.*\[libm\.so' && libm=yes
+  printf '%-32s %12s %14s %6s %10s KiB %5s  %s\n' "$triple" "$(stat -c %s "$bin")" "$(stat -c %s "$tmp/$t")" \
+    "$("$HERE/glibc-check.sh" "$bin")" "$(startup_kib "$t" "$bin")" "$libm" "$bin"
 done
