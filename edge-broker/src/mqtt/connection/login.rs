@@ -296,6 +296,7 @@ impl Connection {
             // 65,535 × 1,500 fits a u32.
             keep_alive_ms: NonZeroU32::new(u32::from(keep_alive) * 1500),
             last_read: Instant::now(),
+            stirred_ms: 0,
             keep_alive_timer: None,
             read_paused: false,
             ingest: None,
