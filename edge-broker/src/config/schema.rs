@@ -157,7 +157,8 @@ pub struct MqttSection {
     /// A logged-in plain TCP connection with nothing to do for this long is parked: it gives
     /// up its task, timer and reactor registration (about half of an idle client's memory)
     /// and is resumed when its socket has bytes, a delivery is queued for it, it is taken
-    /// over, its keep alive expires or the broker stops (`"0s"`: never parked; see
+    /// over, its keep alive expires or the broker stops. One whose client has sent nothing
+    /// since its CONNECT parks as soon as it has nothing to do. `"0s"`: never parked (see
     /// `mqtt::park`).
     pub park_idle_after: HumanDuration,
     /// Most retained topics kept; a retained message on a new topic beyond it is refused

@@ -297,6 +297,7 @@ impl Connection {
             keep_alive_ms: NonZeroU32::new(u32::from(keep_alive) * 1500),
             last_read: Instant::now(),
             stirred_ms: 0,
+            fresh: true,
             keep_alive_timer: None,
             read_paused: false,
             ingest: None,

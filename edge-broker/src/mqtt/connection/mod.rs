@@ -289,6 +289,11 @@ struct Connection {
     /// When the connection last had something to do, in milliseconds after `last_read`
     /// (a `u32`, not a second `Instant`: 16 bytes): it is parked `park_idle_after` later.
     stirred_ms: u32,
+    /// The client sent nothing since its CONNECT and got no delivery: the connection parks as
+    /// soon as it has nothing to do (a device that connects and reports now and then, every
+    /// device after a reconnection storm), not `park_idle_after` later. (In the padding
+    /// `stirred_ms` left.)
+    fresh: bool,
     /// The keep-alive timer, made at the first wait with keep alive and moved (`reset`) when
     /// the deadline moves: boxed, the serve future holds a pointer instead of a `Sleep` (most
     /// of its size) for clients without keep alive, and no loop turn makes a new timer.
@@ -435,6 +440,10 @@ impl Connection {
             .keep_alive_ms
             .filter(|_| turn.keep_alive)
             .map(|ms| self.last_read + Duration::from_millis(u64::from(ms.get())));
+        if turn.park && self.fresh {
+            // Without a timer: most idle clients never need one.
+            return Poll::Ready(Event::Idle);
+        }
         let park = self.park_deadline().filter(|_| turn.park);
         let deadline = match (keep_alive, park) {
             (Some(k), Some(p)) => Some(k.min(p)),
@@ -459,6 +468,11 @@ impl Connection {
         ) {
             self.stir();
         }
+        if matches!(event, Event::Woken | Event::Ingest | Event::Paced) {
+            // A delivery, or the client's publishes (read already): no longer fresh. Its own
+            // CONNACK written, or a state change made durable, leaves it fresh.
+            self.fresh = false;
+        }
         match event {
             Event::Paced => {
                 if let Some(pace) = &mut self.pace {
@@ -481,6 +495,7 @@ impl Connection {
             Event::Read(Ok((n, room))) => {
                 self.last_read = Instant::now();
                 self.stirred_ms = 0;
+                self.fresh = false;
                 self.read_burst = READ_BUFFER.is_burst(n, room);
             }
             Event::Read(Err(err)) => return Err(Exit::Closed(format!("read failed: {err}"))),
@@ -709,8 +724,8 @@ mod tests {
     /// one stream instead of two halves (two fat pointers): a chunk of 368. 328 with the
     /// seat's source address as bytes (a `u128` aligned the seat and the connection to 16),
     /// the keep alive in a `u32` of milliseconds and the QoS 2 answers counted in a `u32`: a
-    /// chunk of 336. 336 with when it last had something to do (`stirred_ms`, for parking,
-    /// which saves far more: the task, the timer and the socket's registration).
+    /// chunk of 336. 336 with when it last had something to do (`stirred_ms` and `fresh`, for
+    /// parking, which saves far more: the task, the timer and the socket's registration).
     #[test]
     fn a_connection_holds_what_an_idle_client_needs_inline_only() {
         const CONNECTION_MAX: usize = 336;
