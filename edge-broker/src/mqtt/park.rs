@@ -57,8 +57,9 @@ pub struct ParkingLot {
     epoll: Epoll,
     /// Wakes [`ParkingLot::watch`]: an earlier deadline, or the end.
     waker: EventFd,
-    /// The sessions of parked connections, by token.
-    spots: Mutex<HashMap<u64, Spot>>,
+    /// The sessions of parked connections, by token (their deadlines are in `deadlines`: a
+    /// resumed connection names its own, so an entry here is 16 bytes).
+    spots: Mutex<HashMap<u64, Arc<Session>>>,
     /// Keep-alive deadlines of parked connections, earliest first.
     deadlines: Mutex<BTreeSet<(Instant, u64)>>,
     /// The last token handed out.
@@ -76,12 +77,6 @@ impl std::fmt::Debug for ParkingLot {
             .field("parked", &self.len())
             .finish_non_exhaustive()
     }
-}
-
-/// A parked connection's entry.
-struct Spot {
-    session: Arc<Session>,
-    deadline: Option<Instant>,
 }
 
 /// A connection to park, and what the lot keeps with it.
@@ -155,13 +150,7 @@ impl ParkingLot {
         }
         // The entry before the interest: an event for the token finds the session, and
         // waits for its lock until the connection is in it.
-        self.spots.lock().insert(
-            token,
-            Spot {
-                session: Arc::clone(&session),
-                deadline: parking.deadline,
-            },
-        );
+        self.spots.lock().insert(token, Arc::clone(&session));
         if self.closed.load(Ordering::SeqCst) {
             // [`ParkingLot::close`] set the flag before it took the entries it resumes.
             self.spots.lock().remove(&token);
@@ -201,10 +190,11 @@ impl ParkingLot {
         Ok(())
     }
 
-    /// Ends the registration of the connection parked under `token` (it is being resumed).
-    pub fn unwatch(&self, token: u64, socket: &std::net::TcpStream) {
-        if let Some(spot) = self.spots.lock().remove(&token)
-            && let Some(at) = spot.deadline
+    /// Ends the registration of the connection parked under `token` with `deadline` (it is
+    /// being resumed).
+    pub fn unwatch(&self, token: u64, socket: &std::net::TcpStream, deadline: Option<Instant>) {
+        if self.spots.lock().remove(&token).is_some()
+            && let Some(at) = deadline
         {
             self.deadlines.lock().remove(&(at, token));
         }
@@ -226,12 +216,7 @@ impl ParkingLot {
 
     /// Resumes the connection parked under `token`, if it still is.
     fn wake(&self, token: u64) {
-        let Some(session) = self
-            .spots
-            .lock()
-            .get(&token)
-            .map(|spot| Arc::clone(&spot.session))
-        else {
+        let Some(session) = self.spots.lock().get(&token).map(Arc::clone) else {
             return;
         };
         let parked = session.lock().take_parked(Some(token));
@@ -326,12 +311,13 @@ mod tests {
     /// reports its token and socket.
     struct ReportingConnection {
         lot: Arc<ParkingLot>,
+        deadline: Option<Instant>,
         resumed: Sender<(u64, TcpStream)>,
     }
 
     impl Resume for ReportingConnection {
         fn resume(self: Box<Self>, token: u64, socket: TcpStream) {
-            self.lot.unwatch(token, &socket);
+            self.lot.unwatch(token, &socket, self.deadline);
             let _ = self.resumed.send((token, socket));
         }
     }
@@ -405,6 +391,7 @@ mod tests {
                 tracked: self.tracker.token(),
                 connection: Box::new(ReportingConnection {
                     lot: Arc::clone(&self.lot),
+                    deadline,
                     resumed: self.resumed.clone(),
                 }),
             }

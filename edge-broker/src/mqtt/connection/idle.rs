@@ -38,6 +38,13 @@ impl Connection {
             .then(|| self.last_read + Duration::from_millis(u64::from(self.stirred_ms)) + after)
     }
 
+    /// When its client's keep alive runs out, if it has one (nothing moves it while the
+    /// connection is parked).
+    pub(super) fn keep_alive_deadline(&self) -> Option<Instant> {
+        self.keep_alive_ms
+            .map(|ms| self.last_read + Duration::from_millis(u64::from(ms.get())))
+    }
+
     /// Notes that the connection had something to do now (parking counts from here).
     pub(super) fn stir(&mut self) {
         if self.settings.park_idle_after.0.is_zero() {
@@ -80,9 +87,7 @@ impl Connection {
         self.inbuf = BytesMut::new();
         self.outbuf = BytesMut::new();
         self.read_burst = false;
-        let deadline = self
-            .keep_alive_ms
-            .map(|ms| self.last_read + Duration::from_millis(u64::from(ms.get())));
+        let deadline = self.keep_alive_deadline();
         let (session, server, generation) = (
             Arc::clone(&self.session),
             Arc::clone(&self.server),
@@ -132,7 +137,7 @@ impl Resume for Connection {
             tracing::error!(client_id = %self.session.client_id, "a parked connection without its lot: closed");
             return;
         };
-        lot.unwatch(token, &socket);
+        lot.unwatch(token, &socket, self.keep_alive_deadline());
         let runtime = lot.runtime();
         {
             // A waker may be on a thread outside the runtime (the log's writer).

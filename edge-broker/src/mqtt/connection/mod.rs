@@ -26,7 +26,6 @@ use std::num::NonZeroU32;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::Duration;
 
 use bytes::BytesMut;
 use edge_proto::mqtt::{self, MqttString, Packet, ProtocolVersion, PubComp, QoS, ReasonCode};
@@ -436,10 +435,7 @@ impl Connection {
         if woken.poll(cx).is_ready() {
             return Poll::Ready(Event::Woken);
         }
-        let keep_alive = self
-            .keep_alive_ms
-            .filter(|_| turn.keep_alive)
-            .map(|ms| self.last_read + Duration::from_millis(u64::from(ms.get())));
+        let keep_alive = self.keep_alive_deadline().filter(|_| turn.keep_alive);
         if turn.park && self.fresh {
             // Without a timer: most idle clients never need one.
             return Poll::Ready(Event::Idle);
