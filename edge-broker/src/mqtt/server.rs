@@ -658,8 +658,9 @@ impl MqttServer {
         self.tasks.token()
     }
 
-    /// Runs a resumed connection on `runtime`, tracked like every connection task.
-    pub fn spawn_resumed(
+    /// Runs a logged-in connection's loop (after its login, or resumed after parking) on
+    /// `runtime`, tracked like every connection task.
+    pub fn spawn_connection(
         &self,
         connection: impl Future<Output = ()> + Send + 'static,
         runtime: &tokio::runtime::Handle,

@@ -146,6 +146,6 @@ impl Resume for Connection {
         }
         // Woken for something: it is not idle now, whatever it was woken for.
         self.stir();
-        server.spawn_resumed(serve_logged_in(self), runtime);
+        server.spawn_connection(serve_logged_in(self), runtime);
     }
 }

@@ -92,7 +92,8 @@ struct TopicAliases {
     outbound: HashMap<String, u16>,
 }
 
-/// Serves one client connection (plain TCP, TLS or a WebSocket's pipe) until it ends.
+/// Logs one client connection (plain TCP, TLS or a WebSocket's pipe) in, then serves it in a
+/// task of its own (tracked by the server) until it ends; this future ends after the login.
 ///
 /// Until it has logged in, the connection holds only its `pending` place: it may buffer a
 /// CONNECT of at most `mqtt.max_connect_size` and must send it within `mqtt.connect_timeout`;
@@ -106,8 +107,8 @@ pub fn serve(
     certificate: Option<crate::auth::PeerCertificate>,
 ) -> impl Future<Output = ()> + Send + 'static {
     // An `async fn` keeps its arguments for its whole life (beside the locals they are moved
-    // into): ~150 bytes of every idle connection's task for what only the login uses. Boxed,
-    // they cost a pointer there, and the box is freed when they are taken out.
+    // into): ~150 bytes more of every login's task. Boxed, they cost a pointer there, and
+    // the box is freed when they are taken out.
     serve_arrival(Box::new(Arriving {
         server,
         stream,
@@ -129,15 +130,27 @@ struct Arriving {
 }
 
 async fn serve_arrival(arriving: Box<Arriving>) {
-    // Boxed: the CONNECT wait and the login last only until CONNACK, while a task is
-    // allocated at the size of its largest state for its whole life.
-    // (Bound first: a temporary in an `if let` scrutinee would live, and keep the login's
-    // box, until the connection ends.)
-    let connection = Box::pin(log_in(arriving)).await;
-    let Some(connection) = connection else {
+    let Some(connection) = log_in(arriving).await else {
         return;
     };
-    serve_logged_in(connection).await;
+    // The loop in a task of its own, which is all a logged-in client holds of a task for
+    // its connection's life (a resumed connection's task runs the same loop): a task is
+    // allocated at the size of its future's largest state, and the login's states, or even
+    // a level of `async fn` around the loop, would size it.
+    let server = Arc::clone(&connection.server);
+    server.spawn_connection(
+        serve_logged_in(connection),
+        &tokio::runtime::Handle::current(),
+    );
+}
+
+/// Bytes of the future of a logged-in connection's task (the packet loop): a task holds
+/// this much inline for the connection's life (`tests/mqtt_connection.rs` keeps it small).
+pub fn serve_loop_future_bytes() -> usize {
+    fn size_of_future<F: Future>(_: fn(Box<Connection>) -> F) -> usize {
+        std::mem::size_of::<F>()
+    }
+    size_of_future(serve_logged_in)
 }
 
 /// The packet loop of a logged-in connection, until it ends or parks ([`idle`]); a resumed
