@@ -239,6 +239,7 @@ impl SessionState {
 
     /// Holds `parked` until something arrives for it ([`SessionState::take_parked`]).
     pub fn park(&mut self, parked: Parked) {
+        debug_assert!(self.parked.is_none(), "a session holds one parked connection");
         self.parked = Some(Box::new(parked));
     }
 

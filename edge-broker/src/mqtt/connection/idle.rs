@@ -144,8 +144,10 @@ impl Resume for Connection {
             let _entered = runtime.enter();
             self.plug(socket);
         }
-        // Woken for something: it is not idle now, whatever it was woken for.
+        // Woken for something: it is not idle now, whatever it was woken for (and no longer
+        // fresh: one woken at its keep-alive deadline must find it passed, not park again).
         self.stir();
+        self.fresh = false;
         server.spawn_connection(serve_logged_in(self), runtime);
     }
 }

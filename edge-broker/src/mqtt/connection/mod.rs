@@ -449,7 +449,7 @@ impl Connection {
             return Poll::Ready(Event::Woken);
         }
         let keep_alive = self.keep_alive_deadline().filter(|_| turn.keep_alive);
-        if turn.park && self.fresh {
+        if turn.park && self.fresh && keep_alive.is_none_or(|at| at > Instant::now()) {
             // Without a timer: most idle clients never need one.
             return Poll::Ready(Event::Idle);
         }
