@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 
 use edge_tests::broker::{Broker, run_cli};
 use edge_tests::mqtt::driver_scenario;
+use edge_tests::pki::Pki;
 use serde_json::{Value, json};
 
 /// Parking after 200 ms of idleness.
@@ -261,13 +262,26 @@ fn idle_clients_are_parked_by_default() {
     run("", "parks_eventually", &[&["20"]]);
 }
 
-/// WebSocket connections are never parked: beside two idle TCP clients (parked: gauge 2), an
-/// idle paho client over WebSockets leaves the gauge at 2 for 2 s, and still receives.
+/// TLS and WebSocket connections are never parked: beside two idle TCP clients (parked:
+/// gauge 2), idle paho clients over TLS and over WebSockets leave the gauge at 2 for 2 s, and
+/// still receive.
 #[test]
-fn websocket_connections_are_never_parked() {
-    let mut broker = Broker::start(&format!("{PARK}ws_listen = \"127.0.0.1:0\"\n"));
+fn tls_and_websocket_connections_are_never_parked() {
+    let pki = Pki::new();
+    let mut broker = Broker::start(&format!(
+        "{PARK}ws_listen = \"127.0.0.1:0\"\ntls_listen = \"127.0.0.1:0\"\n\
+         tls_cert = \"{}\"\ntls_key = \"{}\"\n",
+        pki.path("server.crt").display(),
+        pki.path("server.key").display()
+    ));
     let ws = broker.listen_addr("mqtt.ws_listen").port().to_string();
-    let out = parking(&broker, "websocket_not_parked", &[ws.as_str(), "2"]);
+    let tls = broker.listen_addr("mqtt.tls_listen").port().to_string();
+    let ca = pki.path("ca.crt").display().to_string();
+    let out = parking(
+        &broker,
+        "tls_and_websocket_not_parked",
+        &[ws.as_str(), tls.as_str(), ca.as_str(), "2"],
+    );
     assert!(out["samples"].as_u64().unwrap() > 0, "{out}");
     assert!(broker.terminate(STOP).success());
 }

@@ -506,40 +506,55 @@ def parks_eventually(host, port, m, timeout="20"):
     return {"ok": True}
 
 
-@scenario
-def websocket_not_parked(host, port, m, ws_port, seconds="2"):
-    """A paho client over WebSockets (ws_port) beside two raw TCP clients, all idle: the TCP
-    ones are parked and the WebSocket one never is (the gauge stays at 2 for `seconds`); the
-    WebSocket client still receives."""
+def paho_idle(host, port, transport, ca=None):
+    """An idle paho MQTT 5 client (keep alive 0) subscribed to "unparked/t" over `transport`
+    ("websockets" or "tcp"; TLS with `ca`); returns it and the list its payloads arrive in."""
     import paho.mqtt.client as mqtt
-    ws = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=uniq("ws"),
-                     protocol=mqtt.MQTTv5, transport="websockets")
-    ws.ws_set_options(path="/mqtt")
+    c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=uniq(transport),
+                    protocol=mqtt.MQTTv5, transport=transport)
+    if transport == "websockets":
+        c.ws_set_options(path="/mqtt")
+    if ca:
+        c.tls_set(ca_certs=ca)
     got, subscribed = [], threading.Event()
-    ws.on_message = lambda _c, _u, msg: got.append(msg.payload.decode())
-    ws.on_subscribe = lambda *a: subscribed.set()
-    ws.connect(host, int(ws_port), keepalive=0)
-    ws.loop_start()
-    ws.subscribe("ws/t", qos=1)
-    check(subscribed.wait(WAIT), "WebSocket client got no SUBACK")
+    c.on_message = lambda _c, _u, msg: got.append(msg.payload.decode())
+    c.on_subscribe = lambda *a: subscribed.set()
+    c.connect(host, port, keepalive=0)
+    c.loop_start()
+    c.subscribe("unparked/t", qos=1)
+    check(subscribed.wait(WAIT), f"paho over {transport} (TLS: {bool(ca)}) got no SUBACK")
+    return c, got
+
+
+@scenario
+def tls_and_websocket_not_parked(host, port, m, ws_port, tls_port, ca, seconds="2"):
+    """Idle paho clients over WebSockets (ws_port) and TLS (tls_port, server certificate from
+    `ca`) beside two idle raw TCP clients: the TCP ones are parked, the others never are (the
+    gauge stays at 2 for `seconds`), and they still receive."""
+    ws, ws_got = paho_idle(host, int(ws_port), "websockets")
+    tls, tls_got = paho_idle(host, int(tls_port), "tcp", ca)
     tcp = [Client(host, port, True) for _ in range(2)]
     for c in tcp:
         c.connect(uniq("tcp"), keepalive=0)
     m.parked(2, "the two idle TCP clients are parked")
-    m.open(3, "three connections open")
+    m.open(4, "four connections open")
     samples = []
     end = time.monotonic() + float(seconds)
     while time.monotonic() < end:
         samples.append(m.sample(PARKED))
         time.sleep(0.1)
-    check(all(s == 2 for s in samples), f"{PARKED} samples: {sorted(set(samples), key=str)}")
-    acks_for(tcp[0], [tcp[0].publish("ws/t", "to the browser", qos=1)])
+    check(all(s == 2 for s in samples),
+          f"{PARKED} samples with 2 TCP, 1 TLS, 1 WebSocket client idle: "
+          f"{sorted(set(samples), key=str)}")
+    acks_for(tcp[0], [tcp[0].publish("unparked/t", "still awake", qos=1)])
     deadline = time.monotonic() + WAIT
-    while not got and time.monotonic() < deadline:
+    while (not ws_got or not tls_got) and time.monotonic() < deadline:
         time.sleep(0.05)
-    check(got == ["to the browser"], f"WebSocket client got {got}")
-    ws.disconnect()
-    ws.loop_stop()
+    check(ws_got == ["still awake"], f"WebSocket client got {ws_got}")
+    check(tls_got == ["still awake"], f"TLS client got {tls_got}")
+    for c in (ws, tls):
+        c.disconnect()
+        c.loop_stop()
     for c in tcp:
         c.disconnect()
     return {"samples": len(samples)}
