@@ -102,13 +102,15 @@ def acks_for(client, packet_ids, timeout=WAIT):
 
 # ---- a packet wakes a parked connection ---------------------------------------------------
 @scenario
-def idle_then_subscribe(host, port, m, version="5"):
-    """An idle client (keep alive 0) is parked; its SUBSCRIBEs and a PINGREQ each wake it and
-    are answered; idle again, it is parked again. Parked connections still count as open."""
+def idle_then_subscribe(host, port, m, version="5", keepalive="0"):
+    """An idle client is parked; its SUBSCRIBEs and a PINGREQ each wake it and are answered;
+    idle again, it is parked again. Parked connections still count as open. With a keep
+    alive (60 s: its deadline cannot be what wakes it within the answer's 5 s), the parked
+    connection has a deadline registered, and its socket must still wake it."""
     v5 = version == "5"
     c = Client(host, port, v5)
-    c.connect(uniq("idle"), keepalive=0)
-    m.parked(1, "one idle client (keep alive 0) is parked")
+    c.connect(uniq("idle"), keepalive=int(keepalive))
+    m.parked(1, f"one idle client (keep alive {keepalive}) is parked")
     m.open(1, "a parked connection still counts as open")
     codes = []
     for i in range(3):
@@ -427,10 +429,12 @@ def close_without_disconnect(host, port, m, version="5", how="fin"):
 
 # ---- many parked connections --------------------------------------------------------------
 @scenario
-def many_parked(host, port, m, count="300"):
+def many_parked(host, port, m, count="300", rounds="10", park_after="0.2"):
     """`count` idle subscribers to one topic (v5 and 3.1.1, QoS 0 and 1 alternating) are all
     parked; one publish from mosquitto_pub reaches every one, exactly once; then all are
-    parked again."""
+    parked again. Then `rounds` QoS 0 publishes, each sent once every subscriber got the one
+    before and 0.9 to 1.1 x `park_after` (the broker's park_idle_after, in seconds) after
+    it, so they meet subscribers parking, parked and just resumed: each reaches all."""
     count = int(count)
     clients = []
     for i in range(count):
@@ -460,6 +464,27 @@ def many_parked(host, port, m, count="300"):
     extra = [i for i, (c, _q) in enumerate(clients) if c.recv_or_none(0.01) is not None]
     check(not extra, f"clients {extra[:10]} received more than one message")
     m.parked(count, f"all {count} are parked again", timeout=3 * WAIT)
+    # Rounds of QoS 0 publishes, each once every subscriber has the one before, spaced around
+    # the park threshold: deliveries land while many of the subscribers are just parking.
+    pub = Client(host, port, True)
+    pub.connect(uniq("many-pub"), keepalive=0)
+    threshold = float(park_after)
+    for k in range(int(rounds)):
+        sent_at = time.monotonic()
+        pub.publish("many/all", f"round {k}", qos=0)
+        deadline = sent_at + WAIT
+        late = []
+        for i, (c, _qos) in enumerate(clients):
+            got = c.messages(max(0.05, deadline - time.monotonic()), count=1)
+            if [p["payload"] for p in got] != [f"round {k}".encode()]:
+                late.append((i, got))
+        check(not late, f"round {k}: {len(late)} of {count} subscribers did not get it: "
+                        f"{late[:5]}")
+        # From 0.9 to 1.1 x the threshold after this publish, a step each round.
+        spacing = threshold * (0.9 + 0.2 * k / max(1, int(rounds) - 1))
+        time.sleep(max(0.0, sent_at + spacing - time.monotonic()))
+    pub.disconnect()
+    m.parked(count, f"all {count} are parked after the rounds", timeout=3 * WAIT)
     for c, _qos in clients:
         c.disconnect()
     m.parked(0, "all left")
