@@ -121,6 +121,18 @@ fn deliveries_racing_the_park_threshold_all_arrive() {
     }
 }
 
+/// QoS 2 both ways, the client's half of each exchange sent only once both clients are
+/// parked again: the publisher's PUBREL gets PUBCOMP, the subscriber's PUBREC gets PUBREL and
+/// its PUBCOMP is taken (reconnecting to its persistent session finds nothing owed), on
+/// MQTT 5 and 3.1.1.
+#[test]
+fn qos_2_exchanges_continue_from_the_parked_state() {
+    for out in run(PARK, "qos2_while_parked", &[&["5"], &["311"]]) {
+        assert_eq!(out["session_present"], true, "{out}");
+        assert_eq!(out["redelivered"], json!([]), "{out}");
+    }
+}
+
 /// Case 3a: A client with keep alive 2 s and a will that goes silent after CONNACK is parked
 /// (with its will subscriber: gauge 2); its keep-alive deadline wakes it: the broker closes
 /// the socket (MQTT 5: DISCONNECT 0x8D first, as for an unparked one) and publishes the will.

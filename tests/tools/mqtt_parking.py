@@ -27,7 +27,8 @@ import urllib.request
 import uuid
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from mqtt_raw import PINGRESP, PUBACK, Client, Closed  # noqa: E402
+from mqtt_raw import (  # noqa: E402
+    PINGRESP, PUBACK, PUBCOMP, PUBLISH, PUBREC, PUBREL, Client, Closed)
 
 SCENARIOS = {}
 
@@ -286,6 +287,58 @@ def racing_deliveries(host, port, m, version="5", count="40", seed="17"):
     pub.disconnect()
     return {"received": len(got), "session_present": ack["session_present"],
             "redelivered": [p["payload"].decode() for p in redelivered]}
+
+
+def expect_packet(client, ptype, packet_id, what):
+    """The next packet, which must be `ptype` for `packet_id`."""
+    p = client.recv()
+    check(p["type"] == ptype and p.get("packet_id") == packet_id,
+          f"{what}: expected packet type {ptype} for id {packet_id}, got {p}")
+    return p
+
+
+@scenario
+def qos2_while_parked(host, port, m, version="5"):
+    """QoS 2 both ways, the client's half of each exchange sent only once both clients are
+    parked again (an exchange waiting on the client is nothing to do for the broker): the
+    publisher's PUBREL, the subscriber's PUBREC and PUBCOMP each wake a parked connection
+    and are answered (PUBCOMP, PUBREL); the message is delivered once, and reconnecting the
+    subscriber's persistent session finds nothing owed."""
+    v5 = version == "5"
+    session = {"session_expiry": 300} if v5 else None
+    cid = uniq("q2-sub")
+    sub = Client(host, port, v5)
+    sub.connect(cid, clean=False, keepalive=0, props_=session)
+    check(sub.subscribe(("q2/t", 2)) == [2], "QoS 2 granted")
+    pub = Client(host, port, v5)
+    pub.connect(uniq("q2-pub"), keepalive=0)
+    m.parked(2, "both idle clients are parked")
+    packet_id = pub.publish("q2/t", "exactly once", qos=2)
+    expect_packet(pub, PUBREC, packet_id, "the publisher's PUBREC")
+    got = sub.messages(WAIT, count=1, auto_ack=False)
+    m.parked(2, "parked: the publisher owing PUBREL, the subscriber owing PUBREC")
+    pub.ack(PUBREL, packet_id)
+    expect_packet(pub, PUBCOMP, packet_id, "PUBCOMP for a PUBREL sent while parked")
+    check([(p["payload"], p["qos"]) for p in got] == [(b"exactly once", 2)],
+          f"the subscriber got {got}")
+    delivery = got[0]["packet_id"]
+    m.parked(2, "parked again: the subscriber owing PUBREC")
+    sub.ack(PUBREC, delivery)
+    expect_packet(sub, PUBREL, delivery, "PUBREL for a PUBREC sent while parked")
+    m.parked(2, "parked again: the subscriber owing PUBCOMP")
+    sub.ack(PUBCOMP, delivery)
+    m.parked(2, "both parked once the exchanges are done")
+    check(sub.recv_or_none(0.5) is None, "nothing more for the subscriber")
+    sub.disconnect()
+    back = Client(host, port, v5)
+    ack = back.connect(cid, clean=False, keepalive=0, props_=session)
+    # Whatever the session still owed would come now: a PUBLISH again, or a PUBREL.
+    redelivered = []
+    while (p := back.recv_or_none(1.5)) is not None:
+        redelivered.append("PUBLISH" if p["type"] == PUBLISH else p)
+    back.disconnect(props_={"session_expiry": 0} if v5 else None)
+    pub.disconnect()
+    return {"session_present": ack["session_present"], "redelivered": redelivered}
 
 
 # ---- the keep-alive deadline wakes a parked connection ------------------------------------
