@@ -38,7 +38,7 @@ fn parking(broker: &Broker, name: &str, args: &[&str]) -> Value {
 }
 
 /// Starts a broker with `config`, runs one scenario per argument list, and stops the broker,
-/// which must exit cleanly with whatever the scenarios left parked. Returns the observations.
+/// which must exit cleanly afterwards. Returns the observations.
 fn run(config: &str, name: &str, runs: &[&[&str]]) -> Vec<Value> {
     let mut broker = Broker::start(config);
     let out = runs
