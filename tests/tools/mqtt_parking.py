@@ -343,10 +343,10 @@ def qos2_while_parked(host, port, m, version="5"):
 
 # ---- the keep-alive deadline wakes a parked connection ------------------------------------
 @scenario
-def keepalive_silent(host, port, m, version="5", keepalive="2"):
-    """A client with a will and keep alive `keepalive` s goes silent after CONNACK and is
-    parked: at 1.5 x keep alive the broker closes it (v5: DISCONNECT 0x8D first) and publishes
-    its will."""
+def keepalive_silent(host, port, m, version="5", keepalive="2", first="nothing"):
+    """A client with a will and keep alive `keepalive` s goes silent after CONNACK (`first` =
+    "nothing") or after one SUBSCRIBE ("subscribe"), and is parked: at 1.5 x keep alive the
+    broker closes it (v5: DISCONNECT 0x8D first) and publishes its will."""
     v5 = version == "5"
     w = Client(host, port, v5)
     w.connect(uniq("will-sub"), keepalive=0)
@@ -354,6 +354,8 @@ def keepalive_silent(host, port, m, version="5", keepalive="2"):
     s = Client(host, port, v5)
     s.connect(uniq("silent"), keepalive=int(keepalive),
               will={"topic": "ka/will", "payload": "silent-gone", "qos": 1})
+    if first == "subscribe":
+        s.subscribe(("ka/anything", 0))
     m.parked(2, "the will subscriber and the silent client are parked before the deadline")
     try:
         rc = s.expect_closed(timeout=WAIT)
