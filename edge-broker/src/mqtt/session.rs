@@ -239,7 +239,10 @@ impl SessionState {
 
     /// Holds `parked` until something arrives for it ([`SessionState::take_parked`]).
     pub fn park(&mut self, parked: Parked) {
-        debug_assert!(self.parked.is_none(), "a session holds one parked connection");
+        debug_assert!(
+            self.parked.is_none(),
+            "a session holds one parked connection"
+        );
         self.parked = Some(Box::new(parked));
     }
 
