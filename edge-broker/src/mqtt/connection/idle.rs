@@ -83,7 +83,7 @@ impl Connection {
                 return Err(self);
             }
         };
-        self.keep_alive_timer = None;
+        self.timer = None;
         self.inbuf = BytesMut::new();
         self.outbuf = BytesMut::new();
         self.read_burst = false;

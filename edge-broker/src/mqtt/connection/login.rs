@@ -298,7 +298,7 @@ impl Connection {
             last_read: Instant::now(),
             stirred_ms: 0,
             fresh: true,
-            keep_alive_timer: None,
+            timer: None,
             read_paused: false,
             ingest: None,
             permissions,

@@ -306,10 +306,10 @@ struct Connection {
     /// device after a reconnection storm), not `park_idle_after` later. (In the padding
     /// `stirred_ms` left.)
     fresh: bool,
-    /// The keep-alive timer, made at the first wait with keep alive and moved (`reset`) when
-    /// the deadline moves: boxed, the serve future holds a pointer instead of a `Sleep` (most
-    /// of its size) for clients without keep alive, and no loop turn makes a new timer.
-    keep_alive_timer: Option<Pin<Box<Sleep>>>,
+    /// The keep-alive and parking timer ([`poll_timer`]), made at the first wait with a
+    /// deadline and dropped when the connection parks: boxed, the serve future holds a
+    /// pointer instead of a `Sleep` (most of its size), and no loop turn makes a new timer.
+    timer: Option<Pin<Box<Sleep>>>,
     read_paused: bool,
     /// The publishes on their way to the log and the acks owed (boxed: the connection future
     /// holds the connection several times over, ~900 bytes per idle client inline).
@@ -458,7 +458,7 @@ impl Connection {
             (Some(k), Some(p)) => Some(k.min(p)),
             (k, p) => k.or(p),
         };
-        if poll_timer(&mut self.keep_alive_timer, deadline, cx).is_ready() {
+        if poll_timer(&mut self.timer, deadline, cx).is_ready() {
             // The earlier of the two passed (the keep alive when both did).
             return Poll::Ready(if keep_alive == deadline {
                 Event::KeepAliveExpired
@@ -675,7 +675,10 @@ fn give_back_small(outbuf: &mut BytesMut) {
 }
 
 /// Ready when `deadline` passes (never without one), on the connection's one timer (keep
-/// alive and parking).
+/// alive and parking). The deadline moves later with almost every event of a busy
+/// connection (parking counts from its last one): the timer is moved only when the deadline
+/// comes earlier, or when it fires before the deadline, once per quiet spell instead of once
+/// per event (moving a timer takes a lock of the runtime's timer wheel).
 fn poll_timer(
     timer: &mut Option<Pin<Box<Sleep>>>,
     deadline: Option<Instant>,
@@ -685,10 +688,17 @@ fn poll_timer(
         return Poll::Pending;
     };
     let timer = timer.get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
-    if timer.deadline() != deadline {
+    if deadline < timer.deadline() {
         timer.as_mut().reset(deadline);
     }
-    timer.as_mut().poll(cx)
+    while timer.as_mut().poll(cx).is_ready() {
+        if timer.deadline() >= deadline {
+            return Poll::Ready(());
+        }
+        // Fired at an earlier deadline that has since moved: wait for the real one.
+        timer.as_mut().reset(deadline);
+    }
+    Poll::Pending
 }
 
 #[cfg(test)]
@@ -720,6 +730,49 @@ mod tests {
         partly.advance(2);
         super::give_back_small(&mut partly);
         assert_eq!(&partly[..], &[0x00, 0x00]);
+    }
+
+    /// The one timer fires at the deadline it is asked for: at the earliest when the deadline
+    /// comes earlier, not at an earlier deadline that moved later (it is moved lazily), and
+    /// never without one.
+    #[tokio::test(start_paused = true)]
+    async fn the_timer_fires_at_the_deadline_it_is_asked_for_now() {
+        use std::task::{Context, Poll, Waker};
+        use std::time::Duration;
+        use tokio::time::{Instant, advance};
+
+        let mut cx = Context::from_waker(Waker::noop());
+        let mut timer = None;
+        let start = Instant::now();
+        let at = |ms| Some(start + Duration::from_millis(ms));
+        assert!(super::poll_timer(&mut timer, None, &mut cx).is_pending());
+        assert!(timer.is_none(), "no deadline, no timer");
+        assert!(super::poll_timer(&mut timer, at(100), &mut cx).is_pending());
+        // Moved later: the timer keeps its earlier deadline, and firing there is not enough.
+        assert!(super::poll_timer(&mut timer, at(300), &mut cx).is_pending());
+        advance(Duration::from_millis(150)).await;
+        assert_eq!(
+            super::poll_timer(&mut timer, at(300), &mut cx),
+            Poll::Pending
+        );
+        advance(Duration::from_millis(140)).await;
+        assert_eq!(
+            super::poll_timer(&mut timer, at(300), &mut cx),
+            Poll::Pending
+        );
+        advance(Duration::from_millis(20)).await;
+        assert_eq!(
+            super::poll_timer(&mut timer, at(300), &mut cx),
+            Poll::Ready(())
+        );
+        // Moved earlier: it fires there.
+        assert!(super::poll_timer(&mut timer, at(1000), &mut cx).is_pending());
+        assert!(super::poll_timer(&mut timer, at(400), &mut cx).is_pending());
+        advance(Duration::from_millis(100)).await;
+        assert_eq!(
+            super::poll_timer(&mut timer, at(400), &mut cx),
+            Poll::Ready(())
+        );
     }
 
     /// Every logged-in client holds one boxed `Connection` for its whole life (10,000 idle
