@@ -24,11 +24,11 @@ import threading
 import time
 import traceback
 import urllib.request
-import uuid
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from mqtt_raw import (  # noqa: E402
     PINGRESP, PUBACK, PUBCOMP, PUBLISH, PUBREC, PUBREL, Client, Closed)
+from mqtt_scenarios import check, uniq  # noqa: E402
 
 SCENARIOS = {}
 
@@ -42,15 +42,6 @@ WAIT = 10.0
 def scenario(fn):
     SCENARIOS[fn.__name__] = fn
     return fn
-
-
-def check(cond, msg):
-    if not cond:
-        raise AssertionError(msg)
-
-
-def uniq(prefix):
-    return f"{prefix}-{uuid.uuid4().hex[:8]}"
 
 
 class Metrics:
