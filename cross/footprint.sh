@@ -10,13 +10,16 @@
 #                `persistence false`.
 # Measures VmRSS (/proc/PID/status) and Pss (/proc/PID/smaps_rollup) of each after 3 s idle,
 # then again after CLIENTS idle MQTT 3.1.1 connections (cross/idle_clients.py: CONNECT,
-# CONNACK, then silence) are held open to each broker, and prints a Markdown table.
+# CONNACK, then silence) are held open to each broker (read 3 s + PARK_SECS after the last
+# connected), and prints a Markdown table.
 # Nothing leaves loopback; everything started is stopped on exit.
 #
 # Environment:
 #   EDGE_BROKER_BIN   binary to measure (default $CARGO_TARGET_DIR/x86_64-unknown-linux-gnu/release/edge-broker,
 #                     built with cross/build.sh x86_64 when missing)
 #   SETTLE_SECS       seconds to wait before each reading (default 3)
+#   PARK_SECS         seconds more before the reading with clients: edge-broker parks a
+#                     connection idle for mqtt.park_idle_after (default 5, its default)
 #   KEEPALIVE_SECS    keep alive the idle MQTT clients announce (default 0: none; they never
 #                     ping, so choose more than the run lasts, e.g. 600)
 #   FOOTPRINT_RESULTS append the readings (KiB) to this file as JSON lines (bench/table.py)
@@ -32,6 +35,7 @@ HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 ROOT="$(cd "$HERE/.." && pwd)"
 CLIENTS="${1:-1000}"
 SETTLE_SECS="${SETTLE_SECS:-3}"
+PARK_SECS="${PARK_SECS:-5}"
 case "$CLIENTS" in -h | --help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;; esac
 [[ "$CLIENTS" =~ ^[0-9]+$ ]] || { echo "footprint: CLIENTS must be a number" >&2; exit 2; }
 
@@ -119,17 +123,20 @@ for b in edge mosq; do
   done
   grep -q '^ready' "$WORK/clients-$b.out" || die "clients of $b not connected after 120 s"
 done
-sleep "$SETTLE_SECS"
+# edge-broker parks a connection idle for mqtt.park_idle_after (5 s by default): the reading
+# waits that much longer (for both brokers), so that it is of the broker's steady idle state.
+sleep "$((SETTLE_SECS + PARK_SECS))"
 for b in edge:$EDGE_PID mosq:$MOSQ_PID; do
   R[${b%%:*}_busy_rss]="$(kib VmRSS status "${b#*:}")"
   R[${b%%:*}_busy_pss]="$(kib Pss smaps_rollup "${b#*:}")"
   R[${b%%:*}_threads]="$(kib Threads status "${b#*:}")"
 done
 edge_conns="$(curl -fsS "http://127.0.0.1:$METRICS_PORT/metrics" 2>/dev/null | awk '$1 ~ /^edge_connections($|[{])/ { s += $2 } END { print s }')" || true
+edge_parked="$(curl -fsS "http://127.0.0.1:$METRICS_PORT/metrics" 2>/dev/null | awk '$1 == "edge_mqtt_connections_parked" { print $2 }')" || true
 
 printf '\n%s (%s), %s, %s clients, %s, kernel %s\n' "$("$BIN" --version)" "$BIN" \
   "$(mosquitto -h 2>/dev/null | head -n1 | sed 's/ is an MQTT.*//')" "$CLIENTS" "$(date -u +%F)" "$(uname -r)"
-[ -z "$edge_conns" ] || printf 'edge-broker /metrics edge_connections = %s\n' "$edge_conns"
+[ -z "$edge_conns" ] || printf 'edge-broker /metrics edge_connections = %s, edge_mqtt_connections_parked = %s\n' "$edge_conns" "${edge_parked:-?}"
 printf '\n| broker | idle RSS | idle PSS | RSS, %s idle clients | PSS, %s idle clients | per client (RSS) | threads |\n' "$CLIENTS" "$CLIENTS"
 printf '|---|---:|---:|---:|---:|---:|---:|\n'
 for b in edge mosq; do

@@ -564,6 +564,7 @@ impl Observe for Observer {
         let gauges = mqtt.as_ref().map(|m| MqttGauges {
             sessions: m.sessions.len(),
             retained: m.retained.len(),
+            parked: m.parked(),
         });
         crate::metrics::front::render(&mut text, &fronts, gauges);
         let admissions: Vec<(&str, &crate::admission::Admission)> = mqtt

@@ -30,6 +30,17 @@ pub trait ClientRead: AsyncRead + Send + Unpin {
     fn poll_read_ready(&mut self, _cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
         Poll::Ready(Ok(()))
     }
+
+    /// Whether this is a plain TCP connection ([`ClientRead::into_tcp`] gives its socket).
+    fn is_tcp(&self) -> bool {
+        false
+    }
+
+    /// The plain TCP connection's socket (`None` for any other stream, which is dropped:
+    /// ask [`ClientRead::is_tcp`] first).
+    fn into_tcp(self: Box<Self>) -> Option<TcpStream> {
+        None
+    }
 }
 
 impl ClientRead for tokio::net::tcp::OwnedReadHalf {
@@ -46,7 +57,65 @@ impl ClientRead for TcpStream {
     fn poll_read_ready(&mut self, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
         TcpStream::poll_read_ready(self, cx)
     }
+
+    fn is_tcp(&self) -> bool {
+        true
+    }
+
+    fn into_tcp(self: Box<Self>) -> Option<TcpStream> {
+        Some(*self)
+    }
 }
+
+/// The stream of a connection whose socket is elsewhere (a parked MQTT connection's is in its
+/// session): reads and writes fail with `NotConnected`. Zero-sized, so its box allocates
+/// nothing.
+pub struct Unplugged;
+
+impl Unplugged {
+    fn error() -> std::io::Error {
+        std::io::Error::new(
+            std::io::ErrorKind::NotConnected,
+            "the socket is not attached",
+        )
+    }
+}
+
+impl AsyncRead for Unplugged {
+    fn poll_read(
+        self: std::pin::Pin<&mut Self>,
+        _cx: &mut Context<'_>,
+        _buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        Poll::Ready(Err(Unplugged::error()))
+    }
+}
+
+impl AsyncWrite for Unplugged {
+    fn poll_write(
+        self: std::pin::Pin<&mut Self>,
+        _cx: &mut Context<'_>,
+        _buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Poll::Ready(Err(Unplugged::error()))
+    }
+
+    fn poll_flush(
+        self: std::pin::Pin<&mut Self>,
+        _cx: &mut Context<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        Poll::Ready(Err(Unplugged::error()))
+    }
+
+    fn poll_shutdown(
+        self: std::pin::Pin<&mut Self>,
+        _cx: &mut Context<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl ClientRead for Unplugged {}
 
 impl ClientRead for tokio_rustls::server::TlsStream<TcpStream> {}
 
@@ -56,6 +125,14 @@ impl ClientRead for tokio::io::DuplexStream {}
 impl<R: ClientRead + ?Sized> ClientRead for Box<R> {
     fn poll_read_ready(&mut self, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
         (**self).poll_read_ready(cx)
+    }
+
+    fn is_tcp(&self) -> bool {
+        (**self).is_tcp()
+    }
+
+    fn into_tcp(self: Box<Self>) -> Option<TcpStream> {
+        (*self).into_tcp()
     }
 }
 

@@ -14,8 +14,20 @@ pub const SCENARIO_TIMEOUT: Duration = Duration::from_secs(60);
 /// Runs `mqtt_scenarios.py NAME HOST PORT ARGS...` and returns its JSON observations; panics
 /// with the scenario's stderr when it fails or hangs.
 pub fn scenario(name: &str, addr: SocketAddr, args: &[&str]) -> serde_json::Value {
+    driver_scenario("mqtt_scenarios.py", name, addr, args)
+}
+
+/// Runs `tests/tools/DRIVER NAME HOST PORT ARGS...`, a scenario driver shaped like
+/// `mqtt_scenarios.py` (one JSON line on success; exit 1 with the reason on stderr), and
+/// returns its JSON observations; panics with the scenario's stderr when it fails or hangs.
+pub fn driver_scenario(
+    driver: &str,
+    name: &str,
+    addr: SocketAddr,
+    args: &[&str],
+) -> serde_json::Value {
     let mut child = Command::new(python())
-        .arg(repo_root().join("tests/tools/mqtt_scenarios.py"))
+        .arg(repo_root().join("tests/tools").join(driver))
         .arg(name)
         .arg(addr.ip().to_string())
         .arg(addr.port().to_string())

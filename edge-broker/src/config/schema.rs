@@ -14,6 +14,9 @@ pub const DEFAULT_MAX_PENDING: usize = 128;
 /// Default `max_pending_per_source`: what one address may hold of [`DEFAULT_MAX_PENDING`].
 pub const DEFAULT_MAX_PENDING_PER_SOURCE: usize = 64;
 
+/// Default `mqtt.park_idle_after`: long enough that a client publishing every second or
+/// more often is never parked and resumed between its messages.
+pub const DEFAULT_PARK_IDLE_AFTER: Duration = Duration::from_secs(5);
 /// Default `mqtt.slow_subscriber_wait` (see BENCHMARKS.md, "QoS 0 to a slower subscriber").
 pub const DEFAULT_SLOW_SUBSCRIBER_WAIT: Duration = Duration::from_secs(2);
 
@@ -151,6 +154,13 @@ pub struct MqttSection {
     pub use_identity_as_username: bool,
     /// Time a new connection has to send CONNECT.
     pub connect_timeout: HumanDuration,
+    /// A logged-in plain TCP connection with nothing to do for this long is parked: it gives
+    /// up its task, timer and reactor registration (about half of an idle client's memory)
+    /// and is resumed when its socket has bytes, a delivery is queued for it, it is taken
+    /// over, its keep alive expires or the broker stops. One whose client has sent nothing
+    /// since its CONNECT parks as soon as it has nothing to do. `"0s"`: never parked (see
+    /// `mqtt::park`).
+    pub park_idle_after: HumanDuration,
     /// Most retained topics kept; a retained message on a new topic beyond it is refused
     /// (MQTT 5 QoS 1/2: PUBACK/PUBREC 0x97; otherwise delivered without being retained).
     pub max_retained: usize,
@@ -241,6 +251,7 @@ impl Default for MqttSection {
             allow_anonymous: None,
             use_identity_as_username: false,
             connect_timeout: HumanDuration(Duration::from_secs(10)),
+            park_idle_after: HumanDuration(DEFAULT_PARK_IDLE_AFTER),
             max_retained: 10_000,
             max_retained_bytes: ByteSize(16 << 20),
             max_sessions: 1000,

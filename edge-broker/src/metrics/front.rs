@@ -276,6 +276,8 @@ pub struct MqttGauges {
     pub sessions: usize,
     /// Retained messages held.
     pub retained: usize,
+    /// Connections parked while idle (`mqtt::park`).
+    pub parked: usize,
 }
 
 /// Renders the families of the front ends that run (MQTT first, then NATS), each family once
@@ -384,6 +386,11 @@ pub fn render(text: &mut PromText, fronts: &[&FrontMetrics], mqtt: Option<MqttGa
             "edge_mqtt_retained_messages",
             "Retained messages held.",
             &[(&[], gauges.retained as f64)],
+        );
+        text.gauge(
+            "edge_mqtt_connections_parked",
+            "MQTT connections parked while idle (mqtt.park_idle_after): open, and counted in edge_connections, without a task of their own.",
+            &[(&[], gauges.parked as f64)],
         );
         if let Some(mqtt) = fronts.iter().find(|f| f.protocol == Protocol::Mqtt) {
             text.gauge(
@@ -497,6 +504,7 @@ mod tests {
             Some(MqttGauges {
                 sessions: 3,
                 retained: 1,
+                parked: 2,
             }),
         );
         let text = text.finish();
@@ -526,6 +534,7 @@ mod tests {
         assert!(!text.contains("protocol=\"nats\",reason=\"queue_full\""));
         assert!(text.contains("edge_connections{protocol=\"mqtt\"} 1\n"));
         assert!(text.contains("edge_mqtt_sessions 3\n"));
+        assert!(text.contains("edge_mqtt_connections_parked 2\n"));
         assert!(text.contains("edge_nats_slow_consumers_total 0\n"));
     }
 

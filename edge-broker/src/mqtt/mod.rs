@@ -11,6 +11,8 @@
 //! - [`session`]: what outlives a connection, and how its changes are recorded.
 //! - [`pace`]: a publishing connection waiting (bounded) for room in a slower QoS 0
 //!   subscriber's queue (`slow_subscriber_wait`).
+//! - [`park`]: where idle connections wait without a task (`park_idle_after`): one epoll
+//!   instance on a thread of its own, and the rules that keep a wake-up from being missed.
 //! - [`retained`]: the retained message store (bounded in count and bytes).
 //! - [`persist`]: restoring sessions and retained messages at startup, checkpoints of the
 //!   state journal ([`crate::state`]), metrics of saved state.
@@ -26,6 +28,7 @@
 pub mod connection;
 pub mod limits;
 pub mod pace;
+pub mod park;
 pub mod persist;
 pub mod retained;
 pub mod server;

@@ -16,6 +16,7 @@ use tokio_util::task::TaskTracker;
 
 use super::connection;
 use super::limits::{Limit, LimitCounters};
+use super::park::ParkingLot;
 use super::persist::StateMetrics;
 use super::retained::RetainedStore;
 use super::session::{QueueLimits, Registry, Session, SessionLog, SubscriptionRecord};
@@ -82,6 +83,8 @@ pub struct MqttServer {
     /// Set when the broker stops: every connection leaves at its loop's next turn (see
     /// [`MqttServer::stop_connections`]).
     stopping: AtomicBool,
+    /// Where idle connections wait without a task ([`super::park`]); made when serving starts.
+    parking: OnceLock<Arc<ParkingLot>>,
     /// The TLS listener's certificate (replaced by a reload).
     pub tls: crate::tls::AcceptorCell,
     /// Users, credentials, permissions and session owners (shared with NATS).
@@ -123,6 +126,7 @@ impl MqttServer {
             client_ids: AtomicU64::new(0),
             tasks: TaskTracker::new(),
             stopping: AtomicBool::new(false),
+            parking: OnceLock::new(),
             tls: crate::tls::AcceptorCell::default(),
             auth,
         });
@@ -511,6 +515,18 @@ impl MqttServer {
     /// waits for them to close and saves state. All count towards `max_connections`.
     pub async fn serve(self: Arc<Self>, listeners: Listeners, shutdown: CancellationToken) {
         let background = self.spawn_background(shutdown.clone());
+        let parking = match ParkingLot::open() {
+            Ok((lot, thread)) => {
+                let _ = self.parking.set(lot);
+                Some(thread)
+            }
+            Err(err) => {
+                tracing::warn!(
+                    "idle MQTT connections will not be parked (mqtt.park_idle_after): {err}"
+                );
+                None
+            }
+        };
         let Listeners {
             plain: listener,
             tls: tls_listener,
@@ -559,6 +575,13 @@ impl MqttServer {
         let stop = self.stop_connections_on(&shutdown);
         tokio::join!(plain, secure, websockets, secure_websockets, stop);
         let _ = background.await;
+        if let Some(thread) = parking {
+            // Every connection is closed: none is parked, none parks again.
+            if let Some(lot) = self.parking.get() {
+                lot.stop();
+            }
+            let _ = tokio::task::spawn_blocking(move || thread.join()).await;
+        }
         self.save_owners();
         if let Some(journal) = self.journal() {
             let closed = tokio::task::spawn_blocking(move || journal.close()).await;
@@ -607,11 +630,42 @@ impl MqttServer {
     /// flag is set).
     pub fn stop_connections(&self) {
         self.stopping.store(true, Ordering::SeqCst);
-        for session in self.sessions.lock().values() {
+        let sessions: Vec<Arc<Session>> = self.sessions.lock().values().cloned().collect();
+        for session in sessions {
             // Reaches the loop's `Notified` whether it waits already or not: made before the
             // loop reads the flag.
             session.wake.notify_waiters();
+            // A parked connection checked the flag under this lock before it parked.
+            let parked = session.lock().take_parked(None);
+            if let Some(parked) = parked {
+                parked.resume();
+            }
         }
+    }
+
+    /// Where idle connections park, once serving started ([`super::park`]).
+    pub fn parking(&self) -> Option<&Arc<ParkingLot>> {
+        self.parking.get()
+    }
+
+    /// Connections parked now (`edge_mqtt_connections_parked`).
+    pub fn parked(&self) -> usize {
+        self.parking.get().map_or(0, |lot| lot.len())
+    }
+
+    /// Counts a parked connection as running for the drain at stop ([`super::park`]).
+    pub fn track(&self) -> tokio_util::task::task_tracker::TaskTrackerToken {
+        self.tasks.token()
+    }
+
+    /// Runs a logged-in connection's loop (after its login, or resumed after parking) on
+    /// `runtime`, tracked like every connection task.
+    pub fn spawn_connection(
+        &self,
+        connection: impl Future<Output = ()> + Send + 'static,
+        runtime: &tokio::runtime::Handle,
+    ) {
+        self.tasks.spawn_on(connection, runtime);
     }
 
     /// Whether the broker is stopping ([`MqttServer::stop_connections`]).

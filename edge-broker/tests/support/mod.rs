@@ -133,9 +133,15 @@ impl Broker {
         }
     }
 
-    /// Bytes of one MQTT connection's task future (`connection::serve`, never polled): a
-    /// spawned task holds this much, inline, for its whole life.
+    /// Bytes of a logged-in MQTT connection's task future (`connection::serve` logs in, then
+    /// spawns the packet loop): a task holds this much, inline, for the connection's life.
     pub fn mqtt_serve_future_bytes(&self) -> usize {
+        edge_broker::mqtt::connection::serve_loop_future_bytes()
+    }
+
+    /// Bytes of an MQTT connection's login task future (`connection::serve`, never polled),
+    /// held until CONNACK.
+    pub fn mqtt_login_future_bytes(&self) -> usize {
         std::mem::size_of_val(&self.mqtt_serve(64).1)
     }
 

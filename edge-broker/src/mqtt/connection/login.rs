@@ -296,7 +296,9 @@ impl Connection {
             // 65,535 × 1,500 fits a u32.
             keep_alive_ms: NonZeroU32::new(u32::from(keep_alive) * 1500),
             last_read: Instant::now(),
-            keep_alive_timer: None,
+            stirred_ms: 0,
+            fresh: true,
+            timer: None,
             read_paused: false,
             ingest: None,
             permissions,

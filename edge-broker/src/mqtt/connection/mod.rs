@@ -17,6 +17,8 @@
 //!   QoS 2 exchange of what we deliver.
 //! - `subscribe`: SUBSCRIBE / UNSUBSCRIBE, retained messages at subscribe.
 //! - `close`: DISCONNECT, the drain, the will, detaching the session.
+//! - `idle`: parking a connection that has nothing to do, and resuming it
+//!   ([`crate::mqtt::park`]).
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -24,7 +26,6 @@ use std::num::NonZeroU32;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::Duration;
 
 use bytes::BytesMut;
 use edge_proto::mqtt::{self, MqttString, Packet, ProtocolVersion, PubComp, QoS, ReasonCode};
@@ -46,6 +47,7 @@ use inbound::Ingest;
 use login::{Arrival, read_connect};
 
 mod close;
+mod idle;
 mod inbound;
 mod login;
 mod outbound;
@@ -90,7 +92,8 @@ struct TopicAliases {
     outbound: HashMap<String, u16>,
 }
 
-/// Serves one client connection (plain TCP, TLS or a WebSocket's pipe) until it ends.
+/// Logs one client connection (plain TCP, TLS or a WebSocket's pipe) in, then serves it in a
+/// task of its own (tracked by the server) until it ends; this future ends after the login.
 ///
 /// Until it has logged in, the connection holds only its `pending` place: it may buffer a
 /// CONNECT of at most `mqtt.max_connect_size` and must send it within `mqtt.connect_timeout`;
@@ -104,8 +107,8 @@ pub fn serve(
     certificate: Option<crate::auth::PeerCertificate>,
 ) -> impl Future<Output = ()> + Send + 'static {
     // An `async fn` keeps its arguments for its whole life (beside the locals they are moved
-    // into): ~150 bytes of every idle connection's task for what only the login uses. Boxed,
-    // they cost a pointer there, and the box is freed when they are taken out.
+    // into): ~150 bytes more of every login's task. Boxed, they cost a pointer there, and
+    // the box is freed when they are taken out.
     serve_arrival(Box::new(Arriving {
         server,
         stream,
@@ -127,18 +130,34 @@ struct Arriving {
 }
 
 async fn serve_arrival(arriving: Box<Arriving>) {
-    // Boxed: the CONNECT wait and the login last only until CONNACK, while a task is
-    // allocated at the size of its largest state for its whole life.
-    // (Bound first: a temporary in an `if let` scrutinee would live, and keep the login's
-    // box, until the connection ends.)
-    let connection = Box::pin(log_in(arriving)).await;
-    let Some(mut connection) = connection else {
+    let Some(connection) = log_in(arriving).await else {
         return;
     };
-    // The loop is here, not in a method of its own: each `async fn` level keeps its own
-    // copies of the pointers it was given (~50 bytes of every idle connection's task).
-    // One reference of its own to the session, for the connection's life: each turn's wait
-    // on the session's `wake` borrows it while the turn polls the connection.
+    // The loop in a task of its own, which is all a logged-in client holds of a task for
+    // its connection's life (a resumed connection's task runs the same loop): a task is
+    // allocated at the size of its future's largest state, and the login's states, or even
+    // a level of `async fn` around the loop, would size it.
+    let server = Arc::clone(&connection.server);
+    server.spawn_connection(
+        serve_logged_in(connection),
+        &tokio::runtime::Handle::current(),
+    );
+}
+
+/// Bytes of the future of a logged-in connection's task (the packet loop): a task holds
+/// this much inline for the connection's life (`tests/mqtt_connection.rs` keeps it small).
+pub fn serve_loop_future_bytes() -> usize {
+    fn size_of_future<F: Future>(_: fn(Box<Connection>) -> F) -> usize {
+        std::mem::size_of::<F>()
+    }
+    size_of_future(serve_logged_in)
+}
+
+/// The packet loop of a logged-in connection, until it ends or parks ([`idle`]); a resumed
+/// connection's task runs it again.
+async fn serve_logged_in(mut connection: Box<Connection>) {
+    // One reference of its own to the session, for the loop's life: each turn's wait on the
+    // session's `wake` borrows it while the turn polls the connection.
     let session = Arc::clone(&connection.session);
     let exit = loop {
         let turn = match connection.prepare_turn() {
@@ -158,8 +177,15 @@ async fn serve_arrival(arriving: Box<Arriving>) {
             let this = &mut *connection;
             std::future::poll_fn(move |cx| this.poll_turn(cx, woken.as_mut(), turn)).await
         };
+        let idle = matches!(event, Event::Idle);
         if let Err(exit) = connection.on_event(event) {
             break exit;
+        }
+        if idle {
+            match connection.park() {
+                Ok(()) => return,
+                Err(back) => connection = back,
+            }
         }
     };
     drop(session);
@@ -272,10 +298,18 @@ struct Connection {
     /// an `Option<Duration>` took 16 bytes); `None`: none.
     keep_alive_ms: Option<NonZeroU32>,
     last_read: Instant,
-    /// The keep-alive timer, made at the first wait with keep alive and moved (`reset`) when
-    /// the deadline moves: boxed, the serve future holds a pointer instead of a `Sleep` (most
-    /// of its size) for clients without keep alive, and no loop turn makes a new timer.
-    keep_alive_timer: Option<Pin<Box<Sleep>>>,
+    /// When the connection last had something to do, in milliseconds after `last_read`
+    /// (a `u32`, not a second `Instant`: 16 bytes): it is parked `park_idle_after` later.
+    stirred_ms: u32,
+    /// The client sent nothing since its CONNECT and got no delivery: the connection parks as
+    /// soon as it has nothing to do (a device that connects and reports now and then, every
+    /// device after a reconnection storm), not `park_idle_after` later. (In the padding
+    /// `stirred_ms` left.)
+    fresh: bool,
+    /// The keep-alive and parking timer ([`poll_timer`]), made at the first wait with a
+    /// deadline and dropped when the connection parks: boxed, the serve future holds a
+    /// pointer instead of a `Sleep` (most of its size), and no loop turn makes a new timer.
+    timer: Option<Pin<Box<Sleep>>>,
     read_paused: bool,
     /// The publishes on their way to the log and the acks owed (boxed: the connection future
     /// holds the connection several times over, ~900 bytes per idle client inline).
@@ -353,14 +387,17 @@ impl Connection {
                 READ_BUFFER.prepare(&mut self.inbuf, self.read_burst);
             }
         }
-        Ok(Turn {
+        let mut turn = Turn {
             pacing,
             ingest: self.ingest.as_deref().is_some_and(Ingest::is_busy) && !pacing,
             gate: self.gate.is_some(),
             write: !self.outbuf.is_empty() && self.gate.is_none(),
             read,
             keep_alive: !log_paused,
-        })
+            park: false,
+        };
+        turn.park = self.may_park(&turn);
+        Ok(turn)
     }
 
     /// Polls what `turn` waits for, in this order (the first ready one ends the turn):
@@ -411,18 +448,40 @@ impl Connection {
         if woken.poll(cx).is_ready() {
             return Poll::Ready(Event::Woken);
         }
-        let deadline = self
-            .keep_alive_ms
-            .filter(|_| turn.keep_alive)
-            .map(|ms| self.last_read + Duration::from_millis(u64::from(ms.get())));
-        if poll_keep_alive(&mut self.keep_alive_timer, deadline, cx).is_ready() {
-            return Poll::Ready(Event::KeepAliveExpired);
+        let keep_alive = self.keep_alive_deadline().filter(|_| turn.keep_alive);
+        if turn.park && self.fresh && keep_alive.is_none_or(|at| at > Instant::now()) {
+            // Without a timer: most idle clients never need one.
+            return Poll::Ready(Event::Idle);
+        }
+        let park = self.park_deadline().filter(|_| turn.park);
+        let deadline = match (keep_alive, park) {
+            (Some(k), Some(p)) => Some(k.min(p)),
+            (k, p) => k.or(p),
+        };
+        if poll_timer(&mut self.timer, deadline, cx).is_ready() {
+            // The earlier of the two passed (the keep alive when both did).
+            return Poll::Ready(if keep_alive == deadline {
+                Event::KeepAliveExpired
+            } else {
+                Event::Idle
+            });
         }
         Poll::Pending
     }
 
     /// What a turn's wait ended with.
     fn on_event(&mut self, event: Event) -> Result<(), Exit> {
+        if !matches!(
+            event,
+            Event::Idle | Event::KeepAliveExpired | Event::Read(_)
+        ) {
+            self.stir();
+        }
+        if matches!(event, Event::Woken | Event::Ingest | Event::Paced) {
+            // A delivery, or the client's publishes (read already): no longer fresh. Its own
+            // CONNACK written, or a state change made durable, leaves it fresh.
+            self.fresh = false;
+        }
         match event {
             Event::Paced => {
                 if let Some(pace) = &mut self.pace {
@@ -438,12 +497,14 @@ impl Connection {
             }
             Event::Durable(Ok(())) => self.gate = None,
             Event::Written(Err(err)) => return Err(Exit::Closed(format!("write failed: {err}"))),
-            Event::Written(Ok(())) | Event::Woken => {}
+            Event::Written(Ok(())) | Event::Woken | Event::Idle => {}
             Event::Read(Ok((0, _))) => {
                 return Err(Exit::Closed("connection closed by client".to_owned()));
             }
             Event::Read(Ok((n, room))) => {
                 self.last_read = Instant::now();
+                self.stirred_ms = 0;
+                self.fresh = false;
                 self.read_burst = READ_BUFFER.is_burst(n, room);
             }
             Event::Read(Err(err)) => return Err(Exit::Closed(format!("read failed: {err}"))),
@@ -556,6 +617,9 @@ struct Turn {
     read: bool,
     /// The keep-alive deadline runs (not while the log holds input back).
     keep_alive: bool,
+    /// Nothing is in flight on the connection's side: it parks once idle long enough
+    /// ([`idle`]).
+    park: bool,
 }
 
 /// What ended a turn's wait ([`Connection::poll_turn`]).
@@ -568,6 +632,8 @@ enum Event {
     Read(std::io::Result<(usize, usize)>),
     Woken,
     KeepAliveExpired,
+    /// Idle for `mqtt.park_idle_after` with nothing in flight: the connection parks.
+    Idle,
 }
 
 /// A state change the output waits for, and the wait for it.
@@ -608,8 +674,12 @@ fn give_back_small(outbuf: &mut BytesMut) {
     }
 }
 
-/// Ready when `deadline` passes (never without one), on the connection's one timer.
-fn poll_keep_alive(
+/// Ready when `deadline` passes (never without one), on the connection's one timer (keep
+/// alive and parking). The deadline moves later with almost every event of a busy
+/// connection (parking counts from its last one): the timer is moved only when the deadline
+/// comes earlier, or when it fires before the deadline, once per quiet spell instead of once
+/// per event (moving a timer takes a lock of the runtime's timer wheel).
+fn poll_timer(
     timer: &mut Option<Pin<Box<Sleep>>>,
     deadline: Option<Instant>,
     cx: &mut Context<'_>,
@@ -618,10 +688,17 @@ fn poll_keep_alive(
         return Poll::Pending;
     };
     let timer = timer.get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
-    if timer.deadline() != deadline {
+    if deadline < timer.deadline() {
         timer.as_mut().reset(deadline);
     }
-    timer.as_mut().poll(cx)
+    while timer.as_mut().poll(cx).is_ready() {
+        if timer.deadline() >= deadline {
+            return Poll::Ready(());
+        }
+        // Fired at an earlier deadline that has since moved: wait for the real one.
+        timer.as_mut().reset(deadline);
+    }
+    Poll::Pending
 }
 
 #[cfg(test)]
@@ -655,6 +732,49 @@ mod tests {
         assert_eq!(&partly[..], &[0x00, 0x00]);
     }
 
+    /// The one timer fires at the deadline it is asked for: at the earliest when the deadline
+    /// comes earlier, not at an earlier deadline that moved later (it is moved lazily), and
+    /// never without one.
+    #[tokio::test(start_paused = true)]
+    async fn the_timer_fires_at_the_deadline_it_is_asked_for_now() {
+        use std::task::{Context, Poll, Waker};
+        use std::time::Duration;
+        use tokio::time::{Instant, advance};
+
+        let mut cx = Context::from_waker(Waker::noop());
+        let mut timer = None;
+        let start = Instant::now();
+        let at = |ms| Some(start + Duration::from_millis(ms));
+        assert!(super::poll_timer(&mut timer, None, &mut cx).is_pending());
+        assert!(timer.is_none(), "no deadline, no timer");
+        assert!(super::poll_timer(&mut timer, at(100), &mut cx).is_pending());
+        // Moved later: the timer keeps its earlier deadline, and firing there is not enough.
+        assert!(super::poll_timer(&mut timer, at(300), &mut cx).is_pending());
+        advance(Duration::from_millis(150)).await;
+        assert_eq!(
+            super::poll_timer(&mut timer, at(300), &mut cx),
+            Poll::Pending
+        );
+        advance(Duration::from_millis(140)).await;
+        assert_eq!(
+            super::poll_timer(&mut timer, at(300), &mut cx),
+            Poll::Pending
+        );
+        advance(Duration::from_millis(20)).await;
+        assert_eq!(
+            super::poll_timer(&mut timer, at(300), &mut cx),
+            Poll::Ready(())
+        );
+        // Moved earlier: it fires there.
+        assert!(super::poll_timer(&mut timer, at(1000), &mut cx).is_pending());
+        assert!(super::poll_timer(&mut timer, at(400), &mut cx).is_pending());
+        advance(Duration::from_millis(100)).await;
+        assert_eq!(
+            super::poll_timer(&mut timer, at(400), &mut cx),
+            Poll::Ready(())
+        );
+    }
+
     /// Every logged-in client holds one boxed `Connection` for its whole life (10,000 idle
     /// clients: 10,000 of them). What most clients never use is boxed (the will, the ingest
     /// queue, topic aliases, pacing): with the will inline it was 656 bytes; 464 with the
@@ -666,10 +786,11 @@ mod tests {
     /// one stream instead of two halves (two fat pointers): a chunk of 368. 328 with the
     /// seat's source address as bytes (a `u128` aligned the seat and the connection to 16),
     /// the keep alive in a `u32` of milliseconds and the QoS 2 answers counted in a `u32`: a
-    /// chunk of 336.
+    /// chunk of 336. 336 with when it last had something to do (`stirred_ms` and `fresh`, for
+    /// parking, which saves far more: the task, the timer and the socket's registration).
     #[test]
     fn a_connection_holds_what_an_idle_client_needs_inline_only() {
-        const CONNECTION_MAX: usize = 328;
+        const CONNECTION_MAX: usize = 336;
         let size = std::mem::size_of::<super::Connection>();
         eprintln!("Connection: {size} bytes");
         assert!(size <= CONNECTION_MAX, "Connection: {size} bytes");

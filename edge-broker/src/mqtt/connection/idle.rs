@@ -1,0 +1,153 @@
+//! Parking a connection that has nothing to do, and resuming it ([`crate::mqtt::park`]): when
+//! it may park, what it gives up (its task, its timer, its socket's registration with the
+//! reactor, its buffers) and how it gets them back.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::BytesMut;
+use tokio::net::TcpStream;
+use tokio::time::Instant;
+
+use super::inbound::Ingest;
+use super::{Connection, Turn, serve_logged_in};
+use crate::listener::Unplugged;
+use crate::mqtt::park::Parking;
+use crate::mqtt::session::Resume;
+
+impl Connection {
+    /// Whether this turn may end in parking, once the connection was idle long enough:
+    /// parking is on, the stream is plain TCP, and nothing is in flight on its side (input
+    /// read and not handled, output, a publish on its way to the log or an answer owed, a
+    /// state change or room awaited). What its session holds is checked when it parks.
+    pub(super) fn may_park(&self, turn: &Turn) -> bool {
+        !self.settings.park_idle_after.0.is_zero()
+            && turn.read
+            && !(turn.write || turn.gate || turn.pacing || turn.ingest)
+            && self.inbuf.is_empty()
+            && self.outbuf.is_empty()
+            && self.qos2_answers == 0
+            && self.ingest.as_deref().is_none_or(Ingest::is_settled)
+            && self.stream.is_tcp()
+    }
+
+    /// When the connection parks if nothing happens before (`None`: parking is off).
+    pub(super) fn park_deadline(&self) -> Option<Instant> {
+        let after = self.settings.park_idle_after.0;
+        (!after.is_zero())
+            .then(|| self.last_read + Duration::from_millis(u64::from(self.stirred_ms)) + after)
+    }
+
+    /// When its client's keep alive runs out, if it has one (nothing moves it while the
+    /// connection is parked).
+    pub(super) fn keep_alive_deadline(&self) -> Option<Instant> {
+        self.keep_alive_ms
+            .map(|ms| self.last_read + Duration::from_millis(u64::from(ms.get())))
+    }
+
+    /// Notes that the connection had something to do now (parking counts from here).
+    pub(super) fn stir(&mut self) {
+        if self.settings.park_idle_after.0.is_zero() {
+            return;
+        }
+        let now = Instant::now();
+        match u32::try_from(now.duration_since(self.last_read).as_millis()) {
+            Ok(ms) => self.stirred_ms = ms,
+            // 49 days without a byte from the client: only one without keep alive, for which
+            // `last_read` counts for nothing else.
+            Err(_) => {
+                self.last_read = now;
+                self.stirred_ms = 0;
+            }
+        }
+    }
+
+    /// Parks the connection (its task ends here), or hands it back to go on serving: its
+    /// session got a delivery, it was taken over or the broker stops (all checked under the
+    /// session's lock), or the socket could not be watched.
+    pub(super) fn park(mut self: Box<Self>) -> Result<(), Box<Self>> {
+        let lot = self.server.parking().map(Arc::clone);
+        let Some(lot) = lot.filter(|_| self.stream.is_tcp()) else {
+            self.stir();
+            return Err(self);
+        };
+        let stream = std::mem::replace(&mut self.stream, Box::new(Unplugged));
+        let socket = match stream.into_tcp().map(TcpStream::into_std) {
+            Some(Ok(socket)) => socket,
+            other => {
+                // Out of the reactor, but broken: the connection's next read fails and it
+                // closes as any connection whose socket failed.
+                if let Some(Err(err)) = other {
+                    tracing::warn!(client_id = %self.session.client_id, "parking a connection: {err}");
+                }
+                return Err(self);
+            }
+        };
+        self.timer = None;
+        self.inbuf = BytesMut::new();
+        self.outbuf = BytesMut::new();
+        self.read_burst = false;
+        let deadline = self.keep_alive_deadline();
+        let (session, server, generation) = (
+            Arc::clone(&self.session),
+            Arc::clone(&self.server),
+            self.generation,
+        );
+        let parking = Parking {
+            session: Arc::clone(&session),
+            socket,
+            deadline,
+            tracked: server.track(),
+            connection: self,
+        };
+        let parked = lot.park(parking, |state| {
+            state.queue.is_empty() && !session.is_kicked(generation) && !server.is_stopping()
+        });
+        match parked {
+            Ok(()) => Ok(()),
+            Err(Parking {
+                socket,
+                mut connection,
+                ..
+            }) => {
+                connection.plug(socket);
+                connection.stir();
+                Err(connection)
+            }
+        }
+    }
+
+    /// Puts `socket` back into the reactor as the connection's stream (on failure the stream
+    /// stays unplugged: the next read fails and the connection closes).
+    fn plug(&mut self, socket: std::net::TcpStream) {
+        match TcpStream::from_std(socket) {
+            Ok(stream) => self.stream = Box::new(stream),
+            Err(err) => {
+                tracing::warn!(client_id = %self.session.client_id, "resuming a parked connection: {err}");
+            }
+        }
+    }
+}
+
+impl Resume for Connection {
+    fn resume(mut self: Box<Self>, token: u64, socket: std::net::TcpStream) {
+        let server = Arc::clone(&self.server);
+        let Some(lot) = server.parking() else {
+            // Unreachable: only the lot parks, and it is never unset.
+            tracing::error!(client_id = %self.session.client_id, "a parked connection without its lot: closed");
+            return;
+        };
+        lot.unwatch(token, &socket, self.keep_alive_deadline());
+        let runtime = lot.runtime();
+        {
+            // A waker may be on a thread outside the runtime (the log's writer).
+            let _entered = runtime.enter();
+            self.plug(socket);
+        }
+        // Woken for something: it is not idle now, whatever it was woken for (and no longer
+        // fresh: one woken at its keep-alive deadline must find it passed, not park again).
+        self.stir();
+        self.fresh = false;
+        server.spawn_connection(serve_logged_in(self), runtime);
+    }
+}
