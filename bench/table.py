@@ -165,25 +165,35 @@ def main():
             "≤ Mosquitto" + ("" if n >= 10000 else " (at 10,000)"),
             all(e <= m for e, m in zip(eb, mb)) if n >= 10000 else None)
 
-    # Kafka
-    raw = one("kafka", "raw", "rec_s")
-    if raw:
-        drain = one("kafka", "after/drain", "rec_s")
-        around = one("kafka", "after/drain-ceiling", "rec_s")
-        rec = one("kafka", "after/drain-reconnect", "s")
+    # Kafka: per round (tag "rN"), each rate against librdkafka's ceiling of the same round.
+    if get("kafka", "raw", "rec_s"):
+        drain = per_round("kafka", "after/drain", "after/drain-ceiling", "rec_s")
         if drain:
+            rec = vals("kafka", "after/drain-reconnect", "s", fmt="{:.2f}")
             add("Kafka: drain of the backlog after an outage, whole (incl. reconnection), rec/s",
-                f"{drain:,.0f} (first ack {rec:.2f} s after Kafka is up)",
-                f"librdkafka raw produce around it: {around:,.0f}", f"{drain / around:.2f}×",
-                "≥ 1.0×", drain >= around)
-        e2e = one("kafka", "after/e2e-always", "rec_s")
-        naive = one("kafka", "naive", "rec_s")
+                f"{vals('kafka', 'after/drain', 'rec_s')} (first ack {rec} s after Kafka is up)",
+                "librdkafka raw produce around it: " + vals("kafka", "after/drain-ceiling", "rec_s"),
+                spread(drain), "≥ 1.0×", min(drain) >= 1.0)
+            # Our records carry a key and four edge-* headers (gateway id, log offset, ...):
+            # librdkafka producing records of that shape, measured at the start of each round.
+            shaped = per_round("kafka", "after/drain", "raw-shaped", "rec_s")
+            if shaped:
+                add("Kafka drain vs librdkafka producing records of the same shape (key + 4 headers)",
+                    "(same)", "librdkafka, same shape: " + vals("kafka", "raw-shaped", "rec_s"),
+                    spread(shaped), "", None)
+        e2e = per_round("kafka", "after/e2e-always", "raw", "rec_s")
         if e2e:
-            add("MQTT → Kafka end to end, fsync=always, rec/s", f"{e2e:,.0f}",
-                f"librdkafka raw produce: {raw:,.0f}", f"{e2e / raw:.2f}×", "≥ 0.5×", e2e >= 0.5 * raw)
+            add("MQTT → Kafka end to end, fsync=always, rec/s", vals("kafka", "after/e2e-always", "rec_s"),
+                "librdkafka raw produce: " + vals("kafka", "raw", "rec_s"), spread(e2e), "≥ 0.5×",
+                min(e2e) >= 0.5)
+            naive = one("kafka", "naive", "rec_s")
             if naive:
-                add("MQTT → Kafka end to end vs the naive pipeline", f"{e2e:,.0f}",
-                    f"mosquitto + paho → confluent-kafka: {naive:,.0f}", f"{e2e / naive:.1f}×", "", None)
+                runs = list(get("kafka", "after/e2e-always", "rec_s").values())
+                e = statistics.median(runs)
+                add("MQTT → Kafka end to end vs the naive pipeline",
+                    f"{e:,.0f}" + (" (median)" if len(runs) > 1 else ""),
+                    f"mosquitto + paho → confluent-kafka: {naive:,.0f} (one run)", f"{e / naive:.1f}×",
+                    "", None)
 
     # Flash
     policies = [("always", "fsync=always"), ("always-prealloc", "fsync=always, preallocate"),

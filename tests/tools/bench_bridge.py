@@ -216,6 +216,7 @@ def main():
                     help="which of e2e,drain,naive to run (the ceiling always runs)")
     ap.add_argument("--compression", default="lz4")
     ap.add_argument("--results", help="append the headline numbers here as JSON lines")
+    ap.add_argument("--tag", default="", help="the round these --results belong to (e.g. r2)")
     ap.add_argument("--delivery", default="at_least_once",
                     help="comma-separated [kafka] delivery modes measured side by side")
     ap.add_argument("--blast", default=os.path.join(HERE, "..", "..", "target", "release",
@@ -318,7 +319,7 @@ def main():
             values.append(("naive", "rec_s", naive_rate))
         with open(args.results, "a") as f:
             for row, metric, value in values:
-                f.write(json.dumps({"bench": "kafka", "tag": "", "row": row, "metric": metric,
+                f.write(json.dumps({"bench": "kafka", "tag": args.tag, "row": row, "metric": metric,
                                     "value": value}) + "\n")
     return 0
 
