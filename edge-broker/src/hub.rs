@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use edge_proto::mqtt::QoS;
+use edge_proto::mqtt::{QoS, topic};
 use parking_lot::RwLock;
 use tokio::sync::Notify;
 use tokio::time::Instant;
@@ -452,9 +452,9 @@ fn with_levels<R>(topic: &str, f: impl FnOnce(&[&str]) -> R) -> R {
     const ON_STACK: usize = 16;
     let mut stack = [""; ON_STACK];
     let mut n = 0;
-    for level in topic.split('/') {
+    for level in topic::levels(topic) {
         if n == ON_STACK {
-            let levels: Vec<&str> = topic.split('/').collect();
+            let levels: Vec<&str> = topic::levels(topic).collect();
             return f(&levels);
         }
         stack[n] = level;

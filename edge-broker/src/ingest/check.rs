@@ -68,10 +68,10 @@ pub fn check_publish(publisher: &mut Publisher<'_>, topic: &str) -> Result<(), D
 /// name it sees again; rule 2 ([`check_permitted`]) must still be asked every time.
 pub fn check_reserved(source: Source, topic: &str) -> Result<(), Denied> {
     let separator = match source {
-        Source::Mqtt => '/',
-        Source::Nats => '.',
+        Source::Mqtt => b'/',
+        Source::Nats => b'.',
     };
-    let first_level = topic.split(separator).next().unwrap_or(topic);
+    let first_level = topic::before(topic, separator);
     if !topic::client_may_publish(first_level) {
         return Err(Denied::ReservedTopic {
             topic: topic.to_owned(),
