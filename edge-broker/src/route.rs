@@ -24,6 +24,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use bytes::Bytes;
 use parking_lot::RwLock;
+use smallvec::SmallVec;
 use thiserror::Error;
 
 use edge_log::{Destination, Record, Source};
@@ -373,9 +374,12 @@ impl Route {
         node_id: &str,
     ) -> Destination {
         let key = self.key.as_ref().map(|template| {
-            let mut out = Vec::with_capacity(32);
+            // Rendered on the stack and copied once: one allocation per routed publish, where
+            // a `Vec` turned into `Bytes` costs two (`Bytes::from` allocates a shared header
+            // when the `Vec` has spare capacity).
+            let mut out = SmallVec::<[u8; 64]>::new();
             template.render(source, topic, client_id, node_id, &mut out);
-            Bytes::from(out)
+            Bytes::copy_from_slice(&out)
         });
         Destination {
             topic: Arc::clone(&self.kafka_topic),
@@ -494,7 +498,7 @@ impl KeyTemplate {
         topic: &str,
         client_id: &str,
         node_id: &str,
-        out: &mut Vec<u8>,
+        out: &mut impl KeyBuffer,
     ) {
         let sep = match source {
             Source::Mqtt => b'/',
@@ -502,18 +506,36 @@ impl KeyTemplate {
         };
         for part in &self.parts {
             match part {
-                KeyPart::Literal(s) => out.extend_from_slice(s.as_bytes()),
+                KeyPart::Literal(s) => out.put(s.as_bytes()),
                 KeyPart::TopicLevel(n) => {
                     // Split on the byte: the separators are ASCII, and a byte loop is several
                     // times cheaper than `str::split(char)` on short topics (hot: per record).
                     if let Some(level) = topic.as_bytes().split(|b| *b == sep).nth(*n) {
-                        out.extend_from_slice(level);
+                        out.put(level);
                     }
                 }
-                KeyPart::ClientId => out.extend_from_slice(client_id.as_bytes()),
-                KeyPart::NodeId => out.extend_from_slice(node_id.as_bytes()),
+                KeyPart::ClientId => out.put(client_id.as_bytes()),
+                KeyPart::NodeId => out.put(node_id.as_bytes()),
             }
         }
+    }
+}
+
+/// Where a key is rendered: the forwarder's reused `Vec`, or a stack buffer at ingest.
+pub trait KeyBuffer {
+    /// Appends `bytes`.
+    fn put(&mut self, bytes: &[u8]);
+}
+
+impl KeyBuffer for Vec<u8> {
+    fn put(&mut self, bytes: &[u8]) {
+        self.extend_from_slice(bytes);
+    }
+}
+
+impl KeyBuffer for SmallVec<[u8; 64]> {
+    fn put(&mut self, bytes: &[u8]) {
+        self.extend_from_slice(bytes);
     }
 }
 
@@ -852,6 +874,25 @@ mod tests {
         assert_eq!(key, b"dev1");
         assert!(!mqtt("a").render_key(Source::Mqtt, "a", "c", "n", &mut key));
         assert!(key.is_empty());
+        // The stored key (rendered on the stack) is the forwarder's, below and above the
+        // stack buffer's 64 bytes.
+        let r = Route::compile(
+            1,
+            &RouteConfig {
+                mqtt: Some("#".into()),
+                kafka_topic: "t".into(),
+                key: Some("{node.id}:{topic.2}:{client_id}".into()),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        for level in ["d", &"é".repeat(40)] {
+            let topic = format!("s/{level}/t");
+            let stored = r.destination(Source::Mqtt, &topic, "c9", "gw").key.unwrap();
+            assert!(r.render_key(Source::Mqtt, &topic, "c9", "gw", &mut key));
+            assert_eq!(stored.as_ref(), key.as_slice());
+            assert_eq!(stored.as_ref(), format!("gw:{level}:c9").as_bytes());
+        }
     }
 
     #[test]
