@@ -428,7 +428,7 @@ fn check_costs() {
         .iter()
         .map(|t| {
             std::sync::Arc::new(edge_broker::message::Message {
-                topic: t.clone(),
+                topic: t.as_str().into(),
                 payload: bytes::Bytes::from_static(&PAYLOAD),
                 qos: edge_proto::mqtt::QoS::AtMostOnce,
                 retain: false,

@@ -1,5 +1,6 @@
 //! The protocol-neutral application message that travels from a publisher to subscribers.
 
+use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
@@ -35,8 +36,8 @@ pub struct MessageProperties {
 /// An application message, shared by reference between all its deliveries.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Message {
-    /// Topic in MQTT form (`a/b/c`).
-    pub topic: String,
+    /// Topic in MQTT form (`a/b/c`); shared with the record a routed publish is stored as.
+    pub topic: Arc<str>,
     /// Payload.
     pub payload: Bytes,
     /// QoS it was published with.

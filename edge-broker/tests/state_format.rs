@@ -293,7 +293,7 @@ fn the_checked_in_journal_replays_to_its_state() {
     let queue: Vec<_> = fresh
         .queue
         .iter()
-        .map(|d| d.message.topic.clone())
+        .map(|d| d.message.topic.to_string())
         .collect();
     assert_eq!(queue, ["t/x", "sensors/gw1/temperature"]);
     assert_eq!(fresh.inflight.keys().collect::<Vec<_>>(), [&9]);
@@ -333,7 +333,7 @@ fn the_first_release_snapshot_files_migrate_whole() {
     let queued: Vec<_> = s311
         .queue
         .iter()
-        .map(|d| (d.message.topic.as_str(), d.message.payload.clone(), d.qos))
+        .map(|d| (&*d.message.topic, d.message.payload.clone(), d.qos))
         .collect();
     assert_eq!(
         queued,
@@ -369,7 +369,7 @@ fn the_first_release_snapshot_files_migrate_whole() {
         .values()
         .map(|m| {
             (
-                m.topic.as_str(),
+                &*m.topic,
                 m.payload.clone(),
                 m.properties.user_properties.clone(),
             )

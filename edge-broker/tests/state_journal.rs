@@ -177,7 +177,7 @@ fn messages() -> Vec<Arc<Message>> {
     (0..MESSAGES)
         .map(|i| {
             Arc::new(Message {
-                topic: format!("t/{}", i % 3),
+                topic: format!("t/{}", i % 3).into(),
                 payload: Bytes::from(vec![i; 1 + usize::from(i) * 50]),
                 qos: QoS::AtLeastOnce,
                 retain: false,
@@ -378,14 +378,14 @@ impl Process {
                 let msg = Arc::clone(&self.messages[usize::from(*m)]);
                 self.model
                     .retained
-                    .insert(msg.topic.clone(), Arc::clone(&msg));
+                    .insert(msg.topic.to_string(), Arc::clone(&msg));
                 self.journal.append(|enc| {
                     let id = enc.message(&msg);
                     enc.record(&Record::RetainSet { id });
                 });
             }
             Op::RetainClear(m) => {
-                let topic = self.messages[usize::from(*m)].topic.clone();
+                let topic = self.messages[usize::from(*m)].topic.to_string();
                 if self.model.retained.remove(&topic).is_some() {
                     self.journal
                         .append(|enc| enc.record(&Record::RetainClear { topic }));

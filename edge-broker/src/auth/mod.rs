@@ -719,7 +719,7 @@ impl GuardedMailbox {
             VERDICT_FILTERED => {
                 let mut guard = self.rules.lock().unwrap_or_else(|p| p.into_inner());
                 let (rules, cache) = &mut *guard;
-                let topic = delivery.message.topic.as_str();
+                let topic: &str = &delivery.message.topic;
                 match cache.get(topic) {
                     Some(allowed) => allowed,
                     None => {

@@ -14,7 +14,7 @@ pub fn mqtt(message: &Message, client_id: Arc<str>, destination: Destination) ->
     NewRecord {
         timestamp_ms: message.received_ms,
         source: Source::Mqtt,
-        topic: message.topic.as_str().into(),
+        topic: Arc::clone(&message.topic),
         client_id,
         destination,
         headers: message

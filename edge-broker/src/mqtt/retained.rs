@@ -132,12 +132,12 @@ impl RetainedStore {
         let journal = self.journal().filter(|_| !server);
         let mut stored = self.lock();
         if message.payload.is_empty() {
-            if let Some(old) = stored.messages.remove(&message.topic) {
+            if let Some(old) = stored.messages.remove(&*message.topic) {
                 Self::forget(&mut stored, &old);
                 if let Some(journal) = &journal {
                     journal.append(|enc| {
                         enc.record(&Record::RetainClear {
-                            topic: message.topic.clone(),
+                            topic: message.topic.to_string(),
                         })
                     });
                 }
@@ -159,7 +159,7 @@ impl RetainedStore {
         }
         if let Some(old) = stored
             .messages
-            .insert(message.topic.clone(), Arc::clone(message))
+            .insert(message.topic.to_string(), Arc::clone(message))
         {
             Self::forget(&mut stored, &old);
         }
@@ -257,7 +257,7 @@ impl RetainedStore {
                 add,
             ) {
                 Ok(()) => {
-                    if let Some(old) = stored.messages.insert(message.topic.clone(), message) {
+                    if let Some(old) = stored.messages.insert(message.topic.to_string(), message) {
                         stored.bytes -= weight(&old);
                     }
                     stored.bytes += add;

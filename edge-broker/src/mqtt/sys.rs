@@ -237,7 +237,7 @@ impl SysTree {
 /// unchanged value vanishes for new subscribers a minute later; ours stays until replaced).
 pub fn message(topic: String, payload: String) -> Arc<Message> {
     Arc::new(Message {
-        topic,
+        topic: topic.into(),
         payload: Bytes::from(payload),
         qos: QoS::AtMostOnce,
         retain: true,

@@ -213,7 +213,7 @@ pub fn nats_message_at(
     let topic = subject::nats_subject_to_mqtt_topic(nats_subject).ok()?;
     let response_topic = reply.and_then(|r| subject::nats_subject_to_mqtt_topic(r).ok());
     Some(Arc::new(Message {
-        topic,
+        topic: topic.into(),
         payload,
         qos,
         retain: false,
@@ -285,7 +285,7 @@ mod tests {
             QoS::AtMostOnce,
         )
         .unwrap();
-        assert_eq!(m.topic, "a/b.c");
+        assert_eq!(&*m.topic, "a/b.c");
         assert_eq!(m.properties.response_topic.as_deref(), Some("_INBOX/x/1"));
         assert_eq!(m.properties.user_properties, vec![("k".into(), "v".into())]);
         assert!(

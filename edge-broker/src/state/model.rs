@@ -176,7 +176,7 @@ impl StateModel {
             Record::RetainSet { id } => match self.messages.get(&id) {
                 Some(message) => {
                     self.retained
-                        .insert(message.topic.clone(), Arc::clone(message));
+                        .insert(message.topic.to_string(), Arc::clone(message));
                 }
                 None => self.skipped += 1,
             },

@@ -271,7 +271,7 @@ impl From<&Message> for StoredMessage {
     fn from(m: &Message) -> Self {
         let p = &m.properties;
         StoredMessage {
-            topic: m.topic.clone(),
+            topic: m.topic.to_string(),
             payload: m.payload.clone(),
             qos: m.qos,
             retain: m.retain,
@@ -296,7 +296,7 @@ impl From<StoredMessage> for Message {
     fn from(m: StoredMessage) -> Self {
         let p = m.properties;
         Message {
-            topic: m.topic,
+            topic: m.topic.into(),
             payload: m.payload,
             qos: m.qos,
             retain: m.retain,

@@ -147,10 +147,14 @@ impl Connection {
                 aliases.inbound.insert(alias, publish.topic.clone());
             }
         }
-        if let Err(err) = topic::validate_name(publish.topic.as_str()) {
+        // The topic as `&str` once: `MqttString::as_str` checks its UTF-8 again on every call
+        // (~130 instructions for a 20-byte topic). The message and, if routed, its record
+        // share this one copy.
+        let topic_name: Arc<str> = publish.topic.as_str().into();
+        if let Err(err) = topic::validate_name(&topic_name) {
             return Err(Exit::Violation(
                 ReasonCode::TopicNameInvalid,
-                format!("invalid topic {:?}: {err}", publish.topic.as_str()),
+                format!("invalid topic {topic_name:?}: {err}"),
             ));
         }
         let packet_id = publish.packet_id;
@@ -159,7 +163,7 @@ impl Connection {
             client_id: &self.session.client_id,
             permissions: Some(&mut self.permissions),
         };
-        if let Err(denied) = ingest::check_publish(&mut publisher, publish.topic.as_str()) {
+        if let Err(denied) = ingest::check_publish(&mut publisher, &topic_name) {
             // As Mosquitto: acknowledged (v5 with "Not authorized"), neither stored nor
             // delivered; the connection stays.
             metrics.denied(&denied);
@@ -196,7 +200,7 @@ impl Connection {
             return Ok(());
         }
         let mut message = Message {
-            topic: publish.topic.as_str().to_owned(),
+            topic: topic_name,
             payload: publish.payload,
             qos: publish.qos,
             retain: publish.retain,

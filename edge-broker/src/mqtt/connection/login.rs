@@ -225,7 +225,7 @@ impl Connection {
         let will = connect.will.as_ref().map(|will| {
             Box::new(WillMessage {
                 message: Message {
-                    topic: will.topic.as_str().to_owned(),
+                    topic: will.topic.as_str().into(),
                     payload: will.payload.clone(),
                     qos: will.qos,
                     retain: will.retain,

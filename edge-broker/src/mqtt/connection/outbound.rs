@@ -164,7 +164,7 @@ impl Connection {
         let mut new_alias = None;
         let message = &delivery.message;
         let mut properties = Properties::default();
-        let mut topic = MqttString::try_from(message.topic.as_str()).unwrap_or_default();
+        let mut topic = MqttString::try_from(&*message.topic).unwrap_or_default();
         if self.version == ProtocolVersion::V5 {
             let p = &message.properties;
             properties.payload_format_indicator = p.payload_utf8;
@@ -191,13 +191,13 @@ impl Connection {
             properties.subscription_identifiers = delivery.subscription_ids.clone();
             if self.client_alias_max > 0 {
                 let outbound = self.aliases.as_ref().map(|a| &a.outbound);
-                if let Some(&alias) = outbound.and_then(|o| o.get(&message.topic)) {
+                if let Some(&alias) = outbound.and_then(|o| o.get(&*message.topic)) {
                     properties.topic_alias = Some(alias);
                     topic = MqttString::default();
                 } else if let Ok(next) = u16::try_from(outbound.map_or(0, HashMap::len) + 1)
                     && next <= self.client_alias_max
                 {
-                    new_alias = Some((message.topic.clone(), next));
+                    new_alias = Some((message.topic.to_string(), next));
                     properties.topic_alias = Some(next);
                 }
             }
