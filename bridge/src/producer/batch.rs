@@ -355,6 +355,15 @@ mod tests {
     use crate::producer::RecordHeader;
 
     /// Every codec the encoder writes.
+    /// `batch_bytes_are_pinned`: (codec, length, FNV-1a 64) of the encoder's output at 3d157e2.
+    const PINNED: &[(Compression, usize, u64)] = &[
+        (Compression::None, 118_505, 7_193_386_471_559_625_411),
+        (Compression::Gzip, 6_319, 15_978_732_502_600_154_194),
+        (Compression::Snappy, 13_054, 7_232_127_567_304_347_791),
+        (Compression::Lz4, 9_155, 4_353_814_865_940_077_796),
+        (Compression::Zstd, 7_773, 1_388_333_604_129_766_136),
+    ];
+
     const ALL_CODECS: [Compression; 5] = [
         Compression::None,
         Compression::Gzip,
@@ -541,6 +550,73 @@ mod tests {
             EncodedBatch::encode(&[], Compression::Lz4, &mut BytesMut::new()),
             Err(ProduceError::EmptyBatch)
         ));
+    }
+
+    /// FNV-1a 64 of `bytes`: a fingerprint to pin encoded batches with.
+    fn fnv64(bytes: &[u8]) -> u64 {
+        bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, &b| {
+            (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+        })
+    }
+
+    /// Records shaped like the forwarder's (a key, the four edge-* headers, a 200-byte
+    /// payload), over 64 KiB in all so lz4 writes several blocks.
+    fn forwarded_like(n: usize) -> Vec<ProduceRecord> {
+        (0..n)
+            .map(|i| {
+                let offset = 1_000_000 + i as u64 * 7;
+                ProduceRecord {
+                    key: Some(Bytes::from(format!("dev-{}", i % 16))),
+                    value: Some(Bytes::from(
+                        (0..200)
+                            .map(|j| b'a' + ((i * 31 + j * 7) % 26) as u8)
+                            .collect::<Vec<u8>>(),
+                    )),
+                    headers: vec![
+                        RecordHeader::new(
+                            Bytes::from_static(b"edge-node"),
+                            Bytes::from_static(b"gw-01"),
+                        ),
+                        RecordHeader::new(
+                            Bytes::from_static(b"edge-offset"),
+                            Bytes::from(offset.to_string()),
+                        ),
+                        RecordHeader::new(
+                            Bytes::from_static(b"edge-source"),
+                            Bytes::from_static(b"mqtt"),
+                        ),
+                        RecordHeader::new(
+                            Bytes::from_static(b"edge-topic"),
+                            Bytes::from(format!("sensors/dev-{}/t", i % 16)),
+                        ),
+                    ],
+                    timestamp_ms: 1_765_000_000_000 + (i as i64 / 3),
+                }
+            })
+            .collect()
+    }
+
+    /// The exact bytes of a batch, pinned (length and fingerprint) for every codec: the
+    /// encoder may get faster, Kafka must keep receiving the same bytes.
+    #[test]
+    fn batch_bytes_are_pinned() {
+        let input = forwarded_like(400);
+        let id = BatchIdentity {
+            producer_id: 4242,
+            producer_epoch: 7,
+            base_sequence: 123_456,
+            transactional: false,
+        };
+        let mut got = Vec::new();
+        let mut scratch = BytesMut::new();
+        for codec in ALL_CODECS {
+            let mut out = BytesMut::new();
+            encode_batch(&input, codec, id, &mut scratch, &mut out).unwrap();
+            let early = EncodedBatch::encode(&input, codec, &mut scratch).unwrap();
+            assert_eq!(&early.stamp(id)[..], &out[..], "{codec:?}");
+            got.push((codec, out.len(), fnv64(&out)));
+        }
+        assert_eq!(got, PINNED);
     }
 
     #[test]
