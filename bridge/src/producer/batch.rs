@@ -281,29 +281,51 @@ fn lz4_frame_bound(len: usize) -> usize {
         + 4
 }
 
-/// Writes `input` as one LZ4 frame straight into `out` (block compression into `out`'s spare
-/// room: no staging buffers, unlike `lz4_flex::frame::FrameEncoder`, which copies the input in
-/// and the output out and allocates both per frame).
+/// Per-thread LZ4 work space, kept between frames: the block compressor's hash tables and its
+/// output (the largest compressed block). Allocated once per thread, not once per block.
+///
+/// Both tables are kept because the compressor picks its table by input size (16-bit entries
+/// below `u16::MAX` bytes, 32-bit ones above), and the two find different matches: using the
+/// one `lz4_flex::block::compress_into` would use keeps the bytes exactly the same.
+struct Lz4Space {
+    small: lz4_flex::block::CompressTable,
+    large: lz4_flex::block::CompressTable,
+    block: Vec<u8>,
+}
+
+thread_local! {
+    static LZ4_SPACE: std::cell::RefCell<Lz4Space> = std::cell::RefCell::new(Lz4Space {
+        small: lz4_flex::block::CompressTable::small(),
+        large: lz4_flex::block::CompressTable::large(),
+        block: vec![0; lz4_flex::block::get_maximum_output_size(LZ4_BLOCK)],
+    });
+}
+
+/// Writes `input` as one LZ4 frame onto `out`: each block is compressed into the thread's
+/// [`Lz4Space`] and only its compressed bytes are copied out (unlike
+/// `lz4_flex::frame::FrameEncoder`, which allocates its buffers per frame, or compressing into
+/// `out`'s spare room, which zeroes the largest possible block first).
 fn lz4_frame(input: &[u8], out: &mut BytesMut) -> Result<(), lz4_flex::block::CompressError> {
     out.extend_from_slice(&LZ4_FRAME_HEADER);
-    for block in input.chunks(LZ4_BLOCK) {
-        let start = out.len();
-        out.resize(
-            start + 4 + lz4_flex::block::get_maximum_output_size(block.len()),
-            0,
-        );
-        let n = lz4_flex::block::compress_into(block, &mut out[start + 4..])?;
-        let size = if n < block.len() {
-            out.truncate(start + 4 + n);
-            n as u32
-        } else {
-            // Incompressible: store the block as is (high bit set).
-            out.truncate(start + 4);
-            out.extend_from_slice(block);
-            block.len() as u32 | 0x8000_0000
-        };
-        out[start..start + 4].copy_from_slice(&size.to_le_bytes());
-    }
+    LZ4_SPACE.with_borrow_mut(|space| {
+        for block in input.chunks(LZ4_BLOCK) {
+            let table = if block.len() < usize::from(u16::MAX) {
+                &mut space.small
+            } else {
+                &mut space.large
+            };
+            let n = lz4_flex::block::compress_into_with_table(block, &mut space.block, table)?;
+            if n < block.len() {
+                out.extend_from_slice(&(n as u32).to_le_bytes());
+                out.extend_from_slice(&space.block[..n]);
+            } else {
+                // Incompressible: store the block as is (high bit set).
+                out.extend_from_slice(&(block.len() as u32 | 0x8000_0000).to_le_bytes());
+                out.extend_from_slice(block);
+            }
+        }
+        Ok::<(), lz4_flex::block::CompressError>(())
+    })?;
     out.extend_from_slice(&0u32.to_le_bytes()); // end mark
     Ok(())
 }
