@@ -45,15 +45,13 @@ pub fn build_headers_in(
     arena: &mut BytesMut,
     out: &mut Vec<RecordHeader>,
 ) {
-    use std::fmt::Write as _;
     out.clear();
     out.reserve(4 + record.headers.len());
     out.push(RecordHeader::new(
         Bytes::from_static(EDGE_NODE.as_bytes()),
         node_id.clone(),
     ));
-    // Writing a u64 into a BytesMut cannot fail.
-    let _ = write!(arena, "{}", record.offset);
+    put_decimal(arena, record.offset);
     out.push(RecordHeader::new(
         Bytes::from_static(EDGE_OFFSET.as_bytes()),
         arena.split().freeze(),
@@ -76,6 +74,22 @@ pub fn build_headers_in(
             h.value.clone(),
         ));
     }
+}
+
+/// Appends `v` in decimal ASCII (what `write!(arena, "{v}")` writes, without the formatting
+/// machinery: this runs once per forwarded record).
+fn put_decimal(arena: &mut BytesMut, mut v: u64) {
+    let mut digits = [0u8; 20];
+    let mut at = digits.len();
+    loop {
+        at -= 1;
+        digits[at] = b'0' + (v % 10) as u8;
+        v /= 10;
+        if v == 0 {
+            break;
+        }
+    }
+    arena.extend_from_slice(&digits[at..]);
 }
 
 #[cfg(test)]
@@ -139,6 +153,18 @@ mod tests {
                 ("tag".into(), b"b".to_vec()),
             ]
         );
+    }
+
+    #[test]
+    fn offsets_are_written_in_decimal_like_display() {
+        let mut samples = vec![0, 1, 9, 10, 99, 100, 12_345, u64::MAX - 1, u64::MAX];
+        samples.extend((0..20).map(|i| 10u64.pow(i) - 1));
+        samples.extend((0..20).map(|i| 10u64.pow(i)));
+        let mut arena = BytesMut::new();
+        for v in samples {
+            put_decimal(&mut arena, v);
+            assert_eq!(arena.split().freeze(), Bytes::from(v.to_string()), "{v}");
+        }
     }
 
     #[test]
