@@ -551,11 +551,13 @@ fn parse_body<'a>(
 /// The unread rest of a body (see [`parse_body`]).
 struct Body<'a>(&'a [u8]);
 
+#[cold]
 fn undecodable(what: &str) -> FrameError {
     FrameError::Undecodable(what.to_owned())
 }
 
 impl<'a> Body<'a> {
+    #[inline]
     fn byte(&mut self) -> Result<u8, FrameError> {
         let (&first, rest) = self
             .0
@@ -567,6 +569,7 @@ impl<'a> Body<'a> {
 
     /// A LEB128 varint of at most `max_bytes` bytes whose last byte is at most `max_last`
     /// (postcard's bounds for the type).
+    #[inline]
     fn varint(&mut self, max_bytes: usize, max_last: u8) -> Result<u64, FrameError> {
         let mut out: u64 = 0;
         for i in 0..max_bytes {
@@ -582,16 +585,19 @@ impl<'a> Body<'a> {
         Err(undecodable("bad varint"))
     }
 
+    #[inline]
     fn varint_u64(&mut self) -> Result<u64, FrameError> {
         self.varint(10, 0x01)
     }
 
+    #[inline]
     fn varint_u32(&mut self) -> Result<u32, FrameError> {
         // At most 5 bytes with the last one below 0x10: the value fits 32 bits.
         Ok(self.varint(5, 0x0f)? as u32)
     }
 
     /// A length: postcard's `usize` varint (32 or 64 bits, by target).
+    #[inline]
     fn varint_usize(&mut self) -> Result<u64, FrameError> {
         if cfg!(target_pointer_width = "64") {
             self.varint_u64()
@@ -600,6 +606,7 @@ impl<'a> Body<'a> {
         }
     }
 
+    #[inline]
     fn bytes(&mut self) -> Result<&'a [u8], FrameError> {
         let len = self.varint_usize()?;
         let len = usize::try_from(len).map_err(|_| undecodable("length too large"))?;
@@ -611,11 +618,13 @@ impl<'a> Body<'a> {
         Ok(taken)
     }
 
+    #[inline]
     fn str(&mut self) -> Result<&'a str, FrameError> {
         std::str::from_utf8(self.bytes()?).map_err(|_| undecodable("string is not UTF-8"))
     }
 
     /// postcard's `Option` tag: one byte, 0 or 1.
+    #[inline]
     fn option(&mut self) -> Result<bool, FrameError> {
         match self.byte()? {
             0 => Ok(false),
