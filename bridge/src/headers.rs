@@ -37,8 +37,8 @@ pub fn build_headers(record: &Record, node_id: &Bytes, out: &mut Vec<RecordHeade
     build_headers_in(record, node_id, &mut BytesMut::new(), out);
 }
 
-/// [`build_headers`] with the offset and topic values cut from `arena` (one allocation shared
-/// by many records instead of two per record). Reserve room in `arena` for a chunk up front.
+/// [`build_headers`] with the offset value cut from `arena` (one allocation shared by many
+/// records instead of one per record). Reserve room in `arena` for a chunk up front.
 pub fn build_headers_in(
     record: &Record,
     node_id: &Bytes,
@@ -60,10 +60,10 @@ pub fn build_headers_in(
         Bytes::from_static(EDGE_SOURCE.as_bytes()),
         Bytes::from_static(source_name(record.source).as_bytes()),
     ));
-    arena.extend_from_slice(record.topic.as_bytes());
+    // The topic as read: it shares the log's read buffer, like the payload.
     out.push(RecordHeader::new(
         Bytes::from_static(EDGE_TOPIC.as_bytes()),
-        arena.split().freeze(),
+        record.topic.bytes().clone(),
     ));
     for h in &record.headers {
         if RESERVED.contains(&h.key.as_str()) {

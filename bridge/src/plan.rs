@@ -164,7 +164,7 @@ impl Planner {
     ) -> Result<Plan, PlanError> {
         let mut plan = Plan::default();
         let mut keyless: HashMap<String, i32> = HashMap::new();
-        // Offset and topic header values are cut from here: one allocation per 16 KiB.
+        // Offset header values are cut from here: one allocation per 16 KiB.
         let mut arena = BytesMut::new();
         // The last topic's partition count: records of a chunk mostly share their topic (one
         // `Arc` per run of records read back), so most skip hashing it.
@@ -187,8 +187,8 @@ impl Planner {
                     n
                 }
             };
-            if arena.capacity() - arena.len() < 64 + r.topic.len() {
-                arena.reserve(16 * 1024 + r.topic.len());
+            if arena.capacity() - arena.len() < 20 {
+                arena.reserve(16 * 1024);
             }
             let key = destination.key.clone();
             let partition = match (destination.partition, &key) {

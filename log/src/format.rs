@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize, Serializer};
 
 use std::sync::Arc;
 
-use crate::record::{Destination, Header, NewRecord, Record, Source};
+use crate::record::{Destination, Header, NewRecord, Record, Source, Text};
 
 /// Magic bytes opening every segment file.
 pub const SEGMENT_MAGIC: [u8; 8] = *b"EDGESEG\0";
@@ -466,8 +466,8 @@ impl Parsed<'_> {
             offset: self.offset,
             timestamp_ms: self.timestamp_ms,
             source: self.source,
-            topic: self.topic.to_owned(),
-            client_id: self.client_id.to_owned(),
+            topic: Text::from_checked(chunk.slice_ref(self.topic.as_bytes())),
+            client_id: Text::from_checked(chunk.slice_ref(self.client_id.as_bytes())),
             destination: self.destination.map(|(topic, key, partition)| Destination {
                 topic: topics.get(topic),
                 key: key.map(|k| chunk.slice_ref(k)),
@@ -1203,8 +1203,8 @@ mod decode_tests {
                 offset: v1.offset,
                 timestamp_ms: v1.timestamp_ms,
                 source: v1.source,
-                topic: v1.topic.to_owned(),
-                client_id: v1.client_id.to_owned(),
+                topic: v1.topic.into(),
+                client_id: v1.client_id.into(),
                 destination: None,
                 headers: headers(&v1.headers),
                 payload: chunk.slice_ref(v1.payload.0),
@@ -1213,8 +1213,8 @@ mod decode_tests {
                 offset: v2.offset,
                 timestamp_ms: v2.timestamp_ms,
                 source: v2.source,
-                topic: v2.topic.to_owned(),
-                client_id: v2.client_id.to_owned(),
+                topic: v2.topic.into(),
+                client_id: v2.client_id.into(),
                 destination: Some(Destination {
                     topic: Arc::from(v2.kafka_topic),
                     key: v2.key.map(|k| chunk.slice_ref(k.0)),
@@ -1278,8 +1278,8 @@ mod decode_tests {
                         offset,
                         timestamp_ms,
                         source: if nats { Source::Nats } else { Source::Mqtt },
-                        topic,
-                        client_id,
+                        topic: topic.into(),
+                        client_id: client_id.into(),
                         destination: dest.map(|(topic, key, partition)| Destination {
                             topic: topic.into(),
                             key: key.map(Bytes::from),
@@ -1353,7 +1353,7 @@ mod decode_tests {
             timestamp_ms: 0,
             source: Source::Nats,
             topic: "t".into(),
-            client_id: String::new(),
+            client_id: Text::default(),
             destination: Some(Destination {
                 topic: "k".into(),
                 key: None,
@@ -1386,6 +1386,30 @@ mod decode_tests {
                 agree(&frame(&b)).unwrap();
             }
         }
+    }
+
+    /// A read record's topic and client id are slices of the frame, like its payload: reading
+    /// allocates no strings.
+    #[test]
+    fn read_strings_share_the_frame() {
+        let record = NewRecord {
+            timestamp_ms: 1,
+            source: Source::Mqtt,
+            topic: "sensors/a/t".into(),
+            client_id: "dev-a".into(),
+            destination: Destination::topic("k"),
+            headers: Vec::new(),
+            payload: Bytes::from_static(b"p"),
+        };
+        let mut out = Vec::new();
+        encode_frame(&body_ref(9, &record), &mut out).unwrap();
+        let chunk = Bytes::from(out);
+        let (r, _) = decode_frame(&chunk, 1024).unwrap();
+        let frame = chunk.as_ptr_range();
+        for s in [r.topic.as_bytes(), r.client_id.as_bytes()] {
+            assert!(frame.contains(&s.as_ptr()), "{s:?} was copied");
+        }
+        assert_eq!((r.topic.as_str(), &*r.client_id), ("sensors/a/t", "dev-a"));
     }
 
     /// Records of one Kafka topic read in a row share one allocation of it.
