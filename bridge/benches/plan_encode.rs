@@ -37,7 +37,7 @@ fn chunk(start: u64) -> Vec<Record> {
                 offset: n,
                 timestamp_ms: 1_700_000_000_000 + n / 100,
                 source: Source::Mqtt,
-                topic: format!("sensors/p0c0-{}/t", n % 16),
+                topic: format!("sensors/p0c0-{}/t", n % 16).into(),
                 client_id: "p0c0".into(),
                 destination: Some(Destination {
                     topic: "bridge".into(),

@@ -37,23 +37,21 @@ pub fn build_headers(record: &Record, node_id: &Bytes, out: &mut Vec<RecordHeade
     build_headers_in(record, node_id, &mut BytesMut::new(), out);
 }
 
-/// [`build_headers`] with the offset and topic values cut from `arena` (one allocation shared
-/// by many records instead of two per record). Reserve room in `arena` for a chunk up front.
+/// [`build_headers`] with the offset value cut from `arena` (one allocation shared by many
+/// records instead of one per record). Reserve room in `arena` for a chunk up front.
 pub fn build_headers_in(
     record: &Record,
     node_id: &Bytes,
     arena: &mut BytesMut,
     out: &mut Vec<RecordHeader>,
 ) {
-    use std::fmt::Write as _;
     out.clear();
     out.reserve(4 + record.headers.len());
     out.push(RecordHeader::new(
         Bytes::from_static(EDGE_NODE.as_bytes()),
         node_id.clone(),
     ));
-    // Writing a u64 into a BytesMut cannot fail.
-    let _ = write!(arena, "{}", record.offset);
+    put_decimal(arena, record.offset);
     out.push(RecordHeader::new(
         Bytes::from_static(EDGE_OFFSET.as_bytes()),
         arena.split().freeze(),
@@ -62,10 +60,10 @@ pub fn build_headers_in(
         Bytes::from_static(EDGE_SOURCE.as_bytes()),
         Bytes::from_static(source_name(record.source).as_bytes()),
     ));
-    arena.extend_from_slice(record.topic.as_bytes());
+    // The topic as read: it shares the log's read buffer, like the payload.
     out.push(RecordHeader::new(
         Bytes::from_static(EDGE_TOPIC.as_bytes()),
-        arena.split().freeze(),
+        record.topic.bytes().clone(),
     ));
     for h in &record.headers {
         if RESERVED.contains(&h.key.as_str()) {
@@ -76,6 +74,22 @@ pub fn build_headers_in(
             h.value.clone(),
         ));
     }
+}
+
+/// Appends `v` in decimal ASCII (what `write!(arena, "{v}")` writes, without the formatting
+/// machinery: this runs once per forwarded record).
+fn put_decimal(arena: &mut BytesMut, mut v: u64) {
+    let mut digits = [0u8; 20];
+    let mut at = digits.len();
+    loop {
+        at -= 1;
+        digits[at] = b'0' + (v % 10) as u8;
+        v /= 10;
+        if v == 0 {
+            break;
+        }
+    }
+    arena.extend_from_slice(&digits[at..]);
 }
 
 #[cfg(test)]
@@ -139,6 +153,18 @@ mod tests {
                 ("tag".into(), b"b".to_vec()),
             ]
         );
+    }
+
+    #[test]
+    fn offsets_are_written_in_decimal_like_display() {
+        let mut samples = vec![0, 1, 9, 10, 99, 100, 12_345, u64::MAX - 1, u64::MAX];
+        samples.extend((0..20).map(|i| 10u64.pow(i) - 1));
+        samples.extend((0..20).map(|i| 10u64.pow(i)));
+        let mut arena = BytesMut::new();
+        for v in samples {
+            put_decimal(&mut arena, v);
+            assert_eq!(arena.split().freeze(), Bytes::from(v.to_string()), "{v}");
+        }
     }
 
     #[test]

@@ -164,22 +164,31 @@ impl Planner {
     ) -> Result<Plan, PlanError> {
         let mut plan = Plan::default();
         let mut keyless: HashMap<String, i32> = HashMap::new();
-        // Offset and topic header values are cut from here: one allocation per 16 KiB.
+        // Offset header values are cut from here: one allocation per 16 KiB.
         let mut arena = BytesMut::new();
+        // The last topic's partition count: records of a chunk mostly share their topic (one
+        // `Arc` per run of records read back), so most skip hashing it.
+        let mut last: Option<(Arc<str>, i32)> = None;
         for r in records {
             let Some(destination) = destination_of(self.router.as_ref(), r) else {
                 plan.unrouted.push(r.offset);
                 continue;
             };
             let topic: &str = &destination.topic;
-            let count =
-                *partition_counts
-                    .get(topic)
-                    .ok_or_else(|| PlanError::MissingPartitionCount {
-                        topic: topic.to_owned(),
+            let count = match &last {
+                Some((t, n)) if Arc::ptr_eq(t, &destination.topic) || **t == *topic => *n,
+                _ => {
+                    let n = *partition_counts.get(topic).ok_or_else(|| {
+                        PlanError::MissingPartitionCount {
+                            topic: topic.to_owned(),
+                        }
                     })?;
-            if arena.capacity() - arena.len() < 64 + r.topic.len() {
-                arena.reserve(16 * 1024 + r.topic.len());
+                    last = Some((Arc::clone(&destination.topic), n));
+                    n
+                }
+            };
+            if arena.capacity() - arena.len() < 20 {
+                arena.reserve(16 * 1024);
             }
             let key = destination.key.clone();
             let partition = match (destination.partition, &key) {

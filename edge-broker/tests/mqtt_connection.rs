@@ -458,7 +458,11 @@ async fn clients_may_not_publish_to_sys_or_share_topics() {
         other => panic!("expected PUBLISH, got {other:?}"),
     }
     watcher.expect_silence("nothing published on $SYS").await;
-    let topics: Vec<String> = broker.records().into_iter().map(|r| r.topic).collect();
+    let topics: Vec<String> = broker
+        .records()
+        .into_iter()
+        .map(|r| r.topic.to_string())
+        .collect();
     assert_eq!(topics, ["$foo/bar"]);
     assert_eq!(broker.mqtt.metrics.denied_count(), 5);
 }

@@ -103,7 +103,11 @@ async fn replies_leave_in_publish_order_pubacks_after_durability() {
         body,
         serde_json::json!({"stream": "stream", "seq": 1, "duplicate": true})
     );
-    let topics: Vec<String> = broker.records().into_iter().map(|r| r.topic).collect();
+    let topics: Vec<String> = broker
+        .records()
+        .into_iter()
+        .map(|r| r.topic.to_string())
+        .collect();
     assert_eq!(topics, ["r.a", "r.c", "r.e"]);
     assert_eq!(broker.nats.metrics.acks.load(Ordering::Relaxed), 3);
 }
@@ -356,7 +360,12 @@ async fn a_repeated_subject_follows_refusals_subscriptions_and_route_reloads() {
     let stored: Vec<(String, String)> = broker
         .records()
         .into_iter()
-        .map(|r| (r.topic, String::from_utf8(r.payload.to_vec()).unwrap()))
+        .map(|r| {
+            (
+                r.topic.to_string(),
+                String::from_utf8(r.payload.to_vec()).unwrap(),
+            )
+        })
         .collect();
     assert_eq!(
         stored,

@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize, Serializer};
 
 use std::sync::Arc;
 
-use crate::record::{Destination, Header, NewRecord, Record, Source};
+use crate::record::{Destination, Header, NewRecord, Record, Source, Text};
 
 /// Magic bytes opening every segment file.
 pub const SEGMENT_MAGIC: [u8; 8] = *b"EDGESEG\0";
@@ -377,9 +377,39 @@ pub fn frame_header(buf: &[u8], max_record: u32) -> Result<(usize, u32), FrameEr
     Ok((len as usize, crc))
 }
 
-/// Decodes the frame at the start of `chunk` into a record whose payload and header values
-/// share `chunk`'s memory. Returns the record and the frame length.
+/// Decodes the frame at the start of `chunk` into a record whose payload, key and header
+/// values share `chunk`'s memory. Returns the record and the frame length.
 pub fn decode_frame(chunk: &Bytes, max_record: u32) -> Result<(Record, usize), FrameError> {
+    decode_frame_with(chunk, max_record, &mut TopicCache::default())
+}
+
+/// The Kafka topic of the last record decoded: the records of a run share one `Arc` instead of
+/// allocating one each. Only ever a cache: a different topic replaces it.
+#[derive(Debug, Default, Clone)]
+pub struct TopicCache(Option<Arc<str>>);
+
+impl TopicCache {
+    /// The cached topic for `None` (the body held the cached topic's bytes), else `topic`,
+    /// which becomes the cached one.
+    fn get(&mut self, topic: Option<&str>) -> Arc<str> {
+        match (&self.0, topic) {
+            (Some(t), None) => Arc::clone(t),
+            (Some(t), Some(topic)) if **t == *topic => Arc::clone(t),
+            (_, topic) => {
+                let t: Arc<str> = Arc::from(topic.unwrap_or_default());
+                self.0 = Some(Arc::clone(&t));
+                t
+            }
+        }
+    }
+}
+
+/// [`decode_frame`] sharing Kafka topics through `topics` (a cursor's reader keeps one).
+pub fn decode_frame_with(
+    chunk: &Bytes,
+    max_record: u32,
+    topics: &mut TopicCache,
+) -> Result<(Record, usize), FrameError> {
     let (len, crc) = frame_header(chunk, max_record)?;
     let end = FRAME_HEADER_LEN + len;
     if chunk.len() < end {
@@ -389,50 +419,219 @@ pub fn decode_frame(chunk: &Bytes, max_record: u32) -> Result<(Record, usize), F
     if crc32c::crc32c(body) != crc {
         return Err(FrameError::BadCrc);
     }
-    let (parsed, rest): (RecordBody<'_>, &[u8]) =
-        postcard::take_from_bytes(body).map_err(|e| FrameError::Undecodable(e.to_string()))?;
-    if !rest.is_empty() {
+    let (parsed, used) = parse_body(body, topics.0.as_deref())?;
+    if used != body.len() {
         return Err(FrameError::Undecodable(format!(
             "{} trailing bytes",
-            rest.len()
+            body.len() - used
         )));
     }
-    let headers = |headers: &[HeaderV1<'_>]| {
-        headers
-            .iter()
-            .map(|h| Header {
-                key: h.key.to_owned(),
-                value: chunk.slice_ref(h.value.0),
-            })
-            .collect()
-    };
-    let record = match parsed {
-        RecordBody::V1(v1) => Record {
-            offset: v1.offset,
-            timestamp_ms: v1.timestamp_ms,
-            source: v1.source,
-            topic: v1.topic.to_owned(),
-            client_id: v1.client_id.to_owned(),
-            destination: None,
-            headers: headers(&v1.headers),
-            payload: chunk.slice_ref(v1.payload.0),
-        },
-        RecordBody::V2(v2) => Record {
-            offset: v2.offset,
-            timestamp_ms: v2.timestamp_ms,
-            source: v2.source,
-            topic: v2.topic.to_owned(),
-            client_id: v2.client_id.to_owned(),
-            destination: Some(Destination {
-                topic: Arc::from(v2.kafka_topic),
-                key: v2.key.map(|k| chunk.slice_ref(k.0)),
-                partition: v2.partition,
+    Ok((parsed.into_record(chunk, topics), end))
+}
+
+/// A version 2 body's Kafka topic (None: the one `parse_body` was told it already knows),
+/// key and pinned partition.
+type ParsedDestination<'a> = (Option<&'a str>, Option<&'a [u8]>, Option<i32>);
+
+/// A body parsed in place: every string and byte string borrows the body.
+struct Parsed<'a> {
+    offset: u64,
+    timestamp_ms: u64,
+    source: Source,
+    topic: &'a str,
+    client_id: &'a str,
+    /// Version 2: Kafka topic, key, pinned partition.
+    destination: Option<ParsedDestination<'a>>,
+    /// The bytes of the headers (count, then key and value of each), parsed again when the
+    /// record is built: no list is allocated for a record without headers.
+    headers: (usize, &'a [u8]),
+    payload: &'a [u8],
+}
+
+impl Parsed<'_> {
+    fn into_record(self, chunk: &Bytes, topics: &mut TopicCache) -> Record {
+        let mut headers = Vec::with_capacity(self.headers.0);
+        let mut at = Body(self.headers.1);
+        for _ in 0..self.headers.0 {
+            // Parsed once already by `parse_body`: cannot fail.
+            let (Ok(key), Ok(value)) = (at.str(), at.bytes()) else {
+                break;
+            };
+            headers.push(Header {
+                key: key.to_owned(),
+                value: chunk.slice_ref(value),
+            });
+        }
+        Record {
+            offset: self.offset,
+            timestamp_ms: self.timestamp_ms,
+            source: self.source,
+            topic: Text::from_checked(chunk.slice_ref(self.topic.as_bytes())),
+            client_id: Text::from_checked(chunk.slice_ref(self.client_id.as_bytes())),
+            destination: self.destination.map(|(topic, key, partition)| Destination {
+                topic: topics.get(topic),
+                key: key.map(|k| chunk.slice_ref(k)),
+                partition,
             }),
-            headers: headers(&v2.headers),
-            payload: chunk.slice_ref(v2.payload.0),
-        },
+            headers,
+            payload: chunk.slice_ref(self.payload),
+        }
+    }
+}
+
+/// Parses a record body (any version) by postcard's rules, written out field by field like
+/// [`encode_record_frame`]: what `postcard::take_from_bytes::<RecordBody>` accepts, the same
+/// values, in loops only (nothing recurses). Returns the parsed body and the bytes it used.
+///
+/// A Kafka topic whose bytes are `known_topic`'s is not checked for UTF-8 again (equal bytes
+/// are valid) and is returned as None.
+fn parse_body<'a>(
+    body: &'a [u8],
+    known_topic: Option<&str>,
+) -> Result<(Parsed<'a>, usize), FrameError> {
+    let mut b = Body(body);
+    let version = b.varint_u32()?;
+    if version > 1 {
+        return Err(FrameError::Undecodable(format!(
+            "unknown body version index {version}"
+        )));
+    }
+    let offset = b.varint_u64()?;
+    let timestamp_ms = b.varint_u64()?;
+    let source = match b.varint_u32()? {
+        0 => Source::Mqtt,
+        1 => Source::Nats,
+        n => return Err(FrameError::Undecodable(format!("unknown source index {n}"))),
     };
-    Ok((record, end))
+    let topic = b.str()?;
+    let client_id = b.str()?;
+    let destination = if version == 1 {
+        let raw = b.bytes()?;
+        let kafka_topic = match known_topic {
+            Some(known) if known.as_bytes() == raw => None,
+            _ => Some(std::str::from_utf8(raw).map_err(|_| undecodable("string is not UTF-8"))?),
+        };
+        let key = if b.option()? { Some(b.bytes()?) } else { None };
+        let partition = if b.option()? {
+            let z = b.varint_u32()?;
+            Some(((z >> 1) as i32) ^ -((z & 1) as i32))
+        } else {
+            None
+        };
+        Some((kafka_topic, key, partition))
+    } else {
+        None
+    };
+    let count = b.varint_usize()?;
+    let headers_at = b.0;
+    let mut n: usize = 0;
+    while (n as u64) < count {
+        b.str()?;
+        b.bytes()?;
+        n += 1;
+    }
+    let headers = (n, &headers_at[..headers_at.len() - b.0.len()]);
+    let payload = b.bytes()?;
+    let used = body.len() - b.0.len();
+    Ok((
+        Parsed {
+            offset,
+            timestamp_ms,
+            source,
+            topic,
+            client_id,
+            destination,
+            headers,
+            payload,
+        },
+        used,
+    ))
+}
+
+/// The unread rest of a body (see [`parse_body`]).
+struct Body<'a>(&'a [u8]);
+
+#[cold]
+fn undecodable(what: &str) -> FrameError {
+    FrameError::Undecodable(what.to_owned())
+}
+
+impl<'a> Body<'a> {
+    #[inline]
+    fn byte(&mut self) -> Result<u8, FrameError> {
+        let (&first, rest) = self
+            .0
+            .split_first()
+            .ok_or_else(|| undecodable("body ends early"))?;
+        self.0 = rest;
+        Ok(first)
+    }
+
+    /// A LEB128 varint of at most `max_bytes` bytes whose last byte is at most `max_last`
+    /// (postcard's bounds for the type).
+    #[inline]
+    fn varint(&mut self, max_bytes: usize, max_last: u8) -> Result<u64, FrameError> {
+        let mut out: u64 = 0;
+        for i in 0..max_bytes {
+            let byte = self.byte()?;
+            out |= u64::from(byte & 0x7f) << (7 * i);
+            if byte & 0x80 == 0 {
+                if i == max_bytes - 1 && byte > max_last {
+                    break;
+                }
+                return Ok(out);
+            }
+        }
+        Err(undecodable("bad varint"))
+    }
+
+    #[inline]
+    fn varint_u64(&mut self) -> Result<u64, FrameError> {
+        self.varint(10, 0x01)
+    }
+
+    #[inline]
+    fn varint_u32(&mut self) -> Result<u32, FrameError> {
+        // At most 5 bytes with the last one below 0x10: the value fits 32 bits.
+        Ok(self.varint(5, 0x0f)? as u32)
+    }
+
+    /// A length: postcard's `usize` varint (32 or 64 bits, by target).
+    #[inline]
+    fn varint_usize(&mut self) -> Result<u64, FrameError> {
+        if cfg!(target_pointer_width = "64") {
+            self.varint_u64()
+        } else {
+            self.varint_u32().map(u64::from)
+        }
+    }
+
+    #[inline]
+    fn bytes(&mut self) -> Result<&'a [u8], FrameError> {
+        let len = self.varint_usize()?;
+        let len = usize::try_from(len).map_err(|_| undecodable("length too large"))?;
+        if len > self.0.len() {
+            return Err(undecodable("body ends early"));
+        }
+        let (taken, rest) = self.0.split_at(len);
+        self.0 = rest;
+        Ok(taken)
+    }
+
+    #[inline]
+    fn str(&mut self) -> Result<&'a str, FrameError> {
+        std::str::from_utf8(self.bytes()?).map_err(|_| undecodable("string is not UTF-8"))
+    }
+
+    /// postcard's `Option` tag: one byte, 0 or 1.
+    #[inline]
+    fn option(&mut self) -> Result<bool, FrameError> {
+        match self.byte()? {
+            0 => Ok(false),
+            1 => Ok(true),
+            _ => Err(undecodable("bad option tag")),
+        }
+    }
 }
 
 /// Segment format version a decoded record's body belongs to (1: no destination).
@@ -455,8 +654,7 @@ pub fn decode_ignoring_length(chunk: &Bytes, max_record: u32) -> Option<(Record,
     let crc = u32::from_le_bytes([chunk[4], chunk[5], chunk[6], chunk[7]]);
     let avail = (chunk.len() - FRAME_HEADER_LEN).min(max_record as usize);
     let body = &chunk[FRAME_HEADER_LEN..FRAME_HEADER_LEN + avail];
-    let (_, rest): (RecordBody<'_>, &[u8]) = postcard::take_from_bytes(body).ok()?;
-    let len = body.len() - rest.len();
+    let (_, len) = parse_body(body, None).ok()?;
     if len == 0 || crc32c::crc32c(&body[..len]) != crc {
         return None;
     }
@@ -685,9 +883,31 @@ pub fn parse_segment_name(name: &str) -> Option<u64> {
 }
 
 impl Record {
-    /// Bytes this record occupies on disk, frame header included.
+    /// Bytes this record occupies on disk, frame header included: the postcard length of its
+    /// body ([`body_of`]), computed from the field lengths (the forwarder sizes every record
+    /// it reads).
     pub fn encoded_len(&self) -> usize {
-        FRAME_HEADER_LEN + body_len(&body_of(self))
+        let mut len = 1 // body version index (0 or 1)
+            + varint_len(self.offset)
+            + varint_len(self.timestamp_ms)
+            + varint_len(source_index(self.source))
+            + str_len(self.topic.len())
+            + str_len(self.client_id.len())
+            + varint_len(self.headers.len() as u64)
+            + str_len(self.payload.len());
+        if let Some(destination) = &self.destination {
+            len += str_len(destination.topic.len()) + 2; // + key and partition Option tags
+            if let Some(key) = &destination.key {
+                len += str_len(key.len());
+            }
+            if let Some(partition) = destination.partition {
+                len += varint_len(u64::from(zigzag(partition)));
+            }
+        }
+        for header in &self.headers {
+            len += str_len(header.key.len()) + str_len(header.value.len());
+        }
+        FRAME_HEADER_LEN + len
     }
 }
 
@@ -945,5 +1165,279 @@ mod tests {
         assert!(parse_cursor(&[]).is_err());
         assert_eq!(parse_segment_name(&segment_name(123)), Some(123));
         assert_eq!(parse_segment_name("123.seg"), None);
+    }
+}
+
+/// The hand-written decoder against postcard's (the serde types stay the format's reference).
+#[cfg(test)]
+mod decode_tests {
+    use super::*;
+
+    /// The decoder this crate had before `parse_body`: postcard through serde.
+    fn by_postcard(chunk: &Bytes, max_record: u32) -> Result<(Record, usize), FrameError> {
+        let (len, crc) = frame_header(chunk, max_record)?;
+        let end = FRAME_HEADER_LEN + len;
+        if chunk.len() < end {
+            return Err(FrameError::Incomplete);
+        }
+        let body = &chunk[FRAME_HEADER_LEN..end];
+        if crc32c::crc32c(body) != crc {
+            return Err(FrameError::BadCrc);
+        }
+        let (parsed, rest): (RecordBody<'_>, &[u8]) =
+            postcard::take_from_bytes(body).map_err(|e| FrameError::Undecodable(e.to_string()))?;
+        if !rest.is_empty() {
+            return Err(FrameError::Undecodable("trailing bytes".into()));
+        }
+        let headers = |headers: &[HeaderV1<'_>]| {
+            headers
+                .iter()
+                .map(|h| Header {
+                    key: h.key.to_owned(),
+                    value: chunk.slice_ref(h.value.0),
+                })
+                .collect()
+        };
+        let record = match parsed {
+            RecordBody::V1(v1) => Record {
+                offset: v1.offset,
+                timestamp_ms: v1.timestamp_ms,
+                source: v1.source,
+                topic: v1.topic.into(),
+                client_id: v1.client_id.into(),
+                destination: None,
+                headers: headers(&v1.headers),
+                payload: chunk.slice_ref(v1.payload.0),
+            },
+            RecordBody::V2(v2) => Record {
+                offset: v2.offset,
+                timestamp_ms: v2.timestamp_ms,
+                source: v2.source,
+                topic: v2.topic.into(),
+                client_id: v2.client_id.into(),
+                destination: Some(Destination {
+                    topic: Arc::from(v2.kafka_topic),
+                    key: v2.key.map(|k| chunk.slice_ref(k.0)),
+                    partition: v2.partition,
+                }),
+                headers: headers(&v2.headers),
+                payload: chunk.slice_ref(v2.payload.0),
+            },
+        };
+        Ok((record, end))
+    }
+
+    /// A frame around `body` with a correct length and checksum.
+    fn frame(body: &[u8]) -> Bytes {
+        let mut out = Vec::with_capacity(FRAME_HEADER_LEN + body.len());
+        out.extend_from_slice(&(body.len() as u32).to_le_bytes());
+        out.extend_from_slice(&crc32c::crc32c(body).to_le_bytes());
+        out.extend_from_slice(body);
+        Bytes::from(out)
+    }
+
+    /// Both decoders on `chunk`: both refuse it, or both read the same record — the hand
+    /// decoder once with nothing cached and once more with its Kafka topic known.
+    fn agree(chunk: &Bytes) -> Result<(), String> {
+        let mut topics = TopicCache::default();
+        let reference = by_postcard(chunk, 1 << 20);
+        for _ in 0..2 {
+            match (decode_frame_with(chunk, 1 << 20, &mut topics), &reference) {
+                (Ok(a), Ok(b)) if a == *b => {}
+                (Err(_), Err(_)) => {}
+                (a, b) => return Err(format!("by hand {a:?}, by postcard {b:?}")),
+            }
+        }
+        Ok(())
+    }
+
+    fn arb_body() -> impl proptest::strategy::Strategy<Value = Vec<u8>> {
+        use proptest::strategy::Strategy;
+        arb_read_record().prop_map(|record| postcard::to_stdvec(&body_of(&record)).unwrap())
+    }
+
+    fn arb_read_record() -> impl proptest::strategy::Strategy<Value = Record> {
+        use proptest::prelude::*;
+        let text = || prop_oneof![".{0,3}", ".{120,140}"];
+        let blob = || proptest::collection::vec(any::<u8>(), 0..200);
+        (
+            (any::<u64>(), any::<u64>(), any::<bool>(), text(), text()),
+            (
+                proptest::option::of((
+                    text(),
+                    proptest::option::of(blob()),
+                    proptest::option::of(any::<i32>()),
+                )),
+                proptest::collection::vec((text(), blob()), 0..3),
+                blob(),
+            ),
+        )
+            .prop_map(
+                |((offset, timestamp_ms, nats, topic, client_id), (dest, headers, payload))| {
+                    Record {
+                        offset,
+                        timestamp_ms,
+                        source: if nats { Source::Nats } else { Source::Mqtt },
+                        topic: topic.into(),
+                        client_id: client_id.into(),
+                        destination: dest.map(|(topic, key, partition)| Destination {
+                            topic: topic.into(),
+                            key: key.map(Bytes::from),
+                            partition,
+                        }),
+                        headers: headers
+                            .into_iter()
+                            .map(|(key, value)| Header {
+                                key,
+                                value: Bytes::from(value),
+                            })
+                            .collect(),
+                        payload: Bytes::from(payload),
+                    }
+                },
+            )
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(512))]
+        /// Every body of either version reads back as postcard reads it, and so does every
+        /// body with one byte changed, cut short or lengthened (the checksum made to match, so
+        /// the parser itself must refuse what postcard refuses).
+        #[test]
+        fn the_hand_decoder_reads_what_postcard_reads(
+            body in arb_body(),
+            at in 0usize..1000,
+            byte in proptest::prelude::any::<u8>(),
+            cut in 0usize..8,
+        ) {
+            let whole = frame(&body);
+            proptest::prop_assert!(decode_frame(&whole, 1 << 20).is_ok());
+            proptest::prop_assert_eq!(agree(&whole), Ok(()));
+            let mut changed = body.clone();
+            let i = at % changed.len();
+            changed[i] = byte;
+            proptest::prop_assert_eq!(agree(&frame(&changed)), Ok(()));
+            let short = &body[..body.len().saturating_sub(cut + 1)];
+            if !short.is_empty() {
+                proptest::prop_assert_eq!(agree(&frame(short)), Ok(()));
+            }
+            let mut long = body.clone();
+            long.push(byte);
+            proptest::prop_assert_eq!(agree(&frame(&long)), Ok(()));
+        }
+
+        /// A read record's size by arithmetic is postcard's size of its body.
+        #[test]
+        fn read_records_are_sized_like_postcard(record in arb_read_record()) {
+            proptest::prop_assert_eq!(
+                record.encoded_len(),
+                FRAME_HEADER_LEN + body_len(&body_of(&record))
+            );
+        }
+
+        /// Arbitrary bytes with a matching checksum: the decoders agree.
+        #[test]
+        fn the_hand_decoder_refuses_what_postcard_refuses(
+            body in proptest::collection::vec(proptest::prelude::any::<u8>(), 1..64),
+        ) {
+            proptest::prop_assert_eq!(agree(&frame(&body)), Ok(()));
+        }
+    }
+
+    /// Varints at postcard's limits: the longest u64 and u32, one byte too many, a last byte
+    /// above the type's bits, and non-canonical (padded) encodings.
+    #[test]
+    fn varint_edges_match_postcard() {
+        let record = Record {
+            offset: u64::MAX,
+            timestamp_ms: 0,
+            source: Source::Nats,
+            topic: "t".into(),
+            client_id: Text::default(),
+            destination: Some(Destination {
+                topic: "k".into(),
+                key: None,
+                partition: Some(i32::MIN),
+            }),
+            headers: Vec::new(),
+            payload: Bytes::new(),
+        };
+        let body = postcard::to_stdvec(&body_of(&record)).unwrap();
+        agree(&frame(&body)).unwrap();
+        // The offset is 10 bytes at 1..11; pad, overflow and lengthen it.
+        let offset = 1..11;
+        for last in [0x00, 0x01, 0x02, 0x7f] {
+            let mut b = body.clone();
+            b[offset.end - 1] = last;
+            agree(&frame(&b)).unwrap();
+        }
+        let mut padded = body.clone();
+        padded.splice(1..11, [0x80, 0x80, 0x00]);
+        agree(&frame(&padded)).unwrap();
+        let mut eleven = body.clone();
+        eleven[10] |= 0x80;
+        eleven.insert(11, 0x00);
+        agree(&frame(&eleven)).unwrap();
+        // Version and source indices past the known ones, and as padded varints.
+        for (at, values) in [(0usize, [2u8, 0x81]), (12, [2, 0x81])] {
+            for v in values {
+                let mut b = body.clone();
+                b[at] = v;
+                agree(&frame(&b)).unwrap();
+            }
+        }
+    }
+
+    /// A read record's topic and client id are slices of the frame, like its payload: reading
+    /// allocates no strings.
+    #[test]
+    fn read_strings_share_the_frame() {
+        let record = NewRecord {
+            timestamp_ms: 1,
+            source: Source::Mqtt,
+            topic: "sensors/a/t".into(),
+            client_id: "dev-a".into(),
+            destination: Destination::topic("k"),
+            headers: Vec::new(),
+            payload: Bytes::from_static(b"p"),
+        };
+        let mut out = Vec::new();
+        encode_frame(&body_ref(9, &record), &mut out).unwrap();
+        let chunk = Bytes::from(out);
+        let (r, _) = decode_frame(&chunk, 1024).unwrap();
+        let frame = chunk.as_ptr_range();
+        for s in [r.topic.as_bytes(), r.client_id.as_bytes()] {
+            assert!(frame.contains(&s.as_ptr()), "{s:?} was copied");
+        }
+        assert_eq!((r.topic.as_str(), &*r.client_id), ("sensors/a/t", "dev-a"));
+    }
+
+    /// Records of one Kafka topic read in a row share one allocation of it.
+    #[test]
+    fn a_run_of_records_shares_its_kafka_topic() {
+        let mut topics = TopicCache::default();
+        let mut read = |topic: &str, offset: u64| {
+            let record = NewRecord {
+                timestamp_ms: 1,
+                source: Source::Mqtt,
+                topic: "a/b".into(),
+                client_id: "c".into(),
+                destination: Destination::topic(topic),
+                headers: Vec::new(),
+                payload: Bytes::from_static(b"p"),
+            };
+            let mut out = Vec::new();
+            encode_frame(&body_ref(offset, &record), &mut out).unwrap();
+            let (r, _) = decode_frame_with(&Bytes::from(out), 1024, &mut topics).unwrap();
+            assert_eq!(r.offset, offset);
+            r.destination.unwrap().topic
+        };
+        let (a, b, c, d) = (read("x", 1), read("x", 2), read("y", 3), read("x", 4));
+        assert!(Arc::ptr_eq(&a, &b));
+        assert_eq!((&*c, &*d), ("y", "x"));
+        assert!(
+            !Arc::ptr_eq(&a, &d),
+            "a different topic in between replaced it"
+        );
     }
 }

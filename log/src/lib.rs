@@ -213,6 +213,6 @@ pub use cursor::Cursor;
 pub use error::{AppendError, LogError, ReadError};
 pub use health::{Full, LogHealth};
 pub use log::{FsyncLatency, Log, LogStats};
-pub use record::{Destination, Header, NewRecord, Record, Source};
+pub use record::{Destination, Header, NewRecord, Record, Source, Text};
 pub use recovery::{DamagedCursor, HeaderRepair, RecoveryReport, Skipped, Truncation};
 pub use storage::{StdStorage, Storage, StorageFile};

@@ -39,6 +39,8 @@ pub(crate) struct Reader {
     buf_limit: u64,
     /// Recently seen (offset, segment base, file position) triples: cheap seeks back to them.
     hints: VecDeque<(u64, u64, u64)>,
+    /// The last Kafka topic decoded, shared by the records after it.
+    topics: format::TopicCache,
 }
 
 fn io(seg: &Segment) -> impl FnOnce(std::io::Error) -> ReadError + '_ {
@@ -149,7 +151,7 @@ impl Reader {
         let mut fresh = false;
         loop {
             let view = self.view();
-            let error = match format::decode_frame(&view, max) {
+            let error = match format::decode_frame_with(&view, max, &mut self.topics) {
                 Ok((rec, n)) if rec.offset == self.at => return Ok(Step::Frame(rec, n)),
                 Ok((rec, n)) => {
                     let reason = format!(

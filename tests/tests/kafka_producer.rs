@@ -42,8 +42,8 @@ fn log_record(offset: u64) -> ForwardRecord {
         } else {
             Source::Nats
         },
-        topic: format!("sensors/dev-{device}/temperature"),
-        client_id: format!("client-{device}"),
+        topic: format!("sensors/dev-{device}/temperature").into(),
+        client_id: format!("client-{device}").into(),
         destination: None,
         headers: vec![Header {
             key: "unit".into(),
@@ -476,7 +476,7 @@ async fn planned_chunks_from_routes_arrive_on_their_topics_and_partitions() {
         .map(|off| {
             let mut r = log_record(off);
             if r.source == Source::Nats {
-                r.topic = r.topic.replace('/', ".");
+                r.topic = r.topic.replace('/', ".").into();
             }
             r.destination = routes.decide(r.source, &r.topic, &r.client_id, NODE);
             r
@@ -552,8 +552,8 @@ async fn the_forwarder_rides_out_a_broker_restart_and_loses_nothing() {
         log.append(NewRecord {
             timestamp_ms: r.timestamp_ms,
             source: r.source,
-            topic: r.topic.into(),
-            client_id: r.client_id.into(),
+            topic: r.topic.as_str().into(),
+            client_id: r.client_id.as_str().into(),
             destination: edge_log::Destination {
                 topic: topic.into(),
                 key: Some(Bytes::from(format!("dev-{}", off % 13))),

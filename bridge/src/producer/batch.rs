@@ -281,29 +281,51 @@ fn lz4_frame_bound(len: usize) -> usize {
         + 4
 }
 
-/// Writes `input` as one LZ4 frame straight into `out` (block compression into `out`'s spare
-/// room: no staging buffers, unlike `lz4_flex::frame::FrameEncoder`, which copies the input in
-/// and the output out and allocates both per frame).
+/// Per-thread LZ4 work space, kept between frames: the block compressor's hash tables and its
+/// output (the largest compressed block). Allocated once per thread, not once per block.
+///
+/// Both tables are kept because the compressor picks its table by input size (16-bit entries
+/// below `u16::MAX` bytes, 32-bit ones above), and the two find different matches: using the
+/// one `lz4_flex::block::compress_into` would use keeps the bytes exactly the same.
+struct Lz4Space {
+    small: lz4_flex::block::CompressTable,
+    large: lz4_flex::block::CompressTable,
+    block: Vec<u8>,
+}
+
+thread_local! {
+    static LZ4_SPACE: std::cell::RefCell<Lz4Space> = std::cell::RefCell::new(Lz4Space {
+        small: lz4_flex::block::CompressTable::small(),
+        large: lz4_flex::block::CompressTable::large(),
+        block: vec![0; lz4_flex::block::get_maximum_output_size(LZ4_BLOCK)],
+    });
+}
+
+/// Writes `input` as one LZ4 frame onto `out`: each block is compressed into the thread's
+/// [`Lz4Space`] and only its compressed bytes are copied out (unlike
+/// `lz4_flex::frame::FrameEncoder`, which allocates its buffers per frame, or compressing into
+/// `out`'s spare room, which zeroes the largest possible block first).
 fn lz4_frame(input: &[u8], out: &mut BytesMut) -> Result<(), lz4_flex::block::CompressError> {
     out.extend_from_slice(&LZ4_FRAME_HEADER);
-    for block in input.chunks(LZ4_BLOCK) {
-        let start = out.len();
-        out.resize(
-            start + 4 + lz4_flex::block::get_maximum_output_size(block.len()),
-            0,
-        );
-        let n = lz4_flex::block::compress_into(block, &mut out[start + 4..])?;
-        let size = if n < block.len() {
-            out.truncate(start + 4 + n);
-            n as u32
-        } else {
-            // Incompressible: store the block as is (high bit set).
-            out.truncate(start + 4);
-            out.extend_from_slice(block);
-            block.len() as u32 | 0x8000_0000
-        };
-        out[start..start + 4].copy_from_slice(&size.to_le_bytes());
-    }
+    LZ4_SPACE.with_borrow_mut(|space| {
+        for block in input.chunks(LZ4_BLOCK) {
+            let table = if block.len() < usize::from(u16::MAX) {
+                &mut space.small
+            } else {
+                &mut space.large
+            };
+            let n = lz4_flex::block::compress_into_with_table(block, &mut space.block, table)?;
+            if n < block.len() {
+                out.extend_from_slice(&(n as u32).to_le_bytes());
+                out.extend_from_slice(&space.block[..n]);
+            } else {
+                // Incompressible: store the block as is (high bit set).
+                out.extend_from_slice(&(block.len() as u32 | 0x8000_0000).to_le_bytes());
+                out.extend_from_slice(block);
+            }
+        }
+        Ok::<(), lz4_flex::block::CompressError>(())
+    })?;
     out.extend_from_slice(&0u32.to_le_bytes()); // end mark
     Ok(())
 }
@@ -355,6 +377,15 @@ mod tests {
     use crate::producer::RecordHeader;
 
     /// Every codec the encoder writes.
+    /// `batch_bytes_are_pinned`: (codec, length, FNV-1a 64) of the encoder's output at 3d157e2.
+    const PINNED: &[(Compression, usize, u64)] = &[
+        (Compression::None, 118_505, 7_193_386_471_559_625_411),
+        (Compression::Gzip, 6_319, 15_978_732_502_600_154_194),
+        (Compression::Snappy, 13_054, 7_232_127_567_304_347_791),
+        (Compression::Lz4, 9_155, 4_353_814_865_940_077_796),
+        (Compression::Zstd, 7_773, 1_388_333_604_129_766_136),
+    ];
+
     const ALL_CODECS: [Compression; 5] = [
         Compression::None,
         Compression::Gzip,
@@ -541,6 +572,73 @@ mod tests {
             EncodedBatch::encode(&[], Compression::Lz4, &mut BytesMut::new()),
             Err(ProduceError::EmptyBatch)
         ));
+    }
+
+    /// FNV-1a 64 of `bytes`: a fingerprint to pin encoded batches with.
+    fn fnv64(bytes: &[u8]) -> u64 {
+        bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, &b| {
+            (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+        })
+    }
+
+    /// Records shaped like the forwarder's (a key, the four edge-* headers, a 200-byte
+    /// payload), over 64 KiB in all so lz4 writes several blocks.
+    fn forwarded_like(n: usize) -> Vec<ProduceRecord> {
+        (0..n)
+            .map(|i| {
+                let offset = 1_000_000 + i as u64 * 7;
+                ProduceRecord {
+                    key: Some(Bytes::from(format!("dev-{}", i % 16))),
+                    value: Some(Bytes::from(
+                        (0..200)
+                            .map(|j| b'a' + ((i * 31 + j * 7) % 26) as u8)
+                            .collect::<Vec<u8>>(),
+                    )),
+                    headers: vec![
+                        RecordHeader::new(
+                            Bytes::from_static(b"edge-node"),
+                            Bytes::from_static(b"gw-01"),
+                        ),
+                        RecordHeader::new(
+                            Bytes::from_static(b"edge-offset"),
+                            Bytes::from(offset.to_string()),
+                        ),
+                        RecordHeader::new(
+                            Bytes::from_static(b"edge-source"),
+                            Bytes::from_static(b"mqtt"),
+                        ),
+                        RecordHeader::new(
+                            Bytes::from_static(b"edge-topic"),
+                            Bytes::from(format!("sensors/dev-{}/t", i % 16)),
+                        ),
+                    ],
+                    timestamp_ms: 1_765_000_000_000 + (i as i64 / 3),
+                }
+            })
+            .collect()
+    }
+
+    /// The exact bytes of a batch, pinned (length and fingerprint) for every codec: the
+    /// encoder may get faster, Kafka must keep receiving the same bytes.
+    #[test]
+    fn batch_bytes_are_pinned() {
+        let input = forwarded_like(400);
+        let id = BatchIdentity {
+            producer_id: 4242,
+            producer_epoch: 7,
+            base_sequence: 123_456,
+            transactional: false,
+        };
+        let mut got = Vec::new();
+        let mut scratch = BytesMut::new();
+        for codec in ALL_CODECS {
+            let mut out = BytesMut::new();
+            encode_batch(&input, codec, id, &mut scratch, &mut out).unwrap();
+            let early = EncodedBatch::encode(&input, codec, &mut scratch).unwrap();
+            assert_eq!(&early.stamp(id)[..], &out[..], "{codec:?}");
+            got.push((codec, out.len(), fnv64(&out)));
+        }
+        assert_eq!(got, PINNED);
     }
 
     #[test]

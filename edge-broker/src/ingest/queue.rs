@@ -808,7 +808,7 @@ mod tests {
             .try_read(usize::MAX, usize::MAX)
             .unwrap()
             .into_iter()
-            .map(|r| r.topic)
+            .map(|r| r.topic.to_string())
             .collect();
         let pushed: Vec<String> = (0..20).map(|i| format!("t/{i}")).collect();
         assert_eq!(back, pushed);
