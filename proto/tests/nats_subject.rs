@@ -8,7 +8,7 @@
 use edge_proto::nats::subject::{
     SubjectError, matches, mqtt_filter_parent_subject, mqtt_filter_to_nats_subject,
     mqtt_topic_to_nats_subject, nats_subject_to_mqtt_filter, nats_subject_to_mqtt_topic,
-    validate_publish, validate_subscribe,
+    nats_subject_to_mqtt_topic_shared, validate_publish, validate_subscribe,
 };
 use proptest::prelude::*;
 
@@ -256,7 +256,19 @@ proptest! {
             prop_assert_eq!(mqtt_filter_to_nats_subject(f), Ok(subject.clone()));
         }
         if let Ok(topic) = nats_subject_to_mqtt_topic(&subject) {
-            prop_assert_eq!(mqtt_topic_to_nats_subject(&topic), Ok(subject));
+            prop_assert_eq!(mqtt_topic_to_nats_subject(&topic), Ok(subject.clone()));
+        }
+    }
+
+    /// The shared form is the same mapping (one scratch buffer per thread, reused by
+    /// subjects of every length, plain or escaped, refused or not).
+    #[test]
+    fn the_shared_topic_is_the_same_mapping(subjects in proptest::collection::vec("[a-z0-9_/.*>+# -]{0,12}", 1..8)) {
+        for subject in &subjects {
+            prop_assert_eq!(
+                nats_subject_to_mqtt_topic_shared(subject).map(|t| t.to_string()),
+                nats_subject_to_mqtt_topic(subject)
+            );
         }
     }
 }

@@ -210,10 +210,10 @@ pub fn nats_message_at(
     qos: QoS,
     received_ms: u64,
 ) -> Option<Arc<Message>> {
-    let topic = subject::nats_subject_to_mqtt_topic(nats_subject).ok()?;
+    let topic = subject::nats_subject_to_mqtt_topic_shared(nats_subject).ok()?;
     let response_topic = reply.and_then(|r| subject::nats_subject_to_mqtt_topic(r).ok());
     Some(Arc::new(Message {
-        topic: topic.into(),
+        topic,
         payload,
         qos,
         retain: false,

@@ -33,6 +33,9 @@
 //! MQTT filter must add [`mqtt_filter_parent_subject`] as a second NATS pattern, as nats-server
 //! does.
 
+use std::cell::RefCell;
+use std::sync::Arc;
+
 /// Why a subject, topic or filter was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SubjectError {
@@ -302,6 +305,22 @@ pub fn nats_subject_to_mqtt_topic(subject: &str) -> Result<String, SubjectError>
         Some(topic) => Ok(topic),
         None => subject_to_topic_escaped(subject),
     }
+}
+
+/// [`nats_subject_to_mqtt_topic`] as a shared string, made with one allocation: a plain
+/// subject is swapped in a per-thread scratch buffer (kept at its largest subject) and
+/// copied once into the `Arc`, where converting the `String` would allocate twice.
+pub fn nats_subject_to_mqtt_topic_shared(subject: &str) -> Result<Arc<str>, SubjectError> {
+    thread_local! {
+        static SCRATCH: RefCell<String> = const { RefCell::new(String::new()) };
+    }
+    SCRATCH.with_borrow_mut(|scratch| {
+        if swap_plain_separators_into(subject, b'.', b'/', scratch) {
+            Ok(Arc::from(scratch.as_str()))
+        } else {
+            subject_to_topic_escaped(subject).map(Arc::from)
+        }
+    })
 }
 
 /// [`nats_subject_to_mqtt_topic`] for any subject (escapes, empty levels, refusals).
