@@ -104,6 +104,7 @@ def metric(port, name):
 
 
 BLAST = None  # path of the Rust mqtt-blast, or None for the Python generator
+BLAST_DEFAULT = os.path.join(HERE, "..", "..", "target", "release", "mqtt-blast")
 
 
 def publish(mqtt_port, records, size, publishers):
@@ -127,10 +128,11 @@ def publish(mqtt_port, records, size, publishers):
 
 
 def edge_broker(binary, data, mqtt_port, metrics_port, bootstrap, log, fsync, compression="lz4",
-                topic="bridge", delivery="at_least_once", node="bench-gw"):
+                topic="bridge", delivery="at_least_once", node="bench-gw", wrap=(), timeout=20):
     """Starts edge-broker on a fresh data directory. Each run is a new gateway: runs sharing
     one Kafka get their own `node` id, as two gateways would (exactly once: its own
-    transactional.id; a restart of the same gateway is measured on its own)."""
+    transactional.id; a restart of the same gateway is measured on its own). `wrap` runs it
+    under another command (e.g. valgrind), which may need a longer `timeout` to start."""
     os.makedirs(data, exist_ok=True)
     cfg = os.path.join(data, "edge-broker.toml")
     with open(cfg, "w") as f:
@@ -156,10 +158,10 @@ mqtt = "sensors/+/t"
 kafka_topic = "{topic}"
 key = "{{topic.2}}"
 """)
-    p = spawn([binary, "--config", cfg], stdout=log, stderr=log,
+    p = spawn([*wrap, binary, "--config", cfg], stdout=log, stderr=log,
               env={**os.environ, "RUST_LOG": os.environ.get("BENCH_RUST_LOG", "warn")})
-    wait_port(metrics_port)
-    wait_port(mqtt_port)
+    wait_port(metrics_port, timeout)
+    wait_port(mqtt_port, timeout)
     return p
 
 
@@ -219,8 +221,7 @@ def main():
     ap.add_argument("--tag", default="", help="the round these --results belong to (e.g. r2)")
     ap.add_argument("--delivery", default="at_least_once",
                     help="comma-separated [kafka] delivery modes measured side by side")
-    ap.add_argument("--blast", default=os.path.join(HERE, "..", "..", "target", "release",
-                                                    "mqtt-blast"))
+    ap.add_argument("--blast", default=BLAST_DEFAULT)
     args = ap.parse_args()
     global BLAST
     if args.blast != "python":
