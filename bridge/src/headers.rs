@@ -78,18 +78,8 @@ pub fn build_headers_in(
 
 /// Appends `v` in decimal ASCII (what `write!(arena, "{v}")` writes, without the formatting
 /// machinery: this runs once per forwarded record).
-fn put_decimal(arena: &mut BytesMut, mut v: u64) {
-    let mut digits = [0u8; 20];
-    let mut at = digits.len();
-    loop {
-        at -= 1;
-        digits[at] = b'0' + (v % 10) as u8;
-        v /= 10;
-        if v == 0 {
-            break;
-        }
-    }
-    arena.extend_from_slice(&digits[at..]);
+fn put_decimal(arena: &mut BytesMut, v: u64) {
+    arena.extend_from_slice(itoa::Buffer::new().format(v).as_bytes());
 }
 
 #[cfg(test)]

@@ -250,18 +250,7 @@ pub enum ServerOp {
 }
 
 fn put_usize(dst: &mut BytesMut, n: usize) {
-    let mut buf = [0u8; 20];
-    let mut i = buf.len();
-    let mut n = n;
-    loop {
-        i -= 1;
-        buf[i] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
-    }
-    dst.put_slice(&buf[i..]);
+    dst.put_slice(itoa::Buffer::new().format(n).as_bytes());
 }
 
 fn put_json<T: Serialize>(dst: &mut BytesMut, verb: &[u8], value: &T) {

@@ -170,18 +170,7 @@ pub(super) fn write_ack_json(out: &mut BytesMut, stream: &str, seq: u64) {
     out.extend_from_slice(b"{\"stream\":\"");
     out.extend_from_slice(stream.as_bytes());
     out.extend_from_slice(b"\",\"seq\":");
-    let mut digits = [0u8; 20];
-    let mut n = seq;
-    let mut at = digits.len();
-    loop {
-        at -= 1;
-        digits[at] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
-    }
-    out.extend_from_slice(&digits[at..]);
+    out.extend_from_slice(itoa::Buffer::new().format(seq).as_bytes());
     out.extend_from_slice(b"}");
 }
 
