@@ -358,6 +358,59 @@ fn scan_pub_line<'a>(buf: &'a [u8], limits: &Limits) -> Option<PubLine<'a>> {
     })
 }
 
+/// The hot path of a device that repeats itself: `PUB <the last PUB's subject> [reply] <size>`
+/// and CRLF, one space between the words. The subject is compared with the last one (one
+/// `memcmp`) instead of scanned, and only the words after it are read. `None` for anything
+/// else, [`scan_pub_line`] and the general path then decide; where this finds a line, it is
+/// the line and the arguments they would find (a property test holds it to that).
+fn repeat_pub_line<'a>(buf: &'a [u8], limits: &Limits, last: &[u8]) -> Option<PubLine<'a>> {
+    const START: usize = b"PUB ".len();
+    let mcl = limits.max_control_line;
+    if last.is_empty() || mcl == 0 || !buf.starts_with(b"PUB ") {
+        return None;
+    }
+    if !buf[START..].starts_with(last) {
+        return None;
+    }
+    // The argument part may not run past `mcl` bytes: its CR must come by `START + mcl`.
+    let limit = buf.len().min(START + mcl + 1);
+    let mut args = ArgList {
+        args: [&[]; ArgList::MAX + 1],
+        len: 1,
+    };
+    args.args[0] = &buf[START..START + last.len()];
+    let mut i = START + last.len();
+    // Each word after the subject: one space, then bytes above 0x20 up to a space or CRLF.
+    let cr = loop {
+        if buf.get(i) != Some(&b' ') || args.len == 3 {
+            return None;
+        }
+        let from = i + 1;
+        let len = buf.get(from..limit)?.iter().position(|&b| b <= b' ')?;
+        if len == 0 {
+            return None;
+        }
+        i = from + len;
+        args.args[args.len] = &buf[from..i];
+        args.len += 1;
+        if buf[i] == b'\r' {
+            break i;
+        }
+    };
+    if buf.get(cr + 1) != Some(&b'\n') {
+        return None;
+    }
+    Some(PubLine {
+        line: Line {
+            verb: Verb::Pub,
+            arg_start: START,
+            arg_end: cr,
+            next: cr + 2,
+        },
+        args,
+    })
+}
+
 /// Arguments an op line is split into, without allocating (a PUB is split per message).
 /// Every op takes at most [`ArgList::MAX`] arguments; a line with more keeps one more than
 /// that, so it still matches no accepted form and is refused as before.
@@ -564,8 +617,13 @@ fn decode_client_step(
     limits: &Limits,
     last: &mut LastSubject,
 ) -> Result<Option<Step<ClientOp>>, DecodeError> {
-    // A PUB/HPUB line is scanned once; anything else (or an unusual PUB line) the general way.
-    let (line, pub_args) = match scan_pub_line(buf, limits) {
+    // The last PUB's subject again, or a PUB/HPUB line scanned once; anything else (or an
+    // unusual PUB line) the general way.
+    let repeated = last
+        .get()
+        .and_then(|subject| repeat_pub_line(buf, limits, subject.as_bytes()));
+    let repeats_last = repeated.is_some();
+    let (line, pub_args) = match repeated.or_else(|| scan_pub_line(buf, limits)) {
         Some(scanned) => (scanned.line, Some(scanned.args)),
         None => match read_line(buf, FROM_CLIENT, limits)? {
             Some(line) => (line, None),
@@ -666,7 +724,10 @@ fn decode_client_step(
             };
             let (hdr, total) = payload_sizes(verb, arg, a.2, a.3, limits)?;
             // Decoded before the payload is there, as before: errors come in the same order.
-            let subject = last.reuse_or_decode(a.0, verb)?;
+            let subject = match last.get() {
+                Some(subject) if repeats_last => Arc::clone(subject),
+                _ => last.reuse_or_decode(a.0, verb)?,
+            };
             let reply = a.1.map(|r| text(r, verb)).transpose()?;
             if !payload_ready(buf, verb, line.next, total)? {
                 return Ok(None);
@@ -812,6 +873,60 @@ mod tests {
         })
     }
 
+    fn repeated(buf: &[u8], limits: &Limits, last: &[u8]) -> Option<Found> {
+        repeat_pub_line(buf, limits, last).map(|s| {
+            let args = s.args.as_slice().iter().map(|a| a.to_vec()).collect();
+            let l = s.line;
+            (l.verb, l.arg_start, l.arg_end, l.next, args)
+        })
+    }
+
+    #[test]
+    fn a_repeated_subject_is_compared_not_scanned() {
+        let limits = Limits::default();
+        let last = b"bench.sensor.temp";
+        for (input, args) in [
+            (
+                &b"PUB bench.sensor.temp 200\r\nxx"[..],
+                &[&b"bench.sensor.temp"[..], b"200"][..],
+            ),
+            (
+                b"PUB bench.sensor.temp _INBOX.abc.7 12\r\n",
+                &[b"bench.sensor.temp", b"_INBOX.abc.7", b"12"],
+            ),
+            (
+                b"PUB bench.sensor.temp x\r\n",
+                &[b"bench.sensor.temp", b"x"],
+            ),
+        ] {
+            let found = repeated(input, &limits, last).expect("the repeat path takes it");
+            assert_eq!(found.4, args, "{input:?}");
+            assert_eq!(Ok(Some(found)), general(input, &limits), "{input:?}");
+        }
+        // Another subject (a longer one with the same start too), another form, or a line the
+        // repeat path does not finish: the other paths decide.
+        let short = Limits {
+            max_control_line: 20,
+            ..Limits::default()
+        };
+        for (input, limits) in [
+            (&b"PUB bench.sensor.temperature 200\r\n"[..], &limits),
+            (b"PUB bench.sensor.hum 200\r\n", &limits),
+            (b"pub bench.sensor.temp 200\r\n", &limits),
+            (b"PUB  bench.sensor.temp 200\r\n", &limits),
+            (b"PUB bench.sensor.temp\t200\r\n", &limits),
+            (b"PUB bench.sensor.temp  200\r\n", &limits),
+            (b"PUB bench.sensor.temp 200 \r\n", &limits),
+            (b"PUB bench.sensor.temp 200\n", &limits),
+            (b"PUB bench.sensor.temp 200\r", &limits),
+            (b"PUB bench.sensor.temp a b 200\r\n", &limits),
+            (b"HPUB bench.sensor.temp 2 200\r\n", &limits),
+            (b"PUB bench.sensor.temp 200\r\n", &short),
+        ] {
+            assert_eq!(repeated(input, limits, last), None, "{input:?}");
+        }
+    }
+
     #[test]
     fn the_one_pass_scan_takes_the_usual_lines() {
         let limits = Limits::default();
@@ -886,6 +1001,46 @@ mod tests {
                 .filter(|&(_, &b)| b < 0x21)
                 .fold(0u64, |m, (i, _)| m | 0x80 << (8 * i));
             prop_assert_eq!(control_bytes(word), expected);
+        }
+    }
+
+    proptest! {
+        // About one case in seventy is a well-formed repeat the fast path takes.
+        #![proptest_config(ProptestConfig::with_cases(65536))]
+
+        #[test]
+        fn the_repeat_path_agrees_with_the_general_path(
+            verb in prop::sample::select(vec!["PUB ", "PUB ", "PUB ", "PUB", "pub ", "HPUB "]),
+            last in prop::collection::vec(
+                prop::sample::select(b"\r\x01\x7f\xffab.>*".to_vec()),
+                0..6,
+            ),
+            repeat in prop::sample::select(vec![true, true, true, false]),
+            // Words with what comes before each, and the line's end: well-formed lines often.
+            words in prop::collection::vec(
+                (
+                    prop::sample::select(vec![" ", " ", " ", " ", " ", "\t", "  ", ""]),
+                    prop::sample::select(vec!["200", "_INBOX.x", "a", "\x7f", "\u{ff}", "", "\0", "\r"]),
+                ),
+                0..4,
+            ),
+            end in prop::sample::select(vec!["\r\n", "\r\n", "\r\n", "\n", "\r", "", " \r\n", "\r\r\n"]),
+            mcl in prop::sample::select(vec![1usize, 3, 8, 12, 20, 4096]),
+        ) {
+            let mut buf = verb.as_bytes().to_vec();
+            if repeat {
+                buf.extend_from_slice(&last);
+            }
+            for (blank, word) in words {
+                buf.extend_from_slice(blank.as_bytes());
+                buf.extend_from_slice(word.as_bytes());
+            }
+            buf.extend_from_slice(end.as_bytes());
+            let limits = Limits { max_control_line: mcl, ..Limits::default() };
+            if let Some(found) = repeated(&buf, &limits, &last) {
+                prop_assert_eq!(&found.4[0], &last);
+                prop_assert_eq!(general(&buf, &limits), Ok(Some(found)));
+            }
         }
     }
 }
