@@ -164,8 +164,8 @@ fn swap_plain_separators(name: &str, from: u8, to: u8) -> Option<String> {
     swap_plain_separators_into(name, from, to, &mut out).then_some(out)
 }
 
-/// [`swap_plain_separators`] into `out` (cleared first); false (and `out` untouched) when
-/// `name` is not plain.
+/// [`swap_plain_separators`] into `out` (cleared first); false when `name` is not plain (`out`
+/// then holds nothing meaningful).
 fn swap_plain_separators_into(name: &str, from: u8, to: u8, out: &mut String) -> bool {
     let bytes = name.as_bytes();
     // A separator at the start, after another one, or at the end marks an empty level/token.
@@ -176,7 +176,7 @@ fn swap_plain_separators_into(name: &str, from: u8, to: u8, out: &mut String) ->
                 return false;
             }
             after_separator = true;
-        } else if b.is_ascii_alphanumeric() || b == b'_' || b == b'-' {
+        } else if PLAIN[usize::from(b)] {
             after_separator = false;
         } else {
             return false;
@@ -185,10 +185,16 @@ fn swap_plain_separators_into(name: &str, from: u8, to: u8, out: &mut String) ->
     if after_separator {
         return false;
     }
-    // Byte-wise (the name is ASCII here), reusing `out`'s allocation.
+    // One copy, then the separators swapped in place (a loop the compiler vectorises); the
+    // bytes are ASCII, so the UTF-8 check of the result takes its ASCII fast path.
     let mut swapped = std::mem::take(out).into_bytes();
     swapped.clear();
-    swapped.extend(bytes.iter().map(|&b| if b == from { to } else { b }));
+    swapped.extend_from_slice(bytes);
+    for b in &mut swapped {
+        if *b == from {
+            *b = to;
+        }
+    }
     match String::from_utf8(swapped) {
         Ok(swapped) => {
             *out = swapped;
@@ -197,6 +203,18 @@ fn swap_plain_separators_into(name: &str, from: u8, to: u8, out: &mut String) ->
         Err(_) => false, // cannot happen: ASCII in, ASCII out
     }
 }
+
+/// The bytes of a plain level or token: ASCII letters, digits, `_` and `-`.
+const PLAIN: [bool; 256] = {
+    let mut table = [false; 256];
+    let mut b = 0;
+    while b < 256 {
+        let c = b as u8;
+        table[b] = c.is_ascii_alphanumeric() || c == b'_' || c == b'-';
+        b += 1;
+    }
+    table
+};
 
 /// Maps an MQTT topic name (PUBLISH) to the NATS subject nats-server uses for it.
 ///
@@ -389,6 +407,35 @@ mod tests {
             }
             if let Some(topic) = swap_plain_separators(&name, b'.', b'/') {
                 prop_assert_eq!(subject_to_topic_escaped(&name), Ok(topic));
+            }
+        }
+    }
+
+    /// The fast path as it was first written, byte by byte: the model the table-driven one
+    /// must equal, including when it declines.
+    fn swap_model(name: &str, from: u8, to: u8) -> Option<String> {
+        let plain = |level: &[u8]| {
+            !level.is_empty()
+                && level
+                    .iter()
+                    .all(|&b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+        };
+        name.as_bytes()
+            .split(|&b| b == from)
+            .all(plain)
+            .then(|| name.replace(char::from(from), &char::from(to).to_string()))
+    }
+
+    proptest! {
+        #[test]
+        fn the_plain_fast_path_equals_its_model(
+            name in "[a-zA-Z0-9_./é*>+# \\x00-\\x1f\\x7f-]{0,24}",
+            left_over in "[a-z.]{0,8}",
+        ) {
+            for (from, to) in [(b'.', b'/'), (b'/', b'.')] {
+                let mut out = left_over.clone();
+                let swapped = swap_plain_separators_into(&name, from, to, &mut out).then_some(out);
+                prop_assert_eq!(swapped, swap_model(&name, from, to));
             }
         }
     }
