@@ -436,6 +436,7 @@ fn check_costs() {
                 received_ms: 0,
                 origin: edge_broker::message::Origin::Mqtt,
                 publisher: None,
+                nats_subject: None,
             })
         })
         .collect();

@@ -489,6 +489,7 @@ mod tests {
             received_ms: 0,
             origin: Origin::Mqtt,
             publisher,
+            nats_subject: None,
         })
     }
 

@@ -54,6 +54,11 @@ pub struct Message {
     /// Session or connection that published it (for MQTT's No Local), if any.
     #[serde(skip)]
     pub publisher: Option<u64>,
+    /// The NATS subject it was published on, if it came from NATS: always `topic`'s image
+    /// under the NATS ↔ MQTT mapping, kept so that a delivery to a NATS subscriber does not
+    /// map the topic back. `None` for everything else (and after a restart: not stored).
+    #[serde(skip)]
+    pub nats_subject: Option<Arc<str>>,
 }
 
 /// Serde for a [`QoS`] as its one-byte value (0, 1 or 2), the form state files hold; any other
@@ -132,6 +137,7 @@ mod tests {
             received_ms: 10_000,
             origin: Origin::Mqtt,
             publisher: None,
+            nats_subject: None,
         }
     }
 

@@ -50,6 +50,7 @@ fn messages() -> [Arc<Message>; 3] {
         received_ms: T0,
         origin: Origin::Mqtt,
         publisher: None,
+        nats_subject: None,
     };
     let bare = Message {
         topic: "t/x".into(),
@@ -60,6 +61,7 @@ fn messages() -> [Arc<Message>; 3] {
         received_ms: T0 + 1,
         origin: Origin::Nats,
         publisher: None,
+        nats_subject: None,
     };
     let retained = Message {
         topic: "status/gw1".into(),

@@ -188,6 +188,7 @@ fn messages() -> Vec<Arc<Message>> {
                 received_ms: u64::from(i),
                 origin: Origin::Mqtt,
                 publisher: None,
+                nats_subject: None,
             })
         })
         .collect()

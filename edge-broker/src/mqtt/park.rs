@@ -440,6 +440,7 @@ mod tests {
                 received_ms: 1,
                 origin: Origin::Mqtt,
                 publisher: None,
+                nats_subject: None,
             }),
             qos: QoS::AtLeastOnce,
             retain: false,

@@ -284,6 +284,7 @@ mod tests {
             received_ms: 0,
             origin: Origin::Mqtt,
             publisher: None,
+            nats_subject: None,
         })
     }
 

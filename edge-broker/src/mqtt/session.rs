@@ -1079,6 +1079,7 @@ mod tests {
                 received_ms: 1,
                 origin: Origin::Mqtt,
                 publisher: None,
+                nats_subject: None,
             }),
             qos,
             retain: false,

@@ -248,6 +248,7 @@ pub fn message(topic: String, payload: String) -> Arc<Message> {
         received_ms: now_ms(),
         origin: Origin::Mqtt,
         publisher: None,
+        nats_subject: None,
     })
 }
 

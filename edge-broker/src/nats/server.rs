@@ -182,7 +182,7 @@ pub fn hub_filter_text(nats_subject: &str) -> Option<String> {
 
 /// Builds the hub message for a NATS publish; `None` when the subject has no MQTT equivalent.
 pub fn nats_message(
-    nats_subject: &str,
+    nats_subject: &Arc<str>,
     reply: Option<&str>,
     headers: Option<&HeaderMap>,
     payload: bytes::Bytes,
@@ -202,7 +202,7 @@ pub fn nats_message(
 
 /// [`nats_message`] received at `received_ms` (unix ms).
 pub fn nats_message_at(
-    nats_subject: &str,
+    nats_subject: &Arc<str>,
     reply: Option<&str>,
     headers: Option<&HeaderMap>,
     payload: bytes::Bytes,
@@ -211,6 +211,11 @@ pub fn nats_message_at(
     received_ms: u64,
 ) -> Option<Arc<Message>> {
     let topic = subject::nats_subject_to_mqtt_topic_shared(nats_subject).ok()?;
+    // The mapping is a bijection: a NATS delivery may take the subject for the topic's image.
+    debug_assert_eq!(
+        subject::mqtt_topic_to_nats_subject(&topic).as_deref(),
+        Ok(&**nats_subject)
+    );
     let response_topic = reply.and_then(|r| subject::nats_subject_to_mqtt_topic(r).ok());
     Some(Arc::new(Message {
         topic,
@@ -231,6 +236,7 @@ pub fn nats_message_at(
         received_ms,
         origin: Origin::Nats,
         publisher,
+        nats_subject: Some(Arc::clone(nats_subject)),
     }))
 }
 
@@ -277,7 +283,7 @@ mod tests {
         let mut h = HeaderMap::new();
         h.append("k", "v");
         let m = nats_message(
-            "a.b//c",
+            &"a.b//c".into(),
             Some("_INBOX.x.1"),
             Some(&h),
             bytes::Bytes::new(),
@@ -290,7 +296,7 @@ mod tests {
         assert_eq!(m.properties.user_properties, vec![("k".into(), "v".into())]);
         assert!(
             nats_message(
-                "a/b",
+                &"a/b".into(),
                 None,
                 None,
                 bytes::Bytes::new(),

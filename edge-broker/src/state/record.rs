@@ -314,6 +314,7 @@ impl From<StoredMessage> for Message {
                 StoredOrigin::Nats => Origin::Nats,
             },
             publisher: None,
+            nats_subject: None,
         }
     }
 }

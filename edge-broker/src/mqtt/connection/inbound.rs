@@ -208,6 +208,7 @@ impl Connection {
             received_ms: now_ms(),
             origin: Origin::Mqtt,
             publisher: Some(self.session.key),
+            nats_subject: None,
         };
         if message.retain
             && !message.payload.is_empty()

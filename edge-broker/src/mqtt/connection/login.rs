@@ -233,6 +233,7 @@ impl Connection {
                     received_ms: now_ms(),
                     origin: Origin::Mqtt,
                     publisher: Some(session.key),
+                    nats_subject: None,
                 },
                 delay_secs: will.properties.will_delay_interval.unwrap_or(0),
             })

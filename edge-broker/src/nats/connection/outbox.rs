@@ -118,24 +118,33 @@ impl Mailbox for SubMailbox {
     fn deliver(&self, delivery: Delivery) -> bool {
         let message = &delivery.message;
         let server = &self.outbox.server;
-        // The subject is mapped into a per-thread buffer: no allocation per delivery.
+        let reply = || {
+            message
+                .properties
+                .response_topic
+                .as_deref()
+                .and_then(|t| subject::mqtt_topic_to_nats_subject(t).ok())
+        };
+        let push = |subject: &str| {
+            self.push_msg(
+                subject,
+                reply().as_deref(),
+                &message.properties.user_properties,
+                &message.payload,
+                message.publisher,
+            )
+        };
+        // Published over NATS: its own subject. Otherwise the topic is mapped into a
+        // per-thread buffer: no allocation per delivery.
+        if let Some(subject) = &message.nats_subject {
+            return push(subject);
+        }
         SUBJECT_SCRATCH.with_borrow_mut(|subject| {
             if subject::mqtt_topic_to_nats_subject_into(&message.topic, subject).is_err() {
                 server.metrics.dropped(DropReason::UnmappableSubject);
                 return false;
             }
-            let reply = message
-                .properties
-                .response_topic
-                .as_deref()
-                .and_then(|t| subject::mqtt_topic_to_nats_subject(t).ok());
-            self.push_msg(
-                subject,
-                reply.as_deref(),
-                &message.properties.user_properties,
-                &message.payload,
-                message.publisher,
-            )
+            push(subject)
         })
     }
 }

@@ -140,7 +140,7 @@ impl Connection {
         };
         // Server-originated (no publisher): delivered even to a publisher with echo off.
         if let Some(message) = nats_message_at(
-            &subject,
+            &Arc::from(subject),
             None,
             None,
             body,
