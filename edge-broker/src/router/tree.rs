@@ -21,7 +21,7 @@ pub struct SubscriptionTree<K, V> {
 
 #[derive(Debug)]
 struct Node<K, V> {
-    literal: HashMap<String, Node<K, V>>,
+    literal: Children<K, V>,
     one: Option<Box<Node<K, V>>>,
     /// Subscriptions whose filter ends here.
     here: Entries<K, V>,
@@ -57,7 +57,7 @@ pub struct Matched<'a, K, V> {
 impl<K, V> Default for Node<K, V> {
     fn default() -> Self {
         Node {
-            literal: HashMap::new(),
+            literal: Children::Few(Vec::new()),
             one: None,
             here: Entries::default(),
             zero_or_more: Entries::default(),
@@ -110,6 +110,10 @@ impl<K: Ord + Clone, V> Entries<K, V> {
     }
 
     fn visit<'a>(&'a self, visit: &mut impl FnMut(Matched<'a, K, V>)) {
+        // Most entry lists a match passes are empty: two length checks, no iterators.
+        if self.is_empty() {
+            return;
+        }
         for (key, value) in &self.direct {
             visit(Matched {
                 key,
@@ -188,12 +192,103 @@ impl<K: Ord + Clone, V> Node<K, V> {
 /// Tearing a tree down walks it with a heap stack: a deep filter must not recurse in `drop`.
 impl<K, V> Drop for Node<K, V> {
     fn drop(&mut self) {
-        let mut stack: Vec<Node<K, V>> = self.literal.drain().map(|(_, node)| node).collect();
+        let mut stack: Vec<Node<K, V>> = self.literal.take_nodes();
         stack.extend(self.one.take().map(|node| *node));
         while let Some(mut node) = stack.pop() {
-            stack.extend(node.literal.drain().map(|(_, node)| node));
+            stack.extend(node.literal.take_nodes());
             stack.extend(node.one.take().map(|node| *node));
             // `node` has no children left: dropping it does not recurse.
+        }
+    }
+}
+
+/// A node's literal children. A level has a handful of them in most trees (a gateway's topics
+/// differ in a few places), and comparing a few short names costs less than one SipHash of the
+/// level, so up to [`Children::FEW`] they are a list searched in order. From there on they are
+/// a `HashMap` (SipHash with random keys: no collisions a client can aim for when it
+/// subscribes to many names under one level). It does not go back to a list.
+#[derive(Debug)]
+enum Children<K, V> {
+    Few(Vec<(String, Node<K, V>)>),
+    Many(HashMap<String, Node<K, V>>),
+}
+
+impl<K, V> Children<K, V> {
+    /// The most children kept as a list.
+    const FEW: usize = 8;
+
+    fn len(&self) -> usize {
+        match self {
+            Children::Few(list) => list.len(),
+            Children::Many(map) => map.len(),
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn get(&self, level: &str) -> Option<&Node<K, V>> {
+        match self {
+            Children::Few(list) => list
+                .iter()
+                .find(|(name, _)| name == level)
+                .map(|(_, node)| node),
+            Children::Many(map) => map.get(level),
+        }
+    }
+
+    fn get_mut(&mut self, level: &str) -> Option<&mut Node<K, V>> {
+        match self {
+            Children::Few(list) => list
+                .iter_mut()
+                .find(|(name, _)| name == level)
+                .map(|(_, node)| node),
+            Children::Many(map) => map.get_mut(level),
+        }
+    }
+
+    fn contains_key(&self, level: &str) -> bool {
+        self.get(level).is_some()
+    }
+
+    /// The child on `level`, made empty if there was none.
+    fn get_or_insert(&mut self, level: &str) -> &mut Node<K, V> {
+        if let Children::Few(list) = self
+            && list.len() >= Self::FEW
+            && !list.iter().any(|(name, _)| name == level)
+        {
+            *self = Children::Many(std::mem::take(list).into_iter().collect());
+        }
+        match self {
+            Children::Few(list) => {
+                let at = match list.iter().position(|(name, _)| name == level) {
+                    Some(at) => at,
+                    None => {
+                        list.push((level.to_owned(), Node::default()));
+                        list.len() - 1
+                    }
+                };
+                &mut list[at].1
+            }
+            Children::Many(map) => map.entry(level.to_owned()).or_default(),
+        }
+    }
+
+    fn remove(&mut self, level: &str) {
+        match self {
+            Children::Few(list) => list.retain(|(name, _)| name != level),
+            Children::Many(map) => {
+                map.remove(level);
+            }
+        }
+    }
+
+    /// Takes every child out (for dropping a tree without recursion).
+    fn take_nodes(&mut self) -> Vec<Node<K, V>> {
+        match self {
+            Children::Few(list) => list.drain(..).map(|(_, node)| node).collect(),
+            Children::Many(map) => map.drain().map(|(_, node)| node).collect(),
         }
     }
 }
@@ -257,7 +352,7 @@ impl<K: Ord + Clone, V> SubscriptionTree<K, V> {
         let mut node = &mut self.root;
         for level in path {
             node = match level {
-                Level::Literal(text) => node.literal.entry(text.clone()).or_default(),
+                Level::Literal(text) => node.literal.get_or_insert(text),
                 _ => node.one.get_or_insert_with(Box::default),
             };
         }
@@ -357,6 +452,37 @@ mod tests {
     use super::*;
     use crate::router::filter::mqtt_levels;
     use proptest::prelude::*;
+
+    fn child<'a, K, V>(node: &'a Node<K, V>, level: &str) -> &'a Node<K, V> {
+        node.literal.get(level).expect("child exists")
+    }
+
+    #[test]
+    fn many_names_under_one_level_move_from_the_list_to_a_map() {
+        let mut tree = SubscriptionTree::new();
+        let names: Vec<String> = (0..3 * Children::<u32, ()>::FEW)
+            .map(|i| format!("dev-{i}"))
+            .collect();
+        for (i, name) in names.iter().enumerate() {
+            let filter = Filter::mqtt(&format!("gw/{name}/cmd")).unwrap();
+            tree.insert(&filter, None, i, "cmd");
+            let gw = child(&tree.root, "gw");
+            let many = matches!(gw.literal, Children::Many(_));
+            assert_eq!(many, i >= Children::<u32, ()>::FEW, "after {} names", i + 1);
+        }
+        for (i, name) in names.iter().enumerate() {
+            assert_eq!(collect_keys(&tree, &format!("gw/{name}/cmd")), vec![i]);
+        }
+        for (i, name) in names.iter().enumerate().filter(|(i, _)| i % 2 == 0) {
+            let filter = Filter::mqtt(&format!("gw/{name}/cmd")).unwrap();
+            assert_eq!(tree.remove(&filter, None, &i), Some("cmd"));
+        }
+        for (i, name) in names.iter().enumerate() {
+            let want = if i % 2 == 0 { vec![] } else { vec![i] };
+            assert_eq!(collect_keys(&tree, &format!("gw/{name}/cmd")), want);
+        }
+        assert_eq!(collect_keys(&tree, "gw/dev-x/cmd"), Vec::<usize>::new());
+    }
 
     fn collect(
         tree: &SubscriptionTree<u32, &'static str>,
@@ -467,11 +593,11 @@ mod tests {
         assert_eq!(collect_keys(&tree, "a/b"), vec![1]);
         assert_eq!(collect_keys(&tree, "a/x/c/d"), vec![2]);
         assert_eq!(collect_keys(&tree, "a/q/c"), vec![3]);
-        assert!(tree.root.literal["a"].literal["b"].literal.is_empty());
+        assert!(child(child(&tree.root, "a"), "b").literal.is_empty());
         assert_eq!(tree.remove(&short, None, &1), Some("v"));
-        assert!(!tree.root.literal["a"].literal.contains_key("b"));
+        assert!(!child(&tree.root, "a").literal.contains_key("b"));
         assert_eq!(tree.remove(&plus, None, &3), Some("v"));
-        assert!(tree.root.literal["a"].one.is_none());
+        assert!(child(&tree.root, "a").one.is_none());
         assert_eq!(tree.remove(&side, None, &2), Some("v"));
         assert!(tree.root.is_empty());
         assert_eq!(tree.remove(&side, None, &2), None);
@@ -484,13 +610,13 @@ mod tests {
         out
     }
 
+    /// Levels from a small alphabet (so filters and topics meet), with more names than a
+    /// list of children holds ([`Children::FEW`]).
     fn level() -> impl Strategy<Value = String> {
-        prop_oneof![
-            Just("a".to_owned()),
-            Just("b".to_owned()),
-            Just("$c".to_owned()),
-            Just(String::new())
-        ]
+        prop::sample::select(vec![
+            "a", "b", "c", "d", "e", "f", "g", "h", "i", "j", "$c", "",
+        ])
+        .prop_map(str::to_owned)
     }
 
     fn filter_text() -> impl Strategy<Value = String> {
@@ -515,7 +641,7 @@ mod tests {
         /// The tree and the plain matcher agree on every filter/topic pair.
         #[test]
         fn tree_agrees_with_filter_matching(
-            filters in prop::collection::vec(filter_text(), 1..12),
+            filters in prop::collection::vec(filter_text(), 1..32),
             topic in prop::collection::vec(level(), 1..5),
         ) {
             let mut tree = SubscriptionTree::new();
@@ -543,8 +669,8 @@ mod tests {
         /// empty root (pruning never drops a node another filter still needs).
         #[test]
         fn removal_keeps_the_rest_and_prunes_everything(
-            filters in prop::collection::btree_set(filter_text(), 1..12),
-            remove_mask in prop::collection::vec(any::<bool>(), 12),
+            filters in prop::collection::btree_set(filter_text(), 1..32),
+            remove_mask in prop::collection::vec(any::<bool>(), 32),
             topic in prop::collection::vec(level(), 1..5),
         ) {
             let parsed: Vec<Filter> = filters.iter().map(|f| Filter::mqtt(f).unwrap()).collect();
