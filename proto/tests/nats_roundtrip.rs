@@ -101,7 +101,7 @@ fn client_op() -> impl Strategy<Value = ClientOp> {
         )
             .prop_map(|(subject, reply, headers, payload)| ClientOp::Pub(Pub {
                 subject: subject.into(),
-                reply,
+                reply: reply.map(Into::into),
                 headers,
                 payload
             })),

@@ -469,6 +469,13 @@ fn text(b: &[u8], verb: Verb) -> Result<String, DecodeError> {
         .map_err(|_| DecodeError::NotUtf8 { verb: verb.name() })
 }
 
+/// [`text`] as a shared string, in one allocation.
+fn shared_text(b: &[u8], verb: Verb) -> Result<Arc<str>, DecodeError> {
+    std::str::from_utf8(b)
+        .map(Arc::from)
+        .map_err(|_| DecodeError::NotUtf8 { verb: verb.name() })
+}
+
 fn lossy(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
 }
@@ -728,7 +735,7 @@ fn decode_client_step(
                 Some(subject) if repeats_last => Arc::clone(subject),
                 _ => last.reuse_or_decode(a.0, verb)?,
             };
-            let reply = a.1.map(|r| text(r, verb)).transpose()?;
+            let reply = a.1.map(|r| shared_text(r, verb)).transpose()?;
             if !payload_ready(buf, verb, line.next, total)? {
                 return Ok(None);
             }

@@ -169,8 +169,8 @@ pub struct Pub {
     /// Subject to publish to (not validated by the decoder, as in nats-server). Shared: a
     /// connection's decoder hands out one `Arc` while the subject repeats (`LastSubject`).
     pub subject: Arc<str>,
-    /// Optional reply subject.
-    pub reply: Option<String>,
+    /// Optional reply subject, shared: it travels on to the answer that goes to it.
+    pub reply: Option<Arc<str>>,
     /// Raw `NATS/1.0` header block (HPUB), zero-copy; parse with [`super::HeaderMap::decode`].
     /// nats-server closes the connection (without `-ERR`) on an HPUB from a client whose
     /// CONNECT did not set `headers: true`; the session has to check that.

@@ -32,7 +32,7 @@ pub(super) struct MsgId {
 
 /// A reply owed on a reply subject, in arrival order.
 pub(super) struct Reply {
-    pub(super) subject: String,
+    pub(super) subject: Arc<str>,
     pub(super) body: ReplyBody,
 }
 
@@ -51,7 +51,7 @@ pub(super) type Ingest = IngestQueue<Written, Reply>;
 
 impl Connection {
     /// Queues a reply known now; it leaves after the replies before it.
-    pub(super) fn give_reply(&mut self, subject: String, body: Bytes) {
+    pub(super) fn give_reply(&mut self, subject: Arc<str>, body: Bytes) {
         self.ingest.push_answer(Reply {
             subject,
             body: ReplyBody::Given(body),
@@ -140,7 +140,7 @@ impl Connection {
         };
         // Server-originated (no publisher): delivered even to a publisher with echo off.
         if let Some(message) = nats_message_at(
-            &Arc::from(subject),
+            &subject,
             None,
             None,
             body,
