@@ -7,7 +7,8 @@ end-to-end configuration (`[[route]] mqtt = "sensors/+/t"`, key `{topic.2}`, `fs
 but Kafka unreachable (the forwarder only backs off), publishes --count messages with
 bench_bridge.py's publishers (mqtt-blast, two connections, 16 topics each), then stops the
 broker with SIGTERM so callgrind writes one output file per thread into OUT. Prints Ir per
-message of the two busiest threads (the tokio workers) and of the third (the log writer).
+message of the log writer and of the two busiest other threads (the tokio workers;
+callgrind_threads.py tells them apart).
 
   .venv/bin/python tests/tools/callgrind_mqtt_ingest.py BROKER OUT [--count 200000] \
       [--blast target/release/mqtt-blast]
@@ -16,14 +17,13 @@ Under callgrind the broker runs ~30x slower, so group commits and socket reads h
 messages than at full speed: compare builds with this tool, not with throughput numbers.
 """
 import argparse
-import glob
 import os
-import re
 import sys
 import tempfile
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import bench_bridge as bb  # noqa: E402
+from callgrind_threads import report  # noqa: E402
 
 
 def main():
@@ -49,12 +49,7 @@ def main():
         # Not bb.stop: callgrind must be given the time to write its files.
         broker.terminate()
         broker.wait(timeout=300)
-    threads = sorted((int(re.search(r"^summary: (\d+)", open(path, errors="replace").read(),
-                                    re.M).group(1)), path)
-                     for path in glob.glob(os.path.join(args.out, "cg.out-*")))[::-1]
-    print(f"tokio workers (the two busiest threads): {sum(ir for ir, _ in threads[:2]) / n:,.0f} Ir per message")
-    if len(threads) > 2:
-        print(f"the third busiest (the log writer): {threads[2][0] / n:,.0f} Ir per message")
+    report(args.out, n, "message")
     print(f"callgrind files: {args.out}/cg.out-*; the broker's output: {tmp}/broker.log")
 
 
