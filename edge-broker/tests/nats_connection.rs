@@ -376,3 +376,53 @@ async fn a_repeated_subject_follows_refusals_subscriptions_and_route_reloads() {
         ]
     );
 }
+
+/// A plain publish (not routed) to a subject nobody subscribes to builds nothing, and that
+/// answer is kept while the subject repeats: a subscriber that arrives gets the next repeat,
+/// one that leaves gets no more, and a subject with no MQTT topic is counted as a drop on
+/// every publish, not once.
+#[tokio::test]
+async fn a_repeated_plain_subject_follows_subscribers_and_counts_every_unmappable_drop() {
+    let broker = Broker::start("", roomy_log());
+    let mut client = broker.nats_client();
+    client.connect().await;
+    let mut ops = pub_op("p.a", None, &[], b"1");
+    ops.extend(pub_op("p.a", None, &[], b"2"));
+    ops.extend(b"PING\r\n");
+    client.send(&ops).await;
+    assert_eq!(client.recv().await, ServerOp::Pong);
+
+    let mut subscriber = broker.nats_client();
+    subscriber.connect().await;
+    subscriber.send(b"SUB p.a 9\r\nPING\r\n").await;
+    assert_eq!(subscriber.recv().await, ServerOp::Pong);
+    let mut ops = pub_op("p.a", None, &[], b"3");
+    ops.extend(b"PING\r\n");
+    client.send(&ops).await;
+    assert_eq!(client.recv().await, ServerOp::Pong);
+    match subscriber.recv().await {
+        ServerOp::Msg(m) => assert_eq!((m.subject.as_str(), &m.payload[..]), ("p.a", &b"3"[..])),
+        other => panic!("expected the repeated publish, got {other:?}"),
+    }
+
+    subscriber.send(b"UNSUB 9\r\nPING\r\n").await;
+    assert_eq!(subscriber.recv().await, ServerOp::Pong);
+    let mut ops = pub_op("p.a", None, &[], b"4");
+    ops.extend(b"PING\r\n");
+    client.send(&ops).await;
+    assert_eq!(client.recv().await, ServerOp::Pong);
+    subscriber.send(b"PING\r\n").await;
+    assert_eq!(
+        subscriber.recv().await,
+        ServerOp::Pong,
+        "nothing after the UNSUB"
+    );
+
+    let mut ops = pub_op("a/b", None, &[], b"5");
+    ops.extend(pub_op("a/b", None, &[], b"6"));
+    ops.extend(b"PING\r\n");
+    client.send(&ops).await;
+    assert_eq!(client.recv().await, ServerOp::Pong);
+    let metrics = &broker.nats.metrics;
+    assert_eq!(metrics.dropped_count(DropReason::UnmappableSubject), 2);
+}

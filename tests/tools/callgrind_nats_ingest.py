@@ -18,7 +18,10 @@ prints Ir per PUB of the log writer and of the two busiest other threads (the to
 callgrind_threads.py tells them apart).
 
   .venv/bin/python tests/tools/callgrind_nats_ingest.py BROKER OUT [--mode core|durable]
-      [--count 300000] [--size 200] [--window 1000]
+      [--shape gateway|empty] [--count 300000] [--size 200] [--window 1000]
+
+`--shape empty`: no routes and no other connection's subscriptions (the benchmark's "core PUB"
+row; a durable PUB then gets no PubAck, so use it with `--mode core`).
 
 Under callgrind the broker runs ~30x slower, so group commits and socket reads hold fewer
 messages than at full speed: compare builds with this tool, not with throughput numbers.
@@ -36,10 +39,12 @@ from bench_bridge import free_port  # noqa: E402
 from callgrind_threads import report  # noqa: E402
 
 
-def config(data, nats, mqtt, metrics):
+def config(data, nats, mqtt, metrics, gateway):
     text = (f'[node]\nid = "bench"\ndata_dir = "{data}"\n'
             f'[mqtt]\nlisten = "127.0.0.1:{mqtt}"\n[nats]\nlisten = "127.0.0.1:{nats}"\n'
             f'[metrics]\nlisten = "127.0.0.1:{metrics}"\n[log]\nfsync = "always"\n')
+    if not gateway:
+        return text
     for i in range(20):
         text += f'[[route]]\nnats = "site{i}.>"\nkafka_topic = "site{i}"\n'
     return text + '[[route]]\nnats = "bench.>"\nkafka_topic = "bench"\n'
@@ -98,6 +103,7 @@ def main():
     ap.add_argument("broker")
     ap.add_argument("out")
     ap.add_argument("--mode", choices=["core", "durable"], default="core")
+    ap.add_argument("--shape", choices=["gateway", "empty"], default="gateway")
     ap.add_argument("--count", type=int, default=300_000)
     ap.add_argument("--size", type=int, default=200)
     ap.add_argument("--window", type=int, default=1000)
@@ -108,7 +114,7 @@ def main():
     nats, mqtt, metrics = free_port(), free_port(), free_port()
     path = os.path.join(tmp, "edge-broker.toml")
     with open(path, "w") as f:
-        f.write(config(os.path.join(tmp, "data"), nats, mqtt, metrics))
+        f.write(config(os.path.join(tmp, "data"), nats, mqtt, metrics, args.shape == "gateway"))
     log = open(os.path.join(tmp, "broker.log"), "w")
     cmd = ["valgrind", "--tool=callgrind", "--separate-threads=yes",
            f"--callgrind-out-file={args.out}/cg.out", args.broker, "--config", path]
@@ -125,9 +131,10 @@ def main():
                 assert time.time() < deadline, "the broker did not listen within 120 s"
                 time.sleep(0.1)
         others = connect(nats)
-        others.sendall(b"".join(b"SUB gw.dev-%d.cmd %d\r\n" % (i, i + 10) for i in range(100))
-                       + b"SUB gw.*.status 200\r\nPING\r\n")
-        until_pong(others)
+        if args.shape == "gateway":
+            others.sendall(b"".join(b"SUB gw.dev-%d.cmd %d\r\n" % (i, i + 10) for i in range(100))
+                           + b"SUB gw.*.status 200\r\nPING\r\n")
+            until_pong(others)
         pub = connect(nats)
         payload = b"x" * args.size
         start = time.time()

@@ -99,21 +99,23 @@ impl Connection {
     }
 
     /// A publish that is not stored: deliver, and answer "no responders" if asked and nobody got it.
+    /// Nothing is built for a subject nobody subscribes to (the answer kept per hub generation).
     pub(super) fn plain_pub(&mut self, publish: &Pub, headers: Option<&HeaderMap>) {
-        let message = nats_message(
-            &publish.subject,
-            publish.reply.as_deref(),
-            headers,
-            publish.payload.clone(),
-            Some(self.conn_key),
-            QoS::AtMostOnce,
-        );
-        let delivered = match message {
-            Some(message) => self.server.publish_local(&message).delivered,
-            None => {
+        let delivered = match self.local_subscribers(&publish.subject) {
+            Local::Unmappable => {
                 self.server.metrics.dropped(DropReason::UnmappableSubject);
                 0
             }
+            Local::Nobody => 0,
+            Local::Someone => nats_message(
+                &publish.subject,
+                publish.reply.as_deref(),
+                headers,
+                publish.payload.clone(),
+                Some(self.conn_key),
+                QoS::AtMostOnce,
+            )
+            .map_or(0, |message| self.server.publish_local(&message).delivered),
         };
         let wants_503 = self
             .connect
@@ -169,23 +171,26 @@ impl Connection {
     }
 
     /// Whether a publish on `subject` (the last PUB's) would reach a local subscriber (kept
-    /// while the hub's subscriptions stay the same). Routed publishes nobody subscribes to are
-    /// stored without building a message for local delivery.
-    pub(super) fn has_local_subscribers(&mut self, subject: &str) -> bool {
+    /// while the hub's subscriptions stay the same). Publishes nobody subscribes to are stored
+    /// (if routed) or dropped without building a message for local delivery.
+    pub(super) fn local_subscribers(&mut self, subject: &str) -> Local {
         let hub = &self.server.hub;
         let generation = hub.generation();
         if let Some(facts) = &self.subject_facts
-            && let Some((g, any)) = facts.local
+            && let Some((g, local)) = facts.local
             && g == generation
         {
-            return any;
+            return local;
         }
-        let any = subject::nats_subject_to_mqtt_topic(subject)
-            .is_ok_and(|topic| hub.has_subscribers(&topic));
+        let local = match subject::nats_subject_to_mqtt_topic(subject) {
+            Err(_) => Local::Unmappable,
+            Ok(topic) if hub.has_subscribers(&topic) => Local::Someone,
+            Ok(_) => Local::Nobody,
+        };
         if let Some(facts) = &mut self.subject_facts {
-            facts.local = Some((generation, any));
+            facts.local = Some((generation, local));
         }
-        any
+        local
     }
 
     pub(super) fn routed_pub(
@@ -233,7 +238,7 @@ impl Connection {
             self.now_ms = now_ms();
             self.clock_stale = false;
         }
-        let message = if self.has_local_subscribers(&publish.subject) {
+        let message = if self.local_subscribers(&publish.subject) == Local::Someone {
             nats_message_at(
                 &publish.subject,
                 None,
@@ -302,8 +307,19 @@ pub(super) struct SubjectFacts {
     pub(super) permitted: Option<u64>,
     /// Where it goes upstream, for a route table generation.
     pub(super) route: Option<(u64, Option<Destination>)>,
-    /// Whether a local subscriber would get it, for a hub generation.
-    pub(super) local: Option<(u64, bool)>,
+    /// Who would get it locally, for a hub generation.
+    pub(super) local: Option<(u64, Local)>,
+}
+
+/// Who a publish on a subject would reach on this broker ([`SubjectFacts::local`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Local {
+    /// The subject has no MQTT topic: the hub cannot carry it (counted as a drop).
+    Unmappable,
+    /// No subscription matches.
+    Nobody,
+    /// At least one subscription matches.
+    Someone,
 }
 
 impl SubjectFacts {
