@@ -555,9 +555,11 @@ impl Connection {
         }
     }
 
-    fn handle(&mut self, packet: Packet) -> Result<(), Exit> {
+    /// One packet of the client; `received_ms`: when the buffer it came in was taken (read
+    /// at its first PUBLISH).
+    fn handle(&mut self, packet: Packet, received_ms: &mut Option<u64>) -> Result<(), Exit> {
         match packet {
-            Packet::Publish(publish) => self.on_publish(publish),
+            Packet::Publish(publish) => self.on_publish(publish, received_ms),
             Packet::PubAck(ack) => {
                 let mut state = self.session.lock();
                 if state
