@@ -109,6 +109,12 @@ impl TopicFacts {
     /// oldest topic when the table is full.
     pub(super) fn insert(&mut self, facts: Facts) -> &mut Facts {
         let at = if self.entries.len() < MAX_TOPICS {
+            if self.entries.len() == self.entries.capacity() {
+                // From one (a sensor with one topic holds one entry, not `Vec`'s first four),
+                // doubling up to the bound.
+                let more = self.entries.len().clamp(1, MAX_TOPICS - self.entries.len());
+                self.entries.reserve_exact(more);
+            }
             self.entries.push(facts);
             self.entries.len() - 1
         } else {
@@ -160,6 +166,15 @@ mod tests {
         );
         assert!(table.get(b"sensors/0/tt").is_none());
         assert_eq!(table.len(), MAX_TOPICS);
+        assert_eq!(table.entries.capacity(), MAX_TOPICS);
+    }
+
+    /// A client with one topic holds one entry's room.
+    #[test]
+    fn one_topic_takes_one_entry() {
+        let mut table = TopicFacts::default();
+        table.insert(facts("a/b"));
+        assert_eq!(table.entries.capacity(), 1);
     }
 
     proptest! {
