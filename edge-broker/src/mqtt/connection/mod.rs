@@ -555,11 +555,10 @@ impl Connection {
         }
     }
 
-    /// One packet of the client; `received_ms`: when the buffer it came in was taken (read
-    /// at its first PUBLISH).
-    fn handle(&mut self, packet: Packet, received_ms: &mut Option<u64>) -> Result<(), Exit> {
+    /// One packet of the client (a PUBLISH is taken by reference where input is decoded).
+    fn handle(&mut self, packet: Packet) -> Result<(), Exit> {
         match packet {
-            Packet::Publish(publish) => self.on_publish(publish, received_ms),
+            Packet::Publish(mut publish) => self.on_publish(&mut publish, &mut None),
             Packet::PubAck(ack) => {
                 let mut state = self.session.lock();
                 if state
