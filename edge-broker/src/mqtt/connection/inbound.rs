@@ -83,7 +83,8 @@ impl Facts {
 
 /// Routed records an MQTT connection holds until written (and, if acknowledged, durable), and
 /// their payload bytes. An MQTT connection keeps a whole `Message` per record for local
-/// delivery, so it holds fewer than a NATS one; 1024 still fill many group commits.
+/// delivery when its topic has a subscriber, so it holds fewer than a NATS one; 1024 still
+/// fill many group commits.
 const MAX_RECORDS_IN_FLIGHT: usize = 1024;
 const MAX_BYTES_IN_FLIGHT: usize = 1 << 20;
 
@@ -331,10 +332,10 @@ impl Connection {
     }
 
     /// What the publish on `name` is allowed and where it goes: from the connection's
-    /// [`super::facts::TopicFacts`] when the topic is kept there and no reload or subscription change since
-    /// made an answer stale, otherwise decided (and kept, but for a refusal). `local`: a
-    /// message must be made for local delivery (it is `retain`ed, or the hub has a matching
-    /// subscription); not decided for a denied publish.
+    /// [`super::facts::TopicFacts`] when the topic is kept there and no reload or
+    /// subscription change made an answer stale since, otherwise decided (and kept, but for a
+    /// refusal). `local`: a message must be made for local delivery (it is `retain`ed, or the
+    /// hub has a matching subscription); not decided for a denied publish.
     fn decide(&mut self, name: &MqttString, retain: bool) -> Result<Decided, Exit> {
         let Connection {
             server,
