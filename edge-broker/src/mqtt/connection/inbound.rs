@@ -383,16 +383,19 @@ impl Connection {
             });
         }
         // Where it goes upstream, while the route table stays the same (the key may depend on
-        // the client id: the table is the connection's).
+        // the client id: the table is the connection's); kept once the topic repeats.
         let generation = server.routes.generation();
         let destination = match &facts.route {
             Some((g, destination)) if *g == generation => destination.clone(),
             _ => {
                 let destination = server.destination(&topic, &session.client_id);
-                facts.route = Some((generation, destination.clone()));
+                if !facts.fresh {
+                    facts.route = Some((generation, destination.clone()));
+                }
                 destination
             }
         };
+        facts.fresh = false;
         // Whether anyone subscribes, while the hub's subscriptions stay the same.
         let local = retain || {
             let hub = &server.hub;
