@@ -610,3 +610,281 @@ fn assert_only_disconnect(last: &[Packet], reason: ReasonCode) {
         "{last:?}"
     );
 }
+
+/// Publishes `packets` (QoS 1, ids from `first_id`) and returns their acknowledgements' ids and
+/// reasons, in order.
+async fn acks_of(
+    client: &mut support::MqttClient,
+    packets: &[Packet],
+) -> Vec<(&'static str, u16, ReasonCode)> {
+    client.send_all(packets).await;
+    let mut acks = Vec::new();
+    for _ in packets {
+        acks.push(ack(&client.recv().await));
+    }
+    acks
+}
+
+/// The stored records' topics and payloads, in log order.
+fn stored(broker: &Broker) -> Vec<(String, String)> {
+    broker
+        .records()
+        .into_iter()
+        .map(|r| {
+            (
+                r.topic.to_string(),
+                String::from_utf8(r.payload.to_vec()).unwrap(),
+            )
+        })
+        .collect()
+}
+
+/// A publish repeating a topic reuses what the connection decided for it (the topic, its
+/// route, whether anyone subscribes), yet a route table reload between two publishes on one
+/// topic is seen by the second: one that adds a route stores it, one that takes the route
+/// away stops storing it; topics beyond the connection's table and longer than it keeps are
+/// routed as any.
+#[tokio::test]
+async fn a_repeated_topic_follows_route_reloads() {
+    let broker = Broker::start(ROUTED, roomy_log());
+    let mut client = broker.mqtt_client(ProtocolVersion::V311);
+    client.connect("pub").await;
+    let reload = |toml: &str| {
+        let reloaded =
+            edge_broker::config::Config::parse(toml, std::path::Path::new("reload.toml")).unwrap();
+        broker
+            .mqtt
+            .routes
+            .replace(reloaded.compile_routes().unwrap());
+    };
+    let acked = |id| vec![("PUBACK", id, ReasonCode::Success)];
+    let one =
+        |topic: &str, id, payload: &[u8]| [publish(topic, QoS::AtLeastOnce, Some(id), payload)];
+    assert_eq!(acks_of(&mut client, &one("u/x", 1, b"1")).await, acked(1));
+    assert_eq!(acks_of(&mut client, &one("r/x", 2, b"2")).await, acked(2));
+    reload("[[route]]\nmqtt = \"u/#\"\nkafka_topic = \"u\"\nkey = \"{topic.2}\"\n");
+    assert_eq!(acks_of(&mut client, &one("u/x", 3, b"3")).await, acked(3));
+    assert_eq!(acks_of(&mut client, &one("r/x", 4, b"4")).await, acked(4));
+    reload("");
+    assert_eq!(acks_of(&mut client, &one("u/x", 5, b"5")).await, acked(5));
+    reload(ROUTED);
+    // More topics than a connection keeps, twice round, and one longer than it keeps.
+    let long = format!("r/{}", "l".repeat(300));
+    let mut round: Vec<String> = (0..20).map(|i| format!("r/t{i}")).collect();
+    round.push(long.clone());
+    let packets: Vec<Packet> = round
+        .iter()
+        .chain(&round)
+        .zip(10u16..)
+        .map(|(topic, id)| publish(topic, QoS::AtLeastOnce, Some(id), b"n"))
+        .collect();
+    let acks = acks_of(&mut client, &packets).await;
+    assert!(acks.iter().all(|a| a.2 == ReasonCode::Success), "{acks:?}");
+    let records = broker.records();
+    let u = records.iter().find(|r| r.topic == "u/x").unwrap();
+    let destination = u.destination.as_ref().unwrap();
+    assert_eq!(
+        (&*destination.topic, destination.key.as_deref()),
+        ("u", Some(&b"x"[..]))
+    );
+    let mut expected: Vec<(String, String)> =
+        vec![("r/x".into(), "2".into()), ("u/x".into(), "3".into())];
+    expected.extend(round.iter().chain(&round).map(|t| (t.clone(), "n".into())));
+    assert_eq!(stored(&broker), expected);
+    assert!(
+        records[2..]
+            .iter()
+            .all(|r| &*r.destination.as_ref().unwrap().topic == "routed")
+    );
+}
+
+/// A routed or unrouted topic nobody subscribed to when it was first published is published
+/// without a message for local delivery; a subscriber that comes after gets the next publish
+/// on it, one that leaves gets no more, and a retained publish is still kept for later
+/// subscribers. The stored count counts the quiet records too.
+#[tokio::test]
+async fn a_repeated_topic_reaches_a_subscriber_that_came_after_it_and_retains() {
+    let broker = Broker::start(ROUTED, roomy_log());
+    let mut client = broker.mqtt_client(ProtocolVersion::V5);
+    client.connect("pub").await;
+    let first = [
+        publish("r/a", QoS::AtLeastOnce, Some(1), b"1"),
+        publish("u/a", QoS::AtLeastOnce, Some(2), b"1"),
+    ];
+    assert_eq!(acks_of(&mut client, &first).await.len(), 2);
+    let mut sub = broker.mqtt_client(ProtocolVersion::V5);
+    sub.connect("sub").await;
+    sub.subscribe("r/a", QoS::AtLeastOnce, 1).await;
+    sub.subscribe("u/a", QoS::AtLeastOnce, 2).await;
+    let second = [
+        publish("r/a", QoS::AtLeastOnce, Some(3), b"2"),
+        publish("u/a", QoS::AtLeastOnce, Some(4), b"2"),
+    ];
+    assert_eq!(acks_of(&mut client, &second).await.len(), 2);
+    let mut got = Vec::new();
+    for _ in 0..2 {
+        match sub.recv().await {
+            Packet::Publish(p) => {
+                got.push((p.topic.as_str().to_owned(), p.payload.to_vec()));
+                if let Some(id) = p.packet_id {
+                    sub.send(Packet::PubAck(PubAck::new(id))).await;
+                }
+            }
+            other => panic!("expected a PUBLISH, got {other:?}"),
+        }
+    }
+    got.sort();
+    assert_eq!(
+        got,
+        [("r/a".into(), b"2".to_vec()), ("u/a".into(), b"2".to_vec())]
+    );
+    // Gone: nothing more for it (its session ended with the clean connection).
+    drop(sub);
+    let mut other = broker.mqtt_client(ProtocolVersion::V5);
+    other.connect("other").await;
+    // A retained publish on a topic known to have no subscriber is kept for a later one.
+    let mut retained = publish("r/a", QoS::AtLeastOnce, Some(5), b"kept");
+    if let Packet::Publish(p) = &mut retained {
+        p.retain = true;
+    }
+    let third = [publish("r/a", QoS::AtLeastOnce, Some(6), b"3"), retained];
+    assert_eq!(acks_of(&mut client, &third).await.len(), 2);
+    other.subscribe("r/#", QoS::AtMostOnce, 1).await;
+    match other.recv().await {
+        Packet::Publish(p) => {
+            assert_eq!(
+                (p.topic.as_str(), &p.payload[..], p.retain),
+                ("r/a", &b"kept"[..], true)
+            )
+        }
+        other => panic!("expected the retained message, got {other:?}"),
+    }
+    other.expect_silence("only the retained message").await;
+    assert_eq!(
+        stored(&broker),
+        [
+            ("r/a".to_owned(), "1".to_owned()),
+            ("r/a".into(), "2".into()),
+            ("r/a".into(), "3".into()),
+            ("r/a".into(), "kept".into()),
+        ]
+    );
+    assert_eq!(
+        broker
+            .mqtt
+            .metrics
+            .stored
+            .load(std::sync::atomic::Ordering::Relaxed),
+        4
+    );
+}
+
+/// An ACL reload that takes away a topic a connection published to (and kept as allowed)
+/// refuses the next publish on it; one that gives it back allows it again. A refusal, and a
+/// reserved topic, is refused and counted at every publish.
+#[tokio::test]
+async fn a_repeated_topic_follows_acl_reloads() {
+    let dir = tempfile::tempdir().unwrap();
+    let acl = dir.path().join("acl");
+    std::fs::write(&acl, "topic readwrite r/#\n").unwrap();
+    let toml = format!(
+        "[auth]\nacl_file = {:?}\n{ROUTED}",
+        acl.display().to_string()
+    );
+    let broker = Broker::start(&toml, roomy_log());
+    let mut client = broker.mqtt_client(ProtocolVersion::V5);
+    client.connect("pub").await;
+    let allowed = [
+        publish("r/a", QoS::AtLeastOnce, Some(1), b"1"),
+        publish("r/a", QoS::AtLeastOnce, Some(2), b"2"),
+    ];
+    let reasons = |acks: Vec<(&str, u16, ReasonCode)>| -> Vec<ReasonCode> {
+        acks.into_iter().map(|a| a.2).collect()
+    };
+    assert_eq!(
+        reasons(acks_of(&mut client, &allowed).await),
+        [ReasonCode::Success; 2]
+    );
+    std::fs::write(&acl, "topic readwrite other/#\n").unwrap();
+    broker.mqtt.auth.reload_from(&broker.config);
+    let denied = [
+        publish("r/a", QoS::AtLeastOnce, Some(3), b"3"),
+        publish("r/a", QoS::AtLeastOnce, Some(4), b"4"),
+        publish("$SYS/x", QoS::AtLeastOnce, Some(5), b"5"),
+        publish("$SYS/x", QoS::AtLeastOnce, Some(6), b"6"),
+    ];
+    assert_eq!(
+        reasons(acks_of(&mut client, &denied).await),
+        [ReasonCode::NotAuthorized; 4]
+    );
+    assert_eq!(broker.mqtt.metrics.denied_count(), 4);
+    std::fs::write(&acl, "topic readwrite r/#\n").unwrap();
+    broker.mqtt.auth.reload_from(&broker.config);
+    let again = [publish("r/a", QoS::AtLeastOnce, Some(7), b"7")];
+    assert_eq!(
+        reasons(acks_of(&mut client, &again).await),
+        [ReasonCode::Success]
+    );
+    assert_eq!(
+        stored(&broker),
+        [
+            ("r/a".to_owned(), "1".to_owned()),
+            ("r/a".into(), "2".into()),
+            ("r/a".into(), "7".into()),
+        ]
+    );
+}
+
+/// Topic aliases still name the topic a publish goes to when the topic's facts are kept: an
+/// alias set, used, and set again to another topic.
+#[tokio::test]
+async fn topic_aliases_name_kept_topics() {
+    let broker = Broker::start(ROUTED, roomy_log());
+    let mut sub = broker.mqtt_client(ProtocolVersion::V5);
+    sub.connect("sub").await;
+    sub.subscribe("u/#", QoS::AtMostOnce, 1).await;
+    let mut client = broker.mqtt_client(ProtocolVersion::V5);
+    client.connect("pub").await;
+    let aliased = |topic: &str, alias: u16, id: u16, payload: &[u8]| {
+        let mut packet = publish(topic, QoS::AtLeastOnce, Some(id), payload);
+        if let Packet::Publish(p) = &mut packet {
+            p.properties.topic_alias = Some(alias);
+        }
+        packet
+    };
+    let packets = [
+        aliased("r/a", 1, 1, b"1"),
+        aliased("", 1, 2, b"2"),
+        aliased("u/b", 1, 3, b"3"),
+        aliased("", 1, 4, b"4"),
+        aliased("r/a", 2, 5, b"5"),
+        aliased("", 2, 6, b"6"),
+        aliased("", 1, 7, b"7"),
+    ];
+    let acks = acks_of(&mut client, &packets).await;
+    assert!(acks.iter().all(|a| a.2 == ReasonCode::Success), "{acks:?}");
+    assert_eq!(
+        stored(&broker),
+        [
+            ("r/a".to_owned(), "1".to_owned()),
+            ("r/a".into(), "2".into()),
+            ("r/a".into(), "5".into()),
+            ("r/a".into(), "6".into()),
+        ]
+    );
+    let mut got = Vec::new();
+    for _ in 0..3 {
+        match sub.recv().await {
+            Packet::Publish(p) => got.push((p.topic.as_str().to_owned(), p.payload.to_vec())),
+            other => panic!("expected a PUBLISH, got {other:?}"),
+        }
+    }
+    assert_eq!(
+        got,
+        [
+            ("u/b".to_owned(), b"3".to_vec()),
+            ("u/b".into(), b"4".to_vec()),
+            ("u/b".into(), b"7".to_vec()),
+        ]
+    );
+}

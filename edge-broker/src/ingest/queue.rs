@@ -475,6 +475,7 @@ impl<L: Send + 'static, T> IngestQueue<L, T> {
         let mut items = std::mem::take(&mut self.batches[i].items);
         let mut syncing = Vec::new();
         let outcomes = appended.outcomes();
+        let records = items.len();
         for (at, item) in items.drain(..).enumerate() {
             // The log gives one outcome per record; a missing one counts as never written.
             let outcome = outcomes
@@ -485,6 +486,11 @@ impl<L: Send + 'static, T> IngestQueue<L, T> {
                 Ok(offset) => {
                     if let Some(index) = item.answer {
                         self.set_slot(index, SlotState::Written(offset));
+                        if syncing.capacity() == 0 {
+                            // Sized once for the rest of the batch, instead of grown by
+                            // doubling (~60 instructions a QoS 1 publish).
+                            syncing.reserve_exact(records - at);
+                        }
                         syncing.push(index);
                     }
                     if item.quiet {

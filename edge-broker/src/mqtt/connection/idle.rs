@@ -9,8 +9,9 @@ use bytes::BytesMut;
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 
+use super::facts::TopicFacts;
 use super::inbound::Ingest;
-use super::{Connection, Turn, serve_logged_in};
+use super::{Connection, Topics, Turn, serve_logged_in};
 use crate::listener::Unplugged;
 use crate::mqtt::park::Parking;
 use crate::mqtt::session::Resume;
@@ -84,6 +85,7 @@ impl Connection {
             }
         };
         self.timer = None;
+        forget_topic_facts(&mut self.topics);
         self.inbuf = BytesMut::new();
         self.outbuf = BytesMut::new();
         self.read_burst = false;
@@ -129,6 +131,16 @@ impl Connection {
     }
 }
 
+/// Gives back what a connection decided for its client's recent topics (made again at its
+/// next publish), and the box that held them unless it holds topic aliases (the client's).
+fn forget_topic_facts(topics: &mut Option<Box<Topics>>) {
+    match topics {
+        Some(kept) if kept.has_no_aliases() => *topics = None,
+        Some(kept) => kept.facts = TopicFacts::default(),
+        None => {}
+    }
+}
+
 impl Resume for Connection {
     fn resume(mut self: Box<Self>, token: u64, socket: std::net::TcpStream) {
         let server = Arc::clone(&self.server);
@@ -149,5 +161,41 @@ impl Resume for Connection {
         self.stir();
         self.fresh = false;
         server.spawn_connection(serve_logged_in(self), runtime);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::mqtt::connection::facts::Facts;
+    use edge_proto::mqtt::MqttString;
+
+    fn with_a_topic() -> Box<Topics> {
+        let mut topics = Box::<Topics>::default();
+        topics.facts.insert(Facts::new("a/b".into(), false));
+        topics
+    }
+
+    /// A parked connection holds no topic facts: the box goes with them, unless the client set
+    /// topic aliases, which are kept (without the facts).
+    #[test]
+    fn parking_gives_back_topic_facts_and_keeps_aliases() {
+        let mut topics = Some(with_a_topic());
+        forget_topic_facts(&mut topics);
+        assert!(topics.is_none());
+
+        let mut aliased = with_a_topic();
+        aliased
+            .inbound
+            .insert(1, MqttString::try_from("a/b").unwrap());
+        let mut topics = Some(aliased);
+        forget_topic_facts(&mut topics);
+        let kept = topics.unwrap();
+        assert_eq!(kept.facts.len(), 0);
+        assert_eq!(kept.inbound.len(), 1);
+
+        let mut none = None;
+        forget_topic_facts(&mut none);
+        assert!(none.is_none());
     }
 }

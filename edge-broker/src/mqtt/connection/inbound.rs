@@ -4,16 +4,17 @@
 
 use std::sync::Arc;
 
-use edge_log::{AppendError, Source};
+use edge_log::{AppendError, Destination, Source};
 use edge_proto::mqtt::{
     self, DecodeError, MqttString, Packet, Properties, ProtocolVersion, PubAck, PubRec, Publish,
     QoS, ReasonCode, topic,
 };
 
+use super::facts::{Facts, MAX_TOPIC_BYTES};
 use super::{Connection, Exit};
 use crate::ingest::{self, Answer, Event, IngestLimits, IngestQueue, Outcome, Publisher};
 use crate::message::{Message, MessageProperties, Origin, now_ms};
-use crate::metrics::front::inc;
+use crate::metrics::front::{add, inc};
 use crate::mqtt::pace::Pace;
 
 /// A PUBACK or PUBREC owed to the client (QoS 1 or 2), in the ingest queue's answer order.
@@ -29,11 +30,61 @@ pub(super) struct Owed {
 }
 
 /// The connection's ingest queue: a routed publish carries its message for local delivery.
-pub(super) type Ingest = IngestQueue<Arc<Message>, Owed>;
+pub(super) type Ingest = IngestQueue<Local, Owed>;
+
+/// What a routed publish leaves for after it is written.
+#[derive(Debug)]
+pub(super) enum Local {
+    /// Its message, for local delivery (and the retained store).
+    Deliver(Arc<Message>),
+    /// Nothing (nobody subscribed when it came, and it is not retained): its topic, to say
+    /// which publish the log refused, if it does.
+    Quiet(Arc<str>),
+}
+
+impl Local {
+    fn topic(&self) -> &str {
+        match self {
+            Local::Deliver(message) => &message.topic,
+            Local::Quiet(topic) => topic,
+        }
+    }
+}
+
+/// What [`Connection::decide`] decided for a publish's topic.
+struct Decided {
+    /// The topic, shared with the connection's [`super::facts::TopicFacts`].
+    topic: Arc<str>,
+    /// Why it may not be published to.
+    denied: Option<ingest::Denied>,
+    /// Where it goes upstream (`None`: not stored).
+    destination: Option<Destination>,
+    /// A message must be made for local delivery or the retained store.
+    local: bool,
+}
+
+impl Facts {
+    /// What needs no configuration of a topic published to: `name` as a message's shared
+    /// topic, whether it is reserved; a topic name that is not valid breaks the protocol.
+    fn of(name: &MqttString) -> Result<Facts, Exit> {
+        // `MqttString::as_str` checks its UTF-8 again on every call (~130 instructions for a
+        // 20-byte topic): once, for a topic not kept.
+        let topic: Arc<str> = name.as_str().into();
+        if let Err(err) = topic::validate_name(&topic) {
+            return Err(Exit::Violation(
+                ReasonCode::TopicNameInvalid,
+                format!("invalid topic {topic:?}: {err}"),
+            ));
+        }
+        let reserved = ingest::check_reserved(Source::Mqtt, &topic).is_err();
+        Ok(Facts::new(topic, reserved))
+    }
+}
 
 /// Routed records an MQTT connection holds until written (and, if acknowledged, durable), and
 /// their payload bytes. An MQTT connection keeps a whole `Message` per record for local
-/// delivery, so it holds fewer than a NATS one; 1024 still fill many group commits.
+/// delivery when its topic has a subscriber, so it holds fewer than a NATS one; 1024 still
+/// fill many group commits.
 const MAX_RECORDS_IN_FLIGHT: usize = 1024;
 const MAX_BYTES_IN_FLIGHT: usize = 1 << 20;
 
@@ -68,22 +119,32 @@ impl Connection {
         // The settings this connection started with (a reload affects later connections).
         let max_packet_in =
             u32::try_from(self.settings.max_packet_size.bytes()).unwrap_or(u32::MAX);
+        // The clock is read once for the publishes of one buffer (at the first), as NATS does:
+        // ~100 instructions a publish.
+        let mut received_ms = None;
         while !self.ingest_holds_input() && !self.pacing() {
-            let packet = match mqtt::decode(&mut self.inbuf, self.version, max_packet_in) {
+            // Used where it was decoded: a `Publish` is ~500 bytes, and each move of it (out
+            // of the result, into a call) was a copy of them.
+            let mut decoded = mqtt::decode(&mut self.inbuf, self.version, max_packet_in);
+            let packet = match &mut decoded {
                 Ok(Some(packet)) => packet,
                 Ok(None) => return Ok(()),
-                Err(err) => return Err(decode_violation(&err)),
+                Err(err) => return Err(decode_violation(err)),
             };
             // Their answers (SUBACK, UNSUBACK, PUBCOMP, PUBACK/PUBREC) tell the client a
             // state change happened: the output waits until it is durable.
             let answered = matches!(
-                packet,
+                *packet,
                 Packet::Subscribe(_)
                     | Packet::Unsubscribe(_)
                     | Packet::PubRel(_)
                     | Packet::Publish(_)
             );
-            self.handle(packet)?;
+            if let Packet::Publish(publish) = packet {
+                self.on_publish(publish, &mut received_ms)?;
+            } else {
+                self.handle(std::mem::replace(packet, Packet::PingReq))?;
+            }
             if answered {
                 self.hold_output(self.server.session_commit(&self.session));
             }
@@ -107,7 +168,13 @@ impl Connection {
         })
     }
 
-    pub(super) fn on_publish(&mut self, mut publish: Publish) -> Result<(), Exit> {
+    /// A PUBLISH of the client; `received_ms`: when its buffer was taken (read at the
+    /// buffer's first publish).
+    pub(super) fn on_publish(
+        &mut self,
+        publish: &mut Publish,
+        received_ms: &mut Option<u64>,
+    ) -> Result<(), Exit> {
         self.server.metrics.received(publish.qos);
         if self.version == ProtocolVersion::V5
             && let Some(id) = publish.packet_id
@@ -123,7 +190,6 @@ impl Connection {
                 ),
             ));
         }
-        let metrics = &self.server.metrics;
         // Topic aliases (MQTT 5 §3.3.2.3.4).
         if let Some(alias) = publish.properties.topic_alias {
             if alias == 0 || alias > self.settings.topic_alias_maximum {
@@ -133,7 +199,7 @@ impl Connection {
                 ));
             }
             if publish.topic.is_empty() {
-                match self.aliases.as_ref().and_then(|a| a.inbound.get(&alias)) {
+                match self.topics.as_ref().and_then(|a| a.inbound.get(&alias)) {
                     Some(topic) => publish.topic = topic.clone(),
                     None => {
                         return Err(Exit::Violation(
@@ -143,30 +209,21 @@ impl Connection {
                     }
                 }
             } else {
-                let aliases = self.aliases.get_or_insert_with(Box::default);
+                let aliases = self.topics.get_or_insert_with(Box::default);
                 aliases.inbound.insert(alias, publish.topic.clone());
             }
         }
-        // The topic as `&str` once: `MqttString::as_str` checks its UTF-8 again on every call
-        // (~130 instructions for a 20-byte topic). The message and, if routed, its record
-        // share this one copy.
-        let topic_name: Arc<str> = publish.topic.as_str().into();
-        if let Err(err) = topic::validate_name(&topic_name) {
-            return Err(Exit::Violation(
-                ReasonCode::TopicNameInvalid,
-                format!("invalid topic {topic_name:?}: {err}"),
-            ));
-        }
+        let Decided {
+            topic: topic_name,
+            denied,
+            destination,
+            local,
+        } = self.decide(&publish.topic, publish.retain)?;
         let packet_id = publish.packet_id;
-        let mut publisher = Publisher {
-            source: Source::Mqtt,
-            client_id: &self.session.client_id,
-            permissions: Some(&mut self.permissions),
-        };
-        if let Err(denied) = ingest::check_publish(&mut publisher, &topic_name) {
+        if let Some(denied) = denied {
             // As Mosquitto: acknowledged (v5 with "Not authorized"), neither stored nor
             // delivered; the connection stays.
-            metrics.denied(&denied);
+            self.server.metrics.denied(&denied);
             tracing::debug!(client_id = %self.session.client_id, "publish denied: {denied}");
             if let Some(id) = packet_id {
                 self.owe(id, publish.qos, ReasonCode::NotAuthorized);
@@ -199,13 +256,40 @@ impl Connection {
             }
             return Ok(());
         }
+        let received_ms = *received_ms.get_or_insert_with(now_ms);
+        if !local {
+            // Not retained and nobody subscribes: no message for local delivery is made, and
+            // nothing happens once it is written but the count.
+            let owed =
+                packet_id.map(|packet_id| self.owed(packet_id, publish.qos, ReasonCode::Success));
+            match destination {
+                Some(destination) => {
+                    let record = ingest::record::mqtt_publish(
+                        Arc::clone(&topic_name),
+                        Arc::clone(&self.session.client_id),
+                        &publish.properties.user_properties,
+                        std::mem::take(&mut publish.payload),
+                        received_ms,
+                        destination,
+                    );
+                    self.ingest_queue()
+                        .push_routed_quiet(record, Local::Quiet(topic_name), owed);
+                }
+                None => {
+                    if let Some(owed) = owed {
+                        self.ingest_queue().push_answer(owed);
+                    }
+                }
+            }
+            return Ok(());
+        }
         let mut message = Message {
             topic: topic_name,
-            payload: publish.payload,
+            payload: std::mem::take(&mut publish.payload),
             qos: publish.qos,
             retain: publish.retain,
             properties: message_properties(&publish.properties),
-            received_ms: now_ms(),
+            received_ms,
             origin: Origin::Mqtt,
             publisher: Some(self.session.key),
             nats_subject: None,
@@ -228,17 +312,15 @@ impl Connection {
         let message = Arc::new(message);
         let owed =
             packet_id.map(|packet_id| self.owed(packet_id, publish.qos, ReasonCode::Success));
-        match self
-            .server
-            .destination(&message.topic, &self.session.client_id)
-        {
+        match destination {
             Some(destination) => {
                 let record = ingest::record::mqtt(
                     &message,
                     Arc::clone(&self.session.client_id),
                     destination,
                 );
-                self.ingest_queue().push_routed(record, message, owed);
+                self.ingest_queue()
+                    .push_routed(record, Local::Deliver(message), owed);
             }
             None => {
                 self.deliver_local(&message);
@@ -248,6 +330,92 @@ impl Connection {
             }
         }
         Ok(())
+    }
+
+    /// What the publish on `name` is allowed and where it goes: from the connection's
+    /// [`super::facts::TopicFacts`] when the topic is kept there and no reload or
+    /// subscription change made an answer stale since, otherwise decided (and kept, but for a
+    /// refusal). `local`: a message must be made for local delivery (it is `retain`ed, or the
+    /// hub has a matching subscription); not decided for a denied publish.
+    fn decide(&mut self, name: &MqttString, retain: bool) -> Result<Decided, Exit> {
+        let Connection {
+            server,
+            session,
+            permissions,
+            topics,
+            ..
+        } = self;
+        let mut uncached;
+        let facts = if name.len() <= MAX_TOPIC_BYTES {
+            topics
+                .get_or_insert_with(Box::default)
+                .facts
+                .get_or_insert_with(name.as_bytes(), || Facts::of(name))?
+        } else {
+            uncached = Facts::of(name)?;
+            &mut uncached
+        };
+        let topic = Arc::clone(&facts.topic);
+        // The ACL allowed this topic under rules no reload has replaced since: the same answer
+        // again, for one atomic load. A refusal is never kept (it is counted each time).
+        let checked = if facts.reserved {
+            ingest::check_reserved(Source::Mqtt, &topic)
+        } else if facts
+            .permitted
+            .is_some_and(|generation| permissions.is_current(generation))
+        {
+            Ok(())
+        } else {
+            let mut publisher = Publisher {
+                source: Source::Mqtt,
+                client_id: &session.client_id,
+                permissions: Some(&mut *permissions),
+            };
+            let checked = ingest::check_permitted(&mut publisher, &topic);
+            facts.permitted = checked.is_ok().then(|| permissions.checked_generation());
+            checked
+        };
+        if let Err(denied) = checked {
+            return Ok(Decided {
+                topic,
+                denied: Some(denied),
+                destination: None,
+                local: false,
+            });
+        }
+        // Where it goes upstream, while the route table stays the same (the key may depend on
+        // the client id: the table is the connection's); kept once the topic repeats.
+        let generation = server.routes.generation();
+        let destination = match &facts.route {
+            Some((g, destination)) if *g == generation => destination.clone(),
+            _ => {
+                let destination = server.destination(&topic, &session.client_id);
+                if !facts.fresh {
+                    facts.route = Some((generation, destination.clone()));
+                }
+                destination
+            }
+        };
+        facts.fresh = false;
+        // Whether anyone subscribes, while the hub's subscriptions stay the same.
+        let local = retain || {
+            let hub = &server.hub;
+            let generation = hub.generation();
+            match facts.local {
+                Some((g, any)) if g == generation => any,
+                _ => {
+                    let any = hub.has_subscribers(&topic);
+                    facts.local = Some((generation, any));
+                    any
+                }
+            }
+        };
+        Ok(Decided {
+            topic,
+            denied: None,
+            destination,
+            local,
+        })
     }
 
     /// QoS 1/2 publishes of the client not yet acknowledged (PUBACK, or for QoS 2 PUBCOMP) as
@@ -290,19 +458,25 @@ impl Connection {
     /// While deliveries wait for room ([`Connection::pacing`]), nothing more is taken: later
     /// deliveries must not overtake them, nor acknowledgements go out before them.
     pub(super) fn take_ingest(&mut self) -> Result<(), Exit> {
+        if let Some(queue) = self.ingest.as_deref_mut() {
+            // One atomic add for the records nobody waited for, not one per record.
+            add(&self.server.metrics.stored, queue.take_quiet_written());
+        }
         while !self.pacing()
             && let Some(event) = self.ingest.as_deref_mut().and_then(Ingest::next_event)
         {
             match event {
                 Event::Written { local, .. } => {
                     inc(&self.server.metrics.stored);
-                    self.deliver_local(&local);
+                    if let Local::Deliver(message) = &local {
+                        self.deliver_local(message);
+                    }
                 }
                 Event::Refused {
                     local,
                     error,
                     answered,
-                } => self.refused_publish(&local, &error, answered)?,
+                } => self.refused_publish(local.topic(), &error, answered)?,
             }
         }
         while !self.pacing()
@@ -341,12 +515,12 @@ impl Connection {
     /// message and retries (a QoS 0 publish refused only because the log is full is dropped).
     fn refused_publish(
         &mut self,
-        message: &Message,
+        topic: &str,
         error: &AppendError,
         answered: bool,
     ) -> Result<(), Exit> {
         inc(&self.server.metrics.refused);
-        tracing::warn!(client_id = %self.session.client_id, topic = %message.topic, "publish refused by the log: {error}");
+        tracing::warn!(client_id = %self.session.client_id, topic = %topic, "publish refused by the log: {error}");
         match self.version {
             ProtocolVersion::V5 => Ok(()),
             ProtocolVersion::V311 if !answered && matches!(error, AppendError::Full { .. }) => {
@@ -389,6 +563,18 @@ impl Connection {
                 ReasonCode::UnspecifiedError
             }
         };
+        if let Some(bare) = bare_answer(self.version, qos, packet_id, reason)
+            && self.client_max_packet >= 4
+        {
+            if qos == QoS::ExactlyOnce && !reason.is_success() {
+                // Not taken: a resend with this packet id is a new publish.
+                self.session.lock().forget_inbound_qos2(packet_id);
+            }
+            // Nothing to say but the packet id: its four bytes, without a packet built,
+            // encoded and dropped (~250 instructions a publish).
+            self.outbuf.extend_from_slice(&bare);
+            return Ok(());
+        }
         let mut properties = Properties::default();
         if self.problem_info {
             properties.reason_string = why.and_then(|why| MqttString::try_from(why).ok());
@@ -416,6 +602,26 @@ impl Connection {
         }
         Ok(())
     }
+}
+
+/// The PUBACK or PUBREC answering a QoS 1 or 2 publish, when it says nothing but its packet
+/// id: always in 3.1.1 (no reason code), on success in MQTT 5 (the reason code and the
+/// properties are left out, spec 3.4.2.1). A refusal's reason string is only given with a
+/// refusal's reason code, so a success has no properties.
+fn bare_answer(
+    version: ProtocolVersion,
+    qos: QoS,
+    packet_id: u16,
+    reason: ReasonCode,
+) -> Option<[u8; 4]> {
+    let first = match qos {
+        QoS::AtLeastOnce => 0x40,
+        QoS::ExactlyOnce => 0x50,
+        QoS::AtMostOnce => return None,
+    };
+    let bare = version == ProtocolVersion::V311 || reason == ReasonCode::Success;
+    let [high, low] = packet_id.to_be_bytes();
+    (bare && packet_id != 0).then_some([first, 0x02, high, low])
 }
 
 /// Maps a decode failure to the DISCONNECT the client gets.
@@ -456,5 +662,55 @@ fn refusal_reason(error: &AppendError) -> ReasonCode {
         AppendError::Full { .. } | AppendError::NoSpace { .. } => ReasonCode::QuotaExceeded,
         AppendError::TooLarge { .. } => ReasonCode::ImplementationSpecificError,
         AppendError::Storage { .. } | AppendError::Closed => ReasonCode::UnspecifiedError,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::BytesMut;
+
+    /// The four bytes sent for an answer that says nothing but its packet id are what the
+    /// codec encodes for it; an answer with something to say is left to the codec.
+    #[test]
+    fn a_bare_answer_is_what_the_codec_encodes() {
+        let reasons = [
+            ReasonCode::Success,
+            ReasonCode::NotAuthorized,
+            ReasonCode::QuotaExceeded,
+        ];
+        for version in [ProtocolVersion::V311, ProtocolVersion::V5] {
+            for qos in [QoS::AtLeastOnce, QoS::ExactlyOnce] {
+                for reason in reasons {
+                    for packet_id in [1, 0x1234, u16::MAX] {
+                        let packet = match qos {
+                            QoS::ExactlyOnce => Packet::PubRec(PubRec {
+                                packet_id,
+                                reason_code: reason,
+                                properties: Properties::default(),
+                            }),
+                            _ => Packet::PubAck(PubAck {
+                                packet_id,
+                                reason_code: reason,
+                                properties: Properties::default(),
+                            }),
+                        };
+                        let mut encoded = BytesMut::new();
+                        mqtt::encode(&packet, version, &mut encoded).unwrap();
+                        let bare = bare_answer(version, qos, packet_id, reason);
+                        let says_more =
+                            version == ProtocolVersion::V5 && reason != ReasonCode::Success;
+                        assert_eq!(bare.is_none(), says_more, "{version:?} {qos:?} {reason:?}");
+                        if let Some(bare) = bare {
+                            assert_eq!(&bare[..], &encoded[..], "{version:?} {qos:?} {reason:?}");
+                        }
+                    }
+                }
+            }
+        }
+        assert_eq!(
+            bare_answer(ProtocolVersion::V5, QoS::AtMostOnce, 1, ReasonCode::Success),
+            None
+        );
     }
 }

@@ -293,7 +293,7 @@ impl Connection {
                 .properties
                 .request_problem_information
                 .unwrap_or(true),
-            aliases: None,
+            topics: None,
             // 65,535 × 1,500 fits a u32.
             keep_alive_ms: NonZeroU32::new(u32::from(keep_alive) * 1500),
             last_read: Instant::now(),

@@ -13,6 +13,8 @@
 //! Rooms, all `impl Connection` over the one state defined here (with [`serve`] and the loop):
 //! - `login`: the CONNECT, login, seat, session attach or takeover, CONNACK.
 //! - `inbound`: decoding input, inbound PUBLISH into [`crate::ingest`], acks owed in order.
+//! - `facts`: what was decided for the topics a client publishes to, kept while it repeats
+//!   them.
 //! - `outbound`: deliveries within the client's Receive Maximum, topic aliases, resends, the
 //!   QoS 2 exchange of what we deliver.
 //! - `subscribe`: SUBSCRIBE / UNSUBSCRIBE, retained messages at subscribe.
@@ -43,10 +45,12 @@ use crate::metrics::front::inc;
 use crate::state::{Commit, JournalError};
 
 use close::WillMessage;
+use facts::TopicFacts;
 use inbound::Ingest;
 use login::{Arrival, read_connect};
 
 mod close;
+mod facts;
 mod idle;
 mod inbound;
 mod login;
@@ -83,13 +87,23 @@ enum Exit {
     Violation(ReasonCode, String),
 }
 
-/// A connection's MQTT 5 topic aliases.
+/// What a connection keeps of topics: its MQTT 5 topic aliases, and what it decided for the
+/// topics its client publishes to.
 #[derive(Default)]
-struct TopicAliases {
+struct Topics {
     /// Set by the client's PUBLISHes.
     inbound: HashMap<u16, MqttString>,
     /// Told to the client in our PUBLISHes, by topic.
     outbound: HashMap<String, u16>,
+    /// The client's recent topics (freed when the connection parks).
+    facts: TopicFacts,
+}
+
+impl Topics {
+    /// Whether it holds no alias (its facts can be given back with the box).
+    fn has_no_aliases(&self) -> bool {
+        self.inbound.is_empty() && self.outbound.is_empty()
+    }
 }
 
 /// Logs one client connection (plain TCP, TLS or a WebSocket's pipe) in, then serves it in a
@@ -291,9 +305,10 @@ struct Connection {
     client_receive_max: u16,
     client_alias_max: u16,
     problem_info: bool,
-    /// Topic aliases (MQTT 5), made when the first one is used: two empty maps were 96 bytes
-    /// in every connection.
-    aliases: Option<Box<TopicAliases>>,
+    /// Topic aliases (MQTT 5) and the facts of recent topics published to, made when the
+    /// first alias is used or the first publish comes (two empty maps were 96 bytes in every
+    /// connection); dropped when the connection parks unless it holds aliases.
+    topics: Option<Box<Topics>>,
     /// The keep alive granted, ×1.5, in milliseconds (at most 65,535 s × 1.5: a `u32`, where
     /// an `Option<Duration>` took 16 bytes); `None`: none.
     keep_alive_ms: Option<NonZeroU32>,
@@ -540,9 +555,10 @@ impl Connection {
         }
     }
 
+    /// One packet of the client (a PUBLISH is taken by reference where input is decoded).
     fn handle(&mut self, packet: Packet) -> Result<(), Exit> {
         match packet {
-            Packet::Publish(publish) => self.on_publish(publish),
+            Packet::Publish(mut publish) => self.on_publish(&mut publish, &mut None),
             Packet::PubAck(ack) => {
                 let mut state = self.session.lock();
                 if state

@@ -146,7 +146,7 @@ impl Connection {
     /// Records a topic alias once the PUBLISH that told the client about it is encoded.
     fn remember_alias(&mut self, alias: Option<(String, u16)>) {
         if let Some((topic, alias)) = alias {
-            let aliases = self.aliases.get_or_insert_with(Box::default);
+            let aliases = self.topics.get_or_insert_with(Box::default);
             aliases.outbound.insert(topic, alias);
         }
     }
@@ -190,7 +190,7 @@ impl Connection {
                 .collect();
             properties.subscription_identifiers = delivery.subscription_ids.clone();
             if self.client_alias_max > 0 {
-                let outbound = self.aliases.as_ref().map(|a| &a.outbound);
+                let outbound = self.topics.as_ref().map(|a| &a.outbound);
                 if let Some(&alias) = outbound.and_then(|o| o.get(&*message.topic)) {
                     properties.topic_alias = Some(alias);
                     topic = MqttString::default();
