@@ -130,6 +130,7 @@ mod tests {
             received_ms: 1234,
             origin: Origin::Mqtt,
             publisher: None,
+            nats_subject: None,
         };
         let from_message = mqtt(&message, "dev".into(), destination.clone());
         let from_parts = mqtt_publish(
