@@ -461,6 +461,12 @@ fn topic_names() {
     );
     // Will topic with a wildcard.
     fails(&connect5(0x04, &[], &[0, 0, 1, b'+', 0, 0]), V5, TN);
+    // A wildcard topic and a bad packet id or bad properties: the topic's verdict comes after
+    // them, as it always has (the name is checked as it is read, raised later).
+    fails(&frame(0x32, &[0, 3, b'a', b'/', b'+', 0, 0, 0]), V5, P);
+    fails(&frame(0x30, &[0, 3, b'a', b'/', b'+', 2, 0x23, 0]), V5, M);
+    // And with both sound, the topic is refused.
+    fails(&frame(0x32, &[0, 3, b'a', b'/', b'+', 0, 1, 0]), V5, TN);
 }
 
 #[test]

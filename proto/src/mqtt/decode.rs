@@ -605,24 +605,28 @@ fn read_publish(r: &mut Reader, flags: u8, v5: bool) -> Result<Publish, DecodeEr
             detail: "DUP flag set on a QoS 0 message",
         });
     }
-    let topic = r.string("topic name")?;
+    // The name is validated on the text the string check returns (not through `Deref`, which
+    // checks the UTF-8 again), and the verdict is raised where it always was: after the
+    // packet id and the properties.
+    let (topic, name_check) = r.string_inspect("topic name", |name| {
+        (!name.is_empty()).then(|| check_topic_name(name, packet))
+    })?;
     let packet_id = if qos == QoS::AtMostOnce {
         None
     } else {
         Some(packet_id(r)?)
     };
     let properties = props(r, v5)?;
-    if topic.is_empty() {
-        if !v5 {
-            check_topic_name(&topic, packet)?;
-        } else if properties.topic_alias.is_none() {
+    match name_check {
+        Some(checked) => checked?,
+        None if !v5 => check_topic_name("", packet)?,
+        None if properties.topic_alias.is_none() => {
             return Err(DecodeError::Protocol {
                 packet,
                 detail: "empty topic name without a topic alias",
             });
         }
-    } else {
-        check_topic_name(&topic, packet)?;
+        None => {}
     }
     let payload = r.rest();
     Ok(Publish {

@@ -65,6 +65,17 @@ impl MqttString {
         Ok(MqttString(bytes))
     }
 
+    /// [`MqttString::from_bytes`], also handing the checked text to `inspect` (its answer
+    /// returned beside the string): a caller that looks at the text once it is checked does
+    /// not pay [`MqttString::as_str`]'s second UTF-8 check (this crate forbids `unsafe`).
+    pub fn from_bytes_inspect<T>(
+        bytes: Bytes,
+        inspect: impl FnOnce(&str) -> T,
+    ) -> Result<(Self, T), InvalidString> {
+        let seen = inspect(check_str_bytes(&bytes)?);
+        Ok((MqttString(bytes), seen))
+    }
+
     /// The string as `&str`.
     pub fn as_str(&self) -> &str {
         // The invariant was checked at construction; the fallback is unreachable.

@@ -206,6 +206,21 @@ impl Reader {
         })
     }
 
+    /// [`Reader::string`], with `inspect`'s answer about the checked text
+    /// ([`MqttString::from_bytes_inspect`]).
+    pub(crate) fn string_inspect<T>(
+        &mut self,
+        field: &'static str,
+        inspect: impl FnOnce(&str) -> T,
+    ) -> Result<(MqttString, T), DecodeError> {
+        let raw = self.binary(field)?;
+        MqttString::from_bytes_inspect(raw, inspect).map_err(|source| DecodeError::InvalidString {
+            packet: self.packet,
+            field,
+            source,
+        })
+    }
+
     /// Fails if bytes are left over.
     pub(crate) fn finish(&self) -> Result<(), DecodeError> {
         if self.buf.is_empty() {
