@@ -346,7 +346,8 @@ impl Connection {
             ..
         } = self;
         let mut uncached;
-        let facts = if name.len() <= MAX_TOPIC_BYTES {
+        let kept = name.len() <= MAX_TOPIC_BYTES;
+        let facts = if kept {
             topics
                 .get_or_insert_with(Box::default)
                 .facts
@@ -397,8 +398,10 @@ impl Connection {
             }
         };
         facts.fresh = false;
-        // Whether anyone subscribes, while the hub's subscriptions stay the same.
-        let local = retain || {
+        // Whether anyone subscribes, while the hub's subscriptions stay the same. A topic too
+        // long to keep is not asked: the answer would be thrown away, and with a subscriber the
+        // fan-out would walk the tree a second time; the message is made and the fan-out decides.
+        let local = retain || !kept || {
             let hub = &server.hub;
             let generation = hub.generation();
             match facts.local {
