@@ -176,7 +176,7 @@ async fn log_refusals_get_v5_reason_codes_and_close_v311() {
                 (a.packet_id, a.reason_code),
                 (1, ReasonCode::ImplementationSpecificError)
             );
-            let why = a.properties.reason_string.unwrap();
+            let why = a.properties.into_set().reason_string.unwrap();
             assert!(why.as_str().contains("max_record_bytes"), "{why:?}");
         }
         other => panic!("expected PUBACK, got {other:?}"),

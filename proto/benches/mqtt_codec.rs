@@ -13,12 +13,13 @@ fn t(s: &'static str) -> MqttString {
 
 fn publish(payload: usize, props: bool) -> Packet {
     let properties = if props {
-        Properties {
+        PropertySet {
             user_properties: vec![(t("site"), t("gw-01")), (t("unit"), t("C"))],
             content_type: Some(t("application/json")),
             message_expiry_interval: Some(3600),
-            ..Properties::default()
+            ..PropertySet::default()
         }
+        .into()
     } else {
         Properties::default()
     };
@@ -84,10 +85,11 @@ fn main() {
                         options: SubscriptionOptions::default(),
                     },
                 ],
-                properties: Properties {
+                properties: PropertySet {
                     subscription_identifiers: vec![7],
-                    ..Properties::default()
-                },
+                    ..PropertySet::default()
+                }
+                .into(),
             }),
         ),
     ];

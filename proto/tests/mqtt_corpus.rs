@@ -15,11 +15,12 @@ fn t(s: &'static str) -> MqttString {
 }
 
 fn rich_props() -> Properties {
-    Properties {
+    PropertySet {
         user_properties: vec![(t("site"), t("gw-01"))],
         reason_string: Some(t("because")),
-        ..Properties::default()
+        ..PropertySet::default()
     }
+    .into()
 }
 
 fn seeds() -> Vec<(&'static str, ProtocolVersion, Packet)> {
@@ -57,20 +58,22 @@ fn seeds() -> Vec<(&'static str, ProtocolVersion, Packet)> {
             payload: Bytes::from_static(b"21.5"),
         })
     };
-    let connect_props = Properties {
+    let connect_props = PropertySet {
         session_expiry_interval: Some(60),
         receive_maximum: Some(10),
         maximum_packet_size: Some(65_536),
         topic_alias_maximum: Some(8),
         authentication_method: Some(t("SCRAM-SHA-256")),
-        ..Properties::default()
-    };
-    let will_props = Properties {
+        ..PropertySet::default()
+    }
+    .into();
+    let will_props = PropertySet {
         will_delay_interval: Some(5),
         payload_format_indicator: Some(true),
-        ..Properties::default()
-    };
-    let publish_props = Properties {
+        ..PropertySet::default()
+    }
+    .into();
+    let publish_props = PropertySet {
         topic_alias: Some(1),
         message_expiry_interval: Some(3600),
         content_type: Some(t("text/plain")),
@@ -78,16 +81,18 @@ fn seeds() -> Vec<(&'static str, ProtocolVersion, Packet)> {
         correlation_data: Some(Bytes::from_static(b"\x01\x02")),
         subscription_identifiers: vec![3],
         user_properties: vec![(t("unit"), t("C"))],
-        ..Properties::default()
-    };
-    let connack_props = Properties {
+        ..PropertySet::default()
+    }
+    .into();
+    let connack_props = PropertySet {
         assigned_client_identifier: Some(t("auto-1")),
         maximum_qos: Some(1),
         retain_available: Some(true),
         shared_subscription_available: Some(true),
         server_keep_alive: Some(60),
-        ..Properties::default()
-    };
+        ..PropertySet::default()
+    }
+    .into();
     let subscribe = |v: ProtocolVersion, props: Properties| {
         let mut options = SubscriptionOptions {
             qos: QoS::AtLeastOnce,
@@ -171,10 +176,11 @@ fn seeds() -> Vec<(&'static str, ProtocolVersion, Packet)> {
             V5,
             subscribe(
                 V5,
-                Properties {
+                PropertySet {
                     subscription_identifiers: vec![3],
-                    ..Properties::default()
-                },
+                    ..PropertySet::default()
+                }
+                .into(),
             ),
         ),
         (
@@ -210,10 +216,11 @@ fn seeds() -> Vec<(&'static str, ProtocolVersion, Packet)> {
             Packet::Unsubscribe(Unsubscribe {
                 packet_id: 2,
                 filters: vec![t("a/b")],
-                properties: Properties {
+                properties: PropertySet {
                     user_properties: vec![(t("k"), t("v"))],
-                    ..Properties::default()
-                },
+                    ..PropertySet::default()
+                }
+                .into(),
             }),
         ),
         (
@@ -246,11 +253,12 @@ fn seeds() -> Vec<(&'static str, ProtocolVersion, Packet)> {
             V5,
             Packet::Disconnect(Disconnect {
                 reason_code: ReasonCode::ServerShuttingDown,
-                properties: Properties {
+                properties: PropertySet {
                     server_reference: Some(t("other:1883")),
                     session_expiry_interval: Some(0),
-                    ..Properties::default()
-                },
+                    ..PropertySet::default()
+                }
+                .into(),
             }),
         ),
         (
@@ -258,11 +266,12 @@ fn seeds() -> Vec<(&'static str, ProtocolVersion, Packet)> {
             V5,
             Packet::Auth(Auth {
                 reason_code: ReasonCode::ContinueAuthentication,
-                properties: Properties {
+                properties: PropertySet {
                     authentication_method: Some(t("SCRAM-SHA-256")),
                     authentication_data: Some(Bytes::from_static(b"nonce")),
-                    ..Properties::default()
-                },
+                    ..PropertySet::default()
+                }
+                .into(),
             }),
         ),
     ];

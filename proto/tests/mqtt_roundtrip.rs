@@ -194,10 +194,11 @@ fn decoded_payload_is_zero_copy() {
 
 #[test]
 fn v3_encoding_ignores_v5_fields() {
-    let props = Properties {
+    let props = PropertySet {
         reason_string: Some(MqttString::from_static("nope").unwrap()),
-        ..Properties::default()
-    };
+        ..PropertySet::default()
+    }
+    .into();
     let p = Packet::PubAck(PubAck {
         packet_id: 9,
         reason_code: ReasonCode::NotAuthorized,
@@ -280,10 +281,11 @@ fn encoder_rejects_invalid_packets() {
         encode(&bad_id, v, &mut BytesMut::new()),
         Err(EncodeError::Invalid { .. })
     ));
-    let props = Properties {
+    let props = PropertySet {
         topic_alias: Some(3),
-        ..Properties::default()
-    };
+        ..PropertySet::default()
+    }
+    .into();
     let bad_prop = Packet::Disconnect(Disconnect {
         reason_code: ReasonCode::Success,
         properties: props,
@@ -321,14 +323,15 @@ fn strip_diagnostics_makes_an_ack_fit() {
     let mut ack = PubAck {
         packet_id: 1,
         reason_code: ReasonCode::NotAuthorized,
-        properties: Properties {
+        properties: PropertySet {
             reason_string: Some(MqttString::try_from("x".repeat(100)).unwrap()),
             user_properties: vec![(
                 MqttString::from_static("k").unwrap(),
                 MqttString::from_static("v").unwrap(),
             )],
-            ..Properties::default()
-        },
+            ..PropertySet::default()
+        }
+        .into(),
     };
     let mut out = BytesMut::new();
     let err = encode_limited(&Packet::PubAck(ack.clone()), v, 16, &mut out).unwrap_err();

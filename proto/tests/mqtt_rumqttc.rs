@@ -539,13 +539,14 @@ proptest! {
 #[test]
 fn differential_fixed() {
     let t = |x: &'static str| MqttString::from_static(x).unwrap();
-    let props = Properties {
+    let props = PropertySet {
         user_properties: vec![(t("site"), t("gw-01")), (t("site"), t("gw-02"))],
         message_expiry_interval: Some(3600),
         content_type: Some(t("application/json")),
         subscription_identifiers: vec![1, 268_435_455],
-        ..Properties::default()
-    };
+        ..PropertySet::default()
+    }
+    .into();
     let publish = Publish {
         dup: true,
         qos: QoS::ExactlyOnce,
@@ -577,16 +578,18 @@ fn differential_fixed() {
         properties: Properties::default(),
     };
     check_v4(Packet::Connect(Box::new(connect.clone())));
-    let will_props = Properties {
+    let will_props = PropertySet {
         will_delay_interval: Some(10),
-        ..Properties::default()
-    };
-    let cprops = Properties {
+        ..PropertySet::default()
+    }
+    .into();
+    let cprops = PropertySet {
         session_expiry_interval: Some(u32::MAX),
         receive_maximum: Some(16),
         maximum_packet_size: Some(65_536),
-        ..Properties::default()
-    };
+        ..PropertySet::default()
+    }
+    .into();
     let mut c5 = connect;
     c5.protocol_version = ProtocolVersion::V5;
     c5.properties = cprops;

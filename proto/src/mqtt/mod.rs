@@ -4,7 +4,8 @@
 //! Module map:
 //! - [`packet`] (re-exported here): the [`Packet`] enum and one struct per control packet,
 //!   shared by both protocol versions; v5-only fields are ignored when encoding 3.1.1.
-//! - [`properties`]: the typed v5 [`Properties`] set and which property may appear where.
+//! - [`properties`]: the typed v5 [`PropertySet`], held by packets as [`Properties`] (boxed, none
+//!   allocated while empty), and which property may appear where.
 //! - [`reason`]: [`ReasonCode`], every v5 reason code with the spec's value and name, and its
 //!   mapping onto 3.1.1 return codes.
 //! - [`string`]: [`MqttString`], a zero-copy UTF-8 string (a [`bytes::Bytes`] slice of the
@@ -79,6 +80,6 @@ mod wire;
 pub use decode::{DecodeError, Decoder, decode, decode_connect};
 pub use encode::{EncodeError, encode, encode_limited, encoded_len};
 pub use packet::*;
-pub use properties::{Properties, PropertyId};
+pub use properties::{Properties, PropertyId, PropertySet};
 pub use reason::ReasonCode;
 pub use string::{InvalidString, MqttString};

@@ -7,6 +7,8 @@
 //! second occurrence is a Protocol Error); user properties and subscription identifiers keep
 //! their wire order in `Vec`s.
 
+use std::ops::{Deref, DerefMut};
+
 use bytes::Bytes;
 
 use super::decode::DecodeError;
@@ -117,10 +119,81 @@ impl PropertyId {
     }
 }
 
-/// Every MQTT 5.0 property. Unset fields are `None` / empty; [`Properties::default()`] is
-/// "no properties" and is what 3.1.1 packets carry.
+/// A packet's MQTT 5.0 properties: no allocation while there are none, one boxed
+/// [`PropertySet`] once any is set.
+///
+/// Almost every packet a broker handles carries no property at all (every 3.1.1 packet, most
+/// v5 PUBLISHes and acks), yet the full set is ~400 bytes: inline, it made every decoded
+/// [`super::packet::Packet`] ~470 bytes, copied at each move from the decoder to its handler
+/// and dropped field by field. Boxed, a packet is a few words and an empty set costs nothing.
+///
+/// Reading a field goes through [`Deref`] (an unset `Properties` reads as the empty set);
+/// writing one through [`DerefMut`], which allocates the set on the first write. Equality
+/// compares the sets, so "none" equals an allocated empty set.
+#[derive(Clone, Default)]
+pub struct Properties(Option<Box<PropertySet>>);
+
+/// The empty set an unset [`Properties`] reads as.
+static EMPTY: PropertySet = PropertySet::EMPTY;
+
+impl Deref for Properties {
+    type Target = PropertySet;
+
+    fn deref(&self) -> &PropertySet {
+        self.0.as_deref().unwrap_or(&EMPTY)
+    }
+}
+
+impl DerefMut for Properties {
+    /// Allocates the set if none was: call it to write, not to read.
+    fn deref_mut(&mut self) -> &mut PropertySet {
+        self.0.get_or_insert_with(Box::default)
+    }
+}
+
+impl PartialEq for Properties {
+    fn eq(&self, other: &Properties) -> bool {
+        **self == **other
+    }
+}
+
+impl Eq for Properties {}
+
+impl std::fmt::Debug for Properties {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        (**self).fmt(f)
+    }
+}
+
+impl From<PropertySet> for Properties {
+    fn from(set: PropertySet) -> Properties {
+        Properties(Some(Box::new(set)))
+    }
+}
+
+impl Properties {
+    /// The set, moved out (empty if none was set).
+    pub fn into_set(self) -> PropertySet {
+        self.0.map(|set| *set).unwrap_or_default()
+    }
+
+    /// True when no property is set.
+    pub fn is_empty(&self) -> bool {
+        self.0.as_deref().is_none_or(PropertySet::is_empty)
+    }
+
+    /// [`PropertySet::strip_diagnostics`], without allocating when there is nothing to strip.
+    pub fn strip_diagnostics(&mut self) -> bool {
+        self.0
+            .as_deref_mut()
+            .is_some_and(PropertySet::strip_diagnostics)
+    }
+}
+
+/// Every MQTT 5.0 property. Unset fields are `None` / empty; [`PropertySet::default()`] is
+/// "no properties". Packets hold it boxed, as [`Properties`].
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct Properties {
+pub struct PropertySet {
     /// 0x01: `true` = payload is UTF-8 (PUBLISH, Will).
     pub payload_format_indicator: Option<bool>,
     /// 0x02: message lifetime in seconds (PUBLISH, Will).
@@ -301,7 +374,38 @@ impl Context {
     }
 }
 
-impl Properties {
+impl PropertySet {
+    /// No property set (what an unset [`Properties`] reads as).
+    pub const EMPTY: PropertySet = PropertySet {
+        payload_format_indicator: None,
+        message_expiry_interval: None,
+        content_type: None,
+        response_topic: None,
+        correlation_data: None,
+        subscription_identifiers: Vec::new(),
+        session_expiry_interval: None,
+        assigned_client_identifier: None,
+        server_keep_alive: None,
+        authentication_method: None,
+        authentication_data: None,
+        request_problem_information: None,
+        will_delay_interval: None,
+        request_response_information: None,
+        response_information: None,
+        server_reference: None,
+        reason_string: None,
+        receive_maximum: None,
+        topic_alias_maximum: None,
+        topic_alias: None,
+        maximum_qos: None,
+        retain_available: None,
+        user_properties: Vec::new(),
+        maximum_packet_size: None,
+        wildcard_subscription_available: None,
+        subscription_identifiers_available: None,
+        shared_subscription_available: None,
+    };
+
     /// Removes the Reason String and User Properties: on acks, CONNACK, DISCONNECT and AUTH
     /// these are what a sender omits to fit the receiver's Maximum Packet Size (spec
     /// 3.1.2.11.4). Not for PUBLISH, whose user properties belong to the message (a PUBLISH
@@ -429,11 +533,17 @@ impl Properties {
             .find(|id| **id == 0 || **id > VBI_MAX)
             .map(|id| (P::SubscriptionIdentifier, *id))
     }
+}
 
-    /// Decodes a property list (length prefix included) from `r` for `ctx`.
+impl Properties {
+    /// Decodes a property list (length prefix included) from `r` for `ctx`; an empty list
+    /// allocates nothing.
     pub(crate) fn read(r: &mut Reader, ctx: Context) -> Result<Properties, DecodeError> {
         let packet = r.packet;
         let len = r.vbi("property length")?;
+        if len == 0 {
+            return Ok(Properties::default());
+        }
         let body = r.take(len as usize, "properties")?;
         let mut r = Reader::new(body, packet);
         let mut p = Properties::default();
@@ -551,6 +661,19 @@ impl Properties {
         Ok(p)
     }
 
+    /// Writes the property list with its length prefix (see [`PropertySet::write`]).
+    pub(crate) fn write<S: Sink>(&self, s: &mut S, ctx: Context) -> Result<(), EncodeError> {
+        match self.0.as_deref() {
+            None => {
+                s.vbi(0);
+                Ok(())
+            }
+            Some(set) => set.write(s, ctx),
+        }
+    }
+}
+
+impl PropertySet {
     /// Checks that these properties may be encoded in `ctx`.
     fn check_encodable(&self, ctx: Context) -> Result<(), EncodeError> {
         let present = self.present_mask();
@@ -715,5 +838,79 @@ impl Properties {
             byte(s, P::SharedSubscriptionAvailable, u8::from(v));
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::BytesMut;
+
+    fn decode(list: &[u8], ctx: Context) -> Properties {
+        let mut r = Reader::new(Bytes::copy_from_slice(list), PacketType::Publish);
+        Properties::read(&mut r, ctx).unwrap()
+    }
+
+    /// The point of boxing: a decoded packet is a few words, not the ~470 bytes it was with
+    /// the set inline (and moved several times between the decoder and its handler).
+    #[test]
+    fn a_packet_stays_small() {
+        assert_eq!(std::mem::size_of::<Properties>(), 8);
+        let packet = std::mem::size_of::<super::super::packet::Packet>();
+        assert!(packet <= 96, "Packet is {packet} bytes");
+    }
+
+    /// An empty list, the common case, allocates nothing; reading an unset field does not
+    /// either; one property allocates the set and holds it.
+    #[test]
+    fn only_a_set_property_allocates() {
+        let ctx = Context::Packet(PacketType::Publish);
+        let none = decode(&[0], ctx);
+        assert!(none.0.is_none());
+        assert_eq!(none.topic_alias, None);
+        assert!(none.user_properties.is_empty() && none.is_empty());
+        assert!(none.0.is_none(), "reading allocated the set");
+        let one = decode(&[3, P::TopicAlias as u8, 0, 7], ctx);
+        assert_eq!(one.topic_alias, Some(7));
+        assert!(one.0.is_some() && !one.is_empty());
+    }
+
+    /// "None" and an allocated empty set are the same properties: equal, empty, and written
+    /// as the same single zero byte.
+    #[test]
+    fn unset_and_allocated_empty_are_equal() {
+        let unset = Properties::default();
+        let empty = Properties::from(PropertySet::default());
+        assert!(empty.0.is_some());
+        assert_eq!(unset, empty);
+        assert!(empty.is_empty());
+        let ctx = Context::Packet(PacketType::PubAck);
+        let (mut a, mut b) = (BytesMut::new(), BytesMut::new());
+        unset.write(&mut a, ctx).unwrap();
+        empty.write(&mut b, ctx).unwrap();
+        assert_eq!((&a[..], &b[..]), (&[0u8][..], &[0u8][..]));
+        let set = PropertySet {
+            reason_string: Some(MqttString::try_from("why").unwrap()),
+            ..PropertySet::default()
+        };
+        assert_ne!(unset, Properties::from(set));
+    }
+
+    /// Stripping diagnostics from unset properties leaves them unallocated; from a set it
+    /// removes the reason string and user properties, as before.
+    #[test]
+    fn strip_diagnostics_on_unset_allocates_nothing() {
+        let mut unset = Properties::default();
+        assert!(!unset.strip_diagnostics());
+        assert!(unset.0.is_none());
+        let mut set = Properties::from(PropertySet {
+            reason_string: Some(MqttString::try_from("why").unwrap()),
+            topic_alias_maximum: Some(3),
+            ..PropertySet::default()
+        });
+        assert!(set.strip_diagnostics());
+        assert_eq!(set.reason_string, None);
+        assert_eq!(set.topic_alias_maximum, Some(3));
+        assert_eq!(set.into_set().topic_alias_maximum, Some(3));
     }
 }

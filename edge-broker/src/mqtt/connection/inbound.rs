@@ -579,8 +579,10 @@ impl Connection {
             return Ok(());
         }
         let mut properties = Properties::default();
-        if self.problem_info {
-            properties.reason_string = why.and_then(|why| MqttString::try_from(why).ok());
+        if self.problem_info
+            && let Some(why) = why
+        {
+            properties.reason_string = MqttString::try_from(why).ok();
         }
         match qos {
             QoS::AtLeastOnce => {

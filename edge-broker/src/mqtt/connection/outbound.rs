@@ -166,29 +166,38 @@ impl Connection {
         let mut properties = Properties::default();
         let mut topic = MqttString::try_from(&*message.topic).unwrap_or_default();
         if self.version == ProtocolVersion::V5 {
+            // Only what is set is written: a delivery without properties allocates none.
             let p = &message.properties;
-            properties.payload_format_indicator = p.payload_utf8;
-            properties.message_expiry_interval = message.remaining_expiry(now);
-            properties.content_type = p
-                .content_type
-                .as_deref()
-                .and_then(|s| MqttString::try_from(s).ok());
-            properties.response_topic = p
-                .response_topic
-                .as_deref()
-                .and_then(|s| MqttString::try_from(s).ok());
-            properties.correlation_data = p.correlation_data.clone();
-            properties.user_properties = p
-                .user_properties
-                .iter()
-                .filter_map(|(k, v)| {
-                    Some((
-                        MqttString::try_from(k.as_str()).ok()?,
-                        MqttString::try_from(v.as_str()).ok()?,
-                    ))
-                })
-                .collect();
-            properties.subscription_identifiers = delivery.subscription_ids.clone();
+            if p.payload_utf8.is_some() {
+                properties.payload_format_indicator = p.payload_utf8;
+            }
+            if let Some(expiry) = message.remaining_expiry(now) {
+                properties.message_expiry_interval = Some(expiry);
+            }
+            if let Some(t) = p.content_type.as_deref() {
+                properties.content_type = MqttString::try_from(t).ok();
+            }
+            if let Some(t) = p.response_topic.as_deref() {
+                properties.response_topic = MqttString::try_from(t).ok();
+            }
+            if p.correlation_data.is_some() {
+                properties.correlation_data = p.correlation_data.clone();
+            }
+            if !p.user_properties.is_empty() {
+                properties.user_properties = p
+                    .user_properties
+                    .iter()
+                    .filter_map(|(k, v)| {
+                        Some((
+                            MqttString::try_from(k.as_str()).ok()?,
+                            MqttString::try_from(v.as_str()).ok()?,
+                        ))
+                    })
+                    .collect();
+            }
+            if !delivery.subscription_ids.is_empty() {
+                properties.subscription_identifiers = delivery.subscription_ids.clone();
+            }
             if self.client_alias_max > 0 {
                 let outbound = self.topics.as_ref().map(|a| &a.outbound);
                 if let Some(&alias) = outbound.and_then(|o| o.get(&*message.topic)) {
