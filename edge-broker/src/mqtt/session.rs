@@ -154,7 +154,7 @@ struct Exchanges {
 
 /// What a session without [`Exchanges`] reads.
 static NO_INFLIGHT: Inflight = Inflight {
-    map: BTreeMap::new(),
+    map: HashMap::with_hasher(IdHash),
     charge: Charge {
         bytes: 0,
         total: None,
@@ -292,7 +292,6 @@ impl SessionState {
             .collect();
         let inflight = self
             .inflight()
-            .map
             .iter()
             .map(|(id, out)| (*id, out.released, stored(&out.delivery)))
             .collect();
@@ -623,10 +622,54 @@ impl DeliveryQueue {
     }
 }
 
+/// Hashes a packet id by one multiplication (Fibonacci hashing): ids are handed out in
+/// sequence, so they spread over the table's buckets, and the high bits hashbrown uses for
+/// its control bytes differ between neighbours.
+///
+/// Not keyed, and safe so: the broker chooses packet ids, not the client. A client that
+/// acknowledges some deliveries and keeps others can only choose which of the broker's ids stay
+/// in the table, never more of them than its Receive Maximum (at most `max_inflight_messages`).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct IdHash;
+
+/// The [`IdHash`] hasher: the last `u16` written, multiplied.
+#[derive(Debug, Default)]
+pub struct IdHasher(u64);
+
+impl std::hash::BuildHasher for IdHash {
+    type Hasher = IdHasher;
+
+    fn build_hasher(&self) -> IdHasher {
+        IdHasher(0)
+    }
+}
+
+impl std::hash::Hasher for IdHasher {
+    fn finish(&self) -> u64 {
+        self.0.wrapping_mul(0x9E37_79B9_7F4A_7C15)
+    }
+
+    fn write_u16(&mut self, id: u16) {
+        self.0 = u64::from(id);
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        // Only `u16` keys use this hasher; anything else still hashes, byte by byte.
+        for byte in bytes {
+            self.0 = (self.0 << 8 | u64::from(*byte)).rotate_left(5);
+        }
+    }
+}
+
 /// QoS 1/2 deliveries sent and not yet acknowledged, by packet id; changes are recorded.
+///
+/// A hash table rather than an ordered map: each QoS 1 delivery looks its id up three or four
+/// times (a free id, insert, the PUBACK's get and remove), ~570 instructions a delivery in a
+/// `BTreeMap` of 100 (callgrind, BENCHMARKS.md). Id order is needed only to resend after a
+/// reconnect and to write a session image, which sort.
 #[derive(Debug, Default)]
 pub struct Inflight {
-    map: BTreeMap<u16, Outbound>,
+    map: HashMap<u16, Outbound, IdHash>,
     charge: Charge,
     log: Option<SessionLog>,
 }
@@ -706,7 +749,9 @@ impl Inflight {
 
     /// Deliveries in packet id order.
     pub fn iter(&self) -> impl Iterator<Item = (&u16, &Outbound)> {
-        self.map.iter()
+        let mut all: Vec<_> = self.map.iter().collect();
+        all.sort_unstable_by_key(|(id, _)| **id);
+        all.into_iter()
     }
 
     /// Number in flight.
@@ -1258,5 +1303,45 @@ mod tests {
         );
         assert_eq!(state.next_packet_id(), Some(1));
         assert_eq!(state.next_packet_id(), Some(2));
+    }
+
+    /// The in-flight table is a hash table: lookups, removals and the byte charge hold for
+    /// ids across the whole range, and `iter` (resends, session images) is in id order
+    /// whatever order the ids came in.
+    #[test]
+    fn inflight_is_read_in_id_order_and_charged_exactly() {
+        let mut inflight = Inflight::default();
+        let cost = delivery_cost(&delivery(1));
+        let ids: Vec<u16> = (0..2000u32)
+            .map(|i| u16::try_from((i * 7919) % 65535 + 1).unwrap())
+            .collect();
+        for (n, id) in ids.iter().enumerate() {
+            let out = Outbound {
+                delivery: delivery(1),
+                released: n % 2 == 0,
+            };
+            assert!(inflight.insert(*id, out).is_none());
+        }
+        assert_eq!((inflight.len(), inflight.bytes()), (2000, 2000 * cost));
+        let mut sorted = ids.clone();
+        sorted.sort_unstable();
+        assert_eq!(
+            inflight.iter().map(|(id, _)| *id).collect::<Vec<_>>(),
+            sorted
+        );
+        for id in ids.iter().step_by(2) {
+            assert!(inflight.get(id).is_some_and(|o| o.released));
+            assert!(inflight.remove(id).is_some());
+            assert!(!inflight.contains_key(id) && inflight.remove(id).is_none());
+        }
+        assert_eq!((inflight.len(), inflight.bytes()), (1000, 1000 * cost));
+        let left: Vec<u16> = inflight.iter().map(|(id, _)| *id).collect();
+        assert!(left.windows(2).all(|w| w[0] < w[1]) && left.len() == 1000);
+        assert!(
+            ids.iter()
+                .skip(1)
+                .step_by(2)
+                .all(|id| inflight.contains_key(id))
+        );
     }
 }
