@@ -344,3 +344,52 @@ fn strip_diagnostics_makes_an_ack_fit() {
         5
     );
 }
+
+/// A topic for the plain PUBLISH encoder: valid ones, and each kind `MqttString` refuses.
+fn plain_topic() -> impl Strategy<Value = String> {
+    prop_oneof![
+        4 => "[a-z/+#é]{1,24}",
+        1 => Just(String::new()),
+        1 => Just("a\u{0}b".to_owned()),
+        1 => Just("t".repeat(usize::from(u16::MAX))),
+        1 => Just("t".repeat(usize::from(u16::MAX) + 1)),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
+
+    /// `PlainPublish` writes exactly what the packet encoder writes for the same PUBLISH
+    /// without properties, and refuses exactly what it refuses (DUP on QoS 0, a topic
+    /// MqttString refuses, packet id 0 or missing or extra, over the size limit), writing
+    /// nothing then.
+    #[test]
+    fn a_plain_publish_is_what_the_packet_encoder_writes(
+        v in version(),
+        topic in plain_topic(),
+        qos in prop_oneof![Just(QoS::AtMostOnce), Just(QoS::AtLeastOnce), Just(QoS::ExactlyOnce)],
+        id in prop::option::of(prop_oneof![1 => Just(0u16), 8 => 1u16..]),
+        dup in any::<bool>(),
+        retain in any::<bool>(),
+        payload in prop::collection::vec(any::<u8>(), 0..300),
+        slack in prop_oneof![1 => Just(None), 4 => (-3i64..3).prop_map(Some)],
+    ) {
+        let packet = Packet::Publish(Publish {
+            dup,
+            qos,
+            retain,
+            topic: MqttString::try_from(topic.as_str()).unwrap_or_default(),
+            packet_id: id,
+            properties: Properties::default(),
+            payload: bytes::Bytes::from(payload.clone()),
+        });
+        let size = encoded_len(&packet, v).unwrap_or(100);
+        let max = slack.map_or(u32::MAX, |s| u32::try_from((size as i64 + s).max(0)).unwrap());
+        let plain = PlainPublish { dup, qos, retain, topic: &topic, packet_id: id, payload: &payload };
+        let (mut a, mut b) = (BytesMut::from(&b"x"[..]), BytesMut::from(&b"x"[..]));
+        let want = encode_limited(&packet, v, max, &mut a);
+        let got = plain.encode_limited(v, max, &mut b);
+        prop_assert_eq!(&got, &want);
+        prop_assert_eq!(&b[..], &a[..]);
+    }
+}

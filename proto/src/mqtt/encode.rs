@@ -110,6 +110,101 @@ pub fn encode_limited(
     encode_inner(packet, version, Some(max_packet_size), out)
 }
 
+/// A PUBLISH without properties, given by its parts: what a broker sends for most
+/// deliveries (every 3.1.1 one; a v5 one whose message has no property, no subscription
+/// identifier and no topic alias).
+///
+/// [`PlainPublish::encode_limited`] writes the same bytes, and refuses with the same error, as
+/// [`encode_limited()`] of the [`Publish`] with these fields, its topic made by
+/// `MqttString::try_from(topic)` (empty if that refuses) and no properties: a test holds it
+/// to that. It builds no packet, copies no topic into a new buffer and checks no UTF-8 again
+/// (a `&str` is UTF-8); it only looks for the U+0000 an MQTT string may not hold.
+#[derive(Debug, Clone, Copy)]
+pub struct PlainPublish<'a> {
+    /// DUP flag.
+    pub dup: bool,
+    /// QoS of this delivery.
+    pub qos: QoS,
+    /// RETAIN flag.
+    pub retain: bool,
+    /// Topic name.
+    pub topic: &'a str,
+    /// Packet identifier: `Some` (non-zero) exactly when `qos` is 1 or 2.
+    pub packet_id: Option<u16>,
+    /// Application payload.
+    pub payload: &'a [u8],
+}
+
+impl PlainPublish<'_> {
+    /// Appends the PUBLISH to `out` unless it would exceed `max_packet_size` bytes; returns
+    /// the bytes written. Nothing is written on error.
+    pub fn encode_limited(
+        &self,
+        version: ProtocolVersion,
+        max_packet_size: u32,
+        out: &mut BytesMut,
+    ) -> Result<usize, EncodeError> {
+        let t = PacketType::Publish;
+        if self.dup && self.qos == QoS::AtMostOnce {
+            return Err(EncodeError::Invalid {
+                packet: t,
+                detail: "DUP set on a QoS 0 message",
+            });
+        }
+        // What MqttString::try_from refuses becomes the empty topic, as the packet path has it.
+        let topic = self.topic.as_bytes();
+        if topic.is_empty() || topic.len() > usize::from(u16::MAX) || topic.contains(&0) {
+            return Err(EncodeError::Invalid {
+                packet: t,
+                detail: "empty topic without a topic alias",
+            });
+        }
+        let id = match (self.qos, self.packet_id) {
+            (QoS::AtMostOnce, None) => None,
+            (QoS::AtLeastOnce | QoS::ExactlyOnce, Some(id)) => Some(packet_id(id, t)?),
+            _ => {
+                return Err(EncodeError::Invalid {
+                    packet: t,
+                    detail: "packet identifier must be present exactly when QoS > 0",
+                });
+            }
+        };
+        let v5 = version == ProtocolVersion::V5;
+        let body = 2 + topic.len() + 2 * usize::from(id.is_some()) + usize::from(v5);
+        let len = body + self.payload.len();
+        let remaining =
+            u32::try_from(len)
+                .ok()
+                .filter(|r| *r <= VBI_MAX)
+                .ok_or(EncodeError::TooLarge {
+                    packet: t,
+                    what: "remaining length",
+                    len,
+                })?;
+        let total = 1 + vbi_len(remaining) + len;
+        if total as u64 > u64::from(max_packet_size) {
+            return Err(EncodeError::PacketTooLarge {
+                packet: t,
+                size: total,
+                max: max_packet_size,
+            });
+        }
+        out.reserve(total);
+        out.u8(0x30 | (u8::from(self.dup) << 3) | ((self.qos as u8) << 1) | u8::from(self.retain));
+        out.vbi(remaining);
+        out.u16(topic.len() as u16);
+        out.slice(topic);
+        if let Some(id) = id {
+            out.u16(id);
+        }
+        if v5 {
+            out.u8(0); // no properties
+        }
+        out.slice(self.payload);
+        Ok(total)
+    }
+}
+
 /// The number of bytes [`encode()`] would write, validating the packet on the way.
 pub fn encoded_len(packet: &Packet, version: ProtocolVersion) -> Result<usize, EncodeError> {
     let (_, total) = measure(packet, version)?;

@@ -5,13 +5,13 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use edge_proto::mqtt::{
-    self, EncodeError, MqttString, Packet, Properties, ProtocolVersion, PubRec, PubRel, Publish,
-    QoS, ReasonCode,
+    self, EncodeError, MqttString, Packet, PlainPublish, Properties, ProtocolVersion, PubRec,
+    PubRel, Publish, QoS, ReasonCode,
 };
 
 use super::{Connection, Exit, OUT_HIGH_WATER};
 use crate::hub::Delivery;
-use crate::message::now_ms;
+use crate::message::{MessageProperties, now_ms};
 use crate::metrics::front::DropReason;
 use crate::mqtt::session::Outbound;
 
@@ -107,14 +107,23 @@ impl Connection {
             } else {
                 None
             };
-            let (packet, alias) = self.publish_packet(&delivery, packet_id, false, now);
-            match mqtt::encode_limited(
-                &packet,
-                self.version,
-                self.client_max_packet,
-                &mut self.outbuf,
-            ) {
-                Ok(_) => {
+            let encoded = match self.plain_publish(&delivery, packet_id) {
+                Some(plain) => plain
+                    .encode_limited(self.version, self.client_max_packet, &mut self.outbuf)
+                    .map(|_| None),
+                None => {
+                    let (packet, alias) = self.publish_packet(&delivery, packet_id, false, now);
+                    mqtt::encode_limited(
+                        &packet,
+                        self.version,
+                        self.client_max_packet,
+                        &mut self.outbuf,
+                    )
+                    .map(|_| alias)
+                }
+            };
+            match encoded {
+                Ok(alias) => {
                     self.remember_alias(alias);
                     self.server.metrics.sent(delivery.qos);
                     if let Some(id) = packet_id {
@@ -149,6 +158,30 @@ impl Connection {
             let aliases = self.topics.get_or_insert_with(Box::default);
             aliases.outbound.insert(topic, alias);
         }
+    }
+
+    /// A first delivery that needs no property, written from its parts
+    /// ([`PlainPublish`]): every delivery to a 3.1.1 client, and to a v5 client one whose
+    /// message has no property, no subscription identifier, and no topic alias to use (the
+    /// client allows none). `None`: [`Connection::publish_packet`] builds it.
+    fn plain_publish<'a>(
+        &self,
+        delivery: &'a Delivery,
+        packet_id: Option<u16>,
+    ) -> Option<PlainPublish<'a>> {
+        let message = &delivery.message;
+        let plain = self.version == ProtocolVersion::V311
+            || (self.client_alias_max == 0
+                && delivery.subscription_ids.is_empty()
+                && has_no_property(&message.properties));
+        plain.then(|| PlainPublish {
+            dup: false,
+            qos: delivery.qos,
+            retain: delivery.retain,
+            topic: &message.topic,
+            packet_id,
+            payload: &message.payload,
+        })
     }
 
     /// The PUBLISH for a delivery, and the new topic alias it sets (to remember only if the
@@ -221,5 +254,53 @@ impl Connection {
             payload: message.payload.clone(),
         });
         (packet, new_alias)
+    }
+}
+
+/// Whether a message carries nothing a v5 PUBLISH would hold as a property (an expiry is
+/// one: the remaining lifetime is sent). Every field is named, so a new one must be decided
+/// here.
+fn has_no_property(properties: &MessageProperties) -> bool {
+    let MessageProperties {
+        payload_utf8,
+        expiry_secs,
+        content_type,
+        response_topic,
+        correlation_data,
+        user_properties,
+    } = properties;
+    payload_utf8.is_none()
+        && expiry_secs.is_none()
+        && content_type.is_none()
+        && response_topic.is_none()
+        && correlation_data.is_none()
+        && user_properties.is_empty()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Each message property sends a delivery down the packet path (which writes it); only a
+    /// message with none may be written plain.
+    #[test]
+    fn any_message_property_needs_the_packet_path() {
+        assert!(has_no_property(&MessageProperties::default()));
+        let one = |f: fn(&mut MessageProperties)| {
+            let mut p = MessageProperties::default();
+            f(&mut p);
+            p
+        };
+        let each = [
+            one(|p| p.payload_utf8 = Some(false)),
+            one(|p| p.expiry_secs = Some(60)),
+            one(|p| p.content_type = Some("text/plain".into())),
+            one(|p| p.response_topic = Some("r/1".into())),
+            one(|p| p.correlation_data = Some(bytes::Bytes::from_static(b"c"))),
+            one(|p| p.user_properties = vec![("k".into(), "v".into())]),
+        ];
+        for p in &each {
+            assert!(!has_no_property(p), "{p:?}");
+        }
     }
 }
