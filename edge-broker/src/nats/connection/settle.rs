@@ -115,12 +115,23 @@ impl Connection {
                         .lock()
                         .insert(&stream, id, seq, std::time::Instant::now());
                 }
-                // PubAck bodies share one allocation, split off per reply.
                 if self.ack_bodies.capacity() < ACK_BODY_ESTIMATE {
                     self.ack_bodies.reserve(ACK_BODY_ESTIMATE * 256);
                 }
                 write_ack_json(&mut self.ack_bodies, &stream, seq);
-                self.ack_bodies.split().freeze()
+                // Encoded straight from the buffer into this connection's own subscriptions
+                // when they are all it reaches (the room is written over by the next one);
+                // otherwise split off for the hub: PubAck bodies share one allocation.
+                let acks = std::mem::take(&mut self.ack_bodies);
+                let direct = self.reply_to_own(&subject, &acks);
+                self.ack_bodies = acks;
+                if direct {
+                    self.ack_bodies.clear();
+                    return;
+                }
+                let body = self.ack_bodies.split().freeze();
+                self.publish_reply(&subject, body);
+                return;
             }
             (ReplyBody::PubAck { .. }, Outcome::Refused(error)) => {
                 let code = if matches!(error, AppendError::TooLarge { .. }) {
@@ -139,12 +150,16 @@ impl Connection {
             // A PubAck is settled by the log, never given.
             (ReplyBody::PubAck { .. }, Outcome::Given) => return,
         };
-        if self.reply_to_own(&subject, &body) {
-            return;
+        if !self.reply_to_own(&subject, &body) {
+            self.publish_reply(&subject, body);
         }
+    }
+
+    /// Publishes a reply through the hub.
+    fn publish_reply(&self, subject: &Arc<str>, body: Bytes) {
         // Server-originated (no publisher): delivered even to a publisher with echo off.
         if let Some(message) = nats_message_at(
-            &subject,
+            subject,
             None,
             None,
             body,
