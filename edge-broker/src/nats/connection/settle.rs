@@ -196,13 +196,23 @@ impl Connection {
     /// encoding, UNSUB max and output bounds); false when the hub must carry it. Only for an
     /// identity no ACL rule applies to: a guarded subscription may have its deliveries checked.
     fn reply_to_own(&mut self, subject: &str, body: &[u8]) -> bool {
-        let Some(dot) = subject.rfind('.') else {
-            return false;
+        // The kept prefix first: a plain rest has no `.`, so it is the last token (no search
+        // for the last `.`).
+        let kept = self.reply_route.as_ref().and_then(|route| {
+            let last = subject.strip_prefix(&*route.prefix)?;
+            subject::is_plain_token(last).then_some(route.prefix.len())
+        });
+        let split = match kept {
+            Some(split) => split,
+            None => match subject.as_bytes().iter().rposition(|&b| b == b'.') {
+                Some(dot) if subject::is_plain_token(&subject[dot + 1..]) => dot + 1,
+                _ => return false,
+            },
         };
-        let (prefix, last) = subject.split_at(dot + 1);
-        if !subject::is_plain_token(last) || !self.permissions.unrestricted() {
+        if !self.permissions.unrestricted() {
             return false;
         }
+        let prefix = &subject[..split];
         let generation = self.server.hub.generation();
         let kept = self
             .reply_route
