@@ -308,6 +308,19 @@ impl Hub {
         any
     }
 
+    /// The subscriptions that a message on any topic `<prefix>/<level>` reaches, whatever
+    /// its last level is: calls `visit` with each one's subscriber and entry and returns
+    /// true, when that answer is the same for every such topic (kept, it holds while
+    /// [`Hub::generation`] stays the same). False when it is not: a subscription names a level
+    /// right below `prefix`, or a share group matches (it picks a member per message).
+    /// Reply subjects (`_INBOX.<id>.<n>`) differ in their last token only.
+    pub fn reaches_any_last(&self, prefix: &str, mut visit: impl FnMut(u64, &SubEntry)) -> bool {
+        let tree = self.tree.read();
+        with_levels(prefix, |levels| {
+            tree.matches_any_last(levels, |key, entry| visit(*key, entry))
+        })
+    }
+
     /// Number of subscriptions.
     pub fn len(&self) -> usize {
         self.tree.read().len()

@@ -426,3 +426,180 @@ async fn a_repeated_plain_subject_follows_subscribers_and_counts_every_unmappabl
     let metrics = &broker.nats.metrics;
     assert_eq!(metrics.dropped_count(DropReason::UnmappableSubject), 2);
 }
+
+/// A PubAck (on `sid`) and the reply subject it came on.
+fn ack_on(op: ServerOp, sid: &str) -> (String, serde_json::Value) {
+    match op {
+        ServerOp::Msg(m) => {
+            assert_eq!(m.sid, sid, "delivered on {m:?}");
+            (m.subject, serde_json::from_slice(&m.payload).unwrap())
+        }
+        other => panic!("expected a PubAck MSG, got {other:?}"),
+    }
+}
+
+/// A durable publish with reply subject `reply`, then a PING.
+fn durable_pub(reply: &str, payload: &[u8]) -> Vec<u8> {
+    let mut ops = pub_op("r.a", Some(reply), &[], payload);
+    ops.extend(b"PING\r\n");
+    ops
+}
+
+/// A JetStream-shaped publisher (replies on `_INBOX.p.*`, its own subscription) gets its
+/// PubAcks without the hub walking its tree once the prefix repeats; whoever else subscribes
+/// to a reply subject still gets every reply, exactly as through the hub: another NATS
+/// client's `_INBOX.>`, an MQTT `_INBOX/#`, a queue group, a subscription naming one reply
+/// subject, and the publisher's own second subscription; once they leave, they get no more.
+#[tokio::test]
+async fn every_subscriber_of_a_reply_subject_gets_the_puback_not_only_the_publisher() {
+    let broker = Broker::start(ROUTED, roomy_log());
+    let mut publisher = broker.nats_client();
+    publisher.connect().await;
+    publisher.send(b"SUB _INBOX.p.* 1\r\nPING\r\n").await;
+    assert_eq!(publisher.recv().await, ServerOp::Pong);
+    // Two replies on the prefix: the second one repeats it.
+    for (n, seq) in [(1, 0), (2, 1)] {
+        publisher
+            .send(&durable_pub(&format!("_INBOX.p.{n}"), b"x"))
+            .await;
+        assert_eq!(publisher.recv().await, ServerOp::Pong);
+        let (subject, body) = ack_on(publisher.recv().await, "1");
+        assert_eq!(subject, format!("_INBOX.p.{n}"));
+        assert_eq!(body, serde_json::json!({"stream": "stream", "seq": seq}));
+    }
+
+    // Others subscribe to the replies: every one gets the next PubAck.
+    let mut other = broker.nats_client();
+    other.connect().await;
+    other
+        .send(b"SUB _INBOX.> 7\r\nSUB _INBOX.p.* workers 8\r\nPING\r\n")
+        .await;
+    assert_eq!(other.recv().await, ServerOp::Pong);
+    let mut mqtt = broker.mqtt_client(ProtocolVersion::V5);
+    mqtt.connect("inbox-watcher").await;
+    mqtt.subscribe("_INBOX/#", QoS::AtMostOnce, 1).await;
+    publisher.send(&durable_pub("_INBOX.p.3", b"x")).await;
+    assert_eq!(publisher.recv().await, ServerOp::Pong);
+    let (subject, body) = ack_on(publisher.recv().await, "1");
+    assert_eq!((subject.as_str(), &body["seq"]), ("_INBOX.p.3", &2.into()));
+    let mut sids: Vec<String> = Vec::new();
+    for _ in 0..2 {
+        match other.recv().await {
+            ServerOp::Msg(m) => {
+                assert_eq!(m.subject, "_INBOX.p.3");
+                assert_eq!(
+                    serde_json::from_slice::<serde_json::Value>(&m.payload).unwrap()["seq"],
+                    2
+                );
+                sids.push(m.sid);
+            }
+            op => panic!("expected the PubAck, got {op:?}"),
+        }
+    }
+    sids.sort();
+    assert_eq!(sids, ["7", "8"], "the wildcard and the queue group");
+    match mqtt.recv().await {
+        Packet::Publish(p) => {
+            assert_eq!(&*p.topic, "_INBOX/p/3");
+            assert_eq!(
+                serde_json::from_slice::<serde_json::Value>(&p.payload).unwrap()["seq"],
+                2
+            );
+        }
+        other => panic!("expected the PubAck on MQTT, got {other:?}"),
+    }
+
+    // They leave; a subscription naming one reply subject gets that one only, the
+    // publisher's own second subscription every one (after its first, in subscription order).
+    other
+        .send(b"UNSUB 7\r\nUNSUB 8\r\nSUB _INBOX.p.5 9\r\nPING\r\n")
+        .await;
+    assert_eq!(other.recv().await, ServerOp::Pong);
+    drop(mqtt);
+    publisher.send(b"SUB _INBOX.> 2\r\nPING\r\n").await;
+    assert_eq!(publisher.recv().await, ServerOp::Pong);
+    for n in [4, 5, 6] {
+        publisher
+            .send(&durable_pub(&format!("_INBOX.p.{n}"), b"x"))
+            .await;
+        assert_eq!(publisher.recv().await, ServerOp::Pong);
+        for sid in ["1", "2"] {
+            let (subject, _) = ack_on(publisher.recv().await, sid);
+            assert_eq!(subject, format!("_INBOX.p.{n}"));
+        }
+    }
+    let (subject, body) = ack_on(other.recv().await, "9");
+    assert_eq!((subject.as_str(), &body["seq"]), ("_INBOX.p.5", &4.into()));
+    other
+        .expect_silence("only _INBOX.p.5 after the UNSUBs")
+        .await;
+    publisher.expect_silence("one copy per subscription").await;
+}
+
+/// A reply subscription's UNSUB max counts the PubAcks delivered straight to it, and the
+/// subscription leaves once it is reached; a publisher with echo off still gets its PubAcks
+/// (they are the server's, not its own messages).
+#[tokio::test]
+async fn a_reply_subscriptions_unsub_max_counts_pubacks_and_echo_off_still_gets_them() {
+    let broker = Broker::start(ROUTED, roomy_log());
+    let mut publisher = broker.nats_client();
+    assert!(matches!(publisher.recv().await, ServerOp::Info(_)));
+    publisher
+        .send(b"CONNECT {\"verbose\":false,\"echo\":false,\"headers\":true}\r\nSUB _INBOX.q.* 4\r\nUNSUB 4 2\r\nPING\r\n")
+        .await;
+    assert_eq!(publisher.recv().await, ServerOp::Pong);
+    for n in 1..=3 {
+        publisher
+            .send(&durable_pub(&format!("_INBOX.q.{n}"), b"x"))
+            .await;
+        assert_eq!(publisher.recv().await, ServerOp::Pong);
+        if n <= 2 {
+            let (subject, _) = ack_on(publisher.recv().await, "4");
+            assert_eq!(subject, format!("_INBOX.q.{n}"));
+        }
+    }
+    publisher.expect_silence("UNSUB max 2").await;
+    // The subscription left the hub: a new one on the same prefix gets the next.
+    publisher.send(b"SUB _INBOX.q.* 5\r\nPING\r\n").await;
+    assert_eq!(publisher.recv().await, ServerOp::Pong);
+    publisher.send(&durable_pub("_INBOX.q.4", b"x")).await;
+    assert_eq!(publisher.recv().await, ServerOp::Pong);
+    let (subject, body) = ack_on(publisher.recv().await, "5");
+    assert_eq!((subject.as_str(), &body["seq"]), ("_INBOX.q.4", &3.into()));
+    assert!(
+        broker.nats.hub.len() == 1,
+        "the finished subscription left the hub"
+    );
+}
+
+/// Under an ACL a reply subscription's deliveries are still checked: one that overlaps a
+/// `deny` rule does not get the PubAck of a reply subject it may not read, and gets the rest.
+#[tokio::test]
+async fn an_acl_still_filters_pubacks_on_a_reply_subscription() {
+    let dir = tempfile::tempdir().unwrap();
+    let acl = dir.path().join("acl");
+    std::fs::write(
+        &acl,
+        "topic readwrite r/#\ntopic readwrite _INBOX/#\ntopic deny _INBOX/p/secret\n",
+    )
+    .unwrap();
+    let toml = format!(
+        "[auth]\nacl_file = {:?}\n{ROUTED}",
+        acl.display().to_string()
+    );
+    let broker = Broker::start(&toml, roomy_log());
+    let mut publisher = broker.nats_client();
+    publisher.connect().await;
+    publisher.send(b"SUB _INBOX.p.* 1\r\nPING\r\n").await;
+    assert_eq!(publisher.recv().await, ServerOp::Pong);
+    for reply in ["_INBOX.p.1", "_INBOX.p.2", "_INBOX.p.secret", "_INBOX.p.3"] {
+        publisher.send(&durable_pub(reply, b"x")).await;
+        assert_eq!(publisher.recv().await, ServerOp::Pong);
+        if reply.ends_with("secret") {
+            continue;
+        }
+        let (subject, _) = ack_on(publisher.recv().await, "1");
+        assert_eq!(subject, reply);
+    }
+    publisher.expect_silence("the denied reply").await;
+}

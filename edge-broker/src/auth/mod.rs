@@ -615,6 +615,13 @@ impl Permissions {
         self.auth.generation() == generation
     }
 
+    /// Whether no ACL rule applies to this identity under the current rules: then every
+    /// subscription's guard ([`Auth::guard`]) lets every delivery through.
+    pub fn unrestricted(&mut self) -> bool {
+        self.refresh();
+        self.rules.is_none()
+    }
+
     /// Whether the client may publish to the MQTT topic `topic`; a refusal is counted.
     pub fn may_publish(&mut self, topic: &str) -> bool {
         self.may_publish_mapped(topic, |t| Some(t.to_owned()))

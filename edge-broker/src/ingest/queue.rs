@@ -140,6 +140,10 @@ struct Collecting<L> {
     records: Vec<NewRecord>,
     items: Vec<Item<L>>,
     bytes: usize,
+    /// When the first answered record of the batch was pushed (timed answers only): the
+    /// batch's records are pushed while one read buffer is decoded (a front end submits after
+    /// each, and holds input while a submission waits), so they share one clock reading.
+    pushed_at: Option<std::time::Instant>,
 }
 
 impl<L> Default for Collecting<L> {
@@ -148,6 +152,7 @@ impl<L> Default for Collecting<L> {
             records: Vec::new(),
             items: Vec::new(),
             bytes: 0,
+            pushed_at: None,
         }
     }
 }
@@ -203,6 +208,9 @@ pub struct IngestQueue<L, T> {
     held_bytes: usize,
     /// Where the time from push to a durable answer is counted, if anywhere.
     ack_latency: Option<std::sync::Arc<edge_bridge::metrics::LatencyHistogram>>,
+    /// When the queue last saw a batch of timed answers become durable: the end of their
+    /// time (one clock reading per sync, not one per answer).
+    synced_at: Option<std::time::Instant>,
     /// Records in the last batch handed to the log: the room the next one starts with.
     last_batch: usize,
 }
@@ -236,12 +244,13 @@ impl<L: Send + 'static, T> IngestQueue<L, T> {
             held_records: 0,
             held_bytes: 0,
             ack_latency: None,
+            synced_at: None,
             last_batch: 0,
         }
     }
 
-    /// Counts, in `histogram`, the time from pushing each answered routed record to its
-    /// durable answer leaving the queue.
+    /// Counts, in `histogram`, the time from pushing each answered routed record to the queue
+    /// seeing it durable (its answer leaves then, after those before it).
     pub fn measure_acks(
         mut self,
         histogram: std::sync::Arc<edge_bridge::metrics::LatencyHistogram>,
@@ -278,9 +287,17 @@ impl<L: Send + 'static, T> IngestQueue<L, T> {
                 .sum::<usize>();
         // The clock is read only for a record whose durable answer is timed: a publish nobody
         // waits for (NATS core PUB, MQTT QoS 0) pays no clock read (it was ~9% of a NATS
-        // connection task's time at 1M PUB/s).
+        // connection task's time at 1M PUB/s), and a batch reads it once.
         let answer = answer.map(|tag| {
-            let pushed_at = self.ack_latency.as_ref().map(|_| std::time::Instant::now());
+            let pushed_at = match self.ack_latency {
+                Some(_) => Some(
+                    *self
+                        .collecting
+                        .pushed_at
+                        .get_or_insert_with(std::time::Instant::now),
+                ),
+                None => None,
+            };
             self.push_slot(tag, SlotState::Waiting, pushed_at)
         });
         if self.collecting.records.capacity() == 0 {
@@ -533,6 +550,9 @@ impl<L: Send + 'static, T> IngestQueue<L, T> {
     /// Batch `i` is durable, or never will be: settle the answers it holds.
     fn on_synced(&mut self, i: usize, durable: Result<(), AppendError>) {
         let syncing = std::mem::take(&mut self.batches[i].syncing);
+        if self.ack_latency.is_some() && durable.is_ok() {
+            self.synced_at = Some(std::time::Instant::now());
+        }
         for index in syncing {
             let Some(slot) = self.slot_mut(index) else {
                 continue;
@@ -586,7 +606,12 @@ impl<L: Send + 'static, T> IngestQueue<L, T> {
         if let (Some(histogram), Some(pushed_at), SlotState::Settled(Outcome::Durable(_))) =
             (&self.ack_latency, slot.pushed_at, &slot.state)
         {
-            histogram.observe(pushed_at.elapsed());
+            // Settled durable: a sync was seen since it was pushed.
+            let took = match self.synced_at {
+                Some(synced_at) => synced_at.saturating_duration_since(pushed_at),
+                None => pushed_at.elapsed(),
+            };
+            histogram.observe(took);
         }
         match slot.state {
             SlotState::Settled(outcome) => Some(Answer {
@@ -758,6 +783,33 @@ mod tests {
         );
         let counts = histogram.snapshot().counts;
         assert_eq!(counts.iter().sum::<u64>(), 2, "{counts:?}");
+    }
+
+    /// A durable answer is timed from its push (the batch's first clock reading), not from
+    /// its batch's submission or its answer: a wait between push and submission is counted.
+    #[tokio::test]
+    async fn an_answer_is_timed_from_its_push_through_its_sync() {
+        let log = mem_log(WhenFull::Block);
+        let histogram = Arc::new(edge_bridge::metrics::LatencyHistogram::new(&[0.5]));
+        let mut queue =
+            IngestQueue::new(log, IngestLimits::default()).measure_acks(Arc::clone(&histogram));
+        let mut seen = Seen::default();
+        queue.push_routed(record(0, 10), 0, Some("first"));
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        queue.push_routed(record(1, 10), 1, Some("second"));
+        settle(&mut queue, &mut seen).await;
+        let first = histogram.snapshot();
+        assert_eq!(first.counts.iter().sum::<u64>(), 2);
+        assert!(
+            first.sum_seconds >= 0.020,
+            "the first is timed from its push, not its submission: {first:?}"
+        );
+        // The next batch has a clock of its own.
+        queue.push_routed(record(2, 10), 2, Some("third"));
+        settle(&mut queue, &mut seen).await;
+        let second = histogram.snapshot();
+        assert_eq!(second.counts.iter().sum::<u64>(), 3);
+        assert_eq!(seen.answers.len(), 3);
     }
 
     #[tokio::test]

@@ -138,6 +138,20 @@ impl<K: Ord + Clone, V> Entries<K, V> {
     }
 }
 
+impl<K, V> Entries<K, V> {
+    /// Visits the direct subscriptions, unless a share group is here (it picks a member per
+    /// message, so no answer holds for more than one): then false, nothing visited.
+    fn visit_direct<'a>(&'a self, visit: &mut impl FnMut(&'a K, &'a V)) -> bool {
+        if !self.shared.is_empty() {
+            return false;
+        }
+        for (key, value) in &self.direct {
+            visit(key, value);
+        }
+        true
+    }
+}
+
 impl<K: Ord + Clone, V> Node<K, V> {
     fn is_empty(&self) -> bool {
         self.literal.is_empty()
@@ -411,6 +425,58 @@ impl<K: Ord + Clone, V> SubscriptionTree<K, V> {
         }
     }
 
+    /// The subscriptions that every topic made of `prefix` and one more level matches,
+    /// whatever that level is: calls `visit` for each and returns true, when they are the same
+    /// for every such topic. Returns false (having visited some or none: the caller forgets
+    /// them) when the answer may depend on the last level (a subscription names a level right
+    /// below the prefix), when a share group matches (it picks a member per message), or when
+    /// `prefix` is empty (a first level may be a `$` one).
+    pub fn matches_any_last<'a, S: AsRef<str>>(
+        &'a self,
+        prefix: &[S],
+        mut visit: impl FnMut(&'a K, &'a V),
+    ) -> bool {
+        if prefix.is_empty() {
+            return false;
+        }
+        let last = prefix.len();
+        let mut stack: SmallVec<[(&'a Node<K, V>, usize); 16]> = SmallVec::new();
+        stack.push((&self.root, 0));
+        while let Some((node, at)) = stack.pop() {
+            if at > last {
+                // Past the last level: the topic ends here.
+                if !(node.here.visit_direct(&mut visit)
+                    && node.zero_or_more.visit_direct(&mut visit))
+                {
+                    return false;
+                }
+                continue;
+            }
+            // `None`: the last level, any name.
+            let level = prefix.get(at).map(AsRef::as_ref);
+            if at != 0 || level.is_some_and(topic::wildcard_reaches) {
+                if !(node.zero_or_more.visit_direct(&mut visit)
+                    && node.one_or_more.visit_direct(&mut visit))
+                {
+                    return false;
+                }
+                if let Some(one) = &node.one {
+                    stack.push((one, at + 1));
+                }
+            }
+            match level {
+                Some(level) => {
+                    if let Some(child) = node.literal.get(level) {
+                        stack.push((child, at + 1));
+                    }
+                }
+                None if !node.literal.is_empty() => return false,
+                None => {}
+            }
+        }
+        true
+    }
+
     /// After a removal under `path`: drops the highest node on the path whose subtree is now
     /// empty (every node below it held nothing but the next one on the path).
     fn prune(&mut self, path: &[Level]) {
@@ -541,6 +607,42 @@ mod tests {
     }
 
     #[test]
+    fn a_reply_prefix_has_one_answer_until_a_level_below_it_is_named() {
+        fn keys(tree: &SubscriptionTree<u32, &str>, prefix: &[&str]) -> Option<Vec<u32>> {
+            let mut out = Vec::new();
+            let answered = tree.matches_any_last(prefix, |key, _| out.push(*key));
+            out.sort();
+            answered.then_some(out)
+        }
+        let mut tree = SubscriptionTree::new();
+        tree.insert(&Filter::mqtt("_INBOX/p/+").unwrap(), None, 1, "own");
+        tree.insert(&Filter::mqtt("#").unwrap(), None, 2, "all");
+        tree.insert(
+            &Filter::mqtt("_INBOX/q/+").unwrap(),
+            None,
+            3,
+            "other prefix",
+        );
+        tree.insert(&Filter::mqtt("_INBOX/p/+/more").unwrap(), None, 6, "deeper");
+        assert_eq!(keys(&tree, &["_INBOX", "p"]), Some(vec![1, 2]));
+        tree.insert(&Filter::mqtt("_INBOX/p/7").unwrap(), None, 4, "one reply");
+        assert_eq!(keys(&tree, &["_INBOX", "p"]), None, "_INBOX/p/7 differs");
+        assert_eq!(keys(&tree, &["_INBOX", "q"]), Some(vec![2, 3]));
+        tree.insert(&Filter::mqtt("_INBOX/#").unwrap(), Some("g"), 5, "group");
+        assert_eq!(
+            keys(&tree, &["_INBOX", "q"]),
+            None,
+            "a group picks per message"
+        );
+        assert_eq!(
+            keys(&tree, &["$SYS"]),
+            Some(vec![]),
+            "# does not reach $SYS/x"
+        );
+        assert_eq!(keys(&tree, &[]), None, "a first level may be a $ one");
+    }
+
+    #[test]
     fn dollar_topics_skip_root_wildcards_in_the_tree_too() {
         let mut tree = SubscriptionTree::new();
         tree.insert(&Filter::mqtt("#").unwrap(), None, 1, "all");
@@ -663,6 +765,67 @@ mod tests {
             let tree_filters: std::collections::BTreeSet<&Filter> = from_tree.iter().map(|&i| &parsed[i]).collect();
             let want_filters: std::collections::BTreeSet<&Filter> = expected.iter().map(|&i| &parsed[i]).collect();
             prop_assert_eq!(tree_filters, want_filters);
+        }
+
+        /// Where `matches_any_last` answers for a prefix, its answer is what `matches` gives
+        /// for the prefix and any last level (names of the alphabet and one no filter has);
+        /// and it answers whenever no filter names a level right below the prefix and no
+        /// share group matches.
+        #[test]
+        fn an_answer_for_any_last_level_is_the_answer_for_each(
+            filters in prop::collection::vec((filter_text(), any::<bool>()), 1..24),
+            prefix in prop::collection::vec(level(), 1..4),
+        ) {
+            let mut tree = SubscriptionTree::new();
+            let parsed: Vec<(Filter, bool)> = filters
+                .iter()
+                .map(|(f, shared)| (Filter::mqtt(f).unwrap(), *shared && f.len() % 3 == 0))
+                .collect();
+            for (i, (filter, shared)) in parsed.iter().enumerate() {
+                tree.insert(filter, shared.then_some("g"), i, ());
+            }
+            let mut any = Vec::new();
+            let answered = tree.matches_any_last(&prefix, |key, _| any.push(*key));
+            let mut lasts: Vec<String> = ["a", "b", "c", "d", "e", "f", "g", "h", "i", "j", "$c", ""]
+                .into_iter()
+                .map(str::to_owned)
+                .collect();
+            lasts.push("zz".to_owned());
+            if answered {
+                any.sort();
+                for last in &lasts {
+                    let mut topic = prefix.clone();
+                    topic.push(last.clone());
+                    let mut each = Vec::new();
+                    tree.matches(&topic, |m| {
+                        assert!(m.group.is_none(), "no share group when answered");
+                        each.push(*m.key);
+                    });
+                    each.sort();
+                    prop_assert_eq!(&each, &any, "topic {:?}", topic);
+                }
+            } else {
+                // Refused only for a named level right below the prefix or a share group
+                // that any of these topics reaches.
+                let named = parsed.iter().any(|(filter, _)| {
+                    let levels = filter.levels();
+                    levels.len() > prefix.len()
+                        && matches!(levels[prefix.len()], Level::Literal(_))
+                        && levels.iter().zip(&prefix).enumerate().all(|(i, (level, name))| {
+                            match level {
+                                Level::Literal(text) => text == name,
+                                Level::One => i != 0 || topic::wildcard_reaches(name),
+                                _ => false,
+                            }
+                        })
+                });
+                let grouped = lasts.iter().any(|last| {
+                    let mut topic = prefix.clone();
+                    topic.push(last.clone());
+                    parsed.iter().any(|(filter, shared)| *shared && filter.matches(&topic))
+                });
+                prop_assert!(named || grouped, "refused without a reason");
+            }
         }
 
         /// Removing any subset keeps exactly the others matching, and removing all leaves an

@@ -204,6 +204,13 @@ fn swap_plain_separators_into(name: &str, from: u8, to: u8, out: &mut String) ->
     }
 }
 
+/// Whether `token` is one plain token (not empty; ASCII letters, digits, `_` and `-` only):
+/// it maps to itself as one MQTT level, so a subject `<prefix>.<token>` maps exactly when
+/// `<prefix>` does (to the prefix's topic, `/`, the token). Reply subjects end in one.
+pub fn is_plain_token(token: &str) -> bool {
+    !token.is_empty() && token.bytes().all(|b| PLAIN[usize::from(b)])
+}
+
 /// The bytes of a plain level or token: ASCII letters, digits, `_` and `-`.
 const PLAIN: [bool; 256] = {
     let mut table = [false; 256];
@@ -397,7 +404,38 @@ mod tests {
 
     use super::*;
 
+    #[test]
+    fn plain_tokens_are_letters_digits_underscores_and_dashes() {
+        for token in ["a", "Z9", "_INBOX", "x-y_z", "123"] {
+            assert!(is_plain_token(token), "{token}");
+        }
+        for token in [
+            "", "/", "a//b", "*", ">", "$JS", "a.b", "a b", "+", "#", "é",
+        ] {
+            assert!(!is_plain_token(token), "{token}");
+        }
+    }
+
     proptest! {
+        /// A plain last token maps to itself: `<prefix>.<token>` maps exactly when the prefix
+        /// does, to the prefix's topic and the token as one more level.
+        #[test]
+        fn a_plain_last_token_maps_to_one_level_of_its_own(
+            prefix in "[a-z_./é*>+#$ -]{0,8}",
+            token in "[a-zA-Z0-9_./é*>+#$ -]{0,4}",
+        ) {
+            if is_plain_token(&token) {
+                let subject = format!("{prefix}.{token}");
+                let whole = nats_subject_to_mqtt_topic(&subject);
+                match nats_subject_to_mqtt_topic(&prefix) {
+                    Ok(topic) => prop_assert_eq!(whole, Ok(format!("{topic}/{token}"))),
+                    // The lone token `/` is refused alone (the empty topic), not as a prefix.
+                    Err(_) if prefix == "/" => prop_assert!(whole.is_ok()),
+                    Err(_) => prop_assert!(whole.is_err(), "{:?} maps, {:?} does not", subject, prefix),
+                }
+            }
+        }
+
         #[test]
         fn the_plain_fast_path_agrees_with_the_general_mapping(name in "[a-zA-Z0-9_./é*>+# -]{0,12}") {
             if let Some(subject) = swap_plain_separators(&name, b'/', b'.') {

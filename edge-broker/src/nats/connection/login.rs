@@ -54,6 +54,9 @@ impl Connection {
         }
         // The route key may depend on the client id, and what the ACL allowed on the identity.
         self.subject_facts = None;
+        // Subscriptions made before are guarded under the identity they were made with.
+        self.reply_route = None;
+        self.logins += 1;
         self.permissions = auth.permissions(
             crate::auth::Protocol::Nats,
             crate::auth::Identity {

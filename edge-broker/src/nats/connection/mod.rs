@@ -64,7 +64,7 @@ use login::Admitted;
 use outbox::OutState;
 pub use outbox::Outbox;
 use publish::SubjectFacts;
-use settle::Ingest;
+use settle::{Ingest, ReplyRoute};
 use subscribe::SubRecord;
 
 /// Bytes read from the socket at once (at most), by a client that sends bursts.
@@ -238,6 +238,8 @@ async fn run(
         pongs: VecDeque::new(),
         last_subject: LastSubject::default(),
         subject_facts: None,
+        reply_route: None,
+        logins: 0,
         ack_bodies: BytesMut::new(),
         pending_connect: None,
         permissions,
@@ -279,6 +281,10 @@ struct Connection {
     last_subject: LastSubject,
     /// What was decided for the last PUB subject (reused while the subject repeats).
     subject_facts: Option<SubjectFacts>,
+    /// Where replies under the last reply-subject prefix go (reused while it repeats).
+    reply_route: Option<ReplyRoute>,
+    /// Successful CONNECTs so far: a subscription remembers the one it was made under.
+    logins: u64,
     /// PubAck bodies are split off this buffer (one allocation for many).
     ack_bodies: BytesMut,
     /// A CONNECT waiting for [`crate::auth::Auth::login`] (nothing else is read meanwhile).

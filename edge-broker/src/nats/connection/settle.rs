@@ -7,10 +7,11 @@ use std::sync::Arc;
 use bytes::{Bytes, BytesMut};
 use edge_log::AppendError;
 use edge_proto::mqtt::QoS;
-use edge_proto::nats::ServerOp;
+use edge_proto::nats::{ServerOp, subject};
 
 use super::super::server::nats_message_at;
 use super::Connection;
+use super::outbox::SubMailbox;
 use crate::ingest::{Answer, Event, IngestQueue, Outcome};
 use crate::message::Message;
 use crate::metrics::front::{DropReason, add, inc};
@@ -114,12 +115,23 @@ impl Connection {
                         .lock()
                         .insert(&stream, id, seq, std::time::Instant::now());
                 }
-                // PubAck bodies share one allocation, split off per reply.
                 if self.ack_bodies.capacity() < ACK_BODY_ESTIMATE {
                     self.ack_bodies.reserve(ACK_BODY_ESTIMATE * 256);
                 }
                 write_ack_json(&mut self.ack_bodies, &stream, seq);
-                self.ack_bodies.split().freeze()
+                // Encoded straight from the buffer into this connection's own subscriptions
+                // when they are all it reaches (the room is written over by the next one);
+                // otherwise split off for the hub: PubAck bodies share one allocation.
+                let acks = std::mem::take(&mut self.ack_bodies);
+                let direct = self.reply_to_own(&subject, &acks);
+                self.ack_bodies = acks;
+                if direct {
+                    self.ack_bodies.clear();
+                    return;
+                }
+                let body = self.ack_bodies.split().freeze();
+                self.publish_reply(&subject, body);
+                return;
             }
             (ReplyBody::PubAck { .. }, Outcome::Refused(error)) => {
                 let code = if matches!(error, AppendError::TooLarge { .. }) {
@@ -138,9 +150,16 @@ impl Connection {
             // A PubAck is settled by the log, never given.
             (ReplyBody::PubAck { .. }, Outcome::Given) => return,
         };
+        if !self.reply_to_own(&subject, &body) {
+            self.publish_reply(&subject, body);
+        }
+    }
+
+    /// Publishes a reply through the hub.
+    fn publish_reply(&self, subject: &Arc<str>, body: Bytes) {
         // Server-originated (no publisher): delivered even to a publisher with echo off.
         if let Some(message) = nats_message_at(
-            &subject,
+            subject,
             None,
             None,
             body,
@@ -151,6 +170,103 @@ impl Connection {
             self.server.publish_local(&message);
         } else {
             self.server.metrics.dropped(DropReason::UnmappableSubject);
+        }
+    }
+}
+
+/// Where the replies under one reply-subject prefix go (`_INBOX.<id>.` of `_INBOX.<id>.<n>`),
+/// decided once per prefix and hub generation. A JetStream client subscribes `_INBOX.<id>.*`
+/// and gets every PubAck there: a reply repeating the prefix then needs neither a message for
+/// the hub (its subject mapped to an MQTT topic) nor a walk of the hub's tree.
+pub(super) struct ReplyRoute {
+    /// The prefix, up to and including its last `.`.
+    prefix: Box<str>,
+    /// The hub generation the answer holds for.
+    generation: u64,
+    /// `Some`: every reply under the prefix reaches exactly these subscriptions of this
+    /// connection, in subscriber order (none: it reaches nobody); `None`: the hub decides
+    /// (someone else subscribes, a share group or a subscription naming a last token
+    /// matches, or the prefix has no MQTT topic).
+    own: Option<Vec<Arc<SubMailbox>>>,
+}
+
+impl Connection {
+    /// Delivers a reply straight into this connection's own subscriptions when they are all
+    /// the hub would deliver it to ([`ReplyRoute`]), exactly as the hub would (the same
+    /// encoding, UNSUB max and output bounds); false when the hub must carry it. Only for an
+    /// identity no ACL rule applies to: a guarded subscription may have its deliveries checked.
+    fn reply_to_own(&mut self, subject: &str, body: &[u8]) -> bool {
+        // The kept prefix first: a plain rest has no `.`, so it is the last token (no search
+        // for the last `.`).
+        let kept = self.reply_route.as_ref().and_then(|route| {
+            let last = subject.strip_prefix(&*route.prefix)?;
+            subject::is_plain_token(last).then_some(route.prefix.len())
+        });
+        let split = match kept {
+            Some(split) => split,
+            None => match subject.as_bytes().iter().rposition(|&b| b == b'.') {
+                Some(dot) if subject::is_plain_token(&subject[dot + 1..]) => dot + 1,
+                _ => return false,
+            },
+        };
+        if !self.permissions.unrestricted() {
+            return false;
+        }
+        let prefix = &subject[..split];
+        let generation = self.server.hub.generation();
+        let kept = self
+            .reply_route
+            .as_ref()
+            .is_some_and(|route| route.generation == generation && *route.prefix == *prefix);
+        if !kept {
+            self.reply_route = Some(self.route_replies(prefix, generation));
+        }
+        let Some(own) = self.reply_route.as_ref().and_then(|r| r.own.as_ref()) else {
+            return false;
+        };
+        for mailbox in own {
+            // Server-originated (no publisher): delivered even to a publisher with echo off.
+            mailbox.push_msg(subject, None, &[], body, None);
+        }
+        true
+    }
+
+    /// Asks the hub where every reply under `prefix` (ending in `.`) goes, read under hub
+    /// `generation` (taken before: a change since makes the answer stale, never wrong).
+    fn route_replies(&self, prefix: &str, generation: u64) -> ReplyRoute {
+        let own = subject::nats_subject_to_mqtt_topic(&prefix[..prefix.len() - 1])
+            .ok()
+            .and_then(|topic| {
+                // More subscribers than this connection has subscriptions: not all its own
+                // (and what is collected stays within its subscription limit).
+                let mut keys = Vec::new();
+                let mut others = false;
+                let same = self.server.hub.reaches_any_last(&topic, |key, _| {
+                    if keys.len() < self.subs.len() {
+                        keys.push(key);
+                    } else {
+                        others = true;
+                    }
+                });
+                if !same || others {
+                    return None;
+                }
+                // The hub delivers once per subscriber, in subscriber order.
+                keys.sort_unstable();
+                keys.dedup();
+                keys.iter()
+                    .map(|&key| {
+                        self.subs
+                            .values()
+                            .find(|r| r.key == key && r.login == self.logins)
+                            .map(|r| Arc::clone(&r.mailbox))
+                    })
+                    .collect()
+            });
+        ReplyRoute {
+            prefix: prefix.into(),
+            generation,
+            own,
         }
     }
 }

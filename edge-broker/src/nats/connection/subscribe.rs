@@ -21,6 +21,9 @@ pub(super) struct SubRecord {
     pub(super) filter: Option<Filter>,
     pub(super) group: Option<String>,
     pub(super) mailbox: Arc<SubMailbox>,
+    /// [`Connection::logins`] when it was made: its hub entry is guarded by the ACL of the
+    /// identity logged in then.
+    pub(super) login: u64,
 }
 
 impl Connection {
@@ -88,6 +91,7 @@ impl Connection {
                 filter: filter.map(|(filter, _)| filter),
                 group: sub.queue_group,
                 mailbox,
+                login: self.logins,
             },
         );
         self.ok();
