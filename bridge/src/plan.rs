@@ -237,10 +237,11 @@ impl Planner {
             {
                 Some(i) => i,
                 None => {
+                    let room = batch_room(records.len(), count);
                     plan.batches.push(PartitionBatch {
                         tp: Topition::new(Arc::clone(&destination.topic), partition),
-                        records: Vec::with_capacity(records.len() / count.max(1) as usize + 1),
-                        offsets: Vec::with_capacity(records.len() / count.max(1) as usize + 1),
+                        records: Vec::with_capacity(room),
+                        offsets: Vec::with_capacity(room),
                     });
                     plan.batches.len() - 1
                 }
@@ -250,6 +251,17 @@ impl Planner {
         }
         Ok(plan)
     }
+}
+
+/// Room made for one partition's batch of a chunk of `records` records spread over `count`
+/// partitions: its share and an eighth more, since keys do not spread evenly (a batch that
+/// outgrows its room is copied whole into twice the room), never more than the chunk.
+fn batch_room(records: usize, count: i32) -> usize {
+    let share = records / usize::try_from(count.max(1)).unwrap_or(1);
+    share
+        .saturating_add(share / 8)
+        .saturating_add(16)
+        .min(records)
 }
 
 #[cfg(test)]
@@ -342,6 +354,15 @@ mod tests {
         // Without a router an old record is unrouted, not lost silently.
         let plan = planner().plan(&records[..1], &counts()).unwrap();
         assert_eq!(plan.unrouted, vec![0]);
+    }
+
+    /// Room for a batch: its share of the chunk and an eighth more, at most the chunk.
+    #[test]
+    fn a_batch_has_room_for_its_share_and_some_more_never_more_than_the_chunk() {
+        assert_eq!(batch_room(3_500, 4), 875 + 109 + 16);
+        assert_eq!(batch_room(3_500, 1), 3_500);
+        assert_eq!(batch_room(10, 3), 10);
+        assert_eq!(batch_room(0, 0), 0);
     }
 
     #[test]

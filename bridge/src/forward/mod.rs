@@ -382,7 +382,7 @@ async fn start_transactions<P: KafkaProducer, B: TxnBroker>(
     // return only after that wait. Wait for the cluster to answer first, as the at-least-once
     // retries do (a probe every PROBE_EVERY).
     if let Err(e) = producer.probe().await {
-        tracing::warn!(error = %e, "Kafka does not answer; exactly-once delivery starts when it does (probing it every 250 ms)");
+        tracing::warn!(error = %e, "Kafka does not answer; exactly-once delivery starts when it does (probing it every 100 ms)");
         tokio::select! {
             biased;
             _ = cancel.cancelled() => return Err(Halt::Aborted),

@@ -170,7 +170,13 @@ fn write_unstamped(
 
     let start = out.len();
     let identity = BatchIdentity::default();
-    out.reserve(HEADER_LEN + records.len() * 64);
+    // LZ4 frames get their room below, once the uncompressed size is known: room guessed
+    // here would be outgrown there, and growing copies the whole guess.
+    let guess = match compression {
+        Compression::Lz4 => 0,
+        _ => records.len() * 64,
+    };
+    out.reserve(HEADER_LEN + guess);
     out.put_i64(0); // baseOffset: assigned by the broker
     out.put_i32(0); // batchLength: filled below
     out.put_i32(-1); // partitionLeaderEpoch

@@ -15,7 +15,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::BytesMut;
+use bytes::{Bytes, BytesMut};
 use kafka_protocol::messages::create_topics_request::CreatableTopic;
 use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
 use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
@@ -28,7 +28,9 @@ use kafka_protocol::protocol::StrBytes;
 use parking_lot::Mutex;
 
 use super::batch::{BatchIdentity, EncodedBatch, encode_batch};
-use super::conn::{ConnLimits, Connection, Frame, Pipeline, Throttle, decode_response};
+use super::conn::{
+    ConnLimits, Connection, Frame, PAYLOAD_MARK, Pipeline, Throttle, decode_response,
+};
 use super::metadata::{Leader, LostConnections, Metadata};
 use super::sasl::{SaslContext, SaslSettings, SaslStatus};
 use super::sequence::{Attempt, Refusal, Sequencer, Session, Ticket};
@@ -663,11 +665,12 @@ impl WireProducer {
                     .with_partition_data(vec![
                         PartitionProduceData::default()
                             .with_index(tp.partition())
-                            .with_records(Some(out)),
+                            // Written in place of the mark, not copied into the request.
+                            .with_records(Some(Bytes::from_static(PAYLOAD_MARK))),
                     ]),
             ]);
         let (rx, correlation_id) = c
-            .send(ApiKey::Produce, version, &req)
+            .send(ApiKey::Produce, version, &req, Some(&out))
             .await
             .map_err(|e| (e, Some(identity)))?;
         Ok((

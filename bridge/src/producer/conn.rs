@@ -593,18 +593,24 @@ impl Pipeline {
     /// Waits for a free in-flight slot (at most the request timeout), writes the request and
     /// returns the receiver of its response frame and the correlation id to check it against.
     /// When the SASL session is due, it is renewed first, once nothing is in flight.
+    ///
+    /// With a `payload`, `req`'s one large bytes field (a Produce request's record batch)
+    /// holds [`PAYLOAD_MARK`]: the request is encoded around it and written with the payload
+    /// in its place, from where it is (one vectored write), instead of being copied into the
+    /// write buffer first.
     pub async fn send<Req: Encodable>(
         &mut self,
         api: ApiKey,
         version: i16,
         req: &Req,
+        payload: Option<&Bytes>,
     ) -> Result<(oneshot::Receiver<Frame>, i32), ProduceError> {
         if let (Some(at), Some(context)) = (self.reauth_at, self.limits.sasl.clone())
             && Instant::now() >= at
         {
             self.reauthenticate(&context).await?;
         }
-        self.send_now(api, version, req).await
+        self.send_parts(api, version, req, payload).await
     }
 
     /// Renews the SASL session in place (KIP-368): waits until no request is in flight, then
@@ -656,6 +662,17 @@ impl Pipeline {
         version: i16,
         req: &Req,
     ) -> Result<(oneshot::Receiver<Frame>, i32), ProduceError> {
+        self.send_parts(api, version, req, None).await
+    }
+
+    /// Writes `req` (with `payload` in place of its [`PAYLOAD_MARK`], if given).
+    async fn send_parts<Req: Encodable>(
+        &mut self,
+        api: ApiKey,
+        version: i16,
+        req: &Req,
+        payload: Option<&Bytes>,
+    ) -> Result<(oneshot::Receiver<Frame>, i32), ProduceError> {
         let after = self.limits.request_timeout;
         let broken = || ProduceError::Io {
             broker: self.broker.clone(),
@@ -693,6 +710,17 @@ impl Pipeline {
             version,
             req,
         )?;
+        let tail = match payload {
+            Some(payload) => {
+                splice_payload(&mut self.write_buf, payload.len()).map_err(|reason| {
+                    ProduceError::Encode {
+                        what: api_name(api),
+                        reason,
+                    }
+                })?
+            }
+            None => Vec::new(),
+        };
         let (tx, rx) = oneshot::channel();
         // Queued before the write, so the reader finds it however fast the answer comes.
         self.shared.pending().push_back(Waiter {
@@ -701,7 +729,17 @@ impl Pipeline {
             _permit: permit,
         });
         self.writing = true;
-        if let Err(source) = self.write.write_all(&self.write_buf).await {
+        let written = match payload {
+            Some(payload) => {
+                let mut parts = bytes::Buf::chain(
+                    bytes::Buf::chain(&self.write_buf[..], &payload[..]),
+                    &tail[..],
+                );
+                self.write.write_all_buf(&mut parts).await
+            }
+            None => self.write.write_all(&self.write_buf).await,
+        };
+        if let Err(source) = written {
             let e = ProduceError::Io {
                 broker: self.broker.clone(),
                 source,
@@ -798,6 +836,50 @@ pub(crate) fn decode_response<Resp: Decodable>(
         .map_err(|e| protocol(format!("{} v{version} response: {e:#}", api_name(api))))
 }
 
+/// Stands in for the payload of [`Pipeline::send`] while its request is encoded. Only
+/// a few bytes of tagged fields follow the payload, so its place is the mark's last
+/// occurrence, whatever an earlier field (a transactional id) holds.
+pub(crate) const PAYLOAD_MARK: &[u8] = b"\xffedge-broker payload goes here\xff";
+
+/// Turns a request frame encoded by [`encode_request`] with [`PAYLOAD_MARK`] as the value of
+/// a bytes field into the frame for a `payload_len`-byte value there: `buf` keeps the bytes
+/// before the value (the field's length and the frame's length prefix set for the payload),
+/// the bytes after it are returned (a few: the tagged fields that close the structures it is
+/// in). The field is BYTES (i32 length) or, in flexible versions, COMPACT_BYTES (unsigned
+/// varint length + 1); the mark is the last one in the frame.
+fn splice_payload(buf: &mut BytesMut, payload_len: usize) -> Result<Vec<u8>, String> {
+    let mark = PAYLOAD_MARK.len();
+    let at = buf
+        .windows(mark)
+        .rposition(|w| w == PAYLOAD_MARK)
+        .ok_or("the payload's place is not marked")?;
+    let tail = buf[at + mark..].to_vec();
+    let compact_len = u8::try_from(mark + 1).map_err(|_| "mark too long")?;
+    let (field_at, compact) = if at >= 1 && buf[at - 1] == compact_len {
+        (at - 1, true)
+    } else if at >= 4 && buf[at - 4..at] == (mark as u32).to_be_bytes() {
+        (at - 4, false)
+    } else {
+        return Err("the payload's place is not a bytes field".into());
+    };
+    buf.truncate(field_at);
+    if compact {
+        let mut v = payload_len as u64 + 1;
+        while v >= 0x80 {
+            buf.extend_from_slice(&[(v as u8 & 0x7f) | 0x80]);
+            v >>= 7;
+        }
+        buf.extend_from_slice(&[v as u8]);
+    } else {
+        let len = i32::try_from(payload_len).map_err(|_| "payload above 2 GiB")?;
+        buf.extend_from_slice(&len.to_be_bytes());
+    }
+    let frame = buf.len() - 4 + payload_len + tail.len();
+    let frame = u32::try_from(frame).map_err(|_| "request above 4 GiB")?;
+    buf[..4].copy_from_slice(&frame.to_be_bytes());
+    Ok(tail)
+}
+
 /// Encodes length prefix, header and body of a request into `buf` under the next correlation
 /// id after `last_correlation_id` (advanced), and returns that id.
 fn encode_request<Req: Encodable>(
@@ -882,6 +964,63 @@ mod tests {
 
     use super::*;
 
+    /// A Produce request written around its record batch (`Pipeline::send` with a payload)
+    /// is byte for byte the request with the batch in it, in every version we speak (BYTES
+    /// up to v8, COMPACT_BYTES from v9), with and without a transactional id, for batch
+    /// lengths whose varint takes one, two and three bytes.
+    #[test]
+    fn a_request_spliced_around_its_batch_is_the_whole_request() {
+        use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
+        use kafka_protocol::messages::{TopicName, TransactionalId};
+        let request = |records: Bytes, txn: Option<&str>| {
+            ProduceRequest::default()
+                .with_transactional_id(
+                    txn.map(|t| TransactionalId(StrBytes::from_string(t.into()))),
+                )
+                .with_acks(-1)
+                .with_timeout_ms(7_500)
+                .with_topic_data(vec![
+                    TopicProduceData::default()
+                        .with_name(TopicName(StrBytes::from_static_str("sensor-temperature")))
+                        .with_partition_data(vec![
+                            PartitionProduceData::default()
+                                .with_index(3)
+                                .with_records(Some(records)),
+                        ]),
+                ])
+        };
+        let client_id = StrBytes::from_static_str("edge-broker-gw-01");
+        for version in 3..=9 {
+            for txn in [None, Some("edge-broker-gw-01")] {
+                for len in [0usize, 1, 126, 127, 128, 300, 16_383, 16_384, 300_000] {
+                    let batch: Bytes = (0..len).map(|i| (i * 7 % 251) as u8).collect();
+                    let (mut whole, mut spliced) = (BytesMut::new(), BytesMut::new());
+                    let (mut c1, mut c2) = (41, 41);
+                    let api = ApiKey::Produce;
+                    encode_request(
+                        &mut whole,
+                        &client_id,
+                        &mut c1,
+                        api,
+                        version,
+                        &request(batch.clone(), txn),
+                    )
+                    .unwrap();
+                    let marked = request(Bytes::from_static(PAYLOAD_MARK), txn);
+                    encode_request(&mut spliced, &client_id, &mut c2, api, version, &marked)
+                        .unwrap();
+                    let tail = splice_payload(&mut spliced, batch.len()).unwrap();
+                    let mut joined = spliced.to_vec();
+                    joined.extend_from_slice(&batch);
+                    joined.extend_from_slice(&tail);
+                    assert_eq!(joined, whole.to_vec(), "v{version} {txn:?} {len} bytes");
+                }
+            }
+        }
+        let mut unmarked = BytesMut::from(&b"\0\0\0\x05hello"[..]);
+        assert!(splice_payload(&mut unmarked, 10).is_err());
+    }
+
     /// A named fake: a live but slow broker. It answers the ApiVersions handshake at once, then
     /// every request in order, each `gap` after the answer before it, as Kafka does (one
     /// request of a connection is handled at a time). The answers are bare headers.
@@ -947,7 +1086,7 @@ mod tests {
         let mut answers = Vec::new();
         for _ in 0..5 {
             let (rx, _) = pipe
-                .send(ApiKey::Produce, 3, &ProduceRequest::default())
+                .send(ApiKey::Produce, 3, &ProduceRequest::default(), None)
                 .await
                 .unwrap();
             answers.push(rx);
@@ -973,7 +1112,7 @@ mod tests {
         // The reader looks at its idle connection a second after it started.
         tokio::time::sleep(Duration::from_millis(900)).await;
         let (rx, _) = pipe
-            .send(ApiKey::Produce, 3, &ProduceRequest::default())
+            .send(ApiKey::Produce, 3, &ProduceRequest::default(), None)
             .await
             .unwrap();
         let frame = rx.await.unwrap();
@@ -996,7 +1135,7 @@ mod tests {
         assert!(!throttle.hold(Duration::from_secs(86_400), Duration::from_millis(500)));
         let started = Instant::now();
         let (rx, _) = pipe
-            .send(ApiKey::Produce, 3, &ProduceRequest::default())
+            .send(ApiKey::Produce, 3, &ProduceRequest::default(), None)
             .await
             .unwrap();
         assert!(started.elapsed() >= Duration::from_millis(400));
@@ -1015,7 +1154,7 @@ mod tests {
         let mut pipe = conn.into_pipeline(5);
         let started = Instant::now();
         let (rx, _) = pipe
-            .send(ApiKey::Produce, 3, &ProduceRequest::default())
+            .send(ApiKey::Produce, 3, &ProduceRequest::default(), None)
             .await
             .unwrap();
         let frame = rx.await.unwrap();
