@@ -347,7 +347,7 @@ impl Hub {
         self.fan_out(message, Some(waiting))
     }
 
-    fn fan_out(&self, message: &Arc<Message>, mut waiting: Option<&mut Vec<Waiting>>) -> FanOut {
+    fn fan_out(&self, message: &Arc<Message>, waiting: Option<&mut Vec<Waiting>>) -> FanOut {
         let tree = self.tree.read();
         let mut matched = Matched::default();
         let mut shared: Vec<(Delivery, Arc<dyn Mailbox>)> = Vec::new();
@@ -371,44 +371,196 @@ impl Hub {
             })
         });
         drop(tree);
-        let mut fan_out = FanOut::default();
-        let merged = matched.merged();
-        for (delivery, mailbox) in merged.chain(shared) {
-            let Some(waiting) = waiting.as_deref_mut() else {
-                if mailbox.deliver(delivery) {
+        offer_all(matched.merged().chain(shared), waiting)
+    }
+
+    /// Where every message on `topic` from `publisher` goes while [`Hub::generation`] stays
+    /// what it is now ([`LocalRoute`]): asked once per topic by a publishing connection, used
+    /// by [`Hub::publish_routed`] for each of its messages.
+    pub fn local_route(&self, topic: &str, publisher: Option<u64>) -> LocalRoute {
+        // Read before the tree: a change since makes the route stale, never wrong.
+        let generation = self.generation();
+        let tree = self.tree.read();
+        let mut found: Vec<(u64, Target)> = Vec::new();
+        // Per message: a share group (it picks a member each time), or more matching
+        // subscriptions than a route lists subscribers (then none is collected beyond).
+        let mut each_message = false;
+        with_levels(topic, |levels| {
+            tree.matches(levels, |m| {
+                if m.group.is_some() || found.len() == MAX_ROUTE_TARGETS {
+                    each_message = true;
+                } else if !(m.value.no_local && publisher == Some(*m.key)) {
+                    found.push((*m.key, Target::of(m.value)));
+                }
+            })
+        });
+        drop(tree);
+        // As `Matched::merged`: one target per subscriber, in subscriber order, its
+        // subscriptions' identifiers in match order.
+        found.sort_by_key(|(subscriber, _)| *subscriber);
+        let mut targets: Vec<(u64, Target)> = Vec::with_capacity(found.len());
+        for (subscriber, target) in found {
+            match targets.last_mut() {
+                Some((last, into)) if *last == subscriber => into.merge(target),
+                _ => targets.push((subscriber, target)),
+            }
+        }
+        let targets = if each_message {
+            Targets::EachMessage
+        } else if targets.is_empty() {
+            Targets::Nobody
+        } else {
+            Targets::Fixed(targets.into_iter().map(|(_, target)| target).collect())
+        };
+        LocalRoute {
+            generation,
+            targets,
+        }
+    }
+
+    /// As [`Hub::publish`] (with `waiting`: [`Hub::publish_paced`]) for a message on the
+    /// topic `route` was asked for, by its publisher: delivered to the route's targets while
+    /// it is current, by the tree as always when it is stale or depends on the message.
+    pub fn publish_routed(
+        &self,
+        route: &LocalRoute,
+        message: &Arc<Message>,
+        waiting: Option<&mut Vec<Waiting>>,
+    ) -> FanOut {
+        match &route.targets {
+            Targets::Fixed(targets) if route.generation == self.generation() => {
+                let deliveries = targets.iter().filter_map(|t| {
+                    let mailbox = t.mailbox.upgrade()?;
+                    Some((t.delivery(message), mailbox))
+                });
+                offer_all(deliveries, waiting)
+            }
+            Targets::Nobody if route.generation == self.generation() => FanOut::default(),
+            _ => self.fan_out(message, waiting),
+        }
+    }
+}
+
+/// Most subscriptions a [`LocalRoute`] is made of; a topic matching more is matched per
+/// message.
+const MAX_ROUTE_TARGETS: usize = 8;
+
+/// Where the messages one publisher sends on one topic go, decided by the subscription tree
+/// once for a hub generation ([`Hub::local_route`]): a connection that repeats its topics
+/// keeps one per topic and its messages skip the tree ([`Hub::publish_routed`]). It holds
+/// its subscribers' mailboxes weakly: a stale route (the generation moved) is never used, and
+/// it keeps no departed subscriber's queue alive.
+#[derive(Debug)]
+pub struct LocalRoute {
+    generation: u64,
+    targets: Targets,
+}
+
+impl LocalRoute {
+    /// The hub generation the route was decided under.
+    pub fn generation(&self) -> u64 {
+        self.generation
+    }
+
+    /// Whether a message on the topic reaches anyone (a route that depends on the message
+    /// may: a share group, or more subscriptions than a route is made of).
+    pub fn anyone(&self) -> bool {
+        !matches!(self.targets, Targets::Nobody)
+    }
+}
+
+#[derive(Debug)]
+enum Targets {
+    /// No subscription matches.
+    Nobody,
+    /// These subscribers, in subscriber order (of at most [`MAX_ROUTE_TARGETS`] subscriptions).
+    Fixed(Box<[Target]>),
+    /// A share group matches (it picks a member per message), or too many subscriptions: the
+    /// tree decides for each message.
+    EachMessage,
+}
+
+/// One subscriber of a [`LocalRoute`]: its matching subscriptions merged.
+#[derive(Debug)]
+struct Target {
+    /// The highest QoS its subscriptions grant (a delivery gets the lower of it and the
+    /// message's: the highest of each subscription's lower).
+    qos: QoS,
+    /// Whether one of them keeps the RETAIN flag.
+    retain_as_published: bool,
+    /// Their identifiers, in match order.
+    ids: Vec<u32>,
+    mailbox: std::sync::Weak<dyn Mailbox>,
+}
+
+impl Target {
+    fn of(entry: &SubEntry) -> Target {
+        Target {
+            qos: entry.qos,
+            retain_as_published: entry.retain_as_published,
+            ids: entry.id.into_iter().collect(),
+            mailbox: Arc::downgrade(&entry.mailbox),
+        }
+    }
+
+    fn merge(&mut self, other: Target) {
+        self.qos = self.qos.max(other.qos);
+        self.retain_as_published |= other.retain_as_published;
+        self.ids.extend(other.ids);
+    }
+
+    /// What `Hub::fan_out` delivers this subscriber of `message`.
+    fn delivery(&self, message: &Arc<Message>) -> Delivery {
+        Delivery {
+            message: Arc::clone(message),
+            qos: self.qos.min(message.qos),
+            retain: self.retain_as_published && message.retain,
+            subscription_ids: self.ids.clone(),
+        }
+    }
+}
+
+/// Offers each delivery to its mailbox (see [`Hub::publish_paced`] for `waiting`).
+fn offer_all(
+    deliveries: impl Iterator<Item = (Delivery, Arc<dyn Mailbox>)>,
+    mut waiting: Option<&mut Vec<Waiting>>,
+) -> FanOut {
+    let mut fan_out = FanOut::default();
+    for (delivery, mailbox) in deliveries {
+        let Some(waiting) = waiting.as_deref_mut() else {
+            if mailbox.deliver(delivery) {
+                fan_out.delivered += 1;
+            } else {
+                fan_out.refused += 1;
+            }
+            continue;
+        };
+        match mailbox.offer(delivery) {
+            Offer::Taken => fan_out.delivered += 1,
+            Offer::Refused => fan_out.refused += 1,
+            Offer::Full {
+                delivery,
+                seen,
+                until,
+            } => {
+                let one = Waiting {
+                    delivery,
+                    mailbox,
+                    seen,
+                    until,
+                };
+                if waiting.len() < MAX_WAITING {
+                    fan_out.waiting += 1;
+                    waiting.push(one);
+                } else if one.give_up() {
                     fan_out.delivered += 1;
                 } else {
                     fan_out.refused += 1;
                 }
-                continue;
-            };
-            match mailbox.offer(delivery) {
-                Offer::Taken => fan_out.delivered += 1,
-                Offer::Refused => fan_out.refused += 1,
-                Offer::Full {
-                    delivery,
-                    seen,
-                    until,
-                } => {
-                    let one = Waiting {
-                        delivery,
-                        mailbox,
-                        seen,
-                        until,
-                    };
-                    if waiting.len() < MAX_WAITING {
-                        fan_out.waiting += 1;
-                        waiting.push(one);
-                    } else if one.give_up() {
-                        fan_out.delivered += 1;
-                    } else {
-                        fan_out.refused += 1;
-                    }
-                }
             }
         }
-        fan_out
     }
+    fan_out
 }
 
 /// The non-shared matches of one publish. The first is kept inline: most topics have one
@@ -726,5 +878,112 @@ mod tests {
             "only l0/# matches one level deeper"
         );
         assert!(!hub.has_subscribers("l1/l2"));
+    }
+
+    /// One subscriber's deliveries, as compared: (QoS, RETAIN, identifiers).
+    fn seen(inbox: &Collect) -> Vec<(QoS, bool, Vec<u32>)> {
+        let got = inbox.0.lock();
+        got.iter()
+            .map(|d| (d.qos, d.retain, d.subscription_ids.clone()))
+            .collect()
+    }
+
+    type Sub = (usize, u64, u8, bool, bool, Option<u32>);
+
+    /// Two hubs with the same subscriptions (each subscriber its own mailbox per hub).
+    fn twin_hubs(subs: &[Sub]) -> [(Hub, Vec<Arc<Collect>>); 2] {
+        const FILTERS: [&str; 7] = ["a/b", "a/+", "a/#", "#", "+/b", "x/y", "a/b/c"];
+        std::array::from_fn(|_| {
+            let hub = Hub::new();
+            let inboxes: Vec<Arc<Collect>> = (0..4).map(|_| Arc::default()).collect();
+            for &(filter, subscriber, qos, no_local, rap, id) in subs {
+                let mut e = entry(qos, id, &inboxes[subscriber as usize]);
+                e.no_local = no_local;
+                e.retain_as_published = rap;
+                hub.subscribe(&Filter::mqtt(FILTERS[filter]).unwrap(), None, subscriber, e);
+            }
+            (hub, inboxes)
+        })
+    }
+
+    proptest::proptest! {
+        /// A message delivered by a route ([`Hub::publish_routed`]) reaches exactly whom the
+        /// tree delivers it to, with the same QoS, RETAIN and identifiers, in the same order:
+        /// overlapping subscriptions, No Local, Retain As Published, and more matching
+        /// subscriptions than a route is made of.
+        #[test]
+        fn a_route_delivers_what_the_tree_delivers(
+            subs in proptest::collection::vec(
+                (0usize..7, 0u64..4, 0u8..3, proptest::bool::ANY, proptest::bool::ANY,
+                 proptest::option::of(1u32..5)),
+                0..12,
+            ),
+            topic in proptest::sample::select(vec!["a/b", "a/c", "x/y", "a/b/c"]),
+            qos in 0u8..3,
+            retain in proptest::bool::ANY,
+            publisher in proptest::option::of(0u64..4),
+        ) {
+            let [(tree_hub, by_tree), (route_hub, by_route)] = twin_hubs(&subs);
+            let mut m = (*message(topic, qos, publisher)).clone();
+            m.retain = retain;
+            let m = Arc::new(m);
+            let want = tree_hub.publish(&m);
+            let route = route_hub.local_route(topic, publisher);
+            proptest::prop_assert_eq!(route.anyone(), want.delivered > 0);
+            let got = route_hub.publish_routed(&route, &m, None);
+            proptest::prop_assert_eq!(got, want);
+            for (a, b) in by_tree.iter().zip(&by_route) {
+                proptest::prop_assert_eq!(seen(a), seen(b));
+            }
+        }
+    }
+
+    /// A route is used only while the hub's subscriptions are what they were: a subscriber
+    /// that arrives after it was made gets the next message, one that leaves does not.
+    #[test]
+    fn a_stale_route_is_not_used() {
+        let hub = Hub::new();
+        let (one, two) = (Arc::new(Collect::default()), Arc::new(Collect::default()));
+        hub.subscribe(&Filter::mqtt("a/+").unwrap(), None, 1, entry(1, None, &one));
+        let route = hub.local_route("a/b", None);
+        assert!(matches!(&route.targets, Targets::Fixed(t) if t.len() == 1));
+        hub.subscribe(&Filter::mqtt("a/b").unwrap(), None, 2, entry(1, None, &two));
+        hub.publish_routed(&route, &message("a/b", 1, None), None);
+        assert_eq!((one.0.lock().len(), two.0.lock().len()), (1, 1));
+        let route = hub.local_route("a/b", None);
+        hub.unsubscribe(&Filter::mqtt("a/+").unwrap(), None, 1);
+        hub.publish_routed(&route, &message("a/b", 1, None), None);
+        assert_eq!((one.0.lock().len(), two.0.lock().len()), (1, 2));
+        // Nobody, then someone.
+        let empty = Hub::new();
+        let nobody = empty.local_route("a/b", None);
+        assert!(!nobody.anyone());
+        empty.subscribe(&Filter::mqtt("#").unwrap(), None, 1, entry(0, None, &one));
+        assert_eq!(
+            empty
+                .publish_routed(&nobody, &message("a/b", 0, None), None)
+                .delivered,
+            1
+        );
+    }
+
+    /// A share group picks a member per message, so a route to it is left to the tree.
+    #[test]
+    fn a_share_group_is_matched_per_message() {
+        let hub = Hub::new();
+        let (one, two) = (Arc::new(Collect::default()), Arc::new(Collect::default()));
+        let filter = Filter::mqtt("a/b").unwrap();
+        hub.subscribe(&filter, Some("g"), 1, entry(1, None, &one));
+        hub.subscribe(&filter, Some("g"), 2, entry(1, None, &two));
+        let route = hub.local_route("a/b", None);
+        assert!(route.anyone() && matches!(route.targets, Targets::EachMessage));
+        for _ in 0..4 {
+            assert_eq!(
+                hub.publish_routed(&route, &message("a/b", 1, None), None)
+                    .delivered,
+                1
+            );
+        }
+        assert_eq!(one.0.lock().len() + two.0.lock().len(), 4);
     }
 }

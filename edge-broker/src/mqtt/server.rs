@@ -21,7 +21,7 @@ use super::persist::StateMetrics;
 use super::retained::RetainedStore;
 use super::session::{QueueLimits, Registry, Session, SessionLog, SubscriptionRecord};
 use crate::config::MqttSection;
-use crate::hub::{Hub, Mailbox, SubEntry, Waiting};
+use crate::hub::{Hub, LocalRoute, Mailbox, SubEntry, Waiting};
 use crate::ingest::{self, Publisher};
 use crate::message::{Message, now_ms};
 use crate::metrics::front::{DropReason, FrontMetrics, Protocol, inc};
@@ -217,16 +217,18 @@ impl MqttServer {
     /// ticket of the state changes this caused (deliveries queued for persistent sessions, the
     /// retained message): the publisher's acknowledgement waits for it.
     pub fn publish_local(&self, message: &Arc<Message>) -> Option<Commit> {
-        self.publish_local_paced(message, None)
+        self.publish_local_paced(message, None, None)
     }
 
     /// As [`Server::publish_local`]; with `waiting`, a QoS 0 delivery to a full session is
     /// handed back there for the publishing connection to wait for room
-    /// ([`crate::hub::Hub::publish_paced`]) instead of being dropped.
+    /// ([`crate::hub::Hub::publish_paced`]) instead of being dropped; with `route`, the
+    /// publisher's [`LocalRoute`] for the message's topic ([`crate::hub::Hub::publish_routed`]).
     pub fn publish_local_paced(
         &self,
         message: &Arc<Message>,
         mut waiting: Option<&mut Vec<Waiting>>,
+        route: Option<&LocalRoute>,
     ) -> Option<Commit> {
         let mut publish = || {
             if message.retain
@@ -236,9 +238,14 @@ impl MqttServer {
                 self.limits.refused(limit);
                 tracing::debug!(topic = %message.topic, "retained message not kept: mqtt.{} reached", limit.key());
             }
-            match waiting.as_deref_mut() {
-                Some(waiting) => self.hub.publish_paced(message, waiting),
-                None => self.hub.publish(message),
+            match route {
+                Some(route) => self
+                    .hub
+                    .publish_routed(route, message, waiting.as_deref_mut()),
+                None => match waiting.as_deref_mut() {
+                    Some(waiting) => self.hub.publish_paced(message, waiting),
+                    None => self.hub.publish(message),
+                },
             };
         };
         match self.journal.get() {

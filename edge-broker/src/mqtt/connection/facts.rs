@@ -19,6 +19,8 @@ use std::sync::Arc;
 
 use edge_log::Destination;
 
+use crate::hub::LocalRoute;
+
 /// Topics kept per connection.
 pub(super) const MAX_TOPICS: usize = 16;
 /// Longer topics are not kept (a topic may be 64 KiB): at most 4 KiB of topics per connection.
@@ -38,8 +40,9 @@ pub(super) struct Facts {
     /// Where it goes upstream, for a route table generation; kept from the topic's second
     /// publish on (see [`Facts::fresh`]).
     pub(super) route: Option<(u64, Option<Destination>)>,
-    /// Whether the hub has a subscription matching it, for a hub generation.
-    pub(super) local: Option<(u64, bool)>,
+    /// Where its messages go in the hub, for a hub generation (shared with each message's
+    /// queue entry until it is delivered).
+    pub(super) local: Option<Arc<LocalRoute>>,
     /// Kept for one publish only so far. A destination is not kept for it: keeping one
     /// shares its key (`Bytes`), one allocation more, freed by the log writer after the table
     /// forgets the topic; a client rotating through more topics than the table keeps would

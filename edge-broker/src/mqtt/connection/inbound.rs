@@ -12,6 +12,7 @@ use edge_proto::mqtt::{
 
 use super::facts::{Facts, MAX_TOPIC_BYTES};
 use super::{Connection, Exit};
+use crate::hub::LocalRoute;
 use crate::ingest::{self, Answer, Event, IngestLimits, IngestQueue, Outcome, Publisher};
 use crate::message::{Message, MessageProperties, Origin, now_ms};
 use crate::metrics::front::{add, inc};
@@ -35,8 +36,9 @@ pub(super) type Ingest = IngestQueue<Local, Owed>;
 /// What a routed publish leaves for after it is written.
 #[derive(Debug)]
 pub(super) enum Local {
-    /// Its message, for local delivery (and the retained store).
-    Deliver(Arc<Message>),
+    /// Its message, for local delivery (and the retained store), with the publisher's route
+    /// for its topic if it has one.
+    Deliver(Arc<Message>, Option<Arc<LocalRoute>>),
     /// Nothing (nobody subscribed when it came, and it is not retained): its topic, to say
     /// which publish the log refused, if it does.
     Quiet(Arc<str>),
@@ -45,7 +47,7 @@ pub(super) enum Local {
 impl Local {
     fn topic(&self) -> &str {
         match self {
-            Local::Deliver(message) => &message.topic,
+            Local::Deliver(message, _) => &message.topic,
             Local::Quiet(topic) => topic,
         }
     }
@@ -61,6 +63,8 @@ struct Decided {
     destination: Option<Destination>,
     /// A message must be made for local delivery or the retained store.
     local: bool,
+    /// Where its messages go in the hub (none for a topic too long to keep).
+    route: Option<Arc<LocalRoute>>,
 }
 
 impl Facts {
@@ -218,6 +222,7 @@ impl Connection {
             denied,
             destination,
             local,
+            route,
         } = self.decide(&publish.topic, publish.retain)?;
         let packet_id = publish.packet_id;
         if let Some(denied) = denied {
@@ -320,10 +325,10 @@ impl Connection {
                     destination,
                 );
                 self.ingest_queue()
-                    .push_routed(record, Local::Deliver(message), owed);
+                    .push_routed(record, Local::Deliver(message, route), owed);
             }
             None => {
-                self.deliver_local(&message);
+                self.deliver_local(&message, route.as_deref());
                 if let Some(owed) = owed {
                     self.ingest_queue().push_answer(owed);
                 }
@@ -382,6 +387,7 @@ impl Connection {
                 denied: Some(denied),
                 destination: None,
                 local: false,
+                route: None,
             });
         }
         // Where it goes upstream, while the route table stays the same (the key may depend on
@@ -398,26 +404,28 @@ impl Connection {
             }
         };
         facts.fresh = false;
-        // Whether anyone subscribes, while the hub's subscriptions stay the same. A topic too
-        // long to keep is not asked: the answer would be thrown away, and with a subscriber the
-        // fan-out would walk the tree a second time; the message is made and the fan-out decides.
-        let local = retain || !kept || {
+        // Where its messages go in the hub (whether anyone subscribes, and whom), while the
+        // hub's subscriptions stay the same. A topic too long to keep is not asked: the answer
+        // would be thrown away, and the fan-out would walk the tree a second time; the message
+        // is made and the fan-out decides.
+        let route = kept.then(|| {
             let hub = &server.hub;
-            let generation = hub.generation();
-            match facts.local {
-                Some((g, any)) if g == generation => any,
+            match &facts.local {
+                Some(route) if route.generation() == hub.generation() => Arc::clone(route),
                 _ => {
-                    let any = hub.has_subscribers(&topic);
-                    facts.local = Some((generation, any));
-                    any
+                    let route = Arc::new(hub.local_route(&topic, Some(session.key)));
+                    facts.local = Some(Arc::clone(&route));
+                    route
                 }
             }
-        };
+        });
+        let local = retain || route.as_ref().is_none_or(|route| route.anyone());
         Ok(Decided {
             topic,
             denied: None,
             destination,
             local,
+            route,
         })
     }
 
@@ -471,8 +479,8 @@ impl Connection {
             match event {
                 Event::Written { local, .. } => {
                     inc(&self.server.metrics.stored);
-                    if let Local::Deliver(message) = &local {
-                        self.deliver_local(message);
+                    if let Local::Deliver(message, route) = &local {
+                        self.deliver_local(message, route.as_deref());
                     }
                 }
                 Event::Refused {
@@ -492,16 +500,18 @@ impl Connection {
 
     /// Delivers `message` to local subscribers; a QoS 0 delivery to a full subscriber queue
     /// waits in [`Connection::pace`] (up to `slow_subscriber_wait`) instead of being dropped.
-    fn deliver_local(&mut self, message: &Arc<Message>) {
+    fn deliver_local(&mut self, message: &Arc<Message>, route: Option<&LocalRoute>) {
         let wait = self.settings.slow_subscriber_wait.0;
         let commit = if wait.is_zero() {
-            self.server.publish_local(message)
+            self.server.publish_local_paced(message, None, route)
         } else {
             let metrics = &self.server.metrics;
             let pace = self
                 .pace
                 .get_or_insert_with(|| Box::new(Pace::new(true, Arc::clone(metrics))));
-            let commit = self.server.publish_local_paced(message, pace.collect());
+            let commit = self
+                .server
+                .publish_local_paced(message, pace.collect(), route);
             pace.arm();
             commit
         };
