@@ -132,6 +132,15 @@ fn forward_through_fault(start: impl FnOnce(&KafkaProxy), hold: Duration) -> Out
     let metrics = broker.listen_addr("metrics.listen");
     let mut publisher = Publisher::start(broker.mqtt_addr(), MESSAGES, &[]);
     publisher.wait_acked(500, Duration::from_secs(30));
+    // The fault must meet a forwarder that is up: before its first produce, the connection's
+    // setup may still be underway, and a setup delayed by the fault can end after it without
+    // one failed request (seen once on a loaded CI machine: nothing to warn about).
+    wait_for_metric(
+        metrics,
+        "edge_kafka_forwarded_records_total",
+        Duration::from_secs(30),
+        |v| v > 0.0,
+    );
     let from = Instant::now();
     start(&proxy);
     std::thread::sleep(hold);
