@@ -127,8 +127,16 @@ impl Connection {
         // ~100 instructions a publish.
         let mut received_ms = None;
         while !self.ingest_holds_input() && !self.pacing() {
-            // Used where it was decoded: a `Publish` is ~500 bytes, and each move of it (out
-            // of the result, into a call) was a copy of them.
+            // A subscriber acknowledges each QoS 1 delivery with these four bytes: taken
+            // without the packet decoder (~300 instructions a delivery).
+            if max_packet_in >= 4
+                && let Some(packet_id) = bare_puback(&self.inbuf)
+            {
+                bytes::Buf::advance(&mut self.inbuf, 4);
+                self.on_puback(packet_id);
+                continue;
+            }
+            // Used where it was decoded (a PUBLISH by reference).
             let mut decoded = mqtt::decode(&mut self.inbuf, self.version, max_packet_in);
             let packet = match &mut decoded {
                 Ok(Some(packet)) => packet,
@@ -668,6 +676,16 @@ pub(super) fn message_properties(p: &Properties) -> MessageProperties {
     }
 }
 
+/// The packet id of the PUBACK `buf` starts with, if it is a bare one: type 4 without flags,
+/// remaining length 2 (in MQTT 5: reason Success, no properties), a non-zero id. What the
+/// packet decoder makes of the same four bytes in either version; anything else is left to it.
+fn bare_puback(buf: &[u8]) -> Option<u16> {
+    match buf {
+        [0x40, 0x02, hi, lo, ..] => Some(u16::from_be_bytes([*hi, *lo])).filter(|id| *id != 0),
+        _ => None,
+    }
+}
+
 /// The MQTT 5 reason code for a publish the log refused. Only codes a PUBACK / PUBREC may
 /// carry (spec 3.4.2.1): a record over `log.max_record_bytes` is an implementation-specific
 /// limit (0x83), not "Packet too large" (0x95, which PUBACK cannot carry).
@@ -684,6 +702,32 @@ fn refusal_reason(error: &AppendError) -> ReasonCode {
 mod tests {
     use super::*;
     use bytes::BytesMut;
+
+    /// The PUBACKs taken without the decoder are exactly the four-byte ones it decodes as a
+    /// PUBACK with that id and nothing else to say, in both versions, for every packet id and
+    /// every other first or second byte; everything else is left to it.
+    #[test]
+    fn a_bare_puback_is_what_the_decoder_decodes() {
+        for version in [ProtocolVersion::V311, ProtocolVersion::V5] {
+            for first in 0..=255u8 {
+                for second in [0u8, 1, 2, 3, 4] {
+                    for id in [0u16, 1, 2, 255, 256, 40_000, u16::MAX] {
+                        let [hi, lo] = id.to_be_bytes();
+                        let bytes = [first, second, hi, lo];
+                        let mut buf = BytesMut::from(&bytes[..]);
+                        let decoded = mqtt::decode(&mut buf, version, 1 << 20);
+                        let plain = matches!(
+                            &decoded,
+                            Ok(Some(Packet::PubAck(a))) if a.reason_code == ReasonCode::Success
+                                && a.properties.is_empty()
+                        ) && buf.is_empty();
+                        let want = plain.then_some(id);
+                        assert_eq!(bare_puback(&bytes), want, "{bytes:02x?} {version:?}");
+                    }
+                }
+            }
+        }
+    }
 
     /// The four bytes sent for an answer that says nothing but its packet id are what the
     /// codec encodes for it; an answer with something to say is left to the codec.

@@ -30,7 +30,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use bytes::BytesMut;
-use edge_proto::mqtt::{self, MqttString, Packet, ProtocolVersion, PubComp, QoS, ReasonCode};
+use edge_proto::mqtt::{self, MqttString, Packet, ProtocolVersion, PubComp, ReasonCode};
 use tokio::io::AsyncWriteExt;
 use tokio::sync::futures::Notified;
 use tokio::time::{Instant, Sleep};
@@ -560,16 +560,7 @@ impl Connection {
         match packet {
             Packet::Publish(mut publish) => self.on_publish(&mut publish, &mut None),
             Packet::PubAck(ack) => {
-                let mut state = self.session.lock();
-                if state
-                    .inflight()
-                    .get(&ack.packet_id)
-                    .is_some_and(|o| o.delivery.qos == QoS::AtLeastOnce)
-                {
-                    state.inflight_mut().remove(&ack.packet_id);
-                    drop(state);
-                    self.session.room.made();
-                }
+                self.on_puback(ack.packet_id);
                 Ok(())
             }
             Packet::PubRec(rec) => self.on_pubrec(rec),

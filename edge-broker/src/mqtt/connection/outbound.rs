@@ -50,6 +50,21 @@ impl Connection {
         }
     }
 
+    /// The client acknowledged QoS 1 delivery `packet_id`: it leaves the in-flight table
+    /// (an unknown id, or one of a QoS 2 delivery, changes nothing).
+    pub(super) fn on_puback(&mut self, packet_id: u16) {
+        let mut state = self.session.lock();
+        if state
+            .inflight()
+            .get(&packet_id)
+            .is_some_and(|o| o.delivery.qos == QoS::AtLeastOnce)
+        {
+            state.inflight_mut().remove(&packet_id);
+            drop(state);
+            self.session.room.made();
+        }
+    }
+
     pub(super) fn on_pubrec(&mut self, rec: PubRec) -> Result<(), Exit> {
         let known = {
             let mut state = self.session.lock();
