@@ -59,6 +59,7 @@ async fn ours(p: &WireProducer, topic: &str, partitions: i32, total: usize, batc
                 records.extend((sent..sent + n).map(|i| ProduceRecord {
                     key: None,
                     value: Some(pool[i % pool.len()].clone()),
+                    edge: None,
                     headers: Vec::new(),
                     timestamp_ms: 1_763_700_000_000 + i as i64,
                 }));

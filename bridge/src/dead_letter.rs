@@ -179,6 +179,7 @@ impl Letter<'_> {
         ProduceRecord {
             key: None,
             value: Some(Bytes::from(self.to_json(false))),
+            edge: None,
             headers: vec![
                 h(EDGE_NODE, Bytes::from(self.node.to_owned())),
                 h(EDGE_OFFSET, Bytes::from(r.offset.to_string())),

@@ -9,7 +9,7 @@
 //! Records are [`edge_log::Record`]s as the cursor reads them; [`Source`] and [`Header`] are
 //! re-exported from edge-log.
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 
 use crate::producer::RecordHeader;
 
@@ -31,55 +31,75 @@ pub fn source_name(source: Source) -> &'static str {
     source.as_str()
 }
 
-/// Appends the forwarding headers of `record` to `out` (cleared first, so it can be reused).
-/// `node_id` is passed as `Bytes` so each record shares it instead of copying it.
-pub fn build_headers(record: &Record, node_id: &Bytes, out: &mut Vec<RecordHeader>) {
-    build_headers_in(record, node_id, &mut BytesMut::new(), out);
+/// The four `edge-*` headers of one forwarded record, kept as their values: the producer
+/// writes them into the record batch ahead of the record's own headers, so a forwarded record
+/// needs no list of headers (one allocation per record, kept until Kafka's answer) unless it
+/// carries user headers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EdgeHeaders {
+    /// `edge-node`: the gateway's node id (shared by every record, not copied).
+    pub node: Bytes,
+    /// `edge-offset`: the record's log offset, written in decimal.
+    pub offset: u64,
+    /// `edge-source`: the ingress protocol.
+    pub source: Source,
+    /// `edge-topic`: the original MQTT topic or NATS subject (shares the log's read buffer).
+    pub topic: Bytes,
 }
 
-/// [`build_headers`] with the offset value cut from `arena` (one allocation shared by many
-/// records instead of one per record). Reserve room in `arena` for a chunk up front.
-pub fn build_headers_in(
-    record: &Record,
-    node_id: &Bytes,
-    arena: &mut BytesMut,
-    out: &mut Vec<RecordHeader>,
-) {
-    out.clear();
-    out.reserve(4 + record.headers.len());
-    out.push(RecordHeader::new(
-        Bytes::from_static(EDGE_NODE.as_bytes()),
-        node_id.clone(),
-    ));
-    put_decimal(arena, record.offset);
-    out.push(RecordHeader::new(
-        Bytes::from_static(EDGE_OFFSET.as_bytes()),
-        arena.split().freeze(),
-    ));
-    out.push(RecordHeader::new(
-        Bytes::from_static(EDGE_SOURCE.as_bytes()),
-        Bytes::from_static(source_name(record.source).as_bytes()),
-    ));
-    // The topic as read: it shares the log's read buffer, like the payload.
-    out.push(RecordHeader::new(
-        Bytes::from_static(EDGE_TOPIC.as_bytes()),
-        record.topic.bytes().clone(),
-    ));
-    for h in &record.headers {
-        if RESERVED.contains(&h.key.as_str()) {
-            continue;
+impl EdgeHeaders {
+    /// The edge headers of `record` forwarded by gateway `node_id`.
+    pub fn of(record: &Record, node_id: &Bytes) -> Self {
+        Self {
+            node: node_id.clone(),
+            offset: record.offset,
+            source: record.source,
+            topic: record.topic.bytes().clone(),
         }
-        out.push(RecordHeader::new(
-            Bytes::from(h.key.clone()),
-            h.value.clone(),
-        ));
+    }
+
+    /// `(key, value)` of the four headers in the order they are written; the offset's digits
+    /// are written into `digits`.
+    pub fn pairs<'a>(&'a self, digits: &'a mut itoa::Buffer) -> [(&'static [u8], &'a [u8]); 4] {
+        [
+            (EDGE_NODE.as_bytes(), &self.node[..]),
+            (
+                EDGE_OFFSET.as_bytes(),
+                digits.format(self.offset).as_bytes(),
+            ),
+            (EDGE_SOURCE.as_bytes(), source_name(self.source).as_bytes()),
+            (EDGE_TOPIC.as_bytes(), &self.topic[..]),
+        ]
+    }
+
+    /// The four headers as [`RecordHeader`]s (tests, tools: the forwarder writes them
+    /// straight into the batch).
+    pub fn to_headers(&self) -> Vec<RecordHeader> {
+        self.pairs(&mut itoa::Buffer::new())
+            .into_iter()
+            .map(|(k, v)| RecordHeader::new(Bytes::from_static(k), Bytes::copy_from_slice(v)))
+            .collect()
     }
 }
 
-/// Appends `v` in decimal ASCII (what `write!(arena, "{v}")` writes, without the formatting
-/// machinery: this runs once per forwarded record).
-fn put_decimal(arena: &mut BytesMut, v: u64) {
-    arena.extend_from_slice(itoa::Buffer::new().format(v).as_bytes());
+/// The record's own headers (MQTT 5 user properties, NATS headers) forwarded after the edge
+/// headers, in order, those with a reserved name left out. Empty (no allocation) for a record
+/// without any.
+pub fn user_headers(record: &Record) -> Vec<RecordHeader> {
+    record
+        .headers
+        .iter()
+        .filter(|h| !RESERVED.contains(&h.key.as_str()))
+        .map(|h| RecordHeader::new(Bytes::from(h.key.clone()), h.value.clone()))
+        .collect()
+}
+
+/// Appends all forwarding headers of `record` to `out` (cleared first, so it can be reused):
+/// the edge headers, then [`user_headers`]. What the forwarder writes into a batch, as a list.
+pub fn build_headers(record: &Record, node_id: &Bytes, out: &mut Vec<RecordHeader>) {
+    out.clear();
+    out.extend(EdgeHeaders::of(record, node_id).to_headers());
+    out.extend(user_headers(record));
 }
 
 #[cfg(test)]
@@ -150,10 +170,18 @@ mod tests {
         let mut samples = vec![0, 1, 9, 10, 99, 100, 12_345, u64::MAX - 1, u64::MAX];
         samples.extend((0..20).map(|i| 10u64.pow(i) - 1));
         samples.extend((0..20).map(|i| 10u64.pow(i)));
-        let mut arena = BytesMut::new();
+        let mut r = record(Vec::new());
+        let node = Bytes::from_static(b"gw");
         for v in samples {
-            put_decimal(&mut arena, v);
-            assert_eq!(arena.split().freeze(), Bytes::from(v.to_string()), "{v}");
+            r.offset = v;
+            let edge = EdgeHeaders::of(&r, &node);
+            let mut digits = itoa::Buffer::new();
+            let pairs = edge.pairs(&mut digits);
+            assert_eq!(
+                pairs[1],
+                (&b"edge-offset"[..], v.to_string().as_bytes()),
+                "{v}"
+            );
         }
     }
 

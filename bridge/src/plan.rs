@@ -13,11 +13,11 @@ use std::borrow::Cow;
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use edge_log::Destination;
 use thiserror::Error;
 
-use crate::headers::{Record, build_headers_in};
+use crate::headers::{EdgeHeaders, Record, user_headers};
 use crate::partition::{NullKeyPartitioner, PartitionError, partition_for_key};
 use crate::producer::ProduceRecord;
 use crate::topition::Topition;
@@ -103,9 +103,16 @@ impl PartitionBatch {
         self.records
             .iter()
             .map(|r| {
+                let edge: usize = r.edge.as_ref().map_or(0, |e| {
+                    e.pairs(&mut itoa::Buffer::new())
+                        .iter()
+                        .map(|(k, v)| k.len() + v.len())
+                        .sum()
+                });
                 let headers: usize = r.headers.iter().map(|h| h.key.len() + h.value.len()).sum();
                 (r.key.as_ref().map_or(0, |k| k.len())
                     + r.value.as_ref().map_or(0, |v| v.len())
+                    + edge
                     + headers) as u64
             })
             .sum()
@@ -164,8 +171,6 @@ impl Planner {
     ) -> Result<Plan, PlanError> {
         let mut plan = Plan::default();
         let mut keyless: HashMap<String, i32> = HashMap::new();
-        // Offset header values are cut from here: one allocation per 16 KiB.
-        let mut arena = BytesMut::new();
         // The last topic's partition count: records of a chunk mostly share their topic (one
         // `Arc` per run of records read back), so most skip hashing it.
         let mut last: Option<(Arc<str>, i32)> = None;
@@ -187,9 +192,6 @@ impl Planner {
                     n
                 }
             };
-            if arena.capacity() - arena.len() < 20 {
-                arena.reserve(16 * 1024);
-            }
             let key = destination.key.clone();
             let partition = match (destination.partition, &key) {
                 (Some(p), _) if p >= count => {
@@ -220,12 +222,13 @@ impl Planner {
                     }
                 },
             };
-            let mut headers = Vec::new();
-            build_headers_in(r, &self.node_id_bytes, &mut arena, &mut headers);
+            // The edge headers as values, written into the batch by the encoder; a list only
+            // for user headers (none: no allocation).
             let record = ProduceRecord {
                 key,
                 value: Some(r.payload.clone()),
-                headers,
+                edge: Some(EdgeHeaders::of(r, &self.node_id_bytes)),
+                headers: user_headers(r),
                 timestamp_ms: i64::try_from(r.timestamp_ms).unwrap_or(i64::MAX),
             };
             // A chunk has few batches (topics × partitions): a scan beats hashing an owned key
@@ -391,7 +394,9 @@ mod tests {
                 b.tp
             );
             for (r, off) in b.records.iter().zip(&b.offsets) {
-                assert_eq!(r.headers[1].value, Bytes::from(off.to_string()));
+                let edge = r.edge.as_ref().unwrap();
+                assert_eq!((edge.offset, &edge.node[..]), (*off, &b"gw-01"[..]));
+                assert!(r.headers.is_empty(), "no user headers, no list");
                 assert_eq!(r.value, Some(Bytes::from(format!("p{off}"))));
                 match b.tp.topic() {
                     "temp" => {

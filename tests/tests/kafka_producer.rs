@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use edge_bridge::backoff::Backoff;
-use edge_bridge::headers::build_headers;
+use edge_bridge::headers::{EdgeHeaders, user_headers};
 use edge_bridge::partition::partition_for_key;
 use edge_bridge::producer::{
     Compression, ErrorClass, KafkaProducer, ProduceError, ProduceRecord, ProducerConfig,
@@ -53,13 +53,14 @@ fn log_record(offset: u64) -> ForwardRecord {
     }
 }
 
+/// The record as the forwarder produces it: the edge headers as values, written into the
+/// batch by the encoder, then the user headers.
 fn to_produce(r: &ForwardRecord, node: &Bytes) -> ProduceRecord {
-    let mut headers = Vec::new();
-    build_headers(r, node, &mut headers);
     ProduceRecord {
         key: Some(Bytes::from(format!("dev-{}", r.offset % 13))),
         value: Some(r.payload.clone()),
-        headers,
+        edge: Some(EdgeHeaders::of(r, node)),
+        headers: user_headers(r),
         timestamp_ms: r.timestamp_ms as i64,
     }
 }

@@ -47,10 +47,7 @@ fn refused(code: i16) -> ProduceError {
 
 /// The `edge-offset` header of a record the forwarder produced.
 fn edge_offset(r: &ProduceRecord) -> u64 {
-    std::str::from_utf8(&r.headers[1].value)
-        .unwrap()
-        .parse()
-        .unwrap()
+    r.edge.as_ref().unwrap().offset
 }
 
 /// Injects what a real broker cannot do on demand: the first `fail_first` produce calls fail

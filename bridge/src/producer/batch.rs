@@ -16,6 +16,7 @@ use bytes::{BufMut, BytesMut};
 use kafka_protocol::compression::{Compressor, Gzip, Snappy};
 
 use super::{Compression, ProduceError, ProduceRecord};
+use crate::headers::{EdgeHeaders, Source};
 
 /// Batch header bytes before the records.
 const HEADER_LEN: usize = 61;
@@ -214,13 +215,22 @@ fn write_unstamped(
 }
 
 fn write_records(records: &[ProduceRecord], base_ts: i64, buf: &mut BytesMut) {
+    let mut digits = itoa::Buffer::new();
     for (i, r) in records.iter().enumerate() {
         let ts_delta = r.timestamp_ms.wrapping_sub(base_ts);
         let offset_delta = i as i64;
+        let edge = r
+            .edge
+            .as_ref()
+            .map(|e| (e, digits.format(e.offset).as_bytes()));
+        let header_count = r.headers.len() as i64 + if edge.is_some() { 4 } else { 0 };
         let mut len = 1 + varint_len(ts_delta) + varint_len(offset_delta);
         len += bytes_field_len(r.key.as_deref());
         len += bytes_field_len(r.value.as_deref());
-        len += varint_len(r.headers.len() as i64);
+        len += varint_len(header_count);
+        if let Some((e, offset)) = edge {
+            len += edge_headers_len(e, offset);
+        }
         for h in &r.headers {
             len += bytes_field_len(Some(&h.key)) + bytes_field_len(Some(&h.value));
         }
@@ -231,12 +241,53 @@ fn write_records(records: &[ProduceRecord], base_ts: i64, buf: &mut BytesMut) {
         put_varint(buf, offset_delta);
         put_bytes_field(buf, r.key.as_deref());
         put_bytes_field(buf, r.value.as_deref());
-        put_varint(buf, r.headers.len() as i64);
+        put_varint(buf, header_count);
+        if let Some((e, offset)) = edge {
+            put_edge_headers(buf, e, offset);
+        }
         for h in &r.headers {
             put_bytes_field(buf, Some(&h.key));
             put_bytes_field(buf, Some(&h.value));
         }
     }
+}
+
+/// The edge headers' fixed parts as a batch holds them (a name is its zigzag varint length,
+/// then its bytes): the `edge-node` name, the `edge-offset` name, and from the `edge-source`
+/// name through the `edge-topic` name (the source's value is one of two). The same bytes for
+/// every forwarded record, so each is one copy; `edge_header_names_are_header_fields` checks
+/// them against the fields written one by one.
+const EDGE_NODE_NAME: &[u8] = b"\x12edge-node";
+const EDGE_OFFSET_NAME: &[u8] = b"\x16edge-offset";
+const EDGE_SOURCE_MQTT_TOPIC_NAME: &[u8] = b"\x16edge-source\x08mqtt\x14edge-topic";
+const EDGE_SOURCE_NATS_TOPIC_NAME: &[u8] = b"\x16edge-source\x08nats\x14edge-topic";
+
+fn edge_source_topic_name(source: Source) -> &'static [u8] {
+    match source {
+        Source::Mqtt => EDGE_SOURCE_MQTT_TOPIC_NAME,
+        Source::Nats => EDGE_SOURCE_NATS_TOPIC_NAME,
+    }
+}
+
+/// Bytes [`put_edge_headers`] writes; `offset` is the offset's decimal digits.
+fn edge_headers_len(e: &EdgeHeaders, offset: &[u8]) -> usize {
+    EDGE_NODE_NAME.len()
+        + bytes_field_len(Some(&e.node))
+        + EDGE_OFFSET_NAME.len()
+        + bytes_field_len(Some(offset))
+        + edge_source_topic_name(e.source).len()
+        + bytes_field_len(Some(&e.topic))
+}
+
+/// Writes the four edge headers, byte for byte what writing [`EdgeHeaders::to_headers`] one
+/// by one writes.
+fn put_edge_headers(buf: &mut BytesMut, e: &EdgeHeaders, offset: &[u8]) {
+    buf.put_slice(EDGE_NODE_NAME);
+    put_bytes_field(buf, Some(&e.node));
+    buf.put_slice(EDGE_OFFSET_NAME);
+    put_bytes_field(buf, Some(offset));
+    buf.put_slice(edge_source_topic_name(e.source));
+    put_bytes_field(buf, Some(&e.topic));
 }
 
 fn compress(codec: Compression, input: &[u8], out: &mut BytesMut) -> Result<(), ProduceError> {
@@ -409,6 +460,7 @@ mod tests {
                     Some(Bytes::from(format!("key-{i}")))
                 },
                 value: Some(Bytes::from(vec![b'a' + (i % 26) as u8; 200])),
+                edge: None,
                 headers: vec![
                     RecordHeader::new(
                         Bytes::from_static(b"edge-offset"),
@@ -505,10 +557,18 @@ mod tests {
             prop_oneof![4 => proptest::option::of(bytes(500)), 1 => bytes(70_000).prop_map(Some)],
             proptest::collection::btree_map("[a-z-]{1,12}", bytes(40), 0..4),
             -1_000_000i64..1_000_000,
+            // A forwarded record's edge headers (topics past the varint 1-byte boundary).
+            proptest::option::of((bytes(20), any::<u64>(), any::<bool>(), bytes(300))),
         )
-            .prop_map(|(key, value, headers, ts)| ProduceRecord {
+            .prop_map(|(key, value, headers, ts, edge)| ProduceRecord {
                 key,
                 value,
+                edge: edge.map(|(node, offset, mqtt, topic)| EdgeHeaders {
+                    node,
+                    offset,
+                    source: if mqtt { Source::Mqtt } else { Source::Nats },
+                    topic,
+                }),
                 headers: headers
                     .into_iter()
                     .map(|(k, v)| RecordHeader::new(Bytes::from(k), v))
@@ -535,8 +595,13 @@ mod tests {
                 proptest::prop_assert_eq!(got.timestamp, want.timestamp_ms);
                 let headers: Vec<(Bytes, Option<Bytes>)> =
                     got.headers.iter().map(|(k, v)| (Bytes::copy_from_slice(k.as_bytes()), v.clone())).collect();
-                let expected: Vec<(Bytes, Option<Bytes>)> =
-                    want.headers.iter().map(|h| (h.key.clone(), Some(h.value.clone()))).collect();
+                let expected: Vec<(Bytes, Option<Bytes>)> = want
+                    .edge
+                    .iter()
+                    .flat_map(EdgeHeaders::to_headers)
+                    .chain(want.headers.iter().cloned())
+                    .map(|h| (h.key, Some(h.value)))
+                    .collect();
                 proptest::prop_assert_eq!(headers, expected);
             }
         }
@@ -600,6 +665,7 @@ mod tests {
                             .map(|j| b'a' + ((i * 31 + j * 7) % 26) as u8)
                             .collect::<Vec<u8>>(),
                     )),
+                    edge: None,
                     headers: vec![
                         RecordHeader::new(
                             Bytes::from_static(b"edge-node"),
@@ -624,11 +690,35 @@ mod tests {
             .collect()
     }
 
+    /// [`forwarded_like`] as the forwarder plans them: the edge headers as values, no list.
+    fn forwarded_like_edge(n: usize) -> Vec<ProduceRecord> {
+        forwarded_like(n)
+            .into_iter()
+            .enumerate()
+            .map(|(i, r)| ProduceRecord {
+                edge: Some(EdgeHeaders {
+                    node: Bytes::from_static(b"gw-01"),
+                    offset: 1_000_000 + i as u64 * 7,
+                    source: Source::Mqtt,
+                    topic: Bytes::from(format!("sensors/dev-{}/t", i % 16)),
+                }),
+                headers: Vec::new(),
+                ..r
+            })
+            .collect()
+    }
+
     /// The exact bytes of a batch, pinned (length and fingerprint) for every codec: the
-    /// encoder may get faster, Kafka must keep receiving the same bytes.
+    /// encoder may get faster, Kafka must keep receiving the same bytes. Records with their
+    /// edge headers as values give the bytes of the same headers as a list.
     #[test]
     fn batch_bytes_are_pinned() {
-        let input = forwarded_like(400);
+        for input in [forwarded_like(400), forwarded_like_edge(400)] {
+            batch_bytes_are_pinned_for(&input);
+        }
+    }
+
+    fn batch_bytes_are_pinned_for(input: &[ProduceRecord]) {
         let id = BatchIdentity {
             producer_id: 4242,
             producer_epoch: 7,
@@ -639,12 +729,57 @@ mod tests {
         let mut scratch = BytesMut::new();
         for codec in ALL_CODECS {
             let mut out = BytesMut::new();
-            encode_batch(&input, codec, id, &mut scratch, &mut out).unwrap();
-            let early = EncodedBatch::encode(&input, codec, &mut scratch).unwrap();
+            encode_batch(input, codec, id, &mut scratch, &mut out).unwrap();
+            let early = EncodedBatch::encode(input, codec, &mut scratch).unwrap();
             assert_eq!(&early.stamp(id)[..], &out[..], "{codec:?}");
             got.push((codec, out.len(), fnv64(&out)));
         }
         assert_eq!(got, PINNED);
+    }
+
+    /// The edge headers' fixed bytes are the header fields written one by one, for both
+    /// sources, and a record with edge and user headers is the record with all of them listed.
+    #[test]
+    fn edge_header_names_are_header_fields() {
+        let field = |b: &[u8]| {
+            let mut out = BytesMut::new();
+            put_bytes_field(&mut out, Some(b));
+            out
+        };
+        assert_eq!(EDGE_NODE_NAME, &field(b"edge-node")[..]);
+        assert_eq!(EDGE_OFFSET_NAME, &field(b"edge-offset")[..]);
+        for (source, name) in [(Source::Mqtt, "mqtt"), (Source::Nats, "nats")] {
+            let mut want = field(b"edge-source");
+            want.extend_from_slice(&field(name.as_bytes()));
+            want.extend_from_slice(&field(b"edge-topic"));
+            assert_eq!(edge_source_topic_name(source), &want[..]);
+            let edge = EdgeHeaders {
+                node: Bytes::from_static(b"gw-9"),
+                offset: 18_446_744_073_709_551_615,
+                source,
+                topic: Bytes::from(vec![b't'; 200]),
+            };
+            let user = vec![RecordHeader::new(
+                Bytes::from_static(b"unit"),
+                Bytes::from_static(b"C"),
+            )];
+            let with_edge = ProduceRecord {
+                key: Some(Bytes::from_static(b"k")),
+                value: Some(Bytes::from_static(b"v")),
+                edge: Some(edge.clone()),
+                headers: user.clone(),
+                timestamp_ms: 5,
+            };
+            let listed = ProduceRecord {
+                edge: None,
+                headers: edge.to_headers().into_iter().chain(user).collect(),
+                ..with_edge.clone()
+            };
+            let (mut a, mut b) = (BytesMut::new(), BytesMut::new());
+            write_records(&[with_edge.clone(), with_edge], 3, &mut a);
+            write_records(&[listed.clone(), listed], 3, &mut b);
+            assert_eq!(a, b, "{source:?}");
+        }
     }
 
     #[test]

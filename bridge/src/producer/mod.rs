@@ -45,6 +45,7 @@ pub use batch::encode_batch;
 pub use client::{ProducerConfig, ProducerIdentity, WireProducer};
 pub use sequence::{Attempt, Sequencer, Session};
 
+use crate::headers::EdgeHeaders;
 use crate::topition::Topition;
 
 /// One Kafka record header. Kafka allows repeated keys; order is kept.
@@ -70,7 +71,10 @@ pub struct ProduceRecord {
     pub key: Option<Bytes>,
     /// Record value; `None` is a tombstone.
     pub value: Option<Bytes>,
-    /// Headers, in order.
+    /// A forwarded record's four `edge-*` headers, written first (see [`EdgeHeaders`]);
+    /// `None` for records that carry only `headers`.
+    pub edge: Option<EdgeHeaders>,
+    /// Headers, in order (after `edge`'s).
     pub headers: Vec<RecordHeader>,
     /// Create time, unix milliseconds.
     pub timestamp_ms: i64,

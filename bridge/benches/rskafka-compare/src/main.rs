@@ -74,7 +74,7 @@ async fn main() {
         let mut sent = 0;
         while sent < n {
             let records: Vec<ProduceRecord> = (sent..sent + batch)
-                .map(|i| ProduceRecord { key: None, value: Some(pool_b[i % 1024].clone()), headers: Vec::new(), timestamp_ms: 1 })
+                .map(|i| ProduceRecord { key: None, value: Some(pool_b[i % 1024].clone()), edge: None, headers: Vec::new(), timestamp_ms: 1 })
                 .collect();
             ours.produce(&edge_bridge::topition::Topition::new(topic_ours.as_str(), 0), &records).await.expect("our produce");
             sent += batch;
