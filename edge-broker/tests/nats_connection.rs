@@ -536,6 +536,74 @@ async fn every_subscriber_of_a_reply_subject_gets_the_puback_not_only_the_publis
     publisher.expect_silence("one copy per subscription").await;
 }
 
+/// Every PubAck reaches its reply subject exactly, however the decoder keeps it (a repeating
+/// prefix shared and the last token inline, or whole): many in flight at once, the prefix
+/// changing mid-stream and back, last tokens at and past the inline limit, a multi-level and
+/// a long prefix; straight into the publisher's own subscription, then through the hub once
+/// another client subscribes too.
+#[tokio::test]
+async fn each_puback_reaches_its_exact_reply_subject_while_the_prefix_changes() {
+    let inline = "t".repeat(edge_proto::nats::ReplySubject::INLINE);
+    let replies = [
+        "_INBOX.a.1".to_owned(),
+        "_INBOX.a.2".to_owned(),
+        "_INBOX.b.1".to_owned(),
+        "_INBOX.a.3".to_owned(),
+        format!("_INBOX.a.{inline}"),
+        format!("_INBOX.a.{inline}x"),
+        "_INBOX.a.4".to_owned(),
+        "_INBOX.a.x.5".to_owned(),
+        "_INBOX.a.6".to_owned(),
+        format!("_INBOX.{}.7", "p".repeat(60)),
+        "_INBOX.a.7".to_owned(),
+    ];
+    let broker = Broker::start(ROUTED, roomy_log());
+    let mut publisher = broker.nats_client();
+    publisher.connect().await;
+    publisher.send(b"SUB _INBOX.> 1\r\nPING\r\n").await;
+    assert_eq!(publisher.recv().await, ServerOp::Pong);
+    let mut other = broker.nats_client();
+    other.connect().await;
+    let mut seq = 0;
+    for round in ["alone", "with another subscriber"] {
+        if round != "alone" {
+            other.send(b"SUB _INBOX.> 7\r\nPING\r\n").await;
+            assert_eq!(other.recv().await, ServerOp::Pong);
+        }
+        // All in one write: their replies are owed at the same time.
+        let mut ops = Vec::new();
+        for reply in &replies {
+            ops.extend(pub_op("r.a", Some(reply), &[], b"x"));
+        }
+        ops.extend(b"PING\r\n");
+        publisher.send(&ops).await;
+        let mut got = Vec::new();
+        while got.len() < replies.len() {
+            match publisher.recv().await {
+                ServerOp::Pong => {}
+                op => {
+                    let (subject, body) = ack_on(op, "1");
+                    got.push((subject, body["seq"].as_u64().unwrap()));
+                }
+            }
+        }
+        let want: Vec<(String, u64)> = replies
+            .iter()
+            .enumerate()
+            .map(|(i, r)| (r.clone(), seq + i as u64))
+            .collect();
+        assert_eq!(got, want, "{round}");
+        if round != "alone" {
+            for (reply, n) in &want {
+                let (subject, body) = ack_on(other.recv().await, "7");
+                assert_eq!((&subject, body["seq"].as_u64().unwrap()), (reply, *n));
+            }
+        }
+        seq += replies.len() as u64;
+    }
+    other.expect_silence("one copy of each").await;
+}
+
 /// A reply subscription's UNSUB max counts the PubAcks delivered straight to it, and the
 /// subscription leaves once it is reached; a publisher with echo off still gets its PubAcks
 /// (they are the server's, not its own messages).

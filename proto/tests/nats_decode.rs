@@ -269,7 +269,7 @@ fn hpub_splits_headers_and_payload() {
     let ClientOp::Pub(p) = client_ok(&input) else {
         panic!()
     };
-    assert_eq!(p.reply.as_deref(), Some("r"));
+    assert_eq!(p.reply, Some("r".into()));
     assert_eq!(p.payload, Bytes::from_static(b"abc"));
     let h = HeaderMap::decode(p.headers.as_ref().unwrap()).unwrap();
     assert_eq!(h.get_all("A").collect::<Vec<_>>(), vec!["1", "2"]);

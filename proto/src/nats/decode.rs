@@ -18,7 +18,7 @@ use std::sync::Arc;
 use bytes::{Buf, BytesMut};
 
 use super::error::DecodeError;
-use super::ops::{ClientOp, Connect, Info, Msg, Pub, ServerOp, Sub, Unsub};
+use super::ops::{ClientOp, Connect, Info, Msg, Pub, ReplySubject, ServerOp, Sub, Unsub};
 use super::subject;
 
 /// nats-server's default `max_control_line`.
@@ -470,12 +470,6 @@ fn text(b: &[u8], verb: Verb) -> Result<String, DecodeError> {
 }
 
 /// [`text`] as a shared string, in one allocation.
-fn shared_text(b: &[u8], verb: Verb) -> Result<Arc<str>, DecodeError> {
-    std::str::from_utf8(b)
-        .map(Arc::from)
-        .map_err(|_| DecodeError::NotUtf8 { verb: verb.name() })
-}
-
 fn lossy(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
 }
@@ -590,18 +584,23 @@ fn cut_payload(
 /// The subject of the last PUB/HPUB decoded on one connection. While the next PUB repeats it
 /// (devices do), [`decode_client_op_reusing`] hands out the same shared `Arc<str>` again: no
 /// allocation and no UTF-8 check per PUB, and the session can tell "same subject as the last
-/// PUB" by pointer ([`Arc::ptr_eq`]) to reuse what it decided for it.
+/// PUB" by pointer ([`Arc::ptr_eq`]) to reuse what it decided for it. Likewise the prefix
+/// (up to the last `.`) of the last reply subject: a reply repeating it is a
+/// [`ReplySubject`] sharing it, with only its last token copied.
 #[derive(Debug, Clone, Default)]
-pub struct LastSubject(Option<Arc<str>>);
+pub struct LastSubject {
+    subject: Option<Arc<str>>,
+    reply_prefix: Option<Arc<str>>,
+}
 
 impl LastSubject {
     /// The last subject handed out, if any.
     pub fn get(&self) -> Option<&Arc<str>> {
-        self.0.as_ref()
+        self.subject.as_ref()
     }
 
     fn reuse_or_decode(&mut self, raw: &[u8], verb: Verb) -> Result<Arc<str>, DecodeError> {
-        if let Some(last) = &self.0
+        if let Some(last) = &self.subject
             && last.as_bytes() == raw
         {
             return Ok(Arc::clone(last));
@@ -609,8 +608,34 @@ impl LastSubject {
         let subject: Arc<str> = std::str::from_utf8(raw)
             .map_err(|_| DecodeError::NotUtf8 { verb: verb.name() })?
             .into();
-        self.0 = Some(Arc::clone(&subject));
+        self.subject = Some(Arc::clone(&subject));
         Ok(subject)
+    }
+
+    /// A reply subject: split after its last `.` when the last token fits inline, its prefix
+    /// shared with the last reply's when it repeats (kept as the new one otherwise).
+    fn reply(&mut self, raw: &[u8], verb: Verb) -> Result<ReplySubject, DecodeError> {
+        let not_utf8 = || DecodeError::NotUtf8 { verb: verb.name() };
+        if let Some(prefix) = &self.reply_prefix
+            && let Some(last) = raw.strip_prefix(prefix.as_bytes())
+            && last.len() <= ReplySubject::INLINE
+            && !last.iter().any(|&b| b == b'.' || b == 0)
+        {
+            // The prefix is valid UTF-8 and ends at a `.`: the whole is valid iff the rest is.
+            let last = std::str::from_utf8(last).map_err(|_| not_utf8())?;
+            return Ok(ReplySubject::split_checked(Arc::clone(prefix), last));
+        }
+        let text = std::str::from_utf8(raw).map_err(|_| not_utf8())?;
+        if let Some(dot) = raw.iter().rposition(|&b| b == b'.')
+            && raw.len() - dot - 1 <= ReplySubject::INLINE
+            && !raw[dot + 1..].contains(&0)
+        {
+            let prefix: Arc<str> = Arc::from(&text[..=dot]);
+            let reply = ReplySubject::split_checked(Arc::clone(&prefix), &text[dot + 1..]);
+            self.reply_prefix = Some(prefix);
+            return Ok(reply);
+        }
+        Ok(ReplySubject::from(Arc::<str>::from(text)))
     }
 }
 
@@ -735,7 +760,7 @@ fn decode_client_step(
                 Some(subject) if repeats_last => Arc::clone(subject),
                 _ => last.reuse_or_decode(a.0, verb)?,
             };
-            let reply = a.1.map(|r| shared_text(r, verb)).transpose()?;
+            let reply = a.1.map(|r| last.reply(r, verb)).transpose()?;
             if !payload_ready(buf, verb, line.next, total)? {
                 return Ok(None);
             }
@@ -1047,6 +1072,81 @@ mod tests {
             if let Some(found) = repeated(&buf, &limits, &last) {
                 prop_assert_eq!(&found.4[0], &last);
                 prop_assert_eq!(general(&buf, &limits), Ok(Some(found)));
+            }
+        }
+    }
+
+    /// Reply subjects from a few prefixes, with last tokens around the inline limit, some
+    /// with no `.` at all, some with a NUL, some not UTF-8.
+    fn reply_subject() -> impl Strategy<Value = Vec<u8>> {
+        (
+            prop::sample::select(vec![
+                "_INBOX.a.",
+                "_INBOX.a.",
+                "_INBOX.b.",
+                "_INBOX.a.x.",
+                "",
+                "\u{e9}.",
+                "r.\u{ff}",
+            ]),
+            prop::collection::vec(prop::sample::select(b"abZ9-_.\0\xc3\xa9".to_vec()), 0..14),
+        )
+            .prop_map(|(prefix, last)| [prefix.as_bytes(), &last].concat())
+    }
+
+    proptest! {
+        /// Whatever the replies before it, a decoded reply is its wire bytes exactly; it is
+        /// kept split (prefix shared with the last reply's when that repeats) exactly when its
+        /// last token fits inline, and refused exactly when it is not UTF-8.
+        #[test]
+        fn a_reply_decodes_to_its_exact_subject_whatever_came_before(
+            replies in prop::collection::vec(reply_subject(), 1..12),
+        ) {
+            let mut last = LastSubject::default();
+            let mut previous: Option<ReplySubject> = None;
+            for raw in &replies {
+                if raw.is_empty() {
+                    continue;
+                }
+                let mut buf = BytesMut::new();
+                buf.extend_from_slice(b"PUB s ");
+                buf.extend_from_slice(raw);
+                buf.extend_from_slice(b" 1\r\nx\r\n");
+                let decoded = decode_client_op_reusing(&mut buf, &Limits::default(), &mut last);
+                let Ok(text) = std::str::from_utf8(raw) else {
+                    let refused = matches!(decoded, Err(DecodeError::NotUtf8 { .. }));
+                    prop_assert!(refused, "{:?}", decoded);
+                    continue;
+                };
+                let Ok(Some(ClientOp::Pub(p))) = decoded else {
+                    return Err(TestCaseError::fail(format!("{decoded:?}")));
+                };
+                let reply = p.reply.expect("a reply");
+                prop_assert_eq!(reply.to_string(), text);
+                prop_assert!(reply == *text);
+                prop_assert_eq!(reply.len(), text.len());
+                prop_assert_eq!(&*reply.to_shared(), text);
+                prop_assert_eq!(&*reply.to_text(), text);
+                let (head, tail) = reply.parts();
+                let dot = text.rfind('.');
+                match dot {
+                    Some(dot)
+                        if text.len() - dot - 1 <= ReplySubject::INLINE
+                            && !text[dot + 1..].contains('\0') =>
+                    {
+                        prop_assert_eq!((head, tail), text.split_at(dot + 1));
+                    }
+                    _ => prop_assert_eq!((head, tail), (text, "")),
+                }
+                if let Some(prev) = &previous {
+                    let (prev_head, prev_tail) = prev.parts();
+                    // Shared, not copied, while the prefix repeats.
+                    if !tail.is_empty() && !prev_tail.is_empty() && prev_head == head {
+                        prop_assert!(std::ptr::eq(prev_head, head));
+                    }
+                    prop_assert_eq!(*prev == reply, &*prev.to_text() == text);
+                }
+                previous = Some(reply);
             }
         }
     }

@@ -7,7 +7,8 @@
 //!   [`encode_msg`]).
 //! - [`decode`](mod@decode): [`decode_client_op`] (what a server reads; a connection uses
 //!   [`decode_client_op_reusing`], so a repeated PUB subject is one shared `Arc`:
-//!   [`LastSubject`]) and [`decode_server_op`] (what a client reads), bounded by [`Limits`].
+//!   [`LastSubject`], and a reply under a repeating prefix shares that prefix:
+//!   [`ReplySubject`]) and [`decode_server_op`] (what a client reads), bounded by [`Limits`].
 //!   "Need more bytes" is `Ok(None)`.
 //! - [`error`]: [`DecodeError`] with nats-server's exact `-ERR` wording
 //!   ([`DecodeError::err_message`]) and close behaviour ([`DecodeError::closes_connection`]);
@@ -63,4 +64,6 @@ pub use decode::{
 };
 pub use error::{DecodeError, ServerError};
 pub use headers::{HeaderError, HeaderMap};
-pub use ops::{ClientOp, Connect, Info, Msg, Pub, ServerOp, Sub, Unsub, encode_msg, encode_pub};
+pub use ops::{
+    ClientOp, Connect, Info, Msg, Pub, ReplySubject, ServerOp, Sub, Unsub, encode_msg, encode_pub,
+};

@@ -169,14 +169,157 @@ pub struct Pub {
     /// Subject to publish to (not validated by the decoder, as in nats-server). Shared: a
     /// connection's decoder hands out one `Arc` while the subject repeats (`LastSubject`).
     pub subject: Arc<str>,
-    /// Optional reply subject, shared: it travels on to the answer that goes to it.
-    pub reply: Option<Arc<str>>,
+    /// Optional reply subject: it travels on to the answer that goes to it (see
+    /// [`ReplySubject`]: under a prefix that repeats, no allocation per PUB).
+    pub reply: Option<ReplySubject>,
     /// Raw `NATS/1.0` header block (HPUB), zero-copy; parse with [`super::HeaderMap::decode`].
     /// nats-server closes the connection (without `-ERR`) on an HPUB from a client whose
     /// CONNECT did not set `headers: true`; the session has to check that.
     pub headers: Option<Bytes>,
     /// The payload, zero-copy.
     pub payload: Bytes,
+}
+
+/// A PUB's reply subject, as the two parts it is written in: a shared head and a last token
+/// of up to [`ReplySubject::INLINE`] bytes kept inline. A JetStream client's replies
+/// (`_INBOX.<id>.<n>`, a new one every PUB) repeat their prefix: the decoder shares that
+/// prefix (`Arc`) between them and copies only the last token, so a reply costs no
+/// allocation while it travels to its answer. Any other reply is the head alone (an empty
+/// tail). Equality is that of the whole subject, whichever way it is split. 24 bytes (a
+/// [`Pub`] is moved for every PUB, a core one too).
+#[derive(Clone)]
+pub struct ReplySubject {
+    /// The prefix up to and including its last `.` when the tail is not empty; else the
+    /// whole subject.
+    head: Arc<str>,
+    /// The last token (no `.`, no NUL), UTF-8, padded with NULs.
+    tail: [u8; ReplySubject::INLINE],
+}
+
+impl ReplySubject {
+    /// The longest last token kept inline (nats.go's reply tokens are 8 bytes); longer ones
+    /// share the whole subject.
+    pub const INLINE: usize = 8;
+
+    /// `head` ending in `.` followed by `last` (no `.` or NUL, at most [`Self::INLINE`]
+    /// bytes); `None` if they do not fit that shape.
+    pub fn split(head: Arc<str>, last: &str) -> Option<ReplySubject> {
+        if !head.ends_with('.') || last.len() > Self::INLINE || last.contains(['.', '\0']) {
+            return None;
+        }
+        Some(Self::split_checked(head, last))
+    }
+
+    /// [`Self::split`] for a caller that checked the shape already (the decoder).
+    pub(super) fn split_checked(head: Arc<str>, last: &str) -> ReplySubject {
+        debug_assert!(head.ends_with('.') && last.len() <= Self::INLINE);
+        debug_assert!(!last.contains(['.', '\0']));
+        let mut tail = [0; Self::INLINE];
+        tail[..last.len()].copy_from_slice(last.as_bytes());
+        ReplySubject { head, tail }
+    }
+
+    fn tail_len(&self) -> usize {
+        self.tail
+            .iter()
+            .position(|&b| b == 0)
+            .unwrap_or(Self::INLINE)
+    }
+
+    /// The subject in two parts whose concatenation is the whole: `(prefix ending in '.',
+    /// last token)` when kept split, else `(whole subject, "")`.
+    pub fn parts(&self) -> (&str, &str) {
+        let tail = std::str::from_utf8(&self.tail[..self.tail_len()]).unwrap_or("");
+        (&self.head, tail)
+    }
+
+    /// Length of the whole subject in bytes.
+    pub fn len(&self) -> usize {
+        self.head.len() + self.tail_len()
+    }
+
+    /// True for an empty subject (never decoded; only `ReplySubject::from("")`).
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Appends the whole subject to `out`.
+    pub fn write_to(&self, out: &mut String) {
+        let (head, tail) = self.parts();
+        out.push_str(head);
+        out.push_str(tail);
+    }
+
+    /// The whole subject as one shared `str` (the head itself when it is not split).
+    pub fn to_shared(&self) -> Arc<str> {
+        if self.tail[0] == 0 {
+            return Arc::clone(&self.head);
+        }
+        Arc::from(self.to_string())
+    }
+
+    /// The whole subject as one `str` (borrowed when it is not split).
+    pub fn to_text(&self) -> std::borrow::Cow<'_, str> {
+        match self.parts() {
+            (whole, "") => std::borrow::Cow::Borrowed(whole),
+            _ => std::borrow::Cow::Owned(self.to_string()),
+        }
+    }
+}
+
+impl From<Arc<str>> for ReplySubject {
+    fn from(whole: Arc<str>) -> ReplySubject {
+        ReplySubject {
+            head: whole,
+            tail: [0; Self::INLINE],
+        }
+    }
+}
+
+impl From<&str> for ReplySubject {
+    fn from(whole: &str) -> ReplySubject {
+        ReplySubject::from(Arc::<str>::from(whole))
+    }
+}
+
+impl From<String> for ReplySubject {
+    fn from(whole: String) -> ReplySubject {
+        ReplySubject::from(Arc::<str>::from(whole))
+    }
+}
+
+impl PartialEq for ReplySubject {
+    fn eq(&self, other: &ReplySubject) -> bool {
+        let (a, b) = (self.parts(), other.parts());
+        self.len() == other.len()
+            && a.0
+                .bytes()
+                .chain(a.1.bytes())
+                .eq(b.0.bytes().chain(b.1.bytes()))
+    }
+}
+
+impl Eq for ReplySubject {}
+
+impl PartialEq<str> for ReplySubject {
+    fn eq(&self, other: &str) -> bool {
+        let (head, tail) = self.parts();
+        other.len() == self.len() && other.starts_with(head) && other.ends_with(tail)
+    }
+}
+
+impl std::fmt::Display for ReplySubject {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let (head, tail) = self.parts();
+        f.write_str(head)?;
+        f.write_str(tail)
+    }
+}
+
+impl std::fmt::Debug for ReplySubject {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Debug::fmt(&*self.to_text(), f)
+    }
 }
 
 /// A subscription request: `SUB <subject> [queue] <sid>`.
@@ -356,7 +499,7 @@ impl ClientOp {
             ClientOp::Pub(p) => encode_pub(
                 dst,
                 &p.subject,
-                p.reply.as_deref(),
+                p.reply.as_ref().map(ReplySubject::to_text).as_deref(),
                 p.headers.as_deref(),
                 &p.payload,
             ),

@@ -239,6 +239,7 @@ async fn run(
         last_subject: LastSubject::default(),
         subject_facts: None,
         reply_route: None,
+        reply_text: String::new(),
         logins: 0,
         ack_bodies: BytesMut::new(),
         pending_connect: None,
@@ -283,6 +284,8 @@ struct Connection {
     subject_facts: Option<SubjectFacts>,
     /// Where replies under the last reply-subject prefix go (reused while it repeats).
     reply_route: Option<ReplyRoute>,
+    /// A reply subject written out whole (a decoded one is kept in two parts), reused.
+    reply_text: String,
     /// Successful CONNECTs so far: a subscription remembers the one it was made under.
     logins: u64,
     /// PubAck bodies are split off this buffer (one allocation for many).

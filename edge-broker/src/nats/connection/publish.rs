@@ -101,7 +101,14 @@ impl Connection {
     /// A publish that is not stored: deliver, and answer "no responders" if asked and nobody got it.
     /// Nothing is built for a subject nobody subscribes to (the answer kept per hub generation).
     pub(super) fn plain_pub(&mut self, publish: &Pub, headers: Option<&HeaderMap>) {
-        let delivered = match self.local_subscribers(&publish.subject) {
+        let local = self.local_subscribers(&publish.subject);
+        // The reply subject whole, in a buffer the connection reuses.
+        self.reply_text.clear();
+        if let Some(reply) = &publish.reply {
+            reply.write_to(&mut self.reply_text);
+        }
+        let reply = publish.reply.as_ref().map(|_| self.reply_text.as_str());
+        let delivered = match local {
             Local::Unmappable => {
                 self.server.metrics.dropped(DropReason::UnmappableSubject);
                 0
@@ -109,7 +116,7 @@ impl Connection {
             Local::Nobody => 0,
             Local::Someone => nats_message(
                 &publish.subject,
-                publish.reply.as_deref(),
+                reply,
                 headers,
                 publish.payload.clone(),
                 Some(self.conn_key),
@@ -123,7 +130,7 @@ impl Connection {
             .is_some_and(|c| c.no_responders && c.headers);
         if delivered == 0
             && wants_503
-            && let Some(reply) = publish.reply.as_deref()
+            && let Some(reply) = reply
         {
             self.no_responders(reply);
         }

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use bytes::{Bytes, BytesMut};
 use edge_log::AppendError;
 use edge_proto::mqtt::QoS;
-use edge_proto::nats::{ServerOp, subject};
+use edge_proto::nats::{ReplySubject, ServerOp, subject};
 
 use super::super::server::nats_message_at;
 use super::Connection;
@@ -33,7 +33,8 @@ pub(super) struct MsgId {
 
 /// A reply owed on a reply subject, in arrival order.
 pub(super) struct Reply {
-    pub(super) subject: Arc<str>,
+    /// As decoded: under a repeating prefix, the prefix shared and the last token inline.
+    pub(super) subject: ReplySubject,
     pub(super) body: ReplyBody,
 }
 
@@ -52,7 +53,7 @@ pub(super) type Ingest = IngestQueue<Written, Reply>;
 
 impl Connection {
     /// Queues a reply known now; it leaves after the replies before it.
-    pub(super) fn give_reply(&mut self, subject: Arc<str>, body: Bytes) {
+    pub(super) fn give_reply(&mut self, subject: ReplySubject, body: Bytes) {
         self.ingest.push_answer(Reply {
             subject,
             body: ReplyBody::Given(body),
@@ -130,7 +131,7 @@ impl Connection {
                     return;
                 }
                 let body = self.ack_bodies.split().freeze();
-                self.publish_reply(&subject, body);
+                self.publish_reply(&subject.to_shared(), body);
                 return;
             }
             (ReplyBody::PubAck { .. }, Outcome::Refused(error)) => {
@@ -151,7 +152,7 @@ impl Connection {
             (ReplyBody::PubAck { .. }, Outcome::Given) => return,
         };
         if !self.reply_to_own(&subject, &body) {
-            self.publish_reply(&subject, body);
+            self.publish_reply(&subject.to_shared(), body);
         }
     }
 
@@ -195,24 +196,21 @@ impl Connection {
     /// the hub would deliver it to ([`ReplyRoute`]), exactly as the hub would (the same
     /// encoding, UNSUB max and output bounds); false when the hub must carry it. Only for an
     /// identity no ACL rule applies to: a guarded subscription may have its deliveries checked.
-    fn reply_to_own(&mut self, subject: &str, body: &[u8]) -> bool {
-        // The kept prefix first: a plain rest has no `.`, so it is the last token (no search
-        // for the last `.`).
-        let kept = self.reply_route.as_ref().and_then(|route| {
-            let last = subject.strip_prefix(&*route.prefix)?;
-            subject::is_plain_token(last).then_some(route.prefix.len())
-        });
-        let split = match kept {
-            Some(split) => split,
-            None => match subject.as_bytes().iter().rposition(|&b| b == b'.') {
-                Some(dot) if subject::is_plain_token(&subject[dot + 1..]) => dot + 1,
-                _ => return false,
-            },
+    fn reply_to_own(&mut self, subject: &ReplySubject, body: &[u8]) -> bool {
+        // A decoded reply comes split after its last `.` when its last token is short (no
+        // search); otherwise the last `.` is found with a byte search.
+        let (head, tail) = subject.parts();
+        let (prefix, last) = if tail.is_empty() {
+            match head.as_bytes().iter().rposition(|&b| b == b'.') {
+                Some(dot) => head.split_at(dot + 1),
+                None => return false,
+            }
+        } else {
+            (head, tail)
         };
-        if !self.permissions.unrestricted() {
+        if !subject::is_plain_token(last) || !self.permissions.unrestricted() {
             return false;
         }
-        let prefix = &subject[..split];
         let generation = self.server.hub.generation();
         let kept = self
             .reply_route
@@ -224,9 +222,13 @@ impl Connection {
         let Some(own) = self.reply_route.as_ref().and_then(|r| r.own.as_ref()) else {
             return false;
         };
+        // The subject whole, in a buffer the connection reuses.
+        self.reply_text.clear();
+        self.reply_text.push_str(prefix);
+        self.reply_text.push_str(last);
         for mailbox in own {
             // Server-originated (no publisher): delivered even to a publisher with echo off.
-            mailbox.push_msg(subject, None, &[], body, None);
+            mailbox.push_msg(&self.reply_text, None, &[], body, None);
         }
         true
     }
