@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize, Serializer};
 
 use std::sync::Arc;
 
-use crate::record::{Destination, Header, NewRecord, Record, Source, Text};
+use crate::record::{Destination, Header, NewRecord, Record, RecordFields, Source, Text};
 
 /// Magic bytes opening every segment file.
 pub const SEGMENT_MAGIC: [u8; 8] = *b"EDGESEG\0";
@@ -247,23 +247,83 @@ pub fn record_body_len(offset: u64, record: &NewRecord) -> usize {
 /// [`encode_frame`] of [`body_ref`] (the format spec's version 2 body, postcard's encoding
 /// written out field by field), without serde. Returns the frame length.
 ///
-/// The length field is what was written (the writer encodes every record on its thread: no
-/// second walk over the fields to size it first); debug builds check it against
-/// [`record_body_len`], which sizes records before they are queued.
+/// The length field is what was written (no second walk over the fields to size it first);
+/// debug builds check it against [`record_body_len`], which sizes records before they are
+/// queued.
 pub fn encode_record_frame(
     offset: u64,
     record: &NewRecord,
     out: &mut Vec<u8>,
 ) -> Result<usize, postcard::Error> {
+    let start = begin_frame(offset, out);
+    put_record_tail(out, record.fields(), record.header_pairs());
+    debug_assert_eq!(
+        out.len() - start - FRAME_HEADER_LEN,
+        record_body_len(offset, record),
+        "record_body_len disagrees with the encoder"
+    );
+    finish_frame(start, out)
+}
+
+/// Appends the frame of a record at `offset` whose tail (its body after the offset, see
+/// [`crate::EncodedRecords`]) was encoded already: the bytes [`encode_record_frame`] writes for
+/// the record. Returns the frame length.
+pub fn encode_tail_frame(
+    offset: u64,
+    tail: &[u8],
+    out: &mut Vec<u8>,
+) -> Result<usize, postcard::Error> {
+    let start = begin_frame(offset, out);
+    out.extend_from_slice(tail);
+    finish_frame(start, out)
+}
+
+/// Exact frame length of a record at `offset` whose tail is `tail_len` bytes.
+pub fn tail_frame_len(offset: u64, tail_len: usize) -> usize {
+    FRAME_HEADER_LEN + tail_body_len(offset, tail_len)
+}
+
+/// Body length of a record at `offset` whose tail is `tail_len` bytes: the variant index and
+/// the offset come before the tail.
+pub(crate) fn tail_body_len(offset: u64, tail_len: usize) -> usize {
+    1 + varint_len(offset) + tail_len
+}
+
+/// Starts a frame: a header to fill in, the version 2 variant index, the offset. Returns where
+/// the frame starts.
+fn begin_frame(offset: u64, out: &mut Vec<u8>) -> usize {
     let start = out.len();
     out.extend_from_slice(&[0u8; FRAME_HEADER_LEN]);
-    let destination = &record.destination;
     out.push(1);
     put_varint(out, offset);
-    put_varint(out, record.timestamp_ms);
-    put_varint(out, source_index(record.source));
-    put_bytes(out, record.topic.as_bytes());
-    put_bytes(out, record.client_id.as_bytes());
+    start
+}
+
+/// Fills in the header of the frame from `start` to the end of `out` (length, CRC of the
+/// body). Returns the frame length; a body too long for the length field is cut off again.
+fn finish_frame(start: usize, out: &mut Vec<u8>) -> Result<usize, postcard::Error> {
+    let body = &out[start + FRAME_HEADER_LEN..];
+    let Ok(len) = u32::try_from(body.len()) else {
+        out.truncate(start);
+        return Err(postcard::Error::SerializeBufferFull);
+    };
+    let crc = crc32c::crc32c(body);
+    out[start..start + 4].copy_from_slice(&len.to_le_bytes());
+    out[start + 4..start + 8].copy_from_slice(&crc.to_le_bytes());
+    Ok(out.len() - start)
+}
+
+/// Appends a version 2 body's fields after the offset (the *tail*): timestamp, source, topic,
+/// client id, destination, headers (name, value), payload.
+pub(crate) fn put_record_tail<'h, H>(out: &mut Vec<u8>, fields: RecordFields<'_>, headers: H)
+where
+    H: Iterator<Item = (&'h [u8], &'h [u8])> + Clone,
+{
+    let destination = fields.destination;
+    put_varint(out, fields.timestamp_ms);
+    put_varint(out, source_index(fields.source));
+    put_bytes(out, fields.topic.as_bytes());
+    put_bytes(out, fields.client_id.as_bytes());
     put_bytes(out, destination.topic.as_bytes());
     match &destination.key {
         Some(key) => {
@@ -279,26 +339,12 @@ pub fn encode_record_frame(
         }
         None => out.push(0),
     }
-    put_varint(out, record.headers.len() as u64);
-    for header in &record.headers {
-        put_bytes(out, header.key.as_bytes());
-        put_bytes(out, &header.value);
+    put_varint(out, headers.clone().count() as u64);
+    for (key, value) in headers {
+        put_bytes(out, key);
+        put_bytes(out, value);
     }
-    put_bytes(out, &record.payload);
-    let body = &out[start + FRAME_HEADER_LEN..];
-    debug_assert_eq!(
-        body.len(),
-        record_body_len(offset, record),
-        "record_body_len disagrees with the encoder"
-    );
-    let Ok(len) = u32::try_from(body.len()) else {
-        out.truncate(start);
-        return Err(postcard::Error::SerializeBufferFull);
-    };
-    let crc = crc32c::crc32c(body);
-    out[start..start + 4].copy_from_slice(&len.to_le_bytes());
-    out[start + 4..start + 8].copy_from_slice(&crc.to_le_bytes());
-    Ok(out.len() - start)
+    put_bytes(out, fields.payload);
 }
 
 /// `Source` as postcard writes a unit variant: its index.
@@ -916,6 +962,25 @@ impl NewRecord {
     /// it is measured with the largest offset; the budget and [`crate::Log::has_room`] use it).
     pub fn encoded_len(&self) -> usize {
         FRAME_HEADER_LEN + record_body_len(u64::MAX, self)
+    }
+
+    /// Its fields but the headers, borrowed (what [`crate::EncodedRecords::push`] encodes).
+    pub fn fields(&self) -> RecordFields<'_> {
+        RecordFields {
+            timestamp_ms: self.timestamp_ms,
+            source: self.source,
+            topic: &self.topic,
+            client_id: &self.client_id,
+            destination: &self.destination,
+            payload: &self.payload,
+        }
+    }
+
+    /// Its headers as name and value pairs, in order.
+    pub fn header_pairs(&self) -> impl Iterator<Item = (&[u8], &[u8])> + Clone {
+        self.headers
+            .iter()
+            .map(|h| (h.key.as_bytes(), h.value.as_ref()))
     }
 }
 

@@ -16,9 +16,9 @@ use parking_lot::Mutex;
 use tokio::sync::{Notify, watch};
 
 use crate::config::{LogConfig, WhenFull};
+use crate::encoded::EncodedRecords;
 use crate::error::{AppendError, LogError};
 use crate::health::{Full, LogHealth};
-use crate::record::NewRecord;
 use crate::segment::Segment;
 use crate::storage::Storage;
 
@@ -138,17 +138,21 @@ pub(crate) struct Ledger {
     closing: AtomicBool,
     /// The counters (atomics: the writer and readers bump them without the lock).
     pub counters: Counters,
-    /// Record vectors the writer emptied, for the next submissions (at most
-    /// [`SPARE_RECORD_VECS`], each of [`SPARE_MIN_RECORDS`]..=[`SPARE_MAX_RECORDS`] records).
-    spare_records: Mutex<Vec<Vec<NewRecord>>>,
+    /// Encoded records the writer framed, emptied for the next submissions (at most
+    /// [`SPARE_RECORD_VECS`], each room for [`SPARE_MIN_RECORDS`]..=[`SPARE_MAX_RECORDS`]
+    /// records and at most [`SPARE_MAX_BYTES`]).
+    spare_records: Mutex<Vec<EncodedRecords>>,
 }
 
-/// How many emptied record vectors the ledger keeps for reuse.
+/// How many emptied [`EncodedRecords`] the ledger keeps for reuse.
 pub(crate) const SPARE_RECORD_VECS: usize = 4;
-/// The smallest record vector worth keeping (a single append's is not).
+/// The smallest room worth keeping (a single append's is not).
 pub(crate) const SPARE_MIN_RECORDS: usize = 16;
-/// The largest record vector kept (about 160 KiB of records): all four stay below 1 MiB.
+/// The most records' room kept.
 pub(crate) const SPARE_MAX_RECORDS: usize = 1024;
+/// The most bytes' room kept (a read buffer's worth of records is a quarter of it): all four
+/// stay at 1 MiB.
+pub(crate) const SPARE_MAX_BYTES: usize = 256 << 10;
 
 impl Ledger {
     /// A ledger over recovered segments (sorted, the last one active) and cursor positions.
@@ -192,21 +196,23 @@ impl Ledger {
         }
     }
 
-    // --- record vectors ---------------------------------------------------------------------
+    // --- encoded records' room --------------------------------------------------------------
 
-    /// The largest record vector the writer emptied, if one is kept: a submitter reuses it
-    /// instead of allocating (the writer frees nothing the submitter's thread must allocate,
-    /// and touch as fresh pages, again).
-    pub fn take_spare_records(&self) -> Option<Vec<NewRecord>> {
+    /// The largest emptied [`EncodedRecords`] the writer gave back, if one is kept: a
+    /// submitter reuses it instead of allocating (the writer frees nothing the submitter's
+    /// thread must allocate, and touch as fresh pages, again).
+    pub fn take_spare_records(&self) -> Option<EncodedRecords> {
         let mut spare = self.spare_records.lock();
         let largest = (0..spare.len()).max_by_key(|&i| spare[i].capacity())?;
         Some(spare.swap_remove(largest))
     }
 
-    /// Keeps a record vector the writer is done with for a later submission (emptied here,
-    /// outside the lock), unless enough are kept or its size is not worth keeping.
-    pub fn recycle_records(&self, mut records: Vec<NewRecord>) {
-        if !(SPARE_MIN_RECORDS..=SPARE_MAX_RECORDS).contains(&records.capacity()) {
+    /// Keeps encoded records the writer framed for a later submission (emptied here,
+    /// outside the lock), unless enough are kept or their room is not worth keeping.
+    pub fn recycle_records(&self, mut records: EncodedRecords) {
+        if !(SPARE_MIN_RECORDS..=SPARE_MAX_RECORDS).contains(&records.capacity())
+            || records.bytes_capacity() > SPARE_MAX_BYTES
+        {
             return;
         }
         records.clear();

@@ -6,10 +6,13 @@
 //! Public API:
 //! - [`config`]: [`LogConfig`], [`FsyncPolicy`], [`WhenFull`].
 //! - [`record`]: [`NewRecord`] (what ingress appends), [`Record`] (what cursors read),
-//!   [`Destination`] (where it goes upstream, decided at ingest), [`Header`], [`Source`].
+//!   [`Destination`] (where it goes upstream, decided at ingest), [`Header`], [`Source`],
+//!   [`RecordFields`] (a record's fields, borrowed).
+//! - [`encoded`]: [`EncodedRecords`], records encoded by the appender but for their offsets
+//!   (what the writer frames), from a [`NewRecord`] or borrowed [`RecordFields`] → format.
 //! - [`log`]: the append API. [`Log`]: open, [`Log::append`], ordered batches
-//!   ([`Log::submit_many`] / [`Log::append_many`]), backpressure ([`Log::has_room`],
-//!   [`Log::room`]), [`Log::health`], cursors, [`LogStats`], close.
+//!   ([`Log::submit_encoded`], [`Log::submit_many`] / [`Log::append_many`]), backpressure
+//!   ([`Log::has_room`], [`Log::room`]), [`Log::health`], cursors, [`LogStats`], close.
 //! - [`batch`]: what appends hand back: [`Appended`], [`SubmittedBatch`] → [`AppendedBatch`],
 //!   each with the one durability wait.
 //! - [`recovery`]: what `open` does to a directory; [`RecoveryReport`], [`Truncation`].
@@ -24,9 +27,10 @@
 //! - `ledger`: the state writer, appenders and readers share (segment list, disk budget,
 //!   cursor positions, durable end, sticky failure, counters), reached only through its
 //!   methods. Writer and cursors never reach into each other.
-//! - `writer`: the writer thread (stage → one write → roll; cut back and retry or refuse on a
-//!   full disk; with sector writes under an interval policy, a batch's frames gathered until
-//!   the interval's sync) → ledger, segment, syncer, sectors.
+//! - `writer`: the writer thread (stage: frame the appenders' encoded records → one write →
+//!   roll; cut back and retry or refuse on a full disk; with sector writes under an interval
+//!   policy, a batch's frames gathered until the interval's sync) → ledger, segment, syncer,
+//!   sectors.
 //! - `syncer`: the fdatasync thread (coalesced targets, durability published in order, a failed
 //!   sync sticky) → ledger, segment.
 //! - `segment`: one segment file and its sparse index; creating one crash-safely.
@@ -190,6 +194,7 @@ pub mod batch;
 pub mod config;
 pub mod cursor;
 mod cursor_store;
+pub mod encoded;
 pub mod error;
 pub mod format;
 pub mod health;
@@ -210,9 +215,10 @@ mod writer;
 pub use batch::{Appended, AppendedBatch, SubmittedBatch};
 pub use config::{FsyncPolicy, LogConfig, PREALLOCATE_STEP, WhenFull};
 pub use cursor::Cursor;
+pub use encoded::EncodedRecords;
 pub use error::{AppendError, LogError, ReadError};
 pub use health::{Full, LogHealth};
 pub use log::{FsyncLatency, Log, LogStats};
-pub use record::{Destination, Header, NewRecord, Record, Source, Text};
+pub use record::{Destination, Header, NewRecord, Record, RecordFields, Source, Text};
 pub use recovery::{DamagedCursor, HeaderRepair, RecoveryReport, Skipped, Truncation};
 pub use storage::{StdStorage, Storage, StorageFile};

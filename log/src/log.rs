@@ -15,6 +15,7 @@ use crate::batch::{Appended, Chunk, ChunkState, SubmittedBatch};
 use crate::config::{LogConfig, WhenFull};
 use crate::cursor::Cursor;
 use crate::cursor_store::{CursorFiles, valid_name};
+use crate::encoded::{self, EncodedRecords};
 use crate::error::{AppendError, LogError};
 use crate::format::FRAME_HEADER_LEN;
 use crate::health::LogHealth;
@@ -243,9 +244,11 @@ impl Log {
     /// Concurrent `append` futures (even of one task) may reach the writer in any order; use
     /// [`Log::submit_many`] / [`Log::append_many`] when records must keep their order.
     pub async fn append(&self, record: NewRecord) -> Result<Appended, AppendError> {
-        let need = self.frame_len_checked(&record)?;
+        let mut records = EncodedRecords::new();
+        let tail = records.push_record(&record);
+        let need = self.frame_len_checked(tail)?;
         let rx = self.inner.ledger.subscribe();
-        let reply = self.queue(vec![record], vec![need], need).await?;
+        let reply = self.queue(records, need).await?;
         let answer = reply.await.map_err(|_| AppendError::Closed)?;
         match answer {
             ChunkAnswer {
@@ -274,28 +277,38 @@ impl Log {
     ///   [`Log::append`]).
     ///
     /// Dropping the future while it waits appends the chunks already queued and none after.
+    /// The records are encoded on the caller's thread: [`Log::submit_encoded`].
     pub async fn submit_many(&self, records: Vec<NewRecord>) -> SubmittedBatch {
+        let mut encoded = self.encoded_records(records.len());
+        for record in &records {
+            encoded.push_record(record);
+        }
+        self.submit_encoded(encoded).await
+    }
+
+    /// [`Log::submit_many`] for records the caller encoded ([`EncodedRecords`]): the writer
+    /// only frames them. Every promise of [`Log::submit_many`] holds.
+    pub async fn submit_encoded(&self, records: EncodedRecords) -> SubmittedBatch {
         let limit = self.max_chunk_bytes();
         let len = records.len();
         let mut refused = Vec::new();
         let mut chunks = Vec::new();
         let rx = self.inner.ledger.subscribe();
-        // The usual case: every record fits and the batch is one chunk; hand the vector over
-        // as it is.
-        let mut lens = Vec::with_capacity(len);
+        // The usual case: every record fits and the batch is one chunk; hand it over as it is.
         let mut total = 0u64;
-        for record in &records {
-            match self.frame_len_checked(record) {
+        let mut fits = 0;
+        for tail in records.tails() {
+            match self.frame_len_checked(tail.len()) {
                 Ok(need) if total + need <= limit => {
-                    lens.push(need);
                     total += need;
+                    fits += 1;
                 }
                 _ => break,
             }
         }
-        if lens.len() == len {
+        if fits == len {
             if len > 0 {
-                chunks.push(self.queue_chunk(records, lens, total).await);
+                chunks.push(self.queue_chunk(records, total).await);
             }
             return SubmittedBatch {
                 len,
@@ -304,11 +317,11 @@ impl Log {
                 rx,
             };
         }
-        let mut cur: Vec<NewRecord> = Vec::new();
-        let mut cur_lens: Vec<u64> = Vec::new();
+        // A record too large, or more than a chunk: the tails are copied into chunks.
+        let mut cur = EncodedRecords::new();
         let mut cur_bytes = 0u64;
-        for (i, record) in records.into_iter().enumerate() {
-            let need = match self.frame_len_checked(&record) {
+        for (i, tail) in records.tails().enumerate() {
+            let need = match self.frame_len_checked(tail.len()) {
                 Ok(need) => need,
                 Err(e) => {
                     refused.push((i, e));
@@ -316,17 +329,15 @@ impl Log {
                 }
             };
             if !cur.is_empty() && cur_bytes + need > limit {
-                let records = std::mem::take(&mut cur);
-                let lens = std::mem::take(&mut cur_lens);
-                chunks.push(self.queue_chunk(records, lens, cur_bytes).await);
+                let full = std::mem::take(&mut cur);
+                chunks.push(self.queue_chunk(full, cur_bytes).await);
                 cur_bytes = 0;
             }
-            cur.push(record);
-            cur_lens.push(need);
+            cur.push_tail(tail);
             cur_bytes += need;
         }
         if !cur.is_empty() {
-            chunks.push(self.queue_chunk(cur, cur_lens, cur_bytes).await);
+            chunks.push(self.queue_chunk(cur, cur_bytes).await);
         }
         SubmittedBatch {
             len,
@@ -336,16 +347,16 @@ impl Log {
         }
     }
 
-    /// An empty vector to collect the records of a later [`Log::submit_many`] in, with room
-    /// for at least `capacity`: one the writer emptied if the log kept one (no allocation, and
-    /// no fresh pages, on the submitting thread), else a new one.
-    pub fn record_vec(&self, capacity: usize) -> Vec<NewRecord> {
+    /// An empty [`EncodedRecords`] to collect a later [`Log::submit_encoded`] in, with room for
+    /// at least `records` records: one the writer emptied if the log kept one (no allocation,
+    /// and no fresh pages, on the submitting thread), else a new one.
+    pub fn encoded_records(&self, records: usize) -> EncodedRecords {
         match self.inner.ledger.take_spare_records() {
-            Some(mut records) => {
-                records.reserve(capacity);
-                records
+            Some(mut spare) => {
+                spare.reserve(records);
+                spare
             }
-            None => Vec::with_capacity(capacity),
+            None => EncodedRecords::with_capacity(records, 0),
         }
     }
 
@@ -361,10 +372,10 @@ impl Log {
         cfg.segment_bytes.max(one).min(queue_capacity(cfg))
     }
 
-    /// Bytes `record` takes on disk, or `TooLarge`.
-    fn frame_len_checked(&self, record: &NewRecord) -> Result<u64, AppendError> {
+    /// Bytes a record whose tail is `tail_len` bytes takes on disk (at most), or `TooLarge`.
+    fn frame_len_checked(&self, tail_len: usize) -> Result<u64, AppendError> {
         let max = self.inner.ledger.cfg().max_record_bytes;
-        let frame = record.encoded_len() as u64;
+        let frame = encoded::frame_len_max(tail_len) as u64;
         let body = frame - FRAME_HEADER_LEN as u64;
         if body > u64::from(max) {
             return Err(AppendError::TooLarge { size: body, max });
@@ -372,11 +383,11 @@ impl Log {
         Ok(frame)
     }
 
-    async fn queue_chunk(&self, records: Vec<NewRecord>, lens: Vec<u64>, need: u64) -> Chunk {
+    async fn queue_chunk(&self, records: EncodedRecords, need: u64) -> Chunk {
         let count = records.len();
         Chunk {
             count,
-            state: match self.queue(records, lens, need).await {
+            state: match self.queue(records, need).await {
                 Ok(rx) => ChunkState::Queued(rx),
                 Err(e) => ChunkState::Refused(e),
             },
@@ -387,8 +398,7 @@ impl Log {
     /// hands the chunk to the writer. Returns the receiver of the writer's answer.
     async fn queue(
         &self,
-        records: Vec<NewRecord>,
-        frame_lens: Vec<u64>,
+        records: EncodedRecords,
         need: u64,
     ) -> Result<oneshot::Receiver<ChunkAnswer>, AppendError> {
         let ledger = self.inner.ledger.as_ref();
@@ -433,7 +443,6 @@ impl Log {
         let tx = self.inner.tx.lock().clone().ok_or(AppendError::Closed)?;
         tx.send(Msg::Chunk(ChunkReq {
             records,
-            frame_lens,
             reserved: need,
             reply,
             permits: (slot, bytes_permit),

@@ -57,6 +57,24 @@ impl Destination {
     }
 }
 
+/// A record's fields but its headers, borrowed: what [`crate::EncodedRecords::push`] encodes (the
+/// fields of a [`NewRecord`], from whatever holds them).
+#[derive(Debug, Clone, Copy)]
+pub struct RecordFields<'a> {
+    /// Ingest time, unix milliseconds.
+    pub timestamp_ms: u64,
+    /// Protocol the event came from.
+    pub source: Source,
+    /// Original MQTT topic or NATS subject.
+    pub topic: &'a str,
+    /// Publishing client id.
+    pub client_id: &'a str,
+    /// Where the record goes upstream.
+    pub destination: &'a Destination,
+    /// The message body.
+    pub payload: &'a [u8],
+}
+
 /// What an ingress hands to the log. The log assigns the offset; the timestamp is set by the
 /// caller (ingest time, unix ms).
 #[derive(Debug, Clone, PartialEq, Eq)]

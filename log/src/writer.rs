@@ -28,10 +28,10 @@ use std::time::{Duration, Instant};
 use tokio::sync::{OwnedSemaphorePermit, oneshot};
 
 use crate::config::{FsyncPolicy, PREALLOCATE_STEP, WhenFull};
+use crate::encoded::EncodedRecords;
 use crate::error::{AppendError, LogError};
 use crate::format::{self, SEGMENT_HEADER_LEN};
 use crate::ledger::Ledger;
-use crate::record::NewRecord;
 use crate::sectors::{SectorWriter, Sent};
 use crate::segment::{Segment, create_segment};
 use crate::storage::write_all_at;
@@ -58,10 +58,8 @@ pub(crate) fn is_no_space(e: &io::Error) -> bool {
 
 /// Records to append in order, with contiguous offsets: one `append`, or one chunk of a batch.
 pub(crate) struct ChunkReq {
-    /// The records, in order.
-    pub records: Vec<NewRecord>,
-    /// Their frame lengths (upper bounds, as reserved).
-    pub frame_lens: Vec<u64>,
+    /// The records, in order, encoded but for their offsets.
+    pub records: EncodedRecords,
     /// Budget reserved for them, released by the writer.
     pub reserved: u64,
     /// Where the answer goes.
@@ -360,7 +358,6 @@ impl Writer {
     fn stage(&mut self, req: ChunkReq) {
         let ChunkReq {
             records,
-            frame_lens,
             reserved,
             reply,
             permits,
@@ -378,10 +375,11 @@ impl Writer {
             error: None,
         });
         let me = self.pending.len() - 1;
-        for (record, &frame_len) in records.iter().zip(&frame_lens) {
+        for tail in records.tails() {
             if self.failed.is_some() || self.batch_refusal.is_some() {
                 break;
             }
+            let frame_len = format::tail_frame_len(self.next_offset, tail.len()) as u64;
             let filled = self.active_len + self.buf.len() as u64;
             if filled + frame_len > self.ledger.cfg().segment_bytes
                 && filled > SEGMENT_HEADER_LEN as u64
@@ -390,7 +388,7 @@ impl Writer {
                 break;
             }
             let pos = self.active_len + self.buf.len() as u64;
-            if let Err(e) = format::encode_record_frame(self.next_offset, record, &mut self.buf) {
+            if let Err(e) = format::encode_tail_frame(self.next_offset, tail, &mut self.buf) {
                 self.pending[me].error = Some(AppendError::Storage {
                     cause: format!("encoding record failed: {e}"),
                 });
@@ -400,7 +398,7 @@ impl Writer {
             self.next_offset += 1;
             self.pending[me].staged += 1;
         }
-        // The records are encoded (or refused): their vector goes back for a later chunk.
+        // The records are framed (or refused): their room goes back for a later chunk.
         self.ledger.recycle_records(records);
     }
 

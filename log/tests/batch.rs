@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use common::{rec, same, small_config};
 use edge_log::testing::{CrashMode, FaultyStorage, MemStorage};
-use edge_log::{AppendError, FsyncPolicy, Log, LogConfig, NewRecord, WhenFull};
+use edge_log::{AppendError, EncodedRecords, FsyncPolicy, Log, LogConfig, NewRecord, WhenFull};
 use proptest::prelude::*;
 
 /// Reads every durable record from a fresh cursor.
@@ -375,11 +375,12 @@ async fn a_writer_batch_ends_after_4_mib_even_when_segments_roll_inside_it() {
     assert_eq!(log.stats().next_offset, next);
 }
 
-/// The writer hands each chunk's emptied record vector back, and [`Log::record_vec`] gives it
-/// out again (the submitting thread then neither allocates nor touches fresh pages per batch);
-/// the log keeps at most 4, of 16 to 1024 records of room, and gives the largest first.
+/// The writer hands each chunk's emptied [`EncodedRecords`] back, and
+/// [`Log::encoded_records`] gives them out again (the submitting thread then neither allocates
+/// nor touches fresh pages per batch); the log keeps at most 4, of 16 to 1024 records and at
+/// most 256 KiB of room, and gives the largest first.
 #[tokio::test]
-async fn emptied_record_vectors_come_back_for_the_next_batch() {
+async fn emptied_encoded_records_come_back_for_the_next_batch() {
     let mem = MemStorage::new();
     let config = LogConfig {
         segment_bytes: 1 << 20,
@@ -387,41 +388,48 @@ async fn emptied_record_vectors_come_back_for_the_next_batch() {
         ..small_config("/v")
     };
     let (log, _) = Log::open_with_storage(config, mem).unwrap();
-    let batch = |room: usize, n: u64| {
-        let mut records = Vec::with_capacity(room);
-        records.extend((0..n).map(|i| rec(i, 20)));
+    let batch = |room: usize, n: u64, size: usize| {
+        let mut records = EncodedRecords::with_capacity(room, 0);
+        for i in 0..n {
+            records.push_record(&rec(i, size));
+        }
         records
     };
-    // Nothing kept yet: a new, empty vector with the room asked for.
-    let fresh = log.record_vec(8);
+    let append = |records: EncodedRecords| {
+        let log = log.clone();
+        async move {
+            log.submit_encoded(records)
+                .await
+                .written()
+                .await
+                .durable()
+                .await
+                .unwrap();
+        }
+    };
+    // Nothing kept yet: a new, empty one with the room asked for.
+    let fresh = log.encoded_records(8);
     assert!(fresh.is_empty() && fresh.capacity() >= 8);
 
-    let records = batch(100, 100);
-    let at = records.as_ptr();
-    log.append_many(records).await.durable().await.unwrap();
-    let reused = log.record_vec(1);
-    assert_eq!(reused.as_ptr(), at, "the batch's own vector comes back");
-    assert!(reused.is_empty() && reused.capacity() >= 100);
+    append(batch(100, 100, 20)).await;
+    let reused = log.encoded_records(1);
+    assert!(
+        reused.is_empty() && reused.capacity() >= 100 && reused.bytes_capacity() > 0,
+        "the batch's own room comes back"
+    );
     drop(reused);
 
-    // Too small (a single record's) or too large: not kept.
-    log.append_many(batch(1, 1)).await.durable().await.unwrap();
+    // Too few records' room (a single record's), too many, or too many bytes: not kept.
+    append(batch(1, 1, 20)).await;
     log.append(rec(7, 20)).await.unwrap();
-    log.append_many(batch(2000, 10))
-        .await
-        .durable()
-        .await
-        .unwrap();
-    assert_eq!(log.record_vec(0).capacity(), 0, "nothing was kept");
+    append(batch(2000, 10, 20)).await;
+    append(batch(32, 20, 20 << 10)).await;
+    assert_eq!(log.encoded_records(0).capacity(), 0, "nothing was kept");
 
     // At most four are kept, the largest given out first.
     for room in [32, 64, 48, 40, 200, 300] {
-        log.append_many(batch(room, 5))
-            .await
-            .durable()
-            .await
-            .unwrap();
+        append(batch(room, 5, 20)).await;
     }
-    let rooms: Vec<usize> = (0..5).map(|_| log.record_vec(0).capacity()).collect();
+    let rooms: Vec<usize> = (0..5).map(|_| log.encoded_records(0).capacity()).collect();
     assert_eq!(rooms, [64, 48, 40, 32, 0], "the first four kept, then none");
 }

@@ -1,5 +1,7 @@
-//! What a routed publish becomes in the log: an [`edge_log::NewRecord`] carrying the
-//! destination decided at ingest, the protocol's headers and the payload (shared, not copied).
+//! What a routed publish becomes in the log: its fields ([`edge_log::RecordFields`]: the
+//! destination decided at ingest, the payload) with the protocol's headers, encoded into the
+//! connection's batch by [`crate::ingest::IngestQueue::push_routed`]; or a whole
+//! [`edge_log::NewRecord`] where no connection's queue takes it (an MQTT will).
 
 use std::sync::Arc;
 
@@ -18,74 +20,42 @@ pub fn mqtt(message: &Message, client_id: Arc<str>, destination: Destination) ->
         topic: Arc::clone(&message.topic),
         client_id,
         destination,
-        headers: message
-            .properties
-            .user_properties
-            .iter()
+        headers: user_properties(message)
             .map(|(key, value)| Header {
-                key: key.clone(),
-                value: Bytes::from(value.clone()),
+                key: String::from_utf8_lossy(key).into_owned(),
+                value: Bytes::copy_from_slice(value),
             })
             .collect(),
         payload: message.payload.clone(),
     }
 }
 
-/// The record of a routed MQTT publish for which no [`Message`] is made (nobody subscribes
-/// to its topic and it is not retained): as [`mqtt`] would make it, from the PUBLISH's parts.
-pub fn mqtt_publish(
-    topic: Arc<str>,
-    client_id: Arc<str>,
-    user_properties: &[(MqttString, MqttString)],
-    payload: Bytes,
-    timestamp_ms: u64,
-    destination: Destination,
-) -> NewRecord {
-    NewRecord {
-        timestamp_ms,
-        source: Source::Mqtt,
-        topic,
-        client_id,
-        destination,
-        headers: user_properties
-            .iter()
-            .map(|(key, value)| Header {
-                key: key.as_str().to_owned(),
-                value: Bytes::copy_from_slice(value.as_bytes()),
-            })
-            .collect(),
-        payload,
-    }
+/// A message's MQTT 5 user properties as record headers (name, value), in order.
+pub fn user_properties(message: &Message) -> impl Iterator<Item = (&[u8], &[u8])> + Clone {
+    message
+        .properties
+        .user_properties
+        .iter()
+        .map(|(key, value)| (key.as_bytes(), value.as_bytes()))
 }
 
-/// The record of a routed NATS PUB/HPUB received at `timestamp_ms`: NATS headers in order
-/// (repeated keys kept).
-pub fn nats(
-    subject: Arc<str>,
-    client_id: Arc<str>,
-    headers: Option<&HeaderMap>,
-    payload: Bytes,
-    timestamp_ms: u64,
-    destination: Destination,
-) -> NewRecord {
-    NewRecord {
-        timestamp_ms,
-        source: Source::Nats,
-        topic: subject,
-        client_id,
-        destination,
-        headers: headers
-            .map(|h| {
-                h.iter()
-                    .map(|(k, v)| Header {
-                        key: k.to_owned(),
-                        value: Bytes::copy_from_slice(v.as_bytes()),
-                    })
-                    .collect()
-            })
-            .unwrap_or_default(),
-        payload,
-    }
+/// A PUBLISH's user properties as record headers, for a publish stored without a
+/// [`Message`] (nobody subscribes to its topic and it is not retained): the headers
+/// [`user_properties`] gives for the message it would have made.
+pub fn publish_user_properties(
+    properties: &[(MqttString, MqttString)],
+) -> impl Iterator<Item = (&[u8], &[u8])> + Clone {
+    properties
+        .iter()
+        .map(|(key, value)| (key.as_str().as_bytes(), value.as_str().as_bytes()))
+}
+
+/// A NATS HPUB's headers as record headers, in order (repeated keys kept).
+pub fn nats_headers(headers: Option<&HeaderMap>) -> impl Iterator<Item = (&[u8], &[u8])> + Clone {
+    headers
+        .into_iter()
+        .flat_map(HeaderMap::iter)
+        .map(|(key, value)| (key.as_bytes(), value.as_bytes()))
 }
 
 #[cfg(test)]
@@ -99,7 +69,7 @@ mod tests {
     #[test]
     fn a_publish_without_a_message_makes_the_same_record() {
         let pairs = [("unit", "C"), ("site", "north"), ("unit", "K")];
-        let user_properties: Vec<(MqttString, MqttString)> = pairs
+        let publish_properties: Vec<(MqttString, MqttString)> = pairs
             .iter()
             .map(|(k, v)| {
                 (
@@ -132,16 +102,40 @@ mod tests {
             publisher: None,
             nats_subject: None,
         };
-        let from_message = mqtt(&message, "dev".into(), destination.clone());
-        let from_parts = mqtt_publish(
-            topic,
-            "dev".into(),
-            &user_properties,
-            payload,
-            1234,
-            destination,
+        let fields = edge_log::RecordFields {
+            timestamp_ms: 1234,
+            source: Source::Mqtt,
+            topic: &topic,
+            client_id: "dev",
+            destination: &destination,
+            payload: &payload,
+        };
+        let mut encoded = edge_log::EncodedRecords::new();
+        encoded.push(fields, user_properties(&message));
+        encoded.push(fields, publish_user_properties(&publish_properties));
+        encoded.push_record(&mqtt(&message, "dev".into(), destination.clone()));
+        let tails: Vec<&[u8]> = encoded.tails().collect();
+        assert_eq!(tails[0], tails[1]);
+        assert_eq!(tails[0], tails[2]);
+        assert_eq!(user_properties(&message).count(), 3);
+    }
+
+    /// NATS headers become record headers in order, a repeated name kept; none, none.
+    #[test]
+    fn nats_headers_keep_their_order() {
+        let mut map = HeaderMap::new();
+        map.append("unit", "C");
+        map.append("site", "north");
+        map.append("unit", "K");
+        let got: Vec<_> = nats_headers(Some(&map)).collect();
+        assert_eq!(
+            got,
+            [
+                (&b"unit"[..], &b"C"[..]),
+                (b"site", b"north"),
+                (b"unit", b"K")
+            ]
         );
-        assert_eq!(from_parts, from_message);
-        assert_eq!(from_parts.headers.len(), 3);
+        assert_eq!(nats_headers(None).count(), 0);
     }
 }

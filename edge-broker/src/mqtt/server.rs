@@ -501,7 +501,7 @@ impl MqttServer {
             let server = Arc::clone(self);
             self.tasks.spawn(async move {
                 let record = ingest::record::mqtt(&message, client_id, destination);
-                match ingest::queue::ingest_one(&server.log, record).await {
+                match ingest::queue::ingest_one(&server.log, &record).await {
                     Ok(_) => {
                         inc(&server.metrics.stored);
                         server.publish_local(&message);

@@ -94,7 +94,7 @@ impl HeaderMap {
     }
 
     /// All entries in wire order.
-    pub fn iter(&self) -> impl Iterator<Item = (&str, &str)> {
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &str)> + Clone {
         self.entries.iter().map(|(k, v)| (k.as_str(), v.as_str()))
     }
 

@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use edge_log::{AppendError, Destination, Source};
+use edge_log::{AppendError, Destination, RecordFields, Source};
 use edge_proto::mqtt::{
     self, DecodeError, MqttString, Packet, Properties, ProtocolVersion, PubAck, PubRec, Publish,
     QoS, ReasonCode, topic,
@@ -277,16 +277,23 @@ impl Connection {
                 packet_id.map(|packet_id| self.owed(packet_id, publish.qos, ReasonCode::Success));
             match destination {
                 Some(destination) => {
-                    let record = ingest::record::mqtt_publish(
-                        Arc::clone(&topic_name),
-                        Arc::clone(&self.session.client_id),
+                    // Encoded here, into the connection's batch: nothing of this PUBLISH is
+                    // handed to the log's writer thread.
+                    let client_id = Arc::clone(&self.session.client_id);
+                    let record = RecordFields {
+                        timestamp_ms: received_ms,
+                        source: Source::Mqtt,
+                        topic: &topic_name,
+                        client_id: &client_id,
+                        destination: &destination,
+                        payload: &publish.payload,
+                    };
+                    let headers = ingest::record::publish_user_properties(
                         &publish.properties.user_properties,
-                        std::mem::take(&mut publish.payload),
-                        received_ms,
-                        destination,
                     );
+                    let local = Local::Quiet(Arc::clone(&topic_name));
                     self.ingest_queue()
-                        .push_routed_quiet(record, Local::Quiet(topic_name), owed);
+                        .push_routed_quiet(record, headers, local, owed);
                 }
                 None => {
                     if let Some(owed) = owed {
@@ -327,13 +334,19 @@ impl Connection {
             packet_id.map(|packet_id| self.owed(packet_id, publish.qos, ReasonCode::Success));
         match destination {
             Some(destination) => {
-                let record = ingest::record::mqtt(
-                    &message,
-                    Arc::clone(&self.session.client_id),
-                    destination,
-                );
+                let client_id = Arc::clone(&self.session.client_id);
+                let record = RecordFields {
+                    timestamp_ms: message.received_ms,
+                    source: Source::Mqtt,
+                    topic: &message.topic,
+                    client_id: &client_id,
+                    destination: &destination,
+                    payload: &message.payload,
+                };
+                let headers = ingest::record::user_properties(&message);
+                let local = Local::Deliver(Arc::clone(&message), route);
                 self.ingest_queue()
-                    .push_routed(record, Local::Deliver(message, route), owed);
+                    .push_routed(record, headers, local, owed);
             }
             None => {
                 self.deliver_local(&message, route.as_deref());

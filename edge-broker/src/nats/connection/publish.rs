@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use bytes::BytesMut;
-use edge_log::{Destination, Source};
+use edge_log::{Destination, RecordFields, Source};
 use edge_proto::mqtt::QoS;
 use edge_proto::nats::{HeaderMap, Pub, ServerError, encode_msg, subject};
 
@@ -277,20 +277,23 @@ impl Connection {
                 None,
             ),
         };
-        let record = ingest::record::nats(
-            publish.subject,
-            Arc::clone(&self.client_id),
-            headers.as_ref(),
-            publish.payload,
-            self.now_ms,
-            destination,
-        );
+        // Encoded here, into the connection's batch: nothing of this PUB (its shared
+        // subject, client id, payload) is handed to the log's writer thread.
+        let record = RecordFields {
+            timestamp_ms: self.now_ms,
+            source: Source::Nats,
+            topic: &publish.subject,
+            client_id: &self.client_id,
+            destination: &destination,
+            payload: &publish.payload,
+        };
+        let headers = ingest::record::nats_headers(headers.as_ref());
         let local = Written { message, remember };
         if local.message.is_none() && local.remember.is_none() {
             // Nothing to deliver or remember once it is written: no event, only the count.
-            self.ingest.push_routed_quiet(record, local, reply);
+            self.ingest.push_routed_quiet(record, headers, local, reply);
         } else {
-            self.ingest.push_routed(record, local, reply);
+            self.ingest.push_routed(record, headers, local, reply);
         }
         self.ok();
     }
