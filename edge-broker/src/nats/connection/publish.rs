@@ -82,18 +82,12 @@ impl Connection {
             .headers
             .as_deref()
             .and_then(|h| HeaderMap::decode(h).ok());
-        let destination = if valid {
-            self.destination(&publish.subject)
+        if valid && self.is_routed(&publish.subject) {
+            self.routed_pub(publish, header_map);
         } else {
-            None
-        };
-        match destination {
-            Some(destination) => self.routed_pub(publish, header_map, destination),
-            None => {
-                // nats-server acknowledges (+OK) before it delivers.
-                self.ok();
-                self.plain_pub(&publish, header_map.as_ref());
-            }
+            // nats-server acknowledges (+OK) before it delivers.
+            self.ok();
+            self.plain_pub(&publish, header_map.as_ref());
         }
         Ok(())
     }
@@ -159,22 +153,26 @@ impl Connection {
         self.outbox.wake.notify_one();
     }
 
-    /// Where a publish on `subject` (the last PUB's, in [`SubjectFacts`]) goes upstream, if it
-    /// is stored (kept while the route table stays the same: publishers tend to repeat the
-    /// subject; the key may depend on the client id, so CONNECT forgets it).
-    pub(super) fn destination(&mut self, subject: &str) -> Option<Destination> {
+    /// Whether a publish on `subject` (the last PUB's, in [`SubjectFacts`]) is stored: where
+    /// it goes upstream is then in the facts (kept while the route table stays the same:
+    /// publishers tend to repeat the subject; the key may depend on the client id, so CONNECT
+    /// forgets it). A routed PUB borrows the destination from there: no reference count is
+    /// taken per PUB.
+    pub(super) fn is_routed(&mut self, subject: &str) -> bool {
         let generation = self.server.routes.generation();
-        if let Some(facts) = &self.subject_facts
-            && let Some((g, destination)) = &facts.route
-            && *g == generation
-        {
-            return destination.clone();
+        // `on_pub` made the facts of this PUB's subject before it asks.
+        let Some(facts) = &mut self.subject_facts else {
+            return false;
+        };
+        match &facts.route {
+            Some((g, destination)) if *g == generation => destination.is_some(),
+            _ => {
+                let destination = self.server.destination(subject, &self.client_id);
+                let routed = destination.is_some();
+                facts.route = Some((generation, destination));
+                routed
+            }
         }
-        let destination = self.server.destination(subject, &self.client_id);
-        if let Some(facts) = &mut self.subject_facts {
-            facts.route = Some((generation, destination.clone()));
-        }
-        destination
     }
 
     /// Whether a publish on `subject` (the last PUB's) would reach a local subscriber (kept
@@ -200,12 +198,19 @@ impl Connection {
         local
     }
 
-    pub(super) fn routed_pub(
-        &mut self,
-        publish: Pub,
-        headers: Option<HeaderMap>,
-        destination: Destination,
-    ) {
+    /// A PUB [`Connection::is_routed`] found stored: checked against the dedup window and
+    /// the expected stream, then encoded into the ingest queue.
+    pub(super) fn routed_pub(&mut self, publish: Pub, headers: Option<HeaderMap>) {
+        // Asked before the destination is borrowed from the facts (it updates them).
+        let someone = self.local_subscribers(&publish.subject) == Local::Someone;
+        // Where `is_routed` found it (nothing between changed the facts' route).
+        let Some(SubjectFacts {
+            route: Some((_, Some(destination))),
+            ..
+        }) = &self.subject_facts
+        else {
+            return;
+        };
         // The stream is named by the destination; it is shared (an atomic increment) only
         // where an answer or a dedup entry keeps it: a core PUB takes none.
         let stream = &*destination.topic;
@@ -245,7 +250,7 @@ impl Connection {
             self.now_ms = now_ms();
             self.clock_stale = false;
         }
-        let message = if self.local_subscribers(&publish.subject) == Local::Someone {
+        let message = if someone {
             nats_message_at(
                 &publish.subject,
                 None,
@@ -284,7 +289,7 @@ impl Connection {
             source: Source::Nats,
             topic: &publish.subject,
             client_id: &self.client_id,
-            destination: &destination,
+            destination,
             payload: &publish.payload,
         };
         let headers = ingest::record::nats_headers(headers.as_ref());
