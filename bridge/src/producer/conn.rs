@@ -729,23 +729,41 @@ impl Pipeline {
             _permit: permit,
         });
         self.writing = true;
-        let written = match payload {
-            Some(payload) => {
-                let mut parts = bytes::Buf::chain(
-                    bytes::Buf::chain(&self.write_buf[..], &payload[..]),
-                    &tail[..],
-                );
-                self.write.write_all_buf(&mut parts).await
+        let write = async {
+            match payload {
+                Some(payload) => {
+                    let mut parts = bytes::Buf::chain(
+                        bytes::Buf::chain(&self.write_buf[..], &payload[..]),
+                        &tail[..],
+                    );
+                    self.write.write_all_buf(&mut parts).await
+                }
+                None => self.write.write_all(&self.write_buf).await,
             }
-            None => self.write.write_all(&self.write_buf).await,
         };
-        if let Err(source) = written {
-            let e = ProduceError::Io {
-                broker: self.broker.clone(),
-                source,
-            };
-            self.shared.lose(&self.broker, e);
-            return Err(broken());
+        // Bounded too: a broker that stops reading while it keeps the connection open (a
+        // black hole behind a live socket) would otherwise hold the write, the connection's
+        // slot and the sender behind it for as long as it does.
+        let written = tokio::time::timeout(after, write).await;
+        let timed_out = || ProduceError::Timeout {
+            broker: self.broker.clone(),
+            api: api_name(api),
+            after,
+        };
+        match written {
+            Ok(Ok(())) => {}
+            Ok(Err(source)) => {
+                let e = ProduceError::Io {
+                    broker: self.broker.clone(),
+                    source,
+                };
+                self.shared.lose(&self.broker, e);
+                return Err(broken());
+            }
+            Err(_) => {
+                self.shared.lose(&self.broker, timed_out());
+                return Err(timed_out());
+            }
         }
         self.writing = false;
         Ok((rx, correlation_id))
@@ -1021,6 +1039,38 @@ mod tests {
         assert!(splice_payload(&mut unmarked, 10).is_err());
     }
 
+    /// Reads one request frame from `s` and answers it: with the ApiVersions answer of a
+    /// broker that speaks Produce v3..v9 at once if `handshake`, else with a bare header
+    /// `gap` later. False once the peer is gone.
+    async fn answer_one(s: &mut tokio::net::TcpStream, handshake: bool, gap: Duration) -> bool {
+        let Ok(len) = s.read_u32().await else {
+            return false;
+        };
+        let mut body = vec![0u8; len as usize];
+        s.read_exact(&mut body).await.unwrap();
+        let correlation_id = i32::from_be_bytes([body[4], body[5], body[6], body[7]]);
+        let mut out = BytesMut::new();
+        ResponseHeader::default()
+            .with_correlation_id(correlation_id)
+            .encode(&mut out, 0)
+            .unwrap();
+        if handshake {
+            ApiVersionsResponse::default()
+                .with_api_keys(vec![
+                    ApiVersion::default()
+                        .with_api_key(ApiKey::Produce as i16)
+                        .with_max_version(9),
+                ])
+                .encode(&mut out, 3)
+                .unwrap();
+        } else {
+            tokio::time::sleep(gap).await;
+        }
+        s.write_u32(out.len() as u32).await.unwrap();
+        s.write_all(&out).await.unwrap();
+        true
+    }
+
     /// A named fake: a live but slow broker. It answers the ApiVersions handshake at once, then
     /// every request in order, each `gap` after the answer before it, as Kafka does (one
     /// request of a connection is handled at a time). The answers are bare headers.
@@ -1029,33 +1079,24 @@ mod tests {
         let addr = listener.local_addr().unwrap().to_string();
         tokio::spawn(async move {
             let (mut s, _) = listener.accept().await.unwrap();
-            let mut first = true;
-            loop {
-                let Ok(len) = s.read_u32().await else { return };
-                let mut body = vec![0u8; len as usize];
-                s.read_exact(&mut body).await.unwrap();
-                let correlation_id = i32::from_be_bytes([body[4], body[5], body[6], body[7]]);
-                let mut out = BytesMut::new();
-                ResponseHeader::default()
-                    .with_correlation_id(correlation_id)
-                    .encode(&mut out, 0)
-                    .unwrap();
-                if first {
-                    first = false;
-                    ApiVersionsResponse::default()
-                        .with_api_keys(vec![
-                            ApiVersion::default()
-                                .with_api_key(ApiKey::Produce as i16)
-                                .with_max_version(9),
-                        ])
-                        .encode(&mut out, 3)
-                        .unwrap();
-                } else {
-                    tokio::time::sleep(gap).await;
-                }
-                s.write_u32(out.len() as u32).await.unwrap();
-                s.write_all(&out).await.unwrap();
+            let mut handshake = true;
+            while answer_one(&mut s, handshake, gap).await {
+                handshake = false;
             }
+        });
+        addr
+    }
+
+    /// A named fake: a broker that answers the ApiVersions handshake, then reads nothing more
+    /// and keeps the connection open (a black hole behind a live socket).
+    async fn deaf_broker() -> String {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        tokio::spawn(async move {
+            let (mut s, _) = listener.accept().await.unwrap();
+            answer_one(&mut s, true, Duration::ZERO).await;
+            std::future::pending::<()>().await;
+            drop(s);
         });
         addr
     }
@@ -1141,6 +1182,44 @@ mod tests {
         assert!(started.elapsed() >= Duration::from_millis(400));
         assert!(started.elapsed() < Duration::from_secs(2));
         assert!(rx.await.unwrap().is_ok());
+    }
+
+    /// A broker that stops reading while it keeps the connection open: the write of a request
+    /// larger than the socket buffers on both sides is given up on after the request timeout,
+    /// and the connection is not used again. (The write had no deadline: a forwarder whose
+    /// first Produce met such a broker waited, its sender and every batch behind it on the
+    /// connection with it, for as long as the broker kept the socket open.) The 60 s bound
+    /// only keeps a regression from hanging the suite.
+    #[tokio::test]
+    async fn a_request_the_broker_does_not_read_is_given_up_on() {
+        use kafka_protocol::messages::TopicName;
+        use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
+        let addr = deaf_broker().await;
+        let conn = Connection::connect(&addr, &limits(Duration::from_millis(500)))
+            .await
+            .unwrap();
+        let mut pipe = conn.into_pipeline(5);
+        let request = ProduceRequest::default().with_topic_data(vec![
+            TopicProduceData::default()
+                .with_name(TopicName(StrBytes::from_static_str("t")))
+                .with_partition_data(vec![
+                    PartitionProduceData::default()
+                        .with_records(Some(Bytes::from_static(PAYLOAD_MARK))),
+                ]),
+        ]);
+        let batch = Bytes::from(vec![0u8; 64 << 20]);
+        let sent = tokio::time::timeout(
+            Duration::from_secs(60),
+            pipe.send(ApiKey::Produce, 3, &request, Some(&batch)),
+        )
+        .await
+        .expect("the write of a request nobody reads never ended");
+        assert!(
+            matches!(sent, Err(ProduceError::Timeout { api: "Produce", .. })),
+            "{:?}",
+            sent.map(|(_, id)| id)
+        );
+        assert!(!pipe.usable());
     }
 
     /// The other side of it: a broker that stops answering is still given up on one request
