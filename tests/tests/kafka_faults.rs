@@ -12,8 +12,8 @@ use std::time::{Duration, Instant};
 use edge_tests::acked::{Publisher, assert_log_order_and_duplicates, msg_number, wait_forwarded};
 use edge_tests::broker::Broker;
 use edge_tests::kafka::{
-    Tansu, TansuCluster, create_topic, librdkafka_bench, librdkafka_produce_once, read_topic,
-    wait_for_metric,
+    Tansu, TansuCluster, create_topic, librdkafka_bench, librdkafka_produce_once, metric,
+    read_topic, wait_for_metric,
 };
 use edge_tests::kafka_proxy::{Armed, KafkaProxy, ProduceFault, codes};
 use kafka_protocol::messages::ApiKey;
@@ -122,6 +122,9 @@ struct Outcome {
     lines: Vec<String>,
     /// The broker's log lines when the fault was lifted.
     lines_while_held: Vec<String>,
+    /// Connections whose ApiVersions handshake ran out of time, by /metrics when the fault
+    /// was lifted.
+    api_versions_timeouts: f64,
 }
 
 /// When a scenario's fault starts.
@@ -182,6 +185,11 @@ fn forward_through_fault(
     std::thread::sleep(hold.saturating_sub(from.elapsed()));
     let to = Instant::now();
     let lines_while_held = broker.lines();
+    let api_versions_timeouts = metric(
+        metrics,
+        "edge_kafka_connection_setup_failures_total{step=\"api_versions\",reason=\"timeout\"}",
+    )
+    .expect("connection set-ups in /metrics");
     proxy.clear();
     publisher.wait_done(Duration::from_secs(60));
     wait_forwarded(metrics);
@@ -201,6 +209,7 @@ fn forward_through_fault(
         peak_per_second: proxy.max_per_second(None, from, to),
         lines: broker.lines(),
         lines_while_held,
+        api_versions_timeouts,
     };
     eprintln!(
         "acked {} arrived {} duplicates {} peak {} req/s",
@@ -378,6 +387,9 @@ fn answers_slower_than_the_request_timeout_during_the_first_connection_are_told(
     );
     assert_bounded_and_said(&o, "did not answer");
     assert_told_while_it_held(&o);
+    // The connections of the other partition lanes could not be set up: /metrics says at
+    // which step, while it happens.
+    assert!(o.api_versions_timeouts > 0.0, "{}", o.api_versions_timeouts);
 }
 
 /// A broker that goes silent at the forwarder's first Produce.

@@ -43,6 +43,7 @@ pub use batch::BatchIdentity;
 pub use batch::EncodedBatch;
 pub use batch::encode_batch;
 pub use client::{ProducerConfig, ProducerIdentity, WireProducer};
+pub use conn::{ConnectionSetups, SetupStep};
 pub use sequence::{Attempt, Sequencer, Session};
 
 use crate::headers::EdgeHeaders;
