@@ -280,17 +280,6 @@ fn assert_bounded_and_said(o: &Outcome, says: &str) {
     );
 }
 
-/// The WARN was written while the fault held, not only once it was over.
-fn assert_told_while_it_held(o: &Outcome) {
-    assert!(
-        o.lines_while_held
-            .iter()
-            .any(|l| l.contains("WARN") && l.contains("did not answer")),
-        "nothing said while the fault held; the log then:\n{}",
-        o.lines_while_held.join("\n")
-    );
-}
-
 /// A produce refused with `code` (the broker wrote nothing) for three seconds is resent after
 /// a backoff; no copies.
 fn refused_for_three_seconds(code: i16, says: &str) {
@@ -395,27 +384,26 @@ fn a_silent_broker_loses_nothing() {
     assert_bounded_and_said(&o, "did not answer");
 }
 
-/// The same slow answers from the forwarder's first Produce on, while its other connections
-/// (one per partition lane) are still being set up: it must say so while the fault holds,
-/// not only once it is over. (It said nothing: each batch of its first chunk waited for its
-/// own connection, one after the other, ~2 s each, and no failure was told before the last
+/// The forwarder's first connection meets `fault`, armed at its first Produce while its other
+/// connections (one per partition lane) are still being set up, for `hold`: it must say so
+/// while the fault holds, not only once it is over, and /metrics says at which step the
+/// connections fail. (It said nothing: each batch of its first chunk waited for its own
+/// connection, one after the other, each step ~2 s, and no failure was told before the last
 /// one; a batch answered after the fault then made the uplink "up" without one WARN.)
-#[test]
-fn answers_slower_than_the_request_timeout_during_the_first_connection_are_told() {
+fn told_during_the_first_connection(fault: Armed, hold: Duration) {
     let o = forward_through_fault(
         FaultStarts::BeforeTheBroker,
-        |p| {
-            p.arm(
-                ApiKey::Produce as i16,
-                Armed::Delay(Duration::from_millis(2500)),
-            )
-        },
-        Duration::from_secs(6),
+        |p| p.arm(ApiKey::Produce as i16, fault),
+        hold,
     );
     assert_bounded_and_said(&o, "did not answer");
-    assert_told_while_it_held(&o);
-    // The connections of the other partition lanes could not be set up: /metrics says at
-    // which step, while it happens.
+    assert!(
+        o.lines_while_held
+            .iter()
+            .any(|l| l.contains("WARN") && l.contains("did not answer")),
+        "nothing said while the fault held; the log then:\n{}",
+        o.lines_while_held.join("\n")
+    );
     assert!(
         o.api_versions_timeouts > 0.0,
         "no api_versions timeout in /metrics: {}",
@@ -423,16 +411,17 @@ fn answers_slower_than_the_request_timeout_during_the_first_connection_are_told(
     );
 }
 
-/// A broker that goes silent at the forwarder's first Produce.
+#[test]
+fn answers_slower_than_the_request_timeout_during_the_first_connection_are_told() {
+    told_during_the_first_connection(
+        Armed::Delay(Duration::from_millis(2500)),
+        Duration::from_secs(6),
+    );
+}
+
 #[test]
 fn a_broker_silent_from_the_first_produce_is_told() {
-    let o = forward_through_fault(
-        FaultStarts::BeforeTheBroker,
-        |p| p.arm(ApiKey::Produce as i16, Armed::Silent),
-        Duration::from_secs(5),
-    );
-    assert_bounded_and_said(&o, "did not answer");
-    assert_told_while_it_held(&o);
+    told_during_the_first_connection(Armed::Silent, Duration::from_secs(5));
 }
 
 /// A Tansu "cluster": two brokers over one S3 storage. Tansu 0.6 has no membership or leader

@@ -660,7 +660,9 @@ fn follows_a_failure(error: &ProduceError) -> bool {
 /// ([`not_sent`]): each would first spend its own timeout on the same cause (one connection
 /// per partition lane, set up one after the other), and the round's outcome — the uplink's
 /// WARN, the backoff — would wait for all of them (a first chunk of 4 partitions met by a
-/// Kafka that stopped answering said nothing for 8 s with a 2 s request timeout).
+/// Kafka that answered 2.5 s late, with a 2 s request timeout, said nothing for as long as
+/// that lasted, 6 s in `kafka_faults`; a Metadata refresh and a reconnect follow a failed
+/// connection, each with its own timeout).
 fn holds_the_round(ack: &ProduceAck) -> bool {
     ack.error_at_once()
         .is_some_and(|e| UplinkState::after(e).is_some())
