@@ -193,7 +193,12 @@ fn forward_through_fault(
             .filter(|l| l.contains("WARN") || l.contains("ERROR"))
             .count()
     };
-    let warned_before = warned(&broker.lines());
+    // A fault from before the broker counts every WARN of it; one while it forwards, those
+    // after its start.
+    let warned_before = match when {
+        FaultStarts::BeforeTheBroker => 0,
+        FaultStarts::WhileForwarding => warned(&broker.lines()),
+    };
     let mut first_warning = None;
     while from.elapsed() < hold {
         if first_warning.is_none() && warned(&broker.lines()) > warned_before {

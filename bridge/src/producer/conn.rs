@@ -89,7 +89,7 @@ pub struct ConnectionSetups {
     pub established: AtomicU64,
     /// Failed set-ups by step ([`SetupStep::ALL`] order): \[step\]\[0\] ran out of time,
     /// \[step\]\[1\] failed otherwise (refused, reset, refused credentials).
-    failed: [[AtomicU64; 2]; 4],
+    failed: [[AtomicU64; 2]; SetupStep::ALL.len()],
 }
 
 impl ConnectionSetups {
