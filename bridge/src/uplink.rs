@@ -105,8 +105,10 @@ impl UplinkState {
     /// uplink (a record Kafka refuses, a batch held back behind a failed one, a producer
     /// session to start over).
     pub fn after(error: &ProduceError) -> Option<Self> {
-        if matches!(error, ProduceError::Blocked { .. })
-            || error.class() == ErrorClass::Rejected
+        if matches!(
+            error,
+            ProduceError::Blocked { .. } | ProduceError::NotSent { .. }
+        ) || error.class() == ErrorClass::Rejected
             || crate::producer::sequence::ends_session(error)
         {
             // The record, the order behind a failure, or the producer session (a restarted
@@ -537,7 +539,10 @@ impl Uplink {
     /// Counts a failed request (by kind, as the last error, at DEBUG). True if it tells
     /// something about the uplink (see [`UplinkState::after`]).
     fn count(&self, error: &ProduceError) -> bool {
-        if matches!(error, ProduceError::Blocked { .. }) {
+        if matches!(
+            error,
+            ProduceError::Blocked { .. } | ProduceError::NotSent { .. }
+        ) {
             return false;
         }
         let kind = error_kind(error);

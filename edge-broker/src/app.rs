@@ -165,6 +165,9 @@ pub async fn run(
         kafka_sasl: kafka
             .as_ref()
             .and_then(crate::forwarder::KafkaBridge::sasl_status),
+        kafka_setups: kafka
+            .as_ref()
+            .map(crate::forwarder::KafkaBridge::connection_setups),
         nats: parking_lot::Mutex::new(None),
         auth: Arc::clone(&auth),
     });
@@ -394,6 +397,7 @@ struct Observer {
     nats: parking_lot::Mutex<Option<Arc<NatsServer>>>,
     kafka: Option<Arc<edge_bridge::metrics::ForwardMetrics>>,
     kafka_sasl: Option<Arc<edge_bridge::producer::sasl::SaslStatus>>,
+    kafka_setups: Option<Arc<edge_bridge::producer::ConnectionSetups>>,
     auth: Arc<crate::auth::Auth>,
 }
 
@@ -581,6 +585,9 @@ impl Observe for Observer {
         }
         if let Some(sasl) = &self.kafka_sasl {
             crate::forwarder::render_sasl(&mut text, sasl);
+        }
+        if let Some(setups) = &self.kafka_setups {
+            crate::forwarder::render_connection_setups(&mut text, setups);
         }
         crate::auth::render(&mut text, &self.auth);
         crate::metrics::process::ProcessReading::current().render(&mut text);

@@ -10,9 +10,9 @@ use std::time::Duration;
 use edge_bridge::forward::{CURSOR_NAME, Forwarder};
 use edge_bridge::metrics::{ERROR_KINDS, ForwardMetrics};
 use edge_bridge::position::LogIdentity;
-use edge_bridge::producer::WireProducer;
 use edge_bridge::producer::txn::{TxnConfig, TxnSession};
 use edge_bridge::producer::txn_wire::TxnWire;
+use edge_bridge::producer::{ConnectionSetups, SetupStep, WireProducer};
 use edge_bridge::uplink::UplinkState;
 use edge_log::Log;
 use tokio::task::JoinHandle;
@@ -29,6 +29,7 @@ pub struct KafkaBridge {
     abort: CancellationToken,
     metrics: Arc<ForwardMetrics>,
     sasl: Option<Arc<edge_bridge::producer::sasl::SaslStatus>>,
+    setups: Arc<ConnectionSetups>,
 }
 
 /// Why the forwarder could not start.
@@ -65,6 +66,7 @@ pub fn start(
     let producer =
         WireProducer::new(config.kafka_producer_config()).map_err(BridgeStartError::Producer)?;
     let sasl = producer.sasl_status();
+    let setups = producer.connection_setups();
     let producer_for_txn = producer.clone();
     let forwarder = Forwarder::open(
         log,
@@ -106,6 +108,7 @@ pub fn start(
         abort,
         metrics,
         sasl,
+        setups,
     }))
 }
 
@@ -113,6 +116,11 @@ impl KafkaBridge {
     /// The forwarder's counters.
     pub fn metrics(&self) -> Arc<ForwardMetrics> {
         Arc::clone(&self.metrics)
+    }
+
+    /// The producer's connection set-ups (established, failed by step).
+    pub fn connection_setups(&self) -> Arc<ConnectionSetups> {
+        Arc::clone(&self.setups)
     }
 
     /// Whether Kafka accepts our SASL credentials (`None` without SASL).
@@ -158,6 +166,38 @@ pub fn render_sasl(text: &mut PromText, sasl: &edge_bridge::producer::sasl::Sasl
                 sasl.failures.load(Ordering::Relaxed),
             ),
         ],
+    );
+}
+
+/// Renders the producer's connection set-ups: while a slow or silent Kafka keeps the first
+/// connection from completing, nothing is forwarded and no request outcome is told yet; these
+/// say which step fails and how.
+pub fn render_connection_setups(text: &mut PromText, setups: &ConnectionSetups) {
+    text.counter(
+        "edge_kafka_connections_established_total",
+        "Connections to Kafka brokers set up (TCP, TLS, ApiVersions, SASL), probes included.",
+        &[(&[], setups.established.load(Ordering::Relaxed))],
+    );
+    let samples: Vec<([(&str, &str); 2], u64)> = SetupStep::ALL
+        .iter()
+        .flat_map(|&step| {
+            [("timeout", true), ("error", false)].map(|(reason, timed_out)| {
+                (
+                    [("step", step.as_str()), ("reason", reason)],
+                    setups.failed(step, timed_out),
+                )
+            })
+        })
+        .collect();
+    text.counter(
+        "edge_kafka_connection_setup_failures_total",
+        "Connections to Kafka brokers that could not be set up, by the step that failed \
+         (tcp_connect, tls_handshake, api_versions, sasl) and why (timeout: it ran out of time; \
+         error: refused, reset, credentials); probes included.",
+        &samples
+            .iter()
+            .map(|(labels, n)| (&labels[..], *n))
+            .collect::<Vec<_>>(),
     );
 }
 

@@ -10,7 +10,10 @@
 //!   enforcing a quota does (KIP-219);
 //! - a connection reset (RST) half-way through a Produce answer;
 //! - every answer delayed ([`KafkaProxy::set_delay`]), or none at all ([`KafkaProxy::set_silent`]:
-//!   connections are accepted, nothing is read or answered, like a broker behind a black hole).
+//!   connections are accepted, nothing is read or answered, like a broker behind a black hole);
+//!   either from a given moment of a client's conversation ([`KafkaProxy::arm`]: at the next
+//!   request of an API, say a client's first Produce while its other connections are still
+//!   being set up).
 //!
 //! It also counts every request by API and time ([`KafkaProxy::max_per_second`]: does a client
 //! spin?) and keeps what the broker said about aborted transactions in Fetch answers
@@ -107,6 +110,18 @@ struct Script {
     delay: Duration,
     /// Read and answer nothing.
     silent: bool,
+    /// A fault that starts with the next request of an API (see [`KafkaProxy::arm`]).
+    armed: Option<(i16, Armed)>,
+}
+
+/// A standing fault [`KafkaProxy::arm`] starts at a given request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Armed {
+    /// [`KafkaProxy::set_delay`] with this delay.
+    Delay(Duration),
+    /// [`KafkaProxy::set_silent`]: the request that starts it is passed on, its answer and
+    /// everything after it is held.
+    Silent,
 }
 
 #[derive(Default)]
@@ -114,6 +129,8 @@ struct Shared {
     script: Mutex<Script>,
     seen: Mutex<Vec<Seen>>,
     fetched: Mutex<Vec<FetchedPartition>>,
+    /// When the fault set by [`KafkaProxy::arm`] started.
+    armed_started: Mutex<Option<Instant>>,
     /// Clones of every socket, to shut them down when the proxy goes.
     sockets: Mutex<Vec<TcpStream>>,
     connections: Mutex<usize>,
@@ -198,7 +215,25 @@ impl KafkaProxy {
         lock(&self.shared.script).silent = silent;
     }
 
-    /// Ends every fault: no queued or standing Produce faults, no delay, not silent.
+    /// Starts `fault` when the next request of `api_key` arrives (before it is passed on, so
+    /// its own answer is affected too), on whichever connection: a fault that meets a client
+    /// at an exact step of its conversation, however fast or slow the machine is.
+    pub fn arm(&self, api_key: i16, fault: Armed) {
+        lock(&self.shared.script).armed = Some((api_key, fault));
+    }
+
+    /// True while a fault set by [`KafkaProxy::arm`] waits for its request.
+    pub fn is_armed(&self) -> bool {
+        lock(&self.shared.script).armed.is_some()
+    }
+
+    /// When the fault set by [`KafkaProxy::arm`] started (None: not yet).
+    pub fn armed_started(&self) -> Option<Instant> {
+        *lock(&self.shared.armed_started)
+    }
+
+    /// Ends every fault: no queued or standing Produce faults, no delay, not silent, nothing
+    /// armed.
     pub fn clear(&self) {
         *lock(&self.shared.script) = Script::default();
     }
@@ -364,11 +399,23 @@ fn read_requests(
             at: Instant::now(),
             api_key,
         });
-        let fault = if api_key == ApiKey::Produce as i16 {
+        let fault = {
             let mut script = lock(&shared.script);
-            script.queued.pop_front().or(script.every)
-        } else {
-            None
+            if let Some((key, armed)) = script.armed
+                && key == api_key
+            {
+                script.armed = None;
+                match armed {
+                    Armed::Delay(delay) => script.delay = delay,
+                    Armed::Silent => script.silent = true,
+                }
+                *lock(&shared.armed_started) = Some(Instant::now());
+            }
+            if api_key == ApiKey::Produce as i16 {
+                script.queued.pop_front().or(script.every)
+            } else {
+                None
+            }
         };
         let pending = match fault {
             Some(ProduceFault::Refuse(code)) => match refusal(&body, version, code) {

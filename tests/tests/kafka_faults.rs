@@ -12,10 +12,11 @@ use std::time::{Duration, Instant};
 use edge_tests::acked::{Publisher, assert_log_order_and_duplicates, msg_number, wait_forwarded};
 use edge_tests::broker::Broker;
 use edge_tests::kafka::{
-    Tansu, TansuCluster, create_topic, librdkafka_bench, librdkafka_produce_once, read_topic,
-    wait_for_metric,
+    Tansu, TansuCluster, create_topic, librdkafka_bench, librdkafka_produce_once, metric,
+    read_topic, wait_for_metric,
 };
-use edge_tests::kafka_proxy::{KafkaProxy, ProduceFault, codes};
+use edge_tests::kafka_proxy::{Armed, KafkaProxy, ProduceFault, codes};
+use kafka_protocol::messages::ApiKey;
 
 /// The proxy against librdkafka: transparent without faults (a pipelined bulk produce and a
 /// read-back pass through it unchanged), and librdkafka itself reports every injected fault.
@@ -119,32 +120,99 @@ struct Outcome {
     /// Most requests (any API) the proxy saw in one second while the fault held.
     peak_per_second: usize,
     lines: Vec<String>,
+    /// The broker's log lines when the fault was lifted.
+    lines_while_held: Vec<String>,
+    /// When the broker first wrote a WARN or ERROR line after the fault started (None: not
+    /// while it held).
+    first_warning: Option<Duration>,
+    /// Connections whose ApiVersions handshake ran out of time, by /metrics when the fault
+    /// was lifted.
+    api_versions_timeouts: f64,
+}
+
+/// When a scenario's fault starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum FaultStarts {
+    /// Once the forwarder forwarded something: its connections are set up, the fault meets
+    /// requests (produce, metadata refreshes) of a forwarder that is up.
+    WhileForwarding,
+    /// Set before the broker starts (or armed then, [`KafkaProxy::arm`], to start at a step
+    /// of the forwarder's first conversation): its first connections (TCP connect,
+    /// ApiVersions, Metadata, InitProducerId, the first Produce) meet it, as on a gateway
+    /// whose uplink is slow while it starts.
+    BeforeTheBroker,
 }
 
 /// The real broker forwards through the proxy while `start` makes it misbehave for `hold`
-/// (then `proxy.clear()`): every acknowledged message must arrive, in log order per
-/// partition; the request rate during the fault is reported.
-fn forward_through_fault(start: impl FnOnce(&KafkaProxy), hold: Duration) -> Outcome {
+/// (then `proxy.clear()`), from `when`: every acknowledged message must arrive, in log order
+/// per partition; the request rate during the fault is reported.
+fn forward_through_fault(
+    when: FaultStarts,
+    start: impl FnOnce(&KafkaProxy),
+    hold: Duration,
+) -> Outcome {
     let (_tansu, proxy) = Tansu::start_behind_proxy(false);
     let bootstrap = proxy.addr().to_string();
     create_topic(&bootstrap, TOPIC, 4);
+    let mut start = Some(start);
+    let mut from = Instant::now();
+    if when == FaultStarts::BeforeTheBroker
+        && let Some(start) = start.take()
+    {
+        start(&proxy);
+    }
     let broker = Broker::start(&config(&bootstrap));
     let metrics = broker.listen_addr("metrics.listen");
     let mut publisher = Publisher::start(broker.mqtt_addr(), MESSAGES, &[]);
     publisher.wait_acked(500, Duration::from_secs(30));
-    // The fault must meet a forwarder that is up: before its first produce, the connection's
-    // setup may still be underway, and a setup delayed by the fault can end after it without
-    // one failed request (seen once on a loaded CI machine: nothing to warn about).
-    wait_for_metric(
-        metrics,
-        "edge_kafka_forwarded_records_total",
-        Duration::from_secs(30),
-        |v| v > 0.0,
-    );
-    let from = Instant::now();
-    start(&proxy);
-    std::thread::sleep(hold);
+    // An armed fault starts at a step of the forwarder's conversation: it holds from then.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while proxy.is_armed() {
+        assert!(Instant::now() < deadline, "the armed fault never started");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    from = proxy.armed_started().unwrap_or(from);
+    if let Some(start) = start.take() {
+        // The fault must meet a forwarder that is up (a fault during its first connection is
+        // the other scenario): the 500 acks above do not say that it is, on a loaded machine
+        // its first produce may still be underway.
+        wait_for_metric(
+            metrics,
+            "edge_kafka_forwarded_records_total",
+            Duration::from_secs(30),
+            |v| v > 0.0,
+        );
+        from = Instant::now();
+        start(&proxy);
+    }
+    // While it holds, note when the broker first says something at WARN or above (printed,
+    // not asserted on: the time depends on the machine).
+    let warned = |lines: &[String]| {
+        lines
+            .iter()
+            .filter(|l| l.contains("WARN") || l.contains("ERROR"))
+            .count()
+    };
+    // A fault from before the broker counts every WARN of it; one while it forwards, those
+    // after its start.
+    let warned_before = match when {
+        FaultStarts::BeforeTheBroker => 0,
+        FaultStarts::WhileForwarding => warned(&broker.lines()),
+    };
+    let mut first_warning = None;
+    while from.elapsed() < hold {
+        if first_warning.is_none() && warned(&broker.lines()) > warned_before {
+            first_warning = Some(from.elapsed());
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
     let to = Instant::now();
+    let lines_while_held = broker.lines();
+    let api_versions_timeouts = metric(
+        metrics,
+        "edge_kafka_connection_setup_failures_total{step=\"api_versions\",reason=\"timeout\"}",
+    )
+    .unwrap_or_default();
     proxy.clear();
     publisher.wait_done(Duration::from_secs(60));
     wait_forwarded(metrics);
@@ -163,10 +231,21 @@ fn forward_through_fault(start: impl FnOnce(&KafkaProxy), hold: Duration) -> Out
         duplicates: records.len() - got.len(),
         peak_per_second: proxy.max_per_second(None, from, to),
         lines: broker.lines(),
+        lines_while_held,
+        first_warning,
+        api_versions_timeouts,
     };
     eprintln!(
-        "acked {} arrived {} duplicates {} peak {} req/s",
-        outcome.acked, outcome.arrived, outcome.duplicates, outcome.peak_per_second
+        "acked {} arrived {} duplicates {} peak {} req/s; first WARN {} after the fault \
+         started (held {hold:?}); api_versions timeouts {}",
+        outcome.acked,
+        outcome.arrived,
+        outcome.duplicates,
+        outcome.peak_per_second,
+        outcome
+            .first_warning
+            .map_or("none".to_owned(), |d| format!("{d:.1?}")),
+        outcome.api_versions_timeouts
     );
     outcome
 }
@@ -210,6 +289,7 @@ fn assert_bounded_and_said(o: &Outcome, says: &str) {
 /// a backoff; no copies.
 fn refused_for_three_seconds(code: i16, says: &str) {
     let o = forward_through_fault(
+        FaultStarts::WhileForwarding,
         |p| p.set_produce_fault(Some(ProduceFault::Refuse(code))),
         Duration::from_secs(3),
     );
@@ -233,6 +313,7 @@ fn not_enough_replicas_for_three_seconds_loses_nothing() {
 #[test]
 fn request_timed_out_after_writing_loses_nothing() {
     let o = forward_through_fault(
+        FaultStarts::WhileForwarding,
         |p| {
             p.set_produce_fault(Some(ProduceFault::WrittenThenError(
                 codes::REQUEST_TIMED_OUT,
@@ -248,6 +329,7 @@ fn request_timed_out_after_writing_loses_nothing() {
 #[test]
 fn throttling_is_reported_and_honoured_without_copies() {
     let o = forward_through_fault(
+        FaultStarts::WhileForwarding,
         |p| p.set_produce_fault(Some(ProduceFault::Throttle(Duration::from_millis(1000)))),
         Duration::from_secs(4),
     );
@@ -261,6 +343,7 @@ fn throttling_is_reported_and_honoured_without_copies() {
 #[test]
 fn resets_in_the_middle_of_answers_lose_nothing() {
     let o = forward_through_fault(
+        FaultStarts::WhileForwarding,
         |p| p.set_produce_fault(Some(ProduceFault::ResetMidResponse)),
         Duration::from_secs(3),
     );
@@ -273,6 +356,7 @@ fn resets_in_the_middle_of_answers_lose_nothing() {
 #[test]
 fn slow_answers_are_waited_for_without_copies() {
     let o = forward_through_fault(
+        FaultStarts::WhileForwarding,
         |p| p.set_delay(Duration::from_millis(500)),
         Duration::from_secs(3),
     );
@@ -288,6 +372,7 @@ fn slow_answers_are_waited_for_without_copies() {
 #[test]
 fn answers_slower_than_the_request_timeout_lose_nothing() {
     let o = forward_through_fault(
+        FaultStarts::WhileForwarding,
         |p| p.set_delay(Duration::from_millis(2500)),
         Duration::from_secs(6),
     );
@@ -296,8 +381,52 @@ fn answers_slower_than_the_request_timeout_lose_nothing() {
 
 #[test]
 fn a_silent_broker_loses_nothing() {
-    let o = forward_through_fault(|p| p.set_silent(true), Duration::from_secs(5));
+    let o = forward_through_fault(
+        FaultStarts::WhileForwarding,
+        |p| p.set_silent(true),
+        Duration::from_secs(5),
+    );
     assert_bounded_and_said(&o, "did not answer");
+}
+
+/// The forwarder's first connection meets `fault`, armed at its first Produce while its other
+/// connections (one per partition lane) are still being set up, for `hold`: it must say so
+/// while the fault holds, not only once it is over, and /metrics says at which step the
+/// connections fail. (It said nothing: each batch of its first chunk waited for its own
+/// connection, one after the other, each step ~2 s, and no failure was told before the last
+/// one; a batch answered after the fault then made the uplink "up" without one WARN.)
+fn told_during_the_first_connection(fault: Armed, hold: Duration) {
+    let o = forward_through_fault(
+        FaultStarts::BeforeTheBroker,
+        |p| p.arm(ApiKey::Produce as i16, fault),
+        hold,
+    );
+    assert_bounded_and_said(&o, "did not answer");
+    assert!(
+        o.lines_while_held
+            .iter()
+            .any(|l| l.contains("WARN") && l.contains("did not answer")),
+        "nothing said while the fault held; the log then:\n{}",
+        o.lines_while_held.join("\n")
+    );
+    assert!(
+        o.api_versions_timeouts > 0.0,
+        "no api_versions timeout in /metrics: {}",
+        o.api_versions_timeouts
+    );
+}
+
+#[test]
+fn answers_slower_than_the_request_timeout_during_the_first_connection_are_told() {
+    told_during_the_first_connection(
+        Armed::Delay(Duration::from_millis(2500)),
+        Duration::from_secs(6),
+    );
+}
+
+#[test]
+fn a_broker_silent_from_the_first_produce_is_told() {
+    told_during_the_first_connection(Armed::Silent, Duration::from_secs(5));
 }
 
 /// A Tansu "cluster": two brokers over one S3 storage. Tansu 0.6 has no membership or leader

@@ -35,7 +35,7 @@ use crate::plan::PartitionBatch;
 use crate::producer::txn::{TxnBroker, TxnError};
 use crate::producer::{Attempt, ErrorClass, KafkaProducer, ProduceAck, ProduceError};
 use crate::topition::Topition;
-use crate::uplink::{Mark, Retry, Uplink};
+use crate::uplink::{Mark, Retry, Uplink, UplinkState};
 
 /// Delivery was interrupted by `abort`.
 #[derive(Debug)]
@@ -357,13 +357,19 @@ impl<P: KafkaProducer + Clone + 'static, B: TxnBroker> Sender<P, B> {
         let mut refused_at_once = false;
         let mut encoded = encoded.into_iter();
         let sent_at = std::time::Instant::now();
+        let mut unreachable = false;
         for b in &plan.batches {
             let encoded = encoded.next().flatten();
-            let ack = tokio::select! {
-                biased;
-                _ = abort.cancelled() => return Err(Halt::Aborted),
-                a = self.producer.send(&b.tp, &b.records, encoded, Attempt::First) => a,
+            let ack = if unreachable {
+                not_sent(&b.tp)
+            } else {
+                tokio::select! {
+                    biased;
+                    _ = abort.cancelled() => return Err(Halt::Aborted),
+                    a = self.producer.send(&b.tp, &b.records, encoded, Attempt::First) => a,
+                }
             };
+            unreachable |= holds_the_round(&ack);
             refused_at_once |= ack.failed_at_once();
             acks.push(ack);
         }
@@ -537,7 +543,12 @@ impl<P: KafkaProducer + Clone + 'static, B: TxnBroker> Sender<P, B> {
     ) -> Result<Vec<Result<i64, ProduceError>>, Aborted> {
         let mut resent: Vec<&Topition> = Vec::new();
         let mut acks = Vec::with_capacity(round.len());
+        let mut unreachable = false;
         for b in round {
+            if unreachable {
+                acks.push(not_sent(&b.tp));
+                continue;
+            }
             let attempt = if resent.contains(&&b.tp) {
                 Attempt::First
             } else {
@@ -549,6 +560,7 @@ impl<P: KafkaProducer + Clone + 'static, B: TxnBroker> Sender<P, B> {
                 _ = abort.cancelled() => return Err(Aborted),
                 a = self.producer.send(&b.tp, &b.records, None, attempt) => a,
             };
+            unreachable |= holds_the_round(&ack);
             acks.push(ack);
         }
         let mut results = Vec::with_capacity(acks.len());
@@ -633,10 +645,36 @@ impl<P: KafkaProducer + Clone + 'static, B: TxnBroker> Sender<P, B> {
 /// Rounds of resends without a backoff wait in a row at most (see [`follows_a_failure`]).
 const QUICK_ROUNDS: u32 = 3;
 
-/// True if `error` says the batch was refused because of an earlier failure (held back, or out
-/// of sequence), or that the producer session must start over: no reason to wait.
+/// True if `error` says the batch was refused because of an earlier failure (held back, not
+/// sent, or out of sequence), or that the producer session must start over: no reason to wait.
 fn follows_a_failure(error: &ProduceError) -> bool {
-    matches!(error, ProduceError::Blocked { .. }) || crate::producer::sequence::ends_session(error)
+    matches!(
+        error,
+        ProduceError::Blocked { .. } | ProduceError::NotSent { .. }
+    ) || crate::producer::sequence::ends_session(error)
+}
+
+/// True if `ack` is a batch refused before it left because Kafka cannot be reached now (a
+/// connection that could not be set up, a metadata or InitProducerId request unanswered: each
+/// bounded by a timeout). The batches after it in the same round are then not sent
+/// ([`not_sent`]): each would first spend its own timeout on the same cause (one connection
+/// per partition lane, set up one after the other), and the round's outcome — the uplink's
+/// WARN, the backoff — would wait for all of them (a first chunk of 4 partitions met by a
+/// Kafka that answered 2.5 s late, with a 2 s request timeout, said nothing for as long as
+/// that lasted, 6 s in `kafka_faults`; a Metadata refresh and a reconnect follow a failed
+/// connection, each with its own timeout).
+fn holds_the_round(ack: &ProduceAck) -> bool {
+    ack.error_at_once()
+        .is_some_and(|e| UplinkState::after(e).is_some())
+}
+
+/// The answer of a batch held back behind one that could not reach Kafka (see
+/// [`holds_the_round`]); it is resent with that one.
+fn not_sent(tp: &Topition) -> ProduceAck {
+    ProduceAck::ready(Err(ProduceError::NotSent {
+        topic: tp.topic().to_owned(),
+        partition: tp.partition(),
+    }))
 }
 
 /// The answer of a batch whose answer was lost (its awaiting task failed).

@@ -61,6 +61,8 @@ struct FaultyProducer {
     down: Arc<AtomicBool>,
     written: Arc<Mutex<Vec<(i32, u64, Bytes)>>>,
     sends: Arc<AtomicUsize>,
+    /// Sends with `Attempt::First` (the others are resends).
+    first_sends: Arc<AtomicUsize>,
 }
 
 impl KafkaProducer for FaultyProducer {
@@ -69,9 +71,12 @@ impl KafkaProducer for FaultyProducer {
         tp: &Topition,
         records: &[ProduceRecord],
         _encoded: Option<EncodedBatch>,
-        _attempt: Attempt,
+        attempt: Attempt,
     ) -> ProduceAck {
         self.sends.fetch_add(1, Ordering::SeqCst);
+        if attempt == Attempt::First {
+            self.first_sends.fetch_add(1, Ordering::SeqCst);
+        }
         ProduceAck::ready(self.write(tp, records))
     }
 
@@ -217,6 +222,48 @@ fn assert_in_log_order(written: &[(i32, u64, Bytes)]) -> BTreeSet<u64> {
         }
     }
     seen
+}
+
+/// A batch that cannot reach Kafka (a connection reset before it left) holds the rest of its
+/// round: they are not sent, each to spend its own timeout on the same cause before the round
+/// is settled and told, but answered NotSent and resent with it after its wait. Only the
+/// batch that failed is counted; nothing is lost.
+#[tokio::test]
+async fn a_batch_that_cannot_reach_kafka_holds_the_rest_of_its_round() {
+    let dir = tempfile::tempdir().unwrap();
+    // 5 records, 5 keys over 3 partitions: one chunk, one batch per partition it hit.
+    let log = log_with(&dir.path().join("log"), &refs(&payloads(5))).await;
+    let producer = FaultyProducer {
+        fail_first: Arc::new(Mutex::new(1)),
+        ..Default::default()
+    };
+    let metrics = run_until_committed(open(&log, producer.clone(), config(dir.path())), 5).await;
+    let partitions: BTreeSet<i32> = producer
+        .written
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|(p, ..)| *p)
+        .collect();
+    assert!(partitions.len() > 1, "{partitions:?}");
+    assert_eq!(
+        producer.first_sends.load(Ordering::SeqCst),
+        1,
+        "the batches after the failed one were sent anyway"
+    );
+    assert_eq!(
+        producer.sends.load(Ordering::SeqCst),
+        1 + partitions.len(),
+        "all of them resent in one round"
+    );
+    let seen = assert_in_log_order(&producer.written.lock().unwrap());
+    assert_eq!(seen, (0..5).collect());
+    let errors: u64 = metrics
+        .errors
+        .iter()
+        .map(|e| e.load(Ordering::Relaxed))
+        .sum();
+    assert_eq!(errors, 1, "only the batch that failed is counted");
 }
 
 #[tokio::test]

@@ -29,7 +29,8 @@ use parking_lot::Mutex;
 
 use super::batch::{BatchIdentity, EncodedBatch, encode_batch};
 use super::conn::{
-    ConnLimits, Connection, Frame, PAYLOAD_MARK, Pipeline, Throttle, decode_response,
+    ConnLimits, Connection, ConnectionSetups, Frame, PAYLOAD_MARK, Pipeline, Throttle,
+    decode_response,
 };
 use super::metadata::{Leader, LostConnections, Metadata};
 use super::sasl::{SaslContext, SaslSettings, SaslStatus};
@@ -209,6 +210,7 @@ impl WireProducer {
                 })
             }),
             lost: lost.clone(),
+            setups: Arc::default(),
         };
         Ok(Self {
             inner: Arc::new(Inner {
@@ -241,6 +243,11 @@ impl WireProducer {
             .sasl
             .as_ref()
             .map(|c| Arc::clone(&c.status))
+    }
+
+    /// Connection set-ups of this producer (every connection, probes included), for `/metrics`.
+    pub fn connection_setups(&self) -> Arc<ConnectionSetups> {
+        Arc::clone(&self.inner.limits.setups)
     }
 
     /// Creates `topic` with `partitions` partitions; Ok(false) if it already existed.

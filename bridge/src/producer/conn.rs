@@ -12,7 +12,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
@@ -43,6 +43,65 @@ pub(crate) struct ConnLimits {
     /// Counts established connections that were lost (cached metadata older than that is
     /// stale: the broker may have restarted empty).
     pub lost: LostConnections,
+    /// Counts connection set-ups, and the failed ones by step, for `/metrics`.
+    pub setups: Arc<ConnectionSetups>,
+}
+
+/// A step of setting up a connection to a broker ([`Connection::connect`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SetupStep {
+    /// The TCP connect (within the connect timeout).
+    TcpConnect,
+    /// The TLS handshake (within the connect timeout).
+    TlsHandshake,
+    /// The ApiVersions handshake (within the request timeout).
+    ApiVersions,
+    /// SASL authentication (each request within the request timeout).
+    Sasl,
+}
+
+impl SetupStep {
+    /// Every step, in the order they are taken.
+    pub const ALL: [SetupStep; 4] = [
+        SetupStep::TcpConnect,
+        SetupStep::TlsHandshake,
+        SetupStep::ApiVersions,
+        SetupStep::Sasl,
+    ];
+
+    /// The label value (`tcp_connect`, `tls_handshake`, `api_versions`, `sasl`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SetupStep::TcpConnect => "tcp_connect",
+            SetupStep::TlsHandshake => "tls_handshake",
+            SetupStep::ApiVersions => "api_versions",
+            SetupStep::Sasl => "sasl",
+        }
+    }
+}
+
+/// Connection set-ups of one producer (probes included), for `/metrics`: while the forwarder
+/// tries to reach a Kafka that is slow or silent, before anything is forwarded or any request
+/// outcome is told, these say which step fails and whether it runs out of time.
+#[derive(Debug, Default)]
+pub struct ConnectionSetups {
+    /// Set-ups that completed (TCP, TLS, ApiVersions, SASL).
+    pub established: AtomicU64,
+    /// Failed set-ups by step ([`SetupStep::ALL`] order): \[step\]\[0\] ran out of time,
+    /// \[step\]\[1\] failed otherwise (refused, reset, refused credentials).
+    failed: [[AtomicU64; 2]; SetupStep::ALL.len()],
+}
+
+impl ConnectionSetups {
+    /// Set-ups that failed at `step`, those that ran out of time (`timed_out`) or the others.
+    pub fn failed(&self, step: SetupStep, timed_out: bool) -> u64 {
+        self.failed[step as usize][usize::from(!timed_out)].load(Ordering::Relaxed)
+    }
+
+    fn count_failure(&self, step: SetupStep, error: &ProduceError) {
+        let timed_out = matches!(error, ProduceError::Timeout { .. });
+        self.failed[step as usize][usize::from(!timed_out)].fetch_add(1, Ordering::Relaxed);
+    }
 }
 
 /// A byte stream to a broker: plain TCP or TLS over it.
@@ -91,28 +150,54 @@ async fn connect_step<T>(
 }
 
 impl Connection {
-    /// Connects, disables Nagle and learns the broker's API versions.
+    /// Connects, disables Nagle and learns the broker's API versions (and authenticates),
+    /// each step bounded (see [`SetupStep`]); counted in [`ConnLimits::setups`].
     pub async fn connect(broker: &str, limits: &ConnLimits) -> Result<Self, ProduceError> {
-        let stream = connect_step(broker, "connect", limits, TcpStream::connect(broker)).await?;
+        match Self::set_up(broker, limits).await {
+            Ok(conn) => {
+                limits.setups.established.fetch_add(1, Ordering::Relaxed);
+                Ok(conn)
+            }
+            Err((step, e)) => {
+                limits.setups.count_failure(step, &e);
+                Err(e)
+            }
+        }
+    }
+
+    /// [`Connection::connect`], saying which step failed.
+    async fn set_up(broker: &str, limits: &ConnLimits) -> Result<Self, (SetupStep, ProduceError)> {
+        use SetupStep::{ApiVersions, Sasl, TcpConnect, TlsHandshake};
+        let at = |step| move |e| (step, e);
+        let stream = connect_step(
+            broker,
+            "the TCP connect",
+            limits,
+            TcpStream::connect(broker),
+        )
+        .await
+        .map_err(at(TcpConnect))?;
         stream
             .set_nodelay(true)
             .map_err(|source| ProduceError::Connect {
                 broker: broker.to_owned(),
                 source,
-            })?;
+            })
+            .map_err(at(TcpConnect))?;
         let stream: Box<dyn BrokerStream> = match &limits.tls {
             None => Box::new(stream),
             Some(tls) => {
-                let name = super::tls::server_name(broker)?;
+                let name = super::tls::server_name(broker).map_err(at(TlsHandshake))?;
                 let handshake = tls.connect(name, stream);
-                let stream = connect_step(broker, "TLS handshake", limits, handshake)
+                let stream = connect_step(broker, "the TLS handshake", limits, handshake)
                     .await
                     .map_err(|e| match e {
                         ProduceError::Connect { broker, source } => {
                             ProduceError::TlsHandshake { broker, source }
                         }
                         e => e,
-                    })?;
+                    })
+                    .map_err(at(TlsHandshake))?;
                 Box::new(stream)
             }
         };
@@ -129,18 +214,25 @@ impl Connection {
         let req = ApiVersionsRequest::default()
             .with_client_software_name(StrBytes::from_static_str("edge-bridge"))
             .with_client_software_version(StrBytes::from_static_str(env!("CARGO_PKG_VERSION")));
-        let mut resp: ApiVersionsResponse = conn.call(ApiKey::ApiVersions, 3, &req).await?;
+        let mut resp: ApiVersionsResponse = conn
+            .call(ApiKey::ApiVersions, 3, &req)
+            .await
+            .map_err(at(ApiVersions))?;
         if resp.error_code == codes::UNSUPPORTED_VERSION {
             // Older brokers answer an unknown ApiVersions version with v0 and their range.
             resp = conn
                 .call(ApiKey::ApiVersions, 0, &ApiVersionsRequest::default())
-                .await?;
+                .await
+                .map_err(at(ApiVersions))?;
         }
         if resp.error_code != 0 {
-            return Err(ProduceError::Protocol {
-                broker: conn.broker.clone(),
-                reason: format!("ApiVersions failed with error code {}", resp.error_code),
-            });
+            return Err((
+                ApiVersions,
+                ProduceError::Protocol {
+                    broker: conn.broker.clone(),
+                    reason: format!("ApiVersions failed with error code {}", resp.error_code),
+                },
+            ));
         }
         conn.versions = resp
             .api_keys
@@ -148,7 +240,9 @@ impl Connection {
             .map(|k| (k.api_key, (k.min_version, k.max_version)))
             .collect();
         if let Some(context) = limits.sasl.clone() {
-            let lifetime = sasl::authenticate(&mut conn, &context).await?;
+            let lifetime = sasl::authenticate(&mut conn, &context)
+                .await
+                .map_err(at(Sasl))?;
             conn.reauth_at = lifetime.map(|l| Instant::now() + l);
         }
         Ok(conn)
@@ -729,23 +823,41 @@ impl Pipeline {
             _permit: permit,
         });
         self.writing = true;
-        let written = match payload {
-            Some(payload) => {
-                let mut parts = bytes::Buf::chain(
-                    bytes::Buf::chain(&self.write_buf[..], &payload[..]),
-                    &tail[..],
-                );
-                self.write.write_all_buf(&mut parts).await
+        let write = async {
+            match payload {
+                Some(payload) => {
+                    let mut parts = bytes::Buf::chain(
+                        bytes::Buf::chain(&self.write_buf[..], &payload[..]),
+                        &tail[..],
+                    );
+                    self.write.write_all_buf(&mut parts).await
+                }
+                None => self.write.write_all(&self.write_buf).await,
             }
-            None => self.write.write_all(&self.write_buf).await,
         };
-        if let Err(source) = written {
-            let e = ProduceError::Io {
-                broker: self.broker.clone(),
-                source,
-            };
-            self.shared.lose(&self.broker, e);
-            return Err(broken());
+        // Bounded too: a broker that stops reading while it keeps the connection open (a
+        // black hole behind a live socket) would otherwise hold the write, the connection's
+        // slot and the sender behind it for as long as it does.
+        let written = tokio::time::timeout(after, write).await;
+        let timed_out = || ProduceError::Timeout {
+            broker: self.broker.clone(),
+            api: api_name(api),
+            after,
+        };
+        match written {
+            Ok(Ok(())) => {}
+            Ok(Err(source)) => {
+                let e = ProduceError::Io {
+                    broker: self.broker.clone(),
+                    source,
+                };
+                self.shared.lose(&self.broker, e);
+                return Err(broken());
+            }
+            Err(_) => {
+                self.shared.lose(&self.broker, timed_out());
+                return Err(timed_out());
+            }
         }
         self.writing = false;
         Ok((rx, correlation_id))
@@ -1021,6 +1133,38 @@ mod tests {
         assert!(splice_payload(&mut unmarked, 10).is_err());
     }
 
+    /// Reads one request frame from `s` and answers it: with the ApiVersions answer of a
+    /// broker that speaks Produce v3..v9 at once if `handshake`, else with a bare header
+    /// `gap` later. False once the peer is gone.
+    async fn answer_one(s: &mut tokio::net::TcpStream, handshake: bool, gap: Duration) -> bool {
+        let Ok(len) = s.read_u32().await else {
+            return false;
+        };
+        let mut body = vec![0u8; len as usize];
+        s.read_exact(&mut body).await.unwrap();
+        let correlation_id = i32::from_be_bytes([body[4], body[5], body[6], body[7]]);
+        let mut out = BytesMut::new();
+        ResponseHeader::default()
+            .with_correlation_id(correlation_id)
+            .encode(&mut out, 0)
+            .unwrap();
+        if handshake {
+            ApiVersionsResponse::default()
+                .with_api_keys(vec![
+                    ApiVersion::default()
+                        .with_api_key(ApiKey::Produce as i16)
+                        .with_max_version(9),
+                ])
+                .encode(&mut out, 3)
+                .unwrap();
+        } else {
+            tokio::time::sleep(gap).await;
+        }
+        s.write_u32(out.len() as u32).await.unwrap();
+        s.write_all(&out).await.unwrap();
+        true
+    }
+
     /// A named fake: a live but slow broker. It answers the ApiVersions handshake at once, then
     /// every request in order, each `gap` after the answer before it, as Kafka does (one
     /// request of a connection is handled at a time). The answers are bare headers.
@@ -1029,33 +1173,24 @@ mod tests {
         let addr = listener.local_addr().unwrap().to_string();
         tokio::spawn(async move {
             let (mut s, _) = listener.accept().await.unwrap();
-            let mut first = true;
-            loop {
-                let Ok(len) = s.read_u32().await else { return };
-                let mut body = vec![0u8; len as usize];
-                s.read_exact(&mut body).await.unwrap();
-                let correlation_id = i32::from_be_bytes([body[4], body[5], body[6], body[7]]);
-                let mut out = BytesMut::new();
-                ResponseHeader::default()
-                    .with_correlation_id(correlation_id)
-                    .encode(&mut out, 0)
-                    .unwrap();
-                if first {
-                    first = false;
-                    ApiVersionsResponse::default()
-                        .with_api_keys(vec![
-                            ApiVersion::default()
-                                .with_api_key(ApiKey::Produce as i16)
-                                .with_max_version(9),
-                        ])
-                        .encode(&mut out, 3)
-                        .unwrap();
-                } else {
-                    tokio::time::sleep(gap).await;
-                }
-                s.write_u32(out.len() as u32).await.unwrap();
-                s.write_all(&out).await.unwrap();
+            let mut handshake = true;
+            while answer_one(&mut s, handshake, gap).await {
+                handshake = false;
             }
+        });
+        addr
+    }
+
+    /// A named fake: a broker that answers the ApiVersions handshake, then reads nothing more
+    /// and keeps the connection open (a black hole behind a live socket).
+    async fn deaf_broker() -> String {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        tokio::spawn(async move {
+            let (mut s, _) = listener.accept().await.unwrap();
+            answer_one(&mut s, true, Duration::ZERO).await;
+            std::future::pending::<()>().await;
+            drop(s);
         });
         addr
     }
@@ -1069,6 +1204,7 @@ mod tests {
             tls: None,
             sasl: None,
             lost: LostConnections::default(),
+            setups: Arc::default(),
         }
     }
 
@@ -1141,6 +1277,89 @@ mod tests {
         assert!(started.elapsed() >= Duration::from_millis(400));
         assert!(started.elapsed() < Duration::from_secs(2));
         assert!(rx.await.unwrap().is_ok());
+    }
+
+    /// A broker that stops reading while it keeps the connection open: the write of a request
+    /// larger than the socket buffers on both sides is given up on after the request timeout,
+    /// and the connection is not used again. (The write had no deadline: a forwarder whose
+    /// first Produce met such a broker waited, its sender and every batch behind it on the
+    /// connection with it, for as long as the broker kept the socket open.) The 60 s bound
+    /// only keeps a regression from hanging the suite.
+    #[tokio::test]
+    async fn a_request_the_broker_does_not_read_is_given_up_on() {
+        use kafka_protocol::messages::TopicName;
+        use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
+        let addr = deaf_broker().await;
+        let conn = Connection::connect(&addr, &limits(Duration::from_millis(500)))
+            .await
+            .unwrap();
+        let mut pipe = conn.into_pipeline(5);
+        let request = ProduceRequest::default().with_topic_data(vec![
+            TopicProduceData::default()
+                .with_name(TopicName(StrBytes::from_static_str("t")))
+                .with_partition_data(vec![
+                    PartitionProduceData::default()
+                        .with_records(Some(Bytes::from_static(PAYLOAD_MARK))),
+                ]),
+        ]);
+        let batch = Bytes::from(vec![0u8; 64 << 20]);
+        let sent = tokio::time::timeout(
+            Duration::from_secs(60),
+            pipe.send(ApiKey::Produce, 3, &request, Some(&batch)),
+        )
+        .await
+        .expect("the write of a request nobody reads never ended");
+        assert!(
+            matches!(sent, Err(ProduceError::Timeout { api: "Produce", .. })),
+            "{:?}",
+            sent.map(|(_, id)| id)
+        );
+        assert!(!pipe.usable());
+    }
+
+    /// Every set-up is counted for `/metrics`: established, or failed at its step, out of time
+    /// or not.
+    #[tokio::test]
+    async fn connection_setups_are_counted_by_the_step_that_failed() {
+        let limits = limits(Duration::from_millis(300));
+        // Nothing listens: refused at the TCP connect.
+        let closed = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let refused = closed.local_addr().unwrap().to_string();
+        drop(closed);
+        let err = Connection::connect(&refused, &limits).await.err().unwrap();
+        assert!(matches!(err, ProduceError::Connect { .. }), "{err}");
+        // Accepted (by the kernel) and never answered: the handshake runs out of time.
+        let silent = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = silent.local_addr().unwrap().to_string();
+        let err = Connection::connect(&addr, &limits).await.err().unwrap();
+        assert!(
+            matches!(
+                err,
+                ProduceError::Timeout {
+                    api: "ApiVersions",
+                    ..
+                }
+            ),
+            "{err}"
+        );
+        let addr = slow_broker(Duration::ZERO).await;
+        Connection::connect(&addr, &limits).await.unwrap();
+        let setups = &limits.setups;
+        let failed: Vec<(&str, u64, u64)> = SetupStep::ALL
+            .iter()
+            .map(|&s| (s.as_str(), setups.failed(s, true), setups.failed(s, false)))
+            .collect();
+        assert_eq!(
+            failed,
+            [
+                ("tcp_connect", 0, 1),
+                ("tls_handshake", 0, 0),
+                ("api_versions", 1, 0),
+                ("sasl", 0, 0)
+            ]
+        );
+        assert_eq!(setups.established.load(Ordering::Relaxed), 1);
+        drop(silent);
     }
 
     /// The other side of it: a broker that stops answering is still given up on one request

@@ -43,6 +43,7 @@ pub use batch::BatchIdentity;
 pub use batch::EncodedBatch;
 pub use batch::encode_batch;
 pub use client::{ProducerConfig, ProducerIdentity, WireProducer};
+pub use conn::{ConnectionSetups, SetupStep};
 pub use sequence::{Attempt, Sequencer, Session};
 
 use crate::headers::EdgeHeaders;
@@ -270,6 +271,19 @@ pub enum ProduceError {
         /// Partition.
         partition: i32,
     },
+    /// Not sent: an earlier batch of the same round of sends failed before it left because
+    /// Kafka could not be reached (a connection that could not be set up, a metadata or
+    /// producer-id request without an answer), so this one waits for that one's resend rather
+    /// than spend another timeout on the same cause. Says nothing about the uplink by itself.
+    #[error(
+        "not sent to {topic}/{partition}: an earlier batch of the same round could not reach Kafka"
+    )]
+    NotSent {
+        /// Topic.
+        topic: String,
+        /// Partition.
+        partition: i32,
+    },
     /// A response frame above the configured cap (refused before buffering it).
     #[error("Kafka broker {broker} sent a {bytes}-byte response, above the {max}-byte cap")]
     ResponseTooLarge {
@@ -440,6 +454,7 @@ impl ProduceError {
             | ProduceError::NoLeader { .. }
             | ProduceError::Authentication { .. }
             | ProduceError::Blocked { .. }
+            | ProduceError::NotSent { .. }
             | ProduceError::NoTransaction { .. } => ErrorClass::Retriable,
             ProduceError::Broker { code, .. } => classify_code(*code),
             ProduceError::UnknownPartition { .. } => ErrorClass::UnknownTopic,
@@ -556,7 +571,15 @@ impl ProduceAck {
 
     /// True if the request was refused before it left (the answer is an error, known now).
     pub fn failed_at_once(&self) -> bool {
-        matches!(self.0, Answer::Ready(Some(Err(_))))
+        self.error_at_once().is_some()
+    }
+
+    /// The error of a request refused before it left (None: sent, or not refused).
+    pub fn error_at_once(&self) -> Option<&ProduceError> {
+        match &self.0 {
+            Answer::Ready(Some(Err(e))) => Some(e),
+            _ => None,
+        }
     }
 }
 
