@@ -465,7 +465,7 @@ mod tests {
         // `Parked::resume` lets go of the drain right after handing the connection over (the
         // report this test reads): wait for it, on a machine under load, rather than race it.
         let deadline = std::time::Instant::now() + PATIENCE;
-        while bench.tracker.len() != 0 {
+        while !bench.tracker.is_empty() {
             assert!(
                 std::time::Instant::now() < deadline,
                 "a resumed connection still holds the drain"
