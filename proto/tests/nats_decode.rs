@@ -8,7 +8,7 @@ use edge_proto::nats::{
     ClientOp, Connect, DecodeError, HeaderMap, Info, Limits, Msg, Pub, ServerError, ServerOp, Sub,
     Unsub, decode_client_op, decode_server_op, encode_msg,
 };
-use edge_proto::nats::{LastSubject, decode_client_op_reusing};
+use edge_proto::nats::{LastSubject, decode_client_op_reusing, peek_repeated_pub};
 use std::sync::Arc;
 
 fn client(input: &[u8]) -> (Result<Option<ClientOp>, DecodeError>, BytesMut) {
@@ -810,5 +810,85 @@ fn server_error_catalogue() {
         assert_eq!(e.err_message(), *text);
         assert_eq!(e.closes_connection(), *closes, "{e:?}");
         assert_eq!(e.err_line(), format!("-ERR '{text}'\r\n"));
+    }
+}
+
+/// A decoder that saw `PUB <subject> …` before (the connection's `LastSubject`).
+fn last_after(subject: &str) -> LastSubject {
+    let mut last = LastSubject::default();
+    let mut b = BytesMut::from(format!("PUB {subject} 1\r\nx\r\n").as_bytes());
+    decode_client_op_reusing(&mut b, &Limits::default(), &mut last).unwrap();
+    last
+}
+
+/// `peek_repeated_pub` finds a repeated PUB where it is whole, and nothing else.
+#[test]
+fn a_repeated_pub_is_peeked_where_whole() {
+    let last = last_after("sensors.temp");
+    let limits = Limits::default();
+    let input = b"PUB sensors.temp 5\r\nhello\r\nPING\r\n";
+    let found = peek_repeated_pub(input, &limits, &last).expect("a repeated PUB");
+    assert_eq!(&input[found.payload.clone()], b"hello");
+    assert_eq!(found.len, input.len() - b"PING\r\n".len());
+    // Incomplete at every cut: not yet.
+    for cut in 0..found.len {
+        assert_eq!(
+            peek_repeated_pub(&input[..cut], &limits, &last),
+            None,
+            "cut {cut}"
+        );
+    }
+    for other in [
+        &b"PUB sensors.temp _INBOX.r 5\r\nhello\r\n"[..], // a reply subject
+        b"PUB sensors.temps 5\r\nhello\r\n",              // another subject
+        b"HPUB sensors.temp 12 17\r\nNATS/1.0\r\n\r\nhello\r\n",
+        b"PUB sensors.temp 5\r\nhelloX\r\n", // a bad terminator: the decoder's error
+        b"PUB sensors.temp 5000000\r\n",     // over max_payload: the decoder's error
+        b"PING\r\n",
+    ] {
+        assert_eq!(peek_repeated_pub(other, &limits, &last), None, "{other:?}");
+    }
+    assert_eq!(
+        peek_repeated_pub(input, &limits, &LastSubject::default()),
+        None,
+        "no PUB before"
+    );
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(8192))]
+
+    /// Where `peek_repeated_pub` answers, the decoder gives that PUB: the last subject shared,
+    /// no reply, no headers, the payload it names, the length it says consumed.
+    #[test]
+    fn a_peeked_pub_is_what_the_decoder_gives(
+        verb in proptest::sample::select(vec!["PUB ", "PUB ", "PUB ", "HPUB ", "PUB  ", "pub "]),
+        same in proptest::sample::select(vec![true, true, true, false]),
+        reply in proptest::sample::select(vec!["", "", " _INBOX.a.1", "\t_INBOX.b"]),
+        size in proptest::sample::select(vec!["5", "5", "0", "05", "6", "4", "-1", "x", "99999999999"]),
+        payload in proptest::sample::select(vec!["hello", "", "hell", "hello!", "he\r\nl"]),
+        end in proptest::sample::select(vec!["\r\n", "\r\n", "\n", "\r", "", "X\r\n"]),
+        rest in proptest::sample::select(vec!["", "PING\r\n", "PUB s.t 1\r\nx\r\n"]),
+        cut in 0usize..64,
+        max_payload in proptest::sample::select(vec![4usize, 5, 1 << 20]),
+    ) {
+        let last = last_after("s.t");
+        let subject = if same { "s.t" } else { "s.u" };
+        let input = format!("{verb}{subject}{reply} {size}\r\n{payload}{end}{rest}");
+        let input = &input.as_bytes()[..input.len().min(cut.max(input.len() / 2))];
+        let limits = Limits { max_payload, ..Limits::default() };
+        if let Some(found) = peek_repeated_pub(input, &limits, &last) {
+            let mut b = BytesMut::from(input);
+            let mut decoder_last = last.clone();
+            let op = decode_client_op_reusing(&mut b, &limits, &mut decoder_last);
+            let Ok(Some(ClientOp::Pub(p))) = op else {
+                return Err(proptest::test_runner::TestCaseError::fail(format!("{op:?}")));
+            };
+            proptest::prop_assert!(Arc::ptr_eq(&p.subject, last.get().unwrap()));
+            proptest::prop_assert!(p.reply.is_none() && p.headers.is_none());
+            proptest::prop_assert_eq!(&p.payload[..], &input[found.payload.clone()]);
+            proptest::prop_assert_eq!(input.len() - b.len(), found.len);
+            proptest::prop_assert!(Arc::ptr_eq(decoder_last.get().unwrap(), last.get().unwrap()));
+        }
     }
 }

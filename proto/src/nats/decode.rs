@@ -778,6 +778,50 @@ fn decode_client_step(
     Ok(Some(step))
 }
 
+/// Where a PUB lies in a read buffer ([`peek_repeated_pub`]): its payload, and how many bytes
+/// the whole op takes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RepeatedPub {
+    /// The payload's bytes in the buffer.
+    pub payload: std::ops::Range<usize>,
+    /// The op's length: line, payload and CRLF.
+    pub len: usize,
+}
+
+/// A `PUB <the last PUB's subject> <size>` (no reply subject), whole at the start of `buf`
+/// and within `limits`: where its payload lies, without consuming, copying or sharing
+/// anything. `None` for anything else, an incomplete PUB and every error included: decode
+/// those with [`decode_client_op_reusing`].
+///
+/// Equivalence (tested): where this answers, [`decode_client_op_reusing`] with the same
+/// `last` would give a `Pub` sharing `last`'s subject, with no reply and no headers, whose
+/// payload is `buf[payload]`, having consumed `len` bytes and left `last` as it was. A
+/// session that consumes `len` bytes itself (`BytesMut::advance`) has then decoded the PUB
+/// without building it: per PUB, no reference count taken on the subject or the buffer.
+pub fn peek_repeated_pub(buf: &[u8], limits: &Limits, last: &LastSubject) -> Option<RepeatedPub> {
+    let subject = last.get()?;
+    let scanned = repeat_pub_line(buf, limits, subject.as_bytes())?;
+    let [_, size] = scanned.args.as_slice() else {
+        return None;
+    };
+    let line = scanned.line;
+    let (_, total) = payload_sizes(
+        Verb::Pub,
+        &buf[line.arg_start..line.arg_end],
+        None,
+        size,
+        limits,
+    )
+    .ok()?;
+    if !payload_ready(buf, Verb::Pub, line.next, total).ok()? {
+        return None;
+    }
+    Some(RepeatedPub {
+        payload: line.next..line.next + total,
+        len: line.next + total + 2,
+    })
+}
+
 /// Decodes one operation a client sent (the server side of a connection).
 ///
 /// `Ok(None)`: need more bytes (nothing consumed). `Ok(Some(op))`: the op's bytes were

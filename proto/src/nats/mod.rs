@@ -59,8 +59,8 @@ pub mod ops;
 pub mod subject;
 
 pub use decode::{
-    DEFAULT_MAX_CONTROL_LINE, DEFAULT_MAX_PAYLOAD, LastSubject, Limits, decode_client_op,
-    decode_client_op_reusing, decode_server_op,
+    DEFAULT_MAX_CONTROL_LINE, DEFAULT_MAX_PAYLOAD, LastSubject, Limits, RepeatedPub,
+    decode_client_op, decode_client_op_reusing, decode_server_op, peek_repeated_pub,
 };
 pub use error::{DecodeError, ServerError};
 pub use headers::{HeaderError, HeaderMap};

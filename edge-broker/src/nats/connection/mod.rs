@@ -445,6 +445,9 @@ impl Connection {
         // Read the clock once per buffer, and only if it holds a routed publish.
         self.clock_stale = true;
         while self.can_process() {
+            if self.store_repeated_pub() {
+                continue;
+            }
             match decode_client_op_reusing(&mut self.inbuf, &self.limits, &mut self.last_subject) {
                 Ok(Some(op)) => self.handle(op)?,
                 Ok(None) => return Ok(()),

@@ -3,10 +3,10 @@
 
 use std::sync::Arc;
 
-use bytes::BytesMut;
+use bytes::{Buf, BytesMut};
 use edge_log::{Destination, RecordFields, Source};
 use edge_proto::mqtt::QoS;
-use edge_proto::nats::{HeaderMap, Pub, ServerError, encode_msg, subject};
+use edge_proto::nats::{HeaderMap, Pub, ServerError, encode_msg, peek_repeated_pub, subject};
 
 use super::super::server::{nats_message, nats_message_at};
 use super::settle::{MsgId, Reply, ReplyBody, Written, ack_json, error_json};
@@ -90,6 +90,62 @@ impl Connection {
             self.plain_pub(&publish, header_map.as_ref());
         }
         Ok(())
+    }
+
+    /// Stores the PUB at the start of the read buffer without building it, if it is the
+    /// common one: the last PUB's subject again, no reply, no headers, and that subject's facts
+    /// (all current) say it is valid, allowed, routed, and wanted by no local subscriber. Then
+    /// it is what [`Connection::on_pub`] would do with it (counted, encoded into the ingest
+    /// queue as a quiet record, `+OK` if verbose) without the decoder's `Pub`: no reference
+    /// count taken on its subject or on the read buffer. Returns whether it consumed one.
+    pub(super) fn store_repeated_pub(&mut self) -> bool {
+        let Some(facts) = &self.subject_facts else {
+            return false;
+        };
+        let current = self.connect.is_some()
+            && self
+                .last_subject
+                .get()
+                .is_some_and(|last| Arc::ptr_eq(last, &facts.subject))
+            && facts.valid
+            && facts.reserved.is_none()
+            && facts
+                .permitted
+                .is_some_and(|generation| self.permissions.is_current(generation))
+            && facts.local == Some((self.server.hub.generation(), Local::Nobody));
+        let destination = match &facts.route {
+            Some((generation, Some(destination)))
+                if current && *generation == self.server.routes.generation() =>
+            {
+                destination
+            }
+            _ => return false,
+        };
+        let Some(found) = peek_repeated_pub(&self.inbuf, &self.limits, &self.last_subject) else {
+            return false;
+        };
+        self.received += 1;
+        if self.clock_stale {
+            self.now_ms = now_ms();
+            self.clock_stale = false;
+        }
+        let record = RecordFields {
+            timestamp_ms: self.now_ms,
+            source: Source::Nats,
+            topic: &facts.subject,
+            client_id: &self.client_id,
+            destination,
+            payload: &self.inbuf[found.payload],
+        };
+        let local = Written {
+            message: None,
+            remember: None,
+        };
+        self.ingest
+            .push_routed_quiet(record, std::iter::empty(), local, None);
+        self.inbuf.advance(found.len);
+        self.ok();
+        true
     }
 
     /// A publish that is not stored: deliver, and answer "no responders" if asked and nobody got it.
