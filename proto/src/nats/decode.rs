@@ -12,6 +12,11 @@
 //! incomplete, so an endless line is refused after `max_control_line` bytes. A PUB/HPUB/MSG/
 //! HMSG size is compared with [`Limits::max_payload`] as soon as its control line is complete,
 //! before a single payload byte must be buffered.
+//!
+//! Entry points: [`decode_client_op`] and [`decode_server_op`]; for a connection,
+//! [`decode_client_op_reusing`] (a repeated subject shared through [`LastSubject`]) and
+//! [`peek_repeated_pub`] (where a repeated PUB's payload lies, for a session that stores it
+//! without the `Pub`: held to the decoder by a property test).
 
 use std::sync::Arc;
 
