@@ -20,10 +20,13 @@ pub fn mqtt(message: &Message, client_id: Arc<str>, destination: Destination) ->
         topic: Arc::clone(&message.topic),
         client_id,
         destination,
-        headers: user_properties(message)
+        headers: message
+            .properties
+            .user_properties
+            .iter()
             .map(|(key, value)| Header {
-                key: String::from_utf8_lossy(key).into_owned(),
-                value: Bytes::copy_from_slice(value),
+                key: key.clone(),
+                value: Bytes::from(value.clone()),
             })
             .collect(),
         payload: message.payload.clone(),
