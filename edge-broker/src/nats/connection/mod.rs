@@ -238,6 +238,7 @@ async fn run(
         pongs: VecDeque::new(),
         last_subject: LastSubject::default(),
         subject_facts: None,
+        last_pub_replied: false,
         reply_route: None,
         reply_text: String::new(),
         logins: 0,
@@ -282,6 +283,10 @@ struct Connection {
     last_subject: LastSubject,
     /// What was decided for the last PUB subject (reused while the subject repeats).
     subject_facts: Option<SubjectFacts>,
+    /// The last PUB decoded whole carried a reply subject: a publisher that asks for replies
+    /// (a JetStream client) asks every time, so the next PUB is not peeked for the stored
+    /// fast path (`store_repeated_pub`), which would only scan its line twice.
+    last_pub_replied: bool,
     /// Where replies under the last reply-subject prefix go (reused while it repeats).
     reply_route: Option<ReplyRoute>,
     /// A reply subject written out whole (a decoded one is kept in two parts), reused.

@@ -23,6 +23,7 @@ pub(super) const EXPECTED_STREAM: &str = "Nats-Expected-Stream";
 impl Connection {
     pub(super) fn on_pub(&mut self, publish: Pub) -> Result<(), Exit> {
         self.received += 1;
+        self.last_pub_replied = publish.reply.is_some();
         let headers_ok = self.connect.as_ref().is_some_and(|c| c.headers);
         if publish.headers.is_some() && !headers_ok {
             // nats-server closes without -ERR on HPUB from a client that did not ask for headers.
@@ -99,6 +100,9 @@ impl Connection {
     /// queue as a quiet record, `+OK` if verbose) without the decoder's `Pub`: no reference
     /// count taken on its subject or on the read buffer. Returns whether it consumed one.
     pub(super) fn store_repeated_pub(&mut self) -> bool {
+        if self.last_pub_replied {
+            return false;
+        }
         let Some(facts) = &self.subject_facts else {
             return false;
         };
