@@ -211,6 +211,14 @@ fn attack(broker: &Broker, addr: std::net::SocketAddr, args: &[&str]) -> serde_j
     edge_tests::mqtt::hostile(broker.pid(), addr, args)
 }
 
+/// The fewest of a `flood` of 1,001 connections from one address that `max_pending_per_source`
+/// (64) must have refused: at most 64 wait at once, and 64 more each time a `timeout` (seconds)
+/// closes the waiting ones during the attack (a loaded machine takes seconds to open them all).
+fn least_refused(out: &serde_json::Value, timeout: f64) -> f64 {
+    let seconds = out["attack_seconds"].as_f64().expect("attack_seconds");
+    1001.0 - 64.0 * (2.0 + (seconds / timeout).floor())
+}
+
 /// Connections refused by `reason` (`edge_connections_refused_total`).
 fn refused(broker: &Broker, protocol: &str, reason: &str) -> f64 {
     let metrics = broker.listen_addr("metrics.listen");
@@ -237,7 +245,7 @@ fn connections_that_never_log_in_cannot_take_the_seats_of_devices() {
     assert_eq!(out["device"], 0, "{out}");
     assert!(out["open_during_attack"].as_u64().unwrap() <= 64, "{out}");
     assert_eq!(out["open_after_hold"], 0, "{out}");
-    assert!(refused(&broker, "mqtt", "max_pending_per_source") >= 500.0);
+    assert!(refused(&broker, "mqtt", "max_pending_per_source") >= least_refused(&out, 5.0));
     assert!(broker.terminate(STOP).success());
 }
 
@@ -255,7 +263,7 @@ fn nats_connections_that_never_send_connect_are_bounded_and_timed_out() {
     assert_eq!(out["device"], true, "{out}");
     assert!(out["open_during_attack"].as_u64().unwrap() <= 64, "{out}");
     assert_eq!(out["open_after_hold"], 0, "{out}");
-    assert!(refused(&broker, "nats", "max_pending_per_source") >= 500.0);
+    assert!(refused(&broker, "nats", "max_pending_per_source") >= least_refused(&out, 1.0));
     assert!(broker.terminate(STOP).success());
 }
 

@@ -104,6 +104,7 @@ def flood(host, port, pid, proto, count, mode="idle", claim="1048576", sources="
     rss0 = rss_kib(pid)
     socks = []
     refused_at_connect = 0
+    started = time.monotonic()
     for i in range(count):
         try:
             s = attacker(host, port, i, sources)
@@ -116,6 +117,7 @@ def flood(host, port, pid, proto, count, mode="idle", claim="1048576", sources="
             except OSError:
                 pass
         socks.append(s)
+    attack_seconds = time.monotonic() - started
     time.sleep(0.5)
     rss_attack = rss_kib(pid)
     device = mqtt_device(host, port) if proto == "mqtt" else nats_device(host, port)
@@ -129,6 +131,7 @@ def flood(host, port, pid, proto, count, mode="idle", claim="1048576", sources="
         "open_during_attack": open_now,
         "open_after_hold": open_later,
         "refused_at_connect": refused_at_connect,
+        "attack_seconds": attack_seconds,
         "rss_kib": [rss0, rss_attack],
         "rss_growth_kib": rss_attack - rss0,
     }
@@ -169,7 +172,7 @@ def publish_all(host, port, topic, count, size, qos):
 def stalled_subscriber(host, port, cid, filter_, qos):
     """A subscriber with a small receive buffer that then never reads."""
     c = Client.__new__(Client)
-    c.v5, c.buf, c.next_id, c.aliases = False, b"", 0, {}
+    c.v5, c.buf, c.next_id, c.aliases, c.timeout = False, b"", 0, {}, 10
     c.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     c.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
     c.sock.settimeout(10)

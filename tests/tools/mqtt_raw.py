@@ -153,6 +153,7 @@ class Client:
 
     def __init__(self, host, port, v5=True, timeout=5.0):
         self.v5 = v5
+        self.timeout = timeout
         self.sock = socket.create_connection((host, port), timeout=timeout)
         self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.buf = b""
@@ -161,6 +162,9 @@ class Client:
 
     # ---- sending -------------------------------------------------------------------------
     def send(self, data):
+        """Sends `data` within the connection's `timeout` (receiving leaves the socket with
+        what was left of its own deadline)."""
+        self.sock.settimeout(self.timeout)
         self.sock.sendall(data)
 
     def connect(self, client_id="", clean=True, keepalive=60, props_=None, will=None,
