@@ -12,7 +12,7 @@ use edge_log::Log;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::Config;
+use crate::config::{ByteSize, Config};
 use crate::hub::Hub;
 use crate::metrics::front::MqttGauges;
 use crate::metrics::{FrontMetrics, Observe, PromText};
@@ -192,8 +192,10 @@ pub async fn run(
             state_dir,
             Arc::clone(&auth),
         );
-        let listener = bind("mqtt.listen", config.mqtt.listen).await?;
         let m = &config.mqtt;
+        let unsent = m.socket_unsent_limit;
+        let listener =
+            bind_clients("mqtt.listen", m.listen, unsent, "mqtt.socket_unsent_limit").await?;
         if let (Some(cert), Some(key)) = (&m.tls_cert, &m.tls_key)
             && (m.tls_listen.is_some() || m.ws_tls_listen.is_some())
         {
@@ -203,7 +205,11 @@ pub async fn run(
         }
         let secure = server.tls.current().is_some();
         let bind_opt = async |field, addr: Option<SocketAddr>, needs_tls: bool| match addr {
-            Some(addr) if secure || !needs_tls => bind(field, addr).await.map(Some),
+            Some(addr) if secure || !needs_tls => {
+                bind_clients(field, addr, unsent, "mqtt.socket_unsent_limit")
+                    .await
+                    .map(Some)
+            }
             _ => Ok(None),
         };
         let listeners = crate::mqtt::server::Listeners {
@@ -242,7 +248,14 @@ pub async fn run(
             &config.node.id,
             Arc::clone(&auth),
         );
-        let listener = bind("nats.listen", config.nats.listen).await?;
+        let n = &config.nats;
+        let listener = bind_clients(
+            "nats.listen",
+            n.listen,
+            n.socket_unsent_limit,
+            "nats.socket_unsent_limit",
+        )
+        .await?;
         if let (Some(cert), Some(key)) = (&config.nats.tls_cert, &config.nats.tls_key) {
             let acceptor = crate::tls::acceptor(cert, key, config.nats.tls_client_ca.as_deref())
                 .map_err(RunError::Tls)?;
@@ -348,6 +361,26 @@ async fn bind(field: &'static str, addr: SocketAddr) -> Result<TcpListener, RunE
         })?;
     let bound = listener.local_addr().unwrap_or(addr);
     tracing::info!(listener = field, "listening on {bound}");
+    Ok(listener)
+}
+
+/// Binds a listener of client connections ([`bind`]) whose sockets hold at most about
+/// `unsent` unsent in the kernel (`field_of_limit`, `socket_unsent_limit`; 0: no limit).
+async fn bind_clients(
+    field: &'static str,
+    addr: SocketAddr,
+    unsent: ByteSize,
+    field_of_limit: &'static str,
+) -> Result<TcpListener, RunError> {
+    let listener = bind(field, addr).await?;
+    if unsent.bytes() != 0
+        && let Err(err) = crate::listener::limit_unsent(&listener, unsent.bytes())
+    {
+        tracing::warn!(
+            listener = field,
+            "{field_of_limit} = \"{unsent}\" not applied: a client that stops reading may make the kernel hold up to net.ipv4.tcp_wmem's maximum for it: {err}"
+        );
+    }
     Ok(listener)
 }
 

@@ -149,6 +149,20 @@ pub type Stream = Box<dyn ClientStream>;
 /// The writing side of a client connection (plain TCP or TLS).
 pub type WriteHalf = Box<dyn AsyncWrite + Send + Unpin>;
 
+/// Limits what the kernel holds unsent for every connection `listener` accepts (they inherit
+/// it) to about `bytes` (`TCP_NOTSENT_LOWAT`: a write past it waits, as if the send buffer
+/// were full). Without it, a client that stops reading lets the kernel's autotuning grow the
+/// send buffer to `net.ipv4.tcp_wmem`'s maximum (4 MiB): 500 stalled subscribers once held
+/// 772 MB of kernel memory, charged to the unit's cgroup and seen in no RSS. Bytes in flight
+/// to a client that reads are not limited (its window bounds them), so a fast subscriber keeps
+/// its throughput; bounding the whole buffer instead (`SO_SNDBUF`) below twice loopback's
+/// 64 KiB segment cut a local subscriber to 8,400 messages/s (BENCHMARKS.md, "Kernel send
+/// buffers").
+pub fn limit_unsent(listener: &tokio::net::TcpListener, bytes: u64) -> std::io::Result<()> {
+    let bytes = u32::try_from(bytes).unwrap_or(u32::MAX);
+    socket2::SockRef::from(listener).set_tcp_notsent_lowat(bytes)
+}
+
 /// Splits a plain TCP connection (with Nagle off: protocol messages are small).
 pub fn plain(stream: TcpStream) -> (ReadHalf, WriteHalf) {
     let _ = stream.set_nodelay(true);
@@ -436,6 +450,20 @@ mod tests {
         let mut buf = BytesMut::new();
         let (n, room) = read_some(reader, &mut buf, &POLICY, false).await.unwrap();
         (n, room, buf)
+    }
+
+    /// A connection accepted from a limited listener has the limit: the connections inherit
+    /// it, one call per listener.
+    #[tokio::test]
+    async fn accepted_connections_inherit_the_unsent_limit() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        super::limit_unsent(&listener, 16 << 10).unwrap();
+        let _client = tokio::net::TcpStream::connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        let (stream, _) = listener.accept().await.unwrap();
+        let limit = socket2::SockRef::from(&stream).tcp_notsent_lowat().unwrap();
+        assert_eq!(limit, 16 << 10);
     }
 
     #[tokio::test]

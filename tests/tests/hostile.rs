@@ -206,6 +206,20 @@ fn session_and_subscription_caps_answer_per_protocol() {
     assert!(broker.terminate(STOP).success());
 }
 
+/// The stalled subscribers of a scenario held no more in the kernel's send queues than the
+/// default `socket_unsent_limit` lets them, a segment under way included (twice the limit
+/// each; one connection more: the publisher's). Once: 772 MB for 500 MQTT subscribers, in no
+/// RSS, as the kernel's autotuning grew each buffer towards 4 MiB, and the publisher was held
+/// 2 s again and again as each buffer grew and its subscriber seemed to read.
+fn assert_kernel_send_queues_bounded(out: &serde_json::Value, subscribers: u64) {
+    let held = out["send_queue_bytes"].as_u64().expect("send_queue_bytes");
+    let bound = (subscribers + 1) * 2 * edge_broker::config::DEFAULT_SOCKET_UNSENT_LIMIT;
+    assert!(
+        held <= bound,
+        "kernel send queues held {held} B, bound {bound} B: {out}"
+    );
+}
+
 /// Runs an attack of `tests/tools/hostile.py` against `broker` at `addr`.
 fn attack(broker: &Broker, addr: std::net::SocketAddr, args: &[&str]) -> serde_json::Value {
     edge_tests::mqtt::hostile(broker.pid(), addr, args)
@@ -361,7 +375,8 @@ fn a_subscriber_that_never_acknowledges_gets_a_small_window() {
 
 /// 500 subscribers to `#` that never read, and a QoS 0 flood (2,000 × 16 KiB). Once: a peak of
 /// 269 MB, above the unit's MemoryMax=256M. Now all sessions together hold at most
-/// `max_queued_bytes_total` (32 MiB), and each connection's pending output 64 KiB
+/// `max_queued_bytes_total` (32 MiB), each connection's pending output 64 KiB and its kernel
+/// send queue about `socket_unsent_limit` (16 KiB)
 /// (`max_connections` raised to 1,000 for the test: the default, 500, would refuse some).
 #[test]
 fn five_hundred_stalled_subscribers_stay_within_the_memory_budget() {
@@ -373,6 +388,7 @@ fn five_hundred_stalled_subscribers_stay_within_the_memory_budget() {
     );
     let peak = out["rss_kib"][1].as_i64().unwrap();
     assert!(peak < 160 << 10, "peak RSS {peak} KiB: {out}");
+    assert_kernel_send_queues_bounded(&out, 500);
     let metrics = broker.listen_addr("metrics.listen");
     let budget = metric(
         metrics,
@@ -385,6 +401,14 @@ fn five_hundred_stalled_subscribers_stay_within_the_memory_budget() {
     )
     .unwrap();
     assert!(budget + bytes > 0.0, "nothing dropped?");
+    // Subscribers that stopped reading hold the publisher once, together (`mqtt::pace`): when
+    // their kernel buffers grew, each seemed to read again and held it anew (7 to 13 times).
+    let held = metric(
+        metrics,
+        "edge_mqtt_publisher_waits_total{outcome=\"dropped\"}",
+    )
+    .unwrap();
+    assert!(held <= 1.0, "the publisher was held {held} times: {out}");
     assert!(broker.terminate(STOP).success());
 }
 
@@ -403,6 +427,7 @@ fn five_hundred_stalled_nats_subscribers_stay_within_the_memory_budget() {
     );
     let peak = out["rss_kib"][1].as_i64().unwrap();
     assert!(peak < 224 << 10, "peak RSS {peak} KiB: {out}");
+    assert_kernel_send_queues_bounded(&out, 500);
     let metrics = broker.listen_addr("metrics.listen");
     let dropped = metric(
         metrics,

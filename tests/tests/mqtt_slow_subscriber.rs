@@ -155,8 +155,9 @@ fn never_reading(config: &str) -> (Broker, serde_json::Value) {
 #[test]
 fn a_slow_subscriber_paces_the_publisher_and_the_fast_one_loses_nothing() {
     const COUNT: usize = 10_000;
-    // Room shows each time its socket drained a third of the kernel's send buffer (~4 MiB):
-    // ~1 s apart at this reader's 2 MB/s, more on a loaded machine. The wait covers that.
+    // Room shows each time its socket's unsent bytes fell below half `socket_unsent_limit`
+    // (~7 ms apart at this reader's 2 MB/s; ~1 s with the kernel's autotuned 4 MiB buffer
+    // before the limit), more on a loaded machine. The wait covers that.
     let mut broker = Broker::start("[mqtt]\nslow_subscriber_wait = \"5s\"\n");
     let out = slow_subscriber(&broker, "slow", COUNT, 1000);
     assert_eq!(out["fast"], COUNT, "{out}");

@@ -137,23 +137,47 @@ def flood(host, port, pid, proto, count, mode="idle", claim="1048576", sources="
     }
 
 
-def peak_rss(pid, stop, out):
-    """Samples the broker's RSS every 20 ms until `stop` is set; the peak goes to out[0]."""
+def send_queue_bytes(port):
+    """Bytes the kernel holds unacknowledged in the send queues of the broker's established
+    connections on `port` (/proc/net/tcp's tx_queue): the kernel memory that stalled
+    subscribers make the broker hold, seen in no RSS."""
+    total = 0
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            with open(table) as f:
+                next(f)
+                for line in f:
+                    fields = line.split()
+                    local, state, queues = fields[1], fields[3], fields[4]
+                    if state == "01" and int(local.rsplit(":", 1)[1], 16) == int(port):
+                        total += int(queues.split(":")[0], 16)
+        except FileNotFoundError:
+            pass
+    return total
+
+
+def peak_rss(pid, port, stop, out):
+    """Every 20 ms until `stop` is set: the broker's RSS (peak to out[0]) and, with `port`,
+    its connections' kernel send queues (peak to out[1])."""
     while not stop.is_set():
         out[0] = max(out[0], rss_kib(pid))
+        if port is not None:
+            out[1] = max(out[1], send_queue_bytes(port))
         time.sleep(0.02)
 
 
-def sampling(pid):
+def sampling(pid, port=None):
+    """Starts sampling (see `peak_rss`); the returned function stops it and returns the peak
+    RSS in KiB and the peak of the send queues in bytes (0 without `port`)."""
     import threading
-    stop, out = threading.Event(), [rss_kib(pid)]
-    t = threading.Thread(target=peak_rss, args=(pid, stop, out), daemon=True)
+    stop, out = threading.Event(), [rss_kib(pid), 0]
+    t = threading.Thread(target=peak_rss, args=(pid, port, stop, out), daemon=True)
     t.start()
 
     def finish():
         stop.set()
         t.join()
-        return out[0]
+        return out[0], out[1]
     return finish
 
 
@@ -185,17 +209,19 @@ def stalled_subscriber(host, port, cid, filter_, qos):
 @scenario
 def stalled_subscribers(host, port, pid, subs, count, size, qos="0"):
     """`subs` subscribers to `#` that never read; one publisher sends `count` × `size` bytes
-    (QoS 1: each acknowledged before the next). The broker's peak RSS over its RSS before."""
+    (QoS 1: each acknowledged before the next). The broker's peak RSS over its RSS before, and
+    the peak of its connections' kernel send queues."""
     subs, count, size, qos = int(subs), int(count), int(size), int(qos)
     rss0 = rss_kib(pid)
     clients = [stalled_subscriber(host, port, f"stalled-{i}", "#", 0) for i in range(subs)]
-    finish = sampling(pid)
+    finish = sampling(pid, port)
     publish_all(host, port, "flood/t", count, size, qos)
     time.sleep(0.5)
-    peak = finish()
+    peak, send_queues = finish()
     for c in clients:
         c.close()
-    return {"rss_kib": [rss0, peak], "rss_growth_kib": peak - rss0}
+    return {"rss_kib": [rss0, peak], "rss_growth_kib": peak - rss0,
+            "send_queue_bytes": send_queues}
 
 
 @scenario
@@ -217,7 +243,7 @@ def never_puback(host, port, pid, count, size):
             break
         if p["type"] == 3:
             received += 1
-    peak = finish()
+    peak, _ = finish()
     sub.close()
     return {"received": received, "rss_kib": [rss0, peak], "rss_growth_kib": peak - rss0}
 
@@ -225,7 +251,8 @@ def never_puback(host, port, pid, count, size):
 @scenario
 def nats_stalled_subscribers(host, port, pid, subs, count, size):
     """NATS: `subs` subscribers to `>` that never read; one publisher sends `count` × `size`
-    bytes, then PING (its PONG: all was taken). The broker's peak RSS over its RSS before."""
+    bytes, then PING (its PONG: all was taken). The broker's peak RSS over its RSS before, and
+    the peak of its connections' kernel send queues."""
     subs, count, size = int(subs), int(count), int(size)
     rss0 = rss_kib(pid)
     socks = []
@@ -243,7 +270,7 @@ def nats_stalled_subscribers(host, port, pid, subs, count, size):
             got += data
         socks.append(s)
     time.sleep(0.5)
-    finish = sampling(pid)
+    finish = sampling(pid, port)
     p = socket.create_connection((host, int(port)), timeout=60)
     p.sendall(b'CONNECT {"verbose":false}\r\n')
     msg = f"PUB flood.t {size}\r\n".encode() + b"x" * size + b"\r\n"
@@ -257,11 +284,12 @@ def nats_stalled_subscribers(host, port, pid, subs, count, size):
             break
         buf += data
     time.sleep(0.5)
-    peak = finish()
+    peak, send_queues = finish()
     p.close()
     for s in socks:
         s.close()
-    return {"rss_kib": [rss0, peak], "rss_growth_kib": peak - rss0}
+    return {"rss_kib": [rss0, peak], "rss_growth_kib": peak - rss0,
+            "send_queue_bytes": send_queues}
 
 
 def count_publishes(client, count, out, key, pause=0.0, every=1, idle=3.0):
@@ -323,7 +351,7 @@ def slow_subscriber(host, port, pid, mode, count, size):
     p.disconnect()
     for r in readers:
         r.join()
-    peak = finish()
+    peak, _ = finish()
     fast.close()
     slow.close()
     return {"fast": got["fast"], "slow": got.get("slow"), "publish_seconds": round(taken, 3),

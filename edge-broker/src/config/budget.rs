@@ -1,17 +1,19 @@
 //! The memory budget: what every limit lets clients make the broker hold, at worst and all at
-//! once, against the unit's `MemoryMax=256M` (`systemd/edge-broker.service`). The defaults fit
+//! once, against the unit's `MemoryMax=288M` (`systemd/edge-broker.service`). The defaults fit
 //! it; `edge-broker check` warns when a configuration does not (README, "The memory budget").
 //!
 //! Each row is a limit times what one unit of it holds, as measured on x86_64 (BENCHMARKS.md,
 //! SECURITY.md). Not in the budget: the partial packet a logged-in client is still sending (up
 //! to `max_packet_size` / `max_payload` per connection) and the publishes a connection holds
 //! for the log (1 MiB per MQTT connection): both need credentials, and neither has a global
-//! cap yet.
+//! cap yet. Of the kernel's memory, charged to the unit's cgroup too, the budget counts the
+//! send buffers of clients that stopped reading (`socket_unsent_limit`); receive buffers the
+//! kernel sizes to what the broker reads per round trip, small on a LAN.
 
-use super::Config;
+use super::{ByteSize, Config};
 
 /// `MemoryMax` of the packaged unit.
-pub const MEMORY_MAX: u64 = 256 << 20;
+pub const MEMORY_MAX: u64 = 288 << 20;
 /// What the broker takes with no client (code, runtime, log and journal buffers), measured
 /// about 20 MiB, with room for the allocator's slack.
 pub const BASE: u64 = 32 << 20;
@@ -23,6 +25,13 @@ pub const MQTT_OUTPUT_PER_CONNECTION: u64 = 64 << 10;
 pub const NATS_INPUT_PER_CONNECTION: u64 = 80 << 10;
 /// NATS output buffers grow by doubling: measured RSS is about three times the bytes waiting.
 const NATS_OUTPUT_FACTOR: u64 = 3;
+/// What the kernel's autotuning lets one connection's send buffer grow to when
+/// `socket_unsent_limit` is `"0B"` (`net.ipv4.tcp_wmem`'s default maximum, 4 MiB).
+const AUTOTUNED_SEND_BUFFER: u64 = 4 << 20;
+/// What a stalled client's socket holds beyond `socket_unsent_limit`: the segment being filled
+/// when the limit was reached, and a first window in flight to a peer that never acknowledges
+/// (measured 1.6 KiB over a 16 KiB limit with 500 stalled subscribers).
+const UNSENT_OVERSHOOT: u64 = 16 << 10;
 /// A persistent session without its subscriptions and deliveries (measured 1.7 KB).
 const SESSION_BYTES: u64 = 1800;
 /// Bookkeeping of one retained message besides its bytes (measured ~450 B).
@@ -64,6 +73,11 @@ pub fn rows(config: &Config) -> Vec<Row> {
             bound: format!("max_connections {connections} × 64 KiB"),
             bytes: connections * MQTT_OUTPUT_PER_CONNECTION,
         });
+        rows.push(kernel_send_buffers(
+            "MQTT kernel send buffers",
+            connections,
+            m.socket_unsent_limit,
+        ));
         rows.push(Row {
             what: "MQTT deliveries queued and in flight",
             bound: format!("max_queued_bytes_total {}", m.max_queued_bytes_total),
@@ -121,6 +135,11 @@ pub fn rows(config: &Config) -> Vec<Row> {
             bound: format!("max_connections {connections} × 80 KiB"),
             bytes: connections * NATS_INPUT_PER_CONNECTION,
         });
+        rows.push(kernel_send_buffers(
+            "NATS kernel send buffers",
+            connections,
+            n.socket_unsent_limit,
+        ));
         rows.push(Row {
             what: "NATS output waiting in connections",
             bound: format!("3 × max_pending_total {}", n.max_pending_total),
@@ -128,6 +147,28 @@ pub fn rows(config: &Config) -> Vec<Row> {
         });
     }
     rows
+}
+
+/// What the kernel holds for `connections` subscribers that stopped reading, charged to the
+/// unit's cgroup: `socket_unsent_limit` and [`UNSENT_OVERSHOOT`] each, or
+/// [`AUTOTUNED_SEND_BUFFER`] without a limit.
+fn kernel_send_buffers(what: &'static str, connections: u64, limit: ByteSize) -> Row {
+    if limit.bytes() == 0 {
+        return Row {
+            what,
+            bound: format!(
+                "max_connections {connections} × 4 MiB (socket_unsent_limit \"0B\": autotuned)"
+            ),
+            bytes: connections * AUTOTUNED_SEND_BUFFER,
+        };
+    }
+    Row {
+        what,
+        bound: format!(
+            "max_connections {connections} × (socket_unsent_limit {limit} + 16 KiB under way)"
+        ),
+        bytes: connections * (limit.bytes() + UNSENT_OVERSHOOT),
+    }
 }
 
 /// The rows together, plus [`BASE`].
@@ -169,6 +210,19 @@ mod tests {
         let total = worst_case(&config);
         assert!(total <= MEMORY_MAX, "{} MiB", total >> 20);
         assert_eq!(warning(&config), None);
+    }
+
+    /// Without an unsent limit, each stalled subscriber may make the kernel hold up to 4 MiB:
+    /// the budget says so, naming the row.
+    #[test]
+    fn no_unsent_limit_is_named_in_the_budget() {
+        let config = Config::parse(
+            "[mqtt]\nsocket_unsent_limit = \"0B\"\n",
+            Path::new("t.toml"),
+        )
+        .unwrap();
+        let w = warning(&config).unwrap();
+        assert!(w.contains("MQTT kernel send buffers 2000 MiB"), "{w}");
     }
 
     #[test]

@@ -121,6 +121,20 @@ pub(super) fn validate_node_id(id: &str) -> Result<(), String> {
 /// Largest `mqtt.slow_subscriber_wait` accepted.
 const MAX_SLOW_SUBSCRIBER_WAIT: Duration = Duration::from_secs(10);
 
+/// Accepted `socket_unsent_limit` of `[mqtt]` and `[nats]` besides 0 (no limit): below 4 KiB
+/// every write waits for the client, above 16 MiB it is no bound.
+const SOCKET_UNSENT_LIMIT_RANGE: std::ops::RangeInclusive<u64> = (4 << 10)..=(16 << 20);
+
+/// `socket_unsent_limit` of a section, named by `field`, if it is out of range.
+fn check_socket_unsent_limit(field: &'static str, size: ByteSize, found: &mut Findings) {
+    if size.bytes() != 0 && !SOCKET_UNSENT_LIMIT_RANGE.contains(&size.bytes()) {
+        found.invalid(
+            field,
+            format!("{size} must be \"0B\" (no limit) or between 4KiB and 16MiB"),
+        );
+    }
+}
+
 /// Smallest segment we accept: smaller ones only multiply files and fsyncs.
 const MIN_SEGMENT_BYTES: u64 = 64 << 10;
 
@@ -300,6 +314,7 @@ impl Config {
         }
         found.check(validate_mqtt_tls(mqtt));
         found.check(validate_ws_path(&mqtt.ws_path));
+        check_socket_unsent_limit("mqtt.socket_unsent_limit", mqtt.socket_unsent_limit, found);
         if mqtt.slow_subscriber_wait.0 > MAX_SLOW_SUBSCRIBER_WAIT {
             found.invalid(
                 "mqtt.slow_subscriber_wait",
@@ -320,6 +335,7 @@ impl Config {
         if nats.max_subject_tokens == 0 {
             found.invalid("nats.max_subject_tokens", "must be at least 1");
         }
+        check_socket_unsent_limit("nats.socket_unsent_limit", nats.socket_unsent_limit, found);
         found.check(check_tls_files(
             TlsFields::NATS,
             (&nats.tls_cert, &nats.tls_key, &nats.tls_client_ca),

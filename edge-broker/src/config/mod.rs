@@ -320,6 +320,33 @@ mod tests {
     }
 
     #[test]
+    fn an_unsent_limit_out_of_range_is_named() {
+        let ok = parse("[mqtt]\nsocket_unsent_limit = \"0B\"\n").unwrap();
+        assert_eq!(ok.mqtt.socket_unsent_limit.bytes(), 0);
+        assert_eq!(
+            ok.nats.socket_unsent_limit.bytes(),
+            DEFAULT_SOCKET_UNSENT_LIMIT
+        );
+        for (body, field) in [
+            (
+                "[mqtt]\nsocket_unsent_limit = \"1KiB\"",
+                "mqtt.socket_unsent_limit",
+            ),
+            (
+                "[nats]\nsocket_unsent_limit = \"32MiB\"",
+                "nats.socket_unsent_limit",
+            ),
+            (
+                "[nats]\nsocket_unsent_limit = \"lots\"",
+                "nats.socket_unsent_limit",
+            ),
+        ] {
+            let err = parse(&format!("{body}\n")).unwrap_err();
+            assert_eq!(err.field(), field, "{body}: {err}");
+        }
+    }
+
+    #[test]
     fn tls_settings_come_as_a_set_and_a_bad_file_is_named() {
         let cases = [
             ("tls_cert = \"c.pem\"", "mqtt.tls_listen"),

@@ -17,6 +17,10 @@ pub const DEFAULT_MAX_PENDING_PER_SOURCE: usize = 64;
 /// Default `mqtt.park_idle_after`: long enough that a client publishing every second or
 /// more often is never parked and resumed between its messages.
 pub const DEFAULT_PARK_IDLE_AFTER: Duration = Duration::from_secs(5);
+/// Default `socket_unsent_limit` of `[mqtt]` and `[nats]`: ~17.6 KiB held per subscriber that
+/// stopped reading, and no measured cost to one that reads (BENCHMARKS.md, "Kernel send
+/// buffers").
+pub const DEFAULT_SOCKET_UNSENT_LIMIT: u64 = 16 << 10;
 /// Default `mqtt.slow_subscriber_wait` (see BENCHMARKS.md, "QoS 0 to a slower subscriber").
 pub const DEFAULT_SLOW_SUBSCRIBER_WAIT: Duration = Duration::from_secs(2);
 
@@ -128,6 +132,12 @@ pub struct MqttSection {
     /// Bytes all sessions together may hold queued and in flight (the memory budget of
     /// deliveries); more are dropped and counted.
     pub max_queued_bytes_total: ByteSize,
+    /// Bytes the kernel may hold unsent for each client socket (`TCP_NOTSENT_LOWAT`): what a
+    /// subscriber that stopped reading makes the broker hold in kernel memory, charged to the
+    /// unit's cgroup. Without it the kernel's autotuning grows a send buffer to
+    /// `net.ipv4.tcp_wmem`'s maximum (4 MiB) per connection. Bytes in flight to a client that
+    /// reads are not limited. `"0B"`: no limit.
+    pub socket_unsent_limit: ByteSize,
     /// QoS 1/2 deliveries in flight towards a client at once (fewer if the client's Receive
     /// Maximum says so; 3.1.1 clients have none). Mosquitto's option.
     pub max_inflight_messages: u16,
@@ -242,6 +252,7 @@ impl Default for MqttSection {
             max_queued_messages: 1000,
             max_queued_bytes: ByteSize(1 << 20),
             max_queued_bytes_total: ByteSize(32 << 20),
+            socket_unsent_limit: ByteSize(DEFAULT_SOCKET_UNSENT_LIMIT),
             max_inflight_messages: 100,
             slow_subscriber_wait: HumanDuration(DEFAULT_SLOW_SUBSCRIBER_WAIT),
             max_keepalive: HumanDuration(Duration::ZERO),
@@ -407,6 +418,12 @@ pub struct NatsSection {
     /// Output all connections together may have waiting; a message beyond it is dropped for
     /// that subscriber and counted (the memory budget of NATS deliveries).
     pub max_pending_total: ByteSize,
+    /// Bytes the kernel may hold unsent for each client socket (`TCP_NOTSENT_LOWAT`): what a
+    /// subscriber that stopped reading makes the broker hold in kernel memory, charged to the
+    /// unit's cgroup. Without it the kernel's autotuning grows a send buffer to
+    /// `net.ipv4.tcp_wmem`'s maximum (4 MiB) per connection. Bytes in flight to a client that
+    /// reads are not limited. `"0B"`: no limit.
+    pub socket_unsent_limit: ByteSize,
     /// Routed publishes a connection may have waiting for their durable ack; reading pauses beyond.
     pub max_inflight: usize,
     /// Most subscriptions per connection; more get `-ERR 'maximum subscriptions exceeded'`.
@@ -453,6 +470,7 @@ impl Default for NatsSection {
             max_payload: ByteSize(1 << 20),
             max_pending: ByteSize(8 << 20),
             max_pending_total: ByteSize(8 << 20),
+            socket_unsent_limit: ByteSize(DEFAULT_SOCKET_UNSENT_LIMIT),
             max_inflight: 4096,
             max_subscriptions: 10_000,
             max_subject_tokens: DEFAULT_MAX_TOPIC_LEVELS,
