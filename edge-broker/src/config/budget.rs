@@ -7,8 +7,9 @@
 //! to `max_packet_size` / `max_payload` per connection) and the publishes a connection holds
 //! for the log (1 MiB per MQTT connection): both need credentials, and neither has a global
 //! cap yet. Of the kernel's memory, charged to the unit's cgroup too, the budget counts the
-//! send buffers of clients that stopped reading (`socket_unsent_limit`); receive buffers the
-//! kernel sizes to what the broker reads per round trip, small on a LAN.
+//! send buffers of clients that stopped reading (`socket_unsent_limit`), not the receive
+//! buffer a publisher fills while the broker does not read it (log full, pacing): 91 KB
+//! measured, `tcp_rmem`'s default 128 KiB, for logged-in publishers only, as above.
 
 use super::{ByteSize, Config};
 
