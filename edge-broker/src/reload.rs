@@ -89,6 +89,7 @@ pub fn sections_needing_restart(old: &Config, new: &Config) -> Vec<&'static str>
         a.max_retained,
         a.max_retained_bytes,
         a.sys_interval,
+        a.socket_unsent_limit,
         crate::admission::AdmissionLimits::mqtt(a),
     ) != (
         b.enabled,
@@ -97,6 +98,7 @@ pub fn sections_needing_restart(old: &Config, new: &Config) -> Vec<&'static str>
         b.max_retained,
         b.max_retained_bytes,
         b.sys_interval,
+        b.socket_unsent_limit,
         crate::admission::AdmissionLimits::mqtt(b),
     ) || (a.tls_listen, a.ws_listen, a.ws_tls_listen, &a.ws_path)
         != (b.tls_listen, b.ws_listen, b.ws_tls_listen, &b.ws_path)
@@ -104,7 +106,8 @@ pub fn sections_needing_restart(old: &Config, new: &Config) -> Vec<&'static str>
         changed.push("mqtt");
     }
     let (a, b) = (&old.nats, &new.nats);
-    if (a.enabled, a.listen) != (b.enabled, b.listen)
+    // The unsent limit is set on the listeners, which their connections inherit.
+    if (a.enabled, a.listen, a.socket_unsent_limit) != (b.enabled, b.listen, b.socket_unsent_limit)
         || crate::admission::AdmissionLimits::nats(a) != crate::admission::AdmissionLimits::nats(b)
         || (a.duplicate_window, a.max_duplicate_ids) != (b.duplicate_window, b.max_duplicate_ids)
     {
@@ -138,5 +141,15 @@ mod tests {
         let listener = Config::parse("[mqtt]\nlisten = \"127.0.0.1:1\"\n", Path::new("d")).unwrap();
         assert_eq!(sections_needing_restart(&old, &listener), vec!["mqtt"]);
         assert!(sections_needing_restart(&old, &old).is_empty());
+        // Set on the listeners: a changed unsent limit is not applied until a restart.
+        let unsent = Config::parse(
+            "[mqtt]\nsocket_unsent_limit = \"64KiB\"\n[nats]\nsocket_unsent_limit = \"0B\"\n",
+            Path::new("e"),
+        )
+        .unwrap();
+        assert_eq!(
+            sections_needing_restart(&old, &unsent),
+            vec!["mqtt", "nats"]
+        );
     }
 }

@@ -136,7 +136,8 @@ pub struct MqttSection {
     /// subscriber that stopped reading makes the broker hold in kernel memory, charged to the
     /// unit's cgroup. Without it the kernel's autotuning grows a send buffer to
     /// `net.ipv4.tcp_wmem`'s maximum (4 MiB) per connection. Bytes in flight to a client that
-    /// reads are not limited. `"0B"`: no limit.
+    /// reads are not limited. `"0B"`: no limit. Set on the listeners: changed by a restart,
+    /// not a reload.
     pub socket_unsent_limit: ByteSize,
     /// QoS 1/2 deliveries in flight towards a client at once (fewer if the client's Receive
     /// Maximum says so; 3.1.1 clients have none). Mosquitto's option.
@@ -422,7 +423,8 @@ pub struct NatsSection {
     /// subscriber that stopped reading makes the broker hold in kernel memory, charged to the
     /// unit's cgroup. Without it the kernel's autotuning grows a send buffer to
     /// `net.ipv4.tcp_wmem`'s maximum (4 MiB) per connection. Bytes in flight to a client that
-    /// reads are not limited. `"0B"`: no limit.
+    /// reads are not limited. `"0B"`: no limit. Set on the listeners: changed by a restart,
+    /// not a reload.
     pub socket_unsent_limit: ByteSize,
     /// Routed publishes a connection may have waiting for their durable ack; reading pauses beyond.
     pub max_inflight: usize,
