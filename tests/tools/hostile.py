@@ -4,7 +4,8 @@ Usage: hostile.py SCENARIO HOST PORT BROKER_PID [ARG...]
 
 Each scenario attacks the broker at HOST:PORT from addresses 127.0.0.2 and up (so that the
 device it then checks, on 127.0.0.1, is another source), measures the broker's RSS
-(/proc/BROKER_PID/status) before and while the attack holds, and prints one JSON line.
+(/proc/BROKER_PID/status) before and while the attack holds (and, where subscribers stall, the
+kernel's send queues of its connections, /proc/net/tcp), and prints one JSON line.
 A failed check exits 1 with the reason on stderr.
 """
 import json
@@ -156,7 +157,7 @@ def send_queue_bytes(port):
     return total
 
 
-def peak_rss(pid, port, stop, out):
+def sample_peaks(pid, port, stop, out):
     """Every 20 ms until `stop` is set: the broker's RSS (peak to out[0]) and, with `port`,
     its connections' kernel send queues (peak to out[1])."""
     while not stop.is_set():
@@ -167,11 +168,11 @@ def peak_rss(pid, port, stop, out):
 
 
 def sampling(pid, port=None):
-    """Starts sampling (see `peak_rss`); the returned function stops it and returns the peak
+    """Starts sampling (see `sample_peaks`); the returned function stops it and returns the peak
     RSS in KiB and the peak of the send queues in bytes (0 without `port`)."""
     import threading
     stop, out = threading.Event(), [rss_kib(pid), 0]
-    t = threading.Thread(target=peak_rss, args=(pid, port, stop, out), daemon=True)
+    t = threading.Thread(target=sample_peaks, args=(pid, port, stop, out), daemon=True)
     t.start()
 
     def finish():
