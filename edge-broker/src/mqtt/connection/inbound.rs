@@ -171,13 +171,20 @@ impl Connection {
 
     /// The ingest queue, made at the first publish: most of an idle client's life has none.
     fn ingest_queue(&mut self) -> &mut Ingest {
+        self.ingest_for_records().0
+    }
+
+    /// The ingest queue ([`Connection::ingest_queue`]) and the client id its records carry,
+    /// borrowed together: a record is encoded from borrowed fields, no reference taken.
+    fn ingest_for_records(&mut self) -> (&mut Ingest, &str) {
         let (server, settings, version) = (&self.server, &self.settings, self.version);
-        self.ingest.get_or_insert_with(|| {
+        let queue = self.ingest.get_or_insert_with(|| {
             Box::new(
                 IngestQueue::new(server.log.clone(), ingest_limits(settings, version))
                     .measure_acks(Arc::clone(&server.metrics.ack_latency)),
             )
-        })
+        });
+        (queue, &self.session.client_id)
     }
 
     /// A PUBLISH of the client; `received_ms`: when its buffer was taken (read at the
@@ -279,12 +286,12 @@ impl Connection {
                 Some(destination) => {
                     // Encoded here, into the connection's batch: nothing of this PUBLISH is
                     // handed to the log's writer thread.
-                    let client_id = Arc::clone(&self.session.client_id);
+                    let (queue, client_id) = self.ingest_for_records();
                     let record = RecordFields {
                         timestamp_ms: received_ms,
                         source: Source::Mqtt,
                         topic: &topic_name,
-                        client_id: &client_id,
+                        client_id,
                         destination: &destination,
                         payload: &publish.payload,
                     };
@@ -292,8 +299,7 @@ impl Connection {
                         &publish.properties.user_properties,
                     );
                     let local = Local::Quiet(Arc::clone(&topic_name));
-                    self.ingest_queue()
-                        .push_routed_quiet(record, headers, local, owed);
+                    queue.push_routed_quiet(record, headers, local, owed);
                 }
                 None => {
                     if let Some(owed) = owed {
@@ -334,19 +340,18 @@ impl Connection {
             packet_id.map(|packet_id| self.owed(packet_id, publish.qos, ReasonCode::Success));
         match destination {
             Some(destination) => {
-                let client_id = Arc::clone(&self.session.client_id);
+                let (queue, client_id) = self.ingest_for_records();
                 let record = RecordFields {
                     timestamp_ms: message.received_ms,
                     source: Source::Mqtt,
                     topic: &message.topic,
-                    client_id: &client_id,
+                    client_id,
                     destination: &destination,
                     payload: &message.payload,
                 };
                 let headers = ingest::record::user_properties(&message);
                 let local = Local::Deliver(Arc::clone(&message), route);
-                self.ingest_queue()
-                    .push_routed(record, headers, local, owed);
+                queue.push_routed(record, headers, local, owed);
             }
             None => {
                 self.deliver_local(&message, route.as_deref());
