@@ -138,11 +138,12 @@ def flood(host, port, pid, proto, count, mode="idle", claim="1048576", sources="
     }
 
 
-def send_queue_bytes(port):
-    """Bytes the kernel holds unacknowledged in the send queues of the broker's established
-    connections on `port` (/proc/net/tcp's tx_queue): the kernel memory that stalled
-    subscribers make the broker hold, seen in no RSS."""
-    total = 0
+def kernel_queues(port):
+    """The kernel's queues of the broker's established connections on `port` (/proc/net/tcp),
+    memory seen in no RSS: the bytes unacknowledged in all their send queues together (what
+    stalled subscribers make the broker hold), and the bytes unread in the fullest receive
+    queue (what a client the broker does not read makes it hold)."""
+    sent, unread = 0, 0
     for table in ("/proc/net/tcp", "/proc/net/tcp6"):
         try:
             with open(table) as f:
@@ -151,35 +152,39 @@ def send_queue_bytes(port):
                     fields = line.split()
                     local, state, queues = fields[1], fields[3], fields[4]
                     if state == "01" and int(local.rsplit(":", 1)[1], 16) == int(port):
-                        total += int(queues.split(":")[0], 16)
+                        tx, rx = (int(q, 16) for q in queues.split(":"))
+                        sent += tx
+                        unread = max(unread, rx)
         except FileNotFoundError:
             pass
-    return total
+    return sent, unread
 
 
-def sample_peaks(pid, port, stop, out):
-    """Every 20 ms until `stop` is set: the broker's RSS (peak to out[0]) and, with `port`,
-    its connections' kernel send queues (peak to out[1])."""
-    while not stop.is_set():
-        out[0] = max(out[0], rss_kib(pid))
-        if port is not None:
-            out[1] = max(out[1], send_queue_bytes(port))
-        time.sleep(0.02)
+class Peaks:
+    """Peaks sampled every 20 ms until `finish`: the broker's RSS in KiB and, with `port`, its
+    connections' kernel queues in bytes (see `kernel_queues`)."""
 
+    def __init__(self, pid, port=None):
+        import threading
+        self.pid, self.port = pid, port
+        self.rss_kib, self.send_queues, self.receive_queue = rss_kib(pid), 0, 0
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self.sample, daemon=True)
+        self.thread.start()
 
-def sampling(pid, port=None):
-    """Starts sampling (see `sample_peaks`); the returned function stops it and returns the peak
-    RSS in KiB and the peak of the send queues in bytes (0 without `port`)."""
-    import threading
-    stop, out = threading.Event(), [rss_kib(pid), 0]
-    t = threading.Thread(target=sample_peaks, args=(pid, port, stop, out), daemon=True)
-    t.start()
+    def sample(self):
+        while not self.stop.is_set():
+            self.rss_kib = max(self.rss_kib, rss_kib(self.pid))
+            if self.port is not None:
+                sent, unread = kernel_queues(self.port)
+                self.send_queues = max(self.send_queues, sent)
+                self.receive_queue = max(self.receive_queue, unread)
+            time.sleep(0.02)
 
-    def finish():
-        stop.set()
-        t.join()
-        return out[0], out[1]
-    return finish
+    def finish(self):
+        self.stop.set()
+        self.thread.join()
+        return self
 
 
 def publish_all(host, port, topic, count, size, qos):
@@ -215,14 +220,14 @@ def stalled_subscribers(host, port, pid, subs, count, size, qos="0"):
     subs, count, size, qos = int(subs), int(count), int(size), int(qos)
     rss0 = rss_kib(pid)
     clients = [stalled_subscriber(host, port, f"stalled-{i}", "#", 0) for i in range(subs)]
-    finish = sampling(pid, port)
+    peaks = Peaks(pid, port)
     publish_all(host, port, "flood/t", count, size, qos)
     time.sleep(0.5)
-    peak, send_queues = finish()
+    peaks.finish()
     for c in clients:
         c.close()
-    return {"rss_kib": [rss0, peak], "rss_growth_kib": peak - rss0,
-            "send_queue_bytes": send_queues}
+    return {"rss_kib": [rss0, peaks.rss_kib], "rss_growth_kib": peaks.rss_kib - rss0,
+            "send_queue_bytes": peaks.send_queues}
 
 
 @scenario
@@ -234,7 +239,7 @@ def never_puback(host, port, pid, count, size):
     sub = Client(host, int(port), v5=False, timeout=10)
     sub.connect("no-puback", clean=True)
     sub.subscribe(("np/#", 1))
-    finish = sampling(pid)
+    peaks = Peaks(pid)
     publish_all(host, port, "np/t", count, size, 1)
     received = 0
     while True:
@@ -244,9 +249,51 @@ def never_puback(host, port, pid, count, size):
             break
         if p["type"] == 3:
             received += 1
-    peak, _ = finish()
+    peaks.finish()
     sub.close()
-    return {"received": received, "rss_kib": [rss0, peak], "rss_growth_kib": peak - rss0}
+    return {"received": received, "rss_kib": [rss0, peaks.rss_kib],
+            "rss_growth_kib": peaks.rss_kib - rss0}
+
+
+def stream_qos0(host, port, cid, topic, seconds):
+    """A publisher sending QoS 0 PUBLISHes of 200 bytes as fast as its socket takes them, for
+    `seconds`; the bytes sent."""
+    c = Client(host, int(port), v5=False, timeout=10)
+    c.connect(cid)
+    chunk = frame(0x30, mstr(topic) + b"x" * 200) * 300
+    sent, end = 0, time.monotonic() + seconds
+    while time.monotonic() < end:
+        try:
+            c.sock.sendall(chunk)
+        except OSError:
+            break
+        sent += len(chunk)
+    c.close()
+    return sent
+
+
+@scenario
+def fast_publishers_held(host, port, pid, publishers, seconds):
+    """`publishers` streams of QoS 0 publishes, as fast as each socket takes them, while a
+    subscriber to `#` never reads (so the broker holds each publisher, then drops, and is
+    behind on all of them). The fullest receive queue of the broker's connections (bytes
+    unread in the kernel, /proc/net/tcp), and the bytes sent."""
+    import threading
+    publishers, seconds = int(publishers), float(seconds)
+    stalled = stalled_subscriber(host, port, "stalled", "#", 0)
+    peaks = Peaks(pid, port)
+    sent = [0] * publishers
+
+    def run(i):
+        sent[i] = stream_qos0(host, port, f"fast-{i}", f"fast/{i}", seconds)
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(publishers)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    peaks.finish()
+    stalled.close()
+    return {"receive_queue_bytes": peaks.receive_queue, "sent_bytes": sent}
 
 
 @scenario
@@ -271,7 +318,7 @@ def nats_stalled_subscribers(host, port, pid, subs, count, size):
             got += data
         socks.append(s)
     time.sleep(0.5)
-    finish = sampling(pid, port)
+    peaks = Peaks(pid, port)
     p = socket.create_connection((host, int(port)), timeout=60)
     p.sendall(b'CONNECT {"verbose":false}\r\n')
     msg = f"PUB flood.t {size}\r\n".encode() + b"x" * size + b"\r\n"
@@ -285,12 +332,12 @@ def nats_stalled_subscribers(host, port, pid, subs, count, size):
             break
         buf += data
     time.sleep(0.5)
-    peak, send_queues = finish()
+    peaks.finish()
     p.close()
     for s in socks:
         s.close()
-    return {"rss_kib": [rss0, peak], "rss_growth_kib": peak - rss0,
-            "send_queue_bytes": send_queues}
+    return {"rss_kib": [rss0, peaks.rss_kib], "rss_growth_kib": peaks.rss_kib - rss0,
+            "send_queue_bytes": peaks.send_queues}
 
 
 def count_publishes(client, count, out, key, pause=0.0, every=1, idle=3.0):
@@ -338,7 +385,7 @@ def slow_subscriber(host, port, pid, mode, count, size):
         raise AssertionError(f"mode {mode!r}: slow or never")
     for r in readers:
         r.start()
-    finish = sampling(pid)
+    peaks = Peaks(pid)
     started = time.monotonic()
     p = Client(host, int(port), v5=False, timeout=30)
     p.connect("pace-publisher")
@@ -352,11 +399,11 @@ def slow_subscriber(host, port, pid, mode, count, size):
     p.disconnect()
     for r in readers:
         r.join()
-    peak, _ = finish()
+    peaks.finish()
     fast.close()
     slow.close()
     return {"fast": got["fast"], "slow": got.get("slow"), "publish_seconds": round(taken, 3),
-            "rss_kib": [rss0, peak], "rss_growth_kib": peak - rss0}
+            "rss_kib": [rss0, peaks.rss_kib], "rss_growth_kib": peaks.rss_kib - rss0}
 
 
 def main():
