@@ -12,7 +12,7 @@ use edge_log::Log;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{ByteSize, Config};
+use crate::config::{ByteSize, Config, SocketBuffers};
 use crate::hub::Hub;
 use crate::metrics::front::MqttGauges;
 use crate::metrics::{FrontMetrics, Observe, PromText};
@@ -193,9 +193,8 @@ pub async fn run(
             Arc::clone(&auth),
         );
         let m = &config.mqtt;
-        let unsent = m.socket_unsent_limit;
-        let listener =
-            bind_clients("mqtt.listen", m.listen, unsent, "mqtt.socket_unsent_limit").await?;
+        let buffers = m.socket_buffers();
+        let listener = bind_clients("mqtt.listen", m.listen, buffers).await?;
         if let (Some(cert), Some(key)) = (&m.tls_cert, &m.tls_key)
             && (m.tls_listen.is_some() || m.ws_tls_listen.is_some())
         {
@@ -206,9 +205,7 @@ pub async fn run(
         let secure = server.tls.current().is_some();
         let bind_opt = async |field, addr: Option<SocketAddr>, needs_tls: bool| match addr {
             Some(addr) if secure || !needs_tls => {
-                bind_clients(field, addr, unsent, "mqtt.socket_unsent_limit")
-                    .await
-                    .map(Some)
+                bind_clients(field, addr, buffers).await.map(Some)
             }
             _ => Ok(None),
         };
@@ -249,13 +246,7 @@ pub async fn run(
             Arc::clone(&auth),
         );
         let n = &config.nats;
-        let listener = bind_clients(
-            "nats.listen",
-            n.listen,
-            n.socket_unsent_limit,
-            "nats.socket_unsent_limit",
-        )
-        .await?;
+        let listener = bind_clients("nats.listen", n.listen, n.socket_buffers()).await?;
         if let (Some(cert), Some(key)) = (&config.nats.tls_cert, &config.nats.tls_key) {
             let acceptor = crate::tls::acceptor(cert, key, config.nats.tls_client_ca.as_deref())
                 .map_err(RunError::Tls)?;
@@ -365,21 +356,41 @@ async fn bind(field: &'static str, addr: SocketAddr) -> Result<TcpListener, RunE
 }
 
 /// Binds a listener of client connections ([`bind`]) whose sockets hold at most about
-/// `unsent` unsent in the kernel (`field_of_limit`, `socket_unsent_limit`; 0: no limit).
+/// `buffers.unsent_limit` unsent and `buffers.receive_buffer` received in the kernel (0: left
+/// to the kernel). A limit the kernel refuses or cuts is said, naming its field; the listener
+/// serves anyway.
 async fn bind_clients(
     field: &'static str,
     addr: SocketAddr,
-    unsent: ByteSize,
-    field_of_limit: &'static str,
+    buffers: SocketBuffers,
 ) -> Result<TcpListener, RunError> {
     let listener = bind(field, addr).await?;
+    let unsent = buffers.unsent_limit;
     if unsent.bytes() != 0
         && let Err(err) = crate::listener::limit_unsent(&listener, unsent.bytes())
     {
         tracing::warn!(
             listener = field,
-            "{field_of_limit} = \"{unsent}\" not applied: a client that stops reading may make the kernel hold up to net.ipv4.tcp_wmem's maximum for it: {err}"
+            "{} = \"{unsent}\" not applied: a client that stops reading may make the kernel hold up to net.ipv4.tcp_wmem's maximum for it: {err}",
+            buffers.unsent_limit_field
         );
+    }
+    let receive = buffers.receive_buffer;
+    if receive.bytes() != 0 {
+        match crate::listener::fix_receive_buffer(&listener, receive.bytes()) {
+            Ok(granted) if granted < receive.bytes() => tracing::warn!(
+                listener = field,
+                "{} = \"{receive}\" cut to {} by the kernel (net.core.rmem_max is half that): clients get the smaller buffer",
+                buffers.receive_buffer_field,
+                ByteSize(granted)
+            ),
+            Ok(_) => {}
+            Err(err) => tracing::warn!(
+                listener = field,
+                "{} = \"{receive}\" not applied: a client the broker does not read may make the kernel hold up to net.ipv4.tcp_rmem's maximum for it: {err}",
+                buffers.receive_buffer_field
+            ),
+        }
     }
     Ok(listener)
 }

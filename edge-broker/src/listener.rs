@@ -163,6 +163,22 @@ pub fn limit_unsent(listener: &tokio::net::TcpListener, bytes: u64) -> std::io::
     socket2::SockRef::from(listener).set_tcp_notsent_lowat(bytes)
 }
 
+/// Fixes the kernel's receive buffer of every connection `listener` accepts (they inherit it,
+/// from their first byte, before login) at `bytes` as `ss` shows it: the kernel is asked for
+/// half and doubles it for its bookkeeping. Returns the size the kernel granted, which
+/// `net.core.rmem_max` may cap. Without it, the kernel's autotuning grows the buffer of a
+/// client that sends faster than the broker reads towards `net.ipv4.tcp_rmem`'s maximum, and
+/// all of it waits there while the broker does not read (before login, while paused): four
+/// fast publishers held by a stalled subscriber queued 600–850 KB each within seconds. The
+/// window scale follows the fixed buffer, so the buffer is the connection's for its lifetime
+/// (BENCHMARKS.md, "Kernel receive buffers").
+pub fn fix_receive_buffer(listener: &tokio::net::TcpListener, bytes: u64) -> std::io::Result<u64> {
+    let socket = socket2::SockRef::from(listener);
+    let half = usize::try_from(bytes / 2).unwrap_or(usize::MAX);
+    socket.set_recv_buffer_size(half)?;
+    Ok(socket.recv_buffer_size()? as u64)
+}
+
 /// Splits a plain TCP connection (with Nagle off: protocol messages are small).
 pub fn plain(stream: TcpStream) -> (ReadHalf, WriteHalf) {
     let _ = stream.set_nodelay(true);
@@ -464,6 +480,37 @@ mod tests {
         let (stream, _) = listener.accept().await.unwrap();
         let limit = socket2::SockRef::from(&stream).tcp_notsent_lowat().unwrap();
         assert_eq!(limit, 16 << 10);
+    }
+
+    /// A connection accepted from a listener with a fixed receive buffer has it, as `ss` shows
+    /// it, however fast its client sends: the kernel's autotuning no longer grows it.
+    #[tokio::test]
+    async fn accepted_connections_inherit_the_fixed_receive_buffer() {
+        use tokio::io::AsyncWriteExt;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let granted = super::fix_receive_buffer(&listener, 128 << 10).unwrap();
+        assert_eq!(granted, 128 << 10);
+        let mut client = tokio::net::TcpStream::connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        let (mut stream, _) = listener.accept().await.unwrap();
+        // Bytes read as fast as they come: what makes autotuning grow a buffer.
+        let sender = tokio::spawn(async move {
+            let chunk = vec![7u8; 64 << 10];
+            for _ in 0..256 {
+                client.write_all(&chunk).await.unwrap();
+            }
+        });
+        let mut buf = vec![0u8; 64 << 10];
+        let mut got = 0;
+        while got < 256 * (64 << 10) {
+            got += tokio::io::AsyncReadExt::read(&mut stream, &mut buf)
+                .await
+                .unwrap();
+        }
+        sender.await.unwrap();
+        let size = socket2::SockRef::from(&stream).recv_buffer_size().unwrap();
+        assert_eq!(size, 128 << 10);
     }
 
     #[tokio::test]

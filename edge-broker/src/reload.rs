@@ -89,7 +89,7 @@ pub fn sections_needing_restart(old: &Config, new: &Config) -> Vec<&'static str>
         a.max_retained,
         a.max_retained_bytes,
         a.sys_interval,
-        a.socket_unsent_limit,
+        a.socket_buffers(),
         crate::admission::AdmissionLimits::mqtt(a),
     ) != (
         b.enabled,
@@ -98,7 +98,7 @@ pub fn sections_needing_restart(old: &Config, new: &Config) -> Vec<&'static str>
         b.max_retained,
         b.max_retained_bytes,
         b.sys_interval,
-        b.socket_unsent_limit,
+        b.socket_buffers(),
         crate::admission::AdmissionLimits::mqtt(b),
     ) || (a.tls_listen, a.ws_listen, a.ws_tls_listen, &a.ws_path)
         != (b.tls_listen, b.ws_listen, b.ws_tls_listen, &b.ws_path)
@@ -106,8 +106,8 @@ pub fn sections_needing_restart(old: &Config, new: &Config) -> Vec<&'static str>
         changed.push("mqtt");
     }
     let (a, b) = (&old.nats, &new.nats);
-    // The unsent limit is set on the listeners, which their connections inherit.
-    if (a.enabled, a.listen, a.socket_unsent_limit) != (b.enabled, b.listen, b.socket_unsent_limit)
+    // The kernel's buffers are set on the listeners, which their connections inherit.
+    if (a.enabled, a.listen, a.socket_buffers()) != (b.enabled, b.listen, b.socket_buffers())
         || crate::admission::AdmissionLimits::nats(a) != crate::admission::AdmissionLimits::nats(b)
         || (a.duplicate_window, a.max_duplicate_ids) != (b.duplicate_window, b.max_duplicate_ids)
     {
@@ -141,15 +141,13 @@ mod tests {
         let listener = Config::parse("[mqtt]\nlisten = \"127.0.0.1:1\"\n", Path::new("d")).unwrap();
         assert_eq!(sections_needing_restart(&old, &listener), vec!["mqtt"]);
         assert!(sections_needing_restart(&old, &old).is_empty());
-        // Set on the listeners: a changed unsent limit is not applied until a restart.
-        let unsent = Config::parse(
+        // Set on the listeners: a changed kernel buffer is not applied until a restart.
+        for changed in [
             "[mqtt]\nsocket_unsent_limit = \"64KiB\"\n[nats]\nsocket_unsent_limit = \"0B\"\n",
-            Path::new("e"),
-        )
-        .unwrap();
-        assert_eq!(
-            sections_needing_restart(&old, &unsent),
-            vec!["mqtt", "nats"]
-        );
+            "[mqtt]\nsocket_receive_buffer = \"0B\"\n[nats]\nsocket_receive_buffer = \"1MiB\"\n",
+        ] {
+            let new = Config::parse(changed, Path::new("e")).unwrap();
+            assert_eq!(sections_needing_restart(&old, &new), vec!["mqtt", "nats"]);
+        }
     }
 }

@@ -412,6 +412,45 @@ fn five_hundred_stalled_subscribers_stay_within_the_memory_budget() {
     assert!(broker.terminate(STOP).success());
 }
 
+/// Four publishers stream QoS 0 as fast as their sockets take it while a subscriber to `#`
+/// never reads: the broker holds each publisher for a while, then drops, and is behind on all
+/// of them. Once: the kernel's autotuning grew each publisher's receive buffer, and 600–850 KB
+/// of each waited there unread within seconds, charged to the unit's cgroup and in no RSS (up
+/// to `net.ipv4.tcp_rmem`'s maximum per connection, 6 MiB by default). Now
+/// `socket_receive_buffer` (128 KiB) bounds it. The same attack on a broker left to
+/// autotuning (`"0B"`) shows that the attack does provoke the growth.
+#[test]
+fn fast_publishers_the_broker_does_not_read_hold_a_bounded_receive_buffer() {
+    let held = |config: &str| {
+        let mut broker = Broker::start(config);
+        let out = attack(
+            &broker,
+            broker.mqtt_addr(),
+            &["fast_publishers_held", "4", "4"],
+        );
+        assert!(broker.terminate(STOP).success());
+        let sent = out["sent_bytes"].as_array().expect("sent_bytes");
+        assert!(sent.iter().all(|s| s.as_u64() > Some(0)), "{out}");
+        (
+            out["receive_queue_bytes"]
+                .as_u64()
+                .expect("receive_queue_bytes"),
+            out,
+        )
+    };
+    let bound = edge_broker::config::DEFAULT_SOCKET_RECEIVE_BUFFER;
+    let (bounded, out) = held("");
+    assert!(
+        bounded <= bound,
+        "a receive queue held {bounded} B, bound {bound} B: {out}"
+    );
+    let (autotuned, out) = held("[mqtt]\nsocket_receive_buffer = \"0B\"\n");
+    assert!(
+        autotuned > 2 * bound,
+        "left to autotuning, the fullest receive queue held only {autotuned} B: the attack no longer shows the growth: {out}"
+    );
+}
+
 /// The same over NATS: 500 subscribers to `>` that never read, and a flood (2,000 × 16 KiB).
 /// Once: each could hold `nats.max_pending` (8 MiB) of output, a peak of 4.3 GB RSS. Now all
 /// connections' output together is capped by `nats.max_pending_total` (8 MiB; what is beyond

@@ -1,5 +1,5 @@
 //! The memory budget: what every limit lets clients make the broker hold, at worst and all at
-//! once, against the unit's `MemoryMax=288M` (`systemd/edge-broker.service`). The defaults fit
+//! once, against the unit's `MemoryMax=448M` (`systemd/edge-broker.service`). The defaults fit
 //! it; `edge-broker check` warns when a configuration does not (README, "The memory budget").
 //!
 //! Each row is a limit times what one unit of it holds, as measured on x86_64 (BENCHMARKS.md,
@@ -7,14 +7,14 @@
 //! to `max_packet_size` / `max_payload` per connection) and the publishes a connection holds
 //! for the log (1 MiB per MQTT connection): both need credentials, and neither has a global
 //! cap yet. Of the kernel's memory, charged to the unit's cgroup too, the budget counts the
-//! send buffers of clients that stopped reading (`socket_unsent_limit`), not the receive
-//! buffer a publisher fills while the broker does not read it (log full, pacing): 91 KB
-//! measured, `tcp_rmem`'s default 128 KiB, for logged-in publishers only, as above.
+//! send buffers of clients that stopped reading (`socket_unsent_limit`) and the receive
+//! buffers of clients the broker does not read (`socket_receive_buffer`: before login,
+//! paused by a full log or a slow subscriber, or merely behind).
 
 use super::{ByteSize, Config};
 
 /// `MemoryMax` of the packaged unit.
-pub const MEMORY_MAX: u64 = 288 << 20;
+pub const MEMORY_MAX: u64 = 448 << 20;
 /// What the broker takes with no client (code, runtime, log and journal buffers), measured
 /// about 20 MiB, with room for the allocator's slack.
 pub const BASE: u64 = 32 << 20;
@@ -29,6 +29,9 @@ const NATS_OUTPUT_FACTOR: u64 = 3;
 /// What the kernel's autotuning lets one connection's send buffer grow to when
 /// `socket_unsent_limit` is `"0B"` (`net.ipv4.tcp_wmem`'s default maximum, 4 MiB).
 const AUTOTUNED_SEND_BUFFER: u64 = 4 << 20;
+/// What the kernel's autotuning lets one connection's receive buffer grow to when
+/// `socket_receive_buffer` is `"0B"` (`net.ipv4.tcp_rmem`'s default maximum, 6 MiB).
+const AUTOTUNED_RECEIVE_BUFFER: u64 = 6 << 20;
 /// What a stalled client's socket holds beyond `socket_unsent_limit`: the segment being filled
 /// when the limit was reached, and a first window in flight to a peer that never acknowledges
 /// (measured 1.6 KiB over a 16 KiB limit with 500 stalled subscribers).
@@ -78,6 +81,12 @@ pub fn rows(config: &Config) -> Vec<Row> {
             "MQTT kernel send buffers",
             connections,
             m.socket_unsent_limit,
+        ));
+        rows.push(kernel_receive_buffers(
+            "MQTT kernel receive buffers",
+            connections,
+            pending,
+            m.socket_receive_buffer,
         ));
         rows.push(Row {
             what: "MQTT deliveries queued and in flight",
@@ -141,6 +150,12 @@ pub fn rows(config: &Config) -> Vec<Row> {
             connections,
             n.socket_unsent_limit,
         ));
+        rows.push(kernel_receive_buffers(
+            "NATS kernel receive buffers",
+            connections,
+            pending,
+            n.socket_receive_buffer,
+        ));
         rows.push(Row {
             what: "NATS output waiting in connections",
             bound: format!("3 × max_pending_total {}", n.max_pending_total),
@@ -169,6 +184,33 @@ fn kernel_send_buffers(what: &'static str, connections: u64, limit: ByteSize) ->
             "max_connections {connections} × (socket_unsent_limit {limit} + 16 KiB under way)"
         ),
         bytes: connections * (limit.bytes() + UNSENT_OVERSHOOT),
+    }
+}
+
+/// What the kernel holds for clients whose bytes the broker does not read, charged to the
+/// unit's cgroup: every socket, logged in (`connections`) or not yet (`pending`), may fill
+/// `socket_receive_buffer` (the whole buffer, as `ss` shows it), or
+/// [`AUTOTUNED_RECEIVE_BUFFER`] without one.
+fn kernel_receive_buffers(
+    what: &'static str,
+    connections: u64,
+    pending: u64,
+    size: ByteSize,
+) -> Row {
+    let sockets = connections + pending;
+    let (unit, per_socket) = match size.bytes() {
+        0 => (
+            "6 MiB (socket_receive_buffer \"0B\": autotuned)".to_owned(),
+            AUTOTUNED_RECEIVE_BUFFER,
+        ),
+        bytes => (format!("socket_receive_buffer {size}"), bytes),
+    };
+    Row {
+        what,
+        bound: format!(
+            "(max_connections {connections} + max_pending_connections {pending}) × {unit}"
+        ),
+        bytes: sockets * per_socket,
     }
 }
 
@@ -224,6 +266,19 @@ mod tests {
         .unwrap();
         let w = warning(&config).unwrap();
         assert!(w.contains("MQTT kernel send buffers 2000 MiB"), "{w}");
+    }
+
+    /// Without a fixed receive buffer, each client the broker does not read may make the
+    /// kernel hold up to 6 MiB: the budget says so, naming the row.
+    #[test]
+    fn no_receive_buffer_is_named_in_the_budget() {
+        let config = Config::parse(
+            "[nats]\nsocket_receive_buffer = \"0B\"\n",
+            Path::new("t.toml"),
+        )
+        .unwrap();
+        let w = warning(&config).unwrap();
+        assert!(w.contains("NATS kernel receive buffers 3768 MiB"), "{w}");
     }
 
     #[test]

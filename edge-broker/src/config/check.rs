@@ -125,12 +125,44 @@ const MAX_SLOW_SUBSCRIBER_WAIT: Duration = Duration::from_secs(10);
 /// every write waits for the client, above 16 MiB it is no bound.
 const SOCKET_UNSENT_LIMIT_RANGE: std::ops::RangeInclusive<u64> = (4 << 10)..=(16 << 20);
 
-/// `socket_unsent_limit` of a section, named by `field`, if it is out of range.
-fn check_socket_unsent_limit(field: &'static str, size: ByteSize, found: &mut Findings) {
-    if size.bytes() != 0 && !SOCKET_UNSENT_LIMIT_RANGE.contains(&size.bytes()) {
+/// Accepted `socket_receive_buffer` besides 0 (autotuned): below 16 KiB a client sends in
+/// slivers, above 64 MiB it is no bound.
+const SOCKET_RECEIVE_BUFFER_RANGE: std::ops::RangeInclusive<u64> = (16 << 10)..=(64 << 20);
+
+/// The kernel's share of a section's sockets, each field named if it is out of range.
+fn check_socket_buffers(buffers: SocketBuffers, found: &mut Findings) {
+    check_socket_buffer(
+        buffers.unsent_limit_field,
+        buffers.unsent_limit,
+        SOCKET_UNSENT_LIMIT_RANGE,
+        "no limit",
+        found,
+    );
+    check_socket_buffer(
+        buffers.receive_buffer_field,
+        buffers.receive_buffer,
+        SOCKET_RECEIVE_BUFFER_RANGE,
+        "autotuned",
+        found,
+    );
+}
+
+/// One of [`SocketBuffers`]: `"0B"` (which means `zero`) or a size in `range`.
+fn check_socket_buffer(
+    field: &'static str,
+    size: ByteSize,
+    range: std::ops::RangeInclusive<u64>,
+    zero: &str,
+    found: &mut Findings,
+) {
+    if size.bytes() != 0 && !range.contains(&size.bytes()) {
         found.invalid(
             field,
-            format!("{size} must be \"0B\" (no limit) or between 4KiB and 16MiB"),
+            format!(
+                "{size} must be \"0B\" ({zero}) or between {} and {}",
+                ByteSize(*range.start()),
+                ByteSize(*range.end())
+            ),
         );
     }
 }
@@ -314,7 +346,7 @@ impl Config {
         }
         found.check(validate_mqtt_tls(mqtt));
         found.check(validate_ws_path(&mqtt.ws_path));
-        check_socket_unsent_limit("mqtt.socket_unsent_limit", mqtt.socket_unsent_limit, found);
+        check_socket_buffers(mqtt.socket_buffers(), found);
         if mqtt.slow_subscriber_wait.0 > MAX_SLOW_SUBSCRIBER_WAIT {
             found.invalid(
                 "mqtt.slow_subscriber_wait",
@@ -335,7 +367,7 @@ impl Config {
         if nats.max_subject_tokens == 0 {
             found.invalid("nats.max_subject_tokens", "must be at least 1");
         }
-        check_socket_unsent_limit("nats.socket_unsent_limit", nats.socket_unsent_limit, found);
+        check_socket_buffers(nats.socket_buffers(), found);
         found.check(check_tls_files(
             TlsFields::NATS,
             (&nats.tls_cert, &nats.tls_key, &nats.tls_client_ca),

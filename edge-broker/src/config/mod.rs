@@ -320,12 +320,18 @@ mod tests {
     }
 
     #[test]
-    fn an_unsent_limit_out_of_range_is_named() {
-        let ok = parse("[mqtt]\nsocket_unsent_limit = \"0B\"\n").unwrap();
+    fn a_socket_buffer_out_of_range_is_named() {
+        let ok = parse("[mqtt]\nsocket_unsent_limit = \"0B\"\nsocket_receive_buffer = \"0B\"\n")
+            .unwrap();
         assert_eq!(ok.mqtt.socket_unsent_limit.bytes(), 0);
+        assert_eq!(ok.mqtt.socket_receive_buffer.bytes(), 0);
         assert_eq!(
             ok.nats.socket_unsent_limit.bytes(),
             DEFAULT_SOCKET_UNSENT_LIMIT
+        );
+        assert_eq!(
+            ok.nats.socket_receive_buffer.bytes(),
+            DEFAULT_SOCKET_RECEIVE_BUFFER
         );
         for (body, field) in [
             (
@@ -339,6 +345,14 @@ mod tests {
             (
                 "[nats]\nsocket_unsent_limit = \"lots\"",
                 "nats.socket_unsent_limit",
+            ),
+            (
+                "[mqtt]\nsocket_receive_buffer = \"8KiB\"",
+                "mqtt.socket_receive_buffer",
+            ),
+            (
+                "[nats]\nsocket_receive_buffer = \"128MiB\"",
+                "nats.socket_receive_buffer",
             ),
         ] {
             let err = parse(&format!("{body}\n")).unwrap_err();

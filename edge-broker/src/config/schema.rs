@@ -21,6 +21,10 @@ pub const DEFAULT_PARK_IDLE_AFTER: Duration = Duration::from_secs(5);
 /// stopped reading; a subscriber that keeps up loses at most ~9% at the median, within noise
 /// (BENCHMARKS.md, "Kernel send buffers").
 pub const DEFAULT_SOCKET_UNSENT_LIMIT: u64 = 16 << 10;
+/// Default `socket_receive_buffer` of `[mqtt]` and `[nats]`: `net.ipv4.tcp_rmem`'s default,
+/// what every socket starts with, made the most it may grow to (BENCHMARKS.md, "Kernel
+/// receive buffers").
+pub const DEFAULT_SOCKET_RECEIVE_BUFFER: u64 = 128 << 10;
 /// Default `mqtt.slow_subscriber_wait` (see BENCHMARKS.md, "QoS 0 to a slower subscriber").
 pub const DEFAULT_SLOW_SUBSCRIBER_WAIT: Duration = Duration::from_secs(2);
 
@@ -139,6 +143,13 @@ pub struct MqttSection {
     /// reads are not limited. `"0B"`: no limit. Set on the listeners: changed by a restart,
     /// not a reload.
     pub socket_unsent_limit: ByteSize,
+    /// The kernel's receive buffer of each client socket (`SO_RCVBUF`, as `ss` shows it: the
+    /// kernel is asked for half, and doubles it for its bookkeeping): what a client's bytes
+    /// hold in kernel memory while the broker does not read them (before login, paused,
+    /// busy), charged to the unit's cgroup. Without it (`"0B"`) the kernel's autotuning grows
+    /// the buffer of a fast publisher towards `net.ipv4.tcp_rmem`'s maximum (6 MiB by default)
+    /// per connection. Set on the listeners: changed by a restart, not a reload.
+    pub socket_receive_buffer: ByteSize,
     /// QoS 1/2 deliveries in flight towards a client at once (fewer if the client's Receive
     /// Maximum says so; 3.1.1 clients have none). Mosquitto's option.
     pub max_inflight_messages: u16,
@@ -199,7 +210,32 @@ pub struct MqttSection {
     pub sys_interval: HumanDuration,
 }
 
+/// What the kernel may hold for each client socket of one protocol: set on its listeners,
+/// inherited by every connection they accept (so changed by a restart, not a reload).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SocketBuffers {
+    /// `socket_unsent_limit`: unsent bytes, 0 for no limit.
+    pub unsent_limit: ByteSize,
+    /// Its full name, as messages name it (`"mqtt.socket_unsent_limit"`).
+    pub unsent_limit_field: &'static str,
+    /// `socket_receive_buffer`: the receive buffer, 0 for the kernel's autotuning.
+    pub receive_buffer: ByteSize,
+    /// Its full name (`"mqtt.socket_receive_buffer"`).
+    pub receive_buffer_field: &'static str,
+}
+
 impl MqttSection {
+    /// The kernel's share of every client socket (`socket_unsent_limit`,
+    /// `socket_receive_buffer`).
+    pub fn socket_buffers(&self) -> SocketBuffers {
+        SocketBuffers {
+            unsent_limit: self.socket_unsent_limit,
+            unsent_limit_field: "mqtt.socket_unsent_limit",
+            receive_buffer: self.socket_receive_buffer,
+            receive_buffer_field: "mqtt.socket_receive_buffer",
+        }
+    }
+
     /// The CONNECT size accepted before login: `max_connect_size`, or `max_packet_size` if
     /// that is smaller.
     pub fn connect_size_limit(&self) -> u64 {
@@ -254,6 +290,7 @@ impl Default for MqttSection {
             max_queued_bytes: ByteSize(1 << 20),
             max_queued_bytes_total: ByteSize(32 << 20),
             socket_unsent_limit: ByteSize(DEFAULT_SOCKET_UNSENT_LIMIT),
+            socket_receive_buffer: ByteSize(DEFAULT_SOCKET_RECEIVE_BUFFER),
             max_inflight_messages: 100,
             slow_subscriber_wait: HumanDuration(DEFAULT_SLOW_SUBSCRIBER_WAIT),
             max_keepalive: HumanDuration(Duration::ZERO),
@@ -426,6 +463,13 @@ pub struct NatsSection {
     /// reads are not limited. `"0B"`: no limit. Set on the listeners: changed by a restart,
     /// not a reload.
     pub socket_unsent_limit: ByteSize,
+    /// The kernel's receive buffer of each client socket (`SO_RCVBUF`, as `ss` shows it: the
+    /// kernel is asked for half, and doubles it for its bookkeeping): what a client's bytes
+    /// hold in kernel memory while the broker does not read them (before login, paused,
+    /// busy), charged to the unit's cgroup. Without it (`"0B"`) the kernel's autotuning grows
+    /// the buffer of a fast publisher towards `net.ipv4.tcp_rmem`'s maximum (6 MiB by default)
+    /// per connection. Set on the listeners: changed by a restart, not a reload.
+    pub socket_receive_buffer: ByteSize,
     /// Routed publishes a connection may have waiting for their durable ack; reading pauses beyond.
     pub max_inflight: usize,
     /// Most subscriptions per connection; more get `-ERR 'maximum subscriptions exceeded'`.
@@ -460,6 +504,19 @@ pub struct NatsSection {
     pub tls_client_ca: Option<PathBuf>,
 }
 
+impl NatsSection {
+    /// The kernel's share of every client socket (`socket_unsent_limit`,
+    /// `socket_receive_buffer`).
+    pub fn socket_buffers(&self) -> SocketBuffers {
+        SocketBuffers {
+            unsent_limit: self.socket_unsent_limit,
+            unsent_limit_field: "nats.socket_unsent_limit",
+            receive_buffer: self.socket_receive_buffer,
+            receive_buffer_field: "nats.socket_receive_buffer",
+        }
+    }
+}
+
 impl Default for NatsSection {
     fn default() -> Self {
         NatsSection {
@@ -473,6 +530,7 @@ impl Default for NatsSection {
             max_pending: ByteSize(8 << 20),
             max_pending_total: ByteSize(8 << 20),
             socket_unsent_limit: ByteSize(DEFAULT_SOCKET_UNSENT_LIMIT),
+            socket_receive_buffer: ByteSize(DEFAULT_SOCKET_RECEIVE_BUFFER),
             max_inflight: 4096,
             max_subscriptions: 10_000,
             max_subject_tokens: DEFAULT_MAX_TOPIC_LEVELS,
