@@ -1,5 +1,6 @@
 //! What `edge-broker check` prints for a valid configuration: what the broker will do with it,
-//! at a glance — listeners, the log's budget and durability, the Kafka uplink, every route —
+//! at a glance — listeners, the log's budget and durability, the Kafka uplink, the memory its
+//! limits allow at worst, every route —
 //! and the warnings an operator must not miss (nothing stored, acknowledgements before fsync).
 
 use std::fmt::Write as _;
@@ -22,6 +23,7 @@ pub fn summary(config: &Config, origin: &str) -> String {
     row(&mut out, "listen", &listeners(config));
     row(&mut out, "log", &log_line(config));
     row(&mut out, "kafka", &kafka_line(config));
+    row(&mut out, "memory", &memory_line(config));
     let routes = &config.routes;
     if routes.is_empty() {
         row(
@@ -152,6 +154,17 @@ fn log_line(config: &Config) -> String {
     )
 }
 
+/// The memory budget's worst case against the packaged unit's `MemoryMax`: what an operator
+/// sizing a small gateway needs (the warnings name the largest rows when it does not fit).
+fn memory_line(config: &Config) -> String {
+    let total = super::budget::worst_case(config) >> 20;
+    let max = super::budget::MEMORY_MAX >> 20;
+    let fits = if total <= max { "within" } else { "above" };
+    format!(
+        "at worst {total} MiB with every limit reached at once, {fits} the packaged unit's MemoryMax={max}M (README, \"The memory budget\")"
+    )
+}
+
 fn kafka_line(config: &Config) -> String {
     let k = &config.kafka;
     if !k.enabled {
@@ -208,6 +221,7 @@ mod tests {
             "1GiB budget in 64MiB segments at /d/log; fsync always",
             "when full: block",
             "k1:9092 (lz4 compression, idempotent); dead letters to /d/dead-letter",
+            "memory   at worst 443 MiB with every limit reached at once, within the packaged unit's MemoryMax=448M",
             "routes   2 (tried in order",
             "route[1]  mqtt sensors/+/temperature -> temp, key {topic.2}",
             "route[2]  nats alarms.>              -> alarms, partition 0",
@@ -224,5 +238,19 @@ mod tests {
         assert!(text.contains("nothing is stored or forwarded"), "{text}");
         assert!(text.contains("unused until a [[route]] exists"), "{text}");
         assert!(warnings(&config)[0].contains("no [[route]]"));
+    }
+
+    /// Limits beyond the unit are said in the summary too, not only in the warnings.
+    #[test]
+    fn memory_above_the_unit_is_said() {
+        let config =
+            Config::parse("[mqtt]\nmax_connections = 2000\n", Path::new("t.toml")).unwrap();
+        let text = summary(&config, "t.toml");
+        assert!(
+            text.contains(
+                "with every limit reached at once, above the packaged unit's MemoryMax=448M"
+            ),
+            "{text}"
+        );
     }
 }
