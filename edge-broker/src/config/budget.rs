@@ -255,30 +255,25 @@ mod tests {
         assert_eq!(warning(&config), None);
     }
 
-    /// Without an unsent limit, each stalled subscriber may make the kernel hold up to 4 MiB:
-    /// the budget says so, naming the row.
+    /// A kernel buffer left to autotuning ("0B") is counted at autotuning's maximum, and the
+    /// budget names its row: 4 MiB per stalled subscriber's send buffer, 6 MiB per receive
+    /// buffer of a client the broker does not read.
     #[test]
-    fn no_unsent_limit_is_named_in_the_budget() {
-        let config = Config::parse(
-            "[mqtt]\nsocket_unsent_limit = \"0B\"\n",
-            Path::new("t.toml"),
-        )
-        .unwrap();
-        let w = warning(&config).unwrap();
-        assert!(w.contains("MQTT kernel send buffers 2000 MiB"), "{w}");
-    }
-
-    /// Without a fixed receive buffer, each client the broker does not read may make the
-    /// kernel hold up to 6 MiB: the budget says so, naming the row.
-    #[test]
-    fn no_receive_buffer_is_named_in_the_budget() {
-        let config = Config::parse(
-            "[nats]\nsocket_receive_buffer = \"0B\"\n",
-            Path::new("t.toml"),
-        )
-        .unwrap();
-        let w = warning(&config).unwrap();
-        assert!(w.contains("NATS kernel receive buffers 3768 MiB"), "{w}");
+    fn an_autotuned_kernel_buffer_is_named_in_the_budget() {
+        for (config, row) in [
+            (
+                "[mqtt]\nsocket_unsent_limit = \"0B\"\n",
+                "MQTT kernel send buffers 2000 MiB",
+            ),
+            (
+                "[nats]\nsocket_receive_buffer = \"0B\"\n",
+                "NATS kernel receive buffers 3768 MiB",
+            ),
+        ] {
+            let config = Config::parse(config, Path::new("t.toml")).unwrap();
+            let w = warning(&config).unwrap();
+            assert!(w.contains(row), "{w}");
+        }
     }
 
     #[test]
