@@ -364,3 +364,50 @@ fn corpus_seeds_decode() {
         );
     }
 }
+
+/// `awaited_packet_len` names the length of every seed (and of a 20 KiB PUBLISH) from every
+/// prefix that holds its fixed header and not all of it, and nothing otherwise; where it
+/// names one, the decoder still waits for more bytes.
+#[test]
+fn awaited_packet_len_names_the_whole_length_once_the_fixed_header_is_in() {
+    let mut seeds = seeds();
+    seeds.push((
+        "large publish",
+        ProtocolVersion::V5,
+        Packet::Publish(Publish {
+            topic: t("t/large"),
+            payload: Bytes::from(vec![7u8; 20 << 10]),
+            qos: QoS::AtLeastOnce,
+            packet_id: Some(9),
+            dup: false,
+            retain: false,
+            properties: Properties::default(),
+        }),
+    ));
+    for (name, v, packet) in seeds {
+        let mut wire = BytesMut::new();
+        encode(&packet, v, &mut wire).unwrap();
+        // The fixed header: the type byte and the remaining length's bytes.
+        let header = 1 + wire[1..].iter().position(|b| b & 0x80 == 0).unwrap() + 1;
+        for cut in 0..=wire.len() {
+            let prefix = &wire[..cut];
+            let awaited = awaited_packet_len(prefix);
+            let expected = (cut >= header && cut < wire.len()).then_some(wire.len());
+            assert_eq!(awaited, expected, "{name}, {cut} of {} bytes", wire.len());
+            if awaited.is_some() && cut > 0 {
+                let mut buf = BytesMut::from(prefix);
+                let decoded = if matches!(packet, Packet::Connect(_)) {
+                    decode_connect(&mut buf, u32::MAX).map(|c| c.map(|_| ()))
+                } else {
+                    decode(&mut buf, v, u32::MAX).map(|p| p.map(|_| ()))
+                };
+                assert!(matches!(decoded, Ok(None)), "{name}, {cut}: {decoded:?}");
+            }
+        }
+    }
+    // A remaining length that would need a fifth byte says nothing.
+    assert_eq!(
+        awaited_packet_len(&[0x30, 0xff, 0xff, 0xff, 0xff, 0x01]),
+        None
+    );
+}

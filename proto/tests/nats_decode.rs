@@ -892,3 +892,44 @@ proptest::proptest! {
         }
     }
 }
+
+/// `awaited_op_len` names the whole length of a PUB or HPUB (line, payload, CRLF) from every
+/// prefix that holds its control line and not all of its payload, and nothing otherwise;
+/// where it names one, the decoder still waits for more bytes.
+#[test]
+fn awaited_op_len_names_a_pub_once_its_line_is_in() {
+    use edge_proto::nats::awaited_op_len;
+    let limits = Limits::default();
+    let big = format!("PUB t.big {}\r\n{}\r\n", 70_000, "x".repeat(70_000));
+    let cases: [&[u8]; 6] = [
+        b"PUB a 10\r\n0123456789\r\n",
+        b"pub a reply.to 3\r\nabc\r\n",
+        b"HPUB a 12 14\r\nNATS/1.0\r\n\r\nhi\r\n",
+        b"HPUB a r 12 12\r\nNATS/1.0\r\n\r\n\r\n",
+        b"PUB\ta\t\t0\r\n\r\n",
+        big.as_bytes(),
+    ];
+    for op in cases {
+        let line = op.windows(2).position(|w| w == b"\r\n").unwrap() + 2;
+        for cut in 0..=op.len() {
+            let awaited = awaited_op_len(&op[..cut], &limits);
+            let expected = (cut >= line && cut < op.len()).then_some(op.len());
+            assert_eq!(awaited, expected, "{:?} cut at {cut}", &op[..line]);
+            if awaited.is_some() {
+                let (decoded, _) = client(&op[..cut]);
+                assert!(matches!(decoded, Ok(None)), "{decoded:?}");
+            }
+        }
+    }
+    // Other ops, and PUB lines the decoder refuses, name nothing.
+    for other in [
+        &b"PING\r\n"[..],
+        b"SUB a 1\r\n",
+        b"PUB a\r\n",
+        b"PUB a x\r\nabc",
+        b"PUB a 2000000\r\nabc",
+        b"HPUB a 20 10\r\nNATS/1.0\r\n",
+    ] {
+        assert_eq!(awaited_op_len(other, &limits), None, "{other:?}");
+    }
+}

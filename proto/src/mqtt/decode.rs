@@ -293,6 +293,19 @@ fn frame(
     }))
 }
 
+/// The whole length (fixed header included) of the packet at the start of `buf`, when its
+/// fixed header is there and the rest is not: what a connection is still waiting for, so it
+/// can account for the bytes before they arrive. `None` when `buf` starts with a whole packet,
+/// holds too little of a fixed header to tell, or a malformed one (which [`decode`] reports).
+/// Neither the packet type nor any limit is checked: [`decode`] does that.
+pub fn awaited_packet_len(buf: &[u8]) -> Option<usize> {
+    let VbiParse::Done(remaining, vbi_len) = parse_vbi(buf.get(1..)?) else {
+        return None;
+    };
+    let total = 1 + vbi_len + remaining as usize;
+    (buf.len() < total).then_some(total)
+}
+
 /// Decodes the next packet from `buf` for a connection speaking `version`.
 ///
 /// `Ok(None)`: more bytes are needed (nothing consumed). `Ok(Some(p))`: the frame was removed

@@ -77,7 +77,7 @@ pub mod topic;
 
 mod wire;
 
-pub use decode::{DecodeError, Decoder, decode, decode_connect};
+pub use decode::{DecodeError, Decoder, awaited_packet_len, decode, decode_connect};
 pub use encode::{EncodeError, PlainPublish, encode, encode_limited, encoded_len};
 pub use packet::*;
 pub use properties::{Properties, PropertyId, PropertySet};

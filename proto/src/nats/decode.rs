@@ -827,6 +827,34 @@ pub fn peek_repeated_pub(buf: &[u8], limits: &Limits, last: &LastSubject) -> Opt
     })
 }
 
+/// The whole length (control line, payload and its CRLF) of the PUB or HPUB at the start of
+/// `buf`, when its control line is there and its payload is not all there: what a connection
+/// is still waiting for, so it can account for the bytes before they arrive. `None` for
+/// anything else: another op, a whole PUB, an incomplete line, and every error (which
+/// [`decode_client_op_reusing`] reports).
+pub fn awaited_op_len(buf: &[u8], limits: &Limits) -> Option<usize> {
+    let (line, args) = match scan_pub_line(buf, limits) {
+        Some(scanned) => (scanned.line, scanned.args),
+        None => {
+            let line = read_line(buf, FROM_CLIENT, limits).ok()??;
+            if !matches!(line.verb, Verb::Pub | Verb::Hpub) {
+                return None;
+            }
+            let args = split_pub_args(&buf[line.arg_start..line.arg_end]);
+            (line, args)
+        }
+    };
+    let (hdr_arg, size_arg) = match (line.verb, args.as_slice()) {
+        (Verb::Pub, [_, size] | [_, _, size]) => (None, *size),
+        (Verb::Hpub, [_, hdr, size] | [_, _, hdr, size]) => (Some(*hdr), *size),
+        _ => return None,
+    };
+    let arg = &buf[line.arg_start..line.arg_end];
+    let (_, total) = payload_sizes(line.verb, arg, hdr_arg, size_arg, limits).ok()?;
+    let len = line.next + total + 2;
+    (buf.len() < len).then_some(len)
+}
+
 /// Decodes one operation a client sent (the server side of a connection).
 ///
 /// `Ok(None)`: need more bytes (nothing consumed). `Ok(Some(op))`: the op's bytes were

@@ -60,7 +60,8 @@ pub mod subject;
 
 pub use decode::{
     DEFAULT_MAX_CONTROL_LINE, DEFAULT_MAX_PAYLOAD, LastSubject, Limits, RepeatedPub,
-    decode_client_op, decode_client_op_reusing, decode_server_op, peek_repeated_pub,
+    awaited_op_len, decode_client_op, decode_client_op_reusing, decode_server_op,
+    peek_repeated_pub,
 };
 pub use error::{DecodeError, ServerError};
 pub use headers::{HeaderError, HeaderMap};
