@@ -28,6 +28,8 @@
 //! - [`listener`]: the bounded accept loop shared by the MQTT and NATS front ends, the
 //!   byte-stream halves connections are served over (TCP, TLS, or in tests in-memory pipes),
 //!   and the read-buffer policy both use (small while quiet, large chunks in bursts).
+//! - [`input_pool`]: the bytes of packets larger than a read that clients are still sending,
+//!   leased from one pool per protocol (`max_partial_packet_bytes_total`).
 //! - [`websocket`]: MQTT over WebSockets: the upgrade (path, `mqtt` subprotocol) and the pump
 //!   that serves a WebSocket client through the same byte-stream halves as TCP.
 //! - [`tls`]: rustls server configuration for the MQTT and NATS TLS listeners (optionally mutual).
@@ -49,6 +51,7 @@ pub mod config;
 pub mod forwarder;
 pub mod hub;
 pub mod ingest;
+pub mod input_pool;
 pub mod inspect;
 pub mod listener;
 pub mod logging;

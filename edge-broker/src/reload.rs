@@ -138,6 +138,11 @@ mod tests {
         assert_eq!(sections_needing_restart(&old, &new), vec!["log"]);
         let limits = Config::parse("[mqtt]\nmax_inflight = 7\n", Path::new("c")).unwrap();
         assert!(sections_needing_restart(&old, &limits).is_empty());
+        // The pools of large packets arriving take a new limit in place.
+        let pools = "[mqtt]\nmax_partial_packet_bytes_total = \"32MiB\"\n\
+                     [nats]\nmax_partial_packet_bytes_total = \"2MiB\"\n";
+        let pools = Config::parse(pools, Path::new("c")).unwrap();
+        assert!(sections_needing_restart(&old, &pools).is_empty());
         let listener = Config::parse("[mqtt]\nlisten = \"127.0.0.1:1\"\n", Path::new("d")).unwrap();
         assert_eq!(sections_needing_restart(&old, &listener), vec!["mqtt"]);
         assert!(sections_needing_restart(&old, &old).is_empty());

@@ -476,3 +476,74 @@ fn five_hundred_stalled_nats_subscribers_stay_within_the_memory_budget() {
     assert!(dropped > 0.0, "nothing dropped?");
     assert!(broker.terminate(STOP).success());
 }
+
+/// 24 logged-in clients each send all but the last byte of a 1 MiB packet, and wait. Once:
+/// each held its packet in a read buffer grown to fit it, for as long as it kept its
+/// connection alive (500 clients: 500 MiB, beyond the memory budget). Now each large packet
+/// is leased from `max_partial_packet_bytes_total` (8 MiB) before its bytes come: the ones
+/// that do not fit are refused (MQTT 5: DISCONNECT 0x97; NATS: closed without `-ERR`, so that
+/// clients reconnect), small publishes flow, and the pool is whole again once they leave.
+/// The same attack against a pool of 1 GiB shows that it does provoke the growth.
+#[test]
+fn clients_that_stop_in_the_middle_of_large_packets_hold_a_bounded_pool() {
+    const ATTACKERS: u64 = 24;
+    const POOL: u64 = 8 * MIB;
+    let run = |protocol: &str, config: &str| {
+        let mut broker = Broker::start(config);
+        let addr = match protocol {
+            "mqtt" => broker.mqtt_addr(),
+            _ => broker.listen_addr("nats.listen"),
+        };
+        let metrics = broker.listen_addr("metrics.listen").port().to_string();
+        let out = attack(
+            &broker,
+            addr,
+            &[
+                "half_sent_packets",
+                protocol,
+                &ATTACKERS.to_string(),
+                &MIB.to_string(),
+                &metrics,
+            ],
+        );
+        assert!(broker.terminate(STOP).success());
+        assert_eq!(out["device_small"], true, "{out}");
+        assert_eq!(out["device_large_after"], true, "{out}");
+        assert_eq!(out["leased_after"], 0.0, "every lease given back: {out}");
+        out
+    };
+    // MQTT: the packet is all of the PUBLISH, 1 MiB; eight fit.
+    let out = run("mqtt", "");
+    assert_eq!(out["open_during"], 8, "{out}");
+    assert_eq!(out["leased_during"], POOL as f64, "{out}");
+    assert_eq!(out["refused"], (ATTACKERS - 8) as f64, "{out}");
+    assert_eq!(out["refusals"], serde_json::json!(["151"]), "0x97: {out}");
+    assert_eq!(out["device_large_while_full"], "DISCONNECT 0x97", "{out}");
+    let growth = out["rss_growth_kib"].as_u64().unwrap();
+    assert!(growth < 16 << 10, "RSS grew {growth} KiB: {out}");
+    // NATS: the op is the line, 1 MiB of payload and its CRLF; seven fit.
+    let op = MIB + "PUB big 1048576\r\n\r\n".len() as u64;
+    let out = run("nats", "");
+    assert_eq!(out["open_during"], POOL / op, "{out}");
+    assert_eq!(out["leased_during"], ((POOL / op) * op) as f64, "{out}");
+    assert_eq!(out["refused"], (ATTACKERS - POOL / op) as f64, "{out}");
+    assert_eq!(out["refusals"], serde_json::json!([""]), "no -ERR: {out}");
+    let refused = out["device_large_while_full"].as_str().unwrap();
+    assert!(
+        refused.starts_with("closed") && !refused.contains("-ERR"),
+        "{out}"
+    );
+    let growth = out["rss_growth_kib"].as_u64().unwrap();
+    assert!(growth < 16 << 10, "RSS grew {growth} KiB: {out}");
+    // The control: a pool that takes them all lets them grow the broker by all their bytes.
+    let out = run(
+        "mqtt",
+        "[mqtt]\nmax_partial_packet_bytes_total = \"1GiB\"\n",
+    );
+    assert_eq!(out["open_during"], ATTACKERS, "{out}");
+    let growth = out["rss_growth_kib"].as_u64().unwrap();
+    assert!(
+        growth > 20 << 10,
+        "with room for all, RSS grew only {growth} KiB: the attack no longer shows the growth: {out}"
+    );
+}

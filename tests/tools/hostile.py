@@ -15,7 +15,9 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from mqtt_raw import PINGRESP, Client, frame, mstr, varint  # noqa: E402
+from mqtt_raw import (  # noqa: E402
+    DISCONNECT, PINGRESP, PUBACK, Client, Closed, frame, mstr, varint,
+)
 
 SCENARIOS = {}
 
@@ -404,6 +406,154 @@ def slow_subscriber(host, port, pid, mode, count, size):
     slow.close()
     return {"fast": got["fast"], "slow": got.get("slow"), "publish_seconds": round(taken, 3),
             "rss_kib": [rss0, peaks.rss_kib], "rss_growth_kib": peaks.rss_kib - rss0}
+
+
+def metric(port, name):
+    """One sample of the broker's /metrics on 127.0.0.1:`port` (`name` with its labels)."""
+    import urllib.request
+    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read()
+    for line in text.decode().splitlines():
+        if line.startswith(name + " "):
+            return float(line.split()[1])
+    raise AssertionError(f"no {name} in /metrics")
+
+
+def large_publish(claim):
+    """An MQTT 5 QoS 1 PUBLISH to `big` of `claim` bytes in all, fixed header included."""
+    head = mstr("big") + b"\x00\x01" + b"\x00"
+    rest = claim - 1 - 3  # a remaining length of 16 KiB to 2 MiB takes three bytes
+    assert len(varint(rest)) == 3, claim
+    return b"\x32" + varint(rest) + head + b"x" * (rest - len(head))
+
+
+def large_pub(claim):
+    """A NATS PUB to `big` with a payload of `claim` bytes."""
+    return f"PUB big {claim}\r\n".encode() + b"x" * claim + b"\r\n"
+
+
+class Half:
+    """A logged-in client that sends all of a large packet but its last byte, then waits."""
+
+    def __init__(self, proto, host, port, i, claim):
+        self.proto = proto
+        if proto == "mqtt":
+            self.client = Client(host, int(port), v5=True, timeout=10)
+            self.client.connect(f"half-{i}")
+            self.sock = self.client.sock
+            packet = large_publish(claim)
+        else:
+            self.sock = attacker(host, port, i, 1)
+            self.sock.sendall(b'CONNECT {"verbose":false}\r\nPING\r\n')
+            got = b""
+            while b"PONG" not in got:
+                got += self.sock.recv(4096)
+            packet = large_pub(claim)
+        try:
+            self.sock.sendall(packet[:-1])
+        except OSError:
+            pass  # refused and closed while sending
+
+    def refusal(self):
+        """None while the broker keeps the connection; once it closed it: the MQTT 5
+        DISCONNECT reason code (0: none), or for NATS what it sent (an `-ERR` would be there)."""
+        if self.proto == "mqtt":
+            rc = 0
+            try:
+                while True:
+                    p = self.client.recv(0.05)
+                    if p["type"] == DISCONNECT:
+                        rc = p["rc"]
+            except Closed:
+                return rc
+            except TimeoutError:
+                return None
+        self.sock.settimeout(0.05)
+        got = b""
+        try:
+            while True:
+                data = self.sock.recv(65536)
+                if not data:
+                    return got.decode(errors="replace")
+                got += data
+        except socket.timeout:
+            return None
+        except OSError:
+            return got.decode(errors="replace")
+
+    def close(self):
+        self.sock.close()
+
+
+def device_sends(proto, host, port, packet):
+    """A device on 127.0.0.1 sends `packet` whole (MQTT: a QoS 1 PUBLISH; NATS: a PUB,
+    then PING): True when it is answered (PUBACK, PONG), else how the broker refused it."""
+    if proto == "mqtt":
+        c = Client(host, int(port), v5=True, timeout=10)
+        c.connect(f"device-{time.monotonic_ns()}")
+        try:
+            c.send(packet)
+            while True:
+                p = c.recv(10)
+                if p["type"] == PUBACK:
+                    c.close()
+                    return True
+                if p["type"] == DISCONNECT:
+                    c.close()
+                    return f"DISCONNECT {p['rc']:#x}"
+        except (Closed, OSError) as err:
+            return f"closed: {err}"
+    s = socket.create_connection((host, int(port)), timeout=10)
+    got = b""
+    try:
+        s.sendall(b'CONNECT {"verbose":false}\r\n' + packet + b"PING\r\n")
+        while b"PONG" not in got:
+            data = s.recv(65536)
+            if not data:
+                return f"closed: {got!r}"
+            got += data
+    except OSError as err:
+        return f"closed: {err}"
+    finally:
+        s.close()
+    return True
+
+
+@scenario
+def half_sent_packets(host, port, pid, proto, count, claim, metrics_port):
+    """`count` logged-in clients each send a large packet of `claim` bytes (MQTT: the whole
+    PUBLISH; NATS: the payload) but its last byte, and wait. Then: the broker's RSS, the
+    bytes it leased for them and the refusals (/metrics), how each attacker was refused; a
+    device's small publish and, while they hold the pool, its large one; and once they are
+    gone, the lease count and the device's large publish again."""
+    count, claim = int(count), int(claim)
+    label = f'{{protocol="{proto}"}}'
+    rss0 = rss_kib(pid)
+    peaks = Peaks(pid)
+    half = [Half(proto, host, port, i, claim) for i in range(count)]
+    time.sleep(0.5)
+    refusals = [h.refusal() for h in half]
+    peaks.finish()
+    large = large_publish(claim) if proto == "mqtt" else large_pub(claim)
+    if proto == "mqtt":
+        small = b"\x32" + varint(len(mstr("small")) + 3 + 5) + mstr("small") + b"\x00\x02\x00" + b"hello"
+    else:
+        small = b"PUB small 5\r\nhello\r\n"
+    out = {
+        "rss_kib": [rss0, peaks.rss_kib],
+        "rss_growth_kib": peaks.rss_kib - rss0,
+        "leased_during": metric(metrics_port, "edge_partial_packet_bytes" + label),
+        "refused": metric(metrics_port, "edge_partial_packets_refused_total" + label),
+        "open_during": sum(r is None for r in refusals),
+        "refusals": sorted({str(r) for r in refusals if r is not None}),
+        "device_small": device_sends(proto, host, port, small),
+        "device_large_while_full": device_sends(proto, host, port, large),
+    }
+    for h in half:
+        h.close()
+    time.sleep(0.5)
+    out["leased_after"] = metric(metrics_port, "edge_partial_packet_bytes" + label)
+    out["device_large_after"] = device_sends(proto, host, port, large)
+    return out
 
 
 def main():

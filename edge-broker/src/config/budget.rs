@@ -1,12 +1,13 @@
 //! The memory budget: what every limit lets clients make the broker hold, at worst and all at
-//! once, against the unit's `MemoryMax=448M` (`systemd/edge-broker.service`). The defaults fit
+//! once, against the unit's `MemoryMax=480M` (`systemd/edge-broker.service`). The defaults fit
 //! it; `edge-broker check` warns when a configuration does not (README, "The memory budget").
 //!
 //! Each row is a limit times what one unit of it holds, as measured on x86_64 (BENCHMARKS.md,
-//! SECURITY.md). Not in the budget: the partial packet a logged-in client is still sending (up
-//! to `max_packet_size` / `max_payload` per connection) and the publishes a connection holds
-//! for the log (1 MiB per MQTT connection): both need credentials, and neither has a global
-//! cap yet. Of the kernel's memory, charged to the unit's cgroup too, the budget counts the
+//! SECURITY.md). A logged-in client's input is its read buffer (one read) and, for a larger
+//! packet, a lease from `max_partial_packet_bytes_total` ([`crate::input_pool`]). Not in the
+//! budget: the publishes a connection holds for the log (1 MiB per MQTT connection, 4 MiB per
+//! NATS one): that needs credentials and has no global cap yet. Of the kernel's memory,
+//! charged to the unit's cgroup too, the budget counts the
 //! send buffers of clients that stopped reading (`socket_unsent_limit`) and the receive
 //! buffers of clients the broker does not read (`socket_receive_buffer`: before login,
 //! paused by a full log or a slow subscriber, or merely behind).
@@ -14,7 +15,7 @@
 use super::{ByteSize, Config};
 
 /// `MemoryMax` of the packaged unit.
-pub const MEMORY_MAX: u64 = 448 << 20;
+pub const MEMORY_MAX: u64 = 480 << 20;
 /// What the broker takes with no client (code, runtime, log and journal buffers), measured
 /// about 20 MiB, with room for the allocator's slack.
 pub const BASE: u64 = 32 << 20;
@@ -22,8 +23,12 @@ pub const BASE: u64 = 32 << 20;
 const PENDING_OVERHEAD: u64 = 2 << 10;
 /// Output an MQTT connection holds before it stops moving deliveries into it.
 pub const MQTT_OUTPUT_PER_CONNECTION: u64 = 64 << 10;
-/// A NATS connection's input buffer (16 KiB, grown by 64 KiB reads).
+/// A NATS connection's input buffer: a 64 KiB read, with room for a quarter more (a larger
+/// op is leased from `max_partial_packet_bytes_total`).
 pub const NATS_INPUT_PER_CONNECTION: u64 = 80 << 10;
+/// An MQTT connection's input buffer: an 8 KiB read, and a packet of up to 8 KiB (a larger
+/// one is leased from `max_partial_packet_bytes_total`).
+pub const MQTT_INPUT_PER_CONNECTION: u64 = 16 << 10;
 /// NATS output buffers grow by doubling: measured RSS is about three times the bytes waiting.
 const NATS_OUTPUT_FACTOR: u64 = 3;
 /// What the kernel's autotuning lets one connection's send buffer grow to when
@@ -72,6 +77,15 @@ pub fn rows(config: &Config) -> Vec<Row> {
             bytes: pending * (m.connect_size_limit() + PENDING_OVERHEAD),
         });
         let connections = m.max_connections as u64;
+        rows.push(Row {
+            what: "MQTT input buffers",
+            bound: format!("max_connections {connections} × 16 KiB"),
+            bytes: connections * MQTT_INPUT_PER_CONNECTION,
+        });
+        rows.push(partial_packets(
+            "MQTT packets larger than a read, arriving",
+            m.max_partial_packet_bytes_total,
+        ));
         rows.push(Row {
             what: "MQTT output waiting in connections",
             bound: format!("max_connections {connections} × 64 KiB"),
@@ -145,6 +159,10 @@ pub fn rows(config: &Config) -> Vec<Row> {
             bound: format!("max_connections {connections} × 80 KiB"),
             bytes: connections * NATS_INPUT_PER_CONNECTION,
         });
+        rows.push(partial_packets(
+            "NATS PUBs larger than a read, arriving",
+            n.max_partial_packet_bytes_total,
+        ));
         rows.push(kernel_send_buffers(
             "NATS kernel send buffers",
             connections,
@@ -163,6 +181,15 @@ pub fn rows(config: &Config) -> Vec<Row> {
         });
     }
     rows
+}
+
+/// The pool of large packets that clients are still sending: all of them together.
+fn partial_packets(what: &'static str, pool: ByteSize) -> Row {
+    Row {
+        what,
+        bound: format!("max_partial_packet_bytes_total {pool}"),
+        bytes: pool.bytes(),
+    }
 }
 
 /// What the kernel holds for `connections` subscribers that stopped reading, charged to the

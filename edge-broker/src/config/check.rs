@@ -282,6 +282,15 @@ impl Config {
         if mqtt.max_inflight_messages == 0 {
             found.invalid("mqtt.max_inflight_messages", "must be at least 1");
         }
+        if mqtt.max_partial_packet_bytes_total < mqtt.max_packet_size {
+            found.invalid(
+                "mqtt.max_partial_packet_bytes_total",
+                format!(
+                    "{} must be at least mqtt.max_packet_size ({}): a packet of that size could never arrive",
+                    mqtt.max_partial_packet_bytes_total, mqtt.max_packet_size
+                ),
+            );
+        }
         if mqtt.max_queued_bytes > mqtt.max_queued_bytes_total {
             found.invalid(
                 "mqtt.max_queued_bytes",
@@ -376,6 +385,17 @@ impl Config {
             found.invalid(
                 "nats.max_payload",
                 format!("{} must be between 1B and 64MiB", nats.max_payload),
+            );
+        }
+        let largest_op =
+            nats.max_payload.bytes() + edge_proto::nats::DEFAULT_MAX_CONTROL_LINE as u64;
+        if nats.max_partial_packet_bytes_total.bytes() < largest_op {
+            found.invalid(
+                "nats.max_partial_packet_bytes_total",
+                format!(
+                    "{} must be at least nats.max_payload ({}) and a 4KiB control line: a PUB of that size could never arrive",
+                    nats.max_partial_packet_bytes_total, nats.max_payload
+                ),
             );
         }
         if nats.max_pending_total < nats.max_pending {

@@ -360,6 +360,34 @@ mod tests {
         }
     }
 
+    /// The pool of large packets arriving must hold one packet of the largest size, or such
+    /// a packet could never arrive.
+    #[test]
+    fn a_partial_packet_pool_smaller_than_one_packet_is_named() {
+        let ok = parse(
+            "[mqtt]\nmax_packet_size = \"64KiB\"\nmax_partial_packet_bytes_total = \"64KiB\"\n\
+             [nats]\nmax_partial_packet_bytes_total = \"1028KiB\"\n",
+        )
+        .unwrap();
+        assert_eq!(ok.mqtt.max_partial_packet_bytes_total.bytes(), 64 << 10);
+        for (body, field, says) in [
+            (
+                "[mqtt]\nmax_partial_packet_bytes_total = \"512KiB\"",
+                "mqtt.max_partial_packet_bytes_total",
+                "must be at least mqtt.max_packet_size (1MiB)",
+            ),
+            (
+                "[nats]\nmax_partial_packet_bytes_total = \"1MiB\"",
+                "nats.max_partial_packet_bytes_total",
+                "must be at least nats.max_payload (1MiB) and a 4KiB control line",
+            ),
+        ] {
+            let err = parse(&format!("{body}\n")).unwrap_err();
+            assert_eq!(err.field(), field, "{body}: {err}");
+            assert!(err.to_string().contains(says), "{err}");
+        }
+    }
+
     #[test]
     fn tls_settings_come_as_a_set_and_a_bad_file_is_named() {
         let cases = [

@@ -25,6 +25,9 @@ pub const DEFAULT_SOCKET_UNSENT_LIMIT: u64 = 16 << 10;
 /// what every socket starts with, made the most it may grow to (BENCHMARKS.md, "Kernel
 /// receive buffers").
 pub const DEFAULT_SOCKET_RECEIVE_BUFFER: u64 = 128 << 10;
+/// Default `max_partial_packet_bytes_total` of `[mqtt]` and `[nats]`: eight packets of the
+/// largest default size arriving at once.
+pub const DEFAULT_MAX_PARTIAL_PACKET_BYTES_TOTAL: u64 = 8 << 20;
 /// Default `mqtt.slow_subscriber_wait` (see BENCHMARKS.md, "QoS 0 to a slower subscriber").
 pub const DEFAULT_SLOW_SUBSCRIBER_WAIT: Duration = Duration::from_secs(2);
 
@@ -125,6 +128,12 @@ pub struct MqttSection {
     pub max_connect_size: ByteSize,
     /// Largest packet accepted from a client (advertised as Maximum Packet Size).
     pub max_packet_size: ByteSize,
+    /// Bytes of packets larger than one read (8 KiB) that all clients together may be
+    /// sending at once: each is charged its whole size as soon as its header is in, and a
+    /// packet that does not fit closes its connection (MQTT 5: DISCONNECT 0x97 Quota
+    /// exceeded) to be sent again later. Bounds what clients that stop in the middle of a
+    /// large packet make the broker hold. At least `max_packet_size`.
+    pub max_partial_packet_bytes_total: ByteSize,
     /// QoS 1/2 publishes a client may have unacknowledged (advertised as Receive Maximum).
     pub max_inflight: u16,
     /// Messages queued per session for a slow or offline client; more are dropped and counted.
@@ -285,6 +294,7 @@ impl Default for MqttSection {
             max_connections_per_source: 0,
             max_connect_size: ByteSize(64 << 10),
             max_packet_size: ByteSize(1 << 20),
+            max_partial_packet_bytes_total: ByteSize(DEFAULT_MAX_PARTIAL_PACKET_BYTES_TOTAL),
             max_inflight: 100,
             max_queued_messages: 1000,
             max_queued_bytes: ByteSize(1 << 20),
@@ -450,6 +460,12 @@ pub struct NatsSection {
     pub max_connections_per_source: usize,
     /// Largest PUB/HPUB payload (headers included), announced in INFO as `max_payload`.
     pub max_payload: ByteSize,
+    /// Bytes of PUB/HPUB ops larger than one read (64 KiB) that all clients together may be
+    /// sending at once: each is charged its whole size as soon as its control line is in,
+    /// and an op that does not fit closes its connection (without `-ERR`, so that clients
+    /// reconnect) to be sent again later. Bounds what clients that stop in the middle of a
+    /// large payload make the broker hold. At least `max_payload` and a control line (4 KiB).
+    pub max_partial_packet_bytes_total: ByteSize,
     /// Output a client may have waiting; a subscriber further behind is a slow consumer and is
     /// disconnected with `-ERR 'Slow Consumer'`.
     pub max_pending: ByteSize,
@@ -527,6 +543,7 @@ impl Default for NatsSection {
             max_pending_per_source: DEFAULT_MAX_PENDING_PER_SOURCE,
             max_connections_per_source: 0,
             max_payload: ByteSize(1 << 20),
+            max_partial_packet_bytes_total: ByteSize(DEFAULT_MAX_PARTIAL_PACKET_BYTES_TOTAL),
             max_pending: ByteSize(8 << 20),
             max_pending_total: ByteSize(8 << 20),
             socket_unsent_limit: ByteSize(DEFAULT_SOCKET_UNSENT_LIMIT),

@@ -145,6 +145,11 @@ pub struct FrontMetrics {
     pub ack_latency: Arc<LatencyHistogram>,
     /// MQTT: bytes all sessions hold queued and in flight (what `max_queued_bytes_total` caps).
     pub queued_bytes: Arc<AtomicU64>,
+    /// Bytes of large packets clients are sending now, leased from the protocol's pool
+    /// (`max_partial_packet_bytes_total`, [`crate::input_pool`]).
+    pub partial_bytes: Arc<AtomicU64>,
+    /// Connections closed because their large packet did not fit in that pool.
+    pub partial_refused: AtomicU64,
     /// MQTT: publishes whose connection stopped reading to wait for room in a subscriber's
     /// queue (`mqtt.slow_subscriber_wait`), by how the wait ended: `[kept, dropped]`.
     pub publisher_waits: [AtomicU64; 2],
@@ -195,6 +200,8 @@ impl FrontMetrics {
             ws_handshake_failures: AtomicU64::new(0),
             ack_latency: Arc::new(LatencyHistogram::new(ACK_BUCKETS)),
             queued_bytes: Arc::new(AtomicU64::new(0)),
+            partial_bytes: Arc::new(AtomicU64::new(0)),
+            partial_refused: AtomicU64::new(0),
             publisher_waits: Default::default(),
             publisher_wait_micros: AtomicU64::new(0),
         }
@@ -370,6 +377,20 @@ pub fn render(text: &mut PromText, fronts: &[&FrontMetrics], mqtt: Option<MqttGa
         "edge_publishes_denied_total",
         "Publishes refused by the permission check (not stored, not delivered), by reason.",
         &denied,
+    );
+    let partial: Vec<(&[(&str, &str)], f64)> = labels
+        .iter()
+        .map(|(f, l)| (&l[..], f.partial_bytes.load(Ordering::Relaxed) as f64))
+        .collect();
+    text.gauge(
+        "edge_partial_packet_bytes",
+        "Bytes of packets larger than a read that clients are sending now (max_partial_packet_bytes_total).",
+        &partial,
+    );
+    text.counter(
+        "edge_partial_packets_refused_total",
+        "Connections closed because the packet they began did not fit in max_partial_packet_bytes_total.",
+        &per_front(&|f| load(&f.partial_refused)),
     );
     text.counter(
         "edge_protocol_errors_total",

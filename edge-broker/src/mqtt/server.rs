@@ -66,9 +66,10 @@ pub struct MqttServer {
     pub log: Log,
     /// Which publishes are stored, and where they go upstream.
     pub routes: Arc<RouteTable>,
-    /// Counters.
     /// Counters (shared with the sessions, which count their dropped deliveries).
     pub metrics: Arc<FrontMetrics>,
+    /// The bytes of large packets clients are still sending (`max_partial_packet_bytes_total`).
+    pub input_pool: Arc<crate::input_pool::InputPool>,
     /// Counters of saved state.
     pub state_metrics: StateMetrics,
     /// Refusals by the session, subscription and retained caps.
@@ -104,7 +105,13 @@ impl MqttServer {
         auth: Arc<crate::auth::Auth>,
     ) -> Arc<MqttServer> {
         let fsync = log.config().fsync;
+        let metrics = Arc::new(FrontMetrics::new(Protocol::Mqtt));
         let server = Arc::new(MqttServer {
+            input_pool: crate::input_pool::InputPool::new(
+                "mqtt.max_partial_packet_bytes_total",
+                settings.max_partial_packet_bytes_total,
+                Arc::clone(&metrics.partial_bytes),
+            ),
             retained: RetainedStore::new(
                 settings.max_retained,
                 settings.max_retained_bytes.bytes(),
@@ -118,7 +125,7 @@ impl MqttServer {
             sessions: Registry::new(1),
             log,
             routes,
-            metrics: Arc::new(FrontMetrics::new(Protocol::Mqtt)),
+            metrics,
             state_metrics: StateMetrics::default(),
             limits: LimitCounters::default(),
             state_dir,
@@ -903,6 +910,8 @@ impl crate::reload::Reload for MqttServer {
         // restart).
         *self.settings.write() = Arc::new(config.mqtt.clone());
         *self.queue_limits.write() = Arc::new(QueueLimits::of(&config.mqtt));
+        self.input_pool
+            .set_limit(config.mqtt.max_partial_packet_bytes_total);
         // The TLS listener itself is fixed at start; its certificate is read again.
         let m = &config.mqtt;
         if m.tls_listen.is_some() || m.ws_tls_listen.is_some() {

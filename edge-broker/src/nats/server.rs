@@ -49,6 +49,8 @@ pub struct NatsServer {
     pub tls: crate::tls::AcceptorCell,
     /// Users, credentials and permissions (shared with MQTT).
     pub auth: Arc<crate::auth::Auth>,
+    /// The bytes of large PUBs clients are still sending (`max_partial_packet_bytes_total`).
+    pub input_pool: Arc<crate::input_pool::InputPool>,
     /// Output waiting in all connections' outboxes (what `max_pending_total` caps).
     pub pending_bytes: AtomicU64,
     /// Seats of logged-in clients and places of connections without CONNECT yet (sized at
@@ -67,7 +69,13 @@ impl NatsServer {
         auth: Arc<crate::auth::Auth>,
     ) -> Arc<NatsServer> {
         let dedup = DuplicateWindow::new(settings.duplicate_window.0, settings.max_duplicate_ids);
+        let metrics = Arc::new(FrontMetrics::new(Protocol::Nats));
         Arc::new(NatsServer {
+            input_pool: crate::input_pool::InputPool::new(
+                "nats.max_partial_packet_bytes_total",
+                settings.max_partial_packet_bytes_total,
+                Arc::clone(&metrics.partial_bytes),
+            ),
             pending_bytes: AtomicU64::new(0),
             admission: crate::admission::Admission::new(crate::admission::AdmissionLimits::nats(
                 &settings,
@@ -78,7 +86,7 @@ impl NatsServer {
             hub,
             log,
             routes,
-            metrics: Arc::new(FrontMetrics::new(Protocol::Nats)),
+            metrics,
             dedup: Mutex::new(dedup),
             next_key: AtomicU64::new(NATS_KEY_BASE),
             tasks: TaskTracker::new(),
@@ -246,6 +254,7 @@ impl crate::reload::Reload for NatsServer {
         // connection cap and the duplicate window are fixed at start.
         *self.settings.write() = Arc::new(config.nats.clone());
         let n = &config.nats;
+        self.input_pool.set_limit(n.max_partial_packet_bytes_total);
         self.tls.reload(
             "NATS",
             n.tls_cert.as_deref(),

@@ -93,6 +93,7 @@ impl Connection {
         }
         let reason = match &exit {
             Exit::Kicked => Some(ReasonCode::SessionTakenOver),
+            Exit::Busy(_) => Some(ReasonCode::QuotaExceeded),
             Exit::Shutdown => Some(ReasonCode::ServerShuttingDown),
             Exit::Violation(reason, _) => Some(*reason),
             Exit::ClientDisconnect { .. } | Exit::Closed(_) => None,
@@ -102,7 +103,7 @@ impl Connection {
         {
             let mut properties = Properties::default();
             if self.problem_info
-                && let Exit::Violation(_, why) = &exit
+                && let Exit::Violation(_, why) | Exit::Busy(why) = &exit
             {
                 properties.reason_string = MqttString::try_from(why.as_str()).ok();
             }
@@ -118,6 +119,9 @@ impl Connection {
                 inc(&self.server.metrics.protocol_errors);
                 tracing::info!(peer = %self.peer, client_id = %self.session.client_id, reason = reason.name(), "MQTT client disconnected: {why}");
             }
+            Exit::Busy(why) => {
+                tracing::info!(peer = %self.peer, client_id = %self.session.client_id, "MQTT client disconnected: {why}");
+            }
             Exit::Closed(why) => {
                 tracing::debug!(peer = %self.peer, client_id = %self.session.client_id, "MQTT client gone: {why}")
             }
@@ -129,7 +133,7 @@ impl Connection {
         let publish_will = match exit {
             Exit::ClientDisconnect { with_will } => with_will,
             Exit::Shutdown => false,
-            Exit::Closed(_) | Exit::Kicked | Exit::Violation(..) => true,
+            Exit::Closed(_) | Exit::Kicked | Exit::Violation(..) | Exit::Busy(_) => true,
         };
         if let Some(will) = self.will.take()
             && publish_will

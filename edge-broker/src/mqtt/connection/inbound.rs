@@ -126,6 +126,7 @@ impl Connection {
         // The clock is read once for the publishes of one buffer (at the first), as NATS does:
         // ~100 instructions a publish.
         let mut received_ms = None;
+        let unread = self.inbuf.len();
         while !self.ingest_holds_input() && !self.pacing() {
             // A subscriber acknowledges each QoS 1 delivery with these four bytes: taken
             // without the packet decoder (~300 instructions a delivery).
@@ -140,7 +141,7 @@ impl Connection {
             let mut decoded = mqtt::decode(&mut self.inbuf, self.version, max_packet_in);
             let packet = match &mut decoded {
                 Ok(Some(packet)) => packet,
-                Ok(None) => return Ok(()),
+                Ok(None) => return self.lease_awaited_packet(),
                 Err(err) => return Err(decode_violation(err)),
             };
             // Their answers (SUBACK, UNSUBACK, PUBCOMP, PUBACK/PUBREC) tell the client a
@@ -161,7 +162,27 @@ impl Connection {
                 self.hold_output(self.server.session_commit(&self.session));
             }
         }
+        // Input held back before decoding waited for bytes: a lease was for the packet at the
+        // front when decoding began, gone if anything was consumed (checked once, not per
+        // packet).
+        if self.inbuf.len() < unread {
+            self.large_input.consumed();
+        }
         Ok(())
+    }
+
+    /// Once decoding waits for the rest of a packet larger than a read: its lease from
+    /// `mqtt.max_partial_packet_bytes_total`, taken before its bytes come, or the connection
+    /// is refused ([`crate::input_pool`]).
+    fn lease_awaited_packet(&mut self) -> Result<(), Exit> {
+        let awaited = mqtt::awaited_packet_len(&self.inbuf);
+        let pool = &self.server.input_pool;
+        self.large_input
+            .cover(pool, &mut self.inbuf, awaited, super::READ_CHUNK)
+            .map_err(|refused| {
+                inc(&self.server.metrics.partial_refused);
+                Exit::Busy(refused.to_string())
+            })
     }
 
     /// Whether the ingest queue (if made yet) holds input back.

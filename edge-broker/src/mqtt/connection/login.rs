@@ -277,6 +277,7 @@ impl Connection {
             stream,
             inbuf,
             read_burst: false,
+            large_input: crate::input_pool::InputLease::default(),
             // Sized by what is written into it: an idle client's is CONNACK-sized (a few
             // bytes, not 512), and given back once written (`give_back_small`). A larger one
             // is kept when drained: a busy subscriber's writes would otherwise allocate it

@@ -57,6 +57,7 @@ use tokio_util::sync::CancellationToken;
 use super::server::NatsServer;
 use crate::admission::Pending;
 use crate::ingest::{IngestLimits, IngestQueue};
+use crate::input_pool::InputLease;
 use crate::listener::{ReadBuffer, ReadHalf, WriteHalf, read_some};
 use crate::message::now_ms;
 use crate::metrics::front::inc;
@@ -98,6 +99,10 @@ enum Exit {
     SlowConsumer,
     /// The broker is shutting down.
     Shutdown,
+    /// The broker has no room for the large PUB the client began (it does not fit in
+    /// `nats.max_partial_packet_bytes_total`): closed without `-ERR`, so that clients
+    /// reconnect and send it again (nats.go closes for good on an `-ERR` it does not know).
+    Busy(String),
 }
 /// Serves one TCP connection until it ends. With `tls`, INFO goes out in plain text (with
 /// `tls_required`) and the rest of the connection runs over TLS, as with nats-server.
@@ -231,6 +236,7 @@ async fn run(
         writer,
         inbuf: BytesMut::new(),
         read_burst: false,
+        large_input: InputLease::default(),
         outbuf: BytesMut::new(),
         connect: None,
         client_id,
@@ -269,6 +275,9 @@ struct Connection {
     /// The last read filled the buffer's room or was not small: the client sends bursts, so
     /// it reads in [`READ_CHUNK`]s; otherwise its buffer stays at [`INITIAL_BUFFER`].
     read_burst: bool,
+    /// The lease of the large PUB at the front of `inbuf`, if one is arriving
+    /// ([`crate::input_pool`]); `inbuf` is then sized for it.
+    large_input: InputLease,
     outbuf: BytesMut,
     limits: Limits,
     connect: Option<Box<Connect>>,
@@ -379,7 +388,7 @@ impl Connection {
                     // Quiet and drained: wait for bytes without a buffer (`read_some` takes
                     // one when bytes are there), as MQTT connections do.
                     self.inbuf = BytesMut::new();
-                } else {
+                } else if !self.large_input.is_held() {
                     // A client sending bursts reads big chunks (a whole client write becomes
                     // one batch for the log); a quiet one keeps a small buffer.
                     READ_BUFFER.prepare(&mut self.inbuf, self.read_burst);
@@ -449,13 +458,14 @@ impl Connection {
     fn decode_input(&mut self) -> Result<(), Exit> {
         // Read the clock once per buffer, and only if it holds a routed publish.
         self.clock_stale = true;
+        let unread = self.inbuf.len();
         while self.can_process() {
             if self.store_repeated_pub() {
                 continue;
             }
             match decode_client_op_reusing(&mut self.inbuf, &self.limits, &mut self.last_subject) {
                 Ok(Some(op)) => self.handle(op)?,
-                Ok(None) => return Ok(()),
+                Ok(None) => return self.lease_awaited_op(),
                 Err(err) => {
                     if let Some(line) = err.err_line() {
                         self.outbox.push_raw(line.as_bytes());
@@ -466,7 +476,34 @@ impl Connection {
                 }
             }
         }
+        // Input held back before decoding waited for bytes: a lease was for the op at the
+        // front when decoding began, gone if anything was consumed (checked once, not per op).
+        if self.inbuf.len() < unread {
+            self.large_input.consumed();
+        }
         Ok(())
+    }
+
+    /// Once decoding waits for the rest of a PUB larger than a read: its lease from
+    /// `nats.max_partial_packet_bytes_total`, taken before its bytes come, or the connection
+    /// is refused ([`crate::input_pool`]).
+    fn lease_awaited_op(&mut self) -> Result<(), Exit> {
+        // While it holds at most a quarter of a read, the buffer does not grow beyond one
+        // (`ReadBuffer::prepare`): only a fuller one is looked at (its line scanned again).
+        let awaited = (self.inbuf.len() > READ_CHUNK / 4)
+            .then(|| edge_proto::nats::awaited_op_len(&self.inbuf, &self.limits))
+            .flatten();
+        self.large_input
+            .cover(
+                &self.server.input_pool,
+                &mut self.inbuf,
+                awaited,
+                READ_CHUNK,
+            )
+            .map_err(|refused| {
+                inc(&self.server.metrics.partial_refused);
+                Exit::Busy(refused.to_string())
+            })
     }
 
     fn handle(&mut self, op: ClientOp) -> Result<(), Exit> {
@@ -552,6 +589,9 @@ impl Connection {
             }
             Exit::Closed(why) => {
                 tracing::debug!(peer = %self.peer, client = %self.client_id, "NATS client gone: {why}")
+            }
+            Exit::Busy(why) => {
+                tracing::info!(peer = %self.peer, client = %self.client_id, "NATS client disconnected: {why}")
             }
             Exit::Shutdown => {}
         }
