@@ -7,8 +7,11 @@
 //! send the header and part of the bytes, then stop: 500 logged-in clients each holding most
 //! of a 1 MiB packet held 500 MiB. So, as soon as the header is in and before the buffer
 //! grows, a connection leases the packet's whole length from its protocol's pool
-//! ([`InputLease::cover`]), and gives it back once the packet is decoded or the connection
-//! ends.
+//! ([`InputLease::cover`]). The lease is given back once the packet is handled, or, if it
+//! became a routed record, once the log has written the record
+//! ([`crate::ingest::IngestQueue::keep_until_written`]): a full log under
+//! `when_full = "block"` holds every connection's last record, and each could be such a
+//! packet. And when the connection ends.
 //!
 //! Invariants:
 //! - The bytes leased never exceed the pool's limit.
@@ -18,7 +21,10 @@
 //!   DISCONNECT 0x97 Quota exceeded; NATS closes without an `-ERR`, so that clients
 //!   reconnect) and counted; its client may send the packet again later. Waiting would let
 //!   clients that stopped mid-packet hold everyone else's large packets indefinitely.
-//! - A connection holds at most one lease: the one for the packet at the front of its input.
+//! - A connection's input holds at most one lease: the one for the packet at the front of its
+//!   input, which is incomplete (a whole one is taken out as it is decoded,
+//!   [`InputLease::take_whole`]). Its ingest queue may hold more, one per record not yet
+//!   written.
 //! - The read buffer of a leased packet is sized to hold it whole ([`InputLease::cover`]), so
 //!   it does not grow again (doubling) on the way.
 
@@ -127,11 +133,16 @@ impl InputLease {
         self.0.is_some()
     }
 
-    /// Decoding consumed input and stopped before it waited for more bytes (input held
-    /// back): the lease, if any, was for the packet that was at the front, now gone. (Where
-    /// decoding waits for bytes, [`InputLease::cover`] decides.)
-    pub fn consumed(&mut self) {
-        self.0 = None;
+    /// The lease, taken out, if its packet is whole in a buffer of `buffered` bytes: it is
+    /// the first packet decoding will take. Its record (if it becomes one) keeps it until
+    /// written ([`crate::ingest::IngestQueue::keep_until_written`]); otherwise it is dropped
+    /// once the packet is handled. So a lease left here always stands for an incomplete packet
+    /// at the front of the input.
+    pub fn take_whole(&mut self, buffered: usize) -> InputLease {
+        match &self.0 {
+            Some(lease) if buffered as u64 >= lease.bytes => InputLease(self.0.take()),
+            _ => InputLease(None),
+        }
     }
 
     /// Makes the lease fit the input after decoding stopped for more bytes: `awaited` is the
@@ -187,7 +198,7 @@ mod tests {
         let pool = pool(limit);
         let mut connections: Vec<(InputLease, BytesMut)> =
             (0..5).map(|_| Default::default()).collect();
-        // (connection, awaited length): consumed when awaited is None.
+        // (connection, awaited length): the packet whole and decoded when awaited is None.
         let script: &[(usize, Option<usize>)] = &[
             (0, Some(1 << 20)),
             (1, Some(1 << 20)),
@@ -210,7 +221,7 @@ mod tests {
             let own = lease.0.as_ref().map_or(0, |l| l.bytes);
             let result = match awaited {
                 None => {
-                    lease.consumed();
+                    drop(lease.take_whole(usize::MAX));
                     Ok(())
                 }
                 some => lease.cover(&pool, buf, some, 64 << 10),
@@ -261,7 +272,9 @@ mod tests {
         pool.set_limit(ByteSize(512 << 10));
         a.cover(&pool, &mut buf, Some(600 << 10), 8192).unwrap();
         assert!(a.is_held(), "the lease taken before is kept");
-        a.consumed();
+        assert!(a.take_whole(599 << 10).0.is_none(), "not whole yet");
+        drop(a.take_whole(600 << 10));
+        assert!(!a.is_held());
         assert!(a.cover(&pool, &mut buf, Some(600 << 10), 8192).is_err());
     }
 }

@@ -547,3 +547,62 @@ fn clients_that_stop_in_the_middle_of_large_packets_hold_a_bounded_pool() {
         "with room for all, RSS grew only {growth} KiB: the attack no longer shows the growth: {out}"
     );
 }
+
+/// A full log (`when_full = "block"`, an uplink cursor that never moves) holds every routed
+/// publish; then 24 clients each send one routed publish of 1 MiB, whole. Once: each
+/// connection held its record (and its packet) for the log, 2 MiB apiece (40 clients: +81 MiB).
+/// Now a large packet's lease goes with its record until the log writes it: the pool (8 MiB)
+/// bounds what the full log makes connections hold, and the rest are refused on arrival.
+#[test]
+fn a_full_log_holds_no_more_large_publishes_than_the_pool() {
+    const SENDERS: u64 = 24;
+    const POOL: u64 = 8 * MIB;
+    let config = "[log]\nsegment_bytes = \"4MiB\"\nmax_bytes = \"8MiB\"\n\
+                  max_record_bytes = \"2MiB\"\nwhen_full = \"block\"\n\
+                  [kafka]\nenabled = false\n\
+                  [[route]]\nmqtt = \"big\"\nkafka_topic = \"big\"\n\
+                  [[route]]\nnats = \"big\"\nkafka_topic = \"big\"\n";
+    for (protocol, packet) in [
+        ("mqtt", MIB),
+        ("nats", MIB + "PUB big 1048576\r\n\r\n".len() as u64),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let (log, _) =
+            edge_log::Log::open(edge_log::LogConfig::new(dir.path().join("data/log"))).unwrap();
+        drop(log.cursor("stalled-uplink").unwrap());
+        drop(log);
+        let mut broker = Broker::start_in(dir.path(), config);
+        let addr = match protocol {
+            "mqtt" => broker.mqtt_addr(),
+            _ => broker.listen_addr("nats.listen"),
+        };
+        let metrics = broker.listen_addr("metrics.listen").port().to_string();
+        let out = attack(
+            &broker,
+            addr,
+            &[
+                "held_for_the_log",
+                protocol,
+                &SENDERS.to_string(),
+                &MIB.to_string(),
+                &metrics,
+            ],
+        );
+        assert!(broker.terminate(STOP).success());
+        assert!(out["stored_before_full"].as_u64().unwrap() >= 3, "{out}");
+        // The pool holds whole packets: the filler's, held by the log, and the senders' kept.
+        let leases = POOL / packet;
+        assert_eq!(out["leased"], (leases * packet) as f64, "{protocol}: {out}");
+        assert_eq!(out["open"], leases - 1, "{protocol}: {out}");
+        assert_eq!(
+            out["refused"],
+            (SENDERS + 1 - leases) as f64,
+            "{protocol}: {out}"
+        );
+        let growth = out["rss_growth_kib"].as_u64().unwrap();
+        assert!(
+            growth < 24 << 10,
+            "{protocol}: RSS grew {growth} KiB: {out}"
+        );
+    }
+}

@@ -433,9 +433,10 @@ def large_pub(claim):
 
 
 class Half:
-    """A logged-in client that sends all of a large packet but its last byte, then waits."""
+    """A logged-in client that sends all of a large packet but its last byte (or, `whole`,
+    all of it), then waits."""
 
-    def __init__(self, proto, host, port, i, claim):
+    def __init__(self, proto, host, port, i, claim, whole=False):
         self.proto = proto
         if proto == "mqtt":
             self.client = Client(host, int(port), v5=True, timeout=10)
@@ -450,7 +451,7 @@ class Half:
                 got += self.sock.recv(4096)
             packet = large_pub(claim)
         try:
-            self.sock.sendall(packet[:-1])
+            self.sock.sendall(packet if whole else packet[:-1])
         except OSError:
             pass  # refused and closed while sending
 
@@ -554,6 +555,64 @@ def half_sent_packets(host, port, pid, proto, count, claim, metrics_port):
     time.sleep(0.5)
     out["leased_after"] = metric(metrics_port, "edge_partial_packet_bytes" + label)
     out["device_large_after"] = device_sends(proto, host, port, large)
+    return out
+
+
+def stored_until_full(proto, host, port, claim):
+    """Routed publishes of `claim` bytes (MQTT: whole QoS 1 PUBLISHes; NATS: PUB payloads)
+    from one client, each answered (PUBACK; NATS: the PONG after it) before the next, until
+    one is not answered within 2 s: the log is full and holds it. How many were answered, and
+    the client, left open (its last publish still held)."""
+    if proto == "mqtt":
+        c = Client(host, int(port), v5=True, timeout=10)
+        c.connect("filler")
+        for n in range(64):
+            c.send(large_publish(claim))
+            try:
+                while c.recv(2)["type"] != PUBACK:
+                    pass
+            except TimeoutError:
+                return n, c.sock
+        raise AssertionError("the log never filled")
+    s = socket.create_connection((host, int(port)), timeout=10)
+    s.sendall(b'CONNECT {"verbose":false}\r\n')
+    s.settimeout(2)
+    for n in range(64):
+        s.sendall(large_pub(claim) + b"PING\r\n")
+        got = b""
+        try:
+            while b"PONG" not in got:
+                got += s.recv(4096)
+        except socket.timeout:
+            return n, s
+    raise AssertionError("the log never filled")
+
+
+@scenario
+def held_for_the_log(host, port, pid, proto, count, claim, metrics_port):
+    """A full log (the broker's `when_full = "block"`) holds a client's routed publish of
+    `claim` bytes; then `count` more clients each send one whole. The broker's RSS, the bytes
+    leased (/metrics) and how many of them it kept."""
+    count, claim = int(count), int(claim)
+    label = f'{{protocol="{proto}"}}'
+    stored, filler = stored_until_full(proto, host, port, claim)
+    rss0 = rss_kib(pid)
+    peaks = Peaks(pid)
+    senders = [Half(proto, host, port, i, claim, whole=True) for i in range(count)]
+    time.sleep(1)
+    refusals = [h.refusal() for h in senders]
+    peaks.finish()
+    out = {
+        "stored_before_full": stored,
+        "rss_kib": [rss0, peaks.rss_kib],
+        "rss_growth_kib": peaks.rss_kib - rss0,
+        "leased": metric(metrics_port, "edge_partial_packet_bytes" + label),
+        "refused": metric(metrics_port, "edge_partial_packets_refused_total" + label),
+        "open": sum(r is None for r in refusals),
+    }
+    for h in senders:
+        h.close()
+    filler.close()
     return out
 
 

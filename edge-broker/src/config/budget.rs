@@ -4,9 +4,11 @@
 //!
 //! Each row is a limit times what one unit of it holds, as measured on x86_64 (BENCHMARKS.md,
 //! SECURITY.md). A logged-in client's input is its read buffer (one read) and, for a larger
-//! packet, a lease from `max_partial_packet_bytes_total` ([`crate::input_pool`]). Not in the
-//! budget: the publishes a connection holds for the log (1 MiB per MQTT connection, 4 MiB per
-//! NATS one): that needs credentials and has no global cap yet. Of the kernel's memory,
+//! packet, a lease from `max_partial_packet_bytes_total` ([`crate::input_pool`]), which its
+//! record keeps until the log has written it. So what a log that takes nothing (full under
+//! `when_full = "block"`) makes connections hold is the pool and the small publishes of one
+//! read each, within the input-buffer rows (measured with the read buffer: 8.7 KiB per MQTT
+//! connection, 35.5 KiB per NATS one). Of the kernel's memory,
 //! charged to the unit's cgroup too, the budget counts the
 //! send buffers of clients that stopped reading (`socket_unsent_limit`) and the receive
 //! buffers of clients the broker does not read (`socket_receive_buffer`: before login,

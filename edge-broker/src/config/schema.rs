@@ -129,10 +129,11 @@ pub struct MqttSection {
     /// Largest packet accepted from a client (advertised as Maximum Packet Size).
     pub max_packet_size: ByteSize,
     /// Bytes of packets larger than one read (8 KiB) that all clients together may be
-    /// sending at once: each is charged its whole size as soon as its header is in, and a
-    /// packet that does not fit closes its connection (MQTT 5: DISCONNECT 0x97 Quota
-    /// exceeded) to be sent again later. Bounds what clients that stop in the middle of a
-    /// large packet make the broker hold. At least `max_packet_size`.
+    /// sending at once, or have sent for a log that has not written them yet: each is charged
+    /// its whole size as soon as its header is in, and a packet that does not fit closes its
+    /// connection (MQTT 5: DISCONNECT 0x97 Quota exceeded) to be sent again later. Bounds what
+    /// clients that stop in the middle of a large packet, or a full log, make the broker hold.
+    /// At least `max_packet_size`.
     pub max_partial_packet_bytes_total: ByteSize,
     /// QoS 1/2 publishes a client may have unacknowledged (advertised as Receive Maximum).
     pub max_inflight: u16,
@@ -461,10 +462,11 @@ pub struct NatsSection {
     /// Largest PUB/HPUB payload (headers included), announced in INFO as `max_payload`.
     pub max_payload: ByteSize,
     /// Bytes of PUB/HPUB ops larger than one read (64 KiB) that all clients together may be
-    /// sending at once: each is charged its whole size as soon as its control line is in,
-    /// and an op that does not fit closes its connection (without `-ERR`, so that clients
-    /// reconnect) to be sent again later. Bounds what clients that stop in the middle of a
-    /// large payload make the broker hold. At least `max_payload` and a control line (4 KiB).
+    /// sending at once, or have sent for a log that has not written them yet: each is charged
+    /// its whole size as soon as its control line is in, and an op that does not fit closes
+    /// its connection (without `-ERR`, so that clients reconnect) to be sent again later.
+    /// Bounds what clients that stop in the middle of a large payload, or a full log, make the
+    /// broker hold. At least `max_payload` and a control line (4 KiB).
     pub max_partial_packet_bytes_total: ByteSize,
     /// Output a client may have waiting; a subscriber further behind is a slow consumer and is
     /// disconnected with `-ERR 'Slow Consumer'`.

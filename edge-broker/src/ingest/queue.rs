@@ -37,6 +37,8 @@ use edge_log::{
     AppendError, AppendedBatch, EncodedRecords, Log, NewRecord, RecordFields, SubmittedBatch,
 };
 
+use crate::input_pool::InputLease;
+
 type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
 
 /// Bounds of one connection's queue.
@@ -147,6 +149,8 @@ struct Collecting<L> {
     /// batch's records are pushed while one read buffer is decoded (a front end submits after
     /// each, and holds input while a submission waits), so they share one clock reading.
     pushed_at: Option<std::time::Instant>,
+    /// Leases of the large packets its records came from ([`IngestQueue::keep_until_written`]).
+    leases: Vec<InputLease>,
 }
 
 impl<L> Default for Collecting<L> {
@@ -156,6 +160,7 @@ impl<L> Default for Collecting<L> {
             items: Vec::new(),
             bytes: 0,
             pushed_at: None,
+            leases: Vec::new(),
         }
     }
 }
@@ -169,6 +174,8 @@ struct Batch<L> {
     records: usize,
     bytes: usize,
     phase: Phase,
+    /// Until written: the leases of the large packets its records came from.
+    leases: Vec<InputLease>,
 }
 
 enum Phase {
@@ -405,7 +412,34 @@ impl<L: Send + 'static, T> IngestQueue<L, T> {
             records: n,
             bytes: collected.bytes,
             phase,
+            leases: collected.leases,
         });
+    }
+
+    /// Keeps `lease` until the record just pushed is written: the lease of the large packet
+    /// it came from, taken from `max_partial_packet_bytes_total` when the packet began to
+    /// arrive ([`crate::input_pool`]). So a log that takes nothing (full under
+    /// `when_full = "block"`) makes connections hold no more large packets than the pool, not
+    /// one per connection.
+    pub fn keep_until_written(&mut self, lease: InputLease) {
+        if !lease.is_held() {
+            return;
+        }
+        if !self.collecting.records.is_empty() {
+            self.collecting.leases.push(lease);
+        } else if let Some(batch) = self
+            .batches
+            .back_mut()
+            .filter(|b| matches!(b.phase, Phase::Submitting(_) | Phase::Writing(_)))
+        {
+            // A full batch was handed over with the record.
+            batch.leases.push(lease);
+        }
+    }
+
+    /// Routed records pushed so far.
+    pub fn pushed(&self) -> u64 {
+        self.pushed
     }
 
     /// Whether the front end must stop taking input: the log holds a submission back (no
@@ -512,6 +546,7 @@ impl<L: Send + 'static, T> IngestQueue<L, T> {
     /// Batch `i` was written (or refused): events in log order, answers of refused records
     /// settled, the batch waits for its sync if any of its records is answered.
     fn on_written(&mut self, i: usize, appended: AppendedBatch) {
+        self.batches[i].leases.clear();
         let mut items = std::mem::take(&mut self.batches[i].items);
         let mut syncing = Vec::new();
         let outcomes = appended.outcomes();
@@ -1046,6 +1081,53 @@ mod tests {
         );
         let offsets: Vec<u64> = seen.written.iter().map(|(_, o)| *o).collect();
         assert!(offsets.windows(2).all(|w| w[1] == w[0] + 1), "{offsets:?}");
+    }
+
+    /// A large packet's lease, kept by its record, is held while the log holds the record
+    /// back (full, `when_full = "block"`) and given back once the record is written: a full
+    /// log cannot make connections hold more large packets than the pool.
+    #[tokio::test]
+    async fn a_record_keeps_its_packets_lease_until_written() {
+        use crate::config::ByteSize;
+        use crate::input_pool::{InputLease, InputPool};
+        let log = mem_log(WhenFull::Block);
+        let mut reader = log.cursor("uplink").unwrap();
+        let pool = InputPool::new(
+            "t.pool",
+            ByteSize(1 << 20),
+            Arc::new(std::sync::atomic::AtomicU64::new(0)),
+        );
+        let mut queue: IngestQueue<u32, &str> =
+            IngestQueue::new(log.clone(), IngestLimits::default());
+        let mut seen = Seen::default();
+        // Fill the log until a submission waits for room.
+        let mut i = 0u64;
+        while !queue.holds_input() || log.has_room(record(0, 200).encoded_len() as u64) {
+            assert!(i < 100, "a 4 KiB log never held back 100 records");
+            queue.push_record(record(i, 200), i as u32, Some("ack"));
+            queue.submit();
+            let _ = tokio::time::timeout(Duration::from_millis(50), queue.progress()).await;
+            take(&mut queue, &mut seen);
+            i += 1;
+        }
+        // The record of a large packet comes now: it waits behind the held submission.
+        let mut lease = InputLease::default();
+        let mut buf = bytes::BytesMut::new();
+        lease.cover(&pool, &mut buf, Some(100 << 10), 8192).unwrap();
+        queue.push_record(record(i, 200), i as u32, Some("ack"));
+        queue.keep_until_written(lease.take_whole(usize::MAX));
+        queue.submit();
+        let _ = tokio::time::timeout(Duration::from_millis(100), queue.progress()).await;
+        take(&mut queue, &mut seen);
+        assert_eq!(
+            pool.leased(),
+            100 << 10,
+            "held while the log holds the record"
+        );
+        reader.commit(log.durable_end()).await.unwrap();
+        settle(&mut queue, &mut seen).await;
+        assert_eq!(seen.answers.len() as u64, i + 1);
+        assert_eq!(pool.leased(), 0, "given back once written");
     }
 
     #[tokio::test]

@@ -14,6 +14,7 @@ use super::facts::{Facts, MAX_TOPIC_BYTES};
 use super::{Connection, Exit};
 use crate::hub::LocalRoute;
 use crate::ingest::{self, Answer, Event, IngestLimits, IngestQueue, Outcome, Publisher};
+use crate::input_pool::InputLease;
 use crate::message::{Message, MessageProperties, Origin, now_ms};
 use crate::metrics::front::{add, inc};
 use crate::mqtt::pace::Pace;
@@ -126,7 +127,9 @@ impl Connection {
         // The clock is read once for the publishes of one buffer (at the first), as NATS does:
         // ~100 instructions a publish.
         let mut received_ms = None;
-        let unread = self.inbuf.len();
+        // A large packet now whole is the first to be decoded: its lease goes with it.
+        let mut arriving = self.large_input.take_whole(self.inbuf.len());
+        let pushed = self.records_pushed();
         while !self.ingest_holds_input() && !self.pacing() {
             // A subscriber acknowledges each QoS 1 delivery with these four bytes: taken
             // without the packet decoder (~300 instructions a delivery).
@@ -161,14 +164,30 @@ impl Connection {
             if answered {
                 self.hold_output(self.server.session_commit(&self.session));
             }
+            if arriving.is_held() {
+                self.keep_arriving(std::mem::take(&mut arriving), pushed);
+            }
         }
-        // Input held back before decoding waited for bytes: a lease was for the packet at the
-        // front when decoding began, gone if anything was consumed (checked once, not per
-        // packet).
-        if self.inbuf.len() < unread {
-            self.large_input.consumed();
+        if arriving.is_held() {
+            // Input held back before it was decoded: the lease stays with its packet.
+            self.large_input = arriving;
         }
         Ok(())
+    }
+
+    /// Routed records pushed so far (none before the ingest queue is made).
+    fn records_pushed(&self) -> u64 {
+        self.ingest.as_deref().map_or(0, Ingest::pushed)
+    }
+
+    /// The large packet just handled came with `lease`: its record keeps it until written if
+    /// it became one (the queue pushed more than `pushed`); otherwise it is given back now.
+    fn keep_arriving(&mut self, lease: InputLease, pushed: u64) {
+        if let Some(queue) = self.ingest.as_deref_mut()
+            && queue.pushed() > pushed
+        {
+            queue.keep_until_written(lease);
+        }
     }
 
     /// Once decoding waits for the rest of a packet larger than a read: its lease from

@@ -458,15 +458,27 @@ impl Connection {
     fn decode_input(&mut self) -> Result<(), Exit> {
         // Read the clock once per buffer, and only if it holds a routed publish.
         self.clock_stale = true;
-        let unread = self.inbuf.len();
+        // A large PUB now whole is the first to be decoded: its lease goes with it.
+        let mut arriving = self.large_input.take_whole(self.inbuf.len());
+        let pushed = self.ingest.pushed();
         while self.can_process() {
             if self.store_repeated_pub() {
+                if arriving.is_held() {
+                    self.keep_arriving(std::mem::take(&mut arriving), pushed);
+                }
                 continue;
             }
             match decode_client_op_reusing(&mut self.inbuf, &self.limits, &mut self.last_subject) {
-                Ok(Some(op)) => self.handle(op)?,
+                Ok(Some(op)) => {
+                    self.handle(op)?;
+                    if arriving.is_held() {
+                        self.keep_arriving(std::mem::take(&mut arriving), pushed);
+                    }
+                }
                 Ok(None) => return self.lease_awaited_op(),
                 Err(err) => {
+                    // The op was consumed (or the connection closes): its lease, if any, too.
+                    arriving = InputLease::default();
                     if let Some(line) = err.err_line() {
                         self.outbox.push_raw(line.as_bytes());
                     }
@@ -476,12 +488,19 @@ impl Connection {
                 }
             }
         }
-        // Input held back before decoding waited for bytes: a lease was for the op at the
-        // front when decoding began, gone if anything was consumed (checked once, not per op).
-        if self.inbuf.len() < unread {
-            self.large_input.consumed();
+        if arriving.is_held() {
+            // Input held back before it was decoded: the lease stays with its op.
+            self.large_input = arriving;
         }
         Ok(())
+    }
+
+    /// The large PUB just handled came with `lease`: its record keeps it until written if it
+    /// became one (the queue pushed more than `pushed`); otherwise it is given back now.
+    fn keep_arriving(&mut self, lease: InputLease, pushed: u64) {
+        if self.ingest.pushed() > pushed {
+            self.ingest.keep_until_written(lease);
+        }
     }
 
     /// Once decoding waits for the rest of a PUB larger than a read: its lease from
