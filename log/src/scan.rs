@@ -236,12 +236,16 @@ impl<'a> Frames<'a> {
         }
     }
 
-    /// Decodes the frame at `pos` without advancing.
+    /// Decodes the frame at `pos` without advancing. A frame is only `Incomplete` once the
+    /// buffer holds as many bytes as its length field claims or the file ends first (a frame
+    /// longer than [`READ_CHUNK`] is never taken for a torn or damaged one).
     pub fn next(&mut self) -> io::Result<Next> {
         if self.pos >= self.len {
             return Ok(Next::End);
         }
-        let mut fresh = false;
+        // The frame length known to the read made for this frame, if any (0: its header was
+        // not in the buffer, so the read was only a chunk).
+        let mut read = None;
         loop {
             let rel = self.pos.checked_sub(self.buf_start).map(|r| r as usize);
             let view = match rel {
@@ -250,18 +254,22 @@ impl<'a> Frames<'a> {
             };
             match format::decode_frame(&view, self.max) {
                 Ok((rec, n)) => return Ok(Next::Frame(rec, n)),
-                Err(FrameError::Incomplete) if !fresh => {
-                    let want = match format::frame_header(&view, self.max) {
-                        Ok((l, _)) => (FRAME_HEADER_LEN + l).max(READ_CHUNK),
-                        Err(_) => READ_CHUNK,
-                    };
-                    let want = want.min((self.len - self.pos) as usize);
+                Err(FrameError::Incomplete) => {
+                    let frame = format::frame_header(&view, self.max)
+                        .map_or(0, |(l, _)| FRAME_HEADER_LEN + l);
+                    // A first read; a second only when the first did not know the length and
+                    // the header is now readable. At most two: a frame still incomplete after
+                    // them runs past the end of the file.
+                    if !read.is_none_or(|first| first == 0 && frame > 0) {
+                        return Ok(Next::Bad(FrameError::Incomplete));
+                    }
+                    let want = frame.max(READ_CHUNK).min((self.len - self.pos) as usize);
                     let mut v = vec![0u8; want];
                     let got = read_full_at(self.file, &mut v, self.pos)?;
                     v.truncate(got);
                     self.buf = Bytes::from(v);
                     self.buf_start = self.pos;
-                    fresh = true;
+                    read = Some(frame);
                 }
                 Err(e) => return Ok(Next::Bad(e)),
             }
@@ -426,5 +434,46 @@ mod tests {
         let mut at_end = Frames::new(f.as_ref(), good, good, 1024);
         assert!(matches!(at_end.next().unwrap(), Next::End));
         assert_eq!(count_frames(f.as_ref(), 0, good, 1024), 2);
+    }
+
+    /// Frames longer than a read chunk decode whole whether the scan met them with their
+    /// header outside its buffer (its length unknown) or split across the buffer's end; one cut
+    /// short by the end of the file is still `Incomplete`.
+    #[test]
+    fn frames_scan_reads_frames_longer_than_a_read_chunk() {
+        let sized = |offset: u64, len: usize| frame(offset, &vec![offset as u8 + 1; len]);
+        let overhead = sized(0, READ_CHUNK).len() - READ_CHUNK;
+        let payloads = [
+            // Met with an empty buffer.
+            READ_CHUNK + 1000,
+            // Read whole by the chunk read after frame 0, which then holds 4 bytes of the next
+            // frame's header.
+            READ_CHUNK - 4 - overhead,
+            3 * READ_CHUNK,
+        ];
+        let frames: Vec<Vec<u8>> = (0..).zip(payloads).map(|(o, n)| sized(o, n)).collect();
+        assert_eq!(frames[1].len(), READ_CHUNK - 4);
+        let mut bytes = frames.concat();
+        let good = bytes.len() as u64;
+        let torn = sized(3, 2 * READ_CHUNK);
+        bytes.extend_from_slice(&torn[..torn.len() - 1]);
+        let f = file_with(&bytes);
+        let max = 4 * READ_CHUNK as u32;
+        let mut scan = Frames::new(f.as_ref(), bytes.len() as u64, 0, max);
+        for (offset, frame) in frames.iter().enumerate() {
+            match scan.next().unwrap() {
+                Next::Frame(r, n) => {
+                    assert_eq!((r.offset, n), (offset as u64, frame.len()));
+                    assert_eq!(r.payload, vec![offset as u8 + 1; payloads[offset]]);
+                    scan.advance(n);
+                }
+                other => panic!("frame {offset}: {other:?}"),
+            }
+        }
+        assert_eq!(scan.pos, good);
+        assert!(matches!(
+            scan.next().unwrap(),
+            Next::Bad(FrameError::Incomplete)
+        ));
     }
 }
