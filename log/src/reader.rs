@@ -122,7 +122,9 @@ impl Reader {
     }
 
     /// Reads the frame at `pos` without advancing. `next_base` is the base of the following
-    /// segment (None for the active one), `durable` the durable end.
+    /// segment (None for the active one), `durable` the durable end. A frame is only taken for
+    /// damage once the read-ahead holds as many bytes as its length field claims (or the file
+    /// ends first): a frame longer than [`READ_CHUNK`] is never mistaken for a damaged one.
     pub fn step(
         &mut self,
         seg: &Arc<Segment>,
@@ -148,7 +150,9 @@ impl Reader {
                 }
             }
         }
-        let mut fresh = false;
+        // The `want` of the fill made for this frame, if any: 0 when it was made before the
+        // frame's header was in view (its length unknown, so it read only the read-ahead).
+        let mut filled = None;
         loop {
             let view = self.view();
             let error = match format::decode_frame_with(&view, max, &mut self.topics) {
@@ -161,12 +165,18 @@ impl Reader {
                     let from = self.pos + n as u64;
                     return self.resync(seg, next_base, durable, max, from, reason);
                 }
-                Err(FrameError::Incomplete) if !fresh => {
+                Err(FrameError::Incomplete) => {
                     let want =
                         format::frame_header(&view, max).map_or(0, |(l, _)| FRAME_HEADER_LEN + l);
-                    self.fill(seg, want, durable)?;
-                    fresh = true;
-                    continue;
+                    // A first fill; a second only when the first did not know the length and
+                    // the header is now readable. At most two: a frame still incomplete after
+                    // them runs past the end of the file (the damage path below).
+                    if filled.is_none_or(|first| first == 0 && want > 0) {
+                        self.fill(seg, want, durable)?;
+                        filled = Some(want);
+                        continue;
+                    }
+                    FrameError::Incomplete
                 }
                 Err(e) => e,
             };
