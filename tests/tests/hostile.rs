@@ -606,3 +606,45 @@ fn a_full_log_holds_no_more_large_publishes_than_the_pool() {
         );
     }
 }
+
+/// The budget's rows for what a full log holds of small publishes (`MQTT_HELD_FOR_LOG`,
+/// `NATS_HELD_FOR_LOG`) hold against 100 clients streaming routed publishes into it until it
+/// fills: each connection is left holding the batch of its last read, no more than counted.
+#[test]
+fn a_full_log_holds_one_batch_of_small_publishes_per_connection_within_the_budget() {
+    use edge_broker::config::budget::{MQTT_HELD_FOR_LOG, NATS_HELD_FOR_LOG};
+    let config = "[log]\nsegment_bytes = \"4MiB\"\nmax_bytes = \"8MiB\"\nwhen_full = \"block\"\n\
+                  [kafka]\nenabled = false\n\
+                  [[route]]\nmqtt = \"big\"\nkafka_topic = \"big\"\n\
+                  [[route]]\nnats = \"big\"\nkafka_topic = \"big\"\n";
+    for (protocol, unit) in [("mqtt", MQTT_HELD_FOR_LOG), ("nats", NATS_HELD_FOR_LOG)] {
+        let dir = tempfile::tempdir().unwrap();
+        let (log, _) =
+            edge_log::Log::open(edge_log::LogConfig::new(dir.path().join("data/log"))).unwrap();
+        drop(log.cursor("stalled-uplink").unwrap());
+        drop(log);
+        let mut broker = Broker::start_in(dir.path(), config);
+        let addr = match protocol {
+            "mqtt" => broker.mqtt_addr(),
+            _ => broker.listen_addr("nats.listen"),
+        };
+        let out = attack(
+            &broker,
+            addr,
+            &["small_publishes_held", protocol, "100", "100", "4"],
+        );
+        let metrics = broker.listen_addr("metrics.listen");
+        let log_bytes = metric(metrics, "edge_log_bytes").unwrap();
+        assert!(broker.terminate(STOP).success());
+        assert!(
+            log_bytes > 7.0 * MIB as f64,
+            "the log did not fill: {log_bytes} B"
+        );
+        let per_client = out["per_client_kib"].as_f64().unwrap();
+        assert!(
+            per_client * 1024.0 <= unit as f64,
+            "{protocol}: {per_client} KiB per connection, counted {} KiB: {out}",
+            unit >> 10
+        );
+    }
+}

@@ -616,6 +616,44 @@ def held_for_the_log(host, port, pid, proto, count, claim, metrics_port):
     return out
 
 
+@scenario
+def small_publishes_held(host, port, pid, proto, clients, size, seconds="6"):
+    """`clients` clients stream routed publishes of `size` bytes (MQTT QoS 0; NATS PUBs) as
+    fast as their sockets take them, for `seconds`: they fill the log (`when_full = "block"`,
+    an uplink that never reads) and each connection is left holding the batch it read last.
+    The RSS the broker grew by per client, and the publishes it took."""
+    clients, size, seconds = int(clients), int(size), float(seconds)
+    rss0 = rss_kib(pid)
+    streams = []
+    for i in range(clients):
+        if proto == "mqtt":
+            c = Client(host, int(port), v5=False, timeout=10)
+            c.connect(f"small-{i}")
+            body = mstr("big") + b"y" * size
+            packet, s = b"\x30" + varint(len(body)) + body, c.sock
+        else:
+            s = attacker(host, port, i, 1)
+            s.sendall(b'CONNECT {"verbose":false}\r\n')
+            packet = f"PUB big {size}\r\n".encode() + b"y" * size + b"\r\n"
+        s.setblocking(False)
+        streams.append((s, packet * ((64 << 10) // len(packet))))
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        moved = False
+        for s, data in streams:
+            try:
+                moved |= s.send(data) > 0
+            except BlockingIOError:
+                pass
+        if not moved:
+            time.sleep(0.01)
+    time.sleep(1)
+    growth = rss_kib(pid) - rss0
+    for s, _ in streams:
+        s.close()
+    return {"clients": clients, "rss_growth_kib": growth,
+            "per_client_kib": round(growth / clients, 1)}
+
 def main():
     name, host, port, pid, *args = sys.argv[1:]
     try:

@@ -1,14 +1,13 @@
 //! The memory budget: what every limit lets clients make the broker hold, at worst and all at
-//! once, against the unit's `MemoryMax=480M` (`systemd/edge-broker.service`). The defaults fit
+//! once, against the unit's `MemoryMax=672M` (`systemd/edge-broker.service`). The defaults fit
 //! it; `edge-broker check` warns when a configuration does not (README, "The memory budget").
 //!
 //! Each row is a limit times what one unit of it holds, as measured on x86_64 (BENCHMARKS.md,
 //! SECURITY.md). A logged-in client's input is its read buffer (one read) and, for a larger
 //! packet, a lease from `max_partial_packet_bytes_total` ([`crate::input_pool`]), which its
 //! record keeps until the log has written it. So what a log that takes nothing (full under
-//! `when_full = "block"`) makes connections hold is the pool and the small publishes of one
-//! read each, within the input-buffer rows (measured with the read buffer: 8.7 KiB per MQTT
-//! connection, 35.5 KiB per NATS one). Of the kernel's memory,
+//! `when_full = "block"`) makes connections hold is the pool and, per connection, the batch
+//! of small publishes it decoded from its last read (a row of its own). Of the kernel's memory,
 //! charged to the unit's cgroup too, the budget counts the
 //! send buffers of clients that stopped reading (`socket_unsent_limit`) and the receive
 //! buffers of clients the broker does not read (`socket_receive_buffer`: before login,
@@ -17,7 +16,7 @@
 use super::{ByteSize, Config};
 
 /// `MemoryMax` of the packaged unit.
-pub const MEMORY_MAX: u64 = 480 << 20;
+pub const MEMORY_MAX: u64 = 672 << 20;
 /// What the broker takes with no client (code, runtime, log and journal buffers), measured
 /// about 20 MiB, with room for the allocator's slack.
 pub const BASE: u64 = 32 << 20;
@@ -31,6 +30,12 @@ pub const NATS_INPUT_PER_CONNECTION: u64 = 80 << 10;
 /// An MQTT connection's input buffer: an 8 KiB read, and a packet of up to 8 KiB (a larger
 /// one is leased from `max_partial_packet_bytes_total`).
 pub const MQTT_INPUT_PER_CONNECTION: u64 = 16 << 10;
+/// What an MQTT connection holds while a full log holds its last batch: up to 1,024 small
+/// publishes decoded from one read, their records and bookkeeping (measured 100–113 KiB per
+/// connection with its buffers, 200 clients streaming empty and 100-byte publishes).
+pub const MQTT_HELD_FOR_LOG: u64 = 128 << 10;
+/// The same for NATS: up to 2,048 PUBs from one 64 KiB read (measured 153–210 KiB).
+pub const NATS_HELD_FOR_LOG: u64 = 256 << 10;
 /// NATS output buffers grow by doubling: measured RSS is about three times the bytes waiting.
 const NATS_OUTPUT_FACTOR: u64 = 3;
 /// What the kernel's autotuning lets one connection's send buffer grow to when
@@ -88,6 +93,11 @@ pub fn rows(config: &Config) -> Vec<Row> {
             "MQTT packets larger than a read, arriving",
             m.max_partial_packet_bytes_total,
         ));
+        rows.push(Row {
+            what: "MQTT publishes a full log holds",
+            bound: format!("max_connections {connections} × 128 KiB (one read's batch each)"),
+            bytes: connections * MQTT_HELD_FOR_LOG,
+        });
         rows.push(Row {
             what: "MQTT output waiting in connections",
             bound: format!("max_connections {connections} × 64 KiB"),
@@ -165,6 +175,11 @@ pub fn rows(config: &Config) -> Vec<Row> {
             "NATS PUBs larger than a read, arriving",
             n.max_partial_packet_bytes_total,
         ));
+        rows.push(Row {
+            what: "NATS publishes a full log holds",
+            bound: format!("max_connections {connections} × 256 KiB (one read's batch each)"),
+            bytes: connections * NATS_HELD_FOR_LOG,
+        });
         rows.push(kernel_send_buffers(
             "NATS kernel send buffers",
             connections,
