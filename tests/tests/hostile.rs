@@ -225,6 +225,35 @@ fn attack(broker: &Broker, addr: std::net::SocketAddr, args: &[&str]) -> serde_j
     edge_tests::mqtt::hostile(broker.pid(), addr, args)
 }
 
+/// The client listener of `protocol` (`"mqtt"` or `"nats"`).
+fn client_listener(broker: &Broker, protocol: &str) -> std::net::SocketAddr {
+    match protocol {
+        "mqtt" => broker.mqtt_addr(),
+        _ => broker.listen_addr("nats.listen"),
+    }
+}
+
+/// [`attack`] on `protocol`'s listener, with the broker's metrics port as the last argument
+/// (the scenario reads its gauges while the attack holds).
+fn attack_with_metrics(broker: &Broker, protocol: &str, args: &[&str]) -> serde_json::Value {
+    let metrics = broker.listen_addr("metrics.listen").port().to_string();
+    let args: Vec<&str> = args.iter().copied().chain([metrics.as_str()]).collect();
+    attack(broker, client_listener(broker, protocol), &args)
+}
+
+/// A broker whose log never frees a segment, so that it fills: an uplink cursor that never
+/// moves, made before the broker starts (a bridge whose uplink is down). The directory lives
+/// as long as the broker.
+fn with_stalled_uplink(config: &str) -> (tempfile::TempDir, Broker) {
+    let dir = tempfile::tempdir().unwrap();
+    let (log, _) =
+        edge_log::Log::open(edge_log::LogConfig::new(dir.path().join("data/log"))).unwrap();
+    drop(log.cursor("stalled-uplink").unwrap());
+    drop(log);
+    let broker = Broker::start_in(dir.path(), config);
+    (dir, broker)
+}
+
 /// The fewest of a `flood` of 1,001 connections from one address that `max_pending_per_source`
 /// (64) must have refused: at most 64 wait at once, and 64 more each time a `timeout` (seconds)
 /// closes the waiting ones during the attack (a loaded machine takes seconds to open them all).
@@ -490,20 +519,14 @@ fn clients_that_stop_in_the_middle_of_large_packets_hold_a_bounded_pool() {
     const POOL: u64 = 8 * MIB;
     let run = |protocol: &str, config: &str| {
         let mut broker = Broker::start(config);
-        let addr = match protocol {
-            "mqtt" => broker.mqtt_addr(),
-            _ => broker.listen_addr("nats.listen"),
-        };
-        let metrics = broker.listen_addr("metrics.listen").port().to_string();
-        let out = attack(
+        let out = attack_with_metrics(
             &broker,
-            addr,
+            protocol,
             &[
                 "half_sent_packets",
                 protocol,
                 &ATTACKERS.to_string(),
                 &MIB.to_string(),
-                &metrics,
             ],
         );
         assert!(broker.terminate(STOP).success());
@@ -541,6 +564,7 @@ fn clients_that_stop_in_the_middle_of_large_packets_hold_a_bounded_pool() {
         "[mqtt]\nmax_partial_packet_bytes_total = \"1GiB\"\n",
     );
     assert_eq!(out["open_during"], ATTACKERS, "{out}");
+    assert_eq!(out["device_large_while_full"], "open", "{out}");
     let growth = out["rss_growth_kib"].as_u64().unwrap();
     assert!(
         growth > 20 << 10,
@@ -566,26 +590,15 @@ fn a_full_log_holds_no_more_large_publishes_than_the_pool() {
         ("mqtt", MIB),
         ("nats", MIB + "PUB big 1048576\r\n\r\n".len() as u64),
     ] {
-        let dir = tempfile::tempdir().unwrap();
-        let (log, _) =
-            edge_log::Log::open(edge_log::LogConfig::new(dir.path().join("data/log"))).unwrap();
-        drop(log.cursor("stalled-uplink").unwrap());
-        drop(log);
-        let mut broker = Broker::start_in(dir.path(), config);
-        let addr = match protocol {
-            "mqtt" => broker.mqtt_addr(),
-            _ => broker.listen_addr("nats.listen"),
-        };
-        let metrics = broker.listen_addr("metrics.listen").port().to_string();
-        let out = attack(
+        let (_dir, mut broker) = with_stalled_uplink(config);
+        let out = attack_with_metrics(
             &broker,
-            addr,
+            protocol,
             &[
                 "held_for_the_log",
                 protocol,
                 &SENDERS.to_string(),
                 &MIB.to_string(),
-                &metrics,
             ],
         );
         assert!(broker.terminate(STOP).success());
@@ -618,19 +631,10 @@ fn a_full_log_holds_one_batch_of_small_publishes_per_connection_within_the_budge
                   [[route]]\nmqtt = \"big\"\nkafka_topic = \"big\"\n\
                   [[route]]\nnats = \"big\"\nkafka_topic = \"big\"\n";
     for (protocol, unit) in [("mqtt", MQTT_HELD_FOR_LOG), ("nats", NATS_HELD_FOR_LOG)] {
-        let dir = tempfile::tempdir().unwrap();
-        let (log, _) =
-            edge_log::Log::open(edge_log::LogConfig::new(dir.path().join("data/log"))).unwrap();
-        drop(log.cursor("stalled-uplink").unwrap());
-        drop(log);
-        let mut broker = Broker::start_in(dir.path(), config);
-        let addr = match protocol {
-            "mqtt" => broker.mqtt_addr(),
-            _ => broker.listen_addr("nats.listen"),
-        };
+        let (_dir, mut broker) = with_stalled_uplink(config);
         let out = attack(
             &broker,
-            addr,
+            client_listener(&broker, protocol),
             &["small_publishes_held", protocol, "100", "100", "4"],
         );
         let metrics = broker.listen_addr("metrics.listen");

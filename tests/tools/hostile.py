@@ -520,6 +520,37 @@ def device_sends(proto, host, port, packet):
     return True
 
 
+def device_begins(proto, host, port, start):
+    """A device on 127.0.0.1 logs in and sends `start`, the first 32 KiB of a large packet,
+    then reads until the broker closes: the MQTT 5 DISCONNECT reason (`DISCONNECT 0x..`), or
+    for NATS `closed` and what it sent; `open` if it keeps the connection for 3 s. (Only the
+    start: a client still sending when the broker closes may get a reset that discards what
+    the broker wrote before it.)"""
+    if proto == "mqtt":
+        c = Client(host, int(port), v5=True, timeout=10)
+        c.connect(f"device-{time.monotonic_ns()}")
+        c.send(start)
+        try:
+            rc = c.expect_closed(3)
+        except AssertionError:
+            c.close()
+            return "open"
+        return f"DISCONNECT {rc:#x}" if rc is not None else "closed"
+    s = socket.create_connection((host, int(port)), timeout=3)
+    s.sendall(b'CONNECT {"verbose":false}\r\n' + start)
+    got = b""
+    try:
+        while data := s.recv(65536):
+            got += data
+    except socket.timeout:
+        s.close()
+        return "open"
+    except OSError:
+        pass
+    s.close()
+    return f"closed: {got!r}"
+
+
 @scenario
 def half_sent_packets(host, port, pid, proto, count, claim, metrics_port):
     """`count` logged-in clients each send a large packet of `claim` bytes (MQTT: the whole
@@ -548,7 +579,7 @@ def half_sent_packets(host, port, pid, proto, count, claim, metrics_port):
         "open_during": sum(r is None for r in refusals),
         "refusals": sorted({str(r) for r in refusals if r is not None}),
         "device_small": device_sends(proto, host, port, small),
-        "device_large_while_full": device_sends(proto, host, port, large),
+        "device_large_while_full": device_begins(proto, host, port, large[:32 << 10]),
     }
     for h in half:
         h.close()
@@ -632,8 +663,13 @@ def small_publishes_held(host, port, pid, proto, clients, size, seconds="6"):
             body = mstr("big") + b"y" * size
             packet, s = b"\x30" + varint(len(body)) + body, c.sock
         else:
+            # Logged in before the next connects (PONG): connections from one address that
+            # have not are evicted beyond max_pending_per_source.
             s = attacker(host, port, i, 1)
-            s.sendall(b'CONNECT {"verbose":false}\r\n')
+            s.sendall(b'CONNECT {"verbose":false}\r\nPING\r\n')
+            got = b""
+            while b"PONG" not in got:
+                got += s.recv(4096)
             packet = f"PUB big {size}\r\n".encode() + b"y" * size + b"\r\n"
         s.setblocking(False)
         streams.append((s, packet * ((64 << 10) // len(packet))))
