@@ -102,7 +102,7 @@ pub struct Refused {
     pub field: &'static str,
     /// The packet's whole length.
     pub packet: u64,
-    /// Bytes other connections' packets held in the pool.
+    /// Bytes the pool held: packets arriving, or waiting for the log to write them.
     pub leased: u64,
     /// The pool's limit.
     pub limit: u64,
@@ -112,7 +112,7 @@ impl fmt::Display for Refused {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "a packet of {} does not fit in {} ({}): packets other clients are sending hold {}",
+            "a packet of {} does not fit in {} ({}): packets arriving or waiting for the log hold {}",
             ByteSize(self.packet),
             self.field,
             ByteSize(self.limit),
@@ -165,7 +165,8 @@ impl InputLease {
         if self.0.as_ref().is_some_and(|lease| lease.bytes == bytes) {
             return Ok(());
         }
-        // A lease of another length was for a packet decoded since.
+        // A lease of another length is not this packet's (it cannot be: a lease left here is
+        // the front packet's, `take_whole`); given back before the new one is taken.
         self.0 = None;
         let lease = pool.try_lease(bytes).ok_or_else(|| Refused {
             field: pool.field,
@@ -267,7 +268,7 @@ mod tests {
         );
         assert_eq!(
             refused.to_string(),
-            "a packet of 600KiB does not fit in x.pool (1MiB): packets other clients are sending hold 600KiB"
+            "a packet of 600KiB does not fit in x.pool (1MiB): packets arriving or waiting for the log hold 600KiB"
         );
         pool.set_limit(ByteSize(512 << 10));
         a.cover(&pool, &mut buf, Some(600 << 10), 8192).unwrap();
