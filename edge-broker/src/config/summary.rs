@@ -221,7 +221,7 @@ mod tests {
             "1GiB budget in 64MiB segments at /d/log; fsync always",
             "when full: block",
             "k1:9092 (lz4 compression, idempotent); dead letters to /d/dead-letter",
-            "memory   at worst 654 MiB with every limit reached at once, within the packaged unit's MemoryMax=672M",
+            "memory   at worst 701 MiB with every limit reached at once, within the packaged unit's MemoryMax=704M",
             "routes   2 (tried in order",
             "route[1]  mqtt sensors/+/temperature -> temp, key {topic.2}",
             "route[2]  nats alarms.>              -> alarms, partition 0",
@@ -248,7 +248,7 @@ mod tests {
         let text = summary(&config, "t.toml");
         assert!(
             text.contains(
-                "with every limit reached at once, above the packaged unit's MemoryMax=672M"
+                "with every limit reached at once, above the packaged unit's MemoryMax=704M"
             ),
             "{text}"
         );
