@@ -418,11 +418,13 @@ impl<L: Send + 'static, T> IngestQueue<L, T> {
 
     /// Keeps `lease` until the record just pushed is written: the lease of the large packet
     /// it came from, taken from `max_partial_packet_bytes_total` when the packet began to
-    /// arrive ([`crate::input_pool`]). So a log that takes nothing (full under
+    /// arrive ([`crate::input_pool`]). `pushed_before` is [`IngestQueue::pushed`] before the
+    /// packet was handled: if no record was pushed since, the packet did not become one and
+    /// the lease is given back now. So a log that takes nothing (full under
     /// `when_full = "block"`) makes connections hold no more large packets than the pool, not
     /// one per connection.
-    pub fn keep_until_written(&mut self, lease: InputLease) {
-        if !lease.is_held() {
+    pub fn keep_until_written(&mut self, lease: InputLease, pushed_before: u64) {
+        if !lease.is_held() || self.pushed == pushed_before {
             return;
         }
         if !self.collecting.records.is_empty() {
@@ -1114,8 +1116,14 @@ mod tests {
         let mut lease = InputLease::default();
         let mut buf = bytes::BytesMut::new();
         lease.cover(&pool, &mut buf, Some(100 << 10), 8192).unwrap();
+        let before = queue.pushed();
+        // A packet that became no record: its lease is given back at once.
+        let mut other = InputLease::default();
+        other.cover(&pool, &mut buf, Some(50 << 10), 8192).unwrap();
+        queue.keep_until_written(other.take_whole(usize::MAX), before);
+        assert_eq!(pool.leased(), 100 << 10, "no record, no lease kept");
         queue.push_record(record(i, 200), i as u32, Some("ack"));
-        queue.keep_until_written(lease.take_whole(usize::MAX));
+        queue.keep_until_written(lease.take_whole(usize::MAX), before);
         queue.submit();
         let _ = tokio::time::timeout(Duration::from_millis(100), queue.progress()).await;
         take(&mut queue, &mut seen);

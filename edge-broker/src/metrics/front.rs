@@ -145,8 +145,8 @@ pub struct FrontMetrics {
     pub ack_latency: Arc<LatencyHistogram>,
     /// MQTT: bytes all sessions hold queued and in flight (what `max_queued_bytes_total` caps).
     pub queued_bytes: Arc<AtomicU64>,
-    /// Bytes of large packets clients are sending now, leased from the protocol's pool
-    /// (`max_partial_packet_bytes_total`, [`crate::input_pool`]).
+    /// Bytes of large packets clients are sending now or a full log holds, leased from the
+    /// protocol's pool (`max_partial_packet_bytes_total`, [`crate::input_pool`]).
     pub partial_bytes: Arc<AtomicU64>,
     /// Connections closed because their large packet did not fit in that pool.
     pub partial_refused: AtomicU64,
@@ -384,7 +384,7 @@ pub fn render(text: &mut PromText, fronts: &[&FrontMetrics], mqtt: Option<MqttGa
         .collect();
     text.gauge(
         "edge_partial_packet_bytes",
-        "Bytes of packets larger than a read that clients are sending now (max_partial_packet_bytes_total).",
+        "Bytes of packets larger than a read that clients are sending now, or that wait for the log to write them (max_partial_packet_bytes_total).",
         &partial,
     );
     text.counter(

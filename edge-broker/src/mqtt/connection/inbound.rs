@@ -181,12 +181,10 @@ impl Connection {
     }
 
     /// The large packet just handled came with `lease`: its record keeps it until written if
-    /// it became one (the queue pushed more than `pushed`); otherwise it is given back now.
+    /// it became one ([`IngestQueue::keep_until_written`]); otherwise it is given back now.
     fn keep_arriving(&mut self, lease: InputLease, pushed: u64) {
-        if let Some(queue) = self.ingest.as_deref_mut()
-            && queue.pushed() > pushed
-        {
-            queue.keep_until_written(lease);
+        if let Some(queue) = self.ingest.as_deref_mut() {
+            queue.keep_until_written(lease, pushed);
         }
     }
 

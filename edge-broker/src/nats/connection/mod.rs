@@ -464,7 +464,8 @@ impl Connection {
         while self.can_process() {
             if self.store_repeated_pub() {
                 if arriving.is_held() {
-                    self.keep_arriving(std::mem::take(&mut arriving), pushed);
+                    let lease = std::mem::take(&mut arriving);
+                    self.ingest.keep_until_written(lease, pushed);
                 }
                 continue;
             }
@@ -472,7 +473,8 @@ impl Connection {
                 Ok(Some(op)) => {
                     self.handle(op)?;
                     if arriving.is_held() {
-                        self.keep_arriving(std::mem::take(&mut arriving), pushed);
+                        let lease = std::mem::take(&mut arriving);
+                        self.ingest.keep_until_written(lease, pushed);
                     }
                 }
                 Ok(None) => return self.lease_awaited_op(),
@@ -493,14 +495,6 @@ impl Connection {
             self.large_input = arriving;
         }
         Ok(())
-    }
-
-    /// The large PUB just handled came with `lease`: its record keeps it until written if it
-    /// became one (the queue pushed more than `pushed`); otherwise it is given back now.
-    fn keep_arriving(&mut self, lease: InputLease, pushed: u64) {
-        if self.ingest.pushed() > pushed {
-            self.ingest.keep_until_written(lease);
-        }
     }
 
     /// Once decoding waits for the rest of a PUB larger than a read: its lease from
