@@ -17,6 +17,10 @@ need mosquitto_pub mosquitto-clients
 need nats-server nats-server
 need cc gcc
 need pkg-config pkg-config
+# systemd/check.sh verifies the unit with systemd-analyze. Installed here, before any test runs:
+# when check.sh installs it itself, apt changes /usr and /var while the .deb test may be running
+# dpkg on overlays of them (cross/deb-check.sh) in the same test binary.
+need systemd-analyze systemd
 # promtool checks and unit-tests the alert rules in examples/monitoring (with systemd as PID 1
 # the package also starts a Prometheus server on :9090; the tests do not use it).
 need promtool prometheus

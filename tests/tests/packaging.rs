@@ -188,8 +188,21 @@ fn require_root(what: &str) {
     );
 }
 
+/// Held by the tests that read or change the host's packages: `systemd/check.sh` may
+/// `apt-get install systemd`, and `cross/deb-check.sh` runs `dpkg` on overlays of the host's
+/// `/usr`, `/etc` and `/var`, which must not change underneath it.
+static HOST_PACKAGES: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn host_packages() -> std::sync::MutexGuard<'static, ()> {
+    // A test that failed while holding it poisoned it; the packages are no less usable.
+    HOST_PACKAGES
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 #[test]
 fn systemd_unit_passes_check_sh() {
+    let _host = host_packages();
     // check.sh installs the `systemd` package itself when systemd-analyze is missing.
     if !Path::new("/usr/bin/systemd-analyze").exists() {
         require_root("systemd/check.sh (to apt-get install systemd)");
@@ -206,6 +219,7 @@ fn systemd_unit_passes_check_sh() {
 #[test]
 fn deb_of_this_build_installs_upgrades_removes_and_purges() {
     require_root("cross/deb-check.sh");
+    let _host = host_packages();
     program("dpkg-deb", "dpkg");
     program("unshare", "util-linux");
     let (arch, triple) = host_deb_arch();
