@@ -2,7 +2,7 @@
 //! key the schema has, the systemd unit passes `systemd/check.sh`, and a `.deb` of this build
 //! passes `cross/deb-check.sh` (real `dpkg` installs into scratch roots).
 //!
-//! The `.deb` is packaged from the test build of the binary without compression
+//! The `.deb` is packaged from the test build of the binary, stripped, without compression
 //! (`EDGE_DEB_COMPRESS=none`), so the whole file runs in well under a minute.
 
 // Helpers outside #[test] fns fail the test by panicking, like the tests themselves.
@@ -223,11 +223,23 @@ fn deb_of_this_build_installs_upgrades_removes_and_purges() {
     program("dpkg-deb", "dpkg");
     program("unshare", "util-linux");
     let (arch, triple) = host_deb_arch();
-    // deb.sh packages $CARGO_TARGET_DIR/<triple>/release/edge-broker: put this build there.
+    // deb.sh packages $CARGO_TARGET_DIR/<triple>/release/edge-broker: put this build there,
+    // stripped as the release profile strips it. deb-check.sh copies it six times over (package,
+    // extraction, three installs); with its debug info that was ~0.9 GB of scratch space.
     let scratch = tempfile::tempdir().unwrap();
     let release = scratch.path().join(triple).join("release");
     std::fs::create_dir_all(&release).unwrap();
-    std::fs::copy(broker_binary(), release.join("edge-broker")).unwrap();
+    let strip = Command::new(program("objcopy", "binutils"))
+        .arg("--strip-all")
+        .arg(broker_binary())
+        .arg(release.join("edge-broker"))
+        .output()
+        .unwrap();
+    assert!(
+        strip.status.success(),
+        "objcopy --strip-all: {}",
+        text(&strip)
+    );
     let out_dir = scratch.path().join("deb");
     let output = Command::new(repo_root().join("cross/deb.sh"))
         .arg(&arch)
