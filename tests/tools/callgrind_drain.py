@@ -17,6 +17,7 @@ import argparse
 import glob
 import os
 import re
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -92,6 +93,8 @@ def main():
             if p.poll() is None:
                 p.kill()
                 p.wait()
+        # The backlog's segments: only the peers' output is kept.
+        shutil.rmtree(os.path.join(tmp, "data"), ignore_errors=True)
     total, per_file = total_ir(args.out)
     print(f"records {n}, drain under callgrind {took:.1f} s")
     for name, value in per_file.items():

@@ -24,6 +24,7 @@ messages than at full speed: compare builds with this tool, not with throughput 
 """
 import argparse
 import os
+import shutil
 import socket
 import struct
 import sys
@@ -107,6 +108,7 @@ def main():
     log = open(os.path.join(tmp, "broker.log"), "w")
     mport, xport, kport = bb.free_port(), bb.free_port(), bb.free_port()
     callgrind = ["valgrind", "--tool=callgrind", "--separate-threads=yes",
+                 "--compress-strings=no",
                  f"--callgrind-out-file={args.out}/cg.out"]
     broker = bb.edge_broker(args.broker, os.path.join(tmp, "data"), mport, xport,
                             f"127.0.0.1:{kport}", log, "always", wrap=callgrind, timeout=120,
@@ -128,6 +130,8 @@ def main():
         # Not bb.stop: callgrind must be given the time to write its files.
         broker.terminate()
         broker.wait(timeout=300)
+        # The log's preallocated segments (74 MB): only the broker's output is kept.
+        shutil.rmtree(os.path.join(tmp, "data"), ignore_errors=True)
     report(args.out, n, "message")
     print(f"callgrind files: {args.out}/cg.out-*; the broker's output: {tmp}/broker.log")
 

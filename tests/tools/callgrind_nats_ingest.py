@@ -28,6 +28,7 @@ messages than at full speed: compare builds with this tool, not with throughput 
 """
 import argparse
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -117,6 +118,7 @@ def main():
         f.write(config(os.path.join(tmp, "data"), nats, mqtt, metrics, args.shape == "gateway"))
     log = open(os.path.join(tmp, "broker.log"), "w")
     cmd = ["valgrind", "--tool=callgrind", "--separate-threads=yes",
+           "--compress-strings=no",
            f"--callgrind-out-file={args.out}/cg.out", args.broker, "--config", path]
     broker = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT,
                               env=dict(os.environ, RUST_LOG="warn"))
@@ -149,6 +151,8 @@ def main():
         # callgrind must be given the time to write its files.
         broker.terminate()
         broker.wait(timeout=300)
+        # The log's preallocated segments (74 MB): only the broker's output is kept.
+        shutil.rmtree(os.path.join(tmp, "data"), ignore_errors=True)
     report(args.out, args.count, "PUB")
     print(f"callgrind files: {args.out}/cg.out-*; the broker's output: {tmp}/broker.log")
 

@@ -1,6 +1,8 @@
 """Which of callgrind's per-thread files (`--separate-threads=yes`) is whose, for the ingest
 tools (callgrind_mqtt_ingest.py, callgrind_nats_ingest.py): the log writer is the thread whose
-file names `edge_log::writer::Writer::flush`; the tokio workers are the two busiest others."""
+file names `edge_log::writer::Writer::flush`; the tokio workers are the two busiest others.
+The tools run callgrind with `--compress-strings=no`: otherwise a function is named only in the
+first thread's file that calls it, and the writer's file may hold its number alone."""
 import glob
 import os
 import re
