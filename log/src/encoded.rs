@@ -107,10 +107,16 @@ impl EncodedRecords {
         self.bytes.capacity()
     }
 
-    /// Makes room for `records` more records.
-    pub fn reserve(&mut self, records: usize) {
+    /// Makes room for `records` more records of `bytes` more tail bytes in all.
+    pub fn reserve(&mut self, records: usize, bytes: usize) {
         self.ends.reserve(records);
+        self.bytes.reserve(bytes);
     }
+}
+
+/// Bytes of the tail [`EncodedRecords::push_record`] writes for `record`.
+pub(crate) fn tail_len(record: &NewRecord) -> usize {
+    format::record_body_len(0, record) - format::tail_body_len(0, 0)
 }
 
 /// Bytes a record whose tail is `tail_len` bytes takes on disk, frame header included, at the
@@ -189,6 +195,7 @@ mod tests {
             }
             prop_assert_eq!(encoded.len(), records.len());
             for ((r, tail), &offset) in records.iter().zip(encoded.tails()).zip(&offsets) {
+                prop_assert_eq!(tail_len(r), tail.len());
                 let mut want = Vec::new();
                 format::encode_record_frame(offset, r, &mut want).unwrap();
                 let mut got = Vec::new();

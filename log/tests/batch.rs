@@ -408,11 +408,11 @@ async fn emptied_encoded_records_come_back_for_the_next_batch() {
         }
     };
     // Nothing kept yet: a new, empty one with the room asked for.
-    let fresh = log.encoded_records(8);
-    assert!(fresh.is_empty() && fresh.capacity() >= 8);
+    let fresh = log.encoded_records(8, 64);
+    assert!(fresh.is_empty() && fresh.capacity() >= 8 && fresh.bytes_capacity() >= 64);
 
     append(batch(100, 100, 20)).await;
-    let reused = log.encoded_records(1);
+    let reused = log.encoded_records(1, 0);
     assert!(
         reused.is_empty() && reused.capacity() >= 100 && reused.bytes_capacity() > 0,
         "the batch's own room comes back"
@@ -424,12 +424,14 @@ async fn emptied_encoded_records_come_back_for_the_next_batch() {
     log.append(rec(7, 20)).await.unwrap();
     append(batch(2000, 10, 20)).await;
     append(batch(32, 20, 20 << 10)).await;
-    assert_eq!(log.encoded_records(0).capacity(), 0, "nothing was kept");
+    assert_eq!(log.encoded_records(0, 0).capacity(), 0, "nothing was kept");
 
     // At most four are kept, the largest given out first.
     for room in [32, 64, 48, 40, 200, 300] {
         append(batch(room, 5, 20)).await;
     }
-    let rooms: Vec<usize> = (0..5).map(|_| log.encoded_records(0).capacity()).collect();
+    let rooms: Vec<usize> = (0..5)
+        .map(|_| log.encoded_records(0, 0).capacity())
+        .collect();
     assert_eq!(rooms, [64, 48, 40, 32, 0], "the first four kept, then none");
 }

@@ -165,6 +165,20 @@ impl<L> Default for Collecting<L> {
     }
 }
 
+/// The most tail bytes a batch reserves at its first record for the size of the last one:
+/// one 64 KiB read of small publishes. A batch that held a large publish (leased from
+/// `max_partial_packet_bytes_total`) does not make the next one, maybe of a single small
+/// publish that a full log holds, reserve its size.
+const ROOM_CARRIED_OVER_MAX: usize = 64 << 10;
+
+/// Size of the last batch handed to the log.
+#[derive(Debug, Clone, Copy, Default)]
+struct LastBatch {
+    records: usize,
+    /// Encoded tail bytes.
+    bytes: usize,
+}
+
 /// A batch handed to the log, oldest first.
 struct Batch<L> {
     /// Until written; empty afterwards.
@@ -221,8 +235,8 @@ pub struct IngestQueue<L, T> {
     /// When the queue last saw a batch of timed answers become durable: the end of their
     /// time (one clock reading per sync, not one per answer).
     synced_at: Option<std::time::Instant>,
-    /// Records in the last batch handed to the log: the room the next one starts with.
-    last_batch: usize,
+    /// The last batch handed to the log: the room the next one starts with.
+    last_batch: LastBatch,
 }
 
 impl<L, T> std::fmt::Debug for IngestQueue<L, T> {
@@ -255,7 +269,7 @@ impl<L: Send + 'static, T> IngestQueue<L, T> {
             held_bytes: 0,
             ack_latency: None,
             synced_at: None,
-            last_batch: 0,
+            last_batch: LastBatch::default(),
         }
     }
 
@@ -335,10 +349,11 @@ impl<L: Send + 'static, T> IngestQueue<L, T> {
             // connection holds none. The log hands back room its writer emptied: the records
             // are not encoded into memory freed on the writer's thread and fresh again here
             // (page faults and allocator work were ~9% of a NATS connection task).
-            self.collecting.records = self.log.encoded_records(self.last_batch);
+            let bytes = self.last_batch.bytes.min(ROOM_CARRIED_OVER_MAX);
+            self.collecting.records = self.log.encoded_records(self.last_batch.records, bytes);
         }
         if self.collecting.items.capacity() == 0 {
-            self.collecting.items = Vec::with_capacity(self.last_batch);
+            self.collecting.items = Vec::with_capacity(self.last_batch.records);
         }
         let bytes = self.collecting.records.push(record, headers);
         self.collecting.items.push(Item {
@@ -393,7 +408,10 @@ impl<L: Send + 'static, T> IngestQueue<L, T> {
             return;
         }
         let n = self.collecting.records.len();
-        self.last_batch = n;
+        self.last_batch = LastBatch {
+            records: n,
+            bytes: self.collecting.records.bytes(),
+        };
         let collected = std::mem::take(&mut self.collecting);
         let log = self.log.clone();
         let records = collected.records;
@@ -833,6 +851,51 @@ mod tests {
         settle(&mut queue, &mut seen).await;
         let offsets: Vec<u64> = seen.written.iter().map(|&(_, offset)| offset).collect();
         assert_eq!(offsets, (0..41).collect::<Vec<u64>>());
+    }
+
+    /// A batch in a new vector (the writer kept none for reuse) starts with room for the last
+    /// batch's bytes, up to one read's: it neither grows by doubling, copying its records each
+    /// time, nor carries a large publish's room into a batch of small ones.
+    #[tokio::test]
+    async fn a_new_batch_reserves_the_last_ones_bytes_up_to_one_read() {
+        let log = Log::open_with_storage(
+            LogConfig {
+                segment_bytes: 4 << 20,
+                max_bytes: 64 << 20,
+                max_record_bytes: 1 << 20,
+                ..config(WhenFull::Block)
+            },
+            MemStorage::new(),
+        )
+        .unwrap()
+        .0;
+        let mut queue = IngestQueue::new(log.clone(), IngestLimits::default());
+        let mut seen = Seen::default();
+        // More records than the writer keeps room for: the next batch gets a new vector.
+        for i in 0..1100 {
+            queue.push_record(record(i, 10), i as u32, None);
+        }
+        let small_batch = queue.collecting.records.bytes();
+        settle(&mut queue, &mut seen).await;
+        queue.push_record(record(1100, 10), 1100, None);
+        assert!(
+            queue.collecting.records.bytes_capacity() >= small_batch,
+            "room for the last batch's {small_batch} bytes, not {}",
+            queue.collecting.records.bytes_capacity()
+        );
+        settle(&mut queue, &mut seen).await;
+        // More bytes than the writer keeps room for, in large records.
+        for i in 1101..1103 {
+            queue.push_record(record(i, 200 << 10), i as u32, None);
+        }
+        settle(&mut queue, &mut seen).await;
+        queue.push_record(record(1103, 10), 1103, None);
+        assert_eq!(
+            queue.collecting.records.bytes_capacity(),
+            ROOM_CARRIED_OVER_MAX
+        );
+        settle(&mut queue, &mut seen).await;
+        assert_eq!(seen.written.len(), 1104);
     }
 
     /// Only durable answers of routed records are timed: given answers, unanswered records and
