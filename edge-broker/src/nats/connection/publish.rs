@@ -335,9 +335,11 @@ impl Connection {
                 }),
             ),
             None => (
-                msg_id.map(|id| MsgId {
-                    stream: Arc::clone(&destination.topic),
-                    id,
+                msg_id.map(|id| {
+                    Box::new(MsgId {
+                        stream: Arc::clone(&destination.topic),
+                        id,
+                    })
                 }),
                 None,
             ),

@@ -21,9 +21,14 @@ pub(super) struct Written {
     /// Delivered to local subscribers (`None`: nobody subscribed when it came in).
     pub(super) message: Option<Arc<Message>>,
     /// A `Nats-Msg-Id` to remember once written, when nobody waits for a reply (a reply
-    /// remembers it only once durable, so a duplicate is never acknowledged early).
-    pub(super) remember: Option<MsgId>,
+    /// remembers it only once durable, so a duplicate is never acknowledged early). Boxed:
+    /// few publishes carry one, and a batch holds one `Written` per routed PUB.
+    pub(super) remember: Option<Box<MsgId>>,
 }
+
+// Two words per routed PUB waiting for the log (a full log holds a batch of up to 2,048 per
+// connection: the budget's `NATS_HELD_FOR_LOG`); unboxed, the id took four more.
+const _: () = assert!(std::mem::size_of::<Written>() == 2 * std::mem::size_of::<usize>());
 
 /// A `Nats-Msg-Id` in the duplicate window of a stream.
 pub(super) struct MsgId {
@@ -74,7 +79,8 @@ impl Connection {
                     if let Some(message) = &local.message {
                         server.publish_local(message);
                     }
-                    if let Some(MsgId { stream, id }) = &local.remember {
+                    if let Some(msg_id) = &local.remember {
+                        let MsgId { stream, id } = &**msg_id;
                         // Nobody waits; the id is remembered now so a resend is not stored twice.
                         server
                             .dedup
