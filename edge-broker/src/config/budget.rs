@@ -32,10 +32,13 @@ pub const NATS_INPUT_PER_CONNECTION: u64 = 80 << 10;
 pub const MQTT_INPUT_PER_CONNECTION: u64 = 16 << 10;
 /// What an MQTT connection holds while a full log holds its last batch: up to 1,024 small
 /// publishes decoded from one read, their records and bookkeeping (measured 100–124 KiB per
-/// connection with its buffers, 200 clients streaming empty and 100-byte publishes).
+/// connection with its buffers, 200 clients streaming empty and 100-byte publishes; 51–64 KiB
+/// since a batch reserves its room instead of doubling it).
 pub const MQTT_HELD_FOR_LOG: u64 = 160 << 10;
 /// The same for NATS: up to 2,048 PUBs from one 64 KiB read (measured 153–210 KiB with a
-/// release build, 266 KiB with a debug one in CI).
+/// release build and 200 clients; 266 KiB with a debug one and 100 clients in CI, where what
+/// filling the log costs once is shared by fewer; 168–196 KiB since a batch reserves its room
+/// and a PUB waiting for the log takes two words, 200 clients).
 pub const NATS_HELD_FOR_LOG: u64 = 320 << 10;
 /// NATS output buffers grow by doubling: measured RSS is about three times the bytes waiting.
 const NATS_OUTPUT_FACTOR: u64 = 3;
