@@ -748,9 +748,11 @@ mod tests {
     }
 
     fn mem_log(when_full: WhenFull) -> Log {
-        Log::open_with_storage(config(when_full), MemStorage::new())
-            .unwrap()
-            .0
+        log_in_memory(config(when_full))
+    }
+
+    fn log_in_memory(config: LogConfig) -> Log {
+        Log::open_with_storage(config, MemStorage::new()).unwrap().0
     }
 
     /// The tests push whole records.
@@ -819,16 +821,11 @@ mod tests {
     /// between batches the queue holds none (a quiet connection keeps no record vector).
     #[tokio::test]
     async fn the_next_batch_is_collected_in_a_vector_the_writer_emptied() {
-        let log = Log::open_with_storage(
-            LogConfig {
-                segment_bytes: 1 << 20,
-                max_bytes: 16 << 20,
-                ..config(WhenFull::Block)
-            },
-            MemStorage::new(),
-        )
-        .unwrap()
-        .0;
+        let log = log_in_memory(LogConfig {
+            segment_bytes: 1 << 20,
+            max_bytes: 16 << 20,
+            ..config(WhenFull::Block)
+        });
         let mut queue = IngestQueue::new(log.clone(), IngestLimits::default());
         let mut seen = Seen::default();
         for i in 0..40 {
@@ -858,18 +855,13 @@ mod tests {
     /// time, nor carries a large publish's room into a batch of small ones.
     #[tokio::test]
     async fn a_new_batch_reserves_the_last_ones_bytes_up_to_one_read() {
-        let log = Log::open_with_storage(
-            LogConfig {
-                segment_bytes: 4 << 20,
-                max_bytes: 64 << 20,
-                max_record_bytes: 1 << 20,
-                ..config(WhenFull::Block)
-            },
-            MemStorage::new(),
-        )
-        .unwrap()
-        .0;
-        let mut queue = IngestQueue::new(log.clone(), IngestLimits::default());
+        let log = log_in_memory(LogConfig {
+            segment_bytes: 4 << 20,
+            max_bytes: 64 << 20,
+            max_record_bytes: 1 << 20,
+            ..config(WhenFull::Block)
+        });
+        let mut queue = IngestQueue::new(log, IngestLimits::default());
         let mut seen = Seen::default();
         // More records than the writer keeps room for: the next batch gets a new vector.
         for i in 0..1100 {
