@@ -859,7 +859,8 @@ proptest::proptest! {
     #![proptest_config(proptest::prelude::ProptestConfig::with_cases(8192))]
 
     /// Where `peek_repeated_pub` answers, the decoder gives that PUB: the last subject shared,
-    /// no reply, no headers, the payload it names, the length it says consumed.
+    /// no reply, no headers, the payload it names, the length it says consumed. And where the
+    /// decoder gives a PUB of the last subject written `PUB <subject> <size>`, it answers.
     #[test]
     fn a_peeked_pub_is_what_the_decoder_gives(
         verb in proptest::sample::select(vec!["PUB ", "PUB ", "PUB ", "HPUB ", "PUB  ", "pub "]),
@@ -877,10 +878,14 @@ proptest::proptest! {
         let input = format!("{verb}{subject}{reply} {size}\r\n{payload}{end}{rest}");
         let input = &input.as_bytes()[..input.len().min(cut.max(input.len() / 2))];
         let limits = Limits { max_payload, ..Limits::default() };
-        if let Some(found) = peek_repeated_pub(input, &limits, &last) {
-            let mut b = BytesMut::from(input);
-            let mut decoder_last = last.clone();
-            let op = decode_client_op_reusing(&mut b, &limits, &mut decoder_last);
+        let found = peek_repeated_pub(input, &limits, &last);
+        let mut b = BytesMut::from(input);
+        let mut decoder_last = last.clone();
+        let op = decode_client_op_reusing(&mut b, &limits, &mut decoder_last);
+        if verb == "PUB " && same && reply.is_empty() && matches!(op, Ok(Some(ClientOp::Pub(_)))) {
+            proptest::prop_assert!(found.is_some(), "not peeked: {:?}", input);
+        }
+        if let Some(found) = found {
             let Ok(Some(ClientOp::Pub(p))) = op else {
                 return Err(proptest::test_runner::TestCaseError::fail(format!("{op:?}")));
             };

@@ -803,27 +803,37 @@ pub struct RepeatedPub {
 /// payload is `buf[payload]`, having consumed `len` bytes and left `last` as it was. A
 /// session that consumes `len` bytes itself (`BytesMut::advance`) has then decoded the PUB
 /// without building it: per PUB, no reference count taken on the subject or the buffer.
+///
+/// It reads what [`repeat_pub_line`] reads, for the one form it answers: after the subject,
+/// one blank, the size, CRLF. A reply subject, a second blank or a line past
+/// `max_control_line` goes to the decoder. No argument list is built (this runs once per PUB
+/// of a gateway's busiest connections).
 pub fn peek_repeated_pub(buf: &[u8], limits: &Limits, last: &LastSubject) -> Option<RepeatedPub> {
-    let subject = last.get()?;
-    let scanned = repeat_pub_line(buf, limits, subject.as_bytes())?;
-    let [_, size] = scanned.args.as_slice() else {
+    const START: usize = b"PUB ".len();
+    let subject = last.get()?.as_bytes();
+    let mcl = limits.max_control_line;
+    if subject.is_empty() || mcl == 0 || !buf.starts_with(b"PUB ") {
         return None;
-    };
-    let line = scanned.line;
-    let (_, total) = payload_sizes(
-        Verb::Pub,
-        &buf[line.arg_start..line.arg_end],
-        None,
-        size,
-        limits,
-    )
-    .ok()?;
-    if !payload_ready(buf, Verb::Pub, line.next, total).ok()? {
+    }
+    if !buf[START..].starts_with(subject) || buf.get(START + subject.len()) != Some(&b' ') {
+        return None;
+    }
+    // The size: bytes above 0x20 up to the CR, which must come by `START + mcl`.
+    let from = START + subject.len() + 1;
+    let limit = buf.len().min(START + mcl + 1);
+    let len = buf.get(from..limit)?.iter().position(|&b| b <= b' ')?;
+    let cr = from + len;
+    if len == 0 || buf[cr] != b'\r' || buf.get(cr + 1) != Some(&b'\n') {
+        return None;
+    }
+    let total = parse_size(&buf[from..cr]).filter(|&total| total <= limits.max_payload)?;
+    let next = cr + 2;
+    if !payload_ready(buf, Verb::Pub, next, total).ok()? {
         return None;
     }
     Some(RepeatedPub {
-        payload: line.next..line.next + total,
-        len: line.next + total + 2,
+        payload: next..next + total,
+        len: next + total + 2,
     })
 }
 
