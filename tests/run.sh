@@ -76,4 +76,19 @@ say "cargo build"
 # The end-to-end tests run target/debug/edge-broker; `cargo test` alone does not rebuild it.
 cargo build --workspace --locked
 say "cargo test"
-cargo test --workspace --locked "$@"
+# On a failure the failing tests' names and panic messages come again at the end, on stderr: a
+# CI view that keeps only part of a long output still shows which test failed and why.
+test_log=$(mktemp)
+trap 'rm -f "$test_log"' EXIT
+set +e
+cargo test --workspace --locked "$@" 2>&1 | tee "$test_log"
+status=${PIPESTATUS[0]}
+set -e
+if [ "$status" -ne 0 ]; then
+    {
+        printf '\n==> cargo test failed (exit %s); the failures again:\n' "$status"
+        grep -E -A12 '^---- .* ----$|panicked at|^error: test failed|process didn.t exit' "$test_log" \
+            | tail -n 150
+    } >&2
+    exit "$status"
+fi
