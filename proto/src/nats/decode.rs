@@ -363,28 +363,37 @@ fn scan_pub_line<'a>(buf: &'a [u8], limits: &Limits) -> Option<PubLine<'a>> {
     })
 }
 
+/// Where the subject of `PUB <subject>` starts.
+const REPEATED_SUBJECT: usize = b"PUB ".len();
+
+/// For `buf` starting `PUB <last>`: the index just past `last`, and the index by which the
+/// line's CR must come (its argument part may not run past `max_control_line` bytes). `None`
+/// for anything else. Shared by [`repeat_pub_line`] and [`peek_repeated_pub`].
+#[inline]
+fn after_repeated_subject(buf: &[u8], limits: &Limits, last: &[u8]) -> Option<(usize, usize)> {
+    let mcl = limits.max_control_line;
+    if last.is_empty() || mcl == 0 || !buf.starts_with(b"PUB ") {
+        return None;
+    }
+    if !buf[REPEATED_SUBJECT..].starts_with(last) {
+        return None;
+    }
+    let end = REPEATED_SUBJECT + last.len();
+    Some((end, buf.len().min(REPEATED_SUBJECT + mcl + 1)))
+}
+
 /// The hot path of a device that repeats itself: `PUB <the last PUB's subject> [reply] <size>`
 /// and CRLF, one space between the words. The subject is compared with the last one (one
 /// `memcmp`) instead of scanned, and only the words after it are read. `None` for anything
 /// else, [`scan_pub_line`] and the general path then decide; where this finds a line, it is
 /// the line and the arguments they would find (a property test holds it to that).
 fn repeat_pub_line<'a>(buf: &'a [u8], limits: &Limits, last: &[u8]) -> Option<PubLine<'a>> {
-    const START: usize = b"PUB ".len();
-    let mcl = limits.max_control_line;
-    if last.is_empty() || mcl == 0 || !buf.starts_with(b"PUB ") {
-        return None;
-    }
-    if !buf[START..].starts_with(last) {
-        return None;
-    }
-    // The argument part may not run past `mcl` bytes: its CR must come by `START + mcl`.
-    let limit = buf.len().min(START + mcl + 1);
+    let (mut i, limit) = after_repeated_subject(buf, limits, last)?;
     let mut args = ArgList {
         args: [&[]; ArgList::MAX + 1],
         len: 1,
     };
-    args.args[0] = &buf[START..START + last.len()];
-    let mut i = START + last.len();
+    args.args[0] = &buf[REPEATED_SUBJECT..i];
     // Each word after the subject: one space, then bytes above 0x20 up to a space or CRLF.
     let cr = loop {
         if buf.get(i) != Some(&b' ') || args.len == 3 {
@@ -408,7 +417,7 @@ fn repeat_pub_line<'a>(buf: &'a [u8], limits: &Limits, last: &[u8]) -> Option<Pu
     Some(PubLine {
         line: Line {
             verb: Verb::Pub,
-            arg_start: START,
+            arg_start: REPEATED_SUBJECT,
             arg_end: cr,
             next: cr + 2,
         },
@@ -809,18 +818,12 @@ pub struct RepeatedPub {
 /// `max_control_line` goes to the decoder. No argument list is built (this runs once per PUB
 /// of a gateway's busiest connections).
 pub fn peek_repeated_pub(buf: &[u8], limits: &Limits, last: &LastSubject) -> Option<RepeatedPub> {
-    const START: usize = b"PUB ".len();
-    let subject = last.get()?.as_bytes();
-    let mcl = limits.max_control_line;
-    if subject.is_empty() || mcl == 0 || !buf.starts_with(b"PUB ") {
+    let (end, limit) = after_repeated_subject(buf, limits, last.get()?.as_bytes())?;
+    if buf.get(end) != Some(&b' ') {
         return None;
     }
-    if !buf[START..].starts_with(subject) || buf.get(START + subject.len()) != Some(&b' ') {
-        return None;
-    }
-    // The size: bytes above 0x20 up to the CR, which must come by `START + mcl`.
-    let from = START + subject.len() + 1;
-    let limit = buf.len().min(START + mcl + 1);
+    // The size: bytes above 0x20 up to the CR.
+    let from = end + 1;
     let len = buf.get(from..limit)?.iter().position(|&b| b <= b' ')?;
     let cr = from + len;
     if len == 0 || buf[cr] != b'\r' || buf.get(cr + 1) != Some(&b'\n') {
