@@ -43,12 +43,13 @@ pub struct LogConfig {
     pub when_full: WhenFull,
     /// Largest record body accepted on append; larger frames are corrupt on read (default 16 MiB).
     pub max_record_bytes: u32,
-    /// Keep the active segment zero-filled [`PREALLOCATE_STEP`] ahead of the writer (default
-    /// off). Appends then overwrite blocks that are already allocated and initialised, so an
-    /// fdatasync has no file-system metadata to commit (no journal write per sync, gentler on
-    /// flash); the file grows once per step instead of at every write. Costs the zeros (one
-    /// write of each segment's bytes ahead of its data) and up to one step of disk beyond
-    /// `max_bytes`.
+    /// Keep the active segment zero-filled at least [`PREALLOCATE_STEP`] ahead of the writer
+    /// (default off). Appends then overwrite blocks that are already allocated and
+    /// initialised, so an fdatasync has no file-system metadata to commit (no journal write
+    /// per sync: faster syncs, gentler on flash); the file grows a step at a time instead of at
+    /// every write. Costs the zeros (one write of each segment's bytes ahead of its data) and
+    /// up to three steps of disk beyond `max_bytes`. Pointless on copy-on-write file systems
+    /// (btrfs, ZFS), which never overwrite in place.
     pub preallocate: bool,
     /// Write new bytes to the active segment as whole 512-byte sectors through an `O_DIRECT`
     /// handle (default off; Linux file systems with direct I/O, else the page cache as
@@ -59,8 +60,8 @@ pub struct LogConfig {
     pub sector_writes: bool,
 }
 
-/// How far ahead of the writer a preallocated segment is zero-filled (see
-/// [`LogConfig::preallocate`]).
+/// How far ahead of the writer a preallocated segment is zero-filled at least, and the unit it
+/// grows by (see [`LogConfig::preallocate`]).
 pub const PREALLOCATE_STEP: u64 = 1 << 20;
 
 impl LogConfig {

@@ -19,6 +19,7 @@
 //!   durable, and their appenders hear it through the ledger.
 
 use std::io;
+use std::ops::Range;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::sync::mpsc::{self, RecvTimeoutError, Sender};
@@ -34,7 +35,7 @@ use crate::format::{self, SEGMENT_HEADER_LEN};
 use crate::ledger::Ledger;
 use crate::sectors::{SectorWriter, Sent};
 use crate::segment::{Segment, create_segment};
-use crate::storage::write_all_at;
+use crate::storage::{StorageFile, write_all_at};
 use crate::syncer::{Syncer, Target};
 
 /// The writer stops draining the queue into one batch once this many bytes of frames are
@@ -558,18 +559,27 @@ impl Writer {
         }
     }
 
-    /// With `preallocate`, zero-fills the active segment a step past `need` when the write
-    /// would go beyond what is filled: the file grows once per step, and the fdatasyncs in
-    /// between overwrite initialised blocks only (no metadata to commit). Best effort: if the
-    /// zeros cannot be written (a full disk), the frames are written without them.
+    /// With `preallocate`, keeps the active segment zero-filled at least a step past `need`:
+    /// once fewer zeros than [`PREALLOCATE_STEP`] are left beyond it, the file grows by the
+    /// next step(s). The fdatasyncs in between overwrite initialised blocks only (no metadata
+    /// to commit).
+    ///
+    /// The zeros lie a step ahead of the frames, not where the next frames land: a write into
+    /// a page the running fdatasync is writing back waits for it (stable pages), so frames
+    /// written into just-zeroed pages made bulk appends ~40% slower (BENCHMARKS.md). A step
+    /// later, those zeros were written back long ago. Best effort: if the zeros cannot be
+    /// written (a full disk), the frames are written without them.
     fn preallocate(&mut self, need: u64) {
-        if !self.ledger.cfg().zeros_ahead() || need <= self.file_len {
+        let cfg = self.ledger.cfg();
+        if !cfg.zeros_ahead() || need + PREALLOCATE_STEP <= self.file_len {
             return;
         }
-        let end = need.div_ceil(PREALLOCATE_STEP) * PREALLOCATE_STEP + PREALLOCATE_STEP;
-        let end = end.min(self.ledger.cfg().max_segment_file()).max(need);
-        let zeros = vec![0u8; (end - self.file_len) as usize];
-        match write_all_at(self.active.file.as_ref(), &zeros, self.file_len) {
+        let end = need.div_ceil(PREALLOCATE_STEP) * PREALLOCATE_STEP + 2 * PREALLOCATE_STEP;
+        let end = end.min(cfg.max_segment_file()).max(need);
+        if end <= self.file_len {
+            return;
+        }
+        match write_zeros(self.active.file.as_ref(), self.file_len..end) {
             Ok(()) => {
                 self.ledger
                     .counters
@@ -697,4 +707,20 @@ impl Writer {
         }
         self.ledger.space().notify_waiters();
     }
+}
+
+/// Bytes of zeros one write of [`Writer::preallocate`] sends (a step is written in chunks, so
+/// preallocating never holds a step's worth of memory).
+const ZERO_CHUNK: usize = 64 << 10;
+
+/// Writes zeros over `range` of `file`.
+fn write_zeros(file: &dyn StorageFile, range: Range<u64>) -> io::Result<()> {
+    let chunk = vec![0u8; (range.end - range.start).min(ZERO_CHUNK as u64) as usize];
+    let mut pos = range.start;
+    while pos < range.end {
+        let n = (range.end - pos).min(chunk.len() as u64) as usize;
+        write_all_at(file, &chunk[..n], pos)?;
+        pos += n as u64;
+    }
+    Ok(())
 }

@@ -1037,6 +1037,41 @@ async fn preallocated_segments_grow_a_step_at_a_time_and_reopen_clean() {
     assert_eq!(c.try_read(10_000, usize::MAX).unwrap().len() as u64, n + 1);
 }
 
+/// `preallocate`: the zeros stay at least a step ahead of the frames, so a frame never lands
+/// in a page zeroed (and being written back) just before; and never more than three steps.
+#[tokio::test]
+async fn preallocated_zeros_stay_a_step_ahead_of_the_frames() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = LogConfig {
+        segment_bytes: 16 << 20,
+        max_bytes: 64 << 20,
+        max_record_bytes: 64 << 10,
+        preallocate: true,
+        ..LogConfig::new(dir.path())
+    };
+    let (log, _) = Log::open(cfg).unwrap();
+    let step = edge_log::PREALLOCATE_STEP;
+    let mut sizes = std::collections::BTreeSet::new();
+    for i in 0..700 {
+        let mut r = rec(i, 0);
+        r.payload = bytes::Bytes::from(vec![1u8; 10 << 10]);
+        log.append(r).await.unwrap().durable().await.unwrap();
+        let files = seg_files(dir.path());
+        assert_eq!(files.len(), 1);
+        let size = std::fs::metadata(dir.path().join(&files[0])).unwrap().len();
+        let data = log.stats().bytes;
+        assert!(
+            size >= data + step && size <= data + 3 * step,
+            "record {i}: {data} B of frames in a file of {size} B"
+        );
+        sizes.insert(size);
+    }
+    assert!(
+        sizes.len() >= 3 && sizes.iter().all(|s| s % step == 0),
+        "the file grew by whole steps: {sizes:?}"
+    );
+}
+
 /// The WARN and ERROR events emitted on the thread where it is the default subscriber
 /// (`tracing::subscriber::set_default`), each as its fields (`message`, `offset`, ...).
 #[derive(Clone, Default)]
