@@ -17,6 +17,14 @@
 //!   frames it covers were written;
 //! - a sticky failure drops gathered frames like written ones it cuts back: they were never
 //!   durable, and their appenders hear it through the ledger.
+//!
+//! **Zeros ahead** (`preallocate`, `sector_writes`). The active segment is kept zero-filled at
+//! least a step ahead of the frames, so an fdatasync overwrites initialised blocks and has no
+//! file-system metadata to commit. With `preallocate` alone the zeros are written only while
+//! they pay ([`ZeroPacing`]): while the fdatasyncs are small (at most [`ZEROS_PAY_UP_TO`] of
+//! frames each, measured over the last step). Under bulk load the zeros would cost more bytes
+//! and CPU than the journal commit they spare, and the frames are appended without them.
+//! `sector_writes` always needs them (gathered frames must lie inside the zeros).
 
 use std::io;
 use std::ops::Range;
@@ -130,6 +138,10 @@ pub(crate) struct Writer {
     unsynced: bool,
     /// When the last sync was requested.
     last_sync: Instant,
+    /// Bytes of frames written since the writer started (all segments).
+    appended: u64,
+    /// Whether `preallocate`'s zeros pay for themselves at the current load.
+    zero_pacing: ZeroPacing,
     failed: Option<String>,
 }
 
@@ -183,6 +195,8 @@ impl Writer {
             batch_refusal: None,
             unsynced: false,
             last_sync: Instant::now(),
+            appended: 0,
+            zero_pacing: ZeroPacing::default(),
             failed: None,
         };
         writer.open_sectors();
@@ -455,6 +469,7 @@ impl Writer {
         self.file_len = self.file_len.max(self.active_len);
         self.active.set_len(self.active_len);
         self.ledger.grew(n);
+        self.appended += n;
         self.buf.clear();
         self.unsynced = true;
         self.ledger
@@ -567,11 +582,16 @@ impl Writer {
     /// The zeros lie a step ahead of the frames, not where the next frames land: a write into
     /// a page the running fdatasync is writing back waits for it (stable pages), so frames
     /// written into just-zeroed pages made bulk appends ~40% slower (BENCHMARKS.md). A step
-    /// later, those zeros were written back long ago. Best effort: if the zeros cannot be
-    /// written (a full disk), the frames are written without them.
+    /// later, those zeros were written back long ago. With `preallocate` alone, only while the
+    /// zeros pay ([`ZeroPacing`]). Best effort: if the zeros cannot be written (a full disk),
+    /// the frames are written without them.
     fn preallocate(&mut self, need: u64) {
         let cfg = self.ledger.cfg();
         if !cfg.zeros_ahead() || need + PREALLOCATE_STEP <= self.file_len {
+            return;
+        }
+        let fsyncs = self.ledger.counters.fsyncs.load(Ordering::Relaxed);
+        if !cfg.sector_writes && !self.zero_pacing.zeros_pay(self.appended, fsyncs) {
             return;
         }
         let end = need.div_ceil(PREALLOCATE_STEP) * PREALLOCATE_STEP + 2 * PREALLOCATE_STEP;
@@ -709,6 +729,52 @@ impl Writer {
     }
 }
 
+/// Bytes of frames per fdatasync up to which `preallocate`'s zeros pay for themselves. A
+/// journal commit, which the zeros spare each fdatasync, writes a few 4 KiB blocks and flushes
+/// the device; the zeros cost their own bytes, written back by the next sync, and the writer's
+/// CPU. At one QoS 1 publisher's pace (~11 KiB per sync) the syncs took half as long with
+/// zeros; at NATS core's bulk pace the zeros took a quarter more of the writer's CPU
+/// (BENCHMARKS.md, "Zeros ahead").
+pub(crate) const ZEROS_PAY_UP_TO: u64 = 32 << 10;
+
+/// Decides, once per step of frames, whether `preallocate` writes the next zeros: yes while
+/// the fdatasyncs since the last decision covered at most [`ZEROS_PAY_UP_TO`] of frames each
+/// (and at the start, before anything is known).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct ZeroPacing {
+    /// The writer's appended bytes and the log's fdatasyncs at the last decision.
+    appended_at: u64,
+    fsyncs_at: u64,
+    /// The last decision, kept until another step of frames is written.
+    pays: bool,
+}
+
+impl Default for ZeroPacing {
+    fn default() -> Self {
+        ZeroPacing {
+            appended_at: 0,
+            fsyncs_at: 0,
+            pays: true,
+        }
+    }
+}
+
+impl ZeroPacing {
+    /// Called when the zeros ahead run short, with the writer's appended bytes and the log's
+    /// fdatasyncs so far: whether to write more.
+    pub(crate) fn zeros_pay(&mut self, appended: u64, fsyncs: u64) -> bool {
+        let bytes = appended.saturating_sub(self.appended_at);
+        if bytes < PREALLOCATE_STEP {
+            return self.pays;
+        }
+        let syncs = fsyncs.saturating_sub(self.fsyncs_at);
+        self.appended_at = appended;
+        self.fsyncs_at = fsyncs;
+        self.pays = syncs > 0 && bytes / syncs <= ZEROS_PAY_UP_TO;
+        self.pays
+    }
+}
+
 /// Bytes of zeros one write of [`Writer::preallocate`] sends (a step is written in chunks, so
 /// preallocating never holds a step's worth of memory).
 const ZERO_CHUNK: usize = 64 << 10;
@@ -723,4 +789,34 @@ fn write_zeros(file: &dyn StorageFile, range: Range<u64>) -> io::Result<()> {
         pos += n as u64;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const STEP: u64 = PREALLOCATE_STEP;
+
+    #[test]
+    fn zeros_pay_at_the_start_and_while_syncs_are_small() {
+        let mut p = ZeroPacing::default();
+        assert!(p.zeros_pay(0, 0), "nothing known yet");
+        assert!(p.zeros_pay(STEP - 1, 0), "decided once per step of frames");
+        // A step in syncs of 32 KiB: they pay.
+        assert!(p.zeros_pay(STEP, STEP / ZEROS_PAY_UP_TO));
+        // The next step in syncs of 64 KiB: they do not, until another step is written.
+        let syncs = STEP / ZEROS_PAY_UP_TO + STEP / (64 << 10);
+        assert!(!p.zeros_pay(2 * STEP, syncs));
+        assert!(!p.zeros_pay(3 * STEP - 1, syncs + 1000));
+        // Small syncs again over that step: they pay again.
+        assert!(p.zeros_pay(3 * STEP, syncs + 1000));
+    }
+
+    #[test]
+    fn zeros_do_not_pay_when_a_step_was_written_without_a_sync() {
+        let mut p = ZeroPacing::default();
+        assert!(!p.zeros_pay(STEP, 0), "fsync = never, or a long interval");
+        assert!(!p.zeros_pay(STEP + 100, 5));
+        assert!(p.zeros_pay(2 * STEP + 100, 5 + STEP / 4096));
+    }
 }

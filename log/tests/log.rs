@@ -1072,6 +1072,37 @@ async fn preallocated_zeros_stay_a_step_ahead_of_the_frames() {
     );
 }
 
+/// `preallocate` under bulk load: once a step of frames was written with fdatasyncs larger
+/// than the zeros pay for (here none at all), the frames are appended without zeros ahead.
+#[tokio::test]
+async fn preallocate_stops_the_zeros_under_bulk_load() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = LogConfig {
+        segment_bytes: 16 << 20,
+        max_bytes: 64 << 20,
+        max_record_bytes: 64 << 10,
+        fsync: FsyncPolicy::Interval(Duration::from_secs(3600)),
+        preallocate: true,
+        ..LogConfig::new(dir.path())
+    };
+    let (log, _) = Log::open(cfg).unwrap();
+    let mut ahead = Vec::new();
+    for i in 0..600 {
+        let mut r = rec(i, 0);
+        r.payload = bytes::Bytes::from(vec![1u8; 10 << 10]);
+        log.append(r).await.unwrap();
+        let files = seg_files(dir.path());
+        let size = std::fs::metadata(dir.path().join(&files[0])).unwrap().len();
+        ahead.push(size - log.stats().bytes);
+    }
+    assert!(
+        ahead[0] >= edge_log::PREALLOCATE_STEP,
+        "zeros at first: {}",
+        ahead[0]
+    );
+    assert_eq!(ahead.last(), Some(&0), "then none: {ahead:?}");
+}
+
 /// The WARN and ERROR events emitted on the thread where it is the default subscriber
 /// (`tracing::subscriber::set_default`), each as its fields (`message`, `offset`, ...).
 #[derive(Clone, Default)]
