@@ -196,9 +196,12 @@ def main():
                     "", None)
 
     # Flash
-    policies = [("always", "fsync=always"), ("always-prealloc", "fsync=always, preallocate"),
+    # The cases without a write option set preallocate = false (on by default since eef2bcd).
+    policies = [("always", "fsync=always, preallocate = false"),
+                ("always-prealloc", "fsync=always, preallocate (default)"),
                 ("always-sectors", "fsync=always, sector_writes"),
-                ("interval-100ms", "interval:100ms"), ("interval-100ms-prealloc", "interval:100ms, preallocate"),
+                ("interval-100ms", "interval:100ms, preallocate = false"),
+                ("interval-100ms-prealloc", "interval:100ms, preallocate (default)"),
                 ("interval-100ms-sectors", "interval:100ms, sector_writes"),
                 ("interval-50ms-sectors", "interval:50ms, sector_writes")]
     mosq_x = one("flash", "mosquitto/persist", "device_x_payload")

@@ -434,10 +434,10 @@ mod tests {
     }
 
     #[test]
-    fn preallocate_reaches_the_log_and_is_off_by_default() {
-        assert!(!parse("").unwrap().log_config().preallocate);
-        let config = parse("[log]\npreallocate = true\n").unwrap();
-        assert!(config.log_config().preallocate);
+    fn preallocate_reaches_the_log_and_is_on_by_default() {
+        assert!(parse("").unwrap().log_config().preallocate);
+        let config = parse("[log]\npreallocate = false\n").unwrap();
+        assert!(!config.log_config().preallocate);
         let err = parse("[log]\npreallocate = \"yes\"\n").unwrap_err();
         assert_eq!(err.field(), "log.preallocate");
     }

@@ -14,7 +14,8 @@
 //! `--gateway SECS` measures flash wear instead (issue 17's reference gateway): 50 QoS 1
 //! publishers × 1 message/s × 200 B (spread over each second; device bytes counted for SECS
 //! seconds after a 5 s warm-up), against
-//! edge-broker under each fsync policy (routed; plain, `preallocate`, `sector_writes`) and Mosquitto
+//! edge-broker under each fsync policy (routed; `preallocate = false`, `preallocate` (the
+//! default), `sector_writes`) and Mosquitto
 //! with persistence. Per case: the block device's bytes written (`/sys/dev/block/M:m/stat` of
 //! the device holding the temporary directory, so journal and metadata included: point
 //! `TMPDIR` at a file system nothing else writes to), as a multiple of the payload and per day,
@@ -560,7 +561,10 @@ fn gateway(
             if !cases.is_empty() && !cases.contains(&case) {
                 continue;
             }
-            let extra = write_key.map_or(String::new(), |k| format!("{k} = true\n"));
+            // preallocate is on by default: the plain cases turn it off.
+            let extra = write_key.map_or("preallocate = false\n".to_owned(), |k| {
+                format!("{k} = true\n")
+            });
             let config = format!(
                 "[log]\nfsync = \"{fsync}\"\n{extra}\n[kafka]\nenabled = false\n\n\
                  [[route]]\nmqtt = \"bench/#\"\nkafka_topic = \"bench\"\n"
@@ -568,7 +572,7 @@ fn gateway(
             let mut broker = start_edge(binary.as_deref(), &config);
             let dir = broker.dir.clone();
             let addr = broker.mqtt_addr();
-            let suffix = write_key.map_or(String::new(), |k| format!(", {k}"));
+            let suffix = write_key.map_or(", preallocate = false".to_owned(), |k| format!(", {k}"));
             let key = format!("{label}/{case}");
             rows.push(gateway_case(
                 &format!("{label}, fsync={fsync}{suffix}"),
