@@ -129,12 +129,12 @@ def publish(mqtt_port, records, size, publishers):
 
 def edge_broker(binary, data, mqtt_port, metrics_port, bootstrap, log, fsync, compression="lz4",
                 topic="bridge", delivery="at_least_once", node="bench-gw", wrap=(), timeout=20,
-                mqtt_extra=""):
+                mqtt_extra="", log_extra=""):
     """Starts edge-broker on a fresh data directory. Each run is a new gateway: runs sharing
     one Kafka get their own `node` id, as two gateways would (exactly once: its own
     transactional.id; a restart of the same gateway is measured on its own). `wrap` runs it
     under another command (e.g. valgrind), which may need a longer `timeout` to start;
-    `mqtt_extra` lines go into the [mqtt] section."""
+    `mqtt_extra` and `log_extra` lines go into the [mqtt] and [log] sections."""
     os.makedirs(data, exist_ok=True)
     cfg = os.path.join(data, "edge-broker.toml")
     with open(cfg, "w") as f:
@@ -150,6 +150,7 @@ listen = "127.0.0.1:{metrics_port}"
 [log]
 max_bytes = "4GiB"
 fsync = "{fsync}"
+{log_extra}
 [kafka]
 brokers = ["{bootstrap}"]
 compression = "{compression}"
