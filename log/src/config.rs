@@ -50,8 +50,9 @@ pub struct LogConfig {
     /// every write. Costs the zeros (one write of each segment's bytes ahead of its data) and
     /// up to three steps of disk beyond `max_bytes`, so they are written only while the
     /// fdatasyncs are small (up to 32 KiB of frames each, decided once per step): under bulk
-    /// load the frames are appended without them (module `writer`, "Zeros ahead"). Pointless
-    /// on copy-on-write file systems (btrfs, ZFS), which never overwrite in place.
+    /// load the frames are appended without them (module `writer`, "Zeros ahead"). None on
+    /// copy-on-write file systems (btrfs, ZFS, bcachefs: [`crate::Storage::copy_on_write`]),
+    /// which never overwrite in place.
     pub preallocate: bool,
     /// Write new bytes to the active segment as whole 512-byte sectors through an `O_DIRECT`
     /// handle (default off; Linux file systems with direct I/O, else the page cache as

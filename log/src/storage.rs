@@ -31,6 +31,13 @@ pub trait Storage: Send + Sync + fmt::Debug {
     fn open_direct(&self, _path: &Path) -> io::Result<Option<Arc<dyn StorageFile>>> {
         Ok(None)
     }
+    /// The name of the file system holding `dir` if it never overwrites a file's blocks in
+    /// place (copy on write: btrfs, ZFS, bcachefs), where zeros written ahead
+    /// ([`crate::LogConfig::preallocate`]) spare nothing. `None` otherwise, where it cannot be
+    /// told, and by default (the fakes).
+    fn copy_on_write(&self, _dir: &Path) -> Option<&'static str> {
+        None
+    }
 }
 
 /// An open file.
@@ -151,5 +158,42 @@ impl Storage for StdStorage {
             Err(e) if e.kind() == io::ErrorKind::InvalidInput => Ok(None),
             Err(e) => Err(e),
         }
+    }
+    #[cfg(target_os = "linux")]
+    fn copy_on_write(&self, dir: &Path) -> Option<&'static str> {
+        let st = nix::sys::statfs::statfs(dir).ok()?;
+        // The magic is a signed word of the platform's width: its low 32 bits name the file
+        // system.
+        copy_on_write_fs(st.filesystem_type().0 as u32)
+    }
+}
+
+/// The copy-on-write file system a `statfs` magic number names, if it is one (see
+/// [`Storage::copy_on_write`]; magic numbers from Linux's `magic.h` and OpenZFS).
+pub fn copy_on_write_fs(magic: u32) -> Option<&'static str> {
+    match magic {
+        0x9123_683E => Some("btrfs"),
+        0x2FC1_2FC1 => Some("zfs"),
+        0xCA45_1A4E => Some("bcachefs"),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn copy_on_write_file_systems_are_told_by_their_magic() {
+        assert_eq!(copy_on_write_fs(0x9123_683E), Some("btrfs"));
+        assert_eq!(copy_on_write_fs(0x2FC1_2FC1), Some("zfs"));
+        assert_eq!(copy_on_write_fs(0xCA45_1A4E), Some("bcachefs"));
+        // ext4, xfs, f2fs, tmpfs overwrite in place.
+        for magic in [0xEF53, 0x5846_5342, 0xF2F5_2010, 0x0102_1994] {
+            assert_eq!(copy_on_write_fs(magic), None, "{magic:#x}");
+        }
+        // On 32-bit ARM the word is signed: btrfs's magic arrives negative.
+        let word = i64::from(0x9123_683E_u32 as i32);
+        assert_eq!(copy_on_write_fs(word as u32), Some("btrfs"));
     }
 }

@@ -59,6 +59,8 @@ struct Shared {
     dead: AtomicBool,
     /// `open_direct` gives a handle ([`MemStorage::with_direct_io`]).
     direct_io: AtomicBool,
+    /// `copy_on_write` says btrfs ([`MemStorage::copy_on_write`]).
+    copy_on_write: AtomicBool,
 }
 
 impl Shared {
@@ -214,6 +216,14 @@ impl MemStorage {
         Arc::new(mem)
     }
 
+    /// An empty in-memory file system that says it is copy on write (btrfs: a fake of
+    /// `statfs`), so `preallocate` writes no zeros on it.
+    pub fn copy_on_write() -> Arc<Self> {
+        let mem = Self::default();
+        mem.shared.copy_on_write.store(true, Ordering::SeqCst);
+        Arc::new(mem)
+    }
+
     /// Number of `sync_data` calls so far.
     pub fn syncs(&self) -> u64 {
         self.shared.syncs.load(Ordering::SeqCst)
@@ -298,6 +308,12 @@ impl StorageFile for DirectMemFile {
 }
 
 impl Storage for MemStorage {
+    fn copy_on_write(&self, _dir: &Path) -> Option<&'static str> {
+        self.shared
+            .copy_on_write
+            .load(Ordering::SeqCst)
+            .then_some("btrfs")
+    }
     fn open_direct(&self, path: &Path) -> io::Result<Option<Arc<dyn StorageFile>>> {
         if !self.shared.direct_io.load(Ordering::SeqCst) {
             return Ok(None);

@@ -24,7 +24,9 @@
 //! they pay ([`ZeroPacing`]): while the fdatasyncs are small (at most [`ZEROS_PAY_UP_TO`] of
 //! frames each, measured over the last step). Under bulk load the zeros would cost more bytes
 //! and CPU than the journal commit they spare, and the frames are appended without them.
-//! `sector_writes` always needs them (gathered frames must lie inside the zeros).
+//! `sector_writes` always needs them (gathered frames must lie inside the zeros). On a
+//! copy-on-write file system (btrfs, ZFS: [`crate::Storage::copy_on_write`]) no overwrite is in
+//! place, so `preallocate` writes none.
 
 use std::io;
 use std::ops::Range;
@@ -178,6 +180,13 @@ impl Writer {
             .size()
             .map_err(crate::segment::io_err("stat segment", &active.path))?
             .max(active.len());
+        let zero_pacing = match ledger.storage().copy_on_write(&ledger.cfg().dir) {
+            Some(fs) if ledger.cfg().preallocate && !ledger.cfg().sector_writes => {
+                tracing::info!(dir = %ledger.cfg().dir.display(), file_system = fs, "edge-log: the log is on a copy-on-write file system, which never overwrites in place; log.preallocate spares nothing there and writes no zeros ahead");
+                ZeroPacing::never()
+            }
+            _ => ZeroPacing::default(),
+        };
         let mut writer = Writer {
             active_len: active.len(),
             file_len,
@@ -196,7 +205,7 @@ impl Writer {
             unsynced: false,
             last_sync: Instant::now(),
             appended: 0,
-            zero_pacing: ZeroPacing::default(),
+            zero_pacing,
             failed: None,
         };
         writer.open_sectors();
@@ -747,6 +756,8 @@ pub(crate) struct ZeroPacing {
     fsyncs_at: u64,
     /// The last decision, kept until another step of frames is written.
     pays: bool,
+    /// The file system never overwrites in place (copy on write): zeros never pay.
+    never: bool,
 }
 
 impl Default for ZeroPacing {
@@ -755,14 +766,27 @@ impl Default for ZeroPacing {
             appended_at: 0,
             fsyncs_at: 0,
             pays: true,
+            never: false,
         }
     }
 }
 
 impl ZeroPacing {
+    /// On a copy-on-write file system, where the zeros spare nothing.
+    pub(crate) fn never() -> Self {
+        ZeroPacing {
+            pays: false,
+            never: true,
+            ..ZeroPacing::default()
+        }
+    }
+
     /// Called when the zeros ahead run short, with the writer's appended bytes and the log's
     /// fdatasyncs so far: whether to write more.
     pub(crate) fn zeros_pay(&mut self, appended: u64, fsyncs: u64) -> bool {
+        if self.never {
+            return false;
+        }
         let bytes = appended.saturating_sub(self.appended_at);
         if bytes < PREALLOCATE_STEP {
             return self.pays;

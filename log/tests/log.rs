@@ -1103,6 +1103,39 @@ async fn preallocate_stops_the_zeros_under_bulk_load() {
     assert_eq!(ahead.last(), Some(&0), "then none: {ahead:?}");
 }
 
+/// `preallocate` on a copy-on-write file system (the fake `MemStorage` says btrfs, as `statfs`
+/// would): no zeros ahead, since nothing is overwritten in place there; on the same fake
+/// saying nothing, the zeros are written.
+#[tokio::test]
+async fn preallocate_writes_no_zeros_on_a_copy_on_write_file_system() {
+    use edge_log::Storage;
+    use edge_log::testing::MemStorage;
+    let dir = Path::new("/cow");
+    for (mem, zeros) in [
+        (MemStorage::new(), true),
+        (MemStorage::copy_on_write(), false),
+    ] {
+        let cfg = LogConfig {
+            preallocate: true,
+            ..LogConfig::new(dir)
+        };
+        let (log, _) = Log::open_with_storage(cfg, mem.clone()).unwrap();
+        append_n(&log, 0, 10, 100).await;
+        let seg = mem
+            .list(dir)
+            .unwrap()
+            .into_iter()
+            .find(|n| n.ends_with(".seg"));
+        let size = mem.open(&dir.join(seg.unwrap())).unwrap().size().unwrap();
+        let data = log.stats().bytes;
+        assert_eq!(
+            size > data,
+            zeros,
+            "{data} B of frames in a file of {size} B"
+        );
+    }
+}
+
 /// The WARN and ERROR events emitted on the thread where it is the default subscriber
 /// (`tracing::subscriber::set_default`), each as its fields (`message`, `offset`, ...).
 #[derive(Clone, Default)]

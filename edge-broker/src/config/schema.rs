@@ -662,7 +662,8 @@ pub struct LogSection {
     pub when_full: WhenFull,
     /// Keep the active segment zero-filled 1 MiB ahead of the writer while syncs are small, so
     /// an fdatasync has no file-system metadata (no journal write) to commit: faster syncs,
-    /// fewer bytes reach the flash. On by default; off for copy-on-write file systems.
+    /// fewer bytes reach the flash. On by default; it writes nothing on copy-on-write file
+    /// systems, which the log recognises.
     pub preallocate: bool,
     /// Write new log bytes as whole 512-byte sectors (O_DIRECT) instead of rewriting the 4 KiB
     /// page holding the end at every sync: fewer bytes reach the flash at low rates. With an
