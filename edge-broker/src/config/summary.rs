@@ -146,8 +146,18 @@ fn log_line(config: &Config) -> String {
         WhenFull::DropOldest => "drop_oldest (delete the oldest unforwarded segment)",
         WhenFull::Reject => "reject (refuse new events)",
     };
+    // What each sync writes besides the events (README, flash wear).
+    let writes = match (log.sector_writes, log.preallocate) {
+        (true, _) => "; sector writes (new bytes as whole 512-byte sectors, zeros ahead)",
+        (false, true) => {
+            "; zeros 1 MiB ahead while syncs are small (preallocate: no journal write per sync)"
+        }
+        (false, false) => {
+            "; no zeros ahead (preallocate = false: each sync also commits the file system's journal)"
+        }
+    };
     format!(
-        "{} budget in {} segments at {}; {fsync}; when full: {full}",
+        "{} budget in {} segments at {}; {fsync}{writes}; when full: {full}",
         log.max_bytes,
         log.segment_bytes,
         config.log_dir().display()
@@ -219,6 +229,7 @@ mod tests {
             "nats 127.0.0.1:4222",
             "metrics http://127.0.0.1:9100/metrics",
             "1GiB budget in 64MiB segments at /d/log; fsync always",
+            "zeros 1 MiB ahead while syncs are small (preallocate",
             "when full: block",
             "k1:9092 (lz4 compression, idempotent); dead letters to /d/dead-letter",
             "memory   at worst 701 MiB with every limit reached at once, within the packaged unit's MemoryMax=704M",
@@ -229,6 +240,25 @@ mod tests {
             assert!(text.contains(want), "{want:?} missing from:\n{text}");
         }
         assert!(warnings(&config).is_empty());
+    }
+
+    #[test]
+    fn the_log_line_says_what_a_sync_writes_besides_the_events() {
+        for (log, want) in [
+            ("", "; zeros 1 MiB ahead while syncs are small"),
+            (
+                "preallocate = false",
+                "; no zeros ahead (preallocate = false",
+            ),
+            (
+                "sector_writes = true",
+                "; sector writes (new bytes as whole 512-byte sectors",
+            ),
+        ] {
+            let config = Config::parse(&format!("[log]\n{log}\n"), Path::new("t.toml")).unwrap();
+            let text = summary(&config, "t.toml");
+            assert!(text.contains(want), "{want:?} missing from:\n{text}");
+        }
     }
 
     #[test]
