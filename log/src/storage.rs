@@ -170,7 +170,7 @@ impl Storage for StdStorage {
 
 /// The copy-on-write file system a `statfs` magic number names, if it is one (see
 /// [`Storage::copy_on_write`]; magic numbers from Linux's `magic.h` and OpenZFS).
-pub fn copy_on_write_fs(magic: u32) -> Option<&'static str> {
+fn copy_on_write_fs(magic: u32) -> Option<&'static str> {
     match magic {
         0x9123_683E => Some("btrfs"),
         0x2FC1_2FC1 => Some("zfs"),

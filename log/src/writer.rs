@@ -38,14 +38,14 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::{OwnedSemaphorePermit, oneshot};
 
-use crate::config::{FsyncPolicy, PREALLOCATE_STEP, WhenFull};
+use crate::config::{FsyncPolicy, LogConfig, PREALLOCATE_STEP, WhenFull};
 use crate::encoded::EncodedRecords;
 use crate::error::{AppendError, LogError};
 use crate::format::{self, SEGMENT_HEADER_LEN};
 use crate::ledger::Ledger;
 use crate::sectors::{SectorWriter, Sent};
 use crate::segment::{Segment, create_segment};
-use crate::storage::{StorageFile, write_all_at};
+use crate::storage::{Storage, StorageFile, write_all_at};
 use crate::syncer::{Syncer, Target};
 
 /// The writer stops draining the queue into one batch once this many bytes of frames are
@@ -180,13 +180,7 @@ impl Writer {
             .size()
             .map_err(crate::segment::io_err("stat segment", &active.path))?
             .max(active.len());
-        let zero_pacing = match ledger.storage().copy_on_write(&ledger.cfg().dir) {
-            Some(fs) if ledger.cfg().preallocate && !ledger.cfg().sector_writes => {
-                tracing::info!(dir = %ledger.cfg().dir.display(), file_system = fs, "edge-log: the log is on a copy-on-write file system, which never overwrites in place; log.preallocate spares nothing there and writes no zeros ahead");
-                ZeroPacing::never()
-            }
-            _ => ZeroPacing::default(),
-        };
+        let zero_pacing = ZeroPacing::for_log(ledger.cfg(), ledger.storage());
         let mut writer = Writer {
             active_len: active.len(),
             file_len,
@@ -595,14 +589,14 @@ impl Writer {
     /// zeros pay ([`ZeroPacing`]). Best effort: if the zeros cannot be written (a full disk),
     /// the frames are written without them.
     fn preallocate(&mut self, need: u64) {
-        let cfg = self.ledger.cfg();
-        if !cfg.zeros_ahead() || need + PREALLOCATE_STEP <= self.file_len {
+        if need + PREALLOCATE_STEP <= self.file_len {
             return;
         }
         let fsyncs = self.ledger.counters.fsyncs.load(Ordering::Relaxed);
-        if !cfg.sector_writes && !self.zero_pacing.zeros_pay(self.appended, fsyncs) {
+        if !self.zero_pacing.zeros_pay(self.appended, fsyncs) {
             return;
         }
+        let cfg = self.ledger.cfg();
         let end = need.div_ceil(PREALLOCATE_STEP) * PREALLOCATE_STEP + 2 * PREALLOCATE_STEP;
         let end = end.min(cfg.max_segment_file()).max(need);
         if end <= self.file_len {
@@ -746,56 +740,73 @@ impl Writer {
 /// (BENCHMARKS.md, "Zeros ahead").
 pub(crate) const ZEROS_PAY_UP_TO: u64 = 32 << 10;
 
-/// Decides, once per step of frames, whether `preallocate` writes the next zeros: yes while
-/// the fdatasyncs since the last decision covered at most [`ZEROS_PAY_UP_TO`] of frames each
-/// (and at the start, before anything is known).
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct ZeroPacing {
-    /// The writer's appended bytes and the log's fdatasyncs at the last decision.
-    appended_at: u64,
-    fsyncs_at: u64,
-    /// The last decision, kept until another step of frames is written.
-    pays: bool,
-    /// The file system never overwrites in place (copy on write): zeros never pay.
-    never: bool,
-}
-
-impl Default for ZeroPacing {
-    fn default() -> Self {
-        ZeroPacing {
-            appended_at: 0,
-            fsyncs_at: 0,
-            pays: true,
-            never: false,
-        }
-    }
+/// Whether the writer keeps zeros ahead of the frames, decided once at start from the
+/// configuration and the file system ([`ZeroPacing::for_log`]); with `preallocate` alone, again
+/// once per step of frames.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ZeroPacing {
+    /// No zeros: neither `preallocate` nor `sector_writes`, or `preallocate` on a
+    /// copy-on-write file system, where no overwrite is in place.
+    Never,
+    /// `sector_writes`: its gathered frames must lie inside the zeros.
+    Always,
+    /// `preallocate`: zeros while the fdatasyncs since the last decision covered at most
+    /// [`ZEROS_PAY_UP_TO`] of frames each (and at the start, before anything is known).
+    Paced {
+        /// The writer's appended bytes and the log's fdatasyncs at the last decision.
+        appended_at: u64,
+        fsyncs_at: u64,
+        /// The last decision, kept until another step of frames is written.
+        pays: bool,
+    },
 }
 
 impl ZeroPacing {
-    /// On a copy-on-write file system, where the zeros spare nothing.
-    pub(crate) fn never() -> Self {
-        ZeroPacing {
-            pays: false,
-            never: true,
-            ..ZeroPacing::default()
+    /// `preallocate` at the start: zeros until a step of frames says otherwise.
+    pub(crate) const PACED: ZeroPacing = ZeroPacing::Paced {
+        appended_at: 0,
+        fsyncs_at: 0,
+        pays: true,
+    };
+
+    /// What a log with `cfg` on `storage` does; says once (INFO) when the file system makes
+    /// `preallocate` pointless.
+    pub(crate) fn for_log(cfg: &LogConfig, storage: &dyn Storage) -> ZeroPacing {
+        if cfg.sector_writes {
+            return ZeroPacing::Always;
+        }
+        if !cfg.preallocate {
+            return ZeroPacing::Never;
+        }
+        match storage.copy_on_write(&cfg.dir) {
+            Some(fs) => {
+                tracing::info!(dir = %cfg.dir.display(), file_system = fs, "edge-log: the log is on a copy-on-write file system, which never overwrites in place; log.preallocate spares nothing there and writes no zeros ahead");
+                ZeroPacing::Never
+            }
+            None => ZeroPacing::PACED,
         }
     }
 
     /// Called when the zeros ahead run short, with the writer's appended bytes and the log's
     /// fdatasyncs so far: whether to write more.
     pub(crate) fn zeros_pay(&mut self, appended: u64, fsyncs: u64) -> bool {
-        if self.never {
-            return false;
-        }
-        let bytes = appended.saturating_sub(self.appended_at);
+        let ZeroPacing::Paced {
+            appended_at,
+            fsyncs_at,
+            pays,
+        } = self
+        else {
+            return *self == ZeroPacing::Always;
+        };
+        let bytes = appended.saturating_sub(*appended_at);
         if bytes < PREALLOCATE_STEP {
-            return self.pays;
+            return *pays;
         }
-        let syncs = fsyncs.saturating_sub(self.fsyncs_at);
-        self.appended_at = appended;
-        self.fsyncs_at = fsyncs;
-        self.pays = syncs > 0 && bytes / syncs <= ZEROS_PAY_UP_TO;
-        self.pays
+        let syncs = fsyncs.saturating_sub(*fsyncs_at);
+        *appended_at = appended;
+        *fsyncs_at = fsyncs;
+        *pays = syncs > 0 && bytes / syncs <= ZEROS_PAY_UP_TO;
+        *pays
     }
 }
 
@@ -823,7 +834,7 @@ mod tests {
 
     #[test]
     fn zeros_pay_at_the_start_and_while_syncs_are_small() {
-        let mut p = ZeroPacing::default();
+        let mut p = ZeroPacing::PACED;
         assert!(p.zeros_pay(0, 0), "nothing known yet");
         assert!(p.zeros_pay(STEP - 1, 0), "decided once per step of frames");
         // A step in syncs of 32 KiB: they pay.
@@ -838,7 +849,7 @@ mod tests {
 
     #[test]
     fn zeros_do_not_pay_when_a_step_was_written_without_a_sync() {
-        let mut p = ZeroPacing::default();
+        let mut p = ZeroPacing::PACED;
         assert!(!p.zeros_pay(STEP, 0), "fsync = never, or a long interval");
         assert!(!p.zeros_pay(STEP + 100, 5));
         assert!(p.zeros_pay(2 * STEP + 100, 5 + STEP / 4096));
