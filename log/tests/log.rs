@@ -42,6 +42,24 @@ fn seg_files(dir: &Path) -> Vec<String> {
     v
 }
 
+/// A `preallocate` log in `dir` with segments of `segment_bytes` and records up to 64 KiB.
+fn preallocating(dir: &Path, segment_bytes: u64) -> LogConfig {
+    LogConfig {
+        segment_bytes,
+        max_bytes: 64 << 20,
+        max_record_bytes: 64 << 10,
+        preallocate: true,
+        ..LogConfig::new(dir)
+    }
+}
+
+/// Bytes in the file of the log's only segment in `dir`.
+fn only_segment_size(dir: &Path) -> u64 {
+    let files = seg_files(dir);
+    assert_eq!(files.len(), 1, "{files:?}");
+    std::fs::metadata(dir.join(&files[0])).unwrap().len()
+}
+
 #[tokio::test]
 async fn append_read_roll_reopen_on_real_disk() {
     let dir = tempfile::tempdir().unwrap();
@@ -988,18 +1006,10 @@ async fn close_releases_blocked_appenders_and_readers() {
 #[tokio::test]
 async fn preallocated_segments_grow_a_step_at_a_time_and_reopen_clean() {
     let dir = tempfile::tempdir().unwrap();
-    let cfg = LogConfig {
-        segment_bytes: 3 << 20,
-        max_bytes: 64 << 20,
-        max_record_bytes: 64 << 10,
-        preallocate: true,
-        ..LogConfig::new(dir.path())
-    };
+    let cfg = preallocating(dir.path(), 3 << 20);
     let (log, _) = Log::open(cfg.clone()).unwrap();
     append_n(&log, 0, 20, 100).await;
-    let files = seg_files(dir.path());
-    assert_eq!(files.len(), 1);
-    let size = std::fs::metadata(dir.path().join(&files[0])).unwrap().len();
+    let size = only_segment_size(dir.path());
     assert_eq!(size % edge_log::PREALLOCATE_STEP, 0, "{size}");
     assert!(size > log.stats().bytes, "zeros written ahead");
     // Big records: the segment fills, rolls, and the sealed one ends at its last frame.
@@ -1042,23 +1052,13 @@ async fn preallocated_segments_grow_a_step_at_a_time_and_reopen_clean() {
 #[tokio::test]
 async fn preallocated_zeros_stay_a_step_ahead_of_the_frames() {
     let dir = tempfile::tempdir().unwrap();
-    let cfg = LogConfig {
-        segment_bytes: 16 << 20,
-        max_bytes: 64 << 20,
-        max_record_bytes: 64 << 10,
-        preallocate: true,
-        ..LogConfig::new(dir.path())
-    };
-    let (log, _) = Log::open(cfg).unwrap();
+    let (log, _) = Log::open(preallocating(dir.path(), 16 << 20)).unwrap();
     let step = edge_log::PREALLOCATE_STEP;
     let mut sizes = std::collections::BTreeSet::new();
     for i in 0..700 {
-        let mut r = rec(i, 0);
-        r.payload = bytes::Bytes::from(vec![1u8; 10 << 10]);
-        log.append(r).await.unwrap().durable().await.unwrap();
-        let files = seg_files(dir.path());
-        assert_eq!(files.len(), 1);
-        let size = std::fs::metadata(dir.path().join(&files[0])).unwrap().len();
+        let appended = log.append(rec(i, 10 << 10)).await.unwrap();
+        appended.durable().await.unwrap();
+        let size = only_segment_size(dir.path());
         let data = log.stats().bytes;
         assert!(
             size >= data + step && size <= data + 3 * step,
@@ -1078,22 +1078,14 @@ async fn preallocated_zeros_stay_a_step_ahead_of_the_frames() {
 async fn preallocate_stops_the_zeros_under_bulk_load() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = LogConfig {
-        segment_bytes: 16 << 20,
-        max_bytes: 64 << 20,
-        max_record_bytes: 64 << 10,
         fsync: FsyncPolicy::Interval(Duration::from_secs(3600)),
-        preallocate: true,
-        ..LogConfig::new(dir.path())
+        ..preallocating(dir.path(), 16 << 20)
     };
     let (log, _) = Log::open(cfg).unwrap();
     let mut ahead = Vec::new();
     for i in 0..600 {
-        let mut r = rec(i, 0);
-        r.payload = bytes::Bytes::from(vec![1u8; 10 << 10]);
-        log.append(r).await.unwrap();
-        let files = seg_files(dir.path());
-        let size = std::fs::metadata(dir.path().join(&files[0])).unwrap().len();
-        ahead.push(size - log.stats().bytes);
+        log.append(rec(i, 10 << 10)).await.unwrap();
+        ahead.push(only_segment_size(dir.path()) - log.stats().bytes);
     }
     assert!(
         ahead[0] >= edge_log::PREALLOCATE_STEP,
