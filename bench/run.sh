@@ -12,7 +12,8 @@
 # `flock -o /tmp/cpu.lock` so no two benchmarks share the CPU:
 #   fdatasync   the machine's fdatasync latency (4 KiB appended + fdatasync, 200 times)
 #   mqtt        tests/src/bin/mqtt_bench.rs: edge-broker (local, routed fsync=always) against
-#               Mosquitto 2.0.11 (persistence false / true), 3 rounds (--quick: 1)
+#               Mosquitto 2.0.11 (persistence false / true), 3 rounds (--quick: 1); PUBACK
+#               latency in turns with as many 4 KiB append + fdatasync (the goal's anchor)
 #   nats        edge-broker/benches/nats_publish.rs: against nats-server 2.15.1 core (empty and
 #               gateway shape) and JetStream (default sync, sync_interval: always)
 #   qos0        `mosquitto_pub -l` 100,000 lines -> one `mosquitto_sub`, edge-broker against

@@ -91,11 +91,19 @@ def main():
         add("MQTT QoS 0 routed 1→1", vals("mqtt", e, "qos0_1"),
             "Mosquitto: " + vals("mqtt", m, "qos0_1"), spread(r), "", None)
         p99 = get("mqtt", e, "puback_p99_us")
+        sync99 = get("mqtt", e, "fdatasync_p99_us")
+        r = [p99[t] / sync99[t] for t in p99 if sync99.get(t)]
+        if r:
+            # The anchor measured in turns with the PUBACKs of the same round (mqtt-bench).
+            add("PUBACK p99, fsync=always, one in flight, ms, per round",
+                vals("mqtt", e, "puback_p99_us", 1e-3, "{:.2f}"),
+                "fdatasync p99 in turns with it: " + vals("mqtt", e, "fdatasync_p99_us", 1e-3, "{:.2f}"),
+                spread(r), "≤ 3× in every round", max(r) <= 3)
         if p99 and fd99:
             worst = max(p99.values()) / 1000
-            add("PUBACK p99, fsync=always, one in flight, ms (worst round)",
+            add("PUBACK p99 (worst round) against the machine probe at the run's start, ms",
                 f"{worst:.2f}", f"fdatasync p99 {fd99:.2f} (p50 {fd50:.2f})",
-                f"{worst / fd99:.2f}× fdatasync p99", "≤ 3×", worst <= 3 * fd99)
+                f"{worst / fd99:.2f}×", "", None)
 
     # NATS
     if get("nats", "edge-broker/core", "msg_s"):
