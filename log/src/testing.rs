@@ -416,8 +416,11 @@ pub struct Faults {
     /// `sync_data` fails with EIO while set.
     pub fail_sync: AtomicBool,
     /// Writes fail with ENOSPC once this many more bytes were written (u64::MAX = never).
-    /// Deleting a file gives its bytes back (like a real file system).
+    /// Deleting or truncating a file gives its bytes back (like a real file system; every
+    /// byte written is charged, overwrites too).
     pub space_left: AtomicU64,
+    /// Write calls refused with ENOSPC.
+    pub refused_writes: AtomicU64,
     /// Each write call writes at most 3 bytes (exercises short-write handling).
     pub short_writes: AtomicBool,
     /// Number of successful `sync_data` calls.
@@ -433,6 +436,15 @@ pub struct Faults {
 }
 
 impl Faults {
+    /// Gives `bytes` back to `space_left` (a file deleted or cut), if space is counted.
+    fn give_back(&self, bytes: u64) {
+        let _ = self
+            .space_left
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |left| {
+                (left != u64::MAX).then(|| left.saturating_add(bytes))
+            });
+    }
+
     /// Whether `sync_data` waits now (`hold_sync`, or `hold_from_sync` reached).
     fn holding(&self) -> bool {
         let from = self.hold_from_sync.load(Ordering::SeqCst);
@@ -484,6 +496,7 @@ impl StorageFile for FaultyFile {
         let left = self.faults.space_left.load(Ordering::SeqCst);
         if left != u64::MAX {
             if left == 0 {
+                self.faults.refused_writes.fetch_add(1, Ordering::SeqCst);
                 return Err(io::Error::from_raw_os_error(28));
             }
             n = n.min(left as usize);
@@ -507,7 +520,10 @@ impl StorageFile for FaultyFile {
         Ok(())
     }
     fn truncate(&self, len: u64) -> io::Result<()> {
-        self.inner.truncate(len)
+        let size = self.inner.size()?;
+        self.inner.truncate(len)?;
+        self.faults.give_back(size.saturating_sub(len));
+        Ok(())
     }
 }
 
@@ -536,12 +552,7 @@ impl Storage for FaultyStorage {
     fn remove(&self, path: &Path) -> io::Result<()> {
         let size = self.inner.open(path).and_then(|f| f.size()).unwrap_or(0);
         self.inner.remove(path)?;
-        let _ = self
-            .faults
-            .space_left
-            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |left| {
-                (left != u64::MAX).then(|| left.saturating_add(size))
-            });
+        self.faults.give_back(size);
         Ok(())
     }
     fn sync_dir(&self, dir: &Path) -> io::Result<()> {
