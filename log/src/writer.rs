@@ -144,6 +144,9 @@ pub(crate) struct Writer {
     appended: u64,
     /// Whether `preallocate`'s zeros pay for themselves at the current load.
     zero_pacing: ZeroPacing,
+    /// After the file system refused zeros (full), none are tried again before `appended`
+    /// reaches this: a step of frames later, not at every write.
+    zeros_again_at: u64,
     failed: Option<String>,
 }
 
@@ -200,6 +203,7 @@ impl Writer {
             last_sync: Instant::now(),
             appended: 0,
             zero_pacing,
+            zeros_again_at: 0,
             failed: None,
         };
         writer.open_sectors();
@@ -587,9 +591,10 @@ impl Writer {
     /// written into just-zeroed pages made bulk appends ~40% slower (BENCHMARKS.md). A step
     /// later, those zeros were written back long ago. With `preallocate` alone, only while the
     /// zeros pay ([`ZeroPacing`]). Best effort: if the zeros cannot be written (a full disk),
-    /// the frames are written without them.
+    /// the frames are written without them, and no zeros are tried again for a step of frames
+    /// (near a full disk, each try writes what space is left and cuts it back).
     fn preallocate(&mut self, need: u64) {
-        if need + PREALLOCATE_STEP <= self.file_len {
+        if need + PREALLOCATE_STEP <= self.file_len || self.appended < self.zeros_again_at {
             return;
         }
         let fsyncs = self.ledger.counters.fsyncs.load(Ordering::Relaxed);
@@ -611,8 +616,9 @@ impl Writer {
                 self.file_len = end;
             }
             Err(e) => {
-                tracing::debug!(error = %e, "edge-log could not preallocate; writing without");
+                tracing::debug!(error = %e, "edge-log could not preallocate; writing without for a step");
                 let _ = self.active.file.truncate(self.file_len);
+                self.zeros_again_at = self.appended + PREALLOCATE_STEP;
             }
         }
     }

@@ -266,3 +266,43 @@ async fn an_fsync_failure_is_sticky_and_cuts_back_what_will_never_be_durable() {
         "the refused record is not stored: {report}"
     );
 }
+
+/// `preallocate` near a full disk. Main tried the zeros ahead again at every write once they
+/// had failed: each try wrote what space was left in zeros, met ENOSPC and cut them back, so
+/// every fdatasync of a nearly full gateway paid for a failed megabyte. Now a refusal holds the
+/// zeros off for a step of frames; the records are written all along.
+#[tokio::test]
+async fn preallocate_near_a_full_disk_tries_the_zeros_once_a_step() {
+    let mem = MemStorage::new();
+    let faulty = FaultyStorage::new(mem.clone());
+    let cfg = LogConfig {
+        segment_bytes: 64 << 20,
+        max_bytes: 1 << 30,
+        preallocate: true,
+        ..LogConfig::new("/p")
+    };
+    let (log, _) = Log::open_with_storage(cfg, faulty.clone()).unwrap();
+    // Room for half a step: the zeros (a step and more) never fit, the frames do.
+    let room = edge_log::PREALLOCATE_STEP / 2;
+    faulty.faults.space_left.store(room, Ordering::SeqCst);
+    let len = 1000;
+    for i in 0..200 {
+        assert_eq!(durable(&log, i, len).await, i);
+    }
+    let refused = faulty.faults.refused_writes.load(Ordering::SeqCst);
+    assert_eq!(refused, 1, "zeros tried again within a step of frames");
+    let frames = segment_bytes(&mem, "/p");
+    assert!(
+        frames >= 200 * len as u64 && frames < room,
+        "only the frames stay: {frames} B"
+    );
+    // A step of frames later the zeros are tried (and refused) once more.
+    let per = rec(0, len).encoded_len() as u64;
+    let more = edge_log::PREALLOCATE_STEP / per;
+    faulty.faults.space_left.store(2 * room, Ordering::SeqCst);
+    for i in 200..200 + more {
+        durable(&log, i, len).await;
+    }
+    assert_eq!(faulty.faults.refused_writes.load(Ordering::SeqCst), 2);
+    log.close().await.unwrap();
+}
