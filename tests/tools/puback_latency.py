@@ -1,8 +1,9 @@
 #!/usr/bin/env python3
 """PUBACK latency beside the disk's: one routed QoS 1 publish at a time (fsync = "always"),
-and the broker's own fdatasync histogram (`edge_log_fsync_seconds`) read before and after, in
-the same run. Whether an ack's tail is the disk's: the share of acks and of fdatasyncs over
-each bound, side by side.
+the broker's own fdatasync histogram (`edge_log_fsync_seconds`) read before and after, and a
+probe (4 KiB append + fdatasync, as many as the publishes) run in six turns with them in the
+broker's data directory. Whether an ack's tail is the disk's, or the broker's syncs': the share
+of acks, of the broker's fdatasyncs and of the probe's over each bound, side by side.
 
   .venv/bin/python tests/tools/puback_latency.py [--rounds 4] [--count 10000] LABEL=BROKER...
 
@@ -23,6 +24,8 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from mqtt_raw import PUBACK, Client  # noqa: E402
 
 BOUNDS = ["0.0005", "0.001", "0.002"]
+# Turns in which the publishes and the probe's fdatasyncs alternate.
+TURNS = 6
 
 
 def free_port():
@@ -72,14 +75,24 @@ def run(binary, count):
         client = Client("127.0.0.1", mqtt, v5=False, timeout=10)
         client.connect("latency")
         before = fsyncs(metrics)
-        acks = []
+        acks, probes = [], []
         payload = b"x" * 200
-        for i in range(count):
-            started = time.perf_counter()
-            client.publish("bench/latency", payload, qos=1, packet_id=i % 60000 + 1)
-            while client.recv(10)["type"] != PUBACK:
-                pass
-            acks.append(time.perf_counter() - started)
+        probe = os.open(os.path.join(data, "fdatasync-probe"), os.O_WRONLY | os.O_CREAT, 0o644)
+        block = b"x" * 4096
+        for turn in range(TURNS):
+            share = count // TURNS + (turn < count % TURNS)
+            for _ in range(share):
+                started = time.perf_counter()
+                client.publish("bench/latency", payload, qos=1, packet_id=len(acks) % 60000 + 1)
+                while client.recv(10)["type"] != PUBACK:
+                    pass
+                acks.append(time.perf_counter() - started)
+            for _ in range(share):
+                os.write(probe, block)
+                started = time.perf_counter()
+                os.fdatasync(probe)
+                probes.append(time.perf_counter() - started)
+        os.close(probe)
         after = fsyncs(metrics)
         client.close()
     finally:
@@ -88,12 +101,16 @@ def run(binary, count):
         shutil.rmtree(data)
     acks.sort()
     synced = after["count"] - before["count"]
-    line = [f"p50 {acks[count // 2] * 1e6:.0f} µs, p99 {acks[int(count * 0.99)] * 1e6:.0f} µs"]
+    probes.sort()
+    line = [f"p50 {acks[count // 2] * 1e6:.0f} µs, p99 {acks[int(count * 0.99)] * 1e6:.0f} µs"
+            f" (probe p50 {probes[count // 2] * 1e6:.0f}, p99 {probes[int(count * 0.99)] * 1e6:.0f})"]
     for bound in BOUNDS:
         slow_syncs = synced - (after.get(bound, 0) - before.get(bound, 0))
         slow_acks = sum(a > float(bound) for a in acks)
+        slow_probes = sum(p > float(bound) for p in probes)
         line.append(f"over {float(bound) * 1e3:g} ms: acks {100 * slow_acks / count:.2f}%,"
-                    f" fdatasyncs {100 * slow_syncs / max(synced, 1):.2f}%")
+                    f" fdatasyncs {100 * slow_syncs / max(synced, 1):.2f}%,"
+                    f" probe {100 * slow_probes / count:.2f}%")
     return f"{synced:.0f} fdatasyncs; " + "; ".join(line)
 
 
