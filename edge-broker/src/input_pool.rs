@@ -27,6 +27,10 @@
 //!   written.
 //! - The read buffer of a leased packet is sized to hold it whole ([`InputLease::cover`]), so
 //!   it does not grow again (doubling) on the way.
+//! - A lease is held for a bounded time, not while its client trickles bytes: an MQTT
+//!   packet's bytes do not move the keep-alive clock, so it must be whole within the
+//!   keep-alive window (or 90 s without keep alive); a NATS client mid-PUB cannot answer
+//!   the server's PINGs and is closed as stale.
 
 use std::fmt;
 use std::sync::Arc;

@@ -10,9 +10,10 @@ mod support;
 
 use std::time::Duration;
 
+use bytes::BytesMut;
 use edge_log::WhenFull;
 use edge_proto::mqtt::{
-    MqttString, Packet, Properties, ProtocolVersion, PubAck, PubRel, QoS, ReasonCode, Will,
+    self, MqttString, Packet, Properties, ProtocolVersion, PubAck, PubRel, QoS, ReasonCode, Will,
 };
 use support::{Broker, QUIET, publish, roomy_log, small_log};
 
@@ -403,6 +404,50 @@ async fn keep_alive_moves_with_each_read_and_expires_in_silence() {
     }
     let last = client.until_closed().await;
     assert_only_disconnect(&last, ReasonCode::KeepAliveTimeout);
+}
+
+/// A packet larger than one read holds a lease of `mqtt.max_partial_packet_bytes_total` while
+/// it arrives. Its bytes do not move the keep-alive clock (MQTT-3.1.2-24 counts control
+/// packets); the packet does once whole. Main moved it at every read, so a client sending a
+/// byte of a large PUBLISH now and then kept its lease, and with it a share of every
+/// device's large packets, for as long as it liked.
+#[tokio::test]
+async fn the_bytes_of_a_large_packet_do_not_keep_its_connection_alive() {
+    let broker = Broker::start("", roomy_log());
+    let mut client = broker.mqtt_client(ProtocolVersion::V5);
+    let mut connect = client.connect_packet("trickle");
+    connect.keep_alive = 2; // the deadline: 3 s after the last packet
+    client.connect_with(connect).await;
+    let mut large = BytesMut::new();
+    let packet = publish("big", QoS::AtMostOnce, None, &[b'x'; 64 << 10]);
+    mqtt::encode(&packet, ProtocolVersion::V5, &mut large).unwrap();
+    // Sent slowly but whole within the window: it counts like any packet.
+    for part in large.chunks(large.len() / 4 + 1) {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        assert!(client.send_raw(part).await);
+    }
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    client.send(Packet::PingReq).await;
+    assert_eq!(
+        client.recv().await,
+        Packet::PingResp,
+        "3.5 s after the CONNECT"
+    );
+    // Trickled: 16 bytes every 250 ms would take minutes; the window ends 3 s after the ping.
+    let started = tokio::time::Instant::now();
+    for part in large.chunks(16) {
+        if started.elapsed() > Duration::from_secs(8) || !client.send_raw(part).await {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let last = client.until_closed().await;
+    assert_only_disconnect(&last, ReasonCode::KeepAliveTimeout);
+    assert!(
+        started.elapsed() < Duration::from_secs(8),
+        "the trickle kept the connection for {:?}",
+        started.elapsed()
+    );
 }
 
 #[tokio::test]

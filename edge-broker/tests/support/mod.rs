@@ -234,6 +234,11 @@ impl MqttClient {
         self.send_all(&[packet]).await;
     }
 
+    /// Sends raw bytes (part of a packet, say); false if the server closed the connection.
+    pub async fn send_raw(&mut self, bytes: &[u8]) -> bool {
+        self.io.write_all(bytes).await.is_ok()
+    }
+
     /// The next packet from the server within `within`; `None` if none came.
     pub async fn recv_within(&mut self, within: Duration) -> Option<Packet> {
         let deadline = tokio::time::Instant::now() + within;

@@ -2,6 +2,7 @@
 //! it may park, what it gives up (its task, its timer, its socket's registration with the
 //! reactor, its buffers) and how it gets them back.
 
+use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -15,6 +16,21 @@ use super::{Connection, Topics, Turn, serve_logged_in};
 use crate::listener::Unplugged;
 use crate::mqtt::park::Parking;
 use crate::mqtt::session::Resume;
+
+/// How long a client without keep alive has for a large packet (one leased from
+/// `mqtt.max_partial_packet_bytes_total`) to arrive whole: what 1.5 × a keep alive of 60 s
+/// gives. Its bytes do not move the keep-alive clock; the packet does once whole.
+pub(super) const LARGE_PACKET_WINDOW: Duration = Duration::from_secs(90);
+
+/// How long after the last read that moved the clock a connection may go without another:
+/// its keep-alive window (1.5 × keep alive, in milliseconds), or, without keep alive, none
+/// unless a large packet is arriving.
+fn keep_alive_window(keep_alive_ms: Option<NonZeroU32>, large_arriving: bool) -> Option<Duration> {
+    match keep_alive_ms {
+        Some(ms) => Some(Duration::from_millis(u64::from(ms.get()))),
+        None => large_arriving.then_some(LARGE_PACKET_WINDOW),
+    }
+}
 
 impl Connection {
     /// Whether this turn may end in parking, once the connection was idle long enough:
@@ -40,10 +56,11 @@ impl Connection {
     }
 
     /// When its client's keep alive runs out, if it has one (nothing moves it while the
-    /// connection is parked).
+    /// connection is parked). A large packet arriving must be whole within that window of the
+    /// last read before it, or within [`LARGE_PACKET_WINDOW`] for a client without keep alive.
     pub(super) fn keep_alive_deadline(&self) -> Option<Instant> {
-        self.keep_alive_ms
-            .map(|ms| self.last_read + Duration::from_millis(u64::from(ms.get())))
+        keep_alive_window(self.keep_alive_ms, self.large_input.is_held())
+            .map(|window| self.last_read + window)
     }
 
     /// Notes that the connection had something to do now (parking counts from here).
@@ -197,5 +214,21 @@ mod tests {
         let mut none = None;
         forget_topic_facts(&mut none);
         assert!(none.is_none());
+    }
+
+    /// A client without keep alive has no deadline, except while a large packet arrives: that
+    /// must be whole within [`LARGE_PACKET_WINDOW`] (the keep-alive case is the integration
+    /// test `the_bytes_of_a_large_packet_do_not_keep_its_connection_alive`).
+    #[test]
+    fn a_large_packet_has_a_window_even_without_keep_alive() {
+        let three_s = NonZeroU32::new(3000);
+        assert_eq!(keep_alive_window(None, false), None);
+        assert_eq!(keep_alive_window(None, true), Some(LARGE_PACKET_WINDOW));
+        for arriving in [false, true] {
+            assert_eq!(
+                keep_alive_window(three_s, arriving),
+                Some(Duration::from_secs(3))
+            );
+        }
     }
 }

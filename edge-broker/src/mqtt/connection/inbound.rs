@@ -9,6 +9,7 @@ use edge_proto::mqtt::{
     self, DecodeError, MqttString, Packet, Properties, ProtocolVersion, PubAck, PubRec, Publish,
     QoS, ReasonCode, topic,
 };
+use tokio::time::Instant;
 
 use super::facts::{Facts, MAX_TOPIC_BYTES};
 use super::{Connection, Exit};
@@ -127,8 +128,12 @@ impl Connection {
         // The clock is read once for the publishes of one buffer (at the first), as NATS does:
         // ~100 instructions a publish.
         let mut received_ms = None;
-        // A large packet now whole is the first to be decoded: its lease goes with it.
+        // A large packet now whole is the first to be decoded: its lease goes with it, and it
+        // moves the keep-alive clock, which its bytes did not.
         let mut arriving = self.large_input.take_whole(self.inbuf.len());
+        if arriving.is_held() {
+            self.last_read = Instant::now();
+        }
         let pushed = self.records_pushed();
         while !self.ingest_holds_input() && !self.pacing() {
             // A subscriber acknowledges each QoS 1 delivery with these four bytes: taken

@@ -525,16 +525,26 @@ impl Connection {
                 return Err(Exit::Closed("connection closed by client".to_owned()));
             }
             Event::Read(Ok((n, room))) => {
-                self.last_read = Instant::now();
+                // The bytes of a large packet arriving do not move the keep-alive clock (the
+                // packet does once whole: `decode_input`): a client trickling them would keep
+                // its lease of the shared pool for as long as it liked.
+                if !self.large_input.is_held() {
+                    self.last_read = Instant::now();
+                }
                 self.stirred_ms = 0;
                 self.fresh = false;
                 self.read_burst = READ_BUFFER.is_burst(n, room);
             }
             Event::Read(Err(err)) => return Err(Exit::Closed(format!("read failed: {err}"))),
             Event::KeepAliveExpired => {
+                let why = if self.large_input.is_held() {
+                    "keep alive timeout: a large packet was not whole in time"
+                } else {
+                    "keep alive timeout"
+                };
                 return Err(Exit::Violation(
                     ReasonCode::KeepAliveTimeout,
-                    "keep alive timeout".to_owned(),
+                    why.to_owned(),
                 ));
             }
         }
