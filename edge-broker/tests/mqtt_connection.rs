@@ -392,10 +392,7 @@ async fn a_client_that_logs_in_while_the_broker_stops_is_told_to_leave() {
 #[tokio::test]
 async fn keep_alive_moves_with_each_read_and_expires_in_silence() {
     let broker = Broker::start("", roomy_log());
-    let mut client = broker.mqtt_client(ProtocolVersion::V5);
-    let mut connect = client.connect_packet("ka");
-    connect.keep_alive = 2; // the deadline: 3 s after the last read
-    client.connect_with(connect).await;
+    let mut client = keep_alive_2s(&broker, "ka").await;
     for _ in 0..2 {
         // 2 s + 2 s: past the first deadline only if the ping did not move it.
         tokio::time::sleep(Duration::from_secs(2)).await;
@@ -414,10 +411,7 @@ async fn keep_alive_moves_with_each_read_and_expires_in_silence() {
 #[tokio::test]
 async fn the_bytes_of_a_large_packet_do_not_keep_its_connection_alive() {
     let broker = Broker::start("", roomy_log());
-    let mut client = broker.mqtt_client(ProtocolVersion::V5);
-    let mut connect = client.connect_packet("trickle");
-    connect.keep_alive = 2; // the deadline: 3 s after the last packet
-    client.connect_with(connect).await;
+    let mut client = keep_alive_2s(&broker, "trickle").await;
     let mut large = BytesMut::new();
     let packet = publish("big", QoS::AtMostOnce, None, &[b'x'; 64 << 10]);
     mqtt::encode(&packet, ProtocolVersion::V5, &mut large).unwrap();
@@ -644,6 +638,16 @@ async fn the_plain_listeners_task_is_the_serve_future_alone() {
     let bytes = std::mem::size_of_val(&task);
     eprintln!("plain MQTT task future: {bytes} bytes");
     assert_eq!(bytes, broker.mqtt_login_future_bytes());
+}
+
+/// An MQTT 5 client logged in as `client_id` with a keep alive of 2 s: the broker's deadline
+/// is 3 s after the last packet.
+async fn keep_alive_2s(broker: &Broker, client_id: &str) -> support::MqttClient {
+    let mut client = broker.mqtt_client(ProtocolVersion::V5);
+    let mut connect = client.connect_packet(client_id);
+    connect.keep_alive = 2;
+    client.connect_with(connect).await;
+    client
 }
 
 /// The packets a client got before the broker closed its connection are one DISCONNECT with
