@@ -728,7 +728,7 @@ fn main() {
         }
         return;
     }
-    let limits = "max_connections = 5000\nmax_queued_messages = 100000\n";
+    let limits = "max_connections = 5000\nmax_queued_messages = 100000\nmax_queued_bytes = \"64MiB\"\nmax_queued_bytes_total = \"64MiB\"\n";
     let mosq_limits = "max_queued_messages 100000\nmax_inflight_messages 100\n";
     let mut rows = Vec::new();
     for (label, binary) in &builds {
