@@ -192,6 +192,21 @@ def cpu_seconds(pid):
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def peak_rss_reset(pid):
+    """Starts a new peak-RSS (VmHWM) measurement for `pid` (Linux: clear_refs 5)."""
+    with open(f"/proc/{pid}/clear_refs", "w") as f:
+        f.write("5")
+
+
+def status_mib(pid, field):
+    """A size from /proc/PID/status (VmRSS, VmHWM: the peak since the last reset), MiB."""
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) / 1024
+    raise RuntimeError(f"no {field} for {pid}")
+
+
 def wait_forwarded(metrics_port, n, timeout=600):
     """Polls the forwarded counter until it reaches n. Returns (t_first, v_first, t_end): when
     the counter was first seen above zero, its value then, and when it reached n."""
@@ -344,12 +359,15 @@ def backlog_drain(args, binary, label, modes, tmp, log, rows, delivery="at_least
     k2 = tansu(kport2, log, settle=0)
     ready = time.perf_counter()
     cpu0 = (cpu_seconds(eb.pid), cpu_seconds(k2.pid))
+    rss0 = status_mib(eb.pid, "VmRSS")
+    peak_rss_reset(eb.pid)
     if os.environ.get("BENCH_PERF"):
         # Profile the drain: perf record on edge-broker until the backlog is forwarded.
         perf = spawn(["perf", "record"] + os.environ.get("BENCH_PERF_OPTS", "-g").split() + ["-o", os.environ["BENCH_PERF"], "-p",
                       str(eb.pid)], stdout=log, stderr=log)
     t_first, v_first, end = wait_forwarded(xport, n)
     cpu = (cpu_seconds(eb.pid) - cpu0[0], cpu_seconds(k2.pid) - cpu0[1])
+    peak = status_mib(eb.pid, "VmHWM")
     if os.environ.get("BENCH_PERF"):
         perf.send_signal(signal.SIGINT)
         perf.wait()
@@ -365,7 +383,8 @@ def backlog_drain(args, binary, label, modes, tmp, log, rows, delivery="at_least
     print(f"[{label}] drain: {end - ready:.2f} s, first chunk acknowledged after "
           f"{t_first - ready:.2f} s; CPU edge-broker {cpu[0]:.2f} s "
           f"({cpu[0] / (end - ready):.2f} cores), Tansu {cpu[1]:.2f} s "
-          f"({cpu[1] / (end - ready):.2f} cores)", flush=True)
+          f"({cpu[1] / (end - ready):.2f} cores); edge-broker RSS {rss0:.1f} MiB at the start, "
+          f"peak {peak:.1f} MiB during the drain", flush=True)
     stop(eb)
     after = ceiling(bootstrap2, f"raw-after-drain-{label.replace(' ', '-')}", args)
     rows.append((f"librdkafka raw produce, just after the drain [{label}]", args.records, after))
