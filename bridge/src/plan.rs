@@ -3,7 +3,9 @@
 //! it from ingest; only records written before that (format version 1) ask the [`Router`].
 //!
 //! One call plans one chunk read from the cursor. Records of one topic-partition stay in log
-//! order inside their batch; batches for different partitions may be sent concurrently. The
+//! order inside their batch; batches for different partitions may be sent concurrently. A
+//! partition's records that would not fit one produce request (`max_request_bytes`, judged by
+//! [`record_len_bound`] before encoding) go into several batches, in log order. The
 //! cursor may be committed past the chunk only once every batch of the plan was acknowledged.
 //! Keyless records of one topic go to one partition per chunk (sticky per batch, round-robin
 //! across chunks). Old records no route takes any more are skipped and listed in
@@ -19,7 +21,7 @@ use thiserror::Error;
 
 use crate::headers::{EdgeHeaders, Record, user_headers};
 use crate::partition::{NullKeyPartitioner, PartitionError, partition_for_key};
-use crate::producer::ProduceRecord;
+use crate::producer::{ProduceRecord, record_len_bound, records_room};
 use crate::topition::Topition;
 
 /// Decides where a record without a stored destination goes: records written before
@@ -122,7 +124,8 @@ impl PartitionBatch {
 /// The batches for one chunk of log records.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Plan {
-    /// One batch per topic-partition, ordered by first log offset.
+    /// One batch per topic-partition (several, in log order, where one would exceed the
+    /// request limit), ordered by first log offset.
     pub batches: Vec<PartitionBatch>,
     /// Log offsets of records no route matched (skipped).
     pub unrouted: Vec<u64>,
@@ -134,6 +137,8 @@ pub struct Planner {
     router: Arc<dyn Router>,
     node_id_bytes: Bytes,
     null_keys: NullKeyPartitioner,
+    /// Bytes of records one batch may hold ([`records_room`] of `max_request_bytes`).
+    room: usize,
 }
 
 impl Planner {
@@ -146,7 +151,16 @@ impl Planner {
             router,
             node_id_bytes: Bytes::from(node_id.to_owned()),
             null_keys: NullKeyPartitioner::new(start),
+            room: usize::MAX,
         }
+    }
+
+    /// Plans batches that stay within `max_request_bytes` once encoded (a single record
+    /// larger than that still gets a batch of its own, which Kafka's limit then decides on).
+    /// Without it a batch holds all of a chunk's records for its partition.
+    pub fn with_max_request_bytes(mut self, max_request_bytes: usize) -> Self {
+        self.room = records_room(max_request_bytes);
+        self
     }
 
     /// The Kafka topics `records` go to (look their partition counts up before `plan`).
@@ -170,6 +184,8 @@ impl Planner {
         partition_counts: &HashMap<String, i32>,
     ) -> Result<Plan, PlanError> {
         let mut plan = Plan::default();
+        // Bytes of records in each batch of the plan (same index), by `record_len_bound`.
+        let mut filled: Vec<usize> = Vec::new();
         let mut keyless: HashMap<String, i32> = HashMap::new();
         // The last topic's partition count: records of a chunk mostly share their topic (one
         // `Arc` per run of records read back), so most skip hashing it.
@@ -231,24 +247,27 @@ impl Planner {
                 headers: user_headers(r),
                 timestamp_ms: i64::try_from(r.timestamp_ms).unwrap_or(i64::MAX),
             };
+            let len = record_len_bound(&record);
             // A chunk has few batches (topics × partitions): a scan beats hashing an owned key
-            // per record.
+            // per record. The partition's last batch takes the record if it has room.
             let slot = match plan
                 .batches
                 .iter()
-                .position(|b| b.tp.partition() == partition && b.tp.topic() == topic)
+                .rposition(|b| b.tp.partition() == partition && b.tp.topic() == topic)
             {
-                Some(i) => i,
-                None => {
+                Some(i) if filled[i].saturating_add(len) <= self.room => i,
+                _ => {
                     let room = batch_room(records.len(), count);
                     plan.batches.push(PartitionBatch {
                         tp: Topition::new(Arc::clone(&destination.topic), partition),
                         records: Vec::with_capacity(room),
                         offsets: Vec::with_capacity(room),
                     });
+                    filled.push(0);
                     plan.batches.len() - 1
                 }
             };
+            filled[slot] += len;
             plan.batches[slot].records.push(record);
             plan.batches[slot].offsets.push(r.offset);
         }
@@ -421,6 +440,78 @@ mod tests {
                 .count(),
             1
         );
+    }
+
+    /// A chunk whose records for one partition would not fit one produce request is planned
+    /// in several batches, each within the limit once encoded (incompressible payloads, every
+    /// codec), in log order; before, one batch held them all and was refused when sent.
+    #[test]
+    fn a_partition_share_over_the_request_limit_is_planned_in_batches_within_it() {
+        use crate::producer::{BatchIdentity, Compression, encode_batch};
+        const LIMIT: usize = 64 << 10;
+        let mut seed = 0x9e37_79b9_7f4a_7c15_u64;
+        let records: Vec<Record> = (0..2_000)
+            .map(|i| {
+                let mut r = rec(i, Source::Nats, "logs.app");
+                let payload: Vec<u8> = (0..200)
+                    .map(|_| {
+                        seed ^= seed << 13;
+                        seed ^= seed >> 7;
+                        seed ^= seed << 17;
+                        seed as u8
+                    })
+                    .collect();
+                r.payload = Bytes::from(payload);
+                r
+            })
+            .collect();
+        let unlimited = planner().plan(&records, &counts()).unwrap();
+        assert_eq!(
+            unlimited.batches.len(),
+            1,
+            "keyless: one partition per chunk"
+        );
+        let plan = planner()
+            .with_max_request_bytes(LIMIT)
+            .plan(&records, &counts())
+            .unwrap();
+        assert!(plan.batches.len() > 1, "{} batches", plan.batches.len());
+        let offsets: Vec<u64> = plan
+            .batches
+            .iter()
+            .flat_map(|b| b.offsets.clone())
+            .collect();
+        assert_eq!(
+            offsets,
+            (0..2_000).collect::<Vec<u64>>(),
+            "every record, in log order"
+        );
+        assert!(plan.batches.iter().all(|b| b.tp == plan.batches[0].tp));
+        for codec in [
+            Compression::None,
+            Compression::Gzip,
+            Compression::Snappy,
+            Compression::Lz4,
+            Compression::Zstd,
+        ] {
+            let encoded = |records: &[ProduceRecord]| {
+                let mut out = bytes::BytesMut::new();
+                let (id, mut scratch) = (BatchIdentity::default(), bytes::BytesMut::new());
+                encode_batch(records, codec, id, &mut scratch, &mut out).unwrap();
+                out.len()
+            };
+            assert!(encoded(&unlimited.batches[0].records) > LIMIT, "{codec:?}");
+            for b in &plan.batches {
+                let len = encoded(&b.records);
+                assert!(len <= LIMIT, "{codec:?}: {len} bytes");
+                // Not cut much shorter than it needs to be either.
+                let last = b == plan.batches.last().unwrap();
+                assert!(
+                    last || codec != Compression::None || len > LIMIT * 7 / 8,
+                    "{len}"
+                );
+            }
+        }
     }
 
     #[test]

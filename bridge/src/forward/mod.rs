@@ -84,6 +84,9 @@ pub struct ForwardConfig {
     pub max_batch_bytes: usize,
     /// Most records per chunk.
     pub max_batch_records: usize,
+    /// The producer's largest produce request: a partition's share of a chunk is planned in
+    /// batches that stay within it.
+    pub max_request_bytes: usize,
     /// First retry delay.
     pub backoff_min: Duration,
     /// Longest retry delay.
@@ -111,6 +114,7 @@ impl ForwardConfig {
             linger: Duration::from_millis(5),
             max_batch_bytes: 1 << 20,
             max_batch_records: 10_000,
+            max_request_bytes: 1 << 20,
             backoff_min: Duration::from_millis(100),
             backoff_max: Duration::from_secs(5),
             max_bytes_per_sec: None,
@@ -190,7 +194,8 @@ impl<P: KafkaProducer + Clone + 'static> Forwarder<P> {
         Ok(Self {
             log: log.clone(),
             cursor,
-            planner: Planner::new(router, &config.node_id),
+            planner: Planner::new(router, &config.node_id)
+                .with_max_request_bytes(config.max_request_bytes),
             producer,
             config,
             metrics,

@@ -52,7 +52,9 @@ fn edge_offset(r: &ProduceRecord) -> u64 {
 
 /// Injects what a real broker cannot do on demand: the first `fail_first` produce calls fail
 /// with a connection reset (outcome unknown), any batch holding a `BIG` value is refused with
-/// MESSAGE_TOO_LARGE, and while `down` every call fails (and probes too). It answers at once
+/// MESSAGE_TOO_LARGE, a batch over `max_request_bytes` (encoded without compression) is refused
+/// before it leaves as the real producer refuses it, and while `down` every call fails (and
+/// probes too). It answers at once
 /// (the trait's default `send`), and counts `produce` calls: the forwarder sends only through
 /// `send`, so none come from it.
 #[derive(Clone, Default)]
@@ -63,6 +65,7 @@ struct FaultyProducer {
     sends: Arc<AtomicUsize>,
     /// Sends with `Attempt::First` (the others are resends).
     first_sends: Arc<AtomicUsize>,
+    max_request_bytes: Option<usize>,
 }
 
 impl KafkaProducer for FaultyProducer {
@@ -122,6 +125,17 @@ impl FaultyProducer {
         }
         if records.iter().any(|r| r.value.as_deref() == Some(b"BIG")) {
             return Err(refused(codes::MESSAGE_TOO_LARGE));
+        }
+        if let Some(max) = self.max_request_bytes {
+            let mut out = bytes::BytesMut::new();
+            let (none, id) = (crate::producer::Compression::None, Default::default());
+            crate::producer::encode_batch(records, none, id, &mut Default::default(), &mut out)?;
+            if out.len() > max {
+                return Err(ProduceError::BatchTooLarge {
+                    bytes: out.len(),
+                    max,
+                });
+            }
         }
         let mut w = self.written.lock().unwrap();
         for r in records {
@@ -222,6 +236,29 @@ fn assert_in_log_order(written: &[(i32, u64, Bytes)]) -> BTreeSet<u64> {
         }
     }
     seen
+}
+
+/// A chunk whose share for a partition exceeds `max_request_bytes` leaves in batches within
+/// it: nothing is refused as too large and split on the way. Before, each such share was sent
+/// whole, refused, and sent again in halves until the halves fit.
+#[tokio::test]
+async fn a_chunk_over_the_request_limit_leaves_in_batches_within_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = log_with(&dir.path().join("log"), &refs(&payloads(200))).await;
+    let producer = FaultyProducer {
+        max_request_bytes: Some(2048),
+        ..Default::default()
+    };
+    let mut config = config(dir.path());
+    config.max_batch_records = 200;
+    config.max_request_bytes = 2048;
+    let metrics = run_until_committed(open(&log, producer.clone(), config), 200).await;
+    let seen = assert_in_log_order(&producer.written.lock().unwrap());
+    assert_eq!(seen, (0..200).collect());
+    assert_eq!(metrics.errors_of("rejected"), 0);
+    let first = producer.first_sends.load(Ordering::SeqCst);
+    assert_eq!(producer.sends.load(Ordering::SeqCst), first, "no resends");
+    assert!(first > 6, "one chunk over 3 partitions in {first} batches");
 }
 
 /// A batch that cannot reach Kafka (a connection reset before it left) holds the rest of its

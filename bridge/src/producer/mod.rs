@@ -42,6 +42,7 @@ use thiserror::Error;
 pub use batch::BatchIdentity;
 pub use batch::EncodedBatch;
 pub use batch::encode_batch;
+pub use batch::{record_len_bound, records_room};
 pub use client::{ProducerConfig, ProducerIdentity, WireProducer};
 pub use conn::{ConnectionSetups, SetupStep};
 pub use sequence::{Attempt, Sequencer, Session};

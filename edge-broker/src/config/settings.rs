@@ -94,6 +94,8 @@ impl Config {
         config.linger = k.linger.0;
         config.max_batch_bytes = usize::try_from(k.max_batch_bytes.bytes()).unwrap_or(usize::MAX);
         config.max_batch_records = k.max_batch_records;
+        config.max_request_bytes =
+            usize::try_from(k.max_request_bytes.bytes()).unwrap_or(usize::MAX);
         config.backoff_min = k.retry_backoff_min.0;
         config.backoff_max = k.retry_backoff_max.0;
         config.outage_log_interval = k.outage_log_interval.0;
