@@ -229,7 +229,7 @@ fn write_records(records: &[ProduceRecord], base_ts: i64, buf: &mut BytesMut) {
         len += bytes_field_len(r.value.as_deref());
         len += varint_len(header_count);
         if let Some((e, offset)) = edge {
-            len += edge_headers_len(e, offset);
+            len += edge_headers_len(e, offset.len());
         }
         for h in &r.headers {
             len += bytes_field_len(Some(&h.key)) + bytes_field_len(Some(&h.value));
@@ -261,7 +261,9 @@ pub fn record_len_bound(r: &ProduceRecord) -> usize {
     len += bytes_field_len(r.key.as_deref());
     len += bytes_field_len(r.value.as_deref());
     if let Some(e) = &r.edge {
-        len += edge_headers_len(e, itoa::Buffer::new().format(e.offset).as_bytes());
+        // An offset's decimal digits, without writing them.
+        let digits = e.offset.checked_ilog10().map_or(1, |d| d as usize + 1);
+        len += edge_headers_len(e, digits);
     }
     for h in &r.headers {
         len += bytes_field_len(Some(&h.key)) + bytes_field_len(Some(&h.value));
@@ -294,12 +296,13 @@ fn edge_source_topic_name(source: Source) -> &'static [u8] {
     }
 }
 
-/// Bytes [`put_edge_headers`] writes; `offset` is the offset's decimal digits.
-fn edge_headers_len(e: &EdgeHeaders, offset: &[u8]) -> usize {
+/// Bytes [`put_edge_headers`] writes; the offset takes `offset_digits` decimal digits.
+fn edge_headers_len(e: &EdgeHeaders, offset_digits: usize) -> usize {
     EDGE_NODE_NAME.len()
         + bytes_field_len(Some(&e.node))
         + EDGE_OFFSET_NAME.len()
-        + bytes_field_len(Some(offset))
+        + varint_len(offset_digits as i64)
+        + offset_digits
         + edge_source_topic_name(e.source).len()
         + bytes_field_len(Some(&e.topic))
 }
