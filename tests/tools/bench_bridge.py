@@ -241,6 +241,10 @@ def main():
     ap.add_argument("--delivery", default="at_least_once",
                     help="comma-separated [kafka] delivery modes measured side by side")
     ap.add_argument("--blast", default=BLAST_DEFAULT)
+    ap.add_argument("--restart-before-drain", action="store_true",
+                    help="restart edge-broker between filling the backlog and starting Kafka "
+                         "(a gateway rebooted during the outage): its RSS during the drain is "
+                         "then the forwarder's own, not what ingest left allocated")
     args = ap.parse_args()
     global BLAST
     if args.blast != "python":
@@ -356,6 +360,11 @@ def backlog_drain(args, binary, label, modes, tmp, log, rows, delivery="at_least
                      xport, bootstrap2, log, modes[0], args.compression, delivery=delivery)
     pub_s, n = publish(mport, args.backlog, args.size, args.publishers)
     lag = metric(xport, "edge_kafka_lag_records")
+    if args.restart_before_drain:
+        stop(eb)
+        eb = edge_broker(binary, os.path.join(tmp, f"backlog-{label.replace(' ', '-')}"), mport,
+                         xport, bootstrap2, log, modes[0], args.compression, delivery=delivery)
+        time.sleep(1)
     k2 = tansu(kport2, log, settle=0)
     ready = time.perf_counter()
     cpu0 = (cpu_seconds(eb.pid), cpu_seconds(k2.pid))
