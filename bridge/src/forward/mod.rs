@@ -72,6 +72,12 @@ pub const READ_AHEAD: usize = 2;
 /// requests in flight (`ProducerConfig::max_in_flight`).
 pub const CHUNKS_IN_FLIGHT: usize = 4;
 
+/// Chunks the forwarder holds at most while it drains a backlog: one read (or waiting to be
+/// planned), one being planned, [`READ_AHEAD`] planned and encoded, [`CHUNKS_IN_FLIGHT`] sent.
+/// Each holds its log bytes, its records as read back and as planned for Kafka, and its
+/// encoded batches (the memory budget counts five times `max_batch_bytes` for one).
+pub const CHUNKS_HELD: usize = 2 + READ_AHEAD + CHUNKS_IN_FLIGHT;
+
 /// Forwarder settings (the batching and retry part of `[kafka]`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ForwardConfig {

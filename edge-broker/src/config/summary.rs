@@ -232,7 +232,7 @@ mod tests {
             "zeros 1 MiB ahead while syncs are small (preallocate",
             "when full: block",
             "k1:9092 (lz4 compression, idempotent); dead letters to /d/dead-letter",
-            "memory   at worst 701 MiB with every limit reached at once, within the packaged unit's MemoryMax=704M",
+            "memory   at worst 741 MiB with every limit reached at once, within the packaged unit's MemoryMax=744M",
             "routes   2 (tried in order",
             "route[1]  mqtt sensors/+/temperature -> temp, key {topic.2}",
             "route[2]  nats alarms.>              -> alarms, partition 0",
@@ -278,7 +278,7 @@ mod tests {
         let text = summary(&config, "t.toml");
         assert!(
             text.contains(
-                "with every limit reached at once, above the packaged unit's MemoryMax=704M"
+                "with every limit reached at once, above the packaged unit's MemoryMax=744M"
             ),
             "{text}"
         );
