@@ -240,25 +240,31 @@ fn assert_in_log_order(written: &[(i32, u64, Bytes)]) -> BTreeSet<u64> {
 
 /// A chunk whose share for a partition exceeds `max_request_bytes` leaves in batches within
 /// it: nothing is refused as too large and split on the way. Before, each such share was sent
-/// whole, refused, and sent again in halves until the halves fit.
+/// whole, refused, and sent again in halves until the halves fit. When the first batch fails,
+/// the partition's later batches of the same chunk follow it in order.
 #[tokio::test]
 async fn a_chunk_over_the_request_limit_leaves_in_batches_within_it() {
-    let dir = tempfile::tempdir().unwrap();
-    let log = log_with(&dir.path().join("log"), &refs(&payloads(200))).await;
-    let producer = FaultyProducer {
-        max_request_bytes: Some(2048),
-        ..Default::default()
-    };
-    let mut config = config(dir.path());
-    config.max_batch_records = 200;
-    config.max_request_bytes = 2048;
-    let metrics = run_until_committed(open(&log, producer.clone(), config), 200).await;
-    let seen = assert_in_log_order(&producer.written.lock().unwrap());
-    assert_eq!(seen, (0..200).collect());
-    assert_eq!(metrics.errors_of("rejected"), 0);
-    let first = producer.first_sends.load(Ordering::SeqCst);
-    assert_eq!(producer.sends.load(Ordering::SeqCst), first, "no resends");
-    assert!(first > 6, "one chunk over 3 partitions in {first} batches");
+    for fail_first in [0, 1] {
+        let dir = tempfile::tempdir().unwrap();
+        let log = log_with(&dir.path().join("log"), &refs(&payloads(200))).await;
+        let producer = FaultyProducer {
+            max_request_bytes: Some(2048),
+            fail_first: Arc::new(Mutex::new(fail_first)),
+            ..Default::default()
+        };
+        let mut config = config(dir.path());
+        config.max_batch_records = 200;
+        config.max_request_bytes = 2048;
+        let metrics = run_until_committed(open(&log, producer.clone(), config), 200).await;
+        let seen = assert_in_log_order(&producer.written.lock().unwrap());
+        assert_eq!(seen, (0..200).collect());
+        assert_eq!(metrics.errors_of("rejected"), 0);
+        let first = producer.first_sends.load(Ordering::SeqCst);
+        assert!(first > 6, "one chunk over 3 partitions in {first} batches");
+        if fail_first == 0 {
+            assert_eq!(producer.sends.load(Ordering::SeqCst), first, "no resends");
+        }
+    }
 }
 
 /// A batch that cannot reach Kafka (a connection reset before it left) holds the rest of its
