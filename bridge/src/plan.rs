@@ -256,8 +256,13 @@ impl Planner {
                 .rposition(|b| b.tp.partition() == partition && b.tp.topic() == topic)
             {
                 Some(i) if filled[i].saturating_add(len) <= self.room => i,
-                _ => {
-                    let room = batch_room(records.len(), count);
+                last => {
+                    // The partition's next batch holds about as many records as its full one
+                    // before it, not its whole share again.
+                    let room = match last {
+                        Some(i) => plan.batches[i].records.len(),
+                        None => batch_room(records.len(), count),
+                    };
                     plan.batches.push(PartitionBatch {
                         tp: Topition::new(Arc::clone(&destination.topic), partition),
                         records: Vec::with_capacity(room),
@@ -487,6 +492,12 @@ mod tests {
             "every record, in log order"
         );
         assert!(plan.batches.iter().all(|b| b.tp == plan.batches[0].tp));
+        // Each batch after the first makes room for what the one before held, not for the
+        // partition's whole share of the chunk again.
+        for pair in plan.batches.windows(2) {
+            let (full, next) = (&pair[0], &pair[1]);
+            assert!(next.records.capacity() <= full.records.len().max(next.records.len()));
+        }
         for codec in [
             Compression::None,
             Compression::Gzip,
