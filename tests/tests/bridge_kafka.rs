@@ -236,6 +236,42 @@ fn outage_during_ingest_loses_nothing_and_keeps_order(outage: Outage) {
     assert!(errors > 0.0, "the outage was seen as upstream errors");
 }
 
+/// A backlog drained into a topic of one partition, without compression and with small
+/// requests: each chunk of the log is far larger than `max_request_bytes`, and leaves in
+/// batches within it, none refused as too large and split; everything arrives, in log order.
+#[test]
+fn a_backlog_into_one_partition_leaves_in_requests_within_max_request_bytes() {
+    const N: usize = 3000;
+    let tansu = Tansu::start();
+    let bootstrap = tansu.bootstrap();
+    create_topic(&bootstrap, TOPIC, 1);
+    // Frozen while the backlog builds (a stopped Tansu in memory would forget the topic).
+    tansu.signal("-STOP");
+    let kafka = "compression = \"none\"\nmax_request_bytes = \"16KiB\"";
+    let broker = Broker::start(&config(&bootstrap, kafka, ""));
+    let metrics = broker.listen_addr("metrics.listen");
+    let mut publisher = Publisher::start(broker.mqtt_addr(), N, &[]);
+    publisher.wait_done(Duration::from_secs(60));
+    assert_eq!(publisher.acked.len(), N);
+    tansu.signal("-CONT");
+    wait_forwarded(metrics);
+    let records = read_topic(&bootstrap, TOPIC, N);
+    let numbers: BTreeSet<u64> = records.iter().map(msg_number).collect();
+    assert_eq!(numbers, (0..N as u64).collect(), "every message present");
+    assert!(records.iter().all(|r| r.partition == 0));
+    assert_log_order_and_duplicates(&records);
+    assert_eq!(
+        metric(metrics, "edge_kafka_errors_total{kind=\"rejected\"}"),
+        Some(0.0),
+        "no batch refused as too large"
+    );
+    let requests = metric(metrics, "edge_kafka_produce_seconds_count").unwrap();
+    assert!(
+        requests >= 20.0,
+        "{N} records in {requests} requests of 16 KiB"
+    );
+}
+
 #[test]
 fn kafka_restart_during_ingest_loses_nothing_and_keeps_order() {
     outage_during_ingest_loses_nothing_and_keeps_order(Outage::Restart);
