@@ -101,21 +101,29 @@ impl Tansu {
     /// [`KafkaProxy`]: Tansu advertises the proxy's port, so every client connection after
     /// bootstrap goes through it too. [`Tansu::bootstrap`] is the proxy's address.
     pub fn start_behind_proxy(durable: bool) -> (Self, KafkaProxy) {
-        let listener = KafkaProxy::bind();
-        let advertised = listener.local_addr().expect("proxy address").port();
-        let port = free_port();
-        let proxy = KafkaProxy::start(listener, std::net::SocketAddr::from(([127, 0, 0, 1], port)));
         let s3 = durable.then(|| Arc::new(S3Emulator::start("tansu")));
-        (Self::start_on(port, advertised, s3, None, None), proxy)
+        on_a_free_port(|| {
+            let listener = KafkaProxy::bind();
+            let advertised = listener.local_addr().expect("proxy address").port();
+            let port = free_port();
+            let proxy =
+                KafkaProxy::start(listener, std::net::SocketAddr::from(([127, 0, 0, 1], port)));
+            Ok((
+                Self::start_on(port, advertised, s3.clone(), None, None)?,
+                proxy,
+            ))
+        })
     }
 
     /// Starts Tansu (memory storage) behind a TLS-terminating proxy (tests/tools/tls_proxy.py,
     /// OpenSSL) using `cert`/`key`; Tansu advertises the proxy, so every client connection,
     /// bootstrap or not, is TLS. [`Tansu::bootstrap`] is then the TLS address.
     pub fn start_tls(cert: &std::path::Path, key: &std::path::Path) -> Self {
-        let port = free_port();
-        let proxy = TlsProxy::start(cert, key, port);
-        Self::start_on(port, proxy.port, None, Some(proxy), None)
+        on_a_free_port(|| {
+            let port = free_port();
+            let proxy = TlsProxy::start(cert, key, port);
+            Self::start_on(port, proxy.port, None, Some(proxy), None)
+        })
     }
 
     /// Starts Tansu (memory storage) behind the test-only SASL proxy
@@ -124,9 +132,11 @@ impl Tansu {
     /// `lifetime_ms` as the session lifetime (0: none). Tansu advertises the proxy, so every
     /// client connection authenticates. [`Tansu::bootstrap`] is the proxy's address.
     pub fn start_sasl(credentials: &std::path::Path, lifetime_ms: u64) -> Self {
-        let port = free_port();
-        let proxy = SaslProxy::start(credentials, port, lifetime_ms);
-        Self::start_on(port, proxy.port, None, None, Some(proxy))
+        on_a_free_port(|| {
+            let port = free_port();
+            let proxy = SaslProxy::start(credentials, port, lifetime_ms);
+            Self::start_on(port, proxy.port, None, None, Some(proxy))
+        })
     }
 
     /// The SASL proxy's counters (`{"ok", "failed", "reauthenticated", "expired", ...}`).
@@ -137,8 +147,10 @@ impl Tansu {
     }
 
     fn start_with(s3: Option<Arc<S3Emulator>>) -> Self {
-        let port = free_port();
-        Self::start_on(port, port, s3, None, None)
+        on_a_free_port(|| {
+            let port = free_port();
+            Self::start_on(port, port, s3.clone(), None, None)
+        })
     }
 
     fn start_on(
@@ -147,7 +159,7 @@ impl Tansu {
         s3: Option<Arc<S3Emulator>>,
         tls: Option<TlsProxy>,
         sasl: Option<SaslProxy>,
-    ) -> Self {
+    ) -> Result<Self, PortTaken> {
         let bin = tansu_binary().unwrap_or_else(|e| panic!("Tansu Kafka broker unavailable: {e}"));
         let mut t = Self {
             bin,
@@ -159,8 +171,8 @@ impl Tansu {
             _tls: tls,
             sasl,
         };
-        t.spawn();
-        t
+        t.try_spawn()?;
+        Ok(t)
     }
 
     /// `127.0.0.1:PORT` as Tansu advertises it (the TLS proxy's or the fault proxy's port when
@@ -230,7 +242,15 @@ impl Tansu {
         std::fs::read_to_string(self.log_path()).unwrap_or_default()
     }
 
+    /// Starts the process on `self.port` and waits until it answers; panics if it does not.
     fn spawn(&mut self) {
+        if let Err(PortTaken { log }) = self.try_spawn() {
+            panic!("tansu found port {} taken:\n{log}", self.port);
+        }
+    }
+
+    /// [`Tansu::spawn`], but a port another process took first is an error to try again with.
+    fn try_spawn(&mut self) -> Result<(), PortTaken> {
         let url = format!("tcp://127.0.0.1:{}", self.port);
         let advertised = format!("tcp://127.0.0.1:{}", self.advertised);
         let log = std::fs::OpenOptions::new()
@@ -270,10 +290,15 @@ impl Tansu {
             if crate::peers::listens_on(pid, self.port)
                 && metadata_ping(&format!("127.0.0.1:{}", self.port))
             {
-                return;
+                return Ok(());
             }
             if let Some(Ok(Some(status))) = self.child.as_mut().map(|c| c.try_wait()) {
-                panic!("tansu exited with {status} during startup:\n{}", self.log());
+                let log = self.log();
+                if log.contains("AddrInUse") {
+                    self.child = None;
+                    return Err(PortTaken { log });
+                }
+                panic!("tansu exited with {status} during startup:\n{log}");
             }
             assert!(
                 Instant::now() < deadline,
@@ -283,6 +308,28 @@ impl Tansu {
             std::thread::sleep(Duration::from_millis(50));
         }
     }
+}
+
+/// Tansu could not listen: another process took the port between [`free_port`] and its bind.
+#[derive(Debug)]
+struct PortTaken {
+    /// What Tansu logged.
+    log: String,
+}
+
+/// Runs `start` until Tansu finds its port free. The port is picked free and bound a moment
+/// later, after any proxy in front of Tansu has started: another process may take it in
+/// between (seen in CI: Tansu exited with AddrInUse). A start is tried again, proxy and all,
+/// on new ports, four times at most.
+fn on_a_free_port<T>(mut start: impl FnMut() -> Result<T, PortTaken>) -> T {
+    let mut last = None;
+    for _ in 0..4 {
+        match start() {
+            Ok(t) => return t,
+            Err(taken) => last = Some(taken),
+        }
+    }
+    panic!("tansu found its port taken four times in a row; last time:\n{last:?}");
 }
 
 /// Several Tansu brokers over one S3 storage: Tansu 0.6's idea of a cluster. Each broker is a
@@ -876,5 +923,34 @@ impl ReadRecord {
         self.header("edge-offset")
             .and_then(|v| v.parse().ok())
             .unwrap_or_else(|| panic!("record without a numeric edge-offset: {self:?}"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Tansu started on a port another process holds is told as [`PortTaken`], which every
+    /// public start answers with a new port (seen in CI: the port picked free was taken while
+    /// the SASL proxy in front of Tansu started).
+    #[test]
+    fn a_port_taken_before_tansu_binds_it_is_tried_again() {
+        let held = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let port = held.local_addr().expect("addr").port();
+        let Err(taken) = Tansu::start_on(port, port, None, None, None) else {
+            panic!("tansu started on a port another process holds");
+        };
+        assert!(taken.log.contains("AddrInUse"), "{}", taken.log);
+        let mut tries = 0;
+        let tansu = on_a_free_port(|| {
+            tries += 1;
+            if tries == 1 {
+                return Tansu::start_on(port, port, None, None, None);
+            }
+            let free = free_port();
+            Tansu::start_on(free, free, None, None, None)
+        });
+        assert_eq!(tries, 2);
+        assert!(metadata_ping(&tansu.bootstrap()));
     }
 }
