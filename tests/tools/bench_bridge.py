@@ -363,14 +363,18 @@ def backlog_drain(args, binary, label, modes, tmp, log, rows, delivery="at_least
     kport2 = free_port()
     bootstrap2 = f"127.0.0.1:{kport2}"
     mport, xport = free_port(), free_port()
-    eb = edge_broker(binary, os.path.join(tmp, f"backlog-{label.replace(' ', '-')}"), mport,
-                     xport, bootstrap2, log, modes[0], args.compression, delivery=delivery)
+
+    def start():
+        return edge_broker(binary, os.path.join(tmp, f"backlog-{label.replace(' ', '-')}"),
+                           mport, xport, bootstrap2, log, modes[0], args.compression,
+                           delivery=delivery)
+
+    eb = start()
     pub_s, n = publish(mport, args.backlog, args.size, args.publishers)
     lag = metric(xport, "edge_kafka_lag_records")
     if args.restart_before_drain:
         stop(eb)
-        eb = edge_broker(binary, os.path.join(tmp, f"backlog-{label.replace(' ', '-')}"), mport,
-                         xport, bootstrap2, log, modes[0], args.compression, delivery=delivery)
+        eb = start()
         time.sleep(1)
     k2 = tansu(kport2, log, settle=0)
     ready = time.perf_counter()

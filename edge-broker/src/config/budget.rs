@@ -212,7 +212,7 @@ pub fn rows(config: &Config) -> Vec<Row> {
         rows.push(Row {
             what: "Kafka forwarder draining a backlog",
             bound: format!(
-                "{chunks} chunks × 5 × max_batch_bytes {}",
+                "{chunks} chunks × {KAFKA_CHUNK_FACTOR} × max_batch_bytes {}",
                 k.max_batch_bytes
             ),
             bytes: chunks * KAFKA_CHUNK_FACTOR * k.max_batch_bytes.bytes(),
