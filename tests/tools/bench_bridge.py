@@ -21,7 +21,7 @@ The load comes from the Rust publisher `mqtt-blast` (tests/src/bin/mqtt_blast.rs
 pipeline alike; `--blast python` uses tests/tools/mqtt_blast.py (one process per publisher,
 40-60k msg/s at most, the bottleneck of earlier runs). `--fsync` takes a comma-separated list:
 one end-to-end row per mode; the backlog is filled with the first. `--parts` picks among
-e2e,drain,naive. Environment: BENCH_WINDOW (messages in flight per connection, 5000),
+e2e,drain,naive. `--keyless` routes without a key (one partition per chunk). Environment: BENCH_WINDOW (messages in flight per connection, 5000),
 BENCH_KAFKA_EXTRA (lines appended to edge-broker's [kafka] section, e.g. max_batch_bytes),
 BENCH_PERF=FILE (perf record edge-broker during the drain; options in BENCH_PERF_OPTS).
 --results FILE appends the headline numbers as JSON lines for bench/table.py.
@@ -129,12 +129,14 @@ def publish(mqtt_port, records, size, publishers):
 
 def edge_broker(binary, data, mqtt_port, metrics_port, bootstrap, log, fsync, compression="lz4",
                 topic="bridge", delivery="at_least_once", node="bench-gw", wrap=(), timeout=20,
-                mqtt_extra="", log_extra=""):
+                mqtt_extra="", log_extra="", keyless=False):
     """Starts edge-broker on a fresh data directory. Each run is a new gateway: runs sharing
     one Kafka get their own `node` id, as two gateways would (exactly once: its own
     transactional.id; a restart of the same gateway is measured on its own). `wrap` runs it
     under another command (e.g. valgrind), which may need a longer `timeout` to start;
-    `mqtt_extra` and `log_extra` lines go into the [mqtt] and [log] sections."""
+    `mqtt_extra` and `log_extra` lines go into the [mqtt] and [log] sections. The route keys
+    each record by its sensor (`topic.2`), or with `keyless` gives no key (each chunk then goes
+    to one partition, in one batch per request)."""
     os.makedirs(data, exist_ok=True)
     cfg = os.path.join(data, "edge-broker.toml")
     with open(cfg, "w") as f:
@@ -160,7 +162,7 @@ delivery = "{delivery}"
 [[route]]
 mqtt = "sensors/+/t"
 kafka_topic = "{topic}"
-key = "{{topic.2}}"
+{"" if keyless else 'key = "{topic.2}"'}
 """)
     p = spawn([*wrap, binary, "--config", cfg], stdout=log, stderr=log,
               env={**os.environ, "RUST_LOG": os.environ.get("BENCH_RUST_LOG", "warn")})
@@ -239,6 +241,9 @@ def main():
     ap.add_argument("--partitions", type=int, default=4,
                     help="partitions of the end-to-end topics (one partition and "
                          "--compression none make every chunk's batch as large as it gets)")
+    ap.add_argument("--keyless", action="store_true",
+                    help="route without a key: a chunk's records go to one partition, one "
+                         "batch per request, instead of one batch per partition")
     ap.add_argument("--results", help="append the headline numbers here as JSON lines")
     ap.add_argument("--tag", default="", help="the round these --results belong to (e.g. r2)")
     ap.add_argument("--delivery", default="at_least_once",
@@ -287,7 +292,7 @@ def main():
                 mport, xport = free_port(), free_port()
                 eb = edge_broker(binary, os.path.join(tmp, f"e2e-{mode}-{label.replace(' ', '-')}"),
                                  mport, xport, bootstrap, log, mode, args.compression, topic,
-                                 delivery, node=f"bench-gw-{topic}")
+                                 delivery, node=f"bench-gw-{topic}", keyless=args.keyless)
                 start = time.perf_counter()
                 pub_s, n = publish(mport, args.records, args.size, args.publishers)
                 _, _, end = wait_forwarded(xport, n)
@@ -367,7 +372,7 @@ def backlog_drain(args, binary, label, modes, tmp, log, rows, delivery="at_least
     def start():
         return edge_broker(binary, os.path.join(tmp, f"backlog-{label.replace(' ', '-')}"),
                            mport, xport, bootstrap2, log, modes[0], args.compression,
-                           delivery=delivery)
+                           delivery=delivery, keyless=args.keyless)
 
     eb = start()
     pub_s, n = publish(mport, args.backlog, args.size, args.publishers)
