@@ -29,13 +29,29 @@ use crate::backoff::Backoff;
 use crate::metrics::{ForwardMetrics, LastError, error_kind};
 use crate::producer::{ErrorClass, KafkaProducer, ProduceError};
 
-/// How often a paused retry probes the cluster: librdkafka's first reconnect backoff
-/// (`reconnect.backoff.ms`). On average the replay starts half of this after Kafka accepts
-/// connections again (at 250 ms that was ~10% of a 1M-record drain on loopback). A failed
-/// probe is one TCP connect: refused (a SYN and a reset, ~150 bytes on the wire, ~1.5 KB/s)
-/// while the network is up and Kafka is not, nothing sent while the link itself is down, and
-/// a probe that hangs delays the next one (it is awaited, never stacked).
+/// How often a paused retry probes the cluster early in an outage: librdkafka's first reconnect
+/// backoff (`reconnect.backoff.ms`). On average the replay starts half of this after Kafka
+/// accepts connections again (at 250 ms that was ~10% of a 1M-record drain on loopback). A failed
+/// probe is one TCP connect: refused (a SYN and a reset, ~150 bytes on the wire) while the
+/// network is up and Kafka is not, nothing sent while the link itself is down, and a probe that
+/// hangs delays the next one (it is awaited, never stacked). Later in an outage the probes
+/// spread out ([`probe_interval`]).
 pub const PROBE_EVERY: Duration = Duration::from_millis(100);
+
+/// The longest wait between two probes, however long the outage: Kafka's return is noticed
+/// within a second (issue 17), and a day down costs 86,400 probes (~13 MB on a metered uplink
+/// whose network is up while Kafka is not) instead of 864,000 (~130 MB) at [`PROBE_EVERY`].
+pub const PROBE_EVERY_AT_MOST: Duration = Duration::from_secs(1);
+
+/// Probes are a 60th of the outage so far apart (between [`PROBE_EVERY`] and
+/// [`PROBE_EVERY_AT_MOST`]): the replay starts within about 2% of the outage's length after
+/// Kafka returns. An outage of up to 6 s (a Kafka restart) is probed every 100 ms throughout.
+pub const PROBE_SHARE_OF_OUTAGE: u32 = 60;
+
+/// The wait before the next probe, `down` into an outage.
+pub fn probe_interval(down: Duration) -> Duration {
+    (down / PROBE_SHARE_OF_OUTAGE).clamp(PROBE_EVERY, PROBE_EVERY_AT_MOST)
+}
 
 /// The uplink's state, as `/metrics` shows it (`edge_kafka_uplink_state{state=...}`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -327,6 +343,13 @@ impl Story {
     /// The current state.
     pub fn state(&self) -> UplinkState {
         self.state
+    }
+
+    /// How long the uplink has been down at `now` (zero while it is not).
+    pub fn down_for(&self, now: Instant) -> Duration {
+        self.down_since
+            .filter(|_| self.state.is_down())
+            .map_or(Duration::ZERO, |t| now.saturating_duration_since(t))
     }
 
     /// A request sent at `sent` failed, leaving the uplink `state` (down or auth failed) for
@@ -642,11 +665,12 @@ impl Uplink {
     ) -> bool {
         let delay = retry.backoff.next_delay();
         let probe = retry.unreachable && !retry.cut_short;
+        let down = self.inner.story.lock().down_for(Instant::now());
         retry.cut_short = tokio::select! {
             biased;
             _ = cancel.cancelled() => return true,
             _ = tokio::time::sleep(delay) => false,
-            () = probe_until_answered(producer), if probe => true,
+            () = probe_until_answered(producer, down), if probe => true,
         };
         if retry.cut_short {
             tracing::debug!(?delay, "Kafka answers a probe again; retrying now");
@@ -655,10 +679,12 @@ impl Uplink {
     }
 }
 
-/// Probes every [`PROBE_EVERY`] until one succeeds.
-pub(crate) async fn probe_until_answered<P: KafkaProducer>(producer: &P) {
+/// Probes until one succeeds, [`probe_interval`] apart, the outage having lasted `down` when
+/// called.
+pub(crate) async fn probe_until_answered<P: KafkaProducer>(producer: &P, down: Duration) {
+    let start = tokio::time::Instant::now();
     loop {
-        tokio::time::sleep(PROBE_EVERY).await;
+        tokio::time::sleep(probe_interval(down + start.elapsed())).await;
         if producer.probe().await.is_ok() {
             return;
         }
@@ -826,7 +852,7 @@ mod tests {
             back: start + Duration::from_millis(1),
             probes: Default::default(),
         };
-        probe_until_answered(&kafka).await;
+        probe_until_answered(&kafka, Duration::ZERO).await;
         let noticed = start.elapsed();
         assert!(
             noticed <= Duration::from_millis(100),
@@ -840,10 +866,73 @@ mod tests {
             back: start + 2 * SEC,
             probes: Default::default(),
         };
-        probe_until_answered(&kafka).await;
+        probe_until_answered(&kafka, Duration::ZERO).await;
         let late = start.elapsed() - 2 * SEC;
         assert!(late <= Duration::from_millis(100), "noticed {late:?} late");
         assert_eq!(kafka.probes.load(Ordering::SeqCst), 20);
+    }
+
+    /// Probes every 100 ms through a Kafka restart, then further apart: a 60th of the outage,
+    /// at most a second.
+    #[test]
+    fn probes_spread_out_as_an_outage_lasts() {
+        let ms = Duration::from_millis;
+        for (down, every) in [
+            (Duration::ZERO, ms(100)),
+            (6 * SEC, ms(100)),
+            (12 * SEC, ms(200)),
+            (30 * SEC, ms(500)),
+            (60 * SEC, SEC),
+            (86_400 * SEC, SEC),
+        ] {
+            assert_eq!(probe_interval(down), every, "{down:?} into an outage");
+        }
+    }
+
+    /// Issue 17, a metered uplink: an hour without Kafka (the network up, every probe
+    /// refused) costs a few thousand probes, not the 36,000 of one every 100 ms, and Kafka's
+    /// return is still noticed within a second. A wait that starts late in an outage probes
+    /// at the outage's pace at once, not from 100 ms again. Paused clock.
+    #[tokio::test(start_paused = true)]
+    async fn a_long_outage_is_probed_sparsely_and_its_end_within_a_second() {
+        let start = tokio::time::Instant::now();
+        let kafka = BackAt {
+            back: start + 3600 * SEC,
+            probes: Default::default(),
+        };
+        probe_until_answered(&kafka, Duration::ZERO).await;
+        let late = start.elapsed() - 3600 * SEC;
+        assert!(late <= SEC, "noticed {late:?} late");
+        let probes = kafka.probes.load(Ordering::SeqCst);
+        // 60 in the first 6 s, ~60·ln(10) ≈ 138 until a minute, then one a second.
+        assert!((3600..3900).contains(&probes), "{probes} probes in an hour");
+
+        let start = tokio::time::Instant::now();
+        let kafka = BackAt {
+            back: start + 10 * SEC,
+            probes: Default::default(),
+        };
+        probe_until_answered(&kafka, 600 * SEC).await;
+        assert_eq!(kafka.probes.load(Ordering::SeqCst), 10, "one a second");
+    }
+
+    #[test]
+    fn the_outage_lasts_from_the_first_failure_until_an_answer() {
+        let t0 = Instant::now();
+        let mut story = Story::new(60 * SEC, false);
+        assert_eq!(story.down_for(t0 + SEC), Duration::ZERO, "connecting");
+        let sent = story.mark();
+        let refused = "connection refused";
+        story.failure(t0, sent, UplinkState::Down, refused, || backlog(0, 0));
+        story.failure(t0 + SEC, sent, UplinkState::Down, refused, || backlog(0, 0));
+        assert_eq!(
+            story.down_for(t0 + 5 * SEC),
+            5 * SEC,
+            "from the first failure"
+        );
+        let sent = story.mark();
+        story.success(t0 + 6 * SEC, sent, || backlog(0, 0));
+        assert_eq!(story.down_for(t0 + 7 * SEC), Duration::ZERO, "up again");
     }
 
     fn backlog(records: u64, written: u64) -> Backlog {

@@ -391,13 +391,13 @@ async fn start_transactions<P: KafkaProducer, B: TxnBroker>(
     // The session retries its steps with a backoff growing to `backoff_max`; a forwarder
     // started while Kafka is down (a gateway booting during an outage) would notice Kafka's
     // return only after that wait. Wait for the cluster to answer first, as the at-least-once
-    // retries do (a probe every PROBE_EVERY).
+    // retries do (probes `uplink::probe_interval` apart).
     if let Err(e) = producer.probe().await {
-        tracing::warn!(error = %e, "Kafka does not answer; exactly-once delivery starts when it does (probing it every 100 ms)");
+        tracing::warn!(error = %e, "Kafka does not answer; exactly-once delivery starts when it does (probing it every 100 ms at first, every second after a minute)");
         tokio::select! {
             biased;
             _ = cancel.cancelled() => return Err(Halt::Aborted),
-            () = crate::uplink::probe_until_answered(producer) => {}
+            () = crate::uplink::probe_until_answered(producer, Duration::ZERO) => {}
         }
     }
     let identity = txn.session().await.init(cancel).await?;

@@ -395,8 +395,9 @@ async fn nothing_is_committed_while_kafka_fails_and_abort_stops_the_retries() {
 }
 
 /// Issue 17: while the uplink is down the forwarder backs off (here 5 s between attempts),
-/// but probes the cluster every [`crate::uplink::PROBE_EVERY`]; when Kafka is back, the
-/// replay starts within a probe interval, not at the end of the backoff.
+/// but probes the cluster ([`crate::uplink::probe_interval`]: every 100 ms early in an
+/// outage); when Kafka is back, the replay starts within a probe interval, not at the end of
+/// the backoff.
 #[tokio::test]
 async fn a_probe_ends_the_backoff_when_kafka_is_back() {
     let dir = tempfile::tempdir().unwrap();
