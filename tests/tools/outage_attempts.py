@@ -14,30 +14,14 @@ import argparse
 import os
 import shutil
 import signal
-import socket
 import subprocess
+import sys
 import tempfile
 import time
 import urllib.request
 
-
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
-
-
-def wait_port(port, timeout=20):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            socket.create_connection(("127.0.0.1", port), 0.5).close()
-            return
-        except OSError:
-            time.sleep(0.05)
-    raise SystemExit(f"port {port} not open after {timeout}s")
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from bench_bridge import free_port, wait_port  # noqa: E402
 
 
 def failed_setups(metrics_port):
