@@ -21,9 +21,10 @@ The load comes from the Rust publisher `mqtt-blast` (tests/src/bin/mqtt_blast.rs
 pipeline alike; `--blast python` uses tests/tools/mqtt_blast.py (one process per publisher,
 40-60k msg/s at most, the bottleneck of earlier runs). `--fsync` takes a comma-separated list:
 one end-to-end row per mode; the backlog is filled with the first. `--parts` picks among
-e2e,drain,naive. `--keyless` routes without a key (one partition per chunk). Environment: BENCH_WINDOW (messages in flight per connection, 5000),
-BENCH_KAFKA_EXTRA (lines appended to edge-broker's [kafka] section, e.g. max_batch_bytes),
-BENCH_PERF=FILE (perf record edge-broker during the drain; options in BENCH_PERF_OPTS).
+e2e,drain,naive. `--keyless` routes without a key (one partition per chunk). Environment:
+BENCH_WINDOW (messages in flight per connection, 5000), BENCH_KAFKA_EXTRA (lines appended to
+edge-broker's [kafka] section, e.g. max_batch_bytes), BENCH_PERF=FILE (perf record edge-broker
+during the drain; options in BENCH_PERF_OPTS).
 --results FILE appends the headline numbers as JSON lines for bench/table.py.
 """
 import argparse
@@ -147,6 +148,8 @@ data_dir = "{data}"
 listen = "127.0.0.1:{mqtt_port}"
 max_inflight = 20000
 {mqtt_extra}
+[nats]
+listen = "127.0.0.1:{free_port()}"
 [metrics]
 listen = "127.0.0.1:{metrics_port}"
 [log]
@@ -185,6 +188,13 @@ def ceiling(bootstrap, topic, args, idempotent=False, like_edge=False):
                          + (["--like-edge"] if like_edge else []),
                          check=True, capture_output=True, text=True)
     return json.loads(out.stdout)["rate"]
+
+
+def publish_one(mqtt_port, topic="sensors/a/t"):
+    """One QoS 1 message with mosquitto_pub (Debian's mosquitto-clients); returns once the
+    broker acknowledged it."""
+    subprocess.run(["mosquitto_pub", "-p", str(mqtt_port), "-t", topic, "-m", "x", "-q", "1"],
+                   check=True)
 
 
 def cpu_seconds(pid):

@@ -7,24 +7,23 @@ a reset, ~150 bytes on the wire; on a metered uplink that is what a long outage 
 
   python3 tests/tools/outage_attempts.py LABEL=BINARY [LABEL=BINARY ...] [--at 10,30,60,90]
 
-Each broker gets a temporary data directory and ephemeral ports, and is stopped at the end.
-Needs `mosquitto_pub` (Debian's mosquitto-clients) for the record.
+Each broker is started as `bench_bridge.py` starts it (a temporary data directory, ephemeral
+ports) and stopped at the end. Needs `mosquitto_pub` (Debian's mosquitto-clients).
 """
 import argparse
 import os
 import shutil
-import signal
-import subprocess
 import sys
 import tempfile
 import time
 import urllib.request
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from bench_bridge import free_port, wait_port  # noqa: E402
+import bench_bridge as bb  # noqa: E402
 
 
 def failed_setups(metrics_port):
+    """edge_kafka_connection_setup_failures_total, summed over its labels."""
     body = urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics").read().decode()
     return sum(float(line.rsplit(" ", 1)[1]) for line in body.splitlines()
                if line.startswith("edge_kafka_connection_setup_failures_total"))
@@ -35,50 +34,28 @@ def main():
     ap.add_argument("builds", nargs="+", help="LABEL=BINARY")
     ap.add_argument("--at", default="10,30,60,90", help="seconds after the record, comma-separated")
     args = ap.parse_args()
-    closed = free_port()  # nothing listens there: every connection is refused
+    closed = f"127.0.0.1:{bb.free_port()}"  # nothing listens there: every connection is refused
     tmp = tempfile.mkdtemp(prefix="outage-attempts-")
     brokers = []
     try:
-        for spec in args.builds:
-            label, binary = spec.split("=", 1)
-            data = os.path.join(tmp, label)
-            os.makedirs(data)
-            mqtt, metrics, nats = free_port(), free_port(), free_port()
-            config = os.path.join(data, "edge-broker.toml")
-            with open(config, "w") as f:
-                f.write(f"""[node]
-id = "outage-{label}"
-data_dir = "{data}/data"
-[mqtt]
-listen = "127.0.0.1:{mqtt}"
-[nats]
-listen = "127.0.0.1:{nats}"
-[metrics]
-listen = "127.0.0.1:{metrics}"
-[kafka]
-brokers = ["127.0.0.1:{closed}"]
-[[route]]
-mqtt = "s/#"
-kafka_topic = "t"
-""")
-            p = subprocess.Popen([binary, "--config", config], stdout=subprocess.DEVNULL,
-                                 stderr=subprocess.DEVNULL)
-            brokers.append((label, p, metrics))
-            wait_port(metrics)
-            wait_port(mqtt)
-            subprocess.run(["mosquitto_pub", "-p", str(mqtt), "-t", "s/1", "-m", "x", "-q", "1"],
-                           check=True)
-        start = time.monotonic()
-        print("| s | " + " | ".join(label for label, _, _ in brokers) + " |")
-        print("|---:|" + "---:|" * len(brokers))
-        for at in (int(a) for a in args.at.split(",")):
-            time.sleep(max(0.0, start + at - time.monotonic()))
-            counts = [f"{failed_setups(m):.0f}" for _, _, m in brokers]
-            print(f"| {at} | " + " | ".join(counts) + " |", flush=True)
+        with open(os.path.join(tmp, "brokers.log"), "w") as log:
+            for spec in args.builds:
+                label, binary = spec.split("=", 1)
+                mqtt, metrics = bb.free_port(), bb.free_port()
+                p = bb.edge_broker(binary, os.path.join(tmp, label), mqtt, metrics, closed, log,
+                                   "always", node=f"outage-{label}")
+                brokers.append((label, p, metrics))
+                bb.publish_one(mqtt)
+            start = time.monotonic()
+            print("| s | " + " | ".join(label for label, _, _ in brokers) + " |")
+            print("|---:|" + "---:|" * len(brokers))
+            for at in (int(a) for a in args.at.split(",")):
+                time.sleep(max(0.0, start + at - time.monotonic()))
+                counts = [f"{failed_setups(m):.0f}" for _, _, m in brokers]
+                print(f"| {at} | " + " | ".join(counts) + " |", flush=True)
     finally:
         for _, p, _ in brokers:
-            p.send_signal(signal.SIGTERM)
-            p.wait()
+            bb.stop(p)
         shutil.rmtree(tmp, ignore_errors=True)
 
 

@@ -12,7 +12,6 @@ stopped at the end. Needs Tansu (tests/requirements.txt) and `mosquitto_pub`.
 import argparse
 import os
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
@@ -29,8 +28,7 @@ def replay_after(binary, down, tmp, log):
                             f"127.0.0.1:{kafka_port}", log, "always")
     kafka = None
     try:
-        subprocess.run(["mosquitto_pub", "-p", str(mqtt), "-t", "sensors/a/t", "-m", "x",
-                        "-q", "1"], check=True)
+        bb.publish_one(mqtt)
         time.sleep(down)
         kafka = bb.tansu(kafka_port, log, settle=0)
         up = time.perf_counter()
