@@ -804,6 +804,20 @@ mod tests {
         probes: std::sync::atomic::AtomicUsize,
     }
 
+    impl BackAt {
+        /// Back `after` from now.
+        fn after(after: Duration) -> Self {
+            Self {
+                back: tokio::time::Instant::now() + after,
+                probes: Default::default(),
+            }
+        }
+
+        fn probes(&self) -> usize {
+            self.probes.load(Ordering::SeqCst)
+        }
+    }
+
     impl KafkaProducer for BackAt {
         async fn send(
             &self,
@@ -848,28 +862,22 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn kafka_back_is_noticed_within_100_ms() {
         let start = tokio::time::Instant::now();
-        let kafka = BackAt {
-            back: start + Duration::from_millis(1),
-            probes: Default::default(),
-        };
+        let kafka = BackAt::after(Duration::from_millis(1));
         probe_until_answered(&kafka, Duration::ZERO).await;
         let noticed = start.elapsed();
         assert!(
             noticed <= Duration::from_millis(100),
             "Kafka, back after 1 ms, noticed after {noticed:?}"
         );
-        assert_eq!(kafka.probes.load(Ordering::SeqCst), 1);
+        assert_eq!(kafka.probes(), 1);
 
         // Down for 2 s: one failed probe per interval, then the one that answers.
         let start = tokio::time::Instant::now();
-        let kafka = BackAt {
-            back: start + 2 * SEC,
-            probes: Default::default(),
-        };
+        let kafka = BackAt::after(2 * SEC);
         probe_until_answered(&kafka, Duration::ZERO).await;
         let late = start.elapsed() - 2 * SEC;
         assert!(late <= Duration::from_millis(100), "noticed {late:?} late");
-        assert_eq!(kafka.probes.load(Ordering::SeqCst), 20);
+        assert_eq!(kafka.probes(), 20);
     }
 
     /// Probes every 100 ms through a Kafka restart, then further apart: a 60th of the outage,
@@ -896,24 +904,17 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_long_outage_is_probed_sparsely_and_its_end_within_a_second() {
         let start = tokio::time::Instant::now();
-        let kafka = BackAt {
-            back: start + 3600 * SEC,
-            probes: Default::default(),
-        };
+        let kafka = BackAt::after(3600 * SEC);
         probe_until_answered(&kafka, Duration::ZERO).await;
         let late = start.elapsed() - 3600 * SEC;
         assert!(late <= SEC, "noticed {late:?} late");
-        let probes = kafka.probes.load(Ordering::SeqCst);
+        let probes = kafka.probes();
         // 60 in the first 6 s, ~60·ln(10) ≈ 138 until a minute, then one a second.
         assert!((3600..3900).contains(&probes), "{probes} probes in an hour");
 
-        let start = tokio::time::Instant::now();
-        let kafka = BackAt {
-            back: start + 10 * SEC,
-            probes: Default::default(),
-        };
+        let kafka = BackAt::after(10 * SEC);
         probe_until_answered(&kafka, 600 * SEC).await;
-        assert_eq!(kafka.probes.load(Ordering::SeqCst), 10, "one a second");
+        assert_eq!(kafka.probes(), 10, "one a second");
     }
 
     #[test]

@@ -312,9 +312,13 @@ mod tests {
     use super::*;
     use std::path::Path;
 
+    fn parse(toml: &str) -> Config {
+        Config::parse(toml, Path::new("t.toml")).unwrap()
+    }
+
     #[test]
     fn the_defaults_fit_the_unit() {
-        let config = Config::parse("", Path::new("t.toml")).unwrap();
+        let config = parse("");
         let total = worst_case(&config);
         assert!(total <= MEMORY_MAX, "{} MiB", total >> 20);
         assert_eq!(warning(&config), None);
@@ -335,7 +339,7 @@ mod tests {
                 "NATS kernel receive buffers 3768 MiB",
             ),
         ] {
-            let config = Config::parse(config, Path::new("t.toml")).unwrap();
+            let config = parse(config);
             let w = warning(&config).unwrap();
             assert!(w.contains(row), "{w}");
         }
@@ -346,7 +350,7 @@ mod tests {
     #[test]
     fn the_forwarder_chunks_follow_max_batch_bytes() {
         let forwarder = |config: &str| {
-            let config = Config::parse(config, Path::new("t.toml")).unwrap();
+            let config = parse(config);
             rows(&config)
                 .into_iter()
                 .find(|r| r.what == "Kafka forwarder draining a backlog")
@@ -358,11 +362,7 @@ mod tests {
             Some(160)
         );
         assert_eq!(forwarder("[kafka]\nenabled = false\n"), None);
-        let config = Config::parse(
-            "[kafka]\nmax_batch_bytes = \"16MiB\"\n",
-            Path::new("t.toml"),
-        )
-        .unwrap();
+        let config = parse("[kafka]\nmax_batch_bytes = \"16MiB\"\n");
         let w = warning(&config).unwrap();
         assert!(
             w.contains("Kafka forwarder draining a backlog 640 MiB"),
@@ -372,11 +372,7 @@ mod tests {
 
     #[test]
     fn limits_above_the_budget_are_named() {
-        let config = Config::parse(
-            "[mqtt]\nmax_queued_bytes_total = \"512MiB\"\n",
-            Path::new("t.toml"),
-        )
-        .unwrap();
+        let config = parse("[mqtt]\nmax_queued_bytes_total = \"512MiB\"\n");
         let w = warning(&config).unwrap();
         assert!(
             w.contains("MQTT deliveries queued and in flight 512 MiB"),
