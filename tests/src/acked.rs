@@ -118,12 +118,13 @@ pub fn wait_forwarded(metrics: SocketAddr) {
     );
 }
 
-/// The message number of a record whose value is `msg-<n>`.
+/// The message number of a record whose value is `msg-<n>` (padded with dots by the
+/// publisher's `--size`).
 pub fn msg_number(r: &ReadRecord) -> u64 {
     r.value
         .as_deref()
         .and_then(|v| v.strip_prefix("msg-"))
-        .and_then(|n| n.parse().ok())
+        .and_then(|n| n.trim_end_matches('.').parse().ok())
         .unwrap_or_else(|| panic!("unexpected value in {r:?}"))
 }
 

@@ -79,6 +79,8 @@ pub struct Seen {
     pub at: Instant,
     /// Its API key (0 Produce, 1 Fetch, 3 Metadata, 18 ApiVersions, 22 InitProducerId, ...).
     pub api_key: i16,
+    /// Its size on the wire, the 4-byte length prefix included.
+    pub bytes: usize,
 }
 
 /// An `aborted_transactions` list of one partition in a Fetch answer.
@@ -251,6 +253,16 @@ impl KafkaProxy {
             .count()
     }
 
+    /// Bytes of the requests of `api_key` (None: of any API) that arrived between `from` and
+    /// `to`.
+    pub fn bytes(&self, api_key: Option<i16>, from: Instant, to: Instant) -> usize {
+        lock(&self.shared.seen)
+            .iter()
+            .filter(|s| api_key.is_none_or(|k| s.api_key == k) && s.at >= from && s.at <= to)
+            .map(|s| s.bytes)
+            .sum()
+    }
+
     /// Client connections accepted so far.
     pub fn connections(&self) -> usize {
         *lock(&self.shared.connections)
@@ -398,6 +410,7 @@ fn read_requests(
         lock(&shared.seen).push(Seen {
             at: Instant::now(),
             api_key,
+            bytes: 4 + body.len(),
         });
         let fault = {
             let mut script = lock(&shared.script);

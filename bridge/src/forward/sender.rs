@@ -508,6 +508,17 @@ impl<P: KafkaProducer + Clone + 'static, B: TxnBroker> Sender<P, B> {
                 let plan = self.planning.plan(&again, abort).await.ok_or(Aborted)?;
                 round.extend(plan.batches);
             }
+            // While Kafka refuses us, one record asks as well as the whole round whether it
+            // still does.
+            let held = match &wait {
+                Some(error)
+                    if error.is_auth_failure()
+                        && self.uplink.state() == UplinkState::AuthFailed =>
+                {
+                    probe_round(&mut round)
+                }
+                _ => Vec::new(),
+            };
             if let Some(error) = wait {
                 quick_rounds = 0;
                 retry.failed(Some(&error));
@@ -529,6 +540,11 @@ impl<P: KafkaProducer + Clone + 'static, B: TxnBroker> Sender<P, B> {
                     Err(e) => pending.push((batch, e)),
                 }
             }
+            // Behind the probe, in order: sent at once when it was taken.
+            pending.extend(held.into_iter().map(|b| {
+                let error = not_sent_error(&b.tp);
+                (b, error)
+            }));
         }
         Ok((delivered, dead))
     }
@@ -671,10 +687,31 @@ fn holds_the_round(ack: &ProduceAck) -> bool {
 /// The answer of a batch held back behind one that could not reach Kafka (see
 /// [`holds_the_round`]); it is resent with that one.
 fn not_sent(tp: &Topition) -> ProduceAck {
-    ProduceAck::ready(Err(ProduceError::NotSent {
+    ProduceAck::ready(Err(not_sent_error(tp)))
+}
+
+/// Why a batch of `tp` was held back this round.
+fn not_sent_error(tp: &Topition) -> ProduceError {
+    ProduceError::NotSent {
         topic: tp.topic().to_owned(),
         partition: tp.partition(),
-    }))
+    }
+}
+
+/// Cuts a round of resends down to its first record, a batch of its own, and returns the rest
+/// in order (its first batch's other records first). Used while Kafka refuses us (ACLs,
+/// credentials): every byte of a refused resend is paid for on a metered uplink and written by
+/// nobody, and a round is resent every `retry_backoff_max` until someone fixes the cluster.
+/// The rest follows at once when the probe is taken; the record goes first, so the order in its
+/// partition holds.
+fn probe_round(round: &mut Vec<PartitionBatch>) -> Vec<PartitionBatch> {
+    let mut rest = round.split_off(round.len().min(1));
+    if let Some(first) = round.first_mut()
+        && first.records.len() > 1
+    {
+        rest.insert(0, first.split_off(1));
+    }
+    rest
 }
 
 /// The answer of a batch whose answer was lost (its awaiting task failed).
@@ -692,6 +729,40 @@ mod tests {
 
     fn broker(code: i16) -> ProduceError {
         ProduceError::refused("Produce", "t", 0, code, None)
+    }
+
+    fn batch(partition: i32, offsets: std::ops::Range<u64>) -> PartitionBatch {
+        PartitionBatch {
+            tp: Topition::new("t", partition),
+            records: offsets
+                .clone()
+                .map(|_| crate::producer::ProduceRecord::default())
+                .collect(),
+            offsets: offsets.collect(),
+        }
+    }
+
+    fn offsets(batches: &[PartitionBatch]) -> Vec<(i32, Vec<u64>)> {
+        batches
+            .iter()
+            .map(|b| (b.tp.partition(), b.offsets.clone()))
+            .collect()
+    }
+
+    #[test]
+    fn a_probe_round_is_its_first_record_and_the_rest_follows_in_order() {
+        let mut round = vec![batch(0, 10..13), batch(1, 13..15)];
+        let rest = probe_round(&mut round);
+        assert_eq!(offsets(&round), [(0, vec![10])]);
+        assert_eq!(offsets(&rest), [(0, vec![11, 12]), (1, vec![13, 14])]);
+
+        let mut round = vec![batch(2, 7..8), batch(0, 8..9)];
+        let rest = probe_round(&mut round);
+        assert_eq!(offsets(&round), [(2, vec![7])]);
+        assert_eq!(offsets(&rest), [(0, vec![8])]);
+
+        let mut round = Vec::new();
+        assert!(probe_round(&mut round).is_empty());
     }
 
     #[test]

@@ -53,8 +53,9 @@ fn edge_offset(r: &ProduceRecord) -> u64 {
 /// Injects what a real broker cannot do on demand: the first `fail_first` produce calls fail
 /// with a connection reset (outcome unknown), any batch holding a `BIG` value is refused with
 /// MESSAGE_TOO_LARGE, a batch over `max_request_bytes` (encoded without compression) is refused
-/// before it leaves as the real producer refuses it, and while `down` every call fails (and
-/// probes too). It answers at once
+/// before it leaves as the real producer refuses it, while `down` every call fails (and
+/// probes too), and while `refusing` every batch is refused with TOPIC_AUTHORIZATION_FAILED
+/// (the cluster's ACLs; each refused send's attempt and record count is kept). It answers at once
 /// (the trait's default `send`), and counts `produce` calls: the forwarder sends only through
 /// `send`, so none come from it.
 #[derive(Clone, Default)]
@@ -66,6 +67,8 @@ struct FaultyProducer {
     /// Sends with `Attempt::First` (the others are resends).
     first_sends: Arc<AtomicUsize>,
     max_request_bytes: Option<usize>,
+    refusing: Arc<AtomicBool>,
+    refused: Arc<Mutex<Vec<(Attempt, usize)>>>,
 }
 
 impl KafkaProducer for FaultyProducer {
@@ -79,6 +82,10 @@ impl KafkaProducer for FaultyProducer {
         self.sends.fetch_add(1, Ordering::SeqCst);
         if attempt == Attempt::First {
             self.first_sends.fetch_add(1, Ordering::SeqCst);
+        }
+        if self.refusing.load(Ordering::SeqCst) {
+            self.refused.lock().unwrap().push((attempt, records.len()));
+            return ProduceAck::ready(Err(refused(codes::TOPIC_AUTHORIZATION_FAILED)));
         }
         ProduceAck::ready(self.write(tp, records))
     }
@@ -307,6 +314,66 @@ async fn a_batch_that_cannot_reach_kafka_holds_the_rest_of_its_round() {
         .map(|e| e.load(Ordering::Relaxed))
         .sum();
     assert_eq!(errors, 1, "only the batch that failed is counted");
+}
+
+/// While the cluster refuses our writes (its ACLs), every resend is one record: a round of
+/// resends every `retry_backoff_max` until someone fixes the ACLs would otherwise send a whole
+/// chunk each time (a backlog's chunk is up to `max_batch_bytes`, 1 MiB), paid for on a metered
+/// uplink and written by nobody. When the probe is taken the rest follows at once; nothing is
+/// lost, in log order, once.
+#[tokio::test]
+async fn writes_refused_by_the_cluster_are_probed_with_one_record() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = log_with(&dir.path().join("log"), &refs(&payloads(40))).await;
+    let producer = FaultyProducer::default();
+    producer.refusing.store(true, Ordering::SeqCst);
+    let fwd = open(&log, producer.clone(), config(dir.path()));
+    let metrics = fwd.metrics();
+    let (stop, abort) = (CancellationToken::new(), CancellationToken::new());
+    let task = tokio::spawn(fwd.run(stop.clone(), abort.clone()));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let resends = |p: &FaultyProducer| -> Vec<usize> {
+        let refused = p.refused.lock().unwrap();
+        refused
+            .iter()
+            .filter(|(a, _)| *a == Attempt::Resend)
+            .map(|(_, n)| *n)
+            .collect()
+    };
+    while resends(&producer).len() < 10 {
+        assert!(Instant::now() < deadline, "too few resends");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert_eq!(metrics.uplink_state(), UplinkState::AuthFailed);
+    let sizes = resends(&producer);
+    assert!(
+        sizes.iter().all(|&n| n == 1),
+        "resends of {sizes:?} records"
+    );
+    let first: Vec<usize> = producer
+        .refused
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|(a, _)| *a == Attempt::First)
+        .map(|(_, n)| *n)
+        .collect();
+    assert!(
+        first.iter().any(|&n| n > 1),
+        "first sends are whole: {first:?}"
+    );
+    producer.refusing.store(false, Ordering::SeqCst);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while metrics.committed.load(Ordering::Relaxed) < 40 {
+        assert!(Instant::now() < deadline, "not all committed once allowed");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    stop.cancel();
+    task.await.unwrap();
+    let written = producer.written.lock().unwrap().clone();
+    assert_eq!(assert_in_log_order(&written), (0..40).collect());
+    assert_eq!(written.len(), 40, "each record written once");
+    assert_eq!(metrics.uplink_state(), UplinkState::Up);
 }
 
 #[tokio::test]
