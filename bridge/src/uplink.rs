@@ -16,7 +16,8 @@
 //! [`Uplink::pause`] is the forwarder's one retry wait: the next backoff delay, cut short when
 //! a cheap probe (a new connection and its ApiVersions handshake) finds the cluster answering
 //! again, so the replay starts within a probe interval of Kafka's return instead of up to
-//! `retry_backoff_max` later.
+//! `retry_backoff_max` later. After a refusal (credentials, certificates, ACLs) the delays grow
+//! to `auth_retry_backoff_max` instead, cut short when the local credentials change.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -662,25 +663,54 @@ impl Uplink {
     /// answering again (only after a failure that means "unreachable", and not twice in a
     /// row, so a cluster that accepts connections but fails requests is not retried every
     /// probe interval). True if `cancel` fired.
+    ///
+    /// After a refusal (credentials, certificates, ACLs: nothing a retry fixes by itself) the
+    /// delays grow to the longer `refused_max` instead, and the wait is cut short when the
+    /// local credentials change ([`KafkaProducer::credentials`], read every
+    /// [`CREDENTIALS_CHECKED_EVERY`]): an operator's fix is used at once, a fix on the cluster's
+    /// side within `refused_max`.
     pub async fn pause<P: KafkaProducer>(
         &self,
         producer: &P,
         retry: &mut Retry,
         cancel: &CancellationToken,
     ) -> bool {
-        let delay = retry.backoff.next_delay();
+        let delay = if retry.refused {
+            retry.refused_backoff.next_delay()
+        } else {
+            retry.backoff.next_delay()
+        };
         let probe = retry.unreachable && !retry.cut_short;
         let down = self.inner.story.lock().down_for(Instant::now());
+        let credentials = retry.refused.then(|| producer.credentials());
         retry.cut_short = tokio::select! {
             biased;
             _ = cancel.cancelled() => return true,
             _ = tokio::time::sleep(delay) => false,
             () = probe_until_answered(producer, down), if probe => true,
+            () = credentials_changed(producer, credentials.flatten()), if credentials.is_some() => {
+                tracing::info!("the Kafka credentials changed; retrying now");
+                true
+            }
         };
         if retry.cut_short {
-            tracing::debug!(?delay, "Kafka answers a probe again; retrying now");
+            tracing::debug!(?delay, "retry wait cut short");
         }
         false
+    }
+}
+
+/// How often a wait after a refusal reads the local credentials to see whether they changed.
+/// Reading a secret file once a second is cheap; the uplink is not touched.
+pub const CREDENTIALS_CHECKED_EVERY: Duration = Duration::from_secs(1);
+
+/// Returns once `producer`'s credentials differ from `before`.
+async fn credentials_changed<P: KafkaProducer>(producer: &P, before: Option<u64>) {
+    loop {
+        tokio::time::sleep(CREDENTIALS_CHECKED_EVERY).await;
+        if producer.credentials() != before {
+            return;
+        }
     }
 }
 
@@ -696,22 +726,41 @@ pub(crate) async fn probe_until_answered<P: KafkaProducer>(producer: &P, down: D
     }
 }
 
+/// The waits of a retry loop: from `min` doubling up to `max`, or up to `refused_max` while
+/// the cluster refuses us (`[kafka] retry_backoff_min`, `retry_backoff_max`,
+/// `auth_retry_backoff_max`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RetryWaits {
+    /// The first wait.
+    pub min: Duration,
+    /// The longest wait.
+    pub max: Duration,
+    /// The longest wait after a refusal (credentials, certificates, ACLs).
+    pub refused_max: Duration,
+}
+
 /// Retry state of one retry loop: the backoff, and whether probing may cut its wait short.
 #[derive(Debug, Clone)]
 pub struct Retry {
     backoff: Backoff,
+    /// The backoff after refusals.
+    refused_backoff: Backoff,
     /// The last failure meant "unreachable" (a probe can tell when that ends).
     unreachable: bool,
-    /// The last wait was cut short by a probe.
+    /// The last failure was a refusal ([`ProduceError::is_auth_failure`]).
+    refused: bool,
+    /// The last wait was cut short by a probe or a change of credentials.
     cut_short: bool,
 }
 
 impl Retry {
-    /// Backoff from `min` doubling up to `max`.
-    pub fn new(min: Duration, max: Duration) -> Self {
+    /// A retry loop waiting `waits`.
+    pub fn new(waits: RetryWaits) -> Self {
         Self {
-            backoff: Backoff::new(min, max),
+            backoff: Backoff::new(waits.min, waits.max),
+            refused_backoff: Backoff::new(waits.min, waits.refused_max.max(waits.max)),
             unreachable: false,
+            refused: false,
             cut_short: false,
         }
     }
@@ -724,11 +773,13 @@ impl Retry {
                 "unreachable" | "connection_reset" | "timeout"
             )
         });
+        self.refused = error.is_some_and(ProduceError::is_auth_failure);
     }
 
     /// The attempt succeeded: the next failure waits from the shortest delay again.
     pub fn succeeded(&mut self) {
         self.backoff.reset();
+        self.refused_backoff.reset();
         self.cut_short = false;
     }
 }
@@ -883,6 +934,107 @@ mod tests {
         let late = start.elapsed() - 2 * SEC;
         assert!(late <= Duration::from_millis(100), "noticed {late:?} late");
         assert_eq!(kafka.probes(), 20);
+    }
+
+    /// A cluster that refuses us (its answers do not matter here) and whose credentials an
+    /// operator may change.
+    #[derive(Default)]
+    struct Refusing {
+        credentials: Arc<std::sync::atomic::AtomicU64>,
+    }
+
+    impl KafkaProducer for Refusing {
+        async fn send(
+            &self,
+            _tp: &crate::topition::Topition,
+            _records: &[crate::producer::ProduceRecord],
+            _encoded: Option<crate::producer::EncodedBatch>,
+            _attempt: crate::producer::Attempt,
+        ) -> crate::producer::ProduceAck {
+            unreachable!("only paused for")
+        }
+
+        async fn produce(
+            &self,
+            _tp: &crate::topition::Topition,
+            _records: &[crate::producer::ProduceRecord],
+        ) -> Result<i64, ProduceError> {
+            unreachable!("only paused for")
+        }
+
+        async fn partition_count(&self, _topic: &str) -> Result<i32, ProduceError> {
+            unreachable!("only paused for")
+        }
+
+        fn credentials(&self) -> Option<u64> {
+            Some(self.credentials.load(Ordering::SeqCst))
+        }
+    }
+
+    /// The time `uplink` waits after `retry` failed with `error`.
+    async fn waited(
+        uplink: &Uplink,
+        producer: &Refusing,
+        retry: &mut Retry,
+        error: &ProduceError,
+    ) -> Duration {
+        let start = tokio::time::Instant::now();
+        retry.failed(Some(error));
+        let cancelled = uplink
+            .pause(producer, retry, &CancellationToken::new())
+            .await;
+        assert!(!cancelled);
+        start.elapsed()
+    }
+
+    /// A metered uplink while the cluster refuses us: every attempt is a connection and its
+    /// handshake, and only a fix ends the refusal, so the waits grow to `refused_max` (not
+    /// `max`); a changed password file is tried within a second whatever the wait; after a
+    /// success other errors wait up to `max` again. Paused clock.
+    #[tokio::test(start_paused = true)]
+    async fn a_refusal_is_retried_sparsely_and_a_changed_password_at_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let (log, _) = Log::open(edge_log::LogConfig::new(dir.path())).unwrap();
+        let uplink = Uplink::new(log, Arc::default(), 60 * SEC);
+        let producer = Refusing::default();
+        let waits = RetryWaits {
+            min: Duration::from_millis(100),
+            max: 5 * SEC,
+            refused_max: 60 * SEC,
+        };
+        let mut retry = Retry::new(waits);
+        let refused =
+            ProduceError::refused("Produce", "t", 0, codes::SASL_AUTHENTICATION_FAILED, None);
+        let mut total = Duration::ZERO;
+        let mut longest = Duration::ZERO;
+        for _ in 0..14 {
+            let w = waited(&uplink, &producer, &mut retry, &refused).await;
+            assert!(w <= 60 * SEC, "{w:?}");
+            total += w;
+            longest = longest.max(w);
+        }
+        // 0.1 s doubling: 51.2 s by the 10th, then 60 s, each drawn from [half, whole].
+        assert!(longest >= 30 * SEC, "longest wait {longest:?}");
+        assert!(total >= 120 * SEC, "14 refused attempts in {total:?}");
+
+        // The operator fixes the password file 3 s into a wait of 30 s or more.
+        let credentials = Arc::clone(&producer.credentials);
+        tokio::spawn(async move {
+            tokio::time::sleep(3 * SEC).await;
+            credentials.store(1, Ordering::SeqCst);
+        });
+        let w = waited(&uplink, &producer, &mut retry, &refused).await;
+        assert!(
+            (3 * SEC..=3 * SEC + CREDENTIALS_CHECKED_EVERY).contains(&w),
+            "tried {w:?} after the wait began"
+        );
+
+        retry.succeeded();
+        let busy = ProduceError::refused("Produce", "t", 0, codes::NOT_LEADER_OR_FOLLOWER, None);
+        for _ in 0..10 {
+            let w = waited(&uplink, &producer, &mut retry, &busy).await;
+            assert!(w <= 5 * SEC, "{w:?}");
+        }
     }
 
     /// Probes every 100 ms through a Kafka restart, then further apart: a 60th of the outage,

@@ -258,13 +258,32 @@ fn wrong_credentials_log_once_lose_nothing_and_a_fixed_password_file_recovers() 
         "nothing is lost or skipped"
     );
 
-    // The operator fixes the password file: picked up at the next retry, no restart.
+    // Refused attempts slow down to `auth_retry_backoff_max` (1 min by default), not
+    // `retry_backoff_max` (500 ms here): each is a connection and its handshake on a metered
+    // uplink, and no retry fixes a password.
+    let before = tansu.sasl_stats()["failed"].as_u64().unwrap_or(0);
+    std::thread::sleep(Duration::from_secs(15));
+    let refused = tansu.sasl_stats()["failed"].as_u64().unwrap_or(0) - before;
+    eprintln!("{refused} refused authentications in 15 s");
+    assert!(
+        refused <= 8,
+        "{refused} refused authentications in 15 s: retried at retry_backoff_max"
+    );
+
+    // The operator fixes the password file: tried within a second or so, no restart.
     secret_file(dir.path(), "kafka-password", "right");
+    let fixed = std::time::Instant::now();
     wait_for_metric(
         metrics,
         "edge_kafka_lag_records",
         Duration::from_secs(30),
         |v| v == 0.0,
+    );
+    let recovered = fixed.elapsed();
+    eprintln!("forwarded {recovered:?} after the password file was fixed");
+    assert!(
+        recovered < Duration::from_secs(10),
+        "the fixed password file was tried only after {recovered:?}"
     );
     broker.wait_for_line(
         "Kafka SASL authentication works again",

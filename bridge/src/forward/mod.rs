@@ -51,7 +51,7 @@ use crate::position::{LogIdentity, Resume};
 use crate::producer::txn::{AtLeastOnce, TxnBroker, TxnError, TxnSession};
 use crate::producer::txn_wire::POSITION_TOPIC;
 use crate::producer::{EncodedBatch, KafkaProducer};
-use crate::uplink::Uplink;
+use crate::uplink::{Retry, RetryWaits, Uplink};
 use exactly_once::Transactions;
 pub use exactly_once::{TXN_INTERVAL, TXN_RECORDS};
 use sender::{Halt, SenderEnd};
@@ -97,6 +97,10 @@ pub struct ForwardConfig {
     pub backoff_min: Duration,
     /// Longest retry delay.
     pub backoff_max: Duration,
+    /// Longest retry delay while the cluster refuses us (credentials, certificates, ACLs): each
+    /// attempt is paid for on a metered uplink and only a fix ends it (a changed password file
+    /// is tried at once, see [`Uplink::pause`](crate::uplink::Uplink::pause)).
+    pub auth_backoff_max: Duration,
     /// Upload cap in bytes per second (keys, values and headers), if any.
     pub max_bytes_per_sec: Option<u64>,
     /// Create unknown topics with this many partitions (None: wait for someone to create them).
@@ -111,7 +115,8 @@ pub struct ForwardConfig {
 }
 
 impl ForwardConfig {
-    /// Defaults: 5 ms linger, 1 MiB / 10 000 records per chunk, backoff 100 ms..5 s, no upload
+    /// Defaults: 5 ms linger, 1 MiB / 10 000 records per chunk, backoff 100 ms..5 s (60 s while
+    /// refused), no upload
     /// cap, no auto-create, dead letters to `dead-letter` in the working directory, an outage
     /// summary every minute, transactions open at most 1 s.
     pub fn new(node_id: &str) -> Self {
@@ -123,12 +128,22 @@ impl ForwardConfig {
             max_request_bytes: 1 << 20,
             backoff_min: Duration::from_millis(100),
             backoff_max: Duration::from_secs(5),
+            auth_backoff_max: Duration::from_secs(60),
             max_bytes_per_sec: None,
             auto_create_partitions: None,
             dead_letter: DeadLetterSink::File("dead-letter".into()),
             outage_log_interval: Duration::from_secs(60),
             max_transaction_interval: Duration::from_secs(1),
         }
+    }
+
+    /// A retry loop with this configuration's waits.
+    pub(crate) fn retry(&self) -> Retry {
+        Retry::new(RetryWaits {
+            min: self.backoff_min,
+            max: self.backoff_max,
+            refused_max: self.auth_backoff_max,
+        })
     }
 }
 

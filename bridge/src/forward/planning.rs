@@ -23,7 +23,7 @@ use super::{Encoding, ForwardConfig, Job, Read};
 use crate::metrics::ForwardMetrics;
 use crate::plan::{Plan, PlanError, Planner};
 use crate::producer::{ErrorClass, KafkaProducer, ProduceError};
-use crate::uplink::{Retry, Uplink};
+use crate::uplink::Uplink;
 
 /// The planner and what it needs to plan (see the module docs).
 pub(super) struct Planning<P> {
@@ -100,7 +100,7 @@ impl<P: KafkaProducer + Clone + 'static> Planning<P> {
                 counts.insert(topic.to_string(), n);
             }
         }
-        let mut retry = Retry::new(self.config.backoff_min, self.config.backoff_max);
+        let mut retry = self.config.retry();
         loop {
             let planned = self.planner.lock().plan(records, &counts);
             match planned {
@@ -143,7 +143,7 @@ impl<P: KafkaProducer + Clone + 'static> Planning<P> {
     /// The partition count of `topic`, retried (and the topic created if configured) until
     /// known; None if `cancel` fired first.
     async fn partition_count(&self, topic: &str, cancel: &CancellationToken) -> Option<i32> {
-        let mut retry = Retry::new(self.config.backoff_min, self.config.backoff_max);
+        let mut retry = self.config.retry();
         loop {
             let result = tokio::select! {
                 biased;

@@ -35,7 +35,7 @@ use crate::plan::PartitionBatch;
 use crate::producer::txn::{TxnBroker, TxnError};
 use crate::producer::{Attempt, ErrorClass, KafkaProducer, ProduceAck, ProduceError};
 use crate::topition::Topition;
-use crate::uplink::{Mark, Retry, Uplink, UplinkState};
+use crate::uplink::{Mark, Uplink, UplinkState};
 
 /// Delivery was interrupted by `abort`.
 #[derive(Debug)]
@@ -448,7 +448,7 @@ impl<P: KafkaProducer + Clone + 'static, B: TxnBroker> Sender<P, B> {
         mut pending: Vec<(PartitionBatch, ProduceError)>,
         abort: &CancellationToken,
     ) -> Result<(usize, Vec<DeadLetter>), Halt> {
-        let mut retry = Retry::new(self.config.backoff_min, self.config.backoff_max);
+        let mut retry = self.config.retry();
         let mut delivered = 0;
         let mut dead = Vec::new();
         // Rounds resent at once in a row (see below), bounded so that a broker answering with
@@ -598,7 +598,7 @@ impl<P: KafkaProducer + Clone + 'static, B: TxnBroker> Sender<P, B> {
         letters: &[DeadLetter],
         abort: &CancellationToken,
     ) -> Result<(), Aborted> {
-        let mut retry = Retry::new(self.config.backoff_min, self.config.backoff_max);
+        let mut retry = self.config.retry();
         let mut told = false;
         loop {
             let written = dead_letter::write(

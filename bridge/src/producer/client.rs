@@ -861,6 +861,11 @@ impl KafkaProducer for WireProducer {
         *self.inner.bootstrap.lock().await = Some(conn);
         Ok(())
     }
+
+    fn credentials(&self) -> Option<u64> {
+        let sasl = self.inner.limits.sasl.as_ref()?;
+        Some(sasl.settings.fingerprint())
+    }
 }
 
 #[cfg(test)]

@@ -686,6 +686,13 @@ pub trait KafkaProducer: Send + Sync {
     fn probe(&self) -> impl Future<Output = Result<(), ProduceError>> + Send {
         std::future::pending()
     }
+
+    /// A fingerprint of the local credentials read at every authentication (the SASL password
+    /// or token file), read now; None without any (the default). A retry after a refusal is
+    /// cut short when it changes: an operator fixed the file.
+    fn credentials(&self) -> Option<u64> {
+        None
+    }
 }
 
 #[cfg(test)]

@@ -321,6 +321,17 @@ fn check(
     )))
 }
 
+impl SaslSettings {
+    /// A fingerprint of the secret file as the next authentication would read it (its text, or
+    /// why it cannot be read).
+    pub fn fingerprint(&self) -> u64 {
+        use std::hash::{Hash, Hasher};
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        read_secret(&self.secret_file).hash(&mut hasher);
+        hasher.finish()
+    }
+}
+
 /// Reads the password or token file (one trailing newline removed).
 fn read_secret(path: &std::path::Path) -> Result<String, String> {
     let meta =

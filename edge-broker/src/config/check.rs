@@ -651,6 +651,15 @@ impl Config {
                 ),
             );
         }
+        if k.auth_retry_backoff_max.0 < k.retry_backoff_max.0 {
+            found.invalid(
+                "kafka.auth_retry_backoff_max",
+                format!(
+                    "{:?} is below kafka.retry_backoff_max ({:?})",
+                    k.auth_retry_backoff_max.0, k.retry_backoff_max.0
+                ),
+            );
+        }
         if k.outage_log_interval.0 < Duration::from_secs(1) {
             found.invalid("kafka.outage_log_interval", "must be at least 1s");
         }

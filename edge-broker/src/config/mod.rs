@@ -537,6 +537,7 @@ mod tests {
         let f = config.forward_config();
         assert_eq!(f.linger, Duration::from_millis(20));
         assert_eq!(f.outage_log_interval, Duration::from_secs(60));
+        assert_eq!(f.auth_backoff_max, Duration::from_secs(60));
         assert_eq!(f.max_batch_bytes, 256 << 10);
         assert_eq!(f.max_bytes_per_sec, Some(64 << 10));
         assert_eq!(f.auto_create_partitions, Some(1));
@@ -553,6 +554,10 @@ mod tests {
             (
                 "retry_backoff_min = \"1s\"\nretry_backoff_max = \"10ms\"",
                 "kafka.retry_backoff_max",
+            ),
+            (
+                "retry_backoff_max = \"10s\"\nauth_retry_backoff_max = \"5s\"",
+                "kafka.auth_retry_backoff_max",
             ),
             ("max_bytes_per_sec = 0", "kafka.max_bytes_per_sec"),
             (

@@ -351,6 +351,8 @@ pub struct KafkaSection {
     pub retry_backoff_min: HumanDuration,
     /// Longest retry delay.
     pub retry_backoff_max: HumanDuration,
+    /// Longest retry delay while the cluster refuses us (credentials, certificates, ACLs).
+    pub auth_retry_backoff_max: HumanDuration,
     /// While the uplink is down, how often a summary line is logged.
     pub outage_log_interval: HumanDuration,
     /// Upload cap in bytes per second for metered uplinks (unset: as fast as Kafka accepts).
@@ -408,6 +410,7 @@ impl Default for KafkaSection {
             request_timeout: HumanDuration(Duration::from_secs(30)),
             retry_backoff_min: HumanDuration(Duration::from_millis(100)),
             retry_backoff_max: HumanDuration(Duration::from_secs(5)),
+            auth_retry_backoff_max: HumanDuration(Duration::from_secs(60)),
             outage_log_interval: HumanDuration(Duration::from_secs(60)),
             max_bytes_per_sec: None,
             idempotent: true,

@@ -98,6 +98,7 @@ impl Config {
             usize::try_from(k.max_request_bytes.bytes()).unwrap_or(usize::MAX);
         config.backoff_min = k.retry_backoff_min.0;
         config.backoff_max = k.retry_backoff_max.0;
+        config.auth_backoff_max = k.auth_retry_backoff_max.0;
         config.outage_log_interval = k.outage_log_interval.0;
         config.max_bytes_per_sec = k.max_bytes_per_sec.map(ByteSize::bytes);
         config.max_transaction_interval = k.max_transaction_interval.0;
