@@ -508,11 +508,6 @@ impl Uplink {
         }
     }
 
-    /// The uplink's state now.
-    pub fn state(&self) -> UplinkState {
-        self.inner.metrics.uplink_state()
-    }
-
     /// The mark of a request sent now (hand it to [`Uplink::succeeded`] with its answer).
     pub fn mark(&self) -> Mark {
         self.inner.story.lock().mark()

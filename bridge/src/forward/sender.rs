@@ -511,12 +511,7 @@ impl<P: KafkaProducer + Clone + 'static, B: TxnBroker> Sender<P, B> {
             // While Kafka refuses us, one record asks as well as the whole round whether it
             // still does.
             let held = match &wait {
-                Some(error)
-                    if error.is_auth_failure()
-                        && self.uplink.state() == UplinkState::AuthFailed =>
-                {
-                    probe_round(&mut round)
-                }
+                Some(error) if error.is_auth_failure() => probe_round(&mut round),
                 _ => Vec::new(),
             };
             if let Some(error) = wait {

@@ -54,7 +54,7 @@ fn edge_offset(r: &ProduceRecord) -> u64 {
 /// with a connection reset (outcome unknown), any batch holding a `BIG` value is refused with
 /// MESSAGE_TOO_LARGE, a batch over `max_request_bytes` (encoded without compression) is refused
 /// before it leaves as the real producer refuses it, while `down` every call fails (and
-/// probes too), and while `refusing` every batch is refused with TOPIC_AUTHORIZATION_FAILED
+/// probes too), and the batches `refusing` names are refused with TOPIC_AUTHORIZATION_FAILED
 /// (the cluster's ACLs; each refused send's attempt and record count is kept). It answers at once
 /// (the trait's default `send`), and counts `produce` calls: the forwarder sends only through
 /// `send`, so none come from it.
@@ -67,8 +67,17 @@ struct FaultyProducer {
     /// Sends with `Attempt::First` (the others are resends).
     first_sends: Arc<AtomicUsize>,
     max_request_bytes: Option<usize>,
-    refusing: Arc<AtomicBool>,
+    refusing: Arc<Mutex<Refuse>>,
     refused: Arc<Mutex<Vec<(Attempt, usize)>>>,
+}
+
+/// Which batches [`FaultyProducer`]'s cluster refuses (its ACLs).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+enum Refuse {
+    #[default]
+    Nothing,
+    Everything,
+    Partition(i32),
 }
 
 impl KafkaProducer for FaultyProducer {
@@ -83,7 +92,8 @@ impl KafkaProducer for FaultyProducer {
         if attempt == Attempt::First {
             self.first_sends.fetch_add(1, Ordering::SeqCst);
         }
-        if self.refusing.load(Ordering::SeqCst) {
+        let refusing = *self.refusing.lock().unwrap();
+        if refusing == Refuse::Everything || refusing == Refuse::Partition(tp.partition()) {
             self.refused.lock().unwrap().push((attempt, records.len()));
             return ProduceAck::ready(Err(refused(codes::TOPIC_AUTHORIZATION_FAILED)));
         }
@@ -320,13 +330,20 @@ async fn a_batch_that_cannot_reach_kafka_holds_the_rest_of_its_round() {
 /// resends every `retry_backoff_max` until someone fixes the ACLs would otherwise send a whole
 /// chunk each time (a backlog's chunk is up to `max_batch_bytes`, 1 MiB), paid for on a metered
 /// uplink and written by nobody. When the probe is taken the rest follows at once; nothing is
-/// lost, in log order, once.
+/// lost, in log order, once. The same when only one partition is refused (an ACL on one of
+/// the routes' topics), the others' batches taken.
 #[tokio::test]
 async fn writes_refused_by_the_cluster_are_probed_with_one_record() {
+    for refuse in [Refuse::Everything, Refuse::Partition(0)] {
+        refused_writes_are_probed_with_one_record(refuse).await;
+    }
+}
+
+async fn refused_writes_are_probed_with_one_record(refuse: Refuse) {
     let dir = tempfile::tempdir().unwrap();
     let log = log_with(&dir.path().join("log"), &refs(&payloads(40))).await;
     let producer = FaultyProducer::default();
-    producer.refusing.store(true, Ordering::SeqCst);
+    *producer.refusing.lock().unwrap() = refuse;
     let fwd = open(&log, producer.clone(), config(dir.path()));
     let metrics = fwd.metrics();
     let (stop, abort) = (CancellationToken::new(), CancellationToken::new());
@@ -344,11 +361,13 @@ async fn writes_refused_by_the_cluster_are_probed_with_one_record() {
         assert!(Instant::now() < deadline, "too few resends");
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
-    assert_eq!(metrics.uplink_state(), UplinkState::AuthFailed);
+    if refuse == Refuse::Everything {
+        assert_eq!(metrics.uplink_state(), UplinkState::AuthFailed);
+    }
     let sizes = resends(&producer);
     assert!(
         sizes.iter().all(|&n| n == 1),
-        "resends of {sizes:?} records"
+        "{refuse:?}: resends of {sizes:?} records"
     );
     let first: Vec<usize> = producer
         .refused
@@ -362,7 +381,7 @@ async fn writes_refused_by_the_cluster_are_probed_with_one_record() {
         first.iter().any(|&n| n > 1),
         "first sends are whole: {first:?}"
     );
-    producer.refusing.store(false, Ordering::SeqCst);
+    *producer.refusing.lock().unwrap() = Refuse::Nothing;
     let deadline = Instant::now() + Duration::from_secs(10);
     while metrics.committed.load(Ordering::Relaxed) < 40 {
         assert!(Instant::now() < deadline, "not all committed once allowed");
