@@ -850,9 +850,12 @@ mod tests {
     const SEC: Duration = Duration::from_secs(1);
 
     /// A cluster that answers probes from `back` on (virtual time), counting them.
+    /// Its local credentials (see [`KafkaProducer::credentials`]) are `credentials`, which a
+    /// test may change as an operator would.
     struct BackAt {
         back: tokio::time::Instant,
         probes: std::sync::atomic::AtomicUsize,
+        credentials: Arc<std::sync::atomic::AtomicU64>,
     }
 
     impl BackAt {
@@ -861,6 +864,7 @@ mod tests {
             Self {
                 back: tokio::time::Instant::now() + after,
                 probes: Default::default(),
+                credentials: Default::default(),
             }
         }
 
@@ -890,6 +894,10 @@ mod tests {
 
         async fn partition_count(&self, _topic: &str) -> Result<i32, ProduceError> {
             unreachable!("only probed")
+        }
+
+        fn credentials(&self) -> Option<u64> {
+            Some(self.credentials.load(Ordering::SeqCst))
         }
 
         async fn probe(&self) -> Result<(), ProduceError> {
@@ -931,45 +939,10 @@ mod tests {
         assert_eq!(kafka.probes(), 20);
     }
 
-    /// A cluster that refuses us (its answers do not matter here) and whose credentials an
-    /// operator may change.
-    #[derive(Default)]
-    struct Refusing {
-        credentials: Arc<std::sync::atomic::AtomicU64>,
-    }
-
-    impl KafkaProducer for Refusing {
-        async fn send(
-            &self,
-            _tp: &crate::topition::Topition,
-            _records: &[crate::producer::ProduceRecord],
-            _encoded: Option<crate::producer::EncodedBatch>,
-            _attempt: crate::producer::Attempt,
-        ) -> crate::producer::ProduceAck {
-            unreachable!("only paused for")
-        }
-
-        async fn produce(
-            &self,
-            _tp: &crate::topition::Topition,
-            _records: &[crate::producer::ProduceRecord],
-        ) -> Result<i64, ProduceError> {
-            unreachable!("only paused for")
-        }
-
-        async fn partition_count(&self, _topic: &str) -> Result<i32, ProduceError> {
-            unreachable!("only paused for")
-        }
-
-        fn credentials(&self) -> Option<u64> {
-            Some(self.credentials.load(Ordering::SeqCst))
-        }
-    }
-
     /// The time `uplink` waits after `retry` failed with `error`.
     async fn waited(
         uplink: &Uplink,
-        producer: &Refusing,
+        producer: &BackAt,
         retry: &mut Retry,
         error: &ProduceError,
     ) -> Duration {
@@ -991,7 +964,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let (log, _) = Log::open(edge_log::LogConfig::new(dir.path())).unwrap();
         let uplink = Uplink::new(log, Arc::default(), 60 * SEC);
-        let producer = Refusing::default();
+        let producer = BackAt::after(86_400 * SEC);
         let waits = RetryWaits {
             min: Duration::from_millis(100),
             max: 5 * SEC,

@@ -642,23 +642,20 @@ impl Config {
         if k.retry_backoff_min.0.is_zero() {
             found.invalid("kafka.retry_backoff_min", "must be greater than zero");
         }
-        if k.retry_backoff_max.0 < k.retry_backoff_min.0 {
-            found.invalid(
-                "kafka.retry_backoff_max",
-                format!(
-                    "{:?} is below kafka.retry_backoff_min ({:?})",
-                    k.retry_backoff_max.0, k.retry_backoff_min.0
-                ),
-            );
-        }
-        if k.auth_retry_backoff_max.0 < k.retry_backoff_max.0 {
-            found.invalid(
-                "kafka.auth_retry_backoff_max",
-                format!(
-                    "{:?} is below kafka.retry_backoff_max ({:?})",
-                    k.auth_retry_backoff_max.0, k.retry_backoff_max.0
-                ),
-            );
+        // Each wait at least the one before it.
+        for ((field, wait), (below, floor)) in [
+            (
+                ("kafka.retry_backoff_max", k.retry_backoff_max.0),
+                ("kafka.retry_backoff_min", k.retry_backoff_min.0),
+            ),
+            (
+                ("kafka.auth_retry_backoff_max", k.auth_retry_backoff_max.0),
+                ("kafka.retry_backoff_max", k.retry_backoff_max.0),
+            ),
+        ] {
+            if wait < floor {
+                found.invalid(field, format!("{wait:?} is below {below} ({floor:?})"));
+            }
         }
         if k.outage_log_interval.0 < Duration::from_secs(1) {
             found.invalid("kafka.outage_log_interval", "must be at least 1s");
