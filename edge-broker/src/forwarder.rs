@@ -178,6 +178,21 @@ pub fn render_connection_setups(text: &mut PromText, setups: &ConnectionSetups) 
         "Connections to Kafka brokers set up (TCP, TLS, ApiVersions, SASL), probes included.",
         &[(&[], setups.established.load(Ordering::Relaxed))],
     );
+    text.counter(
+        "edge_kafka_wire_bytes_total",
+        "Bytes written to (sent) and read from (received) Kafka sockets: records, retries, \
+         probes and handshakes, TLS included, TCP/IP headers not. What the uplink costs.",
+        &[
+            (
+                &[("direction", "sent")],
+                setups.wire.sent.load(Ordering::Relaxed),
+            ),
+            (
+                &[("direction", "received")],
+                setups.wire.received.load(Ordering::Relaxed),
+            ),
+        ],
+    );
     let samples: Vec<([(&str, &str); 2], u64)> = SetupStep::ALL
         .iter()
         .flat_map(|&step| {

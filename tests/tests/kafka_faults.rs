@@ -547,6 +547,23 @@ fn writes_refused_by_acls_cost_the_uplink_little_and_lose_nothing() {
         warnings_in(&broker.lines(), "TopicAuthorizationFailed") > 0,
         "the refusal is logged"
     );
+    // What the broker says the uplink cost is what the proxy saw arrive (every request since
+    // this broker started went through it; compared when no request is on its way).
+    let sent = "edge_kafka_wire_bytes_total{direction=\"sent\"}";
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let seen = proxy.bytes(None, started, Instant::now());
+        let counted = metric(metrics, sent).unwrap_or_default() as usize;
+        if counted == seen {
+            eprintln!("{counted} bytes sent to Kafka, as the proxy saw");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the broker counted {counted} bytes sent, the proxy saw {seen}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
     proxy.clear();
     wait_forwarded(metrics);
     let records = read_topic(&bootstrap, TOPIC, messages);

@@ -26,6 +26,7 @@ use tokio::net::TcpStream;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, oneshot};
 use tokio::time::Instant;
 
+use super::counted::{Counted, WireBytes};
 use super::metadata::LostConnections;
 use super::sasl::{self, Exchange, SaslContext};
 use super::{ProduceError, codes};
@@ -82,11 +83,14 @@ impl SetupStep {
 
 /// Connection set-ups of one producer (probes included), for `/metrics`: while the forwarder
 /// tries to reach a Kafka that is slow or silent, before anything is forwarded or any request
-/// outcome is told, these say which step fails and whether it runs out of time.
+/// outcome is told, these say which step fails and whether it runs out of time. And the bytes
+/// its connections carried, each way.
 #[derive(Debug, Default)]
 pub struct ConnectionSetups {
     /// Set-ups that completed (TCP, TLS, ApiVersions, SASL).
     pub established: AtomicU64,
+    /// Bytes written to and read from the connections' sockets (TLS records included).
+    pub wire: Arc<WireBytes>,
     /// Failed set-ups by step ([`SetupStep::ALL`] order): \[step\]\[0\] ran out of time,
     /// \[step\]\[1\] failed otherwise (refused, reset, refused credentials).
     failed: [[AtomicU64; 2]; SetupStep::ALL.len()],
@@ -184,6 +188,7 @@ impl Connection {
                 source,
             })
             .map_err(at(TcpConnect))?;
+        let stream = Counted::new(stream, Arc::clone(&limits.setups.wire));
         let stream: Box<dyn BrokerStream> = match &limits.tls {
             None => Box::new(stream),
             Some(tls) => {

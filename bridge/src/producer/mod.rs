@@ -24,6 +24,7 @@
 mod batch;
 mod client;
 mod conn;
+mod counted;
 mod metadata;
 pub mod sasl;
 pub mod sequence;
@@ -45,6 +46,7 @@ pub use batch::encode_batch;
 pub use batch::{record_len_bound, records_room};
 pub use client::{ProducerConfig, ProducerIdentity, WireProducer};
 pub use conn::{ConnectionSetups, SetupStep};
+pub use counted::WireBytes;
 pub use sequence::{Attempt, Sequencer, Session};
 
 use crate::headers::EdgeHeaders;
