@@ -263,8 +263,21 @@ fn wrong_credentials_log_once_lose_nothing_and_a_fixed_password_file_recovers() 
     // uplink, and no retry fixes a password.
     let before = tansu.sasl_stats()["failed"].as_u64().unwrap_or(0);
     std::thread::sleep(Duration::from_secs(15));
-    let refused = tansu.sasl_stats()["failed"].as_u64().unwrap_or(0) - before;
-    eprintln!("{refused} refused authentications in 15 s");
+    let failed = tansu.sasl_stats()["failed"].as_u64().unwrap_or(0);
+    let refused = failed - before;
+    let wire = |direction: &str| {
+        broker
+            .metric(&format!(
+                "edge_kafka_wire_bytes_total{{direction=\"{direction}\"}}"
+            ))
+            .unwrap_or_default()
+    };
+    eprintln!(
+        "{refused} refused authentications in 15 s; {:.0} bytes sent and {:.0} received per \
+         refused attempt so far",
+        wire("sent") / failed as f64,
+        wire("received") / failed as f64
+    );
     assert!(
         refused <= 8,
         "{refused} refused authentications in 15 s: retried at retry_backoff_max"
