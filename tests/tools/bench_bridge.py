@@ -310,6 +310,14 @@ def main():
                 rejected = metric(xport, 'edge_kafka_errors_total{kind="rejected"}') or 0
                 print(f"[{label}] end to end (fsync={mode}): {int(rejected)} batches refused "
                       f"as too large and split", flush=True)
+                # What the uplink carried: every byte written to Kafka sockets, against the
+                # keys, values and headers Kafka acknowledged.
+                sent = metric(xport, 'edge_kafka_wire_bytes_total{direction="sent"}')
+                payload = metric(xport, "edge_kafka_forwarded_bytes_total")
+                if sent and payload:
+                    print(f"[{label}] uplink ({args.compression}): {sent / n:.1f} bytes sent "
+                          f"per record, {sent / payload:.2f}x the keys, values and headers "
+                          f"({payload / n:.1f} per record)", flush=True)
                 rows.append((f"[{label}] MQTT -> edge-broker log, acked (fsync={mode})", n,
                              n / pub_s))
                 e2e[(mode, label)] = n / (end - start)
