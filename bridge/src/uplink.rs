@@ -677,13 +677,17 @@ impl Uplink {
         };
         let probe = retry.unreachable && !retry.cut_short;
         let down = self.inner.story.lock().down_for(Instant::now());
-        let credentials = retry.refused.then(|| producer.credentials());
+        let credentials = if retry.refused {
+            producer.credentials()
+        } else {
+            None
+        };
         retry.cut_short = tokio::select! {
             biased;
             _ = cancel.cancelled() => return true,
             _ = tokio::time::sleep(delay) => false,
             () = probe_until_answered(producer, down), if probe => true,
-            () = credentials_changed(producer, credentials.flatten()), if credentials.is_some() => {
+            () = credentials_changed(producer, credentials), if credentials.is_some() => {
                 tracing::info!("the Kafka credentials changed; retrying now");
                 true
             }

@@ -696,7 +696,7 @@ fn not_sent_error(tp: &Topition) -> ProduceError {
 /// Cuts a round of resends down to its first record, a batch of its own, and returns the rest
 /// in order (its first batch's other records first). Used while Kafka refuses us (ACLs,
 /// credentials): every byte of a refused resend is paid for on a metered uplink and written by
-/// nobody, and a round is resent every `retry_backoff_max` until someone fixes the cluster.
+/// nobody, and a round is resent every `auth_retry_backoff_max` until someone fixes it.
 /// The rest follows at once when the probe is taken; the record goes first, so the order in its
 /// partition holds.
 fn probe_round(round: &mut Vec<PartitionBatch>) -> Vec<PartitionBatch> {

@@ -228,6 +228,7 @@ fn config(dir: &std::path::Path) -> ForwardConfig {
     c.max_batch_records = 7;
     c.backoff_min = Duration::from_millis(1);
     c.backoff_max = Duration::from_millis(5);
+    c.auth_backoff_max = Duration::from_millis(5);
     c.dead_letter = DeadLetterSink::File(dir.join("dl"));
     c
 }
@@ -327,7 +328,7 @@ async fn a_batch_that_cannot_reach_kafka_holds_the_rest_of_its_round() {
 }
 
 /// While the cluster refuses our writes (its ACLs), every resend is one record: a round of
-/// resends every `retry_backoff_max` until someone fixes the ACLs would otherwise send a whole
+/// resends every `auth_retry_backoff_max` until someone fixes the ACLs would otherwise send a whole
 /// chunk each time (a backlog's chunk is up to `max_batch_bytes`, 1 MiB), paid for on a metered
 /// uplink and written by nobody. When the probe is taken the rest follows at once; nothing is
 /// lost, in log order, once. The same when only one partition is refused (an ACL on one of
