@@ -8,6 +8,7 @@
 //! - uplink: `edge_kafka_uplink_state{state}` and
 //!   `edge_kafka_uplink_state_changed_timestamp_seconds` when present, else
 //!   `edge_kafka_upstream_up`; `edge_kafka_replay_in_progress`;
+//!   `edge_kafka_wire_bytes_total{direction}` (what the uplink carried) when present;
 //! - backlog: `edge_kafka_lag_records`, `edge_kafka_lag_bytes`,
 //!   `edge_kafka_oldest_unforwarded_age_seconds`;
 //! - rates: `edge_log_next_offset` (ingest into the log), `edge_messages_received_total`
@@ -62,6 +63,8 @@ pub struct Uplink {
     pub backlog_bytes: f64,
     /// Age of the oldest of them, seconds.
     pub oldest_age_secs: f64,
+    /// Bytes the uplink carried since start (sent, received), when the broker says.
+    pub wire: Option<(f64, f64)>,
 }
 
 /// The log on disk.
@@ -96,6 +99,8 @@ pub struct Rates {
     pub received: f64,
     /// Records forwarded (committed) per second, if the broker forwards.
     pub forward: Option<f64>,
+    /// Bytes the uplink carried per second, both ways, when the broker says.
+    pub wire: Option<f64>,
 }
 
 /// Failures.
@@ -139,6 +144,9 @@ impl View {
                 forward: uplink
                     .is_some()
                     .then(|| rate("edge_kafka_committed_offset")),
+                wire: wire(now)
+                    .zip(wire(before))
+                    .map(|((s, r), (s0, r0))| (s + r - s0 - r0).max(0.0) / window),
             }
         });
         let kinds_now = now.by_label("edge_kafka_errors_total", "kind");
@@ -282,6 +290,14 @@ impl View {
         if up.replaying {
             text.push_str(", replaying the backlog");
         }
+        if let Some((sent, received)) = up.wire {
+            let _ = write!(
+                text,
+                "; {} sent, {} received since start",
+                bytes(sent),
+                bytes(received)
+            );
+        }
         text
     }
 
@@ -327,6 +343,9 @@ impl View {
         );
         if let Some(forward) = r.forward {
             let _ = write!(text, ", forward {} rec/s to Kafka", rate(forward));
+        }
+        if let Some(wire) = r.wire {
+            let _ = write!(text, " (uplink {}/s)", bytes(wire));
         }
         let _ = write!(text, ", over {:.1}s", r.window);
         text
@@ -439,7 +458,15 @@ fn uplink(now: &Scrape) -> Option<Uplink> {
         oldest_age_secs: now
             .value("edge_kafka_oldest_unforwarded_age_seconds")
             .unwrap_or(0.0),
+        wire: wire(now),
     })
+}
+
+/// `edge_kafka_wire_bytes_total`: (sent, received), if the broker exports it.
+fn wire(look: &Scrape) -> Option<(f64, f64)> {
+    let directions = look.by_label("edge_kafka_wire_bytes_total", "direction");
+    let get = |d: &str| directions.iter().find(|(k, _)| k == d).map(|(_, v)| *v);
+    get("sent").zip(get("received"))
 }
 
 fn unix_now() -> f64 {
@@ -563,8 +590,12 @@ mod tests {
     #[test]
     fn a_draining_backlog_has_an_eta_and_the_bridge_state_gauges_win() {
         let (before, now) = looks(
-            "edge_log_next_offset 1000\nedge_kafka_committed_offset 100\n",
+            "edge_log_next_offset 1000\nedge_kafka_committed_offset 100\n\
+             edge_kafka_wire_bytes_total{direction=\"sent\"} 0\n\
+             edge_kafka_wire_bytes_total{direction=\"received\"} 0\n",
             "edge_log_next_offset 1010\nedge_kafka_committed_offset 310\nedge_kafka_upstream_up 0\n\
+             edge_kafka_wire_bytes_total{direction=\"sent\"} 1048576\n\
+             edge_kafka_wire_bytes_total{direction=\"received\"} 65536\n\
              edge_kafka_uplink_state{state=\"connecting\"} 0\nedge_kafka_uplink_state{state=\"up\"} 1\n\
              edge_kafka_replay_in_progress 1\nedge_kafka_lag_records 700\n\
              edge_kafka_last_error_info{kind=\"unreachable\",error=\"connection refused\"} 1\n",
@@ -573,8 +604,8 @@ mod tests {
         assert!(view.is_good(), "{view:?}");
         let text = view.render();
         for want in [
-            "uplink   up, replaying the backlog",
-            "forward 105 rec/s",
+            "uplink   up, replaying the backlog; 1.0 MiB sent, 64.0 KiB received since start",
+            "forward 105 rec/s to Kafka (uplink 544.0 KiB/s)",
             "ETA 7s at the current rates",
             "last: unreachable: connection refused",
         ] {
