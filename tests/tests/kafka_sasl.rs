@@ -364,3 +364,36 @@ fn sessions_are_renewed_before_they_expire_and_a_revoked_password_is_noticed() {
     let read = read_topic_sasl(&bootstrap, TOPIC, 45, ("SCRAM-SHA-512", "gw", "two"));
     assert_eq!(values(&read), expected(45));
 }
+
+/// Exactly-once delivery started with a refused password: its start (a connection before the
+/// transaction session) retries at the refusal's backoff, not every probe interval (100 ms for
+/// the first 6 s, then one a second for as long as the refusal lasted), and says so.
+#[test]
+fn exactly_once_started_with_a_refused_password_retries_sparsely() {
+    let dir = tempfile::tempdir().unwrap();
+    let creds = credentials(dir.path(), json!({"users": {"gw": "right"}}));
+    let password = secret_file(dir.path(), "kafka-password", "wrong");
+    let tansu = Tansu::start_sasl(&creds, 0);
+    let body = config(
+        &tansu.bootstrap(),
+        &format!(
+            "{}\ndelivery = \"exactly_once\"",
+            with_password("scram-sha-256", &password)
+        ),
+    );
+    let broker = Broker::start(&body);
+    wait_for_refusals(&tansu, 1);
+    std::thread::sleep(Duration::from_secs(6));
+    let refused = tansu.sasl_stats()["failed"].as_u64().unwrap_or(0);
+    eprintln!("{refused} refused authentications in the first ~6 s");
+    // 0.1, 0.2, 0.4, 0.8, 1.6, 3.2 s at most (each drawn from [half, whole]): 7 attempts.
+    assert!(
+        refused <= 8,
+        "{refused} refused authentications in ~6 s: retried every probe interval"
+    );
+    assert_eq!(
+        broker.metric("edge_kafka_uplink_state{state=\"auth_failed\"}"),
+        Some(1.0),
+        "told as a refusal"
+    );
+}

@@ -405,14 +405,16 @@ async fn start_transactions<P: KafkaProducer, B: TxnBroker>(
 ) -> Result<(), Halt> {
     // The session retries its steps with a backoff growing to `backoff_max`; a forwarder
     // started while Kafka is down (a gateway booting during an outage) would notice Kafka's
-    // return only after that wait. Wait for the cluster to answer first, as the at-least-once
-    // retries do (probes `uplink::probe_interval` apart).
-    if let Err(e) = producer.probe().await {
-        tracing::warn!(error = %e, "Kafka does not answer; exactly-once delivery starts when it does (probing it every 100 ms at first, every second after a minute)");
-        tokio::select! {
-            biased;
-            _ = cancel.cancelled() => return Err(Halt::Aborted),
-            () = crate::uplink::probe_until_answered(producer, Duration::ZERO) => {}
+    // return only after that wait. Wait for a connection to Kafka first, as the at-least-once
+    // retries do: probed `uplink::probe_interval` apart while it is unreachable, and at the
+    // refusal's backoff while it refuses our credentials (each attempt a handshake on the
+    // uplink), told as an outage.
+    let mut retry = config.retry();
+    while let Err(e) = producer.probe().await {
+        reader.uplink.failed(&e);
+        retry.failed(Some(&e));
+        if reader.uplink.pause(producer, &mut retry, cancel).await {
+            return Err(Halt::Aborted);
         }
     }
     let identity = txn.session().await.init(cancel).await?;

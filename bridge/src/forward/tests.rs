@@ -55,9 +55,10 @@ fn edge_offset(r: &ProduceRecord) -> u64 {
 /// MESSAGE_TOO_LARGE, a batch over `max_request_bytes` (encoded without compression) is refused
 /// before it leaves as the real producer refuses it, while `down` every call fails (and
 /// probes too), and the batches `refusing` names are refused with TOPIC_AUTHORIZATION_FAILED
-/// (the cluster's ACLs; each refused send's attempt and record count is kept). It answers at once
-/// (the trait's default `send`), and counts `produce` calls: the forwarder sends only through
-/// `send`, so none come from it.
+/// (the cluster's ACLs; each refused send's attempt and record count is kept; refusing
+/// everything, probes are refused SASL_AUTHENTICATION_FAILED). It answers at once (the trait's
+/// default `send`), and counts `produce` calls (the forwarder sends only through `send`, so
+/// none come from it) and probes.
 #[derive(Clone, Default)]
 struct FaultyProducer {
     fail_first: Arc<Mutex<usize>>,
@@ -69,6 +70,7 @@ struct FaultyProducer {
     max_request_bytes: Option<usize>,
     refusing: Arc<Mutex<Refuse>>,
     refused: Arc<Mutex<Vec<(Attempt, usize)>>>,
+    probes: Arc<AtomicUsize>,
 }
 
 /// Which batches [`FaultyProducer`]'s cluster refuses (its ACLs).
@@ -116,8 +118,11 @@ impl KafkaProducer for FaultyProducer {
     }
 
     async fn probe(&self) -> Result<(), ProduceError> {
+        self.probes.fetch_add(1, Ordering::SeqCst);
         if self.down.load(Ordering::SeqCst) {
             Err(reset())
+        } else if *self.refusing.lock().unwrap() == Refuse::Everything {
+            Err(refused(codes::SASL_AUTHENTICATION_FAILED))
         } else {
             Ok(())
         }
@@ -584,6 +589,55 @@ async fn exactly_once_started_while_kafka_is_down_begins_when_a_probe_answers() 
         "the start waited for the transaction session's backoff instead of a probe",
     )
     .await;
+    stop.cancel();
+    task.await.unwrap();
+    assert_eq!(metrics.transactions.load(Ordering::Relaxed), 1);
+}
+
+/// Exactly once, started while the cluster refuses our credentials: the start retries at the
+/// refusal's backoff (here 0.5 s doubling), not every probe interval (each attempt is a
+/// connection and a SASL handshake on the uplink: before, one a second for as long as the
+/// refusal lasted, 86,400 a day), says so (`auth_failed`), and begins once the refusal ends.
+#[tokio::test]
+async fn exactly_once_started_while_refused_retries_at_the_refusal_backoff() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = log_with(&dir.path().join("log"), &refs(&payloads(20))).await;
+    let producer = FaultyProducer::default();
+    *producer.refusing.lock().unwrap() = Refuse::Everything;
+    let mut config = config(dir.path());
+    config.backoff_min = Duration::from_millis(500);
+    config.backoff_max = Duration::from_millis(500);
+    config.auth_backoff_max = Duration::from_secs(60);
+    let session = TxnSession::new(
+        DownCoordinator {
+            down: Arc::clone(&producer.down),
+        },
+        crate::producer::txn::TxnConfig {
+            transactional_id: "edge-bridge.gw".into(),
+            transaction_timeout: Duration::from_secs(60),
+            backoff_min: config.backoff_min,
+            backoff_max: config.backoff_max,
+        },
+    );
+    let fwd =
+        open(&log, producer.clone(), config).exactly_once(session, crate::position::LogIdentity(1));
+    let metrics = fwd.metrics();
+    let (stop, abort) = (CancellationToken::new(), CancellationToken::new());
+    let task = tokio::spawn(fwd.run(stop.clone(), abort.clone()));
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let probes = producer.probes.load(Ordering::SeqCst);
+    // 0.25–0.5, 0.5–1, 1–2 s: at most 4 attempts in 3 s.
+    assert!(probes <= 4, "{probes} attempts in 3 s while refused");
+    assert_eq!(metrics.uplink_state(), UplinkState::AuthFailed);
+    *producer.refusing.lock().unwrap() = Refuse::Nothing;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while metrics.committed.load(Ordering::Relaxed) < 20 {
+        assert!(
+            Instant::now() < deadline,
+            "not started once the refusal ended"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
     stop.cancel();
     task.await.unwrap();
     assert_eq!(metrics.transactions.load(Ordering::Relaxed), 1);
