@@ -317,6 +317,7 @@ mod tests {
                 transaction_timeout: Duration::from_secs(60),
                 backoff_min: Duration::from_millis(10),
                 backoff_max: Duration::from_millis(100),
+                auth_backoff_max: Duration::from_millis(100),
             },
         );
         session.init(&CancellationToken::new()).await.unwrap();

@@ -575,6 +575,7 @@ async fn exactly_once_started_while_kafka_is_down_begins_when_a_probe_answers() 
             transaction_timeout: Duration::from_secs(60),
             backoff_min: config.backoff_min,
             backoff_max: config.backoff_max,
+            auth_backoff_max: config.auth_backoff_max,
         },
     );
     let fwd =
@@ -617,6 +618,7 @@ async fn exactly_once_started_while_refused_retries_at_the_refusal_backoff() {
             transaction_timeout: Duration::from_secs(60),
             backoff_min: config.backoff_min,
             backoff_max: config.backoff_max,
+            auth_backoff_max: config.auth_backoff_max,
         },
     );
     let fwd =

@@ -128,6 +128,9 @@ pub enum TxnReply {
     Refused(i16),
     /// No answer (timeout, connection lost): the outcome is unknown.
     Lost(String),
+    /// The connection was refused (SASL credentials, TLS certificates): nothing was sent.
+    /// Retried, at the refusal's longer backoff.
+    Unauthenticated(String),
 }
 
 /// The transport of the transactional protocol: sends `request` to the coordinator it belongs
@@ -229,6 +232,7 @@ pub fn react(step: Step, reply: &TxnReply) -> Reaction {
             };
         }
         TxnReply::Refused(code) => *code,
+        TxnReply::Unauthenticated(_) => return Reaction::Retry,
     };
     match (step, code) {
         (Step::Abort, INVALID_TXN_STATE) => Reaction::Done, // nothing open to abort
@@ -351,6 +355,9 @@ pub struct TxnConfig {
     pub backoff_min: Duration,
     /// Longest retry delay.
     pub backoff_max: Duration,
+    /// Longest retry delay after the cluster refused our connection (credentials,
+    /// certificates).
+    pub auth_backoff_max: Duration,
 }
 
 /// The transaction state machine over a [`TxnBroker`].
@@ -647,7 +654,7 @@ impl<B: TxnBroker> TxnSession<B> {
     /// Sends `request` until its step is done or must end: retries (with backoff), finds
     /// coordinators again, and returns the reply, a recovery to try, or the error.
     async fn run(&mut self, step: Step, request: TxnRequest, cancel: &CancellationToken) -> Ended {
-        let mut backoff = Backoff::new(self.config.backoff_min, self.config.backoff_max);
+        let mut waits = StepWaits::new(&self.config);
         loop {
             let kind = step.coordinator();
             if !self.known.contains(&kind)
@@ -678,7 +685,7 @@ impl<B: TxnBroker> TxnSession<B> {
                 }
                 Reaction::Fatal => return Ended::Error(self.fail(step, &reply)),
             }
-            let delay = backoff.next_delay();
+            let delay = waits.after(&reply);
             tracing::warn!(?step, reply = %what, ?delay, "Kafka transaction step failed; retrying");
             tokio::select! {
                 biased;
@@ -694,7 +701,7 @@ impl<B: TxnBroker> TxnSession<B> {
         kind: CoordinatorKind,
         cancel: &CancellationToken,
     ) -> Result<(), TxnError> {
-        let mut backoff = Backoff::new(self.config.backoff_min, self.config.backoff_max);
+        let mut waits = StepWaits::new(&self.config);
         loop {
             let reply = tokio::select! {
                 biased;
@@ -709,7 +716,7 @@ impl<B: TxnBroker> TxnSession<B> {
                 Reaction::Fatal => return Err(self.fail(Step::FindCoordinator, &reply)),
                 _ => {}
             }
-            let delay = backoff.next_delay();
+            let delay = waits.after(&reply);
             tracing::warn!(?kind, reply = %describe(&reply), ?delay, "Kafka coordinator not found; retrying");
             tokio::select! {
                 biased;
@@ -816,6 +823,34 @@ fn describe(reply: &TxnReply) -> String {
         TxnReply::Initialised(i) => format!("producer {} epoch {}", i.producer_id, i.epoch),
         TxnReply::Refused(code) => format!("{} (code {code})", code_name(*code)),
         TxnReply::Lost(why) => format!("no answer: {why}"),
+        TxnReply::Unauthenticated(why) => format!("refused us: {why}"),
+    }
+}
+
+/// The waits between a step's tries: longer after the cluster refused our connection (only a
+/// fix ends that, and every try is a handshake on the uplink).
+struct StepWaits {
+    backoff: Backoff,
+    refused: Backoff,
+}
+
+impl StepWaits {
+    fn new(config: &TxnConfig) -> Self {
+        Self {
+            backoff: Backoff::new(config.backoff_min, config.backoff_max),
+            refused: Backoff::new(
+                config.backoff_min,
+                config.auth_backoff_max.max(config.backoff_max),
+            ),
+        }
+    }
+
+    /// The wait after `reply`.
+    fn after(&mut self, reply: &TxnReply) -> Duration {
+        match reply {
+            TxnReply::Unauthenticated(_) => self.refused.next_delay(),
+            _ => self.backoff.next_delay(),
+        }
     }
 }
 
@@ -936,6 +971,7 @@ mod tests {
                 transaction_timeout: Duration::from_secs(60),
                 backoff_min: Duration::from_millis(10),
                 backoff_max: Duration::from_millis(100),
+                auth_backoff_max: Duration::from_secs(60),
             },
         )
     }
@@ -962,6 +998,35 @@ mod tests {
         }
         s.add_partitions(&[tp("t", 0), tp("t", 1)], &cancel).await?;
         s.commit(position(100), &cancel).await
+    }
+
+    /// A refused connection (credentials, certificates) is retried at the refusal's longer
+    /// backoff (here up to 60 s): each try is a handshake on the uplink and only a fix ends it.
+    /// A lost answer keeps the short one (here up to 100 ms). Paused clock.
+    #[tokio::test(start_paused = true)]
+    async fn a_refused_connection_is_retried_at_the_refusals_backoff() {
+        let cancel = CancellationToken::new();
+        let mut took = Vec::new();
+        for reply in [
+            TxnReply::Unauthenticated("SASL refused".into()),
+            TxnReply::Lost("connection reset".into()),
+        ] {
+            let broker = ScriptedCoordinator::default();
+            broker.script(StepKey::Find, std::iter::repeat_n(reply, 8));
+            let mut s = session(&broker);
+            let start = tokio::time::Instant::now();
+            s.init(&cancel).await.unwrap();
+            assert_eq!(broker.count(StepKey::Find), 9);
+            took.push(start.elapsed());
+        }
+        // 10 ms doubling, each wait drawn from [half, whole]: at least 1.27 s to 1.28 s refused;
+        // at most 0.55 s lost (10, 20, 40, 80, then 100 ms).
+        assert!(
+            took[0] >= Duration::from_millis(1270),
+            "refused: {:?}",
+            took[0]
+        );
+        assert!(took[1] <= Duration::from_millis(550), "lost: {:?}", took[1]);
     }
 
     #[tokio::test(start_paused = true)]

@@ -188,7 +188,7 @@ impl TxnWire {
             )
             .await;
         match resp {
-            Err(e) => TxnReply::Lost(e.to_string()),
+            Err(e) => unanswered(&e),
             Ok(r) if r.error_code != 0 => TxnReply::Refused(r.error_code),
             Ok(r) => {
                 let addr = format!("{}:{}", r.host.as_str(), r.port);
@@ -226,7 +226,7 @@ impl TxnWire {
                     // Gone (or moved): find it again before the next try.
                     c.addr = None;
                     c.conn = None;
-                    return Sent::Reply(TxnReply::Lost(e.to_string()));
+                    return Sent::Reply(unanswered(&e));
                 }
             },
         };
@@ -244,7 +244,7 @@ impl TxnWire {
                     ProduceError::UnsupportedVersion { .. } => {
                         Sent::Reply(TxnReply::Refused(codes::UNSUPPORTED_VERSION))
                     }
-                    e => Sent::Reply(TxnReply::Lost(e.to_string())),
+                    e => Sent::Reply(unanswered(&e)),
                 }
             }
         }
@@ -474,11 +474,21 @@ fn refused(api: &'static str, code: i16) -> ProduceError {
     ProduceError::refused(api, POSITION_TOPIC, 0, code, None)
 }
 
+/// The reply of a request `e` kept from an answer: refused (our credentials or certificate),
+/// or lost (the outcome unknown).
+fn unanswered(e: &ProduceError) -> TxnReply {
+    if e.is_auth_failure() {
+        TxnReply::Unauthenticated(e.to_string())
+    } else {
+        TxnReply::Lost(e.to_string())
+    }
+}
+
 /// A reply that is not an answer, as an error of `api`.
 fn reply_error(api: &'static str, reply: TxnReply) -> ProduceError {
     match reply {
         TxnReply::Refused(code) => refused(api, code),
-        TxnReply::Lost(why) => ProduceError::Io {
+        TxnReply::Lost(why) | TxnReply::Unauthenticated(why) => ProduceError::Io {
             broker: "coordinator".into(),
             source: std::io::Error::other(why),
         },
@@ -514,6 +524,7 @@ mod tests {
                 transaction_timeout: Duration::from_secs(60),
                 backoff_min: Duration::from_millis(20),
                 backoff_max: Duration::from_millis(200),
+                auth_backoff_max: Duration::from_millis(200),
             },
         );
         (producer, session)
