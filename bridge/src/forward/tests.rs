@@ -558,14 +558,13 @@ impl crate::producer::txn::TxnBroker for DownCoordinator {
     }
 }
 
-/// Exactly once, started while Kafka is down (a gateway booting in an outage): the
-/// transaction session's own retries back off (here 2.5..5 s), but the start waits for a
-/// probe first, so forwarding begins within a probe interval of Kafka's return. (Before,
-/// FindCoordinator's backoff decided: 2.4 s late in the 1M drain benchmark.)
-#[tokio::test]
-async fn exactly_once_started_while_kafka_is_down_begins_when_a_probe_answers() {
-    let dir = tempfile::tempdir().unwrap();
-    let (log, producer, config) = kafka_down_with_long_backoff(dir.path()).await;
+/// An exactly-once forwarder on cursor `kafka` of `log`, its coordinator a [`DownCoordinator`]
+/// sharing `producer`'s `down`, its session waiting as `config` says.
+fn open_exactly_once(
+    log: &Log,
+    producer: &FaultyProducer,
+    config: ForwardConfig,
+) -> Forwarder<FaultyProducer, DownCoordinator> {
     let session = TxnSession::new(
         DownCoordinator {
             down: Arc::clone(&producer.down),
@@ -578,8 +577,18 @@ async fn exactly_once_started_while_kafka_is_down_begins_when_a_probe_answers() 
             auth_backoff_max: config.auth_backoff_max,
         },
     );
-    let fwd =
-        open(&log, producer.clone(), config).exactly_once(session, crate::position::LogIdentity(1));
+    open(log, producer.clone(), config).exactly_once(session, crate::position::LogIdentity(1))
+}
+
+/// Exactly once, started while Kafka is down (a gateway booting in an outage): the
+/// transaction session's own retries back off (here 2.5..5 s), but the start waits for a
+/// probe first, so forwarding begins within a probe interval of Kafka's return. (Before,
+/// FindCoordinator's backoff decided: 2.4 s late in the 1M drain benchmark.)
+#[tokio::test]
+async fn exactly_once_started_while_kafka_is_down_begins_when_a_probe_answers() {
+    let dir = tempfile::tempdir().unwrap();
+    let (log, producer, config) = kafka_down_with_long_backoff(dir.path()).await;
+    let fwd = open_exactly_once(&log, &producer, config);
     let metrics = fwd.metrics();
     let (stop, abort) = (CancellationToken::new(), CancellationToken::new());
     let task = tokio::spawn(fwd.run(stop.clone(), abort.clone()));
@@ -609,20 +618,7 @@ async fn exactly_once_started_while_refused_retries_at_the_refusal_backoff() {
     config.backoff_min = Duration::from_millis(500);
     config.backoff_max = Duration::from_millis(500);
     config.auth_backoff_max = Duration::from_secs(60);
-    let session = TxnSession::new(
-        DownCoordinator {
-            down: Arc::clone(&producer.down),
-        },
-        crate::producer::txn::TxnConfig {
-            transactional_id: "edge-bridge.gw".into(),
-            transaction_timeout: Duration::from_secs(60),
-            backoff_min: config.backoff_min,
-            backoff_max: config.backoff_max,
-            auth_backoff_max: config.auth_backoff_max,
-        },
-    );
-    let fwd =
-        open(&log, producer.clone(), config).exactly_once(session, crate::position::LogIdentity(1));
+    let fwd = open_exactly_once(&log, &producer, config);
     let metrics = fwd.metrics();
     let (stop, abort) = (CancellationToken::new(), CancellationToken::new());
     let task = tokio::spawn(fwd.run(stop.clone(), abort.clone()));
