@@ -495,6 +495,24 @@ fn forwarding_over_tls_checks_the_broker_certificate() {
         Some(1.0)
     );
     assert_eq!(metric(metrics, "edge_kafka_lag_records"), Some(10.0));
+    // What a refused attempt costs the uplink (printed: the certificates are this test's).
+    let refused = metric(
+        metrics,
+        "edge_kafka_connection_setup_failures_total{step=\"tls_handshake\",reason=\"error\"}",
+    )
+    .unwrap_or_default();
+    let wire = |direction: &str| {
+        metric(
+            metrics,
+            &format!("edge_kafka_wire_bytes_total{{direction=\"{direction}\"}}"),
+        )
+        .unwrap_or_default()
+    };
+    eprintln!(
+        "{refused} refused TLS handshakes: {:.0} bytes sent and {:.0} received each",
+        wire("sent") / refused.max(1.0),
+        wire("received") / refused.max(1.0)
+    );
 }
 
 /// Publishes one QoS 1 message with mosquitto_pub (returns once the broker acknowledged it).
