@@ -508,10 +508,10 @@ impl<P: KafkaProducer + Clone + 'static, B: TxnBroker> Sender<P, B> {
                 let plan = self.planning.plan(&again, abort).await.ok_or(Aborted)?;
                 round.extend(plan.batches);
             }
-            // While Kafka refuses us, one record asks as well as the whole round whether it
-            // still does.
+            // While Kafka refuses what it is sent (and writes none of it), one record asks as
+            // well as the whole round whether it still does.
             let held = match &wait {
-                Some(error) if error.is_auth_failure() => probe_round(&mut round),
+                Some(error) if error.wrote_nothing() => probe_round(&mut round),
                 _ => Vec::new(),
             };
             if let Some(error) = wait {
@@ -694,9 +694,10 @@ fn not_sent_error(tp: &Topition) -> ProduceError {
 }
 
 /// Cuts a round of resends down to its first record, a batch of its own, and returns the rest
-/// in order (its first batch's other records first). Used while Kafka refuses us (ACLs,
-/// credentials): every byte of a refused resend is paid for on a metered uplink and written by
-/// nobody, and a round is resent every `auth_retry_backoff_max` until someone fixes it.
+/// in order (its first batch's other records first). Used while Kafka refuses what it is sent
+/// and writes none of it ([`ProduceError::wrote_nothing`]: ACLs, credentials, too few in-sync
+/// replicas): every byte of such a resend is paid for on a metered uplink and written by
+/// nobody, and a round is resent every backoff until the cluster is fixed.
 /// The rest follows at once when the probe is taken; the record goes first, so the order in its
 /// partition holds.
 fn probe_round(round: &mut Vec<PartitionBatch>) -> Vec<PartitionBatch> {

@@ -73,13 +73,30 @@ struct FaultyProducer {
     probes: Arc<AtomicUsize>,
 }
 
-/// Which batches [`FaultyProducer`]'s cluster refuses (its ACLs).
+/// Which batches [`FaultyProducer`]'s cluster refuses, and why.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 enum Refuse {
     #[default]
     Nothing,
+    /// Every batch, TOPIC_AUTHORIZATION_FAILED (and every probe, SASL_AUTHENTICATION_FAILED).
     Everything,
+    /// This partition's batches, TOPIC_AUTHORIZATION_FAILED (an ACL on one route's topic).
     Partition(i32),
+    /// Every batch, NOT_ENOUGH_REPLICAS: too few in-sync replicas, nothing written (a
+    /// cluster with a broker down, for as long as it is down).
+    Replicas,
+}
+
+impl Refuse {
+    /// The error code a batch to `tp` is refused with, if it is.
+    fn code(self, tp: &Topition) -> Option<i16> {
+        match self {
+            Refuse::Everything => Some(codes::TOPIC_AUTHORIZATION_FAILED),
+            Refuse::Partition(p) if p == tp.partition() => Some(codes::TOPIC_AUTHORIZATION_FAILED),
+            Refuse::Replicas => Some(codes::NOT_ENOUGH_REPLICAS),
+            _ => None,
+        }
+    }
 }
 
 impl KafkaProducer for FaultyProducer {
@@ -94,10 +111,9 @@ impl KafkaProducer for FaultyProducer {
         if attempt == Attempt::First {
             self.first_sends.fetch_add(1, Ordering::SeqCst);
         }
-        let refusing = *self.refusing.lock().unwrap();
-        if refusing == Refuse::Everything || refusing == Refuse::Partition(tp.partition()) {
+        if let Some(code) = self.refusing.lock().unwrap().code(tp) {
             self.refused.lock().unwrap().push((attempt, records.len()));
-            return ProduceAck::ready(Err(refused(codes::TOPIC_AUTHORIZATION_FAILED)));
+            return ProduceAck::ready(Err(refused(code)));
         }
         ProduceAck::ready(self.write(tp, records))
     }
@@ -337,10 +353,11 @@ async fn a_batch_that_cannot_reach_kafka_holds_the_rest_of_its_round() {
 /// chunk each time (a backlog's chunk is up to `max_batch_bytes`, 1 MiB), paid for on a metered
 /// uplink and written by nobody. When the probe is taken the rest follows at once; nothing is
 /// lost, in log order, once. The same when only one partition is refused (an ACL on one of
-/// the routes' topics), the others' batches taken.
+/// the routes' topics), the others' batches taken, and when the cluster has too few in-sync
+/// replicas (a broker down for maintenance: every resend a whole chunk every 5 s, for hours).
 #[tokio::test]
 async fn writes_refused_by_the_cluster_are_probed_with_one_record() {
-    for refuse in [Refuse::Everything, Refuse::Partition(0)] {
+    for refuse in [Refuse::Everything, Refuse::Partition(0), Refuse::Replicas] {
         refused_writes_are_probed_with_one_record(refuse).await;
     }
 }
@@ -367,8 +384,10 @@ async fn refused_writes_are_probed_with_one_record(refuse: Refuse) {
         assert!(Instant::now() < deadline, "too few resends");
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
-    if refuse == Refuse::Everything {
-        assert_eq!(metrics.uplink_state(), UplinkState::AuthFailed);
+    match refuse {
+        Refuse::Everything => assert_eq!(metrics.uplink_state(), UplinkState::AuthFailed),
+        Refuse::Replicas => assert_eq!(metrics.uplink_state(), UplinkState::Down),
+        _ => {}
     }
     let sizes = resends(&producer);
     assert!(

@@ -365,6 +365,8 @@ pub mod codes {
     pub const NOT_COORDINATOR: i16 = 16;
     /// RECORD_LIST_TOO_LARGE.
     pub const RECORD_LIST_TOO_LARGE: i16 = 18;
+    /// NOT_ENOUGH_REPLICAS (fewer in-sync replicas than `min.insync.replicas`: not written).
+    pub const NOT_ENOUGH_REPLICAS: i16 = 19;
     /// TOPIC_AUTHORIZATION_FAILED.
     pub const TOPIC_AUTHORIZATION_FAILED: i16 = 29;
     /// GROUP_AUTHORIZATION_FAILED.
@@ -509,6 +511,24 @@ impl ProduceError {
             ),
             _ => false,
         }
+    }
+
+    /// True if Kafka wrote none of the batch, for a reason that may last: a refusal (credentials,
+    /// certificates, ACLs), no leader, too few in-sync replicas. One record resent tells as
+    /// well as the whole batch whether it still holds, and may be split off: no sequence number
+    /// of the batch was taken. (Not a timeout, nor NOT_ENOUGH_REPLICAS_AFTER_APPEND: the batch
+    /// may be written, and its resend must match it for Kafka to recognise the duplicate.)
+    pub fn wrote_nothing(&self) -> bool {
+        self.is_auth_failure()
+            || matches!(
+                self,
+                ProduceError::Broker {
+                    code: codes::LEADER_NOT_AVAILABLE
+                        | codes::NOT_LEADER_OR_FOLLOWER
+                        | codes::NOT_ENOUGH_REPLICAS,
+                    ..
+                }
+            )
     }
 
     /// True if the connection this came from can no longer be trusted (unknown stream state).
