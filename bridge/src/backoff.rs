@@ -4,6 +4,11 @@
 //! `d = min(cap, base * 2^n)` ("equal jitter"): never zero, so a flapping broker is not
 //! hammered, and spread out so many gateways restarting together do not retry in lockstep.
 //! The randomness is a tiny xorshift64* seeded from the clock; it only spreads retries.
+//!
+//! [`RetryBackoff`] is the one rule for refusals (credentials, certificates, ACLs): their
+//! delays grow to a longer ceiling (`auth_retry_backoff_max`), every other failure's to
+//! `retry_backoff_max`. The forwarder's retries (`uplink::Retry`) and the transaction
+//! session's steps both wait with it.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -77,6 +82,52 @@ impl Backoff {
         x ^= x >> 27;
         self.rng = x;
         x.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+}
+
+/// The waits of a retry loop: from `min` doubling up to `max`, or up to `refused_max` after a
+/// refusal (`[kafka] retry_backoff_min`, `retry_backoff_max`, `auth_retry_backoff_max`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RetryWaits {
+    /// The first wait.
+    pub min: Duration,
+    /// The longest wait.
+    pub max: Duration,
+    /// The longest wait after a refusal (credentials, certificates, ACLs).
+    pub refused_max: Duration,
+}
+
+/// The backoff of a retry loop that tells refusals apart: after a refusal (credentials,
+/// certificates, ACLs: only a fix ends it, and every try costs the uplink a handshake or a
+/// request) the delays grow to `refused_max`, after any other failure to `max`.
+#[derive(Debug, Clone)]
+pub struct RetryBackoff {
+    failed: Backoff,
+    refused: Backoff,
+}
+
+impl RetryBackoff {
+    /// Delays as `waits` says (`refused_max` at least `max`).
+    pub fn new(waits: RetryWaits) -> Self {
+        Self {
+            failed: Backoff::new(waits.min, waits.max),
+            refused: Backoff::new(waits.min, waits.refused_max.max(waits.max)),
+        }
+    }
+
+    /// The delay before the next retry after a failure, `refused` or not.
+    pub fn next_delay(&mut self, refused: bool) -> Duration {
+        if refused {
+            self.refused.next_delay()
+        } else {
+            self.failed.next_delay()
+        }
+    }
+
+    /// Forgets past failures (call after a success).
+    pub fn reset(&mut self) {
+        self.failed.reset();
+        self.refused.reset();
     }
 }
 

@@ -26,7 +26,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use edge_log::Log;
 use tokio_util::sync::CancellationToken;
 
-use crate::backoff::Backoff;
+use crate::backoff::{RetryBackoff, RetryWaits};
 use crate::metrics::{ForwardMetrics, LastError, error_kind};
 use crate::producer::{ErrorClass, KafkaProducer, ProduceError};
 
@@ -670,11 +670,7 @@ impl Uplink {
         retry: &mut Retry,
         cancel: &CancellationToken,
     ) -> bool {
-        let delay = if retry.refused {
-            retry.refused_backoff.next_delay()
-        } else {
-            retry.backoff.next_delay()
-        };
+        let delay = retry.backoff.next_delay(retry.refused);
         let probe = retry.unreachable && !retry.cut_short;
         let down = self.inner.story.lock().down_for(Instant::now());
         let credentials = if retry.refused {
@@ -725,25 +721,10 @@ pub(crate) async fn probe_until_answered<P: KafkaProducer>(producer: &P, down: D
     }
 }
 
-/// The waits of a retry loop: from `min` doubling up to `max`, or up to `refused_max` while
-/// the cluster refuses us (`[kafka] retry_backoff_min`, `retry_backoff_max`,
-/// `auth_retry_backoff_max`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct RetryWaits {
-    /// The first wait.
-    pub min: Duration,
-    /// The longest wait.
-    pub max: Duration,
-    /// The longest wait after a refusal (credentials, certificates, ACLs).
-    pub refused_max: Duration,
-}
-
 /// Retry state of one retry loop: the backoff, and whether probing may cut its wait short.
 #[derive(Debug, Clone)]
 pub struct Retry {
-    backoff: Backoff,
-    /// The backoff after refusals.
-    refused_backoff: Backoff,
+    backoff: RetryBackoff,
     /// The last failure meant "unreachable" (a probe can tell when that ends).
     unreachable: bool,
     /// The last failure was a refusal ([`ProduceError::is_auth_failure`]).
@@ -756,8 +737,7 @@ impl Retry {
     /// A retry loop waiting `waits`.
     pub fn new(waits: RetryWaits) -> Self {
         Self {
-            backoff: Backoff::new(waits.min, waits.max),
-            refused_backoff: Backoff::new(waits.min, waits.refused_max.max(waits.max)),
+            backoff: RetryBackoff::new(waits),
             unreachable: false,
             refused: false,
             cut_short: false,
@@ -778,7 +758,6 @@ impl Retry {
     /// The attempt succeeded: the next failure waits from the shortest delay again.
     pub fn succeeded(&mut self) {
         self.backoff.reset();
-        self.refused_backoff.reset();
         self.cut_short = false;
     }
 }

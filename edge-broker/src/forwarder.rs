@@ -94,9 +94,7 @@ pub fn start(
             TxnConfig {
                 transactional_id,
                 transaction_timeout: config.kafka.transaction_timeout.0,
-                backoff_min: config.kafka.retry_backoff_min.0,
-                backoff_max: config.kafka.retry_backoff_max.0,
-                auth_backoff_max: config.kafka.auth_retry_backoff_max.0,
+                waits: config.forward_config().retry_waits(),
             },
         );
         let forwarder = forwarder.exactly_once(session, identity);

@@ -315,9 +315,11 @@ mod tests {
             TxnConfig {
                 transactional_id: "edge-bridge.gw".into(),
                 transaction_timeout: Duration::from_secs(60),
-                backoff_min: Duration::from_millis(10),
-                backoff_max: Duration::from_millis(100),
-                auth_backoff_max: Duration::from_millis(100),
+                waits: crate::backoff::RetryWaits {
+                    min: Duration::from_millis(10),
+                    max: Duration::from_millis(100),
+                    refused_max: Duration::from_millis(100),
+                },
             },
         );
         session.init(&CancellationToken::new()).await.unwrap();

@@ -43,7 +43,7 @@ use edge_log::{Cursor, Log, LogError, Record};
 use thiserror::Error;
 use tokio_util::sync::CancellationToken;
 
-use crate::backoff::Backoff;
+use crate::backoff::{Backoff, RetryWaits};
 use crate::dead_letter::DeadLetterSink;
 use crate::metrics::ForwardMetrics;
 use crate::plan::{Plan, Planner, Router};
@@ -51,7 +51,7 @@ use crate::position::{LogIdentity, Resume};
 use crate::producer::txn::{AtLeastOnce, TxnBroker, TxnError, TxnSession};
 use crate::producer::txn_wire::POSITION_TOPIC;
 use crate::producer::{EncodedBatch, KafkaProducer};
-use crate::uplink::{Retry, RetryWaits, Uplink};
+use crate::uplink::{Retry, Uplink};
 use exactly_once::Transactions;
 pub use exactly_once::{TXN_INTERVAL, TXN_RECORDS};
 use sender::{Halt, SenderEnd};
@@ -137,13 +137,18 @@ impl ForwardConfig {
         }
     }
 
-    /// A retry loop with this configuration's waits.
-    pub(crate) fn retry(&self) -> Retry {
-        Retry::new(RetryWaits {
+    /// This configuration's retry waits.
+    pub fn retry_waits(&self) -> RetryWaits {
+        RetryWaits {
             min: self.backoff_min,
             max: self.backoff_max,
             refused_max: self.auth_backoff_max,
-        })
+        }
+    }
+
+    /// A retry loop with this configuration's waits.
+    pub(crate) fn retry(&self) -> Retry {
+        Retry::new(self.retry_waits())
     }
 }
 

@@ -591,9 +591,7 @@ fn open_exactly_once(
         crate::producer::txn::TxnConfig {
             transactional_id: "edge-bridge.gw".into(),
             transaction_timeout: Duration::from_secs(60),
-            backoff_min: config.backoff_min,
-            backoff_max: config.backoff_max,
-            auth_backoff_max: config.auth_backoff_max,
+            waits: config.retry_waits(),
         },
     );
     open(log, producer.clone(), config).exactly_once(session, crate::position::LogIdentity(1))

@@ -46,7 +46,7 @@ use thiserror::Error;
 use tokio_util::sync::CancellationToken;
 
 use super::{ProducerIdentity, code_name, codes};
-use crate::backoff::Backoff;
+use crate::backoff::{RetryBackoff, RetryWaits};
 
 /// Which coordinator a request goes to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -351,13 +351,8 @@ pub struct TxnConfig {
     /// resend. It also bounds how long a gateway that died mid-transaction holds
     /// read_committed consumers of its partitions (on Kafka; Tansu 0.6 never times out).
     pub transaction_timeout: Duration,
-    /// First retry delay.
-    pub backoff_min: Duration,
-    /// Longest retry delay.
-    pub backoff_max: Duration,
-    /// Longest retry delay after the cluster refused our connection (credentials,
-    /// certificates).
-    pub auth_backoff_max: Duration,
+    /// The waits between a step's tries (longer after the cluster refused our connection).
+    pub waits: RetryWaits,
 }
 
 /// The transaction state machine over a [`TxnBroker`].
@@ -654,7 +649,7 @@ impl<B: TxnBroker> TxnSession<B> {
     /// Sends `request` until its step is done or must end: retries (with backoff), finds
     /// coordinators again, and returns the reply, a recovery to try, or the error.
     async fn run(&mut self, step: Step, request: TxnRequest, cancel: &CancellationToken) -> Ended {
-        let mut waits = StepWaits::new(&self.config);
+        let mut waits = RetryBackoff::new(self.config.waits);
         loop {
             let kind = step.coordinator();
             if !self.known.contains(&kind)
@@ -685,7 +680,7 @@ impl<B: TxnBroker> TxnSession<B> {
                 }
                 Reaction::Fatal => return Ended::Error(self.fail(step, &reply)),
             }
-            let delay = waits.after(&reply);
+            let delay = waits.next_delay(matches!(reply, TxnReply::Unauthenticated(_)));
             tracing::warn!(?step, reply = %what, ?delay, "Kafka transaction step failed; retrying");
             tokio::select! {
                 biased;
@@ -701,7 +696,7 @@ impl<B: TxnBroker> TxnSession<B> {
         kind: CoordinatorKind,
         cancel: &CancellationToken,
     ) -> Result<(), TxnError> {
-        let mut waits = StepWaits::new(&self.config);
+        let mut waits = RetryBackoff::new(self.config.waits);
         loop {
             let reply = tokio::select! {
                 biased;
@@ -716,7 +711,7 @@ impl<B: TxnBroker> TxnSession<B> {
                 Reaction::Fatal => return Err(self.fail(Step::FindCoordinator, &reply)),
                 _ => {}
             }
-            let delay = waits.after(&reply);
+            let delay = waits.next_delay(matches!(reply, TxnReply::Unauthenticated(_)));
             tracing::warn!(?kind, reply = %describe(&reply), ?delay, "Kafka coordinator not found; retrying");
             tokio::select! {
                 biased;
@@ -824,33 +819,6 @@ fn describe(reply: &TxnReply) -> String {
         TxnReply::Refused(code) => format!("{} (code {code})", code_name(*code)),
         TxnReply::Lost(why) => format!("no answer: {why}"),
         TxnReply::Unauthenticated(why) => format!("refused us: {why}"),
-    }
-}
-
-/// The waits between a step's tries: longer after the cluster refused our connection (only a
-/// fix ends that, and every try is a handshake on the uplink).
-struct StepWaits {
-    backoff: Backoff,
-    refused: Backoff,
-}
-
-impl StepWaits {
-    fn new(config: &TxnConfig) -> Self {
-        Self {
-            backoff: Backoff::new(config.backoff_min, config.backoff_max),
-            refused: Backoff::new(
-                config.backoff_min,
-                config.auth_backoff_max.max(config.backoff_max),
-            ),
-        }
-    }
-
-    /// The wait after `reply`.
-    fn after(&mut self, reply: &TxnReply) -> Duration {
-        match reply {
-            TxnReply::Unauthenticated(_) => self.refused.next_delay(),
-            _ => self.backoff.next_delay(),
-        }
     }
 }
 
@@ -969,9 +937,11 @@ mod tests {
             TxnConfig {
                 transactional_id: "edge-bridge.gw-01".into(),
                 transaction_timeout: Duration::from_secs(60),
-                backoff_min: Duration::from_millis(10),
-                backoff_max: Duration::from_millis(100),
-                auth_backoff_max: Duration::from_secs(60),
+                waits: RetryWaits {
+                    min: Duration::from_millis(10),
+                    max: Duration::from_millis(100),
+                    refused_max: Duration::from_secs(60),
+                },
             },
         )
     }

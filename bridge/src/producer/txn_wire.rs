@@ -522,9 +522,11 @@ mod tests {
             TxnConfig {
                 transactional_id: id.to_owned(),
                 transaction_timeout: Duration::from_secs(60),
-                backoff_min: Duration::from_millis(20),
-                backoff_max: Duration::from_millis(200),
-                auth_backoff_max: Duration::from_millis(200),
+                waits: crate::backoff::RetryWaits {
+                    min: Duration::from_millis(20),
+                    max: Duration::from_millis(200),
+                    refused_max: Duration::from_millis(200),
+                },
             },
         );
         (producer, session)
