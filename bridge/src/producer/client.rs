@@ -28,11 +28,10 @@ use kafka_protocol::protocol::StrBytes;
 use parking_lot::Mutex;
 
 use super::batch::{BatchIdentity, EncodedBatch, encode_batch};
-use super::conn::{
-    ConnLimits, Connection, ConnectionSetups, Frame, PAYLOAD_MARK, Pipeline, Throttle,
-    decode_response,
-};
+use super::conn::{ConnLimits, Connection, ConnectionSetups};
+use super::frame::{PAYLOAD_MARK, decode_response};
 use super::metadata::{Leader, LostConnections, Metadata};
+use super::pipeline::{Frame, Pipeline, Throttle};
 use super::sasl::{SaslContext, SaslSettings, SaslStatus};
 use super::sequence::{Attempt, Refusal, Sequencer, Session, Ticket};
 use super::tls::TlsSettings;

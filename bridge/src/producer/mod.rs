@@ -7,8 +7,12 @@
 //! [`WireProducer`] is the implementation: a small client of our own on the `kafka-protocol`
 //! crate's message types, because the pure-Rust alternative (rskafka 0.6) leaves Nagle on and
 //! stalls mid-size requests ~44 ms, has no request timeout and no socket options.
-//! - `conn`: one TCP connection (TCP_NODELAY, ApiVersions handshake, framed request/response
-//!   with a size cap and a timeout).
+//! - `conn`: one TCP connection (TCP_NODELAY, TLS, ApiVersions handshake, SASL; one request
+//!   at a time with a size cap and a timeout) and its set-up counts ([`ConnectionSetups`]).
+//! - `pipeline`: a connection with up to `max_in_flight` Produce requests in flight, answered
+//!   in order by a reader task; timeouts, the broker's throttle, SASL renewal in place.
+//! - `frame`: request and response frames (encoding, correlation ids, decoding, the batch
+//!   written in place of its mark), API version choice.
 //! - `batch`: record-batch v2 encoding and compression (none, gzip, snappy, lz4, zstd — all pure
 //!   Rust), into reused buffers, duplicate header keys preserved; [`EncodedBatch`]: encoded
 //!   ahead, the producer identity stamped in when the batch is written.
@@ -25,7 +29,9 @@ mod batch;
 mod client;
 mod conn;
 mod counted;
+mod frame;
 mod metadata;
+mod pipeline;
 pub mod sasl;
 pub mod sequence;
 pub mod tls;

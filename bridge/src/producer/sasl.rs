@@ -174,7 +174,7 @@ pub(crate) trait Exchange {
         need: i16,
         ours: i16,
     ) -> Result<i16, ProduceError> {
-        super::conn::version_of(self.versions(), self.broker_name(), api, name, need, ours)
+        super::frame::version_of(self.versions(), self.broker_name(), api, name, need, ours)
     }
 }
 
