@@ -8,7 +8,10 @@
 //!   ones once durable), `outbound` (delivery within the client's Receive Maximum, topic aliases,
 //!   resends), `subscribe` (SUBSCRIBE / UNSUBSCRIBE, retained at subscribe), `close`
 //!   (DISCONNECT, drain, will, detach).
-//! - [`session`]: what outlives a connection, and how its changes are recorded.
+//! - [`session`]: what outlives a connection, and how its changes are recorded: the session, its
+//!   state and the registry by client id, with rooms for `collections` (subscriptions, queue, in
+//!   flight, inbound QoS 2: journaled and charged) and `log` (where a persistent session's
+//!   records go).
 //! - [`pace`]: a publishing connection waiting (bounded) for room in a slower QoS 0
 //!   subscriber's queue (`slow_subscriber_wait`).
 //! - [`park`]: where idle connections wait without a task (`park_idle_after`): one epoll
