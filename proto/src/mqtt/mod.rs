@@ -75,6 +75,7 @@ pub mod reason;
 pub mod string;
 pub mod topic;
 
+mod ids;
 mod wire;
 
 pub use decode::{DecodeError, Decoder, awaited_packet_len, decode, decode_connect};

@@ -6,37 +6,10 @@
 
 use bytes::Bytes;
 
+pub use super::ids::{PacketType, ProtocolVersion};
 use super::properties::Properties;
 use super::reason::ReasonCode;
 use super::string::MqttString;
-
-/// The protocol level from CONNECT.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum ProtocolVersion {
-    /// MQTT 3.1.1 (protocol level 4).
-    V311,
-    /// MQTT 5.0 (protocol level 5).
-    V5,
-}
-
-impl ProtocolVersion {
-    /// The protocol level byte sent in CONNECT.
-    pub const fn level(self) -> u8 {
-        match self {
-            ProtocolVersion::V311 => 4,
-            ProtocolVersion::V5 => 5,
-        }
-    }
-
-    /// The version for a protocol level byte (4 or 5).
-    pub const fn from_level(level: u8) -> Option<Self> {
-        match level {
-            4 => Some(ProtocolVersion::V311),
-            5 => Some(ProtocolVersion::V5),
-            _ => None,
-        }
-    }
-}
 
 /// Quality of service of a message or subscription.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
@@ -59,94 +32,6 @@ impl QoS {
             2 => Some(QoS::ExactlyOnce),
             _ => None,
         }
-    }
-}
-
-/// The 4-bit control packet type of the fixed header.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum PacketType {
-    /// CONNECT (1).
-    Connect = 1,
-    /// CONNACK (2).
-    ConnAck = 2,
-    /// PUBLISH (3).
-    Publish = 3,
-    /// PUBACK (4).
-    PubAck = 4,
-    /// PUBREC (5).
-    PubRec = 5,
-    /// PUBREL (6).
-    PubRel = 6,
-    /// PUBCOMP (7).
-    PubComp = 7,
-    /// SUBSCRIBE (8).
-    Subscribe = 8,
-    /// SUBACK (9).
-    SubAck = 9,
-    /// UNSUBSCRIBE (10).
-    Unsubscribe = 10,
-    /// UNSUBACK (11).
-    UnsubAck = 11,
-    /// PINGREQ (12).
-    PingReq = 12,
-    /// PINGRESP (13).
-    PingResp = 13,
-    /// DISCONNECT (14).
-    Disconnect = 14,
-    /// AUTH (15, v5 only).
-    Auth = 15,
-}
-
-impl PacketType {
-    /// The packet type for the high nibble of the first byte.
-    pub const fn from_nibble(n: u8) -> Option<PacketType> {
-        use PacketType::*;
-        Some(match n {
-            1 => Connect,
-            2 => ConnAck,
-            3 => Publish,
-            4 => PubAck,
-            5 => PubRec,
-            6 => PubRel,
-            7 => PubComp,
-            8 => Subscribe,
-            9 => SubAck,
-            10 => Unsubscribe,
-            11 => UnsubAck,
-            12 => PingReq,
-            13 => PingResp,
-            14 => Disconnect,
-            15 => Auth,
-            _ => return None,
-        })
-    }
-
-    /// The spec's upper-case name.
-    pub const fn name(self) -> &'static str {
-        use PacketType::*;
-        match self {
-            Connect => "CONNECT",
-            ConnAck => "CONNACK",
-            Publish => "PUBLISH",
-            PubAck => "PUBACK",
-            PubRec => "PUBREC",
-            PubRel => "PUBREL",
-            PubComp => "PUBCOMP",
-            Subscribe => "SUBSCRIBE",
-            SubAck => "SUBACK",
-            Unsubscribe => "UNSUBSCRIBE",
-            UnsubAck => "UNSUBACK",
-            PingReq => "PINGREQ",
-            PingResp => "PINGRESP",
-            Disconnect => "DISCONNECT",
-            Auth => "AUTH",
-        }
-    }
-}
-
-impl std::fmt::Display for PacketType {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.name())
     }
 }
 

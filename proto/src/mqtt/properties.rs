@@ -13,111 +13,11 @@ use bytes::Bytes;
 
 use super::decode::DecodeError;
 use super::encode::EncodeError;
-use super::packet::PacketType;
+use super::ids::PacketType;
+pub use super::ids::PropertyId;
 use super::string::MqttString;
 use super::topic;
 use super::wire::{Counter, Reader, Sink, VBI_MAX};
-
-/// Property identifiers (spec 2.2.2.2).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-#[repr(u8)]
-pub enum PropertyId {
-    /// 0x01 Payload Format Indicator (byte).
-    PayloadFormatIndicator = 0x01,
-    /// 0x02 Message Expiry Interval (four-byte integer).
-    MessageExpiryInterval = 0x02,
-    /// 0x03 Content Type (string).
-    ContentType = 0x03,
-    /// 0x08 Response Topic (string).
-    ResponseTopic = 0x08,
-    /// 0x09 Correlation Data (binary).
-    CorrelationData = 0x09,
-    /// 0x0B Subscription Identifier (variable byte integer).
-    SubscriptionIdentifier = 0x0B,
-    /// 0x11 Session Expiry Interval (four-byte integer).
-    SessionExpiryInterval = 0x11,
-    /// 0x12 Assigned Client Identifier (string).
-    AssignedClientIdentifier = 0x12,
-    /// 0x13 Server Keep Alive (two-byte integer).
-    ServerKeepAlive = 0x13,
-    /// 0x15 Authentication Method (string).
-    AuthenticationMethod = 0x15,
-    /// 0x16 Authentication Data (binary).
-    AuthenticationData = 0x16,
-    /// 0x17 Request Problem Information (byte).
-    RequestProblemInformation = 0x17,
-    /// 0x18 Will Delay Interval (four-byte integer).
-    WillDelayInterval = 0x18,
-    /// 0x19 Request Response Information (byte).
-    RequestResponseInformation = 0x19,
-    /// 0x1A Response Information (string).
-    ResponseInformation = 0x1A,
-    /// 0x1C Server Reference (string).
-    ServerReference = 0x1C,
-    /// 0x1F Reason String (string).
-    ReasonString = 0x1F,
-    /// 0x21 Receive Maximum (two-byte integer).
-    ReceiveMaximum = 0x21,
-    /// 0x22 Topic Alias Maximum (two-byte integer).
-    TopicAliasMaximum = 0x22,
-    /// 0x23 Topic Alias (two-byte integer).
-    TopicAlias = 0x23,
-    /// 0x24 Maximum QoS (byte).
-    MaximumQoS = 0x24,
-    /// 0x25 Retain Available (byte).
-    RetainAvailable = 0x25,
-    /// 0x26 User Property (string pair).
-    UserProperty = 0x26,
-    /// 0x27 Maximum Packet Size (four-byte integer).
-    MaximumPacketSize = 0x27,
-    /// 0x28 Wildcard Subscription Available (byte).
-    WildcardSubscriptionAvailable = 0x28,
-    /// 0x29 Subscription Identifier Available (byte).
-    SubscriptionIdentifierAvailable = 0x29,
-    /// 0x2A Shared Subscription Available (byte).
-    SharedSubscriptionAvailable = 0x2A,
-}
-
-impl PropertyId {
-    /// The property with this identifier, if the spec defines one.
-    pub const fn from_u32(id: u32) -> Option<PropertyId> {
-        use PropertyId::*;
-        Some(match id {
-            0x01 => PayloadFormatIndicator,
-            0x02 => MessageExpiryInterval,
-            0x03 => ContentType,
-            0x08 => ResponseTopic,
-            0x09 => CorrelationData,
-            0x0B => SubscriptionIdentifier,
-            0x11 => SessionExpiryInterval,
-            0x12 => AssignedClientIdentifier,
-            0x13 => ServerKeepAlive,
-            0x15 => AuthenticationMethod,
-            0x16 => AuthenticationData,
-            0x17 => RequestProblemInformation,
-            0x18 => WillDelayInterval,
-            0x19 => RequestResponseInformation,
-            0x1A => ResponseInformation,
-            0x1C => ServerReference,
-            0x1F => ReasonString,
-            0x21 => ReceiveMaximum,
-            0x22 => TopicAliasMaximum,
-            0x23 => TopicAlias,
-            0x24 => MaximumQoS,
-            0x25 => RetainAvailable,
-            0x26 => UserProperty,
-            0x27 => MaximumPacketSize,
-            0x28 => WildcardSubscriptionAvailable,
-            0x29 => SubscriptionIdentifierAvailable,
-            0x2A => SharedSubscriptionAvailable,
-            _ => return None,
-        })
-    }
-
-    const fn bit(self) -> u64 {
-        1u64 << (self as u8)
-    }
-}
 
 /// A packet's MQTT 5.0 properties: no allocation while there are none, one boxed
 /// [`PropertySet`] once any is set.

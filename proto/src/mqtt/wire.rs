@@ -5,7 +5,7 @@
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 
 use super::decode::DecodeError;
-use super::packet::PacketType;
+use super::ids::PacketType;
 use super::string::MqttString;
 
 /// Largest value a variable byte integer (4 bytes) can hold.
