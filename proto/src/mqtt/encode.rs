@@ -8,87 +8,12 @@
 
 use bytes::BytesMut;
 
+pub use super::error::EncodeError;
 use super::packet::*;
-use super::properties::{Context, Properties, PropertyId};
+use super::properties::{Context, Properties};
 use super::reason::{self, ReasonCode};
 use super::string::MqttString;
 use super::wire::{Counter, Sink, VBI_MAX, vbi_len};
-
-/// Why a packet could not be encoded. Nothing is written to the output when this is returned.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum EncodeError {
-    /// The encoded packet is larger than the receiver's Maximum Packet Size: drop optional
-    /// properties (reason string, user properties) and retry, or drop the message.
-    #[error("{packet} of {size} bytes exceeds the receiver's maximum packet size of {max} bytes")]
-    PacketTooLarge {
-        /// Packet type.
-        packet: PacketType,
-        /// Encoded size in bytes.
-        size: usize,
-        /// The limit.
-        max: u32,
-    },
-    /// A length-prefixed field or the whole packet exceeds what the wire format can express.
-    #[error("{packet}: {what} is {len} bytes, more than the wire format allows")]
-    TooLarge {
-        /// Packet type.
-        packet: PacketType,
-        /// The field.
-        what: &'static str,
-        /// Its length.
-        len: usize,
-    },
-    /// A property this packet may not carry.
-    #[error("{packet}: property {id:?} is not allowed in this packet")]
-    PropertyNotAllowed {
-        /// Packet type.
-        packet: PacketType,
-        /// The property.
-        id: PropertyId,
-    },
-    /// A property value the spec forbids.
-    #[error("{packet}: property {id:?} has the invalid value {value}")]
-    InvalidPropertyValue {
-        /// Packet type.
-        packet: PacketType,
-        /// The property.
-        id: PropertyId,
-        /// The value.
-        value: u32,
-    },
-    /// A reason code this packet type cannot carry.
-    #[error("{packet}: reason code {code} is not valid in this packet")]
-    ReasonCodeNotAllowed {
-        /// Packet type.
-        packet: PacketType,
-        /// The code.
-        code: ReasonCode,
-    },
-    /// The packet does not exist in this protocol version (AUTH in 3.1.1).
-    #[error("{packet} does not exist in MQTT {version:?}")]
-    NotInVersion {
-        /// Packet type.
-        packet: PacketType,
-        /// The version asked for.
-        version: ProtocolVersion,
-    },
-    /// CONNECT's `protocol_version` differs from the version asked for.
-    #[error("CONNECT says {packet_version:?} but encoding was asked for {version:?}")]
-    VersionMismatch {
-        /// The packet's protocol_version field.
-        packet_version: ProtocolVersion,
-        /// The version asked for.
-        version: ProtocolVersion,
-    },
-    /// Fields are inconsistent (QoS without packet id, empty filter list, ...).
-    #[error("{packet}: invalid packet: {detail}")]
-    Invalid {
-        /// Packet type.
-        packet: PacketType,
-        /// What is wrong.
-        detail: &'static str,
-    },
-}
 
 /// Encodes `packet` for `version`, appending it to `out`. Returns the number of bytes written.
 pub fn encode(

@@ -75,6 +75,7 @@ pub mod reason;
 pub mod string;
 pub mod topic;
 
+mod error;
 mod ids;
 mod wire;
 

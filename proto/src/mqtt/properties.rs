@@ -11,8 +11,7 @@ use std::ops::{Deref, DerefMut};
 
 use bytes::Bytes;
 
-use super::decode::DecodeError;
-use super::encode::EncodeError;
+use super::error::{DecodeError, EncodeError};
 use super::ids::PacketType;
 pub use super::ids::PropertyId;
 use super::string::MqttString;

@@ -4,7 +4,7 @@
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 
-use super::decode::DecodeError;
+use super::error::DecodeError;
 use super::ids::PacketType;
 use super::string::MqttString;
 
