@@ -295,3 +295,18 @@ pub struct Auth {
     /// AUTH properties: method, data, reason string, user properties.
     pub properties: Properties,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The point of boxing the property set: a decoded packet is a few words, not the ~470
+    /// bytes it was with the set inline (and moved several times between the decoder and its
+    /// handler).
+    #[test]
+    fn a_packet_stays_small() {
+        assert_eq!(std::mem::size_of::<Properties>(), 8);
+        let packet = std::mem::size_of::<Packet>();
+        assert!(packet <= 96, "Packet is {packet} bytes");
+    }
+}
