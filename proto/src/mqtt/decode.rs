@@ -1,5 +1,6 @@
 //! The decoder: [`decode()`] for a running connection, [`decode_connect()`] for the first
-//! packet, and [`DecodeError`] with its v5 reason code.
+//! packet, and [`DecodeError`] with its v5 reason code (defined in the private `error` room,
+//! below the wire reader and the property codec, which fail with it too).
 //!
 //! Framing first reads the fixed header (type, flags, remaining length) and rejects a bad
 //! first byte or a frame above `max_packet_size` *before* waiting for the body, so a peer

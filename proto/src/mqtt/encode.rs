@@ -1,5 +1,6 @@
 //! The encoder: [`encode()`], [`encode_limited()`] (respects the peer's Maximum Packet Size),
-//! [`encoded_len()`], and [`EncodeError`].
+//! [`encoded_len()`], and [`EncodeError`] (defined in the private `error` room, below the
+//! property codec, which fails with it too).
 //!
 //! Each packet is serialised by one function generic over a sink; it runs once against a
 //! byte counter (which also validates, so nothing is written on error) and once against the

@@ -1,21 +1,53 @@
 //! MQTT 3.1.1 and 5.0 codec: bytes in, [`Packet`]s out, and back. Sans-io: no sockets, no
 //! timers, no session state.
 //!
-//! Module map:
+//! Module map. Public:
 //! - [`packet`] (re-exported here): the [`Packet`] enum and one struct per control packet,
-//!   shared by both protocol versions; v5-only fields are ignored when encoding 3.1.1.
+//!   shared by both protocol versions; v5-only fields are ignored when encoding 3.1.1. Also
+//!   re-exports [`PacketType`] and [`ProtocolVersion`] (defined in `ids`, below).
 //! - [`properties`]: the typed v5 [`PropertySet`], held by packets as [`Properties`] (boxed, none
-//!   allocated while empty), and which property may appear where.
+//!   allocated while empty), which property may appear where ([`properties::Context`]), and
+//!   the property list's reading and writing. Also re-exports [`PropertyId`] (from `ids`).
 //! - [`reason`]: [`ReasonCode`], every v5 reason code with the spec's value and name, and its
 //!   mapping onto 3.1.1 return codes.
 //! - [`string`]: [`MqttString`], a zero-copy UTF-8 string (a [`bytes::Bytes`] slice of the
 //!   frame) that is checked once at decode time (well-formed, no U+0000).
 //! - [`mod@decode`] (re-exported): [`decode()`], [`decode_connect()`], the per-connection
-//!   [`Decoder`], and [`DecodeError`] with [`DecodeError::reason_code()`].
+//!   [`Decoder`], [`awaited_packet_len()`]; and re-exports [`DecodeError`] with
+//!   [`DecodeError::reason_code()`] (defined in `error`).
 //! - [`mod@encode`] (re-exported): [`encode()`], [`encode_limited()`], [`encoded_len()`],
-//!   [`EncodeError`].
+//!   [`PlainPublish`]; and re-exports [`EncodeError`] (defined in `error`).
 //! - [`topic`]: topic name / filter validation, wildcard matching with the `$` rule, and
 //!   `$share/{group}/{filter}` parsing.
+//!
+//! Inside (private), each a room of one concern; their types are reached through the public
+//! paths above:
+//! - `ids`: the numbers the wire names things by, as plain enums: [`ProtocolVersion`],
+//!   [`PacketType`], [`PropertyId`].
+//! - `error`: [`DecodeError`] and [`EncodeError`], the errors of every layer below the two
+//!   entry points as much as of the entry points themselves.
+//! - `wire`: the bounds-checked reader over one frame (a read past the end is
+//!   [`DecodeError::Truncated`] naming the field), the write sink that counts or writes, and
+//!   variable byte integers.
+//!
+//! Imports run one way, downwards: a file imports only files on lower lines, never one on its
+//! own line or above (decode and encode share a line: neither imports the other; `mod.rs`
+//! only declares and re-exports).
+//!
+//! ```text
+//! decode      the decoder                   -> packet, properties, wire, error, reason, topic
+//! encode      the encoder                   -> packet, properties, wire, error, reason, string
+//! packet      Packet and its structs        -> properties, ids, reason, string
+//! properties  the v5 property set, codec    -> wire, error, ids, string, topic
+//! wire        reader, sink, varints         -> error, ids, string
+//! error       DecodeError, EncodeError      -> ids, reason, string, topic
+//! ids, reason, string, topic                   (import no sibling)
+//! ```
+//!
+//! So a new error variant goes into `error`, a new v5 property into `ids` (its identifier)
+//! and `properties` (its field, allow-tables, reading and writing), and a helper that the
+//! reader, the property codec or an error needs goes at or below their line, never into
+//! `packet`, `decode` or `encode`.
 //!
 //! Typical server loop: read from the socket into a `BytesMut`, call [`decode_connect()`]
 //! until the CONNECT arrives (it carries the protocol level), then [`decode()`] with that

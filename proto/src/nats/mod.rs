@@ -16,6 +16,9 @@
 //! - [`headers`]: the `NATS/1.0` header block ([`HeaderMap`]).
 //! - [`subject`]: subject validation, wildcard matching, and the NATS ↔ MQTT name mapping.
 //!
+//! Imports run one way: [`decode`](mod@decode) → [`error`], [`ops`], [`subject`]; the other
+//! files import no sibling (`mod.rs` only declares and re-exports).
+//!
 //! A server session reads into a `BytesMut` and drains it like this:
 //!
 //! ```
