@@ -9,7 +9,8 @@
 //! - [`partition`]: Kafka's default partitioner (Java `Utils.murmur2`, `toPositive % n`) and the
 //!   null-key policy (sticky per batch, round-robin across batches).
 //! - [`headers`]: the `edge-node` / `edge-offset` / `edge-source` / `edge-topic` headers plus
-//!   user headers, built from an [`edge_log::Record`].
+//!   user headers, built from an [`edge_log::Record`]; owns [`headers::RecordHeader`] (one Kafka
+//!   record header, re-exported as `producer::RecordHeader`).
 //! - [`plan`]: one chunk of log records → per-partition batches (destination, partition,
 //!   headers), log order kept per partition.
 //! - [`forward`]: the forwarder — reader (named log cursor → chunks, commits), planning stage
