@@ -16,14 +16,15 @@
 //! - [`forward`]: the forwarder — reader (named log cursor → chunks, commits), planning stage
 //!   (the one planner), sender (the one sending path: pipelined sends, resends, splits, dead
 //!   letters), pacing.
-//! - [`uplink`]: the uplink's state for `/metrics`, an outage told in a few log lines, and the
-//!   retry wait a probe cuts short when Kafka is back.
+//! - [`uplink`]: the uplink's state for `/metrics` (decided here, kept in [`metrics`]), an
+//!   outage told in a few log lines, and the retry wait a probe cuts short when Kafka is back.
 //! - [`backoff`]: jittered exponential backoff with a cap.
 //! - [`position`]: where exactly-once forwarding resumes: the local cursor or the position
 //!   committed to Kafka in the last transaction (log identity, the rules).
 //! - [`dead_letter`]: where records Kafka refuses for good go (JSON-lines file or a topic).
 //! - [`metrics`]: the forwarder's counters and gauges (records, bytes, errors by kind, lag,
-//!   uplink state, last error).
+//!   uplink state, last error); owns [`metrics::UplinkState`] (re-exported as
+//!   `uplink::UplinkState`).
 //! - [`producer`]: the [`producer::KafkaProducer`] trait, error classification, and
 //!   [`producer::WireProducer`], our producer on the `kafka-protocol` crate (TCP_NODELAY,
 //!   request timeout, acks=all, pure-Rust compression), with the idempotent producer's state
