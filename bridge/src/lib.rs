@@ -29,6 +29,14 @@
 //!   [`producer::WireProducer`], our producer on the `kafka-protocol` crate (TCP_NODELAY,
 //!   request timeout, acks=all, pure-Rust compression), with the idempotent producer's state
 //!   machine in [`producer::sequence`].
+//!
+//! Arrows, the only imports between them (one way, no circles):
+//! - `topition`, `partition`, `headers`, `backoff`, `position`: import no other module.
+//! - `producer` → headers, topition, backoff, position.
+//! - `metrics` → producer; `uplink` → metrics, producer, backoff.
+//! - `plan` → headers, partition, producer, topition; `dead_letter` → headers, producer,
+//!   topition.
+//! - `forward` → plan, producer, uplink, metrics, dead_letter, position, backoff, topition.
 
 pub mod backoff;
 pub mod dead_letter;
