@@ -13,8 +13,8 @@ use std::path::PathBuf;
 use bytes::Bytes;
 use thiserror::Error;
 
-use crate::headers::{EDGE_NODE, EDGE_OFFSET, EDGE_SOURCE, EDGE_TOPIC, Record};
-use crate::producer::{KafkaProducer, ProduceError, ProduceRecord, RecordHeader};
+use crate::headers::{EDGE_NODE, EDGE_OFFSET, EDGE_SOURCE, EDGE_TOPIC, Record, RecordHeader};
+use crate::producer::{KafkaProducer, ProduceError, ProduceRecord};
 use crate::topition::Topition;
 
 /// Where dead letters go.

@@ -7,11 +7,11 @@
 //! cannot forge the identity consumers use to recognise duplicates.
 //!
 //! Records are [`edge_log::Record`]s as the cursor reads them; [`Source`] and [`Header`] are
-//! re-exported from edge-log.
+//! re-exported from edge-log. [`RecordHeader`], one Kafka record header as the producer writes
+//! it, is defined here (the producer takes headers from this module, never the other way) and
+//! re-exported as `producer::RecordHeader`.
 
 use bytes::Bytes;
-
-use crate::producer::RecordHeader;
 
 /// Header carrying the gateway's node id.
 pub const EDGE_NODE: &str = "edge-node";
@@ -25,6 +25,22 @@ pub const EDGE_TOPIC: &str = "edge-topic";
 const RESERVED: [&str; 4] = [EDGE_NODE, EDGE_OFFSET, EDGE_SOURCE, EDGE_TOPIC];
 
 pub use edge_log::{Header, Record, Source};
+
+/// One Kafka record header. Kafka allows repeated keys; order is kept.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecordHeader {
+    /// Header name (UTF-8).
+    pub key: Bytes,
+    /// Header value.
+    pub value: Bytes,
+}
+
+impl RecordHeader {
+    /// A header from a name and a value.
+    pub fn new(key: Bytes, value: Bytes) -> Self {
+        Self { key, value }
+    }
+}
 
 /// The `edge-source` header value for `source`.
 pub fn source_name(source: Source) -> &'static str {

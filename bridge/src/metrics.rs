@@ -3,13 +3,15 @@
 //! Plain atomics: the forwarder task writes them, the metrics endpoint reads them. Lag and the
 //! age of the oldest unforwarded record are derived at read time from the log's durable end and
 //! the cursor's committed offset, so they stay right while the forwarder is stuck in a retry.
-//! The uplink's state and last error are written by [`crate::uplink::Uplink`].
+//! The uplink's state and last error are written by [`crate::uplink::Uplink`]; the state's type,
+//! [`UplinkState`] (its labels, the number it is stored as, and what a failed request says
+//! about the uplink, beside [`error_kind`]), is defined here and re-exported as
+//! `uplink::UplinkState`.
 
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use crate::producer::{ErrorClass, ProduceError};
-use crate::uplink::UplinkState;
 
 /// Error kinds counted in [`ForwardMetrics::errors`], in this order.
 pub const ERROR_KINDS: [&str; 12] = [
@@ -51,6 +53,91 @@ pub fn error_kind(error: &ProduceError) -> &'static str {
             ErrorClass::Rejected => "rejected",
             ErrorClass::Fatal => "fatal",
         },
+    }
+}
+
+/// The uplink's state, as `/metrics` shows it (`edge_kafka_uplink_state{state=...}`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UplinkState {
+    /// Nothing answered yet (just started).
+    Connecting,
+    /// The last request was answered.
+    Up,
+    /// Requests fail: unreachable, timeouts, broker errors, a missing topic.
+    Down,
+    /// The cluster refused us: TLS certificate, SASL credentials or ACLs.
+    AuthFailed,
+    /// Exactly-once delivery: another producer with this gateway's transactional.id (a second
+    /// gateway with the same node id) fenced this one; forwarding stopped until a restart.
+    Fenced,
+}
+
+impl UplinkState {
+    /// Every state, in the order of their numbers.
+    pub const ALL: [UplinkState; 5] = [
+        UplinkState::Connecting,
+        UplinkState::Up,
+        UplinkState::Down,
+        UplinkState::AuthFailed,
+        UplinkState::Fenced,
+    ];
+
+    /// The label value (`connecting`, `up`, `down`, `auth_failed`, `fenced`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            UplinkState::Connecting => "connecting",
+            UplinkState::Up => "up",
+            UplinkState::Down => "down",
+            UplinkState::AuthFailed => "auth_failed",
+            UplinkState::Fenced => "fenced",
+        }
+    }
+
+    /// The state stored as `n` (see [`UplinkState::ALL`]); unknown numbers read as down.
+    pub fn from_u8(n: u8) -> Self {
+        Self::ALL
+            .get(usize::from(n))
+            .copied()
+            .unwrap_or(UplinkState::Down)
+    }
+
+    /// Its number in [`UplinkState::ALL`].
+    pub fn as_u8(self) -> u8 {
+        match self {
+            UplinkState::Connecting => 0,
+            UplinkState::Up => 1,
+            UplinkState::Down => 2,
+            UplinkState::AuthFailed => 3,
+            UplinkState::Fenced => 4,
+        }
+    }
+
+    /// True while Kafka is not taking records (down or refusing us).
+    pub fn is_down(self) -> bool {
+        matches!(
+            self,
+            UplinkState::Down | UplinkState::AuthFailed | UplinkState::Fenced
+        )
+    }
+
+    /// The state a failed request leaves the uplink in; None if it says nothing about the
+    /// uplink (a record Kafka refuses, a batch held back behind a failed one, a producer
+    /// session to start over).
+    pub fn after(error: &ProduceError) -> Option<Self> {
+        if matches!(
+            error,
+            ProduceError::Blocked { .. } | ProduceError::NotSent { .. }
+        ) || error.class() == ErrorClass::Rejected
+            || crate::producer::sequence::ends_session(error)
+        {
+            // The record, the order behind a failure, or the producer session (a restarted
+            // Kafka does not know our producer id: a new session follows at once).
+            None
+        } else if error.is_auth_failure() {
+            Some(UplinkState::AuthFailed)
+        } else {
+            Some(UplinkState::Down)
+        }
     }
 }
 
@@ -317,6 +404,33 @@ mod tests {
             source: std::io::ErrorKind::InvalidData.into(),
         };
         assert_eq!(error_kind(&cert), "auth");
+    }
+
+    #[test]
+    fn errors_map_to_states() {
+        let refused = ProduceError::Connect {
+            broker: "b".into(),
+            source: std::io::ErrorKind::ConnectionRefused.into(),
+        };
+        assert_eq!(UplinkState::after(&refused), Some(UplinkState::Down));
+        let too_big = ProduceError::BatchTooLarge { bytes: 2, max: 1 };
+        assert_eq!(
+            UplinkState::after(&too_big),
+            None,
+            "the record, not the uplink"
+        );
+        let refused = |code| ProduceError::refused("Produce", "t", 0, code, None);
+        let acl = refused(codes::TOPIC_AUTHORIZATION_FAILED);
+        assert_eq!(UplinkState::after(&acl), Some(UplinkState::AuthFailed));
+        let restarted = refused(codes::UNKNOWN_PRODUCER_ID);
+        assert_eq!(
+            UplinkState::after(&restarted),
+            None,
+            "a new session, not an outage"
+        );
+        for s in UplinkState::ALL {
+            assert_eq!(UplinkState::from_u8(s.as_u8()), s);
+        }
     }
 
     #[test]

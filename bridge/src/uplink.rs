@@ -13,6 +13,9 @@
 //! Every failed attempt is logged at DEBUG only. [`Story`] decides which line is due, as
 //! plain code (tested here); [`Uplink`] feeds it and writes the lines.
 //!
+//! [`UplinkState`] is defined in [`crate::metrics`], with the gauge that stores it, and
+//! re-exported here.
+//!
 //! [`Uplink::pause`] is the forwarder's one retry wait: the next backoff delay, cut short when
 //! a cheap probe (a new connection and its ApiVersions handshake) finds the cluster answering
 //! again, so the replay starts within a probe interval of Kafka's return instead of up to
@@ -28,7 +31,10 @@ use tokio_util::sync::CancellationToken;
 
 use crate::backoff::{RetryBackoff, RetryWaits};
 use crate::metrics::{ForwardMetrics, LastError, error_kind};
-use crate::producer::{ErrorClass, KafkaProducer, ProduceError};
+use crate::producer::{KafkaProducer, ProduceError};
+
+// Defined with the gauge that stores it, in `metrics` (the uplink depends on it, not back).
+pub use crate::metrics::UplinkState;
 
 /// How often a paused retry probes the cluster early in an outage: librdkafka's first reconnect
 /// backoff (`reconnect.backoff.ms`). On average the replay starts half of this after Kafka
@@ -52,91 +58,6 @@ pub const PROBE_SHARE_OF_OUTAGE: u32 = 60;
 /// The wait before the next probe, `down` into an outage.
 pub fn probe_interval(down: Duration) -> Duration {
     (down / PROBE_SHARE_OF_OUTAGE).clamp(PROBE_EVERY, PROBE_EVERY_AT_MOST)
-}
-
-/// The uplink's state, as `/metrics` shows it (`edge_kafka_uplink_state{state=...}`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum UplinkState {
-    /// Nothing answered yet (just started).
-    Connecting,
-    /// The last request was answered.
-    Up,
-    /// Requests fail: unreachable, timeouts, broker errors, a missing topic.
-    Down,
-    /// The cluster refused us: TLS certificate, SASL credentials or ACLs.
-    AuthFailed,
-    /// Exactly-once delivery: another producer with this gateway's transactional.id (a second
-    /// gateway with the same node id) fenced this one; forwarding stopped until a restart.
-    Fenced,
-}
-
-impl UplinkState {
-    /// Every state, in the order of their numbers.
-    pub const ALL: [UplinkState; 5] = [
-        UplinkState::Connecting,
-        UplinkState::Up,
-        UplinkState::Down,
-        UplinkState::AuthFailed,
-        UplinkState::Fenced,
-    ];
-
-    /// The label value (`connecting`, `up`, `down`, `auth_failed`, `fenced`).
-    pub fn as_str(self) -> &'static str {
-        match self {
-            UplinkState::Connecting => "connecting",
-            UplinkState::Up => "up",
-            UplinkState::Down => "down",
-            UplinkState::AuthFailed => "auth_failed",
-            UplinkState::Fenced => "fenced",
-        }
-    }
-
-    /// The state stored as `n` (see [`UplinkState::ALL`]); unknown numbers read as down.
-    pub fn from_u8(n: u8) -> Self {
-        Self::ALL
-            .get(usize::from(n))
-            .copied()
-            .unwrap_or(UplinkState::Down)
-    }
-
-    /// Its number in [`UplinkState::ALL`].
-    pub fn as_u8(self) -> u8 {
-        match self {
-            UplinkState::Connecting => 0,
-            UplinkState::Up => 1,
-            UplinkState::Down => 2,
-            UplinkState::AuthFailed => 3,
-            UplinkState::Fenced => 4,
-        }
-    }
-
-    /// True while Kafka is not taking records (down or refusing us).
-    pub fn is_down(self) -> bool {
-        matches!(
-            self,
-            UplinkState::Down | UplinkState::AuthFailed | UplinkState::Fenced
-        )
-    }
-
-    /// The state a failed request leaves the uplink in; None if it says nothing about the
-    /// uplink (a record Kafka refuses, a batch held back behind a failed one, a producer
-    /// session to start over).
-    pub fn after(error: &ProduceError) -> Option<Self> {
-        if matches!(
-            error,
-            ProduceError::Blocked { .. } | ProduceError::NotSent { .. }
-        ) || error.class() == ErrorClass::Rejected
-            || crate::producer::sequence::ends_session(error)
-        {
-            // The record, the order behind a failure, or the producer session (a restarted
-            // Kafka does not know our producer id: a new session follows at once).
-            None
-        } else if error.is_auth_failure() {
-            Some(UplinkState::AuthFailed)
-        } else {
-            Some(UplinkState::Down)
-        }
-    }
 }
 
 /// What the log holds for Kafka when a line is written.
@@ -1262,33 +1183,6 @@ mod tests {
                 .is_some()
         );
         assert_eq!(story.state(), UplinkState::Down);
-    }
-
-    #[test]
-    fn errors_map_to_states() {
-        let refused = ProduceError::Connect {
-            broker: "b".into(),
-            source: std::io::ErrorKind::ConnectionRefused.into(),
-        };
-        assert_eq!(UplinkState::after(&refused), Some(UplinkState::Down));
-        let too_big = ProduceError::BatchTooLarge { bytes: 2, max: 1 };
-        assert_eq!(
-            UplinkState::after(&too_big),
-            None,
-            "the record, not the uplink"
-        );
-        let refused = |code| ProduceError::refused("Produce", "t", 0, code, None);
-        let acl = refused(codes::TOPIC_AUTHORIZATION_FAILED);
-        assert_eq!(UplinkState::after(&acl), Some(UplinkState::AuthFailed));
-        let restarted = refused(codes::UNKNOWN_PRODUCER_ID);
-        assert_eq!(
-            UplinkState::after(&restarted),
-            None,
-            "a new session, not an outage"
-        );
-        for s in UplinkState::ALL {
-            assert_eq!(UplinkState::from_u8(s.as_u8()), s);
-        }
     }
 
     #[test]

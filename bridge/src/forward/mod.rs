@@ -534,11 +534,11 @@ async fn stopped_for_good(
     match error {
         TxnError::Fenced { .. } => {
             tracing::error!(error = %text, "Kafka forwarding stopped: fenced; restart this gateway once the other one with its node id is gone");
-            uplink.stopped(crate::uplink::UplinkState::Fenced, &text);
+            uplink.stopped(crate::metrics::UplinkState::Fenced, &text);
         }
         _ => {
             tracing::error!(error = %text, "Kafka forwarding stopped: the transactional protocol was refused; fix the cause and restart (or use kafka.delivery = \"at_least_once\")");
-            uplink.stopped(crate::uplink::UplinkState::AuthFailed, &text);
+            uplink.stopped(crate::metrics::UplinkState::AuthFailed, &text);
         }
     }
     tokio::select! {

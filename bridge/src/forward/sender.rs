@@ -30,12 +30,12 @@ use super::pace::Pace;
 use super::planning::Planning;
 use super::{CHUNKS_IN_FLIGHT, ForwardConfig, Job, Read};
 use crate::dead_letter::{self, DeadLetter};
-use crate::metrics::ForwardMetrics;
+use crate::metrics::{ForwardMetrics, UplinkState};
 use crate::plan::PartitionBatch;
 use crate::producer::txn::{TxnBroker, TxnError};
 use crate::producer::{Attempt, ErrorClass, KafkaProducer, ProduceAck, ProduceError};
 use crate::topition::Topition;
-use crate::uplink::{Mark, Uplink, UplinkState};
+use crate::uplink::{Mark, Uplink};
 
 /// Delivery was interrupted by `abort`.
 #[derive(Debug)]

@@ -11,10 +11,10 @@ use edge_log::{Destination, LogConfig, NewRecord, Source};
 
 use super::planning::Planning;
 use super::*;
+use crate::metrics::UplinkState;
 use crate::plan::NoRoutes;
 use crate::producer::{Attempt, ProduceAck, ProduceError, ProduceRecord, codes};
 use crate::topition::Topition;
-use crate::uplink::UplinkState;
 
 /// Runs `fwd` until it has committed `n` records (10 s at most), then stops it.
 async fn run_until_committed<P: KafkaProducer + Clone + 'static>(

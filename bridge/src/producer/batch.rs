@@ -459,7 +459,7 @@ mod tests {
     use kafka_protocol::records::{Compression as KCompression, RecordBatchDecoder};
 
     use super::*;
-    use crate::producer::RecordHeader;
+    use crate::headers::RecordHeader;
 
     /// Every codec the encoder writes.
     /// `batch_bytes_are_pinned`: (codec, length, FNV-1a 64) of the encoder's output at 3d157e2.

@@ -55,24 +55,11 @@ pub use conn::{ConnectionSetups, SetupStep};
 pub use counted::WireBytes;
 pub use sequence::{Attempt, Sequencer, Session};
 
+// Defined with the other header types, in `headers` (the producer depends on it, not back).
+pub use crate::headers::RecordHeader;
+
 use crate::headers::EdgeHeaders;
 use crate::topition::Topition;
-
-/// One Kafka record header. Kafka allows repeated keys; order is kept.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RecordHeader {
-    /// Header name (UTF-8).
-    pub key: Bytes,
-    /// Header value.
-    pub value: Bytes,
-}
-
-impl RecordHeader {
-    /// A header from a name and a value.
-    pub fn new(key: Bytes, value: Bytes) -> Self {
-        Self { key, value }
-    }
-}
 
 /// One record to produce.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
