@@ -25,14 +25,16 @@
 //! - [`metrics`]: the forwarder's counters and gauges (records, bytes, errors by kind, lag,
 //!   uplink state, last error); owns [`metrics::UplinkState`] (re-exported as
 //!   `uplink::UplinkState`).
-//! - [`producer`]: the [`producer::KafkaProducer`] trait, error classification, and
-//!   [`producer::WireProducer`], our producer on the `kafka-protocol` crate (TCP_NODELAY,
-//!   request timeout, acks=all, pure-Rust compression), with the idempotent producer's state
-//!   machine in [`producer::sequence`].
+//! - [`producer`]: the [`producer::KafkaProducer`] trait, error classification in
+//!   [`producer::error`] ([`producer::ProduceError`], [`producer::ErrorClass`], Kafka's error
+//!   codes; re-exported as `producer::…`), and [`producer::WireProducer`], our producer on the
+//!   `kafka-protocol` crate (TCP_NODELAY, request timeout, acks=all, pure-Rust compression),
+//!   with the idempotent producer's state machine in [`producer::sequence`].
 //!
 //! Arrows, the only imports between them (one way, no circles):
 //! - `topition`, `partition`, `headers`, `backoff`, `position`: import no other module.
-//! - `producer` → headers, topition, backoff, position.
+//! - `producer` → headers, topition, backoff, position. Inside it, `producer::error` imports no
+//!   other module; the producer's parts import their errors from it, not from `producer`.
 //! - `metrics` → producer; `uplink` → metrics, producer, backoff.
 //! - `plan` → headers, partition, producer, topition; `dead_letter` → headers, producer,
 //!   topition.

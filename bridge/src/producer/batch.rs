@@ -15,7 +15,8 @@
 use bytes::{BufMut, BytesMut};
 use kafka_protocol::compression::{Compressor, Gzip, Snappy};
 
-use super::{Compression, ProduceError, ProduceRecord};
+use super::error::ProduceError;
+use super::{Compression, ProduceRecord};
 use crate::headers::{EdgeHeaders, Source};
 
 /// Batch header bytes before the records.

@@ -29,15 +29,14 @@ use parking_lot::Mutex;
 
 use super::batch::{BatchIdentity, EncodedBatch, encode_batch};
 use super::conn::{ConnLimits, Connection, ConnectionSetups};
+use super::error::{ErrorClass, ProduceError, codes};
 use super::frame::{PAYLOAD_MARK, decode_response};
 use super::metadata::{Leader, LostConnections, Metadata};
 use super::pipeline::{Frame, Pipeline, Throttle};
 use super::sasl::{SaslContext, SaslSettings, SaslStatus};
 use super::sequence::{Attempt, Refusal, Sequencer, Session, Ticket};
 use super::tls::TlsSettings;
-use super::{
-    Compression, ErrorClass, KafkaProducer, ProduceAck, ProduceError, ProduceRecord, codes,
-};
+use super::{Compression, KafkaProducer, ProduceAck, ProduceRecord};
 use crate::topition::Topition;
 
 /// Highest Produce version we speak (v9: flexible, topic names; v13 switches to topic ids).

@@ -20,10 +20,10 @@ use tokio::net::TcpStream;
 use tokio::time::Instant;
 
 use super::counted::{Counted, WireBytes};
+use super::error::{ProduceError, codes};
 use super::frame::{api_name, decode_response, encode_request, version_of};
 use super::metadata::LostConnections;
 use super::sasl::{self, Exchange, SaslContext};
-use super::{ProduceError, codes};
 
 /// Timeouts and caps of a connection, and TLS if the brokers speak it.
 #[derive(Clone)]

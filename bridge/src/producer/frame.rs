@@ -16,7 +16,7 @@ use bytes::{Bytes, BytesMut};
 use kafka_protocol::messages::{ApiKey, RequestHeader, ResponseHeader};
 use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
 
-use super::ProduceError;
+use super::error::ProduceError;
 
 /// Decodes a response frame of `api`/`version`, checking the correlation id.
 pub(crate) fn decode_response<Resp: Decodable>(

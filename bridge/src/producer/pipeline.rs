@@ -23,8 +23,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, oneshot};
 use tokio::time::Instant;
 
-use super::ProduceError;
 use super::conn::{BrokerStream, ConnLimits, Connection};
+use super::error::ProduceError;
 use super::frame::{api_name, decode_response, encode_request, splice_payload, version_of};
 use super::metadata::LostConnections;
 use super::sasl::{self, Exchange, SaslContext};

@@ -32,7 +32,7 @@ use kafka_protocol::messages::{
 use kafka_protocol::protocol::StrBytes;
 use ring::{digest, hmac, pbkdf2};
 
-use super::ProduceError;
+use super::error::ProduceError;
 
 /// Highest SaslAuthenticate version we speak (v1 adds `session_lifetime_ms`, v2 is flexible).
 const SASL_AUTHENTICATE_MAX: i16 = 2;
@@ -311,7 +311,7 @@ fn check(
     let message = resp.error_message.as_ref().map_or("", |m| m.as_str());
     Err(fail(format!(
         "{} (code {}){}",
-        super::code_name(resp.error_code),
+        super::error::code_name(resp.error_code),
         resp.error_code,
         if message.is_empty() {
             String::new()

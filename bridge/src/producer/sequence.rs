@@ -29,7 +29,7 @@
 use std::collections::HashMap;
 
 use super::batch::BatchIdentity;
-use super::{ProduceError, codes};
+use super::error::{ProduceError, codes};
 use crate::topition::Topition;
 
 /// The producer session batches are written under.

@@ -10,7 +10,7 @@ use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use tokio_rustls::TlsConnector;
 use tokio_rustls::rustls;
 
-use super::ProduceError;
+use super::error::ProduceError;
 
 /// Debian's (and most distributions') bundle of trusted CAs, used when no `ca` file is given.
 pub const SYSTEM_CA_BUNDLE: &str = "/etc/ssl/certs/ca-certificates.crt";

@@ -45,7 +45,8 @@ use std::time::Duration;
 use thiserror::Error;
 use tokio_util::sync::CancellationToken;
 
-use super::{ProducerIdentity, code_name, codes};
+use super::client::ProducerIdentity;
+use super::error::{ProduceError, code_name, codes};
 use crate::backoff::{RetryBackoff, RetryWaits};
 
 /// Which coordinator a request goes to.
@@ -144,7 +145,7 @@ pub trait TxnBroker: Send + Sync {
     /// Ok(None) if none.
     fn fetch_position(
         &self,
-    ) -> impl Future<Output = Result<Option<crate::position::KafkaPosition>, super::ProduceError>> + Send;
+    ) -> impl Future<Output = Result<Option<crate::position::KafkaPosition>, ProduceError>> + Send;
 }
 
 /// The transport of a forwarder without transactions (at-least-once delivery): it has no
@@ -157,9 +158,7 @@ impl TxnBroker for AtLeastOnce {
         match *self {}
     }
 
-    async fn fetch_position(
-        &self,
-    ) -> Result<Option<crate::position::KafkaPosition>, super::ProduceError> {
+    async fn fetch_position(&self) -> Result<Option<crate::position::KafkaPosition>, ProduceError> {
         match *self {}
     }
 }
@@ -926,7 +925,7 @@ mod tests {
 
         async fn fetch_position(
             &self,
-        ) -> Result<Option<crate::position::KafkaPosition>, crate::producer::ProduceError> {
+        ) -> Result<Option<crate::position::KafkaPosition>, ProduceError> {
             Ok(None)
         }
     }

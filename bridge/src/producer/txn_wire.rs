@@ -26,10 +26,10 @@ use kafka_protocol::messages::{
 };
 use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
 
-use super::codes;
+use super::client::{ProducerIdentity, WireProducer};
 use super::conn::Connection;
+use super::error::{ProduceError, codes};
 use super::txn::{CoordinatorKind, TopicPartition, TxnBroker, TxnReply, TxnRequest};
-use super::{ProduceError, ProducerIdentity, WireProducer};
 use crate::position::KafkaPosition;
 
 /// Highest FindCoordinator version we speak (v4 batches keys).
