@@ -5,9 +5,11 @@
 //! - [`server`]: [`NatsServer`], the state every connection shares (settings, INFO, auth, hub
 //!   keys, routes, metrics), and the mapping of subjects and messages onto the hub.
 //! - [`connection`]: one client connection over any byte stream, in rooms: the serve loop
-//!   (PING/PONG, backpressure from the log, slow consumers), `outbox` (bounded output, MSG/HMSG),
-//!   `login` (CONNECT/auth), `publish` (PUB/HPUB through [`crate::ingest`]), `settle` (local
-//!   delivery once written, durable PubAcks), `subscribe` (SUB/UNSUB).
+//!   (PING/PONG, backpressure from the log, slow consumers), `login` (CONNECT/auth), `publish`
+//!   (PUB/HPUB through [`crate::ingest`]), `settle` (local delivery once written, durable
+//!   PubAcks), `subscribe` (SUB/UNSUB); below them `state` (the `Connection` they all work on
+//!   and the records it keeps), `facts` (per-subject decisions) and `outbox` (bounded output,
+//!   MSG/HMSG).
 //! - [`dedup`]: the `Nats-Msg-Id` duplicate window.
 //!
 //! Between these rooms imports run one way (none imports a room that imports it back):
