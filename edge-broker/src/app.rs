@@ -209,7 +209,7 @@ pub async fn run(
             }
             _ => Ok(None),
         };
-        let listeners = crate::mqtt::server::Listeners {
+        let listeners = crate::mqtt::listen::Listeners {
             plain: listener,
             tls: bind_opt("mqtt.tls_listen", m.tls_listen, true).await?,
             ws: bind_opt("mqtt.ws_listen", m.ws_listen, false).await?,

@@ -1,7 +1,11 @@
 //! The MQTT 3.1.1 and 5 front end.
 //!
-//! - [`server`]: listener, session registry, retained store, wills (published through
-//!   [`crate::ingest`]), expiry.
+//! - [`listen`]: the listeners ([`listen::Listeners`]) and their accept loops (plain, TLS,
+//!   WebSockets), which spawn a [`connection`] for every client; beside them until the stop,
+//!   journal compaction, session expiry and saving session owners.
+//! - [`server`]: [`MqttServer`], the state every connection shares: settings, session
+//!   registry, retained store, publishing, wills (published through [`crate::ingest`]),
+//!   expiry, the stop flag, the `$SYS` tree.
 //! - [`connection`]: one client connection over any byte stream: [`connection::serve`] and the
 //!   packet loop, in rooms of one concern: `login` (CONNECT, seat, session attach or takeover,
 //!   CONNACK), `inbound` (its publishes through [`crate::ingest`], acks in arrival order, routed
@@ -17,11 +21,17 @@
 //! - [`park`]: where idle connections wait without a task (`park_idle_after`): one epoll
 //!   instance on a thread of its own, and the rules that keep a wake-up from being missed.
 //! - [`retained`]: the retained message store (bounded in count and bytes).
-//! - [`persist`]: restoring sessions and retained messages at startup, checkpoints of the
-//!   state journal ([`crate::state`]), metrics of saved state.
+//! - [`persist`]: [`MqttServer::open`], restoring sessions and retained messages at startup,
+//!   checkpoints of the state journal ([`crate::state`]), metrics of saved state.
 //! - [`limits`]: the caps on sessions, subscriptions per client and retained messages.
 //! - [`sys`]: the `$SYS/broker/...` and `$SYS/edge/...` topics, published every
 //!   `sys_interval`.
+//!
+//! Between these rooms imports run one way (none imports a room that imports it back):
+//! `listen` → `connection`, `server`, `park`; `connection` → `server`, `session`, `park`, `pace`, `retained`, `limits`;
+//! `persist` → `server`, `session`, `limits`; `server` → `session`, `park`, `retained`,
+//! `limits`, `sys`. The state every connection reads is in `server`, which imports neither the
+//! connections nor `persist`; only `listen` spawns connections.
 //!
 //! The difference from other brokers: a QoS 1/2 publish on a routed topic is acknowledged
 //! (PUBACK / PUBREC) only once edge-log reports it durable under the configured fsync policy.
@@ -30,6 +40,7 @@
 
 pub mod connection;
 pub mod limits;
+pub mod listen;
 pub mod pace;
 pub mod park;
 pub mod persist;

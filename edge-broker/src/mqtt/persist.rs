@@ -1,40 +1,51 @@
 //! How the MQTT server keeps persistent sessions and retained messages across restarts:
-//! restoring them at startup (from the state journal, or migrating the legacy snapshot
-//! files) within the limits, the checkpoint every start writes, checkpoints that compact the
-//! journal while running, and the metrics of saved state. The journal itself is
-//! [`crate::state`].
+//! [`MqttServer::open`], which makes the server and restores them (from the state journal, or
+//! migrating the legacy snapshot files) within the limits, the checkpoint every start writes,
+//! checkpoints that compact the journal while running, and the metrics of saved state (their
+//! counters, [`super::server::StateMetrics`], are a field of the server). The journal itself
+//! is [`crate::state`].
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use edge_log::{FsyncPolicy, StdStorage, Storage};
+use edge_log::{FsyncPolicy, Log, StdStorage, Storage};
 
 use super::server::{MqttServer, filter_text, parse_subscription, sub_entry};
 use super::session::{Outbound, Session, SessionLog, SubscriptionRecord};
+use crate::config::MqttSection;
+use crate::hub::Hub;
 use crate::message::now_ms;
 use crate::metrics::PromText;
+use crate::route::RouteTable;
 use crate::state::journal::BACKLOG_BYTES;
 use crate::state::{Journal, LoadReport, ModelSession, StateModel, replay};
 
-/// Counters of saved state, rendered on `/metrics`.
-#[derive(Debug, Default)]
-pub struct StateMetrics {
-    /// State files that could not be loaded and were moved aside.
-    pub quarantined: AtomicU64,
-    /// Bytes of torn tails cut at startup (writes a power cut interrupted).
-    pub torn_bytes: AtomicU64,
-    /// Saved sessions, subscriptions, queued deliveries and retained messages not restored
-    /// because they exceed the current limits.
-    pub restore_dropped: AtomicU64,
-}
-
 impl MqttServer {
+    /// Creates the server and restores persistent sessions and retained messages saved in
+    /// `state_dir` (the journal's fsync policy is the log's). Saved state never stops a
+    /// start: what cannot be loaded is moved aside, logged and counted.
+    pub fn open(
+        settings: MqttSection,
+        hub: Arc<Hub>,
+        log: Log,
+        routes: Arc<RouteTable>,
+        state_dir: PathBuf,
+        auth: Arc<crate::auth::Auth>,
+    ) -> Arc<MqttServer> {
+        let fsync = log.config().fsync;
+        let server = Arc::new(MqttServer::new(settings, hub, log, routes, state_dir, auth));
+        if let Some(journal) = server.restore_state(fsync) {
+            server.set_journal(journal);
+        }
+        server
+    }
+
     /// Loads the saved state (nothing in it can fail the start), then starts the journal with
     /// a checkpoint of it. Without a usable journal the broker runs with its state in memory
     /// only, and says so.
-    pub(super) fn restore_state(&self, fsync: FsyncPolicy) -> Option<Arc<Journal>> {
+    fn restore_state(&self, fsync: FsyncPolicy) -> Option<Arc<Journal>> {
         let storage: Arc<dyn Storage> = Arc::new(StdStorage);
         let dir = self.state_dir().to_owned();
         let (model, report) = replay::load(storage.as_ref(), &dir);

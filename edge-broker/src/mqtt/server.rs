@@ -1,6 +1,10 @@
-//! The MQTT server: listener, session registry, retained store, publishing, wills, session
-//! expiry, and the state journal behind persistent sessions and retained messages
-//! (restore and checkpoints in [`super::persist`]).
+//! The MQTT server's state, shared by all its connections: settings, session registry,
+//! retained store, publishing, wills, session expiry, the flag and the task tracker of the
+//! stop, the `$SYS` tree, and the state journal behind persistent sessions and retained
+//! messages (opening, restore and checkpoints in [`super::persist`]).
+//!
+//! Connections ([`super::connection`]) and [`super::persist`] build on this file, and it
+//! imports neither: the accept loops that spawn connections are [`super::listen`]'s.
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -10,14 +14,11 @@ use std::time::Duration;
 use edge_log::{Destination, Log, Source};
 use edge_proto::mqtt::QoS;
 use parking_lot::RwLock;
-use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use super::connection;
 use super::limits::{Limit, LimitCounters};
 use super::park::ParkingLot;
-use super::persist::StateMetrics;
 use super::retained::RetainedStore;
 use super::session::{QueueLimits, Registry, Session, SessionLog, SubscriptionRecord};
 use crate::config::MqttSection;
@@ -30,22 +31,16 @@ use crate::router::Filter;
 use crate::state::record::Record;
 use crate::state::{Commit, Journal};
 
-/// How often the state journal is checked for compaction.
-const COMPACTION_CHECK: Duration = Duration::from_secs(1);
-/// How often expired offline sessions are removed.
-const EXPIRY_SWEEP: Duration = Duration::from_secs(1);
-
-/// The bound listeners of the MQTT front end.
-#[derive(Debug)]
-pub struct Listeners {
-    /// Plain MQTT (`mqtt.listen`).
-    pub plain: TcpListener,
-    /// MQTT over TLS (`mqtt.tls_listen`).
-    pub tls: Option<TcpListener>,
-    /// MQTT over WebSockets (`mqtt.ws_listen`).
-    pub ws: Option<TcpListener>,
-    /// MQTT over WebSockets over TLS (`mqtt.ws_tls_listen`).
-    pub ws_tls: Option<TcpListener>,
+/// Counters of saved state, rendered on `/metrics`.
+#[derive(Debug, Default)]
+pub struct StateMetrics {
+    /// State files that could not be loaded and were moved aside.
+    pub quarantined: AtomicU64,
+    /// Bytes of torn tails cut at startup (writes a power cut interrupted).
+    pub torn_bytes: AtomicU64,
+    /// Saved sessions, subscriptions, queued deliveries and retained messages not restored
+    /// because they exceed the current limits.
+    pub restore_dropped: AtomicU64,
 }
 
 /// The shared state of the MQTT front end.
@@ -80,12 +75,16 @@ pub struct MqttServer {
     state_dir: PathBuf,
     journal: OnceLock<Arc<Journal>>,
     client_ids: AtomicU64,
-    tasks: TaskTracker,
+    /// The tasks the stop waits for: connections (spawned by the accept loops of
+    /// [`super::listen`] and by [`MqttServer::spawn_connection`]), wills on their way,
+    /// parked connections ([`MqttServer::track`]).
+    pub(super) tasks: TaskTracker,
     /// Set when the broker stops: every connection leaves at its loop's next turn (see
     /// [`MqttServer::stop_connections`]).
     stopping: AtomicBool,
-    /// Where idle connections wait without a task ([`super::park`]); made when serving starts.
-    parking: OnceLock<Arc<ParkingLot>>,
+    /// Where idle connections wait without a task ([`super::park`]); made when serving starts
+    /// ([`super::listen`]).
+    pub(super) parking: OnceLock<Arc<ParkingLot>>,
     /// The TLS listener's certificate (replaced by a reload).
     pub tls: crate::tls::AcceptorCell,
     /// Users, credentials, permissions and session owners (shared with NATS).
@@ -93,20 +92,18 @@ pub struct MqttServer {
 }
 
 impl MqttServer {
-    /// Creates the server and restores persistent sessions and retained messages saved in
-    /// `state_dir` (the journal's fsync policy is the log's). Saved state never stops a
-    /// start: what cannot be loaded is moved aside, logged and counted.
-    pub fn open(
+    /// The server's state, without saved state and without a journal: what
+    /// [`MqttServer::open`] starts from before it restores `state_dir` ([`super::persist`]).
+    pub(super) fn new(
         settings: MqttSection,
         hub: Arc<Hub>,
         log: Log,
         routes: Arc<RouteTable>,
         state_dir: PathBuf,
         auth: Arc<crate::auth::Auth>,
-    ) -> Arc<MqttServer> {
-        let fsync = log.config().fsync;
+    ) -> MqttServer {
         let metrics = Arc::new(FrontMetrics::new(Protocol::Mqtt));
-        let server = Arc::new(MqttServer {
+        MqttServer {
             input_pool: crate::input_pool::InputPool::new(
                 "mqtt.max_partial_packet_bytes_total",
                 settings.max_partial_packet_bytes_total,
@@ -136,11 +133,13 @@ impl MqttServer {
             parking: OnceLock::new(),
             tls: crate::tls::AcceptorCell::default(),
             auth,
-        });
-        if let Some(journal) = server.restore_state(fsync) {
-            let _ = server.journal.set(journal);
         }
-        server
+    }
+
+    /// Hands the server the state journal [`MqttServer::open`] started (once, before any
+    /// connection is served).
+    pub(super) fn set_journal(&self, journal: Arc<Journal>) {
+        let _ = self.journal.set(journal);
     }
 
     /// Where the state journal lives.
@@ -524,111 +523,6 @@ impl MqttServer {
         }
     }
 
-    /// Accepts connections on every listener in `listeners` (plain MQTT; TLS and WebSockets,
-    /// plain or over TLS, with the certificate in [`MqttServer::tls`]) until `shutdown`, then
-    /// waits for them to close and saves state. All count towards `max_connections`.
-    pub async fn serve(self: Arc<Self>, listeners: Listeners, shutdown: CancellationToken) {
-        let background = self.spawn_background(shutdown.clone());
-        let parking = match ParkingLot::open() {
-            Ok((lot, thread)) => {
-                let _ = self.parking.set(lot);
-                Some(thread)
-            }
-            Err(err) => {
-                tracing::warn!(
-                    "idle MQTT connections will not be parked (mqtt.park_idle_after): {err}"
-                );
-                None
-            }
-        };
-        let Listeners {
-            plain: listener,
-            tls: tls_listener,
-            ws: ws_listener,
-            ws_tls: ws_tls_listener,
-        } = listeners;
-        let plain = crate::listener::accept_loop(
-            listener,
-            "MQTT",
-            Arc::clone(&self.admission),
-            &self.tasks,
-            &shutdown,
-            |stream, peer, pending| self.serve_plain(stream, peer, pending, shutdown.clone()),
-        );
-        let secure = async {
-            let Some(listener) = tls_listener else {
-                return;
-            };
-            crate::listener::accept_loop(
-                listener,
-                "MQTT over TLS",
-                Arc::clone(&self.admission),
-                &self.tasks,
-                &shutdown,
-                |stream, peer, pending| {
-                    let (server, shutdown) = (Arc::clone(&self), shutdown.clone());
-                    let acceptor = self.tls.current();
-                    async move {
-                        let Some((stream, certificate)) = server
-                            .tls_handshake(acceptor, stream, peer, &pending, "MQTT over TLS")
-                            .await
-                        else {
-                            return;
-                        };
-                        connection::serve(server, stream, peer, pending, shutdown, certificate)
-                            .await;
-                    }
-                },
-            )
-            .await;
-        };
-        let websockets = self.accept_websockets(ws_listener, false, &shutdown);
-        let secure_websockets = self.accept_websockets(ws_tls_listener, true, &shutdown);
-        // The accept loops stop taking connections and wait for the ones they made: this
-        // tells those to leave.
-        let stop = self.stop_connections_on(&shutdown);
-        tokio::join!(plain, secure, websockets, secure_websockets, stop);
-        let _ = background.await;
-        if let Some(thread) = parking {
-            // Every connection is closed: none is parked, none parks again.
-            if let Some(lot) = self.parking.get() {
-                lot.stop();
-            }
-            let _ = tokio::task::spawn_blocking(move || thread.join()).await;
-        }
-        self.save_owners();
-        if let Some(journal) = self.journal() {
-            let closed = tokio::task::spawn_blocking(move || journal.close()).await;
-            match closed {
-                Ok(Ok(())) => tracing::debug!("MQTT state journal synced and closed"),
-                Ok(Err(err)) => tracing::error!("closing the MQTT state journal: {err}"),
-                Err(err) => tracing::error!("closing the MQTT state journal panicked: {err}"),
-            }
-        }
-    }
-
-    /// The task of one plain MQTT connection (what the listener spawns).
-    ///
-    /// The connection's future itself, not an `async` block around it: a block would keep
-    /// what it captured (the stream, the peer address, the pending place: ~130 bytes) in
-    /// every connection's task for its whole life.
-    pub fn serve_plain(
-        self: &Arc<Self>,
-        stream: tokio::net::TcpStream,
-        peer: std::net::SocketAddr,
-        pending: crate::admission::Pending,
-        shutdown: CancellationToken,
-    ) -> impl Future<Output = ()> + Send + 'static {
-        connection::serve(
-            Arc::clone(self),
-            crate::listener::plain_stream(stream),
-            peer,
-            pending,
-            shutdown,
-            None,
-        )
-    }
-
     /// Once `shutdown` is cancelled, tells every logged-in connection to leave
     /// ([`MqttServer::stop_connections`]).
     pub async fn stop_connections_on(&self, shutdown: &CancellationToken) {
@@ -687,117 +581,6 @@ impl MqttServer {
         self.stopping.load(Ordering::SeqCst)
     }
 
-    /// Accepts MQTT over WebSockets on `listener` (if any), over TLS with the certificate in
-    /// [`MqttServer::tls`] when `tls`.
-    async fn accept_websockets(
-        self: &Arc<Self>,
-        listener: Option<TcpListener>,
-        tls: bool,
-        shutdown: &CancellationToken,
-    ) {
-        let Some(listener) = listener else {
-            return;
-        };
-        let protocol = if tls {
-            "MQTT over WebSockets over TLS"
-        } else {
-            "MQTT over WebSockets"
-        };
-        crate::listener::accept_loop(
-            listener,
-            protocol,
-            Arc::clone(&self.admission),
-            &self.tasks,
-            shutdown,
-            |stream, peer, pending| {
-                let (server, shutdown) = (Arc::clone(self), shutdown.clone());
-                let acceptor = self.tls.current();
-                async move {
-                    let (stream, certificate) = if tls {
-                        match server
-                            .tls_handshake(acceptor, stream, peer, &pending, protocol)
-                            .await
-                        {
-                            Some(done) => done,
-                            None => return,
-                        }
-                    } else {
-                        (crate::listener::plain_stream(stream), None)
-                    };
-                    let settings = server.settings();
-                    let ws = crate::websocket::WsSettings {
-                        path: settings.ws_path.clone(),
-                        max_packet: settings.max_packet_size.bytes() as usize,
-                        deadline: settings.connect_timeout.0,
-                    };
-                    // Evicted (pending connections over their cap) while still upgrading: gone.
-                    let evicted = pending.eviction();
-                    let upgraded = tokio::select! {
-                        upgraded = Box::pin(crate::websocket::upgrade(stream, &ws)) => upgraded,
-                        _ = evicted.cancelled() => return,
-                    };
-                    match upgraded {
-                        Ok(upgraded) => {
-                            let (stream, pump) = upgraded.into_stream();
-                            let serve = connection::serve(
-                                server,
-                                stream,
-                                peer,
-                                pending,
-                                shutdown,
-                                certificate,
-                            );
-                            tokio::join!(serve, pump);
-                        }
-                        Err(err) => {
-                            inc(&server.metrics.ws_handshake_failures);
-                            tracing::info!(%peer, "{protocol}: {err}");
-                        }
-                    }
-                }
-            },
-        )
-        .await;
-    }
-
-    /// The TLS handshake of a new connection within `connect_timeout`: its halves and the
-    /// client's certificate identity; `None` (counted and logged) when it failed, or silently
-    /// when `pending` was evicted meanwhile (pending connections over their cap).
-    async fn tls_handshake(
-        &self,
-        acceptor: Option<tokio_rustls::TlsAcceptor>,
-        stream: tokio::net::TcpStream,
-        peer: std::net::SocketAddr,
-        pending: &crate::admission::Pending,
-        protocol: &str,
-    ) -> Option<(
-        crate::listener::Stream,
-        Option<crate::auth::PeerCertificate>,
-    )> {
-        let acceptor = acceptor?;
-        let deadline = self.settings().connect_timeout.0;
-        let evicted = pending.eviction();
-        // Boxed: the handshake's state lasts only as long as the handshake, while the
-        // connection's task is allocated at the size of its largest state.
-        let handshake = tokio::select! {
-            handshake = Box::pin(crate::listener::tls_with_peer(&acceptor, stream, deadline)) => handshake,
-            _ = evicted.cancelled() => return None,
-        };
-        match handshake {
-            Ok((stream, certificate)) => {
-                let certificate = certificate.map(|der| crate::auth::PeerCertificate {
-                    identity: crate::auth::cert::identity(&der),
-                });
-                Some((stream, certificate))
-            }
-            Err(err) => {
-                inc(&self.metrics.tls_handshake_failures);
-                tracing::info!(%peer, "{protocol}: TLS handshake failed: {err}");
-                None
-            }
-        }
-    }
-
     /// Publishes the `$SYS` topics every `mqtt.sys_interval` (if not zero) until `shutdown`;
     /// `backlog` reads the `$SYS/edge/backlog/...` values.
     pub fn spawn_sys_tree(
@@ -843,40 +626,6 @@ impl MqttServer {
             sent: self.metrics.sent_total(),
             connections: self.metrics.connections_total.load(Ordering::Relaxed),
         }
-    }
-
-    fn spawn_background(
-        self: &Arc<Self>,
-        shutdown: CancellationToken,
-    ) -> tokio::task::JoinHandle<()> {
-        let server = Arc::clone(self);
-        tokio::spawn(async move {
-            let mut compaction = tokio::time::interval(COMPACTION_CHECK);
-            let mut sweep = tokio::time::interval(EXPIRY_SWEEP);
-            loop {
-                tokio::select! {
-                    _ = shutdown.cancelled() => return,
-                    _ = compaction.tick() => {
-                        if server.journal().is_some_and(|j| j.wants_checkpoint()) {
-                            let compactor = Arc::clone(&server);
-                            if let Err(err) = tokio::task::spawn_blocking(move || compactor.compact_if_due()).await {
-                                tracing::error!("compacting the MQTT state journal panicked: {err}");
-                            }
-                        }
-                    }
-                    _ = sweep.tick() => {
-                        server.expire_sessions();
-                        server.save_owners();
-                    }
-                }
-            }
-        })
-    }
-
-    /// Saves who owns each session (when it changed), forgetting owners of ended sessions.
-    fn save_owners(&self) {
-        let sessions = self.sessions.lock();
-        self.auth.save_owners(|id| sessions.contains_key(id));
     }
 
     /// Removes offline sessions whose expiry interval has passed.

@@ -1,11 +1,21 @@
 //! The NATS server: the NATS client protocol on top of the shared hub and the durable log.
 //!
-//! - [`server`]: [`NatsServer`] (listener, INFO, auth, routes, metrics, hub mapping helpers).
+//! - [`listen`]: the listener's accept loop ([`NatsServer::serve`]), which spawns a
+//!   [`connection`] for every client.
+//! - [`server`]: [`NatsServer`], the state every connection shares (settings, INFO, auth, hub
+//!   keys, routes, metrics), and the mapping of subjects and messages onto the hub.
 //! - [`connection`]: one client connection over any byte stream, in rooms: the serve loop
-//!   (PING/PONG, backpressure from the log, slow consumers), `outbox` (bounded output, MSG/HMSG),
-//!   `login` (CONNECT/auth), `publish` (PUB/HPUB through [`crate::ingest`]), `settle` (local
-//!   delivery once written, durable PubAcks), `subscribe` (SUB/UNSUB).
+//!   (PING/PONG, backpressure from the log, slow consumers), `login` (CONNECT/auth), `publish`
+//!   (PUB/HPUB through [`crate::ingest`]), `settle` (local delivery once written, durable
+//!   PubAcks), `subscribe` (SUB/UNSUB); below them `state` (the `Connection` they all work on
+//!   and the records it keeps), `facts` (per-subject decisions) and `outbox` (bounded output,
+//!   MSG/HMSG).
 //! - [`dedup`]: the `Nats-Msg-Id` duplicate window.
+//!
+//! Between these rooms imports run one way (none imports a room that imports it back):
+//! `listen` → `connection`, `server`; `connection` → `server`; `server` → `dedup`. The state
+//! every connection reads is in `server`, which imports no connection; only `listen` spawns
+//! connections.
 //!
 //! # Names across protocols
 //!
@@ -52,6 +62,7 @@
 
 pub mod connection;
 pub mod dedup;
+pub mod listen;
 pub mod server;
 
 pub use server::NatsServer;

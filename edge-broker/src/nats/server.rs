@@ -1,4 +1,8 @@
-//! The NATS server: listener, per-server state shared by connections, metrics.
+//! The NATS server's state, shared by all its connections: settings, INFO, auth, hub keys,
+//! metrics, the duplicate window, and the mapping of NATS subjects and messages onto the hub.
+//!
+//! Connections ([`super::connection`]) build on this file, and it imports none of them: the
+//! accept loop that spawns connections is [`super::listen`]'s.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -8,11 +12,8 @@ use edge_proto::mqtt::QoS;
 use edge_proto::nats::subject;
 use edge_proto::nats::{HeaderMap, Info};
 use parking_lot::{Mutex, RwLock};
-use tokio::net::TcpListener;
-use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use super::connection;
 use super::dedup::DuplicateWindow;
 use crate::config::NatsSection;
 use crate::hub::{FanOut, Hub};
@@ -44,7 +45,8 @@ pub struct NatsServer {
     /// Server name announced in INFO (the node id).
     pub server_name: String,
     next_key: AtomicU64,
-    tasks: TaskTracker,
+    /// The connections' tasks (the accept loop of [`super::listen`] spawns them here).
+    pub(super) tasks: TaskTracker,
     /// The certificate clients must upgrade to; `None`: plain TCP (replaced by a reload).
     pub tls: crate::tls::AcceptorCell,
     /// Users, credentials and permissions (shared with MQTT).
@@ -145,31 +147,6 @@ impl NatsServer {
     /// Publishes a message to local subscribers of every protocol.
     pub fn publish_local(&self, message: &Arc<Message>) -> FanOut {
         self.hub.publish(message)
-    }
-
-    /// Accepts connections until `shutdown`, then waits for them to close. While
-    /// [`NatsServer::tls`] holds a certificate, every client must upgrade to TLS right after
-    /// INFO (`tls_required`).
-    pub async fn serve(self: Arc<Self>, listener: TcpListener, shutdown: CancellationToken) {
-        let server = Arc::clone(&self);
-        crate::listener::accept_loop(
-            listener,
-            "NATS",
-            Arc::clone(&self.admission),
-            &self.tasks,
-            &shutdown,
-            |stream, peer, permit| {
-                connection::serve(
-                    Arc::clone(&server),
-                    stream,
-                    server.tls.current(),
-                    peer,
-                    permit,
-                    shutdown.clone(),
-                )
-            },
-        )
-        .await;
     }
 }
 

@@ -5,20 +5,7 @@ use std::sync::Arc;
 
 use edge_proto::nats::{Connect, ServerError};
 
-use super::{Connection, Exit};
-use crate::admission::{Pending, Seat};
-
-/// Where a connection stands with [`crate::admission`].
-#[derive(Debug)]
-pub(super) enum Admitted {
-    /// No CONNECT yet: a pending place (taken by `seat`).
-    Pending(Option<Pending>),
-    /// Logged in: a seat among `nats.max_connections`.
-    Seated {
-        /// Given back when the connection ends.
-        _seat: Seat,
-    },
-}
+use super::state::{Admitted, Connection, Exit};
 
 impl Connection {
     /// CONNECT: logged in by the serve loop (it may wait: failed logins are delayed).

@@ -17,22 +17,32 @@
 //! Generic over the byte stream: [`serve_stream`] serves the two halves of any connection
 //! (plain TCP, TLS, or in tests an in-memory one); [`serve`] adds TCP's and TLS's setup.
 //!
-//! Rooms of the connection:
+//! Rooms of the connection, from the top; each imports only rooms below it:
 //! - this file: setup ([`serve`], [`serve_stream`]), the serve loop (read, decode, write,
-//!   PING), dispatch of client ops, and the end of the connection;
-//! - `outbox`: the bounded output shared with the connection's subscriptions ([`Outbox`],
-//!   the hub mailbox that encodes MSG/HMSG);
-//! - `login`: CONNECT, credentials, and trading the pending place for a seat;
-//! - `publish`: PUB/HPUB: the per-subject facts, the ACL check, local delivery of plain
-//!   publishes, routed publishes into the ingest queue;
+//!   PING), dispatch of client ops, and the end of the connection → every room below;
+//! - `login`: CONNECT, credentials, and trading the pending place for a seat → `state`;
+//! - `publish`: PUB/HPUB: the ACL check, local delivery of plain publishes, routed publishes
+//!   into the ingest queue → `settle` (replies known at once, their JSON bodies), `state`,
+//!   `facts`;
 //! - `settle`: what comes back from the log: local delivery once written, PONGs, PubAcks and
-//!   other replies in order (and their JSON bodies);
-//! - `subscribe`: SUB/UNSUB and the hub subscriptions they make.
+//!   other replies in order (and their JSON bodies) → `state`, `outbox`;
+//! - `subscribe`: SUB/UNSUB and the hub subscriptions they make → `state`, `outbox`;
+//! - `state`: the `Connection` every room works on (each adds an
+//!   `impl Connection` of its own), why it ends, `+OK` and `-ERR`, and the records its fields
+//!   keep (subscriptions, admission, ingest tags, reply routes) → `facts`, `outbox`;
+//! - `facts`: what was decided for the subject of the last PUB, kept while it repeats;
+//! - `outbox`: the bounded output shared with the connection's subscriptions ([`Outbox`],
+//!   the hub mailbox that encodes MSG/HMSG).
+//!
+//! Rooms that need the server's shared state read it from [`super::server`]; none imports
+//! [`super::listen`], which spawns connections.
 
+mod facts;
 mod login;
 mod outbox;
 mod publish;
 mod settle;
+mod state;
 mod subscribe;
 
 use std::collections::{HashMap, VecDeque};
@@ -44,7 +54,7 @@ use std::time::Duration;
 use bytes::BytesMut;
 use edge_proto::mqtt::QoS;
 use edge_proto::nats::{
-    ClientOp, Connect, LastSubject, Limits, ServerError, ServerOp, decode_client_op_reusing,
+    ClientOp, LastSubject, Limits, ServerError, ServerOp, decode_client_op_reusing,
 };
 use parking_lot::Mutex;
 use tokio::io::AsyncWriteExt;
@@ -61,12 +71,9 @@ use crate::input_pool::InputLease;
 use crate::listener::{ReadBuffer, ReadHalf, WriteHalf, read_some};
 use crate::message::now_ms;
 use crate::metrics::front::inc;
-use login::Admitted;
 use outbox::OutState;
 pub use outbox::Outbox;
-use publish::SubjectFacts;
-use settle::{Ingest, ReplyRoute};
-use subscribe::SubRecord;
+use state::{Admitted, Connection, Exit};
 
 /// Bytes read from the socket at once (at most), by a client that sends bursts.
 const READ_CHUNK: usize = 64 << 10;
@@ -88,22 +95,6 @@ const KEEP_OUTPUT_CAPACITY: usize = 64 << 10;
 /// is stays as small as a control line (nats-server's 4 KiB).
 const PRE_CONNECT_PAYLOAD: usize = 4096;
 
-/// Why a connection ended.
-#[derive(Debug)]
-enum Exit {
-    /// The socket closed or failed, or the client broke the protocol (already answered).
-    Closed(String),
-    /// A protocol error was answered with `-ERR` (or silently) and the connection closes.
-    Violation(String),
-    /// The client could not keep up with its messages.
-    SlowConsumer,
-    /// The broker is shutting down.
-    Shutdown,
-    /// The broker has no room for the large PUB the client began (it does not fit in
-    /// `nats.max_partial_packet_bytes_total`): closed without `-ERR`, so that clients
-    /// reconnect and send it again (nats.go closes for good on an `-ERR` it does not know).
-    Busy(String),
-}
 /// Serves one TCP connection until it ends. With `tls`, INFO goes out in plain text (with
 /// `tls_required`) and the rest of the connection runs over TLS, as with nats-server.
 pub async fn serve(
@@ -262,77 +253,7 @@ async fn run(
     let exit = connection.serve_loop().await;
     connection.finish(exit).await;
 }
-struct Connection {
-    server: Arc<NatsServer>,
-    /// The `[nats]` limits this connection started with (a reload affects later connections).
-    settings: Arc<crate::config::NatsSection>,
-    outbox: Arc<Outbox>,
-    peer: SocketAddr,
-    conn_key: u64,
-    reader: ReadHalf,
-    writer: WriteHalf,
-    inbuf: BytesMut,
-    /// The last read filled the buffer's room or was not small: the client sends bursts, so
-    /// it reads in [`READ_CHUNK`]s; otherwise its buffer stays at [`INITIAL_BUFFER`].
-    read_burst: bool,
-    /// The lease of the large PUB at the front of `inbuf`, if one is arriving
-    /// ([`crate::input_pool`]); `inbuf` is then sized for it.
-    large_input: InputLease,
-    outbuf: BytesMut,
-    limits: Limits,
-    connect: Option<Box<Connect>>,
-    client_id: Arc<str>,
-    subs: HashMap<String, SubRecord>,
-    /// Routed publishes on their way to the log, and the replies owed (boxed: the connection
-    /// future holds the connection several times over).
-    ingest: Box<Ingest>,
-    /// PINGs waiting for the routed publishes before them (each: the ingest mark at the PING).
-    pongs: VecDeque<u64>,
-    /// The last PUB subject the decoder handed out (shared while it repeats).
-    last_subject: LastSubject,
-    /// What was decided for the last PUB subject (reused while the subject repeats).
-    subject_facts: Option<SubjectFacts>,
-    /// The last PUB decoded whole carried a reply subject: a publisher that asks for replies
-    /// (a JetStream client) asks every time, so the next PUB is not peeked for the stored
-    /// fast path (`store_repeated_pub`), which would only scan its line twice.
-    last_pub_replied: bool,
-    /// Where replies under the last reply-subject prefix go (reused while it repeats).
-    reply_route: Option<ReplyRoute>,
-    /// A reply subject written out whole (a decoded one is kept in two parts), reused.
-    reply_text: String,
-    /// Successful CONNECTs so far: a subscription remembers the one it was made under.
-    logins: u64,
-    /// PubAck bodies are split off this buffer (one allocation for many).
-    ack_bodies: BytesMut,
-    /// A CONNECT waiting for [`crate::auth::Auth::login`] (nothing else is read meanwhile).
-    pending_connect: Option<Box<Connect>>,
-    /// What this client may publish and subscribe to (anonymous until CONNECT logs in).
-    permissions: crate::auth::Permissions,
-    pings_out: u32,
-    /// PUB/HPUBs decoded from the read buffer being processed, not yet in the metrics.
-    received: u64,
-    /// Wall clock (unix ms) read once per read buffer: routed records' ingest time.
-    now_ms: u64,
-    /// `now_ms` is from an earlier read buffer.
-    clock_stale: bool,
-    shutdown: CancellationToken,
-    /// The pending place before CONNECT, the seat after.
-    admitted: Admitted,
-    /// Cancelled when the connection is evicted before CONNECT (`max_pending_connections`).
-    evict: CancellationToken,
-}
-
 impl Connection {
-    fn verbose(&self) -> bool {
-        self.connect.as_ref().is_some_and(|c| c.verbose)
-    }
-
-    fn ok(&self) {
-        if self.verbose() {
-            self.outbox.push_op(&ServerOp::Ok);
-        }
-    }
-
     /// Whether more input may be handled: not while the log holds many of this client's
     /// publishes, and not while the client does not read what it gets (bounded output).
     fn can_process(&self) -> bool {
@@ -434,12 +355,6 @@ impl Connection {
                 }
             }
         }
-    }
-
-    /// Queues a session-level `-ERR`; returns the exit when it closes the connection.
-    fn error(&self, err: ServerError) -> Exit {
-        self.outbox.push_raw(err.err_line().as_bytes());
-        Exit::Violation(err.err_message().into_owned())
     }
 
     /// Decodes and handles buffered ops while nothing holds input back. Routed publishes are

@@ -10,51 +10,9 @@ use edge_proto::mqtt::QoS;
 use edge_proto::nats::{ReplySubject, ServerOp, subject};
 
 use super::super::server::nats_message_at;
-use super::Connection;
-use super::outbox::SubMailbox;
-use crate::ingest::{Answer, Event, IngestQueue, Outcome};
-use crate::message::Message;
+use super::state::{Connection, MsgId, Reply, ReplyBody, ReplyRoute};
+use crate::ingest::{Answer, Event, Outcome};
 use crate::metrics::front::{DropReason, add, inc};
-
-/// What a routed publish carries to the moment the log wrote it.
-pub(super) struct Written {
-    /// Delivered to local subscribers (`None`: nobody subscribed when it came in).
-    pub(super) message: Option<Arc<Message>>,
-    /// A `Nats-Msg-Id` to remember once written, when nobody waits for a reply (a reply
-    /// remembers it only once durable, so a duplicate is never acknowledged early). Boxed:
-    /// few publishes carry one, and a batch holds one `Written` per routed PUB.
-    pub(super) remember: Option<Box<MsgId>>,
-}
-
-// Two words per routed PUB waiting for the log (a full log holds a batch of up to 2,048 per
-// connection: the budget's `NATS_HELD_FOR_LOG`); unboxed, the id took four more.
-const _: () = assert!(std::mem::size_of::<Written>() == 2 * std::mem::size_of::<usize>());
-
-/// A `Nats-Msg-Id` in the duplicate window of a stream.
-pub(super) struct MsgId {
-    pub(super) stream: Arc<str>,
-    pub(super) id: String,
-}
-
-/// A reply owed on a reply subject, in arrival order.
-pub(super) struct Reply {
-    /// As decoded: under a repeating prefix, the prefix shared and the last token inline.
-    pub(super) subject: ReplySubject,
-    pub(super) body: ReplyBody,
-}
-
-pub(super) enum ReplyBody {
-    /// Known when the publish came in (duplicate, wrong stream).
-    Given(Bytes),
-    /// A PubAck once the record is durable (an error if it is refused or never durable).
-    PubAck {
-        stream: Arc<str>,
-        msg_id: Option<String>,
-    },
-}
-
-/// The connection's ingest queue.
-pub(super) type Ingest = IngestQueue<Written, Reply>;
 
 impl Connection {
     /// Queues a reply known now; it leaves after the replies before it.
@@ -179,22 +137,6 @@ impl Connection {
             self.server.metrics.dropped(DropReason::UnmappableSubject);
         }
     }
-}
-
-/// Where the replies under one reply-subject prefix go (`_INBOX.<id>.` of `_INBOX.<id>.<n>`),
-/// decided once per prefix and hub generation. A JetStream client subscribes `_INBOX.<id>.*`
-/// and gets every PubAck there: a reply repeating the prefix then needs neither a message for
-/// the hub (its subject mapped to an MQTT topic) nor a walk of the hub's tree.
-pub(super) struct ReplyRoute {
-    /// The prefix, up to and including its last `.`.
-    prefix: Box<str>,
-    /// The hub generation the answer holds for.
-    generation: u64,
-    /// `Some`: every reply under the prefix reaches exactly these subscriptions of this
-    /// connection, in subscriber order (none: it reaches nobody); `None`: the hub decides
-    /// (someone else subscribes, a share group or a subscription naming a last token
-    /// matches, or the prefix has no MQTT topic).
-    own: Option<Vec<Arc<SubMailbox>>>,
 }
 
 impl Connection {

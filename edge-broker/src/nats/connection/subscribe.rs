@@ -7,24 +7,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use edge_proto::mqtt::QoS;
 use edge_proto::nats::{ServerError, Sub, Unsub};
 
-use super::Connection;
 use super::outbox::SubMailbox;
+use super::state::{Connection, SubRecord};
 use crate::auth::acl::SubscribeVerdict;
 use crate::hub::{Mailbox, SubEntry};
 use crate::metrics::front::DropReason;
 use crate::router::Filter;
-
-/// A subscription as the connection remembers it.
-pub(super) struct SubRecord {
-    pub(super) key: u64,
-    pub(super) subject: String,
-    pub(super) filter: Option<Filter>,
-    pub(super) group: Option<String>,
-    pub(super) mailbox: Arc<SubMailbox>,
-    /// [`Connection::logins`] when it was made: its hub entry is guarded by the ACL of the
-    /// identity logged in then.
-    pub(super) login: u64,
-}
 
 impl Connection {
     pub(super) fn on_sub(&mut self, sub: Sub) {
