@@ -7,11 +7,14 @@
 //!   registry, retained store, publishing, wills (published through [`crate::ingest`]),
 //!   expiry, the stop flag, the `$SYS` tree.
 //! - [`connection`]: one client connection over any byte stream: [`connection::serve`] and the
-//!   packet loop, in rooms of one concern: `login` (CONNECT, seat, session attach or takeover,
-//!   CONNACK), `inbound` (its publishes through [`crate::ingest`], acks in arrival order, routed
-//!   ones once durable), `outbound` (delivery within the client's Receive Maximum, topic aliases,
-//!   resends), `subscribe` (SUBSCRIBE / UNSUBSCRIBE, retained at subscribe), `close`
-//!   (DISCONNECT, drain, will, detach).
+//!   packet loop (its `mod.rs`), in rooms of one concern, each an `impl Connection` over the one
+//!   state in `state` (the `Connection`, why it ends, what its fields hold): `login` (CONNECT,
+//!   seat, session attach or takeover, CONNACK), `inbound` (its publishes through
+//!   [`crate::ingest`], acks in arrival order, routed ones once durable), `outbound` (delivery
+//!   within the client's Receive Maximum, topic aliases, resends), `subscribe` (SUBSCRIBE /
+//!   UNSUBSCRIBE, retained at subscribe), `close` (DISCONNECT, drain, will, detach), `idle`
+//!   (parking and unparking), `facts` (what was decided for recent topics). Imports run one way:
+//!   `mod.rs` → rooms → `state` → `facts`.
 //! - [`session`]: what outlives a connection, and how its changes are recorded: the session, its
 //!   state and the registry by client id, with rooms for `collections` (subscriptions, queue, in
 //!   flight, inbound QoS 2: journaled and charged) and `log` (where a persistent session's

@@ -6,9 +6,7 @@ use std::time::Duration;
 
 use edge_proto::mqtt::{Disconnect, MqttString, Packet, Properties, ProtocolVersion, ReasonCode};
 
-use super::inbound::Ingest;
-use super::{Connection, Exit};
-use crate::message::Message;
+use super::state::{Connection, Exit, Ingest};
 use crate::metrics::front::inc;
 use crate::mqtt::pace::Pace;
 
@@ -17,12 +15,6 @@ const SHUTDOWN_ACK_DRAIN: Duration = Duration::from_secs(5);
 
 /// How long a closing connection may take to flush its last packets.
 const CLOSE_FLUSH: Duration = Duration::from_secs(1);
-
-/// A will message waiting for the connection to end.
-pub(super) struct WillMessage {
-    pub(super) message: Message,
-    pub(super) delay_secs: u32,
-}
 
 impl Connection {
     pub(super) fn on_disconnect(&mut self, disconnect: Disconnect) -> Result<(), Exit> {

@@ -1,6 +1,7 @@
 //! Parking a connection that has nothing to do, and resuming it ([`crate::mqtt::park`]): when
 //! it may park, what it gives up (its task, its timer, its socket's registration with the
-//! reactor, its buffers) and how it gets them back.
+//! reactor, its buffers) and how it gets them back (`unpark`: the resumed connection's task,
+//! the serve loop, is spawned by `mod.rs`, which this room does not import).
 
 use std::num::NonZeroU32;
 use std::sync::Arc;
@@ -11,11 +12,9 @@ use tokio::net::TcpStream;
 use tokio::time::Instant;
 
 use super::facts::TopicFacts;
-use super::inbound::Ingest;
-use super::{Connection, Topics, Turn, serve_logged_in};
+use super::state::{Connection, Ingest, Topics, Turn};
 use crate::listener::Unplugged;
-use crate::mqtt::park::Parking;
-use crate::mqtt::session::Resume;
+use crate::mqtt::park::{Parking, ParkingLot};
 
 /// How long a client without keep alive has for a large packet (one leased from
 /// `mqtt.max_partial_packet_bytes_total`) to arrive whole: what 1.5 × a keep alive of 60 s
@@ -136,6 +135,22 @@ impl Connection {
         }
     }
 
+    /// Takes a parked connection (woken under `token`) out of `lot` and puts `socket` back into
+    /// the reactor of the runtime resumed connections run on; the serve loop (`mod.rs`) then
+    /// runs it again in a task of its own.
+    pub(super) fn unpark(&mut self, lot: &ParkingLot, token: u64, socket: std::net::TcpStream) {
+        lot.unwatch(token, &socket, self.keep_alive_deadline());
+        {
+            // A waker may be on a thread outside the runtime (the log's writer).
+            let _entered = lot.runtime().enter();
+            self.plug(socket);
+        }
+        // Woken for something: it is not idle now, whatever it was woken for (and no longer
+        // fresh: one woken at its keep-alive deadline must find it passed, not park again).
+        self.stir();
+        self.fresh = false;
+    }
+
     /// Puts `socket` back into the reactor as the connection's stream (on failure the stream
     /// stays unplugged: the next read fails and the connection closes).
     fn plug(&mut self, socket: std::net::TcpStream) {
@@ -155,29 +170,6 @@ fn forget_topic_facts(topics: &mut Option<Box<Topics>>) {
         Some(kept) if kept.has_no_aliases() => *topics = None,
         Some(kept) => kept.facts = TopicFacts::default(),
         None => {}
-    }
-}
-
-impl Resume for Connection {
-    fn resume(mut self: Box<Self>, token: u64, socket: std::net::TcpStream) {
-        let server = Arc::clone(&self.server);
-        let Some(lot) = server.parking() else {
-            // Unreachable: only the lot parks, and it is never unset.
-            tracing::error!(client_id = %self.session.client_id, "a parked connection without its lot: closed");
-            return;
-        };
-        lot.unwatch(token, &socket, self.keep_alive_deadline());
-        let runtime = lot.runtime();
-        {
-            // A waker may be on a thread outside the runtime (the log's writer).
-            let _entered = runtime.enter();
-            self.plug(socket);
-        }
-        // Woken for something: it is not idle now, whatever it was woken for (and no longer
-        // fresh: one woken at its keep-alive deadline must find it passed, not park again).
-        self.stir();
-        self.fresh = false;
-        server.spawn_connection(serve_logged_in(self), runtime);
     }
 }
 

@@ -12,48 +12,13 @@ use edge_proto::mqtt::{
 use tokio::time::Instant;
 
 use super::facts::{Facts, MAX_TOPIC_BYTES};
-use super::{Connection, Exit};
+use super::state::{Connection, Exit, Ingest, Local, Owed, READ_CHUNK};
 use crate::hub::LocalRoute;
 use crate::ingest::{self, Answer, Event, IngestLimits, IngestQueue, Outcome, Publisher};
 use crate::input_pool::InputLease;
 use crate::message::{Message, MessageProperties, Origin, now_ms};
 use crate::metrics::front::{add, inc};
 use crate::mqtt::pace::Pace;
-
-/// A PUBACK or PUBREC owed to the client (QoS 1 or 2), in the ingest queue's answer order.
-#[derive(Debug, Clone, Copy)]
-pub(super) struct Owed {
-    packet_id: u16,
-    qos: QoS,
-    /// A QoS 2 publish counted in the session's `inbound_qos2` already (see
-    /// [`Connection::receive_inflight`]).
-    in_qos2_set: bool,
-    /// The reason code when the answer is settled without the log ([`Outcome::Given`]).
-    reason: ReasonCode,
-}
-
-/// The connection's ingest queue: a routed publish carries its message for local delivery.
-pub(super) type Ingest = IngestQueue<Local, Owed>;
-
-/// What a routed publish leaves for after it is written.
-#[derive(Debug)]
-pub(super) enum Local {
-    /// Its message, for local delivery (and the retained store), with the publisher's route
-    /// for its topic if it has one.
-    Deliver(Arc<Message>, Option<Arc<LocalRoute>>),
-    /// Nothing (nobody subscribed when it came, and it is not retained): its topic, to say
-    /// which publish the log refused, if it does.
-    Quiet(Arc<str>),
-}
-
-impl Local {
-    fn topic(&self) -> &str {
-        match self {
-            Local::Deliver(message, _) => &message.topic,
-            Local::Quiet(topic) => topic,
-        }
-    }
-}
 
 /// What [`Connection::decide`] decided for a publish's topic.
 struct Decided {
@@ -200,7 +165,7 @@ impl Connection {
         let awaited = mqtt::awaited_packet_len(&self.inbuf);
         let pool = &self.server.input_pool;
         self.large_input
-            .cover(pool, &mut self.inbuf, awaited, super::READ_CHUNK)
+            .cover(pool, &mut self.inbuf, awaited, READ_CHUNK)
             .map_err(|refused| {
                 inc(&self.server.metrics.partial_refused);
                 Exit::Busy(refused.to_string())

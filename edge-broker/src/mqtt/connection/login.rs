@@ -13,9 +13,8 @@ use edge_proto::mqtt::{
 use tokio::io::AsyncWriteExt;
 use tokio::time::Instant;
 
-use super::close::WillMessage;
 use super::inbound::message_properties;
-use super::{Connection, READ_BUFFER};
+use super::state::{Connection, READ_BUFFER, WillMessage};
 use crate::admission::Pending;
 use crate::listener::{Stream, read_some};
 use crate::message::{Message, Origin, now_ms};

@@ -10,45 +10,54 @@
 //! Generic over the byte stream: [`serve`] takes a plain TCP, TLS, WebSocket or (in tests)
 //! in-memory connection as one [`Stream`].
 //!
-//! Rooms, all `impl Connection` over the one state defined here (with [`serve`] and the loop):
-//! - `login`: the CONNECT, login, seat, session attach or takeover, CONNACK.
-//! - `inbound`: decoding input, inbound PUBLISH into [`crate::ingest`], acks owed in order.
+//! Rooms of the connection, from the top; each imports only rooms below it (none imports this
+//! file), so imports run one way:
+//! - this file: setup and login ([`serve`]), the packet loop of a logged-in connection (one
+//!   turn: prepare, wait, handle the event; parking when idle), dispatch of the client's
+//!   packets, and a parked connection's resumption (`impl Resume`: the loop again in a task of
+//!   its own) → `login`, `state` (and every room's `impl Connection`);
+//! - `login`: the CONNECT, login, seat, session attach or takeover, CONNACK → `inbound` (a
+//!   will's message properties), `state`;
+//! - `inbound`: decoding input, inbound PUBLISH into [`crate::ingest`], acks owed in order →
+//!   `state`, `facts`;
+//! - `outbound`: deliveries within the client's Receive Maximum, topic aliases, resends, the
+//!   QoS 2 exchange of what we deliver → `state`;
+//! - `subscribe`: SUBSCRIBE / UNSUBSCRIBE, retained messages at subscribe → `state`;
+//! - `close`: DISCONNECT, the drain, the will, detaching the session → `state`;
+//! - `idle`: parking a connection that has nothing to do ([`crate::mqtt::park`]), and taking
+//!   it out of the lot when it is woken (`unpark`; this file then runs its loop again) →
+//!   `state`, `facts`;
+//! - `state`: the `Connection` every room works on (each adds an `impl Connection` of its
+//!   own), why it ends (`Exit`), `write` and `hold_output`, and what its fields hold (topic
+//!   aliases and facts, the state gate, the ingest queue's tags, the will, buffer sizes, what
+//!   a turn waits for) → `facts`;
 //! - `facts`: what was decided for the topics a client publishes to, kept while it repeats
 //!   them.
-//! - `outbound`: deliveries within the client's Receive Maximum, topic aliases, resends, the
-//!   QoS 2 exchange of what we deliver.
-//! - `subscribe`: SUBSCRIBE / UNSUBSCRIBE, retained messages at subscribe.
-//! - `close`: DISCONNECT, the drain, the will, detaching the session.
-//! - `idle`: parking a connection that has nothing to do, and resuming it
-//!   ([`crate::mqtt::park`]).
+//!
+//! A packet decoded in `inbound` is handed to the dispatch here (`handle`), which calls the
+//! room it is for: a method call on the one `Connection`, not an import.
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::num::NonZeroU32;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use bytes::BytesMut;
-use edge_proto::mqtt::{self, MqttString, Packet, ProtocolVersion, PubComp, ReasonCode};
+use edge_proto::mqtt::{Packet, PubComp, ReasonCode};
 use tokio::io::AsyncWriteExt;
 use tokio::sync::futures::Notified;
 use tokio::time::{Instant, Sleep};
 use tokio_util::sync::CancellationToken;
 
-use super::pace::Pace;
 use super::server::MqttServer;
-use super::session::Session;
-use crate::admission::{Pending, Seat};
-use crate::input_pool::InputLease;
-use crate::listener::{ReadBuffer, Stream, poll_read_some};
+use super::session::Resume;
+use crate::admission::Pending;
+use crate::listener::{Stream, poll_read_some};
 use crate::metrics::front::inc;
-use crate::state::{Commit, JournalError};
+use crate::state::JournalError;
 
-use close::WillMessage;
-use facts::TopicFacts;
-use inbound::Ingest;
 use login::{Arrival, read_connect};
+use state::{Connection, Exit, INITIAL_BUFFER, Ingest, OUT_HIGH_WATER, READ_BUFFER, Turn};
 
 mod close;
 mod facts;
@@ -56,60 +65,11 @@ mod idle;
 mod inbound;
 mod login;
 mod outbound;
+mod state;
 mod subscribe;
 
-/// Stop reading a client (and moving its deliveries into its output) while this much output
-/// waits for it: with 1,000 clients that do not read, 64 MiB of output at most.
-const OUT_HIGH_WATER: usize = 64 << 10;
-/// Buffers of a new connection start this small: most gateway clients are idle most of the time.
-const INITIAL_BUFFER: usize = 512;
-/// A busy connection reads in chunks of at least this much.
-const READ_CHUNK: usize = 8192;
 /// A drained write buffer of at most this many bytes is given back (see [`give_back_small`]).
 const SMALL_OUTPUT: usize = 64;
-/// How the read buffer is sized: [`INITIAL_BUFFER`] while quiet, [`READ_CHUNK`] in bursts.
-const READ_BUFFER: ReadBuffer = ReadBuffer {
-    initial: INITIAL_BUFFER,
-    chunk: READ_CHUNK,
-};
-
-/// Why a connection ended.
-#[derive(Debug)]
-enum Exit {
-    /// The client sent DISCONNECT; `with_will` for v5 reason 0x04.
-    ClientDisconnect { with_will: bool },
-    /// The socket closed or failed.
-    Closed(String),
-    /// Another connection took the session over.
-    Kicked,
-    /// The broker is shutting down.
-    Shutdown,
-    /// The client broke the protocol or a limit: DISCONNECT with this reason (v5), then close.
-    Violation(ReasonCode, String),
-    /// The broker has no room for what the client began to send (a large packet that does
-    /// not fit in `max_partial_packet_bytes_total`): DISCONNECT 0x97 Quota exceeded (v5),
-    /// then close as after a client's DISCONNECT; it may send it again later.
-    Busy(String),
-}
-
-/// What a connection keeps of topics: its MQTT 5 topic aliases, and what it decided for the
-/// topics its client publishes to.
-#[derive(Default)]
-struct Topics {
-    /// Set by the client's PUBLISHes.
-    inbound: HashMap<u16, MqttString>,
-    /// Told to the client in our PUBLISHes, by topic.
-    outbound: HashMap<String, u16>,
-    /// The client's recent topics (freed when the connection parks).
-    facts: TopicFacts,
-}
-
-impl Topics {
-    /// Whether it holds no alias (its facts can be given back with the box).
-    fn has_no_aliases(&self) -> bool {
-        self.inbound.is_empty() && self.outbound.is_empty()
-    }
-}
 
 /// Logs one client connection (plain TCP, TLS or a WebSocket's pipe) in, then serves it in a
 /// task of its own (tracked by the server) until it ends; this future ends after the login.
@@ -213,6 +173,21 @@ async fn serve_logged_in(mut connection: Box<Connection>) {
     Box::pin(connection.finish(exit)).await;
 }
 
+/// A parked connection's way back: out of the lot and into the reactor again ([`idle`]),
+/// then the packet loop in a task of its own, as after the login.
+impl Resume for Connection {
+    fn resume(mut self: Box<Self>, token: u64, socket: std::net::TcpStream) {
+        let server = Arc::clone(&self.server);
+        let Some(lot) = server.parking() else {
+            // Unreachable: only the lot parks, and it is never unset.
+            tracing::error!(client_id = %self.session.client_id, "a parked connection without its lot: closed");
+            return;
+        };
+        self.unpark(lot, token, socket);
+        server.spawn_connection(serve_logged_in(self), lot.runtime());
+    }
+}
+
 /// Waits for the CONNECT (within `mqtt.connect_timeout`) and logs the client in: its
 /// connection, CONNACK written; `None` when it closed, was refused or the broker stops.
 async fn log_in(arriving: Box<Arriving>) -> Option<Box<Connection>> {
@@ -291,91 +266,7 @@ async fn log_in(arriving: Box<Arriving>) -> Option<Box<Connection>> {
     }
 }
 
-struct Connection {
-    server: Arc<MqttServer>,
-    /// The `[mqtt]` limits this connection started with (a reload affects later connections).
-    settings: Arc<crate::config::MqttSection>,
-    session: Arc<Session>,
-    generation: u64,
-    version: ProtocolVersion,
-    peer: SocketAddr,
-    /// The client's bytes, both ways: one box (two halves were an `Arc` of the socket and a
-    /// box each).
-    stream: Stream,
-    inbuf: BytesMut,
-    /// The last read filled the buffer's room or was not small (see [`ReadBuffer`]).
-    read_burst: bool,
-    /// The lease of the large packet at the front of `inbuf`, if one is arriving
-    /// ([`crate::input_pool`]); `inbuf` is then sized for it.
-    large_input: InputLease,
-    outbuf: BytesMut,
-    client_max_packet: u32,
-    client_receive_max: u16,
-    client_alias_max: u16,
-    problem_info: bool,
-    /// Topic aliases (MQTT 5) and the facts of recent topics published to, made when the
-    /// first alias is used or the first publish comes (two empty maps were 96 bytes in every
-    /// connection); dropped when the connection parks unless it holds aliases.
-    topics: Option<Box<Topics>>,
-    /// The keep alive granted, ×1.5, in milliseconds (at most 65,535 s × 1.5: a `u32`, where
-    /// an `Option<Duration>` took 16 bytes); `None`: none.
-    keep_alive_ms: Option<NonZeroU32>,
-    last_read: Instant,
-    /// When the connection last had something to do, in milliseconds after `last_read`
-    /// (a `u32`, not a second `Instant`: 16 bytes): it is parked `park_idle_after` later.
-    stirred_ms: u32,
-    /// The client sent nothing since its CONNECT and got no delivery: the connection parks as
-    /// soon as it has nothing to do (a device that connects and reports now and then, every
-    /// device after a reconnection storm), not `park_idle_after` later. (In the padding
-    /// `stirred_ms` left.)
-    fresh: bool,
-    /// The keep-alive and parking timer ([`poll_timer`]), made at the first wait with a
-    /// deadline and dropped when the connection parks: boxed, the serve future holds a
-    /// pointer instead of a `Sleep` (most of its size), and no loop turn makes a new timer.
-    timer: Option<Pin<Box<Sleep>>>,
-    read_paused: bool,
-    /// The publishes on their way to the log and the acks owed (boxed: the connection future
-    /// holds the connection several times over, ~900 bytes per idle client inline).
-    /// Made at the first publish (an idle client, or one that only subscribes, has none).
-    ingest: Option<Box<Ingest>>,
-    /// What this client may publish and subscribe to.
-    permissions: crate::auth::Permissions,
-    /// The will (boxed: a `Message` is ~200 bytes, and most clients set no will; inline it
-    /// was a third of every connection).
-    will: Option<Box<WillMessage>>,
-    connect_expiry: u32,
-    /// State changes the output waits for: nothing more is written to the client until they
-    /// are durable (acks of subscriptions, of publishes queued for persistent sessions).
-    /// Boxed with its wait: most connections have none most of the time.
-    gate: Option<Box<Gate>>,
-    /// This client's place among `mqtt.max_connections`, given back when the connection ends.
-    _seat: Seat,
-    /// PUBRECs owed for QoS 2 publishes in `inbound_qos2` (counted there already): see
-    /// [`Connection::receive_inflight`].
-    qos2_answers: u32,
-    /// QoS 0 deliveries of this client's publish waiting for room in slower subscribers'
-    /// queues (made at the first local delivery, and only if `slow_subscriber_wait` > 0):
-    /// while they wait, no input is taken.
-    pace: Option<Box<Pace>>,
-}
-
 impl Connection {
-    /// Encodes a packet into the output buffer, respecting the client's maximum packet size.
-    fn write(&mut self, packet: &Packet) -> bool {
-        match mqtt::encode_limited(
-            packet,
-            self.version,
-            self.client_max_packet,
-            &mut self.outbuf,
-        ) {
-            Ok(_) => true,
-            Err(err) => {
-                tracing::debug!(client_id = %self.session.client_id, "not sending {}: {err}", packet.packet_type());
-                false
-            }
-        }
-    }
-
     /// Before a turn of the serve loop waits: takes the input read and the deliveries
     /// queued, then decides what the turn may wait for.
     fn prepare_turn(&mut self) -> Result<Turn, Exit> {
@@ -562,17 +453,6 @@ impl Connection {
         }
     }
 
-    /// Holds the output until `commit` (if any) is durable.
-    fn hold_output(&mut self, commit: Option<Commit>) {
-        if let Some(commit) = commit.filter(|c| !c.is_durable()) {
-            match &mut self.gate {
-                Some(gate) if commit.position() <= gate.commit.position() => {}
-                Some(gate) => **gate = Gate::new(commit),
-                None => self.gate = Some(Box::new(Gate::new(commit))),
-            }
-        }
-    }
-
     /// One packet of the client (a PUBLISH is taken by reference where input is decoded).
     fn handle(&mut self, packet: Packet) -> Result<(), Exit> {
         match packet {
@@ -627,26 +507,6 @@ impl Connection {
     }
 }
 
-/// What one turn of the serve loop may wait for, decided before it waits.
-#[derive(Debug, Clone, Copy)]
-struct Turn {
-    /// Deliveries of this client's publish wait for room ([`Connection::pacing`]).
-    pacing: bool,
-    /// The ingest queue has publishes on their way to the log.
-    ingest: bool,
-    /// Output waits for state changes to be durable.
-    gate: bool,
-    /// Output to write (and no gate).
-    write: bool,
-    /// Input may be read.
-    read: bool,
-    /// The keep-alive deadline runs (not while the log holds input back).
-    keep_alive: bool,
-    /// Nothing is in flight on the connection's side: it parks once idle long enough
-    /// ([`idle`]).
-    park: bool,
-}
-
 /// What ended a turn's wait ([`Connection::poll_turn`]).
 #[derive(Debug)]
 enum Event {
@@ -659,32 +519,6 @@ enum Event {
     KeepAliveExpired,
     /// Idle for `mqtt.park_idle_after` with nothing in flight: the connection parks.
     Idle,
-}
-
-/// A state change the output waits for, and the wait for it.
-struct Gate {
-    commit: Commit,
-    /// Made at its first poll and kept until the gate opens or moves. It owns a clone of the
-    /// commit, so that the turn can poll it beside the rest of the connection.
-    wait: Option<DurableWait>,
-}
-
-/// [`Gate`]'s wait.
-type DurableWait = Pin<Box<dyn Future<Output = Result<(), JournalError>> + Send>>;
-
-impl Gate {
-    fn new(commit: Commit) -> Gate {
-        Gate { commit, wait: None }
-    }
-
-    fn poll_durable(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), JournalError>> {
-        let commit = &self.commit;
-        let wait = self.wait.get_or_insert_with(|| {
-            let commit = commit.clone();
-            Box::pin(async move { commit.durable().await })
-        });
-        wait.as_mut().poll(cx)
-    }
 }
 
 /// Gives back the write buffer once a write drained it, if its allocation holds at most
@@ -798,27 +632,5 @@ mod tests {
             super::poll_timer(&mut timer, at(400), &mut cx),
             Poll::Ready(())
         );
-    }
-
-    /// Every logged-in client holds one boxed `Connection` for its whole life (10,000 idle
-    /// clients: 10,000 of them). What most clients never use is boxed (the will, the ingest
-    /// queue, topic aliases, pacing): with the will inline it was 656 bytes; 464 with the
-    /// kick and shutdown tokens and its own pointer to the client id (the session's is read);
-    /// 432 with the permissions' empty verdict cache inline (32 bytes) and the packet size
-    /// cap copied from the settings it keeps (with `client_receive_max` a `u16`, 8 bytes of
-    /// padding). 384: a box of 400 bytes with malloc's header, where it was 464. 368 with the
-    /// state gate (a commit ticket, 24 bytes) boxed with its wait: a chunk of 384. 352 with
-    /// one stream instead of two halves (two fat pointers): a chunk of 368. 328 with the
-    /// seat's source address as bytes (a `u128` aligned the seat and the connection to 16),
-    /// the keep alive in a `u32` of milliseconds and the QoS 2 answers counted in a `u32`: a
-    /// chunk of 336. 336 with when it last had something to do (`stirred_ms` and `fresh`, for
-    /// parking, which saves far more: the task, the timer and the socket's registration).
-    /// 344 with the lease of a large packet arriving (a pointer): still a chunk of 352.
-    #[test]
-    fn a_connection_holds_what_an_idle_client_needs_inline_only() {
-        const CONNECTION_MAX: usize = 344;
-        let size = std::mem::size_of::<super::Connection>();
-        eprintln!("Connection: {size} bytes");
-        assert!(size <= CONNECTION_MAX, "Connection: {size} bytes");
     }
 }

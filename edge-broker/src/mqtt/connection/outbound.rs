@@ -9,7 +9,7 @@ use edge_proto::mqtt::{
     PubRel, Publish, QoS, ReasonCode,
 };
 
-use super::{Connection, Exit, OUT_HIGH_WATER};
+use super::state::{Connection, Exit, OUT_HIGH_WATER};
 use crate::hub::Delivery;
 use crate::message::{MessageProperties, now_ms};
 use crate::metrics::front::DropReason;

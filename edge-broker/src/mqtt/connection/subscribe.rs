@@ -7,7 +7,7 @@ use edge_proto::mqtt::{
     topic,
 };
 
-use super::{Connection, Exit};
+use super::state::{Connection, Exit};
 use crate::hub::{Delivery, Mailbox, SubEntry};
 use crate::message::now_ms;
 use crate::mqtt::session::SubscriptionRecord;
