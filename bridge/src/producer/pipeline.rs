@@ -243,33 +243,22 @@ async fn read_responses(
                 return;
             }
         };
-        match read {
-            Ok(0) => {
-                let source = std::io::Error::new(
-                    std::io::ErrorKind::UnexpectedEof,
-                    "the broker closed the connection",
-                );
-                shared.lose(
-                    &broker,
-                    ProduceError::Io {
-                        broker: broker.clone(),
-                        source,
-                    },
-                );
-                return;
-            }
-            Ok(_) => {}
-            Err(source) => {
-                shared.lose(
-                    &broker,
-                    ProduceError::Io {
-                        broker: broker.clone(),
-                        source,
-                    },
-                );
-                return;
-            }
-        }
+        let source = match read {
+            Ok(0) => std::io::Error::new(
+                std::io::ErrorKind::UnexpectedEof,
+                "the broker closed the connection",
+            ),
+            Ok(_) => continue,
+            Err(source) => source,
+        };
+        shared.lose(
+            &broker,
+            ProduceError::Io {
+                broker: broker.clone(),
+                source,
+            },
+        );
+        return;
     }
 }
 
